@@ -1,0 +1,145 @@
+# ckprep -- prepare PyTorch checkpoints for fine-tuning.
+#
+#   make deps    install the Debian packages the build and the tests need
+#   make         build build/ckprep
+#   make run     build, then run ckprep on the bundled sample checkpoint
+#   make test    build, then every test: unit (plain and sanitized), oracle
+#                (real torch), hostile inputs, peak memory
+#   make install install the binary, the systemd unit and an example config
+#
+# V=1 shows full commands.  SAN=1 builds with ASan+UBSan into build-san/.
+
+CC       ?= cc
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+PYTHON   := /usr/bin/python3
+SHARED   ?= $(abspath ../shared)
+CORPUS   ?= $(SHARED)/corpus/third-party
+PKGS     := inih zlib
+TEST_PKGS := cmocka
+
+DEB_BUILD := build-essential pkg-config libuv1-dev libzip-dev libyaml-dev \
+             libinih-dev libcmocka-dev zlib1g-dev
+DEB_TEST  := python3-torch python3-omegaconf python3-numpy python3-yaml
+
+ifeq ($(SAN),1)
+BUILD    := build-san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
+            -fno-sanitize-recover=undefined
+else
+BUILD    := build
+SANFLAGS :=
+endif
+
+CFLAGS   ?= -O2 -g
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+            -Wmissing-prototypes -Wno-unused-parameter
+ALL_CFLAGS  = -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) $(CFLAGS) \
+              $(SANFLAGS) -Icore $(shell pkg-config --cflags $(PKGS)) -MMD -MP
+ALL_LDFLAGS = $(SANFLAGS) $(LDFLAGS)
+LIBS        = $(shell pkg-config --libs $(PKGS))
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+CORE_SRC := \
+	core/ck.c \
+	core/ckpt.c \
+	core/conf.c \
+	core/inspect.c \
+	core/job.c \
+	core/json.c \
+	core/pickle.c \
+	core/plugins.c \
+	core/zip.c
+
+PLUGIN_SRC := $(patsubst %,plugins/%.c,$(shell sed -n 's/^PLUGIN(\(.*\))$$/\1/p' plugins/plugins.def))
+
+UNIT_TESTS := \
+	tests/core/test_pickle \
+	tests/core/test_zip \
+	tests/core/test_ckpt \
+	tests/core/test_conf \
+	tests/core/test_json
+
+LIB_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(CORE_SRC) $(PLUGIN_SRC))
+MAIN_OBJ := $(BUILD)/core/main.o
+LIB      := $(BUILD)/libckprep.a
+BIN      := $(BUILD)/ckprep
+UNIT_BIN := $(addprefix $(BUILD)/,$(UNIT_TESTS))
+
+all: $(BIN)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(LIB): $(LIB_OBJ)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BIN): $(MAIN_OBJ) $(LIB)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/tests/%: tests/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  TEST    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags $(TEST_PKGS)) \
+		-o $@ $< $(LIB) $(ALL_LDFLAGS) $(LIBS) $(shell pkg-config --libs $(TEST_PKGS))
+
+units: $(UNIT_BIN)
+
+# Installs only what is missing, so it is quick and quiet on a ready machine.
+deps:
+	@missing=$$(for p in $(DEB_BUILD) $(DEB_TEST); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "  DEPS    installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $$missing >/dev/null || exit 1; \
+	fi
+
+run: deps all
+	$(BIN) inspect tests/data/sample.th
+	$(BIN) run -c conf/ckprep.ini -o $(BUILD)/sample.prep.th tests/data/sample.th
+	$(BIN) inspect $(BUILD)/sample.prep.th
+
+# Unit tests run under a timeout; the sanitized build runs them again.
+test-units: units
+	@set -e; for t in $(UNIT_BIN); do timeout 120 $$t; done
+
+test-oracle: all
+	$(PYTHON) tests/oracle/test_roundtrip.py --ckprep $(BIN) --corpus $(CORPUS)
+
+test-hostile: all
+	$(PYTHON) tests/hostile/test_hostile.py --ckprep $(BIN)
+
+test-rss: all
+	$(PYTHON) tests/oracle/test_bigrss.py --ckprep $(BIN)
+
+test: deps
+	$(Q)$(MAKE) --no-print-directory all units
+	$(Q)$(MAKE) --no-print-directory SAN=1 all units
+	$(Q)$(MAKE) --no-print-directory test-units
+	$(Q)$(MAKE) --no-print-directory SAN=1 test-units
+	$(Q)$(MAKE) --no-print-directory test-oracle
+	$(Q)$(MAKE) --no-print-directory SAN=1 test-hostile
+	$(Q)$(MAKE) --no-print-directory SAN=1 test-oracle
+	$(Q)$(MAKE) --no-print-directory test-rss
+
+install: all
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ckprep
+	install -D -m 0640 conf/ckprep.ini $(DESTDIR)/etc/ckprep/ckprep.ini.example
+
+clean:
+	rm -rf build build-san
+
+.PHONY: all deps run test test-units test-oracle test-hostile test-rss units install clean
+
+-include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d)

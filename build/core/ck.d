@@ -1,0 +1,2 @@
+build/core/ck.o: core/ck.c core/ck.h
+core/ck.h:

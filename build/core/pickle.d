@@ -1,0 +1,3 @@
+build/core/pickle.o: core/pickle.c core/pickle.h core/ck.h
+core/pickle.h:
+core/ck.h:

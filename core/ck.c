@@ -1,0 +1,285 @@
+/*
+ * ck.c -- error strings, allocation hooks, byte buffers and the job arena.
+ *
+ * The allocation counter is process-wide and not thread-safe by design: it
+ * exists for single-threaded fault-injection tests, and costs one increment
+ * otherwise.
+ */
+#include "ck.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static unsigned long mem_count;
+static unsigned long mem_fail_at;
+
+void ck_mem_fail_at(unsigned long n)
+{
+    mem_fail_at = n;
+    mem_count = 0;
+}
+
+unsigned long ck_mem_count(void)
+{
+    return mem_count;
+}
+
+static int mem_should_fail(void)
+{
+    mem_count++;
+    return mem_fail_at != 0 && mem_count >= mem_fail_at;
+}
+
+void *ck_malloc(size_t n)
+{
+    if (mem_should_fail())
+        return NULL;
+    return malloc(n ? n : 1);
+}
+
+void *ck_calloc(size_t n, size_t size)
+{
+    if (mem_should_fail())
+        return NULL;
+    return calloc(n ? n : 1, size ? size : 1);
+}
+
+void *ck_realloc(void *p, size_t n)
+{
+    if (mem_should_fail())
+        return NULL;
+    return realloc(p, n ? n : 1);
+}
+
+void ck_free(void *p)
+{
+    free(p);
+}
+
+char *ck_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = ck_malloc(n);
+
+    if (d != NULL)
+        memcpy(d, s, n);
+    return d;
+}
+
+static const struct {
+    int code;
+    const char *name;
+    const char *text;
+} errors[] = {
+    { CK_EFORMAT, "format", "not a well-formed checkpoint" },
+    { CK_ELIMIT, "limit", "exceeds a configured limit" },
+    { CK_EUNSAFE, "unsafe", "names a global that is not allowed" },
+    { CK_EUNSUPPORTED, "unsupported", "uses a feature ckprep does not handle" },
+    { CK_ECONFIG, "config", "configuration error" },
+    { CK_EPLUGIN, "plugin", "a plugin refused the job" },
+    { CK_ENOMEM, "nomem", "out of memory" },
+    { CK_EUSAGE, "usage", "usage error" },
+};
+
+const char *ck_strerror(int code)
+{
+    for (size_t i = 0; i < CK_ARRAY_SIZE(errors); i++)
+        if (errors[i].code == code)
+            return errors[i].text;
+    if (code < 0 && code > -4096)
+        return strerror(-code);
+    return "unknown error";
+}
+
+const char *ck_errname(int code)
+{
+    for (size_t i = 0; i < CK_ARRAY_SIZE(errors); i++)
+        if (errors[i].code == code)
+            return errors[i].name;
+    return "io";
+}
+
+int ck_err_vset(ck_err_t *err, int code, const char *fmt, va_list ap)
+{
+    if (err == NULL || err->code != 0)
+        return code;
+    err->code = code;
+    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+    return code;
+}
+
+int ck_err_set(ck_err_t *err, int code, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    ck_err_vset(err, code, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+int ck_buf_reserve(ck_buf_t *b, size_t extra)
+{
+    size_t need, cap;
+    uint8_t *p;
+
+    if (b->oom)
+        return CK_ENOMEM;
+    if (__builtin_add_overflow(b->len, extra, &need))
+        goto oom;
+    if (need <= b->cap)
+        return 0;
+    cap = b->cap ? b->cap : 256;
+    while (cap < need) {
+        if (__builtin_mul_overflow(cap, 2, &cap))
+            goto oom;
+    }
+    p = ck_realloc(b->data, cap);
+    if (p == NULL)
+        goto oom;
+    b->data = p;
+    b->cap = cap;
+    return 0;
+oom:
+    b->oom = 1;
+    return CK_ENOMEM;
+}
+
+int ck_buf_put(ck_buf_t *b, const void *p, size_t n)
+{
+    if (n == 0)
+        return b->oom ? CK_ENOMEM : 0;
+    if (ck_buf_reserve(b, n) < 0)
+        return CK_ENOMEM;
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+int ck_buf_putc(ck_buf_t *b, int c)
+{
+    uint8_t ch = (uint8_t)c;
+
+    return ck_buf_put(b, &ch, 1);
+}
+
+int ck_buf_printf(ck_buf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || ck_buf_reserve(b, (size_t)n + 1) < 0)
+        return CK_ENOMEM;
+    va_start(ap, fmt);
+    vsnprintf((char *)b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return 0;
+}
+
+void ck_buf_release(ck_buf_t *b)
+{
+    ck_free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+    b->oom = 0;
+}
+
+/*
+ * Arena blocks: a header followed by payload.  Requests larger than a
+ * quarter block get a block of their own, so waste stays bounded.
+ */
+struct ck_arena_block {
+    ck_arena_block_t *next;
+    size_t size, used;
+    max_align_t data[];
+};
+
+#define ARENA_BLOCK (64 * 1024)
+
+void *ck_arena_alloc(ck_arena_t *a, size_t n)
+{
+    ck_arena_block_t *b = a->head;
+    size_t want = (n + 7) & ~(size_t)7;
+    void *p;
+
+    if (want < n)
+        return NULL;
+    if (b == NULL || b->size - b->used < want) {
+        size_t size = want > ARENA_BLOCK / 4 ? want : ARENA_BLOCK;
+
+        if (size > SIZE_MAX - sizeof(*b))
+            return NULL;
+        b = ck_malloc(sizeof(*b) + size);
+        if (b == NULL)
+            return NULL;
+        b->size = size;
+        b->used = 0;
+        if (want > ARENA_BLOCK / 4 && a->head != NULL) {
+            /* keep the partly used head block current */
+            b->next = a->head->next;
+            a->head->next = b;
+        } else {
+            b->next = a->head;
+            a->head = b;
+        }
+    }
+    p = (char *)b->data + b->used;
+    b->used += want;
+    a->used += want;
+    memset(p, 0, want);
+    return p;
+}
+
+char *ck_arena_strndup(ck_arena_t *a, const char *s, size_t n)
+{
+    char *d = ck_arena_alloc(a, n + 1);
+
+    if (d != NULL) {
+        memcpy(d, s, n);
+        d[n] = '\0';
+    }
+    return d;
+}
+
+char *ck_arena_strdup(ck_arena_t *a, const char *s)
+{
+    return ck_arena_strndup(a, s, strlen(s));
+}
+
+char *ck_arena_printf(ck_arena_t *a, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+    char *d;
+
+    va_start(ap, fmt);
+    n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return NULL;
+    d = ck_arena_alloc(a, (size_t)n + 1);
+    if (d == NULL)
+        return NULL;
+    va_start(ap, fmt);
+    vsnprintf(d, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return d;
+}
+
+void ck_arena_release(ck_arena_t *a)
+{
+    ck_arena_block_t *b = a->head, *next;
+
+    for (; b != NULL; b = next) {
+        next = b->next;
+        ck_free(b);
+    }
+    a->head = NULL;
+    a->used = 0;
+}

@@ -1,0 +1,101 @@
+/*
+ * ck.h -- what every part of ckprep shares: error codes, the error record
+ * that carries a one-line message out of a job, allocation hooks, a growable
+ * byte buffer and a job arena.
+ *
+ * Conventions (libuv's): functions return 0 on success or a negative code,
+ * either -errno or one of CK_E* below.  The detail goes into a ck_err_t the
+ * caller passes down; the first error set wins, so the innermost cause is the
+ * one reported.
+ */
+#ifndef CK_H
+#define CK_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CK_VERSION "0.1.0"
+
+enum {
+    CK_EFORMAT = -1000, /* input is not a well-formed checkpoint */
+    CK_ELIMIT,          /* input exceeds a configured limit */
+    CK_EUNSAFE,         /* input names a global that is not allowed */
+    CK_EUNSUPPORTED,    /* well-formed, but a feature we do not handle */
+    CK_ECONFIG,         /* configuration error */
+    CK_EPLUGIN,         /* a plugin refused the job */
+    CK_ENOMEM,          /* allocation failed */
+    CK_EUSAGE,          /* command line misuse */
+};
+
+const char *ck_strerror(int code);
+/* Short stable name of a code ("format", "unsafe", "io", ...) for records. */
+const char *ck_errname(int code);
+
+typedef struct {
+    int code;
+    char msg[1024];
+} ck_err_t;
+
+/* Record an error unless one is already recorded; returns code. */
+int ck_err_set(ck_err_t *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int ck_err_vset(ck_err_t *err, int code, const char *fmt, va_list ap);
+
+/*
+ * Allocation hooks.  Every allocation in ckprep goes through these so a test
+ * can make the Nth one fail (ck_mem_fail_at).  ck_free(NULL) is a no-op.
+ */
+void *ck_malloc(size_t n);
+void *ck_calloc(size_t n, size_t size);
+void *ck_realloc(void *p, size_t n);
+void ck_free(void *p);
+char *ck_strdup(const char *s);
+/* Fail allocation number n (1-based) and every one after; 0 disables. */
+void ck_mem_fail_at(unsigned long n);
+unsigned long ck_mem_count(void);
+
+/* Growable byte buffer.  Owns its data; ck_buf_release frees it. */
+typedef struct {
+    uint8_t *data;
+    size_t len, cap;
+    int oom; /* sticky: set once an append failed */
+} ck_buf_t;
+
+int ck_buf_reserve(ck_buf_t *b, size_t extra);
+int ck_buf_put(ck_buf_t *b, const void *p, size_t n);
+int ck_buf_putc(ck_buf_t *b, int c);
+int ck_buf_printf(ck_buf_t *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void ck_buf_release(ck_buf_t *b);
+
+/*
+ * Job arena: many small allocations freed at once.  Blocks come from
+ * ck_malloc.  ck_arena_alloc returns 8-byte-aligned zeroed memory or NULL.
+ */
+typedef struct ck_arena_block ck_arena_block_t;
+typedef struct {
+    ck_arena_block_t *head;
+    size_t used; /* total bytes handed out, for limits and reports */
+} ck_arena_t;
+
+void *ck_arena_alloc(ck_arena_t *a, size_t n);
+char *ck_arena_strndup(ck_arena_t *a, const char *s, size_t n);
+char *ck_arena_strdup(ck_arena_t *a, const char *s);
+char *ck_arena_printf(ck_arena_t *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void ck_arena_release(ck_arena_t *a);
+
+/* Checked arithmetic on sizes from untrusted input: 0 ok, -1 overflow. */
+static inline int ck_mul_u64(uint64_t a, uint64_t b, uint64_t *r)
+{
+    return __builtin_mul_overflow(a, b, r) ? -1 : 0;
+}
+static inline int ck_add_u64(uint64_t a, uint64_t b, uint64_t *r)
+{
+    return __builtin_add_overflow(a, b, r) ? -1 : 0;
+}
+
+#define CK_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+#endif

@@ -1,0 +1,131 @@
+/*
+ * ckpt.h -- a PyTorch checkpoint as a model: the pickled object graph, the
+ * storages its tensors live in, and where each storage's bytes are in the
+ * input file.
+ *
+ * ck_ckpt_open reads only the pickle and the zip directory (or the legacy
+ * stream's pickles and storage headers); storage bytes stay on disk until
+ * ck_ckpt_write copies them, in bounded chunks or by the kernel, into a new
+ * zip laid out the way torch.save lays it out.  Before anything is written
+ * the whole file is validated: allowed globals, records present and of the
+ * right size, every tensor view inside its storage.
+ *
+ * Plugins change the graph (through the helpers below) and call
+ * ck_ckpt_scan again; storages no longer referenced are not written.
+ */
+#ifndef CK_CKPT_H
+#define CK_CKPT_H
+
+#include "pickle.h"
+#include "zip.h"
+
+#include <sys/types.h>
+
+typedef struct {
+    const char *name;    /* torch dtype name: "float16" */
+    const char *storage; /* legacy storage class, NULL for v3-only dtypes */
+    unsigned itemsize;
+    unsigned is_float;   /* 1 floating point, 2 complex */
+} ck_dtype_t;
+
+const ck_dtype_t *ck_dtype_by_name(const char *name);
+const ck_dtype_t *ck_dtype_by_storage(const char *storage_class);
+
+typedef enum { CK_SRC_ZIP, CK_SRC_LEGACY, CK_SRC_MEM } ck_src_t;
+
+typedef struct {
+    const char *key;          /* key in the input */
+    const ck_dtype_t *dtype;  /* NULL for UntypedStorage (bytes) */
+    uint64_t numel;           /* elements of dtype (bytes if untyped) */
+    uint64_t nbytes;
+    const char *location;
+    ck_src_t src;
+    const ck_zip_entry_t *entry; /* CK_SRC_ZIP */
+    uint64_t off;                /* CK_SRC_LEGACY: file offset of the bytes */
+    const uint8_t *mem;          /* CK_SRC_MEM */
+    int64_t newkey;              /* assigned while writing, -1 before */
+    unsigned refs;               /* persistent ids naming it at last scan */
+} ck_storage_t;
+
+typedef struct {
+    ck_py_t *node;            /* the _rebuild_tensor* call */
+    ck_storage_t *st;
+    const ck_dtype_t *dtype;
+    uint64_t offset;          /* in elements */
+    size_t ndim;
+    int64_t *size, *stride;
+    uint64_t numel;
+    int requires_grad;
+} ck_tensor_t;
+
+typedef enum { CK_FMT_ZIP, CK_FMT_LEGACY } ck_format_t;
+
+typedef struct {
+    ck_limits_t lim;
+    const char *const *allow; /* extra allowed globals "module.name", NULL-ended */
+} ck_open_opts_t;
+
+typedef struct {
+    ck_arena_t arena;
+    const char *path;
+    int fd;
+    struct {
+        uint64_t size;
+        dev_t dev;
+        ino_t ino;
+        int64_t mtime_ns;
+    } st;
+    ck_format_t format;
+    char *top;                /* zip top folder */
+    const char *byteorder;    /* as recorded, NULL when absent */
+    ck_zip_t zip;
+    ck_pickle_t pk;
+    size_t pickle_bytes;
+    ck_limits_t lim;
+    ck_storage_t **storages;  /* every storage known, input order */
+    size_t nstorages;
+    ck_tensor_t *tensors;     /* found by the last scan, graph order */
+    size_t ntensors;
+} ck_ckpt_t;
+
+/*
+ * Open and validate path.  On success c owns an open descriptor and an
+ * arena; release with ck_ckpt_close (also after a failure).
+ */
+int ck_ckpt_open(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
+                 ck_err_t *err);
+void ck_ckpt_close(ck_ckpt_t *c);
+
+/* Re-find tensors and storage references after the graph changed. */
+int ck_ckpt_scan(ck_ckpt_t *c, ck_err_t *err);
+
+typedef struct {
+    uint64_t size;            /* bytes written */
+    size_t nstorages;
+    uint64_t storage_bytes;
+} ck_write_info_t;
+
+/*
+ * Write the checkpoint to out_path atomically: a temporary file in the same
+ * folder, fsync, rename, fsync of the folder.  On failure nothing is left.
+ */
+int ck_ckpt_write(ck_ckpt_t *c, const char *out_path, ck_write_info_t *info,
+                  ck_err_t *err);
+
+/* The top folder torch.save gives a file: its name without the extension. */
+char *ck_ckpt_stem(ck_arena_t *a, const char *path);
+
+/*
+ * The value at a '/'-separated path of mapping keys ("best_state/model"),
+ * or NULL.  Keys may contain dots.
+ */
+ck_py_t *ck_ckpt_get(ck_ckpt_t *c, const char *path);
+
+/* The tensor whose rebuild call is node (or a Parameter wrapping one). */
+ck_tensor_t *ck_ckpt_tensor(ck_ckpt_t *c, ck_py_t *node);
+
+/* 1 when module.name may appear in a pickle (extra: more allowed names). */
+int ck_global_allowed(const char *module, const char *name,
+                      const char *const *extra);
+
+#endif

@@ -1,0 +1,440 @@
+/*
+ * conf.c -- loading the INI configuration and the generic directive setters.
+ *
+ * inih reads the file through a line-counting reader so every handler call
+ * knows its line.  The first error is kept and reported as PATH:LINE.
+ * Sections are created when first seen; after the file is read, the chain
+ * is resolved (a plugin named in the chain without a section of its own runs
+ * with its defaults), defaults are applied and each plugin's init_conf runs.
+ */
+#include "conf.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FIELD(conf, d, type) ((type *)((char *)(conf) + (d)->offset))
+
+struct ck_section {
+    ck_section_t *next;
+    char *name;                    /* as written: "key_remap:second" */
+    const ck_directive_t *dirs;
+    void *conf;
+    const ck_plugin_t *plugin;     /* NULL for core sections */
+    const char *label;
+    uint64_t set;                  /* bit i: directive i was given */
+    int line;
+};
+
+const ck_directive_t ck_pipeline_directives[] = {
+    { "chain", ck_conf_set_words, offsetof(ck_pipeline_conf_t, chain), NULL,
+      CK_DIR_MULTI, "plugins to run in order: NAME[:LABEL] ..." },
+    { NULL, NULL, 0, NULL, 0, NULL },
+};
+
+const ck_directive_t ck_security_directives[] = {
+    { "allow_globals", ck_conf_set_words,
+      offsetof(ck_security_conf_t, allow_globals), NULL, CK_DIR_MULTI,
+      "extra globals a pickle may name: module.name ..." },
+    { "max_pickle_bytes", ck_conf_set_size,
+      offsetof(ck_security_conf_t, max_pickle_bytes), "1G", 0,
+      "largest data.pkl accepted" },
+    { "max_depth", ck_conf_set_u64, offsetof(ck_security_conf_t, max_depth),
+      "1000", 0, "deepest object nesting accepted" },
+    { "max_memo", ck_conf_set_u64, offsetof(ck_security_conf_t, max_memo),
+      "16777216", 0, "largest pickle memo index accepted" },
+    { "max_string_bytes", ck_conf_set_size,
+      offsetof(ck_security_conf_t, max_string_bytes), "256M", 0,
+      "longest str, bytes or integer accepted" },
+    { NULL, NULL, 0, NULL, 0, NULL },
+};
+
+/* ---- setters ---------------------------------------------------------- */
+
+int ck_conf_set_bool(const ck_directive_t *d, void *conf, const char *v,
+                     ck_err_t *err)
+{
+    int *f = FIELD(conf, d, int);
+
+    if (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "on") ||
+        !strcmp(v, "1"))
+        *f = 1;
+    else if (!strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "off") ||
+             !strcmp(v, "0"))
+        *f = 0;
+    else
+        return ck_err_set(err, CK_ECONFIG, "%s: '%s' is not yes or no", d->name, v);
+    return 0;
+}
+
+static int parse_u64(const char *v, uint64_t *out, const char **end)
+{
+    char *e;
+    unsigned long long n;
+
+    if (!isdigit((unsigned char)*v))
+        return -1;
+    errno = 0;
+    n = strtoull(v, &e, 10);
+    if (errno != 0)
+        return -1;
+    *out = n;
+    *end = e;
+    return 0;
+}
+
+int ck_conf_set_u64(const ck_directive_t *d, void *conf, const char *v,
+                    ck_err_t *err)
+{
+    const char *end;
+    uint64_t n;
+
+    if (parse_u64(v, &n, &end) < 0 || *end != '\0')
+        return ck_err_set(err, CK_ECONFIG, "%s: '%s' is not a whole number",
+                          d->name, v);
+    *FIELD(conf, d, uint64_t) = n;
+    return 0;
+}
+
+int ck_conf_set_size(const ck_directive_t *d, void *conf, const char *v,
+                     ck_err_t *err)
+{
+    static const struct {
+        const char *suffix;
+        unsigned shift;
+    } units[] = { { "", 0 },    { "K", 10 },   { "KiB", 10 }, { "M", 20 },
+                  { "MiB", 20 }, { "G", 30 },  { "GiB", 30 }, { "T", 40 },
+                  { "TiB", 40 } };
+    const char *end;
+    uint64_t n;
+
+    if (parse_u64(v, &n, &end) == 0) {
+        for (size_t i = 0; i < CK_ARRAY_SIZE(units); i++) {
+            if (strcmp(end, units[i].suffix) == 0) {
+                if (units[i].shift && n > (UINT64_MAX >> units[i].shift))
+                    break;
+                *FIELD(conf, d, uint64_t) = n << units[i].shift;
+                return 0;
+            }
+        }
+    }
+    return ck_err_set(err, CK_ECONFIG,
+                      "%s: '%s' is not a size (a number, optionally K, M, G or T)",
+                      d->name, v);
+}
+
+/* Section values are kept in the conf arena, reached through the conf's
+ * owner; setters find it through this thread-local hook set by the loader. */
+static _Thread_local ck_arena_t *cur_arena;
+
+static char *keep(const char *s, size_t n)
+{
+    return cur_arena ? ck_arena_strndup(cur_arena, s, n) : NULL;
+}
+
+int ck_conf_set_str(const ck_directive_t *d, void *conf, const char *v,
+                    ck_err_t *err)
+{
+    char *s = keep(v, strlen(v));
+
+    if (s == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    *FIELD(conf, d, char *) = s;
+    return 0;
+}
+
+static int list_add(ck_strlist_t *l, const char *s, size_t n, ck_err_t *err)
+{
+    char **nv;
+
+    if (cur_arena == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    nv = ck_arena_alloc(cur_arena, (l->n + 2) * sizeof(*nv));
+    if (nv == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    if (l->n)
+        memcpy(nv, l->v, l->n * sizeof(*nv));
+    nv[l->n] = keep(s, n);
+    if (nv[l->n] == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    nv[++l->n] = NULL;
+    l->v = nv;
+    return 0;
+}
+
+int ck_conf_set_words(const ck_directive_t *d, void *conf, const char *v,
+                      ck_err_t *err)
+{
+    ck_strlist_t *l = FIELD(conf, d, ck_strlist_t);
+
+    while (*v != '\0') {
+        size_t n;
+        int rc;
+
+        while (*v == ' ' || *v == '\t' || *v == ',')
+            v++;
+        n = strcspn(v, " \t,");
+        if (n == 0)
+            break;
+        rc = list_add(l, v, n, err);
+        if (rc < 0)
+            return rc;
+        v += n;
+    }
+    return 0;
+}
+
+int ck_conf_set_lines(const ck_directive_t *d, void *conf, const char *v,
+                      ck_err_t *err)
+{
+    if (*v == '\0')
+        return 0;
+    return list_add(FIELD(conf, d, ck_strlist_t), v, strlen(v), err);
+}
+
+/* ---- plugins ---------------------------------------------------------- */
+
+const ck_plugin_t *ck_plugin_find(const char *name, size_t len)
+{
+    for (size_t i = 0; ck_plugins[i] != NULL; i++)
+        if (strlen(ck_plugins[i]->name) == len &&
+            memcmp(ck_plugins[i]->name, name, len) == 0)
+            return ck_plugins[i];
+    return NULL;
+}
+
+/* ---- loading ---------------------------------------------------------- */
+
+typedef struct {
+    ck_conf_t *c;
+    FILE *f;
+    int line;
+    int err_line;
+    ck_err_t *err;
+} load_t;
+
+static char *reader(char *str, int num, void *stream)
+{
+    load_t *l = stream;
+    char *s = fgets(str, num, l->f);
+
+    if (s != NULL)
+        l->line++;
+    return s;
+}
+
+static ck_section_t *section_new(ck_conf_t *c, const char *name, int line,
+                                 ck_err_t *err)
+{
+    const char *colon = strchr(name, ':');
+    size_t base = colon ? (size_t)(colon - name) : strlen(name);
+    ck_section_t *s;
+
+    s = ck_arena_alloc(&c->arena, sizeof(*s));
+    if (s == NULL) {
+        ck_err_set(err, CK_ENOMEM, "out of memory");
+        return NULL;
+    }
+    s->name = ck_arena_strdup(&c->arena, name);
+    s->line = line;
+    if (strcmp(name, "pipeline") == 0) {
+        s->dirs = ck_pipeline_directives;
+        s->conf = &c->pipeline;
+    } else if (strcmp(name, "security") == 0) {
+        s->dirs = ck_security_directives;
+        s->conf = &c->security;
+    } else {
+        s->plugin = ck_plugin_find(name, base);
+        if (s->plugin == NULL || (colon != NULL && colon[1] == '\0')) {
+            ck_err_set(err, CK_ECONFIG, "unknown section [%s]", name);
+            return NULL;
+        }
+        s->dirs = s->plugin->directives;
+        s->label = colon ? s->name + base + 1 : NULL;
+        s->conf = ck_arena_alloc(&c->arena, s->plugin->conf_size);
+        if (s->conf == NULL) {
+            ck_err_set(err, CK_ENOMEM, "out of memory");
+            return NULL;
+        }
+    }
+    if (s->name == NULL) {
+        ck_err_set(err, CK_ENOMEM, "out of memory");
+        return NULL;
+    }
+    s->next = c->sections;
+    c->sections = s;
+    return s;
+}
+
+static ck_section_t *section_find(ck_conf_t *c, const char *name)
+{
+    for (ck_section_t *s = c->sections; s != NULL; s = s->next)
+        if (strcmp(s->name, name) == 0)
+            return s;
+    return NULL;
+}
+
+static int handler(void *user, const char *section, const char *name,
+                   const char *value)
+{
+    load_t *l = user;
+    ck_err_t e = { 0 };
+    ck_section_t *s;
+    size_t i;
+
+    if (l->err_line)
+        return 1; /* report the first error only */
+    if (section[0] == '\0') {
+        ck_err_set(&e, CK_ECONFIG, "'%s' is outside any [section]", name);
+        goto fail;
+    }
+    s = section_find(l->c, section);
+    if (s == NULL)
+        s = section_new(l->c, section, l->line, &e);
+    if (s == NULL)
+        goto fail;
+    for (i = 0; s->dirs[i].name != NULL; i++)
+        if (strcmp(s->dirs[i].name, name) == 0)
+            break;
+    if (s->dirs[i].name == NULL) {
+        ck_err_set(&e, CK_ECONFIG, "unknown directive '%s' in [%s]", name, section);
+        goto fail;
+    }
+    if ((s->set >> i & 1) && !(s->dirs[i].flags & CK_DIR_MULTI)) {
+        ck_err_set(&e, CK_ECONFIG, "'%s' given twice in [%s]", name, section);
+        goto fail;
+    }
+    if (s->dirs[i].set(&s->dirs[i], s->conf, value, &e) < 0)
+        goto fail;
+    s->set |= 1ull << i;
+    if (s->conf == &l->c->pipeline && l->c->chain_line == 0)
+        l->c->chain_line = l->line;
+    return 1;
+fail:
+    l->err_line = l->line;
+    ck_err_set(l->err, CK_ECONFIG, "%s:%d: %s", l->c->path, l->line, e.msg);
+    return 0;
+}
+
+static int apply_defaults(ck_conf_t *c, ck_section_t *s, ck_err_t *err)
+{
+    for (size_t i = 0; s->dirs[i].name != NULL; i++) {
+        ck_err_t e = { 0 };
+
+        if ((s->set >> i & 1) || s->dirs[i].def == NULL)
+            continue;
+        if (s->dirs[i].set(&s->dirs[i], s->conf, s->dirs[i].def, &e) < 0)
+            return ck_err_set(err, CK_ECONFIG, "%s: [%s] default of %s: %s",
+                              c->path, s->name, s->dirs[i].name, e.msg);
+    }
+    if (s->plugin != NULL && s->plugin->init_conf != NULL) {
+        ck_err_t e = { 0 };
+
+        if (s->plugin->init_conf(s->conf, &e) < 0)
+            return ck_err_set(err, CK_ECONFIG, "%s:%d: [%s] %s", c->path, s->line,
+                              s->name, e.msg);
+    }
+    return 0;
+}
+
+static int load(ck_conf_t *c, const char *path, ck_err_t *err)
+{
+    load_t l = { 0 };
+    ck_section_t *core[2];
+    int rc;
+
+    memset(c, 0, sizeof(*c));
+    cur_arena = &c->arena;
+    c->path = ck_arena_strdup(&c->arena, path);
+    if (c->path == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    l.c = c;
+    l.err = err;
+    l.f = fopen(path, "r");
+    if (l.f == NULL)
+        return ck_err_set(err, CK_ECONFIG, "%s: %s", path, strerror(errno));
+    ini_use_stack = 0;
+    ini_allow_realloc = 1;
+    ini_max_line = 64 * 1024;
+    rc = ini_parse_stream(reader, &l, handler, &l);
+    fclose(l.f);
+    if (rc != 0) {
+        if (err->code == 0)
+            ck_err_set(err, CK_ECONFIG, "%s:%d: syntax error", path, rc);
+        return CK_ECONFIG;
+    }
+    /* the core sections exist even when the file omits them */
+    core[0] = section_find(c, "pipeline");
+    core[1] = section_find(c, "security");
+    if ((core[0] == NULL && section_new(c, "pipeline", 0, err) == NULL) ||
+        (core[1] == NULL && section_new(c, "security", 0, err) == NULL))
+        return err->code;
+    c->nchain = c->pipeline.chain.n;
+    c->chain = ck_arena_alloc(&c->arena, (c->nchain + 1) * sizeof(*c->chain));
+    if (c->chain == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    for (size_t i = 0; i < c->nchain; i++) {
+        const char *word = c->pipeline.chain.v[i];
+        size_t base = strcspn(word, ":");
+        ck_section_t *s = section_find(c, word);
+
+        if (s == NULL) {
+            if (ck_plugin_find(word, base) == NULL)
+                return ck_err_set(err, CK_ECONFIG,
+                                  "%s:%d: unknown plugin '%.*s' in chain", path,
+                                  c->chain_line, (int)base, word);
+            s = section_new(c, word, c->chain_line, err);
+            if (s == NULL)
+                return err->code;
+        }
+        if (s->plugin == NULL)
+            return ck_err_set(err, CK_ECONFIG, "%s:%d: '%s' is not a plugin",
+                              path, c->chain_line, word);
+        c->chain[i].plugin = s->plugin;
+        c->chain[i].label = s->label;
+        c->chain[i].conf = s->conf;
+    }
+    for (ck_section_t *s = c->sections; s != NULL; s = s->next) {
+        rc = apply_defaults(c, s, err);
+        if (rc < 0)
+            return rc;
+    }
+    c->allow = (const char **)c->security.allow_globals.v;
+    for (size_t i = 0; i < c->security.allow_globals.n; i++)
+        if (strchr(c->security.allow_globals.v[i], '.') == NULL)
+            return ck_err_set(err, CK_ECONFIG,
+                              "%s: allow_globals: '%s' is not module.name", path,
+                              c->security.allow_globals.v[i]);
+    return 0;
+}
+
+int ck_conf_load(ck_conf_t *c, const char *path, ck_err_t *err)
+{
+    int rc = load(c, path, err);
+
+    cur_arena = NULL;
+    return rc;
+}
+
+void ck_conf_release(ck_conf_t *c)
+{
+    ck_arena_release(&c->arena);
+    memset(c, 0, sizeof(*c));
+}
+
+void ck_conf_limits(const ck_conf_t *c, ck_limits_t *lim)
+{
+    ck_limits_default(lim);
+    if (c == NULL)
+        return;
+    lim->max_pickle_bytes = c->security.max_pickle_bytes;
+    /* the writer recurses: keep well inside a thread's stack */
+    lim->max_depth = c->security.max_depth > 10000
+                         ? 10000 : (uint32_t)c->security.max_depth;
+    lim->max_memo = c->security.max_memo > UINT32_MAX
+                        ? UINT32_MAX : (uint32_t)c->security.max_memo;
+    lim->max_string_bytes = c->security.max_string_bytes;
+}

@@ -1,0 +1,20 @@
+/*
+ * inspect.h -- `ckprep inspect`: what a checkpoint holds, for a person or
+ * (as one JSON document) for a program.
+ */
+#ifndef CK_INSPECT_H
+#define CK_INSPECT_H
+
+#include "ckpt.h"
+#include "json.h"
+
+#include <stdio.h>
+
+/* Describe an opened and validated checkpoint. */
+int ck_inspect_json(ck_ckpt_t *c, ck_json_t *j);
+int ck_inspect_text(ck_ckpt_t *c, FILE *out);
+
+/* A short name for what a value is: "dict", "OrderedDict", "tensor", ... */
+const char *ck_inspect_kind(ck_ckpt_t *c, ck_py_t *p);
+
+#endif

@@ -1,0 +1,177 @@
+/*
+ * job.c -- the job: input -> validated model -> chain -> atomic output, and
+ * its record.  The model's arena is the job arena: everything a job and its
+ * plugins allocate is freed at once when the job ends.
+ */
+#include "job.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void rfc3339(char *buf, size_t n)
+{
+    struct timespec ts;
+    struct tm tm;
+    size_t len;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    len = strftime(buf, n, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + len, n - len, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+char *ck_job_default_out(const char *in)
+{
+    const char *base = strrchr(in, '/');
+    const char *dot;
+    size_t stem;
+    char *out;
+
+    base = base ? base + 1 : in;
+    dot = strrchr(base, '.');
+    if (dot == NULL || dot == base)
+        dot = base + strlen(base);
+    stem = (size_t)(dot - in);
+    out = ck_malloc(strlen(in) + sizeof(".prep"));
+    if (out == NULL)
+        return NULL;
+    memcpy(out, in, stem);
+    strcpy(out + stem, ".prep");
+    strcat(out, dot);
+    return out;
+}
+
+static int run_chain(ck_job_t *job, ck_json_t *plugins)
+{
+    const ck_conf_t *conf = job->conf;
+    int rc = 0;
+
+    for (size_t i = 0; i < conf->nchain && rc == 0; i++) {
+        const ck_stage_t *st = &conf->chain[i];
+        ck_json_t changes = { 0 };
+        int64_t t0 = now_ms();
+
+        ck_json_arr(&changes);
+        job->changes = &changes;
+        rc = st->plugin->run(job, st->conf);
+        if (rc == 0)
+            rc = ck_ckpt_scan(&job->ck, job->err);
+        ck_json_end(&changes);
+        ck_json_obj(plugins);
+        ck_json_key(plugins, "name");
+        ck_json_str(plugins, st->plugin->name);
+        ck_json_key(plugins, "label");
+        ck_json_str(plugins, st->label);
+        ck_json_key(plugins, "duration_ms");
+        ck_json_int(plugins, now_ms() - t0);
+        ck_json_key(plugins, "changes");
+        ck_json_raw(plugins, (const char *)changes.b.data, changes.b.len);
+        if (rc < 0) {
+            ck_json_key(plugins, "error");
+            ck_json_str(plugins, job->err->msg);
+        }
+        ck_json_end(plugins);
+        if (changes.b.oom)
+            rc = ck_err_set(job->err, CK_ENOMEM, "out of memory");
+        ck_json_release(&changes);
+        job->changes = NULL;
+    }
+    return rc;
+}
+
+int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
+               ck_json_t *rec, ck_err_t *err)
+{
+    ck_job_t job;
+    ck_open_opts_t opts;
+    ck_write_info_t info = { 0 };
+    ck_json_t plugins = { 0 };
+    int64_t t0 = now_ms();
+    char ts[40];
+    int rc, wrote = 0;
+
+    memset(&job, 0, sizeof(job));
+    job.conf = conf;
+    job.err = err;
+    job.dry_run = args->dry_run;
+    rfc3339(ts, sizeof(ts));
+    ck_conf_limits(conf, &opts.lim);
+    opts.allow = conf->allow;
+    ck_json_arr(&plugins);
+    rc = ck_ckpt_open(&job.ck, args->in, &opts, err);
+    if (rc == 0)
+        rc = run_chain(&job, &plugins);
+    if (rc == 0 && !args->dry_run && args->out != NULL) {
+        rc = ck_ckpt_write(&job.ck, args->out, &info, err);
+        wrote = rc == 0;
+    }
+    ck_json_end(&plugins);
+
+    ck_json_obj(rec);
+    ck_json_key(rec, "ts");
+    ck_json_str(rec, ts);
+    ck_json_key(rec, "version");
+    ck_json_str(rec, CK_VERSION);
+    ck_json_key(rec, "input");
+    ck_json_obj(rec);
+    ck_json_key(rec, "path");
+    ck_json_str(rec, args->in);
+    ck_json_key(rec, "size");
+    ck_json_u64(rec, job.ck.st.size);
+    if (job.ck.fd >= 0) {
+        ck_json_key(rec, "format");
+        ck_json_str(rec, job.ck.format == CK_FMT_ZIP ? "zip" : "legacy");
+    }
+    ck_json_end(rec);
+    if (wrote) {
+        ck_json_key(rec, "output");
+        ck_json_obj(rec);
+        ck_json_key(rec, "path");
+        ck_json_str(rec, args->out);
+        ck_json_key(rec, "size");
+        ck_json_u64(rec, info.size);
+        ck_json_key(rec, "storages");
+        ck_json_u64(rec, info.nstorages);
+        ck_json_key(rec, "storage_bytes");
+        ck_json_u64(rec, info.storage_bytes);
+        ck_json_end(rec);
+    }
+    ck_json_key(rec, "status");
+    ck_json_str(rec, rc == 0 ? "ok" : "failed");
+    if (rc < 0) {
+        ck_json_key(rec, "error");
+        ck_json_obj(rec);
+        ck_json_key(rec, "code");
+        ck_json_str(rec, ck_errname(rc));
+        ck_json_key(rec, "message");
+        ck_json_str(rec, err->msg);
+        ck_json_end(rec);
+    }
+    if (args->dry_run) {
+        ck_json_key(rec, "dry_run");
+        ck_json_bool(rec, 1);
+    }
+    ck_json_key(rec, "duration_ms");
+    ck_json_int(rec, now_ms() - t0);
+    ck_json_key(rec, "config");
+    ck_json_obj(rec);
+    ck_json_key(rec, "path");
+    ck_json_str(rec, conf->path);
+    ck_json_end(rec);
+    ck_json_key(rec, "plugins");
+    ck_json_raw(rec, (const char *)plugins.b.data, plugins.b.len);
+    ck_json_end(rec);
+    ck_json_release(&plugins);
+    ck_ckpt_close(&job.ck);
+    return rc;
+}

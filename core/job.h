@@ -1,0 +1,37 @@
+/*
+ * job.h -- one checkpoint through the configured chain: open and validate
+ * the input, run each plugin, write the output atomically, and describe all
+ * of it in one JSON record.  `ckprep run` and the daemon share this code.
+ */
+#ifndef CK_JOB_H
+#define CK_JOB_H
+
+#include "ckpt.h"
+#include "conf.h"
+#include "json.h"
+
+struct ck_job {
+    ck_ckpt_t ck;          /* the checkpoint model plugins change */
+    const ck_conf_t *conf;
+    ck_json_t *changes;    /* the running plugin's "changes" array */
+    ck_err_t *err;         /* where a plugin records why it failed */
+    int dry_run;
+};
+
+typedef struct {
+    const char *in;
+    const char *out;       /* NULL: nothing is written (dry run) */
+    int dry_run;
+} ck_job_args_t;
+
+/*
+ * Run one job and append its record (one JSON object) to rec.  Returns 0 or
+ * the job's error code; err holds the one-line cause without the file name.
+ */
+int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
+               ck_json_t *rec, ck_err_t *err);
+
+/* The default output path: <dir>/<stem>.prep<ext>, in a new ck_malloc string. */
+char *ck_job_default_out(const char *in);
+
+#endif

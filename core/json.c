@@ -1,0 +1,190 @@
+/*
+ * json.c -- the JSON writer.  Allocation failures are sticky in the buffer
+ * (ck_buf_t.oom) and reported once by ck_json_text.
+ */
+#include "json.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static void sep(ck_json_t *j)
+{
+    if (j->after_key) {
+        j->after_key = 0;
+        return;
+    }
+    if (j->depth > 0 && j->depth <= CK_JSON_MAX_DEPTH) {
+        if (!j->first[j->depth - 1])
+            ck_buf_putc(&j->b, ',');
+        j->first[j->depth - 1] = 0;
+    }
+}
+
+static void open_(ck_json_t *j, int c)
+{
+    sep(j);
+    ck_buf_putc(&j->b, c);
+    if (j->depth < CK_JSON_MAX_DEPTH) {
+        j->first[j->depth] = 1;
+        j->close[j->depth] = c == '{' ? '}' : ']';
+    }
+    j->depth++;
+}
+
+void ck_json_obj(ck_json_t *j)
+{
+    open_(j, '{');
+}
+
+void ck_json_arr(ck_json_t *j)
+{
+    open_(j, '[');
+}
+
+void ck_json_end(ck_json_t *j)
+{
+    if (j->depth <= 0)
+        return;
+    j->depth--;
+    ck_buf_putc(&j->b, j->depth < CK_JSON_MAX_DEPTH ? j->close[j->depth] : '}');
+}
+
+void ck_json_key(ck_json_t *j, const char *k)
+{
+    sep(j);
+    ck_json_quote(&j->b, k, strlen(k));
+    ck_buf_putc(&j->b, ':');
+    j->after_key = 1;
+}
+
+static int utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    int k;
+    uint32_t cp;
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c < 0xe0)
+        k = 1;
+    else if (c >= 0xe0 && c < 0xf0)
+        k = 2;
+    else if (c >= 0xf0 && c < 0xf5)
+        k = 3;
+    else
+        return 0;
+    if ((size_t)k >= n)
+        return 0;
+    cp = c & (0x3fu >> k);
+    for (int i = 1; i <= k; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp < 0xe000))
+        return 0;
+    return k + 1;
+}
+
+void ck_json_quote(ck_buf_t *b, const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+
+    ck_buf_putc(b, '"');
+    for (size_t i = 0; i < n;) {
+        unsigned c = u[i];
+        int len;
+
+        if (c == '"' || c == '\\') {
+            ck_buf_putc(b, '\\');
+            ck_buf_putc(b, (int)c);
+            i++;
+        } else if (c == '\n') {
+            ck_buf_put(b, "\\n", 2);
+            i++;
+        } else if (c == '\t') {
+            ck_buf_put(b, "\\t", 2);
+            i++;
+        } else if (c < 0x20 || c == 0x7f) {
+            ck_buf_printf(b, "\\u%04x", c);
+            i++;
+        } else if ((len = utf8_len(u + i, n - i)) > 0) {
+            ck_buf_put(b, u + i, (size_t)len);
+            i += (size_t)len;
+        } else {
+            ck_buf_printf(b, "\\u%04x", c); /* not UTF-8: its latin-1 reading */
+            i++;
+        }
+    }
+    ck_buf_putc(b, '"');
+}
+
+void ck_json_str(ck_json_t *j, const char *s)
+{
+    if (s == NULL) {
+        ck_json_null(j);
+        return;
+    }
+    ck_json_strn(j, s, strlen(s));
+}
+
+void ck_json_strn(ck_json_t *j, const char *s, size_t n)
+{
+    sep(j);
+    ck_json_quote(&j->b, s, n);
+}
+
+void ck_json_int(ck_json_t *j, int64_t v)
+{
+    sep(j);
+    ck_buf_printf(&j->b, "%lld", (long long)v);
+}
+
+void ck_json_u64(ck_json_t *j, uint64_t v)
+{
+    sep(j);
+    ck_buf_printf(&j->b, "%llu", (unsigned long long)v);
+}
+
+void ck_json_double(ck_json_t *j, double v)
+{
+    sep(j);
+    if (isfinite(v))
+        ck_buf_printf(&j->b, "%.17g", v);
+    else
+        ck_buf_printf(&j->b, "\"%s\"", isnan(v) ? "nan" : v > 0 ? "inf" : "-inf");
+}
+
+void ck_json_bool(ck_json_t *j, int v)
+{
+    sep(j);
+    ck_buf_printf(&j->b, "%s", v ? "true" : "false");
+}
+
+void ck_json_null(ck_json_t *j)
+{
+    sep(j);
+    ck_buf_put(&j->b, "null", 4);
+}
+
+void ck_json_raw(ck_json_t *j, const char *text, size_t n)
+{
+    sep(j);
+    ck_buf_put(&j->b, text, n);
+}
+
+const char *ck_json_text(ck_json_t *j)
+{
+    if (ck_buf_putc(&j->b, '\0') < 0)
+        return NULL;
+    j->b.len--;
+    return (const char *)j->b.data;
+}
+
+void ck_json_release(ck_json_t *j)
+{
+    ck_buf_release(&j->b);
+    j->depth = 0;
+}

@@ -1,0 +1,152 @@
+/*
+ * pickle.h -- Python pickles as an object graph, read and written without
+ * executing anything.
+ *
+ * The reader accepts every opcode of protocols 0 to 5 and builds a graph of
+ * ck_py_t nodes in a job arena.  Memo references become shared pointers, so
+ * object identity and cycles (OmegaConf's _parent links) survive.  Callables
+ * are names (CK_PY_GLOBAL); a call is a node holding what __reduce_ex__ gave:
+ * the callable, its arguments, then list items, dict items and state, in the
+ * order pickle applies them.
+ *
+ * The writer emits protocol 2 the way CPython's pickler does, so a data.pkl
+ * from torch.save read and written back gives the same bytes: every str,
+ * non-empty tuple, list, dict, global and call memoized in first-appearance
+ * order, batches of 1000, TUPLE1..3, BININT1/2/BININT/LONG1, BINFLOAT,
+ * BINUNICODE.
+ */
+#ifndef CK_PICKLE_H
+#define CK_PICKLE_H
+
+#include "ck.h"
+
+typedef enum {
+    CK_PY_NONE,
+    CK_PY_BOOL,
+    CK_PY_INT,
+    CK_PY_FLOAT,
+    CK_PY_STR,
+    CK_PY_BYTES,
+    CK_PY_BYTEARRAY,
+    CK_PY_TUPLE,
+    CK_PY_LIST,
+    CK_PY_DICT,
+    CK_PY_SET,
+    CK_PY_FROZENSET,
+    CK_PY_GLOBAL, /* module.name, never resolved */
+    CK_PY_REDUCE, /* fn(*args), then items and state */
+    CK_PY_NEWOBJ, /* cls.__new__(cls, *args), then items and state */
+    CK_PY_PERSID, /* persistent id: torch's storage references */
+} ck_py_kind_t;
+
+typedef struct ck_py ck_py_t;
+
+typedef struct {
+    ck_py_t **v;
+    size_t n, cap;
+} ck_py_vec_t;
+
+struct ck_py {
+    uint8_t kind;
+    uint8_t b;      /* CK_PY_BOOL */
+    uint32_t wgen;  /* writer and walker bookkeeping */
+    uint32_t widx;
+    void *wref;     /* walker scratch (ck_py_equal) */
+    void *aux;      /* owned by the layer above (torch) */
+    union {
+        struct {
+            int64_t v;
+            uint8_t *big; /* two's complement LE when it does not fit v */
+            size_t nbig;
+        } i;
+        uint8_t f[8];     /* IEEE 754 double, big-endian as pickled */
+        struct {
+            char *s;      /* str: UTF-8; bytes: raw; NUL-terminated */
+            size_t n;
+        } s;
+        ck_py_vec_t seq;  /* tuple, list, set: items; dict: k0 v0 k1 v1 */
+        struct {
+            char *module, *name;
+        } g;
+        struct {
+            ck_py_t *fn;  /* REDUCE: callable; NEWOBJ: class */
+            ck_py_t *args;/* a tuple */
+            ck_py_vec_t list;  /* appended items */
+            ck_py_vec_t dict;  /* set items, k0 v0 k1 v1 */
+            ck_py_t *state;    /* BUILD argument, or NULL */
+        } o;
+        ck_py_t *pid;
+    } u;
+};
+
+typedef struct {
+    uint64_t max_pickle_bytes; /* size of one pickle */
+    uint32_t max_depth;        /* nesting accepted by walkers and writer */
+    uint32_t max_memo;         /* highest memo index + 1 */
+    uint64_t max_string_bytes; /* one str/bytes/long */
+} ck_limits_t;
+
+void ck_limits_default(ck_limits_t *l);
+
+/* A parsed pickle: the root and every global it names, in first order. */
+typedef struct {
+    ck_py_t *root;
+    int protocol;           /* from PROTO, 0 or 1 when absent */
+    ck_py_vec_t globals;
+    size_t consumed;        /* bytes up to and including STOP */
+} ck_pickle_t;
+
+/*
+ * Read one pickle from buf[0..len).  Stops at STOP; with 'exact' set, bytes
+ * after STOP are an error, otherwise *consumed tells where the next one
+ * starts.  Nodes live in arena.  Returns 0, CK_EFORMAT, CK_ELIMIT,
+ * CK_EUNSUPPORTED or CK_ENOMEM with the detail in err.  -EAGAIN means the
+ * pickle ran past len: more input may complete it.
+ */
+int ck_pickle_read(const uint8_t *buf, size_t len, int exact,
+                   const ck_limits_t *lim, ck_arena_t *arena, ck_pickle_t *out,
+                   ck_err_t *err);
+
+/*
+ * Called by the writer for each PERSID node before its id is written; lets
+ * the torch layer renumber storage keys in order of first reference.
+ */
+typedef int (*ck_persid_cb)(void *ud, ck_py_t *node, ck_err_t *err);
+
+/*
+ * Write root as a protocol 2 pickle appended to out.  Nodes made for the
+ * output (bytes at protocol 2) are taken from arena.
+ */
+int ck_pickle_write(ck_py_t *root, const ck_limits_t *lim, ck_arena_t *arena,
+                    ck_persid_cb cb, void *ud, ck_buf_t *out, ck_err_t *err);
+
+/* Constructors for plugins and tests; NULL when the arena is exhausted. */
+ck_py_t *ck_py_new(ck_arena_t *a, ck_py_kind_t kind);
+ck_py_t *ck_py_int(ck_arena_t *a, int64_t v);
+ck_py_t *ck_py_float(ck_arena_t *a, double v);
+ck_py_t *ck_py_str(ck_arena_t *a, const char *s, size_t n);
+ck_py_t *ck_py_global(ck_arena_t *a, const char *module, const char *name);
+int ck_py_vec_push(ck_arena_t *a, ck_py_vec_t *v, ck_py_t *item);
+void ck_py_vec_remove(ck_py_vec_t *v, size_t i, size_t count);
+
+double ck_py_float_value(const ck_py_t *p);
+/* 1 when p is a str equal to s. */
+int ck_py_str_eq(const ck_py_t *p, const char *s);
+/* 1 when p is a global module.name (module compared after py2 mapping). */
+int ck_py_global_is(const ck_py_t *p, const char *module, const char *name);
+
+/*
+ * Items of a mapping: a dict's pairs or a call's set items (OrderedDict,
+ * defaultdict).  NULL when p is neither.
+ */
+ck_py_vec_t *ck_py_mapping(ck_py_t *p);
+/* Value for a str key in a mapping, or NULL; *index gets the pair index. */
+ck_py_t *ck_py_map_get(ck_py_t *map, const char *key, size_t *index);
+
+/* Structural equality, identity preserving (for tests and the fuzzer). */
+int ck_py_equal(ck_py_t *a, ck_py_t *b, uint32_t max_depth);
+
+/* A fresh generation number for walkers that mark visited nodes. */
+uint32_t ck_py_next_gen(void);
+
+#endif

@@ -1,0 +1,835 @@
+/*
+ * zip.c -- reading and writing the zip container (APPNOTE 6.3, the subset
+ * torch.save and common tools produce).
+ *
+ * Every field read from the file goes through the rd_* helpers over a
+ * bounded cursor with a sticky 'bad' flag; every count and size is capped
+ * before it sizes an allocation.  zlib provides crc32 and raw inflate.
+ */
+#define _GNU_SOURCE
+#include "zip.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#define SIG_LOCAL 0x04034b50u
+#define SIG_CENTRAL 0x02014b50u
+#define SIG_EOCD 0x06054b50u
+#define SIG_EOCD64 0x06064b50u
+#define SIG_LOC64 0x07064b50u
+#define MAX_ENTRIES (1u << 20)
+#define MAX_CD_BYTES (256u << 20)
+#define COPY_CHUNK (1u << 20)
+
+int ck_pread_full(int fd, void *p, size_t n, uint64_t off)
+{
+    uint8_t *b = p;
+
+    while (n > 0) {
+        ssize_t r = pread(fd, b, n, (off_t)off);
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -errno;
+        if (r == 0)
+            return -EIO;
+        b += r;
+        n -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+int ck_pwrite_full(int fd, const void *p, size_t n, uint64_t off)
+{
+    const uint8_t *b = p;
+
+    while (n > 0) {
+        ssize_t r = pwrite(fd, b, n, (off_t)off);
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -errno;
+        b += r;
+        n -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+/* ---- bounded little-endian cursor ------------------------------------- */
+
+typedef struct {
+    const uint8_t *p, *end;
+    int bad;
+} cur_t;
+
+static uint64_t rd(cur_t *c, int n)
+{
+    uint64_t v = 0;
+
+    if (c->bad || c->end - c->p < n) {
+        c->bad = 1;
+        return 0;
+    }
+    for (int i = n - 1; i >= 0; i--)
+        v = v << 8 | c->p[i];
+    c->p += n;
+    return v;
+}
+
+static const uint8_t *rd_bytes(cur_t *c, size_t n)
+{
+    const uint8_t *p = c->p;
+
+    if (c->bad || (size_t)(c->end - c->p) < n) {
+        c->bad = 1;
+        return NULL;
+    }
+    c->p += n;
+    return p;
+}
+
+/* ---- reader ----------------------------------------------------------- */
+
+static int name_ok(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+
+    if (n == 0 || s[0] == '/' || memchr(s, '\\', n) != NULL)
+        return 0;
+    /* no "." or ".." path component */
+    for (size_t start = 0; start <= n;) {
+        const char *slash = memchr(s + start, '/', n - start);
+        size_t end = slash ? (size_t)(slash - s) : n;
+        size_t len = end - start;
+
+        if ((len == 1 && s[start] == '.') ||
+            (len == 2 && s[start] == '.' && s[start + 1] == '.'))
+            return 0;
+        start = end + 1;
+    }
+    /* printable UTF-8, no control bytes */
+    while (i < n) {
+        unsigned c = u[i];
+        int k;
+
+        if (c < 0x20 || c == 0x7f)
+            return 0;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        k = c >= 0xf0 && c < 0xf5 ? 3 : c >= 0xe0 ? 2 : c >= 0xc2 ? 1 : -1;
+        if (k < 0 || c >= 0xf5 || i + (size_t)k >= n)
+            return 0;
+        for (int j = 1; j <= k; j++)
+            if ((u[i + (size_t)j] & 0xc0) != 0x80)
+                return 0;
+        i += (size_t)k + 1;
+    }
+    return 1;
+}
+
+static int cmp_lho(const void *a, const void *b)
+{
+    const ck_zip_entry_t *x = *(ck_zip_entry_t *const *)a;
+    const ck_zip_entry_t *y = *(ck_zip_entry_t *const *)b;
+
+    return x->lho < y->lho ? -1 : x->lho > y->lho;
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+    const ck_zip_entry_t *x = *(ck_zip_entry_t *const *)a;
+    const ck_zip_entry_t *y = *(ck_zip_entry_t *const *)b;
+
+    return strcmp(x->name, y->name);
+}
+
+/* Zip64 extended information: the fields whose 32-bit value is saturated. */
+static int zip64_extra(cur_t *x, ck_zip_entry_t *e, int usize64, int csize64,
+                       int lho64)
+{
+    while (x->end - x->p >= 4) {
+        uint16_t id = (uint16_t)rd(x, 2), len = (uint16_t)rd(x, 2);
+        cur_t f;
+
+        if (x->end - x->p < len)
+            return -1;
+        f.p = x->p;
+        f.end = x->p + len;
+        f.bad = 0;
+        x->p += len;
+        if (id != 0x0001)
+            continue;
+        if (usize64)
+            e->usize = rd(&f, 8);
+        if (csize64)
+            e->csize = rd(&f, 8);
+        if (lho64)
+            e->lho = rd(&f, 8);
+        return f.bad ? -1 : 0;
+    }
+    return usize64 || csize64 || lho64 ? -1 : 0;
+}
+
+int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
+                ck_err_t *err)
+{
+    uint8_t tail[65536 + 22 + 20], *cd = NULL, lh[30];
+    size_t tlen = fsize < sizeof(tail) ? (size_t)fsize : sizeof(tail);
+    uint64_t tstart = fsize - tlen, eocd = UINT64_MAX, count, end_of_data;
+    ck_zip_entry_t **order = NULL;
+    cur_t c;
+    int rc;
+
+    memset(z, 0, sizeof(*z));
+    if (fsize < 22)
+        return ck_err_set(err, CK_EFORMAT, "zip: file too short");
+    rc = ck_pread_full(fd, tail, tlen, tstart);
+    if (rc < 0)
+        return ck_err_set(err, rc, "read: %s", strerror(-rc));
+    for (size_t i = tlen - 22 + 1; i-- > 0;) {
+        c.p = tail + i;
+        c.end = tail + tlen;
+        c.bad = 0;
+        if (rd(&c, 4) != SIG_EOCD)
+            continue;
+        c.p += 16;
+        if (i + 22 + rd(&c, 2) == tlen) {
+            eocd = tstart + i;
+            break;
+        }
+    }
+    if (eocd == UINT64_MAX)
+        return ck_err_set(err, CK_EFORMAT, "zip: no end of central directory");
+    c.p = tail + (eocd - tstart) + 4;
+    c.end = tail + tlen;
+    c.bad = 0;
+    if (rd(&c, 2) != 0 || rd(&c, 2) != 0)
+        return ck_err_set(err, CK_EFORMAT, "zip: multi-disk archive");
+    {
+        uint64_t cnt_disk = rd(&c, 2);
+
+        count = rd(&c, 2);
+        if (cnt_disk != count)
+            return ck_err_set(err, CK_EFORMAT, "zip: multi-disk archive");
+    }
+    z->cd_size = rd(&c, 4);
+    z->cd_off = rd(&c, 4);
+    end_of_data = eocd;
+    if (eocd - tstart >= 20) {
+        cur_t l = { tail + (eocd - tstart) - 20, tail + (eocd - tstart), 0 };
+
+        if (rd(&l, 4) == SIG_LOC64) {
+            uint8_t e64[56];
+            uint64_t off64;
+
+            rd(&l, 4);
+            off64 = rd(&l, 8);
+            if (off64 > eocd - 20 - 56 ||
+                ck_pread_full(fd, e64, sizeof(e64), off64) < 0)
+                return ck_err_set(err, CK_EFORMAT, "zip: bad zip64 locator");
+            l.p = e64;
+            l.end = e64 + sizeof(e64);
+            if (rd(&l, 4) != SIG_EOCD64)
+                return ck_err_set(err, CK_EFORMAT, "zip: bad zip64 end record");
+            rd(&l, 8);
+            rd(&l, 2);
+            rd(&l, 2);
+            if (rd(&l, 4) != 0 || rd(&l, 4) != 0)
+                return ck_err_set(err, CK_EFORMAT, "zip: multi-disk archive");
+            rd(&l, 8);
+            {
+                uint64_t n64 = rd(&l, 8), size64 = rd(&l, 8), off64cd = rd(&l, 8);
+
+                /* the classic record agrees, or says "see zip64" */
+                if ((count != 0xffff && count != n64) ||
+                    (z->cd_size != 0xffffffffu && z->cd_size != size64) ||
+                    (z->cd_off != 0xffffffffu && z->cd_off != off64cd))
+                    return ck_err_set(err, CK_EFORMAT,
+                                      "zip: end records disagree");
+                count = n64;
+                z->cd_size = size64;
+                z->cd_off = off64cd;
+            }
+            z->zip64 = 1;
+            end_of_data = off64;
+        }
+    }
+    if (z->cd_off > end_of_data || z->cd_size > end_of_data - z->cd_off)
+        return ck_err_set(err, CK_EFORMAT,
+                          "zip: central directory out of bounds");
+    if (count > MAX_ENTRIES || z->cd_size > MAX_CD_BYTES ||
+        count * 46 > z->cd_size)
+        return ck_err_set(err, CK_EFORMAT,
+                          "zip: central directory of %llu entries in %llu bytes",
+                          (unsigned long long)count,
+                          (unsigned long long)z->cd_size);
+    if (count == 0)
+        return ck_err_set(err, CK_EFORMAT, "zip: empty archive");
+    cd = ck_malloc((size_t)z->cd_size);
+    z->e = ck_arena_alloc(arena, (size_t)count * sizeof(*z->e));
+    order = ck_malloc((size_t)count * sizeof(*order));
+    if (cd == NULL || z->e == NULL || order == NULL) {
+        rc = ck_err_set(err, CK_ENOMEM, "out of memory");
+        goto out;
+    }
+    rc = ck_pread_full(fd, cd, (size_t)z->cd_size, z->cd_off);
+    if (rc < 0) {
+        rc = ck_err_set(err, rc, "read: %s", strerror(-rc));
+        goto out;
+    }
+    c.p = cd;
+    c.end = cd + z->cd_size;
+    c.bad = 0;
+    for (size_t i = 0; i < count; i++) {
+        ck_zip_entry_t *e = &z->e[i];
+        uint64_t nlen, xlen, clen;
+        const uint8_t *name, *extra;
+        cur_t x, l;
+
+        if (rd(&c, 4) != SIG_CENTRAL) {
+            rc = ck_err_set(err, CK_EFORMAT, "zip: bad central directory entry %zu", i);
+            goto out;
+        }
+        rd(&c, 2);
+        rd(&c, 2);
+        e->flags = (uint16_t)rd(&c, 2);
+        e->method = (uint16_t)rd(&c, 2);
+        rd(&c, 4);
+        e->crc = (uint32_t)rd(&c, 4);
+        e->csize = rd(&c, 4);
+        e->usize = rd(&c, 4);
+        nlen = rd(&c, 2);
+        xlen = rd(&c, 2);
+        clen = rd(&c, 2);
+        rd(&c, 8);
+        e->lho = rd(&c, 4);
+        name = rd_bytes(&c, (size_t)nlen);
+        extra = rd_bytes(&c, (size_t)xlen);
+        rd_bytes(&c, (size_t)clen);
+        if (c.bad) {
+            rc = ck_err_set(err, CK_EFORMAT, "zip: central directory truncated");
+            goto out;
+        }
+        x.p = extra;
+        x.end = extra + xlen;
+        x.bad = 0;
+        if (zip64_extra(&x, e, e->usize == 0xffffffffu, e->csize == 0xffffffffu,
+                        e->lho == 0xffffffffu) < 0) {
+            rc = ck_err_set(err, CK_EFORMAT, "zip: bad zip64 extra field");
+            goto out;
+        }
+        if (!name_ok((const char *)name, (size_t)nlen)) {
+            rc = ck_err_set(err, CK_EFORMAT, "zip: unsafe entry name '%.*s'",
+                            (int)(nlen > 64 ? 64 : nlen), name);
+            goto out;
+        }
+        e->name = ck_arena_strndup(arena, (const char *)name, (size_t)nlen);
+        if (e->name == NULL) {
+            rc = ck_err_set(err, CK_ENOMEM, "out of memory");
+            goto out;
+        }
+        if (e->flags & 0x41) {
+            rc = ck_err_set(err, CK_EUNSUPPORTED, "zip: %s: encrypted entry", e->name);
+            goto out;
+        }
+        if (e->method != 0 && e->method != 8) {
+            rc = ck_err_set(err, CK_EUNSUPPORTED,
+                            "zip: %s: compression method %u", e->name, e->method);
+            goto out;
+        }
+        if (e->method == 0 && e->csize != e->usize) {
+            rc = ck_err_set(err, CK_EFORMAT,
+                            "zip: %s: stored entry with two sizes", e->name);
+            goto out;
+        }
+        if (e->lho > z->cd_off || z->cd_off - e->lho < 30 ||
+            ck_pread_full(fd, lh, sizeof(lh), e->lho) < 0) {
+            rc = ck_err_set(err, CK_EFORMAT, "zip: %s: local header out of bounds",
+                            e->name);
+            goto out;
+        }
+        l.p = lh;
+        l.end = lh + sizeof(lh);
+        l.bad = 0;
+        if (rd(&l, 4) != SIG_LOCAL) {
+            rc = ck_err_set(err, CK_EFORMAT, "zip: %s: bad local header", e->name);
+            goto out;
+        }
+        rd(&l, 2);
+        rd(&l, 2);
+        if (rd(&l, 2) != e->method) {
+            rc = ck_err_set(err, CK_EFORMAT,
+                            "zip: %s: local and central headers disagree", e->name);
+            goto out;
+        }
+        rd_bytes(&l, 16);
+        {
+            uint64_t ln = rd(&l, 2), lx = rd(&l, 2);
+            char lname[512];
+
+            e->data_off = e->lho + 30 + ln + lx;
+            if (ln != nlen || ln > sizeof(lname) ||
+                e->data_off > z->cd_off ||
+                ck_pread_full(fd, lname, (size_t)ln, e->lho + 30) < 0 ||
+                memcmp(lname, name, (size_t)ln) != 0) {
+                rc = ck_err_set(err, CK_EFORMAT,
+                                "zip: %s: local and central headers disagree",
+                                e->name);
+                goto out;
+            }
+        }
+        if (e->csize > z->cd_off - e->data_off) {
+            rc = ck_err_set(err, CK_EFORMAT,
+                            "zip: %s: %llu bytes declared past the end of data",
+                            e->name, (unsigned long long)e->csize);
+            goto out;
+        }
+        order[i] = e;
+    }
+    z->n = (size_t)count;
+    qsort(order, z->n, sizeof(*order), cmp_lho);
+    for (size_t i = 0; i + 1 < z->n; i++) {
+        if (order[i]->data_off + order[i]->csize > order[i + 1]->lho) {
+            rc = ck_err_set(err, CK_EFORMAT, "zip: entries %s and %s overlap",
+                            order[i]->name, order[i + 1]->name);
+            goto out;
+        }
+    }
+    qsort(order, z->n, sizeof(*order), cmp_name);
+    for (size_t i = 0; i + 1 < z->n; i++) {
+        if (strcmp(order[i]->name, order[i + 1]->name) == 0) {
+            rc = ck_err_set(err, CK_EFORMAT, "zip: duplicate entry %s",
+                            order[i]->name);
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    if (rc < 0)
+        z->n = 0;
+    ck_free(order);
+    ck_free(cd);
+    return rc;
+}
+
+ck_zip_entry_t *ck_zip_find(ck_zip_t *z, const char *name)
+{
+    for (size_t i = 0; i < z->n; i++)
+        if (strcmp(z->e[i].name, name) == 0)
+            return &z->e[i];
+    return NULL;
+}
+
+/* Inflate e, handing each chunk of output to sink. */
+typedef int (*sink_fn)(void *ud, const uint8_t *p, size_t n, ck_err_t *err);
+
+static int inflate_entry(int fd, const ck_zip_entry_t *e, sink_fn sink,
+                         void *ud, ck_err_t *err)
+{
+    z_stream zs;
+    uint8_t *in = ck_malloc(COPY_CHUNK), *out = ck_malloc(COPY_CHUNK);
+    uint64_t off = e->data_off, left = e->csize, total = 0;
+    int rc = 0, zr = Z_OK;
+
+    memset(&zs, 0, sizeof(zs));
+    if (in == NULL || out == NULL || inflateInit2(&zs, -MAX_WBITS) != Z_OK) {
+        ck_free(in);
+        ck_free(out);
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    }
+    while (zr != Z_STREAM_END) {
+        if (zs.avail_in == 0) {
+            size_t n = left < COPY_CHUNK ? (size_t)left : COPY_CHUNK;
+
+            if (n == 0) {
+                rc = ck_err_set(err, CK_EFORMAT, "zip: %s: deflate stream truncated",
+                                e->name);
+                break;
+            }
+            rc = ck_pread_full(fd, in, n, off);
+            if (rc < 0) {
+                ck_err_set(err, rc, "read: %s", strerror(-rc));
+                break;
+            }
+            off += n;
+            left -= n;
+            zs.next_in = in;
+            zs.avail_in = (uInt)n;
+        }
+        zs.next_out = out;
+        zs.avail_out = COPY_CHUNK;
+        zr = inflate(&zs, Z_NO_FLUSH);
+        if (zr != Z_OK && zr != Z_STREAM_END) {
+            rc = ck_err_set(err, CK_EFORMAT, "zip: %s: bad deflate data", e->name);
+            break;
+        }
+        total += COPY_CHUNK - zs.avail_out;
+        if (total > e->usize) {
+            rc = ck_err_set(err, CK_EFORMAT, "zip: %s: inflates past its size",
+                            e->name);
+            break;
+        }
+        rc = sink(ud, out, COPY_CHUNK - zs.avail_out, err);
+        if (rc < 0)
+            break;
+    }
+    if (rc == 0 && total != e->usize)
+        rc = ck_err_set(err, CK_EFORMAT, "zip: %s: inflates to %llu bytes, not %llu",
+                        e->name, (unsigned long long)total,
+                        (unsigned long long)e->usize);
+    inflateEnd(&zs);
+    ck_free(in);
+    ck_free(out);
+    return rc;
+}
+
+typedef struct {
+    uint8_t *p;
+    size_t n;
+} mem_sink_t;
+
+static int mem_sink(void *ud, const uint8_t *p, size_t n, ck_err_t *err)
+{
+    mem_sink_t *m = ud;
+
+    (void)err;
+    memcpy(m->p + m->n, p, n);
+    m->n += n;
+    return 0;
+}
+
+int ck_zip_read(int fd, const ck_zip_entry_t *e, uint64_t max, uint8_t **out,
+                ck_err_t *err)
+{
+    mem_sink_t m;
+    int rc;
+
+    *out = NULL;
+    if (e->usize > max)
+        return ck_err_set(err, CK_ELIMIT, "%s: %llu bytes over the limit of %llu",
+                          e->name, (unsigned long long)e->usize,
+                          (unsigned long long)max);
+    m.p = ck_malloc((size_t)e->usize + 1);
+    m.n = 0;
+    if (m.p == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    if (e->method == 0) {
+        rc = ck_pread_full(fd, m.p, (size_t)e->usize, e->data_off);
+        if (rc < 0)
+            ck_err_set(err, rc, "read %s: %s", e->name, strerror(-rc));
+    } else {
+        rc = inflate_entry(fd, e, mem_sink, &m, err);
+    }
+    if (rc < 0) {
+        ck_free(m.p);
+        return rc;
+    }
+    *out = m.p;
+    return 0;
+}
+
+/* ---- writer ----------------------------------------------------------- */
+
+static void put16(uint8_t *p, uint64_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static void put32(uint8_t *p, uint64_t v)
+{
+    put16(p, v);
+    put16(p + 2, v >> 16);
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+    put32(p, v);
+    put32(p + 4, v >> 32);
+}
+
+void ck_zipw_init(ck_zipw_t *w, int fd)
+{
+    memset(w, 0, sizeof(*w));
+    w->fd = fd;
+}
+
+void ck_zipw_release(ck_zipw_t *w)
+{
+    for (size_t i = 0; i < w->n; i++)
+        ck_free(w->e[i].name);
+    ck_free(w->e);
+    ck_free(w->buf);
+    memset(w, 0, sizeof(*w));
+}
+
+static int w_io(ck_err_t *err, int rc)
+{
+    return ck_err_set(err, rc, "write: %s", strerror(-rc));
+}
+
+int ck_zipw_begin(ck_zipw_t *w, const char *name, uint64_t size, ck_err_t *err)
+{
+    uint8_t hdr[30 + 512 + 20 + 4 + 64];
+    size_t nlen = strlen(name), x, pad, z64 = size >= 0xffffffffu ? 20 : 0;
+    uint64_t start;
+    ck_zipw_entry_t *e;
+    int rc;
+
+    if (w->open || nlen > 512)
+        return ck_err_set(err, CK_EFORMAT, "zip writer misuse");
+    if (w->n == w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 16;
+        ck_zipw_entry_t *ne = ck_realloc(w->e, cap * sizeof(*ne));
+
+        if (ne == NULL)
+            return ck_err_set(err, CK_ENOMEM, "out of memory");
+        w->e = ne;
+        w->cap = cap;
+    }
+    e = &w->e[w->n];
+    e->name = ck_strdup(name);
+    if (e->name == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    w->n++;
+    e->size = size;
+    e->lho = w->off;
+    e->crc = 0;
+    start = w->off + 30 + nlen + z64 + 4;
+    pad = (size_t)((64 - start % 64) % 64);
+    memset(hdr, 0, sizeof(hdr));
+    put32(hdr, SIG_LOCAL);
+    put16(hdr + 4, z64 ? 45 : 20);
+    put32(hdr + 18, z64 ? 0xffffffffu : size);
+    put32(hdr + 22, z64 ? 0xffffffffu : size);
+    put16(hdr + 26, nlen);
+    put16(hdr + 28, z64 + 4 + pad);
+    memcpy(hdr + 30, name, nlen);
+    x = 30 + nlen;
+    if (z64) {
+        put16(hdr + x, 0x0001);
+        put16(hdr + x + 2, 16);
+        put64(hdr + x + 4, size);
+        put64(hdr + x + 12, size);
+        x += 20;
+    }
+    hdr[x] = 'F';
+    hdr[x + 1] = 'B';
+    put16(hdr + x + 2, pad);
+    memset(hdr + x + 4, 'Z', pad);
+    x += 4 + pad;
+    rc = ck_pwrite_full(w->fd, hdr, x, w->off);
+    if (rc < 0)
+        return w_io(err, rc);
+    w->off += x;
+    w->open = 1;
+    w->cur_written = 0;
+    w->cur_crc = (uint32_t)crc32(0, NULL, 0);
+    return 0;
+}
+
+static int w_room(ck_zipw_t *w, uint64_t n, ck_err_t *err)
+{
+    ck_zipw_entry_t *e = &w->e[w->n - 1];
+
+    if (!w->open || n > e->size - w->cur_written)
+        return ck_err_set(err, CK_EFORMAT, "%s: more bytes than declared",
+                          e->name);
+    return 0;
+}
+
+int ck_zipw_data(ck_zipw_t *w, const void *p, size_t n, ck_err_t *err)
+{
+    int rc = w_room(w, n, err);
+
+    if (rc < 0)
+        return rc;
+    rc = ck_pwrite_full(w->fd, p, n, w->off);
+    if (rc < 0)
+        return w_io(err, rc);
+    for (size_t done = 0; done < n;) {
+        uInt part = n - done > 0x40000000u ? 0x40000000u : (uInt)(n - done);
+
+        w->cur_crc = (uint32_t)crc32(w->cur_crc, (const Bytef *)p + done, part);
+        done += part;
+    }
+    w->off += n;
+    w->cur_written += n;
+    return 0;
+}
+
+static int sink_data(void *ud, const uint8_t *p, size_t n, ck_err_t *err)
+{
+    return ck_zipw_data(ud, p, n, err);
+}
+
+int ck_zipw_copy(ck_zipw_t *w, int fd, uint64_t off, uint64_t n,
+                 int crc_known, uint32_t crc, ck_err_t *err)
+{
+    int rc = w_room(w, n, err);
+    uint64_t left = n;
+
+    if (rc < 0)
+        return rc;
+    if (crc_known) {
+        loff_t in = (loff_t)off, out = (loff_t)w->off;
+
+        while (left > 0) {
+            ssize_t r = copy_file_range(fd, &in, w->fd, &out,
+                                        left > (1u << 30) ? (1u << 30)
+                                                          : (size_t)left, 0);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r < 0 && (errno == EXDEV || errno == ENOSYS ||
+                          errno == EINVAL || errno == EOPNOTSUPP ||
+                          errno == EBADF))
+                break; /* fall back to copying through memory */
+            if (r < 0)
+                return w_io(err, -errno);
+            if (r == 0)
+                return ck_err_set(err, CK_EFORMAT, "input shrank while copying");
+            left -= (uint64_t)r;
+            w->off += (uint64_t)r;
+            w->cur_written += (uint64_t)r;
+        }
+        off = (uint64_t)in;
+    }
+    if (left > 0 && w->buf == NULL) {
+        w->buf = ck_malloc(COPY_CHUNK);
+        if (w->buf == NULL)
+            return ck_err_set(err, CK_ENOMEM, "out of memory");
+    }
+    while (left > 0) {
+        size_t part = left < COPY_CHUNK ? (size_t)left : COPY_CHUNK;
+
+        rc = ck_pread_full(fd, w->buf, part, off);
+        if (rc < 0)
+            return ck_err_set(err, rc == -EIO ? CK_EFORMAT : rc,
+                              "read: %s", rc == -EIO ? "input shrank while copying"
+                                                     : strerror(-rc));
+        rc = ck_zipw_data(w, w->buf, part, err);
+        if (rc < 0)
+            return rc;
+        off += part;
+        left -= part;
+    }
+    if (crc_known)
+        w->cur_crc = crc;
+    return 0;
+}
+
+int ck_zipw_inflate(ck_zipw_t *w, int fd, const ck_zip_entry_t *e,
+                    ck_err_t *err)
+{
+    int rc = w_room(w, e->usize, err);
+
+    if (rc < 0)
+        return rc;
+    return inflate_entry(fd, e, sink_data, w, err);
+}
+
+int ck_zipw_end(ck_zipw_t *w, ck_err_t *err)
+{
+    ck_zipw_entry_t *e = &w->e[w->n - 1];
+    uint8_t b[4];
+    int rc;
+
+    if (!w->open || w->cur_written != e->size)
+        return ck_err_set(err, CK_EFORMAT, "%s: %llu bytes written, %llu declared",
+                          e->name, (unsigned long long)w->cur_written,
+                          (unsigned long long)e->size);
+    e->crc = w->cur_crc;
+    put32(b, e->crc);
+    rc = ck_pwrite_full(w->fd, b, 4, e->lho + 14);
+    if (rc < 0)
+        return w_io(err, rc);
+    w->open = 0;
+    return 0;
+}
+
+int ck_zipw_finish(ck_zipw_t *w, ck_err_t *err)
+{
+    ck_buf_t cd = { 0 };
+    uint64_t cd_off = w->off, eocd64;
+    uint8_t h[46 + 28], t[56 + 20 + 22];
+    int rc;
+
+    if (w->open)
+        return ck_err_set(err, CK_EFORMAT, "zip writer misuse");
+    for (size_t i = 0; i < w->n; i++) {
+        ck_zipw_entry_t *e = &w->e[i];
+        size_t nlen = strlen(e->name), x = 0;
+        int big = e->size >= 0xffffffffu, far = e->lho >= 0xffffffffu;
+
+        memset(h, 0, sizeof(h));
+        put32(h, SIG_CENTRAL);
+        put16(h + 4, 0x031e);
+        put16(h + 6, big || far ? 45 : 20);
+        put32(h + 16, e->crc);
+        put32(h + 20, big ? 0xffffffffu : e->size);
+        put32(h + 24, big ? 0xffffffffu : e->size);
+        put16(h + 28, nlen);
+        put32(h + 38, 0644u << 16);
+        put32(h + 42, far ? 0xffffffffu : e->lho);
+        if (big || far) {
+            uint8_t *p = h + 46;
+
+            put16(p, 0x0001);
+            x = 4;
+            if (big) {
+                put64(p + x, e->size);
+                put64(p + x + 8, e->size);
+                x += 16;
+            }
+            if (far) {
+                put64(p + x, e->lho);
+                x += 8;
+            }
+            put16(p + 2, x - 4);
+        }
+        put16(h + 30, x);
+        ck_buf_put(&cd, h, 46);
+        ck_buf_put(&cd, e->name, nlen);
+        ck_buf_put(&cd, h + 46, x);
+    }
+    if (cd.oom) {
+        ck_buf_release(&cd);
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    }
+    rc = ck_pwrite_full(w->fd, cd.data, cd.len, cd_off);
+    eocd64 = cd_off + cd.len;
+    memset(t, 0, sizeof(t));
+    put32(t, SIG_EOCD64);
+    put64(t + 4, 44);
+    put16(t + 12, 0x031e);
+    put16(t + 14, 45);
+    put64(t + 24, w->n);
+    put64(t + 32, w->n);
+    put64(t + 40, cd.len);
+    put64(t + 48, cd_off);
+    put32(t + 56, SIG_LOC64);
+    put64(t + 64, eocd64);
+    put32(t + 72, 1);
+    put32(t + 76, SIG_EOCD);
+    put16(t + 84, w->n >= 0xffff ? 0xffff : w->n);
+    put16(t + 86, w->n >= 0xffff ? 0xffff : w->n);
+    put32(t + 88, cd.len >= 0xffffffffu ? 0xffffffffu : cd.len);
+    put32(t + 92, cd_off >= 0xffffffffu ? 0xffffffffu : cd_off);
+    if (rc == 0)
+        rc = ck_pwrite_full(w->fd, t, sizeof(t), eocd64);
+    ck_buf_release(&cd);
+    if (rc < 0)
+        return w_io(err, rc);
+    w->off = eocd64 + sizeof(t);
+    return 0;
+}
