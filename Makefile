@@ -37,7 +37,7 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 ALL_CFLAGS  = -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) $(CFLAGS) \
               $(SANFLAGS) -Icore $(shell pkg-config --cflags $(PKGS)) -MMD -MP
 ALL_LDFLAGS = $(SANFLAGS) $(LDFLAGS)
-LIBS        = $(shell pkg-config --libs $(PKGS))
+LIBS        = $(shell pkg-config --libs $(PKGS)) -lm
 
 ifeq ($(V),1)
 Q :=

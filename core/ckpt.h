@@ -129,3 +129,40 @@ int ck_global_allowed(const char *module, const char *name,
                       const char *const *extra);
 
 #endif
+
+/* ---- for plugins ------------------------------------------------------ */
+
+#ifndef CK_CKPT_PLUGIN_API
+#define CK_CKPT_PLUGIN_API
+
+/*
+ * The mapping at path whose items a plugin edits: a dict, an OrderedDict or
+ * a defaultdict.  *items are its pairs (k0 v0 k1 v1 ...).  Error naming the
+ * path when it is missing or not a mapping.
+ */
+int ck_ckpt_mapping(ck_ckpt_t *c, const char *path, ck_py_t **node,
+                    ck_py_vec_t **items, ck_err_t *err);
+
+/* The _metadata mapping nn.Module.state_dict() attaches, or NULL. */
+ck_py_vec_t *ck_ckpt_metadata(ck_py_t *state_dict);
+
+/* Bytes of the distinct storages reachable from node. */
+uint64_t ck_ckpt_bytes_under(ck_ckpt_t *c, ck_py_t *node);
+
+/* The global module.name, reusing the graph's node when it has one. */
+ck_py_t *ck_ckpt_global(ck_ckpt_t *c, const char *module, const char *name);
+
+/*
+ * A new contiguous tensor of dtype dt and the given shape whose storage holds
+ * data (numel * itemsize bytes, owned by the caller's arena and kept until
+ * the checkpoint is written), built as torch.save builds one.
+ */
+ck_py_t *ck_ckpt_new_tensor(ck_ckpt_t *c, const ck_dtype_t *dt,
+                            const int64_t *shape, size_t ndim,
+                            const uint8_t *data, ck_err_t *err);
+
+/* Copy a tensor's elements, in row-major order, into out (numel * itemsize). */
+int ck_ckpt_read_tensor(ck_ckpt_t *c, const ck_tensor_t *t, uint8_t *out,
+                        ck_err_t *err);
+
+#endif

@@ -452,9 +452,10 @@ def check_layout(out_path):
             r.append(f"top folder(s) {tops}, expected exactly [{stem!r}] (OUT's stem)")
         if len(set(names)) != len(names):
             r.append("duplicate entry names in zip")
+        compressed, misaligned = [], []
         for i in infos:
             if i.compress_type != zipfile.ZIP_STORED:
-                r.append(f"{i.filename}: compress_type {i.compress_type}, expected 0 (stored)")
+                compressed.append(f"{i.filename} (type {i.compress_type})")
             raw.seek(i.header_offset)
             h = raw.read(30)
             if len(h) != 30 or h[:4] != b"PK\x03\x04":
@@ -466,7 +467,13 @@ def check_layout(out_path):
                 r.append(f"{i.filename}: local header name {lname!r} differs from central directory")
             off = i.header_offset + 30 + nlen + xlen
             if off % 64:
-                r.append(f"{i.filename}: data offset {off} is not a multiple of 64")
+                misaligned.append(f"{i.filename} at {off}")
+        if compressed:
+            r.append(f"{len(compressed)} of {len(infos)} entries not stored (compress_type != 0): "
+                     f"{', '.join(compressed[:4])}{' ...' if len(compressed) > 4 else ''}")
+        if misaligned:
+            r.append(f"{len(misaligned)} of {len(infos)} entries have data offsets that are not a "
+                     f"multiple of 64: {', '.join(misaligned[:4])}{' ...' if len(misaligned) > 4 else ''}")
         rel = {n.split("/", 1)[1] if "/" in n else n: n for n in names}
         for need in ("data.pkl", "version", "byteorder"):
             if need not in rel:
