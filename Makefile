@@ -15,7 +15,7 @@ DESTDIR  ?=
 PYTHON   := /usr/bin/python3
 SHARED   ?= $(abspath ../shared)
 CORPUS   ?= $(SHARED)/corpus/third-party
-PKGS     := inih zlib
+PKGS     := inih zlib yaml-0.1
 TEST_PKGS := cmocka
 
 DEB_BUILD := build-essential pkg-config libuv1-dev libzip-dev libyaml-dev \

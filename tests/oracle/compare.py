@@ -10,10 +10,9 @@ API:  compare(in_path, out_path, weights_only_too=False, byte_identical=False,
 """
 import argparse
 import collections
+import difflib
 import io
-import math
 import os
-import pickle
 import struct
 import sys
 import types
@@ -21,6 +20,9 @@ import warnings
 import zipfile
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pickle_scan import ScanUnpickler, decode  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -301,7 +303,9 @@ class Comparer:
         try:
             ya, yb = OmegaConf.to_yaml(a), OmegaConf.to_yaml(b)
             if ya != yb:
-                self.fail(path, f"OmegaConf.to_yaml differs:\n--- IN\n{ya}--- OUT\n{yb}")
+                d = [x for x in difflib.unified_diff(ya.splitlines(), yb.splitlines(), "IN", "OUT",
+                                                     n=0, lineterm="") if not x.startswith("@@")]
+                self.fail(path, "OmegaConf.to_yaml differs: " + " | ".join(d[2:12]))
             ca = OmegaConf.to_container(a, resolve=False)
             cb = OmegaConf.to_container(b, resolve=False)
             if ca != cb:
@@ -375,47 +379,6 @@ def compare_objects(a, b):
 
 
 # ------------------------------------------------------------------ file-level checks
-class _StubBase:
-    def __new__(cls, *a, **k):
-        return object.__new__(cls)
-
-    def __init__(self, *a, **k):
-        pass
-
-    def __call__(self, *a, **k):
-        return _StubBase()
-
-    def __setstate__(self, state):
-        pass
-
-    def __setitem__(self, k, v):
-        pass
-
-    def append(self, x):
-        pass
-
-    def extend(self, x):
-        pass
-
-    def add(self, x):
-        pass
-
-
-class _ScanUnpickler(pickle.Unpickler):
-    """Unpickles data.pkl without importing anything; records persistent ids."""
-
-    def __init__(self, f):
-        super().__init__(f)
-        self.pids = []
-
-    def find_class(self, module, name):
-        return type(name, (_StubBase,), {"_gmodule": module, "_gname": name})
-
-    def persistent_load(self, pid):
-        self.pids.append(pid)
-        return _StubBase()
-
-
 def _storage_itemsize(cls):
     if getattr(cls, "_gmodule", None) != "torch":
         return None
@@ -424,10 +387,6 @@ def _storage_itemsize(cls):
         return torch.empty((), dtype=real.dtype).element_size()
     except Exception:
         return None
-
-
-def _decode(x):
-    return x.decode("ascii") if isinstance(x, bytes) else x
 
 
 def check_layout(out_path):
@@ -492,15 +451,15 @@ def check_layout(out_path):
             r.append(f"unexpected records {extra}")
         if "data.pkl" in rel:
             try:
-                u = _ScanUnpickler(io.BytesIO(z.read(rel["data.pkl"])))
+                u = ScanUnpickler(io.BytesIO(z.read(rel["data.pkl"])))
                 u.load()
                 order = []
                 sizes = {}
                 for pid in u.pids:
-                    if not isinstance(pid, tuple) or not pid or _decode(pid[0]) != "storage":
+                    if not isinstance(pid, tuple) or not pid or decode(pid[0]) != "storage":
                         r.append(f"unexpected persistent id {pid!r}")
                         continue
-                    key = _decode(pid[2])
+                    key = decode(pid[2])
                     if key not in order:
                         order.append(key)
                         sizes[key] = (pid[1], pid[4])

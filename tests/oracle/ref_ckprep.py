@@ -34,70 +34,84 @@ def stem(path):
     return name if i < 0 else name[:i]
 
 
-def _records_from_torch_zip(data):
-    """(data.pkl bytes, {key: bytes}) from an in-memory torch zip."""
-    with zipfile.ZipFile(io.BytesIO(data)) as z:
+class _Src:
+    """A record source: bytes in memory, or a member of the input zip (streamed)."""
+
+    def __init__(self, data=None, zpath=None, member=None, size=None):
+        self.data, self.zpath, self.member = data, zpath, member
+        self.size = len(data) if data is not None else size
+
+    def chunks(self):
+        if self.data is not None:
+            yield self.data
+            return
+        with zipfile.ZipFile(self.zpath) as z, z.open(self.member) as f:
+            for blk in iter(lambda: f.read(1 << 20), b""):
+                yield blk
+
+
+def _records_from_torch_zip(zsrc):
+    """(data.pkl bytes, {key: _Src}) from a torch zip (path or BytesIO)."""
+    with zipfile.ZipFile(zsrc) as z:
         names = z.namelist()
         top = names[0].split("/", 1)[0]
         pkl = z.read(f"{top}/data.pkl")
-        recs = {n[len(top) + 6:]: z.read(n) for n in names if n.startswith(f"{top}/data/")}
+        recs = {}
+        for n in names:
+            if n.startswith(f"{top}/data/"):
+                if isinstance(zsrc, str):
+                    recs[n[len(top) + 6:]] = _Src(zpath=zsrc, member=n, size=z.getinfo(n).file_size)
+                else:
+                    recs[n[len(top) + 6:]] = _Src(data=z.read(n))
     return pkl, recs
 
 
-def _first_ref_keys(pkl):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import compare
-    u = compare._ScanUnpickler(io.BytesIO(pkl))
-    u.load()
-    order = []
-    for pid in u.pids:
-        k = compare._decode(pid[2])
-        if k not in order:
-            order.append(k)
-    return order
-
-
 def build(inp):
-    with open(inp, "rb") as f:
-        raw = f.read()
-    if zipfile.is_zipfile(io.BytesIO(raw)):
-        pkl, recs = _records_from_torch_zip(raw)
+    if zipfile.is_zipfile(inp):
+        pkl, recs = _records_from_torch_zip(inp)
         if pkl[:2] == b"\x80\x02" and FAULT != "protocol4":
-            order = _first_ref_keys(pkl)
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            from pickle_scan import storage_keys_in_order
+            order = storage_keys_in_order(pkl)
             if order == [str(i) for i in range(len(order))]:
                 return pkl, {k: recs[k] for k in order}
     import torch
-    obj = torch.load(io.BytesIO(raw), map_location="cpu")
+    obj = torch.load(inp, map_location="cpu")
     buf = io.BytesIO()
     torch.save(obj, buf, pickle_protocol=4 if FAULT == "protocol4" else 2)
-    return _records_from_torch_zip(buf.getvalue())
+    buf.seek(0)
+    return _records_from_torch_zip(buf)
 
 
 def write_zip(path, top, pkl, recs):
-    entries = [("data.pkl", pkl), ("byteorder", b"little")]
+    entries = [("data.pkl", _Src(pkl)), ("byteorder", _Src(b"little"))]
     entries += [(f"data/{k}", v) for k, v in sorted(recs.items(), key=lambda kv: int(kv[0]))]
     if FAULT == "extra_storage":
-        entries.append((f"data/{len(recs)}", b"\0" * 8))
+        entries.append((f"data/{len(recs)}", _Src(b"\0" * 8)))
     if FAULT == "dropkey" and recs:
         entries = [e for e in entries if e[0] != "data/0"]
-    entries.append(("version", b"3\n"))
+    entries.append(("version", _Src(b"3\n")))
     if FAULT == "nobyteorder":
         entries = [e for e in entries if e[0] != "byteorder"]
     if FAULT == "topfolder":
         top = top + "_x"
     with open(path, "wb") as f, zipfile.ZipFile(f, "w") as z:
-        for name, data in entries:
-            if FAULT == "flipbyte" and name == "data/0" and data:
-                data = bytes([data[0] ^ 1]) + data[1:]
+        for name, src in entries:
             full = f"{top}/{name}"
             zi = zipfile.ZipInfo(full, date_time=(1980, 1, 1, 0, 0, 0))
             zi.compress_type = zipfile.ZIP_DEFLATED if FAULT == "compress" else zipfile.ZIP_STORED
+            zi.file_size = src.size
             if FAULT != "noalign":
-                here = f.tell()
-                base = here + 30 + len(full.encode()) + 4
+                base = f.tell() + 30 + len(full.encode()) + 4
                 pad = (-base) % 64
                 zi.extra = struct.pack("<HH", 0x4246, pad) + b"Z" * pad  # 'FB' like torch
-            z.writestr(zi, data)
+            first = True
+            with z.open(zi, "w") as w:
+                for blk in src.chunks():
+                    if FAULT == "flipbyte" and name == "data/0" and first and blk:
+                        blk = bytes([blk[0] ^ 1]) + blk[1:]
+                    first = False
+                    w.write(blk)
 
 
 def main(argv):
