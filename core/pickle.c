@@ -1365,28 +1365,42 @@ static int save_set(wr_t *w, ck_py_t *p, uint32_t depth)
     return save_as_call(w, p, fn, args, depth);
 }
 
-/* Pickler._batch_appends / _batch_setitems with _BATCHSIZE 1000. */
-static int save_batches(wr_t *w, ck_py_vec_t *v, int pairs, uint32_t depth)
+/*
+ * Batches of 1000 as the C pickler (_pickle.c) writes them.  A list or dict
+ * itself (batch_list_exact, batch_dict_exact): one item alone is APPEND or
+ * SETITEM, otherwise every batch, even a last one of one item, is MARK ...
+ * APPENDS/SETITEMS, and a dict whose last batch was full gets one more,
+ * empty, batch.  Items of a reduced object come from an iterator
+ * (batch_list, batch_dict): there a batch of one item is APPEND/SETITEM.
+ */
+static int save_batches(wr_t *w, ck_py_vec_t *v, int pairs, int exact,
+                        uint32_t depth)
 {
     size_t step = pairs ? 2 : 1;
     size_t total = v->n / step;
-    size_t done = 0;
+    size_t done = 0, n;
     int rc;
 
-    while (done < total) {
-        size_t n = total - done < 1000 ? total - done : 1000;
+    if (total == 0)
+        return 0;
+    do {
+        int single;
 
-        if (n > 1)
+        n = total - done < 1000 ? total - done : 1000;
+        single = exact ? total == 1 : n == 1;
+        if (!exact && n == 0)
+            break;
+        if (!single)
             w_op(w, OP_MARK);
         for (size_t i = 0; i < n * step; i++)
             if ((rc = save(w, v->v[done * step + i], depth + 1)) < 0)
                 return rc;
-        if (n > 1)
+        if (!single)
             w_op(w, pairs ? OP_SETITEMS : OP_APPENDS);
         else
             w_op(w, pairs ? OP_SETITEM : OP_APPEND);
         done += n;
-    }
+    } while (exact && pairs ? n == 1000 : done < total);
     return 0;
 }
 
@@ -1460,11 +1474,11 @@ static int save(wr_t *w, ck_py_t *p, uint32_t depth)
     case CK_PY_LIST:
         w_op(w, OP_EMPTY_LIST);
         memoize(w, p);
-        return save_batches(w, &p->u.seq, 0, depth);
+        return save_batches(w, &p->u.seq, 0, 1, depth);
     case CK_PY_DICT:
         w_op(w, OP_EMPTY_DICT);
         memoize(w, p);
-        return save_batches(w, &p->u.seq, 1, depth);
+        return save_batches(w, &p->u.seq, 1, 1, depth);
     case CK_PY_SET:
     case CK_PY_FROZENSET:
         return save_set(w, p, depth);
@@ -1483,8 +1497,8 @@ static int save(wr_t *w, ck_py_t *p, uint32_t depth)
             return rc;
         w_op(w, p->kind == CK_PY_REDUCE ? OP_REDUCE : OP_NEWOBJ);
         memoize(w, p);
-        if ((rc = save_batches(w, &p->u.o.list, 0, depth)) < 0 ||
-            (rc = save_batches(w, &p->u.o.dict, 1, depth)) < 0)
+        if ((rc = save_batches(w, &p->u.o.list, 0, 0, depth)) < 0 ||
+            (rc = save_batches(w, &p->u.o.dict, 1, 0, depth)) < 0)
             return rc;
         if (p->u.o.state != NULL) {
             if ((rc = save(w, p->u.o.state, depth + 1)) < 0)
