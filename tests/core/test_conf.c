@@ -485,7 +485,7 @@ static void test_inline_comment_and_spaces(void **state)
 
     assert_int_equal(load(f, "  [security]  \n"
                              "max_depth=12   ; twelve\n"
-                             "\tmax_memo   =   99\n"),
+                             "max_memo   =   99\t\n"),
                      0);
     assert_int_equal(f->c.security.max_depth, 12);
     assert_int_equal(f->c.security.max_memo, 99);
