@@ -15,11 +15,11 @@ DESTDIR  ?=
 PYTHON   := /usr/bin/python3
 SHARED   ?= $(abspath ../shared)
 CORPUS   ?= $(SHARED)/corpus/third-party
-PKGS     := inih zlib yaml-0.1
+PKGS     := inih zlib yaml-0.1 libcrypto
 TEST_PKGS := cmocka
 
 DEB_BUILD := build-essential pkg-config libuv1-dev libzip-dev libyaml-dev \
-             libinih-dev libcmocka-dev zlib1g-dev
+             libinih-dev libcmocka-dev zlib1g-dev libssl-dev
 DEB_TEST  := python3-torch python3-omegaconf python3-numpy python3-yaml
 
 ifeq ($(SAN),1)

@@ -23,6 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 /* ---- dtypes ----------------------------------------------------------- */
 
 static const ck_dtype_t dtypes[] = {
@@ -194,6 +196,75 @@ int ck_global_allowed(const char *module, const char *name,
     return 0;
 }
 
+/* ---- digests ---------------------------------------------------------- */
+
+static void hex(const unsigned char *md, char out[65])
+{
+    for (int i = 0; i < 32; i++)
+        sprintf(out + 2 * i, "%02x", md[i]);
+}
+
+/* SHA-256 of size, then each (p, n) part in turn. */
+static int fingerprint(uint64_t size, const void *p1, size_t n1, const void *p2,
+                       size_t n2, char out[65])
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned char md[32], sz[8];
+    unsigned int len = 0;
+    int ok;
+
+    for (int i = 0; i < 8; i++)
+        sz[i] = (unsigned char)(size >> (8 * i));
+    ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) &&
+         EVP_DigestUpdate(ctx, sz, 8) && EVP_DigestUpdate(ctx, p1, n1) &&
+         (n2 == 0 || EVP_DigestUpdate(ctx, p2, n2)) &&
+         EVP_DigestFinal_ex(ctx, md, &len);
+    EVP_MD_CTX_free(ctx);
+    if (!ok)
+        return CK_ENOMEM;
+    hex(md, out);
+    return 0;
+}
+
+static int zip_fingerprint(int fd, uint64_t size, const void *pkl, size_t n,
+                           uint64_t cd_off, uint64_t cd_size, char out[65],
+                           ck_err_t *err)
+{
+    uint8_t *cd = ck_malloc((size_t)cd_size + 1);
+    int rc;
+
+    if (cd == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    rc = ck_pread_full(fd, cd, (size_t)cd_size, cd_off);
+    if (rc == 0)
+        rc = fingerprint(size, pkl, n, cd, (size_t)cd_size, out);
+    ck_free(cd);
+    if (rc < 0)
+        return ck_err_set(err, rc, "fingerprint: %s", ck_strerror(rc));
+    return 0;
+}
+
+int ck_sha256_file(const char *path, char out[65], ck_err_t *err)
+{
+    FILE *f = fopen(path, "rb");
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned char md[32], buf[65536];
+    unsigned int len = 0;
+    size_t n;
+    int ok = f != NULL && ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+
+    while (ok && (n = fread(buf, 1, sizeof(buf), f)) > 0)
+        ok = EVP_DigestUpdate(ctx, buf, n);
+    ok = ok && !ferror(f) && EVP_DigestFinal_ex(ctx, md, &len);
+    if (f != NULL)
+        fclose(f);
+    EVP_MD_CTX_free(ctx);
+    if (!ok)
+        return ck_err_set(err, CK_ECONFIG, "%s: cannot digest", path);
+    hex(md, out);
+    return 0;
+}
+
 /* ---- opening ---------------------------------------------------------- */
 
 char *ck_ckpt_stem(ck_arena_t *a, const char *path)
@@ -303,7 +374,11 @@ static int open_zip(ck_ckpt_t *c, ck_err_t *err)
     if (rc < 0)
         return rc;
     c->pickle_bytes = (size_t)e->usize;
-    rc = ck_pickle_read(pkl, (size_t)e->usize, 1, &c->lim, &c->arena, &c->pk, err);
+    rc = zip_fingerprint(c->fd, c->st.size, pkl, (size_t)e->usize, c->zip.cd_off,
+                         c->zip.cd_size, c->fingerprint, err);
+    if (rc == 0)
+        rc = ck_pickle_read(pkl, (size_t)e->usize, 1, &c->lim, &c->arena, &c->pk,
+                            err);
     if (rc == -EAGAIN) {
         err->code = 0;
         rc = ck_err_set(err, CK_EFORMAT, "data.pkl: %s", err->msg);
@@ -391,6 +466,9 @@ static int open_legacy(ck_ckpt_t *c, ck_py_t **keys, size_t *data_start,
         ck_arena_release(&c->arena);
         memset(&c->pk, 0, sizeof(c->pk));
         rc = legacy_pickles(c, buf, len, keys, data_start, err);
+        if (rc == 0 && fingerprint(c->st.size, buf, *data_start, NULL, 0,
+                                   c->fingerprint) < 0)
+            rc = ck_err_set(err, CK_ENOMEM, "out of memory");
         if (rc != -EAGAIN)
             break;
         if (len == c->st.size || len >= c->lim.max_pickle_bytes) {
@@ -952,6 +1030,8 @@ static int write_zip(ck_ckpt_t *c, int fd, const char *top,
         (rc = ck_zipw_finish(&w, err)) < 0)
         goto out;
     info->size = w.off;
+    rc = zip_fingerprint(fd, w.off, pkl.data, pkl.len, w.cd_off, w.cd_size,
+                         info->fingerprint, err);
 out:
     ck_zipw_release(&w);
     ck_buf_release(&pkl);
@@ -1000,7 +1080,7 @@ int ck_ckpt_write(ck_ckpt_t *c, const char *out_path, ck_write_info_t *info,
     for (unsigned i = 0; fd < 0; i++) {
         sprintf(tmp, "%s/.%s.tmp.%d.%lx%u", dir, base, (int)getpid(),
                 (unsigned long)ts.tv_nsec, i);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
         if (fd < 0 && (errno != EEXIST || i > 100)) {
             rc = ck_err_set(err, -errno, "create %s: %s", tmp, strerror(errno));
             tmp[0] = '\0';

@@ -86,6 +86,7 @@ typedef struct {
     size_t nstorages;
     ck_tensor_t *tensors;     /* found by the last scan, graph order */
     size_t ntensors;
+    char fingerprint[65];     /* see ck_fingerprint_* */
 } ck_ckpt_t;
 
 /*
@@ -100,6 +101,7 @@ void ck_ckpt_close(ck_ckpt_t *c);
 int ck_ckpt_scan(ck_ckpt_t *c, ck_err_t *err);
 
 typedef struct {
+    char fingerprint[65];     /* of the written file, as for inputs */
     uint64_t size;            /* bytes written */
     size_t nstorages;
     uint64_t storage_bytes;
@@ -111,6 +113,13 @@ typedef struct {
  */
 int ck_ckpt_write(ck_ckpt_t *c, const char *out_path, ck_write_info_t *info,
                   ck_err_t *err);
+
+/*
+ * Fingerprints: hex SHA-256 over the file's size, its pickle(s) and, for a
+ * zip, its central directory, which holds every record's size and CRC-32.
+ * Cheap (no tensor byte is read) and changes with any record's content.
+ */
+int ck_sha256_file(const char *path, char out[65], ck_err_t *err);
 
 /* The top folder torch.save gives a file: its name without the extension. */
 char *ck_ckpt_stem(ck_arena_t *a, const char *path);

@@ -128,6 +128,12 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     ck_json_str(rec, args->in);
     ck_json_key(rec, "size");
     ck_json_u64(rec, job.ck.st.size);
+    if (job.ck.fingerprint[0] != '\0') {
+        ck_json_key(rec, "digest");
+        ck_json_str(rec, job.ck.fingerprint);
+        ck_json_key(rec, "digest_kind");
+        ck_json_str(rec, "fingerprint-sha256");
+    }
     if (job.ck.fd >= 0) {
         ck_json_key(rec, "format");
         ck_json_str(rec, job.ck.format == CK_FMT_ZIP ? "zip" : "legacy");
@@ -140,6 +146,10 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
         ck_json_str(rec, args->out);
         ck_json_key(rec, "size");
         ck_json_u64(rec, info.size);
+        ck_json_key(rec, "digest");
+        ck_json_str(rec, info.fingerprint);
+        ck_json_key(rec, "digest_kind");
+        ck_json_str(rec, "fingerprint-sha256");
         ck_json_key(rec, "storages");
         ck_json_u64(rec, info.nstorages);
         ck_json_key(rec, "storage_bytes");
@@ -167,6 +177,15 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     ck_json_obj(rec);
     ck_json_key(rec, "path");
     ck_json_str(rec, conf->path);
+    {
+        char d[65];
+        ck_err_t e = { 0 };
+
+        if (ck_sha256_file(conf->path, d, &e) == 0) {
+            ck_json_key(rec, "digest");
+            ck_json_str(rec, d);
+        }
+    }
     ck_json_end(rec);
     ck_json_key(rec, "plugins");
     ck_json_raw(rec, (const char *)plugins.b.data, plugins.b.len);

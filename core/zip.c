@@ -830,6 +830,8 @@ int ck_zipw_finish(ck_zipw_t *w, ck_err_t *err)
     ck_buf_release(&cd);
     if (rc < 0)
         return w_io(err, rc);
+    w->cd_off = cd_off;
+    w->cd_size = eocd64 - cd_off;
     w->off = eocd64 + sizeof(t);
     return 0;
 }

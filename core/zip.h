@@ -61,6 +61,7 @@ typedef struct {
     uint32_t cur_crc;
     int open;
     uint8_t *buf;          /* copy buffer when the kernel cannot copy */
+    uint64_t cd_off, cd_size; /* set by ck_zipw_finish */
 } ck_zipw_t;
 
 void ck_zipw_init(ck_zipw_t *w, int fd);

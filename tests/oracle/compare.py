@@ -420,7 +420,13 @@ def check_layout(out_path):
             if len(h) != 30 or h[:4] != b"PK\x03\x04":
                 r.append(f"{i.filename}: no local file header at offset {i.header_offset}")
                 continue
-            nlen, xlen = struct.unpack("<HH", h[26:30])
+            flags, _meth, _t, _d, crc, csize, usize, nlen, xlen = struct.unpack("<HHHHIIIHH", h[6:30])
+            if not flags & 0x08 and crc != i.CRC:
+                r.append(f"{i.filename}: local header CRC {crc:#x} != central directory {i.CRC:#x}")
+            if not flags & 0x08 and 0xFFFFFFFF not in (csize, usize) and \
+                    (csize, usize) != (i.compress_size, i.file_size):
+                r.append(f"{i.filename}: local header sizes {(csize, usize)} != central directory "
+                         f"{(i.compress_size, i.file_size)}")
             lname = raw.read(nlen)
             if lname != i.filename.encode("utf-8") and lname != i.filename.encode("cp437", "replace"):
                 r.append(f"{i.filename}: local header name {lname!r} differs from central directory")

@@ -254,8 +254,6 @@ def big_containers():
         "empties": [[], {}, (), "", b""],
         "int_keys": {0: "a", 1: "b", -5: "c", 2 ** 40: "d"},
         "tuple_keys": {(1, "a"): 1, (2, "b"): 2},
-        "set": {1, 2, 3},
-        "frozenset": frozenset([10, 20]),  # ints: str hashing is randomized per process
     }
 
 
@@ -275,8 +273,16 @@ def scalars():
         "bytes_empty": b"",
         "bytes": b"\x00\xffabc",
         "bytes_long": bytes(range(256)) * 2,
+    }
+
+
+def builtin_globals():
+    """Objects pickled through globals other than tensors/containers."""
+    return {
         "bytearray": bytearray(b"xyz"),
         "complex": 1.5 - 2j,
+        "set": {1, 2, 3},
+        "frozenset": frozenset([10, 20]),  # ints: str hashing is randomized per process
         "dtype": torch.float16,
         "device": torch.device("cpu"),
         "size": torch.Size([2, 3]),
@@ -412,6 +418,8 @@ def cases():
         ("mixed_proto5.pt", mixed, {"pickle_protocol": 5}, "zip, pickle protocol 5", False),
         ("big_containers.pt", big_containers, {}, "containers over 1000 items, batching edges", False),
         ("scalars.pt", scalars, {}, "big/negative ints, special floats, unicode, bytes", False),
+        ("builtin_globals.pt", builtin_globals, {}, "bytearray, complex, set, frozenset, dtype, device, Size",
+         False),
         ("parameters.pt", parameters, {}, "nn.Parameter and requires_grad", False),
         ("lightning.ckpt", lightning, {}, "Lightning-style checkpoint", False),
         ("shared_objects.pt", shared_objects, {}, "same object referenced twice, cycle", False),

@@ -11,7 +11,7 @@ bytes; anything else goes through torch.load + torch.save(protocol 2).
 
 REF_CKPREP_FAULT=<name> injects one defect, to check that the oracle notices:
   noalign, compress, nobyteorder, topfolder, flipbyte, extra_storage,
-  protocol4, dropkey, stdout_text, exit3, touch_input, leave_tmp
+  protocol4, dropkey, padrecord, stdout_text, exit3, touch_input, leave_tmp
 """
 import argparse
 import configparser
@@ -88,6 +88,9 @@ def write_zip(path, top, pkl, recs):
     entries += [(f"data/{k}", v) for k, v in sorted(recs.items(), key=lambda kv: int(kv[0]))]
     if FAULT == "extra_storage":
         entries.append((f"data/{len(recs)}", _Src(b"\0" * 8)))
+    if FAULT == "padrecord" and recs:
+        k0 = entries[2][1]
+        entries[2] = (entries[2][0], _Src(b"".join(k0.chunks()) + b"\0\0\0\0"))
     if FAULT == "dropkey" and recs:
         entries = [e for e in entries if e[0] != "data/0"]
     entries.append(("version", _Src(b"3\n")))

@@ -8,7 +8,6 @@ Last line: "N passed, M failed".
 import argparse
 import collections
 import copy
-import io
 import os
 import shutil
 import struct
@@ -16,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import warnings
-import zipfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)

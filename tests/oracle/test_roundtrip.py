@@ -174,23 +174,27 @@ def case_bad_input(ctx, make_input, label):
     return r
 
 
-def case_bad_config(ctx, conf_text, extra_args, inp, label):
+def case_bad_config(ctx, conf_text, make_args, inp, label):
+    """Usage/config error: exit 2, nothing written (neither OUT nor beside IN).
+    conf_text: text of conf.ini, or None to not create it.
+    make_args(conf, out) -> argv after the binary; None means run -c conf -o out IN."""
     d = ctx.fresh_dir(label)
     out = os.path.join(d, "out.pt")
-    if conf_text is None:
-        args = extra_args
-    else:
-        conf = os.path.join(d, "conf.ini")
-        if conf_text is not False:
-            with open(conf, "w") as f:
-                f.write(conf_text)
-        args = ["run", "-c", conf, "-o", out, inp] if extra_args is None else extra_args
+    conf = os.path.join(d, "conf.ini")
+    if conf_text is not None:
+        with open(conf, "w") as f:
+            f.write(conf_text)
+    args = ["run", "-c", conf, "-o", out, inp] if make_args is None else make_args(conf, out)
+    in_dir = os.path.dirname(inp)
+    before_in, before_d = set(os.listdir(in_dir)), set(os.listdir(d))
     rc, so, se = ctx.run(args)
     r = []
     if rc != 2:
         r.append(f"exit code {rc}, expected 2 (usage/config error); stderr: {_tail(se)}")
-    if os.path.exists(out):
-        r.append("OUT was written despite the usage/config error")
+    if set(os.listdir(d)) != before_d:
+        r.append(f"files written despite the usage/config error: {sorted(set(os.listdir(d)) - before_d)}")
+    if set(os.listdir(in_dir)) != before_in:
+        r.append(f"files written beside IN: {sorted(set(os.listdir(in_dir)) - before_in)}")
     return r
 
 
@@ -234,7 +238,6 @@ def main(argv=None):
     t0 = time.time()
     gen = os.path.join(work, "in")
     manifest = make_checkpoints.generate(gen)
-    by_name = {e["name"]: e for e in manifest["files"]}
 
     tests = []  # (name, callable) ; callable returns list of reasons
     pre_failures = []
@@ -307,19 +310,24 @@ def main(argv=None):
         ("exit1:truncated-legacy", lambda: case_bad_input(ctx, truncated_legacy, "trunc-legacy")),
         ("exit1:empty-input", lambda: case_bad_input(ctx, empty, "empty")),
         ("exit1:missing-input", lambda: case_bad_input(ctx, missing, "missing")),
-        ("exit2:no-arguments", lambda: case_bad_config(ctx, None, [], good, "noargs")),
-        ("exit2:run-without-o", lambda: case_bad_config(ctx, EMPTY_CONF, ["run", "-c", ctx.conf, good],
-                                                        good, "noo")),
+        ("exit2:no-arguments", lambda: case_bad_config(ctx, EMPTY_CONF, lambda c, o: [], good, "noargs")),
+        ("exit2:run-without-input", lambda: case_bad_config(
+            ctx, EMPTY_CONF, lambda c, o: ["run", "-c", c, "-o", o], good, "noin")),
+        ("exit2:unknown-option", lambda: case_bad_config(
+            ctx, EMPTY_CONF, lambda c, o: ["run", "--no-such-option-xyz", "-c", c, "-o", o, good], good,
+            "badopt")),
+        ("exit2:unknown-command", lambda: case_bad_config(
+            ctx, EMPTY_CONF, lambda c, o: ["frobnicate-xyz", good], good, "badcmd")),
         ("exit2:unknown-edit", lambda: case_bad_config(
             ctx, "[pipeline]\nchain = no_such_edit_xyz\n", None, good, "unknown-edit")),
         ("exit2:config-not-ini", lambda: case_bad_config(ctx, "this is not an ini file\n", None, good,
                                                          "notini")),
-        ("exit2:config-missing", lambda: case_bad_config(ctx, False, None, good, "confmissing")),
+        ("exit2:config-missing", lambda: case_bad_config(ctx, None, None, good, "confmissing")),
     ]
 
     if args.only:
         tests = [t for t in tests if args.only in t[0]]
-        pre_failures = [f for f in pre_failures if args.only in f[0] or f[0].startswith("setup")]
+        # setup and corpus failures are never filtered away
 
     results = list(pre_failures)
     plock = threading.Lock()
