@@ -58,12 +58,7 @@ CORE_SRC := \
 
 PLUGIN_SRC := $(patsubst %,plugins/%.c,$(shell sed -n 's/^PLUGIN(\(.*\))$$/\1/p' plugins/plugins.def))
 
-UNIT_TESTS := \
-	tests/core/test_pickle \
-	tests/core/test_zip \
-	tests/core/test_ckpt \
-	tests/core/test_conf \
-	tests/core/test_json
+UNIT_TESTS := $(basename $(sort $(wildcard tests/core/test_*.c tests/plugins/test_*.c)))
 
 LIB_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(CORE_SRC) $(PLUGIN_SRC))
 MAIN_OBJ := $(BUILD)/core/main.o
@@ -120,6 +115,9 @@ test-oracle: all
 test-hostile: all
 	$(PYTHON) tests/hostile/test_hostile.py --ckprep $(BIN)
 
+test-plugins: all
+	$(PYTHON) tests/plugins/test_plugins.py --ckprep $(BIN)
+
 test-rss: all
 	$(PYTHON) tests/oracle/test_bigrss.py --ckprep $(BIN)
 
@@ -131,6 +129,7 @@ test: deps
 	$(Q)$(MAKE) --no-print-directory test-oracle
 	$(Q)$(MAKE) --no-print-directory SAN=1 test-hostile
 	$(Q)$(MAKE) --no-print-directory SAN=1 test-oracle
+	$(Q)$(MAKE) --no-print-directory test-plugins
 	$(Q)$(MAKE) --no-print-directory test-rss
 
 install: all
@@ -140,6 +139,6 @@ install: all
 clean:
 	rm -rf build build-san
 
-.PHONY: all deps run test test-units test-oracle test-hostile test-rss units install clean
+.PHONY: all deps run test test-units test-oracle test-hostile test-plugins test-rss units install clean
 
 -include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d)

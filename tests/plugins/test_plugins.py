@@ -252,3 +252,436 @@ def make_misc(path):
         "cfg": cfg,
         "plain": {"a": 1},
     }, path)
+
+
+# ====================================================================
+# comparing loaded checkpoints
+# ====================================================================
+
+class New:
+    """Placeholder in an expected graph for a tensor ckprep creates: only
+    dtype and shape are known; it must be contiguous, offset 0, on a storage
+    of its own holding exactly its elements."""
+
+    def __init__(self, dtype, shape):
+        self.dtype, self.shape = dtype, tuple(shape)
+
+
+class Fail(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise Fail(msg)
+
+
+def load(path):
+    return torch.load(path, map_location="cpu")
+
+
+def _untyped(s):
+    return s._storage if isinstance(s, torch.storage.TypedStorage) else s
+
+
+def storage_bytes(t):
+    """Every byte of t's storage as a uint8 tensor."""
+    u = _untyped(t.storage())
+    return torch.empty(0, dtype=torch.uint8).set_(u, 0, (u.nbytes(),), (1,))
+
+
+def tensor_bytes(t):
+    """The bytes of t's elements, in order."""
+    return t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() \
+        if t.element_size() == 1 else \
+        t.detach().contiguous().reshape(-1).view(
+            {2: torch.int16, 4: torch.int32, 8: torch.int64, 16: torch.int64}[t.element_size()]
+        ).numpy().tobytes()
+
+
+def pstr(path):
+    return "/".join(str(p) for p in path) or "<root>"
+
+
+def walk_tensors(obj, path=(), out=None):
+    """{path: tensor} of every tensor in a loaded graph (New placeholders too)."""
+    if out is None:
+        out = {}
+    if isinstance(obj, (torch.Tensor, New)):
+        out[path] = obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            walk_tensors(v, path + (k,), out)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            walk_tensors(v, path + (i,), out)
+    return out
+
+
+def sharing(obj):
+    """The partition of tensor paths by storage: a set of frozensets.  A New
+    placeholder is a storage of its own."""
+    groups = collections.defaultdict(set)
+    for p, t in walk_tensors(obj).items():
+        if isinstance(t, New):
+            groups[("new", p)].add(p)
+        else:
+            u = _untyped(t.storage())
+            groups[("st", u.data_ptr()) if u.nbytes() else ("empty", p)].add(p)
+    return {frozenset(g) for g in groups.values()}
+
+
+def describe_sharing(part):
+    return sorted(sorted(pstr(p) for p in g) for g in part if len(g) > 1)
+
+
+class Comparer:
+    def __init__(self):
+        self.errors = []
+
+    def fail(self, path, msg):
+        if len(self.errors) < 25:
+            self.errors.append(f"{pstr(path)}: {msg}")
+
+    def cmp(self, exp, act, path=()):
+        if isinstance(exp, New):
+            if not isinstance(act, torch.Tensor):
+                return self.fail(path, f"expected a new tensor, got {type(act).__name__}")
+            if act.dtype != exp.dtype or tuple(act.shape) != exp.shape:
+                return self.fail(path, f"new tensor is {act.dtype}{tuple(act.shape)}, "
+                                       f"expected {exp.dtype}{exp.shape}")
+            if not act.is_contiguous() or act.storage_offset() != 0 or \
+                    _untyped(act.storage()).nbytes() != act.numel() * act.element_size():
+                self.fail(path, "new tensor is not alone and contiguous on its storage")
+            return
+        if type(exp) is not type(act):
+            return self.fail(path, f"type {type(act).__name__}, expected {type(exp).__name__}")
+        if isinstance(exp, torch.Tensor):
+            return self.cmp_tensor(exp, act, path)
+        if isinstance(exp, (DictConfig, ListConfig)):
+            a = OmegaConf.to_container(exp, resolve=False)
+            b = OmegaConf.to_container(act, resolve=False)
+            if a != b:
+                self.fail(path, f"config differs:\n      got      {b}\n      expected {a}")
+            return
+        if isinstance(exp, dict):
+            ka, kb = list(exp.keys()), list(act.keys())
+            if set(ka) != set(kb):
+                self.fail(path, f"keys: missing {sorted(map(str, set(ka) - set(kb)))}, "
+                                f"unexpected {sorted(map(str, set(kb) - set(ka)))}")
+            if isinstance(exp, collections.defaultdict) and exp.default_factory != act.default_factory:
+                self.fail(path, "defaultdict factory differs")
+            ma, mb = getattr(exp, "_metadata", None), getattr(act, "_metadata", None)
+            if (ma is None) != (mb is None):
+                self.fail(path, f"_metadata {'missing' if mb is None else 'unexpected'}")
+            elif ma is not None and dict(ma) != dict(mb):
+                self.fail(path + ("_metadata",),
+                          f"missing {sorted(set(ma) - set(mb))}, unexpected "
+                          f"{sorted(set(mb) - set(ma))}, differing "
+                          f"{sorted(k for k in set(ma) & set(mb) if ma[k] != mb[k])}")
+            for k in ka:
+                if k in act:
+                    self.cmp(exp[k], act[k], path + (k,))
+            return
+        if isinstance(exp, (list, tuple)):
+            if len(exp) != len(act):
+                return self.fail(path, f"length {len(act)}, expected {len(exp)}")
+            for i, (x, y) in enumerate(zip(exp, act)):
+                self.cmp(x, y, path + (i,))
+            return
+        if isinstance(exp, float) and math.isnan(exp) and math.isnan(act):
+            return
+        if exp != act:
+            self.fail(path, f"{act!r}, expected {exp!r}")
+
+    def cmp_tensor(self, a, b, path):
+        for what, x, y in (("dtype", a.dtype, b.dtype), ("shape", tuple(a.shape), tuple(b.shape)),
+                           ("stride", a.stride(), b.stride()),
+                           ("storage_offset", a.storage_offset(), b.storage_offset()),
+                           ("storage bytes", _untyped(a.storage()).nbytes(),
+                            _untyped(b.storage()).nbytes()),
+                           ("requires_grad", a.requires_grad, b.requires_grad)):
+            if x != y:
+                return self.fail(path, f"{what} {y}, expected {x}")
+        if not torch.equal(storage_bytes(a), storage_bytes(b)):
+            self.fail(path, "storage bytes differ")
+
+
+def compare_graph(exp, act):
+    """Failures: structure/values/tensor bits, then storage sharing."""
+    c = Comparer()
+    c.cmp(exp, act)
+    if not c.errors:
+        pe, pa = sharing(exp), sharing(act)
+        if pe != pa:
+            c.errors.append(f"storage sharing differs: got {describe_sharing(pa)}, "
+                            f"expected {describe_sharing(pe)} "
+                            f"(singletons: got {sum(len(g) == 1 for g in pa)}, "
+                            f"expected {sum(len(g) == 1 for g in pe)})")
+    return c.errors
+
+
+def assert_same(exp, act):
+    errs = compare_graph(exp, act)
+    check(not errs, "output differs from the Python edit:\n    " + "\n    ".join(errs))
+
+
+# ====================================================================
+# running ckprep
+# ====================================================================
+
+class Result:
+    pass
+
+
+class Env:
+    def __init__(self, ckprep, work):
+        self.ckprep = ckprep
+        self.work = work
+        self.n = 0
+        self.inputs = {}
+
+    def fresh(self, what):
+        self.n += 1
+        d = os.path.join(self.work, "runs", f"{self.n:03d}-{what}")
+        os.makedirs(d)
+        return d
+
+    def conf(self, text, name="c"):
+        d = self.fresh("conf")
+        p = os.path.join(d, name + ".ini")
+        with open(p, "w") as f:
+            f.write(text)
+        return p
+
+    def cmd(self, args):
+        try:
+            p = subprocess.run([self.ckprep] + args, capture_output=True, stdin=subprocess.DEVNULL,
+                               timeout=RUN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise Fail(f"ckprep {' '.join(args)}: timed out")
+        return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+
+    def run(self, conf_text, inp, dry=False, conf_path=None):
+        """Run a chain over input `inp` (a key of self.inputs or a path) into a
+        fresh, empty folder."""
+        r = Result()
+        r.inp = self.inputs.get(inp, inp)
+        r.conf = conf_path or self.conf(conf_text)
+        r.outdir = self.fresh("out")
+        r.out = os.path.join(r.outdir, "out.th")
+        args = ["run", "-c", r.conf, "-o", r.out] + (["--dry-run"] if dry else []) + [r.inp]
+        r.rc, r.stdout, r.stderr = self.cmd(args)
+        r.rec = None
+        if r.rc == 0:
+            try:
+                r.rec = json.loads(r.stdout)
+            except ValueError as e:
+                raise Fail(f"stdout is not one JSON record ({e}): {r.stdout[:300]!r}")
+        return r
+
+    def ok(self, conf_text, inp, dry=False, conf_path=None):
+        r = self.run(conf_text, inp, dry, conf_path)
+        check(r.rc == 0, f"exit {r.rc}, expected 0; stderr: {r.stderr.strip()[:400]}")
+        check(r.stdout.count("\n") == 1 and r.stdout.endswith("\n"),
+              f"stdout is not exactly one line: {r.stdout[:300]!r}")
+        rec = r.rec
+        check(rec.get("status") == "ok", f"record status {rec.get('status')!r}")
+        check(rec.get("input", {}).get("path") == r.inp, f"record input {rec.get('input')}")
+        check(isinstance(rec.get("plugins"), list), "record has no plugins list")
+        for p in rec["plugins"]:
+            check(set(p) >= {"name", "label", "duration_ms", "changes"} and
+                  isinstance(p["changes"], list) and isinstance(p["duration_ms"], int),
+                  f"malformed plugin entry {p}")
+        if dry:
+            check(not os.path.exists(r.out), "--dry-run wrote the output")
+            check(os.listdir(r.outdir) == [], f"--dry-run left files: {os.listdir(r.outdir)}")
+            check("output" not in rec, f"--dry-run record has an output: {rec.get('output')}")
+        else:
+            check(os.path.isfile(r.out), "no output written")
+            check(sorted(os.listdir(r.outdir)) == ["out.th"],
+                  f"files beside the output: {sorted(os.listdir(r.outdir))}")
+            check(rec.get("output", {}).get("path") == r.out, f"record output {rec.get('output')}")
+            check(rec["output"].get("size") == os.path.getsize(r.out),
+                  f"record output size {rec['output'].get('size')} != {os.path.getsize(r.out)}")
+        return r
+
+    def fails(self, conf_text, inp, *causes, conf_path=None):
+        """Exit 1, one stderr line naming the input and each cause, nothing
+        written, no temporary file."""
+        r = self.run(conf_text, inp, conf_path=conf_path)
+        check(r.rc == 1, f"exit {r.rc}, expected 1; stderr: {r.stderr.strip()[:300]}; "
+                         f"stdout: {r.stdout.strip()[:200]}")
+        lines = r.stderr.splitlines()
+        check(len(lines) == 1 and r.stderr.endswith("\n"),
+              f"stderr is not exactly one line: {r.stderr!r}")
+        line = lines[0]
+        check(r.inp in line, f"stderr does not name the input {r.inp}: {line!r}")
+        for c in causes:
+            check(c.lower() in line.lower(), f"stderr does not mention {c!r}: {line!r}")
+        check(not os.path.exists(r.out), "output written despite the failure")
+        check(os.listdir(r.outdir) == [], f"files left in the output folder: {os.listdir(r.outdir)}")
+        return r
+
+
+def plugin_changes(rec, i=0):
+    return rec["plugins"][i]["changes"]
+
+
+def change_set(changes, *fields):
+    return sorted(tuple(str(c.get(f)) for f in fields) for c in changes)
+
+
+def check_changes(got, expected, *fields):
+    g, e = change_set(got, *fields), sorted(tuple(str(x) for x in t) for t in expected)
+    check(g == e, f"changes {fields}:\n      got      {g}\n      expected {e}")
+
+
+def ini(*sections):
+    """ini(('pipeline', {'chain': '...'}), ('head_init', [('seed', 7), ('add', '...')]))"""
+    out = []
+    for name, items in sections:
+        out.append(f"[{name}]")
+        for k, v in (items.items() if isinstance(items, dict) else items):
+            out.append(f"{k} = {v}")
+        out.append("")
+    return "\n".join(out)
+
+
+def chain1(plugin, items):
+    return ini(("pipeline", {"chain": plugin}), (plugin, items))
+
+
+# ====================================================================
+# Python versions of the edits
+# ====================================================================
+
+def od_like(src, items, metadata=None):
+    """A dict of src's type (OrderedDict keeps _metadata) with new items."""
+    out = type(src)(items) if not isinstance(src, collections.defaultdict) else \
+        collections.defaultdict(src.default_factory, items)
+    md = getattr(src, "_metadata", None) if metadata is None else metadata
+    if md is not None:
+        out._metadata = md
+    return out
+
+
+def select(sd, keep=(), drop=(), strip=False):
+    """prefix_select on a state dict and its _metadata."""
+    def decide(name):
+        p = None
+        if keep:
+            p = next((k for k in keep if name.startswith(k)), None)
+            if p is None:
+                return None
+        if any(name.startswith(d) for d in drop):
+            return None
+        return name[len(p):] if strip and p else name
+
+    items = [(decide(k), v) for k, v in sd.items()]
+    md = getattr(sd, "_metadata", None)
+    if md is not None:
+        nmd = OD()
+        for m, v in md.items():
+            n = decide(m + ".")
+            if n is not None:
+                nmd[n[:-1] if n.endswith(".") else n] = v
+        md = nmd
+    return od_like(sd, [(k, v) for k, v in items if k is not None], md)
+
+
+def rename_name(name, rules):
+    for frm, to in rules:
+        if frm.startswith("re:"):
+            m = re.search(frm[3:], name)
+            if m:
+                name = name[:m.start()] + m.expand(to) + name[m.end():]
+        elif name.startswith(frm):
+            name = to + name[len(frm):]
+    return name
+
+
+def remap(sd, rules):
+    """key_remap (no conflicts) on a state dict and its _metadata."""
+    md = getattr(sd, "_metadata", None)
+    if md is not None:
+        nmd = OD()
+        for m, v in md.items():
+            n = rename_name(m + ".", rules)
+            nmd[n[:-1] if n.endswith(".") else n] = v
+        md = nmd
+    return od_like(sd, [(rename_name(k, rules), v) for k, v in sd.items()], md)
+
+
+def without(d, *keys):
+    return od_like(d, [(k, v) for k, v in d.items() if k not in keys])
+
+
+def edit_cfg(cfg, fn):
+    with open_dict(cfg):
+        fn(cfg)
+    return cfg
+
+
+# ---- the documented generator of head_init -------------------------------
+
+M64 = (1 << 64) - 1
+
+
+class Xoshiro:
+    def __init__(self, seed, key):
+        h = 0xcbf29ce484222325
+        for b in key.encode():
+            h = ((h ^ b) * 0x100000001b3) & M64
+        x = seed ^ h
+        self.s = []
+        for _ in range(4):
+            x = (x + 0x9e3779b97f4a7c15) & M64
+            z = x
+            z = ((z ^ (z >> 30)) * 0xbf58476d1ce4e5b9) & M64
+            z = ((z ^ (z >> 27)) * 0x94d049bb133111eb) & M64
+            self.s.append(z ^ (z >> 31))
+
+    @staticmethod
+    def rotl(x, k):
+        return ((x << k) | (x >> (64 - k))) & M64
+
+    def next(self):
+        s = self.s
+        out = (self.rotl((s[1] * 5) & M64, 7) * 9) & M64
+        t = (s[1] << 17) & M64
+        s[2] ^= s[0]
+        s[3] ^= s[1]
+        s[1] ^= s[2]
+        s[0] ^= s[3]
+        s[2] ^= t
+        s[3] = self.rotl(s[3], 45)
+        return out
+
+    def uniform(self):
+        return (self.next() >> 11) * 2.0 ** -53
+
+
+def reference_values(seed, key, init, n, a=0.0, b=1.0, fan_in=None):
+    r = Xoshiro(seed, key)
+    out = np.empty(n, dtype=np.float64)
+    if init == "kaiming":
+        a, b = -1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in)
+    for i in range(n):
+        if init == "normal":
+            u1 = 1.0 - r.uniform()
+            u2 = r.uniform()
+            out[i] = a + b * math.sqrt(-2.0 * math.log(u1)) * math.cos(2 * math.pi * u2)
+        else:
+            out[i] = a + (b - a) * r.uniform()
+    return out
+
+
+def double_to_bf16_bits(d):
+    """Round a double to bfloat16, to nearest even, directly."""
+    res = np.empty(len(d), dtype=np.uint16)
+    for i, x in enumerate(d):
+        fr, ex = math.frexp(float(x))
+        v = math.ldexp(round(math.ldexp(fr, 8)), ex - 8)   # round() is half-even
+        res[i] = np.array([v], dtype=np.float32).view(np.uint32)[0] >> 16
+    return res
