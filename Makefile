@@ -33,7 +33,8 @@ endif
 
 CFLAGS   ?= -O2 -g
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
-            -Wmissing-prototypes -Wno-unused-parameter
+            -Wmissing-prototypes -Wno-unused-parameter \
+            -Wno-missing-field-initializers
 ALL_CFLAGS  = -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) $(CFLAGS) \
               $(SANFLAGS) -Icore $(shell pkg-config --cflags $(PKGS)) -MMD -MP
 ALL_LDFLAGS = $(SANFLAGS) $(LDFLAGS)

@@ -307,6 +307,8 @@ static int handler(void *user, const char *section, const char *name,
         ck_err_set(&e, CK_ECONFIG, "'%s' given twice in [%s]", name, section);
         goto fail;
     }
+    if (s->dirs[i].check != NULL && s->dirs[i].check(value, &e) < 0)
+        goto fail;
     if (s->dirs[i].set(&s->dirs[i], s->conf, value, &e) < 0)
         goto fail;
     s->set |= 1ull << i;

@@ -27,6 +27,8 @@ struct ck_directive {
     const char *def;  /* default value text, NULL for none */
     unsigned flags;
     const char *help; /* one line for --help-plugins */
+    /* optional: checks one value as it is read, so errors get its line */
+    int (*check)(const char *value, ck_err_t *err);
 };
 
 typedef struct {

@@ -40,11 +40,13 @@ typedef struct {
     char *file;
 } override_conf_t;
 
+static int check_set(const char *value, ck_err_t *err);
+
 static const ck_directive_t override_directives[] = {
     { "config", ck_conf_set_str, offsetof(override_conf_t, config), "xp.cfg",
       0, "top-level key of the config" },
     { "set", ck_conf_set_lines, offsetof(override_conf_t, set), NULL,
-      CK_DIR_MULTI, "key=value, +key=value, ++key=value or ~key" },
+      CK_DIR_MULTI, "key=value, +key=value, ++key=value or ~key", check_set },
     { "file", ck_conf_set_str, offsetof(override_conf_t, file), NULL, 0,
       "a YAML mapping deep-merged into the config first" },
     { NULL, NULL, 0, NULL, 0, NULL },
@@ -324,6 +326,19 @@ static int parse_override(yctx_t *y, const char *line, ovr_t *o)
     y->what = line;
     o->value = yparse(y, eq, strlen(eq));
     return o->value ? 0 : y->err->code ? y->err->code : CK_ECONFIG;
+}
+
+static int check_set(const char *value, ck_err_t *err)
+{
+    ck_arena_t a = { 0 };
+    yctx_t y = { &a, err, "" };
+    ovr_t o;
+    int rc = parse_override(&y, value, &o);
+
+    ck_arena_release(&a);
+    if (rc < 0)
+        err->code = CK_ECONFIG;
+    return rc < 0 ? CK_ECONFIG : 0;
 }
 
 static int override_init(void *conf, ck_err_t *err)
@@ -636,7 +651,7 @@ static int set_leaf(ed_t *e, ck_py_t *node, const val_t *v, const ovr_t *o)
     if (st == NULL || ck_py_map_get(node->u.o.state, "_val", &at) == NULL)
         return ck_err_set(e->err, CK_EPLUGIN, "config_override: %s: malformed node",
                           o->line);
-    if (v->plain && !strncmp(v->text, "${", 2))
+    if (v->kind == V_SCALAR && !strncmp(v->text, "${", 2))
         t.t = T_STR; /* interpolations go in any node */
     else if (!strcmp(cls, "FloatNode")) {
         if (t.t == T_INT)

@@ -51,13 +51,15 @@ typedef struct {
     size_t nadds;
 } head_conf_t;
 
+static int check_add(const char *value, ck_err_t *err);
+
 static const ck_directive_t head_directives[] = {
     { "state", ck_conf_set_str, offsetof(head_conf_t, state),
       "best_state/model", 0, "the state dict to add to" },
     { "seed", ck_conf_set_u64, offsetof(head_conf_t, seed), "0", 0,
       "seed of the random inits" },
     { "add", ck_conf_set_lines, offsetof(head_conf_t, add), NULL, CK_DIR_MULTI,
-      "KEY DTYPE SHAPE INIT" },
+      "KEY DTYPE SHAPE INIT", check_add },
     { "on_exists", ck_conf_set_str, offsetof(head_conf_t, on_exists), "error",
       0, "error, skip or replace when KEY exists" },
     { NULL, NULL, 0, NULL, 0, NULL },
@@ -151,6 +153,16 @@ static int parse_add(char *line, add_t *ad, ck_err_t *err)
     return 0;
 }
 
+static int check_add(const char *value, ck_err_t *err)
+{
+    char line[1024];
+    add_t ad;
+
+    memset(&ad, 0, sizeof(ad));
+    snprintf(line, sizeof(line), "%s", value);
+    return parse_add(line, &ad, err);
+}
+
 static int head_init_conf(void *conf, ck_err_t *err)
 {
     head_conf_t *cf = conf;
@@ -223,54 +235,6 @@ static double rng_uniform(rng_t *r)
 
 /* ---- dtype conversion ------------------------------------------------- */
 
-static uint16_t f32_to_f16(float f)
-{
-    uint32_t x;
-    uint32_t sign, exp, mant;
-
-    memcpy(&x, &f, 4);
-    sign = (x >> 16) & 0x8000u;
-    exp = (x >> 23) & 0xff;
-    mant = x & 0x7fffffu;
-    if (exp == 0xff)
-        return (uint16_t)(sign | 0x7c00u | (mant ? 0x200u : 0));
-    if (exp > 142)
-        return (uint16_t)(sign | 0x7c00u);
-    if (exp < 113) {
-        uint32_t shift, half, r;
-
-        if (exp < 102)
-            return (uint16_t)sign;
-        mant |= 0x800000u;
-        shift = 126 - exp;
-        half = 1u << (shift - 1);
-        r = mant >> shift;
-        if ((mant & ((1u << shift) - 1)) > half ||
-            ((mant & ((1u << shift) - 1)) == half && (r & 1)))
-            r++;
-        return (uint16_t)(sign | r);
-    }
-    {
-        uint32_t h = ((exp - 112) << 10) | (mant >> 13);
-        uint32_t rest = mant & 0x1fffu;
-
-        if (rest > 0x1000u || (rest == 0x1000u && (h & 1)))
-            h++;
-        return (uint16_t)(sign | h);
-    }
-}
-
-static uint16_t f32_to_bf16(float f)
-{
-    uint32_t x;
-
-    memcpy(&x, &f, 4);
-    if ((x & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((x >> 16) | 0x40);
-    x += 0x7fffu + ((x >> 16) & 1);
-    return (uint16_t)(x >> 16);
-}
-
 static float f16_to_f32(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1f,
@@ -289,6 +253,44 @@ static float f16_to_f32(uint16_t h)
     return f;
 }
 
+/* Round a double to a float with 'mbits' mantissa bits and exponent bias
+ * 'bias' (ebits wide), to nearest even: float16 (10, 15, 5), bfloat16
+ * (7, 127, 8).  Returns the bit pattern. */
+static uint16_t round_small(double v, int mbits, int bias, int ebits)
+{
+    uint64_t x, mant, rest, half, r;
+    int exp, e, maxe = (1 << ebits) - 1;
+    uint16_t sign;
+
+    memcpy(&x, &v, 8);
+    sign = (uint16_t)((x >> 63) << 15);
+    exp = (int)((x >> 52) & 0x7ff);
+    mant = x & ((1ull << 52) - 1);
+    if (exp == 0x7ff)
+        return (uint16_t)(sign | (maxe << mbits) |
+                          (mant ? 1u << (mbits - 1) : 0));
+    e = exp - 1023 + bias;
+    if (e >= maxe)
+        return (uint16_t)(sign | (maxe << mbits));
+    if (e <= 0) {
+        int shift = 52 - mbits + 1 - e;
+
+        if (shift > 62 || exp == 0)
+            return sign;
+        mant |= 1ull << 52;
+        r = mant >> shift;
+        rest = mant & ((1ull << shift) - 1);
+        half = 1ull << (shift - 1);
+    } else {
+        r = ((uint64_t)e << mbits) | (mant >> (52 - mbits));
+        rest = mant & ((1ull << (52 - mbits)) - 1);
+        half = 1ull << (52 - mbits - 1);
+    }
+    if (rest > half || (rest == half && (r & 1)))
+        r++; /* a carry into the exponent is right, up to infinity */
+    return (uint16_t)(sign | r);
+}
+
 static void store(const ck_dtype_t *dt, uint8_t *p, double v)
 {
     const char *n = dt->name;
@@ -300,11 +302,11 @@ static void store(const ck_dtype_t *dt, uint8_t *p, double v)
     } else if (!strcmp(n, "float64")) {
         memcpy(p, &v, 8);
     } else if (!strcmp(n, "float16")) {
-        uint16_t h = f32_to_f16((float)v);
+        uint16_t h = round_small(v, 10, 15, 5);
 
         memcpy(p, &h, 2);
     } else if (!strcmp(n, "bfloat16")) {
-        uint16_t h = f32_to_bf16((float)v);
+        uint16_t h = round_small(v, 7, 127, 8);
 
         memcpy(p, &h, 2);
     } else if (!strcmp(n, "bool")) {

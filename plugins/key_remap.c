@@ -34,11 +34,14 @@ typedef struct {
     int replace;
 } remap_conf_t;
 
+static int check_rename(const char *value, ck_err_t *err);
+
 static const ck_directive_t remap_directives[] = {
     { "state", ck_conf_set_words, offsetof(remap_conf_t, state),
       "best_state/model", CK_DIR_MULTI, "state dicts to rename in" },
     { "rename", ck_conf_set_lines, offsetof(remap_conf_t, rename), NULL,
-      CK_DIR_MULTI, "FROM => TO (prefix) or re:FROM => TO (regex, \\1..\\9)" },
+      CK_DIR_MULTI, "FROM => TO (prefix) or re:FROM => TO (regex, \\1..\\9)",
+      check_rename },
     { "on_conflict", ck_conf_set_str, offsetof(remap_conf_t, on_conflict),
       "error", 0, "error or replace, when a new name is taken" },
     { "require_match", ck_conf_set_bool, offsetof(remap_conf_t, require_match),
@@ -98,6 +101,33 @@ static int remap_init(void *conf, ck_err_t *err)
         }
         cf->nrules++;
     }
+    return 0;
+}
+
+static int check_rename(const char *value, ck_err_t *err)
+{
+    char line[4096], *arrow, *from;
+    regex_t re;
+    int rc;
+
+    snprintf(line, sizeof(line), "%s", value);
+    arrow = strstr(line, "=>");
+    if (arrow == NULL)
+        return ck_err_set(err, CK_ECONFIG, "rename: '%s' is not FROM => TO", value);
+    *arrow = '\0';
+    from = trim(line);
+    if (*from == '\0' || !strcmp(from, "re:"))
+        return ck_err_set(err, CK_ECONFIG, "rename: empty FROM in '%s'", value);
+    if (strncmp(from, "re:", 3) != 0)
+        return 0;
+    rc = regcomp(&re, from + 3, REG_EXTENDED);
+    if (rc != 0) {
+        char msg[128];
+
+        regerror(rc, &re, msg, sizeof(msg));
+        return ck_err_set(err, CK_ECONFIG, "rename: regex '%s': %s", from + 3, msg);
+    }
+    regfree(&re);
     return 0;
 }
 
@@ -179,7 +209,8 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
         if (k->kind != CK_PY_STR || k->u.s.n >= KEY_MAX)
             continue;
         if (metadata) {
-            snprintf(buf, sizeof(buf), "%s.", k->u.s.s);
+            /* module m owns the keys under "m." (the root: "") */
+            snprintf(buf, sizeof(buf), "%s%s", k->u.s.s, k->u.s.n ? "." : "");
             rename_key(cf, buf, out, NULL);
             if (strlen(out) > 0 && out[strlen(out) - 1] == '.')
                 out[strlen(out) - 1] = '\0';

