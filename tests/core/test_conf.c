@@ -227,8 +227,9 @@ static void test_bool_setter(void **state)
     static const char *const yes[] = { "yes", "true", "on", "1" };
     static const char *const no[] = { "no", "false", "off", "0" };
     static const char *const bad[] = { "YES", "True", "2", "", "y", "maybe" };
-    const ck_directive_t d = { "flag", ck_conf_set_bool,
-                               offsetof(my_conf_t, flag), NULL, 0, NULL };
+    const ck_directive_t d = { .name = "flag",
+                               .set = ck_conf_set_bool,
+                               .offset = offsetof(my_conf_t, flag) };
     my_conf_t mc;
     ck_err_t err;
 
@@ -257,8 +258,9 @@ static void test_bool_setter(void **state)
 
 static void test_size_setter_direct(void **state)
 {
-    const ck_directive_t d = { "size", ck_conf_set_size,
-                               offsetof(my_conf_t, size), NULL, 0, NULL };
+    const ck_directive_t d = { .name = "size",
+                               .set = ck_conf_set_size,
+                               .offset = offsetof(my_conf_t, size) };
     my_conf_t mc = { 0, 99 };
     ck_err_t err = { 0 };
 
@@ -523,6 +525,57 @@ static void test_compiled_plugins_chain(void **state)
     }
 }
 
+/* Bool directives of the compiled-in plugins go through the generic setter. */
+static void test_plugin_bool_directives(void **state)
+{
+    fx_t *f = *state;
+    int nbool = 0;
+
+    for (size_t i = 0; ck_plugins[i] != NULL; i++) {
+        const ck_plugin_t *p = ck_plugins[i];
+
+        for (const ck_directive_t *d = p->directives; d->name != NULL; d++) {
+            char text[512];
+
+            if (d->set != ck_conf_set_bool)
+                continue;
+            nbool++;
+            snprintf(text, sizeof(text),
+                     "[pipeline]\nchain = %s\n[%s]\n%s = maybe\n", p->name,
+                     p->name, d->name);
+            assert_conf_error(f, load(f, text), 4, "is not yes or no");
+            snprintf(text, sizeof(text),
+                     "[pipeline]\nchain = %s\n[%s]\n%s = off\n", p->name,
+                     p->name, d->name);
+            assert_int_equal(load(f, text), 0);
+            assert_int_equal(*(int *)((char *)f->c.chain[0].conf + d->offset), 0);
+            snprintf(text, sizeof(text),
+                     "[pipeline]\nchain = %s\n[%s]\n%s = on\n", p->name,
+                     p->name, d->name);
+            if (load(f, text) == 0)
+                assert_int_equal(
+                    *(int *)((char *)f->c.chain[0].conf + d->offset), 1);
+            else
+                assert_null(strstr(f->err.msg, "is not yes or no"));
+            /* the default, when the directive has one */
+            if (d->def != NULL) {
+                int want = strcmp(d->def, "yes") == 0 ||
+                           strcmp(d->def, "on") == 0 ||
+                           strcmp(d->def, "true") == 0 ||
+                           strcmp(d->def, "1") == 0;
+
+                snprintf(text, sizeof(text), "[pipeline]\nchain = %s\n",
+                         p->name);
+                assert_int_equal(load(f, text), 0);
+                assert_int_equal(
+                    *(int *)((char *)f->c.chain[0].conf + d->offset), want);
+            }
+        }
+    }
+    /* optimizer_strip, prefix_select and key_remap each have one */
+    assert_true(nbool >= 1);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -555,6 +608,7 @@ int main(void)
         T(test_missing_file),
         T(test_inline_comment_and_spaces),
         T(test_compiled_plugins_chain),
+        T(test_plugin_bool_directives),
     };
 #undef T
 

@@ -377,25 +377,28 @@ static void test_python_parses(void **state)
 
 int main(void)
 {
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_empty_containers, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_nesting_and_commas, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_text_is_repeatable, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_integers, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_doubles, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_null_string_and_raw, setup, teardown),
+        T(test_empty_containers),
+        T(test_nesting_and_commas),
+        T(test_text_is_repeatable),
+        T(test_integers),
+        T(test_doubles),
+        T(test_null_string_and_raw),
         cmocka_unit_test(test_escape_quotes_backslash),
         cmocka_unit_test(test_escape_control),
         cmocka_unit_test(test_valid_utf8_passes),
         cmocka_unit_test(test_invalid_utf8_escaped),
-        cmocka_unit_test_setup_teardown(test_key_escaped, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_depth_limit_ok, setup, teardown),
+        T(test_key_escaped),
+        T(test_depth_limit_ok),
 #if 0
-        cmocka_unit_test_setup_teardown(test_depth_over_limit, setup, teardown),
+        T(test_depth_over_limit),
 #endif
-        cmocka_unit_test_setup_teardown(test_oom_is_sticky, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_python_parses, setup, teardown),
+        T(test_oom_is_sticky),
+        T(test_python_parses),
     };
+
+#undef T
 
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

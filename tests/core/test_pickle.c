@@ -1257,7 +1257,7 @@ static void test_roundtrip_python(void **state)
         ck_py_t *root = root_of(f, want, n);
 
         expect_write(f, root, want, n);
-        free(want);
+        ck_free(want);
     }
 }
 
@@ -1412,7 +1412,8 @@ static void test_write_tuples(void **state)
     ck_py_t *t;
 
     WRITES(f, mk(f, CK_PY_TUPLE), "\x80\x02).");
-    WRITES(f, mk_seq(f, CK_PY_TUPLE, mk_int(f, 1), NULL), "\x80\x02K\x01\x85q\x00.");
+    WRITES(f, mk_seq(f, CK_PY_TUPLE, mk_int(f, 1), NULL),
+           "\x80\x02K\x01\x85q\x00.");
     WRITES(f, mk_seq(f, CK_PY_TUPLE, mk_int(f, 1), mk_int(f, 2), NULL),
            "\x80\x02K\x01K\x02\x86q\x00.");
     WRITES(f, mk_seq(f, CK_PY_TUPLE, mk_int(f, 1), mk_int(f, 2), mk_int(f, 3),
@@ -1510,14 +1511,14 @@ static void test_write_dict_batches(void **state)
     /* the C pickler ends a full last batch with an empty one */
     assert_memory_equal(want + n - 4, "u(u.", 4);
     expect_write(f, dict_of_ints(f, 1000), want, n);
-    free(want);
+    ck_free(want);
     n = py_dumps("{i: None for i in range(1001)}", &want);
     assert_memory_equal(want + n - 8, "u(M\xe8\x03Nu.", 8);
     expect_write(f, dict_of_ints(f, 1001), want, n);
-    free(want);
+    ck_free(want);
     n = py_dumps("{i: None for i in range(2500)}", &want);
     expect_write(f, dict_of_ints(f, 2500), want, n);
-    free(want);
+    ck_free(want);
 }
 
 /* Items of a call come from an iterator: a last batch of one is SETITEM. */
@@ -1543,7 +1544,7 @@ static void test_write_call_batches(void **state)
                  &want);
     assert_memory_equal(want + n - 7, "uM\xe8\x03Ns.", 7);
     expect_write(f, od, want, n);
-    free(want);
+    ck_free(want);
 }
 
 static void test_write_memo_refs(void **state)
@@ -1569,10 +1570,11 @@ static void test_write_memo_refs(void **state)
     }
     l = mk_seq(f, CK_PY_LIST, inner, inner->u.seq.v[0], inner->u.seq.v[299],
                NULL);
-    n = py_dumps("(lambda l: [l, l[0], l[299]])([\"s%d\" % i for i in range(300)])",
+    n = py_dumps("(lambda l: [l, l[0], l[299]])"
+                 "([\"s%d\" % i for i in range(300)])",
                  &want);
     expect_write(f, l, want, n);
-    free(want);
+    ck_free(want);
     /* s253 is memo 255 (BINPUT), s254 is 256 (LONG_BINPUT), s299 is 301 */
     assert_true(contains(f->out.data, f->out.len, "s253q\xff", 6));
     assert_true(contains(f->out.data, f->out.len, "s254r\x00\x01\x00\x00", 9));
@@ -1656,8 +1658,10 @@ static void test_write_persid(void **state)
         "FloatStorage\x0aq\x02X\x01\x00\x00\x00" "0q\x03X\x03\x00\x00\x00"
         "cpuq\x04K\x04tq\x05Q(h\x01h\x02h\x03h\x04K\x04tq\x06Qe.";
 
-    p1->u.pid = mk_seq(f, CK_PY_TUPLE, storage, cls, key, loc, mk_int(f, 4), NULL);
-    p2->u.pid = mk_seq(f, CK_PY_TUPLE, storage, cls, key, loc, mk_int(f, 4), NULL);
+    p1->u.pid =
+        mk_seq(f, CK_PY_TUPLE, storage, cls, key, loc, mk_int(f, 4), NULL);
+    p2->u.pid =
+        mk_seq(f, CK_PY_TUPLE, storage, cls, key, loc, mk_int(f, 4), NULL);
     root = mk_seq(f, CK_PY_LIST, p1, p2, NULL);
     ck_buf_release(&f->out);
     assert_int_equal(ck_pickle_write(root, &f->lim, &f->a, persid_cb, &cs,
