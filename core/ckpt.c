@@ -156,15 +156,6 @@ static const char *const allowed[] = {
     "omegaconf.base.ContainerMetadata",
 };
 
-static const char *py3_module(const char *m)
-{
-    if (strcmp(m, "__builtin__") == 0)
-        return "builtins";
-    if (strcmp(m, "copy_reg") == 0)
-        return "copyreg";
-    return m;
-}
-
 static int name_in(const char *module, const char *name,
                    const char *const *list, size_t n)
 {
@@ -183,7 +174,7 @@ static int name_in(const char *module, const char *name,
 int ck_global_allowed(const char *module, const char *name,
                       const char *const *extra)
 {
-    const char *m = py3_module(module);
+    const char *m = ck_py_module3(module);
 
     if (name_in(m, name, allowed, CK_ARRAY_SIZE(allowed)))
         return 1;
@@ -289,7 +280,7 @@ static int check_globals(ck_ckpt_t *c, const char *const *extra, ck_err_t *err)
         if (!ck_global_allowed(g->u.g.module, g->u.g.name, extra))
             return ck_err_set(err, CK_EUNSAFE,
                               "pickle names global '%s.%s', which is not allowed",
-                              py3_module(g->u.g.module), g->u.g.name);
+                              ck_py_module3(g->u.g.module), g->u.g.name);
     }
     return 0;
 }

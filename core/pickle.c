@@ -140,7 +140,7 @@ int ck_py_str_eq(const ck_py_t *p, const char *s)
            memcmp(p->u.s.s, s, n) == 0;
 }
 
-static const char *py3_module(const char *m)
+const char *ck_py_module3(const char *m)
 {
     if (strcmp(m, "__builtin__") == 0)
         return "builtins";
@@ -152,7 +152,7 @@ static const char *py3_module(const char *m)
 int ck_py_global_is(const ck_py_t *p, const char *module, const char *name)
 {
     return p != NULL && p->kind == CK_PY_GLOBAL &&
-           strcmp(py3_module(p->u.g.module), module) == 0 &&
+           strcmp(ck_py_module3(p->u.g.module), module) == 0 &&
            strcmp(p->u.g.name, name) == 0;
 }
 

@@ -132,6 +132,8 @@ void ck_py_vec_remove(ck_py_vec_t *v, size_t i, size_t count);
 double ck_py_float_value(const ck_py_t *p);
 /* 1 when p is a str equal to s. */
 int ck_py_str_eq(const ck_py_t *p, const char *s);
+/* A module name as Python 3 spells it (__builtin__ -> builtins, copy_reg -> copyreg). */
+const char *ck_py_module3(const char *module);
 /* 1 when p is a global module.name (module compared after py2 mapping). */
 int ck_py_global_is(const ck_py_t *p, const char *module, const char *name);
 
