@@ -132,6 +132,7 @@ test: deps
 	$(Q)$(MAKE) --no-print-directory SAN=1 test-oracle
 	$(Q)$(MAKE) --no-print-directory test-plugins
 	$(Q)$(MAKE) --no-print-directory test-rss
+	$(Q)$(if $(TEST_EXTRA),$(MAKE) --no-print-directory $(TEST_EXTRA))
 
 install: all
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ckprep
@@ -141,5 +142,9 @@ clean:
 	rm -rf build build-san
 
 .PHONY: all deps run test test-units test-oracle test-hostile test-plugins test-rss units install clean
+
+# Fragments own their folders' targets; each may add to TEST_EXTRA, the
+# targets `make test` runs after the ones above.
+-include tests/fuzz/fuzz.mk tests/faults/faults.mk bench/bench.mk
 
 -include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d)
