@@ -620,19 +620,20 @@ static int scan_persid(scan_t *s, ck_py_t *node)
     return 0;
 }
 
+/* A tuple of small ints into an arena array: 0, CK_EFORMAT or CK_ENOMEM. */
 static int int_tuple(ck_arena_t *a, ck_py_t *t, size_t *n, int64_t **out)
 {
     if (t == NULL || t->kind != CK_PY_TUPLE)
-        return -1;
+        return CK_EFORMAT;
     *n = t->u.seq.n;
     *out = ck_arena_alloc(a, (*n ? *n : 1) * sizeof(**out));
     if (*out == NULL)
-        return -1;
+        return CK_ENOMEM;
     for (size_t i = 0; i < *n; i++) {
         ck_py_t *x = t->u.seq.v[i];
 
         if (x->kind != CK_PY_INT || x->u.i.nbig)
-            return -1;
+            return CK_EFORMAT;
         (*out)[i] = x->u.i.v;
     }
     return 0;
@@ -648,6 +649,7 @@ static int scan_tensor(scan_t *s, ck_py_t *node, int version)
     size_t min = version == 1 ? 4 : version == 2 ? 6 : 7;
     ck_tensor_t t = { 0 };
     uint64_t extent = 0, storage_elems;
+    int rc;
 
     if (n < min || n > min + 1 || a[0]->kind != CK_PY_PERSID || a[0]->aux == NULL)
         return ck_err_set(s->err, CK_EFORMAT, "malformed tensor arguments");
@@ -662,9 +664,16 @@ static int scan_tensor(scan_t *s, ck_py_t *node, int version)
     if (t.dtype == NULL)
         return ck_err_set(s->err, CK_EFORMAT,
                           "tensor on an untyped storage without a dtype");
-    if (as_u64(a[1], &t.offset) < 0 ||
-        int_tuple(&c->arena, a[2], &t.ndim, &t.size) < 0 ||
-        int_tuple(&c->arena, a[3], &n, &t.stride) < 0 || n != t.ndim)
+    rc = as_u64(a[1], &t.offset) < 0 ? CK_EFORMAT : 0;
+    if (rc == 0)
+        rc = int_tuple(&c->arena, a[2], &t.ndim, &t.size);
+    if (rc == 0)
+        rc = int_tuple(&c->arena, a[3], &n, &t.stride);
+    if (rc == 0 && n != t.ndim)
+        rc = CK_EFORMAT;
+    if (rc == CK_ENOMEM)
+        return ck_err_set(s->err, rc, "out of memory");
+    if (rc < 0)
         return ck_err_set(s->err, CK_EFORMAT,
                           "tensor offset, size or stride malformed");
     if (version > 1 && a[4]->kind == CK_PY_BOOL)

@@ -35,10 +35,26 @@ const ck_directive_t ck_pipeline_directives[] = {
     { NULL, NULL, 0, NULL, 0, NULL },
 };
 
+static int check_globals(const char *v, ck_err_t *err)
+{
+    while (*v != '\0') {
+        size_t n;
+
+        v += strspn(v, " \t,");
+        n = strcspn(v, " \t,");
+        if (n > 0 && memchr(v, '.', n) == NULL)
+            return ck_err_set(err, CK_ECONFIG,
+                              "allow_globals: '%.*s' is not module.name",
+                              (int)n, v);
+        v += n;
+    }
+    return 0;
+}
+
 const ck_directive_t ck_security_directives[] = {
     { "allow_globals", ck_conf_set_words,
       offsetof(ck_security_conf_t, allow_globals), NULL, CK_DIR_MULTI,
-      "extra globals a pickle may name: module.name ..." },
+      "extra globals a pickle may name: module.name ...", check_globals },
     { "max_pickle_bytes", ck_conf_set_size,
       offsetof(ck_security_conf_t, max_pickle_bytes), "1G", 0,
       "largest data.pkl accepted" },
@@ -213,16 +229,26 @@ typedef struct {
     FILE *f;
     int line;
     int err_line;
+    int mid_line;  /* the last read ended without a newline */
     ck_err_t *err;
 } load_t;
+
+static void section_header(load_t *l, const char *s);
 
 static char *reader(char *str, int num, void *stream)
 {
     load_t *l = stream;
     char *s = fgets(str, num, l->f);
+    size_t n;
 
-    if (s != NULL)
+    if (s == NULL)
+        return NULL;
+    if (!l->mid_line) {
         l->line++;
+        section_header(l, s);
+    }
+    n = strlen(s);
+    l->mid_line = n > 0 && s[n - 1] != '\n';
     return s;
 }
 
@@ -277,6 +303,39 @@ static ck_section_t *section_find(ck_conf_t *c, const char *name)
     return NULL;
 }
 
+static void load_fail(load_t *l, const ck_err_t *e)
+{
+    l->err_line = l->line;
+    ck_err_set(l->err, e->code, "%s:%d: %s", l->c->path, l->line, e->msg);
+}
+
+/*
+ * inih calls the handler only for name = value lines, so sections are made
+ * here, as their [header] is read: an unknown one is reported at its own
+ * line even when it has no directives.  An indented [header] is left to the
+ * handler (inih may read it as a continued value).
+ */
+static void section_header(load_t *l, const char *s)
+{
+    ck_err_t e = { 0 };
+    const char *end;
+    char name[64];
+
+    end = strchr(s, ']');
+    if (*s != '[' || end == NULL || l->err_line)
+        return;
+    if ((size_t)(end - s) > sizeof(name)) {
+        ck_err_set(&e, CK_ECONFIG, "section name too long");
+        load_fail(l, &e);
+        return;
+    }
+    memcpy(name, s + 1, (size_t)(end - s - 1));
+    name[end - s - 1] = '\0';
+    if (section_find(l->c, name) == NULL &&
+        section_new(l->c, name, l->line, &e) == NULL)
+        load_fail(l, &e);
+}
+
 static int handler(void *user, const char *section, const char *name,
                    const char *value)
 {
@@ -316,8 +375,9 @@ static int handler(void *user, const char *section, const char *name,
         l->c->chain_line = l->line;
     return 1;
 fail:
-    l->err_line = l->line;
-    ck_err_set(l->err, CK_ECONFIG, "%s:%d: %s", l->c->path, l->line, e.msg);
+    if (e.code != CK_ENOMEM)
+        e.code = CK_ECONFIG;
+    load_fail(l, &e);
     return 0;
 }
 
@@ -329,15 +389,17 @@ static int apply_defaults(ck_conf_t *c, ck_section_t *s, ck_err_t *err)
         if ((s->set >> i & 1) || s->dirs[i].def == NULL)
             continue;
         if (s->dirs[i].set(&s->dirs[i], s->conf, s->dirs[i].def, &e) < 0)
-            return ck_err_set(err, CK_ECONFIG, "%s: [%s] default of %s: %s",
+            return ck_err_set(err, e.code == CK_ENOMEM ? CK_ENOMEM : CK_ECONFIG,
+                              "%s: [%s] default of %s: %s",
                               c->path, s->name, s->dirs[i].name, e.msg);
     }
     if (s->plugin != NULL && s->plugin->init_conf != NULL) {
         ck_err_t e = { 0 };
 
         if (s->plugin->init_conf(s->conf, &e) < 0)
-            return ck_err_set(err, CK_ECONFIG, "%s:%d: [%s] %s", c->path, s->line,
-                              s->name, e.msg);
+            return ck_err_set(err, e.code == CK_ENOMEM ? CK_ENOMEM : CK_ECONFIG,
+                              "%s:%d: [%s] %s", c->path, s->line, s->name,
+                              e.msg);
     }
     return 0;
 }
@@ -363,10 +425,10 @@ static int load(ck_conf_t *c, const char *path, ck_err_t *err)
     ini_max_line = 64 * 1024;
     rc = ini_parse_stream(reader, &l, handler, &l);
     fclose(l.f);
-    if (rc != 0) {
+    if (rc != 0 || l.err_line) {
         if (err->code == 0)
             ck_err_set(err, CK_ECONFIG, "%s:%d: syntax error", path, rc);
-        return CK_ECONFIG;
+        return err->code;
     }
     /* the core sections exist even when the file omits them */
     core[0] = section_find(c, "pipeline");
@@ -405,11 +467,6 @@ static int load(ck_conf_t *c, const char *path, ck_err_t *err)
             return rc;
     }
     c->allow = (const char **)c->security.allow_globals.v;
-    for (size_t i = 0; i < c->security.allow_globals.n; i++)
-        if (strchr(c->security.allow_globals.v[i], '.') == NULL)
-            return ck_err_set(err, CK_ECONFIG,
-                              "%s: allow_globals: '%s' is not module.name", path,
-                              c->security.allow_globals.v[i]);
     return 0;
 }
 

@@ -10,24 +10,27 @@
 
 static void sep(ck_json_t *j)
 {
+    uint8_t *top;
+
     if (j->after_key) {
         j->after_key = 0;
         return;
     }
-    if (j->depth > 0 && j->depth <= CK_JSON_MAX_DEPTH) {
-        if (!j->first[j->depth - 1])
-            ck_buf_putc(&j->b, ',');
-        j->first[j->depth - 1] = 0;
-    }
+    if (j->depth == 0 || j->b.oom)
+        return;
+    top = &j->levels.data[j->depth - 1];
+    if (!(*top & 0x80))
+        ck_buf_putc(&j->b, ',');
+    *top &= 0x7f;
 }
 
 static void open_(ck_json_t *j, int c)
 {
     sep(j);
     ck_buf_putc(&j->b, c);
-    if (j->depth < CK_JSON_MAX_DEPTH) {
-        j->first[j->depth] = 1;
-        j->close[j->depth] = c == '{' ? '}' : ']';
+    if (ck_buf_putc(&j->levels, (c == '{' ? '}' : ']') | 0x80) < 0) {
+        j->b.oom = 1;
+        return;
     }
     j->depth++;
 }
@@ -47,7 +50,8 @@ void ck_json_end(ck_json_t *j)
     if (j->depth <= 0)
         return;
     j->depth--;
-    ck_buf_putc(&j->b, j->depth < CK_JSON_MAX_DEPTH ? j->close[j->depth] : '}');
+    j->levels.len--;
+    ck_buf_putc(&j->b, j->levels.data[j->depth] & 0x7f);
 }
 
 void ck_json_key(ck_json_t *j, const char *k)
@@ -186,5 +190,6 @@ const char *ck_json_text(ck_json_t *j)
 void ck_json_release(ck_json_t *j)
 {
     ck_buf_release(&j->b);
+    ck_buf_release(&j->levels);
     j->depth = 0;
 }

@@ -11,14 +11,13 @@
 
 #include "ck.h"
 
-#define CK_JSON_MAX_DEPTH 64
+#define CK_JSON_MAX_DEPTH 64 /* deeper nesting is fine: it allocates */
 
 typedef struct {
     ck_buf_t b;
+    ck_buf_t levels; /* per open level: '}' or ']', | 0x80 while empty */
     int depth;
-    uint8_t first[CK_JSON_MAX_DEPTH]; /* nothing written at this level yet */
-    char close[CK_JSON_MAX_DEPTH];    /* '}' or ']' */
-    int after_key;                    /* the next value follows a key */
+    int after_key;   /* the next value follows a key */
 } ck_json_t;
 
 void ck_json_obj(ck_json_t *j);   /* { */

@@ -640,6 +640,9 @@ static int push_quoted(rd_t *r, const char *s, size_t n)
         case 'b': d[o++] = '\b'; break;
         case 'f': d[o++] = '\f'; break;
         case 'v': d[o++] = '\v'; break;
+        case '\\':
+        case '\'':
+        case '"': d[o++] = (uint8_t)c; break;
         case '\n': break;
         case 'x':
             if (i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
@@ -1186,7 +1189,7 @@ typedef struct {
     void *ud;
     uint32_t gen, next;
     ck_py_t *g_encode, *g_bytes, *g_bytearray, *g_set, *g_frozenset;
-    ck_py_t *s_latin1, *s_latin_1;
+    ck_py_t *s_latin1;
 } wr_t;
 
 static int save(wr_t *w, ck_py_t *p, uint32_t depth);
@@ -1316,23 +1319,35 @@ static int save_as_call(wr_t *w, ck_py_t *obj, ck_py_t *fn, ck_py_t *args,
     return 0;
 }
 
-/* Bytes as Python 2 pickles them: _codecs.encode(latin-1 text, 'latin1'). */
+/*
+ * Bytes as Python 2 pickles them: _codecs.encode(latin-1 text, 'latin1'),
+ * or bytes() when empty.  A bytearray is CPython 3's bytearray(b'...'),
+ * with the bytes saved that way, or bytearray() when empty.
+ */
 static int save_bytes(wr_t *w, ck_py_t *p, uint32_t depth)
 {
-    ck_py_t *args = ck_py_new(w->a, CK_PY_TUPLE), *text, *enc;
+    ck_py_t *args = ck_py_new(w->a, CK_PY_TUPLE), *text, *enc, *b;
     uint8_t *u;
     size_t o = 0;
-    int bytearray = p->kind == CK_PY_BYTEARRAY;
 
     if (args == NULL)
         return w_nomem(w);
-    if (p->u.s.n == 0 && !bytearray)
+    if (p->kind == CK_PY_BYTEARRAY) {
+        if (p->u.s.n > 0) {
+            b = ck_py_new(w->a, CK_PY_BYTES);
+            if (b == NULL || ck_py_vec_push(w->a, &args->u.seq, b) < 0)
+                return w_nomem(w);
+            b->u.s = p->u.s;
+        }
+        return save_as_call(w, p, lazy_global(w, &w->g_bytearray, "__builtin__",
+                                              "bytearray"), args, depth);
+    }
+    if (p->u.s.n == 0)
         return save_as_call(w, p, lazy_global(w, &w->g_bytes, "__builtin__",
                                               "bytes"), args, depth);
     u = ck_arena_alloc(w->a, p->u.s.n * 2 + 1);
     text = ck_py_new(w->a, CK_PY_STR);
-    enc = bytearray ? lazy_str(w, &w->s_latin_1, "latin-1")
-                    : lazy_str(w, &w->s_latin1, "latin1");
+    enc = lazy_str(w, &w->s_latin1, "latin1");
     if (u == NULL || text == NULL || enc == NULL)
         return w_nomem(w);
     for (size_t i = 0; i < p->u.s.n; i++)
@@ -1342,9 +1357,6 @@ static int save_bytes(wr_t *w, ck_py_t *p, uint32_t depth)
     if (ck_py_vec_push(w->a, &args->u.seq, text) < 0 ||
         ck_py_vec_push(w->a, &args->u.seq, enc) < 0)
         return w_nomem(w);
-    if (bytearray)
-        return save_as_call(w, p, lazy_global(w, &w->g_bytearray, "__builtin__",
-                                              "bytearray"), args, depth);
     return save_as_call(w, p, lazy_global(w, &w->g_encode, "_codecs", "encode"),
                         args, depth);
 }
@@ -1555,10 +1567,19 @@ static int eq(ck_py_t *a, ck_py_t *b, uint32_t gen, uint32_t depth,
         return 0;
     if (a->kind != b->kind)
         return 0;
-    if (a->wgen == gen)
-        return a->wref == b;
+    if (a == b) {
+        /* one node on both sides (graphs that share parts) */
+        if (a->wgen == gen + 1 && a->wref == a)
+            return 1;
+    } else if (a->wgen == gen || b->wgen == gen + 1) {
+        /* identity must map one to one: a was met with b, and b with a */
+        return a->wgen == gen && b->wgen == gen + 1 && a->wref == b &&
+               b->wref == a;
+    }
     a->wgen = gen;
     a->wref = b;
+    b->wgen = gen + 1;
+    b->wref = a;
     switch ((ck_py_kind_t)a->kind) {
     case CK_PY_NONE:
         return 1;
@@ -1609,5 +1630,10 @@ static int vec_equal(ck_py_vec_t *a, ck_py_vec_t *b, uint32_t gen,
 
 int ck_py_equal(ck_py_t *a, ck_py_t *b, uint32_t max_depth)
 {
-    return eq(a, b, ck_py_next_gen(), 0, max_depth);
+    uint32_t gen;
+
+    do
+        gen = ck_py_next_gen();
+    while (gen + 1 == 0 || ck_py_next_gen() != gen + 1);
+    return eq(a, b, gen, 0, max_depth);
 }

@@ -145,7 +145,12 @@ ck_py_vec_t *ck_py_mapping(ck_py_t *p);
 /* Value for a str key in a mapping, or NULL; *index gets the pair index. */
 ck_py_t *ck_py_map_get(ck_py_t *map, const char *key, size_t *index);
 
-/* Structural equality, identity preserving (for tests and the fuzzer). */
+/*
+ * Structural equality, identity preserving (for tests and the fuzzer): 1
+ * when the graphs match and their shared objects correspond one to one, so
+ * a writer that merges two equal objects into one is caught.  Not thread
+ * safe for one graph: it marks the nodes it visits.
+ */
 int ck_py_equal(ck_py_t *a, ck_py_t *b, uint32_t max_depth);
 
 /* A fresh generation number for walkers that mark visited nodes. */

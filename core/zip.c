@@ -640,9 +640,12 @@ int ck_zipw_begin(ck_zipw_t *w, const char *name, uint64_t size, ck_err_t *err)
 
 static int w_room(ck_zipw_t *w, uint64_t n, ck_err_t *err)
 {
-    ck_zipw_entry_t *e = &w->e[w->n - 1];
+    ck_zipw_entry_t *e;
 
-    if (!w->open || n > e->size - w->cur_written)
+    if (!w->open)
+        return ck_err_set(err, CK_EFORMAT, "zip writer: no record begun");
+    e = &w->e[w->n - 1];
+    if (n > e->size - w->cur_written)
         return ck_err_set(err, CK_EFORMAT, "%s: more bytes than declared",
                           e->name);
     return 0;
@@ -740,11 +743,14 @@ int ck_zipw_inflate(ck_zipw_t *w, int fd, const ck_zip_entry_t *e,
 
 int ck_zipw_end(ck_zipw_t *w, ck_err_t *err)
 {
-    ck_zipw_entry_t *e = &w->e[w->n - 1];
+    ck_zipw_entry_t *e;
     uint8_t b[4];
     int rc;
 
-    if (!w->open || w->cur_written != e->size)
+    if (!w->open)
+        return ck_err_set(err, CK_EFORMAT, "zip writer: no record begun");
+    e = &w->e[w->n - 1];
+    if (w->cur_written != e->size)
         return ck_err_set(err, CK_EFORMAT, "%s: %llu bytes written, %llu declared",
                           e->name, (unsigned long long)w->cur_written,
                           (unsigned long long)e->size);

@@ -292,9 +292,8 @@ static void test_unknown_section(void **state)
     assert_non_null(strstr(f->err.msg, "unknown section [security:x]"));
 }
 
-#if 0
 /*
- * BUG: an unknown section is reported at the line of its first directive,
+ * Regression (fixed): an unknown section is reported at the line of its first directive,
  * not at its [header]; and an unknown section without directives is not
  * reported at all.  "[pipeline]\nchain =\n\n[bogus]\nx = 1\n" gives
  * "PATH:5: unknown section [bogus]" (expected PATH:4:), and
@@ -310,7 +309,6 @@ static void test_unknown_section_line(void **state)
     assert_conf_error(f, load(f, "[pipeline]\nchain =\n[bogus]\n"), 3,
                       "unknown section [bogus]");
 }
-#endif
 
 static void test_unknown_directive(void **state)
 {
@@ -411,9 +409,8 @@ static void test_allow_globals_needs_dot(void **state)
     assert_null(strstr(f->err.msg, "'ok.name'"));
 }
 
-#if 0
 /*
- * BUG: conf.h promises "PATH:LINE: message" for every load error, but an
+ * Regression (fixed): conf.h promises "PATH:LINE: message" for every load error, but an
  * allow_globals word without a dot is reported without a line:
  * "[security]\nallow_globals = ok.name nodot\n" gives
  * "PATH: allow_globals: 'nodot' is not module.name" (expected "PATH:2: ...").
@@ -425,7 +422,6 @@ static void test_allow_globals_line(void **state)
     assert_conf_error(f, load(f, "[security]\nallow_globals = ok.name nodot\n"),
                       2, "'nodot' is not module.name");
 }
-#endif
 
 static void test_empty_chain(void **state)
 {
@@ -589,9 +585,7 @@ int main(void)
         cmocka_unit_test(test_bool_setter),
         cmocka_unit_test(test_size_setter_direct),
         T(test_unknown_section),
-#if 0
         T(test_unknown_section_line),
-#endif
         T(test_unknown_directive),
         T(test_outside_section),
         T(test_bad_value_line),
@@ -599,9 +593,7 @@ int main(void)
         T(test_duplicate_directive),
         T(test_multi_directive_appends),
         T(test_allow_globals_needs_dot),
-#if 0
         T(test_allow_globals_line),
-#endif
         T(test_empty_chain),
         T(test_unknown_plugin_in_chain),
         T(test_syntax_error),

@@ -270,9 +270,8 @@ static void test_depth_limit_ok(void **state)
     assert_string_equal(ck_json_text(j), expect);
 }
 
-#if 0
 /*
- * BUG: nesting deeper than CK_JSON_MAX_DEPTH silently gives invalid JSON:
+ * Regression (fixed): nesting deeper than CK_JSON_MAX_DEPTH silently gives invalid JSON:
  * no commas between values below level 64, and every container closed
  * below level 64 is closed with '}' even when it is an array.  65 nested
  * arrays around 1, 2 give "[[...[1 2}]...]" instead of "[[...[1,2]]...]".
@@ -299,7 +298,6 @@ static void test_depth_over_limit(void **state)
     expect[o] = '\0';
     assert_string_equal(ck_json_text(j), expect);
 }
-#endif
 
 static void test_oom_is_sticky(void **state)
 {
@@ -391,9 +389,7 @@ int main(void)
         cmocka_unit_test(test_invalid_utf8_escaped),
         T(test_key_escaped),
         T(test_depth_limit_ok),
-#if 0
         T(test_depth_over_limit),
-#endif
         T(test_oom_is_sticky),
         T(test_python_parses),
     };

@@ -424,9 +424,8 @@ static void test_read_string_text(void **state)
     ASSERT_STR(ROOT(f, "S'\\q'\n."), "\\q");
 }
 
-#if 0
 /*
- * BUG: STRING does not decode the escapes \\, \' and \" (push_quoted has no
+ * Regression (fixed): STRING does not decode the escapes \\, \' and \" (push_quoted has no
  * case for them, so they fall into "unknown escape, keep the backslash").
  * Python 2 writes 'a\b' (one backslash) as S'a\\b' and "it's" with both
  * quotes as S'it\'s"'; codecs.escape_decode, which CPython's load_string
@@ -440,7 +439,6 @@ static void test_read_string_text_escaped_quotes(void **state)
     ASSERT_STR(ROOT(f, "S'it\\'s\"'\n."), "it's\"");
     ASSERT_STR(ROOT(f, "S\"say \\\"hi\\\"\"\n."), "say \"hi\"");
 }
-#endif
 
 static void test_read_unicode_text(void **state)
 {
@@ -1326,9 +1324,8 @@ static void test_bytes_at_protocol_2(void **state)
            "aq\x01X\x06\x00\x00\x00latin1q\x02\x86q\x03Rq\x04.");
 }
 
-#if 0
 /*
- * BUG: a bytearray (BYTEARRAY8, protocol 5) is written as
+ * Regression (fixed): a bytearray (BYTEARRAY8, protocol 5) is written as
  * bytearray('hi', 'latin-1'), Python 2's __reduce__ form, and an empty one
  * as bytearray('', 'latin-1').  CPython 3.8+ writes bytearray(b'hi') at
  * protocol 2, with the bytes as _codecs.encode('hi', 'latin1'), and
@@ -1345,7 +1342,6 @@ static void test_bytearray_at_protocol_2(void **state)
     WRITES(f, ROOT(f, "\x80\x05\x96\x00\x00\x00\x00\x00\x00\x00\x00."),
            "\x80\x02" "c__builtin__\x0a" "bytearray\x0aq\x00)Rq\x01.");
 }
-#endif
 
 /* ---- writer: hand-built graphs -------------------------------------- */
 
@@ -1754,9 +1750,8 @@ static void test_py_equal(void **state)
                             mk_seq(f, CK_PY_LIST, y, y, NULL), 10));
 }
 
-#if 0
 /*
- * BUG: ck_py_equal is not symmetric.  It marks only the nodes of its first
+ * Regression (fixed): ck_py_equal is not symmetric.  It marks only the nodes of its first
  * argument, so ck_py_equal([y, z], [x, x]) with y, z, x distinct str nodes
  * "x" returns 1 while ck_py_equal([x, x], [y, z]) returns 0.  A round-trip
  * check ck_py_equal(original, reread) therefore misses a writer that merges
@@ -1770,7 +1765,6 @@ static void test_py_equal_symmetric(void **state)
     assert_false(ck_py_equal(mk_seq(f, CK_PY_LIST, y, z, NULL),
                              mk_seq(f, CK_PY_LIST, x, x, NULL), 10));
 }
-#endif
 
 /* ---- allocation failures -------------------------------------------- */
 
@@ -1852,9 +1846,7 @@ int main(void)
         T(test_read_binary_strings),
         T(test_read_bytes),
         T(test_read_string_text),
-#if 0
         T(test_read_string_text_escaped_quotes),
-#endif
         T(test_read_unicode_text),
         T(test_read_tuples),
         T(test_read_lists),
@@ -1889,9 +1881,7 @@ int main(void)
         T(test_roundtrip_python),
         T(test_roundtrip_other_protocols),
         T(test_bytes_at_protocol_2),
-#if 0
         T(test_bytearray_at_protocol_2),
-#endif
         T(test_write_ints),
         T(test_write_scalars),
         T(test_write_tuples),
@@ -1905,9 +1895,7 @@ int main(void)
         T(test_write_depth_limit),
         T(test_py_helpers),
         T(test_py_equal),
-#if 0
         T(test_py_equal_symmetric),
-#endif
         T(test_read_oom),
         T(test_write_oom),
     };

@@ -705,9 +705,8 @@ static void test_writer_misuse(void **state)
     assert_int_equal(f->z.e[0].crc, crc_of("abc", 3));
 }
 
-#if 0
 /*
- * BUG: ck_zipw_data, ck_zipw_copy, ck_zipw_inflate and ck_zipw_end on a
+ * Regression (fixed): ck_zipw_data, ck_zipw_copy, ck_zipw_inflate and ck_zipw_end on a
  * writer that has no record yet read w->e[-1] (w_room and ck_zipw_end take
  * &w->e[w->n - 1] before checking w->open) and crash dereferencing its name
  * for the message: ck_zipw_init(&w, fd); ck_zipw_data(&w, "a", 1, &err)
@@ -724,7 +723,6 @@ static void test_writer_misuse_no_record(void **state)
     assert_int_equal(ck_zipw_end(&w, &f->err), CK_EFORMAT);
     ck_zipw_release(&w);
 }
-#endif
 
 static void test_writer_oom(void **state)
 {
@@ -1095,9 +1093,7 @@ int main(void)
         T(test_deflated_corrupt),
         T(test_copy_computes_crc),
         T(test_writer_misuse),
-#if 0
         T(test_writer_misuse_no_record),
-#endif
         T(test_writer_oom),
         T(test_reader_oom),
         T(test_bad_truncated),

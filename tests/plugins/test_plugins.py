@@ -1888,7 +1888,7 @@ def check_accepts_every_directive():
 @test
 def check_unknown_section():
     check_rejects("[pipeline]\nchain = head_init\n\n[head_init]\nseed = 1\n\n[nosuch]\nfoo = 1\n",
-                  8, "nosuch")
+                  7, "nosuch")
 
 
 @test

@@ -1,2 +1,0 @@
-build/core/ck.o: core/ck.c core/ck.h
-core/ck.h:
