@@ -15,12 +15,13 @@ DESTDIR  ?=
 PYTHON   := /usr/bin/python3
 SHARED   ?= $(abspath ../shared)
 CORPUS   ?= $(SHARED)/corpus/third-party
-PKGS     := inih zlib yaml-0.1 libcrypto
+PKGS     := inih zlib yaml-0.1 libcrypto libuv jansson
 TEST_PKGS := cmocka
 
 DEB_BUILD := build-essential pkg-config libuv1-dev libzip-dev libyaml-dev \
-             libinih-dev libcmocka-dev zlib1g-dev libssl-dev
-DEB_TEST  := python3-torch python3-omegaconf python3-numpy python3-yaml
+             libinih-dev libcmocka-dev zlib1g-dev libssl-dev libjansson-dev
+DEB_TEST  := python3-torch python3-omegaconf python3-numpy python3-yaml \
+             systemd
 
 ifeq ($(SAN),1)
 BUILD    := build-san
@@ -47,14 +48,17 @@ Q := @
 endif
 
 CORE_SRC := \
+	core/audit.c \
 	core/ck.c \
 	core/ckpt.c \
 	core/conf.c \
 	core/inspect.c \
 	core/job.c \
 	core/json.c \
+	core/log.c \
 	core/pickle.c \
 	core/plugins.c \
+	core/watch.c \
 	core/zip.c
 
 PLUGIN_SRC := $(patsubst %,plugins/%.c,$(shell sed -n 's/^PLUGIN(\(.*\))$$/\1/p' plugins/plugins.def))
@@ -101,10 +105,23 @@ deps:
 			--no-install-recommends $$missing >/dev/null || exit 1; \
 	fi
 
+# The one-shot run, then the daemon on ./demo: the sample is written beside
+# incoming/ and renamed in, as a training job would; once its record is in
+# the audit log the daemon is stopped with SIGTERM.
 run: deps all
 	$(BIN) inspect tests/data/sample.th
 	$(BIN) run -c conf/ckprep.ini -o $(BUILD)/sample.prep.th tests/data/sample.th
-	$(BIN) inspect $(BUILD)/sample.prep.th
+	@rm -rf demo && mkdir -p demo/incoming
+	@echo "  DEMO    ckprep watch -c conf/ckprep.ini in ./demo"
+	@(cd demo && exec ../$(BIN) watch -c ../conf/ckprep.ini) & pid=$$!; \
+	cp tests/data/sample.th demo/incoming/.sample.th.part && \
+	mv demo/incoming/.sample.th.part demo/incoming/sample.th; \
+	for i in $$(seq 300); do [ -s demo/audit.jsonl ] && break; sleep 0.1; done; \
+	kill -TERM $$pid; wait $$pid; rc=$$?; \
+	echo "  DEMO    demo/output:"; ls -l demo/output; \
+	echo "  DEMO    demo/audit.jsonl:"; cat demo/audit.jsonl; \
+	[ $$rc -eq 0 ] && [ -s demo/output/sample.th ]
+	$(BIN) inspect demo/output/sample.th
 
 # Unit tests run under a timeout; the sanitized build runs them again.
 test-units: units
@@ -132,16 +149,41 @@ test: deps
 	$(Q)$(MAKE) --no-print-directory SAN=1 test-oracle
 	$(Q)$(MAKE) --no-print-directory test-plugins
 	$(Q)$(MAKE) --no-print-directory test-rss
+	$(Q)$(MAKE) --no-print-directory test-systemd
 	$(Q)$(if $(TEST_EXTRA),$(MAKE) --no-print-directory $(TEST_EXTRA))
 
+# The unit, checked the way systemd will read it (with this build's binary).
+test-systemd: all
+	@mkdir -p $(BUILD)/systemd
+	@sed 's|/usr/local/bin/ckprep|$(abspath $(BIN))|g' systemd/ckprep.service \
+		> $(BUILD)/systemd/ckprep.service
+	@out=$$(systemd-analyze verify $(BUILD)/systemd/ckprep.service 2>&1); rc=$$?; \
+	if [ $$rc -ne 0 ] || [ -n "$$out" ]; then \
+		echo "$$out"; echo "systemd-analyze verify systemd/ckprep.service: failed"; exit 1; \
+	fi; echo "systemd-analyze verify systemd/ckprep.service: ok"
+
+# The binary, the unit, the example configuration (also as the live one
+# when there is none yet) and the service's user.
 install: all
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ckprep
+	sed 's|/usr/local|$(PREFIX)|g' systemd/ckprep.service > $(BUILD)/ckprep.service
+	install -D -m 0644 $(BUILD)/ckprep.service $(DESTDIR)/etc/systemd/system/ckprep.service
 	install -D -m 0640 conf/ckprep.ini $(DESTDIR)/etc/ckprep/ckprep.ini.example
+	[ -e $(DESTDIR)/etc/ckprep/ckprep.ini ] || \
+		install -m 0640 conf/ckprep.ini $(DESTDIR)/etc/ckprep/ckprep.ini
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/ckprep/README.md
+	if [ -z "$(DESTDIR)" ] && ! getent passwd ckprep >/dev/null; then \
+		useradd --system --home-dir /var/lib/ckprep --no-create-home \
+			--shell /usr/sbin/nologin ckprep; \
+	fi
+	[ -n "$(DESTDIR)" ] || ! command -v systemctl >/dev/null || \
+		systemctl daemon-reload 2>/dev/null || true
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san demo
 
-.PHONY: all deps run test test-units test-oracle test-hostile test-plugins test-rss units install clean
+.PHONY: all deps run test test-units test-oracle test-hostile test-plugins test-rss \
+        test-systemd units install clean
 
 # Fragments own their folders' targets; each may add to TEST_EXTRA, the
 # targets `make test` runs after the ones above.

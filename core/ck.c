@@ -12,24 +12,27 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Counted atomically: the daemon allocates from several threads. */
 static unsigned long mem_count;
 static unsigned long mem_fail_at;
 
 void ck_mem_fail_at(unsigned long n)
 {
-    mem_fail_at = n;
-    mem_count = 0;
+    __atomic_store_n(&mem_fail_at, n, __ATOMIC_RELAXED);
+    __atomic_store_n(&mem_count, 0, __ATOMIC_RELAXED);
 }
 
 unsigned long ck_mem_count(void)
 {
-    return mem_count;
+    return __atomic_load_n(&mem_count, __ATOMIC_RELAXED);
 }
 
 static int mem_should_fail(void)
 {
-    mem_count++;
-    return mem_fail_at != 0 && mem_count >= mem_fail_at;
+    unsigned long n = __atomic_add_fetch(&mem_count, 1, __ATOMIC_RELAXED);
+    unsigned long at = __atomic_load_n(&mem_fail_at, __ATOMIC_RELAXED);
+
+    return at != 0 && n >= at;
 }
 
 void *ck_malloc(size_t n)
@@ -81,6 +84,7 @@ static const struct {
     { CK_EPLUGIN, "plugin", "a plugin refused the job" },
     { CK_ENOMEM, "nomem", "out of memory" },
     { CK_EUSAGE, "usage", "usage error" },
+    { CK_ECANCELED, "cancelled", "job abandoned" },
 };
 
 const char *ck_strerror(int code)

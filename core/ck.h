@@ -26,6 +26,7 @@ enum {
     CK_EPLUGIN,         /* a plugin refused the job */
     CK_ENOMEM,          /* allocation failed */
     CK_EUSAGE,          /* command line misuse */
+    CK_ECANCELED,       /* the job was abandoned (daemon stopping) */
 };
 
 const char *ck_strerror(int code);

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1019,6 +1020,10 @@ static int write_zip(ck_ckpt_t *c, int fd, const char *top,
         char name[640];
 
         snprintf(name, sizeof(name), "%s/data/%zu", top, i);
+        if (c->cancel != NULL && __atomic_load_n(c->cancel, __ATOMIC_RELAXED)) {
+            rc = ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
+            goto out;
+        }
         if ((rc = ck_zipw_begin(&w, name, st->nbytes, err)) < 0 ||
             (rc = copy_storage(c, &w, st, err)) < 0 ||
             (rc = ck_zipw_end(&w, err)) < 0)
@@ -1060,8 +1065,17 @@ int ck_ckpt_write(ck_ckpt_t *c, const char *out_path, ck_write_info_t *info,
     char *top;
     int fd = -1, rc;
     struct timespec ts;
+    struct sigaction sa;
+    struct stat sb;
+    ck_err_t we = { 0 };
 
     memset(info, 0, sizeof(*info));
+    /* past RLIMIT_FSIZE a write must fail with EFBIG, not kill the process
+     * and leave the temporary behind */
+    if (sigaction(SIGXFSZ, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
+        sa.sa_handler = SIG_IGN;
+        sigaction(SIGXFSZ, &sa, NULL);
+    }
     dir_copy = ck_strdup(out_path);
     base_copy = ck_strdup(out_path);
     if (dir_copy == NULL || base_copy == NULL) {
@@ -1087,16 +1101,31 @@ int ck_ckpt_write(ck_ckpt_t *c, const char *out_path, ck_write_info_t *info,
             goto out;
         }
     }
-    rc = write_zip(c, fd, top, info, err);
-    if (rc < 0)
+    rc = write_zip(c, fd, top, info, &we);
+    if (rc < 0) {
+        /* a write error names the output it was writing */
+        if (strncmp(we.msg, "write: ", 7) == 0)
+            ck_err_set(err, rc, "write %s: %s", out_path, we.msg + 7);
+        else
+            ck_err_set(err, rc, "%s", we.msg);
         goto out;
+    }
+    /* every input byte is read by now: the input must be the file opened,
+     * unchanged, or the output may mix two files */
+    if (c->fd >= 0 &&
+        (fstat(c->fd, &sb) < 0 || (uint64_t)sb.st_size != c->st.size ||
+         (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec !=
+             c->st.mtime_ns)) {
+        rc = ck_err_set(err, CK_EFORMAT, "the input changed while it was read");
+        goto out;
+    }
     if (fsync(fd) < 0) {
-        rc = ck_err_set(err, -errno, "fsync: %s", strerror(errno));
+        rc = ck_err_set(err, -errno, "fsync %s: %s", out_path, strerror(errno));
         goto out;
     }
     if (close(fd) < 0) {
         fd = -1;
-        rc = ck_err_set(err, -errno, "close: %s", strerror(errno));
+        rc = ck_err_set(err, -errno, "close %s: %s", out_path, strerror(errno));
         goto out;
     }
     fd = -1;
@@ -1127,6 +1156,12 @@ int ck_ckpt_mapping(ck_ckpt_t *c, const char *path, ck_py_t **node,
     if (p == NULL)
         return ck_err_set(err, CK_EPLUGIN, "no '%s' in the checkpoint", path);
     *items = ck_py_mapping(p);
+    /* a call is a mapping when it builds one (OrderedDict, defaultdict) or
+     * is given items; a tensor rebuild, a torch.Size ... is not */
+    if (*items != NULL && p->kind != CK_PY_DICT && (*items)->n == 0 &&
+        !ck_py_global_is(p->u.o.fn, "collections", "OrderedDict") &&
+        !ck_py_global_is(p->u.o.fn, "collections", "defaultdict"))
+        *items = NULL;
     if (*items == NULL)
         return ck_err_set(err, CK_EPLUGIN, "'%s' is not a dict", path);
     if (node != NULL)

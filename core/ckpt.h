@@ -45,6 +45,7 @@ typedef struct {
     const uint8_t *mem;          /* CK_SRC_MEM */
     int64_t newkey;              /* assigned while writing, -1 before */
     unsigned refs;               /* persistent ids naming it at last scan */
+    uint32_t mark;               /* generation of the last walk counting it */
 } ck_storage_t;
 
 typedef struct {
@@ -84,9 +85,15 @@ typedef struct {
     ck_limits_t lim;
     ck_storage_t **storages;  /* every storage known, input order */
     size_t nstorages;
+    size_t storages_cap;      /* slots allocated in storages */
+    ck_storage_t **index;     /* storages by key: open addressing, at most
+                                 half full; the first of a key wins */
+    size_t index_cap;         /* a power of two, 0 before the first */
     ck_tensor_t *tensors;     /* found by the last scan, graph order */
     size_t ntensors;
     char fingerprint[65];     /* see ck_fingerprint_* */
+    const int *cancel;        /* ck_ckpt_write stops with CK_ECANCELED once
+                                 *cancel is nonzero (another thread sets it) */
 } ck_ckpt_t;
 
 /*

@@ -78,6 +78,20 @@ typedef struct {
     uint64_t max_pickle_bytes, max_depth, max_memo, max_string_bytes;
 } ck_security_conf_t;
 
+/* [watch]: the daemon.  Paths are as written (relative to the daemon's
+ * working folder); NULL when not given. */
+typedef enum { CK_AFTER_KEEP, CK_AFTER_MOVE, CK_AFTER_DELETE } ck_after_t;
+
+typedef struct {
+    char *incoming, *output, *failed, *done, *audit_log;
+    char *output_name, *after_text;
+    ck_after_t after;
+    ck_strlist_t include, exclude;
+    int recursive, allow_world_writable;
+    uint64_t settle_ms, incomplete_s, workers, rescan_s;
+    uint64_t stop_timeout_s, claim_stale_s;
+} ck_watch_conf_t;
+
 typedef struct ck_section ck_section_t;
 
 typedef struct {
@@ -85,6 +99,8 @@ typedef struct {
     char *path;
     ck_pipeline_conf_t pipeline;
     ck_security_conf_t security;
+    ck_watch_conf_t watch;
+    int watch_line;       /* of the [watch] header, 0 when absent */
     const char **allow;   /* security.allow_globals, NULL-ended */
     ck_stage_t *chain;
     size_t nchain;
@@ -100,5 +116,15 @@ void ck_conf_limits(const ck_conf_t *c, ck_limits_t *lim);
 /* Directive tables of the core sections, for --help. */
 extern const ck_directive_t ck_pipeline_directives[];
 extern const ck_directive_t ck_security_directives[];
+extern const ck_directive_t ck_watch_directives[];
+
+/*
+ * Expand a [watch] output_name template ({stem}, {ext}, {name}, {dir}) for
+ * the input at rel (relative to incoming) into out.  Returns 0, or
+ * CK_ECONFIG when the result is not a plain file name (empty, '.', '..',
+ * a leading dot, a '/') or does not fit.
+ */
+int ck_watch_output_name(const char *tmpl, const char *rel, char *out,
+                         size_t size);
 
 #endif

@@ -109,10 +109,22 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     opts.allow = conf->allow;
     ck_json_arr(&plugins);
     rc = ck_ckpt_open(&job.ck, args->in, &opts, err);
+    job.ck.cancel = args->cancel;
     if (rc == 0)
         rc = run_chain(&job, &plugins);
     if (rc == 0 && !args->dry_run && args->out != NULL) {
-        rc = ck_ckpt_write(&job.ck, args->out, &info, err);
+        /* room for the whole record first: once the output exists, writing
+         * its record must not fail (strings escape to at most 6 bytes each) */
+        size_t room = plugins.b.len + 1024 +
+                      6 * (strlen(args->in) + strlen(args->out) +
+                           strlen(conf->path) + sizeof(err->msg));
+
+        if (ck_buf_reserve(&plugins.b, 1) < 0 ||
+            ck_buf_reserve(&rec->b, room) < 0 ||
+            ck_buf_reserve(&rec->levels, 8) < 0)
+            rc = ck_err_set(err, CK_ENOMEM, "out of memory");
+        else
+            rc = ck_ckpt_write(&job.ck, args->out, &info, err);
         wrote = rc == 0;
     }
     ck_json_end(&plugins);
@@ -135,6 +147,11 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
         ck_json_str(rec, "fingerprint-sha256");
     }
     if (job.ck.fd >= 0) {
+        /* with path and size, what the daemon knows a done input by */
+        ck_json_key(rec, "inode");
+        ck_json_u64(rec, (uint64_t)job.ck.st.ino);
+        ck_json_key(rec, "mtime_ns");
+        ck_json_int(rec, job.ck.st.mtime_ns);
         ck_json_key(rec, "format");
         ck_json_str(rec, job.ck.format == CK_FMT_ZIP ? "zip" : "legacy");
     }

@@ -22,6 +22,7 @@ typedef struct {
     const char *in;
     const char *out;       /* NULL: nothing is written (dry run) */
     int dry_run;
+    const int *cancel;     /* optional: nonzero abandons the write */
 } ck_job_args_t;
 
 /*

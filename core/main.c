@@ -6,6 +6,7 @@
 #include "conf.h"
 #include "inspect.h"
 #include "job.h"
+#include "watch.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@ static const char usage_main[] =
     "  run      run a checkpoint through the configured plugin chain\n"
     "  inspect  describe what a checkpoint holds\n"
     "  check    validate a configuration file\n"
+    "  watch    run as a daemon: prepare every checkpoint dropped in a folder\n"
     "\n"
     "options:\n"
     "  -h, --help       this text; 'ckprep COMMAND --help' for a command\n"
@@ -65,6 +67,27 @@ static const char usage_check[] =
     "directives, values and the plugin chain.  Errors are printed as\n"
     "FILE:LINE: message; exit 0 when valid, 2 otherwise.\n";
 
+static const char usage_watch[] =
+    "usage: ckprep watch -c CONF\n"
+    "\n"
+    "Run in the foreground as a daemon (systemd runs it this way): watch the\n"
+    "[watch] incoming folder of CONF, and run every complete checkpoint that\n"
+    "appears there through the [pipeline] chain, once per content.  Outputs\n"
+    "appear atomically in the output folder; each job appends one JSON line\n"
+    "to the audit log; inputs that fail move to the failed folder with\n"
+    "NAME.error.json.  Several daemons may share one incoming folder.\n"
+    "\n"
+    "  -c, --config CONF   the INI configuration (see conf/ckprep.ini)\n"
+    "\n"
+    "Signals: SIGTERM or SIGINT stop (running jobs finish, or are abandoned\n"
+    "after stop_timeout_s leaving no output); SIGHUP reloads CONF (refused,\n"
+    "keeping the old one, if it has errors); SIGUSR1 reopens the audit log.\n"
+    "Under systemd (Type=notify) it reports READY=1, STATUS=, RELOADING=1 and\n"
+    "STOPPING=1, and WATCHDOG=1 when WatchdogSec is set.\n"
+    "\n"
+    "Exit status: 0 stopped cleanly; 1 could not start (folders, audit log);\n"
+    "2 usage or configuration error.\n";
+
 static int arg_is(const char *a, const char *s, const char *l)
 {
     return (s != NULL && strcmp(a, s) == 0) || (l != NULL && strcmp(a, l) == 0);
@@ -84,6 +107,8 @@ static int help_plugins(void)
     print_directives(ck_pipeline_directives);
     printf("[security]\n");
     print_directives(ck_security_directives);
+    printf("[watch]\n");
+    print_directives(ck_watch_directives);
     for (size_t i = 0; ck_plugins[i] != NULL; i++) {
         printf("[%s] %s\n", ck_plugins[i]->name, ck_plugins[i]->summary);
         print_directives(ck_plugins[i]->directives);
@@ -103,6 +128,34 @@ static int load_conf(const char *path, ck_conf_t *conf)
         return -1;
     }
     return 0;
+}
+
+static void check_warn(void *ud, const char *msg)
+{
+    fprintf(stderr, "ckprep: %s: warning: %s\n", (const char *)ud, msg);
+}
+
+static int cmd_watch(int argc, char **argv)
+{
+    const char *cpath = NULL;
+
+    for (int i = 0; i < argc; i++) {
+        if (arg_is(argv[i], "-h", "--help")) {
+            fputs(usage_watch, stdout);
+            return 0;
+        } else if (arg_is(argv[i], "-c", "--config") && i + 1 < argc) {
+            cpath = argv[++i];
+        } else {
+            fprintf(stderr, "ckprep watch: unexpected argument '%s'\n%s",
+                    argv[i], usage_watch);
+            return EXIT_USAGE;
+        }
+    }
+    if (cpath == NULL) {
+        fprintf(stderr, "ckprep watch: -c CONF is required\n%s", usage_watch);
+        return EXIT_USAGE;
+    }
+    return ck_watch_main(cpath);
 }
 
 static int cmd_check(int argc, char **argv)
@@ -128,6 +181,7 @@ static int cmd_check(int argc, char **argv)
     }
     if (load_conf(cpath, &conf) < 0)
         return EXIT_USAGE;
+    ck_watch_check(&conf, check_warn, (void *)cpath);
     printf("%s: ok, chain of %zu plugin%s\n", cpath, conf.nchain,
            conf.nchain == 1 ? "" : "s");
     ck_conf_release(&conf);
@@ -275,6 +329,8 @@ int main(int argc, char **argv)
         return cmd_inspect(argc - 2, argv + 2);
     if (strcmp(cmd, "check") == 0)
         return cmd_check(argc - 2, argv + 2);
+    if (strcmp(cmd, "watch") == 0)
+        return cmd_watch(argc - 2, argv + 2);
     fprintf(stderr, "ckprep: unknown command '%s'\n%s", cmd, usage_main);
     return EXIT_USAGE;
 }

@@ -1558,6 +1558,17 @@ int ck_pickle_write(ck_py_t *root, const ck_limits_t *lim, ck_arena_t *arena,
 static int vec_equal(ck_py_vec_t *a, ck_py_vec_t *b, uint32_t gen,
                      uint32_t depth, uint32_t max);
 
+/*
+ * Pickle memoizes str, non-empty tuples, containers, globals and calls;
+ * None, bools, numbers, () and persistent ids are written anew each time,
+ * so no reader or writer keeps their identity.
+ */
+static int has_identity(const ck_py_t *p)
+{
+    return p->kind >= CK_PY_STR && p->kind != CK_PY_PERSID &&
+           !(p->kind == CK_PY_TUPLE && p->u.seq.n == 0);
+}
+
 static int eq(ck_py_t *a, ck_py_t *b, uint32_t gen, uint32_t depth,
               uint32_t max)
 {
@@ -1571,7 +1582,7 @@ static int eq(ck_py_t *a, ck_py_t *b, uint32_t gen, uint32_t depth,
         /* one node on both sides (graphs that share parts) */
         if (a->wgen == gen + 1 && a->wref == a)
             return 1;
-    } else if (a->wgen == gen || b->wgen == gen + 1) {
+    } else if (has_identity(a) && (a->wgen == gen || b->wgen == gen + 1)) {
         /* identity must map one to one: a was met with b, and b with a */
         return a->wgen == gen && b->wgen == gen + 1 && a->wref == b &&
                b->wref == a;

@@ -1,0 +1,173 @@
+/*
+ * audit.c -- the audit log.  See audit.h.  Used from the loop thread only.
+ */
+#include "audit.h"
+
+#include "json.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void read_record(const char *line, size_t n, ck_audit_t *a,
+                        ck_audit_cb cb, void *ud)
+{
+    json_error_t jerr;
+    json_t *r = json_loadb(line, n, 0, &jerr), *in, *v;
+    ck_audit_entry_t e = { 0 };
+
+    if (!json_is_object(r)) {
+        a->bad_lines++;
+        json_decref(r);
+        return;
+    }
+    v = json_object_get(r, "seq");
+    if (json_is_integer(v) && (uint64_t)json_integer_value(v) > a->seq)
+        a->seq = (uint64_t)json_integer_value(v);
+    in = json_object_get(r, "input");
+    e.status = json_string_value(json_object_get(r, "status"));
+    e.path = json_string_value(json_object_get(in, "path"));
+    e.size = (uint64_t)json_integer_value(json_object_get(in, "size"));
+    e.inode = (uint64_t)json_integer_value(json_object_get(in, "inode"));
+    e.mtime_ns = json_integer_value(json_object_get(in, "mtime_ns"));
+    if (cb != NULL && e.path != NULL && e.status != NULL)
+        cb(ud, &e);
+    json_decref(r);
+}
+
+/* Read every complete line; returns the offset just past the last one. */
+static int read_back(ck_audit_t *a, ck_audit_cb cb, void *ud, off_t *end,
+                     ck_err_t *err)
+{
+    int fd = open(a->path, O_RDONLY | O_CLOEXEC);
+    FILE *f;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    off_t off = 0;
+
+    if (fd < 0)
+        return ck_err_set(err, -errno, "%s: %s", a->path, strerror(errno));
+    f = fdopen(fd, "r");
+    if (f == NULL) {
+        close(fd);
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    }
+    while ((n = getline(&line, &cap, f)) > 0) {
+        if (line[n - 1] != '\n')
+            break;
+        off += n;
+        if (n > 1)
+            read_record(line, (size_t)n - 1, a, cb, ud);
+    }
+    free(line);
+    fclose(f);
+    *end = off;
+    return 0;
+}
+
+static int open_fd(ck_audit_t *a, ck_err_t *err)
+{
+    a->fd = open(a->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW,
+                 0640);
+    if (a->fd < 0)
+        return ck_err_set(err, -errno, "%s: %s", a->path, strerror(errno));
+    return 0;
+}
+
+int ck_audit_open(ck_audit_t *a, const char *path, ck_audit_cb cb, void *ud,
+                  ck_err_t *err)
+{
+    struct stat st;
+    off_t end = 0;
+    int rc;
+
+    memset(a, 0, sizeof(*a));
+    a->fd = -1;
+    if (gethostname(a->host, sizeof(a->host) - 1) < 0)
+        strcpy(a->host, "unknown");
+    a->path = ck_strdup(path);
+    if (a->path == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    if ((rc = open_fd(a, err)) < 0 || (rc = read_back(a, cb, ud, &end, err)) < 0)
+        return rc;
+    if (fstat(a->fd, &st) < 0)
+        return ck_err_set(err, -errno, "%s: %s", path, strerror(errno));
+    if (st.st_size > end) {
+        if (ftruncate(a->fd, end) < 0 || fsync(a->fd) < 0)
+            return ck_err_set(err, -errno, "%s: cutting a torn last line: %s",
+                              path, strerror(errno));
+        a->torn_bytes = (uint64_t)(st.st_size - end);
+    }
+    return 0;
+}
+
+int ck_audit_append(ck_audit_t *a, const char *rec, ck_err_t *err)
+{
+    ck_buf_t b = { 0 };
+    struct stat st;
+    ssize_t n = -1;
+    int rc = 0;
+
+    if (rec[0] != '{')
+        return ck_err_set(err, CK_EFORMAT, "audit record is not an object");
+    ck_buf_printf(&b, "{\"seq\":%llu,\"host\":", (unsigned long long)a->seq + 1);
+    ck_json_quote(&b, a->host, strlen(a->host));
+    if (rec[1] != '}')
+        ck_buf_putc(&b, ',');
+    ck_buf_put(&b, rec + 1, strlen(rec + 1));
+    ck_buf_putc(&b, '\n');
+    if (b.oom) {
+        rc = ck_err_set(err, CK_ENOMEM, "out of memory");
+        goto out;
+    }
+    if (fstat(a->fd, &st) < 0)
+        st.st_size = -1;
+    do
+        n = write(a->fd, b.data, b.len);
+    while (n < 0 && errno == EINTR);
+    if (n != (ssize_t)b.len) {
+        int e = n < 0 ? errno : ENOSPC;
+
+        /* take back a partial line so the next record starts a line */
+        if (n > 0 && st.st_size >= 0 && ftruncate(a->fd, st.st_size) < 0)
+            (void)0;
+        rc = ck_err_set(err, -e, "%s: %s", a->path, strerror(e));
+        goto out;
+    }
+    if (fdatasync(a->fd) < 0) {
+        rc = ck_err_set(err, -errno, "%s: fdatasync: %s", a->path,
+                        strerror(errno));
+        goto out;
+    }
+    a->seq++;
+out:
+    ck_buf_release(&b);
+    return rc;
+}
+
+int ck_audit_reopen(ck_audit_t *a, ck_err_t *err)
+{
+    int old = a->fd;
+    int rc = open_fd(a, err);
+
+    if (rc < 0) {
+        a->fd = old;  /* keep writing where we were */
+        return rc;
+    }
+    close(old);
+    return 0;
+}
+
+void ck_audit_close(ck_audit_t *a)
+{
+    if (a->fd >= 0)
+        close(a->fd);
+    ck_free(a->path);
+    memset(a, 0, sizeof(*a));
+    a->fd = -1;
+}

@@ -1,0 +1,53 @@
+/*
+ * audit.h -- the audit log: JSON Lines, one record per job, appended with
+ * one write(2) on an O_APPEND descriptor and fdatasync'd before the job is
+ * considered done.  Each line starts with "seq" (one more than the last in
+ * the file) and "host".  Opening reads the log back (jansson parses the
+ * lines) so the daemon knows which inputs are done, and cuts away a torn
+ * last line left by a power cut.
+ */
+#ifndef CK_AUDIT_H
+#define CK_AUDIT_H
+
+#include "ck.h"
+
+typedef struct {
+    char *path;
+    int fd;
+    uint64_t seq;        /* of the last record in the file */
+    char host[256];
+    uint64_t torn_bytes; /* cut away by the last open */
+    uint64_t bad_lines;  /* complete lines that do not parse, skipped */
+} ck_audit_t;
+
+/* What a record read back says of its input (path is only valid during
+ * the call). */
+typedef struct {
+    const char *path;
+    const char *status;
+    uint64_t size, inode;
+    int64_t mtime_ns;
+} ck_audit_entry_t;
+
+typedef void (*ck_audit_cb)(void *ud, const ck_audit_entry_t *e);
+
+/*
+ * Open or create (mode 0640) the log at path, cut a torn last line, and
+ * call cb (may be NULL) for every record.  Returns 0 or an error with the
+ * path in err.  Release with ck_audit_close.
+ */
+int ck_audit_open(ck_audit_t *a, const char *path, ck_audit_cb cb, void *ud,
+                  ck_err_t *err);
+
+/*
+ * Append rec, one JSON object's text, with "seq" and "host" added as its
+ * first keys, and sync it.  On failure nothing partial stays in the file
+ * (as far as the file system lets us undo it).
+ */
+int ck_audit_append(ck_audit_t *a, const char *rec, ck_err_t *err);
+
+/* Close and open again the same path (logrotate moved the old one). */
+int ck_audit_reopen(ck_audit_t *a, ck_err_t *err);
+void ck_audit_close(ck_audit_t *a);
+
+#endif
