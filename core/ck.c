@@ -44,7 +44,7 @@ void *ck_malloc(size_t n)
 
 void *ck_calloc(size_t n, size_t size)
 {
-    if (mem_should_fail())
+    if (mem_should_fail() || (size != 0 && n > SIZE_MAX / size))
         return NULL;
     return calloc(n ? n : 1, size ? size : 1);
 }
@@ -286,4 +286,34 @@ void ck_arena_release(ck_arena_t *a)
     }
     a->head = NULL;
     a->used = 0;
+}
+
+int ck_utf8_len(const uint8_t *s, size_t n, int surrogates)
+{
+    unsigned c = n ? s[0] : 0x80;
+    uint32_t cp;
+    int k;
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c < 0xe0)
+        k = 1;
+    else if (c >= 0xe0 && c < 0xf0)
+        k = 2;
+    else if (c >= 0xf0 && c < 0xf5)
+        k = 3;
+    else
+        return 0;
+    if ((size_t)k >= n)
+        return 0;
+    cp = c & (0x3fu >> k);
+    for (int i = 1; i <= k; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (!surrogates && cp >= 0xd800 && cp < 0xe000))
+        return 0;
+    return k + 1;
 }

@@ -97,6 +97,13 @@ static inline int ck_add_u64(uint64_t a, uint64_t b, uint64_t *r)
     return __builtin_add_overflow(a, b, r) ? -1 : 0;
 }
 
+/*
+ * Length (1 to 4) of the well-formed UTF-8 sequence at s (n bytes left), or
+ * 0 when there is none: no overlong forms, nothing past U+10FFFF, and
+ * surrogates only when surrogates is set (Python's 'surrogatepass').
+ */
+int ck_utf8_len(const uint8_t *s, size_t n, int surrogates);
+
 #define CK_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif

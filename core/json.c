@@ -62,36 +62,6 @@ void ck_json_key(ck_json_t *j, const char *k)
     j->after_key = 1;
 }
 
-static int utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    int k;
-    uint32_t cp;
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c < 0xe0)
-        k = 1;
-    else if (c >= 0xe0 && c < 0xf0)
-        k = 2;
-    else if (c >= 0xf0 && c < 0xf5)
-        k = 3;
-    else
-        return 0;
-    if ((size_t)k >= n)
-        return 0;
-    cp = c & (0x3fu >> k);
-    for (int i = 1; i <= k; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (s[i] & 0x3f);
-    }
-    if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp < 0xe000))
-        return 0;
-    return k + 1;
-}
-
 void ck_json_quote(ck_buf_t *b, const char *s, size_t n)
 {
     const unsigned char *u = (const unsigned char *)s;
@@ -114,7 +84,7 @@ void ck_json_quote(ck_buf_t *b, const char *s, size_t n)
         } else if (c < 0x20 || c == 0x7f) {
             ck_buf_printf(b, "\\u%04x", c);
             i++;
-        } else if ((len = utf8_len(u + i, n - i)) > 0) {
+        } else if ((len = ck_utf8_len(u + i, n - i, 0)) > 0) {
             ck_buf_put(b, u + i, (size_t)len);
             i += (size_t)len;
         } else {

@@ -467,36 +467,12 @@ static int push_decimal(rd_t *r, const char *s, size_t n)
 /* UTF-8 as Python decodes it with 'surrogatepass': surrogates allowed. */
 static int utf8_valid(const uint8_t *s, size_t n)
 {
-    size_t i = 0;
+    for (size_t i = 0; i < n;) {
+        int k = ck_utf8_len(s + i, n - i, 1);
 
-    while (i < n) {
-        unsigned c = s[i];
-        uint32_t cp;
-        int k;
-
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xc2 && c < 0xe0)
-            k = 1;
-        else if (c >= 0xe0 && c < 0xf0)
-            k = 2;
-        else if (c >= 0xf0 && c < 0xf5)
-            k = 3;
-        else
+        if (k == 0)
             return 0;
-        if (i + (size_t)k >= n)
-            return 0;
-        cp = c & (0x3fu >> k);
-        for (int j = 1; j <= k; j++) {
-            if ((s[i + (size_t)j] & 0xc0) != 0x80)
-                return 0;
-            cp = cp << 6 | (s[i + (size_t)j] & 0x3f);
-        }
-        if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10ffff)))
-            return 0;
-        i += (size_t)k + 1;
+        i += (size_t)k;
     }
     return 1;
 }

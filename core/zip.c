@@ -117,22 +117,11 @@ static int name_ok(const char *s, size_t n)
     }
     /* printable UTF-8, no control bytes */
     while (i < n) {
-        unsigned c = u[i];
-        int k;
+        int k = ck_utf8_len(u + i, n - i, 0);
 
-        if (c < 0x20 || c == 0x7f)
+        if (k == 0 || u[i] < 0x20 || u[i] == 0x7f)
             return 0;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        k = c >= 0xf0 && c < 0xf5 ? 3 : c >= 0xe0 ? 2 : c >= 0xc2 ? 1 : -1;
-        if (k < 0 || c >= 0xf5 || i + (size_t)k >= n)
-            return 0;
-        for (int j = 1; j <= k; j++)
-            if ((u[i + (size_t)j] & 0xc0) != 0x80)
-                return 0;
-        i += (size_t)k + 1;
+        i += (size_t)k;
     }
     return 1;
 }
@@ -277,7 +266,7 @@ int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
         return ck_err_set(err, CK_EFORMAT, "zip: empty archive");
     cd = ck_malloc((size_t)z->cd_size);
     z->e = ck_arena_alloc(arena, (size_t)count * sizeof(*z->e));
-    order = ck_malloc((size_t)count * sizeof(*order));
+    order = ck_arena_alloc(arena, (size_t)count * sizeof(*order));
     if (cd == NULL || z->e == NULL || order == NULL) {
         rc = ck_err_set(err, CK_ENOMEM, "out of memory");
         goto out;
@@ -413,20 +402,36 @@ int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
             goto out;
         }
     }
+    z->by_name = order;
     rc = 0;
 out:
     if (rc < 0)
         z->n = 0;
-    ck_free(order);
     ck_free(cd);
     return rc;
 }
 
 ck_zip_entry_t *ck_zip_find(ck_zip_t *z, const char *name)
 {
-    for (size_t i = 0; i < z->n; i++)
-        if (strcmp(z->e[i].name, name) == 0)
-            return &z->e[i];
+    size_t lo = 0, hi = z->n;
+
+    if (z->by_name == NULL) {
+        for (size_t i = 0; i < z->n; i++)
+            if (strcmp(z->e[i].name, name) == 0)
+                return &z->e[i];
+        return NULL;
+    }
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int d = strcmp(z->by_name[mid]->name, name);
+
+        if (d == 0)
+            return z->by_name[mid];
+        if (d < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
     return NULL;
 }
 

@@ -1,0 +1,164 @@
+/*
+ * test_ck.c -- the base layer: error codes and messages, the allocation
+ * hooks and their failure injection, growable buffers, the arena, and the
+ * UTF-8 decoder every parser shares.
+ */
+#include "ck.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+static int teardown(void **state)
+{
+    ck_mem_fail_at(0);
+    (void)state;
+    return 0;
+}
+
+static void test_error_names(void **state)
+{
+    ck_err_t e = { 0 };
+
+    assert_string_equal(ck_errname(CK_EFORMAT), "format");
+    assert_string_equal(ck_errname(CK_ECANCELED), "cancelled");
+    assert_string_equal(ck_errname(CK_ENOMEM), "nomem");
+    assert_non_null(ck_strerror(-ENOENT));
+    assert_int_equal(ck_err_set(&e, CK_EUNSAFE, "global %s.%s", "posix", "system"),
+                     CK_EUNSAFE);
+    assert_int_equal(e.code, CK_EUNSAFE);
+    assert_string_equal(e.msg, "global posix.system");
+    /* the first error is kept: it is the cause */
+    assert_int_equal(ck_err_set(&e, CK_ENOMEM, "later"), CK_ENOMEM);
+    assert_int_equal(e.code, CK_EUNSAFE);
+    assert_string_equal(e.msg, "global posix.system");
+    /* a message longer than the buffer is cut, still terminated */
+    memset(&e, 0, sizeof(e));
+    {
+        char big[2 * sizeof(e.msg)];
+
+        memset(big, 'x', sizeof(big) - 1);
+        big[sizeof(big) - 1] = '\0';
+        ck_err_set(&e, CK_EFORMAT, "%s", big);
+        assert_int_equal(strlen(e.msg), sizeof(e.msg) - 1);
+    }
+    (void)state;
+}
+
+static void test_mem_fail_at(void **state)
+{
+    void *p;
+
+    ck_mem_fail_at(3);
+    p = ck_malloc(8);
+    assert_non_null(p);
+    ck_free(p);
+    p = ck_calloc(2, 8);
+    assert_non_null(p);
+    ck_free(p);
+    assert_null(ck_malloc(8));       /* the third */
+    assert_null(ck_strdup("x"));     /* and every one after */
+    assert_int_equal(ck_mem_count(), 4);
+    ck_mem_fail_at(0);
+    p = ck_realloc(NULL, 16);
+    assert_non_null(p);
+    ck_free(p);
+    ck_free(NULL);
+    /* calloc guards n * size */
+    assert_null(ck_calloc(SIZE_MAX / 2, 4));
+    (void)state;
+}
+
+static void test_buf(void **state)
+{
+    ck_buf_t b = { 0 };
+
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(ck_buf_printf(&b, "%d,", i), 0);
+    assert_int_equal(ck_buf_put(&b, "end", 3), 0);
+    assert_int_equal(ck_buf_putc(&b, '\0'), 0);
+    assert_memory_equal(b.data, "0,1,2,", 6);
+    assert_non_null(strstr((char *)b.data, "998,999,end"));
+    ck_buf_release(&b);
+    /* a failed append is sticky: later appends fail too */
+    ck_mem_fail_at(1);
+    assert_int_equal(ck_buf_put(&b, "abc", 3), CK_ENOMEM);
+    ck_mem_fail_at(0);
+    assert_int_equal(ck_buf_put(&b, "abc", 3), CK_ENOMEM);
+    assert_true(b.oom);
+    ck_buf_release(&b);
+    assert_false(b.oom);
+    assert_int_equal(ck_buf_put(&b, "abc", 3), 0);
+    ck_buf_release(&b);
+    (void)state;
+}
+
+static void test_arena(void **state)
+{
+    ck_arena_t a = { 0 };
+    char *s, *big;
+
+    s = ck_arena_printf(&a, "%s-%d", "x", 42);
+    assert_string_equal(s, "x-42");
+    assert_string_equal(ck_arena_strndup(&a, "abcdef", 3), "abc");
+    /* a block larger than the arena's block size gets its own */
+    big = ck_arena_alloc(&a, 1 << 20);
+    assert_non_null(big);
+    memset(big, 1, 1 << 20);
+    assert_string_equal(s, "x-42");
+    assert_true(a.used >= (1 << 20));
+    /* arena memory is aligned for any object */
+    for (int i = 1; i < 20; i++)
+        assert_int_equal((uintptr_t)ck_arena_alloc(&a, (size_t)i) % 8, 0);
+    ck_arena_release(&a);
+    ck_mem_fail_at(1);
+    assert_null(ck_arena_alloc(&a, 8));
+    ck_mem_fail_at(0);
+    ck_arena_release(&a);
+    (void)state;
+}
+
+#define U(s) ((const uint8_t *)(s))
+
+static void test_utf8_len(void **state)
+{
+    assert_int_equal(ck_utf8_len(U("a"), 1, 0), 1);
+    assert_int_equal(ck_utf8_len(U("\xc3\xa9"), 2, 0), 2);
+    assert_int_equal(ck_utf8_len(U("\xe2\x82\xac"), 3, 0), 3);
+    assert_int_equal(ck_utf8_len(U("\xf0\x9f\x98\x80"), 4, 0), 4);
+    assert_int_equal(ck_utf8_len(U("\xf4\x8f\xbf\xbf"), 4, 0), 4); /* U+10FFFF */
+    /* truncated, bad continuation, stray continuation, nothing left */
+    assert_int_equal(ck_utf8_len(U("\xe2\x82"), 2, 0), 0);
+    assert_int_equal(ck_utf8_len(U("\xc3\x28"), 2, 0), 0);
+    assert_int_equal(ck_utf8_len(U("\x80"), 1, 0), 0);
+    assert_int_equal(ck_utf8_len(U(""), 0, 0), 0);
+    /* overlong forms and past U+10FFFF */
+    assert_int_equal(ck_utf8_len(U("\xc0\xaf"), 2, 0), 0);
+    assert_int_equal(ck_utf8_len(U("\xe0\x80\xaf"), 3, 0), 0);
+    assert_int_equal(ck_utf8_len(U("\xf0\x80\x80\xaf"), 4, 0), 0);
+    assert_int_equal(ck_utf8_len(U("\xf4\x90\x80\x80"), 4, 0), 0);
+    assert_int_equal(ck_utf8_len(U("\xff"), 1, 0), 0);
+    /* surrogates only with surrogatepass */
+    assert_int_equal(ck_utf8_len(U("\xed\xa0\x80"), 3, 0), 0);
+    assert_int_equal(ck_utf8_len(U("\xed\xa0\x80"), 3, 1), 3);
+    (void)state;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_error_names, teardown),
+        cmocka_unit_test_teardown(test_mem_fail_at, teardown),
+        cmocka_unit_test_teardown(test_buf, teardown),
+        cmocka_unit_test_teardown(test_arena, teardown),
+        cmocka_unit_test_teardown(test_utf8_len, teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
