@@ -177,7 +177,10 @@ int ck_global_allowed(const char *module, const char *name,
 {
     const char *m = ck_py_module3(module);
 
-    if (name_in(m, name, allowed, CK_ARRAY_SIZE(allowed)))
+    /* no built-in entry has a dotted name: "torch" + "_utils._rebuild_..."
+     * would pass as the rebuild function yet escape its checks */
+    if (strchr(name, '.') == NULL &&
+        name_in(m, name, allowed, CK_ARRAY_SIZE(allowed)))
         return 1;
     if (strcmp(m, "torch") == 0 &&
         (ck_dtype_by_name(name) != NULL || ck_dtype_by_storage(name) != NULL))
@@ -280,8 +283,9 @@ static int check_globals(ck_ckpt_t *c, const char *const *extra, ck_err_t *err)
 
         if (!ck_global_allowed(g->u.g.module, g->u.g.name, extra))
             return ck_err_set(err, CK_EUNSAFE,
-                              "pickle names global '%s.%s', which is not allowed",
-                              ck_py_module3(g->u.g.module), g->u.g.name);
+                              "pickle names global '%s.%s'%s, which is not allowed",
+                              ck_py_module3(g->u.g.module), g->u.g.name,
+                              strchr(g->u.g.name, '.') ? " (a dotted name)" : "");
     }
     return 0;
 }
@@ -372,8 +376,13 @@ static int open_zip(ck_ckpt_t *c, ck_err_t *err)
         rc = ck_pickle_read(pkl, (size_t)e->usize, 1, &c->lim, &c->arena, &c->pk,
                             err);
     if (rc == -EAGAIN) {
+        char m[sizeof(err->msg)];
+
+        /* not err->msg itself: vsnprintf's source and target may not
+         * overlap */
+        snprintf(m, sizeof(m), "%s", err->msg);
         err->code = 0;
-        rc = ck_err_set(err, CK_EFORMAT, "data.pkl: %s", err->msg);
+        rc = ck_err_set(err, CK_EFORMAT, "data.pkl: %s", m);
     }
     ck_free(pkl);
     return rc;
@@ -478,10 +487,29 @@ static int open_legacy(ck_ckpt_t *c, ck_py_t **keys, size_t *data_start,
 
 static ck_storage_t *find_storage(ck_ckpt_t *c, const char *key)
 {
-    for (size_t i = 0; i < c->nstorages; i++)
-        if (strcmp(c->storages[i]->key, key) == 0)
-            return c->storages[i];
-    return NULL;
+    size_t i = ck_strmap_get(&c->by_key, key);
+
+    return i < c->nstorages ? c->storages[i] : NULL;
+}
+
+/* Append st to c->storages (grown by doubling) and to the key index. */
+static int add_storage(ck_ckpt_t *c, ck_storage_t *st)
+{
+    if (c->nstorages == c->storages_cap) {
+        size_t cap = c->storages_cap ? c->storages_cap * 2 : 64;
+        ck_storage_t **ns = ck_arena_alloc(&c->arena, cap * sizeof(*ns));
+
+        if (ns == NULL)
+            return CK_ENOMEM;
+        if (c->nstorages)
+            memcpy(ns, c->storages, c->nstorages * sizeof(*ns));
+        c->storages = ns;
+        c->storages_cap = cap;
+    }
+    if (ck_strmap_add(&c->by_key, &c->arena, st->key, c->nstorages) < 0)
+        return CK_ENOMEM;
+    c->storages[c->nstorages++] = st;
+    return 0;
 }
 
 /* Storages of a legacy file: <int64 numel><bytes> per key, in key order. */
@@ -589,25 +617,20 @@ static int scan_persid(scan_t *s, ck_py_t *node)
                           v[2]->u.s.s);
     st = find_storage(c, v[2]->u.s.s);
     if (st == NULL) {
-        ck_storage_t **ns;
-
         if (!s->first)
             return ck_err_set(s->err, CK_EFORMAT, "unknown storage %s",
                               v[2]->u.s.s);
         st = ck_arena_alloc(&c->arena, sizeof(*st));
-        ns = ck_arena_alloc(&c->arena, (c->nstorages + 1) * sizeof(*ns));
-        if (st == NULL || ns == NULL)
+        if (st == NULL)
             return ck_err_set(s->err, CK_ENOMEM, "out of memory");
-        if (c->nstorages)
-            memcpy(ns, c->storages, c->nstorages * sizeof(*ns));
-        ns[c->nstorages++] = st;
-        c->storages = ns;
         st->key = v[2]->u.s.s;
         st->dtype = dt;
         st->numel = numel;
         st->nbytes = nbytes;
         st->location = v[3]->u.s.s;
         st->newkey = -1;
+        if (add_storage(c, st) < 0)
+            return ck_err_set(s->err, CK_ENOMEM, "out of memory");
     } else if (st->dtype != dt || st->numel != numel) {
         return ck_err_set(s->err, CK_EFORMAT,
                           "storage %s is used as %s of %llu and as %s of %llu",
@@ -1212,9 +1235,9 @@ static void bytes_walk(bytes_t *b, ck_py_t *p, uint32_t depth)
     case CK_PY_PERSID: {
         ck_storage_t *st = p->aux;
 
-        /* a storage counts once: mark it through its refs field's high bit */
-        if (st != NULL && !(st->refs & 0x80000000u)) {
-            st->refs |= 0x80000000u;
+        /* a storage counts once */
+        if (st != NULL && st->mark != b->gen) {
+            st->mark = b->gen;
             b->bytes += st->nbytes;
         }
         return;
@@ -1229,8 +1252,6 @@ uint64_t ck_ckpt_bytes_under(ck_ckpt_t *c, ck_py_t *node)
     bytes_t b = { ck_py_next_gen(), 0, c->lim.max_depth };
 
     bytes_walk(&b, node, 0);
-    for (size_t i = 0; i < c->nstorages; i++)
-        c->storages[i]->refs &= 0x7fffffffu;
     return b.bytes;
 }
 
@@ -1274,7 +1295,7 @@ ck_py_t *ck_ckpt_new_tensor(ck_ckpt_t *c, const ck_dtype_t *dt,
                             const uint8_t *data, ck_err_t *err)
 {
     ck_arena_t *a = &c->arena;
-    ck_storage_t *st, **ns;
+    ck_storage_t *st;
     ck_py_t *pid, *pers, *args, *hooks, *call;
     int64_t stride[16];
     uint64_t numel = 1;
@@ -1292,14 +1313,13 @@ ck_py_t *ck_ckpt_new_tensor(ck_ckpt_t *c, const ck_dtype_t *dt,
         }
     }
     st = ck_arena_alloc(a, sizeof(*st));
-    ns = ck_arena_alloc(a, (c->nstorages + 1) * sizeof(*ns));
     pid = ck_py_new(a, CK_PY_TUPLE);
     pers = ck_py_new(a, CK_PY_PERSID);
     args = ck_py_new(a, CK_PY_TUPLE);
     hooks = ck_py_new(a, CK_PY_REDUCE);
     call = ck_py_new(a, CK_PY_REDUCE);
-    if (st == NULL || ns == NULL || pid == NULL || pers == NULL ||
-        args == NULL || hooks == NULL || call == NULL)
+    if (st == NULL || pid == NULL || pers == NULL || args == NULL ||
+        hooks == NULL || call == NULL)
         goto nomem;
     st->key = ck_arena_printf(a, "new:%zu", c->nstorages);
     st->dtype = dt;
@@ -1330,10 +1350,8 @@ ck_py_t *ck_ckpt_new_tensor(ck_ckpt_t *c, const ck_dtype_t *dt,
         tuple_push(a, args, hooks) < 0)
         goto nomem;
     call->u.o.args = args;
-    if (c->nstorages)
-        memcpy(ns, c->storages, c->nstorages * sizeof(*ns));
-    ns[c->nstorages++] = st;
-    c->storages = ns;
+    if (add_storage(c, st) < 0)
+        goto nomem;
     return call;
 nomem:
     ck_err_set(err, CK_ENOMEM, "out of memory");

@@ -136,6 +136,13 @@ static val_t *yparse_node(yctx_t *y, yaml_parser_t *p, yaml_event_t *ev,
             }
             c = yparse_node(y, p, &e, depth + 1);
             yaml_event_delete(&e);
+            if (c != NULL && v->kind == V_MAP && v->n % 2 == 0 &&
+                c->kind != V_SCALAR) {
+                /* a config's keys are names: OmegaConf has no others */
+                ck_err_set(y->err, CK_EPLUGIN,
+                           "%s: a YAML mapping key that is not a scalar", y->what);
+                return NULL;
+            }
             if (c == NULL || vpush(y->a, v, c) < 0)
                 return NULL;
         }
@@ -251,7 +258,8 @@ static typed_t type_of(const val_t *v)
         t.t = errno == 0 ? T_INT : T_STR;
     } else if (v->len < sizeof(buf) &&
                (match("^[-+]?([0-9][0-9_]*)?\\.?[0-9]*([eE][-+]?[0-9]+)?$", v->text) &&
-                match("[0-9]", v->text) && match("[.eE]", v->text))) {
+                /* a digit before any exponent: "e5" is a string */
+                match("^[-+]?\\.?[0-9]", v->text) && match("[.eE]", v->text))) {
         for (const char *s = v->text; *s; s++)
             if (*s != '_')
                 *o++ = *s;
@@ -280,6 +288,21 @@ typedef struct {
     const char *line;
 } ovr_t;
 
+/* Keys and ${...} values become pickled str, which must be UTF-8. */
+static int utf8_text(const char *s)
+{
+    size_t n = strlen(s);
+
+    for (size_t i = 0; i < n;) {
+        int k = ck_utf8_len((const uint8_t *)s + i, n - i, 0);
+
+        if (k == 0)
+            return 0;
+        i += (size_t)k;
+    }
+    return 1;
+}
+
 static int parse_override(yctx_t *y, const char *line, ovr_t *o)
 {
     const char *s = line, *eq;
@@ -287,6 +310,8 @@ static int parse_override(yctx_t *y, const char *line, ovr_t *o)
 
     memset(o, 0, sizeof(*o));
     o->line = line;
+    if (!utf8_text(line))
+        return ck_err_set(y->err, CK_ECONFIG, "set: '%s' is not UTF-8", line);
     if (!strncmp(s, "++", 2)) {
         o->op = OP_FORCE;
         s += 2;
@@ -336,9 +361,9 @@ static int check_set(const char *value, ck_err_t *err)
     int rc = parse_override(&y, value, &o);
 
     ck_arena_release(&a);
-    if (rc < 0)
+    if (rc < 0 && err->code != CK_ENOMEM)
         err->code = CK_ECONFIG;
-    return rc < 0 ? CK_ECONFIG : 0;
+    return rc < 0 ? err->code : 0;
 }
 
 static int override_init(void *conf, ck_err_t *err)
@@ -348,6 +373,8 @@ static int override_init(void *conf, ck_err_t *err)
     yctx_t y = { &a, err, "" };
     int rc = 0;
 
+    if (cf->file != NULL && cf->file[0] == '\0')
+        cf->file = NULL; /* "file =" is no file */
     for (size_t i = 0; i < cf->set.n && rc == 0; i++) {
         ovr_t o;
 

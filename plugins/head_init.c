@@ -6,7 +6,8 @@
  *
  * SHAPE is 1024x512, 2048, or like:OTHERKEY; INIT is zeros, ones, const(V),
  * normal(MEAN,STD), uniform(A,B), xavier_uniform, kaiming_uniform (bound
- * 1/sqrt(fan_in), nn.Linear's default) or copy(OTHERKEY).
+ * 1/sqrt(fan_in), nn.Linear's default) or copy(OTHERKEY).  OTHERKEY may be
+ * a key an earlier line added; const(V) must fit an integer DTYPE.
  *
  * Random values come from our own documented generator, not torch's: each
  * key gets a xoshiro256** stream seeded by SplitMix64 from
@@ -108,6 +109,8 @@ static int parse_add(char *line, add_t *ad, ck_err_t *err)
         return ck_err_set(err, CK_ECONFIG, "add: unsupported dtype '%s'", w[1]);
     if (strncmp(w[2], "like:", 5) == 0) {
         ad->like = w[2] + 5;
+        if (*ad->like == '\0')
+            return ck_err_set(err, CK_ECONFIG, "add: like: needs a KEY");
     } else {
         char *s = w[2];
 
@@ -116,7 +119,7 @@ static int parse_add(char *line, add_t *ad, ck_err_t *err)
             long long v = strtoll(s, &end, 10);
 
             if (end == s || v < 0 || ad->ndim == MAX_DIMS ||
-                (*end != '\0' && *end != 'x'))
+                (*end != '\0' && (*end != 'x' || end[1] == '\0')))
                 return ck_err_set(err, CK_ECONFIG, "add: bad shape '%s'", w[2]);
             ad->shape[ad->ndim++] = v;
             s = *end ? end + 1 : end;
@@ -142,6 +145,8 @@ static int parse_add(char *line, add_t *ad, ck_err_t *err)
         ad->init = I_COPY;
         ad->src = w[3] + 5;
         ad->src[strlen(ad->src) - 1] = '\0';
+        if (*ad->src == '\0')
+            return ck_err_set(err, CK_ECONFIG, "add: copy() needs a KEY");
     } else
         return ck_err_set(err, CK_ECONFIG, "add: unknown init '%s'", w[3]);
     if (ad->init == I_NORMAL && ad->b < 0)
@@ -150,6 +155,16 @@ static int parse_add(char *line, add_t *ad, ck_err_t *err)
                               ad->init == I_XAVIER || ad->init == I_KAIMING))
         return ck_err_set(err, CK_ECONFIG,
                           "add: random init of an integer dtype %s", w[1]);
+    if (ad->init == I_CONST && !ad->dt->is_float && strcmp(w[1], "bool") != 0) {
+        /* as torch.full refuses it: the value must fit the integer type */
+        int is_unsigned = strcmp(w[1], "uint8") == 0;
+        double top = ldexp(1.0, 8 * (int)ad->dt->itemsize - !is_unsigned);
+        double lo = is_unsigned ? 0 : -top;
+
+        if (!(ad->a >= lo && ad->a < top))
+            return ck_err_set(err, CK_ECONFIG, "add: const(%g) does not fit %s",
+                              ad->a, w[1]);
+    }
     return 0;
 }
 
@@ -312,7 +327,8 @@ static void store(const ck_dtype_t *dt, uint8_t *p, double v)
     } else if (!strcmp(n, "bool")) {
         *p = v != 0;
     } else {
-        int64_t i = (int64_t)v;
+        /* out of range and NaN give INT64_MIN, as x86 and torch do */
+        int64_t i = v >= -0x1p63 && v < 0x1p63 ? (int64_t)v : INT64_MIN;
 
         memcpy(p, &i, dt->itemsize); /* little-endian truncation */
     }
@@ -371,7 +387,14 @@ static double load(const ck_dtype_t *dt, const uint8_t *p)
 
 static ck_tensor_t *tensor_at(ck_job_t *job, ck_py_t *sd, const char *key)
 {
-    return ck_ckpt_tensor(&job->ck, ck_py_map_get(sd, key, NULL));
+    ck_py_t *node = ck_py_map_get(sd, key, NULL);
+    ck_tensor_t *t = ck_ckpt_tensor(&job->ck, node);
+    ck_err_t e = { 0 };
+
+    /* a tensor an earlier line added is known once the graph is scanned */
+    if (t == NULL && node != NULL && ck_ckpt_scan(&job->ck, &e) == 0)
+        t = ck_ckpt_tensor(&job->ck, node);
+    return t;
 }
 
 static int fill(ck_job_t *job, head_conf_t *cf, add_t *ad, ck_py_t *sd,

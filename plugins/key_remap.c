@@ -95,6 +95,8 @@ static int remap_init(void *conf, ck_err_t *err)
                 return ck_err_set(err, CK_ECONFIG, "rename: regex '%s': %s",
                                   r->from, msg);
             }
+            /* a conf is never released: each job compiles its own */
+            regfree(&r->re);
             r->is_re = 1;
         } else if (*r->from == '\0') {
             return ck_err_set(err, CK_ECONFIG, "rename: empty FROM");
@@ -184,12 +186,17 @@ static void rename_key(const remap_conf_t *cf, const char *key, char *out,
     memcpy(out, a, KEY_MAX);
 }
 
-static int key_index(ck_py_vec_t *m, const char *k)
+/* Each str key of m -> its first pair index, for ck_py_str_eq lookups. */
+static int key_index(ck_arena_t *a, ck_py_vec_t *m, ck_strmap_t *ix)
 {
-    for (size_t i = 0; i + 1 < m->n; i += 2)
-        if (ck_py_str_eq(m->v[i], k))
-            return (int)(i / 2);
-    return -1;
+    for (size_t i = 0; i + 1 < m->n; i += 2) {
+        ck_py_t *k = m->v[i];
+
+        if (k->kind == CK_PY_STR && strlen(k->u.s.s) == k->u.s.n &&
+            ck_strmap_add(ix, a, k->u.s.s, i / 2) < 0)
+            return CK_ENOMEM;
+    }
+    return 0;
 }
 
 static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
@@ -198,9 +205,11 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
     ck_arena_t *a = &job->ck.arena;
     size_t n = m->n / 2;
     char **names = ck_arena_alloc(a, (n + 1) * sizeof(*names));
+    size_t *dup = ck_arena_alloc(a, (n + 1) * sizeof(*dup));
+    ck_strmap_t keys = { 0 }, renamed = { 0 };
     char buf[KEY_MAX + 2], out[KEY_MAX];
 
-    if (names == NULL)
+    if (names == NULL || dup == NULL || key_index(a, m, &keys) < 0)
         return ck_err_set(job->err, CK_ENOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) {
         ck_py_t *k = m->v[2 * i];
@@ -220,14 +229,27 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
         if (strcmp(out, k->u.s.s) != 0)
             names[i] = ck_arena_strdup(a, out);
     }
+    /* dup[i]: the first later key renamed to the same new name, else n */
+    for (size_t i = 0; i < n; i++) {
+        size_t f;
+
+        dup[i] = n;
+        if (names[i] == NULL)
+            continue;
+        f = ck_strmap_get(&renamed, names[i]);
+        if (f != SIZE_MAX && dup[f] == n)
+            dup[f] = i;
+        if (ck_strmap_add(&renamed, a, names[i], i) < 0)
+            return ck_err_set(job->err, CK_ENOMEM, "out of memory");
+    }
     /* conflicts: a new name equal to a key that stays, or to another new name */
     for (size_t i = 0; i < n; i++) {
-        int j;
+        size_t j;
 
         if (names[i] == NULL || names[i] == replaced)
             continue;
-        j = key_index(m, names[i]);
-        if (j >= 0 && names[j] == NULL) {
+        j = ck_strmap_get(&keys, names[i]);
+        if (j != SIZE_MAX && names[j] == NULL) {
             if (!cf->replace && !metadata)
                 return ck_err_set(job->err, CK_EPLUGIN,
                                   "key_remap: %s: '%s' would be renamed onto "
@@ -235,14 +257,12 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
                                   state, m->v[2 * i]->u.s.s, names[i]);
             names[j] = replaced;
         }
-        for (size_t k = i + 1; k < n; k++)
-            if (names[k] != NULL && names[k] != replaced &&
-                strcmp(names[k], names[i]) == 0)
-                return ck_err_set(job->err, CK_EPLUGIN,
-                                  "key_remap: %s: '%s' and '%s' would both be "
-                                  "renamed to '%s'",
-                                  state, m->v[2 * i]->u.s.s,
-                                  m->v[2 * k]->u.s.s, names[i]);
+        if (dup[i] < n)
+            return ck_err_set(job->err, CK_EPLUGIN,
+                              "key_remap: %s: '%s' and '%s' would both be "
+                              "renamed to '%s'",
+                              state, m->v[2 * i]->u.s.s,
+                              m->v[2 * dup[i]]->u.s.s, names[i]);
     }
     for (size_t i = n; i-- > 0;) {
         ck_py_t *nk;
@@ -285,33 +305,44 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
 
 static int remap_run(ck_job_t *job, void *conf)
 {
-    remap_conf_t *cf = conf;
-    size_t hits[MAX_RULES] = { 0 };
-    int rc;
+    remap_conf_t *cf = conf, run = *cf;
+    size_t hits[MAX_RULES] = { 0 }, ncomp;
+    int rc = 0;
 
+    for (ncomp = 0; ncomp < run.nrules; ncomp++) {
+        rule_t *r = &run.rules[ncomp];
+
+        if (r->is_re && regcomp(&r->re, r->from, REG_EXTENDED) != 0) {
+            rc = ck_err_set(job->err, CK_ENOMEM, "key_remap: regex '%s': "
+                            "cannot compile", r->from);
+            goto out;
+        }
+    }
     for (size_t s = 0; s < cf->state.n; s++) {
         ck_py_t *sd;
         ck_py_vec_t *m, *md;
 
         rc = ck_ckpt_mapping(&job->ck, cf->state.v[s], &sd, &m, job->err);
         if (rc < 0)
-            return rc;
-        rc = remap_one(job, cf, cf->state.v[s], m, 0, hits);
+            goto out;
+        rc = remap_one(job, &run, cf->state.v[s], m, 0, hits);
         if (rc < 0)
-            return rc;
+            goto out;
         md = ck_ckpt_metadata(sd);
-        if (md != NULL && (rc = remap_one(job, cf, cf->state.v[s], md, 1,
+        if (md != NULL && (rc = remap_one(job, &run, cf->state.v[s], md, 1,
                                           NULL)) < 0)
-            return rc;
+            goto out;
     }
     for (size_t i = 0; i < cf->nrules; i++) {
         if (hits[i] > 0)
             continue;
-        if (cf->require_match)
-            return ck_err_set(job->err, CK_EPLUGIN,
-                              "key_remap: rule '%s%s => %s' matches no key",
-                              cf->rules[i].is_re ? "re:" : "", cf->rules[i].from,
-                              cf->rules[i].to);
+        if (cf->require_match) {
+            rc = ck_err_set(job->err, CK_EPLUGIN,
+                            "key_remap: rule '%s%s => %s' matches no key",
+                            cf->rules[i].is_re ? "re:" : "", cf->rules[i].from,
+                            cf->rules[i].to);
+            goto out;
+        }
         ck_json_obj(job->changes);
         ck_json_key(job->changes, "op");
         ck_json_str(job->changes, "unmatched");
@@ -321,7 +352,11 @@ static int remap_run(ck_job_t *job, void *conf)
         ck_json_str(job->changes, cf->rules[i].to);
         ck_json_end(job->changes);
     }
-    return 0;
+out:
+    while (ncomp-- > 0)
+        if (run.rules[ncomp].is_re)
+            regfree(&run.rules[ncomp].re);
+    return rc;
 }
 
 const ck_plugin_t ck_plugin_key_remap = {

@@ -59,11 +59,18 @@ static int detect_list(ck_job_t *job, ck_py_t *list, const char *path,
     size_t before = v->n;
     char sub[1024];
 
+    if (depth > 32)
+        return 0;
     for (size_t j = v->n; j-- > 0;) {
         snprintf(sub, sizeof(sub), "%s/%zu", path, j);
         if (is_optimizer(v->v[j])) {
             report(job, sub, ck_ckpt_bytes_under(&job->ck, v->v[j]));
             ck_py_vec_remove(v, j, 1);
+        } else if (v->v[j]->kind == CK_PY_LIST) {
+            if (detect_list(job, v->v[j], sub, depth + 1)) {
+                report(job, sub, 0);
+                ck_py_vec_remove(v, j, 1);
+            }
         } else {
             detect(job, v->v[j], sub, depth + 1);
         }

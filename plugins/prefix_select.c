@@ -5,6 +5,14 @@
  * state dict's _metadata (module names, no trailing dot) is filtered and
  * stripped the same way.  A keep prefix that matches nothing fails the job:
  * a typo must not silently produce an empty model.
+ *
+ * With 'root', the mapping at that path then becomes the whole checkpoint
+ * and everything else is dropped, so torch.load of the output gives, say, a
+ * Lightning checkpoint's state_dict itself.  Only the graph's top changes:
+ * the promoted node keeps its identity, its _metadata and the tensors'
+ * shared storages; storages reachable only from what was dropped are no
+ * longer referenced and so are not written.  With root but neither keep nor
+ * drop, nothing is filtered and 'state' is not looked at.
  */
 #include "job.h"
 
@@ -14,6 +22,7 @@ typedef struct {
     char *state;
     ck_strlist_t keep, drop;
     int strip;
+    char *root;
 } select_conf_t;
 
 static const ck_directive_t select_directives[] = {
@@ -25,8 +34,38 @@ static const ck_directive_t select_directives[] = {
       CK_DIR_MULTI, "then remove keys starting with one of these" },
     { "strip", ck_conf_set_bool, offsetof(select_conf_t, strip), "no", 0,
       "remove the matched keep prefix from kept keys" },
+    { "root", ck_conf_set_str, offsetof(select_conf_t, root), NULL, 0,
+      "then make the dict at this / path the whole checkpoint" },
     { NULL, NULL, 0, NULL, 0, NULL },
 };
+
+/*
+ * An empty root is no root.  A state dict filtered outside the new root
+ * would be dropped with the rest: a mistake, refused here.
+ */
+static int select_init(void *conf, ck_err_t *err)
+{
+    select_conf_t *cf = conf;
+    size_t n;
+
+    if (cf->root == NULL)
+        return 0;
+    n = strlen(cf->root);
+    while (n > 0 && cf->root[n - 1] == '/')
+        cf->root[--n] = '\0';
+    if (n == 0) {
+        cf->root = NULL;
+        return 0;
+    }
+    if ((cf->keep.n > 0 || cf->drop.n > 0) &&
+        (strncmp(cf->state, cf->root, n) != 0 ||
+         (cf->state[n] != '\0' && cf->state[n] != '/')))
+        return ck_err_set(err, CK_ECONFIG,
+                          "state '%s' is not inside root '%s': its keys "
+                          "would be dropped with the rest",
+                          cf->state, cf->root);
+    return 0;
+}
 
 static const char *prefix_of(const ck_strlist_t *l, const char *s)
 {
@@ -51,8 +90,8 @@ static int decide(const select_conf_t *cf, const char *key, size_t *cut,
         p = prefix_of(&cf->keep, key);
         if (p == NULL)
             return 0;
-        for (size_t i = 0; i < cf->keep.n; i++)
-            if (cf->keep.v[i] == p)
+        for (size_t i = 0; i < cf->keep.n; i++) /* every one that matches */
+            if (strncmp(key, cf->keep.v[i], strlen(cf->keep.v[i])) == 0)
                 matched[i] = 1;
     }
     if (prefix_of(&cf->drop, key) != NULL)
@@ -132,9 +171,8 @@ static int filter(ck_job_t *job, select_conf_t *cf, ck_py_vec_t *m,
     return 0;
 }
 
-static int select_run(ck_job_t *job, void *conf)
+static int select_state(ck_job_t *job, select_conf_t *cf)
 {
-    select_conf_t *cf = conf;
     ck_py_t *sd;
     ck_py_vec_t *m, *md;
     int matched[256] = { 0 };
@@ -159,11 +197,63 @@ static int select_run(ck_job_t *job, void *conf)
     return rc;
 }
 
+/* The mapping at path becomes the top of the graph; reported with the
+ * top-level keys dropped and the storage bytes no longer referenced. */
+static int reroot(ck_job_t *job, const char *path)
+{
+    ck_ckpt_t *ck = &job->ck;
+    ck_py_t *node, *top = ck->pk.root;
+    ck_py_vec_t *m, *tm = ck_py_mapping(top);
+    size_t first = strcspn(path, "/");
+    uint64_t before, after;
+    int rc;
+
+    rc = ck_ckpt_mapping(ck, path, &node, &m, job->err);
+    if (rc < 0)
+        return rc;
+    before = ck_ckpt_bytes_under(ck, top);
+    after = ck_ckpt_bytes_under(ck, node);
+    ck_json_obj(job->changes);
+    ck_json_key(job->changes, "op");
+    ck_json_str(job->changes, "root");
+    ck_json_key(job->changes, "path");
+    ck_json_str(job->changes, path);
+    ck_json_key(job->changes, "removed");
+    ck_json_arr(job->changes);
+    for (size_t i = 0; tm != NULL && i + 1 < tm->n; i += 2) {
+        ck_py_t *k = tm->v[i];
+
+        if (k->kind != CK_PY_STR)
+            ck_json_str(job->changes, "?");
+        else if (k->u.s.n != first || memcmp(k->u.s.s, path, first) != 0)
+            ck_json_strn(job->changes, k->u.s.s, k->u.s.n);
+    }
+    ck_json_end(job->changes);
+    ck_json_key(job->changes, "bytes");
+    ck_json_u64(job->changes, before - after);
+    ck_json_end(job->changes);
+    ck->pk.root = node;
+    return 0;
+}
+
+static int select_run(ck_job_t *job, void *conf)
+{
+    select_conf_t *cf = conf;
+    int rc = 0;
+
+    if (cf->root == NULL || cf->keep.n > 0 || cf->drop.n > 0)
+        rc = select_state(job, cf);
+    if (rc == 0 && cf->root != NULL)
+        rc = reroot(job, cf->root);
+    return rc;
+}
+
 const ck_plugin_t ck_plugin_prefix_select = {
     .name = "prefix_select",
-    .summary = "keep part of a state dict, by key prefix",
+    .summary = "keep part of a state dict, by key prefix, or make a dict "
+               "the top level",
     .conf_size = sizeof(select_conf_t),
     .directives = select_directives,
-    .init_conf = NULL,
+    .init_conf = select_init,
     .run = select_run,
 };

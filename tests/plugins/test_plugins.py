@@ -935,6 +935,112 @@ def select_dry_run():
           f"dry-run changes {plugin_changes(dry.rec)} != {plugin_changes(real.rec)}")
 
 
+def storages_of(obj):
+    """{data_ptr: nbytes} of the distinct storages of the tensors in obj."""
+    out = {}
+    for t in walk_tensors(obj).values():
+        u = _untyped(t.storage())
+        out[u.data_ptr()] = u.nbytes()
+    return out
+
+
+def storage_records(path):
+    """The data/N records of a torch.save zip."""
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        return sorted(n for n in z.namelist() if re.search(r"/data/[0-9]+$", n))
+
+
+def check_root_output(r, expected):
+    """torch.load of the output IS expected (an OrderedDict state dict):
+    values, tensors bit for bit, sharing; only its storages are written."""
+    out = load(r.out)
+    check(type(out) is type(expected), f"output is a {type(out).__name__}, "
+                                       f"expected a {type(expected).__name__}")
+    assert_same(expected, out)
+    want = storages_of(expected)
+    recs = storage_records(r.out)
+    check(len(recs) == len(want), f"{len(recs)} storage records written, the state dict "
+                                  f"uses {len(want)}")
+    check(r.rec["output"]["storages"] == len(want) and
+          r.rec["output"]["storage_bytes"] == sum(want.values()),
+          f"record output {r.rec['output']}, expected {len(want)} storages of "
+          f"{sum(want.values())} bytes")
+    return out
+
+
+@test
+def select_root_lightning():
+    """root = state_dict alone: torch.load(out) is the Lightning state_dict
+    (tensors bit for bit, the tied emb/head pair sharing one storage,
+    _metadata kept); nothing else, and no other storage, is written"""
+    r = E.ok(chain1("prefix_select", {"root": "state_dict"}), "pl")
+    ck = load(r.inp)
+    out = check_root_output(r, ck["state_dict"])
+    check(any(len(g) > 1 for g in sharing(out)), "no tensors share a storage in the output")
+    LitModule().load_state_dict(out, strict=True)
+    dropped = sum(storages_of(ck).values()) - sum(storages_of(ck["state_dict"]).values())
+    check(dropped > 0, "the input has nothing outside state_dict to drop")
+    ch = plugin_changes(r.rec)
+    check(len(ch) == 1 and ch[0].get("op") == "root" and ch[0].get("path") == "state_dict"
+          and ch[0].get("removed") == [k for k in ck if k != "state_dict"]
+          and ch[0].get("bytes") == dropped,
+          f"changes {ch}, expected one root change removing {[k for k in ck if k != 'state_dict']} "
+          f"and {dropped} bytes")
+    check(os.path.getsize(r.out) < os.path.getsize(r.inp), "output not smaller")
+
+
+@test
+def select_root_keep_strip():
+    """keep model.lm., strip, root = state_dict: the output is the bare LM's
+    state dict and loads strictly into it"""
+    r = E.ok(chain1("prefix_select", {"state": "state_dict", "keep": "model.lm.",
+                                      "strip": "yes", "root": "state_dict"}), "pl")
+    ck = load(r.inp)
+    out = check_root_output(r, select(ck["state_dict"], keep=["model.lm."], strip=True))
+    SmallLM().load_state_dict(out, strict=True)
+    check(list(out._metadata) == ["", "emb", "layers", "layers.0", "layers.1", "bn", "head"],
+          f"_metadata keys {list(out._metadata)}")
+
+
+@test
+def select_root_nested_audiocraft():
+    """root = best_state/model (AudioCraft, fp16 copy) after drop linears.:
+    the tied emb.0/out weights still share one storage; the fp32 model,
+    the optimizers and the config are gone"""
+    r = E.ok(chain1("prefix_select", {"drop": "linears.", "root": "best_state/model"}), "ac")
+    ck = load(r.inp)
+    out = check_root_output(r, select(ck["best_state"]["model"], drop=["linears."]))
+    check(out["out.weight"].data_ptr() == out["emb.0.weight"].data_ptr(),
+          "out.weight and emb.0.weight no longer share their storage")
+
+
+@test
+def select_root_dry_run():
+    """--dry-run with root writes nothing and reports the same changes"""
+    conf = chain1("prefix_select", {"root": "state_dict"})
+    real, dry = E.ok(conf, "pl"), E.ok(conf, "pl", dry=True)
+    check(plugin_changes(dry.rec) == plugin_changes(real.rec),
+          f"dry-run changes {plugin_changes(dry.rec)} != {plugin_changes(real.rec)}")
+
+
+@test
+def select_root_fails():
+    """root that does not exist, is not a dict, or is a tensor fails the job"""
+    E.fails(chain1("prefix_select", {"root": "state_dict_ema"}), "pl", "state_dict_ema")
+    E.fails(chain1("prefix_select", {"root": "epoch"}), "pl", "epoch", "not a dict")
+    E.fails(chain1("prefix_select", {"root": "state_dict/model.other.bias"}), "pl",
+            "model.other.bias", "not a dict")
+
+
+@test
+def check_root_outside_state():
+    """keep with a state that root would drop is a configuration error"""
+    check_rejects("[pipeline]\nchain = prefix_select\n\n[prefix_select]\nkeep = model.\n"
+                  "root = state_dict\n", None, "best_state/model", "not inside root",
+                  exact_line=False)
+
+
 # ---- key_remap ------------------------------------------------------------
 
 def remap_test(rules, inp="ac", state="best_state/model", extra=()):
@@ -1787,15 +1893,13 @@ def example_audiocraft_finetune():
 
 @test
 def example_lightning_extract():
-    """examples/lightning-extract.ini: a flat model.lm state dict, no
-    optimizer_states / lr_schedulers; loads strictly into the bare LM"""
+    """examples/lightning-extract.ini: torch.load(out) IS the flat model.lm
+    state dict (nothing else, only its storages); loads strictly into the
+    bare LM"""
     r = E.ok(None, "pl", conf_path=os.path.join(EXAMPLES, "lightning-extract.ini"))
     ck = load(r.inp)
-    del ck["optimizer_states"], ck["lr_schedulers"]
-    ck["state_dict"] = select(ck["state_dict"], keep=["model.lm."], strip=True)
-    out = load(r.out)
-    assert_same(ck, out)
-    SmallLM().load_state_dict(out["state_dict"], strict=True)
+    out = check_root_output(r, select(ck["state_dict"], keep=["model.lm."], strip=True))
+    SmallLM().load_state_dict(out, strict=True)
     check(os.path.getsize(r.out) < os.path.getsize(r.inp), "output not smaller")
 
 
