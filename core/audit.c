@@ -1,5 +1,9 @@
 /*
  * audit.c -- the audit log.  See audit.h.  Used from the loop thread only.
+ *
+ * Several daemons may share one log: opening (read back, cut a torn line)
+ * and each append hold flock(LOCK_EX) on it, and an append numbers its
+ * record from the last line in the file, not from what this process wrote.
  */
 #include "audit.h"
 
@@ -9,7 +13,9 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -30,6 +36,10 @@ static void read_record(const char *line, size_t n, ck_audit_t *a,
         a->seq = (uint64_t)json_integer_value(v);
     in = json_object_get(r, "input");
     e.status = json_string_value(json_object_get(r, "status"));
+    v = json_object_get(json_object_get(r, "error"), "code");
+    if (json_is_string(v) &&
+        strcmp(json_string_value(v), ck_errname(CK_ECANCELED)) == 0)
+        e.status = NULL;    /* abandoned: not done, to be redone */
     e.path = json_string_value(json_object_get(in, "path"));
     e.size = (uint64_t)json_integer_value(json_object_get(in, "size"));
     e.inode = (uint64_t)json_integer_value(json_object_get(in, "inode"));
@@ -72,7 +82,7 @@ static int read_back(ck_audit_t *a, ck_audit_cb cb, void *ud, off_t *end,
 
 static int open_fd(ck_audit_t *a, ck_err_t *err)
 {
-    a->fd = open(a->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW,
+    a->fd = open(a->path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW,
                  0640);
     if (a->fd < 0)
         return ck_err_set(err, -errno, "%s: %s", a->path, strerror(errno));
@@ -93,17 +103,58 @@ int ck_audit_open(ck_audit_t *a, const char *path, ck_audit_cb cb, void *ud,
     a->path = ck_strdup(path);
     if (a->path == NULL)
         return ck_err_set(err, CK_ENOMEM, "out of memory");
-    if ((rc = open_fd(a, err)) < 0 || (rc = read_back(a, cb, ud, &end, err)) < 0)
+    if ((rc = open_fd(a, err)) < 0)
         return rc;
-    if (fstat(a->fd, &st) < 0)
-        return ck_err_set(err, -errno, "%s: %s", path, strerror(errno));
+    /* another daemon's append in progress is not a torn line */
+    if (flock(a->fd, LOCK_EX) < 0)
+        return ck_err_set(err, -errno, "%s: lock: %s", path, strerror(errno));
+    if ((rc = read_back(a, cb, ud, &end, err)) < 0)
+        goto out;
+    if (fstat(a->fd, &st) < 0) {
+        rc = ck_err_set(err, -errno, "%s: %s", path, strerror(errno));
+        goto out;
+    }
     if (st.st_size > end) {
-        if (ftruncate(a->fd, end) < 0 || fsync(a->fd) < 0)
-            return ck_err_set(err, -errno, "%s: cutting a torn last line: %s",
-                              path, strerror(errno));
+        if (ftruncate(a->fd, end) < 0 || fsync(a->fd) < 0) {
+            rc = ck_err_set(err, -errno, "%s: cutting a torn last line: %s",
+                            path, strerror(errno));
+            goto out;
+        }
         a->torn_bytes = (uint64_t)(st.st_size - end);
     }
-    return 0;
+out:
+    flock(a->fd, LOCK_UN);
+    return rc;
+}
+
+/*
+ * The seq of the last line of the file (size bytes, ending with '\n'), or
+ * 0 when it has none: read backwards to the line's start, then its first
+ * bytes, {"seq":N.
+ */
+static uint64_t last_seq(int fd, off_t size)
+{
+    char buf[4096], head[40];
+    off_t end = size - 1, start = 0;    /* the last line's '\n' is at end */
+    ssize_t n;
+
+    while (end > 0 && start == 0) {
+        off_t from = end > (off_t)sizeof(buf) ? end - (off_t)sizeof(buf) : 0;
+
+        n = pread(fd, buf, (size_t)(end - from), from);
+        if (n != end - from)
+            return 0;
+        for (ssize_t i = n - 1; i >= 0 && start == 0; i--)
+            if (buf[i] == '\n')
+                start = from + i + 1;
+        end = from;
+    }
+    n = pread(fd, head, sizeof(head) - 1, start);
+    if (n <= 0)
+        return 0;
+    head[n] = '\0';
+    return strncmp(head, "{\"seq\":", 7) == 0 ? strtoull(head + 7, NULL, 10)
+                                              : 0;
 }
 
 int ck_audit_append(ck_audit_t *a, const char *rec, ck_err_t *err)
@@ -111,11 +162,22 @@ int ck_audit_append(ck_audit_t *a, const char *rec, ck_err_t *err)
     ck_buf_t b = { 0 };
     struct stat st;
     ssize_t n = -1;
-    int rc = 0;
+    uint64_t seq;
+    int rc = 0, locked;
 
     if (rec[0] != '{')
         return ck_err_set(err, CK_EFORMAT, "audit record is not an object");
-    ck_buf_printf(&b, "{\"seq\":%llu,\"host\":", (unsigned long long)a->seq + 1);
+    locked = flock(a->fd, LOCK_EX) == 0;
+    if (fstat(a->fd, &st) < 0)
+        st.st_size = -1;
+    seq = a->seq;
+    if (locked && st.st_size > 0) {     /* another daemon may have written */
+        uint64_t last = last_seq(a->fd, st.st_size);
+
+        if (last > seq)
+            seq = last;
+    }
+    ck_buf_printf(&b, "{\"seq\":%llu,\"host\":", (unsigned long long)seq + 1);
     ck_json_quote(&b, a->host, strlen(a->host));
     if (rec[1] != '}')
         ck_buf_putc(&b, ',');
@@ -125,8 +187,6 @@ int ck_audit_append(ck_audit_t *a, const char *rec, ck_err_t *err)
         rc = ck_err_set(err, CK_ENOMEM, "out of memory");
         goto out;
     }
-    if (fstat(a->fd, &st) < 0)
-        st.st_size = -1;
     do
         n = write(a->fd, b.data, b.len);
     while (n < 0 && errno == EINTR);
@@ -144,8 +204,10 @@ int ck_audit_append(ck_audit_t *a, const char *rec, ck_err_t *err)
                         strerror(errno));
         goto out;
     }
-    a->seq++;
+    a->seq = seq + 1;
 out:
+    if (locked)
+        flock(a->fd, LOCK_UN);
     ck_buf_release(&b);
     return rc;
 }

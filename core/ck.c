@@ -288,6 +288,64 @@ void ck_arena_release(ck_arena_t *a)
     a->used = 0;
 }
 
+/* ---- string map ------------------------------------------------------- */
+
+/* The slot holding key, or the empty slot where it would go. */
+static size_t strmap_slot(const char **keys, size_t cap, const char *key)
+{
+    uint64_t h = 0xcbf29ce484222325u;
+    size_t i;
+
+    for (const char *p = key; *p != '\0'; p++)
+        h = (h ^ (unsigned char)*p) * 0x100000001b3u;
+    for (i = (size_t)h & (cap - 1); keys[i] != NULL; i = (i + 1) & (cap - 1))
+        if (strcmp(keys[i], key) == 0)
+            break;
+    return i;
+}
+
+size_t ck_strmap_get(const ck_strmap_t *m, const char *key)
+{
+    size_t i;
+
+    if (m->cap == 0)
+        return SIZE_MAX;
+    i = strmap_slot(m->key, m->cap, key);
+    return m->key[i] != NULL ? m->val[i] : SIZE_MAX;
+}
+
+int ck_strmap_add(ck_strmap_t *m, ck_arena_t *a, const char *key, size_t val)
+{
+    size_t i;
+
+    if (2 * (m->n + 1) > m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 64;
+        const char **nk = cap <= SIZE_MAX / 16 ? ck_arena_alloc(a, cap * sizeof(*nk))
+                                               : NULL;
+        size_t *nv = nk != NULL ? ck_arena_alloc(a, cap * sizeof(*nv)) : NULL;
+
+        if (nv == NULL)
+            return CK_ENOMEM;
+        for (size_t j = 0; j < m->cap; j++) {
+            if (m->key[j] != NULL) {
+                i = strmap_slot(nk, cap, m->key[j]);
+                nk[i] = m->key[j];
+                nv[i] = m->val[j];
+            }
+        }
+        m->key = nk;
+        m->val = nv;
+        m->cap = cap;
+    }
+    i = strmap_slot(m->key, m->cap, key);
+    if (m->key[i] == NULL) {
+        m->key[i] = key;
+        m->val[i] = val;
+        m->n++;
+    }
+    return 0;
+}
+
 int ck_utf8_len(const uint8_t *s, size_t n, int surrogates)
 {
     unsigned c = n ? s[0] : 0x80;

@@ -87,6 +87,24 @@ char *ck_arena_printf(ck_arena_t *a, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void ck_arena_release(ck_arena_t *a);
 
+/*
+ * String map: NUL-terminated key -> size_t, for lookups by key in checkpoints
+ * of 10^5 tensors.  Open addressing (FNV-1a, linear probing) kept at most
+ * half full, grown by doubling in the caller's arena.  Keys are borrowed and
+ * must outlive the map.  A zeroed map is empty.
+ */
+typedef struct {
+    const char **key;
+    size_t *val;
+    size_t n, cap; /* cap: 0 or a power of two */
+} ck_strmap_t;
+
+/* The value stored under key, or SIZE_MAX when there is none. */
+size_t ck_strmap_get(const ck_strmap_t *m, const char *key);
+/* Store key -> val unless key is there (the first value stays): 0 or
+ * CK_ENOMEM. */
+int ck_strmap_add(ck_strmap_t *m, ck_arena_t *a, const char *key, size_t val);
+
 /* Checked arithmetic on sizes from untrusted input: 0 ok, -1 overflow. */
 static inline int ck_mul_u64(uint64_t a, uint64_t b, uint64_t *r)
 {

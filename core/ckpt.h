@@ -5,7 +5,7 @@
  *
  * ck_ckpt_open reads only the pickle and the zip directory (or the legacy
  * stream's pickles and storage headers); storage bytes stay on disk until
- * ck_ckpt_write copies them, in bounded chunks or by the kernel, into a new
+ * ck_ckpt_write copies them, in bounded chunks, into a new
  * zip laid out the way torch.save lays it out.  Before anything is written
  * the whole file is validated: allowed globals, records present and of the
  * right size, every tensor view inside its storage.
@@ -86,9 +86,7 @@ typedef struct {
     ck_storage_t **storages;  /* every storage known, input order */
     size_t nstorages;
     size_t storages_cap;      /* slots allocated in storages */
-    ck_storage_t **index;     /* storages by key: open addressing, at most
-                                 half full; the first of a key wins */
-    size_t index_cap;         /* a power of two, 0 before the first */
+    ck_strmap_t by_key;       /* key -> index in storages (the first wins) */
     ck_tensor_t *tensors;     /* found by the last scan, graph order */
     size_t ntensors;
     char fingerprint[65];     /* see ck_fingerprint_* */

@@ -1,8 +1,15 @@
 /*
  * log.c -- log lines on stderr and sd_notify datagrams.  Both are used from
  * the loop thread only.
+ *
+ * A line is one line of UTF-8 text whatever a file name holds: control
+ * characters and bytes that are not UTF-8 are written as \xNN (and a
+ * backslash as \\), so a hostile name cannot start a line, move the cursor
+ * of a terminal or fake another entry.
  */
 #include "log.h"
+
+#include "ck.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -36,25 +43,39 @@ void ck_log(int prio, const char *fmt, ...)
     static const char *const level[] = { "emergency: ", "alert: ",
                                          "critical: ", "error: ", "warning: ",
                                          "", "", "" };
-    char line[2048];
+    char text[2048], line[2048 + 32];
+    const uint8_t *u = (const uint8_t *)text;
+    size_t n, len;
     va_list ap;
-    int n;
+    int r;
 
-    if (journal)
-        n = snprintf(line, sizeof(line), "<%d>", prio & 7);
-    else
-        n = snprintf(line, sizeof(line), "ckprep: %s", level[prio & 7]);
     va_start(ap, fmt);
-    n += vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+    r = vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
-    if (n > (int)sizeof(line) - 2)
-        n = (int)sizeof(line) - 2;
-    /* a line is one line: a hostile name cannot start another */
-    for (int i = 0; i < n; i++)
-        if (line[i] == '\n' || line[i] == '\r')
-            line[i] = ' ';
+    len = r < 0 ? 0 : (size_t)r < sizeof(text) ? (size_t)r : sizeof(text) - 1;
+    if (journal)
+        n = (size_t)snprintf(line, sizeof(line), "<%d>", prio & 7);
+    else
+        n = (size_t)snprintf(line, sizeof(line), "ckprep: %s", level[prio & 7]);
+    for (size_t i = 0; i < len && n < sizeof(line) - 6;) {
+        int k = u[i] >= 0x80 ? ck_utf8_len(u + i, len - i, 0) : 1;
+
+        if (u[i] == '\\') {
+            memcpy(line + n, "\\\\", 2);
+            n += 2;
+        } else if (k <= 0 || u[i] < 0x20 || u[i] == 0x7f) {
+            n += (size_t)snprintf(line + n, 5, "\\x%02x", u[i]);
+            k = 1;
+        } else if (n + (size_t)k < sizeof(line) - 2) {
+            memcpy(line + n, u + i, (size_t)k);
+            n += (size_t)k;
+        } else {
+            break;
+        }
+        i += (size_t)k;
+    }
     line[n++] = '\n';
-    while (write(STDERR_FILENO, line, (size_t)n) < 0 && errno == EINTR)
+    while (write(STDERR_FILENO, line, n) < 0 && errno == EINTR)
         ;
 }
 

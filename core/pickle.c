@@ -660,7 +660,10 @@ static int add_global(rd_t *r, const char *m, size_t mn, const char *nm,
 
     if (g == NULL)
         return rd_nomem(r);
-    if (mn == 0 || nn == 0 || memchr(m, '\0', mn) || memchr(nm, '\0', nn))
+    /* STACK_GLOBAL's names may hold anything; GLOBAL, which the writer
+     * uses, ends each at '\n' */
+    if (mn == 0 || nn == 0 || memchr(m, '\0', mn) || memchr(nm, '\0', nn) ||
+        memchr(m, '\n', mn) || memchr(nm, '\n', nn))
         return rd_fail(r, CK_EFORMAT, "empty or binary global name");
     g->u.g.module = ck_arena_strndup(r->a, m, mn);
     g->u.g.name = ck_arena_strndup(r->a, nm, nn);
@@ -868,7 +871,9 @@ static int rd_op(rd_t *r)
         memcpy(tmp, s, n);
         tmp[n] = '\0';
         v = strtod(tmp, &end);
-        if (*end != '\0')
+        /* strtod also takes what Python's float() refuses: spaces, hex,
+         * nan(...) */
+        if (*end != '\0' || strpbrk(tmp, " \t\n\v\f\rxX(") != NULL)
             return rd_fail(r, CK_EFORMAT, "bad FLOAT text");
         return push(r, ck_py_float(r->a, v));
     }

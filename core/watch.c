@@ -99,8 +99,8 @@ struct daemon {
     const ck_watch_conf_t *w;
     ck_audit_t audit;
     int ifd;
-    uv_poll_t poll;
-    int poll_on;
+    uv_poll_t *poll;        /* of ifd; its own allocation: a reload closes
+                               it and starts another before the close ends */
     wdir_t *dirs;
     size_t ndirs;
     uv_timer_t tick, rescan, watchdog, stop_timer, refresh;
@@ -114,8 +114,10 @@ struct daemon {
     uint64_t nok, nfailed;
     int stopping, cancel, exit_code;
     int remote_fs;
+    int lost;               /* incoming is gone: look for it every second */
     char host[256];
     char *claims;           /* incoming/.ckprep-claims */
+    char status[160];       /* the last STATUS= sent */
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -342,12 +344,99 @@ static int name_wanted(const ck_watch_conf_t *w, const char *name)
     return in;
 }
 
+/* The output of the input at rel: its folder under output, its name from
+ * output_name. */
+static char *out_path(daemon_t *d, const char *rel)
+{
+    char name[1024], *reldir, *odir = NULL, *out = NULL;
+
+    if (ck_watch_output_name(d->w->output_name, rel, name, sizeof(name)) < 0)
+        strcpy(name, "output.th");  /* cannot happen: checked on load */
+    reldir = ck_strdup(rel);
+    if (reldir != NULL) {
+        char *slash = strrchr(reldir, '/');
+
+        if (slash != NULL) {
+            *slash = '\0';
+            odir = join(d->w->output, reldir);
+        } else {
+            odir = ck_strdup(d->w->output);
+        }
+    }
+    if (odir != NULL)
+        out = join(odir, name);
+    ck_free(reldir);
+    ck_free(odir);
+    return out;
+}
+
+/*
+ * A name as the audit log reads back: ck_json_quote writes each byte that
+ * is not UTF-8 as the character of the same number, so "\xff" comes back
+ * as "\xc3\xbf".  NULL when name is UTF-8 (it reads back as itself).
+ */
+static char *json_reading(const char *name)
+{
+    const uint8_t *u = (const uint8_t *)name;
+    size_t n = strlen(name), o = 0;
+    char *s = ck_malloc(2 * n + 1);
+    int changed = 0;
+
+    if (s == NULL)
+        return NULL;
+    for (size_t i = 0; i < n;) {
+        int k = ck_utf8_len(u + i, n - i, 0);
+
+        if (k > 0) {
+            memcpy(s + o, u + i, (size_t)k);
+            o += (size_t)k;
+            i += (size_t)k;
+        } else {
+            s[o++] = (char)(0xc0 | u[i] >> 6);
+            s[o++] = (char)(0x80 | (u[i] & 0x3f));
+            i++;
+            changed = 1;
+        }
+    }
+    s[o] = '\0';
+    if (!changed) {
+        ck_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+/*
+ * f, not known yet, has a name that is not UTF-8: take what the audit log
+ * says of its reading, when the identity (inode, size, mtime) is the same.
+ */
+static void adopt(daemon_t *d, file_t *f, const ident_t *id)
+{
+    char *alias = json_reading(f->rel);
+    file_t *a = alias ? file_find(d, alias) : NULL;
+
+    if (a != NULL && (a->state == F_DONE || a->state == F_FAILED) &&
+        ident_eq(&a->done, id)) {
+        f->state = a->state;
+        f->done = a->done;
+    }
+    ck_free(alias);
+}
+
+/* STATUS=, when it says something new (the tick calls it 20 times a
+ * second while a file is waiting). */
 static void status(daemon_t *d)
 {
-    ck_notify("STATUS=%s: %zu waiting, %zu queued, %zu running, %llu done, "
-              "%llu failed", d->stopping ? "stopping" : "watching",
-              d->npending, d->nqueued, d->nrunning,
-              (unsigned long long)d->nok, (unsigned long long)d->nfailed);
+    char s[sizeof(d->status)];
+
+    snprintf(s, sizeof(s), "%s: %zu waiting, %zu queued, %zu running, %llu "
+             "done, %llu failed", d->stopping ? "stopping" : "watching",
+             d->npending, d->nqueued, d->nrunning,
+             (unsigned long long)d->nok, (unsigned long long)d->nfailed);
+    if (strcmp(s, d->status) == 0)
+        return;
+    strcpy(d->status, s);
+    ck_notify("STATUS=%s", s);
 }
 
 /* ---- claims ------------------------------------------------------------ */
@@ -392,8 +481,9 @@ static int claim_write(const char *path, const char *host, const char *state,
     return 0;
 }
 
-/* Is the claim at path held by someone alive?  Its state goes to *done. */
-static int claim_alive(daemon_t *d, const char *path, int *done)
+/* Is the claim at path held by someone alive?  Its state goes to *done,
+ * its holder's pid to *holder. */
+static int claim_alive(daemon_t *d, const char *path, int *done, int *holder)
 {
     char text[512], host[300] = "", state[32] = "";
     int pid = 0, fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -410,6 +500,7 @@ static int claim_alive(daemon_t *d, const char *path, int *done)
     close(fd);
     text[n > 0 ? n : 0] = '\0';
     sscanf(text, "host=%299s pid=%d state=%31s", host, &pid, state);
+    *holder = pid;
     if (strcmp(state, "done") == 0) {
         *done = 1;
         return 1;
@@ -421,10 +512,39 @@ static int claim_alive(daemon_t *d, const char *path, int *done)
     return now.tv_sec - st.st_mtime < (time_t)d->w->claim_stale_s;
 }
 
-static int claim(daemon_t *d, const char *path)
+/*
+ * Remove the temporaries a dead holder of rel's claim left in the output
+ * folder: ck_ckpt_write names them .NAME.tmp.PID.*, in the output's folder.
+ */
+static void drop_temps(daemon_t *d, const char *rel, int pid)
+{
+    char *opath = out_path(d, rel), *slash, prefix[1100];
+    DIR *dir = NULL;
+    struct dirent *e;
+
+    if (opath == NULL || pid <= 0)
+        goto out;
+    slash = strrchr(opath, '/');
+    *slash = '\0';
+    snprintf(prefix, sizeof(prefix), ".%s.tmp.%d.", slash + 1, pid);
+    dir = opendir(opath);
+    while (dir != NULL && (e = readdir(dir)) != NULL) {
+        if (strncmp(e->d_name, prefix, strlen(prefix)) != 0)
+            continue;
+        if (unlinkat(dirfd(dir), e->d_name, 0) == 0)
+            ck_log(CK_LOG_NOTICE, "%s/%s: removed, left by a job that did "
+                   "not finish", opath, e->d_name);
+    }
+out:
+    if (dir != NULL)
+        closedir(dir);
+    ck_free(opath);
+}
+
+static int claim(daemon_t *d, const char *rel, const char *path)
 {
     for (int attempt = 0; attempt < 2; attempt++) {
-        int rc = claim_write(path, d->host, "running", 1), done;
+        int rc = claim_write(path, d->host, "running", 1), done, holder = 0;
         char tomb[4096];
 
         if (rc == 0)
@@ -433,7 +553,7 @@ static int claim(daemon_t *d, const char *path)
             ck_log(CK_LOG_ERR, "claim %s: %s", path, strerror(-rc));
             return CLAIM_ERROR;
         }
-        if (claim_alive(d, path, &done))
+        if (claim_alive(d, path, &done, &holder))
             return done ? CLAIM_DONE : CLAIM_BUSY;
         /* stale: only one taker can rename it away */
         snprintf(tomb, sizeof(tomb), "%s.stale.%s.%d", path, d->host,
@@ -442,6 +562,7 @@ static int claim(daemon_t *d, const char *path)
             return CLAIM_BUSY;
         unlink(tomb);
         ck_log(CK_LOG_NOTICE, "took back a stale claim %s", path);
+        drop_temps(d, rel, holder);
     }
     return CLAIM_BUSY;
 }
@@ -578,6 +699,18 @@ static int file_after(daemon_t *d, job_t *j)
     return 1;
 }
 
+/* Is the input of j another file, or changed, since the job began? */
+static int changed(const job_t *j)
+{
+    struct stat st;
+    ident_t now;
+
+    if (lstat(j->in, &st) < 0 || !S_ISREG(st.st_mode))
+        return 0;
+    ident_of(&st, &now);
+    return !ident_eq(&now, &j->id);
+}
+
 static void after_work_cb(uv_work_t *req, int uvst)
 {
     job_t *j = req->data;
@@ -614,6 +747,13 @@ static void after_work_cb(uv_work_t *req, int uvst)
         ck_log(CK_LOG_WARNING, "%s: abandoned; it will be redone", j->in);
         f->state = F_OTHER;
         unlink(j->claim);
+    } else if (changed(j)) {
+        /* rewritten in place while read: the new content is not failed */
+        ck_log(CK_LOG_WARNING, "%s: %s; it changed meanwhile: looking again",
+               j->in, j->err.msg);
+        f->state = F_OTHER;
+        f->dirty = 1;
+        unlink(j->claim);
     } else {
         d->nfailed++;
         ck_log(CK_LOG_WARNING, "%s: %s", j->in, j->err.msg);
@@ -645,7 +785,6 @@ static void after_work_cb(uv_work_t *req, int uvst)
 static job_t *job_new(daemon_t *d, file_t *f)
 {
     job_t *j = ck_calloc(1, sizeof(*j));
-    char name[1024], *reldir = NULL, *odir = NULL;
 
     if (j == NULL)
         return NULL;
@@ -656,23 +795,18 @@ static job_t *job_new(daemon_t *d, file_t *f)
     d->cref->refs++;
     j->in = join(d->w->incoming, f->rel);
     j->claim = claim_path(d, f->rel, &f->id);
-    if (ck_watch_output_name(d->w->output_name, f->rel, name, sizeof(name)) < 0)
-        strcpy(name, "output.th");  /* cannot happen: checked on load */
-    reldir = ck_strdup(f->rel);
-    if (reldir != NULL) {
-        char *slash = strrchr(reldir, '/');
+    j->out = out_path(d, f->rel);
+    if (j->out != NULL) {
+        char *slash = strrchr(j->out, '/');
 
-        if (slash != NULL) {
-            *slash = '\0';
-            odir = join(d->w->output, reldir);
+        *slash = '\0';
+        if (mkdirs(j->out, 0750) < 0) {
+            ck_free(j->out);
+            j->out = NULL;
         } else {
-            odir = ck_strdup(d->w->output);
+            *slash = '/';
         }
     }
-    if (odir != NULL && mkdirs(odir, 0750) == 0)
-        j->out = join(odir, name);
-    ck_free(reldir);
-    ck_free(odir);
     if (j->in == NULL || j->claim == NULL || j->out == NULL) {
         job_free(j);
         return NULL;
@@ -818,7 +952,7 @@ static void check_file(daemon_t *d, file_t *f, uint64_t now)
     cp = claim_path(d, f->rel, &id);
     if (cp == NULL)
         goto out;
-    switch (claim(d, cp)) {
+    switch (claim(d, f->rel, cp)) {
     case CLAIM_OK:
         enqueue(d, f);
         break;
@@ -898,6 +1032,16 @@ out:
     ck_free(path);
 }
 
+static void timers(daemon_t *d);
+
+static int root_watched(const daemon_t *d)
+{
+    for (size_t i = 0; i < d->ndirs; i++)
+        if (d->dirs[i].rel[0] == '\0')
+            return 1;
+    return 0;
+}
+
 static void scan_dir(daemon_t *d, const char *rel, int depth, uint64_t now)
 {
     char *path = join(d->w->incoming, rel);
@@ -905,13 +1049,19 @@ static void scan_dir(daemon_t *d, const char *rel, int depth, uint64_t now)
     struct dirent *e;
 
     if (dir == NULL) {
-        if (path != NULL && depth == 0)
+        if (path != NULL && depth == 0 && !d->lost)
             ck_log(CK_LOG_ERR, "scan %s: %s", path, strerror(errno));
         ck_free(path);
         return;
     }
-    if (d->w->recursive)
+    if (d->w->recursive || (depth == 0 && !root_watched(d)))
         add_watch(d, rel);
+    if (depth == 0 && d->lost && root_watched(d)) {
+        d->lost = 0;
+        mkdirs(d->claims, 0750);
+        ck_log(CK_LOG_NOTICE, "watching %s again", d->w->incoming);
+        timers(d);
+    }
     while ((e = readdir(dir)) != NULL) {
         char *r;
         struct stat st;
@@ -932,6 +1082,8 @@ static void scan_dir(daemon_t *d, const char *rel, int depth, uint64_t now)
                 ident_of(&st, &id);
                 if (f != NULL) {
                     f->seen = 1;
+                    if (f->state == F_OTHER && f->done.size == 0)
+                        adopt(d, f, &id);
                     if (f->state == F_OTHER ||
                         ((f->state == F_DONE || f->state == F_FAILED ||
                           f->state == F_SKIPPED) && !ident_eq(&id, &f->done)))
@@ -1006,13 +1158,19 @@ static void event(daemon_t *d, const struct inotify_event *ev, uint64_t now,
     if (drel == NULL)
         return;
     if (ev->mask & IN_IGNORED) {
-        if (drel[0] == '\0')
-            ck_log(CK_LOG_ERR, "%s is gone; watching again at the next rescan",
+        if (drel[0] == '\0') {
+            ck_log(CK_LOG_ERR, "%s is gone; looking for it every second",
                    d->w->incoming);
+            d->lost = 1;
+            uv_timer_start(&d->rescan, rescan_cb, 1000, 1000);
+        }
         forget_wd(d, ev->wd);
         return;
     }
     if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF)) {
+        /* a moved incoming is not incoming any more: drop its watch */
+        if (drel[0] == '\0' && (ev->mask & IN_MOVE_SELF))
+            inotify_rm_watch(d->ifd, ev->wd);
         *need_rescan = 1;
         return;
     }
@@ -1086,10 +1244,17 @@ static int watch_start(daemon_t *d)
         ck_log(CK_LOG_ERR, "inotify: %s; relying on rescans", strerror(errno));
         return 0;
     }
-    uv_poll_init(d->loop, &d->poll, d->ifd);
-    d->poll.data = d;
-    uv_poll_start(&d->poll, UV_READABLE, poll_cb);
-    d->poll_on = 1;
+    d->poll = ck_calloc(1, sizeof(*d->poll));
+    if (d->poll == NULL || uv_poll_init(d->loop, d->poll, d->ifd) < 0) {
+        ck_log(CK_LOG_ERR, "inotify: out of memory; relying on rescans");
+        ck_free(d->poll);
+        d->poll = NULL;
+        close(d->ifd);
+        d->ifd = -1;
+        return 0;
+    }
+    d->poll->data = d;
+    uv_poll_start(d->poll, UV_READABLE, poll_cb);
     add_watch(d, "");
     d->remote_fs = 0;
     if (statfs(d->w->incoming, &sf) == 0) {
@@ -1112,12 +1277,17 @@ static int watch_start(daemon_t *d)
     return 0;
 }
 
+static void free_cb(uv_handle_t *h)
+{
+    ck_free(h);
+}
+
 static void watch_stop(daemon_t *d)
 {
-    if (d->poll_on) {
-        uv_poll_stop(&d->poll);
-        uv_close((uv_handle_t *)&d->poll, NULL);
-        d->poll_on = 0;
+    if (d->poll != NULL) {
+        uv_poll_stop(d->poll);
+        uv_close((uv_handle_t *)d->poll, free_cb);
+        d->poll = NULL;
     }
     if (d->ifd >= 0)
         close(d->ifd);
@@ -1234,15 +1404,20 @@ static void warn_cb(void *ud, const char *msg)
 static void audit_cb(void *ud, const ck_audit_entry_t *e)
 {
     daemon_t *d = ud;
-    size_t n = strlen(d->w->incoming);
-    file_t *f;
+    char *in = json_reading(d->w->incoming);
+    const char *prefix = in ? in : d->w->incoming;
+    size_t n = strlen(prefix);
+    file_t *f = NULL;
 
-    if (strncmp(e->path, d->w->incoming, n) != 0 || e->path[n] != '/')
-        return;
-    f = file_get(d, e->path + n + 1);
+    if (strncmp(e->path, prefix, n) == 0 && e->path[n] == '/')
+        f = file_get(d, e->path + n + 1);
+    ck_free(in);
     if (f == NULL)
         return;
-    f->state = strcmp(e->status, "ok") == 0 ? F_DONE : F_FAILED;
+    /* (on a reload that opens another log, a file may be on its way) */
+    if (f->state == F_OTHER || f->state == F_DONE || f->state == F_FAILED ||
+        f->state == F_SKIPPED)
+        f->state = strcmp(e->status, "ok") == 0 ? F_DONE : F_FAILED;
     f->done.ino = e->inode;
     f->done.size = e->size;
     f->done.mtime_ns = e->mtime_ns;
@@ -1303,6 +1478,32 @@ static int absolute(ck_conf_t *c, ck_err_t *err)
     return 0;
 }
 
+/*
+ * output, failed and done may not be incoming (outputs would be taken for
+ * inputs and written over them), nor under it when recursive.  Takes the
+ * absolute folders.
+ */
+static int apart(const ck_watch_conf_t *w, ck_err_t *err)
+{
+    const char *names[] = { "output", "failed", "done" };
+    const char *paths[] = { w->output, w->failed,
+                            w->after == CK_AFTER_MOVE ? w->done : NULL };
+    size_t n = strlen(w->incoming);
+
+    for (size_t i = 0; i < CK_ARRAY_SIZE(paths); i++) {
+        if (paths[i] == NULL)
+            continue;
+        if (strcmp(paths[i], w->incoming) == 0 ||
+            (w->recursive && strncmp(paths[i], w->incoming, n) == 0 &&
+             paths[i][n] == '/'))
+            return ck_err_set(err, CK_ECONFIG, "[watch] %s = %s is %s"
+                              "incoming: its files would be taken for inputs",
+                              names[i], paths[i],
+                              paths[i][n] == '\0' ? "" : "inside ");
+    }
+    return 0;
+}
+
 static cref_t *load(const char *path)
 {
     cref_t *r = ck_calloc(1, sizeof(*r));
@@ -1316,7 +1517,8 @@ static cref_t *load(const char *path)
         ck_free(r);
         return NULL;
     }
-    if (folders(&r->c.watch, &e) < 0 || absolute(&r->c, &e) < 0) {
+    if (folders(&r->c.watch, &e) < 0 || absolute(&r->c, &e) < 0 ||
+        apart(&r->c.watch, &e) < 0) {
         ck_log(CK_LOG_ERR, "%s: %s", path, e.msg);
         ck_conf_release(&r->c);
         ck_free(r);
@@ -1348,8 +1550,12 @@ static void reload(daemon_t *d)
     cref_t *r;
     const char *old_in, *old_log;
     int rewatch, relog;
+    struct timespec ts;
 
-    ck_notify("RELOADING=1");
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ck_notify("RELOADING=1\nMONOTONIC_USEC=%llu",
+              (unsigned long long)ts.tv_sec * 1000000 +
+                  (unsigned long long)ts.tv_nsec / 1000);
     ck_log(CK_LOG_NOTICE, "reloading %s", d->conf_path);
     r = load(d->conf_path);
     if (r == NULL) {
@@ -1446,8 +1652,8 @@ static void stop(daemon_t *d)
     d->nqueued = 0;
     uv_timer_stop(&d->tick);
     uv_timer_stop(&d->rescan);
-    if (d->poll_on)
-        uv_poll_stop(&d->poll);
+    if (d->poll != NULL)
+        uv_poll_stop(d->poll);
     status(d);
     if (d->nrunning > 0)
         uv_timer_start(&d->stop_timer, stop_timer_cb,

@@ -3,7 +3,7 @@
  *
  * Reading parses the central directory (zip64 included) and each entry's
  * local header, so the caller knows where every record's bytes start in the
- * file and can copy them with copy_file_range without reading them.  It
+ * file and can copy them without holding them in memory.  It
  * refuses what a checkpoint never holds: encryption, unknown methods,
  * overlapping or out-of-bounds entries, unsafe or duplicate names.
  *
@@ -29,6 +29,7 @@ typedef struct {
 
 typedef struct {
     ck_zip_entry_t *e; /* in central directory order */
+    ck_zip_entry_t **by_name; /* the same sorted by name, for ck_zip_find */
     size_t n;
     uint64_t cd_off, cd_size;
     int zip64;
@@ -60,8 +61,9 @@ typedef struct {
     uint64_t cur_written;  /* bytes of the open record so far */
     uint32_t cur_crc;
     int open;
-    uint8_t *buf;          /* copy buffer when the kernel cannot copy */
+    uint8_t *buf;          /* ck_zipw_copy's buffer, made on first use */
     uint64_t cd_off, cd_size; /* set by ck_zipw_finish */
+    uint64_t started;      /* write-out to disk started below this offset */
 } ck_zipw_t;
 
 void ck_zipw_init(ck_zipw_t *w, int fd);
@@ -73,9 +75,9 @@ int ck_zipw_begin(ck_zipw_t *w, const char *name, uint64_t size,
 /* Append bytes to the open record. */
 int ck_zipw_data(ck_zipw_t *w, const void *p, size_t n, ck_err_t *err);
 /*
- * Append n bytes of fd from offset off.  With crc_known the bytes are
- * copied by the kernel and crc is trusted; otherwise they pass through
- * memory and the CRC is computed.
+ * Append n bytes of fd from offset off, through a 1 MiB buffer.  With
+ * crc_known crc is trusted; otherwise the CRC is computed.  Write-out to
+ * disk is started as the output grows (sync_file_range), never waited for.
  */
 int ck_zipw_copy(ck_zipw_t *w, int fd, uint64_t off, uint64_t n,
                  int crc_known, uint32_t crc, ck_err_t *err);

@@ -183,6 +183,352 @@ def reduce_call(module, name, arg="id", stack_global=False):
 
 
 # --------------------------------------------------------------------------
+# cases added for issue 5 (hardening): the rest of the hostile-input list
+
+
+def ck_pickle0(obj):
+    """Protocol 0: text opcodes, text PERSID (the pid must be a str)."""
+    f = io.BytesIO()
+    CkPickler(f, protocol=0).dump(obj)
+    return f.getvalue()
+
+
+def patch_name(data, old, new):
+    """Replace entry name `old` by the bytes `new` (same length) in every
+    local and central header."""
+    o = old.encode()
+    assert len(o) == len(new), (o, new)
+    n = data.count(o)
+    assert n == 2, (old, n)
+    return data.replace(o, new)
+
+
+def zip64_records(data):
+    """(offset of the zip64 end record, of its locator, of the end record)"""
+    e = find_eocd(data)
+    loc = e - 20
+    assert data[loc:loc + 4] == b"PK\x06\x07"
+    e64 = struct.unpack_from("<Q", data, loc + 8)[0]
+    assert data[e64:e64 + 4] == b"PK\x06\x06"
+    return e64, loc, e
+
+
+# what each malformed pickle's message must say
+PKL_EXPECT = {
+    "pkl_binbytes_4g.pt": ["over the string limit"],
+    "pkl_binbytes8_huge.pt": ["over the string limit"],
+    "pkl_bytearray8_huge.pt": ["over the string limit"],
+    "pkl_binunicode8_4g.pt": ["over the string limit"],
+    "pkl_binstring_negative.pt": ["negative length"],
+    "pkl_binstring_2g.pt": ["over the string limit"],
+    "pkl_short_binbytes_past.pt": ["truncated"],
+    "pkl_get_text_huge.pt": ["memo index"],
+    "pkl_put_text_huge.pt": ["memo index"],
+    "pkl_long_binput_huge.pt": ["memo index"],
+    "pkl_memoize_empty.pt": ["underflow"],
+    "pkl_dup_empty.pt": ["underflow"],
+    "pkl_pop_empty.pt": ["no mark"],
+    "pkl_pop_mark_none.pt": ["no mark"],
+    "pkl_build_empty.pt": ["underflow"],
+    "pkl_build_on_int.pt": ["not an object"],
+    "pkl_build_twice.pt": ["twice"],
+    "pkl_setitem_on_tuple.pt": ["not a dict"],
+    "pkl_append_on_dict.pt": ["not a list"],
+    "pkl_additems_on_list.pt": ["not a set"],
+    "pkl_dict_odd.pt": ["odd"],
+    "pkl_setitems_odd.pt": ["odd"],
+    "pkl_reduce_args_list.pt": ["not a tuple"],
+    "pkl_reduce_on_int.pt": ["not callable"],
+    "pkl_newobj_ex_kwargs.pt": ["keyword"],
+    "pkl_stack_global_ints.pt": ["not str"],
+    "pkl_inst_no_mark.pt": ["no mark"],
+    "pkl_obj_no_class.pt": ["without a class"],
+    "pkl_int_text_bad.pt": ["integer"],
+    "pkl_long_text_bad.pt": ["integer"],
+    "pkl_float_text_bad.pt": ["float"],
+    "pkl_float_text_hex.pt": ["float"],
+    "pkl_string_unquoted.pt": ["not quoted"],
+    "pkl_string_bad_escape.pt": ["escape"],
+    "pkl_global_empty.pt": ["global name"],
+    "pkl_proto_6.pt": ["protocol 6"],
+    "pkl_only_proto.pt": ["truncated"],
+    "pkl_empty.pt": ["truncated"],
+}
+
+
+def more_cases(add, with_pkl, torch_case, entries, rec, top, base_pkl,
+               base_bytes, legacy_bytes, rebuilt):
+    P2 = b"\x80\x02"
+    P4 = b"\x80\x04"
+    pkl_name = top + "/data.pkl"
+
+    # ----------------------------------------------------------------- zip
+    e = find_eocd(base_bytes)
+    eocd = base_bytes[e:e + 22]
+    add("zip_two_eocd_appended.pt", base_bytes + eocd,
+        "a second end-of-central-directory record after the first",
+        ["between the central directory and the end record"])
+    add("zip_two_eocd_in_comment.pt",
+        patch(base_bytes, e + 20, "<H", 22) + eocd,
+        "the end record's comment holds a second end record",
+        ["between the central directory and the end record"])
+    e64, loc, _ = zip64_records(base_bytes)
+    add("zip64_locator_oob.pt", patch(base_bytes, loc + 8, "<Q", 1 << 40),
+        "zip64 locator points past the end of the file", ["zip64"])
+    add("zip64_locator_wrong.pt", patch(base_bytes, loc + 8, "<Q", 0),
+        "zip64 locator points at a local header, not a zip64 end record",
+        ["zip64"])
+    add("zip64_count_disagrees.pt",
+        patch(patch(base_bytes, e64 + 24, "<Q", 5), e64 + 32, "<Q", 5),
+        "zip64 end record says 5 entries, the classic one 4", ["disagree"])
+    z = patch(base_bytes, e + 16, "<I", 0xFFFFFFFF)
+    add("zip64_cd_offset_oob.pt", patch(z, e64 + 48, "<Q", 1 << 40),
+        "zip64 end record's central directory offset past the end",
+        ["out of bounds"])
+    # data/0 declared long enough to run into data/1's local header
+    cds = {n: (cd, lo) for cd, n, lo in central_entries(rebuilt)}
+    lo0, lo1 = cds[top + "/data/0"][1], cds[top + "/data/1"][1]
+    nl, xl = struct.unpack_from("<HH", rebuilt, lo0 + 26)
+    span = lo1 - (lo0 + 30 + nl + xl) + 30
+    z = patch_entry(rebuilt, top + "/data/0", 18, 20, "<I", span)
+    z = patch_entry(z, top + "/data/0", 22, 24, "<I", span)
+    add("zip_overlap.pt", z,
+        "data/0's bytes overlap data/1's local header (zip bomb layout)",
+        ["overlap"])
+    add("zip_overlap_same_header.pt",
+        patch(rebuilt, cds[top + "/data/1"][0] + 42, "<I", lo0),
+        "two central entries share one local header", ["disagree"])
+    for method, label in ((12, "bzip2"), (14, "lzma"), (93, "zstd")):
+        add("zip_method_%s.pt" % label,
+            patch_entry(rebuilt, top + "/data/1", 8, 10, "<H", method),
+            "data/1 compressed with %s (method %d)" % (label, method),
+            ["method"])
+    add("zip_local_name_differs.pt",
+        patch(rebuilt, lo0 + 30 + nl - 1, "<B", ord("7")),
+        "local header of data/0 names data/7", ["disagree"])
+    add("zip_local_method_differs.pt",
+        patch(rebuilt, lo0 + 8, "<H", 8),
+        "local header says deflated, central says stored", ["disagree"])
+    pad = top + "/evil_name_0"
+    for fname, raw, what in (
+            ("zip_name_nul.pt", (top + "/evil\0name_0").encode(),
+             "entry name with a NUL byte"),
+            ("zip_name_bad_utf8.pt", (top + "/evil_").encode() + b"\xff\xfe\xc0\x80a0",
+             "entry name that is not UTF-8 (0xff 0xfe, overlong NUL)"),
+            ("zip_name_newline.pt", (top + "/evil\nname_0").encode(),
+             "entry name with a newline"),
+            ("zip_name_backslash.pt", (top + "\\..\\..\\evil0").encode(),
+             "entry name with backslashes (..\\..\\)")):
+        add(fname, patch_name(with_pkl(base_pkl, extra=[(pad, b"x")]), pad, raw),
+            what, ["unsafe entry name"])
+    add("zip_entry_no_folder.pt", with_pkl(base_pkl, extra=[("evil.txt", b"x")]),
+        "an entry outside any folder", ["outside the top folder"])
+    add("zip_constants_only.pt",
+        with_pkl(base_pkl, extra=[(top + "/constants.pkl", P2 + b").")]),
+        "constants.pkl beside data.pkl (TorchScript)", ["TorchScript"])
+
+    # -------------------------------------------------------------- pickle
+    for mod, name in (("builtins", "exec"), ("builtins", "__import__"),
+                      ("builtins", "compile"), ("os", "popen"),
+                      ("torch.serialization", "load"), ("runpy", "run_path")):
+        tag = (mod.replace(".", "_") + "_" + name.strip("_")).lower()
+        add("evil_%s.pt" % tag, with_pkl(P2 + reduce_call(mod, name) + b"."),
+            "data.pkl is GLOBAL %s.%s + REDUCE" % (mod, name),
+            ["%s.%s" % (mod, name)])
+        add("evil_%s_in_dict.pt" % tag,
+            with_pkl(base_pkl[:-2] + utf8("x") + reduce_call(mod, name) + b"u."),
+            "real checkpoint dict with extra value %s.%s(...)" % (mod, name),
+            ["%s.%s" % (mod, name)])
+    add("evil_newobj_ex.pt",
+        with_pkl(P4 + short_u("subprocess") + short_u("Popen") + b"\x93("
+                 + utf8("id") + b"t}\x92."),
+        "NEWOBJ_EX on subprocess.Popen", ["subprocess.Popen"])
+    add("evil_ext2.pt", with_pkl(P2 + b"\x83\x01\x00)R."),
+        "EXT2 extension-registry global", ["extension"])
+    add("evil_ext4.pt", with_pkl(P2 + b"\x84\x01\x00\x00\x00)R."),
+        "EXT4 extension-registry global", ["extension"])
+    add("evil_obj_stack_global.pt",
+        with_pkl(P4 + b"(" + short_u("posix") + short_u("system") + b"\x93"
+                 + utf8("id") + b"o."),
+        "OBJ whose class comes from STACK_GLOBAL posix.system", ["posix.system"])
+    add("evil_stack_global_computed.pt",
+        with_pkl(P4 + b"cbuiltins\nstr\n(" + short_u("posix") + b"tR"
+                 + short_u("system") + b"\x93(" + utf8("id") + b"tR."),
+        "STACK_GLOBAL whose module is computed: builtins.str('posix')",
+        ["not str"])
+    add("evil_stack_global_unicode.pt",
+        with_pkl(P4 + b"V\\u0070osix\n" + b"Vsystem\n\x93(" + utf8("id")
+                 + b"tR."),
+        "STACK_GLOBAL of UNICODE text 'p' spelled \\u0070 (posix.system)",
+        ["posix.system"])
+    add("evil_stack_global_string.pt",
+        with_pkl(P4 + b"S'\\x70osix'\n" + b"S'system'\n\x93(" + utf8("id")
+                 + b"tR."),
+        "STACK_GLOBAL of protocol 0 STRINGs with \\x escapes (posix.system)",
+        ["posix.system"])
+    d = good_dict()
+    d["w"] = tensor(torch.FloatStorage, "0", 4, 0, (5,), (1,))
+    dotted = ck_pickle(d).replace(b"ctorch._utils\n_rebuild_tensor_v2\n",
+                                  b"ctorch\n_utils._rebuild_tensor_v2\n")
+    add("torch_dotted_rebuild.pt", with_pkl(P4 + dotted[2:]),
+        "protocol 4 global torch + '_utils._rebuild_tensor_v2' (dotted name) "
+        "rebuilding a view past its storage", ["dotted"])
+    add("evil_dotted_getattr.pt",
+        with_pkl(P4 + b"ccollections\nOrderedDict.__init__.__globals__\n."),
+        "dotted global name walking attributes (OrderedDict.__init__...)",
+        ["dotted"])
+    add("pkl_next_buffer.pt", with_pkl(b"\x80\x05\x97."),
+        "NEXT_BUFFER (out-of-band buffer) in protocol 5", ["buffer"])
+    add("pkl_readonly_buffer.pt", with_pkl(b"\x80\x05C\x03abc\x98."),
+        "READONLY_BUFFER in protocol 5", ["buffer"])
+    d = good_dict()
+    d["w"] = FakeTensor(SRef("0"), 0, (4,), (1,))
+    add("torch_pid_text.pt", with_pkl(ck_pickle0(d)),
+        "protocol 0 pickle whose tensor uses a text PERSID '0'",
+        ["persistent id is not a tuple"])
+    add("pkl_laughs_dup.pt", with_pkl(P2 + b"]" + b"2\x86" * 100000 + b"R."),
+        "x = (x, x) 100,000 times by DUP/TUPLE2 (2^100000 leaves), then "
+        "REDUCE underflow", ["underflow"])
+    add("pkl_laughs_dup_in_dict.pt",
+        with_pkl(base_pkl[:-2] + utf8("x") + b"]" + b"2\x86" * 5000 + b"u."),
+        "real checkpoint dict with a value x = (x, x) nested 5,000 deep",
+        ["deeper"])
+    for fname, data, what in (
+            ("pkl_binbytes_4g.pt", b"\x80\x03B\xff\xff\xff\xffabc.",
+             "BINBYTES claiming 2^32-1 bytes"),
+            ("pkl_binbytes8_huge.pt", P4 + b"\x8e" + b"\xff" * 8 + b"abc.",
+             "BINBYTES8 claiming 2^64-1 bytes"),
+            ("pkl_bytearray8_huge.pt", b"\x80\x05\x96" + b"\xff" * 8 + b"abc.",
+             "BYTEARRAY8 claiming 2^64-1 bytes"),
+            ("pkl_binunicode8_4g.pt",
+             P4 + b"\x8d" + struct.pack("<Q", (1 << 32) - 1) + b"abc.",
+             "BINUNICODE8 claiming 2^32-1 bytes"),
+            ("pkl_binstring_negative.pt", P2 + b"T\xff\xff\xff\xffabc.",
+             "BINSTRING with length -1"),
+            ("pkl_binstring_2g.pt", P2 + b"T\xff\xff\xff\x7fabc.",
+             "BINSTRING claiming 2^31-1 bytes"),
+            ("pkl_short_binbytes_past.pt", b"\x80\x03C\xffabc.",
+             "SHORT_BINBYTES of 255 bytes, 4 present"),
+            ("pkl_get_text_huge.pt", P2 + b"g99999999999999999999\n.",
+             "GET of a 20-digit memo index"),
+            ("pkl_put_text_huge.pt", P2 + b"Np4294967296\n.",
+             "PUT at memo index 2^32"),
+            ("pkl_long_binput_huge.pt", P2 + b"Nr\xff\xff\xff\xff.",
+             "LONG_BINPUT at memo index 2^32-1"),
+            ("pkl_memoize_empty.pt", P4 + b"\x94.", "MEMOIZE on an empty stack"),
+            ("pkl_dup_empty.pt", P2 + b"2.", "DUP on an empty stack"),
+            ("pkl_pop_empty.pt", P2 + b"0.", "POP on an empty stack"),
+            ("pkl_pop_mark_none.pt", P2 + b"1.", "POP_MARK without a MARK"),
+            ("pkl_build_empty.pt", P2 + b"}b.", "BUILD with one value on the stack"),
+            ("pkl_build_on_int.pt", P2 + b"K\x01}b.", "BUILD on an int"),
+            ("pkl_build_twice.pt",
+             P2 + b"ccollections\nOrderedDict\n)R}b}b.",
+             "BUILD twice on one object"),
+            ("pkl_setitem_on_tuple.pt", P2 + b")K\x01K\x02s.",
+             "SETITEM on a tuple"),
+            ("pkl_append_on_dict.pt", P2 + b"}K\x01a.", "APPEND on a dict"),
+            ("pkl_additems_on_list.pt", P4 + b"](K\x01\x90.",
+             "ADDITEMS on a list"),
+            ("pkl_dict_odd.pt", P2 + b"(K\x01d.", "DICT with an odd item count"),
+            ("pkl_setitems_odd.pt", P2 + b"}(K\x01u.",
+             "SETITEMS with an odd item count"),
+            ("pkl_reduce_args_list.pt",
+             P2 + b"ccollections\nOrderedDict\n]R.",
+             "REDUCE whose arguments are a list"),
+            ("pkl_reduce_on_int.pt", P2 + b"K\x01)R.", "REDUCE calling an int"),
+            ("pkl_newobj_ex_kwargs.pt",
+             P4 + b"ccollections\nOrderedDict\n)}" + utf8("a") + b"K\x01s\x92.",
+             "NEWOBJ_EX with keyword arguments"),
+            ("pkl_stack_global_ints.pt", P4 + b"K\x01K\x02\x93.",
+             "STACK_GLOBAL of two ints"),
+            ("pkl_inst_no_mark.pt", P2 + b"icollections\nOrderedDict\n.",
+             "INST without a MARK"),
+            ("pkl_obj_no_class.pt", P2 + b"(o.", "OBJ without a class"),
+            ("pkl_int_text_bad.pt", P2 + b"I12abc\n.", "INT text '12abc'"),
+            ("pkl_long_text_bad.pt", P2 + b"L0x10L\n.", "LONG text '0x10L'"),
+            ("pkl_float_text_bad.pt", P2 + b"Fabc\n.", "FLOAT text 'abc'"),
+            ("pkl_float_text_hex.pt", P2 + b"F0x1p3\n.",
+             "FLOAT text '0x1p3' (Python refuses hex)"),
+            ("pkl_string_unquoted.pt", P2 + b"Sabc\n.", "STRING not quoted"),
+            ("pkl_string_bad_escape.pt", P2 + b"S'\\xZZ'\n.",
+             "STRING with a bad \\x escape"),
+            ("pkl_global_empty.pt", P2 + b"c\n\n.", "GLOBAL with empty names"),
+            ("pkl_proto_6.pt", b"\x80\x06N.", "PROTO 6"),
+            ("pkl_only_proto.pt", P2, "nothing but PROTO"),
+            ("pkl_empty.pt", b"", "an empty data.pkl")):
+        add(fname, with_pkl(data), what, PKL_EXPECT[fname])
+
+    # --------------------------------------------------------------- torch
+    d = good_dict()
+    d["w"] = tensor(torch.FloatStorage, "0", 4, 0, (4,), (-1,))
+    torch_case("torch_negative_stride.pt", d, "negative stride", ["negative"])
+    d = good_dict()
+    d["w"] = tensor(torch.FloatStorage, "0", 4, 0, (2, -2), (1, 1))
+    torch_case("torch_negative_size_2d.pt", d, "negative size in a second dim",
+               ["negative"])
+    d = good_dict()
+    d["w"] = tensor(torch.FloatStorage, "0", 1 << 62, 0, (4,), (1,))
+    torch_case("torch_storage_bytes_overflow.pt", d,
+               "storage of 2^62 floats: its byte count overflows 64 bits",
+               ["overflows"])
+    d = good_dict()
+    d["w"] = tensor(torch.FloatStorage, "0", -4, 0, (4,), (1,))
+    torch_case("torch_storage_numel_negative.pt", d, "storage numel -4",
+               ["malformed"])
+    d = good_dict()
+    d["w"] = tensor(torch.FloatStorage, 0, 4, 0, (4,), (1,))
+    torch_case("torch_storage_key_int.pt", d, "storage key is an int",
+               ["malformed"])
+    d = good_dict()
+    d["w"] = FakeTensor(SRef(["storage", torch.FloatStorage, "0", "cpu", 4]),
+                        0, (4,), (1,))
+    torch_case("torch_pid_list.pt", d, "persistent id is a list",
+               ["not a tuple"])
+    d = good_dict()
+    d["w"] = FakeTensor(SRef(("storage", collections.OrderedDict, "0", "cpu", 4)),
+                        0, (4,), (1,))
+    torch_case("torch_storage_class_not_torch.pt", d,
+               "storage class collections.OrderedDict", ["not a torch class"])
+    d = good_dict()
+    d["w"] = FakeTensor(SRef(("storage", torch.UntypedStorage, "0", "cpu", 16)),
+                        0, (4,), (1,))
+    add("torch_untyped_no_dtype.pt",
+        with_pkl(ck_pickle(d).replace(b"ctorch.storage\nUntypedStorage\n",
+                                      b"ctorch\nUntypedStorage\n")),
+        "_rebuild_tensor_v2 on a torch.UntypedStorage (no dtype)",
+        ["untyped storage"])
+    d = good_dict()
+    d["b"] = tensor(torch.FloatStorage, "0", 2, 0, (2,), (1,))
+    torch_case("torch_key_two_numels.pt", d,
+               "storage key 0 used with 4 and with 2 elements", ["used as"],
+               records={"0": rec[top + "/data/0"]})
+    d = good_dict()
+    d["w"] = tensor(torch.FloatStorage, "0", 4, 0, (4, 1 << 62), (1, 0))
+    torch_case("torch_numel_overflow_zero_stride.pt", d,
+               "element count 2^64 over a zero stride (extent fits)",
+               ["overflows"])
+    d = good_dict()
+    d["w"] = tensor(torch.FloatStorage, "0", 4, 1 << 63, (1,), (1,))
+    torch_case("torch_offset_2e63.pt", d, "storage offset 2^63", ["malformed"])
+
+    # ------------------------------------------------- [security] limits
+    # the base checkpoint passes with the defaults (the controls); each of
+    # these sets one limit below what it needs
+    base_zip = with_pkl(base_pkl)
+    for fname, data, conf, what, expect in (
+            ("limit_max_pickle_bytes.pt", base_zip, "max_pickle_bytes = 64",
+             "data.pkl larger than max_pickle_bytes", ["over the limit of 64"]),
+            ("limit_max_pickle_bytes_legacy.pt", legacy_bytes,
+             "max_pickle_bytes = 64",
+             "legacy pickles larger than max_pickle_bytes",
+             ["larger than 64 bytes"]),
+            ("limit_max_depth.pt", base_zip, "max_depth = 2",
+             "nesting deeper than max_depth", ["deeper than 2"]),
+            ("limit_max_memo.pt", base_zip, "max_memo = 3",
+             "memo index past max_memo", ["memo index 3 over the limit 3"]),
+            ("limit_max_string_bytes.pt", base_zip, "max_string_bytes = 4",
+             "a string longer than max_string_bytes", ["longer than 4 bytes"])):
+        add(fname, data, what, expect, conf="[security]\n%s\n" % conf)
 
 
 def main():
@@ -206,12 +552,15 @@ def main():
 
     cases = []
 
-    def add(fname, data, what, expect=()):
+    def add(fname, data, what, expect=(), conf=None):
+        """conf: extra INI text the run uses (e.g. low [security] limits)."""
         assert not any(c["file"] == fname for c in cases), fname
         with open(os.path.join(outdir, fname), "wb") as f:
             f.write(data)
         cases.append({"file": fname, "expect_in_message": list(expect),
                       "what": what})
+        if conf is not None:
+            cases[-1]["conf"] = conf
 
     def with_pkl(pkl, drop=(), extra=(), replace=None):
         """Rebuild the base zip with data.pkl replaced by `pkl`."""
@@ -552,6 +901,9 @@ def main():
     lp = legacy_bytes.replace(b"ccollections\nOrderedDict\n", b"cposix\nsystem\n", 1)
     add("legacy_evil.pt", lp, "legacy file whose data pickle uses posix.system",
         ["posix.system"])
+
+    more_cases(add, with_pkl, torch_case, entries, rec, top, base_pkl,
+               base_bytes, legacy_bytes, rebuilt)
 
     with open(os.path.join(outdir, "cases.json"), "w") as f:
         json.dump(cases, f, indent=1)

@@ -10,7 +10,9 @@ Generates the malformed checkpoints with make_hostile.py, then for each case:
   non-empty line naming the input file and containing every
   expect_in_message substring (case-insensitive), no sanitizer report,
   d/ holding only the input afterwards, input unchanged. Then
-  `ckprep inspect d/input.<ext>` must exit 1 with one stderr line.
+  `ckprep inspect -c CONF d/input.<ext>` must exit 1 with one stderr line.
+  A case with a "conf" entry (low [security] limits) runs with CONF plus
+  that text instead of the shared CONF.
 Two positive controls (unmodified zip and legacy checkpoints) must copy OK.
 Prints failures, then one line `N passed, M failed`; exit 1 if any failed.
 """
@@ -112,6 +114,11 @@ def run_case(ckprep, conf, casedir, rundir, case):
     h0 = sha256(inp)
     out = os.path.join(d, "out.th")
     problems = []
+    if case.get("conf"):
+        # the case's own configuration (low [security] limits), beside d
+        conf = d + ".ini"
+        with open(conf, "w") as f:
+            f.write(CONF + case["conf"])
 
     rc, _, err = run([ckprep, "run", "-c", conf, "-o", out, inp])
     et = err.decode("utf-8", "replace")
@@ -124,7 +131,8 @@ def run_case(ckprep, conf, casedir, rundir, case):
     else:
         if inp not in line and os.path.basename(inp) not in line:
             problems.append("run: message does not name the input: %r" % line)
-        low = line.lower()
+        # the input's path holds the case name: match the rest of the line
+        low = line.replace(inp, "").lower()
         for sub in case.get("expect_in_message", []):
             if sub.lower() not in low:
                 problems.append("run: message lacks %r: %r" % (sub, line))
@@ -137,7 +145,7 @@ def run_case(ckprep, conf, casedir, rundir, case):
         problems.append("run: input file was removed")
 
     if os.path.exists(inp):
-        rc, _, err = run([ckprep, "inspect", inp])
+        rc, _, err = run([ckprep, "inspect", "-c", conf, inp])
         et = err.decode("utf-8", "replace")
         check_common("inspect", rc, et, problems)
         if rc is not None and rc >= 0 and rc != 1:
