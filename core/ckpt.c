@@ -1158,6 +1158,8 @@ int ck_ckpt_write(ck_ckpt_t *c, const char *out_path, ck_write_info_t *info,
     }
     tmp[0] = '\0';
     rc = fsync_dir(dir, err);
+    if (rc < 0)
+        unlink(out_path);   /* not known to be durable: not written */
 out:
     if (fd >= 0)
         close(fd);

@@ -789,11 +789,17 @@ static int rd_op(rd_t *r)
             r->out->protocol = *r->p;
         r->p++;
         return 0;
-    case OP_FRAME:
+    case OP_FRAME: {
+        uint64_t len = 0;
+
         if ((rc = rd_need(r, 8)) < 0)
             return rc;
+        for (int i = 7; i >= 0; i--)
+            len = len << 8 | r->p[i];
         r->p += 8;
-        return 0;
+        /* as CPython's unpickler: a frame's bytes must all be there */
+        return rd_need(r, len);
+    }
     case OP_STOP:
         a = pop(r);
         if (a == NULL)

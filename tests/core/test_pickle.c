@@ -614,7 +614,7 @@ static void test_read_memoize(void **state)
     ck_py_t *p;
 
     /* MEMOIZE takes the next free index: 'a' is 0, 'b' is 1 */
-    p = ROOT(f, "\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00"
+    p = ROOT(f, "\x80\x04\x95\x0f\x00\x00\x00\x00\x00\x00\x00"
                 "(\x8c\x01" "a\x94\x8c\x01" "b\x94h\x01h\x00t.");
     assert_seq(p, CK_PY_TUPLE, 4);
     ASSERT_STR(p->u.seq.v[0], "a");
@@ -785,6 +785,11 @@ static void test_read_proto_frame(void **state)
     assert_int_node(ROOT(f, "\x80\x04\x95\x02\x00\x00\x00\x00\x00\x00\x00"
                             "K\x01\x95\x01\x00\x00\x00\x00\x00\x00\x00."),
                     1);
+    /* a frame longer than what is left is a truncated pickle, as in CPython */
+    FAIL(f, "\x80\x04\x95\x04\x00\x00\x00\x00\x00\x00\x00K\x07.",
+         -EAGAIN);
+    FAIL(f, "\x80\x04\x95\xff\xff\xff\xff\xff\xff\xff\xffK\x07.",
+         -EAGAIN);
 }
 
 static void test_read_unsupported(void **state)
