@@ -15,6 +15,7 @@
 
 #define MAX_RULES 64
 #define KEY_MAX 4096
+#define RE_MAX_UNROLLED (1u << 18)
 
 /* names[j] of a key that another key is renamed onto (on_conflict=replace) */
 static char replaced[] = "";
@@ -61,6 +62,38 @@ static char *trim(char *s)
     return s;
 }
 
+/*
+ * glibc's regcomp unrolls '+' and {n,m} by copying what they repeat, so
+ * nested repetitions grow exponentially: "a+++...+" or "((a{99}){99}){99}"
+ * take gigabytes.  A bound on the unrolled size: the pattern's length times
+ * the product of every repetition's count.
+ */
+static int re_too_big(const char *re)
+{
+    uint64_t size = strlen(re) + 1;
+
+    for (const char *s = re; *s != '\0'; s++) {
+        uint64_t n = 0, times = 1;
+
+        if (*s == '\\' && s[1] != '\0') {
+            s++;
+        } else if (*s == '+') {
+            times = 2;
+        } else if (*s == '{') {
+            for (; s[1] != '\0' && s[1] != '}'; s++) {
+                n = s[1] >= '0' && s[1] <= '9' && n < 100000
+                        ? n * 10 + (uint64_t)(s[1] - '0') : 0;
+                if (n + 1 > times)
+                    times = n + 1;
+            }
+        }
+        size *= times;
+        if (size > RE_MAX_UNROLLED)
+            return 1;
+    }
+    return 0;
+}
+
 static int remap_init(void *conf, ck_err_t *err)
 {
     remap_conf_t *cf = conf;
@@ -87,6 +120,9 @@ static int remap_init(void *conf, ck_err_t *err)
             int rc;
 
             r->from += 3;
+            if (re_too_big(r->from))
+                return ck_err_set(err, CK_ECONFIG, "rename: regex '%s' "
+                                  "repeats too much", r->from);
             rc = regcomp(&r->re, r->from, REG_EXTENDED);
             if (rc != 0) {
                 char msg[128];
@@ -122,6 +158,9 @@ static int check_rename(const char *value, ck_err_t *err)
         return ck_err_set(err, CK_ECONFIG, "rename: empty FROM in '%s'", value);
     if (strncmp(from, "re:", 3) != 0)
         return 0;
+    if (re_too_big(from + 3))
+        return ck_err_set(err, CK_ECONFIG, "rename: regex '%s' repeats too much",
+                          from + 3);
     rc = regcomp(&re, from + 3, REG_EXTENDED);
     if (rc != 0) {
         char msg[128];

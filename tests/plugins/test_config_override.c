@@ -5,8 +5,12 @@
  * its run over the three kinds of config it edits: a plain dict and a YAML
  * string built in memory, and the pickled OmegaConf DictConfig of
  * tests/data/sample.th (written by torch.save), plus typed nodes built in
- * memory.  Values are typed as OmegaConf types YAML scalars; the file =
- * merge is deep; failures name the override and the key.
+ * memory.  Override values are typed as Hydra's grammar types them (and
+ * written back into a YAML string so that OmegaConf reads the same), file =
+ * values as OmegaConf's YAML loader does; ints beyond int64 stay ints; typed
+ * nodes convert as OmegaConf 2.2 does; ~key=value removes only a key that
+ * holds value; the file = merge is deep; failures name the override and the
+ * key.
  */
 #include "plugin_test.h"
 
@@ -132,6 +136,10 @@ static void test_bad_set_lines(void **state)
         { "a=x: y: z", "YAML" },
         { "a=*anchor", "YAML aliases are not supported" },
         { "a=[1, *x]", "YAML aliases are not supported" },
+        /* '~' is no value in Hydra's grammar (YAML's null) */
+        { "a=~", "a=~: '~' is not a value in Hydra's grammar (null is)" },
+        { "+a=[1, ~]", "'~' is not a value" },
+        { "~a=~", "'~' is not a value" },
         { "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.A.B.C.D.E.F.G=1",
           "key too deep" },
     };
@@ -204,7 +212,8 @@ static void test_plain_grammar(void **state)
     assert_int_equal(pt_nchanges(f), 6);
 }
 
-/* Scalars are typed as OmegaConf types them. */
+/* Plain scalars of a set line are typed as Hydra's override grammar types
+ * them (hydra/grammar/OverrideLexer.g4), not as YAML 1.1 would. */
 static void test_plain_types(void **state)
 {
     static const struct {
@@ -222,11 +231,44 @@ static void test_plain_types(void **state)
         { "++j=-3", "j", CK_PY_INT, -3, NULL },
         { "++k=+7", "k", CK_PY_INT, 7, NULL },
         { "++l=1_000", "l", CK_PY_INT, 1000, NULL },
+        { "++l2=-0", "l2", CK_PY_INT, 0, NULL },
+        { "++l3=0", "l3", CK_PY_INT, 0, NULL },
         { "++t=true", "t", CK_PY_BOOL, 1, NULL },
         { "++t2=False", "t2", CK_PY_BOOL, 0, NULL },
+        { "++t3=TRUE", "t3", CK_PY_BOOL, 1, NULL },
+        { "++t4=fAlSe", "t4", CK_PY_BOOL, 0, NULL },
         { "++n=null", "n", CK_PY_NONE, 0, NULL },
-        { "++n2=~", "n2", CK_PY_NONE, 0, NULL },
-        { "++n3=", "n3", CK_PY_NONE, 0, NULL },
+        { "++n2=NULL", "n2", CK_PY_NONE, 0, NULL },
+        { "++n4=Null", "n4", CK_PY_NONE, 0, NULL },
+        /* key= is the empty string in Hydra, not None */
+        { "++n3=", "n3", CK_PY_STR, 0, "" },
+        { "++f2=1e5", "f2", CK_PY_FLOAT, 1e5, NULL },
+        { "++f3=1E5", "f3", CK_PY_FLOAT, 1e5, NULL },
+        { "++f4=1.e5", "f4", CK_PY_FLOAT, 1e5, NULL },
+        { "++f5=1.5_0", "f5", CK_PY_FLOAT, 1.5, NULL },
+        { "++f6=-1.5e-3", "f6", CK_PY_FLOAT, -1.5e-3, NULL },
+        { "++f7=1e1_0", "f7", CK_PY_FLOAT, 1e10, NULL },
+        { "++inf=inf", "inf", CK_PY_FLOAT, INFINITY, NULL },
+        { "++inf2=-inf", "inf2", CK_PY_FLOAT, -INFINITY, NULL },
+        { "++inf3=+INF", "inf3", CK_PY_FLOAT, INFINITY, NULL },
+        { "++nan=nan", "nan", CK_PY_FLOAT, NAN, NULL },
+        { "++nan2=NaN", "nan2", CK_PY_FLOAT, NAN, NULL },
+        /* YAML 1.1 bools, YAML's .inf and octal-looking ints are strings */
+        { "++y=yes", "y", CK_PY_STR, 0, "yes" },
+        { "++y2=no", "y2", CK_PY_STR, 0, "no" },
+        { "++y3=on", "y3", CK_PY_STR, 0, "on" },
+        { "++y4=off", "y4", CK_PY_STR, 0, "off" },
+        { "++y5=Y", "y5", CK_PY_STR, 0, "Y" },
+        { "++y6=.inf", "y6", CK_PY_STR, 0, ".inf" },
+        { "++y7=.nan", "y7", CK_PY_STR, 0, ".nan" },
+        { "++y8=007", "y8", CK_PY_STR, 0, "007" },
+        { "++y9=1__0", "y9", CK_PY_STR, 0, "1__0" },
+        { "++ya=1_", "ya", CK_PY_STR, 0, "1_" },
+        { "++yb=1e5x", "yb", CK_PY_STR, 0, "1e5x" },
+        { "++yc=true_x", "yc", CK_PY_STR, 0, "true_x" },
+        { "++yd=infinity", "yd", CK_PY_STR, 0, "infinity" },
+        { "++ye=1._5", "ye", CK_PY_STR, 0, "1._5" },
+        { "++yf='null'", "yf", CK_PY_STR, 0, "null" },
         { "++s='123'", "s", CK_PY_STR, 0, "123" },
         { "++q=\"true\"", "q", CK_PY_STR, 0, "true" },
         { "++w=hello world", "w", CK_PY_STR, 0, "hello world" },
@@ -255,7 +297,10 @@ static void test_plain_types(void **state)
                      cases[i].kind);
         switch (cases[i].kind) {
         case CK_PY_FLOAT:
-            assert_true(ck_py_float_value(v) == cases[i].num);
+            if (isnan(cases[i].num) ? !isnan(ck_py_float_value(v))
+                                    : ck_py_float_value(v) != cases[i].num)
+                fail_msg("%s: %.17g, expected %.17g", cases[i].set,
+                         ck_py_float_value(v), cases[i].num);
             break;
         case CK_PY_INT:
             assert_int_equal(v->u.i.v, (int64_t)cases[i].num);
@@ -421,12 +466,12 @@ static void test_yaml_string(void **state)
                            "ref: ${optim.lr}\n"
                            "lst: [3, 4]\n"
                            "label2: '007'\n"
-                           "z:\n"
+                           "z: ''\n"
                            "i: '${optim.lr}'\n");
     pt_changed(f, "{\"op\":\"removed\",\"config\":\"y\",\"key\":\"name\","
                   "\"old\":\"x\"}");
     pt_changed(
-        f, "{\"op\":\"added\",\"config\":\"y\",\"key\":\"z\",\"new\":null}");
+        f, "{\"op\":\"added\",\"config\":\"y\",\"key\":\"z\",\"new\":\"\"}");
     pt_changed(f, "{\"op\":\"set\",\"config\":\"y\",\"key\":\"optim.lr\","
                   "\"old\":0.0001,\"new\":1");
     /* the same failures as for a dict */
@@ -641,10 +686,403 @@ static void test_typed_nodes(void **state)
     typed_fails(f, "set = x=true\n", "not a valid value for a FloatNode");
     typed_fails(f, "set = i=2.5\n",
                 "'2.5' is not a valid value for a IntegerNode");
-    typed_fails(f, "set = i='3'\n", "not a valid value for a IntegerNode");
-    typed_fails(f, "set = b=2\n", "'2' is not a valid value for a BooleanNode");
+    typed_fails(f, "set = i='2.5'\n", "not a valid value for a IntegerNode");
+    typed_fails(f, "set = i=true\n", "not a valid value for a IntegerNode");
+    typed_fails(f, "set = i=0x10\n", "'0x10' is not a valid value");
+    typed_fails(f, "set = x=yes\n", "'yes' is not a valid value for a FloatNode");
+    typed_fails(f, "set = x=.inf\n", "not a valid value for a FloatNode");
+    typed_fails(f, "set = b=2.5\n", "'2.5' is not a valid value for a BooleanNode");
+    typed_fails(f, "set = b=1.0\n", "not a valid value for a BooleanNode");
+    /* a collection does not replace a typed node */
+    typed_fails(f, "set = i=[1]\n", "'collection' is not a valid value for a "
+                                    "IntegerNode");
+    typed_fails(f, "set = s={k: v}\n", "not a valid value for a StringNode");
+    typed_fails(f, "set = b=[]\n", "not a valid value for a BooleanNode");
     typed_fails(f, "set = b=maybe\n", "not a valid value for a BooleanNode");
     typed_fails(f, "set = en=RED\n", "en=RED: cannot change a EnumNode");
+}
+
+/* What OmegaConf 2.2 makes of each Hydra-typed value in each typed node
+ * (its nodes' _validate_and_convert_impl; tests/plugins/test_plugins.py
+ * checks the same table against OmegaConf itself). */
+static void test_typed_conversions(void **state)
+{
+    static const struct {
+        const char *set, *key;
+        int kind;
+        double num;      /* int, float, bool */
+        const char *str; /* str */
+    } cases[] = {
+        /* BooleanNode: bool, int != 0, str: int(str) != 0 or a word */
+        { "b=2", "b", CK_PY_BOOL, 1, NULL },
+        { "b=-1", "b", CK_PY_BOOL, 1, NULL },
+        { "b=0", "b", CK_PY_BOOL, 0, NULL },
+        { "b=yes", "b", CK_PY_BOOL, 1, NULL },
+        { "b=Y", "b", CK_PY_BOOL, 1, NULL },
+        { "b=On", "b", CK_PY_BOOL, 1, NULL },
+        { "b=off", "b", CK_PY_BOOL, 0, NULL },
+        { "b=N", "b", CK_PY_BOOL, 0, NULL },
+        { "b='1'", "b", CK_PY_BOOL, 1, NULL },
+        { "b=' 0 '", "b", CK_PY_BOOL, 0, NULL },
+        { "b=18446744073709551616", "b", CK_PY_BOOL, 1, NULL },
+        /* IntegerNode: int, int(str) */
+        { "i='3'", "i", CK_PY_INT, 3, NULL },
+        { "i=' -1_000 '", "i", CK_PY_INT, -1000, NULL },
+        { "i='007'", "i", CK_PY_INT, 7, NULL },
+        { "i=+7", "i", CK_PY_INT, 7, NULL },
+        /* FloatNode: float, int, float(str) */
+        { "x=7", "x", CK_PY_FLOAT, 7, NULL },
+        { "x='1.5'", "x", CK_PY_FLOAT, 1.5, NULL },
+        { "x=inf", "x", CK_PY_FLOAT, INFINITY, NULL },
+        { "x='-Infinity'", "x", CK_PY_FLOAT, -INFINITY, NULL },
+        { "x=' 1_0.5 '", "x", CK_PY_FLOAT, 10.5, NULL },
+        { "x='1e5'", "x", CK_PY_FLOAT, 1e5, NULL },
+        { "x=18446744073709551617", "x", CK_PY_FLOAT, 18446744073709551616.0,
+          NULL },
+        /* StringNode: str() of what Hydra gave, Python's float repr */
+        { "s=1e5", "s", CK_PY_STR, 0, "100000.0" },
+        { "s=1e-5", "s", CK_PY_STR, 0, "1e-05" },
+        { "s=0.0001", "s", CK_PY_STR, 0, "0.0001" },
+        { "s=1e16", "s", CK_PY_STR, 0, "1e+16" },
+        { "s=1e15", "s", CK_PY_STR, 0, "1000000000000000.0" },
+        { "s=123.456", "s", CK_PY_STR, 0, "123.456" },
+        { "s=0.1", "s", CK_PY_STR, 0, "0.1" },
+        { "s=-0.0", "s", CK_PY_STR, 0, "-0.0" },
+        { "s=1.5e300", "s", CK_PY_STR, 0, "1.5e+300" },
+        { "s=5e-324", "s", CK_PY_STR, 0, "5e-324" },
+        { "s=.5", "s", CK_PY_STR, 0, "0.5" },
+        { "s=-inf", "s", CK_PY_STR, 0, "-inf" },
+        { "s=nan", "s", CK_PY_STR, 0, "nan" },
+        { "s=true", "s", CK_PY_STR, 0, "True" },
+        { "s=+7", "s", CK_PY_STR, 0, "7" },
+        { "s=1_000", "s", CK_PY_STR, 0, "1000" },
+        { "s=yes", "s", CK_PY_STR, 0, "yes" },
+        { "s=", "s", CK_PY_STR, 0, "" },
+        { "s=-18446744073709551616", "s", CK_PY_STR, 0,
+          "-18446744073709551616" },
+        /* None, '???' and interpolations go in any node */
+        { "i=null", "i", CK_PY_NONE, 0, NULL },
+        { "b='?\?\?'", "b", CK_PY_STR, 0, "?\?\?" },
+        { "x='a${i}'", "x", CK_PY_STR, 0, "a${i}" },
+    };
+    pt_fx_t *f = *state;
+    char text[512];
+
+    for (size_t k = 0; k < CK_ARRAY_SIZE(cases); k++) {
+        ck_py_t *v;
+
+        snprintf(text, sizeof(text), "set = %s\n", cases[k].set);
+        typed_run(f, text);
+        v = typed_val(f, cases[k].key);
+        if (v->kind != cases[k].kind)
+            fail_msg("%s: kind %d, expected %d", cases[k].set, v->kind,
+                     cases[k].kind);
+        if ((v->kind == CK_PY_BOOL && v->b != (int)cases[k].num) ||
+            (v->kind == CK_PY_INT && v->u.i.v != (int64_t)cases[k].num) ||
+            (v->kind == CK_PY_FLOAT &&
+             ck_py_float_value(v) != cases[k].num) ||
+            (v->kind == CK_PY_STR && !ck_py_str_eq(v, cases[k].str)))
+            fail_msg("%s: wrong value (%s)", cases[k].set,
+                     v->kind == CK_PY_STR ? v->u.s.s : "not a str");
+        /* the node keeps its class */
+        assert_true(ck_py_global_is(
+            child(ck_ckpt_get(&f->job.ck, "cfg"), cases[k].key)->u.o.fn,
+            "omegaconf.nodes",
+            !strcmp(cases[k].key, "b")   ? "BooleanNode"
+            : !strcmp(cases[k].key, "i") ? "IntegerNode"
+            : !strcmp(cases[k].key, "x") ? "FloatNode"
+                                         : "StringNode"));
+    }
+    /* an int beyond int64 stays one in an IntegerNode; beyond a double's
+     * range it is no float (Python's OverflowError) */
+    typed_run(f, "set = i=-18446744073709551616\n");
+    assert_int_equal(typed_val(f, "i")->u.i.nbig, 9);
+    snprintf(text, sizeof(text), "set = x=1%0400d\n", 0);
+    typed_fails(f, text, "not a valid value for a FloatNode");
+}
+
+/* ---- ints beyond int64 ------------------------------------------------ */
+
+static void assert_big(ck_py_t *v, const char *hex)
+{
+    char got[256] = "";
+
+    assert_non_null(v);
+    assert_int_equal(v->kind, CK_PY_INT);
+    for (size_t k = 0; k < v->u.i.nbig; k++)
+        snprintf(got + strlen(got), sizeof(got) - strlen(got), "%02x",
+                 v->u.i.big[k]);
+    if (strcmp(got, hex) != 0)
+        fail_msg("big int bytes %s, expected %s", got, hex);
+}
+
+static void test_big_ints(void **state)
+{
+    pt_fx_t *f = *state;
+    ck_write_info_t info;
+    char text[8192];
+    ck_py_t *hp;
+
+    run_plain(f, "set = ++big=18446744073709551616\n"
+                 "set = ++nbig=-9223372036854775809\n"
+                 "set = ++max=9223372036854775807\n"
+                 "set = ++min=-9223372036854775808\n"
+                 "set = ++m127=-170141183460469231731687303715884105728\n"
+                 "set = ++p127=170141183460469231731687303715884105728\n"
+                 "set = ++u=1_000_000_000_000_000_000_000\n"
+                 "set = ++l=[18446744073709551616]\n");
+    /* two's complement, little-endian, minimal: what LONG1 holds */
+    assert_big(get(f, "hp/big"), "000000000000000001");
+    assert_big(get(f, "hp/nbig"), "ffffffffffffff7fff");
+    assert_big(get(f, "hp/m127"), "00000000000000000000000000000080");
+    assert_big(get(f, "hp/p127"), "0000000000000000000000000000008000");
+    assert_big(get(f, "hp/u"), "0000a0dec5adc93536");
+    assert_big(get(f, "hp/l")->u.seq.v[0], "000000000000000001");
+    /* the int64 edges stay small */
+    assert_int_equal(get(f, "hp/max")->u.i.nbig, 0);
+    assert_true(get(f, "hp/max")->u.i.v == INT64_MAX);
+    assert_int_equal(get(f, "hp/min")->u.i.nbig, 0);
+    assert_true(get(f, "hp/min")->u.i.v == INT64_MIN);
+    /* reported as JSON numbers */
+    pt_changed(f, "\"key\":\"big\",\"new\":18446744073709551616}");
+    pt_changed(f, "\"key\":\"nbig\",\"new\":-9223372036854775809}");
+    pt_changed(f, "\"key\":\"u\",\"new\":1000000000000000000000}");
+    /* written as LONG1 and read back the same */
+    pt_write_back(f, &info);
+    hp = ck_py_map_get(f->back.pk.root, "hp", NULL);
+    assert_big(ck_py_map_get(hp, "big", NULL), "000000000000000001");
+    assert_big(ck_py_map_get(hp, "m127", NULL),
+               "00000000000000000000000000000080");
+    /* the old value of a big int is reported as a number too */
+    run_plain(f, "set = +b=18446744073709551616\nset = b=1\n");
+    pt_changed(f, "\"key\":\"b\",\"old\":18446744073709551616,\"new\":1}");
+    /* a YAML string gets the digits; a YAML file's big ints are ints */
+    pt_job_reset(f);
+    snprintf(text, sizeof(text),
+             HEAD "config = y\nfile = %s\nset = ++b=-18_446_744_073_709_551_616\n",
+             yaml_file(f, "big.yaml", "c: 0x10000000000000000\n"));
+    pt_load_ok(f, text);
+    hp = pt_dict(f);
+    pt_set(f, hp, "y", pt_s(f, "a: 1\n"));
+    pt_run_ok(f, hp);
+    assert_string_equal(ck_py_map_get(hp, "y", NULL)->u.s.s,
+                        "a: 1\nc: 0x10000000000000000\n"
+                        "b: -18446744073709551616\n");
+    pt_changed(f, "\"key\":\"c\",\"new\":18446744073709551616}");
+    /* Python refuses int() of more than 4300 digits: so does the check */
+    snprintf(text, sizeof(text), HEAD "set = a=1%04300d\n", 0);
+    pt_bad(f, text, 5, "an int of more than 4300 digits");
+    snprintf(text, sizeof(text), HEAD "config = hp\nset = ++a=1%04299d\n", 0);
+    pt_job_reset(f);
+    pt_load_ok(f, text);
+    pt_run_ok(f, plain_model(f));
+    assert_int_equal(get(f, "hp/a")->u.i.nbig, 1786);
+}
+
+/* ---- ~key=value ------------------------------------------------------- */
+
+static void test_delete_value_plain(void **state)
+{
+    pt_fx_t *f = *state;
+
+    /* Python's ==: 1e-3 == 0.001, 4.0 == 4, 1 == True, lists in order */
+    run_plain(f, "set = ~lr=1e-3\nset = ~model.dim=4.0\nset = ~flag=1\n"
+                 "set = ~name=lm\nset = ~betas=[0.9, 0.999]\n");
+    assert_string_equal(pt_keys(get(f, "hp")), "model");
+    assert_string_equal(pt_keys(get(f, "hp/model")), "vocab");
+    pt_changed(f, "{\"op\":\"removed\",\"config\":\"hp\",\"key\":\"flag\","
+                  "\"old\":true}");
+    assert_int_equal(pt_nchanges(f), 5);
+    /* dicts by their items, in any order; ~key still removes anything */
+    run_plain(f, "set = ~model={vocab: 10, dim: 4}\nset = ~betas\n");
+    assert_string_equal(pt_keys(get(f, "hp")), "lr name flag");
+    /* big ints, and an int against the float of the same value */
+    run_plain(f, "set = +a=18446744073709551616\nset = ~a=18446744073709551616\n"
+                 "set = +b=18446744073709551616\nset = ~b=1.8446744073709552e19\n"
+                 "set = +c=-3\nset = ~c=-3.0\n");
+    assert_string_equal(pt_keys(get(f, "hp")), "lr model name betas flag");
+
+    /* otherwise the job fails naming the key, the value and the expected */
+    plain_fails(f, "set = ~lr=0.01\n",
+                "config_override: ~lr=0.01: the value of 'lr' is 0.001, not "
+                "0.01", NULL);
+    plain_fails(f, "set = ~name=lm2\n", "the value of 'name' is 'lm', not "
+                                        "'lm2'", NULL);
+    plain_fails(f, "set = ~model.dim='4'\n",
+                "the value of 'model.dim' is 4, not '4'", NULL);
+    plain_fails(f, "set = ~model.dim=true\n", "is 4, not True", NULL);
+    plain_fails(f, "set = ~betas=[0.999, 0.9]\n",
+                "the value of 'betas' is [0.9, 0.999], not [0.999, 0.9]", NULL);
+    plain_fails(f, "set = ~model={dim: 4}\n",
+                "the value of 'model' is {'dim': 4, 'vocab': 10}, not "
+                "{'dim': 4}", NULL);
+    plain_fails(f, "set = ~flag=\n", "the value of 'flag' is True, not ''",
+                NULL);
+    /* null is a value to compare like any other */
+    plain_fails(f, "set = ~name=null\n", "is 'lm', not None", NULL);
+    plain_fails(f, "set = +a=9007199254740993\nset = ~a=9007199254740992.0\n",
+                "is 9007199254740993, not 9007199254740992.0", NULL);
+    plain_fails(f, "set = +a=18446744073709551616\n"
+                   "set = ~a=18446744073709551617\n",
+                "is 18446744073709551616, not 18446744073709551617", NULL);
+    plain_fails(f, "set = +a=nan\nset = ~a=nan\n", "is nan, not nan", NULL);
+    plain_fails(f, "set = ~nosuch=1\n", "~nosuch=1: no key 'nosuch' to remove",
+                NULL);
+    /* the set line is checked like any other */
+    pt_bad(f, HEAD "set = ~a=[1, 2\n", 5, "~a=[1, 2: YAML");
+}
+
+static void test_delete_value_yaml(void **state)
+{
+    static const char *const y =
+        "optim:\n  lr: 0.0001\nlabel: '0123'\nflag: yes\nref: ${optim.lr}\n"
+        "lst:\n- 1\n- two\nm: {a: 1, b: [x]}\n";
+    pt_fx_t *f = *state;
+    ck_py_t *root;
+    static const struct {
+        const char *set, *what;
+    } bad[] = {
+        { "~label=123", "the value of 'label' is '0123', not 123" },
+        /* the YAML string says yes, a YAML 1.1 bool; Hydra's yes is a str */
+        { "~flag=yes", "the value of 'flag' is True, not 'yes'" },
+        { "~lst=[1]", "the value of 'lst' is [1, 'two'], not [1]" },
+        { "~optim.lr=1e-3", "the value of 'optim.lr' is 0.0001, not 0.001" },
+    };
+
+    pt_load_ok(f, HEAD "config = y\nset = ~optim.lr=1e-4\nset = ~label='0123'\n"
+                       "set = ~flag=true\nset = ~ref=${optim.lr}\n"
+                       "set = ~lst=[1, two]\nset = ~m={b: [x], a: 1.0}\n");
+    root = pt_dict(f);
+    pt_set(f, root, "y", pt_s(f, y));
+    pt_run_ok(f, root);
+    assert_string_equal(ck_py_map_get(root, "y", NULL)->u.s.s, "optim: {}\n");
+    assert_int_equal(pt_nchanges(f), 6);
+    for (size_t i = 0; i < CK_ARRAY_SIZE(bad); i++) {
+        char text[256];
+
+        pt_job_reset(f);
+        snprintf(text, sizeof(text), HEAD "config = y\nset = %s\n", bad[i].set);
+        pt_load_ok(f, text);
+        root = pt_dict(f);
+        pt_set(f, root, "y", pt_s(f, y));
+        pt_run_fails(f, root, CK_EPLUGIN, bad[i].what, NULL);
+        /* nothing changed */
+        assert_string_equal(ck_py_map_get(root, "y", NULL)->u.s.s, y);
+    }
+}
+
+static void test_delete_value_dictconfig(void **state)
+{
+    pt_fx_t *f = *state;
+    ck_py_t *cfg;
+
+    open_sample(f, "set = ~solver=musicgen\n"
+                   "set = ~optim.adam.betas=[0.9, 0.95]\n"
+                   "set = ~dataset.valid={path: /data/valid}\n"
+                   "set = ~sampling_rate_ref=${sample_rate}\n"
+                   "set = ~transformer_lm.dim=6.0\n");
+    pt_run_ok(f, NULL);
+    cfg = ck_ckpt_get(&f->job.ck, "xp.cfg");
+    assert_null(child(cfg, "solver"));
+    assert_null(child(cfg, "sampling_rate_ref"));
+    assert_null(child(child(child(cfg, "optim"), "adam"), "betas"));
+    assert_null(child(child(cfg, "dataset"), "valid"));
+    assert_null(child(child(cfg, "transformer_lm"), "dim"));
+    assert_non_null(child(child(cfg, "dataset"), "train"));
+    assert_int_equal(pt_nchanges(f), 5);
+    open_sample(f, "set = ~optim.lr=1e-3\n");
+    pt_run_fails(f, NULL, CK_EPLUGIN,
+                 "~optim.lr=1e-3: the value of 'optim.lr' is 0.0001, not 0.001",
+                 NULL);
+    open_sample(f, "set = ~dataset.train={path: /data/train}\n");
+    pt_run_fails(f, NULL, CK_EPLUGIN,
+                 "the value of 'dataset.train' is {'path': '/data/train', "
+                 "'num_samples': 1000}, not {'path': '/data/train'}",
+                 NULL);
+    open_sample(f, "set = ~optim.adam.betas=[0.9]\n");
+    pt_run_fails(f, NULL, CK_EPLUGIN, "is [0.9, 0.95], not [0.9]", NULL);
+    /* typed nodes compare their value: FloatNode 1 == 1.0, BooleanNode 1 */
+    typed_run(f, "set = ~x=1.0\nset = ~b=true\nset = ~s=1\n");
+    assert_string_equal(pt_keys(state_of(ck_ckpt_get(&f->job.ck, "cfg"),
+                                         "_content")),
+                        "i a en");
+    typed_fails(f, "set = ~i='1'\n", "the value of 'i' is 1, not '1'");
+}
+
+/* In a YAML-string config a new value reads back, with OmegaConf's YAML
+ * loader, as Hydra typed it. */
+static void test_yaml_string_hydra_values(void **state)
+{
+    pt_fx_t *f = *state;
+    ck_py_t *root;
+
+    pt_load_ok(f, HEAD "config = y\n"
+                       "set = ++s1=yes\nset = ++s2=0x10\nset = ++s3=\n"
+                       "set = ++s4=NULL\nset = ++s5=TRUE\nset = ++s6=+7\n"
+                       "set = ++s7=1_000\nset = ++s8=inf\nset = ++s9=-inf\n"
+                       "set = ++sa=nan\nset = ++sb=+.5\nset = ++sc=.5e3\n"
+                       "set = ++sd=1e5\nset = ++se=1.5_0\nset = ++sf=off\n"
+                       "set = ++sg=[yes, 1, 0x1, '2']\nset = ++sh=1:30\n"
+                       "set = ++si=hello world\nset = ++sj=007\n"
+                       "set = ++sk={on: No}\n");
+    root = pt_dict(f);
+    pt_set(f, root, "y", pt_s(f, "a: 1\n"));
+    pt_run_ok(f, root);
+    assert_string_equal(ck_py_map_get(root, "y", NULL)->u.s.s,
+                        "a: 1\n"
+                        "s1: 'yes'\n"
+                        "s2: '0x10'\n"
+                        "s3: ''\n"
+                        "s4: null\n"
+                        "s5: true\n"
+                        "s6: 7\n"
+                        "s7: 1000\n"
+                        "s8: .inf\n"
+                        "s9: -.inf\n"
+                        "sa: .nan\n"
+                        "sb: 0.5\n"
+                        "sc: 500.0\n"
+                        "sd: 1e5\n"
+                        "se: 1.5_0\n"
+                        "sf: 'off'\n"
+                        "sg: ['yes', 1, '0x1', '2']\n"
+                        "sh: '1:30'\n"
+                        "si: hello world\n"
+                        "sj: '007'\n"
+                        "sk: {'on': 'No'}\n");
+}
+
+/* The file = YAML is typed as OmegaConf's YAML loader types it (YAML 1.1),
+ * unlike set lines. */
+static void test_file_yaml_types(void **state)
+{
+    pt_fx_t *f = *state;
+    char text[512];
+
+    snprintf(text, sizeof(text), "file = %s\n",
+             yaml_file(f, "t.yaml",
+                       "y: yes\nn: Off\nh: 0x1F\no: 017\nb: 0b101\n"
+                       "s60: 1:30\nf: 1e5\ninf: .inf\nninf: -.Inf\n"
+                       "nan: .NaN\nsinf: inf\nnul: ~\nnul2: Null\n"
+                       "u: 1_000\nstr: 09\ntr: tRUE\n"));
+    run_plain(f, text);
+    assert_int_equal(get(f, "hp/y")->kind, CK_PY_BOOL);
+    assert_int_equal(get(f, "hp/y")->b, 1);
+    assert_int_equal(get(f, "hp/n")->b, 0);
+    assert_int_equal(get(f, "hp/h")->u.i.v, 31);
+    assert_int_equal(get(f, "hp/o")->u.i.v, 15);
+    assert_int_equal(get(f, "hp/b")->u.i.v, 5);
+    assert_int_equal(get(f, "hp/s60")->u.i.v, 90);
+    assert_true(ck_py_float_value(get(f, "hp/f")) == 1e5);
+    assert_true(ck_py_float_value(get(f, "hp/inf")) == INFINITY);
+    assert_true(ck_py_float_value(get(f, "hp/ninf")) == -INFINITY);
+    assert_true(isnan(ck_py_float_value(get(f, "hp/nan"))));
+    assert_true(ck_py_str_eq(get(f, "hp/sinf"), "inf"));
+    assert_int_equal(get(f, "hp/nul")->kind, CK_PY_NONE);
+    assert_int_equal(get(f, "hp/nul2")->kind, CK_PY_NONE);
+    assert_int_equal(get(f, "hp/u")->u.i.v, 1000);
+    assert_true(ck_py_str_eq(get(f, "hp/str"), "09"));
+    assert_true(ck_py_str_eq(get(f, "hp/tr"), "tRUE"));
 }
 
 int main(void)
@@ -665,6 +1103,13 @@ int main(void)
         T(test_dictconfig),
         T(test_dictconfig_failures),
         T(test_typed_nodes),
+        T(test_typed_conversions),
+        T(test_big_ints),
+        T(test_delete_value_plain),
+        T(test_delete_value_yaml),
+        T(test_delete_value_dictconfig),
+        T(test_yaml_string_hydra_values),
+        T(test_file_yaml_types),
     };
 #undef T
 

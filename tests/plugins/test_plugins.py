@@ -258,6 +258,20 @@ def make_misc(path):
     }, path)
 
 
+def make_oddkeys(path):
+    """A state dict with keys that are not a str (not what state_dict()
+    makes, but what a pickle may hold), and a top-level int key."""
+    torch.manual_seed(4)
+    sd = OD()
+    sd["enc.w"] = torch.randn(2, 3)
+    sd[7] = torch.randn(5)
+    sd["dec.w"] = torch.randn(3)
+    sd[(1, 2)] = torch.randn(2)
+    sd[None] = torch.zeros(0)
+    sd._metadata = OD([("", {"version": 1}), ("enc", {"version": 1}), ("dec", {"version": 1})])
+    torch.save({"model": sd, 5: "an int key", "epoch": 1}, path)
+
+
 # ====================================================================
 # comparing loaded checkpoints
 # ====================================================================
@@ -1041,6 +1055,53 @@ def check_root_outside_state():
                   exact_line=False)
 
 
+@test
+def select_non_str_keys_keep():
+    """keep: a state-dict key that is not a str (7, (1, 2), None) starts with
+    no keep prefix: removed, and reported with its type and bytes"""
+    r = E.ok(chain1("prefix_select", {"state": "model", "keep": "enc.", "strip": "yes"}), "odd")
+    ck = load(r.inp)
+    sd = ck["model"]
+    ck["model"] = od_like(sd, [("w", sd["enc.w"])], OD([("", sd._metadata["enc"])]))
+    assert_same(ck, load(r.out))
+    ch = plugin_changes(r.rec)
+    odd = sorted((c["op"], str(c["key"]), c.get("key_type"), c.get("bytes")) for c in ch
+                 if c.get("key_type"))
+    check(odd == [("removed", "7", "int", 20), ("removed", "<tuple>", "tuple", 8),
+                  ("removed", "None", "NoneType", 0)],
+          f"changes for the keys that are not a str: {odd}")
+    check(any(c["key"] == 7 and type(c["key"]) is int for c in ch), "key 7 is not a JSON number")
+    check(sum(c["op"] == "removed" for c in ch) == 4, f"changes {ch}")
+
+
+@test
+def select_non_str_keys_drop():
+    """drop alone: a key that is not a str starts with no drop prefix: it
+    stays, with its tensor, and the record says it was kept"""
+    r = E.ok(chain1("prefix_select", {"state": "model", "drop": "dec."}), "odd")
+    ck = load(r.inp)
+    sd = ck["model"]
+    ck["model"] = od_like(sd, [(k, v) for k, v in sd.items() if k != "dec.w"],
+                          OD((k, v) for k, v in sd._metadata.items() if k != "dec"))
+    out = load(r.out)
+    assert_same(ck, out)
+    check(list(out["model"]) == ["enc.w", 7, (1, 2), None], f"keys {list(out['model'])}")
+    kept = sorted((str(c["key"]), c["key_type"]) for c in plugin_changes(r.rec)
+                  if c["op"] == "kept")
+    check(kept == [("7", "int"), ("<tuple>", "tuple"), ("None", "NoneType")], f"kept {kept}")
+
+
+@test
+def select_root_non_str_key():
+    """root: a top-level key that is not a str is named as itself in the
+    record (an int as a JSON number)"""
+    r = E.ok(chain1("prefix_select", {"root": "model"}), "odd")
+    ck = load(r.inp)
+    check_root_output(r, ck["model"])
+    ch = plugin_changes(r.rec)
+    check(ch[0]["removed"] == [k for k in ck if k != "model"], f"removed {ch[0]['removed']}")
+
+
 # ---- key_remap ------------------------------------------------------------
 
 def remap_test(rules, inp="ac", state="best_state/model", extra=()):
@@ -1797,6 +1858,236 @@ def config_dry_run():
           f"dry-run changes {plugin_changes(dry.rec)} != {plugin_changes(real.rec)}")
 
 
+# ---- config_override: ~key=value, Hydra's typing, big ints ----------------
+
+@test
+def config_delete_with_value():
+    """~key=value removes key when it holds value (Python's ==: 1e-4 ==
+    0.0001, 6.0 == 6, lists in order, dicts by items); the record has the
+    old values"""
+    sets = [("set", "~optim.lr=1e-4"), ("set", "~solver=musicgen"),
+            ("set", "~optim.adam.betas=[0.9, 0.95]"), ("set", "~dataset.valid={path: /data/valid}"),
+            ("set", "~generate.lm.use_sampling=true"), ("set", "~transformer_lm.dim=6.0"),
+            ("set", "~sampling_rate_ref=${sample_rate}"), ("set", "~label='0123'")]
+    r = E.ok(chain1("config_override", sets), "ac")
+    ck = load(r.inp)
+
+    def edit(c):
+        del c.optim["lr"], c["solver"], c.optim.adam["betas"], c.dataset["valid"]
+        del c.generate.lm["use_sampling"], c.transformer_lm["dim"], c["label"]
+        del c["sampling_rate_ref"]
+    ck["xp.cfg"] = edit_cfg(ck["xp.cfg"], edit)
+    out = load(r.out)
+    assert_same(ck, out)
+    check(not out["xp.cfg"].get("solver") and OmegaConf.is_missing(out["xp.cfg"], "continue_from"),
+          "config after the removals")
+    check_changes(plugin_changes(r.rec),
+                  [("removed", "optim.lr", 0.0001), ("removed", "solver", "musicgen"),
+                   ("removed", "optim.adam.betas", "<container>"),
+                   ("removed", "dataset.valid", "<container>"),
+                   ("removed", "generate.lm.use_sampling", True),
+                   ("removed", "transformer_lm.dim", 6),
+                   ("removed", "sampling_rate_ref", "${sample_rate}"),
+                   ("removed", "label", "0123")], "op", "key", "old")
+
+
+@test
+def config_delete_with_value_mismatch_fails():
+    """~key=value on a key holding another value fails the job, naming the
+    key, its value and the expected one; nothing is written"""
+    E.fails(chain1("config_override", [("set", "~optim.lr=1e-3")]), "ac",
+            "'optim.lr' is 0.0001, not 0.001")
+    E.fails(chain1("config_override", [("set", "~label=123")]), "ac",
+            "'label' is '0123', not 123")
+    E.fails(chain1("config_override", [("set", "~optim.adam.betas=[0.95, 0.9]")]), "ac",
+            "is [0.9, 0.95], not [0.95, 0.9]")
+    # an earlier override applied, then the check fails: still nothing written
+    E.fails(chain1("config_override", [("set", "optim.lr=1e-5"), ("set", "~solver=other")]),
+            "ac", "'solver' is 'musicgen', not 'other'")
+    E.fails(chain1("config_override", [("config", "hyper_parameters"),
+                                        ("set", "~model={dim: 4}")]), "pl",
+            "'model' is {'dim': 4, 'vocab': 10}, not {'dim': 4}")
+    E.fails(chain1("config_override", [("set", "~optim.lr=2e-4")]), "ex",
+            "'optim.lr' is 0.0001, not 0.0002")
+
+
+@test
+def config_delete_with_value_yaml_and_dict():
+    """~key=value in a YAML-string config and in a plain dict"""
+    r = E.ok(chain1("config_override", [("set", "~optim.lr=0.0001"), ("set", "~label='0123'"),
+                                        ("set", "~dataset.train={num_samples: 1000, path: /data/train}"),
+                                        ("set", "~continue_from")]), "ex")
+    ck = load(r.inp)
+    cfg = OmegaConf.create(ck["xp.cfg"])
+    del cfg.optim["lr"], cfg["label"], cfg.dataset["train"], cfg["continue_from"]
+    got = OmegaConf.create(load(r.out)["xp.cfg"])
+    check(OmegaConf.to_container(got) == OmegaConf.to_container(cfg),
+          f"config {OmegaConf.to_container(got)}")
+    r = E.ok(chain1("config_override", [("config", "hyper_parameters"), ("set", "~lr=1e-3"),
+                                        ("set", "~betas=[0.9, 0.999]"), ("set", "~model.dim=4.0"),
+                                        ("set", "~name=lm-small")]), "pl")
+    ck = load(r.inp)
+    hp = ck["hyper_parameters"]
+    del hp["lr"], hp["betas"], hp["model"]["dim"], hp["name"]
+    assert_same(ck, load(r.out))
+
+
+# (set-line text, the Python value Hydra's override grammar gives it:
+# hydra/grammar/OverrideLexer.g4 and overrides_visitor.py, by hand since
+# Hydra is not installed)
+HYDRA_VALUES = [
+    ("yes", "yes"), ("no", "no"), ("on", "on"), ("Off", "Off"), ("y", "y"),
+    ("true", True), ("False", False), ("TRUE", True), ("null", None), ("NULL", None),
+    ("inf", math.inf), ("-inf", -math.inf), ("+INF", math.inf), ("nan", math.nan),
+    ("NaN", math.nan), ("1e5", 100000.0), ("1E-3", 0.001), ("1.e5", 1e5), (".5", 0.5),
+    ("+.5", 0.5), (".5e3", 500.0), ("1.5_0", 1.5), ("1_0.5", 10.5), ("-3.", -3.0),
+    ("1_000", 1000), ("-0", 0), ("+7", 7), ("42", 42),
+    ("0x10", "0x10"), ("007", "007"), ("1__0", "1__0"), (".inf", ".inf"), (".nan", ".nan"),
+    ("1:30", "1:30"), ("1e5x", "1e5x"), ("infinity", "infinity"), ("1.2.3", "1.2.3"),
+    ("'yes'", "yes"), ('"1e5"', "1e5"), ("'null'", "null"), ("", ""),
+    ("hello world", "hello world"), ("/a/b:c", "/a/b:c"),
+    ("[yes, 1, 0x1, null, 2.5]", ["yes", 1, "0x1", None, 2.5]),
+    ("{on: No, k: 1e5}", {"on": "No", "k": 1e5}),
+    ("18446744073709551616", 2 ** 64), ("-9223372036854775809", -2 ** 63 - 1),
+    ("9223372036854775807", 2 ** 63 - 1), ("-9223372036854775808", -2 ** 63),
+    ("1" + "0" * 200, 10 ** 200),
+]
+
+
+def same_value(got, want):
+    """== with the type (True is not 1), nan equal to nan, containers deep."""
+    if isinstance(want, float) and math.isnan(want):
+        return isinstance(got, float) and math.isnan(got)
+    if isinstance(want, (list, dict)):
+        if type(got) is not type(want) or len(got) != len(want):
+            return False
+        if isinstance(want, list):
+            return all(same_value(g, w) for g, w in zip(got, want))
+        return set(got) == set(want) and all(same_value(got[k], want[k]) for k in want)
+    return type(got) is type(want) and got == want
+
+
+def typing_sets(prefix):
+    return [("set", f"++{prefix}k{i}={text}") for i, (text, _) in enumerate(HYDRA_VALUES)]
+
+
+def check_typing(values, where):
+    bad = [f"{text!r}: got {values.get(f'k{i}', '<missing>')!r}, expected {want!r}"
+           for i, (text, want) in enumerate(HYDRA_VALUES)
+           if not same_value(values.get(f"k{i}", "<missing>"), want)]
+    check(not bad, f"{where}: " + "; ".join(bad))
+
+
+@test
+def config_hydra_typing_dictconfig():
+    """plain scalars of a set line are typed as Hydra's grammar types them
+    (yes is a str, TRUE a bool, inf a float, 0x10 a str, 1_000 an int,
+    key= the empty string, 2**64 an int); OmegaConf reads the pickled
+    DictConfig back with exactly those values"""
+    r = E.ok(chain1("config_override", typing_sets("extra.")), "ac")
+    cfg = load(r.out)["xp.cfg"]
+    check_dictconfig(cfg, cfg)
+    check_typing(OmegaConf.to_container(cfg.extra, resolve=False), "DictConfig")
+    check(type(cfg._get_node("extra")._get_node("k0")).__name__ == "AnyNode", "not an AnyNode")
+
+
+@test
+def config_hydra_typing_yaml_string():
+    """the same values written into a YAML-string config read back, with
+    OmegaConf's YAML loader, as Hydra typed them ('yes', '0x10', '' quoted,
+    inf as .inf, big ints as digits)"""
+    r = E.ok(chain1("config_override", typing_sets("extra.")), "ex")
+    text = load(r.out)["xp.cfg"]
+    check(isinstance(text, str), "xp.cfg is no longer a YAML string")
+    cfg = OmegaConf.create(text)
+    check_typing(OmegaConf.to_container(cfg.extra, resolve=False), "YAML string")
+    check(yaml.safe_load(text)["extra"]["k0"] == "yes", "PyYAML reads k0 as another type")
+
+
+@test
+def config_hydra_typing_plain_dict():
+    """the same values in a plain dict (Lightning's hyper_parameters)"""
+    r = E.ok(chain1("config_override", [("config", "hyper_parameters")] + typing_sets("")), "pl")
+    check_typing(load(r.out)["hyper_parameters"], "plain dict")
+
+
+@test
+def config_big_ints():
+    """an int beyond int64 stays an int (pickled as LONG1) in a DictConfig,
+    a plain dict and a YAML string; in the record it is a JSON number;
+    ~key=value compares it exactly"""
+    big, neg = 2 ** 100 + 1, -(2 ** 70)
+    r = E.ok(chain1("config_override", [("set", f"++extra.big={big}"), ("set", f"++extra.neg={neg}"),
+                                        ("set", f"++extra.l=[{big}, 1]"),
+                                        ("set", f"+extra.gone={big}"),
+                                        ("set", f"~extra.gone={big}")]), "ac")
+    cfg = load(r.out)["xp.cfg"]
+    check(cfg.extra.big == big and type(cfg.extra.big) is int, f"extra.big {cfg.extra.big!r}")
+    check(cfg.extra.neg == neg and list(cfg.extra.l) == [big, 1] and "gone" not in cfg.extra,
+          f"extra {OmegaConf.to_container(cfg.extra)}")
+    adds = {c["key"]: c.get("new") for c in plugin_changes(r.rec) if c["op"] == "added"}
+    check(adds.get("extra.big") == big and adds.get("extra.neg") == neg, f"record {adds}")
+    for conf, inp, get in (
+            ([("config", "hyper_parameters"), ("set", f"++big={big}"), ("set", f"lr={neg}")], "pl",
+             lambda o: (o["hyper_parameters"]["big"], o["hyper_parameters"]["lr"])),
+            ([("set", f"++big={big}"), ("set", f"optim.lr={neg}")], "ex",
+             lambda o: (OmegaConf.create(o["xp.cfg"]).big, OmegaConf.create(o["xp.cfg"]).optim.lr))):
+        got = get(load(E.ok(chain1("config_override", conf), inp).out))
+        check(got == (big, neg) and all(type(x) is int for x in got), f"{inp}: {got!r}")
+    E.fails(chain1("config_override", [("set", f"+extra.x={big}"), ("set", f"~extra.x={big + 1}")]),
+            "ac", f"is {big}, not {big + 1}")
+
+
+# (node, set-line text, what Hydra gives OmegaConf): OmegaConf itself says
+# what the typed node makes of it, or that it refuses it
+TYPED_CASES = [
+    ("x", "7", 7), ("x", "'1.5'", "1.5"), ("x", "inf", math.inf), ("x", "'-Infinity'", "-Infinity"),
+    ("x", "' 1_0.5 '", " 1_0.5 "), ("x", "yes", "yes"), ("x", "true", True),
+    ("x", "18446744073709551617", 2 ** 64 + 1), ("x", "1" + "0" * 400, 10 ** 400), ("x", ".inf", ".inf"),
+    ("i", "'3'", "3"), ("i", "' -1_000 '", " -1_000 "), ("i", "'007'", "007"), ("i", "2.5", 2.5),
+    ("i", "true", True), ("i", "0x10", "0x10"), ("i", "-18446744073709551616", -2 ** 64),
+    ("i", "[1]", [1]), ("i", "null", None), ("i", "+7", 7),
+    ("b", "2", 2), ("b", "yes", "yes"), ("b", "Off", "Off"), ("b", "' 0 '", " 0 "), ("b", "2.5", 2.5),
+    ("b", "maybe", "maybe"), ("b", "18446744073709551616", 2 ** 64), ("b", "N", "N"), ("b", "0", 0),
+    ("b", "'1'", "1"),
+    ("s", "1e5", 1e5), ("s", "1e-5", 1e-5), ("s", "1e16", 1e16), ("s", "0.1", 0.1), ("s", "true", True),
+    ("s", "+7", 7), ("s", "1_000", 1000), ("s", "5e-324", 5e-324), ("s", "123.456", 123.456),
+    ("s", "-0.0", -0.0), ("s", "nan", math.nan), ("s", "[1]", [1]), ("s", "2.5e-7", 2.5e-7),
+    ("s", str(2 ** 80), 2 ** 80), ("s", "yes", "yes"),
+]
+
+
+def _typed_case_test(key, text, value):
+    def t():
+        cfg = load(E.inputs["misc"])["cfg"]
+        try:
+            cfg[key] = value
+            want = cfg[key]
+        except Exception:       # ValidationError, or OverflowError for float(10**400)
+            want = Fail
+        conf = chain1("config_override", [("config", "cfg"), ("set", f"{key}={text}")])
+        if want is Fail:
+            E.fails(conf, "misc", f"{key}={text}", "not a valid value")
+            return
+        out = load(E.ok(conf, "misc").out)["cfg"]
+        check(same_value(out[key], want), f"{key}={text}: got {out[key]!r}, OmegaConf gives {want!r}")
+        check(type(out._get_node(key)) is type(cfg._get_node(key)), "node class changed")
+    t.__name__ = f"config_typed_node_as_omegaconf: {key}={text[:30]}"
+    t.__doc__ = f"{key}={text[:30]}: what OmegaConf's typed node makes of Hydra's {value!r:.30}"
+    return t
+
+
+for _k, _t, _v in TYPED_CASES:
+    TESTS.append(_typed_case_test(_k, _t, _v))
+
+
+@test
+def check_set_tilde_value():
+    """set = key=~ is refused (not a value in Hydra's grammar)"""
+    text, _ = bad_section("config_override", ["set = a=~"])
+    check_rejects(text, None, "'~' is not a value", exact_line=False)
+
+
 # ---- the chain, the examples ----------------------------------------------
 
 SPEC_CHAIN = ini(
@@ -2113,7 +2404,8 @@ def make_inputs(env):
     for name, fn, file in (("ac", make_audiocraft, "audiocraft.th"),
                            ("pl", make_lightning, "epoch=3-step=120.ckpt"),
                            ("ex", make_export, "exported.th"),
-                           ("misc", make_misc, "misc.th")):
+                           ("misc", make_misc, "misc.th"),
+                           ("odd", make_oddkeys, "oddkeys.th")):
         p = os.path.join(d, file)
         fn(p)
         env.inputs[name] = p

@@ -3,7 +3,8 @@
  * the real loader (defaults, values, errors with FILE:LINE, the cross-field
  * check of 'root' against 'state') and its run over small models built in
  * memory: keep / drop / strip semantics on keys and _metadata, storage
- * sharing, the failures, and 'root', which makes a dict the whole
+ * sharing, keys that are not a str (removed by keep, kept by drop, always
+ * reported), the failures, and 'root', which makes a dict the whole
  * checkpoint (written and read back: only its storages are written).
  */
 #include "plugin_test.h"
@@ -322,6 +323,121 @@ static void test_failures(void **state)
                  "'optimizer/state/exp_avg' is not a dict", NULL);
 }
 
+/* ---- keys that are not a str ---------------------------------------- */
+
+/* map[key] = v with any key node. */
+static void set_any(pt_fx_t *f, ck_py_t *map, ck_py_t *key, ck_py_t *v)
+{
+    ck_py_vec_t *m = ck_py_mapping(map);
+
+    assert_non_null(m);
+    assert_int_equal(ck_py_vec_push(PT_A(f), m, key), 0);
+    assert_int_equal(ck_py_vec_push(PT_A(f), m, v), 0);
+}
+
+/* The model, plus sd[7] (float32 5, a storage of its own) and sd[None],
+ * sd[(1, 2)], sd[2**64] (ints), and _metadata[3]. */
+static ck_py_t *odd_keys(pt_fx_t *f, model_t *m)
+{
+    ck_py_t *t = pt_new(f, CK_PY_TUPLE), *big = pt_new(f, CK_PY_INT), *seven;
+    static uint8_t b[9] = { 0, 0, 0, 0, 0, 0, 0, 0, 1 };
+
+    build(f, m);
+    seven = pt_tensor(f, "float32", "5", 0, 1);
+    set_any(f, m->sd, pt_i(f, 7), seven);
+    set_any(f, m->sd, pt_new(f, CK_PY_NONE), pt_i(f, 1));
+    pt_push(f, t, pt_i(f, 1));
+    pt_push(f, t, pt_i(f, 2));
+    set_any(f, m->sd, t, pt_i(f, 2));
+    big->u.i.big = b;
+    big->u.i.nbig = sizeof(b);
+    set_any(f, m->sd, big, pt_i(f, 3));
+    set_any(f, ck_py_map_get(m->sd->u.o.state, "_metadata", NULL), pt_i(f, 3),
+            pt_dict(f));
+    return seven;
+}
+
+static void test_non_str_keys_keep(void **state)
+{
+    pt_fx_t *f = *state;
+    model_t m;
+
+    /* keep: a key that is not a str starts with no keep prefix: removed,
+     * and reported with its type and its bytes */
+    pt_load_ok(f, HEAD "keep = enc.\nstrip = yes\n");
+    odd_keys(f, &m);
+    pt_run_ok(f, m.root);
+    assert_string_equal(pt_keys(sd_of(f)), "0.weight 0.bias 1.weight");
+    assert_string_equal(pt_md_keys(sd_of(f)), " 0 1");
+    pt_changed(f, "{\"op\":\"removed\",\"state\":\"best_state/model\","
+                  "\"key\":7,\"key_type\":\"int\",\"reason\":\"not a str: "
+                  "starts with no prefix\",\"bytes\":20}");
+    pt_changed(f, "{\"op\":\"removed\",\"state\":\"best_state/model\","
+                  "\"key\":null,\"key_type\":\"NoneType\"");
+    pt_changed(f, "\"key\":\"<tuple>\",\"key_type\":\"tuple\"");
+    pt_changed(f, "\"key\":\"<int>\",\"key_type\":\"int\"");
+    /* 3 str keys and 4 others removed, 3 renamed */
+    assert_int_equal(pt_nchanges(f), 10);
+    assert_int_equal(pt_live_storages(f), 3);
+}
+
+static void test_non_str_keys_drop(void **state)
+{
+    pt_fx_t *f = *state;
+    ck_write_info_t info;
+    ck_py_t *seven, *sd;
+    model_t m;
+
+    /* drop alone: it starts with no drop prefix either: it stays as it
+     * was, and the record says so */
+    pt_load_ok(f, HEAD "drop = dec head.\n");
+    seven = odd_keys(f, &m);
+    pt_run_ok(f, m.root);
+    assert_string_equal(pt_keys(sd_of(f)),
+                        "enc.0.weight enc.0.bias enc.1.weight ? ? ? ?");
+    assert_string_equal(pt_md_keys(sd_of(f)), " enc enc.0 enc.1 ?");
+    pt_changed(f, "{\"op\":\"kept\",\"state\":\"best_state/model\","
+                  "\"key\":7,\"key_type\":\"int\",\"reason\":\"not a str: "
+                  "starts with no prefix\"}");
+    pt_changed(f, "{\"op\":\"kept\",\"state\":\"best_state/model\","
+                  "\"key\":null,");
+    assert_int_equal(pt_nchanges(f), 3 + 4);
+    /* written and read back: the int key and its tensor are there */
+    pt_write_back(f, &info);
+    sd = ck_py_map_get(f->back.pk.root, "best_state", NULL);
+    sd = ck_py_map_get(sd, "model", NULL);
+    assert_string_equal(pt_keys(sd),
+                        "enc.0.weight enc.0.bias enc.1.weight ? ? ? ?");
+    assert_int_equal(ck_py_mapping(sd)->v[6]->kind, CK_PY_INT);
+    assert_int_equal(ck_py_mapping(sd)->v[6]->u.i.v, 7);
+    assert_memory_equal(pt_bytes(f, &f->back, ck_py_mapping(sd)->v[7]),
+                        pt_bytes(f, &f->job.ck, seven), 20);
+    /* no filter at all: kept and reported too */
+    pt_job_reset(f);
+    pt_load_ok(f, HEAD "strip = yes\n");
+    odd_keys(f, &m);
+    pt_run_ok(f, m.root);
+    assert_int_equal(pt_nchanges(f), 4);
+    pt_changed(f, "{\"op\":\"kept\",\"state\":\"best_state/model\","
+                  "\"key\":7,");
+}
+
+/* root: a top-level key that is not a str is named as itself. */
+static void test_non_str_keys_root(void **state)
+{
+    pt_fx_t *f = *state;
+    model_t m;
+
+    pt_load_ok(f, HEAD "root = best_state/model\n");
+    build(f, &m);
+    set_any(f, m.root, pt_i(f, 5), pt_i(f, 1));
+    pt_run_ok(f, m.root);
+    assert_string_equal(f->json,
+                        "[{\"op\":\"root\",\"path\":\"best_state/model\","
+                        "\"removed\":[\"epoch\",\"optimizer\",5],"
+                        "\"bytes\":48}]");
+}
+
 /* ---- root ------------------------------------------------------------- */
 
 static void test_root_only(void **state)
@@ -485,6 +601,9 @@ int main(void)
         T(test_keep_then_drop),
         T(test_no_filter),
         T(test_failures),
+        T(test_non_str_keys_keep),
+        T(test_non_str_keys_drop),
+        T(test_non_str_keys_root),
         T(test_root_only),
         T(test_root_lightning),
         T(test_root_failures),
