@@ -1,0 +1,1458 @@
+#!/usr/bin/python3
+"""Daemon tests for `ckprep watch`: real files, real processes, real signals.
+
+usage: test_watch.py --ckprep PATH [--keep] [-k SUBSTR] [-v]
+
+Each test makes its own folders in a temporary work folder (incoming,
+output, failed, log/audit.jsonl, stage/ for write-then-rename), writes a
+configuration with small settle_ms and incomplete_s, starts `ckprep watch`
+as a child process (stderr to a file) and drops real torch.save checkpoints
+in: by rename, by a slow in-place writer, by copying hundreds at once.  It
+checks the outputs with torch.load against the inputs, the audit log line
+by line, failed/ and its NAME.error.json, the stderr log, and what happens
+on kill -9, SIGTERM, SIGHUP, SIGUSR1, NOTIFY_SOCKET, JOURNAL_STREAM,
+symlinks, FIFOs, hostile names, modes and world-writable folders.
+
+Every daemon's stderr must be free of sanitizer reports and every line of
+it must be one log line ("ckprep: ..." or "<N>..." under JOURNAL_STREAM).
+Prints one line per test, then "N passed, M failed"; exit 1 on any failure.
+Run with /usr/bin/python3 (python3-torch).
+"""
+import argparse
+import collections
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import warnings
+import zipfile
+
+import torch
+
+warnings.filterwarnings("ignore")
+torch.set_num_threads(1)
+
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer",
+                   "ERROR: UndefinedBehaviorSanitizer")
+OD = collections.OrderedDict
+CKPREP = None
+WORK = None
+CUR = ""            # the running test's folder under WORK
+BIG = None          # a checkpoint of a few hundred MB, made once
+DAEMONS = []        # every daemon a test started, checked after the test
+
+
+class Fail(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise Fail(msg)
+
+
+def wait_for(pred, timeout, what):
+    """Poll pred() until it returns something true; return it."""
+    end = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise Fail("timed out after %.0f s waiting for %s" % (timeout, what))
+        time.sleep(0.05)
+
+
+# ====================================================================
+# checkpoints
+# ====================================================================
+
+def ckpt_obj(seed, n=3, numel=64):
+    g = torch.Generator().manual_seed(seed)
+    sd = OD(("layer%d.weight" % i, torch.randn(numel, generator=g))
+            for i in range(n))
+    sd["layer0.bias"] = sd["layer0.weight"][:8]     # a view sharing storage
+    return {"model": sd, "epoch": seed,
+            "optimizer": {"state": {}, "param_groups": [{"lr": 0.1,
+                                                          "params": [0]}]}}
+
+
+def ckpt_bytes(seed, n=3, numel=64):
+    buf = io.BytesIO()
+    torch.save(ckpt_obj(seed, n, numel), buf)
+    return buf.getvalue()
+
+
+def load(path):
+    with open(path, "rb") as f:
+        return torch.load(io.BytesIO(f.read()))
+
+
+def check_same(out_path, seed, stripped=False, n=3, numel=64):
+    """out_path loads as checkpoint seed (without its optimizer if stripped)."""
+    check(os.path.isfile(out_path), "output %s is missing" % out_path)
+    try:
+        got = load(out_path)
+    except Exception as e:
+        raise Fail("output %s does not load: %s" % (out_path, e))
+    want = ckpt_obj(seed, n, numel)
+    if stripped:
+        del want["optimizer"]
+    check(sorted(got) == sorted(want), "%s: keys %r, want %r"
+          % (out_path, sorted(got), sorted(want)))
+    check(got["epoch"] == seed, "%s: epoch %r, want %r"
+          % (out_path, got["epoch"], seed))
+    check(list(got["model"]) == list(want["model"]), "%s: state dict keys differ"
+          % out_path)
+    for k, v in want["model"].items():
+        check(torch.equal(got["model"][k], v), "%s: tensor %s differs"
+              % (out_path, k))
+    m = got["model"]
+    check(m["layer0.bias"].storage().data_ptr() ==
+          m["layer0.weight"].storage().data_ptr(),
+          "%s: layer0.bias no longer shares layer0.weight's storage" % out_path)
+
+
+def hostile_bytes(cmd=b"touch /tmp/ckprep-pwned-by-it"):
+    """A valid torch zip whose data.pkl calls posix.system(cmd)."""
+    src = zipfile.ZipFile(io.BytesIO(ckpt_bytes(7)))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename.endswith("/data.pkl"):
+                data = (b"\x80\x02cposix\nsystem\nX" +
+                        struct.pack("<I", len(cmd)) + cmd + b"\x85R.")
+            z.writestr(info.filename, data)
+    return out.getvalue()
+
+
+def make_big(path):
+    """~300 MB in 300 storages: a job that takes a while."""
+    d = OD(("w%03d" % i, torch.full((256 * 1024,), float(i)))
+           for i in range(300))
+    torch.save({"model": d, "epoch": 99}, path)
+
+
+def check_big(path):
+    got = load(path)
+    check(got["epoch"] == 99 and len(got["model"]) == 300,
+          "%s: not the big checkpoint" % path)
+    for i in (0, 150, 299):
+        t = got["model"]["w%03d" % i]
+        check(t.numel() == 256 * 1024 and bool((t == float(i)).all()),
+              "%s: tensor w%03d differs" % (path, i))
+
+
+# ====================================================================
+# a test's folders and its daemons
+# ====================================================================
+
+class Env:
+    def __init__(self, name, **watch):
+        self.root = os.path.join(WORK, CUR, name)
+        self.incoming = os.path.join(self.root, "incoming")
+        self.output = os.path.join(self.root, "output")
+        self.failed = os.path.join(self.root, "failed")
+        self.done = os.path.join(self.root, "done")
+        self.stage = os.path.join(self.root, "stage")
+        self.log = os.path.join(self.root, "log", "audit.jsonl")
+        self.conf = os.path.join(self.root, "ckprep.ini")
+        for d in (self.incoming, self.stage):
+            os.makedirs(d)
+        self.watch = dict(incoming=self.incoming, output=self.output,
+                          failed=self.failed, audit_log=self.log,
+                          settle_ms=200, incomplete_s=3, rescan_s=0)
+        self.watch.update(watch)
+        self.chain = ""
+        self.write_conf()
+
+    def write_conf(self, chain=None, text=None, **watch):
+        if chain is not None:
+            self.chain = chain
+        self.watch.update(watch)
+        if text is None:
+            text = "[pipeline]\nchain = %s\n\n[watch]\n" % self.chain
+            for k, v in self.watch.items():
+                if v is not None:
+                    text += "%s = %s\n" % (k, v)
+        tmp = self.conf + ".new"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.rename(tmp, self.conf)
+
+    def inpath(self, rel):
+        return os.path.join(self.incoming, rel)
+
+    def drop_rename(self, rel, data):
+        """Write in stage/ (same file system), then rename into incoming."""
+        tmp = os.path.join(self.stage, "part")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.rename(tmp, self.inpath(rel))
+
+    def drop_copy(self, rel, data):
+        with open(self.inpath(rel), "wb") as f:
+            f.write(data)
+
+    def records(self, path=None, strict=False):
+        return read_records(path or self.log, strict)
+
+    def oks(self, rel, path=None):
+        p = self.inpath(rel)
+        return [r for r in self.records(path) if r["input"]["path"] == p and
+                r["status"] == "ok"]
+
+    def wait_records(self, n, timeout=30, path=None):
+        return wait_for(lambda: len(self.records(path)) >= n and
+                        self.records(path), timeout, "%d audit records" % n)
+
+    def wait_ok(self, rel, timeout=30, path=None):
+        return wait_for(lambda: self.oks(rel, path), timeout,
+                        "an ok record for %r" % rel)[-1]
+
+    def tmp_files(self):
+        left = []
+        for dp, _, fs in os.walk(self.output):
+            left += [os.path.join(dp, f) for f in fs if ".tmp." in f]
+        return left
+
+
+def read_records(path, strict=False):
+    """Every complete line of the audit log, parsed; strict: the file must
+    end with a newline and each record carry seq, host, status, input."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    lines = data.split(b"\n")
+    tail = lines.pop()
+    if strict:
+        check(tail == b"", "audit log %s ends with a torn line %r"
+              % (path, tail[:80]))
+    recs = []
+    for i, line in enumerate(lines):
+        try:
+            r = json.loads(line.decode("utf-8"))
+        except Exception as e:
+            raise Fail("audit log %s line %d does not parse (%s): %r"
+                       % (path, i + 1, e, line[:200]))
+        check(isinstance(r, dict), "audit line %d is not an object" % (i + 1))
+        if strict:
+            for k in ("seq", "host", "status", "input", "ts"):
+                check(k in r, "audit line %d has no %r" % (i + 1, k))
+            check(list(r)[:2] == ["seq", "host"],
+                  "audit line %d does not start with seq, host" % (i + 1))
+        recs.append(r)
+    return recs
+
+
+class Daemon:
+    def __init__(self, env, conf=None, environ=None, umask=0o022, argv=None,
+                 journal=False):
+        self.env = env
+        self.journal = journal
+        n = sum(1 for d in DAEMONS if d.env is env)
+        self.errpath = os.path.join(env.root, "daemon%d.stderr" % n)
+        self.errf = open(self.errpath, "wb")
+        e = dict(os.environ)
+        for k in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
+                  "JOURNAL_STREAM"):
+            e.pop(k, None)
+        e.setdefault("ASAN_OPTIONS", "detect_leaks=1:exitcode=86")
+        e.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        if journal:
+            st = os.fstat(self.errf.fileno())
+            e["JOURNAL_STREAM"] = "%d:%d" % (st.st_dev, st.st_ino)
+        e.update(environ or {})
+        cmd = argv or [CKPREP, "watch", "-c", conf or env.conf]
+        self.p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                  stdout=self.errf, stderr=self.errf,
+                                  cwd=env.root, env=e,
+                                  preexec_fn=lambda: os.umask(umask))
+        self.pid = self.p.pid
+        self.rc = None
+        DAEMONS.append(self)
+
+    def err(self):
+        with open(self.errpath, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def wait_log(self, pattern, timeout=15, start=0):
+        """Wait for a stderr line matching the regex; return the match."""
+        def find():
+            m = re.search(pattern, self.err()[start:])
+            if m is None and self.p.poll() is not None:
+                raise Fail("daemon exited (%r) before logging %r; stderr:\n%s"
+                           % (self.p.returncode, pattern, self.err()[-2000:]))
+            return m
+        return wait_for(find, timeout, "log line %r" % pattern)
+
+    def ready(self):
+        return self.wait_log(r"watching ")
+
+    def signal(self, sig):
+        self.p.send_signal(sig)
+
+    def wait(self, timeout=30):
+        try:
+            self.rc = self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.rc = self.p.wait()
+            raise Fail("daemon did not exit within %d s" % timeout)
+        return self.rc
+
+    def stop(self, timeout=30):
+        """SIGTERM; the daemon must exit 0."""
+        if self.p.poll() is None:
+            self.signal(signal.SIGTERM)
+        rc = self.wait(timeout)
+        check(rc == 0, "daemon exited %r after SIGTERM, want 0; stderr:\n%s"
+              % (rc, self.err()[-3000:]))
+
+    def kill9(self):
+        self.p.kill()
+        self.rc = self.p.wait()
+
+    def problems(self):
+        """Sanitizer reports, or stderr lines that are not one log line."""
+        text = self.err()
+        probs = ["daemon %d: sanitizer report: %s" % (self.pid, m)
+                 for m in SANITIZER_MARKS if m in text]
+        if probs:
+            return probs + [text[-4000:]]
+        start = r"<[0-7]>" if self.journal else r"ckprep: "
+        for line in text.splitlines():
+            if not re.match(start, line):
+                probs.append("daemon %d: stderr line is not a log line: %r"
+                             % (self.pid, line[:200]))
+                break
+        return probs
+
+    def cleanup(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+        self.errf.close()
+
+
+def check_error_json(env, rel, rec):
+    """failed/REL and failed/REL.error.json, the audit record without
+    seq and host."""
+    dst = os.path.join(env.failed, rel)
+    wait_for(lambda: os.path.isfile(dst + ".error.json") and
+             os.path.isfile(dst), 5, "failed/%s and its .error.json" % rel)
+    check(os.path.isfile(dst), "%r not moved to failed/ (failed/ holds %r)"
+          % (rel, os.listdir(env.failed) if os.path.isdir(env.failed) else None))
+    check(not os.path.lexists(env.inpath(rel)), "%r still in incoming" % rel)
+    ej = dst + ".error.json"
+    check(os.path.isfile(ej), "%r.error.json is missing" % rel)
+    with open(ej, "rb") as f:
+        text = f.read()
+    check(text.endswith(b"\n") and text.count(b"\n") == 1,
+          "%r.error.json is not one line" % rel)
+    got = json.loads(text.decode("utf-8"))
+    want = {k: v for k, v in rec.items() if k not in ("seq", "host")}
+    check(got == want, "%r.error.json differs from its audit record:\n%r\n%r"
+          % (rel, got, want))
+
+
+# ====================================================================
+# tests
+# ====================================================================
+
+def test_rename_in():
+    """checkpoints renamed into incoming (from a folder on the same file
+    system, and AudioCraft's NAME.th.tmp renamed onto NAME.th inside
+    incoming) are processed once each, faithfully"""
+    env = Env("rename_in")
+    d = Daemon(env)
+    d.ready()
+    env.drop_rename("a.th", ckpt_bytes(1))
+    env.drop_rename("b.pt", ckpt_bytes(2))
+    with open(env.inpath("c.th.tmp"), "wb") as f:   # excluded name
+        f.write(ckpt_bytes(3))
+    os.rename(env.inpath("c.th.tmp"), env.inpath("c.th"))
+    for rel in ("a.th", "b.pt", "c.th"):
+        env.wait_ok(rel)
+    for rel, seed in (("a.th", 1), ("b.pt", 2), ("c.th", 3)):
+        check_same(os.path.join(env.output, rel), seed)
+        check(os.path.isfile(env.inpath(rel)), "after = keep removed %s" % rel)
+    recs = env.records(strict=True)
+    check(len(recs) == 3, "%d records, want 3: %r" % (len(recs),
+          [r["input"]["path"] for r in recs]))
+    check([r["seq"] for r in recs] == [1, 2, 3], "seq %r, want 1 2 3"
+          % [r["seq"] for r in recs])
+    for r in recs:
+        check(r["plugins"] == [], "empty chain, plugins %r" % r["plugins"])
+        check(r["output"]["path"] == os.path.join(
+            env.output, os.path.basename(r["input"]["path"])),
+            "output path %r" % r["output"]["path"])
+        check(r["config"]["path"] == env.conf, "config path %r"
+              % r["config"]["path"])
+    d.stop()
+    check(sorted(os.listdir(env.output)) == ["a.th", "b.pt", "c.th"],
+          "output holds %r" % os.listdir(env.output))
+
+
+def test_slow_writer():
+    """a writer that pauses mid-file (open, and closed then reopened) for
+    longer than settle_ms: the output is made from the whole file, once"""
+    env = Env("slow_writer")
+    d = Daemon(env)
+    d.ready()
+    data1, data2 = ckpt_bytes(11, n=6, numel=4096), ckpt_bytes(12, n=6,
+                                                               numel=4096)
+
+    def open_writer():
+        with open(env.inpath("open.th"), "wb") as f:
+            for i in range(0, len(data1), len(data1) // 4):
+                f.write(data1[i:i + len(data1) // 4])
+                f.flush()
+                time.sleep(0.5)
+
+    def reopen_writer():
+        half = len(data2) // 2
+        with open(env.inpath("reopen.th"), "wb") as f:
+            f.write(data2[:half])
+        time.sleep(0.8)
+        with open(env.inpath("reopen.th"), "ab") as f:
+            f.write(data2[half:-22])
+        time.sleep(0.8)
+        with open(env.inpath("reopen.th"), "ab") as f:
+            f.write(data2[-22:])
+
+    ts = [threading.Thread(target=w) for w in (open_writer, reopen_writer)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    r1 = env.wait_ok("open.th")
+    r2 = env.wait_ok("reopen.th")
+    check(r1["input"]["size"] == len(data1) and
+          r2["input"]["size"] == len(data2),
+          "records name sizes %d, %d; files are %d, %d"
+          % (r1["input"]["size"], r2["input"]["size"], len(data1), len(data2)))
+    check_same(os.path.join(env.output, "open.th"), 11, n=6, numel=4096)
+    check_same(os.path.join(env.output, "reopen.th"), 12, n=6, numel=4096)
+    time.sleep(0.5)
+    recs = env.records(strict=True)
+    check(len(recs) == 2, "%d records, want 2: %r"
+          % (len(recs), [(r["input"]["path"], r["status"]) for r in recs]))
+    check(not os.listdir(env.failed), "failed/ holds %r" % os.listdir(env.failed))
+    d.stop()
+
+
+def test_burst_300():
+    """300 small checkpoints copied in at once: all processed, one audit
+    line each, no duplicates"""
+    env = Env("burst", workers=2)
+    blobs = {i: ckpt_bytes(1000 + i, n=2, numel=16) for i in range(300)}
+    d = Daemon(env)
+    d.ready()
+    for i, b in blobs.items():
+        env.drop_copy("m%03d.th" % i, b)
+    wait_for(lambda: len(env.records()) >= 300, 120, "300 records")
+    time.sleep(0.5)
+    recs = env.records(strict=True)
+    paths = collections.Counter(r["input"]["path"] for r in recs)
+    dup = [p for p, n in paths.items() if n > 1]
+    check(not dup, "processed more than once: %r" % dup[:5])
+    check(len(recs) == 300, "%d records, want 300" % len(recs))
+    bad = [r["input"]["path"] for r in recs if r["status"] != "ok"]
+    check(not bad, "%d failed: %r" % (len(bad), bad[:3]))
+    check(sorted(r["seq"] for r in recs) == list(range(1, 301)),
+          "seq is not 1..300")
+    for i in (0, 123, 299):
+        check_same(os.path.join(env.output, "m%03d.th" % i), 1000 + i, n=2,
+                   numel=16)
+    check(len(os.listdir(env.output)) == 300, "output holds %d files"
+          % len(os.listdir(env.output)))
+    d.stop()
+
+
+def test_sigterm_mid_burst():
+    """SIGTERM while 60 files wait: exit 0; the restart processes the rest;
+    every file has exactly one ok record"""
+    env = Env("term_burst", workers=1)
+    d = Daemon(env)
+    d.ready()
+    for i in range(60):
+        env.drop_copy("q%02d.th" % i, ckpt_bytes(400 + i, n=2, numel=16))
+    env.wait_records(3)
+    d.stop()
+    first = len(env.records(strict=True))
+    check(first < 60, "all 60 done before SIGTERM; the test proves nothing")
+    d = Daemon(env)
+    wait_for(lambda: len(env.records()) >= 60, 60, "60 records")
+    time.sleep(0.4)
+    d.stop()
+    count = collections.Counter(r["input"]["path"] for r in
+                                env.records(strict=True) if r["status"] == "ok")
+    bad = [i for i in range(60) if count[env.inpath("q%02d.th" % i)] != 1]
+    check(not bad, "not exactly one ok record: %r" % bad)
+    check(sum(count.values()) == 60, "%d ok records" % sum(count.values()))
+
+
+def test_preexisting():
+    """files in incoming before the daemon starts are processed; a file in
+    a sub-folder is not when recursive = no"""
+    env = Env("preexisting")
+    for i in range(3):
+        env.drop_copy("p%d.th" % i, ckpt_bytes(20 + i))
+    os.makedirs(env.inpath("sub"))
+    env.drop_copy("sub/deep.th", ckpt_bytes(29))
+    d = Daemon(env)
+    for i in range(3):
+        env.wait_ok("p%d.th" % i)
+        check_same(os.path.join(env.output, "p%d.th" % i), 20 + i)
+    env.drop_rename("marker.th", ckpt_bytes(28))
+    env.wait_ok("marker.th")
+    recs = env.records(strict=True)
+    check(len(recs) == 4, "%d records, want 4: %r"
+          % (len(recs), [r["input"]["path"] for r in recs]))
+    check(not os.path.exists(os.path.join(env.output, "sub")),
+          "recursive = no processed sub/deep.th")
+    d.stop()
+
+
+def test_incoming_recreated():
+    """incoming removed and made again (rescan_s = 0): the daemon watches
+    the new folder and processes what arrives there"""
+    env = Env("recreated")
+    d = Daemon(env)
+    d.ready()
+    env.drop_rename("a.th", ckpt_bytes(25))
+    env.wait_ok("a.th")
+    shutil.rmtree(env.incoming)
+    d.wait_log(r"is gone")
+    time.sleep(0.3)
+    os.makedirs(env.incoming)
+    d.wait_log(r"ckprep: watching \S+ again", timeout=5)
+    env.drop_rename("b.th", ckpt_bytes(26))
+    env.wait_ok("b.th", timeout=10)
+    time.sleep(0.3)
+    env.drop_rename("c.th", ckpt_bytes(27))
+    env.wait_ok("c.th", timeout=10)
+    check_same(os.path.join(env.output, "c.th"), 27)
+    # renamed away: the old folder is not watched any more
+    mark = len(d.err())
+    old = env.incoming + ".old"
+    os.rename(env.incoming, old)
+    d.wait_log(r"is gone", start=mark)
+    with open(os.path.join(old, "x.th"), "wb") as f:
+        f.write(ckpt_bytes(24))
+    os.makedirs(env.incoming)
+    d.wait_log(r"ckprep: watching \S+ again", start=mark, timeout=5)
+    env.drop_rename("e.th", ckpt_bytes(23))
+    env.wait_ok("e.th", timeout=10)
+    time.sleep(0.3)
+    check(len(env.records(strict=True)) == 4, "records for %r"
+          % [r["input"]["path"] for r in env.records()])
+    d.stop()
+
+
+def test_hostile_and_truncated():
+    """a valid zip whose pickle names posix.system, and a truncated file,
+    go to failed/ with NAME.error.json; the next good file is processed"""
+    env = Env("hostile")
+    d = Daemon(env)
+    d.ready()
+    evil = hostile_bytes()
+    env.drop_rename("evil.th", evil)
+    good = ckpt_bytes(31)
+    env.drop_rename("trunc.th", good[:len(good) // 2])
+    t0 = time.monotonic()
+    rec = wait_for(lambda: [r for r in env.records()
+                            if r["input"]["path"] == env.inpath("evil.th")],
+                   20, "the record of evil.th")[0]
+    check(rec["status"] == "failed", "evil.th: status %r" % rec["status"])
+    check("posix.system" in rec["error"]["message"],
+          "evil.th: error does not name posix.system: %r" % rec["error"])
+    check(not os.path.exists("/tmp/ckprep-pwned-by-it"), "the pickle ran")
+    check_error_json(env, "evil.th", rec)
+    with open(os.path.join(env.failed, "evil.th"), "rb") as f:
+        check(f.read() == evil, "failed/evil.th is not the file dropped")
+    rec = wait_for(lambda: [r for r in env.records()
+                            if r["input"]["path"] == env.inpath("trunc.th")],
+                   20, "the record of trunc.th")[0]
+    waited = time.monotonic() - t0
+    check(rec["status"] == "failed", "trunc.th: status %r" % rec["status"])
+    check(waited >= 2.0, "trunc.th failed after %.1f s; incomplete_s is 3"
+          % waited)
+    check_error_json(env, "trunc.th", rec)
+    check(not os.listdir(env.output), "output holds %r" % os.listdir(env.output))
+    # the same name failing again does not overwrite the first failure
+    evil2 = hostile_bytes(b"touch /tmp/ckprep-pwned-by-it-too")
+    env.drop_rename("evil.th", evil2)
+    rec = wait_for(lambda: [r for r in env.records()
+                            if r["input"]["path"] == env.inpath("evil.th")
+                            and r["input"]["size"] == len(evil2)], 20,
+                   "the second evil.th")[0]
+    again = "evil.th.%d" % rec["seq"]
+    wait_for(lambda: os.path.isfile(os.path.join(env.failed, again + ".error.json"))
+             and os.path.isfile(os.path.join(env.failed, again)), 5,
+             "failed/%s and its .error.json" % again)
+    with open(os.path.join(env.failed, "evil.th"), "rb") as f:
+        check(f.read() == evil, "the first failed/evil.th was overwritten")
+    env.drop_rename("good.th", good)
+    env.wait_ok("good.th")
+    check_same(os.path.join(env.output, "good.th"), 31)
+    check(d.p.poll() is None, "daemon died")
+    d.wait_log(r"warning: .*evil\.th")
+    env.records(strict=True)
+    d.stop()
+
+
+def test_kill9_midjob():
+    """kill -9 in the middle of a large job, then a restart: no partial
+    output, no temporary left, the job redone, exactly one ok record"""
+    env = Env("kill9")
+    d = Daemon(env)
+    d.ready()
+    os.link(BIG, os.path.join(env.stage, "big.th"))
+    os.rename(os.path.join(env.stage, "big.th"), env.inpath("big.th"))
+    wait_for(env.tmp_files, 30, "the job's temporary output")
+    d.kill9()
+    check(not os.path.exists(os.path.join(env.output, "big.th")),
+          "an output appeared although the job was killed")
+    check(env.tmp_files(), "no temporary at the kill: the test missed the job")
+    check(not env.oks("big.th"), "an ok record although the job was killed")
+    d2 = Daemon(env)
+    env.wait_ok("big.th", timeout=60)
+    d2.stop()
+    check(not env.tmp_files(), "temporaries left after the restart: %r"
+          % env.tmp_files())
+    recs = env.records(strict=True)
+    check(len(env.oks("big.th")) == 1, "%d ok records for big.th"
+          % len(env.oks("big.th")))
+    check(len(recs) == 1, "%d records, want 1" % len(recs))
+    out = os.path.join(env.output, "big.th")
+    check(os.path.getsize(out) == recs[0]["output"]["size"],
+          "output size differs from its record")
+    check_big(out)
+
+
+def test_torn_audit_line():
+    """a torn last line in the audit log is cut at start, with a log line;
+    seq continues from the last whole record"""
+    env = Env("torn")
+    os.makedirs(os.path.dirname(env.log))
+    whole = json.dumps({"seq": 7, "host": "h", "ts": "x", "status": "ok",
+                        "input": {"path": "/nowhere/x.th", "size": 1,
+                                  "inode": 1, "mtime_ns": 1}})
+    torn = whole[:len(whole) // 2]
+    with open(env.log, "w") as f:
+        f.write(whole + "\n" + torn)
+    d = Daemon(env)
+    d.ready()
+    d.wait_log(r"torn")
+    with open(env.log) as f:
+        text = f.read()
+    check(text == whole + "\n", "audit log after start: %r" % text[-200:])
+    env.drop_rename("t.th", ckpt_bytes(41))
+    r = env.wait_ok("t.th")
+    check(r["seq"] == 8, "seq %r after a last whole record of 7" % r["seq"])
+    env.records(strict=True)
+    d.stop()
+    # a tail of zeros (ext4 after a power cut: the size grew, the data not)
+    with open(env.log, "ab") as f:
+        f.write(b"\0" * 300)
+    d = Daemon(env)
+    d.ready()
+    d.wait_log(r"torn")
+    env.drop_rename("u.th", ckpt_bytes(42))
+    r = env.wait_ok("u.th")
+    check(r["seq"] == 9, "seq %r after a last whole record of 8" % r["seq"])
+    check(len(env.records(strict=True)) == 3, "records lost or added")
+    d.stop()
+
+
+def test_restart_no_redo():
+    """a restart after a clean run redoes nothing (claims, and with the
+    claims gone the audit log read back); a file replaced by rename under
+    the same name is new content and processed again"""
+    env = Env("restart")
+    for i in range(3):
+        env.drop_copy("r%d.th" % i, ckpt_bytes(50 + i))
+    d = Daemon(env)
+    for i in range(3):
+        env.wait_ok("r%d.th" % i)
+    d.stop()
+    shutil.rmtree(os.path.join(env.incoming, ".ckprep-claims"))
+    d = Daemon(env)
+    d.ready()
+    env.drop_rename("marker.th", ckpt_bytes(58))
+    env.wait_ok("marker.th")
+    time.sleep(0.4)
+    recs = env.records(strict=True)
+    check(len(recs) == 4, "restart redid %r"
+          % [r["input"]["path"] for r in recs[3:] if "marker" not in
+             r["input"]["path"]])
+    env.drop_rename("r1.th", ckpt_bytes(59))
+    wait_for(lambda: len(env.oks("r1.th")) == 2, 20,
+             "a second ok record for the replaced r1.th")
+    check_same(os.path.join(env.output, "r1.th"), 59)
+    a, b = env.oks("r1.th")
+    check(a["input"]["digest"] != b["input"]["digest"],
+          "same digest for new content")
+    time.sleep(0.4)
+    check(len(env.records(strict=True)) == 5, "more records than expected")
+    d.stop()
+    d = Daemon(env)
+    d.ready()
+    env.drop_rename("marker2.th", ckpt_bytes(57))
+    env.wait_ok("marker2.th")
+    time.sleep(0.4)
+    check(len(env.records(strict=True)) == 6, "second restart redid something")
+    d.stop()
+
+
+def two_daemons(name, same_log):
+    env = Env(name, workers=2, rescan_s=1)
+    logs = [env.log, env.log if same_log else env.log + ".2"]
+    confs = [env.conf, env.conf + ".2"]
+    env.write_conf()
+    text = open(env.conf).read().replace(env.log, logs[1])
+    with open(confs[1], "w") as f:
+        f.write(text)
+    n_pre, n_new = 20, 40
+    for i in range(n_pre):
+        env.drop_copy("pre%02d.th" % i, ckpt_bytes(100 + i, n=2, numel=16))
+    ds = [Daemon(env, conf=c) for c in confs]
+    for i in range(n_new):
+        if i % 2:
+            env.drop_rename("new%02d.th" % i, ckpt_bytes(200 + i, n=2, numel=16))
+        else:
+            env.drop_copy("new%02d.th" % i, ckpt_bytes(200 + i, n=2, numel=16))
+
+    def all_recs():
+        rs = read_records(logs[0])
+        if not same_log:
+            rs += read_records(logs[1])
+        return rs
+    wait_for(lambda: len(all_recs()) >= n_pre + n_new, 60,
+             "%d records" % (n_pre + n_new))
+    time.sleep(2.5)     # two rescans: nothing more may come
+    for d in ds:
+        d.stop()
+    recs = read_records(logs[0], True) + (read_records(logs[1], True)
+                                          if not same_log else [])
+    count = collections.Counter(r["input"]["path"] for r in recs
+                                if r["status"] == "ok")
+    want = [env.inpath("pre%02d.th" % i) for i in range(n_pre)] + \
+        [env.inpath("new%02d.th" % i) for i in range(n_new)]
+    bad = [(os.path.basename(p), count[p]) for p in want if count[p] != 1]
+    check(not bad, "ok records per input, want 1 each: %r" % bad)
+    check(len(recs) == len(want), "%d records for %d inputs"
+          % (len(recs), len(want)))
+    for lp in set(logs):
+        seqs = [r["seq"] for r in read_records(lp)]
+        check(seqs == list(range(1, len(seqs) + 1)),
+              "%s: seq %r is not 1..n" % (os.path.basename(lp), seqs))
+    check(len(os.listdir(env.output)) == len(want), "output holds %d files"
+          % len(os.listdir(env.output)))
+    check_same(os.path.join(env.output, "new07.th"), 207, n=2, numel=16)
+
+
+def test_two_daemons_two_logs():
+    """two daemons on one folder, each with its own audit log: every file
+    processed exactly once across both"""
+    two_daemons("two_logs", same_log=False)
+
+
+def test_two_daemons_one_log():
+    """two daemons on one folder sharing one audit log: every file once,
+    every line whole, seq 1..n"""
+    two_daemons("one_log", same_log=True)
+
+
+def test_sighup():
+    """SIGHUP with a good configuration changes the chain of the next job;
+    with a broken one it is refused with a log line and the old one kept"""
+    env = Env("sighup")
+    d = Daemon(env)
+    d.ready()
+    env.drop_rename("a.th", ckpt_bytes(61))
+    r = env.wait_ok("a.th")
+    check(r["plugins"] == [], "plugins %r before the reload" % r["plugins"])
+    env.write_conf(chain="optimizer_strip")
+    d.signal(signal.SIGHUP)
+    d.wait_log(r"reloaded")
+    env.drop_rename("b.th", ckpt_bytes(62))
+    r = env.wait_ok("b.th")
+    check([p["name"] for p in r["plugins"]] == ["optimizer_strip"],
+          "plugins %r after the reload" % r["plugins"])
+    check_same(os.path.join(env.output, "b.th"), 62, stripped=True)
+    mark = len(d.err())
+    env.write_conf(chain="optimizer_strip no_such_plugin")
+    d.signal(signal.SIGHUP)
+    d.wait_log(r"reload refused", start=mark)
+    check("no_such_plugin" in d.err()[mark:], "the refusal does not say why")
+    env.drop_rename("c.th", ckpt_bytes(63))
+    r = env.wait_ok("c.th")
+    check([p["name"] for p in r["plugins"]] == ["optimizer_strip"],
+          "plugins %r after a refused reload" % r["plugins"])
+    env.write_conf(text="[pipeline\nchain = = =\n")
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: d.err().count("reload refused") == 2, 10,
+             "a second refusal")
+    env.drop_rename("d.th", ckpt_bytes(64))
+    env.wait_ok("d.th")
+    check_same(os.path.join(env.output, "d.th"), 64, stripped=True)
+    d.stop()
+
+
+def test_reload_rewatch():
+    """SIGHUP turning recursive on, then moving incoming and the audit log
+    elsewhere: the watch and the log follow"""
+    env = Env("rewatch")
+    d = Daemon(env)
+    d.ready()
+    env.write_conf(recursive="yes")
+    d.signal(signal.SIGHUP)
+    d.wait_log(r"reloaded")
+    os.makedirs(env.inpath("sub"))
+    env.drop_rename("sub/a.th", ckpt_bytes(65))
+    env.wait_ok("sub/a.th")
+    check_same(os.path.join(env.output, "sub/a.th"), 65)
+    inc2 = os.path.join(env.root, "incoming2")
+    os.makedirs(inc2)
+    old, oldlog = env.incoming, env.log
+    env.log = os.path.join(env.root, "log2", "audit.jsonl")
+    env.write_conf(incoming=inc2, audit_log=env.log)
+    mark = len(d.err())
+    d.signal(signal.SIGHUP)
+    d.wait_log(r"reloaded", start=mark)
+    env.incoming = inc2
+    env.drop_rename("b.th", ckpt_bytes(66))
+    env.wait_ok("b.th")
+    with open(os.path.join(old, "c.th"), "wb") as f:
+        f.write(ckpt_bytes(67))
+    env.drop_rename("d.th", ckpt_bytes(68))
+    env.wait_ok("d.th")
+    time.sleep(0.4)
+    check(not [r for r in env.records(strict=True)
+               if r["input"]["path"] == os.path.join(old, "c.th")],
+          "a file in the old incoming was processed after the reload")
+    check(len(env.records(strict=True)) == 2 and
+          len(read_records(oldlog, strict=True)) == 1,
+          "records not in the audit log of their configuration")
+    d.stop()
+
+
+def test_rewritten_during_job():
+    """an input rewritten in place while its job runs is not sent to
+    failed/: its new content is processed"""
+    env = Env("rewrite")
+    d = Daemon(env)
+    d.ready()
+    os.link(BIG, os.path.join(env.stage, "big.th"))
+    shutil.copyfile(os.path.join(env.stage, "big.th"), env.inpath("big.th"))
+    wait_for(env.tmp_files, 30, "the job's temporary output")
+    with open(env.inpath("big.th"), "wb") as f:     # the trainer saves again
+        f.write(ckpt_bytes(69))
+    wait_for(lambda: [r for r in env.oks("big.th")
+                      if r["input"]["size"] != os.path.getsize(BIG)], 30,
+             "an ok record for the new content")
+    check_same(os.path.join(env.output, "big.th"), 69)
+    check(not os.listdir(env.failed), "failed/ holds %r"
+          % os.listdir(env.failed))
+    check(os.path.isfile(env.inpath("big.th")), "the input is gone")
+    d.stop()
+
+
+def big_job_then_term(env, d):
+    d.ready()
+    os.link(BIG, os.path.join(env.stage, "big.th"))
+    os.rename(os.path.join(env.stage, "big.th"), env.inpath("big.th"))
+    wait_for(env.tmp_files, 30, "the job's temporary output")
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    rc = d.wait(60)
+    check(rc == 0, "exit %r after SIGTERM, want 0; stderr:\n%s"
+          % (rc, d.err()[-2000:]))
+    return time.monotonic() - t0
+
+
+def test_sigterm_finishes_job():
+    """SIGTERM during a job: it finishes, its record is written, exit 0"""
+    env = Env("sigterm_finish")
+    d = Daemon(env)
+    big_job_then_term(env, d)
+    check(not env.tmp_files(), "temporaries left: %r" % env.tmp_files())
+    r = env.records(strict=True)
+    check(len(r) == 1 and r[0]["status"] == "ok",
+          "records %r" % [(x["status"], x.get("error")) for x in r])
+    out = os.path.join(env.output, "big.th")
+    check(os.path.getsize(out) == r[0]["output"]["size"],
+          "output size differs from its record")
+    check_big(out)
+    d.wait_log(r"stopped")
+
+
+def test_sigterm_abandons_job():
+    """SIGTERM during a job with stop_timeout_s = 0: the job is abandoned,
+    no output, its record says so, exit 0; the next start redoes it"""
+    env = Env("sigterm_abandon", stop_timeout_s=0)
+    d = Daemon(env)
+    took = big_job_then_term(env, d)
+    check(took < 10, "took %.1f s to stop" % took)
+    check(not env.tmp_files(), "temporaries left: %r" % env.tmp_files())
+    check(not os.path.exists(os.path.join(env.output, "big.th")),
+          "an output although the job was abandoned")
+    r = env.records(strict=True)
+    check(len(r) == 1 and r[0]["status"] == "failed" and
+          r[0]["error"]["code"] == "cancelled",
+          "records %r, want one cancelled" % [(x["status"], x.get("error"))
+                                              for x in r])
+    d.wait_log(r"abandoned")
+    d2 = Daemon(env)
+    env.wait_ok("big.th", timeout=60)
+    d2.stop()
+    check(len(env.oks("big.th")) == 1, "ok records: %d" % len(env.oks("big.th")))
+    check(not env.tmp_files(), "temporaries left: %r" % env.tmp_files())
+    check(os.path.isfile(env.inpath("big.th")), "the input was moved")
+
+
+def test_sigusr1_reopen():
+    """SIGUSR1 reopens the audit log: after logrotate's rename, new records
+    go to a new file at the configured path"""
+    env = Env("sigusr1")
+    d = Daemon(env)
+    d.ready()
+    env.drop_rename("a.th", ckpt_bytes(71))
+    env.wait_ok("a.th")
+    os.rename(env.log, env.log + ".1")
+    d.signal(signal.SIGUSR1)
+    d.wait_log(r"reopened")
+    env.drop_rename("b.th", ckpt_bytes(72))
+    r = env.wait_ok("b.th")
+    old = read_records(env.log + ".1", strict=True)
+    new = env.records(strict=True)
+    check(len(old) == 1 and old[0]["input"]["path"] == env.inpath("a.th"),
+          "the rotated log holds %d records" % len(old))
+    check(len(new) == 1, "the new log holds %d records" % len(new))
+    check(r["seq"] == 2, "seq %r in the new file, want 2" % r["seq"])
+    check(stat.S_IMODE(os.stat(env.log).st_mode) & 0o027 == 0,
+          "new audit log mode %o" % stat.S_IMODE(os.stat(env.log).st_mode))
+    d.stop()
+
+
+class Notify:
+    """A NOTIFY_SOCKET the way systemd makes it: AF_UNIX datagrams, with
+    the sender's credentials, read at once (as PID 1 does) by a thread."""
+
+    def __init__(self, path):
+        self.path = path
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        if path.startswith("@"):
+            self.s.bind("\0" + path[1:])
+        else:
+            self.s.bind(path)
+        self.s.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.s.settimeout(0.1)
+        self.msgs = []      # (pid, [lines]), all received
+        self.q = collections.deque()
+        self.cv = threading.Condition()
+        self.closed = False
+        self.t = threading.Thread(target=self.reader, daemon=True)
+        self.t.start()
+
+    def reader(self):
+        while not self.closed:
+            try:
+                data, anc, _, _ = self.s.recvmsg(4096, socket.CMSG_SPACE(12))
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            pid = None
+            for level, kind, cd in anc:
+                if level == socket.SOL_SOCKET and \
+                        kind == socket.SCM_CREDENTIALS:
+                    pid = struct.unpack("iII", cd[:12])[0]
+            m = (pid, data.decode("utf-8").split("\n"))
+            with self.cv:
+                self.msgs.append(m)
+                self.q.append(m)
+                self.cv.notify()
+
+    def recv(self, timeout):
+        with self.cv:
+            if not self.q:
+                self.cv.wait(timeout)
+            return self.q.popleft() if self.q else None
+
+    def expect(self, pred, timeout, what):
+        end = time.monotonic() + timeout
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise Fail("no %s notification within %.0f s; got %r"
+                           % (what, timeout, [m[1] for m in self.msgs][-8:]))
+            m = self.recv(left)
+            if m is not None and pred(m[1]):
+                return m
+
+    def close(self):
+        self.closed = True
+        self.t.join()
+        self.s.close()
+        if not self.path.startswith("@"):
+            os.unlink(self.path)
+
+
+def test_notify_protocol():
+    """NOTIFY_SOCKET: READY=1 and STATUS= at start, RELOADING=1 (with
+    MONOTONIC_USEC) then READY=1 on SIGHUP, STOPPING=1 on SIGTERM, all from
+    the main pid; WATCHDOG=1 with WATCHDOG_USEC"""
+    env = Env("notify")
+    n = Notify(os.path.join(env.root, "notify.sock"))
+    try:
+        d = Daemon(env, environ={"NOTIFY_SOCKET": n.path,
+                                 "WATCHDOG_USEC": "200000"})
+        n.expect(lambda m: "READY=1" in m, 15, "READY=1")
+        if not any(x.startswith("STATUS=") for m in n.msgs for x in m[1]):
+            n.expect(lambda m: any(x.startswith("STATUS=") for x in m), 5,
+                     "STATUS=")
+        n.expect(lambda m: "WATCHDOG=1" in m, 2, "WATCHDOG=1")
+        t0 = time.clock_gettime(time.CLOCK_MONOTONIC)
+        d.signal(signal.SIGHUP)
+        m = n.expect(lambda m: "RELOADING=1" in m, 10, "RELOADING=1")
+        t1 = time.clock_gettime(time.CLOCK_MONOTONIC)
+        mono = [x for x in m[1] if x.startswith("MONOTONIC_USEC=")]
+        check(mono, "RELOADING=1 without MONOTONIC_USEC: %r" % m[1])
+        us = int(mono[0].split("=", 1)[1])
+        check(t0 * 1e6 - 1000 <= us <= t1 * 1e6 + 1000,
+              "MONOTONIC_USEC=%d is not now (%d..%d)" % (us, t0 * 1e6, t1 * 1e6))
+        n.expect(lambda m: "READY=1" in m, 10, "READY=1 after the reload")
+        env.drop_rename("a.th", ckpt_bytes(81))
+        env.wait_ok("a.th")
+        n.expect(lambda m: any(x.startswith("STATUS=") and "1 done" in x
+                               for x in m), 5, "STATUS= counting the job")
+        d.signal(signal.SIGTERM)
+        n.expect(lambda m: "STOPPING=1" in m, 10, "STOPPING=1")
+        d.stop()
+        while n.recv(0.1):
+            pass
+        pids = {m[0] for m in n.msgs}
+        check(pids == {d.pid}, "notifications from pids %r, want only %d"
+              % (pids, d.pid))
+        for m in n.msgs:
+            for x in m[1]:
+                check(x == "" or re.match(r"^[A-Z_]+=", x),
+                      "not an assignment: %r" % x)
+    finally:
+        n.close()
+    # WATCHDOG_PID naming the daemon (sh execs it, keeping its pid)
+    n = Notify("@ckprep-test-%d" % os.getpid())
+    try:
+        d = Daemon(env, environ={"NOTIFY_SOCKET": n.path,
+                                 "WATCHDOG_USEC": "200000"},
+                   argv=["/bin/sh", "-c", 'WATCHDOG_PID=$$ exec "$0" watch '
+                         '-c "$1"', CKPREP, env.conf])
+        n.expect(lambda m: "READY=1" in m, 15, "READY=1 (abstract socket)")
+        n.expect(lambda m: "WATCHDOG=1" in m, 2, "WATCHDOG=1 (WATCHDOG_PID ours)")
+        d.stop()
+    finally:
+        n.close()
+    # WATCHDOG_PID naming another process: no watchdog pings
+    n = Notify(os.path.join(env.root, "notify2.sock"))
+    try:
+        d = Daemon(env, environ={"NOTIFY_SOCKET": n.path,
+                                 "WATCHDOG_USEC": "200000",
+                                 "WATCHDOG_PID": "1"})
+        n.expect(lambda m: "READY=1" in m, 15, "READY=1")
+        time.sleep(0.6)
+        d.stop()
+        while n.recv(0.1):
+            pass
+        check(not any("WATCHDOG=1" in m[1] for m in n.msgs),
+              "WATCHDOG=1 although WATCHDOG_PID names another process")
+    finally:
+        n.close()
+
+
+def test_journal_stream():
+    """JOURNAL_STREAM naming stderr: every line starts with <N>; a warning
+    is <4>, notices <5>"""
+    env = Env("journal")
+    d = Daemon(env, journal=True)
+    d.wait_log(r"<5>watching ")
+    env.drop_rename("evil.th", hostile_bytes())
+    d.wait_log(r"<4>.*evil\.th")
+    d.stop()
+    check(re.search(r"^<5>stopped", d.err(), re.M), "no <5>stopped line")
+    # JOURNAL_STREAM naming another file: plain lines
+    env2 = Env("journal2")
+    d = Daemon(env2, environ={"JOURNAL_STREAM": "1:1"})
+    d.wait_log(r"^ckprep: watching ")
+    d.stop()
+
+
+def test_symlinks_and_fifo():
+    """symlinks (to a checkpoint outside, to a folder) and a FIFO in
+    incoming are skipped with a log line and never followed"""
+    env = Env("links", recursive="yes")
+    outside = os.path.join(env.root, "outside")
+    os.makedirs(outside)
+    with open(os.path.join(outside, "secret.th"), "wb") as f:
+        f.write(ckpt_bytes(91))
+    os.symlink(os.path.join(outside, "secret.th"), env.inpath("pre_link.th"))
+    d = Daemon(env)
+    d.ready()
+    os.symlink(os.path.join(outside, "secret.th"), env.inpath("link.th"))
+    os.symlink(outside, env.inpath("dirlink"))
+    os.symlink(outside, env.inpath("dirlink.th"))
+    os.mkfifo(env.inpath("fifo.th"))
+    env.drop_rename("good.th", ckpt_bytes(92))
+    env.wait_ok("good.th")
+    for name in ("pre_link.th", "link.th", "fifo.th"):
+        d.wait_log(r"ckprep: warning: .*%s.*skipped" % re.escape(name))
+    time.sleep(0.5)
+    recs = env.records(strict=True)
+    check(len(recs) == 1, "records for %r"
+          % [r["input"]["path"] for r in recs])
+    check(sorted(os.listdir(env.output)) == ["good.th"],
+          "output holds %r" % os.listdir(env.output))
+    check(os.listdir(outside) == ["secret.th"], "outside folder changed")
+    check(os.path.islink(env.inpath("link.th")), "link.th was moved")
+    check(d.p.poll() is None, "daemon died")
+    d.stop()
+
+
+def latin1_reading(name):
+    """How ckprep's JSON writes a name: UTF-8 kept, each byte that is not
+    UTF-8 as the character of the same number (\\u00ff)."""
+    s = name.decode("utf-8", "surrogateescape")
+    return "".join(chr(ord(c) - 0xdc00) if 0xdc80 <= ord(c) <= 0xdcff else c
+                   for c in s)
+
+
+HOSTILE_NAMES = [b"bad\xff\nname.th", b'quo"te\\back.th', b"ctl\x01\x1b[31m.th",
+                 b"tab\tcr\rname.th", "caf\u00e9-\u2603.th".encode()]
+
+
+def test_hostile_names():
+    """names with newlines, quotes, control bytes and invalid UTF-8 make
+    valid JSON records with the names escaped and one-line log entries"""
+    env = Env("names")
+    d = Daemon(env)
+    d.ready()
+    inc = env.incoming.encode()
+    for i, name in enumerate(HOSTILE_NAMES):
+        tmp = os.path.join(env.stage, "part")
+        with open(tmp, "wb") as f:
+            f.write(ckpt_bytes(300 + i))
+        os.rename(tmp, os.path.join(inc, name))
+    bad = b"evil\n\xfe\"x.th"
+    with open(os.path.join(inc, bad), "wb") as f:
+        f.write(hostile_bytes())
+    wait_for(lambda: len(env.records()) >= len(HOSTILE_NAMES) + 1, 20,
+             "%d records" % (len(HOSTILE_NAMES) + 1))
+    recs = env.records(strict=True)
+    check(len(recs) == len(HOSTILE_NAMES) + 1, "%d records" % len(recs))
+    paths = {r["input"]["path"]: r for r in recs}
+    for i, name in enumerate(HOSTILE_NAMES):
+        r = paths.get(os.path.join(env.incoming, latin1_reading(name)))
+        check(r is not None, "no record names %r (have %r)"
+              % (name, list(paths)))
+        check(r["status"] == "ok", "%r: %r" % (name, r.get("error")))
+        out = os.path.join(env.output.encode(), name)
+        check(os.path.isfile(out), "output %r is missing" % name)
+        check_same(out, 300 + i)
+    wait_for(lambda: os.path.isfile(os.path.join(env.failed.encode(),
+                                                 bad + b".error.json")) and
+             os.path.isfile(os.path.join(env.failed.encode(), bad)),
+             5, "the hostile file and its error.json in failed/")
+    check(os.path.isfile(os.path.join(env.failed.encode(), bad)) and
+          os.path.isfile(os.path.join(env.failed.encode(), bad +
+                                      b".error.json")),
+          "the hostile file with a hostile name is not in failed/")
+    with open(os.path.join(env.failed.encode(), bad + b".error.json"), "rb") as f:
+        json.loads(f.read().decode("utf-8"))
+    raw = open(d.errpath, "rb").read()
+    for line in raw.split(b"\n")[:-1]:
+        check(line.startswith(b"ckprep: "), "log line %r" % line[:120])
+        check(not re.search(rb"[\x00-\x08\x0b-\x1f\x7f]", line),
+              "control byte in a log line: %r" % line[:120])
+    check(b"ctl\\x01\\x1b[31m.th -> " in raw,
+          "the log does not show ctl\\x01\\x1b[31m.th escaped")
+    d.stop()
+    # a restart with the claims gone: the names read back from the audit
+    # log are the files' names, nothing is redone
+    shutil.rmtree(os.path.join(env.incoming, ".ckprep-claims"))
+    d = Daemon(env)
+    d.ready()
+    env.drop_rename("marker.th", ckpt_bytes(399))
+    env.wait_ok("marker.th")
+    time.sleep(0.4)
+    recs2 = env.records(strict=True)
+    check(len(recs2) == len(recs) + 1, "the restart redid %r"
+          % [r["input"]["path"] for r in recs2[len(recs):]])
+    d.stop()
+
+
+def test_modes_umask022():
+    """under umask 022 the output, audit log, error records and folders the
+    daemon makes are 0640/0750 or stricter"""
+    env = Env("modes")
+    d = Daemon(env, umask=0o022)
+    d.ready()
+    env.drop_rename("a.th", ckpt_bytes(101))
+    env.drop_rename("bad.th", hostile_bytes())
+    env.wait_ok("a.th")
+    wait_for(lambda: os.path.exists(os.path.join(env.failed, "bad.th.error.json")),
+             20, "bad.th.error.json")
+    d.stop()
+    for p in (os.path.join(env.output, "a.th"), env.log,
+              os.path.join(env.failed, "bad.th.error.json"), env.output,
+              env.failed, os.path.dirname(env.log),
+              os.path.join(env.incoming, ".ckprep-claims")):
+        m = stat.S_IMODE(os.stat(p).st_mode)
+        check(m & 0o027 == 0, "%s has mode %o" % (os.path.relpath(p, env.root), m))
+    for c in os.listdir(os.path.join(env.incoming, ".ckprep-claims")):
+        m = stat.S_IMODE(os.stat(os.path.join(env.incoming, ".ckprep-claims",
+                                              c)).st_mode)
+        check(m & 0o027 == 0, "claim %s has mode %o" % (c, m))
+
+
+def test_output_in_incoming():
+    """output = incoming (outputs would be taken as inputs, and overwrite
+    them) is refused, as is output under incoming with recursive = yes"""
+    env = Env("out_in")
+    env.write_conf(output=env.incoming)
+    d = Daemon(env)
+    check(d.wait(15) == 2, "output = incoming: exit %r, want 2" % d.rc)
+    check(d.err().count("\n") == 1, "stderr: %r" % d.err())
+    env.write_conf(output=os.path.join(env.incoming, "out"), recursive="yes")
+    d = Daemon(env)
+    check(d.wait(15) == 2, "output under a recursive incoming: exit %r, "
+          "want 2" % d.rc)
+    env.write_conf(recursive="no")
+    d = Daemon(env)
+    d.ready()
+    env.drop_rename("a.th", ckpt_bytes(112))
+    env.wait_ok("a.th")
+    time.sleep(0.4)
+    check(len(env.records(strict=True)) == 1, "output/ under incoming was "
+          "processed although recursive = no")
+    d.stop()
+
+
+def test_world_writable():
+    """refuses to start (exit 2, one line) when output or the audit log's
+    folder is world-writable, unless allow_world_writable = yes"""
+    env = Env("world")
+    os.makedirs(env.output)
+    os.makedirs(os.path.dirname(env.log))
+    for what, path in (("output", env.output),
+                       ("audit log folder", os.path.dirname(env.log))):
+        os.chmod(path, 0o777)
+        d = Daemon(env)
+        rc = d.wait(15)
+        text = d.err()
+        check(rc == 2, "%s world-writable: exit %r, want 2" % (what, rc))
+        check(text.count("\n") == 1 and path in text and
+              "world-writable" in text,
+              "%s world-writable: stderr %r" % (what, text))
+        os.chmod(path, 0o750)
+    os.chmod(env.output, 0o777)
+    env.write_conf(allow_world_writable="yes")
+    d = Daemon(env)
+    d.ready()
+    env.drop_rename("a.th", ckpt_bytes(111))
+    env.wait_ok("a.th")
+    d.stop()
+
+
+def test_recursive():
+    """recursive = yes: files in sub-folders made after start (also a file
+    written at once into a fresh a/b/) are processed; outputs keep the
+    relative path"""
+    env = Env("recursive", recursive="yes")
+    d = Daemon(env)
+    d.ready()
+    os.makedirs(env.inpath("a/b"))
+    env.drop_copy("a/b/deep.th", ckpt_bytes(121))
+    os.makedirs(env.inpath("c"))
+    time.sleep(0.3)
+    env.drop_rename("c/x.th", ckpt_bytes(122))
+    env.drop_rename("top.th", ckpt_bytes(123))
+    for rel in ("a/b/deep.th", "c/x.th", "top.th"):
+        env.wait_ok(rel)
+    check_same(os.path.join(env.output, "a/b/deep.th"), 121)
+    check_same(os.path.join(env.output, "c/x.th"), 122)
+    check_same(os.path.join(env.output, "top.th"), 123)
+    # a folder moved in whole, with a file in it
+    os.makedirs(os.path.join(env.stage, "m/n"))
+    with open(os.path.join(env.stage, "m/n/moved.th"), "wb") as f:
+        f.write(ckpt_bytes(124))
+    os.rename(os.path.join(env.stage, "m"), env.inpath("m"))
+    env.wait_ok("m/n/moved.th")
+    check_same(os.path.join(env.output, "m/n/moved.th"), 124)
+    check(len(env.records(strict=True)) == 4, "more than 4 records")
+    d.stop()
+
+
+def test_after_move_and_delete():
+    """after = move puts the input in done/ (keeping its relative path);
+    after = delete removes it; both keep the output"""
+    env = Env("after_move", after="move", done=None, recursive="yes")
+    env.write_conf(done=env.done)
+    d = Daemon(env)
+    d.ready()
+    os.makedirs(env.inpath("s"))
+    env.drop_rename("a.th", ckpt_bytes(131))
+    env.drop_rename("s/b.th", ckpt_bytes(132))
+    env.wait_ok("a.th")
+    env.wait_ok("s/b.th")
+    for rel in ("a.th", "s/b.th"):
+        wait_for(lambda: os.path.isfile(os.path.join(env.done, rel)), 5,
+                 "done/" + rel)
+    check(not os.path.exists(env.inpath("a.th")) and
+          not os.path.exists(env.inpath("s/b.th")), "inputs still in incoming")
+    check_same(os.path.join(env.output, "a.th"), 131)
+    check_same(os.path.join(env.done, "s/b.th"), 132)
+    d.stop()
+    env = Env("after_delete", after="delete")
+    d = Daemon(env)
+    d.ready()
+    env.drop_rename("a.th", ckpt_bytes(133))
+    env.wait_ok("a.th")
+    wait_for(lambda: not os.path.exists(env.inpath("a.th")), 5,
+             "a.th deleted")
+    check_same(os.path.join(env.output, "a.th"), 133)
+    check(sorted(os.listdir(env.incoming)) == [".ckprep-claims"],
+          "incoming holds %r" % os.listdir(env.incoming))
+    d.stop()
+
+
+def test_output_name():
+    """output_name templates: {stem} {ext} {name} {dir}"""
+    env = Env("output_name", recursive="yes",
+              output_name="{dir}-{stem}.ft{ext}")
+    d = Daemon(env)
+    d.ready()
+    os.makedirs(env.inpath("x/y"))
+    env.drop_rename("x/y/m.th", ckpt_bytes(141))
+    env.drop_rename("top.pt", ckpt_bytes(142))
+    r1 = env.wait_ok("x/y/m.th")
+    r2 = env.wait_ok("top.pt")
+    check(r1["output"]["path"] == os.path.join(env.output, "x/y/x_y-m.ft.th"),
+          "output %r" % r1["output"]["path"])
+    check(r2["output"]["path"] == os.path.join(env.output, "-top.ft.pt"),
+          "output %r" % r2["output"]["path"])
+    check_same(r1["output"]["path"], 141)
+    d.stop()
+    env.write_conf(output_name="{name}.out")
+    d = Daemon(env)
+    d.ready()
+    env.drop_rename("n.th", ckpt_bytes(143))
+    r = env.wait_ok("n.th")
+    check(r["output"]["path"] == os.path.join(env.output, "n.th.out"),
+          "output %r" % r["output"]["path"])
+    d.stop()
+    env.write_conf(output_name="../{name}")
+    d = Daemon(env)
+    check(d.wait(15) == 2, "output_name = ../{name} accepted")
+
+
+TESTS = [test_rename_in, test_slow_writer, test_burst_300,
+         test_sigterm_mid_burst, test_preexisting,
+         test_incoming_recreated, test_hostile_and_truncated,
+         test_kill9_midjob, test_torn_audit_line,
+         test_restart_no_redo, test_two_daemons_two_logs,
+         test_two_daemons_one_log, test_sighup, test_sigterm_finishes_job,
+         test_sigterm_abandons_job, test_reload_rewatch,
+         test_rewritten_during_job, test_sigusr1_reopen, test_notify_protocol,
+         test_journal_stream, test_symlinks_and_fifo, test_hostile_names,
+         test_modes_umask022, test_output_in_incoming, test_world_writable,
+         test_recursive,
+         test_after_move_and_delete, test_output_name]
+
+
+def main(argv=None):
+    global CKPREP, WORK, BIG, CUR
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ckprep", required=True, help="the ckprep binary")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("-k", dest="filter", default=None,
+                    help="run tests whose name contains this")
+    ap.add_argument("-v", "--verbose", action="store_true",
+                    help="print the stderr of failed tests' daemons")
+    args = ap.parse_args(argv)
+    CKPREP = os.path.abspath(args.ckprep)
+    if not os.access(CKPREP, os.X_OK):
+        print("%s: not executable" % CKPREP, file=sys.stderr)
+        print("0 passed, 1 failed")
+        return 1
+    WORK = os.path.realpath(tempfile.mkdtemp(prefix="ckprep-daemon-"))
+    t0 = time.time()
+    passed = failed = 0
+    try:
+        tests = [t for t in TESTS
+                 if args.filter is None or args.filter in t.__name__]
+        if any(t in tests for t in (test_kill9_midjob, test_sigterm_finishes_job,
+                                    test_sigterm_abandons_job,
+                                    test_rewritten_during_job)):
+            BIG = os.path.join(WORK, "big.th")
+            make_big(BIG)
+        for t in tests:
+            t1 = time.time()
+            del DAEMONS[:]
+            CUR = t.__name__[5:]
+            problems = []
+            try:
+                t()
+            except Fail as e:
+                problems.append(str(e))
+            except Exception:
+                problems.append(traceback.format_exc().strip())
+            for d in DAEMONS:
+                d.cleanup()
+                problems += d.problems()
+            name = t.__name__[5:]
+            if problems:
+                failed += 1
+                print("FAIL  %s (%.1fs): %s" % (name, time.time() - t1,
+                      " ".join((t.__doc__ or "").split())))
+                for p in problems:
+                    print("      " + p.replace("\n", "\n      "))
+                if args.verbose:
+                    for d in DAEMONS:
+                        print("      --- stderr of daemon %d:\n%s"
+                              % (d.pid, d.err()[-3000:]))
+            else:
+                passed += 1
+                print("ok    %s (%.1fs)" % (name, time.time() - t1))
+            if not args.keep:
+                shutil.rmtree(os.path.join(WORK, CUR), ignore_errors=True)
+        print("(%.1fs)" % (time.time() - t0))
+    finally:
+        for d in DAEMONS:
+            d.cleanup()
+        if args.keep:
+            print("work folder kept: %s" % WORK)
+        else:
+            shutil.rmtree(WORK, ignore_errors=True)
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
