@@ -810,12 +810,17 @@ static int do_scan(ck_ckpt_t *c, int first, ck_err_t *err)
     s.gen = ck_py_next_gen();
     s.legacy = c->format == CK_FMT_LEGACY && first;
     s.first = first;
+    /* the last scan's array is refilled, not left in the arena */
+    s.t = c->tensors;
+    s.tcap = c->tensors_cap;
+    c->ntensors = 0;
     for (size_t i = 0; i < c->nstorages; i++)
         c->storages[i]->refs = 0;
     rc = walk(&s, c->pk.root, 0);
+    c->tensors = s.t;
+    c->tensors_cap = s.tcap;
     if (rc < 0)
         return rc;
-    c->tensors = s.t;
     c->ntensors = s.nt;
     for (size_t i = 0; i < s.nt; i++)
         s.t[i].node->aux = &s.t[i];
@@ -1023,6 +1028,7 @@ static int write_zip(ck_ckpt_t *c, int fd, const char *top,
     int rc;
 
     ck_zipw_init(&w, fd);
+    w.cancel = c->cancel;
     r.c = c;
     r.order = ck_calloc(c->nstorages + 1, sizeof(*r.order));
     if (r.order == NULL) {

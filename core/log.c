@@ -105,7 +105,9 @@ int ck_notify(const char *fmt, ...)
         notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (notify_fd < 0)
         return -errno;
-    if (sendto(notify_fd, msg, (size_t)n, MSG_NOSIGNAL, (struct sockaddr *)&sa,
+    /* never block the loop: a full queue loses a notification, not time */
+    if (sendto(notify_fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT,
+               (struct sockaddr *)&sa,
                len) < 0)
         return -errno;
     return 0;

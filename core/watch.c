@@ -65,6 +65,7 @@ struct file {
     int seen;               /* by the current scan */
     ident_t id;             /* last seen */
     ident_t done;           /* when it was done or failed */
+    ident_t scanned;        /* by the last scan */
     uint64_t last_event, last_change, next_check;
 };
 
@@ -658,29 +659,34 @@ out:
     ck_free(ej);
 }
 
-/* After a good job: keep, move or delete the input. */
-static int file_after(daemon_t *d, job_t *j)
+/* After a good job: keep, move or delete the input (in, rel under
+ * incoming), if it is still the file the job read.  1 when it went. */
+static int file_after(daemon_t *d, const char *rel, const char *in,
+                      const ident_t *id)
 {
     struct stat st;
     ident_t now;
     char *dst;
+    int gone = 0;
 
     if (d->w->after == CK_AFTER_KEEP)
         return 0;
-    if (lstat(j->in, &st) < 0)
+    if (lstat(in, &st) < 0)
         return -1;
     ident_of(&st, &now);
-    if (!ident_eq(&now, &j->id)) {
+    if (!ident_eq(&now, id)) {
         ck_log(CK_LOG_WARNING, "%s changed while it was processed; left in "
-               "place", j->in);
+               "place", in);
         return 0;
     }
     if (d->w->after == CK_AFTER_DELETE) {
-        if (unlink(j->in) < 0)
-            ck_log(CK_LOG_ERR, "%s: %s", j->in, strerror(errno));
+        if (unlink(in) < 0) {
+            ck_log(CK_LOG_ERR, "%s: %s", in, strerror(errno));
+            return 0;
+        }
         return 1;
     }
-    dst = join(d->w->done, j->f->rel);
+    dst = join(d->w->done, rel);
     if (dst != NULL) {
         char *dir = ck_strdup(dst), *slash = dir ? strrchr(dir, '/') : NULL;
 
@@ -689,14 +695,16 @@ static int file_after(daemon_t *d, job_t *j)
             mkdirs(dir, 0750);
         }
         ck_free(dir);
-        if (rename(j->in, dst) < 0)
-            ck_log(CK_LOG_ERR, "%s: could not move to %s: %s", j->in, dst,
+        if (rename(in, dst) < 0) {
+            ck_log(CK_LOG_ERR, "%s: could not move to %s: %s", in, dst,
                    strerror(errno));
-        else
+        } else {
             fsync_dir_of(dst);
+            gone = 1;
+        }
     }
     ck_free(dst);
-    return 1;
+    return gone;
 }
 
 /* Is the input of j another file, or changed, since the job began? */
@@ -737,7 +745,7 @@ static void after_work_cb(uv_work_t *req, int uvst)
     if (j->rc == 0) {
         d->nok++;
         ck_log(CK_LOG_INFO, "%s -> %s", j->in, j->out);
-        gone = file_after(d, j);
+        gone = file_after(d, f->rel, j->in, &j->id) > 0;
         f->state = F_DONE;
         if (gone)
             unlink(j->claim);
@@ -1042,6 +1050,20 @@ static int root_watched(const daemon_t *d)
     return 0;
 }
 
+/*
+ * A done input still in incoming with after = move or delete: the daemon
+ * stopped between the record and the move.  Finish it now.
+ */
+static void after_again(daemon_t *d, file_t *f, const ident_t *id)
+{
+    char *in = join(d->w->incoming, f->rel);
+
+    if (in != NULL && file_after(d, f->rel, in, id) > 0)
+        ck_log(CK_LOG_NOTICE, "%s: done earlier (audit log); %s it now", in,
+               d->w->after == CK_AFTER_MOVE ? "moved" : "deleted");
+    ck_free(in);
+}
+
 static void scan_dir(daemon_t *d, const char *rel, int depth, uint64_t now)
 {
     char *path = join(d->w->incoming, rel);
@@ -1082,12 +1104,15 @@ static void scan_dir(daemon_t *d, const char *rel, int depth, uint64_t now)
                 ident_of(&st, &id);
                 if (f != NULL) {
                     f->seen = 1;
+                    f->scanned = id;
                     if (f->state == F_OTHER && f->done.size == 0)
                         adopt(d, f, &id);
                     if (f->state == F_OTHER ||
                         ((f->state == F_DONE || f->state == F_FAILED ||
                           f->state == F_SKIPPED) && !ident_eq(&id, &f->done)))
                         set_pending(d, f, now);
+                    else if (f->state == F_DONE && d->w->after != CK_AFTER_KEEP)
+                        after_again(d, f, &id);
                 }
             }
         }
@@ -1095,6 +1120,66 @@ static void scan_dir(daemon_t *d, const char *rel, int depth, uint64_t now)
     }
     closedir(dir);
     ck_free(path);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * Remove claims no file in incoming has any more (its input was moved,
+ * deleted or replaced), once they are older than claim_stale_s and nobody
+ * alive holds them; also the leftovers of a claim taken back.  Without this
+ * a kept input's done claim would outlive the input forever.
+ */
+static void claims_gc(daemon_t *d)
+{
+    char **keep = ck_calloc(3 * d->nfiles + 1, sizeof(*keep));
+    size_t n = 0;
+    DIR *dir;
+    struct dirent *e;
+    struct timespec now;
+
+    if (keep == NULL)
+        return;
+    for (size_t i = 0; i < d->nbuckets; i++) {
+        for (file_t *f = d->buckets[i]; f != NULL; f = f->hnext) {
+            if (f->id.size != 0 || f->id.ino != 0)
+                keep[n] = claim_path(d, f->rel, &f->id), n += keep[n] != NULL;
+            if (f->done.size != 0 || f->done.ino != 0)
+                keep[n] = claim_path(d, f->rel, &f->done), n += keep[n] != NULL;
+            if (f->scanned.size != 0 || f->scanned.ino != 0)
+                keep[n] = claim_path(d, f->rel, &f->scanned), n += keep[n] != NULL;
+        }
+    }
+    qsort(keep, n, sizeof(*keep), cmp_str);
+    clock_gettime(CLOCK_REALTIME, &now);
+    dir = opendir(d->claims);
+    while (dir != NULL && (e = readdir(dir)) != NULL) {
+        char *path;
+        struct stat st;
+        int done, holder;
+
+        if (e->d_name[0] == '.')
+            continue;
+        path = join(d->claims, e->d_name);
+        if (path == NULL)
+            break;
+        if (bsearch(&path, keep, n, sizeof(*keep), cmp_str) == NULL &&
+            lstat(path, &st) == 0 &&
+            now.tv_sec - st.st_mtime >= (time_t)d->w->claim_stale_s &&
+            (strstr(e->d_name, ".stale.") != NULL ||
+             strstr(e->d_name, ".tmp.") != NULL ||
+             !claim_alive(d, path, &done, &holder) || done))
+            unlink(path);
+        ck_free(path);
+    }
+    if (dir != NULL)
+        closedir(dir);
+    for (size_t i = 0; i < n; i++)
+        ck_free(keep[i]);
+    ck_free(keep);
 }
 
 static void rescan(daemon_t *d)
@@ -1113,6 +1198,8 @@ static void rescan(daemon_t *d)
                 file_drop(d, f);
         }
     }
+    if (!d->lost)
+        claims_gc(d);
     status(d);
 }
 

@@ -741,6 +741,8 @@ int ck_zipw_copy(ck_zipw_t *w, int fd, uint64_t off, uint64_t n,
     while (left > 0) {
         size_t part = left < COPY_CHUNK ? (size_t)left : COPY_CHUNK;
 
+        if (w->cancel != NULL && __atomic_load_n(w->cancel, __ATOMIC_RELAXED))
+            return ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
         rc = ck_pread_full(fd, w->buf, part, off);
         if (rc < 0)
             return ck_err_set(err, rc == -EIO ? CK_EFORMAT : rc,

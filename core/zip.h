@@ -64,6 +64,8 @@ typedef struct {
     uint8_t *buf;          /* ck_zipw_copy's buffer, made on first use */
     uint64_t cd_off, cd_size; /* set by ck_zipw_finish */
     uint64_t started;      /* write-out to disk started below this offset */
+    const int *cancel;     /* optional: copies stop with CK_ECANCELED once
+                              *cancel is nonzero (set by another thread) */
 } ck_zipw_t;
 
 void ck_zipw_init(ck_zipw_t *w, int fd);

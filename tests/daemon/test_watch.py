@@ -1342,6 +1342,40 @@ def test_after_move_and_delete():
     d.stop()
 
 
+def test_claims_gc_and_after_again():
+    """claims of inputs that are gone are removed once stale, claims of
+    inputs still there are kept; a done input still in incoming when
+    after = move (the daemon stopped between the record and the move) is
+    moved at the next start without being redone"""
+    env = Env("claims_gc", claim_stale_s=1, rescan_s=1)
+    claims = os.path.join(env.incoming, ".ckprep-claims")
+    d = Daemon(env)
+    d.ready()
+    env.drop_rename("a.th", ckpt_bytes(161))
+    env.drop_rename("b.th", ckpt_bytes(162))
+    env.wait_ok("a.th")
+    env.wait_ok("b.th")
+    wait_for(lambda: len(os.listdir(claims)) == 2, 5, "two done claims")
+    os.unlink(env.inpath("a.th"))
+    wait_for(lambda: len(os.listdir(claims)) == 1, 10,
+             "the claim of the removed a.th collected")
+    time.sleep(2.5)     # several rescans past claim_stale_s
+    check(len(os.listdir(claims)) == 1, "the claim of b.th was removed too")
+    check(len(env.records(strict=True)) == 2, "something was redone")
+    d.stop()
+    # the same files, now with after = move: b.th is done, so it is moved
+    # to done/ without a second record
+    env.write_conf(after="move", done=env.done)
+    d = Daemon(env)
+    d.ready()
+    wait_for(lambda: os.path.isfile(os.path.join(env.done, "b.th")), 10,
+             "b.th moved to done/")
+    check(not os.path.exists(env.inpath("b.th")), "b.th still in incoming")
+    time.sleep(0.5)
+    check(len(env.records(strict=True)) == 2, "b.th was redone")
+    d.stop()
+
+
 def test_output_name():
     """output_name templates: {stem} {ext} {name} {dir}"""
     env = Env("output_name", recursive="yes",
@@ -1383,7 +1417,8 @@ TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_journal_stream, test_symlinks_and_fifo, test_hostile_names,
          test_modes_umask022, test_output_in_incoming, test_world_writable,
          test_recursive,
-         test_after_move_and_delete, test_output_name]
+         test_after_move_and_delete, test_output_name,
+         test_claims_gc_and_after_again]
 
 
 def main(argv=None):
