@@ -89,6 +89,7 @@ typedef struct {
     ck_strmap_t by_key;       /* key -> index in storages (the first wins) */
     ck_tensor_t *tensors;     /* found by the last scan, graph order */
     size_t ntensors;
+    size_t tensors_cap;       /* entries allocated; each scan reuses them */
     char fingerprint[65];     /* see ck_fingerprint_* */
     const int *cancel;        /* ck_ckpt_write stops with CK_ECANCELED once
                                  *cancel is nonzero (another thread sets it) */
