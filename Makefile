@@ -161,6 +161,15 @@ test-systemd: all
 	if [ $$rc -ne 0 ] || [ -n "$$out" ]; then \
 		echo "$$out"; echo "systemd-analyze verify systemd/ckprep.service: failed"; exit 1; \
 	fi; echo "systemd-analyze verify systemd/ckprep.service: ok"
+	@rm -rf $(BUILD)/stage && $(MAKE) --no-print-directory -s install \
+		DESTDIR=$(abspath $(BUILD)/stage) >/dev/null
+	@for f in usr/local/bin/ckprep etc/systemd/system/ckprep.service \
+		etc/ckprep/ckprep.ini etc/ckprep/ckprep.ini.example; do \
+		[ -e $(BUILD)/stage/$$f ] || { echo "make install: no $$f"; exit 1; }; \
+	done; $(BUILD)/stage/usr/local/bin/ckprep check \
+		-c $(BUILD)/stage/etc/ckprep/ckprep.ini >/dev/null 2>&1 || \
+		{ echo "make install: the installed configuration does not check"; exit 1; }; \
+	echo "make install DESTDIR=$(BUILD)/stage: ok"
 
 # The binary, the unit, the example configuration (also as the live one
 # when there is none yet) and the service's user.
