@@ -484,6 +484,15 @@ static int handler(void *user, const char *section, const char *name,
         ck_err_set(&e, CK_ECONFIG, "'%s' given twice in [%s]", name, section);
         goto fail;
     }
+    for (size_t k = 0, n = strlen(value), len; k < n; k += len) {
+        /* keys, names and paths reach JSON records and pickled str */
+        len = (size_t)ck_utf8_len((const uint8_t *)value + k, n - k, 0);
+        if (len == 0) {
+            ck_err_set(&e, CK_ECONFIG, "%s: the value is not valid UTF-8",
+                       name);
+            goto fail;
+        }
+    }
     if (s->dirs[i].check != NULL && s->dirs[i].check(value, &e) < 0)
         goto fail;
     if (s->dirs[i].set(&s->dirs[i], s->conf, value, &e) < 0)

@@ -208,8 +208,12 @@ static val_t *yparse_node(yctx_t *y, yaml_parser_t *p, yaml_event_t *ev,
                            "%s: a YAML mapping key that is not a scalar", y->what);
                 return NULL;
             }
-            if (c == NULL || vpush(y->a, v, c) < 0)
+            if (c == NULL)
                 return NULL;
+            if (vpush(y->a, v, c) < 0) {
+                ck_err_set(y->err, CK_ENOMEM, "out of memory");
+                return NULL;
+            }
         }
     case YAML_ALIAS_EVENT:
         ck_err_set(y->err, CK_EUNSUPPORTED, "%s: YAML aliases are not supported",

@@ -310,6 +310,18 @@ static void test_unknown_section_line(void **state)
                       "unknown section [bogus]");
 }
 
+static void test_value_not_utf8(void **state)
+{
+    fx_t *f = *state;
+
+    assert_conf_error(f, load(f, "[pipeline]\nchain =\n[key_remap]\n"
+                                 "rename = a. => b\xff.\n"), 4,
+                      "rename: the value is not valid UTF-8");
+    assert_conf_error(f, load(f, "[watch]\nincoming = in\xc3\n"), 2,
+                      "not valid UTF-8");
+    assert_int_equal(load(f, "[watch]\nincoming = caf\xc3\xa9\n"), 0);
+}
+
 static void test_unknown_directive(void **state)
 {
     fx_t *f = *state;
@@ -586,6 +598,7 @@ int main(void)
         cmocka_unit_test(test_size_setter_direct),
         T(test_unknown_section),
         T(test_unknown_section_line),
+        T(test_value_not_utf8),
         T(test_unknown_directive),
         T(test_outside_section),
         T(test_bad_value_line),
