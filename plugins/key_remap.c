@@ -225,6 +225,17 @@ static void rename_key(const remap_conf_t *cf, const char *key, char *out,
     memcpy(out, a, KEY_MAX);
 }
 
+/* A pickled str must be UTF-8: a byte-wise regex can split a character. */
+static int utf8_ok(const char *s)
+{
+    size_t n = strlen(s);
+
+    for (size_t i = 0, len; i < n; i += len)
+        if ((len = (size_t)ck_utf8_len((const uint8_t *)s + i, n - i, 0)) == 0)
+            return 0;
+    return 1;
+}
+
 /* Each str key of m -> its first pair index, for ck_py_str_eq lookups. */
 static int key_index(ck_arena_t *a, ck_py_vec_t *m, ck_strmap_t *ix)
 {
@@ -265,8 +276,16 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
         } else {
             rename_key(cf, k->u.s.s, out, hits);
         }
-        if (strcmp(out, k->u.s.s) != 0)
-            names[i] = ck_arena_strdup(a, out);
+        if (strcmp(out, k->u.s.s) == 0)
+            continue;
+        if (!utf8_ok(out))
+            return ck_err_set(job->err, CK_EPLUGIN,
+                              "key_remap: %s: '%s' would be renamed to a name "
+                              "that is not UTF-8 (a rule splits a character)",
+                              state, k->u.s.s);
+        names[i] = ck_arena_strdup(a, out);
+        if (names[i] == NULL)
+            return ck_err_set(job->err, CK_ENOMEM, "out of memory");
     }
     /* dup[i]: the first later key renamed to the same new name, else n */
     for (size_t i = 0; i < n; i++) {

@@ -208,6 +208,30 @@ static void test_regex(void **state)
     assert_non_null(ck_py_map_get(sd_of(f), "o\\0_bias", NULL));
 }
 
+/* A byte-wise regex must not leave half a character in a key. */
+static void test_regex_splits_utf8(void **state)
+{
+    pt_fx_t *f = *state;
+    ck_py_t *root, *sd;
+
+    pt_job_reset(f);
+    pt_load_ok(f, HEAD "rename = re:^. => x\n");
+    root = pt_dict(f);
+    sd = pt_set(f, pt_set(f, root, "best_state", pt_dict(f)), "model",
+                pt_odict(f, 0));
+    pt_set(f, sd, "\xc3\xa9t\xc3\xa9.w", pt_tensor(f, "float32", "2", 1, 0));
+    pt_run_fails(f, root, CK_EPLUGIN, "not UTF-8", NULL);
+    /* the same rule on ASCII keys is fine */
+    pt_job_reset(f);
+    pt_load_ok(f, HEAD "rename = re:^. => x\n");
+    root = pt_dict(f);
+    sd = pt_set(f, pt_set(f, root, "best_state", pt_dict(f)), "model",
+                pt_odict(f, 0));
+    pt_set(f, sd, "a.w", pt_tensor(f, "float32", "2", 1, 0));
+    pt_run_ok(f, root);
+    assert_non_null(ck_py_map_get(sd_of(f), "x.w", NULL));
+}
+
 static void test_rules_in_order(void **state)
 {
     pt_fx_t *f = *state;
@@ -385,6 +409,7 @@ int main(void)
         T(test_bad_values),
         T(test_prefix),
         T(test_regex),
+        T(test_regex_splits_utf8),
         T(test_rules_in_order),
         T(test_prefix_all_and_strip),
         T(test_metadata_modules),
