@@ -320,8 +320,8 @@ int ck_strmap_add(ck_strmap_t *m, ck_arena_t *a, const char *key, size_t val)
 
     if (2 * (m->n + 1) > m->cap) {
         size_t cap = m->cap ? m->cap * 2 : 64;
-        const char **nk = cap <= SIZE_MAX / 16 ? ck_arena_alloc(a, cap * sizeof(*nk))
-                                               : NULL;
+        const char **nk =
+            cap <= SIZE_MAX / 16 ? ck_arena_alloc(a, cap * sizeof(*nk)) : NULL;
         size_t *nv = nk != NULL ? ck_arena_alloc(a, cap * sizeof(*nv)) : NULL;
 
         if (nv == NULL)

@@ -124,6 +124,38 @@ static void test_arena(void **state)
     (void)state;
 }
 
+static void test_strmap(void **state)
+{
+    ck_arena_t a = { 0 };
+    ck_strmap_t m = { 0 };
+    char key[32];
+
+    assert_int_equal(ck_strmap_get(&m, "x"), SIZE_MAX);   /* empty */
+    for (size_t i = 0; i < 5000; i++) {      /* keys are borrowed */
+        snprintf(key, sizeof(key), "k%zu", i);
+        assert_int_equal(ck_strmap_add(&m, &a, ck_arena_strdup(&a, key), i), 0);
+    }
+    for (size_t i = 0; i < 5000; i++) {
+        snprintf(key, sizeof(key), "k%zu", i);
+        assert_int_equal(ck_strmap_get(&m, key), i);
+    }
+    assert_int_equal(ck_strmap_get(&m, "k5000"), SIZE_MAX);
+    assert_int_equal(ck_strmap_get(&m, ""), SIZE_MAX);
+    /* a key added twice: the first index wins, as find_storage needs */
+    assert_int_equal(ck_strmap_add(&m, &a, "k7", 99), 0);
+    assert_int_equal(ck_strmap_get(&m, "k7"), 7);
+    assert_int_equal(ck_strmap_add(&m, &a, "", 42), 0);
+    assert_int_equal(ck_strmap_get(&m, ""), 42);
+    ck_arena_release(&a);
+    /* growing fails cleanly when the arena cannot */
+    memset(&m, 0, sizeof(m));
+    ck_mem_fail_at(1);
+    assert_int_equal(ck_strmap_add(&m, &a, "x", 1), CK_ENOMEM);
+    ck_mem_fail_at(0);
+    ck_arena_release(&a);
+    (void)state;
+}
+
 #define U(s) ((const uint8_t *)(s))
 
 static void test_utf8_len(void **state)
@@ -157,6 +189,7 @@ int main(void)
         cmocka_unit_test_teardown(test_mem_fail_at, teardown),
         cmocka_unit_test_teardown(test_buf, teardown),
         cmocka_unit_test_teardown(test_arena, teardown),
+        cmocka_unit_test_teardown(test_strmap, teardown),
         cmocka_unit_test_teardown(test_utf8_len, teardown),
     };
 

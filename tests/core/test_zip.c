@@ -610,7 +610,7 @@ static void test_copy_computes_crc(void **state)
     assert_int_equal(ck_zipw_copy(&w, in, 100, 2500000, 0, 0, &f->err), 0);
     assert_int_equal(ck_zipw_end(&w, &f->err), 0);
     assert_int_equal(w.e[0].crc, crc_of(src + 100, 2500000));
-    /* crc_known = 1: copied by the kernel, CRC trusted */
+    /* crc_known = 1: copied as is, the known CRC trusted */
     assert_int_equal(ck_zipw_begin(&w, "c/known", 1000, &f->err), 0);
     assert_int_equal(ck_zipw_copy(&w, in, 7, 1000, 1, crc_of(src + 7, 1000),
                                   &f->err),

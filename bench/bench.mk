@@ -1,0 +1,23 @@
+# bench/bench.mk -- the benchmark and the >4 GiB check; neither is part of
+# `make test`.
+#
+#   make bench        bench/run_bench.py: A (Python) B (ckprep) C (cp+sync)
+#                     rounds on a ~3 GiB AudioCraft checkpoint, the 10^5-key
+#                     case and the daemon; writes bench/RESULTS.md.
+#                     BENCH_ROUNDS=3, BENCH_LARGE=1 (adds the >4 GiB case),
+#                     BENCH_DAEMON=0 (skips the daemon), BENCH_DIR (cache).
+#   make test-large   a >4 GiB checkpoint through ckprep: zip64 offsets and
+#                     sizes, output loaded with torch.load and compared.
+#
+# Generated checkpoints are cached in BENCH_DIR, keyed by their parameters.
+
+BENCH_DIR ?= build/bench
+export BENCH_ROUNDS BENCH_LARGE BENCH_DAEMON
+
+bench: all
+	$(Q)$(PYTHON) bench/run_bench.py --ckprep $(BIN) --dir $(BENCH_DIR)
+
+test-large: all
+	$(Q)$(PYTHON) bench/run_bench.py --ckprep $(BIN) --dir $(BENCH_DIR) --test-large
+
+.PHONY: bench test-large

@@ -1,0 +1,731 @@
+#!/usr/bin/python3
+"""The ckprep benchmark (`make bench`) and the >4 GiB check (`make test-large`).
+
+usage: run_bench.py --ckprep BIN [--dir DIR] [--results FILE]   benchmark
+       run_bench.py --ckprep BIN [--dir DIR] --test-large        zip64 check
+
+The benchmark runs three ways on the same AudioCraft-shaped checkpoint
+(bench/make_bench.py, about 3 GiB), alternating A B C for BENCH_ROUNDS rounds
+(default 3):
+  A  the Python pattern: torch.load, set cfg.optim.lr, drop optimizer and
+     model, drop linears.* and rename emb.* in best_state['model'],
+     torch.save, fsync of the output
+  B  ckprep run -c bench/bench.ini (the same edit; fsync, rename, fsync dir)
+  C  cp of B's output, then sync of the copy: the floor, writing B's bytes
+     durably
+and reports medians of wall time and peak RSS (/usr/bin/time's %M) and the
+medians of the per-round ratios B/C and A/B; before each run, sync (untimed)
+flushes what the previous one left.  B's output is checked once against A's
+(torch.load both: same keys, tensors equal bit for bit, same cfg.optim.lr).
+Then the same on a checkpoint with 10^5 keys per state dict (4x10^5
+storages, small on disk) with ckprep alone at 1/4, 1/2 and all of the keys,
+to show its time grows linearly; then the daemon (`ckprep watch`), unless
+BENCH_DAEMON=0 or ckprep has no watch command.  BENCH_LARGE=1 adds the
+>4 GiB case.  Results go to bench/RESULTS.md.
+
+--test-large: the >4 GiB checkpoint through the bench chain (output compared
+with the Python-edited reference), through an empty chain (a faithful copy
+over 4 GiB: zip64 offsets, checked with zipfile and torch.load), and a
+checkpoint with one record over 4 GiB (zip64 sizes).  Last line
+"N passed, M failed"; exit status 1 on any failure.
+
+--only lm,large,many,scaling,daemon runs those parts (report in
+DIR/RESULTS.partial.md).  Internal modes, run as children so each measures
+or loads alone: --python-edit IN OUT, --digest FILE.
+"""
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PY = sys.executable
+MiB = 1 << 20
+NEW_LR = 1e-5
+DEFAULT_RESULTS = os.path.join(HERE, "RESULTS.md")
+
+
+# ---- A: the Python pattern (run as a child) ------------------------------
+
+
+def python_edit(inp, out):
+    import torch
+
+    ck = torch.load(inp, map_location="cpu")
+    ck["xp.cfg"].optim.lr = NEW_LR
+    del ck["optimizer"]
+    del ck["model"]
+    sd = ck["best_state"]["model"]
+    for k in [k for k in sd if k.startswith("linears.")]:
+        del sd[k]
+    ck["best_state"]["model"] = {
+        ("embeddings." + k[len("emb."):] if k.startswith("emb.") else k): v
+        for k, v in sd.items()
+    }
+    torch.save(ck, out)
+    fd = os.open(out, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+
+
+# ---- what a checkpoint holds, as JSON with tensor digests (a child) ------
+
+
+def skeleton(x, torch, OmegaConf, DictConfig, ListConfig):
+    if isinstance(x, torch.Tensor):
+        flat = x.detach().contiguous().reshape(-1)
+        if flat.dtype == torch.bool:
+            raw = flat.to(torch.uint8)
+        else:
+            raw = flat if flat.dtype == torch.uint8 else flat.view(torch.uint8)
+        return {"tensor": [str(x.dtype), list(x.shape), list(x.stride()),
+                           x.storage_offset(), type(x).__name__,
+                           hashlib.sha256(memoryview(raw.numpy())).hexdigest()]}
+    if isinstance(x, (DictConfig, ListConfig)):
+        return {type(x).__name__: OmegaConf.to_container(x, resolve=False),
+                "struct": OmegaConf.is_struct(x)}
+    if isinstance(x, dict):
+        return {"dict": type(x).__name__,
+                "items": [[repr(k), skeleton(v, torch, OmegaConf, DictConfig,
+                                             ListConfig)] for k, v in x.items()]}
+    if isinstance(x, (list, tuple)):
+        return {type(x).__name__: [skeleton(v, torch, OmegaConf, DictConfig,
+                                            ListConfig) for v in x]}
+    return {"value": [type(x).__name__, repr(x)]}
+
+
+def digest(path):
+    import torch
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    ck = torch.load(path, map_location="cpu")
+    lr = None
+    if isinstance(ck, dict) and "xp.cfg" in ck:
+        lr = ck["xp.cfg"].optim.lr
+    return {"skeleton": skeleton(ck, torch, OmegaConf, DictConfig, ListConfig),
+            "lr": lr}
+
+
+def child_digest(path):
+    p = subprocess.run([PY, os.path.abspath(__file__), "--digest", path],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"torch.load {path} failed: {p.stderr.strip()[-600:]}")
+    return json.loads(p.stdout)
+
+
+def first_diff(a, b, where="ck"):
+    if type(a) is not type(b):
+        return f"{where}: {str(a)[:120]} != {str(b)[:120]}"
+    if isinstance(a, dict):
+        if list(a) != list(b):
+            return f"{where}: keys {list(a)[:8]} != {list(b)[:8]}"
+        for k in a:
+            d = first_diff(a[k], b[k], f"{where}.{k}")
+            if d:
+                return d
+        return None
+    if isinstance(a, list):
+        if len(a) != len(b):
+            if len(a) and len(b) and all(isinstance(i, list) and len(i) == 2
+                                         for i in a + b):
+                ka = [i[0] for i in a]
+                kb = [i[0] for i in b]
+                return (f"{where}: {len(a)} != {len(b)} items; only in first "
+                        f"{sorted(set(ka) - set(kb))[:5]}, only in second "
+                        f"{sorted(set(kb) - set(ka))[:5]}")
+            return f"{where}: {len(a)} != {len(b)} items"
+        for i, (x, y) in enumerate(zip(a, b)):
+            pair = isinstance(x, list) and len(x) == 2 and isinstance(x[0], str)
+            d = first_diff(x, y, f"{where}[{x[0] if pair else i}]")
+            if d:
+                return d
+        return None
+    return None if a == b else f"{where}: {str(a)[:200]} != {str(b)[:200]}"
+
+
+def same_checkpoint(ref, out, lr=None):
+    """Reasons out differs from ref (torch.load of each, in children)."""
+    da, db = child_digest(ref), child_digest(out)
+    reasons = []
+    d = first_diff(da["skeleton"], db["skeleton"])
+    if d:
+        reasons.append(f"{os.path.basename(out)} differs from "
+                       f"{os.path.basename(ref)}: {d}")
+    if lr is not None and not (da["lr"] == db["lr"] == lr):
+        reasons.append(f"cfg.optim.lr: reference {da['lr']!r}, ckprep {db['lr']!r},"
+                       f" expected {lr!r}")
+    return reasons
+
+
+# ---- running and measuring -----------------------------------------------
+
+
+def measure(cmd, stdout=False):
+    """(wall seconds, peak RSS MiB, stdout bytes) of cmd, which must succeed.
+
+    Dirty data and pending discards of the deleted outputs are flushed
+    first (untimed), so each run pays only for its own writes.  Peak RSS is
+    /usr/bin/time's %M (its wait4), which, unlike a fork of this Python,
+    does not start from the parent's size.
+    """
+    os.sync()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile(mode="r") as rss:
+        t0 = time.monotonic()
+        p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name] + cmd,
+                           stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        wall = time.monotonic() - t0
+        if p.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(cmd)}: exit {p.returncode}: "
+                               f"{err.read().decode(errors='replace').strip()[-600:]}")
+        out.seek(0)
+        return wall, int(rss.read().split()[-1]) / 1024, out.read() if stdout else b""
+
+
+def rm(*paths):
+    for p in paths:
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+
+def ensure_case(args, name):
+    p = subprocess.run([PY, os.path.join(HERE, "make_bench.py"), "--dir",
+                        args.dir, name], stdout=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"run_bench.py: generating {name} failed")
+    return p.stdout.strip()
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def run_abc(args, name, work, rounds, verify=True, with_a=True):
+    """A B C rounds on case name; returns a result dict."""
+    inp = ensure_case(args, name)
+    size = os.path.getsize(inp)
+    out_a = os.path.join(work, "a.th")
+    out_b = os.path.join(work, "b.th")
+    out_c = os.path.join(work, "c.th")
+    conf = os.path.join(HERE, "bench.ini")
+    r = {"case": name, "input_bytes": size, "rounds": [], "verify": None}
+    print(f"## {name}: {size / MiB:.0f} MiB, {rounds} rounds", flush=True)
+    for i in range(rounds):
+        row = {}
+        if with_a:
+            rm(out_a)
+            row["A"] = measure([PY, os.path.abspath(__file__), "--python-edit",
+                                inp, out_a])[:2]
+        rm(out_b)
+        t, rss, rec = measure([args.ckprep, "run", "-c", conf, "-o", out_b, inp],
+                              stdout=True)
+        row["B"] = (t, rss)
+        row["B_ms"] = json.loads(rec).get("duration_ms")
+        row["out_bytes"] = os.path.getsize(out_b)
+        rm(out_c)
+        row["C"] = measure(["sh", "-c", 'cp "$1" "$2" && sync "$2"', "sh",
+                            out_b, out_c])[:2]
+        r["rounds"].append(row)
+        print("   round %d: %sB %.2fs %.0f MiB  C %.2fs %.0f MiB" % (
+            i + 1, "A %.2fs %.0f MiB  " % row["A"] if with_a else "",
+            row["B"][0], row["B"][1], row["C"][0], row["C"][1]), flush=True)
+        if i == 0 and verify and with_a:
+            reasons = same_checkpoint(out_a, out_b, NEW_LR)
+            r["verify"] = reasons
+            print("   verified: " + ("B's output equals A's (keys, tensors bit "
+                                     "for bit, cfg.optim.lr)" if not reasons
+                                     else "FAILED: " + "; ".join(reasons)),
+                  flush=True)
+    rm(out_a, out_b, out_c)
+    rs = r["rounds"]
+    r["B/C"] = med([x["B"][0] / x["C"][0] for x in rs])
+    r["A/B"] = med([x["A"][0] / x["B"][0] for x in rs]) if with_a else None
+    for k in ("A", "B", "C"):
+        if k in rs[0]:
+            r[k] = (med([x[k][0] for x in rs]), med([x[k][1] for x in rs]))
+    r["out_bytes"] = rs[0]["out_bytes"]
+    with zipfile.ZipFile(inp) as z:
+        r["pickle_bytes"] = sum(i.file_size for i in z.infolist()
+                                if i.filename.endswith("/data.pkl"))
+    return r
+
+
+def run_scaling(args, work, sizes, rounds):
+    """ckprep alone on many-N for each N: linear time means flat us/storage."""
+    conf = os.path.join(HERE, "bench.ini")
+    out = os.path.join(work, "s.th")
+    rows = []
+    print("## keys scaling (ckprep only)", flush=True)
+    for n in sizes:
+        inp = ensure_case(args, f"many-{n}")
+        ts, rss = [], []
+        for _ in range(rounds):
+            rm(out)
+            t, m, _ = measure([args.ckprep, "run", "-c", conf, "-o", out, inp])
+            ts.append(t)
+            rss.append(m)
+        rm(out)
+        rows.append({"keys": n, "storages": 4 * n, "B": med(ts), "rss": med(rss),
+                     "us_per_storage": med(ts) / (4 * n) * 1e6})
+        print(f"   {n} keys ({4 * n} storages): {med(ts):.2f}s, "
+              f"{rows[-1]['us_per_storage']:.1f} us/storage, {med(rss):.0f} MiB",
+              flush=True)
+    return rows
+
+
+# ---- the daemon ----------------------------------------------------------
+
+
+def audit_records(path):
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return []
+    recs = []
+    for ln in lines:
+        try:
+            recs.append(json.loads(ln))
+        except ValueError:
+            pass
+    return recs
+
+
+def rec_name(rec, side):
+    return os.path.basename(((rec.get(side) or {}).get("path")) or "")
+
+
+def wait_for(pred, timeout, step=0.01):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return None
+
+
+def run_daemon(args, work):
+    """500 small files at once, then latency and responsiveness."""
+    p = subprocess.run([args.ckprep, "watch", "--help"], capture_output=True)
+    if p.returncode != 0:
+        print("daemon: not measured (ckprep has no watch command)", flush=True)
+        return {"skipped": "ckprep has no watch command"}
+    small = ensure_case(args, "small")
+    big = ensure_case(args, "lm")
+    d = {k: os.path.join(work, "watch", k)
+         for k in ("incoming", "output", "failed", "stage")}
+    for v in d.values():
+        os.makedirs(v, exist_ok=True)
+    audit = os.path.join(work, "watch", "audit.jsonl")
+    settle_ms = 200
+    conf = os.path.join(work, "watch", "watch.ini")
+    with open(os.path.join(HERE, "bench.ini")) as f:
+        text = f.read()
+    with open(conf, "w") as f:
+        f.write(text + f"\n[watch]\nincoming = {d['incoming']}\n"
+                f"output = {d['output']}\nfailed = {d['failed']}\n"
+                f"audit_log = {audit}\nworkers = 2\nsettle_ms = {settle_ms}\n")
+    res = {"settle_ms": settle_ms, "workers": 2}
+    log = open(os.path.join(work, "watch", "daemon.log"), "wb")
+    proc = subprocess.Popen([args.ckprep, "watch", "-c", conf],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        time.sleep(1.0)
+        if proc.poll() is not None:
+            raise RuntimeError(f"ckprep watch exited with {proc.returncode}")
+        # 500 small checkpoints dropped at once
+        n = 500
+        names = [f"small_{i:03d}.th" for i in range(n)]
+        for nm in names:
+            shutil.copyfile(small, os.path.join(d["stage"], nm))
+        want = set(names)
+        t0 = time.monotonic()
+        for nm in names:
+            os.rename(os.path.join(d["stage"], nm), os.path.join(d["incoming"], nm))
+
+        def all_done():
+            recs = [r for r in audit_records(audit) if rec_name(r, "input") in want]
+            return recs if len(recs) >= n else None
+
+        recs = wait_for(all_done, 600, 0.02)
+        t = time.monotonic() - t0
+        if recs is None:
+            raise RuntimeError("500 small files not all done within 600 s")
+        ok = sum(r.get("status") == "ok" for r in recs)
+        res["files"] = n
+        res["ok"] = ok
+        res["seconds"] = t
+        res["files_per_s"] = n / t
+        print(f"   daemon: {n} small files in {t:.2f}s = {n / t:.0f} files/s "
+              f"({ok} ok), workers 2", flush=True)
+
+        # latency of one large file: rename into incoming -> output visible
+        def drop(src, nm):
+            os.link(src, os.path.join(d["stage"], nm))
+            ts = time.monotonic()
+            os.rename(os.path.join(d["stage"], nm), os.path.join(d["incoming"], nm))
+            return ts
+
+        def done_at(nm):
+            for r in audit_records(audit):
+                if rec_name(r, "input") == nm:
+                    o = (r.get("output") or {}).get("path")
+                    if r.get("status") == "ok" and o and os.path.exists(o):
+                        return time.monotonic()
+                    if r.get("status") != "ok":
+                        raise RuntimeError(f"daemon failed {nm}: {r.get('error')}")
+            return None
+
+        def visible(nm):
+            stem = nm.rsplit(".", 1)[0]
+            return any(f.startswith(stem) for f in os.listdir(d["output"]))
+
+        t0 = drop(big, "big_1.th")
+        seen = wait_for(lambda: time.monotonic() if visible("big_1.th") else None,
+                        600, 0.005)
+        done = wait_for(lambda: done_at("big_1.th"), 600, 0.01)
+        if seen is None or done is None:
+            raise RuntimeError("large file not done within 600 s")
+        res["large_latency_s"] = seen - t0
+        res["large_bytes"] = os.path.getsize(big)
+        res["large_record_s"] = done - t0
+        print(f"   daemon: {os.path.getsize(big) / MiB:.0f} MiB file: output "
+              f"visible {seen - t0:.2f}s after the rename (settle_ms "
+              f"{settle_ms})", flush=True)
+
+        # responsiveness: a small file dropped while the large job runs
+        # a copy: the daemon knows a file by (inode, size, mtime)
+        shutil.copyfile(big, os.path.join(d["stage"], "big_2.th"))
+        tb = time.monotonic()
+        os.rename(os.path.join(d["stage"], "big_2.th"),
+                  os.path.join(d["incoming"], "big_2.th"))
+        time.sleep(settle_ms / 1000 + 0.3)
+        ts = drop(small, "small_late.th")
+        state = {}
+
+        def both():
+            for nm in ("big_2.th", "small_late.th"):
+                if nm not in state:
+                    v = done_at(nm)
+                    if v:
+                        state[nm] = v
+            return len(state) == 2
+
+        if not wait_for(both, 600, 0.005):
+            raise RuntimeError("responsiveness test not done within 600 s")
+        res["small_during_large_s"] = state["small_late.th"] - ts
+        res["large_during_s"] = state["big_2.th"] - tb
+        res["small_first"] = state["small_late.th"] < state["big_2.th"]
+        print(f"   daemon: small file dropped during the large job done in "
+              f"{res['small_during_large_s']:.2f}s, "
+              f"{'before' if res['small_first'] else 'AFTER'} the large one "
+              f"({res['large_during_s']:.2f}s)", flush=True)
+    except Exception as e:  # report, do not lose the other results
+        res["error"] = str(e)
+        print(f"   daemon: FAILED: {e}", flush=True)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                res.setdefault("error", "did not stop within 30 s of SIGTERM")
+        res["exit"] = proc.returncode
+        log.close()
+        shutil.rmtree(os.path.join(work, "watch"), ignore_errors=True)
+    return res
+
+
+# ---- the machine and the report --------------------------------------------
+
+
+def machine(work):
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                if ln.startswith("model name"):
+                    cpu = ln.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as f:
+            mem = int(f.readline().split()[1]) / (1 << 20)
+    except OSError:
+        mem = 0
+    fs = subprocess.run(["findmnt", "-no", "FSTYPE,SOURCE,OPTIONS", "-T", work],
+                        capture_output=True, text=True).stdout.strip()
+    rev = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
+                         capture_output=True, text=True).stdout.strip()
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": mem,
+            "fs": fs or "?", "kernel": platform.release(),
+            "date": datetime.datetime.now(datetime.timezone.utc)
+            .strftime("%Y-%m-%d %H:%M UTC"), "rev": rev or "?"}
+
+
+def fmt_case(r):
+    a = r.get("A")
+    return ("| %s | %.0f MiB | %.0f MiB | %s | %.2f s | %.2f s | **%.2fx** | %s |"
+            " %s | %.0f MiB | %.0f MiB |" % (
+                r["case"], r["input_bytes"] / MiB, r["out_bytes"] / MiB,
+                "%.2f s" % a[0] if a else "-", r["B"][0], r["C"][0], r["B/C"],
+                "**%.1fx**" % r["A/B"] if a else "-",
+                "%.0f MiB" % a[1] if a else "-", r["B"][1], r["C"][1]))
+
+
+def report(m, cases, scaling, daemon, rounds):
+    L = []
+    L.append("# ckprep benchmark results\n")
+    L.append(f"Made by `make bench` (bench/run_bench.py), {m['date']}, ckprep "
+             f"{m['rev']}.\n")
+    L.append(f"- Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']:.1f} GiB "
+             f"RAM, kernel {m['kernel']}")
+    L.append(f"- Filesystem of the files: {m['fs']}")
+    L.append(f"- {rounds} rounds of A B C, alternating; times are medians; ratios "
+             "are medians of the per-round ratios.  The machine is shared and its "
+             "disk is noisy: read the ratios, not the times.  Inputs are in the "
+             "page cache (they were just made or read), outputs are fsynced.\n")
+    L.append("A = Python: `torch.load`, set `cfg.optim.lr`, drop `optimizer` and "
+             "`model`, drop `linears.*` and rename `emb.*` in "
+             "`best_state['model']`, `torch.save`, fsync (the process, `import "
+             "torch` included).  B = `ckprep run -c bench/bench.ini` (the same "
+             "edit).  C = `cp` of B's output and `sync` of the copy.\n")
+    head = ["| case | input | output | A | B | C | B/C | A/B | RSS A | RSS B "
+            "| RSS C |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    L += head
+    for r in cases:
+        if not r["case"].startswith("many-"):
+            L.append(fmt_case(r))
+    many = [r for r in cases if r["case"].startswith("many-")]
+    if many:
+        L.append("\nMany keys (`many-N`: N tiny tensors in `model` and in "
+                 "`best_state/model`, 2N optimizer moments, 4N storages; a "
+                 "%.0f MiB pickle).  Here ckprep's time and memory go to the "
+                 "object graph, not to the disk, so B/C does not apply:\n"
+                 % (many[0].get("pickle_bytes", 0) / MiB))
+        L += head
+        for r in many:
+            L.append(fmt_case(r))
+    L.append("")
+    for r in cases:
+        if r.get("verify") is not None:
+            L.append(f"- {r['case']}: B's output checked against A's with "
+                     "`torch.load` (same keys, tensors bit for bit, same "
+                     "`cfg.optim.lr`): " + ("equal" if not r["verify"] else
+                                            "**DIFFERENT**: " + "; ".join(r["verify"])))
+    L.append("\nPer round (seconds, A / B / C):\n")
+    for r in cases:
+        L.append(f"- {r['case']}: " + "; ".join(
+            "%s%.2f / %.2f" % ("%.2f / " % x["A"][0] if "A" in x else "",
+                               x["B"][0], x["C"][0]) for x in r["rounds"]))
+    if scaling:
+        L.append("\nMany keys, ckprep alone (`many-N`: N keys in `model` and in "
+                 "`best_state/model`, 2N optimizer moments: 4N storages; linear "
+                 "time keeps the time per storage flat):\n")
+        L.append("| keys | storages | B | per storage | RSS B |")
+        L.append("|---|---|---|---|---|")
+        for s in scaling:
+            L.append(f"| {s['keys']} | {s['storages']} | {s['B']:.2f} s | "
+                     f"{s['us_per_storage']:.1f} us | {s['rss']:.0f} MiB |")
+    L.append("\nDaemon (`ckprep watch`, workers = 2):\n")
+    if daemon is None:
+        L.append("- not run (BENCH_DAEMON=0)")
+    elif "skipped" in daemon:
+        L.append(f"- not measured ({daemon['skipped']})")
+    else:
+        if "files_per_s" in daemon:
+            L.append(f"- {daemon['files']} small checkpoints dropped at once: "
+                     f"{daemon['seconds']:.2f} s, **{daemon['files_per_s']:.0f} "
+                     f"files/s** ({daemon['ok']} ok)")
+        if "large_latency_s" in daemon:
+            L.append(f"- one {daemon['large_bytes'] / MiB:.0f} MiB checkpoint: "
+                     f"output visible **{daemon['large_latency_s']:.2f} s** after "
+                     f"the rename into the folder (settle_ms = "
+                     f"{daemon['settle_ms']})")
+        if "small_first" in daemon:
+            L.append(f"- a small file dropped while that large job runs: done in "
+                     f"{daemon['small_during_large_s']:.2f} s, "
+                     f"{'before' if daemon['small_first'] else '**after**'} the "
+                     "large job")
+        if "error" in daemon:
+            L.append(f"- **failed**: {daemon['error']}")
+    return "\n".join(L) + "\n"
+
+
+# ---- test-large ------------------------------------------------------------
+
+
+def zip_check(path):
+    """zipfile's view: every record's CRC, size and offset consistent."""
+    with zipfile.ZipFile(path) as z:
+        bad = z.testzip()
+        infos = z.infolist()
+    if bad is not None:
+        return [f"{path}: record {bad} fails its CRC"]
+    return [] if infos else [f"{path}: no records"]
+
+
+def test_large(args, work):
+    conf = os.path.join(HERE, "bench.ini")
+    empty = os.path.join(work, "empty.ini")
+    with open(empty, "w") as f:
+        f.write("[pipeline]\nchain =\n")
+    results = []
+
+    def check(name, fn):
+        t0 = time.monotonic()
+        try:
+            reasons = fn()
+        except Exception as e:
+            reasons = [f"{type(e).__name__}: {e}"]
+        for r in reasons:
+            print(f"FAIL {name}: {r}", flush=True)
+        print(f"{'ok' if not reasons else 'FAILED'} {name} "
+              f"({time.monotonic() - t0:.0f}s)", flush=True)
+        results.append(not reasons)
+
+    big = ensure_case(args, "large")
+    size = os.path.getsize(big)
+    print(f"# large: {size / MiB:.0f} MiB", flush=True)
+
+    def chain():
+        out, ref = os.path.join(work, "large.prep.th"), os.path.join(work, "ref.th")
+        try:
+            reasons = [] if size > (4 << 30) else [f"input only {size} bytes"]
+            tb, rss, _ = measure([args.ckprep, "run", "-c", conf, "-o", out, big])
+            ta, rssa, _ = measure([PY, os.path.abspath(__file__), "--python-edit",
+                                   big, ref])
+            print(f"   B {tb:.2f}s {rss:.0f} MiB, A {ta:.2f}s {rssa:.0f} MiB",
+                  flush=True)
+            if rss >= 64:
+                reasons.append(f"ckprep peak RSS {rss:.0f} MiB >= 64 MiB")
+            return reasons + zip_check(out) + same_checkpoint(ref, out, NEW_LR)
+        finally:
+            rm(out, ref)
+
+    def copy():
+        out = os.path.join(work, "large.copy.th")
+        try:
+            t, rss, _ = measure([args.ckprep, "run", "-c", empty, "-o", out, big])
+            print(f"   copy {t:.2f}s {rss:.0f} MiB, "
+                  f"{os.path.getsize(out) / MiB:.0f} MiB", flush=True)
+            reasons = [] if os.path.getsize(out) > (4 << 30) else ["copy under 4 GiB"]
+            return reasons + zip_check(out) + same_checkpoint(big, out)
+        finally:
+            rm(out)
+
+    check("large checkpoint through the bench chain equals the Python edit", chain)
+    check("large checkpoint copied (zip64 offsets) loads equal", copy)
+
+    def bigrec():
+        src = ensure_case(args, "bigrec")
+        with open(src + ".sha256") as f:
+            want = f.read().strip()
+        out = os.path.join(work, "bigrec.copy.th")
+        try:
+            t, rss, _ = measure([args.ckprep, "run", "-c", empty, "-o", out, src])
+            print(f"   bigrec copy {t:.2f}s {rss:.0f} MiB", flush=True)
+            d = child_digest(out)["skeleton"]
+            items = dict(d["items"])
+            got = items["'w'"]["tensor"]
+            reasons = zip_check(out)
+            if got[5] != want:
+                reasons.append("record over 4 GiB: tensor w differs after the copy")
+            if got[1][0] < (4 << 30):
+                reasons.append(f"tensor w has only {got[1][0]} bytes")
+            return reasons + same_checkpoint(src, out)
+        finally:
+            rm(out)
+
+    check("record over 4 GiB (zip64 sizes) copied loads equal", bigrec)
+    passed = sum(results)
+    print(f"{passed} passed, {len(results) - passed} failed")
+    return 0 if passed == len(results) else 1
+
+
+# ---- main ----------------------------------------------------------------
+
+
+def env_int(name, default):
+    v = os.environ.get(name, "")
+    return int(v) if v.strip() else default
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ckprep", default=os.path.join(ROOT, "build", "ckprep"))
+    ap.add_argument("--dir", default=os.environ.get("BENCH_DIR") or
+                    os.path.join(ROOT, "build", "bench"))
+    ap.add_argument("--results", default=DEFAULT_RESULTS)
+    ap.add_argument("--only", metavar="PARTS",
+                    help="comma list of lm,large,many,scaling,daemon (the "
+                    "report then goes to DIR/RESULTS.partial.md)")
+    ap.add_argument("--test-large", action="store_true")
+    ap.add_argument("--python-edit", nargs=2, metavar=("IN", "OUT"))
+    ap.add_argument("--digest", metavar="FILE")
+    args = ap.parse_args(argv)
+    if args.python_edit:
+        python_edit(*args.python_edit)
+        return 0
+    if args.digest:
+        json.dump(digest(args.digest), sys.stdout)
+        return 0
+    args.ckprep = os.path.abspath(args.ckprep)
+    args.dir = os.path.abspath(args.dir)
+    os.makedirs(args.dir, exist_ok=True)
+    work = tempfile.mkdtemp(dir=args.dir, prefix="run-")
+    try:
+        if args.test_large:
+            return test_large(args, work)
+        rounds = max(1, env_int("BENCH_ROUNDS", 3))
+        only = set(args.only.split(",")) if args.only else None
+
+        def part(name):
+            return only is None or name in only
+
+        cases, scaling, daemon = [], [], None
+        if part("lm"):
+            cases.append(run_abc(args, "lm", work, rounds))
+        if env_int("BENCH_LARGE", 0) or (only and "large" in only):
+            cases.append(run_abc(args, "large", work, rounds))
+        if part("many"):
+            cases.append(run_abc(args, "many-100000", work, rounds))
+        if part("scaling"):
+            scaling = run_scaling(args, work, [25000, 50000, 100000], rounds)
+        if part("daemon") and env_int("BENCH_DAEMON", 1):
+            daemon = run_daemon(args, work)
+        elif part("daemon"):
+            print("daemon: not run (BENCH_DAEMON=0)")
+        if only is not None and args.results == DEFAULT_RESULTS:
+            args.results = os.path.join(args.dir, "RESULTS.partial.md")
+        m = machine(args.dir)
+        text = report(m, cases, scaling, daemon, rounds)
+        print()
+        print(text)
+        with open(args.results, "w") as f:
+            f.write(text)
+        print(f"# wrote {args.results}")
+        bad = [r for r in cases if r.get("verify")]
+        return 1 if bad else 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
