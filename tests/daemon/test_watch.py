@@ -24,6 +24,7 @@ import io
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -259,9 +260,15 @@ def read_records(path, strict=False):
     return recs
 
 
+def limits(umask, fsize):
+    os.umask(umask)
+    if fsize is not None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+
 class Daemon:
     def __init__(self, env, conf=None, environ=None, umask=0o022, argv=None,
-                 journal=False):
+                 journal=False, fsize=None):
         self.env = env
         self.journal = journal
         n = sum(1 for d in DAEMONS if d.env is env)
@@ -281,7 +288,7 @@ class Daemon:
         self.p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                                   stdout=self.errf, stderr=self.errf,
                                   cwd=env.root, env=e,
-                                  preexec_fn=lambda: os.umask(umask))
+                                  preexec_fn=lambda: limits(umask, fsize))
         self.pid = self.p.pid
         self.rc = None
         DAEMONS.append(self)
@@ -1376,6 +1383,29 @@ def test_claims_gc_and_after_again():
     d.stop()
 
 
+def test_write_fails():
+    """an output that cannot be written (EFBIG past RLIMIT_FSIZE) fails the
+    job cleanly: the input goes to failed/ with its .error.json, no output
+    or temporary is left, and the daemon carries on with the next file"""
+    env = Env("write_fails")
+    d = Daemon(env, fsize=256 * 1024)
+    d.ready()
+    env.drop_rename("big.th", ckpt_bytes(171, n=4, numel=100000))
+    r = wait_for(lambda: [x for x in env.records() if x["status"] == "failed"],
+                 30, "a failed record")[0]
+    check("File too large" in r["error"]["message"],
+          "error %r" % r["error"]["message"])
+    check("output" not in r, "a failed record names an output")
+    wait_for(lambda: os.path.isfile(os.path.join(env.failed, "big.th")), 10,
+             "big.th in failed/")
+    check_error_json(env, "big.th", r)
+    check(os.listdir(env.output) == [], "output holds %r" % os.listdir(env.output))
+    env.drop_rename("small.th", ckpt_bytes(172))
+    env.wait_ok("small.th")
+    check_same(os.path.join(env.output, "small.th"), 172)
+    d.stop()
+
+
 def test_output_name():
     """output_name templates: {stem} {ext} {name} {dir}"""
     env = Env("output_name", recursive="yes",
@@ -1418,7 +1448,7 @@ TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_modes_umask022, test_output_in_incoming, test_world_writable,
          test_recursive,
          test_after_move_and_delete, test_output_name,
-         test_claims_gc_and_after_again]
+         test_claims_gc_and_after_again, test_write_fails]
 
 
 def main(argv=None):
