@@ -48,7 +48,8 @@
 #define CLAIMS ".ckprep-claims"
 #define MAX_DEPTH 32
 
-enum { F_PENDING, F_QUEUED, F_RUNNING, F_DONE, F_FAILED, F_SKIPPED, F_OTHER };
+enum { F_PENDING, F_PROBING, F_QUEUED, F_RUNNING, F_DONE, F_FAILED, F_SKIPPED,
+       F_OTHER };
 
 typedef struct {
     uint64_t ino, size;
@@ -112,6 +113,7 @@ struct daemon {
     size_t nqueued;
     job_t **running;
     size_t nrunning;
+    size_t nprobing;        /* readiness probes on the thread pool */
     uint64_t nok, nfailed;
     int stopping, cancel, exit_code;
     int remote_fs;
@@ -309,9 +311,16 @@ static void file_drop(daemon_t *d, file_t *f)
     ck_free(f);
 }
 
+/* Held by a probe or a job: the file table entry must stay. */
+static int busy(const file_t *f)
+{
+    return f->state == F_PROBING || f->state == F_QUEUED ||
+           f->state == F_RUNNING;
+}
+
 static void set_pending(daemon_t *d, file_t *f, uint64_t now)
 {
-    if (f->state == F_QUEUED || f->state == F_RUNNING) {
+    if (busy(f)) {
         f->dirty = 1;
         return;
     }
@@ -872,7 +881,7 @@ static void enqueue(daemon_t *d, file_t *f)
  * a zip's end records and central directory parse, or a legacy stream
  * opens.  1 complete, 0 not yet.
  */
-static int complete(daemon_t *d, const char *path, const ident_t *id)
+static int complete(const ck_conf_t *conf, const char *path, const ident_t *id)
 {
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     struct stat st;
@@ -907,8 +916,8 @@ static int complete(daemon_t *d, const char *path, const ident_t *id)
         ck_open_opts_t o = { 0 };
         ck_err_t e = { 0 };
 
-        ck_conf_limits(&d->cref->c, &o.lim);
-        o.allow = d->cref->c.allow;
+        ck_conf_limits(conf, &o.lim);
+        o.allow = conf->allow;
         ok = ck_ckpt_open(&c, path, &o, &e) == 0;
         ck_ckpt_close(&c);
     }
@@ -917,9 +926,124 @@ out:
     return ok;
 }
 
+/* Claim f (complete, or incomplete for too long) and queue its job. */
+static void try_claim(daemon_t *d, file_t *f, const ident_t *id, uint64_t now)
+{
+    char *cp = claim_path(d, f->rel, id);
+
+    if (cp == NULL) {
+        f->next_check = now + 1000;
+        return;
+    }
+    switch (claim(d, f->rel, cp)) {
+    case CLAIM_OK:
+        enqueue(d, f);
+        break;
+    case CLAIM_DONE:
+        f->done = *id;
+        leave_pending(d, f, F_DONE);
+        break;
+    case CLAIM_BUSY:     /* another daemon has it; look again later */
+        f->next_check = now + d->w->claim_stale_s * 1000 / 2 + 1000;
+        break;
+    default:
+        f->next_check = now + 5000;
+        break;
+    }
+    ck_free(cp);
+}
+
+/*
+ * The completeness probe reads the zip directory, or parses a whole legacy
+ * stream: on the thread pool, so a big file cannot stall the loop.
+ */
+typedef struct {
+    uv_work_t req;
+    daemon_t *d;
+    file_t *f;
+    cref_t *cref;
+    char *path;
+    ident_t id;
+    int ok;
+} probe_t;
+
+static void probe_work_cb(uv_work_t *req)
+{
+    probe_t *p = req->data;
+
+    p->ok = complete(&p->cref->c, p->path, &p->id);
+}
+
+static void probe_done_cb(uv_work_t *req, int uvst)
+{
+    probe_t *p = req->data;
+    daemon_t *d = p->d;
+    file_t *f = p->f;
+    uint64_t now = uv_now(d->loop);
+
+    d->nprobing--;
+    f->state = F_OTHER;
+    if (d->stopping) {
+        /* nothing more starts */
+    } else if (f->dirty || uvst < 0) {
+        f->dirty = 0;
+        set_pending(d, f, now);        /* changed meanwhile: wait again */
+    } else {
+        uint64_t changed = f->last_change;   /* the probe changed nothing */
+
+        set_pending(d, f, now);
+        f->last_change = changed;
+        if (!p->ok && now < f->last_change + d->w->incomplete_s * 1000)
+            f->next_check = now + (d->w->settle_ms > 200 ? d->w->settle_ms
+                                                         : 200);
+        else
+            try_claim(d, f, &p->id, now);
+    }
+    cref_put(p->cref);
+    ck_free(p->path);
+    ck_free(p);
+    if (d->stopping)
+        maybe_exit(d);
+    else
+        start_jobs(d);
+}
+
+static void probe(daemon_t *d, file_t *f, const char *path, const ident_t *id)
+{
+    uint64_t now = uv_now(d->loop);
+    probe_t *p;
+
+    if (d->nprobing >= d->w->workers) {     /* the pool is busy enough */
+        f->next_check = now + 100;
+        return;
+    }
+    p = ck_calloc(1, sizeof(*p));
+    if (p == NULL || (p->path = ck_strdup(path)) == NULL) {
+        ck_free(p);
+        f->next_check = now + 1000;
+        return;
+    }
+    p->d = d;
+    p->f = f;
+    p->id = *id;
+    p->cref = d->cref;
+    d->cref->refs++;
+    p->req.data = p;
+    if (uv_queue_work(d->loop, &p->req, probe_work_cb, probe_done_cb) < 0) {
+        cref_put(p->cref);
+        ck_free(p->path);
+        ck_free(p);
+        f->next_check = now + 1000;
+        return;
+    }
+    d->nprobing++;
+    leave_pending(d, f, F_PROBING);
+    f->dirty = 0;
+}
+
 static void check_file(daemon_t *d, file_t *f, uint64_t now)
 {
-    char *path = join(d->w->incoming, f->rel), *cp;
+    char *path = join(d->w->incoming, f->rel);
     struct stat st;
     ident_t id;
 
@@ -951,31 +1075,7 @@ static void check_file(daemon_t *d, file_t *f, uint64_t now)
         leave_pending(d, f, F_DONE);   /* seen before, unchanged */
         goto out;
     }
-    if (!complete(d, path, &id) &&
-        now < f->last_change + d->w->incomplete_s * 1000) {
-        f->next_check = now + (d->w->settle_ms > 200 ? d->w->settle_ms : 200);
-        goto out;
-    }
-    /* complete, or incomplete for too long: the job says why it fails */
-    cp = claim_path(d, f->rel, &id);
-    if (cp == NULL)
-        goto out;
-    switch (claim(d, f->rel, cp)) {
-    case CLAIM_OK:
-        enqueue(d, f);
-        break;
-    case CLAIM_DONE:
-        f->done = id;
-        leave_pending(d, f, F_DONE);
-        break;
-    case CLAIM_BUSY:     /* another daemon has it; look again later */
-        f->next_check = now + d->w->claim_stale_s * 1000 / 2 + 1000;
-        break;
-    default:
-        f->next_check = now + 5000;
-        break;
-    }
-    ck_free(cp);
+    probe(d, f, path, &id);
 out:
     ck_free(path);
 }
@@ -1194,7 +1294,7 @@ static void rescan(daemon_t *d)
     for (size_t i = 0; i < d->nbuckets; i++) {
         for (file_t *f = d->buckets[i], *next; f != NULL; f = next) {
             next = f->hnext;
-            if (!f->seen && f->state != F_QUEUED && f->state != F_RUNNING)
+            if (!f->seen && !busy(f))
                 file_drop(d, f);
         }
     }
@@ -1275,7 +1375,7 @@ static void event(daemon_t *d, const struct inotify_event *ev, uint64_t now,
         file_t *f = file_find(d, rel);
 
         if (ev->mask & (IN_DELETE | IN_MOVED_FROM)) {
-            if (f != NULL && f->state != F_QUEUED && f->state != F_RUNNING)
+            if (f != NULL && !busy(f))
                 file_drop(d, f);
         } else {
             if (f == NULL)
@@ -1696,7 +1796,7 @@ static void close_walk_cb(uv_handle_t *h, void *arg)
 
 static void maybe_exit(daemon_t *d)
 {
-    if (d->nrunning > 0)
+    if (d->nrunning > 0 || d->nprobing > 0)
         return;
     ck_log(CK_LOG_NOTICE, "stopped: %llu done, %llu failed",
            (unsigned long long)d->nok, (unsigned long long)d->nfailed);
@@ -1822,8 +1922,10 @@ int ck_watch_main(const char *conf_path)
         rc = 1;
         goto out;
     }
-    /* the pool must hold every worker */
-    snprintf(env, sizeof(env), "%d", d.w->workers > 4 ? (int)d.w->workers : 4);
+    /* the pool holds every worker, and room for readiness probes beside
+     * them (a reload may raise workers: keep a margin) */
+    snprintf(env, sizeof(env), "%d",
+             d.w->workers + 2 > 4 ? (int)d.w->workers + 2 : 4);
     setenv("UV_THREADPOOL_SIZE", env, 0);
     uv_loop_init(&loop);
     d.loop = &loop;
