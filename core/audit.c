@@ -38,8 +38,9 @@ static void read_record(const char *line, size_t n, ck_audit_t *a,
     e.status = json_string_value(json_object_get(r, "status"));
     v = json_object_get(json_object_get(r, "error"), "code");
     if (json_is_string(v) &&
-        strcmp(json_string_value(v), ck_errname(CK_ECANCELED)) == 0)
-        e.status = NULL;    /* abandoned: not done, to be redone */
+        (strcmp(json_string_value(v), ck_errname(CK_ECANCELED)) == 0 ||
+         strcmp(json_string_value(v), ck_errname(CK_ECHANGED)) == 0))
+        e.status = NULL;    /* abandoned, or not the file: to be redone */
     e.path = json_string_value(json_object_get(in, "path"));
     e.size = (uint64_t)json_integer_value(json_object_get(in, "size"));
     e.inode = (uint64_t)json_integer_value(json_object_get(in, "inode"));

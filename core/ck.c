@@ -85,6 +85,7 @@ static const struct {
     { CK_ENOMEM, "nomem", "out of memory" },
     { CK_EUSAGE, "usage", "usage error" },
     { CK_ECANCELED, "cancelled", "job abandoned" },
+    { CK_ECHANGED, "changed", "input changed" },
 };
 
 const char *ck_strerror(int code)

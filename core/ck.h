@@ -27,6 +27,7 @@ enum {
     CK_ENOMEM,          /* allocation failed */
     CK_EUSAGE,          /* command line misuse */
     CK_ECANCELED,       /* the job was abandoned (daemon stopping) */
+    CK_ECHANGED,        /* the input is not the file the job was given */
 };
 
 const char *ck_strerror(int code);

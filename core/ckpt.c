@@ -866,13 +866,16 @@ int ck_ckpt_open(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
     c->fd = -1;
     c->path = path;
     c->lim = o->lim;
-    c->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    /* O_NONBLOCK: a FIFO put in the file's place must not hang the open */
+    c->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (c->fd < 0)
         return ck_err_set(err, -errno, "%s", strerror(errno));
     if (fstat(c->fd, &sb) < 0)
         return ck_err_set(err, -errno, "%s", strerror(errno));
     if (!S_ISREG(sb.st_mode))
         return ck_err_set(err, CK_EFORMAT, "not a regular file");
+    if (fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) & ~O_NONBLOCK) < 0)
+        return ck_err_set(err, -errno, "%s", strerror(errno));
     c->st.size = (uint64_t)sb.st_size;
     c->st.dev = sb.st_dev;
     c->st.ino = sb.st_ino;

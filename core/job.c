@@ -110,6 +110,14 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     ck_json_arr(&plugins);
     rc = ck_ckpt_open(&job.ck, args->in, &opts, err);
     job.ck.cancel = args->cancel;
+    if (job.ck.fd >= 0 && args->expect_set &&
+        ((uint64_t)job.ck.st.ino != args->expect_ino ||
+         job.ck.st.size != args->expect_size ||
+         job.ck.st.mtime_ns != args->expect_mtime_ns)) {
+        memset(err, 0, sizeof(*err));
+        rc = ck_err_set(err, CK_ECHANGED,
+                        "not the file that was claimed (replaced meanwhile)");
+    }
     if (rc == 0)
         rc = run_chain(&job, &plugins);
     if (rc == 0 && !args->dry_run && args->out != NULL) {

@@ -23,6 +23,11 @@ typedef struct {
     const char *out;       /* NULL: nothing is written (dry run) */
     int dry_run;
     const int *cancel;     /* optional: nonzero abandons the write */
+    /* optional: the input must be this file (inode, size, mtime), or the
+     * job fails with CK_ECHANGED before doing anything */
+    int expect_set;
+    uint64_t expect_ino, expect_size;
+    int64_t expect_mtime_ns;
 } ck_job_args_t;
 
 /*

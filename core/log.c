@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 static int journal;     /* stderr is the journal: "<N>" prefixes */
@@ -105,12 +106,18 @@ int ck_notify(const char *fmt, ...)
         notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (notify_fd < 0)
         return -errno;
-    /* never block the loop: a full queue loses a notification, not time */
-    if (sendto(notify_fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT,
-               (struct sockaddr *)&sa,
-               len) < 0)
-        return -errno;
-    return 0;
+    /* never block the loop for long: a full queue loses a STATUS= or
+     * WATCHDOG=1 at once; a state change (READY, RELOADING, STOPPING) is
+     * retried for up to 200 ms */
+    for (int tries = 0;; tries++) {
+        if (sendto(notify_fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT,
+                   (struct sockaddr *)&sa, len) >= 0)
+            return 0;
+        if ((errno != EAGAIN && errno != EWOULDBLOCK) || tries == 20 ||
+            strncmp(msg, "STATUS=", 7) == 0 || strncmp(msg, "WATCHDOG=", 9) == 0)
+            return -errno;
+        nanosleep(&(struct timespec){ .tv_nsec = 10 * 1000 * 1000 }, NULL);
+    }
 }
 
 uint64_t ck_notify_watchdog_usec(void)

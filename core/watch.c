@@ -553,6 +553,15 @@ out:
 
 static int claim(daemon_t *d, const char *rel, const char *path)
 {
+    struct stat st;
+
+    /* claims go in a real folder: a symlink in its place would have them
+     * written, and taken back, wherever it points */
+    if (lstat(d->claims, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        ck_log(CK_LOG_ERR, "%s is not a folder (a symlink?): claiming nothing",
+               d->claims);
+        return CLAIM_ERROR;
+    }
     for (int attempt = 0; attempt < 2; attempt++) {
         int rc = claim_write(path, d->host, "running", 1), done, holder = 0;
         char tomb[4096];
@@ -583,6 +592,14 @@ static void refresh_cb(uv_timer_t *t)
 
     for (size_t i = 0; i < d->nrunning; i++)
         utimensat(AT_FDCWD, d->running[i]->claim, NULL, AT_SYMLINK_NOFOLLOW);
+    /* queued files hold claims too: a backlog must not make them stale */
+    for (file_t *f = d->qhead; f != NULL; f = f->qnext) {
+        char *cp = claim_path(d, f->rel, &f->id);
+
+        if (cp != NULL)
+            utimensat(AT_FDCWD, cp, NULL, AT_SYMLINK_NOFOLLOW);
+        ck_free(cp);
+    }
 }
 
 /* ---- jobs --------------------------------------------------------------- */
@@ -611,6 +628,10 @@ static void work_cb(uv_work_t *req)
     ck_job_args_t args = { .in = j->in, .out = j->out };
 
     args.cancel = &j->d->cancel;
+    args.expect_set = 1;    /* the file claimed, not what is there now */
+    args.expect_ino = j->id.ino;
+    args.expect_size = j->id.size;
+    args.expect_mtime_ns = j->id.mtime_ns;
     j->rc = ck_job_run(&j->cref->c, &args, &j->rec, &j->err);
 }
 
@@ -622,10 +643,18 @@ static void file_failed(daemon_t *d, job_t *j, const char *rec)
 {
     char *dst = join(d->w->failed, j->f->rel), *ej = NULL;
     struct stat st;
+    ident_t now;
     size_t n;
 
     if (dst == NULL)
         goto out;
+    /* only the file the job read (a folder swapped for a symlink would
+     * otherwise move someone else's file) */
+    if (lstat(j->in, &st) < 0 || (ident_of(&st, &now), !ident_eq(&now, &j->id))) {
+        ck_log(CK_LOG_WARNING, "%s: not the file that failed any more; left "
+               "in place", j->in);
+        goto out;
+    }
     n = strlen(dst);
     if (lstat(dst, &st) == 0) {     /* never overwrite an earlier failure */
         char *alt = ck_malloc(n + 32);
@@ -716,6 +745,15 @@ static int file_after(daemon_t *d, const char *rel, const char *in,
     return gone;
 }
 
+/* Did the input of a failed job go away (moved, deleted)?  Then there is
+ * nothing to move to failed/. */
+static int vanished(const job_t *j)
+{
+    struct stat st;
+
+    return lstat(j->in, &st) < 0 && errno == ENOENT;
+}
+
 /* Is the input of j another file, or changed, since the job began? */
 static int changed(const job_t *j)
 {
@@ -736,7 +774,7 @@ static void after_work_cb(uv_work_t *req, int uvst)
     const char *rec = ck_json_text(&j->rec);
     ck_buf_t fallback = { 0 };
     ck_err_t e = { 0 };
-    int gone = 0;
+    int gone = 0, logged = 1;
 
     if (rec == NULL) {      /* out of memory building it: a short one */
         ck_buf_printf(&fallback, "{\"input\":{\"path\":");
@@ -749,12 +787,15 @@ static void after_work_cb(uv_work_t *req, int uvst)
         if (j->rc == 0)
             j->rc = CK_ENOMEM;
     }
-    if (ck_audit_append(&d->audit, rec, &e) < 0)
+    if (ck_audit_append(&d->audit, rec, &e) < 0) {
         ck_log(CK_LOG_ERR, "audit log: %s", e.msg);
+        logged = 0;
+    }
     if (j->rc == 0) {
         d->nok++;
         ck_log(CK_LOG_INFO, "%s -> %s", j->in, j->out);
-        gone = file_after(d, f->rel, j->in, &j->id) > 0;
+        /* without its record, the input stays where it is */
+        gone = logged && file_after(d, f->rel, j->in, &j->id) > 0;
         f->state = F_DONE;
         if (gone)
             unlink(j->claim);
@@ -764,7 +805,11 @@ static void after_work_cb(uv_work_t *req, int uvst)
         ck_log(CK_LOG_WARNING, "%s: abandoned; it will be redone", j->in);
         f->state = F_OTHER;
         unlink(j->claim);
-    } else if (changed(j)) {
+    } else if (vanished(j)) {
+        ck_log(CK_LOG_NOTICE, "%s: gone before it could be processed", j->in);
+        f->state = F_OTHER;
+        unlink(j->claim);
+    } else if (j->rc == CK_ECHANGED || changed(j)) {
         /* rewritten in place while read: the new content is not failed */
         ck_log(CK_LOG_WARNING, "%s: %s; it changed meanwhile: looking again",
                j->in, j->err.msg);
@@ -842,6 +887,17 @@ static void start_jobs(daemon_t *d)
         if (d->qhead == NULL)
             d->qtail = NULL;
         d->nqueued--;
+        if (f->dirty) {     /* changed while queued: its claim is stale */
+            char *cp = claim_path(d, f->rel, &f->id);
+
+            if (cp != NULL)
+                unlink(cp);
+            ck_free(cp);
+            f->dirty = 0;
+            f->state = F_OTHER;
+            set_pending(d, f, uv_now(d->loop));
+            continue;
+        }
         j = job_new(d, f);
         if (j == NULL) {
             ck_log(CK_LOG_ERR, "%s: out of memory; will retry", f->rel);
@@ -1240,6 +1296,7 @@ static void claims_gc(daemon_t *d)
     DIR *dir;
     struct dirent *e;
     struct timespec now;
+    int dfd;
 
     if (keep == NULL)
         return;
@@ -1255,7 +1312,12 @@ static void claims_gc(daemon_t *d)
     }
     qsort(keep, n, sizeof(*keep), cmp_str);
     clock_gettime(CLOCK_REALTIME, &now);
-    dir = opendir(d->claims);
+    /* the folder itself, never a symlink put in its place: what is removed
+     * is removed from it (unlinkat), wherever the path points meanwhile */
+    dfd = open(d->claims, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    dir = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (dir == NULL && dfd >= 0)
+        close(dfd);
     while (dir != NULL && (e = readdir(dir)) != NULL) {
         char *path;
         struct stat st;
@@ -1267,12 +1329,13 @@ static void claims_gc(daemon_t *d)
         if (path == NULL)
             break;
         if (bsearch(&path, keep, n, sizeof(*keep), cmp_str) == NULL &&
-            lstat(path, &st) == 0 &&
+            fstatat(dirfd(dir), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISREG(st.st_mode) &&
             now.tv_sec - st.st_mtime >= (time_t)d->w->claim_stale_s &&
             (strstr(e->d_name, ".stale.") != NULL ||
              strstr(e->d_name, ".tmp.") != NULL ||
              !claim_alive(d, path, &done, &holder) || done))
-            unlink(path);
+            unlinkat(dirfd(dir), e->d_name, 0);
         ck_free(path);
     }
     if (dir != NULL)
@@ -1757,6 +1820,22 @@ static void reload(daemon_t *d)
     rewatch = strcmp(old_in, r->c.watch.incoming) != 0 ||
               d->w->recursive != r->c.watch.recursive;
     relog = strcmp(old_log, r->c.watch.audit_log) != 0;
+    if (relog) {
+        /* a log that cannot open refuses the reload: no record is lost */
+        int fd = open(r->c.watch.audit_log, O_WRONLY | O_CREAT | O_APPEND |
+                      O_NOFOLLOW | O_CLOEXEC, 0640);
+
+        if (fd < 0) {
+            ck_log(CK_LOG_ERR, "reload refused: audit log %s: %s; keeping the "
+                   "running configuration", r->c.watch.audit_log,
+                   strerror(errno));
+            cref_put(r);
+            ck_notify("READY=1");
+            status(d);
+            return;
+        }
+        close(fd);
+    }
     if (rewatch)
         watch_stop(d);
     if (relog)

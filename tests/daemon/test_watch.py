@@ -1406,6 +1406,39 @@ def test_write_fails():
     d.stop()
 
 
+def test_claims_symlink_and_fifo():
+    """a symlink put in place of the claims folder is never written through
+    or cleaned through (files where it points survive; nothing is claimed);
+    a FIFO given to `ckprep run` fails at once instead of hanging"""
+    env = Env("claims_symlink", claim_stale_s=1, rescan_s=1)
+    victim = os.path.join(env.root, "victim")
+    os.makedirs(victim)
+    keep = os.path.join(victim, "important.conf")
+    with open(keep, "w") as f:
+        f.write("x")
+    os.utime(keep, (time.time() - 3600, time.time() - 3600))
+    os.symlink(victim, os.path.join(env.incoming, ".ckprep-claims"))
+    d = Daemon(env)
+    d.ready()
+    env.drop_rename("a.th", ckpt_bytes(181))
+    d.wait_log(r"is not a folder", timeout=10)
+    time.sleep(2.5)     # several rescans past claim_stale_s
+    check(os.path.isfile(keep), "a file behind the symlink was removed")
+    check(os.listdir(victim) == ["important.conf"],
+          "written through the symlink: %r" % os.listdir(victim))
+    d.stop()
+    fifo = os.path.join(env.root, "p.th")
+    os.mkfifo(fifo)
+    conf = os.path.join(env.root, "run.ini")
+    with open(conf, "w") as f:
+        f.write("[pipeline]\nchain =\n")
+    r = subprocess.run([CKPREP, "run", "-c", conf, "-o",
+                        os.path.join(env.root, "o.th"), fifo],
+                       capture_output=True, timeout=20)
+    check(r.returncode == 1 and b"not a regular file" in r.stderr,
+          "run on a FIFO: %r %r" % (r.returncode, r.stderr))
+
+
 def test_output_name():
     """output_name templates: {stem} {ext} {name} {dir}"""
     env = Env("output_name", recursive="yes",
@@ -1448,7 +1481,8 @@ TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_modes_umask022, test_output_in_incoming, test_world_writable,
          test_recursive,
          test_after_move_and_delete, test_output_name,
-         test_claims_gc_and_after_again, test_write_fails]
+         test_claims_gc_and_after_again, test_write_fails,
+         test_claims_symlink_and_fifo]
 
 
 def main(argv=None):
