@@ -178,6 +178,13 @@ int ck_audit_append(ck_audit_t *a, const char *rec, ck_err_t *err)
         if (last > seq)
             seq = last;
     }
+    if (locked && st.st_size > 0) {
+        char last = '\n';
+
+        /* a line another writer left torn would swallow this record */
+        if (pread(a->fd, &last, 1, st.st_size - 1) == 1 && last != '\n')
+            ck_buf_putc(&b, '\n');
+    }
     ck_buf_printf(&b, "{\"seq\":%llu,\"host\":", (unsigned long long)seq + 1);
     ck_json_quote(&b, a->host, strlen(a->host));
     if (rec[1] != '}')

@@ -9,6 +9,8 @@
  */
 #include "conf.h"
 
+#include "ckpt.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
@@ -609,6 +611,12 @@ static int load(ck_conf_t *c, const char *path, ck_err_t *err)
 int ck_conf_load(ck_conf_t *c, const char *path, ck_err_t *err)
 {
     int rc = load(c, path, err);
+    ck_err_t e = { 0 };
+
+    /* taken now: records of jobs run with this configuration name it, even
+     * after the file is edited */
+    if (rc == 0 && ck_sha256_file(path, c->digest, &e) < 0)
+        c->digest[0] = '\0';
 
     cur_arena = NULL;
     return rc;

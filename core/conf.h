@@ -97,6 +97,7 @@ typedef struct ck_section ck_section_t;
 typedef struct {
     ck_arena_t arena;
     char *path;
+    char digest[65];      /* SHA-256 of the file as loaded, "" if unknown */
     ck_pipeline_conf_t pipeline;
     ck_security_conf_t security;
     ck_watch_conf_t watch;

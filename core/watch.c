@@ -360,8 +360,15 @@ static char *out_path(daemon_t *d, const char *rel)
 {
     char name[1024], *reldir, *odir = NULL, *out = NULL;
 
-    if (ck_watch_output_name(d->w->output_name, rel, name, sizeof(name)) < 0)
-        strcpy(name, "output.th");  /* cannot happen: checked on load */
+    if (ck_watch_output_name(d->w->output_name, rel, name, sizeof(name)) < 0) {
+        /* too long, or a dot first for this input: its own name, never one
+         * shared with other inputs */
+        const char *base = strrchr(rel, '/') ? strrchr(rel, '/') + 1 : rel;
+
+        snprintf(name, sizeof(name), "%s%s", base[0] == '.' ? "_" : "", base);
+        ck_log(CK_LOG_WARNING, "%s: output_name gives no plain file name for "
+               "it; writing %s", rel, name);
+    }
     reldir = ck_strdup(rel);
     if (reldir != NULL) {
         char *slash = strrchr(reldir, '/');
