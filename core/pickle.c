@@ -451,17 +451,21 @@ static int push_decimal(rd_t *r, const char *s, size_t n)
             mag[len++] = (uint8_t)carry;
     }
     mag[len++] = 0; /* room for the sign */
-    if (neg) {
-        unsigned carry = 1;
-
-        for (size_t j = 0; j < len; j++) {
-            unsigned v = (uint8_t)~mag[j] + carry;
-
-            mag[j] = (uint8_t)v;
-            carry = v >> 8;
-        }
-    }
+    if (neg)
+        ck_int_negate(mag, len);
     return push(r, int_from_le(r, mag, len));
+}
+
+void ck_int_negate(uint8_t *le, size_t n)
+{
+    unsigned carry = 1;
+
+    for (size_t j = 0; j < n; j++) {
+        unsigned v = (uint8_t)~le[j] + carry;
+
+        le[j] = (uint8_t)v;
+        carry = v >> 8;
+    }
 }
 
 /* UTF-8 as Python decodes it with 'surrogatepass': surrogates allowed. */

@@ -145,6 +145,10 @@ ck_py_vec_t *ck_py_mapping(ck_py_t *p);
 /* Value for a str key in a mapping, or NULL; *index gets the pair index. */
 ck_py_t *ck_py_map_get(ck_py_t *map, const char *key, size_t *index);
 
+/* Two's complement negation in place of an n-byte little-endian integer
+ * (LONG1/LONG4 bytes). */
+void ck_int_negate(uint8_t *le, size_t n);
+
 /*
  * Structural equality, identity preserving (for tests and the fuzzer): 1
  * when the graphs match and their shared objects correspond one to one, so

@@ -390,16 +390,8 @@ static char *big_dec(ck_arena_t *a, const uint8_t *b, size_t n)
     if (n == 0 || n > 2048 || (mag = ck_arena_alloc(a, n)) == NULL)
         return NULL;
     memcpy(mag, b, n);
-    if (neg) {
-        unsigned c = 1;
-
-        for (size_t k = 0; k < n; k++) {
-            unsigned v = (uint8_t)~mag[k] + c;
-
-            mag[k] = (uint8_t)v;
-            c = v >> 8;
-        }
-    }
+    if (neg)
+        ck_int_negate(mag, n);
     return mag_dec(a, mag, n, neg);
 }
 
