@@ -500,7 +500,8 @@ static int claim_write(const char *path, const char *host, const char *state,
 
 /* Is the claim at path held by someone alive?  Its state goes to *done,
  * its holder's pid to *holder. */
-static int claim_alive(daemon_t *d, const char *path, int *done, int *holder)
+static int claim_alive(daemon_t *d, const char *path, int *done, int *holder,
+                       ino_t *ino)
 {
     char text[512], host[300] = "", state[32] = "";
     int pid = 0, fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -512,8 +513,12 @@ static int claim_alive(daemon_t *d, const char *path, int *done, int *holder)
     if (fd < 0)
         return 0;
     n = read(fd, text, sizeof(text) - 1);
-    if (fstat(fd, &st) < 0)
+    if (fstat(fd, &st) < 0) {
         st.st_mtime = 0;
+        st.st_ino = 0;
+    }
+    if (ino != NULL)
+        *ino = st.st_ino;
     close(fd);
     text[n > 0 ? n : 0] = '\0';
     sscanf(text, "host=%299s pid=%d state=%31s", host, &pid, state);
@@ -572,6 +577,7 @@ static int claim(daemon_t *d, const char *rel, const char *path)
     for (int attempt = 0; attempt < 2; attempt++) {
         int rc = claim_write(path, d->host, "running", 1), done, holder = 0;
         char tomb[4096];
+        ino_t stale = 0;
 
         if (rc == 0)
             return CLAIM_OK;
@@ -579,13 +585,22 @@ static int claim(daemon_t *d, const char *rel, const char *path)
             ck_log(CK_LOG_ERR, "claim %s: %s", path, strerror(-rc));
             return CLAIM_ERROR;
         }
-        if (claim_alive(d, path, &done, &holder))
+        if (claim_alive(d, path, &done, &holder, &stale))
             return done ? CLAIM_DONE : CLAIM_BUSY;
         /* stale: only one taker can rename it away */
         snprintf(tomb, sizeof(tomb), "%s.stale.%s.%d", path, d->host,
                  (int)getpid());
         if (rename(path, tomb) < 0)
             return CLAIM_BUSY;
+        if (lstat(tomb, &st) == 0 && st.st_ino != stale) {
+            /* another taker got there first and this rename took its fresh
+             * claim: give it back */
+            if (link(tomb, path) < 0)
+                ck_log(CK_LOG_WARNING, "claim %s: could not give back: %s",
+                       path, strerror(errno));
+            unlink(tomb);
+            return CLAIM_BUSY;
+        }
         unlink(tomb);
         ck_log(CK_LOG_NOTICE, "took back a stale claim %s", path);
         drop_temps(d, rel, holder);
@@ -1341,7 +1356,7 @@ static void claims_gc(daemon_t *d)
             now.tv_sec - st.st_mtime >= (time_t)d->w->claim_stale_s &&
             (strstr(e->d_name, ".stale.") != NULL ||
              strstr(e->d_name, ".tmp.") != NULL ||
-             !claim_alive(d, path, &done, &holder) || done))
+             !claim_alive(d, path, &done, &holder, NULL) || done))
             unlinkat(dirfd(dir), e->d_name, 0);
         ck_free(path);
     }
