@@ -166,6 +166,18 @@ static int mkdirs(const char *path, mode_t mode)
     return rc;
 }
 
+/* The folder path will be in, made when missing. */
+static void mkdirs_parent(const char *path)
+{
+    char *dir = ck_strdup(path), *slash = dir ? strrchr(dir, '/') : NULL;
+
+    if (slash != NULL) {
+        *slash = '\0';
+        mkdirs(dir, 0750);
+    }
+    ck_free(dir);
+}
+
 static void ident_of(const struct stat *st, ident_t *id)
 {
     id->ino = (uint64_t)st->st_ino;
@@ -692,15 +704,7 @@ static void file_failed(daemon_t *d, job_t *j, const char *rec)
     if (ej == NULL)
         goto out;
     sprintf(ej, "%s.error.json", dst);
-    {
-        char *dir = ck_strdup(dst), *slash = dir ? strrchr(dir, '/') : NULL;
-
-        if (slash != NULL) {
-            *slash = '\0';
-            mkdirs(dir, 0750);
-        }
-        ck_free(dir);
-    }
+    mkdirs_parent(dst);
     {
         ck_buf_t b = { 0 };
 
@@ -748,13 +752,7 @@ static int file_after(daemon_t *d, const char *rel, const char *in,
     }
     dst = join(d->w->done, rel);
     if (dst != NULL) {
-        char *dir = ck_strdup(dst), *slash = dir ? strrchr(dir, '/') : NULL;
-
-        if (slash != NULL) {
-            *slash = '\0';
-            mkdirs(dir, 0750);
-        }
-        ck_free(dir);
+        mkdirs_parent(dst);
         if (rename(in, dst) < 0) {
             ck_log(CK_LOG_ERR, "%s: could not move to %s: %s", in, dst,
                    strerror(errno));
@@ -1324,12 +1322,14 @@ static void claims_gc(daemon_t *d)
         return;
     for (size_t i = 0; i < d->nbuckets; i++) {
         for (file_t *f = d->buckets[i]; f != NULL; f = f->hnext) {
-            if (f->id.size != 0 || f->id.ino != 0)
-                keep[n] = claim_path(d, f->rel, &f->id), n += keep[n] != NULL;
-            if (f->done.size != 0 || f->done.ino != 0)
-                keep[n] = claim_path(d, f->rel, &f->done), n += keep[n] != NULL;
-            if (f->scanned.size != 0 || f->scanned.ino != 0)
-                keep[n] = claim_path(d, f->rel, &f->scanned), n += keep[n] != NULL;
+            const ident_t *ids[] = { &f->id, &f->done, &f->scanned };
+
+            for (size_t k = 0; k < CK_ARRAY_SIZE(ids); k++) {
+                if (ids[k]->size == 0 && ids[k]->ino == 0)
+                    continue;   /* never set */
+                keep[n] = claim_path(d, f->rel, ids[k]);
+                n += keep[n] != NULL;
+            }
         }
     }
     qsort(keep, n, sizeof(*keep), cmp_str);
