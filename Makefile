@@ -48,10 +48,14 @@ Q := @
 endif
 
 CORE_SRC := \
+	core/allow.c \
 	core/audit.c \
 	core/ck.c \
 	core/ckpt.c \
+	core/ckpt_edit.c \
+	core/ckpt_write.c \
 	core/conf.c \
+	core/dtype.c \
 	core/inspect.c \
 	core/job.c \
 	core/json.c \
@@ -198,4 +202,4 @@ clean:
 # targets `make test` runs after the ones above.
 -include tests/fuzz/fuzz.mk tests/faults/faults.mk bench/bench.mk tests/daemon/daemon.mk
 
--include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(UNIT_BIN:=.d)

@@ -10,30 +10,21 @@
  * the whole file is validated: allowed globals, records present and of the
  * right size, every tensor view inside its storage.
  *
- * Plugins change the graph (through the helpers below) and call
- * ck_ckpt_scan again; storages no longer referenced are not written.
+ * Plugins change the graph (through the job API of plugin.h, which calls
+ * the helpers below) and the job calls ck_ckpt_scan again; storages no
+ * longer referenced are not written.
  */
 #ifndef CK_CKPT_H
 #define CK_CKPT_H
 
-#include "pickle.h"
+#include "plugin.h"
 #include "zip.h"
 
 #include <sys/types.h>
 
-typedef struct {
-    const char *name;    /* torch dtype name: "float16" */
-    const char *storage; /* legacy storage class, NULL for v3-only dtypes */
-    unsigned itemsize;
-    unsigned is_float;   /* 1 floating point, 2 complex */
-} ck_dtype_t;
-
-const ck_dtype_t *ck_dtype_by_name(const char *name);
-const ck_dtype_t *ck_dtype_by_storage(const char *storage_class);
-
 typedef enum { CK_SRC_ZIP, CK_SRC_LEGACY, CK_SRC_MEM } ck_src_t;
 
-typedef struct {
+struct ck_storage {
     const char *key;          /* key in the input */
     const ck_dtype_t *dtype;  /* NULL for UntypedStorage (bytes) */
     uint64_t numel;           /* elements of dtype (bytes if untyped) */
@@ -46,18 +37,7 @@ typedef struct {
     int64_t newkey;              /* assigned while writing, -1 before */
     unsigned refs;               /* persistent ids naming it at last scan */
     uint32_t mark;               /* generation of the last walk counting it */
-} ck_storage_t;
-
-typedef struct {
-    ck_py_t *node;            /* the _rebuild_tensor* call */
-    ck_storage_t *st;
-    const ck_dtype_t *dtype;
-    uint64_t offset;          /* in elements */
-    size_t ndim;
-    int64_t *size, *stride;
-    uint64_t numel;
-    int requires_grad;
-} ck_tensor_t;
+};
 
 typedef enum { CK_FMT_ZIP, CK_FMT_LEGACY } ck_format_t;
 
@@ -103,6 +83,10 @@ int ck_ckpt_open(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
                  ck_err_t *err);
 void ck_ckpt_close(ck_ckpt_t *c);
 
+/* Add st to the storages known (by key: the first of a key wins).  0 or
+ * CK_ENOMEM. */
+int ck_ckpt_add_storage(ck_ckpt_t *c, ck_storage_t *st);
+
 /* Re-find tensors and storage references after the graph changed. */
 int ck_ckpt_scan(ck_ckpt_t *c, ck_err_t *err);
 
@@ -127,6 +111,12 @@ int ck_ckpt_write(ck_ckpt_t *c, const char *out_path, ck_write_info_t *info,
  */
 int ck_sha256_file(const char *path, char out[65], ck_err_t *err);
 
+/* The fingerprint of the zip open at fd: its size, its pickle (pkl, n
+ * bytes) and its central directory (cd_size bytes at cd_off). */
+int ck_ckpt_zip_fingerprint(int fd, uint64_t size, const void *pkl, size_t n,
+                            uint64_t cd_off, uint64_t cd_size, char out[65],
+                            ck_err_t *err);
+
 /* The top folder torch.save gives a file: its name without the extension. */
 char *ck_ckpt_stem(ck_arena_t *a, const char *path);
 
@@ -143,12 +133,14 @@ ck_tensor_t *ck_ckpt_tensor(ck_ckpt_t *c, ck_py_t *node);
 int ck_global_allowed(const char *module, const char *name,
                       const char *const *extra);
 
-#endif
+/* ---- editing the model (the job API of plugin.h is built on these) ---- */
 
-/* ---- for plugins ------------------------------------------------------ */
-
-#ifndef CK_CKPT_PLUGIN_API
-#define CK_CKPT_PLUGIN_API
+/*
+ * An empty in-memory model (no input file: fd -1, zip format, default
+ * limits) whose graph a caller builds; tensors come from
+ * ck_ckpt_new_tensor.  Release with ck_ckpt_close.
+ */
+void ck_ckpt_init_mem(ck_ckpt_t *c, const char *name);
 
 /*
  * The mapping at path whose items a plugin edits: a dict, an OrderedDict or

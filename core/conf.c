@@ -27,9 +27,30 @@ struct ck_section {
     void *conf;
     const ck_plugin_t *plugin;     /* NULL for core sections */
     const char *label;
-    uint64_t set;                  /* bit i: directive i was given */
+    unsigned char *given;          /* [i]: directive i was given */
     int line;
 };
+
+/* A cleanup registered by a setter, run by ck_conf_release. */
+typedef struct cleanup {
+    struct cleanup *next;
+    void (*fn)(void *);
+    void *data;
+} cleanup_t;
+
+int ck_conf_cleanup_add(ck_conf_ctx_t *cx, void (*fn)(void *), void *data)
+{
+    ck_conf_t *c = cx->cleanups;
+    cleanup_t *k = ck_arena_alloc(cx->arena, sizeof(*k));
+
+    if (k == NULL)
+        return ck_err_set(cx->err, CK_ENOMEM, "out of memory");
+    k->fn = fn;
+    k->data = data;
+    k->next = c->cleanups;
+    c->cleanups = k;
+    return 0;
+}
 
 const ck_directive_t ck_pipeline_directives[] = {
     { "chain", ck_conf_set_words, offsetof(ck_pipeline_conf_t, chain), NULL,
@@ -37,26 +58,27 @@ const ck_directive_t ck_pipeline_directives[] = {
     { NULL, NULL, 0, NULL, 0, NULL },
 };
 
-static int check_globals(const char *v, ck_err_t *err)
+static int set_globals(ck_conf_ctx_t *cx, const ck_directive_t *d,
+                       void *conf, const char *v)
 {
-    while (*v != '\0') {
+    for (const char *w = v; *w != '\0';) {
         size_t n;
 
-        v += strspn(v, " \t,");
-        n = strcspn(v, " \t,");
-        if (n > 0 && memchr(v, '.', n) == NULL)
-            return ck_err_set(err, CK_ECONFIG,
+        w += strspn(w, " \t,");
+        n = strcspn(w, " \t,");
+        if (n > 0 && memchr(w, '.', n) == NULL)
+            return ck_err_set(cx->err, CK_ECONFIG,
                               "allow_globals: '%.*s' is not module.name",
-                              (int)n, v);
-        v += n;
+                              (int)n, w);
+        w += n;
     }
-    return 0;
+    return ck_conf_set_words(cx, d, conf, v);
 }
 
 const ck_directive_t ck_security_directives[] = {
-    { "allow_globals", ck_conf_set_words,
+    { "allow_globals", set_globals,
       offsetof(ck_security_conf_t, allow_globals), NULL, CK_DIR_MULTI,
-      "extra globals a pickle may name: module.name ...", check_globals },
+      "extra globals a pickle may name: module.name ...", NULL },
     { "max_pickle_bytes", ck_conf_set_size,
       offsetof(ck_security_conf_t, max_pickle_bytes), "1G", 0,
       "largest data.pkl accepted" },
@@ -70,36 +92,27 @@ const ck_directive_t ck_security_directives[] = {
     { NULL, NULL, 0, NULL, 0, NULL },
 };
 
-static int check_after(const char *v, ck_err_t *err)
-{
-    if (strcmp(v, "keep") && strcmp(v, "move") && strcmp(v, "delete"))
-        return ck_err_set(err, CK_ECONFIG,
-                          "after: '%s' is not keep, move or delete", v);
-    return 0;
-}
+static const ck_conf_enum_t after_names[] = {
+    { "keep", CK_AFTER_KEEP },
+    { "move", CK_AFTER_MOVE },
+    { "delete", CK_AFTER_DELETE },
+    { NULL, 0 },
+};
 
-static int check_workers(const char *v, ck_err_t *err)
-{
-    char *end;
-    long n = strtol(v, &end, 10);
+static const ck_conf_range_t workers_range = { 1, 64 };
 
-    if (*end != '\0' || end == v || n < 1 || n > 64)
-        return ck_err_set(err, CK_ECONFIG,
-                          "workers: '%s' is not a number from 1 to 64", v);
-    return 0;
-}
-
-static int check_output_name(const char *v, ck_err_t *err)
+static int set_output_name(ck_conf_ctx_t *cx, const ck_directive_t *d,
+                           void *conf, const char *v)
 {
     char out[1024];
 
     if (ck_watch_output_name(v, "dir/model.th", out, sizeof(out)) < 0 ||
         ck_watch_output_name(v, "model", out, sizeof(out)) < 0)
-        return ck_err_set(err, CK_ECONFIG,
+        return ck_err_set(cx->err, CK_ECONFIG,
                           "output_name: '%s' does not make a plain file name "
                           "(use {stem} {ext} {name} {dir}; no '/', no leading "
                           "dot)", v);
-    return 0;
+    return ck_conf_set_str(cx, d, conf, v);
 }
 
 const ck_directive_t ck_watch_directives[] = {
@@ -117,20 +130,19 @@ const ck_directive_t ck_watch_directives[] = {
       "*.tmp *.tmp.* .*", CK_DIR_MULTI, "file name globs never processed" },
     { "recursive", ck_conf_set_bool, offsetof(ck_watch_conf_t, recursive),
       "no", 0, "watch sub-folders too; outputs keep their relative path" },
-    { "after", ck_conf_set_str, offsetof(ck_watch_conf_t, after_text), "keep",
+    { "after", ck_conf_set_enum, offsetof(ck_watch_conf_t, after), "keep",
       0, "what becomes of a processed input: keep, move or delete",
-      check_after },
+      after_names },
     { "done", ck_conf_set_str, offsetof(ck_watch_conf_t, done), NULL, 0,
       "folder processed inputs are moved to (after = move)" },
-    { "output_name", ck_conf_set_str, offsetof(ck_watch_conf_t, output_name),
-      "{stem}{ext}", 0, "output file name: {stem} {ext} {name} {dir}",
-      check_output_name },
+    { "output_name", set_output_name, offsetof(ck_watch_conf_t, output_name),
+      "{stem}{ext}", 0, "output file name: {stem} {ext} {name} {dir}", NULL },
     { "settle_ms", ck_conf_set_u64, offsetof(ck_watch_conf_t, settle_ms),
       "1000", 0, "quiet time after a file's last change before it is read" },
     { "incomplete_s", ck_conf_set_u64, offsetof(ck_watch_conf_t, incomplete_s),
       "60", 0, "a file unreadable this long after its last change fails" },
     { "workers", ck_conf_set_u64, offsetof(ck_watch_conf_t, workers), "2", 0,
-      "jobs run at once (1 to 64)", check_workers },
+      "jobs run at once (1 to 64)", &workers_range },
     { "rescan_s", ck_conf_set_u64, offsetof(ck_watch_conf_t, rescan_s), "60",
       0, "full rescan of incoming every so often (0: never)" },
     { "stop_timeout_s", ck_conf_set_u64,
@@ -186,8 +198,8 @@ int ck_watch_output_name(const char *tmpl, const char *rel, char *out,
 
 /* ---- setters ---------------------------------------------------------- */
 
-int ck_conf_set_bool(const ck_directive_t *d, void *conf, const char *v,
-                     ck_err_t *err)
+int ck_conf_set_bool(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
+                     const char *v)
 {
     int *f = FIELD(conf, d, int);
 
@@ -198,7 +210,8 @@ int ck_conf_set_bool(const ck_directive_t *d, void *conf, const char *v,
              !strcmp(v, "0"))
         *f = 0;
     else
-        return ck_err_set(err, CK_ECONFIG, "%s: '%s' is not yes or no", d->name, v);
+        return ck_err_set(cx->err, CK_ECONFIG, "%s: '%s' is not yes or no",
+                          d->name, v);
     return 0;
 }
 
@@ -218,21 +231,28 @@ static int parse_u64(const char *v, uint64_t *out, const char **end)
     return 0;
 }
 
-int ck_conf_set_u64(const ck_directive_t *d, void *conf, const char *v,
-                    ck_err_t *err)
+int ck_conf_set_u64(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
+                    const char *v)
 {
+    const ck_conf_range_t *r = d->data;
     const char *end;
     uint64_t n;
 
+    if (r != NULL && (parse_u64(v, &n, &end) < 0 || *end != '\0' ||
+                      n < r->min || n > r->max))
+        return ck_err_set(cx->err, CK_ECONFIG,
+                          "%s: '%s' is not a number from %llu to %llu",
+                          d->name, v, (unsigned long long)r->min,
+                          (unsigned long long)r->max);
     if (parse_u64(v, &n, &end) < 0 || *end != '\0')
-        return ck_err_set(err, CK_ECONFIG, "%s: '%s' is not a whole number",
+        return ck_err_set(cx->err, CK_ECONFIG, "%s: '%s' is not a whole number",
                           d->name, v);
     *FIELD(conf, d, uint64_t) = n;
     return 0;
 }
 
-int ck_conf_set_size(const ck_directive_t *d, void *conf, const char *v,
-                     ck_err_t *err)
+int ck_conf_set_size(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
+                     const char *v)
 {
     static const struct {
         const char *suffix;
@@ -253,52 +273,63 @@ int ck_conf_set_size(const ck_directive_t *d, void *conf, const char *v,
             }
         }
     }
-    return ck_err_set(err, CK_ECONFIG,
+    return ck_err_set(cx->err, CK_ECONFIG,
                       "%s: '%s' is not a size (a number, optionally K, M, G or T)",
                       d->name, v);
 }
 
-/* Section values are kept in the conf arena, reached through the conf's
- * owner; setters find it through this thread-local hook set by the loader. */
-static _Thread_local ck_arena_t *cur_arena;
-
-static char *keep(const char *s, size_t n)
+int ck_conf_set_str(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
+                    const char *v)
 {
-    return cur_arena ? ck_arena_strndup(cur_arena, s, n) : NULL;
-}
-
-int ck_conf_set_str(const ck_directive_t *d, void *conf, const char *v,
-                    ck_err_t *err)
-{
-    char *s = keep(v, strlen(v));
+    char *s = ck_arena_strdup(cx->arena, v);
 
     if (s == NULL)
-        return ck_err_set(err, CK_ENOMEM, "out of memory");
+        return ck_err_set(cx->err, CK_ENOMEM, "out of memory");
     *FIELD(conf, d, char *) = s;
     return 0;
 }
 
-static int list_add(ck_strlist_t *l, const char *s, size_t n, ck_err_t *err)
+int ck_conf_set_enum(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
+                     const char *v)
 {
-    char **nv;
+    const ck_conf_enum_t *e = d->data;
+    char names[256];
+    size_t o = 0;
 
-    if (cur_arena == NULL)
-        return ck_err_set(err, CK_ENOMEM, "out of memory");
-    nv = ck_arena_alloc(cur_arena, (l->n + 2) * sizeof(*nv));
+    for (size_t i = 0; e[i].name != NULL; i++) {
+        if (strcmp(e[i].name, v) == 0) {
+            *FIELD(conf, d, int) = e[i].value;
+            return 0;
+        }
+    }
+    names[0] = '\0';
+    for (size_t i = 0; e[i].name != NULL && o < sizeof(names); i++)
+        o += (size_t)snprintf(names + o, sizeof(names) - o, "%s%s",
+                              i == 0 ? "" : e[i + 1].name ? ", " : " or ",
+                              e[i].name);
+    return ck_err_set(cx->err, CK_ECONFIG, "%s: '%s' is not %s", d->name, v,
+                      names);
+}
+
+static int list_add(ck_conf_ctx_t *cx, ck_strlist_t *l, const char *s,
+                    size_t n)
+{
+    char **nv = ck_arena_alloc(cx->arena, (l->n + 2) * sizeof(*nv));
+
     if (nv == NULL)
-        return ck_err_set(err, CK_ENOMEM, "out of memory");
+        return ck_err_set(cx->err, CK_ENOMEM, "out of memory");
     if (l->n)
         memcpy(nv, l->v, l->n * sizeof(*nv));
-    nv[l->n] = keep(s, n);
+    nv[l->n] = ck_arena_strndup(cx->arena, s, n);
     if (nv[l->n] == NULL)
-        return ck_err_set(err, CK_ENOMEM, "out of memory");
+        return ck_err_set(cx->err, CK_ENOMEM, "out of memory");
     nv[++l->n] = NULL;
     l->v = nv;
     return 0;
 }
 
-int ck_conf_set_words(const ck_directive_t *d, void *conf, const char *v,
-                      ck_err_t *err)
+int ck_conf_set_words(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
+                      const char *v)
 {
     ck_strlist_t *l = FIELD(conf, d, ck_strlist_t);
 
@@ -311,7 +342,7 @@ int ck_conf_set_words(const ck_directive_t *d, void *conf, const char *v,
         n = strcspn(v, " \t,");
         if (n == 0)
             break;
-        rc = list_add(l, v, n, err);
+        rc = list_add(cx, l, v, n);
         if (rc < 0)
             return rc;
         v += n;
@@ -319,12 +350,46 @@ int ck_conf_set_words(const ck_directive_t *d, void *conf, const char *v,
     return 0;
 }
 
-int ck_conf_set_lines(const ck_directive_t *d, void *conf, const char *v,
-                      ck_err_t *err)
+int ck_conf_set_lines(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
+                      const char *v)
 {
     if (*v == '\0')
         return 0;
-    return list_add(FIELD(conf, d, ck_strlist_t), v, strlen(v), err);
+    return list_add(cx, FIELD(conf, d, ck_strlist_t), v, strlen(v));
+}
+
+int ck_conf_list_add(ck_conf_ctx_t *cx, ck_conf_list_t *l, void *item)
+{
+    void **nv = ck_arena_alloc(cx->arena, (l->n + 1) * sizeof(*nv));
+
+    if (nv == NULL)
+        return ck_err_set(cx->err, CK_ENOMEM, "out of memory");
+    if (l->n > 0)
+        memcpy(nv, l->v, l->n * sizeof(*nv));
+    nv[l->n++] = item;
+    l->v = nv;
+    return 0;
+}
+
+int ck_conf_set_paths(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
+                      const char *v)
+{
+    for (const char *w = v; *w != '\0';) {
+        size_t n;
+
+        w += strspn(w, " \t,");
+        n = strcspn(w, " \t,");
+        int empty = n > 0 && (w[0] == '/' || w[n - 1] == '/');
+
+        for (size_t i = 1; i < n; i++)
+            empty |= w[i] == '/' && w[i - 1] == '/';
+        if (empty)
+            return ck_err_set(cx->err, CK_ECONFIG,
+                              "%s: '%.*s' is not a path of keys separated "
+                              "by '/' (an empty level)", d->name, (int)n, w);
+        w += n;
+    }
+    return ck_conf_set_words(cx, d, conf, v);
 }
 
 /* ---- plugins ---------------------------------------------------------- */
@@ -406,7 +471,14 @@ static ck_section_t *section_new(ck_conf_t *c, const char *name, int line,
             return NULL;
         }
     }
-    if (s->name == NULL) {
+    {
+        size_t n = 0;
+
+        while (s->dirs[n].name != NULL)
+            n++;
+        s->given = ck_arena_alloc(&c->arena, n + 1);
+    }
+    if (s->name == NULL || s->given == NULL) {
         ck_err_set(err, CK_ENOMEM, "out of memory");
         return NULL;
     }
@@ -461,6 +533,7 @@ static int handler(void *user, const char *section, const char *name,
 {
     load_t *l = user;
     ck_err_t e = { 0 };
+    ck_conf_ctx_t cx;
     ck_section_t *s;
     size_t i;
 
@@ -482,7 +555,7 @@ static int handler(void *user, const char *section, const char *name,
         ck_err_set(&e, CK_ECONFIG, "unknown directive '%s' in [%s]", name, section);
         goto fail;
     }
-    if ((s->set >> i & 1) && !(s->dirs[i].flags & CK_DIR_MULTI)) {
+    if (s->given[i] && !(s->dirs[i].flags & CK_DIR_MULTI)) {
         ck_err_set(&e, CK_ECONFIG, "'%s' given twice in [%s]", name, section);
         goto fail;
     }
@@ -495,11 +568,11 @@ static int handler(void *user, const char *section, const char *name,
             goto fail;
         }
     }
-    if (s->dirs[i].check != NULL && s->dirs[i].check(value, &e) < 0)
+    cx = (ck_conf_ctx_t){ &l->c->arena, &e, l->c->path, l->line, s->name,
+                          l->c };
+    if (s->dirs[i].set(&cx, &s->dirs[i], s->conf, value) < 0)
         goto fail;
-    if (s->dirs[i].set(&s->dirs[i], s->conf, value, &e) < 0)
-        goto fail;
-    s->set |= 1ull << i;
+    s->given[i] = 1;
     if (s->conf == &l->c->pipeline && l->c->chain_line == 0)
         l->c->chain_line = l->line;
     return 1;
@@ -512,20 +585,19 @@ fail:
 
 static int apply_defaults(ck_conf_t *c, ck_section_t *s, ck_err_t *err)
 {
-    for (size_t i = 0; s->dirs[i].name != NULL; i++) {
-        ck_err_t e = { 0 };
+    ck_err_t e = { 0 };
+    ck_conf_ctx_t cx = { &c->arena, &e, c->path, s->line, s->name, c };
 
-        if ((s->set >> i & 1) || s->dirs[i].def == NULL)
+    for (size_t i = 0; s->dirs[i].name != NULL; i++) {
+        if (s->given[i] || s->dirs[i].def == NULL)
             continue;
-        if (s->dirs[i].set(&s->dirs[i], s->conf, s->dirs[i].def, &e) < 0)
+        if (s->dirs[i].set(&cx, &s->dirs[i], s->conf, s->dirs[i].def) < 0)
             return ck_err_set(err, e.code == CK_ENOMEM ? CK_ENOMEM : CK_ECONFIG,
                               "%s: [%s] default of %s: %s",
                               c->path, s->name, s->dirs[i].name, e.msg);
     }
     if (s->plugin != NULL && s->plugin->init_conf != NULL) {
-        ck_err_t e = { 0 };
-
-        if (s->plugin->init_conf(s->conf, &e) < 0)
+        if (s->plugin->init_conf(&cx, s->conf) < 0)
             return ck_err_set(err, e.code == CK_ENOMEM ? CK_ENOMEM : CK_ECONFIG,
                               "%s:%d: [%s] %s", c->path, s->line, s->name,
                               e.msg);
@@ -540,7 +612,6 @@ static int load(ck_conf_t *c, const char *path, ck_err_t *err)
     int rc;
 
     memset(c, 0, sizeof(*c));
-    cur_arena = &c->arena;
     c->path = ck_arena_strdup(&c->arena, path);
     if (c->path == NULL)
         return ck_err_set(err, CK_ENOMEM, "out of memory");
@@ -598,9 +669,6 @@ static int load(ck_conf_t *c, const char *path, ck_err_t *err)
             return rc;
     }
     c->allow = (const char **)c->security.allow_globals.v;
-    c->watch.after = !strcmp(c->watch.after_text, "move")     ? CK_AFTER_MOVE
-                     : !strcmp(c->watch.after_text, "delete") ? CK_AFTER_DELETE
-                                                             : CK_AFTER_KEEP;
     if (c->watch.after == CK_AFTER_MOVE && c->watch.done == NULL)
         return ck_err_set(err, CK_ECONFIG,
                           "%s:%d: [watch] after = move needs done = DIR", path,
@@ -618,12 +686,13 @@ int ck_conf_load(ck_conf_t *c, const char *path, ck_err_t *err)
     if (rc == 0 && ck_sha256_file(path, c->digest, &e) < 0)
         c->digest[0] = '\0';
 
-    cur_arena = NULL;
     return rc;
 }
 
 void ck_conf_release(ck_conf_t *c)
 {
+    for (cleanup_t *k = c->cleanups; k != NULL; k = k->next)
+        k->fn(k->data);
     ck_arena_release(&c->arena);
     memset(c, 0, sizeof(*c));
 }

@@ -5,6 +5,7 @@
  */
 #include "job.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,215 @@ char *ck_job_default_out(const char *in)
     return out;
 }
 
+/* ---- the job API of plugin.h ------------------------------------------ */
+
+ck_arena_t *ck_job_arena(ck_job_t *job)
+{
+    return &job->ck.arena;
+}
+
+ck_py_t *ck_job_root(ck_job_t *job)
+{
+    return job->ck.pk.root;
+}
+
+void ck_job_set_root(ck_job_t *job, ck_py_t *root)
+{
+    job->ck.pk.root = root;
+}
+
+int ck_job_dry_run(const ck_job_t *job)
+{
+    return job->dry_run;
+}
+
+ck_py_t *ck_job_get(ck_job_t *job, const char *path)
+{
+    return ck_ckpt_get(&job->ck, path);
+}
+
+int ck_job_mapping(ck_job_t *job, const char *path, ck_py_t **node,
+                   ck_py_vec_t **items)
+{
+    ck_err_t e = { 0 };
+    int rc = ck_ckpt_mapping(&job->ck, path, node, items, &e);
+
+    if (rc < 0)
+        return ck_job_fail(job, rc, "%s", e.msg);
+    return 0;
+}
+
+ck_py_vec_t *ck_job_metadata(ck_py_t *state_dict)
+{
+    return ck_ckpt_metadata(state_dict);
+}
+
+uint64_t ck_job_bytes_under(ck_job_t *job, ck_py_t *node)
+{
+    return ck_ckpt_bytes_under(&job->ck, node);
+}
+
+const ck_tensor_t *ck_job_tensor(ck_job_t *job, ck_py_t *node)
+{
+    ck_tensor_t *t = ck_ckpt_tensor(&job->ck, node);
+    ck_err_t e = { 0 };
+
+    /* a tensor added earlier in the job is known once the graph is scanned */
+    if (t == NULL && node != NULL && ck_ckpt_scan(&job->ck, &e) == 0)
+        t = ck_ckpt_tensor(&job->ck, node);
+    return t;
+}
+
+int ck_job_read_tensor(ck_job_t *job, const ck_tensor_t *t, uint8_t *out)
+{
+    ck_err_t e = { 0 };
+    int rc = ck_ckpt_read_tensor(&job->ck, t, out, &e);
+
+    if (rc < 0)
+        return ck_job_fail(job, rc, "%s", e.msg);
+    return 0;
+}
+
+ck_py_t *ck_job_new_tensor(ck_job_t *job, const ck_dtype_t *dt,
+                           const int64_t *shape, size_t ndim,
+                           const uint8_t *data)
+{
+    ck_err_t e = { 0 };
+    ck_py_t *t = ck_ckpt_new_tensor(&job->ck, dt, shape, ndim, data, &e);
+
+    if (t == NULL)
+        ck_job_fail(job, e.code ? e.code : CK_ENOMEM, "%s",
+                    e.code ? e.msg : "out of memory");
+    return t;
+}
+
+ck_py_t *ck_job_global(ck_job_t *job, const char *module, const char *name)
+{
+    return ck_ckpt_global(&job->ck, module, name);
+}
+
+int ck_job_fail(ck_job_t *job, int code, const char *fmt, ...)
+{
+    char msg[sizeof(job->err->msg)];
+    va_list ap;
+
+    if (code == CK_ENOMEM)
+        return ck_err_set(job->err, code, "out of memory");
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (job->stage == NULL)
+        return ck_err_set(job->err, code, "%s", msg);
+    return ck_err_set(job->err, code, "%s%s%s: %s", job->stage->plugin->name,
+                      job->stage->label ? ":" : "",
+                      job->stage->label ? job->stage->label : "", msg);
+}
+
+int ck_job_nomem(ck_job_t *job)
+{
+    return ck_err_set(job->err, CK_ENOMEM, "out of memory");
+}
+
+int ck_job_error(const ck_job_t *job)
+{
+    return job->err->code;
+}
+
+const char *ck_py_type_name(const ck_py_t *k)
+{
+    switch ((ck_py_kind_t)k->kind) {
+    case CK_PY_NONE: return "NoneType";
+    case CK_PY_BOOL: return "bool";
+    case CK_PY_INT: return "int";
+    case CK_PY_FLOAT: return "float";
+    case CK_PY_STR: return "str";
+    case CK_PY_BYTES: return "bytes";
+    case CK_PY_TUPLE: return "tuple";
+    case CK_PY_FROZENSET: return "frozenset";
+    default: return "object";
+    }
+}
+
+/* A key as JSON: a str, an int within int64, a float, a bool or None as
+ * itself; anything else as "<TYPE>". */
+static void json_key(ck_json_t *j, const ck_py_t *k)
+{
+    char t[32];
+
+    switch ((ck_py_kind_t)k->kind) {
+    case CK_PY_STR: ck_json_strn(j, k->u.s.s, k->u.s.n); return;
+    case CK_PY_NONE: ck_json_null(j); return;
+    case CK_PY_BOOL: ck_json_bool(j, k->b); return;
+    case CK_PY_FLOAT: ck_json_double(j, ck_py_float_value(k)); return;
+    case CK_PY_INT:
+        if (k->u.i.nbig == 0) {
+            ck_json_int(j, k->u.i.v);
+            return;
+        }
+        /* fall through */
+    default:
+        snprintf(t, sizeof(t), "<%s>", ck_py_type_name(k));
+        ck_json_str(j, t);
+    }
+}
+
+void ck_job_report_fields(ck_job_t *job, const char *op, const ck_field_t *f,
+                          size_t n)
+{
+    ck_json_t *j = job->changes;
+
+    if (j == NULL)
+        return;
+    ck_json_obj(j);
+    ck_json_key(j, "op");
+    ck_json_str(j, op);
+    for (size_t i = 0; i < n; i++) {
+        ck_json_key(j, f[i].name);
+        switch (f[i].type) {
+        case CK_FT_STR: ck_json_str(j, f[i].s); break;
+        case CK_FT_STRN: ck_json_strn(j, f[i].s, f[i].n); break;
+        case CK_FT_U64: ck_json_u64(j, f[i].u); break;
+        case CK_FT_I64: ck_json_int(j, f[i].i); break;
+        case CK_FT_BOOL: ck_json_bool(j, f[i].i != 0); break;
+        case CK_FT_KEY: json_key(j, f[i].p); break;
+        case CK_FT_KEYS:
+            ck_json_arr(j);
+            for (size_t k = 0; k < f[i].n; k++)
+                json_key(j, ((ck_py_t *const *)f[i].p)[k]);
+            ck_json_end(j);
+            break;
+        case CK_FT_I64S:
+            ck_json_arr(j);
+            for (size_t k = 0; k < f[i].n; k++)
+                ck_json_int(j, ((const int64_t *)f[i].p)[k]);
+            ck_json_end(j);
+            break;
+        case CK_FT_VALUE: f[i].fn(j, f[i].p); break;
+        }
+    }
+    ck_json_end(j);
+}
+
+/* ---- running ---------------------------------------------------------- */
+
+int ck_job_run_stage(ck_job_t *job, const ck_stage_t *st, ck_json_t *changes)
+{
+    int rc;
+
+    job->stage = st;
+    job->changes = changes;
+    rc = st->plugin->run(job, st->conf);
+    if (rc == 0 && job->err->code != 0)
+        rc = job->err->code; /* a failure the plugin did not return */
+    job->stage = NULL;
+    if (rc == 0)
+        rc = ck_ckpt_scan(&job->ck, job->err);
+    if (changes->b.oom)
+        rc = ck_err_set(job->err, CK_ENOMEM, "out of memory");
+    job->changes = NULL;
+    return rc;
+}
+
 static int run_chain(ck_job_t *job, ck_json_t *plugins)
 {
     const ck_conf_t *conf = job->conf;
@@ -62,10 +272,7 @@ static int run_chain(ck_job_t *job, ck_json_t *plugins)
         int64_t t0 = now_ms();
 
         ck_json_arr(&changes);
-        job->changes = &changes;
-        rc = st->plugin->run(job, st->conf);
-        if (rc == 0)
-            rc = ck_ckpt_scan(&job->ck, job->err);
+        rc = ck_job_run_stage(job, st, &changes);
         ck_json_end(&changes);
         ck_json_obj(plugins);
         ck_json_key(plugins, "name");
@@ -84,7 +291,6 @@ static int run_chain(ck_job_t *job, ck_json_t *plugins)
         if (changes.b.oom)
             rc = ck_err_set(job->err, CK_ENOMEM, "out of memory");
         ck_json_release(&changes);
-        job->changes = NULL;
     }
     return rc;
 }

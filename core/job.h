@@ -10,13 +10,23 @@
 #include "conf.h"
 #include "json.h"
 
+/* Core's view of a job; plugins see it through plugin.h's functions. */
 struct ck_job {
     ck_ckpt_t ck;          /* the checkpoint model plugins change */
     const ck_conf_t *conf;
+    const ck_stage_t *stage; /* the running one, named in its errors */
     ck_json_t *changes;    /* the running plugin's "changes" array */
     ck_err_t *err;         /* where a plugin records why it failed */
     int dry_run;
 };
+
+/*
+ * Run one stage of the chain over job's model as ck_job_run does: the
+ * plugin's run, then a scan of the changed graph.  Its changes go to
+ * changes (an open JSON array).  Returns 0 or the error recorded in
+ * job->err.
+ */
+int ck_job_run_stage(ck_job_t *job, const ck_stage_t *st, ck_json_t *changes);
 
 typedef struct {
     const char *in;

@@ -13,7 +13,7 @@
 
 #define CK_JSON_MAX_DEPTH 64 /* deeper nesting is fine: it allocates */
 
-typedef struct {
+typedef struct ck_json {
     ck_buf_t b;
     ck_buf_t levels; /* per open level: '}' or ']', | 0x80 while empty */
     int depth;

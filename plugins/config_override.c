@@ -68,14 +68,14 @@ typedef struct {
     char *file;
 } override_conf_t;
 
-static int check_set(const char *value, ck_err_t *err);
+static int set_set(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
+                   const char *value);
 
 static const ck_directive_t override_directives[] = {
     { "config", ck_conf_set_str, offsetof(override_conf_t, config), "xp.cfg",
       0, "top-level key of the config" },
-    { "set", ck_conf_set_lines, offsetof(override_conf_t, set), NULL,
-      CK_DIR_MULTI, "key=value, +key=value, ++key=value, ~key or ~key=value",
-      check_set },
+    { "set", set_set, offsetof(override_conf_t, set), NULL,
+      CK_DIR_MULTI, "key=value, +key=value, ++key=value, ~key or ~key=value" },
     { "file", ck_conf_set_str, offsetof(override_conf_t, file), NULL, 0,
       "a YAML mapping deep-merged into the config first" },
     { NULL, NULL, 0, NULL, 0, NULL },
@@ -798,8 +798,17 @@ static int check_set(const char *value, ck_err_t *err)
     return rc < 0 ? err->code : 0;
 }
 
-static int override_init(void *conf, ck_err_t *err)
+static int set_set(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
+                   const char *value)
 {
+    int rc = check_set(value, cx->err);
+
+    return rc < 0 ? rc : ck_conf_set_lines(cx, d, conf, value);
+}
+
+static int override_init(ck_conf_ctx_t *cx, void *conf)
+{
+    ck_err_t *err = cx->err;
     override_conf_t *cf = conf;
     ck_arena_t a = { 0 };
     yctx_t y = { .a = &a, .err = err, .what = "" };

@@ -17,14 +17,13 @@
  * give the same bytes on every machine, and adding a key does not change
  * the values of the others.
  */
-#include "job.h"
+#include "plugin.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_ADDS 64
 #define MAX_DIMS 8
 #define PI 3.14159265358979323846
 
@@ -43,26 +42,33 @@ typedef struct {
     char text[256];      /* the line, for the record */
 } add_t;
 
+typedef enum { EXISTS_ERROR, EXISTS_SKIP, EXISTS_REPLACE } on_exists_t;
+
 typedef struct {
     char *state;
     uint64_t seed;
-    ck_strlist_t add;
-    char *on_exists;
-    add_t adds[MAX_ADDS];
-    size_t nadds;
+    ck_conf_list_t adds; /* add_t *, parsed at load, in the order given */
+    int on_exists;       /* on_exists_t */
 } head_conf_t;
 
-static int check_add(const char *value, ck_err_t *err);
+static int set_add(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
+                   const char *value);
+
+static const ck_conf_enum_t exists_names[] = {
+    { "error", EXISTS_ERROR },
+    { "skip", EXISTS_SKIP },
+    { "replace", EXISTS_REPLACE },
+    { NULL, 0 },
+};
 
 static const ck_directive_t head_directives[] = {
     { "state", ck_conf_set_str, offsetof(head_conf_t, state),
       "best_state/model", 0, "the state dict to add to" },
     { "seed", ck_conf_set_u64, offsetof(head_conf_t, seed), "0", 0,
       "seed of the random inits" },
-    { "add", ck_conf_set_lines, offsetof(head_conf_t, add), NULL, CK_DIR_MULTI,
-      "KEY DTYPE SHAPE INIT", check_add },
-    { "on_exists", ck_conf_set_str, offsetof(head_conf_t, on_exists), "error",
-      0, "error, skip or replace when KEY exists" },
+    { "add", set_add, offsetof(head_conf_t, adds), NULL, CK_DIR_MULTI, "KEY DTYPE SHAPE INIT" },
+    { "on_exists", ck_conf_set_enum, offsetof(head_conf_t, on_exists), "error",
+      0, "error, skip or replace when KEY exists", exists_names },
     { NULL, NULL, 0, NULL, 0, NULL },
 };
 
@@ -104,8 +110,7 @@ static int parse_add(char *line, add_t *ad, ck_err_t *err)
                           ad->text);
     ad->key = w[0];
     ad->dt = ck_dtype_by_name(w[1]);
-    if (ad->dt == NULL || ad->dt->storage == NULL || ad->dt->is_float == 2 ||
-        !strncmp(w[1], "q", 1))
+    if (!ck_dtype_has_codec(ad->dt))
         return ck_err_set(err, CK_ECONFIG, "add: unsupported dtype '%s'", w[1]);
     if (strncmp(w[2], "like:", 5) == 0) {
         ad->like = w[2] + 5;
@@ -155,9 +160,9 @@ static int parse_add(char *line, add_t *ad, ck_err_t *err)
                               ad->init == I_XAVIER || ad->init == I_KAIMING))
         return ck_err_set(err, CK_ECONFIG,
                           "add: random init of an integer dtype %s", w[1]);
-    if (ad->init == I_CONST && !ad->dt->is_float && strcmp(w[1], "bool") != 0) {
+    if (ad->init == I_CONST && !ad->dt->is_float && ad->dt->id != CK_DT_BOOL) {
         /* as torch.full refuses it: the value must fit the integer type */
-        int is_unsigned = strcmp(w[1], "uint8") == 0;
+        int is_unsigned = ad->dt->id == CK_DT_UINT8;
         double top = ldexp(1.0, 8 * (int)ad->dt->itemsize - !is_unsigned);
         double lo = is_unsigned ? 0 : -top;
 
@@ -168,35 +173,21 @@ static int parse_add(char *line, add_t *ad, ck_err_t *err)
     return 0;
 }
 
-static int check_add(const char *value, ck_err_t *err)
-{
-    char line[1024];
-    add_t ad;
-
-    memset(&ad, 0, sizeof(ad));
-    snprintf(line, sizeof(line), "%s", value);
-    return parse_add(line, &ad, err);
-}
-
-static int head_init_conf(void *conf, ck_err_t *err)
+/* 'add = KEY DTYPE SHAPE INIT', parsed once, here, into the conf. */
+static int set_add(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
+                   const char *value)
 {
     head_conf_t *cf = conf;
+    add_t *ad = ck_arena_alloc(cx->arena, sizeof(*ad));
+    char *line = ck_arena_strdup(cx->arena, value);
+    int rc;
 
-    if (strcmp(cf->on_exists, "error") && strcmp(cf->on_exists, "skip") &&
-        strcmp(cf->on_exists, "replace"))
-        return ck_err_set(err, CK_ECONFIG,
-                          "on_exists: '%s' is not error, skip or replace",
-                          cf->on_exists);
-    if (cf->add.n > MAX_ADDS)
-        return ck_err_set(err, CK_ECONFIG, "more than %d add lines", MAX_ADDS);
-    for (size_t i = 0; i < cf->add.n; i++) {
-        int rc = parse_add(cf->add.v[i], &cf->adds[i], err);
-
-        if (rc < 0)
-            return rc;
-        cf->nadds++;
-    }
-    return 0;
+    if (ad == NULL || line == NULL)
+        return ck_err_set(cx->err, CK_ENOMEM, "out of memory");
+    rc = parse_add(line, ad, cx->err);
+    if (rc < 0)
+        return rc;
+    return ck_conf_list_add(cx, &cf->adds, ad);
 }
 
 /* ---- the generator ---------------------------------------------------- */
@@ -248,153 +239,12 @@ static double rng_uniform(rng_t *r)
     return (double)(rng_next(r) >> 11) * 0x1.0p-53;
 }
 
-/* ---- dtype conversion ------------------------------------------------- */
-
-static float f16_to_f32(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1f,
-             mant = h & 0x3ffu, x;
-    float f;
-
-    if (exp == 0) {
-        f = ldexpf((float)mant, -24);
-        return sign ? -f : f;
-    }
-    if (exp == 31)
-        x = sign | 0x7f800000u | (mant << 13);
-    else
-        x = sign | ((exp + 112) << 23) | (mant << 13);
-    memcpy(&f, &x, 4);
-    return f;
-}
-
-/* Round a double to a float with 'mbits' mantissa bits and exponent bias
- * 'bias' (ebits wide), to nearest even: float16 (10, 15, 5), bfloat16
- * (7, 127, 8).  Returns the bit pattern. */
-static uint16_t round_small(double v, int mbits, int bias, int ebits)
-{
-    uint64_t x, mant, rest, half, r;
-    int exp, e, maxe = (1 << ebits) - 1;
-    uint16_t sign;
-
-    memcpy(&x, &v, 8);
-    sign = (uint16_t)((x >> 63) << 15);
-    exp = (int)((x >> 52) & 0x7ff);
-    mant = x & ((1ull << 52) - 1);
-    if (exp == 0x7ff)
-        return (uint16_t)(sign | (maxe << mbits) |
-                          (mant ? 1u << (mbits - 1) : 0));
-    e = exp - 1023 + bias;
-    if (e >= maxe)
-        return (uint16_t)(sign | (maxe << mbits));
-    if (e <= 0) {
-        int shift = 52 - mbits + 1 - e;
-
-        if (shift > 62 || exp == 0)
-            return sign;
-        mant |= 1ull << 52;
-        r = mant >> shift;
-        rest = mant & ((1ull << shift) - 1);
-        half = 1ull << (shift - 1);
-    } else {
-        r = ((uint64_t)e << mbits) | (mant >> (52 - mbits));
-        rest = mant & ((1ull << (52 - mbits)) - 1);
-        half = 1ull << (52 - mbits - 1);
-    }
-    if (rest > half || (rest == half && (r & 1)))
-        r++; /* a carry into the exponent is right, up to infinity */
-    return (uint16_t)(sign | r);
-}
-
-static void store(const ck_dtype_t *dt, uint8_t *p, double v)
-{
-    const char *n = dt->name;
-
-    if (!strcmp(n, "float32")) {
-        float f = (float)v;
-
-        memcpy(p, &f, 4);
-    } else if (!strcmp(n, "float64")) {
-        memcpy(p, &v, 8);
-    } else if (!strcmp(n, "float16")) {
-        uint16_t h = round_small(v, 10, 15, 5);
-
-        memcpy(p, &h, 2);
-    } else if (!strcmp(n, "bfloat16")) {
-        uint16_t h = round_small(v, 7, 127, 8);
-
-        memcpy(p, &h, 2);
-    } else if (!strcmp(n, "bool")) {
-        *p = v != 0;
-    } else {
-        /* out of range and NaN give INT64_MIN, as x86 and torch do */
-        int64_t i = v >= -0x1p63 && v < 0x1p63 ? (int64_t)v : INT64_MIN;
-
-        memcpy(p, &i, dt->itemsize); /* little-endian truncation */
-    }
-}
-
-static double load(const ck_dtype_t *dt, const uint8_t *p)
-{
-    const char *n = dt->name;
-    float f;
-    double d;
-    uint16_t h;
-
-    if (!strcmp(n, "float32")) {
-        memcpy(&f, p, 4);
-        return f;
-    }
-    if (!strcmp(n, "float64")) {
-        memcpy(&d, p, 8);
-        return d;
-    }
-    if (!strcmp(n, "float16") || !strcmp(n, "bfloat16")) {
-        memcpy(&h, p, 2);
-        if (n[0] == 'b') {
-            uint32_t x = (uint32_t)h << 16;
-
-            memcpy(&f, &x, 4);
-            return f;
-        }
-        return f16_to_f32(h);
-    }
-    if (!strcmp(n, "bool") || !strcmp(n, "uint8"))
-        return *p;
-    if (!strcmp(n, "int8"))
-        return (int8_t)*p;
-    if (!strcmp(n, "int16")) {
-        int16_t v;
-
-        memcpy(&v, p, 2);
-        return v;
-    }
-    if (!strcmp(n, "int32")) {
-        int32_t v;
-
-        memcpy(&v, p, 4);
-        return v;
-    }
-    {
-        int64_t v;
-
-        memcpy(&v, p, 8);
-        return (double)v;
-    }
-}
-
 /* ---- running ---------------------------------------------------------- */
 
-static ck_tensor_t *tensor_at(ck_job_t *job, ck_py_t *sd, const char *key)
+static const ck_tensor_t *tensor_at(ck_job_t *job, ck_py_t *sd,
+                                    const char *key)
 {
-    ck_py_t *node = ck_py_map_get(sd, key, NULL);
-    ck_tensor_t *t = ck_ckpt_tensor(&job->ck, node);
-    ck_err_t e = { 0 };
-
-    /* a tensor an earlier line added is known once the graph is scanned */
-    if (t == NULL && node != NULL && ck_ckpt_scan(&job->ck, &e) == 0)
-        t = ck_ckpt_tensor(&job->ck, node);
-    return t;
+    return ck_job_tensor(job, ck_py_map_get(sd, key, NULL));
 }
 
 static int fill(ck_job_t *job, head_conf_t *cf, add_t *ad, ck_py_t *sd,
@@ -411,8 +261,8 @@ static int fill(ck_job_t *job, head_conf_t *cf, add_t *ad, ck_py_t *sd,
         double fan_in, fan_out, bound;
 
         if (ndim < 2)
-            return ck_err_set(job->err, CK_EPLUGIN,
-                              "head_init: %s: %s needs at least 2 dimensions",
+            return ck_job_fail(job, CK_EPLUGIN,
+                               "%s: %s needs at least 2 dimensions",
                               ad->key, ad->init == I_XAVIER ? "xavier_uniform"
                                                             : "kaiming_uniform");
         for (size_t i = 2; i < ndim; i++)
@@ -425,31 +275,33 @@ static int fill(ck_job_t *job, head_conf_t *cf, add_t *ad, ck_py_t *sd,
         hi = bound;
     }
     if (ad->init == I_COPY) {
-        ck_tensor_t *src = tensor_at(job, sd, ad->src);
+        const ck_tensor_t *src = tensor_at(job, sd, ad->src);
         uint8_t *tmp;
         int rc;
 
         if (src == NULL)
-            return ck_err_set(job->err, CK_EPLUGIN,
-                              "head_init: copy(%s): no such tensor in %s",
+            return ck_job_fail(job, CK_EPLUGIN,
+                               "copy(%s): no such tensor in %s",
                               ad->src, cf->state);
         if (src->numel != numel)
-            return ck_err_set(job->err, CK_EPLUGIN,
-                              "head_init: copy(%s): %llu elements, %s needs %llu",
+            return ck_job_fail(job, CK_EPLUGIN,
+                               "copy(%s): %llu elements, %s needs %llu",
                               ad->src, (unsigned long long)src->numel, ad->key,
                               (unsigned long long)numel);
-        tmp = ck_arena_alloc(&job->ck.arena, numel * src->dtype->itemsize + 1);
+        tmp = ck_arena_alloc(ck_job_arena(job),
+                             numel * src->dtype->itemsize + 1);
         if (tmp == NULL)
-            return ck_err_set(job->err, CK_ENOMEM, "out of memory");
-        rc = ck_ckpt_read_tensor(&job->ck, src, tmp, job->err);
+            return ck_job_nomem(job);
+        rc = ck_job_read_tensor(job, src, tmp);
         if (rc < 0)
             return rc;
         for (uint64_t i = 0; i < numel; i++) {
             if (src->dtype == ad->dt)
                 memcpy(data + i * isz, tmp + i * isz, isz);
             else
-                store(ad->dt, data + i * isz,
-                      load(src->dtype, tmp + i * src->dtype->itemsize));
+                ck_dtype_put(ad->dt, data + i * isz,
+                             ck_dtype_get(src->dtype,
+                                          tmp + i * src->dtype->itemsize));
         }
         return 0;
     }
@@ -469,7 +321,7 @@ static int fill(ck_job_t *job, head_conf_t *cf, add_t *ad, ck_py_t *sd,
         default:
             v = lo + (hi - lo) * rng_uniform(&r);
         }
-        store(ad->dt, data + i * isz, v);
+        ck_dtype_put(ad->dt, data + i * isz, v);
     }
     return 0;
 }
@@ -477,88 +329,73 @@ static int fill(ck_job_t *job, head_conf_t *cf, add_t *ad, ck_py_t *sd,
 static void report(ck_job_t *job, head_conf_t *cf, add_t *ad, const char *op,
                    const int64_t *shape, size_t ndim, uint64_t bytes)
 {
-    ck_json_t *j = job->changes;
-
-    ck_json_obj(j);
-    ck_json_key(j, "op");
-    ck_json_str(j, op);
-    ck_json_key(j, "state");
-    ck_json_str(j, cf->state);
-    ck_json_key(j, "key");
-    ck_json_str(j, ad->key);
-    ck_json_key(j, "dtype");
-    ck_json_str(j, ad->dt->name);
-    ck_json_key(j, "shape");
-    ck_json_arr(j);
-    for (size_t i = 0; i < ndim; i++)
-        ck_json_int(j, shape[i]);
-    ck_json_end(j);
-    ck_json_key(j, "init");
-    ck_json_str(j, ad->text);
-    ck_json_key(j, "bytes");
-    ck_json_u64(j, bytes);
-    ck_json_end(j);
+    ck_job_report(job, op, CK_F_STR("state", cf->state),
+                  CK_F_STR("key", ad->key), CK_F_STR("dtype", ad->dt->name),
+                  CK_F_I64S("shape", shape, ndim), CK_F_STR("init", ad->text),
+                  CK_F_U64("bytes", bytes));
 }
 
 static int head_run(ck_job_t *job, void *conf)
 {
     head_conf_t *cf = conf;
-    ck_arena_t *a = &job->ck.arena;
+    ck_arena_t *a = ck_job_arena(job);
     ck_py_t *sd;
     ck_py_vec_t *m;
     int rc;
 
-    rc = ck_ckpt_mapping(&job->ck, cf->state, &sd, &m, job->err);
+    rc = ck_job_mapping(job, cf->state, &sd, &m);
     if (rc < 0)
         return rc;
-    for (size_t i = 0; i < cf->nadds; i++) {
-        add_t *ad = &cf->adds[i];
+    for (size_t i = 0; i < cf->adds.n; i++) {
+        add_t *ad = cf->adds.v[i];
         const int64_t *shape = ad->shape;
         size_t ndim = ad->ndim, at;
         uint64_t numel = 1, bytes;
         uint8_t *data;
         ck_py_t *t, *old = ck_py_map_get(sd, ad->key, &at), *k;
 
-        if (old != NULL && !strcmp(cf->on_exists, "error"))
-            return ck_err_set(job->err, CK_EPLUGIN,
-                              "head_init: %s already has '%s'", cf->state, ad->key);
+        if (old != NULL && cf->on_exists == EXISTS_ERROR)
+            return ck_job_fail(job, CK_EPLUGIN, "%s already has '%s'",
+                               cf->state, ad->key);
         if (ad->like != NULL) {
-            ck_tensor_t *like = tensor_at(job, sd, ad->like);
+            const ck_tensor_t *like = tensor_at(job, sd, ad->like);
 
             if (like == NULL)
-                return ck_err_set(job->err, CK_EPLUGIN,
-                                  "head_init: like:%s: no such tensor in %s",
-                                  ad->like, cf->state);
+                return ck_job_fail(job, CK_EPLUGIN,
+                                   "like:%s: no such tensor in %s", ad->like,
+                                   cf->state);
             shape = like->size;
             ndim = like->ndim;
         }
         for (size_t d = 0; d < ndim; d++)
             if (ck_mul_u64(numel, (uint64_t)shape[d], &numel) < 0)
-                return ck_err_set(job->err, CK_EPLUGIN, "head_init: shape overflows");
-        if (old != NULL && !strcmp(cf->on_exists, "skip")) {
+                return ck_job_fail(job, CK_EPLUGIN, "shape overflows");
+        if (old != NULL && cf->on_exists == EXISTS_SKIP) {
             report(job, cf, ad, "skipped", shape, ndim, 0);
             continue;
         }
-        if (ck_mul_u64(numel, ad->dt->itemsize, &bytes) < 0 || bytes > (1ull << 34))
-            return ck_err_set(job->err, CK_EPLUGIN, "head_init: %s is too large",
-                              ad->key);
+        if (ck_mul_u64(numel, ad->dt->itemsize, &bytes) < 0 ||
+            bytes > (1ull << 34))
+            return ck_job_fail(job, CK_EPLUGIN, "%s is too large", ad->key);
         data = ck_arena_alloc(a, (size_t)bytes + 1);
         if (data == NULL)
-            return ck_err_set(job->err, CK_ENOMEM, "out of memory");
+            return ck_job_nomem(job);
         rc = fill(job, cf, ad, sd, shape, ndim, numel, data);
         if (rc < 0)
             return rc;
-        t = ck_ckpt_new_tensor(&job->ck, ad->dt, shape, ndim, data, job->err);
+        t = ck_job_new_tensor(job, ad->dt, shape, ndim, data);
         if (t == NULL)
-            return job->err->code;
+            return ck_job_error(job);
         if (old != NULL) {
             m->v[2 * at + 1] = t;
         } else {
             k = ck_py_str(a, ad->key, strlen(ad->key));
-            if (k == NULL || ck_py_vec_push(a, m, k) < 0 || ck_py_vec_push(a, m, t) < 0)
-                return ck_err_set(job->err, CK_ENOMEM, "out of memory");
+            if (k == NULL || ck_py_vec_push(a, m, k) < 0 ||
+                ck_py_vec_push(a, m, t) < 0)
+                return ck_job_nomem(job);
         }
-        report(job, cf, ad, old != NULL ? "replaced" : "added", shape, ndim, bytes);
+        report(job, cf, ad, old != NULL ? "replaced" : "added", shape, ndim,
+               bytes);
     }
     return 0;
 }
@@ -568,6 +405,6 @@ const ck_plugin_t ck_plugin_head_init = {
     .summary = "add new, reproducibly initialised parameters",
     .conf_size = sizeof(head_conf_t),
     .directives = head_directives,
-    .init_conf = head_init_conf,
+    .init_conf = NULL,
     .run = head_run,
 };

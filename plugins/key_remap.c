@@ -6,20 +6,20 @@
  * key that stays fails the job unless on_conflict = replace; a rule that
  * matches nothing is reported (and fails the job with require_match).
  */
-#include "job.h"
+#include "plugin.h"
 
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_RULES 64
 #define KEY_MAX 4096
 #define RE_MAX_UNROLLED (1u << 18)
 
 /* names[j] of a key that another key is renamed onto (on_conflict=replace) */
 static char replaced[] = "";
 
+/* One 'rename' line, parsed and (for re:) compiled at load. */
 typedef struct {
     char *from, *to;
     int is_re;
@@ -27,24 +27,29 @@ typedef struct {
 } rule_t;
 
 typedef struct {
-    ck_strlist_t state, rename;
-    char *on_conflict;
+    ck_strlist_t state;
+    ck_conf_list_t rules; /* rule_t *, in the order given */
+    int replace;      /* on_conflict */
     int require_match;
-    rule_t rules[MAX_RULES];
-    size_t nrules;
-    int replace;
 } remap_conf_t;
 
-static int check_rename(const char *value, ck_err_t *err);
+static int set_rename(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
+                      const char *value);
+
+static const ck_conf_enum_t conflict_names[] = {
+    { "error", 0 },
+    { "replace", 1 },
+    { NULL, 0 },
+};
 
 static const ck_directive_t remap_directives[] = {
-    { "state", ck_conf_set_words, offsetof(remap_conf_t, state),
+    { "state", ck_conf_set_paths, offsetof(remap_conf_t, state),
       "best_state/model", CK_DIR_MULTI, "state dicts to rename in" },
-    { "rename", ck_conf_set_lines, offsetof(remap_conf_t, rename), NULL,
-      CK_DIR_MULTI, "FROM => TO (prefix) or re:FROM => TO (regex, \\1..\\9)",
-      check_rename },
-    { "on_conflict", ck_conf_set_str, offsetof(remap_conf_t, on_conflict),
-      "error", 0, "error or replace, when a new name is taken" },
+    { "rename", set_rename, offsetof(remap_conf_t, rules), NULL, CK_DIR_MULTI,
+      "FROM => TO (prefix) or re:FROM => TO (regex, \\1..\\9)" },
+    { "on_conflict", ck_conf_set_enum, offsetof(remap_conf_t, replace),
+      "error", 0, "error or replace, when a new name is taken",
+      conflict_names },
     { "require_match", ck_conf_set_bool, offsetof(remap_conf_t, require_match),
       "no", 0, "fail when a rule matches no key" },
     { NULL, NULL, 0, NULL, 0, NULL },
@@ -94,82 +99,53 @@ static int re_too_big(const char *re)
     return 0;
 }
 
-static int remap_init(void *conf, ck_err_t *err)
+static void rule_free(void *p)
 {
-    remap_conf_t *cf = conf;
-
-    if (strcmp(cf->on_conflict, "error") != 0 &&
-        strcmp(cf->on_conflict, "replace") != 0)
-        return ck_err_set(err, CK_ECONFIG,
-                          "on_conflict: '%s' is not error or replace",
-                          cf->on_conflict);
-    cf->replace = cf->on_conflict[0] == 'r';
-    if (cf->rename.n > MAX_RULES)
-        return ck_err_set(err, CK_ECONFIG, "more than %d rename rules", MAX_RULES);
-    for (size_t i = 0; i < cf->rename.n; i++) {
-        rule_t *r = &cf->rules[cf->nrules];
-        char *line = cf->rename.v[i], *arrow = strstr(line, "=>");
-
-        if (arrow == NULL)
-            return ck_err_set(err, CK_ECONFIG, "rename: '%s' is not FROM => TO",
-                              line);
-        *arrow = '\0';
-        r->from = trim(line);
-        r->to = trim(arrow + 2);
-        if (strncmp(r->from, "re:", 3) == 0) {
-            int rc;
-
-            r->from += 3;
-            if (re_too_big(r->from))
-                return ck_err_set(err, CK_ECONFIG, "rename: regex '%s' "
-                                  "repeats too much", r->from);
-            rc = regcomp(&r->re, r->from, REG_EXTENDED);
-            if (rc != 0) {
-                char msg[128];
-
-                regerror(rc, &r->re, msg, sizeof(msg));
-                return ck_err_set(err, CK_ECONFIG, "rename: regex '%s': %s",
-                                  r->from, msg);
-            }
-            /* a conf is never released: each job compiles its own */
-            regfree(&r->re);
-            r->is_re = 1;
-        } else if (*r->from == '\0') {
-            return ck_err_set(err, CK_ECONFIG, "rename: empty FROM");
-        }
-        cf->nrules++;
-    }
-    return 0;
+    regfree(&((rule_t *)p)->re);
 }
 
-static int check_rename(const char *value, ck_err_t *err)
+/* 'rename = FROM => TO': parsed, and a regex compiled, once, here; the
+ * compiled regex is shared by every job (regexec does not change it). */
+static int set_rename(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
+                      const char *value)
 {
-    char line[4096], *arrow, *from;
-    regex_t re;
+    remap_conf_t *cf = conf;
+    char *line = ck_arena_strdup(cx->arena, value), *arrow;
+    rule_t *r = ck_arena_alloc(cx->arena, sizeof(*r));
     int rc;
 
-    snprintf(line, sizeof(line), "%s", value);
+    if (line == NULL || r == NULL)
+        return ck_err_set(cx->err, CK_ENOMEM, "out of memory");
     arrow = strstr(line, "=>");
     if (arrow == NULL)
-        return ck_err_set(err, CK_ECONFIG, "rename: '%s' is not FROM => TO", value);
+        return ck_err_set(cx->err, CK_ECONFIG,
+                          "rename: '%s' is not FROM => TO", value);
     *arrow = '\0';
-    from = trim(line);
-    if (*from == '\0' || !strcmp(from, "re:"))
-        return ck_err_set(err, CK_ECONFIG, "rename: empty FROM in '%s'", value);
-    if (strncmp(from, "re:", 3) != 0)
-        return 0;
-    if (re_too_big(from + 3))
-        return ck_err_set(err, CK_ECONFIG, "rename: regex '%s' repeats too much",
-                          from + 3);
-    rc = regcomp(&re, from + 3, REG_EXTENDED);
-    if (rc != 0) {
-        char msg[128];
+    r->from = trim(line);
+    r->to = trim(arrow + 2);
+    if (*r->from == '\0' || !strcmp(r->from, "re:"))
+        return ck_err_set(cx->err, CK_ECONFIG, "rename: empty FROM in '%s'",
+                          value);
+    if (strncmp(r->from, "re:", 3) == 0) {
+        r->from += 3;
+        if (re_too_big(r->from))
+            return ck_err_set(cx->err, CK_ECONFIG,
+                              "rename: regex '%s' repeats too much", r->from);
+        rc = regcomp(&r->re, r->from, REG_EXTENDED);
+        if (rc != 0) {
+            char msg[128];
 
-        regerror(rc, &re, msg, sizeof(msg));
-        return ck_err_set(err, CK_ECONFIG, "rename: regex '%s': %s", from + 3, msg);
+            regerror(rc, &r->re, msg, sizeof(msg));
+            return ck_err_set(cx->err, CK_ECONFIG, "rename: regex '%s': %s",
+                              r->from, msg);
+        }
+        r->is_re = 1;
+        if (ck_conf_cleanup_add(cx, rule_free, r) < 0) {
+            regfree(&r->re);
+            return CK_ENOMEM;
+        }
     }
-    regfree(&re);
-    return 0;
+    return ck_conf_list_add(cx, &cf->rules, r);
 }
 
 /* Apply one rule to key into out; 1 when it matched. */
@@ -215,8 +191,8 @@ static void rename_key(const remap_conf_t *cf, const char *key, char *out,
     char a[KEY_MAX], b[KEY_MAX];
 
     snprintf(a, sizeof(a), "%s", key);
-    for (size_t i = 0; i < cf->nrules; i++) {
-        if (apply(&cf->rules[i], a, b, sizeof(b))) {
+    for (size_t i = 0; i < cf->rules.n; i++) {
+        if (apply(cf->rules.v[i], a, b, sizeof(b))) {
             if (hits != NULL)
                 hits[i]++;
             memcpy(a, b, sizeof(a));
@@ -252,7 +228,7 @@ static int key_index(ck_arena_t *a, ck_py_vec_t *m, ck_strmap_t *ix)
 static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
                      ck_py_vec_t *m, int metadata, size_t *hits)
 {
-    ck_arena_t *a = &job->ck.arena;
+    ck_arena_t *a = ck_job_arena(job);
     size_t n = m->n / 2;
     char **names = ck_arena_alloc(a, (n + 1) * sizeof(*names));
     size_t *dup = ck_arena_alloc(a, (n + 1) * sizeof(*dup));
@@ -260,7 +236,7 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
     char buf[KEY_MAX + 2], out[KEY_MAX];
 
     if (names == NULL || dup == NULL || key_index(a, m, &keys) < 0)
-        return ck_err_set(job->err, CK_ENOMEM, "out of memory");
+        return ck_job_nomem(job);
     for (size_t i = 0; i < n; i++) {
         ck_py_t *k = m->v[2 * i];
 
@@ -279,13 +255,13 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
         if (strcmp(out, k->u.s.s) == 0)
             continue;
         if (!utf8_ok(out))
-            return ck_err_set(job->err, CK_EPLUGIN,
-                              "key_remap: %s: '%s' would be renamed to a name "
-                              "that is not UTF-8 (a rule splits a character)",
+            return ck_job_fail(job, CK_EPLUGIN,
+                               "%s: '%s' would be renamed to a name "
+                               "that is not UTF-8 (a rule splits a character)",
                               state, k->u.s.s);
         names[i] = ck_arena_strdup(a, out);
         if (names[i] == NULL)
-            return ck_err_set(job->err, CK_ENOMEM, "out of memory");
+            return ck_job_nomem(job);
     }
     /* dup[i]: the first later key renamed to the same new name, else n */
     for (size_t i = 0; i < n; i++) {
@@ -298,7 +274,7 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
         if (f != SIZE_MAX && dup[f] == n)
             dup[f] = i;
         if (ck_strmap_add(&renamed, a, names[i], i) < 0)
-            return ck_err_set(job->err, CK_ENOMEM, "out of memory");
+            return ck_job_nomem(job);
     }
     /* conflicts: a new name equal to a key that stays, or to another new name */
     for (size_t i = 0; i < n; i++) {
@@ -309,16 +285,16 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
         j = ck_strmap_get(&keys, names[i]);
         if (j != SIZE_MAX && names[j] == NULL) {
             if (!cf->replace && !metadata)
-                return ck_err_set(job->err, CK_EPLUGIN,
-                                  "key_remap: %s: '%s' would be renamed onto "
-                                  "'%s', which exists",
+                return ck_job_fail(job, CK_EPLUGIN,
+                                   "%s: '%s' would be renamed onto "
+                                   "'%s', which exists",
                                   state, m->v[2 * i]->u.s.s, names[i]);
             names[j] = replaced;
         }
         if (dup[i] < n)
-            return ck_err_set(job->err, CK_EPLUGIN,
-                              "key_remap: %s: '%s' and '%s' would both be "
-                              "renamed to '%s'",
+            return ck_job_fail(job, CK_EPLUGIN,
+                               "%s: '%s' and '%s' would both be "
+                               "renamed to '%s'",
                               state, m->v[2 * i]->u.s.s,
                               m->v[2 * dup[i]]->u.s.s, names[i]);
     }
@@ -328,34 +304,19 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
         if (names[i] == NULL)
             continue;
         if (names[i] == replaced) {
-            if (!metadata) {
-                ck_json_obj(job->changes);
-                ck_json_key(job->changes, "op");
-                ck_json_str(job->changes, "replaced");
-                ck_json_key(job->changes, "state");
-                ck_json_str(job->changes, state);
-                ck_json_key(job->changes, "key");
-                ck_json_str(job->changes, m->v[2 * i]->u.s.s);
-                ck_json_end(job->changes);
-            }
+            if (!metadata)
+                ck_job_report(job, "replaced", CK_F_STR("state", state),
+                              CK_F_KEY("key", m->v[2 * i]));
             ck_py_vec_remove(m, 2 * i, 2);
             continue;
         }
         nk = ck_py_str(a, names[i], strlen(names[i]));
         if (nk == NULL)
-            return ck_err_set(job->err, CK_ENOMEM, "out of memory");
-        if (!metadata) {
-            ck_json_obj(job->changes);
-            ck_json_key(job->changes, "op");
-            ck_json_str(job->changes, "renamed");
-            ck_json_key(job->changes, "state");
-            ck_json_str(job->changes, state);
-            ck_json_key(job->changes, "key");
-            ck_json_str(job->changes, m->v[2 * i]->u.s.s);
-            ck_json_key(job->changes, "to");
-            ck_json_str(job->changes, names[i]);
-            ck_json_end(job->changes);
-        }
+            return ck_job_nomem(job);
+        if (!metadata)
+            ck_job_report(job, "renamed", CK_F_STR("state", state),
+                          CK_F_KEY("key", m->v[2 * i]),
+                          CK_F_STR("to", names[i]));
         m->v[2 * i] = nk;
     }
     return 0;
@@ -363,58 +324,43 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
 
 static int remap_run(ck_job_t *job, void *conf)
 {
-    remap_conf_t *cf = conf, run = *cf;
-    size_t hits[MAX_RULES] = { 0 }, ncomp;
-    int rc = 0;
+    remap_conf_t *cf = conf;
+    size_t *hits = ck_arena_alloc(ck_job_arena(job),
+                                  (cf->rules.n + 1) * sizeof(*hits));
+    int rc;
 
-    for (ncomp = 0; ncomp < run.nrules; ncomp++) {
-        rule_t *r = &run.rules[ncomp];
-
-        if (r->is_re && regcomp(&r->re, r->from, REG_EXTENDED) != 0) {
-            rc = ck_err_set(job->err, CK_ENOMEM, "key_remap: regex '%s': "
-                            "cannot compile", r->from);
-            goto out;
-        }
-    }
+    if (hits == NULL)
+        return ck_job_nomem(job);
     for (size_t s = 0; s < cf->state.n; s++) {
         ck_py_t *sd;
         ck_py_vec_t *m, *md;
 
-        rc = ck_ckpt_mapping(&job->ck, cf->state.v[s], &sd, &m, job->err);
+        rc = ck_job_mapping(job, cf->state.v[s], &sd, &m);
         if (rc < 0)
-            goto out;
-        rc = remap_one(job, &run, cf->state.v[s], m, 0, hits);
+            return rc;
+        rc = remap_one(job, cf, cf->state.v[s], m, 0, hits);
         if (rc < 0)
-            goto out;
-        md = ck_ckpt_metadata(sd);
-        if (md != NULL && (rc = remap_one(job, &run, cf->state.v[s], md, 1,
-                                          NULL)) < 0)
-            goto out;
+            return rc;
+        md = ck_job_metadata(sd);
+        if (md != NULL) {
+            rc = remap_one(job, cf, cf->state.v[s], md, 1, NULL);
+            if (rc < 0)
+                return rc;
+        }
     }
-    for (size_t i = 0; i < cf->nrules; i++) {
+    for (size_t i = 0; i < cf->rules.n; i++) {
+        const rule_t *r = cf->rules.v[i];
+
         if (hits[i] > 0)
             continue;
-        if (cf->require_match) {
-            rc = ck_err_set(job->err, CK_EPLUGIN,
-                            "key_remap: rule '%s%s => %s' matches no key",
-                            cf->rules[i].is_re ? "re:" : "", cf->rules[i].from,
-                            cf->rules[i].to);
-            goto out;
-        }
-        ck_json_obj(job->changes);
-        ck_json_key(job->changes, "op");
-        ck_json_str(job->changes, "unmatched");
-        ck_json_key(job->changes, "from");
-        ck_json_str(job->changes, cf->rules[i].from);
-        ck_json_key(job->changes, "to");
-        ck_json_str(job->changes, cf->rules[i].to);
-        ck_json_end(job->changes);
+        if (cf->require_match)
+            return ck_job_fail(job, CK_EPLUGIN,
+                               "rule '%s%s => %s' matches no key",
+                               r->is_re ? "re:" : "", r->from, r->to);
+        ck_job_report(job, "unmatched", CK_F_STR("from", r->from),
+                      CK_F_STR("to", r->to));
     }
-out:
-    while (ncomp-- > 0)
-        if (run.rules[ncomp].is_re)
-            regfree(&run.rules[ncomp].re);
-    return rc;
+    return 0;
 }
 
 const ck_plugin_t ck_plugin_key_remap = {
@@ -422,6 +368,6 @@ const ck_plugin_t ck_plugin_key_remap = {
     .summary = "rename state-dict keys by prefix or regex",
     .conf_size = sizeof(remap_conf_t),
     .directives = remap_directives,
-    .init_conf = remap_init,
+    .init_conf = NULL,
     .run = remap_run,
 };

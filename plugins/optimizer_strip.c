@@ -6,7 +6,7 @@
  * in AudioCraft's adv_losses).  A list emptied by the removal goes too.
  * Storages no longer referenced are not written, so the output shrinks.
  */
-#include "job.h"
+#include "plugin.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -27,14 +27,8 @@ static const ck_directive_t strip_directives[] = {
 
 static void report(ck_job_t *job, const char *path, uint64_t bytes)
 {
-    ck_json_obj(job->changes);
-    ck_json_key(job->changes, "op");
-    ck_json_str(job->changes, "removed");
-    ck_json_key(job->changes, "path");
-    ck_json_str(job->changes, path);
-    ck_json_key(job->changes, "bytes");
-    ck_json_u64(job->changes, bytes);
-    ck_json_end(job->changes);
+    ck_job_report(job, "removed", CK_F_STR("path", path),
+                  CK_F_U64("bytes", bytes));
 }
 
 static int is_optimizer(ck_py_t *v)
@@ -64,7 +58,7 @@ static int detect_list(ck_job_t *job, ck_py_t *list, const char *path,
     for (size_t j = v->n; j-- > 0;) {
         snprintf(sub, sizeof(sub), "%s/%zu", path, j);
         if (is_optimizer(v->v[j])) {
-            report(job, sub, ck_ckpt_bytes_under(&job->ck, v->v[j]));
+            report(job, sub, ck_job_bytes_under(job, v->v[j]));
             ck_py_vec_remove(v, j, 1);
         } else if (v->v[j]->kind == CK_PY_LIST) {
             if (detect_list(job, v->v[j], sub, depth + 1)) {
@@ -99,7 +93,7 @@ static void detect(ck_job_t *job, ck_py_t *node, const char *path, int depth)
         else
             join(sub, sizeof(sub), path, "?", 1);
         if (is_optimizer(v)) {
-            report(job, sub, ck_ckpt_bytes_under(&job->ck, v));
+            report(job, sub, ck_job_bytes_under(job, v));
             ck_py_vec_remove(m, 2 * i, 2);
         } else if (v->kind == CK_PY_LIST) {
             if (detect_list(job, v, sub, depth + 1)) {
@@ -115,19 +109,18 @@ static void detect(ck_job_t *job, ck_py_t *node, const char *path, int depth)
 static int strip_run(ck_job_t *job, void *conf)
 {
     strip_conf_t *cf = conf;
-    ck_py_t *root = job->ck.pk.root;
+    ck_py_t *root = ck_job_root(job);
     ck_py_vec_t *m = ck_py_mapping(root);
 
     if (m == NULL)
-        return ck_err_set(job->err, CK_EPLUGIN,
-                          "optimizer_strip: the checkpoint is not a dict");
+        return ck_job_fail(job, CK_EPLUGIN, "the checkpoint is not a dict");
     for (size_t d = 0; d < cf->drop.n; d++) {
         size_t i;
         ck_py_t *v = ck_py_map_get(root, cf->drop.v[d], &i);
 
         if (v == NULL)
             continue;
-        report(job, cf->drop.v[d], ck_ckpt_bytes_under(&job->ck, v));
+        report(job, cf->drop.v[d], ck_job_bytes_under(job, v));
         ck_py_vec_remove(m, 2 * i, 2);
     }
     if (cf->detect)

@@ -20,7 +20,7 @@
  * longer referenced and so are not written.  With root but neither keep nor
  * drop, nothing is filtered and 'state' is not looked at.
  */
-#include "job.h"
+#include "plugin.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -32,6 +32,23 @@ typedef struct {
     char *root;
 } select_conf_t;
 
+/* A single '/' path; an empty one (root = ) is none. */
+static int set_path(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
+                    const char *v)
+{
+    char **f = (char **)((char *)conf + d->offset);
+    size_t n = strlen(v);
+
+    while (n > 0 && v[n - 1] == '/')
+        n--;
+    if (n == 0) {
+        *f = NULL;
+        return 0;
+    }
+    *f = ck_arena_strndup(cx->arena, v, n);
+    return *f == NULL ? ck_err_set(cx->err, CK_ENOMEM, "out of memory") : 0;
+}
+
 static const ck_directive_t select_directives[] = {
     { "state", ck_conf_set_str, offsetof(select_conf_t, state),
       "best_state/model", 0, "the state dict to filter (a / path)" },
@@ -41,7 +58,7 @@ static const ck_directive_t select_directives[] = {
       CK_DIR_MULTI, "then remove keys starting with one of these" },
     { "strip", ck_conf_set_bool, offsetof(select_conf_t, strip), "no", 0,
       "remove the matched keep prefix from kept keys" },
-    { "root", ck_conf_set_str, offsetof(select_conf_t, root), NULL, 0,
+    { "root", set_path, offsetof(select_conf_t, root), NULL, 0,
       "then make the dict at this / path the whole checkpoint" },
     { NULL, NULL, 0, NULL, 0, NULL },
 };
@@ -50,7 +67,7 @@ static const ck_directive_t select_directives[] = {
  * An empty root is no root.  A state dict filtered outside the new root
  * would be dropped with the rest: a mistake, refused here.
  */
-static int select_init(void *conf, ck_err_t *err)
+static int select_init(ck_conf_ctx_t *cx, void *conf)
 {
     select_conf_t *cf = conf;
     size_t n;
@@ -58,16 +75,10 @@ static int select_init(void *conf, ck_err_t *err)
     if (cf->root == NULL)
         return 0;
     n = strlen(cf->root);
-    while (n > 0 && cf->root[n - 1] == '/')
-        cf->root[--n] = '\0';
-    if (n == 0) {
-        cf->root = NULL;
-        return 0;
-    }
     if ((cf->keep.n > 0 || cf->drop.n > 0) &&
         (strncmp(cf->state, cf->root, n) != 0 ||
          (cf->state[n] != '\0' && cf->state[n] != '/')))
-        return ck_err_set(err, CK_ECONFIG,
+        return ck_err_set(cx->err, CK_ECONFIG,
                           "state '%s' is not inside root '%s': its keys "
                           "would be dropped with the rest",
                           cf->state, cf->root);
@@ -108,76 +119,30 @@ static int decide(const select_conf_t *cf, const char *key, size_t *cut,
     return 1;
 }
 
-/* The Python type of a key, for keys that are not a str. */
-static const char *key_type(const ck_py_t *k)
-{
-    switch ((ck_py_kind_t)k->kind) {
-    case CK_PY_NONE: return "NoneType";
-    case CK_PY_BOOL: return "bool";
-    case CK_PY_INT: return "int";
-    case CK_PY_FLOAT: return "float";
-    case CK_PY_STR: return "str";
-    case CK_PY_BYTES: return "bytes";
-    case CK_PY_TUPLE: return "tuple";
-    case CK_PY_FROZENSET: return "frozenset";
-    default: return "object";
-    }
-}
-
-/* A key as JSON: a str, an int within int64, a float, a bool or None as
- * itself; anything else as "<TYPE>". */
-static void json_key(ck_json_t *j, const ck_py_t *k)
-{
-    char t[32];
-
-    switch ((ck_py_kind_t)k->kind) {
-    case CK_PY_STR: ck_json_strn(j, k->u.s.s, k->u.s.n); return;
-    case CK_PY_NONE: ck_json_null(j); return;
-    case CK_PY_BOOL: ck_json_bool(j, k->b); return;
-    case CK_PY_FLOAT: ck_json_double(j, ck_py_float_value(k)); return;
-    case CK_PY_INT:
-        if (k->u.i.nbig == 0) {
-            ck_json_int(j, k->u.i.v);
-            return;
-        }
-        /* fall through */
-    default:
-        snprintf(t, sizeof(t), "<%s>", key_type(k));
-        ck_json_str(j, t);
-    }
-}
-
+/* A key not a str is reported with its Python type and why. */
 static void report_key(ck_job_t *job, const char *op, const char *state,
                        const ck_py_t *key, const char *to, ck_py_t *value)
 {
-    ck_json_obj(job->changes);
-    ck_json_key(job->changes, "op");
-    ck_json_str(job->changes, op);
-    ck_json_key(job->changes, "state");
-    ck_json_str(job->changes, state);
-    ck_json_key(job->changes, "key");
-    json_key(job->changes, key);
+    ck_field_t f[6];
+    size_t n = 0;
+
+    f[n++] = CK_F_STR("state", state);
+    f[n++] = CK_F_KEY("key", key);
     if (key->kind != CK_PY_STR) {
-        ck_json_key(job->changes, "key_type");
-        ck_json_str(job->changes, key_type(key));
-        ck_json_key(job->changes, "reason");
-        ck_json_str(job->changes, "not a str: starts with no prefix");
+        f[n++] = CK_F_STR("key_type", ck_py_type_name(key));
+        f[n++] = CK_F_STR("reason", "not a str: starts with no prefix");
     }
-    if (to != NULL) {
-        ck_json_key(job->changes, "to");
-        ck_json_str(job->changes, to);
-    }
-    if (value != NULL) {
-        ck_json_key(job->changes, "bytes");
-        ck_json_u64(job->changes, ck_ckpt_bytes_under(&job->ck, value));
-    }
-    ck_json_end(job->changes);
+    if (to != NULL)
+        f[n++] = CK_F_STR("to", to);
+    if (value != NULL)
+        f[n++] = CK_F_U64("bytes", ck_job_bytes_under(job, value));
+    ck_job_report_fields(job, op, f, n);
 }
 
 static int filter(ck_job_t *job, select_conf_t *cf, ck_py_vec_t *m,
                   int metadata, int *matched)
 {
-    ck_arena_t *a = &job->ck.arena;
+    ck_arena_t *a = ck_job_arena(job);
     char buf[4096];
     size_t o = 0;
     int rc = 0;
@@ -203,7 +168,7 @@ static int filter(ck_job_t *job, select_conf_t *cf, ck_py_vec_t *m,
                            ? ck_arena_alloc(a, k->u.s.n + 2) : buf;
 
             if (nb == NULL) {
-                rc = ck_err_set(job->err, CK_ENOMEM, "out of memory");
+                rc = ck_job_nomem(job);
                 break;
             }
             memcpy(nb, k->u.s.s, k->u.s.n);
@@ -226,7 +191,7 @@ static int filter(ck_job_t *job, select_conf_t *cf, ck_py_vec_t *m,
                 n--; /* drop the trailing dot again */
             nk = ck_py_str(a, name + cut, n);
             if (nk == NULL) {
-                rc = ck_err_set(job->err, CK_ENOMEM, "out of memory");
+                rc = ck_job_nomem(job);
                 break;
             }
             if (!metadata)
@@ -250,12 +215,13 @@ static int select_state(ck_job_t *job, select_conf_t *cf)
 {
     ck_py_t *sd;
     ck_py_vec_t *m, *md;
-    int matched[256] = { 0 };
+    int *matched = ck_arena_alloc(ck_job_arena(job),
+                                  (cf->keep.n + 1) * sizeof(*matched));
     int rc;
 
-    if (cf->keep.n > CK_ARRAY_SIZE(matched))
-        return ck_err_set(job->err, CK_EPLUGIN, "prefix_select: too many keep prefixes");
-    rc = ck_ckpt_mapping(&job->ck, cf->state, &sd, &m, job->err);
+    if (matched == NULL)
+        return ck_job_nomem(job);
+    rc = ck_job_mapping(job, cf->state, &sd, &m);
     if (rc < 0)
         return rc;
     rc = filter(job, cf, m, 0, matched);
@@ -263,10 +229,10 @@ static int select_state(ck_job_t *job, select_conf_t *cf)
         return rc;
     for (size_t i = 0; i < cf->keep.n; i++)
         if (!matched[i])
-            return ck_err_set(job->err, CK_EPLUGIN,
-                              "prefix_select: keep prefix '%s' matches no key of %s",
+            return ck_job_fail(job, CK_EPLUGIN,
+                               "keep prefix '%s' matches no key of %s",
                               cf->keep.v[i], cf->state);
-    md = ck_ckpt_metadata(sd);
+    md = ck_job_metadata(sd);
     if (md != NULL)
         rc = filter(job, cf, md, 1, matched);
     return rc;
@@ -276,38 +242,32 @@ static int select_state(ck_job_t *job, select_conf_t *cf)
  * top-level keys dropped and the storage bytes no longer referenced. */
 static int reroot(ck_job_t *job, const char *path)
 {
-    ck_ckpt_t *ck = &job->ck;
-    ck_py_t *node, *top = ck->pk.root;
+    ck_py_t *node, *top = ck_job_root(job), **gone;
     ck_py_vec_t *m, *tm = ck_py_mapping(top);
-    size_t first = strcspn(path, "/");
+    size_t first = strcspn(path, "/"), n = 0;
     uint64_t before, after;
     int rc;
 
-    rc = ck_ckpt_mapping(ck, path, &node, &m, job->err);
+    rc = ck_job_mapping(job, path, &node, &m);
     if (rc < 0)
         return rc;
-    before = ck_ckpt_bytes_under(ck, top);
-    after = ck_ckpt_bytes_under(ck, node);
-    ck_json_obj(job->changes);
-    ck_json_key(job->changes, "op");
-    ck_json_str(job->changes, "root");
-    ck_json_key(job->changes, "path");
-    ck_json_str(job->changes, path);
-    ck_json_key(job->changes, "removed");
-    ck_json_arr(job->changes);
+    before = ck_job_bytes_under(job, top);
+    after = ck_job_bytes_under(job, node);
+    gone = ck_arena_alloc(ck_job_arena(job),
+                          (tm != NULL ? tm->n / 2 + 1 : 1) * sizeof(*gone));
+    if (gone == NULL)
+        return ck_job_nomem(job);
     for (size_t i = 0; tm != NULL && i + 1 < tm->n; i += 2) {
         ck_py_t *k = tm->v[i];
 
-        if (k->kind != CK_PY_STR)
-            json_key(job->changes, k);
-        else if (k->u.s.n != first || memcmp(k->u.s.s, path, first) != 0)
-            ck_json_strn(job->changes, k->u.s.s, k->u.s.n);
+        if (k->kind != CK_PY_STR || k->u.s.n != first ||
+            memcmp(k->u.s.s, path, first) != 0)
+            gone[n++] = k;
     }
-    ck_json_end(job->changes);
-    ck_json_key(job->changes, "bytes");
-    ck_json_u64(job->changes, before - after);
-    ck_json_end(job->changes);
-    ck->pk.root = node;
+    ck_job_report(job, "root", CK_F_STR("path", path),
+                  CK_F_KEYS("removed", gone, n),
+                  CK_F_U64("bytes", before - after));
+    ck_job_set_root(job, node);
     return 0;
 }
 

@@ -232,24 +232,25 @@ static void test_bool_setter(void **state)
                                .offset = offsetof(my_conf_t, flag) };
     my_conf_t mc;
     ck_err_t err;
+    ck_conf_ctx_t cx = { .err = &err };
 
     (void)state;
     for (size_t i = 0; i < CK_ARRAY_SIZE(yes); i++) {
         mc.flag = -1;
         memset(&err, 0, sizeof(err));
-        assert_int_equal(ck_conf_set_bool(&d, &mc, yes[i], &err), 0);
+        assert_int_equal(ck_conf_set_bool(&cx, &d, &mc, yes[i]), 0);
         assert_int_equal(mc.flag, 1);
     }
     for (size_t i = 0; i < CK_ARRAY_SIZE(no); i++) {
         mc.flag = -1;
         memset(&err, 0, sizeof(err));
-        assert_int_equal(ck_conf_set_bool(&d, &mc, no[i], &err), 0);
+        assert_int_equal(ck_conf_set_bool(&cx, &d, &mc, no[i]), 0);
         assert_int_equal(mc.flag, 0);
     }
     for (size_t i = 0; i < CK_ARRAY_SIZE(bad); i++) {
         mc.flag = -1;
         memset(&err, 0, sizeof(err));
-        assert_int_equal(ck_conf_set_bool(&d, &mc, bad[i], &err), CK_ECONFIG);
+        assert_int_equal(ck_conf_set_bool(&cx, &d, &mc, bad[i]), CK_ECONFIG);
         assert_int_equal(err.code, CK_ECONFIG);
         assert_int_equal(mc.flag, -1);
         assert_non_null(strstr(err.msg, "flag"));
@@ -263,17 +264,18 @@ static void test_size_setter_direct(void **state)
                                .offset = offsetof(my_conf_t, size) };
     my_conf_t mc = { 0, 99 };
     ck_err_t err = { 0 };
+    ck_conf_ctx_t cx = { .err = &err };
 
     (void)state;
-    assert_int_equal(ck_conf_set_size(&d, &mc, "1K", &err), 0);
+    assert_int_equal(ck_conf_set_size(&cx, &d, &mc, "1K"), 0);
     assert_int_equal(mc.size, 1024);
-    assert_int_equal(ck_conf_set_size(&d, &mc, "1M", &err), 0);
+    assert_int_equal(ck_conf_set_size(&cx, &d, &mc, "1M"), 0);
     assert_int_equal(mc.size, 1 << 20);
-    assert_int_equal(ck_conf_set_size(&d, &mc, "1G", &err), 0);
+    assert_int_equal(ck_conf_set_size(&cx, &d, &mc, "1G"), 0);
     assert_int_equal(mc.size, 1 << 30);
-    assert_int_equal(ck_conf_set_size(&d, &mc, "16777215T", &err), 0);
+    assert_int_equal(ck_conf_set_size(&cx, &d, &mc, "16777215T"), 0);
     assert_int_equal(mc.size, 16777215ull << 40);
-    assert_int_equal(ck_conf_set_size(&d, &mc, "16777216T", &err), CK_ECONFIG);
+    assert_int_equal(ck_conf_set_size(&cx, &d, &mc, "16777216T"), CK_ECONFIG);
     assert_int_equal(mc.size, 16777215ull << 40);
 }
 

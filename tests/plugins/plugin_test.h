@@ -4,11 +4,12 @@
  *
  * A fixture owns a temporary folder, the configuration loaded from an INI
  * text written there (through the real loader, ck_conf_load), and a job
- * whose checkpoint model is built in memory: dicts, OrderedDict state dicts
- * with _metadata, and tensors made by ck_ckpt_new_tensor, so their storages
- * are CK_SRC_MEM and the model can be written with ck_ckpt_write and read
- * back with ck_ckpt_open.  pt_run runs the plugin of the chain's first stage
- * the way ck_job_run does (scan, run, scan) and collects its changes.
+ * whose checkpoint model is built in memory (ck_ckpt_init_mem): dicts,
+ * OrderedDict state dicts with _metadata, and tensors made by
+ * ck_ckpt_new_tensor, so their storages are CK_SRC_MEM and the model can be
+ * written with ck_ckpt_write and read back with ck_ckpt_open.  pt_run runs
+ * the plugin of the chain's first stage through ck_job_run_stage, as
+ * ck_job_run does, and collects its changes.
  *
  * A plugin's conf struct is private to its file; tests reach its fields
  * through the plugin's directive table (pt_field), so they see exactly what
@@ -53,10 +54,7 @@ PT void pt_job_reset(pt_fx_t *f)
     ck_json_release(&f->changes);
     memset(&f->job, 0, sizeof(f->job));
     memset(&f->changes, 0, sizeof(f->changes));
-    f->job.ck.fd = -1;
-    f->job.ck.format = CK_FMT_ZIP;
-    f->job.ck.path = "in-memory";
-    ck_limits_default(&f->job.ck.lim);
+    ck_ckpt_init_mem(&f->job.ck, "in-memory");
     f->job.conf = &f->c;
     f->job.err = &f->err;
     f->json = NULL;
@@ -164,7 +162,7 @@ PT void *pt_field_of(pt_fx_t *f, size_t stage, const char *name,
     for (const ck_directive_t *d = p->directives; d->name != NULL; d++) {
         if (strcmp(d->name, name) != 0)
             continue;
-        if (d->set != set)
+        if (set != NULL && d->set != set)
             fail_msg("[%s] %s is not set by the expected setter", p->name,
                      name);
         return (char *)conf + d->offset;
@@ -173,9 +171,36 @@ PT void *pt_field_of(pt_fx_t *f, size_t stage, const char *name,
     return NULL;
 }
 
+/* A string directive (ck_conf_set_str or a plugin's own path setter). */
 PT const char *pt_str(pt_fx_t *f, const char *name)
 {
-    return *(char **)pt_field_of(f, 0, name, ck_conf_set_str);
+    return *(char **)pt_field_of(f, 0, name, NULL);
+}
+
+/* An enum directive, as the name its value has in the directive's table. */
+PT const char *pt_enum(pt_fx_t *f, const char *name)
+{
+    const ck_plugin_t *p = f->c.chain[0].plugin;
+    int v = *(int *)pt_field_of(f, 0, name, ck_conf_set_enum);
+
+    for (const ck_directive_t *d = p->directives; d->name != NULL; d++) {
+        const ck_conf_enum_t *e = d->data;
+
+        if (strcmp(d->name, name) != 0)
+            continue;
+        for (size_t i = 0; e[i].name != NULL; i++)
+            if (e[i].value == v)
+                return e[i].name;
+    }
+    fail_msg("[%s] %s = %d is not in its table", p->name, name, v);
+    return NULL;
+}
+
+/* How many items a directive with a setter of its own parsed (rename, add
+ * ...): its field is a ck_conf_list_t. */
+PT size_t pt_count(pt_fx_t *f, const char *name)
+{
+    return ((ck_conf_list_t *)pt_field_of(f, 0, name, NULL))->n;
 }
 
 PT uint64_t pt_u64(pt_fx_t *f, const char *name)
@@ -196,8 +221,7 @@ PT const char *pt_list(pt_fx_t *f, const char *name)
     const ck_strlist_t *l = NULL;
 
     for (const ck_directive_t *d = p->directives; d->name != NULL; d++)
-        if (strcmp(d->name, name) == 0 &&
-            (d->set == ck_conf_set_words || d->set == ck_conf_set_lines))
+        if (strcmp(d->name, name) == 0)
             l = (const ck_strlist_t *)((char *)pt_stage(f, 0) + d->offset);
     if (l == NULL)
         fail_msg("[%s] has no list directive '%s'", p->name, name);
@@ -268,7 +292,7 @@ PT ck_py_t *pt_odict(pt_fx_t *f, int metadata)
 {
     ck_py_t *od = pt_new(f, CK_PY_REDUCE);
 
-    od->u.o.fn = ck_ckpt_global(&f->job.ck, "collections", "OrderedDict");
+    od->u.o.fn = ck_job_global(&f->job, "collections", "OrderedDict");
     od->u.o.args = pt_new(f, CK_PY_TUPLE);
     assert_non_null(od->u.o.fn);
     if (metadata) {
@@ -311,7 +335,7 @@ PT const char *pt_keys(ck_py_t *map)
 
 PT const char *pt_md_keys(ck_py_t *sd)
 {
-    return pt_keys_vec(ck_ckpt_metadata(sd));
+    return pt_keys_vec(ck_job_metadata(sd));
 }
 
 /*
@@ -361,9 +385,9 @@ PT ck_py_t *pt_tensor(pt_fx_t *f, const char *dtype, const char *shape,
         }
     }
     memset(&f->err, 0, sizeof(f->err));
-    t = ck_ckpt_new_tensor(&f->job.ck, dt, dims, nd, data, &f->err);
+    t = ck_job_new_tensor(&f->job, dt, dims, nd, data);
     if (t == NULL)
-        fail_msg("ck_ckpt_new_tensor: %s", f->err.msg);
+        fail_msg("ck_job_new_tensor: %s", f->err.msg);
     return t;
 }
 
@@ -452,15 +476,11 @@ PT int pt_run_stage(pt_fx_t *f, size_t stage, ck_py_t *root)
     ck_json_release(&f->changes);
     memset(&f->changes, 0, sizeof(f->changes));
     ck_json_arr(&f->changes);
-    f->job.changes = &f->changes;
     memset(&f->err, 0, sizeof(f->err));
-    rc = st->plugin->run(&f->job, st->conf);
-    if (rc == 0)
-        rc = ck_ckpt_scan(&f->job.ck, &f->err);
+    rc = ck_job_run_stage(&f->job, st, &f->changes);
     ck_json_end(&f->changes);
     f->json = ck_json_text(&f->changes);
     assert_non_null(f->json);
-    f->job.changes = NULL;
     return rc;
 }
 

@@ -1,0 +1,244 @@
+/*
+ * ckpt_write.c -- writing the model as torch.save lays out a checkpoint:
+ * storages renumbered in the pickle's order, data.pkl first, records
+ * 64-byte aligned, bytes copied from the input in bounded chunks, and the
+ * file made atomically (temporary file, fsync, rename, fsync of the
+ * folder).  ck_ckpt_write has one exit; on any failure nothing is left.
+ */
+#define _GNU_SOURCE
+#include "ckpt.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+
+typedef struct {
+    ck_ckpt_t *c;
+    ck_storage_t **order;
+    size_t n;
+} renum_t;
+
+/* Storage keys become 0..n-1 in order of first reference. */
+static int renumber_cb(void *ud, ck_py_t *node, ck_err_t *err)
+{
+    renum_t *r = ud;
+    ck_storage_t *st = node->aux;
+    ck_py_t *pid = node->u.pid, *key;
+    char buf[32];
+
+    if (st == NULL || pid->kind != CK_PY_TUPLE || pid->u.seq.n != 5)
+        return ck_err_set(err, CK_EFORMAT, "persistent id not scanned");
+    if (st->newkey < 0) {
+        st->newkey = (int64_t)r->n;
+        r->order[r->n++] = st;
+    }
+    snprintf(buf, sizeof(buf), "%lld", (long long)st->newkey);
+    key = pid->u.seq.v[2];
+    if (!ck_py_str_eq(key, buf)) {
+        key->u.s.s = ck_arena_strdup(&r->c->arena, buf);
+        key->u.s.n = strlen(buf);
+        if (key->u.s.s == NULL)
+            return ck_err_set(err, CK_ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
+static int put_record(ck_zipw_t *w, const char *top, const char *name,
+                      const void *p, size_t n, ck_err_t *err)
+{
+    char full[600];
+    int rc;
+
+    snprintf(full, sizeof(full), "%s/%s", top, name);
+    if ((rc = ck_zipw_begin(w, full, n, err)) < 0 ||
+        (rc = ck_zipw_data(w, p, n, err)) < 0)
+        return rc;
+    return ck_zipw_end(w, err);
+}
+
+static int copy_storage(ck_ckpt_t *c, ck_zipw_t *w, ck_storage_t *st,
+                        ck_err_t *err)
+{
+    const ck_zip_entry_t *e = st->entry;
+
+    switch (st->src) {
+    case CK_SRC_ZIP:
+        if (e->method == 8)
+            return ck_zipw_inflate(w, c->fd, e, err);
+        /* a zero CRC may mean torch skipped it (set_crc32_options) */
+        return ck_zipw_copy(w, c->fd, e->data_off, e->usize,
+                            e->crc != 0 || e->usize == 0, e->crc, err);
+    case CK_SRC_LEGACY:
+        return ck_zipw_copy(w, c->fd, st->off, st->nbytes, 0, 0, err);
+    case CK_SRC_MEM:
+        return ck_zipw_data(w, st->mem, (size_t)st->nbytes, err);
+    }
+    return ck_err_set(err, CK_EFORMAT, "storage without a source");
+}
+
+static int write_zip(ck_ckpt_t *c, int fd, const char *top,
+                     ck_write_info_t *info, ck_err_t *err)
+{
+    ck_buf_t pkl = { 0 };
+    renum_t r = { 0 };
+    ck_zipw_t w;
+    int rc;
+
+    ck_zipw_init(&w, fd);
+    w.cancel = c->cancel;
+    r.c = c;
+    r.order = ck_calloc(c->nstorages + 1, sizeof(*r.order));
+    if (r.order == NULL) {
+        rc = ck_err_set(err, CK_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < c->nstorages; i++)
+        c->storages[i]->newkey = -1;
+    rc = ck_pickle_write(c->pk.root, &c->lim, &c->arena, renumber_cb, &r, &pkl,
+                         err);
+    if (rc < 0)
+        goto out;
+    if ((rc = put_record(&w, top, "data.pkl", pkl.data, pkl.len, err)) < 0 ||
+        (rc = put_record(&w, top, "byteorder", "little", 6, err)) < 0)
+        goto out;
+    for (size_t i = 0; i < r.n; i++) {
+        ck_storage_t *st = r.order[i];
+        char name[640];
+
+        snprintf(name, sizeof(name), "%s/data/%zu", top, i);
+        if (c->cancel != NULL && __atomic_load_n(c->cancel, __ATOMIC_RELAXED)) {
+            rc = ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
+            goto out;
+        }
+        if ((rc = ck_zipw_begin(&w, name, st->nbytes, err)) < 0 ||
+            (rc = copy_storage(c, &w, st, err)) < 0 ||
+            (rc = ck_zipw_end(&w, err)) < 0)
+            goto out;
+        info->storage_bytes += st->nbytes;
+    }
+    info->nstorages = r.n;
+    if ((rc = put_record(&w, top, "version", "3\n", 2, err)) < 0 ||
+        (rc = ck_zipw_finish(&w, err)) < 0)
+        goto out;
+    info->size = w.off;
+    rc = ck_ckpt_zip_fingerprint(fd, w.off, pkl.data, pkl.len, w.cd_off, w.cd_size,
+                         info->fingerprint, err);
+out:
+    ck_zipw_release(&w);
+    ck_buf_release(&pkl);
+    ck_free(r.order);
+    return rc;
+}
+
+static int fsync_dir(const char *dir, ck_err_t *err)
+{
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = 0;
+
+    if (dfd < 0)
+        return ck_err_set(err, -errno, "open %s: %s", dir, strerror(errno));
+    if (fsync(dfd) < 0 && errno != EINVAL)
+        rc = ck_err_set(err, -errno, "fsync %s: %s", dir, strerror(errno));
+    close(dfd);
+    return rc;
+}
+
+int ck_ckpt_write(ck_ckpt_t *c, const char *out_path, ck_write_info_t *info,
+                  ck_err_t *err)
+{
+    char *dir_copy = NULL, *base_copy = NULL, *tmp = NULL;
+    const char *dir, *base;
+    char *top;
+    int fd = -1, rc;
+    struct timespec ts;
+    struct sigaction sa;
+    struct stat sb;
+    ck_err_t we = { 0 };
+
+    memset(info, 0, sizeof(*info));
+    /* past RLIMIT_FSIZE a write must fail with EFBIG, not kill the process
+     * and leave the temporary behind */
+    if (sigaction(SIGXFSZ, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
+        sa.sa_handler = SIG_IGN;
+        sigaction(SIGXFSZ, &sa, NULL);
+    }
+    dir_copy = ck_strdup(out_path);
+    base_copy = ck_strdup(out_path);
+    if (dir_copy == NULL || base_copy == NULL) {
+        rc = ck_err_set(err, CK_ENOMEM, "out of memory");
+        goto out;
+    }
+    dir = dirname(dir_copy);
+    base = basename(base_copy);
+    top = ck_ckpt_stem(&c->arena, base);
+    tmp = ck_malloc(strlen(dir) + strlen(base) + 64);
+    if (top == NULL || tmp == NULL) {
+        rc = ck_err_set(err, CK_ENOMEM, "out of memory");
+        goto out;
+    }
+    clock_gettime(CLOCK_REALTIME, &ts);
+    for (unsigned i = 0; fd < 0; i++) {
+        sprintf(tmp, "%s/.%s.tmp.%d.%lx%u", dir, base, (int)getpid(),
+                (unsigned long)ts.tv_nsec, i);
+        fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0 && (errno != EEXIST || i > 100)) {
+            rc = ck_err_set(err, -errno, "create %s: %s", tmp, strerror(errno));
+            tmp[0] = '\0';
+            goto out;
+        }
+    }
+    rc = write_zip(c, fd, top, info, &we);
+    if (rc < 0) {
+        /* a write error names the output it was writing */
+        if (strncmp(we.msg, "write: ", 7) == 0)
+            ck_err_set(err, rc, "write %s: %s", out_path, we.msg + 7);
+        else
+            ck_err_set(err, rc, "%s", we.msg);
+        goto out;
+    }
+    /* every input byte is read by now: the input must be the file opened,
+     * unchanged, or the output may mix two files */
+    if (c->fd >= 0 &&
+        (fstat(c->fd, &sb) < 0 || (uint64_t)sb.st_size != c->st.size ||
+         (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec !=
+             c->st.mtime_ns)) {
+        rc = ck_err_set(err, CK_EFORMAT, "the input changed while it was read");
+        goto out;
+    }
+    if (fsync(fd) < 0) {
+        rc = ck_err_set(err, -errno, "fsync %s: %s", out_path, strerror(errno));
+        goto out;
+    }
+    if (close(fd) < 0) {
+        fd = -1;
+        rc = ck_err_set(err, -errno, "close %s: %s", out_path, strerror(errno));
+        goto out;
+    }
+    fd = -1;
+    if (rename(tmp, out_path) < 0) {
+        rc = ck_err_set(err, -errno, "rename to %s: %s", out_path, strerror(errno));
+        goto out;
+    }
+    tmp[0] = '\0';
+    rc = fsync_dir(dir, err);
+    if (rc < 0)
+        unlink(out_path);   /* not known to be durable: not written */
+out:
+    if (fd >= 0)
+        close(fd);
+    if (tmp != NULL && tmp[0] != '\0')
+        unlink(tmp);
+    ck_free(tmp);
+    ck_free(dir_copy);
+    ck_free(base_copy);
+    return rc;
+}
+

@@ -1,0 +1,215 @@
+/*
+ * dtype.c -- the dtype table and the element codecs (see dtype.h).
+ *
+ * The table is in the order torch lists its legacy storage classes; the
+ * dtypes after them exist only as UntypedStorage with _rebuild_tensor_v3.
+ */
+#include "dtype.h"
+
+#include "ck.h"
+
+#include <math.h>
+#include <string.h>
+
+static const ck_dtype_t dtypes[] = {
+    /* name           storage class            size float codec */
+    { "float64", "DoubleStorage", 8, 1, CK_DT_FLOAT64 },
+    { "float32", "FloatStorage", 4, 1, CK_DT_FLOAT32 },
+    { "float16", "HalfStorage", 2, 1, CK_DT_FLOAT16 },
+    { "bfloat16", "BFloat16Storage", 2, 1, CK_DT_BFLOAT16 },
+    { "int64", "LongStorage", 8, 0, CK_DT_INT64 },
+    { "int32", "IntStorage", 4, 0, CK_DT_INT32 },
+    { "int16", "ShortStorage", 2, 0, CK_DT_INT16 },
+    { "int8", "CharStorage", 1, 0, CK_DT_INT8 },
+    { "uint8", "ByteStorage", 1, 0, CK_DT_UINT8 },
+    { "bool", "BoolStorage", 1, 0, CK_DT_BOOL },
+    { "complex128", "ComplexDoubleStorage", 16, 2, CK_DT_OTHER },
+    { "complex64", "ComplexFloatStorage", 8, 2, CK_DT_OTHER },
+    { "qint8", "QInt8Storage", 1, 0, CK_DT_OTHER },
+    { "qint32", "QInt32Storage", 4, 0, CK_DT_OTHER },
+    { "quint8", "QUInt8Storage", 1, 0, CK_DT_OTHER },
+    { "quint4x2", "QUInt4x2Storage", 1, 0, CK_DT_OTHER },
+    { "quint2x4", "QUInt2x4Storage", 1, 0, CK_DT_OTHER },
+    /* written as UntypedStorage with _rebuild_tensor_v3 */
+    { "complex32", NULL, 4, 2, CK_DT_OTHER },
+    { "float8_e5m2", NULL, 1, 1, CK_DT_OTHER },
+    { "float8_e4m3fn", NULL, 1, 1, CK_DT_OTHER },
+    { "float8_e5m2fnuz", NULL, 1, 1, CK_DT_OTHER },
+    { "float8_e4m3fnuz", NULL, 1, 1, CK_DT_OTHER },
+    { "float8_e8m0fnu", NULL, 1, 1, CK_DT_OTHER },
+    { "float4_e2m1fn_x2", NULL, 1, 1, CK_DT_OTHER },
+    { "uint16", NULL, 2, 0, CK_DT_OTHER },
+    { "uint32", NULL, 4, 0, CK_DT_OTHER },
+    { "uint64", NULL, 8, 0, CK_DT_OTHER },
+    { "bits8", NULL, 1, 0, CK_DT_OTHER },
+    { "bits16", NULL, 2, 0, CK_DT_OTHER },
+    { "bits1x8", NULL, 1, 0, CK_DT_OTHER },
+    { "bits2x4", NULL, 1, 0, CK_DT_OTHER },
+    { "bits4x2", NULL, 1, 0, CK_DT_OTHER },
+};
+
+const ck_dtype_t *ck_dtype_by_name(const char *name)
+{
+    for (size_t i = 0; i < CK_ARRAY_SIZE(dtypes); i++)
+        if (strcmp(dtypes[i].name, name) == 0)
+            return &dtypes[i];
+    return NULL;
+}
+
+const ck_dtype_t *ck_dtype_by_storage(const char *storage_class)
+{
+    for (size_t i = 0; i < CK_ARRAY_SIZE(dtypes); i++)
+        if (dtypes[i].storage != NULL &&
+            strcmp(dtypes[i].storage, storage_class) == 0)
+            return &dtypes[i];
+    return NULL;
+}
+
+int ck_dtype_has_codec(const ck_dtype_t *dt)
+{
+    return dt != NULL && dt->id != CK_DT_OTHER;
+}
+
+/* ---- 16-bit floats ---------------------------------------------------- */
+
+double ck_half_to_double(uint16_t h)
+{
+    uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ffu;
+    double v;
+
+    if (exp == 0)
+        v = ldexp((double)mant, -24);
+    else if (exp == 31)
+        v = mant ? NAN : INFINITY;
+    else
+        v = ldexp((double)(mant | 0x400u), (int)exp - 25);
+    return (h & 0x8000u) ? -v : v;
+}
+
+double ck_bf16_to_double(uint16_t h)
+{
+    uint32_t x = (uint32_t)h << 16;
+    float f;
+
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+/*
+ * Round a double to a float with 'mbits' mantissa bits and exponent bias
+ * 'bias' (ebits wide), to nearest even: float16 (10, 15, 5), bfloat16
+ * (7, 127, 8).  Returns the bit pattern.
+ */
+static uint16_t round_small(double v, int mbits, int bias, int ebits)
+{
+    uint64_t x, mant, rest, half, r;
+    int exp, e, maxe = (1 << ebits) - 1;
+    uint16_t sign;
+
+    memcpy(&x, &v, 8);
+    sign = (uint16_t)((x >> 63) << 15);
+    exp = (int)((x >> 52) & 0x7ff);
+    mant = x & ((1ull << 52) - 1);
+    if (exp == 0x7ff)
+        return (uint16_t)(sign | (maxe << mbits) |
+                          (mant ? 1u << (mbits - 1) : 0));
+    e = exp - 1023 + bias;
+    if (e >= maxe)
+        return (uint16_t)(sign | (maxe << mbits));
+    if (e <= 0) {
+        int shift = 52 - mbits + 1 - e;
+
+        if (shift > 62 || exp == 0)
+            return sign;
+        mant |= 1ull << 52;
+        r = mant >> shift;
+        rest = mant & ((1ull << shift) - 1);
+        half = 1ull << (shift - 1);
+    } else {
+        r = ((uint64_t)e << mbits) | (mant >> (52 - mbits));
+        rest = mant & ((1ull << (52 - mbits)) - 1);
+        half = 1ull << (52 - mbits - 1);
+    }
+    if (rest > half || (rest == half && (r & 1)))
+        r++; /* a carry into the exponent is right, up to infinity */
+    return (uint16_t)(sign | r);
+}
+
+uint16_t ck_double_to_half(double v)
+{
+    return round_small(v, 10, 15, 5);
+}
+
+uint16_t ck_double_to_bf16(double v)
+{
+    return round_small(v, 7, 127, 8);
+}
+
+/* ---- codecs ----------------------------------------------------------- */
+
+double ck_dtype_get(const ck_dtype_t *dt, const uint8_t *p)
+{
+    union {
+        float f;
+        double d;
+        uint16_t h;
+        int16_t i16;
+        int32_t i32;
+        int64_t i64;
+    } u;
+
+    memcpy(&u, p, dt->itemsize <= sizeof(u) ? dt->itemsize : sizeof(u));
+    switch (dt->id) {
+    case CK_DT_FLOAT64: return u.d;
+    case CK_DT_FLOAT32: return u.f;
+    case CK_DT_FLOAT16: return ck_half_to_double(u.h);
+    case CK_DT_BFLOAT16: return ck_bf16_to_double(u.h);
+    case CK_DT_INT64: return (double)u.i64;
+    case CK_DT_INT32: return u.i32;
+    case CK_DT_INT16: return u.i16;
+    case CK_DT_INT8: return (int8_t)*p;
+    case CK_DT_UINT8:
+    case CK_DT_BOOL: return *p;
+    case CK_DT_OTHER: break;
+    }
+    return NAN;
+}
+
+void ck_dtype_put(const ck_dtype_t *dt, uint8_t *p, double v)
+{
+    switch (dt->id) {
+    case CK_DT_FLOAT64:
+        memcpy(p, &v, 8);
+        return;
+    case CK_DT_FLOAT32: {
+        float f = (float)v;
+
+        memcpy(p, &f, 4);
+        return;
+    }
+    case CK_DT_FLOAT16:
+    case CK_DT_BFLOAT16: {
+        uint16_t h = dt->id == CK_DT_FLOAT16 ? ck_double_to_half(v)
+                                             : ck_double_to_bf16(v);
+
+        memcpy(p, &h, 2);
+        return;
+    }
+    case CK_DT_BOOL:
+        *p = v != 0;
+        return;
+    case CK_DT_INT64:
+    case CK_DT_INT32:
+    case CK_DT_INT16:
+    case CK_DT_INT8:
+    case CK_DT_UINT8: {
+        /* out of range and NaN give INT64_MIN, as x86 and torch do */
+        int64_t i = v >= -0x1p63 && v < 0x1p63 ? (int64_t)v : INT64_MIN;
+
+        memcpy(p, &i, dt->itemsize); /* little-endian truncation */
+        return;
+    }
+    case CK_DT_OTHER:
+        return;
+    }
+}

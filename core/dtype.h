@@ -1,0 +1,67 @@
+/*
+ * dtype.h -- torch's element types: the table (name, legacy storage class,
+ * size, kind) and element codecs.  Every piece of ckprep that reads or
+ * writes tensor elements goes through here, so a dtype's knowledge is in one
+ * place: the checkpoint reader maps storage classes to dtypes, head_init
+ * stores generated values, and a conversion reads one dtype and writes
+ * another.
+ *
+ * Codecs work on little-endian bytes (torch.save's byte order, and the only
+ * one ckprep accepts) through double: exact for every float16, bfloat16,
+ * float32 and float64 value and for integers up to 2^53.  Stores round to
+ * nearest even, keep NaN, infinities and signed zero, and overflow to
+ * infinity, as torch's .to(dtype) does.
+ */
+#ifndef CK_DTYPE_H
+#define CK_DTYPE_H
+
+#include <stdint.h>
+
+typedef enum {
+    CK_DT_FLOAT64,
+    CK_DT_FLOAT32,
+    CK_DT_FLOAT16,
+    CK_DT_BFLOAT16,
+    CK_DT_INT64,
+    CK_DT_INT32,
+    CK_DT_INT16,
+    CK_DT_INT8,
+    CK_DT_UINT8,
+    CK_DT_BOOL,
+    CK_DT_OTHER /* known to the reader, but no codec: complex, quantized,
+                   float8, bits ... */
+} ck_dtype_id_t;
+
+typedef struct {
+    const char *name;    /* torch dtype name: "float16" */
+    const char *storage; /* legacy storage class, NULL for v3-only dtypes */
+    unsigned itemsize;
+    unsigned is_float;   /* 1 floating point, 2 complex */
+    ck_dtype_id_t id;    /* CK_DT_OTHER: elements cannot be converted */
+} ck_dtype_t;
+
+/* The dtype named name ("float16"), or NULL. */
+const ck_dtype_t *ck_dtype_by_name(const char *name);
+/* The dtype of a legacy storage class ("HalfStorage"), or NULL. */
+const ck_dtype_t *ck_dtype_by_storage(const char *storage_class);
+
+/* 1 when elements of dt can be read and written as numbers (the codec). */
+int ck_dtype_has_codec(const ck_dtype_t *dt);
+
+/*
+ * Element codecs, for dtypes with a codec only.  get: the element at p as
+ * a double (int64 beyond 2^53 rounds).  put: v rounded to dt; for integer
+ * dtypes NaN and out-of-range values give INT64_MIN truncated to the width
+ * (as x86 and torch do), bool is v != 0.
+ */
+double ck_dtype_get(const ck_dtype_t *dt, const uint8_t *p);
+void ck_dtype_put(const ck_dtype_t *dt, uint8_t *p, double v);
+
+/* float16 and bfloat16 bit patterns from and to double, round to nearest
+ * even. */
+double ck_half_to_double(uint16_t h);
+uint16_t ck_double_to_half(double v);
+double ck_bf16_to_double(uint16_t h);
+uint16_t ck_double_to_bf16(double v);
+
+#endif
