@@ -586,6 +586,158 @@ static void test_plugin_bool_directives(void **state)
     assert_true(nbool >= 1);
 }
 
+
+/* ---- the setters a plugin uses for structure -------------------------- */
+
+typedef struct {
+    int mode;
+    uint64_t n;
+    ck_strlist_t paths;
+    ck_conf_list_t items;
+} set_conf_t;
+
+static const ck_conf_enum_t modes[] = {
+    { "keep", 10 }, { "move", 20 }, { "delete", 30 }, { NULL, 0 },
+};
+static const ck_conf_range_t one_to_64 = { 1, 64 };
+
+static void test_enum_setter(void **state)
+{
+    const ck_directive_t d = { .name = "after", .set = ck_conf_set_enum,
+                               .offset = offsetof(set_conf_t, mode),
+                               .data = modes };
+    set_conf_t sc = { .mode = -1 };
+    ck_err_t err = { 0 };
+    ck_conf_ctx_t cx = { .err = &err };
+
+    (void)state;
+    assert_int_equal(ck_conf_set_enum(&cx, &d, &sc, "move"), 0);
+    assert_int_equal(sc.mode, 20);
+    assert_int_equal(ck_conf_set_enum(&cx, &d, &sc, "delete"), 0);
+    assert_int_equal(sc.mode, 30);
+    assert_int_equal(ck_conf_set_enum(&cx, &d, &sc, "Move"), CK_ECONFIG);
+    assert_int_equal(sc.mode, 30);
+    /* the message lists every name */
+    assert_string_equal(err.msg,
+                        "after: 'Move' is not keep, move or delete");
+}
+
+static void test_range_setter(void **state)
+{
+    const ck_directive_t d = { .name = "workers", .set = ck_conf_set_u64,
+                               .offset = offsetof(set_conf_t, n),
+                               .data = &one_to_64 };
+    static const char *const bad[] = { "0", "65", "-1", "x", "", "1e3",
+                                       "99999999999999999999999" };
+    set_conf_t sc = { .n = 7 };
+    ck_err_t err;
+    ck_conf_ctx_t cx = { .err = &err };
+
+    (void)state;
+    assert_int_equal(ck_conf_set_u64(&cx, &d, &sc, "1"), 0);
+    assert_int_equal(sc.n, 1);
+    assert_int_equal(ck_conf_set_u64(&cx, &d, &sc, "64"), 0);
+    assert_int_equal(sc.n, 64);
+    for (size_t i = 0; i < CK_ARRAY_SIZE(bad); i++) {
+        memset(&err, 0, sizeof(err));
+        assert_int_equal(ck_conf_set_u64(&cx, &d, &sc, bad[i]), CK_ECONFIG);
+        assert_non_null(strstr(err.msg, "is not a number from 1 to 64"));
+        assert_int_equal(sc.n, 64);
+    }
+}
+
+static void test_paths_setter(void **state)
+{
+    const ck_directive_t d = { .name = "state", .set = ck_conf_set_paths,
+                               .offset = offsetof(set_conf_t, paths) };
+    static const char *const bad[] = { "/a", "a/", "a//b", "ok /x" };
+    set_conf_t sc = { 0 };
+    ck_arena_t a = { 0 };
+    ck_err_t err = { 0 };
+    ck_conf_ctx_t cx = { .arena = &a, .err = &err };
+
+    (void)state;
+    assert_int_equal(ck_conf_set_paths(&cx, &d, &sc,
+                                       "model best_state/model, a.b/c"), 0);
+    assert_int_equal(sc.paths.n, 3);
+    assert_string_equal(sc.paths.v[1], "best_state/model");
+    assert_string_equal(sc.paths.v[2], "a.b/c");
+    assert_null(sc.paths.v[3]);
+    for (size_t i = 0; i < CK_ARRAY_SIZE(bad); i++) {
+        memset(&err, 0, sizeof(err));
+        assert_int_equal(ck_conf_set_paths(&cx, &d, &sc, bad[i]), CK_ECONFIG);
+        assert_non_null(strstr(err.msg, "empty level"));
+    }
+    assert_int_equal(sc.paths.n, 3);
+    ck_arena_release(&a);
+}
+
+static void test_conf_list(void **state)
+{
+    set_conf_t sc = { 0 };
+    ck_arena_t a = { 0 };
+    ck_err_t err = { 0 };
+    ck_conf_ctx_t cx = { .arena = &a, .err = &err };
+    int items[300];
+
+    (void)state;
+    for (int i = 0; i < 300; i++) {
+        items[i] = i;
+        assert_int_equal(ck_conf_list_add(&cx, &sc.items, &items[i]), 0);
+    }
+    assert_int_equal(sc.items.n, 300);
+    for (int i = 0; i < 300; i++)
+        assert_ptr_equal(sc.items.v[i], &items[i]);
+    ck_arena_release(&a);
+}
+
+static int cleaned[3], ncleaned;
+
+/* Record when each cleanup ran: 1 for the first to run. */
+static void clean_cb(void *p)
+{
+    *(int *)p = ++ncleaned;
+}
+
+/* Cleanups registered through a setter's context run at release, last
+ * registered first; a configuration that failed to load runs them too. */
+static void test_cleanups(void **state)
+{
+    ck_conf_t c;
+    ck_err_t err = { 0 };
+    ck_conf_ctx_t cx;
+
+    (void)state;
+    memset(&c, 0, sizeof(c));
+    memset(cleaned, 0, sizeof(cleaned));
+    ncleaned = 0;
+    cx = (ck_conf_ctx_t){ &c.arena, &err, "x.ini", 1, "s", &c };
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(ck_conf_cleanup_add(&cx, clean_cb, &cleaned[i]), 0);
+    assert_int_equal(cleaned[0] + cleaned[1] + cleaned[2], 0);
+    ck_conf_release(&c);
+    assert_int_equal(cleaned[2], 1);
+    assert_int_equal(cleaned[1], 2);
+    assert_int_equal(cleaned[0], 3);
+}
+
+/* The key_remap regexes are compiled at load and freed at release: a
+ * configuration loaded and released many times leaks nothing (LSan in the
+ * sanitized build). */
+static void test_load_release_compiled(void **state)
+{
+    fx_t *f = *state;
+
+    for (int i = 0; i < 50; i++) {
+        assert_int_equal(load(f, "[pipeline]\nchain = key_remap\n"
+                                 "[key_remap]\n"
+                                 "rename = re:^a\\.([0-9]+) => b.\\1\n"
+                                 "rename = re:(x|y)+z => w\n"),
+                         0);
+        ck_conf_release(&f->c);
+    }
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -598,6 +750,12 @@ int main(void)
         T(test_limits_clamped),
         cmocka_unit_test(test_bool_setter),
         cmocka_unit_test(test_size_setter_direct),
+        cmocka_unit_test(test_enum_setter),
+        cmocka_unit_test(test_range_setter),
+        cmocka_unit_test(test_paths_setter),
+        cmocka_unit_test(test_conf_list),
+        cmocka_unit_test(test_cleanups),
+        T(test_load_release_compiled),
         T(test_unknown_section),
         T(test_unknown_section_line),
         T(test_value_not_utf8),

@@ -1,0 +1,275 @@
+/*
+ * test_job.c -- the job: the plugin API of plugin.h as core implements it
+ * (errors named after the running plugin, typed change reports, the model
+ * seen through functions) and ck_job_run end to end on the bundled sample
+ * checkpoint (tests/data/sample.th, written by torch.save).
+ */
+#include "job.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SAMPLE "tests/data/sample.th"
+
+typedef struct {
+    char dir[64];
+    char ini[128];
+    char out[128];
+    ck_conf_t c;
+    ck_err_t err;
+    ck_job_t job;
+    ck_json_t changes;
+} fx_t;
+
+static int setup(void **state)
+{
+    fx_t *f = calloc(1, sizeof(*f));
+
+    if (f == NULL)
+        return -1;
+    strcpy(f->dir, "/tmp/ck_test_job.XXXXXX");
+    if (mkdtemp(f->dir) == NULL) {
+        free(f);
+        return -1;
+    }
+    snprintf(f->ini, sizeof(f->ini), "%s/ckprep.ini", f->dir);
+    snprintf(f->out, sizeof(f->out), "%s/out.th", f->dir);
+    ck_ckpt_init_mem(&f->job.ck, "in-memory");
+    f->job.err = &f->err;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx_t *f = *state;
+
+    ck_ckpt_close(&f->job.ck);
+    ck_json_release(&f->changes);
+    ck_conf_release(&f->c);
+    unlink(f->out);
+    unlink(f->ini);
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static void load(fx_t *f, const char *text)
+{
+    FILE *fp = fopen(f->ini, "w");
+
+    assert_non_null(fp);
+    assert_true(fputs(text, fp) >= 0);
+    assert_int_equal(fclose(fp), 0);
+    ck_conf_release(&f->c);
+    memset(&f->err, 0, sizeof(f->err));
+    if (ck_conf_load(&f->c, f->ini, &f->err) != 0)
+        fail_msg("config: %s", f->err.msg);
+    f->job.conf = &f->c;
+}
+
+/* ---- errors name the running plugin ----------------------------------- */
+
+static void test_fail_prefix(void **state)
+{
+    fx_t *f = *state;
+
+    load(f, "[pipeline]\nchain = optimizer_strip key_remap:second\n");
+    /* outside a stage: the message as given */
+    assert_int_equal(ck_job_fail(&f->job, CK_EPLUGIN, "plain %d", 1),
+                     CK_EPLUGIN);
+    assert_string_equal(f->err.msg, "plain 1");
+    /* the first error wins */
+    ck_job_fail(&f->job, CK_EFORMAT, "second");
+    assert_string_equal(f->err.msg, "plain 1");
+    assert_int_equal(ck_job_error(&f->job), CK_EPLUGIN);
+
+    memset(&f->err, 0, sizeof(f->err));
+    f->job.stage = &f->c.chain[0];
+    ck_job_fail(&f->job, CK_EPLUGIN, "no '%s'", "x");
+    assert_string_equal(f->err.msg, "optimizer_strip: no 'x'");
+
+    memset(&f->err, 0, sizeof(f->err));
+    f->job.stage = &f->c.chain[1];
+    ck_job_fail(&f->job, CK_EPLUGIN, "bad");
+    assert_string_equal(f->err.msg, "key_remap:second: bad");
+
+    /* out of memory is said the same way everywhere */
+    memset(&f->err, 0, sizeof(f->err));
+    assert_int_equal(ck_job_nomem(&f->job), CK_ENOMEM);
+    assert_string_equal(f->err.msg, "out of memory");
+    f->job.stage = NULL;
+}
+
+/* ---- typed change reports --------------------------------------------- */
+
+static void value_cb(ck_json_t *j, const void *arg)
+{
+    ck_json_str(j, arg);
+}
+
+static void test_report_fields(void **state)
+{
+    fx_t *f = *state;
+    ck_arena_t *a = ck_job_arena(&f->job);
+    ck_py_t *keys[5];
+    const int64_t shape[] = { 3, -1, 0 };
+
+    keys[0] = ck_py_str(a, "a\"b", 3);
+    keys[1] = ck_py_int(a, -7);
+    keys[2] = ck_py_new(a, CK_PY_NONE);
+    keys[3] = ck_py_new(a, CK_PY_TUPLE);
+    keys[4] = ck_py_float(a, 0.5);
+    ck_json_arr(&f->changes);
+    f->job.changes = &f->changes;
+    ck_job_report(&f->job, "one", CK_F_STR("s", "x"), CK_F_STR("null", NULL),
+                  CK_F_STRN("n", "abcdef", 3), CK_F_U64("u", UINT64_MAX),
+                  CK_F_I64("i", INT64_MIN), CK_F_BOOL("b", 7),
+                  CK_F_KEY("k", keys[1]), CK_F_KEYS("ks", keys, 5),
+                  CK_F_I64S("shape", shape, 3),
+                  CK_F_VALUE("v", value_cb, "cb"));
+    ck_job_report(&f->job, "two", CK_F_KEY("key", keys[0]));
+    f->job.changes = NULL;
+    /* with no changes array (a plain model) a report goes nowhere */
+    ck_job_report(&f->job, "three", CK_F_STR("s", "x"));
+    ck_json_end(&f->changes);
+    assert_string_equal(
+        ck_json_text(&f->changes),
+        "[{\"op\":\"one\",\"s\":\"x\",\"null\":null,\"n\":\"abc\","
+        "\"u\":18446744073709551615,\"i\":-9223372036854775808,"
+        "\"b\":true,\"k\":-7,\"ks\":[\"a\\\"b\",-7,null,\"<tuple>\",0.5],"
+        "\"shape\":[3,-1,0],\"v\":\"cb\"},"
+        "{\"op\":\"two\",\"key\":\"a\\\"b\"}]");
+}
+
+/* ---- the model through the job API ------------------------------------ */
+
+static void test_model_api(void **state)
+{
+    fx_t *f = *state;
+    ck_arena_t *a = ck_job_arena(&f->job);
+    ck_py_t *root = ck_py_new(a, CK_PY_DICT), *sd = ck_py_new(a, CK_PY_DICT);
+    const ck_dtype_t *dt = ck_dtype_by_name("float32");
+    const int64_t shape[] = { 2, 3 };
+    float data[6] = { 1, 2, 3, 4, 5, 6 }, back[6];
+    const ck_tensor_t *t;
+    ck_py_vec_t *items;
+    ck_py_t *node, *w;
+
+    assert_non_null(dt);
+    ck_job_set_root(&f->job, root);
+    assert_ptr_equal(ck_job_root(&f->job), root);
+    assert_int_equal(ck_py_vec_push(a, &root->u.seq,
+                                    ck_py_str(a, "model", 5)), 0);
+    assert_int_equal(ck_py_vec_push(a, &root->u.seq, sd), 0);
+    w = ck_job_new_tensor(&f->job, dt, shape, 2, (const uint8_t *)data);
+    assert_non_null(w);
+    assert_int_equal(ck_py_vec_push(a, &sd->u.seq, ck_py_str(a, "w", 1)), 0);
+    assert_int_equal(ck_py_vec_push(a, &sd->u.seq, w), 0);
+
+    assert_int_equal(ck_job_mapping(&f->job, "model", &node, &items), 0);
+    assert_ptr_equal(node, sd);
+    assert_int_equal(items->n, 2);
+    assert_ptr_equal(ck_job_get(&f->job, "model/w"), w);
+    /* a tensor added in this job is found (the job scans for it) */
+    t = ck_job_tensor(&f->job, w);
+    assert_non_null(t);
+    assert_int_equal(t->ndim, 2);
+    assert_int_equal(t->numel, 6);
+    assert_ptr_equal(t->dtype, dt);
+    assert_int_equal(ck_job_bytes_under(&f->job, root), 24);
+    assert_int_equal(ck_job_read_tensor(&f->job, t, (uint8_t *)back), 0);
+    assert_memory_equal(back, data, sizeof(data));
+    assert_null(ck_job_metadata(sd));
+    /* one node per global */
+    assert_ptr_equal(ck_job_global(&f->job, "collections", "OrderedDict"),
+                     ck_job_global(&f->job, "collections", "OrderedDict"));
+
+    /* a missing path and a tensor are not mappings: the job fails */
+    assert_int_equal(ck_job_mapping(&f->job, "nosuch", &node, &items),
+                     CK_EPLUGIN);
+    assert_non_null(strstr(f->err.msg, "no 'nosuch' in the checkpoint"));
+    memset(&f->err, 0, sizeof(f->err));
+    assert_int_equal(ck_job_mapping(&f->job, "model/w", NULL, &items),
+                     CK_EPLUGIN);
+    assert_non_null(strstr(f->err.msg, "'model/w' is not a dict"));
+}
+
+/* ---- ck_job_run end to end --------------------------------------------- */
+
+static void test_run_sample(void **state)
+{
+    fx_t *f = *state;
+    ck_job_args_t args = { 0 };
+    ck_json_t rec = { 0 };
+    ck_ckpt_t back;
+    ck_open_opts_t o = { 0 };
+    const char *text;
+
+    load(f, "[pipeline]\nchain = optimizer_strip:lbl\n");
+    args.in = SAMPLE;
+    args.out = f->out;
+    memset(&f->err, 0, sizeof(f->err));
+    if (ck_job_run(&f->c, &args, &rec, &f->err) != 0)
+        fail_msg("run: %s", f->err.msg);
+    text = ck_json_text(&rec);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "\"status\":\"ok\""));
+    assert_non_null(strstr(text, "\"name\":\"optimizer_strip\","
+                                 "\"label\":\"lbl\""));
+    assert_non_null(strstr(text, "{\"op\":\"removed\",\"path\":\"optimizer\","));
+    ck_json_release(&rec);
+
+    /* the output opens, and what was stripped is gone */
+    ck_limits_default(&o.lim);
+    assert_int_equal(ck_ckpt_open(&back, f->out, &o, &f->err), 0);
+    assert_null(ck_ckpt_get(&back, "optimizer"));
+    assert_non_null(ck_ckpt_get(&back, "best_state/model"));
+    ck_ckpt_close(&back);
+}
+
+static void test_run_failure_named(void **state)
+{
+    fx_t *f = *state;
+    ck_job_args_t args = { 0 };
+    ck_json_t rec = { 0 };
+    const char *text;
+
+    load(f, "[pipeline]\nchain = prefix_select:x\n"
+            "[prefix_select:x]\nstate = nosuch/model\nkeep = a.\n");
+    args.in = SAMPLE;
+    args.out = f->out;
+    memset(&f->err, 0, sizeof(f->err));
+    assert_int_equal(ck_job_run(&f->c, &args, &rec, &f->err), CK_EPLUGIN);
+    assert_string_equal(f->err.msg,
+                        "prefix_select:x: no 'nosuch/model' in the checkpoint");
+    text = ck_json_text(&rec);
+    assert_non_null(strstr(text, "\"status\":\"failed\""));
+    assert_non_null(strstr(text, "\"code\":\"plugin\""));
+    /* nothing is written */
+    assert_int_equal(access(f->out, F_OK), -1);
+    ck_json_release(&rec);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_fail_prefix),
+        T(test_report_fields),
+        T(test_model_api),
+        T(test_run_sample),
+        T(test_run_failure_named),
+    };
+#undef T
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
