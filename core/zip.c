@@ -172,17 +172,59 @@ static int zip64_extra(cur_t *x, ck_zip_entry_t *e, int usize64, int csize64,
     return usize64 || csize64 || lho64 ? -1 : 0;
 }
 
-int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
-                ck_err_t *err)
+/* The zip64 end record the locator before the classic one points at, if
+ * any: it replaces what the classic record saturated. */
+static int end_zip64(int fd, const uint8_t *loc, uint64_t eocd, ck_zip_t *z,
+                     uint64_t *count, uint64_t *end_of_data, ck_err_t *err)
 {
-    uint8_t tail[65536 + 22 + 20], *cd = NULL, lh[30];
+    cur_t l = { loc, loc + 20, 0 };
+    uint8_t e64[56];
+    uint64_t off64, n64, size64, off64cd;
+
+    if (rd(&l, 4) != SIG_LOC64)
+        return 0;
+    rd(&l, 4);
+    off64 = rd(&l, 8);
+    if (off64 > eocd - 20 - 56 ||
+        ck_pread_full(fd, e64, sizeof(e64), off64) < 0)
+        return ck_err_set(err, CK_EFORMAT, "zip: bad zip64 locator");
+    l.p = e64;
+    l.end = e64 + sizeof(e64);
+    if (rd(&l, 4) != SIG_EOCD64)
+        return ck_err_set(err, CK_EFORMAT, "zip: bad zip64 end record");
+    rd(&l, 8);
+    rd(&l, 2);
+    rd(&l, 2);
+    if (rd(&l, 4) != 0 || rd(&l, 4) != 0)
+        return ck_err_set(err, CK_EFORMAT, "zip: multi-disk archive");
+    rd(&l, 8);
+    n64 = rd(&l, 8);
+    size64 = rd(&l, 8);
+    off64cd = rd(&l, 8);
+    /* the classic record agrees, or says "see zip64" */
+    if ((*count != 0xffff && *count != n64) ||
+        (z->cd_size != 0xffffffffu && z->cd_size != size64) ||
+        (z->cd_off != 0xffffffffu && z->cd_off != off64cd))
+        return ck_err_set(err, CK_EFORMAT, "zip: end records disagree");
+    *count = n64;
+    z->cd_size = size64;
+    z->cd_off = off64cd;
+    z->zip64 = 1;
+    *end_of_data = off64;
+    return 0;
+}
+
+/* Find the end records and from them the central directory: z->cd_off,
+ * z->cd_size, z->zip64 and the entry count. */
+static int find_end(int fd, uint64_t fsize, ck_zip_t *z, uint64_t *count,
+                    ck_err_t *err)
+{
+    uint8_t tail[65536 + 22 + 20];
     size_t tlen = fsize < sizeof(tail) ? (size_t)fsize : sizeof(tail);
-    uint64_t tstart = fsize - tlen, eocd = UINT64_MAX, count, end_of_data;
-    ck_zip_entry_t **order = NULL;
+    uint64_t tstart = fsize - tlen, eocd = UINT64_MAX, end_of_data, cnt_disk;
     cur_t c;
     int rc;
 
-    memset(z, 0, sizeof(*z));
     if (fsize < 22)
         return ck_err_set(err, CK_EFORMAT, "zip: file too short");
     rc = ck_pread_full(fd, tail, tlen, tstart);
@@ -207,54 +249,18 @@ int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
     c.bad = 0;
     if (rd(&c, 2) != 0 || rd(&c, 2) != 0)
         return ck_err_set(err, CK_EFORMAT, "zip: multi-disk archive");
-    {
-        uint64_t cnt_disk = rd(&c, 2);
-
-        count = rd(&c, 2);
-        if (cnt_disk != count)
-            return ck_err_set(err, CK_EFORMAT, "zip: multi-disk archive");
-    }
+    cnt_disk = rd(&c, 2);
+    *count = rd(&c, 2);
+    if (cnt_disk != *count)
+        return ck_err_set(err, CK_EFORMAT, "zip: multi-disk archive");
     z->cd_size = rd(&c, 4);
     z->cd_off = rd(&c, 4);
     end_of_data = eocd;
     if (eocd - tstart >= 20) {
-        cur_t l = { tail + (eocd - tstart) - 20, tail + (eocd - tstart), 0 };
-
-        if (rd(&l, 4) == SIG_LOC64) {
-            uint8_t e64[56];
-            uint64_t off64;
-
-            rd(&l, 4);
-            off64 = rd(&l, 8);
-            if (off64 > eocd - 20 - 56 ||
-                ck_pread_full(fd, e64, sizeof(e64), off64) < 0)
-                return ck_err_set(err, CK_EFORMAT, "zip: bad zip64 locator");
-            l.p = e64;
-            l.end = e64 + sizeof(e64);
-            if (rd(&l, 4) != SIG_EOCD64)
-                return ck_err_set(err, CK_EFORMAT, "zip: bad zip64 end record");
-            rd(&l, 8);
-            rd(&l, 2);
-            rd(&l, 2);
-            if (rd(&l, 4) != 0 || rd(&l, 4) != 0)
-                return ck_err_set(err, CK_EFORMAT, "zip: multi-disk archive");
-            rd(&l, 8);
-            {
-                uint64_t n64 = rd(&l, 8), size64 = rd(&l, 8), off64cd = rd(&l, 8);
-
-                /* the classic record agrees, or says "see zip64" */
-                if ((count != 0xffff && count != n64) ||
-                    (z->cd_size != 0xffffffffu && z->cd_size != size64) ||
-                    (z->cd_off != 0xffffffffu && z->cd_off != off64cd))
-                    return ck_err_set(err, CK_EFORMAT,
-                                      "zip: end records disagree");
-                count = n64;
-                z->cd_size = size64;
-                z->cd_off = off64cd;
-            }
-            z->zip64 = 1;
-            end_of_data = off64;
-        }
+        rc = end_zip64(fd, tail + (eocd - tstart) - 20, eocd, z, count,
+                       &end_of_data, err);
+        if (rc < 0)
+            return rc;
     }
     if (z->cd_off > end_of_data || z->cd_size > end_of_data - z->cd_off)
         return ck_err_set(err, CK_EFORMAT,
@@ -267,14 +273,155 @@ int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
                           "the end record",
                           (unsigned long long)(end_of_data - z->cd_off -
                                                z->cd_size));
-    if (count > MAX_ENTRIES || z->cd_size > MAX_CD_BYTES ||
-        count * 46 > z->cd_size)
+    if (*count > MAX_ENTRIES || z->cd_size > MAX_CD_BYTES ||
+        *count * 46 > z->cd_size)
         return ck_err_set(err, CK_EFORMAT,
                           "zip: central directory of %llu entries in %llu bytes",
-                          (unsigned long long)count,
+                          (unsigned long long)*count,
                           (unsigned long long)z->cd_size);
-    if (count == 0)
+    if (*count == 0)
         return ck_err_set(err, CK_EFORMAT, "zip: empty archive");
+    return 0;
+}
+
+/* The entry's local header agrees with its central one (method, name) and
+ * its data lies before the central directory: sets e->data_off. */
+static int check_local(int fd, const ck_zip_t *z, ck_zip_entry_t *e,
+                       const uint8_t *name, uint64_t nlen, ck_err_t *err)
+{
+    uint8_t lh[30];
+    char lname[512];
+    uint64_t ln, lx;
+    cur_t l;
+
+    if (e->lho > z->cd_off || z->cd_off - e->lho < 30 ||
+        ck_pread_full(fd, lh, sizeof(lh), e->lho) < 0)
+        return ck_err_set(err, CK_EFORMAT,
+                          "zip: %s: local header out of bounds", e->name);
+    l.p = lh;
+    l.end = lh + sizeof(lh);
+    l.bad = 0;
+    if (rd(&l, 4) != SIG_LOCAL)
+        return ck_err_set(err, CK_EFORMAT, "zip: %s: bad local header",
+                          e->name);
+    rd(&l, 2);
+    rd(&l, 2);
+    if (rd(&l, 2) != e->method)
+        return ck_err_set(err, CK_EFORMAT,
+                          "zip: %s: local and central headers disagree",
+                          e->name);
+    rd_bytes(&l, 16);
+    ln = rd(&l, 2);
+    lx = rd(&l, 2);
+    e->data_off = e->lho + 30 + ln + lx;
+    if (ln != nlen || ln > sizeof(lname) || e->data_off > z->cd_off ||
+        ck_pread_full(fd, lname, (size_t)ln, e->lho + 30) < 0 ||
+        memcmp(lname, name, (size_t)ln) != 0)
+        return ck_err_set(err, CK_EFORMAT,
+                          "zip: %s: local and central headers disagree",
+                          e->name);
+    if (e->csize > z->cd_off - e->data_off)
+        return ck_err_set(err, CK_EFORMAT,
+                          "zip: %s: %llu bytes declared past the end of data",
+                          e->name, (unsigned long long)e->csize);
+    return 0;
+}
+
+/* Read central directory entry i at c into e, and check it. */
+static int read_entry(int fd, ck_zip_t *z, cur_t *c, size_t i,
+                      ck_zip_entry_t *e, ck_arena_t *arena, ck_err_t *err)
+{
+    uint64_t nlen, xlen, clen;
+    const uint8_t *name, *extra;
+    cur_t x;
+
+    if (rd(c, 4) != SIG_CENTRAL)
+        return ck_err_set(err, CK_EFORMAT,
+                          "zip: bad central directory entry %zu", i);
+    rd(c, 2);
+    rd(c, 2);
+    e->flags = (uint16_t)rd(c, 2);
+    e->method = (uint16_t)rd(c, 2);
+    rd(c, 4);
+    e->crc = (uint32_t)rd(c, 4);
+    e->csize = rd(c, 4);
+    e->usize = rd(c, 4);
+    nlen = rd(c, 2);
+    xlen = rd(c, 2);
+    clen = rd(c, 2);
+    rd(c, 8);
+    e->lho = rd(c, 4);
+    name = rd_bytes(c, (size_t)nlen);
+    extra = rd_bytes(c, (size_t)xlen);
+    rd_bytes(c, (size_t)clen);
+    if (c->bad)
+        return ck_err_set(err, CK_EFORMAT, "zip: central directory truncated");
+    x.p = extra;
+    x.end = extra + xlen;
+    x.bad = 0;
+    if (zip64_extra(&x, e, e->usize == 0xffffffffu, e->csize == 0xffffffffu,
+                    e->lho == 0xffffffffu) < 0)
+        return ck_err_set(err, CK_EFORMAT, "zip: bad zip64 extra field");
+    if (!name_ok((const char *)name, (size_t)nlen)) {
+        char shown[64 * 4 + 1] = "";
+        size_t o = 0;
+
+        /* the name may hold anything: keep the message one line */
+        for (size_t k = 0; k < nlen && k < 64; k++)
+            o += (size_t)snprintf(shown + o, sizeof(shown) - o,
+                                  name[k] >= 0x20 && name[k] < 0x7f &&
+                                          name[k] != '\\'
+                                      ? "%c" : "\\x%02x",
+                                  name[k]);
+        return ck_err_set(err, CK_EFORMAT, "zip: unsafe entry name '%s'",
+                          shown);
+    }
+    e->name = ck_arena_strndup(arena, (const char *)name, (size_t)nlen);
+    if (e->name == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    if (e->flags & 0x41)
+        return ck_err_set(err, CK_EUNSUPPORTED, "zip: %s: encrypted entry",
+                          e->name);
+    if (e->method != 0 && e->method != 8)
+        return ck_err_set(err, CK_EUNSUPPORTED,
+                          "zip: %s: compression method %u", e->name,
+                          e->method);
+    if (e->method == 0 && e->csize != e->usize)
+        return ck_err_set(err, CK_EFORMAT,
+                          "zip: %s: stored entry with two sizes", e->name);
+    return check_local(fd, z, e, name, nlen, err);
+}
+
+/* No two entries overlap and no name is there twice; leaves order sorted
+ * by name. */
+static int check_layout(ck_zip_entry_t **order, size_t n, ck_err_t *err)
+{
+    qsort(order, n, sizeof(*order), cmp_lho);
+    for (size_t i = 0; i + 1 < n; i++)
+        if (order[i]->data_off + order[i]->csize > order[i + 1]->lho)
+            return ck_err_set(err, CK_EFORMAT, "zip: entries %s and %s overlap",
+                              order[i]->name, order[i + 1]->name);
+    qsort(order, n, sizeof(*order), cmp_name);
+    for (size_t i = 0; i + 1 < n; i++)
+        if (strcmp(order[i]->name, order[i + 1]->name) == 0)
+            return ck_err_set(err, CK_EFORMAT, "zip: duplicate entry %s",
+                              order[i]->name);
+    return 0;
+}
+
+int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
+                ck_err_t *err)
+{
+    uint8_t *cd = NULL;
+    uint64_t count;
+    ck_zip_entry_t **order = NULL;
+    cur_t c;
+    int rc;
+
+    memset(z, 0, sizeof(*z));
+    rc = find_end(fd, fsize, z, &count, err);
+    if (rc < 0)
+        return rc;
     cd = ck_malloc((size_t)z->cd_size);
     z->e = ck_arena_alloc(arena, (size_t)count * sizeof(*z->e));
     order = ck_arena_alloc(arena, (size_t)count * sizeof(*order));
@@ -291,140 +438,15 @@ int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
     c.end = cd + z->cd_size;
     c.bad = 0;
     for (size_t i = 0; i < count; i++) {
-        ck_zip_entry_t *e = &z->e[i];
-        uint64_t nlen, xlen, clen;
-        const uint8_t *name, *extra;
-        cur_t x, l;
-
-        if (rd(&c, 4) != SIG_CENTRAL) {
-            rc = ck_err_set(err, CK_EFORMAT, "zip: bad central directory entry %zu", i);
+        rc = read_entry(fd, z, &c, i, &z->e[i], arena, err);
+        if (rc < 0)
             goto out;
-        }
-        rd(&c, 2);
-        rd(&c, 2);
-        e->flags = (uint16_t)rd(&c, 2);
-        e->method = (uint16_t)rd(&c, 2);
-        rd(&c, 4);
-        e->crc = (uint32_t)rd(&c, 4);
-        e->csize = rd(&c, 4);
-        e->usize = rd(&c, 4);
-        nlen = rd(&c, 2);
-        xlen = rd(&c, 2);
-        clen = rd(&c, 2);
-        rd(&c, 8);
-        e->lho = rd(&c, 4);
-        name = rd_bytes(&c, (size_t)nlen);
-        extra = rd_bytes(&c, (size_t)xlen);
-        rd_bytes(&c, (size_t)clen);
-        if (c.bad) {
-            rc = ck_err_set(err, CK_EFORMAT, "zip: central directory truncated");
-            goto out;
-        }
-        x.p = extra;
-        x.end = extra + xlen;
-        x.bad = 0;
-        if (zip64_extra(&x, e, e->usize == 0xffffffffu, e->csize == 0xffffffffu,
-                        e->lho == 0xffffffffu) < 0) {
-            rc = ck_err_set(err, CK_EFORMAT, "zip: bad zip64 extra field");
-            goto out;
-        }
-        if (!name_ok((const char *)name, (size_t)nlen)) {
-            char shown[64 * 4 + 1] = "";
-            size_t o = 0;
-
-            /* the name may hold anything: keep the message one line */
-            for (size_t k = 0; k < nlen && k < 64; k++)
-                o += (size_t)snprintf(shown + o, sizeof(shown) - o,
-                                      name[k] >= 0x20 && name[k] < 0x7f &&
-                                              name[k] != '\\'
-                                          ? "%c" : "\\x%02x",
-                                      name[k]);
-            rc = ck_err_set(err, CK_EFORMAT, "zip: unsafe entry name '%s'",
-                            shown);
-            goto out;
-        }
-        e->name = ck_arena_strndup(arena, (const char *)name, (size_t)nlen);
-        if (e->name == NULL) {
-            rc = ck_err_set(err, CK_ENOMEM, "out of memory");
-            goto out;
-        }
-        if (e->flags & 0x41) {
-            rc = ck_err_set(err, CK_EUNSUPPORTED, "zip: %s: encrypted entry", e->name);
-            goto out;
-        }
-        if (e->method != 0 && e->method != 8) {
-            rc = ck_err_set(err, CK_EUNSUPPORTED,
-                            "zip: %s: compression method %u", e->name, e->method);
-            goto out;
-        }
-        if (e->method == 0 && e->csize != e->usize) {
-            rc = ck_err_set(err, CK_EFORMAT,
-                            "zip: %s: stored entry with two sizes", e->name);
-            goto out;
-        }
-        if (e->lho > z->cd_off || z->cd_off - e->lho < 30 ||
-            ck_pread_full(fd, lh, sizeof(lh), e->lho) < 0) {
-            rc = ck_err_set(err, CK_EFORMAT, "zip: %s: local header out of bounds",
-                            e->name);
-            goto out;
-        }
-        l.p = lh;
-        l.end = lh + sizeof(lh);
-        l.bad = 0;
-        if (rd(&l, 4) != SIG_LOCAL) {
-            rc = ck_err_set(err, CK_EFORMAT, "zip: %s: bad local header", e->name);
-            goto out;
-        }
-        rd(&l, 2);
-        rd(&l, 2);
-        if (rd(&l, 2) != e->method) {
-            rc = ck_err_set(err, CK_EFORMAT,
-                            "zip: %s: local and central headers disagree", e->name);
-            goto out;
-        }
-        rd_bytes(&l, 16);
-        {
-            uint64_t ln = rd(&l, 2), lx = rd(&l, 2);
-            char lname[512];
-
-            e->data_off = e->lho + 30 + ln + lx;
-            if (ln != nlen || ln > sizeof(lname) ||
-                e->data_off > z->cd_off ||
-                ck_pread_full(fd, lname, (size_t)ln, e->lho + 30) < 0 ||
-                memcmp(lname, name, (size_t)ln) != 0) {
-                rc = ck_err_set(err, CK_EFORMAT,
-                                "zip: %s: local and central headers disagree",
-                                e->name);
-                goto out;
-            }
-        }
-        if (e->csize > z->cd_off - e->data_off) {
-            rc = ck_err_set(err, CK_EFORMAT,
-                            "zip: %s: %llu bytes declared past the end of data",
-                            e->name, (unsigned long long)e->csize);
-            goto out;
-        }
-        order[i] = e;
+        order[i] = &z->e[i];
     }
     z->n = (size_t)count;
-    qsort(order, z->n, sizeof(*order), cmp_lho);
-    for (size_t i = 0; i + 1 < z->n; i++) {
-        if (order[i]->data_off + order[i]->csize > order[i + 1]->lho) {
-            rc = ck_err_set(err, CK_EFORMAT, "zip: entries %s and %s overlap",
-                            order[i]->name, order[i + 1]->name);
-            goto out;
-        }
-    }
-    qsort(order, z->n, sizeof(*order), cmp_name);
-    for (size_t i = 0; i + 1 < z->n; i++) {
-        if (strcmp(order[i]->name, order[i + 1]->name) == 0) {
-            rc = ck_err_set(err, CK_EFORMAT, "zip: duplicate entry %s",
-                            order[i]->name);
-            goto out;
-        }
-    }
-    z->by_name = order;
-    rc = 0;
+    rc = check_layout(order, z->n, err);
+    if (rc == 0)
+        z->by_name = order;
 out:
     if (rc < 0)
         z->n = 0;
