@@ -98,6 +98,13 @@ typedef struct {
 } ck_write_info_t;
 
 /*
+ * Refuse a graph holding a dict or OrderedDict with two equal keys (a
+ * plugin renamed two keys onto one): CK_EFORMAT naming its path.
+ * ck_ckpt_write runs it first; the job runs it for a dry run.
+ */
+int ck_ckpt_check_keys(ck_ckpt_t *c, ck_err_t *err);
+
+/*
  * Write the checkpoint to out_path atomically: a temporary file in the same
  * folder, fsync, rename, fsync of the folder.  On failure nothing is left.
  */

@@ -151,6 +151,142 @@ static int fsync_dir(const char *dir, ck_err_t *err)
     return rc;
 }
 
+/* ---- no mapping with two equal keys ---------------------------------- */
+
+/*
+ * Whatever produced the graph (a plugin's rename, a strip of prefixes), a
+ * dict or OrderedDict with two equal keys must not be written: torch.load
+ * would keep one value and silently lose the other.  Str keys are compared
+ * through a hash map per mapping; other keys (ints, tuples ...) with
+ * ck_py_equal against each other.  The error names the mapping's path.
+ */
+typedef struct {
+    ck_ckpt_t *c;
+    uint32_t gen;
+    ck_arena_t scratch;   /* one map at a time, released per mapping */
+    char path[1024];
+    ck_err_t *err;
+} uniq_t;
+
+static int uniq_walk(uniq_t *u, ck_py_t *p, uint32_t depth);
+
+static void key_text(const ck_py_t *k, char *out, size_t n)
+{
+    if (k->kind == CK_PY_STR)
+        snprintf(out, n, "%.*s", (int)(k->u.s.n > 200 ? 200 : k->u.s.n),
+                 k->u.s.s);
+    else if (k->kind == CK_PY_INT && k->u.i.nbig == 0)
+        snprintf(out, n, "%lld", (long long)k->u.i.v);
+    else
+        snprintf(out, n, "<a key of kind %d>", k->kind);
+}
+
+static int uniq_map(uniq_t *u, ck_py_vec_t *m)
+{
+    ck_strmap_t seen = { 0 };
+    size_t nother = 0;
+    int rc = 0;
+
+    for (size_t i = 0; i + 1 < m->n && rc == 0; i += 2) {
+        ck_py_t *k = m->v[i];
+        size_t j;
+        char a[256];
+
+        if (k->kind == CK_PY_STR && strlen(k->u.s.s) == k->u.s.n) {
+            j = ck_strmap_get(&seen, k->u.s.s);
+            if (j == SIZE_MAX) {
+                if (ck_strmap_add(&seen, &u->scratch, k->u.s.s, i) < 0)
+                    rc = ck_err_set(u->err, CK_ENOMEM, "out of memory");
+                continue;
+            }
+        } else {
+            for (j = 0; j < i; j += 2) {
+                ck_py_t *o = m->v[j];
+
+                if (!(o->kind == CK_PY_STR &&
+                      strlen(o->u.s.s) == o->u.s.n) &&
+                    ck_py_equal(k, o, u->c->lim.max_depth))
+                    break;
+            }
+            nother++;
+            if (j >= i)
+                continue;
+        }
+        key_text(k, a, sizeof(a));
+        rc = ck_err_set(u->err, CK_EFORMAT,
+                        "'%s' would hold the key '%s' twice (items %zu and "
+                        "%zu): torch.load would keep one and lose the other",
+                        u->path[0] ? u->path : "/", a, j / 2, i / 2);
+    }
+    ck_arena_release(&u->scratch);
+    return rc;
+}
+
+static int uniq_vec(uniq_t *u, ck_py_vec_t *v, int pairs, uint32_t depth)
+{
+    size_t len = strlen(u->path);
+    int rc = 0;
+
+    for (size_t i = 0; i < v->n && rc == 0; i++) {
+        ck_py_t *k = pairs && (i % 2) ? v->v[i - 1] : NULL;
+
+        if (pairs && !(i % 2))
+            continue; /* keys hold no mapping worth naming */
+        if (k != NULL && k->kind == CK_PY_STR)
+            snprintf(u->path + len, sizeof(u->path) - len, "%s%.*s",
+                     len ? "/" : "", (int)k->u.s.n, k->u.s.s);
+        else
+            snprintf(u->path + len, sizeof(u->path) - len, "%s%zu",
+                     len ? "/" : "", pairs ? i / 2 : i);
+        rc = uniq_walk(u, v->v[i], depth + 1);
+        u->path[len] = '\0';
+    }
+    return rc;
+}
+
+static int uniq_walk(uniq_t *u, ck_py_t *p, uint32_t depth)
+{
+    int rc;
+
+    if (p == NULL || p->wgen == u->gen || depth > u->c->lim.max_depth)
+        return 0;
+    p->wgen = u->gen;
+    switch ((ck_py_kind_t)p->kind) {
+    case CK_PY_DICT:
+        rc = uniq_map(u, &p->u.seq);
+        return rc < 0 ? rc : uniq_vec(u, &p->u.seq, 1, depth);
+    case CK_PY_TUPLE:
+    case CK_PY_LIST:
+        return uniq_vec(u, &p->u.seq, 0, depth);
+    case CK_PY_REDUCE:
+    case CK_PY_NEWOBJ:
+        rc = uniq_map(u, &p->u.o.dict);
+        if (rc == 0)
+            rc = uniq_vec(u, &p->u.o.dict, 1, depth);
+        if (rc == 0)
+            rc = uniq_vec(u, &p->u.o.list, 0, depth);
+        if (rc == 0)
+            rc = uniq_walk(u, p->u.o.state, depth + 1);
+        return rc;
+    default:
+        return 0;
+    }
+}
+
+int ck_ckpt_check_keys(ck_ckpt_t *c, ck_err_t *err)
+{
+    uniq_t u;
+    int rc;
+
+    memset(&u, 0, sizeof(u));
+    u.c = c;
+    u.gen = ck_py_next_gen();
+    u.err = err;
+    rc = uniq_walk(&u, c->pk.root, 0);
+    ck_arena_release(&u.scratch);
+    return rc;
+}
+
 int ck_ckpt_write(ck_ckpt_t *c, const char *out_path, ck_write_info_t *info,
                   ck_err_t *err)
 {
@@ -164,6 +300,9 @@ int ck_ckpt_write(ck_ckpt_t *c, const char *out_path, ck_write_info_t *info,
     ck_err_t we = { 0 };
 
     memset(info, 0, sizeof(*info));
+    rc = ck_ckpt_check_keys(c, err);
+    if (rc < 0)
+        return rc;
     /* past RLIMIT_FSIZE a write must fail with EFBIG, not kill the process
      * and leave the temporary behind */
     if (sigaction(SIGXFSZ, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {

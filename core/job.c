@@ -340,6 +340,8 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
         else
             rc = ck_ckpt_write(&job.ck, args->out, &info, err);
         wrote = rc == 0;
+    } else if (rc == 0) {
+        rc = ck_ckpt_check_keys(&job.ck, err); /* what the write would refuse */
     }
     ck_json_end(&plugins);
 

@@ -30,7 +30,14 @@ typedef struct {
     ck_strlist_t keep, drop;
     int strip;
     char *root;
+    int replace;      /* on_conflict */
 } select_conf_t;
+
+static const ck_conf_enum_t conflict_names[] = {
+    { "error", 0 },
+    { "replace", 1 },
+    { NULL, 0 },
+};
 
 /* A single '/' path; an empty one (root = ) is none. */
 static int set_path(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
@@ -60,6 +67,9 @@ static const ck_directive_t select_directives[] = {
       "remove the matched keep prefix from kept keys" },
     { "root", set_path, offsetof(select_conf_t, root), NULL, 0,
       "then make the dict at this / path the whole checkpoint" },
+    { "on_conflict", ck_conf_set_enum, offsetof(select_conf_t, replace),
+      "error", 0, "error or replace, when a stripped name is taken",
+      conflict_names },
     { NULL, NULL, 0, NULL, 0, NULL },
 };
 
@@ -139,13 +149,66 @@ static void report_key(ck_job_t *job, const char *op, const char *state,
     ck_job_report_fields(job, op, f, n);
 }
 
+/*
+ * Two keys that are the same after strip fail the job, naming both: one
+ * tensor would be lost.  With on_conflict = replace the later key wins, as
+ * in Python's {k[len(p):]: v for k, v in sd.items()}, and the earlier is
+ * reported replaced.  In _metadata (module versions only) the later stays
+ * likewise.  old[i] is pair i's key before renaming, or NULL.
+ */
+static int collisions(ck_job_t *job, select_conf_t *cf, ck_py_vec_t *m,
+                      ck_py_t **old, int metadata)
+{
+    ck_arena_t *a = ck_job_arena(job);
+    ck_strmap_t seen = { 0 };
+    size_t *holder = ck_arena_alloc(a, (m->n / 2 + 1) * sizeof(*holder));
+
+    /* seen: name -> the pair that first had it; holder[that]: the pair
+     * that has it now */
+    if (holder == NULL)
+        return ck_job_nomem(job);
+    for (size_t i = 0; i + 1 < m->n; i += 2) {
+        ck_py_t *k = m->v[i];
+        size_t first, j;
+
+        if (k == NULL || k->kind != CK_PY_STR || strlen(k->u.s.s) != k->u.s.n)
+            continue;
+        first = ck_strmap_get(&seen, k->u.s.s);
+        if (first == SIZE_MAX) {
+            if (ck_strmap_add(&seen, a, k->u.s.s, i / 2) < 0)
+                return ck_job_nomem(job);
+            holder[i / 2] = i / 2;
+            continue;
+        }
+        j = holder[first];
+        if (!metadata && !cf->replace)
+            return ck_job_fail(job, CK_EPLUGIN,
+                               "%s: '%s' and '%s' would both be renamed to "
+                               "'%s' (on_conflict = replace keeps the later)",
+                               cf->state,
+                               old[j] ? old[j]->u.s.s : k->u.s.s,
+                               old[i / 2] ? old[i / 2]->u.s.s : k->u.s.s,
+                               k->u.s.s);
+        if (!metadata)
+            report_key(job, "replaced", cf->state,
+                       old[j] ? old[j] : m->v[2 * j], NULL, m->v[2 * j + 1]);
+        m->v[2 * j] = NULL;
+        holder[first] = i / 2;
+    }
+    return 0;
+}
+
 static int filter(ck_job_t *job, select_conf_t *cf, ck_py_vec_t *m,
                   int metadata, int *matched)
 {
     ck_arena_t *a = ck_job_arena(job);
+    ck_py_t **old = ck_arena_alloc(a, (m->n / 2 + 1) * sizeof(*old));
     char buf[4096];
     size_t o = 0;
-    int rc = 0;
+    int rc = 0, renamed = 0;
+
+    if (old == NULL)
+        return ck_job_nomem(job);
 
     /* a removed pair is marked (NULL key) and squeezed out after the loop:
      * one pass over a state dict of 10^5 keys, not a memmove per key */
@@ -197,8 +260,12 @@ static int filter(ck_job_t *job, select_conf_t *cf, ck_py_vec_t *m,
             if (!metadata)
                 report_key(job, "renamed", cf->state, k, nk->u.s.s, NULL);
             m->v[2 * i] = nk;
+            old[i] = k;
+            renamed = 1;
         }
     }
+    if (rc == 0 && renamed)
+        rc = collisions(job, cf, m, old, metadata);
     for (size_t i = 0; i + 1 < m->n; i += 2) {
         if (m->v[i] != NULL) {
             m->v[o++] = m->v[i];

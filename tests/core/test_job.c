@@ -259,6 +259,63 @@ static void test_run_failure_named(void **state)
     ck_json_release(&rec);
 }
 
+/* ---- the writer refuses two equal keys --------------------------------- */
+
+/* A plugin that renamed two keys onto one: whatever made the graph, the
+ * writer refuses it, naming the mapping, and leaves no file. */
+static void test_write_refuses_duplicate_keys(void **state)
+{
+    fx_t *f = *state;
+    ck_arena_t *a = ck_job_arena(&f->job);
+    ck_py_t *root = ck_py_new(a, CK_PY_DICT), *best = ck_py_new(a, CK_PY_DICT);
+    ck_py_t *sd = ck_py_new(a, CK_PY_REDUCE), *ints = ck_py_new(a, CK_PY_DICT);
+    const ck_dtype_t *dt = ck_dtype_by_name("float32");
+    const int64_t shape[] = { 2 };
+    float d0[2] = { 0, 0 }, d1[2] = { 1, 1 };
+    ck_write_info_t info;
+
+    sd->u.o.fn = ck_job_global(&f->job, "collections", "OrderedDict");
+    sd->u.o.args = ck_py_new(a, CK_PY_TUPLE);
+    ck_job_set_root(&f->job, root);
+    ck_py_vec_push(a, &root->u.seq, ck_py_str(a, "best_state", 10));
+    ck_py_vec_push(a, &root->u.seq, best);
+    ck_py_vec_push(a, &best->u.seq, ck_py_str(a, "model", 5));
+    ck_py_vec_push(a, &best->u.seq, sd);
+    ck_py_vec_push(a, &sd->u.o.dict, ck_py_str(a, "w", 1));
+    ck_py_vec_push(a, &sd->u.o.dict,
+                   ck_job_new_tensor(&f->job, dt, shape, 1, (uint8_t *)d0));
+    ck_py_vec_push(a, &sd->u.o.dict, ck_py_str(a, "x", 1));
+    ck_py_vec_push(a, &sd->u.o.dict, ck_py_int(a, 1));
+    ck_py_vec_push(a, &sd->u.o.dict, ck_py_str(a, "w", 1));
+    ck_py_vec_push(a, &sd->u.o.dict,
+                   ck_job_new_tensor(&f->job, dt, shape, 1, (uint8_t *)d1));
+    assert_int_equal(ck_ckpt_scan(&f->job.ck, &f->err), 0);
+    assert_int_equal(ck_ckpt_write(&f->job.ck, f->out, &info, &f->err),
+                     CK_EFORMAT);
+    assert_string_equal(f->err.msg,
+                        "'best_state/model' would hold the key 'w' twice "
+                        "(items 0 and 2): torch.load would keep one and lose "
+                        "the other");
+    assert_int_equal(access(f->out, F_OK), -1);
+
+    /* without the duplicate it writes; int keys are compared too */
+    ck_py_vec_remove(&sd->u.o.dict, 4, 2);
+    ck_py_vec_push(a, &root->u.seq, ck_py_str(a, "ints", 4));
+    ck_py_vec_push(a, &root->u.seq, ints);
+    ck_py_vec_push(a, &ints->u.seq, ck_py_int(a, 7));
+    ck_py_vec_push(a, &ints->u.seq, ck_py_int(a, 1));
+    ck_py_vec_push(a, &ints->u.seq, ck_py_int(a, 7));
+    ck_py_vec_push(a, &ints->u.seq, ck_py_int(a, 2));
+    memset(&f->err, 0, sizeof(f->err));
+    assert_int_equal(ck_ckpt_write(&f->job.ck, f->out, &info, &f->err),
+                     CK_EFORMAT);
+    assert_non_null(strstr(f->err.msg, "'ints' would hold the key '7'"));
+    ck_py_vec_remove(&ints->u.seq, 2, 2);
+    memset(&f->err, 0, sizeof(f->err));
+    assert_int_equal(ck_ckpt_write(&f->job.ck, f->out, &info, &f->err), 0);
+    assert_int_equal(access(f->out, F_OK), 0);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -268,6 +325,7 @@ int main(void)
         T(test_model_api),
         T(test_run_sample),
         T(test_run_failure_named),
+        T(test_write_refuses_duplicate_keys),
     };
 #undef T
 
