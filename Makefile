@@ -15,11 +15,12 @@ DESTDIR  ?=
 PYTHON   := /usr/bin/python3
 SHARED   ?= $(abspath ../shared)
 CORPUS   ?= $(SHARED)/corpus/third-party
-PKGS     := inih zlib yaml-0.1 libcrypto libuv jansson
+PKGS     := inih zlib yaml-0.1 libcrypto libuv jansson libpcre2-8
 TEST_PKGS := cmocka
 
 DEB_BUILD := build-essential pkg-config libuv1-dev libzip-dev libyaml-dev \
-             libinih-dev libcmocka-dev zlib1g-dev libssl-dev libjansson-dev
+             libinih-dev libcmocka-dev zlib1g-dev libssl-dev libjansson-dev \
+             libpcre2-dev
 DEB_TEST  := python3-torch python3-omegaconf python3-numpy python3-yaml \
              systemd
 
@@ -62,6 +63,7 @@ CORE_SRC := \
 	core/log.c \
 	core/pickle.c \
 	core/plugins.c \
+	core/pyre.c \
 	core/watch.c \
 	core/zip.c
 

@@ -28,6 +28,7 @@
 #include "ck.h"
 #include "dtype.h"
 #include "pickle.h"
+#include "pyre.h"
 
 #include <stddef.h>
 #include <stdint.h>

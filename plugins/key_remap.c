@@ -1,29 +1,40 @@
 /*
  * key_remap -- rename state-dict keys.  Each 'rename = FROM => TO' rule is
- * applied in order to every key: a plain FROM is a prefix; 're:FROM' is a
- * POSIX extended regex whose first match is replaced by TO, with \1..\9.
+ * applied in order to every key:
+ *
+ *   PREFIX => NEW      a key starting with PREFIX gets NEW in its place.
+ *                      Text, not levels: 'layers.1' is also the start of
+ *                      'layers.10'; write 'layers.1.' to mean the module.
+ *   =KEY => NEW        exactly the key KEY becomes NEW.
+ *   re:PATTERN => TO   the key becomes re.sub(PATTERN, TO, key), with
+ *                      Python's syntax and semantics (core/pyre.h): \d,
+ *                      (?P<name>...), \1 and \g<name> in TO, every match
+ *                      replaced.
+ *
+ * Rules are parsed and compiled once, at load; a template naming a group
+ * the pattern does not have is refused there, as Python's re refuses it.
  * _metadata module names are renamed with the same rules.  Renaming onto a
  * key that stays fails the job unless on_conflict = replace; a rule that
- * matches nothing is reported (and fails the job with require_match).
+ * matches nothing is reported, warned about on stderr by `ckprep run`, and
+ * fails the job with require_match.
  */
 #include "plugin.h"
 
-#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define KEY_MAX 4096
-#define RE_MAX_UNROLLED (1u << 18)
 
 /* names[j] of a key that another key is renamed onto (on_conflict=replace) */
 static char replaced[] = "";
 
+typedef enum { R_PREFIX, R_EXACT, R_RE } rule_kind_t;
+
 /* One 'rename' line, parsed and (for re:) compiled at load. */
 typedef struct {
     char *from, *to;
-    int is_re;
-    regex_t re;
+    rule_kind_t kind;
+    ck_pyre_t *re;
 } rule_t;
 
 typedef struct {
@@ -67,41 +78,9 @@ static char *trim(char *s)
     return s;
 }
 
-/*
- * glibc's regcomp unrolls '+' and {n,m} by copying what they repeat, so
- * nested repetitions grow exponentially: "a+++...+" or "((a{99}){99}){99}"
- * take gigabytes.  A bound on the unrolled size: the pattern's length times
- * the product of every repetition's count.
- */
-static int re_too_big(const char *re)
-{
-    uint64_t size = strlen(re) + 1;
-
-    for (const char *s = re; *s != '\0'; s++) {
-        uint64_t n = 0, times = 1;
-
-        if (*s == '\\' && s[1] != '\0') {
-            s++;
-        } else if (*s == '+') {
-            times = 2;
-        } else if (*s == '{') {
-            for (; s[1] != '\0' && s[1] != '}'; s++) {
-                n = s[1] >= '0' && s[1] <= '9' && n < 100000
-                        ? n * 10 + (uint64_t)(s[1] - '0') : 0;
-                if (n + 1 > times)
-                    times = n + 1;
-            }
-        }
-        size *= times;
-        if (size > RE_MAX_UNROLLED)
-            return 1;
-    }
-    return 0;
-}
-
 static void rule_free(void *p)
 {
-    regfree(&((rule_t *)p)->re);
+    ck_pyre_free(((rule_t *)p)->re);
 }
 
 /* 'rename = FROM => TO': parsed, and a regex compiled, once, here; the
@@ -123,89 +102,92 @@ static int set_rename(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
     *arrow = '\0';
     r->from = trim(line);
     r->to = trim(arrow + 2);
-    if (*r->from == '\0' || !strcmp(r->from, "re:"))
+    if (*r->from == '\0' || !strcmp(r->from, "re:") || !strcmp(r->from, "="))
         return ck_err_set(cx->err, CK_ECONFIG, "rename: empty FROM in '%s'",
                           value);
-    if (strncmp(r->from, "re:", 3) == 0) {
-        r->from += 3;
-        if (re_too_big(r->from))
-            return ck_err_set(cx->err, CK_ECONFIG,
-                              "rename: regex '%s' repeats too much", r->from);
-        rc = regcomp(&r->re, r->from, REG_EXTENDED);
-        if (rc != 0) {
-            char msg[128];
+    if (r->from[0] == '=') {
+        r->from++;
+        r->kind = R_EXACT;
+    } else if (strncmp(r->from, "re:", 3) == 0) {
+        ck_err_t e = { 0 };
 
-            regerror(rc, &r->re, msg, sizeof(msg));
-            return ck_err_set(cx->err, CK_ECONFIG, "rename: regex '%s': %s",
-                              r->from, msg);
-        }
-        r->is_re = 1;
+        r->from += 3;
+        r->kind = R_RE;
+        rc = ck_pyre_compile(r->from, r->to, &r->re, &e);
+        if (rc < 0)
+            return ck_err_set(cx->err, rc, "rename: regex '%s' => '%s': %s",
+                              r->from, r->to, e.msg);
         if (ck_conf_cleanup_add(cx, rule_free, r) < 0) {
-            regfree(&r->re);
+            ck_pyre_free(r->re);
             return CK_ENOMEM;
         }
     }
     return ck_conf_list_add(cx, &cf->rules, r);
 }
 
-/* Apply one rule to key into out; 1 when it matched. */
-static int apply(const rule_t *r, const char *key, char *out, size_t cap)
+/* Apply rule r to the key in in; the result goes to out: 1 when it
+ * matched, 0 when not, or an error. */
+static int apply(ck_job_t *job, const rule_t *r, const ck_buf_t *in,
+                 ck_buf_t *out)
 {
-    regmatch_t m[10];
-    size_t o = 0;
+    size_t n = strlen(r->from), count;
+    ck_err_t e = { 0 };
+    int rc;
 
-    if (!r->is_re) {
-        size_t n = strlen(r->from);
-
-        if (strncmp(key, r->from, n) != 0)
+    out->len = 0;
+    switch (r->kind) {
+    case R_PREFIX:
+    case R_EXACT:
+        if (in->len < n || memcmp(in->data, r->from, n) != 0 ||
+            (r->kind == R_EXACT && in->len != n))
             return 0;
-        snprintf(out, cap, "%s%s", r->to, key + n);
-        return 1;
+        ck_buf_put(out, r->to, strlen(r->to));
+        ck_buf_put(out, in->data + n, in->len - n);
+        break;
+    case R_RE:
+        rc = ck_pyre_sub(r->re, (const char *)in->data, in->len, out, &count,
+                         &e);
+        if (rc < 0)
+            return ck_job_fail(job, rc, "rule 're:%s': %s", r->from, e.msg);
+        if (count == 0)
+            return 0;
+        break;
     }
-    if (regexec(&r->re, key, 10, m, 0) != 0)
-        return 0;
-    o = (size_t)snprintf(out, cap, "%.*s", (int)m[0].rm_so, key);
-    for (const char *t = r->to; *t != '\0' && o + 1 < cap; t++) {
-        if (t[0] == '\\' && t[1] >= '1' && t[1] <= '9') {
-            int g = t[1] - '0';
-
-            if (m[g].rm_so >= 0)
-                o += (size_t)snprintf(out + o, cap - o, "%.*s",
-                                      (int)(m[g].rm_eo - m[g].rm_so),
-                                      key + m[g].rm_so);
-            t++;
-            continue;
-        }
-        out[o++] = *t;
-        out[o] = '\0';
-    }
-    if (o < cap)
-        snprintf(out + o, cap - o, "%s", key + m[0].rm_eo);
-    return 1;
+    return out->oom ? ck_job_nomem(job) : 1;
 }
 
-/* The final name of key under every rule; counts matches per rule. */
-static void rename_key(const remap_conf_t *cf, const char *key, char *out,
-                       size_t *hits)
+/* The final name of key (n bytes) under every rule, in *res (a or b);
+ * counts matches per rule. */
+static int rename_key(ck_job_t *job, const remap_conf_t *cf, const char *key,
+                      size_t n, ck_buf_t *a, ck_buf_t *b, ck_buf_t **res,
+                      size_t *hits)
 {
-    char a[KEY_MAX], b[KEY_MAX];
+    ck_buf_t *cur = a, *next = b, *t;
 
-    snprintf(a, sizeof(a), "%s", key);
+    cur->len = 0;
+    if (ck_buf_put(cur, key, n) < 0)
+        return ck_job_nomem(job);
     for (size_t i = 0; i < cf->rules.n; i++) {
-        if (apply(cf->rules.v[i], a, b, sizeof(b))) {
-            if (hits != NULL)
-                hits[i]++;
-            memcpy(a, b, sizeof(a));
-        }
+        int rc = apply(job, cf->rules.v[i], cur, next);
+
+        if (rc < 0)
+            return rc;
+        if (rc == 0)
+            continue;
+        if (hits != NULL)
+            hits[i]++;
+        t = cur, cur = next, next = t;
     }
-    memcpy(out, a, KEY_MAX);
+    if (ck_buf_putc(cur, '\0') < 0)
+        return ck_job_nomem(job);
+    cur->len--;
+    *res = cur;
+    return 0;
 }
 
-/* A pickled str must be UTF-8: a byte-wise regex can split a character. */
-static int utf8_ok(const char *s)
+/* A pickled str must be UTF-8: a byte-wise rule can split a character. */
+static int utf8_ok(const char *s, size_t n)
 {
-    size_t n = strlen(s);
-
     for (size_t i = 0, len; i < n; i += len)
         if ((len = (size_t)ck_utf8_len((const uint8_t *)s + i, n - i, 0)) == 0)
             return 0;
@@ -233,36 +215,54 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
     char **names = ck_arena_alloc(a, (n + 1) * sizeof(*names));
     size_t *dup = ck_arena_alloc(a, (n + 1) * sizeof(*dup));
     ck_strmap_t keys = { 0 }, renamed = { 0 };
-    char buf[KEY_MAX + 2], out[KEY_MAX];
+    ck_buf_t ba = { 0 }, bb = { 0 }, *out;
+    int rc = 0;
 
     if (names == NULL || dup == NULL || key_index(a, m, &keys) < 0)
         return ck_job_nomem(job);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n && rc == 0; i++) {
         ck_py_t *k = m->v[2 * i];
+        char *o;
 
         names[i] = NULL;
-        if (k->kind != CK_PY_STR || k->u.s.n >= KEY_MAX)
+        if (k->kind != CK_PY_STR)
             continue;
         if (metadata) {
             /* module m owns the keys under "m." (the root: "") */
-            snprintf(buf, sizeof(buf), "%s%s", k->u.s.s, k->u.s.n ? "." : "");
-            rename_key(cf, buf, out, NULL);
-            if (strlen(out) > 0 && out[strlen(out) - 1] == '.')
-                out[strlen(out) - 1] = '\0';
+            char *dotted = ck_arena_printf(a, "%s%s", k->u.s.s,
+                                           k->u.s.n ? "." : "");
+
+            if (dotted == NULL) {
+                rc = ck_job_nomem(job);
+                break;
+            }
+            rc = rename_key(job, cf, dotted, strlen(dotted), &ba, &bb, &out,
+                            NULL);
+            if (rc == 0 && out->len > 0 && out->data[out->len - 1] == '.')
+                out->data[--out->len] = '\0';
         } else {
-            rename_key(cf, k->u.s.s, out, hits);
+            rc = rename_key(job, cf, k->u.s.s, k->u.s.n, &ba, &bb, &out, hits);
         }
-        if (strcmp(out, k->u.s.s) == 0)
+        if (rc < 0)
+            break;
+        o = (char *)out->data;
+        if (out->len == k->u.s.n && memcmp(o, k->u.s.s, out->len) == 0)
             continue;
-        if (!utf8_ok(out))
-            return ck_job_fail(job, CK_EPLUGIN,
-                               "%s: '%s' would be renamed to a name "
-                               "that is not UTF-8 (a rule splits a character)",
-                              state, k->u.s.s);
-        names[i] = ck_arena_strdup(a, out);
+        if (!utf8_ok(o, out->len)) {
+            rc = ck_job_fail(job, CK_EPLUGIN,
+                             "%s: '%s' would be renamed to a name "
+                             "that is not UTF-8 (a rule splits a character)",
+                             state, k->u.s.s);
+            break;
+        }
+        names[i] = ck_arena_strndup(a, o, out->len);
         if (names[i] == NULL)
-            return ck_job_nomem(job);
+            rc = ck_job_nomem(job);
     }
+    ck_buf_release(&ba);
+    ck_buf_release(&bb);
+    if (rc < 0)
+        return rc;
     /* dup[i]: the first later key renamed to the same new name, else n */
     for (size_t i = 0; i < n; i++) {
         size_t f;
@@ -356,7 +356,8 @@ static int remap_run(ck_job_t *job, void *conf)
         if (cf->require_match)
             return ck_job_fail(job, CK_EPLUGIN,
                                "rule '%s%s => %s' matches no key",
-                               r->is_re ? "re:" : "", r->from, r->to);
+                               r->kind == R_RE ? "re:" : r->kind == R_EXACT
+                                   ? "=" : "", r->from, r->to);
         ck_job_report(job, "unmatched", CK_F_STR("from", r->from),
                       CK_F_STR("to", r->to));
     }

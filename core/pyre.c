@@ -1,0 +1,336 @@
+/*
+ * pyre.c -- Python's re.sub over PCRE2 (see pyre.h).
+ *
+ * A rule is the compiled pattern and the template cut into parts: literal
+ * text or a group number.  The template is parsed as CPython's
+ * sre_parse.parse_template parses it, so the same template is refused with
+ * the same reason.  Matching follows pcre2demo's loop for global matching,
+ * which gives Perl's and Python 3.7's result for empty matches: after an
+ * empty match at i the next is tried at i as non-empty and anchored, then
+ * from the next character.
+ */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include "pyre.h"
+
+#include <pcre2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MATCH_LIMIT 1000000u /* backtracking steps per match attempt */
+
+typedef struct {
+    const char *text; /* NULL: group */
+    size_t len;
+    unsigned group;
+} part_t;
+
+struct ck_pyre {
+    pcre2_code *code;
+    pcre2_match_context *mctx;
+    unsigned ngroups;
+    part_t *parts;
+    size_t nparts;
+    char *lit;        /* the literal bytes the parts point into */
+};
+
+void ck_pyre_free(ck_pyre_t *re)
+{
+    if (re == NULL)
+        return;
+    pcre2_code_free(re->code);
+    pcre2_match_context_free(re->mctx);
+    ck_free(re->parts);
+    ck_free(re->lit);
+    ck_free(re);
+}
+
+unsigned ck_pyre_groups(const ck_pyre_t *re)
+{
+    return re->ngroups;
+}
+
+/* Python's \Z is PCRE2's \z; everything else is read as it is. */
+static char *translate(const char *p)
+{
+    size_t n = strlen(p), o = 0;
+    char *t = ck_malloc(n + 1);
+    int in_class = 0;
+
+    if (t == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\\' && i + 1 < n) {
+            t[o++] = '\\';
+            t[o++] = !in_class && p[i + 1] == 'Z' ? 'z' : p[i + 1];
+            i++;
+            continue;
+        }
+        if (p[i] == '[' && !in_class)
+            in_class = 1;
+        else if (p[i] == ']' && in_class)
+            in_class = 0;
+        t[o++] = p[i];
+    }
+    t[o] = '\0';
+    return t;
+}
+
+static int add_part(ck_pyre_t *re, const char *text, size_t len,
+                    unsigned group)
+{
+    part_t *np = ck_realloc(re->parts, (re->nparts + 1) * sizeof(*np));
+
+    if (np == NULL)
+        return CK_ENOMEM;
+    re->parts = np;
+    np[re->nparts].text = text;
+    np[re->nparts].len = len;
+    np[re->nparts].group = group;
+    re->nparts++;
+    return 0;
+}
+
+static int is_octal(char c)
+{
+    return c >= '0' && c <= '7';
+}
+
+static int is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static int group_ref(ck_pyre_t *re, unsigned g, ck_err_t *err)
+{
+    if (g > re->ngroups)
+        return ck_err_set(err, CK_ECONFIG, "invalid group reference %u", g);
+    return add_part(re, NULL, 0, g);
+}
+
+/* \g<...>: a number or a group name; s points after "\g". */
+static int named_ref(ck_pyre_t *re, const char **s, ck_err_t *err)
+{
+    const char *p = *s, *end;
+    char name[256];
+    size_t n;
+    int num;
+
+    if (*p != '<')
+        return ck_err_set(err, CK_ECONFIG, "missing < after \\g");
+    end = strchr(p + 1, '>');
+    if (end == NULL)
+        return ck_err_set(err, CK_ECONFIG, "missing >, unterminated name");
+    n = (size_t)(end - p - 1);
+    if (n == 0)
+        return ck_err_set(err, CK_ECONFIG, "missing group name");
+    if (n >= sizeof(name))
+        return ck_err_set(err, CK_ECONFIG, "bad character in group name");
+    memcpy(name, p + 1, n);
+    name[n] = '\0';
+    *s = end + 1;
+    if (strspn(name, "0123456789") == n) {
+        unsigned long g = n > 9 ? 1000000000ul : strtoul(name, NULL, 10);
+
+        if (g > re->ngroups)
+            return ck_err_set(err, CK_ECONFIG, "invalid group reference %s",
+                              name);
+        return add_part(re, NULL, 0, (unsigned)g);
+    }
+    if (is_digit(name[0]) ||
+        strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                     "0123456789_") != n)
+        return ck_err_set(err, CK_ECONFIG, "bad character in group name '%s'",
+                          name);
+    num = pcre2_substring_number_from_name(re->code, (PCRE2_SPTR)name);
+    if (num < 0)
+        return ck_err_set(err, CK_ECONFIG, "unknown group name '%s'", name);
+    return add_part(re, NULL, 0, (unsigned)num);
+}
+
+/* Cut repl into parts; escapes are decoded into re->lit. */
+static int parse_template(ck_pyre_t *re, const char *repl, ck_err_t *err)
+{
+    size_t n = strlen(repl), o = 0, run = 0;
+    const char *s = repl;
+    int rc = 0;
+
+    re->lit = ck_malloc(n + 1);
+    if (re->lit == NULL)
+        return CK_ENOMEM;
+#define FLUSH()                                                               \
+    do {                                                                      \
+        if (o > run && (rc = add_part(re, re->lit + run, o - run, 0)) < 0)    \
+            return rc;                                                        \
+        run = o;                                                              \
+    } while (0)
+    while (*s != '\0') {
+        char c = *s++, e;
+
+        if (c != '\\') {
+            re->lit[o++] = c;
+            continue;
+        }
+        e = *s;
+        if (e == '\0')
+            return ck_err_set(err, CK_ECONFIG, "bad escape (end of pattern)");
+        s++;
+        if (e == 'g') {
+            FLUSH();
+            rc = named_ref(re, &s, err);
+        } else if (e == '0') {
+            unsigned v = 0;
+
+            for (int k = 0; k < 2 && is_octal(*s); k++)
+                v = v * 8 + (unsigned)(*s++ - '0');
+            re->lit[o++] = (char)v;
+        } else if (is_digit(e)) {
+            unsigned g = (unsigned)(e - '0');
+
+            if (is_digit(*s)) {
+                if (is_octal(e) && is_octal(*s) && is_octal(s[1])) {
+                    unsigned v = g * 64 + (unsigned)(s[0] - '0') * 8 +
+                                 (unsigned)(s[1] - '0');
+
+                    if (v > 0377)
+                        return ck_err_set(err, CK_ECONFIG,
+                                          "octal escape value \\%c%c%c "
+                                          "outside of range 0-0o377",
+                                          e, s[0], s[1]);
+                    s += 2;
+                    re->lit[o++] = (char)v;
+                    continue;
+                }
+                g = g * 10 + (unsigned)(*s++ - '0');
+            }
+            FLUSH();
+            rc = group_ref(re, g, err);
+        } else if (strchr("abfnrtv", e) != NULL) {
+            static const char from[] = "abfnrtv", to[] = "\a\b\f\n\r\t\v";
+
+            re->lit[o++] = to[strchr(from, e) - from];
+        } else if (e == '\\') {
+            re->lit[o++] = '\\';
+        } else if ((e >= 'a' && e <= 'z') || (e >= 'A' && e <= 'Z')) {
+            return ck_err_set(err, CK_ECONFIG, "bad escape \\%c", e);
+        } else {
+            re->lit[o++] = '\\'; /* kept: Python leaves \. as it is */
+            re->lit[o++] = e;
+        }
+        if (rc < 0)
+            return rc;
+    }
+    FLUSH();
+#undef FLUSH
+    return 0;
+}
+
+int ck_pyre_compile(const char *pattern, const char *repl, ck_pyre_t **out,
+                    ck_err_t *err)
+{
+    ck_pyre_t *re = ck_calloc(1, sizeof(*re));
+    char *pat = translate(pattern);
+    int code = 0, rc;
+    PCRE2_SIZE off = 0;
+    uint32_t ng = 0;
+
+    *out = NULL;
+    if (re == NULL || pat == NULL) {
+        rc = ck_err_set(err, CK_ENOMEM, "out of memory");
+        goto out;
+    }
+    re->code = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED,
+                             PCRE2_UTF | PCRE2_UCP, &code, &off, NULL);
+    if (re->code == NULL) {
+        PCRE2_UCHAR msg[160];
+
+        pcre2_get_error_message(code, msg, sizeof(msg));
+        rc = ck_err_set(err, CK_ECONFIG, "%s at position %zu", (char *)msg,
+                        (size_t)off);
+        goto out;
+    }
+    pcre2_pattern_info(re->code, PCRE2_INFO_CAPTURECOUNT, &ng);
+    re->ngroups = ng;
+    re->mctx = pcre2_match_context_create(NULL);
+    if (re->mctx == NULL) {
+        rc = ck_err_set(err, CK_ENOMEM, "out of memory");
+        goto out;
+    }
+    pcre2_set_match_limit(re->mctx, MATCH_LIMIT);
+    rc = parse_template(re, repl, err);
+    if (rc == CK_ENOMEM)
+        rc = ck_err_set(err, CK_ENOMEM, "out of memory");
+out:
+    ck_free(pat);
+    if (rc < 0) {
+        ck_pyre_free(re);
+        return rc;
+    }
+    *out = re;
+    return 0;
+}
+
+static void expand(const ck_pyre_t *re, const char *s, const PCRE2_SIZE *ov,
+                   ck_buf_t *out)
+{
+    for (size_t i = 0; i < re->nparts; i++) {
+        const part_t *p = &re->parts[i];
+
+        if (p->text != NULL)
+            ck_buf_put(out, p->text, p->len);
+        else if (ov[2 * p->group] != PCRE2_UNSET)
+            ck_buf_put(out, s + ov[2 * p->group],
+                       ov[2 * p->group + 1] - ov[2 * p->group]);
+    }
+}
+
+int ck_pyre_sub(const ck_pyre_t *re, const char *s, size_t n, ck_buf_t *out,
+                size_t *count, ck_err_t *err)
+{
+    pcre2_match_data *md = pcre2_match_data_create_from_pattern(re->code,
+                                                                NULL);
+    PCRE2_SIZE pos = 0, done = 0, *ov;
+    uint32_t opts = 0;
+    int rc = 0;
+
+    *count = 0;
+    if (md == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    ov = pcre2_get_ovector_pointer(md);
+    while (pos <= n) {
+        int m = pcre2_match(re->code, (PCRE2_SPTR)s, n, pos, opts, md,
+                            re->mctx);
+
+        if (m == PCRE2_ERROR_NOMATCH) {
+            if (opts == 0 || pos >= n)
+                break;
+            /* no non-empty match here: step over one character */
+            opts = 0;
+            pos++;
+            while (pos < n && ((unsigned char)s[pos] & 0xc0) == 0x80)
+                pos++;
+            continue;
+        }
+        if (m < 0) {
+            PCRE2_UCHAR msg[160];
+
+            pcre2_get_error_message(m, msg, sizeof(msg));
+            rc = ck_err_set(err, m == PCRE2_ERROR_MATCHLIMIT ? CK_ELIMIT
+                                                             : CK_EFORMAT,
+                            "regex: %s", (char *)msg);
+            goto out;
+        }
+        ck_buf_put(out, s + done, ov[0] - done);
+        expand(re, s, ov, out);
+        (*count)++;
+        done = ov[1];
+        pos = ov[1];
+        opts = ov[0] == ov[1] ? PCRE2_NOTEMPTY_ATSTART | PCRE2_ANCHORED : 0;
+    }
+    ck_buf_put(out, s + done, n - done);
+    if (out->oom)
+        rc = ck_err_set(err, CK_ENOMEM, "out of memory");
+out:
+    pcre2_match_data_free(md);
+    return rc;
+}

@@ -1,0 +1,154 @@
+/*
+ * test_pyre.c -- Python's re.sub over PCRE2.  Every expected value here
+ * was printed by CPython 3.11's re.sub (tests/plugins' oracle suite runs
+ * Python itself over thousands of keys); the cases are the places where
+ * engines differ: empty matches, groups that did not take part, template
+ * escapes, UTF-8, \Z and the errors Python raises for a template.
+ */
+#include "pyre.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#define S(x) x, sizeof(x) - 1
+
+static const struct {
+    const char *pattern, *repl, *subject, *want;
+    size_t wlen;
+    size_t count;
+} cases[] = {
+    { "x*", "-", "abxd", S("-a-b--d-"), 5 },
+    { "", "-", "abc", S("-a-b-c-"), 4 },
+    { "a|", "-", "baac", S("-b---c-"), 5 },
+    { "e", "E", "emb.0.weight", S("Emb.0.wEight"), 2 },
+    { "^module\\.", "", "module.layers.0.w", S("layers.0.w"), 1 },
+    { "^module\\.(\\d+)\\.", "blocks.\\1.", "module.12.attn.w", S("blocks.12.attn.w"), 1 },
+    { "(?P<n>\\d+)", "[\\g<n>]", "layers.3.sub.14.w", S("layers.[3].sub.[14].w"), 2 },
+    { "(\\w+)\\.(\\w+)", "\\2.\\1", "a.b.c.d", S("b.a.d.c"), 2 },
+    { "(a)?b", "<\\1>", "b ab", S("<> <a>"), 2 },
+    { "\\d", "\\g<0>\\g<0>", "x1y22", S("x11y2222"), 3 },
+    { "w(?=eight)", "W", "weight w wx", S("Weight w wx"), 1 },
+    { "(?<!\\.)w", "W", "w.w.aw", S("W.w.aW"), 2 },
+    { "a+?", "X", "aaa", S("XXX"), 3 },
+    { "\\s+", "_", "a  b\011c", S("a_b_c"), 2 },
+    { "\303\251", "e", "\303\251t\303\251.w", S("ete.w"), 2 },
+    { ".", "?", "\303\2511", S("??"), 2 },
+    { "\\Z", "!", "ab", S("ab!"), 1 },
+    { "$", "!", "ab", S("ab!"), 1 },
+    { "^", ">", "ab", S(">ab"), 1 },
+    { "\\bw\\b", "W", "w ww w.w", S("W ww W.W"), 3 },
+    { "(x)", "\\\\1", "axb", S("a\\1b"), 1 },
+    { "(x)", "\\.\\1", "axb", S("a\\.xb"), 1 },
+    { "(x)", "\\n", "axb", S("a\012b"), 1 },
+    { "(x)(y)?", "[\\2]", "xyx", S("[y][]"), 2 },
+    { "(?i)ATTN", "attn", "self_Attn.x", S("self_attn.x"), 1 },
+    { "(a)(b)(c)(d)(e)(f)(g)(h)(i)(j)(k)", "\\11\\10\\1", "abcdefghijk", S("kja"), 1 },
+    { "x", "\\101", "x", S("A"), 1 },
+    { "x", "\\08", "x", S("\0008"), 1 },
+};
+
+static const struct {
+    const char *pattern, *repl, *msg;
+} bad[] = {
+{ "(w)", "\\2", "invalid group reference 2" }, /* python: invalid group reference 2 at position 1 */
+    { "(w)", "\\g<2>", "invalid group reference 2" }, /* python: invalid group reference 2 at position 3 */
+    { "(?P<w>w)", "\\g<v>", "unknown group name 'v'" }, /* python: unknown group name 'v' */
+    { "x", "\\q", "bad escape \\q" }, /* python: bad escape \q at position 0 */
+    { "x", "y\\", "bad escape (end of pattern)" }, /* python: bad escape (end of pattern) at position 1 */
+    { "x", "\\g<1", "missing >, unterminated name" }, /* python: missing >, unterminated name at position 3 */
+    { "x", "\\g1", "missing <" }, /* python: missing < at position 2 */
+    { "x", "\\477", "octal escape value" }, /* python: octal escape value \477 outside of range 0-0o377 at position 0 */
+    { "(", "x", "missing closing parenthesis" },
+};
+
+static void test_sub_as_python(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ck_pyre_t *re;
+        ck_buf_t out = { 0 };
+        ck_err_t err = { 0 };
+        size_t count = 99;
+
+        if (ck_pyre_compile(cases[i].pattern, cases[i].repl, &re, &err) != 0)
+            fail_msg("case %zu: compile: %s", i, err.msg);
+        assert_int_equal(ck_pyre_sub(re, cases[i].subject,
+                                     strlen(cases[i].subject), &out, &count,
+                                     &err), 0);
+        if (out.len != cases[i].wlen ||
+            memcmp(out.data, cases[i].want, out.len) != 0)
+            fail_msg("case %zu: re.sub(%s, %s, %s) gave '%.*s'", i,
+                     cases[i].pattern, cases[i].repl, cases[i].subject,
+                     (int)out.len, (const char *)out.data);
+        assert_int_equal(count, cases[i].count);
+        ck_buf_release(&out);
+        ck_pyre_free(re);
+    }
+}
+
+static void test_refused_as_python(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ck_pyre_t *re = (ck_pyre_t *)&re;
+        ck_err_t err = { 0 };
+
+        assert_int_equal(ck_pyre_compile(bad[i].pattern, bad[i].repl, &re,
+                                         &err), CK_ECONFIG);
+        assert_null(re);
+        if (strstr(err.msg, bad[i].msg) == NULL)
+            fail_msg("case %zu: '%s' does not say '%s'", i, err.msg,
+                     bad[i].msg);
+    }
+}
+
+/* A pattern that backtracks without end fails the key, it does not hang. */
+static void test_match_limit(void **state)
+{
+    ck_pyre_t *re;
+    ck_buf_t out = { 0 };
+    ck_err_t err = { 0 };
+    char subject[64];
+    size_t count;
+
+    (void)state;
+    memset(subject, 'a', sizeof(subject) - 2);
+    subject[sizeof(subject) - 2] = 'b';
+    subject[sizeof(subject) - 1] = '\0';
+    assert_int_equal(ck_pyre_compile("^(a+)+$", "x", &re, &err), 0);
+    assert_int_equal(ck_pyre_sub(re, subject, strlen(subject), &out, &count,
+                                 &err), CK_ELIMIT);
+    assert_non_null(strstr(err.msg, "limit"));
+    ck_buf_release(&out);
+    ck_pyre_free(re);
+}
+
+static void test_groups(void **state)
+{
+    ck_pyre_t *re;
+    ck_err_t err = { 0 };
+
+    (void)state;
+    assert_int_equal(ck_pyre_compile("(a)(?:b)(?P<c>c)", "", &re, &err), 0);
+    assert_int_equal(ck_pyre_groups(re), 2);
+    ck_pyre_free(re);
+    ck_pyre_free(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sub_as_python),
+        cmocka_unit_test(test_refused_as_python),
+        cmocka_unit_test(test_match_limit),
+        cmocka_unit_test(test_groups),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
