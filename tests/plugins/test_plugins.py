@@ -2,7 +2,7 @@
 """Oracle tests for ckprep's plugins: optimizer_strip, prefix_select,
 key_remap, head_init, config_override, their chain, and `ckprep check`.
 
-usage: test_plugins.py --ckprep PATH [--examples DIR] [--keep] [-k SUBSTR] [-v]
+usage: test_plugins.py --ckprep PATH --zipcheck PATH [--examples DIR] [--keep] [-k SUBSTR] [-v]
 
 Makes real checkpoints with torch.save in a temporary folder (an
 AudioCraft-shaped training checkpoint, a PyTorch Lightning checkpoint, an
@@ -12,6 +12,8 @@ torch.load and OmegaConf against the same edit done in Python: exactly the
 intended keys gone / renamed / added; every other tensor bit-identical
 (dtype, shape, stride, offset, every byte of its storage) and sharing
 storage with exactly the same tensors as before; `_metadata` consistent;
+every output read by libzip too (--zipcheck, tests/tools/zipcheck: CRC-32
+and header consistency, records as zipfile lists them);
 the JSON record's changes; errors (exit 1, one stderr line naming the input
 and the cause, nothing written); --dry-run; `ckprep check`.
 
@@ -52,6 +54,9 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 # the example configs: tests/plugins/examples/, or conf/examples/ once moved there
 EXAMPLES = next((d for d in (os.path.join(HERE, "examples"), os.path.join(REPO, "conf", "examples"))
                  if os.path.isdir(d)), os.path.join(HERE, "examples"))
+sys.path.insert(0, os.path.join(REPO, "tests", "oracle"))
+import compare  # noqa: E402  (libzip_check, shared with the oracle suite)
+
 OD = collections.OrderedDict
 RUN_TIMEOUT = 60
 
@@ -522,6 +527,8 @@ class Env:
             check(rec.get("output", {}).get("path") == r.out, f"record output {rec.get('output')}")
             check(rec["output"].get("size") == os.path.getsize(r.out),
                   f"record output size {rec['output'].get('size')} != {os.path.getsize(r.out)}")
+            errs = compare.libzip_check(r.out)
+            check(not errs, "; ".join(errs))
         return r
 
     def fails(self, conf_text, inp, *causes, conf_path=None):
@@ -2423,6 +2430,8 @@ def main(argv=None):
     global E, EXAMPLES
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ckprep", required=True, help="the ckprep binary")
+    ap.add_argument("--zipcheck", required=True,
+                    help="tests/tools/zipcheck: every output is read by libzip too")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     ap.add_argument("-k", dest="filter", default=None, help="run tests whose name contains this")
     ap.add_argument("--examples", default=None,
@@ -2432,8 +2441,11 @@ def main(argv=None):
     if args.examples:
         EXAMPLES = os.path.abspath(args.examples)
     ckprep = os.path.abspath(args.ckprep)
-    if not os.access(ckprep, os.X_OK):
-        print(f"{ckprep}: not executable", file=sys.stderr)
+    compare.use_zipcheck(args.zipcheck)
+    for exe in (ckprep, compare.ZIPCHECK):
+        if os.access(exe, os.X_OK):
+            continue
+        print(f"{exe}: not executable", file=sys.stderr)
         print("0 passed, 1 failed")
         return 1
     work = tempfile.mkdtemp(prefix="ckprep-plugins-")
