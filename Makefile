@@ -20,10 +20,28 @@ UNIT_PKGS := cmocka
 ZIPCHECK_PKGS := libzip
 TEST_PKGS := $(UNIT_PKGS) $(ZIPCHECK_PKGS)
 
-DEB_BUILD := build-essential pkg-config libuv1-dev libzip-dev libyaml-dev \
-             libinih-dev libcmocka-dev zlib1g-dev libssl-dev libjansson-dev
-DEB_TEST  := python3-torch python3-omegaconf python3-numpy python3-yaml \
-             systemd
+# The Debian packages `make deps` installs, each for what uses it:
+#   build-essential    cc, make, ar; gcc's ASan/UBSan/LSan runtimes (SAN=1)
+#   pkg-config         every library's flags (PKGS, TEST_PKGS)
+#   libuv1-dev         the daemon's loop (core/watch.c)
+#   libyaml-dev        config_override's YAML (plugins/config_override.c)
+#   libinih-dev        the INI reader (core/conf.c)
+#   zlib1g-dev         CRC-32 and raw inflate (core/zip.c)
+#   libssl-dev         libcrypto's SHA-256 (core/ckpt.c, core/watch.c)
+#   libjansson-dev     reading audit records back (core/audit.c)
+#   libcmocka-dev      the unit tests (tests/core, tests/plugins)
+#   libzip-dev         tests/tools/zipcheck, the second zip reader
+#   python3-torch      the oracle: torch.save/torch.load in every Python suite
+#   python3-omegaconf  configs in checkpoints (oracle, plugin suites)
+#   python3-numpy      the plugin suite's reference generator
+#   python3-yaml       the plugin suite's YAML configs
+#   systemd            systemd-analyze verify (make test-systemd)
+# Fragments add their own: clang and libclang-rt-dev (tests/fuzz/fuzz.mk),
+# valgrind (tests/faults/faults.mk), time (bench/bench.mk).
+DEB_BUILD := build-essential pkg-config libuv1-dev libyaml-dev libinih-dev \
+             zlib1g-dev libssl-dev libjansson-dev
+DEB_TEST  := libcmocka-dev libzip-dev python3-torch python3-omegaconf \
+             python3-numpy python3-yaml systemd
 
 ifeq ($(SAN),1)
 BUILD    := build-san

@@ -10,6 +10,9 @@
 
 FAILAT_SAN := build-san/tests/faults/failat
 
+# valgrind-ckprep.sh runs memcheck (make check-valgrind, in .ci/run)
+DEB_TEST += valgrind
+
 # test_faults.py runs against $(BIN) and, from a plain build, the sanitized
 # binary too.
 test-faults: all
