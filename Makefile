@@ -165,8 +165,10 @@ test-oracle: all $(ZIPCHECK)
 test-hostile: all
 	$(PYTHON) tests/hostile/test_hostile.py --ckprep $(BIN)
 
+# tests/plugins/test_*.py, one file per plugin, run in one process by
+# run_all.py: a line per file, then the one total.
 test-plugins: all $(ZIPCHECK)
-	$(PYTHON) tests/plugins/test_plugins.py --ckprep $(BIN) --zipcheck $(ZIPCHECK)
+	$(PYTHON) tests/plugins/run_all.py --ckprep $(BIN) --zipcheck $(ZIPCHECK)
 
 test-rss: all
 	$(PYTHON) tests/oracle/test_bigrss.py --ckprep $(BIN)
