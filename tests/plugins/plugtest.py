@@ -874,6 +874,24 @@ def bad_section(plugin, lines):
     return text, 5 + len(lines)
 
 
+def check_rejects_line(plugin, line, word):
+    """`line` in [plugin] is rejected with a message mentioning word."""
+    text, _ = bad_section(plugin, [line])
+    check_rejects(text, None, word, exact_line=False)
+
+
+def bad_directive_tests(module, plugin, directive, cases):
+    """One test per (value, word) of cases, named 'check_bad_DIRECTIVE:
+    VALUE', in module's share of TESTS: `directive = value` is rejected."""
+    for value, word in cases:
+        def t(value=value, word=word):
+            check_rejects_line(plugin, f"{directive} = {value}", word)
+        t.__name__ = f"check_bad_{directive}: {value}"
+        t.__doc__ = f"{directive} = {value} is rejected"
+        t.__module__ = module
+        TESTS.append(t)
+
+
 # ====================================================================
 # the runner
 # ====================================================================

@@ -16,8 +16,8 @@ from omegaconf import OmegaConf, open_dict
 
 import plugtest
 from plugtest import (E, Fail, SPEC_SETS, TESTS, assert_same, bad_section, chain1, check,
-                      check_changes, check_dictconfig, check_rejects, edit_cfg, load,
-                      plugin_changes, spec_cfg_edit, test, yaml_paths)
+                      check_changes, check_dictconfig, check_rejects, check_rejects_line,
+                      edit_cfg, load, plugin_changes, spec_cfg_edit, test, yaml_paths)
 
 
 @test
@@ -534,8 +534,7 @@ for _k, _t, _v in TYPED_CASES:
 @test
 def check_set_tilde_value():
     """set = key=~ is refused (not a value in Hydra's grammar)"""
-    text, _ = bad_section("config_override", ["set = a=~"])
-    check_rejects(text, None, "'~' is not a value", exact_line=False)
+    check_rejects_line("config_override", "set = a=~", "'~' is not a value")
 
 
 @test
@@ -543,8 +542,7 @@ def check_bad_set():
     """set lines that are not overrides"""
     for line, word in (("optim.lr", "optim.lr"), ("optim..lr=1", "optim..lr"), ("=1", "=1"),
                        ("a=[1, 2", "a=[1, 2")):
-        text, _ = bad_section("config_override", [f"set = {line}"])
-        check_rejects(text, None, word, exact_line=False)
+        check_rejects_line("config_override", f"set = {line}", word)
 
 
 @test

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 import plugtest
-from plugtest import (E, HEAD_B, HEAD_W, New, SPEC_ADDS, TESTS, assert_same, bad_section, chain1,
-                      check, check_changes, check_rejects, double_to_bf16_bits, load,
-                      plugin_changes, reference_values, stats, tensor_bytes, test)
+from plugtest import (E, HEAD_B, HEAD_W, New, SPEC_ADDS, assert_same, bad_directive_tests,
+                      bad_section, chain1, check, check_changes, check_rejects,
+                      check_rejects_line, double_to_bf16_bits, load, plugin_changes,
+                      reference_values, stats, tensor_bytes, test)
 
 
 def head_test(adds, inp="ac", state="best_state/model", seed=7, extra=()):
@@ -309,23 +310,12 @@ BAD_ADDS = [("a float16 16x12", "a float16 16x12"),                      # three
             ("a int64 16 normal(0,1)", "int64")]
 
 
-def _bad_add_test(line, word):
-    def t():
-        text, _ = bad_section("head_init", [f"add = {line}"])
-        check_rejects(text, None, word, exact_line=False)
-    t.__name__ = "check_bad_add: " + line
-    t.__doc__ = f"add = {line} is rejected"
-    return t
-
-
-for _l, _w in BAD_ADDS:
-    TESTS.append(_bad_add_test(_l, _w))
+bad_directive_tests(__name__, "head_init", "add", BAD_ADDS)
 
 
 @test
 def check_bad_on_exists():
-    text, _ = bad_section("head_init", ["on_exists = maybe"])
-    check_rejects(text, None, "maybe", exact_line=False)
+    check_rejects_line("head_init", "on_exists = maybe", "maybe")
 
 
 @test

@@ -11,8 +11,9 @@ import sys
 import torch
 
 import plugtest
-from plugtest import (E, OD, TESTS, assert_same, bad_section, chain1, check, check_changes,
-                      check_rejects, load, od_like, plugin_changes, remap, test)
+from plugtest import (E, OD, assert_same, bad_directive_tests, bad_section, chain1, check,
+                      check_changes, check_rejects, check_rejects_line, load, od_like,
+                      plugin_changes, remap, test)
 
 
 def remap_test(rules, inp="ac", state="best_state/model", extra=()):
@@ -153,23 +154,12 @@ def remap_dry_run():
 BAD_RENAMES = [("a. -> b.", "a. -> b."), ("re:([a- => x", "([a-"), (" => x.", "FROM")]
 
 
-def _bad_rename_test(line, word):
-    def t():
-        text, _ = bad_section("key_remap", [f"rename = {line}"])
-        check_rejects(text, None, word, exact_line=False)
-    t.__name__ = "check_bad_rename: " + line
-    t.__doc__ = f"rename = {line} is rejected"
-    return t
-
-
-for _l, _w in BAD_RENAMES:
-    TESTS.append(_bad_rename_test(_l, _w))
+bad_directive_tests(__name__, "key_remap", "rename", BAD_RENAMES)
 
 
 @test
 def check_bad_on_conflict():
-    text, _ = bad_section("key_remap", ["on_conflict = maybe"])
-    check_rejects(text, None, "maybe", exact_line=False)
+    check_rejects_line("key_remap", "on_conflict = maybe", "maybe")
 
 
 @test
