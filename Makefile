@@ -16,13 +16,33 @@ PYTHON   := /usr/bin/python3
 SHARED   ?= $(abspath ../shared)
 CORPUS   ?= $(SHARED)/corpus/third-party
 PKGS     := inih zlib yaml-0.1 libcrypto libuv jansson libpcre2-8
-TEST_PKGS := cmocka
+UNIT_PKGS := cmocka
+ZIPCHECK_PKGS := libzip
+TEST_PKGS := $(UNIT_PKGS) $(ZIPCHECK_PKGS)
 
-DEB_BUILD := build-essential pkg-config libuv1-dev libzip-dev libyaml-dev \
-             libinih-dev libcmocka-dev zlib1g-dev libssl-dev libjansson-dev \
-             libpcre2-dev
-DEB_TEST  := python3-torch python3-omegaconf python3-numpy python3-yaml \
-             systemd
+# The Debian packages `make deps` installs, each for what uses it:
+#   build-essential    cc, make, ar; gcc's ASan/UBSan/LSan runtimes (SAN=1)
+#   pkg-config         every library's flags (PKGS, TEST_PKGS)
+#   libuv1-dev         the daemon's loop (core/watch.c)
+#   libyaml-dev        config_override's YAML (plugins/config_override.c)
+#   libinih-dev        the INI reader (core/conf.c)
+#   zlib1g-dev         CRC-32 and raw inflate (core/zip.c)
+#   libssl-dev         libcrypto's SHA-256 (core/ckpt.c, core/watch.c)
+#   libjansson-dev     reading audit records back (core/audit.c)
+#   libpcre2-dev       Python-compatible rename regexes (core/pyre.c)
+#   libcmocka-dev      the unit tests (tests/core, tests/plugins)
+#   libzip-dev         tests/tools/zipcheck, the second zip reader
+#   python3-torch      the oracle: torch.save/torch.load in every Python suite
+#   python3-omegaconf  configs in checkpoints (oracle, plugin suites)
+#   python3-numpy      the plugin suite's reference generator
+#   python3-yaml       the plugin suite's YAML configs
+#   systemd            systemd-analyze verify (make test-systemd)
+# Fragments add their own: clang and libclang-rt-dev (tests/fuzz/fuzz.mk),
+# valgrind (tests/faults/faults.mk), time (bench/bench.mk).
+DEB_BUILD := build-essential pkg-config libuv1-dev libyaml-dev libinih-dev \
+             zlib1g-dev libssl-dev libjansson-dev libpcre2-dev
+DEB_TEST  := libcmocka-dev libzip-dev python3-torch python3-omegaconf \
+             python3-numpy python3-yaml systemd
 
 ifeq ($(SAN),1)
 BUILD    := build-san
@@ -76,6 +96,7 @@ MAIN_OBJ := $(BUILD)/core/main.o
 LIB      := $(BUILD)/libckprep.a
 BIN      := $(BUILD)/ckprep
 UNIT_BIN := $(addprefix $(BUILD)/,$(UNIT_TESTS))
+ZIPCHECK := $(BUILD)/tests/tools/zipcheck
 
 all: $(BIN)
 
@@ -95,8 +116,18 @@ $(BIN): $(MAIN_OBJ) $(LIB)
 $(BUILD)/tests/%: tests/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  TEST    $@")
-	$(Q)$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags $(TEST_PKGS)) \
-		-o $@ $< $(LIB) $(ALL_LDFLAGS) $(LIBS) $(shell pkg-config --libs $(TEST_PKGS))
+	$(Q)$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags $(UNIT_PKGS)) \
+		-o $@ $< $(LIB) $(ALL_LDFLAGS) $(LIBS) $(shell pkg-config --libs $(UNIT_PKGS))
+
+# libzip as a second reader of ckprep's output (the oracle and plugin suites
+# pass it --zipcheck).  Built without -Icore: core/zip.h would shadow
+# libzip's <zip.h>, and the point is a reader sharing no code with ckprep.
+$(ZIPCHECK): tests/tools/zipcheck.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) $(CFLAGS) $(SANFLAGS) \
+		$(shell pkg-config --cflags $(ZIPCHECK_PKGS)) -o $@ $< \
+		$(ALL_LDFLAGS) $(shell pkg-config --libs $(ZIPCHECK_PKGS))
 
 units: $(UNIT_BIN)
 
@@ -133,14 +164,17 @@ run: deps all
 test-units: units
 	@set -e; for t in $(UNIT_BIN); do timeout 120 $$t; done
 
-test-oracle: all
-	$(PYTHON) tests/oracle/test_roundtrip.py --ckprep $(BIN) --corpus $(CORPUS)
+test-oracle: all $(ZIPCHECK)
+	$(PYTHON) tests/oracle/test_roundtrip.py --ckprep $(BIN) --zipcheck $(ZIPCHECK) \
+		--corpus $(CORPUS)
 
 test-hostile: all
 	$(PYTHON) tests/hostile/test_hostile.py --ckprep $(BIN)
 
-test-plugins: all
-	$(PYTHON) tests/plugins/test_plugins.py --ckprep $(BIN)
+# tests/plugins/test_*.py, one file per plugin, run in one process by
+# run_all.py: a line per file, then the one total.
+test-plugins: all $(ZIPCHECK)
+	$(PYTHON) tests/plugins/run_all.py --ckprep $(BIN) --zipcheck $(ZIPCHECK)
 
 test-rss: all
 	$(PYTHON) tests/oracle/test_bigrss.py --ckprep $(BIN)

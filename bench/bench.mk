@@ -12,6 +12,8 @@
 # Generated checkpoints are cached in BENCH_DIR, keyed by their parameters.
 
 BENCH_DIR ?= build/bench
+# /usr/bin/time -f %M: each run's peak RSS (make bench, make test-large)
+DEB_TEST += time
 export BENCH_ROUNDS BENCH_LARGE BENCH_DAEMON
 
 bench: all

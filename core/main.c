@@ -28,7 +28,8 @@ static const char usage_main[] =
     "  watch    run as a daemon: prepare every checkpoint dropped in a folder\n"
     "\n"
     "options:\n"
-    "  -h, --help       this text; 'ckprep COMMAND --help' for a command\n"
+    "  -h, --help       this text; 'ckprep COMMAND --help' (or 'ckprep help\n"
+    "                   COMMAND') for a command\n"
     "  --version        print the version\n"
     "  --help-plugins   list the compiled-in plugins and their directives\n"
     "\n"
@@ -305,32 +306,55 @@ static int cmd_inspect(int argc, char **argv)
     return rc < 0 ? EXIT_FILE : 0;
 }
 
+/*
+ * The commands, as git's builtin table: `ckprep NAME ARGS...` calls fn with
+ * the arguments after NAME; usage is what `ckprep NAME --help` and
+ * `ckprep help NAME` print.  fn returns the exit status.
+ */
+static const struct cmd {
+    const char *name;                 /* argv[1] */
+    int (*fn)(int argc, char **argv); /* argv after the name; exit status */
+    const char *usage;                /* the command's --help text */
+} cmds[] = {
+    { "run", cmd_run, usage_run },
+    { "inspect", cmd_inspect, usage_inspect },
+    { "check", cmd_check, usage_check },
+    { "watch", cmd_watch, usage_watch },
+};
+
+static const struct cmd *find_cmd(const char *name)
+{
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+        if (strcmp(cmds[i].name, name) == 0)
+            return &cmds[i];
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
-    const char *cmd = argc > 1 ? argv[1] : NULL;
+    const char *name = argc > 1 ? argv[1] : NULL;
+    const struct cmd *c;
 
-    if (cmd == NULL) {
+    if (name == NULL) {
         fputs(usage_main, stderr);
         return EXIT_USAGE;
     }
-    if (arg_is(cmd, "-h", "--help") || strcmp(cmd, "help") == 0) {
-        fputs(usage_main, stdout);
+    if (arg_is(name, "-h", "--help") || strcmp(name, "help") == 0) {
+        c = argc > 2 ? find_cmd(argv[2]) : NULL;
+        fputs(c != NULL ? c->usage : usage_main, stdout);
         return 0;
     }
-    if (arg_is(cmd, "-V", "--version")) {
+    if (arg_is(name, "-V", "--version")) {
         printf("ckprep %s\n", CK_VERSION);
         return 0;
     }
-    if (strcmp(cmd, "--help-plugins") == 0)
+    if (strcmp(name, "--help-plugins") == 0)
         return help_plugins();
-    if (strcmp(cmd, "run") == 0)
-        return cmd_run(argc - 2, argv + 2);
-    if (strcmp(cmd, "inspect") == 0)
-        return cmd_inspect(argc - 2, argv + 2);
-    if (strcmp(cmd, "check") == 0)
-        return cmd_check(argc - 2, argv + 2);
-    if (strcmp(cmd, "watch") == 0)
-        return cmd_watch(argc - 2, argv + 2);
-    fprintf(stderr, "ckprep: unknown command '%s'\n%s", cmd, usage_main);
-    return EXIT_USAGE;
+    c = find_cmd(name);
+    if (c == NULL) {
+        fprintf(stderr, "ckprep: unknown command '%s'\n%s", name, usage_main);
+        return EXIT_USAGE;
+    }
+    return c->fn(argc - 2, argv + 2);
 }

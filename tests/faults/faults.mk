@@ -10,6 +10,9 @@
 
 FAILAT_SAN := build-san/tests/faults/failat
 
+# valgrind-ckprep.sh runs memcheck (make check-valgrind, in .ci/run)
+DEB_TEST += valgrind
+
 # test_faults.py runs against $(BIN) and, from a plain build, the sanitized
 # binary too.
 test-faults: all
@@ -23,7 +26,7 @@ test-faults: all
 # copy of the binary, so a rebuild during its minutes cannot disturb it.
 VG_DIR := $(BUILD)/tests/faults/vg
 
-check-valgrind: all $(BUILD)/tests/faults/failat
+check-valgrind: all $(BUILD)/tests/faults/failat $(ZIPCHECK)
 	@mkdir -p $(VG_DIR)
 	CKPREP_BIN=$(abspath $(BUILD)/tests/faults/failat) \
 		tests/faults/valgrind-ckprep.sh --leak-selftest \
@@ -31,7 +34,8 @@ check-valgrind: all $(BUILD)/tests/faults/failat
 		tests/data/sample.th 2>/dev/null
 	cp $(BIN) $(VG_DIR)/ckprep
 	CKPREP_BIN=$(abspath $(VG_DIR)/ckprep) $(PYTHON) tests/oracle/test_roundtrip.py \
-		--ckprep tests/faults/valgrind-ckprep.sh --corpus $(CORPUS)
+		--ckprep tests/faults/valgrind-ckprep.sh --zipcheck $(ZIPCHECK) \
+		--corpus $(CORPUS)
 
 TEST_EXTRA += test-faults
 

@@ -27,8 +27,9 @@ FUZZ_BIN     := $(addprefix $(FUZZ_DIR)/,$(FUZZ_TARGETS))
 FUZZ_OPTS    := -timeout=10 -rss_limit_mb=2048
 FUZZ_ENV     := UBSAN_OPTIONS=print_stacktrace=1
 
-# clang and its libFuzzer runtime (clang only recommends it)
-DEB_TEST     += clang libclang-rt-14-dev
+# clang and its libFuzzer runtime (clang only recommends it); the
+# unversioned libclang-rt-dev follows the default clang's version
+DEB_TEST     += clang libclang-rt-dev
 
 $(FUZZ_DIR)/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -13,7 +13,9 @@ import collections
 import difflib
 import io
 import os
+import re
 import struct
+import subprocess
 import sys
 import types
 import warnings
@@ -487,6 +489,58 @@ def check_layout(out_path):
     return r
 
 
+# ------------------------------------------------------------------ libzip, a second reader
+# The suites set this to tests/tools/zipcheck (their --zipcheck); compare()
+# then reads every OUT with libzip too.  Unset (the selftests, test_bigrss),
+# libzip_check() checks nothing.
+ZIPCHECK = None
+ZIPCHECK_TIMEOUT = 600
+
+
+def use_zipcheck(binary):
+    global ZIPCHECK
+    ZIPCHECK = os.path.abspath(binary)
+
+
+def _zipcheck_name(esc):
+    return re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m.group(1), 16)]), esc)
+
+
+def libzip_check(path, binary=None):
+    """OUT read by libzip (zipcheck: ZIP_CHECKCONS, every record read to its
+    end, so CRC-32 and header consistency are checked by a reader that shares
+    no code with ckprep), and libzip's list of records (name, size, CRC)
+    equal to Python's zipfile's.  ckprep writes only zip files, legacy inputs
+    included, so a non-zip OUT is a failure.  Returns failure strings."""
+    binary = binary or ZIPCHECK
+    if binary is None:
+        return []
+    if not zipfile.is_zipfile(path):
+        return [f"libzip: {path} is not a zip file (ckprep writes only zip)"]
+    try:
+        p = subprocess.run([binary, path], capture_output=True, stdin=subprocess.DEVNULL,
+                           timeout=ZIPCHECK_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return [f"libzip: zipcheck could not run: {e}"]
+    if p.returncode != 0:
+        err = p.stderr.decode("utf-8", "replace").strip()[-300:]
+        return [f"libzip rejects OUT (zipcheck exit {p.returncode}): {err}"]
+    got = []
+    for line in p.stdout.splitlines():
+        size, crc, name = line.split(b" ", 2)
+        got.append((_zipcheck_name(name), int(size), int(crc, 16)))
+    with zipfile.ZipFile(path) as z:
+        want = [(i.orig_filename.encode("utf-8" if i.flag_bits & 0x800 else "cp437"),
+                 i.file_size, i.CRC) for i in z.infolist()]
+    if got != want:
+        d = next((k for k in range(min(len(got), len(want))) if got[k] != want[k]),
+                 min(len(got), len(want)))
+        return [f"libzip and zipfile disagree: {len(got)} vs {len(want)} records, first difference "
+                f"at record {d}: libzip {got[d] if d < len(got) else None} zipfile "
+                f"{want[d] if d < len(want) else None}"]
+    return []
+
+
 def _data_pkl(path):
     with zipfile.ZipFile(path) as z:
         c = [n for n in z.namelist() if n.count("/") == 1 and n.endswith("/data.pkl")]
@@ -503,6 +557,7 @@ def compare(in_path, out_path, weights_only_too=False, byte_identical=False, che
     reasons = []
     if check_layout_too:
         reasons += [f"layout: {x}" for x in check_layout(out_path)]
+    reasons += libzip_check(out_path)
     try:
         a = _load(in_path)
     except Exception as e:
@@ -544,7 +599,10 @@ def main(argv=None):
     ap.add_argument("--weights-only-too", action="store_true")
     ap.add_argument("--byte-identical", action="store_true")
     ap.add_argument("--no-layout", action="store_true", help="skip the zip layout checks on OUT")
+    ap.add_argument("--zipcheck", help="tests/tools/zipcheck: read OUT with libzip too")
     args = ap.parse_args(argv)
+    if args.zipcheck:
+        use_zipcheck(args.zipcheck)
     reasons = compare(args.inp, args.out, args.weights_only_too, args.byte_identical,
                       check_layout_too=not args.no_layout)
     if reasons:

@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """Round-trip oracle for `ckprep run` with an empty chain.
 
-usage: test_roundtrip.py --ckprep PATH [--corpus DIR] [--workdir DIR] [--jobs N] [-k SUBSTR]
+usage: test_roundtrip.py --ckprep PATH --zipcheck PATH [--corpus DIR] [--workdir DIR] [--jobs N] [-k SUBSTR]
 
 Generates checkpoints with make_checkpoints.py, runs `PATH run -c empty.ini -o OUT IN`
 on each and on every checkpoint file under --corpus (default: <repo>/../shared/corpus/
-third-party), and checks with compare.py that OUT holds exactly what IN holds.
+third-party), and checks with compare.py that OUT holds exactly what IN holds,
+and with --zipcheck (tests/tools/zipcheck, libzip) that every OUT reads cleanly.
 Also: determinism (two runs give identical bytes), input left unchanged, no stray
 files next to OUT, OUT file naming, exit codes for bad inputs and bad configs.
 Last line printed: "N passed, M failed"; exit status 1 if M > 0.
@@ -124,6 +125,9 @@ def case_determinism(ctx, inp, label):
         if r:
             return [f"run {i + 1}: {x}" for x in r]
         outs.append(out)
+        r = compare.libzip_check(out)
+        if r:
+            return [f"run {i + 1}: {x}" for x in r]
     a, b = (open(p, "rb").read() for p in outs)
     if a != b:
         i = next((k for k in range(min(len(a), len(b))) if a[k] != b[k]), min(len(a), len(b)))
@@ -217,6 +221,8 @@ def corpus_flags(path):
 def main(argv=None):
     ap = argparse.ArgumentParser(description="ckprep empty-chain round-trip oracle")
     ap.add_argument("--ckprep", required=True, help="path to the ckprep binary")
+    ap.add_argument("--zipcheck", required=True,
+                    help="tests/tools/zipcheck: every OUT is read by libzip too")
     ap.add_argument("--corpus", default=os.path.join(REPO, "..", "shared", "corpus", "third-party"))
     ap.add_argument("--workdir", help="keep all files here (default: temp dir, removed if all pass)")
     ap.add_argument("--jobs", type=int, default=2)
@@ -224,6 +230,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     ckprep = os.path.abspath(args.ckprep)
+    compare.use_zipcheck(args.zipcheck)
     if args.workdir:
         work = os.path.abspath(args.workdir)
         if os.path.exists(work):
@@ -243,6 +250,8 @@ def main(argv=None):
     pre_failures = []
     if not os.path.isfile(ckprep) or not os.access(ckprep, os.X_OK):
         pre_failures.append(("setup:ckprep", [f"{ckprep} is not an executable file"]))
+    if not os.access(compare.ZIPCHECK, os.X_OK):
+        pre_failures.append(("setup:zipcheck", [f"{compare.ZIPCHECK} is not an executable file"]))
 
     for e in manifest["files"]:
         p = os.path.join(gen, e["name"])

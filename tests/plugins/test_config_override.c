@@ -703,7 +703,7 @@ static void test_typed_nodes(void **state)
 }
 
 /* What OmegaConf 2.2 makes of each Hydra-typed value in each typed node
- * (its nodes' _validate_and_convert_impl; tests/plugins/test_plugins.py
+ * (its nodes' _validate_and_convert_impl; tests/plugins/test_config_override.py
  * checks the same table against OmegaConf itself). */
 static void test_typed_conversions(void **state)
 {

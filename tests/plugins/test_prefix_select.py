@@ -1,0 +1,252 @@
+#!/usr/bin/python3
+"""prefix_select: keep/drop/strip on state dicts, root =, non-string
+keys, dry runs, and its `ckprep check` errors.
+
+usage: test_prefix_select.py --ckprep PATH --zipcheck PATH [--examples DIR] [--keep]
+    [-k SUBSTR] [-v]
+(or run_all.py for every file; helpers and fixtures in plugtest.py)
+"""
+import os
+import sys
+
+import torch
+
+import plugtest
+from plugtest import (E, LitModule, OD, SmallLM, assert_same, chain1, check, check_changes,
+                      check_rejects, check_root_output, load, od_like, plugin_changes, select,
+                      sharing, storages_of, test)
+
+
+@test
+def select_drop_audiocraft():
+    """drop linears.: those keys and modules go; the tied emb.0/out weights
+    (also tied to the dropped linears.1.weight) still share one storage"""
+    r = E.ok(chain1("prefix_select", {"drop": "linears."}), "ac")
+    ck = load(r.inp)
+    ck["best_state"]["model"] = select(ck["best_state"]["model"], drop=["linears."])
+    out = load(r.out)
+    assert_same(ck, out)
+    md = list(out["best_state"]["model"]._metadata)
+    check(not any(m.startswith("linears") for m in md) and "out" in md and "" in md,
+          f"_metadata: {md}")
+    check_changes(plugin_changes(r.rec), [("removed", "best_state/model", k) for k in
+                                          ("linears.0.weight", "linears.0.bias",
+                                           "linears.1.weight", "linears.1.bias")],
+                  "op", "state", "key")
+
+
+@test
+def select_keep_strip_lightning():
+    """keep model.lm. with strip in a Lightning state_dict: a flat LM state
+    dict that loads strictly into the bare module"""
+    r = E.ok(chain1("prefix_select", {"state": "state_dict", "keep": "model.lm.",
+                                      "strip": "yes"}), "pl")
+    ck = load(r.inp)
+    ck["state_dict"] = select(ck["state_dict"], keep=["model.lm."], strip=True)
+    out = load(r.out)
+    assert_same(ck, out)
+    sd = out["state_dict"]
+    check(list(sd._metadata) == ["", "emb", "layers", "layers.0", "layers.1", "bn", "head"],
+          f"_metadata keys {list(sd._metadata)}")
+    lm = SmallLM()
+    lm.load_state_dict(sd, strict=True)
+    check(torch.equal(lm.emb.weight.detach(), sd["emb.weight"]), "load_state_dict gave other values")
+    check_changes(plugin_changes(r.rec),
+                  [("removed", "model.other.weight", "None"), ("removed", "model.other.bias", "None")] +
+                  [("renamed", k, k[len("model.lm."):]) for k in load(r.inp)["state_dict"]
+                   if k.startswith("model.lm.")], "op", "key", "to")
+
+
+@test
+def select_keep_several_no_strip():
+    """several keep prefixes, no strip: modules kept when NAME. starts with a
+    keep prefix (the root module '' is not)"""
+    r = E.ok(chain1("prefix_select", {"keep": "transformer. out_norm."}), "ac")
+    ck = load(r.inp)
+    ck["best_state"]["model"] = select(ck["best_state"]["model"], keep=["transformer.", "out_norm."])
+    out = load(r.out)
+    assert_same(ck, out)
+    md = list(out["best_state"]["model"]._metadata)
+    check("" not in md and "out_norm" in md and "transformer.layers.0.norm1" in md
+          and "emb" not in md, f"_metadata keys {md}")
+
+
+@test
+def select_keep_drop_strip():
+    """keep, then drop inside it, with strip"""
+    r = E.ok(chain1("prefix_select", {"keep": "transformer.", "drop": "transformer.layers.0.norm",
+                                      "strip": "yes"}), "ac")
+    ck = load(r.inp)
+    ck["best_state"]["model"] = select(ck["best_state"]["model"], keep=["transformer."],
+                                       drop=["transformer.layers.0.norm"], strip=True)
+    out = load(r.out)
+    assert_same(ck, out)
+    keys = list(out["best_state"]["model"])
+    check(keys and all(k.startswith("layers.0.") and ".norm" not in k for k in keys), f"keys {keys}")
+
+
+@test
+def select_other_state_untouched():
+    """only the named state dict changes: 'model' (fp32) and ema keep linears."""
+    r = E.ok(chain1("prefix_select", {"state": "model", "drop": "linears. out."}), "ac")
+    ck = load(r.inp)
+    ck["model"] = select(ck["model"], drop=["linears.", "out."])
+    assert_same(ck, load(r.out))
+
+
+@test
+def select_keep_nomatch_fails():
+    """a keep prefix that matches nothing fails the job, naming it"""
+    E.fails(chain1("prefix_select", {"keep": "transformer. transfromer_typo."}), "ac",
+            "transfromer_typo.")
+
+
+@test
+def select_missing_state_fails():
+    """state path that does not exist"""
+    E.fails(chain1("prefix_select", {"state": "best_state/nosuch", "drop": "x"}), "ac",
+            "best_state/nosuch")
+
+
+@test
+def select_state_not_dict_fails():
+    """state path that is not a dict"""
+    E.fails(chain1("prefix_select", {"state": "xp.sig", "drop": "x"}), "ac", "xp.sig")
+
+
+@test
+def select_dry_run():
+    """--dry-run writes nothing and reports the same changes"""
+    conf = chain1("prefix_select", {"state": "state_dict", "keep": "model.lm.", "strip": "yes"})
+    real, dry = E.ok(conf, "pl"), E.ok(conf, "pl", dry=True)
+    check(plugin_changes(dry.rec) == plugin_changes(real.rec),
+          f"dry-run changes {plugin_changes(dry.rec)} != {plugin_changes(real.rec)}")
+
+
+@test
+def select_root_lightning():
+    """root = state_dict alone: torch.load(out) is the Lightning state_dict
+    (tensors bit for bit, the tied emb/head pair sharing one storage,
+    _metadata kept); nothing else, and no other storage, is written"""
+    r = E.ok(chain1("prefix_select", {"root": "state_dict"}), "pl")
+    ck = load(r.inp)
+    out = check_root_output(r, ck["state_dict"])
+    check(any(len(g) > 1 for g in sharing(out)), "no tensors share a storage in the output")
+    LitModule().load_state_dict(out, strict=True)
+    dropped = sum(storages_of(ck).values()) - sum(storages_of(ck["state_dict"]).values())
+    check(dropped > 0, "the input has nothing outside state_dict to drop")
+    ch = plugin_changes(r.rec)
+    check(len(ch) == 1 and ch[0].get("op") == "root" and ch[0].get("path") == "state_dict"
+          and ch[0].get("removed") == [k for k in ck if k != "state_dict"]
+          and ch[0].get("bytes") == dropped,
+          f"changes {ch}, expected one root change removing {[k for k in ck if k != 'state_dict']} "
+          f"and {dropped} bytes")
+    check(os.path.getsize(r.out) < os.path.getsize(r.inp), "output not smaller")
+
+
+@test
+def select_root_keep_strip():
+    """keep model.lm., strip, root = state_dict: the output is the bare LM's
+    state dict and loads strictly into it"""
+    r = E.ok(chain1("prefix_select", {"state": "state_dict", "keep": "model.lm.",
+                                      "strip": "yes", "root": "state_dict"}), "pl")
+    ck = load(r.inp)
+    out = check_root_output(r, select(ck["state_dict"], keep=["model.lm."], strip=True))
+    SmallLM().load_state_dict(out, strict=True)
+    check(list(out._metadata) == ["", "emb", "layers", "layers.0", "layers.1", "bn", "head"],
+          f"_metadata keys {list(out._metadata)}")
+
+
+@test
+def select_root_nested_audiocraft():
+    """root = best_state/model (AudioCraft, fp16 copy) after drop linears.:
+    the tied emb.0/out weights still share one storage; the fp32 model,
+    the optimizers and the config are gone"""
+    r = E.ok(chain1("prefix_select", {"drop": "linears.", "root": "best_state/model"}), "ac")
+    ck = load(r.inp)
+    out = check_root_output(r, select(ck["best_state"]["model"], drop=["linears."]))
+    check(out["out.weight"].data_ptr() == out["emb.0.weight"].data_ptr(),
+          "out.weight and emb.0.weight no longer share their storage")
+
+
+@test
+def select_root_dry_run():
+    """--dry-run with root writes nothing and reports the same changes"""
+    conf = chain1("prefix_select", {"root": "state_dict"})
+    real, dry = E.ok(conf, "pl"), E.ok(conf, "pl", dry=True)
+    check(plugin_changes(dry.rec) == plugin_changes(real.rec),
+          f"dry-run changes {plugin_changes(dry.rec)} != {plugin_changes(real.rec)}")
+
+
+@test
+def select_root_fails():
+    """root that does not exist, is not a dict, or is a tensor fails the job"""
+    E.fails(chain1("prefix_select", {"root": "state_dict_ema"}), "pl", "state_dict_ema")
+    E.fails(chain1("prefix_select", {"root": "epoch"}), "pl", "epoch", "not a dict")
+    E.fails(chain1("prefix_select", {"root": "state_dict/model.other.bias"}), "pl",
+            "model.other.bias", "not a dict")
+
+
+@test
+def check_root_outside_state():
+    """keep with a state that root would drop is a configuration error"""
+    check_rejects("[pipeline]\nchain = prefix_select\n\n[prefix_select]\nkeep = model.\n"
+                  "root = state_dict\n", None, "best_state/model", "not inside root",
+                  exact_line=False)
+
+
+@test
+def select_non_str_keys_keep():
+    """keep: a state-dict key that is not a str (7, (1, 2), None) starts with
+    no keep prefix: removed, and reported with its type and bytes"""
+    r = E.ok(chain1("prefix_select", {"state": "model", "keep": "enc.", "strip": "yes"}), "odd")
+    ck = load(r.inp)
+    sd = ck["model"]
+    ck["model"] = od_like(sd, [("w", sd["enc.w"])], OD([("", sd._metadata["enc"])]))
+    assert_same(ck, load(r.out))
+    ch = plugin_changes(r.rec)
+    odd = sorted((c["op"], str(c["key"]), c.get("key_type"), c.get("bytes")) for c in ch
+                 if c.get("key_type"))
+    check(odd == [("removed", "7", "int", 20), ("removed", "<tuple>", "tuple", 8),
+                  ("removed", "None", "NoneType", 0)],
+          f"changes for the keys that are not a str: {odd}")
+    check(any(c["key"] == 7 and type(c["key"]) is int for c in ch), "key 7 is not a JSON number")
+    check(sum(c["op"] == "removed" for c in ch) == 4, f"changes {ch}")
+
+
+@test
+def select_non_str_keys_drop():
+    """drop alone: a key that is not a str starts with no drop prefix: it
+    stays, with its tensor, and the record says it was kept"""
+    r = E.ok(chain1("prefix_select", {"state": "model", "drop": "dec."}), "odd")
+    ck = load(r.inp)
+    sd = ck["model"]
+    ck["model"] = od_like(sd, [(k, v) for k, v in sd.items() if k != "dec.w"],
+                          OD((k, v) for k, v in sd._metadata.items() if k != "dec"))
+    out = load(r.out)
+    assert_same(ck, out)
+    check(list(out["model"]) == ["enc.w", 7, (1, 2), None], f"keys {list(out['model'])}")
+    kept = sorted((str(c["key"]), c["key_type"]) for c in plugin_changes(r.rec)
+                  if c["op"] == "kept")
+    check(kept == [("7", "int"), ("<tuple>", "tuple"), ("None", "NoneType")], f"kept {kept}")
+
+
+@test
+def select_root_non_str_key():
+    """root: a top-level key that is not a str is named as itself in the
+    record (an int as a JSON number)"""
+    r = E.ok(chain1("prefix_select", {"root": "model"}), "odd")
+    ck = load(r.inp)
+    check_root_output(r, ck["model"])
+    ch = plugin_changes(r.rec)
+    check(ch[0]["removed"] == [k for k in ck if k != "model"], f"removed {ch[0]['removed']}")
+
+
+@test
+def check_strip_not_a_bool():
+    check_rejects("[pipeline]\nchain = prefix_select\n[prefix_select]\nkeep = a.\nstrip = maybe\n",
+                  5, "maybe")
+
+
+if __name__ == "__main__":
+    sys.exit(plugtest.main([__name__]))
