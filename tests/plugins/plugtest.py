@@ -627,11 +627,13 @@ def select(sd, keep=(), drop=(), strip=False):
 
 
 def rename_name(name, rules):
+    """key_remap's rules as Python: re: is re.sub, =KEY exact, else a
+    prefix."""
     for frm, to in rules:
         if frm.startswith("re:"):
-            m = re.search(frm[3:], name)
-            if m:
-                name = name[:m.start()] + m.expand(to) + name[m.end():]
+            name = re.sub(frm[3:], to, name)
+        elif frm.startswith("="):
+            name = to if name == frm[1:] else name
         elif name.startswith(frm):
             name = to + name[len(frm):]
     return name

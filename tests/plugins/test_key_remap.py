@@ -6,6 +6,8 @@ usage: test_key_remap.py --ckprep PATH --zipcheck PATH [--examples DIR] [--keep]
     [-k SUBSTR] [-v]
 (or run_all.py for every file; helpers and fixtures in plugtest.py)
 """
+import os
+import re
 import sys
 
 import torch
@@ -167,6 +169,103 @@ def check_line_of_bad_rename():
     """the error points at the bad rename line, not at its section"""
     text, line = bad_section("key_remap", ["rename = a. => b.", "rename = c. -> d."])
     check_rejects(text, line, "c. -> d.")
+
+
+# ---- Python's re.sub, over thousands of real-looking keys ------------------
+
+def _real_keys():
+    """Keys as nn.Module state dicts name them: a transformer LM, an encoder
+    with convolutions, DDP/Lightning prefixes, some non-ASCII."""
+    keys = ["emb.0.weight", "emb.1.weight", "out_norm.weight", "out_norm.bias"]
+    for i in range(48):
+        for part in ("self_attn.in_proj_weight", "self_attn.out_proj.weight",
+                     "self_attn.out_proj.bias", "linear1.weight", "linear1.bias",
+                     "linear2.weight", "linear2.bias", "norm1.weight", "norm1.bias",
+                     "norm2.weight", "norm2.bias", "cross_attention.q.weight",
+                     "cross_attention.kv.weight", "layer_scale_1.scale"):
+            keys.append(f"transformer.layers.{i}.{part}")
+    for i in range(12):
+        for j in range(3):
+            keys += [f"encoder.model.{i}.block.{j}.conv.conv.weight_g",
+                     f"encoder.model.{i}.block.{j}.conv.conv.weight_v",
+                     f"encoder.model.{i}.block.{j}.conv.conv.bias"]
+    keys += [f"module.backbone.stage{s}.{b}.bn.running_mean" for s in range(4) for b in range(30)]
+    keys += [f"model.lm.linears.{i}.weight" for i in range(8)]
+    keys += ["décodeur.poids", "編碼器.0.w", "x__y", "a.b.c.d", "1.2.3"]
+    return keys
+
+
+REGEX_RULES = [
+    (r"^transformer\.layers\.(\d+)\.", r"blocks.\1."),
+    (r"^module\.", ""),
+    (r"^(?P<m>\w+)\.layers\.(?P<i>\d+)\.norm([12])\.", r"\g<m>.\g<i>.ln_\3."),
+    (r"self_attn", "attn"),
+    (r"\.(weight|bias)$", r".p_\1"),
+    (r"_(g|v)$", r"_\1_"),
+    (r"(?<=conv)\.conv\.", "."),
+    (r"linear(?=\d)", "fc"),
+    (r"\d+", "N"),
+    (r"\d+?", "n"),
+    (r"(\d)(\d)", r"\2\1"),
+    (r"e", "E"),
+    (r"[aeiou]", ""),
+    (r"\.", "/"),
+    (r"(\.)?layers", r"L\1"),
+    (r"^", "model."),
+    (r"$", ".x"),
+    (r"x*", "-"),
+    (r"\b(\w)", r"\1"),
+    (r"(?i)ATTENTION", "att"),
+    (r"\s", "_"),
+    (r"é", "e"),
+    (r"^(.)(.*)$", r"\2\1"),
+    (r"\w+", r"<\g<0>>"),
+    (r"(?:block\.)(\d+)", r"b\g<1>"),
+    (r"^model\.lm\.", ""),
+    (r"stage(\d)\.(\d+)", r"s\1b\2"),
+    (r"(a)?(b)", r"[\1|\2]"),
+    (r"\Z", "!"),
+    (r"(cross_)?attention\.(q|kv)\.", r"\2_"),
+    (r"running_mean", r"running\\mean"),
+    (r"^(?!transformer).*\.bias$", r"\g<0>_other"),
+]
+
+
+@test
+def remap_regex_is_python_re_sub():
+    """a few dozen re: rules over about 1,000 real-looking keys: each
+    output's keys are exactly Python's re.sub of each input key, or, where
+    re.sub would give two keys one name, the job fails naming them"""
+    keys = _real_keys()
+    src = os.path.join(E.fresh("re-input"), "keys.th")
+    base = torch.zeros(1)
+    torch.save({"best_state": {"model": OD((k, base.clone()) for k in keys)}}, src)
+    for pattern, repl in REGEX_RULES:
+        want = [re.sub(pattern, repl, k) for k in keys]
+        conf = chain1("key_remap", [("rename", f"re:{pattern} => {repl}")])
+        renamed = {w for k, w in zip(keys, want) if w != k}
+        stay = {k for k, w in zip(keys, want) if w == k}
+        if len(set(want)) != len(want) or renamed & stay:
+            r = E.run(conf, src)
+            check(r.rc == 1 and ("both be renamed" in r.stderr or "which exists" in r.stderr),
+                  f"re:{pattern} => {repl}: two keys become one, expected a failure, "
+                  f"got exit {r.rc}: {r.stderr.strip()[:200]}")
+            continue
+        r = E.ok(conf, src)
+        got = list(load(r.out)["best_state"]["model"].keys())
+        if got != want:
+            diff = [(k, g, w) for k, g, w in zip(keys, got, want) if g != w][:3]
+            raise plugtest.Fail(f"re:{pattern} => {repl}: ckprep != re.sub, first: {diff}")
+
+
+@test
+def check_refuses_what_python_refuses():
+    r"""templates Python's re refuses are refused at load, at their line"""
+    for rule, word in [(r"re:^x\.(w)$ => y.\2", "invalid group reference 2"),
+                       (r"re:(?P<a>x) => \g<b>", "unknown group name 'b'"),
+                       (r"re:x => \q", r"bad escape \q"),
+                       (r"re:(x => y", "missing closing parenthesis")]:
+        check_rejects_line("key_remap", f"rename = {rule}", word)
 
 
 if __name__ == "__main__":
