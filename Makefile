@@ -52,6 +52,7 @@ CORE_SRC := \
 	core/ck.c \
 	core/ckpt.c \
 	core/conf.c \
+	core/fsutil.c \
 	core/inspect.c \
 	core/job.c \
 	core/json.c \

@@ -486,14 +486,10 @@ static int handler(void *user, const char *section, const char *name,
         ck_err_set(&e, CK_ECONFIG, "'%s' given twice in [%s]", name, section);
         goto fail;
     }
-    for (size_t k = 0, n = strlen(value), len; k < n; k += len) {
-        /* keys, names and paths reach JSON records and pickled str */
-        len = (size_t)ck_utf8_len((const uint8_t *)value + k, n - k, 0);
-        if (len == 0) {
-            ck_err_set(&e, CK_ECONFIG, "%s: the value is not valid UTF-8",
-                       name);
-            goto fail;
-        }
+    /* keys, names and paths reach JSON records and pickled str */
+    if (!ck_utf8_valid(value, strlen(value))) {
+        ck_err_set(&e, CK_ECONFIG, "%s: the value is not valid UTF-8", name);
+        goto fail;
     }
     if (s->dirs[i].check != NULL && s->dirs[i].check(value, &e) < 0)
         goto fail;

@@ -5,6 +5,8 @@
  */
 #include "job.h"
 
+#include "fsutil.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,17 +34,10 @@ static void rfc3339(char *buf, size_t n)
 
 char *ck_job_default_out(const char *in)
 {
-    const char *base = strrchr(in, '/');
-    const char *dot;
-    size_t stem;
-    char *out;
+    const char *dot = ck_path_ext(ck_path_base(in));
+    size_t stem = (size_t)(dot - in);
+    char *out = ck_malloc(strlen(in) + sizeof(".prep"));
 
-    base = base ? base + 1 : in;
-    dot = strrchr(base, '.');
-    if (dot == NULL || dot == base)
-        dot = base + strlen(base);
-    stem = (size_t)(dot - in);
-    out = ck_malloc(strlen(in) + sizeof(".prep"));
     if (out == NULL)
         return NULL;
     memcpy(out, in, stem);

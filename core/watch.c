@@ -24,6 +24,7 @@
 #include "watch.h"
 
 #include "audit.h"
+#include "fsutil.h"
 #include "job.h"
 #include "json.h"
 #include "log.h"
@@ -125,59 +126,6 @@ struct daemon {
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static char *join(const char *a, const char *b)
-{
-    size_t na = strlen(a), nb = strlen(b);
-    char *s;
-
-    if (nb == 0)
-        return ck_strdup(a);
-    if (na == 0)
-        return ck_strdup(b);
-    s = ck_malloc(na + nb + 2);
-    if (s == NULL)
-        return NULL;
-    memcpy(s, a, na);
-    s[na] = '/';
-    memcpy(s + na + 1, b, nb + 1);
-    return s;
-}
-
-static int mkdirs(const char *path, mode_t mode)
-{
-    char *p = ck_strdup(path);
-    int rc = 0;
-
-    if (p == NULL)
-        return -ENOMEM;
-    for (char *s = p + 1; rc == 0; s++) {
-        if (*s != '/' && *s != '\0')
-            continue;
-        char c = *s;
-
-        *s = '\0';
-        if (mkdir(p, mode) < 0 && errno != EEXIST)
-            rc = -errno;
-        *s = c;
-        if (c == '\0')
-            break;
-    }
-    ck_free(p);
-    return rc;
-}
-
-/* The folder path will be in, made when missing. */
-static void mkdirs_parent(const char *path)
-{
-    char *dir = ck_strdup(path), *slash = dir ? strrchr(dir, '/') : NULL;
-
-    if (slash != NULL) {
-        *slash = '\0';
-        mkdirs(dir, 0750);
-    }
-    ck_free(dir);
-}
-
 static void ident_of(const struct stat *st, ident_t *id)
 {
     id->ino = (uint64_t)st->st_ino;
@@ -190,68 +138,11 @@ static int ident_eq(const ident_t *a, const ident_t *b)
     return a->ino == b->ino && a->size == b->size && a->mtime_ns == b->mtime_ns;
 }
 
-static int fsync_dir_of(const char *path)
-{
-    char *d = ck_strdup(path), *slash;
-    int fd, rc = 0;
-
-    if (d == NULL)
-        return -ENOMEM;
-    slash = strrchr(d, '/');
-    if (slash == NULL)
-        strcpy(d, ".");
-    else if (slash == d)
-        d[1] = '\0';
-    else
-        *slash = '\0';
-    fd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) < 0)
-        rc = -errno;
-    if (fd >= 0)
-        close(fd);
-    ck_free(d);
-    return rc;
-}
-
-/* Write text to path atomically (temporary, fsync, rename, fsync folder). */
-static int write_atomic(const char *path, const char *text, size_t n)
-{
-    char *tmp = ck_malloc(strlen(path) + 32);
-    int fd, rc = 0;
-
-    if (tmp == NULL)
-        return -ENOMEM;
-    sprintf(tmp, "%s.tmp.%d", path, (int)getpid());
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
-    if (fd < 0) {
-        rc = -errno;
-        goto out;
-    }
-    rc = ck_pwrite_full(fd, text, n, 0);
-    if (rc == 0 && fsync(fd) < 0)
-        rc = -errno;
-    if (close(fd) < 0 && rc == 0)
-        rc = -errno;
-    if (rc == 0 && rename(tmp, path) < 0)
-        rc = -errno;
-    if (rc < 0)
-        unlink(tmp);
-    else
-        rc = fsync_dir_of(path);
-out:
-    ck_free(tmp);
-    return rc;
-}
-
 /* ---- the file table ----------------------------------------------------- */
 
 static uint64_t hash_str(const char *s)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
-
-    for (; *s != '\0'; s++)
-        h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
-    return h;
+    return ck_hash_fnv1a(s, strlen(s));
 }
 
 static file_t *file_find(daemon_t *d, const char *rel)
@@ -375,7 +266,7 @@ static char *out_path(daemon_t *d, const char *rel)
     if (ck_watch_output_name(d->w->output_name, rel, name, sizeof(name)) < 0) {
         /* too long, or a dot first for this input: its own name, never one
          * shared with other inputs */
-        const char *base = strrchr(rel, '/') ? strrchr(rel, '/') + 1 : rel;
+        const char *base = ck_path_base(rel);
 
         snprintf(name, sizeof(name), "%s%s", base[0] == '.' ? "_" : "", base);
         ck_log(CK_LOG_WARNING, "%s: output_name gives no plain file name for "
@@ -387,13 +278,13 @@ static char *out_path(daemon_t *d, const char *rel)
 
         if (slash != NULL) {
             *slash = '\0';
-            odir = join(d->w->output, reldir);
+            odir = ck_path_join(d->w->output, reldir);
         } else {
             odir = ck_strdup(d->w->output);
         }
     }
     if (odir != NULL)
-        out = join(odir, name);
+        out = ck_path_join(odir, name);
     ck_free(reldir);
     ck_free(odir);
     return out;
@@ -481,7 +372,7 @@ static char *claim_path(daemon_t *d, const char *rel, const ident_t *id)
              (unsigned long long)id->size, (long long)id->mtime_ns);
     for (int i = 0; i < 8; i++)
         sprintf(name + strlen(name), "%02x", md[i]);
-    return join(d->claims, name);
+    return ck_path_join(d->claims, name);
 }
 
 enum { CLAIM_OK, CLAIM_BUSY, CLAIM_DONE, CLAIM_ERROR };
@@ -495,7 +386,7 @@ static int claim_write(const char *path, const char *host, const char *state,
     int fd;
 
     if (!excl)
-        return write_atomic(path, text, (size_t)n);
+        return ck_write_atomic(path, text, (size_t)n, 0640);
     fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0640);
     if (fd < 0)
         return -errno;
@@ -675,7 +566,7 @@ static void maybe_exit(daemon_t *d);
 /* Move the input of a failed job to failed/ with NAME.error.json. */
 static void file_failed(daemon_t *d, job_t *j, const char *rec)
 {
-    char *dst = join(d->w->failed, j->f->rel), *ej = NULL;
+    char *dst = ck_path_join(d->w->failed, j->f->rel), *ej = NULL;
     struct stat st;
     ident_t now;
     size_t n;
@@ -704,20 +595,23 @@ static void file_failed(daemon_t *d, job_t *j, const char *rec)
     if (ej == NULL)
         goto out;
     sprintf(ej, "%s.error.json", dst);
-    mkdirs_parent(dst);
+    ck_mkdirs_parent(dst, 0750);
     {
         ck_buf_t b = { 0 };
+        int rc;
 
         ck_buf_printf(&b, "%s\n", rec);
-        if (b.oom || write_atomic(ej, (const char *)b.data, b.len) < 0)
-            ck_log(CK_LOG_ERR, "%s: %s", ej, strerror(errno));
+        rc = b.oom ? -ENOMEM : ck_write_atomic(ej, b.data, b.len, 0640);
+
+        if (rc < 0)
+            ck_log(CK_LOG_ERR, "%s: %s", ej, strerror(-rc));
         ck_buf_release(&b);
     }
     if (rename(j->in, dst) < 0)
         ck_log(CK_LOG_ERR, "%s: could not move to %s: %s", j->in, dst,
                strerror(errno));
     else
-        fsync_dir_of(dst);
+        ck_fsync_dir_of(dst);
 out:
     ck_free(dst);
     ck_free(ej);
@@ -750,14 +644,14 @@ static int file_after(daemon_t *d, const char *rel, const char *in,
         }
         return 1;
     }
-    dst = join(d->w->done, rel);
+    dst = ck_path_join(d->w->done, rel);
     if (dst != NULL) {
-        mkdirs_parent(dst);
+        ck_mkdirs_parent(dst, 0750);
         if (rename(in, dst) < 0) {
             ck_log(CK_LOG_ERR, "%s: could not move to %s: %s", in, dst,
                    strerror(errno));
         } else {
-            fsync_dir_of(dst);
+            ck_fsync_dir_of(dst);
             gone = 1;
         }
     }
@@ -875,14 +769,14 @@ static job_t *job_new(daemon_t *d, file_t *f)
     j->id = f->id;
     j->cref = d->cref;
     d->cref->refs++;
-    j->in = join(d->w->incoming, f->rel);
+    j->in = ck_path_join(d->w->incoming, f->rel);
     j->claim = claim_path(d, f->rel, &f->id);
     j->out = out_path(d, f->rel);
     if (j->out != NULL) {
         char *slash = strrchr(j->out, '/');
 
         *slash = '\0';
-        if (mkdirs(j->out, 0750) < 0) {
+        if (ck_mkdirs(j->out, 0750) < 0) {
             ck_free(j->out);
             j->out = NULL;
         } else {
@@ -1119,7 +1013,7 @@ static void probe(daemon_t *d, file_t *f, const char *path, const ident_t *id)
 
 static void check_file(daemon_t *d, file_t *f, uint64_t now)
 {
-    char *path = join(d->w->incoming, f->rel);
+    char *path = ck_path_join(d->w->incoming, f->rel);
     struct stat st;
     ident_t id;
 
@@ -1182,7 +1076,7 @@ static const uint32_t WATCH_MASK =
 
 static void add_watch(daemon_t *d, const char *rel)
 {
-    char *path = join(d->w->incoming, rel);
+    char *path = ck_path_join(d->w->incoming, rel);
     wdir_t *nd;
     int wd;
 
@@ -1232,7 +1126,7 @@ static int root_watched(const daemon_t *d)
  */
 static void after_again(daemon_t *d, file_t *f, const ident_t *id)
 {
-    char *in = join(d->w->incoming, f->rel);
+    char *in = ck_path_join(d->w->incoming, f->rel);
 
     if (in != NULL && file_after(d, f->rel, in, id) > 0)
         ck_log(CK_LOG_NOTICE, "%s: done earlier (audit log); %s it now", in,
@@ -1242,7 +1136,7 @@ static void after_again(daemon_t *d, file_t *f, const ident_t *id)
 
 static void scan_dir(daemon_t *d, const char *rel, int depth, uint64_t now)
 {
-    char *path = join(d->w->incoming, rel);
+    char *path = ck_path_join(d->w->incoming, rel);
     DIR *dir = path ? opendir(path) : NULL;
     struct dirent *e;
 
@@ -1256,7 +1150,7 @@ static void scan_dir(daemon_t *d, const char *rel, int depth, uint64_t now)
         add_watch(d, rel);
     if (depth == 0 && d->lost && root_watched(d)) {
         d->lost = 0;
-        mkdirs(d->claims, 0750);
+        ck_mkdirs(d->claims, 0750);
         ck_log(CK_LOG_NOTICE, "watching %s again", d->w->incoming);
         timers(d);
     }
@@ -1266,7 +1160,7 @@ static void scan_dir(daemon_t *d, const char *rel, int depth, uint64_t now)
 
         if (e->d_name[0] == '.')   /* also ., .. and the claims folder */
             continue;
-        r = join(rel, e->d_name);
+        r = ck_path_join(rel, e->d_name);
         if (r == NULL)
             break;
         if (fstatat(dirfd(dir), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
@@ -1347,7 +1241,7 @@ static void claims_gc(daemon_t *d)
 
         if (e->d_name[0] == '.')
             continue;
-        path = join(d->claims, e->d_name);
+        path = ck_path_join(d->claims, e->d_name);
         if (path == NULL)
             break;
         if (bsearch(&path, keep, n, sizeof(*keep), cmp_str) == NULL &&
@@ -1448,7 +1342,7 @@ static void event(daemon_t *d, const struct inotify_event *ev, uint64_t now,
     }
     if (ev->len == 0 || ev->name[0] == '.')
         return;
-    rel = join(drel, ev->name);
+    rel = ck_path_join(drel, ev->name);
     if (rel == NULL)
         return;
     if (ev->mask & IN_ISDIR) {
@@ -1580,7 +1474,7 @@ static int check_dir(const char *what, const char *path, int create,
 
     if (path == NULL)
         return ck_err_set(err, CK_ECONFIG, "[watch] %s = DIR is required", what);
-    if (create && mkdirs(path, 0750) < 0)
+    if (create && ck_mkdirs(path, 0750) < 0)
         return ck_err_set(err, CK_ECONFIG, "[watch] %s = %s: %s", what, path,
                           strerror(errno));
     if (stat(path, &st) < 0)
@@ -1619,7 +1513,7 @@ static int folders(const ck_watch_conf_t *w, ck_err_t *err)
         *strrchr(logdir, '/') = '\0';
     else
         strcpy(logdir, ".");
-    rc = mkdirs(logdir, 0750);
+    rc = ck_mkdirs(logdir, 0750);
     if (rc == 0 && !w->allow_world_writable &&
         (world_writable(w->output) || world_writable(logdir)))
         rc = ck_err_set(err, CK_ECONFIG,
@@ -1866,9 +1760,9 @@ static void reload(daemon_t *d)
     d->cref = r;
     d->w = &r->c.watch;
     ck_free(d->claims);
-    d->claims = join(d->w->incoming, CLAIMS);
+    d->claims = ck_path_join(d->w->incoming, CLAIMS);
     if (d->claims != NULL)
-        mkdirs(d->claims, 0750);
+        ck_mkdirs(d->claims, 0750);
     if (relog && audit_open(d) < 0)
         ck_log(CK_LOG_ERR, "no audit log: records are lost until it opens");
     if (rewatch)
@@ -2007,13 +1901,13 @@ int ck_watch_main(const char *conf_path)
     if (gethostname(d.host, sizeof(d.host) - 1) < 0)
         strcpy(d.host, "unknown");
     d.running = ck_calloc(64, sizeof(*d.running));
-    d.claims = join(d.w->incoming, CLAIMS);
+    d.claims = ck_path_join(d.w->incoming, CLAIMS);
     if (d.running == NULL || d.claims == NULL) {
         ck_log(CK_LOG_ERR, "out of memory");
         rc = 1;
         goto out;
     }
-    if (mkdirs(d.claims, 0750) < 0) {
+    if (ck_mkdirs(d.claims, 0750) < 0) {
         ck_log(CK_LOG_ERR, "%s: %s", d.claims, strerror(errno));
         rc = 1;
         goto out;
