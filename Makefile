@@ -60,6 +60,10 @@ CORE_SRC := \
 	core/pickle.c \
 	core/plugins.c \
 	core/watch.c \
+	core/watch_claim.c \
+	core/watch_job.c \
+	core/watch_scan.c \
+	core/watch_table.c \
 	core/zip.c
 
 PLUGIN_SRC := $(patsubst %,plugins/%.c,$(shell sed -n 's/^PLUGIN(\(.*\))$$/\1/p' plugins/plugins.def))

@@ -83,9 +83,10 @@ static int check_workers(const char *v, ck_err_t *err)
     char *end;
     long n = strtol(v, &end, 10);
 
-    if (*end != '\0' || end == v || n < 1 || n > 64)
+    if (*end != '\0' || end == v || n < 1 || n > CK_WATCH_MAX_WORKERS)
         return ck_err_set(err, CK_ECONFIG,
-                          "workers: '%s' is not a number from 1 to 64", v);
+                          "workers: '%s' is not a number from 1 to %d", v,
+                          CK_WATCH_MAX_WORKERS);
     return 0;
 }
 

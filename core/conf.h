@@ -80,6 +80,9 @@ typedef struct {
 
 /* [watch]: the daemon.  Paths are as written (relative to the daemon's
  * working folder); NULL when not given. */
+/* The most jobs the daemon runs at once: [watch] workers is 1 to this. */
+#define CK_WATCH_MAX_WORKERS 64
+
 typedef enum { CK_AFTER_KEEP, CK_AFTER_MOVE, CK_AFTER_DELETE } ck_after_t;
 
 typedef struct {
