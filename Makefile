@@ -64,6 +64,7 @@ CORE_SRC := \
 	core/watch_job.c \
 	core/watch_scan.c \
 	core/watch_table.c \
+	core/watchconf.c \
 	core/zip.c
 
 PLUGIN_SRC := $(patsubst %,plugins/%.c,$(shell sed -n 's/^PLUGIN(\(.*\))$$/\1/p' plugins/plugins.def))

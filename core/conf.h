@@ -122,13 +122,4 @@ extern const ck_directive_t ck_pipeline_directives[];
 extern const ck_directive_t ck_security_directives[];
 extern const ck_directive_t ck_watch_directives[];
 
-/*
- * Expand a [watch] output_name template ({stem}, {ext}, {name}, {dir}) for
- * the input at rel (relative to incoming) into out.  Returns 0, or
- * CK_ECONFIG when the result is not a plain file name (empty, '.', '..',
- * a leading dot, a '/') or does not fit.
- */
-int ck_watch_output_name(const char *tmpl, const char *rel, char *out,
-                         size_t size);
-
 #endif

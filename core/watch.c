@@ -213,32 +213,6 @@ static int absolute(ck_conf_t *c, ck_err_t *err)
     return 0;
 }
 
-/*
- * output, failed and done may not be incoming (outputs would be taken for
- * inputs and written over them), nor under it when recursive.  Takes the
- * absolute folders.
- */
-static int apart(const ck_watch_conf_t *w, ck_err_t *err)
-{
-    const char *names[] = { "output", "failed", "done" };
-    const char *paths[] = { w->output, w->failed,
-                            w->after == CK_AFTER_MOVE ? w->done : NULL };
-    size_t n = strlen(w->incoming);
-
-    for (size_t i = 0; i < CK_ARRAY_SIZE(paths); i++) {
-        if (paths[i] == NULL)
-            continue;
-        if (strcmp(paths[i], w->incoming) == 0 ||
-            (w->recursive && strncmp(paths[i], w->incoming, n) == 0 &&
-             paths[i][n] == '/'))
-            return ck_err_set(err, CK_ECONFIG, "[watch] %s = %s is %s"
-                              "incoming: its files would be taken for inputs",
-                              names[i], paths[i],
-                              paths[i][n] == '\0' ? "" : "inside ");
-    }
-    return 0;
-}
-
 static cref_t *load(const char *path)
 {
     cref_t *r = ck_calloc(1, sizeof(*r));
@@ -252,8 +226,7 @@ static cref_t *load(const char *path)
         ck_free(r);
         return NULL;
     }
-    if (folders(&r->c.watch, &e) < 0 || absolute(&r->c, &e) < 0 ||
-        apart(&r->c.watch, &e) < 0) {
+    if (folders(&r->c.watch, &e) < 0 || absolute(&r->c, &e) < 0) {
         ck_log(CK_LOG_ERR, "%s: %s", path, e.msg);
         ck_conf_release(&r->c);
         ck_free(r);

@@ -12,6 +12,7 @@
 
 #include "fsutil.h"
 #include "log.h"
+#include "watchconf.h"
 
 #include <errno.h>
 #include <fnmatch.h>
