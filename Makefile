@@ -59,6 +59,7 @@ CORE_SRC := \
 	core/log.c \
 	core/pickle.c \
 	core/plugins.c \
+	core/record.c \
 	core/watch.c \
 	core/watch_claim.c \
 	core/watch_job.c \

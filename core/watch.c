@@ -24,6 +24,7 @@
 
 #include "fsutil.h"
 #include "log.h"
+#include "record.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -136,26 +137,44 @@ static void warn_cb(void *ud, const char *msg)
     (void)ud;
 }
 
-static void audit_cb(void *ud, const ck_audit_entry_t *e)
+/* A line of the audit log read back at open: what it says of its input
+ * becomes the file's done identity, unless the job is to be redone. */
+static int audit_cb(void *ud, const char *line, size_t len)
 {
     daemon_t *d = ud;
-    char *in = watch_json_reading(d->w->incoming);
-    const char *prefix = in ? in : d->w->incoming;
-    size_t n = strlen(prefix);
+    ck_record_t r;
+    char *in = NULL;
+    size_t n;
     file_t *f = NULL;
+    int rc = ck_record_parse(line, len, &r);
 
-    if (strncmp(e->path, prefix, n) == 0 && e->path[n] == '/')
-        f = watch_file_get(d, e->path + n + 1);
-    ck_free(in);
+    if (rc < 0)
+        return rc;
+    /* abandoned, or not the file claimed: to be redone */
+    if (r.in.path == NULL || r.status == NULL || (r.error_code != NULL &&
+        (strcmp(r.error_code, ck_errname(CK_ECANCELED)) == 0 ||
+         strcmp(r.error_code, ck_errname(CK_ECHANGED)) == 0)))
+        goto out;
+    /* the record's path is incoming's reading, then the file's */
+    in = ck_record_reading(d->w->incoming);
+    if (in == NULL)
+        goto out;
+    n = strlen(in);
+    if (strncmp(r.in.path, in, n) == 0 && r.in.path[n] == '/')
+        f = watch_file_get(d, r.in.path + n + 1);
     if (f == NULL)
-        return;
+        goto out;
     /* (on a reload that opens another log, a file may be on its way) */
     if (f->state == F_OTHER || f->state == F_DONE || f->state == F_FAILED ||
         f->state == F_SKIPPED)
-        f->state = strcmp(e->status, "ok") == 0 ? F_DONE : F_FAILED;
-    f->done.ino = e->inode;
-    f->done.size = e->size;
-    f->done.mtime_ns = e->mtime_ns;
+        f->state = strcmp(r.status, "ok") == 0 ? F_DONE : F_FAILED;
+    f->done.ino = r.in.inode;
+    f->done.size = r.in.size;
+    f->done.mtime_ns = r.in.mtime_ns;
+out:
+    ck_free(in);
+    ck_record_release(&r);
+    return 0;
 }
 
 static int audit_open(daemon_t *d)

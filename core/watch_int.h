@@ -128,8 +128,6 @@ void watch_leave_pending(daemon_t *d, file_t *f, int state);
 int watch_name_wanted(const ck_watch_conf_t *w, const char *name);
 /* The output path of the input at rel (ck_malloc), or NULL. */
 char *watch_out_path(daemon_t *d, const char *rel);
-/* rel as the audit log reads it back when it is not UTF-8, else NULL. */
-char *watch_json_reading(const char *name);
 /* A new, non-UTF-8 f takes the done state its log reading has. */
 void watch_adopt(daemon_t *d, file_t *f, const ident_t *id);
 /* Send STATUS= when it changed. */

@@ -13,6 +13,7 @@
 #include "fsutil.h"
 #include "job.h"
 #include "log.h"
+#include "record.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -181,11 +182,7 @@ static void after_work_cb(uv_work_t *req, int uvst)
     int gone = 0, logged = 1;
 
     if (rec == NULL) {      /* out of memory building it: a short one */
-        ck_buf_printf(&fallback, "{\"input\":{\"path\":");
-        ck_json_quote(&fallback, j->in, strlen(j->in));
-        ck_buf_printf(&fallback, "},\"status\":\"failed\",\"error\":{\"code\":"
-                      "\"nomem\",\"message\":\"out of memory\"}}");
-        ck_buf_putc(&fallback, '\0');
+        ck_record_fallback(&fallback, j->in);
         rec = fallback.oom ? "{\"status\":\"failed\"}"
                            : (const char *)fallback.data;
         if (j->rc == 0)

@@ -12,6 +12,7 @@
 
 #include "fsutil.h"
 #include "log.h"
+#include "record.h"
 #include "watchconf.h"
 
 #include <errno.h>
@@ -173,49 +174,18 @@ char *watch_out_path(daemon_t *d, const char *rel)
 }
 
 /*
- * A name as the audit log reads back: ck_json_quote writes each byte that
- * is not UTF-8 as the character of the same number, so "\xff" comes back
- * as "\xc3\xbf".  NULL when name is UTF-8 (it reads back as itself).
- */
-char *watch_json_reading(const char *name)
-{
-    const uint8_t *u = (const uint8_t *)name;
-    size_t n = strlen(name), o = 0;
-    char *s = ck_malloc(2 * n + 1);
-    int changed = 0;
-
-    if (s == NULL)
-        return NULL;
-    for (size_t i = 0; i < n;) {
-        int k = ck_utf8_len(u + i, n - i, 0);
-
-        if (k > 0) {
-            memcpy(s + o, u + i, (size_t)k);
-            o += (size_t)k;
-            i += (size_t)k;
-        } else {
-            s[o++] = (char)(0xc0 | u[i] >> 6);
-            s[o++] = (char)(0x80 | (u[i] & 0x3f));
-            i++;
-            changed = 1;
-        }
-    }
-    s[o] = '\0';
-    if (!changed) {
-        ck_free(s);
-        return NULL;
-    }
-    return s;
-}
-
-/*
  * f, not known yet, has a name that is not UTF-8: take what the audit log
  * says of its reading, when the identity (inode, size, mtime) is the same.
  */
 void watch_adopt(daemon_t *d, file_t *f, const ident_t *id)
 {
-    char *alias = watch_json_reading(f->rel);
-    file_t *a = alias ? watch_file_find(d, alias) : NULL;
+    char *alias;
+    file_t *a;
+
+    if (ck_utf8_valid(f->rel, strlen(f->rel)))
+        return;     /* its reading is itself */
+    alias = ck_record_reading(f->rel);
+    a = alias != NULL ? watch_file_find(d, alias) : NULL;
 
     if (a != NULL && (a->state == F_DONE || a->state == F_FAILED) &&
         ident_eq(&a->done, id)) {
