@@ -77,6 +77,7 @@ CORE_SRC := \
 	core/ckpt_write.c \
 	core/conf.c \
 	core/dtype.c \
+	core/fsutil.c \
 	core/inspect.c \
 	core/job.c \
 	core/json.c \
@@ -84,7 +85,13 @@ CORE_SRC := \
 	core/pickle.c \
 	core/plugins.c \
 	core/pyre.c \
+	core/record.c \
 	core/watch.c \
+	core/watch_claim.c \
+	core/watch_job.c \
+	core/watch_scan.c \
+	core/watch_table.c \
+	core/watchconf.c \
 	core/zip.c
 
 PLUGIN_SRC := $(patsubst %,plugins/%.c,$(shell sed -n 's/^PLUGIN(\(.*\))$$/\1/p' plugins/plugins.def))

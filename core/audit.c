@@ -11,7 +11,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,35 +18,31 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static void read_record(const char *line, size_t n, ck_audit_t *a,
-                        ck_audit_cb cb, void *ud)
+/* The seq a line starts with ({"seq":N, spaces allowed around the
+ * punctuation, as other JSON writers put them), or 0 when it has none. */
+static uint64_t line_seq(const char *line, size_t n)
 {
-    json_error_t jerr;
-    json_t *r = json_loadb(line, n, 0, &jerr), *in, *v;
-    ck_audit_entry_t e = { 0 };
+    static const char *const parts[] = { "{", "\"seq\"", ":" };
+    size_t i = 0;
+    uint64_t seq = 0;
 
-    if (!json_is_object(r)) {
-        a->bad_lines++;
-        json_decref(r);
-        return;
+    for (size_t k = 0; k < CK_ARRAY_SIZE(parts); k++) {
+        size_t len = strlen(parts[k]);
+
+        while (i < n && (line[i] == ' ' || line[i] == '\t'))
+            i++;
+        if (n - i < len || memcmp(line + i, parts[k], len) != 0)
+            return 0;
+        i += len;
     }
-    v = json_object_get(r, "seq");
-    if (json_is_integer(v) && (uint64_t)json_integer_value(v) > a->seq)
-        a->seq = (uint64_t)json_integer_value(v);
-    in = json_object_get(r, "input");
-    e.status = json_string_value(json_object_get(r, "status"));
-    v = json_object_get(json_object_get(r, "error"), "code");
-    if (json_is_string(v) &&
-        (strcmp(json_string_value(v), ck_errname(CK_ECANCELED)) == 0 ||
-         strcmp(json_string_value(v), ck_errname(CK_ECHANGED)) == 0))
-        e.status = NULL;    /* abandoned, or not the file: to be redone */
-    e.path = json_string_value(json_object_get(in, "path"));
-    e.size = (uint64_t)json_integer_value(json_object_get(in, "size"));
-    e.inode = (uint64_t)json_integer_value(json_object_get(in, "inode"));
-    e.mtime_ns = json_integer_value(json_object_get(in, "mtime_ns"));
-    if (cb != NULL && e.path != NULL && e.status != NULL)
-        cb(ud, &e);
-    json_decref(r);
+    while (i < n && (line[i] == ' ' || line[i] == '\t'))
+        i++;
+    for (; i < n && line[i] >= '0' && line[i] <= '9'; i++) {
+        if (seq > (UINT64_MAX - 9) / 10)
+            return 0;
+        seq = seq * 10 + (uint64_t)(line[i] - '0');
+    }
+    return seq;
 }
 
 /* Read every complete line; returns the offset just past the last one. */
@@ -72,8 +67,14 @@ static int read_back(ck_audit_t *a, ck_audit_cb cb, void *ud, off_t *end,
         if (line[n - 1] != '\n')
             break;
         off += n;
-        if (n > 1)
-            read_record(line, (size_t)n - 1, a, cb, ud);
+        if (n > 1) {
+            uint64_t seq = line_seq(line, (size_t)n - 1);
+
+            if (seq > a->seq)
+                a->seq = seq;
+            if (cb != NULL && cb(ud, line, (size_t)n - 1) < 0)
+                a->bad_lines++;
+        }
     }
     free(line);
     fclose(f);
@@ -153,9 +154,7 @@ static uint64_t last_seq(int fd, off_t size)
     n = pread(fd, head, sizeof(head) - 1, start);
     if (n <= 0)
         return 0;
-    head[n] = '\0';
-    return strncmp(head, "{\"seq\":", 7) == 0 ? strtoull(head + 7, NULL, 10)
-                                              : 0;
+    return line_seq(head, (size_t)n);
 }
 
 int ck_audit_append(ck_audit_t *a, const char *rec, ck_err_t *err)

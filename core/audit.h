@@ -17,19 +17,12 @@ typedef struct {
     uint64_t seq;        /* of the last record in the file */
     char host[256];
     uint64_t torn_bytes; /* cut away by the last open */
-    uint64_t bad_lines;  /* complete lines that do not parse, skipped */
+    uint64_t bad_lines;  /* complete lines the callback refused */
 } ck_audit_t;
 
-/* What a record read back says of its input (path is only valid during
- * the call). */
-typedef struct {
-    const char *path;
-    const char *status;
-    uint64_t size, inode;
-    int64_t mtime_ns;
-} ck_audit_entry_t;
-
-typedef void (*ck_audit_cb)(void *ud, const ck_audit_entry_t *e);
+/* One complete line of the log (n bytes, without its newline), read back
+ * at open; returns < 0 when it does not parse (counted in bad_lines). */
+typedef int (*ck_audit_cb)(void *ud, const char *line, size_t n);
 
 /*
  * Open or create (mode 0640) the log at path, cut a torn last line, and

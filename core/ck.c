@@ -289,16 +289,24 @@ void ck_arena_release(ck_arena_t *a)
     a->used = 0;
 }
 
+uint64_t ck_hash_fnv1a(const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    uint64_t h = 0xcbf29ce484222325u;
+
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3u;
+    return h;
+}
+
 /* ---- string map ------------------------------------------------------- */
 
 /* The slot holding key, or the empty slot where it would go. */
 static size_t strmap_slot(const char **keys, size_t cap, const char *key)
 {
-    uint64_t h = 0xcbf29ce484222325u;
+    uint64_t h = ck_hash_fnv1a(key, strlen(key));
     size_t i;
 
-    for (const char *p = key; *p != '\0'; p++)
-        h = (h ^ (unsigned char)*p) * 0x100000001b3u;
     for (i = (size_t)h & (cap - 1); keys[i] != NULL; i = (i + 1) & (cap - 1))
         if (strcmp(keys[i], key) == 0)
             break;
@@ -375,4 +383,16 @@ int ck_utf8_len(const uint8_t *s, size_t n, int surrogates)
         (!surrogates && cp >= 0xd800 && cp < 0xe000))
         return 0;
     return k + 1;
+}
+
+int ck_utf8_valid(const char *s, size_t n)
+{
+    const uint8_t *u = (const uint8_t *)s;
+
+    for (size_t k = 0, len; k < n; k += len) {
+        len = (size_t)ck_utf8_len(u + k, n - k, 0);
+        if (len == 0)
+            return 0;
+    }
+    return 1;
 }

@@ -123,6 +123,15 @@ static inline int ck_add_u64(uint64_t a, uint64_t b, uint64_t *r)
  */
 int ck_utf8_len(const uint8_t *s, size_t n, int surrogates);
 
+/* 1 when the n bytes at s are all well-formed UTF-8 (ck_utf8_len with no
+ * surrogates), else 0.  NUL bytes are valid: callers that need a C string
+ * pass strlen. */
+int ck_utf8_valid(const char *s, size_t n);
+
+/* The 64-bit FNV-1a hash of the n bytes at p: cheap, well spread, for hash
+ * tables and seeds.  Not for anything an attacker must not collide. */
+uint64_t ck_hash_fnv1a(const void *p, size_t n);
+
 #define CK_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif

@@ -10,6 +10,7 @@
 #include "conf.h"
 
 #include "ckpt.h"
+#include "watchconf.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -91,110 +92,6 @@ const ck_directive_t ck_security_directives[] = {
       "longest str, bytes or integer accepted" },
     { NULL, NULL, 0, NULL, 0, NULL },
 };
-
-static const ck_conf_enum_t after_names[] = {
-    { "keep", CK_AFTER_KEEP },
-    { "move", CK_AFTER_MOVE },
-    { "delete", CK_AFTER_DELETE },
-    { NULL, 0 },
-};
-
-static const ck_conf_range_t workers_range = { 1, 64 };
-
-static int set_output_name(ck_conf_ctx_t *cx, const ck_directive_t *d,
-                           void *conf, const char *v)
-{
-    char out[1024];
-
-    if (ck_watch_output_name(v, "dir/model.th", out, sizeof(out)) < 0 ||
-        ck_watch_output_name(v, "model", out, sizeof(out)) < 0)
-        return ck_err_set(cx->err, CK_ECONFIG,
-                          "output_name: '%s' does not make a plain file name "
-                          "(use {stem} {ext} {name} {dir}; no '/', no leading "
-                          "dot)", v);
-    return ck_conf_set_str(cx, d, conf, v);
-}
-
-const ck_directive_t ck_watch_directives[] = {
-    { "incoming", ck_conf_set_str, offsetof(ck_watch_conf_t, incoming), NULL,
-      0, "folder watched for new checkpoints" },
-    { "output", ck_conf_set_str, offsetof(ck_watch_conf_t, output), NULL, 0,
-      "folder prepared checkpoints are written to" },
-    { "failed", ck_conf_set_str, offsetof(ck_watch_conf_t, failed), NULL, 0,
-      "folder failed inputs are moved to, each with NAME.error.json" },
-    { "audit_log", ck_conf_set_str, offsetof(ck_watch_conf_t, audit_log), NULL,
-      0, "JSON Lines file, one record per job" },
-    { "include", ck_conf_set_words, offsetof(ck_watch_conf_t, include),
-      "*.th *.pt *.pth *.ckpt", CK_DIR_MULTI, "file name globs to process" },
-    { "exclude", ck_conf_set_words, offsetof(ck_watch_conf_t, exclude),
-      "*.tmp *.tmp.* .*", CK_DIR_MULTI, "file name globs never processed" },
-    { "recursive", ck_conf_set_bool, offsetof(ck_watch_conf_t, recursive),
-      "no", 0, "watch sub-folders too; outputs keep their relative path" },
-    { "after", ck_conf_set_enum, offsetof(ck_watch_conf_t, after), "keep",
-      0, "what becomes of a processed input: keep, move or delete",
-      after_names },
-    { "done", ck_conf_set_str, offsetof(ck_watch_conf_t, done), NULL, 0,
-      "folder processed inputs are moved to (after = move)" },
-    { "output_name", set_output_name, offsetof(ck_watch_conf_t, output_name),
-      "{stem}{ext}", 0, "output file name: {stem} {ext} {name} {dir}", NULL },
-    { "settle_ms", ck_conf_set_u64, offsetof(ck_watch_conf_t, settle_ms),
-      "1000", 0, "quiet time after a file's last change before it is read" },
-    { "incomplete_s", ck_conf_set_u64, offsetof(ck_watch_conf_t, incomplete_s),
-      "60", 0, "a file unreadable this long after its last change fails" },
-    { "workers", ck_conf_set_u64, offsetof(ck_watch_conf_t, workers), "2", 0,
-      "jobs run at once (1 to 64)", &workers_range },
-    { "rescan_s", ck_conf_set_u64, offsetof(ck_watch_conf_t, rescan_s), "60",
-      0, "full rescan of incoming every so often (0: never)" },
-    { "stop_timeout_s", ck_conf_set_u64,
-      offsetof(ck_watch_conf_t, stop_timeout_s), "30", 0,
-      "on SIGTERM, running jobs past this are abandoned (no output)" },
-    { "claim_stale_s", ck_conf_set_u64, offsetof(ck_watch_conf_t, claim_stale_s),
-      "60", 0, "another host's claim not refreshed this long is taken back" },
-    { "allow_world_writable", ck_conf_set_bool,
-      offsetof(ck_watch_conf_t, allow_world_writable), "no", 0,
-      "start even when output or the audit log's folder is world-writable" },
-    { NULL, NULL, 0, NULL, 0, NULL },
-};
-
-int ck_watch_output_name(const char *tmpl, const char *rel, char *out,
-                         size_t size)
-{
-    const char *base = strrchr(rel, '/'), *dot;
-    size_t o = 0, dirlen;
-
-    base = base ? base + 1 : rel;
-    dirlen = base > rel ? (size_t)(base - rel - 1) : 0;
-    dot = strrchr(base, '.');
-    if (dot == NULL || dot == base)
-        dot = base + strlen(base);
-    while (*tmpl != '\0') {
-        const char *v = NULL;
-        size_t n = 0, skip = 1;
-        int is_dir = 0;
-
-        if (strncmp(tmpl, "{stem}", 6) == 0)
-            v = base, n = (size_t)(dot - base), skip = 6;
-        else if (strncmp(tmpl, "{ext}", 5) == 0)
-            v = dot, n = strlen(dot), skip = 5;
-        else if (strncmp(tmpl, "{name}", 6) == 0)
-            v = base, n = strlen(base), skip = 6;
-        else if (strncmp(tmpl, "{dir}", 5) == 0)
-            v = rel, n = dirlen, skip = 5, is_dir = 1;
-        else if (*tmpl == '{' || *tmpl == '}')
-            return CK_ECONFIG;
-        else
-            v = tmpl, n = 1;
-        if (o + n >= size)
-            return CK_ECONFIG;
-        for (size_t i = 0; i < n; i++)  /* {dir}'s '/' become '_' */
-            out[o++] = is_dir && v[i] == '/' ? '_' : v[i];
-        tmpl += skip;
-    }
-    out[o] = '\0';
-    if (o == 0 || out[0] == '.' || strchr(out, '/') != NULL)
-        return CK_ECONFIG;
-    return 0;
-}
 
 /* ---- setters ---------------------------------------------------------- */
 
@@ -559,14 +456,10 @@ static int handler(void *user, const char *section, const char *name,
         ck_err_set(&e, CK_ECONFIG, "'%s' given twice in [%s]", name, section);
         goto fail;
     }
-    for (size_t k = 0, n = strlen(value), len; k < n; k += len) {
-        /* keys, names and paths reach JSON records and pickled str */
-        len = (size_t)ck_utf8_len((const uint8_t *)value + k, n - k, 0);
-        if (len == 0) {
-            ck_err_set(&e, CK_ECONFIG, "%s: the value is not valid UTF-8",
-                       name);
-            goto fail;
-        }
+    /* keys, names and paths reach JSON records and pickled str */
+    if (!ck_utf8_valid(value, strlen(value))) {
+        ck_err_set(&e, CK_ECONFIG, "%s: the value is not valid UTF-8", name);
+        goto fail;
     }
     cx = (ck_conf_ctx_t){ &l->c->arena, &e, l->c->path, l->line, s->name,
                           l->c };
@@ -669,10 +562,9 @@ static int load(ck_conf_t *c, const char *path, ck_err_t *err)
             return rc;
     }
     c->allow = (const char **)c->security.allow_globals.v;
-    if (c->watch.after == CK_AFTER_MOVE && c->watch.done == NULL)
-        return ck_err_set(err, CK_ECONFIG,
-                          "%s:%d: [watch] after = move needs done = DIR", path,
-                          c->watch_line);
+    rc = ck_watch_conf_check(c, err);
+    if (rc < 0)
+        return rc;
     return 0;
 }
 

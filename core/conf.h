@@ -35,6 +35,9 @@ typedef struct {
 
 /* [watch]: the daemon.  Paths are as written (relative to the daemon's
  * working folder); NULL when not given. */
+/* The most jobs the daemon runs at once: [watch] workers is 1 to this. */
+#define CK_WATCH_MAX_WORKERS 64
+
 typedef enum { CK_AFTER_KEEP, CK_AFTER_MOVE, CK_AFTER_DELETE } ck_after_t;
 
 typedef struct {
@@ -74,14 +77,5 @@ void ck_conf_limits(const ck_conf_t *c, ck_limits_t *lim);
 extern const ck_directive_t ck_pipeline_directives[];
 extern const ck_directive_t ck_security_directives[];
 extern const ck_directive_t ck_watch_directives[];
-
-/*
- * Expand a [watch] output_name template ({stem}, {ext}, {name}, {dir}) for
- * the input at rel (relative to incoming) into out.  Returns 0, or
- * CK_ECONFIG when the result is not a plain file name (empty, '.', '..',
- * a leading dot, a '/') or does not fit.
- */
-int ck_watch_output_name(const char *tmpl, const char *rel, char *out,
-                         size_t size);
 
 #endif

@@ -5,6 +5,9 @@
  */
 #include "job.h"
 
+#include "fsutil.h"
+#include "record.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,17 +36,10 @@ static void rfc3339(char *buf, size_t n)
 
 char *ck_job_default_out(const char *in)
 {
-    const char *base = strrchr(in, '/');
-    const char *dot;
-    size_t stem;
-    char *out;
+    const char *dot = ck_path_ext(ck_path_base(in));
+    size_t stem = (size_t)(dot - in);
+    char *out = ck_malloc(strlen(in) + sizeof(".prep"));
 
-    base = base ? base + 1 : in;
-    dot = strrchr(base, '.');
-    if (dot == NULL || dot == base)
-        dot = base + strlen(base);
-    stem = (size_t)(dot - in);
-    out = ck_malloc(strlen(in) + sizeof(".prep"));
     if (out == NULL)
         return NULL;
     memcpy(out, in, stem);
@@ -345,81 +341,35 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     }
     ck_json_end(&plugins);
 
-    ck_json_obj(rec);
-    ck_json_key(rec, "ts");
-    ck_json_str(rec, ts);
-    ck_json_key(rec, "version");
-    ck_json_str(rec, CK_VERSION);
-    ck_json_key(rec, "input");
-    ck_json_obj(rec);
-    ck_json_key(rec, "path");
-    ck_json_str(rec, args->in);
-    ck_json_key(rec, "size");
-    ck_json_u64(rec, job.ck.st.size);
-    if (job.ck.fingerprint[0] != '\0') {
-        ck_json_key(rec, "digest");
-        ck_json_str(rec, job.ck.fingerprint);
-        ck_json_key(rec, "digest_kind");
-        ck_json_str(rec, "fingerprint-sha256");
-    }
-    if (job.ck.fd >= 0) {
-        /* with path and size, what the daemon knows a done input by */
-        ck_json_key(rec, "inode");
-        ck_json_u64(rec, (uint64_t)job.ck.st.ino);
-        ck_json_key(rec, "mtime_ns");
-        ck_json_int(rec, job.ck.st.mtime_ns);
-        ck_json_key(rec, "format");
-        ck_json_str(rec, job.ck.format == CK_FMT_ZIP ? "zip" : "legacy");
-    }
-    ck_json_end(rec);
-    if (wrote) {
-        ck_json_key(rec, "output");
-        ck_json_obj(rec);
-        ck_json_key(rec, "path");
-        ck_json_str(rec, args->out);
-        ck_json_key(rec, "size");
-        ck_json_u64(rec, info.size);
-        ck_json_key(rec, "digest");
-        ck_json_str(rec, info.fingerprint);
-        ck_json_key(rec, "digest_kind");
-        ck_json_str(rec, "fingerprint-sha256");
-        ck_json_key(rec, "storages");
-        ck_json_u64(rec, info.nstorages);
-        ck_json_key(rec, "storage_bytes");
-        ck_json_u64(rec, info.storage_bytes);
-        ck_json_end(rec);
-    }
-    ck_json_key(rec, "status");
-    ck_json_str(rec, rc == 0 ? "ok" : "failed");
-    if (rc < 0) {
-        ck_json_key(rec, "error");
-        ck_json_obj(rec);
-        ck_json_key(rec, "code");
-        ck_json_str(rec, ck_errname(rc));
-        ck_json_key(rec, "message");
-        ck_json_str(rec, err->msg);
-        ck_json_end(rec);
-    }
-    if (args->dry_run) {
-        ck_json_key(rec, "dry_run");
-        ck_json_bool(rec, 1);
-    }
-    ck_json_key(rec, "duration_ms");
-    ck_json_int(rec, now_ms() - t0);
-    ck_json_key(rec, "config");
-    ck_json_obj(rec);
-    ck_json_key(rec, "path");
-    ck_json_str(rec, conf->path);
     {
-        if (conf->digest[0] != '\0') {
-            ck_json_key(rec, "digest");
-            ck_json_str(rec, conf->digest);
-        }
+        ck_record_t r = { 0 };
+
+        r.ts = ts;
+        r.version = CK_VERSION;
+        r.in.path = args->in;
+        r.in.size = job.ck.st.size;
+        r.in.digest = job.ck.fingerprint;
+        r.in.opened = job.ck.fd >= 0;
+        r.in.inode = (uint64_t)job.ck.st.ino;
+        r.in.mtime_ns = job.ck.st.mtime_ns;
+        r.in.format = job.ck.format == CK_FMT_ZIP ? "zip" : "legacy";
+        r.wrote = wrote;
+        r.out.path = args->out;
+        r.out.size = info.size;
+        r.out.digest = info.fingerprint;
+        r.out.storages = info.nstorages;
+        r.out.storage_bytes = info.storage_bytes;
+        r.status = rc == 0 ? "ok" : "failed";
+        r.error_code = rc < 0 ? ck_errname(rc) : NULL;
+        r.error_message = err->msg;
+        r.dry_run = args->dry_run;
+        r.duration_ms = now_ms() - t0;
+        r.config_path = conf->path;
+        r.config_digest = conf->digest;
+        r.plugins = (const char *)plugins.b.data;
+        r.plugins_len = plugins.b.len;
+        ck_record_build(rec, &r);
     }
-    ck_json_end(rec);
-    ck_json_key(rec, "plugins");
-    ck_json_raw(rec, (const char *)plugins.b.data, plugins.b.len);
-    ck_json_end(rec);
     ck_json_release(&plugins);
     ck_ckpt_close(&job.ck);
     return rc;

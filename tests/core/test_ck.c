@@ -182,6 +182,20 @@ static void test_utf8_len(void **state)
     (void)state;
 }
 
+static void test_utf8_valid_and_hash(void **state)
+{
+    assert_int_equal(ck_utf8_valid("", 0), 1);
+    assert_int_equal(ck_utf8_valid("caf\xc3\xa9 \xe2\x82\xac", 9), 1);
+    assert_int_equal(ck_utf8_valid("caf\xc3", 4), 0);      /* cut short */
+    assert_int_equal(ck_utf8_valid("a\xff" "b", 3), 0);
+    assert_int_equal(ck_utf8_valid("\xed\xa0\x80", 3), 0); /* surrogate */
+    /* FNV-1a 64 test vectors */
+    assert_true(ck_hash_fnv1a("", 0) == 0xcbf29ce484222325ull);
+    assert_true(ck_hash_fnv1a("a", 1) == 0xaf63dc4c8601ec8cull);
+    assert_true(ck_hash_fnv1a("foobar", 6) == 0x85944171f73967e8ull);
+    (void)state;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -191,6 +205,7 @@ int main(void)
         cmocka_unit_test_teardown(test_arena, teardown),
         cmocka_unit_test_teardown(test_strmap, teardown),
         cmocka_unit_test_teardown(test_utf8_len, teardown),
+        cmocka_unit_test_teardown(test_utf8_valid_and_hash, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

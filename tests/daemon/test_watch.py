@@ -1469,6 +1469,61 @@ def test_output_name():
     check(d.wait(15) == 2, "output_name = ../{name} accepted")
 
 
+def test_check_agrees_with_watch():
+    """every [watch] configuration `ckprep check` refuses, `ckprep watch`
+    refuses (exit 2) with the same FILE:LINE: message, and each one check
+    accepts, watch starts with"""
+    env = Env("check_agrees")
+    alias = os.path.join(env.root, "alias")
+    os.symlink(env.incoming, alias)
+    inc = env.incoming
+    refused = [
+        (dict(recursive="yes", output=os.path.join(inc, "out")),
+         "is inside incoming"),
+        (dict(output=inc), "is incoming"),
+        (dict(failed=os.path.join(inc, "..", "incoming", ".")),
+         "is incoming"),
+        (dict(output=alias), "is incoming"),
+        (dict(recursive="yes", output=os.path.join(alias, "x")),
+         "is inside incoming"),
+        (dict(after="move", done=None), "after = move needs done = DIR"),
+        (dict(after="move", done=inc), "is incoming"),
+        (dict(after="sometimes"), "is not keep, move or delete"),
+        (dict(workers=0), "is not a number from 1 to 64"),
+        (dict(workers=65), "is not a number from 1 to 64"),
+        (dict(output_name="../{name}"), "does not make a plain file name"),
+        (dict(settle_ms="soon"), "is not a whole number"),
+    ]
+    accepted = [dict(),
+                dict(output=os.path.join(inc, "out")),   # not recursive
+                dict(after="keep", done=inc),           # done unused
+                dict(after="move", done=env.done, workers=64)]
+    base = dict(env.watch)
+    for extra, what in refused:
+        env.watch = dict(base)
+        env.write_conf(**extra)
+        r = subprocess.run([CKPREP, "check", "-c", env.conf],
+                           capture_output=True, timeout=20, cwd=env.root)
+        msg = r.stderr.decode("utf-8", "replace").strip()
+        check(r.returncode == 2 and msg.startswith("ckprep: " + env.conf + ":")
+              and what in msg, "check %r: exit %r, %r" % (extra, r.returncode,
+                                                          msg))
+        d = Daemon(env)
+        check(d.wait(15) == 2, "watch %r: exit %r, want 2" % (extra, d.rc))
+        check(msg[len("ckprep: "):] in d.err(),
+              "watch %r: %r does not say %r" % (extra, d.err(), msg))
+    for extra in accepted:
+        env.watch = dict(base)
+        env.write_conf(**extra)
+        r = subprocess.run([CKPREP, "check", "-c", env.conf],
+                           capture_output=True, timeout=20, cwd=env.root)
+        check(r.returncode == 0, "check %r: exit %r, %r"
+              % (extra, r.returncode, r.stderr))
+        d = Daemon(env)
+        d.ready()
+        d.stop()
+
+
 TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_sigterm_mid_burst, test_preexisting,
          test_incoming_recreated, test_hostile_and_truncated,
@@ -1478,7 +1533,8 @@ TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_sigterm_abandons_job, test_reload_rewatch,
          test_rewritten_during_job, test_sigusr1_reopen, test_notify_protocol,
          test_journal_stream, test_symlinks_and_fifo, test_hostile_names,
-         test_modes_umask022, test_output_in_incoming, test_world_writable,
+         test_modes_umask022, test_output_in_incoming,
+         test_check_agrees_with_watch, test_world_writable,
          test_recursive,
          test_after_move_and_delete, test_output_name,
          test_claims_gc_and_after_again, test_write_fails,

@@ -1,0 +1,146 @@
+/*
+ * fsutil.c -- small file-system helpers.  See fsutil.h.
+ *
+ * Stateless and thread-safe: the daemon calls these from the loop thread
+ * and jobs from the thread pool.
+ */
+#include "fsutil.h"
+
+#include "zip.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+const char *ck_path_base(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+
+    return slash != NULL ? slash + 1 : path;
+}
+
+const char *ck_path_ext(const char *base)
+{
+    const char *dot = strrchr(base, '.');
+
+    return dot == NULL || dot == base ? base + strlen(base) : dot;
+}
+
+char *ck_path_join(const char *a, const char *b)
+{
+    size_t na = strlen(a), nb = strlen(b);
+    char *s;
+
+    if (nb == 0)
+        return ck_strdup(a);
+    if (na == 0)
+        return ck_strdup(b);
+    s = ck_malloc(na + nb + 2);
+    if (s == NULL)
+        return NULL;
+    memcpy(s, a, na);
+    s[na] = '/';
+    memcpy(s + na + 1, b, nb + 1);
+    return s;
+}
+
+int ck_mkdirs(const char *path, mode_t mode)
+{
+    char *p = ck_strdup(path);
+    int rc = 0;
+
+    if (p == NULL)
+        return -ENOMEM;
+    for (char *s = p + 1; rc == 0; s++) {
+        char c = *s;
+
+        if (c != '/' && c != '\0')
+            continue;
+        *s = '\0';
+        if (mkdir(p, mode) < 0 && errno != EEXIST)
+            rc = -errno;
+        *s = c;
+        if (c == '\0')
+            break;
+    }
+    ck_free(p);
+    return rc;
+}
+
+/* The folder path is in, in a new string: "." or "/" for the odd cases. */
+static char *dir_of(const char *path)
+{
+    char *d = ck_malloc(strlen(path) + 2), *slash;
+
+    if (d == NULL)
+        return NULL;
+    strcpy(d, path);
+    slash = strrchr(d, '/');
+    if (slash == NULL)
+        strcpy(d, ".");
+    else if (slash == d)
+        d[1] = '\0';
+    else
+        *slash = '\0';
+    return d;
+}
+
+int ck_mkdirs_parent(const char *path, mode_t mode)
+{
+    char *dir = dir_of(path);
+    int rc;
+
+    if (dir == NULL)
+        return -ENOMEM;
+    rc = ck_mkdirs(dir, mode);
+    ck_free(dir);
+    return rc;
+}
+
+int ck_fsync_dir_of(const char *path)
+{
+    char *d = dir_of(path);
+    int fd, rc = 0;
+
+    if (d == NULL)
+        return -ENOMEM;
+    fd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) < 0)
+        rc = -errno;
+    if (fd >= 0)
+        close(fd);
+    ck_free(d);
+    return rc;
+}
+
+int ck_write_atomic(const char *path, const void *p, size_t n, mode_t mode)
+{
+    char *tmp = ck_malloc(strlen(path) + 32);
+    int fd, rc = 0;
+
+    if (tmp == NULL)
+        return -ENOMEM;
+    sprintf(tmp, "%s.tmp.%d", path, (int)getpid());
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0) {
+        rc = -errno;
+        goto out;
+    }
+    rc = ck_pwrite_full(fd, p, n, 0);
+    if (rc == 0 && fsync(fd) < 0)
+        rc = -errno;
+    if (close(fd) < 0 && rc == 0)
+        rc = -errno;
+    if (rc == 0 && rename(tmp, path) < 0)
+        rc = -errno;
+    if (rc < 0)
+        unlink(tmp);
+    else
+        rc = ck_fsync_dir_of(path);
+out:
+    ck_free(tmp);
+    return rc;
+}

@@ -1,0 +1,48 @@
+/*
+ * fsutil.h -- small file-system helpers shared by the command line, the job
+ * and the daemon: splitting a path into folder, stem and extension, joining
+ * paths, making folders, syncing a folder, and writing a small file
+ * atomically.  Nothing here knows checkpoints or configurations.
+ *
+ * Functions that fail return a negative errno (-ENOMEM included); strings
+ * they return come from ck_malloc and are the caller's to ck_free.
+ */
+#ifndef CK_FSUTIL_H
+#define CK_FSUTIL_H
+
+#include "ck.h"
+
+#include <sys/types.h>
+
+/* The file name in path: what follows its last '/', or path itself. */
+const char *ck_path_base(const char *path);
+
+/*
+ * The extension of the file name base: from its last '.' to the end, or
+ * the end of base (an empty string) when it has none.  A leading dot is not
+ * an extension: ".bashrc" has none, "model.th" has ".th".  The stem is what
+ * comes before: base up to the returned pointer.
+ */
+const char *ck_path_ext(const char *base);
+
+/* "a/b"; a alone when b is empty, b alone when a is.  NULL when out of
+ * memory. */
+char *ck_path_join(const char *a, const char *b);
+
+/* mkdir -p path (each missing folder made with mode): 0 or -errno. */
+int ck_mkdirs(const char *path, mode_t mode);
+
+/* ck_mkdirs of the folder path is in ("." when it has no '/'). */
+int ck_mkdirs_parent(const char *path, mode_t mode);
+
+/* fsync the folder path is in, so a rename or create there is durable. */
+int ck_fsync_dir_of(const char *path);
+
+/*
+ * Write n bytes at p to path atomically: a temporary PATH.tmp.PID beside it
+ * (mode, never through a symlink), fsync, rename over path, fsync the
+ * folder.  On failure the temporary is removed and path is as it was.
+ */
+int ck_write_atomic(const char *path, const void *p, size_t n, mode_t mode);
+
+#endif

@@ -1,0 +1,225 @@
+/*
+ * record.c -- the JSON record of a job.  See record.h.
+ *
+ * Building writes the keys in one fixed order (the audit log's readers and
+ * the tests rely on it); parsing looks each key up by the same name.
+ */
+#include "record.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+void ck_record_build(ck_json_t *rec, const ck_record_t *r)
+{
+    ck_json_obj(rec);
+    ck_json_key(rec, CK_REC_TS);
+    ck_json_str(rec, r->ts);
+    ck_json_key(rec, CK_REC_VERSION);
+    ck_json_str(rec, r->version);
+    ck_json_key(rec, CK_REC_INPUT);
+    ck_json_obj(rec);
+    ck_json_key(rec, CK_REC_PATH);
+    ck_json_str(rec, r->in.path);
+    ck_json_key(rec, CK_REC_SIZE);
+    ck_json_u64(rec, r->in.size);
+    if (r->in.digest != NULL && r->in.digest[0] != '\0') {
+        ck_json_key(rec, CK_REC_DIGEST);
+        ck_json_str(rec, r->in.digest);
+        ck_json_key(rec, CK_REC_DIGEST_KIND);
+        ck_json_str(rec, CK_REC_DIGEST_FINGERPRINT);
+    }
+    if (r->in.opened) {
+        /* with path and size, what the daemon knows a done input by */
+        ck_json_key(rec, CK_REC_INODE);
+        ck_json_u64(rec, r->in.inode);
+        ck_json_key(rec, CK_REC_MTIME_NS);
+        ck_json_int(rec, r->in.mtime_ns);
+        ck_json_key(rec, CK_REC_FORMAT);
+        ck_json_str(rec, r->in.format);
+    }
+    ck_json_end(rec);
+    if (r->wrote) {
+        ck_json_key(rec, CK_REC_OUTPUT);
+        ck_json_obj(rec);
+        ck_json_key(rec, CK_REC_PATH);
+        ck_json_str(rec, r->out.path);
+        ck_json_key(rec, CK_REC_SIZE);
+        ck_json_u64(rec, r->out.size);
+        ck_json_key(rec, CK_REC_DIGEST);
+        ck_json_str(rec, r->out.digest);
+        ck_json_key(rec, CK_REC_DIGEST_KIND);
+        ck_json_str(rec, CK_REC_DIGEST_FINGERPRINT);
+        ck_json_key(rec, CK_REC_STORAGES);
+        ck_json_u64(rec, r->out.storages);
+        ck_json_key(rec, CK_REC_STORAGE_BYTES);
+        ck_json_u64(rec, r->out.storage_bytes);
+        ck_json_end(rec);
+    }
+    ck_json_key(rec, CK_REC_STATUS);
+    ck_json_str(rec, r->status);
+    if (r->error_code != NULL) {
+        ck_json_key(rec, CK_REC_ERROR);
+        ck_json_obj(rec);
+        ck_json_key(rec, CK_REC_CODE);
+        ck_json_str(rec, r->error_code);
+        ck_json_key(rec, CK_REC_MESSAGE);
+        ck_json_str(rec, r->error_message);
+        ck_json_end(rec);
+    }
+    if (r->dry_run) {
+        ck_json_key(rec, CK_REC_DRY_RUN);
+        ck_json_bool(rec, 1);
+    }
+    ck_json_key(rec, CK_REC_DURATION_MS);
+    ck_json_int(rec, r->duration_ms);
+    ck_json_key(rec, CK_REC_CONFIG);
+    ck_json_obj(rec);
+    ck_json_key(rec, CK_REC_PATH);
+    ck_json_str(rec, r->config_path);
+    if (r->config_digest != NULL && r->config_digest[0] != '\0') {
+        ck_json_key(rec, CK_REC_DIGEST);
+        ck_json_str(rec, r->config_digest);
+    }
+    ck_json_end(rec);
+    ck_json_key(rec, CK_REC_PLUGINS);
+    if (r->plugins != NULL)
+        ck_json_raw(rec, r->plugins, r->plugins_len);
+    else
+        ck_json_raw(rec, "[]", 2);
+    ck_json_end(rec);
+}
+
+void ck_record_fallback(ck_buf_t *b, const char *in_path)
+{
+    ck_json_t j = { .b = *b };
+
+    ck_json_obj(&j);
+    ck_json_key(&j, CK_REC_INPUT);
+    ck_json_obj(&j);
+    ck_json_key(&j, CK_REC_PATH);
+    ck_json_str(&j, in_path);
+    ck_json_end(&j);
+    ck_json_key(&j, CK_REC_STATUS);
+    ck_json_str(&j, "failed");
+    ck_json_key(&j, CK_REC_ERROR);
+    ck_json_obj(&j);
+    ck_json_key(&j, CK_REC_CODE);
+    ck_json_str(&j, ck_errname(CK_ENOMEM));
+    ck_json_key(&j, CK_REC_MESSAGE);
+    ck_json_str(&j, ck_strerror(CK_ENOMEM));
+    ck_json_end(&j);
+    ck_json_end(&j);
+    ck_buf_putc(&j.b, '\0');
+    *b = j.b;
+    ck_buf_release(&j.levels);
+}
+
+/* What a parsed record's strings point into. */
+typedef struct {
+    json_t *root;
+    char *plugins;      /* json_dumps of the plugins array */
+} doc_t;
+
+static const char *str(json_t *o, const char *key)
+{
+    return json_string_value(json_object_get(o, key));
+}
+
+static uint64_t u64(json_t *o, const char *key)
+{
+    return (uint64_t)json_integer_value(json_object_get(o, key));
+}
+
+int ck_record_parse(const char *text, size_t n, ck_record_t *r)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(text, n, 0, &jerr), *in, *out, *e, *c, *pl;
+    doc_t *doc;
+
+    memset(r, 0, sizeof(*r));
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return CK_EFORMAT;
+    }
+    doc = ck_calloc(1, sizeof(*doc));
+    if (doc == NULL) {
+        json_decref(root);
+        return CK_ENOMEM;
+    }
+    doc->root = root;
+    r->doc = doc;
+    r->seq = u64(root, CK_REC_SEQ);
+    r->host = str(root, CK_REC_HOST);
+    r->ts = str(root, CK_REC_TS);
+    r->version = str(root, CK_REC_VERSION);
+    in = json_object_get(root, CK_REC_INPUT);
+    r->in.path = str(in, CK_REC_PATH);
+    r->in.size = u64(in, CK_REC_SIZE);
+    r->in.digest = str(in, CK_REC_DIGEST);
+    r->in.opened = json_object_get(in, CK_REC_INODE) != NULL;
+    r->in.inode = u64(in, CK_REC_INODE);
+    r->in.mtime_ns = json_integer_value(json_object_get(in, CK_REC_MTIME_NS));
+    r->in.format = str(in, CK_REC_FORMAT);
+    out = json_object_get(root, CK_REC_OUTPUT);
+    r->wrote = json_is_object(out);
+    r->out.path = str(out, CK_REC_PATH);
+    r->out.size = u64(out, CK_REC_SIZE);
+    r->out.digest = str(out, CK_REC_DIGEST);
+    r->out.storages = u64(out, CK_REC_STORAGES);
+    r->out.storage_bytes = u64(out, CK_REC_STORAGE_BYTES);
+    r->status = str(root, CK_REC_STATUS);
+    e = json_object_get(root, CK_REC_ERROR);
+    r->error_code = str(e, CK_REC_CODE);
+    r->error_message = str(e, CK_REC_MESSAGE);
+    r->dry_run = json_is_true(json_object_get(root, CK_REC_DRY_RUN));
+    r->duration_ms = json_integer_value(json_object_get(root,
+                                                        CK_REC_DURATION_MS));
+    c = json_object_get(root, CK_REC_CONFIG);
+    r->config_path = str(c, CK_REC_PATH);
+    r->config_digest = str(c, CK_REC_DIGEST);
+    pl = json_object_get(root, CK_REC_PLUGINS);
+    if (pl != NULL) {
+        doc->plugins = json_dumps(pl, JSON_COMPACT | JSON_PRESERVE_ORDER |
+                                          JSON_ENCODE_ANY);
+        if (doc->plugins == NULL) {
+            ck_record_release(r);
+            return CK_ENOMEM;
+        }
+        r->plugins = doc->plugins;
+        r->plugins_len = strlen(doc->plugins);
+    }
+    return 0;
+}
+
+void ck_record_release(ck_record_t *r)
+{
+    doc_t *doc = r->doc;
+
+    if (doc != NULL) {
+        free(doc->plugins);
+        json_decref(doc->root);
+        ck_free(doc);
+    }
+    memset(r, 0, sizeof(*r));
+}
+
+char *ck_record_reading(const char *s)
+{
+    ck_buf_t b = { 0 };
+    json_error_t jerr;
+    json_t *v;
+    char *out = NULL;
+
+    ck_json_quote(&b, s, strlen(s));
+    if (b.oom)
+        goto out;
+    v = json_loadb((const char *)b.data, b.len, JSON_DECODE_ANY |
+                   JSON_ALLOW_NUL, &jerr);
+    if (json_is_string(v))
+        out = ck_strdup(json_string_value(v));
+    json_decref(v);
+out:
+    ck_buf_release(&b);
+    return out;
+}

@@ -1,0 +1,423 @@
+/*
+ * watch_claim.c -- claims and readiness.  See watch_int.h and watch.c.
+ *
+ * Claims make several daemons (one host or many, sharing the folder over
+ * NFS) process each input once: before a job starts, a claim file named by
+ * the input's identity is created with O_EXCL in incoming/.ckprep-claims.
+ * It says who holds it and whether the job is running or done; a running
+ * claim is refreshed (mtime) while the job runs, and one whose holder is
+ * dead (same host, no such pid) or silent for claim_stale_s (another host)
+ * is taken back by renaming it away first, which only one taker can do.
+ *
+ * Readiness: a pending file quiet for settle_ms is probed on the thread
+ * pool (complete: no writer holds it, its zip directory or legacy stream
+ * parses), then claimed and queued.
+ */
+#define _GNU_SOURCE
+#include "watch_int.h"
+
+#include "ckpt.h"
+#include "fsutil.h"
+#include "log.h"
+#include "zip.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- claims ------------------------------------------------------------- */
+
+char *watch_claim_path(daemon_t *d, const char *rel, const ident_t *id)
+{
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    char name[128];
+
+    EVP_Digest(rel, strlen(rel), md, &mdlen, EVP_sha256(), NULL);
+    snprintf(name, sizeof(name), "%llu-%llu-%lld-", (unsigned long long)id->ino,
+             (unsigned long long)id->size, (long long)id->mtime_ns);
+    for (int i = 0; i < 8; i++)
+        sprintf(name + strlen(name), "%02x", md[i]);
+    return ck_path_join(d->claims, name);
+}
+
+int watch_claim_write(const char *path, const char *host, const char *state,
+                       int excl)
+{
+    char text[512];
+    int n = snprintf(text, sizeof(text), "host=%s pid=%d state=%s\n", host,
+                     (int)getpid(), state);
+    int fd;
+
+    if (!excl)
+        return ck_write_atomic(path, text, (size_t)n, 0640);
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0640);
+    if (fd < 0)
+        return -errno;
+    if (ck_pwrite_full(fd, text, (size_t)n, 0) < 0) {
+        int e = errno;
+
+        close(fd);
+        unlink(path);
+        return -e;
+    }
+    close(fd);
+    return 0;
+}
+
+/* Is the claim at path held by someone alive?  Its state goes to *done,
+ * its holder's pid to *holder. */
+int watch_claim_alive(daemon_t *d, const char *path, int *done, int *holder,
+                       ino_t *ino)
+{
+    char text[512], host[300] = "", state[32] = "";
+    int pid = 0, fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    ssize_t n;
+    struct stat st;
+    struct timespec now;
+
+    *done = 0;
+    if (fd < 0)
+        return 0;
+    n = read(fd, text, sizeof(text) - 1);
+    if (fstat(fd, &st) < 0) {
+        st.st_mtime = 0;
+        st.st_ino = 0;
+    }
+    if (ino != NULL)
+        *ino = st.st_ino;
+    close(fd);
+    text[n > 0 ? n : 0] = '\0';
+    sscanf(text, "host=%299s pid=%d state=%31s", host, &pid, state);
+    *holder = pid;
+    if (strcmp(state, "done") == 0) {
+        *done = 1;
+        return 1;
+    }
+    if (strcmp(host, d->host) == 0)
+        return pid > 0 && pid != (int)getpid() &&
+               (kill(pid, 0) == 0 || errno == EPERM);
+    clock_gettime(CLOCK_REALTIME, &now);
+    return now.tv_sec - st.st_mtime < (time_t)d->w->claim_stale_s;
+}
+
+/*
+ * Remove the temporaries a dead holder of rel's claim left in the output
+ * folder: ck_ckpt_write names them .NAME.tmp.PID.*, in the output's folder.
+ */
+static void drop_temps(daemon_t *d, const char *rel, int pid)
+{
+    char *opath = watch_out_path(d, rel), *slash, prefix[1100];
+    DIR *dir = NULL;
+    struct dirent *e;
+
+    if (opath == NULL || pid <= 0)
+        goto out;
+    slash = strrchr(opath, '/');
+    *slash = '\0';
+    snprintf(prefix, sizeof(prefix), ".%s.tmp.%d.", slash + 1, pid);
+    dir = opendir(opath);
+    while (dir != NULL && (e = readdir(dir)) != NULL) {
+        if (strncmp(e->d_name, prefix, strlen(prefix)) != 0)
+            continue;
+        if (unlinkat(dirfd(dir), e->d_name, 0) == 0)
+            ck_log(CK_LOG_NOTICE, "%s/%s: removed, left by a job that did "
+                   "not finish", opath, e->d_name);
+    }
+out:
+    if (dir != NULL)
+        closedir(dir);
+    ck_free(opath);
+}
+
+int watch_claim(daemon_t *d, const char *rel, const char *path)
+{
+    struct stat st;
+
+    /* claims go in a real folder: a symlink in its place would have them
+     * written, and taken back, wherever it points */
+    if (lstat(d->claims, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        ck_log(CK_LOG_ERR, "%s is not a folder (a symlink?): claiming nothing",
+               d->claims);
+        return CLAIM_ERROR;
+    }
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int rc = watch_claim_write(path, d->host, "running", 1);
+        int done, holder = 0;
+        char tomb[4096];
+        ino_t stale = 0;
+
+        if (rc == 0)
+            return CLAIM_OK;
+        if (rc != -EEXIST) {
+            ck_log(CK_LOG_ERR, "claim %s: %s", path, strerror(-rc));
+            return CLAIM_ERROR;
+        }
+        if (watch_claim_alive(d, path, &done, &holder, &stale))
+            return done ? CLAIM_DONE : CLAIM_BUSY;
+        /* stale: only one taker can rename it away */
+        snprintf(tomb, sizeof(tomb), "%s.stale.%s.%d", path, d->host,
+                 (int)getpid());
+        if (rename(path, tomb) < 0)
+            return CLAIM_BUSY;
+        if (lstat(tomb, &st) == 0 && st.st_ino != stale) {
+            /* another taker got there first and this rename took its fresh
+             * claim: give it back */
+            if (link(tomb, path) < 0)
+                ck_log(CK_LOG_WARNING, "claim %s: could not give back: %s",
+                       path, strerror(errno));
+            unlink(tomb);
+            return CLAIM_BUSY;
+        }
+        unlink(tomb);
+        ck_log(CK_LOG_NOTICE, "took back a stale claim %s", path);
+        drop_temps(d, rel, holder);
+    }
+    return CLAIM_BUSY;
+}
+
+void watch_refresh_cb(uv_timer_t *t)
+{
+    daemon_t *d = t->data;
+
+    for (size_t i = 0; i < d->nrunning; i++)
+        utimensat(AT_FDCWD, d->running[i]->claim, NULL, AT_SYMLINK_NOFOLLOW);
+    /* queued files hold claims too: a backlog must not make them stale */
+    for (file_t *f = d->qhead; f != NULL; f = f->qnext) {
+        char *cp = watch_claim_path(d, f->rel, &f->id);
+
+        if (cp != NULL)
+            utimensat(AT_FDCWD, cp, NULL, AT_SYMLINK_NOFOLLOW);
+        ck_free(cp);
+    }
+}
+
+/* ---- readiness ---------------------------------------------------------- */
+
+/*
+ * Complete means: nobody has it open for writing (where a lease tells), and
+ * a zip's end records and central directory parse, or a legacy stream
+ * opens.  1 complete, 0 not yet.
+ */
+static int complete(const ck_conf_t *conf, const char *path, const ident_t *id)
+{
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    ident_t now;
+    uint8_t magic[2] = { 0, 0 };
+    int ok = 0;
+
+    if (fd < 0)
+        return 0;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+        goto out;
+    ident_of(&st, &now);
+    if (!ident_eq(&now, id) || st.st_size == 0)
+        goto out;
+    if (fcntl(fd, F_SETLEASE, F_RDLCK) < 0) {
+        if (errno == EAGAIN)
+            goto out;    /* open for writing somewhere */
+    } else {
+        fcntl(fd, F_SETLEASE, F_UNLCK);
+    }
+    if (ck_pread_full(fd, magic, 2, 0) < 0)
+        goto out;
+    if (magic[0] == 'P' && magic[1] == 'K') {
+        ck_arena_t a = { 0 };
+        ck_zip_t z;
+        ck_err_t e = { 0 };
+
+        ok = ck_zip_open(fd, (uint64_t)st.st_size, &a, &z, &e) == 0;
+        ck_arena_release(&a);
+    } else {
+        ck_ckpt_t c;
+        ck_open_opts_t o = { 0 };
+        ck_err_t e = { 0 };
+
+        ck_conf_limits(conf, &o.lim);
+        o.allow = conf->allow;
+        ok = ck_ckpt_open(&c, path, &o, &e) == 0;
+        ck_ckpt_close(&c);
+    }
+out:
+    close(fd);
+    return ok;
+}
+
+/* Claim f (complete, or incomplete for too long) and queue its job. */
+static void try_claim(daemon_t *d, file_t *f, const ident_t *id, uint64_t now)
+{
+    char *cp = watch_claim_path(d, f->rel, id);
+
+    if (cp == NULL) {
+        f->next_check = now + 1000;
+        return;
+    }
+    switch (watch_claim(d, f->rel, cp)) {
+    case CLAIM_OK:
+        watch_enqueue(d, f);
+        break;
+    case CLAIM_DONE:
+        f->done = *id;
+        watch_leave_pending(d, f, F_DONE);
+        break;
+    case CLAIM_BUSY:     /* another daemon has it; look again later */
+        f->next_check = now + d->w->claim_stale_s * 1000 / 2 + 1000;
+        break;
+    default:
+        f->next_check = now + 5000;
+        break;
+    }
+    ck_free(cp);
+}
+
+/*
+ * The completeness probe reads the zip directory, or parses a whole legacy
+ * stream: on the thread pool, so a big file cannot stall the loop.
+ */
+typedef struct {
+    uv_work_t req;
+    daemon_t *d;
+    file_t *f;
+    cref_t *cref;
+    char *path;
+    ident_t id;
+    int ok;
+} probe_t;
+
+static void probe_work_cb(uv_work_t *req)
+{
+    probe_t *p = req->data;
+
+    p->ok = complete(&p->cref->c, p->path, &p->id);
+}
+
+static void probe_done_cb(uv_work_t *req, int uvst)
+{
+    probe_t *p = req->data;
+    daemon_t *d = p->d;
+    file_t *f = p->f;
+    uint64_t now = uv_now(d->loop);
+
+    d->nprobing--;
+    f->state = F_OTHER;
+    if (d->stopping) {
+        /* nothing more starts */
+    } else if (f->dirty || uvst < 0) {
+        f->dirty = 0;
+        watch_set_pending(d, f, now);        /* changed meanwhile: wait again */
+    } else {
+        uint64_t changed = f->last_change;   /* the probe changed nothing */
+
+        watch_set_pending(d, f, now);
+        f->last_change = changed;
+        if (!p->ok && now < f->last_change + d->w->incomplete_s * 1000)
+            f->next_check = now + (d->w->settle_ms > 200 ? d->w->settle_ms
+                                                         : 200);
+        else
+            try_claim(d, f, &p->id, now);
+    }
+    watch_cref_put(p->cref);
+    ck_free(p->path);
+    ck_free(p);
+    if (d->stopping)
+        watch_maybe_exit(d);
+    else
+        watch_start_jobs(d);
+}
+
+static void probe(daemon_t *d, file_t *f, const char *path, const ident_t *id)
+{
+    uint64_t now = uv_now(d->loop);
+    probe_t *p;
+
+    if (d->nprobing >= d->w->workers) {     /* the pool is busy enough */
+        f->next_check = now + 100;
+        return;
+    }
+    p = ck_calloc(1, sizeof(*p));
+    if (p == NULL || (p->path = ck_strdup(path)) == NULL) {
+        ck_free(p);
+        f->next_check = now + 1000;
+        return;
+    }
+    p->d = d;
+    p->f = f;
+    p->id = *id;
+    p->cref = d->cref;
+    d->cref->refs++;
+    p->req.data = p;
+    if (uv_queue_work(d->loop, &p->req, probe_work_cb, probe_done_cb) < 0) {
+        watch_cref_put(p->cref);
+        ck_free(p->path);
+        ck_free(p);
+        f->next_check = now + 1000;
+        return;
+    }
+    d->nprobing++;
+    watch_leave_pending(d, f, F_PROBING);
+    f->dirty = 0;
+}
+
+static void check_file(daemon_t *d, file_t *f, uint64_t now)
+{
+    char *path = ck_path_join(d->w->incoming, f->rel);
+    struct stat st;
+    ident_t id;
+
+    if (path == NULL)
+        return;
+    if (lstat(path, &st) < 0) {
+        ck_free(path);
+        watch_file_drop(d, f);
+        return;
+    }
+    ident_of(&st, &id);
+    if (!S_ISREG(st.st_mode)) {
+        ck_log(CK_LOG_WARNING, "%s: skipped: not a regular file", path);
+        f->done = id;
+        watch_leave_pending(d, f, F_SKIPPED);
+        goto out;
+    }
+    if (!ident_eq(&id, &f->id)) {
+        f->id = id;
+        f->last_change = f->last_event = now;
+        f->next_check = now + d->w->settle_ms;
+        goto out;
+    }
+    if (now < f->last_event + d->w->settle_ms) {
+        f->next_check = f->last_event + d->w->settle_ms;
+        goto out;
+    }
+    if (f->done.size != 0 && ident_eq(&id, &f->done)) {
+        watch_leave_pending(d, f, F_DONE);   /* seen before, unchanged */
+        goto out;
+    }
+    probe(d, f, path, &id);
+out:
+    ck_free(path);
+}
+
+void watch_tick_cb(uv_timer_t *t)
+{
+    daemon_t *d = t->data;
+    uint64_t now = uv_now(d->loop);
+
+    if (d->stopping || d->npending == 0)
+        return;
+    for (size_t i = 0; i < d->nbuckets; i++) {
+        for (file_t *f = d->buckets[i], *next; f != NULL; f = next) {
+            next = f->hnext;
+            if (f->state == F_PENDING && now >= f->next_check)
+                check_file(d, f, now);
+        }
+    }
+    watch_start_jobs(d);
+}

@@ -1,0 +1,184 @@
+/*
+ * watch_int.h -- what the daemon's files share (watch.c, watch_table.c,
+ * watch_claim.c, watch_job.c, watch_scan.c); not for the rest of ckprep.
+ *
+ * All of it runs on the loop thread except ck_job_run and the readiness
+ * probe, which run on libuv's thread pool and touch only their own job_t or
+ * probe and a configuration they hold a reference to (cref_t).
+ */
+#ifndef CK_WATCH_INT_H
+#define CK_WATCH_INT_H
+
+#include "audit.h"
+#include "conf.h"
+#include "json.h"
+
+#include <sys/stat.h>
+#include <uv.h>
+
+#define CLAIMS ".ckprep-claims"  /* the claims folder, in incoming */
+#define MAX_DEPTH 32                /* of sub-folders scanned when recursive */
+
+/* A file's state; see watch.c for how it moves. */
+enum { F_PENDING, F_PROBING, F_QUEUED, F_RUNNING, F_DONE, F_FAILED, F_SKIPPED,
+       F_OTHER };
+
+typedef struct {
+    uint64_t ino, size;
+    int64_t mtime_ns;
+} ident_t;
+
+typedef struct file file_t;
+struct file {
+    file_t *hnext;
+    file_t *qnext;          /* run queue */
+    char *rel;              /* path under incoming */
+    int state;
+    int dirty;              /* changed while queued or running */
+    int seen;               /* by the current scan */
+    ident_t id;             /* last seen */
+    ident_t done;           /* when it was done or failed */
+    ident_t scanned;        /* by the last scan */
+    uint64_t last_event, last_change, next_check;
+};
+
+typedef struct {
+    ck_conf_t c;
+    int refs;
+} cref_t;
+
+typedef struct daemon daemon_t;
+
+typedef struct {
+    uv_work_t req;
+    daemon_t *d;
+    file_t *f;
+    cref_t *cref;
+    ident_t id;
+    char *in, *out, *claim;
+    ck_json_t rec;
+    ck_err_t err;
+    int rc;
+} job_t;
+
+typedef struct {
+    int wd;
+    char *rel;
+} wdir_t;
+
+struct daemon {
+    uv_loop_t *loop;
+    const char *conf_path;
+    cref_t *cref;
+    const ck_watch_conf_t *w;
+    ck_audit_t audit;
+    int ifd;
+    uv_poll_t *poll;        /* of ifd; its own allocation: a reload closes
+                               it and starts another before the close ends */
+    wdir_t *dirs;
+    size_t ndirs;
+    uv_timer_t tick, rescan, watchdog, stop_timer, refresh;
+    uv_signal_t sig[4];
+    file_t **buckets;
+    size_t nbuckets, nfiles, npending;
+    file_t *qhead, *qtail;
+    size_t nqueued;
+    job_t *running[CK_WATCH_MAX_WORKERS];
+    size_t nrunning;
+    size_t nprobing;        /* readiness probes on the thread pool */
+    uint64_t nok, nfailed;
+    int stopping, cancel, exit_code;
+    int remote_fs;
+    int lost;               /* incoming is gone: look for it every second */
+    char host[256];
+    char *claims;           /* incoming/.ckprep-claims */
+    char status[160];       /* the last STATUS= sent */
+};
+
+enum { CLAIM_OK, CLAIM_BUSY, CLAIM_DONE, CLAIM_ERROR };
+
+static inline void ident_of(const struct stat *st, ident_t *id)
+{
+    id->ino = (uint64_t)st->st_ino;
+    id->size = (uint64_t)st->st_size;
+    id->mtime_ns =
+        (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+static inline int ident_eq(const ident_t *a, const ident_t *b)
+{
+    return a->ino == b->ino && a->size == b->size && a->mtime_ns == b->mtime_ns;
+}
+
+/* ---- watch_table.c: the file table and names -------------------------- */
+
+/* The entry of rel, or NULL. */
+file_t *watch_file_find(daemon_t *d, const char *rel);
+/* The entry of rel, made (F_OTHER) when missing; NULL when out of memory. */
+file_t *watch_file_get(daemon_t *d, const char *rel);
+/* Forget f (not busy) and free it. */
+void watch_file_drop(daemon_t *d, file_t *f);
+/* Held by a probe or a job: the entry must stay. */
+int watch_busy(const file_t *f);
+/* f changed at now: wait settle_ms, or mark it dirty when busy. */
+void watch_set_pending(daemon_t *d, file_t *f, uint64_t now);
+/* Move f out of F_PENDING (or any state) to state. */
+void watch_leave_pending(daemon_t *d, file_t *f, int state);
+/* Does the file name match include and none of exclude? */
+int watch_name_wanted(const ck_watch_conf_t *w, const char *name);
+/* The output path of the input at rel (ck_malloc), or NULL. */
+char *watch_out_path(daemon_t *d, const char *rel);
+/* A new, non-UTF-8 f takes the done state its log reading has. */
+void watch_adopt(daemon_t *d, file_t *f, const ident_t *id);
+/* Send STATUS= when it changed. */
+void watch_status(daemon_t *d);
+
+/* ---- watch_claim.c: claims and readiness ------------------------------ */
+
+/* The claim file of rel at identity id (ck_malloc), or NULL. */
+char *watch_claim_path(daemon_t *d, const char *rel, const ident_t *id);
+/* Write a claim (host, pid, state): exclusively when excl, else replacing
+ * it. */
+int watch_claim_write(const char *path, const char *host, const char *state,
+                       int excl);
+/* Is the claim at path held by someone alive? *done: its state is done. */
+int watch_claim_alive(daemon_t *d, const char *path, int *done, int *holder,
+                       ino_t *ino);
+/* Claim rel at path: CLAIM_OK, CLAIM_BUSY, CLAIM_DONE or CLAIM_ERROR. */
+int watch_claim(daemon_t *d, const char *rel, const char *path);
+/* Timer: touch the claims of running and queued files. */
+void watch_refresh_cb(uv_timer_t *t);
+/* Timer: check the pending files that are due, start jobs. */
+void watch_tick_cb(uv_timer_t *t);
+
+/* ---- watch_job.c: jobs ------------------------------------------------ */
+
+/* Drop a reference to a loaded configuration (NULL is fine). */
+void watch_cref_put(cref_t *r);
+/* Keep, move or delete a done input if unchanged; 1 when it went. */
+int watch_file_after(daemon_t *d, const char *rel, const char *in,
+                      const ident_t *id);
+/* Start queued jobs while workers are free. */
+void watch_start_jobs(daemon_t *d);
+/* Queue f (claimed) for a job. */
+void watch_enqueue(daemon_t *d, file_t *f);
+
+/* ---- watch_scan.c: inotify and scans ---------------------------------- */
+
+/* Scan incoming again, forget what is gone, tidy claims. */
+void watch_rescan(daemon_t *d);
+/* Timer: watch_rescan unless stopping. */
+void watch_rescan_cb(uv_timer_t *t);
+/* Start inotify on incoming (rescans alone when it fails). */
+int watch_start(daemon_t *d);
+/* Stop inotify and forget every watched folder. */
+void watch_stop(daemon_t *d);
+
+/* ---- watch.c: configuration, stopping --------------------------------- */
+
+/* (Re)start the tick, rescan and refresh timers for the configuration. */
+void watch_timers(daemon_t *d);
+/* When stopping and nothing runs, close every handle. */
+void watch_maybe_exit(daemon_t *d);
+
+#endif

@@ -1,0 +1,418 @@
+/*
+ * watch_scan.c -- what exists in incoming: inotify (its own descriptor,
+ * driven by a uv_poll_t), full scans (at start, on overflow, every
+ * rescan_s), and the claims folder kept tidy after each scan.  See
+ * watch_int.h.
+ */
+#define _GNU_SOURCE
+#include "watch_int.h"
+
+#include "fsutil.h"
+#include "log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/statfs.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- inotify and scans -------------------------------------------------- */
+
+static const uint32_t WATCH_MASK =
+    IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE |
+    IN_MODIFY | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR |
+    IN_DONT_FOLLOW | IN_EXCL_UNLINK;
+
+static void add_watch(daemon_t *d, const char *rel)
+{
+    char *path = ck_path_join(d->w->incoming, rel);
+    wdir_t *nd;
+    int wd;
+
+    if (path == NULL || d->ifd < 0)
+        goto out;
+    wd = inotify_add_watch(d->ifd, path, WATCH_MASK);
+    if (wd < 0) {
+        ck_log(CK_LOG_ERR, "inotify: %s: %s", path, strerror(errno));
+        goto out;
+    }
+    for (size_t i = 0; i < d->ndirs; i++) {
+        if (d->dirs[i].wd == wd) {   /* the same folder, maybe renamed */
+            char *r = ck_strdup(rel);
+
+            if (r != NULL) {
+                ck_free(d->dirs[i].rel);
+                d->dirs[i].rel = r;
+            }
+            goto out;
+        }
+    }
+    nd = ck_realloc(d->dirs, (d->ndirs + 1) * sizeof(*nd));
+    if (nd == NULL)
+        goto out;
+    d->dirs = nd;
+    nd[d->ndirs].wd = wd;
+    nd[d->ndirs].rel = ck_strdup(rel);
+    if (nd[d->ndirs].rel != NULL)
+        d->ndirs++;
+out:
+    ck_free(path);
+}
+
+static int root_watched(const daemon_t *d)
+{
+    for (size_t i = 0; i < d->ndirs; i++)
+        if (d->dirs[i].rel[0] == '\0')
+            return 1;
+    return 0;
+}
+
+/*
+ * A done input still in incoming with after = move or delete: the daemon
+ * stopped between the record and the move.  Finish it now.
+ */
+static void after_again(daemon_t *d, file_t *f, const ident_t *id)
+{
+    char *in = ck_path_join(d->w->incoming, f->rel);
+
+    if (in != NULL && watch_file_after(d, f->rel, in, id) > 0)
+        ck_log(CK_LOG_NOTICE, "%s: done earlier (audit log); %s it now", in,
+               d->w->after == CK_AFTER_MOVE ? "moved" : "deleted");
+    ck_free(in);
+}
+
+static void scan_dir(daemon_t *d, const char *rel, int depth, uint64_t now)
+{
+    char *path = ck_path_join(d->w->incoming, rel);
+    DIR *dir = path ? opendir(path) : NULL;
+    struct dirent *e;
+
+    if (dir == NULL) {
+        if (path != NULL && depth == 0 && !d->lost)
+            ck_log(CK_LOG_ERR, "scan %s: %s", path, strerror(errno));
+        ck_free(path);
+        return;
+    }
+    if (d->w->recursive || (depth == 0 && !root_watched(d)))
+        add_watch(d, rel);
+    if (depth == 0 && d->lost && root_watched(d)) {
+        d->lost = 0;
+        ck_mkdirs(d->claims, 0750);
+        ck_log(CK_LOG_NOTICE, "watching %s again", d->w->incoming);
+        watch_timers(d);
+    }
+    while ((e = readdir(dir)) != NULL) {
+        char *r;
+        struct stat st;
+
+        if (e->d_name[0] == '.')   /* also ., .. and the claims folder */
+            continue;
+        r = ck_path_join(rel, e->d_name);
+        if (r == NULL)
+            break;
+        if (fstatat(dirfd(dir), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+            if (S_ISDIR(st.st_mode)) {
+                if (d->w->recursive && depth < MAX_DEPTH)
+                    scan_dir(d, r, depth + 1, now);
+            } else if (watch_name_wanted(d->w, e->d_name)) {
+                file_t *f = watch_file_get(d, r);
+                ident_t id;
+
+                ident_of(&st, &id);
+                if (f != NULL) {
+                    f->seen = 1;
+                    f->scanned = id;
+                    if (f->state == F_OTHER && f->done.size == 0)
+                        watch_adopt(d, f, &id);
+                    if (f->state == F_OTHER ||
+                        ((f->state == F_DONE || f->state == F_FAILED ||
+                          f->state == F_SKIPPED) && !ident_eq(&id, &f->done)))
+                        watch_set_pending(d, f, now);
+                    else if (f->state == F_DONE && d->w->after != CK_AFTER_KEEP)
+                        after_again(d, f, &id);
+                }
+            }
+        }
+        ck_free(r);
+    }
+    closedir(dir);
+    ck_free(path);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * Remove claims no file in incoming has any more (its input was moved,
+ * deleted or replaced), once they are older than claim_stale_s and nobody
+ * alive holds them; also the leftovers of a claim taken back.  Without this
+ * a kept input's done claim would outlive the input forever.
+ */
+static void claims_gc(daemon_t *d)
+{
+    char **keep = ck_calloc(3 * d->nfiles + 1, sizeof(*keep));
+    size_t n = 0;
+    DIR *dir;
+    struct dirent *e;
+    struct timespec now;
+    int dfd;
+
+    if (keep == NULL)
+        return;
+    for (size_t i = 0; i < d->nbuckets; i++) {
+        for (file_t *f = d->buckets[i]; f != NULL; f = f->hnext) {
+            const ident_t *ids[] = { &f->id, &f->done, &f->scanned };
+
+            for (size_t k = 0; k < CK_ARRAY_SIZE(ids); k++) {
+                if (ids[k]->size == 0 && ids[k]->ino == 0)
+                    continue;   /* never set */
+                keep[n] = watch_claim_path(d, f->rel, ids[k]);
+                n += keep[n] != NULL;
+            }
+        }
+    }
+    qsort(keep, n, sizeof(*keep), cmp_str);
+    clock_gettime(CLOCK_REALTIME, &now);
+    /* the folder itself, never a symlink put in its place: what is removed
+     * is removed from it (unlinkat), wherever the path points meanwhile */
+    dfd = open(d->claims, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    dir = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (dir == NULL && dfd >= 0)
+        close(dfd);
+    while (dir != NULL && (e = readdir(dir)) != NULL) {
+        char *path;
+        struct stat st;
+        int done, holder;
+
+        if (e->d_name[0] == '.')
+            continue;
+        path = ck_path_join(d->claims, e->d_name);
+        if (path == NULL)
+            break;
+        if (bsearch(&path, keep, n, sizeof(*keep), cmp_str) == NULL &&
+            fstatat(dirfd(dir), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISREG(st.st_mode) &&
+            now.tv_sec - st.st_mtime >= (time_t)d->w->claim_stale_s &&
+            (strstr(e->d_name, ".stale.") != NULL ||
+             strstr(e->d_name, ".tmp.") != NULL ||
+             !watch_claim_alive(d, path, &done, &holder, NULL) || done))
+            unlinkat(dirfd(dir), e->d_name, 0);
+        ck_free(path);
+    }
+    if (dir != NULL)
+        closedir(dir);
+    for (size_t i = 0; i < n; i++)
+        ck_free(keep[i]);
+    ck_free(keep);
+}
+
+void watch_rescan(daemon_t *d)
+{
+    uint64_t now = uv_now(d->loop);
+
+    for (size_t i = 0; i < d->nbuckets; i++)
+        for (file_t *f = d->buckets[i]; f != NULL; f = f->hnext)
+            f->seen = 0;
+    scan_dir(d, "", 0, now);
+    /* forget what is gone, unless a job holds it */
+    for (size_t i = 0; i < d->nbuckets; i++) {
+        for (file_t *f = d->buckets[i], *next; f != NULL; f = next) {
+            next = f->hnext;
+            if (!f->seen && !watch_busy(f))
+                watch_file_drop(d, f);
+        }
+    }
+    if (!d->lost)
+        claims_gc(d);
+    watch_status(d);
+}
+
+void watch_rescan_cb(uv_timer_t *t)
+{
+    daemon_t *d = t->data;
+
+    if (!d->stopping)
+        watch_rescan(d);
+}
+
+static const char *dir_of_wd(daemon_t *d, int wd)
+{
+    for (size_t i = 0; i < d->ndirs; i++)
+        if (d->dirs[i].wd == wd)
+            return d->dirs[i].rel;
+    return NULL;
+}
+
+static void forget_wd(daemon_t *d, int wd)
+{
+    for (size_t i = 0; i < d->ndirs; i++) {
+        if (d->dirs[i].wd == wd) {
+            ck_free(d->dirs[i].rel);
+            d->dirs[i] = d->dirs[--d->ndirs];
+            return;
+        }
+    }
+}
+
+static void event(daemon_t *d, const struct inotify_event *ev, uint64_t now,
+                  int *need_rescan)
+{
+    const char *drel;
+    char *rel;
+
+    if (ev->mask & IN_Q_OVERFLOW) {
+        ck_log(CK_LOG_WARNING, "inotify queue overflowed; rescanning");
+        *need_rescan = 1;
+        return;
+    }
+    drel = dir_of_wd(d, ev->wd);
+    if (drel == NULL)
+        return;
+    if (ev->mask & IN_IGNORED) {
+        if (drel[0] == '\0') {
+            ck_log(CK_LOG_ERR, "%s is gone; looking for it every second",
+                   d->w->incoming);
+            d->lost = 1;
+            uv_timer_start(&d->rescan, watch_rescan_cb, 1000, 1000);
+        }
+        forget_wd(d, ev->wd);
+        return;
+    }
+    if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF)) {
+        /* a moved incoming is not incoming any more: drop its watch */
+        if (drel[0] == '\0' && (ev->mask & IN_MOVE_SELF))
+            inotify_rm_watch(d->ifd, ev->wd);
+        *need_rescan = 1;
+        return;
+    }
+    if (ev->len == 0 || ev->name[0] == '.')
+        return;
+    rel = ck_path_join(drel, ev->name);
+    if (rel == NULL)
+        return;
+    if (ev->mask & IN_ISDIR) {
+        if (d->w->recursive && (ev->mask & (IN_CREATE | IN_MOVED_TO)))
+            scan_dir(d, rel, 1, now);   /* files may be there already */
+        else if (ev->mask & IN_MOVED_FROM)
+            *need_rescan = 1;
+    } else if (watch_name_wanted(d->w, ev->name)) {
+        file_t *f = watch_file_find(d, rel);
+
+        if (ev->mask & (IN_DELETE | IN_MOVED_FROM)) {
+            if (f != NULL && !watch_busy(f))
+                watch_file_drop(d, f);
+        } else {
+            if (f == NULL)
+                f = watch_file_get(d, rel);
+            if (f != NULL) {
+                /* done files wait for the identity check in check_file */
+                if (f->state == F_PENDING) {
+                    f->last_event = now;
+                    f->next_check = now + d->w->settle_ms;
+                } else {
+                    watch_set_pending(d, f, now);
+                }
+            }
+        }
+    }
+    ck_free(rel);
+}
+
+static void poll_cb(uv_poll_t *p, int st, int events)
+{
+    daemon_t *d = p->data;
+    char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
+    uint64_t now = uv_now(d->loop);
+    int need_rescan = 0;
+
+    for (;;) {
+        ssize_t n = read(d->ifd, buf, sizeof(buf));
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        for (char *q = buf; q < buf + n;) {
+            const struct inotify_event *ev = (const struct inotify_event *)q;
+
+            if (!d->stopping)
+                event(d, ev, now, &need_rescan);
+            q += sizeof(*ev) + ev->len;
+        }
+    }
+    if (need_rescan && !d->stopping)
+        watch_rescan(d);
+    (void)st;
+    (void)events;
+}
+
+int watch_start(daemon_t *d)
+{
+    struct statfs sf;
+
+    d->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (d->ifd < 0) {
+        ck_log(CK_LOG_ERR, "inotify: %s; relying on rescans", strerror(errno));
+        return 0;
+    }
+    d->poll = ck_calloc(1, sizeof(*d->poll));
+    if (d->poll == NULL || uv_poll_init(d->loop, d->poll, d->ifd) < 0) {
+        ck_log(CK_LOG_ERR, "inotify: out of memory; relying on rescans");
+        ck_free(d->poll);
+        d->poll = NULL;
+        close(d->ifd);
+        d->ifd = -1;
+        return 0;
+    }
+    d->poll->data = d;
+    uv_poll_start(d->poll, UV_READABLE, poll_cb);
+    add_watch(d, "");
+    d->remote_fs = 0;
+    if (statfs(d->w->incoming, &sf) == 0) {
+        switch ((unsigned long)sf.f_type) {
+        case 0x6969:        /* NFS */
+        case 0x517b:        /* SMB */
+        case 0xff534d42:    /* CIFS */
+        case 0xfe534d42:    /* SMB2 */
+        case 0x65735546:    /* FUSE */
+        case 0x47504653:    /* GPFS */
+        case 0x0bd00bd0:    /* Lustre */
+            d->remote_fs = 1;
+            ck_log(CK_LOG_NOTICE, "%s is a network file system: inotify does "
+                   "not see other hosts' writes there; relying on a rescan "
+                   "every %llu s", d->w->incoming,
+                   (unsigned long long)(d->w->rescan_s ? d->w->rescan_s : 10));
+            break;
+        }
+    }
+    return 0;
+}
+
+static void free_cb(uv_handle_t *h)
+{
+    ck_free(h);
+}
+
+void watch_stop(daemon_t *d)
+{
+    if (d->poll != NULL) {
+        uv_poll_stop(d->poll);
+        uv_close((uv_handle_t *)d->poll, free_cb);
+        d->poll = NULL;
+    }
+    if (d->ifd >= 0)
+        close(d->ifd);
+    d->ifd = -1;
+    for (size_t i = 0; i < d->ndirs; i++)
+        ck_free(d->dirs[i].rel);
+    ck_free(d->dirs);
+    d->dirs = NULL;
+    d->ndirs = 0;
+}
