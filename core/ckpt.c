@@ -13,6 +13,8 @@
 #define _GNU_SOURCE
 #include "ckpt.h"
 
+#include "fsutil.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -99,13 +101,8 @@ int ck_sha256_file(const char *path, char out[65], ck_err_t *err)
 
 char *ck_ckpt_stem(ck_arena_t *a, const char *path)
 {
-    const char *base = strrchr(path, '/');
-    const char *dot;
+    const char *base = ck_path_base(path), *dot = ck_path_ext(base);
 
-    base = base ? base + 1 : path;
-    dot = strrchr(base, '.');
-    if (dot == NULL || dot == base)
-        dot = base + strlen(base);
     if (dot == base)
         return ck_arena_strdup(a, "archive");
     return ck_arena_strndup(a, base, (size_t)(dot - base));

@@ -8,6 +8,8 @@
 #define _GNU_SOURCE
 #include "ckpt.h"
 
+#include "fsutil.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -135,19 +137,6 @@ out:
     ck_zipw_release(&w);
     ck_buf_release(&pkl);
     ck_free(r.order);
-    return rc;
-}
-
-static int fsync_dir(const char *dir, ck_err_t *err)
-{
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int rc = 0;
-
-    if (dfd < 0)
-        return ck_err_set(err, -errno, "open %s: %s", dir, strerror(errno));
-    if (fsync(dfd) < 0 && errno != EINVAL)
-        rc = ck_err_set(err, -errno, "fsync %s: %s", dir, strerror(errno));
-    close(dfd);
     return rc;
 }
 
@@ -367,7 +356,9 @@ int ck_ckpt_write(ck_ckpt_t *c, const char *out_path, ck_write_info_t *info,
         goto out;
     }
     tmp[0] = '\0';
-    rc = fsync_dir(dir, err);
+    rc = ck_fsync_dir_of(out_path);
+    if (rc < 0)
+        rc = ck_err_set(err, rc, "fsync %s: %s", dir, strerror(-rc));
     if (rc < 0)
         unlink(out_path);   /* not known to be durable: not written */
 out:

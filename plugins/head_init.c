@@ -207,11 +207,8 @@ static uint64_t splitmix64(uint64_t *x)
 
 static void rng_seed(rng_t *r, uint64_t seed, const char *key)
 {
-    uint64_t h = 0xcbf29ce484222325ull, x;
+    uint64_t x = seed ^ ck_hash_fnv1a(key, strlen(key));
 
-    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
-        h = (h ^ *p) * 0x100000001b3ull;
-    x = seed ^ h;
     for (int i = 0; i < 4; i++)
         r->s[i] = splitmix64(&x);
 }

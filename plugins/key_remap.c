@@ -185,15 +185,6 @@ static int rename_key(ck_job_t *job, const remap_conf_t *cf, const char *key,
     return 0;
 }
 
-/* A pickled str must be UTF-8: a byte-wise rule can split a character. */
-static int utf8_ok(const char *s, size_t n)
-{
-    for (size_t i = 0, len; i < n; i += len)
-        if ((len = (size_t)ck_utf8_len((const uint8_t *)s + i, n - i, 0)) == 0)
-            return 0;
-    return 1;
-}
-
 /* Each str key of m -> its first pair index, for ck_py_str_eq lookups. */
 static int key_index(ck_arena_t *a, ck_py_vec_t *m, ck_strmap_t *ix)
 {
@@ -248,7 +239,8 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
         o = (char *)out->data;
         if (out->len == k->u.s.n && memcmp(o, k->u.s.s, out->len) == 0)
             continue;
-        if (!utf8_ok(o, out->len)) {
+        /* a pickled str must be UTF-8: a prefix rule works on bytes */
+        if (!ck_utf8_valid(o, out->len)) {
             rc = ck_job_fail(job, CK_EPLUGIN,
                              "%s: '%s' would be renamed to a name "
                              "that is not UTF-8 (a rule splits a character)",
