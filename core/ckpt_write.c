@@ -356,7 +356,7 @@ int ck_ckpt_write(ck_ckpt_t *c, const char *out_path, ck_write_info_t *info,
         goto out;
     }
     tmp[0] = '\0';
-    rc = ck_fsync_dir_of(out_path);
+    rc = ck_fsync_dir(dir);
     if (rc < 0)
         rc = ck_err_set(err, rc, "fsync %s: %s", dir, strerror(-rc));
     if (rc < 0)

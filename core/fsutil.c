@@ -100,19 +100,26 @@ int ck_mkdirs_parent(const char *path, mode_t mode)
     return rc;
 }
 
-int ck_fsync_dir_of(const char *path)
+int ck_fsync_dir(const char *dir)
 {
-    char *d = dir_of(path);
-    int fd, rc = 0;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
 
-    if (d == NULL)
-        return -ENOMEM;
-    fd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     /* EINVAL: the file system cannot sync a folder, nothing to wait for */
     if (fd < 0 || (fsync(fd) < 0 && errno != EINVAL))
         rc = -errno;
     if (fd >= 0)
         close(fd);
+    return rc;
+}
+
+int ck_fsync_dir_of(const char *path)
+{
+    char *d = dir_of(path);
+    int rc;
+
+    if (d == NULL)
+        return -ENOMEM;
+    rc = ck_fsync_dir(d);
     ck_free(d);
     return rc;
 }

@@ -35,6 +35,10 @@ int ck_mkdirs(const char *path, mode_t mode);
 /* ck_mkdirs of the folder path is in ("." when it has no '/'). */
 int ck_mkdirs_parent(const char *path, mode_t mode);
 
+/* fsync the folder dir itself (allocates nothing): 0 or -errno; a file
+ * system that cannot sync folders (EINVAL) counts as done. */
+int ck_fsync_dir(const char *dir);
+
 /* fsync the folder path is in, so a rename or create there is durable. */
 int ck_fsync_dir_of(const char *path);
 
