@@ -56,9 +56,12 @@ CORE_SRC := \
 	core/job.c \
 	core/json.c \
 	core/log.c \
+	core/omegaconf.c \
 	core/pickle.c \
 	core/plugins.c \
+	core/pyval.c \
 	core/watch.c \
+	core/yamlval.c \
 	core/zip.c
 
 PLUGIN_SRC := $(patsubst %,plugins/%.c,$(shell sed -n 's/^PLUGIN(\(.*\))$$/\1/p' plugins/plugins.def))
