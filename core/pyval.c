@@ -335,7 +335,11 @@ int ck_pyval_of(const ck_py_t *p, ck_pyval_t *t)
         t->t = CK_PV_FLOAT;
         t->f = ck_py_float_value(p);
         return 1;
-    case CK_PY_STR: t->t = CK_PV_STR; t->s = p->u.s.s; t->n = p->u.s.n; return 1;
+    case CK_PY_STR:
+        t->t = CK_PV_STR;
+        t->s = p->u.s.s;
+        t->n = p->u.s.n;
+        return 1;
     default: return 0;
     }
 }

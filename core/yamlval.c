@@ -308,9 +308,10 @@ static ck_yval_t *parse_node(ck_yaml_ctx_t *y, yaml_parser_t *p,
     case YAML_SEQUENCE_START_EVENT:
     case YAML_MAPPING_START_EVENT:
         v->kind = ev->type == YAML_SEQUENCE_START_EVENT ? CK_YV_SEQ : CK_YV_MAP;
-        v->flow = ev->type == YAML_SEQUENCE_START_EVENT
-                      ? ev->data.sequence_start.style == YAML_FLOW_SEQUENCE_STYLE
-                      : ev->data.mapping_start.style == YAML_FLOW_MAPPING_STYLE;
+        v->flow =
+            v->kind == CK_YV_SEQ
+                ? ev->data.sequence_start.style == YAML_FLOW_SEQUENCE_STYLE
+                : ev->data.mapping_start.style == YAML_FLOW_MAPPING_STYLE;
         end = v->kind == CK_YV_SEQ ? YAML_SEQUENCE_END_EVENT
                                    : YAML_MAPPING_END_EVENT;
         for (;;) {

@@ -159,7 +159,8 @@ static void test_tree(void **state)
     assert_int_equal(ck_yval_find(v, "x"), -1);
     assert_int_equal(v->v[1]->kind, CK_YV_SEQ);
     ck_yval_json(&j, &f->a, v);
-    assert_string_equal(ck_json_text(&j), "{\"a\":[1,\"b\"],\"c\":{\"d\":\"e\"}}");
+    assert_string_equal(ck_json_text(&j),
+                        "{\"a\":[1,\"b\"],\"c\":{\"d\":\"e\"}}");
     ck_json_release(&j);
     s = ck_yval_scalar(&f->a, "k", 1, 1);
     assert_int_equal(ck_yval_push(&f->a, v, s), 0);
