@@ -48,6 +48,11 @@
  *  - a YAML string (exported packages): parsed, changed and emitted again
  *    with key order kept (comments are not kept);
  *  - a plain dict (Lightning's hyper_parameters).
+ *
+ * This file owns the override-line grammar, one apply engine over the
+ * three kinds (a small table of mapping operations per kind) and the
+ * reports; YAML values and their typing are core/yamlval, OmegaConf's
+ * nodes core/omegaconf, Python's ==, repr() and int()/float() core/pyval.
  */
 #include "job.h"
 #include "omegaconf.h"
