@@ -92,7 +92,10 @@ ck_yval_t *ck_yval_scalar(ck_arena_t *a, const char *s, size_t n, int plain)
 {
     ck_yval_t *v = ck_arena_alloc(a, sizeof(*v));
 
-    if (v == NULL || (v->text = ck_arena_strndup(a, s, n)) == NULL)
+    if (v == NULL)
+        return NULL;
+    v->text = ck_arena_strndup(a, s, n);
+    if (v->text == NULL)
         return NULL;
     v->len = n;
     v->plain = plain;

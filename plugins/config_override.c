@@ -388,8 +388,11 @@ static int y_add(ed_t *e, void *c, const char *k, ck_yval_t *v)
 {
     ck_yval_t *key = ck_yval_scalar(e->a, k, strlen(k), 1);
 
-    if (v == NULL && (v = ck_arena_alloc(e->a, sizeof(*v))) != NULL)
-        v->kind = CK_YV_MAP;
+    if (v == NULL) {
+        v = ck_arena_alloc(e->a, sizeof(*v));
+        if (v != NULL)
+            v->kind = CK_YV_MAP;
+    }
     if (key == NULL || v == NULL || ck_yval_push(e->a, c, key) < 0 ||
         ck_yval_push(e->a, c, v) < 0)
         return CK_ENOMEM;

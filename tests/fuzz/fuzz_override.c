@@ -187,7 +187,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     /* the value alone, as Hydra types it, to JSON and back through YAML */
     eq = strchr(line, '=');
-    if (eq != NULL && (v = ck_yaml_parse(&y, eq + 1, strlen(eq + 1))) != NULL) {
+    v = eq != NULL ? ck_yaml_parse(&y, eq + 1, strlen(eq + 1)) : NULL;
+    if (v != NULL) {
         ck_yval_json(&js, &a, v);
         emit_parse(&a, v);
     }
