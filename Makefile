@@ -82,9 +82,11 @@ CORE_SRC := \
 	core/job.c \
 	core/json.c \
 	core/log.c \
+	core/omegaconf.c \
 	core/pickle.c \
 	core/plugins.c \
 	core/pyre.c \
+	core/pyval.c \
 	core/record.c \
 	core/watch.c \
 	core/watch_claim.c \
@@ -92,6 +94,7 @@ CORE_SRC := \
 	core/watch_scan.c \
 	core/watch_table.c \
 	core/watchconf.c \
+	core/yamlval.c \
 	core/zip.c
 
 PLUGIN_SRC := $(patsubst %,plugins/%.c,$(shell sed -n 's/^PLUGIN(\(.*\))$$/\1/p' plugins/plugins.def))

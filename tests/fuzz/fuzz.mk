@@ -40,7 +40,7 @@ $(FUZZ_LIB): $(FUZZ_OBJ)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-# fuzz_legacy.c includes fuzz_ckpt.c; fuzz_override.c the plugin's source.
+# fuzz_legacy.c includes fuzz_ckpt.c; the others link the library only.
 $(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZLD  $@")

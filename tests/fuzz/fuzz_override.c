@@ -1,18 +1,29 @@
 /*
- * fuzz_override.c -- libFuzzer target for config_override's value handling:
- * the Hydra override line (key=value, +key=value, ++key=value, ~key), the
- * YAML values libyaml reads for it, OmegaConf typing of scalars, the YAML
- * string configs it edits and emits again, and the graphs it builds for
- * DictConfig and plain-dict configs.
+ * fuzz_override.c -- libFuzzer target for config_override and the core
+ * value code under it: the Hydra override line (key=value, +key=value,
+ * ++key=value, ~key), the YAML values libyaml reads for it (core/yamlval),
+ * Hydra and YAML 1.1 typing of scalars, the YAML string configs the plugin
+ * edits and emits again, and the graphs it builds for DictConfig
+ * (core/omegaconf) and plain-dict configs.
  *
- * The plugin's parsers are static, so the plugin's source is included here;
- * the library member that defines the same plugin is then not linked in.
+ * The plugin is reached as the daemon reaches it, through its descriptor:
+ * its directives' setters and check, init_conf and run.
  *
  * Input: the override line, then optionally '\n' and a YAML document taken
- * as the config.  Checks: what the emitter writes, libyaml reads back; a
- * config graph built from the YAML survives a pickle round trip unchanged.
+ * as the config (a YAML string, a plain dict and a DictConfig made from it)
+ * and as a file = to merge.  Checks: what the emitter writes, libyaml reads
+ * back; a config graph survives a pickle round trip unchanged.
  */
-#include "../../plugins/config_override.c"
+#include "job.h"
+#include "omegaconf.h"
+#include "yamlval.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+extern const ck_plugin_t ck_plugin_config_override;
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -23,16 +34,14 @@ static void die(const char *what, const char *msg)
 }
 
 /* Emit v as YAML; what was emitted must parse. */
-static void emit_parse(ed_t *e, const val_t *v)
+static void emit_parse(ck_arena_t *a, const ck_yval_t *v)
 {
     ck_buf_t out = { 0 };
     ck_err_t err = { 0 };
-    yctx_t y = { .a = e->a, .err = &err, .what = "emitted" };
-    ed_t e2 = *e;
+    ck_yaml_ctx_t y = { .a = a, .err = &err, .what = "emitted" };
 
-    e2.err = &err;
-    if (yaml_dump(&e2, v, &out) == 0 && !out.oom &&
-        yparse(&y, out.data ? (char *)out.data : "", out.len) == NULL)
+    if (ck_yaml_emit(v, "fuzz", &out, &err) == 0 && !out.oom &&
+        ck_yaml_parse(&y, out.data ? (char *)out.data : "", out.len) == NULL)
         die("emitted YAML does not parse", err.msg);
     ck_buf_release(&out);
 }
@@ -55,18 +64,116 @@ static void pickle_trip(ck_arena_t *a, ck_py_t *cfg)
     ck_buf_release(&out);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static ck_py_t *global_cb(void *ud, const char *module, const char *name)
 {
-    ck_job_t job;
+    return ck_ckpt_global(ud, module, name);
+}
+
+/*
+ * The plugin's field for directive name, reached through its directive
+ * table (the conf struct is private to the plugin), as the loader sets it.
+ */
+static void *field(void *conf, const char *name)
+{
+    const ck_directive_t *d = ck_plugin_config_override.directives;
+
+    while (strcmp(d->name, name) != 0)
+        d++;
+    return (char *)conf + d->offset;
+}
+
+/* The set directive's own check, as the loader runs it. */
+static int set_check(const char *value, ck_err_t *err)
+{
+    const ck_directive_t *d = ck_plugin_config_override.directives;
+
+    while (strcmp(d->name, "set") != 0)
+        d++;
+    return d->check(value, err);
+}
+
+/*
+ * Run the plugin over cfg (kind: 0 YAML string, 1 plain dict, 2
+ * DictConfig, made from doc), with the set line and, when file is not
+ * NULL, the file merged first.
+ */
+static void run(const char *line, const char *doc, size_t doclen, int kind,
+                const char *file)
+{
+    const ck_plugin_t *p = &ck_plugin_config_override;
     ck_err_t err = { 0 };
     ck_json_t changes = { 0 };
-    ed_t e = { &job, &job.ck.arena, &err, "cfg", 0 };
-    yctx_t y = { .a = &job.ck.arena, .err = &err, .what = "" };
-    char *text = malloc(size + 1), *line, *doc = NULL;
+    ck_job_t job;
+    void *conf = calloc(1, p->conf_size);
+    ck_yaml_ctx_t y = { .err = &err, .what = "config" };
+    ck_omc_ctx_t omc = { .global = global_cb };
+    ck_py_t *cfg = NULL, *root;
+    ck_yval_t *v;
+    char *lines[2] = { NULL, NULL };
+    int have_set;
+
+    memset(&job, 0, sizeof(job));
+    job.err = &err;
+    job.changes = &changes;
+    y.a = omc.a = &job.ck.arena;
+    omc.ud = &job.ck;
+    ck_json_arr(&changes);
+    if (conf == NULL)
+        goto out;
+    /* as `ckprep check` reads the line, then as the loader keeps it */
+    have_set = set_check(line, &err) == 0;
+    *(char **)field(conf, "config") = "cfg";
+    *(char **)field(conf, "file") = (char *)file;
+    lines[0] = (char *)line;
+    *(ck_strlist_t *)field(conf, "set") =
+        (ck_strlist_t){ .v = lines, .n = have_set && line[0] != '\0' };
+    if (!have_set && file == NULL)
+        goto out;
+    memset(&err, 0, sizeof(err));
+    if (p->init_conf(conf, &err) < 0)
+        goto out;
+    if (kind == 0) {
+        cfg = ck_py_str(y.a, doc, doclen);
+    } else {
+        v = ck_yaml_parse(&y, doc, doclen);
+        if (v == NULL || v->kind != CK_YV_MAP)
+            goto out;
+        cfg = kind == 1 ? ck_yval_py(y.a, v, 0)
+                        : ck_omc_from_yval(&omc, v, ck_py_str(y.a, "cfg", 3),
+                                           ck_py_new(y.a, CK_PY_NONE));
+    }
+    root = ck_py_new(y.a, CK_PY_DICT);
+    if (cfg == NULL || root == NULL ||
+        ck_py_vec_push(y.a, &root->u.seq, ck_py_str(y.a, "cfg", 3)) < 0 ||
+        ck_py_vec_push(y.a, &root->u.seq, cfg) < 0)
+        goto out;
+    job.ck.pk.root = root;
+    memset(&err, 0, sizeof(err));
+    if (p->run(&job, conf) == 0 && kind == 0) {
+        /* the emitted config must read back */
+        cfg = ck_py_map_get(root, "cfg", NULL);
+        y.lazy = 1;
+        if (ck_yaml_parse(&y, cfg->u.s.s, cfg->u.s.n) == NULL)
+            die("emitted config does not parse", err.msg);
+    } else if (kind > 0) {
+        pickle_trip(y.a, cfg);
+    }
+out:
+    ck_json_end(&changes);
+    ck_json_release(&changes);
+    ck_arena_release(&job.ck.arena);
+    free(conf);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    ck_arena_t a = { 0 };
+    ck_err_t err = { 0 };
+    ck_json_t js = { 0 };
+    ck_yaml_ctx_t y = { .a = &a, .err = &err, .what = "", .hydra = 1 };
+    char *text = malloc(size + 1), *line, *doc = NULL, *eq, path[64] = "";
     size_t doclen = 0;
-    val_t *root = NULL, *yroot = NULL;
-    ovr_t o;
-    int ok;
+    ck_yval_t *v;
 
     if (text == NULL)
         return 0;
@@ -78,56 +185,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         *doc++ = '\0';
         doclen = size - (size_t)(doc - text);
     }
-    memset(&job, 0, sizeof(job));
-    job.err = &err;
-    job.changes = &changes;
-    ck_json_arr(&changes);
-
-    /* as `ckprep check` reads the line, then as the job does */
-    check_set(line, &err);
-    memset(&err, 0, sizeof(err));
-    ok = parse_override(&y, line, &o) == 0;
-    if (ok && o.value != NULL) {
-        json_val(&changes, e.a, o.value);
-        emit_parse(&e, o.value);
+    /* the value alone, as Hydra types it, to JSON and back through YAML */
+    eq = strchr(line, '=');
+    v = eq != NULL ? ck_yaml_parse(&y, eq + 1, strlen(eq + 1)) : NULL;
+    if (v != NULL) {
+        ck_yval_json(&js, &a, v);
+        emit_parse(&a, v);
     }
     if (doc != NULL) {
-        /* as a file to merge, and as a YAML string config (typed lazily) */
-        memset(&err, 0, sizeof(err));
-        y.what = "config";
-        root = yparse(&y, doc, doclen);
-        memset(&err, 0, sizeof(err));
-        y.lazy = 1;
-        yroot = yparse(&y, doc, doclen);
-        y.lazy = 0;
-    }
-    if (root != NULL && root->kind == V_MAP) {
-        for (int om = 0; om < 2; om++) {
-            ck_py_t *key = ck_py_str(e.a, "cfg", 3), *cfg;
-            ovr_t m = { 0 };
+        const char *tmp = getenv("TMPDIR");
+        FILE *f;
 
-            e.omegaconf = om;
-            cfg = make_value(&e, root, key, NULL);
-            if (cfg == NULL)
-                continue;
-            memset(&err, 0, sizeof(err));
-            m.line = "file";
-            merge(&e, cfg, NULL, root, &m);
-            memset(&err, 0, sizeof(err));
-            if (ok)
-                apply_py(&e, cfg, &o);
-            pickle_trip(e.a, cfg);
+        for (int kind = 0; kind < 3; kind++)
+            run(line, doc, doclen, kind, NULL);
+        snprintf(path, sizeof(path), "%s/fuzz_override.%ld.yaml",
+                 tmp != NULL && strlen(tmp) < 30 ? tmp : "/tmp",
+                 (long)getpid());
+        f = fopen(path, "w");
+        if (f != NULL && fwrite(doc, 1, doclen, f) == doclen &&
+            fclose(f) == 0) {
+            for (int kind = 1; kind < 3; kind++)
+                run(line, doc, doclen, kind, path);
+        } else if (f != NULL) {
+            fclose(f);
         }
+        unlink(path);
     }
-    if (yroot != NULL && yroot->kind == V_MAP) {
-        e.omegaconf = 0;
-        memset(&err, 0, sizeof(err));
-        if (ok && apply_yaml(&e, yroot, &o) == 0)
-            emit_parse(&e, yroot);
-    }
-    ck_json_end(&changes);
-    ck_json_release(&changes);
-    ck_arena_release(&job.ck.arena);
+    ck_json_release(&js);
+    ck_arena_release(&a);
     free(text);
     return 0;
 }

@@ -1,0 +1,289 @@
+/*
+ * omegaconf.c -- OmegaConf's pickled node model: recognising DictConfig,
+ * ListConfig and leaf nodes, reading their children, keys and values, and
+ * building new nodes (with OmegaConf 2.2's Metadata / ContainerMetadata and
+ * _parent links) and leaf values converted as OmegaConf's node classes
+ * convert them.  Globals for new nodes come from the caller's callback, so
+ * nothing here depends on a job or a checkpoint.
+ */
+#include "omegaconf.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* ---- reading ---------------------------------------------------------- */
+
+static int is_omc(const ck_py_t *p)
+{
+    return p != NULL && p->kind == CK_PY_NEWOBJ && p->u.o.fn != NULL &&
+           p->u.o.fn->kind == CK_PY_GLOBAL &&
+           strncmp(p->u.o.fn->u.g.module, "omegaconf.", 10) == 0;
+}
+
+int ck_omc_is(const ck_py_t *p, const char *cls)
+{
+    return is_omc(p) && strcmp(p->u.o.fn->u.g.name, cls) == 0;
+}
+
+const char *ck_omc_leaf_class(const ck_py_t *n)
+{
+    if (!is_omc(n) || strcmp(n->u.o.fn->u.g.module, "omegaconf.nodes") != 0)
+        return NULL;
+    return n->u.o.fn->u.g.name;
+}
+
+ck_py_vec_t *ck_omc_children(ck_py_t *c, int *is_dict)
+{
+    ck_py_t *content;
+    int dict = ck_omc_is(c, "DictConfig");
+
+    if (is_dict != NULL)
+        *is_dict = dict;
+    if (!dict && !ck_omc_is(c, "ListConfig"))
+        return NULL;
+    content = ck_py_map_get(c->u.o.state, "_content", NULL);
+    if (content == NULL || content->kind != (dict ? CK_PY_DICT : CK_PY_LIST))
+        return NULL;
+    return &content->u.seq;
+}
+
+ck_py_t *ck_omc_key(ck_py_t *node)
+{
+    ck_py_t *md;
+
+    if (!is_omc(node))
+        return NULL;
+    md = ck_py_map_get(node->u.o.state, "_metadata", NULL);
+    if (md == NULL || md->kind != CK_PY_NEWOBJ)
+        return NULL;
+    return ck_py_map_get(md->u.o.state, "key", NULL);
+}
+
+ck_py_t *ck_omc_unwrap(ck_py_t *p)
+{
+    ck_py_t *in;
+
+    if (!is_omc(p))
+        return p;
+    in = ck_py_map_get(p->u.o.state, ck_omc_leaf_class(p) ? "_val" : "_content",
+                       NULL);
+    return in != NULL ? in : p;
+}
+
+/* ---- building --------------------------------------------------------- */
+
+static ck_py_t *g(const ck_omc_ctx_t *c, const char *m, const char *n)
+{
+    return c->global(c->ud, m, n);
+}
+
+static int dict_set(ck_arena_t *a, ck_py_t *d, const char *k, ck_py_t *v)
+{
+    ck_py_t *key = ck_py_str(a, k, strlen(k));
+
+    if (key == NULL || v == NULL || ck_py_vec_push(a, &d->u.seq, key) < 0 ||
+        ck_py_vec_push(a, &d->u.seq, v) < 0)
+        return CK_ENOMEM;
+    return 0;
+}
+
+static ck_py_t *newobj(ck_arena_t *a, ck_py_t *cls, ck_py_t *state)
+{
+    ck_py_t *o = ck_py_new(a, CK_PY_NEWOBJ);
+
+    if (o == NULL || cls == NULL)
+        return NULL;
+    o->u.o.fn = cls;
+    o->u.o.args = ck_py_new(a, CK_PY_TUPLE);
+    o->u.o.state = state;
+    return o->u.o.args ? o : NULL;
+}
+
+/* OmegaConf's Metadata or ContainerMetadata for a new node. */
+static ck_py_t *metadata(const ck_omc_ctx_t *c, ck_py_t *key, int container,
+                         int list)
+{
+    ck_arena_t *a = c->a;
+    ck_py_t *st = ck_py_new(a, CK_PY_DICT), *rc, *args, *t, *f;
+    ck_py_t *any = g(c, "typing", "Any");
+
+    rc = ck_py_new(a, CK_PY_REDUCE);
+    args = ck_py_new(a, CK_PY_TUPLE);
+    t = ck_py_new(a, CK_PY_BOOL);
+    f = ck_py_new(a, CK_PY_BOOL);
+    if (st == NULL || rc == NULL || args == NULL || t == NULL || f == NULL ||
+        any == NULL ||
+        ck_py_vec_push(a, &args->u.seq, g(c, "__builtin__", "dict")) < 0)
+        return NULL;
+    t->b = 1;
+    rc->u.o.fn = g(c, "collections", "defaultdict");
+    rc->u.o.args = args;
+    if (dict_set(a, st, "ref_type", any) < 0 ||
+        dict_set(a, st, "object_type",
+                 container ? g(c, "__builtin__", list ? "list" : "dict")
+                           : ck_py_new(a, CK_PY_NONE)) < 0 ||
+        dict_set(a, st, "optional", t) < 0 || dict_set(a, st, "key", key) < 0 ||
+        dict_set(a, st, "flags", ck_py_new(a, CK_PY_DICT)) < 0 ||
+        dict_set(a, st, "flags_root", f) < 0 ||
+        dict_set(a, st, "resolver_cache", rc) < 0)
+        return NULL;
+    if (container &&
+        (dict_set(a, st, "key_type",
+                  list ? g(c, "__builtin__", "long") : any) < 0 ||
+         dict_set(a, st, "element_type", any) < 0))
+        return NULL;
+    return newobj(a,
+                  g(c, "omegaconf.base",
+                    container ? "ContainerMetadata" : "Metadata"),
+                  st);
+}
+
+ck_py_t *ck_omc_from_yval(const ck_omc_ctx_t *c, const ck_yval_t *v,
+                          ck_py_t *key, ck_py_t *parent)
+{
+    ck_arena_t *a = c->a;
+    ck_py_t *node, *st, *content;
+    int seq = v->kind == CK_YV_SEQ;
+
+    st = ck_py_new(a, CK_PY_DICT);
+    if (st == NULL)
+        return NULL;
+    if (v->kind == CK_YV_SCALAR) {
+        node = newobj(a, g(c, "omegaconf.nodes", "AnyNode"), st);
+        if (node == NULL ||
+            dict_set(a, st, "_metadata", metadata(c, key, 0, 0)) < 0 ||
+            dict_set(a, st, "_parent", parent) < 0 ||
+            dict_set(a, st, "_val",
+                     ck_pyval_py(a, ck_yval_type(a, v))) < 0)
+            return NULL;
+        return node;
+    }
+    node = newobj(a,
+                  seq ? g(c, "omegaconf.listconfig", "ListConfig")
+                      : g(c, "omegaconf.dictconfig", "DictConfig"),
+                  st);
+    content = ck_py_new(a, seq ? CK_PY_LIST : CK_PY_DICT);
+    if (node == NULL || content == NULL ||
+        dict_set(a, st, "_metadata", metadata(c, key, 1, seq)) < 0 ||
+        dict_set(a, st, "_parent", parent) < 0 ||
+        dict_set(a, st, "_content", content) < 0)
+        return NULL;
+    for (size_t i = 0; i < v->n; i++) {
+        ck_py_t *k, *x;
+
+        if (seq) {
+            x = ck_omc_from_yval(c, v->v[i], ck_py_int(a, (int64_t)i), node);
+            if (x == NULL || ck_py_vec_push(a, &content->u.seq, x) < 0)
+                return NULL;
+            continue;
+        }
+        k = ck_py_str(a, v->v[i]->text, v->v[i]->len);
+        x = ck_omc_from_yval(c, v->v[i + 1], k, node);
+        i++;
+        if (k == NULL || x == NULL ||
+            ck_py_vec_push(a, &content->u.seq, k) < 0 ||
+            ck_py_vec_push(a, &content->u.seq, x) < 0)
+            return NULL;
+    }
+    return node;
+}
+
+/* '???' (missing) and interpolations go in any node, as OmegaConf has it. */
+static int special_str(const ck_pyval_t *t)
+{
+    return t->t == CK_PV_STR && t->s != NULL &&
+           ((t->n == 3 && memcmp(t->s, "???", 3) == 0) ||
+            strstr(t->s, "${") != NULL);
+}
+
+/* BooleanNode's reading of a str: 1 or 0, or -1 when it is none. */
+static int bool_word(const char *s)
+{
+    static const char *const yes[] = { "yes", "y", "on", "true" };
+    static const char *const no[] = { "no", "n", "off", "false" };
+
+    for (size_t k = 0; k < CK_ARRAY_SIZE(yes); k++) {
+        if (strcasecmp(s, yes[k]) == 0)
+            return 1;
+        if (strcasecmp(s, no[k]) == 0)
+            return 0;
+    }
+    return -1;
+}
+
+int ck_omc_leaf_value(ck_arena_t *a, const char *cls, const ck_pyval_t *t,
+                      ck_py_t **out)
+{
+    ck_pyval_t c = { 0 }, n;
+    char buf[40];
+    int rc;
+
+    *out = NULL;
+    if (t != NULL && (t->t == CK_PV_NULL || special_str(t))) {
+        c = *t;
+    } else if (!strcmp(cls, "AnyNode")) {
+        if (t == NULL)
+            return 1;
+        c = *t;
+    } else if (!strcmp(cls, "FloatNode")) { /* float(v): float, int, str */
+        if (t == NULL || t->t == CK_PV_BOOL)
+            return 1;
+        c.t = CK_PV_FLOAT;
+        if (t->t == CK_PV_FLOAT)
+            c.f = t->f;
+        else if (t->t == CK_PV_INT) /* correctly rounded, as float(int) */
+            c.f = t->nbig ? strtod(t->dec, NULL) : (double)t->i;
+        else if (ck_pyval_float_str(a, t->s, t->n, &c.f) != 0)
+            return 1;
+        if (t->t == CK_PV_INT && isinf(c.f))
+            return 1; /* OverflowError: int too large to convert to float */
+    } else if (!strcmp(cls, "IntegerNode")) { /* int(v): int, str */
+        if (t == NULL || (t->t != CK_PV_INT && t->t != CK_PV_STR))
+            return 1;
+        c = *t;
+        if (t->t == CK_PV_STR) {
+            rc = ck_pyval_int_str(a, t->s, t->n, &c);
+            if (rc != 0)
+                return rc;
+        }
+    } else if (!strcmp(cls, "BooleanNode")) {
+        /* bool; int != 0; str: int(str) != 0, yes/y/on/true, no/... */
+        if (t == NULL || t->t == CK_PV_FLOAT)
+            return 1;
+        c.t = CK_PV_BOOL;
+        if (t->t == CK_PV_BOOL) {
+            c.b = t->b;
+        } else if (t->t == CK_PV_INT) {
+            c.b = t->nbig != 0 || t->i != 0;
+        } else {
+            rc = ck_pyval_int_str(a, t->s, t->n, &n);
+            if (rc < 0)
+                return rc;
+            c.b = rc == 0 ? n.nbig != 0 || n.i != 0 : bool_word(t->s);
+            if (c.b < 0)
+                return 1;
+        }
+    } else if (!strcmp(cls, "StringNode")) { /* str(v) of a scalar */
+        if (t == NULL)
+            return 1;
+        c.t = CK_PV_STR;
+        c.s = t->s;
+        c.n = t->n;
+        if (t->t == CK_PV_INT) {
+            c.s = t->dec;
+        } else if (t->t == CK_PV_FLOAT) {
+            ck_pyfloat_repr(t->f, buf, sizeof(buf));
+            c.s = buf;
+        } else if (t->t == CK_PV_BOOL) {
+            c.s = t->b ? "True" : "False";
+        }
+        if (t->t != CK_PV_STR)
+            c.n = strlen(c.s);
+    } else {
+        return CK_EUNSUPPORTED;
+    }
+    *out = ck_pyval_py(a, &c);
+    return *out != NULL ? 0 : CK_ENOMEM;
+}

@@ -1,0 +1,79 @@
+/*
+ * omegaconf.h -- OmegaConf's node model as a pickle holds it, read and built
+ * without OmegaConf: a DictConfig or ListConfig is a NEWOBJ of
+ * omegaconf.dictconfig.DictConfig / omegaconf.listconfig.ListConfig whose
+ * state holds _metadata (a ContainerMetadata), _parent and _content (a dict
+ * of key -> node, or a list of nodes); a leaf is a NEWOBJ of
+ * omegaconf.nodes.<Class> (AnyNode, IntegerNode, FloatNode, BooleanNode,
+ * StringNode, ...) whose state holds _metadata (a Metadata), _parent and
+ * _val (a plain Python value).  New nodes are made as OmegaConf 2.2 pickles
+ * them, metadata and _parent links included.
+ *
+ * The reading functions need nothing but the graph; building needs a
+ * ck_omc_ctx_t giving the arena and the checkpoint's globals.
+ */
+#ifndef CK_OMEGACONF_H
+#define CK_OMEGACONF_H
+
+#include "pickle.h"
+#include "pyval.h"
+#include "yamlval.h"
+
+/* ---- reading ---------------------------------------------------------- */
+
+/* 1 when p is an OmegaConf object of class cls ("DictConfig",
+ * "ListConfig", "AnyNode", ...; any omegaconf.* module). */
+int ck_omc_is(const ck_py_t *p, const char *cls);
+
+/* The class name of a leaf node (omegaconf.nodes.*), or NULL. */
+const char *ck_omc_leaf_class(const ck_py_t *n);
+
+/*
+ * The children of a container: a DictConfig's key/node pairs (k0 v0 k1 v1)
+ * or a ListConfig's nodes; NULL for anything else or a container whose
+ * _content is None or '???'.  *is_dict tells which, when not NULL.
+ */
+ck_py_vec_t *ck_omc_children(ck_py_t *c, int *is_dict);
+
+/* A node's key (its _metadata.key), or NULL. */
+ck_py_t *ck_omc_key(ck_py_t *node);
+
+/* The Python value behind an OmegaConf node (a leaf's _val, a container's
+ * _content); anything else as it is.  Fits ck_pyval_unwrap_cb. */
+ck_py_t *ck_omc_unwrap(ck_py_t *p);
+
+/* ---- building --------------------------------------------------------- */
+
+/* The global module.name for new nodes (the checkpoint's own when it
+ * names it already); NULL on CK_ENOMEM. */
+typedef ck_py_t *(*ck_omc_global_cb)(void *ud, const char *module,
+                                     const char *name);
+
+typedef struct {
+    ck_arena_t *a;
+    ck_omc_global_cb global;
+    void *ud;
+} ck_omc_ctx_t;
+
+/*
+ * A new node for the YAML value v: an AnyNode holding a typed scalar, or a
+ * DictConfig or ListConfig of such nodes, with key (a str, or an int in a
+ * list) in its metadata and _parent set to parent, which must not be
+ * NULL (pass a None for a root).  NULL on CK_ENOMEM or a NULL parent.
+ */
+ck_py_t *ck_omc_from_yval(const ck_omc_ctx_t *c, const ck_yval_t *v,
+                          ck_py_t *key, ck_py_t *parent);
+
+/*
+ * The _val a typed leaf of class cls takes for t (NULL: a collection),
+ * converted as OmegaConf 2.2 converts (FloatNode: float(v) of an int or
+ * str; IntegerNode: int(v) of an int or str; BooleanNode: a bool, an int
+ * != 0, or a str that is an int or yes/y/on/true/no/n/off/false;
+ * StringNode: str(v)); None, '???' and interpolations go in any node.
+ * Returns 0 with *out set, 1 when OmegaConf refuses the value,
+ * CK_EUNSUPPORTED for a class it does not know, CK_ENOMEM.
+ */
+int ck_omc_leaf_value(ck_arena_t *a, const char *cls, const ck_pyval_t *t,
+                      ck_py_t **out);
+
+#endif
