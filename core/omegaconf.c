@@ -287,3 +287,17 @@ int ck_omc_leaf_value(ck_arena_t *a, const char *cls, const ck_pyval_t *t,
     *out = ck_pyval_py(a, &c);
     return *out != NULL ? 0 : CK_ENOMEM;
 }
+
+void ck_omc_json(ck_json_t *j, const ck_py_t *p)
+{
+    const ck_py_t *val = NULL;
+
+    if (p != NULL && p->kind == CK_PY_NEWOBJ)
+        val = ck_py_map_get(p->u.o.state, "_val", NULL);
+    if (val != NULL)
+        ck_omc_json(j, val);
+    else if (p == NULL)
+        ck_json_null(j);
+    else if (ck_pyval_json(j, p) != 0)
+        ck_json_str(j, "<container>");
+}

@@ -76,4 +76,8 @@ ck_py_t *ck_omc_from_yval(const ck_omc_ctx_t *c, const ck_yval_t *v,
 int ck_omc_leaf_value(ck_arena_t *a, const char *cls, const ck_pyval_t *t,
                       ck_py_t **out);
 
+/* The value an OmegaConf node (its _val) or a plain value holds, as JSON,
+ * for records; a container as "<container>". */
+void ck_omc_json(ck_json_t *j, const ck_py_t *p);
+
 #endif

@@ -27,8 +27,11 @@
 
 #include "ck.h"
 #include "dtype.h"
+#include "omegaconf.h"
 #include "pickle.h"
 #include "pyre.h"
+#include "pyval.h"
+#include "yamlval.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -294,6 +294,8 @@ int ck_pyre_sub(const ck_pyre_t *re, const char *s, size_t n, ck_buf_t *out,
     int rc = 0;
 
     *count = 0;
+    if (s == NULL)
+        s = ""; /* an empty buffer */
     if (md == NULL)
         return ck_err_set(err, CK_ENOMEM, "out of memory");
     ov = pcre2_get_ovector_pointer(md);

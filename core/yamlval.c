@@ -88,6 +88,28 @@ int ck_yval_push(ck_arena_t *a, ck_yval_t *c, ck_yval_t *x)
     return 0;
 }
 
+ck_yval_t *ck_yval_copy(ck_arena_t *a, const ck_yval_t *v)
+{
+    ck_yval_t *c = ck_arena_alloc(a, sizeof(*c));
+
+    if (c == NULL)
+        return NULL;
+    *c = *v;
+    c->v = NULL;
+    c->n = c->cap = 0;
+    if (v->kind == CK_YV_SCALAR) {
+        c->text = ck_arena_strndup(a, v->text, v->len);
+        return c->text != NULL ? c : NULL;
+    }
+    for (size_t i = 0; i < v->n; i++) {
+        ck_yval_t *x = ck_yval_copy(a, v->v[i]);
+
+        if (x == NULL || ck_yval_push(a, c, x) < 0)
+            return NULL;
+    }
+    return c;
+}
+
 ck_yval_t *ck_yval_scalar(ck_arena_t *a, const char *s, size_t n, int plain)
 {
     ck_yval_t *v = ck_arena_alloc(a, sizeof(*v));

@@ -61,6 +61,11 @@ typedef struct {
 ck_yval_t *ck_yaml_parse(ck_yaml_ctx_t *y, const char *text, size_t len);
 
 /* A new scalar s[0..n) (copied), typed as a str; NULL on CK_ENOMEM. */
+/* A deep copy of v in a (typing and style kept); NULL when out of
+ * memory.  Jobs copy a value parsed at load before linking it into their
+ * own tree. */
+ck_yval_t *ck_yval_copy(ck_arena_t *a, const ck_yval_t *v);
+
 ck_yval_t *ck_yval_scalar(ck_arena_t *a, const char *s, size_t n, int plain);
 /* Append x to a sequence or a mapping: 0 or CK_ENOMEM. */
 int ck_yval_push(ck_arena_t *a, ck_yval_t *c, ck_yval_t *x);

@@ -54,10 +54,7 @@
  * reports; YAML values and their typing are core/yamlval, OmegaConf's
  * nodes core/omegaconf, Python's ==, repr() and int()/float() core/pyval.
  */
-#include "job.h"
-#include "omegaconf.h"
-#include "pyval.h"
-#include "yamlval.h"
+#include "plugin.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -68,7 +65,7 @@
 
 typedef struct {
     char *config;
-    ck_strlist_t set;
+    ck_conf_list_t set;  /* ovr_t *, parsed at load, in the order given */
     char *file;
 } override_conf_t;
 
@@ -97,21 +94,6 @@ typedef struct {
     const char *line;
 } ovr_t;
 
-/* Keys and ${...} values become pickled str, which must be UTF-8. */
-static int utf8_text(const char *s)
-{
-    size_t n = strlen(s);
-
-    for (size_t i = 0; i < n;) {
-        int k = ck_utf8_len((const uint8_t *)s + i, n - i, 0);
-
-        if (k == 0)
-            return 0;
-        i += (size_t)k;
-    }
-    return 1;
-}
-
 static int parse_override(ck_yaml_ctx_t *y, const char *line, ovr_t *o)
 {
     const char *s = line, *eq;
@@ -119,7 +101,8 @@ static int parse_override(ck_yaml_ctx_t *y, const char *line, ovr_t *o)
 
     memset(o, 0, sizeof(*o));
     o->line = line;
-    if (!utf8_text(line))
+    /* keys and ${...} values become pickled str, which must be UTF-8 */
+    if (!ck_utf8_valid(line, strlen(line)))
         return ck_err_set(y->err, CK_ECONFIG, "set: '%s' is not UTF-8", line);
     if (!strncmp(s, "++", 2)) {
         o->op = OP_FORCE;
@@ -166,46 +149,32 @@ static int parse_override(ck_yaml_ctx_t *y, const char *line, ovr_t *o)
     return o->value ? 0 : y->err->code ? y->err->code : CK_ECONFIG;
 }
 
-static int check_set(const char *value, ck_err_t *err)
-{
-    ck_arena_t a = { 0 };
-    ck_yaml_ctx_t y = { .a = &a, .err = err, .what = "" };
-    ovr_t o;
-    int rc = parse_override(&y, value, &o);
-
-    ck_arena_release(&a);
-    if (rc < 0 && err->code != CK_ENOMEM)
-        err->code = CK_ECONFIG;
-    return rc < 0 ? err->code : 0;
-}
-
+/* 'set = LINE': parsed once, here, into an ovr_t the jobs share (they
+ * copy its value before changing anything). */
 static int set_set(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
                    const char *value)
 {
-    int rc = check_set(value, cx->err);
+    override_conf_t *cf = conf;
+    ck_yaml_ctx_t y = { .a = cx->arena, .err = cx->err, .what = "" };
+    ovr_t *o = ck_arena_alloc(cx->arena, sizeof(*o));
+    int rc;
 
-    return rc < 0 ? rc : ck_conf_set_lines(cx, d, conf, value);
+    if (o == NULL)
+        return ck_err_set(cx->err, CK_ENOMEM, "out of memory");
+    rc = parse_override(&y, ck_arena_strdup(cx->arena, value), o);
+    if (rc < 0)
+        return cx->err->code == CK_ENOMEM ? CK_ENOMEM
+                                          : (cx->err->code = CK_ECONFIG);
+    return ck_conf_list_add(cx, &cf->set, o);
 }
 
 static int override_init(ck_conf_ctx_t *cx, void *conf)
 {
-    ck_err_t *err = cx->err;
     override_conf_t *cf = conf;
-    ck_arena_t a = { 0 };
-    ck_yaml_ctx_t y = { .a = &a, .err = err, .what = "" };
-    int rc = 0;
 
     if (cf->file != NULL && cf->file[0] == '\0')
         cf->file = NULL; /* "file =" is no file */
-    for (size_t i = 0; i < cf->set.n && rc == 0; i++) {
-        ovr_t o;
-
-        rc = parse_override(&y, cf->set.v[i], &o);
-        if (rc < 0 && err->code == CK_EPLUGIN)
-            err->code = CK_ECONFIG;
-    }
-    ck_arena_release(&a);
-    return rc < 0 ? CK_ECONFIG : 0;
+    return 0;
 }
 
 /* ---- the config as mappings ------------------------------------------- */
@@ -232,15 +201,20 @@ typedef struct {
     /* a node as a Python value (OmegaConf nodes unwrap), for == and
      * messages; NULL on CK_ENOMEM */
     ck_py_t *(*value)(ed_t *e, void *node);
-    /* a node as JSON, for reports */
-    void (*json)(ed_t *e, void *node);
+    /* a node as JSON, for reports: arg is a shown_t */
+    void (*json)(ck_json_t *j, const void *arg);
 } kind_t;
+
+/* A node to show in a report, and the editor it belongs to. */
+typedef struct {
+    ed_t *e;
+    const void *node;
+} shown_t;
 
 struct ed {
     const kind_t *k;
     ck_job_t *job;
     ck_arena_t *a;
-    ck_err_t *err;
     const char *config;
     int omegaconf;
     ck_omc_ctx_t omc;
@@ -250,7 +224,7 @@ struct ed {
 
 static ck_py_t *global_cb(void *ud, const char *module, const char *name)
 {
-    return ck_ckpt_global(&((ck_job_t *)ud)->ck, module, name);
+    return ck_job_global(ud, module, name);
 }
 
 static ck_py_vec_t *py_pairs(ed_t *e, ck_py_t *c)
@@ -323,18 +297,15 @@ static int py_set(ed_t *e, void *c, int idx, const ovr_t *o)
     }
     st = ck_py_mapping(old->u.o.state);
     if (st == NULL || ck_py_map_get(old->u.o.state, "_val", &at) == NULL)
-        return ck_err_set(e->err, CK_EPLUGIN,
-                          "config_override: %s: malformed node", o->line);
+        return ck_job_fail(e->job, CK_EPLUGIN, "%s: malformed node", o->line);
     rc = ck_omc_leaf_value(e->a, cls,
                            scalar ? ck_yval_type(e->a, o->value) : NULL, &nv);
     if (rc == 1)
-        return ck_err_set(e->err, CK_EPLUGIN,
-                          "config_override: %s: '%s' is not a valid value "
+        return ck_job_fail(e->job, CK_EPLUGIN, "%s: '%s' is not a valid value "
                           "for a %s", o->line,
                           scalar ? o->value->text : "collection", cls);
     if (rc == CK_EUNSUPPORTED)
-        return ck_err_set(e->err, CK_EPLUGIN,
-                          "config_override: %s: cannot change a %s", o->line,
+        return ck_job_fail(e->job, CK_EPLUGIN, "%s: cannot change a %s", o->line,
                           cls);
     if (rc < 0)
         return rc;
@@ -352,24 +323,9 @@ static ck_py_t *py_value(ed_t *e, void *node)
     return node;
 }
 
-/* The value an OmegaConf node or a plain value holds, as JSON. */
-static void json_py(ck_json_t *j, ck_py_t *p)
+static void py_json(ck_json_t *j, const void *arg)
 {
-    ck_py_t *val = NULL;
-
-    if (p != NULL && p->kind == CK_PY_NEWOBJ)
-        val = ck_py_map_get(p->u.o.state, "_val", NULL);
-    if (val != NULL)
-        json_py(j, val);
-    else if (p == NULL)
-        ck_json_null(j);
-    else if (ck_pyval_json(j, p) != 0)
-        ck_json_str(j, "<container>");
-}
-
-static void py_json(ed_t *e, void *node)
-{
-    json_py(e->job->changes, node);
+    ck_omc_json(j, ((const shown_t *)arg)->node);
 }
 
 static const kind_t py_kind = {
@@ -428,9 +384,11 @@ static ck_py_t *y_value(ed_t *e, void *node)
     return ck_yval_py(e->a, node, 1);
 }
 
-static void y_json(ed_t *e, void *node)
+static void y_json(ck_json_t *j, const void *arg)
 {
-    ck_yval_json(e->job->changes, e->a, node);
+    const shown_t *s = arg;
+
+    ck_yval_json(j, s->e->a, s->node);
 }
 
 static const kind_t yaml_kind = {
@@ -452,26 +410,19 @@ static void dotted(const ovr_t *o, char *key, size_t cap)
 static void report(ed_t *e, const ovr_t *o, const char *op, void *old,
                    int have_old)
 {
-    ck_json_t *j = e->job->changes;
+    shown_t was = { e, old }, now = { e, o->value };
+    ck_field_t f[4];
+    size_t n = 0;
     char key[1024];
 
     dotted(o, key, sizeof(key));
-    ck_json_obj(j);
-    ck_json_key(j, "op");
-    ck_json_str(j, op);
-    ck_json_key(j, "config");
-    ck_json_str(j, e->config);
-    ck_json_key(j, "key");
-    ck_json_str(j, key);
-    if (have_old) {
-        ck_json_key(j, "old");
-        e->k->json(e, old);
-    }
-    if (o->op != OP_DEL) {
-        ck_json_key(j, "new");
-        ck_yval_json(j, e->a, o->value);
-    }
-    ck_json_end(j);
+    f[n++] = CK_F_STR("config", e->config);
+    f[n++] = CK_F_STR("key", key);
+    if (have_old)
+        f[n++] = CK_F_VALUE("old", e->k->json, &was);
+    if (o->op != OP_DEL)
+        f[n++] = CK_F_VALUE("new", y_json, &now);
+    ck_job_report_fields(e->job, op, f, n);
 }
 
 /* ~key=value: fail unless node have holds value (Python's ==), naming the
@@ -484,7 +435,7 @@ static int check_del(ed_t *e, const ovr_t *o, void *have)
     int rc;
 
     if (w == NULL || h == NULL)
-        return ck_err_set(e->err, CK_ENOMEM, "out of memory");
+        return ck_job_nomem(e->job);
     if (ck_pyval_eq_py(e->a, w, h, ck_omc_unwrap))
         return 0;
     dotted(o, key, sizeof(key));
@@ -492,8 +443,7 @@ static int check_del(ed_t *e, const ovr_t *o, void *have)
     ck_pyval_show_py(&shown, e->a, h, ck_omc_unwrap);
     ck_buf_putc(&want, '\0');
     ck_buf_putc(&shown, '\0');
-    rc = ck_err_set(e->err, CK_EPLUGIN,
-                    "config_override: %s: the value of '%s' is %s, not %s",
+    rc = ck_job_fail(e->job, CK_EPLUGIN, "%s: the value of '%s' is %s, not %s",
                     o->line, key, shown.oom ? "?" : (char *)shown.data,
                     want.oom ? "?" : (char *)want.data);
     ck_buf_release(&want);
@@ -512,51 +462,46 @@ static int apply(ed_t *e, void *root, const ovr_t *o)
 
     for (size_t d = 0; d < o->depth; d++) {
         if (!k->is_map(e, cur))
-            return ck_err_set(e->err, CK_EPLUGIN,
-                              "config_override: %s: '%s' is not a mapping",
+            return ck_job_fail(e->job, CK_EPLUGIN, "%s: '%s' is not a mapping",
                               o->line, d ? o->path[d - 1] : e->config);
         idx = k->find(e, cur, o->path[d]);
         if (d + 1 == o->depth)
             break;
         if (idx < 0 && o->op != OP_ADD && o->op != OP_FORCE)
-            return ck_err_set(e->err, CK_EPLUGIN,
-                              "config_override: %s: no key '%s' in %s",
+            return ck_job_fail(e->job, CK_EPLUGIN, "%s: no key '%s' in %s",
                               o->line, o->path[d], e->config);
         if (idx < 0) {
             if (k->add(e, cur, o->path[d], NULL) < 0)
-                return ck_err_set(e->err, CK_ENOMEM, "out of memory");
+                return ck_job_nomem(e->job);
             idx = k->find(e, cur, o->path[d]);
         }
         cur = k->get(e, cur, idx);
     }
     if (o->op == OP_DEL) {
         if (idx < 0)
-            return ck_err_set(e->err, CK_EPLUGIN,
-                              "config_override: %s: no key '%s' to remove",
+            return ck_job_fail(e->job, CK_EPLUGIN, "%s: no key '%s' to remove",
                               o->line, last);
         if (o->value != NULL && check_del(e, o, k->get(e, cur, idx)) < 0)
-            return e->err->code;
+            return ck_job_error(e->job);
         report(e, o, "removed", k->get(e, cur, idx), 1);
         k->remove(e, cur, idx);
         return 0;
     }
     if (idx < 0 && o->op == OP_SET)
-        return ck_err_set(e->err, CK_EPLUGIN,
-                          "config_override: %s: no key '%s' in %s (use +%s "
+        return ck_job_fail(e->job, CK_EPLUGIN, "%s: no key '%s' in %s (use +%s "
                           "to add it)", o->line, last, e->config, o->line);
     if (idx >= 0 && o->op == OP_ADD)
-        return ck_err_set(e->err, CK_EPLUGIN,
-                          "config_override: %s: key '%s' already exists (use "
+        return ck_job_fail(e->job, CK_EPLUGIN, "%s: key '%s' already exists (use "
                           "++ to change it)", o->line, last);
     if (idx < 0) {
         if (k->add(e, cur, last, o->value) < 0)
-            return ck_err_set(e->err, CK_ENOMEM, "out of memory");
+            return ck_job_nomem(e->job);
         report(e, o, "added", NULL, 0);
         return 0;
     }
     report(e, o, "set", k->get(e, cur, idx), 1);
     rc = k->set(e, cur, idx, o);
-    return rc == CK_ENOMEM ? ck_err_set(e->err, rc, "out of memory") : rc;
+    return rc == CK_ENOMEM ? ck_job_nomem(e->job) : rc;
 }
 
 /* ---- merging a YAML file ---------------------------------------------- */
@@ -569,20 +514,20 @@ static int read_file(ed_t *e, const char *path, char **text, size_t *len)
     size_t n;
 
     if (f == NULL)
-        return ck_err_set(e->err, CK_EPLUGIN, "config_override: %s: %s", path,
+        return ck_job_fail(e->job, CK_EPLUGIN, "%s: %s", path,
                           strerror(errno));
     while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
         ck_buf_put(&b, chunk, n);
     fclose(f);
     if (b.oom || b.len > (64u << 20)) {
         ck_buf_release(&b);
-        return ck_err_set(e->err, CK_EPLUGIN, "config_override: %s: too large",
+        return ck_job_fail(e->job, CK_EPLUGIN, "%s: too large",
                           path);
     }
     *text = ck_arena_strndup(e->a, b.data ? (char *)b.data : "", b.len);
     *len = b.len;
     ck_buf_release(&b);
-    return *text ? 0 : ck_err_set(e->err, CK_ENOMEM, "out of memory");
+    return *text ? 0 : ck_job_nomem(e->job);
 }
 
 /* Is there a mapping at path?  (for deep merge) */
@@ -607,8 +552,7 @@ static int merge(ed_t *e, void *root, ck_yval_t *map, ovr_t *o)
         int rc;
 
         if (k->kind != CK_YV_SCALAR || o->depth == MAX_PATH)
-            return ck_err_set(e->err, CK_EPLUGIN,
-                              "config_override: bad key in file");
+            return ck_job_fail(e->job, CK_EPLUGIN, "bad key in file");
         o->path[o->depth++] = k->text;
         if (v->kind == CK_YV_MAP && has_map(e, root, o->path, o->depth)) {
             rc = merge(e, root, v, o);
@@ -626,13 +570,53 @@ static int merge(ed_t *e, void *root, ck_yval_t *map, ovr_t *o)
 
 /* ---- running ---------------------------------------------------------- */
 
+/* The YAML text of what (the config's key, quoted in messages, or the
+ * file) as a mapping, or NULL with the job failed. */
+static ck_yval_t *yaml_map(ed_t *e, ck_yaml_ctx_t *y, const char *what,
+                           int quote, const char *text, size_t len)
+{
+    ck_err_t err = { 0 };
+    ck_yval_t *m;
+
+    y->err = &err;
+    y->what = what;
+    m = ck_yaml_parse(y, text, len);
+    if (m == NULL)
+        ck_job_fail(e->job, err.code ? err.code : CK_EPLUGIN, "%s", err.msg);
+    else if (m->kind != CK_YV_MAP)
+        ck_job_fail(e->job, CK_EPLUGIN, "%s%s%s is not a YAML mapping",
+                    quote ? "'" : "", what, quote ? "'" : "");
+    return m != NULL && m->kind == CK_YV_MAP ? m : NULL;
+}
+
+/* Write the YAML tree back into the checkpoint's str at pair at. */
+static int yaml_back(ed_t *e, ck_py_t *root, size_t at, ck_yval_t *yroot)
+{
+    ck_buf_t out = { 0 };
+    ck_err_t err = { 0 };
+    ck_py_t *s;
+    int rc;
+
+    rc = ck_yaml_emit(yroot, "config_override", &out, &err);
+    if (rc < 0) {
+        ck_buf_release(&out);
+        return ck_job_fail(e->job, rc, "%s", err.msg);
+    }
+    s = ck_py_str(e->a, out.data ? (char *)out.data : "", out.len);
+    ck_buf_release(&out);
+    if (s == NULL)
+        return ck_job_nomem(e->job);
+    ck_py_mapping(root)->v[2 * at + 1] = s;
+    return 0;
+}
+
 static int override_run(ck_job_t *job, void *conf)
 {
     override_conf_t *cf = conf;
-    ed_t e = { &py_kind, job, &job->ck.arena, job->err, cf->config, 0,
-               { &job->ck.arena, global_cb, job } };
-    ck_yaml_ctx_t y = { .a = e.a, .err = job->err, .what = cf->config };
-    ck_py_t *root = job->ck.pk.root, *cfg;
+    ck_arena_t *a = ck_job_arena(job);
+    ed_t e = { &py_kind, job, a, cf->config, 0, { a, global_cb, job } };
+    ck_yaml_ctx_t y = { .a = a, .what = cf->config };
+    ck_py_t *root = ck_job_root(job), *cfg;
     ck_yval_t *yroot = NULL;
     void *top;
     size_t at;
@@ -640,27 +624,22 @@ static int override_run(ck_job_t *job, void *conf)
 
     cfg = ck_py_map_get(root, cf->config, &at);
     if (cfg == NULL)
-        return ck_err_set(job->err, CK_EPLUGIN, "config_override: no '%s' in "
-                          "the checkpoint", cf->config);
+        return ck_job_fail(job, CK_EPLUGIN, "no '%s' in the checkpoint",
+                           cf->config);
     top = cfg;
     if (ck_omc_is(cfg, "DictConfig")) {
         e.omegaconf = 1;
     } else if (cfg->kind == CK_PY_STR) {
         y.lazy = 1; /* untrusted and maybe large: typed where used */
-        yroot = ck_yaml_parse(&y, cfg->u.s.s, cfg->u.s.n);
+        yroot = yaml_map(&e, &y, cf->config, 1, cfg->u.s.s, cfg->u.s.n);
         y.lazy = 0;
         if (yroot == NULL)
-            return job->err->code;
-        if (yroot->kind != CK_YV_MAP)
-            return ck_err_set(job->err, CK_EPLUGIN,
-                              "config_override: '%s' is not a YAML mapping",
-                              cf->config);
+            return ck_job_error(job);
         e.k = &yaml_kind;
         top = yroot;
     } else if (cfg->kind != CK_PY_DICT) {
-        return ck_err_set(job->err, CK_EPLUGIN,
-                          "config_override: '%s' is neither a DictConfig, a "
-                          "YAML string nor a dict", cf->config);
+        return ck_job_fail(job, CK_EPLUGIN, "'%s' is neither a DictConfig, a "
+                           "YAML string nor a dict", cf->config);
     }
     if (cf->file != NULL) {
         char *text = NULL;
@@ -671,14 +650,9 @@ static int override_run(ck_job_t *job, void *conf)
         rc = read_file(&e, cf->file, &text, &len);
         if (rc < 0)
             return rc;
-        y.what = cf->file;
-        m = ck_yaml_parse(&y, text, len);
+        m = yaml_map(&e, &y, cf->file, 0, text, len);
         if (m == NULL)
-            return job->err->code;
-        if (m->kind != CK_YV_MAP)
-            return ck_err_set(job->err, CK_EPLUGIN,
-                              "config_override: %s is not a YAML mapping",
-                              cf->file);
+            return ck_job_error(job);
         memset(&o, 0, sizeof(o));
         o.line = cf->file;
         rc = merge(&e, top, m, &o);
@@ -686,31 +660,19 @@ static int override_run(ck_job_t *job, void *conf)
             return rc;
     }
     for (size_t i = 0; i < cf->set.n; i++) {
-        ovr_t o;
+        ovr_t o = *(const ovr_t *)cf->set.v[i];
 
-        rc = parse_override(&y, cf->set.v[i], &o);
-        if (rc < 0)
-            return rc;
+        /* the job's own copy: apply links it into the job's graph */
+        if (o.value != NULL) {
+            o.value = ck_yval_copy(a, o.value);
+            if (o.value == NULL)
+                return ck_job_nomem(job);
+        }
         rc = apply(&e, top, &o);
         if (rc < 0)
             return rc;
     }
-    if (yroot != NULL) {
-        ck_buf_t out = { 0 };
-        ck_py_t *s;
-
-        rc = ck_yaml_emit(yroot, "config_override", &out, job->err);
-        if (rc == 0) {
-            s = ck_py_str(e.a, out.data ? (char *)out.data : "", out.len);
-            if (s == NULL)
-                rc = ck_err_set(job->err, CK_ENOMEM, "out of memory");
-            else
-                ck_py_mapping(root)->v[2 * at + 1] = s;
-        }
-        ck_buf_release(&out);
-        return rc;
-    }
-    return 0;
+    return yroot != NULL ? yaml_back(&e, root, at, yroot) : 0;
 }
 
 const ck_plugin_t ck_plugin_config_override = {

@@ -130,6 +130,7 @@ static int set_rename(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
 static int apply(ck_job_t *job, const rule_t *r, const ck_buf_t *in,
                  ck_buf_t *out)
 {
+    const char *key = in->data != NULL ? (const char *)in->data : "";
     size_t n = strlen(r->from), count;
     ck_err_t e = { 0 };
     int rc;
@@ -138,15 +139,14 @@ static int apply(ck_job_t *job, const rule_t *r, const ck_buf_t *in,
     switch (r->kind) {
     case R_PREFIX:
     case R_EXACT:
-        if (in->len < n || memcmp(in->data, r->from, n) != 0 ||
+        if (in->len < n || memcmp(key, r->from, n) != 0 ||
             (r->kind == R_EXACT && in->len != n))
             return 0;
         ck_buf_put(out, r->to, strlen(r->to));
-        ck_buf_put(out, in->data + n, in->len - n);
+        ck_buf_put(out, key + n, in->len - n);
         break;
     case R_RE:
-        rc = ck_pyre_sub(r->re, (const char *)in->data, in->len, out, &count,
-                         &e);
+        rc = ck_pyre_sub(r->re, key, in->len, out, &count, &e);
         if (rc < 0)
             return ck_job_fail(job, rc, "rule 're:%s': %s", r->from, e.msg);
         if (count == 0)

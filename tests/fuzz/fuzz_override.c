@@ -66,30 +66,18 @@ static void pickle_trip(ck_arena_t *a, ck_py_t *cfg)
 
 static ck_py_t *global_cb(void *ud, const char *module, const char *name)
 {
-    return ck_ckpt_global(ud, module, name);
+    return ck_job_global(ud, module, name);
 }
 
-/*
- * The plugin's field for directive name, reached through its directive
- * table (the conf struct is private to the plugin), as the loader sets it.
- */
-static void *field(void *conf, const char *name)
+/* Give directive name the value, through its setter, as the loader does. */
+static int set(ck_conf_ctx_t *cx, void *conf, const char *name,
+               const char *value)
 {
     const ck_directive_t *d = ck_plugin_config_override.directives;
 
     while (strcmp(d->name, name) != 0)
         d++;
-    return (char *)conf + d->offset;
-}
-
-/* The set directive's own check, as the loader runs it. */
-static int set_check(const char *value, ck_err_t *err)
-{
-    const ck_directive_t *d = ck_plugin_config_override.directives;
-
-    while (strcmp(d->name, "set") != 0)
-        d++;
-    return d->check(value, err);
+    return d->set(cx, d, conf, value);
 }
 
 /*
@@ -103,35 +91,39 @@ static void run(const char *line, const char *doc, size_t doclen, int kind,
     const ck_plugin_t *p = &ck_plugin_config_override;
     ck_err_t err = { 0 };
     ck_json_t changes = { 0 };
+    ck_conf_t cc;
+    ck_conf_ctx_t cx;
+    ck_stage_t stage = { p, NULL, NULL };
     ck_job_t job;
     void *conf = calloc(1, p->conf_size);
     ck_yaml_ctx_t y = { .err = &err, .what = "config" };
     ck_omc_ctx_t omc = { .global = global_cb };
     ck_py_t *cfg = NULL, *root;
     ck_yval_t *v;
-    char *lines[2] = { NULL, NULL };
     int have_set;
 
+    memset(&cc, 0, sizeof(cc));
+    cx = (ck_conf_ctx_t){ &cc.arena, &err, "fuzz.ini", 1, "config_override",
+                          &cc };
     memset(&job, 0, sizeof(job));
+    ck_ckpt_init_mem(&job.ck, "fuzz");
     job.err = &err;
-    job.changes = &changes;
     y.a = omc.a = &job.ck.arena;
-    omc.ud = &job.ck;
+    omc.ud = &job;
     ck_json_arr(&changes);
     if (conf == NULL)
         goto out;
-    /* as `ckprep check` reads the line, then as the loader keeps it */
-    have_set = set_check(line, &err) == 0;
-    *(char **)field(conf, "config") = "cfg";
-    *(char **)field(conf, "file") = (char *)file;
-    lines[0] = (char *)line;
-    *(ck_strlist_t *)field(conf, "set") =
-        (ck_strlist_t){ .v = lines, .n = have_set && line[0] != '\0' };
+    /* as the loader reads the lines: the set line is parsed here, once */
+    have_set = line[0] != '\0' && set(&cx, conf, "set", line) == 0;
+    memset(&err, 0, sizeof(err));
+    if (set(&cx, conf, "config", "cfg") < 0 ||
+        (file != NULL && set(&cx, conf, "file", file) < 0))
+        goto out;
     if (!have_set && file == NULL)
         goto out;
-    memset(&err, 0, sizeof(err));
-    if (p->init_conf(conf, &err) < 0)
+    if (p->init_conf(&cx, conf) < 0)
         goto out;
+    stage.conf = conf;
     if (kind == 0) {
         cfg = ck_py_str(y.a, doc, doclen);
     } else {
@@ -147,9 +139,9 @@ static void run(const char *line, const char *doc, size_t doclen, int kind,
         ck_py_vec_push(y.a, &root->u.seq, ck_py_str(y.a, "cfg", 3)) < 0 ||
         ck_py_vec_push(y.a, &root->u.seq, cfg) < 0)
         goto out;
-    job.ck.pk.root = root;
+    ck_job_set_root(&job, root);
     memset(&err, 0, sizeof(err));
-    if (p->run(&job, conf) == 0 && kind == 0) {
+    if (ck_job_run_stage(&job, &stage, &changes) == 0 && kind == 0) {
         /* the emitted config must read back */
         cfg = ck_py_map_get(root, "cfg", NULL);
         y.lazy = 1;
@@ -161,7 +153,8 @@ static void run(const char *line, const char *doc, size_t doclen, int kind,
 out:
     ck_json_end(&changes);
     ck_json_release(&changes);
-    ck_arena_release(&job.ck.arena);
+    ck_ckpt_close(&job.ck);
+    ck_conf_release(&cc);
     free(conf);
 }
 
