@@ -222,13 +222,28 @@ static int apart(const ck_watch_conf_t *w, ck_err_t *err)
     return rc;
 }
 
+static int empty(const char *v)
+{
+    return v == NULL || *v == '\0';
+}
+
 int ck_watch_conf_check(ck_conf_t *c, ck_err_t *err)
 {
     ck_watch_conf_t *w = &c->watch;
     ck_err_t e = { 0 };
     int rc = 0;
 
-    if (w->after == CK_AFTER_MOVE && w->done == NULL)
+    /* a [watch] section is for the daemon: it needs its four places (a
+     * configuration for `ckprep run` alone has no [watch]) */
+    if (c->watch_line != 0 && empty(w->incoming))
+        rc = ck_err_set(&e, CK_ECONFIG, "incoming = DIR is required");
+    else if (c->watch_line != 0 && empty(w->output))
+        rc = ck_err_set(&e, CK_ECONFIG, "output = DIR is required");
+    else if (c->watch_line != 0 && empty(w->failed))
+        rc = ck_err_set(&e, CK_ECONFIG, "failed = DIR is required");
+    else if (c->watch_line != 0 && empty(w->audit_log))
+        rc = ck_err_set(&e, CK_ECONFIG, "audit_log = FILE is required");
+    else if (w->after == CK_AFTER_MOVE && w->done == NULL)
         rc = ck_err_set(&e, CK_ECONFIG, "after = move needs done = DIR");
     else if (w->incoming != NULL)
         rc = apart(w, &e);

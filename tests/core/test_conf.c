@@ -321,7 +321,8 @@ static void test_value_not_utf8(void **state)
                       "rename: the value is not valid UTF-8");
     assert_conf_error(f, load(f, "[watch]\nincoming = in\xc3\n"), 2,
                       "not valid UTF-8");
-    assert_int_equal(load(f, "[watch]\nincoming = caf\xc3\xa9\n"), 0);
+    assert_int_equal(load(f, "[watch]\nincoming = caf\xc3\xa9\n"
+                             "output = o\nfailed = f\naudit_log = a\n"), 0);
 }
 
 static void test_unknown_directive(void **state)

@@ -60,10 +60,16 @@ static int teardown(void **state)
 
 /*
  * Write "[pipeline]\nchain =\n[watch]\n" (the header on line 3) and then
- * the lines of fmt, where each %s is the test's folder, and load it.
+ * the lines of fmt, where each %s is the test's folder, then the required
+ * places fmt does not give (in/, out/, failed/, audit.jsonl under the
+ * test's folder), and load it.
  */
 static int load(fx_t *f, const char *fmt)
 {
+    static const char *const need[][2] = {
+        { "incoming", "in" }, { "output", "out" }, { "failed", "failed" },
+        { "audit_log", "audit.jsonl" },
+    };
     char text[2048], *o = text;
     FILE *fp;
 
@@ -75,6 +81,13 @@ static int load(fx_t *f, const char *fmt)
         } else {
             *o++ = *s;
         }
+    }
+    for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++) {
+        char key[32];
+
+        snprintf(key, sizeof(key), "%s =", need[i][0]);
+        if (strstr(fmt, key) == NULL)
+            o += sprintf(o, "%s = %s/%s\n", need[i][0], f->dir, need[i][1]);
     }
     *o = '\0';
     fp = fopen(f->path, "w");
@@ -142,6 +155,27 @@ static void test_value_errors(void **state)
                       "rescan_s: 'soon' is not a whole number");
     assert_conf_error(f, load(f, "frobnicate = 1\n"), 4,
                       "unknown directive 'frobnicate' in [watch]");
+}
+
+/* A [watch] section is for the daemon: check refuses it without its four
+ * places, as watch does. */
+static void test_required(void **state)
+{
+    static const char *const texts[][2] = {
+        { "incoming = \n", "incoming = DIR is required" },
+        { "output = \n", "output = DIR is required" },
+        { "failed = \n", "failed = DIR is required" },
+        { "audit_log = \n", "audit_log = FILE is required" },
+    };
+    fx_t *f = *state;
+
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        char fmt[64];
+
+        /* "incoming =" given empty is not given: the default is skipped */
+        snprintf(fmt, sizeof(fmt), "%s", texts[i][0]);
+        assert_conf_error(f, load(f, fmt), 3, texts[i][1]);
+    }
 }
 
 static void test_after_move_needs_done(void **state)
@@ -248,6 +282,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_value_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_required, setup, teardown),
         cmocka_unit_test_setup_teardown(test_after_move_needs_done, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_apart, setup, teardown),
