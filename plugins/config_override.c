@@ -98,6 +98,7 @@ static int parse_override(ck_yaml_ctx_t *y, const char *line, ovr_t *o)
 {
     const char *s = line, *eq;
     char *key, *save = NULL, *tok;
+    size_t n;
 
     memset(o, 0, sizeof(*o));
     o->line = line;
@@ -118,12 +119,23 @@ static int parse_override(ck_yaml_ctx_t *y, const char *line, ovr_t *o)
     if (eq == NULL && o->op != OP_DEL)
         return ck_err_set(y->err, CK_ECONFIG, "set: '%s' is not key=value",
                           line);
-    key = ck_arena_strndup(y->a, s, eq ? (size_t)(eq - s) : strlen(s));
+    /* blanks around the key and the '=' are not part of either, as in
+     * Hydra: 'optim.lr = 1e-5' sets optim.lr */
+    n = eq ? (size_t)(eq - s) : strlen(s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        n--;
+    while (n > 0 && (*s == ' ' || *s == '\t'))
+        s++, n--;
+    key = ck_arena_strndup(y->a, s, n);
     if (key == NULL)
         return ck_err_set(y->err, CK_ENOMEM, "out of memory");
     if (key[0] == '\0' || key[0] == '.' || key[strlen(key) - 1] == '.' ||
         strstr(key, "..") != NULL)
         return ck_err_set(y->err, CK_ECONFIG, "set: empty key in '%s'", line);
+    if (strpbrk(key, " \t") != NULL)
+        return ck_err_set(y->err, CK_ECONFIG,
+                          "set: the key '%s' has a blank in it (in '%s')",
+                          key, line);
     for (tok = strtok_r(key, ".", &save); tok != NULL;
          tok = strtok_r(NULL, ".", &save)) {
         if (o->depth == MAX_PATH)
@@ -134,6 +146,8 @@ static int parse_override(ck_yaml_ctx_t *y, const char *line, ovr_t *o)
     if (eq == NULL)
         return 0; /* ~key: removed whatever it holds */
     eq++;
+    while (*eq == ' ' || *eq == '\t')
+        eq++;
     if (!strncmp(eq, "${", 2) && eq[strlen(eq) - 1] == '}') {
         /* an interpolation: a string, kept verbatim */
         o->value = ck_yval_scalar(y->a, eq, strlen(eq), 0);

@@ -141,6 +141,10 @@ static void test_bad_set_lines(void **state)
         { "~a=~", "'~' is not a value" },
         { "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.A.B.C.D.E.F.G=1",
           "key too deep" },
+        /* blanks around a key are trimmed; inside one they are an error */
+        { "optim. lr = 1", "set: the key 'optim. lr' has a blank in it" },
+        { "my key=1", "the key 'my key' has a blank" },
+        { " = 1", "empty key" },
     };
     pt_fx_t *f = *state;
     char text[512];
@@ -209,6 +213,23 @@ static void test_plain_grammar(void **state)
                "{\"op\":\"added\",\"config\":\"hp\","
                "\"key\":\"new.deep.key\",\"new\":1}]");
     assert_int_equal(pt_nchanges(f), 6);
+}
+
+/* Blanks around the key and the '=' are Hydra's to ignore, and INI files
+ * invite them: 'lr = 1e-5' sets lr (it used to add a key 'lr '). */
+static void test_blanks_around_equals(void **state)
+{
+    pt_fx_t *f = *state;
+    ck_py_t *v;
+
+    run_plain(f, "set = lr = 1e-5\n"
+                 "set = ++model.dim\t=  8\n"
+                 "set = ~ betas\n");
+    assert_string_equal(pt_keys(get(f, "hp")), "lr model name flag");
+    v = get(f, "hp/lr");
+    assert_int_equal(v->kind, CK_PY_FLOAT);
+    assert_true(ck_py_float_value(v) == 1e-5);
+    assert_int_equal(get(f, "hp/model/dim")->u.i.v, 8);
 }
 
 /* Plain scalars of a set line are typed as Hydra's override grammar types
@@ -1091,6 +1112,7 @@ int main(void)
         T(test_defaults),
         T(test_values),
         T(test_bad_set_lines),
+        T(test_blanks_around_equals),
         T(test_bad_values),
         T(test_plain_grammar),
         T(test_plain_types),
