@@ -268,25 +268,95 @@ int ck_conf_list_add(ck_conf_ctx_t *cx, ck_conf_list_t *l, void *item)
     return 0;
 }
 
+/* One place: "a/b|c/d?" into p. */
+static int parse_place(ck_conf_ctx_t *cx, const ck_directive_t *d,
+                       const char *w, size_t n, ck_path_t *p)
+{
+    char *text = ck_arena_strndup(cx->arena, w, n);
+    size_t k = 0;
+
+    if (text == NULL)
+        return ck_err_set(cx->err, CK_ENOMEM, "out of memory");
+    if (n > 0 && text[n - 1] == '?') {
+        p->optional = 1;
+        text[--n] = '\0';
+    }
+    p->text = text;
+    p->nalt = 1;
+    for (size_t i = 0; i < n; i++)
+        p->nalt += text[i] == '|';
+    p->alt = ck_arena_alloc(cx->arena, p->nalt * sizeof(*p->alt));
+    text = ck_arena_strdup(cx->arena, text);
+    if (p->alt == NULL || text == NULL)
+        return ck_err_set(cx->err, CK_ENOMEM, "out of memory");
+    for (char *alt = text;; alt++) {
+        char *bar = strchr(alt, '|');
+        size_t len = bar ? (size_t)(bar - alt) : strlen(alt);
+        int empty = len == 0 || alt[0] == '/' || alt[len - 1] == '/';
+
+        for (size_t i = 1; i < len; i++)
+            empty |= alt[i] == '/' && alt[i - 1] == '/';
+        if (empty)
+            return ck_err_set(cx->err, CK_ECONFIG,
+                              "%s: '%s' is not a place: an empty level or "
+                              "alternative (levels are separated by '/', "
+                              "alternatives by '|')", d->name, p->text);
+        if (bar != NULL)
+            *bar = '\0';
+        p->alt[k++] = alt;
+        if (bar == NULL)
+            break;
+        alt = bar;
+    }
+    return 0;
+}
+
 int ck_conf_set_paths(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
                       const char *v)
 {
+    ck_conf_list_t *l = FIELD(conf, d, ck_conf_list_t);
+
     for (const char *w = v; *w != '\0';) {
+        ck_path_t *p;
         size_t n;
+        int rc;
 
         w += strspn(w, " \t,");
         n = strcspn(w, " \t,");
-        int empty = n > 0 && (w[0] == '/' || w[n - 1] == '/');
-
-        for (size_t i = 1; i < n; i++)
-            empty |= w[i] == '/' && w[i - 1] == '/';
-        if (empty)
-            return ck_err_set(cx->err, CK_ECONFIG,
-                              "%s: '%.*s' is not a path of keys separated "
-                              "by '/' (an empty level)", d->name, (int)n, w);
+        if (n == 0)
+            break;
+        p = ck_arena_alloc(cx->arena, sizeof(*p));
+        if (p == NULL)
+            return ck_err_set(cx->err, CK_ENOMEM, "out of memory");
+        rc = parse_place(cx, d, w, n, p);
+        if (rc == 0)
+            rc = ck_conf_list_add(cx, l, p);
+        if (rc < 0)
+            return rc;
         w += n;
     }
-    return ck_conf_set_words(cx, d, conf, v);
+    return 0;
+}
+
+int ck_conf_set_path(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
+                     const char *v)
+{
+    ck_path_t **f = FIELD(conf, d, ck_path_t *);
+    size_t n = strlen(v);
+
+    while (n > 0 && (v[n - 1] == '/' || v[n - 1] == ' '))
+        n--; /* 'root = state_dict/' is the dict itself */
+    if (n == 0) {
+        *f = NULL;
+        return 0;
+    }
+    if (strcspn(v, " \t,") < n)
+        return ck_err_set(cx->err, CK_ECONFIG,
+                          "%s: one place only, not '%s'", d->name, v);
+    *f = ck_arena_alloc(cx->arena, sizeof(**f));
+    if (*f == NULL)
+        return ck_err_set(cx->err, CK_ENOMEM, "out of memory");
+    return parse_place(cx, d, v, n, *f);
 }
 
 /* ---- plugins ---------------------------------------------------------- */

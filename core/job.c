@@ -86,6 +86,50 @@ int ck_job_mapping(ck_job_t *job, const char *path, ck_py_t **node,
     return 0;
 }
 
+int ck_job_place(ck_job_t *job, const ck_path_t *p, const char **which,
+                 ck_py_t **node, ck_py_vec_t **items)
+{
+    char hint[300] = "";
+    int rc;
+
+    for (size_t i = 0; i < p->nalt; i++) {
+        if (ck_ckpt_get(&job->ck, p->alt[i]) == NULL)
+            continue;
+        rc = ck_job_mapping(job, p->alt[i], node, items);
+        if (rc < 0)
+            return rc;
+        if (which != NULL)
+            *which = p->alt[i];
+        return 1;
+    }
+    if (p->optional)
+        return 0;
+    /* 'best_state.model' for 'best_state/model': say how levels are
+     * written, and name the place when it exists that way */
+    for (size_t i = 0; i < p->nalt && hint[0] == '\0'; i++) {
+        char *slashed;
+
+        if (strchr(p->alt[i], '.') == NULL || strchr(p->alt[i], '/') != NULL)
+            continue;
+        slashed = ck_arena_strdup(&job->ck.arena, p->alt[i]);
+        if (slashed == NULL)
+            return ck_job_nomem(job);
+        for (char *c = slashed; *c != '\0'; c++)
+            *c = *c == '.' ? '/' : *c;
+        if (ck_ckpt_get(&job->ck, slashed) != NULL)
+            snprintf(hint, sizeof(hint), " (levels are separated by '/': "
+                     "did you mean '%.200s'?)", slashed);
+        else
+            snprintf(hint, sizeof(hint), " (levels are separated by '/', "
+                     "not '.')");
+    }
+    if (p->nalt > 1)
+        return ck_job_fail(job, CK_EPLUGIN, "none of '%s' is in the "
+                           "checkpoint%s", p->text, hint);
+    return ck_job_fail(job, CK_EPLUGIN, "no '%s' in the checkpoint%s",
+                       p->text, hint);
+}
+
 ck_py_vec_t *ck_job_metadata(ck_py_t *state_dict)
 {
     return ck_ckpt_metadata(state_dict);

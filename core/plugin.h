@@ -105,6 +105,27 @@ typedef struct {
 } ck_conf_range_t;
 
 /*
+ * A place in the checkpoint, as every directive that names one writes it
+ * (state, config, root ...):
+ *
+ *   best_state/model                 levels separated by '/' (keys may hold
+ *                                    dots)
+ *   best_state/model|fsdp_best_state/model
+ *                                    alternatives: the first that exists
+ *   ema/state/model?                 optional: skipped when absent
+ *
+ * A directive takes one or more, separated by blanks (ck_conf_set_paths,
+ * or ck_conf_set_path for exactly one).  A required place that is absent
+ * fails the job naming it.
+ */
+typedef struct {
+    const char *text;  /* as written, without the '?' */
+    char **alt;        /* the alternatives, in order */
+    size_t nalt;
+    int optional;
+} ck_path_t;
+
+/*
  * Generic setters; the field types they expect are in parentheses.
  *  bool   yes/no, true/false, on/off, 1/0                     (int)
  *  u64    a whole number, within .data's range when given     (uint64_t)
@@ -113,8 +134,9 @@ typedef struct {
  *  enum   one of .data's names; the field gets its value      (int)
  *  words  words separated by blanks or commas, appended       (ck_strlist_t)
  *  lines  the whole value as one item, appended               (ck_strlist_t)
- *  paths  words, each a '/' path into the checkpoint with no
- *         empty level                                         (ck_strlist_t)
+ *  paths  one or more places (ck_path_t above), appended     (ck_conf_list_t
+ *                                                              of ck_path_t *)
+ *  path   exactly one place; an empty value is none           (ck_path_t *)
  */
 int ck_conf_set_bool(ck_conf_ctx_t *, const ck_directive_t *, void *, const char *);
 int ck_conf_set_u64(ck_conf_ctx_t *, const ck_directive_t *, void *, const char *);
@@ -124,6 +146,7 @@ int ck_conf_set_enum(ck_conf_ctx_t *, const ck_directive_t *, void *, const char
 int ck_conf_set_words(ck_conf_ctx_t *, const ck_directive_t *, void *, const char *);
 int ck_conf_set_lines(ck_conf_ctx_t *, const ck_directive_t *, void *, const char *);
 int ck_conf_set_paths(ck_conf_ctx_t *, const ck_directive_t *, void *, const char *);
+int ck_conf_set_path(ck_conf_ctx_t *, const ck_directive_t *, void *, const char *);
 
 /* ---- the plugin ------------------------------------------------------- */
 
@@ -183,6 +206,16 @@ ck_py_t *ck_job_get(ck_job_t *job, const char *path);
  */
 int ck_job_mapping(ck_job_t *job, const char *path, ck_py_t **node,
                    ck_py_vec_t **items);
+
+/*
+ * The mapping at place p: the first of its alternatives that exists.
+ * Returns 1 with *node (may be NULL), *items and *which (the alternative
+ * found) set; 0 when p is optional and none exists; or fails the job
+ * naming p (with a hint when a '.' was written where levels are separated
+ * by '/') and returns the error.
+ */
+int ck_job_place(ck_job_t *job, const ck_path_t *p, const char **which,
+                 ck_py_t **node, ck_py_vec_t **items);
 
 /* The _metadata mapping nn.Module.state_dict() attaches to a state dict,
  * or NULL. */

@@ -45,7 +45,7 @@ typedef struct {
 typedef enum { EXISTS_ERROR, EXISTS_SKIP, EXISTS_REPLACE } on_exists_t;
 
 typedef struct {
-    char *state;
+    ck_conf_list_t state; /* ck_path_t * */
     uint64_t seed;
     ck_conf_list_t adds; /* add_t *, parsed at load, in the order given */
     int on_exists;       /* on_exists_t */
@@ -62,8 +62,9 @@ static const ck_conf_enum_t exists_names[] = {
 };
 
 static const ck_directive_t head_directives[] = {
-    { "state", ck_conf_set_str, offsetof(head_conf_t, state),
-      "best_state/model", 0, "the state dict to add to" },
+    { "state", ck_conf_set_paths, offsetof(head_conf_t, state),
+      "best_state/model", CK_DIR_MULTI,
+      "state dicts to add to: PATH, A|B (the first), PATH? (optional)" },
     { "seed", ck_conf_set_u64, offsetof(head_conf_t, seed), "0", 0,
       "seed of the random inits" },
     { "add", set_add, offsetof(head_conf_t, adds), NULL, CK_DIR_MULTI, "KEY DTYPE SHAPE INIT" },
@@ -244,9 +245,9 @@ static const ck_tensor_t *tensor_at(ck_job_t *job, ck_py_t *sd,
     return ck_job_tensor(job, ck_py_map_get(sd, key, NULL));
 }
 
-static int fill(ck_job_t *job, head_conf_t *cf, add_t *ad, ck_py_t *sd,
-                const int64_t *shape, size_t ndim, uint64_t numel,
-                uint8_t *data)
+static int fill(ck_job_t *job, head_conf_t *cf, add_t *ad, const char *state,
+                ck_py_t *sd, const int64_t *shape, size_t ndim,
+                uint64_t numel, uint8_t *data)
 {
     size_t isz = ad->dt->itemsize;
     rng_t r;
@@ -279,7 +280,7 @@ static int fill(ck_job_t *job, head_conf_t *cf, add_t *ad, ck_py_t *sd,
         if (src == NULL)
             return ck_job_fail(job, CK_EPLUGIN,
                                "copy(%s): no such tensor in %s",
-                              ad->src, cf->state);
+                              ad->src, state);
         if (src->numel != numel)
             return ck_job_fail(job, CK_EPLUGIN,
                                "copy(%s): %llu elements, %s needs %llu",
@@ -323,26 +324,23 @@ static int fill(ck_job_t *job, head_conf_t *cf, add_t *ad, ck_py_t *sd,
     return 0;
 }
 
-static void report(ck_job_t *job, head_conf_t *cf, add_t *ad, const char *op,
-                   const int64_t *shape, size_t ndim, uint64_t bytes)
+static void report(ck_job_t *job, const char *state, add_t *ad,
+                   const char *op, const int64_t *shape, size_t ndim,
+                   uint64_t bytes)
 {
-    ck_job_report(job, op, CK_F_STR("state", cf->state),
+    ck_job_report(job, op, CK_F_STR("state", state),
                   CK_F_STR("key", ad->key), CK_F_STR("dtype", ad->dt->name),
                   CK_F_I64S("shape", shape, ndim), CK_F_STR("init", ad->text),
                   CK_F_U64("bytes", bytes));
 }
 
-static int head_run(ck_job_t *job, void *conf)
+/* Every add line into the state dict sd (its pairs m), named state. */
+static int add_to(ck_job_t *job, head_conf_t *cf, const char *state,
+                  ck_py_t *sd, ck_py_vec_t *m)
 {
-    head_conf_t *cf = conf;
     ck_arena_t *a = ck_job_arena(job);
-    ck_py_t *sd;
-    ck_py_vec_t *m;
     int rc;
 
-    rc = ck_job_mapping(job, cf->state, &sd, &m);
-    if (rc < 0)
-        return rc;
     for (size_t i = 0; i < cf->adds.n; i++) {
         add_t *ad = cf->adds.v[i];
         const int64_t *shape = ad->shape;
@@ -353,14 +351,14 @@ static int head_run(ck_job_t *job, void *conf)
 
         if (old != NULL && cf->on_exists == EXISTS_ERROR)
             return ck_job_fail(job, CK_EPLUGIN, "%s already has '%s'",
-                               cf->state, ad->key);
+                               state, ad->key);
         if (ad->like != NULL) {
             const ck_tensor_t *like = tensor_at(job, sd, ad->like);
 
             if (like == NULL)
                 return ck_job_fail(job, CK_EPLUGIN,
                                    "like:%s: no such tensor in %s", ad->like,
-                                   cf->state);
+                                   state);
             shape = like->size;
             ndim = like->ndim;
         }
@@ -368,7 +366,7 @@ static int head_run(ck_job_t *job, void *conf)
             if (ck_mul_u64(numel, (uint64_t)shape[d], &numel) < 0)
                 return ck_job_fail(job, CK_EPLUGIN, "shape overflows");
         if (old != NULL && cf->on_exists == EXISTS_SKIP) {
-            report(job, cf, ad, "skipped", shape, ndim, 0);
+            report(job, state, ad, "skipped", shape, ndim, 0);
             continue;
         }
         if (ck_mul_u64(numel, ad->dt->itemsize, &bytes) < 0 ||
@@ -377,7 +375,7 @@ static int head_run(ck_job_t *job, void *conf)
         data = ck_arena_alloc(a, (size_t)bytes + 1);
         if (data == NULL)
             return ck_job_nomem(job);
-        rc = fill(job, cf, ad, sd, shape, ndim, numel, data);
+        rc = fill(job, cf, ad, state, sd, shape, ndim, numel, data);
         if (rc < 0)
             return rc;
         t = ck_job_new_tensor(job, ad->dt, shape, ndim, data);
@@ -391,8 +389,26 @@ static int head_run(ck_job_t *job, void *conf)
                 ck_py_vec_push(a, m, t) < 0)
                 return ck_job_nomem(job);
         }
-        report(job, cf, ad, old != NULL ? "replaced" : "added", shape, ndim,
-               bytes);
+        report(job, state, ad, old != NULL ? "replaced" : "added", shape,
+               ndim, bytes);
+    }
+    return 0;
+}
+
+static int head_run(ck_job_t *job, void *conf)
+{
+    head_conf_t *cf = conf;
+
+    for (size_t i = 0; i < cf->state.n; i++) {
+        const char *state;
+        ck_py_t *sd;
+        ck_py_vec_t *m;
+        int rc = ck_job_place(job, cf->state.v[i], &state, &sd, &m);
+
+        if (rc == 1)
+            rc = add_to(job, cf, state, sd, m);
+        if (rc < 0)
+            return rc;
     }
     return 0;
 }

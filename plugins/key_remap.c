@@ -38,7 +38,7 @@ typedef struct {
 } rule_t;
 
 typedef struct {
-    ck_strlist_t state;
+    ck_conf_list_t state; /* ck_path_t * */
     ck_conf_list_t rules; /* rule_t *, in the order given */
     int replace;      /* on_conflict */
     int require_match;
@@ -55,7 +55,8 @@ static const ck_conf_enum_t conflict_names[] = {
 
 static const ck_directive_t remap_directives[] = {
     { "state", ck_conf_set_paths, offsetof(remap_conf_t, state),
-      "best_state/model", CK_DIR_MULTI, "state dicts to rename in" },
+      "best_state/model", CK_DIR_MULTI,
+      "state dicts to rename in: PATH, A|B (the first), PATH? (optional)" },
     { "rename", set_rename, offsetof(remap_conf_t, rules), NULL, CK_DIR_MULTI,
       "FROM => TO (prefix) or re:FROM => TO (regex, \\1..\\9)" },
     { "on_conflict", ck_conf_set_enum, offsetof(remap_conf_t, replace),
@@ -324,18 +325,22 @@ static int remap_run(ck_job_t *job, void *conf)
     if (hits == NULL)
         return ck_job_nomem(job);
     for (size_t s = 0; s < cf->state.n; s++) {
+        const char *state;
         ck_py_t *sd;
         ck_py_vec_t *m, *md;
 
-        rc = ck_job_mapping(job, cf->state.v[s], &sd, &m);
-        if (rc < 0)
-            return rc;
-        rc = remap_one(job, cf, cf->state.v[s], m, 0, hits);
+        rc = ck_job_place(job, cf->state.v[s], &state, &sd, &m);
+        if (rc <= 0) {
+            if (rc < 0)
+                return rc;
+            continue; /* optional, absent */
+        }
+        rc = remap_one(job, cf, state, m, 0, hits);
         if (rc < 0)
             return rc;
         md = ck_job_metadata(sd);
         if (md != NULL) {
-            rc = remap_one(job, cf, cf->state.v[s], md, 1, NULL);
+            rc = remap_one(job, cf, state, md, 1, NULL);
             if (rc < 0)
                 return rc;
         }

@@ -26,11 +26,11 @@
 #include <string.h>
 
 typedef struct {
-    char *state;
+    ck_conf_list_t state; /* ck_path_t * */
     ck_strlist_t keep, drop;
     int strip;
-    char *root;
-    int replace;      /* on_conflict */
+    ck_path_t *root;
+    int replace;          /* on_conflict */
 } select_conf_t;
 
 static const ck_conf_enum_t conflict_names[] = {
@@ -39,59 +39,54 @@ static const ck_conf_enum_t conflict_names[] = {
     { NULL, 0 },
 };
 
-/* A single '/' path; an empty one (root = ) is none. */
-static int set_path(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
-                    const char *v)
-{
-    char **f = (char **)((char *)conf + d->offset);
-    size_t n = strlen(v);
-
-    while (n > 0 && v[n - 1] == '/')
-        n--;
-    if (n == 0) {
-        *f = NULL;
-        return 0;
-    }
-    *f = ck_arena_strndup(cx->arena, v, n);
-    return *f == NULL ? ck_err_set(cx->err, CK_ENOMEM, "out of memory") : 0;
-}
-
 static const ck_directive_t select_directives[] = {
-    { "state", ck_conf_set_str, offsetof(select_conf_t, state),
-      "best_state/model", 0, "the state dict to filter (a / path)" },
+    { "state", ck_conf_set_paths, offsetof(select_conf_t, state),
+      "best_state/model", CK_DIR_MULTI,
+      "state dicts to filter: PATH, A|B (the first), PATH? (optional)" },
     { "keep", ck_conf_set_words, offsetof(select_conf_t, keep), NULL,
       CK_DIR_MULTI, "keep only keys starting with one of these" },
     { "drop", ck_conf_set_words, offsetof(select_conf_t, drop), NULL,
       CK_DIR_MULTI, "then remove keys starting with one of these" },
     { "strip", ck_conf_set_bool, offsetof(select_conf_t, strip), "no", 0,
       "remove the matched keep prefix from kept keys" },
-    { "root", set_path, offsetof(select_conf_t, root), NULL, 0,
-      "then make the dict at this / path the whole checkpoint" },
+    { "root", ck_conf_set_path, offsetof(select_conf_t, root), NULL, 0,
+      "then make the dict at this place the whole checkpoint" },
     { "on_conflict", ck_conf_set_enum, offsetof(select_conf_t, replace),
       "error", 0, "error or replace, when a stripped name is taken",
       conflict_names },
     { NULL, NULL, 0, NULL, 0, NULL },
 };
 
+/* 1 when the state dict at state lies inside (or is) root. */
+static int inside(const char *state, const char *root)
+{
+    size_t n = strlen(root);
+
+    return strncmp(state, root, n) == 0 &&
+           (state[n] == '\0' || state[n] == '/');
+}
+
 /*
- * An empty root is no root.  A state dict filtered outside the new root
- * would be dropped with the rest: a mistake, refused here.
+ * A state dict filtered outside the new root would be dropped with the
+ * rest: a mistake, refused here when the places have one alternative each
+ * (else when the job finds them).
  */
 static int select_init(ck_conf_ctx_t *cx, void *conf)
 {
     select_conf_t *cf = conf;
-    size_t n;
 
-    if (cf->root == NULL)
+    if (cf->root == NULL || cf->root->nalt != 1 ||
+        (cf->keep.n == 0 && cf->drop.n == 0))
         return 0;
-    n = strlen(cf->root);
-    if ((cf->keep.n > 0 || cf->drop.n > 0) &&
-        (strncmp(cf->state, cf->root, n) != 0 ||
-         (cf->state[n] != '\0' && cf->state[n] != '/')))
-        return ck_err_set(cx->err, CK_ECONFIG,
-                          "state '%s' is not inside root '%s': its keys "
-                          "would be dropped with the rest",
-                          cf->state, cf->root);
+    for (size_t i = 0; i < cf->state.n; i++) {
+        const ck_path_t *p = cf->state.v[i];
+
+        if (p->nalt == 1 && !inside(p->alt[0], cf->root->alt[0]))
+            return ck_err_set(cx->err, CK_ECONFIG,
+                              "state '%s' is not inside root '%s': its keys "
+                              "would be dropped with the rest",
+                              p->alt[0], cf->root->alt[0]);
+    }
     return 0;
 }
 
@@ -156,8 +151,8 @@ static void report_key(ck_job_t *job, const char *op, const char *state,
  * reported replaced.  In _metadata (module versions only) the later stays
  * likewise.  old[i] is pair i's key before renaming, or NULL.
  */
-static int collisions(ck_job_t *job, select_conf_t *cf, ck_py_vec_t *m,
-                      ck_py_t **old, int metadata)
+static int collisions(ck_job_t *job, select_conf_t *cf, const char *state,
+                      ck_py_vec_t *m, ck_py_t **old, int metadata)
 {
     ck_arena_t *a = ck_job_arena(job);
     ck_strmap_t seen = { 0 };
@@ -185,12 +180,12 @@ static int collisions(ck_job_t *job, select_conf_t *cf, ck_py_vec_t *m,
             return ck_job_fail(job, CK_EPLUGIN,
                                "%s: '%s' and '%s' would both be renamed to "
                                "'%s' (on_conflict = replace keeps the later)",
-                               cf->state,
+                               state,
                                old[j] ? old[j]->u.s.s : k->u.s.s,
                                old[i / 2] ? old[i / 2]->u.s.s : k->u.s.s,
                                k->u.s.s);
         if (!metadata)
-            report_key(job, "replaced", cf->state,
+            report_key(job, "replaced", state,
                        old[j] ? old[j] : m->v[2 * j], NULL, m->v[2 * j + 1]);
         m->v[2 * j] = NULL;
         holder[first] = i / 2;
@@ -198,8 +193,8 @@ static int collisions(ck_job_t *job, select_conf_t *cf, ck_py_vec_t *m,
     return 0;
 }
 
-static int filter(ck_job_t *job, select_conf_t *cf, ck_py_vec_t *m,
-                  int metadata, int *matched)
+static int filter(ck_job_t *job, select_conf_t *cf, const char *state,
+                  ck_py_vec_t *m, int metadata, int *matched)
 {
     ck_arena_t *a = ck_job_arena(job);
     ck_py_t **old = ck_arena_alloc(a, (m->n / 2 + 1) * sizeof(*old));
@@ -219,7 +214,7 @@ static int filter(ck_job_t *job, select_conf_t *cf, ck_py_vec_t *m,
 
         if (k->kind != CK_PY_STR) { /* it matches no prefix */
             if (!metadata)
-                report_key(job, cf->keep.n ? "removed" : "kept", cf->state,
+                report_key(job, cf->keep.n ? "removed" : "kept", state,
                            k, NULL, cf->keep.n ? m->v[2 * i + 1] : NULL);
             if (cf->keep.n)
                 m->v[2 * i] = NULL;
@@ -241,7 +236,7 @@ static int filter(ck_job_t *job, select_conf_t *cf, ck_py_vec_t *m,
         }
         if (!decide(cf, name, &cut, matched)) {
             if (!metadata)
-                report_key(job, "removed", cf->state, k, NULL,
+                report_key(job, "removed", state, k, NULL,
                            m->v[2 * i + 1]);
             m->v[2 * i] = NULL;
             continue;
@@ -258,14 +253,14 @@ static int filter(ck_job_t *job, select_conf_t *cf, ck_py_vec_t *m,
                 break;
             }
             if (!metadata)
-                report_key(job, "renamed", cf->state, k, nk->u.s.s, NULL);
+                report_key(job, "renamed", state, k, nk->u.s.s, NULL);
             m->v[2 * i] = nk;
             old[i] = k;
             renamed = 1;
         }
     }
     if (rc == 0 && renamed)
-        rc = collisions(job, cf, m, old, metadata);
+        rc = collisions(job, cf, state, m, old, metadata);
     for (size_t i = 0; i + 1 < m->n; i += 2) {
         if (m->v[i] != NULL) {
             m->v[o++] = m->v[i];
@@ -278,7 +273,9 @@ static int filter(ck_job_t *job, select_conf_t *cf, ck_py_vec_t *m,
     return rc;
 }
 
-static int select_state(ck_job_t *job, select_conf_t *cf)
+/* Filter the state dict at place p; its name goes to *which. */
+static int select_state(ck_job_t *job, select_conf_t *cf, const ck_path_t *p,
+                        const char **which)
 {
     ck_py_t *sd;
     ck_py_vec_t *m, *md;
@@ -288,36 +285,46 @@ static int select_state(ck_job_t *job, select_conf_t *cf)
 
     if (matched == NULL)
         return ck_job_nomem(job);
-    rc = ck_job_mapping(job, cf->state, &sd, &m);
-    if (rc < 0)
+    rc = ck_job_place(job, p, which, &sd, &m);
+    if (rc <= 0)
         return rc;
-    rc = filter(job, cf, m, 0, matched);
+    rc = filter(job, cf, *which, m, 0, matched);
     if (rc < 0)
         return rc;
     for (size_t i = 0; i < cf->keep.n; i++)
         if (!matched[i])
             return ck_job_fail(job, CK_EPLUGIN,
                                "keep prefix '%s' matches no key of %s",
-                              cf->keep.v[i], cf->state);
+                               cf->keep.v[i], *which);
     md = ck_job_metadata(sd);
     if (md != NULL)
-        rc = filter(job, cf, md, 1, matched);
-    return rc;
+        rc = filter(job, cf, *which, md, 1, matched);
+    return rc < 0 ? rc : 1;
 }
 
-/* The mapping at path becomes the top of the graph; reported with the
- * top-level keys dropped and the storage bytes no longer referenced. */
-static int reroot(ck_job_t *job, const char *path)
+/* The mapping at place p becomes the top of the graph; reported with the
+ * top-level keys dropped and the storage bytes no longer referenced.
+ * done[0..ndone) are the state dicts filtered, which must lie inside. */
+static int reroot(ck_job_t *job, const ck_path_t *p, const char **done,
+                  size_t ndone)
 {
     ck_py_t *node, *top = ck_job_root(job), **gone;
     ck_py_vec_t *m, *tm = ck_py_mapping(top);
-    size_t first = strcspn(path, "/"), n = 0;
+    const char *path;
+    size_t first, n = 0;
     uint64_t before, after;
     int rc;
 
-    rc = ck_job_mapping(job, path, &node, &m);
-    if (rc < 0)
+    rc = ck_job_place(job, p, &path, &node, &m);
+    if (rc <= 0)
         return rc;
+    for (size_t i = 0; i < ndone; i++)
+        if (!inside(done[i], path))
+            return ck_job_fail(job, CK_EPLUGIN,
+                               "state '%s' is not inside root '%s': its keys "
+                               "would be dropped with the rest", done[i],
+                               path);
+    first = strcspn(path, "/");
     before = ck_job_bytes_under(job, top);
     after = ck_job_bytes_under(job, node);
     gone = ck_arena_alloc(ck_job_arena(job),
@@ -341,13 +348,22 @@ static int reroot(ck_job_t *job, const char *path)
 static int select_run(ck_job_t *job, void *conf)
 {
     select_conf_t *cf = conf;
+    const char **done = ck_arena_alloc(ck_job_arena(job),
+                                       (cf->state.n + 1) * sizeof(*done));
+    size_t ndone = 0;
     int rc = 0;
 
-    if (cf->root == NULL || cf->keep.n > 0 || cf->drop.n > 0)
-        rc = select_state(job, cf);
-    if (rc == 0 && cf->root != NULL)
-        rc = reroot(job, cf->root);
-    return rc;
+    if (done == NULL)
+        return ck_job_nomem(job);
+    if (cf->root == NULL || cf->keep.n > 0 || cf->drop.n > 0) {
+        for (size_t i = 0; i < cf->state.n && rc >= 0; i++) {
+            rc = select_state(job, cf, cf->state.v[i], &done[ndone]);
+            ndone += rc == 1;
+        }
+    }
+    if (rc >= 0 && cf->root != NULL)
+        rc = reroot(job, cf->root, done, ndone);
+    return rc < 0 ? rc : 0;
 }
 
 const ck_plugin_t ck_plugin_prefix_select = {

@@ -650,26 +650,37 @@ static void test_range_setter(void **state)
 static void test_paths_setter(void **state)
 {
     const ck_directive_t d = { .name = "state", .set = ck_conf_set_paths,
-                               .offset = offsetof(set_conf_t, paths) };
-    static const char *const bad[] = { "/a", "a/", "a//b", "ok /x" };
+                               .offset = offsetof(set_conf_t, items) };
+    static const char *const bad[] = { "/a", "a/", "a//b", "ok /x", "a||b",
+                                       "|a", "a|", "?" };
     set_conf_t sc = { 0 };
     ck_arena_t a = { 0 };
     ck_err_t err = { 0 };
     ck_conf_ctx_t cx = { .arena = &a, .err = &err };
+    const ck_path_t *p;
 
     (void)state;
     assert_int_equal(ck_conf_set_paths(&cx, &d, &sc,
-                                       "model best_state/model, a.b/c"), 0);
-    assert_int_equal(sc.paths.n, 3);
-    assert_string_equal(sc.paths.v[1], "best_state/model");
-    assert_string_equal(sc.paths.v[2], "a.b/c");
-    assert_null(sc.paths.v[3]);
+                                       "model best_state/model|fsdp_best_state"
+                                       "/model, ema/state/model?"), 0);
+    assert_int_equal(sc.items.n, 3);
+    p = sc.items.v[0];
+    assert_string_equal(p->text, "model");
+    assert_int_equal(p->nalt, 1);
+    assert_int_equal(p->optional, 0);
+    p = sc.items.v[1];
+    assert_int_equal(p->nalt, 2);
+    assert_string_equal(p->alt[0], "best_state/model");
+    assert_string_equal(p->alt[1], "fsdp_best_state/model");
+    p = sc.items.v[2];
+    assert_string_equal(p->text, "ema/state/model");
+    assert_int_equal(p->optional, 1);
     for (size_t i = 0; i < CK_ARRAY_SIZE(bad); i++) {
         memset(&err, 0, sizeof(err));
         assert_int_equal(ck_conf_set_paths(&cx, &d, &sc, bad[i]), CK_ECONFIG);
-        assert_non_null(strstr(err.msg, "empty level"));
+        assert_non_null(strstr(err.msg, "is not a place"));
     }
-    assert_int_equal(sc.paths.n, 3);
+    assert_int_equal(sc.items.n, 4); /* "ok" of "ok /x" was added first */
     ck_arena_release(&a);
 }
 

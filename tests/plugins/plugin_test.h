@@ -196,6 +196,32 @@ PT const char *pt_enum(pt_fx_t *f, const char *name)
     return NULL;
 }
 
+/* A places directive (ck_conf_set_paths) as its places joined by ' ',
+ * each as written ('?' kept). */
+PT const char *pt_places(pt_fx_t *f, const char *name)
+{
+    static char buf[4096];
+    const ck_conf_list_t *l = pt_field_of(f, 0, name, ck_conf_set_paths);
+
+    buf[0] = '\0';
+    for (size_t i = 0; i < l->n; i++) {
+        const ck_path_t *p = l->v[i];
+
+        snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), "%s%s%s",
+                 i ? " " : "", p->text, p->optional ? "?" : "");
+    }
+    return buf;
+}
+
+/* A one-place directive (ck_conf_set_path) as written, or NULL. */
+PT const char *pt_place(pt_fx_t *f, const char *name)
+{
+    const ck_path_t *p = *(ck_path_t **)pt_field_of(f, 0, name,
+                                                     ck_conf_set_path);
+
+    return p != NULL ? p->text : NULL;
+}
+
 /* How many items a directive with a setter of its own parsed (rename, add
  * ...): its field is a ck_conf_list_t. */
 PT size_t pt_count(pt_fx_t *f, const char *name)

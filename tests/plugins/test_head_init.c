@@ -190,7 +190,7 @@ static void test_defaults(void **state)
     pt_fx_t *f = *state;
 
     pt_load_ok(f, "[pipeline]\nchain = head_init\n");
-    assert_string_equal(pt_str(f, "state"), "best_state/model");
+    assert_string_equal(pt_places(f, "state"), "best_state/model");
     assert_int_equal(pt_u64(f, "seed"), 0);
     assert_int_equal(pt_count(f, "add"), 0);
     assert_string_equal(pt_enum(f, "on_exists"), "error");
@@ -212,7 +212,7 @@ static void test_values(void **state)
                        "add = h uint8 0x2 zeros\n"
                        "add = i\tfloat32   2   const(-1e-3)\n"
                        "on_exists = skip\n");
-    assert_string_equal(pt_str(f, "state"), "sd");
+    assert_string_equal(pt_places(f, "state"), "sd");
     assert_int_equal(pt_u64(f, "seed"), UINT64_MAX);
     assert_int_equal(pt_count(f, "add"), 9);
     assert_string_equal(pt_enum(f, "on_exists"), "skip");

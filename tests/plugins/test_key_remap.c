@@ -75,7 +75,7 @@ static void test_defaults(void **state)
     pt_fx_t *f = *state;
 
     pt_load_ok(f, "[pipeline]\nchain = key_remap\n");
-    assert_string_equal(pt_list(f, "state"), "best_state/model");
+    assert_string_equal(pt_places(f, "state"), "best_state/model");
     assert_int_equal(pt_count(f, "rename"), 0);
     assert_string_equal(pt_enum(f, "on_conflict"), "error");
     assert_int_equal(pt_bool(f, "require_match"), 0);
@@ -92,7 +92,7 @@ static void test_values(void **state)
                        "rename = model. =>\n"
                        "on_conflict = replace\n"
                        "require_match = yes\n");
-    assert_string_equal(pt_list(f, "state"), "a|b/c|d");
+    assert_string_equal(pt_places(f, "state"), "a b/c d");
     /* each rename line is one rule, parsed at load */
     assert_int_equal(pt_count(f, "rename"), 3);
     assert_string_equal(pt_enum(f, "on_conflict"), "replace");

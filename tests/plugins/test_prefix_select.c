@@ -83,45 +83,47 @@ static void test_defaults(void **state)
 
     /* named in the chain only: every directive gets its default */
     pt_load_ok(f, "[pipeline]\nchain = prefix_select\n");
-    assert_string_equal(pt_str(f, "state"), "best_state/model");
+    assert_string_equal(pt_places(f, "state"), "best_state/model");
     assert_string_equal(pt_list(f, "keep"), "");
     assert_string_equal(pt_list(f, "drop"), "");
     assert_int_equal(pt_bool(f, "strip"), 0);
-    assert_null(pt_str(f, "root"));
+    assert_null(pt_place(f, "root"));
     /* a section that sets one directive: the others still get theirs */
     pt_load_ok(f, HEAD "strip = yes\n");
     assert_int_equal(pt_bool(f, "strip"), 1);
-    assert_string_equal(pt_str(f, "state"), "best_state/model");
-    assert_null(pt_str(f, "root"));
+    assert_string_equal(pt_places(f, "state"), "best_state/model");
+    assert_null(pt_place(f, "root"));
 }
 
 static void test_values(void **state)
 {
     pt_fx_t *f = *state;
 
-    pt_load_ok(f, HEAD "state = a.b/c d\n"
+    pt_load_ok(f, HEAD "state = a.b/c a.b/d|a.b/e\n"
                        "keep = x. y.,z.\n"
                        "drop = x.1.\n"
                        "keep = w.\n"
                        "strip = on\n"
+                       "state = a.b/f?\n"
                        "root = a.b\n");
-    /* keys may hold dots and spaces: state is one string */
-    assert_string_equal(pt_str(f, "state"), "a.b/c d");
+    /* keys may hold dots; places are separated by blanks, alternatives
+     * by '|'; '?' makes one optional */
+    assert_string_equal(pt_places(f, "state"), "a.b/c a.b/d|a.b/e a.b/f?");
     assert_string_equal(pt_list(f, "keep"), "x.|y.|z.|w.");
     assert_string_equal(pt_list(f, "drop"), "x.1.");
     assert_int_equal(pt_bool(f, "strip"), 1);
-    assert_string_equal(pt_str(f, "root"), "a.b");
+    assert_string_equal(pt_place(f, "root"), "a.b");
     /* an empty keep or drop is an empty list, not the default */
     pt_load_ok(f, HEAD "keep =\ndrop =\n");
     assert_string_equal(pt_list(f, "keep"), "");
     assert_string_equal(pt_list(f, "drop"), "");
     /* trailing slashes of root go; an empty root is no root */
     pt_load_ok(f, HEAD "root = state_dict//\n");
-    assert_string_equal(pt_str(f, "root"), "state_dict");
+    assert_string_equal(pt_place(f, "root"), "state_dict");
     pt_load_ok(f, HEAD "root =\n");
-    assert_null(pt_str(f, "root"));
+    assert_null(pt_place(f, "root"));
     pt_load_ok(f, HEAD "root = /\n");
-    assert_null(pt_str(f, "root"));
+    assert_null(pt_place(f, "root"));
 }
 
 static void test_bad_values(void **state)
@@ -130,8 +132,9 @@ static void test_bad_values(void **state)
 
     pt_bad(f, HEAD "keep = a.\nstrip = maybe\n", 6,
            "strip: 'maybe' is not yes or no");
-    pt_bad(f, HEAD "state = a\n\nstate = b\n", 7,
-           "'state' given twice in [prefix_select]");
+    pt_bad(f, HEAD "state = a\n\nstate = b//c\n", 7,
+           "state: 'b//c' is not a place: an empty level");
+    pt_bad(f, HEAD "root = a b\n", 5, "root: one place only");
     pt_bad(f, HEAD "root = a\nroot = b\n", 6, "'root' given twice");
     pt_bad(f, HEAD "roots = a\n", 5,
            "unknown directive 'roots' in [prefix_select]");
