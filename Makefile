@@ -57,6 +57,8 @@ CORE_SRC := \
 	core/json.c \
 	core/log.c \
 	core/pickle.c \
+	core/pickle_graph.c \
+	core/pickle_write.c \
 	core/plugins.c \
 	core/watch.c \
 	core/zip.c

@@ -1,0 +1,69 @@
+/*
+ * pickle_int.h -- what the pickle reader (pickle.c) and writer
+ * (pickle_write.c) share and nothing else may use: the opcode values and two
+ * byte-level helpers.  Not installed, not included outside core/pickle*.c.
+ */
+#ifndef CK_PICKLE_INT_H
+#define CK_PICKLE_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Opcodes of protocols 0 to 5, named as in CPython's Lib/pickle.py. */
+enum {
+    OP_MARK = '(', OP_STOP = '.', OP_POP = '0', OP_POP_MARK = '1',
+    OP_DUP = '2', OP_FLOAT = 'F', OP_INT = 'I', OP_BININT = 'J',
+    OP_BININT1 = 'K', OP_LONG = 'L', OP_BININT2 = 'M', OP_NONE = 'N',
+    OP_PERSID = 'P', OP_BINPERSID = 'Q', OP_REDUCE = 'R', OP_STRING = 'S',
+    OP_BINSTRING = 'T', OP_SHORT_BINSTRING = 'U', OP_UNICODE = 'V',
+    OP_BINUNICODE = 'X', OP_APPEND = 'a', OP_BUILD = 'b', OP_GLOBAL = 'c',
+    OP_DICT = 'd', OP_EMPTY_DICT = '}', OP_APPENDS = 'e', OP_GET = 'g',
+    OP_BINGET = 'h', OP_INST = 'i', OP_LONG_BINGET = 'j', OP_LIST = 'l',
+    OP_EMPTY_LIST = ']', OP_OBJ = 'o', OP_PUT = 'p', OP_BINPUT = 'q',
+    OP_LONG_BINPUT = 'r', OP_SETITEM = 's', OP_TUPLE = 't',
+    OP_EMPTY_TUPLE = ')', OP_SETITEMS = 'u', OP_BINFLOAT = 'G',
+    OP_PROTO = 0x80, OP_NEWOBJ = 0x81, OP_EXT1 = 0x82, OP_EXT2 = 0x83,
+    OP_EXT4 = 0x84, OP_TUPLE1 = 0x85, OP_TUPLE2 = 0x86, OP_TUPLE3 = 0x87,
+    OP_NEWTRUE = 0x88, OP_NEWFALSE = 0x89, OP_LONG1 = 0x8a, OP_LONG4 = 0x8b,
+    OP_BINBYTES = 'B', OP_SHORT_BINBYTES = 'C', OP_SHORT_BINUNICODE = 0x8c,
+    OP_BINUNICODE8 = 0x8d, OP_BINBYTES8 = 0x8e, OP_EMPTY_SET = 0x8f,
+    OP_ADDITEMS = 0x90, OP_FROZENSET = 0x91, OP_NEWOBJ_EX = 0x92,
+    OP_STACK_GLOBAL = 0x93, OP_MEMOIZE = 0x94, OP_FRAME = 0x95,
+    OP_BYTEARRAY8 = 0x96, OP_NEXT_BUFFER = 0x97, OP_READONLY_BUFFER = 0x98,
+};
+
+/* Length of the shortest LE two's complement form of b[0..n), n >= 1. */
+static inline size_t pk_int_trim(const uint8_t *b, size_t n)
+{
+    while (n > 1 && ((b[n - 1] == 0x00 && !(b[n - 2] & 0x80)) ||
+                     (b[n - 1] == 0xff && (b[n - 2] & 0x80))))
+        n--;
+    return n;
+}
+
+/* Code point c (at most U+10FFFF) as UTF-8 at d; returns 1 to 4 bytes. */
+static inline int pk_utf8_put(uint8_t *d, uint32_t c)
+{
+    if (c < 0x80) {
+        d[0] = (uint8_t)c;
+        return 1;
+    }
+    if (c < 0x800) {
+        d[0] = (uint8_t)(0xc0 | c >> 6);
+        d[1] = (uint8_t)(0x80 | (c & 0x3f));
+        return 2;
+    }
+    if (c < 0x10000) {
+        d[0] = (uint8_t)(0xe0 | c >> 12);
+        d[1] = (uint8_t)(0x80 | ((c >> 6) & 0x3f));
+        d[2] = (uint8_t)(0x80 | (c & 0x3f));
+        return 3;
+    }
+    d[0] = (uint8_t)(0xf0 | c >> 18);
+    d[1] = (uint8_t)(0x80 | ((c >> 12) & 0x3f));
+    d[2] = (uint8_t)(0x80 | ((c >> 6) & 0x3f));
+    d[3] = (uint8_t)(0x80 | (c & 0x3f));
+    return 4;
+}
+
+#endif
