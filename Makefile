@@ -58,6 +58,7 @@ CORE_SRC := \
 	core/log.c \
 	core/pickle.c \
 	core/pickle_graph.c \
+	core/pickle_text.c \
 	core/pickle_write.c \
 	core/plugins.c \
 	core/watch.c \

@@ -8,12 +8,13 @@
  * memo are heap arrays freed before return; every node it makes lives in the
  * caller's arena.
  *
- * Operands are read through the cursor's rd_* helpers: a read past the end
- * returns 0 (or NULL) and sets a sticky flag, which each opcode checks once
- * (rd_check) before it acts on what it read; the pickle is then truncated
- * (-EAGAIN), and the message names the size of the first read that failed.
- * Text lines (protocol 0) end at '\n' and are read by rd_line, which fails
- * at once.
+ * Operands are read through the cursor (pk_cur_t, pk_rd* in pickle_int.h):
+ * a read past the end returns 0 or NULL and sets a sticky flag, which each
+ * opcode checks once (rd_check) before it acts on what it read; the pickle
+ * is then truncated (-EAGAIN), and the message names the size of the first
+ * read that failed.  Text lines (protocol 0) end at '\n' and are read by
+ * rd_line, which fails at once.  Opcodes are handled by family (op_*),
+ * dispatched through the op_family table.
  */
 #include "pickle.h"
 #include "pickle_int.h"
@@ -23,60 +24,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- bounded little-endian cursor ------------------------------------- */
-
-typedef struct {
-    const uint8_t *start, *p, *end;
-    int bad;       /* sticky: a read ran past end */
-    uint64_t need; /* the size of the first read that did */
-} cur_t;
-
-static void rd_short(cur_t *c, uint64_t n)
-{
-    if (!c->bad)
-        c->need = n;
-    c->bad = 1;
-}
-
-/* An n-byte (1 to 8) little-endian integer, or 0 past the end. */
-static uint64_t rd(cur_t *c, int n)
-{
-    uint64_t v = 0;
-
-    if (c->bad || c->end - c->p < n) {
-        rd_short(c, (uint64_t)n);
-        return 0;
-    }
-    for (int i = n - 1; i >= 0; i--)
-        v = v << 8 | c->p[i];
-    c->p += n;
-    return v;
-}
-
-/* n bytes in place, or NULL past the end. */
-static const uint8_t *rd_bytes(cur_t *c, uint64_t n)
-{
-    const uint8_t *p = c->p;
-
-    if (c->bad || (uint64_t)(c->end - c->p) < n) {
-        rd_short(c, n);
-        return NULL;
-    }
-    c->p += n;
-    return p;
-}
-
-/* Marks the cursor bad unless n more bytes are there; consumes nothing. */
-static void rd_has(cur_t *c, uint64_t n)
-{
-    if (c->bad || (uint64_t)(c->end - c->p) < n)
-        rd_short(c, n);
-}
-
 /* ---- reader state ------------------------------------------------------ */
 
 typedef struct {
-    cur_t c;
+    pk_cur_t c;
     const ck_limits_t *lim;
     ck_arena_t *a;
     ck_err_t *err;
@@ -217,7 +168,7 @@ static int seq_from(rd_t *r, ck_py_vec_t *v, size_t base)
  */
 static int rd_line(rd_t *r, const char **s, size_t *n)
 {
-    cur_t *c = &r->c;
+    pk_cur_t *c = &r->c;
     const uint8_t *nl;
     size_t avail = (size_t)(c->end - c->p);
     size_t cap = avail;
@@ -321,45 +272,6 @@ static ck_py_t *int_from_le(rd_t *r, const uint8_t *b, size_t n)
     return p;
 }
 
-/* Decimal text (INT, LONG) to an int node; arbitrary size. */
-static int push_decimal(rd_t *r, const char *s, size_t n)
-{
-    int neg = 0;
-    uint8_t *mag;
-    size_t cap, len = 1;
-
-    if (n > 0 && (s[0] == '-' || s[0] == '+')) {
-        neg = s[0] == '-';
-        s++;
-        n--;
-    }
-    if (n == 0 || n > 100000)
-        return rd_fail(r, CK_EFORMAT, "bad integer text");
-    cap = n / 2 + 2;
-    mag = ck_arena_alloc(r->a, cap);
-    if (mag == NULL)
-        return rd_nomem(r);
-    for (size_t i = 0; i < n; i++) {
-        unsigned carry;
-
-        if (s[i] < '0' || s[i] > '9')
-            return rd_fail(r, CK_EFORMAT, "bad integer text");
-        carry = (unsigned)(s[i] - '0');
-        for (size_t j = 0; j < len; j++) {
-            unsigned v = mag[j] * 10u + carry;
-
-            mag[j] = (uint8_t)v;
-            carry = v >> 8;
-        }
-        if (carry)
-            mag[len++] = (uint8_t)carry;
-    }
-    mag[len++] = 0; /* room for the sign */
-    if (neg)
-        ck_int_negate(mag, len);
-    return push(r, int_from_le(r, mag, len));
-}
-
 /* UTF-8 as Python decodes it with 'surrogatepass': surrogates allowed. */
 static int utf8_valid(const uint8_t *s, size_t n)
 {
@@ -389,118 +301,40 @@ static int push_string(rd_t *r, ck_py_kind_t kind, const void *s, size_t n)
     return push(r, p->u.s.s != NULL ? p : NULL);
 }
 
-static int hexval(int c)
+/* INT and LONG: decimal text, any size. */
+static int push_decimal(rd_t *r, const char *s, size_t n)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
+    uint8_t *le = NULL;
+    size_t len = 0;
+    int rc = pk_decimal(r->a, s, n, &le, &len);
+
+    if (rc == CK_ENOMEM)
+        return rd_nomem(r);
+    if (rc < 0)
+        return rd_fail(r, CK_EFORMAT, "bad integer text");
+    return push(r, int_from_le(r, le, len));
 }
 
-/* UNICODE: raw-unicode-escape, \uXXXX and \UXXXXXXXX; other bytes latin-1. */
-static int push_raw_unicode(rd_t *r, const char *s, size_t n)
+/* STRING and UNICODE: a text line decoded into a str. */
+static int push_text(rd_t *r, int op, const char *s, size_t n)
 {
-    uint8_t *d = ck_malloc(n * 4 + 1);
-    size_t o = 0;
-    int rc;
+    const char *why = NULL;
+    uint8_t *d = NULL;
+    size_t len = 0;
+    int rc = 0;
 
-    if (d == NULL)
-        return rd_nomem(r);
-    for (size_t i = 0; i < n; i++) {
-        uint8_t c = (uint8_t)s[i];
-        int w = 0;
-
-        if (c == '\\' && i + 1 < n && (s[i + 1] == 'u' || s[i + 1] == 'U'))
-            w = s[i + 1] == 'u' ? 4 : 8;
-        if (w && i + 2 + (size_t)w <= n) {
-            uint32_t cp = 0;
-            int ok = 1;
-
-            for (int k = 0; k < w; k++) {
-                int h = hexval(s[i + 2 + (size_t)k]);
-
-                if (h < 0)
-                    ok = 0;
-                cp = cp << 4 | (uint32_t)(h < 0 ? 0 : h);
-            }
-            if (ok && cp <= 0x10ffff) {
-                o += (size_t)pk_utf8_put(d + o, cp);
-                i += 1 + (size_t)w;
-                continue;
-            }
-        }
-        o += (size_t)pk_utf8_put(d + o, c);
+    if (op == OP_STRING) {
+        rc = pk_unquote(s, n, &d, &len, &why);
+    } else {
+        d = pk_raw_unicode(s, n, &len);
+        rc = d == NULL ? CK_ENOMEM : 0;
     }
-    rc = push_string(r, CK_PY_STR, d, o);
-    ck_free(d);
-    return rc;
-}
-
-/* STRING: a Python 2 repr in quotes, escapes decoded; the bytes are UTF-8. */
-static int push_quoted(rd_t *r, const char *s, size_t n)
-{
-    uint8_t *d;
-    size_t o = 0;
-    int rc;
-
-    if (n < 2 || (s[0] != '\'' && s[0] != '"') || s[n - 1] != s[0])
-        return rd_fail(r, CK_EFORMAT, "STRING not quoted");
-    s++;
-    n -= 2;
-    d = ck_malloc(n + 1);
-    if (d == NULL)
-        return rd_nomem(r);
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-
-        if (c != '\\' || i + 1 == n) {
-            d[o++] = (uint8_t)c;
-            continue;
-        }
-        c = s[++i];
-        switch (c) {
-        case 'n': d[o++] = '\n'; break;
-        case 't': d[o++] = '\t'; break;
-        case 'r': d[o++] = '\r'; break;
-        case 'a': d[o++] = '\a'; break;
-        case 'b': d[o++] = '\b'; break;
-        case 'f': d[o++] = '\f'; break;
-        case 'v': d[o++] = '\v'; break;
-        case '\\':
-        case '\'':
-        case '"': d[o++] = (uint8_t)c; break;
-        case '\n': break;
-        case 'x':
-            if (i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
-                d[o++] = (uint8_t)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
-                i += 2;
-            } else {
-                ck_free(d);
-                return rd_fail(r, CK_EFORMAT, "bad \\x escape in STRING");
-            }
-            break;
-        default:
-            if (c >= '0' && c <= '7') {
-                unsigned v = 0;
-                int k = 0;
-
-                while (k < 3 && i < n && s[i] >= '0' && s[i] <= '7') {
-                    v = v * 8 + (unsigned)(s[i] - '0');
-                    i++;
-                    k++;
-                }
-                i--;
-                d[o++] = (uint8_t)v;
-            } else {
-                d[o++] = '\\';
-                d[o++] = (uint8_t)c;
-            }
-        }
-    }
-    rc = push_string(r, CK_PY_STR, d, o);
+    if (rc == CK_ENOMEM)
+        rc = rd_nomem(r);
+    else if (rc < 0)
+        rc = rd_fail(r, rc, "%s", why);
+    else
+        rc = push_string(r, CK_PY_STR, d, len);
     ck_free(d);
     return rc;
 }
@@ -611,14 +445,14 @@ static int push_bool(rd_t *r, int b)
  * out-of-band buffers.  Returns 1 at STOP. */
 static int op_protocol(rd_t *r, int op)
 {
-    cur_t *c = &r->c;
+    pk_cur_t *c = &r->c;
     ck_py_t *root;
     uint64_t v;
     int rc;
 
     switch (op) {
     case OP_PROTO:
-        v = rd(c, 1);
+        v = pk_rd(c, 1);
         if ((rc = rd_check(r)) < 0)
             return rc;
         if (v > 5)
@@ -629,8 +463,8 @@ static int op_protocol(rd_t *r, int op)
         return 0;
     case OP_FRAME:
         /* as CPython's unpickler: a frame's bytes must all be there */
-        v = rd(c, 8);
-        rd_has(c, v);
+        v = pk_rd(c, 8);
+        pk_rd_has(c, v);
         return rd_check(r);
     case OP_STOP:
         root = pop(r);
@@ -654,7 +488,7 @@ static int op_protocol(rd_t *r, int op)
  * BININT1, BININT2, LONG1, LONG4. */
 static int op_int(rd_t *r, int op)
 {
-    cur_t *c = &r->c;
+    pk_cur_t *c = &r->c;
     const uint8_t *b;
     const char *s;
     size_t n;
@@ -682,7 +516,7 @@ static int op_int(rd_t *r, int op)
     case OP_BININT:
     case OP_BININT1:
     case OP_BININT2:
-        v = rd(c, op == OP_BININT1 ? 1 : op == OP_BININT2 ? 2 : 4);
+        v = pk_rd(c, op == OP_BININT1 ? 1 : op == OP_BININT2 ? 2 : 4);
         if ((rc = rd_check(r)) < 0)
             return rc;
         return push(r, ck_py_int(r->a, op == OP_BININT
@@ -691,7 +525,7 @@ static int op_int(rd_t *r, int op)
     }
     /* LONG1, LONG4: a length, then two's complement bytes */
     w = op == OP_LONG1 ? 1 : 4;
-    v = rd(c, w);
+    v = pk_rd(c, w);
     if (op == OP_LONG4 && (v & 0x80000000u))
         return rd_fail_at(r, c->p - w, CK_EFORMAT,
                           "LONG4 with a negative length");
@@ -699,7 +533,7 @@ static int op_int(rd_t *r, int op)
         return rd_fail_at(r, c->p - w, CK_ELIMIT,
                           "integer of %llu bytes over the limit",
                           (unsigned long long)v);
-    b = rd_bytes(c, v);
+    b = pk_rd_bytes(c, v);
     if ((rc = rd_check(r)) < 0)
         return rc;
     return push(r, int_from_le(r, b, (size_t)v));
@@ -708,7 +542,6 @@ static int op_int(rd_t *r, int op)
 /* FLOAT (text as repr() gives it) and BINFLOAT (big-endian IEEE 754). */
 static int op_float(rd_t *r, int op)
 {
-    char tmp[128], *end;
     const uint8_t *b;
     const char *s;
     ck_py_t *f;
@@ -717,7 +550,7 @@ static int op_float(rd_t *r, int op)
     int rc;
 
     if (op == OP_BINFLOAT) {
-        b = rd_bytes(&r->c, 8);
+        b = pk_rd_bytes(&r->c, 8);
         if ((rc = rd_check(r)) < 0)
             return rc;
         f = ck_py_new(r->a, CK_PY_FLOAT);
@@ -727,14 +560,7 @@ static int op_float(rd_t *r, int op)
     }
     if ((rc = rd_line(r, &s, &n)) < 0)
         return rc;
-    if (n == 0 || n >= sizeof(tmp))
-        return rd_fail(r, CK_EFORMAT, "bad FLOAT text");
-    memcpy(tmp, s, n);
-    tmp[n] = '\0';
-    v = strtod(tmp, &end);
-    /* strtod also takes what Python's float() refuses: spaces, hex,
-     * nan(...) */
-    if (*end != '\0' || strpbrk(tmp, " \t\n\v\f\rxX(") != NULL)
+    if (pk_float_text(s, n, &v) < 0)
         return rd_fail(r, CK_EFORMAT, "bad FLOAT text");
     return push(r, ck_py_float(r->a, v));
 }
@@ -743,7 +569,7 @@ static int op_float(rd_t *r, int op)
  * counted forms, a 1, 4 or 8-byte length and the bytes. */
 static int op_string(rd_t *r, int op)
 {
-    cur_t *c = &r->c;
+    pk_cur_t *c = &r->c;
     ck_py_kind_t kind = CK_PY_STR;
     const uint8_t *b;
     const char *s;
@@ -756,8 +582,7 @@ static int op_string(rd_t *r, int op)
     case OP_UNICODE:
         if ((rc = rd_line(r, &s, &n)) < 0)
             return rc;
-        return op == OP_STRING ? push_quoted(r, s, n)
-                               : push_raw_unicode(r, s, n);
+        return push_text(r, op, s, n);
     case OP_SHORT_BINSTRING:
     case OP_SHORT_BINUNICODE:
         w = 1;
@@ -785,14 +610,14 @@ static int op_string(rd_t *r, int op)
         kind = CK_PY_BYTEARRAY;
         w = 8;
     }
-    len = rd(c, w);
+    len = pk_rd(c, w);
     if (op == OP_BINSTRING && (len & 0x80000000u))
         return rd_fail_at(r, c->p - w, CK_EFORMAT,
                           "BINSTRING with a negative length");
     if (len > r->lim->max_string_bytes)
         return rd_fail(r, CK_ELIMIT, "length %llu over the string limit",
                        (unsigned long long)len);
-    b = rd_bytes(c, len);
+    b = pk_rd_bytes(c, len);
     if ((rc = rd_check(r)) < 0)
         return rc;
     return push_string(r, kind, b, (size_t)len);
@@ -904,7 +729,7 @@ static int op_container(rd_t *r, int op)
 /* GET, BINGET, LONG_BINGET, PUT, BINPUT, LONG_BINPUT, MEMOIZE. */
 static int op_memo(rd_t *r, int op)
 {
-    cur_t *c = &r->c;
+    pk_cur_t *c = &r->c;
     uint64_t idx = 0;
     int rc = 0;
 
@@ -915,11 +740,11 @@ static int op_memo(rd_t *r, int op)
         break;
     case OP_BINGET:
     case OP_BINPUT:
-        idx = rd(c, 1);
+        idx = pk_rd(c, 1);
         break;
     case OP_LONG_BINGET:
     case OP_LONG_BINPUT:
-        idx = rd(c, 4);
+        idx = pk_rd(c, 4);
         break;
     default: /* MEMOIZE */
         idx = r->memocount;
@@ -1036,96 +861,64 @@ static int op_call(rd_t *r, int op)
     }
 }
 
+/* Each opcode's family; NULL for bytes that are no opcode. */
+/* clang-format off */
+static int (*const op_family[256])(rd_t *r, int op) = {
+    [OP_PROTO] = op_protocol, [OP_FRAME] = op_protocol,
+    [OP_STOP] = op_protocol, [OP_EXT1] = op_protocol,
+    [OP_EXT2] = op_protocol, [OP_EXT4] = op_protocol,
+    [OP_NEXT_BUFFER] = op_protocol, [OP_READONLY_BUFFER] = op_protocol,
+
+    [OP_NONE] = op_int, [OP_NEWTRUE] = op_int, [OP_NEWFALSE] = op_int,
+    [OP_INT] = op_int, [OP_LONG] = op_int, [OP_BININT] = op_int,
+    [OP_BININT1] = op_int, [OP_BININT2] = op_int, [OP_LONG1] = op_int,
+    [OP_LONG4] = op_int,
+
+    [OP_FLOAT] = op_float, [OP_BINFLOAT] = op_float,
+
+    [OP_STRING] = op_string, [OP_UNICODE] = op_string,
+    [OP_BINSTRING] = op_string, [OP_SHORT_BINSTRING] = op_string,
+    [OP_SHORT_BINUNICODE] = op_string, [OP_BINUNICODE] = op_string,
+    [OP_BINUNICODE8] = op_string, [OP_SHORT_BINBYTES] = op_string,
+    [OP_BINBYTES] = op_string, [OP_BINBYTES8] = op_string,
+    [OP_BYTEARRAY8] = op_string,
+
+    [OP_MARK] = op_stack, [OP_POP] = op_stack, [OP_POP_MARK] = op_stack,
+    [OP_DUP] = op_stack,
+
+    [OP_EMPTY_TUPLE] = op_container, [OP_TUPLE1] = op_container,
+    [OP_TUPLE2] = op_container, [OP_TUPLE3] = op_container,
+    [OP_TUPLE] = op_container, [OP_EMPTY_LIST] = op_container,
+    [OP_LIST] = op_container, [OP_EMPTY_DICT] = op_container,
+    [OP_DICT] = op_container, [OP_EMPTY_SET] = op_container,
+    [OP_FROZENSET] = op_container, [OP_APPEND] = op_container,
+    [OP_APPENDS] = op_container, [OP_SETITEM] = op_container,
+    [OP_SETITEMS] = op_container, [OP_ADDITEMS] = op_container,
+
+    [OP_GET] = op_memo, [OP_BINGET] = op_memo, [OP_LONG_BINGET] = op_memo,
+    [OP_PUT] = op_memo, [OP_BINPUT] = op_memo, [OP_LONG_BINPUT] = op_memo,
+    [OP_MEMOIZE] = op_memo,
+
+    [OP_GLOBAL] = op_global, [OP_STACK_GLOBAL] = op_global,
+    [OP_PERSID] = op_global, [OP_BINPERSID] = op_global,
+
+    [OP_INST] = op_call, [OP_OBJ] = op_call, [OP_REDUCE] = op_call,
+    [OP_NEWOBJ] = op_call, [OP_NEWOBJ_EX] = op_call, [OP_BUILD] = op_call,
+};
+/* clang-format on */
+
 /* One opcode.  Returns 0, 1 at STOP, or an error. */
 static int rd_op(rd_t *r)
 {
-    int op = (int)rd(&r->c, 1);
+    int op = (int)pk_rd(&r->c, 1);
     int rc = rd_check(r);
 
     if (rc < 0)
         return rc;
-    switch (op) {
-    case OP_PROTO:
-    case OP_FRAME:
-    case OP_STOP:
-    case OP_EXT1:
-    case OP_EXT2:
-    case OP_EXT4:
-    case OP_NEXT_BUFFER:
-    case OP_READONLY_BUFFER:
-        return op_protocol(r, op);
-    case OP_NONE:
-    case OP_NEWTRUE:
-    case OP_NEWFALSE:
-    case OP_INT:
-    case OP_LONG:
-    case OP_BININT:
-    case OP_BININT1:
-    case OP_BININT2:
-    case OP_LONG1:
-    case OP_LONG4:
-        return op_int(r, op);
-    case OP_FLOAT:
-    case OP_BINFLOAT:
-        return op_float(r, op);
-    case OP_STRING:
-    case OP_UNICODE:
-    case OP_BINSTRING:
-    case OP_SHORT_BINSTRING:
-    case OP_SHORT_BINUNICODE:
-    case OP_BINUNICODE:
-    case OP_BINUNICODE8:
-    case OP_SHORT_BINBYTES:
-    case OP_BINBYTES:
-    case OP_BINBYTES8:
-    case OP_BYTEARRAY8:
-        return op_string(r, op);
-    case OP_MARK:
-    case OP_POP:
-    case OP_POP_MARK:
-    case OP_DUP:
-        return op_stack(r, op);
-    case OP_EMPTY_TUPLE:
-    case OP_TUPLE1:
-    case OP_TUPLE2:
-    case OP_TUPLE3:
-    case OP_TUPLE:
-    case OP_EMPTY_LIST:
-    case OP_LIST:
-    case OP_EMPTY_DICT:
-    case OP_DICT:
-    case OP_EMPTY_SET:
-    case OP_FROZENSET:
-    case OP_APPEND:
-    case OP_APPENDS:
-    case OP_SETITEM:
-    case OP_SETITEMS:
-    case OP_ADDITEMS:
-        return op_container(r, op);
-    case OP_GET:
-    case OP_BINGET:
-    case OP_LONG_BINGET:
-    case OP_PUT:
-    case OP_BINPUT:
-    case OP_LONG_BINPUT:
-    case OP_MEMOIZE:
-        return op_memo(r, op);
-    case OP_GLOBAL:
-    case OP_STACK_GLOBAL:
-    case OP_PERSID:
-    case OP_BINPERSID:
-        return op_global(r, op);
-    case OP_INST:
-    case OP_OBJ:
-    case OP_REDUCE:
-    case OP_NEWOBJ:
-    case OP_NEWOBJ_EX:
-    case OP_BUILD:
-        return op_call(r, op);
-    default:
+    if (op_family[op] == NULL)
         return rd_fail_at(r, r->c.p - 1, CK_EFORMAT, "unknown opcode 0x%02x",
                           op);
-    }
+    return op_family[op](r, op);
 }
 
 int ck_pickle_read(const uint8_t *buf, size_t len, int exact,

@@ -1,10 +1,14 @@
 /*
- * pickle_int.h -- what the pickle reader (pickle.c) and writer
- * (pickle_write.c) share and nothing else may use: the opcode values and two
- * byte-level helpers.  Not installed, not included outside core/pickle*.c.
+ * pickle_int.h -- what the pickle reader (pickle.c), its text decoders
+ * (pickle_text.c) and the writer (pickle_write.c) share and nothing else may
+ * use: the opcode values, the input cursor, two byte-level helpers and the
+ * decoders of protocol 0's text forms.  Not included outside core/pickle*.c and their
+ * tests.
  */
 #ifndef CK_PICKLE_INT_H
 #define CK_PICKLE_INT_H
+
+#include "ck.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -31,6 +35,60 @@ enum {
     OP_STACK_GLOBAL = 0x93, OP_MEMOIZE = 0x94, OP_FRAME = 0x95,
     OP_BYTEARRAY8 = 0x96, OP_NEXT_BUFFER = 0x97, OP_READONLY_BUFFER = 0x98,
 };
+
+/*
+ * A bounded little-endian cursor with a sticky error flag (the shape of
+ * zip.c's): a read past the end returns 0 or NULL, consumes nothing and sets
+ * 'bad', after which every read fails the same way, so a caller checks once
+ * per record.  'need' keeps the size of the first read that failed.
+ */
+typedef struct {
+    const uint8_t *start, *p, *end;
+    int bad;
+    uint64_t need;
+} pk_cur_t;
+
+static inline void pk_rd_short(pk_cur_t *c, uint64_t n)
+{
+    if (!c->bad)
+        c->need = n;
+    c->bad = 1;
+}
+
+/* An n-byte (1 to 8) little-endian integer, or 0 past the end. */
+static inline uint64_t pk_rd(pk_cur_t *c, int n)
+{
+    uint64_t v = 0;
+
+    if (c->bad || c->end - c->p < n) {
+        pk_rd_short(c, (uint64_t)n);
+        return 0;
+    }
+    for (int i = n - 1; i >= 0; i--)
+        v = v << 8 | c->p[i];
+    c->p += n;
+    return v;
+}
+
+/* The next n bytes in place, or NULL past the end. */
+static inline const uint8_t *pk_rd_bytes(pk_cur_t *c, uint64_t n)
+{
+    const uint8_t *p = c->p;
+
+    if (c->bad || (uint64_t)(c->end - c->p) < n) {
+        pk_rd_short(c, n);
+        return NULL;
+    }
+    c->p += n;
+    return p;
+}
+
+/* Sets 'bad' unless n more bytes are there; consumes nothing. */
+static inline void pk_rd_has(pk_cur_t *c, uint64_t n)
+{
+    if (c->bad || (uint64_t)(c->end - c->p) < n)
+        pk_rd_short(c, n);
+}
 
 /* Length of the shortest LE two's complement form of b[0..n), n >= 1. */
 static inline size_t pk_int_trim(const uint8_t *b, size_t n)
@@ -65,5 +123,32 @@ static inline int pk_utf8_put(uint8_t *d, uint32_t c)
     d[3] = (uint8_t)(0x80 | (c & 0x3f));
     return 4;
 }
+
+/*
+ * INT and LONG text (an optional sign, then 1 to 100000 decimal digits) as
+ * little-endian two's complement in *le (from the arena), *len bytes with
+ * room for the sign.  Returns 0, CK_EFORMAT or CK_ENOMEM.
+ */
+int pk_decimal(ck_arena_t *a, const char *s, size_t n, uint8_t **le,
+               size_t *len);
+
+/* FLOAT text as Python's float() takes it (no spaces, hex or nan(...)):
+ * 0 with *v set, or CK_EFORMAT. */
+int pk_float_text(const char *s, size_t n, double *v);
+
+/*
+ * STRING text: a Python 2 repr in quotes, its escapes decoded, into *out
+ * (ck_malloc'd, the caller frees it) and *len.  Returns 0, CK_ENOMEM, or
+ * CK_EFORMAT with *why naming the fault.
+ */
+int pk_unquote(const char *s, size_t n, uint8_t **out, size_t *len,
+               const char **why);
+
+/*
+ * UNICODE text, raw-unicode-escape (\uXXXX and \UXXXXXXXX; other bytes
+ * latin-1), as UTF-8: ck_malloc'd (the caller frees it), *len bytes, or NULL
+ * when out of memory.  Never fails otherwise, as CPython's decoder.
+ */
+uint8_t *pk_raw_unicode(const char *s, size_t n, size_t *len);
 
 #endif
