@@ -8,11 +8,11 @@
  * memo are heap arrays freed before return; every node it makes lives in the
  * caller's arena.
  *
- * Operands are read through the cursor (pk_cur_t, pk_rd* in pickle_int.h):
- * a read past the end returns 0 or NULL and sets a sticky flag, which each
- * opcode checks once (rd_check) before it acts on what it read; the pickle
- * is then truncated (-EAGAIN), and the message names the size of the first
- * read that failed.  Text lines (protocol 0) end at '\n' and are read by
+ * Operands are read through the cursor (pk_cur_t and pk_rd_* in
+ * pickle_int.h): a read past the end returns 0 or NULL and sets a sticky
+ * flag, which each opcode checks once (rd_check) before it acts on what it
+ * read; the pickle is then truncated (-EAGAIN), and the message names the
+ * size of the first read that failed.  Text lines (protocol 0) end at '\n' and are read by
  * rd_line, which fails at once.  Opcodes are handled by family (op_*),
  * dispatched through the op_family table.
  */
@@ -452,7 +452,7 @@ static int op_protocol(rd_t *r, int op)
 
     switch (op) {
     case OP_PROTO:
-        v = pk_rd(c, 1);
+        v = pk_rd_u8(c);
         if ((rc = rd_check(r)) < 0)
             return rc;
         if (v > 5)
@@ -463,7 +463,7 @@ static int op_protocol(rd_t *r, int op)
         return 0;
     case OP_FRAME:
         /* as CPython's unpickler: a frame's bytes must all be there */
-        v = pk_rd(c, 8);
+        v = pk_rd_u64(c);
         pk_rd_has(c, v);
         return rd_check(r);
     case OP_STOP:
@@ -484,16 +484,37 @@ static int op_protocol(rd_t *r, int op)
     }
 }
 
+/* LONG1, LONG4: a length, then as many bytes of two's complement. */
+static int push_long(rd_t *r, int op)
+{
+    pk_cur_t *c = &r->c;
+    int w = op == OP_LONG1 ? 1 : 4;
+    uint64_t n = w == 1 ? pk_rd_u8(c) : pk_rd_u32(c);
+    const uint8_t *b;
+    int rc;
+
+    if (op == OP_LONG4 && (n & 0x80000000u))
+        return rd_fail_at(r, c->p - w, CK_EFORMAT,
+                          "LONG4 with a negative length");
+    if (n > r->lim->max_string_bytes)
+        return rd_fail_at(r, c->p - w, CK_ELIMIT,
+                          "integer of %llu bytes over the limit",
+                          (unsigned long long)n);
+    b = pk_rd_bytes(c, n);
+    if ((rc = rd_check(r)) < 0)
+        return rc;
+    return push(r, int_from_le(r, b, (size_t)n));
+}
+
 /* None, bools and ints: NONE, NEWTRUE, NEWFALSE, INT, LONG, BININT,
  * BININT1, BININT2, LONG1, LONG4. */
 static int op_int(rd_t *r, int op)
 {
     pk_cur_t *c = &r->c;
-    const uint8_t *b;
     const char *s;
     size_t n;
-    uint64_t v;
-    int w, rc;
+    int64_t v;
+    int rc;
 
     switch (op) {
     case OP_NONE:
@@ -514,29 +535,20 @@ static int op_int(rd_t *r, int op)
             n--;
         return push_decimal(r, s, n);
     case OP_BININT:
+        v = (int32_t)pk_rd_u32(c);
+        break;
     case OP_BININT1:
+        v = (int64_t)pk_rd_u8(c);
+        break;
     case OP_BININT2:
-        v = pk_rd(c, op == OP_BININT1 ? 1 : op == OP_BININT2 ? 2 : 4);
-        if ((rc = rd_check(r)) < 0)
-            return rc;
-        return push(r, ck_py_int(r->a, op == OP_BININT
-                                           ? (int32_t)(uint32_t)v
-                                           : (int64_t)v));
+        v = (int64_t)pk_rd_u16(c);
+        break;
+    default: /* LONG1, LONG4 */
+        return push_long(r, op);
     }
-    /* LONG1, LONG4: a length, then two's complement bytes */
-    w = op == OP_LONG1 ? 1 : 4;
-    v = pk_rd(c, w);
-    if (op == OP_LONG4 && (v & 0x80000000u))
-        return rd_fail_at(r, c->p - w, CK_EFORMAT,
-                          "LONG4 with a negative length");
-    if (v > r->lim->max_string_bytes)
-        return rd_fail_at(r, c->p - w, CK_ELIMIT,
-                          "integer of %llu bytes over the limit",
-                          (unsigned long long)v);
-    b = pk_rd_bytes(c, v);
     if ((rc = rd_check(r)) < 0)
         return rc;
-    return push(r, int_from_le(r, b, (size_t)v));
+    return push(r, ck_py_int(r->a, v));
 }
 
 /* FLOAT (text as repr() gives it) and BINFLOAT (big-endian IEEE 754). */
@@ -575,7 +587,7 @@ static int op_string(rd_t *r, int op)
     const char *s;
     size_t n;
     uint64_t len;
-    int w, rc;
+    int rc;
 
     switch (op) {
     case OP_STRING:
@@ -585,34 +597,33 @@ static int op_string(rd_t *r, int op)
         return push_text(r, op, s, n);
     case OP_SHORT_BINSTRING:
     case OP_SHORT_BINUNICODE:
-        w = 1;
+        len = pk_rd_u8(c);
         break;
     case OP_BINSTRING:
     case OP_BINUNICODE:
-        w = 4;
+        len = pk_rd_u32(c);
         break;
     case OP_BINUNICODE8:
-        w = 8;
+        len = pk_rd_u64(c);
         break;
     case OP_SHORT_BINBYTES:
         kind = CK_PY_BYTES;
-        w = 1;
+        len = pk_rd_u8(c);
         break;
     case OP_BINBYTES:
         kind = CK_PY_BYTES;
-        w = 4;
+        len = pk_rd_u32(c);
         break;
     case OP_BINBYTES8:
         kind = CK_PY_BYTES;
-        w = 8;
+        len = pk_rd_u64(c);
         break;
     default: /* BYTEARRAY8 */
         kind = CK_PY_BYTEARRAY;
-        w = 8;
+        len = pk_rd_u64(c);
     }
-    len = pk_rd(c, w);
     if (op == OP_BINSTRING && (len & 0x80000000u))
-        return rd_fail_at(r, c->p - w, CK_EFORMAT,
+        return rd_fail_at(r, c->p - 4, CK_EFORMAT,
                           "BINSTRING with a negative length");
     if (len > r->lim->max_string_bytes)
         return rd_fail(r, CK_ELIMIT, "length %llu over the string limit",
@@ -740,11 +751,11 @@ static int op_memo(rd_t *r, int op)
         break;
     case OP_BINGET:
     case OP_BINPUT:
-        idx = pk_rd(c, 1);
+        idx = pk_rd_u8(c);
         break;
     case OP_LONG_BINGET:
     case OP_LONG_BINPUT:
-        idx = pk_rd(c, 4);
+        idx = pk_rd_u32(c);
         break;
     default: /* MEMOIZE */
         idx = r->memocount;
@@ -861,64 +872,88 @@ static int op_call(rd_t *r, int op)
     }
 }
 
-/* Each opcode's family; NULL for bytes that are no opcode. */
+/* Each opcode's family; 0 for bytes that are no opcode. */
+enum {
+    F_NONE, F_PROTOCOL, F_INT, F_FLOAT, F_STRING, F_STACK, F_CONTAINER,
+    F_MEMO, F_GLOBAL, F_CALL,
+};
+
 /* clang-format off */
-static int (*const op_family[256])(rd_t *r, int op) = {
-    [OP_PROTO] = op_protocol, [OP_FRAME] = op_protocol,
-    [OP_STOP] = op_protocol, [OP_EXT1] = op_protocol,
-    [OP_EXT2] = op_protocol, [OP_EXT4] = op_protocol,
-    [OP_NEXT_BUFFER] = op_protocol, [OP_READONLY_BUFFER] = op_protocol,
+static const uint8_t op_family[256] = {
+    [OP_PROTO] = F_PROTOCOL, [OP_FRAME] = F_PROTOCOL,
+    [OP_STOP] = F_PROTOCOL, [OP_EXT1] = F_PROTOCOL,
+    [OP_EXT2] = F_PROTOCOL, [OP_EXT4] = F_PROTOCOL,
+    [OP_NEXT_BUFFER] = F_PROTOCOL, [OP_READONLY_BUFFER] = F_PROTOCOL,
 
-    [OP_NONE] = op_int, [OP_NEWTRUE] = op_int, [OP_NEWFALSE] = op_int,
-    [OP_INT] = op_int, [OP_LONG] = op_int, [OP_BININT] = op_int,
-    [OP_BININT1] = op_int, [OP_BININT2] = op_int, [OP_LONG1] = op_int,
-    [OP_LONG4] = op_int,
+    [OP_NONE] = F_INT, [OP_NEWTRUE] = F_INT, [OP_NEWFALSE] = F_INT,
+    [OP_INT] = F_INT, [OP_LONG] = F_INT, [OP_BININT] = F_INT,
+    [OP_BININT1] = F_INT, [OP_BININT2] = F_INT, [OP_LONG1] = F_INT,
+    [OP_LONG4] = F_INT,
 
-    [OP_FLOAT] = op_float, [OP_BINFLOAT] = op_float,
+    [OP_FLOAT] = F_FLOAT, [OP_BINFLOAT] = F_FLOAT,
 
-    [OP_STRING] = op_string, [OP_UNICODE] = op_string,
-    [OP_BINSTRING] = op_string, [OP_SHORT_BINSTRING] = op_string,
-    [OP_SHORT_BINUNICODE] = op_string, [OP_BINUNICODE] = op_string,
-    [OP_BINUNICODE8] = op_string, [OP_SHORT_BINBYTES] = op_string,
-    [OP_BINBYTES] = op_string, [OP_BINBYTES8] = op_string,
-    [OP_BYTEARRAY8] = op_string,
+    [OP_STRING] = F_STRING, [OP_UNICODE] = F_STRING,
+    [OP_BINSTRING] = F_STRING, [OP_SHORT_BINSTRING] = F_STRING,
+    [OP_SHORT_BINUNICODE] = F_STRING, [OP_BINUNICODE] = F_STRING,
+    [OP_BINUNICODE8] = F_STRING, [OP_SHORT_BINBYTES] = F_STRING,
+    [OP_BINBYTES] = F_STRING, [OP_BINBYTES8] = F_STRING,
+    [OP_BYTEARRAY8] = F_STRING,
 
-    [OP_MARK] = op_stack, [OP_POP] = op_stack, [OP_POP_MARK] = op_stack,
-    [OP_DUP] = op_stack,
+    [OP_MARK] = F_STACK, [OP_POP] = F_STACK, [OP_POP_MARK] = F_STACK,
+    [OP_DUP] = F_STACK,
 
-    [OP_EMPTY_TUPLE] = op_container, [OP_TUPLE1] = op_container,
-    [OP_TUPLE2] = op_container, [OP_TUPLE3] = op_container,
-    [OP_TUPLE] = op_container, [OP_EMPTY_LIST] = op_container,
-    [OP_LIST] = op_container, [OP_EMPTY_DICT] = op_container,
-    [OP_DICT] = op_container, [OP_EMPTY_SET] = op_container,
-    [OP_FROZENSET] = op_container, [OP_APPEND] = op_container,
-    [OP_APPENDS] = op_container, [OP_SETITEM] = op_container,
-    [OP_SETITEMS] = op_container, [OP_ADDITEMS] = op_container,
+    [OP_EMPTY_TUPLE] = F_CONTAINER, [OP_TUPLE1] = F_CONTAINER,
+    [OP_TUPLE2] = F_CONTAINER, [OP_TUPLE3] = F_CONTAINER,
+    [OP_TUPLE] = F_CONTAINER, [OP_EMPTY_LIST] = F_CONTAINER,
+    [OP_LIST] = F_CONTAINER, [OP_EMPTY_DICT] = F_CONTAINER,
+    [OP_DICT] = F_CONTAINER, [OP_EMPTY_SET] = F_CONTAINER,
+    [OP_FROZENSET] = F_CONTAINER, [OP_APPEND] = F_CONTAINER,
+    [OP_APPENDS] = F_CONTAINER, [OP_SETITEM] = F_CONTAINER,
+    [OP_SETITEMS] = F_CONTAINER, [OP_ADDITEMS] = F_CONTAINER,
 
-    [OP_GET] = op_memo, [OP_BINGET] = op_memo, [OP_LONG_BINGET] = op_memo,
-    [OP_PUT] = op_memo, [OP_BINPUT] = op_memo, [OP_LONG_BINPUT] = op_memo,
-    [OP_MEMOIZE] = op_memo,
+    [OP_GET] = F_MEMO, [OP_BINGET] = F_MEMO, [OP_LONG_BINGET] = F_MEMO,
+    [OP_PUT] = F_MEMO, [OP_BINPUT] = F_MEMO, [OP_LONG_BINPUT] = F_MEMO,
+    [OP_MEMOIZE] = F_MEMO,
 
-    [OP_GLOBAL] = op_global, [OP_STACK_GLOBAL] = op_global,
-    [OP_PERSID] = op_global, [OP_BINPERSID] = op_global,
+    [OP_GLOBAL] = F_GLOBAL, [OP_STACK_GLOBAL] = F_GLOBAL,
+    [OP_PERSID] = F_GLOBAL, [OP_BINPERSID] = F_GLOBAL,
 
-    [OP_INST] = op_call, [OP_OBJ] = op_call, [OP_REDUCE] = op_call,
-    [OP_NEWOBJ] = op_call, [OP_NEWOBJ_EX] = op_call, [OP_BUILD] = op_call,
+    [OP_INST] = F_CALL, [OP_OBJ] = F_CALL, [OP_REDUCE] = F_CALL,
+    [OP_NEWOBJ] = F_CALL, [OP_NEWOBJ_EX] = F_CALL, [OP_BUILD] = F_CALL,
 };
 /* clang-format on */
 
 /* One opcode.  Returns 0, 1 at STOP, or an error. */
 static int rd_op(rd_t *r)
 {
-    int op = (int)pk_rd(&r->c, 1);
+    int op = (int)pk_rd_u8(&r->c);
     int rc = rd_check(r);
 
     if (rc < 0)
         return rc;
-    if (op_family[op] == NULL)
+    switch (op_family[op]) {
+    case F_PROTOCOL:
+        return op_protocol(r, op);
+    case F_INT:
+        return op_int(r, op);
+    case F_FLOAT:
+        return op_float(r, op);
+    case F_STRING:
+        return op_string(r, op);
+    case F_STACK:
+        return op_stack(r, op);
+    case F_CONTAINER:
+        return op_container(r, op);
+    case F_MEMO:
+        return op_memo(r, op);
+    case F_GLOBAL:
+        return op_global(r, op);
+    case F_CALL:
+        return op_call(r, op);
+    default:
         return rd_fail_at(r, r->c.p - 1, CK_EFORMAT, "unknown opcode 0x%02x",
                           op);
-    return op_family[op](r, op);
+    }
 }
 
 int ck_pickle_read(const uint8_t *buf, size_t len, int exact,

@@ -38,9 +38,10 @@ enum {
 
 /*
  * A bounded little-endian cursor with a sticky error flag (the shape of
- * zip.c's): a read past the end returns 0 or NULL, consumes nothing and sets
- * 'bad', after which every read fails the same way, so a caller checks once
- * per record.  'need' keeps the size of the first read that failed.
+ * zip.c's and libzip's _zip_buffer): a read past the end returns 0 or NULL,
+ * consumes nothing and sets 'bad', after which every read fails the same
+ * way, so a caller checks once per record.  'need' keeps the size of the
+ * first read that failed.
  */
 typedef struct {
     const uint8_t *start, *p, *end;
@@ -48,46 +49,61 @@ typedef struct {
     uint64_t need;
 } pk_cur_t;
 
-static inline void pk_rd_short(pk_cur_t *c, uint64_t n)
-{
-    if (!c->bad)
-        c->need = n;
-    c->bad = 1;
-}
-
-/* An n-byte (1 to 8) little-endian integer, or 0 past the end. */
-static inline uint64_t pk_rd(pk_cur_t *c, int n)
-{
-    uint64_t v = 0;
-
-    if (c->bad || c->end - c->p < n) {
-        pk_rd_short(c, (uint64_t)n);
-        return 0;
-    }
-    for (int i = n - 1; i >= 0; i--)
-        v = v << 8 | c->p[i];
-    c->p += n;
-    return v;
-}
-
 /* The next n bytes in place, or NULL past the end. */
 static inline const uint8_t *pk_rd_bytes(pk_cur_t *c, uint64_t n)
 {
     const uint8_t *p = c->p;
 
-    if (c->bad || (uint64_t)(c->end - c->p) < n) {
-        pk_rd_short(c, n);
+    if (c->bad || (uint64_t)(c->end - p) < n) {
+        if (!c->bad)
+            c->need = n;
+        c->bad = 1;
         return NULL;
     }
-    c->p += n;
+    c->p = p + n;
     return p;
 }
 
 /* Sets 'bad' unless n more bytes are there; consumes nothing. */
 static inline void pk_rd_has(pk_cur_t *c, uint64_t n)
 {
-    if (c->bad || (uint64_t)(c->end - c->p) < n)
-        pk_rd_short(c, n);
+    if (pk_rd_bytes(c, n) != NULL)
+        c->p -= n;
+}
+
+static inline uint32_t pk_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+/* Little-endian integers of 1, 2, 4 and 8 bytes, or 0 past the end. */
+static inline uint8_t pk_rd_u8(pk_cur_t *c)
+{
+    const uint8_t *p = pk_rd_bytes(c, 1);
+
+    return p != NULL ? p[0] : 0;
+}
+
+static inline uint16_t pk_rd_u16(pk_cur_t *c)
+{
+    const uint8_t *p = pk_rd_bytes(c, 2);
+
+    return p != NULL ? (uint16_t)(p[0] | p[1] << 8) : 0;
+}
+
+static inline uint32_t pk_rd_u32(pk_cur_t *c)
+{
+    const uint8_t *p = pk_rd_bytes(c, 4);
+
+    return p != NULL ? pk_le32(p) : 0;
+}
+
+static inline uint64_t pk_rd_u64(pk_cur_t *c)
+{
+    const uint8_t *p = pk_rd_bytes(c, 8);
+
+    return p != NULL ? pk_le32(p) | (uint64_t)pk_le32(p + 4) << 32 : 0;
 }
 
 /* Length of the shortest LE two's complement form of b[0..n), n >= 1. */

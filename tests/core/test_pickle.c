@@ -1846,16 +1846,16 @@ static void test_cursor(void **state)
     static const uint8_t b[] = { 1, 2, 3, 4, 5, 6, 7, 8, 9 };
     pk_cur_t c = { b, b, b + 5, 0, 0 };
 
-    assert_int_equal(pk_rd(&c, 2), 0x0201);
+    assert_int_equal(pk_rd_u16(&c), 0x0201);
     assert_ptr_equal(pk_rd_bytes(&c, 2), b + 2);
     assert_int_equal(c.bad, 0);
     /* one byte left: a 4-byte read fails and consumes nothing */
-    assert_int_equal(pk_rd(&c, 4), 0);
+    assert_int_equal(pk_rd_u32(&c), 0);
     assert_int_equal(c.bad, 1);
     assert_int_equal(c.need, 4);
     assert_ptr_equal(c.p, b + 4);
     /* sticky: later reads fail too, and 'need' keeps the first size */
-    assert_int_equal(pk_rd(&c, 1), 0);
+    assert_int_equal(pk_rd_u8(&c), 0);
     assert_null(pk_rd_bytes(&c, 0));
     pk_rd_has(&c, 0);
     assert_int_equal(c.need, 4);
@@ -1865,7 +1865,7 @@ static void test_cursor(void **state)
     pk_rd_has(&c, sizeof(b));
     assert_int_equal(c.bad, 0);
     assert_ptr_equal(c.p, b);
-    assert_int_equal(pk_rd(&c, 8), 0x0807060504030201ull);
+    assert_int_equal(pk_rd_u64(&c), 0x0807060504030201ull);
     assert_non_null(pk_rd_bytes(&c, 1));
     assert_non_null(pk_rd_bytes(&c, 0));
     assert_int_equal(c.bad, 0);
