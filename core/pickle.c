@@ -12,9 +12,9 @@
  * pickle_int.h): a read past the end returns 0 or NULL and sets a sticky
  * flag, which each opcode checks once (rd_check) before it acts on what it
  * read; the pickle is then truncated (-EAGAIN), and the message names the
- * size of the first read that failed.  Text lines (protocol 0) end at '\n' and are read by
- * rd_line, which fails at once.  Opcodes are handled by family (op_*),
- * dispatched through the op_family table.
+ * size of the first read that failed.  Text lines (protocol 0) end at '\n'
+ * and are read by rd_line, which fails at once.  Opcodes are handled by
+ * family (op_*), dispatched through the op_family table.
  */
 #include "pickle.h"
 #include "pickle_int.h"
@@ -242,7 +242,7 @@ static int parse_index(rd_t *r, uint64_t *idx)
     return 0;
 }
 
-/* An int node from LE two's complement bytes (LONG1/LONG4). */
+/* An int node from LE two's complement bytes (LONG1, LONG4, decimal text). */
 static ck_py_t *int_from_le(rd_t *r, const uint8_t *b, size_t n)
 {
     ck_py_t *p = ck_py_new(r->a, CK_PY_INT);
@@ -258,7 +258,6 @@ static ck_py_t *int_from_le(rd_t *r, const uint8_t *b, size_t n)
 
         for (size_t i = m; i-- > 0;)
             v = v << 8 | b[i];
-
         if (m < 8 && (b[m - 1] & 0x80))
             v |= ~0ull << (8 * m);
         p->u.i.v = (int64_t)v;
@@ -394,7 +393,8 @@ static int add_items(rd_t *r, ck_py_t *target, size_t base, int pairs)
         else if (target->kind == CK_PY_REDUCE || target->kind == CK_PY_NEWOBJ)
             v = &target->u.o.dict;
         else
-            return rd_fail(r, CK_EFORMAT, "SETITEM on a value that is not a dict");
+            return rd_fail(r, CK_EFORMAT,
+                           "SETITEM on a value that is not a dict");
         if (n % 2)
             return rd_fail(r, CK_EFORMAT, "SETITEMS with an odd item count");
         for (size_t i = base; i < r->sp; i += 2) {
@@ -410,7 +410,8 @@ static int add_items(rd_t *r, ck_py_t *target, size_t base, int pairs)
         else if (target->kind == CK_PY_REDUCE || target->kind == CK_PY_NEWOBJ)
             v = &target->u.o.list;
         else
-            return rd_fail(r, CK_EFORMAT, "APPEND on a value that is not a list");
+            return rd_fail(r, CK_EFORMAT,
+                           "APPEND on a value that is not a list");
     }
     for (size_t i = base; i < r->sp; i++)
         if (ck_py_vec_push(r->a, v, r->stack[i]) < 0)
@@ -872,13 +873,13 @@ static int op_call(rd_t *r, int op)
     }
 }
 
-/* Each opcode's family; 0 for bytes that are no opcode. */
+/* Each opcode's family; F_NONE for bytes that are no opcode. */
+/* clang-format off */
 enum {
     F_NONE, F_PROTOCOL, F_INT, F_FLOAT, F_STRING, F_STACK, F_CONTAINER,
     F_MEMO, F_GLOBAL, F_CALL,
 };
 
-/* clang-format off */
 static const uint8_t op_family[256] = {
     [OP_PROTO] = F_PROTOCOL, [OP_FRAME] = F_PROTOCOL,
     [OP_STOP] = F_PROTOCOL, [OP_EXT1] = F_PROTOCOL,
