@@ -1,7 +1,8 @@
 /*
  * test_pickle.c -- the pickle reader (every opcode of protocols 0 to 5, the
- * limits and the error paths) and the protocol 2 writer (byte for byte what
- * CPython's C pickler writes).
+ * limits and the error paths, its cursor and text decoders from
+ * pickle_int.h) and the protocol 2 writer (byte for byte what CPython's C
+ * pickler writes).
  *
  * Byte strings are hand-written or were printed by
  * /usr/bin/python3 -c 'import pickle; print(pickle.dumps(OBJ, protocol=2))'
