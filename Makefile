@@ -84,6 +84,9 @@ CORE_SRC := \
 	core/log.c \
 	core/omegaconf.c \
 	core/pickle.c \
+	core/pickle_graph.c \
+	core/pickle_text.c \
+	core/pickle_write.c \
 	core/plugins.c \
 	core/pyre.c \
 	core/pyval.c \

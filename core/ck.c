@@ -125,6 +125,29 @@ int ck_err_set(ck_err_t *err, int code, const char *fmt, ...)
     return code;
 }
 
+int ck_err_replace(ck_err_t *err, int code, const char *fmt, ...)
+{
+    char msg[sizeof(err->msg)];
+    va_list ap;
+
+    if (err == NULL)
+        return code;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    err->code = code;
+    memcpy(err->msg, msg, sizeof(msg));
+    return code;
+}
+
+void ck_err_clear(ck_err_t *err)
+{
+    if (err == NULL)
+        return;
+    err->code = 0;
+    err->msg[0] = '\0';
+}
+
 int ck_buf_reserve(ck_buf_t *b, size_t extra)
 {
     size_t need, cap;

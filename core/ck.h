@@ -45,6 +45,20 @@ int ck_err_set(ck_err_t *err, int code, const char *fmt, ...)
 int ck_err_vset(ck_err_t *err, int code, const char *fmt, va_list ap);
 
 /*
+ * Record an error whatever is recorded already: for a caller that knows
+ * better than the callee what went wrong (a truncated pickle inside a file
+ * that is all there is, a limit that caused the truncation).  The arguments
+ * may quote err->msg itself: the message is formatted before it is stored.
+ * Returns code.  A NULL err is ignored.
+ */
+int ck_err_replace(ck_err_t *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Forget the recorded error, so the next ck_err_set records again (a caller
+ * retrying after -EAGAIN).  A NULL err is ignored. */
+void ck_err_clear(ck_err_t *err);
+
+/*
  * Allocation hooks.  Every allocation in ckprep goes through these so a test
  * can make the Nth one fail (ck_mem_fail_at).  ck_free(NULL) is a no-op.
  */

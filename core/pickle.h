@@ -14,6 +14,10 @@
  * non-empty tuple, list, dict, global and call memoized in first-appearance
  * order, batches of 1000, TUPLE1..3, BININT1/2/BININT/LONG1, BINFLOAT,
  * BINUNICODE.
+ *
+ * The reader is core/pickle.c (protocol 0's text forms in pickle_text.c),
+ * the writer core/pickle_write.c, the nodes, their helpers and ck_py_equal
+ * core/pickle_graph.c; what they share privately is in pickle_int.h.
  */
 #ifndef CK_PICKLE_H
 #define CK_PICKLE_H

@@ -1,5 +1,6 @@
 /*
- * test_ck.c -- the base layer: error codes and messages, the allocation
+ * test_ck.c -- the base layer: error codes and messages (first error wins,
+ * ck_err_replace and ck_err_clear where a caller overrides it), the allocation
  * hooks and their failure injection, growable buffers, the arena, and the
  * UTF-8 decoder every parser shares.
  */
@@ -39,7 +40,7 @@ static void test_error_names(void **state)
     assert_int_equal(e.code, CK_EUNSAFE);
     assert_string_equal(e.msg, "global posix.system");
     /* a message longer than the buffer is cut, still terminated */
-    memset(&e, 0, sizeof(e));
+    ck_err_clear(&e);
     {
         char big[2 * sizeof(e.msg)];
 
@@ -48,6 +49,47 @@ static void test_error_names(void **state)
         ck_err_set(&e, CK_EFORMAT, "%s", big);
         assert_int_equal(strlen(e.msg), sizeof(e.msg) - 1);
     }
+    (void)state;
+}
+
+static void test_err_replace_clear(void **state)
+{
+    ck_err_t e = { 0 };
+    char big[2 * sizeof(e.msg)];
+
+    /* replace records when nothing is recorded */
+    assert_int_equal(ck_err_replace(&e, CK_ELIMIT, "limit %d", 8), CK_ELIMIT);
+    assert_int_equal(e.code, CK_ELIMIT);
+    assert_string_equal(e.msg, "limit 8");
+    /* and replaces what is: code and message */
+    ck_err_set(&e, CK_EFORMAT, "ignored");
+    assert_int_equal(ck_err_replace(&e, -EAGAIN, "truncated"), -EAGAIN);
+    assert_int_equal(e.code, -EAGAIN);
+    assert_string_equal(e.msg, "truncated");
+    /* the new message may quote the one it replaces */
+    assert_int_equal(ck_err_replace(&e, CK_EFORMAT, "data.pkl: %s (%s)", e.msg,
+                                    e.msg),
+                     CK_EFORMAT);
+    assert_int_equal(e.code, CK_EFORMAT);
+    assert_string_equal(e.msg, "data.pkl: truncated (truncated)");
+    /* first error wins again after it */
+    ck_err_set(&e, CK_ENOMEM, "later");
+    assert_int_equal(e.code, CK_EFORMAT);
+    /* a long message is cut, still terminated */
+    memset(big, 'y', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    ck_err_replace(&e, CK_EFORMAT, "%s", big);
+    assert_int_equal(strlen(e.msg), sizeof(e.msg) - 1);
+    /* clear forgets code and message; the next set records */
+    ck_err_clear(&e);
+    assert_int_equal(e.code, 0);
+    assert_string_equal(e.msg, "");
+    assert_int_equal(ck_err_set(&e, CK_EUNSAFE, "after clear"), CK_EUNSAFE);
+    assert_int_equal(e.code, CK_EUNSAFE);
+    assert_string_equal(e.msg, "after clear");
+    /* a NULL record is ignored, the code still returned */
+    assert_int_equal(ck_err_replace(NULL, CK_ELIMIT, "x"), CK_ELIMIT);
+    ck_err_clear(NULL);
     (void)state;
 }
 
@@ -200,6 +242,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_error_names, teardown),
+        cmocka_unit_test_teardown(test_err_replace_clear, teardown),
         cmocka_unit_test_teardown(test_mem_fail_at, teardown),
         cmocka_unit_test_teardown(test_buf, teardown),
         cmocka_unit_test_teardown(test_arena, teardown),

@@ -1,7 +1,8 @@
 /*
  * test_pickle.c -- the pickle reader (every opcode of protocols 0 to 5, the
- * limits and the error paths) and the protocol 2 writer (byte for byte what
- * CPython's C pickler writes).
+ * limits and the error paths, its cursor and text decoders from
+ * pickle_int.h) and the protocol 2 writer (byte for byte what CPython's C
+ * pickler writes).
  *
  * Byte strings are hand-written or were printed by
  * /usr/bin/python3 -c 'import pickle; print(pickle.dumps(OBJ, protocol=2))'
@@ -10,6 +11,7 @@
  * digit are split ("\x02" "0") so the escape stays two digits.
  */
 #include "pickle.h"
+#include "pickle_int.h"
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -55,7 +57,7 @@ static int teardown(void **state)
 
 static int rd(fx_t *f, const void *p, size_t n, int exact)
 {
-    memset(&f->err, 0, sizeof(f->err));
+    ck_err_clear(&f->err);
     return ck_pickle_read(p, n, exact, &f->lim, &f->a, &f->pk, &f->err);
 }
 
@@ -1839,6 +1841,137 @@ static void test_write_oom(void **state)
     }
 }
 
+/* The reader's cursor: sticky failure, nothing consumed past the end. */
+static void test_cursor(void **state)
+{
+    static const uint8_t b[] = { 1, 2, 3, 4, 5, 6, 7, 8, 9 };
+    pk_cur_t c = { b, b, b + 5, 0, 0 };
+
+    assert_int_equal(pk_rd_u16(&c), 0x0201);
+    assert_ptr_equal(pk_rd_bytes(&c, 2), b + 2);
+    assert_int_equal(c.bad, 0);
+    /* one byte left: a 4-byte read fails and consumes nothing */
+    assert_int_equal(pk_rd_u32(&c), 0);
+    assert_int_equal(c.bad, 1);
+    assert_int_equal(c.need, 4);
+    assert_ptr_equal(c.p, b + 4);
+    /* sticky: later reads fail too, and 'need' keeps the first size */
+    assert_int_equal(pk_rd_u8(&c), 0);
+    assert_null(pk_rd_bytes(&c, 0));
+    pk_rd_has(&c, 0);
+    assert_int_equal(c.need, 4);
+    assert_ptr_equal(c.p, b + 4);
+
+    c = (pk_cur_t){ b, b, b + sizeof(b), 0, 0 };
+    pk_rd_has(&c, sizeof(b));
+    assert_int_equal(c.bad, 0);
+    assert_ptr_equal(c.p, b);
+    assert_int_equal(pk_rd_u64(&c), 0x0807060504030201ull);
+    assert_non_null(pk_rd_bytes(&c, 1));
+    assert_non_null(pk_rd_bytes(&c, 0));
+    assert_int_equal(c.bad, 0);
+    pk_rd_has(&c, 1);
+    assert_int_equal(c.bad, 1);
+    assert_int_equal(c.need, 1);
+
+    c = (pk_cur_t){ b, b, b + sizeof(b), 0, 0 };
+    assert_null(pk_rd_bytes(&c, UINT64_MAX));
+    assert_int_equal(c.need, UINT64_MAX);
+    assert_ptr_equal(c.p, b);
+    (void)state;
+}
+
+/* Protocol 0's text forms, decoded apart from the reader. */
+static void test_text_decoders(void **state)
+{
+    fx_t *f = *state;
+    const char *why = NULL;
+    uint8_t *le, *d;
+    size_t n;
+    double v;
+
+    assert_int_equal(pk_decimal(&f->a, "-256", 4, &le, &n), 0);
+    assert_int_equal(n, 3);
+    assert_memory_equal(le, "\x00\xff\xff", 3);
+    assert_int_equal(pk_decimal(&f->a, "+255", 4, &le, &n), 0);
+    assert_memory_equal(le, "\xff\x00", 2);
+    assert_int_equal(pk_decimal(&f->a, "-", 1, &le, &n), CK_EFORMAT);
+    assert_int_equal(pk_decimal(&f->a, "", 0, &le, &n), CK_EFORMAT);
+    assert_int_equal(pk_decimal(&f->a, "12a", 3, &le, &n), CK_EFORMAT);
+
+    assert_int_equal(pk_float_text("1.5", 3, &v), 0);
+    assert_true(v == 1.5);
+    assert_int_equal(pk_float_text("-inf", 4, &v), 0);
+    assert_true(isinf(v) && v < 0);
+    assert_int_equal(pk_float_text(" 1", 2, &v), CK_EFORMAT);
+    assert_int_equal(pk_float_text("0x10", 4, &v), CK_EFORMAT);
+    assert_int_equal(pk_float_text("nan(1)", 6, &v), CK_EFORMAT);
+    assert_int_equal(pk_float_text("1.5z", 4, &v), CK_EFORMAT);
+    assert_int_equal(pk_float_text("", 0, &v), CK_EFORMAT);
+
+    assert_int_equal(pk_unquote("'a\\nb\\101\\q\\''", 14, &d, &n, &why), 0);
+    assert_int_equal(n, 7);
+    assert_memory_equal(d, "a\nbA\\q'", 7);
+    ck_free(d);
+    assert_int_equal(pk_unquote("\"\\x41\"", 6, &d, &n, &why), 0);
+    assert_int_equal(n, 1);
+    assert_memory_equal(d, "A", 1);
+    ck_free(d);
+    assert_int_equal(pk_unquote("'ab\"", 4, &d, &n, &why), CK_EFORMAT);
+    assert_string_equal(why, "STRING not quoted");
+    assert_int_equal(pk_unquote("'\\x4g'", 6, &d, &n, &why), CK_EFORMAT);
+    assert_string_equal(why, "bad \\x escape in STRING");
+
+    d = pk_raw_unicode("\\u00e9x\\U0001F600\\uZZ", 21, &n);
+    assert_non_null(d);
+    assert_int_equal(n, 2 + 1 + 4 + 4);
+    assert_memory_equal(d, "\xc3\xa9x\xf0\x9f\x98\x80\\uZZ", n);
+    ck_free(d);
+    /* other bytes are latin-1 */
+    d = pk_raw_unicode("\xe9", 1, &n);
+    assert_non_null(d);
+    assert_int_equal(n, 2);
+    assert_memory_equal(d, "\xc3\xa9", 2);
+    ck_free(d);
+}
+
+/* Where an error points: truncation names the first read that failed, a
+ * bad operand the byte it starts at. */
+static void test_err_positions(void **state)
+{
+    fx_t *f = *state;
+    static const struct {
+        const char *p;
+        size_t n;
+        const char *msg;
+    } cases[] = {
+#define C(lit, msg) { lit, sizeof(lit) - 1, msg }
+        C("J\x01", "pickle truncated: needs 4 more bytes"),
+        C("\x95\x01", "pickle truncated: needs 8 more bytes"),
+        C("\x95\x05\x00\x00\x00\x00\x00\x00\x00N.",
+          "pickle truncated: needs 5 more bytes"),
+        C("X\x05\x00\x00\x00" "ab", "pickle truncated: needs 5 more bytes"),
+        C("cmod", "pickle truncated: line without newline"),
+        C("T\x00\x00\x00\x80",
+          "pickle at byte 1: BINSTRING with a negative length"),
+        C("\x8b\x00\x00\x00\x80",
+          "pickle at byte 1: LONG4 with a negative length"),
+        C("\x80\x09", "pickle at byte 1: pickle protocol 9"),
+        C("N\xff", "pickle at byte 1: unknown opcode 0xff"),
+        C("N0.", "pickle at byte 3: stack underflow"),
+#undef C
+    };
+
+    for (size_t i = 0; i < CK_ARRAY_SIZE(cases); i++) {
+        rd(f, cases[i].p, cases[i].n, 1);
+        assert_string_equal(f->err.msg, cases[i].msg);
+    }
+    /* a truncation the size limit caused is reported as the limit */
+    f->lim.max_pickle_bytes = 4;
+    assert_int_equal(rd(f, "X\x05\x00\x00\x00" "abcde.", 11, 1), CK_ELIMIT);
+    assert_string_equal(f->err.msg, "pickle larger than 4 bytes");
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1879,6 +2012,9 @@ int main(void)
         T(test_err_unknown_opcodes),
         T(test_err_wrong_targets),
         T(test_err_bad_text),
+        T(test_err_positions),
+        T(test_cursor),
+        T(test_text_decoders),
         T(test_err_invalid_utf8),
         T(test_read_real_pickles),
         T(test_truncated_prefixes),
