@@ -207,15 +207,8 @@ static int open_zip(ck_ckpt_t *c, ck_err_t *err)
     if (rc == 0)
         rc = ck_pickle_read(pkl, (size_t)e->usize, 1, &c->lim, &c->arena, &c->pk,
                             err);
-    if (rc == -EAGAIN) {
-        char m[sizeof(err->msg)];
-
-        /* not err->msg itself: vsnprintf's source and target may not
-         * overlap */
-        snprintf(m, sizeof(m), "%s", err->msg);
-        err->code = 0;
-        rc = ck_err_set(err, CK_EFORMAT, "data.pkl: %s", m);
-    }
+    if (rc == -EAGAIN) /* within data.pkl, running short is its end */
+        rc = ck_err_replace(err, CK_EFORMAT, "data.pkl: %s", err->msg);
     ck_free(pkl);
     return rc;
 }
@@ -305,11 +298,11 @@ static int open_legacy(ck_ckpt_t *c, ck_py_t **keys, size_t *data_start,
         if (rc != -EAGAIN)
             break;
         if (len == c->st.size || len >= c->lim.max_pickle_bytes) {
-            err->code = 0;
-            rc = ck_err_set(err, CK_EFORMAT, "legacy file truncated in its pickles");
+            rc = ck_err_replace(err, CK_EFORMAT,
+                                "legacy file truncated in its pickles");
             break;
         }
-        err->code = 0;
+        ck_err_clear(err); /* read more of the file and parse again */
         len = len * 4 > c->lim.max_pickle_bytes ? (size_t)c->lim.max_pickle_bytes
                                                 : len * 4;
     }

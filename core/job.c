@@ -360,9 +360,10 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
         ((uint64_t)job.ck.st.ino != args->expect_ino ||
          job.ck.st.size != args->expect_size ||
          job.ck.st.mtime_ns != args->expect_mtime_ns)) {
-        memset(err, 0, sizeof(*err));
-        rc = ck_err_set(err, CK_ECHANGED,
-                        "not the file that was claimed (replaced meanwhile)");
+        /* this says more than an error the open may have found */
+        rc = ck_err_replace(err, CK_ECHANGED,
+                            "not the file that was claimed (replaced "
+                            "meanwhile)");
     }
     if (rc == 0)
         rc = run_chain(&job, &plugins);

@@ -18,6 +18,7 @@
  */
 #include "pickle.h"
 #include "pickle_int.h"
+#include "pyval.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -252,7 +253,7 @@ static ck_py_t *int_from_le(rd_t *r, const uint8_t *b, size_t n)
         return NULL;
     if (n == 0)
         return p;
-    m = pk_int_trim(b, n);
+    m = ck_pyint_trim(b, n);
     if (m <= 8) {
         uint64_t v = 0;
 

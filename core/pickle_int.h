@@ -106,15 +106,6 @@ static inline uint64_t pk_rd_u64(pk_cur_t *c)
     return p != NULL ? pk_le32(p) | (uint64_t)pk_le32(p + 4) << 32 : 0;
 }
 
-/* Length of the shortest LE two's complement form of b[0..n), n >= 1. */
-static inline size_t pk_int_trim(const uint8_t *b, size_t n)
-{
-    while (n > 1 && ((b[n - 1] == 0x00 && !(b[n - 2] & 0x80)) ||
-                     (b[n - 1] == 0xff && (b[n - 2] & 0x80))))
-        n--;
-    return n;
-}
-
 /* Code point c (at most U+10FFFF) as UTF-8 at d; returns 1 to 4 bytes. */
 static inline int pk_utf8_put(uint8_t *d, uint32_t c)
 {

@@ -9,6 +9,7 @@
  */
 #include "pickle.h"
 #include "pickle_int.h"
+#include "pyval.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -16,9 +17,9 @@
 int pk_decimal(ck_arena_t *a, const char *s, size_t n, uint8_t **le,
                size_t *len)
 {
-    int neg = 0;
-    uint8_t *mag;
-    size_t cap, m = 1;
+    int neg = 0, rc;
+    uint8_t *mag, *out;
+    size_t m;
 
     if (n > 0 && (s[0] == '-' || s[0] == '+')) {
         neg = s[0] == '-';
@@ -27,29 +28,20 @@ int pk_decimal(ck_arena_t *a, const char *s, size_t n, uint8_t **le,
     }
     if (n == 0 || n > 100000)
         return CK_EFORMAT;
-    cap = n / 2 + 2;
-    mag = ck_arena_alloc(a, cap);
-    if (mag == NULL)
-        return CK_ENOMEM;
-    for (size_t i = 0; i < n; i++) {
-        unsigned carry;
-
+    for (size_t i = 0; i < n; i++)
         if (s[i] < '0' || s[i] > '9')
             return CK_EFORMAT;
-        carry = (unsigned)(s[i] - '0');
-        for (size_t j = 0; j < m; j++) {
-            unsigned v = mag[j] * 10u + carry;
-
-            mag[j] = (uint8_t)v;
-            carry = v >> 8;
-        }
-        if (carry)
-            mag[m++] = (uint8_t)carry;
-    }
-    mag[m++] = 0; /* room for the sign */
+    rc = ck_pyint_mag(a, s, n, 10, &mag, &m);
+    if (rc < 0)
+        return rc;
+    out = ck_arena_alloc(a, m + 1); /* one more byte: the sign */
+    if (out == NULL)
+        return CK_ENOMEM;
+    memcpy(out, mag, m);
+    out[m++] = 0;
     if (neg)
-        ck_int_negate(mag, m);
-    *le = mag;
+        ck_int_negate(out, m);
+    *le = out;
     *len = m;
     return 0;
 }

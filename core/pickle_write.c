@@ -11,6 +11,7 @@
  */
 #include "pickle.h"
 #include "pickle_int.h"
+#include "pyval.h"
 
 #include <string.h>
 
@@ -71,7 +72,7 @@ static void memo_ref(wr_t *w, ck_py_t *p)
 
 static void save_int_bytes(wr_t *w, const uint8_t *b, size_t n)
 {
-    n = pk_int_trim(b, n);
+    n = ck_pyint_trim(b, n);
     if (n < 256) {
         w_op(w, OP_LONG1);
         w_op(w, (int)n);

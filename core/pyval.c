@@ -67,25 +67,26 @@ char *ck_pyint_dec(ck_arena_t *a, const uint8_t *b, size_t n)
     return mag_dec(a, mag, n, neg);
 }
 
-int ck_pyint_digits(ck_arena_t *a, int neg, const char *d, int base,
-                    ck_pyval_t *t)
+int ck_pyint_mag(ck_arena_t *a, const char *d, size_t nd, int base,
+                 uint8_t **mag_out, size_t *len_out)
 {
-    size_t nd, len = 1;
-    uint8_t *mag, *cp;
-    uint64_t u = 0;
+    uint8_t *mag = ck_arena_alloc(a, nd / 2 + 3);
+    size_t len = 1;
 
-    while (d[0] == '0' && d[1] != '\0')
-        d++;
-    nd = strlen(d);
-    if (nd == 0 || nd > CK_PYINT_MAX_DIGITS)
-        return 1;
-    mag = ck_arena_alloc(a, nd / 2 + 3);
     if (mag == NULL)
         return CK_ENOMEM;
     for (size_t k = 0; k < nd; k++) {
         int c = (unsigned char)d[k];
-        unsigned carry = (unsigned)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+        unsigned carry;
 
+        if (c >= '0' && c <= '9')
+            carry = (unsigned)(c - '0');
+        else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')
+            carry = (unsigned)((c | 0x20) - 'a' + 10);
+        else
+            return CK_EFORMAT;
+        if (carry >= (unsigned)base)
+            return CK_EFORMAT;
         for (size_t j = 0; j < len; j++) {
             unsigned v = mag[j] * (unsigned)base + carry;
 
@@ -97,6 +98,27 @@ int ck_pyint_digits(ck_arena_t *a, int neg, const char *d, int base,
     }
     while (len > 1 && mag[len - 1] == 0)
         len--;
+    *mag_out = mag;
+    *len_out = len;
+    return 0;
+}
+
+int ck_pyint_digits(ck_arena_t *a, int neg, const char *d, int base,
+                    ck_pyval_t *t)
+{
+    size_t nd, len;
+    uint8_t *mag, *cp;
+    uint64_t u = 0;
+    int rc;
+
+    while (d[0] == '0' && d[1] != '\0')
+        d++;
+    nd = strlen(d);
+    if (nd == 0 || nd > CK_PYINT_MAX_DIGITS)
+        return 1;
+    rc = ck_pyint_mag(a, d, nd, base, &mag, &len);
+    if (rc < 0)
+        return rc == CK_ENOMEM ? rc : 1;
     neg = neg && (len > 1 || mag[0] != 0); /* -0 is 0 */
     memset(t, 0, sizeof(*t));
     t->t = CK_PV_INT;

@@ -42,6 +42,14 @@ size_t ck_pyint_trim(const uint8_t *b, size_t n);
 char *ck_pyint_dec(ck_arena_t *a, const uint8_t *b, size_t n);
 
 /*
+ * The magnitude of digits d[0..nd) in base 2 to 36, little-endian, at
+ * least one byte and no high zero bytes, in the arena: 0, CK_EFORMAT for a
+ * character that is no digit of base, CK_ENOMEM.  The caller caps nd.
+ */
+int ck_pyint_mag(ck_arena_t *a, const char *d, size_t nd, int base,
+                 uint8_t **mag, size_t *len);
+
+/*
  * Digits d (no sign, no '_', NUL-terminated) in base 2, 8, 10 or 16 as a
  * CK_PV_INT in *t: an int64 when it fits, else a big int; dec always set.
  * Returns 0; 1 when there is no digit or more than CK_PYINT_MAX_DIGITS
