@@ -30,6 +30,8 @@ struct ck_section {
     const char *label;
     unsigned char *given;          /* [i]: directive i was given */
     int line;
+    int in_chain;                  /* a plugin section the chain runs */
+    const char *after;             /* the stage after its last in the chain */
 };
 
 /* A cleanup registered by a setter, run by ck_conf_release. */
@@ -549,7 +551,8 @@ fail:
 static int apply_defaults(ck_conf_t *c, ck_section_t *s, ck_err_t *err)
 {
     ck_err_t e = { 0 };
-    ck_conf_ctx_t cx = { &c->arena, &e, c->path, s->line, s->name, c };
+    ck_conf_ctx_t cx = { &c->arena, &e, c->path, s->line, s->name, c,
+                         s->after };
 
     for (size_t i = 0; s->dirs[i].name != NULL; i++) {
         if (s->given[i] || s->dirs[i].def == NULL)
@@ -566,6 +569,31 @@ static int apply_defaults(ck_conf_t *c, ck_section_t *s, ck_err_t *err)
                               e.msg);
     }
     return 0;
+}
+
+/*
+ * A plugin's section the chain does not run would silently do nothing (a
+ * [config_override] with chain = optimizer_strip): refused at its header,
+ * the first in the file first.
+ */
+static int sections_in_chain(ck_conf_t *c, ck_err_t *err)
+{
+    const ck_section_t *first = NULL;
+    char chain[256] = "";
+
+    for (const ck_section_t *s = c->sections; s != NULL; s = s->next)
+        if (s->plugin != NULL && !s->in_chain &&
+            (first == NULL || s->line < first->line))
+            first = s;
+    if (first == NULL)
+        return 0;
+    for (size_t i = 0; i < c->nchain; i++)
+        snprintf(chain + strlen(chain), sizeof(chain) - strlen(chain), "%s%s",
+                 i ? " " : "", c->pipeline.chain.v[i]);
+    return ck_err_set(err, CK_ECONFIG,
+                      "%s:%d: [%s] is not in the chain ([pipeline] chain = "
+                      "%s): its directives would do nothing", c->path,
+                      first->line, first->name, chain);
 }
 
 static int load(ck_conf_t *c, const char *path, ck_err_t *err)
@@ -625,7 +653,12 @@ static int load(ck_conf_t *c, const char *path, ck_err_t *err)
         c->chain[i].plugin = s->plugin;
         c->chain[i].label = s->label;
         c->chain[i].conf = s->conf;
+        s->in_chain = 1;
+        s->after = i + 1 < c->nchain ? c->pipeline.chain.v[i + 1] : NULL;
     }
+    rc = sections_in_chain(c, err);
+    if (rc < 0)
+        return rc;
     for (ck_section_t *s = c->sections; s != NULL; s = s->next) {
         rc = apply_defaults(c, s, err);
         if (rc < 0)

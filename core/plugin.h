@@ -54,6 +54,9 @@ struct ck_conf_ctx {
     int line;            /* of the value, or of the section for defaults */
     const char *section; /* as written: "key_remap:second" */
     void *cleanups;      /* the loader's; see ck_conf_cleanup_add */
+    /* init_conf only: the chain stage after this section's last one, as
+     * written ("key_remap:x"), or NULL when it runs last */
+    const char *next;
 };
 
 typedef int (*ck_conf_set_fn)(ck_conf_ctx_t *cx, const ck_directive_t *d,

@@ -188,6 +188,10 @@ static int override_init(ck_conf_ctx_t *cx, void *conf)
 
     if (cf->file != NULL && cf->file[0] == '\0')
         cf->file = NULL; /* "file =" is no file */
+    if (cf->set.n == 0 && cf->file == NULL)
+        return ck_err_set(cx->err, CK_ECONFIG,
+                          "nothing to do: give set = OVERRIDE or file = "
+                          "PATH.yaml");
     return 0;
 }
 

@@ -395,6 +395,17 @@ static int add_to(ck_job_t *job, head_conf_t *cf, const char *state,
     return 0;
 }
 
+static int head_init_conf(ck_conf_ctx_t *cx, void *conf)
+{
+    const head_conf_t *cf = conf;
+
+    if (cf->adds.n == 0)
+        return ck_err_set(cx->err, CK_ECONFIG,
+                          "nothing to do: give at least one add = KEY DTYPE "
+                          "SHAPE INIT");
+    return 0;
+}
+
 static int head_run(ck_job_t *job, void *conf)
 {
     head_conf_t *cf = conf;
@@ -418,6 +429,6 @@ const ck_plugin_t ck_plugin_head_init = {
     .summary = "add new, reproducibly initialised parameters",
     .conf_size = sizeof(head_conf_t),
     .directives = head_directives,
-    .init_conf = NULL,
+    .init_conf = head_init_conf,
     .run = head_run,
 };

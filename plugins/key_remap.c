@@ -315,6 +315,17 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
     return 0;
 }
 
+static int remap_init(ck_conf_ctx_t *cx, void *conf)
+{
+    const remap_conf_t *cf = conf;
+
+    if (cf->rules.n == 0)
+        return ck_err_set(cx->err, CK_ECONFIG,
+                          "nothing to do: give at least one rename = FROM => "
+                          "TO");
+    return 0;
+}
+
 static int remap_run(ck_job_t *job, void *conf)
 {
     remap_conf_t *cf = conf;
@@ -366,6 +377,6 @@ const ck_plugin_t ck_plugin_key_remap = {
     .summary = "rename state-dict keys by prefix or regex",
     .conf_size = sizeof(remap_conf_t),
     .directives = remap_directives,
-    .init_conf = NULL,
+    .init_conf = remap_init,
     .run = remap_run,
 };

@@ -75,6 +75,15 @@ static int select_init(ck_conf_ctx_t *cx, void *conf)
 {
     select_conf_t *cf = conf;
 
+    if (cf->root == NULL && cf->keep.n == 0 && cf->drop.n == 0)
+        return ck_err_set(cx->err, CK_ECONFIG,
+                          "nothing to do: give keep, drop or root");
+    if (cf->root != NULL && cx->next != NULL)
+        return ck_err_set(cx->err, CK_ECONFIG,
+                          "root makes '%s' the whole checkpoint, so '%s' "
+                          "after it in the chain would not find what it "
+                          "looks for: put this stage last", cf->root->text,
+                          cx->next);
     if (cf->root == NULL || cf->root->nalt != 1 ||
         (cf->keep.n == 0 && cf->drop.n == 0))
         return 0;

@@ -505,6 +505,47 @@ static void test_inline_comment_and_spaces(void **state)
 }
 
 /* Every compiled-in plugin can be chained, with and without a label. */
+/* A plugin's section the chain does not run is refused at its header: it
+ * would silently do nothing. */
+static void test_section_not_in_chain(void **state)
+{
+    fx_t *f = *state;
+
+    assert_conf_error(f, load(f, "[pipeline]\nchain = optimizer_strip\n\n"
+                                 "[config_override]\nset = optim.lr=1e-5\n"),
+                      4, "[config_override] is not in the chain ([pipeline] "
+                         "chain = optimizer_strip): its directives would do "
+                         "nothing");
+    /* a labelled one too, and the first in the file is named */
+    assert_conf_error(f, load(f, "[pipeline]\nchain = key_remap\n"
+                                 "[key_remap]\nrename = a. => b.\n"
+                                 "[key_remap:two]\nrename = c. => d.\n"
+                                 "[prefix_select]\nkeep = x.\n"),
+                      5, "[key_remap:two] is not in the chain");
+    assert_int_equal(load(f, "[pipeline]\nchain = key_remap key_remap:two\n"
+                             "[key_remap]\nrename = a. => b.\n"
+                             "[key_remap:two]\nrename = c. => d.\n"), 0);
+}
+
+/*
+ * What a plugin needs to have something to do (a plugin with nothing to do
+ * is a configuration error): one line for its section, or "".
+ */
+static const char *needs(const ck_plugin_t *p)
+{
+    static const char *const lines[][2] = {
+        { "key_remap", "rename = a. => b.\n" },
+        { "head_init", "add = k float32 2 zeros\n" },
+        { "prefix_select", "keep = a.\n" },
+        { "config_override", "set = a=1\n" },
+    };
+
+    for (size_t i = 0; i < CK_ARRAY_SIZE(lines); i++)
+        if (strcmp(lines[i][0], p->name) == 0)
+            return lines[i][1];
+    return "";
+}
+
 static void test_compiled_plugins_chain(void **state)
 {
     fx_t *f = *state;
@@ -517,8 +558,9 @@ static void test_compiled_plugins_chain(void **state)
 
         assert_non_null(p->name);
         assert_ptr_equal(ck_plugin_find(p->name, strlen(p->name)), p);
-        snprintf(text, sizeof(text), "[pipeline]\nchain = %s %s:two\n", p->name,
-                 p->name);
+        snprintf(text, sizeof(text),
+                 "[pipeline]\nchain = %s %s:two\n[%s]\n%s[%s:two]\n%s",
+                 p->name, p->name, p->name, needs(p), p->name, needs(p));
         assert_int_equal(load(f, text), 0);
         assert_int_equal(f->c.nchain, 2);
         assert_ptr_equal(f->c.chain[0].plugin, p);
@@ -552,17 +594,17 @@ static void test_plugin_bool_directives(void **state)
                 continue;
             nbool++;
             snprintf(text, sizeof(text),
-                     "[pipeline]\nchain = %s\n[%s]\n%s = maybe\n", p->name,
-                     p->name, d->name);
+                     "[pipeline]\nchain = %s\n[%s]\n%s = maybe\n%s", p->name,
+                     p->name, d->name, needs(p));
             assert_conf_error(f, load(f, text), 4, "is not yes or no");
             snprintf(text, sizeof(text),
-                     "[pipeline]\nchain = %s\n[%s]\n%s = off\n", p->name,
-                     p->name, d->name);
+                     "[pipeline]\nchain = %s\n[%s]\n%s = off\n%s", p->name,
+                     p->name, d->name, needs(p));
             assert_int_equal(load(f, text), 0);
             assert_int_equal(*(int *)((char *)f->c.chain[0].conf + d->offset), 0);
             snprintf(text, sizeof(text),
-                     "[pipeline]\nchain = %s\n[%s]\n%s = on\n", p->name,
-                     p->name, d->name);
+                     "[pipeline]\nchain = %s\n[%s]\n%s = on\n%s", p->name,
+                     p->name, d->name, needs(p));
             if (load(f, text) == 0)
                 assert_int_equal(
                     *(int *)((char *)f->c.chain[0].conf + d->offset), 1);
@@ -575,8 +617,9 @@ static void test_plugin_bool_directives(void **state)
                            strcmp(d->def, "true") == 0 ||
                            strcmp(d->def, "1") == 0;
 
-                snprintf(text, sizeof(text), "[pipeline]\nchain = %s\n",
-                         p->name);
+                snprintf(text, sizeof(text),
+                         "[pipeline]\nchain = %s\n[%s]\n%s", p->name,
+                         p->name, needs(p));
                 assert_int_equal(load(f, text), 0);
                 assert_int_equal(
                     *(int *)((char *)f->c.chain[0].conf + d->offset), want);
@@ -785,6 +828,7 @@ int main(void)
         T(test_missing_file),
         T(test_inline_comment_and_spaces),
         T(test_compiled_plugins_chain),
+        T(test_section_not_in_chain),
         T(test_plugin_bool_directives),
     };
 #undef T

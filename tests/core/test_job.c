@@ -82,7 +82,8 @@ static void test_fail_prefix(void **state)
 {
     fx_t *f = *state;
 
-    load(f, "[pipeline]\nchain = optimizer_strip key_remap:second\n");
+    load(f, "[pipeline]\nchain = optimizer_strip key_remap:second\n"
+            "[key_remap:second]\nrename = a. => b.\n");
     /* outside a stage: the message as given */
     assert_int_equal(ck_job_fail(&f->job, CK_EPLUGIN, "plain %d", 1),
                      CK_EPLUGIN);

@@ -87,13 +87,17 @@ static void test_defaults(void **state)
 {
     pt_fx_t *f = *state;
 
-    pt_load_ok(f, "[pipeline]\nchain = config_override\n");
+    /* named in the chain only: nothing to do, a configuration error */
+    pt_bad(f, "[pipeline]\nchain = config_override\n", 2,
+           "[config_override] nothing to do: give set");
+    pt_load_ok(f, HEAD "set = a=1\n");
     assert_string_equal(pt_str(f, "config"), "xp.cfg");
-    assert_int_equal(pt_count(f, "set"), 0);
+    assert_int_equal(pt_count(f, "set"), 1);
     assert_null(pt_str(f, "file"));
     /* "file =" is no file */
-    pt_load_ok(f, HEAD "file =\n");
+    pt_load_ok(f, HEAD "file =\nset = a=1\n");
     assert_null(pt_str(f, "file"));
+    pt_bad(f, HEAD "file =\n", 4, "nothing to do");
 }
 
 static void test_values(void **state)

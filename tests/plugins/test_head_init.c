@@ -189,10 +189,13 @@ static void test_defaults(void **state)
 {
     pt_fx_t *f = *state;
 
-    pt_load_ok(f, "[pipeline]\nchain = head_init\n");
+    /* named in the chain only: nothing to do, a configuration error */
+    pt_bad(f, "[pipeline]\nchain = head_init\n", 2,
+           "[head_init] nothing to do: give at least one add");
+    pt_load_ok(f, HEAD "add = k float32 2 zeros\n");
     assert_string_equal(pt_places(f, "state"), "best_state/model");
     assert_int_equal(pt_u64(f, "seed"), 0);
-    assert_int_equal(pt_count(f, "add"), 0);
+    assert_int_equal(pt_count(f, "add"), 1);
     assert_string_equal(pt_enum(f, "on_exists"), "error");
 }
 
@@ -216,7 +219,7 @@ static void test_values(void **state)
     assert_int_equal(pt_u64(f, "seed"), UINT64_MAX);
     assert_int_equal(pt_count(f, "add"), 9);
     assert_string_equal(pt_enum(f, "on_exists"), "skip");
-    pt_load_ok(f, HEAD "on_exists = replace\nseed = 0\n");
+    pt_load_ok(f, HEAD "on_exists = replace\nseed = 0\nadd = k int8 1 ones\n");
     assert_string_equal(pt_enum(f, "on_exists"), "replace");
 }
 

@@ -74,9 +74,12 @@ static void test_defaults(void **state)
 {
     pt_fx_t *f = *state;
 
-    pt_load_ok(f, "[pipeline]\nchain = key_remap\n");
+    /* named in the chain only: nothing to do, a configuration error */
+    pt_bad(f, "[pipeline]\nchain = key_remap\n", 2,
+           "[key_remap] nothing to do: give at least one rename");
+    pt_load_ok(f, HEAD "rename = a. => b.\n");
     assert_string_equal(pt_places(f, "state"), "best_state/model");
-    assert_int_equal(pt_count(f, "rename"), 0);
+    assert_int_equal(pt_count(f, "rename"), 1);
     assert_string_equal(pt_enum(f, "on_conflict"), "error");
     assert_int_equal(pt_bool(f, "require_match"), 0);
 }

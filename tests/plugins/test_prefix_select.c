@@ -81,15 +81,16 @@ static void test_defaults(void **state)
 {
     pt_fx_t *f = *state;
 
-    /* named in the chain only: every directive gets its default */
-    pt_load_ok(f, "[pipeline]\nchain = prefix_select\n");
+    /* named in the chain only: nothing to do, a configuration error */
+    pt_bad(f, "[pipeline]\nchain = prefix_select\n", 2,
+           "[prefix_select] nothing to do: give keep, drop or root");
+    /* one directive: the others get their defaults */
+    pt_load_ok(f, HEAD "drop = x.\n");
     assert_string_equal(pt_places(f, "state"), "best_state/model");
     assert_string_equal(pt_list(f, "keep"), "");
-    assert_string_equal(pt_list(f, "drop"), "");
     assert_int_equal(pt_bool(f, "strip"), 0);
     assert_null(pt_place(f, "root"));
-    /* a section that sets one directive: the others still get theirs */
-    pt_load_ok(f, HEAD "strip = yes\n");
+    pt_load_ok(f, HEAD "strip = yes\nkeep = a.\n");
     assert_int_equal(pt_bool(f, "strip"), 1);
     assert_string_equal(pt_places(f, "state"), "best_state/model");
     assert_null(pt_place(f, "root"));
@@ -114,15 +115,15 @@ static void test_values(void **state)
     assert_int_equal(pt_bool(f, "strip"), 1);
     assert_string_equal(pt_place(f, "root"), "a.b");
     /* an empty keep or drop is an empty list, not the default */
-    pt_load_ok(f, HEAD "keep =\ndrop =\n");
+    pt_load_ok(f, HEAD "keep =\ndrop =\nroot = x\n");
     assert_string_equal(pt_list(f, "keep"), "");
     assert_string_equal(pt_list(f, "drop"), "");
     /* trailing slashes of root go; an empty root is no root */
     pt_load_ok(f, HEAD "root = state_dict//\n");
     assert_string_equal(pt_place(f, "root"), "state_dict");
-    pt_load_ok(f, HEAD "root =\n");
+    pt_load_ok(f, HEAD "root =\ndrop = x.\n");
     assert_null(pt_place(f, "root"));
-    pt_load_ok(f, HEAD "root = /\n");
+    pt_load_ok(f, HEAD "root = /\ndrop = x.\n");
     assert_null(pt_place(f, "root"));
 }
 
@@ -287,18 +288,21 @@ static void test_keep_then_drop(void **state)
     assert_string_equal(pt_md_keys(sd_of(f)), " 0 1");
 }
 
-static void test_no_filter(void **state)
+/* A filter that filters nothing is refused by check; root must end the
+ * chain (the plugins after it would look for what it made the top). */
+static void test_nothing_to_do(void **state)
 {
     pt_fx_t *f = *state;
-    model_t m;
 
-    pt_load_ok(f, HEAD "strip = yes\n");
-    build(f, &m);
-    pt_run_ok(f, m.root);
-    assert_string_equal(pt_keys(sd_of(f)),
-                        "enc.0.weight enc.0.bias enc.1.weight dec.weight "
-                        "decoder.bias head.weight");
-    assert_string_equal(f->json, "[]");
+    pt_bad(f, HEAD "strip = yes\n", 4, "nothing to do");
+    pt_bad(f, "[pipeline]\nchain = prefix_select key_remap\n"
+              "[prefix_select]\nroot = state_dict\n"
+              "[key_remap]\nrename = a. => b.\n", 3,
+           "root makes 'state_dict' the whole checkpoint, so 'key_remap' "
+           "after it in the chain would not find what it looks for");
+    pt_load_ok(f, "[pipeline]\nchain = key_remap prefix_select\n"
+                  "[prefix_select]\nroot = state_dict\n"
+                  "[key_remap]\nrename = a. => b.\n");
 }
 
 static void test_failures(void **state)
@@ -417,9 +421,9 @@ static void test_non_str_keys_drop(void **state)
     assert_int_equal(ck_py_mapping(sd)->v[6]->u.i.v, 7);
     assert_memory_equal(pt_bytes(f, &f->back, ck_py_mapping(sd)->v[7]),
                         pt_bytes(f, &f->job.ck, seven), 20);
-    /* no filter at all: kept and reported too */
+    /* a drop that matches nothing: kept and reported too */
     pt_job_reset(f);
-    pt_load_ok(f, HEAD "strip = yes\n");
+    pt_load_ok(f, HEAD "strip = yes\ndrop = nothing.\n");
     odd_keys(f, &m);
     pt_run_ok(f, m.root);
     assert_int_equal(pt_nchanges(f), 4);
@@ -632,7 +636,7 @@ int main(void)
         T(test_textual_prefix),
         T(test_drop),
         T(test_keep_then_drop),
-        T(test_no_filter),
+        T(test_nothing_to_do),
         T(test_failures),
         T(test_non_str_keys_keep),
         T(test_non_str_keys_drop),
