@@ -9,6 +9,7 @@
 #include "ck.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 static const ck_dtype_t dtypes[] = {
@@ -54,6 +55,52 @@ const ck_dtype_t *ck_dtype_by_name(const char *name)
         if (strcmp(dtypes[i].name, name) == 0)
             return &dtypes[i];
     return NULL;
+}
+
+/* torch's other names for a dtype (torch.half ...) and the usual short
+ * ones (fp16 ...). */
+static const struct {
+    const char *alias, *name;
+} aliases[] = {
+    { "half", "float16" },   { "fp16", "float16" },   { "f16", "float16" },
+    { "bf16", "bfloat16" },  { "float", "float32" },  { "fp32", "float32" },
+    { "f32", "float32" },    { "double", "float64" }, { "fp64", "float64" },
+    { "f64", "float64" },    { "long", "int64" },     { "int", "int32" },
+    { "short", "int16" },
+};
+
+const ck_dtype_t *ck_dtype_lookup(const char *name)
+{
+    const ck_dtype_t *dt = ck_dtype_by_name(name);
+
+    for (size_t i = 0; dt == NULL && i < CK_ARRAY_SIZE(aliases); i++)
+        if (strcmp(aliases[i].alias, name) == 0)
+            dt = ck_dtype_by_name(aliases[i].name);
+    return dt;
+}
+
+size_t ck_dtype_names(char *out, size_t size, int codec_only)
+{
+    size_t o = 0;
+
+    if (size == 0)
+        return 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < CK_ARRAY_SIZE(dtypes) && o < size; i++) {
+        int n = 0;
+
+        if (codec_only && !ck_dtype_has_codec(&dtypes[i]))
+            continue;
+        o += (size_t)snprintf(out + o, size - o, "%s%s", o ? ", " : "",
+                              dtypes[i].name);
+        for (size_t k = 0; k < CK_ARRAY_SIZE(aliases) && o < size; k++)
+            if (strcmp(aliases[k].name, dtypes[i].name) == 0)
+                o += (size_t)snprintf(out + o, size - o, "%s%s",
+                                      n++ ? " " : " (", aliases[k].alias);
+        if (n > 0 && o < size)
+            o += (size_t)snprintf(out + o, size - o, ")");
+    }
+    return o < size ? o : size - 1;
 }
 
 const ck_dtype_t *ck_dtype_by_storage(const char *storage_class)

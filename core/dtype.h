@@ -15,6 +15,7 @@
 #ifndef CK_DTYPE_H
 #define CK_DTYPE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef enum {
@@ -42,6 +43,16 @@ typedef struct {
 
 /* The dtype named name ("float16"), or NULL. */
 const ck_dtype_t *ck_dtype_by_name(const char *name);
+/* The dtype named name or one of its aliases, as users write them: torch's
+ * (half, float, double, long, int, short) and the short ones (fp16, bf16,
+ * fp32, fp64, f16 ...); NULL when none. */
+const ck_dtype_t *ck_dtype_lookup(const char *name);
+
+/* The names ck_dtype_lookup takes, aliases in parentheses ("float64
+ * (double fp64 f64), float32 (...), ..."), only dtypes with a codec when
+ * codec_only: into out (size bytes, NUL-terminated); returns the length. */
+size_t ck_dtype_names(char *out, size_t size, int codec_only);
+
 /* The dtype of a legacy storage class ("HalfStorage"), or NULL. */
 const ck_dtype_t *ck_dtype_by_storage(const char *storage_class);
 

@@ -4,18 +4,36 @@
  *
  *   add = KEY DTYPE SHAPE INIT
  *
- * SHAPE is 1024x512, 2048, or like:OTHERKEY; INIT is zeros, ones, const(V),
- * normal(MEAN,STD), uniform(A,B), xavier_uniform, kaiming_uniform (bound
- * 1/sqrt(fan_in), nn.Linear's default) or copy(OTHERKEY).  OTHERKEY may be
- * a key an earlier line added; const(V) must fit an integer DTYPE.
+ * DTYPE is a torch dtype name or alias (float16, half, fp16, bfloat16,
+ * bf16, float32, float, ...).  SHAPE is 1024x512, 2048, or like:OTHERKEY.
+ * INIT is one of
+ *   zeros, ones, const(V)          V must fit an integer DTYPE
+ *   normal(MEAN,STD)
+ *   trunc_normal(MEAN,STD,A,B)     as torch.nn.init.trunc_normal_: the
+ *                                  inverse CDF of the normal over [A, B]
+ *   uniform(A,B)
+ *   xavier_uniform, kaiming_uniform   (kaiming: bound 1/sqrt(fan_in),
+ *                                  nn.Linear's default)
+ *   gaussian, gaussian(DEPTH)      AudioCraft's LM init: std =
+ *                                  1/sqrt(input dim) (/sqrt(2*DEPTH)),
+ *                                  truncated at 3 std
+ *   uniform, uniform(DEPTH)        AudioCraft's: bound sqrt(3) * that std
+ *   copy(OTHERKEY)
+ * The input dim is SHAPE's second (nn.Linear's in_features, nn.Embedding's
+ * embedding_dim).  OTHERKEY may be a key an earlier line added.  Blanks are
+ * allowed inside the parentheses: normal(0, 0.02).
  *
  * Random values come from our own documented generator, not torch's: each
  * key gets a xoshiro256** stream seeded by SplitMix64 from
  * seed ^ FNV-1a-64(key); uniform doubles are (x >> 11) * 2^-53 and normals
- * come from the Box-Muller transform; values are computed in double and
- * rounded to the dtype (round to nearest even).  The same seed and settings
- * give the same bytes on every machine, and adding a key does not change
- * the values of the others.
+ * come from the Box-Muller transform.  Random values are computed in
+ * double and rounded to float32, then, for float16 and bfloat16, from
+ * float32 to the dtype (round to nearest even): the same line gives the
+ * same weights in every dtype, a float16 head being exactly the float32
+ * one .half(), as if made in float32 and converted.  float64 keeps the
+ * double; const(V) is rounded once, as torch.full(shape, V) rounds it.  The same seed
+ * and settings give the same bytes on every machine, and adding a key does
+ * not change the values of the others.
  */
 #include "plugin.h"
 
@@ -28,7 +46,8 @@
 #define PI 3.14159265358979323846
 
 typedef enum { I_ZEROS, I_ONES, I_CONST, I_NORMAL, I_UNIFORM, I_XAVIER,
-               I_KAIMING, I_COPY } init_kind_t;
+               I_KAIMING, I_COPY, I_TRUNC, I_GAUSSIAN, I_LM_UNIFORM
+} init_kind_t;
 
 typedef struct {
     char *key;
@@ -37,7 +56,7 @@ typedef struct {
     size_t ndim;
     char *like;          /* shape of this key instead */
     init_kind_t init;
-    double a, b;
+    double a, b, c, d;   /* the init's numbers, in order */
     char *src;           /* copy(src) */
     char text[256];      /* the line, for the record */
 } add_t;
@@ -73,8 +92,11 @@ static const ck_directive_t head_directives[] = {
     { NULL, NULL, 0, NULL, 0, NULL },
 };
 
-static int parse_args(const char *s, const char *name, double *a, double *b,
-                      int n)
+/*
+ * name(N1,N2,...) with exactly n numbers into v (blanks allowed around
+ * them): 0, or -1 when s is not that call.
+ */
+static int parse_call(const char *s, const char *name, double *v, int n)
 {
     size_t len = strlen(name);
     char *end;
@@ -82,83 +104,153 @@ static int parse_args(const char *s, const char *name, double *a, double *b,
     if (strncmp(s, name, len) != 0 || s[len] != '(')
         return -1;
     s += len + 1;
-    *a = strtod(s, &end);
-    if (end == s)
-        return -1;
-    s = end;
-    if (n == 2) {
-        if (*s++ != ',')
-            return -1;
-        *b = strtod(s, &end);
+    for (int i = 0; i < n; i++) {
+        v[i] = strtod(s, &end); /* skips leading blanks */
         if (end == s)
             return -1;
-        s = end;
+        s = end + strspn(end, " \t");
+        if (*s != (i + 1 < n ? ',' : ')'))
+            return -1;
+        s++;
     }
-    return strcmp(s, ")") == 0 ? 0 : -1;
+    return *s == '\0' ? 0 : -1;
+}
+
+/* Cut line into at most max words at blanks outside parentheses. */
+static size_t words(char *line, char **w, size_t max)
+{
+    size_t n = 0;
+    int depth = 0;
+
+    for (char *p = line; *p != '\0';) {
+        p += strspn(p, " \t");
+        if (*p == '\0')
+            break;
+        if (n == max)
+            return max + 1;
+        w[n++] = p;
+        for (; *p != '\0' && (depth > 0 || (*p != ' ' && *p != '\t')); p++)
+            depth += *p == '(' ? 1 : *p == ')' ? -1 : 0;
+        if (*p != '\0')
+            *p++ = '\0';
+    }
+    return n;
+}
+
+/* The init part of an add line into ad: 0 or -1 when unknown. */
+static int parse_init(const char *w, add_t *ad)
+{
+    double v[4];
+    static const struct {
+        const char *name;
+        init_kind_t kind;
+    } bare[] = {
+        { "zeros", I_ZEROS },          { "ones", I_ONES },
+        { "xavier_uniform", I_XAVIER }, { "kaiming_uniform", I_KAIMING },
+        { "gaussian", I_GAUSSIAN },    { "uniform", I_LM_UNIFORM },
+    };
+
+    for (size_t i = 0; i < CK_ARRAY_SIZE(bare); i++) {
+        if (strcmp(w, bare[i].name) == 0) {
+            ad->init = bare[i].kind;
+            return 0;
+        }
+    }
+    ad->init = I_CONST;
+    if (parse_call(w, "const", v, 1) == 0)
+        goto set;
+    ad->init = I_NORMAL;
+    if (parse_call(w, "normal", v, 2) == 0)
+        goto set;
+    ad->init = I_UNIFORM;
+    if (parse_call(w, "uniform", v, 2) == 0)
+        goto set;
+    ad->init = I_TRUNC;
+    if (parse_call(w, "trunc_normal", v, 4) == 0)
+        goto set;
+    ad->init = I_GAUSSIAN;
+    if (parse_call(w, "gaussian", v, 1) == 0)
+        goto set;
+    ad->init = I_LM_UNIFORM;
+    if (parse_call(w, "uniform", v, 1) == 0)
+        goto set;
+    return -1;
+set:
+    ad->a = v[0], ad->b = v[1], ad->c = v[2], ad->d = v[3];
+    return 0;
+}
+
+/* SHAPE: 1024x512 or like:KEY. */
+static int parse_shape(char *w, add_t *ad, ck_err_t *err)
+{
+    if (strncmp(w, "like:", 5) == 0) {
+        ad->like = w + 5;
+        if (*ad->like == '\0')
+            return ck_err_set(err, CK_ECONFIG, "add: SHAPE like: needs a KEY "
+                              "(in '%s')", ad->text);
+        return 0;
+    }
+    for (char *s = w; *s != '\0';) {
+        char *end;
+        long long v = strtoll(s, &end, 10);
+
+        if (end == s || v < 0 || ad->ndim == MAX_DIMS || *s == '-' ||
+            *s == '+' || (*end != '\0' && (*end != 'x' || end[1] == '\0')))
+            return ck_err_set(err, CK_ECONFIG, "add: bad shape '%s': SHAPE is "
+                              "1024x512, 2048 or like:KEY (in '%s')", w,
+                              ad->text);
+        ad->shape[ad->ndim++] = v;
+        s = *end ? end + 1 : end;
+    }
+    if (ad->ndim == 0)
+        return ck_err_set(err, CK_ECONFIG, "add: bad shape '%s'", w);
+    return 0;
 }
 
 static int parse_add(char *line, add_t *ad, ck_err_t *err)
 {
-    char *w[5], *save = NULL, *tok;
-    size_t n = 0;
+    char *w[5], names[512];
+    size_t n;
 
     snprintf(ad->text, sizeof(ad->text), "%s", line);
-    for (tok = strtok_r(line, " \t", &save); tok != NULL && n < 5;
-         tok = strtok_r(NULL, " \t", &save))
-        w[n++] = tok;
+    n = words(line, w, 4);
     if (n != 4)
-        return ck_err_set(err, CK_ECONFIG, "add: '%s' is not KEY DTYPE SHAPE INIT",
-                          ad->text);
+        return ck_err_set(err, CK_ECONFIG,
+                          "add: '%s' is not KEY DTYPE SHAPE INIT (%zu parts)",
+                          ad->text, n > 4 ? (size_t)5 : n);
     ad->key = w[0];
-    ad->dt = ck_dtype_by_name(w[1]);
-    if (!ck_dtype_has_codec(ad->dt))
-        return ck_err_set(err, CK_ECONFIG, "add: unsupported dtype '%s'", w[1]);
-    if (strncmp(w[2], "like:", 5) == 0) {
-        ad->like = w[2] + 5;
-        if (*ad->like == '\0')
-            return ck_err_set(err, CK_ECONFIG, "add: like: needs a KEY");
-    } else {
-        char *s = w[2];
-
-        while (*s != '\0') {
-            char *end;
-            long long v = strtoll(s, &end, 10);
-
-            if (end == s || v < 0 || ad->ndim == MAX_DIMS ||
-                (*end != '\0' && (*end != 'x' || end[1] == '\0')))
-                return ck_err_set(err, CK_ECONFIG, "add: bad shape '%s'", w[2]);
-            ad->shape[ad->ndim++] = v;
-            s = *end ? end + 1 : end;
-        }
-        if (ad->ndim == 0)
-            return ck_err_set(err, CK_ECONFIG, "add: bad shape '%s'", w[2]);
+    ad->dt = ck_dtype_lookup(w[1]);
+    if (!ck_dtype_has_codec(ad->dt)) {
+        ck_dtype_names(names, sizeof(names), 1);
+        return ck_err_set(err, CK_ECONFIG, "add: unsupported dtype '%s' (in "
+                          "'%s'); DTYPE is one of %s", w[1], ad->text, names);
     }
-    if (!strcmp(w[3], "zeros"))
-        ad->init = I_ZEROS;
-    else if (!strcmp(w[3], "ones"))
-        ad->init = I_ONES;
-    else if (!strcmp(w[3], "xavier_uniform"))
-        ad->init = I_XAVIER;
-    else if (!strcmp(w[3], "kaiming_uniform"))
-        ad->init = I_KAIMING;
-    else if (parse_args(w[3], "const", &ad->a, &ad->b, 1) == 0)
-        ad->init = I_CONST;
-    else if (parse_args(w[3], "normal", &ad->a, &ad->b, 2) == 0)
-        ad->init = I_NORMAL;
-    else if (parse_args(w[3], "uniform", &ad->a, &ad->b, 2) == 0)
-        ad->init = I_UNIFORM;
-    else if (!strncmp(w[3], "copy(", 5) && w[3][strlen(w[3]) - 1] == ')') {
+    if (parse_shape(w[2], ad, err) < 0)
+        return err->code;
+    if (!strncmp(w[3], "copy(", 5) && w[3][strlen(w[3]) - 1] == ')') {
         ad->init = I_COPY;
         ad->src = w[3] + 5;
         ad->src[strlen(ad->src) - 1] = '\0';
         if (*ad->src == '\0')
             return ck_err_set(err, CK_ECONFIG, "add: copy() needs a KEY");
-    } else
-        return ck_err_set(err, CK_ECONFIG, "add: unknown init '%s'", w[3]);
-    if (ad->init == I_NORMAL && ad->b < 0)
-        return ck_err_set(err, CK_ECONFIG, "add: normal() with a negative std");
-    if (!ad->dt->is_float && (ad->init == I_NORMAL || ad->init == I_UNIFORM ||
-                              ad->init == I_XAVIER || ad->init == I_KAIMING))
+    } else if (parse_init(w[3], ad) < 0) {
+        return ck_err_set(err, CK_ECONFIG, "add: unknown init '%s' (in '%s'); "
+                          "INIT is zeros, ones, const(V), normal(MEAN,STD), "
+                          "trunc_normal(MEAN,STD,A,B), uniform(A,B), "
+                          "xavier_uniform, kaiming_uniform, gaussian[(DEPTH)], "
+                          "uniform[(DEPTH)] or copy(KEY)", w[3], ad->text);
+    }
+    if ((ad->init == I_NORMAL || ad->init == I_TRUNC) && ad->b < 0)
+        return ck_err_set(err, CK_ECONFIG, "add: %s() with a negative std",
+                          ad->init == I_NORMAL ? "normal" : "trunc_normal");
+    if (ad->init == I_TRUNC && !(ad->c < ad->d))
+        return ck_err_set(err, CK_ECONFIG, "add: trunc_normal() needs A < B");
+    if ((ad->init == I_GAUSSIAN || ad->init == I_LM_UNIFORM) &&
+        w[3][strlen(w[3]) - 1] == ')' && !(ad->a >= 1 && ad->a == floor(ad->a)))
+        return ck_err_set(err, CK_ECONFIG, "add: DEPTH %g is not a whole "
+                          "number from 1", ad->a);
+    if (!ad->dt->is_float && ad->init != I_ZEROS && ad->init != I_ONES &&
+        ad->init != I_CONST && ad->init != I_COPY)
         return ck_err_set(err, CK_ECONFIG,
                           "add: random init of an integer dtype %s", w[1]);
     if (ad->init == I_CONST && !ad->dt->is_float && ad->dt->id != CK_DT_BOOL) {
@@ -237,6 +329,48 @@ static double rng_uniform(rng_t *r)
     return (double)(rng_next(r) >> 11) * 0x1.0p-53;
 }
 
+/* The inverse of erf on (-1, 1): Giles' approximation ("Approximating the
+ * erfinv function", GPU Computing Gems, 2011), then two Newton steps on
+ * erf for double precision. */
+static double erfinv(double y)
+{
+    double w = -log((1.0 - y) * (1.0 + y)), p, x;
+
+    if (w < 5.0) {
+        w -= 2.5;
+        p = 2.81022636e-08;
+        p = 3.43273939e-07 + p * w;
+        p = -3.5233877e-06 + p * w;
+        p = -4.39150654e-06 + p * w;
+        p = 0.00021858087 + p * w;
+        p = -0.00125372503 + p * w;
+        p = -0.00417768164 + p * w;
+        p = 0.246640727 + p * w;
+        p = 1.50140941 + p * w;
+    } else {
+        w = sqrt(w) - 3.0;
+        p = -0.000200214257;
+        p = 0.000100950558 + p * w;
+        p = 0.00134934322 + p * w;
+        p = -0.00367342844 + p * w;
+        p = 0.00573950773 + p * w;
+        p = -0.0076224613 + p * w;
+        p = 0.00943887047 + p * w;
+        p = 1.00167406 + p * w;
+        p = 2.83297682 + p * w;
+    }
+    x = p * y;
+    for (int i = 0; i < 2 && isfinite(x); i++)
+        x -= (erf(x) - y) / (2.0 / sqrt(PI) * exp(-x * x));
+    return x;
+}
+
+/* The normal's CDF. */
+static double phi(double x)
+{
+    return 0.5 * (1.0 + erf(x / sqrt(2.0)));
+}
+
 /* ---- running ---------------------------------------------------------- */
 
 static const ck_tensor_t *tensor_at(ck_job_t *job, ck_py_t *sd,
@@ -245,64 +379,117 @@ static const ck_tensor_t *tensor_at(ck_job_t *job, ck_py_t *sd,
     return ck_job_tensor(job, ck_py_map_get(sd, key, NULL));
 }
 
+/* copy(SRC): the source's elements, converted to the dtype. */
+static int fill_copy(ck_job_t *job, add_t *ad, const char *state,
+                     ck_py_t *sd, uint64_t numel, uint8_t *data)
+{
+    const ck_tensor_t *src = tensor_at(job, sd, ad->src);
+    size_t isz = ad->dt->itemsize;
+    uint8_t *tmp;
+    int rc;
+
+    if (src == NULL)
+        return ck_job_fail(job, CK_EPLUGIN, "copy(%s): no such tensor in %s",
+                           ad->src, state);
+    if (src->numel != numel)
+        return ck_job_fail(job, CK_EPLUGIN,
+                           "copy(%s): %llu elements, %s needs %llu", ad->src,
+                           (unsigned long long)src->numel, ad->key,
+                           (unsigned long long)numel);
+    tmp = ck_arena_alloc(ck_job_arena(job), numel * src->dtype->itemsize + 1);
+    if (tmp == NULL)
+        return ck_job_nomem(job);
+    rc = ck_job_read_tensor(job, src, tmp);
+    if (rc < 0)
+        return rc;
+    for (uint64_t i = 0; i < numel; i++) {
+        if (src->dtype == ad->dt)
+            memcpy(data + i * isz, tmp + i * isz, isz);
+        else
+            ck_dtype_put(ad->dt, data + i * isz,
+                         ck_dtype_get(src->dtype,
+                                      tmp + i * src->dtype->itemsize));
+    }
+    return 0;
+}
+
+/*
+ * The distribution of a random init over this shape: uniform on [*lo, *hi]
+ * (*trunc 0), or the normal (*mean, *std) truncated to [*lo, *hi] (*trunc
+ * 1, the inverse-CDF method of torch's trunc_normal_) or not (*trunc 2).
+ */
+static int distribution(ck_job_t *job, const add_t *ad, const int64_t *shape,
+                        size_t ndim, double *lo, double *hi, double *mean,
+                        double *std, int *trunc)
+{
+    uint64_t recept = 1;
+    double fan_in, fan_out, s;
+
+    *lo = ad->a, *hi = ad->b, *mean = ad->a, *std = ad->b, *trunc = 0;
+    switch (ad->init) {
+    case I_NORMAL:
+        *trunc = 2;
+        return 0;
+    case I_TRUNC:
+        *lo = ad->c, *hi = ad->d, *trunc = 1;
+        return 0;
+    case I_XAVIER:
+    case I_KAIMING:
+    case I_GAUSSIAN:
+    case I_LM_UNIFORM:
+        break;
+    default:
+        return 0;
+    }
+    if (ndim < 2)
+        return ck_job_fail(job, CK_EPLUGIN, "%s: %s needs at least 2 "
+                           "dimensions",
+                           ad->key, ad->init == I_XAVIER ? "xavier_uniform"
+                                    : ad->init == I_KAIMING ? "kaiming_uniform"
+                                    : ad->init == I_GAUSSIAN ? "gaussian"
+                                                             : "uniform");
+    for (size_t i = 2; i < ndim; i++)
+        recept *= (uint64_t)shape[i];
+    fan_in = (double)((uint64_t)shape[1] * recept);
+    fan_out = (double)((uint64_t)shape[0] * recept);
+    if (ad->init == I_XAVIER || ad->init == I_KAIMING) {
+        s = ad->init == I_XAVIER ? sqrt(6.0 / (fan_in + fan_out))
+                                 : 1.0 / sqrt(fan_in);
+        *lo = -s, *hi = s;
+        return 0;
+    }
+    /* AudioCraft's get_init_fn: std from the input dim, and the depth */
+    s = 1.0 / sqrt((double)shape[1]);
+    if (ad->a >= 1)
+        s /= sqrt(2.0 * ad->a);
+    if (ad->init == I_GAUSSIAN) {
+        *mean = 0, *std = s, *lo = -3 * s, *hi = 3 * s, *trunc = 1;
+    } else {
+        *lo = -sqrt(3.0) * s, *hi = sqrt(3.0) * s;
+    }
+    return 0;
+}
+
 static int fill(ck_job_t *job, head_conf_t *cf, add_t *ad, const char *state,
                 ck_py_t *sd, const int64_t *shape, size_t ndim,
                 uint64_t numel, uint8_t *data)
 {
     size_t isz = ad->dt->itemsize;
+    int narrow = ad->dt->id == CK_DT_FLOAT16 || ad->dt->id == CK_DT_BFLOAT16;
+    double lo, hi, mean, std, pl = 0, pu = 0;
+    int trunc, rc;
     rng_t r;
-    double lo = ad->a, hi = ad->b;
 
+    if (ad->init == I_COPY)
+        return fill_copy(job, ad, state, sd, numel, data);
+    rc = distribution(job, ad, shape, ndim, &lo, &hi, &mean, &std, &trunc);
+    if (rc < 0)
+        return rc;
+    if (trunc == 1 && std > 0) {
+        pl = 2 * phi((lo - mean) / std) - 1;
+        pu = 2 * phi((hi - mean) / std) - 1;
+    }
     rng_seed(&r, cf->seed, ad->key);
-    if (ad->init == I_XAVIER || ad->init == I_KAIMING) {
-        uint64_t recept = 1;
-        double fan_in, fan_out, bound;
-
-        if (ndim < 2)
-            return ck_job_fail(job, CK_EPLUGIN,
-                               "%s: %s needs at least 2 dimensions",
-                              ad->key, ad->init == I_XAVIER ? "xavier_uniform"
-                                                            : "kaiming_uniform");
-        for (size_t i = 2; i < ndim; i++)
-            recept *= (uint64_t)shape[i];
-        fan_in = (double)((uint64_t)shape[1] * recept);
-        fan_out = (double)((uint64_t)shape[0] * recept);
-        bound = ad->init == I_XAVIER ? sqrt(6.0 / (fan_in + fan_out))
-                                     : 1.0 / sqrt(fan_in);
-        lo = -bound;
-        hi = bound;
-    }
-    if (ad->init == I_COPY) {
-        const ck_tensor_t *src = tensor_at(job, sd, ad->src);
-        uint8_t *tmp;
-        int rc;
-
-        if (src == NULL)
-            return ck_job_fail(job, CK_EPLUGIN,
-                               "copy(%s): no such tensor in %s",
-                              ad->src, state);
-        if (src->numel != numel)
-            return ck_job_fail(job, CK_EPLUGIN,
-                               "copy(%s): %llu elements, %s needs %llu",
-                              ad->src, (unsigned long long)src->numel, ad->key,
-                              (unsigned long long)numel);
-        tmp = ck_arena_alloc(ck_job_arena(job),
-                             numel * src->dtype->itemsize + 1);
-        if (tmp == NULL)
-            return ck_job_nomem(job);
-        rc = ck_job_read_tensor(job, src, tmp);
-        if (rc < 0)
-            return rc;
-        for (uint64_t i = 0; i < numel; i++) {
-            if (src->dtype == ad->dt)
-                memcpy(data + i * isz, tmp + i * isz, isz);
-            else
-                ck_dtype_put(ad->dt, data + i * isz,
-                             ck_dtype_get(src->dtype,
-                                          tmp + i * src->dtype->itemsize));
-        }
-        return 0;
-    }
     for (uint64_t i = 0; i < numel; i++) {
         double v;
 
@@ -310,15 +497,25 @@ static int fill(ck_job_t *job, head_conf_t *cf, add_t *ad, const char *state,
         case I_ZEROS: v = 0; break;
         case I_ONES: v = 1; break;
         case I_CONST: v = ad->a; break;
-        case I_NORMAL: {
-            double u1 = 1.0 - rng_uniform(&r), u2 = rng_uniform(&r);
-
-            v = ad->a + ad->b * sqrt(-2.0 * log(u1)) * cos(2 * PI * u2);
-            break;
-        }
         default:
-            v = lo + (hi - lo) * rng_uniform(&r);
+            if (trunc == 2) {
+                double u1 = 1.0 - rng_uniform(&r), u2 = rng_uniform(&r);
+
+                v = mean + std * sqrt(-2.0 * log(u1)) * cos(2 * PI * u2);
+            } else if (trunc == 1) {
+                v = std > 0 ? mean + std * sqrt(2.0) *
+                                  erfinv(pl + (pu - pl) * rng_uniform(&r))
+                            : mean;
+                v = v < lo ? lo : v > hi ? hi : v;
+            } else {
+                v = lo + (hi - lo) * rng_uniform(&r);
+            }
         }
+        /* a random value as made in float32 and converted: the same
+         * weights in every dtype (a constant is rounded once, as
+         * torch.full rounds it) */
+        if (narrow && ad->init != I_CONST)
+            v = (float)v;
         ck_dtype_put(ad->dt, data + i * isz, v);
     }
     return 0;

@@ -8,13 +8,14 @@ usage: test_head_init.py --ckprep PATH --zipcheck PATH [--examples DIR] [--keep]
 (or run_all.py for every file; helpers and fixtures in plugtest.py)
 """
 import math
+import os
 import sys
 
 import numpy as np
 import torch
 
 import plugtest
-from plugtest import (E, HEAD_B, HEAD_W, New, SPEC_ADDS, assert_same, bad_directive_tests,
+from plugtest import (ini, OD, E, HEAD_B, HEAD_W, New, SPEC_ADDS, assert_same, bad_directive_tests,
                       bad_section, chain1, check, check_changes, check_rejects,
                       check_rejects_line, double_to_bf16_bits, load, plugin_changes,
                       reference_values, stats, tensor_bytes, test)
@@ -177,11 +178,10 @@ def generator_case(dtype, init, n, a=0.0, b=1.0, fan_in=None, shape=None, key="g
     elif dtype == "float32":
         want = ref.astype(np.float32).view(np.uint32)
         have = got.numpy().view(np.uint32).reshape(-1)
-    elif dtype == "float16":
-        want = ref.astype(np.float16).view(np.uint16)       # numpy rounds double -> half directly
-        have = got.view(torch.int16).numpy().view(np.uint16).reshape(-1)
     else:
-        want = double_to_bf16_bits(ref)
+        # made in float32, then converted by torch's own .to(dtype)
+        want = torch.from_numpy(ref.astype(np.float32)).to(getattr(torch, dtype))
+        want = want.view(torch.int16).numpy().view(np.uint16)
         have = got.view(torch.int16).numpy().view(np.uint16).reshape(-1)
     diff = np.nonzero(want != have)[0]
     check(len(diff) == 0, f"{line}: {len(diff)} of {n} values differ from the documented generator "
@@ -201,16 +201,16 @@ def head_generator_float64_float32():
 
 @test
 def head_generator_float16_rounding():
-    """float16 values are the documented double values rounded to float16,
-    to nearest even (header of plugins/head_init.c: "values are computed in
-    double and rounded to the dtype"), not rounded twice via float32"""
+    """float16 values are the documented double values rounded to float32,
+    then converted to float16 as torch's .half() does (header of
+    plugins/head_init.c): a float16 head is exactly the float32 one .half()"""
     generator_case("float16", "normal", 60000, 0.0, 1.0)
 
 
 @test
 def head_generator_bfloat16_rounding():
-    """bfloat16 values are the documented double values rounded to bfloat16,
-    to nearest even"""
+    """bfloat16 values are the float32 ones converted as torch's
+    .to(torch.bfloat16) does"""
     generator_case("bfloat16", "normal", 30000, 0.0, 1.0)
 
 
@@ -323,6 +323,89 @@ def check_line_of_bad_add():
     """the error points at the bad add line, not at its section"""
     text, line = bad_section("head_init", ["add = a float16 4 zeros", "add = b float16 16xx12 zeros"])
     check_rejects(text, line, "16xx12")
+
+
+# ---- the same weights in every dtype; AudioCraft's initialisers -------------
+
+INITS = ["normal(0, 0.02)", "trunc_normal(0.1, 0.5, -0.5, 0.9)", "uniform(-0.3, 0.2)",
+         "xavier_uniform", "kaiming_uniform", "gaussian", "gaussian(12)", "uniform",
+         "uniform(4)"]
+
+
+@test
+def head_same_weights_every_dtype():
+    """one seed and add line, four dtypes (two labelled stages per pair, as
+    a chain adding the head to model in float32 and to best_state/model in
+    float16 would): float16 and bfloat16 are exactly the float32 head
+    converted by torch, float32 the float64 head converted, for every init"""
+    for init in INITS:
+        conf = ini(("pipeline", {"chain": "head_init:a head_init:b head_init:c head_init:d"}),
+                   ("head_init:a", [("state", "sd"), ("seed", 5), ("add", f"h.w float32 64x48 {init}")]),
+                   ("head_init:b", [("state", "sd2"), ("seed", 5), ("add", f"h.w fp16 64x48 {init}")]),
+                   ("head_init:c", [("state", "sd3"), ("seed", 5), ("add", f"h.w bf16 64x48 {init}")]),
+                   ("head_init:d", [("state", "sd4"), ("seed", 5), ("add", f"h.w double 64x48 {init}")]))
+        src = os.path.join(E.fresh("dtypes"), "in.th")
+        torch.save({"sd": OD(), "sd2": OD(), "sd3": OD(), "sd4": OD()}, src)
+        out = load(E.ok(conf, src).out)
+        f32, f16, b16, f64 = (out[k]["h.w"] for k in ("sd", "sd2", "sd3", "sd4"))
+        check(f16.dtype == torch.float16 and b16.dtype == torch.bfloat16 and
+              f64.dtype == torch.float64, f"{init}: dtypes {f16.dtype} {b16.dtype} {f64.dtype}")
+        check(torch.equal(f32.half().view(torch.int16), f16.view(torch.int16)),
+              f"{init}: float16 head != float32 head .half()")
+        check(torch.equal(f32.bfloat16().view(torch.int16), b16.view(torch.int16)),
+              f"{init}: bfloat16 head != float32 head .bfloat16()")
+        check(torch.equal(f64.float(), f32), f"{init}: float32 head != float64 head .float()")
+        check(float(f32.abs().max()) > 0, f"{init}: all zeros")
+
+
+def _stats_close(name, ours, theirs, lo=None, hi=None):
+    """mean and std of ours within 6 standard errors of torch's; ours within
+    [lo, hi]"""
+    n = ours.numel()
+    m1, m2 = float(ours.double().mean()), float(theirs.double().mean())
+    s1, s2 = float(ours.double().std()), float(theirs.double().std())
+    check(abs(m1 - m2) < 6 * s2 / math.sqrt(n) * math.sqrt(2), f"{name}: mean {m1} vs torch {m2}")
+    check(abs(s1 - s2) < 6 * s2 / math.sqrt(2 * n) * math.sqrt(2) + 1e-12,
+          f"{name}: std {s1} vs torch {s2}")
+    if lo is not None:
+        check(float(ours.min()) >= lo and float(ours.max()) <= hi,
+              f"{name}: values outside [{lo}, {hi}]: {float(ours.min())} {float(ours.max())}")
+        check(float(ours.min()) < lo + (hi - lo) * 0.01 and float(ours.max()) > hi - (hi - lo) * 0.01,
+              f"{name}: does not reach near its bounds")
+
+
+@test
+def head_distributions_as_torch():
+    """trunc_normal, AudioCraft's gaussian (std 1/sqrt(in), at 3 std, /sqrt(2
+    depth)) and uniform (bound sqrt(3) std) against torch's own trunc_normal_
+    and uniform_ over 1024x512: mean, std and bounds; and the same line twice
+    gives the same bytes"""
+    shape = (1024, 512)
+    lines = [("t", "trunc_normal(0.5, 2, -1, 3)", lambda t: torch.nn.init.trunc_normal_(t, 0.5, 2, -1, 3), -1, 3),
+             ("g", "gaussian", None, None, None),
+             ("g8", "gaussian(8)", None, None, None),
+             ("u", "uniform", None, None, None),
+             ("u3", "uniform(3)", None, None, None)]
+    items = [("state", "sd"), ("seed", 11)] + [("add", f"{k} float32 1024x512 {i}") for k, i, *_ in lines]
+    src = os.path.join(E.fresh("dist"), "in.th")
+    torch.save({"sd": OD()}, src)
+    r1, r2 = E.ok(chain1("head_init", items), src), E.ok(chain1("head_init", items), src)
+    out, out2 = load(r1.out)["sd"], load(r2.out)["sd"]
+    torch.manual_seed(0)
+    for key, init, fn, lo, hi in lines:
+        ours = out[key]
+        check(torch.equal(ours, out2[key]), f"{init}: two runs differ")
+        if fn is None:
+            depth = int(init[init.index("(") + 1:-1]) if "(" in init else None
+            std = 1 / math.sqrt(shape[1]) / (math.sqrt(2 * depth) if depth else 1)
+            if init.startswith("gaussian"):
+                lo, hi = -3 * std, 3 * std
+                fn = lambda t, s=std: torch.nn.init.trunc_normal_(t, 0.0, s, -3 * s, 3 * s)
+            else:
+                lo, hi = -math.sqrt(3) * std, math.sqrt(3) * std
+                fn = lambda t, b=hi: torch.nn.init.uniform_(t, -b, b)
+        theirs = fn(torch.empty(shape))
+        _stats_close(f"{key} {init}", ours, theirs, lo * (1 + 1e-6), hi * (1 + 1e-6))
 
 
 if __name__ == "__main__":
