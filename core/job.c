@@ -196,6 +196,28 @@ int ck_job_fail(ck_job_t *job, int code, const char *fmt, ...)
                       job->stage->label ? job->stage->label : "", msg);
 }
 
+void ck_job_warn(ck_job_t *job, const char *fmt, ...)
+{
+    char msg[512], line[640];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (job->stage != NULL)
+        snprintf(line, sizeof(line), "%s%s%s: %s", job->stage->plugin->name,
+                 job->stage->label ? ":" : "",
+                 job->stage->label ? job->stage->label : "", msg);
+    else
+        snprintf(line, sizeof(line), "%s", msg);
+    if (job->warnings != NULL) {
+        ck_json_str(job->warnings, line);
+        job->nwarnings++;
+    }
+    if (job->warn != NULL)
+        job->warn(job->warn_ud, line);
+}
+
 int ck_job_nomem(ck_job_t *job)
 {
     return ck_err_set(job->err, CK_ENOMEM, "out of memory");
@@ -308,12 +330,17 @@ static int run_chain(ck_job_t *job, ck_json_t *plugins)
 
     for (size_t i = 0; i < conf->nchain && rc == 0; i++) {
         const ck_stage_t *st = &conf->chain[i];
-        ck_json_t changes = { 0 };
+        ck_json_t changes = { 0 }, warnings = { 0 };
         int64_t t0 = now_ms();
 
         ck_json_arr(&changes);
+        ck_json_arr(&warnings);
+        job->warnings = &warnings;
+        job->nwarnings = 0;
         rc = ck_job_run_stage(job, st, &changes);
+        job->warnings = NULL;
         ck_json_end(&changes);
+        ck_json_end(&warnings);
         ck_json_obj(plugins);
         ck_json_key(plugins, "name");
         ck_json_str(plugins, st->plugin->name);
@@ -323,14 +350,20 @@ static int run_chain(ck_job_t *job, ck_json_t *plugins)
         ck_json_int(plugins, now_ms() - t0);
         ck_json_key(plugins, "changes");
         ck_json_raw(plugins, (const char *)changes.b.data, changes.b.len);
+        if (job->nwarnings > 0) {
+            ck_json_key(plugins, "warnings");
+            ck_json_raw(plugins, (const char *)warnings.b.data,
+                        warnings.b.len);
+        }
         if (rc < 0) {
             ck_json_key(plugins, "error");
             ck_json_str(plugins, job->err->msg);
         }
         ck_json_end(plugins);
-        if (changes.b.oom)
+        if (changes.b.oom || warnings.b.oom)
             rc = ck_err_set(job->err, CK_ENOMEM, "out of memory");
         ck_json_release(&changes);
+        ck_json_release(&warnings);
     }
     return rc;
 }
@@ -350,6 +383,8 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     job.conf = conf;
     job.err = err;
     job.dry_run = args->dry_run;
+    job.warn = args->warn;
+    job.warn_ud = args->warn_ud;
     rfc3339(ts, sizeof(ts));
     ck_conf_limits(conf, &opts.lim);
     opts.allow = conf->allow;

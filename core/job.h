@@ -16,8 +16,13 @@ struct ck_job {
     const ck_conf_t *conf;
     const ck_stage_t *stage; /* the running one, named in its errors */
     ck_json_t *changes;    /* the running plugin's "changes" array */
+    ck_json_t *warnings;   /* the running plugin's "warnings" (NULL: none
+                              kept) */
+    size_t nwarnings;      /* in warnings */
     ck_err_t *err;         /* where a plugin records why it failed */
     int dry_run;
+    void (*warn)(void *ud, const char *msg); /* optional, as they come */
+    void *warn_ud;
 };
 
 /*
@@ -33,6 +38,9 @@ typedef struct {
     const char *out;       /* NULL: nothing is written (dry run) */
     int dry_run;
     const int *cancel;     /* optional: nonzero abandons the write */
+    /* optional: called with each warning ("PLUGIN: message") as it comes */
+    void (*warn)(void *ud, const char *msg);
+    void *warn_ud;
     /* optional: the input must be this file (inode, size, mtime), or the
      * job fails with CK_ECHANGED before doing anything */
     int expect_set;

@@ -189,6 +189,12 @@ static int cmd_check(int argc, char **argv)
     return 0;
 }
 
+/* A job's warning, on stderr as it comes. */
+static void run_warn(void *ud, const char *msg)
+{
+    fprintf(stderr, "ckprep: warning: %s: %s\n", (const char *)ud, msg);
+}
+
 static int cmd_run(int argc, char **argv)
 {
     const char *cpath = NULL, *out = NULL, *in = NULL;
@@ -238,10 +244,13 @@ static int cmd_run(int argc, char **argv)
     }
     args.in = in;
     args.out = out;
+    args.warn = run_warn;
+    args.warn_ud = (void *)in;
     rc = ck_job_run(&conf, &args, &rec, &err);
     if (rc < 0)
         fprintf(stderr, "ckprep: %s: %s\n", in, err.msg);
-    else if (ck_json_text(&rec) != NULL)
+    /* the record, failed or not: scripts read what happened from it */
+    if (ck_json_text(&rec) != NULL)
         printf("%s\n", ck_json_text(&rec));
     ck_json_release(&rec);
     ck_conf_release(&conf);

@@ -10,6 +10,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -288,16 +289,67 @@ int ck_omc_leaf_value(ck_arena_t *a, const char *cls, const ck_pyval_t *t,
     return *out != NULL ? 0 : CK_ENOMEM;
 }
 
-void ck_omc_json(ck_json_t *j, const ck_py_t *p)
+/* A key of a mapping as a JSON object key: a str as itself, anything
+ * else as its JSON text. */
+static void json_key_of(ck_json_t *j, const ck_py_t *k)
 {
-    const ck_py_t *val = NULL;
+    char buf[64];
+
+    if (k != NULL && k->kind == CK_PY_STR) {
+        ck_json_key(j, k->u.s.s);
+    } else if (k != NULL && k->kind == CK_PY_INT && k->u.i.nbig == 0) {
+        snprintf(buf, sizeof(buf), "%lld", (long long)k->u.i.v);
+        ck_json_key(j, buf);
+    } else {
+        ck_json_key(j, "?");
+    }
+}
+
+static void omc_json(ck_json_t *j, ck_py_t *p, int depth)
+{
+    ck_py_t *val = NULL;
+    ck_py_vec_t *items;
+    int dict = 0;
 
     if (p != NULL && p->kind == CK_PY_NEWOBJ)
         val = ck_py_map_get(p->u.o.state, "_val", NULL);
-    if (val != NULL)
-        ck_omc_json(j, val);
-    else if (p == NULL)
+    if (val != NULL) {
+        omc_json(j, val, depth);
+        return;
+    }
+    if (p == NULL) {
         ck_json_null(j);
-    else if (ck_pyval_json(j, p) != 0)
+        return;
+    }
+    if (ck_pyval_json(j, p) == 0)
+        return;
+    /* a container: a DictConfig or ListConfig, or a plain dict or list */
+    items = ck_omc_is(p, "DictConfig") || ck_omc_is(p, "ListConfig")
+                ? ck_omc_children(p, &dict) : NULL;
+    if (items == NULL && (p->kind == CK_PY_DICT || p->kind == CK_PY_LIST ||
+                          p->kind == CK_PY_TUPLE)) {
+        items = &p->u.seq;
+        dict = p->kind == CK_PY_DICT;
+    }
+    if (items == NULL || depth >= 32) {
         ck_json_str(j, "<container>");
+        return;
+    }
+    if (dict)
+        ck_json_obj(j);
+    else
+        ck_json_arr(j);
+    for (size_t i = 0; i < items->n; i++) {
+        if (dict && i % 2 == 0) {
+            json_key_of(j, items->v[i]);
+            continue;
+        }
+        omc_json(j, items->v[i], depth + 1);
+    }
+    ck_json_end(j);
+}
+
+void ck_omc_json(ck_json_t *j, const ck_py_t *p)
+{
+    omc_json(j, (ck_py_t *)p, 0);
 }

@@ -77,7 +77,8 @@ int ck_omc_leaf_value(ck_arena_t *a, const char *cls, const ck_pyval_t *t,
                       ck_py_t **out);
 
 /* The value an OmegaConf node (its _val) or a plain value holds, as JSON,
- * for records; a container as "<container>". */
+ * for records: containers (DictConfig, ListConfig, dict, list) with their
+ * content, past 32 levels "<container>". */
 void ck_omc_json(ck_json_t *j, const ck_py_t *p);
 
 #endif

@@ -258,6 +258,15 @@ int ck_job_fail(ck_job_t *job, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int ck_job_nomem(ck_job_t *job);
 
+/*
+ * A warning: the job goes on.  Kept in the record (the stage's "warnings",
+ * "PLUGIN[:LABEL]: message"), shown by `ckprep run` on stderr and logged by
+ * the daemon.  For what is legal but likely a mistake (a rename rule that
+ * matches nothing).
+ */
+void ck_job_warn(ck_job_t *job, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* The job's error code so far (0 when none): for a call that returned NULL. */
 int ck_job_error(const ck_job_t *job);
 

@@ -368,6 +368,9 @@ static int remap_run(ck_job_t *job, void *conf)
                                    ? "=" : "", r->from, r->to);
         ck_job_report(job, "unmatched", CK_F_STR("from", r->from),
                       CK_F_STR("to", r->to));
+        ck_job_warn(job, "rule '%s%s => %s' matches no key",
+                    r->kind == R_RE ? "re:" : r->kind == R_EXACT ? "=" : "",
+                    r->from, r->to);
     }
     return 0;
 }

@@ -209,7 +209,7 @@ static void test_plain_grammar(void **state)
                "},{\"op\":\"added\",\"config\":\"hp\",\"key\":\"optim.name\","
                "\"new\":\"adam\"},"
                "{\"op\":\"removed\",\"config\":\"hp\",\"key\":\"betas\","
-               "\"old\":\"<container>\"},"
+               "\"old\":[0.90000000000000002,0.999]},"
                "{\"op\":\"set\",\"config\":\"hp\",\"key\":\"model.dim\","
                "\"old\":4,\"new\":8},"
                "{\"op\":\"set\",\"config\":\"hp\",\"key\":\"name\","
