@@ -208,6 +208,7 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
     size_t *dup = ck_arena_alloc(a, (n + 1) * sizeof(*dup));
     ck_strmap_t keys = { 0 }, renamed = { 0 };
     ck_buf_t ba = { 0 }, bb = { 0 }, *out;
+    size_t kept = 0;
     int rc = 0;
 
     if (names == NULL || dup == NULL || key_index(a, m, &keys) < 0)
@@ -291,7 +292,9 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
                               state, m->v[2 * i]->u.s.s,
                               m->v[2 * dup[i]]->u.s.s, names[i]);
     }
-    for (size_t i = n; i-- > 0;) {
+    /* in key order; a replaced pair is marked (NULL key) and squeezed out
+     * after the loop, one pass however many there are */
+    for (size_t i = 0; i < n; i++) {
         ck_py_t *nk;
 
         if (names[i] == NULL)
@@ -300,7 +303,7 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
             if (!metadata)
                 ck_job_report(job, "replaced", CK_F_STR("state", state),
                               CK_F_KEY("key", m->v[2 * i]));
-            ck_py_vec_remove(m, 2 * i, 2);
+            m->v[2 * i] = NULL;
             continue;
         }
         nk = ck_py_str(a, names[i], strlen(names[i]));
@@ -312,6 +315,15 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
                           CK_F_STR("to", names[i]));
         m->v[2 * i] = nk;
     }
+    for (size_t i = 0; i < n; i++) {
+        if (m->v[2 * i] != NULL) {
+            m->v[kept++] = m->v[2 * i];
+            m->v[kept++] = m->v[2 * i + 1];
+        }
+    }
+    if (m->n % 2)
+        m->v[kept++] = m->v[m->n - 1];
+    m->n = kept;
     return 0;
 }
 

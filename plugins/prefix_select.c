@@ -216,7 +216,7 @@ static int filter(ck_job_t *job, select_conf_t *cf, const char *state,
 
     /* a removed pair is marked (NULL key) and squeezed out after the loop:
      * one pass over a state dict of 10^5 keys, not a memmove per key */
-    for (size_t i = m->n / 2; i-- > 0;) {
+    for (size_t i = 0; i < m->n / 2; i++) {
         ck_py_t *k = m->v[2 * i];
         const char *name;
         size_t cut;
