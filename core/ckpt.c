@@ -76,6 +76,17 @@ int ck_ckpt_zip_fingerprint(int fd, uint64_t size, const void *pkl, size_t n,
     return 0;
 }
 
+int ck_sha256_buf(const void *p, size_t n, char out[65])
+{
+    unsigned char md[32];
+    unsigned int len = 0;
+
+    if (!EVP_Digest(p, n, md, &len, EVP_sha256(), NULL))
+        return CK_ENOMEM;
+    hex(md, out);
+    return 0;
+}
+
 int ck_sha256_file(const char *path, char out[65], ck_err_t *err)
 {
     FILE *f = fopen(path, "rb");
@@ -678,6 +689,59 @@ static int zip_storages(ck_ckpt_t *c, ck_err_t *err)
     return 0;
 }
 
+/* 1 when the file has a ustar tar header (torch < 0.4's format). */
+static int is_ustar(ck_ckpt_t *c)
+{
+    uint8_t ustar[5] = { 0 };
+
+    return c->st.size > 262 && ck_pread_full(c->fd, ustar, 5, 257) == 0 &&
+           memcmp(ustar, "ustar", 5) == 0;
+}
+
+/* What a file that is not a checkpoint looks like, from its first bytes,
+ * for the message that says so: "text ('hello world')", "gzip data" ... */
+static void looks_like(const uint8_t *b, size_t n, char *out, size_t size)
+{
+    static const struct {
+        const char *magic;
+        size_t len;
+        const char *what;
+    } kinds[] = {
+        { "\x1f\x8b", 2, "gzip data" },
+        { "\x93NUMPY", 6, "a numpy .npy file" },
+        { "\x89HDF", 4, "an HDF5 file" },
+        { "BZh", 3, "bzip2 data" },
+        { "\xfd" "7zXZ", 5, "xz data" },
+        { "\x28\xb5\x2f\xfd", 4, "zstd data" },
+        { "PK\x05\x06", 4, "an empty zip archive" },
+    };
+    size_t printable = 0, k = 0;
+    char shown[48];
+
+    for (size_t i = 0; i < CK_ARRAY_SIZE(kinds); i++) {
+        if (n >= kinds[i].len && memcmp(b, kinds[i].magic, kinds[i].len) == 0) {
+            snprintf(out, size, "%s", kinds[i].what);
+            return;
+        }
+    }
+    if (n >= 9 && b[8] == '{' && b[6] == 0 && b[7] == 0) {
+        snprintf(out, size, "a safetensors file, perhaps");
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        printable += (b[i] >= 0x20 && b[i] < 0x7f) || b[i] == '\n' ||
+                     b[i] == '\r' || b[i] == '\t';
+    if (n > 0 && printable == n) {
+        for (size_t i = 0; i < n && k + 1 < sizeof(shown) && b[i] != '\n'; i++)
+            shown[k++] = b[i] == '\r' || b[i] == '\t' ? ' ' : (char)b[i];
+        shown[k] = '\0';
+        snprintf(out, size, "text ('%s')", shown);
+        return;
+    }
+    snprintf(out, size, "binary data starting %02x %02x %02x %02x", b[0],
+             n > 1 ? b[1] : 0, n > 2 ? b[2] : 0, n > 3 ? b[3] : 0);
+}
+
 int ck_ckpt_open(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
                  ck_err_t *err)
 {
@@ -713,11 +777,28 @@ int ck_ckpt_open(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
     if (memcmp(magic, "PK\x03\x04", 4) == 0) {
         c->format = CK_FMT_ZIP;
         rc = open_zip(c, err);
-    } else {
-        uint8_t ustar[5] = { 0 };
+        if (rc == CK_EFORMAT && strstr(err->msg, "no end of central") != NULL)
+            return ck_err_replace(err, CK_EFORMAT, "truncated: a zip of %llu "
+                                  "bytes without its end records (cut short, "
+                                  "or still being written)",
+                                  (unsigned long long)c->st.size);
+    } else if (magic[0] != 0x80 && magic[0] != 'L' && magic[0] != 'I' &&
+               !is_ustar(c)) {
+        /* a legacy stream starts with its magic number: PROTO at protocol
+         * 2 and up, a LONG or INT before */
+        uint8_t head[64];
+        size_t n = c->st.size < sizeof(head) ? (size_t)c->st.size
+                                             : sizeof(head);
+        char what[96];
 
-        if (c->st.size > 262 && ck_pread_full(c->fd, ustar, 5, 257) == 0 &&
-            memcmp(ustar, "ustar", 5) == 0)
+        rc = ck_pread_full(c->fd, head, n, 0);
+        if (rc < 0)
+            return ck_err_set(err, rc, "read: %s", strerror(-rc));
+        looks_like(head, n, what, sizeof(what));
+        return ck_err_set(err, CK_EFORMAT, "not a PyTorch checkpoint: neither "
+                          "a zip nor a legacy torch stream; it is %s", what);
+    } else {
+        if (is_ustar(c))
             return ck_err_set(err, CK_EUNSUPPORTED,
                               "tar checkpoint of torch < 0.4 is not supported");
         c->format = CK_FMT_LEGACY;

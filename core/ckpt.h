@@ -117,6 +117,8 @@ int ck_ckpt_write(ck_ckpt_t *c, const char *out_path, ck_write_info_t *info,
  * Cheap (no tensor byte is read) and changes with any record's content.
  */
 int ck_sha256_file(const char *path, char out[65], ck_err_t *err);
+/* Hex SHA-256 of p[0..n): 0 or CK_ENOMEM. */
+int ck_sha256_buf(const void *p, size_t n, char out[65]);
 
 /* The fingerprint of the zip open at fd: its size, its pickle (pkl, n
  * bytes) and its central directory (cd_size bytes at cd_off). */

@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define CONF_MAX_BYTES (16u << 20)
+
 #define FIELD(conf, d, type) ((type *)((char *)(conf) + (d)->offset))
 
 struct ck_section {
@@ -380,6 +382,7 @@ typedef struct {
     int line;
     int err_line;
     int mid_line;  /* the last read ended without a newline */
+    const char *where; /* a --set being read: errors name it, not a line */
     ck_err_t *err;
 } load_t;
 
@@ -466,8 +469,11 @@ static ck_section_t *section_find(ck_conf_t *c, const char *name)
 
 static void load_fail(load_t *l, const ck_err_t *e)
 {
-    l->err_line = l->line;
-    ck_err_set(l->err, e->code, "%s:%d: %s", l->c->path, l->line, e->msg);
+    l->err_line = l->line ? l->line : -1;
+    if (l->where != NULL)
+        ck_err_set(l->err, e->code, "--set '%s': %s", l->where, e->msg);
+    else
+        ck_err_set(l->err, e->code, "%s:%d: %s", l->c->path, l->line, e->msg);
 }
 
 /*
@@ -596,7 +602,37 @@ static int sections_in_chain(ck_conf_t *c, ck_err_t *err)
                       first->line, first->name, chain);
 }
 
-static int load(ck_conf_t *c, const char *path, ck_err_t *err)
+/*
+ * The --set lines, "SECTION.DIRECTIVE=VALUE", read after the file as if
+ * they ended it: through the same handler, so they are checked the same
+ * way; an error names the --set.
+ */
+static int load_sets(load_t *l, const char *const *sets, size_t nsets)
+{
+    for (size_t i = 0; i < nsets && l->err_line == 0; i++) {
+        const char *dot = strchr(sets[i], '.'), *eq = strchr(sets[i], '=');
+        char section[64], name[64];
+        ck_err_t e = { 0 };
+
+        l->where = sets[i];
+        if (dot == NULL || eq == NULL || eq < dot || dot == sets[i] ||
+            eq == dot + 1 || (size_t)(dot - sets[i]) >= sizeof(section) ||
+            (size_t)(eq - dot - 1) >= sizeof(name)) {
+            ck_err_set(&e, CK_ECONFIG, "not SECTION.DIRECTIVE=VALUE");
+            load_fail(l, &e);
+            break;
+        }
+        snprintf(section, sizeof(section), "%.*s", (int)(dot - sets[i]),
+                 sets[i]);
+        snprintf(name, sizeof(name), "%.*s", (int)(eq - dot - 1), dot + 1);
+        handler(l, section, name, eq + 1);
+    }
+    l->where = NULL;
+    return l->err_line ? l->err->code : 0;
+}
+
+static int load(ck_conf_t *c, const char *path, const ck_buf_t *text,
+                const char *const *sets, size_t nsets, ck_err_t *err)
 {
     load_t l = { 0 };
     ck_section_t *core[3];
@@ -608,7 +644,7 @@ static int load(ck_conf_t *c, const char *path, ck_err_t *err)
         return ck_err_set(err, CK_ENOMEM, "out of memory");
     l.c = c;
     l.err = err;
-    l.f = fopen(path, "r");
+    l.f = fmemopen(text->data, text->len, "r");
     if (l.f == NULL)
         return ck_err_set(err, CK_ECONFIG, "%s: %s", path, strerror(errno));
     ini_use_stack = 0;
@@ -616,6 +652,8 @@ static int load(ck_conf_t *c, const char *path, ck_err_t *err)
     ini_max_line = 64 * 1024;
     rc = ini_parse_stream(reader, &l, handler, &l);
     fclose(l.f);
+    if (rc == 0 && !l.err_line)
+        rc = load_sets(&l, sets, nsets);
     if (rc != 0 || l.err_line) {
         if (err->code == 0)
             ck_err_set(err, CK_ECONFIG, "%s:%d: syntax error", path, rc);
@@ -671,17 +709,54 @@ static int load(ck_conf_t *c, const char *path, ck_err_t *err)
     return 0;
 }
 
+int ck_conf_load_ex(ck_conf_t *c, const char *path, const char *const *sets,
+                    size_t nsets, ck_err_t *err)
+{
+    int is_stdin = strcmp(path, "-") == 0;
+    FILE *f = is_stdin ? stdin : fopen(path, "r");
+    ck_buf_t text = { 0 };
+    char chunk[8192];
+    size_t n;
+    int rc;
+
+    memset(c, 0, sizeof(*c));
+    if (f == NULL)
+        return ck_err_set(err, CK_ECONFIG, "%s: %s", path, strerror(errno));
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0 &&
+           text.len <= CONF_MAX_BYTES)
+        ck_buf_put(&text, chunk, n);
+    rc = ferror(f) ? -EIO : 0;
+    if (!is_stdin)
+        fclose(f);
+    if (rc < 0 || text.len > CONF_MAX_BYTES) {
+        ck_buf_release(&text);
+        return ck_err_set(err, CK_ECONFIG, "%s: %s", path,
+                          rc < 0 ? "read error" : "larger than 16 MiB");
+    }
+    n = text.len;
+    ck_buf_putc(&text, '\n'); /* fmemopen wants a buffer; ini a last line */
+    if (text.oom) {
+        ck_buf_release(&text);
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    }
+    rc = load(c, is_stdin ? "<stdin>" : path, &text, sets, nsets, err);
+    /* taken now: records of jobs run with this configuration name it, even
+     * after the file is edited: the SHA-256 of the file's bytes, then of
+     * each --set line when there are some */
+    text.len = n;
+    for (size_t i = 0; rc == 0 && i < nsets; i++)
+        ck_buf_printf(&text, "\n--set %s", sets[i]);
+    if (rc == 0 && (text.oom ||
+                    ck_sha256_buf(text.data ? text.data : (uint8_t *)"",
+                                  text.len, c->digest) < 0))
+        c->digest[0] = '\0';
+    ck_buf_release(&text);
+    return rc;
+}
+
 int ck_conf_load(ck_conf_t *c, const char *path, ck_err_t *err)
 {
-    int rc = load(c, path, err);
-    ck_err_t e = { 0 };
-
-    /* taken now: records of jobs run with this configuration name it, even
-     * after the file is edited */
-    if (rc == 0 && ck_sha256_file(path, c->digest, &e) < 0)
-        c->digest[0] = '\0';
-
-    return rc;
+    return ck_conf_load_ex(c, path, NULL, 0, err);
 }
 
 void ck_conf_release(ck_conf_t *c)

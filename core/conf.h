@@ -70,6 +70,15 @@ typedef struct {
 
 /* Load path.  Errors: CK_ECONFIG with "PATH:LINE: message". */
 int ck_conf_load(ck_conf_t *c, const char *path, ck_err_t *err);
+
+/*
+ * The same, path "-" read from stdin (named "<stdin>" in messages), and
+ * then sets[0..nsets), "SECTION.DIRECTIVE=VALUE" each, read as lines added
+ * at the file's end (errors: "--set 'SPEC': message").  The digest covers
+ * them.
+ */
+int ck_conf_load_ex(ck_conf_t *c, const char *path, const char *const *sets,
+                    size_t nsets, ck_err_t *err);
 void ck_conf_release(ck_conf_t *c);
 void ck_conf_limits(const ck_conf_t *c, ck_limits_t *lim);
 

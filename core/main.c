@@ -4,14 +4,17 @@
  * 2 usage or configuration error.
  */
 #include "conf.h"
+#include "fsutil.h"
 #include "inspect.h"
 #include "job.h"
+#include "record.h"
 #include "watch.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define EXIT_FILE 1
 #define EXIT_USAGE 2
@@ -37,15 +40,26 @@ static const char usage_main[] =
     "configuration error.\n";
 
 static const char usage_run[] =
-    "usage: ckprep run -c CONF [-o OUT] [--dry-run] IN\n"
+    "usage: ckprep run -c CONF [--set S.D=V ...] [-o OUT] [--dry-run] IN\n"
     "\n"
     "Read checkpoint IN, validate it, run the [pipeline] chain of CONF over it\n"
     "and write the result atomically to OUT (default: IN's folder, named\n"
-    "<stem>.prep<ext>).  Prints one JSON record of what was done on stdout.\n"
+    "<stem>.prep<ext>).  Prints one JSON record of what was done on stdout,\n"
+    "also when the job fails (status \"failed\" and the error).\n"
     "\n"
-    "  -c, --config CONF   the INI configuration (see conf/ckprep.ini)\n"
-    "  -o, --output OUT    where to write the prepared checkpoint\n"
-    "  -n, --dry-run       report what the chain would change; write nothing\n"
+    "  -c, --config CONF   the INI configuration (see conf/ckprep.ini); '-'\n"
+    "                      reads it from stdin\n"
+    "  --set SECTION.DIRECTIVE=VALUE\n"
+    "                      one more directive line, as if at the end of CONF\n"
+    "                      and checked the same way; repeatable\n"
+    "                      (--set config_override.set=optim.lr=1e-5)\n"
+    "  -o, --output OUT    where to write the prepared checkpoint; an\n"
+    "                      existing folder (or OUT ending in '/') gets\n"
+    "                      OUT/<IN's name>; OUT's folder must exist\n"
+    "  -n, --dry-run       write nothing: the record says what would change,\n"
+    "                      and a plan, one line per change, goes to stderr\n"
+    "\n"
+    "Warnings (a rename rule that matches no key) go to stderr.\n"
     "\n"
     "Exit status: 0 done; 1 IN could not be processed (one line on stderr\n"
     "naming the file and the cause, nothing written); 2 usage or\n"
@@ -62,7 +76,7 @@ static const char usage_inspect[] =
     "  -c, --config CONF  take [security] limits and allow_globals from CONF\n";
 
 static const char usage_check[] =
-    "usage: ckprep check -c CONF\n"
+    "usage: ckprep check -c CONF [--set SECTION.DIRECTIVE=VALUE ...]\n"
     "\n"
     "Validate configuration CONF without touching any checkpoint: sections,\n"
     "directives, values and the plugin chain.  Errors are printed as\n"
@@ -119,6 +133,37 @@ static int help_plugins(void)
     return 0;
 }
 
+/* The --set lines of a command, collected as its options are read. */
+typedef struct {
+    const char **v;
+    size_t n;
+} sets_t;
+
+static int sets_add(sets_t *s, const char *spec)
+{
+    const char **nv = ck_realloc(s->v, (s->n + 1) * sizeof(*nv));
+
+    if (nv == NULL)
+        return -1;
+    nv[s->n++] = spec;
+    s->v = nv;
+    return 0;
+}
+
+static int load_conf_sets(const char *path, const sets_t *sets,
+                          ck_conf_t *conf)
+{
+    ck_err_t err = { 0 };
+
+    if (ck_conf_load_ex(conf, path, sets ? sets->v : NULL,
+                        sets ? sets->n : 0, &err) < 0) {
+        fprintf(stderr, "ckprep: %s\n", err.msg);
+        ck_conf_release(conf);
+        return -1;
+    }
+    return 0;
+}
+
 static int load_conf(const char *path, ck_conf_t *conf)
 {
     ck_err_t err = { 0 };
@@ -162,15 +207,24 @@ static int cmd_watch(int argc, char **argv)
 static int cmd_check(int argc, char **argv)
 {
     const char *cpath = NULL;
+    sets_t sets = { 0 };
     ck_conf_t conf;
+    int rc;
 
     for (int i = 0; i < argc; i++) {
         if (arg_is(argv[i], "-h", "--help")) {
             fputs(usage_check, stdout);
+            ck_free(sets.v);
             return 0;
         } else if (arg_is(argv[i], "-c", "--config") && i + 1 < argc) {
             cpath = argv[++i];
+        } else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc) {
+            if (sets_add(&sets, argv[++i]) < 0) {
+                fprintf(stderr, "ckprep: out of memory\n");
+                return EXIT_USAGE;
+            }
         } else {
+            ck_free(sets.v);
             fprintf(stderr, "ckprep check: unexpected argument '%s'\n%s", argv[i],
                     usage_check);
             return EXIT_USAGE;
@@ -178,9 +232,12 @@ static int cmd_check(int argc, char **argv)
     }
     if (cpath == NULL) {
         fprintf(stderr, "ckprep check: -c CONF is required\n%s", usage_check);
+        ck_free(sets.v);
         return EXIT_USAGE;
     }
-    if (load_conf(cpath, &conf) < 0)
+    rc = load_conf_sets(cpath, &sets, &conf);
+    ck_free(sets.v);
+    if (rc < 0)
         return EXIT_USAGE;
     ck_watch_check(&conf, check_warn, (void *)cpath);
     printf("%s: ok, chain of %zu plugin%s\n", cpath, conf.nchain,
@@ -195,22 +252,84 @@ static void run_warn(void *ud, const char *msg)
     fprintf(stderr, "ckprep: warning: %s: %s\n", (const char *)ud, msg);
 }
 
+/*
+ * Where run writes: OUT, OUT/<IN's name> when OUT is a folder or ends in
+ * '/', or IN's default name; its folder must exist.  A new ck_malloc
+ * string, or NULL with a message printed.
+ */
+static char *output_path(const char *in, const char *out)
+{
+    struct stat st;
+    char *path, *dir;
+    size_t n;
+
+    if (out == NULL)
+        path = ck_job_default_out(in);
+    else if ((n = strlen(out)) > 0 && (out[n - 1] == '/' ||
+                                      (stat(out, &st) == 0 &&
+                                       S_ISDIR(st.st_mode))))
+        path = ck_path_join(out, ck_path_base(in));
+    else
+        path = ck_strdup(out);
+    if (path == NULL) {
+        fprintf(stderr, "ckprep: out of memory\n");
+        return NULL;
+    }
+    dir = ck_strdup(path);
+    if (dir != NULL) {
+        char *slash = strrchr(dir, '/');
+
+        if (slash == NULL)
+            strcpy(dir, ".");
+        else
+            slash[slash == dir] = '\0';
+    }
+    if (dir == NULL || stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "ckprep run: %s: %s\n", path,
+                dir == NULL ? "out of memory"
+                            : "its folder does not exist (nothing was done)");
+        ck_free(dir);
+        ck_free(path);
+        return NULL;
+    }
+    ck_free(dir);
+    return path;
+}
+
+/* The dry run's plan, on stderr. */
+static void print_plan(const char *in, const char *rec)
+{
+    ck_buf_t plan = { 0 };
+
+    if (rec != NULL && ck_record_plan(rec, strlen(rec), &plan) == 0 &&
+        !plan.oom) {
+        fprintf(stderr, "ckprep: %s: plan (dry run, nothing written):\n%.*s",
+                in, (int)plan.len, (const char *)plan.data);
+    }
+    ck_buf_release(&plan);
+}
+
 static int cmd_run(int argc, char **argv)
 {
     const char *cpath = NULL, *out = NULL, *in = NULL;
-    char *def_out = NULL;
+    char *path = NULL;
+    sets_t sets = { 0 };
     ck_job_args_t args = { 0 };
     ck_json_t rec = { 0 };
     ck_err_t err = { 0 };
     ck_conf_t conf;
-    int rc;
+    int rc = EXIT_USAGE;
 
     for (int i = 0; i < argc; i++) {
         if (arg_is(argv[i], "-h", "--help")) {
             fputs(usage_run, stdout);
-            return 0;
+            rc = 0;
+            goto out;
         } else if (arg_is(argv[i], "-c", "--config") && i + 1 < argc) {
             cpath = argv[++i];
+        } else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc) {
+            if (sets_add(&sets, argv[++i]) < 0)
+                goto out;
         } else if (arg_is(argv[i], "-o", "--output") && i + 1 < argc) {
             out = argv[++i];
         } else if (arg_is(argv[i], "-n", "--dry-run")) {
@@ -218,44 +337,41 @@ static int cmd_run(int argc, char **argv)
         } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
             fprintf(stderr, "ckprep run: unknown option '%s'\n%s", argv[i],
                     usage_run);
-            return EXIT_USAGE;
+            goto out;
         } else if (in == NULL) {
             in = argv[i];
         } else {
             fprintf(stderr, "ckprep run: one input file at a time\n");
-            return EXIT_USAGE;
+            goto out;
         }
     }
     if (cpath == NULL || in == NULL) {
         fprintf(stderr, "ckprep run: %s is required\n%s",
                 cpath == NULL ? "-c CONF" : "an input file", usage_run);
-        return EXIT_USAGE;
+        goto out;
     }
-    if (load_conf(cpath, &conf) < 0)
-        return EXIT_USAGE;
-    if (out == NULL) {
-        def_out = ck_job_default_out(in);
-        if (def_out == NULL) {
-            fprintf(stderr, "ckprep: out of memory\n");
-            ck_conf_release(&conf);
-            return EXIT_FILE;
-        }
-        out = def_out;
-    }
+    path = output_path(in, out);
+    if (path == NULL || load_conf_sets(cpath, &sets, &conf) < 0)
+        goto out;
     args.in = in;
-    args.out = out;
+    args.out = path;
     args.warn = run_warn;
     args.warn_ud = (void *)in;
     rc = ck_job_run(&conf, &args, &rec, &err);
     if (rc < 0)
         fprintf(stderr, "ckprep: %s: %s\n", in, err.msg);
+    else if (args.dry_run)
+        print_plan(in, ck_json_text(&rec));
     /* the record, failed or not: scripts read what happened from it */
     if (ck_json_text(&rec) != NULL)
         printf("%s\n", ck_json_text(&rec));
     ck_json_release(&rec);
     ck_conf_release(&conf);
-    ck_free(def_out);
-    return rc < 0 ? EXIT_FILE : 0;
+    rc = rc < 0 ? EXIT_FILE : 0;
+out:
+    ck_free(path);
+    ck_free(sets.v);
+    return rc;
 }
 
 static int cmd_inspect(int argc, char **argv)

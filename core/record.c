@@ -223,3 +223,110 @@ out:
     ck_buf_release(&b);
     return out;
 }
+
+/* ---- the plan: a record's changes for a person ------------------------ */
+
+/* A JSON value as a short text: a str as itself, the rest compact JSON,
+ * cut at 200 bytes. */
+static void plan_value(ck_buf_t *b, json_t *v)
+{
+    char *t;
+
+    if (json_is_string(v)) {
+        ck_buf_printf(b, "%s", json_string_value(v));
+        return;
+    }
+    t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_SORT_KEYS);
+    if (t == NULL)
+        return;
+    if (strlen(t) > 200)
+        ck_buf_printf(b, "%.200s...", t);
+    else
+        ck_buf_printf(b, "%s", t);
+    free(t);
+}
+
+/* One change: "WHERE: OP KEY -> TO / OLD -> NEW (N bytes) k=v ...". */
+static void plan_change(ck_buf_t *b, const char *who, json_t *c)
+{
+    static const char *const place[] = { "state", "config", "path" };
+    const char *k;
+    json_t *v;
+
+    ck_buf_printf(b, "  %s: ", who);
+    for (size_t i = 0; i < 3; i++) {
+        v = json_object_get(c, place[i]);
+        if (json_is_string(v) && strcmp(place[i], "path") != 0) {
+            plan_value(b, v);
+            ck_buf_printf(b, ": ");
+        }
+    }
+    plan_value(b, json_object_get(c, "op"));
+    if ((v = json_object_get(c, "path")) != NULL) {
+        ck_buf_putc(b, ' ');
+        plan_value(b, v);
+    }
+    if ((v = json_object_get(c, "key")) != NULL ||
+        (v = json_object_get(c, "from")) != NULL) {
+        ck_buf_putc(b, ' ');
+        plan_value(b, v);
+    }
+    if ((v = json_object_get(c, "to")) != NULL) {
+        ck_buf_printf(b, " -> ");
+        plan_value(b, v);
+    }
+    if ((v = json_object_get(c, "old")) != NULL) {
+        ck_buf_printf(b, json_object_get(c, "new") ? ": " : " (was ");
+        plan_value(b, v);
+        ck_buf_printf(b, json_object_get(c, "new") ? "" : ")");
+    }
+    if ((v = json_object_get(c, "new")) != NULL) {
+        ck_buf_printf(b, json_object_get(c, "old") ? " -> " : " = ");
+        plan_value(b, v);
+    }
+    if (json_is_integer(v = json_object_get(c, "bytes")))
+        ck_buf_printf(b, " (%lld bytes)", (long long)json_integer_value(v));
+    json_object_foreach(c, k, v) {
+        if (strcmp(k, "op") && strcmp(k, "state") && strcmp(k, "config") &&
+            strcmp(k, "path") && strcmp(k, "key") && strcmp(k, "to") &&
+            strcmp(k, "from") &&
+            strcmp(k, "old") && strcmp(k, "new") && strcmp(k, "bytes")) {
+            ck_buf_printf(b, " %s=", k);
+            plan_value(b, v);
+        }
+    }
+    ck_buf_putc(b, '\n');
+}
+
+int ck_record_plan(const char *text, size_t n, ck_buf_t *out)
+{
+    json_t *root = json_loadb(text, n, 0, NULL), *plugins, *p;
+    size_t i, nchanges = 0;
+    int rc = 0;
+
+    plugins = json_object_get(root, CK_REC_PLUGINS);
+    if (!json_is_array(plugins)) {
+        json_decref(root);
+        return CK_EFORMAT;
+    }
+    json_array_foreach(plugins, i, p) {
+        const char *name = json_string_value(json_object_get(p, "name"));
+        const char *label = json_string_value(json_object_get(p, "label"));
+        json_t *changes = json_object_get(p, "changes"), *c;
+        char who[160];
+        size_t k;
+
+        snprintf(who, sizeof(who), "%s%s%s", name ? name : "?",
+                 label ? ":" : "", label ? label : "");
+        json_array_foreach(changes, k, c) {
+            plan_change(out, who, c);
+            nchanges++;
+        }
+    }
+    if (nchanges == 0)
+        ck_buf_printf(out, "  (no change)\n");
+    if (out->oom)
+        rc = CK_ENOMEM;
+    json_decref(root);
+    return rc;
+}

@@ -101,4 +101,12 @@ void ck_record_release(ck_record_t *r);
  */
 char *ck_record_reading(const char *s);
 
+/*
+ * The plan of a record (its text, n bytes): one line per change, for a
+ * person ("  key_remap: best_state/model: renamed emb.0.w -> e.0.w"), in
+ * the chain's order and each plugin's, appended to out.  0, CK_EFORMAT,
+ * CK_ENOMEM.
+ */
+int ck_record_plan(const char *text, size_t n, ck_buf_t *out);
+
 #endif
