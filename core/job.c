@@ -86,22 +86,33 @@ int ck_job_mapping(ck_job_t *job, const char *path, ck_py_t **node,
     return 0;
 }
 
-int ck_job_place(ck_job_t *job, const ck_path_t *p, const char **which,
-                 ck_py_t **node, ck_py_vec_t **items)
+/* The slot holding the value at path in its parent mapping, or NULL. */
+static ck_py_t **slot_of(ck_job_t *job, const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    ck_py_t *parent = job->ck.pk.root;
+    ck_py_vec_t *m;
+    size_t at;
+
+    if (slash != NULL) {
+        char *up = ck_arena_strndup(&job->ck.arena, path,
+                                    (size_t)(slash - path));
+
+        parent = up != NULL ? ck_ckpt_get(&job->ck, up) : NULL;
+        path = slash + 1;
+    }
+    if (parent == NULL || ck_py_map_get(parent, path, &at) == NULL)
+        return NULL;
+    m = ck_py_mapping(parent);
+    return &m->v[2 * at + 1];
+}
+
+/* No alternative of p exists: 0 when p is optional, else the job fails
+ * naming p, with a hint when a '.' was written for a '/'. */
+static int place_absent(ck_job_t *job, const ck_path_t *p)
 {
     char hint[300] = "";
-    int rc;
 
-    for (size_t i = 0; i < p->nalt; i++) {
-        if (ck_ckpt_get(&job->ck, p->alt[i]) == NULL)
-            continue;
-        rc = ck_job_mapping(job, p->alt[i], node, items);
-        if (rc < 0)
-            return rc;
-        if (which != NULL)
-            *which = p->alt[i];
-        return 1;
-    }
     if (p->optional)
         return 0;
     /* 'best_state.model' for 'best_state/model': say how levels are
@@ -128,6 +139,38 @@ int ck_job_place(ck_job_t *job, const ck_path_t *p, const char **which,
                            "checkpoint%s", p->text, hint);
     return ck_job_fail(job, CK_EPLUGIN, "no '%s' in the checkpoint%s",
                        p->text, hint);
+}
+
+int ck_job_place(ck_job_t *job, const ck_path_t *p, const char **which,
+                 ck_py_t **node, ck_py_vec_t **items)
+{
+    int rc;
+
+    for (size_t i = 0; i < p->nalt; i++) {
+        if (ck_ckpt_get(&job->ck, p->alt[i]) == NULL)
+            continue;
+        rc = ck_job_mapping(job, p->alt[i], node, items);
+        if (rc < 0)
+            return rc;
+        if (which != NULL)
+            *which = p->alt[i];
+        return 1;
+    }
+    return place_absent(job, p);
+}
+
+int ck_job_slot(ck_job_t *job, const ck_path_t *p, const char **which,
+                ck_py_t ***slot)
+{
+    for (size_t i = 0; i < p->nalt; i++) {
+        *slot = slot_of(job, p->alt[i]);
+        if (*slot == NULL)
+            continue;
+        if (which != NULL)
+            *which = p->alt[i];
+        return 1;
+    }
+    return place_absent(job, p);
 }
 
 ck_py_vec_t *ck_job_metadata(ck_py_t *state_dict)

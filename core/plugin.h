@@ -220,6 +220,15 @@ int ck_job_mapping(ck_job_t *job, const char *path, ck_py_t **node,
 int ck_job_place(ck_job_t *job, const ck_path_t *p, const char **which,
                  ck_py_t **node, ck_py_vec_t **items);
 
+/*
+ * The value at place p whatever it is (a str, a DictConfig ...), as the
+ * slot that holds it in its parent mapping, so a plugin can replace it:
+ * the first alternative that exists.  Returns 1 with *slot and *which
+ * set, 0 when p is optional and absent, or fails the job naming p.
+ */
+int ck_job_slot(ck_job_t *job, const ck_path_t *p, const char **which,
+                ck_py_t ***slot);
+
 /* The _metadata mapping nn.Module.state_dict() attaches to a state dict,
  * or NULL. */
 ck_py_vec_t *ck_job_metadata(ck_py_t *state_dict);

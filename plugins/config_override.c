@@ -64,7 +64,7 @@
 #define MAX_PATH 32
 
 typedef struct {
-    char *config;
+    ck_conf_list_t config; /* ck_path_t *: the configs to edit */
     ck_conf_list_t set;  /* ovr_t *, parsed at load, in the order given */
     char *file;
 } override_conf_t;
@@ -73,8 +73,9 @@ static int set_set(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
                    const char *value);
 
 static const ck_directive_t override_directives[] = {
-    { "config", ck_conf_set_str, offsetof(override_conf_t, config), "xp.cfg",
-      0, "top-level key of the config" },
+    { "config", ck_conf_set_paths, offsetof(override_conf_t, config),
+      "xp.cfg", CK_DIR_MULTI,
+      "the config(s) to edit: PATH, A|B (the first), PATH? (optional)" },
     { "set", set_set, offsetof(override_conf_t, set), NULL,
       CK_DIR_MULTI, "key=value, +key=value, ++key=value, ~key or ~key=value" },
     { "file", ck_conf_set_str, offsetof(override_conf_t, file), NULL, 0,
@@ -607,8 +608,8 @@ static ck_yval_t *yaml_map(ed_t *e, ck_yaml_ctx_t *y, const char *what,
     return m != NULL && m->kind == CK_YV_MAP ? m : NULL;
 }
 
-/* Write the YAML tree back into the checkpoint's str at pair at. */
-static int yaml_back(ed_t *e, ck_py_t *root, size_t at, ck_yval_t *yroot)
+/* Write the YAML tree back into the checkpoint's str in slot. */
+static int yaml_back(ed_t *e, ck_py_t **slot, ck_yval_t *yroot)
 {
     ck_buf_t out = { 0 };
     ck_err_t err = { 0 };
@@ -624,32 +625,27 @@ static int yaml_back(ed_t *e, ck_py_t *root, size_t at, ck_yval_t *yroot)
     ck_buf_release(&out);
     if (s == NULL)
         return ck_job_nomem(e->job);
-    ck_py_mapping(root)->v[2 * at + 1] = s;
+    *slot = s;
     return 0;
 }
 
-static int override_run(ck_job_t *job, void *conf)
+/* Apply the file and every set line to the config named config in slot. */
+static int override_one(ck_job_t *job, override_conf_t *cf, const char *config,
+                        ck_py_t **slot)
 {
-    override_conf_t *cf = conf;
     ck_arena_t *a = ck_job_arena(job);
-    ed_t e = { &py_kind, job, a, cf->config, 0, { a, global_cb, job } };
-    ck_yaml_ctx_t y = { .a = a, .what = cf->config };
-    ck_py_t *root = ck_job_root(job), *cfg;
+    ed_t e = { &py_kind, job, a, config, 0, { a, global_cb, job } };
+    ck_yaml_ctx_t y = { .a = a, .what = config };
+    ck_py_t *cfg = *slot;
     ck_yval_t *yroot = NULL;
-    void *top;
-    size_t at;
+    void *top = cfg;
     int rc;
 
-    cfg = ck_py_map_get(root, cf->config, &at);
-    if (cfg == NULL)
-        return ck_job_fail(job, CK_EPLUGIN, "no '%s' in the checkpoint",
-                           cf->config);
-    top = cfg;
     if (ck_omc_is(cfg, "DictConfig")) {
         e.omegaconf = 1;
     } else if (cfg->kind == CK_PY_STR) {
         y.lazy = 1; /* untrusted and maybe large: typed where used */
-        yroot = yaml_map(&e, &y, cf->config, 1, cfg->u.s.s, cfg->u.s.n);
+        yroot = yaml_map(&e, &y, config, 1, cfg->u.s.s, cfg->u.s.n);
         y.lazy = 0;
         if (yroot == NULL)
             return ck_job_error(job);
@@ -657,7 +653,7 @@ static int override_run(ck_job_t *job, void *conf)
         top = yroot;
     } else if (cfg->kind != CK_PY_DICT) {
         return ck_job_fail(job, CK_EPLUGIN, "'%s' is neither a DictConfig, a "
-                           "YAML string nor a dict", cf->config);
+                           "YAML string nor a dict", config);
     }
     if (cf->file != NULL) {
         char *text = NULL;
@@ -690,7 +686,24 @@ static int override_run(ck_job_t *job, void *conf)
         if (rc < 0)
             return rc;
     }
-    return yroot != NULL ? yaml_back(&e, root, at, yroot) : 0;
+    return yroot != NULL ? yaml_back(&e, slot, yroot) : 0;
+}
+
+static int override_run(ck_job_t *job, void *conf)
+{
+    override_conf_t *cf = conf;
+
+    for (size_t i = 0; i < cf->config.n; i++) {
+        const char *config;
+        ck_py_t **slot;
+        int rc = ck_job_slot(job, cf->config.v[i], &config, &slot);
+
+        if (rc == 1)
+            rc = override_one(job, cf, config, slot);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
 }
 
 const ck_plugin_t ck_plugin_config_override = {

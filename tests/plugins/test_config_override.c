@@ -91,7 +91,7 @@ static void test_defaults(void **state)
     pt_bad(f, "[pipeline]\nchain = config_override\n", 2,
            "[config_override] nothing to do: give set");
     pt_load_ok(f, HEAD "set = a=1\n");
-    assert_string_equal(pt_str(f, "config"), "xp.cfg");
+    assert_string_equal(pt_places(f, "config"), "xp.cfg");
     assert_int_equal(pt_count(f, "set"), 1);
     assert_null(pt_str(f, "file"));
     /* "file =" is no file */
@@ -114,7 +114,7 @@ static void test_values(void **state)
                        "set = e=a=b\n"
                        "set = n=\n"
                        "file = /etc/ckprep/merge.yaml\n");
-    assert_string_equal(pt_str(f, "config"), "hyper_parameters");
+    assert_string_equal(pt_places(f, "config"), "hyper_parameters");
     /* each set line parsed once, at load */
     assert_int_equal(pt_count(f, "set"), 8);
     assert_string_equal(pt_str(f, "file"), "/etc/ckprep/merge.yaml");
@@ -171,7 +171,10 @@ static void test_bad_values(void **state)
 
     pt_bad(f, HEAD "file = a.yaml\nfile = b.yaml\n", 6,
            "'file' given twice in [config_override]");
-    pt_bad(f, HEAD "config = a\nconfig = b\n", 6, "'config' given twice");
+    /* config takes places: several, alternatives, optional */
+    pt_load_ok(f, HEAD "config = a\nconfig = b|c d?\nset = x=1\n");
+    assert_string_equal(pt_places(f, "config"), "a b|c d?");
+    pt_bad(f, HEAD "config = a//b\n", 5, "is not a place");
     pt_bad(f, HEAD "sets = a=1\n", 5, "unknown directive 'sets'");
 }
 

@@ -129,6 +129,21 @@ def places_alternatives_and_lists():
 
 
 @test
+def places_for_configs():
+    """config = xp.cfg|hyper_parameters edits an AudioCraft checkpoint's
+    DictConfig and a Lightning one's hyper_parameters with one chain; a
+    nested place (a/b) names a config inside a dict"""
+    conf = chain1("config_override", [("config", "xp.cfg|hyper_parameters"),
+                                      ("set", "++ckprep_tag=ft1")])
+    check(load(E.ok(conf, "ac").out)["xp.cfg"].ckprep_tag == "ft1", "AudioCraft config")
+    check(load(E.ok(conf, "pl").out)["hyper_parameters"]["ckprep_tag"] == "ft1", "Lightning")
+    src = save({"meta": {"cfg": {"lr": 0.1}}, "w": torch.ones(1)}, "nested.th")
+    out = load(E.ok(chain1("config_override", [("config", "meta/cfg"), ("set", "lr=0.2")]),
+                    src).out)
+    check(out["meta"]["cfg"] == {"lr": 0.2}, f"nested {out['meta']}")
+
+
+@test
 def places_one_daemon_config_mixed_folder():
     """one watch configuration over a folder mixing FSDP and plain
     checkpoints prepares both (the daemon used to fail every checkpoint of
