@@ -34,6 +34,7 @@ Prints failures, then one line `N passed, M failed`; exit 1 if any failed.
 """
 import argparse
 import hashlib
+import json
 import os
 import resource
 import shutil
@@ -142,8 +143,13 @@ def write_failure(s, name, ckprep, conf, inp, outdir, cause, preexec=None,
     rc, so, se = run([ckprep, "run", "-c", conf, "-o", out, inp], preexec)
     if rc != 1:
         problems.append("%s, want exit 1 (stderr %r)" % (describe(rc), se[:300]))
-    if so:
-        problems.append("stdout not empty: %r" % so[:200])
+    # the record of the failed job, and nothing else
+    try:
+        rec = json.loads(so)
+        if rec.get("status") != "failed" or "output" in rec or so.count("\n") != 1:
+            problems.append("stdout is not one failed record: %r" % so[:200])
+    except ValueError:
+        problems.append("stdout is not a JSON record: %r" % so[:200])
     line = stderr_line(se, problems)
     for want in (inp, out, cause):
         if line and want not in line:
