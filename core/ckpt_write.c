@@ -289,6 +289,12 @@ int ck_ckpt_write(ck_ckpt_t *c, const char *out_path, ck_write_info_t *info,
     ck_err_t we = { 0 };
 
     memset(info, 0, sizeof(*info));
+    /* inputs are never modified: not even by an output of the same name
+     * (-o . in the input's folder), nor through a link to it */
+    if (c->fd >= 0 && stat(out_path, &sb) == 0 && sb.st_dev == c->st.dev &&
+        sb.st_ino == c->st.ino)
+        return ck_err_set(err, CK_EUSAGE, "the output %s is the input: "
+                          "choose another name or folder", out_path);
     rc = ck_ckpt_check_keys(c, err);
     if (rc < 0)
         return rc;

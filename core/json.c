@@ -4,6 +4,8 @@
  */
 #include "json.h"
 
+#include "pyval.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -125,9 +127,14 @@ void ck_json_u64(ck_json_t *j, uint64_t v)
 void ck_json_double(ck_json_t *j, double v)
 {
     sep(j);
-    if (isfinite(v))
-        ck_buf_printf(&j->b, "%.17g", v);
-    else
+    if (isfinite(v)) {
+        char r[40];
+
+        /* Python's repr: the shortest text that reads back the same, and
+         * a float stays one (2.0, not 2) */
+        ck_pyfloat_repr(v, r, sizeof(r));
+        ck_buf_printf(&j->b, "%s", r);
+    } else
         ck_buf_printf(&j->b, "\"%s\"", isnan(v) ? "nan" : v > 0 ? "inf" : "-inf");
 }
 

@@ -259,7 +259,7 @@ static void run_warn(void *ud, const char *msg)
  */
 static char *output_path(const char *in, const char *out)
 {
-    struct stat st;
+    struct stat st, in_st;
     char *path, *dir;
     size_t n;
 
@@ -283,6 +283,14 @@ static char *output_path(const char *in, const char *out)
             strcpy(dir, ".");
         else
             slash[slash == dir] = '\0';
+    }
+    if (stat(path, &st) == 0 && stat(in, &in_st) == 0 &&
+        st.st_dev == in_st.st_dev && st.st_ino == in_st.st_ino) {
+        fprintf(stderr, "ckprep run: %s is the input: it is never "
+                "overwritten (choose another name or folder)\n", path);
+        ck_free(dir);
+        ck_free(path);
+        return NULL;
     }
     if (dir == NULL || stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
         fprintf(stderr, "ckprep run: %s: %s\n", path,

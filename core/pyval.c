@@ -532,11 +532,10 @@ int ck_pyval_json(ck_json_t *j, const ck_py_t *v)
             ck_json_int(j, v->u.i.v);
             return 0;
         }
+        /* past int64 as a string: JSON readers (jansson, the daemon's
+         * own) refuse a bigger number */
         dec = ck_pyint_dec(&tmp, v->u.i.big, v->u.i.nbig);
-        if (dec != NULL)
-            ck_json_raw(j, dec, strlen(dec));
-        else
-            ck_json_str(j, "<big int>");
+        ck_json_str(j, dec != NULL ? dec : "<big int>");
         ck_arena_release(&tmp);
         return 0;
     case CK_PY_FLOAT: ck_json_double(j, ck_py_float_value(v)); return 0;

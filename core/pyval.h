@@ -109,8 +109,9 @@ void ck_pyval_show_py(ck_buf_t *b, ck_arena_t *ar, ck_py_t *p,
                       ck_pyval_unwrap_cb unwrap);
 
 /*
- * A Python scalar as a JSON value: None null, bools, ints (big ones as
- * their decimal digits, "<big int>" past 2 KiB), floats, str.  Returns 0,
+ * A Python scalar as a JSON value: None null, bools, ints (past int64 as
+ * a string of their digits, which every JSON reader takes; "<big int>"
+ * past 2 KiB), floats, str.  Returns 0,
  * or 1 with nothing written when v is NULL or no scalar (the caller says
  * what it is).
  */

@@ -485,7 +485,14 @@ void ck_yval_json(ck_json_t *j, ck_arena_t *a, const ck_yval_t *v)
     switch (t->t) {
     case CK_PV_NULL: ck_json_null(j); break;
     case CK_PV_BOOL: ck_json_bool(j, t->b); break;
-    case CK_PV_INT: ck_json_raw(j, t->dec, strlen(t->dec)); break;
+    case CK_PV_INT:
+        /* past int64 as a string: JSON readers (jansson, the daemon's
+         * own) refuse a bigger number */
+        if (t->big == NULL)
+            ck_json_int(j, t->i);
+        else
+            ck_json_str(j, t->dec);
+        break;
     case CK_PV_FLOAT: ck_json_double(j, t->f); break;
     default: ck_json_strn(j, v->text, v->len);
     }

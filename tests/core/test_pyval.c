@@ -205,7 +205,7 @@ static void test_json_show(void **state)
     assert_int_equal(ck_pyval_json(&j, l), 1);
     ck_json_end(&j);
     assert_string_equal(ck_json_text(&j),
-                        "[-18446744073709551616,0.5,\"x\",null]");
+                        "[\"-18446744073709551616\",0.5,\"x\",null]");
 
     ck_py_vec_push(&a, &l->u.seq, ck_py_float(&a, 1e16));
     ck_py_vec_push(&a, &l->u.seq, ck_py_str(&a, "a", 1));

@@ -279,6 +279,15 @@ def run_output_folder():
                       E.inputs["ac"]])
     check(rc == 2 and "its folder does not exist" in se and so == "", f"exit {rc} {se!r}")
     check(os.listdir(d) == [], f"left {os.listdir(d)}")
+    # -o naming the input (its folder, or itself) never overwrites it
+    src = os.path.join(d, "in.th")
+    with open(E.inputs["ac"], "rb") as fi, open(src, "wb") as fo:
+        fo.write(fi.read())
+    before = open(src, "rb").read()
+    for arg in (d, src):
+        rc, so, se = run(["run", "-c", conf, "-o", arg, src])
+        check(rc == 2 and "is the input" in se, f"-o {arg}: exit {rc} {se!r}")
+        check(open(src, "rb").read() == before, "the input changed")
 
 
 @test
