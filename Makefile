@@ -76,12 +76,15 @@ CORE_SRC := \
 	core/ckpt_edit.c \
 	core/ckpt_write.c \
 	core/conf.c \
+	core/diff.c \
 	core/dtype.c \
 	core/fsutil.c \
 	core/inspect.c \
 	core/job.c \
 	core/json.c \
+	core/listing.c \
 	core/log.c \
+	core/manifest.c \
 	core/omegaconf.c \
 	core/pickle.c \
 	core/plugins.c \

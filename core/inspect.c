@@ -159,6 +159,19 @@ static int is_config_key(const ck_py_t *k, ck_py_t *v)
     return 0;
 }
 
+ck_py_t *ck_inspect_config_value(ck_ckpt_t *c, const char **key)
+{
+    ck_py_vec_t *top = ck_py_mapping(c->pk.root);
+
+    for (size_t i = 0; top != NULL && i + 1 < top->n; i += 2) {
+        if (!is_config_key(top->v[i], top->v[i + 1]))
+            continue;
+        *key = top->v[i]->u.s.s;
+        return top->v[i + 1];
+    }
+    return NULL;
+}
+
 static void key_text(ck_json_t *j, ck_py_t *k)
 {
     if (k->kind == CK_PY_STR)

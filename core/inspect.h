@@ -14,6 +14,10 @@
 int ck_inspect_json(ck_ckpt_t *c, ck_json_t *j);
 int ck_inspect_text(ck_ckpt_t *c, FILE *out);
 
+/* The value of the first top-level config key (xp.cfg, cfg, config,
+ * hyper_parameters, hparams, or any DictConfig) and its name, or NULL. */
+ck_py_t *ck_inspect_config_value(ck_ckpt_t *c, const char **key);
+
 /* A short name for what a value is: "dict", "OrderedDict", "tensor", ... */
 const char *ck_inspect_kind(ck_ckpt_t *c, ck_py_t *p);
 

@@ -491,6 +491,89 @@ void ck_yval_json(ck_json_t *j, ck_arena_t *a, const ck_yval_t *v)
     }
 }
 
+/* ---- values as PyYAML dumps them -------------------------------------- */
+
+/* The text PyYAML's represent_float gives d. */
+static void pyyaml_float(double d, char *out, size_t cap)
+{
+    char r[40];
+    char *e;
+
+    if (isnan(d)) {
+        snprintf(out, cap, ".nan");
+        return;
+    }
+    if (isinf(d)) {
+        snprintf(out, cap, d < 0 ? "-.inf" : ".inf");
+        return;
+    }
+    ck_pyfloat_repr(d, r, sizeof(r));
+    e = strchr(r, 'e');
+    if (strchr(r, '.') == NULL && e != NULL)
+        snprintf(out, cap, "%.*s.0%s", (int)(e - r), r, e);
+    else
+        snprintf(out, cap, "%s", r);
+}
+
+ck_yval_t *ck_yval_of(ck_arena_t *a, const ck_pyval_t *t)
+{
+    char buf[48];
+    const char *s = buf;
+    size_t n;
+    ck_yval_t *v;
+
+    switch (t->t) {
+    case CK_PV_NULL: s = "null"; break;
+    case CK_PV_BOOL: s = t->b ? "true" : "false"; break;
+    case CK_PV_INT:
+        if (t->dec != NULL)
+            s = t->dec;
+        else if (t->big != NULL)
+            s = ck_pyint_dec(a, t->big, t->nbig);
+        else
+            snprintf(buf, sizeof(buf), "%lld", (long long)t->i);
+        if (s == NULL)
+            return NULL;
+        break;
+    case CK_PV_FLOAT: pyyaml_float(t->f, buf, sizeof(buf)); break;
+    default: s = t->s ? t->s : "";
+    }
+    n = t->t == CK_PV_STR ? t->n : strlen(s);
+    v = ck_yval_scalar(a, s, n, 1);
+    if (v == NULL)
+        return NULL;
+    v->hydra = 1;
+    v->ty = *t;
+    if (t->t == CK_PV_STR) {
+        v->ty.s = v->text;
+    } else if (t->t == CK_PV_INT) {
+        v->ty.dec = v->text;
+    }
+    return v;
+}
+
+int ck_yval_retype(ck_arena_t *a, ck_yval_t *v)
+{
+    if (v->kind != CK_YV_SCALAR) {
+        for (size_t i = 0; i < v->n; i++)
+            if (ck_yval_retype(a, v->v[i]) < 0)
+                return CK_ENOMEM;
+        return 0;
+    }
+    {
+        const ck_pyval_t *t = ck_yval_type(a, v);
+        ck_yval_t *x;
+
+        if (t == NULL)
+            return CK_ENOMEM;
+        x = ck_yval_of(a, t);
+        if (x == NULL)
+            return CK_ENOMEM;
+        *v = *x;
+    }
+    return 0;
+}
+
 /* ---- emitting --------------------------------------------------------- */
 
 static int ywrite(void *data, unsigned char *buf, size_t size)

@@ -90,6 +90,20 @@ ck_py_t *ck_yval_py(ck_arena_t *a, const ck_yval_t *v, int typed_keys);
  * NULL is null. */
 void ck_yval_json(ck_json_t *j, ck_arena_t *a, const ck_yval_t *v);
 
+/*
+ * A scalar holding t (its bytes copied), which ck_yaml_emit writes as
+ * PyYAML's dumper writes the value (OmegaConf.to_yaml): None null, bools
+ * true/false, ints in decimal, floats as repr() lowered with '.0' put
+ * before a bare 'e' (1.0e-05), .inf, -.inf, .nan; a str plain unless YAML
+ * would read it as another type.  NULL on CK_ENOMEM.
+ */
+ck_yval_t *ck_yval_of(ck_arena_t *a, const ck_pyval_t *t);
+
+/* Every scalar of v (typed as read) made as ck_yval_of makes it, in
+ * place: a parsed YAML config written as OmegaConf.to_yaml writes it once
+ * loaded.  0 or CK_ENOMEM. */
+int ck_yval_retype(ck_arena_t *a, ck_yval_t *v);
+
 /* 1 when OmegaConf's YAML loader reads the plain scalar s as a str. */
 int ck_yaml_reads_str(const char *s);
 

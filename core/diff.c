@@ -1,0 +1,741 @@
+/*
+ * diff.c -- `ckprep diff A B`.  Both files are opened and validated as for
+ * inspect; their tensors are walked (ck_listing_walk) into one entry per
+ * (group, key), and their configs flattened to dotted leaves.
+ *
+ * Content: two views are the same when their records have the same size
+ * and CRC-32 (zip directories) and the views the same offset, shape and
+ * stride; different when the CRCs differ and each view covers its whole
+ * record; otherwise (legacy files have no CRC, a view of part of a record)
+ * unknown, which --exact settles by comparing the views' bytes, streamed
+ * in CHUNK-sized reads (a view that is not contiguous, or in a deflated
+ * record, is compared whole when under EXACT_WHOLE_MAX, else stays
+ * unknown).  A key only in A and one only in B in the same group whose
+ * contents are the same are a rename.
+ */
+#include "diff.h"
+
+#include "json.h"
+#include "listing.h"
+
+#include <string.h>
+
+#define CHUNK (1u << 20)
+#define EXACT_WHOLE_MAX (64u << 20)
+#define RENAME_PAIRS_MAX 4000000u
+
+enum { C_SAME, C_DIFF, C_UNKNOWN };
+
+typedef struct {
+    const char *group;
+    char *key;
+    const ck_tensor_t *t;
+    int paired; /* matched in the other file (same key, or a rename) */
+} ent_t;
+
+typedef struct {
+    ck_ckpt_t *c;
+    ent_t *v;
+    size_t n, cap;
+    ck_strmap_t by; /* "group\x01key" -> index */
+} ents_t;
+
+typedef struct {
+    ck_ckpt_t a, b;
+    ents_t ea, eb;
+    const ck_diff_opts_t *o;
+    uint8_t *buf;   /* 2 * CHUNK for --exact */
+    int differs;
+    int trouble;
+    ck_err_t err;
+} diff_t;
+
+static int ent_cb(void *ud, const char *group, const char *k, size_t kn,
+                  const ck_tensor_t *t, ck_py_t *node)
+{
+    ents_t *e = ud;
+    ck_arena_t *a = &e->c->arena;
+    ent_t *x;
+    char *id;
+
+    if (e->n == e->cap) {
+        size_t nc = e->cap ? e->cap * 2 : 256;
+        ent_t *nv = ck_arena_alloc(a, nc * sizeof(*nv));
+
+        if (nv == NULL)
+            return CK_ENOMEM;
+        if (e->n)
+            memcpy(nv, e->v, e->n * sizeof(*nv));
+        e->v = nv;
+        e->cap = nc;
+    }
+    x = &e->v[e->n];
+    x->group = ck_arena_strdup(a, group);
+    x->key = ck_arena_strndup(a, k, kn);
+    x->t = t;
+    x->paired = 0;
+    id = ck_arena_printf(a, "%s\x01%.*s", group, (int)kn, k);
+    if (x->group == NULL || x->key == NULL || id == NULL ||
+        ck_strmap_add(&e->by, a, id, e->n) < 0)
+        return CK_ENOMEM;
+    e->n++;
+    return 0;
+}
+
+static size_t ent_find(ents_t *e, const ent_t *x)
+{
+    char *id = ck_arena_printf(&e->c->arena, "%s\x01%s", x->group, x->key);
+
+    return id ? ck_strmap_get(&e->by, id) : SIZE_MAX;
+}
+
+static int same_dims(const int64_t *a, const int64_t *b, size_t n)
+{
+    return n == 0 || memcmp(a, b, n * sizeof(int64_t)) == 0;
+}
+
+static int same_layout(const ck_tensor_t *x, const ck_tensor_t *y)
+{
+    return x->dtype == y->dtype && x->ndim == y->ndim &&
+           same_dims(x->size, y->size, x->ndim);
+}
+
+static int whole(const ck_tensor_t *t)
+{
+    return t->offset == 0 && ck_tensor_contiguous(t) &&
+           t->numel * t->dtype->itemsize == t->st->nbytes;
+}
+
+/* Where a storage's bytes start in its file, or -1 when not plainly
+ * readable there (a deflated record, a new in-memory one). */
+static int64_t src_off(const ck_storage_t *st)
+{
+    if (st->src == CK_SRC_LEGACY)
+        return (int64_t)st->off;
+    if (st->src == CK_SRC_ZIP && st->entry->method == 0)
+        return (int64_t)st->entry->data_off;
+    return -1;
+}
+
+/* The views' bytes compared: C_SAME, C_DIFF, C_UNKNOWN, or < 0. */
+static int exact(diff_t *d, const ck_tensor_t *x, const ck_tensor_t *y)
+{
+    uint64_t isz = x->dtype->itemsize, n = x->numel * isz, done = 0;
+    int64_t ox = src_off(x->st), oy = src_off(y->st);
+    int rc;
+
+    if (d->buf == NULL && (d->buf = ck_malloc(2 * (size_t)CHUNK)) == NULL)
+        return CK_ENOMEM;
+    if (ox < 0 || oy < 0 || !ck_tensor_contiguous(x) ||
+        !ck_tensor_contiguous(y)) {
+        uint8_t *bx, *by;
+
+        if (n > EXACT_WHOLE_MAX)
+            return C_UNKNOWN;
+        bx = ck_malloc(n ? n : 1);
+        by = ck_malloc(n ? n : 1);
+        rc = bx && by ? 0 : CK_ENOMEM;
+        if (rc == 0)
+            rc = ck_ckpt_read_tensor(&d->a, x, bx, &d->err);
+        if (rc == 0)
+            rc = ck_ckpt_read_tensor(&d->b, y, by, &d->err);
+        if (rc == 0)
+            rc = memcmp(bx, by, n) == 0 ? C_SAME : C_DIFF;
+        ck_free(bx);
+        ck_free(by);
+        return rc;
+    }
+    ox += (int64_t)(x->offset * isz);
+    oy += (int64_t)(y->offset * isz);
+    while (done < n) {
+        size_t k = n - done < CHUNK ? (size_t)(n - done) : CHUNK;
+
+        rc = ck_pread_full(d->a.fd, d->buf, k, (uint64_t)ox + done);
+        if (rc == 0)
+            rc = ck_pread_full(d->b.fd, d->buf + CHUNK, k, (uint64_t)oy + done);
+        if (rc < 0)
+            return ck_err_set(&d->err, rc, "reading tensor bytes: %s",
+                              strerror(-rc));
+        if (memcmp(d->buf, d->buf + CHUNK, k) != 0)
+            return C_DIFF;
+        done += k;
+    }
+    return C_SAME;
+}
+
+/* Same shape and dtype assumed. */
+static int content(diff_t *d, const ck_tensor_t *x, const ck_tensor_t *y)
+{
+    const ck_storage_t *sx = x->st, *sy = y->st;
+
+    if (x->numel == 0)
+        return C_SAME;
+    if (sx->src == CK_SRC_ZIP && sy->src == CK_SRC_ZIP) {
+        int rec_same = sx->entry->crc == sy->entry->crc &&
+                       sx->nbytes == sy->nbytes;
+
+        if (rec_same && x->offset == y->offset &&
+            same_dims(x->stride, y->stride, x->ndim))
+            return C_SAME;
+        if (!rec_same && whole(x) && whole(y))
+            return C_DIFF;
+    }
+    return d->o->exact ? exact(d, x, y) : C_UNKNOWN;
+}
+
+/* ---- output ------------------------------------------------------------ */
+
+static void dims(FILE *out, const ck_tensor_t *t)
+{
+    fputc('[', out);
+    for (size_t i = 0; i < t->ndim; i++)
+        fprintf(out, "%s%lld", i ? ", " : "", (long long)t->size[i]);
+    fputc(']', out);
+}
+
+static void dims_json(ck_json_t *j, const ck_tensor_t *t)
+{
+    ck_json_arr(j);
+    for (size_t i = 0; i < t->ndim; i++)
+        ck_json_int(j, t->size[i]);
+    ck_json_end(j);
+}
+
+typedef struct {
+    size_t only_a, only_b, changed, renamed, same, unknown;
+} sd_stat_t;
+
+/* The group's header line, before its first difference. */
+static void header(FILE *out, const char *g, int *shown)
+{
+    if (*shown)
+        return;
+    *shown = 1;
+    fputs("state dict ", out);
+    ck_listing_put(out, g, strlen(g));
+    fputs(":\n", out);
+}
+
+/* One group's comparison; text lines to out, or members to the open
+ * object j. */
+static int group(diff_t *d, const char *g, FILE *out, ck_json_t *j)
+{
+    sd_stat_t s = { 0 };
+    int text = j == NULL && !d->o->stat;
+    size_t na = 0, nb = 0;
+    int rc = 0, shown = 0;
+
+    if (j != NULL) {
+        ck_json_obj(j);
+        ck_json_key(j, "path");
+        ck_json_str(j, g);
+        ck_json_key(j, "changed");
+        ck_json_arr(j);
+    }
+    for (size_t i = 0; i < d->ea.n && rc >= 0; i++) {
+        ent_t *x = &d->ea.v[i];
+        size_t at;
+        ent_t *y;
+        int c;
+
+        if (strcmp(x->group, g) != 0)
+            continue;
+        na++;
+        at = ent_find(&d->eb, x);
+        if (at == SIZE_MAX)
+            continue;
+        y = &d->eb.v[at];
+        x->paired = y->paired = 1;
+        if (!same_layout(x->t, y->t)) {
+            c = C_DIFF;
+        } else {
+            c = rc = content(d, x->t, y->t);
+            if (c == C_SAME) {
+                s.same++;
+                continue;
+            }
+        }
+        if (rc < 0)
+            break;
+        if (c == C_UNKNOWN)
+            s.unknown++;
+        else
+            s.changed++;
+        if (j != NULL) {
+            ck_json_obj(j);
+            ck_json_key(j, "key");
+            ck_json_str(j, x->key);
+            ck_json_key(j, "a");
+            ck_json_obj(j);
+            ck_json_key(j, "dtype");
+            ck_json_str(j, x->t->dtype->name);
+            ck_json_key(j, "shape");
+            dims_json(j, x->t);
+            ck_json_end(j);
+            ck_json_key(j, "b");
+            ck_json_obj(j);
+            ck_json_key(j, "dtype");
+            ck_json_str(j, y->t->dtype->name);
+            ck_json_key(j, "shape");
+            dims_json(j, y->t);
+            ck_json_end(j);
+            ck_json_key(j, "content");
+            ck_json_str(j, c == C_UNKNOWN ? "unknown" : "different");
+            ck_json_end(j);
+        } else if (text) {
+            header(out, g, &shown);
+            fputs(c == C_UNKNOWN ? "  ? " : "  ~ ", out);
+            ck_listing_put(out, x->key, strlen(x->key));
+            if (!same_layout(x->t, y->t)) {
+                fprintf(out, "  %s ", x->t->dtype->name);
+                dims(out, x->t);
+                fprintf(out, " -> %s ", y->t->dtype->name);
+                dims(out, y->t);
+                fputc('\n', out);
+            } else {
+                fputs(c == C_UNKNOWN ? "  content not compared (no CRC to "
+                                       "decide; --exact compares)\n"
+                                     : "  content differs\n", out);
+            }
+        }
+    }
+    if (rc < 0)
+        return rc;
+    if (j != NULL) {
+        ck_json_end(j);
+        ck_json_key(j, "renamed");
+        ck_json_arr(j);
+    }
+    /* renames: a key only in A and one only in B of the same content */
+    for (size_t i = 0; i < d->eb.n; i++)
+        nb += strcmp(d->eb.v[i].group, g) == 0;
+    for (size_t i = 0; i < d->ea.n && rc >= 0; i++) {
+        ent_t *x = &d->ea.v[i];
+
+        if (x->paired || strcmp(x->group, g) != 0 ||
+            (uint64_t)na * nb > RENAME_PAIRS_MAX)
+            continue;
+        for (size_t k = 0; k < d->eb.n; k++) {
+            ent_t *y = &d->eb.v[k];
+
+            if (y->paired || strcmp(y->group, g) != 0 ||
+                !same_layout(x->t, y->t))
+                continue;
+            rc = content(d, x->t, y->t);
+            if (rc < 0)
+                break;
+            if (rc != C_SAME)
+                continue;
+            x->paired = y->paired = 2;
+            s.renamed++;
+            if (j != NULL) {
+                ck_json_obj(j);
+                ck_json_key(j, "from");
+                ck_json_str(j, x->key);
+                ck_json_key(j, "to");
+                ck_json_str(j, y->key);
+                ck_json_end(j);
+            } else if (text) {
+                header(out, g, &shown);
+                fputs("  > renamed ", out);
+                ck_listing_put(out, x->key, strlen(x->key));
+                fputs(" -> ", out);
+                ck_listing_put(out, y->key, strlen(y->key));
+                fputc('\n', out);
+            }
+            break;
+        }
+    }
+    if (rc < 0)
+        return rc;
+    for (int side = 0; side < 2; side++) {
+        ents_t *e = side ? &d->eb : &d->ea;
+
+        if (j != NULL) {
+            ck_json_end(j);
+            ck_json_key(j, side ? "only_b" : "only_a");
+            ck_json_arr(j);
+        }
+        for (size_t i = 0; i < e->n; i++) {
+            ent_t *x = &e->v[i];
+
+            if (x->paired || strcmp(x->group, g) != 0)
+                continue;
+            if (side)
+                s.only_b++;
+            else
+                s.only_a++;
+            if (j != NULL) {
+                ck_json_obj(j);
+                ck_json_key(j, "key");
+                ck_json_str(j, x->key);
+                ck_json_key(j, "dtype");
+                ck_json_str(j, x->t->dtype->name);
+                ck_json_key(j, "shape");
+                dims_json(j, x->t);
+                ck_json_end(j);
+            } else if (text) {
+                header(out, g, &shown);
+                fputs(side ? "  + " : "  - ", out);
+                ck_listing_put(out, x->key, strlen(x->key));
+                fprintf(out, "  %s ", x->t->dtype->name);
+                dims(out, x->t);
+                fputc('\n', out);
+            }
+        }
+    }
+    if (j != NULL) {
+        ck_json_end(j);
+        ck_json_key(j, "same");
+        ck_json_u64(j, s.same);
+        ck_json_key(j, "unknown");
+        ck_json_u64(j, s.unknown);
+        ck_json_end(j);
+    } else if (text) {
+        if (shown)
+            fprintf(out, "  (%zu same)\n", s.same);
+    } else {
+        fputc(' ', out);
+        ck_listing_put(out, g, strlen(g));
+        fprintf(out, " | %zu only in A, %zu only in B, %zu renamed, %zu "
+                "changed, %zu unknown, %zu same\n", s.only_a, s.only_b,
+                s.renamed, s.changed, s.unknown, s.same);
+    }
+    if (s.only_a || s.only_b || s.renamed || s.changed || s.unknown)
+        d->differs = 1;
+    return 0;
+}
+
+/* The groups of both files, A's first, each once. */
+static int groups(diff_t *d, FILE *out, ck_json_t *j)
+{
+    ck_strmap_t seen = { 0 };
+    int rc = 0;
+
+    for (int side = 0; side < 2 && rc == 0; side++) {
+        ents_t *e = side ? &d->eb : &d->ea;
+
+        for (size_t i = 0; i < e->n && rc == 0; i++) {
+            const char *g = e->v[i].group;
+
+            if (ck_strmap_get(&seen, g) != SIZE_MAX)
+                continue;
+            if (ck_strmap_add(&seen, &d->a.arena, g, 1) < 0)
+                return CK_ENOMEM;
+            rc = group(d, g, out, j);
+        }
+    }
+    return rc;
+}
+
+/* ---- top-level keys ------------------------------------------------------ */
+
+static const char *kind_at(ck_ckpt_t *c, ck_py_vec_t *m, const ck_py_t *k)
+{
+    for (size_t i = 0; m != NULL && i + 1 < m->n; i += 2)
+        if (m->v[i]->kind == k->kind &&
+            (k->kind == CK_PY_STR
+                 ? m->v[i]->u.s.n == k->u.s.n &&
+                       memcmp(m->v[i]->u.s.s, k->u.s.s, k->u.s.n) == 0
+                 : k->kind == CK_PY_INT && m->v[i]->u.i.v == k->u.i.v))
+            return ck_inspect_kind(c, m->v[i + 1]);
+    return NULL;
+}
+
+static void top_key(FILE *out, ck_json_t *j, const char *name, const ck_py_t *k)
+{
+    if (k->kind == CK_PY_STR) {
+        if (j)
+            ck_json_strn(j, k->u.s.s, k->u.s.n);
+        else
+            ck_listing_put(out, k->u.s.s, k->u.s.n);
+    } else if (j) {
+        ck_json_int(j, k->u.i.v);
+    } else {
+        fprintf(out, "%lld", (long long)k->u.i.v);
+    }
+    (void)name;
+}
+
+static void top(diff_t *d, FILE *out, ck_json_t *j)
+{
+    ck_py_vec_t *ma = ck_py_mapping(d->a.pk.root), *mb = ck_py_mapping(d->b.pk.root);
+    static const char *const names[] = { "removed", "added", "changed_kind" };
+
+    if (j != NULL) {
+        ck_json_key(j, "top_level");
+        ck_json_obj(j);
+    }
+    for (int pass = 0; pass < 3; pass++) {
+        ck_ckpt_t *cx = pass == 1 ? &d->b : &d->a;
+        ck_py_vec_t *m = pass == 1 ? mb : ma, *other = pass == 1 ? ma : mb;
+
+        if (j != NULL) {
+            ck_json_key(j, names[pass]);
+            ck_json_arr(j);
+        }
+        for (size_t i = 0; m != NULL && i + 1 < m->n; i += 2) {
+            const ck_py_t *k = m->v[i];
+            const char *mine = ck_inspect_kind(cx, m->v[i + 1]);
+            const char *theirs;
+
+            if (k->kind != CK_PY_STR && k->kind != CK_PY_INT)
+                continue;
+            theirs = kind_at(pass == 1 ? &d->a : &d->b, other, k);
+            if (pass < 2 ? theirs != NULL
+                         : theirs == NULL || strcmp(theirs, mine) == 0)
+                continue;
+            d->differs = 1;
+            if (j != NULL) {
+                ck_json_obj(j);
+                ck_json_key(j, "key");
+                top_key(out, j, NULL, k);
+                ck_json_key(j, pass == 2 ? "a" : "kind");
+                ck_json_str(j, mine);
+                if (pass == 2) {
+                    ck_json_key(j, "b");
+                    ck_json_str(j, theirs);
+                }
+                ck_json_end(j);
+            } else if (!d->o->stat) {
+                fputs(pass == 0 ? "- top-level " : pass == 1 ? "+ top-level "
+                                                             : "~ top-level ", out);
+                top_key(out, NULL, NULL, k);
+                if (pass == 2)
+                    fprintf(out, "  %s -> %s\n", mine, theirs);
+                else
+                    fprintf(out, "  (%s)\n", mine);
+            }
+        }
+        if (j != NULL)
+            ck_json_end(j);
+    }
+    if (j != NULL)
+        ck_json_end(j);
+}
+
+/* ---- config ---------------------------------------------------------------- */
+
+typedef struct {
+    ck_arena_t *a;
+    ck_strmap_t by;
+    char **path;
+    char **val; /* the leaf as JSON text */
+    size_t n, cap;
+} leaves_t;
+
+static int leaf_cb(void *ud, const char *path, const ck_yval_t *v)
+{
+    leaves_t *l = ud;
+    ck_json_t j = { 0 };
+
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 64;
+        char **np = ck_arena_alloc(l->a, nc * sizeof(char *));
+        char **nv = ck_arena_alloc(l->a, nc * sizeof(char *));
+
+        if (np == NULL || nv == NULL)
+            return CK_ENOMEM;
+        if (l->n) {
+            memcpy(np, l->path, l->n * sizeof(char *));
+            memcpy(nv, l->val, l->n * sizeof(char *));
+        }
+        l->path = np;
+        l->val = nv;
+        l->cap = nc;
+    }
+    ck_yval_json(&j, l->a, v);
+    l->path[l->n] = ck_arena_strdup(l->a, path);
+    l->val[l->n] = ck_json_text(&j) ? ck_arena_strdup(l->a, ck_json_text(&j))
+                                    : NULL;
+    ck_json_release(&j);
+    if (l->path[l->n] == NULL || l->val[l->n] == NULL ||
+        ck_strmap_add(&l->by, l->a, l->path[l->n], l->n) < 0)
+        return CK_ENOMEM;
+    l->n++;
+    return 0;
+}
+
+static void cfg_line(FILE *out, ck_json_t *j, char sign, const char *path,
+                     const char *va, const char *vb)
+{
+    if (j != NULL) {
+        ck_json_obj(j);
+        ck_json_key(j, "key");
+        ck_json_str(j, path);
+        ck_json_key(j, vb ? "a" : "value");
+        ck_json_raw(j, va, strlen(va));
+        if (vb) {
+            ck_json_key(j, "b");
+            ck_json_raw(j, vb, strlen(vb));
+        }
+        ck_json_end(j);
+        return;
+    }
+    fprintf(out, "  %c config ", sign);
+    ck_listing_put(out, path, strlen(path));
+    fputs(": ", out);
+    ck_listing_put(out, va, strlen(va));
+    if (vb) {
+        fputs(" -> ", out);
+        ck_listing_put(out, vb, strlen(vb));
+    }
+    fputc('\n', out);
+}
+
+static int config(diff_t *d, FILE *out, ck_json_t *j)
+{
+    leaves_t la = { &d->a.arena }, lb = { &d->b.arena };
+    const char *ka = NULL, *kb = NULL;
+    ck_err_t ea = { 0 }, eb = { 0 };
+    ck_yval_t *ca = ck_listing_config(&d->a, &ka, &ea);
+    ck_yval_t *cb = ck_listing_config(&d->b, &kb, &eb);
+    size_t nadd = 0, nrm = 0, nch = 0;
+    int rc = 0;
+
+    if (ca == NULL && cb == NULL)
+        return 0;
+    if (ca != NULL)
+        rc = ck_listing_leaves(la.a, ca, leaf_cb, &la);
+    if (rc == 0 && cb != NULL)
+        rc = ck_listing_leaves(lb.a, cb, leaf_cb, &lb);
+    if (rc < 0)
+        return rc;
+    if (j != NULL) {
+        ck_json_key(j, "config");
+        ck_json_obj(j);
+        ck_json_key(j, "removed");
+        ck_json_arr(j);
+    }
+    for (size_t i = 0; i < la.n; i++)
+        if (ck_strmap_get(&lb.by, la.path[i]) == SIZE_MAX) {
+            nrm++;
+            if (j || !d->o->stat)
+                cfg_line(out, j, '-', la.path[i], la.val[i], NULL);
+        }
+    if (j != NULL) {
+        ck_json_end(j);
+        ck_json_key(j, "added");
+        ck_json_arr(j);
+    }
+    for (size_t i = 0; i < lb.n; i++)
+        if (ck_strmap_get(&la.by, lb.path[i]) == SIZE_MAX) {
+            nadd++;
+            if (j || !d->o->stat)
+                cfg_line(out, j, '+', lb.path[i], lb.val[i], NULL);
+        }
+    if (j != NULL) {
+        ck_json_end(j);
+        ck_json_key(j, "changed");
+        ck_json_arr(j);
+    }
+    for (size_t i = 0; i < la.n; i++) {
+        size_t k = ck_strmap_get(&lb.by, la.path[i]);
+
+        if (k == SIZE_MAX || strcmp(la.val[i], lb.val[k]) == 0)
+            continue;
+        nch++;
+        if (j || !d->o->stat)
+            cfg_line(out, j, '~', la.path[i], la.val[i], lb.val[k]);
+    }
+    if (j != NULL) {
+        ck_json_end(j);
+        ck_json_end(j);
+    } else if (d->o->stat) {
+        fprintf(out, " config %s | %zu removed, %zu added, %zu changed\n",
+                ka ? ka : kb, nrm, nadd, nch);
+    }
+    if (nrm + nadd + nch)
+        d->differs = 1;
+    return 0;
+}
+
+/* ---- the command ------------------------------------------------------------ */
+
+static int compare(diff_t *d, FILE *out, ck_json_t *j)
+{
+    int rc;
+
+    d->ea.c = &d->a;
+    d->eb.c = &d->b;
+    rc = ck_listing_walk(&d->a, NULL, ent_cb, &d->ea);
+    if (rc == 0)
+        rc = ck_listing_walk(&d->b, NULL, ent_cb, &d->eb);
+    if (rc < 0)
+        return rc;
+    if (j != NULL) {
+        ck_json_obj(j);
+        ck_json_key(j, "a");
+        ck_json_str(j, d->a.path);
+        ck_json_key(j, "b");
+        ck_json_str(j, d->b.path);
+    } else if (!d->o->stat) {
+        fprintf(out, "--- %s\n+++ %s\n", d->a.path, d->b.path);
+    }
+    top(d, out, j);
+    if (j != NULL) {
+        ck_json_key(j, "state_dicts");
+        ck_json_arr(j);
+    }
+    rc = groups(d, out, j);
+    if (j != NULL)
+        ck_json_end(j);
+    if (rc == 0)
+        rc = config(d, out, j);
+    if (j != NULL) {
+        ck_json_key(j, "same");
+        ck_json_bool(j, !d->differs);
+        ck_json_end(j);
+    }
+    return rc;
+}
+
+int ck_diff_main(const char *a, const char *b, const ck_diff_opts_t *o,
+                 FILE *out)
+{
+    ck_open_opts_t opts = { 0 };
+    ck_json_t j = { 0 };
+    diff_t *d = ck_calloc(1, sizeof(*d));
+    int rc, status;
+
+    if (d == NULL) {
+        fprintf(stderr, "ckprep: out of memory\n");
+        return 2;
+    }
+    d->o = o;
+    ck_limits_default(&opts.lim);
+    rc = ck_ckpt_open(&d->a, a, &opts, &d->err);
+    if (rc < 0) {
+        fprintf(stderr, "ckprep: %s: %s\n", a, d->err.msg);
+        ck_ckpt_close(&d->a);
+        ck_free(d);
+        return 2;
+    }
+    rc = ck_ckpt_open(&d->b, b, &opts, &d->err);
+    if (rc < 0) {
+        fprintf(stderr, "ckprep: %s: %s\n", b, d->err.msg);
+        status = 2;
+        goto out;
+    }
+    rc = compare(d, out, o->json ? &j : NULL);
+    if (rc == 0 && j.b.oom)
+        rc = CK_ENOMEM;
+    if (rc < 0) {
+        fprintf(stderr, "ckprep: diff %s %s: %s\n", a, b,
+                d->err.code ? d->err.msg : ck_strerror(rc));
+        status = 2;
+        goto out;
+    }
+    if (o->json)
+        fprintf(out, "%s\n", ck_json_text(&j));
+    else if (!d->differs && !o->stat)
+        fputs("same\n", out);
+    status = d->differs ? 1 : 0;
+out:
+    ck_json_release(&j);
+    ck_ckpt_close(&d->b);
+    ck_ckpt_close(&d->a);
+    ck_free(d->buf);
+    ck_free(d);
+    return status;
+}
