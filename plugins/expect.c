@@ -17,6 +17,7 @@
  *   shape = exact            a different shape is a mismatch, as in torch
  *                            (which also loads a 1-element [1] tensor, or
  *                            any [N>0] one, into a 0-dim parameter)
+ *   report_only = no         yes: record the verdict, never fail the job
  *
  * The job fails listing the first 20 missing, unexpected and mismatched
  * keys and their counts; the record's "expect" change holds the verdict
@@ -39,6 +40,7 @@ typedef struct {
     int keys;
     int dtype;
     int shape;
+    int report_only;
 } expect_conf_t;
 
 static const ck_conf_enum_t keys_names[] = {
@@ -95,6 +97,8 @@ static const ck_directive_t expect_directives[] = {
       "any (torch casts) or exact", dtype_names },
     { "shape", ck_conf_set_enum, offsetof(expect_conf_t, shape), "exact", 0,
       "exact", shape_names },
+    { "report_only", ck_conf_set_bool, offsetof(expect_conf_t, report_only),
+      "no", 0, "record the verdict without failing the job" },
     { NULL },
 };
 
@@ -216,7 +220,7 @@ static int expect_run(ck_job_t *job, void *conf)
                             extra.n < SHOW ? extra.n : SHOW),
                   CK_F_U64("mismatched_count", bad.n),
                   CK_F_KEYS("mismatched", bad.show, bad.n < SHOW ? bad.n : SHOW));
-    if (!fail)
+    if (!fail || c->report_only)
         return 0;
     show(msg, sizeof(msg), "missing", c->keys != KEYS_SUBSET ? &miss : &(keyset_t){ 0 });
     show(msg, sizeof(msg), "unexpected",
