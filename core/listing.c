@@ -121,7 +121,43 @@ typedef struct {
     ck_json_t *j;
     const char *group; /* the last group printed (text) */
     size_t count;
+    ck_strmap_t users; /* storage key -> index in nusers */
+    size_t *nusers;    /* tensors listed on each storage */
+    size_t nst, capst;
 } tl_t;
+
+/* First pass: how many listed tensors use each storage (tied weights). */
+static int count_cb(void *ud, const char *group, const char *k, size_t kn,
+                    const ck_tensor_t *t, ck_py_t *node)
+{
+    tl_t *l = ud;
+    size_t at = ck_strmap_get(&l->users, t->st->key);
+
+    if (at != SIZE_MAX) {
+        l->nusers[at]++;
+        return 0;
+    }
+    if (l->nst == l->capst) {
+        size_t nc = l->capst ? l->capst * 2 : 64;
+        size_t *nv = ck_arena_alloc(&l->c->arena, nc * sizeof(*nv));
+
+        if (nv == NULL)
+            return CK_ENOMEM;
+        if (l->nst)
+            memcpy(nv, l->nusers, l->nst * sizeof(*nv));
+        l->nusers = nv;
+        l->capst = nc;
+    }
+    l->nusers[l->nst] = 1;
+    return ck_strmap_add(&l->users, &l->c->arena, t->st->key, l->nst++);
+}
+
+static size_t users_of(const tl_t *l, const ck_tensor_t *t)
+{
+    size_t at = ck_strmap_get(&l->users, t->st->key);
+
+    return at == SIZE_MAX ? 0 : l->nusers[at];
+}
 
 static void human(char *buf, size_t n, uint64_t b)
 {
@@ -173,8 +209,21 @@ static int is_parameter(ck_py_t *node)
            ck_py_global_is(node->u.o.fn, "torch._utils", "_rebuild_parameter");
 }
 
+/* A Parameter's requires_grad (_rebuild_parameter(data, requires_grad,
+ * hooks)), else the tensor's. */
+static int requires_grad(const ck_tensor_t *t, ck_py_t *node)
+{
+    ck_py_t *args = node->u.o.args;
+
+    if (is_parameter(node) && args != NULL && args->kind == CK_PY_TUPLE &&
+        args->u.seq.n >= 2 && args->u.seq.v[1]->kind == CK_PY_BOOL)
+        return args->u.seq.v[1]->b;
+    return t->requires_grad;
+}
+
 static void tensor_json(ck_json_t *j, const char *group, const char *k,
-                        size_t kn, const ck_tensor_t *t, ck_py_t *node)
+                        size_t kn, const ck_tensor_t *t, ck_py_t *node,
+                        size_t users)
 {
     ck_json_obj(j);
     ck_json_key(j, "state");
@@ -201,9 +250,9 @@ static void tensor_json(ck_json_t *j, const char *group, const char *k,
     ck_json_key(j, "parameter");
     ck_json_bool(j, is_parameter(node));
     ck_json_key(j, "requires_grad");
-    ck_json_bool(j, t->requires_grad);
+    ck_json_bool(j, requires_grad(t, node));
     ck_json_key(j, "shared");
-    ck_json_u64(j, t->st->refs > 1 ? t->st->refs : 0);
+    ck_json_u64(j, users > 1 ? users : 0);
     ck_json_end(j);
 }
 
@@ -223,7 +272,7 @@ static int tensor_cb(void *ud, const char *group, const char *k, size_t kn,
     }
     l->count++;
     if (l->j != NULL) {
-        tensor_json(l->j, group, k, kn, t, node);
+        tensor_json(l->j, group, k, kn, t, node, users_of(l, t));
         return 0;
     }
     if (l->group == NULL || strcmp(l->group, group) != 0) {
@@ -253,12 +302,13 @@ static int tensor_cb(void *ud, const char *group, const char *k, size_t kn,
         dims_text(l->out, t->stride, t->ndim);
     }
     if (is_parameter(node))
-        fputs(t->requires_grad ? " Parameter" : " Parameter(requires_grad=False)",
+        fputs(requires_grad(t, node) ? " Parameter"
+                                     : " Parameter(requires_grad=False)",
               l->out);
     else if (t->requires_grad)
         fputs(" requires_grad", l->out);
-    if (t->st->refs > 1)
-        fprintf(l->out, " shared(%u)", t->st->refs);
+    if (users_of(l, t) > 1)
+        fprintf(l->out, " shared(%zu)", users_of(l, t));
     fputc('\n', l->out);
     return 0;
 }
@@ -267,13 +317,14 @@ int ck_listing_tensors(ck_ckpt_t *c, const ck_listing_opts_t *o, FILE *out,
                        ck_json_t *j)
 {
     tl_t l = { c, o, out, j, NULL, 0 };
-    int rc;
+    int rc = ck_listing_walk(c, NULL, count_cb, &l);
 
     if (j != NULL) {
         ck_json_key(j, "tensors");
         ck_json_arr(j);
     }
-    rc = ck_listing_walk(c, NULL, tensor_cb, &l);
+    if (rc == 0)
+        rc = ck_listing_walk(c, NULL, tensor_cb, &l);
     if (j != NULL)
         ck_json_end(j);
     else if (rc == 0 && l.count == 0)

@@ -38,7 +38,8 @@ ck_py_t *ck_state_find(ck_ckpt_t *c, const char *alts, const char **chosen)
             return NULL;
         v = (n == 0 || strcmp(one, "/") == 0) ? c->pk.root
                                               : ck_ckpt_get(c, one);
-        if (v != NULL && ck_py_mapping(v) != NULL) {
+        if (v != NULL && ck_py_mapping(v) != NULL &&
+            ck_ckpt_tensor(c, v) == NULL) {
             *chosen = n == 0 ? "/" : one;
             return v;
         }
