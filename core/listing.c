@@ -424,7 +424,7 @@ int ck_listing_config_out(ck_ckpt_t *c, const char *path, FILE *out,
         fputc('\n', out);
         return 0;
     }
-    rc = ck_yaml_emit(t, "config", &b, err);
+    rc = ck_yaml_emit_pyyaml(t, "config", &b, err);
     if (rc == 0 && b.len > 0)
         fwrite(b.data, 1, b.len, out);
     ck_buf_release(&b);

@@ -38,8 +38,13 @@
     "[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+\\.[0-9_]*|[-+]?\\.(inf|Inf|INF)|" \
     "\\.(nan|NaN|NAN))$"
 
+/* PyYAML's timestamp resolver (its dumper's, so OmegaConf.to_yaml's). */
+#define Y_TS "^([0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}" \
+    "([Tt]|[ \t]+)[0-9]{1,2}:[0-9]{2}:[0-9]{2}(\\.[0-9]*)?" \
+    "([ \t]*(Z|[-+][0-9]{1,2}(:[0-9]{2})?))?)$"
+
 enum { RX_H_INT, RX_H_FLOAT, RX_Y_NULL, RX_Y_BOOL, RX_Y_INT, RX_Y_FLOAT,
-       RX_N };
+       RX_Y_TS, RX_N };
 
 /* pattern, case-insensitive */
 static const struct {
@@ -47,7 +52,7 @@ static const struct {
     int icase;
 } rx_src[RX_N] = {
     { H_INT, 0 },  { H_FLOAT, 1 }, { Y_NULL, 0 },
-    { Y_BOOL, 0 }, { Y_INT, 0 },   { Y_FLOAT, 0 },
+    { Y_BOOL, 0 }, { Y_INT, 0 },   { Y_FLOAT, 0 }, { Y_TS, 0 },
 };
 
 /* Written once under rx_once, read-only after. */
@@ -515,6 +520,28 @@ static void pyyaml_float(double d, char *out, size_t cap)
         snprintf(out, cap, "%s", r);
 }
 
+/* OmegaConfDumper.str_representer quotes a str that is one of YAML 1.2's
+ * bool words (and y/n), or that Python's int() or float() accepts. */
+static int omc_quotes(ck_arena_t *a, const char *s, size_t n)
+{
+    static const char *const words[] = {
+        "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO",
+        "true", "True", "TRUE", "false", "False", "FALSE",
+        "on", "On", "ON", "off", "Off", "OFF",
+    };
+    ck_pyval_t t;
+    double f;
+
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+        if (strlen(words[i]) == n && memcmp(words[i], s, n) == 0)
+            return 1;
+    /* PyYAML's dumper also resolves timestamps, '<<' and '=' */
+    if (match(RX_Y_TS, s) || strcmp(s, "<<") == 0 || strcmp(s, "=") == 0)
+        return 1;
+    return ck_pyval_int_str(a, s, n, &t) == 0 ||
+           ck_pyval_float_str(a, s, n, &f) == 0;
+}
+
 ck_yval_t *ck_yval_of(ck_arena_t *a, const ck_pyval_t *t)
 {
     char buf[48];
@@ -546,6 +573,9 @@ ck_yval_t *ck_yval_of(ck_arena_t *a, const ck_pyval_t *t)
     v->ty = *t;
     if (t->t == CK_PV_STR) {
         v->ty.s = v->text;
+        v->hydra = 0;
+        v->plain = memchr(v->text, '\0', n) == NULL &&
+                   ck_yaml_reads_str(v->text) && !omc_quotes(a, v->text, n);
     } else if (t->t == CK_PV_INT) {
         v->ty.dec = v->text;
     }
@@ -625,8 +655,10 @@ static int yemit(yaml_emitter_t *em, const ck_yval_t *v)
             style = YAML_SINGLE_QUOTED_SCALAR_STYLE;
         if (plain)
             style = YAML_PLAIN_SCALAR_STYLE;
+        /* a quoted scalar reads as a str: no tag needed when libyaml
+         * quotes one meant to be plain ('a: b') */
         ok = yaml_scalar_event_initialize(&ev, NULL, NULL, (yaml_char_t *)text,
-                                          (int)len, plain, !plain, style);
+                                          (int)len, plain, 1, style);
         return ok && yaml_emitter_emit(em, &ev);
     }
     if (v->kind == CK_YV_SEQ)
@@ -649,8 +681,8 @@ static int yemit(yaml_emitter_t *em, const ck_yval_t *v)
     return ok && yaml_emitter_emit(em, &ev);
 }
 
-int ck_yaml_emit(const ck_yval_t *root, const char *what, ck_buf_t *out,
-                 ck_err_t *err)
+static int emit(const ck_yval_t *root, const char *what, ck_buf_t *out,
+                ck_err_t *err, int width)
 {
     yaml_emitter_t em;
     yaml_event_t ev;
@@ -660,7 +692,7 @@ int ck_yaml_emit(const ck_yval_t *root, const char *what, ck_buf_t *out,
         return ck_err_set(err, CK_ENOMEM, "out of memory");
     yaml_emitter_set_output(&em, ywrite, out);
     yaml_emitter_set_unicode(&em, 1);
-    yaml_emitter_set_width(&em, -1);
+    yaml_emitter_set_width(&em, width);
     ok = yaml_stream_start_event_initialize(&ev, YAML_UTF8_ENCODING) &&
          yaml_emitter_emit(&em, &ev) &&
          yaml_document_start_event_initialize(&ev, NULL, NULL, NULL, 1) &&
@@ -673,4 +705,16 @@ int ck_yaml_emit(const ck_yval_t *root, const char *what, ck_buf_t *out,
                    em.problem ? em.problem : "failed");
     yaml_emitter_delete(&em);
     return ok ? 0 : CK_EPLUGIN;
+}
+
+int ck_yaml_emit(const ck_yval_t *root, const char *what, ck_buf_t *out,
+                 ck_err_t *err)
+{
+    return emit(root, what, out, err, -1);
+}
+
+int ck_yaml_emit_pyyaml(const ck_yval_t *root, const char *what,
+                        ck_buf_t *out, ck_err_t *err)
+{
+    return emit(root, what, out, err, 80);
 }

@@ -95,7 +95,9 @@ void ck_yval_json(ck_json_t *j, ck_arena_t *a, const ck_yval_t *v);
  * PyYAML's dumper writes the value (OmegaConf.to_yaml): None null, bools
  * true/false, ints in decimal, floats as repr() lowered with '.0' put
  * before a bare 'e' (1.0e-05), .inf, -.inf, .nan; a str plain unless YAML
- * would read it as another type.  NULL on CK_ENOMEM.
+ * would read it as another type or OmegaConf's dumper quotes it (y, n, the
+ * YAML 1.2 bool words, what Python's int() or float() accepts).  NULL on
+ * CK_ENOMEM.
  */
 ck_yval_t *ck_yval_of(ck_arena_t *a, const ck_pyval_t *t);
 
@@ -117,5 +119,10 @@ int ck_yaml_reads_str(const char *s);
  */
 int ck_yaml_emit(const ck_yval_t *root, const char *what, ck_buf_t *out,
                  ck_err_t *err);
+
+/* As ck_yaml_emit, with long scalars folded at 80 columns as PyYAML's
+ * dumper folds them (OmegaConf.to_yaml). */
+int ck_yaml_emit_pyyaml(const ck_yval_t *root, const char *what,
+                        ck_buf_t *out, ck_err_t *err);
 
 #endif

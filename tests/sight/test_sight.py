@@ -326,6 +326,31 @@ def diff_pairs(tmp):
     check("diff trouble", trouble)
 
 
+def config_edges(tmp):
+    """Scalars PyYAML and OmegaConf's dumper quote, fold or type."""
+    c = OmegaConf.create({
+        "desc": "word " * 30, "k": "a: b", "u": "h\u00e9llo", "multi": "line1\nline2",
+        "e": {}, "l": [], "f": 1e-5, "g": 1e16, "h": 0.1, "big": 2 ** 70, "neg": -0.0,
+        "pinf": float("inf"), "nan": float("nan"), "s": "1e5", "t": "yes", "y": "y",
+        "n": None, "inter": "${f}", "q": "???", "bs": "back\\slash",
+        "lst": [{"a": 1}, [1, 2]], 3: "intkey", "ts": "2024-01-01", "inf": "inf",
+        "sp": " 1", "em": "", "tab": "a\tb", "hash": "a #b", "colon": "x:",
+        "dash": "- x", "pct": "%x", "merge": "<<", "us": "1_000", "tilde": "~",
+        "nul": "null", "hex": "0x10", "oct": "017", "sexa": "1:30", "b": True})
+    for i, (form, cfg) in enumerate((("DictConfig", c),
+                                     ("YAML string", OmegaConf.to_yaml(c)),
+                                     ("dict", {"lr": 0.1, "name": "no", "layers": [1, 2]}))):
+        path = os.path.join(tmp, "cfg%d.th" % i)
+        torch.save({"xp.cfg": cfg}, path)
+
+        def one(path=path, cfg=cfg):
+            rc, out, err = run("inspect", "--config", path)
+            want = OmegaConf.to_yaml(cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg))
+            assert rc == 0 and out == want, "exit %d %s\n%s\nvs OmegaConf.to_yaml\n%s" % (rc, err, out, want)
+
+        check("config edges (%s)" % form, one)
+
+
 def main():
     global CKPREP
     ap = argparse.ArgumentParser()
@@ -351,6 +376,7 @@ def main():
     for f in files + corpus:
         check_file(f)
     diff_pairs(tmp)
+    config_edges(tmp)
     print("skipped (no safetensors input yet): %s" % ", ".join(os.path.basename(p) for p in skipped))
     print("files: %d oracle cases, %d third-party" % (len(files), len(corpus)))
     if not a.keep:
