@@ -107,13 +107,14 @@ static int expect_init(ck_conf_ctx_t *cx, void *conf)
     expect_conf_t *c = conf;
 
     if (c->manifest == NULL)
-        return ck_err_set(cx->err, CK_ECONFIG, "expect: manifest is required");
+        return ck_err_set(cx->err, CK_ECONFIG, "manifest is required");
     return 0;
 }
 
 /* Keys found, the first SHOW kept as Python strs for the report. */
 typedef struct {
     ck_py_t *show[SHOW];
+    const char *why[SHOW]; /* mismatched: what the checkpoint holds */
     size_t n;
 } keyset_t;
 
@@ -155,14 +156,41 @@ static void show(char *buf, size_t cap, const char *what, const keyset_t *s)
         const ck_py_t *k = s->show[i];
 
         if (k->kind == CK_PY_STR)
-            len += (size_t)snprintf(buf + len, cap - len, "%s%.*s",
-                                    i ? ", " : "", (int)k->u.s.n, k->u.s.s);
+            len += (size_t)snprintf(buf + len, cap - len, "%s%.*s%s%s",
+                                    i ? ", " : "", (int)k->u.s.n, k->u.s.s,
+                                    s->why[i] ? ": " : "",
+                                    s->why[i] ? s->why[i] : "");
         else
             len += (size_t)snprintf(buf + len, cap - len, "%s<%s key>",
                                     i ? ", " : "", ck_py_type_name(k));
     }
     if (len + 1 < cap)
         snprintf(buf + len, cap - len, "%s)", s->n > SHOW ? ", ..." : "");
+}
+
+/* "float32 [4] for float32 [2, 2]" (NULL when out of memory). */
+static const char *why(ck_arena_t *a, const ck_tensor_t *t,
+                       const ck_mf_tensor_t *m)
+{
+    char buf[256];
+    size_t len = 0;
+
+    if (t == NULL)
+        return "not a tensor";
+    for (int side = 0; side < 2 && len + 1 < sizeof(buf); side++) {
+        size_t nd = side ? m->ndim : t->ndim;
+        const int64_t *d = side ? m->shape : t->size;
+        const char *dt = side ? (m->dtype ? m->dtype : "any") : t->dtype->name;
+
+        len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s%s [",
+                                side ? " for " : "", dt);
+        for (size_t i = 0; i < nd && len + 1 < sizeof(buf); i++)
+            len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s%lld",
+                                    i ? ", " : "", (long long)d[i]);
+        if (len + 1 < sizeof(buf))
+            len += (size_t)snprintf(buf + len, sizeof(buf) - len, "]");
+    }
+    return ck_arena_strdup(a, buf);
 }
 
 static int expect_run(ck_job_t *job, void *conf)
@@ -197,8 +225,11 @@ static int expect_run(ck_job_t *job, void *conf)
             if (rc == 0 &&
                 (t == NULL || !shape_fits(t, mt) ||
                  (c->dtype == DT_EXACT && mt->dtype != NULL &&
-                  strcmp(mt->dtype, t->dtype->name) != 0)))
+                  strcmp(mt->dtype, t->dtype->name) != 0))) {
+                if (bad.n < SHOW)
+                    bad.why[bad.n] = why(a, t, mt);
                 rc = keep(a, &bad, k, NULL);
+            }
         }
         if (rc < 0)
             return ck_job_nomem(job);
@@ -225,7 +256,7 @@ static int expect_run(ck_job_t *job, void *conf)
     show(msg, sizeof(msg), "missing", c->keys != KEYS_SUBSET ? &miss : &(keyset_t){ 0 });
     show(msg, sizeof(msg), "unexpected",
          c->keys != KEYS_SUPERSET ? &extra : &(keyset_t){ 0 });
-    show(msg, sizeof(msg), "mismatched (dtype or shape)", &bad);
+    show(msg, sizeof(msg), "mismatched", &bad);
     return ck_job_fail(job, CK_EPLUGIN, "%s does not match %s: %s", chosen,
                        m->source, msg);
 }
