@@ -18,6 +18,7 @@
 #include "json.h"
 #include "listing.h"
 
+#include <math.h>
 #include <string.h>
 
 #define CHUNK (1u << 20)
@@ -225,6 +226,18 @@ static int group(diff_t *d, const char *g, FILE *out, ck_json_t *j)
     size_t na = 0, nb = 0;
     int rc = 0, shown = 0;
 
+    for (size_t i = 0; i < d->ea.n; i++)
+        na += strcmp(d->ea.v[i].group, g) == 0;
+    for (size_t i = 0; i < d->eb.n; i++)
+        nb += strcmp(d->eb.v[i].group, g) == 0;
+    if (text && (na == 0 || nb == 0)) {
+        /* a state dict only one side has: one line, not one per key */
+        fprintf(out, "%c state dict ", na ? '-' : '+');
+        ck_listing_put(out, g, strlen(g));
+        fprintf(out, "  (%zu tensors)\n", na + nb);
+        d->differs = 1;
+        return 0;
+    }
     if (j != NULL) {
         ck_json_obj(j);
         ck_json_key(j, "path");
@@ -240,7 +253,6 @@ static int group(diff_t *d, const char *g, FILE *out, ck_json_t *j)
 
         if (strcmp(x->group, g) != 0)
             continue;
-        na++;
         at = ent_find(&d->eb, x);
         if (at == SIZE_MAX)
             continue;
@@ -307,8 +319,6 @@ static int group(diff_t *d, const char *g, FILE *out, ck_json_t *j)
         ck_json_arr(j);
     }
     /* renames: a key only in A and one only in B of the same content */
-    for (size_t i = 0; i < d->eb.n; i++)
-        nb += strcmp(d->eb.v[i].group, g) == 0;
     for (size_t i = 0; i < d->ea.n && rc >= 0; i++) {
         ent_t *x = &d->ea.v[i];
 
@@ -406,6 +416,25 @@ static int group(diff_t *d, const char *g, FILE *out, ck_json_t *j)
     return 0;
 }
 
+static const char *kind_at(ck_ckpt_t *c, ck_py_vec_t *m, const ck_py_t *k);
+
+/* 1 when group g lies under a top-level key of one file only (the
+ * top-level line says it; text and --stat leave its state dicts out). */
+static int under_lone_top(diff_t *d, const char *g)
+{
+    size_t n = strcspn(g, "/");
+    ck_py_t k = { .kind = CK_PY_STR };
+    int in_a, in_b;
+
+    if (strcmp(g, "/") == 0)
+        return 0;
+    k.u.s.s = (char *)g;
+    k.u.s.n = n;
+    in_a = kind_at(&d->a, ck_py_mapping(d->a.pk.root), &k) != NULL;
+    in_b = kind_at(&d->b, ck_py_mapping(d->b.pk.root), &k) != NULL;
+    return in_a != in_b;
+}
+
 /* The groups of both files, A's first, each once. */
 static int groups(diff_t *d, FILE *out, ck_json_t *j)
 {
@@ -422,6 +451,8 @@ static int groups(diff_t *d, FILE *out, ck_json_t *j)
                 continue;
             if (ck_strmap_add(&seen, &d->a.arena, g, 1) < 0)
                 return CK_ENOMEM;
+            if (j == NULL && under_lone_top(d, g))
+                continue;
             rc = group(d, g, out, j);
         }
     }
@@ -544,7 +575,15 @@ static int leaf_cb(void *ud, const char *path, const ck_yval_t *v)
         l->val = nv;
         l->cap = nc;
     }
-    ck_yval_json(&j, l->a, v);
+    if (v->kind == CK_YV_SCALAR && ck_yval_type(l->a, v)->t == CK_PV_FLOAT &&
+        isfinite(ck_yval_type(l->a, v)->f)) {
+        char r[40];
+
+        ck_pyfloat_repr(ck_yval_type(l->a, v)->f, r, sizeof(r));
+        ck_json_raw(&j, r, strlen(r)); /* repr(): 1e-05, not 1.0000...e-05 */
+    } else {
+        ck_yval_json(&j, l->a, v);
+    }
     l->path[l->n] = ck_arena_strdup(l->a, path);
     l->val[l->n] = ck_json_text(&j) ? ck_arena_strdup(l->a, ck_json_text(&j))
                                     : NULL;
@@ -557,7 +596,8 @@ static int leaf_cb(void *ud, const char *path, const ck_yval_t *v)
 }
 
 static void cfg_line(FILE *out, ck_json_t *j, char sign, const char *path,
-                     const char *va, const char *vb)
+                     const char *va, const char *vb, const char *ckey,
+                     int *hdr)
 {
     if (j != NULL) {
         ck_json_obj(j);
@@ -572,7 +612,13 @@ static void cfg_line(FILE *out, ck_json_t *j, char sign, const char *path,
         ck_json_end(j);
         return;
     }
-    fprintf(out, "  %c config ", sign);
+    if (!*hdr) {
+        *hdr = 1;
+        fputs("config ", out);
+        ck_listing_put(out, ckey, strlen(ckey));
+        fputs(":\n", out);
+    }
+    fprintf(out, "  %c ", sign);
     ck_listing_put(out, path, strlen(path));
     fputs(": ", out);
     ck_listing_put(out, va, strlen(va));
@@ -591,10 +637,12 @@ static int config(diff_t *d, FILE *out, ck_json_t *j)
     ck_yval_t *ca = ck_listing_config(&d->a, &ka, &ea);
     ck_yval_t *cb = ck_listing_config(&d->b, &kb, &eb);
     size_t nadd = 0, nrm = 0, nch = 0;
-    int rc = 0;
+    int rc = 0, hdr = 0;
+    const char *ck;
 
     if (ca == NULL && cb == NULL)
         return 0;
+    ck = ka ? ka : kb;
     if (ca != NULL)
         rc = ck_listing_leaves(la.a, ca, leaf_cb, &la);
     if (rc == 0 && cb != NULL)
@@ -611,7 +659,7 @@ static int config(diff_t *d, FILE *out, ck_json_t *j)
         if (ck_strmap_get(&lb.by, la.path[i]) == SIZE_MAX) {
             nrm++;
             if (j || !d->o->stat)
-                cfg_line(out, j, '-', la.path[i], la.val[i], NULL);
+                cfg_line(out, j, '-', la.path[i], la.val[i], NULL, ck, &hdr);
         }
     if (j != NULL) {
         ck_json_end(j);
@@ -622,7 +670,7 @@ static int config(diff_t *d, FILE *out, ck_json_t *j)
         if (ck_strmap_get(&la.by, lb.path[i]) == SIZE_MAX) {
             nadd++;
             if (j || !d->o->stat)
-                cfg_line(out, j, '+', lb.path[i], lb.val[i], NULL);
+                cfg_line(out, j, '+', lb.path[i], lb.val[i], NULL, ck, &hdr);
         }
     if (j != NULL) {
         ck_json_end(j);
@@ -636,7 +684,8 @@ static int config(diff_t *d, FILE *out, ck_json_t *j)
             continue;
         nch++;
         if (j || !d->o->stat)
-            cfg_line(out, j, '~', la.path[i], la.val[i], lb.val[k]);
+            cfg_line(out, j, '~', la.path[i], la.val[i], lb.val[k], ck,
+                     &hdr);
     }
     if (j != NULL) {
         ck_json_end(j);

@@ -267,7 +267,8 @@ def diff_pairs(tmp):
         rc, out, _ = run("diff", A, B)
         for s in ("- top-level epoch", "+ top-level step", "  - a.weight", "  + f.weight",
                   "  > renamed b.weight -> bb.weight", "  ~ c.weight  content differs",
-                  "  ~ d.weight  float32 [4, 3] -> float16 [4, 3]", "  ~ config optim.lr: 0.001 -> 0.01"):
+                  "  ~ d.weight  float32 [4, 3] -> float16 [4, 3]", "config xp.cfg:\n",
+                  "  ~ optim.lr: 0.001 -> 0.01", "  - name: \"x\"", "  + optim.wd: 0.1"):
             assert s in out, "text diff lacks %r:\n%s" % (s, out)
         rc, out, _ = run("diff", "--stat", A, B)
         assert rc == 1 and " model | 1 only in A, 1 only in B, 1 renamed, 2 changed, 0 unknown, 1 same" in out, out
