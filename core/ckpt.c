@@ -664,6 +664,13 @@ int ck_ckpt_scan(ck_ckpt_t *c, ck_err_t *err)
     return do_scan(c, 0, err);
 }
 
+int ck_ckpt_scan_refused(ck_ckpt_t *c, ck_err_t *err)
+{
+    if (c->pk.root == NULL || c->ntensors > 0 || c->nstorages > 0)
+        return 0;
+    return do_scan(c, 1, err);
+}
+
 static int zip_storages(ck_ckpt_t *c, ck_err_t *err)
 {
     for (size_t i = 0; i < c->nstorages; i++) {

@@ -182,7 +182,7 @@ static void key_text(ck_json_t *j, ck_py_t *k)
         ck_json_str(j, "<non-str key>");
 }
 
-int ck_inspect_json(ck_ckpt_t *c, ck_json_t *j)
+int ck_inspect_json_as(ck_ckpt_t *c, const char *refused, ck_json_t *j)
 {
     ck_py_vec_t *top = ck_py_mapping(c->pk.root);
     sds_t sds = { 0 };
@@ -282,7 +282,11 @@ int ck_inspect_json(ck_ckpt_t *c, ck_json_t *j)
     }
     ck_json_end(j);
     ck_json_key(j, "validation");
-    ck_json_str(j, "ok");
+    ck_json_str(j, refused ? "refused" : "ok");
+    if (refused != NULL) {
+        ck_json_key(j, "refused");
+        ck_json_str(j, refused);
+    }
     ck_json_end(j);
     return j->b.oom ? CK_ENOMEM : 0;
 }
@@ -315,7 +319,7 @@ static void put_str(FILE *out, const char *s, size_t n)
     }
 }
 
-int ck_inspect_text(ck_ckpt_t *c, FILE *out)
+int ck_inspect_text_as(ck_ckpt_t *c, const char *refused, FILE *out)
 {
     ck_py_vec_t *top = ck_py_mapping(c->pk.root);
     sds_t sds = { 0 };
@@ -375,6 +379,22 @@ int ck_inspect_text(ck_ckpt_t *c, FILE *out)
     for (size_t i = 0; i < c->pk.globals.n; i++)
         fprintf(out, "%s%s.%s", i ? ", " : " ", c->pk.globals.v[i]->u.g.module,
                 c->pk.globals.v[i]->u.g.name);
-    fputs("\n  validation ok\n", out);
+    if (refused == NULL) {
+        fputs("\n  validation ok\n", out);
+    } else {
+        fputs("\n  validation refused: ", out);
+        put_str(out, refused, strlen(refused));
+        fputc('\n', out);
+    }
     return 0;
+}
+
+int ck_inspect_json(ck_ckpt_t *c, ck_json_t *j)
+{
+    return ck_inspect_json_as(c, NULL, j);
+}
+
+int ck_inspect_text(ck_ckpt_t *c, FILE *out)
+{
+    return ck_inspect_text_as(c, NULL, out);
 }

@@ -14,6 +14,11 @@
 int ck_inspect_json(ck_ckpt_t *c, ck_json_t *j);
 int ck_inspect_text(ck_ckpt_t *c, FILE *out);
 
+/* The same for a checkpoint refused (refused: why) after its pickle was
+ * read: what validation got to, with "validation refused: WHY". */
+int ck_inspect_json_as(ck_ckpt_t *c, const char *refused, ck_json_t *j);
+int ck_inspect_text_as(ck_ckpt_t *c, const char *refused, FILE *out);
+
 /* The value of the first top-level config key (xp.cfg, cfg, config,
  * hyper_parameters, hparams, or any DictConfig) and its name, or NULL. */
 ck_py_t *ck_inspect_config_value(ck_ckpt_t *c, const char **key);

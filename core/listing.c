@@ -19,12 +19,15 @@
 
 #define WALK_DEPTH 16
 #define PATH_MAX_LEN 1024
+/* Containers one walk enters at most: memo can share one many times over */
+#define WALK_BUDGET (1u << 22)
 
 typedef struct {
     ck_ckpt_t *c;
     ck_listing_cb cb;
     void *ud;
     int rc;
+    size_t left; /* of WALK_BUDGET */
 } walk_t;
 
 /* A key as text: a str as it is, an int in decimal, else "<TYPE>". */
@@ -54,6 +57,10 @@ static void walk(walk_t *w, ck_py_t *p, char *path, size_t len, int depth)
         return;
     if (ck_ckpt_tensor(w->c, p) != NULL)
         return;
+    if (w->left-- == 0) {
+        w->rc = CK_ELIMIT;
+        return;
+    }
     if (seq)
         m = &p->u.seq;
     for (size_t i = 0; i + step - 1 < m->n && w->rc == 0; i += step) {
@@ -92,7 +99,7 @@ static void walk(walk_t *w, ck_py_t *p, char *path, size_t len, int depth)
 int ck_listing_walk(ck_ckpt_t *c, ck_py_t *from, ck_listing_cb cb, void *ud)
 {
     char path[PATH_MAX_LEN] = "";
-    walk_t w = { c, cb, ud, 0 };
+    walk_t w = { c, cb, ud, 0, WALK_BUDGET };
 
     if (from == NULL)
         from = c->pk.root;
@@ -543,6 +550,9 @@ int ck_listing_print(ck_ckpt_t *c, const ck_listing_req_t *r, FILE *out,
             rc = ck_listing_tensors(c, &r->lo, out, NULL);
         if (rc == 0 && r->config)
             rc = ck_listing_config_out(c, r->config_path, out, NULL, err);
+        if (rc == CK_ELIMIT)
+            ck_err_set(err, rc, "more than %u containers to walk (one "
+                       "shared many times over)", WALK_BUDGET);
         if (rc < 0 && err->code == 0)
             ck_err_set(err, rc, "%s", ck_strerror(rc));
         return rc;
@@ -558,6 +568,9 @@ int ck_listing_print(ck_ckpt_t *c, const ck_listing_req_t *r, FILE *out,
     }
     if (rc == 0 && j.b.oom)
         rc = CK_ENOMEM;
+    if (rc == CK_ELIMIT)
+        ck_err_set(err, rc, "more than %u containers to walk (one shared "
+                   "many times over)", WALK_BUDGET);
     if (rc == 0)
         fprintf(out, "%s\n", ck_json_text(&j));
     else if (err->code == 0)

@@ -16,7 +16,8 @@ typedef struct {
 
 /*
  * Called for each tensor reachable from the root through mappings, lists
- * and tuples (16 levels), in the pickle's order: group is the '/' path of
+ * and tuples (16 levels; past 2^22 containers, a container shared many
+ * times over, CK_ELIMIT), in the pickle's order: group is the '/' path of
  * the container ("/" for the root), k[0..kn) the key in it (an int key or
  * a list index in decimal), node the rebuild call or Parameter.  A
  * nonzero return stops the walk and is returned.

@@ -294,7 +294,7 @@ static int opt_eq(const char *a, const char *name, const char **v)
 
 static int cmd_inspect(int argc, char **argv)
 {
-    const char *path = NULL, *cpath = NULL, *v;
+    const char *path = NULL, *cpath = NULL, *v, *refused = NULL;
     ck_listing_req_t r = { 0 };
     ck_conf_t conf;
     ck_open_opts_t opts = { 0 };
@@ -341,24 +341,39 @@ static int cmd_inspect(int argc, char **argv)
     ck_conf_limits(cpath ? &conf : NULL, &opts.lim);
     opts.allow = cpath ? conf.allow : NULL;
     rc = ck_ckpt_open(&c, path, &opts, &err);
-    if (rc < 0) {
+    if (rc < 0 && c.pk.root != NULL) {
+        /* refused after the pickle was read: show what validation got to
+         * (nothing is executed either way), then the refusal */
+        ck_err_t scan = { 0 };
+
+        refused = ck_arena_strdup(&c.arena, err.msg);
+        ck_ckpt_scan_refused(&c, &scan);
+    }
+    if (rc < 0 && refused == NULL) {
         fprintf(stderr, "ckprep: %s: %s\n", path, err.msg);
     } else if (r.tensors || r.config || r.manifest) {
-        rc = ck_listing_print(&c, &r, stdout, &err);
-        if (rc < 0)
-            fprintf(stderr, "ckprep: %s: %s\n", path, err.msg);
+        ck_err_t verr = { 0 };
+        int vrc = ck_listing_print(&c, &r, stdout, &verr);
+
+        if (vrc < 0)
+            fprintf(stderr, "ckprep: %s: %s\n", path, verr.msg);
+        if (rc == 0)
+            rc = vrc;
     } else if (r.json) {
         ck_json_t j = { 0 };
 
-        rc = ck_inspect_json(&c, &j);
-        if (rc == 0 && ck_json_text(&j) != NULL)
+        if (ck_inspect_json_as(&c, refused, &j) == 0 && ck_json_text(&j))
             printf("%s\n", ck_json_text(&j));
         else
-            fprintf(stderr, "ckprep: %s: out of memory\n", path);
+            rc = ck_err_set(&err, CK_ENOMEM, "out of memory");
         ck_json_release(&j);
     } else {
-        rc = ck_inspect_text(&c, stdout);
+        ck_inspect_text_as(&c, refused, stdout);
     }
+    if (refused != NULL)
+        fprintf(stderr, "ckprep: %s: %s\n", path, refused);
+    else if (rc == CK_ENOMEM)
+        fprintf(stderr, "ckprep: %s: out of memory\n", path);
     ck_ckpt_close(&c);
     ck_conf_release(&conf);
     return rc < 0 ? EXIT_FILE : 0;

@@ -79,15 +79,20 @@ static ck_yval_t *yv_str(ck_arena_t *a, const char *s)
     return ck_yval_of(a, &t);
 }
 
-static ck_yval_t *to_yval(ck_arena_t *a, ck_py_t *p, int depth)
+/* Nodes one conversion visits at most: a pickle may share one container
+ * many times over (memo), so a tree of a few nodes can stand for 2^64. */
+#define YVAL_BUDGET (1u << 20)
+
+static ck_yval_t *to_yval(ck_arena_t *a, ck_py_t *p, int depth, size_t *left)
 {
     ck_py_vec_t *items;
     ck_pyval_t t;
     ck_yval_t *c;
     int is_dict = 0, seq;
 
-    if (depth > 64)
+    if (depth > 64 || *left == 0)
         return yv_str(a, "<...>");
+    --*left;
     p = ck_omc_unwrap(p);
     if (ck_pyval_of(p, &t))
         return ck_yval_of(a, &t);
@@ -103,7 +108,7 @@ static ck_yval_t *to_yval(ck_arena_t *a, ck_py_t *p, int depth)
         return NULL;
     c->kind = is_dict ? CK_YV_MAP : CK_YV_SEQ;
     for (size_t i = 0; i < items->n; i++) {
-        ck_yval_t *x = to_yval(a, items->v[i], depth + 1);
+        ck_yval_t *x = to_yval(a, items->v[i], depth + 1, left);
 
         if (x == NULL || ck_yval_push(a, c, x) < 0)
             return NULL;
@@ -113,7 +118,9 @@ static ck_yval_t *to_yval(ck_arena_t *a, ck_py_t *p, int depth)
 
 ck_yval_t *ck_omc_yval(ck_arena_t *a, ck_py_t *p)
 {
-    return to_yval(a, p, 0);
+    size_t left = YVAL_BUDGET;
+
+    return to_yval(a, p, 0, &left);
 }
 
 /* ---- building --------------------------------------------------------- */

@@ -352,6 +352,32 @@ def config_edges(tmp):
         check("config edges (%s)" % form, one)
 
 
+class Foo:
+    """A class no allowlist names: torch.save pickles __main__.Foo."""
+
+
+def refused(tmp):
+    path = os.path.join(tmp, "refused.th")
+    for i, kw in enumerate(({}, {"_use_new_zipfile_serialization": False})):
+        torch.save({"model": collections.OrderedDict(w=torch.ones(2, 3)), "obj": Foo(),
+                    "cfg": {"lr": 0.1}}, path, **kw)
+
+        def one():
+            rc, out, err = run("inspect", "--tensors", "--json", path)
+            assert rc == 1 and err.count("\n") == 1 and "__main__.Foo" in err, (rc, err)
+            t = json.loads(out)["tensors"]
+            assert [(x["state"], x["key"], x["shape"]) for x in t] == [("model", "w", [2, 3])], t
+            rc, out, err = run("inspect", "--json", path)
+            j = json.loads(out)
+            assert rc == 1 and j["validation"] == "refused" and "__main__.Foo" in j["refused"], j
+            rc, out, err = run("inspect", "--config", path)
+            assert rc == 1 and out == "lr: 0.1\n", (rc, out)
+            rc, out, err = run("diff", path, path)
+            assert rc == 2 and "__main__.Foo" in err, (rc, err)
+
+        check("refused file, as far as validation got (%s)" % ("zip", "legacy")[i], one)
+
+
 def main():
     global CKPREP
     ap = argparse.ArgumentParser()
@@ -378,6 +404,7 @@ def main():
         check_file(f)
     diff_pairs(tmp)
     config_edges(tmp)
+    refused(tmp)
     print("skipped (no safetensors input yet): %s" % ", ".join(os.path.basename(p) for p in skipped))
     print("files: %d oracle cases, %d third-party" % (len(files), len(corpus)))
     if not a.keep:
