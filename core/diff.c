@@ -31,14 +31,18 @@ typedef struct {
     const char *group;
     char *key;
     const ck_tensor_t *t;
-    int paired; /* matched in the other file (same key, or a rename) */
+    int paired;  /* matched in the other file (same key, or a rename) */
+    size_t next; /* the next entry of the group, SIZE_MAX at its end */
 } ent_t;
 
 typedef struct {
     ck_ckpt_t *c;
     ent_t *v;
     size_t n, cap;
-    ck_strmap_t by; /* "group\x01key" -> index */
+    ck_strmap_t by;     /* "group\x01key" -> index */
+    ck_strmap_t groups; /* group -> index in head/tail */
+    size_t *head, *tail, *count;
+    size_t ng, gcap;
 } ents_t;
 
 typedef struct {
@@ -50,6 +54,39 @@ typedef struct {
     int trouble;
     ck_err_t err;
 } diff_t;
+
+/* Link entry x (index e->n) at the end of its group's list. */
+static int group_link(ents_t *e, ent_t *x)
+{
+    ck_arena_t *a = &e->c->arena;
+    size_t gi = ck_strmap_get(&e->groups, x->group);
+
+    if (gi != SIZE_MAX) {
+        e->v[e->tail[gi]].next = e->n;
+        e->tail[gi] = e->n;
+        e->count[gi]++;
+        return 0;
+    }
+    if (e->ng == e->gcap) {
+        size_t nc = e->gcap ? e->gcap * 2 : 64;
+        size_t *h = ck_arena_alloc(a, 3 * nc * sizeof(size_t));
+
+        if (h == NULL)
+            return CK_ENOMEM;
+        if (e->ng) {
+            memcpy(h, e->head, e->ng * sizeof(size_t));
+            memcpy(h + nc, e->tail, e->ng * sizeof(size_t));
+            memcpy(h + 2 * nc, e->count, e->ng * sizeof(size_t));
+        }
+        e->head = h;
+        e->tail = h + nc;
+        e->count = h + 2 * nc;
+        e->gcap = nc;
+    }
+    e->head[e->ng] = e->tail[e->ng] = e->n;
+    e->count[e->ng] = 1;
+    return ck_strmap_add(&e->groups, a, x->group, e->ng++);
+}
 
 static int ent_cb(void *ud, const char *group, const char *k, size_t kn,
                   const ck_tensor_t *t, ck_py_t *node)
@@ -75,12 +112,22 @@ static int ent_cb(void *ud, const char *group, const char *k, size_t kn,
     x->key = ck_arena_strndup(a, k, kn);
     x->t = t;
     x->paired = 0;
+    x->next = SIZE_MAX;
     id = ck_arena_printf(a, "%s\x01%.*s", group, (int)kn, k);
     if (x->group == NULL || x->key == NULL || id == NULL ||
-        ck_strmap_add(&e->by, a, id, e->n) < 0)
+        ck_strmap_add(&e->by, a, id, e->n) < 0 || group_link(e, x) < 0)
         return CK_ENOMEM;
     e->n++;
     return 0;
+}
+
+/* The group's first entry, or SIZE_MAX; *n its count. */
+static size_t group_head(const ents_t *e, const char *g, size_t *n)
+{
+    size_t gi = ck_strmap_get(&e->groups, g);
+
+    *n = gi == SIZE_MAX ? 0 : e->count[gi];
+    return gi == SIZE_MAX ? SIZE_MAX : e->head[gi];
 }
 
 static size_t ent_find(ents_t *e, const ent_t *x)
@@ -206,31 +253,197 @@ typedef struct {
     size_t only_a, only_b, changed, renamed, same, unknown;
 } sd_stat_t;
 
+/* One group's comparison under way. */
+typedef struct {
+    diff_t *d;
+    const char *g;
+    FILE *out;
+    ck_json_t *j; /* JSON; else text, or --stat when d->o->stat */
+    int text;
+    int shown;    /* the text header is printed */
+    sd_stat_t s;
+} grp_t;
+
 /* The group's header line, before its first difference. */
-static void header(FILE *out, const char *g, int *shown)
+static void header(grp_t *q)
 {
-    if (*shown)
+    if (q->shown)
         return;
-    *shown = 1;
-    fputs("state dict ", out);
-    ck_listing_put(out, g, strlen(g));
-    fputs(":\n", out);
+    q->shown = 1;
+    fputs("state dict ", q->out);
+    ck_listing_put(q->out, q->g, strlen(q->g));
+    fputs(":\n", q->out);
+}
+
+static void side_json(ck_json_t *j, const char *name, const ck_tensor_t *t)
+{
+    ck_json_key(j, name);
+    ck_json_obj(j);
+    ck_json_key(j, "dtype");
+    ck_json_str(j, t->dtype->name);
+    ck_json_key(j, "shape");
+    dims_json(j, t);
+    ck_json_end(j);
+}
+
+static void show_changed(grp_t *q, const ent_t *x, const ent_t *y, int c)
+{
+    if (q->j != NULL) {
+        ck_json_obj(q->j);
+        ck_json_key(q->j, "key");
+        ck_json_str(q->j, x->key);
+        side_json(q->j, "a", x->t);
+        side_json(q->j, "b", y->t);
+        ck_json_key(q->j, "content");
+        ck_json_str(q->j, c == C_UNKNOWN ? "unknown" : "different");
+        ck_json_end(q->j);
+        return;
+    }
+    if (!q->text)
+        return;
+    header(q);
+    fputs(c == C_UNKNOWN ? "  ? " : "  ~ ", q->out);
+    ck_listing_put(q->out, x->key, strlen(x->key));
+    if (!same_layout(x->t, y->t)) {
+        fprintf(q->out, "  %s ", x->t->dtype->name);
+        dims(q->out, x->t);
+        fprintf(q->out, " -> %s ", y->t->dtype->name);
+        dims(q->out, y->t);
+        fputc('\n', q->out);
+    } else {
+        fputs(c == C_UNKNOWN ? "  content not compared (no CRC to decide; "
+                               "--exact compares)\n"
+                             : "  content differs\n", q->out);
+    }
+}
+
+/* Keys in both files. */
+static int common(grp_t *q)
+{
+    diff_t *d = q->d;
+    size_t n;
+
+    for (size_t i = group_head(&d->ea, q->g, &n); i != SIZE_MAX;
+         i = d->ea.v[i].next) {
+        ent_t *x = &d->ea.v[i], *y;
+        size_t at = ent_find(&d->eb, x);
+        int c = C_DIFF;
+
+        if (at == SIZE_MAX)
+            continue;
+        y = &d->eb.v[at];
+        x->paired = y->paired = 1;
+        if (same_layout(x->t, y->t)) {
+            c = content(d, x->t, y->t);
+            if (c < 0)
+                return c;
+            if (c == C_SAME) {
+                q->s.same++;
+                continue;
+            }
+        }
+        if (c == C_UNKNOWN)
+            q->s.unknown++;
+        else
+            q->s.changed++;
+        show_changed(q, x, y, c);
+    }
+    return 0;
+}
+
+/* Renames: a key only in A and one only in B of the same content. */
+static int renames(grp_t *q, size_t na, size_t nb)
+{
+    diff_t *d = q->d;
+    size_t n;
+
+    if ((uint64_t)na * nb > RENAME_PAIRS_MAX)
+        return 0;
+    for (size_t i = group_head(&d->ea, q->g, &n); i != SIZE_MAX;
+         i = d->ea.v[i].next) {
+        ent_t *x = &d->ea.v[i];
+
+        for (size_t k = group_head(&d->eb, q->g, &n); !x->paired && k != SIZE_MAX;
+             k = d->eb.v[k].next) {
+            ent_t *y = &d->eb.v[k];
+            int c;
+
+            if (y->paired || !same_layout(x->t, y->t))
+                continue;
+            c = content(d, x->t, y->t);
+            if (c < 0)
+                return c;
+            if (c != C_SAME)
+                continue;
+            x->paired = y->paired = 2;
+            q->s.renamed++;
+            if (q->j != NULL) {
+                ck_json_obj(q->j);
+                ck_json_key(q->j, "from");
+                ck_json_str(q->j, x->key);
+                ck_json_key(q->j, "to");
+                ck_json_str(q->j, y->key);
+                ck_json_end(q->j);
+            } else if (q->text) {
+                header(q);
+                fputs("  > renamed ", q->out);
+                ck_listing_put(q->out, x->key, strlen(x->key));
+                fputs(" -> ", q->out);
+                ck_listing_put(q->out, y->key, strlen(y->key));
+                fputc('\n', q->out);
+            }
+        }
+    }
+    return 0;
+}
+
+/* Keys of one side left unpaired. */
+static void lone(grp_t *q, int side)
+{
+    ents_t *e = side ? &q->d->eb : &q->d->ea;
+    size_t n;
+
+    for (size_t i = group_head(e, q->g, &n); i != SIZE_MAX; i = e->v[i].next) {
+        ent_t *x = &e->v[i];
+
+        if (x->paired)
+            continue;
+        if (side)
+            q->s.only_b++;
+        else
+            q->s.only_a++;
+        if (q->j != NULL) {
+            ck_json_obj(q->j);
+            ck_json_key(q->j, "key");
+            ck_json_str(q->j, x->key);
+            ck_json_key(q->j, "dtype");
+            ck_json_str(q->j, x->t->dtype->name);
+            ck_json_key(q->j, "shape");
+            dims_json(q->j, x->t);
+            ck_json_end(q->j);
+        } else if (q->text) {
+            header(q);
+            fputs(side ? "  + " : "  - ", q->out);
+            ck_listing_put(q->out, x->key, strlen(x->key));
+            fprintf(q->out, "  %s ", x->t->dtype->name);
+            dims(q->out, x->t);
+            fputc('\n', q->out);
+        }
+    }
 }
 
 /* One group's comparison; text lines to out, or members to the open
- * object j. */
+ * array j. */
 static int group(diff_t *d, const char *g, FILE *out, ck_json_t *j)
 {
-    sd_stat_t s = { 0 };
-    int text = j == NULL && !d->o->stat;
-    size_t na = 0, nb = 0;
-    int rc = 0, shown = 0;
+    grp_t q = { d, g, out, j, j == NULL && !d->o->stat, 0, { 0 } };
+    size_t na, nb;
+    sd_stat_t *s = &q.s;
+    int rc;
 
-    for (size_t i = 0; i < d->ea.n; i++)
-        na += strcmp(d->ea.v[i].group, g) == 0;
-    for (size_t i = 0; i < d->eb.n; i++)
-        nb += strcmp(d->eb.v[i].group, g) == 0;
-    if (text && (na == 0 || nb == 0)) {
+    group_head(&d->ea, g, &na);
+    group_head(&d->eb, g, &nb);
+    if (q.text && (na == 0 || nb == 0)) {
         /* a state dict only one side has: one line, not one per key */
         fprintf(out, "%c state dict ", na ? '-' : '+');
         ck_listing_put(out, g, strlen(g));
@@ -245,173 +458,42 @@ static int group(diff_t *d, const char *g, FILE *out, ck_json_t *j)
         ck_json_key(j, "changed");
         ck_json_arr(j);
     }
-    for (size_t i = 0; i < d->ea.n && rc >= 0; i++) {
-        ent_t *x = &d->ea.v[i];
-        size_t at;
-        ent_t *y;
-        int c;
-
-        if (strcmp(x->group, g) != 0)
-            continue;
-        at = ent_find(&d->eb, x);
-        if (at == SIZE_MAX)
-            continue;
-        y = &d->eb.v[at];
-        x->paired = y->paired = 1;
-        if (!same_layout(x->t, y->t)) {
-            c = C_DIFF;
-        } else {
-            c = rc = content(d, x->t, y->t);
-            if (c == C_SAME) {
-                s.same++;
-                continue;
-            }
-        }
-        if (rc < 0)
-            break;
-        if (c == C_UNKNOWN)
-            s.unknown++;
-        else
-            s.changed++;
-        if (j != NULL) {
-            ck_json_obj(j);
-            ck_json_key(j, "key");
-            ck_json_str(j, x->key);
-            ck_json_key(j, "a");
-            ck_json_obj(j);
-            ck_json_key(j, "dtype");
-            ck_json_str(j, x->t->dtype->name);
-            ck_json_key(j, "shape");
-            dims_json(j, x->t);
-            ck_json_end(j);
-            ck_json_key(j, "b");
-            ck_json_obj(j);
-            ck_json_key(j, "dtype");
-            ck_json_str(j, y->t->dtype->name);
-            ck_json_key(j, "shape");
-            dims_json(j, y->t);
-            ck_json_end(j);
-            ck_json_key(j, "content");
-            ck_json_str(j, c == C_UNKNOWN ? "unknown" : "different");
-            ck_json_end(j);
-        } else if (text) {
-            header(out, g, &shown);
-            fputs(c == C_UNKNOWN ? "  ? " : "  ~ ", out);
-            ck_listing_put(out, x->key, strlen(x->key));
-            if (!same_layout(x->t, y->t)) {
-                fprintf(out, "  %s ", x->t->dtype->name);
-                dims(out, x->t);
-                fprintf(out, " -> %s ", y->t->dtype->name);
-                dims(out, y->t);
-                fputc('\n', out);
-            } else {
-                fputs(c == C_UNKNOWN ? "  content not compared (no CRC to "
-                                       "decide; --exact compares)\n"
-                                     : "  content differs\n", out);
-            }
-        }
-    }
-    if (rc < 0)
-        return rc;
+    rc = common(&q);
     if (j != NULL) {
         ck_json_end(j);
         ck_json_key(j, "renamed");
         ck_json_arr(j);
     }
-    /* renames: a key only in A and one only in B of the same content */
-    for (size_t i = 0; i < d->ea.n && rc >= 0; i++) {
-        ent_t *x = &d->ea.v[i];
-
-        if (x->paired || strcmp(x->group, g) != 0 ||
-            (uint64_t)na * nb > RENAME_PAIRS_MAX)
-            continue;
-        for (size_t k = 0; k < d->eb.n; k++) {
-            ent_t *y = &d->eb.v[k];
-
-            if (y->paired || strcmp(y->group, g) != 0 ||
-                !same_layout(x->t, y->t))
-                continue;
-            rc = content(d, x->t, y->t);
-            if (rc < 0)
-                break;
-            if (rc != C_SAME)
-                continue;
-            x->paired = y->paired = 2;
-            s.renamed++;
-            if (j != NULL) {
-                ck_json_obj(j);
-                ck_json_key(j, "from");
-                ck_json_str(j, x->key);
-                ck_json_key(j, "to");
-                ck_json_str(j, y->key);
-                ck_json_end(j);
-            } else if (text) {
-                header(out, g, &shown);
-                fputs("  > renamed ", out);
-                ck_listing_put(out, x->key, strlen(x->key));
-                fputs(" -> ", out);
-                ck_listing_put(out, y->key, strlen(y->key));
-                fputc('\n', out);
-            }
-            break;
-        }
-    }
+    if (rc == 0)
+        rc = renames(&q, na, nb);
     if (rc < 0)
         return rc;
     for (int side = 0; side < 2; side++) {
-        ents_t *e = side ? &d->eb : &d->ea;
-
         if (j != NULL) {
             ck_json_end(j);
             ck_json_key(j, side ? "only_b" : "only_a");
             ck_json_arr(j);
         }
-        for (size_t i = 0; i < e->n; i++) {
-            ent_t *x = &e->v[i];
-
-            if (x->paired || strcmp(x->group, g) != 0)
-                continue;
-            if (side)
-                s.only_b++;
-            else
-                s.only_a++;
-            if (j != NULL) {
-                ck_json_obj(j);
-                ck_json_key(j, "key");
-                ck_json_str(j, x->key);
-                ck_json_key(j, "dtype");
-                ck_json_str(j, x->t->dtype->name);
-                ck_json_key(j, "shape");
-                dims_json(j, x->t);
-                ck_json_end(j);
-            } else if (text) {
-                header(out, g, &shown);
-                fputs(side ? "  + " : "  - ", out);
-                ck_listing_put(out, x->key, strlen(x->key));
-                fprintf(out, "  %s ", x->t->dtype->name);
-                dims(out, x->t);
-                fputc('\n', out);
-            }
-        }
+        lone(&q, side);
     }
     if (j != NULL) {
         ck_json_end(j);
         ck_json_key(j, "same");
-        ck_json_u64(j, s.same);
+        ck_json_u64(j, s->same);
         ck_json_key(j, "unknown");
-        ck_json_u64(j, s.unknown);
+        ck_json_u64(j, s->unknown);
         ck_json_end(j);
-    } else if (text) {
-        if (shown)
-            fprintf(out, "  (%zu same)\n", s.same);
+    } else if (q.text) {
+        if (q.shown)
+            fprintf(out, "  (%zu same)\n", s->same);
     } else {
         fputc(' ', out);
         ck_listing_put(out, g, strlen(g));
         fprintf(out, " | %zu only in A, %zu only in B, %zu renamed, %zu "
-                "changed, %zu unknown, %zu same\n", s.only_a, s.only_b,
-                s.renamed, s.changed, s.unknown, s.same);
+                "changed, %zu unknown, %zu same\n", s->only_a, s->only_b,
+                s->renamed, s->changed, s->unknown, s->same);
     }
-    if (s.only_a || s.only_b || s.renamed || s.changed || s.unknown)
+    if (s->only_a || s->only_b || s->renamed || s->changed || s->unknown)
         d->differs = 1;
     return 0;
 }
