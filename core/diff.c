@@ -414,12 +414,7 @@ static void lone(grp_t *q, int side)
             q->s.only_a++;
         if (q->j != NULL) {
             ck_json_obj(q->j);
-            ck_json_key(q->j, "key");
-            ck_json_str(q->j, x->key);
-            ck_json_key(q->j, "dtype");
-            ck_json_str(q->j, x->t->dtype->name);
-            ck_json_key(q->j, "shape");
-            dims_json(q->j, x->t);
+            ck_listing_brief(q->j, x->key, strlen(x->key), x->t);
             ck_json_end(q->j);
         } else if (q->text) {
             header(q);

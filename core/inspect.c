@@ -291,7 +291,7 @@ int ck_inspect_json_as(ck_ckpt_t *c, const char *refused, ck_json_t *j)
     return j->b.oom ? CK_ENOMEM : 0;
 }
 
-static void human(char *buf, size_t n, uint64_t b)
+void ck_inspect_human(char *buf, size_t n, uint64_t b)
 {
     static const char *const u[] = { "B", "KiB", "MiB", "GiB", "TiB" };
     double v = (double)b;
@@ -328,7 +328,7 @@ int ck_inspect_text_as(ck_ckpt_t *c, const char *refused, FILE *out)
 
     sds.a = &c->arena;
     sd_walk(c, &sds, c->pk.root, path, 0, 0);
-    human(h, sizeof(h), c->st.size);
+    ck_inspect_human(h, sizeof(h), c->st.size);
     fprintf(out, "%s: %s\n", c->path, h);
     if (c->format == CK_FMT_ZIP)
         fprintf(out, "  format     zip, top folder '%s', %zu records, byteorder %s\n",
@@ -354,11 +354,11 @@ int ck_inspect_text_as(ck_ckpt_t *c, const char *refused, FILE *out)
     for (size_t i = 0; i < sds.n; i++) {
         sd_t *d = &sds.v[i];
 
-        human(h, sizeof(h), d->bytes);
+        ck_inspect_human(h, sizeof(h), d->bytes);
         fprintf(out, "  state dict %s: %zu tensors, %llu parameters, %s (",
                 d->path, d->ntensors, (unsigned long long)d->params, h);
         for (size_t k = 0; k < d->nby; k++) {
-            human(h, sizeof(h), d->by[k].bytes);
+            ck_inspect_human(h, sizeof(h), d->by[k].bytes);
             fprintf(out, "%s%s %s", k ? ", " : "", d->by[k].dt->name, h);
         }
         fputs(")\n", out);
@@ -372,7 +372,7 @@ int ck_inspect_text_as(ck_ckpt_t *c, const char *refused, FILE *out)
     }
     for (size_t i = 0; i < c->nstorages; i++)
         sbytes += c->storages[i]->nbytes;
-    human(h, sizeof(h), sbytes);
+    ck_inspect_human(h, sizeof(h), sbytes);
     fprintf(out, "  tensors    %zu in %zu storages, %s\n", c->ntensors,
             c->nstorages, h);
     fprintf(out, "  globals    %zu:", c->pk.globals.n);

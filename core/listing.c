@@ -166,22 +166,6 @@ static size_t users_of(const tl_t *l, const ck_tensor_t *t)
     return at == SIZE_MAX ? 0 : l->nusers[at];
 }
 
-static void human(char *buf, size_t n, uint64_t b)
-{
-    static const char *const u[] = { "B", "KiB", "MiB", "GiB", "TiB" };
-    double v = (double)b;
-    size_t i = 0;
-
-    while (v >= 1024 && i + 1 < CK_ARRAY_SIZE(u)) {
-        v /= 1024;
-        i++;
-    }
-    if (i == 0)
-        snprintf(buf, n, "%llu B", (unsigned long long)b);
-    else
-        snprintf(buf, n, "%.1f %s", v, u[i]);
-}
-
 void ck_listing_put(FILE *out, const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -210,6 +194,17 @@ static void dims_json(ck_json_t *j, const int64_t *d, size_t n)
     ck_json_end(j);
 }
 
+void ck_listing_brief(ck_json_t *j, const char *k, size_t kn,
+                      const ck_tensor_t *t)
+{
+    ck_json_key(j, "key");
+    ck_json_strn(j, k, kn);
+    ck_json_key(j, "dtype");
+    ck_json_str(j, t->dtype->name);
+    ck_json_key(j, "shape");
+    dims_json(j, t->size, t->ndim);
+}
+
 static int is_parameter(ck_py_t *node)
 {
     return (node->kind == CK_PY_REDUCE || node->kind == CK_PY_NEWOBJ) &&
@@ -235,12 +230,7 @@ static void tensor_json(ck_json_t *j, const char *group, const char *k,
     ck_json_obj(j);
     ck_json_key(j, "state");
     ck_json_str(j, group);
-    ck_json_key(j, "key");
-    ck_json_strn(j, k, kn);
-    ck_json_key(j, "dtype");
-    ck_json_str(j, t->dtype->name);
-    ck_json_key(j, "shape");
-    dims_json(j, t->size, t->ndim);
+    ck_listing_brief(j, k, kn, t);
     ck_json_key(j, "numel");
     ck_json_u64(j, t->numel);
     ck_json_key(j, "bytes");
@@ -297,7 +287,7 @@ static int tensor_cb(void *ud, const char *group, const char *k, size_t kn,
         fprintf(l->out, " %llu %llu B", (unsigned long long)t->numel,
                 (unsigned long long)(t->numel * t->dtype->itemsize));
     else {
-        human(h, sizeof(h), t->numel * t->dtype->itemsize);
+        ck_inspect_human(h, sizeof(h), t->numel * t->dtype->itemsize);
         fprintf(l->out, " %llu %s", (unsigned long long)t->numel, h);
     }
     fputs("  storage ", l->out);
@@ -511,12 +501,7 @@ int ck_listing_manifest(ck_ckpt_t *c, const char *state, ck_json_t *j,
         if (t == NULL || k == NULL)
             continue;
         ck_json_obj(j);
-        ck_json_key(j, "key");
-        ck_json_strn(j, k, kn);
-        ck_json_key(j, "dtype");
-        ck_json_str(j, t->dtype->name);
-        ck_json_key(j, "shape");
-        dims_json(j, t->size, t->ndim);
+        ck_listing_brief(j, k, kn, t);
         ck_json_end(j);
     }
     ck_json_end(j);

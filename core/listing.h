@@ -31,6 +31,10 @@ int ck_listing_walk(ck_ckpt_t *c, ck_py_t *from, ck_listing_cb cb, void *ud);
 /* 1 when t's strides are the contiguous (row-major) ones. */
 int ck_tensor_contiguous(const ck_tensor_t *t);
 
+/* The members "key", "dtype", "shape" of t, in the open object j. */
+void ck_listing_brief(ck_json_t *j, const char *k, size_t kn,
+                      const ck_tensor_t *t);
+
 /* Text with control characters and '\' escaped. */
 void ck_listing_put(FILE *out, const char *s, size_t n);
 
