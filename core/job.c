@@ -5,6 +5,8 @@
  */
 #include "job.h"
 
+#include "manifest.h"
+
 #include "fsutil.h"
 #include "record.h"
 
@@ -83,6 +85,18 @@ int ck_job_mapping(ck_job_t *job, const char *path, ck_py_t **node,
 
     if (rc < 0)
         return ck_job_fail(job, rc, "%s", e.msg);
+    return 0;
+}
+
+int ck_job_state(ck_job_t *job, const char *alts, ck_py_t **node,
+                 ck_py_vec_t **items, const char **chosen)
+{
+    ck_py_t *v = ck_state_find(&job->ck, alts, chosen);
+
+    if (v == NULL)
+        return ck_job_fail(job, CK_EFORMAT, "no state dict at %s", alts);
+    *node = v;
+    *items = ck_py_mapping(v);
     return 0;
 }
 

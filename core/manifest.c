@@ -14,7 +14,6 @@
  */
 #include "manifest.h"
 
-#include "job.h"
 #include "listing.h"
 
 #include <errno.h>
@@ -46,18 +45,6 @@ ck_py_t *ck_state_find(ck_ckpt_t *c, const char *alts, const char **chosen)
         p = bar ? bar + 1 : NULL;
     }
     return NULL;
-}
-
-int ck_job_state(ck_job_t *job, const char *alts, ck_py_t **node,
-                 ck_py_vec_t **items, const char **chosen)
-{
-    ck_py_t *v = ck_state_find(&job->ck, alts, chosen);
-
-    if (v == NULL)
-        return ck_job_fail(job, CK_EFORMAT, "no state dict at %s", alts);
-    *node = v;
-    *items = ck_py_mapping(v);
-    return 0;
 }
 
 static int add_tensor(ck_arena_t *a, ck_manifest_t *m, size_t *cap,

@@ -46,8 +46,12 @@ static int teardown(void **state)
 {
     fx_t *f = *state;
 
+    char m[160];
+
     ck_conf_release(&f->c);
     unlink(f->path);
+    snprintf(m, sizeof(m), "%s/m.json", f->dir);
+    unlink(m); /* written by required() */
     rmdir(f->dir);
     free(f);
     ck_mem_fail_at(0);
@@ -504,6 +508,26 @@ static void test_inline_comment_and_spaces(void **state)
     assert_int_equal(f->c.security.max_memo, 99);
 }
 
+/*
+ * The lines a plugin's section needs to load (a directive without a
+ * default it requires), written after its section header; for expect, a
+ * manifest file in the fixture's folder.
+ */
+static const char *required(fx_t *f, const ck_plugin_t *p)
+{
+    char m[160];
+    FILE *fp;
+
+    if (strcmp(p->name, "expect") != 0)
+        return "";
+    snprintf(m, sizeof(m), "%s/m.json", f->dir);
+    fp = fopen(m, "w");
+    assert_non_null(fp);
+    fputs("{\"tensors\": [{\"key\": \"w\", \"shape\": [2]}]}", fp);
+    assert_int_equal(fclose(fp), 0);
+    return "manifest = m.json\n";
+}
+
 /* Every compiled-in plugin can be chained, with and without a label. */
 static void test_compiled_plugins_chain(void **state)
 {
@@ -517,8 +541,9 @@ static void test_compiled_plugins_chain(void **state)
 
         assert_non_null(p->name);
         assert_ptr_equal(ck_plugin_find(p->name, strlen(p->name)), p);
-        snprintf(text, sizeof(text), "[pipeline]\nchain = %s %s:two\n", p->name,
-                 p->name);
+        snprintf(text, sizeof(text), "[pipeline]\nchain = %s %s:two\n"
+                 "[%s]\n%s[%s:two]\n%s", p->name, p->name, p->name,
+                 required(f, p), p->name, required(f, p));
         assert_int_equal(load(f, text), 0);
         assert_int_equal(f->c.nchain, 2);
         assert_ptr_equal(f->c.chain[0].plugin, p);
@@ -556,13 +581,13 @@ static void test_plugin_bool_directives(void **state)
                      p->name, d->name);
             assert_conf_error(f, load(f, text), 4, "is not yes or no");
             snprintf(text, sizeof(text),
-                     "[pipeline]\nchain = %s\n[%s]\n%s = off\n", p->name,
-                     p->name, d->name);
+                     "[pipeline]\nchain = %s\n[%s]\n%s = off\n%s", p->name,
+                     p->name, d->name, required(f, p));
             assert_int_equal(load(f, text), 0);
             assert_int_equal(*(int *)((char *)f->c.chain[0].conf + d->offset), 0);
             snprintf(text, sizeof(text),
-                     "[pipeline]\nchain = %s\n[%s]\n%s = on\n", p->name,
-                     p->name, d->name);
+                     "[pipeline]\nchain = %s\n[%s]\n%s = on\n%s", p->name,
+                     p->name, d->name, required(f, p));
             if (load(f, text) == 0)
                 assert_int_equal(
                     *(int *)((char *)f->c.chain[0].conf + d->offset), 1);
@@ -575,8 +600,8 @@ static void test_plugin_bool_directives(void **state)
                            strcmp(d->def, "true") == 0 ||
                            strcmp(d->def, "1") == 0;
 
-                snprintf(text, sizeof(text), "[pipeline]\nchain = %s\n",
-                         p->name);
+                snprintf(text, sizeof(text), "[pipeline]\nchain = %s\n"
+                         "[%s]\n%s", p->name, p->name, required(f, p));
                 assert_int_equal(load(f, text), 0);
                 assert_int_equal(
                     *(int *)((char *)f->c.chain[0].conf + d->offset), want);
