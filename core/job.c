@@ -5,9 +5,8 @@
  */
 #include "job.h"
 
-#include "manifest.h"
-
 #include "fsutil.h"
+#include "manifest.h"
 #include "record.h"
 
 #include <stdarg.h>
