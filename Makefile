@@ -76,12 +76,15 @@ CORE_SRC := \
 	core/ckpt_edit.c \
 	core/ckpt_write.c \
 	core/conf.c \
+	core/diff.c \
 	core/dtype.c \
 	core/fsutil.c \
 	core/inspect.c \
 	core/job.c \
 	core/json.c \
+	core/listing.c \
 	core/log.c \
+	core/manifest.c \
 	core/omegaconf.c \
 	core/pickle.c \
 	core/pickle_graph.c \
@@ -249,6 +252,7 @@ clean:
 
 # Fragments own their folders' targets; each may add to TEST_EXTRA, the
 # targets `make test` runs after the ones above.
--include tests/fuzz/fuzz.mk tests/faults/faults.mk bench/bench.mk tests/daemon/daemon.mk
+-include tests/fuzz/fuzz.mk tests/faults/faults.mk bench/bench.mk tests/daemon/daemon.mk \
+         tests/sight/sight.mk
 
 -include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(UNIT_BIN:=.d)

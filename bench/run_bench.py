@@ -19,7 +19,8 @@ flushes what the previous one left.  B's output is checked once against A's
 (torch.load both: same keys, tensors equal bit for bit, same cfg.optim.lr).
 Then the same on a checkpoint with 10^5 keys per state dict (4x10^5
 storages, small on disk) with ckprep alone at 1/4, 1/2 and all of the keys,
-to show its time grows linearly; then the daemon (`ckprep watch`), unless
+to show its time grows linearly; `inspect --tensors` and `diff` on the lm
+case ("sight": milliseconds and a few MiB whatever the size); then the daemon (`ckprep watch`), unless
 BENCH_DAEMON=0 or ckprep has no watch command.  BENCH_LARGE=1 adds the
 >4 GiB case.  Results go to bench/RESULTS.md.
 
@@ -29,7 +30,7 @@ over 4 GiB: zip64 offsets, checked with zipfile and torch.load), and a
 checkpoint with one record over 4 GiB (zip64 sizes).  Last line
 "N passed, M failed"; exit status 1 on any failure.
 
---only lm,large,many,scaling,daemon runs those parts (report in
+--only lm,large,sight,many,scaling,daemon runs those parts (report in
 DIR/RESULTS.partial.md).  Internal modes, run as children so each measures
 or loads alone: --python-edit IN OUT, --digest FILE.
 """
@@ -291,6 +292,38 @@ def run_scaling(args, work, sizes, rounds):
 # ---- the daemon ----------------------------------------------------------
 
 
+def run_sight(args, work, rounds):
+    """inspect --tensors and diff on the lm case: (name, wall s, RSS MiB).
+
+    diff compares the input with ckprep's output of the bench chain
+    (removed, renamed keys; the config changed), and the input with itself
+    under --exact (the CRCs decide, so no tensor byte is read)."""
+    inp = ensure_case(args, "lm")
+    out = os.path.join(work, "sight.prep.th")
+    rm(out)
+    measure([args.ckprep, "run", "-c", os.path.join(HERE, "bench.ini"), "-o",
+             out, inp])
+    print("## sight (inspect --tensors, diff) on lm", flush=True)
+    cmds = [
+        ("inspect --tensors", [args.ckprep, "inspect", "--tensors", inp]),
+        ("inspect --tensors --json", [args.ckprep, "inspect", "--tensors",
+                                      "--json", inp]),
+        ("inspect --config", [args.ckprep, "inspect", "--config", inp]),
+        ("inspect --manifest", [args.ckprep, "inspect", "--manifest", inp]),
+        ("diff lm its-output", ["sh", "-c", '"$0" diff "$1" "$2" >/dev/null; '
+                                '[ $? -eq 1 ]', args.ckprep, inp, out]),
+        ("diff --exact lm lm", [args.ckprep, "diff", "--exact", inp, inp]),
+    ]
+    rows = []
+    for name, cmd in cmds:
+        runs = [measure(cmd)[:2] for _ in range(rounds)]
+        rows.append((name, med([r[0] for r in runs]), med([r[1] for r in runs])))
+        print("  %-26s %.3f s  %.1f MiB" % rows[-1], flush=True)
+    size = os.path.getsize(inp)
+    rm(out)
+    return {"input_bytes": size, "rows": rows}
+
+
 def audit_records(path):
     try:
         with open(path) as f:
@@ -489,7 +522,7 @@ def fmt_case(r):
                 "%.0f MiB" % a[1] if a else "-", r["B"][1], r["C"][1]))
 
 
-def report(m, cases, scaling, daemon, rounds):
+def report(m, cases, scaling, daemon, rounds, sight=None):
     L = []
     L.append("# ckprep benchmark results\n")
     L.append(f"Made by `make bench` (bench/run_bench.py), {m['date']}, ckprep "
@@ -543,6 +576,14 @@ def report(m, cases, scaling, daemon, rounds):
         for s in scaling:
             L.append(f"| {s['keys']} | {s['storages']} | {s['B']:.2f} s | "
                      f"{s['us_per_storage']:.1f} us | {s['rss']:.0f} MiB |")
+    if sight:
+        L.append("\nSight on the lm case (%.0f MiB; medians of %d runs; RSS "
+                 "is /usr/bin/time's peak, the process included):\n"
+                 % (sight["input_bytes"] / MiB, rounds))
+        L.append("| command | time | RSS |")
+        L.append("|---|---|---|")
+        for name, wall, rss in sight["rows"]:
+            L.append(f"| `ckprep {name}` | {wall * 1000:.0f} ms | {rss:.1f} MiB |")
     L.append("\nDaemon (`ckprep watch`, workers = 2):\n")
     if daemon is None:
         L.append("- not run (BENCH_DAEMON=0)")
@@ -674,7 +715,7 @@ def main(argv=None):
                     os.path.join(ROOT, "build", "bench"))
     ap.add_argument("--results", default=DEFAULT_RESULTS)
     ap.add_argument("--only", metavar="PARTS",
-                    help="comma list of lm,large,many,scaling,daemon (the "
+                    help="comma list of lm,large,sight,many,scaling,daemon (the "
                     "report then goes to DIR/RESULTS.partial.md)")
     ap.add_argument("--test-large", action="store_true")
     ap.add_argument("--python-edit", nargs=2, metavar=("IN", "OUT"))
@@ -699,11 +740,13 @@ def main(argv=None):
         def part(name):
             return only is None or name in only
 
-        cases, scaling, daemon = [], [], None
+        cases, scaling, daemon, sight = [], [], None, None
         if part("lm"):
             cases.append(run_abc(args, "lm", work, rounds))
         if env_int("BENCH_LARGE", 0) or (only and "large" in only):
             cases.append(run_abc(args, "large", work, rounds))
+        if part("sight"):
+            sight = run_sight(args, work, rounds)
         if part("many"):
             cases.append(run_abc(args, "many-100000", work, rounds))
         if part("scaling"):
@@ -715,7 +758,7 @@ def main(argv=None):
         if only is not None and args.results == DEFAULT_RESULTS:
             args.results = os.path.join(args.dir, "RESULTS.partial.md")
         m = machine(args.dir)
-        text = report(m, cases, scaling, daemon, rounds)
+        text = report(m, cases, scaling, daemon, rounds, sight)
         print()
         print(text)
         with open(args.results, "w") as f:

@@ -668,6 +668,13 @@ int ck_ckpt_scan(ck_ckpt_t *c, ck_err_t *err)
     return do_scan(c, 0, err);
 }
 
+int ck_ckpt_scan_refused(ck_ckpt_t *c, ck_err_t *err)
+{
+    if (c->pk.root == NULL || c->ntensors > 0 || c->nstorages > 0)
+        return 0;
+    return do_scan(c, 1, err);
+}
+
 static int zip_storages(ck_ckpt_t *c, ck_err_t *err)
 {
     for (size_t i = 0; i < c->nstorages; i++) {
@@ -832,6 +839,8 @@ ck_py_t *ck_ckpt_get(ck_ckpt_t *c, const char *path)
     ck_py_t *cur = c->pk.root;
     char key[1024];
 
+    if (strcmp(path, "/") == 0)
+        return cur; /* the top itself */
     while (cur != NULL && *path != '\0') {
         const char *slash = strchr(path, '/');
         size_t n = slash ? (size_t)(slash - path) : strlen(path);

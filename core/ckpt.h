@@ -90,6 +90,14 @@ int ck_ckpt_add_storage(ck_ckpt_t *c, ck_storage_t *st);
 /* Re-find tensors and storage references after the graph changed. */
 int ck_ckpt_scan(ck_ckpt_t *c, ck_err_t *err);
 
+/*
+ * For `inspect` on a file ck_ckpt_open refused after reading its pickle
+ * (a global not allowed): find its tensors and storages as the open would
+ * have, nothing executed; storages stay unbound to records.  A model
+ * scanned already is left as it is.
+ */
+int ck_ckpt_scan_refused(ck_ckpt_t *c, ck_err_t *err);
+
 typedef struct {
     char fingerprint[65];     /* of the written file, as for inputs */
     uint64_t size;            /* bytes written */

@@ -296,8 +296,12 @@ static int parse_place(ck_conf_ctx_t *cx, const ck_directive_t *d,
     for (char *alt = text;; alt++) {
         char *bar = strchr(alt, '|');
         size_t len = bar ? (size_t)(bar - alt) : strlen(alt);
-        int empty = len == 0 || alt[0] == '/' || alt[len - 1] == '/';
+        int empty;
 
+        /* 'state_dict/' is the dict itself; "/" alone is the top */
+        while (len > 1 && alt[len - 1] == '/')
+            alt[--len] = '\0';
+        empty = len == 0 || (alt[0] == '/' && len != 1);
         for (size_t i = 1; i < len; i++)
             empty |= alt[i] == '/' && alt[i - 1] == '/';
         if (empty)
@@ -312,6 +316,8 @@ static int parse_place(ck_conf_ctx_t *cx, const ck_directive_t *d,
             break;
         alt = bar;
     }
+    if (p->nalt == 1)
+        p->text = p->alt[0]; /* without the trailing '/' */
     return 0;
 }
 
@@ -348,12 +354,12 @@ int ck_conf_set_path(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
     ck_path_t **f = FIELD(conf, d, ck_path_t *);
     size_t n = strlen(v);
 
-    while (n > 0 && (v[n - 1] == '/' || v[n - 1] == ' '))
-        n--; /* 'root = state_dict/' is the dict itself */
-    if (n == 0) {
-        *f = NULL;
+    if (strspn(v, "/ \t") == n) {
+        *f = NULL; /* 'root =' (or '/') is none */
         return 0;
     }
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
     if (strcspn(v, " \t,") < n)
         return ck_err_set(cx->err, CK_ECONFIG,
                           "%s: one place only, not '%s'", d->name, v);

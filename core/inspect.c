@@ -159,6 +159,19 @@ static int is_config_key(const ck_py_t *k, ck_py_t *v)
     return 0;
 }
 
+ck_py_t *ck_inspect_config_value(ck_ckpt_t *c, const char **key)
+{
+    ck_py_vec_t *top = ck_py_mapping(c->pk.root);
+
+    for (size_t i = 0; top != NULL && i + 1 < top->n; i += 2) {
+        if (!is_config_key(top->v[i], top->v[i + 1]))
+            continue;
+        *key = top->v[i]->u.s.s;
+        return top->v[i + 1];
+    }
+    return NULL;
+}
+
 static void key_text(ck_json_t *j, ck_py_t *k)
 {
     if (k->kind == CK_PY_STR)
@@ -169,7 +182,7 @@ static void key_text(ck_json_t *j, ck_py_t *k)
         ck_json_str(j, "<non-str key>");
 }
 
-int ck_inspect_json(ck_ckpt_t *c, ck_json_t *j)
+int ck_inspect_json_as(ck_ckpt_t *c, const char *refused, ck_json_t *j)
 {
     ck_py_vec_t *top = ck_py_mapping(c->pk.root);
     sds_t sds = { 0 };
@@ -269,12 +282,16 @@ int ck_inspect_json(ck_ckpt_t *c, ck_json_t *j)
     }
     ck_json_end(j);
     ck_json_key(j, "validation");
-    ck_json_str(j, "ok");
+    ck_json_str(j, refused ? "refused" : "ok");
+    if (refused != NULL) {
+        ck_json_key(j, "refused");
+        ck_json_str(j, refused);
+    }
     ck_json_end(j);
     return j->b.oom ? CK_ENOMEM : 0;
 }
 
-static void human(char *buf, size_t n, uint64_t b)
+void ck_inspect_human(char *buf, size_t n, uint64_t b)
 {
     static const char *const u[] = { "B", "KiB", "MiB", "GiB", "TiB" };
     double v = (double)b;
@@ -302,7 +319,7 @@ static void put_str(FILE *out, const char *s, size_t n)
     }
 }
 
-int ck_inspect_text(ck_ckpt_t *c, FILE *out)
+int ck_inspect_text_as(ck_ckpt_t *c, const char *refused, FILE *out)
 {
     ck_py_vec_t *top = ck_py_mapping(c->pk.root);
     sds_t sds = { 0 };
@@ -311,7 +328,7 @@ int ck_inspect_text(ck_ckpt_t *c, FILE *out)
 
     sds.a = &c->arena;
     sd_walk(c, &sds, c->pk.root, path, 0, 0);
-    human(h, sizeof(h), c->st.size);
+    ck_inspect_human(h, sizeof(h), c->st.size);
     fprintf(out, "%s: %s\n", c->path, h);
     if (c->format == CK_FMT_ZIP)
         fprintf(out, "  format     zip, top folder '%s', %zu records, byteorder %s\n",
@@ -337,11 +354,11 @@ int ck_inspect_text(ck_ckpt_t *c, FILE *out)
     for (size_t i = 0; i < sds.n; i++) {
         sd_t *d = &sds.v[i];
 
-        human(h, sizeof(h), d->bytes);
+        ck_inspect_human(h, sizeof(h), d->bytes);
         fprintf(out, "  state dict %s: %zu tensors, %llu parameters, %s (",
                 d->path, d->ntensors, (unsigned long long)d->params, h);
         for (size_t k = 0; k < d->nby; k++) {
-            human(h, sizeof(h), d->by[k].bytes);
+            ck_inspect_human(h, sizeof(h), d->by[k].bytes);
             fprintf(out, "%s%s %s", k ? ", " : "", d->by[k].dt->name, h);
         }
         fputs(")\n", out);
@@ -355,13 +372,29 @@ int ck_inspect_text(ck_ckpt_t *c, FILE *out)
     }
     for (size_t i = 0; i < c->nstorages; i++)
         sbytes += c->storages[i]->nbytes;
-    human(h, sizeof(h), sbytes);
+    ck_inspect_human(h, sizeof(h), sbytes);
     fprintf(out, "  tensors    %zu in %zu storages, %s\n", c->ntensors,
             c->nstorages, h);
     fprintf(out, "  globals    %zu:", c->pk.globals.n);
     for (size_t i = 0; i < c->pk.globals.n; i++)
         fprintf(out, "%s%s.%s", i ? ", " : " ", c->pk.globals.v[i]->u.g.module,
                 c->pk.globals.v[i]->u.g.name);
-    fputs("\n  validation ok\n", out);
+    if (refused == NULL) {
+        fputs("\n  validation ok\n", out);
+    } else {
+        fputs("\n  validation refused: ", out);
+        put_str(out, refused, strlen(refused));
+        fputc('\n', out);
+    }
     return 0;
+}
+
+int ck_inspect_json(ck_ckpt_t *c, ck_json_t *j)
+{
+    return ck_inspect_json_as(c, NULL, j);
+}
+
+int ck_inspect_text(ck_ckpt_t *c, FILE *out)
+{
+    return ck_inspect_text_as(c, NULL, out);
 }

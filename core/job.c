@@ -6,6 +6,7 @@
 #include "job.h"
 
 #include "fsutil.h"
+#include "manifest.h"
 #include "record.h"
 
 #include <stdarg.h>

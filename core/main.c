@@ -4,9 +4,11 @@
  * 2 usage or configuration error.
  */
 #include "conf.h"
+#include "diff.h"
 #include "fsutil.h"
 #include "inspect.h"
 #include "job.h"
+#include "listing.h"
 #include "record.h"
 #include "watch.h"
 
@@ -27,6 +29,7 @@ static const char usage_main[] =
     "commands:\n"
     "  run      run a checkpoint through the configured plugin chain\n"
     "  inspect  describe what a checkpoint holds\n"
+    "  diff     what changed between two checkpoints\n"
     "  check    validate a configuration file\n"
     "  watch    run as a daemon: prepare every checkpoint dropped in a folder\n"
     "\n"
@@ -66,14 +69,43 @@ static const char usage_run[] =
     "configuration error.\n";
 
 static const char usage_inspect[] =
-    "usage: ckprep inspect [--json] FILE\n"
+    "usage: ckprep inspect [--json] [--tensors[=GLOB]] [--bytes]\n"
+    "                      [--config[=PATH]] [--manifest[=STATE]] FILE\n"
     "\n"
     "Describe checkpoint FILE: its format, top-level keys, state dicts (tensor\n"
     "count, parameters, bytes per dtype), configs, the globals its pickle\n"
-    "names, and whether it passes validation.  Nothing is executed.\n"
+    "names, and whether it passes validation.  Nothing is executed and no\n"
+    "tensor byte is read.\n"
     "\n"
     "  --json             one JSON document instead of text\n"
-    "  -c, --config CONF  take [security] limits and allow_globals from CONF\n";
+    "  --tensors[=GLOB]   one line per tensor: key, dtype, shape, numel, size,\n"
+    "                     storage[+offset], stride when not contiguous,\n"
+    "                     Parameter/requires_grad, shared(N) for tied storage;\n"
+    "                     GLOB filters keys ('*.self_attn.*')\n"
+    "  --bytes            exact byte counts instead of KiB/MiB/GiB\n"
+    "  --config[=PATH]    the config as OmegaConf.to_yaml prints it; PATH a\n"
+    "                     dotted sub-tree ('optim', 'model.layers[0]')\n"
+    "  --manifest[=STATE] the manifest (JSON) of the state dict at STATE\n"
+    "                     (default best_state/model|model|state_dict|/) for\n"
+    "                     the expect plugin\n"
+    "  -c, --conf CONF    take [security] limits and allow_globals from CONF\n";
+
+static const char usage_diff[] =
+    "usage: ckprep diff [--json | --stat] [--exact] A B\n"
+    "\n"
+    "What changed from checkpoint A to B, without loading either: top-level\n"
+    "keys added, removed or of another kind; per state dict, keys only in A,\n"
+    "only in B, dtype or shape changed, content changed (decided from the\n"
+    "zip directories' sizes and CRC-32s and the views' offsets, shapes and\n"
+    "strides), tensors renamed (a removed and an added key of identical\n"
+    "content); config keys added, removed, changed (old -> new).\n"
+    "\n"
+    "  --json    one JSON document\n"
+    "  --stat    one line per state dict, as git diff --stat\n"
+    "  --exact   compare the bytes where the directories cannot decide\n"
+    "            (streamed, in bounded memory)\n"
+    "\n"
+    "Exit status, as diff(1): 0 same, 1 different, 2 trouble.\n";
 
 static const char usage_check[] =
     "usage: ckprep check -c CONF [--set SECTION.DIRECTIVE=VALUE ...]\n"
@@ -382,22 +414,44 @@ out:
     return rc;
 }
 
+/* --name or --name=VALUE: 1 (and *v the value or NULL), else 0. */
+static int opt_eq(const char *a, const char *name, const char **v)
+{
+    size_t n = strlen(name);
+
+    if (strncmp(a, name, n) != 0 || (a[n] != '\0' && a[n] != '='))
+        return 0;
+    *v = a[n] == '=' ? a + n + 1 : NULL;
+    return 1;
+}
+
 static int cmd_inspect(int argc, char **argv)
 {
-    const char *path = NULL, *cpath = NULL;
+    const char *path = NULL, *cpath = NULL, *v, *refused = NULL;
+    ck_listing_req_t r = { 0 };
     ck_conf_t conf;
     ck_open_opts_t opts = { 0 };
     ck_ckpt_t c;
     ck_err_t err = { 0 };
-    int json = 0, rc;
+    int rc;
 
     for (int i = 0; i < argc; i++) {
         if (arg_is(argv[i], "-h", "--help")) {
             fputs(usage_inspect, stdout);
             return 0;
         } else if (arg_is(argv[i], NULL, "--json")) {
-            json = 1;
-        } else if (arg_is(argv[i], "-c", "--config") && i + 1 < argc) {
+            r.json = 1;
+        } else if (arg_is(argv[i], NULL, "--bytes")) {
+            r.lo.bytes = 1;
+        } else if (opt_eq(argv[i], "--tensors", &v)) {
+            r.tensors = 1;
+            r.lo.glob = v;
+        } else if (opt_eq(argv[i], "--config", &v)) {
+            r.config = 1;
+            r.config_path = v;
+        } else if (opt_eq(argv[i], "--manifest", &v)) {
+            r.manifest = v ? v : "best_state/model|model|state_dict|/";
+        } else if (arg_is(argv[i], "-c", "--conf") && i + 1 < argc) {
             cpath = argv[++i];
         } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
             fprintf(stderr, "ckprep inspect: unknown option '%s'\n%s", argv[i],
@@ -420,23 +474,76 @@ static int cmd_inspect(int argc, char **argv)
     ck_conf_limits(cpath ? &conf : NULL, &opts.lim);
     opts.allow = cpath ? conf.allow : NULL;
     rc = ck_ckpt_open(&c, path, &opts, &err);
-    if (rc < 0) {
+    if (rc < 0 && c.pk.root != NULL) {
+        /* refused after the pickle was read: show what validation got to
+         * (nothing is executed either way), then the refusal */
+        ck_err_t scan = { 0 };
+
+        refused = ck_arena_strdup(&c.arena, err.msg);
+        ck_ckpt_scan_refused(&c, &scan);
+    }
+    if (rc < 0 && refused == NULL) {
         fprintf(stderr, "ckprep: %s: %s\n", path, err.msg);
-    } else if (json) {
+    } else if (r.tensors || r.config || r.manifest) {
+        ck_err_t verr = { 0 };
+        int vrc = ck_listing_print(&c, &r, stdout, &verr);
+
+        if (vrc < 0)
+            fprintf(stderr, "ckprep: %s: %s\n", path, verr.msg);
+        if (rc == 0)
+            rc = vrc;
+    } else if (r.json) {
         ck_json_t j = { 0 };
 
-        rc = ck_inspect_json(&c, &j);
-        if (rc == 0 && ck_json_text(&j) != NULL)
+        if (ck_inspect_json_as(&c, refused, &j) == 0 && ck_json_text(&j))
             printf("%s\n", ck_json_text(&j));
         else
-            fprintf(stderr, "ckprep: %s: out of memory\n", path);
+            rc = ck_err_set(&err, CK_ENOMEM, "out of memory");
         ck_json_release(&j);
     } else {
-        rc = ck_inspect_text(&c, stdout);
+        ck_inspect_text_as(&c, refused, stdout);
     }
+    if (refused != NULL)
+        fprintf(stderr, "ckprep: %s: %s\n", path, refused);
+    else if (rc == CK_ENOMEM)
+        fprintf(stderr, "ckprep: %s: out of memory\n", path);
     ck_ckpt_close(&c);
     ck_conf_release(&conf);
     return rc < 0 ? EXIT_FILE : 0;
+}
+
+static int cmd_diff(int argc, char **argv)
+{
+    ck_diff_opts_t o = { 0 };
+    const char *f[2] = { NULL, NULL };
+    size_t nf = 0;
+
+    for (int i = 0; i < argc; i++) {
+        if (arg_is(argv[i], "-h", "--help")) {
+            fputs(usage_diff, stdout);
+            return 0;
+        } else if (arg_is(argv[i], NULL, "--json")) {
+            o.json = 1;
+        } else if (arg_is(argv[i], NULL, "--stat")) {
+            o.stat = 1;
+        } else if (arg_is(argv[i], NULL, "--exact")) {
+            o.exact = 1;
+        } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
+            fprintf(stderr, "ckprep diff: unknown option '%s'\n%s", argv[i],
+                    usage_diff);
+            return EXIT_USAGE;
+        } else if (nf < 2) {
+            f[nf++] = argv[i];
+        } else {
+            fprintf(stderr, "ckprep diff: two files\n%s", usage_diff);
+            return EXIT_USAGE;
+        }
+    }
+    if (nf != 2) {
+        fprintf(stderr, "ckprep diff: two files are required\n%s", usage_diff);
+        return EXIT_USAGE;
+    }
+    return ck_diff_main(f[0], f[1], &o, stdout);
 }
 
 /*
@@ -451,6 +558,7 @@ static const struct cmd {
 } cmds[] = {
     { "run", cmd_run, usage_run },
     { "inspect", cmd_inspect, usage_inspect },
+    { "diff", cmd_diff, usage_diff },
     { "check", cmd_check, usage_check },
     { "watch", cmd_watch, usage_watch },
 };

@@ -73,6 +73,57 @@ ck_py_t *ck_omc_unwrap(ck_py_t *p)
     return in != NULL ? in : p;
 }
 
+static ck_yval_t *yv_str(ck_arena_t *a, const char *s)
+{
+    ck_pyval_t t = { .t = CK_PV_STR, .s = s, .n = strlen(s) };
+
+    return ck_yval_of(a, &t);
+}
+
+/* Nodes one conversion visits at most: a pickle may share one container
+ * many times over (memo), so a tree of a few nodes can stand for 2^64. */
+#define YVAL_BUDGET (1u << 20)
+
+static ck_yval_t *to_yval(ck_arena_t *a, ck_py_t *p, int depth, size_t *left)
+{
+    ck_py_vec_t *items;
+    ck_pyval_t t;
+    ck_yval_t *c;
+    int is_dict = 0, seq;
+
+    if (depth > 64 || *left == 0)
+        return yv_str(a, "<...>");
+    --*left;
+    p = ck_omc_unwrap(p);
+    if (ck_pyval_of(p, &t))
+        return ck_yval_of(a, &t);
+    items = ck_py_mapping(p);
+    is_dict = items != NULL;
+    seq = p->kind == CK_PY_LIST || p->kind == CK_PY_TUPLE;
+    if (!is_dict && !seq)
+        return yv_str(a, "<object>");
+    if (seq)
+        items = &p->u.seq;
+    c = ck_arena_alloc(a, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->kind = is_dict ? CK_YV_MAP : CK_YV_SEQ;
+    for (size_t i = 0; i < items->n; i++) {
+        ck_yval_t *x = to_yval(a, items->v[i], depth + 1, left);
+
+        if (x == NULL || ck_yval_push(a, c, x) < 0)
+            return NULL;
+    }
+    return c;
+}
+
+ck_yval_t *ck_omc_yval(ck_arena_t *a, ck_py_t *p)
+{
+    size_t left = YVAL_BUDGET;
+
+    return to_yval(a, p, 0, &left);
+}
+
 /* ---- building --------------------------------------------------------- */
 
 static ck_py_t *g(const ck_omc_ctx_t *c, const char *m, const char *n)

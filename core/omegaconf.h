@@ -42,6 +42,17 @@ ck_py_t *ck_omc_key(ck_py_t *node);
  * _content); anything else as it is.  Fits ck_pyval_unwrap_cb. */
 ck_py_t *ck_omc_unwrap(ck_py_t *p);
 
+/*
+ * The value p holds as a YAML tree written as OmegaConf.to_yaml writes it
+ * (see ck_yval_of): a DictConfig or a dict a mapping, a ListConfig, a list
+ * or a tuple a sequence, a leaf its _val (interpolations and '???' as
+ * written), a container whose _content is None or '???' that scalar;
+ * anything else (a tensor, an object) the str "<object>".  Nesting past 64,
+ * and what lies past 2^20 nodes (a container shared many times over), is
+ * "<...>".  NULL on CK_ENOMEM.
+ */
+ck_yval_t *ck_omc_yval(ck_arena_t *a, ck_py_t *p);
+
 /* ---- building --------------------------------------------------------- */
 
 /* The global module.name for new nodes (the checkpoint's own when it

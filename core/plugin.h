@@ -116,6 +116,7 @@ typedef struct {
  *   best_state/model|fsdp_best_state/model
  *                                    alternatives: the first that exists
  *   ema/state/model?                 optional: skipped when absent
+ *   /                                the top of the checkpoint itself
  *
  * A directive takes one or more, separated by blanks (ck_conf_set_paths,
  * or ck_conf_set_path for exactly one).  A required place that is absent
@@ -278,6 +279,38 @@ void ck_job_warn(ck_job_t *job, const char *fmt, ...)
 
 /* The job's error code so far (0 when none): for a call that returned NULL. */
 int ck_job_error(const ck_job_t *job);
+
+
+/* ---- manifests -------------------------------------------------------- */
+
+/* One tensor a manifest expects; dtype is a torch name ("float32"). */
+typedef struct {
+    char *key;
+    char *dtype;
+    int64_t *shape;
+    size_t ndim;
+} ck_mf_tensor_t;
+
+/* What a state dict must hold (README: "Manifests").  Read-only once
+ * loaded: jobs share it. */
+typedef struct {
+    char *source;          /* the file it was read from */
+    char *state;           /* the state dict it describes */
+    ck_mf_tensor_t *t;     /* in the reference's order */
+    size_t n;
+    ck_strmap_t by_key;    /* key -> index in t */
+    char **config_keys;    /* dotted config keys, may be empty */
+    size_t nconfig;
+} ck_manifest_t;
+
+/*
+ * Read a manifest at load, in a setter: path (relative to the folder of
+ * cx->file) is a JSON manifest or a checkpoint whose state dict at state
+ * ('|' alternatives) is the reference.  0, or CK_ECONFIG with the cause
+ * in cx->err.
+ */
+int ck_manifest_load(ck_conf_ctx_t *cx, const char *path, const char *state,
+                     ck_manifest_t **out);
 
 /* ---- reporting changes ------------------------------------------------ */
 

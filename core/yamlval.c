@@ -38,8 +38,13 @@
     "[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+\\.[0-9_]*|[-+]?\\.(inf|Inf|INF)|" \
     "\\.(nan|NaN|NAN))$"
 
+/* PyYAML's timestamp resolver (its dumper's, so OmegaConf.to_yaml's). */
+#define Y_TS "^([0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}" \
+    "([Tt]|[ \t]+)[0-9]{1,2}:[0-9]{2}:[0-9]{2}(\\.[0-9]*)?" \
+    "([ \t]*(Z|[-+][0-9]{1,2}(:[0-9]{2})?))?)$"
+
 enum { RX_H_INT, RX_H_FLOAT, RX_Y_NULL, RX_Y_BOOL, RX_Y_INT, RX_Y_FLOAT,
-       RX_N };
+       RX_Y_TS, RX_N };
 
 /* pattern, case-insensitive */
 static const struct {
@@ -47,7 +52,7 @@ static const struct {
     int icase;
 } rx_src[RX_N] = {
     { H_INT, 0 },  { H_FLOAT, 1 }, { Y_NULL, 0 },
-    { Y_BOOL, 0 }, { Y_INT, 0 },   { Y_FLOAT, 0 },
+    { Y_BOOL, 0 }, { Y_INT, 0 },   { Y_FLOAT, 0 }, { Y_TS, 0 },
 };
 
 /* Written once under rx_once, read-only after. */
@@ -498,6 +503,114 @@ void ck_yval_json(ck_json_t *j, ck_arena_t *a, const ck_yval_t *v)
     }
 }
 
+/* ---- values as PyYAML dumps them -------------------------------------- */
+
+/* The text PyYAML's represent_float gives d. */
+static void pyyaml_float(double d, char *out, size_t cap)
+{
+    char r[40];
+    char *e;
+
+    if (isnan(d)) {
+        snprintf(out, cap, ".nan");
+        return;
+    }
+    if (isinf(d)) {
+        snprintf(out, cap, d < 0 ? "-.inf" : ".inf");
+        return;
+    }
+    ck_pyfloat_repr(d, r, sizeof(r));
+    e = strchr(r, 'e');
+    if (strchr(r, '.') == NULL && e != NULL)
+        snprintf(out, cap, "%.*s.0%s", (int)(e - r), r, e);
+    else
+        snprintf(out, cap, "%s", r);
+}
+
+/* OmegaConfDumper.str_representer quotes a str that is one of YAML 1.2's
+ * bool words (and y/n), or that Python's int() or float() accepts. */
+static int omc_quotes(ck_arena_t *a, const char *s, size_t n)
+{
+    static const char *const words[] = {
+        "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO",
+        "true", "True", "TRUE", "false", "False", "FALSE",
+        "on", "On", "ON", "off", "Off", "OFF",
+    };
+    ck_pyval_t t;
+    double f;
+
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+        if (strlen(words[i]) == n && memcmp(words[i], s, n) == 0)
+            return 1;
+    /* PyYAML's dumper also resolves timestamps, '<<' and '=' */
+    if (match(RX_Y_TS, s) || strcmp(s, "<<") == 0 || strcmp(s, "=") == 0)
+        return 1;
+    return ck_pyval_int_str(a, s, n, &t) == 0 ||
+           ck_pyval_float_str(a, s, n, &f) == 0;
+}
+
+ck_yval_t *ck_yval_of(ck_arena_t *a, const ck_pyval_t *t)
+{
+    char buf[48];
+    const char *s = buf;
+    size_t n;
+    ck_yval_t *v;
+
+    switch (t->t) {
+    case CK_PV_NULL: s = "null"; break;
+    case CK_PV_BOOL: s = t->b ? "true" : "false"; break;
+    case CK_PV_INT:
+        if (t->dec != NULL)
+            s = t->dec;
+        else if (t->big != NULL)
+            s = ck_pyint_dec(a, t->big, t->nbig);
+        else
+            snprintf(buf, sizeof(buf), "%lld", (long long)t->i);
+        if (s == NULL)
+            return NULL;
+        break;
+    case CK_PV_FLOAT: pyyaml_float(t->f, buf, sizeof(buf)); break;
+    default: s = t->s ? t->s : "";
+    }
+    n = t->t == CK_PV_STR ? t->n : strlen(s);
+    v = ck_yval_scalar(a, s, n, 1);
+    if (v == NULL)
+        return NULL;
+    v->hydra = 1;
+    v->ty = *t;
+    if (t->t == CK_PV_STR) {
+        v->ty.s = v->text;
+        v->hydra = 0;
+        v->plain = memchr(v->text, '\0', n) == NULL &&
+                   ck_yaml_reads_str(v->text) && !omc_quotes(a, v->text, n);
+    } else if (t->t == CK_PV_INT) {
+        v->ty.dec = v->text;
+    }
+    return v;
+}
+
+int ck_yval_retype(ck_arena_t *a, ck_yval_t *v)
+{
+    if (v->kind != CK_YV_SCALAR) {
+        for (size_t i = 0; i < v->n; i++)
+            if (ck_yval_retype(a, v->v[i]) < 0)
+                return CK_ENOMEM;
+        return 0;
+    }
+    {
+        const ck_pyval_t *t = ck_yval_type(a, v);
+        ck_yval_t *x;
+
+        if (t == NULL)
+            return CK_ENOMEM;
+        x = ck_yval_of(a, t);
+        if (x == NULL)
+            return CK_ENOMEM;
+        *v = *x;
+    }
+    return 0;
+}
+
 /* ---- emitting --------------------------------------------------------- */
 
 static int ywrite(void *data, unsigned char *buf, size_t size)
@@ -549,8 +662,10 @@ static int yemit(yaml_emitter_t *em, const ck_yval_t *v)
             style = YAML_SINGLE_QUOTED_SCALAR_STYLE;
         if (plain)
             style = YAML_PLAIN_SCALAR_STYLE;
+        /* a quoted scalar reads as a str: no tag needed when libyaml
+         * quotes one meant to be plain ('a: b') */
         ok = yaml_scalar_event_initialize(&ev, NULL, NULL, (yaml_char_t *)text,
-                                          (int)len, plain, !plain, style);
+                                          (int)len, plain, 1, style);
         return ok && yaml_emitter_emit(em, &ev);
     }
     if (v->kind == CK_YV_SEQ)
@@ -573,8 +688,8 @@ static int yemit(yaml_emitter_t *em, const ck_yval_t *v)
     return ok && yaml_emitter_emit(em, &ev);
 }
 
-int ck_yaml_emit(const ck_yval_t *root, const char *what, ck_buf_t *out,
-                 ck_err_t *err)
+static int emit(const ck_yval_t *root, const char *what, ck_buf_t *out,
+                ck_err_t *err, int width)
 {
     yaml_emitter_t em;
     yaml_event_t ev;
@@ -584,7 +699,7 @@ int ck_yaml_emit(const ck_yval_t *root, const char *what, ck_buf_t *out,
         return ck_err_set(err, CK_ENOMEM, "out of memory");
     yaml_emitter_set_output(&em, ywrite, out);
     yaml_emitter_set_unicode(&em, 1);
-    yaml_emitter_set_width(&em, -1);
+    yaml_emitter_set_width(&em, width);
     ok = yaml_stream_start_event_initialize(&ev, YAML_UTF8_ENCODING) &&
          yaml_emitter_emit(&em, &ev) &&
          yaml_document_start_event_initialize(&ev, NULL, NULL, NULL, 1) &&
@@ -597,4 +712,16 @@ int ck_yaml_emit(const ck_yval_t *root, const char *what, ck_buf_t *out,
                    em.problem ? em.problem : "failed");
     yaml_emitter_delete(&em);
     return ok ? 0 : CK_EPLUGIN;
+}
+
+int ck_yaml_emit(const ck_yval_t *root, const char *what, ck_buf_t *out,
+                 ck_err_t *err)
+{
+    return emit(root, what, out, err, -1);
+}
+
+int ck_yaml_emit_pyyaml(const ck_yval_t *root, const char *what,
+                        ck_buf_t *out, ck_err_t *err)
+{
+    return emit(root, what, out, err, 80);
 }

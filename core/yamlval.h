@@ -90,6 +90,22 @@ ck_py_t *ck_yval_py(ck_arena_t *a, const ck_yval_t *v, int typed_keys);
  * NULL is null. */
 void ck_yval_json(ck_json_t *j, ck_arena_t *a, const ck_yval_t *v);
 
+/*
+ * A scalar holding t (its bytes copied), which ck_yaml_emit writes as
+ * PyYAML's dumper writes the value (OmegaConf.to_yaml): None null, bools
+ * true/false, ints in decimal, floats as repr() lowered with '.0' put
+ * before a bare 'e' (1.0e-05), .inf, -.inf, .nan; a str plain unless YAML
+ * would read it as another type or OmegaConf's dumper quotes it (y, n, the
+ * YAML 1.2 bool words, what Python's int() or float() accepts).  NULL on
+ * CK_ENOMEM.
+ */
+ck_yval_t *ck_yval_of(ck_arena_t *a, const ck_pyval_t *t);
+
+/* Every scalar of v (typed as read) made as ck_yval_of makes it, in
+ * place: a parsed YAML config written as OmegaConf.to_yaml writes it once
+ * loaded.  0 or CK_ENOMEM. */
+int ck_yval_retype(ck_arena_t *a, ck_yval_t *v);
+
 /* 1 when OmegaConf's YAML loader reads the plain scalar s as a str. */
 int ck_yaml_reads_str(const char *s);
 
@@ -103,5 +119,10 @@ int ck_yaml_reads_str(const char *s);
  */
 int ck_yaml_emit(const ck_yval_t *root, const char *what, ck_buf_t *out,
                  ck_err_t *err);
+
+/* As ck_yaml_emit, with long scalars folded at 80 columns as PyYAML's
+ * dumper folds them (OmegaConf.to_yaml). */
+int ck_yaml_emit_pyyaml(const ck_yval_t *root, const char *what,
+                        ck_buf_t *out, ck_err_t *err);
 
 #endif
