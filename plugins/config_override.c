@@ -66,11 +66,14 @@
 typedef struct {
     ck_conf_list_t config; /* ck_path_t *: the configs to edit */
     ck_conf_list_t set;  /* ovr_t *, parsed at load, in the order given */
-    char *file;
+    char *file;          /* as resolved: relative to the config's folder */
+    ck_yval_t *merge;    /* its YAML mapping, parsed at load */
 } override_conf_t;
 
 static int set_set(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
                    const char *value);
+static int set_file(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
+                    const char *value);
 
 static const ck_directive_t override_directives[] = {
     { "config", ck_conf_set_paths, offsetof(override_conf_t, config),
@@ -78,8 +81,9 @@ static const ck_directive_t override_directives[] = {
       "the config(s) to edit: PATH, A|B (the first), PATH? (optional)" },
     { "set", set_set, offsetof(override_conf_t, set), NULL,
       CK_DIR_MULTI, "key=value, +key=value, ++key=value, ~key or ~key=value" },
-    { "file", ck_conf_set_str, offsetof(override_conf_t, file), NULL, 0,
-      "a YAML mapping deep-merged into the config first" },
+    { "file", set_file, offsetof(override_conf_t, file), NULL, 0,
+      "a YAML mapping deep-merged into the config first (relative to this "
+      "file's folder)" },
     { NULL, NULL, 0, NULL, 0, NULL },
 };
 
@@ -183,12 +187,63 @@ static int set_set(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
     return ck_conf_list_add(cx, &cf->set, o);
 }
 
+/*
+ * 'file = PATH': read and parsed here, once, so check finds a missing file
+ * or bad YAML; a relative PATH is taken from the configuration's folder
+ * (the daemon's working folder is not the user's).  Empty: no file.
+ */
+static int set_file(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
+                    const char *value)
+{
+    override_conf_t *cf = conf;
+    ck_yaml_ctx_t y = { .a = cx->arena, .err = cx->err };
+    const char *slash = strrchr(cx->file, '/');
+    ck_buf_t b = { 0 };
+    char chunk[4096];
+    FILE *f;
+    size_t n;
+
+    if (*value == '\0') {
+        cf->file = NULL, cf->merge = NULL; /* "file =" is no file */
+        return 0;
+    }
+    if (value[0] == '/' || slash == NULL || strcmp(cx->file, "<stdin>") == 0)
+        cf->file = ck_arena_strdup(cx->arena, value);
+    else
+        cf->file = ck_arena_printf(cx->arena, "%.*s/%s",
+                                   (int)(slash - cx->file), cx->file, value);
+    if (cf->file == NULL)
+        return ck_err_set(cx->err, CK_ENOMEM, "out of memory");
+    f = fopen(cf->file, "r");
+    if (f == NULL)
+        return ck_err_set(cx->err, CK_ECONFIG, "file: %s: %s", cf->file,
+                          strerror(errno));
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0 && b.len <= (64u << 20))
+        ck_buf_put(&b, chunk, n);
+    fclose(f);
+    if (b.oom || b.len > (64u << 20)) {
+        ck_buf_release(&b);
+        return b.oom ? ck_err_set(cx->err, CK_ENOMEM, "out of memory")
+                     : ck_err_set(cx->err, CK_ECONFIG, "file: %s: larger "
+                                  "than 64 MiB", cf->file);
+    }
+    y.what = cf->file;
+    cf->merge = ck_yaml_parse(&y, b.data ? (char *)b.data : "", b.len);
+    ck_buf_release(&b);
+    if (cf->merge == NULL)
+        return cx->err->code == CK_ENOMEM ? CK_ENOMEM
+                                          : (cx->err->code = CK_ECONFIG);
+    if (cf->merge->kind != CK_YV_MAP)
+        return ck_err_set(cx->err, CK_ECONFIG, "file: %s is not a YAML "
+                          "mapping", cf->file);
+    (void)d;
+    return 0;
+}
+
 static int override_init(ck_conf_ctx_t *cx, void *conf)
 {
     override_conf_t *cf = conf;
 
-    if (cf->file != NULL && cf->file[0] == '\0')
-        cf->file = NULL; /* "file =" is no file */
     if (cf->set.n == 0 && cf->file == NULL)
         return ck_err_set(cx->err, CK_ECONFIG,
                           "nothing to do: give set = OVERRIDE or file = "
@@ -525,30 +580,6 @@ static int apply(ed_t *e, void *root, const ovr_t *o)
 
 /* ---- merging a YAML file ---------------------------------------------- */
 
-static int read_file(ed_t *e, const char *path, char **text, size_t *len)
-{
-    FILE *f = fopen(path, "r");
-    ck_buf_t b = { 0 };
-    char chunk[4096];
-    size_t n;
-
-    if (f == NULL)
-        return ck_job_fail(e->job, CK_EPLUGIN, "%s: %s", path,
-                          strerror(errno));
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
-        ck_buf_put(&b, chunk, n);
-    fclose(f);
-    if (b.oom || b.len > (64u << 20)) {
-        ck_buf_release(&b);
-        return ck_job_fail(e->job, CK_EPLUGIN, "%s: too large",
-                          path);
-    }
-    *text = ck_arena_strndup(e->a, b.data ? (char *)b.data : "", b.len);
-    *len = b.len;
-    ck_buf_release(&b);
-    return *text ? 0 : ck_job_nomem(e->job);
-}
-
 /* Is there a mapping at path?  (for deep merge) */
 static int has_map(ed_t *e, void *root, char **path, size_t n)
 {
@@ -616,10 +647,13 @@ static int yaml_back(ed_t *e, ck_py_t **slot, ck_yval_t *yroot)
     ck_py_t *s;
     int rc;
 
-    rc = ck_yaml_emit(yroot, "config_override", &out, &err);
-    if (rc < 0) {
+    rc = ck_yaml_emit(yroot, e->config, &out, &err);
+    if (rc < 0 || out.oom) {
+        int nomem = rc == CK_ENOMEM || out.oom;
+
         ck_buf_release(&out);
-        return ck_job_fail(e->job, rc, "%s", err.msg);
+        return nomem ? ck_job_nomem(e->job) : ck_job_fail(e->job, rc, "%s",
+                                                           err.msg);
     }
     s = ck_py_str(e->a, out.data ? (char *)out.data : "", out.len);
     ck_buf_release(&out);
@@ -655,18 +689,13 @@ static int override_one(ck_job_t *job, override_conf_t *cf, const char *config,
         return ck_job_fail(job, CK_EPLUGIN, "'%s' is neither a DictConfig, a "
                            "YAML string nor a dict", config);
     }
-    if (cf->file != NULL) {
-        char *text = NULL;
-        size_t len = 0;
-        ck_yval_t *m;
+    if (cf->merge != NULL) {
+        /* the job's own copy of the file's mapping, parsed at load */
+        ck_yval_t *m = ck_yval_copy(a, cf->merge);
         ovr_t o;
 
-        rc = read_file(&e, cf->file, &text, &len);
-        if (rc < 0)
-            return rc;
-        m = yaml_map(&e, &y, cf->file, 0, text, len);
         if (m == NULL)
-            return ck_job_error(job);
+            return ck_job_nomem(job);
         memset(&o, 0, sizeof(o));
         o.line = cf->file;
         rc = merge(&e, top, m, &o);

@@ -155,10 +155,11 @@ static void report_key(ck_job_t *job, const char *op, const char *state,
 
 /*
  * Two keys that are the same after strip fail the job, naming both: one
- * tensor would be lost.  With on_conflict = replace the later key wins, as
- * in Python's {k[len(p):]: v for k, v in sd.items()}, and the earlier is
- * reported replaced.  In _metadata (module versions only) the later stays
- * likewise.  old[i] is pair i's key before renaming, or NULL.
+ * tensor would be lost.  With on_conflict = replace the later value wins,
+ * in the place of the first, as in Python's {k[len(p):]: v for k, v in
+ * sd.items()}, and the earlier is reported replaced.  In _metadata
+ * (module versions only) the later stays likewise.  old[i] is pair i's key
+ * before renaming, or NULL.
  */
 static int collisions(ck_job_t *job, select_conf_t *cf, const char *state,
                       ck_py_vec_t *m, ck_py_t **old, int metadata)
@@ -193,11 +194,13 @@ static int collisions(ck_job_t *job, select_conf_t *cf, const char *state,
                                old[j] ? old[j]->u.s.s : k->u.s.s,
                                old[i / 2] ? old[i / 2]->u.s.s : k->u.s.s,
                                k->u.s.s);
+        /* as the dict comprehension: the name keeps its first place and
+         * takes the later value */
         if (!metadata)
             report_key(job, "replaced", state,
                        old[j] ? old[j] : m->v[2 * j], NULL, m->v[2 * j + 1]);
-        m->v[2 * j] = NULL;
-        holder[first] = i / 2;
+        m->v[2 * j + 1] = m->v[i + 1];
+        m->v[i] = NULL;
     }
     return 0;
 }

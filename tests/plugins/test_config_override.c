@@ -104,6 +104,7 @@ static void test_values(void **state)
 {
     pt_fx_t *f = *state;
 
+    yaml_file(f, "merge.yaml", "a: 1\n");
     pt_load_ok(f, HEAD "config = hyper_parameters\n"
                        "set = optim.lr=1e-5\n"
                        "set = +a.b.c=[1, 2]\n"
@@ -113,11 +114,12 @@ static void test_values(void **state)
                        "set = s='quoted: yes'\n"
                        "set = e=a=b\n"
                        "set = n=\n"
-                       "file = /etc/ckprep/merge.yaml\n");
+                       "file = merge.yaml\n");
     assert_string_equal(pt_places(f, "config"), "hyper_parameters");
     /* each set line parsed once, at load */
     assert_int_equal(pt_count(f, "set"), 8);
-    assert_string_equal(pt_str(f, "file"), "/etc/ckprep/merge.yaml");
+    /* the file too: relative to the configuration's folder */
+    assert_string_equal(pt_str(f, "file"), yaml_file(f, "merge.yaml", ""));
 }
 
 static void test_bad_set_lines(void **state)
@@ -169,8 +171,15 @@ static void test_bad_values(void **state)
 {
     pt_fx_t *f = *state;
 
+    yaml_file(f, "a.yaml", "a: 1\n");
     pt_bad(f, HEAD "file = a.yaml\nfile = b.yaml\n", 6,
            "'file' given twice in [config_override]");
+    /* read at load: a missing file, bad YAML, or not a mapping */
+    pt_bad(f, HEAD "file = nosuch.yaml\n", 5, "nosuch.yaml: No such file");
+    yaml_file(f, "bad.yaml", "a: [1\n");
+    pt_bad(f, HEAD "file = bad.yaml\n", 5, "bad.yaml");
+    yaml_file(f, "list.yaml", "- 1\n");
+    pt_bad(f, HEAD "file = list.yaml\n", 5, "is not a YAML mapping");
     /* config takes places: several, alternatives, optional */
     pt_load_ok(f, HEAD "config = a\nconfig = b|c d?\nset = x=1\n");
     assert_string_equal(pt_places(f, "config"), "a b|c d?");
@@ -440,24 +449,17 @@ static void test_file_merge(void **state)
     pt_changed(f, "{\"op\":\"added\",\"config\":\"hp\",\"key\":\"model.extra\","
                   "\"new\":{\"x\":1}}");
 
-    /* a missing file, and one that is not a mapping */
-    pt_job_reset(f);
+    /* a missing file, one that is not a mapping, bad YAML: refused at
+     * load, at the file line */
     snprintf(text, sizeof(text), HEAD "config = hp\nfile = %s/missing.yaml\n",
              f->dir);
-    pt_load_ok(f, text);
-    pt_run_fails(f, plain_model(f), CK_EPLUGIN, "missing.yaml",
-                 "No such file", NULL);
-    pt_job_reset(f);
+    pt_bad(f, text, 6, "missing.yaml: No such file");
     p = yaml_file(f, "list.yaml", "- a\n- b\n");
     snprintf(text, sizeof(text), HEAD "config = hp\nfile = %s\n", p);
-    pt_load_ok(f, text);
-    pt_run_fails(f, plain_model(f), CK_EPLUGIN,
-                 "list.yaml is not a YAML mapping", NULL);
-    pt_job_reset(f);
+    pt_bad(f, text, 6, "list.yaml is not a YAML mapping");
     p = yaml_file(f, "bad.yaml", "a: [1, 2\n");
     snprintf(text, sizeof(text), HEAD "config = hp\nfile = %s\n", p);
-    pt_load_ok(f, text);
-    pt_run_fails(f, plain_model(f), CK_EPLUGIN, "bad.yaml: YAML", NULL);
+    pt_bad(f, text, 6, "bad.yaml: YAML");
 }
 
 /* ---- run: a YAML string ----------------------------------------------- */

@@ -294,9 +294,10 @@ def config_file_merge():
 
 @test
 def config_file_missing_fails():
-    """file = a file that does not exist"""
+    """file = a file that does not exist: refused at load (check, run)"""
     p = os.path.join(E.work, "no-such-dir", "missing.yaml")
-    E.fails(chain1("config_override", [("file", p)]), "ac", "missing.yaml")
+    check_rejects(chain1("config_override", [("file", p)]), 5, "missing.yaml",
+                  "No such file")
 
 
 @test
