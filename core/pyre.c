@@ -50,30 +50,98 @@ unsigned ck_pyre_groups(const ck_pyre_t *re)
     return re->ngroups;
 }
 
-/* Python's \Z is PCRE2's \z; everything else is read as it is. */
-static char *translate(const char *p)
+/*
+ * Python's pattern syntax where PCRE2 reads it otherwise: \Z is PCRE2's
+ * \z, \v the character VT (PCRE2: vertical space), \uXXXX and \UXXXXXXXX
+ * are \x{...}, {,n} is {0,n}.  An escape Python refuses (\h, \K, \Q, \R,
+ * \g, \x{...} ...: "bad escape") and PCRE2's (?| are refused here too, so a
+ * pattern never means something else than in Python.  A new ck_malloc
+ * string into *out, or CK_ECONFIG / CK_ENOMEM.
+ */
+static int translate(const char *p, char **out, ck_err_t *err)
 {
+    static const char ok[] = "abfnrtvxuUNAZbBdDsSwW";
     size_t n = strlen(p), o = 0;
-    char *t = ck_malloc(n + 1);
+    char *t = ck_malloc(2 * n + 16);
     int in_class = 0;
 
+    *out = NULL;
     if (t == NULL)
-        return NULL;
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) {
-        if (p[i] == '\\' && i + 1 < n) {
+        char c = p[i];
+
+        if (c == '\\' && i + 1 < n) {
+            char e = p[++i];
+            int letter = (e >= 'a' && e <= 'z') || (e >= 'A' && e <= 'Z');
+
+            if (letter && strchr(ok, e) == NULL) {
+                ck_free(t);
+                return ck_err_set(err, CK_ECONFIG, "bad escape \\%c", e);
+            }
+            if (e == 'x' && p[i + 1] == '{') {
+                ck_free(t);
+                return ck_err_set(err, CK_ECONFIG, "bad escape \\x{ (Python "
+                                  "writes \\xHH or \\uHHHH)");
+            }
+            if (e == 'N') {
+                ck_free(t);
+                return ck_err_set(err, CK_ECONFIG, "\\N{...} is not "
+                                  "supported: write the character");
+            }
+            if (e == 'u' || e == 'U') {
+                size_t len = e == 'u' ? 4 : 8;
+
+                if (strspn(p + i + 1, "0123456789abcdefABCDEF") < len) {
+                    ck_free(t);
+                    return ck_err_set(err, CK_ECONFIG, "incomplete escape "
+                                      "\\%c", e);
+                }
+                o += (size_t)sprintf(t + o, "\\x{%.*s}", (int)len,
+                                     p + i + 1);
+                i += len;
+                continue;
+            }
             t[o++] = '\\';
-            t[o++] = !in_class && p[i + 1] == 'Z' ? 'z' : p[i + 1];
-            i++;
+            t[o++] = !in_class && e == 'Z' ? 'z'
+                     : e == 'v' ? 'x' : e;
+            if (e == 'v') {
+                t[o++] = '0';
+                t[o++] = 'b';
+            }
             continue;
         }
-        if (p[i] == '[' && !in_class)
+        if (c == '[' && !in_class) {
             in_class = 1;
-        else if (p[i] == ']' && in_class)
+        } else if (c == ']' && in_class) {
             in_class = 0;
-        t[o++] = p[i];
+        } else if (!in_class && c == '(' && p[i + 1] == '?' &&
+                   p[i + 2] == '|') {
+            ck_free(t);
+            return ck_err_set(err, CK_ECONFIG, "unknown extension ?| at "
+                              "position %zu", i + 1);
+        } else if (!in_class && c == '{' && p[i + 1] == ',') {
+            t[o++] = '{';
+            t[o++] = '0';
+            continue;
+        }
+        t[o++] = c;
     }
     t[o] = '\0';
-    return t;
+    *out = t;
+    return 0;
+}
+
+/* Code point v (< 0x800) as UTF-8 at d: 1 or 2 bytes. */
+static size_t utf8_put(char *d, unsigned v)
+{
+    if (v < 0x80) {
+        d[0] = (char)v;
+        return 1;
+    }
+    d[0] = (char)(0xc0 | v >> 6);
+    d[1] = (char)(0x80 | (v & 0x3f));
+    return 2;
 }
 
 static int add_part(ck_pyre_t *re, const char *text, size_t len,
@@ -183,7 +251,7 @@ static int parse_template(ck_pyre_t *re, const char *repl, ck_err_t *err)
 
             for (int k = 0; k < 2 && is_octal(*s); k++)
                 v = v * 8 + (unsigned)(*s++ - '0');
-            re->lit[o++] = (char)v;
+            o += utf8_put(re->lit + o, v);
         } else if (is_digit(e)) {
             unsigned g = (unsigned)(e - '0');
 
@@ -198,7 +266,7 @@ static int parse_template(ck_pyre_t *re, const char *repl, ck_err_t *err)
                                           "outside of range 0-0o377",
                                           e, s[0], s[1]);
                     s += 2;
-                    re->lit[o++] = (char)v;
+                    o += utf8_put(re->lit + o, v); /* a character, in a str */
                     continue;
                 }
                 g = g * 10 + (unsigned)(*s++ - '0');
@@ -229,16 +297,19 @@ int ck_pyre_compile(const char *pattern, const char *repl, ck_pyre_t **out,
                     ck_err_t *err)
 {
     ck_pyre_t *re = ck_calloc(1, sizeof(*re));
-    char *pat = translate(pattern);
+    char *pat = NULL;
     int code = 0, rc;
     PCRE2_SIZE off = 0;
     uint32_t ng = 0;
 
     *out = NULL;
-    if (re == NULL || pat == NULL) {
+    if (re == NULL) {
         rc = ck_err_set(err, CK_ENOMEM, "out of memory");
         goto out;
     }
+    rc = translate(pattern, &pat, err);
+    if (rc < 0)
+        goto out;
     re->code = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED,
                              PCRE2_UTF | PCRE2_UCP, &code, &off, NULL);
     if (re->code == NULL) {

@@ -241,6 +241,12 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
         o = (char *)out->data;
         if (out->len == k->u.s.n && memcmp(o, k->u.s.s, out->len) == 0)
             continue;
+        if (memchr(o, '\0', out->len) != NULL) {
+            rc = ck_job_fail(job, CK_EPLUGIN,
+                             "%s: '%s' would be renamed to a name holding a "
+                             "NUL character", state, k->u.s.s);
+            break;
+        }
         /* a pickled str must be UTF-8: a prefix rule works on bytes */
         if (!ck_utf8_valid(o, out->len)) {
             rc = ck_job_fail(job, CK_EPLUGIN,

@@ -51,11 +51,24 @@ static const struct {
     { "(a)(b)(c)(d)(e)(f)(g)(h)(i)(j)(k)", "\\11\\10\\1", "abcdefghijk", S("kja"), 1 },
     { "x", "\\101", "x", S("A"), 1 },
     { "x", "\\08", "x", S("\0008"), 1 },
+    /* where PCRE2 reads Python's syntax otherwise */
+    { "e", "\\351", "cafe_w", S("caf\303\251_w"), 1 },
+    { "a{,2}", "X", "aaab", S("XXXbX"), 4 },
+    { "\\v", "V", "a\013b\nc", S("aVb\nc"), 1 },
+    { "\\u00e9", "e", "caf\303\251", S("cafe"), 1 },
+    { "(?i)\\U000000E9", "E", "CAF\303\211", S("CAFE"), 1 },
 };
 
 static const struct {
     const char *pattern, *repl, *msg;
 } bad[] = {
+    { "\\h", "x", "bad escape \\h" },
+    { "\\K", "x", "bad escape \\K" },
+    { "\\Q", "x", "bad escape \\Q" },
+    { "\\R", "x", "bad escape \\R" },
+    { "\\g<1>", "x", "bad escape \\g" },
+    { "\\x{41}", "x", "bad escape \\x{" },
+    { "(?|a)", "x", "unknown extension ?|" },
 { "(w)", "\\2", "invalid group reference 2" }, /* python: invalid group reference 2 at position 1 */
     { "(w)", "\\g<2>", "invalid group reference 2" }, /* python: invalid group reference 2 at position 3 */
     { "(?P<w>w)", "\\g<v>", "unknown group name 'v'" }, /* python: unknown group name 'v' */
