@@ -9,6 +9,7 @@
 #include "record.h"
 
 #include <stdarg.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -299,8 +300,10 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     ck_write_info_t info = { 0 };
     ck_json_t plugins = { 0 };
     int64_t t0 = now_ms();
+    const char *out = args->out;
     char ts[40];
-    int rc, wrote = 0;
+    struct stat old;
+    int rc, wrote = 0, replaced = 0;
 
     memset(&job, 0, sizeof(job));
     job.conf = conf;
@@ -320,21 +323,29 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
         rc = ck_err_set(err, CK_ECHANGED,
                         "not the file that was claimed (replaced meanwhile)");
     }
+    if (rc == 0 && out == NULL && args->name_out != NULL) {
+        out = args->name_out(args->name_ud, job.ck.fingerprint, err);
+        if (out == NULL)
+            rc = err->code < 0 ? err->code : CK_ENOMEM;
+    }
     if (rc == 0)
         rc = run_chain(&job, &plugins);
-    if (rc == 0 && !args->dry_run && args->out != NULL) {
+    if (rc == 0 && !args->dry_run && out != NULL) {
         /* room for the whole record first: once the output exists, writing
          * its record must not fail (strings escape to at most 6 bytes each) */
         size_t room = plugins.b.len + 1024 +
-                      6 * (strlen(args->in) + strlen(args->out) +
+                      6 * (strlen(args->in) + 2 * strlen(out) +
                            strlen(conf->path) + sizeof(err->msg));
 
         if (ck_buf_reserve(&plugins.b, 1) < 0 ||
             ck_buf_reserve(&rec->b, room) < 0 ||
             ck_buf_reserve(&rec->levels, 8) < 0)
             rc = ck_err_set(err, CK_ENOMEM, "out of memory");
-        else
-            rc = ck_ckpt_write(&job.ck, args->out, &info, err);
+        else {
+            /* what the write replaces, for the record */
+            replaced = lstat(out, &old) == 0 && S_ISREG(old.st_mode);
+            rc = ck_ckpt_write(&job.ck, out, &info, err);
+        }
         wrote = rc == 0;
     } else if (rc == 0) {
         rc = ck_ckpt_check_keys(&job.ck, err); /* what the write would refuse */
@@ -354,7 +365,13 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
         r.in.mtime_ns = job.ck.st.mtime_ns;
         r.in.format = job.ck.format == CK_FMT_ZIP ? "zip" : "legacy";
         r.wrote = wrote;
-        r.out.path = args->out;
+        r.out.path = out;
+        if (replaced) {
+            r.out.replaced = out;
+            r.out.replaced_size = (uint64_t)old.st_size;
+            r.out.replaced_mtime_ns = (int64_t)old.st_mtim.tv_sec *
+                                          1000000000 + old.st_mtim.tv_nsec;
+        }
         r.out.size = info.size;
         r.out.digest = info.fingerprint;
         r.out.storages = info.nstorages;

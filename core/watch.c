@@ -171,6 +171,10 @@ static int audit_cb(void *ud, const char *line, size_t len)
     f->done.ino = r.in.inode;
     f->done.size = r.in.size;
     f->done.mtime_ns = r.in.mtime_ns;
+    ck_free(f->failrec);
+    f->failrec = NULL;
+    if (f->state == F_FAILED && strcmp(r.status, "ok") != 0)
+        f->failrec = ck_record_unlogged(line, len);
 out:
     ck_free(in);
     ck_record_release(&r);
@@ -270,6 +274,40 @@ void watch_timers(daemon_t *d)
         uv_timer_stop(&d->rescan);
     stale = stale < 1000 ? 1000 : stale;
     uv_timer_start(&d->refresh, watch_refresh_cb, stale, stale);
+    /* claims are collected even when nothing rescans */
+    uv_timer_start(&d->gc, watch_gc_cb, stale * 3, stale * 3);
+    if (d->w->metrics_file != NULL)
+        uv_timer_start(&d->metrics, watch_metrics_cb, d->w->metrics_s * 1000,
+                       d->w->metrics_s * 1000);
+    else
+        uv_timer_stop(&d->metrics);
+}
+
+/* Queued files give their claims back (stopping, or a new incoming). */
+static void release_queued(daemon_t *d)
+{
+    for (file_t *f = d->qhead; f != NULL; f = f->qnext) {
+        char *cp = watch_claim_path(d, f->rel, &f->id);
+
+        if (cp != NULL)
+            unlink(cp);
+        ck_free(cp);
+        f->state = F_OTHER;
+    }
+    d->qhead = d->qtail = NULL;
+    d->nqueued = 0;
+}
+
+/* Forget every file no probe or job holds. */
+static void forget(daemon_t *d)
+{
+    for (size_t i = 0; i < d->nbuckets; i++) {
+        for (file_t *f = d->buckets[i], *next; f != NULL; f = next) {
+            next = f->hnext;
+            if (!watch_busy(f))
+                watch_file_drop(d, f);
+        }
+    }
 }
 
 static void reload(daemon_t *d)
@@ -315,6 +353,14 @@ static void reload(daemon_t *d)
     }
     if (rewatch)
         watch_stop(d);
+    if (strcmp(old_in, r->c.watch.incoming) != 0) {
+        /* the table and the queue are of the old incoming: its queued files
+         * give their claims back there, the rest is forgotten, and the log
+         * is read again for what is done in the new one */
+        release_queued(d);
+        forget(d);
+        relog = 1;
+    }
     if (relog)
         ck_audit_close(&d->audit);
     watch_cref_put(d->cref);      /* running jobs keep their own reference */
@@ -356,6 +402,7 @@ void watch_maybe_exit(daemon_t *d)
         return;
     ck_log(CK_LOG_NOTICE, "stopped: %llu done, %llu failed",
            (unsigned long long)d->nok, (unsigned long long)d->nfailed);
+    watch_metrics_write(d);
     watch_stop(d);
     uv_walk(d->loop, close_walk_cb, NULL);
 }
@@ -383,16 +430,7 @@ static void stop(daemon_t *d)
     ck_log(CK_LOG_NOTICE, "stopping: %zu job%s running, %zu queued released",
            d->nrunning, d->nrunning == 1 ? "" : "s", d->nqueued);
     /* queued files give their claims back: they were not started */
-    for (file_t *f = d->qhead; f != NULL; f = f->qnext) {
-        char *cp = watch_claim_path(d, f->rel, &f->id);
-
-        if (cp != NULL)
-            unlink(cp);
-        ck_free(cp);
-        f->state = F_OTHER;
-    }
-    d->qhead = d->qtail = NULL;
-    d->nqueued = 0;
+    release_queued(d);
     uv_timer_stop(&d->tick);
     uv_timer_stop(&d->rescan);
     if (d->poll != NULL)
@@ -459,8 +497,7 @@ int ck_watch_main(const char *conf_path)
         return 2;
     }
     d.w = &d.cref->c.watch;
-    if (gethostname(d.host, sizeof(d.host) - 1) < 0)
-        strcpy(d.host, "unknown");
+    watch_self(&d.self);
     d.claims = ck_path_join(d.w->incoming, CLAIMS);
     if (d.claims == NULL) {
         ck_log(CK_LOG_ERR, "out of memory");
@@ -489,8 +526,10 @@ int ck_watch_main(const char *conf_path)
     uv_timer_init(&loop, &d.refresh);
     uv_timer_init(&loop, &d.stop_timer);
     uv_timer_init(&loop, &d.watchdog);
+    uv_timer_init(&loop, &d.metrics);
+    uv_timer_init(&loop, &d.gc);
     d.tick.data = d.rescan.data = d.refresh.data = d.stop_timer.data =
-        d.watchdog.data = &d;
+        d.watchdog.data = d.metrics.data = d.gc.data = &d;
     for (size_t i = 0; i < CK_ARRAY_SIZE(signums); i++) {
         uv_signal_init(&loop, &d.sig[i]);
         d.sig[i].data = &d;
@@ -517,6 +556,7 @@ out:
     for (size_t i = 0; i < d.nbuckets; i++)
         for (file_t *f = d.buckets[i], *next; f != NULL; f = next) {
             next = f->hnext;
+            ck_free(f->failrec);
             ck_free(f->rel);
             ck_free(f);
         }

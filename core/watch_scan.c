@@ -86,6 +86,24 @@ static void after_again(daemon_t *d, file_t *f, const ident_t *id)
     ck_free(in);
 }
 
+/*
+ * A failed input still in incoming: the daemon stopped between the record
+ * and the move to failed/.  Finish it now, with the record read back.
+ */
+static void failed_again(daemon_t *d, file_t *f)
+{
+    char *in = ck_path_join(d->w->incoming, f->rel);
+
+    if (in != NULL) {
+        ck_log(CK_LOG_NOTICE, "%s: failed earlier (audit log); moving it to "
+               "%s now", in, d->w->failed);
+        watch_file_failed(d, f->rel, in, &f->done, f->failrec);
+    }
+    ck_free(in);
+    ck_free(f->failrec);
+    f->failrec = NULL;
+}
+
 static void scan_dir(daemon_t *d, const char *rel, int depth, uint64_t now)
 {
     char *path = ck_path_join(d->w->incoming, rel);
@@ -135,6 +153,8 @@ static void scan_dir(daemon_t *d, const char *rel, int depth, uint64_t now)
                         watch_set_pending(d, f, now);
                     else if (f->state == F_DONE && d->w->after != CK_AFTER_KEEP)
                         after_again(d, f, &id);
+                    else if (f->state == F_FAILED && f->failrec != NULL)
+                        failed_again(d, f);
                 }
             }
         }
@@ -155,7 +175,7 @@ static int cmp_str(const void *a, const void *b)
  * alive holds them; also the leftovers of a claim taken back.  Without this
  * a kept input's done claim would outlive the input forever.
  */
-static void claims_gc(daemon_t *d)
+void watch_claims_gc(daemon_t *d)
 {
     char **keep = ck_calloc(3 * d->nfiles + 1, sizeof(*keep));
     size_t n = 0;
@@ -230,8 +250,17 @@ void watch_rescan(daemon_t *d)
         }
     }
     if (!d->lost)
-        claims_gc(d);
+        watch_claims_gc(d);
+    d->m.rescans++;
     watch_status(d);
+}
+
+void watch_gc_cb(uv_timer_t *t)
+{
+    daemon_t *d = t->data;
+
+    if (!d->stopping && !d->lost)
+        watch_claims_gc(d);
 }
 
 void watch_rescan_cb(uv_timer_t *t)
@@ -269,6 +298,7 @@ static void event(daemon_t *d, const struct inotify_event *ev, uint64_t now,
 
     if (ev->mask & IN_Q_OVERFLOW) {
         ck_log(CK_LOG_WARNING, "inotify queue overflowed; rescanning");
+        d->m.overflows++;
         *need_rescan = 1;
         return;
     }
