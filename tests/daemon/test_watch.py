@@ -1493,11 +1493,21 @@ def test_check_agrees_with_watch():
         (dict(workers=65), "is not a number from 1 to 64"),
         (dict(output_name="../{name}"), "does not make a plain file name"),
         (dict(settle_ms="soon"), "is not a whole number"),
+        (dict(on_output_exists="sometimes"), "is not replace, keep or fail"),
+        (dict(ready="soon"), "is not settle or marker"),
+        (dict(ready="marker", marker="{name}.th"), "names files include"),
+        (dict(marker="a/{name}"), "is not a file name"),
+        (dict(marker="{stem}.ok"), "is not a file name"),
+        (dict(output_name="{seq}{bad}"), "does not make a plain file name"),
+        (dict(metrics_s=0), "is not a number from 1 to 86400"),
     ]
     accepted = [dict(),
                 dict(output=os.path.join(inc, "out")),   # not recursive
                 dict(after="keep", done=inc),           # done unused
-                dict(after="move", done=env.done, workers=64)]
+                dict(after="move", done=env.done, workers=64),
+                dict(ready="marker", marker="_SUCCESS",
+                     output_name="{stem}-{seq}-{fingerprint8}{ext}",
+                     on_output_exists="keep")]
     base = dict(env.watch)
     for extra, what in refused:
         env.watch = dict(base)
