@@ -506,7 +506,7 @@ void watch_tick_cb(uv_timer_t *t)
     daemon_t *d = t->data;
     uint64_t now = uv_now(d->loop);
 
-    if (d->stopping || d->npending == 0)
+    if (d->stopping || d->loading || d->npending == 0)
         return;
     for (size_t i = 0; i < d->nbuckets; i++) {
         for (file_t *f = d->buckets[i], *next; f != NULL; f = next) {

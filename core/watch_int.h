@@ -117,6 +117,9 @@ struct daemon {
     size_t nprobing;        /* readiness probes on the thread pool */
     uint64_t nok, nfailed;
     int stopping, cancel, exit_code;
+    int hup_pending;        /* SIGHUP while loading: reload after */
+    int loading;            /* the audit log is being read back: nothing is
+                               checked, claimed or collected until it is */
     int remote_fs;
     int lost;               /* incoming is gone: look for it every second */
     self_t self;

@@ -249,7 +249,7 @@ void watch_rescan(daemon_t *d)
                 watch_file_drop(d, f);
         }
     }
-    if (!d->lost)
+    if (!d->lost && !d->loading)
         watch_claims_gc(d);
     d->m.rescans++;
     watch_status(d);
@@ -259,7 +259,7 @@ void watch_gc_cb(uv_timer_t *t)
 {
     daemon_t *d = t->data;
 
-    if (!d->stopping && !d->lost)
+    if (!d->stopping && !d->lost && !d->loading)
         watch_claims_gc(d);
 }
 
@@ -267,7 +267,7 @@ void watch_rescan_cb(uv_timer_t *t)
 {
     daemon_t *d = t->data;
 
-    if (!d->stopping)
+    if (!d->stopping && !d->loading)
         watch_rescan(d);
 }
 

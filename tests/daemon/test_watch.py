@@ -2022,6 +2022,48 @@ def test_status():
     check(r.returncode == 2, "status -n x: exit %r" % r.returncode)
 
 
+def test_long_log_read_off_the_loop():
+    """a 1,000,000-line audit log is read back on the thread pool: the
+    daemon is watching at once, a checkpoint dropped meanwhile is processed
+    once the log is read (numbered after it), and a SIGTERM during the read
+    stops the daemon within a second, leaving the log as it was"""
+    env = Env("long_log")
+    os.makedirs(os.path.dirname(env.log))
+    with open(env.log, "w") as f:
+        for k in range(10):
+            f.write("".join('{"seq":%d,"status":"ok","input":{"path":'
+                            '"/elsewhere/%d.th","size":1}}\n' % (i + 1, i)
+                            for i in range(k * 100000, (k + 1) * 100000)))
+    size = os.path.getsize(env.log)
+    d = Daemon(env)
+    d.ready()
+    env.drop_rename("a.th", ckpt_bytes(291))
+    time.sleep(0.3)
+    check("read back" not in d.err(), "the log was read before the loop "
+          "ran (or too fast to show anything)")
+    d.wait_log(r"audit log read back: 1000000 records", 120)
+    d.wait_log(r"a\.th -> ", 30)
+    with open(env.log, "rb") as f:     # (the last line alone: parsing a
+        f.seek(-4096, 2)               # million on every poll is slow)
+        r = json.loads(f.read().split(b"\n")[-2])
+    check(r["seq"] == 1000001 and r["status"] == "ok" and
+          r["input"]["path"] == env.inpath("a.th"),
+          "last record %r after a 1,000,000-line log" % r)
+    check_same(r["output"]["path"], 291)
+    d.stop()
+    size = os.path.getsize(env.log)
+    d = Daemon(env)
+    d.ready()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    check(d.wait(30) == 0, "exit %r after SIGTERM" % d.rc)
+    check(time.monotonic() - t0 < 1.0, "SIGTERM took %.1f s during the read"
+          % (time.monotonic() - t0))
+    check("read back" not in d.err(), "the read was not interrupted")
+    check(os.path.getsize(env.log) == size, "the log changed")
+
+
 TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_sigterm_mid_burst, test_preexisting,
          test_incoming_recreated, test_hostile_and_truncated,
@@ -2040,7 +2082,8 @@ TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_moves_across_file_systems, test_failed_finished_at_start,
          test_claims_collected_without_rescans, test_reload_new_incoming,
          test_output_names_never_clobber, test_ready_marker,
-         test_metrics_and_inotify_overflow, test_status]
+         test_metrics_and_inotify_overflow, test_status,
+         test_long_log_read_off_the_loop]
 
 
 def main(argv=None):
