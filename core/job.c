@@ -258,6 +258,11 @@ int ck_job_run_stage(ck_job_t *job, const ck_stage_t *st, ck_json_t *changes)
     return rc;
 }
 
+static int canceled(const int *cancel)
+{
+    return cancel != NULL && __atomic_load_n(cancel, __ATOMIC_RELAXED);
+}
+
 static int run_chain(ck_job_t *job, ck_json_t *plugins)
 {
     const ck_conf_t *conf = job->conf;
@@ -267,6 +272,9 @@ static int run_chain(ck_job_t *job, ck_json_t *plugins)
         const ck_stage_t *st = &conf->chain[i];
         ck_json_t changes = { 0 };
         int64_t t0 = now_ms();
+
+        if (canceled(job->ck.cancel))   /* between stages too */
+            return ck_err_set(job->err, CK_ECANCELED, "abandoned: ckprep is stopping");
 
         ck_json_arr(&changes);
         rc = ck_job_run_stage(job, st, &changes);
@@ -323,6 +331,8 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
         rc = ck_err_set(err, CK_ECHANGED,
                         "not the file that was claimed (replaced meanwhile)");
     }
+    if (rc == 0 && canceled(args->cancel))     /* stopping during the parse */
+        rc = ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
     if (rc == 0 && out == NULL && args->name_out != NULL) {
         out = args->name_out(args->name_ud, job.ck.fingerprint, err);
         if (out == NULL)
@@ -330,6 +340,8 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     }
     if (rc == 0)
         rc = run_chain(&job, &plugins);
+    if (rc == 0 && canceled(args->cancel))
+        rc = ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
     if (rc == 0 && !args->dry_run && out != NULL) {
         /* room for the whole record first: once the output exists, writing
          * its record must not fail (strings escape to at most 6 bytes each) */

@@ -369,7 +369,9 @@ static void probe_work_cb(uv_work_t *req)
 {
     probe_t *p = req->data;
 
-    p->ok = complete(&p->cref->c, p->path, &p->id);
+    /* a probe still queued when the daemon stops does nothing */
+    if (!__atomic_load_n(&p->d->stopping, __ATOMIC_RELAXED))
+        p->ok = complete(&p->cref->c, p->path, &p->id);
 }
 
 static void probe_done_cb(uv_work_t *req, int uvst)
