@@ -11,7 +11,12 @@ in: by rename, by a slow in-place writer, by copying hundreds at once.  It
 checks the outputs with torch.load against the inputs, the audit log line
 by line, failed/ and its NAME.error.json, the stderr log, and what happens
 on kill -9, SIGTERM, SIGHUP, SIGUSR1, NOTIFY_SOCKET, JOURNAL_STREAM,
-symlinks, FIFOs, hostile names, modes and world-writable folders.
+symlinks, FIFOs, hostile names, modes and world-writable folders; claims
+forged with a reused pid, another pid namespace or an earlier boot; done/
+and failed/ on a tmpfs it mounts (root; else /dev/shm, else it fails
+saying why); an inotify overflow forced by lowering max_queued_events
+(root: it fails saying so otherwise); metrics_file checked against the
+Prometheus exposition format; `ckprep status`; a 1,000,000-line log.
 
 Every daemon's stderr must be free of sanitizer reports and every line of
 it must be one log line ("ckprep: ..." or "<N>..." under JOURNAL_STREAM).
