@@ -2083,6 +2083,49 @@ def test_long_log_read_off_the_loop():
     check(os.path.getsize(env.log) == size, "the log changed")
 
 
+def test_sigterm_inside_chain():
+    """SIGTERM with stop_timeout_s = 0 while a job is in the first of four
+    slow plugin stages (head_init drawing 16M normal values each): the job
+    is abandoned at the next stage, not after the whole chain -- its record
+    lists fewer than four stages -- and nothing is written"""
+    env = Env("sigterm_chain", stop_timeout_s=0)
+    chain = " ".join("head_init:%s" % k for k in "abcd")
+    text = "[pipeline]\nchain = %s\n\n[watch]\n" % chain
+    for k, v in env.watch.items():
+        text += "%s = %s\n" % (k, v)
+    for k in "abcd":
+        text += ("\n[head_init:%s]\nstate = model\nadd = h%s float32 4096x4096"
+                 " normal(0,1)\n" % (k, k))
+    env.write_conf(text=text)
+    claims = os.path.join(env.incoming, ".ckprep-claims")
+    d = Daemon(env)
+    d.ready()
+    env.drop_rename("m.th", ckpt_bytes(295))
+
+    def running():
+        for c in os.listdir(claims):
+            try:
+                with open(os.path.join(claims, c)) as f:
+                    if "state=running" in f.read():
+                        return True
+            except FileNotFoundError:
+                pass
+        return False
+    wait_for(running, 10, "the job running")
+    time.sleep(0.2)
+    d.signal(signal.SIGTERM)
+    check(d.wait(60) == 0, "exit %r" % d.rc)
+    recs = env.records(strict=True)
+    check(len(recs) == 1 and recs[0]["status"] == "failed" and
+          recs[0]["error"]["code"] == "cancelled", "records %r"
+          % [(r["status"], r.get("error")) for r in recs])
+    stages = [p["label"] for p in recs[0]["plugins"]]
+    check(len(stages) < 4, "the whole chain ran before the job was "
+          "abandoned: %r" % stages)
+    check(os.listdir(env.output) == [], "output holds %r"
+          % os.listdir(env.output))
+
+
 TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_sigterm_mid_burst, test_preexisting,
          test_incoming_recreated, test_hostile_and_truncated,
@@ -2102,7 +2145,7 @@ TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_claims_collected_without_rescans, test_reload_new_incoming,
          test_output_names_never_clobber, test_ready_marker,
          test_metrics_and_inotify_overflow, test_status,
-         test_long_log_read_off_the_loop]
+         test_long_log_read_off_the_loop, test_sigterm_inside_chain]
 
 
 def main(argv=None):
