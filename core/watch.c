@@ -536,7 +536,7 @@ static void close_walk_cb(uv_handle_t *h, void *arg)
 
 void watch_maybe_exit(daemon_t *d)
 {
-    if (d->nrunning > 0 || d->nprobing > 0 || d->loading)
+    if (d->nrunning > 0 || d->nprobing > 0 || d->loading || d->collecting)
         return;
     ck_log(CK_LOG_NOTICE, "stopped: %llu done, %llu failed",
            (unsigned long long)d->nok, (unsigned long long)d->nfailed);

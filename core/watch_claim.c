@@ -138,8 +138,8 @@ int watch_claim_write(const char *path, const self_t *s, const char *state,
  * in another pid namespace (a container sharing the host name) or on
  * another host is alive while it refreshes its claim (claim_stale_s).
  */
-int watch_claim_alive(daemon_t *d, const char *path, int *done, int *holder,
-                       ino_t *ino)
+int watch_claim_alive(const self_t *me, uint64_t stale_s, const char *path,
+                      int *done, int *holder, ino_t *ino)
 {
     char text[512], host[300] = "", state[32] = "", boot[48] = "";
     unsigned long long pidns = 0, start = 0;
@@ -147,7 +147,6 @@ int watch_claim_alive(daemon_t *d, const char *path, int *done, int *holder,
     ssize_t n;
     struct stat st;
     struct timespec now;
-    const self_t *me = &d->self;
 
     *done = 0;
     if (fd < 0)
@@ -177,7 +176,7 @@ int watch_claim_alive(daemon_t *d, const char *path, int *done, int *holder,
         return pid > 0 && pid != (int)getpid() &&
                (kill(pid, 0) == 0 || errno == EPERM);
     clock_gettime(CLOCK_REALTIME, &now);
-    return now.tv_sec - st.st_mtime < (time_t)d->w->claim_stale_s;
+    return now.tv_sec - st.st_mtime < (time_t)stale_s;
 }
 
 /*
@@ -233,7 +232,8 @@ int watch_claim(daemon_t *d, const char *rel, const char *path)
             ck_log(CK_LOG_ERR, "claim %s: %s", path, strerror(-rc));
             return CLAIM_ERROR;
         }
-        if (watch_claim_alive(d, path, &done, &holder, &stale))
+        if (watch_claim_alive(&d->self, d->w->claim_stale_s, path, &done,
+                              &holder, &stale))
             return done ? CLAIM_DONE : CLAIM_BUSY;
         /* stale: only one taker can rename it away */
         snprintf(tomb, sizeof(tomb), "%s.stale.%s.%d", path, d->self.host,

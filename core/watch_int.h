@@ -2,9 +2,11 @@
  * watch_int.h -- what the daemon's files share (watch.c, watch_table.c,
  * watch_claim.c, watch_job.c, watch_scan.c); not for the rest of ckprep.
  *
- * All of it runs on the loop thread except ck_job_run and the readiness
- * probe, which run on libuv's thread pool and touch only their own job_t or
- * probe and a configuration they hold a reference to (cref_t).
+ * All of it runs on the loop thread except ck_job_run, the readiness probe,
+ * the audit log's read-back at start and the claims collection, which run
+ * on libuv's thread pool and touch only their own job_t, probe, loader or
+ * collection, a configuration they hold a reference to (cref_t), the
+ * daemon's self (set before the loop runs) and its stopping flag (atomic).
  */
 #ifndef CK_WATCH_INT_H
 #define CK_WATCH_INT_H
@@ -117,6 +119,7 @@ struct daemon {
     size_t nprobing;        /* readiness probes on the thread pool */
     uint64_t nok, nfailed;
     int stopping, cancel, exit_code;
+    int collecting;         /* a claims collection on the thread pool */
     int hup_pending;        /* SIGHUP while loading: reload after */
     int loading;            /* the audit log is being read back: nothing is
                                checked, claimed or collected until it is */
@@ -180,9 +183,10 @@ void watch_self(self_t *s);
 /* Write a claim (who, state): exclusively when excl, else replacing it. */
 int watch_claim_write(const char *path, const self_t *s, const char *state,
                        int excl);
-/* Is the claim at path held by someone alive? *done: its state is done. */
-int watch_claim_alive(daemon_t *d, const char *path, int *done, int *holder,
-                       ino_t *ino);
+/* Is the claim at path held by someone alive (me: this process, stale_s:
+ * claim_stale_s)?  *done: its state is done.  Thread-safe. */
+int watch_claim_alive(const self_t *me, uint64_t stale_s, const char *path,
+                      int *done, int *holder, ino_t *ino);
 /* Claim rel at path: CLAIM_OK, CLAIM_BUSY, CLAIM_DONE or CLAIM_ERROR. */
 int watch_claim(daemon_t *d, const char *rel, const char *path);
 /* Timer: touch the claims of running and queued files. */
