@@ -97,7 +97,9 @@ CORE_SRC := \
 	core/watch.c \
 	core/watch_claim.c \
 	core/watch_job.c \
+	core/watch_metrics.c \
 	core/watch_scan.c \
+	core/watch_status.c \
 	core/watch_table.c \
 	core/watchconf.c \
 	core/yamlval.c \

@@ -45,16 +45,17 @@ static uint64_t line_seq(const char *line, size_t n)
     return seq;
 }
 
-/* Read every complete line; returns the offset just past the last one. */
-static int read_back(ck_audit_t *a, ck_audit_cb cb, void *ud, off_t *end,
-                     ck_err_t *err)
+/* Read every complete line from offset from; *end: the offset just past
+ * the last one. */
+static int read_back(ck_audit_t *a, ck_audit_cb cb, void *ud, off_t from,
+                     off_t *end, ck_err_t *err)
 {
-    int fd = open(a->path, O_RDONLY | O_CLOEXEC);
+    int fd = open(a->path, O_RDONLY | O_CLOEXEC), rc = 0;
     FILE *f;
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
-    off_t off = 0;
+    off_t off = from;
 
     if (fd < 0)
         return ck_err_set(err, -errno, "%s: %s", a->path, strerror(errno));
@@ -63,7 +64,11 @@ static int read_back(ck_audit_t *a, ck_audit_cb cb, void *ud, off_t *end,
         close(fd);
         return ck_err_set(err, CK_ENOMEM, "out of memory");
     }
-    while ((n = getline(&line, &cap, f)) > 0) {
+    if (from > 0 && fseeko(f, from, SEEK_SET) < 0) {
+        fclose(f);
+        return ck_err_set(err, -errno, "%s: %s", a->path, strerror(errno));
+    }
+    while (rc == 0 && (n = getline(&line, &cap, f)) > 0) {
         if (line[n - 1] != '\n')
             break;
         off += n;
@@ -72,13 +77,16 @@ static int read_back(ck_audit_t *a, ck_audit_cb cb, void *ud, off_t *end,
 
             if (seq > a->seq)
                 a->seq = seq;
-            if (cb != NULL && cb(ud, line, (size_t)n - 1) < 0)
-                a->bad_lines++;
+            rc = cb != NULL ? cb(ud, line, (size_t)n - 1) : 0;
+            if (rc < 0 && rc != CK_ECANCELED)
+                a->bad_lines++, rc = 0;
         }
     }
     free(line);
     fclose(f);
     *end = off;
+    if (rc < 0)
+        return ck_err_set(err, rc, "%s: reading stopped", a->path);
     return 0;
 }
 
@@ -107,10 +115,13 @@ int ck_audit_open(ck_audit_t *a, const char *path, ck_audit_cb cb, void *ud,
         return ck_err_set(err, CK_ENOMEM, "out of memory");
     if ((rc = open_fd(a, err)) < 0)
         return rc;
+    /* the bulk without the lock: appends add whole lines after it */
+    if ((rc = read_back(a, cb, ud, 0, &end, err)) < 0)
+        return rc;
     /* another daemon's append in progress is not a torn line */
     if (flock(a->fd, LOCK_EX) < 0)
         return ck_err_set(err, -errno, "%s: lock: %s", path, strerror(errno));
-    if ((rc = read_back(a, cb, ud, &end, err)) < 0)
+    if ((rc = read_back(a, cb, ud, end, &end, err)) < 0)
         goto out;
     if (fstat(a->fd, &st) < 0) {
         rc = ck_err_set(err, -errno, "%s: %s", path, strerror(errno));

@@ -21,13 +21,17 @@ typedef struct {
 } ck_audit_t;
 
 /* One complete line of the log (n bytes, without its newline), read back
- * at open; returns < 0 when it does not parse (counted in bad_lines). */
+ * at open; returns < 0 when it does not parse (counted in bad_lines), or
+ * CK_ECANCELED to stop the open (it then fails with CK_ECANCELED). */
 typedef int (*ck_audit_cb)(void *ud, const char *line, size_t n);
 
 /*
  * Open or create (mode 0640) the log at path, cut a torn last line, and
  * call cb (may be NULL) for every record.  Returns 0 or an error with the
- * path in err.  Release with ck_audit_close.
+ * path in err.  Release with ck_audit_close.  The log is read without its
+ * lock (other writers append whole lines); the lock is taken only for the
+ * lines appended meanwhile and the torn-line cut, so a long log does not
+ * hold other daemons' appends.  Thread-safe on its own ck_audit_t.
  */
 int ck_audit_open(ck_audit_t *a, const char *path, ck_audit_cb cb, void *ud,
                   ck_err_t *err);

@@ -39,6 +39,8 @@ typedef struct {
 #define CK_WATCH_MAX_WORKERS 64
 
 typedef enum { CK_AFTER_KEEP, CK_AFTER_MOVE, CK_AFTER_DELETE } ck_after_t;
+typedef enum { CK_EXISTS_REPLACE, CK_EXISTS_KEEP, CK_EXISTS_FAIL } ck_exists_t;
+typedef enum { CK_READY_SETTLE, CK_READY_MARKER } ck_ready_t;
 
 typedef struct {
     char *incoming, *output, *failed, *done, *audit_log;
@@ -48,6 +50,12 @@ typedef struct {
     int recursive, allow_world_writable;
     uint64_t settle_ms, incomplete_s, workers, rescan_s;
     uint64_t stop_timeout_s, claim_stale_s;
+    int on_output_exists;      /* ck_exists_t */
+    int ready;                 /* ck_ready_t */
+    char *marker;              /* ready = marker: {name}.done, or a file
+                                  name of the folder (_SUCCESS) */
+    char *metrics_file;        /* Prometheus text file, or NULL */
+    uint64_t metrics_s;
 } ck_watch_conf_t;
 
 typedef struct ck_section ck_section_t;

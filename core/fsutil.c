@@ -152,3 +152,75 @@ out:
     ck_free(tmp);
     return rc;
 }
+
+/* Copy the open file in to a new tmp (mode of in), fsynced.  0 or -errno. */
+static int copy_to(int in, const char *tmp)
+{
+    char buf[64 * 1024];
+    struct stat st;
+    uint64_t off = 0;
+    int out, rc = 0;
+
+    if (fstat(in, &st) < 0)
+        return -errno;
+    out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+               st.st_mode & 07777);
+    if (out < 0)
+        return -errno;
+    for (;;) {
+        ssize_t n = pread(in, buf, sizeof(buf), (off_t)off);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = -errno;
+            break;
+        }
+        if (n == 0)
+            break;
+        rc = ck_pwrite_full(out, buf, (size_t)n, off);
+        if (rc < 0)
+            break;
+        off += (uint64_t)n;
+    }
+    if (rc == 0 && fsync(out) < 0)
+        rc = -errno;
+    if (close(out) < 0 && rc == 0)
+        rc = -errno;
+    return rc;
+}
+
+int ck_move(const char *src, const char *dst)
+{
+    char *tmp;
+    int in, rc;
+
+    if (rename(src, dst) == 0) {
+        rc = ck_fsync_dir_of(dst);
+        return rc < 0 ? rc : ck_fsync_dir_of(src);
+    }
+    if (errno != EXDEV)
+        return -errno;
+    tmp = ck_malloc(strlen(dst) + 32);
+    if (tmp == NULL)
+        return -ENOMEM;
+    sprintf(tmp, "%s.tmp.%d", dst, (int)getpid());
+    in = open(src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    rc = in < 0 ? -errno : copy_to(in, tmp);
+    if (in >= 0)
+        close(in);
+    if (rc == 0 && rename(tmp, dst) < 0)
+        rc = -errno;
+    if (rc < 0) {
+        unlink(tmp);
+        goto out;
+    }
+    rc = ck_fsync_dir_of(dst);
+    if (rc == 0 && unlink(src) < 0)
+        rc = -errno;
+    if (rc == 0)
+        rc = ck_fsync_dir_of(src);
+out:
+    ck_free(tmp);
+    return rc;
+}

@@ -49,4 +49,13 @@ int ck_fsync_dir_of(const char *path);
  */
 int ck_write_atomic(const char *path, const void *p, size_t n, mode_t mode);
 
+/*
+ * Move the regular file src to dst (replacing dst), durably: rename and
+ * fsync both folders; across file systems (EXDEV) copy to a temporary
+ * DST.tmp.PID beside dst, fsync it, rename it over dst, fsync dst's
+ * folder, then unlink src and fsync its folder.  Either dst is the whole
+ * file or it is as it was; src goes only once dst is durable.  0 or -errno.
+ */
+int ck_move(const char *src, const char *dst);
+
 #endif

@@ -10,6 +10,7 @@
 #include "record.h"
 
 #include <stdarg.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -367,6 +368,11 @@ int ck_job_run_stage(ck_job_t *job, const ck_stage_t *st, ck_json_t *changes)
     return rc;
 }
 
+static int canceled(const int *cancel)
+{
+    return cancel != NULL && __atomic_load_n(cancel, __ATOMIC_RELAXED);
+}
+
 static int run_chain(ck_job_t *job, ck_json_t *plugins)
 {
     const ck_conf_t *conf = job->conf;
@@ -376,6 +382,9 @@ static int run_chain(ck_job_t *job, ck_json_t *plugins)
         const ck_stage_t *st = &conf->chain[i];
         ck_json_t changes = { 0 }, warnings = { 0 };
         int64_t t0 = now_ms();
+
+        if (canceled(job->ck.cancel))   /* between stages too */
+            return ck_err_set(job->err, CK_ECANCELED, "abandoned: ckprep is stopping");
 
         ck_json_arr(&changes);
         ck_json_arr(&warnings);
@@ -420,8 +429,10 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     ck_write_info_t info = { 0 };
     ck_json_t plugins = { 0 };
     int64_t t0 = now_ms();
+    const char *out = args->out;
     char ts[40];
-    int rc, wrote = 0;
+    struct stat old;
+    int rc, wrote = 0, replaced = 0;
 
     memset(&job, 0, sizeof(job));
     job.conf = conf;
@@ -444,21 +455,33 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
                             "not the file that was claimed (replaced "
                             "meanwhile)");
     }
+    if (rc == 0 && canceled(args->cancel))     /* stopping during the parse */
+        rc = ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
+    if (rc == 0 && out == NULL && args->name_out != NULL) {
+        out = args->name_out(args->name_ud, job.ck.fingerprint, err);
+        if (out == NULL)
+            rc = err->code < 0 ? err->code : CK_ENOMEM;
+    }
     if (rc == 0)
         rc = run_chain(&job, &plugins);
-    if (rc == 0 && !args->dry_run && args->out != NULL) {
+    if (rc == 0 && canceled(args->cancel))
+        rc = ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
+    if (rc == 0 && !args->dry_run && out != NULL) {
         /* room for the whole record first: once the output exists, writing
          * its record must not fail (strings escape to at most 6 bytes each) */
         size_t room = plugins.b.len + 1024 +
-                      6 * (strlen(args->in) + strlen(args->out) +
+                      6 * (strlen(args->in) + 2 * strlen(out) +
                            strlen(conf->path) + sizeof(err->msg));
 
         if (ck_buf_reserve(&plugins.b, 1) < 0 ||
             ck_buf_reserve(&rec->b, room) < 0 ||
             ck_buf_reserve(&rec->levels, 8) < 0)
             rc = ck_err_set(err, CK_ENOMEM, "out of memory");
-        else
-            rc = ck_ckpt_write(&job.ck, args->out, &info, err);
+        else {
+            /* what the write replaces, for the record */
+            replaced = lstat(out, &old) == 0 && S_ISREG(old.st_mode);
+            rc = ck_ckpt_write(&job.ck, out, &info, err);
+        }
         wrote = rc == 0;
     } else if (rc == 0) {
         rc = ck_ckpt_check_keys(&job.ck, err); /* what the write would refuse */
@@ -478,7 +501,13 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
         r.in.mtime_ns = job.ck.st.mtime_ns;
         r.in.format = job.ck.format == CK_FMT_ZIP ? "zip" : "legacy";
         r.wrote = wrote;
-        r.out.path = args->out;
+        r.out.path = out;
+        if (replaced) {
+            r.out.replaced = out;
+            r.out.replaced_size = (uint64_t)old.st_size;
+            r.out.replaced_mtime_ns = (int64_t)old.st_mtim.tv_sec *
+                                          1000000000 + old.st_mtim.tv_nsec;
+        }
         r.out.size = info.size;
         r.out.digest = info.fingerprint;
         r.out.storages = info.nstorages;

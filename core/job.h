@@ -46,6 +46,11 @@ typedef struct {
     int expect_set;
     uint64_t expect_ino, expect_size;
     int64_t expect_mtime_ns;
+    /* optional, with out NULL: names the output once the input is open,
+     * from its fingerprint (hex); returns the path (the caller's, alive
+     * until ck_job_run returns), or NULL with err set to fail the job */
+    const char *(*name_out)(void *ud, const char *fingerprint, ck_err_t *err);
+    void *name_ud;
 } ck_job_args_t;
 
 /*

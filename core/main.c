@@ -32,6 +32,7 @@ static const char usage_main[] =
     "  diff     what changed between two checkpoints\n"
     "  check    validate a configuration file\n"
     "  watch    run as a daemon: prepare every checkpoint dropped in a folder\n"
+    "  status   what the daemons of a configuration are doing\n"
     "\n"
     "options:\n"
     "  -h, --help       this text; 'ckprep COMMAND --help' (or 'ckprep help\n"
@@ -349,6 +350,71 @@ static void print_plan(const char *in, const char *rec)
     ck_buf_release(&plan);
 }
 
+static const char usage_status[] =
+    "usage: ckprep status -c CONF [-n N] [--json]\n"
+    "\n"
+    "Print what the daemons watching CONF's [watch] incoming folder are doing:\n"
+    "files waiting to be complete, claimed (queued) and running (with the\n"
+    "host and pid holding them), and the last N done and failed jobs of the\n"
+    "audit log with their totals.  Reads the audit log, the claims and\n"
+    "incoming; changes nothing.\n"
+    "\n"
+    "  -c, --config CONF   the INI configuration with a [watch] section\n"
+    "  -n, --last N        how many done and failed jobs to list (default 10)\n"
+    "  --json              one JSON object, for scripts\n"
+    "\n"
+    "Exit status: 0 printed; 1 incoming cannot be read; 2 usage or\n"
+    "configuration error.\n";
+
+static int cmd_status(int argc, char **argv)
+{
+    const char *cpath = NULL;
+    unsigned long last = 10;
+    int json = 0, rc;
+    ck_conf_t conf;
+
+    for (int i = 0; i < argc; i++) {
+        char *end;
+
+        if (arg_is(argv[i], "-h", "--help")) {
+            fputs(usage_status, stdout);
+            return 0;
+        } else if (arg_is(argv[i], "-c", "--config") && i + 1 < argc) {
+            cpath = argv[++i];
+        } else if (arg_is(argv[i], "-n", "--last") && i + 1 < argc) {
+            errno = 0;
+            last = strtoul(argv[++i], &end, 10);
+            if (errno != 0 || *end != '\0' || argv[i][0] == '-' ||
+                last > 100000) {
+                fprintf(stderr, "ckprep status: -n %s: not a number from 0 "
+                        "to 100000\n", argv[i]);
+                return EXIT_USAGE;
+            }
+        } else if (strcmp(argv[i], "--json") == 0) {
+            json = 1;
+        } else {
+            fprintf(stderr, "ckprep status: unexpected argument '%s'\n%s",
+                    argv[i], usage_status);
+            return EXIT_USAGE;
+        }
+    }
+    if (cpath == NULL) {
+        fprintf(stderr, "ckprep status: -c CONF is required\n%s",
+                usage_status);
+        return EXIT_USAGE;
+    }
+    if (load_conf(cpath, &conf) < 0)
+        return EXIT_USAGE;
+    if (conf.watch_line == 0) {
+        fprintf(stderr, "ckprep status: %s has no [watch] section\n", cpath);
+        ck_conf_release(&conf);
+        return EXIT_USAGE;
+    }
+    rc = ck_watch_status(&conf, last, json, stdout);
+    ck_conf_release(&conf);
+    return rc;
+}
+
 static int cmd_run(int argc, char **argv)
 {
     const char *cpath = NULL, *out = NULL, *in = NULL;
@@ -561,6 +627,7 @@ static const struct cmd {
     { "diff", cmd_diff, usage_diff },
     { "check", cmd_check, usage_check },
     { "watch", cmd_watch, usage_watch },
+    { "status", cmd_status, usage_status },
 };
 
 static const struct cmd *find_cmd(const char *name)

@@ -54,6 +54,17 @@ void ck_record_build(ck_json_t *rec, const ck_record_t *r)
         ck_json_u64(rec, r->out.storages);
         ck_json_key(rec, CK_REC_STORAGE_BYTES);
         ck_json_u64(rec, r->out.storage_bytes);
+        if (r->out.replaced != NULL) {
+            ck_json_key(rec, CK_REC_REPLACED);
+            ck_json_obj(rec);
+            ck_json_key(rec, CK_REC_PATH);
+            ck_json_str(rec, r->out.replaced);
+            ck_json_key(rec, CK_REC_SIZE);
+            ck_json_u64(rec, r->out.replaced_size);
+            ck_json_key(rec, CK_REC_MTIME_NS);
+            ck_json_int(rec, r->out.replaced_mtime_ns);
+            ck_json_end(rec);
+        }
         ck_json_end(rec);
     }
     ck_json_key(rec, CK_REC_STATUS);
@@ -168,6 +179,7 @@ int ck_record_parse(const char *text, size_t n, ck_record_t *r)
     r->out.digest = str(out, CK_REC_DIGEST);
     r->out.storages = u64(out, CK_REC_STORAGES);
     r->out.storage_bytes = u64(out, CK_REC_STORAGE_BYTES);
+    r->out.replaced = str(json_object_get(out, CK_REC_REPLACED), CK_REC_PATH);
     r->status = str(root, CK_REC_STATUS);
     e = json_object_get(root, CK_REC_ERROR);
     r->error_code = str(e, CK_REC_CODE);
@@ -329,4 +341,23 @@ int ck_record_plan(const char *text, size_t n, ck_buf_t *out)
         rc = CK_ENOMEM;
     json_decref(root);
     return rc;
+}
+
+char *ck_record_unlogged(const char *text, size_t n)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(text, n, 0, &jerr);
+    char *s, *out = NULL;
+
+    if (!json_is_object(root))
+        goto out;
+    json_object_del(root, CK_REC_SEQ);
+    json_object_del(root, CK_REC_HOST);
+    s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (s != NULL)
+        out = ck_strdup(s);
+    free(s);
+out:
+    json_decref(root);
+    return out;
 }

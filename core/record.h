@@ -31,6 +31,8 @@
 #define CK_REC_OUTPUT "output"            /* { path size digest ... } */
 #define CK_REC_STORAGES "storages"        /* output */
 #define CK_REC_STORAGE_BYTES "storage_bytes" /* output */
+#define CK_REC_REPLACED "replaced"        /* output: { path size mtime_ns }
+                                             of a file it was written over */
 #define CK_REC_STATUS "status"            /* "ok" or "failed" */
 #define CK_REC_ERROR "error"              /* { code message }, when failed */
 #define CK_REC_CODE "code"                /* ck_errname() */
@@ -59,6 +61,9 @@ typedef struct {
     struct {
         const char *path, *digest;
         uint64_t size, storages, storage_bytes;
+        const char *replaced;     /* the path of what it replaced, or NULL */
+        uint64_t replaced_size;
+        int64_t replaced_mtime_ns;
     } out;
     int wrote;                 /* the output group is there */
     const char *status;        /* "ok" or "failed" */
@@ -108,5 +113,12 @@ char *ck_record_reading(const char *s);
  * CK_ENOMEM.
  */
 int ck_record_plan(const char *text, size_t n, ck_buf_t *out);
+
+/*
+ * The audit log line at text (n bytes) as the job wrote it: without the
+ * log's seq and host (what NAME.error.json holds), compact JSON in a new
+ * ck_malloc string; NULL when it is not an object or out of memory.
+ */
+char *ck_record_unlogged(const char *text, size_t n);
 
 #endif

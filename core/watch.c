@@ -137,17 +137,49 @@ static void warn_cb(void *ud, const char *msg)
     (void)ud;
 }
 
-/* A line of the audit log read back at open: what it says of its input
- * becomes the file's done identity, unless the job is to be redone. */
+/*
+ * The audit log read back: on the thread pool at start (the loop serves
+ * signals and inotify meanwhile; no file is checked, rescanned or claimed
+ * until it is applied), on the loop at a reload that opens another log.
+ * The reader only collects what each record says of an input of incoming;
+ * the loop applies it to the file table.
+ */
+static void stop(daemon_t *d);
+static void reload(daemon_t *d);
+
+typedef struct {
+    char *rel;
+    int ok;
+    ident_t id;
+    char *failrec;          /* a failed record, without seq and host */
+} logent_t;
+
+typedef struct {
+    uv_work_t req;
+    daemon_t *d;
+    char *in;               /* incoming as records spell it */
+    size_t inlen;
+    logent_t *v;
+    size_t n, cap;
+    uint64_t lines;
+    ck_audit_t audit;
+    ck_err_t err;
+    int rc;
+} loader_t;
+
+/* A line of the audit log: what it says of its input, unless the job is
+ * to be redone.  Stops when the daemon is stopping. */
 static int audit_cb(void *ud, const char *line, size_t len)
 {
-    daemon_t *d = ud;
+    loader_t *l = ud;
     ck_record_t r;
-    char *in = NULL;
-    size_t n;
-    file_t *f = NULL;
-    int rc = ck_record_parse(line, len, &r);
+    logent_t *e;
+    int rc;
 
+    if ((++l->lines & 4095) == 0 &&
+        __atomic_load_n(&l->d->stopping, __ATOMIC_RELAXED))
+        return CK_ECANCELED;
+    rc = ck_record_parse(line, len, &r);
     if (rc < 0)
         return rc;
     /* abandoned, or not the file claimed: to be redone */
@@ -156,34 +188,63 @@ static int audit_cb(void *ud, const char *line, size_t len)
          strcmp(r.error_code, ck_errname(CK_ECHANGED)) == 0)))
         goto out;
     /* the record's path is incoming's reading, then the file's */
-    in = ck_record_reading(d->w->incoming);
-    if (in == NULL)
+    if (strncmp(r.in.path, l->in, l->inlen) != 0 || r.in.path[l->inlen] != '/')
         goto out;
-    n = strlen(in);
-    if (strncmp(r.in.path, in, n) == 0 && r.in.path[n] == '/')
-        f = watch_file_get(d, r.in.path + n + 1);
-    if (f == NULL)
-        goto out;
-    /* (on a reload that opens another log, a file may be on its way) */
-    if (f->state == F_OTHER || f->state == F_DONE || f->state == F_FAILED ||
-        f->state == F_SKIPPED)
-        f->state = strcmp(r.status, "ok") == 0 ? F_DONE : F_FAILED;
-    f->done.ino = r.in.inode;
-    f->done.size = r.in.size;
-    f->done.mtime_ns = r.in.mtime_ns;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 1024;
+        logent_t *v = ck_realloc(l->v, cap * sizeof(*v));
+
+        if (v == NULL)
+            goto out;
+        l->v = v;
+        l->cap = cap;
+    }
+    e = &l->v[l->n];
+    memset(e, 0, sizeof(*e));
+    e->rel = ck_strdup(r.in.path + l->inlen + 1);
+    e->ok = strcmp(r.status, "ok") == 0;
+    e->id.ino = r.in.inode;
+    e->id.size = r.in.size;
+    e->id.mtime_ns = r.in.mtime_ns;
+    if (!e->ok)
+        e->failrec = ck_record_unlogged(line, len);
+    l->n += e->rel != NULL;
 out:
-    ck_free(in);
     ck_record_release(&r);
     return 0;
 }
 
-static int audit_open(daemon_t *d)
+static void loader_free(loader_t *l)
 {
-    ck_err_t e = { 0 };
+    for (size_t i = 0; i < l->n; i++) {
+        ck_free(l->v[i].rel);
+        ck_free(l->v[i].failrec);
+    }
+    ck_free(l->v);
+    ck_free(l->in);
+    l->v = NULL;
+    l->in = NULL;
+    l->n = 0;
+}
 
-    if (ck_audit_open(&d->audit, d->w->audit_log, audit_cb, d, &e) < 0) {
-        ck_log(CK_LOG_ERR, "audit log: %s", e.msg);
-        return -1;
+/* The records read become the files' done identities. */
+static void apply(daemon_t *d, loader_t *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        logent_t *e = &l->v[i];
+        file_t *f = watch_file_get(d, e->rel);
+
+        if (f == NULL)
+            continue;
+        /* (on a reload that opens another log, a file may be on its way) */
+        if (f->state == F_OTHER || f->state == F_DONE ||
+            f->state == F_FAILED || f->state == F_SKIPPED)
+            f->state = e->ok ? F_DONE : F_FAILED;
+        f->done = e->id;
+        ck_free(f->failrec);
+        f->failrec = f->state == F_FAILED ? e->failrec : NULL;
+        if (f->failrec == e->failrec)
+            e->failrec = NULL;
     }
     if (d->audit.torn_bytes)
         ck_log(CK_LOG_WARNING, "audit log %s: cut a torn last record (%llu "
@@ -192,6 +253,87 @@ static int audit_open(daemon_t *d)
     if (d->audit.bad_lines)
         ck_log(CK_LOG_WARNING, "audit log %s: %llu lines do not parse; skipped",
                d->w->audit_log, (unsigned long long)d->audit.bad_lines);
+}
+
+static int loader_init(daemon_t *d, loader_t *l)
+{
+    memset(l, 0, sizeof(*l));
+    l->d = d;
+    l->req.data = l;
+    l->in = ck_record_reading(d->w->incoming);
+    if (l->in == NULL)
+        return -1;
+    l->inlen = strlen(l->in);
+    return 0;
+}
+
+/* At a reload: read the log on the loop. */
+static int audit_open(daemon_t *d)
+{
+    loader_t l;
+
+    if (loader_init(d, &l) < 0 ||
+        ck_audit_open(&d->audit, d->w->audit_log, audit_cb, &l, &l.err) < 0) {
+        ck_log(CK_LOG_ERR, "audit log: %s", l.in ? l.err.msg : "out of memory");
+        loader_free(&l);
+        return -1;
+    }
+    apply(d, &l);
+    loader_free(&l);
+    return 0;
+}
+
+static void load_work_cb(uv_work_t *req)
+{
+    loader_t *l = req->data;
+
+    l->rc = ck_audit_open(&l->audit, l->d->w->audit_log, audit_cb, l,
+                          &l->err);
+}
+
+static void load_done_cb(uv_work_t *req, int uvst)
+{
+    loader_t *l = req->data;
+    daemon_t *d = l->d;
+
+    d->loading = 0;
+    if (l->rc == 0 && uvst == 0 && !d->stopping) {
+        d->audit = l->audit;
+        apply(d, l);
+        ck_log(CK_LOG_NOTICE, "audit log read back: %llu records",
+               (unsigned long long)l->lines);
+        watch_rescan(d);
+        watch_start_jobs(d);
+        if (d->hup_pending)
+            reload(d);
+    } else {
+        if (l->rc < 0 && l->rc != CK_ECANCELED) {
+            ck_log(CK_LOG_ERR, "audit log: %s", l->err.msg);
+            d->exit_code = 1;
+        }
+        ck_audit_close(&l->audit);
+        if (!d->stopping)
+            stop(d);
+    }
+    loader_free(l);
+    ck_free(l);
+    if (d->stopping)
+        watch_maybe_exit(d);
+}
+
+/* At start: read the log on the thread pool. */
+static int audit_load(daemon_t *d)
+{
+    loader_t *l = ck_calloc(1, sizeof(*l));
+
+    if (l == NULL || loader_init(d, l) < 0 ||
+        uv_queue_work(d->loop, &l->req, load_work_cb, load_done_cb) < 0) {
+        if (l != NULL)
+            loader_free(l);
+        ck_free(l);
+        return -1;
+    }
+    d->loading = 1;
     return 0;
 }
 
@@ -270,6 +412,40 @@ void watch_timers(daemon_t *d)
         uv_timer_stop(&d->rescan);
     stale = stale < 1000 ? 1000 : stale;
     uv_timer_start(&d->refresh, watch_refresh_cb, stale, stale);
+    /* claims are collected even when nothing rescans */
+    uv_timer_start(&d->gc, watch_gc_cb, stale * 3, stale * 3);
+    if (d->w->metrics_file != NULL)
+        uv_timer_start(&d->metrics, watch_metrics_cb, d->w->metrics_s * 1000,
+                       d->w->metrics_s * 1000);
+    else
+        uv_timer_stop(&d->metrics);
+}
+
+/* Queued files give their claims back (stopping, or a new incoming). */
+static void release_queued(daemon_t *d)
+{
+    for (file_t *f = d->qhead; f != NULL; f = f->qnext) {
+        char *cp = watch_claim_path(d, f->rel, &f->id);
+
+        if (cp != NULL)
+            unlink(cp);
+        ck_free(cp);
+        f->state = F_OTHER;
+    }
+    d->qhead = d->qtail = NULL;
+    d->nqueued = 0;
+}
+
+/* Forget every file no probe or job holds. */
+static void forget(daemon_t *d)
+{
+    for (size_t i = 0; i < d->nbuckets; i++) {
+        for (file_t *f = d->buckets[i], *next; f != NULL; f = next) {
+            next = f->hnext;
+            if (!watch_busy(f))
+                watch_file_drop(d, f);
+        }
+    }
 }
 
 static void reload(daemon_t *d)
@@ -315,6 +491,14 @@ static void reload(daemon_t *d)
     }
     if (rewatch)
         watch_stop(d);
+    if (strcmp(old_in, r->c.watch.incoming) != 0) {
+        /* the table and the queue are of the old incoming: its queued files
+         * give their claims back there, the rest is forgotten, and the log
+         * is read again for what is done in the new one */
+        release_queued(d);
+        forget(d);
+        relog = 1;
+    }
     if (relog)
         ck_audit_close(&d->audit);
     watch_cref_put(d->cref);      /* running jobs keep their own reference */
@@ -352,10 +536,11 @@ static void close_walk_cb(uv_handle_t *h, void *arg)
 
 void watch_maybe_exit(daemon_t *d)
 {
-    if (d->nrunning > 0 || d->nprobing > 0)
+    if (d->nrunning > 0 || d->nprobing > 0 || d->loading || d->collecting)
         return;
     ck_log(CK_LOG_NOTICE, "stopped: %llu done, %llu failed",
            (unsigned long long)d->nok, (unsigned long long)d->nfailed);
+    watch_metrics_write(d);
     watch_stop(d);
     uv_walk(d->loop, close_walk_cb, NULL);
 }
@@ -378,21 +563,12 @@ static void stop(daemon_t *d)
             stop_timer_cb(&d->stop_timer);
         return;
     }
-    d->stopping = 1;
+    __atomic_store_n(&d->stopping, 1, __ATOMIC_RELAXED);  /* the loader reads it */
     ck_notify("STOPPING=1");
     ck_log(CK_LOG_NOTICE, "stopping: %zu job%s running, %zu queued released",
            d->nrunning, d->nrunning == 1 ? "" : "s", d->nqueued);
     /* queued files give their claims back: they were not started */
-    for (file_t *f = d->qhead; f != NULL; f = f->qnext) {
-        char *cp = watch_claim_path(d, f->rel, &f->id);
-
-        if (cp != NULL)
-            unlink(cp);
-        ck_free(cp);
-        f->state = F_OTHER;
-    }
-    d->qhead = d->qtail = NULL;
-    d->nqueued = 0;
+    release_queued(d);
     uv_timer_stop(&d->tick);
     uv_timer_stop(&d->rescan);
     if (d->poll != NULL)
@@ -415,11 +591,15 @@ static void signal_cb(uv_signal_t *s, int signum)
         stop(d);
         break;
     case SIGHUP:
-        if (!d->stopping)
+        if (d->loading)
+            d->hup_pending = 1;     /* once the log is read */
+        else if (!d->stopping)
             reload(d);
         break;
     case SIGUSR1:
-        if (ck_audit_reopen(&d->audit, &e) < 0)
+        if (d->loading)
+            ck_log(CK_LOG_NOTICE, "audit log still being read; not reopened");
+        else if (ck_audit_reopen(&d->audit, &e) < 0)
             ck_log(CK_LOG_ERR, "audit log: reopen: %s", e.msg);
         else
             ck_log(CK_LOG_NOTICE, "audit log %s reopened", d->audit.path);
@@ -446,6 +626,7 @@ int ck_watch_main(const char *conf_path)
 
     memset(&d, 0, sizeof(d));
     d.ifd = -1;
+    d.audit.fd = -1;
     ck_log_init();
     /* absolute, so a reload finds it and records name it wherever read */
     abs_conf = realpath(conf_path, NULL);
@@ -459,8 +640,7 @@ int ck_watch_main(const char *conf_path)
         return 2;
     }
     d.w = &d.cref->c.watch;
-    if (gethostname(d.host, sizeof(d.host) - 1) < 0)
-        strcpy(d.host, "unknown");
+    watch_self(&d.self);
     d.claims = ck_path_join(d.w->incoming, CLAIMS);
     if (d.claims == NULL) {
         ck_log(CK_LOG_ERR, "out of memory");
@@ -473,9 +653,18 @@ int ck_watch_main(const char *conf_path)
         goto out;
     }
     ck_watch_check(&d.cref->c, warn_cb, NULL);
-    if (audit_open(&d) < 0) {
-        rc = 1;
-        goto out;
+    {
+        /* a log that cannot open stops the start; reading it comes later */
+        int fd = open(d.w->audit_log, O_WRONLY | O_CREAT | O_APPEND |
+                      O_NOFOLLOW | O_CLOEXEC, 0640);
+
+        if (fd < 0) {
+            ck_log(CK_LOG_ERR, "audit log: %s: %s", d.w->audit_log,
+                   strerror(errno));
+            rc = 1;
+            goto out;
+        }
+        close(fd);
     }
     /* the pool holds every worker, and room for readiness probes beside
      * them (a reload may raise workers: keep a margin) */
@@ -489,8 +678,10 @@ int ck_watch_main(const char *conf_path)
     uv_timer_init(&loop, &d.refresh);
     uv_timer_init(&loop, &d.stop_timer);
     uv_timer_init(&loop, &d.watchdog);
+    uv_timer_init(&loop, &d.metrics);
+    uv_timer_init(&loop, &d.gc);
     d.tick.data = d.rescan.data = d.refresh.data = d.stop_timer.data =
-        d.watchdog.data = &d;
+        d.watchdog.data = d.metrics.data = d.gc.data = &d;
     for (size_t i = 0; i < CK_ARRAY_SIZE(signums); i++) {
         uv_signal_init(&loop, &d.sig[i]);
         d.sig[i].data = &d;
@@ -498,7 +689,11 @@ int ck_watch_main(const char *conf_path)
     }
     watch_start(&d);
     watch_timers(&d);
-    watch_rescan(&d);
+    if (audit_load(&d) < 0) {
+        ck_log(CK_LOG_ERR, "out of memory");
+        d.exit_code = 1;
+        stop(&d);
+    }
     wd_usec = ck_notify_watchdog_usec();
     if (wd_usec > 0)
         uv_timer_start(&d.watchdog, watchdog_cb, wd_usec / 2000,
@@ -512,11 +707,12 @@ int ck_watch_main(const char *conf_path)
     watch_status(&d);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
-    rc = 0;
+    rc = d.exit_code;
 out:
     for (size_t i = 0; i < d.nbuckets; i++)
         for (file_t *f = d.buckets[i], *next; f != NULL; f = next) {
             next = f->hnext;
+            ck_free(f->failrec);
             ck_free(f->rel);
             ck_free(f);
         }

@@ -11,6 +11,8 @@
 
 #include "conf.h"
 
+#include <stdio.h>
+
 /*
  * Run the daemon with the configuration at conf_path until SIGTERM or
  * SIGINT.  Returns the process exit status: 0 after a clean stop, 1 when
@@ -25,5 +27,14 @@ int ck_watch_main(const char *conf_path);
  */
 int ck_watch_check(const ck_conf_t *c,
                    void (*report)(void *ud, const char *msg), void *ud);
+
+/*
+ * `ckprep status`: print to out what the daemons of c are doing (waiting,
+ * queued and running files, the last `last` done and failed jobs), as
+ * text for a person or one JSON object.  Reads the audit log, the claims
+ * and incoming; writes and locks nothing.  Returns 0, or 1 when incoming
+ * cannot be read (said on stderr).
+ */
+int ck_watch_status(const ck_conf_t *c, size_t last, int json, FILE *out);
 
 #endif

@@ -24,6 +24,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <openssl/evp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -34,7 +35,7 @@
 
 /* ---- claims ------------------------------------------------------------- */
 
-char *watch_claim_path(daemon_t *d, const char *rel, const ident_t *id)
+char *watch_claim_file(const char *claims, const char *rel, const ident_t *id)
 {
     unsigned char md[32];
     unsigned int mdlen = 0;
@@ -45,15 +46,72 @@ char *watch_claim_path(daemon_t *d, const char *rel, const ident_t *id)
              (unsigned long long)id->size, (long long)id->mtime_ns);
     for (int i = 0; i < 8; i++)
         sprintf(name + strlen(name), "%02x", md[i]);
-    return ck_path_join(d->claims, name);
+    return ck_path_join(claims, name);
 }
 
-int watch_claim_write(const char *path, const char *host, const char *state,
+char *watch_claim_path(daemon_t *d, const char *rel, const ident_t *id)
+{
+    return watch_claim_file(d->claims, rel, id);
+}
+
+/* The start time of process pid (clock ticks after boot, field 22 of
+ * /proc/PID/stat), or 0 when it is not there. */
+static uint64_t proc_start(int pid)
+{
+    char path[64], buf[1024], *p;
+    unsigned long long start = 0;
+    int fd;
+    ssize_t n;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    p = strrchr(buf, ')');      /* the command name may hold anything */
+    if (p == NULL)
+        return 0;
+    /* after ")": state is field 3, starttime field 22 */
+    p++;
+    for (int field = 3; field < 22 && p != NULL; field++)
+        p = strchr(p + 1, ' ');
+    if (p == NULL || sscanf(p, " %llu", &start) != 1)
+        return 0;
+    return start;
+}
+
+void watch_self(self_t *s)
+{
+    struct stat st;
+    int fd;
+    ssize_t n;
+
+    memset(s, 0, sizeof(*s));
+    if (gethostname(s->host, sizeof(s->host) - 1) < 0)
+        strcpy(s->host, "unknown");
+    fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+    n = fd >= 0 ? read(fd, s->boot, sizeof(s->boot) - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    s->boot[n > 0 ? n : 0] = '\0';
+    s->boot[strcspn(s->boot, "\n ")] = '\0';
+    if (stat("/proc/self/ns/pid", &st) == 0)
+        s->pidns = (uint64_t)st.st_ino;
+    s->start = proc_start((int)getpid());
+}
+
+int watch_claim_write(const char *path, const self_t *s, const char *state,
                        int excl)
 {
     char text[512];
-    int n = snprintf(text, sizeof(text), "host=%s pid=%d state=%s\n", host,
-                     (int)getpid(), state);
+    /* host, pid and state first, as claims always began */
+    int n = snprintf(text, sizeof(text), "host=%s pid=%d state=%s boot=%s "
+                     "pidns=%llu start=%llu\n", s->host, (int)getpid(), state,
+                     s->boot[0] ? s->boot : "-",
+                     (unsigned long long)s->pidns,
+                     (unsigned long long)s->start);
     int fd;
 
     if (!excl)
@@ -72,13 +130,20 @@ int watch_claim_write(const char *path, const char *host, const char *state,
     return 0;
 }
 
-/* Is the claim at path held by someone alive?  Its state goes to *done,
- * its holder's pid to *holder. */
-int watch_claim_alive(daemon_t *d, const char *path, int *done, int *holder,
-                       ino_t *ino)
+/*
+ * Is the claim at path held by someone alive?  Its state goes to *done,
+ * its holder's pid to *holder.  A holder on this host (same host name and
+ * boot id) in this pid namespace is alive when a process of its pid with
+ * its start time runs; a claim from before the last boot is dead; a holder
+ * in another pid namespace (a container sharing the host name) or on
+ * another host is alive while it refreshes its claim (claim_stale_s).
+ */
+int watch_claim_alive(const self_t *me, uint64_t stale_s, const char *path,
+                      int *done, int *holder, ino_t *ino)
 {
-    char text[512], host[300] = "", state[32] = "";
-    int pid = 0, fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    char text[512], host[300] = "", state[32] = "", boot[48] = "";
+    unsigned long long pidns = 0, start = 0;
+    int pid = 0, fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), nf;
     ssize_t n;
     struct stat st;
     struct timespec now;
@@ -95,17 +160,23 @@ int watch_claim_alive(daemon_t *d, const char *path, int *done, int *holder,
         *ino = st.st_ino;
     close(fd);
     text[n > 0 ? n : 0] = '\0';
-    sscanf(text, "host=%299s pid=%d state=%31s", host, &pid, state);
+    nf = sscanf(text, "host=%299s pid=%d state=%31s boot=%47s pidns=%llu "
+                "start=%llu", host, &pid, state, boot, &pidns, &start);
     *holder = pid;
     if (strcmp(state, "done") == 0) {
         *done = 1;
         return 1;
     }
-    if (strcmp(host, d->host) == 0)
+    if (strcmp(host, me->host) == 0 && nf == 6 && me->boot[0] != '\0' &&
+        strcmp(boot, me->boot) != 0)
+        return 0;                   /* written before this host rebooted */
+    if (strcmp(host, me->host) == 0 && nf == 6 && pidns == me->pidns)
+        return pid > 0 && start != 0 && proc_start(pid) == start;
+    if (strcmp(host, me->host) == 0 && nf < 6)  /* a claim of before */
         return pid > 0 && pid != (int)getpid() &&
                (kill(pid, 0) == 0 || errno == EPERM);
     clock_gettime(CLOCK_REALTIME, &now);
-    return now.tv_sec - st.st_mtime < (time_t)d->w->claim_stale_s;
+    return now.tv_sec - st.st_mtime < (time_t)stale_s;
 }
 
 /*
@@ -114,7 +185,7 @@ int watch_claim_alive(daemon_t *d, const char *path, int *done, int *holder,
  */
 static void drop_temps(daemon_t *d, const char *rel, int pid)
 {
-    char *opath = watch_out_path(d, rel), *slash, prefix[1100];
+    char *opath = watch_out_path(d->w, rel, NULL), *slash, glob[1100];
     DIR *dir = NULL;
     struct dirent *e;
 
@@ -122,10 +193,11 @@ static void drop_temps(daemon_t *d, const char *rel, int pid)
         goto out;
     slash = strrchr(opath, '/');
     *slash = '\0';
-    snprintf(prefix, sizeof(prefix), ".%s.tmp.%d.", slash + 1, pid);
+    /* the output's name may hold fields known only to the job: a glob */
+    snprintf(glob, sizeof(glob), ".%s.tmp.%d.*", slash + 1, pid);
     dir = opendir(opath);
     while (dir != NULL && (e = readdir(dir)) != NULL) {
-        if (strncmp(e->d_name, prefix, strlen(prefix)) != 0)
+        if (fnmatch(glob, e->d_name, FNM_PERIOD) != 0)
             continue;
         if (unlinkat(dirfd(dir), e->d_name, 0) == 0)
             ck_log(CK_LOG_NOTICE, "%s/%s: removed, left by a job that did "
@@ -149,7 +221,7 @@ int watch_claim(daemon_t *d, const char *rel, const char *path)
         return CLAIM_ERROR;
     }
     for (int attempt = 0; attempt < 2; attempt++) {
-        int rc = watch_claim_write(path, d->host, "running", 1);
+        int rc = watch_claim_write(path, &d->self, "queued", 1);
         int done, holder = 0;
         char tomb[4096];
         ino_t stale = 0;
@@ -160,10 +232,11 @@ int watch_claim(daemon_t *d, const char *rel, const char *path)
             ck_log(CK_LOG_ERR, "claim %s: %s", path, strerror(-rc));
             return CLAIM_ERROR;
         }
-        if (watch_claim_alive(d, path, &done, &holder, &stale))
+        if (watch_claim_alive(&d->self, d->w->claim_stale_s, path, &done,
+                              &holder, &stale))
             return done ? CLAIM_DONE : CLAIM_BUSY;
         /* stale: only one taker can rename it away */
-        snprintf(tomb, sizeof(tomb), "%s.stale.%s.%d", path, d->host,
+        snprintf(tomb, sizeof(tomb), "%s.stale.%s.%d", path, d->self.host,
                  (int)getpid());
         if (rename(path, tomb) < 0)
             return CLAIM_BUSY;
@@ -296,7 +369,9 @@ static void probe_work_cb(uv_work_t *req)
 {
     probe_t *p = req->data;
 
-    p->ok = complete(&p->cref->c, p->path, &p->id);
+    /* a probe still queued when the daemon stops does nothing */
+    if (!__atomic_load_n(&p->d->stopping, __ATOMIC_RELAXED))
+        p->ok = complete(&p->cref->c, p->path, &p->id);
 }
 
 static void probe_done_cb(uv_work_t *req, int uvst)
@@ -366,6 +441,25 @@ static void probe(daemon_t *d, file_t *f, const char *path, const ident_t *id)
     f->dirty = 0;
 }
 
+/* ready = marker: is the marker of rel there, and no older than the file
+ * (st)?  A marker left from an earlier round does not count. */
+static int marked(daemon_t *d, const char *rel, const struct stat *st)
+{
+    char m[4096], *path;
+    struct stat ms;
+    int ok;
+
+    if (ck_watch_marker_path(d->w->marker, rel, m, sizeof(m)) < 0)
+        return 0;
+    path = ck_path_join(d->w->incoming, m);
+    ok = path != NULL && lstat(path, &ms) == 0 && S_ISREG(ms.st_mode) &&
+         (ms.st_mtim.tv_sec > st->st_mtim.tv_sec ||
+          (ms.st_mtim.tv_sec == st->st_mtim.tv_sec &&
+           ms.st_mtim.tv_nsec >= st->st_mtim.tv_nsec));
+    ck_free(path);
+    return ok;
+}
+
 static void check_file(daemon_t *d, file_t *f, uint64_t now)
 {
     char *path = ck_path_join(d->w->incoming, f->rel);
@@ -400,6 +494,10 @@ static void check_file(daemon_t *d, file_t *f, uint64_t now)
         watch_leave_pending(d, f, F_DONE);   /* seen before, unchanged */
         goto out;
     }
+    if (d->w->ready == CK_READY_MARKER && !marked(d, f->rel, &st)) {
+        f->next_check = now + 500;           /* look for it again */
+        goto out;
+    }
     probe(d, f, path, &id);
 out:
     ck_free(path);
@@ -410,7 +508,7 @@ void watch_tick_cb(uv_timer_t *t)
     daemon_t *d = t->data;
     uint64_t now = uv_now(d->loop);
 
-    if (d->stopping || d->npending == 0)
+    if (d->stopping || d->loading || d->npending == 0)
         return;
     for (size_t i = 0; i < d->nbuckets; i++) {
         for (file_t *f = d->buckets[i], *next; f != NULL; f = next) {

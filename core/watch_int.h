@@ -2,9 +2,11 @@
  * watch_int.h -- what the daemon's files share (watch.c, watch_table.c,
  * watch_claim.c, watch_job.c, watch_scan.c); not for the rest of ckprep.
  *
- * All of it runs on the loop thread except ck_job_run and the readiness
- * probe, which run on libuv's thread pool and touch only their own job_t or
- * probe and a configuration they hold a reference to (cref_t).
+ * All of it runs on the loop thread except ck_job_run, the readiness probe,
+ * the audit log's read-back at start and the claims collection, which run
+ * on libuv's thread pool and touch only their own job_t, probe, loader or
+ * collection, a configuration they hold a reference to (cref_t), the
+ * daemon's self (set before the loop runs) and its stopping flag (atomic).
  */
 #ifndef CK_WATCH_INT_H
 #define CK_WATCH_INT_H
@@ -12,6 +14,7 @@
 #include "audit.h"
 #include "conf.h"
 #include "json.h"
+#include "watchconf.h"
 
 #include <sys/stat.h>
 #include <uv.h>
@@ -40,6 +43,8 @@ struct file {
     ident_t done;           /* when it was done or failed */
     ident_t scanned;        /* by the last scan */
     uint64_t last_event, last_change, next_check;
+    char *failrec;          /* read back: its failed record, to file it in
+                               failed/ when the move did not happen */
 };
 
 typedef struct {
@@ -55,7 +60,9 @@ typedef struct {
     file_t *f;
     cref_t *cref;
     ident_t id;
-    char *in, *out, *claim;
+    char *rel, *in, *out, *claim;
+    uint64_t seq;           /* {seq} */
+    int64_t now_s;          /* {date} */
     ck_json_t rec;
     ck_err_t err;
     int rc;
@@ -65,6 +72,30 @@ typedef struct {
     int wd;
     char *rel;
 } wdir_t;
+
+/* Who this process is, as its claims say it (see watch_claim.c). */
+typedef struct {
+    char host[256];
+    char boot[40];          /* /proc/sys/kernel/random/boot_id */
+    uint64_t pidns;         /* inode of /proc/self/ns/pid */
+    uint64_t start;         /* of the process, in clock ticks after boot */
+} self_t;
+
+#define METRIC_BUCKETS 10   /* job duration histogram, with +Inf */
+#define METRIC_CAUSES 16    /* failure causes counted apart */
+
+/* The counters behind metrics_file (watch_metrics.c). */
+typedef struct {
+    uint64_t bytes_in, bytes_out, rescans, overflows;
+    uint64_t hist[METRIC_BUCKETS];  /* not cumulative; the last is +Inf */
+    uint64_t dur_count;
+    double dur_sum;
+    double last_ok;                 /* unix time of the last good job */
+    struct {
+        char name[24];
+        uint64_t n;
+    } causes[METRIC_CAUSES];
+} metrics_t;
 
 struct daemon {
     uv_loop_t *loop;
@@ -77,7 +108,7 @@ struct daemon {
                                it and starts another before the close ends */
     wdir_t *dirs;
     size_t ndirs;
-    uv_timer_t tick, rescan, watchdog, stop_timer, refresh;
+    uv_timer_t tick, rescan, watchdog, stop_timer, refresh, metrics, gc;
     uv_signal_t sig[4];
     file_t **buckets;
     size_t nbuckets, nfiles, npending;
@@ -88,9 +119,15 @@ struct daemon {
     size_t nprobing;        /* readiness probes on the thread pool */
     uint64_t nok, nfailed;
     int stopping, cancel, exit_code;
+    int collecting;         /* a claims collection on the thread pool */
+    int hup_pending;        /* SIGHUP while loading: reload after */
+    int loading;            /* the audit log is being read back: nothing is
+                               checked, claimed or collected until it is */
     int remote_fs;
     int lost;               /* incoming is gone: look for it every second */
-    char host[256];
+    self_t self;
+    uint64_t jobseq;        /* the last {seq} given */
+    metrics_t m;
     char *claims;           /* incoming/.ckprep-claims */
     char status[160];       /* the last STATUS= sent */
 };
@@ -126,8 +163,10 @@ void watch_set_pending(daemon_t *d, file_t *f, uint64_t now);
 void watch_leave_pending(daemon_t *d, file_t *f, int state);
 /* Does the file name match include and none of exclude? */
 int watch_name_wanted(const ck_watch_conf_t *w, const char *name);
-/* The output path of the input at rel (ck_malloc), or NULL. */
-char *watch_out_path(daemon_t *d, const char *rel);
+/* The output path of the input at rel (ck_malloc), or NULL; with v NULL,
+ * its dynamic fields are '*' (a glob).  Thread-safe. */
+char *watch_out_path(const ck_watch_conf_t *w, const char *rel,
+                     const ck_watch_name_vars_t *v);
 /* A new, non-UTF-8 f takes the done state its log reading has. */
 void watch_adopt(daemon_t *d, file_t *f, const ident_t *id);
 /* Send STATUS= when it changed. */
@@ -137,13 +176,17 @@ void watch_status(daemon_t *d);
 
 /* The claim file of rel at identity id (ck_malloc), or NULL. */
 char *watch_claim_path(daemon_t *d, const char *rel, const ident_t *id);
-/* Write a claim (host, pid, state): exclusively when excl, else replacing
- * it. */
-int watch_claim_write(const char *path, const char *host, const char *state,
+/* The same in the claims folder claims. */
+char *watch_claim_file(const char *claims, const char *rel, const ident_t *id);
+/* Fill s with this process's host, boot id, pid namespace, start time. */
+void watch_self(self_t *s);
+/* Write a claim (who, state): exclusively when excl, else replacing it. */
+int watch_claim_write(const char *path, const self_t *s, const char *state,
                        int excl);
-/* Is the claim at path held by someone alive? *done: its state is done. */
-int watch_claim_alive(daemon_t *d, const char *path, int *done, int *holder,
-                       ino_t *ino);
+/* Is the claim at path held by someone alive (me: this process, stale_s:
+ * claim_stale_s)?  *done: its state is done.  Thread-safe. */
+int watch_claim_alive(const self_t *me, uint64_t stale_s, const char *path,
+                      int *done, int *holder, ino_t *ino);
 /* Claim rel at path: CLAIM_OK, CLAIM_BUSY, CLAIM_DONE or CLAIM_ERROR. */
 int watch_claim(daemon_t *d, const char *rel, const char *path);
 /* Timer: touch the claims of running and queued files. */
@@ -158,6 +201,10 @@ void watch_cref_put(cref_t *r);
 /* Keep, move or delete a done input if unchanged; 1 when it went. */
 int watch_file_after(daemon_t *d, const char *rel, const char *in,
                       const ident_t *id);
+/* Move the input in (rel under incoming, identity id) of a failed job to
+ * failed/ with NAME.error.json holding rec. */
+void watch_file_failed(daemon_t *d, const char *rel, const char *in,
+                       const ident_t *id, const char *rec);
 /* Start queued jobs while workers are free. */
 void watch_start_jobs(daemon_t *d);
 /* Queue f (claimed) for a job. */
@@ -180,5 +227,21 @@ void watch_stop(daemon_t *d);
 void watch_timers(daemon_t *d);
 /* When stopping and nothing runs, close every handle. */
 void watch_maybe_exit(daemon_t *d);
+
+/* ---- watch_metrics.c: metrics_file ------------------------------------ */
+
+/* Count a finished job from its record text (ok or failed). */
+void watch_metrics_job(daemon_t *d, const char *rec);
+/* Write metrics_file now (when set). */
+void watch_metrics_write(daemon_t *d);
+/* Timer: watch_metrics_write. */
+void watch_metrics_cb(uv_timer_t *t);
+
+/* ---- watch_scan.c, again ---------------------------------------------- */
+
+/* Remove claims nobody holds any more (see watch_scan.c). */
+void watch_claims_gc(daemon_t *d);
+/* Timer: watch_claims_gc unless stopping. */
+void watch_gc_cb(uv_timer_t *t);
 
 #endif

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- jobs --------------------------------------------------------------- */
@@ -34,6 +35,7 @@ void watch_cref_put(cref_t *r)
 static void job_free(job_t *j)
 {
     ck_json_release(&j->rec);
+    ck_free(j->rel);
     ck_free(j->in);
     ck_free(j->out);
     ck_free(j->claim);
@@ -41,34 +43,108 @@ static void job_free(job_t *j)
     ck_free(j);
 }
 
+/*
+ * On the thread pool, once the input is open: the output's name (its
+ * fingerprint may be in it), and what to do when the name is taken.
+ */
+static const char *name_cb(void *ud, const char *fingerprint, ck_err_t *err)
+{
+    job_t *j = ud;
+    const ck_watch_conf_t *w = &j->cref->c.watch;
+    ck_watch_name_vars_t v = { j->seq, j->id.mtime_ns, j->now_s, fingerprint };
+    char *out = watch_out_path(w, j->rel, &v), *alt = NULL;
+    struct stat st;
+
+    if (out == NULL) {
+        ck_err_set(err, CK_ENOMEM, "out of memory");
+        return NULL;
+    }
+    if (w->on_output_exists == CK_EXISTS_REPLACE || lstat(out, &st) < 0)
+        goto done;
+    if (w->on_output_exists == CK_EXISTS_FAIL) {
+        ck_err_set(err, -EEXIST, "output %s exists (on_output_exists = fail)",
+                   out);
+        ck_free(out);
+        return NULL;
+    }
+    /* keep: NAME.1.EXT, NAME.2.EXT, ... the first not taken */
+    alt = ck_malloc(strlen(out) + 24);
+    for (unsigned n = 1; alt != NULL && n < 1000000; n++) {
+        const char *ext = ck_path_ext(ck_path_base(out));
+
+        sprintf(alt, "%.*s.%u%s", (int)(ext - out), out, n, ext);
+        if (lstat(alt, &st) < 0 && errno == ENOENT) {
+            ck_free(out);
+            out = alt;
+            alt = NULL;
+            goto done;
+        }
+    }
+    ck_free(alt);
+    ck_free(out);
+    ck_err_set(err, CK_ENOMEM, "no free output name");
+    return NULL;
+done:
+    j->out = out;
+    return out;
+}
+
 static void work_cb(uv_work_t *req)
 {
     job_t *j = req->data;
-    ck_job_args_t args = { .in = j->in, .out = j->out };
+    ck_job_args_t args = { .in = j->in, .out = NULL };
 
+    /* queued -> running, for `ckprep status` */
+    watch_claim_write(j->claim, &j->d->self, "running", 0);
     args.cancel = &j->d->cancel;
     args.expect_set = 1;    /* the file claimed, not what is there now */
     args.expect_ino = j->id.ino;
     args.expect_size = j->id.size;
     args.expect_mtime_ns = j->id.mtime_ns;
+    args.name_out = name_cb;
+    args.name_ud = j;
     j->rc = ck_job_run(&j->cref->c, &args, &j->rec, &j->err);
 }
 
-/* Move the input of a failed job to failed/ with NAME.error.json. */
-static void file_failed(daemon_t *d, job_t *j, const char *rec)
+/*
+ * ready = marker with a marker per file: it follows its input (rel) to the
+ * folder root (failed/, done/), or is removed when root is NULL.  A
+ * folder's one marker belongs to all its files and stays.
+ */
+static void marker_follow(daemon_t *d, const char *rel, const char *root)
 {
-    char *dst = ck_path_join(d->w->failed, j->f->rel), *ej = NULL;
+    char m[4096], *src, *dst = NULL;
+
+    if (d->w->ready != CK_READY_MARKER || strstr(d->w->marker, "{name}") ==
+        NULL || ck_watch_marker_path(d->w->marker, rel, m, sizeof(m)) < 0)
+        return;
+    src = ck_path_join(d->w->incoming, m);
+    if (src != NULL && root != NULL)
+        dst = ck_path_join(root, m);
+    if (src != NULL && root == NULL)
+        unlink(src);
+    else if (dst != NULL && ck_move(src, dst) < 0 && errno != ENOENT)
+        ck_log(CK_LOG_WARNING, "%s: could not move to %s", src, dst);
+    ck_free(src);
+    ck_free(dst);
+}
+
+void watch_file_failed(daemon_t *d, const char *rel, const char *in,
+                       const ident_t *id, const char *rec)
+{
+    char *dst = ck_path_join(d->w->failed, rel), *ej = NULL;
     struct stat st;
     ident_t now;
     size_t n;
+    int rc;
 
     if (dst == NULL)
         goto out;
     /* only the file the job read (a folder swapped for a symlink would
      * otherwise move someone else's file) */
-    if (lstat(j->in, &st) < 0 || (ident_of(&st, &now), !ident_eq(&now, &j->id))) {
+    if (lstat(in, &st) < 0 || (ident_of(&st, &now), !ident_eq(&now, id))) {
         ck_log(CK_LOG_WARNING, "%s: not the file that failed any more; left "
-               "in place", j->in);
+               "in place", in);
         goto out;
     }
     n = strlen(dst);
@@ -89,7 +165,6 @@ static void file_failed(daemon_t *d, job_t *j, const char *rec)
     ck_mkdirs_parent(dst, 0750);
     {
         ck_buf_t b = { 0 };
-        int rc;
 
         ck_buf_printf(&b, "%s\n", rec);
         rc = b.oom ? -ENOMEM : ck_write_atomic(ej, b.data, b.len, 0640);
@@ -98,11 +173,12 @@ static void file_failed(daemon_t *d, job_t *j, const char *rec)
             ck_log(CK_LOG_ERR, "%s: %s", ej, strerror(-rc));
         ck_buf_release(&b);
     }
-    if (rename(j->in, dst) < 0)
-        ck_log(CK_LOG_ERR, "%s: could not move to %s: %s", j->in, dst,
-               strerror(errno));
+    rc = ck_move(in, dst);
+    if (rc < 0)
+        ck_log(CK_LOG_ERR, "%s: could not move to %s: %s", in, dst,
+               strerror(-rc));
     else
-        ck_fsync_dir_of(dst);
+        marker_follow(d, rel, d->w->failed);
 out:
     ck_free(dst);
     ck_free(ej);
@@ -133,16 +209,20 @@ int watch_file_after(daemon_t *d, const char *rel, const char *in,
             ck_log(CK_LOG_ERR, "%s: %s", in, strerror(errno));
             return 0;
         }
+        marker_follow(d, rel, NULL);
         return 1;
     }
     dst = ck_path_join(d->w->done, rel);
     if (dst != NULL) {
+        int rc;
+
         ck_mkdirs_parent(dst, 0750);
-        if (rename(in, dst) < 0) {
+        rc = ck_move(in, dst);
+        if (rc < 0) {
             ck_log(CK_LOG_ERR, "%s: could not move to %s: %s", in, dst,
-                   strerror(errno));
+                   strerror(-rc));
         } else {
-            ck_fsync_dir_of(dst);
+            marker_follow(d, rel, d->w->done);
             gone = 1;
         }
     }
@@ -194,14 +274,23 @@ static void after_work_cb(uv_work_t *req, int uvst)
     }
     if (j->rc == 0) {
         d->nok++;
-        ck_log(CK_LOG_INFO, "%s -> %s", j->in, j->out);
+        watch_metrics_job(d, rec);
+        ck_log(CK_LOG_INFO, "%s -> %s", j->in, j->out ? j->out : "?");
         /* without its record, the input stays where it is */
         gone = logged && watch_file_after(d, f->rel, j->in, &j->id) > 0;
         f->state = F_DONE;
         if (gone)
             unlink(j->claim);
         else
-            watch_claim_write(j->claim, d->host, "done", 0);
+            watch_claim_write(j->claim, &d->self, "done", 0);
+        if (f->done.size != 0 && !ident_eq(&f->done, &j->id)) {
+            /* the done claim of what this input replaced */
+            char *old = watch_claim_path(d, f->rel, &f->done);
+
+            if (old != NULL)
+                unlink(old);
+            ck_free(old);
+        }
     } else if (j->rc == CK_ECANCELED) {
         ck_log(CK_LOG_WARNING, "%s: abandoned; it will be redone", j->in);
         f->state = F_OTHER;
@@ -219,8 +308,9 @@ static void after_work_cb(uv_work_t *req, int uvst)
         unlink(j->claim);
     } else {
         d->nfailed++;
+        watch_metrics_job(d, rec);
         ck_log(CK_LOG_WARNING, "%s: %s", j->in, j->err.msg);
-        file_failed(d, j, rec);
+        watch_file_failed(d, f->rel, j->in, &j->id, rec);
         f->state = F_FAILED;
         unlink(j->claim);
     }
@@ -248,6 +338,8 @@ static void after_work_cb(uv_work_t *req, int uvst)
 static job_t *job_new(daemon_t *d, file_t *f)
 {
     job_t *j = ck_calloc(1, sizeof(*j));
+    char *odir;
+    int made = 0;
 
     if (j == NULL)
         return NULL;
@@ -256,21 +348,20 @@ static job_t *job_new(daemon_t *d, file_t *f)
     j->id = f->id;
     j->cref = d->cref;
     d->cref->refs++;
+    j->rel = ck_strdup(f->rel);
     j->in = ck_path_join(d->w->incoming, f->rel);
     j->claim = watch_claim_path(d, f->rel, &f->id);
-    j->out = watch_out_path(d, f->rel);
-    if (j->out != NULL) {
-        char *slash = strrchr(j->out, '/');
-
-        *slash = '\0';
-        if (ck_mkdirs(j->out, 0750) < 0) {
-            ck_free(j->out);
-            j->out = NULL;
-        } else {
-            *slash = '/';
-        }
+    if (d->jobseq < d->audit.seq)
+        d->jobseq = d->audit.seq;
+    j->seq = ++d->jobseq;
+    j->now_s = (int64_t)time(NULL);
+    odir = watch_out_path(d->w, f->rel, NULL);
+    if (odir != NULL) {
+        *strrchr(odir, '/') = '\0';
+        made = ck_mkdirs(odir, 0750) == 0;
     }
-    if (j->in == NULL || j->claim == NULL || j->out == NULL) {
+    ck_free(odir);
+    if (j->rel == NULL || j->in == NULL || j->claim == NULL || !made) {
         job_free(j);
         return NULL;
     }

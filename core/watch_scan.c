@@ -86,6 +86,24 @@ static void after_again(daemon_t *d, file_t *f, const ident_t *id)
     ck_free(in);
 }
 
+/*
+ * A failed input still in incoming: the daemon stopped between the record
+ * and the move to failed/.  Finish it now, with the record read back.
+ */
+static void failed_again(daemon_t *d, file_t *f)
+{
+    char *in = ck_path_join(d->w->incoming, f->rel);
+
+    if (in != NULL) {
+        ck_log(CK_LOG_NOTICE, "%s: failed earlier (audit log); moving it to "
+               "%s now", in, d->w->failed);
+        watch_file_failed(d, f->rel, in, &f->done, f->failrec);
+    }
+    ck_free(in);
+    ck_free(f->failrec);
+    f->failrec = NULL;
+}
+
 static void scan_dir(daemon_t *d, const char *rel, int depth, uint64_t now)
 {
     char *path = ck_path_join(d->w->incoming, rel);
@@ -135,6 +153,8 @@ static void scan_dir(daemon_t *d, const char *rel, int depth, uint64_t now)
                         watch_set_pending(d, f, now);
                     else if (f->state == F_DONE && d->w->after != CK_AFTER_KEEP)
                         after_again(d, f, &id);
+                    else if (f->state == F_FAILED && f->failrec != NULL)
+                        failed_again(d, f);
                 }
             }
         }
@@ -149,40 +169,30 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/*
- * Remove claims no file in incoming has any more (its input was moved,
- * deleted or replaced), once they are older than claim_stale_s and nobody
- * alive holds them; also the leftovers of a claim taken back.  Without this
- * a kept input's done claim would outlive the input forever.
- */
-static void claims_gc(daemon_t *d)
+/* A collection of the claims folder, on the thread pool: what it reads of
+ * the daemon is copied, or held (the configuration). */
+typedef struct {
+    uv_work_t req;
+    daemon_t *d;
+    cref_t *cref;
+    char *claims;
+    char **keep;            /* claim paths of known files, sorted */
+    size_t n;
+} gc_t;
+
+static void gc_work_cb(uv_work_t *req)
 {
-    char **keep = ck_calloc(3 * d->nfiles + 1, sizeof(*keep));
-    size_t n = 0;
+    gc_t *g = req->data;
+    uint64_t stale_s = g->cref->c.watch.claim_stale_s;
     DIR *dir;
     struct dirent *e;
     struct timespec now;
     int dfd;
 
-    if (keep == NULL)
-        return;
-    for (size_t i = 0; i < d->nbuckets; i++) {
-        for (file_t *f = d->buckets[i]; f != NULL; f = f->hnext) {
-            const ident_t *ids[] = { &f->id, &f->done, &f->scanned };
-
-            for (size_t k = 0; k < CK_ARRAY_SIZE(ids); k++) {
-                if (ids[k]->size == 0 && ids[k]->ino == 0)
-                    continue;   /* never set */
-                keep[n] = watch_claim_path(d, f->rel, ids[k]);
-                n += keep[n] != NULL;
-            }
-        }
-    }
-    qsort(keep, n, sizeof(*keep), cmp_str);
     clock_gettime(CLOCK_REALTIME, &now);
     /* the folder itself, never a symlink put in its place: what is removed
      * is removed from it (unlinkat), wherever the path points meanwhile */
-    dfd = open(d->claims, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    dfd = open(g->claims, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     dir = dfd >= 0 ? fdopendir(dfd) : NULL;
     if (dir == NULL && dfd >= 0)
         close(dfd);
@@ -193,24 +203,89 @@ static void claims_gc(daemon_t *d)
 
         if (e->d_name[0] == '.')
             continue;
-        path = ck_path_join(d->claims, e->d_name);
+        path = ck_path_join(g->claims, e->d_name);
         if (path == NULL)
             break;
-        if (bsearch(&path, keep, n, sizeof(*keep), cmp_str) == NULL &&
+        if (bsearch(&path, g->keep, g->n, sizeof(*g->keep), cmp_str) == NULL &&
             fstatat(dirfd(dir), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
             S_ISREG(st.st_mode) &&
-            now.tv_sec - st.st_mtime >= (time_t)d->w->claim_stale_s &&
+            now.tv_sec - st.st_mtime >= (time_t)stale_s &&
             (strstr(e->d_name, ".stale.") != NULL ||
              strstr(e->d_name, ".tmp.") != NULL ||
-             !watch_claim_alive(d, path, &done, &holder, NULL) || done))
+             !watch_claim_alive(&g->d->self, stale_s, path, &done, &holder,
+                                NULL) || done))
             unlinkat(dirfd(dir), e->d_name, 0);
         ck_free(path);
     }
     if (dir != NULL)
         closedir(dir);
-    for (size_t i = 0; i < n; i++)
-        ck_free(keep[i]);
-    ck_free(keep);
+}
+
+static void gc_free(gc_t *g)
+{
+    for (size_t i = 0; i < g->n; i++)
+        ck_free(g->keep[i]);
+    ck_free(g->keep);
+    ck_free(g->claims);
+    watch_cref_put(g->cref);
+    ck_free(g);
+}
+
+static void gc_done_cb(uv_work_t *req, int uvst)
+{
+    gc_t *g = req->data;
+    daemon_t *d = g->d;
+
+    d->collecting = 0;
+    gc_free(g);
+    if (d->stopping)
+        watch_maybe_exit(d);
+    (void)uvst;
+}
+
+/*
+ * Remove claims no file in incoming has any more (its input was moved,
+ * deleted or replaced), once they are older than claim_stale_s and nobody
+ * alive holds them; also the leftovers of a claim taken back.  The list of
+ * claims to keep is made here; the folder is read (slow on NFS) on the
+ * thread pool, one collection at a time.
+ */
+void watch_claims_gc(daemon_t *d)
+{
+    gc_t *g;
+
+    if (d->collecting || d->claims == NULL)
+        return;
+    g = ck_calloc(1, sizeof(*g));
+    if (g == NULL)
+        return;
+    g->req.data = g;
+    g->d = d;
+    g->cref = d->cref;
+    d->cref->refs++;
+    g->claims = ck_strdup(d->claims);
+    g->keep = ck_calloc(3 * d->nfiles + 1, sizeof(*g->keep));
+    if (g->claims == NULL || g->keep == NULL)
+        goto fail;
+    for (size_t i = 0; i < d->nbuckets; i++) {
+        for (file_t *f = d->buckets[i]; f != NULL; f = f->hnext) {
+            const ident_t *ids[] = { &f->id, &f->done, &f->scanned };
+
+            for (size_t k = 0; k < CK_ARRAY_SIZE(ids); k++) {
+                if (ids[k]->size == 0 && ids[k]->ino == 0)
+                    continue;   /* never set */
+                g->keep[g->n] = watch_claim_path(d, f->rel, ids[k]);
+                g->n += g->keep[g->n] != NULL;
+            }
+        }
+    }
+    qsort(g->keep, g->n, sizeof(*g->keep), cmp_str);
+    if (uv_queue_work(d->loop, &g->req, gc_work_cb, gc_done_cb) < 0)
+        goto fail;
+    d->collecting = 1;
+    return;
+fail:
+    gc_free(g);
 }
 
 void watch_rescan(daemon_t *d)
@@ -229,16 +304,25 @@ void watch_rescan(daemon_t *d)
                 watch_file_drop(d, f);
         }
     }
-    if (!d->lost)
-        claims_gc(d);
+    if (!d->lost && !d->loading)
+        watch_claims_gc(d);
+    d->m.rescans++;
     watch_status(d);
+}
+
+void watch_gc_cb(uv_timer_t *t)
+{
+    daemon_t *d = t->data;
+
+    if (!d->stopping && !d->lost && !d->loading)
+        watch_claims_gc(d);
 }
 
 void watch_rescan_cb(uv_timer_t *t)
 {
     daemon_t *d = t->data;
 
-    if (!d->stopping)
+    if (!d->stopping && !d->loading)
         watch_rescan(d);
 }
 
@@ -269,6 +353,7 @@ static void event(daemon_t *d, const struct inotify_event *ev, uint64_t now,
 
     if (ev->mask & IN_Q_OVERFLOW) {
         ck_log(CK_LOG_WARNING, "inotify queue overflowed; rescanning");
+        d->m.overflows++;
         *need_rescan = 1;
         return;
     }

@@ -93,6 +93,7 @@ void watch_file_drop(daemon_t *d, file_t *f)
     if (f->state == F_PENDING)
         d->npending--;
     d->nfiles--;
+    ck_free(f->failrec);
     ck_free(f->rel);
     ck_free(f);
 }
@@ -142,18 +143,21 @@ int watch_name_wanted(const ck_watch_conf_t *w, const char *name)
 
 /* The output of the input at rel: its folder under output, its name from
  * output_name. */
-char *watch_out_path(daemon_t *d, const char *rel)
+char *watch_out_path(const ck_watch_conf_t *w, const char *rel,
+                     const ck_watch_name_vars_t *v)
 {
     char name[1024], *reldir, *odir = NULL, *out = NULL;
 
-    if (ck_watch_output_name(d->w->output_name, rel, name, sizeof(name)) < 0) {
+    if (ck_watch_output_name_v(w->output_name, rel, v, name,
+                               sizeof(name)) < 0) {
         /* too long, or a dot first for this input: its own name, never one
          * shared with other inputs */
         const char *base = ck_path_base(rel);
 
         snprintf(name, sizeof(name), "%s%s", base[0] == '.' ? "_" : "", base);
-        ck_log(CK_LOG_WARNING, "%s: output_name gives no plain file name for "
-               "it; writing %s", rel, name);
+        if (v != NULL)
+            ck_log(CK_LOG_WARNING, "%s: output_name gives no plain file name "
+                   "for it; writing %s", rel, name);
     }
     reldir = ck_strdup(rel);
     if (reldir != NULL) {
@@ -161,9 +165,9 @@ char *watch_out_path(daemon_t *d, const char *rel)
 
         if (slash != NULL) {
             *slash = '\0';
-            odir = ck_path_join(d->w->output, reldir);
+            odir = ck_path_join(w->output, reldir);
         } else {
-            odir = ck_strdup(d->w->output);
+            odir = ck_strdup(w->output);
         }
     }
     if (odir != NULL)

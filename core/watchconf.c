@@ -13,9 +13,12 @@
 #include "fsutil.h"
 
 #include <errno.h>
+#include <fnmatch.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static const ck_conf_enum_t after_names[] = {
@@ -25,19 +28,52 @@ static const ck_conf_enum_t after_names[] = {
     { NULL, 0 },
 };
 
+static const ck_conf_enum_t exists_names[] = {
+    { "replace", CK_EXISTS_REPLACE },
+    { "keep", CK_EXISTS_KEEP },
+    { "fail", CK_EXISTS_FAIL },
+    { NULL, 0 },
+};
+
+static const ck_conf_enum_t ready_names[] = {
+    { "settle", CK_READY_SETTLE },
+    { "marker", CK_READY_MARKER },
+    { NULL, 0 },
+};
+
 static const ck_conf_range_t workers_range = { 1, CK_WATCH_MAX_WORKERS };
+static const ck_conf_range_t metrics_range = { 1, 86400 };
 
 static int set_output_name(ck_conf_ctx_t *cx, const ck_directive_t *d,
                            void *conf, const char *v)
 {
     char out[1024];
 
-    if (ck_watch_output_name(v, "dir/model.th", out, sizeof(out)) < 0 ||
-        ck_watch_output_name(v, "model", out, sizeof(out)) < 0)
+    ck_watch_name_vars_t vars = { 1, 0, 0, "0123456789abcdef" };
+
+    if (ck_watch_output_name_v(v, "dir/model.th", &vars, out,
+                               sizeof(out)) < 0 ||
+        ck_watch_output_name_v(v, "model", &vars, out, sizeof(out)) < 0)
         return ck_err_set(cx->err, CK_ECONFIG,
                           "output_name: '%s' does not make a plain file name "
-                          "(use {stem} {ext} {name} {dir}; no '/', no leading "
-                          "dot)", v);
+                          "(use {stem} {ext} {name} {dir} {seq} {mtime} "
+                          "{date} {fingerprint8}; no '/', no leading dot)", v);
+    return ck_conf_set_str(cx, d, conf, v);
+}
+
+static int set_marker(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
+                      const char *v)
+{
+    const char *brace = strchr(v, '{');
+
+    if (*v == '\0' || strchr(v, '/') != NULL || strcmp(v, ".") == 0 ||
+        strcmp(v, "..") == 0 || strcmp(v, "{name}") == 0 ||
+        (brace != NULL && (strncmp(brace, "{name}", 6) != 0 ||
+                           strchr(brace + 6, '{') != NULL)) ||
+        (brace == NULL && strchr(v, '}') != NULL))
+        return ck_err_set(cx->err, CK_ECONFIG,
+                          "marker: '%s' is not a file name ({name}.done, or "
+                          "one name for the folder such as _SUCCESS)", v);
     return ck_conf_set_str(cx, d, conf, v);
 }
 
@@ -77,14 +113,54 @@ const ck_directive_t ck_watch_directives[] = {
       "on SIGTERM, running jobs past this are abandoned (no output)" },
     { "claim_stale_s", ck_conf_set_u64, offsetof(ck_watch_conf_t, claim_stale_s),
       "60", 0, "another host's claim not refreshed this long is taken back" },
+    { "on_output_exists", ck_conf_set_enum,
+      offsetof(ck_watch_conf_t, on_output_exists), "replace", 0,
+      "an output name already taken: replace it, keep it (the new one gets "
+      ".1, .2, ... before its extension) or fail the job", exists_names },
+    { "ready", ck_conf_set_enum, offsetof(ck_watch_conf_t, ready), "settle",
+      0, "when a file is taken: settle (quiet for settle_ms) or marker (its "
+      "marker file appeared)", ready_names },
+    { "marker", set_marker, offsetof(ck_watch_conf_t, marker), "{name}.done",
+      0, "ready = marker: {name}.done beside each file, or one name such as "
+      "_SUCCESS for its whole folder", NULL },
+    { "metrics_file", ck_conf_set_str, offsetof(ck_watch_conf_t, metrics_file),
+      NULL, 0, "Prometheus text file (node_exporter's textfile collector), "
+      "written every metrics_s and at exit" },
+    { "metrics_s", ck_conf_set_u64, offsetof(ck_watch_conf_t, metrics_s), "15",
+      0, "how often metrics_file is written", &metrics_range },
     { "allow_world_writable", ck_conf_set_bool,
       offsetof(ck_watch_conf_t, allow_world_writable), "no", 0,
       "start even when output or the audit log's folder is world-writable" },
     { NULL, NULL, 0, NULL, 0, NULL },
 };
 
+/* {mtime} or {date} of t (seconds, UTC) in buf. */
+static size_t utc(char *buf, size_t size, int64_t t, const char *fmt)
+{
+    time_t s = (time_t)t;
+    struct tm tm;
+
+    if (gmtime_r(&s, &tm) == NULL)
+        return 0;
+    return strftime(buf, size, fmt, &tm);
+}
+
+int ck_watch_output_name_dynamic(const char *tmpl)
+{
+    return strstr(tmpl, "{seq}") != NULL || strstr(tmpl, "{mtime}") != NULL ||
+           strstr(tmpl, "{date}") != NULL ||
+           strstr(tmpl, "{fingerprint8}") != NULL;
+}
+
 int ck_watch_output_name(const char *tmpl, const char *rel, char *out,
                          size_t size)
+{
+    return ck_watch_output_name_v(tmpl, rel, NULL, out, size);
+}
+
+int ck_watch_output_name_v(const char *tmpl, const char *rel,
+                           const ck_watch_name_vars_t *vars, char *out,
+                           size_t size)
 {
     const char *base = ck_path_base(rel), *dot = ck_path_ext(base);
     size_t o = 0, dirlen = base > rel ? (size_t)(base - rel - 1) : 0;
@@ -93,6 +169,32 @@ int ck_watch_output_name(const char *tmpl, const char *rel, char *out,
         const char *v = NULL;
         size_t n = 0, skip = 1;
         int is_dir = 0;
+        char num[32];
+
+        if (*tmpl == '{' && (strncmp(tmpl, "{seq}", 5) == 0 ||
+                             strncmp(tmpl, "{mtime}", 7) == 0 ||
+                             strncmp(tmpl, "{date}", 6) == 0 ||
+                             strncmp(tmpl, "{fingerprint8}", 14) == 0)) {
+            skip = strchr(tmpl, '}') - tmpl + 1;
+            v = num;
+            if (vars == NULL)
+                n = (size_t)snprintf(num, sizeof(num), "*");
+            else if (tmpl[1] == 's')
+                n = (size_t)snprintf(num, sizeof(num), "%llu",
+                                     (unsigned long long)vars->seq);
+            else if (tmpl[1] == 'm')
+                n = utc(num, sizeof(num), vars->mtime_ns / 1000000000,
+                        "%Y%m%dT%H%M%S");
+            else if (tmpl[1] == 'd')
+                n = utc(num, sizeof(num), vars->now_s, "%Y%m%d");
+            else
+                n = (size_t)snprintf(num, sizeof(num), "%.8s",
+                                     vars->fingerprint ? vars->fingerprint
+                                                       : "");
+            if (n == 0)
+                return CK_ECONFIG;
+            goto put;
+        }
 
         if (strncmp(tmpl, "{stem}", 6) == 0)
             v = base, n = (size_t)(dot - base), skip = 6;
@@ -106,6 +208,7 @@ int ck_watch_output_name(const char *tmpl, const char *rel, char *out,
             return CK_ECONFIG;
         else
             v = tmpl, n = 1;
+put:
         if (o + n >= size)
             return CK_ECONFIG;
         for (size_t i = 0; i < n; i++)  /* {dir}'s '/' become '_' */
@@ -116,6 +219,20 @@ int ck_watch_output_name(const char *tmpl, const char *rel, char *out,
     if (o == 0 || out[0] == '.' || strchr(out, '/') != NULL)
         return CK_ECONFIG;
     return 0;
+}
+
+int ck_watch_marker_path(const char *tmpl, const char *rel, char *out,
+                         size_t size)
+{
+    const char *base = ck_path_base(rel), *brace = strstr(tmpl, "{name}");
+    int n;
+
+    if (brace == NULL)
+        n = snprintf(out, size, "%.*s%s", (int)(base - rel), rel, tmpl);
+    else
+        n = snprintf(out, size, "%.*s%.*s%s%s", (int)(base - rel), rel,
+                     (int)(brace - tmpl), tmpl, base, brace + 6);
+    return n < 0 || (size_t)n >= size ? CK_ECONFIG : 0;
 }
 
 /* Fold '.', '..' and repeated '/' of the absolute path p, in place. */
@@ -222,6 +339,22 @@ static int apart(const ck_watch_conf_t *w, ck_err_t *err)
     return rc;
 }
 
+/* Would a marker be taken for an input (of model.th, or itself)? */
+static int marker_wanted(const ck_watch_conf_t *w)
+{
+    char m[256];
+
+    if (ck_watch_marker_path(w->marker, "model.th", m, sizeof(m)) < 0)
+        return 1;
+    for (size_t i = 0; i < w->exclude.n; i++)
+        if (fnmatch(w->exclude.v[i], m, 0) == 0)
+            return 0;
+    for (size_t i = 0; i < w->include.n; i++)
+        if (fnmatch(w->include.v[i], m, 0) == 0)
+            return 1;
+    return 0;
+}
+
 static int empty(const char *v)
 {
     return v == NULL || *v == '\0';
@@ -245,6 +378,9 @@ int ck_watch_conf_check(ck_conf_t *c, ck_err_t *err)
         rc = ck_err_set(&e, CK_ECONFIG, "audit_log = FILE is required");
     else if (w->after == CK_AFTER_MOVE && w->done == NULL)
         rc = ck_err_set(&e, CK_ECONFIG, "after = move needs done = DIR");
+    else if (w->ready == CK_READY_MARKER && marker_wanted(w))
+        rc = ck_err_set(&e, CK_ECONFIG, "marker = %s names files include "
+                        "takes for inputs: exclude them", w->marker);
     else if (w->incoming != NULL)
         rc = apart(w, &e);
     if (rc < 0)

@@ -4,6 +4,8 @@
  */
 #include "fsutil.h"
 
+#include <errno.h>
+
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -91,12 +93,66 @@ static void test_mkdirs_write_atomic(void **state)
     (void)state;
 }
 
+/* Read the whole small file at path into buf (NUL-ended); its length. */
+static size_t slurp(const char *path, char *buf, size_t size)
+{
+    FILE *f = fopen(path, "r");
+    size_t n;
+
+    assert_non_null(f);
+    n = fread(buf, 1, size - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return n;
+}
+
+static void test_move(void **state)
+{
+    char dir[64] = "/tmp/ck_test_move.XXXXXX", shm[64] = "/dev/shm/ckm.XXXXXX";
+    char src[128], dst[128], buf[64];
+    struct stat a, b;
+
+    assert_non_null(mkdtemp(dir));
+    snprintf(src, sizeof(src), "%s/in", dir);
+    snprintf(dst, sizeof(dst), "%s/out", dir);
+    assert_int_equal(ck_write_atomic(src, "one", 3, 0600), 0);
+    assert_int_equal(ck_move(src, dst), 0);                /* a rename */
+    assert_int_equal(slurp(dst, buf, sizeof(buf)), 3);
+    assert_string_equal(buf, "one");
+    assert_int_equal(access(src, F_OK), -1);
+    /* no such folder: fails, the source stays */
+    snprintf(src, sizeof(src), "%s/nowhere/x", dir);
+    assert_int_equal(ck_move(dst, src), -ENOENT);
+    assert_int_equal(access(dst, F_OK), 0);
+    /* across file systems (EXDEV): copied, then the source goes */
+    if (mkdtemp(shm) != NULL && stat(shm, &a) == 0 && stat(dir, &b) == 0 &&
+        a.st_dev != b.st_dev) {
+        snprintf(src, sizeof(src), "%s/moved", shm);
+        assert_int_equal(ck_move(dst, src), 0);
+        assert_int_equal(slurp(src, buf, sizeof(buf)), 3);
+        assert_string_equal(buf, "one");
+        assert_int_equal(access(dst, F_OK), -1);
+        assert_int_equal(stat(src, &a), 0);
+        assert_int_equal(a.st_mode & 0777, 0600);
+        snprintf(buf, sizeof(buf), "rm -rf %s", shm);
+        assert_int_equal(system(buf), 0);
+    } else {
+        print_message("ck_move across file systems not tested here: /dev/shm "
+                      "is missing or on /tmp's file system (the daemon tests "
+                      "mount a tmpfs for it)\n");
+    }
+    snprintf(buf, sizeof(buf), "rm -rf %s", dir);
+    assert_int_equal(system(buf), 0);
+    (void)state;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_base_ext),
         cmocka_unit_test(test_join),
         cmocka_unit_test(test_mkdirs_write_atomic),
+        cmocka_unit_test(test_move),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -167,6 +167,35 @@ static void test_audit_line(void **state)
     (void)state;
 }
 
+static void test_replaced_and_unlogged(void **state)
+{
+    static const char line[] = "{\"seq\":7,\"host\":\"h\",\"ts\":\"T\","
+                               "\"status\":\"failed\"}";
+    ck_record_t r = full(), back;
+    ck_json_t j = { 0 };
+    char *s;
+
+    r.out.storage_bytes = 3444;     /* (see test_round_trip) */
+    r.out.replaced = "/out/model.th";
+    r.out.replaced_size = 99;
+    r.out.replaced_mtime_ns = -5;
+    ck_record_build(&j, &r);
+    assert_non_null(ck_json_text(&j));
+    assert_non_null(strstr(ck_json_text(&j), "\"replaced\":{\"path\":"
+                           "\"/out/model.th\",\"size\":99,\"mtime_ns\":-5}"));
+    assert_int_equal(ck_record_parse(ck_json_text(&j), strlen(ck_json_text(&j)),
+                                     &back), 0);
+    assert_string_equal(back.out.replaced, "/out/model.th");
+    ck_record_release(&back);
+    ck_json_release(&j);
+    s = ck_record_unlogged(line, strlen(line));
+    assert_non_null(s);
+    assert_string_equal(s, "{\"ts\":\"T\",\"status\":\"failed\"}");
+    ck_free(s);
+    assert_null(ck_record_unlogged("[1]", 3));
+    (void)state;
+}
+
 static void test_fallback(void **state)
 {
     ck_buf_t b = { 0 };
@@ -206,6 +235,7 @@ int main(void)
         cmocka_unit_test(test_minimal_round_trip),
         cmocka_unit_test(test_audit_line),
         cmocka_unit_test(test_fallback),
+        cmocka_unit_test(test_replaced_and_unlogged),
         cmocka_unit_test(test_reading),
     };
 

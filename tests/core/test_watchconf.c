@@ -277,10 +277,39 @@ static void test_output_name(void **state)
     (void)state;
 }
 
+static void test_output_name_fields(void **state)
+{
+    ck_watch_name_vars_t v = { 42, 1796292410038155803LL, 1796256000LL,
+                               "8f56f82e4f604c99" };
+    char out[128];
+
+    assert_int_equal(ck_watch_output_name_v("{stem}-{seq}-{mtime}-{date}-"
+                                            "{fingerprint8}{ext}", "a/m.th",
+                                            &v, out, sizeof(out)), 0);
+    assert_string_equal(out, "m-42-20261203T100650-20261203-8f56f82e.th");
+    assert_int_equal(ck_watch_output_name_v("{stem}-{seq}{ext}", "m.th", NULL,
+                                            out, sizeof(out)), 0);
+    assert_string_equal(out, "m-*.th");
+    assert_int_equal(ck_watch_output_name_v("{seq", "m.th", &v, out,
+                                            sizeof(out)), CK_ECONFIG);
+    assert_true(ck_watch_output_name_dynamic("{stem}{date}"));
+    assert_false(ck_watch_output_name_dynamic("{stem}{ext}"));
+    assert_int_equal(ck_watch_marker_path("{name}.done", "x/y/m.th", out,
+                                          sizeof(out)), 0);
+    assert_string_equal(out, "x/y/m.th.done");
+    assert_int_equal(ck_watch_marker_path("_SUCCESS", "x/m.th", out,
+                                          sizeof(out)), 0);
+    assert_string_equal(out, "x/_SUCCESS");
+    assert_int_equal(ck_watch_marker_path("{name}.done", "m.th", out, 8),
+                     CK_ECONFIG);
+    (void)state;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
+        cmocka_unit_test(test_output_name_fields),
         cmocka_unit_test_setup_teardown(test_value_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_required, setup, teardown),
         cmocka_unit_test_setup_teardown(test_after_move_needs_done, setup,

@@ -11,7 +11,12 @@ in: by rename, by a slow in-place writer, by copying hundreds at once.  It
 checks the outputs with torch.load against the inputs, the audit log line
 by line, failed/ and its NAME.error.json, the stderr log, and what happens
 on kill -9, SIGTERM, SIGHUP, SIGUSR1, NOTIFY_SOCKET, JOURNAL_STREAM,
-symlinks, FIFOs, hostile names, modes and world-writable folders.
+symlinks, FIFOs, hostile names, modes and world-writable folders; claims
+forged with a reused pid, another pid namespace or an earlier boot; done/
+and failed/ on a tmpfs it mounts (root; else /dev/shm, else it fails
+saying why); an inotify overflow forced by lowering max_queued_events
+(root: it fails saying so otherwise); metrics_file checked against the
+Prometheus exposition format; `ckprep status`; a 1,000,000-line log.
 
 Every daemon's stderr must be free of sanitizer reports and every line of
 it must be one log line ("ckprep: ..." or "<N>..." under JOURNAL_STREAM).
@@ -1493,11 +1498,21 @@ def test_check_agrees_with_watch():
         (dict(workers=65), "is not a number from 1 to 64"),
         (dict(output_name="../{name}"), "does not make a plain file name"),
         (dict(settle_ms="soon"), "is not a whole number"),
+        (dict(on_output_exists="sometimes"), "is not replace, keep or fail"),
+        (dict(ready="soon"), "is not settle or marker"),
+        (dict(ready="marker", marker="{name}.th"), "names files include"),
+        (dict(marker="a/{name}"), "is not a file name"),
+        (dict(marker="{stem}.ok"), "is not a file name"),
+        (dict(output_name="{seq}{bad}"), "does not make a plain file name"),
+        (dict(metrics_s=0), "is not a number from 1 to 86400"),
     ]
     accepted = [dict(),
                 dict(output=os.path.join(inc, "out")),   # not recursive
                 dict(after="keep", done=inc),           # done unused
-                dict(after="move", done=env.done, workers=64)]
+                dict(after="move", done=env.done, workers=64),
+                dict(ready="marker", marker="_SUCCESS",
+                     output_name="{stem}-{seq}-{fingerprint8}{ext}",
+                     on_output_exists="keep")]
     base = dict(env.watch)
     for extra, what in refused:
         env.watch = dict(base)
@@ -1524,6 +1539,593 @@ def test_check_agrees_with_watch():
         d.stop()
 
 
+# ====================================================================
+# issue 15: claims, moves, outputs, markers, metrics, status
+# ====================================================================
+
+def claim_name(env, rel, st):
+    import hashlib
+    h = hashlib.sha256(rel.encode("utf-8", "surrogateescape")).hexdigest()
+    return os.path.join(env.incoming, ".ckprep-claims", "%d-%d-%d-%s" % (
+        st.st_ino, st.st_size, st.st_mtime_ns, h[:16]))
+
+
+def proc_self():
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        boot = f.read().strip()
+    pidns = os.stat("/proc/self/ns/pid").st_ino
+    with open("/proc/self/stat") as f:
+        start = int(f.read().rsplit(")", 1)[1].split()[19])
+    return socket.gethostname(), boot, pidns, start
+
+
+def test_claims_pid_reuse_and_pidns():
+    """a claim whose pid is alive but is another process (its start time
+    differs: the pid was reused) is dead and taken back; a claim from
+    another pid namespace on the same host name (a container) is judged by
+    its refreshes, not by this namespace's pids; a claim from before the
+    last boot is dead"""
+    env = Env("claims_ids", claim_stale_s=3)
+    host, boot, pidns, start = proc_self()
+    os.makedirs(os.path.join(env.incoming, ".ckprep-claims"))
+    specs = {
+        # alive pid (this test), wrong start time: a reused pid
+        "reused.th": (os.getpid(), boot, pidns, start + 12345),
+        # another pid namespace, a pid that does not exist here
+        "container.th": (999999, boot, pidns + 1, 77),
+        # an earlier boot
+        "rebooted.th": (os.getpid(), "00000000-dead-beef-0000-000000000000",
+                        pidns, start),
+    }
+    for i, (rel, (pid, b, ns, st0)) in enumerate(sorted(specs.items())):
+        tmp = os.path.join(env.stage, rel)
+        with open(tmp, "wb") as f:
+            f.write(ckpt_bytes(200 + i))
+        with open(claim_name(env, rel, os.stat(tmp)), "w") as f:
+            f.write("host=%s pid=%d state=running boot=%s pidns=%d start=%d\n"
+                    % (host, pid, b, ns, st0))
+    d = Daemon(env)
+    d.ready()
+    t0 = time.monotonic()
+    for rel in specs:
+        os.rename(os.path.join(env.stage, rel), env.inpath(rel))
+    env.wait_ok("reused.th", 10)
+    env.wait_ok("rebooted.th", 10)
+    check(time.monotonic() - t0 < 2.5, "dead claims were not taken at once")
+    check(not env.oks("container.th"), "a live claim of another pid "
+          "namespace was taken before it went stale")
+    env.wait_ok("container.th", 15)
+    check(time.monotonic() - t0 >= 2.0, "container.th taken too early")
+    check(len(re.findall("took back a stale claim", d.err())) == 3,
+          "stderr:\n" + d.err()[-2000:])
+    for rel, seed in (("container.th", 200), ("rebooted.th", 201),
+                      ("reused.th", 202)):
+        check_same(os.path.join(env.output, rel), seed)
+    d.stop()
+
+
+def other_fs(env):
+    """A folder on another file system than env's: a tmpfs mounted for the
+    test (root), else /dev/shm when it is one; Fail saying why not."""
+    path = os.path.join(env.root, "tmpfs")
+    os.makedirs(path)
+    if os.geteuid() == 0:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs",
+                            path], capture_output=True)
+        if r.returncode == 0:
+            return path, lambda: subprocess.run(["umount", "-l", path])
+    shm = tempfile.mkdtemp(dir="/dev/shm") if os.path.isdir("/dev/shm") else None
+    if shm and os.stat(shm).st_dev != os.stat(env.root).st_dev:
+        return shm, lambda: shutil.rmtree(shm, ignore_errors=True)
+    raise Fail("cannot run: no second file system (not root to mount a "
+               "tmpfs, and /dev/shm is missing or on the same one)")
+
+
+def test_moves_across_file_systems():
+    """done/ and failed/ on another file system (a tmpfs, incoming on the
+    disk): inputs are copied, fsynced, renamed into place and only then
+    removed from incoming -- no EXDEV, nothing left half-way"""
+    env = Env("exdev")
+    other, cleanup = other_fs(env)
+    try:
+        check(os.stat(other).st_dev != os.stat(env.incoming).st_dev,
+              "%s is on incoming's file system" % other)
+        done, failed = os.path.join(other, "done"), os.path.join(other, "failed")
+        env.failed = failed
+        env.write_conf(after="move", done=done, failed=failed)
+        d = Daemon(env)
+        d.ready()
+        check("is not on incoming's file system" in d.err(),
+              "no warning about the other file system")
+        env.drop_rename("good.th", ckpt_bytes(211))
+        env.drop_rename("bad.th", ckpt_bytes(212)[:300])
+        env.wait_ok("good.th")
+        wait_for(lambda: os.path.isfile(os.path.join(done, "good.th")), 10,
+                 "good.th in done/ on the tmpfs")
+        check_same(os.path.join(done, "good.th"), 211)
+        rec = wait_for(lambda: [r for r in env.records()
+                                if r["status"] == "failed"], 20,
+                       "a failed record")[0]
+        check_error_json(env, "bad.th", rec)
+        check(os.listdir(env.incoming) == [".ckprep-claims"],
+              "incoming holds %r" % os.listdir(env.incoming))
+        left = [f for f in os.listdir(done) + os.listdir(failed)
+                if ".tmp." in f]
+        check(not left, "temporaries left: %r" % left)
+        check("could not move" not in d.err(), d.err()[-2000:])
+        d.stop()
+    finally:
+        for dd in DAEMONS:
+            dd.cleanup()
+        cleanup()
+
+
+def test_failed_finished_at_start():
+    """an input whose failed record is in the log but which is still in
+    incoming (the daemon died between the record and the move) is moved to
+    failed/ with its .error.json at the next start, without a new record"""
+    env = Env("failed_at_start")
+    d = Daemon(env)
+    d.ready()
+    env.drop_rename("bad.th", ckpt_bytes(221)[:400])
+    rec = wait_for(lambda: [r for r in env.records()
+                            if r["status"] == "failed"], 20, "a failed record")[0]
+    check_error_json(env, "bad.th", rec)
+    d.stop()
+    # put things back as a crash before the move would have left them
+    os.rename(os.path.join(env.failed, "bad.th"), env.inpath("bad.th"))
+    os.unlink(os.path.join(env.failed, "bad.th.error.json"))
+    d = Daemon(env)
+    d.ready()
+    d.wait_log(r"failed earlier \(audit log\); moving it")
+    check_error_json(env, "bad.th", rec)
+    time.sleep(0.5)
+    check(len(env.records(strict=True)) == 1, "bad.th was redone")
+    d.stop()
+
+
+def test_claims_collected_without_rescans():
+    """with rescan_s = 0, the claims of removed inputs and of inputs
+    replaced by a new checkpoint of the same name are collected: one claim
+    is left per input still there"""
+    env = Env("claims_norescan", claim_stale_s=1, rescan_s=0)
+    claims = os.path.join(env.incoming, ".ckprep-claims")
+    d = Daemon(env)
+    d.ready()
+    env.drop_rename("a.th", ckpt_bytes(231))
+    env.drop_rename("b.th", ckpt_bytes(232))
+    env.wait_ok("a.th")
+    env.wait_ok("b.th")
+    for i in range(2):      # a.th replaced twice
+        env.drop_rename("a.th", ckpt_bytes(233 + i))
+        wait_for(lambda: len(env.oks("a.th")) == 2 + i, 20,
+                 "a.th redone (%d)" % (i + 1))
+    os.unlink(env.inpath("b.th"))
+    a = os.stat(env.inpath("a.th"))
+    want = [os.path.basename(claim_name(env, "a.th", a))]
+    wait_for(lambda: sorted(os.listdir(claims)) == want, 12,
+             "only a.th's current claim left (have %r)" % os.listdir(claims))
+    d.stop()
+
+
+def test_reload_new_incoming():
+    """a reload that changes incoming gives back the claims of the files
+    queued in the old one (they are not run), lets the running job finish,
+    and watches the new one; `ckprep status` shows the running and queued
+    files while that happens"""
+    env = Env("reload_incoming", workers=1)
+    new_in = os.path.join(env.root, "incoming2")
+    os.makedirs(new_in)
+    claims = os.path.join(env.incoming, ".ckprep-claims")
+    d = Daemon(env)
+    d.ready()
+    def states():
+        out = []
+        for c in os.listdir(claims):
+            try:
+                with open(os.path.join(claims, c)) as f:
+                    out.append(re.search(r"state=(\w+)", f.read()).group(1))
+            except FileNotFoundError:   # a claim's temporary, renamed
+                pass
+        return sorted(out)
+    # two big jobs in a row: small.th is queued behind one of them
+    for name in ("big1.th", "big2.th"):
+        os.link(BIG, os.path.join(env.stage, name))
+    os.rename(os.path.join(env.stage, "big1.th"), env.inpath("big1.th"))
+    wait_for(lambda: states() == ["running"], 10, "big1.th running")
+    os.rename(os.path.join(env.stage, "big2.th"), env.inpath("big2.th"))
+    env.drop_rename("small.th", ckpt_bytes(241))
+    small_claim = claim_name(env, "small.th", os.stat(env.inpath("small.th")))
+
+    def small_state():
+        try:
+            with open(small_claim) as f:
+                return re.search(r"state=(\w+)", f.read()).group(1)
+        except FileNotFoundError:
+            return None
+    wait_for(lambda: small_state() == "queued" and "running" in states(), 20,
+             "a big job running and small.th queued")
+    r = subprocess.run([CKPREP, "status", "-c", env.conf, "--json"],
+                       capture_output=True, timeout=20, cwd=env.root)
+    check(r.returncode == 0, "status: %r %r" % (r.returncode, r.stderr))
+    st = json.loads(r.stdout)
+    check(len(st["running"]) == 1 and
+          st["running"][0]["path"] in ("big1.th", "big2.th") and
+          "small.th" in [x["path"] for x in st["queued"]] and
+          st["running"][0]["pid"] == d.pid,
+          "status while running: %r" % st)
+    env.write_conf(incoming=new_in)
+    d.signal(signal.SIGHUP)
+    d.wait_log(r"reloaded")
+    wait_for(lambda: "running" not in states(), 60, "the big job done")
+    check(small_state() is None,
+          "small.th's claim was kept in the old incoming")
+    with open(os.path.join(env.stage, "n.th"), "wb") as f:
+        f.write(ckpt_bytes(242))
+    os.rename(os.path.join(env.stage, "n.th"), os.path.join(new_in, "n.th"))
+    wait_for(lambda: [x for x in env.records() if x["status"] == "ok" and
+                      x["input"]["path"] == os.path.join(new_in, "n.th")], 20,
+             "n.th in the new incoming done")
+    check(not env.oks("small.th"), "small.th of the old incoming was run")
+    d.stop()
+
+
+def test_output_names_never_clobber():
+    """{seq} {mtime} {date} {fingerprint8} in output_name; on_output_exists
+    = replace (the record names what was replaced), keep (.1 before the
+    extension) and fail (the input goes to failed/)"""
+    env = Env("never_clobber",
+              output_name="{stem}-{mtime}-{date}-{fingerprint8}-{seq}{ext}")
+    d = Daemon(env)
+    d.ready()
+    env.drop_rename("checkpoint.th", ckpt_bytes(251))
+    st = os.stat(env.inpath("checkpoint.th"))
+    r = env.wait_ok("checkpoint.th")
+    want = "checkpoint-%s-%s-%s-%d.th" % (
+        time.strftime("%Y%m%dT%H%M%S", time.gmtime(st.st_mtime_ns // 10**9)),
+        time.strftime("%Y%m%d", time.gmtime()), r["input"]["digest"][:8],
+        r["seq"])
+    check(r["output"]["path"] == os.path.join(env.output, want),
+          "output %r, want %r" % (r["output"]["path"], want))
+    check_same(r["output"]["path"], 251)
+    out = os.path.join(env.output, "checkpoint.th")
+    seen = [r]
+    for mode, seed in (("replace", 252), ("replace", 253), ("keep", 254),
+                       ("keep", 255), ("fail", 256)):
+        env.write_conf(output_name="{stem}{ext}", on_output_exists=mode)
+        d.signal(signal.SIGHUP)
+        wait_for(lambda: d.err().count("reloaded") == len(seen), 10, "reload")
+        before = os.stat(out) if os.path.exists(out) else None
+        env.drop_rename("checkpoint.th", ckpt_bytes(seed))
+        r = wait_for(lambda: len(env.records()) > len(seen) and
+                     env.records()[len(seen)], 20, "the record of %d" % seed)
+        seen.append(r)
+        if mode == "replace":
+            check(r["output"]["path"] == out, "output %r" % r["output"])
+            rep = r["output"].get("replaced")
+            if before is None:
+                check(rep is None, "replaced %r of nothing" % rep)
+            else:
+                check(rep == {"path": out, "size": before.st_size,
+                              "mtime_ns": before.st_mtime_ns},
+                      "replaced %r" % rep)
+            check_same(out, seed)
+        elif mode == "keep":
+            n = seed - 253
+            check(r["output"]["path"] == os.path.join(
+                env.output, "checkpoint.%d.th" % n), "output %r" % r["output"])
+            check("replaced" not in r["output"], "keep replaced something")
+            check_same(r["output"]["path"], seed)
+            check_same(out, 253)
+        else:
+            check(r["status"] == "failed" and "exists (on_output_exists = "
+                  "fail)" in r["error"]["message"], "record %r" % r)
+            check_error_json(env, "checkpoint.th", r)
+            check_same(out, 253)
+    d.stop()
+
+
+def test_ready_marker():
+    """ready = marker: a file written in place is taken only once its
+    marker ({name}.done) is there and no older than it, and the marker
+    moves with it (after = move); a folder's _SUCCESS takes every file of
+    the folder and stays"""
+    env = Env("marker", ready="marker", marker="{name}.done", after="move",
+              done=None)
+    env.write_conf(done=env.done)
+    d = Daemon(env)
+    d.ready()
+    env.drop_copy("a.th", ckpt_bytes(261))
+    open(env.inpath("b.th.done"), "w").close()     # older than b.th
+    time.sleep(0.05)
+    env.drop_copy("b.th", ckpt_bytes(262))
+    time.sleep(1.5)
+    check(env.records() == [], "taken without a marker: %r" % env.records())
+    open(env.inpath("a.th.done"), "w").close()
+    env.wait_ok("a.th")
+    check_same(os.path.join(env.output, "a.th"), 261)
+    wait_for(lambda: os.path.isfile(os.path.join(env.done, "a.th.done")), 5,
+             "a.th.done moved to done/ with a.th")
+    check(not env.oks("b.th"), "b.th taken with a marker older than it")
+    os.utime(env.inpath("b.th.done"))
+    env.wait_ok("b.th")
+    d.stop()
+    env.write_conf(marker="_SUCCESS", after="keep")
+    d = Daemon(env)
+    d.ready()
+    env.drop_copy("c.th", ckpt_bytes(263))
+    env.drop_copy("e.th", ckpt_bytes(264))
+    time.sleep(1.0)
+    check(len(env.records()) == 2, "taken without _SUCCESS")
+    open(env.inpath("_SUCCESS"), "w").close()
+    env.wait_ok("c.th")
+    env.wait_ok("e.th")
+    check(os.path.isfile(env.inpath("_SUCCESS")), "_SUCCESS removed")
+    d.stop()
+
+
+PROM_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+PROM_SAMPLE = re.compile(
+    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{((?:[a-zA-Z_][a-zA-Z0-9_]*="'
+    r'(?:[^"\\\n]|\\[\\"n])*",?)*)\})? ([^ ]+)( -?[0-9]+)?$')
+
+
+def check_prometheus(text):
+    """The text exposition format's rules: every line a comment (# HELP,
+    # TYPE) or a sample; one HELP and TYPE per family, before its samples;
+    valid names, escaped label values, float values; histograms with
+    cumulative _bucket lines ending in le="+Inf" equal to _count, and
+    _sum.  Returns {family: [(labels, value)]}."""
+    check(text.endswith("\n"), "metrics do not end with a newline")
+    types, helps, fams = {}, {}, collections.OrderedDict()
+    for line in text.split("\n")[:-1]:
+        if line.startswith("#"):
+            parts = line.split(" ", 3)
+            check(len(parts) >= 3 and parts[1] in ("HELP", "TYPE"),
+                  "bad comment line %r" % line)
+            name = parts[2]
+            check(PROM_NAME.match(name), "bad metric name %r" % name)
+            check(name not in fams, "%s: %s after its samples" % (name, parts[1]))
+            table = helps if parts[1] == "HELP" else types
+            check(name not in table, "two %s lines for %s" % (parts[1], name))
+            table[name] = parts[3] if len(parts) > 3 else ""
+            if parts[1] == "TYPE":
+                check(table[name] in ("counter", "gauge", "histogram",
+                                      "summary", "untyped"),
+                      "bad type %r" % line)
+            continue
+        m = PROM_SAMPLE.match(line)
+        check(m, "line is not a sample: %r" % line)
+        name, labels, value = m.group(1), m.group(3) or "", m.group(4)
+        float(value)   # "+Inf", "NaN" and decimals parse
+        fam = name
+        for suf in ("_bucket", "_sum", "_count"):
+            if name.endswith(suf) and types.get(name[:-len(suf)]) == "histogram":
+                fam = name[:-len(suf)]
+        check(fam in types and fam in helps,
+              "sample %r without # HELP and # TYPE" % line)
+        if types[fam] == "counter":
+            check(name.endswith("_total"), "counter %s without _total" % name)
+        fams.setdefault(fam, []).append((name, labels, float(value)))
+    for fam, t in types.items():
+        if t != "histogram":
+            continue
+        buckets = [(l, v) for n, l, v in fams.get(fam, [])
+                   if n == fam + "_bucket"]
+        les = [re.search(r'le="([^"]*)"', l).group(1) for l, v in buckets]
+        check(les and les[-1] == "+Inf", "%s: buckets end with %r" % (fam, les))
+        bounds = [float(x) for x in les]
+        check(bounds == sorted(bounds), "%s: le not increasing" % fam)
+        vals = [v for l, v in buckets]
+        check(vals == sorted(vals), "%s: buckets not cumulative %r" % (fam, vals))
+        count = [v for n, l, v in fams[fam] if n == fam + "_count"]
+        check(count == [vals[-1]], "%s: _count %r != +Inf %r"
+              % (fam, count, vals[-1]))
+        check([1 for n, l, v in fams[fam] if n == fam + "_sum"],
+              "%s: no _sum" % fam)
+    return fams
+
+
+def test_metrics_and_inotify_overflow():
+    """metrics_file is valid Prometheus text, rewritten every metrics_s and
+    at exit, and counts what happened; an inotify queue overflow (the queue
+    lowered to 16 events through /proc, restored after) is followed by a
+    rescan that finds every file, and is counted"""
+    knob = "/proc/sys/fs/inotify/max_queued_events"
+    if os.geteuid() != 0:
+        raise Fail("cannot run: lowering %s needs root" % knob)
+    prom = os.path.join(WORK, CUR, "textfile", "ckprep.prom")
+    os.makedirs(os.path.dirname(prom))
+    env = Env("metrics", metrics_file=prom, metrics_s=1)
+    with open(knob) as f:
+        old = f.read().strip()
+    try:
+        with open(knob, "w") as f:
+            f.write("16")
+        d = Daemon(env)
+        d.ready()
+    finally:
+        with open(knob, "w") as f:
+            f.write(old)
+    wait_for(lambda: os.path.isfile(prom), 5, "the metrics file")
+    check(os.stat(prom).st_mode & 0o777 == 0o644, "metrics file mode %o"
+          % (os.stat(prom).st_mode & 0o777))
+    d.signal(signal.SIGSTOP)
+    try:
+        for i in range(100):
+            open(env.inpath("noise%03d.tmp" % i), "w").close()
+        for i in range(3):
+            env.drop_rename("m%d.th" % i, ckpt_bytes(270 + i))
+        env.drop_rename("bad.th", ckpt_bytes(279)[:500])
+    finally:
+        d.signal(signal.SIGCONT)
+    d.wait_log(r"inotify queue overflowed; rescanning")
+    for i in range(3):
+        env.wait_ok("m%d.th" % i)
+    wait_for(lambda: len(env.records()) == 4, 20, "4 records")
+    with open(prom) as f:
+        check_prometheus(f.read())
+    d.stop()
+    with open(prom) as f:
+        fams = check_prometheus(f.read())
+    val = lambda fam, name=None: [v for n, l, v in fams[fam]
+                                  if n == (name or fam)]
+    check(val("ckprep_jobs_done_total") == [3.0], "done %r"
+          % val("ckprep_jobs_done_total"))
+    failed = fams["ckprep_jobs_failed_total"]
+    check(len(failed) == 1 and failed[0][2] == 1.0 and
+          failed[0][1] == 'cause="%s"' % [r for r in env.records()
+                                          if r["status"] == "failed"][0]
+          ["error"]["code"], "failed %r" % failed)
+    check(val("ckprep_inotify_overflows_total")[0] >= 1, "no overflow counted")
+    check(val("ckprep_job_duration_seconds",
+              "ckprep_job_duration_seconds_count") == [4.0], "count")
+    ins = sum(r["input"]["size"] for r in env.records())
+    outs = sum(r["output"]["size"] for r in env.records() if "output" in r)
+    check(val("ckprep_input_bytes_total") == [float(ins)] and
+          val("ckprep_output_bytes_total") == [float(outs)],
+          "bytes %r %r, want %d %d" % (val("ckprep_input_bytes_total"),
+                                       val("ckprep_output_bytes_total"), ins,
+                                       outs))
+    check(abs(val("ckprep_last_success_timestamp_seconds")[0] - time.time())
+          < 60, "last success time")
+    check(val("ckprep_jobs_running") == [0.0], "running after exit")
+    # the checker itself refuses what the format forbids
+    for bad in ('x_total 1\n', '# TYPE a counter\n# HELP a h\na 1\n',
+                '# HELP h x\n# TYPE h histogram\nh_bucket{le="1"} 2\n'
+                'h_bucket{le="+Inf"} 1\nh_count 1\nh_sum 0\n',
+                '# HELP g x\n# TYPE g gauge\ng{l="a"b"} 1\n'):
+        try:
+            check_prometheus(bad)
+        except Fail:
+            continue
+        raise Fail("the format checker accepted %r" % bad)
+
+
+def test_status():
+    """`ckprep status` lists waiting files and the last N done and failed
+    jobs with their totals, as text (names escaped) and --json"""
+    env = Env("status")
+    d = Daemon(env)
+    d.ready()
+    env.drop_rename("a.th", ckpt_bytes(281))
+    env.drop_rename("b.th", ckpt_bytes(282))
+    env.drop_rename("bad.th", ckpt_bytes(283)[:300])
+    wait_for(lambda: len(env.records()) == 3, 20, "3 records")
+    d.stop()
+    env.drop_rename("w\x1bx.th", ckpt_bytes(284))
+    r = subprocess.run([CKPREP, "status", "-c", env.conf, "-n", "1", "--json"],
+                       capture_output=True, timeout=20, cwd=env.root)
+    check(r.returncode == 0, "status --json: %r %r" % (r.returncode, r.stderr))
+    st = json.loads(r.stdout)
+    check([x["path"] for x in st["waiting"]] == ["w\x1bx.th"], "waiting %r"
+          % st["waiting"])
+    check(st["queued"] == [] and st["running"] == [], "claims %r" % st)
+    check(st["done"]["total"] == 2 and len(st["done"]["last"]) == 1 and
+          st["failed"]["total"] == 1 and
+          st["failed"]["last"][0]["input"] == env.inpath("bad.th"),
+          "done/failed %r" % st)
+    last_ok = [x for x in env.records() if x["status"] == "ok"][-1]
+    check(st["done"]["last"][0]["seq"] == last_ok["seq"] and
+          st["done"]["last"][0]["output"] == last_ok["output"]["path"],
+          "last done %r, want %r" % (st["done"]["last"], last_ok))
+    r = subprocess.run([CKPREP, "status", "-c", env.conf],
+                       capture_output=True, timeout=20, cwd=env.root)
+    text = r.stdout.decode("utf-8", "replace")
+    check(r.returncode == 0 and "waiting: 1" in text and
+          "done: 2 (the last 2)" in text and "failed: 1" in text and
+          '"w\\u001bx.th"' in text and b"\x1b" not in r.stdout,
+          "status text %r" % text)
+    r = subprocess.run([CKPREP, "status", "-c", env.conf, "-n", "x"],
+                       capture_output=True, timeout=20, cwd=env.root)
+    check(r.returncode == 2, "status -n x: exit %r" % r.returncode)
+
+
+def test_long_log_read_off_the_loop():
+    """a 1,000,000-line audit log is read back on the thread pool: the
+    daemon is watching at once, a checkpoint dropped meanwhile is processed
+    once the log is read (numbered after it), and a SIGTERM during the read
+    stops the daemon within a second, leaving the log as it was"""
+    env = Env("long_log")
+    os.makedirs(os.path.dirname(env.log))
+    with open(env.log, "w") as f:
+        for k in range(10):
+            f.write("".join('{"seq":%d,"status":"ok","input":{"path":'
+                            '"/elsewhere/%d.th","size":1}}\n' % (i + 1, i)
+                            for i in range(k * 100000, (k + 1) * 100000)))
+    size = os.path.getsize(env.log)
+    d = Daemon(env)
+    d.ready()
+    env.drop_rename("a.th", ckpt_bytes(291))
+    time.sleep(0.3)
+    check("read back" not in d.err(), "the log was read before the loop "
+          "ran (or too fast to show anything)")
+    d.wait_log(r"audit log read back: 1000000 records", 120)
+    d.wait_log(r"a\.th -> ", 30)
+    with open(env.log, "rb") as f:     # (the last line alone: parsing a
+        f.seek(-4096, 2)               # million on every poll is slow)
+        r = json.loads(f.read().split(b"\n")[-2])
+    check(r["seq"] == 1000001 and r["status"] == "ok" and
+          r["input"]["path"] == env.inpath("a.th"),
+          "last record %r after a 1,000,000-line log" % r)
+    check_same(r["output"]["path"], 291)
+    d.stop()
+    size = os.path.getsize(env.log)
+    d = Daemon(env)
+    d.ready()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    check(d.wait(30) == 0, "exit %r after SIGTERM" % d.rc)
+    check(time.monotonic() - t0 < 1.0, "SIGTERM took %.1f s during the read"
+          % (time.monotonic() - t0))
+    check("read back" not in d.err(), "the read was not interrupted")
+    check(os.path.getsize(env.log) == size, "the log changed")
+
+
+def test_sigterm_inside_chain():
+    """SIGTERM with stop_timeout_s = 0 while a job is in the first of four
+    slow plugin stages (head_init drawing 16M normal values each): the job
+    is abandoned at the next stage, not after the whole chain -- its record
+    lists fewer than four stages -- and nothing is written"""
+    env = Env("sigterm_chain", stop_timeout_s=0)
+    chain = " ".join("head_init:%s" % k for k in "abcd")
+    text = "[pipeline]\nchain = %s\n\n[watch]\n" % chain
+    for k, v in env.watch.items():
+        text += "%s = %s\n" % (k, v)
+    for k in "abcd":
+        text += ("\n[head_init:%s]\nstate = model\nadd = h%s float32 4096x4096"
+                 " normal(0,1)\n" % (k, k))
+    env.write_conf(text=text)
+    claims = os.path.join(env.incoming, ".ckprep-claims")
+    d = Daemon(env)
+    d.ready()
+    env.drop_rename("m.th", ckpt_bytes(295))
+
+    def running():
+        for c in os.listdir(claims):
+            try:
+                with open(os.path.join(claims, c)) as f:
+                    if "state=running" in f.read():
+                        return True
+            except FileNotFoundError:
+                pass
+        return False
+    wait_for(running, 10, "the job running")
+    time.sleep(0.2)
+    d.signal(signal.SIGTERM)
+    check(d.wait(60) == 0, "exit %r" % d.rc)
+    recs = env.records(strict=True)
+    check(len(recs) == 1 and recs[0]["status"] == "failed" and
+          recs[0]["error"]["code"] == "cancelled", "records %r"
+          % [(r["status"], r.get("error")) for r in recs])
+    stages = [p["label"] for p in recs[0]["plugins"]]
+    check(len(stages) < 4, "the whole chain ran before the job was "
+          "abandoned: %r" % stages)
+    check(os.listdir(env.output) == [], "output holds %r"
+          % os.listdir(env.output))
+
+
 TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_sigterm_mid_burst, test_preexisting,
          test_incoming_recreated, test_hostile_and_truncated,
@@ -1538,7 +2140,12 @@ TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_recursive,
          test_after_move_and_delete, test_output_name,
          test_claims_gc_and_after_again, test_write_fails,
-         test_claims_symlink_and_fifo]
+         test_claims_symlink_and_fifo, test_claims_pid_reuse_and_pidns,
+         test_moves_across_file_systems, test_failed_finished_at_start,
+         test_claims_collected_without_rescans, test_reload_new_incoming,
+         test_output_names_never_clobber, test_ready_marker,
+         test_metrics_and_inotify_overflow, test_status,
+         test_long_log_read_off_the_loop, test_sigterm_inside_chain]
 
 
 def main(argv=None):
@@ -1564,7 +2171,8 @@ def main(argv=None):
                  if args.filter is None or args.filter in t.__name__]
         if any(t in tests for t in (test_kill9_midjob, test_sigterm_finishes_job,
                                     test_sigterm_abandons_job,
-                                    test_rewritten_during_job)):
+                                    test_rewritten_during_job,
+                                    test_reload_new_incoming)):
             BIG = os.path.join(WORK, "big.th")
             make_big(BIG)
         for t in tests:
