@@ -154,7 +154,11 @@ def check_accepts_examples():
 
 @test
 def check_accepts_every_directive():
-    """every directive with a valid value"""
+    """every directive with a valid value (file = is read at load: it
+    exists)"""
+    merge = os.path.join(E.fresh("merge"), "x.yaml")
+    with open(merge, "w") as f:
+        f.write("a: 2\n")
     check_ok(E.conf(ini(
         ("pipeline", {"chain": "optimizer_strip, prefix_select key_remap head_init config_override"}),
         ("optimizer_strip", [("drop", "optimizer ema"), ("drop", "scaler"), ("detect", "no")]),
@@ -170,7 +174,7 @@ def check_accepts_every_directive():
                        ("add", "g float32 2 ones"), ("add", "h float32 2 zeros"),
                        ("on_exists", "skip")]),
         ("config_override", [("config", "cfg"), ("set", "a=1"), ("set", "+b.c=[1, 2]"),
-                             ("set", "++d={e: f}"), ("set", "~g"), ("file", "/tmp/x.yaml")]))))
+                             ("set", "++d={e: f}"), ("set", "~g"), ("file", merge)]))))
 
 
 @test
