@@ -73,6 +73,7 @@ CORE_SRC := \
 	core/audit.c \
 	core/ck.c \
 	core/ckpt.c \
+	core/ckpt_cast.c \
 	core/ckpt_edit.c \
 	core/ckpt_write.c \
 	core/conf.c \

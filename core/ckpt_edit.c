@@ -200,13 +200,15 @@ nomem:
     return NULL;
 }
 
-static int storage_bytes(ck_ckpt_t *c, const ck_storage_t *st, uint64_t off,
-                         uint64_t n, uint8_t *out, ck_err_t *err)
+/* Input bytes [off, off + n) of st (before any cast). */
+int ck_ckpt_storage_src(ck_ckpt_t *c, const ck_storage_t *st, uint64_t off,
+                        uint64_t n, uint8_t *out, ck_err_t *err)
 {
+    uint64_t size = st->nconv ? st->src_nbytes : st->nbytes;
     uint8_t *all;
     int rc;
 
-    if (off > st->nbytes || n > st->nbytes - off)
+    if (off > size || n > size - off)
         return ck_err_set(err, CK_EFORMAT, "read past storage %s", st->key);
     switch (st->src) {
     case CK_SRC_MEM:
@@ -220,7 +222,7 @@ static int storage_bytes(ck_ckpt_t *c, const ck_storage_t *st, uint64_t off,
             rc = ck_pread_full(c->fd, out, (size_t)n, st->entry->data_off + off);
             break;
         }
-        rc = ck_zip_read(c->fd, st->entry, st->nbytes, &all, err);
+        rc = ck_zip_read(c->fd, st->entry, size, &all, err);
         if (rc < 0)
             return rc;
         memcpy(out, all + off, (size_t)n);
@@ -239,6 +241,7 @@ int ck_ckpt_read_tensor(ck_ckpt_t *c, const ck_tensor_t *t, uint8_t *out,
 {
     size_t isz = t->dtype->itemsize;
     uint64_t idx[16] = { 0 };
+    uint64_t per = t->st->dtype ? 1 : isz; /* storage units per element */
     int contiguous = 1;
     int64_t expect = 1;
 
@@ -252,14 +255,15 @@ int ck_ckpt_read_tensor(ck_ckpt_t *c, const ck_tensor_t *t, uint8_t *out,
         expect *= t->size[i];
     }
     if (contiguous)
-        return storage_bytes(c, t->st, t->offset * isz, t->numel * isz, out, err);
+        return ck_ckpt_storage_read(c, t->st, t->offset * per, t->numel * per,
+                                    out, err);
     for (uint64_t k = 0; k < t->numel; k++) {
         uint64_t e = t->offset;
         int rc;
 
         for (size_t i = 0; i < t->ndim; i++)
             e += idx[i] * (uint64_t)t->stride[i];
-        rc = storage_bytes(c, t->st, e * isz, isz, out + k * isz, err);
+        rc = ck_ckpt_storage_read(c, t->st, e * per, per, out + k * isz, err);
         if (rc < 0)
             return rc;
         for (size_t i = t->ndim; i-- > 0;) {

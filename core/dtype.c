@@ -213,3 +213,121 @@ void ck_dtype_put(const ck_dtype_t *dt, uint8_t *p, double v)
         return;
     }
 }
+
+/* ---- conversions (torch's .to(dtype)) ---------------------------------- */
+
+int ck_dtype_is_castable(const ck_dtype_t *dt)
+{
+    return dt != NULL &&
+           (dt->id == CK_DT_FLOAT64 || dt->id == CK_DT_FLOAT32 ||
+            dt->id == CK_DT_FLOAT16 || dt->id == CK_DT_BFLOAT16);
+}
+
+static float bits_f32(uint32_t x)
+{
+    float f;
+
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+static uint32_t f32_bits(float f)
+{
+    uint32_t x;
+
+    memcpy(&x, &f, 4);
+    return x;
+}
+
+/* float16 to float32 exactly; a NaN is quieted, its payload kept (as the
+ * F16C instruction and torch do). */
+static float half_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, mant = h & 0x3ffu;
+
+    if ((h & 0x7c00u) == 0x7c00u && mant != 0)
+        return bits_f32(sign | 0x7fc00000u | (mant << 13));
+    return (float)ck_half_to_double(h);
+}
+
+/* float32 to bfloat16, round to nearest even; NaN gives nan (0xffff from
+ * torch's vector loop, 0x7fc0 from its scalar one). */
+static uint16_t f32_bf16(float f, uint16_t nan)
+{
+    uint32_t x = f32_bits(f);
+
+    if (f != f)
+        return nan;
+    x += 0x7fffu + ((x >> 16) & 1u);
+    return (uint16_t)(x >> 16);
+}
+
+/* One element of from at p, as torch reads it on the way to float32. */
+static float load_f32(ck_dtype_id_t from, const uint8_t *p)
+{
+    uint16_t h;
+    uint32_t x;
+    double d;
+
+    switch (from) {
+    case CK_DT_FLOAT64:
+        memcpy(&d, p, 8);
+        return (float)d;
+    case CK_DT_FLOAT32:
+        memcpy(&x, p, 4);
+        return bits_f32(x);
+    case CK_DT_FLOAT16:
+        memcpy(&h, p, 2);
+        return half_f32(h);
+    default:
+        memcpy(&h, p, 2);
+        return bits_f32((uint32_t)h << 16);
+    }
+}
+
+int ck_dtype_convert(const ck_dtype_t *to, void *dst, const ck_dtype_t *from,
+                     const void *src, size_t n)
+{
+    const uint8_t *s = src;
+    uint8_t *d = dst;
+    ck_dtype_id_t f;
+    uint16_t nan;
+
+    if (!ck_dtype_is_castable(to) || !ck_dtype_is_castable(from))
+        return CK_EUNSUPPORTED;
+    f = from->id;
+    if (to == from) {
+        memcpy(dst, src, n * to->itemsize);
+        return 0;
+    }
+    nan = f == CK_DT_FLOAT16 ? 0x7fc0u : 0xffffu;
+    for (size_t i = 0; i < n; i++, s += from->itemsize, d += to->itemsize) {
+        switch (to->id) {
+        case CK_DT_FLOAT64: {
+            double v = (double)load_f32(f, s);
+
+            memcpy(d, &v, 8);
+            break;
+        }
+        case CK_DT_FLOAT32: {
+            uint32_t x = f32_bits(load_f32(f, s));
+
+            memcpy(d, &x, 4);
+            break;
+        }
+        case CK_DT_FLOAT16: {
+            uint16_t h = ck_double_to_half((double)load_f32(f, s));
+
+            memcpy(d, &h, 2);
+            break;
+        }
+        default: {
+            uint16_t h = f32_bf16(load_f32(f, s), nan);
+
+            memcpy(d, &h, 2);
+            break;
+        }
+        }
+    }
+    return 0;
+}

@@ -130,6 +130,20 @@ ck_py_t *ck_job_new_tensor(ck_job_t *job, const ck_dtype_t *dt,
     return t;
 }
 
+int ck_job_cast(ck_job_t *job, ck_py_t *const *nodes, size_t n,
+                const ck_dtype_t *dt, unsigned char *split)
+{
+    ck_err_t e = { 0 };
+    int rc;
+
+    for (size_t i = 0; i < n; i++)
+        (void)ck_job_tensor(job, nodes[i]); /* scanned, new ones too */
+    rc = ck_ckpt_cast(&job->ck, nodes, n, dt, split, &e);
+    if (rc < 0)
+        return ck_job_fail(job, rc, "%s", e.msg);
+    return 0;
+}
+
 ck_py_t *ck_job_global(ck_job_t *job, const char *module, const char *name)
 {
     return ck_ckpt_global(&job->ck, module, name);
