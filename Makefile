@@ -89,6 +89,8 @@ CORE_SRC := \
 	core/pyre.c \
 	core/pyval.c \
 	core/record.c \
+	core/safetensors.c \
+	core/safetensors_write.c \
 	core/watch.c \
 	core/watch_claim.c \
 	core/watch_job.c \

@@ -230,6 +230,14 @@ typedef int (*ck_write_body_fn)(ck_ckpt_t *c, int fd, void *arg,
 int ck_ckpt_write_with(ck_ckpt_t *c, const char *out_path, ck_write_body_fn body,
                        void *arg, ck_write_info_t *info, ck_err_t *err);
 
+/*
+ * The rebuild call of a new contiguous tensor of the given shape over st
+ * (set up by the caller, with a dtype that has a storage class; not added
+ * here: see ck_ckpt_add_storage), as torch.save builds one.
+ */
+ck_py_t *ck_ckpt_tensor_node(ck_ckpt_t *c, ck_storage_t *st,
+                             const int64_t *shape, size_t ndim, ck_err_t *err);
+
 /* Copy a tensor's elements, in row-major order, into out (numel * itemsize). */
 int ck_ckpt_read_tensor(ck_ckpt_t *c, const ck_tensor_t *t, uint8_t *out,
                         ck_err_t *err);

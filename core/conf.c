@@ -350,6 +350,9 @@ static ck_section_t *section_new(ck_conf_t *c, const char *name, int line,
     } else if (strcmp(name, "security") == 0) {
         s->dirs = ck_security_directives;
         s->conf = &c->security;
+    } else if (strcmp(name, "output") == 0) {
+        s->dirs = ck_output_directives;
+        s->conf = &c->output;
     } else if (strcmp(name, "watch") == 0) {
         s->dirs = ck_watch_directives;
         s->conf = &c->watch;
@@ -501,7 +504,7 @@ static int apply_defaults(ck_conf_t *c, ck_section_t *s, ck_err_t *err)
 static int load(ck_conf_t *c, const char *path, ck_err_t *err)
 {
     load_t l = { 0 };
-    ck_section_t *core[3];
+    ck_section_t *core[4];
     int rc;
 
     memset(c, 0, sizeof(*c));
@@ -527,9 +530,11 @@ static int load(ck_conf_t *c, const char *path, ck_err_t *err)
     core[0] = section_find(c, "pipeline");
     core[1] = section_find(c, "security");
     core[2] = section_find(c, "watch");
+    core[3] = section_find(c, "output");
     if ((core[0] == NULL && section_new(c, "pipeline", 0, err) == NULL) ||
         (core[1] == NULL && section_new(c, "security", 0, err) == NULL) ||
-        (core[2] == NULL && section_new(c, "watch", 0, err) == NULL))
+        (core[2] == NULL && section_new(c, "watch", 0, err) == NULL) ||
+        (core[3] == NULL && section_new(c, "output", 0, err) == NULL))
         return err->code;
     c->nchain = c->pipeline.chain.n;
     c->chain = ck_arena_alloc(&c->arena, (c->nchain + 1) * sizeof(*c->chain));

@@ -7,6 +7,7 @@
 
 #include "fsutil.h"
 #include "record.h"
+#include "safetensors.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,17 +35,20 @@ static void rfc3339(char *buf, size_t n)
     snprintf(buf + len, n - len, ".%03ldZ", ts.tv_nsec / 1000000);
 }
 
-char *ck_job_default_out(const char *in)
+char *ck_job_default_out(const char *in, const char *ext)
 {
     const char *dot = ck_path_ext(ck_path_base(in));
     size_t stem = (size_t)(dot - in);
-    char *out = ck_malloc(strlen(in) + sizeof(".prep"));
+    char *out;
 
+    if (ext == NULL)
+        ext = dot;
+    out = ck_malloc(stem + strlen(ext) + sizeof(".prep"));
     if (out == NULL)
         return NULL;
     memcpy(out, in, stem);
     strcpy(out + stem, ".prep");
-    strcat(out, dot);
+    strcat(out, ext);
     return out;
 }
 
@@ -271,6 +275,46 @@ int ck_job_run_stage(ck_job_t *job, const ck_stage_t *st, ck_json_t *changes)
     return rc;
 }
 
+/* A safetensors output's plan, reported in the plugins array as the
+ * pseudo-stage "output": what was written and the tied names dropped. */
+static int plan_output(ck_job_t *job, ck_st_plan_t *plan, ck_json_t *plugins)
+{
+    int rc = ck_st_plan(&job->ck, &job->conf->output, plan, job->err);
+
+    if (rc < 0)
+        return rc;
+    ck_json_obj(plugins);
+    ck_json_key(plugins, "name");
+    ck_json_str(plugins, "output");
+    ck_json_key(plugins, "label");
+    ck_json_str(plugins, "safetensors");
+    ck_json_key(plugins, "changes");
+    ck_json_arr(plugins);
+    ck_json_obj(plugins);
+    ck_json_key(plugins, "op");
+    ck_json_str(plugins, "safetensors");
+    ck_json_key(plugins, "state");
+    ck_json_str(plugins, plan->state);
+    ck_json_key(plugins, "tensors");
+    ck_json_u64(plugins, plan->n);
+    ck_json_key(plugins, "bytes");
+    ck_json_u64(plugins, plan->data_bytes);
+    ck_json_end(plugins);
+    for (size_t i = 0; i < plan->nalias; i++) {
+        ck_json_obj(plugins);
+        ck_json_key(plugins, "op");
+        ck_json_str(plugins, "alias_dropped");
+        ck_json_key(plugins, "key");
+        ck_json_str(plugins, plan->alias[i]);
+        ck_json_key(plugins, "kept");
+        ck_json_str(plugins, plan->kept[i]);
+        ck_json_end(plugins);
+    }
+    ck_json_end(plugins);
+    ck_json_end(plugins);
+    return 0;
+}
+
 static int run_chain(ck_job_t *job, ck_json_t *plugins)
 {
     const ck_conf_t *conf = job->conf;
@@ -312,6 +356,8 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     ck_open_opts_t opts;
     ck_write_info_t info = { 0 };
     ck_json_t plugins = { 0 };
+    ck_st_plan_t plan = { 0 };
+    int st_out = conf->output.format == CK_OUT_SAFETENSORS;
     int64_t t0 = now_ms();
     char ts[40];
     int rc, wrote = 0;
@@ -336,6 +382,8 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     }
     if (rc == 0)
         rc = run_chain(&job, &plugins);
+    if (rc == 0 && st_out)
+        rc = plan_output(&job, &plan, &plugins);
     if (rc == 0 && !args->dry_run && args->out != NULL) {
         /* room for the whole record first: once the output exists, writing
          * its record must not fail (strings escape to at most 6 bytes each) */
@@ -347,6 +395,8 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
             ck_buf_reserve(&rec->b, room) < 0 ||
             ck_buf_reserve(&rec->levels, 8) < 0)
             rc = ck_err_set(err, CK_ENOMEM, "out of memory");
+        else if (st_out)
+            rc = ck_st_write(&job.ck, &plan, args->out, &info, err);
         else
             rc = ck_ckpt_write(&job.ck, args->out, &info, err);
         wrote = rc == 0;
@@ -366,7 +416,9 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
         r.in.opened = job.ck.fd >= 0;
         r.in.inode = (uint64_t)job.ck.st.ino;
         r.in.mtime_ns = job.ck.st.mtime_ns;
-        r.in.format = job.ck.format == CK_FMT_ZIP ? "zip" : "legacy";
+        r.in.format = job.ck.format == CK_FMT_ZIP      ? "zip"
+                      : job.ck.format == CK_FMT_LEGACY ? "legacy"
+                                                       : "safetensors";
         r.wrote = wrote;
         r.out.path = args->out;
         r.out.size = info.size;
@@ -385,6 +437,7 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
         ck_record_build(rec, &r);
     }
     ck_json_release(&plugins);
+    ck_st_plan_release(&plan);
     ck_ckpt_close(&job.ck);
     return rc;
 }

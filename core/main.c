@@ -228,7 +228,8 @@ static int cmd_run(int argc, char **argv)
     if (load_conf(cpath, &conf) < 0)
         return EXIT_USAGE;
     if (out == NULL) {
-        def_out = ck_job_default_out(in);
+        def_out = ck_job_default_out(in, conf.output.format == CK_OUT_SAFETENSORS
+                                              ? ".safetensors" : NULL);
         if (def_out == NULL) {
             fprintf(stderr, "ckprep: out of memory\n");
             ck_conf_release(&conf);

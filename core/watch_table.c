@@ -155,6 +155,14 @@ char *watch_out_path(daemon_t *d, const char *rel)
         ck_log(CK_LOG_WARNING, "%s: output_name gives no plain file name for "
                "it; writing %s", rel, name);
     }
+    if (d->cref->c.output.format == CK_OUT_SAFETENSORS) {
+        /* the extension follows the format: model.th -> model.safetensors */
+        char *dot = (char *)ck_path_ext(name);
+
+        if (strcmp(dot, ".safetensors") != 0 &&
+            (size_t)(dot - name) + sizeof(".safetensors") <= sizeof(name))
+            strcpy(dot, ".safetensors");
+    }
     reldir = ck_strdup(rel);
     if (reldir != NULL) {
         char *slash = strrchr(reldir, '/');
