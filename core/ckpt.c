@@ -766,6 +766,9 @@ ck_py_t *ck_ckpt_get(ck_ckpt_t *c, const char *path)
     ck_py_t *cur = c->pk.root;
     char key[1024];
 
+    if (strcmp(path, "/") == 0)
+        return cur; /* the top */
+
     while (cur != NULL && *path != '\0') {
         const char *slash = strchr(path, '/');
         size_t n = slash ? (size_t)(slash - path) : strlen(path);

@@ -276,7 +276,8 @@ int ck_conf_set_paths(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
 
         w += strspn(w, " \t,");
         n = strcspn(w, " \t,");
-        int empty = n > 0 && (w[0] == '/' || w[n - 1] == '/');
+        /* "/" alone is the top (a safetensors input's dict of tensors) */
+        int empty = n > 1 && (w[0] == '/' || w[n - 1] == '/');
 
         for (size_t i = 1; i < n; i++)
             empty |= w[i] == '/' && w[i - 1] == '/';

@@ -114,7 +114,7 @@ typedef struct {
  *  words  words separated by blanks or commas, appended       (ck_strlist_t)
  *  lines  the whole value as one item, appended               (ck_strlist_t)
  *  paths  words, each a '/' path into the checkpoint with no
- *         empty level                                         (ck_strlist_t)
+ *         empty level; "/" alone is the top                   (ck_strlist_t)
  */
 int ck_conf_set_bool(ck_conf_ctx_t *, const ck_directive_t *, void *, const char *);
 int ck_conf_set_u64(ck_conf_ctx_t *, const ck_directive_t *, void *, const char *);
@@ -172,7 +172,7 @@ void ck_job_set_root(ck_job_t *job, ck_py_t *root);
 int ck_job_dry_run(const ck_job_t *job);
 
 /* The value at a '/'-separated path of mapping keys ("best_state/model"),
- * or NULL.  Keys may contain dots. */
+ * or NULL; "/" is the top.  Keys may contain dots. */
 ck_py_t *ck_job_get(ck_job_t *job, const char *path);
 
 /*
