@@ -104,7 +104,7 @@ const ck_directive_t ck_output_directives[] = {
 /* ---- the header reader ------------------------------------------------- */
 
 typedef struct {
-    const char *p, *end;
+    const char *p, *end, *start;
     ck_arena_t *a;
     ck_err_t *err;
 } rd_t;
@@ -112,7 +112,7 @@ typedef struct {
 static int bad(rd_t *r, const char *what)
 {
     return ck_err_set(r->err, CK_EFORMAT, "safetensors header: %s at byte %zu",
-                      what, (size_t)(r->end - r->p));
+                      what, (size_t)(r->p - r->start) + 8);
 }
 
 static void ws(rd_t *r)
@@ -377,9 +377,13 @@ static int meta_obj(rd_t *r, ck_py_t **out)
             return ck_err_set(r->err, CK_EFORMAT,
                               "safetensors header: __metadata__ has '%s' twice",
                               k);
-        if (expect(r, ':') < 0 || str(r, &v, &vn) < 0)
-            return r->err->code ? r->err->code
-                                : bad(r, "__metadata__ values must be strings");
+        if (expect(r, ':') < 0)
+            return bad(r, "':' expected");
+        ws(r);
+        if (r->p >= r->end || *r->p != '"')
+            return bad(r, "__metadata__ values must be strings");
+        if (str(r, &v, &vn) < 0)
+            return r->err->code;
         pk = ck_py_str(r->a, k, kn);
         pv = ck_py_str(r->a, v, vn);
         if (pk == NULL || pv == NULL || ck_strmap_add(&seen, r->a, k, 0) < 0 ||
@@ -538,7 +542,7 @@ int ck_st_open(ck_ckpt_t *c, ck_err_t *err)
                                  c->fingerprint, err);
     if (rc < 0)
         goto out;
-    r = (rd_t){ text, text + len, &c->arena, err };
+    r = (rd_t){ text, text + len, text, &c->arena, err };
     data = c->st.size - 8 - len;
     rc = parse_header(c, &r, data, &h, &n);
     if (rc < 0)

@@ -22,12 +22,12 @@ import struct
 import numpy as np
 import torch
 
-# spec dtype -> (numpy dtype, torch dtype); BF16 is read as uint16 bits
+# spec dtype -> (numpy dtype, torch dtype); BF16 is read as int16 bits
 DTYPES = {
     "BOOL": (np.bool_, torch.bool), "U8": (np.uint8, torch.uint8),
     "I8": (np.int8, torch.int8), "I16": (np.int16, torch.int16),
     "I32": (np.int32, torch.int32), "I64": (np.int64, torch.int64),
-    "F16": (np.float16, torch.float16), "BF16": (np.uint16, torch.bfloat16),
+    "F16": (np.float16, torch.float16), "BF16": (np.int16, torch.bfloat16),
     "F32": (np.float32, torch.float32), "F64": (np.float64, torch.float64),
     "C64": (np.complex64, torch.complex64),
 }
@@ -98,7 +98,7 @@ def read(path, strict_padding=True):
 
 def to_torch(name, arr, hdr):
     """The torch tensor of array arr (BF16 bits become bfloat16)."""
-    t = torch.from_numpy(np.ascontiguousarray(arr).copy())
+    t = torch.from_numpy(np.array(arr, copy=True, order="C"))
     if hdr[name]["dtype"] == "BF16":
         t = t.view(torch.int16).view(torch.bfloat16)
     return t
