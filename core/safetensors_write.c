@@ -10,6 +10,7 @@
 #include "safetensors.h"
 
 #include "json.h"
+#include "omegaconf.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -126,7 +127,48 @@ static int in_meta(const ck_ckpt_t *c, const char *k)
     return c->st_meta != NULL && ck_py_map_get(c->st_meta, k, NULL) != NULL;
 }
 
-static int header(ck_ckpt_t *c, ck_st_plan_t *p, ck_err_t *err)
+/* A config as JSON: OmegaConf containers and plain dicts/lists by their
+ * items, leaves by their values (ck_omc_json). */
+static void config_json(ck_json_t *j, ck_py_t *n, int depth)
+{
+    int is_dict = 0;
+    ck_py_vec_t *ch = ck_omc_children(n, &is_dict);
+
+    if (ch == NULL && n != NULL && (n->kind == CK_PY_DICT || n->kind == CK_PY_LIST ||
+                                    n->kind == CK_PY_TUPLE)) {
+        ch = &n->u.seq;
+        is_dict = n->kind == CK_PY_DICT;
+    }
+    if (ch == NULL || depth > 64) {
+        ck_omc_json(j, n);
+        return;
+    }
+    if (is_dict)
+        ck_json_obj(j);
+    else
+        ck_json_arr(j);
+    for (size_t i = 0; i < ch->n; i += is_dict ? 2 : 1) {
+        if (is_dict) {
+            ck_py_t *k = ch->v[i];
+            char num[32];
+
+            if (i + 1 >= ch->n)
+                break;
+            if (k->kind == CK_PY_STR && strlen(k->u.s.s) == k->u.s.n) {
+                ck_json_key(j, k->u.s.s);
+            } else {
+                snprintf(num, sizeof(num), "%lld",
+                         k->kind == CK_PY_INT ? (long long)k->u.i.v : 0LL);
+                ck_json_key(j, num);
+            }
+        }
+        config_json(j, ch->v[i + (is_dict ? 1 : 0)], depth + 1);
+    }
+    ck_json_end(j);
+}
+
+static int header(ck_ckpt_t *c, const ck_output_conf_t *o, ck_st_plan_t *p,
+                  ck_err_t *err)
 {
     ck_json_t j = { 0 };
     size_t pad;
@@ -147,6 +189,17 @@ static int header(ck_ckpt_t *c, ck_st_plan_t *p, ck_err_t *err)
         }
     ck_json_key(&j, "format");
     ck_json_str(&j, "pt");
+    if (o->config != NULL && ck_ckpt_get(c, o->config) != NULL &&
+        !in_meta(c, "ckprep.config")) {
+        ck_json_t cj = { 0 };
+
+        config_json(&cj, ck_ckpt_get(c, o->config), 0);
+        ck_json_key(&j, "ckprep.config");
+        ck_json_strn(&j, cj.b.data ? (const char *)cj.b.data : "", cj.b.len);
+        if (cj.b.oom)
+            j.b.oom = 1;
+        ck_json_release(&cj);
+    }
     /* as safetensors' save_model: dropped name -> kept name, unless the
      * metadata says something of that name already */
     for (size_t i = 0; i < p->nalias; i++) {
@@ -245,7 +298,7 @@ int ck_st_plan(ck_ckpt_t *c, const ck_output_conf_t *o, ck_st_plan_t *p,
         p->e[i].end = pos;
     }
     p->data_bytes = pos;
-    return header(c, p, err);
+    return header(c, o, p, err);
 }
 
 void ck_st_plan_release(ck_st_plan_t *p)

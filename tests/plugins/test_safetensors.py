@@ -97,6 +97,23 @@ def st_release_recipe():
 
 
 @test
+def st_example_release():
+    """conf/examples/release-safetensors.ini: the same tensors, and the
+    config in __metadata__ as ckprep.config, which OmegaConf reads back
+    equal to the checkpoint's xp.cfg"""
+    from omegaconf import OmegaConf
+    text = open(os.path.join(E.examples, "release-safetensors.ini")).read()
+    rec, meta, arrs, hdr = st_run(text, "ac")
+    ck = load(E.inputs["ac"])
+    sd = ck["best_state"]["model"]
+    for k in arrs:
+        same(k, arrs[k], hdr, sd[k].half() if sd[k].is_floating_point() else sd[k])
+    cfg = OmegaConf.create(meta["ckprep.config"])
+    check(OmegaConf.to_container(cfg) == OmegaConf.to_container(ck["xp.cfg"]),
+          "ckprep.config differs from xp.cfg")
+
+
+@test
 def st_tied_refused():
     """tied tensors without tied = dedupe: refused, both names in the one line"""
     se = st_run(st_conf(), "ac", ok=False)

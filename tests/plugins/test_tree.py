@@ -114,6 +114,26 @@ def tree_on_safetensors_input():
 
 
 @test
+def tree_example_start_from_ema():
+    """conf/examples/start-from-ema.ini: best_state/model is the EMA weights
+    as float32 (torch's .float()), optimizer, scheduler, scaler and the old
+    model gone, ema keeps its count"""
+    r = E.ok(None, "ac", conf_path=os.path.join(E.examples, "start-from-ema.ini"))
+    ck = load(r.inp)
+    ema = ck["ema"]["state"]["model"]
+    out = load(r.out)
+    check(sorted(out) == sorted(set(ck) - {"optimizer", "lr_scheduler", "scaler", "model"}),
+          f"top keys {sorted(out)}")
+    sd = out["best_state"]["model"]
+    check(list(sd) == list(ema), "keys differ from the EMA's")
+    for k, v in ema.items():
+        w = v.float() if v.is_floating_point() else v
+        check(sd[k].dtype == w.dtype and torch.equal(sd[k], w), f"{k} differs")
+    check("model" not in out["ema"]["state"] and out["ema"]["count"] == ck["ema"]["count"],
+          "ema changed beyond the move")
+
+
+@test
 def tree_check_errors():
     """bad lines are refused at load"""
     check_rejects_line("tree", "copy = a", "SRC => DST")
