@@ -110,6 +110,8 @@ static int help_plugins(void)
     print_directives(ck_security_directives);
     printf("[watch]\n");
     print_directives(ck_watch_directives);
+    printf("[output]\n");
+    print_directives(ck_output_directives);
     for (size_t i = 0; ck_plugins[i] != NULL; i++) {
         printf("[%s] %s\n", ck_plugins[i]->name, ck_plugins[i]->summary);
         print_directives(ck_plugins[i]->directives);
