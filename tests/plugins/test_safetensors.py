@@ -292,6 +292,42 @@ def st_hostile_inputs():
 
 
 @test
+def st_daemon_output_name():
+    """`ckprep watch` with format = safetensors: model.th in incoming comes
+    out as output/model.safetensors, read by the spec reader"""
+    import subprocess
+    import time
+    d = E.fresh("watch")
+    for sub in ("incoming", "output", "failed"):
+        os.makedirs(os.path.join(d, sub))
+    conf = os.path.join(d, "c.ini")
+    with open(conf, "w") as f:
+        f.write(ini(("pipeline", {"chain": ""}), ("output", {"format": "safetensors",
+                                                              "state": "model"}),
+                    ("watch", {"incoming": "incoming", "output": "output", "failed": "failed",
+                               "audit_log": "audit.jsonl", "settle_ms": 100})))
+    src = os.path.join(d, "model.th")
+    torch.save({"model": {"w": torch.randn(3)}}, src)
+    p = subprocess.Popen([E.ckprep, "watch", "-c", conf], cwd=d, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        os.rename(src, os.path.join(d, "incoming", "model.th"))
+        out = os.path.join(d, "output", "model.safetensors")
+        for _ in range(100):
+            if os.path.exists(out):
+                break
+            time.sleep(0.1)
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
+    check(os.listdir(os.path.join(d, "output")) == ["model.safetensors"],
+          f"output folder: {os.listdir(os.path.join(d, 'output'))}")
+    meta, arrs, hdr = stspec.read(out)
+    check(list(arrs) == ["w"], f"names {list(arrs)}")
+
+
+@test
 def st_output_check_errors():
     """[output] values are checked at load"""
     check_rejects(ini(("pipeline", {"chain": ""}), ("output", {"format": "onnx"})), 5, "onnx")
