@@ -751,6 +751,16 @@ int ck_ckpt_open(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
     return legacy_storages(c, keys, data_start, err);
 }
 
+const char *ck_ckpt_format_name(const ck_ckpt_t *c)
+{
+    switch (c->format) {
+    case CK_FMT_ZIP: return "zip";
+    case CK_FMT_LEGACY: return "legacy";
+    case CK_FMT_SAFETENSORS: return "safetensors";
+    }
+    return "?";
+}
+
 void ck_ckpt_close(ck_ckpt_t *c)
 {
     if (c->fd >= 0)

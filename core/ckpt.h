@@ -95,6 +95,9 @@ int ck_ckpt_open(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
                  ck_err_t *err);
 void ck_ckpt_close(ck_ckpt_t *c);
 
+/* "zip", "legacy" or "safetensors": c's input format, for records. */
+const char *ck_ckpt_format_name(const ck_ckpt_t *c);
+
 /* Add st to the storages known (by key: the first of a key wins).  0 or
  * CK_ENOMEM. */
 int ck_ckpt_add_storage(ck_ckpt_t *c, ck_storage_t *st);

@@ -184,9 +184,7 @@ int ck_inspect_json(ck_ckpt_t *c, ck_json_t *j)
     ck_json_key(j, "size");
     ck_json_u64(j, c->st.size);
     ck_json_key(j, "format");
-    ck_json_str(j, c->format == CK_FMT_ZIP      ? "zip"
-                   : c->format == CK_FMT_LEGACY ? "legacy"
-                                                : "safetensors");
+    ck_json_str(j, ck_ckpt_format_name(c));
     if (c->format == CK_FMT_ZIP) {
         ck_json_key(j, "top_folder");
         ck_json_str(j, c->top);

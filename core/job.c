@@ -416,9 +416,7 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
         r.in.opened = job.ck.fd >= 0;
         r.in.inode = (uint64_t)job.ck.st.ino;
         r.in.mtime_ns = job.ck.st.mtime_ns;
-        r.in.format = job.ck.format == CK_FMT_ZIP      ? "zip"
-                      : job.ck.format == CK_FMT_LEGACY ? "legacy"
-                                                       : "safetensors";
+        r.in.format = ck_ckpt_format_name(&job.ck);
         r.wrote = wrote;
         r.out.path = args->out;
         r.out.size = info.size;
