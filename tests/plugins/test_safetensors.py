@@ -229,19 +229,20 @@ def st_edge_inputs():
 
 @test
 def st_plugins_on_input():
-    """key_remap, prefix_select and cast (state = /) on a safetensors input,
-    written as safetensors"""
+    """prefix_select, key_remap, head_init and cast (state = /) on a
+    safetensors input, written as safetensors"""
     ts = OD([("model.enc.w", torch.randn(4, 4)), ("model.enc.b", torch.randn(4)),
              ("model.dec.w", torch.randn(2, 4)), ("other", torch.randn(1))])
     p = make_st("plug.safetensors", ts)
-    conf = ini(("pipeline", {"chain": "prefix_select key_remap cast"}),
+    conf = ini(("pipeline", {"chain": "prefix_select key_remap head_init cast"}),
                ("prefix_select", {"state": "/", "keep": "model.", "strip": "yes"}),
                ("key_remap", {"state": "/", "rename": "enc. => encoder."}),
+               ("head_init", {"state": "/", "add": "head.b float32 3 const(0.5)"}),
                ("cast", {"state": "/", "to": "bfloat16"}),
                ("output", {"format": "safetensors"}))
     rec, meta, arrs, hdr = st_run(conf, p)
     want = {"encoder.w": ts["model.enc.w"], "encoder.b": ts["model.enc.b"],
-            "dec.w": ts["model.dec.w"]}
+            "dec.w": ts["model.dec.w"], "head.b": torch.full((3,), 0.5)}
     check(sorted(arrs) == sorted(want), f"names {sorted(arrs)}")
     for k, v in want.items():
         same(k, arrs[k], hdr, v.bfloat16())
