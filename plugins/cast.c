@@ -3,7 +3,8 @@
  * {k: v.to(dtype)} would, without reading them: the core converts each
  * storage once, chunk by chunk, while the output is written (bounded
  * memory, bytes equal to torch's .to(dtype)).  'state' names the state
- * dicts, 'to' the dtype, 'from' the dtypes converted (default every
+ * dicts, 'to' the dtype (float16 unless said: a release), 'from' the dtypes
+ * converted (default every
  * floating one), 'keys' shell globs the keys must match (default all).
  * Each tensor cast is reported with its bytes before and after; a tensor
  * whose storage is shared with one not cast gets a storage of its own
@@ -16,7 +17,7 @@
 
 typedef struct {
     ck_strlist_t state;
-    int to;           /* index in dtypes[] + 1; 0 until set */
+    int to;           /* index in dtypes[] + 1 */
     unsigned from;    /* bit i: dtypes[i] is converted */
     ck_strlist_t keys;
 } cast_conf_t;
@@ -65,7 +66,7 @@ static int set_from(ck_conf_ctx_t *cx, const ck_directive_t *d, void *conf,
 static const ck_directive_t cast_directives[] = {
     { "state", ck_conf_set_paths, offsetof(cast_conf_t, state),
       "best_state/model", CK_DIR_MULTI, "state dicts to cast in" },
-    { "to", ck_conf_set_enum, offsetof(cast_conf_t, to), NULL, 0,
+    { "to", ck_conf_set_enum, offsetof(cast_conf_t, to), "float16", 0,
       "the dtype: float16, bfloat16, float32 or float64", to_names },
     { "from", set_from, 0, "float16 bfloat16 float32 float64", CK_DIR_MULTI,
       "the dtypes converted (others are left as they are)" },
@@ -73,17 +74,6 @@ static const ck_directive_t cast_directives[] = {
       CK_DIR_MULTI, "shell globs: only keys matching one are cast" },
     { NULL, NULL, 0, NULL, 0, NULL },
 };
-
-static int cast_init(ck_conf_ctx_t *cx, void *conf)
-{
-    cast_conf_t *cf = conf;
-
-    if (cf->to == 0)
-        return ck_err_set(cx->err, CK_ECONFIG,
-                          "'to' is required (float16, bfloat16, float32 or "
-                          "float64)");
-    return 0;
-}
 
 static int key_matches(const cast_conf_t *cf, const ck_py_t *k)
 {
@@ -180,6 +170,6 @@ const ck_plugin_t ck_plugin_cast = {
     .summary = "change the dtype of floating tensors while streaming",
     .conf_size = sizeof(cast_conf_t),
     .directives = cast_directives,
-    .init_conf = cast_init,
+    .init_conf = NULL,
     .run = cast_run,
 };

@@ -1,6 +1,6 @@
 /*
  * test_cast.c -- the cast plugin: its directives through the real loader
- * ('to' required, 'from' and 'to' only floating dtypes), and its run over a
+ * ('to' float16 by default, 'from' and 'to' only floating dtypes), and its run over a
  * model built in memory: storages marked for conversion (not read), views
  * kept, a storage shared with a tensor not cast split in two, keys and from
  * filters, the changes reported, and the bytes written equal to
@@ -16,7 +16,8 @@ static void test_directives(void **state)
 
     pt_load_ok(f, HEAD "to = bfloat16\n");
     assert_string_equal(pt_list(f, "keys"), "*");
-    pt_bad(f, "[pipeline]\nchain = cast\n[cast]\nkeys = a*\n", 3, "'to' is required");
+    pt_load_ok(f, "[pipeline]\nchain = cast\n[cast]\nkeys = a*\n");
+    assert_string_equal(pt_enum(f, "to"), "float16");
     pt_bad(f, HEAD "to = int8\n", 6, "int8");
     pt_bad(f, HEAD "to = float16\nfrom = float32 uint8\n", 7, "uint8");
 }
