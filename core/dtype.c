@@ -283,6 +283,7 @@ static uint16_t f32_bf16(float f, uint16_t nan)
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 
 /* float16 to float32 with the F16C instruction (what torch's vector loop
@@ -303,9 +304,25 @@ __attribute__((target("avx,f16c"))) static void half_f32_f16c(
     }
 }
 
+/* F16C and AVX usable (cpuid, and the OS saving the YMM registers), asked
+ * once: 0 not yet known, 1 no, 2 yes (a race only asks twice). */
 static int have_f16c(void)
 {
-    return __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+    static int known;
+    int k = __atomic_load_n(&known, __ATOMIC_RELAXED);
+    unsigned a, b, c, d, lo = 0, hi = 0;
+
+    if (k == 0) {
+        k = 1;
+        if (__get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) &&
+            (c & bit_AVX) && (c & bit_OSXSAVE)) {
+            __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+            k = (lo & 6u) == 6u ? 2 : 1;
+        }
+        (void)hi;
+        __atomic_store_n(&known, k, __ATOMIC_RELAXED);
+    }
+    return k == 2;
 }
 #else
 static void half_f32_f16c(const uint8_t *s, float *out, size_t n)
