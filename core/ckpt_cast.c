@@ -43,8 +43,8 @@ int ck_ckpt_storage_stream(ck_ckpt_t *c, const ck_storage_t *st,
         if (b == NULL)
             return ck_err_set(err, CK_ENOMEM, "out of memory");
         while (rc == 0 && done < count * isz) {
-            size_t n = count * isz - done > (1u << 20) ? (1u << 20)
-                                                       : (size_t)(count * isz - done);
+            uint64_t left = count * isz - done;
+            size_t n = left > (1u << 20) ? (1u << 20) : (size_t)left;
 
             rc = ck_ckpt_storage_src(c, st, first * isz + done, n, b, err);
             if (rc == 0)

@@ -267,7 +267,8 @@ static uint16_t f32_half(float f)
     bits = f32_bits(base);
     if (shl1 > 0xff000000u)
         return (uint16_t)((sign >> 16) | 0x7e00u);
-    return (uint16_t)((sign >> 16) | (((bits >> 13) & 0x7c00u) + (bits & 0x0fffu)));
+    return (uint16_t)((sign >> 16) |
+                      (((bits >> 13) & 0x7c00u) + (bits & 0x0fffu)));
 }
 
 /* float32 to bfloat16, round to nearest even; NaN gives nan (0xffff from
@@ -293,9 +294,11 @@ __attribute__((target("avx,f16c"))) static void half_f32_f16c(
 {
     size_t i = 0;
 
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(
-                                      (const __m128i *)(const void *)(s + 2 * i))));
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(s + 2 * i));
+
+        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(h));
+    }
     for (; i < n; i++) {
         uint16_t h;
 

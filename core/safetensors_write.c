@@ -134,8 +134,9 @@ static void config_json(ck_json_t *j, ck_py_t *n, int depth)
     int is_dict = 0;
     ck_py_vec_t *ch = ck_omc_children(n, &is_dict);
 
-    if (ch == NULL && n != NULL && (n->kind == CK_PY_DICT || n->kind == CK_PY_LIST ||
-                                    n->kind == CK_PY_TUPLE)) {
+    if (ch == NULL && n != NULL &&
+        (n->kind == CK_PY_DICT || n->kind == CK_PY_LIST ||
+         n->kind == CK_PY_TUPLE)) {
         ch = &n->u.seq;
         is_dict = n->kind == CK_PY_DICT;
     }

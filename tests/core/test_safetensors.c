@@ -125,7 +125,8 @@ static void refused(fx_t *f, const char *hdr, size_t n, const char *cause)
     put(f, hdr, data, n);
     assert_true(open_in(f) < 0);
     if (strstr(f->err.msg, cause) == NULL)
-        fail_msg("'%s' does not mention '%s' (header %s)", f->err.msg, cause, hdr);
+        fail_msg("'%s' does not mention '%s' (header %s)", f->err.msg, cause,
+                 hdr);
 }
 
 #define T(name, dt, shape, b, e)                                              \
@@ -166,7 +167,8 @@ static void test_tied(void **state)
     assert_int_equal(open_in(f), 0);
     m = ck_py_mapping(f->c.pk.root);
     /* a second name for the same tensor node: tied */
-    assert_int_equal(ck_py_vec_push(&f->c.arena, m, ck_py_str(&f->c.arena, "a", 1)), 0);
+    assert_int_equal(
+        ck_py_vec_push(&f->c.arena, m, ck_py_str(&f->c.arena, "a", 1)), 0);
     assert_int_equal(ck_py_vec_push(&f->c.arena, m, m->v[1]), 0);
     assert_int_equal(ck_ckpt_scan(&f->c, &f->err), 0);
     assert_true(ck_st_plan(&f->c, &oc, &plan, &f->err) < 0);

@@ -1,10 +1,10 @@
 /*
  * test_cast.c -- the cast plugin: its directives through the real loader
- * ('to' float16 by default, 'from' and 'to' only floating dtypes), and its run over a
- * model built in memory: storages marked for conversion (not read), views
- * kept, a storage shared with a tensor not cast split in two, keys and from
- * filters, the changes reported, and the bytes written equal to
- * ck_dtype_convert's (tests/plugins/test_cast.py checks them against torch).
+ * ('to' float16 by default, 'from' and 'to' only floating dtypes), and its
+ * run over a model built in memory: storages marked for conversion (not
+ * read), views kept, a storage shared with a tensor not cast split in two,
+ * keys and from filters, the changes reported, and the bytes written equal
+ * to ck_dtype_convert's (tests/plugins/test_cast.py checks them against torch).
  */
 #include "plugin_test.h"
 
@@ -54,7 +54,7 @@ static void test_run(void **state)
     assert_string_equal(tw->dtype->name, "float16");
     assert_int_equal(tw->st->nconv, 2);
     assert_int_equal(tw->st->nbytes, 8);
-    assert_ptr_equal(pt_t(f, v)->st, tw->st);     /* one storage, converted once */
+    assert_ptr_equal(pt_t(f, v)->st, tw->st); /* one storage, cast once */
     assert_int_equal(pt_t(f, v)->offset, 1);
     assert_int_equal(pt_t(f, v)->stride[0], 2);
     tk = pt_t(f, keep);

@@ -47,8 +47,7 @@ static void test_run(void **state)
                        "on_exists = replace\n");
     root = model(f, &ema);
     pt_run_ok(f, root);
-    assert_ptr_equal(ck_py_map_get(ck_py_map_get(root, "best_state", NULL), "model",
-                                   NULL), ema);
+    assert_ptr_equal(ck_job_get(&f->job, "best_state/model"), ema);
     assert_ptr_equal(ck_job_get(&f->job, "release/v1/best/model"), ema);
     assert_null(ck_job_get(&f->job, "ema/state/model"));
     assert_null(ck_job_get(&f->job, "optimizer"));
