@@ -371,16 +371,22 @@ static int sink_cb(void *arg, const void *p, size_t n, ck_err_t *err)
     return 0;
 }
 
-/* A view that is not contiguous, element by element in row-major order:
- * its span read whole when small enough, else one element at a time. */
+/*
+ * A view that is not contiguous, in row-major order: its span read whole
+ * when small enough; else a row at a time (streamed) when its last
+ * dimension is contiguous, else an element at a time (correct, slow).
+ */
 static int gather(out_t *w, const ck_tensor_t *t, ck_err_t *err)
 {
-    size_t isz = t->dtype->itemsize;
+    size_t isz = t->dtype->itemsize, nd = t->ndim;
     uint64_t per = t->st->dtype ? 1 : isz, span = 1, idx[64] = { 0 };
+    int rows = nd > 0 && t->stride[nd - 1] == 1;
+    uint64_t step = rows ? (uint64_t)t->size[nd - 1] : 1;
+    size_t top = rows ? nd - 1 : nd; /* dimensions walked */
     uint8_t *all = NULL, one[16];
     int rc = 0;
 
-    for (size_t i = 0; i < t->ndim; i++)
+    for (size_t i = 0; i < nd; i++)
         span += (uint64_t)(t->size[i] - 1) * (uint64_t)t->stride[i];
     if (span * isz <= SPAN_MAX) {
         all = ck_malloc((size_t)(span * isz));
@@ -389,17 +395,23 @@ static int gather(out_t *w, const ck_tensor_t *t, ck_err_t *err)
         rc = ck_ckpt_storage_read(w->c, t->st, t->offset * per, span * per, all,
                                   err);
     }
-    for (uint64_t k = 0; k < t->numel && rc == 0; k++) {
-        uint64_t e = 0;
+    for (uint64_t k = 0; k < t->numel && rc == 0; k += step) {
+        uint64_t e = 0, at;
 
-        for (size_t i = 0; i < t->ndim; i++)
+        for (size_t i = 0; i < top; i++)
             e += idx[i] * (uint64_t)t->stride[i];
-        if (all != NULL)
-            rc = sink_cb(w, all + e * isz, isz, err);
-        else if ((rc = ck_ckpt_storage_read(w->c, t->st, (t->offset + e) * per,
-                                            per, one, err)) == 0)
-            rc = sink_cb(w, one, isz, err);
-        for (size_t i = t->ndim; i-- > 0;) {
+        at = (t->offset + e) * per;
+        if (all != NULL) {
+            rc = sink_cb(w, all + e * isz, step * isz, err);
+        } else if (rows) {
+            rc = ck_ckpt_storage_stream(w->c, t->st, at, step * per, sink_cb, w,
+                                        err);
+        } else {
+            rc = ck_ckpt_storage_read(w->c, t->st, at, per, one, err);
+            if (rc == 0)
+                rc = sink_cb(w, one, isz, err);
+        }
+        for (size_t i = top; i-- > 0;) {
             if (++idx[i] < (uint64_t)t->size[i])
                 break;
             idx[i] = 0;
