@@ -73,6 +73,7 @@ CORE_SRC := \
 	core/audit.c \
 	core/ck.c \
 	core/ckpt.c \
+	core/ckpt_cast.c \
 	core/ckpt_edit.c \
 	core/ckpt_write.c \
 	core/conf.c \
@@ -94,6 +95,8 @@ CORE_SRC := \
 	core/pyre.c \
 	core/pyval.c \
 	core/record.c \
+	core/safetensors.c \
+	core/safetensors_write.c \
 	core/watch.c \
 	core/watch_claim.c \
 	core/watch_job.c \

@@ -30,7 +30,12 @@ over 4 GiB: zip64 offsets, checked with zipfile and torch.load), and a
 checkpoint with one record over 4 GiB (zip64 sizes).  Last line
 "N passed, M failed"; exit status 1 on any failure.
 
---only lm,large,sight,many,scaling,daemon runs those parts (report in
+lm-cast: ckprep alone (bench/bench-cast.ini: `model` fp32 -> bfloat16, the
+rest copied) against C, cp+sync of its output.  lm-safetensors: ckprep alone
+(bench/bench-safetensors.ini: best_state/model fp16 -> float32, written as
+safetensors) against cp+sync of that file.
+
+--only lm,large,sight,many,cast,safetensors,scaling,daemon runs those parts (report in
 DIR/RESULTS.partial.md).  Internal modes, run as children so each measures
 or loads alone: --python-edit IN OUT, --digest FILE.
 """
@@ -196,6 +201,14 @@ def measure(cmd, stdout=False):
         return wall, int(rss.read().split()[-1]) / 1024, out.read() if stdout else b""
 
 
+def warm(path):
+    """Read path once (untimed), so it is in the page cache like an input
+    that was just made or read."""
+    with open(path, "rb") as f:
+        while f.read(8 * MiB):
+            pass
+
+
 def rm(*paths):
     for p in paths:
         try:
@@ -216,14 +229,17 @@ def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
-def run_abc(args, name, work, rounds, verify=True, with_a=True):
-    """A B C rounds on case name; returns a result dict."""
+def run_abc(args, name, work, rounds, verify=True, with_a=True, conf="bench.ini",
+            label=None, ext=".th"):
+    """A B C rounds on case name (B runs bench/CONF, its output named *EXT);
+    returns a result dict."""
     inp = ensure_case(args, name)
     size = os.path.getsize(inp)
     out_a = os.path.join(work, "a.th")
-    out_b = os.path.join(work, "b.th")
-    out_c = os.path.join(work, "c.th")
-    conf = os.path.join(HERE, "bench.ini")
+    out_b = os.path.join(work, "b" + ext)
+    out_c = os.path.join(work, "c" + ext)
+    conf = os.path.join(HERE, conf)
+    name = label or name
     r = {"case": name, "input_bytes": size, "rounds": [], "verify": None}
     print(f"## {name}: {size / MiB:.0f} MiB, {rounds} rounds", flush=True)
     for i in range(rounds):
@@ -233,6 +249,8 @@ def run_abc(args, name, work, rounds, verify=True, with_a=True):
             row["A"] = measure([PY, os.path.abspath(__file__), "--python-edit",
                                 inp, out_a])[:2]
         rm(out_b)
+        if not with_a:
+            warm(inp)  # as A's run leaves it otherwise: in the page cache
         t, rss, rec = measure([args.ckprep, "run", "-c", conf, "-o", out_b, inp],
                               stdout=True)
         row["B"] = (t, rss)
@@ -263,6 +281,7 @@ def run_abc(args, name, work, rounds, verify=True, with_a=True):
     with zipfile.ZipFile(inp) as z:
         r["pickle_bytes"] = sum(i.file_size for i in z.infolist()
                                 if i.filename.endswith("/data.pkl"))
+    r["conf"] = os.path.basename(conf)
     return r
 
 
@@ -534,6 +553,9 @@ def report(m, cases, scaling, daemon, rounds, sight=None):
              "are medians of the per-round ratios.  The machine is shared and its "
              "disk is noisy: read the ratios, not the times.  Inputs are in the "
              "page cache (they were just made or read), outputs are fsynced.\n")
+    L.append("lm-cast and lm-safetensors: B is `ckprep run -c bench/CONF` with "
+             "the conf named in the table (no A); C is `cp`+`sync` of that "
+             "output, the floor for writing its bytes.\n")
     L.append("A = Python: `torch.load`, set `cfg.optim.lr`, drop `optimizer` and "
              "`model`, drop `linears.*` and rename `emb.*` in "
              "`best_state['model']`, `torch.save`, fsync (the process, `import "
@@ -715,7 +737,7 @@ def main(argv=None):
                     os.path.join(ROOT, "build", "bench"))
     ap.add_argument("--results", default=DEFAULT_RESULTS)
     ap.add_argument("--only", metavar="PARTS",
-                    help="comma list of lm,large,sight,many,scaling,daemon (the "
+                    help="comma list of lm,large,sight,many,cast,safetensors,scaling,daemon (the "
                     "report then goes to DIR/RESULTS.partial.md)")
     ap.add_argument("--test-large", action="store_true")
     ap.add_argument("--python-edit", nargs=2, metavar=("IN", "OUT"))
@@ -749,6 +771,14 @@ def main(argv=None):
             sight = run_sight(args, work, rounds)
         if part("many"):
             cases.append(run_abc(args, "many-100000", work, rounds))
+        # the transformations of issue 14, against cp+sync of their outputs
+        if part("cast"):
+            cases.append(run_abc(args, "lm", work, rounds, verify=False, with_a=False,
+                                 conf="bench-cast.ini", label="lm-cast"))
+        if part("safetensors"):
+            cases.append(run_abc(args, "lm", work, rounds, verify=False, with_a=False,
+                                 conf="bench-safetensors.ini", label="lm-safetensors",
+                                 ext=".safetensors"))
         if part("scaling"):
             scaling = run_scaling(args, work, [25000, 50000, 100000], rounds)
         if part("daemon") and env_int("BENCH_DAEMON", 1):

@@ -14,6 +14,7 @@
 #include "ckpt.h"
 
 #include "fsutil.h"
+#include "safetensors.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -753,7 +754,7 @@ int ck_ckpt_open(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
                  ck_err_t *err)
 {
     struct stat sb;
-    uint8_t magic[4] = { 0 };
+    uint8_t magic[9] = { 0 };
     ck_py_t *keys = NULL;
     size_t data_start = 0;
     int rc;
@@ -778,9 +779,16 @@ int ck_ckpt_open(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
     c->st.mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
     if (c->st.size == 0)
         return ck_err_set(err, CK_EFORMAT, "empty file");
-    rc = ck_pread_full(c->fd, magic, c->st.size < 4 ? (size_t)c->st.size : 4, 0);
+    rc = ck_pread_full(c->fd, magic, c->st.size < 9 ? (size_t)c->st.size : 9, 0);
     if (rc < 0)
         return ck_err_set(err, rc, "read: %s", strerror(-rc));
+    if (ck_st_sniff(magic, sizeof(magic), c->st.size)) {
+        c->format = CK_FMT_SAFETENSORS;
+        rc = ck_st_open(c, err);
+        if (rc == 0)
+            rc = do_scan(c, 1, err);
+        return rc;
+    }
     if (memcmp(magic, "PK\x03\x04", 4) == 0) {
         c->format = CK_FMT_ZIP;
         rc = open_zip(c, err);
@@ -822,6 +830,16 @@ int ck_ckpt_open(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
     if (c->format == CK_FMT_ZIP)
         return zip_storages(c, err);
     return legacy_storages(c, keys, data_start, err);
+}
+
+const char *ck_ckpt_format_name(const ck_ckpt_t *c)
+{
+    switch (c->format) {
+    case CK_FMT_ZIP: return "zip";
+    case CK_FMT_LEGACY: return "legacy";
+    case CK_FMT_SAFETENSORS: return "safetensors";
+    }
+    return "?";
 }
 
 void ck_ckpt_close(ck_ckpt_t *c)

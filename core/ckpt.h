@@ -22,7 +22,11 @@
 
 #include <sys/types.h>
 
+/* CK_SRC_LEGACY: bytes at a file offset (a legacy file, a safetensors
+ * file's data) */
 typedef enum { CK_SRC_ZIP, CK_SRC_LEGACY, CK_SRC_MEM } ck_src_t;
+
+#define CK_CONV_STEPS 8 /* dtypes in one storage's chain of casts */
 
 struct ck_storage {
     const char *key;          /* key in the input */
@@ -34,12 +38,18 @@ struct ck_storage {
     const ck_zip_entry_t *entry; /* CK_SRC_ZIP */
     uint64_t off;                /* CK_SRC_LEGACY: file offset of the bytes */
     const uint8_t *mem;          /* CK_SRC_MEM */
+    /* a cast (ck_ckpt_cast): the input holds src_nbytes bytes of conv[0]
+     * elements, converted through conv[1..nconv) while written; nconv 0:
+     * the bytes are copied as they are (src_nbytes == nbytes) */
+    const ck_dtype_t *conv[CK_CONV_STEPS];
+    unsigned nconv;
+    uint64_t src_nbytes;
     int64_t newkey;              /* assigned while writing, -1 before */
     unsigned refs;               /* persistent ids naming it at last scan */
     uint32_t mark;               /* generation of the last walk counting it */
 };
 
-typedef enum { CK_FMT_ZIP, CK_FMT_LEGACY } ck_format_t;
+typedef enum { CK_FMT_ZIP, CK_FMT_LEGACY, CK_FMT_SAFETENSORS } ck_format_t;
 
 typedef struct {
     ck_limits_t lim;
@@ -71,6 +81,8 @@ typedef struct {
     size_t ntensors;
     size_t tensors_cap;       /* entries allocated; each scan reuses them */
     char fingerprint[65];     /* see ck_fingerprint_* */
+    ck_py_t *st_meta;         /* a safetensors input's __metadata__ (a dict
+                                 of str), NULL otherwise */
     const int *cancel;        /* ck_ckpt_write stops with CK_ECANCELED once
                                  *cancel is nonzero (another thread sets it) */
 } ck_ckpt_t;
@@ -82,6 +94,9 @@ typedef struct {
 int ck_ckpt_open(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
                  ck_err_t *err);
 void ck_ckpt_close(ck_ckpt_t *c);
+
+/* "zip", "legacy" or "safetensors": c's input format, for records. */
+const char *ck_ckpt_format_name(const ck_ckpt_t *c);
 
 /* Add st to the storages known (by key: the first of a key wins).  0 or
  * CK_ENOMEM. */
@@ -184,6 +199,57 @@ ck_py_t *ck_ckpt_global(ck_ckpt_t *c, const char *module, const char *name);
 ck_py_t *ck_ckpt_new_tensor(ck_ckpt_t *c, const ck_dtype_t *dt,
                             const int64_t *shape, size_t ndim,
                             const uint8_t *data, ck_err_t *err);
+
+/*
+ * Cast the tensors whose rebuild calls are nodes[0..n) to dt, as t.to(dt)
+ * would, without reading a byte: a storage whose every user is cast is
+ * converted once, while written (its views keep shape, stride and offset
+ * in elements); a storage also used by something not cast is split: the
+ * cast tensors get a new storage, the input's bytes converted, and
+ * split[i] is set (may be NULL).  Tensors of dt already are left alone.
+ * Each dtype must be ck_dtype_is_castable.  0 or an error.
+ */
+int ck_ckpt_cast(ck_ckpt_t *c, ck_py_t *const *nodes, size_t n,
+                 const ck_dtype_t *dt, unsigned char *split, ck_err_t *err);
+
+/*
+ * Elements [first, first + count) of st as written: its input bytes,
+ * converted when st is cast.  out holds count * itemsize bytes of the
+ * storage's (final) element type; an untyped storage counts bytes.
+ */
+int ck_ckpt_storage_read(ck_ckpt_t *c, const ck_storage_t *st, uint64_t first,
+                         uint64_t count, uint8_t *out, ck_err_t *err);
+
+/* Where ck_ckpt_storage_stream puts bytes: 0 or an error. */
+typedef int (*ck_sink_fn)(void *arg, const void *p, size_t n, ck_err_t *err);
+
+/*
+ * Elements [first, first + count) of st as written (an untyped storage
+ * counts bytes), given to sink in chunks of at most a few MiB: the input's
+ * bytes read in bounded pieces and, for a cast storage, converted.
+ */
+int ck_ckpt_storage_stream(ck_ckpt_t *c, const ck_storage_t *st,
+                           uint64_t first, uint64_t count,
+                           ck_sink_fn sink, void *arg, ck_err_t *err);
+
+/* Input bytes [off, off + n) of st, before any cast: 0 or an error. */
+int ck_ckpt_storage_src(ck_ckpt_t *c, const ck_storage_t *st, uint64_t off,
+                        uint64_t n, uint8_t *out, ck_err_t *err);
+
+/* Write out_path atomically as ck_ckpt_write does, its bytes made by
+ * body(c, fd, arg, info, err). */
+typedef int (*ck_write_body_fn)(ck_ckpt_t *c, int fd, void *arg,
+                                ck_write_info_t *info, ck_err_t *err);
+int ck_ckpt_write_with(ck_ckpt_t *c, const char *out_path, ck_write_body_fn body,
+                       void *arg, ck_write_info_t *info, ck_err_t *err);
+
+/*
+ * The rebuild call of a new contiguous tensor of the given shape over st
+ * (set up by the caller, with a dtype that has a storage class; not added
+ * here: see ck_ckpt_add_storage), as torch.save builds one.
+ */
+ck_py_t *ck_ckpt_tensor_node(ck_ckpt_t *c, ck_storage_t *st,
+                             const int64_t *shape, size_t ndim, ck_err_t *err);
 
 /* Copy a tensor's elements, in row-major order, into out (numel * itemsize). */
 int ck_ckpt_read_tensor(ck_ckpt_t *c, const ck_tensor_t *t, uint8_t *out,

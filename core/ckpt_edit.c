@@ -132,52 +132,41 @@ static int tuple_push(ck_arena_t *a, ck_py_t *t, ck_py_t *x)
     return x == NULL ? -1 : ck_py_vec_push(a, &t->u.seq, x);
 }
 
-ck_py_t *ck_ckpt_new_tensor(ck_ckpt_t *c, const ck_dtype_t *dt,
-                            const int64_t *shape, size_t ndim,
-                            const uint8_t *data, ck_err_t *err)
+ck_py_t *ck_ckpt_tensor_node(ck_ckpt_t *c, ck_storage_t *st,
+                             const int64_t *shape, size_t ndim, ck_err_t *err)
 {
     ck_arena_t *a = &c->arena;
-    ck_storage_t *st;
+    const ck_dtype_t *dt = st->dtype;
     ck_py_t *pid, *pers, *args, *hooks, *call;
-    int64_t stride[16];
+    int64_t stride[64];
     uint64_t numel = 1;
 
-    if (dt->storage == NULL || ndim > 16) {
-        ck_err_set(err, CK_EPLUGIN, "cannot create a %s tensor of %zu dims",
-                   dt->name, ndim);
+    if (dt == NULL || dt->storage == NULL || ndim > 64) {
+        ck_err_set(err, CK_EUNSUPPORTED, "cannot create a %s tensor of %zu dims",
+                   dt ? dt->name : "untyped", ndim);
         return NULL;
     }
     for (size_t i = ndim; i-- > 0;) {
         stride[i] = (int64_t)numel;
-        if (shape[i] < 0 || ck_mul_u64(numel, (uint64_t)shape[i], &numel) < 0) {
-            ck_err_set(err, CK_EPLUGIN, "bad tensor shape");
+        if (shape[i] < 0 || ck_mul_u64(numel, (uint64_t)shape[i], &numel) < 0 ||
+            numel > INT64_MAX) {
+            ck_err_set(err, CK_EFORMAT, "bad tensor shape");
             return NULL;
         }
     }
-    st = ck_arena_alloc(a, sizeof(*st));
     pid = ck_py_new(a, CK_PY_TUPLE);
     pers = ck_py_new(a, CK_PY_PERSID);
     args = ck_py_new(a, CK_PY_TUPLE);
     hooks = ck_py_new(a, CK_PY_REDUCE);
     call = ck_py_new(a, CK_PY_REDUCE);
-    if (st == NULL || pid == NULL || pers == NULL || args == NULL ||
-        hooks == NULL || call == NULL)
-        goto nomem;
-    st->key = ck_arena_printf(a, "new:%zu", c->nstorages);
-    st->dtype = dt;
-    st->numel = numel;
-    st->nbytes = numel * dt->itemsize;
-    st->location = "cpu";
-    st->src = CK_SRC_MEM;
-    st->mem = data;
-    st->newkey = -1;
-    if (st->key == NULL)
+    if (pid == NULL || pers == NULL || args == NULL || hooks == NULL ||
+        call == NULL)
         goto nomem;
     if (tuple_push(a, pid, ck_py_str(a, "storage", 7)) < 0 ||
         tuple_push(a, pid, ck_ckpt_global(c, "torch", dt->storage)) < 0 ||
         tuple_push(a, pid, ck_py_str(a, st->key, strlen(st->key))) < 0 ||
         tuple_push(a, pid, ck_py_str(a, "cpu", 3)) < 0 ||
-        tuple_push(a, pid, ck_py_int(a, (int64_t)numel)) < 0)
+        tuple_push(a, pid, ck_py_int(a, (int64_t)st->numel)) < 0)
         goto nomem;
     pers->u.pid = pid;
     hooks->u.o.fn = ck_ckpt_global(c, "collections", "OrderedDict");
@@ -192,6 +181,46 @@ ck_py_t *ck_ckpt_new_tensor(ck_ckpt_t *c, const ck_dtype_t *dt,
         tuple_push(a, args, hooks) < 0)
         goto nomem;
     call->u.o.args = args;
+    return call;
+nomem:
+    ck_err_set(err, CK_ENOMEM, "out of memory");
+    return NULL;
+}
+
+ck_py_t *ck_ckpt_new_tensor(ck_ckpt_t *c, const ck_dtype_t *dt,
+                            const int64_t *shape, size_t ndim,
+                            const uint8_t *data, ck_err_t *err)
+{
+    ck_storage_t *st;
+    uint64_t numel = 1;
+    ck_py_t *call;
+
+    if (dt->storage == NULL || ndim > 16) {
+        ck_err_set(err, CK_EPLUGIN, "cannot create a %s tensor of %zu dims",
+                   dt->name, ndim);
+        return NULL;
+    }
+    for (size_t i = 0; i < ndim; i++)
+        if (shape[i] < 0 || ck_mul_u64(numel, (uint64_t)shape[i], &numel) < 0) {
+            ck_err_set(err, CK_EPLUGIN, "bad tensor shape");
+            return NULL;
+        }
+    st = ck_arena_alloc(&c->arena, sizeof(*st));
+    if (st == NULL)
+        goto nomem;
+    st->key = ck_arena_printf(&c->arena, "new:%zu", c->nstorages);
+    st->dtype = dt;
+    st->numel = numel;
+    st->nbytes = numel * dt->itemsize;
+    st->location = "cpu";
+    st->src = CK_SRC_MEM;
+    st->mem = data;
+    st->newkey = -1;
+    if (st->key == NULL)
+        goto nomem;
+    call = ck_ckpt_tensor_node(c, st, shape, ndim, err);
+    if (call == NULL)
+        return NULL;
     if (ck_ckpt_add_storage(c, st) < 0)
         goto nomem;
     return call;
@@ -200,13 +229,15 @@ nomem:
     return NULL;
 }
 
-static int storage_bytes(ck_ckpt_t *c, const ck_storage_t *st, uint64_t off,
-                         uint64_t n, uint8_t *out, ck_err_t *err)
+/* Input bytes [off, off + n) of st (before any cast). */
+int ck_ckpt_storage_src(ck_ckpt_t *c, const ck_storage_t *st, uint64_t off,
+                        uint64_t n, uint8_t *out, ck_err_t *err)
 {
+    uint64_t size = st->nconv ? st->src_nbytes : st->nbytes;
     uint8_t *all;
     int rc;
 
-    if (off > st->nbytes || n > st->nbytes - off)
+    if (off > size || n > size - off)
         return ck_err_set(err, CK_EFORMAT, "read past storage %s", st->key);
     switch (st->src) {
     case CK_SRC_MEM:
@@ -220,7 +251,7 @@ static int storage_bytes(ck_ckpt_t *c, const ck_storage_t *st, uint64_t off,
             rc = ck_pread_full(c->fd, out, (size_t)n, st->entry->data_off + off);
             break;
         }
-        rc = ck_zip_read(c->fd, st->entry, st->nbytes, &all, err);
+        rc = ck_zip_read(c->fd, st->entry, size, &all, err);
         if (rc < 0)
             return rc;
         memcpy(out, all + off, (size_t)n);
@@ -239,6 +270,7 @@ int ck_ckpt_read_tensor(ck_ckpt_t *c, const ck_tensor_t *t, uint8_t *out,
 {
     size_t isz = t->dtype->itemsize;
     uint64_t idx[16] = { 0 };
+    uint64_t per = t->st->dtype ? 1 : isz; /* storage units per element */
     int contiguous = 1;
     int64_t expect = 1;
 
@@ -252,14 +284,15 @@ int ck_ckpt_read_tensor(ck_ckpt_t *c, const ck_tensor_t *t, uint8_t *out,
         expect *= t->size[i];
     }
     if (contiguous)
-        return storage_bytes(c, t->st, t->offset * isz, t->numel * isz, out, err);
+        return ck_ckpt_storage_read(c, t->st, t->offset * per, t->numel * per,
+                                    out, err);
     for (uint64_t k = 0; k < t->numel; k++) {
         uint64_t e = t->offset;
         int rc;
 
         for (size_t i = 0; i < t->ndim; i++)
             e += idx[i] * (uint64_t)t->stride[i];
-        rc = storage_bytes(c, t->st, e * isz, isz, out + k * isz, err);
+        rc = ck_ckpt_storage_read(c, t->st, e * per, per, out + k * isz, err);
         if (rc < 0)
             return rc;
         for (size_t i = t->ndim; i-- > 0;) {

@@ -66,11 +66,18 @@ static int put_record(ck_zipw_t *w, const char *top, const char *name,
     return ck_zipw_end(w, err);
 }
 
+static int zipw_cb(void *arg, const void *p, size_t n, ck_err_t *err)
+{
+    return ck_zipw_data(arg, p, n, err);
+}
+
 static int copy_storage(ck_ckpt_t *c, ck_zipw_t *w, ck_storage_t *st,
                         ck_err_t *err)
 {
     const ck_zip_entry_t *e = st->entry;
 
+    if (st->nconv > 0) /* cast: converted chunk by chunk */
+        return ck_ckpt_storage_stream(c, st, 0, st->numel, zipw_cb, w, err);
     switch (st->src) {
     case CK_SRC_ZIP:
         if (e->method == 8)
@@ -86,9 +93,10 @@ static int copy_storage(ck_ckpt_t *c, ck_zipw_t *w, ck_storage_t *st,
     return ck_err_set(err, CK_EFORMAT, "storage without a source");
 }
 
-static int write_zip(ck_ckpt_t *c, int fd, const char *top,
-                     ck_write_info_t *info, ck_err_t *err)
+static int write_zip(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
+                     ck_err_t *err)
 {
+    const char *top = arg;
     ck_buf_t pkl = { 0 };
     renum_t r = { 0 };
     ck_zipw_t w;
@@ -279,9 +287,18 @@ int ck_ckpt_check_keys(ck_ckpt_t *c, ck_err_t *err)
 int ck_ckpt_write(ck_ckpt_t *c, const char *out_path, ck_write_info_t *info,
                   ck_err_t *err)
 {
+    char *top = ck_ckpt_stem(&c->arena, ck_path_base(out_path));
+
+    if (top == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    return ck_ckpt_write_with(c, out_path, write_zip, top, info, err);
+}
+
+int ck_ckpt_write_with(ck_ckpt_t *c, const char *out_path, ck_write_body_fn body,
+                       void *arg, ck_write_info_t *info, ck_err_t *err)
+{
     char *dir_copy = NULL, *base_copy = NULL, *tmp = NULL;
     const char *dir, *base;
-    char *top;
     int fd = -1, rc;
     struct timespec ts;
     struct sigaction sa;
@@ -312,9 +329,8 @@ int ck_ckpt_write(ck_ckpt_t *c, const char *out_path, ck_write_info_t *info,
     }
     dir = dirname(dir_copy);
     base = basename(base_copy);
-    top = ck_ckpt_stem(&c->arena, base);
     tmp = ck_malloc(strlen(dir) + strlen(base) + 64);
-    if (top == NULL || tmp == NULL) {
+    if (tmp == NULL) {
         rc = ck_err_set(err, CK_ENOMEM, "out of memory");
         goto out;
     }
@@ -329,7 +345,7 @@ int ck_ckpt_write(ck_ckpt_t *c, const char *out_path, ck_write_info_t *info,
             goto out;
         }
     }
-    rc = write_zip(c, fd, top, info, &we);
+    rc = body(c, fd, arg, info, &we);
     if (rc < 0) {
         /* a write error names the output it was writing */
         if (strncmp(we.msg, "write: ", 7) == 0)

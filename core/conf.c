@@ -431,6 +431,9 @@ static ck_section_t *section_new(ck_conf_t *c, const char *name, int line,
     } else if (strcmp(name, "security") == 0) {
         s->dirs = ck_security_directives;
         s->conf = &c->security;
+    } else if (strcmp(name, "output") == 0) {
+        s->dirs = ck_output_directives;
+        s->conf = &c->output;
     } else if (strcmp(name, "watch") == 0) {
         s->dirs = ck_watch_directives;
         s->conf = &c->watch;
@@ -641,7 +644,7 @@ static int load(ck_conf_t *c, const char *path, const ck_buf_t *text,
                 const char *const *sets, size_t nsets, ck_err_t *err)
 {
     load_t l = { 0 };
-    ck_section_t *core[3];
+    ck_section_t *core[4];
     int rc;
 
     memset(c, 0, sizeof(*c));
@@ -669,9 +672,11 @@ static int load(ck_conf_t *c, const char *path, const ck_buf_t *text,
     core[0] = section_find(c, "pipeline");
     core[1] = section_find(c, "security");
     core[2] = section_find(c, "watch");
+    core[3] = section_find(c, "output");
     if ((core[0] == NULL && section_new(c, "pipeline", 0, err) == NULL) ||
         (core[1] == NULL && section_new(c, "security", 0, err) == NULL) ||
-        (core[2] == NULL && section_new(c, "watch", 0, err) == NULL))
+        (core[2] == NULL && section_new(c, "watch", 0, err) == NULL) ||
+        (core[3] == NULL && section_new(c, "output", 0, err) == NULL))
         return err->code;
     c->nchain = c->pipeline.chain.n;
     c->chain = ck_arena_alloc(&c->arena, (c->nchain + 1) * sizeof(*c->chain));
@@ -712,6 +717,8 @@ static int load(ck_conf_t *c, const char *path, const ck_buf_t *text,
     rc = ck_watch_conf_check(c, err);
     if (rc < 0)
         return rc;
+    c->watch.out_ext = c->output.format == CK_OUT_SAFETENSORS
+                           ? ".safetensors" : NULL;
     return 0;
 }
 

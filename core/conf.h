@@ -45,6 +45,7 @@ typedef enum { CK_READY_SETTLE, CK_READY_MARKER } ck_ready_t;
 typedef struct {
     char *incoming, *output, *failed, *done, *audit_log;
     char *output_name;
+    const char *out_ext;       /* the output format's extension, or NULL */
     int after;                 /* ck_after_t */
     ck_strlist_t include, exclude;
     int recursive, allow_world_writable;
@@ -58,6 +59,18 @@ typedef struct {
     uint64_t metrics_s;
 } ck_watch_conf_t;
 
+/* [output]: what ckprep writes (core/safetensors.c has the directives). */
+enum { CK_OUT_TORCH, CK_OUT_SAFETENSORS };
+enum { CK_TIED_REFUSE, CK_TIED_DEDUPE };
+
+typedef struct {
+    int format;   /* CK_OUT_* */
+    char *state;  /* "a|b|c": the first that exists; "/" is the top */
+    int tied;     /* CK_TIED_*: one tensor under two names */
+    char *config; /* safetensors: a path whose OmegaConf config goes in
+                     __metadata__ (see README); NULL: none */
+} ck_output_conf_t;
+
 typedef struct ck_section ck_section_t;
 
 typedef struct {
@@ -67,6 +80,7 @@ typedef struct {
     ck_pipeline_conf_t pipeline;
     ck_security_conf_t security;
     ck_watch_conf_t watch;
+    ck_output_conf_t output;
     int watch_line;       /* of the [watch] header, 0 when absent */
     const char **allow;   /* security.allow_globals, NULL-ended */
     ck_stage_t *chain;
@@ -94,5 +108,6 @@ void ck_conf_limits(const ck_conf_t *c, ck_limits_t *lim);
 extern const ck_directive_t ck_pipeline_directives[];
 extern const ck_directive_t ck_security_directives[];
 extern const ck_directive_t ck_watch_directives[];
+extern const ck_directive_t ck_output_directives[];
 
 #endif

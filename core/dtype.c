@@ -260,3 +260,224 @@ void ck_dtype_put(const ck_dtype_t *dt, uint8_t *p, double v)
         return;
     }
 }
+
+/* ---- conversions (torch's .to(dtype)) ---------------------------------- */
+
+int ck_dtype_is_castable(const ck_dtype_t *dt)
+{
+    return dt != NULL &&
+           (dt->id == CK_DT_FLOAT64 || dt->id == CK_DT_FLOAT32 ||
+            dt->id == CK_DT_FLOAT16 || dt->id == CK_DT_BFLOAT16);
+}
+
+static float bits_f32(uint32_t x)
+{
+    float f;
+
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+static uint32_t f32_bits(float f)
+{
+    uint32_t x;
+
+    memcpy(&x, &f, 4);
+    return x;
+}
+
+/* float16 to float32 exactly, by its bits; a NaN is quieted, its payload
+ * kept (as the F16C instruction and torch do). */
+static float half_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu,
+             m = h & 0x3ffu;
+
+    if (e == 0x1f)
+        return bits_f32(sign | 0x7f800000u | (m << 13) | (m ? 0x400000u : 0));
+    if (e == 0)
+        return bits_f32(sign | f32_bits((float)m * 0x1p-24f));
+    return bits_f32(sign | ((e + 112u) << 23) | (m << 13));
+}
+
+/* float32 to float16, round to nearest even, NaN sign | 0x7e00: c10's
+ * fp16_ieee_from_fp32_value (the FP16 library's), which torch uses. */
+static uint16_t f32_half(float f)
+{
+    uint32_t w = f32_bits(f), shl1 = w + w, sign = w & 0x80000000u;
+    uint32_t bias = shl1 & 0xff000000u, bits;
+    float base = (fabsf(f) * 0x1p+112f) * 0x1p-110f;
+
+    if (bias < 0x71000000u)
+        bias = 0x71000000u;
+    base = bits_f32((bias >> 1) + 0x07800000u) + base;
+    bits = f32_bits(base);
+    if (shl1 > 0xff000000u)
+        return (uint16_t)((sign >> 16) | 0x7e00u);
+    return (uint16_t)((sign >> 16) |
+                      (((bits >> 13) & 0x7c00u) + (bits & 0x0fffu)));
+}
+
+/* float32 to bfloat16, round to nearest even; NaN gives nan (0xffff from
+ * torch's vector loop, 0x7fc0 from its scalar one). */
+static uint16_t f32_bf16(float f, uint16_t nan)
+{
+    uint32_t x = f32_bits(f);
+
+    if (f != f)
+        return nan;
+    x += 0x7fffu + ((x >> 16) & 1u);
+    return (uint16_t)(x >> 16);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#include <immintrin.h>
+
+/* float16 to float32 with the F16C instruction (what torch's vector loop
+ * uses): the same values as half_f32, NaN payloads included, 8 at a time. */
+__attribute__((target("avx,f16c"))) static void half_f32_f16c(
+    const uint8_t *s, float *out, size_t n)
+{
+    size_t i = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(s + 2 * i));
+
+        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(h));
+    }
+    for (; i < n; i++) {
+        uint16_t h;
+
+        memcpy(&h, s + 2 * i, 2);
+        out[i] = half_f32(h);
+    }
+}
+
+/* F16C and AVX usable (cpuid, and the OS saving the YMM registers), asked
+ * once: 0 not yet known, 1 no, 2 yes (a race only asks twice). */
+static int have_f16c(void)
+{
+    static int known;
+    int k = __atomic_load_n(&known, __ATOMIC_RELAXED);
+    unsigned a, b, c, d, lo = 0, hi = 0;
+
+    if (k == 0) {
+        k = 1;
+        if (__get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) &&
+            (c & bit_AVX) && (c & bit_OSXSAVE)) {
+            __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+            k = (lo & 6u) == 6u ? 2 : 1;
+        }
+        (void)hi;
+        __atomic_store_n(&known, k, __ATOMIC_RELAXED);
+    }
+    return k == 2;
+}
+#else
+static void half_f32_f16c(const uint8_t *s, float *out, size_t n)
+{
+    (void)s, (void)out, (void)n;
+}
+
+static int have_f16c(void)
+{
+    return 0;
+}
+#endif
+
+/* n elements of from at s into float32 at out, as torch reads them on the
+ * way to another type.  One loop per case, so each is a tight one. */
+static void load_f32(ck_dtype_id_t from, const uint8_t *s, float *out,
+                     size_t n)
+{
+    uint16_t h;
+    uint32_t x;
+    double d;
+
+    switch (from) {
+    case CK_DT_FLOAT64:
+        for (size_t i = 0; i < n; i++) {
+            memcpy(&d, s + 8 * i, 8);
+            out[i] = (float)d;
+        }
+        return;
+    case CK_DT_FLOAT32:
+        memcpy(out, s, 4 * n);
+        return;
+    case CK_DT_FLOAT16:
+        if (have_f16c()) {
+            half_f32_f16c(s, out, n);
+            return;
+        }
+        for (size_t i = 0; i < n; i++) {
+            memcpy(&h, s + 2 * i, 2);
+            out[i] = half_f32(h);
+        }
+        return;
+    default:
+        for (size_t i = 0; i < n; i++) {
+            memcpy(&h, s + 2 * i, 2);
+            x = (uint32_t)h << 16;
+            memcpy(&out[i], &x, 4);
+        }
+        return;
+    }
+}
+
+/* n float32 values into dtype to at d. */
+static void store_f32(ck_dtype_id_t to, const float *v, uint8_t *d, size_t n,
+                      uint16_t nan)
+{
+    uint16_t h;
+    double x;
+
+    switch (to) {
+    case CK_DT_FLOAT64:
+        for (size_t i = 0; i < n; i++) {
+            x = (double)v[i];
+            memcpy(d + 8 * i, &x, 8);
+        }
+        return;
+    case CK_DT_FLOAT32:
+        memcpy(d, v, 4 * n);
+        return;
+    case CK_DT_FLOAT16:
+        for (size_t i = 0; i < n; i++) {
+            h = f32_half(v[i]);
+            memcpy(d + 2 * i, &h, 2);
+        }
+        return;
+    default:
+        for (size_t i = 0; i < n; i++) {
+            h = f32_bf16(v[i], nan);
+            memcpy(d + 2 * i, &h, 2);
+        }
+        return;
+    }
+}
+
+int ck_dtype_convert(const ck_dtype_t *to, void *dst, const ck_dtype_t *from,
+                     const void *src, size_t n)
+{
+    const uint8_t *s = src;
+    uint8_t *d = dst;
+    float tmp[1024];
+    uint16_t nan;
+
+    if (!ck_dtype_is_castable(to) || !ck_dtype_is_castable(from))
+        return CK_EUNSUPPORTED;
+    if (to == from) {
+        memcpy(dst, src, n * to->itemsize);
+        return 0;
+    }
+    nan = from->id == CK_DT_FLOAT16 ? 0x7fc0u : 0xffffu;
+    /* through float32, a block at a time: each loop has one case */
+    for (size_t i = 0; i < n; i += 1024) {
+        size_t k = n - i < 1024 ? n - i : 1024;
+
+        load_f32(from->id, s + i * from->itemsize, tmp, k);
+        store_f32(to->id, tmp, d + i * to->itemsize, k, nan);
+    }
+    return 0;
+}

@@ -75,4 +75,22 @@ uint16_t ck_double_to_half(double v);
 double ck_bf16_to_double(uint16_t h);
 uint16_t ck_double_to_bf16(double v);
 
+/*
+ * Convert n elements of dtype from at src into dtype to at dst (both among
+ * float16, bfloat16, float32 and float64; src and dst may not overlap),
+ * byte for byte as torch's t.to(dtype) on the CPU: round to nearest even,
+ * infinities and signed zeros kept, overflow to infinity, subnormals
+ * exact.  float64 goes to 16 bits through float32 (torch rounds twice).
+ * NaN as torch's vector loops make it: to float32/float64 quieted with its
+ * payload; to float16 sign | 0x7e00; to bfloat16 0xffff from float32 or
+ * float64 and 0x7fc0 from float16 (torch's scalar loop, which it uses for
+ * the last n % 16 elements of a float64 tensor, gives 0x7fc0 too: still
+ * a NaN).  Returns 0, or CK_EUNSUPPORTED for another pair of dtypes.
+ */
+int ck_dtype_convert(const ck_dtype_t *to, void *dst, const ck_dtype_t *from,
+                     const void *src, size_t n);
+
+/* 1 when ck_dtype_convert converts from and to dt. */
+int ck_dtype_is_castable(const ck_dtype_t *dt);
+
 #endif

@@ -197,7 +197,7 @@ int ck_inspect_json_as(ck_ckpt_t *c, const char *refused, ck_json_t *j)
     ck_json_key(j, "size");
     ck_json_u64(j, c->st.size);
     ck_json_key(j, "format");
-    ck_json_str(j, c->format == CK_FMT_ZIP ? "zip" : "legacy");
+    ck_json_str(j, ck_ckpt_format_name(c));
     if (c->format == CK_FMT_ZIP) {
         ck_json_key(j, "top_folder");
         ck_json_str(j, c->top);
@@ -333,10 +333,15 @@ int ck_inspect_text_as(ck_ckpt_t *c, const char *refused, FILE *out)
     if (c->format == CK_FMT_ZIP)
         fprintf(out, "  format     zip, top folder '%s', %zu records, byteorder %s\n",
                 c->top, c->zip.n, c->byteorder ? c->byteorder : "(none)");
-    else
+    else if (c->format == CK_FMT_LEGACY)
         fprintf(out, "  format     legacy stream (torch < 1.6)\n");
-    fprintf(out, "  pickle     protocol %d, %zu bytes, root %s\n", c->pk.protocol,
-            c->pickle_bytes, ck_inspect_kind(c, c->pk.root));
+    else
+        fprintf(out, "  format     safetensors, %zu-byte header, %zu metadata "
+                "entries\n", c->pickle_bytes,
+                c->st_meta ? c->st_meta->u.seq.n / 2 : (size_t)0);
+    if (c->format != CK_FMT_SAFETENSORS)
+        fprintf(out, "  pickle     protocol %d, %zu bytes, root %s\n",
+                c->pk.protocol, c->pickle_bytes, ck_inspect_kind(c, c->pk.root));
     if (top != NULL) {
         fprintf(out, "  keys       %zu:", top->n / 2);
         for (size_t i = 0; i + 1 < top->n; i += 2) {

@@ -8,6 +8,7 @@
 #include "fsutil.h"
 #include "manifest.h"
 #include "record.h"
+#include "safetensors.h"
 
 #include <stdarg.h>
 #include <sys/stat.h>
@@ -36,17 +37,20 @@ static void rfc3339(char *buf, size_t n)
     snprintf(buf + len, n - len, ".%03ldZ", ts.tv_nsec / 1000000);
 }
 
-char *ck_job_default_out(const char *in)
+char *ck_job_default_out(const char *in, const char *ext)
 {
     const char *dot = ck_path_ext(ck_path_base(in));
     size_t stem = (size_t)(dot - in);
-    char *out = ck_malloc(strlen(in) + sizeof(".prep"));
+    char *out;
 
+    if (ext == NULL)
+        ext = dot;
+    out = ck_malloc(stem + strlen(ext) + sizeof(".prep"));
     if (out == NULL)
         return NULL;
     memcpy(out, in, stem);
     strcpy(out + stem, ".prep");
-    strcat(out, dot);
+    strcat(out, ext);
     return out;
 }
 
@@ -219,6 +223,20 @@ ck_py_t *ck_job_new_tensor(ck_job_t *job, const ck_dtype_t *dt,
     return t;
 }
 
+int ck_job_cast(ck_job_t *job, ck_py_t *const *nodes, size_t n,
+                const ck_dtype_t *dt, unsigned char *split)
+{
+    ck_err_t e = { 0 };
+    int rc;
+
+    for (size_t i = 0; i < n; i++)
+        (void)ck_job_tensor(job, nodes[i]); /* scanned, new ones too */
+    rc = ck_ckpt_cast(&job->ck, nodes, n, dt, split, &e);
+    if (rc < 0)
+        return ck_job_fail(job, rc, "%s", e.msg);
+    return 0;
+}
+
 ck_py_t *ck_job_global(ck_job_t *job, const char *module, const char *name)
 {
     return ck_ckpt_global(&job->ck, module, name);
@@ -373,6 +391,46 @@ static int canceled(const int *cancel)
     return cancel != NULL && __atomic_load_n(cancel, __ATOMIC_RELAXED);
 }
 
+/* A safetensors output's plan, reported in the plugins array as the
+ * pseudo-stage "output": what was written and the tied names dropped. */
+static int plan_output(ck_job_t *job, ck_st_plan_t *plan, ck_json_t *plugins)
+{
+    int rc = ck_st_plan(&job->ck, &job->conf->output, plan, job->err);
+
+    if (rc < 0)
+        return rc;
+    ck_json_obj(plugins);
+    ck_json_key(plugins, "name");
+    ck_json_str(plugins, "output");
+    ck_json_key(plugins, "label");
+    ck_json_str(plugins, "safetensors");
+    ck_json_key(plugins, "changes");
+    ck_json_arr(plugins);
+    ck_json_obj(plugins);
+    ck_json_key(plugins, "op");
+    ck_json_str(plugins, "safetensors");
+    ck_json_key(plugins, "state");
+    ck_json_str(plugins, plan->state);
+    ck_json_key(plugins, "tensors");
+    ck_json_u64(plugins, plan->n);
+    ck_json_key(plugins, "bytes");
+    ck_json_u64(plugins, plan->data_bytes);
+    ck_json_end(plugins);
+    for (size_t i = 0; i < plan->nalias; i++) {
+        ck_json_obj(plugins);
+        ck_json_key(plugins, "op");
+        ck_json_str(plugins, "alias_dropped");
+        ck_json_key(plugins, "key");
+        ck_json_str(plugins, plan->alias[i]);
+        ck_json_key(plugins, "kept");
+        ck_json_str(plugins, plan->kept[i]);
+        ck_json_end(plugins);
+    }
+    ck_json_end(plugins);
+    ck_json_end(plugins);
+    return 0;
+}
+
 static int run_chain(ck_job_t *job, ck_json_t *plugins)
 {
     const ck_conf_t *conf = job->conf;
@@ -428,6 +486,8 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     ck_open_opts_t opts;
     ck_write_info_t info = { 0 };
     ck_json_t plugins = { 0 };
+    ck_st_plan_t plan = { 0 };
+    int st_out = conf->output.format == CK_OUT_SAFETENSORS;
     int64_t t0 = now_ms();
     const char *out = args->out;
     char ts[40];
@@ -466,6 +526,8 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
         rc = run_chain(&job, &plugins);
     if (rc == 0 && canceled(args->cancel))
         rc = ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
+    if (rc == 0 && st_out)
+        rc = plan_output(&job, &plan, &plugins);
     if (rc == 0 && !args->dry_run && out != NULL) {
         /* room for the whole record first: once the output exists, writing
          * its record must not fail (strings escape to at most 6 bytes each) */
@@ -480,7 +542,8 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
         else {
             /* what the write replaces, for the record */
             replaced = lstat(out, &old) == 0 && S_ISREG(old.st_mode);
-            rc = ck_ckpt_write(&job.ck, out, &info, err);
+            rc = st_out ? ck_st_write(&job.ck, &plan, out, &info, err)
+                        : ck_ckpt_write(&job.ck, out, &info, err);
         }
         wrote = rc == 0;
     } else if (rc == 0) {
@@ -499,7 +562,7 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
         r.in.opened = job.ck.fd >= 0;
         r.in.inode = (uint64_t)job.ck.st.ino;
         r.in.mtime_ns = job.ck.st.mtime_ns;
-        r.in.format = job.ck.format == CK_FMT_ZIP ? "zip" : "legacy";
+        r.in.format = ck_ckpt_format_name(&job.ck);
         r.wrote = wrote;
         r.out.path = out;
         if (replaced) {
@@ -524,6 +587,7 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
         ck_record_build(rec, &r);
     }
     ck_json_release(&plugins);
+    ck_st_plan_release(&plan);
     ck_ckpt_close(&job.ck);
     return rc;
 }

@@ -157,6 +157,8 @@ static int help_plugins(void)
     print_directives(ck_security_directives);
     printf("[watch]\n");
     print_directives(ck_watch_directives);
+    printf("[output]\n");
+    print_directives(ck_output_directives);
     for (size_t i = 0; ck_plugins[i] != NULL; i++) {
         printf("[%s] %s\n", ck_plugins[i]->name, ck_plugins[i]->summary);
         print_directives(ck_plugins[i]->directives);
@@ -287,23 +289,37 @@ static void run_warn(void *ud, const char *msg)
 
 /*
  * Where run writes: OUT, OUT/<IN's name> when OUT is a folder or ends in
- * '/', or IN's default name; its folder must exist.  A new ck_malloc
+ * '/' (its extension ext when the output format needs one), or IN's
+ * default name; its folder must exist.  A new ck_malloc
  * string, or NULL with a message printed.
  */
-static char *output_path(const char *in, const char *out)
+static char *output_path(const char *in, const char *out, const char *ext)
 {
     struct stat st, in_st;
     char *path, *dir;
     size_t n;
 
-    if (out == NULL)
-        path = ck_job_default_out(in);
-    else if ((n = strlen(out)) > 0 && (out[n - 1] == '/' ||
-                                      (stat(out, &st) == 0 &&
-                                       S_ISDIR(st.st_mode))))
-        path = ck_path_join(out, ck_path_base(in));
-    else
+    if (out == NULL) {
+        path = ck_job_default_out(in, ext);
+    } else if ((n = strlen(out)) > 0 && (out[n - 1] == '/' ||
+                                         (stat(out, &st) == 0 &&
+                                          S_ISDIR(st.st_mode)))) {
+        const char *base = ck_path_base(in);
+        char *name = ck_malloc(strlen(base) + (ext ? strlen(ext) : 0) + 1);
+
+        path = NULL;
+        if (name != NULL) {
+            size_t stem = ext ? (size_t)(ck_path_ext(base) - base)
+                              : strlen(base);
+
+            memcpy(name, base, stem);
+            strcpy(name + stem, ext ? ext : "");
+            path = ck_path_join(out, name);
+            ck_free(name);
+        }
+    } else {
         path = ck_strdup(out);
+    }
     if (path == NULL) {
         fprintf(stderr, "ckprep: out of memory\n");
         return NULL;
@@ -456,9 +472,14 @@ static int cmd_run(int argc, char **argv)
                 cpath == NULL ? "-c CONF" : "an input file", usage_run);
         goto out;
     }
-    path = output_path(in, out);
-    if (path == NULL || load_conf_sets(cpath, &sets, &conf) < 0)
+    if (load_conf_sets(cpath, &sets, &conf) < 0)
         goto out;
+    path = output_path(in, out, conf.output.format == CK_OUT_SAFETENSORS
+                                    ? ".safetensors" : NULL);
+    if (path == NULL) {
+        ck_conf_release(&conf);
+        goto out;
+    }
     args.in = in;
     args.out = path;
     args.warn = run_warn;

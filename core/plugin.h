@@ -199,7 +199,7 @@ void ck_job_set_root(ck_job_t *job, ck_py_t *root);
 int ck_job_dry_run(const ck_job_t *job);
 
 /* The value at a '/'-separated path of mapping keys ("best_state/model"),
- * or NULL.  Keys may contain dots. */
+ * or NULL; "/" is the top.  Keys may contain dots. */
 ck_py_t *ck_job_get(ck_job_t *job, const char *path);
 
 /*
@@ -254,6 +254,20 @@ int ck_job_read_tensor(ck_job_t *job, const ck_tensor_t *t, uint8_t *out);
 ck_py_t *ck_job_new_tensor(ck_job_t *job, const ck_dtype_t *dt,
                            const int64_t *shape, size_t ndim,
                            const uint8_t *data);
+
+/*
+ * Cast the tensors nodes[0..n) build (rebuild calls or Parameters, as
+ * ck_job_tensor takes) to dt, as t.to(dt) would: float16, bfloat16,
+ * float32 or float64 from one of those.  Nothing is read now: a storage is
+ * marked for conversion and converted once, chunk by chunk, while the
+ * output is written; views keep shape, stride and offset in elements.  A
+ * storage also used by a tensor not cast is split in two (the cast ones
+ * get a new storage, as t.to(dt) gives), and split[i] (may be NULL) is
+ * set for those.  Tensors of dt already, and repeats, are left alone.
+ * 0, or the job fails.
+ */
+int ck_job_cast(ck_job_t *job, ck_py_t *const *nodes, size_t n,
+                const ck_dtype_t *dt, unsigned char *split);
 
 /* The global module.name, reusing the graph's node when it has one; NULL
  * when out of memory. */

@@ -159,6 +159,14 @@ char *watch_out_path(const ck_watch_conf_t *w, const char *rel,
             ck_log(CK_LOG_WARNING, "%s: output_name gives no plain file name "
                    "for it; writing %s", rel, name);
     }
+    if (w->out_ext != NULL) {
+        /* the extension follows the format: model.th -> model.safetensors */
+        char *dot = (char *)ck_path_ext(name);
+
+        if (strcmp(dot, w->out_ext) != 0 &&
+            (size_t)(dot - name) + strlen(w->out_ext) < sizeof(name))
+            strcpy(dot, w->out_ext);
+    }
     reldir = ck_strdup(rel);
     if (reldir != NULL) {
         char *slash = strrchr(reldir, '/');

@@ -73,6 +73,9 @@ def main():
             ("audiocraft-finetune.ini", legacy),
             ("audiocraft-finetune.ini", deflated),
             ("lightning-extract.ini", lightning),
+            ("release-safetensors.ini", sample),
+            ("release-safetensors.ini", deflated),
+            ("start-from-ema.ini", sample),
         ]
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:exitcode=86")

@@ -33,7 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static const char conf_write[] =
     "[pipeline]\n"
     "chain = optimizer_strip prefix_select key_remap head_init "
-    "config_override\n"
+    "config_override tree cast\n"
     "[optimizer_strip]\n"
     "drop = optimizer lr_scheduler\n"
     "[prefix_select]\n"
@@ -56,7 +56,14 @@ static const char conf_write[] =
     "set = ++optim.lr=1e-5\n"
     "set = ++dataset.train.path=/new/path\n"
     "set = ++new.list=[1, 2.5, {a: b}]\n"
-    "set = ~sample_rate\n";
+    "set = ~sample_rate\n"
+    "[tree]\n"
+    "copy = model => copied/model\n"
+    "move = ema? => old/ema\n"
+    "delete = lr_scheduler?\n"
+    "[cast]\n"
+    "state = model\n"
+    "to = float16\n";
 
 /* A config that is a YAML string, and Lightning's layout. */
 static const char conf_dry[] =

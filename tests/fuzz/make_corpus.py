@@ -264,6 +264,8 @@ def third_party(dst_zip, dst_legacy):
              ('torchsharp', 'tensors.pth', dst_zip),
              ('torchsharp', 'module_load.pth', dst_zip),
              ('torchsharp', 'sgd_load.pth', dst_zip),
+             ('torchsharp', 'tensors.safetensors', dst_zip),
+             ('torchsharp', 'module_load.safetensors', dst_zip),
              ('gopickle', 'tensor_float32_proto1.pt', dst_legacy),
              ('gopickle', 'tensor_bool_proto2.pt', dst_legacy),
              ('gopickle', 'tensor_int64_proto4.pt', dst_legacy),
@@ -300,6 +302,12 @@ CONF_EXTRA = {
                     'set = +a.b.c=[1, {x: y}]\nset = ++d=\'quoted\'\n'
                     'set = ~e.f\nset = g=${a.b}\nfile = /nonexistent.yaml\n'
                     '[optimizer_strip]\ndrop = optimizer, ema\ndetect = no\n',
+    'transform.ini': '[pipeline]\nchain = tree cast\n[tree]\n'
+                     'copy = model => best_state/model\nmove = ema? => old/ema\n'
+                     'delete = optimizer?\non_exists = replace\n[cast]\n'
+                     'state = best_state/model /\nto = bfloat16\nfrom = float32\n'
+                     'keys = *.weight\n[output]\nformat = safetensors\n'
+                     'state = best_state/model|/\ntied = dedupe\nconfig = xp.cfg\n',
     'multiline.ini': '[pipeline]\nchain = prefix_select\n  optimizer_strip\n'
                      '[prefix_select]\nstate = state_dict\nkeep = model.lm. model.x.\n'
                      'drop = model.lm.head.\nstrip = true\n',

@@ -1,6 +1,8 @@
 #!/usr/bin/python3
-"""Peak-memory test: `ckprep run` (empty chain) on a >= 1 GiB checkpoint must keep
-its peak RSS under the limit (default 64 MiB) and write a faithful copy.
+"""Peak-memory test: `ckprep run` on a >= 1 GiB checkpoint must keep its peak RSS
+under the limit (default 64 MiB): with an empty chain (a faithful copy), with a
+cast of the model to float16 (each tensor equal to torch's .half()), and with
+that cast written as safetensors (read back by tests/plugins/stspec.py).
 
 usage: test_bigrss.py --ckprep PATH [--limit-mib 64] [--keep]
 
@@ -8,7 +10,7 @@ The checkpoint is made in a temp dir under /tmp (removed afterwards unless --kee
 ckprep's peak RSS is measured by a small fresh python (no torch) that runs it and
 reads getrusage(RUSAGE_CHILDREN).ru_maxrss, so this process's memory does not count;
 the floor of that method (same wrapper running /bin/true) is printed too.
-Last line printed: "1 passed, 0 failed" or "0 passed, 1 failed".
+Last line printed: "N passed, M failed" (three runs).
 """
 import argparse
 import hashlib
@@ -28,6 +30,9 @@ warnings.filterwarnings("ignore")
 import torch  # noqa: E402
 
 import compare  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "plugins"))
+import stspec  # noqa: E402
 
 MiB = 1 << 20
 WRAPPER = r"""
@@ -92,6 +97,7 @@ def main(argv=None):
     torch.manual_seed(0)
     tmp = tempfile.mkdtemp(dir="/tmp", prefix="ckprep-bigrss-")
     reasons = []
+    results = []
     rss_mib = None
     t0 = time.time()
     try:
@@ -140,6 +146,12 @@ def main(argv=None):
                 reasons += compare.compare(inp, out, byte_identical=True)
             else:
                 reasons.append("OUT does not exist")
+        results.append(("copy", reasons))
+        reasons = []
+        for fmt in ("torch", "safetensors"):
+            reasons = cast_run(ckprep, tmp, inp, obj, fmt, args.limit_mib)
+            results.append((f"cast-{fmt}", reasons))
+        reasons = []
     except Exception as e:
         reasons.append(f"oracle exception {type(e).__name__}: {e}")
     finally:
@@ -147,12 +159,49 @@ def main(argv=None):
             print(f"# kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    for r in reasons:
-        print(f"FAIL bigrss: {r}")
+    if reasons:
+        results.append(("setup", reasons))
+    failed = 0
+    for name, rs in results:
+        for r in rs:
+            print(f"FAIL bigrss {name}: {r}")
+        failed += bool(rs)
     rss = "n/a" if rss_mib is None else f"{rss_mib:.1f} MiB"
-    print(f"# bigrss: peak RSS {rss}; total {time.time() - t0:.1f}s")
-    print("0 passed, 1 failed" if reasons else "1 passed, 0 failed")
-    return 1 if reasons else 0
+    print(f"# bigrss: copy peak RSS {rss}; total {time.time() - t0:.1f}s")
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed or not results else 0
+
+
+def cast_run(ckprep, tmp, inp, obj, fmt, limit):
+    """The model cast to float16 (written as fmt): peak RSS and values."""
+    reasons = []
+    conf = os.path.join(tmp, f"cast-{fmt}.ini")
+    with open(conf, "w") as f:
+        f.write("[pipeline]\nchain = cast\n[cast]\nstate = model\nto = float16\n"
+                f"[output]\nformat = {fmt}\nstate = model\n")
+    out = os.path.join(tmp, "out", "cast." + ("pt" if fmt == "torch" else "safetensors"))
+    t1 = time.time()
+    res = measured_run([ckprep, "run", "-c", conf, "-o", out, inp])
+    rss = res["maxrss_kib"] / 1024
+    print(f"# ckprep cast -> {fmt}: exit {res['rc']}, {time.time() - t1:.1f}s, peak RSS "
+          f"{rss:.1f} MiB (limit {limit:g} MiB)", flush=True)
+    if res["rc"] != 0:
+        return [f"exit code {res['rc']}; stderr: {res['stderr'].strip()[-300:]}"]
+    if rss >= limit:
+        reasons.append(f"peak RSS {rss:.1f} MiB >= {limit:g} MiB")
+    want = {k: (v.half() if v.is_floating_point() else v) for k, v in obj["model"].items()}
+    if fmt == "torch":
+        got = torch.load(out, map_location="cpu")["model"]
+    else:
+        meta, arrs, hdr = stspec.read(out)
+        got = {k: stspec.to_torch(k, a, hdr) for k, a in arrs.items()}
+    for k, v in want.items():
+        g = got.get(k)
+        if g is None or g.dtype != v.dtype or g.shape != v.shape or not torch.equal(
+                g.contiguous().view(-1).view(torch.uint8), v.contiguous().view(-1).view(torch.uint8)):
+            reasons.append(f"{fmt}: model.{k} differs from torch's .half()")
+    os.unlink(out)
+    return reasons
 
 
 if __name__ == "__main__":

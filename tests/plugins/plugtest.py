@@ -871,7 +871,8 @@ def bad_section(plugin, lines):
     (text, line number of the last of `lines`)."""
     good = {"head_init": "seed = 7", "key_remap": "state = best_state/model",
             "prefix_select": "state = best_state/model", "optimizer_strip": "detect = yes",
-            "config_override": "config = xp.cfg"}[plugin]
+            "config_override": "config = xp.cfg", "cast": "state = best_state/model",
+            "tree": "delete = nothing?"}[plugin]
     text = f"[pipeline]\nchain = {plugin}\n\n[{plugin}]\n{good}\n" + "".join(l + "\n" for l in lines)
     return text, 5 + len(lines)
 

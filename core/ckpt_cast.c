@@ -1,0 +1,319 @@
+/*
+ * ckpt_cast.c -- dtype casts of storages, done while writing.
+ *
+ * ck_ckpt_cast only changes the model: a storage gets a chain of dtypes
+ * (conv[0] is what the input holds, the storage's element type is the
+ * last) and its persistent ids and v3 rebuild calls name the new type; no
+ * byte is read.  ck_ckpt_storage_stream then gives the storage's bytes as
+ * written, reading the input in bounded chunks and converting each through
+ * ck_dtype_convert, so memory stays a few MiB whatever the storage's size.
+ * Casting twice (fp16 -> fp32 -> bf16) keeps every step, as torch would
+ * round at each.
+ */
+#include "ckpt.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHUNK_ELEMS (256u * 1024u) /* elements converted per step */
+
+/* The element type of st as written, and per stored unit (1, or the item
+ * size for an untyped storage, which counts bytes). */
+static const ck_dtype_t *final_dtype(const ck_storage_t *st)
+{
+    if (st->dtype != NULL)
+        return st->dtype;
+    return st->nconv ? st->conv[st->nconv - 1] : NULL;
+}
+
+int ck_ckpt_storage_stream(ck_ckpt_t *c, const ck_storage_t *st,
+                           uint64_t first, uint64_t count,
+                           ck_sink_fn sink, void *arg, ck_err_t *err)
+{
+    const ck_dtype_t *fin = final_dtype(st), *src;
+    uint64_t per, done = 0;
+    uint8_t *buf[2] = { NULL, NULL };
+    int rc = 0;
+
+    if (st->nconv == 0) {
+        uint8_t *b = ck_malloc(1u << 20);
+        uint64_t isz = st->dtype ? st->dtype->itemsize : 1;
+
+        if (b == NULL)
+            return ck_err_set(err, CK_ENOMEM, "out of memory");
+        while (rc == 0 && done < count * isz) {
+            uint64_t left = count * isz - done;
+            size_t n = left > (1u << 20) ? (1u << 20) : (size_t)left;
+
+            rc = ck_ckpt_storage_src(c, st, first * isz + done, n, b, err);
+            if (rc == 0)
+                rc = sink(arg, b, n, err);
+            done += n;
+        }
+        ck_free(b);
+        return rc;
+    }
+    src = st->conv[0];
+    per = st->dtype ? 1 : fin->itemsize;
+    if (first % per || count % per)
+        return ck_err_set(err, CK_EFORMAT, "storage %s read off its elements",
+                          st->key);
+    first /= per;
+    count /= per;
+    buf[0] = ck_malloc((size_t)CHUNK_ELEMS * 8);
+    buf[1] = ck_malloc((size_t)CHUNK_ELEMS * 8);
+    if (buf[0] == NULL || buf[1] == NULL) {
+        rc = ck_err_set(err, CK_ENOMEM, "out of memory");
+        goto out;
+    }
+    while (rc == 0 && done < count) {
+        size_t n = count - done > CHUNK_ELEMS ? CHUNK_ELEMS
+                                              : (size_t)(count - done);
+        unsigned cur = 0;
+
+        rc = ck_ckpt_storage_src(c, st, (first + done) * src->itemsize,
+                                 (uint64_t)n * src->itemsize, buf[0], err);
+        for (unsigned i = 1; rc == 0 && i < st->nconv; i++, cur ^= 1u)
+            if (ck_dtype_convert(st->conv[i], buf[cur ^ 1u], st->conv[i - 1],
+                                 buf[cur], n) < 0)
+                rc = ck_err_set(err, CK_EUNSUPPORTED, "cannot cast %s to %s",
+                                st->conv[i - 1]->name, st->conv[i]->name);
+        if (rc == 0)
+            rc = sink(arg, buf[cur], n * fin->itemsize, err);
+        done += n;
+    }
+out:
+    ck_free(buf[0]);
+    ck_free(buf[1]);
+    return rc;
+}
+
+typedef struct {
+    uint8_t *p;
+} mem_sink_t;
+
+static int mem_cb(void *arg, const void *p, size_t n, ck_err_t *err)
+{
+    mem_sink_t *m = arg;
+
+    (void)err;
+    memcpy(m->p, p, n);
+    m->p += n;
+    return 0;
+}
+
+int ck_ckpt_storage_read(ck_ckpt_t *c, const ck_storage_t *st, uint64_t first,
+                         uint64_t count, uint8_t *out, ck_err_t *err)
+{
+    mem_sink_t m = { out };
+
+    if (st->nconv == 0) {
+        uint64_t isz = st->dtype ? st->dtype->itemsize : 1;
+
+        return ck_ckpt_storage_src(c, st, first * isz, count * isz, out, err);
+    }
+    return ck_ckpt_storage_stream(c, st, first, count, mem_cb, &m, err);
+}
+
+/* ---- casting tensors --------------------------------------------------- */
+
+static size_t storage_index(ck_ckpt_t *c, const ck_storage_t *st)
+{
+    size_t i = ck_strmap_get(&c->by_key, st->key);
+
+    return i < c->nstorages && c->storages[i] == st ? i : SIZE_MAX;
+}
+
+static int push_conv(ck_storage_t *st, const ck_dtype_t *from,
+                     const ck_dtype_t *to, ck_err_t *err)
+{
+    if (st->nconv == 0) {
+        st->conv[st->nconv++] = from;
+        st->src_nbytes = st->nbytes;
+    }
+    if (st->nconv >= CK_CONV_STEPS)
+        return ck_err_set(err, CK_EUNSUPPORTED,
+                          "storage %s is cast more than %d times", st->key,
+                          CK_CONV_STEPS - 1);
+    st->conv[st->nconv++] = to;
+    return 0;
+}
+
+/* The new element type in st's size and every naming of it: persistent ids
+ * (pid may be NULL: those of all its tensors) and v3 dtype arguments. */
+static int retype(ck_ckpt_t *c, ck_storage_t *st, const ck_dtype_t *from,
+                  const ck_dtype_t *to, ck_err_t *err)
+{
+    ck_py_t *cls;
+
+    if (push_conv(st, from, to, err) < 0)
+        return err->code;
+    if (st->dtype != NULL) {
+        st->dtype = to;
+        st->nbytes = st->numel * to->itemsize;
+    } else {
+        st->numel = st->numel / from->itemsize * to->itemsize;
+        st->nbytes = st->numel;
+    }
+    cls = st->dtype ? ck_ckpt_global(c, "torch", to->storage) : NULL;
+    for (size_t i = 0; i < c->ntensors; i++) {
+        ck_tensor_t *t = &c->tensors[i];
+        ck_py_vec_t *a = &t->node->u.o.args->u.seq;
+        ck_py_t *pid;
+
+        if (t->st != st)
+            continue;
+        pid = a->v[0]->u.pid;
+        if (st->dtype != NULL) {
+            if (cls == NULL)
+                return ck_err_set(err, CK_ENOMEM, "out of memory");
+            pid->u.seq.v[1] = cls;
+        } else {
+            pid->u.seq.v[4] = ck_py_int(&c->arena, (int64_t)st->numel);
+            if (pid->u.seq.v[4] == NULL)
+                return ck_err_set(err, CK_ENOMEM, "out of memory");
+        }
+        if (ck_py_global_is(t->node->u.o.fn, "torch._utils",
+                            "_rebuild_tensor_v3")) {
+            a->v[6] = ck_ckpt_global(c, "torch", to->name);
+            if (a->v[6] == NULL)
+                return ck_err_set(err, CK_ENOMEM, "out of memory");
+        }
+    }
+    return 0;
+}
+
+/* A copy of st with its own key and persistent id, for the cast tensors of
+ * a storage something else still uses as it is. */
+static ck_storage_t *split(ck_ckpt_t *c, ck_storage_t *st,
+                           const unsigned char *mark, ck_err_t *err)
+{
+    ck_storage_t *ns = ck_arena_alloc(&c->arena, sizeof(*ns));
+    ck_py_t *pers = NULL, *pid = NULL;
+    ck_py_t *old = NULL;
+
+    if (ns == NULL)
+        goto nomem;
+    *ns = *st;
+    ns->key = ck_arena_printf(&c->arena, "cast:%zu", c->nstorages);
+    ns->refs = 0;
+    if (ns->key == NULL || ck_ckpt_add_storage(c, ns) < 0)
+        goto nomem;
+    for (size_t i = 0; i < c->ntensors; i++) {
+        ck_tensor_t *t = &c->tensors[i];
+
+        if (t->st != st || !mark[i])
+            continue;
+        old = t->node->u.o.args->u.seq.v[0];
+        if (pers == NULL) {
+            pers = ck_py_new(&c->arena, CK_PY_PERSID);
+            pid = ck_py_new(&c->arena, CK_PY_TUPLE);
+            if (pers == NULL || pid == NULL)
+                goto nomem;
+            for (size_t k = 0; k < old->u.pid->u.seq.n; k++)
+                if (ck_py_vec_push(&c->arena, &pid->u.seq,
+                                   old->u.pid->u.seq.v[k]) < 0)
+                    goto nomem;
+            pid->u.seq.v[2] = ck_py_str(&c->arena, ns->key, strlen(ns->key));
+            if (pid->u.seq.v[2] == NULL)
+                goto nomem;
+            pers->u.pid = pid;
+            pers->aux = ns;
+        }
+        t->node->u.o.args->u.seq.v[0] = pers;
+        t->st = ns;
+    }
+    return ns;
+nomem:
+    ck_err_set(err, CK_ENOMEM, "out of memory");
+    return NULL;
+}
+
+int ck_ckpt_cast(ck_ckpt_t *c, ck_py_t *const *nodes, size_t n,
+                 const ck_dtype_t *dt, unsigned char *splitp, ck_err_t *err)
+{
+    size_t ns = c->nstorages;
+    uint32_t *all = ck_calloc(ns + 1, sizeof(*all));
+    uint32_t *sel = ck_calloc(ns + 1, sizeof(*sel));
+    uint32_t *pids = ck_calloc(ns + 1, sizeof(*pids));
+    unsigned char *mark = ck_calloc(c->ntensors + 1, 1); /* tensor cast */
+    uint32_t gen = ck_py_next_gen();
+    int rc = 0;
+
+    if (all == NULL || sel == NULL || pids == NULL || mark == NULL) {
+        rc = ck_err_set(err, CK_ENOMEM, "out of memory");
+        goto out;
+    }
+    /* who uses each storage: tensors, their distinct persistent ids */
+    for (size_t i = 0; i < c->ntensors; i++) {
+        ck_tensor_t *t = &c->tensors[i];
+        ck_py_t *pers = t->node->u.o.args->u.seq.v[0];
+        size_t k = storage_index(c, t->st);
+
+        if (k == SIZE_MAX)
+            continue;
+        all[k]++;
+        if (pers->wgen != gen) {
+            pers->wgen = gen;
+            pids[k]++;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        ck_tensor_t *t = ck_ckpt_tensor(c, nodes[i]);
+        size_t k = t ? storage_index(c, t->st) : SIZE_MAX;
+
+        if (splitp != NULL)
+            splitp[i] = 0;
+        if (t == NULL || k == SIZE_MAX || t->dtype == dt ||
+            mark[t - c->tensors])
+            continue;
+        if (!ck_dtype_is_castable(t->dtype) || !ck_dtype_is_castable(dt)) {
+            rc = ck_err_set(err, CK_EUNSUPPORTED, "cannot cast %s to %s",
+                            t->dtype->name, dt->name);
+            goto out;
+        }
+        mark[t - c->tensors] = 1;
+        sel[k]++;
+    }
+    for (size_t k = 0; k < ns && rc == 0; k++) {
+        ck_storage_t *st = c->storages[k];
+        const ck_dtype_t *from = NULL;
+
+        if (sel[k] == 0)
+            continue;
+        for (size_t i = 0; i < c->ntensors && rc == 0; i++) {
+            if (c->tensors[i].st != st || !mark[i])
+                continue;
+            if (from != NULL && from != c->tensors[i].dtype)
+                rc = ck_err_set(err, CK_EUNSUPPORTED,
+                                "storage %s holds %s and %s tensors: cast "
+                                "them in two steps", st->key, from->name,
+                                c->tensors[i].dtype->name);
+            from = c->tensors[i].dtype;
+        }
+        if (rc < 0)
+            break;
+        if (sel[k] < all[k] || pids[k] < st->refs) {
+            st = split(c, st, mark, err);
+            if (st == NULL) {
+                rc = err->code;
+                break;
+            }
+            for (size_t i = 0; i < n && splitp != NULL; i++) {
+                ck_tensor_t *t = ck_ckpt_tensor(c, nodes[i]);
+
+                splitp[i] |= t != NULL && t->st == st;
+            }
+        }
+        rc = retype(c, st, from, dt, err);
+    }
+    if (rc == 0)
+        rc = ck_ckpt_scan(c, err);
+out:
+    ck_free(all);
+    ck_free(sel);
+    ck_free(pids);
+    ck_free(mark);
+    return rc;
+}
