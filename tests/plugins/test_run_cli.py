@@ -143,51 +143,87 @@ def places_for_configs():
     check(out["meta"]["cfg"] == {"lr": 0.2}, f"nested {out['meta']}")
 
 
-@test
-def places_one_daemon_config_mixed_folder():
-    """one watch configuration over a folder mixing FSDP and plain
-    checkpoints prepares both (the daemon used to fail every checkpoint of
-    the other kind)"""
+def watch(sections, inputs, want):
+    """Run `ckprep watch` with [watch] in a fresh folder over the files
+    inputs (renamed in, as a training job does) until want records are in
+    the audit log; returns (folder, records)."""
     import signal
     import time
-    a, b = fsdp_and_plain()
     d = E.fresh("daemon")
     for sub in ("incoming", "output", "failed"):
         os.makedirs(os.path.join(d, sub))
     conf = os.path.join(d, "w.ini")
     with open(conf, "w") as f:
-        f.write(ini(("pipeline", {"chain": "key_remap"}),
-                    ("key_remap", [("state", "best_state/model|fsdp_best_state/model"),
-                                   ("rename", "emb. => embeddings.")]),
-                    ("watch", {"incoming": "incoming", "output": "output", "failed": "failed",
-                               "audit_log": "audit.jsonl", "settle_ms": 100})))
+        f.write(ini(*sections, ("watch", {"incoming": "incoming", "output": "output",
+                                          "failed": "failed", "audit_log": "audit.jsonl",
+                                          "settle_ms": 100})))
     p = subprocess.Popen([E.ckprep, "watch", "-c", conf], cwd=d, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE)
+    recs = []
     try:
-        for src in (a, b):
+        for src in inputs:
             tmp = os.path.join(d, "incoming", "." + os.path.basename(src) + ".part")
             with open(src, "rb") as fi, open(tmp, "wb") as fo:
                 fo.write(fi.read())
             os.rename(tmp, os.path.join(d, "incoming", os.path.basename(src)))
         log = os.path.join(d, "audit.jsonl")
         deadline = time.time() + 30
-        recs = []
         while time.time() < deadline:
             if os.path.exists(log):
                 with open(log) as f:
                     recs = [json.loads(l) for l in f if l.strip()]
-                if len(recs) >= 2:
+                if len(recs) >= want:
                     break
             time.sleep(0.1)
     finally:
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=30)
+    return d, recs
+
+
+@test
+def places_one_daemon_config_mixed_folder():
+    """one watch configuration over a folder mixing FSDP and plain
+    checkpoints prepares both (the daemon used to fail every checkpoint of
+    the other kind)"""
+    a, b = fsdp_and_plain()
+    d, recs = watch([("pipeline", {"chain": "key_remap"}),
+                     ("key_remap", [("state", "best_state/model|fsdp_best_state/model"),
+                                    ("rename", "emb. => embeddings.")])], (a, b), 2)
     check(len(recs) == 2 and all(r["status"] == "ok" for r in recs),
           f"records {[(r.get('input', {}).get('path'), r.get('status')) for r in recs]}")
     for name, where in (("plain.th", "best_state"), ("fsdp.th", "fsdp_best_state")):
         out = load(os.path.join(d, "output", name))
         check(list(out[where]["model"]) == ["embeddings.weight", "out.weight"], f"{name}")
     check(os.listdir(os.path.join(d, "failed")) == [], "failed/ is not empty")
+
+
+@test
+def daemon_expect_failure_goes_to_failed():
+    """in the daemon, an input that would not load into the target model
+    (expect) goes to failed/ with the explanation in NAME.error.json, and no
+    output is written; one that would load is prepared"""
+    a, _ = fsdp_and_plain()
+    sd = load(a)["best_state"]["model"]
+    manifest = os.path.join(E.fresh("manifest"), "m.json")
+    with open(manifest, "w") as f:
+        json.dump({"version": 1, "tensors": [
+            {"key": k, "dtype": str(v.dtype).replace("torch.", ""), "shape": list(v.shape)}
+            for k, v in sd.items()]}, f)
+    bad = save({"best_state": {"model": OD([("emb.weight", torch.zeros(4, 2))])}}, "bad.th")
+    d, recs = watch([("pipeline", {"chain": "expect"}),
+                     ("expect", [("manifest", manifest), ("state", "best_state/model")])],
+                    (a, bad), 2)
+    status = {os.path.basename(r["input"]["path"]): r["status"] for r in recs}
+    check(status == {"plain.th": "ok", "bad.th": "failed"}, f"records {status}")
+    check(os.path.exists(os.path.join(d, "output", "plain.th")) and
+          not os.path.exists(os.path.join(d, "output", "bad.th")), "outputs")
+    failed = sorted(os.listdir(os.path.join(d, "failed")))
+    check(failed == ["bad.th", "bad.th.error.json"], f"failed/ holds {failed}")
+    with open(os.path.join(d, "failed", "bad.th.error.json")) as f:
+        err = json.load(f)
+    check("out.weight" in json.dumps(err) and "missing" in json.dumps(err),
+          f"error.json does not explain: {json.dumps(err)[:300]}")
 
 
 # ---- one validation: check refuses what run would --------------------------
