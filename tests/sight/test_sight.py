@@ -17,8 +17,8 @@ real torch and OmegaConf.
    value changed, a dtype changed, a view of a shared storage changed,
    top-level keys, config keys; exit status, --json fields, --stat, text.
 
-The two .safetensors files of the corpus are skipped, named: ckprep reads
-no safetensors input yet.
+The two .safetensors files of the corpus (made outside this project) are
+listed and diffed against their own header.
 
 usage: test_sight.py --ckprep PATH [--corpus DIR] [--keep]
 Last line: "N passed, M failed"; exit 1 when M > 0.
@@ -378,6 +378,23 @@ def refused(tmp):
         check("refused file, as far as validation got (%s)" % ("zip", "legacy")[i], one)
 
 
+def safetensors_file(path):
+    """a safetensors file made outside this project (the corpus): inspect
+    --tensors --json lists its header's tensors in order with their dtypes
+    and shapes, and diff --exact finds it equal to itself"""
+    import struct
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+    want = [(k, v["shape"]) for k, v in header.items() if k != "__metadata__"]
+    rc, out, err = run("inspect", "--tensors", "--json", path)
+    assert rc == 0, "inspect exit %d: %s" % (rc, err)
+    got = [(t["key"], t["shape"]) for t in json.loads(out)["tensors"]]
+    assert sorted(got) == sorted(want), "tensors %s, header %s" % (got, want)
+    rc, out, err = run("diff", "--exact", path, path)
+    assert rc == 0, "diff --exact of itself: exit %d %s" % (rc, out[:200])
+
+
 def main():
     global CKPREP
     ap = argparse.ArgumentParser()
@@ -395,7 +412,7 @@ def main():
     files.append(os.path.join(REPO, "tests", "data", "sample.th"))
     corpus = sorted(p for p in glob.glob(os.path.join(a.corpus, "**", "*"), recursive=True)
                     if os.path.isfile(p) and not p.endswith(".md"))
-    skipped = [p for p in corpus if p.endswith(".safetensors")]
+    sts = [p for p in corpus if p.endswith(".safetensors")]
     corpus = [p for p in corpus if not p.endswith(".safetensors")]
     if len(corpus) < 100:
         RESULTS["failed"] += 1
@@ -405,7 +422,8 @@ def main():
     diff_pairs(tmp)
     config_edges(tmp)
     refused(tmp)
-    print("skipped (no safetensors input yet): %s" % ", ".join(os.path.basename(p) for p in skipped))
+    for f in sts:
+        check("safetensors " + os.path.basename(f), safetensors_file, f)
     print("files: %d oracle cases, %d third-party" % (len(files), len(corpus)))
     if not a.keep:
         shutil.rmtree(tmp)
