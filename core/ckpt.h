@@ -251,6 +251,9 @@ int ck_ckpt_write_with(ck_ckpt_t *c, const char *out_path, ck_write_body_fn body
 ck_py_t *ck_ckpt_tensor_node(ck_ckpt_t *c, ck_storage_t *st,
                              const int64_t *shape, size_t ndim, ck_err_t *err);
 
+/* 1 when t's strides are the contiguous (row-major) ones. */
+int ck_tensor_contiguous(const ck_tensor_t *t);
+
 /* Copy a tensor's elements, in row-major order, into out (numel * itemsize). */
 int ck_ckpt_read_tensor(ck_ckpt_t *c, const ck_tensor_t *t, uint8_t *out,
                         ck_err_t *err);

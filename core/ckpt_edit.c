@@ -312,3 +312,15 @@ void ck_ckpt_init_mem(ck_ckpt_t *c, const char *name)
     c->path = name;
     ck_limits_default(&c->lim);
 }
+
+int ck_tensor_contiguous(const ck_tensor_t *t)
+{
+    int64_t expect = 1;
+
+    for (size_t i = t->ndim; i-- > 0;) {
+        if (t->size[i] != 1 && t->stride[i] != expect)
+            return 0;
+        expect *= t->size[i];
+    }
+    return 1;
+}

@@ -107,18 +107,6 @@ int ck_listing_walk(ck_ckpt_t *c, ck_py_t *from, ck_listing_cb cb, void *ud)
     return w.rc;
 }
 
-int ck_tensor_contiguous(const ck_tensor_t *t)
-{
-    int64_t expect = 1;
-
-    for (size_t i = t->ndim; i-- > 0;) {
-        if (t->size[i] != 1 && t->stride[i] != expect)
-            return 0;
-        expect *= t->size[i];
-    }
-    return 1;
-}
-
 /* ---- --tensors ------------------------------------------------------- */
 
 typedef struct {

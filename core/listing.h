@@ -28,8 +28,6 @@ typedef int (*ck_listing_cb)(void *ud, const char *group, const char *k,
 /* Walk the tensors under from (NULL: the root). */
 int ck_listing_walk(ck_ckpt_t *c, ck_py_t *from, ck_listing_cb cb, void *ud);
 
-/* 1 when t's strides are the contiguous (row-major) ones. */
-int ck_tensor_contiguous(const ck_tensor_t *t);
 
 /* The members "key", "dtype", "shape" of t, in the open object j. */
 void ck_listing_brief(ck_json_t *j, const char *k, size_t kn,

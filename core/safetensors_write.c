@@ -421,18 +421,6 @@ static int gather(out_t *w, const ck_tensor_t *t, ck_err_t *err)
     return rc;
 }
 
-static int contiguous(const ck_tensor_t *t)
-{
-    int64_t expect = 1;
-
-    for (size_t i = t->ndim; i-- > 0;) {
-        if (t->size[i] != 1 && t->stride[i] != expect)
-            return 0;
-        expect *= t->size[i];
-    }
-    return 1;
-}
-
 static int body(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
                 ck_err_t *err)
 {
@@ -450,7 +438,7 @@ static int body(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
 
         if (t->numel == 0)
             continue;
-        if (contiguous(t))
+        if (ck_tensor_contiguous(t))
             rc = ck_ckpt_storage_stream(c, t->st, t->offset * per,
                                         t->numel * per, sink_cb, &w, err);
         else
