@@ -91,6 +91,7 @@ CORE_SRC := \
 	core/pyre.c \
 	core/pyval.c \
 	core/record.c \
+	core/tarhdr.c \
 	core/watch.c \
 	core/watch_claim.c \
 	core/watch_job.c \

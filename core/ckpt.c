@@ -372,6 +372,10 @@ static int legacy_storages(ck_ckpt_t *c, ck_py_t *keys, uint64_t pos,
                               "legacy file truncated in storage %s", k->u.s.s);
         pos = end;
     }
+    if (pos != c->st.size)
+        return ck_err_set(err, CK_EFORMAT,
+                          "legacy file has %llu bytes after its last storage",
+                          (unsigned long long)(c->st.size - pos));
     for (size_t i = 0; i < c->nstorages; i++)
         if (c->storages[i]->src != CK_SRC_LEGACY)
             return ck_err_set(err, CK_EFORMAT,
@@ -714,12 +718,16 @@ int ck_ckpt_open(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
         c->format = CK_FMT_ZIP;
         rc = open_zip(c, err);
     } else {
-        uint8_t ustar[5] = { 0 };
+        uint8_t blk[512];
 
-        if (c->st.size > 262 && ck_pread_full(c->fd, ustar, 5, 257) == 0 &&
-            memcmp(ustar, "ustar", 5) == 0)
+        /* torch 1.13 tries tarfile first: whatever tarfile would take for
+         * a tar is one, whatever the stream in it says */
+        if (c->st.size >= 512 && ck_pread_full(c->fd, blk, 512, 0) == 0 &&
+            ck_tar_header(blk, 512))
             return ck_err_set(err, CK_EUNSUPPORTED,
-                              "tar checkpoint of torch < 0.4 is not supported");
+                              "reads as a tar archive (the checkpoint format "
+                              "of torch < 0.4, which torch.load would "
+                              "unpickle instead), not supported");
         c->format = CK_FMT_LEGACY;
         rc = open_legacy(c, &keys, &data_start, err);
     }

@@ -76,6 +76,13 @@ typedef struct {
 } ck_ckpt_t;
 
 /*
+ * 1 when the first 512 of the n bytes at blk would open as a tar archive in
+ * Python's tarfile (checksum rule, no magic needed; see tarhdr.c), else 0.
+ * torch 1.13 unpickles such a file's tar members instead of its stream.
+ */
+int ck_tar_header(const uint8_t *blk, size_t n);
+
+/*
  * Open and validate path.  On success c owns an open descriptor and an
  * arena; release with ck_ckpt_close (also after a failure).
  */
