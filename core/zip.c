@@ -145,6 +145,27 @@ static int cmp_name(const void *a, const void *b)
     return strcmp(x->name, y->name);
 }
 
+/* Names as miniz's mz_zip_reader_locate_file compares them when torch
+ * looks a record up (flags 0): ASCII letters folded to lower case. */
+static int fold_cmp(const char *x, const char *y)
+{
+    for (;; x++, y++) {
+        int a = (*x >= 'A' && *x <= 'Z') ? *x - 'A' + 'a' : *x;
+        int b = (*y >= 'A' && *y <= 'Z') ? *y - 'A' + 'a' : *y;
+
+        if (a != b || a == 0)
+            return (unsigned char)a - (unsigned char)b;
+    }
+}
+
+static int cmp_fold(const void *a, const void *b)
+{
+    const ck_zip_entry_t *x = *(ck_zip_entry_t *const *)a;
+    const ck_zip_entry_t *y = *(ck_zip_entry_t *const *)b;
+
+    return fold_cmp(x->name, y->name);
+}
+
 /* Zip64 extended information: the fields whose 32-bit value is saturated. */
 static int zip64_extra(cur_t *x, ck_zip_entry_t *e, int usize64, int csize64,
                        int lho64)
@@ -392,8 +413,9 @@ static int read_entry(int fd, ck_zip_t *z, cur_t *c, size_t i,
     return check_local(fd, z, e, name, nlen, err);
 }
 
-/* No two entries overlap and no name is there twice; leaves order sorted
- * by name. */
+/* No two entries overlap and no name is there twice, nor twice ignoring
+ * case (torch's miniz finds records ignoring case: of 'archive/Data.pkl'
+ * and 'archive/data.pkl' it may load either); leaves order sorted by name. */
 static int check_layout(ck_zip_entry_t **order, size_t n, ck_err_t *err)
 {
     qsort(order, n, sizeof(*order), cmp_lho);
@@ -406,6 +428,14 @@ static int check_layout(ck_zip_entry_t **order, size_t n, ck_err_t *err)
         if (strcmp(order[i]->name, order[i + 1]->name) == 0)
             return ck_err_set(err, CK_EFORMAT, "zip: duplicate entry %s",
                               order[i]->name);
+    qsort(order, n, sizeof(*order), cmp_fold);
+    for (size_t i = 0; i + 1 < n; i++)
+        if (fold_cmp(order[i]->name, order[i + 1]->name) == 0)
+            return ck_err_set(err, CK_EFORMAT,
+                              "zip: entries %s and %s differ only in case "
+                              "(torch would read either)",
+                              order[i]->name, order[i + 1]->name);
+    qsort(order, n, sizeof(*order), cmp_name);
     return 0;
 }
 
