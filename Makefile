@@ -250,6 +250,7 @@ clean:
 
 # Fragments own their folders' targets; each may add to TEST_EXTRA, the
 # targets `make test` runs after the ones above.
--include tests/fuzz/fuzz.mk tests/faults/faults.mk bench/bench.mk tests/daemon/daemon.mk
+-include tests/fuzz/fuzz.mk tests/faults/faults.mk bench/bench.mk tests/daemon/daemon.mk \
+	tests/hostile/hostile.mk
 
 -include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(UNIT_BIN:=.d)
