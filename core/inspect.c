@@ -290,16 +290,20 @@ static void human(char *buf, size_t n, uint64_t b)
         snprintf(buf, n, "%.1f %s", v, u[i]);
 }
 
+/* Text from the input, escaped as every message is (ck_esc_step). */
 static void put_str(FILE *out, const char *s, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
+    char e[12];
 
-        if (ch < 0x20 || ch == 0x7f)
-            fprintf(out, "\\x%02x", ch);
-        else
-            fputc(ch, out);
+    for (size_t i = 0; i < n;) {
+        i += ck_esc_step((const uint8_t *)s + i, n - i, e);
+        fputs(e, out);
     }
+}
+
+static void put_cstr(FILE *out, const char *s)
+{
+    put_str(out, s, strlen(s));
 }
 
 int ck_inspect_text(ck_ckpt_t *c, FILE *out)
@@ -312,11 +316,15 @@ int ck_inspect_text(ck_ckpt_t *c, FILE *out)
     sds.a = &c->arena;
     sd_walk(c, &sds, c->pk.root, path, 0, 0);
     human(h, sizeof(h), c->st.size);
-    fprintf(out, "%s: %s\n", c->path, h);
-    if (c->format == CK_FMT_ZIP)
-        fprintf(out, "  format     zip, top folder '%s', %zu records, byteorder %s\n",
-                c->top, c->zip.n, c->byteorder ? c->byteorder : "(none)");
-    else
+    put_cstr(out, c->path);
+    fprintf(out, ": %s\n", h);
+    if (c->format == CK_FMT_ZIP) {
+        fputs("  format     zip, top folder '", out);
+        put_cstr(out, c->top);
+        fprintf(out, "', %zu records, byteorder ", c->zip.n);
+        put_cstr(out, c->byteorder ? c->byteorder : "(none)");
+        fputc('\n', out);
+    } else
         fprintf(out, "  format     legacy stream (torch < 1.6)\n");
     fprintf(out, "  pickle     protocol %d, %zu bytes, root %s\n", c->pk.protocol,
             c->pickle_bytes, ck_inspect_kind(c, c->pk.root));
@@ -338,8 +346,10 @@ int ck_inspect_text(ck_ckpt_t *c, FILE *out)
         sd_t *d = &sds.v[i];
 
         human(h, sizeof(h), d->bytes);
-        fprintf(out, "  state dict %s: %zu tensors, %llu parameters, %s (",
-                d->path, d->ntensors, (unsigned long long)d->params, h);
+        fputs("  state dict ", out);
+        put_cstr(out, d->path);
+        fprintf(out, ": %zu tensors, %llu parameters, %s (", d->ntensors,
+                (unsigned long long)d->params, h);
         for (size_t k = 0; k < d->nby; k++) {
             human(h, sizeof(h), d->by[k].bytes);
             fprintf(out, "%s%s %s", k ? ", " : "", d->by[k].dt->name, h);
@@ -359,9 +369,12 @@ int ck_inspect_text(ck_ckpt_t *c, FILE *out)
     fprintf(out, "  tensors    %zu in %zu storages, %s\n", c->ntensors,
             c->nstorages, h);
     fprintf(out, "  globals    %zu:", c->pk.globals.n);
-    for (size_t i = 0; i < c->pk.globals.n; i++)
-        fprintf(out, "%s%s.%s", i ? ", " : " ", c->pk.globals.v[i]->u.g.module,
-                c->pk.globals.v[i]->u.g.name);
+    for (size_t i = 0; i < c->pk.globals.n; i++) {
+        fputs(i ? ", " : " ", out);
+        put_cstr(out, c->pk.globals.v[i]->u.g.module);
+        fputc('.', out);
+        put_cstr(out, c->pk.globals.v[i]->u.g.name);
+    }
     fputs("\n  validation ok\n", out);
     return 0;
 }

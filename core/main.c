@@ -119,12 +119,27 @@ static int help_plugins(void)
     return 0;
 }
 
+/* One message line on stderr: "ckprep: [PATH: ][WHAT: ]MSG", the path and
+ * message escaped (ck_esc_step): they may hold bytes of the input. */
+static void say(const char *path, const char *what, const char *msg)
+{
+    fputs("ckprep: ", stderr);
+    if (path != NULL) {
+        ck_esc_fputs(path, stderr);
+        fputs(": ", stderr);
+    }
+    if (what != NULL)
+        fprintf(stderr, "%s: ", what);
+    ck_esc_fputs(msg, stderr);
+    fputc('\n', stderr);
+}
+
 static int load_conf(const char *path, ck_conf_t *conf)
 {
     ck_err_t err = { 0 };
 
     if (ck_conf_load(conf, path, &err) < 0) {
-        fprintf(stderr, "ckprep: %s\n", err.msg);
+        say(NULL, NULL, err.msg);
         ck_conf_release(conf);
         return -1;
     }
@@ -133,7 +148,7 @@ static int load_conf(const char *path, ck_conf_t *conf)
 
 static void check_warn(void *ud, const char *msg)
 {
-    fprintf(stderr, "ckprep: %s: warning: %s\n", (const char *)ud, msg);
+    say((const char *)ud, "warning", msg);
 }
 
 static int cmd_watch(int argc, char **argv)
@@ -240,7 +255,7 @@ static int cmd_run(int argc, char **argv)
     args.out = out;
     rc = ck_job_run(&conf, &args, &rec, &err);
     if (rc < 0)
-        fprintf(stderr, "ckprep: %s: %s\n", in, err.msg);
+        say(in, NULL, err.msg);
     else if (ck_json_text(&rec) != NULL)
         printf("%s\n", ck_json_text(&rec));
     ck_json_release(&rec);
@@ -288,7 +303,7 @@ static int cmd_inspect(int argc, char **argv)
     opts.allow = cpath ? conf.allow : NULL;
     rc = ck_ckpt_open(&c, path, &opts, &err);
     if (rc < 0) {
-        fprintf(stderr, "ckprep: %s: %s\n", path, err.msg);
+        say(path, NULL, err.msg);
     } else if (json) {
         ck_json_t j = { 0 };
 

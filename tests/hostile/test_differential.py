@@ -239,6 +239,59 @@ def case_twin(ck, work):
            "after the benign data.pkl" % ", ".join(ran))
 
 
+# ---- control characters in messages -------------------------------------
+
+RAW = (b"\r", b"\x1b", b"\x00", b"\xe2\x80\xae", b"\xc2\x9b", b"\xff")
+
+
+def binunicode(b):
+    return b"X" + struct.pack("<I", len(b)) + b
+
+
+def case_escape(ck, work):
+    """Names holding CR, ESC, NUL, a bidi override, C1 CSI and a byte that
+    is not UTF-8 (as BINBYTES-like raw bytes in a str, which ckprep reads
+    as UTF-8 or refuses) never reach stderr or stdout raw."""
+    import torch
+    probs = []
+    src = os.path.join(work, "src.pt")
+    torch.save({"w": torch.zeros(2)}, src)
+    forged = "\x1b[2K\rckprep: model.pt: validation ok\x00\u202e\x9b"
+    name = forged.encode("utf-8", "surrogatepass")
+    pk = (b"\x80\x02" + binunicode(b"posix") + binunicode(name) +
+          b"\x93)R.")
+    for label, data in (("global", pk),
+                        ("bad utf-8", b"\x80\x02" + binunicode(b"po\xffsix") +
+                         binunicode(b"sys\xff") + b"\x93)R.")):
+        path = os.path.join(work, "esc.pt")
+        rewrite_zip(src, path, {"data.pkl": data})
+        for cmd in ([ck, "inspect", path], [ck, "run", "-c", "/dev/null",
+                                             "-o", path + ".out", path]):
+            p = subprocess.run(cmd, capture_output=True, timeout=60)
+            for raw in RAW:
+                if raw in p.stderr or raw in p.stdout:
+                    probs.append("%s %s: raw %r in output" % (label, cmd[1],
+                                                              raw))
+            if p.returncode != 1:
+                probs.append("%s %s: exit %d" % (label, cmd[1],
+                                                 p.returncode))
+    # an accepted file: a key with the same bytes, in inspect's text
+    path = os.path.join(work, "key.pt")
+    torch.save({forged: torch.zeros(2)}, path)
+    p = subprocess.run([ck, "inspect", path], capture_output=True,
+                       timeout=60)
+    if p.returncode != 0:
+        probs.append("key file refused: %r" % p.stderr[:200])
+    for raw in RAW[:5]:
+        if raw in p.stdout or raw in p.stderr:
+            probs.append("inspect: raw %r in key listing" % raw)
+    if b"\\u{202e}" not in p.stdout:
+        probs.append("inspect: RLO not shown as \\u{202e}")
+    record("control characters in messages", probs,
+           "CR, ESC, NUL, RLO, C1 CSI, invalid UTF-8 in a global and a key: "
+           "all escaped on stderr and stdout")
+
+
 # ---- the published attack files --------------------------------------------
 
 # The benign checkpoints among them (picklescan's tests expect only tensor
@@ -281,7 +334,7 @@ def main():
     ck = os.path.abspath(a.ckprep)
     import torch
     print("torch %s" % torch.__version__)
-    for case in (case_tar, case_frame, case_twin):
+    for case in (case_tar, case_frame, case_twin, case_escape):
         with tempfile.TemporaryDirectory(prefix="ckdiff.") as work:
             try:
                 case(ck, work)
