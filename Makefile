@@ -15,7 +15,7 @@ DESTDIR  ?=
 PYTHON   := /usr/bin/python3
 SHARED   ?= $(abspath ../shared)
 CORPUS   ?= $(SHARED)/corpus/third-party
-PKGS     := inih zlib yaml-0.1 libcrypto libuv jansson libpcre2-8
+PKGS     := inih zlib yaml-0.1 libcrypto libuv jansson libpcre2-8 libseccomp
 UNIT_PKGS := cmocka
 ZIPCHECK_PKGS := libzip
 TEST_PKGS := $(UNIT_PKGS) $(ZIPCHECK_PKGS)
@@ -30,6 +30,7 @@ TEST_PKGS := $(UNIT_PKGS) $(ZIPCHECK_PKGS)
 #   libssl-dev         libcrypto's SHA-256 (core/ckpt.c, core/watch.c)
 #   libjansson-dev     reading audit records back (core/audit.c)
 #   libpcre2-dev       Python-compatible rename regexes (core/pyre.c)
+#   libseccomp-dev     the parser's syscall filter (core/sandbox.c)
 #   libcmocka-dev      the unit tests (tests/core, tests/plugins)
 #   libzip-dev         tests/tools/zipcheck, the second zip reader
 #   python3-torch      the oracle: torch.save/torch.load in every Python suite
@@ -40,7 +41,7 @@ TEST_PKGS := $(UNIT_PKGS) $(ZIPCHECK_PKGS)
 # Fragments add their own: clang and libclang-rt-dev (tests/fuzz/fuzz.mk),
 # valgrind (tests/faults/faults.mk), time (bench/bench.mk).
 DEB_BUILD := build-essential pkg-config libuv1-dev libyaml-dev libinih-dev \
-             zlib1g-dev libssl-dev libjansson-dev libpcre2-dev
+             zlib1g-dev libssl-dev libjansson-dev libpcre2-dev libseccomp-dev
 DEB_TEST  := libcmocka-dev libzip-dev python3-torch python3-omegaconf \
              python3-numpy python3-yaml systemd
 
@@ -91,6 +92,7 @@ CORE_SRC := \
 	core/pyre.c \
 	core/pyval.c \
 	core/record.c \
+	core/sandbox.c \
 	core/tarhdr.c \
 	core/watch.c \
 	core/watch_claim.c \

@@ -6,6 +6,7 @@
 #include "conf.h"
 #include "inspect.h"
 #include "job.h"
+#include "sandbox.h"
 #include "watch.h"
 
 #include <errno.h>
@@ -134,6 +135,33 @@ static void say(const char *path, const char *what, const char *msg)
     fputc('\n', stderr);
 }
 
+/* The sandbox of run and inspect: read in and the configuration, write
+ * in out's folder (none when out is NULL). */
+static int enter_sandbox(const char *in, const char *cpath, const char *out)
+{
+    ck_sandbox_t sb = { .read = { in }, .nread = 1 };
+    ck_err_t err = { 0 };
+    char dir[4096];
+    const char *slash = out ? strrchr(out, '/') : NULL;
+
+    if (cpath != NULL)
+        sb.read[sb.nread++] = cpath;
+    if (out != NULL) {
+        if (slash == NULL)
+            snprintf(dir, sizeof(dir), ".");
+        else if (slash == out)
+            snprintf(dir, sizeof(dir), "/");
+        else
+            snprintf(dir, sizeof(dir), "%.*s", (int)(slash - out), out);
+        sb.write_dirs[sb.nwrite++] = dir;
+    }
+    if (ck_sandbox_enter(&sb, &err) < 0) {
+        say(in, NULL, err.msg);
+        return -1;
+    }
+    return 0;
+}
+
 static int load_conf(const char *path, ck_conf_t *conf)
 {
     ck_err_t err = { 0 };
@@ -253,6 +281,11 @@ static int cmd_run(int argc, char **argv)
     }
     args.in = in;
     args.out = out;
+    if (enter_sandbox(in, cpath, out) < 0) {
+        ck_conf_release(&conf);
+        ck_free(def_out);
+        return EXIT_FILE;
+    }
     rc = ck_job_run(&conf, &args, &rec, &err);
     if (rc < 0)
         say(in, NULL, err.msg);
@@ -301,6 +334,10 @@ static int cmd_inspect(int argc, char **argv)
         return EXIT_USAGE;
     ck_conf_limits(cpath ? &conf : NULL, &opts.lim);
     opts.allow = cpath ? conf.allow : NULL;
+    if (enter_sandbox(path, cpath, NULL) < 0) {
+        ck_conf_release(&conf);
+        return EXIT_FILE;
+    }
     rc = ck_ckpt_open(&c, path, &opts, &err);
     if (rc < 0) {
         say(path, NULL, err.msg);
