@@ -40,6 +40,13 @@ enum {
     R_ALL = (1 << 9) - 1,
 };
 
+/* LeakSanitizer needs ptrace: a sanitized build keeps it (sandbox.c) */
+#if defined(__SANITIZE_ADDRESS__)
+#define EXPECT (R_ALL & ~R_PTRACE)
+#else
+#define EXPECT R_ALL
+#endif
+
 static int child(const char *in, const char *outdir, const char *top)
 {
     ck_sandbox_t sb = { .read = { in }, .nread = 1,
@@ -106,9 +113,9 @@ static void test_each_restriction_fires(void **state)
     close(pipefd[0]);
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    if (got != R_ALL)
+    if ((got & EXPECT) != EXPECT)
         fail_msg("restrictions that did not hold (bits): 0x%x",
-                 (unsigned)(~got & R_ALL));
+                 (unsigned)(~got & EXPECT));
     /* nothing was made outside */
     snprintf(in, sizeof(in), "%s/outside", top);
     assert_int_not_equal(access(in, F_OK), 0);
