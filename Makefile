@@ -217,6 +217,10 @@ test-systemd: all
 	if [ $$rc -ne 0 ] || [ -n "$$out" ]; then \
 		echo "$$out"; echo "systemd-analyze verify systemd/ckprep.service: failed"; exit 1; \
 	fi; echo "systemd-analyze verify systemd/ckprep.service: ok"
+	@x=$$(systemd-analyze security --offline=true $(BUILD)/systemd/ckprep.service \
+		2>&1 | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p'); \
+	echo "systemd-analyze security systemd/ckprep.service: exposure $$x (at most 1.0)"; \
+	[ -n "$$x" ] && awk "BEGIN { exit !($$x <= 1.0) }"
 	@rm -rf $(BUILD)/stage && $(MAKE) --no-print-directory -s install \
 		DESTDIR=$(abspath $(BUILD)/stage) >/dev/null
 	@for f in usr/local/bin/ckprep etc/systemd/system/ckprep.service \
