@@ -435,10 +435,6 @@ size_t ck_esc_step(const uint8_t *s, size_t n, char out[12])
     int k = ck_utf8_len(s, n, 0);
     uint32_t cp;
 
-    if (s[0] == '\\') {
-        memcpy(out, "\\\\", 3);
-        return 1;
-    }
     if (k <= 0 || s[0] < 0x20 || s[0] == 0x7f) {
         snprintf(out, 12, "\\x%02x", s[0]);
         return 1;

@@ -135,9 +135,11 @@ static void say(const char *path, const char *what, const char *msg)
     fputc('\n', stderr);
 }
 
-/* The sandbox of run and inspect: read in and the configuration, write
- * in out's folder (none when out is NULL). */
-static int enter_sandbox(const char *in, const char *cpath, const char *out)
+/* The sandbox of run and inspect: read in, the configuration and the
+ * files its plugins declared; write in out's folder (none when out is
+ * NULL). */
+static int enter_sandbox(const char *in, const char *cpath,
+                         const ck_conf_t *conf, const char *out)
 {
     ck_sandbox_t sb = { .read = { in }, .nread = 1 };
     ck_err_t err = { 0 };
@@ -146,6 +148,13 @@ static int enter_sandbox(const char *in, const char *cpath, const char *out)
 
     if (cpath != NULL)
         sb.read[sb.nread++] = cpath;
+    for (const ck_conf_file_t *f = conf->reads; f != NULL; f = f->next) {
+        if (sb.nread == CK_ARRAY_SIZE(sb.read)) {
+            say(in, NULL, "sandbox: too many files to read");
+            return -1;
+        }
+        sb.read[sb.nread++] = f->path;
+    }
     if (out != NULL) {
         if (slash == NULL)
             snprintf(dir, sizeof(dir), ".");
@@ -281,7 +290,7 @@ static int cmd_run(int argc, char **argv)
     }
     args.in = in;
     args.out = out;
-    if (enter_sandbox(in, cpath, out) < 0) {
+    if (enter_sandbox(in, cpath, &conf, out) < 0) {
         ck_conf_release(&conf);
         ck_free(def_out);
         return EXIT_FILE;
@@ -334,7 +343,7 @@ static int cmd_inspect(int argc, char **argv)
         return EXIT_USAGE;
     ck_conf_limits(cpath ? &conf : NULL, &opts.lim);
     opts.allow = cpath ? conf.allow : NULL;
-    if (enter_sandbox(path, cpath, NULL) < 0) {
+    if (enter_sandbox(path, cpath, &conf, NULL) < 0) {
         ck_conf_release(&conf);
         return EXIT_FILE;
     }

@@ -10,7 +10,7 @@
 #include <stddef.h>
 
 typedef struct {
-    const char *read[4];       /* files (or folders) left readable */
+    const char *read[16];      /* files (or folders) left readable */
     size_t nread;
     const char *write_dirs[2]; /* folders where files may be made, written,
                                   renamed and removed */

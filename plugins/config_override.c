@@ -188,6 +188,8 @@ static int override_init(ck_conf_ctx_t *cx, void *conf)
 
     if (cf->file != NULL && cf->file[0] == '\0')
         cf->file = NULL; /* "file =" is no file */
+    if (cf->file != NULL)
+        return ck_conf_reads_file(cx, cf->file); /* read at run time */
     return 0;
 }
 

@@ -256,7 +256,7 @@ static void test_esc_step(void **state)
     esc("a\rb", 3, "a\\x0db");
     esc("\x1b[2K", 4, "\\x1b[2K");
     esc("a\0b", 3, "a\\x00b");
-    esc("\x7f\\", 2, "\\x7f\\\\");
+    esc("\x7f\\", 2, "\\x7f\\");
     esc("\xff\xc3", 2, "\\xff\\xc3");        /* not UTF-8 */
     esc("\xc0\xaf", 2, "\\xc0\\xaf");        /* overlong */
     esc("\xe2\x80\xae" "cba", 6, "\\u{202e}cba"); /* RLO */
