@@ -112,6 +112,15 @@ typedef struct {
 int ck_ckpt_check_keys(ck_ckpt_t *c, ck_err_t *err);
 
 /*
+ * The one validation `inspect` and `run` (and the daemon) share, after
+ * ck_ckpt_open: ck_ckpt_check_keys, then the pickle written to a scratch
+ * buffer and dropped, so everything the writer would refuse (a set that
+ * holds itself, nesting past the limit) is refused here too.  0 or an
+ * error in err.
+ */
+int ck_ckpt_validate(ck_ckpt_t *c, ck_err_t *err);
+
+/*
  * Write the checkpoint to out_path atomically: a temporary file in the same
  * folder, fsync, rename, fsync of the folder.  On failure nothing is left.
  */

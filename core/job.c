@@ -366,6 +366,8 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
                             "meanwhile)");
     }
     if (rc == 0)
+        rc = ck_ckpt_validate(&job.ck, err); /* as inspect validates */
+    if (rc == 0)
         rc = run_chain(&job, &plugins);
     if (rc == 0 && !args->dry_run && args->out != NULL) {
         /* room for the whole record first: once the output exists, writing

@@ -348,6 +348,8 @@ static int cmd_inspect(int argc, char **argv)
         return EXIT_FILE;
     }
     rc = ck_ckpt_open(&c, path, &opts, &err);
+    if (rc == 0)
+        rc = ck_ckpt_validate(&c, &err); /* as run validates */
     if (rc < 0) {
         say(path, NULL, err.msg);
     } else if (json) {

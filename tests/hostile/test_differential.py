@@ -292,6 +292,53 @@ def case_escape(ck, work):
            "all escaped on stderr and stdout")
 
 
+# ---- inspect and run agree -----------------------------------------------
+
+def case_self_set(ck, work):
+    """A set that holds itself: once 'validation ok' from inspect while run
+    failed; Python cannot build it (a set is unhashable), so torch.load
+    fails too.  Both commands must refuse."""
+    import torch
+    src = os.path.join(work, "src.pt")
+    torch.save({"w": torch.zeros(2)}, src)
+    pk = b"\x80\x02}q\x00X\x01\x00\x00\x00s\x8f\x94(h\x01\x90s."
+    path = os.path.join(work, "selfset.pt")
+    rewrite_zip(src, path, {"data.pkl": pk})
+    probs, msg = ckprep(ck, path, work)
+    rc, err = torch_load(path, work)
+    if rc == 0:
+        probs.append("torch.load accepted it")
+    record("set holding itself", probs,
+           "inspect and run refuse (%s); torch.load fails too (%s)" %
+           (msg.split(": ", 2)[-1], err.splitlines()[-1] if err else ""))
+
+
+def case_agree(ck, work, dirs):
+    """inspect and a dry run with an empty chain give the same verdict on
+    every file of the fuzz corpora and the published attack files."""
+    conf = os.path.join(work, "c.ini")
+    with open(conf, "w") as f:
+        f.write(CONF)
+    n, probs = 0, []
+    for top in dirs:
+        for d, _, files in sorted(os.walk(top)):
+            for fn in sorted(files):
+                path = os.path.join(d, fn)
+                if fn in ("LICENSE", "README.md"):
+                    continue
+                n += 1
+                a = subprocess.run([ck, "inspect", path], capture_output=True,
+                                   timeout=60).returncode
+                b = subprocess.run([ck, "run", "-n", "-c", conf, "-o",
+                                    os.path.join(work, "o.pt"), path],
+                                   capture_output=True, timeout=60).returncode
+                if a != b:
+                    probs.append("%s: inspect exit %d, run exit %d" %
+                                 (path, a, b))
+    record("inspect and run agree (%d files)" % n, probs,
+           "same exit status on every file")
+
+
 # ---- the published attack files --------------------------------------------
 
 # The benign checkpoints among them (picklescan's tests expect only tensor
@@ -334,7 +381,7 @@ def main():
     ck = os.path.abspath(a.ckprep)
     import torch
     print("torch %s" % torch.__version__)
-    for case in (case_tar, case_frame, case_twin, case_escape):
+    for case in (case_tar, case_frame, case_twin, case_escape, case_self_set):
         with tempfile.TemporaryDirectory(prefix="ckdiff.") as work:
             try:
                 case(ck, work)
@@ -345,6 +392,12 @@ def main():
             case_third_party(ck, work, a.third_party)
     else:
         record("third-party attack files", ["missing %s" % a.third_party], "")
+    here = os.path.dirname(os.path.abspath(__file__))
+    corp = os.path.join(os.path.dirname(here), "fuzz", "corpus")
+    with tempfile.TemporaryDirectory(prefix="ckdiff.") as work:
+        case_agree(ck, work, [os.path.join(corp, t) for t in
+                              ("fuzz_ckpt", "fuzz_legacy", "fuzz_tar",
+                               "fuzz_zipdiff")] + [a.third_party])
     bad = sum(1 for _, p in RESULTS if p)
     print("%d passed, %d failed" % (len(RESULTS) - bad, bad))
     return 1 if bad else 0
