@@ -86,6 +86,7 @@ CORE_SRC := \
 	core/omegaconf.c \
 	core/pickle.c \
 	core/pickle_graph.c \
+	core/pickle_scan.c \
 	core/pickle_text.c \
 	core/pickle_write.c \
 	core/plugins.c \

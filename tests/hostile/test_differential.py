@@ -348,7 +348,7 @@ BENIGN = ("picklescan/pytorch_model.bin", "picklescan/new_pytorch_model.bin")
 
 def case_third_party(ck, work, top):
     probs = []
-    n = 0
+    n = named = 0
     for d, _, files in sorted(os.walk(top)):
         for fn in sorted(files):
             if fn in ("LICENSE", "README.md"):
@@ -367,9 +367,19 @@ def case_third_party(ck, work, top):
                 probs.append("%s: exit %d %r" % (fn, p.returncode, err[:200]))
             if any(c in err for c in "\r\x1b\x00"):
                 probs.append("%s: raw control character in message" % fn)
+            if p.returncode == 1 and "names" in err:
+                named += 1
+    # the example: modelscan's injected torch.save file, refused
+    # for its structure before, must name its global
+    p = subprocess.run([ck, "inspect", os.path.join(
+        top, "modelscan", "unsafe_zip_pytorch.pt")], capture_output=True)
+    if b"posix.system" not in p.stderr:
+        probs.append("unsafe_zip_pytorch.pt: posix.system not named: %r" %
+                     p.stderr[:200])
     record("third-party attack files (%d)" % n, probs,
            "the %d benign checkpoints accepted, every other file refused "
-           "with one clean line" % len(BENIGN))
+           "with one clean line, %d of them naming a forbidden global" %
+           (len(BENIGN), named))
 
 
 def main():
