@@ -975,6 +975,17 @@ static void test_bad_duplicate(void **state)
     expect_open_fail(f, CK_EFORMAT, "duplicate entry z/a1");
 }
 
+/* miniz refuses an entry on another disk ("unsupported multidisk"): so
+ * does ckprep, found by tests/hostile/diff_harness.py */
+static void test_bad_entry_disk(void **state)
+{
+    fx_t *f = *state;
+
+    write_abc(f);
+    patch16(f->path, cd_entry(&f->z, 1) + 34, 0x0100);
+    expect_open_fail(f, CK_EFORMAT, "multi-disk archive (entry 1)");
+}
+
 /* miniz, torch's reader, finds names ignoring case: twins are refused */
 static void test_bad_case_twin(void **state)
 {
@@ -1117,6 +1128,7 @@ int main(void)
         T(test_bad_names),
         T(test_bad_duplicate),
         T(test_bad_case_twin),
+        T(test_bad_entry_disk),
         T(test_bad_flags_and_method),
         T(test_bad_overlap),
         T(test_bad_local_header),
