@@ -208,6 +208,18 @@ static int cmd_watch(int argc, char **argv)
         fprintf(stderr, "ckprep watch: -c CONF is required\n%s", usage_watch);
         return EXIT_USAGE;
     }
+    {
+        /* the daemon and its workers: the seccomp layer (no exec, no
+         * network, no ptrace...); its folders may change on reload, so
+         * no Landlock (the systemd unit confines its file system) */
+        ck_sandbox_t sb = { .keep_fs = 1 };
+        ck_err_t err = { 0 };
+
+        if (ck_sandbox_enter(&sb, &err) < 0) {
+            say(NULL, NULL, err.msg);
+            return EXIT_FILE;
+        }
+    }
     return ck_watch_main(cpath);
 }
 

@@ -180,7 +180,7 @@ int ck_sandbox_enter(const ck_sandbox_t *sb, ck_err_t *err)
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         return ck_err_set(err, -errno, "sandbox: no_new_privs: %s",
                           strerror(errno));
-    rc = landlock_layer(sb, err);
+    rc = sb->keep_fs ? 0 : landlock_layer(sb, err);
     if (rc == 0)
         rc = seccomp_layer(err);
     return rc;

@@ -15,6 +15,8 @@ typedef struct {
     const char *write_dirs[2]; /* folders where files may be made, written,
                                   renamed and removed */
     size_t nwrite;
+    int keep_fs;               /* seccomp only, no Landlock (the daemon,
+                                  whose folders a reload may change) */
 } ck_sandbox_t;
 
 /*
