@@ -15,7 +15,7 @@ DESTDIR  ?=
 PYTHON   := /usr/bin/python3
 SHARED   ?= $(abspath ../shared)
 CORPUS   ?= $(SHARED)/corpus/third-party
-PKGS     := inih zlib yaml-0.1 libcrypto libuv jansson libpcre2-8
+PKGS     := inih zlib yaml-0.1 libcrypto libuv jansson libpcre2-8 libseccomp
 UNIT_PKGS := cmocka
 ZIPCHECK_PKGS := libzip
 TEST_PKGS := $(UNIT_PKGS) $(ZIPCHECK_PKGS)
@@ -30,6 +30,7 @@ TEST_PKGS := $(UNIT_PKGS) $(ZIPCHECK_PKGS)
 #   libssl-dev         libcrypto's SHA-256 (core/ckpt.c, core/watch.c)
 #   libjansson-dev     reading audit records back (core/audit.c)
 #   libpcre2-dev       Python-compatible rename regexes (core/pyre.c)
+#   libseccomp-dev     the parser's syscall filter (core/sandbox.c)
 #   libcmocka-dev      the unit tests (tests/core, tests/plugins)
 #   libzip-dev         tests/tools/zipcheck, the second zip reader
 #   python3-torch      the oracle: torch.save/torch.load in every Python suite
@@ -40,7 +41,7 @@ TEST_PKGS := $(UNIT_PKGS) $(ZIPCHECK_PKGS)
 # Fragments add their own: clang and libclang-rt-dev (tests/fuzz/fuzz.mk),
 # valgrind (tests/faults/faults.mk), time (bench/bench.mk).
 DEB_BUILD := build-essential pkg-config libuv1-dev libyaml-dev libinih-dev \
-             zlib1g-dev libssl-dev libjansson-dev libpcre2-dev
+             zlib1g-dev libssl-dev libjansson-dev libpcre2-dev libseccomp-dev
 DEB_TEST  := libcmocka-dev libzip-dev python3-torch python3-omegaconf \
              python3-numpy python3-yaml systemd
 
@@ -89,6 +90,7 @@ CORE_SRC := \
 	core/omegaconf.c \
 	core/pickle.c \
 	core/pickle_graph.c \
+	core/pickle_scan.c \
 	core/pickle_text.c \
 	core/pickle_write.c \
 	core/plugins.c \
@@ -97,6 +99,8 @@ CORE_SRC := \
 	core/record.c \
 	core/safetensors.c \
 	core/safetensors_write.c \
+	core/sandbox.c \
+	core/tarhdr.c \
 	core/watch.c \
 	core/watch_claim.c \
 	core/watch_job.c \
@@ -222,6 +226,10 @@ test-systemd: all
 	if [ $$rc -ne 0 ] || [ -n "$$out" ]; then \
 		echo "$$out"; echo "systemd-analyze verify systemd/ckprep.service: failed"; exit 1; \
 	fi; echo "systemd-analyze verify systemd/ckprep.service: ok"
+	@x=$$(systemd-analyze security --offline=true $(BUILD)/systemd/ckprep.service \
+		2>&1 | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p'); \
+	echo "systemd-analyze security systemd/ckprep.service: exposure $$x (at most 1.0)"; \
+	[ -n "$$x" ] && awk "BEGIN { exit !($$x <= 1.0) }"
 	@rm -rf $(BUILD)/stage && $(MAKE) --no-print-directory -s install \
 		DESTDIR=$(abspath $(BUILD)/stage) >/dev/null
 	@for f in usr/local/bin/ckprep etc/systemd/system/ckprep.service \
@@ -258,6 +266,6 @@ clean:
 # Fragments own their folders' targets; each may add to TEST_EXTRA, the
 # targets `make test` runs after the ones above.
 -include tests/fuzz/fuzz.mk tests/faults/faults.mk bench/bench.mk tests/daemon/daemon.mk \
-         tests/sight/sight.mk
+         tests/sight/sight.mk tests/hostile/hostile.mk
 
 -include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(UNIT_BIN:=.d)

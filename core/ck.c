@@ -419,3 +419,46 @@ int ck_utf8_valid(const char *s, size_t n)
     }
     return 1;
 }
+
+/* Code points shown as \u{XXXX}: they are valid text that changes how the
+ * text around them renders. */
+static int disguises(uint32_t cp)
+{
+    return (cp >= 0x80 && cp <= 0x9f) || cp == 0x61c ||
+           (cp >= 0x200b && cp <= 0x200f) || (cp >= 0x2028 && cp <= 0x202e) ||
+           (cp >= 0x2060 && cp <= 0x2069) || cp == 0xfeff ||
+           (cp >= 0xfff9 && cp <= 0xfffb);
+}
+
+size_t ck_esc_step(const uint8_t *s, size_t n, char out[12])
+{
+    int k = ck_utf8_len(s, n, 0);
+    uint32_t cp;
+
+    if (k <= 0 || s[0] < 0x20 || s[0] == 0x7f) {
+        snprintf(out, 12, "\\x%02x", s[0]);
+        return 1;
+    }
+    cp = k == 1 ? s[0] : (uint32_t)(s[0] & (0x7f >> k));
+    for (int i = 1; i < k; i++)
+        cp = cp << 6 | (s[i] & 0x3f);
+    if (disguises(cp)) {
+        snprintf(out, 12, "\\u{%04x}", (unsigned)cp);
+        return (size_t)k;
+    }
+    memcpy(out, s, (size_t)k);
+    out[k] = '\0';
+    return (size_t)k;
+}
+
+void ck_esc_fputs(const char *s, FILE *f)
+{
+    const uint8_t *u = (const uint8_t *)s;
+    size_t n = strlen(s);
+    char e[12];
+
+    for (size_t i = 0; i < n;) {
+        i += ck_esc_step(u + i, n - i, e);
+        fputs(e, f);
+    }
+}

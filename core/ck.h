@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define CK_VERSION "0.1.0"
 
@@ -141,6 +142,24 @@ int ck_utf8_len(const uint8_t *s, size_t n, int surrogates);
  * surrogates), else 0.  NUL bytes are valid: callers that need a C string
  * pass strlen. */
 int ck_utf8_valid(const char *s, size_t n);
+
+/*
+ * The one escaping rule for text a terminal shows (messages, log lines,
+ * inspect's text): takes the next character of the n > 0 bytes at s, writes
+ * its shown form to out (NUL-terminated, at most 10 bytes) and returns how
+ * many input bytes it took.  A control byte (C0, DEL) or a byte that is
+ * not well-formed UTF-8 becomes \xNN, and a code point
+ * that can disguise text -- C1 controls, bidi embeddings, overrides and
+ * isolates, zero-width and line/paragraph separators, BOM -- \u{XXXX};
+ * anything else, a backslash too (regexes in messages stay exact), is
+ * copied.  So no input can end a line, move a cursor or reorder what
+ * follows it; a literal "\x41" in a name reads like an escape, which
+ * misleads no terminal.
+ */
+size_t ck_esc_step(const uint8_t *s, size_t n, char out[12]);
+
+/* s (a C string) through ck_esc_step to f. */
+void ck_esc_fputs(const char *s, FILE *f);
 
 /* The 64-bit FNV-1a hash of the n bytes at p: cheap, well spread, for hash
  * tables and seeds.  Not for anything an attacker must not collide. */

@@ -248,8 +248,9 @@ static int legacy_pickles(ck_ckpt_t *c, const uint8_t *buf, size_t len,
             if (m->kind != CK_PY_INT || m->u.i.nbig != 10 ||
                 memcmp(m->u.i.big, legacy_magic, 10) != 0)
                 return ck_err_set(err, CK_EFORMAT,
-                                  "neither a zip archive nor a legacy torch file "
-                                  "(bad magic number)");
+                                  "a raw pickle, not a torch checkpoint "
+                                  "(neither a zip archive nor a legacy file: "
+                                  "bad magic number)");
         } else if (i == 1) {
             if (p[1].root->kind != CK_PY_INT || p[1].root->u.i.v != 1001)
                 return ck_err_set(err, CK_EUNSUPPORTED,
@@ -384,6 +385,10 @@ static int legacy_storages(ck_ckpt_t *c, ck_py_t *keys, uint64_t pos,
                               "legacy file truncated in storage %s", k->u.s.s);
         pos = end;
     }
+    if (pos != c->st.size)
+        return ck_err_set(err, CK_EFORMAT,
+                          "legacy file has %llu bytes after its last storage",
+                          (unsigned long long)(c->st.size - pos));
     for (size_t i = 0; i < c->nstorages; i++)
         if (c->storages[i]->src != CK_SRC_LEGACY)
             return ck_err_set(err, CK_EFORMAT,
@@ -697,13 +702,15 @@ static int zip_storages(ck_ckpt_t *c, ck_err_t *err)
     return 0;
 }
 
-/* 1 when the file has a ustar tar header (torch < 0.4's format). */
-static int is_ustar(ck_ckpt_t *c)
+/* 1 when tarfile would take the file for a tar (torch 1.13 tries tarfile
+ * first: whatever it takes for a tar is one, whatever the stream in it
+ * says); see core/tarhdr.c. */
+static int is_tar(ck_ckpt_t *c)
 {
-    uint8_t ustar[5] = { 0 };
+    uint8_t blk[512];
 
-    return c->st.size > 262 && ck_pread_full(c->fd, ustar, 5, 257) == 0 &&
-           memcmp(ustar, "ustar", 5) == 0;
+    return c->st.size >= 512 && ck_pread_full(c->fd, blk, 512, 0) == 0 &&
+           ck_tar_header(blk, 512);
 }
 
 /* What a file that is not a checkpoint looks like, from its first bytes,
@@ -750,8 +757,104 @@ static void looks_like(const uint8_t *b, size_t n, char *out, size_t size)
              n > 1 ? b[1] : 0, n > 2 ? b[2] : 0, n > 3 ? b[3] : 0);
 }
 
+/* ---- naming the danger in a refusal ------------------------------------ */
+
+typedef struct {
+    const char *const *allow;
+    char names[256];
+    size_t n;
+} danger_t;
+
+static int danger_cb(void *ud, const char *m, size_t ml, const char *nm,
+                     size_t nl)
+{
+    danger_t *d = ud;
+    char mod[128], name[128], both[260];
+
+    if (ml >= sizeof(mod) || nl >= sizeof(name))
+        return 0;
+    memcpy(mod, m, ml);
+    mod[ml] = '\0';
+    memcpy(name, nm, nl);
+    name[nl] = '\0';
+    if (ck_global_allowed(mod, name, d->allow))
+        return 0;
+    snprintf(both, sizeof(both), "%s.%s", ck_py_module3(mod), name);
+    if (strstr(d->names, both) != NULL || d->n >= 4)
+        return 0;
+    snprintf(d->names + strlen(d->names), sizeof(d->names) - strlen(d->names),
+             "%s%s", d->n ? ", " : "", both);
+    d->n++;
+    return 0;
+}
+
+/*
+ * A refusal for some other cause (bad magic, "STOP with 1 values left",
+ * junk after STOP) also names the forbidden globals the pickle holds,
+ * found by an opcode scan: that is what an attacker's file is about.
+ */
+static int name_danger(ck_ckpt_t *c, const char *const *allow, int rc,
+                       ck_err_t *err)
+{
+    danger_t d = { .allow = allow };
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    char name[600];
+    ck_zip_entry_t *e;
+    ck_err_t e2 = { 0 };
+
+    if (c->format == CK_FMT_ZIP && c->zip.n > 0) {
+        e = NULL;
+        if (c->top != NULL) {
+            snprintf(name, sizeof(name), "%s/data.pkl", c->top);
+            e = ck_zip_find(&c->zip, name);
+        }
+        for (size_t i = 0; e == NULL && i < c->zip.n; i++) {
+            size_t nl = strlen(c->zip.e[i].name);
+
+            if (nl >= 4 && strcmp(c->zip.e[i].name + nl - 4, ".pkl") == 0)
+                e = &c->zip.e[i]; /* no top folder: the first pickle */
+        }
+        if (e == NULL || ck_zip_read(c->fd, e, c->lim.max_pickle_bytes, &buf,
+                                     &e2) < 0)
+            return rc;
+        len = (size_t)e->usize;
+    } else if (c->format == CK_FMT_LEGACY) {
+        uint64_t cap = c->lim.max_pickle_bytes < (64u << 20)
+                           ? c->lim.max_pickle_bytes : (64u << 20);
+
+        len = c->st.size < cap ? (size_t)c->st.size : (size_t)cap;
+        buf = ck_malloc(len ? len : 1);
+        if (buf == NULL || ck_pread_full(c->fd, buf, len, 0) < 0) {
+            ck_free(buf);
+            return rc;
+        }
+    } else {
+        return rc;
+    }
+    ck_pickle_scan_globals(buf, len, danger_cb, &d);
+    ck_free(buf);
+    if (d.n == 0)
+        return rc;
+    return ck_err_replace(err, CK_EUNSAFE, "refused: pickle names %s (and: %s)",
+                          d.names, err->msg);
+}
+
+static int open_checked(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
+                        ck_err_t *err);
+
 int ck_ckpt_open(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
                  ck_err_t *err)
+{
+    int rc = open_checked(c, path, o, err);
+
+    if (rc < 0 && rc != CK_EUNSAFE && rc != CK_ENOMEM && c->fd >= 0)
+        rc = name_danger(c, o->allow, rc, err);
+    return rc;
+}
+
+static int open_checked(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
+                        ck_err_t *err)
 {
     struct stat sb;
     uint8_t magic[9] = { 0 };
@@ -798,7 +901,7 @@ int ck_ckpt_open(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
                                   "or still being written)",
                                   (unsigned long long)c->st.size);
     } else if (magic[0] != 0x80 && magic[0] != 'L' && magic[0] != 'I' &&
-               !is_ustar(c)) {
+               !is_tar(c)) {
         /* a legacy stream starts with its magic number: PROTO at protocol
          * 2 and up, a LONG or INT before */
         uint8_t head[64];
@@ -813,9 +916,11 @@ int ck_ckpt_open(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
         return ck_err_set(err, CK_EFORMAT, "not a PyTorch checkpoint: neither "
                           "a zip nor a legacy torch stream; it is %s", what);
     } else {
-        if (is_ustar(c))
+        if (is_tar(c))
             return ck_err_set(err, CK_EUNSUPPORTED,
-                              "tar checkpoint of torch < 0.4 is not supported");
+                              "reads as a tar archive (the checkpoint format "
+                              "of torch < 0.4, which torch.load would "
+                              "unpickle instead), not supported");
         c->format = CK_FMT_LEGACY;
         rc = open_legacy(c, &keys, &data_start, err);
     }

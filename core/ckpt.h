@@ -88,6 +88,13 @@ typedef struct {
 } ck_ckpt_t;
 
 /*
+ * 1 when the first 512 of the n bytes at blk would open as a tar archive in
+ * Python's tarfile (checksum rule, no magic needed; see tarhdr.c), else 0.
+ * torch 1.13 unpickles such a file's tar members instead of its stream.
+ */
+int ck_tar_header(const uint8_t *blk, size_t n);
+
+/*
  * Open and validate path.  On success c owns an open descriptor and an
  * arena; release with ck_ckpt_close (also after a failure).
  */
@@ -126,6 +133,15 @@ typedef struct {
  * ck_ckpt_write runs it first; the job runs it for a dry run.
  */
 int ck_ckpt_check_keys(ck_ckpt_t *c, ck_err_t *err);
+
+/*
+ * The one validation `inspect` and `run` (and the daemon) share, after
+ * ck_ckpt_open: ck_ckpt_check_keys, then the pickle written to a scratch
+ * buffer and dropped, so everything the writer would refuse (a set that
+ * holds itself, nesting past the limit) is refused here too.  0 or an
+ * error in err.
+ */
+int ck_ckpt_validate(ck_ckpt_t *c, ck_err_t *err);
 
 /*
  * Write the checkpoint to out_path atomically: a temporary file in the same

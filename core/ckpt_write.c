@@ -284,6 +284,18 @@ int ck_ckpt_check_keys(ck_ckpt_t *c, ck_err_t *err)
     return rc;
 }
 
+int ck_ckpt_validate(ck_ckpt_t *c, ck_err_t *err)
+{
+    ck_buf_t pkl = { 0 };
+    int rc = ck_ckpt_check_keys(c, err);
+
+    if (rc == 0)
+        rc = ck_pickle_write(c->pk.root, &c->lim, &c->arena, NULL, NULL, &pkl,
+                             err);
+    ck_buf_release(&pkl);
+    return rc;
+}
+
 int ck_ckpt_write(ck_ckpt_t *c, const char *out_path, ck_write_info_t *info,
                   ck_err_t *err)
 {

@@ -57,6 +57,19 @@ int ck_conf_cleanup_add(ck_conf_ctx_t *cx, void (*fn)(void *), void *data)
     return 0;
 }
 
+int ck_conf_reads_file(ck_conf_ctx_t *cx, const char *path)
+{
+    ck_conf_t *c = cx->cleanups;
+    ck_conf_file_t *f = ck_arena_alloc(cx->arena, sizeof(*f));
+
+    if (f == NULL)
+        return ck_err_set(cx->err, CK_ENOMEM, "out of memory");
+    f->path = path;
+    f->next = c->reads;
+    c->reads = f;
+    return 0;
+}
+
 const ck_directive_t ck_pipeline_directives[] = {
     { "chain", ck_conf_set_words, offsetof(ck_pipeline_conf_t, chain), NULL,
       CK_DIR_MULTI, "plugins to run in order: NAME[:LABEL] ..." },

@@ -73,6 +73,12 @@ typedef struct {
 
 typedef struct ck_section ck_section_t;
 
+/* A file a plugin reads at run time (ck_conf_reads_file), in a list. */
+typedef struct ck_conf_file {
+    struct ck_conf_file *next;
+    const char *path;
+} ck_conf_file_t;
+
 typedef struct {
     ck_arena_t arena;
     char *path;
@@ -88,6 +94,7 @@ typedef struct {
     ck_section_t *sections;
     int chain_line;
     void *cleanups;       /* registered by setters, run by ck_conf_release */
+    ck_conf_file_t *reads; /* files plugins open while a job runs */
 } ck_conf_t;
 
 /* Load path.  Errors: CK_ECONFIG with "PATH:LINE: message". */

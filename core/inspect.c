@@ -307,16 +307,20 @@ void ck_inspect_human(char *buf, size_t n, uint64_t b)
         snprintf(buf, n, "%.1f %s", v, u[i]);
 }
 
+/* Text from the input, escaped as every message is (ck_esc_step). */
 static void put_str(FILE *out, const char *s, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
+    char e[12];
 
-        if (ch < 0x20 || ch == 0x7f)
-            fprintf(out, "\\x%02x", ch);
-        else
-            fputc(ch, out);
+    for (size_t i = 0; i < n;) {
+        i += ck_esc_step((const uint8_t *)s + i, n - i, e);
+        fputs(e, out);
     }
+}
+
+static void put_cstr(FILE *out, const char *s)
+{
+    put_str(out, s, strlen(s));
 }
 
 int ck_inspect_text_as(ck_ckpt_t *c, const char *refused, FILE *out)
@@ -329,11 +333,15 @@ int ck_inspect_text_as(ck_ckpt_t *c, const char *refused, FILE *out)
     sds.a = &c->arena;
     sd_walk(c, &sds, c->pk.root, path, 0, 0);
     ck_inspect_human(h, sizeof(h), c->st.size);
-    fprintf(out, "%s: %s\n", c->path, h);
-    if (c->format == CK_FMT_ZIP)
-        fprintf(out, "  format     zip, top folder '%s', %zu records, byteorder %s\n",
-                c->top, c->zip.n, c->byteorder ? c->byteorder : "(none)");
-    else if (c->format == CK_FMT_LEGACY)
+    put_cstr(out, c->path);
+    fprintf(out, ": %s\n", h);
+    if (c->format == CK_FMT_ZIP) {
+        fputs("  format     zip, top folder '", out);
+        put_cstr(out, c->top);
+        fprintf(out, "', %zu records, byteorder ", c->zip.n);
+        put_cstr(out, c->byteorder ? c->byteorder : "(none)");
+        fputc('\n', out);
+    } else if (c->format == CK_FMT_LEGACY)
         fprintf(out, "  format     legacy stream (torch < 1.6)\n");
     else
         fprintf(out, "  format     safetensors, %zu-byte header, %zu metadata "
@@ -360,8 +368,10 @@ int ck_inspect_text_as(ck_ckpt_t *c, const char *refused, FILE *out)
         sd_t *d = &sds.v[i];
 
         ck_inspect_human(h, sizeof(h), d->bytes);
-        fprintf(out, "  state dict %s: %zu tensors, %llu parameters, %s (",
-                d->path, d->ntensors, (unsigned long long)d->params, h);
+        fputs("  state dict ", out);
+        put_cstr(out, d->path);
+        fprintf(out, ": %zu tensors, %llu parameters, %s (", d->ntensors,
+                (unsigned long long)d->params, h);
         for (size_t k = 0; k < d->nby; k++) {
             ck_inspect_human(h, sizeof(h), d->by[k].bytes);
             fprintf(out, "%s%s %s", k ? ", " : "", d->by[k].dt->name, h);
@@ -381,9 +391,12 @@ int ck_inspect_text_as(ck_ckpt_t *c, const char *refused, FILE *out)
     fprintf(out, "  tensors    %zu in %zu storages, %s\n", c->ntensors,
             c->nstorages, h);
     fprintf(out, "  globals    %zu:", c->pk.globals.n);
-    for (size_t i = 0; i < c->pk.globals.n; i++)
-        fprintf(out, "%s%s.%s", i ? ", " : " ", c->pk.globals.v[i]->u.g.module,
-                c->pk.globals.v[i]->u.g.name);
+    for (size_t i = 0; i < c->pk.globals.n; i++) {
+        fputs(i ? ", " : " ", out);
+        put_cstr(out, c->pk.globals.v[i]->u.g.module);
+        fputc('.', out);
+        put_cstr(out, c->pk.globals.v[i]->u.g.name);
+    }
     if (refused == NULL) {
         fputs("\n  validation ok\n", out);
     } else {

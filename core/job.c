@@ -523,6 +523,8 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
             rc = err->code < 0 ? err->code : CK_ENOMEM;
     }
     if (rc == 0)
+        rc = ck_ckpt_validate(&job.ck, err); /* as inspect validates */
+    if (rc == 0)
         rc = run_chain(&job, &plugins);
     if (rc == 0 && canceled(args->cancel))
         rc = ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");

@@ -3,9 +3,9 @@
  * the loop thread only.
  *
  * A line is one line of UTF-8 text whatever a file name holds: control
- * characters and bytes that are not UTF-8 are written as \xNN (and a
- * backslash as \\), so a hostile name cannot start a line, move the cursor
- * of a terminal or fake another entry.
+ * characters, bytes that are not UTF-8 and bidi or invisible code points
+ * are escaped by ck_esc_step, so a hostile name cannot start a line, move
+ * the cursor of a terminal, reorder the text or fake another entry.
  */
 #include "log.h"
 
@@ -58,22 +58,15 @@ void ck_log(int prio, const char *fmt, ...)
         n = (size_t)snprintf(line, sizeof(line), "<%d>", prio & 7);
     else
         n = (size_t)snprintf(line, sizeof(line), "ckprep: %s", level[prio & 7]);
-    for (size_t i = 0; i < len && n < sizeof(line) - 6;) {
-        int k = u[i] >= 0x80 ? ck_utf8_len(u + i, len - i, 0) : 1;
+    for (size_t i = 0; i < len;) {
+        char e[12];
+        size_t k = ck_esc_step(u + i, len - i, e), el = strlen(e);
 
-        if (u[i] == '\\') {
-            memcpy(line + n, "\\\\", 2);
-            n += 2;
-        } else if (k <= 0 || u[i] < 0x20 || u[i] == 0x7f) {
-            n += (size_t)snprintf(line + n, 5, "\\x%02x", u[i]);
-            k = 1;
-        } else if (n + (size_t)k < sizeof(line) - 2) {
-            memcpy(line + n, u + i, (size_t)k);
-            n += (size_t)k;
-        } else {
+        if (n + el >= sizeof(line) - 1)
             break;
-        }
-        i += (size_t)k;
+        memcpy(line + n, e, el);
+        n += el;
+        i += k;
     }
     line[n++] = '\n';
     while (write(STDERR_FILENO, line, n) < 0 && errno == EINTR)

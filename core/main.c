@@ -10,6 +10,7 @@
 #include "job.h"
 #include "listing.h"
 #include "record.h"
+#include "sandbox.h"
 #include "watch.h"
 
 #include <errno.h>
@@ -168,6 +169,57 @@ static int help_plugins(void)
     return 0;
 }
 
+/* One message line on stderr: "ckprep: [PATH: ][WHAT: ]MSG", the path and
+ * message escaped (ck_esc_step): they may hold bytes of the input. */
+static void say(const char *path, const char *what, const char *msg)
+{
+    fputs("ckprep: ", stderr);
+    if (path != NULL) {
+        ck_esc_fputs(path, stderr);
+        fputs(": ", stderr);
+    }
+    if (what != NULL)
+        fprintf(stderr, "%s: ", what);
+    ck_esc_fputs(msg, stderr);
+    fputc('\n', stderr);
+}
+
+/* The sandbox of run and inspect: read in, the configuration and the
+ * files its plugins declared; write in out's folder (none when out is
+ * NULL). */
+static int enter_sandbox(const char *in, const char *cpath,
+                         const ck_conf_t *conf, const char *out)
+{
+    ck_sandbox_t sb = { .read = { in }, .nread = 1 };
+    ck_err_t err = { 0 };
+    char dir[4096];
+    const char *slash = out ? strrchr(out, '/') : NULL;
+
+    if (cpath != NULL)
+        sb.read[sb.nread++] = cpath;
+    for (const ck_conf_file_t *f = conf->reads; f != NULL; f = f->next) {
+        if (sb.nread == CK_ARRAY_SIZE(sb.read)) {
+            say(in, NULL, "sandbox: too many files to read");
+            return -1;
+        }
+        sb.read[sb.nread++] = f->path;
+    }
+    if (out != NULL) {
+        if (slash == NULL)
+            snprintf(dir, sizeof(dir), ".");
+        else if (slash == out)
+            snprintf(dir, sizeof(dir), "/");
+        else
+            snprintf(dir, sizeof(dir), "%.*s", (int)(slash - out), out);
+        sb.write_dirs[sb.nwrite++] = dir;
+    }
+    if (ck_sandbox_enter(&sb, &err) < 0) {
+        say(in, NULL, err.msg);
+        return -1;
+    }
+    return 0;
+}
+
 /* The --set lines of a command, collected as its options are read. */
 typedef struct {
     const char **v;
@@ -192,7 +244,7 @@ static int load_conf_sets(const char *path, const sets_t *sets,
 
     if (ck_conf_load_ex(conf, path, sets ? sets->v : NULL,
                         sets ? sets->n : 0, &err) < 0) {
-        fprintf(stderr, "ckprep: %s\n", err.msg);
+        say(NULL, NULL, err.msg);
         ck_conf_release(conf);
         return -1;
     }
@@ -204,7 +256,7 @@ static int load_conf(const char *path, ck_conf_t *conf)
     ck_err_t err = { 0 };
 
     if (ck_conf_load(conf, path, &err) < 0) {
-        fprintf(stderr, "ckprep: %s\n", err.msg);
+        say(NULL, NULL, err.msg);
         ck_conf_release(conf);
         return -1;
     }
@@ -213,7 +265,7 @@ static int load_conf(const char *path, ck_conf_t *conf)
 
 static void check_warn(void *ud, const char *msg)
 {
-    fprintf(stderr, "ckprep: %s: warning: %s\n", (const char *)ud, msg);
+    say((const char *)ud, "warning", msg);
 }
 
 static int cmd_watch(int argc, char **argv)
@@ -235,6 +287,18 @@ static int cmd_watch(int argc, char **argv)
     if (cpath == NULL) {
         fprintf(stderr, "ckprep watch: -c CONF is required\n%s", usage_watch);
         return EXIT_USAGE;
+    }
+    {
+        /* the daemon and its workers: the seccomp layer (no exec, no
+         * network, no ptrace...); its folders may change on reload, so
+         * no Landlock (the systemd unit confines its file system) */
+        ck_sandbox_t sb = { .keep_fs = 1 };
+        ck_err_t err = { 0 };
+
+        if (ck_sandbox_enter(&sb, &err) < 0) {
+            say(NULL, NULL, err.msg);
+            return EXIT_FILE;
+        }
     }
     return ck_watch_main(cpath);
 }
@@ -284,7 +348,7 @@ static int cmd_check(int argc, char **argv)
 /* A job's warning, on stderr as it comes. */
 static void run_warn(void *ud, const char *msg)
 {
-    fprintf(stderr, "ckprep: warning: %s: %s\n", (const char *)ud, msg);
+    say((const char *)ud, "warning", msg);
 }
 
 /*
@@ -359,9 +423,16 @@ static void print_plan(const char *in, const char *rec)
     ck_buf_t plan = { 0 };
 
     if (rec != NULL && ck_record_plan(rec, strlen(rec), &plan) == 0 &&
-        !plan.oom) {
-        fprintf(stderr, "ckprep: %s: plan (dry run, nothing written):\n%.*s",
-                in, (int)plan.len, (const char *)plan.data);
+        ck_buf_putc(&plan, '\0') == 0) {
+        char *line = (char *)plan.data, *nl;
+
+        say(in, NULL, "plan (dry run, nothing written):");
+        /* keys and values come from the input: escaped, line by line */
+        for (; (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
+            *nl = '\0';
+            ck_esc_fputs(line, stderr);
+            fputc('\n', stderr);
+        }
     }
     ck_buf_release(&plan);
 }
@@ -484,9 +555,15 @@ static int cmd_run(int argc, char **argv)
     args.out = path;
     args.warn = run_warn;
     args.warn_ud = (void *)in;
+    if (enter_sandbox(in, strcmp(cpath, "-") ? cpath : NULL, &conf,
+                      args.dry_run ? NULL : path) < 0) {
+        ck_conf_release(&conf);
+        rc = EXIT_FILE;
+        goto out;
+    }
     rc = ck_job_run(&conf, &args, &rec, &err);
     if (rc < 0)
-        fprintf(stderr, "ckprep: %s: %s\n", in, err.msg);
+        say(in, NULL, err.msg);
     else if (args.dry_run)
         print_plan(in, ck_json_text(&rec));
     /* the record, failed or not: scripts read what happened from it */
@@ -560,7 +637,13 @@ static int cmd_inspect(int argc, char **argv)
         return EXIT_USAGE;
     ck_conf_limits(cpath ? &conf : NULL, &opts.lim);
     opts.allow = cpath ? conf.allow : NULL;
+    if (enter_sandbox(path, cpath, &conf, NULL) < 0) {
+        ck_conf_release(&conf);
+        return EXIT_FILE;
+    }
     rc = ck_ckpt_open(&c, path, &opts, &err);
+    if (rc == 0)
+        rc = ck_ckpt_validate(&c, &err); /* as run validates */
     if (rc < 0 && c.pk.root != NULL) {
         /* refused after the pickle was read: show what validation got to
          * (nothing is executed either way), then the refusal */
@@ -570,13 +653,13 @@ static int cmd_inspect(int argc, char **argv)
         ck_ckpt_scan_refused(&c, &scan);
     }
     if (rc < 0 && refused == NULL) {
-        fprintf(stderr, "ckprep: %s: %s\n", path, err.msg);
+        say(path, NULL, err.msg);
     } else if (r.tensors || r.config || r.manifest) {
         ck_err_t verr = { 0 };
         int vrc = ck_listing_print(&c, &r, stdout, &verr);
 
         if (vrc < 0)
-            fprintf(stderr, "ckprep: %s: %s\n", path, verr.msg);
+            say(path, NULL, verr.msg);
         if (rc == 0)
             rc = vrc;
     } else if (r.json) {
@@ -591,9 +674,9 @@ static int cmd_inspect(int argc, char **argv)
         ck_inspect_text_as(&c, refused, stdout);
     }
     if (refused != NULL)
-        fprintf(stderr, "ckprep: %s: %s\n", path, refused);
+        say(path, NULL, refused);
     else if (rc == CK_ENOMEM)
-        fprintf(stderr, "ckprep: %s: out of memory\n", path);
+        say(path, NULL, "out of memory");
     ck_ckpt_close(&c);
     ck_conf_release(&conf);
     return rc < 0 ? EXIT_FILE : 0;

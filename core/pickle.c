@@ -91,6 +91,9 @@ static int rd_nomem(rd_t *r)
 /* Once per opcode, after its operands are read: 0 or -EAGAIN. */
 static int rd_check(rd_t *r)
 {
+    if (r->c.crossed)
+        return rd_fail(r, CK_EFORMAT,
+                       "an opcode crosses the end of its FRAME");
     if (r->c.bad)
         return rd_fail(r, -EAGAIN, "needs %llu more bytes",
                        (unsigned long long)r->c.need);
@@ -174,6 +177,13 @@ static int rd_line(rd_t *r, const char **s, size_t *n)
     size_t avail = (size_t)(c->end - c->p);
     size_t cap = avail;
 
+    if (c->frame_end == c->p)
+        c->frame_end = NULL;
+    if (c->frame_end != NULL) {
+        /* pickle.py: a line begun in a frame must end in it */
+        avail = (size_t)(c->frame_end - c->p);
+        cap = avail;
+    }
     if (cap > r->lim->max_string_bytes + 1)
         cap = r->lim->max_string_bytes + 1;
     nl = memchr(c->p, '\n', cap);
@@ -181,6 +191,9 @@ static int rd_line(rd_t *r, const char **s, size_t *n)
         if (cap < avail)
             return rd_fail(r, CK_ELIMIT, "text line longer than %llu bytes",
                            (unsigned long long)r->lim->max_string_bytes);
+        if (c->frame_end != NULL)
+            return rd_fail(r, CK_EFORMAT,
+                           "a text line crosses the end of its FRAME");
         return rd_fail(r, -EAGAIN, "line without newline");
     }
     *s = (const char *)c->p;
@@ -464,10 +477,20 @@ static int op_protocol(rd_t *r, int op)
             r->out->protocol = (int)v;
         return 0;
     case OP_FRAME:
-        /* as CPython's unpickler: a frame's bytes must all be there */
+        /* as pickle.py's _Unframer.load_frame: no frame inside another,
+         * and a frame's bytes must all be there */
         v = pk_rd_u64(c);
+        if ((rc = rd_check(r)) < 0)
+            return rc;
+        if (c->frame_end != NULL && c->p < c->frame_end)
+            return rd_fail_at(r, c->p - 9, CK_EFORMAT,
+                              "a FRAME begins inside another FRAME");
+        c->frame_end = NULL;
         pk_rd_has(c, v);
-        return rd_check(r);
+        if ((rc = rd_check(r)) < 0)
+            return rc;
+        c->frame_end = c->p + v;
+        return 0;
     case OP_STOP:
         root = pop(r);
         if (root == NULL)

@@ -101,6 +101,18 @@ typedef struct {
 } ck_pickle_t;
 
 /*
+ * Every global the bytes at buf name (GLOBAL, INST, STACK_GLOBAL), found by
+ * stepping over opcodes without building anything (pickle_scan.c): cb gets
+ * module and name (not NUL-terminated) in order; a negative return from cb
+ * stops the scan and is returned.  For naming the danger in a refusal; it
+ * validates nothing.  Returns 0, CK_ENOMEM or cb's code.
+ */
+typedef int (*ck_global_cb)(void *ud, const char *module, size_t ml,
+                            const char *name, size_t nl);
+int ck_pickle_scan_globals(const uint8_t *buf, size_t len, ck_global_cb cb,
+                           void *ud);
+
+/*
  * Read one pickle from buf[0..len).  Stops at STOP; with 'exact' set, bytes
  * after STOP are an error, otherwise *consumed tells where the next one
  * starts.  Nodes live in arena.  Returns 0, CK_EFORMAT, CK_ELIMIT,

@@ -47,13 +47,29 @@ typedef struct {
     const uint8_t *start, *p, *end;
     int bad;
     uint64_t need;
+    const uint8_t *frame_end; /* end of the current FRAME, or NULL */
+    int crossed;              /* a read crossed frame_end */
 } pk_cur_t;
 
-/* The next n bytes in place, or NULL past the end. */
+/*
+ * The next n bytes in place, or NULL past the end.  Inside a FRAME, as
+ * CPython's pickle.py (_Unframer.read): a read that starts at the frame's
+ * end leaves the frame and reads on; one that starts inside it must end
+ * inside it, or the cursor goes bad with 'crossed' set.
+ */
 static inline const uint8_t *pk_rd_bytes(pk_cur_t *c, uint64_t n)
 {
     const uint8_t *p = c->p;
 
+    if (!c->bad && c->frame_end != NULL && n != 0) {
+        if (p == c->frame_end) {
+            c->frame_end = NULL;
+        } else if ((uint64_t)(c->frame_end - p) < n) {
+            c->crossed = 1;
+            c->bad = 1;
+            return NULL;
+        }
+    }
     if (c->bad || (uint64_t)(c->end - p) < n) {
         if (!c->bad)
             c->need = n;

@@ -78,6 +78,14 @@ struct ck_directive {
  * reverse order of registration).  0 or CK_ENOMEM. */
 int ck_conf_cleanup_add(ck_conf_ctx_t *cx, void (*fn)(void *), void *data);
 
+/*
+ * Declares a file the plugin will open while a job runs (not at load), so
+ * that the sandbox of `run`, `inspect` and the daemon leaves it readable;
+ * any other file is out of reach once parsing starts.  Returns 0 or
+ * CK_ENOMEM with cx->err set.  path must live as long as the conf.
+ */
+int ck_conf_reads_file(ck_conf_ctx_t *cx, const char *path);
+
 typedef struct {
     char **v; /* NULL-ended */
     size_t n;

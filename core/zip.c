@@ -145,6 +145,27 @@ static int cmp_name(const void *a, const void *b)
     return strcmp(x->name, y->name);
 }
 
+/* Names as miniz's mz_zip_reader_locate_file compares them when torch
+ * looks a record up (flags 0): ASCII letters folded to lower case. */
+static int fold_cmp(const char *x, const char *y)
+{
+    for (;; x++, y++) {
+        int a = (*x >= 'A' && *x <= 'Z') ? *x - 'A' + 'a' : *x;
+        int b = (*y >= 'A' && *y <= 'Z') ? *y - 'A' + 'a' : *y;
+
+        if (a != b || a == 0)
+            return (unsigned char)a - (unsigned char)b;
+    }
+}
+
+static int cmp_fold(const void *a, const void *b)
+{
+    const ck_zip_entry_t *x = *(ck_zip_entry_t *const *)a;
+    const ck_zip_entry_t *y = *(ck_zip_entry_t *const *)b;
+
+    return fold_cmp(x->name, y->name);
+}
+
 /* Zip64 extended information: the fields whose 32-bit value is saturated. */
 static int zip64_extra(cur_t *x, ck_zip_entry_t *e, int usize64, int csize64,
                        int lho64)
@@ -179,12 +200,15 @@ static int end_zip64(int fd, const uint8_t *loc, uint64_t eocd, ck_zip_t *z,
 {
     cur_t l = { loc, loc + 20, 0 };
     uint8_t e64[56];
-    uint64_t off64, n64, size64, off64cd;
+    uint64_t off64, n64, n64disk, size64, off64cd;
 
     if (rd(&l, 4) != SIG_LOC64)
         return 0;
-    rd(&l, 4);
+    if (rd(&l, 4) != 0) /* the disk holding the zip64 end record */
+        return ck_err_set(err, CK_EFORMAT, "zip: multi-disk archive");
     off64 = rd(&l, 8);
+    if (rd(&l, 4) > 1) /* disks in all */
+        return ck_err_set(err, CK_EFORMAT, "zip: multi-disk archive");
     if (off64 > eocd - 20 - 56 ||
         ck_pread_full(fd, e64, sizeof(e64), off64) < 0)
         return ck_err_set(err, CK_EFORMAT, "zip: bad zip64 locator");
@@ -197,8 +221,11 @@ static int end_zip64(int fd, const uint8_t *loc, uint64_t eocd, ck_zip_t *z,
     rd(&l, 2);
     if (rd(&l, 4) != 0 || rd(&l, 4) != 0)
         return ck_err_set(err, CK_EFORMAT, "zip: multi-disk archive");
-    rd(&l, 8);
+    /* entries on this disk, as miniz reads them, must be all entries */
+    n64disk = rd(&l, 8);
     n64 = rd(&l, 8);
+    if (n64disk != n64)
+        return ck_err_set(err, CK_EFORMAT, "zip: multi-disk archive");
     size64 = rd(&l, 8);
     off64cd = rd(&l, 8);
     /* the classic record agrees, or says "see zip64" */
@@ -331,7 +358,7 @@ static int check_local(int fd, const ck_zip_t *z, ck_zip_entry_t *e,
 static int read_entry(int fd, ck_zip_t *z, cur_t *c, size_t i,
                       ck_zip_entry_t *e, ck_arena_t *arena, ck_err_t *err)
 {
-    uint64_t nlen, xlen, clen;
+    uint64_t nlen, xlen, clen, disk;
     const uint8_t *name, *extra;
     cur_t x;
 
@@ -349,13 +376,17 @@ static int read_entry(int fd, ck_zip_t *z, cur_t *c, size_t i,
     nlen = rd(c, 2);
     xlen = rd(c, 2);
     clen = rd(c, 2);
-    rd(c, 8);
+    disk = rd(c, 2); /* the disk the entry starts on */
+    rd(c, 6);
     e->lho = rd(c, 4);
     name = rd_bytes(c, (size_t)nlen);
     extra = rd_bytes(c, (size_t)xlen);
     rd_bytes(c, (size_t)clen);
     if (c->bad)
         return ck_err_set(err, CK_EFORMAT, "zip: central directory truncated");
+    if (disk != 0)
+        return ck_err_set(err, CK_EFORMAT, "zip: multi-disk archive (entry %zu)",
+                          i);
     x.p = extra;
     x.end = extra + xlen;
     x.bad = 0;
@@ -392,8 +423,9 @@ static int read_entry(int fd, ck_zip_t *z, cur_t *c, size_t i,
     return check_local(fd, z, e, name, nlen, err);
 }
 
-/* No two entries overlap and no name is there twice; leaves order sorted
- * by name. */
+/* No two entries overlap and no name is there twice, nor twice ignoring
+ * case (torch's miniz finds records ignoring case: of 'archive/Data.pkl'
+ * and 'archive/data.pkl' it may load either); leaves order sorted by name. */
 static int check_layout(ck_zip_entry_t **order, size_t n, ck_err_t *err)
 {
     qsort(order, n, sizeof(*order), cmp_lho);
@@ -406,6 +438,14 @@ static int check_layout(ck_zip_entry_t **order, size_t n, ck_err_t *err)
         if (strcmp(order[i]->name, order[i + 1]->name) == 0)
             return ck_err_set(err, CK_EFORMAT, "zip: duplicate entry %s",
                               order[i]->name);
+    qsort(order, n, sizeof(*order), cmp_fold);
+    for (size_t i = 0; i + 1 < n; i++)
+        if (fold_cmp(order[i]->name, order[i + 1]->name) == 0)
+            return ck_err_set(err, CK_EFORMAT,
+                              "zip: entries %s and %s differ only in case "
+                              "(torch would read either)",
+                              order[i]->name, order[i + 1]->name);
+    qsort(order, n, sizeof(*order), cmp_name);
     return 0;
 }
 

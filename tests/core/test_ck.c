@@ -238,6 +238,34 @@ static void test_utf8_valid_and_hash(void **state)
     (void)state;
 }
 
+static void esc(const char *in, size_t n, const char *want)
+{
+    char got[256] = "", e[12];
+
+    for (size_t i = 0; i < n;) {
+        i += ck_esc_step((const uint8_t *)in + i, n - i, e);
+        strcat(got, e);
+    }
+    assert_string_equal(got, want);
+}
+
+static void test_esc_step(void **state)
+{
+    (void)state;
+    esc("plain é", 8, "plain é");
+    esc("a\rb", 3, "a\\x0db");
+    esc("\x1b[2K", 4, "\\x1b[2K");
+    esc("a\0b", 3, "a\\x00b");
+    esc("\x7f\\", 2, "\\x7f\\");
+    esc("\xff\xc3", 2, "\\xff\\xc3");        /* not UTF-8 */
+    esc("\xc0\xaf", 2, "\\xc0\\xaf");        /* overlong */
+    esc("\xe2\x80\xae" "cba", 6, "\\u{202e}cba"); /* RLO */
+    esc("\xe2\x81\xa6", 3, "\\u{2066}");      /* LRI */
+    esc("\xc2\x9b" "2J", 4, "\\u{009b}2J");    /* C1 CSI */
+    esc("\xef\xbb\xbf", 3, "\\u{feff}");
+    esc("\xe2\x80\xa8", 3, "\\u{2028}");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -249,6 +277,7 @@ int main(void)
         cmocka_unit_test_teardown(test_strmap, teardown),
         cmocka_unit_test_teardown(test_utf8_len, teardown),
         cmocka_unit_test_teardown(test_utf8_valid_and_hash, teardown),
+        cmocka_unit_test_teardown(test_esc_step, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

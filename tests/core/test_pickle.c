@@ -794,6 +794,30 @@ static void test_read_proto_frame(void **state)
          -EAGAIN);
 }
 
+/* FRAME boundaries as CPython's pickle.py (_Unframer) draws them; each case
+ * was checked against pickle._loads. */
+#define FR(n) "\x95" n "\x00\x00\x00\x00\x00\x00\x00"
+static void test_read_frame_bounds(void **state)
+{
+    fx_t *f = *state;
+
+    /* an argument that starts in a frame and ends past it */
+    FAIL(f, "\x80\x04" FR("\x02") "B\x03\x00\x00\x00" "abc.", CK_EFORMAT);
+    assert_non_null(strstr(f->err.msg, "FRAME"));
+    /* a text line that does the same */
+    FAIL(f, "\x80\x04" FR("\x03") "I12\n.", CK_EFORMAT);
+    /* a FRAME inside a frame that still has bytes */
+    FAIL(f, "\x80\x04" FR("\x0b") FR("\x01") "NN.", CK_EFORMAT);
+    assert_non_null(strstr(f->err.msg, "inside another"));
+    /* reads that start at a frame's end leave it: all accepted */
+    assert_str_node(ROOT(f, "\x80\x04" FR("\x05") "B\x03\x00\x00\x00" "abc."),
+                    CK_PY_BYTES, "abc", 3);
+    assert_int_node(ROOT(f, "\x80\x04" FR("\x02") "K\x01" FR("\x01") "."),
+                    1);
+    assert_int_node(ROOT(f, "\x80\x04" FR("\x04") "I12\n."), 12);
+    assert_int_node(ROOT(f, "\x80\x04" FR("\x01") "K\x05."), 5);
+}
+
 static void test_read_unsupported(void **state)
 {
     fx_t *f = *state;
@@ -2000,6 +2024,7 @@ int main(void)
         T(test_read_inst_obj),
         T(test_read_persid),
         T(test_read_proto_frame),
+        T(test_read_frame_bounds),
         T(test_read_unsupported),
         T(test_read_consumed_not_exact),
         T(test_err_stack_underflow),

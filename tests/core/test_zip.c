@@ -975,6 +975,32 @@ static void test_bad_duplicate(void **state)
     expect_open_fail(f, CK_EFORMAT, "duplicate entry z/a1");
 }
 
+/* miniz refuses an entry on another disk ("unsupported multidisk"): so
+ * does ckprep, found by tests/hostile/diff_harness.py */
+static void test_bad_entry_disk(void **state)
+{
+    fx_t *f = *state;
+
+    write_abc(f);
+    patch16(f->path, cd_entry(&f->z, 1) + 34, 0x0100);
+    expect_open_fail(f, CK_EFORMAT, "multi-disk archive (entry 1)");
+}
+
+/* miniz, torch's reader, finds names ignoring case: twins are refused */
+static void test_bad_case_twin(void **state)
+{
+    fx_t *f = *state;
+
+    write_abc(f);
+    patch(f->path, f->z.e[2].lho + 30, "Z/A1", 4);
+    patch(f->path, cd_entry(&f->z, 2) + 46, "Z/A1", 4);
+    expect_open_fail(f, CK_EFORMAT, "differ only in case");
+    write_abc(f);
+    patch(f->path, f->z.e[2].lho + 30, "z/A1", 4);
+    patch(f->path, cd_entry(&f->z, 2) + 46, "z/A1", 4);
+    expect_open_fail(f, CK_EFORMAT, "differ only in case");
+}
+
 static void test_bad_flags_and_method(void **state)
 {
     fx_t *f = *state;
@@ -1101,6 +1127,8 @@ int main(void)
         T(test_bad_cd_bounds),
         T(test_bad_names),
         T(test_bad_duplicate),
+        T(test_bad_case_twin),
+        T(test_bad_entry_disk),
         T(test_bad_flags_and_method),
         T(test_bad_overlap),
         T(test_bad_local_header),

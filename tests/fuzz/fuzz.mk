@@ -14,13 +14,16 @@
 FUZZ_CC      ?= clang
 FUZZ_S       ?= 60
 FUZZ_DIR     := build-fuzz
-FUZZ_TARGETS := fuzz_pickle fuzz_ckpt fuzz_legacy fuzz_conf fuzz_override
+FUZZ_TARGETS := fuzz_pickle fuzz_ckpt fuzz_legacy fuzz_conf fuzz_override \
+                fuzz_tar fuzz_zipdiff
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
                 -fno-omit-frame-pointer
 # -Werror stays with the gcc build: a clang-only warning must not stop tests.
 FUZZ_CFLAGS  = -std=c11 -D_POSIX_C_SOURCE=200809L $(filter-out -Werror,$(WARN)) \
-               -O1 -g $(FUZZ_SAN) -Icore $(shell pkg-config --cflags $(PKGS)) \
+               -O1 -g $(FUZZ_SAN) $(FUZZ_INC) \
+               $(shell pkg-config --cflags $(PKGS) $(ZIPCHECK_PKGS)) \
                -MMD -MP
+FUZZ_INC     := -Icore
 FUZZ_OBJ     := $(patsubst %.c,$(FUZZ_DIR)/%.o,$(CORE_SRC) $(PLUGIN_SRC))
 FUZZ_LIB     := $(FUZZ_DIR)/libckprep.a
 FUZZ_BIN     := $(addprefix $(FUZZ_DIR)/,$(FUZZ_TARGETS))
@@ -40,12 +43,15 @@ $(FUZZ_LIB): $(FUZZ_OBJ)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-# fuzz_legacy.c includes fuzz_ckpt.c; the others link the library only.
+# fuzz_legacy.c and fuzz_tar.c include fuzz_ckpt.c; the others link the
+# library only; fuzz_zipdiff also links libzip (the independent reader),
+# whose <zip.h> core/zip.h would hide under -Icore.
+$(FUZZ_DIR)/fuzz_zipdiff: FUZZ_INC := -iquote core
 $(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZLD  $@")
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -MF $@.d -o $@ $< \
-		$(FUZZ_LIB) $(LIBS)
+		$(FUZZ_LIB) $(LIBS) $(shell pkg-config --libs $(ZIPCHECK_PKGS))
 
 # Each target runs in a scratch folder of its own (on tmpfs when there is
 # one: the write path fsyncs), removed afterwards whatever happened.

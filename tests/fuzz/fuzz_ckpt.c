@@ -1,6 +1,7 @@
 /*
  * fuzz_ckpt.c -- libFuzzer target for the checkpoint opener (zip format);
- * fuzz_legacy.c includes it with FUZZ_LEGACY for the legacy stream.
+ * fuzz_legacy.c includes it with FUZZ_LEGACY for the legacy stream, and
+ * fuzz_tar.c with FUZZ_TAR for legacy files that are also tar archives.
  *
  * Input: a whole checkpoint file.  It is written to a file in a private
  * temporary folder (ck_ckpt_open takes a path and refuses symlinks, so a
@@ -185,7 +186,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ck_ckpt_t c;
     int rc;
 
-#ifdef FUZZ_LEGACY
+#if defined(FUZZ_LEGACY) || defined(FUZZ_TAR)
     if (size >= 4 && memcmp(data, "PK\x03\x04", 4) == 0)
         return 0; /* the zip format is fuzz_ckpt's */
 #endif
@@ -195,6 +196,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         die("writing the input", in_path);
     ck_conf_limits(NULL, &o.lim);
     rc = ck_ckpt_open(&c, in_path, &o, &err);
+#ifdef FUZZ_TAR
+    /* what Python's tarfile takes for a tar, torch 1.13 unpickles as one */
+    if (rc == 0 && ck_tar_header(data, size))
+        die("accepted a file that reads as a tar archive", in_path);
+#endif
     if (rc == 0) {
         ck_inspect_json(&c, &j);
         ck_inspect_text(&c, devnull);

@@ -21,6 +21,17 @@ crashed and is kept by hand):
                   for the opcodes CPython 3 no longer writes
   fuzz_conf/      conf/ckprep.ini, conf/examples/*.ini and a few more
   fuzz_override/  override lines, each optionally followed by a YAML config
+  fuzz_tar/       legacy files whose first block is also a tar header (v7
+                  and ustar, the member 'storages' a harmless pickle), their
+                  controls with the checksum broken, a few fuzz_legacy files
+  fuzz_zipdiff/   the fuzz_ckpt zips, case-twin and duplicate-name rewrites
+
+The published attack files of ../shared/corpus/hostile-third-party
+(picklescan, modelscan, modelaudit; provenance in its README) are copied in
+as h3p_<folder>_<name>: zip files to fuzz_ckpt/ and fuzz_zipdiff/, the rest
+to fuzz_pickle/ and fuzz_legacy/.  The fuzz targets never execute a pickle.
+`--extra` makes only fuzz_tar/, fuzz_zipdiff/ and the h3p_ files (from the
+committed fuzz_ckpt/ and fuzz_legacy/ files).
 
 Every file stays under 20 KB.  The zip files come out the same each run;
 the legacy ones do not (their storage keys are object addresses).
@@ -341,8 +352,109 @@ OVERRIDES = {
 }
 
 
+def tar_polyglot(storages_pickle, ustar=False):
+    """A legacy stream whose first 512 bytes are also a tar header (see
+    tests/hostile/test_differential.py, which proves torch runs it)."""
+    import struct
+    head = (pickle.dumps(0x1950a86a20f9469cfc6c, protocol=2) +
+            pickle.dumps(1001, protocol=2) +
+            b'\x80\x02}(X\x03\x00\x00\x00padB')
+    start = len(head) + 4
+
+    def header(name, size, blk=None):
+        b = bytearray(512) if blk is None else bytearray(blk)
+        if name is not None:
+            b[0:100] = name.ljust(100, b'\0')
+        for off, n, v in ((100, 8, 0o644), (108, 8, 0), (116, 8, 0),
+                          (124, 12, size), (136, 12, 0)):
+            b[off:off + n] = b'%0*o\0' % (n - 1, v)
+        b[156:157] = b'0'
+        if ustar:
+            b[257:265] = b'ustar\x0000'
+        b[148:156] = b' ' * 8
+        b[148:156] = b'%06o\0 ' % sum(b)
+        return bytes(b)
+    body = storages_pickle + b'\0' * ((-len(storages_pickle)) % 512)
+    tail = header(b'storages', len(storages_pickle)) + body + b'\0' * 1024
+    blk = bytearray(512)
+    blk[0:start] = head + struct.pack('<I', 512 + len(tail) - start)
+    return (header(None, 0, blk) + tail +
+            b'X\x0d\x00\x00\x00little_endian\x88u.' +
+            b'\x80\x02}.' + b'\x80\x02].')
+
+
+HOSTILE = os.path.join(os.path.dirname(ROOT), 'shared', 'corpus',
+                       'hostile-third-party')
+
+
+def hostile(corpus):
+    """The published attack files as h3p_* seeds (see the docstring)."""
+    for t in ('fuzz_ckpt', 'fuzz_zipdiff', 'fuzz_pickle', 'fuzz_legacy'):
+        d = os.path.join(corpus, t)
+        for f in os.listdir(d):
+            if f.startswith('h3p_'):
+                os.unlink(os.path.join(d, f))
+    if not os.path.isdir(HOSTILE):
+        print('no %s: no h3p_ seeds' % HOSTILE)
+        return
+    for sub in sorted(os.listdir(HOSTILE)):
+        if not os.path.isdir(os.path.join(HOSTILE, sub)):
+            continue
+        for f in sorted(os.listdir(os.path.join(HOSTILE, sub))):
+            if f in ('LICENSE', 'README.md'):
+                continue
+            data = open(os.path.join(HOSTILE, sub, f), 'rb').read()
+            name = 'h3p_%s_%s' % (sub, f)
+            zipped = data[:4] == b'PK\x03\x04'
+            for t in (('fuzz_ckpt', 'fuzz_zipdiff') if zipped else
+                      ('fuzz_pickle', 'fuzz_legacy')):
+                with open(os.path.join(corpus, t, name), 'wb') as o:
+                    o.write(data)
+
+
+def extra(corpus):
+    """fuzz_tar/, fuzz_zipdiff/ and the h3p_ seeds."""
+    tar, zd = os.path.join(corpus, 'fuzz_tar'), os.path.join(corpus,
+                                                            'fuzz_zipdiff')
+    clear(tar)
+    clear(zd)
+    for ustar in (False, True):
+        data = tar_polyglot(pickle.dumps(0, protocol=2), ustar)
+        put(tar, 'polyglot%s.pt' % ('_ustar' if ustar else ''), data)
+        bad = bytearray(data)
+        bad[150] ^= 1
+        put(tar, 'control%s.pt' % ('_ustar' if ustar else ''), bytes(bad))
+    leg = os.path.join(corpus, 'fuzz_legacy')
+    for f in sorted(os.listdir(leg))[:6]:
+        put(tar, f, open(os.path.join(leg, f), 'rb').read())
+    ck = os.path.join(corpus, 'fuzz_ckpt')
+    for f in sorted(os.listdir(ck)):
+        data = open(os.path.join(ck, f), 'rb').read()
+        put(zd, f, data)
+    data = open(os.path.join(ck, sorted(os.listdir(ck))[0]), 'rb').read()
+    with zipfile.ZipFile(io.BytesIO(data)) as zi:
+        names = zi.namelist()
+        recs = [(n, zi.read(n)) for n in names]
+    for tag, extra_name in (('twin', names[0].replace('data.pkl', 'Data.pkl')),
+                            ('dup', names[0])):
+        out = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            with zipfile.ZipFile(out, 'w') as zo:
+                for i, (n, b) in enumerate(recs):
+                    zo.writestr(zipfile.ZipInfo(n), b)
+                    if i == 0:
+                        zo.writestr(zipfile.ZipInfo(extra_name), b)
+        put(zd, 'rewrite_%s.pt' % tag, out.getvalue())
+    hostile(corpus)
+
+
 def main():
-    corpus = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, 'corpus')
+    args = [a for a in sys.argv[1:] if a != '--extra']
+    corpus = args[0] if args else os.path.join(HERE, 'corpus')
+    if '--extra' in sys.argv:
+        extra(corpus)
+        return
     dirs = {t: os.path.join(corpus, t) for t in
             ('fuzz_ckpt', 'fuzz_legacy', 'fuzz_pickle', 'fuzz_conf',
              'fuzz_override')}
@@ -400,6 +512,7 @@ def main():
     for name, text in OVERRIDES.items():
         put(dirs['fuzz_override'], name + '.txt', text.encode())
 
+    extra(corpus)
     for t, d in sorted(dirs.items()):
         print('%-14s %3d files' % (t, len(os.listdir(d))))
 

@@ -1,0 +1,117 @@
+/*
+ * fuzz_zipdiff.c -- differential libFuzzer target: ckprep's zip reader
+ * (core/zip.c) against libzip, an independent one, on the same bytes.
+ *
+ * Where both accept the archive (libzip opened with ZIP_CHECKCONS, so it
+ * checks local headers against the central directory), they must agree on
+ * the number of entries and, entry by entry in central-directory order, on
+ * the raw name, the sizes, the CRC-32 and -- for entries up to 1 MiB -- the
+ * bytes read back.  Any disagreement aborts: it is a file two readers see
+ * differently, the kind of hole a checkpoint scanner must not have.  Names
+ * that differ only in case are also checked: ckprep must have refused them
+ * (torch's miniz looks names up ignoring case).
+ */
+#define _GNU_SOURCE
+#include "zip.h" /* ckprep's; <zip.h> is libzip's (-iquote core) */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <zip.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define MAX_READ (1u << 20)
+
+static void disagree(const char *what, size_t i)
+{
+    fprintf(stderr, "fuzz_zipdiff: readers disagree on %s of entry %zu\n",
+            what, i);
+    abort();
+}
+
+static int libzip_read(zip_t *za, zip_uint64_t i, uint8_t *buf, size_t n)
+{
+    zip_file_t *zf = zip_fopen_index(za, i, 0);
+    zip_int64_t got;
+
+    if (zf == NULL)
+        return -1;
+    got = zip_fread(zf, buf, n);
+    zip_fclose(zf);
+    return got == (zip_int64_t)n ? 0 : -1;
+}
+
+static void compare(int fd, ck_zip_t *z, zip_t *za)
+{
+    for (size_t i = 0; i < z->n; i++) {
+        const ck_zip_entry_t *e = &z->e[i];
+        zip_stat_t st;
+        uint8_t *mine = NULL, *theirs;
+        ck_err_t err = { 0 };
+
+        zip_stat_init(&st);
+        if (zip_stat_index(za, i, ZIP_FL_ENC_RAW, &st) < 0)
+            disagree("stat", i);
+        if (strcmp(st.name, e->name) != 0)
+            disagree("name", i);
+        if (st.size != e->usize || st.comp_size != e->csize)
+            disagree("sizes", i);
+        if (st.crc != e->crc)
+            disagree("crc", i);
+        for (size_t k = 0; k < i; k++)
+            if (strcasecmp(z->e[k].name, e->name) == 0)
+                disagree("case-folded name (ckprep accepted twins)", i);
+        if (e->usize > MAX_READ)
+            continue;
+        if (ck_zip_read(fd, e, MAX_READ, &mine, &err) < 0)
+            continue; /* a bad CRC or stream: ckprep refuses at read */
+        theirs = malloc(e->usize + 1);
+        if (theirs == NULL)
+            abort();
+        if (libzip_read(za, i, theirs, (size_t)e->usize) < 0 ||
+            memcmp(mine, theirs, (size_t)e->usize) != 0)
+            disagree("content", i);
+        free(theirs);
+        ck_free(mine);
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    int fd = memfd_create("zipdiff", MFD_CLOEXEC);
+    ck_arena_t arena = { 0 };
+    ck_zip_t z;
+    ck_err_t err = { 0 };
+    zip_source_t *src;
+    zip_error_t ze;
+    zip_t *za = NULL;
+
+    if (fd < 0)
+        abort();
+    if (size && write(fd, data, size) != (ssize_t)size)
+        abort();
+    memset(&z, 0, sizeof(z));
+    if (ck_zip_open(fd, size, &arena, &z, &err) == 0) {
+        zip_error_init(&ze);
+        src = zip_source_buffer_create(data, size, 0, &ze);
+        if (src != NULL) {
+            za = zip_open_from_source(src, ZIP_RDONLY | ZIP_CHECKCONS, &ze);
+            if (za == NULL)
+                zip_source_free(src);
+        }
+        if (za != NULL) {
+            if ((zip_uint64_t)zip_get_num_entries(za, 0) != z.n)
+                disagree("entry count", 0);
+            compare(fd, &z, za);
+            zip_discard(za);
+        }
+        zip_error_fini(&ze);
+    }
+    ck_arena_release(&arena);
+    close(fd);
+    return 0;
+}
