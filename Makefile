@@ -110,7 +110,8 @@ CORE_SRC := \
 	core/watch_table.c \
 	core/watchconf.c \
 	core/yamlval.c \
-	core/zip.c
+	core/zip.c \
+	core/zip_write.c
 
 PLUGIN_SRC := $(patsubst %,plugins/%.c,$(shell sed -n 's/^PLUGIN(\(.*\))$$/\1/p' plugins/plugins.def))
 

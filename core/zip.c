@@ -1,6 +1,6 @@
 /*
- * zip.c -- reading and writing the zip container (APPNOTE 6.3, the subset
- * torch.save and common tools produce).
+ * zip.c -- reading the zip container (APPNOTE 6.3, the subset torch.save
+ * and common tools produce); zip_write.c writes it.
  *
  * Every field read from the file goes through the rd_* helpers over a
  * bounded cursor with a sticky 'bad' flag; every count and size is capped
@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include "zip.h"
+#include "zip_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,15 +18,6 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#define SIG_LOCAL 0x04034b50u
-#define SIG_CENTRAL 0x02014b50u
-#define SIG_EOCD 0x06054b50u
-#define SIG_EOCD64 0x06064b50u
-#define SIG_LOC64 0x07064b50u
-#define MAX_ENTRIES (1u << 20)
-#define MAX_CD_BYTES (256u << 20)
-#define COPY_CHUNK (1u << 20)
-#define KICK_BYTES (8u << 20)
 
 int ck_pread_full(int fd, void *p, size_t n, uint64_t off)
 {
@@ -519,9 +511,8 @@ ck_zip_entry_t *ck_zip_find(ck_zip_t *z, const char *name)
 }
 
 /* Inflate e, handing each chunk of output to sink. */
-typedef int (*sink_fn)(void *ud, const uint8_t *p, size_t n, ck_err_t *err);
 
-static int inflate_entry(int fd, const ck_zip_entry_t *e, sink_fn sink,
+int ck_zip_inflate_entry(int fd, const ck_zip_entry_t *e, ck_zip_sink_fn sink,
                          void *ud, ck_err_t *err)
 {
     z_stream zs;
@@ -616,7 +607,7 @@ int ck_zip_read(int fd, const ck_zip_entry_t *e, uint64_t max, uint8_t **out,
         if (rc < 0)
             ck_err_set(err, rc, "read %s: %s", e->name, strerror(-rc));
     } else {
-        rc = inflate_entry(fd, e, mem_sink, &m, err);
+        rc = ck_zip_inflate_entry(fd, e, mem_sink, &m, err);
     }
     if (rc < 0) {
         ck_free(m.p);
@@ -626,318 +617,3 @@ int ck_zip_read(int fd, const ck_zip_entry_t *e, uint64_t max, uint8_t **out,
     return 0;
 }
 
-/* ---- writer ----------------------------------------------------------- */
-
-static void put16(uint8_t *p, uint64_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint64_t v)
-{
-    put16(p, v);
-    put16(p + 2, v >> 16);
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    put32(p, v);
-    put32(p + 4, v >> 32);
-}
-
-void ck_zipw_init(ck_zipw_t *w, int fd)
-{
-    memset(w, 0, sizeof(*w));
-    w->fd = fd;
-}
-
-void ck_zipw_release(ck_zipw_t *w)
-{
-    for (size_t i = 0; i < w->n; i++)
-        ck_free(w->e[i].name);
-    ck_free(w->e);
-    ck_free(w->buf);
-    memset(w, 0, sizeof(*w));
-}
-
-static int w_io(ck_err_t *err, int rc)
-{
-    return ck_err_set(err, rc, "write: %s", strerror(-rc));
-}
-
-int ck_zipw_begin(ck_zipw_t *w, const char *name, uint64_t size, ck_err_t *err)
-{
-    uint8_t hdr[30 + 512 + 20 + 4 + 64];
-    size_t nlen = strlen(name), x, pad, z64 = size >= 0xffffffffu ? 20 : 0;
-    uint64_t start;
-    ck_zipw_entry_t *e;
-    int rc;
-
-    if (w->open || nlen > 512)
-        return ck_err_set(err, CK_EFORMAT, "zip writer misuse");
-    if (w->n == w->cap) {
-        size_t cap = w->cap ? w->cap * 2 : 16;
-        ck_zipw_entry_t *ne = ck_realloc(w->e, cap * sizeof(*ne));
-
-        if (ne == NULL)
-            return ck_err_set(err, CK_ENOMEM, "out of memory");
-        w->e = ne;
-        w->cap = cap;
-    }
-    e = &w->e[w->n];
-    e->name = ck_strdup(name);
-    if (e->name == NULL)
-        return ck_err_set(err, CK_ENOMEM, "out of memory");
-    w->n++;
-    e->size = size;
-    e->lho = w->off;
-    e->crc = 0;
-    start = w->off + 30 + nlen + z64 + 4;
-    pad = (size_t)((64 - start % 64) % 64);
-    memset(hdr, 0, sizeof(hdr));
-    put32(hdr, SIG_LOCAL);
-    put16(hdr + 4, z64 ? 45 : 20);
-    put32(hdr + 18, z64 ? 0xffffffffu : size);
-    put32(hdr + 22, z64 ? 0xffffffffu : size);
-    put16(hdr + 26, nlen);
-    put16(hdr + 28, z64 + 4 + pad);
-    memcpy(hdr + 30, name, nlen);
-    x = 30 + nlen;
-    if (z64) {
-        put16(hdr + x, 0x0001);
-        put16(hdr + x + 2, 16);
-        put64(hdr + x + 4, size);
-        put64(hdr + x + 12, size);
-        x += 20;
-    }
-    hdr[x] = 'F';
-    hdr[x + 1] = 'B';
-    put16(hdr + x + 2, pad);
-    memset(hdr + x + 4, 'Z', pad);
-    x += 4 + pad;
-    rc = ck_pwrite_full(w->fd, hdr, x, w->off);
-    if (rc < 0)
-        return w_io(err, rc);
-    w->off += x;
-    w->open = 1;
-    w->cur_written = 0;
-    w->cur_crc = (uint32_t)crc32(0, NULL, 0);
-    return 0;
-}
-
-static int w_room(ck_zipw_t *w, uint64_t n, ck_err_t *err)
-{
-    ck_zipw_entry_t *e;
-
-    if (!w->open)
-        return ck_err_set(err, CK_EFORMAT, "zip writer: no record begun");
-    e = &w->e[w->n - 1];
-    if (n > e->size - w->cur_written)
-        return ck_err_set(err, CK_EFORMAT, "%s: more bytes than declared",
-                          e->name);
-    return 0;
-}
-
-int ck_zipw_data(ck_zipw_t *w, const void *p, size_t n, ck_err_t *err)
-{
-    int rc = w_room(w, n, err);
-
-    if (rc < 0)
-        return rc;
-    rc = ck_pwrite_full(w->fd, p, n, w->off);
-    if (rc < 0)
-        return w_io(err, rc);
-    for (size_t done = 0; done < n;) {
-        uInt part = n - done > 0x40000000u ? 0x40000000u : (uInt)(n - done);
-
-        w->cur_crc = (uint32_t)crc32(w->cur_crc, (const Bytef *)p + done, part);
-        done += part;
-    }
-    w->off += n;
-    w->cur_written += n;
-    return 0;
-}
-
-static int sink_data(void *ud, const uint8_t *p, size_t n, ck_err_t *err)
-{
-    return ck_zipw_data(ud, p, n, err);
-}
-
-/*
- * Start writing what is written so far to disk (whole pages), without
- * waiting, once KICK_BYTES have piled up: the disk works while the next
- * records are copied and the final fsync waits for less.  Advisory: an
- * error shows again at the fsync.
- */
-static void kick(ck_zipw_t *w)
-{
-    uint64_t end = w->off & ~(uint64_t)4095;
-
-    if (end - w->started < KICK_BYTES)
-        return;
-    sync_file_range(w->fd, (off_t)w->started, (off_t)(end - w->started),
-                    SYNC_FILE_RANGE_WRITE);
-    w->started = end;
-}
-
-/*
- * Through a 1 MiB buffer rather than copy_file_range: on Linux 6.x ext4 the
- * kernel's copy splices 64 KiB at a time, which at the offsets of torch's
- * records (64-byte aligned) leaves the output in small page-cache folios
- * that take about 40% longer to write back; pread/pwrite does not.
- */
-int ck_zipw_copy(ck_zipw_t *w, int fd, uint64_t off, uint64_t n,
-                 int crc_known, uint32_t crc, ck_err_t *err)
-{
-    int rc = w_room(w, n, err);
-    uint64_t left = n;
-
-    if (rc < 0)
-        return rc;
-    if (left > 0 && w->buf == NULL) {
-        w->buf = ck_malloc(COPY_CHUNK);
-        if (w->buf == NULL)
-            return ck_err_set(err, CK_ENOMEM, "out of memory");
-    }
-    while (left > 0) {
-        size_t part = left < COPY_CHUNK ? (size_t)left : COPY_CHUNK;
-
-        if (w->cancel != NULL && __atomic_load_n(w->cancel, __ATOMIC_RELAXED))
-            return ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
-        rc = ck_pread_full(fd, w->buf, part, off);
-        if (rc < 0)
-            return ck_err_set(err, rc == -EIO ? CK_EFORMAT : rc,
-                              "read: %s", rc == -EIO ? "input shrank while copying"
-                                                     : strerror(-rc));
-        if (crc_known) {
-            rc = ck_pwrite_full(w->fd, w->buf, part, w->off);
-            if (rc < 0)
-                return w_io(err, rc);
-            w->off += part;
-            w->cur_written += part;
-            kick(w);
-        } else {
-            rc = ck_zipw_data(w, w->buf, part, err);
-            if (rc < 0)
-                return rc;
-        }
-        off += part;
-        left -= part;
-    }
-    if (crc_known)
-        w->cur_crc = crc;
-    return 0;
-}
-
-int ck_zipw_inflate(ck_zipw_t *w, int fd, const ck_zip_entry_t *e,
-                    ck_err_t *err)
-{
-    int rc = w_room(w, e->usize, err);
-
-    if (rc < 0)
-        return rc;
-    return inflate_entry(fd, e, sink_data, w, err);
-}
-
-int ck_zipw_end(ck_zipw_t *w, ck_err_t *err)
-{
-    ck_zipw_entry_t *e;
-    uint8_t b[4];
-    int rc;
-
-    if (!w->open)
-        return ck_err_set(err, CK_EFORMAT, "zip writer: no record begun");
-    e = &w->e[w->n - 1];
-    if (w->cur_written != e->size)
-        return ck_err_set(err, CK_EFORMAT, "%s: %llu bytes written, %llu declared",
-                          e->name, (unsigned long long)w->cur_written,
-                          (unsigned long long)e->size);
-    e->crc = w->cur_crc;
-    put32(b, e->crc);
-    rc = ck_pwrite_full(w->fd, b, 4, e->lho + 14);
-    if (rc < 0)
-        return w_io(err, rc);
-    w->open = 0;
-    kick(w);
-    return 0;
-}
-
-int ck_zipw_finish(ck_zipw_t *w, ck_err_t *err)
-{
-    ck_buf_t cd = { 0 };
-    uint64_t cd_off = w->off, eocd64;
-    uint8_t h[46 + 28], t[56 + 20 + 22];
-    int rc;
-
-    if (w->open)
-        return ck_err_set(err, CK_EFORMAT, "zip writer misuse");
-    for (size_t i = 0; i < w->n; i++) {
-        ck_zipw_entry_t *e = &w->e[i];
-        size_t nlen = strlen(e->name), x = 0;
-        int big = e->size >= 0xffffffffu, far = e->lho >= 0xffffffffu;
-
-        memset(h, 0, sizeof(h));
-        put32(h, SIG_CENTRAL);
-        put16(h + 4, 0x031e);
-        put16(h + 6, big || far ? 45 : 20);
-        put32(h + 16, e->crc);
-        put32(h + 20, big ? 0xffffffffu : e->size);
-        put32(h + 24, big ? 0xffffffffu : e->size);
-        put16(h + 28, nlen);
-        put32(h + 38, 0644u << 16);
-        put32(h + 42, far ? 0xffffffffu : e->lho);
-        if (big || far) {
-            uint8_t *p = h + 46;
-
-            put16(p, 0x0001);
-            x = 4;
-            if (big) {
-                put64(p + x, e->size);
-                put64(p + x + 8, e->size);
-                x += 16;
-            }
-            if (far) {
-                put64(p + x, e->lho);
-                x += 8;
-            }
-            put16(p + 2, x - 4);
-        }
-        put16(h + 30, x);
-        ck_buf_put(&cd, h, 46);
-        ck_buf_put(&cd, e->name, nlen);
-        ck_buf_put(&cd, h + 46, x);
-    }
-    if (cd.oom) {
-        ck_buf_release(&cd);
-        return ck_err_set(err, CK_ENOMEM, "out of memory");
-    }
-    rc = ck_pwrite_full(w->fd, cd.data, cd.len, cd_off);
-    eocd64 = cd_off + cd.len;
-    memset(t, 0, sizeof(t));
-    put32(t, SIG_EOCD64);
-    put64(t + 4, 44);
-    put16(t + 12, 0x031e);
-    put16(t + 14, 45);
-    put64(t + 24, w->n);
-    put64(t + 32, w->n);
-    put64(t + 40, cd.len);
-    put64(t + 48, cd_off);
-    put32(t + 56, SIG_LOC64);
-    put64(t + 64, eocd64);
-    put32(t + 72, 1);
-    put32(t + 76, SIG_EOCD);
-    put16(t + 84, w->n >= 0xffff ? 0xffff : w->n);
-    put16(t + 86, w->n >= 0xffff ? 0xffff : w->n);
-    put32(t + 88, cd.len >= 0xffffffffu ? 0xffffffffu : cd.len);
-    put32(t + 92, cd_off >= 0xffffffffu ? 0xffffffffu : cd_off);
-    if (rc == 0)
-        rc = ck_pwrite_full(w->fd, t, sizeof(t), eocd64);
-    ck_buf_release(&cd);
-    if (rc < 0)
-        return w_io(err, rc);
-    w->cd_off = cd_off;
-    w->cd_size = eocd64 - cd_off;
-    w->off = eocd64 + sizeof(t);
-    return 0;
-}
