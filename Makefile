@@ -76,6 +76,7 @@ CORE_SRC := \
 	core/ckpt.c \
 	core/ckpt_cast.c \
 	core/ckpt_edit.c \
+	core/ckpt_refuse.c \
 	core/ckpt_write.c \
 	core/conf.c \
 	core/diff.c \

@@ -702,144 +702,6 @@ static int zip_storages(ck_ckpt_t *c, ck_err_t *err)
     return 0;
 }
 
-/* 1 when tarfile would take the file for a tar (torch 1.13 tries tarfile
- * first: whatever it takes for a tar is one, whatever the stream in it
- * says); see core/tarhdr.c. */
-static int is_tar(ck_ckpt_t *c)
-{
-    uint8_t blk[512];
-
-    return c->st.size >= 512 && ck_pread_full(c->fd, blk, 512, 0) == 0 &&
-           ck_tar_header(blk, 512);
-}
-
-/* What a file that is not a checkpoint looks like, from its first bytes,
- * for the message that says so: "text ('hello world')", "gzip data" ... */
-static void looks_like(const uint8_t *b, size_t n, char *out, size_t size)
-{
-    static const struct {
-        const char *magic;
-        size_t len;
-        const char *what;
-    } kinds[] = {
-        { "\x1f\x8b", 2, "gzip data" },
-        { "\x93NUMPY", 6, "a numpy .npy file" },
-        { "\x89HDF", 4, "an HDF5 file" },
-        { "BZh", 3, "bzip2 data" },
-        { "\xfd" "7zXZ", 5, "xz data" },
-        { "\x28\xb5\x2f\xfd", 4, "zstd data" },
-        { "PK\x05\x06", 4, "an empty zip archive" },
-    };
-    size_t printable = 0, k = 0;
-    char shown[48];
-
-    for (size_t i = 0; i < CK_ARRAY_SIZE(kinds); i++) {
-        if (n >= kinds[i].len && memcmp(b, kinds[i].magic, kinds[i].len) == 0) {
-            snprintf(out, size, "%s", kinds[i].what);
-            return;
-        }
-    }
-    if (n >= 9 && b[8] == '{' && b[6] == 0 && b[7] == 0) {
-        snprintf(out, size, "a safetensors file, perhaps");
-        return;
-    }
-    for (size_t i = 0; i < n; i++)
-        printable += (b[i] >= 0x20 && b[i] < 0x7f) || b[i] == '\n' ||
-                     b[i] == '\r' || b[i] == '\t';
-    if (n > 0 && printable == n) {
-        for (size_t i = 0; i < n && k + 1 < sizeof(shown) && b[i] != '\n'; i++)
-            shown[k++] = b[i] == '\r' || b[i] == '\t' ? ' ' : (char)b[i];
-        shown[k] = '\0';
-        snprintf(out, size, "text ('%s')", shown);
-        return;
-    }
-    snprintf(out, size, "binary data starting %02x %02x %02x %02x", b[0],
-             n > 1 ? b[1] : 0, n > 2 ? b[2] : 0, n > 3 ? b[3] : 0);
-}
-
-/* ---- naming the danger in a refusal ------------------------------------ */
-
-typedef struct {
-    const char *const *allow;
-    char names[256];
-    size_t n;
-} danger_t;
-
-static int danger_cb(void *ud, const char *m, size_t ml, const char *nm,
-                     size_t nl)
-{
-    danger_t *d = ud;
-    char mod[128], name[128], both[260];
-
-    if (ml >= sizeof(mod) || nl >= sizeof(name))
-        return 0;
-    memcpy(mod, m, ml);
-    mod[ml] = '\0';
-    memcpy(name, nm, nl);
-    name[nl] = '\0';
-    if (ck_global_allowed(mod, name, d->allow))
-        return 0;
-    snprintf(both, sizeof(both), "%s.%s", ck_py_module3(mod), name);
-    if (strstr(d->names, both) != NULL || d->n >= 4)
-        return 0;
-    snprintf(d->names + strlen(d->names), sizeof(d->names) - strlen(d->names),
-             "%s%s", d->n ? ", " : "", both);
-    d->n++;
-    return 0;
-}
-
-/*
- * A refusal for some other cause (bad magic, "STOP with 1 values left",
- * junk after STOP) also names the forbidden globals the pickle holds,
- * found by an opcode scan: that is what an attacker's file is about.
- */
-static int name_danger(ck_ckpt_t *c, const char *const *allow, int rc,
-                       ck_err_t *err)
-{
-    danger_t d = { .allow = allow };
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    char name[600];
-    ck_zip_entry_t *e;
-    ck_err_t e2 = { 0 };
-
-    if (c->format == CK_FMT_ZIP && c->zip.n > 0) {
-        e = NULL;
-        if (c->top != NULL) {
-            snprintf(name, sizeof(name), "%s/data.pkl", c->top);
-            e = ck_zip_find(&c->zip, name);
-        }
-        for (size_t i = 0; e == NULL && i < c->zip.n; i++) {
-            size_t nl = strlen(c->zip.e[i].name);
-
-            if (nl >= 4 && strcmp(c->zip.e[i].name + nl - 4, ".pkl") == 0)
-                e = &c->zip.e[i]; /* no top folder: the first pickle */
-        }
-        if (e == NULL || ck_zip_read(c->fd, e, c->lim.max_pickle_bytes, &buf,
-                                     &e2) < 0)
-            return rc;
-        len = (size_t)e->usize;
-    } else if (c->format == CK_FMT_LEGACY) {
-        uint64_t cap = c->lim.max_pickle_bytes < (64u << 20)
-                           ? c->lim.max_pickle_bytes : (64u << 20);
-
-        len = c->st.size < cap ? (size_t)c->st.size : (size_t)cap;
-        buf = ck_malloc(len ? len : 1);
-        if (buf == NULL || ck_pread_full(c->fd, buf, len, 0) < 0) {
-            ck_free(buf);
-            return rc;
-        }
-    } else {
-        return rc;
-    }
-    ck_pickle_scan_globals(buf, len, danger_cb, &d);
-    ck_free(buf);
-    if (d.n == 0)
-        return rc;
-    return ck_err_replace(err, CK_EUNSAFE, "refused: pickle names %s (and: %s)",
-                          d.names, err->msg);
-}
-
 static int open_checked(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
                         ck_err_t *err);
 
@@ -849,7 +711,7 @@ int ck_ckpt_open(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
     int rc = open_checked(c, path, o, err);
 
     if (rc < 0 && rc != CK_EUNSAFE && rc != CK_ENOMEM && c->fd >= 0)
-        rc = name_danger(c, o->allow, rc, err);
+        rc = ck_ckpt_name_danger(c, o->allow, rc, err);
     return rc;
 }
 
@@ -901,7 +763,7 @@ static int open_checked(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
                                   "or still being written)",
                                   (unsigned long long)c->st.size);
     } else if (magic[0] != 0x80 && magic[0] != 'L' && magic[0] != 'I' &&
-               !is_tar(c)) {
+               !ck_ckpt_is_tar(c)) {
         /* a legacy stream starts with its magic number: PROTO at protocol
          * 2 and up, a LONG or INT before */
         uint8_t head[64];
@@ -912,11 +774,11 @@ static int open_checked(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
         rc = ck_pread_full(c->fd, head, n, 0);
         if (rc < 0)
             return ck_err_set(err, rc, "read: %s", strerror(-rc));
-        looks_like(head, n, what, sizeof(what));
+        ck_ckpt_looks_like(head, n, what, sizeof(what));
         return ck_err_set(err, CK_EFORMAT, "not a PyTorch checkpoint: neither "
                           "a zip nor a legacy torch stream; it is %s", what);
     } else {
-        if (is_tar(c))
+        if (ck_ckpt_is_tar(c))
             return ck_err_set(err, CK_EUNSUPPORTED,
                               "reads as a tar archive (the checkpoint format "
                               "of torch < 0.4, which torch.load would "

@@ -105,6 +105,15 @@ void ck_ckpt_close(ck_ckpt_t *c);
 /* "zip", "legacy" or "safetensors": c's input format, for records. */
 const char *ck_ckpt_format_name(const ck_ckpt_t *c);
 
+/* ckpt_refuse.c: 1 when Python's tarfile takes the file for a tar; what
+ * the first n bytes of a file that is no checkpoint look like, into out;
+ * and rc's refusal in err, given again with the forbidden globals the
+ * file's pickle names when it names some (returns rc). */
+int ck_ckpt_is_tar(ck_ckpt_t *c);
+void ck_ckpt_looks_like(const uint8_t *b, size_t n, char *out, size_t size);
+int ck_ckpt_name_danger(ck_ckpt_t *c, const char *const *allow, int rc,
+                        ck_err_t *err);
+
 /* Add st to the storages known (by key: the first of a key wins).  0 or
  * CK_ENOMEM. */
 int ck_ckpt_add_storage(ck_ckpt_t *c, ck_storage_t *st);
