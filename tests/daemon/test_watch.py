@@ -1728,12 +1728,16 @@ def test_reload_new_incoming():
             except FileNotFoundError:   # a claim's temporary, renamed
                 pass
         return sorted(out)
-    # two big jobs in a row: small.th is queued behind one of them
-    for name in ("big1.th", "big2.th"):
+    # big jobs in a row: small.th is queued behind them (four, so that a
+    # fast machine with the big file in its page cache still has one
+    # running when small.th is claimed)
+    bigs = ("big1.th", "big2.th", "big3.th", "big4.th")
+    for name in bigs:
         os.link(BIG, os.path.join(env.stage, name))
     os.rename(os.path.join(env.stage, "big1.th"), env.inpath("big1.th"))
     wait_for(lambda: states() == ["running"], 10, "big1.th running")
-    os.rename(os.path.join(env.stage, "big2.th"), env.inpath("big2.th"))
+    for name in bigs[1:]:
+        os.rename(os.path.join(env.stage, name), env.inpath(name))
     env.drop_rename("small.th", ckpt_bytes(241))
     small_claim = claim_name(env, "small.th", os.stat(env.inpath("small.th")))
 
@@ -1750,7 +1754,7 @@ def test_reload_new_incoming():
     check(r.returncode == 0, "status: %r %r" % (r.returncode, r.stderr))
     st = json.loads(r.stdout)
     check(len(st["running"]) == 1 and
-          st["running"][0]["path"] in ("big1.th", "big2.th") and
+          st["running"][0]["path"] in bigs and
           "small.th" in [x["path"] for x in st["queued"]] and
           st["running"][0]["pid"] == d.pid,
           "status while running: %r" % st)
