@@ -1717,8 +1717,7 @@ def test_reload_new_incoming():
     new_in = os.path.join(env.root, "incoming2")
     os.makedirs(new_in)
     claims = os.path.join(env.incoming, ".ckprep-claims")
-    d = Daemon(env)
-    d.ready()
+
     def states():
         out = []
         for c in os.listdir(claims):
@@ -1728,16 +1727,19 @@ def test_reload_new_incoming():
             except FileNotFoundError:   # a claim's temporary, renamed
                 pass
         return sorted(out)
-    # big jobs in a row: small.th is queued behind them (four, so that a
-    # fast machine with the big file in its page cache still has one
-    # running when small.th is claimed)
-    bigs = ("big1.th", "big2.th", "big3.th", "big4.th")
-    for name in bigs:
-        os.link(BIG, os.path.join(env.stage, name))
-    os.rename(os.path.join(env.stage, "big1.th"), env.inpath("big1.th"))
-    wait_for(lambda: states() == ["running"], 10, "big1.th running")
-    for name in bigs[1:]:
-        os.rename(os.path.join(env.stage, name), env.inpath(name))
+    # one slow job (head_init drawing 16M normal values: seconds, whatever
+    # the page cache holds), then small.th, queued behind it
+    text = "[pipeline]\nchain = head_init\n\n[watch]\n"
+    for k, v in env.watch.items():
+        text += "%s = %s\n" % (k, v)
+    text += ("\n[head_init]\nstate = model\nadd = slow1 float32 4096x4096"
+             " normal(0,1)\nadd = slow2 float32 4096x4096 normal(0,1)\n"
+             "add = slow3 float32 4096x4096 normal(0,1)\n")
+    env.write_conf(text=text)
+    d = Daemon(env)
+    d.ready()
+    env.drop_rename("first.th", ckpt_bytes(240))
+    wait_for(lambda: states() == ["running"], 20, "first.th running")
     env.drop_rename("small.th", ckpt_bytes(241))
     small_claim = claim_name(env, "small.th", os.stat(env.inpath("small.th")))
 
@@ -1748,13 +1750,12 @@ def test_reload_new_incoming():
         except FileNotFoundError:
             return None
     wait_for(lambda: small_state() == "queued" and "running" in states(), 20,
-             "a big job running and small.th queued")
+             "first.th running and small.th queued")
     r = subprocess.run([CKPREP, "status", "-c", env.conf, "--json"],
                        capture_output=True, timeout=20, cwd=env.root)
     check(r.returncode == 0, "status: %r %r" % (r.returncode, r.stderr))
     st = json.loads(r.stdout)
-    check(len(st["running"]) == 1 and
-          st["running"][0]["path"] in bigs and
+    check(len(st["running"]) == 1 and st["running"][0]["path"] == "first.th" and
           "small.th" in [x["path"] for x in st["queued"]] and
           st["running"][0]["pid"] == d.pid,
           "status while running: %r" % st)
