@@ -312,21 +312,12 @@ static void json_key(ck_json_t *j, const ck_py_t *k)
 {
     char t[32];
 
-    switch ((ck_py_kind_t)k->kind) {
-    case CK_PY_STR: ck_json_strn(j, k->u.s.s, k->u.s.n); return;
-    case CK_PY_NONE: ck_json_null(j); return;
-    case CK_PY_BOOL: ck_json_bool(j, k->b); return;
-    case CK_PY_FLOAT: ck_json_double(j, ck_py_float_value(k)); return;
-    case CK_PY_INT:
-        if (k->u.i.nbig == 0) {
-            ck_json_int(j, k->u.i.v);
-            return;
-        }
-        /* fall through */
-    default:
-        snprintf(t, sizeof(t), "<%s>", ck_py_type_name(k));
-        ck_json_str(j, t);
-    }
+    /* a scalar as pyval writes it, but for a big int: a key is named, not
+     * spelled out */
+    if (!(k->kind == CK_PY_INT && k->u.i.nbig != 0) && ck_pyval_json(j, k) == 0)
+        return;
+    snprintf(t, sizeof(t), "<%s>", ck_py_type_name(k));
+    ck_json_str(j, t);
 }
 
 void ck_job_report_fields(ck_job_t *job, const char *op, const ck_field_t *f,
