@@ -10,87 +10,82 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* one key and its value: the record is mostly these */
+static void put_str(ck_json_t *rec, const char *k, const char *v)
+{
+    ck_json_key(rec, k);
+    ck_json_str(rec, v);
+}
+
+static void put_u64(ck_json_t *rec, const char *k, uint64_t v)
+{
+    ck_json_key(rec, k);
+    ck_json_u64(rec, v);
+}
+
+static void put_int(ck_json_t *rec, const char *k, int64_t v)
+{
+    ck_json_key(rec, k);
+    ck_json_int(rec, v);
+}
+
 void ck_record_build(ck_json_t *rec, const ck_record_t *r)
 {
     ck_json_obj(rec);
-    ck_json_key(rec, CK_REC_TS);
-    ck_json_str(rec, r->ts);
-    ck_json_key(rec, CK_REC_VERSION);
-    ck_json_str(rec, r->version);
+    put_str(rec, CK_REC_TS, r->ts);
+    put_str(rec, CK_REC_VERSION, r->version);
     ck_json_key(rec, CK_REC_INPUT);
     ck_json_obj(rec);
-    ck_json_key(rec, CK_REC_PATH);
-    ck_json_str(rec, r->in.path);
-    ck_json_key(rec, CK_REC_SIZE);
-    ck_json_u64(rec, r->in.size);
+    put_str(rec, CK_REC_PATH, r->in.path);
+    put_u64(rec, CK_REC_SIZE, r->in.size);
     if (r->in.digest != NULL && r->in.digest[0] != '\0') {
-        ck_json_key(rec, CK_REC_DIGEST);
-        ck_json_str(rec, r->in.digest);
-        ck_json_key(rec, CK_REC_DIGEST_KIND);
-        ck_json_str(rec, CK_REC_DIGEST_FINGERPRINT);
+        put_str(rec, CK_REC_DIGEST, r->in.digest);
+        put_str(rec, CK_REC_DIGEST_KIND, CK_REC_DIGEST_FINGERPRINT);
     }
     if (r->in.opened) {
         /* with path and size, what the daemon knows a done input by */
-        ck_json_key(rec, CK_REC_INODE);
-        ck_json_u64(rec, r->in.inode);
-        ck_json_key(rec, CK_REC_MTIME_NS);
-        ck_json_int(rec, r->in.mtime_ns);
-        ck_json_key(rec, CK_REC_FORMAT);
-        ck_json_str(rec, r->in.format);
+        put_u64(rec, CK_REC_INODE, r->in.inode);
+        put_int(rec, CK_REC_MTIME_NS, r->in.mtime_ns);
+        put_str(rec, CK_REC_FORMAT, r->in.format);
     }
     ck_json_end(rec);
     if (r->wrote) {
         ck_json_key(rec, CK_REC_OUTPUT);
         ck_json_obj(rec);
-        ck_json_key(rec, CK_REC_PATH);
-        ck_json_str(rec, r->out.path);
-        ck_json_key(rec, CK_REC_SIZE);
-        ck_json_u64(rec, r->out.size);
-        ck_json_key(rec, CK_REC_DIGEST);
-        ck_json_str(rec, r->out.digest);
-        ck_json_key(rec, CK_REC_DIGEST_KIND);
-        ck_json_str(rec, CK_REC_DIGEST_FINGERPRINT);
-        ck_json_key(rec, CK_REC_STORAGES);
-        ck_json_u64(rec, r->out.storages);
-        ck_json_key(rec, CK_REC_STORAGE_BYTES);
-        ck_json_u64(rec, r->out.storage_bytes);
+        put_str(rec, CK_REC_PATH, r->out.path);
+        put_u64(rec, CK_REC_SIZE, r->out.size);
+        put_str(rec, CK_REC_DIGEST, r->out.digest);
+        put_str(rec, CK_REC_DIGEST_KIND, CK_REC_DIGEST_FINGERPRINT);
+        put_u64(rec, CK_REC_STORAGES, r->out.storages);
+        put_u64(rec, CK_REC_STORAGE_BYTES, r->out.storage_bytes);
         if (r->out.replaced != NULL) {
             ck_json_key(rec, CK_REC_REPLACED);
             ck_json_obj(rec);
-            ck_json_key(rec, CK_REC_PATH);
-            ck_json_str(rec, r->out.replaced);
-            ck_json_key(rec, CK_REC_SIZE);
-            ck_json_u64(rec, r->out.replaced_size);
-            ck_json_key(rec, CK_REC_MTIME_NS);
-            ck_json_int(rec, r->out.replaced_mtime_ns);
+            put_str(rec, CK_REC_PATH, r->out.replaced);
+            put_u64(rec, CK_REC_SIZE, r->out.replaced_size);
+            put_int(rec, CK_REC_MTIME_NS, r->out.replaced_mtime_ns);
             ck_json_end(rec);
         }
         ck_json_end(rec);
     }
-    ck_json_key(rec, CK_REC_STATUS);
-    ck_json_str(rec, r->status);
+    put_str(rec, CK_REC_STATUS, r->status);
     if (r->error_code != NULL) {
         ck_json_key(rec, CK_REC_ERROR);
         ck_json_obj(rec);
-        ck_json_key(rec, CK_REC_CODE);
-        ck_json_str(rec, r->error_code);
-        ck_json_key(rec, CK_REC_MESSAGE);
-        ck_json_str(rec, r->error_message);
+        put_str(rec, CK_REC_CODE, r->error_code);
+        put_str(rec, CK_REC_MESSAGE, r->error_message);
         ck_json_end(rec);
     }
     if (r->dry_run) {
         ck_json_key(rec, CK_REC_DRY_RUN);
         ck_json_bool(rec, 1);
     }
-    ck_json_key(rec, CK_REC_DURATION_MS);
-    ck_json_int(rec, r->duration_ms);
+    put_int(rec, CK_REC_DURATION_MS, r->duration_ms);
     ck_json_key(rec, CK_REC_CONFIG);
     ck_json_obj(rec);
-    ck_json_key(rec, CK_REC_PATH);
-    ck_json_str(rec, r->config_path);
+    put_str(rec, CK_REC_PATH, r->config_path);
     if (r->config_digest != NULL && r->config_digest[0] != '\0') {
-        ck_json_key(rec, CK_REC_DIGEST);
-        ck_json_str(rec, r->config_digest);
+        put_str(rec, CK_REC_DIGEST, r->config_digest);
     }
     ck_json_end(rec);
     ck_json_key(rec, CK_REC_PLUGINS);
