@@ -178,45 +178,95 @@ static void key_text(const ck_py_t *k, char *out, size_t n)
         snprintf(out, n, "<a key of kind %d>", k->kind);
 }
 
-static int uniq_map(uniq_t *u, ck_py_vec_t *m)
+/* A key's place in the mapping and its hash, for sorting other keys. */
+typedef struct {
+    uint64_t h;
+    size_t i;
+} uniq_key_t;
+
+static int uniq_key_cmp(const void *pa, const void *pb)
+{
+    const uniq_key_t *a = pa, *b = pb;
+
+    if (a->h != b->h)
+        return a->h < b->h ? -1 : 1;
+    return a->i < b->i ? -1 : a->i > b->i;
+}
+
+static int plain_str(const ck_py_t *k)
+{
+    return k->kind == CK_PY_STR && strlen(k->u.s.s) == k->u.s.n;
+}
+
+/*
+ * The first item (i, pair index times two) of m whose key equals an earlier
+ * one (*j, the first such), or SIZE_MAX.  Plain str keys meet through a
+ * string map; the others are sorted by ck_py_hash and compared with
+ * ck_py_equal inside a run of one hash, so 10^5 int keys cost a sort, not
+ * 10^10 comparisons.
+ */
+static size_t uniq_first_dup(uniq_t *u, ck_py_vec_t *m, size_t *j)
 {
     ck_strmap_t seen = { 0 };
-    size_t nother = 0;
-    int rc = 0;
+    uniq_key_t *other;
+    size_t nother = 0, first = SIZE_MAX;
 
-    for (size_t i = 0; i + 1 < m->n && rc == 0; i += 2) {
+    other = ck_arena_alloc(&u->scratch, (m->n / 2 + 1) * sizeof(*other));
+    if (other == NULL)
+        return SIZE_MAX - 1;
+    for (size_t i = 0; i + 1 < m->n; i += 2) {
         ck_py_t *k = m->v[i];
-        size_t j;
-        char a[256];
+        size_t at;
 
-        if (k->kind == CK_PY_STR && strlen(k->u.s.s) == k->u.s.n) {
-            j = ck_strmap_get(&seen, k->u.s.s);
-            if (j == SIZE_MAX) {
-                if (ck_strmap_add(&seen, &u->scratch, k->u.s.s, i) < 0)
-                    rc = ck_err_set(u->err, CK_ENOMEM, "out of memory");
-                continue;
-            }
-        } else {
-            for (j = 0; j < i; j += 2) {
-                ck_py_t *o = m->v[j];
-
-                if (!(o->kind == CK_PY_STR &&
-                      strlen(o->u.s.s) == o->u.s.n) &&
-                    ck_py_equal(k, o, u->c->lim.max_depth))
-                    break;
-            }
-            nother++;
-            if (j >= i)
-                continue;
+        if (!plain_str(k)) {
+            other[nother].h = ck_py_hash(k, 3);
+            other[nother++].i = i;
+            continue;
         }
-        key_text(k, a, sizeof(a));
-        rc = ck_err_set(u->err, CK_EFORMAT,
-                        "'%s' would hold the key '%s' twice (items %zu and "
-                        "%zu): torch.load would keep one and lose the other",
-                        u->path[0] ? u->path : "/", a, j / 2, i / 2);
+        at = ck_strmap_get(&seen, k->u.s.s);
+        if (at != SIZE_MAX) {
+            first = i;
+            *j = at;
+            break;
+        }
+        if (ck_strmap_add(&seen, &u->scratch, k->u.s.s, i) < 0)
+            return SIZE_MAX - 1;
     }
+    qsort(other, nother, sizeof(*other), uniq_key_cmp);
+    for (size_t r = 0; r < nother;) {
+        size_t end = r + 1;
+
+        while (end < nother && other[end].h == other[r].h)
+            end++;
+        for (size_t a = r + 1; a < end && other[a].i < first; a++)
+            for (size_t b = r; b < a; b++)
+                if (ck_py_equal(m->v[other[a].i], m->v[other[b].i],
+                                 u->c->lim.max_depth)) {
+                    first = other[a].i;
+                    *j = other[b].i;
+                    break;
+                }
+        r = end;
+    }
+    return first;
+}
+
+static int uniq_map(uniq_t *u, ck_py_vec_t *m)
+{
+    size_t i, j = 0;
+    char a[256];
+
+    i = uniq_first_dup(u, m, &j);
     ck_arena_release(&u->scratch);
-    return rc;
+    if (i == SIZE_MAX - 1)
+        return ck_err_set(u->err, CK_ENOMEM, "out of memory");
+    if (i == SIZE_MAX)
+        return 0;
+    key_text(m->v[i], a, sizeof(a));
+    return ck_err_set(u->err, CK_EFORMAT,
+                      "'%s' would hold the key '%s' twice (items %zu and "
+                      "%zu): torch.load would keep one and lose the other",
+                      u->path[0] ? u->path : "/", a, j / 2, i / 2);
 }
 
 static int uniq_vec(uniq_t *u, ck_py_vec_t *v, int pairs, uint32_t depth)

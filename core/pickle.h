@@ -173,6 +173,14 @@ void ck_int_negate(uint8_t *le, size_t n);
  */
 int ck_py_equal(ck_py_t *a, ck_py_t *b, uint32_t max_depth);
 
+/*
+ * A structural hash that agrees with ck_py_equal: equal graphs hash alike.
+ * Containers contribute their length and, down to 'depth' levels, their
+ * items (at most 16 per level), so the cost is bounded whatever the graph;
+ * cycles end at the depth.  For bucketing keys before ck_py_equal.
+ */
+uint64_t ck_py_hash(const ck_py_t *p, uint32_t depth);
+
 /* A fresh generation number for walkers that mark visited nodes. */
 uint32_t ck_py_next_gen(void);
 

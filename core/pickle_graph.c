@@ -271,6 +271,64 @@ static int vec_equal(ck_py_vec_t *a, ck_py_vec_t *b, uint32_t gen,
     return 1;
 }
 
+static uint64_t hash_mix(uint64_t h, uint64_t v)
+{
+    return (h ^ v) * 0x100000001b3ULL;
+}
+
+static uint64_t hash_vec(uint64_t h, const ck_py_vec_t *v, uint32_t depth)
+{
+    h = hash_mix(h, v->n);
+    for (size_t i = 0; depth > 0 && i < v->n && i < 16; i++)
+        h = hash_mix(h, ck_py_hash(v->v[i], depth - 1));
+    return h;
+}
+
+uint64_t ck_py_hash(const ck_py_t *p, uint32_t depth)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+
+    if (p == NULL)
+        return h;
+    h = hash_mix(h, p->kind);
+    switch ((ck_py_kind_t)p->kind) {
+    case CK_PY_NONE:
+        return h;
+    case CK_PY_BOOL:
+        return hash_mix(h, p->b);
+    case CK_PY_INT:
+        h = hash_mix(h, (uint64_t)p->u.i.v);
+        return p->u.i.nbig ? hash_mix(h, ck_hash_fnv1a(p->u.i.big, p->u.i.nbig))
+                           : h;
+    case CK_PY_FLOAT:
+        return hash_mix(h, ck_hash_fnv1a(p->u.f, 8));
+    case CK_PY_STR:
+    case CK_PY_BYTES:
+    case CK_PY_BYTEARRAY:
+        return hash_mix(h, ck_hash_fnv1a(p->u.s.s, p->u.s.n));
+    case CK_PY_TUPLE:
+    case CK_PY_LIST:
+    case CK_PY_DICT:
+    case CK_PY_SET:
+    case CK_PY_FROZENSET:
+        return hash_vec(h, &p->u.seq, depth);
+    case CK_PY_GLOBAL:
+        h = hash_mix(h, ck_hash_fnv1a(p->u.g.module, strlen(p->u.g.module)));
+        return hash_mix(h, ck_hash_fnv1a(p->u.g.name, strlen(p->u.g.name)));
+    case CK_PY_REDUCE:
+    case CK_PY_NEWOBJ:
+        if (depth == 0)
+            return h;
+        h = hash_mix(h, ck_py_hash(p->u.o.fn, depth - 1));
+        h = hash_mix(h, ck_py_hash(p->u.o.args, depth - 1));
+        h = hash_vec(h, &p->u.o.list, depth - 1);
+        return hash_vec(h, &p->u.o.dict, depth - 1);
+    case CK_PY_PERSID:
+        return depth ? hash_mix(h, ck_py_hash(p->u.pid, depth - 1)) : h;
+    }
+    return h;
+}
+
 int ck_py_equal(ck_py_t *a, ck_py_t *b, uint32_t max_depth)
 {
     uint32_t gen;

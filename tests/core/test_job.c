@@ -315,6 +315,36 @@ static void test_write_refuses_duplicate_keys(void **state)
     memset(&f->err, 0, sizeof(f->err));
     assert_int_equal(ck_ckpt_write(&f->job.ck, f->out, &info, &f->err), 0);
     assert_int_equal(access(f->out, F_OK), 0);
+
+    /* many other keys (found by hash, not pair by pair): two equal tuples
+     * after 5000 ints, and the first duplicate is the one named */
+    for (int64_t k = 100; k < 5100; k++) {
+        ck_py_vec_push(a, &ints->u.seq, ck_py_int(a, k));
+        ck_py_vec_push(a, &ints->u.seq, ck_py_int(a, k));
+    }
+    for (int r = 0; r < 3; r++) {
+        ck_py_t *t = ck_py_new(a, CK_PY_TUPLE);
+
+        ck_py_vec_push(a, &t->u.seq, ck_py_int(a, 3));
+        ck_py_vec_push(a, &t->u.seq, ck_py_str(a, "a", 1));
+        ck_py_vec_push(a, &ints->u.seq, t);
+        ck_py_vec_push(a, &ints->u.seq, ck_py_int(a, r));
+    }
+    ck_py_vec_push(a, &ints->u.seq, ck_py_int(a, 100));
+    ck_py_vec_push(a, &ints->u.seq, ck_py_int(a, 0));
+    memset(&f->err, 0, sizeof(f->err));
+    assert_int_equal(ck_ckpt_write(&f->job.ck, f->out, &info, &f->err),
+                     CK_EFORMAT);
+    assert_non_null(strstr(f->err.msg, "(items 5001 and 5002)"));
+    ck_py_vec_remove(&ints->u.seq, 2 * 5002, 4); /* the two equal tuples */
+    memset(&f->err, 0, sizeof(f->err));
+    assert_int_equal(ck_ckpt_write(&f->job.ck, f->out, &info, &f->err),
+                     CK_EFORMAT);
+    assert_non_null(strstr(f->err.msg, "the key '100' twice (items 1 and "
+                                       "5002)"));
+    ck_py_vec_remove(&ints->u.seq, ints->u.seq.n - 2, 2);
+    memset(&f->err, 0, sizeof(f->err));
+    assert_int_equal(ck_ckpt_write(&f->job.ck, f->out, &info, &f->err), 0);
 }
 
 int main(void)
