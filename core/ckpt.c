@@ -8,7 +8,7 @@
  *    numel) and names a storage whose bytes exist in the input with exactly
  *    numel * itemsize bytes; one key has one element type;
  *  - every tensor view lies inside its storage.
- * Node->aux of a PERSID node points at its ck_storage_t.
+ * u.pid_aux of a PERSID node points at its ck_storage_t.
  */
 #define _GNU_SOURCE
 #include "ckpt.h"
@@ -405,6 +405,9 @@ typedef struct {
     uint32_t gen;
     ck_tensor_t *t;
     size_t nt, tcap;
+    size_t nd;  /* entries of c->dims used */
+    ck_py_t *last_fn;   /* the last call's callable, and its */
+    int last_version;   /* ck_ckpt_tensor_call */
     int legacy;
     int first; /* first scan: storages are registered */
 } scan_t;
@@ -457,7 +460,11 @@ static int scan_persid(scan_t *s, ck_py_t *node)
     if (ck_mul_u64(numel, dt ? dt->itemsize : 1, &nbytes) < 0)
         return ck_err_set(s->err, CK_EFORMAT, "storage %s size overflows",
                           v[2]->u.s.s);
-    st = find_storage(c, v[2]->u.s.s);
+    /* a later scan finds the storage the last one tied to this node, when
+     * the id still names it (a cast's split gives a new id and a new key) */
+    st = node->u.pid_aux;
+    if (s->first || st == NULL || st->key != v[2]->u.s.s)
+        st = find_storage(c, v[2]->u.s.s);
     if (st == NULL) {
         if (!s->first)
             return ck_err_set(s->err, CK_EFORMAT, "unknown storage %s",
@@ -482,19 +489,36 @@ static int scan_persid(scan_t *s, ck_py_t *node)
                           (unsigned long long)numel);
     }
     st->refs++;
-    node->aux = st;
+    node->u.pid_aux = st;
     return 0;
 }
 
-/* A tuple of small ints into an arena array: 0, CK_EFORMAT or CK_ENOMEM. */
-static int int_tuple(ck_arena_t *a, ck_py_t *t, size_t *n, int64_t **out)
+/*
+ * A tuple of small ints appended to c->dims (on the heap, reused by every
+ * scan: the arena would keep each scan's copy): *out points at them until
+ * the array grows again, do_scan points every tensor at its own once the
+ * walk is over.  0, CK_EFORMAT or CK_ENOMEM.
+ */
+static int int_tuple(scan_t *s, ck_py_t *t, size_t *n, int64_t **out)
 {
+    ck_ckpt_t *c = s->c;
+
     if (t == NULL || t->kind != CK_PY_TUPLE)
         return CK_EFORMAT;
     *n = t->u.seq.n;
-    *out = ck_arena_alloc(a, (*n ? *n : 1) * sizeof(**out));
-    if (*out == NULL)
-        return CK_ENOMEM;
+    if (c->dims_cap - s->nd < *n) {
+        size_t cap = c->dims_cap ? c->dims_cap : 256;
+        int64_t *nd;
+
+        while (cap - s->nd < *n)
+            cap *= 2;
+        nd = ck_realloc(c->dims, cap * sizeof(*nd));
+        if (nd == NULL)
+            return CK_ENOMEM;
+        c->dims = nd;
+        c->dims_cap = cap;
+    }
+    *out = c->dims + s->nd;
     for (size_t i = 0; i < *n; i++) {
         ck_py_t *x = t->u.seq.v[i];
 
@@ -502,6 +526,7 @@ static int int_tuple(ck_arena_t *a, ck_py_t *t, size_t *n, int64_t **out)
             return CK_EFORMAT;
         (*out)[i] = x->u.i.v;
     }
+    s->nd += *n;
     return 0;
 }
 
@@ -509,7 +534,6 @@ static int int_tuple(ck_arena_t *a, ck_py_t *t, size_t *n, int64_t **out)
  * hooks[, metadata]) and _v3 (.., hooks, dtype[, metadata]). */
 static int scan_tensor(scan_t *s, ck_py_t *node, int version)
 {
-    ck_ckpt_t *c = s->c;
     ck_py_t **a = node->u.o.args->u.seq.v;
     size_t n = node->u.o.args->u.seq.n;
     size_t min = version == 1 ? 4 : version == 2 ? 6 : 7;
@@ -517,10 +541,10 @@ static int scan_tensor(scan_t *s, ck_py_t *node, int version)
     uint64_t extent = 0, storage_elems;
     int rc;
 
-    if (n < min || n > min + 1 || a[0]->kind != CK_PY_PERSID || a[0]->aux == NULL)
+    if (n < min || n > min + 1 || a[0]->kind != CK_PY_PERSID || a[0]->u.pid_aux == NULL)
         return ck_err_set(s->err, CK_EFORMAT, "malformed tensor arguments");
     t.node = node;
-    t.st = a[0]->aux;
+    t.st = a[0]->u.pid_aux;
     t.dtype = t.st->dtype;
     if (version == 3) {
         if (a[6]->kind != CK_PY_GLOBAL || strcmp(a[6]->u.g.module, "torch") != 0 ||
@@ -532,9 +556,11 @@ static int scan_tensor(scan_t *s, ck_py_t *node, int version)
                           "tensor on an untyped storage without a dtype");
     rc = as_u64(a[1], &t.offset) < 0 ? CK_EFORMAT : 0;
     if (rc == 0)
-        rc = int_tuple(&c->arena, a[2], &t.ndim, &t.size);
+        rc = int_tuple(s, a[2], &t.ndim, &t.size);
     if (rc == 0)
-        rc = int_tuple(&c->arena, a[3], &n, &t.stride);
+        rc = int_tuple(s, a[3], &n, &t.stride);
+    if (rc == 0)
+        t.size = t.stride - t.ndim; /* the array may have moved */
     if (rc == 0 && n != t.ndim)
         rc = CK_EFORMAT;
     if (rc == CK_ENOMEM)
@@ -571,12 +597,11 @@ static int scan_tensor(scan_t *s, ck_py_t *node, int version)
                           (unsigned long long)storage_elems);
     if (s->nt == s->tcap) {
         size_t cap = s->tcap ? s->tcap * 2 : 64;
-        ck_tensor_t *nt = ck_arena_alloc(&c->arena, cap * sizeof(*nt));
+        /* on the heap: the arena would keep every outgrown copy */
+        ck_tensor_t *nt = ck_realloc(s->t, cap * sizeof(*nt));
 
         if (nt == NULL)
             return ck_err_set(s->err, CK_ENOMEM, "out of memory");
-        if (s->nt)
-            memcpy(nt, s->t, s->nt * sizeof(*nt));
         s->t = nt;
         s->tcap = cap;
     }
@@ -627,14 +652,14 @@ static int walk(scan_t *s, ck_py_t *p, uint32_t depth)
             (rc = walk(s, p->u.o.state, depth + 1)) < 0)
             return rc;
         if (p->kind == CK_PY_REDUCE) {
-            ck_py_t *fn = p->u.o.fn;
-
-            if (ck_py_global_is(fn, "torch._utils", "_rebuild_tensor"))
-                return scan_tensor(s, p, 1);
-            if (ck_py_global_is(fn, "torch._utils", "_rebuild_tensor_v2"))
-                return scan_tensor(s, p, 2);
-            if (ck_py_global_is(fn, "torch._utils", "_rebuild_tensor_v3"))
-                return scan_tensor(s, p, 3);
+            /* one global node serves every tensor of a torch.save pickle:
+             * its version is looked up once */
+            if (p->u.o.fn != s->last_fn) {
+                s->last_fn = p->u.o.fn;
+                s->last_version = ck_ckpt_tensor_call(p);
+            }
+            if (s->last_version > 0)
+                return scan_tensor(s, p, s->last_version);
         }
         return 0;
     default:
@@ -664,8 +689,12 @@ static int do_scan(ck_ckpt_t *c, int first, ck_err_t *err)
     if (rc < 0)
         return rc;
     c->ntensors = s.nt;
-    for (size_t i = 0; i < s.nt; i++)
-        s.t[i].node->aux = &s.t[i];
+    for (size_t i = 0, d = 0; i < s.nt; i++) {
+        s.t[i].node->u.o.aux = &s.t[i];
+        s.t[i].size = c->dims + d;
+        s.t[i].stride = c->dims + d + s.t[i].ndim;
+        d += 2 * s.t[i].ndim;
+    }
     return 0;
 }
 
@@ -814,6 +843,11 @@ void ck_ckpt_close(ck_ckpt_t *c)
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
+    ck_free(c->tensors);
+    ck_free(c->dims);
+    c->tensors = NULL;
+    c->dims = NULL;
+    c->ntensors = c->tensors_cap = c->dims_cap = 0;
     ck_arena_release(&c->arena);
 }
 
@@ -840,6 +874,24 @@ ck_py_t *ck_ckpt_get(ck_ckpt_t *c, const char *path)
     return cur;
 }
 
+int ck_ckpt_tensor_call(const ck_py_t *node)
+{
+    const ck_py_t *fn;
+
+    if (node == NULL || node->kind != CK_PY_REDUCE)
+        return 0;
+    fn = node->u.o.fn;
+    if (ck_py_global_is(fn, "torch._utils", "_rebuild_tensor_v2"))
+        return 2;
+    if (ck_py_global_is(fn, "torch._utils", "_rebuild_tensor"))
+        return 1;
+    if (ck_py_global_is(fn, "torch._utils", "_rebuild_tensor_v3"))
+        return 3;
+    if (ck_py_global_is(fn, "torch._utils", "_rebuild_parameter"))
+        return -1;
+    return 0;
+}
+
 ck_tensor_t *ck_ckpt_tensor(ck_ckpt_t *c, ck_py_t *node)
 {
     ck_tensor_t *t;
@@ -850,7 +902,7 @@ ck_tensor_t *ck_ckpt_tensor(ck_ckpt_t *c, ck_py_t *node)
         node = node->u.o.args->u.seq.v[0];
     if (node == NULL || node->kind != CK_PY_REDUCE || c->ntensors == 0)
         return NULL;
-    t = node->aux;
+    t = node->u.o.aux;
     if (t < c->tensors || t >= c->tensors + c->ntensors || t->node != node)
         return NULL;
     return t;

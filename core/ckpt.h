@@ -41,7 +41,8 @@ struct ck_storage {
     /* a cast (ck_ckpt_cast): the input holds src_nbytes bytes of conv[0]
      * elements, converted through conv[1..nconv) while written; nconv 0:
      * the bytes are copied as they are (src_nbytes == nbytes) */
-    const ck_dtype_t *conv[CK_CONV_STEPS];
+    const ck_dtype_t **conv;     /* CK_CONV_STEPS slots once cast, else NULL:
+                                    most storages are never cast */
     unsigned nconv;
     uint64_t src_nbytes;
     int64_t newkey;              /* assigned while writing, -1 before */
@@ -80,6 +81,8 @@ typedef struct {
     ck_tensor_t *tensors;     /* found by the last scan, graph order */
     size_t ntensors;
     size_t tensors_cap;       /* entries allocated; each scan reuses them */
+    int64_t *dims;            /* the tensors' sizes and strides, in order */
+    size_t dims_cap;
     char fingerprint[65];     /* see ck_fingerprint_* */
     ck_py_t *st_meta;         /* a safetensors input's __metadata__ (a dict
                                  of str), NULL otherwise */
@@ -182,6 +185,10 @@ char *ck_ckpt_stem(ck_arena_t *a, const char *path);
  * or NULL.  Keys may contain dots.
  */
 ck_py_t *ck_ckpt_get(ck_ckpt_t *c, const char *path);
+
+/* What node is: 1, 2 or 3 for a call of torch._utils._rebuild_tensor,
+ * _v2 or _v3; -1 for _rebuild_parameter; 0 for anything else. */
+int ck_ckpt_tensor_call(const ck_py_t *node);
 
 /* The tensor whose rebuild call is node (or a Parameter wrapping one). */
 ck_tensor_t *ck_ckpt_tensor(ck_ckpt_t *c, ck_py_t *node);

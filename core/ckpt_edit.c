@@ -75,7 +75,7 @@ static void bytes_walk(bytes_t *b, ck_py_t *p, uint32_t depth)
         bytes_walk(b, p->u.o.state, depth + 1);
         return;
     case CK_PY_PERSID: {
-        ck_storage_t *st = p->aux;
+        ck_storage_t *st = p->u.pid_aux;
 
         /* a storage counts once */
         if (st != NULL && st->mark != b->gen) {

@@ -32,7 +32,7 @@ typedef struct {
 static int renumber_cb(void *ud, ck_py_t *node, ck_err_t *err)
 {
     renum_t *r = ud;
-    ck_storage_t *st = node->aux;
+    ck_storage_t *st = node->u.pid_aux;
     ck_py_t *pid = node->u.pid, *key;
     char buf[32];
 

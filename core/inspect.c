@@ -351,7 +351,7 @@ int ck_inspect_text_as(ck_ckpt_t *c, const char *refused, FILE *out)
         fprintf(out, "  pickle     protocol %d, %zu bytes, root %s\n",
                 c->pk.protocol, c->pickle_bytes, ck_inspect_kind(c, c->pk.root));
     if (top != NULL) {
-        fprintf(out, "  keys       %zu:", top->n / 2);
+        fprintf(out, "  keys       %zu:", (size_t)top->n / 2);
         for (size_t i = 0; i + 1 < top->n; i += 2) {
             ck_py_t *k = top->v[i];
 
@@ -390,7 +390,7 @@ int ck_inspect_text_as(ck_ckpt_t *c, const char *refused, FILE *out)
     ck_inspect_human(h, sizeof(h), sbytes);
     fprintf(out, "  tensors    %zu in %zu storages, %s\n", c->ntensors,
             c->nstorages, h);
-    fprintf(out, "  globals    %zu:", c->pk.globals.n);
+    fprintf(out, "  globals    %zu:", (size_t)c->pk.globals.n);
     for (size_t i = 0; i < c->pk.globals.n; i++) {
         fputs(i ? ", " : " ", out);
         put_cstr(out, c->pk.globals.v[i]->u.g.module);

@@ -194,8 +194,11 @@ const ck_tensor_t *ck_job_tensor(ck_job_t *job, ck_py_t *node)
     ck_tensor_t *t = ck_ckpt_tensor(&job->ck, node);
     ck_err_t e = { 0 };
 
-    /* a tensor added earlier in the job is known once the graph is scanned */
-    if (t == NULL && node != NULL && ck_ckpt_scan(&job->ck, &e) == 0)
+    /* a tensor added earlier in the job is known once the graph is scanned;
+     * other nodes are no tensor whatever a scan finds (a plugin asks for
+     * every value of a state dict: no scan per non-tensor value) */
+    if (t == NULL && ck_ckpt_tensor_call(node) != 0 &&
+        ck_ckpt_scan(&job->ck, &e) == 0)
         t = ck_ckpt_tensor(&job->ck, node);
     return t;
 }

@@ -45,9 +45,11 @@ typedef enum {
 
 typedef struct ck_py ck_py_t;
 
+/* Items of a container; 32-bit counts keep a node small (a pickle is at
+ * most 4 GiB, so no container holds more). */
 typedef struct {
     ck_py_t **v;
-    size_t n, cap;
+    uint32_t n, cap;
 } ck_py_vec_t;
 
 struct ck_py {
@@ -56,7 +58,6 @@ struct ck_py {
     uint32_t wgen;  /* writer and walker bookkeeping */
     uint32_t widx;
     void *wref;     /* walker scratch (ck_py_equal) */
-    void *aux;      /* owned by the layer above (torch) */
     union {
         struct {
             int64_t v;
@@ -78,8 +79,14 @@ struct ck_py {
             ck_py_vec_t list;  /* appended items */
             ck_py_vec_t dict;  /* set items, k0 v0 k1 v1 */
             ck_py_t *state;    /* BUILD argument, or NULL */
+            void *aux;         /* owned by the torch layer: a tensor
+                                  call's ck_tensor_t */
         } o;
-        ck_py_t *pid;
+        struct {
+            ck_py_t *pid;
+            void *pid_aux;     /* owned by the torch layer: the
+                                  ck_storage_t the id names */
+        };
     } u;
 };
 

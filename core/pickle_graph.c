@@ -9,6 +9,7 @@
  */
 #include "pickle.h"
 
+#include <stddef.h>
 #include <string.h>
 
 void ck_limits_default(ck_limits_t *l)
@@ -32,9 +33,47 @@ uint32_t ck_py_next_gen(void)
 
 /* ---- nodes ------------------------------------------------------------ */
 
+/*
+ * A node takes the bytes its kind uses, not the whole union: a graph of
+ * 10^5 tensors holds millions of nodes, most of them strs, ints and tuples.
+ * Nothing copies a node whole, and a node's kind never changes.
+ */
+static size_t node_size(ck_py_kind_t kind)
+{
+    size_t head = offsetof(ck_py_t, u);
+
+    switch (kind) {
+    case CK_PY_NONE:
+    case CK_PY_BOOL:
+        return head;
+    case CK_PY_INT:
+        return head + sizeof(((ck_py_t *)0)->u.i);
+    case CK_PY_FLOAT:
+        return head + sizeof(((ck_py_t *)0)->u.f);
+    case CK_PY_STR:
+    case CK_PY_BYTES:
+    case CK_PY_BYTEARRAY:
+        return head + sizeof(((ck_py_t *)0)->u.s);
+    case CK_PY_TUPLE:
+    case CK_PY_LIST:
+    case CK_PY_DICT:
+    case CK_PY_SET:
+    case CK_PY_FROZENSET:
+        return head + sizeof(((ck_py_t *)0)->u.seq);
+    case CK_PY_GLOBAL:
+        return head + sizeof(((ck_py_t *)0)->u.g);
+    case CK_PY_PERSID:
+        return offsetof(ck_py_t, u.pid_aux) + sizeof(void *);
+    case CK_PY_REDUCE:
+    case CK_PY_NEWOBJ:
+        break;
+    }
+    return sizeof(ck_py_t);
+}
+
 ck_py_t *ck_py_new(ck_arena_t *a, ck_py_kind_t kind)
 {
-    ck_py_t *p = ck_arena_alloc(a, sizeof(*p));
+    ck_py_t *p = ck_arena_alloc(a, node_size(kind));
 
     if (p != NULL)
         p->kind = (uint8_t)kind;
@@ -99,10 +138,12 @@ ck_py_t *ck_py_global(ck_arena_t *a, const char *module, const char *name)
 int ck_py_vec_push(ck_arena_t *a, ck_py_vec_t *v, ck_py_t *item)
 {
     if (v->n == v->cap) {
-        size_t cap = v->cap ? v->cap * 2 : 4;
+        size_t cap = v->cap ? (size_t)v->cap * 2 : 4;
         ck_py_t **nv;
 
-        if (cap > SIZE_MAX / sizeof(*nv))
+        if (cap > UINT32_MAX)
+            cap = UINT32_MAX;
+        if (v->n == cap || cap > SIZE_MAX / sizeof(*nv))
             return CK_ENOMEM;
         nv = ck_arena_alloc(a, cap * sizeof(*nv));
         if (nv == NULL)
@@ -110,7 +151,7 @@ int ck_py_vec_push(ck_arena_t *a, ck_py_vec_t *v, ck_py_t *item)
         if (v->n)
             memcpy(nv, v->v, v->n * sizeof(*nv));
         v->v = nv;
-        v->cap = cap;
+        v->cap = (uint32_t)cap;
     }
     v->v[v->n++] = item;
     return 0;

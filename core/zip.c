@@ -129,14 +129,6 @@ static int cmp_lho(const void *a, const void *b)
     return x->lho < y->lho ? -1 : x->lho > y->lho;
 }
 
-static int cmp_name(const void *a, const void *b)
-{
-    const ck_zip_entry_t *x = *(ck_zip_entry_t *const *)a;
-    const ck_zip_entry_t *y = *(ck_zip_entry_t *const *)b;
-
-    return strcmp(x->name, y->name);
-}
-
 /* Names as miniz's mz_zip_reader_locate_file compares them when torch
  * looks a record up (flags 0): ASCII letters folded to lower case. */
 static int fold_cmp(const char *x, const char *y)
@@ -148,14 +140,6 @@ static int fold_cmp(const char *x, const char *y)
         if (a != b || a == 0)
             return (unsigned char)a - (unsigned char)b;
     }
-}
-
-static int cmp_fold(const void *a, const void *b)
-{
-    const ck_zip_entry_t *x = *(ck_zip_entry_t *const *)a;
-    const ck_zip_entry_t *y = *(ck_zip_entry_t *const *)b;
-
-    return fold_cmp(x->name, y->name);
 }
 
 /* Zip64 extended information: the fields whose 32-bit value is saturated. */
@@ -305,20 +289,68 @@ static int find_end(int fd, uint64_t fsize, ck_zip_t *z, uint64_t *count,
 
 /* The entry's local header agrees with its central one (method, name) and
  * its data lies before the central directory: sets e->data_off. */
-static int check_local(int fd, const ck_zip_t *z, ck_zip_entry_t *e,
-                       const uint8_t *name, uint64_t nlen, ck_err_t *err)
+/*
+ * Local headers are read through a window: torch writes them in offset
+ * order, so for 10^5 small records one pread brings in the headers of
+ * hundreds, and for large records each read is just the header.
+ */
+#define WIN_MAX (64 * 1024)
+
+typedef struct {
+    int fd;
+    uint8_t *buf;      /* WIN_MAX + 30 + 512 bytes */
+    uint64_t off;
+    size_t len;
+} win_t;
+
+/* The n bytes at off when the window holds them, else NULL. */
+static const uint8_t *win_at(const win_t *w, uint64_t off, size_t n)
 {
-    uint8_t lh[30];
-    char lname[512];
-    uint64_t ln, lx;
+    if (off >= w->off && off - w->off <= w->len && w->len - (off - w->off) >= n)
+        return w->buf + (off - w->off);
+    return NULL;
+}
+
+/* The local header of order[k] (entries sorted by offset) agrees with its
+ * central one; sets data_off. */
+static int check_local(win_t *w, const ck_zip_t *z, ck_zip_entry_t **order,
+                       size_t k, size_t n, ck_err_t *err)
+{
+    ck_zip_entry_t *e = order[k];
+    size_t nlen = strlen(e->name);
+    const uint8_t *lh, *lname;
+    uint64_t ln, lx, end;
     cur_t l;
 
-    if (e->lho > z->cd_off || z->cd_off - e->lho < 30 ||
-        ck_pread_full(fd, lh, sizeof(lh), e->lho) < 0)
+    if (e->lho > z->cd_off || z->cd_off - e->lho < 30)
+        return ck_err_set(err, CK_EFORMAT,
+                          "zip: %s: local header out of bounds", e->name);
+    if (nlen > 512)
+        return ck_err_set(err, CK_EFORMAT,
+                          "zip: %s: local and central headers disagree",
+                          e->name);
+    if (win_at(w, e->lho, 30 + nlen) == NULL) {
+        /* a new window, over the headers of the entries that follow too */
+        end = e->lho + 30 + nlen;
+        for (size_t j = k + 1; j < n && order[j]->lho - e->lho <= WIN_MAX; j++)
+            if (order[j]->lho + 30 + strnlen(order[j]->name, 512) > end)
+                end = order[j]->lho + 30 + strnlen(order[j]->name, 512);
+        if (end > z->cd_off)
+            end = z->cd_off;
+        w->len = 0;
+        if (end - e->lho > WIN_MAX + 30 + 512 ||
+            ck_pread_full(w->fd, w->buf, (size_t)(end - e->lho), e->lho) < 0)
+            return ck_err_set(err, CK_EFORMAT,
+                              "zip: %s: local header out of bounds", e->name);
+        w->off = e->lho;
+        w->len = (size_t)(end - e->lho);
+    }
+    lh = win_at(w, e->lho, 30);
+    if (lh == NULL)
         return ck_err_set(err, CK_EFORMAT,
                           "zip: %s: local header out of bounds", e->name);
     l.p = lh;
-    l.end = lh + sizeof(lh);
+    l.end = lh + 30;
     l.bad = 0;
     if (rd(&l, 4) != SIG_LOCAL)
         return ck_err_set(err, CK_EFORMAT, "zip: %s: bad local header",
@@ -333,9 +365,9 @@ static int check_local(int fd, const ck_zip_t *z, ck_zip_entry_t *e,
     ln = rd(&l, 2);
     lx = rd(&l, 2);
     e->data_off = e->lho + 30 + ln + lx;
-    if (ln != nlen || ln > sizeof(lname) || e->data_off > z->cd_off ||
-        ck_pread_full(fd, lname, (size_t)ln, e->lho + 30) < 0 ||
-        memcmp(lname, name, (size_t)ln) != 0)
+    if (ln != nlen || ln > 512 || e->data_off > z->cd_off ||
+        (lname = win_at(w, e->lho + 30, (size_t)ln)) == NULL ||
+        memcmp(lname, e->name, (size_t)ln) != 0)
         return ck_err_set(err, CK_EFORMAT,
                           "zip: %s: local and central headers disagree",
                           e->name);
@@ -412,32 +444,58 @@ static int read_entry(int fd, ck_zip_t *z, cur_t *c, size_t i,
     if (e->method == 0 && e->csize != e->usize)
         return ck_err_set(err, CK_EFORMAT,
                           "zip: %s: stored entry with two sizes", e->name);
-    return check_local(fd, z, e, name, nlen, err);
+    return 0;
 }
 
-/* No two entries overlap and no name is there twice, nor twice ignoring
- * case (torch's miniz finds records ignoring case: of 'archive/Data.pkl'
- * and 'archive/data.pkl' it may load either); leaves order sorted by name. */
-static int check_layout(ck_zip_entry_t **order, size_t n, ck_err_t *err)
+/* ck_zip_find's order: names folded as miniz folds them, then as they are,
+ * so names equal ignoring case sit side by side. */
+static int cmp_fold_name(const void *a, const void *b)
 {
-    qsort(order, n, sizeof(*order), cmp_lho);
-    for (size_t i = 0; i + 1 < n; i++)
+    const ck_zip_entry_t *x = *(ck_zip_entry_t *const *)a;
+    const ck_zip_entry_t *y = *(ck_zip_entry_t *const *)b;
+    int d = fold_cmp(x->name, y->name);
+
+    return d != 0 ? d : strcmp(x->name, y->name);
+}
+
+/* Every local header agrees with the central directory, no two entries
+ * overlap and no name is there twice, nor twice ignoring case (torch's
+ * miniz finds records ignoring case: of 'archive/Data.pkl' and
+ * 'archive/data.pkl' it may load either); leaves order in ck_zip_find's. */
+static int check_layout(int fd, const ck_zip_t *z, ck_zip_entry_t **order,
+                        size_t n, ck_err_t *err)
+{
+    win_t w = { fd, NULL, 0, 0 };
+    size_t i;
+    int rc = 0;
+
+    for (i = 0; i + 1 < n && order[i]->lho <= order[i + 1]->lho; i++)
+        ;
+    if (i + 1 < n) /* torch writes in order; sort only what is not */
+        qsort(order, n, sizeof(*order), cmp_lho);
+    w.buf = ck_malloc(WIN_MAX + 30 + 512);
+    if (w.buf == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    for (i = 0; i < n && rc == 0; i++)
+        rc = check_local(&w, z, order, i, n, err);
+    ck_free(w.buf);
+    if (rc < 0)
+        return rc;
+    for (i = 0; i + 1 < n; i++)
         if (order[i]->data_off + order[i]->csize > order[i + 1]->lho)
             return ck_err_set(err, CK_EFORMAT, "zip: entries %s and %s overlap",
                               order[i]->name, order[i + 1]->name);
-    qsort(order, n, sizeof(*order), cmp_name);
-    for (size_t i = 0; i + 1 < n; i++)
+    qsort(order, n, sizeof(*order), cmp_fold_name);
+    for (i = 0; i + 1 < n; i++) {
         if (strcmp(order[i]->name, order[i + 1]->name) == 0)
             return ck_err_set(err, CK_EFORMAT, "zip: duplicate entry %s",
                               order[i]->name);
-    qsort(order, n, sizeof(*order), cmp_fold);
-    for (size_t i = 0; i + 1 < n; i++)
         if (fold_cmp(order[i]->name, order[i + 1]->name) == 0)
             return ck_err_set(err, CK_EFORMAT,
                               "zip: entries %s and %s differ only in case "
                               "(torch would read either)",
                               order[i]->name, order[i + 1]->name);
-    qsort(order, n, sizeof(*order), cmp_name);
+    }
     return 0;
 }
 
@@ -476,7 +534,7 @@ int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
         order[i] = &z->e[i];
     }
     z->n = (size_t)count;
-    rc = check_layout(order, z->n, err);
+    rc = check_layout(fd, z, order, z->n, err);
     if (rc == 0)
         z->by_name = order;
 out:
@@ -498,7 +556,10 @@ ck_zip_entry_t *ck_zip_find(ck_zip_t *z, const char *name)
     }
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int d = strcmp(z->by_name[mid]->name, name);
+        int d = fold_cmp(z->by_name[mid]->name, name);
+
+        if (d == 0)
+            d = strcmp(z->by_name[mid]->name, name);
 
         if (d == 0)
             return z->by_name[mid];
