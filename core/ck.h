@@ -120,6 +120,9 @@ size_t ck_strmap_get(const ck_strmap_t *m, const char *key);
 /* Store key -> val unless key is there (the first value stays): 0 or
  * CK_ENOMEM. */
 int ck_strmap_add(ck_strmap_t *m, ck_arena_t *a, const char *key, size_t val);
+/* Room for n more keys without growing (and leaving the outgrown arrays in
+ * the arena): 0 or CK_ENOMEM. */
+int ck_strmap_reserve(ck_strmap_t *m, ck_arena_t *a, size_t n);
 
 /* Checked arithmetic on sizes from untrusted input: 0 ok, -1 overflow. */
 static inline int ck_mul_u64(uint64_t a, uint64_t b, uint64_t *r)

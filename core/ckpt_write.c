@@ -208,20 +208,32 @@ static int plain_str(const ck_py_t *k)
 static size_t uniq_first_dup(uniq_t *u, ck_py_vec_t *m, size_t *j)
 {
     ck_strmap_t seen = { 0 };
-    uniq_key_t *other;
+    uniq_key_t small[16], *other;
     size_t nother = 0, first = SIZE_MAX;
 
-    other = ck_arena_alloc(&u->scratch, (m->n / 2 + 1) * sizeof(*other));
-    if (other == NULL)
+    other = m->n <= 32 ? small
+                       : ck_arena_alloc(&u->scratch, (m->n / 2 + 1) * sizeof(*other));
+    if (other == NULL ||
+        (m->n > 32 && ck_strmap_reserve(&seen, &u->scratch, m->n / 2) < 0))
         return SIZE_MAX - 1;
     for (size_t i = 0; i + 1 < m->n; i += 2) {
         ck_py_t *k = m->v[i];
-        size_t at;
+        size_t at = SIZE_MAX;
 
         if (!plain_str(k)) {
             other[nother].h = ck_py_hash(k, 3);
             other[nother++].i = i;
             continue;
+        }
+        if (m->n <= 32) { /* a few keys: no map */
+            for (size_t p = 0; p < i && at == SIZE_MAX; p += 2)
+                if (plain_str(m->v[p]) && strcmp(m->v[p]->u.s.s, k->u.s.s) == 0)
+                    at = p;
+            if (at == SIZE_MAX)
+                continue;
+            first = i;
+            *j = at;
+            break;
         }
         at = ck_strmap_get(&seen, k->u.s.s);
         if (at != SIZE_MAX) {

@@ -29,7 +29,7 @@ typedef struct {
 
 typedef struct {
     ck_zip_entry_t *e; /* in central directory order */
-    ck_zip_entry_t **by_name; /* the same sorted by name, for ck_zip_find */
+    ck_strmap_t names; /* name -> index in e, for ck_zip_find */
     size_t n;
     uint64_t cd_off, cd_size;
     int zip64;

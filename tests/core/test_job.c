@@ -345,6 +345,22 @@ static void test_write_refuses_duplicate_keys(void **state)
     ck_py_vec_remove(&ints->u.seq, ints->u.seq.n - 2, 2);
     memset(&f->err, 0, sizeof(f->err));
     assert_int_equal(ck_ckpt_write(&f->job.ck, f->out, &info, &f->err), 0);
+
+    /* more str keys than the small mappings' pairwise check takes */
+    for (int k = 0; k < 40; k++) {
+        char name[16];
+
+        snprintf(name, sizeof(name), "k%d", k % 39);
+        ck_py_vec_push(a, &sd->u.o.dict, ck_py_str(a, name, strlen(name)));
+        ck_py_vec_push(a, &sd->u.o.dict, ck_py_int(a, k));
+    }
+    memset(&f->err, 0, sizeof(f->err));
+    assert_int_equal(ck_ckpt_write(&f->job.ck, f->out, &info, &f->err),
+                     CK_EFORMAT);
+    assert_string_equal(f->err.msg,
+                        "'best_state/model' would hold the key 'k0' twice "
+                        "(items 2 and 41): torch.load would keep one and "
+                        "lose the other");
 }
 
 int main(void)
