@@ -281,6 +281,23 @@ static int uniq_map(uniq_t *u, ck_py_vec_t *m)
                       u->path[0] ? u->path : "/", a, j / 2, i / 2);
 }
 
+/* Whether p holds anything the check looks at: a tensor's call (empty
+ * items, no state) or a str does not, and costs no path. */
+static int uniq_may_hold(const ck_py_t *p)
+{
+    switch (p == NULL ? CK_PY_NONE : (ck_py_kind_t)p->kind) {
+    case CK_PY_DICT:
+    case CK_PY_TUPLE:
+    case CK_PY_LIST:
+        return p->u.seq.n > 0;
+    case CK_PY_REDUCE:
+    case CK_PY_NEWOBJ:
+        return p->u.o.dict.n > 0 || p->u.o.list.n > 0 || p->u.o.state != NULL;
+    default:
+        return 0;
+    }
+}
+
 static int uniq_vec(uniq_t *u, ck_py_vec_t *v, int pairs, uint32_t depth)
 {
     size_t len = strlen(u->path);
@@ -289,7 +306,7 @@ static int uniq_vec(uniq_t *u, ck_py_vec_t *v, int pairs, uint32_t depth)
     for (size_t i = 0; i < v->n && rc == 0; i++) {
         ck_py_t *k = pairs && (i % 2) ? v->v[i - 1] : NULL;
 
-        if (pairs && !(i % 2))
+        if ((pairs && !(i % 2)) || !uniq_may_hold(v->v[i]))
             continue; /* keys hold no mapping worth naming */
         if (k != NULL && k->kind == CK_PY_STR)
             snprintf(u->path + len, sizeof(u->path) - len, "%s%.*s",
