@@ -622,9 +622,36 @@ static int walk_vec(scan_t *s, ck_py_vec_t *v, uint32_t depth)
     return 0;
 }
 
+/*
+ * A call's arguments.  Those of a tensor's call are walked but for its
+ * offset, size, stride and requires_grad (ints, tuples of ints, a bool:
+ * scan_tensor reads and checks them, and nothing under them is a
+ * storage), four of the ten nodes a tensor has.
+ */
+static int walk_args(scan_t *s, ck_py_t *args, int version, uint32_t depth)
+{
+    if (version <= 0 || args == NULL || args->kind != CK_PY_TUPLE)
+        return walk(s, args, depth);
+    if (args->wgen == s->gen)
+        return 0;
+    args->wgen = s->gen;
+    for (size_t i = 0; i < args->u.seq.n; i++) {
+        ck_py_t *a = args->u.seq.v[i];
+        int rc;
+
+        if (i >= 1 && i <= 4 && a != NULL &&
+            (a->kind == CK_PY_INT || a->kind == CK_PY_BOOL ||
+             a->kind == CK_PY_TUPLE))
+            continue;
+        if ((rc = walk(s, a, depth + 1)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
 static int walk(scan_t *s, ck_py_t *p, uint32_t depth)
 {
-    int rc;
+    int rc, version;
 
     if (p == NULL)
         return 0;
@@ -645,12 +672,7 @@ static int walk(scan_t *s, ck_py_t *p, uint32_t depth)
         return scan_persid(s, p);
     case CK_PY_REDUCE:
     case CK_PY_NEWOBJ:
-        if ((rc = walk(s, p->u.o.fn, depth + 1)) < 0 ||
-            (rc = walk(s, p->u.o.args, depth + 1)) < 0 ||
-            (rc = walk_vec(s, &p->u.o.list, depth)) < 0 ||
-            (rc = walk_vec(s, &p->u.o.dict, depth)) < 0 ||
-            (rc = walk(s, p->u.o.state, depth + 1)) < 0)
-            return rc;
+        version = 0;
         if (p->kind == CK_PY_REDUCE) {
             /* one global node serves every tensor of a torch.save pickle:
              * its version is looked up once */
@@ -658,10 +680,15 @@ static int walk(scan_t *s, ck_py_t *p, uint32_t depth)
                 s->last_fn = p->u.o.fn;
                 s->last_version = ck_ckpt_tensor_call(p);
             }
-            if (s->last_version > 0)
-                return scan_tensor(s, p, s->last_version);
+            version = s->last_version;
         }
-        return 0;
+        if ((rc = walk(s, p->u.o.fn, depth + 1)) < 0 ||
+            (rc = walk_args(s, p->u.o.args, version, depth + 1)) < 0 ||
+            (rc = walk_vec(s, &p->u.o.list, depth)) < 0 ||
+            (rc = walk_vec(s, &p->u.o.dict, depth)) < 0 ||
+            (rc = walk(s, p->u.o.state, depth + 1)) < 0)
+            return rc;
+        return version > 0 ? scan_tensor(s, p, version) : 0;
     default:
         return 0;
     }
