@@ -35,9 +35,11 @@ struct ck_storage {
     uint64_t nbytes;
     const char *location;
     ck_src_t src;
-    const ck_zip_entry_t *entry; /* CK_SRC_ZIP */
-    uint64_t off;                /* CK_SRC_LEGACY: file offset of the bytes */
-    const uint8_t *mem;          /* CK_SRC_MEM */
+    union {                      /* by src: */
+        const ck_zip_entry_t *entry; /* CK_SRC_ZIP */
+        uint64_t off;                /* CK_SRC_LEGACY: file offset of the bytes */
+        const uint8_t *mem;          /* CK_SRC_MEM */
+    };
     /* a cast (ck_ckpt_cast): the input holds src_nbytes bytes of conv[0]
      * elements, converted through conv[1..nconv) while written; nconv 0:
      * the bytes are copied as they are (src_nbytes == nbytes) */
