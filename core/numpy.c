@@ -167,6 +167,8 @@ int ck_np_global(const char *module, const char *name)
 {
     size_t ml = strlen(module);
 
+    if (strchr(name, '.') != NULL) /* "numpy.core" + "multiarray.scalar" */
+        return 0;
     for (size_t i = 0; i < CK_ARRAY_SIZE(np_names); i++) {
         const char *e = np_names[i];
 
@@ -485,6 +487,7 @@ static int dtype_state(np_t *s, const ck_py_t *st, int depth, np_dt_t *d)
 {
     const ck_py_t *const *v;
     int64_t ver = 0, elsize = 0, align = 0, flags = 0;
+    int rc;
     int fixed = strchr("SUV", d->kind) == NULL;
     int one = d->kind == 'b' || d->kind == 'S' || d->kind == 'V' ||
               d->itemsize == 1;
@@ -500,10 +503,6 @@ static int dtype_state(np_t *s, const ck_py_t *st, int depth, np_dt_t *d)
         !int_of(v[7], &flags))
         return bad(s, CK_EFORMAT, "dtype state is not (version, byteorder, "
                    "subarray, names, fields, elsize, alignment, flags)");
-    if (((uint64_t)flags & 0xff & ~(uint64_t)NP_SAFE_FLAGS) != 0 ||
-        flags < -128 || flags > 255)
-        return bad(s, CK_EUNSAFE, "dtype flags 0x%02llx mark Python object "
-                   "items", (unsigned long long)flags & 0xff);
     bo = v[1]->kind == CK_PY_STR && v[1]->u.s.n == 1 ? v[1]->u.s.s[0] : 0;
     if (one ? bo != '|' : bo != '<' && bo != '>')
         return bad(s, CK_EFORMAT, "dtype byteorder is not what numpy writes "
@@ -532,15 +531,22 @@ static int dtype_state(np_t *s, const ck_py_t *st, int depth, np_dt_t *d)
     if (d->kind == 'M' || d->kind == 'm') {
         if (ver != 4)
             return bad(s, CK_EFORMAT, "datetime dtype without its unit");
-        return dt_meta(s, v[8], d);
-    }
-    if (ver == 4)
+        if ((rc = dt_meta(s, v[8], d)) < 0)
+            return rc;
+    } else if (ver == 4) {
         return bad(s, CK_EUNSUPPORTED, "dtype metadata (a version 4 state) "
                    "outside a datetime");
-    if (v[2]->kind != CK_PY_NONE)
-        return subarray(s, v[2], depth, d);
-    if (v[3]->kind != CK_PY_NONE)
-        return fields(s, v[3], v[4], depth, d);
+    }
+    if (v[2]->kind != CK_PY_NONE && (rc = subarray(s, v[2], depth, d)) < 0)
+        return rc;
+    if (v[3]->kind != CK_PY_NONE &&
+        (rc = fields(s, v[3], v[4], depth, d)) < 0)
+        return rc;
+    /* after the fields: an object field is named as such first */
+    if (((uint64_t)flags & 0xff & ~(uint64_t)NP_SAFE_FLAGS) != 0 ||
+        flags < -128 || flags > 255)
+        return bad(s, CK_EUNSAFE, "dtype flags 0x%02llx mark Python object "
+                   "items", (unsigned long long)flags & 0xff);
     return 0;
 }
 
