@@ -8,6 +8,8 @@ bytes at protocol 2 (GLOBAL is newline-ended text, so nothing else moves);
 the structure is the same.
 
 usage: /usr/bin/python3 tests/core/make_numpy_cases.py > tests/core/numpy_cases.h
+
+tests/hostile/make_hostile.py imports `cases` for its numpy files.
 """
 import _codecs
 import collections
@@ -186,14 +188,19 @@ def c_bytes(b):
     return "\n".join(out)
 
 
-print("/* numpy_cases.h -- made by make_numpy_cases.py from real numpy %s;"
-      % np.__version__)
-print(" * do not edit. */")
-print("static const struct np_case {\n    const char *name;\n"
-      "    const char *pkl;\n    size_t len;\n    int rc;\n"
-      "    const char *text;\n} np_cases[] = {")
-for name, b, rc, text in cases:
-    pickle.loads(b) if rc == "0" and not name.startswith("np2") else None
-    print("    { \"%s\",\n%s,\n      %d, %s, \"%s\" }," % (
-        name, c_bytes(b), len(b), rc, text))
-print("};")
+def main():
+    print("/* numpy_cases.h -- made by make_numpy_cases.py from real numpy %s;"
+          % np.__version__)
+    print(" * do not edit. */")
+    print("static const struct np_case {\n    const char *name;\n"
+          "    const char *pkl;\n    size_t len;\n    int rc;\n"
+          "    const char *text;\n} np_cases[] = {")
+    for name, b, rc, text in cases:
+        pickle.loads(b) if rc == "0" and not name.startswith("np2") else None
+        print("    { \"%s\",\n%s,\n      %d, %s, \"%s\" }," % (
+            name, c_bytes(b), len(b), rc, text))
+    print("};")
+
+
+if __name__ == "__main__":
+    main()
