@@ -272,9 +272,16 @@ static int legacy_pickles(ck_ckpt_t *c, const uint8_t *buf, size_t len,
     c->pk.consumed = pos;
     c->pickle_bytes = p[3].consumed;
     for (int i = 0; i < 5; i++)
-        for (size_t j = 0; i != 3 && j < p[i].globals.n; j++)
-            if (ck_py_vec_push(&c->arena, &c->pk.globals, p[i].globals.v[j]) < 0)
+        for (size_t j = 0; i != 3 && j < p[i].globals.n; j++) {
+            ck_py_t *g = p[i].globals.v[j];
+
+            /* ck_np_check sees the data pickle only */
+            if (c->allow_numpy && ck_np_global(g->u.g.module, g->u.g.name))
+                return ck_err_set(err, CK_EUNSAFE, "legacy header pickle "
+                                  "names %s.%s", g->u.g.module, g->u.g.name);
+            if (ck_py_vec_push(&c->arena, &c->pk.globals, g) < 0)
                 return ck_err_set(err, CK_ENOMEM, "out of memory");
+        }
     *keys = p[4].root;
     *data_start = pos;
     if ((*keys)->kind != CK_PY_LIST)

@@ -17,7 +17,9 @@
  * (no 'O', no field or sub-array of one, no flag that marks object items)
  * and exactly shape * itemsize bytes of data; a numpy name anywhere else
  * (a bare numpy.ndarray, a numpy call through NEWOBJ, a dtype slot holding
- * another call) is refused.  Nothing here marks nodes: visited nodes and
+ * another call) is refused.  Values the pickle drops (POP, POP_MARK)
+ * are checked too: the graph loses them, torch.load does not.  Nothing
+ * here marks nodes: visited nodes and
  * the dtypes checked are kept in two pointer tables of this file's own.
  * Bytes come as BYTES, protocol 2's _codecs.encode(text, 'latin1'),
  * bytes() when empty, or bytearray (protocol 5's in-band buffers, and
@@ -830,6 +832,11 @@ int ck_np_check(ck_ckpt_t *c, ck_err_t *err)
     w.np.err = err;
     w.np.max_depth = c->lim.max_depth;
     rc = walk(&w, c->pk.root, 0);
+    for (size_t i = 0; rc == 0 && i < c->pk.dropped.n; i++) {
+        snprintf(w.np.path, sizeof(w.np.path), "a value POP drops");
+        w.np.plen = strlen(w.np.path);
+        rc = walk(&w, c->pk.dropped.v[i], 0);
+    }
     tab_release(&w.np.seen);
     tab_release(&w.np.dts);
     return rc;

@@ -50,6 +50,14 @@ def np2(b):
     return out
 
 
+def dropped(seg, pop=b'0', mark=b''):
+    """{'v': 1} after seg (a pickled value, PROTO and STOP cut) is pushed
+    and dropped by POP or MARK ... POP_MARK: the graph loses it, a
+    torch.load builds it."""
+    return (b'\x80\x02' + mark + seg[2:-1] + pop +
+            b'}X\x01\x00\x00\x00vK\x01s.')
+
+
 def called_dtype():
     """{'v': dtype('f8')('x')}, by hand: the pickler wants a callable."""
     seg = pickle.dumps(np.dtype('f8'), protocol=2)[2:-1]
@@ -148,6 +156,14 @@ cases = [
      p2(dt(('M8', False, True),
            (4, '<', None, None, None, -1, -1, 1, ({}, (b'D', 1, 1, 1))))),
      "CK_EUNSAFE", "flags 0x01"),
+    ("dropped_obj_array",
+     dropped(pickle.dumps(np.array([1, 'x'], dtype=object), protocol=2)),
+     "CK_EUNSAFE", "numpy array at a value POP drops: object dtype"),
+    ("dropped_mark_flags",
+     dropped(pickle.dumps(dt(('V8', False, True),
+                             (3, '|', None, None, None, 8, 1, 1)), protocol=2),
+             b'1', b'('),
+     "CK_EUNSAFE", "at a value POP drops: dtype flags 0x01"),
     ("byteorder_pipe_f8", p2(dt(('f8', False, True),
                                 (3, '|', None, None, None, -1, -1, 0))),
      "CK_EFORMAT", "byteorder"),

@@ -186,6 +186,19 @@ def sparse():
     return {'s': torch.sparse_coo_tensor(i, torch.tensor([1.0, 2.0]), (2, 2))}
 
 
+def numpy_values():
+    """numpy arrays, scalars and dtypes as Lightning keeps them (run with
+    [security] allow_numpy = yes by fuzz_ckpt)."""
+    import numpy as np
+    rec = np.dtype([('a', '<f4'), ('b', '<i8', (2,))])
+    return {'state_dict': {'w': torch.ones(2)},
+            'hyper_parameters': {
+                'mean': np.arange(3.0), 'lr': np.float32(0.5),
+                'dt': np.dtype('<U2'), 'rec': np.zeros(2, dtype=rec),
+                'fortran': np.zeros((2, 3), dtype='>i4', order='F'),
+                'when': np.datetime64('2020-01-01', 'D'), 'empty': np.zeros(0)}}
+
+
 def objects():
     return [
         ('audiocraft', audiocraft),
@@ -200,6 +213,7 @@ def objects():
         ('tensor', lambda: torch.arange(6, dtype=torch.float32).view(2, 3)),
         ('list_of_tensors', lambda: [torch.ones(2), torch.zeros(1, dtype=torch.int8)]),
         ('empty_dict', dict),
+        ('numpy_values', numpy_values),
     ]
 
 
@@ -468,6 +482,8 @@ def main():
         zips.append((name, data))
         put(dirs['fuzz_legacy'], name + '.pt',
             save(make(), _use_new_zipfile_serialization=False))
+    put(dirs['fuzz_ckpt'], 'numpy_values_proto5.pt',
+        save(numpy_values(), pickle_protocol=5))
     for proto in (4, 5):
         data = save(audiocraft(), pickle_protocol=proto)
         put(dirs['fuzz_ckpt'], 'audiocraft_proto%d.pt' % proto, data)
