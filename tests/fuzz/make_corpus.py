@@ -18,7 +18,8 @@ crashed and is kept by hand):
                   _use_new_zipfile_serialization=False, and gopickle's
   fuzz_pickle/    the data.pkl of every fuzz_ckpt file, and pickles of plain
                   Python values at protocols 0 to 5, and hand-written ones
-                  for the opcodes CPython 3 no longer writes
+                  for the opcodes CPython 3 no longer writes, and the numpy
+                  values of tests/core/make_numpy_cases.py
   fuzz_conf/      conf/ckprep.ini, conf/examples/*.ini and a few more
   fuzz_override/  override lines, each optionally followed by a YAML config
   fuzz_tar/       legacy files whose first block is also a tar header (v7
@@ -514,6 +515,10 @@ def main():
             pickle.dumps(plain, protocol=proto))
     for name, data in HAND_PICKLES.items():
         put(dirs['fuzz_pickle'], name + '.pkl', data)
+    sys.path.insert(0, os.path.join(ROOT, 'tests', 'core'))
+    import make_numpy_cases  # numpy values, good and hostile
+    for name, data, _, _ in make_numpy_cases.cases:
+        put(dirs['fuzz_pickle'], 'numpy_%s.pkl' % name, data)
 
     confdir = os.path.join(ROOT, 'conf')
     put(dirs['fuzz_conf'], 'ckprep.ini',
