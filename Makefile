@@ -88,6 +88,7 @@ CORE_SRC := \
 	core/listing.c \
 	core/log.c \
 	core/manifest.c \
+	core/numpy.c \
 	core/omegaconf.c \
 	core/pickle.c \
 	core/pickle_graph.c \

@@ -14,6 +14,7 @@
 #include "ckpt.h"
 
 #include "fsutil.h"
+#include "numpy.h"
 #include "safetensors.h"
 
 #include <errno.h>
@@ -125,6 +126,8 @@ static int check_globals(ck_ckpt_t *c, const char *const *extra, ck_err_t *err)
     for (size_t i = 0; i < c->pk.globals.n; i++) {
         ck_py_t *g = c->pk.globals.v[i];
 
+        if (c->allow_numpy && ck_np_global(g->u.g.module, g->u.g.name))
+            continue; /* checked where it is used: ck_np_check */
         if (!ck_global_allowed(g->u.g.module, g->u.g.name, extra))
             return ck_err_set(err, CK_EUNSAFE,
                               "pickle names global '%s.%s'%s, which is not allowed",
@@ -269,9 +272,16 @@ static int legacy_pickles(ck_ckpt_t *c, const uint8_t *buf, size_t len,
     c->pk.consumed = pos;
     c->pickle_bytes = p[3].consumed;
     for (int i = 0; i < 5; i++)
-        for (size_t j = 0; i != 3 && j < p[i].globals.n; j++)
-            if (ck_py_vec_push(&c->arena, &c->pk.globals, p[i].globals.v[j]) < 0)
+        for (size_t j = 0; i != 3 && j < p[i].globals.n; j++) {
+            ck_py_t *g = p[i].globals.v[j];
+
+            /* ck_np_check sees the data pickle only */
+            if (c->allow_numpy && ck_np_global(g->u.g.module, g->u.g.name))
+                return ck_err_set(err, CK_EUNSAFE, "legacy header pickle "
+                                  "names %s.%s", g->u.g.module, g->u.g.name);
+            if (ck_py_vec_push(&c->arena, &c->pk.globals, g) < 0)
                 return ck_err_set(err, CK_ENOMEM, "out of memory");
+        }
     *keys = p[4].root;
     *data_start = pos;
     if ((*keys)->kind != CK_PY_LIST)
@@ -784,6 +794,7 @@ static int open_checked(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
     c->fd = -1;
     c->path = path;
     c->lim = o->lim;
+    c->allow_numpy = o->allow_numpy;
     /* O_NONBLOCK: a FIFO put in the file's place must not hang the open */
     c->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (c->fd < 0)

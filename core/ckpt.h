@@ -57,6 +57,7 @@ typedef enum { CK_FMT_ZIP, CK_FMT_LEGACY, CK_FMT_SAFETENSORS } ck_format_t;
 typedef struct {
     ck_limits_t lim;
     const char *const *allow; /* extra allowed globals "module.name", NULL-ended */
+    int allow_numpy;          /* numpy values, checked (core/numpy.h) */
 } ck_open_opts_t;
 
 typedef struct {
@@ -90,6 +91,8 @@ typedef struct {
                                  of str), NULL otherwise */
     const int *cancel;        /* ck_ckpt_write stops with CK_ECANCELED once
                                  *cancel is nonzero (another thread sets it) */
+    int allow_numpy;          /* from ck_open_opts_t: numpy names pass the
+                                 allowlist, ck_ckpt_validate checks them */
 } ck_ckpt_t;
 
 /*
@@ -150,7 +153,8 @@ int ck_ckpt_check_keys(ck_ckpt_t *c, ck_err_t *err);
 
 /*
  * The one validation `inspect` and `run` (and the daemon) share, after
- * ck_ckpt_open: ck_ckpt_check_keys, then the pickle written to a scratch
+ * ck_ckpt_open: with allow_numpy, ck_np_check (every numpy value well
+ * formed, no object dtype); ck_ckpt_check_keys, then the pickle written to a scratch
  * buffer and dropped, so everything the writer would refuse (a set that
  * holds itself, nesting past the limit) is refused here too.  0 or an
  * error in err.

@@ -9,6 +9,7 @@
 #include "ckpt.h"
 
 #include "fsutil.h"
+#include "numpy.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -366,8 +367,10 @@ int ck_ckpt_check_keys(ck_ckpt_t *c, ck_err_t *err)
 int ck_ckpt_validate(ck_ckpt_t *c, ck_err_t *err)
 {
     ck_buf_t pkl = { 0 };
-    int rc = ck_ckpt_check_keys(c, err);
+    int rc = c->allow_numpy ? ck_np_check(c, err) : 0;
 
+    if (rc == 0)
+        rc = ck_ckpt_check_keys(c, err);
     if (rc == 0)
         rc = ck_pickle_write(c->pk.root, &c->lim, &c->arena, NULL, NULL, &pkl,
                              err);

@@ -6,6 +6,8 @@
  */
 #include "inspect.h"
 
+#include "numpy.h"
+
 #include <string.h>
 
 #define MAX_DTYPES 40
@@ -46,13 +48,20 @@ const char *ck_inspect_kind(ck_ckpt_t *c, ck_py_t *p)
     case CK_PY_GLOBAL: return "global";
     case CK_PY_PERSID: return "storage";
     case CK_PY_REDUCE:
-    case CK_PY_NEWOBJ:
+    case CK_PY_NEWOBJ: {
+        char np[128];
+        const char *d;
+
+        if (ck_np_describe(p, np, sizeof(np)) &&
+            (d = ck_arena_strdup(&c->arena, np)) != NULL)
+            return d; /* "ndarray float64 (3,)" */
         if (ck_ckpt_tensor(c, p) != NULL)
             return ck_py_global_is(p->u.o.fn, "torch._utils", "_rebuild_parameter")
                        ? "Parameter" : "tensor";
         if (p->u.o.fn->kind == CK_PY_GLOBAL)
             return p->u.o.fn->u.g.name;
         return "object";
+    }
     }
     return "?";
 }

@@ -497,6 +497,7 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     rfc3339(ts, sizeof(ts));
     ck_conf_limits(conf, &opts.lim);
     opts.allow = conf->allow;
+    opts.allow_numpy = conf->security.allow_numpy;
     ck_json_arr(&plugins);
     rc = ck_ckpt_open(&job.ck, args->in, &opts, err);
     job.ck.cancel = args->cancel;

@@ -637,6 +637,7 @@ static int cmd_inspect(int argc, char **argv)
         return EXIT_USAGE;
     ck_conf_limits(cpath ? &conf : NULL, &opts.lim);
     opts.allow = cpath ? conf.allow : NULL;
+    opts.allow_numpy = cpath ? conf.security.allow_numpy : 0;
     if (enter_sandbox(path, cpath, &conf, NULL) < 0) {
         ck_conf_release(&conf);
         return EXIT_FILE;

@@ -713,11 +713,14 @@ static int op_stack(rd_t *r, int op)
     case OP_POP_MARK:
         if ((base = pop_mark(r)) < 0)
             return CK_EFORMAT;
-        r->sp = (size_t)base;
+        while (r->sp > (size_t)base)
+            if (ck_py_vec_push(r->a, &r->out->dropped, r->stack[--r->sp]) < 0)
+                return rd_nomem(r);
         return 0;
     case OP_POP:
         if (r->sp > frame_base(r)) {
-            r->sp--;
+            if (ck_py_vec_push(r->a, &r->out->dropped, r->stack[--r->sp]) < 0)
+                return rd_nomem(r);
             return 0;
         }
         return pop_mark(r) < 0 ? CK_EFORMAT : 0;

@@ -104,6 +104,8 @@ typedef struct {
     ck_py_t *root;
     int protocol;           /* from PROTO, 0 or 1 when absent */
     ck_py_vec_t globals;
+    ck_py_vec_t dropped;    /* values POP and POP_MARK discarded: not in
+                               the graph, yet a torch.load builds them */
     size_t consumed;        /* bytes up to and including STOP */
 } ck_pickle_t;
 
