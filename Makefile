@@ -89,6 +89,7 @@ CORE_SRC := \
 	core/log.c \
 	core/manifest.c \
 	core/omegaconf.c \
+	core/ostream.c \
 	core/pickle.c \
 	core/pickle_graph.c \
 	core/pickle_scan.c \
