@@ -64,8 +64,7 @@ static int wait_inflight(ck_ostream_t *o)
         return 0;
     o->inflight = 0;
     do
-        r = syscall(SYS_io_getevents, (aio_context_t)o->aio, 1L, 1L, &ev,
-                    NULL);
+        r = syscall(SYS_io_getevents, (aio_context_t)o->aio, 1L, 1L, &ev, NULL);
     while (r < 0 && errno == EINTR);
     if (r != 1)
         return r < 0 ? -errno : -EIO;

@@ -21,22 +21,22 @@
 
 #include <stdint.h>
 
-#define CK_OSTREAM_ALIGN 4096u        /* offsets, sizes and buffers */
-#define CK_OSTREAM_BUF (4u << 20)     /* bytes per write */
+#define CK_OSTREAM_ALIGN 4096u    /* offsets, sizes and buffers */
+#define CK_OSTREAM_BUF (4u << 20) /* bytes per write */
 
 typedef struct {
     int fd;
-    int direct;         /* O_DIRECT is set on fd */
-    void *raw[2];       /* as allocated */
-    uint8_t *buf[2];    /* CK_OSTREAM_BUF bytes each, aligned in raw */
-    unsigned cur;       /* the buffer being filled */
-    size_t len;         /* bytes in buf[cur] */
-    uint64_t base;      /* file offset of buf[cur][0] */
-    unsigned long aio;  /* the AIO context; 0: writes are synchronous */
-    int inflight;       /* buf[cur ^ 1] is being written */
+    int direct;        /* O_DIRECT is set on fd */
+    void *raw[2];      /* as allocated */
+    uint8_t *buf[2];   /* CK_OSTREAM_BUF bytes each, aligned in raw */
+    unsigned cur;      /* the buffer being filled */
+    size_t len;        /* bytes in buf[cur] */
+    uint64_t base;     /* file offset of buf[cur][0] */
+    unsigned long aio; /* the AIO context; 0: writes are synchronous */
+    int inflight;      /* buf[cur ^ 1] is being written */
     uint64_t inflight_off;
     size_t inflight_len;
-    void *iocb;         /* the write in flight */
+    void *iocb; /* the write in flight */
 } ck_ostream_t;
 
 /*

@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
+#include <xxhash.h>
 
 #define SPAN_MAX (256ull << 20) /* a strided view read whole up to this */
 
@@ -312,6 +314,7 @@ typedef struct {
     ck_ckpt_t *c;
     ck_st_plan_t *p;
     ck_ostream_t os;
+    XXH3_state_t *sum;  /* the tensor being written, NULL for the header */
 } out_t;
 
 static int sink_cb(void *arg, const void *p, size_t n, ck_err_t *err)
@@ -320,6 +323,8 @@ static int sink_cb(void *arg, const void *p, size_t n, ck_err_t *err)
 
     if (w->c->cancel != NULL && __atomic_load_n(w->c->cancel, __ATOMIC_RELAXED))
         return ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
+    if (w->sum != NULL)
+        XXH3_64bits_update(w->sum, p, n);
     return ck_ostream_write(&w->os, p, n, err);
 }
 
@@ -377,36 +382,47 @@ static int body(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
                 ck_err_t *err)
 {
     ck_st_plan_t *p = arg;
-    out_t w = { c, p, { 0 } };
+    out_t w = { c, p, { 0 }, NULL };
+    uint64_t *sums = ck_malloc((p->n + 1) * sizeof(*sums));
+    XXH3_state_t hs;
     int rc;
 
+    XXH3_INITSTATE(&hs);
+    if (sums == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
     rc = ck_ostream_init(&w.os, fd, p->header.len + p->data_bytes, err);
     if (rc < 0)
-        return rc;
+        goto out;
     rc = sink_cb(&w, p->header.data, p->header.len, err);
+    w.sum = &hs;
     for (size_t i = 0; i < p->n && rc == 0; i++) {
         const ck_tensor_t *t = p->e[i].t;
         uint64_t per = t->st->dtype ? 1 : t->dtype->itemsize;
 
+        XXH3_64bits_reset(&hs);
         if (t->numel == 0)
-            continue;
-        if (ck_tensor_contiguous(t))
+            rc = 0;
+        else if (ck_tensor_contiguous(t))
             rc = ck_ckpt_storage_stream(c, t->st, t->offset * per,
                                         t->numel * per, sink_cb, &w, err);
         else
             rc = gather(&w, t, err);
+        sums[i] = XXH3_64bits_digest(&hs);
     }
     if (rc == 0)
         rc = ck_ostream_finish(&w.os, err);
     info->size = ck_ostream_size(&w.os);
-    ck_ostream_release(&w.os);
-    if (rc < 0)
-        return rc;
     info->nstorages = p->n;
     info->storage_bytes = p->data_bytes;
-    return ck_ckpt_zip_fingerprint(fd, info->size, p->header.data + 8,
-                                   p->header.len - 8, 0, 0, info->fingerprint,
-                                   err);
+    /* as an open of the file would compute it (ck_st_fingerprint_input) */
+    if (rc == 0)
+        rc = ck_st_fingerprint(info->size, p->header.data + 8,
+                               p->header.len - 8, sums, p->n,
+                               info->fingerprint, err);
+out:
+    ck_ostream_release(&w.os);
+    ck_free(sums);
+    return rc;
 }
 
 int ck_st_write(ck_ckpt_t *c, ck_st_plan_t *p, const char *out_path,
