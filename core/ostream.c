@@ -130,7 +130,7 @@ int ck_ostream_init(ck_ostream_t *o, int fd, uint64_t size, ck_err_t *err)
     if (o->iocb == NULL)
         goto oom;
     if (size > 0 && size <= INT64_MAX)
-        (void)posix_fallocate(fd, 0, (off_t)size); /* advisory */
+        (void)fallocate(fd, 0, 0, (off_t)size); /* advisory; never emulated */
     fl = fcntl(fd, F_GETFL);
     o->direct = fl >= 0 && fcntl(fd, F_SETFL, fl | O_DIRECT) == 0;
     if (o->direct && syscall(SYS_io_setup, 1L, &ctx) == 0)
