@@ -1,7 +1,8 @@
 /*
  * ostream.c -- see ostream.h.  Direct writes go through Linux native AIO
- * (raw system calls: io_setup, io_submit, io_getevents), one in flight, so
- * the disk writes one buffer while the caller fills the other.  Whatever
+ * (raw system calls: io_setup, io_submit, io_getevents), up to
+ * CK_OSTREAM_NBUF - 1 in flight, so the disk has a queue while the caller
+ * fills the next buffer.  Whatever
  * refuses (no O_DIRECT, no AIO context, EINVAL from a device with larger
  * blocks, a short write) falls back, for the rest of the file, to the next
  * simpler way: synchronous direct writes, then ordinary ones; the bytes are
@@ -52,64 +53,76 @@ static int put(ck_ostream_t *o, const uint8_t *p, size_t n, uint64_t off)
     return rc;
 }
 
-/* Wait for the write in flight; finish it synchronously if it fell short
- * or was refused as a direct write. */
-static int wait_inflight(ck_ostream_t *o)
+/* Wait until no buffer in mask is being written.  A write that fell short
+ * or was refused as a direct one is finished synchronously.  0 or the
+ * first error. */
+static int reap(ck_ostream_t *o, unsigned mask)
 {
-    const uint8_t *p = o->buf[o->cur ^ 1u];
-    struct io_event ev;
-    long r;
+    struct io_event ev[CK_OSTREAM_NBUF];
+    int rc = 0;
 
-    if (!o->inflight)
-        return 0;
-    o->inflight = 0;
-    do
-        r = syscall(SYS_io_getevents, (aio_context_t)o->aio, 1L, 1L, &ev, NULL);
-    while (r < 0 && errno == EINTR);
-    if (r != 1)
-        return r < 0 ? -errno : -EIO;
-    if (ev.res < 0 && ev.res != -EINVAL)
-        return (int)ev.res;
-    if (ev.res < 0)
-        ev.res = 0;
-    if ((size_t)ev.res < o->inflight_len) {
-        buffered(o);
-        return ck_pwrite_full(o->fd, p + ev.res, o->inflight_len - ev.res,
-                              o->inflight_off + ev.res);
+    while (o->busy & mask) {
+        long r = syscall(SYS_io_getevents, (aio_context_t)o->aio, 1L,
+                         (long)CK_OSTREAM_NBUF, ev, NULL);
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) { /* the context is broken: nothing more will come */
+            o->busy = 0;
+            return r < 0 ? -errno : -EIO;
+        }
+        for (long k = 0; k < r; k++) {
+            unsigned i = (unsigned)ev[k].data;
+            int64_t res = ev[k].res;
+            int e = 0;
+
+            if (i >= CK_OSTREAM_NBUF || !(o->busy & (1u << i)))
+                continue;
+            o->busy &= ~(1u << i);
+            if (res < 0 && res != -EINVAL)
+                e = (int)res;
+            else if (res < (int64_t)CK_OSTREAM_BUF) {
+                res = res < 0 ? 0 : res;
+                buffered(o);
+                e = ck_pwrite_full(o->fd, o->buf[i] + res,
+                                   CK_OSTREAM_BUF - (size_t)res,
+                                   o->off[i] + (uint64_t)res);
+            }
+            if (rc == 0)
+                rc = e;
+        }
     }
-    return 0;
+    return rc;
 }
 
-/* Write buf[cur] (len bytes at base) and start filling the other. */
+/* Write buf[cur] (len bytes at base) and start filling the next buffer,
+ * once it is free. */
 static int submit(ck_ostream_t *o)
 {
-    struct iocb *cb = o->iocb;
-    int rc = wait_inflight(o);
+    struct iocb *cb = (struct iocb *)o->iocb + o->cur;
+    int rc = 0;
 
-    if (rc < 0)
-        return rc;
     if (o->direct && o->aio != 0) {
         memset(cb, 0, sizeof(*cb));
+        cb->aio_data = o->cur;
         cb->aio_fildes = (uint32_t)o->fd;
         cb->aio_lio_opcode = IOCB_CMD_PWRITE;
         cb->aio_buf = (uint64_t)(uintptr_t)o->buf[o->cur];
         cb->aio_nbytes = o->len;
         cb->aio_offset = (int64_t)o->base;
         if (syscall(SYS_io_submit, (aio_context_t)o->aio, 1L, &cb) == 1) {
-            o->inflight = 1;
-            o->inflight_off = o->base;
-            o->inflight_len = o->len;
+            o->busy |= 1u << o->cur;
+            o->off[o->cur] = o->base;
         }
     }
-    if (!o->inflight) {
+    if (!(o->busy & (1u << o->cur)))
         rc = put(o, o->buf[o->cur], o->len, o->base);
-        if (rc < 0)
-            return rc;
-    }
+    if (rc < 0)
+        return rc;
     o->base += o->len;
     o->len = 0;
-    o->cur ^= 1u;
-    return 0;
+    o->cur = (o->cur + 1) % CK_OSTREAM_NBUF;
+    return reap(o, 1u << o->cur);
 }
 
 int ck_ostream_init(ck_ostream_t *o, int fd, uint64_t size, ck_err_t *err)
@@ -119,26 +132,24 @@ int ck_ostream_init(ck_ostream_t *o, int fd, uint64_t size, ck_err_t *err)
 
     memset(o, 0, sizeof(*o));
     o->fd = fd;
-    for (int i = 0; i < 2; i++) {
-        o->raw[i] = ck_malloc(CK_OSTREAM_BUF + CK_OSTREAM_ALIGN);
-        if (o->raw[i] == NULL)
-            goto oom;
-        o->buf[i] = (uint8_t *)(((uintptr_t)o->raw[i] + CK_OSTREAM_ALIGN - 1) &
-                                ~(uintptr_t)(CK_OSTREAM_ALIGN - 1));
+    o->raw =
+        ck_malloc((size_t)CK_OSTREAM_NBUF * CK_OSTREAM_BUF + CK_OSTREAM_ALIGN);
+    o->iocb = ck_malloc(CK_OSTREAM_NBUF * sizeof(struct iocb));
+    if (o->raw == NULL || o->iocb == NULL) {
+        ck_ostream_release(o);
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
     }
-    o->iocb = ck_malloc(sizeof(struct iocb));
-    if (o->iocb == NULL)
-        goto oom;
+    for (unsigned i = 0; i < CK_OSTREAM_NBUF; i++)
+        o->buf[i] = (uint8_t *)(((uintptr_t)o->raw + CK_OSTREAM_ALIGN - 1) &
+                                ~(uintptr_t)(CK_OSTREAM_ALIGN - 1)) +
+                    (size_t)i * CK_OSTREAM_BUF;
     if (size > 0 && size <= INT64_MAX)
         (void)fallocate(fd, 0, 0, (off_t)size); /* advisory; never emulated */
     fl = fcntl(fd, F_GETFL);
     o->direct = fl >= 0 && fcntl(fd, F_SETFL, fl | O_DIRECT) == 0;
-    if (o->direct && syscall(SYS_io_setup, 1L, &ctx) == 0)
+    if (o->direct && syscall(SYS_io_setup, (long)CK_OSTREAM_NBUF, &ctx) == 0)
         o->aio = (unsigned long)ctx;
     return 0;
-oom:
-    ck_ostream_release(o);
-    return ck_err_set(err, CK_ENOMEM, "out of memory");
 }
 
 int ck_ostream_write(ck_ostream_t *o, const void *p, size_t n, ck_err_t *err)
@@ -168,7 +179,7 @@ int ck_ostream_finish(ck_ostream_t *o, ck_err_t *err)
 {
     size_t whole = o->len - o->len % CK_OSTREAM_ALIGN;
     uint64_t size = ck_ostream_size(o);
-    int rc = wait_inflight(o);
+    int rc = reap(o, ~0u);
 
     if (rc == 0 && whole > 0)
         rc = put(o, o->buf[o->cur], whole, o->base);
@@ -186,14 +197,12 @@ int ck_ostream_finish(ck_ostream_t *o, ck_err_t *err)
 
 void ck_ostream_release(ck_ostream_t *o)
 {
-    if (o->inflight)
-        (void)wait_inflight(o);
+    (void)reap(o, ~0u);
     if (o->aio != 0)
         syscall(SYS_io_destroy, (aio_context_t)o->aio);
     buffered(o);
     ck_free(o->iocb);
-    ck_free(o->raw[0]);
-    ck_free(o->raw[1]);
+    ck_free(o->raw);
     memset(o, 0, sizeof(*o));
     o->fd = -1;
 }

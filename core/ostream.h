@@ -7,9 +7,10 @@
  * at the fsync; for an output made once and fsynced at once that copy is
  * all the writer's time (perf: copy_folio_from_iter_atomic).  A direct
  * write hands the disk the stream's own buffer: no copy, no new pages.
- * Blocks go out while the next buffer fills (two buffers, one write in
- * flight through Linux AIO); the last partial block, and everything on a
- * file system that refuses O_DIRECT, is written the ordinary way.
+ * Blocks go out while the next buffer fills (CK_OSTREAM_NBUF buffers, all
+ * but one in flight through Linux AIO, so the disk has a queue); the last
+ * partial block, and everything on a file system that refuses O_DIRECT, is
+ * written the ordinary way.
  *
  * Invariants: bytes [0, base) are written or in flight; buf[cur] holds
  * bytes [base, base + len); base is a multiple of CK_OSTREAM_ALIGN.
@@ -23,20 +24,20 @@
 
 #define CK_OSTREAM_ALIGN 4096u    /* offsets, sizes and buffers */
 #define CK_OSTREAM_BUF (4u << 20) /* bytes per write */
+#define CK_OSTREAM_NBUF 4u        /* buffers: one filled, the rest in flight */
 
 typedef struct {
     int fd;
-    int direct;        /* O_DIRECT is set on fd */
-    void *raw[2];      /* as allocated */
-    uint8_t *buf[2];   /* CK_OSTREAM_BUF bytes each, aligned in raw */
-    unsigned cur;      /* the buffer being filled */
-    size_t len;        /* bytes in buf[cur] */
-    uint64_t base;     /* file offset of buf[cur][0] */
+    int direct;                    /* O_DIRECT is set on fd */
+    void *raw;                     /* the buffers, as allocated */
+    uint8_t *buf[CK_OSTREAM_NBUF]; /* CK_OSTREAM_BUF bytes each, aligned */
+    unsigned cur;                  /* the buffer being filled */
+    size_t len;                    /* bytes in buf[cur] */
+    uint64_t base;                 /* file offset of buf[cur][0] */
     unsigned long aio; /* the AIO context; 0: writes are synchronous */
-    int inflight;      /* buf[cur ^ 1] is being written */
-    uint64_t inflight_off;
-    size_t inflight_len;
-    void *iocb; /* the write in flight */
+    unsigned busy;     /* bit i: buf[i] is being written ... */
+    uint64_t off[CK_OSTREAM_NBUF]; /* ... at off[i], CK_OSTREAM_BUF bytes */
+    void *iocb; /* CK_OSTREAM_NBUF struct iocb, one per buffer */
 } ck_ostream_t;
 
 /*
