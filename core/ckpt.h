@@ -80,7 +80,8 @@ typedef struct {
     ck_tensor_t *tensors;     /* found by the last scan, graph order */
     size_t ntensors;
     size_t tensors_cap;       /* entries allocated; each scan reuses them */
-    char fingerprint[65];     /* see ck_fingerprint_* */
+    char fingerprint[65];     /* hex; "" for a safetensors input until
+                                 ck_ckpt_fingerprint (see below) */
     ck_py_t *st_meta;         /* a safetensors input's __metadata__ (a dict
                                  of str), NULL otherwise */
     uint64_t st_hdr_len;      /* a safetensors input's header bytes ... */
