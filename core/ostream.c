@@ -18,9 +18,12 @@
 #include <linux/aio_abi.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+
+#define HUGE (2u << 20) /* buffers start on a (huge) page of this size */
 
 static int io_err(ck_err_t *err, int rc)
 {
@@ -132,17 +135,20 @@ int ck_ostream_init(ck_ostream_t *o, int fd, uint64_t size, ck_err_t *err)
 
     memset(o, 0, sizeof(*o));
     o->fd = fd;
-    o->raw =
-        ck_malloc((size_t)CK_OSTREAM_NBUF * CK_OSTREAM_BUF + CK_OSTREAM_ALIGN);
+    o->raw = ck_malloc((size_t)CK_OSTREAM_NBUF * CK_OSTREAM_BUF + HUGE);
     o->iocb = ck_malloc(CK_OSTREAM_NBUF * sizeof(struct iocb));
     if (o->raw == NULL || o->iocb == NULL) {
         ck_ostream_release(o);
         return ck_err_set(err, CK_ENOMEM, "out of memory");
     }
-    for (unsigned i = 0; i < CK_OSTREAM_NBUF; i++)
-        o->buf[i] = (uint8_t *)(((uintptr_t)o->raw + CK_OSTREAM_ALIGN - 1) &
-                                ~(uintptr_t)(CK_OSTREAM_ALIGN - 1)) +
-                    (size_t)i * CK_OSTREAM_BUF;
+    o->buf[0] =
+        (uint8_t *)(((uintptr_t)o->raw + HUGE - 1) & ~(uintptr_t)(HUGE - 1));
+    for (unsigned i = 1; i < CK_OSTREAM_NBUF; i++)
+        o->buf[i] = o->buf[0] + (size_t)i * CK_OSTREAM_BUF;
+    /* huge pages: each direct write pins its buffer (get_user_pages), a
+     * few folios rather than a thousand pages; advisory */
+    (void)madvise(o->buf[0], (size_t)CK_OSTREAM_NBUF * CK_OSTREAM_BUF,
+                  MADV_HUGEPAGE);
     if (size > 0 && size <= INT64_MAX)
         (void)fallocate(fd, 0, 0, (off_t)size); /* advisory; never emulated */
     fl = fcntl(fd, F_GETFL);
