@@ -80,11 +80,12 @@ typedef struct {
     ck_tensor_t *tensors;     /* found by the last scan, graph order */
     size_t ntensors;
     size_t tensors_cap;       /* entries allocated; each scan reuses them */
-    char fingerprint[65];     /* hex; "" for a safetensors input until
-                                 ck_ckpt_fingerprint (see below) */
+    char fingerprint[65];     /* see ck_fingerprint_* */
     ck_py_t *st_meta;         /* a safetensors input's __metadata__ (a dict
                                  of str), NULL otherwise */
-    uint64_t st_hdr_len;      /* a safetensors input's header bytes ... */
+    uint64_t st_hdr_len;      /* a safetensors input's header bytes (its
+                                 fingerprint stays "" until
+                                 ck_ckpt_fingerprint) ... */
     uint64_t *st_sizes;       /* ... and its tensors' byte counts, in the
                                  data's order (for its fingerprint) */
     size_t st_n;
