@@ -15,7 +15,8 @@ DESTDIR  ?=
 PYTHON   := /usr/bin/python3
 SHARED   ?= $(abspath ../shared)
 CORPUS   ?= $(SHARED)/corpus/third-party
-PKGS     := inih zlib yaml-0.1 libcrypto libuv jansson libpcre2-8 libseccomp
+PKGS     := inih zlib yaml-0.1 libcrypto libuv jansson libpcre2-8 libseccomp \
+            libxxhash
 UNIT_PKGS := cmocka
 ZIPCHECK_PKGS := libzip
 TEST_PKGS := $(UNIT_PKGS) $(ZIPCHECK_PKGS)
@@ -28,6 +29,8 @@ TEST_PKGS := $(UNIT_PKGS) $(ZIPCHECK_PKGS)
 #   libinih-dev        the INI reader (core/conf.c)
 #   zlib1g-dev         CRC-32 and raw inflate (core/zip.c)
 #   libssl-dev         libcrypto's SHA-256 (core/ckpt.c, core/watch.c)
+#   libxxhash-dev      XXH3, a safetensors file's per-tensor sums (its
+#                      fingerprint: core/safetensors.c)
 #   libjansson-dev     reading audit records back (core/audit.c)
 #   libpcre2-dev       Python-compatible rename regexes (core/pyre.c)
 #   libseccomp-dev     the parser's syscall filter (core/sandbox.c)
@@ -41,7 +44,8 @@ TEST_PKGS := $(UNIT_PKGS) $(ZIPCHECK_PKGS)
 # Fragments add their own: clang and libclang-rt-dev (tests/fuzz/fuzz.mk),
 # valgrind (tests/faults/faults.mk), time (bench/bench.mk).
 DEB_BUILD := build-essential pkg-config libuv1-dev libyaml-dev libinih-dev \
-             zlib1g-dev libssl-dev libjansson-dev libpcre2-dev libseccomp-dev
+             zlib1g-dev libssl-dev libjansson-dev libpcre2-dev libseccomp-dev \
+             libxxhash-dev
 DEB_TEST  := libcmocka-dev libzip-dev python3-torch python3-omegaconf \
              python3-numpy python3-yaml systemd
 
@@ -90,6 +94,7 @@ CORE_SRC := \
 	core/manifest.c \
 	core/numpy.c \
 	core/omegaconf.c \
+	core/ostream.c \
 	core/pickle.c \
 	core/pickle_graph.c \
 	core/pickle_scan.c \

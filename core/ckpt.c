@@ -38,9 +38,8 @@ static void hex(const unsigned char *md, char out[65])
         sprintf(out + 2 * i, "%02x", md[i]);
 }
 
-/* SHA-256 of size, then each (p, n) part in turn. */
-static int fingerprint(uint64_t size, const void *p1, size_t n1, const void *p2,
-                       size_t n2, char out[65])
+int ck_fingerprint_parts(uint64_t size, const void *p1, size_t n1,
+                         const void *p2, size_t n2, char out[65])
 {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     unsigned char md[32], sz[8];
@@ -71,11 +70,18 @@ int ck_ckpt_zip_fingerprint(int fd, uint64_t size, const void *pkl, size_t n,
         return ck_err_set(err, CK_ENOMEM, "out of memory");
     rc = ck_pread_full(fd, cd, (size_t)cd_size, cd_off);
     if (rc == 0)
-        rc = fingerprint(size, pkl, n, cd, (size_t)cd_size, out);
+        rc = ck_fingerprint_parts(size, pkl, n, cd, (size_t)cd_size, out);
     ck_free(cd);
     if (rc < 0)
         return ck_err_set(err, rc, "fingerprint: %s", ck_strerror(rc));
     return 0;
+}
+
+int ck_ckpt_fingerprint(ck_ckpt_t *c, ck_err_t *err)
+{
+    if (c->fingerprint[0] != '\0' || c->format != CK_FMT_SAFETENSORS)
+        return 0;
+    return ck_st_fingerprint_input(c, err);
 }
 
 int ck_sha256_buf(const void *p, size_t n, char out[65])
@@ -315,8 +321,8 @@ static int open_legacy(ck_ckpt_t *c, ck_py_t **keys, size_t *data_start,
         ck_arena_release(&c->arena);
         memset(&c->pk, 0, sizeof(c->pk));
         rc = legacy_pickles(c, buf, len, keys, data_start, err);
-        if (rc == 0 && fingerprint(c->st.size, buf, *data_start, NULL, 0,
-                                   c->fingerprint) < 0)
+        if (rc == 0 && ck_fingerprint_parts(c->st.size, buf, *data_start,
+                                            NULL, 0, c->fingerprint) < 0)
             rc = ck_err_set(err, CK_ENOMEM, "out of memory");
         if (rc != -EAGAIN)
             break;

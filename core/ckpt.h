@@ -89,6 +89,12 @@ typedef struct {
     char fingerprint[65];     /* see ck_fingerprint_* */
     ck_py_t *st_meta;         /* a safetensors input's __metadata__ (a dict
                                  of str), NULL otherwise */
+    uint64_t st_hdr_len;      /* a safetensors input's header bytes (its
+                                 fingerprint stays "" until
+                                 ck_ckpt_fingerprint) ... */
+    uint64_t *st_sizes;       /* ... and its tensors' byte counts, in the
+                                 data's order (for its fingerprint) */
+    size_t st_n;
     const int *cancel;        /* ck_ckpt_write stops with CK_ECANCELED once
                                  *cancel is nonzero (another thread sets it) */
     int allow_numpy;          /* from ck_open_opts_t: numpy names pass the
@@ -172,7 +178,21 @@ int ck_ckpt_write(ck_ckpt_t *c, const char *out_path, ck_write_info_t *info,
  * Fingerprints: hex SHA-256 over the file's size, its pickle(s) and, for a
  * zip, its central directory, which holds every record's size and CRC-32.
  * Cheap (no tensor byte is read) and changes with any record's content.
+ * A safetensors file keeps no checksums: its fingerprint covers the size,
+ * the header and an XXH3-64 of each tensor's bytes (ck_st_fingerprint),
+ * which costs one read of the data; ck_ckpt_open leaves it empty and
+ * ck_ckpt_fingerprint computes it for whoever needs it.
  */
+/* SHA-256 of size (8 bytes, little-endian), then p1[0..n1) and
+ * p2[0..n2) (n2 may be 0), in hex: 0 or CK_ENOMEM. */
+int ck_fingerprint_parts(uint64_t size, const void *p1, size_t n1,
+                         const void *p2, size_t n2, char out[65]);
+
+/* Complete c->fingerprint: nothing to do for a zip or legacy file (open
+ * made it); a safetensors input's tensor bytes are read once, the first
+ * call.  0 or an error (read, CK_ECANCELED). */
+int ck_ckpt_fingerprint(ck_ckpt_t *c, ck_err_t *err);
+
 int ck_sha256_file(const char *path, char out[65], ck_err_t *err);
 /* Hex SHA-256 of p[0..n): 0 or CK_ENOMEM. */
 int ck_sha256_buf(const void *p, size_t n, char out[65]);

@@ -512,6 +512,8 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     }
     if (rc == 0 && canceled(args->cancel))     /* stopping during the parse */
         rc = ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
+    if (rc == 0)    /* a safetensors input's reads its tensor bytes */
+        rc = ck_ckpt_fingerprint(&job.ck, err);
     if (rc == 0 && out == NULL && args->name_out != NULL) {
         out = args->name_out(args->name_ud, job.ck.fingerprint, err);
         if (out == NULL)
