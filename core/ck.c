@@ -148,12 +148,32 @@ void ck_err_clear(ck_err_t *err)
     err->msg[0] = '\0';
 }
 
+int ck_buf_drain(ck_buf_t *b)
+{
+    int rc;
+
+    if (b->drain == NULL || b->len == 0 || b->oom)
+        return b->oom ? (b->drain_rc ? b->drain_rc : CK_ENOMEM) : 0;
+    rc = b->drain(b->drain_ud, b->data, b->len);
+    if (rc < 0) {
+        b->oom = 1;
+        b->drain_rc = rc;
+        return rc;
+    }
+    b->drained += b->len;
+    b->len = 0;
+    return 0;
+}
+
 int ck_buf_reserve(ck_buf_t *b, size_t extra)
 {
     size_t need, cap;
     uint8_t *p;
 
     if (b->oom)
+        return CK_ENOMEM;
+    if (b->drain != NULL && b->len > 0 && b->len + extra > CK_BUF_DRAIN_AT &&
+        ck_buf_drain(b) < 0)
         return CK_ENOMEM;
     if (__builtin_add_overflow(b->len, extra, &need))
         goto oom;

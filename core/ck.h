@@ -72,12 +72,27 @@ char *ck_strdup(const char *s);
 void ck_mem_fail_at(unsigned long n);
 unsigned long ck_mem_count(void);
 
-/* Growable byte buffer.  Owns its data; ck_buf_release frees it. */
+/*
+ * Growable byte buffer.  Owns its data; ck_buf_release frees it.  With
+ * drain set, the buffer stays small: once holding CK_BUF_DRAIN_AT bytes it
+ * hands them to drain and starts again (drained counts them), so a writer
+ * can stream a pickle of any size; a negative return from drain makes the
+ * buffer fail as on oom, with the code in drain_rc.
+ */
+#define CK_BUF_DRAIN_AT (256 * 1024)
+
 typedef struct {
     uint8_t *data;
     size_t len, cap;
     int oom; /* sticky: set once an append failed */
+    int (*drain)(void *ud, const uint8_t *p, size_t n);
+    void *drain_ud;
+    uint64_t drained;
+    int drain_rc;
 } ck_buf_t;
+
+/* Hand what b holds to its drain (a no-op without one): 0 or the code. */
+int ck_buf_drain(ck_buf_t *b);
 
 int ck_buf_reserve(ck_buf_t *b, size_t extra);
 int ck_buf_put(ck_buf_t *b, const void *p, size_t n);

@@ -364,9 +364,16 @@ int ck_ckpt_check_keys(ck_ckpt_t *c, ck_err_t *err)
     return rc;
 }
 
+/* The validation's pickle is written and dropped as it goes. */
+static int drop_bytes(void *ud, const uint8_t *p, size_t n)
+{
+    (void)ud, (void)p, (void)n;
+    return 0;
+}
+
 int ck_ckpt_validate(ck_ckpt_t *c, ck_err_t *err)
 {
-    ck_buf_t pkl = { 0 };
+    ck_buf_t pkl = { .drain = drop_bytes };
     int rc = c->allow_numpy ? ck_np_check(c, err) : 0;
 
     if (rc == 0)
