@@ -16,7 +16,7 @@ void ck_limits_default(ck_limits_t *l)
 {
     l->max_pickle_bytes = 1ull << 30;
     l->max_depth = 1000;
-    l->max_memo = 1u << 24;
+    l->max_memo = 1u << 25;
     l->max_string_bytes = 256ull << 20;
 }
 

@@ -13,8 +13,8 @@
 #define SIG_EOCD 0x06054b50u
 #define SIG_EOCD64 0x06064b50u
 #define SIG_LOC64 0x07064b50u
-#define MAX_ENTRIES (1u << 20)
-#define MAX_CD_BYTES (256u << 20)
+#define MAX_ENTRIES (1u << 23)
+#define MAX_CD_BYTES (1024u << 20)
 #define COPY_CHUNK (1u << 20)
 #define KICK_BYTES (8u << 20)
 
