@@ -77,6 +77,7 @@ CORE_SRC := \
 	core/ckpt_cast.c \
 	core/ckpt_edit.c \
 	core/ckpt_refuse.c \
+	core/ckpt_stream.c \
 	core/ckpt_write.c \
 	core/conf.c \
 	core/diff.c \
@@ -112,6 +113,7 @@ CORE_SRC := \
 	core/watchconf.c \
 	core/yamlval.c \
 	core/zip.c \
+	core/zip_stream.c \
 	core/zip_write.c
 
 PLUGIN_SRC := $(patsubst %,plugins/%.c,$(shell sed -n 's/^PLUGIN(\(.*\))$$/\1/p' plugins/plugins.def))

@@ -39,12 +39,15 @@ int ck_pread_full(int fd, void *p, size_t n, uint64_t off)
     return 0;
 }
 
-int ck_pwrite_full(int fd, const void *p, size_t n, uint64_t off)
+/* off: where to pwrite, or UINT64_MAX to write at the descriptor's
+ * position (a pipe). */
+static int write_at(int fd, const void *p, size_t n, uint64_t off)
 {
     const uint8_t *b = p;
 
     while (n > 0) {
-        ssize_t r = pwrite(fd, b, n, (off_t)off);
+        ssize_t r = off == UINT64_MAX ? write(fd, b, n)
+                                      : pwrite(fd, b, n, (off_t)off);
 
         if (r < 0 && errno == EINTR)
             continue;
@@ -52,9 +55,20 @@ int ck_pwrite_full(int fd, const void *p, size_t n, uint64_t off)
             return -errno;
         b += r;
         n -= (size_t)r;
-        off += (uint64_t)r;
+        if (off != UINT64_MAX)
+            off += (uint64_t)r;
     }
     return 0;
+}
+
+int ck_pwrite_full(int fd, const void *p, size_t n, uint64_t off)
+{
+    return write_at(fd, p, n, off);
+}
+
+int ck_write_full(int fd, const void *p, size_t n)
+{
+    return write_at(fd, p, n, UINT64_MAX);
 }
 
 /* ---- bounded little-endian cursor ------------------------------------- */
@@ -91,6 +105,25 @@ static const uint8_t *rd_bytes(cur_t *c, size_t n)
 }
 
 /* ---- reader ----------------------------------------------------------- */
+
+/* Where the end records and the central directory are read from: the file
+ * at fd, or (a stream's tail, ck_zip_open_tail) bytes [base, base + n) of
+ * it held in memory. */
+typedef struct {
+    int fd;
+    const uint8_t *mem;
+    uint64_t base, n;
+} src_t;
+
+static int src_read(const src_t *s, void *p, size_t n, uint64_t off)
+{
+    if (s->mem == NULL)
+        return ck_pread_full(s->fd, p, n, off);
+    if (off < s->base || off - s->base > s->n || n > s->n - (off - s->base))
+        return -EIO;
+    memcpy(p, s->mem + (off - s->base), n);
+    return 0;
+}
 
 static int name_ok(const char *s, size_t n)
 {
@@ -187,7 +220,7 @@ static int zip64_extra(cur_t *x, ck_zip_entry_t *e, int usize64, int csize64,
 
 /* The zip64 end record the locator before the classic one points at, if
  * any: it replaces what the classic record saturated. */
-static int end_zip64(int fd, const uint8_t *loc, uint64_t eocd, ck_zip_t *z,
+static int end_zip64(const src_t *src, const uint8_t *loc, uint64_t eocd, ck_zip_t *z,
                      uint64_t *count, uint64_t *end_of_data, ck_err_t *err)
 {
     cur_t l = { loc, loc + 20, 0 };
@@ -202,7 +235,7 @@ static int end_zip64(int fd, const uint8_t *loc, uint64_t eocd, ck_zip_t *z,
     if (rd(&l, 4) > 1) /* disks in all */
         return ck_err_set(err, CK_EFORMAT, "zip: multi-disk archive");
     if (off64 > eocd - 20 - 56 ||
-        ck_pread_full(fd, e64, sizeof(e64), off64) < 0)
+        src_read(src, e64, sizeof(e64), off64) < 0)
         return ck_err_set(err, CK_EFORMAT, "zip: bad zip64 locator");
     l.p = e64;
     l.end = e64 + sizeof(e64);
@@ -235,20 +268,23 @@ static int end_zip64(int fd, const uint8_t *loc, uint64_t eocd, ck_zip_t *z,
 
 /* Find the end records and from them the central directory: z->cd_off,
  * z->cd_size, z->zip64 and the entry count. */
-static int find_end(int fd, uint64_t fsize, ck_zip_t *z, uint64_t *count,
-                    ck_err_t *err)
+static int find_end(const src_t *src, uint64_t fsize, ck_zip_t *z,
+                    uint64_t *count, ck_err_t *err)
 {
     uint8_t tail[65536 + 22 + 20];
-    size_t tlen = fsize < sizeof(tail) ? (size_t)fsize : sizeof(tail);
+    uint64_t avail = src->mem ? src->n : fsize;
+    size_t tlen = avail < sizeof(tail) ? (size_t)avail : sizeof(tail);
     uint64_t tstart = fsize - tlen, eocd = UINT64_MAX, end_of_data, cnt_disk;
     cur_t c;
     int rc;
 
     if (fsize < 22)
         return ck_err_set(err, CK_EFORMAT, "zip: file too short");
-    rc = ck_pread_full(fd, tail, tlen, tstart);
+    rc = src_read(src, tail, tlen, tstart);
     if (rc < 0)
         return ck_err_set(err, rc, "read: %s", strerror(-rc));
+    if (tlen < 22)
+        return ck_err_set(err, CK_EFORMAT, "zip: no end of central directory");
     for (size_t i = tlen - 22 + 1; i-- > 0;) {
         c.p = tail + i;
         c.end = tail + tlen;
@@ -276,7 +312,7 @@ static int find_end(int fd, uint64_t fsize, ck_zip_t *z, uint64_t *count,
     z->cd_off = rd(&c, 4);
     end_of_data = eocd;
     if (eocd - tstart >= 20) {
-        rc = end_zip64(fd, tail + (eocd - tstart) - 20, eocd, z, count,
+        rc = end_zip64(src, tail + (eocd - tstart) - 20, eocd, z, count,
                        &end_of_data, err);
         if (rc < 0)
             return rc;
@@ -305,9 +341,12 @@ static int find_end(int fd, uint64_t fsize, ck_zip_t *z, uint64_t *count,
 
 /* The entry's local header agrees with its central one (method, name) and
  * its data lies before the central directory: sets e->data_off. */
-static int check_local(int fd, const ck_zip_t *z, ck_zip_entry_t *e,
-                       const uint8_t *name, uint64_t nlen, ck_err_t *err)
+static int check_local(void *ud, const ck_zip_t *z, ck_zip_entry_t *e,
+                       ck_err_t *err)
 {
+    int fd = *(const int *)ud;
+    const char *name = e->name;
+    uint64_t nlen = strlen(name);
     uint8_t lh[30];
     char lname[512];
     uint64_t ln, lx;
@@ -347,8 +386,9 @@ static int check_local(int fd, const ck_zip_t *z, ck_zip_entry_t *e,
 }
 
 /* Read central directory entry i at c into e, and check it. */
-static int read_entry(int fd, ck_zip_t *z, cur_t *c, size_t i,
-                      ck_zip_entry_t *e, ck_arena_t *arena, ck_err_t *err)
+static int read_entry(ck_zip_t *z, cur_t *c, size_t i, ck_zip_entry_t *e,
+                      ck_arena_t *arena, ck_zip_local_fn local, void *ud,
+                      ck_err_t *err)
 {
     uint64_t nlen, xlen, clen, disk;
     const uint8_t *name, *extra;
@@ -412,7 +452,7 @@ static int read_entry(int fd, ck_zip_t *z, cur_t *c, size_t i,
     if (e->method == 0 && e->csize != e->usize)
         return ck_err_set(err, CK_EFORMAT,
                           "zip: %s: stored entry with two sizes", e->name);
-    return check_local(fd, z, e, name, nlen, err);
+    return local(ud, z, e, err);
 }
 
 /* No two entries overlap and no name is there twice, nor twice ignoring
@@ -441,8 +481,9 @@ static int check_layout(ck_zip_entry_t **order, size_t n, ck_err_t *err)
     return 0;
 }
 
-int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
-                ck_err_t *err)
+static int open_src(const src_t *src, uint64_t fsize, ck_arena_t *arena,
+                    ck_zip_t *z, ck_zip_local_fn local, void *ud,
+                    ck_err_t *err)
 {
     uint8_t *cd = NULL;
     uint64_t count;
@@ -451,7 +492,7 @@ int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
     int rc;
 
     memset(z, 0, sizeof(*z));
-    rc = find_end(fd, fsize, z, &count, err);
+    rc = find_end(src, fsize, z, &count, err);
     if (rc < 0)
         return rc;
     cd = ck_malloc((size_t)z->cd_size);
@@ -461,7 +502,7 @@ int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
         rc = ck_err_set(err, CK_ENOMEM, "out of memory");
         goto out;
     }
-    rc = ck_pread_full(fd, cd, (size_t)z->cd_size, z->cd_off);
+    rc = src_read(src, cd, (size_t)z->cd_size, z->cd_off);
     if (rc < 0) {
         rc = ck_err_set(err, rc, "read: %s", strerror(-rc));
         goto out;
@@ -470,7 +511,7 @@ int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
     c.end = cd + z->cd_size;
     c.bad = 0;
     for (size_t i = 0; i < count; i++) {
-        rc = read_entry(fd, z, &c, i, &z->e[i], arena, err);
+        rc = read_entry(z, &c, i, &z->e[i], arena, local, ud, err);
         if (rc < 0)
             goto out;
         order[i] = &z->e[i];
@@ -484,6 +525,23 @@ out:
         z->n = 0;
     ck_free(cd);
     return rc;
+}
+
+int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
+                ck_err_t *err)
+{
+    src_t src = { fd, NULL, 0, 0 };
+
+    return open_src(&src, fsize, arena, z, check_local, &fd, err);
+}
+
+int ck_zip_open_tail(const uint8_t *tail, uint64_t base, uint64_t n,
+                     ck_arena_t *arena, ck_zip_t *z, ck_zip_local_fn local,
+                     void *ud, ck_err_t *err)
+{
+    src_t src = { -1, tail, base, n };
+
+    return open_src(&src, base + n, arena, z, local, ud, err);
 }
 
 ck_zip_entry_t *ck_zip_find(ck_zip_t *z, const char *name)

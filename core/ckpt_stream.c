@@ -1,0 +1,333 @@
+/*
+ * ckpt_stream.c -- a checkpoint read from a pipe, in one pass, as
+ * torch.save writes it: data.pkl, a few small records (.format_version,
+ * .storage_alignment, byteorder), the storages data/<key>, then version,
+ * .data/serialization_id and the central directory.
+ *
+ * The pickle is read and validated whole before anything is written, as
+ * for a file; a storage's bytes are read only when the writer asks for
+ * them, once, in the order they come (ck_ckpt_stream_next), and the
+ * central directory at the end must confirm every record read
+ * (ck_zips_finish).  Anything that needs bytes another way -- a plugin
+ * reading a tensor, a storage written twice -- fails saying to give the
+ * input as a file.
+ *
+ * Invariant: s->cur is the storage whose record is open, or NULL.
+ */
+#define _GNU_SOURCE
+#include "ckpt.h"
+
+#include "safetensors.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#define SMALL_RECORD (64u << 10) /* byteorder, version and the like */
+
+struct ck_ckpt_stream {
+    ck_zips_t zs;
+    uint8_t *pkl;               /* data.pkl, for the fingerprint */
+    size_t npkl;
+    int crcs;                   /* the writer computed CRCs (data.pkl's
+                                   is not 0) */
+    int version;                /* a valid version record was read */
+    int pending;                /* ck_zips_next returned this, unused */
+    const ck_zips_rec_t *rec;
+    ck_storage_t *cur;
+    uint8_t *came;              /* per storage index: its record was read */
+};
+
+static const char use_file[] = "give the input as a file";
+
+void ck_ckpt_stream_close(ck_ckpt_t *c)
+{
+    if (c->stream == NULL)
+        return;
+    ck_zips_release(&c->stream->zs);
+    ck_free(c->stream->pkl);
+    ck_free(c->stream->came);
+    ck_free(c->stream);
+    c->stream = NULL;
+}
+
+/* The record name under the top folder, or NULL when it is outside. */
+static const char *in_top(ck_ckpt_t *c, const char *name)
+{
+    size_t tl = strlen(c->top);
+
+    if (strncmp(name, c->top, tl) != 0 || name[tl] != '/')
+        return NULL;
+    return name + tl + 1;
+}
+
+/* The next record, or the one ck_zips_next gave and nobody took:
+ * 1 and s->rec, 0 at the central directory, or an error. */
+static int next_rec(ck_ckpt_t *c, ck_err_t *err)
+{
+    struct ck_ckpt_stream *s = c->stream;
+    int rc;
+
+    if (s->pending) {
+        s->pending = 0;
+        return 1;
+    }
+    rc = ck_zips_next(&s->zs, &s->rec, err);
+    if (rc == 1 && in_top(c, s->rec->name) == NULL)
+        return ck_err_set(err, CK_EFORMAT, "zip: %s is outside the top "
+                          "folder %s/", s->rec->name, c->top);
+    return rc;
+}
+
+/* A record that is no storage: read whole and checked as open_zip checks
+ * the file's. */
+static int small_record(ck_ckpt_t *c, ck_err_t *err)
+{
+    struct ck_ckpt_stream *s = c->stream;
+    const char *rel = in_top(c, s->rec->name);
+    uint8_t *b;
+    size_t n;
+    int rc;
+
+    if (strcmp(rel, "constants.pkl") == 0)
+        return ck_err_set(err, CK_EUNSUPPORTED,
+                          "a TorchScript archive (constants.pkl), not a "
+                          "torch.save checkpoint");
+    if (strcmp(rel, "data.pkl") == 0)
+        return ck_err_set(err, CK_EFORMAT, "zip: duplicate entry %s",
+                          s->rec->name);
+    rc = ck_zips_read_all(&s->zs, SMALL_RECORD, &b, &n, err);
+    if (rc < 0)
+        return rc;
+    if (strcmp(rel, "byteorder") == 0)
+        rc = ck_ckpt_byteorder(c, b, n, err);
+    else if (strcmp(rel, "version") == 0 || strcmp(rel, ".data/version") == 0) {
+        rc = ck_ckpt_version_ok(b, n, err);
+        s->version = rc == 0;
+    }
+    ck_free(b);
+    return rc;
+}
+
+/* What the first bytes of a stream that is no zip are. */
+static int not_zip(ck_ckpt_t *c, const uint8_t *b, size_t n, ck_err_t *err)
+{
+    char what[96];
+
+    if (n == 0)
+        return ck_err_set(err, CK_EFORMAT, "empty input");
+    if (n >= 9 && ck_st_sniff(b, n, UINT64_MAX))
+        return ck_err_set(err, CK_EUNSUPPORTED, "a safetensors file: read "
+                          "from a file only (its tensors are laid out in "
+                          "header order, not the output's); %s", use_file);
+    if (b[0] == 0x80 || b[0] == 'L' || b[0] == 'I')
+        return ck_err_set(err, CK_EUNSUPPORTED, "a legacy (torch < 1.6) "
+                          "checkpoint: read from a file only (it is checked "
+                          "as a tar first, which needs the whole file); %s",
+                          use_file);
+    ck_ckpt_looks_like(b, n, what, sizeof(what));
+    return ck_err_set(err, CK_EFORMAT, "not a PyTorch checkpoint: neither a "
+                      "zip nor a legacy torch stream; it is %s", what);
+}
+
+int ck_ckpt_open_stream(ck_ckpt_t *c, int fd, const char *name,
+                        const ck_open_opts_t *o, ck_err_t *err)
+{
+    struct ck_ckpt_stream *s;
+    const uint8_t *head;
+    const char *slash;
+    size_t n;
+    int rc;
+
+    memset(c, 0, sizeof(*c));
+    c->fd = -1;
+    c->path = name;
+    c->lim = o->lim;
+    c->format = CK_FMT_ZIP;
+    s = ck_calloc(1, sizeof(*s));
+    if (s == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    c->stream = s;
+    ck_zips_init(&s->zs, fd);
+    rc = ck_zips_peek(&s->zs, 64, &head, &n, err);
+    if (rc < 0)
+        return rc;
+    if (n < 4 || memcmp(head, "PK\x03\x04", 4) != 0)
+        return not_zip(c, head, n, err);
+    rc = ck_zips_next(&s->zs, &s->rec, err);
+    if (rc < 0)
+        return rc;
+    slash = strchr(s->rec->name, '/');
+    if (slash == NULL || slash == s->rec->name ||
+        strcmp(slash + 1, "data.pkl") != 0)
+        return ck_err_set(err, CK_EUNSUPPORTED,
+                          "the first record is %s, not data.pkl: not laid "
+                          "out as torch.save writes (the pickle first, then "
+                          "the storages), so it cannot be read in one pass; "
+                          "%s", s->rec->name, use_file);
+    c->top = ck_arena_strndup(&c->arena, s->rec->name,
+                              (size_t)(slash - s->rec->name));
+    if (c->top == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    rc = ck_zips_read_all(&s->zs, c->lim.max_pickle_bytes, &s->pkl, &s->npkl,
+                          err);
+    if (rc < 0)
+        return rc;
+    s->crcs = s->zs.rec[0].crc != 0 || s->npkl == 0;
+    c->pickle_bytes = s->npkl;
+    rc = ck_pickle_read(s->pkl, s->npkl, 1, &c->lim, &c->arena, &c->pk, err);
+    if (rc == -EAGAIN) /* within data.pkl, running short is its end */
+        rc = ck_err_replace(err, CK_EFORMAT, "data.pkl: %s", err->msg);
+    if (rc == 0)
+        rc = ck_ckpt_bind(c, o->allow, err);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < c->nstorages; i++)
+        c->storages[i]->src = CK_SRC_STREAM;
+    /* the small records before the first storage */
+    while ((rc = next_rec(c, err)) == 1) {
+        if (strncmp(in_top(c, s->rec->name), "data/", 5) == 0) {
+            s->pending = 1;
+            break;
+        }
+        rc = small_record(c, err);
+        if (rc < 0)
+            return rc;
+    }
+    if (rc == 0)
+        s->pending = 0; /* the directory is next: no storage at all */
+    return rc < 0 ? rc : 0;
+}
+
+/* The input is over: the directory checked, the fingerprint taken. */
+static int finish(ck_ckpt_t *c, ck_err_t *err)
+{
+    struct ck_ckpt_stream *s = c->stream;
+    int rc = ck_zips_finish(&s->zs, &c->arena, err);
+
+    if (rc < 0)
+        return rc;
+    if (!s->version)
+        return ck_err_set(err, CK_EFORMAT, "zip: no version record");
+    c->zip = s->zs.zip;
+    c->st.size = s->zs.off;
+    return ck_ckpt_fingerprint_mem(c->st.size, s->pkl, s->npkl,
+                                   s->zs.tail + (c->zip.cd_off - (s->zs.off -
+                                                                s->zs.tail_len)),
+                                   (size_t)c->zip.cd_size, c->fingerprint,
+                                   err);
+}
+
+int ck_ckpt_stream_next(ck_ckpt_t *c, ck_storage_t **st, int *crc_given,
+                        ck_err_t *err)
+{
+    struct ck_ckpt_stream *s = c->stream;
+    int rc;
+
+    *st = NULL;
+    *crc_given = s->crcs;
+    if (s->cur != NULL)
+        return ck_err_set(err, CK_EFORMAT, "storage %s: record not closed",
+                          s->cur->key);
+    while ((rc = next_rec(c, err)) == 1) {
+        const char *rel = in_top(c, s->rec->name);
+        size_t i;
+        ck_storage_t *x;
+        uint64_t size;
+
+        if (strncmp(rel, "data/", 5) != 0) {
+            rc = small_record(c, err);
+            if (rc < 0)
+                return rc;
+            continue;
+        }
+        i = ck_strmap_get(&c->by_key, rel + 5);
+        if (i == SIZE_MAX)
+            return ck_err_set(err, CK_EFORMAT, "record %s is no storage "
+                              "data.pkl names (it is read only from a "
+                              "file); %s", s->rec->name, use_file);
+        x = c->storages[i];
+        size = x->nconv ? x->src_nbytes : x->nbytes;
+        if (s->rec->sized && s->rec->size != size)
+            return ck_err_set(err, CK_EFORMAT,
+                              "data/%s: record holds %llu bytes, storage "
+                              "needs %llu", x->key,
+                              (unsigned long long)s->rec->size,
+                              (unsigned long long)size);
+        if (s->came == NULL)
+            s->came = ck_calloc(c->nstorages + 1, 1);
+        if (s->came == NULL)
+            return ck_err_set(err, CK_ENOMEM, "out of memory");
+        if (s->came[i])
+            return ck_err_set(err, CK_EFORMAT, "zip: duplicate entry %s",
+                              s->rec->name);
+        s->came[i] = 1;
+        if (x->newkey < 0) { /* not in the output: read past */
+            rc = ck_zips_data(&s->zs, NULL, (size_t)size, err);
+            if (rc == 0)
+                rc = ck_zips_end(&s->zs, size, err);
+            if (rc < 0)
+                return rc;
+            continue;
+        }
+        s->cur = x;
+        *st = x;
+        return 1;
+    }
+    return rc < 0 ? rc : finish(c, err);
+}
+
+/* The storage's input bytes [off, off + n): only the next ones of the
+ * open record. */
+int ck_ckpt_stream_src(ck_ckpt_t *c, const ck_storage_t *st, uint64_t off,
+                       uint64_t n, uint8_t *out, ck_err_t *err)
+{
+    struct ck_ckpt_stream *s = c->stream;
+
+    if (s == NULL || s->cur != st || off != s->zs.got)
+        return ck_err_set(err, CK_EUNSUPPORTED,
+                          "storage %s: its bytes are needed before they "
+                          "arrive, or twice (a stream's bytes pass once, in "
+                          "the file's order); %s", st->key, use_file);
+    return ck_zips_data(&s->zs, out, (size_t)n, err);
+}
+
+int ck_ckpt_stream_copy(ck_ckpt_t *c, ck_storage_t *st, uint8_t *buf,
+                        ck_sink_fn sink, void *arg, ck_err_t *err)
+{
+    struct ck_ckpt_stream *s = c->stream;
+    uint64_t size = st->nconv ? st->src_nbytes : st->nbytes;
+    int rc = 0;
+
+    while (rc == 0 && s->zs.got < size) {
+        uint64_t left = size - s->zs.got;
+        size_t part = left < (1u << 20) ? (size_t)left : (1u << 20);
+
+        if (c->cancel != NULL && __atomic_load_n(c->cancel, __ATOMIC_RELAXED))
+            return ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
+        rc = ck_ckpt_stream_src(c, st, s->zs.got, part, buf, err);
+        if (rc == 0)
+            rc = sink(arg, buf, part, err);
+    }
+    return rc;
+}
+
+int ck_ckpt_stream_end(ck_ckpt_t *c, ck_storage_t *st, uint32_t *crc,
+                       ck_err_t *err)
+{
+    struct ck_ckpt_stream *s = c->stream;
+    uint64_t size = st->nconv ? st->src_nbytes : st->nbytes;
+    int rc;
+
+    if (s->cur != st)
+        return ck_err_set(err, CK_EFORMAT, "storage %s: record not open",
+                          st->key);
+    rc = ck_zips_end(&s->zs, size, err);
+    if (rc < 0)
+        return rc;
+    s->cur = NULL;
+    *crc = s->zs.rec[s->zs.n - 1].crc;
+    return 0;
+}
