@@ -124,9 +124,8 @@ static int not_zip(ck_ckpt_t *c, const uint8_t *b, size_t n, ck_err_t *err)
                           "header order, not the output's); %s", use_file);
     if (b[0] == 0x80 || b[0] == 'L' || b[0] == 'I')
         return ck_err_set(err, CK_EUNSUPPORTED, "a legacy (torch < 1.6) "
-                          "checkpoint: read from a file only (it is checked "
-                          "as a tar first, which needs the whole file); %s",
-                          use_file);
+                          "checkpoint: ckprep reads that format from a file "
+                          "only; %s", use_file);
     ck_ckpt_looks_like(b, n, what, sizeof(what));
     return ck_err_set(err, CK_EFORMAT, "not a PyTorch checkpoint: neither a "
                       "zip nor a legacy torch stream; it is %s", what);
@@ -160,22 +159,38 @@ int ck_ckpt_open_stream(ck_ckpt_t *c, int fd, const char *name,
     if (rc < 0)
         return rc;
     slash = strchr(s->rec->name, '/');
-    if (slash == NULL || slash == s->rec->name ||
-        strcmp(slash + 1, "data.pkl") != 0)
-        return ck_err_set(err, CK_EUNSUPPORTED,
-                          "the first record is %s, not data.pkl: not laid "
-                          "out as torch.save writes (the pickle first, then "
-                          "the storages), so it cannot be read in one pass; "
-                          "%s", s->rec->name, use_file);
+    if (slash == NULL || slash == s->rec->name)
+        return ck_err_set(err, CK_EFORMAT, "zip: %s is not in a top folder",
+                          s->rec->name);
     c->top = ck_arena_strndup(&c->arena, s->rec->name,
                               (size_t)(slash - s->rec->name));
     if (c->top == NULL)
         return ck_err_set(err, CK_ENOMEM, "out of memory");
+    s->pending = 1;
+    /* small records may come first (torch 1.6 to 1.8 wrote version
+     * first); a storage before the pickle cannot be placed */
+    while ((rc = next_rec(c, err)) == 1 &&
+           strcmp(in_top(c, s->rec->name), "data.pkl") != 0) {
+        if (strncmp(in_top(c, s->rec->name), "data/", 5) == 0)
+            return ck_err_set(err, CK_EUNSUPPORTED,
+                              "%s comes before data.pkl: not laid out as "
+                              "torch.save writes (the pickle first, then the "
+                              "storages), so it cannot be read in one pass; "
+                              "%s", s->rec->name, use_file);
+        rc = small_record(c, err);
+        if (rc < 0)
+            return rc;
+    }
+    if (rc == 0)
+        return ck_err_set(err, CK_EFORMAT, "zip: no %s/data.pkl record",
+                          c->top);
+    if (rc < 0)
+        return rc;
     rc = ck_zips_read_all(&s->zs, c->lim.max_pickle_bytes, &s->pkl, &s->npkl,
                           err);
     if (rc < 0)
         return rc;
-    s->crcs = s->zs.rec[0].crc != 0 || s->npkl == 0;
+    s->crcs = s->zs.rec[s->zs.n - 1].crc != 0 || s->npkl == 0;
     c->pickle_bytes = s->npkl;
     rc = ck_pickle_read(s->pkl, s->npkl, 1, &c->lim, &c->arena, &c->pk, err);
     if (rc == -EAGAIN) /* within data.pkl, running short is its end */
