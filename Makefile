@@ -4,7 +4,7 @@
 #   make         build build/ckprep
 #   make run     build, then run ckprep on the bundled sample checkpoint
 #   make test    build, then every test: unit (plain and sanitized), oracle
-#                (real torch), hostile inputs, peak memory
+#                (real torch), streaming, hostile inputs, peak memory
 #   make install install the binary, the systemd unit and an example config
 #
 # V=1 shows full commands.  SAN=1 builds with ASan+UBSan into build-san/.
@@ -197,6 +197,12 @@ test-oracle: all $(ZIPCHECK)
 	$(PYTHON) tests/oracle/test_roundtrip.py --ckprep $(BIN) --zipcheck $(ZIPCHECK) \
 		--corpus $(CORPUS)
 
+# The streaming suite: stdin and stdout against file mode; in the plain
+# build also a 1 GiB checkpoint through a pipe in bounded memory.
+test-stream: all $(ZIPCHECK)
+	$(PYTHON) tests/oracle/test_stream.py --ckprep $(BIN) --zipcheck $(ZIPCHECK) \
+		--corpus $(CORPUS) $(if $(filter 1,$(SAN)),,--big)
+
 test-hostile: all
 	$(PYTHON) tests/hostile/test_hostile.py --ckprep $(BIN)
 
@@ -216,6 +222,8 @@ test: deps
 	$(Q)$(MAKE) --no-print-directory test-oracle
 	$(Q)$(MAKE) --no-print-directory SAN=1 test-hostile
 	$(Q)$(MAKE) --no-print-directory SAN=1 test-oracle
+	$(Q)$(MAKE) --no-print-directory test-stream
+	$(Q)$(MAKE) --no-print-directory SAN=1 test-stream
 	$(Q)$(MAKE) --no-print-directory test-plugins
 	$(Q)$(MAKE) --no-print-directory test-rss
 	$(Q)$(MAKE) --no-print-directory test-systemd

@@ -124,6 +124,14 @@ int ck_ckpt_open_stream(ck_ckpt_t *c, int fd, const char *name,
                         const ck_open_opts_t *o, ck_err_t *err);
 
 /*
+ * For the writer, on a stream input, before a byte is written: the
+ * storages to write (order, n) can be read in one pass -- none needs the
+ * bytes of another's record (a cast's split).  0 or CK_EUNSUPPORTED.
+ */
+int ck_ckpt_stream_plan(ck_ckpt_t *c, ck_storage_t *const *order, size_t n,
+                        ck_err_t *err);
+
+/*
  * For the writer, on a stream input: the next storage whose bytes come
  * (1, *st; its bytes are then read by ck_ckpt_storage_src in order, or
  * by ck_ckpt_stream_copy, and the record closed with ck_ckpt_stream_end;

@@ -38,6 +38,7 @@ struct ck_ckpt_stream {
     const ck_zips_rec_t *rec;
     ck_storage_t *cur;
     uint8_t *came;              /* per storage index: its record was read */
+    size_t ninput;              /* storages data.pkl names (the first ones) */
 };
 
 static const char use_file[] = "give the input as a file";
@@ -201,6 +202,7 @@ int ck_ckpt_open_stream(ck_ckpt_t *c, int fd, const char *name,
         return rc;
     for (size_t i = 0; i < c->nstorages; i++)
         c->storages[i]->src = CK_SRC_STREAM;
+    s->ninput = c->nstorages;
     /* the small records before the first storage */
     while ((rc = next_rec(c, err)) == 1) {
         if (strncmp(in_top(c, s->rec->name), "data/", 5) == 0) {
@@ -214,6 +216,24 @@ int ck_ckpt_open_stream(ck_ckpt_t *c, int fd, const char *name,
     if (rc == 0)
         s->pending = 0; /* the directory is next: no storage at all */
     return rc < 0 ? rc : 0;
+}
+
+int ck_ckpt_stream_plan(ck_ckpt_t *c, ck_storage_t *const *order, size_t n,
+                        ck_err_t *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        const ck_storage_t *st = order[i];
+        size_t k = ck_strmap_get(&c->by_key, st->key);
+
+        /* a copy made by a cast's split reads another storage's record */
+        if (st->src == CK_SRC_STREAM && k >= c->stream->ninput)
+            return ck_err_set(err, CK_EUNSUPPORTED,
+                              "a cast split storage %s, which tensors that "
+                              "are cast and tensors that are not share, so "
+                              "its bytes are needed twice (a stream's bytes "
+                              "pass once); %s", st->key, use_file);
+    }
+    return 0;
 }
 
 /* The input is over: the directory checked, the fingerprint taken. */

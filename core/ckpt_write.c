@@ -113,27 +113,6 @@ static int raw_cb(void *arg, const void *p, size_t n, ck_err_t *err)
 }
 
 /*
- * A stream input: before a byte is written, every storage read from the
- * stream must be needed once (a cast that split a shared storage needs
- * its bytes twice).
- */
-static int stream_check(ck_ckpt_t *c, const renum_t *r, ck_err_t *err)
-{
-    for (size_t i = 0; i < r->n; i++) {
-        const ck_storage_t *st = r->order[i];
-        size_t k = ck_strmap_get(&c->by_key, st->key);
-
-        if (st->src == CK_SRC_STREAM &&
-            (k >= c->nstorages || c->storages[k] != st))
-            return ck_err_set(err, CK_EUNSUPPORTED,
-                              "a cast split a storage some tensors share, so "
-                              "its bytes are needed twice (a stream's bytes "
-                              "pass once); give the input as a file");
-    }
-    return 0;
-}
-
-/*
  * A stream input's storages, in the order their records come, each
  * written as it arrives (the records' order is free in a zip; names and
  * the pickle are the file mode's); then the new ones (head_init).
@@ -209,7 +188,7 @@ static int write_zip(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
     rc = ck_pickle_write(c->pk.root, &c->lim, &c->arena, renumber_cb, &r, &pkl,
                          err);
     if (rc == 0 && c->stream != NULL)
-        rc = stream_check(c, &r, err);
+        rc = ck_ckpt_stream_plan(c, r.order, r.n, err);
     if (rc < 0)
         goto out;
     if ((rc = put_record(&w, top, "data.pkl", pkl.data, pkl.len, err)) < 0 ||

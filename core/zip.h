@@ -91,8 +91,8 @@ int ck_zips_peek(ck_zips_t *s, size_t k, const uint8_t **p, size_t *n,
 
 /*
  * The next record's local header: 1 with *r set (valid until the next
- * call), 0 when the central directory comes next, or an error.  The
- * previous record must be ended.
+ * call), 0 when the central directory comes next (and at every call
+ * after), or an error.  The previous record must be ended.
  */
 int ck_zips_next(ck_zips_t *s, const ck_zips_rec_t **r, ck_err_t *err);
 /* Exactly n more data bytes of the open record into p: 0 or an error (the

@@ -180,8 +180,10 @@ int ck_zips_next(ck_zips_t *s, const ck_zips_rec_t **r, ck_err_t *err)
     uint32_t sig;
     int rc;
 
-    if (s->open || s->ended)
+    if (s->open)
         return ck_err_set(err, CK_EFORMAT, "zip stream reader misuse");
+    if (s->ended)
+        return 0;
     rc = fill(s, 4, err);
     if (rc < 0)
         return rc;
