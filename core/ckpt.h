@@ -147,10 +147,14 @@ int ck_ckpt_stream_next(ck_ckpt_t *c, ck_storage_t **st, int *crc_given,
  * bytes are needed out of order. */
 int ck_ckpt_stream_src(ck_ckpt_t *c, const ck_storage_t *st, uint64_t off,
                        uint64_t n, uint8_t *out, ck_err_t *err);
-/* The rest of st's bytes as they are, through sink in chunks of up to
- * 1 MiB (buf, of that size, the caller's). */
-int ck_ckpt_stream_copy(ck_ckpt_t *c, ck_storage_t *st, uint8_t *buf,
-                        ck_sink_fn sink, void *arg, ck_err_t *err);
+/*
+ * The rest of st's bytes as they are, appended to w's open record without
+ * their CRC (the input's is given after: ck_ckpt_stream_end): with
+ * splice(2) when w writes a pipe or a file, else through buf (1 MiB, the
+ * caller's).
+ */
+int ck_ckpt_stream_copy(ck_ckpt_t *c, ck_storage_t *st, ck_zipw_t *w,
+                        uint8_t *buf, ck_err_t *err);
 /* Close st's record (its data descriptor read): *crc is its CRC-32 as the
  * input gives it. */
 int ck_ckpt_stream_end(ck_ckpt_t *c, ck_storage_t *st, uint32_t *crc,

@@ -151,6 +151,7 @@ int ck_ckpt_open_stream(ck_ckpt_t *c, int fd, const char *name,
         return ck_err_set(err, CK_ENOMEM, "out of memory");
     c->stream = s;
     ck_zips_init(&s->zs, fd);
+    ck_pipe_widen(fd);
     rc = ck_zips_peek(&s->zs, 64, &head, &n, err);
     if (rc < 0)
         return rc;
@@ -329,22 +330,40 @@ int ck_ckpt_stream_src(ck_ckpt_t *c, const ck_storage_t *st, uint64_t off,
     return ck_zips_data(&s->zs, out, (size_t)n, err);
 }
 
-int ck_ckpt_stream_copy(ck_ckpt_t *c, ck_storage_t *st, uint8_t *buf,
-                        ck_sink_fn sink, void *arg, ck_err_t *err)
+int ck_ckpt_stream_copy(ck_ckpt_t *c, ck_storage_t *st, ck_zipw_t *w,
+                        uint8_t *buf, ck_err_t *err)
 {
     struct ck_ckpt_stream *s = c->stream;
     uint64_t size = st->nconv ? st->src_nbytes : st->nbytes;
-    int rc = 0;
+    size_t ahead = ck_zips_buffered(&s->zs);
+    int rc = 0, moved = 0;
 
-    while (rc == 0 && s->zs.got < size) {
+    if (s->cur != st)
+        return ck_ckpt_stream_src(c, st, 0, size, buf, err);
+    /* what was read ahead, then the rest in the kernel */
+    if (ahead > size)
+        ahead = (size_t)size;
+    if (ahead > 0 && (rc = ck_zips_data(&s->zs, buf, ahead, err)) == 0)
+        rc = ck_zipw_raw(w, buf, ahead, err);
+    if (rc == 0 && s->zs.got < size) {
+        rc = ck_zipw_splice(w, s->zs.fd, size - s->zs.got, err);
+        if (rc == 0)
+            ck_zips_taken(&s->zs, size - s->zs.got);
+        moved = rc == 0;
+        if (rc == CK_EFORMAT)
+            return ck_err_replace(err, CK_EFORMAT, "the stream ended inside "
+                                  "record data/%s (cut short?)", st->key);
+        rc = rc == 1 ? 0 : rc;
+    }
+    while (rc == 0 && !moved && s->zs.got < size) {
         uint64_t left = size - s->zs.got;
         size_t part = left < (1u << 20) ? (size_t)left : (1u << 20);
 
         if (c->cancel != NULL && __atomic_load_n(c->cancel, __ATOMIC_RELAXED))
             return ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
-        rc = ck_ckpt_stream_src(c, st, s->zs.got, part, buf, err);
+        rc = ck_zips_data(&s->zs, buf, part, err);
         if (rc == 0)
-            rc = sink(arg, buf, part, err);
+            rc = ck_zipw_raw(w, buf, part, err);
     }
     return rc;
 }

@@ -107,11 +107,6 @@ static int begin_storage(ck_ckpt_t *c, ck_zipw_t *w, const char *top,
     return ck_zipw_begin(w, name, st->nbytes, err);
 }
 
-static int raw_cb(void *arg, const void *p, size_t n, ck_err_t *err)
-{
-    return ck_zipw_raw(arg, p, n, err);
-}
-
 /*
  * A stream input's storages, in the order their records come, each
  * written as it arrives (the records' order is free in a zip; names and
@@ -135,7 +130,7 @@ static int stream_storages(ck_ckpt_t *c, ck_zipw_t *w, const char *top,
             (w->buf = ck_malloc(COPY_BYTES)) == NULL)
             rc = ck_err_set(err, CK_ENOMEM, "out of memory");
         if (rc == 0)
-            rc = raw ? ck_ckpt_stream_copy(c, st, w->buf, raw_cb, w, err)
+            rc = raw ? ck_ckpt_stream_copy(c, st, w, w->buf, err)
                      : copy_storage(c, w, st, err);
         if (rc == 0)
             rc = ck_ckpt_stream_end(c, st, &crc, err);
@@ -385,6 +380,7 @@ int ck_ckpt_write_fd(ck_ckpt_t *c, int fd, ck_write_info_t *info,
 
     memset(info, 0, sizeof(*info));
     info->stream = 1;
+    ck_pipe_widen(fd);
     rc = ck_ckpt_check_keys(c, err);
     if (rc == 0)
         rc = write_zip(c, fd, top, info, err);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -64,6 +65,15 @@ static int write_at(int fd, const void *p, size_t n, uint64_t off)
 int ck_pwrite_full(int fd, const void *p, size_t n, uint64_t off)
 {
     return write_at(fd, p, n, off);
+}
+
+void ck_pipe_widen(int fd)
+{
+    struct stat sb;
+
+    if (fstat(fd, &sb) == 0 && S_ISFIFO(sb.st_mode) &&
+        fcntl(fd, F_GETPIPE_SZ) < (1 << 20))
+        (void)fcntl(fd, F_SETPIPE_SZ, 1 << 20);
 }
 
 int ck_write_full(int fd, const void *p, size_t n)

@@ -105,6 +105,12 @@ int ck_zips_data(ck_zips_t *s, void *p, size_t n, ck_err_t *err);
  * the descriptor is CK_EFORMAT naming the record.
  */
 int ck_zips_end(ck_zips_t *s, uint64_t size, ck_err_t *err);
+/* How many of the open record's next data bytes are read ahead already
+ * (ck_zips_data hands them out without a read). */
+size_t ck_zips_buffered(const ck_zips_t *s);
+/* The caller took n data bytes of the open record straight from s->fd
+ * (splice), with nothing read ahead: counted as read. */
+void ck_zips_taken(ck_zips_t *s, uint64_t n);
 /* The whole open record, at most max bytes, into a new ck_malloc buffer
  * (*out, *n; caller frees), and ended. */
 int ck_zips_read_all(ck_zips_t *s, uint64_t max, uint8_t **out, size_t *n,
@@ -163,6 +169,14 @@ void ck_zipw_set_crc(ck_zipw_t *w, uint32_t crc);
  */
 int ck_zipw_copy(ck_zipw_t *w, int fd, uint64_t off, uint64_t n,
                  int crc_known, uint32_t crc, ck_err_t *err);
+/*
+ * Stream mode: move n bytes from fd (the input pipe) to the output with
+ * splice(2), in the kernel, without a copy through user space; their CRC
+ * is the caller's (ck_zipw_set_crc).  1 when splice cannot join the two
+ * (nothing moved: copy instead), 0 when done, or an error (fd ending
+ * before n bytes: CK_EFORMAT).
+ */
+int ck_zipw_splice(ck_zipw_t *w, int fd, uint64_t n, ck_err_t *err);
 /* Append the inflated bytes of a deflated entry of another archive. */
 int ck_zipw_inflate(ck_zipw_t *w, int fd, const ck_zip_entry_t *e,
                     ck_err_t *err);
@@ -174,6 +188,10 @@ int ck_zipw_finish(ck_zipw_t *w, ck_err_t *err);
 /* pread/pwrite that finish or fail: 0 or -errno (-EIO at end of file). */
 int ck_pread_full(int fd, void *p, size_t n, uint64_t off);
 int ck_pwrite_full(int fd, const void *p, size_t n, uint64_t off);
+/* When fd is a pipe, make its buffer 1 MiB (the unprivileged maximum by
+ * default) rather than 64 KiB: a pipeline of several processes then wakes
+ * each one 16 times less often.  Best effort, nothing else changes. */
+void ck_pipe_widen(int fd);
 /* write(2) until done: 0 or -errno. */
 int ck_write_full(int fd, const void *p, size_t n);
 

@@ -281,6 +281,23 @@ int ck_zips_data(ck_zips_t *s, void *p, size_t n, ck_err_t *err)
     return rc;
 }
 
+size_t ck_zips_buffered(const ck_zips_t *s)
+{
+    const ck_zips_rec_t *e = &s->rec[s->n - 1];
+    size_t have = s->len - s->pos;
+
+    if (!s->open)
+        return 0;
+    return e->sized && e->size - s->got < have ? (size_t)(e->size - s->got)
+                                               : have;
+}
+
+void ck_zips_taken(ck_zips_t *s, uint64_t n)
+{
+    s->off += n;
+    s->got += n;
+}
+
 /* The descriptor after the data, when the record has one: crc and size.
  * Its signature is optional (APPNOTE 4.3.9.3); sizes are 8 bytes when the
  * local header had a zip64 extra. */
@@ -300,8 +317,9 @@ static int descriptor(ck_zips_t *s, ck_zips_rec_t *e, uint64_t *size,
     cs = le(d + 4, w);
     us = le(d + 4 + w, w);
     if (cs != us)
-        return ck_err_set(err, CK_EFORMAT, "zip: %s: stored entry with two "
-                          "sizes", e->name);
+        return ck_err_set(err, CK_EFORMAT, "%s: no data descriptor after "
+                          "%llu bytes, the size the storage needs", e->name,
+                          (unsigned long long)s->got);
     *size = us;
     return take(s, NULL, (size_t)(d + 4 + 2 * w - (s->buf + s->pos)), err);
 }

@@ -242,6 +242,39 @@ int ck_zipw_copy(ck_zipw_t *w, int fd, uint64_t off, uint64_t n,
     return 0;
 }
 
+int ck_zipw_splice(ck_zipw_t *w, int fd, uint64_t n, ck_err_t *err)
+{
+    int rc = w_room(w, n, err);
+    uint64_t left = n;
+
+    if (rc < 0)
+        return rc;
+    if (!w->stream)
+        return 1;
+    while (left > 0) {
+        size_t part = left < COPY_CHUNK ? (size_t)left : COPY_CHUNK;
+        ssize_t r = splice(fd, NULL, w->fd, NULL, part, SPLICE_F_MOVE |
+                           SPLICE_F_MORE);
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && left == n && (errno == EINVAL || errno == ENOSYS))
+            return 1; /* not two descriptors splice joins */
+        if (r < 0)
+            return ck_err_set(err, -errno, "splice to the output: %s",
+                              strerror(errno));
+        if (r == 0)
+            return ck_err_set(err, CK_EFORMAT, "%s: the input ended inside it",
+                              w->e[w->n - 1].name);
+        if (w->cancel != NULL && __atomic_load_n(w->cancel, __ATOMIC_RELAXED))
+            return ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
+        left -= (uint64_t)r;
+        w->off += (uint64_t)r;
+        w->cur_written += (uint64_t)r;
+    }
+    return 0;
+}
+
 int ck_zipw_inflate(ck_zipw_t *w, int fd, const ck_zip_entry_t *e,
                     ck_err_t *err)
 {
