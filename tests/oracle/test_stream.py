@@ -207,7 +207,7 @@ def expect_fail(ctx, d, label, args, stdin, words, rc_want=1, conf=None):
 
 def case_cut(ctx, inp):
     """The input pipe cut at several points: loud failure, stdout no zip."""
-    d = ctx.dir("cut")
+    d = ctx.dir("cut-" + os.path.basename(inp))
     with open(inp, "rb") as f:
         data = f.read()
     cd = data.rfind(b"PK\x01\x02")
@@ -418,11 +418,14 @@ def main(argv=None):
     w = torch.randn(6, 4)
     torch.save({"model": {"w": w, "w_view": w[1:3], "b": torch.randn(4),
                           "n": torch.arange(5)}}, plug)
+    mid = os.path.join(work, "mid.pt")  # past the 1 MiB pipes ckprep asks for
+    torch.save({"w": torch.randn(4 << 20), "b": torch.randn(100)}, mid)
     tests += [("fail:cut", lambda: case_cut(ctx, ck)),
+              ("fail:cut-big", lambda: case_cut(ctx, mid)),
               ("fail:directory", lambda: case_directory_disagrees(ctx, ck)),
               ("fail:order", lambda: case_order(ctx, ck)),
               ("plugins", lambda: case_plugins(ctx, plug)),
-              ("fail:reader-gone", lambda: case_reader_gone(ctx, ck)),
+              ("fail:reader-gone", lambda: case_reader_gone(ctx, mid)),
               ("usage", lambda: case_usage(ctx, ck))]
     if args.only:
         tests = [t for t in tests if args.only in t[0]]
