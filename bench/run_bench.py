@@ -27,7 +27,8 @@ BENCH_DAEMON=0 or ckprep has no watch command.  BENCH_LARGE=1 adds the
 --test-large: the >4 GiB checkpoint through the bench chain (output compared
 with the Python-edited reference), through an empty chain (a faithful copy
 over 4 GiB: zip64 offsets, checked with zipfile and torch.load), and a
-checkpoint with one record over 4 GiB (zip64 sizes).  Last line
+checkpoint with one record over 4 GiB (zip64 sizes); the last two also
+through `cat | ckprep run -o - - | cat` (zip64 in the data descriptors).  Last line
 "N passed, M failed"; exit status 1 on any failure.
 
 lm-cast: ckprep alone (bench/bench-cast.ini: `model` fp32 -> bfloat16, the
@@ -768,6 +769,27 @@ def test_large(args, work):
             rm(out)
 
     check("record over 4 GiB (zip64 sizes) copied loads equal", bigrec)
+
+    def streamed(case):
+        """case through `cat | ckprep run -o - - | cat`: zip64 in the data
+        descriptors read and written, in one pass."""
+        src = ensure_case(args, case)
+        out = os.path.join(work, case + ".stream.th")
+        try:
+            t, rss, _ = measure(["bash", "-c", 'set -o pipefail; cat "$1" | "$2" run '
+                                 '-c "$3" -o - - 2>/dev/null | cat > "$4"', "bash",
+                                 src, args.ckprep, empty, out])
+            print(f"   {case} streamed {t:.2f}s {rss:.0f} MiB, "
+                  f"{os.path.getsize(out) / MiB:.0f} MiB", flush=True)
+            reasons = [] if os.path.getsize(out) > (4 << 30) else ["output under 4 GiB"]
+            return reasons + zip_check(out) + same_checkpoint(src, out)
+        finally:
+            rm(out)
+
+    check("large checkpoint streamed (zip64 offsets) loads equal",
+          lambda: streamed("large"))
+    check("record over 4 GiB streamed (zip64 descriptors) loads equal",
+          lambda: streamed("bigrec"))
     passed = sum(results)
     print(f"{passed} passed, {len(results) - passed} failed")
     return 0 if passed == len(results) else 1
