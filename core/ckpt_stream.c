@@ -23,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #define SMALL_RECORD (64u << 10) /* byteorder, version and the like */
 

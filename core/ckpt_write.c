@@ -4,6 +4,8 @@
  * 64-byte aligned, bytes copied from the input in bounded chunks, and the
  * file made atomically (temporary file, fsync, rename, fsync of the
  * folder).  ck_ckpt_write has one exit; on any failure nothing is left.
+ * ck_ckpt_write_fd writes in one pass to a pipe instead, and a stream
+ * input's storages are written in the order they arrive (stream_storages).
  */
 #define _GNU_SOURCE
 #include "ckpt.h"

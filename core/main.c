@@ -361,6 +361,16 @@ static void run_warn(void *ud, const char *msg)
     say((const char *)ud, "warning", msg);
 }
 
+/* OUT names a folder: it ends in '/' or is one. */
+static int is_folder(const char *out)
+{
+    struct stat st;
+    size_t n = strlen(out);
+
+    return n > 0 && (out[n - 1] == '/' ||
+                     (stat(out, &st) == 0 && S_ISDIR(st.st_mode)));
+}
+
 /*
  * Where run writes: OUT, OUT/<IN's name> when OUT is a folder or ends in
  * '/' (its extension ext when the output format needs one), or IN's
@@ -371,13 +381,10 @@ static char *output_path(const char *in, const char *out, const char *ext)
 {
     struct stat st, in_st;
     char *path, *dir;
-    size_t n;
 
     if (out == NULL) {
         path = ck_job_default_out(in, ext);
-    } else if ((n = strlen(out)) > 0 && (out[n - 1] == '/' ||
-                                         (stat(out, &st) == 0 &&
-                                          S_ISDIR(st.st_mode)))) {
+    } else if (is_folder(out)) {
         const char *base = ck_path_base(in);
         char *name = ck_malloc(strlen(base) + (ext ? strlen(ext) : 0) + 1);
 
@@ -561,9 +568,10 @@ static int cmd_run(int argc, char **argv)
                 "stdin\n");
         goto out;
     }
-    if (args.stream_in && out == NULL) {
+    if (args.stream_in &&
+        (out == NULL || (!args.stream_out && is_folder(out)))) {
         fprintf(stderr, "ckprep run: an input from stdin has no name to "
-                "derive the output's from: give -o OUT (or -o - for "
+                "derive the output's from: give -o FILE (or -o - for "
                 "stdout)\n");
         goto out;
     }

@@ -10,7 +10,10 @@
  * Writing lays records out the way torch.save does: stored, data on a
  * 64-byte boundary behind an "FB" padding extra field, zip64 where a size or
  * offset needs it, zip64 end records always.  Sizes are declared up front;
- * the CRC is patched into the local header when the record ends.
+ * the CRC is patched into the local header when the record ends, or, in
+ * one pass to a pipe, written in a data descriptor after the data.
+ *
+ * zip_stream.c reads a zip front to back, from a pipe (ck_zips_*).
  */
 #ifndef CK_ZIP_H
 #define CK_ZIP_H

@@ -362,6 +362,7 @@ def case_usage(ctx, inp):
     for label, args, stdin, conf, words in (
             ("-c - with -", ["-o", "-", "-"], inp, "-", ["both read stdin"]),
             ("- without -o", ["-"], inp, None, ["-o"]),
+            ("- to a folder", ["-o", d + "/", "-"], inp, None, ["-o FILE"]),
             ("safetensors to stdout", ["-o", "-", inp], None, st, ["safetensors"]),
             ("safetensors from stdin", ["-o", os.path.join(d, "x.safetensors"), "-"], inp, st,
              ["safetensors"])):
