@@ -246,11 +246,16 @@ static int finish(ck_ckpt_t *c, ck_err_t *err)
         return rc;
     if (!s->version)
         return ck_err_set(err, CK_EFORMAT, "zip: no version record");
+    /* as a file's open checks: every storage data.pkl names has its record
+     * (those the output drops included) */
+    for (size_t i = 0; i < s->ninput; i++)
+        if (s->came == NULL || !s->came[i])
+            return ck_err_set(err, CK_EFORMAT, "record data/%s is missing",
+                              c->storages[i]->key);
     c->zip = s->zs.zip;
     c->st.size = s->zs.off;
-    return ck_ckpt_fingerprint_mem(c->st.size, s->pkl, s->npkl,
-                                   s->zs.tail + (c->zip.cd_off - (s->zs.off -
-                                                                s->zs.tail_len)),
+    /* the directory starts the tail (ck_zips_finish checked) */
+    return ck_ckpt_fingerprint_mem(c->st.size, s->pkl, s->npkl, s->zs.tail,
                                    (size_t)c->zip.cd_size, c->fingerprint,
                                    err);
 }
@@ -295,6 +300,9 @@ int ck_ckpt_stream_next(ck_ckpt_t *c, ck_storage_t **st, int *crc_given,
             s->came = ck_calloc(c->nstorages + 1, 1);
         if (s->came == NULL)
             return ck_err_set(err, CK_ENOMEM, "out of memory");
+        if (i >= s->ninput)
+            return ck_err_set(err, CK_EFORMAT, "record %s is no storage "
+                              "data.pkl names; %s", s->rec->name, use_file);
         if (s->came[i])
             return ck_err_set(err, CK_EFORMAT, "zip: duplicate entry %s",
                               s->rec->name);

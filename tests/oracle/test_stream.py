@@ -267,6 +267,16 @@ def case_order(ctx, inp):
             z.writestr(n, src.read(n))
     r = expect_fail(ctx, d, "order", ["-o", "-", "-"], p,
                     ["before data.pkl", "give the input as a file"], rc_want=1)
+    # a storage's record missing, as a file's open says
+    m = os.path.join(d, "missing.pt")
+    gone = sorted(n for n in src.namelist() if "/data/" in n)[-1]
+    with zipfile.ZipFile(m, "w") as z:
+        for n in src.namelist():
+            if n != gone:
+                z.writestr(n, src.read(n))
+    r += [f"missing record: {x}" for x in expect_fail(
+        ctx, d, "missing", ["-o", "-", "-"], m,
+        ["record data/" + gone.rsplit("/", 1)[1] + " is missing"])]
     # and a zip torch 1.6 would write (version first) is read
     q = os.path.join(d, "version-first.pt")
     with zipfile.ZipFile(q, "w") as z:
