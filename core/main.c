@@ -70,7 +70,7 @@ static const char usage_run[] =
     "  -o, --output OUT    where to write the prepared checkpoint; an\n"
     "                      existing folder (or OUT ending in '/') gets\n"
     "                      OUT/<IN's name>; OUT's folder must exist; '-' is\n"
-    "                      stdout (required when IN is '-')\n"
+    "                      stdout; with IN '-', a file or '-'\n"
     "  -n, --dry-run       write nothing: the record says what would change,\n"
     "                      and a plan, one line per change, goes to stderr\n"
     "\n"
