@@ -259,8 +259,8 @@ static int open_zip(ck_ckpt_t *c, ck_err_t *err)
 static const uint8_t legacy_magic[10] = { 0x6c, 0xfc, 0x9c, 0x46, 0xf9,
                                           0x20, 0x6a, 0xa8, 0x50, 0x19 };
 
-static int legacy_pickles(ck_ckpt_t *c, const uint8_t *buf, size_t len,
-                          ck_py_t **keys, size_t *data_start, ck_err_t *err)
+int ck_ckpt_legacy_pickles(ck_ckpt_t *c, const uint8_t *buf, size_t len,
+                           ck_py_t **keys, size_t *data_start, ck_err_t *err)
 {
     ck_pickle_t p[5];
     size_t pos = 0;
@@ -334,7 +334,7 @@ static int open_legacy(ck_ckpt_t *c, ck_py_t **keys, size_t *data_start,
         }
         ck_arena_release(&c->arena);
         memset(&c->pk, 0, sizeof(c->pk));
-        rc = legacy_pickles(c, buf, len, keys, data_start, err);
+        rc = ck_ckpt_legacy_pickles(c, buf, len, keys, data_start, err);
         if (rc == 0 && fingerprint(c->st.size, buf, *data_start, NULL, 0,
                                    c->fingerprint) < 0)
             rc = ck_err_set(err, CK_ENOMEM, "out of memory");

@@ -162,6 +162,15 @@ int ck_ckpt_stream_end(ck_ckpt_t *c, ck_storage_t *st, uint32_t *crc,
 /* Frees a stream input's state (ck_ckpt_close calls it). */
 void ck_ckpt_stream_close(ck_ckpt_t *c);
 
+/*
+ * The five pickles that start a legacy file (magic, protocol, sys_info,
+ * the object, the storage keys), in buf[0..len): c->pk the object's,
+ * *keys the key list, *data_start where the storages begin.  -EAGAIN when
+ * len ends inside them (read more and call again, the arena released).
+ */
+int ck_ckpt_legacy_pickles(ck_ckpt_t *c, const uint8_t *buf, size_t len,
+                           ck_py_t **keys, size_t *data_start, ck_err_t *err);
+
 /* Checks shared by a file's and a stream's records: the byteorder record
  * (sets c->byteorder; only "little"), the version record (1 to 10). */
 int ck_ckpt_byteorder(ck_ckpt_t *c, const uint8_t *bo, size_t n,

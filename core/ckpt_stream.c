@@ -2,7 +2,9 @@
  * ckpt_stream.c -- a checkpoint read from a pipe, in one pass, as
  * torch.save writes it: data.pkl, a few small records (.format_version,
  * .storage_alignment, byteorder), the storages data/<key>, then version,
- * .data/serialization_id and the central directory.
+ * .data/serialization_id and the central directory.  Or the legacy stream
+ * of torch < 1.6: five pickles, then each storage (an int64 count and its
+ * bytes) in the order of the key list, the last pickle.
  *
  * The pickle is read and validated whole before anything is written, as
  * for a file; a storage's bytes are read only when the writer asks for
@@ -38,6 +40,8 @@ struct ck_ckpt_stream {
     ck_storage_t *cur;
     uint8_t *came;              /* per storage index: its record was read */
     size_t ninput;              /* storages data.pkl names (the first ones) */
+    ck_py_t *keys;              /* legacy: the storage key list */
+    size_t nextkey;             /* legacy: the next storage in it */
 };
 
 static const char use_file[] = "give the input as a file";
@@ -122,13 +126,56 @@ static int not_zip(ck_ckpt_t *c, const uint8_t *b, size_t n, ck_err_t *err)
         return ck_err_set(err, CK_EUNSUPPORTED, "a safetensors file: read "
                           "from a file only (its tensors are laid out in "
                           "header order, not the output's); %s", use_file);
-    if (b[0] == 0x80 || b[0] == 'L' || b[0] == 'I')
-        return ck_err_set(err, CK_EUNSUPPORTED, "a legacy (torch < 1.6) "
-                          "checkpoint: ckprep reads that format from a file "
-                          "only; %s", use_file);
     ck_ckpt_looks_like(b, n, what, sizeof(what));
     return ck_err_set(err, CK_EFORMAT, "not a PyTorch checkpoint: neither a "
                       "zip nor a legacy torch stream; it is %s", what);
+}
+
+/*
+ * A legacy stream's pickles: read ahead until they parse (as open_legacy
+ * reads a file's), kept for the fingerprint, taken off the stream.
+ */
+static int open_legacy(ck_ckpt_t *c, const ck_open_opts_t *o, ck_err_t *err)
+{
+    struct ck_ckpt_stream *s = c->stream;
+    size_t want = 1u << 20, n, start = 0;
+    const uint8_t *b;
+    int rc;
+
+    c->format = CK_FMT_LEGACY;
+    rc = ck_zips_peek(&s->zs, 512, &b, &n, err);
+    if (rc == 0 && n == 512 && ck_tar_header(b, n))
+        return ck_err_set(err, CK_EUNSUPPORTED,
+                          "reads as a tar archive (the checkpoint format "
+                          "of torch < 0.4, which torch.load would unpickle "
+                          "instead), not supported");
+    for (;;) {
+        if (rc == 0)
+            rc = ck_zips_peek(&s->zs, want, &b, &n, err);
+        if (rc < 0)
+            return rc;
+        ck_arena_release(&c->arena);
+        memset(&c->pk, 0, sizeof(c->pk));
+        rc = ck_ckpt_legacy_pickles(c, b, n, &s->keys, &start, err);
+        if (rc != -EAGAIN)
+            break;
+        if (n < want || want >= c->lim.max_pickle_bytes)
+            return ck_err_replace(err, CK_EFORMAT, "legacy stream truncated "
+                                  "in its pickles (cut short?)");
+        ck_err_clear(err);
+        rc = 0;
+        want = want * 4 > c->lim.max_pickle_bytes
+                   ? (size_t)c->lim.max_pickle_bytes : want * 4;
+    }
+    if (rc < 0)
+        return rc;
+    s->pkl = ck_malloc(start + 1);
+    if (s->pkl == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    memcpy(s->pkl, b, start);
+    s->npkl = start;
+    ck_zips_skip(&s->zs, start);
+    return ck_ckpt_bind(c, o->allow, err);
 }
 
 int ck_ckpt_open_stream(ck_ckpt_t *c, int fd, const char *name,
@@ -154,6 +201,14 @@ int ck_ckpt_open_stream(ck_ckpt_t *c, int fd, const char *name,
     rc = ck_zips_peek(&s->zs, 64, &head, &n, err);
     if (rc < 0)
         return rc;
+    if (n > 0 && (head[0] == 0x80 || head[0] == 'L' || head[0] == 'I')) {
+        /* a legacy stream starts with its magic number */
+        rc = open_legacy(c, o, err);
+        for (size_t i = 0; rc == 0 && i < c->nstorages; i++)
+            c->storages[i]->src = CK_SRC_STREAM;
+        s->ninput = c->nstorages;
+        return rc;
+    }
     if (n < 4 || memcmp(head, "PK\x03\x04", 4) != 0)
         return not_zip(c, head, n, err);
     rc = ck_zips_next(&s->zs, &s->rec, err);
@@ -240,24 +295,77 @@ int ck_ckpt_stream_plan(ck_ckpt_t *c, ck_storage_t *const *order, size_t n,
 static int finish(ck_ckpt_t *c, ck_err_t *err)
 {
     struct ck_ckpt_stream *s = c->stream;
-    int rc = ck_zips_finish(&s->zs, &c->arena, err);
+    int legacy = c->format == CK_FMT_LEGACY;
+    int rc = legacy ? 0 : ck_zips_finish(&s->zs, &c->arena, err);
 
     if (rc < 0)
         return rc;
-    if (!s->version)
+    if (!s->version && !legacy)
         return ck_err_set(err, CK_EFORMAT, "zip: no version record");
     /* as a file's open checks: every storage data.pkl names has its record
      * (those the output drops included) */
     for (size_t i = 0; i < s->ninput; i++)
         if (s->came == NULL || !s->came[i])
-            return ck_err_set(err, CK_EFORMAT, "record data/%s is missing",
+            return ck_err_set(err, CK_EFORMAT, legacy
+                              ? "legacy file has no data for storage %s"
+                              : "record data/%s is missing",
                               c->storages[i]->key);
-    c->zip = s->zs.zip;
     c->st.size = s->zs.off;
+    if (legacy) /* as open_legacy's: the size and the pickles */
+        return ck_ckpt_fingerprint_mem(c->st.size, s->pkl, s->npkl, NULL, 0,
+                                       c->fingerprint, err);
+    c->zip = s->zs.zip;
     /* the directory starts the tail (ck_zips_finish checked) */
     return ck_ckpt_fingerprint_mem(c->st.size, s->pkl, s->npkl, s->zs.tail,
                                    (size_t)c->zip.cd_size, c->fingerprint,
                                    err);
+}
+
+/* A legacy stream's next storage (1), its record opened; 0 after the
+ * last, the stream ended; or an error. */
+static int next_legacy(ck_ckpt_t *c, ck_err_t *err)
+{
+    struct ck_ckpt_stream *s = c->stream;
+    const ck_py_t *k;
+    const uint8_t *b;
+    uint8_t nb[8];
+    uint64_t numel = 0;
+    size_t i, n;
+    int rc;
+
+    if (s->nextkey == s->keys->u.seq.n) {
+        rc = ck_zips_peek(&s->zs, 1, &b, &n, err);
+        if (rc == 0 && n > 0)
+            rc = ck_err_set(err, CK_EFORMAT, "legacy stream has bytes after "
+                            "its last storage");
+        return rc;
+    }
+    k = s->keys->u.seq.v[s->nextkey++];
+    if (k->kind != CK_PY_STR)
+        return ck_err_set(err, CK_EFORMAT, "legacy storage key is not a str");
+    i = ck_strmap_get(&c->by_key, k->u.s.s);
+    if (i >= s->ninput)
+        return ck_err_set(err, CK_EFORMAT, "legacy storage %s is not "
+                          "referenced by the pickle", k->u.s.s);
+    rc = ck_zips_open_raw(&s->zs, k->u.s.s, 8, err);
+    if (rc == 0)
+        rc = ck_zips_data(&s->zs, nb, 8, err);
+    if (rc == 0)
+        rc = ck_zips_end(&s->zs, 8, err);
+    if (rc < 0)
+        return rc;
+    for (int j = 7; j >= 0; j--)
+        numel = numel << 8 | nb[j];
+    if (numel != c->storages[i]->numel)
+        return ck_err_set(err, CK_EFORMAT, "legacy storage %s holds %llu "
+                          "elements, its persistent id says %llu", k->u.s.s,
+                          (unsigned long long)numel,
+                          (unsigned long long)c->storages[i]->numel);
+    rc = ck_zips_open_raw(&s->zs, k->u.s.s, c->storages[i]->nconv
+                                                ? c->storages[i]->src_nbytes
+                                                : c->storages[i]->nbytes,
+                          err);
+    return rc < 0 ? rc : 1;
 }
 
 int ck_ckpt_stream_next(ck_ckpt_t *c, ck_storage_t **st, int *crc_given,
@@ -271,19 +379,23 @@ int ck_ckpt_stream_next(ck_ckpt_t *c, ck_storage_t **st, int *crc_given,
     if (s->cur != NULL)
         return ck_err_set(err, CK_EFORMAT, "storage %s: record not closed",
                           s->cur->key);
-    while ((rc = next_rec(c, err)) == 1) {
-        const char *rel = in_top(c, s->rec->name);
+    while ((rc = c->format == CK_FMT_LEGACY ? next_legacy(c, err)
+                                            : next_rec(c, err)) == 1) {
+        const char *rel = c->format == CK_FMT_LEGACY ? NULL
+                                                     : in_top(c, s->rec->name);
         size_t i;
         ck_storage_t *x;
         uint64_t size;
 
-        if (strncmp(rel, "data/", 5) != 0) {
+        if (c->format == CK_FMT_LEGACY)
+            s->rec = &s->zs.rec[s->zs.n - 1];
+        else if (strncmp(rel, "data/", 5) != 0) {
             rc = small_record(c, err);
             if (rc < 0)
                 return rc;
             continue;
         }
-        i = ck_strmap_get(&c->by_key, rel + 5);
+        i = ck_strmap_get(&c->by_key, rel ? rel + 5 : s->rec->name);
         if (i == SIZE_MAX)
             return ck_err_set(err, CK_EFORMAT, "record %s is no storage "
                               "data.pkl names (it is read only from a "

@@ -73,7 +73,7 @@ typedef struct {
     int fd;
     uint64_t off;        /* stream offset of buf[pos] */
     uint8_t *buf;        /* read-ahead */
-    size_t pos, len;
+    size_t pos, len, bcap; /* bcap: bytes allocated at buf */
     ck_zips_rec_t *rec;  /* records met, in file order */
     size_t n, cap;
     int open;            /* rec[n - 1] is being read */
@@ -87,10 +87,18 @@ typedef struct {
 void ck_zips_init(ck_zips_t *s, int fd);
 void ck_zips_release(ck_zips_t *s);
 
-/* The first bytes to come, up to k (<= 4096), without taking them: *p and
- * *n (fewer at the end of the stream).  0 or a read error. */
+/* The first bytes to come, up to k, without taking them: *p and *n (fewer
+ * at the end of the stream); the read-ahead grows to k.  0 or a read
+ * error. */
 int ck_zips_peek(ck_zips_t *s, size_t k, const uint8_t **p, size_t *n,
                  ck_err_t *err);
+/* Take n peeked bytes (n <= what ck_zips_peek gave). */
+void ck_zips_skip(ck_zips_t *s, size_t n);
+/* Open the next size bytes as a record without header or descriptor (a
+ * legacy stream's storage, its element count), named name: then
+ * ck_zips_data and ck_zips_end as for a record.  0 or CK_ENOMEM. */
+int ck_zips_open_raw(ck_zips_t *s, const char *name, uint64_t size,
+                     ck_err_t *err);
 
 /*
  * The next record's local header: 1 with *r set (valid until the next

@@ -53,8 +53,8 @@ void ck_zips_release(ck_zips_t *s)
 static int cut_short(ck_zips_t *s, ck_err_t *err)
 {
     return ck_err_set(err, CK_EFORMAT,
-                      "the stream ended at byte %llu, inside the zip (cut "
-                      "short?)", (unsigned long long)(s->off + s->len - s->pos));
+                      "the stream ended at byte %llu, before the "
+                      "checkpoint's end (cut short?)", (unsigned long long)(s->off + s->len - s->pos));
 }
 
 /* read(2) that retries EINTR: bytes read, 0 at the end, or -errno. */
@@ -68,21 +68,26 @@ static ssize_t rd_some(int fd, void *p, size_t n)
     return r < 0 ? -errno : r;
 }
 
-/* At least k (<= RA_BYTES) bytes in buf[pos..len): 0, or cut short. */
+/* At least k bytes in buf[pos..len) (the buffer grows past RA_BYTES only
+ * for a peek): 0, or cut short. */
 static int fill(ck_zips_t *s, size_t k, ck_err_t *err)
 {
-    if (s->buf == NULL) {
-        s->buf = ck_malloc(RA_BYTES);
-        if (s->buf == NULL)
-            return ck_err_set(err, CK_ENOMEM, "out of memory");
-    }
-    if (s->len - s->pos >= k)
+    if (s->len - s->pos >= k && s->buf != NULL)
         return 0;
+    if (s->buf == NULL || k > s->bcap) {
+        size_t cap = k > RA_BYTES ? k : RA_BYTES;
+        uint8_t *nb = ck_realloc(s->buf, cap);
+
+        if (nb == NULL)
+            return ck_err_set(err, CK_ENOMEM, "out of memory");
+        s->buf = nb;
+        s->bcap = cap;
+    }
     memmove(s->buf, s->buf + s->pos, s->len - s->pos);
     s->len -= s->pos;
     s->pos = 0;
     while (s->len < k) {
-        ssize_t r = rd_some(s->fd, s->buf + s->len, RA_BYTES - s->len);
+        ssize_t r = rd_some(s->fd, s->buf + s->len, s->bcap - s->len);
 
         if (r < 0)
             return ck_err_set(err, (int)r, "read: %s", strerror((int)-r));
@@ -152,6 +157,25 @@ int ck_zips_peek(ck_zips_t *s, size_t k, const uint8_t **p, size_t *n,
     return 0;
 }
 
+void ck_zips_skip(ck_zips_t *s, size_t n)
+{
+    s->pos += n;
+    s->off += n;
+    if (s->bcap > RA_BYTES && s->len - s->pos <= RA_BYTES) {
+        /* back to the read-ahead's size once a big peek is taken */
+        uint8_t *nb;
+
+        memmove(s->buf, s->buf + s->pos, s->len - s->pos);
+        s->len -= s->pos;
+        s->pos = 0;
+        nb = ck_realloc(s->buf, RA_BYTES);
+        if (nb != NULL) {
+            s->buf = nb;
+            s->bcap = RA_BYTES;
+        }
+    }
+}
+
 static int add_rec(ck_zips_t *s, ck_err_t *err)
 {
     if (s->n == s->cap) {
@@ -169,6 +193,29 @@ static int add_rec(ck_zips_t *s, ck_err_t *err)
     }
     memset(&s->rec[s->n], 0, sizeof(s->rec[s->n]));
     s->n++;
+    return 0;
+}
+
+int ck_zips_open_raw(ck_zips_t *s, const char *name, uint64_t size,
+                     ck_err_t *err)
+{
+    ck_zips_rec_t *e;
+    int rc;
+
+    if (s->open)
+        return ck_err_set(err, CK_EFORMAT, "zip stream reader misuse");
+    rc = add_rec(s, err);
+    if (rc < 0)
+        return rc;
+    e = &s->rec[s->n - 1];
+    e->name = ck_strdup(name);
+    if (e->name == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    e->lho = e->data_off = s->off;
+    e->size = size;
+    e->sized = 1;
+    s->open = 1;
+    s->got = 0;
     return 0;
 }
 

@@ -6,11 +6,11 @@ usage: test_stream.py --ckprep PATH --zipcheck PATH [--corpus DIR] [--big] [--li
 
 For every checkpoint torch wrote -- the oracle's (make_checkpoints.py) and the third-party
 corpus (default <repo>/../shared/corpus/third-party) -- the file-mode output is the
-reference; the output written to stdout (file in), and for zip inputs the output of stdin
-to stdout and of stdin to a file, must each hold what IN holds (compare.py: torch.load
-equal, layout, libzip's reading through --zipcheck) and be `ckprep diff`-equal to the
-reference.  The record goes to stderr with -o -; the input's digest read from a pipe is
-the file's.  A legacy input on stdin is refused, saying to give a file.
+reference; the output written to stdout (file in), the output of stdin to stdout and of
+stdin to a file (zip and legacy inputs alike) must each hold what IN holds (compare.py:
+torch.load equal, layout, libzip's reading through --zipcheck) and be `ckprep diff`-equal
+to the reference.  The record goes to stderr with -o -; the input's digest read from a
+pipe is the file's.
 
 An input whose writer left CRC-32s out gets them computed.
 Failures: a pipe cut at several points, a central directory that disagrees with what was
@@ -147,7 +147,7 @@ def check_ok(rc, so, se, what, out_on_stdout):
 
 
 def case_file(ctx, inp, wo, bi, fmt, label):
-    """File mode (reference), then file->stdout, and for zips stdin->stdout, stdin->file."""
+    """File mode (reference), then file->stdout, stdin->stdout, stdin->file."""
     d = ctx.dir(label)
     ref = os.path.join(d, "ref.pt")
     rc, so, se = ctx.run(["-o", ref, inp])
@@ -155,16 +155,9 @@ def case_file(ctx, inp, wo, bi, fmt, label):
         return [f"file mode: exit {rc}: {tail(se)}"]
     file_rec = json.loads(so)
     r = []
-    variants = [("file->stdout", ["-o", "-", inp], None, "fs")]
-    if fmt == "zip":
-        variants += [("stdin->stdout", ["-o", "-", "-"], inp, "ss"),
-                     ("stdin->file", ["-o", os.path.join(d, "sf", "piped.pt"), "-"], inp, "sf")]
-    else:
-        rc, so, se = ctx.run(["-o", "-", "-"], stdin=inp)
-        msg = se.decode("utf-8", "replace")
-        if rc != 1 or so or "legacy" not in msg or "give the input as a file" not in msg:
-            r.append(f"legacy on stdin: exit {rc}, {len(so)} bytes out, stderr {tail(se)!r}; "
-                     f"expected exit 1, nothing out, a line saying to give a file")
+    variants = [("file->stdout", ["-o", "-", inp], None, "fs"),
+                ("stdin->stdout", ["-o", "-", "-"], inp, "ss"),
+                ("stdin->file", ["-o", os.path.join(d, "sf", "piped.pt"), "-"], inp, "sf")]
     for what, args, stdin, sub in variants:
         os.makedirs(os.path.join(d, sub))
         rc, so, se = ctx.run(args, stdin=stdin)
@@ -458,7 +451,9 @@ def main(argv=None):
                           "n": torch.arange(5)}}, plug)
     mid = os.path.join(work, "mid.pt")  # past the 1 MiB pipes ckprep asks for
     torch.save({"w": torch.randn(4 << 20), "b": torch.randn(100)}, mid)
+    leg = os.path.join(gen, "legacy_mixed_proto2.pt")
     tests += [("fail:cut", lambda: case_cut(ctx, ck)),
+              ("fail:cut-legacy", lambda: case_cut(ctx, leg)),
               ("fail:cut-big", lambda: case_cut(ctx, mid)),
               ("fail:directory", lambda: case_directory_disagrees(ctx, ck)),
               ("fail:order", lambda: case_order(ctx, ck)),
