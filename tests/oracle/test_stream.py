@@ -310,6 +310,20 @@ def case_no_crcs(ctx, inp):
     return compare.compare(inp, out) + diff_same(ctx, inp, out)
 
 
+def case_tar_polyglot(ctx):
+    """A legacy stream that Python's tarfile takes for a tar (torch 1.13
+    would unpickle its member): refused from stdin as from a file."""
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "hostile"))
+    import test_differential
+    d = ctx.dir("tar")
+    marker = os.path.join(d, "MARKER")
+    r = expect_fail(ctx, d, "tar", ["-o", "-", "-"], test_differential.tar_polyglot(marker),
+                    ["stdin", "tar archive"])
+    if os.path.exists(marker):
+        r.append("the polyglot's payload ran")
+    return r
+
+
 def case_plugins(ctx, inp):
     """A plugin that reads bytes before they arrive; a cast that needs a storage twice; a
     cast that streams."""
@@ -459,6 +473,7 @@ def main(argv=None):
               ("fail:order", lambda: case_order(ctx, ck)),
               ("plugins", lambda: case_plugins(ctx, plug)),
               ("no-crcs", lambda: case_no_crcs(ctx, ck)),
+              ("fail:tar-polyglot", lambda: case_tar_polyglot(ctx)),
               ("fail:reader-gone", lambda: case_reader_gone(ctx, mid)),
               ("usage", lambda: case_usage(ctx, ck))]
     if args.only:
