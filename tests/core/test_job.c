@@ -207,13 +207,24 @@ static void test_model_api(void **state)
 
 /* ---- ck_job_run end to end --------------------------------------------- */
 
+/* The output opens, and what optimizer_strip stripped is gone. */
+static void check_stripped(fx_t *f)
+{
+    ck_ckpt_t back;
+    ck_open_opts_t o = { 0 };
+
+    ck_limits_default(&o.lim);
+    assert_int_equal(ck_ckpt_open(&back, f->out, &o, &f->err), 0);
+    assert_null(ck_ckpt_get(&back, "optimizer"));
+    assert_non_null(ck_ckpt_get(&back, "best_state/model"));
+    ck_ckpt_close(&back);
+}
+
 static void test_run_sample(void **state)
 {
     fx_t *f = *state;
     ck_job_args_t args = { 0 };
     ck_json_t rec = { 0 };
-    ck_ckpt_t back;
-    ck_open_opts_t o = { 0 };
     const char *text;
 
     load(f, "[pipeline]\nchain = optimizer_strip:lbl\n");
@@ -229,13 +240,7 @@ static void test_run_sample(void **state)
                                  "\"label\":\"lbl\""));
     assert_non_null(strstr(text, "{\"op\":\"removed\",\"path\":\"optimizer\","));
     ck_json_release(&rec);
-
-    /* the output opens, and what was stripped is gone */
-    ck_limits_default(&o.lim);
-    assert_int_equal(ck_ckpt_open(&back, f->out, &o, &f->err), 0);
-    assert_null(ck_ckpt_get(&back, "optimizer"));
-    assert_non_null(ck_ckpt_get(&back, "best_state/model"));
-    ck_ckpt_close(&back);
+    check_stripped(f);
 }
 
 /* A stream in (a descriptor read in one pass) and out (written in one
@@ -245,8 +250,6 @@ static void test_run_stream(void **state)
     fx_t *f = *state;
     ck_job_args_t args = { 0 };
     ck_json_t rec = { 0 };
-    ck_ckpt_t back;
-    ck_open_opts_t o = { 0 };
     const char *text;
     char want[64];
     FILE *in;
@@ -273,11 +276,7 @@ static void test_run_stream(void **state)
     assert_non_null(strstr(text, "\"output\":{\"path\":\"-\","));
     assert_non_null(strstr(text, "\"status\":\"ok\""));
     ck_json_release(&rec);
-    ck_limits_default(&o.lim);
-    assert_int_equal(ck_ckpt_open(&back, f->out, &o, &f->err), 0);
-    assert_null(ck_ckpt_get(&back, "optimizer"));
-    assert_non_null(ck_ckpt_get(&back, "best_state/model"));
-    ck_ckpt_close(&back);
+    check_stripped(f);
 }
 
 static void test_run_failure_named(void **state)
