@@ -569,8 +569,8 @@ static int cmd_run(int argc, char **argv)
                 "stdin\n");
         goto out;
     }
-    if (args.stream_in &&
-        (out == NULL || (!args.stream_out && is_folder(out)))) {
+    if (args.stream_in && (out == NULL ? !args.dry_run
+                                       : !args.stream_out && is_folder(out))) {
         fprintf(stderr, "ckprep run: an input from stdin has no name to "
                 "derive the output's from: give -o FILE (or -o - for "
                 "stdout)\n");
@@ -586,7 +586,7 @@ static int cmd_run(int argc, char **argv)
         ck_conf_release(&conf);
         goto out;
     }
-    path = args.stream_out
+    path = args.stream_out || (args.stream_in && out == NULL) /* -n */
                ? ck_strdup("-")
                : output_path(args.stream_in ? "stdin" : in, out,
                              conf.output.format == CK_OUT_SAFETENSORS

@@ -372,6 +372,20 @@ def case_reader_gone(ctx, inp):
     return []
 
 
+def case_dry_run(ctx, inp):
+    """-n with the input -: the plan from the pickle, the record on stdout."""
+    rc, so, se = ctx.run(["-n", "-"], stdin=inp)
+    r = []
+    if rc != 0:
+        return [f"exit {rc}: {tail(se)}"]
+    rec = json.loads(so)
+    if rec.get("status") != "ok" or not rec.get("dry_run") or "output" in rec:
+        r.append(f"record {tail(so)}")
+    if b"plan (dry run, nothing written)" not in se:
+        r.append(f"no plan on stderr: {tail(se)}")
+    return r
+
+
 def case_usage(ctx, inp):
     d = ctx.dir("usage")
     st = ctx.write_conf("st.ini", "[pipeline]\nchain =\n[output]\nformat = safetensors\n")
@@ -475,6 +489,7 @@ def main(argv=None):
               ("no-crcs", lambda: case_no_crcs(ctx, ck)),
               ("fail:tar-polyglot", lambda: case_tar_polyglot(ctx)),
               ("fail:reader-gone", lambda: case_reader_gone(ctx, mid)),
+              ("dry-run", lambda: case_dry_run(ctx, ck)),
               ("usage", lambda: case_usage(ctx, ck))]
     if args.only:
         tests = [t for t in tests if args.only in t[0]]
