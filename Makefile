@@ -4,7 +4,7 @@
 #   make         build build/ckprep
 #   make run     build, then run ckprep on the bundled sample checkpoint
 #   make test    build, then every test: unit (plain and sanitized), oracle
-#                (real torch), hostile inputs, peak memory
+#                (real torch), streaming, hostile inputs, peak memory
 #   make install install the binary, the systemd unit and an example config
 #
 # V=1 shows full commands.  SAN=1 builds with ASan+UBSan into build-san/.
@@ -81,6 +81,7 @@ CORE_SRC := \
 	core/ckpt_cast.c \
 	core/ckpt_edit.c \
 	core/ckpt_refuse.c \
+	core/ckpt_stream.c \
 	core/ckpt_write.c \
 	core/conf.c \
 	core/diff.c \
@@ -118,6 +119,7 @@ CORE_SRC := \
 	core/watchconf.c \
 	core/yamlval.c \
 	core/zip.c \
+	core/zip_stream.c \
 	core/zip_write.c
 
 PLUGIN_SRC := $(patsubst %,plugins/%.c,$(shell sed -n 's/^PLUGIN(\(.*\))$$/\1/p' plugins/plugins.def))
@@ -201,6 +203,12 @@ test-oracle: all $(ZIPCHECK)
 	$(PYTHON) tests/oracle/test_roundtrip.py --ckprep $(BIN) --zipcheck $(ZIPCHECK) \
 		--corpus $(CORPUS)
 
+# The streaming suite: stdin and stdout against file mode; in the plain
+# build also a 1 GiB checkpoint through a pipe in bounded memory.
+test-stream: all $(ZIPCHECK)
+	$(PYTHON) tests/oracle/test_stream.py --ckprep $(BIN) --zipcheck $(ZIPCHECK) \
+		--corpus $(CORPUS) $(if $(filter 1,$(SAN)),,--big)
+
 test-hostile: all
 	$(PYTHON) tests/hostile/test_hostile.py --ckprep $(BIN)
 
@@ -220,6 +228,8 @@ test: deps
 	$(Q)$(MAKE) --no-print-directory test-oracle
 	$(Q)$(MAKE) --no-print-directory SAN=1 test-hostile
 	$(Q)$(MAKE) --no-print-directory SAN=1 test-oracle
+	$(Q)$(MAKE) --no-print-directory test-stream
+	$(Q)$(MAKE) --no-print-directory SAN=1 test-stream
 	$(Q)$(MAKE) --no-print-directory test-plugins
 	$(Q)$(MAKE) --no-print-directory test-rss
 	$(Q)$(MAKE) --no-print-directory test-systemd

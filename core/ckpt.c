@@ -70,11 +70,12 @@ int ck_ckpt_zip_fingerprint(int fd, uint64_t size, const void *pkl, size_t n,
         return ck_err_set(err, CK_ENOMEM, "out of memory");
     rc = ck_pread_full(fd, cd, (size_t)cd_size, cd_off);
     if (rc == 0)
-        rc = ck_fingerprint_parts(size, pkl, n, cd, (size_t)cd_size, out);
+        rc = ck_ckpt_fingerprint_mem(size, pkl, n, cd, (size_t)cd_size, out,
+                                     err);
+    else
+        rc = ck_err_set(err, rc, "fingerprint: %s", strerror(-rc));
     ck_free(cd);
-    if (rc < 0)
-        return ck_err_set(err, rc, "fingerprint: %s", ck_strerror(rc));
-    return 0;
+    return rc;
 }
 
 int ck_ckpt_fingerprint(ck_ckpt_t *c, ck_err_t *err)
@@ -143,6 +144,45 @@ static int check_globals(ck_ckpt_t *c, const char *const *extra, ck_err_t *err)
     return 0;
 }
 
+int ck_ckpt_byteorder(ck_ckpt_t *c, const uint8_t *bo, size_t n,
+                      ck_err_t *err)
+{
+    c->byteorder = (n == 6 && memcmp(bo, "little", 6) == 0) ? "little"
+                   : (n == 3 && memcmp(bo, "big", 3) == 0) ? "big"
+                                                           : "?";
+    if (strcmp(c->byteorder, "little") != 0)
+        return ck_err_set(err, CK_EUNSUPPORTED,
+                          "byteorder record is not 'little'");
+    return 0;
+}
+
+int ck_ckpt_version_ok(const uint8_t *v, size_t n, ck_err_t *err)
+{
+    unsigned long ver = 0;
+    size_t i = 0;
+
+    while (i < n && v[i] >= '0' && v[i] <= '9' && ver < 1000)
+        ver = ver * 10 + (unsigned long)(v[i++] - '0');
+    while (i < n && (v[i] == '\r' || v[i] == '\n'))
+        i++;
+    /* torch reads versions 1 to 10 */
+    if (i != n || ver < 1 || ver > 10)
+        return ck_err_set(err, CK_EUNSUPPORTED,
+                          "zip: unsupported archive version record");
+    return 0;
+}
+
+int ck_ckpt_fingerprint_mem(uint64_t size, const void *pkl, size_t n,
+                            const void *cd, size_t cd_size, char out[65],
+                            ck_err_t *err)
+{
+    int rc = ck_fingerprint_parts(size, pkl, n, cd, cd_size, out);
+
+    if (rc < 0)
+        return ck_err_set(err, rc, "fingerprint: %s", ck_strerror(rc));
+    return 0;
+}
+
 static int open_zip(ck_ckpt_t *c, ck_err_t *err)
 {
     char name[600];
@@ -181,13 +221,10 @@ static int open_zip(ck_ckpt_t *c, ck_err_t *err)
         rc = ck_zip_read(c->fd, e, 16, &bo, err);
         if (rc < 0)
             return rc;
-        c->byteorder = (e->usize == 6 && memcmp(bo, "little", 6) == 0) ? "little"
-                       : (e->usize == 3 && memcmp(bo, "big", 3) == 0) ? "big"
-                                                                       : "?";
+        rc = ck_ckpt_byteorder(c, bo, (size_t)e->usize, err);
         ck_free(bo);
-        if (strcmp(c->byteorder, "little") != 0)
-            return ck_err_set(err, CK_EUNSUPPORTED,
-                              "byteorder record is not 'little'");
+        if (rc < 0)
+            return rc;
     }
     snprintf(name, sizeof(name), "%s/version", c->top);
     e = ck_zip_find(&c->zip, name);
@@ -199,21 +236,14 @@ static int open_zip(ck_ckpt_t *c, ck_err_t *err)
         return ck_err_set(err, CK_EFORMAT, "zip: no version record");
     {
         uint8_t *v;
-        unsigned long ver = 0;
-        size_t i = 0;
 
         rc = ck_zip_read(c->fd, e, 32, &v, err);
         if (rc < 0)
             return rc;
-        while (i < e->usize && v[i] >= '0' && v[i] <= '9' && ver < 1000)
-            ver = ver * 10 + (unsigned long)(v[i++] - '0');
-        while (i < e->usize && (v[i] == '\r' || v[i] == '\n'))
-            i++;
+        rc = ck_ckpt_version_ok(v, (size_t)e->usize, err);
         ck_free(v);
-        /* torch reads versions 1 to 10 */
-        if (i != e->usize || ver < 1 || ver > 10)
-            return ck_err_set(err, CK_EUNSUPPORTED,
-                              "zip: unsupported archive version record");
+        if (rc < 0)
+            return rc;
     }
     snprintf(name, sizeof(name), "%s/data.pkl", c->top);
     e = ck_zip_find(&c->zip, name);
@@ -238,8 +268,8 @@ static int open_zip(ck_ckpt_t *c, ck_err_t *err)
 static const uint8_t legacy_magic[10] = { 0x6c, 0xfc, 0x9c, 0x46, 0xf9,
                                           0x20, 0x6a, 0xa8, 0x50, 0x19 };
 
-static int legacy_pickles(ck_ckpt_t *c, const uint8_t *buf, size_t len,
-                          ck_py_t **keys, size_t *data_start, ck_err_t *err)
+int ck_ckpt_legacy_pickles(ck_ckpt_t *c, const uint8_t *buf, size_t len,
+                           ck_py_t **keys, size_t *data_start, ck_err_t *err)
 {
     ck_pickle_t p[5];
     size_t pos = 0;
@@ -320,7 +350,7 @@ static int open_legacy(ck_ckpt_t *c, ck_py_t **keys, size_t *data_start,
         }
         ck_arena_release(&c->arena);
         memset(&c->pk, 0, sizeof(c->pk));
-        rc = legacy_pickles(c, buf, len, keys, data_start, err);
+        rc = ck_ckpt_legacy_pickles(c, buf, len, keys, data_start, err);
         if (rc == 0 && ck_fingerprint_parts(c->st.size, buf, *data_start,
                                             NULL, 0, c->fingerprint) < 0)
             rc = ck_err_set(err, CK_ENOMEM, "out of memory");
@@ -753,6 +783,13 @@ int ck_ckpt_scan_refused(ck_ckpt_t *c, ck_err_t *err)
     return do_scan(c, 1, err);
 }
 
+int ck_ckpt_bind(ck_ckpt_t *c, const char *const *allow, ck_err_t *err)
+{
+    int rc = check_globals(c, allow, err);
+
+    return rc < 0 ? rc : do_scan(c, 1, err);
+}
+
 static int zip_storages(ck_ckpt_t *c, ck_err_t *err)
 {
     for (size_t i = 0; i < c->nstorages; i++) {
@@ -861,10 +898,7 @@ static int open_checked(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
     }
     if (rc < 0)
         return rc;
-    rc = check_globals(c, o->allow, err);
-    if (rc < 0)
-        return rc;
-    rc = do_scan(c, 1, err);
+    rc = ck_ckpt_bind(c, o->allow, err);
     if (rc < 0)
         return rc;
     if (c->format == CK_FMT_ZIP)
@@ -884,6 +918,7 @@ const char *ck_ckpt_format_name(const ck_ckpt_t *c)
 
 void ck_ckpt_close(ck_ckpt_t *c)
 {
+    ck_ckpt_stream_close(c);
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;

@@ -24,7 +24,9 @@
 
 /* CK_SRC_LEGACY: bytes at a file offset (a legacy file, a safetensors
  * file's data) */
-typedef enum { CK_SRC_ZIP, CK_SRC_LEGACY, CK_SRC_MEM } ck_src_t;
+/* CK_SRC_STREAM: the record data/<key> of a zip read from a pipe, whose
+ * bytes pass once, in the file's order (ckpt_stream.c) */
+typedef enum { CK_SRC_ZIP, CK_SRC_LEGACY, CK_SRC_MEM, CK_SRC_STREAM } ck_src_t;
 
 #define CK_CONV_STEPS 8 /* dtypes in one storage's chain of casts */
 
@@ -53,6 +55,10 @@ struct ck_storage {
 };
 
 typedef enum { CK_FMT_ZIP, CK_FMT_LEGACY, CK_FMT_SAFETENSORS } ck_format_t;
+
+/* Where ck_ckpt_storage_stream and ck_ckpt_stream_copy put bytes: 0 or an
+ * error. */
+typedef int (*ck_sink_fn)(void *arg, const void *p, size_t n, ck_err_t *err);
 
 typedef struct {
     ck_limits_t lim;
@@ -99,6 +105,7 @@ typedef struct {
                                  *cancel is nonzero (another thread sets it) */
     int allow_numpy;          /* from ck_open_opts_t: numpy names pass the
                                  allowlist, ck_ckpt_validate checks them */
+    struct ck_ckpt_stream *stream; /* an input read from a pipe, else NULL */
 } ck_ckpt_t;
 
 /*
@@ -115,6 +122,77 @@ int ck_tar_header(const uint8_t *blk, size_t n);
 int ck_ckpt_open(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
                  ck_err_t *err);
 void ck_ckpt_close(ck_ckpt_t *c);
+
+/*
+ * Open the zip that arrives on fd (a pipe: stdin) as torch.save writes it:
+ * data.pkl first, read and validated as ck_ckpt_open validates a file's,
+ * then the small records before the storages.  The storages' bytes are
+ * read by the writer as they arrive (ck_ckpt_write_fd, ck_ckpt_write),
+ * each once, in the file's order; the central directory at the end must
+ * confirm every record.  name is what messages and records call the
+ * input.  A legacy or safetensors stream, a zip whose first record is not
+ * data.pkl, a compressed record: CK_EUNSUPPORTED, saying to give a file.
+ * Release with ck_ckpt_close.
+ */
+int ck_ckpt_open_stream(ck_ckpt_t *c, int fd, const char *name,
+                        const ck_open_opts_t *o, ck_err_t *err);
+
+/*
+ * For the writer, on a stream input, before a byte is written: the
+ * storages to write (order, n) can be read in one pass -- none needs the
+ * bytes of another's record (a cast's split).  0 or CK_EUNSUPPORTED.
+ */
+int ck_ckpt_stream_plan(ck_ckpt_t *c, ck_storage_t *const *order, size_t n,
+                        ck_err_t *err);
+
+/*
+ * For the writer, on a stream input: the next storage whose bytes come
+ * (1, *st; its bytes are then read by ck_ckpt_storage_src in order, or
+ * by ck_ckpt_stream_copy, and the record closed with ck_ckpt_stream_end;
+ * *crc_given 0 when the input's writer left CRC-32s out), or 0 once the
+ * input is over and its central directory confirmed what was read
+ * (c->fingerprint and c->st.size are set then).  Records of storages the
+ * output does not hold are read past.
+ */
+int ck_ckpt_stream_next(ck_ckpt_t *c, ck_storage_t **st, int *crc_given,
+                        ck_err_t *err);
+/* ck_ckpt_storage_src of a stream's storage: only the next n bytes of
+ * the open record (off is where it is); else CK_EUNSUPPORTED saying the
+ * bytes are needed out of order. */
+int ck_ckpt_stream_src(ck_ckpt_t *c, const ck_storage_t *st, uint64_t off,
+                       uint64_t n, uint8_t *out, ck_err_t *err);
+/*
+ * The rest of st's bytes as they are, appended to w's open record without
+ * their CRC (the input's is given after: ck_ckpt_stream_end): with
+ * splice(2) when w writes a pipe or a file, else through buf (1 MiB, the
+ * caller's).
+ */
+int ck_ckpt_stream_copy(ck_ckpt_t *c, ck_storage_t *st, ck_zipw_t *w,
+                        uint8_t *buf, ck_err_t *err);
+/* Close st's record (its data descriptor read): *crc is its CRC-32 as the
+ * input gives it. */
+int ck_ckpt_stream_end(ck_ckpt_t *c, ck_storage_t *st, uint32_t *crc,
+                       ck_err_t *err);
+/* Frees a stream input's state (ck_ckpt_close calls it). */
+void ck_ckpt_stream_close(ck_ckpt_t *c);
+
+/*
+ * The five pickles that start a legacy file (magic, protocol, sys_info,
+ * the object, the storage keys), in buf[0..len): c->pk the object's,
+ * *keys the key list, *data_start where the storages begin.  -EAGAIN when
+ * len ends inside them (read more and call again, the arena released).
+ */
+int ck_ckpt_legacy_pickles(ck_ckpt_t *c, const uint8_t *buf, size_t len,
+                           ck_py_t **keys, size_t *data_start, ck_err_t *err);
+
+/* Checks shared by a file's and a stream's records: the byteorder record
+ * (sets c->byteorder; only "little"), the version record (1 to 10). */
+int ck_ckpt_byteorder(ck_ckpt_t *c, const uint8_t *bo, size_t n,
+                      ck_err_t *err);
+int ck_ckpt_version_ok(const uint8_t *v, size_t n, ck_err_t *err);
+/* The globals checked against the allowlist, then the first scan, which
+ * registers every storage the pickle names (unbound to any bytes). */
+int ck_ckpt_bind(ck_ckpt_t *c, const char *const *allow, ck_err_t *err);
 
 /* "zip", "legacy" or "safetensors": c's input format, for records. */
 const char *ck_ckpt_format_name(const ck_ckpt_t *c);
@@ -148,6 +226,7 @@ typedef struct {
     uint64_t size;            /* bytes written */
     size_t nstorages;
     uint64_t storage_bytes;
+    int stream;               /* written in one pass (ck_ckpt_write_fd) */
 } ck_write_info_t;
 
 /*
@@ -175,6 +254,18 @@ int ck_ckpt_write(ck_ckpt_t *c, const char *out_path, ck_write_info_t *info,
                   ck_err_t *err);
 
 /*
+ * Write the checkpoint to fd in one pass, never seeking (stdout, a pipe):
+ * top folder "archive" (torch.save's name for a file object), each
+ * record's CRC-32 in a data descriptor after its data.  A stream input's
+ * storages are written as they arrive.  What is written cannot be taken
+ * back: on failure the output gets 68 KiB of zeros after what was written,
+ * so no zip reader finds an end record in it (unless the failure was
+ * writing, EPIPE).  0 or an error.
+ */
+int ck_ckpt_write_fd(ck_ckpt_t *c, int fd, ck_write_info_t *info,
+                     ck_err_t *err);
+
+/*
  * Fingerprints: hex SHA-256 over the file's size, its pickle(s) and, for a
  * zip, its central directory, which holds every record's size and CRC-32.
  * Cheap (no tensor byte is read) and changes with any record's content.
@@ -194,6 +285,10 @@ int ck_fingerprint_parts(uint64_t size, const void *p1, size_t n1,
 int ck_ckpt_fingerprint(ck_ckpt_t *c, ck_err_t *err);
 
 int ck_sha256_file(const char *path, char out[65], ck_err_t *err);
+/* The same from the central directory in memory. */
+int ck_ckpt_fingerprint_mem(uint64_t size, const void *pkl, size_t n,
+                            const void *cd, size_t cd_size, char out[65],
+                            ck_err_t *err);
 /* Hex SHA-256 of p[0..n): 0 or CK_ENOMEM. */
 int ck_sha256_buf(const void *p, size_t n, char out[65]);
 
@@ -278,8 +373,6 @@ int ck_ckpt_cast(ck_ckpt_t *c, ck_py_t *const *nodes, size_t n,
 int ck_ckpt_storage_read(ck_ckpt_t *c, const ck_storage_t *st, uint64_t first,
                          uint64_t count, uint8_t *out, ck_err_t *err);
 
-/* Where ck_ckpt_storage_stream puts bytes: 0 or an error. */
-typedef int (*ck_sink_fn)(void *arg, const void *p, size_t n, ck_err_t *err);
 
 /*
  * Elements [first, first + count) of st as written (an untyped storage

@@ -4,6 +4,8 @@
  * 64-byte aligned, bytes copied from the input in bounded chunks, and the
  * file made atomically (temporary file, fsync, rename, fsync of the
  * folder).  ck_ckpt_write has one exit; on any failure nothing is left.
+ * ck_ckpt_write_fd writes in one pass to a pipe instead, and a stream
+ * input's storages are written in the order they arrive (stream_storages).
  */
 #define _GNU_SOURCE
 #include "ckpt.h"
@@ -22,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#define COPY_BYTES (1u << 20) /* zip_write.c's copy buffer, w->buf */
 
 typedef struct {
     ck_ckpt_t *c;
@@ -90,8 +93,74 @@ static int copy_storage(ck_ckpt_t *c, ck_zipw_t *w, ck_storage_t *st,
         return ck_zipw_copy(w, c->fd, st->off, st->nbytes, 0, 0, err);
     case CK_SRC_MEM:
         return ck_zipw_data(w, st->mem, (size_t)st->nbytes, err);
+    case CK_SRC_STREAM: /* read in order: see stream_storages */
+        return ck_ckpt_storage_stream(c, st, 0, st->numel, zipw_cb, w, err);
     }
     return ck_err_set(err, CK_EFORMAT, "storage without a source");
+}
+
+static int begin_storage(ck_ckpt_t *c, ck_zipw_t *w, const char *top,
+                         const ck_storage_t *st, ck_err_t *err)
+{
+    char name[640];
+
+    snprintf(name, sizeof(name), "%s/data/%lld", top, (long long)st->newkey);
+    if (c->cancel != NULL && __atomic_load_n(c->cancel, __ATOMIC_RELAXED))
+        return ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
+    return ck_zipw_begin(w, name, st->nbytes, err);
+}
+
+/*
+ * A stream input's storages, in the order their records come, each
+ * written as it arrives (the records' order is free in a zip; names and
+ * the pickle are the file mode's); then the new ones (head_init).
+ */
+static int stream_storages(ck_ckpt_t *c, ck_zipw_t *w, const char *top,
+                           const renum_t *r, ck_err_t *err)
+{
+    ck_storage_t *st;
+    size_t done = 0;
+    int rc, crc_given;
+
+    while ((rc = ck_ckpt_stream_next(c, &st, &crc_given, err)) == 1) {
+        /* the input's CRC-32 (in its descriptor) is the output's, when
+         * its writer computed them and the bytes pass unchanged */
+        int raw = st->nconv == 0 && crc_given;
+        uint32_t crc = 0;
+
+        rc = begin_storage(c, w, top, st, err);
+        if (rc == 0 && raw && w->buf == NULL &&
+            (w->buf = ck_malloc(COPY_BYTES)) == NULL)
+            rc = ck_err_set(err, CK_ENOMEM, "out of memory");
+        if (rc == 0)
+            rc = raw ? ck_ckpt_stream_copy(c, st, w, w->buf, err)
+                     : copy_storage(c, w, st, err);
+        if (rc == 0)
+            rc = ck_ckpt_stream_end(c, st, &crc, err);
+        if (rc == 0 && raw)
+            ck_zipw_set_crc(w, crc);
+        if (rc == 0)
+            rc = ck_zipw_end(w, err);
+        if (rc < 0)
+            return rc;
+        done++;
+    }
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < r->n; i++) {
+        st = r->order[i];
+        if (st->src == CK_SRC_STREAM)
+            continue;
+        if ((rc = begin_storage(c, w, top, st, err)) < 0 ||
+            (rc = copy_storage(c, w, st, err)) < 0 ||
+            (rc = ck_zipw_end(w, err)) < 0)
+            return rc;
+        done++;
+    }
+    if (done != r->n)
+        return ck_err_set(err, CK_EFORMAT, "the stream ended with %zu of the "
+                          "%zu storages data.pkl needs", done, r->n);
+    return 0;
 }
 
 static int write_zip(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
@@ -105,6 +174,7 @@ static int write_zip(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
 
     ck_zipw_init(&w, fd);
     w.cancel = c->cancel;
+    w.stream = info->stream;
     r.c = c;
     r.order = ck_calloc(c->nstorages + 1, sizeof(*r.order));
     if (r.order == NULL) {
@@ -115,23 +185,25 @@ static int write_zip(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
         c->storages[i]->newkey = -1;
     rc = ck_pickle_write(c->pk.root, &c->lim, &c->arena, renumber_cb, &r, &pkl,
                          err);
+    if (rc == 0 && c->stream != NULL)
+        rc = ck_ckpt_stream_plan(c, r.order, r.n, err);
     if (rc < 0)
         goto out;
     if ((rc = put_record(&w, top, "data.pkl", pkl.data, pkl.len, err)) < 0 ||
         (rc = put_record(&w, top, "byteorder", "little", 6, err)) < 0)
         goto out;
+    if (c->stream != NULL) {
+        rc = stream_storages(c, &w, top, &r, err);
+        if (rc < 0)
+            goto out;
+    }
     for (size_t i = 0; i < r.n; i++) {
         ck_storage_t *st = r.order[i];
-        char name[640];
 
-        snprintf(name, sizeof(name), "%s/data/%zu", top, i);
-        if (c->cancel != NULL && __atomic_load_n(c->cancel, __ATOMIC_RELAXED)) {
-            rc = ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
-            goto out;
-        }
-        if ((rc = ck_zipw_begin(&w, name, st->nbytes, err)) < 0 ||
-            (rc = copy_storage(c, &w, st, err)) < 0 ||
-            (rc = ck_zipw_end(&w, err)) < 0)
+        if (c->stream == NULL &&
+            ((rc = begin_storage(c, &w, top, st, err)) < 0 ||
+             (rc = copy_storage(c, &w, st, err)) < 0 ||
+             (rc = ck_zipw_end(&w, err)) < 0))
             goto out;
         info->storage_bytes += st->nbytes;
     }
@@ -140,8 +212,13 @@ static int write_zip(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
         (rc = ck_zipw_finish(&w, err)) < 0)
         goto out;
     info->size = w.off;
-    rc = ck_ckpt_zip_fingerprint(fd, w.off, pkl.data, pkl.len, w.cd_off, w.cd_size,
-                         info->fingerprint, err);
+    if (w.stream)
+        rc = ck_ckpt_fingerprint_mem(w.off, pkl.data, pkl.len, w.cd.data,
+                                     w.cd.len, info->fingerprint,
+                                     err);
+    else
+        rc = ck_ckpt_zip_fingerprint(fd, w.off, pkl.data, pkl.len, w.cd_off,
+                                     w.cd_size, info->fingerprint, err);
 out:
     ck_zipw_release(&w);
     ck_buf_release(&pkl);
@@ -382,6 +459,32 @@ int ck_ckpt_validate(ck_ckpt_t *c, ck_err_t *err)
         rc = ck_pickle_write(c->pk.root, &c->lim, &c->arena, NULL, NULL, &pkl,
                              err);
     ck_buf_release(&pkl);
+    return rc;
+}
+
+int ck_ckpt_write_fd(ck_ckpt_t *c, int fd, ck_write_info_t *info,
+                     ck_err_t *err)
+{
+    static const uint8_t zeros[4096];
+    char top[] = "archive";
+    int rc;
+
+    memset(info, 0, sizeof(*info));
+    info->stream = 1;
+    ck_pipe_widen(fd);
+    rc = ck_ckpt_check_keys(c, err);
+    if (rc == 0)
+        rc = write_zip(c, fd, top, info, err);
+    if (rc < 0 && err->code != -EPIPE) {
+        /* what was written cannot be taken back: make sure it is no zip.
+         * Readers look for the end record in the last 64 KiB + 22 bytes;
+         * zeros there hold none. */
+        for (size_t n = 0; n < 65536 + 22 + sizeof(zeros); n += sizeof(zeros))
+            if (ck_write_full(fd, zeros, sizeof(zeros)) < 0)
+                break;
+    }
+    if (rc < 0 && strncmp(err->msg, "write: ", 7) == 0)
+        ck_err_replace(err, rc, "write to the output: %s", err->msg + 7);
     return rc;
 }
 

@@ -499,7 +499,9 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     opts.allow = conf->allow;
     opts.allow_numpy = conf->security.allow_numpy;
     ck_json_arr(&plugins);
-    rc = ck_ckpt_open(&job.ck, args->in, &opts, err);
+    rc = args->stream_in
+             ? ck_ckpt_open_stream(&job.ck, args->in_fd, args->in, &opts, err)
+             : ck_ckpt_open(&job.ck, args->in, &opts, err);
     job.ck.cancel = args->cancel;
     if (job.ck.fd >= 0 && args->expect_set &&
         ((uint64_t)job.ck.st.ino != args->expect_ino ||
@@ -540,9 +542,12 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
             rc = ck_err_set(err, CK_ENOMEM, "out of memory");
         else {
             /* what the write replaces, for the record */
-            replaced = lstat(out, &old) == 0 && S_ISREG(old.st_mode);
+            replaced = !args->stream_out && lstat(out, &old) == 0 &&
+                       S_ISREG(old.st_mode);
             rc = st_out ? ck_st_write(&job.ck, &plan, out, &info, err)
-                        : ck_ckpt_write(&job.ck, out, &info, err);
+                 : args->stream_out
+                     ? ck_ckpt_write_fd(&job.ck, args->out_fd, &info, err)
+                     : ck_ckpt_write(&job.ck, out, &info, err);
         }
         wrote = rc == 0;
     } else if (rc == 0) {
