@@ -648,11 +648,12 @@ def report(m, cases, scaling, daemon, rounds, sight=None, stream=None):
         L.append("\nMany keys, ckprep alone (`many-N`: N keys in `model` and in "
                  "`best_state/model`, 2N optimizer moments: 4N storages; linear "
                  "time keeps the time per storage flat):\n")
-        L.append("| keys | storages | B | per storage | RSS B |")
-        L.append("|---|---|---|---|---|")
+        L.append("| keys | storages | B | per storage | RSS B | RSS per storage |")
+        L.append("|---|---|---|---|---|---|")
         for s in scaling:
             L.append(f"| {s['keys']} | {s['storages']} | {s['B']:.2f} s | "
-                     f"{s['us_per_storage']:.1f} us | {s['rss']:.0f} MiB |")
+                     f"{s['us_per_storage']:.1f} us | {s['rss']:.0f} MiB | "
+                     f"{s['rss'] * MiB / s['storages']:.0f} bytes |")
     if sight:
         L.append("\nSight on the lm case (%.0f MiB; medians of %d runs; RSS "
                  "is /usr/bin/time's peak, the process included):\n"
@@ -860,7 +861,10 @@ def main(argv=None):
         if part("stream"):
             stream = run_stream(args, work, rounds)
         if part("scaling"):
-            scaling = run_scaling(args, work, [25000, 50000, 100000], rounds)
+            # up to 4,000,000 storages (issue 16): BENCH_SCALING_MAX keys
+            sizes = [n for n in (25000, 50000, 100000, 250000, 1000000)
+                     if n <= env_int("BENCH_SCALING_MAX", 1000000)]
+            scaling = run_scaling(args, work, sizes, rounds)
         if part("daemon") and env_int("BENCH_DAEMON", 1):
             daemon = run_daemon(args, work)
         elif part("daemon"):

@@ -158,11 +158,24 @@ typedef struct {
                               each record's CRC follows its data in a data
                               descriptor (flag bit 3), as torch.save's do */
     ck_buf_t cd;           /* stream: the central directory written */
+    /* small writes gather here and go out in one write per WBUF_BYTES
+     * (10^5 records of a few bytes each are not 3 * 10^5 syscalls); the
+     * buffer starts at file offset wb_off */
+    ck_buf_t wb;
+    uint64_t wb_off;
+    /* and small records are read through a window of the input */
+    uint8_t *rwin;
+    int rwin_fd;
+    uint64_t rwin_off;
+    size_t rwin_len;
 } ck_zipw_t;
 
 /* Start a writer on fd; with stream set afterwards, one pass (see above). */
 void ck_zipw_init(ck_zipw_t *w, int fd);
 void ck_zipw_release(ck_zipw_t *w);
+
+/* Write out the small writes gathered so far (ck_zipw_finish does). */
+int ck_zipw_flush(ck_zipw_t *w, ck_err_t *err);
 
 /* Start record 'name' of exactly 'size' bytes. */
 int ck_zipw_begin(ck_zipw_t *w, const char *name, uint64_t size,

@@ -49,20 +49,79 @@ void ck_zipw_release(ck_zipw_t *w)
         ck_free(w->e[i].name);
     ck_free(w->e);
     ck_free(w->buf);
+    ck_free(w->rwin);
     ck_buf_release(&w->cd);
+    ck_buf_release(&w->wb);
     memset(w, 0, sizeof(*w));
 }
 
 static int w_io(ck_err_t *err, int rc)
 {
+    if (rc == CK_ENOMEM) /* the write-behind buffer could not grow */
+        return ck_err_set(err, rc, "out of memory");
     return ck_err_set(err, rc, "write: %s", strerror(-rc));
 }
 
-/* n bytes at the end of what is written (w->off is not moved). */
-static int w_put(ck_zipw_t *w, const void *p, size_t n)
+#define WBUF_BYTES (1u << 20)  /* the write-behind buffer's size */
+#define WBUF_SMALL (64u << 10) /* writes up to this size are gathered */
+#define RWIN_BYTES (256u << 10) /* the input window of small records */
+#define RWIN_SMALL (16u << 10)  /* records up to this size go through it */
+
+static int w_out(ck_zipw_t *w, const void *p, size_t n, uint64_t at)
 {
     return w->stream ? ck_write_full(w->fd, p, n)
-                     : ck_pwrite_full(w->fd, p, n, w->off);
+                     : ck_pwrite_full(w->fd, p, n, at);
+}
+
+/* Write out what the buffer holds: 0 or -errno. */
+static int w_flush(ck_zipw_t *w)
+{
+    int rc = 0;
+
+    if (w->wb.len > 0)
+        rc = w_out(w, w->wb.data, w->wb.len, w->wb_off);
+    w->wb_off += w->wb.len;
+    w->wb.len = 0;
+    return rc;
+}
+
+/* n bytes at the end of what is written (w->off is not moved): gathered
+ * when small, else written at once after what is gathered. */
+static int w_put(ck_zipw_t *w, const void *p, size_t n)
+{
+    int rc;
+
+    if (w->wb.len == 0)
+        w->wb_off = w->off;
+    if (n <= WBUF_SMALL) {
+        if (w->wb.len + n > WBUF_BYTES && (rc = w_flush(w)) < 0)
+            return rc;
+        if (w->wb.len == 0)
+            w->wb_off = w->off;
+        return ck_buf_put(&w->wb, p, n) < 0 ? CK_ENOMEM : 0;
+    }
+    if ((rc = w_flush(w)) < 0)
+        return rc;
+    w->wb_off = w->off + n;
+    return w_out(w, p, n, w->off);
+}
+
+/* Replace the 4 bytes at file offset at (inside what is written): in the
+ * buffer when they are still there. */
+static int w_patch(ck_zipw_t *w, const uint8_t *b, uint64_t at)
+{
+    if (w->wb.len > 0 && at >= w->wb_off && at + 4 <= w->wb_off + w->wb.len) {
+        memcpy(w->wb.data + (at - w->wb_off), b, 4);
+        return 0;
+    }
+    return ck_pwrite_full(w->fd, b, 4, at);
+}
+
+int ck_zipw_flush(ck_zipw_t *w, ck_err_t *err)
+{
+    int rc = w_flush(w);
+
+    return rc < 0 ? w_io(err, rc) : 0;
 }
 
 int ck_zipw_begin(ck_zipw_t *w, const char *name, uint64_t size, ck_err_t *err)
@@ -192,13 +251,54 @@ static int sink_data(void *ud, const uint8_t *p, size_t n, ck_err_t *err)
  */
 static void kick(ck_zipw_t *w)
 {
-    uint64_t end = w->off & ~(uint64_t)4095;
+    uint64_t end = (w->wb.len ? w->wb_off : w->off) & ~(uint64_t)4095;
 
     if (w->stream || end - w->started < KICK_BYTES)
         return;
     sync_file_range(w->fd, (off_t)w->started, (off_t)(end - w->started),
                     SYNC_FILE_RANGE_WRITE);
     w->started = end;
+}
+
+/*
+ * The n bytes at off of fd, from a window of the input read ahead: torch
+ * lays small records out one after the other, and one read brings in
+ * hundreds.  NULL with *rc = -errno (-EIO: the file ended before them).
+ */
+static const uint8_t *r_window(ck_zipw_t *w, int fd, uint64_t off, size_t n,
+                               int *rc)
+{
+    size_t got = 0;
+
+    if (w->rwin != NULL && fd == w->rwin_fd && off >= w->rwin_off &&
+        off - w->rwin_off <= w->rwin_len && w->rwin_len - (off - w->rwin_off) >= n)
+        return w->rwin + (off - w->rwin_off);
+    if (w->rwin == NULL && (w->rwin = ck_malloc(RWIN_BYTES)) == NULL) {
+        *rc = CK_ENOMEM;
+        return NULL;
+    }
+    w->rwin_len = 0;
+    while (got < RWIN_BYTES) {
+        ssize_t r = pread(fd, w->rwin + got, RWIN_BYTES - got, (off_t)(off + got));
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            *rc = -errno;
+            return NULL;
+        }
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    if (got < n) {
+        *rc = -EIO;
+        return NULL;
+    }
+    w->rwin_fd = fd;
+    w->rwin_off = off;
+    w->rwin_len = got;
+    return w->rwin;
 }
 
 /*
@@ -219,6 +319,21 @@ int ck_zipw_copy(ck_zipw_t *w, int fd, uint64_t off, uint64_t n,
         w->buf = ck_malloc(COPY_CHUNK);
         if (w->buf == NULL)
             return ck_err_set(err, CK_ENOMEM, "out of memory");
+    }
+    if (left > 0 && left <= RWIN_SMALL) {
+        const uint8_t *p = r_window(w, fd, off, (size_t)left, &rc);
+
+        if (p == NULL && rc == CK_ENOMEM)
+            return ck_err_set(err, rc, "out of memory");
+        if (p == NULL)
+            return ck_err_set(err, rc == -EIO ? CK_EFORMAT : rc,
+                              "read: %s", rc == -EIO ? "input shrank while copying"
+                                                     : strerror(-rc));
+        rc = crc_known ? ck_zipw_raw(w, p, (size_t)left, err)
+                       : ck_zipw_data(w, p, (size_t)left, err);
+        if (rc < 0)
+            return rc;
+        left = 0;
     }
     while (left > 0) {
         size_t part = left < COPY_CHUNK ? (size_t)left : COPY_CHUNK;
@@ -251,6 +366,8 @@ int ck_zipw_splice(ck_zipw_t *w, int fd, uint64_t n, ck_err_t *err)
         return rc;
     if (!w->stream)
         return 1;
+    if (left > 0 && (rc = w_flush(w)) < 0)
+        return w_io(err, rc);
     while (left > 0) {
         size_t part = left < COPY_CHUNK ? (size_t)left : COPY_CHUNK;
         ssize_t r = splice(fd, NULL, w->fd, NULL, part, SPLICE_F_MOVE |
@@ -270,6 +387,7 @@ int ck_zipw_splice(ck_zipw_t *w, int fd, uint64_t n, ck_err_t *err)
             return ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
         left -= (uint64_t)r;
         w->off += (uint64_t)r;
+        w->wb_off = w->off;
         w->cur_written += (uint64_t)r;
     }
     return 0;
@@ -318,7 +436,7 @@ int ck_zipw_end(ck_zipw_t *w, ck_err_t *err)
         w->off += n;
     } else {
         put32(b, e->crc);
-        rc = ck_pwrite_full(w->fd, b, 4, e->lho + 14);
+        rc = w_patch(w, b, e->lho + 14);
     }
     if (rc < 0)
         return w_io(err, rc);
@@ -408,5 +526,5 @@ int ck_zipw_finish(ck_zipw_t *w, ck_err_t *err)
     w->cd_off = cd_off;
     w->cd_size = eocd64 - cd_off;
     w->off = eocd64 + sizeof(t);
-    return 0;
+    return ck_zipw_flush(w, err);
 }
