@@ -86,7 +86,11 @@ typedef struct {
     ck_storage_t **storages;  /* every storage known, input order */
     size_t nstorages;
     size_t storages_cap;      /* slots allocated in storages */
-    ck_strmap_t by_key;       /* key -> index in storages (the first wins) */
+    ck_strmap_t by_key;       /* key -> index in storages (the first wins),
+                                 for the keys by_num does not hold */
+    size_t *by_num;           /* torch's keys "0", "1", ...: index + 1 in
+                                 storages, 0 for none (heap, by_num_cap) */
+    size_t by_num_cap;
     ck_tensor_t *tensors;     /* found by the last scan, graph order */
     size_t ntensors;
     size_t tensors_cap;       /* entries allocated; each scan reuses them */
@@ -205,6 +209,9 @@ int ck_ckpt_is_tar(ck_ckpt_t *c);
 void ck_ckpt_looks_like(const uint8_t *b, size_t n, char *out, size_t size);
 int ck_ckpt_name_danger(ck_ckpt_t *c, const char *const *allow, int rc,
                         ck_err_t *err);
+
+/* The index in c->storages of the storage with key, or SIZE_MAX. */
+size_t ck_ckpt_key_index(const ck_ckpt_t *c, const char *key);
 
 /* Add st to the storages known (by key: the first of a key wins).  0 or
  * CK_ENOMEM. */

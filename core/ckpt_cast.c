@@ -120,7 +120,7 @@ int ck_ckpt_storage_read(ck_ckpt_t *c, const ck_storage_t *st, uint64_t first,
 
 static size_t storage_index(ck_ckpt_t *c, const ck_storage_t *st)
 {
-    size_t i = ck_strmap_get(&c->by_key, st->key);
+    size_t i = ck_ckpt_key_index(c, st->key);
 
     return i < c->nstorages && c->storages[i] == st ? i : SIZE_MAX;
 }

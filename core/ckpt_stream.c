@@ -278,7 +278,7 @@ int ck_ckpt_stream_plan(ck_ckpt_t *c, ck_storage_t *const *order, size_t n,
 {
     for (size_t i = 0; i < n; i++) {
         const ck_storage_t *st = order[i];
-        size_t k = ck_strmap_get(&c->by_key, st->key);
+        size_t k = ck_ckpt_key_index(c, st->key);
 
         /* a copy made by a cast's split reads another storage's record */
         if (st->src == CK_SRC_STREAM && k >= c->stream->ninput)
@@ -343,7 +343,7 @@ static int next_legacy(ck_ckpt_t *c, ck_err_t *err)
     k = s->keys->u.seq.v[s->nextkey++];
     if (k->kind != CK_PY_STR)
         return ck_err_set(err, CK_EFORMAT, "legacy storage key is not a str");
-    i = ck_strmap_get(&c->by_key, k->u.s.s);
+    i = ck_ckpt_key_index(c, k->u.s.s);
     if (i >= s->ninput)
         return ck_err_set(err, CK_EFORMAT, "legacy storage %s is not "
                           "referenced by the pickle", k->u.s.s);
@@ -395,7 +395,7 @@ int ck_ckpt_stream_next(ck_ckpt_t *c, ck_storage_t **st, int *crc_given,
                 return rc;
             continue;
         }
-        i = ck_strmap_get(&c->by_key, rel ? rel + 5 : s->rec->name);
+        i = ck_ckpt_key_index(c, rel ? rel + 5 : s->rec->name);
         if (i == SIZE_MAX)
             return ck_err_set(err, CK_EFORMAT, "record %s is no storage "
                               "data.pkl names (it is read only from a "

@@ -600,16 +600,10 @@ static int open_src(const src_t *src, uint64_t fsize, ck_arena_t *arena,
     }
     z->n = (size_t)count;
     rc = check_layout(z, order, z->n, local, ud, err);
-    if (rc == 0 && ck_strmap_reserve(&z->names, arena, z->n) < 0)
-        rc = ck_err_set(err, CK_ENOMEM, "out of memory");
-    for (size_t i = 0; i < z->n && rc == 0; i++)
-        if (ck_strmap_add(&z->names, arena, z->e[i].name, i) < 0)
-            rc = ck_err_set(err, CK_ENOMEM, "out of memory");
+    z->arena = arena;
 out:
-    if (rc < 0) {
+    if (rc < 0)
         z->n = 0;
-        memset(&z->names, 0, sizeof(z->names));
-    }
     ck_free(order);
     ck_free(cd);
     return rc;
@@ -644,7 +638,16 @@ ck_zip_entry_t *ck_zip_find(ck_zip_t *z, const char *name)
 {
     size_t i;
 
-    if (z->names.cap == 0) { /* entries not checked (a test's zip_t) */
+    if (z->names.cap == 0 && z->arena != NULL && ++z->nfind > 16) {
+        ck_strmap_t m = { 0 };
+        int rc = ck_strmap_reserve(&m, z->arena, z->n);
+
+        for (i = 0; i < z->n && rc == 0; i++)
+            rc = ck_strmap_add(&m, z->arena, z->e[i].name, i);
+        if (rc == 0)
+            z->names = m; /* else scan on: it finds the same */
+    }
+    if (z->names.cap == 0) {
         for (i = 0; i < z->n; i++)
             if (strcmp(z->e[i].name, name) == 0)
                 return &z->e[i];

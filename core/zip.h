@@ -32,7 +32,11 @@ typedef struct {
 
 typedef struct {
     ck_zip_entry_t *e; /* in central directory order */
-    ck_strmap_t names; /* name -> index in e, for ck_zip_find */
+    ck_strmap_t names; /* name -> index in e, for ck_zip_find: made at
+                          its 17th call (a torch file's few named records
+                          are found by a scan; its storages by ckpt.c) */
+    ck_arena_t *arena; /* where the entries and the map live */
+    unsigned nfind;
     size_t n;
     uint64_t cd_off, cd_size;
     int zip64;

@@ -1233,6 +1233,41 @@ static void test_oom_many_dims(void **state)
     assert_true(done);
 }
 
+/* Storage keys: torch's "0", "1", ... through the array, any other key
+ * through the map, the first of two equal keys kept, and no key making
+ * the array large. */
+static void test_storage_keys(void **state)
+{
+    static const char *keys[] = { "0", "1", "10", "007", "x", "5", "1",
+                                  "99999999999999999999", "4294967296", "" };
+    ck_ckpt_t c;
+    ck_storage_t st[CK_ARRAY_SIZE(keys)];
+
+    memset(&c, 0, sizeof(c));
+    c.fd = -1;
+    memset(st, 0, sizeof(st));
+    for (size_t i = 0; i < CK_ARRAY_SIZE(keys); i++) {
+        st[i].key = keys[i];
+        assert_int_equal(ck_ckpt_add_storage(&c, &st[i]), 0);
+    }
+    assert_int_equal(c.nstorages, CK_ARRAY_SIZE(keys));
+    assert_int_equal(ck_ckpt_key_index(&c, "0"), 0);
+    assert_int_equal(ck_ckpt_key_index(&c, "1"), 1);  /* not 6 */
+    assert_int_equal(ck_ckpt_key_index(&c, "10"), 2);
+    assert_int_equal(ck_ckpt_key_index(&c, "007"), 3);
+    assert_int_equal(ck_ckpt_key_index(&c, "7"), SIZE_MAX);
+    assert_int_equal(ck_ckpt_key_index(&c, "x"), 4);
+    assert_int_equal(ck_ckpt_key_index(&c, "5"), 5);
+    assert_int_equal(ck_ckpt_key_index(&c, "99999999999999999999"), 7);
+    assert_int_equal(ck_ckpt_key_index(&c, "4294967296"), 8);
+    assert_int_equal(ck_ckpt_key_index(&c, ""), 9);
+    assert_int_equal(ck_ckpt_key_index(&c, "2"), SIZE_MAX);
+    assert_int_equal(ck_ckpt_key_index(&c, "-1"), SIZE_MAX);
+    assert_true(c.by_num_cap <= 1024);
+    ck_ckpt_close(&c);
+    (void)state;
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1251,6 +1286,7 @@ int main(void)
         cmocka_unit_test(test_global_allowed),
         cmocka_unit_test(test_dtypes),
         cmocka_unit_test(test_stem),
+        cmocka_unit_test(test_storage_keys),
         T(test_crafted_valid),
         T(test_crafted_view_outside),
         T(test_crafted_records),
