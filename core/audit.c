@@ -170,14 +170,21 @@ static uint64_t last_seq(int fd, off_t size)
 
 int ck_audit_append(ck_audit_t *a, const char *rec, ck_err_t *err)
 {
+    return ck_audit_append_many(a, &rec, 1, err);
+}
+
+int ck_audit_append_many(ck_audit_t *a, const char *const *recs, size_t n,
+                         ck_err_t *err)
+{
     ck_buf_t b = { 0 };
     struct stat st;
-    ssize_t n = -1;
+    ssize_t w = -1;
     uint64_t seq;
     int rc = 0, locked;
 
-    if (rec[0] != '{')
-        return ck_err_set(err, CK_EFORMAT, "audit record is not an object");
+    for (size_t i = 0; i < n; i++)
+        if (recs[i][0] != '{')
+            return ck_err_set(err, CK_EFORMAT, "audit record is not an object");
     locked = flock(a->fd, LOCK_EX) == 0;
     if (fstat(a->fd, &st) < 0)
         st.st_size = -1;
@@ -195,24 +202,29 @@ int ck_audit_append(ck_audit_t *a, const char *rec, ck_err_t *err)
         if (pread(a->fd, &last, 1, st.st_size - 1) == 1 && last != '\n')
             ck_buf_putc(&b, '\n');
     }
-    ck_buf_printf(&b, "{\"seq\":%llu,\"host\":", (unsigned long long)seq + 1);
-    ck_json_quote(&b, a->host, strlen(a->host));
-    if (rec[1] != '}')
-        ck_buf_putc(&b, ',');
-    ck_buf_put(&b, rec + 1, strlen(rec + 1));
-    ck_buf_putc(&b, '\n');
+    for (size_t i = 0; i < n; i++) {
+        const char *rec = recs[i];
+
+        ck_buf_printf(&b, "{\"seq\":%llu,\"host\":",
+                      (unsigned long long)(seq + 1 + i));
+        ck_json_quote(&b, a->host, strlen(a->host));
+        if (rec[1] != '}')
+            ck_buf_putc(&b, ',');
+        ck_buf_put(&b, rec + 1, strlen(rec + 1));
+        ck_buf_putc(&b, '\n');
+    }
     if (b.oom) {
         rc = ck_err_set(err, CK_ENOMEM, "out of memory");
         goto out;
     }
     do
-        n = write(a->fd, b.data, b.len);
-    while (n < 0 && errno == EINTR);
-    if (n != (ssize_t)b.len) {
-        int e = n < 0 ? errno : ENOSPC;
+        w = write(a->fd, b.data, b.len);
+    while (w < 0 && errno == EINTR);
+    if (w != (ssize_t)b.len) {
+        int e = w < 0 ? errno : ENOSPC;
 
         /* take back a partial line so the next record starts a line */
-        if (n > 0 && st.st_size >= 0 && ftruncate(a->fd, st.st_size) < 0)
+        if (w > 0 && st.st_size >= 0 && ftruncate(a->fd, st.st_size) < 0)
             (void)0;
         rc = ck_err_set(err, -e, "%s: %s", a->path, strerror(e));
         goto out;
@@ -222,7 +234,7 @@ int ck_audit_append(ck_audit_t *a, const char *rec, ck_err_t *err)
                         strerror(errno));
         goto out;
     }
-    a->seq = seq + 1;
+    a->seq = seq + n;
 out:
     if (locked)
         flock(a->fd, LOCK_UN);

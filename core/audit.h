@@ -43,6 +43,15 @@ int ck_audit_open(ck_audit_t *a, const char *path, ck_audit_cb cb, void *ud,
  */
 int ck_audit_append(ck_audit_t *a, const char *rec, ck_err_t *err);
 
+/*
+ * Append the n records of recs as ck_audit_append does each, numbered in
+ * order, in one write(2) and one fdatasync: when it returns 0 every one of
+ * them is durable; on failure none was added (as above).  Jobs that end
+ * together pay for one sync.
+ */
+int ck_audit_append_many(ck_audit_t *a, const char *const *recs, size_t n,
+                         ck_err_t *err);
+
 /* Close and open again the same path (logrotate moved the old one). */
 int ck_audit_reopen(ck_audit_t *a, ck_err_t *err);
 void ck_audit_close(ck_audit_t *a);

@@ -85,6 +85,9 @@ typedef struct {
                                  of str), NULL otherwise */
     const int *cancel;        /* ck_ckpt_write stops with CK_ECANCELED once
                                  *cancel is nonzero (another thread sets it) */
+    int defer;                /* ck_ckpt_write stops short of publishing:
+                                 the temporary, written, its write-back
+                                 started, goes to the caller (info->tmp) */
 } ck_ckpt_t;
 
 /*
@@ -134,6 +137,10 @@ typedef struct {
     uint64_t size;            /* bytes written */
     size_t nstorages;
     uint64_t storage_bytes;
+    char *tmp;                /* with c->defer: the written temporary beside
+                                 the output (ck_malloc), neither synced nor
+                                 renamed: the caller's to publish (ck_publish)
+                                 or unlink; NULL otherwise */
 } ck_write_info_t;
 
 /*

@@ -497,6 +497,7 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     ck_json_arr(&plugins);
     rc = ck_ckpt_open(&job.ck, args->in, &opts, err);
     job.ck.cancel = args->cancel;
+    job.ck.defer = args->defer_tmp != NULL;
     if (job.ck.fd >= 0 && args->expect_set &&
         ((uint64_t)job.ck.st.ino != args->expect_ino ||
          job.ck.st.size != args->expect_size ||
@@ -539,6 +540,8 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
                         : ck_ckpt_write(&job.ck, out, &info, err);
         }
         wrote = rc == 0;
+        if (args->defer_tmp != NULL)
+            *args->defer_tmp = info.tmp;
     } else if (rc == 0) {
         rc = ck_ckpt_check_keys(&job.ck, err); /* what the write would refuse */
     }

@@ -51,6 +51,11 @@ typedef struct {
      * until ck_job_run returns), or NULL with err set to fail the job */
     const char *(*name_out)(void *ud, const char *fingerprint, ck_err_t *err);
     void *name_ud;
+    /* optional: the output is written as a temporary beside it and left
+     * there, its path in *defer_tmp (ck_malloc), for the caller to publish
+     * with ck_publish (and sync the folder) or unlink: the record already
+     * says the output is written */
+    char **defer_tmp;
 } ck_job_args_t;
 
 /*

@@ -303,7 +303,7 @@ static void load_done_cb(uv_work_t *req, int uvst)
         ck_log(CK_LOG_NOTICE, "audit log read back: %llu records",
                (unsigned long long)l->lines);
         watch_rescan(d);
-        watch_start_jobs(d);
+        watch_pump(d);
         if (d->hup_pending)
             reload(d);
     } else {
@@ -401,11 +401,10 @@ void watch_timers(daemon_t *d)
 {
     uint64_t rescan = d->w->rescan_s ? d->w->rescan_s * 1000
                                      : d->remote_fs ? 10000 : 0;
-    uint64_t tick = d->w->settle_ms / 4;
     uint64_t stale = d->w->claim_stale_s * 1000 / 3;
 
-    tick = tick < 50 ? 50 : tick > 250 ? 250 : tick;
-    uv_timer_start(&d->tick, watch_tick_cb, tick, tick);
+    d->armed_at = 0;
+    watch_arm(d);
     if (rescan)
         uv_timer_start(&d->rescan, watch_rescan_cb, rescan, rescan);
     else
@@ -536,7 +535,8 @@ static void close_walk_cb(uv_handle_t *h, void *arg)
 
 void watch_maybe_exit(daemon_t *d)
 {
-    if (d->nrunning > 0 || d->nprobing > 0 || d->loading || d->collecting)
+    if (d->nrunning > 0 || d->nfinishing > 0 || d->nprobing > 0 ||
+        d->loading || d->collecting || d->publishing || d->claiming)
         return;
     ck_log(CK_LOG_NOTICE, "stopped: %llu done, %llu failed",
            (unsigned long long)d->nok, (unsigned long long)d->nfailed);
@@ -570,6 +570,7 @@ static void stop(daemon_t *d)
     /* queued files give their claims back: they were not started */
     release_queued(d);
     uv_timer_stop(&d->tick);
+    d->armed_at = 0;
     uv_timer_stop(&d->rescan);
     if (d->poll != NULL)
         uv_poll_stop(d->poll);
@@ -680,6 +681,8 @@ int ck_watch_main(const char *conf_path)
     uv_timer_init(&loop, &d.watchdog);
     uv_timer_init(&loop, &d.metrics);
     uv_timer_init(&loop, &d.gc);
+    uv_check_init(&loop, &d.flush);
+    d.flush.data = &d;
     d.tick.data = d.rescan.data = d.refresh.data = d.stop_timer.data =
         d.watchdog.data = d.metrics.data = d.gc.data = &d;
     for (size_t i = 0; i < CK_ARRAY_SIZE(signums); i++) {
@@ -717,6 +720,10 @@ out:
             ck_free(f);
         }
     ck_free(d.buckets);
+    ck_free(d.heap);
+    for (size_t i = 0; i < d.ntodo; i++)
+        ck_free(d.todo[i]);
+    ck_free(d.todo);
     ck_free(d.claims);
     ck_audit_close(&d.audit);
     watch_cref_put(d.cref);

@@ -39,6 +39,9 @@ struct file {
     int state;
     int dirty;              /* changed while queued or running */
     int seen;               /* by the current scan */
+    int moved;              /* renamed in (IN_MOVED_TO) since its last
+                               change: complete, no settle_ms to wait */
+    size_t hidx;            /* in the due heap: index + 1; 0 not there */
     ident_t id;             /* last seen */
     ident_t done;           /* when it was done or failed */
     ident_t scanned;        /* by the last scan */
@@ -53,8 +56,9 @@ typedef struct {
 } cref_t;
 
 typedef struct daemon daemon_t;
+typedef struct job job_t;
 
-typedef struct {
+struct job {
     uv_work_t req;
     daemon_t *d;
     file_t *f;
@@ -64,9 +68,16 @@ typedef struct {
     uint64_t seq;           /* {seq} */
     int64_t now_s;          /* {date} */
     ck_json_t rec;
+    ck_buf_t fallback;      /* a short record, when rec ran out of memory */
+    const char *text;       /* the record to log: rec's or fallback's */
     ck_err_t err;
     int rc;
-} job_t;
+    job_t *fnext;           /* finished, its record not logged yet */
+    char *tmp;              /* its output, written, to publish (replace) */
+    int deferred;           /* it had one when it ended */
+    int published;          /* renamed over its output (not yet synced) */
+    ck_json_t failrec;      /* the record again, when publishing failed */
+};
 
 typedef struct {
     int wd;
@@ -111,11 +122,23 @@ struct daemon {
     uv_timer_t tick, rescan, watchdog, stop_timer, refresh, metrics, gc;
     uv_signal_t sig[4];
     file_t **buckets;
+    file_t **heap;          /* pending files, by next_check (a min-heap) */
+    size_t nheap, heapcap;
+    uint64_t armed_at;      /* the tick timer fires then; 0 not armed */
     size_t nbuckets, nfiles, npending;
     file_t *qhead, *qtail;
     size_t nqueued;
     job_t *running[CK_WATCH_MAX_WORKERS];
+    job_t *fin_head, *fin_tail;  /* finished jobs whose records are logged
+                                    together (one fdatasync) */
+    uv_check_t flush;       /* logs them, after the loop's poll phase */
+    int publishing;         /* a batch of outputs is being synced and
+                               renamed on the thread pool */
+    char **todo;            /* claims to mark done (records logged) */
+    size_t ntodo, todocap;
+    int claiming;           /* a batch of them is being written */
     size_t nrunning;
+    size_t nfinishing;      /* ended, being published and logged */
     size_t nprobing;        /* readiness probes on the thread pool */
     uint64_t nok, nfailed;
     int stopping, cancel, exit_code;
@@ -161,6 +184,14 @@ int watch_busy(const file_t *f);
 void watch_set_pending(daemon_t *d, file_t *f, uint64_t now);
 /* Move f out of F_PENDING (or any state) to state. */
 void watch_leave_pending(daemon_t *d, file_t *f, int state);
+/* A pending f is to be looked at when (uv_now time): its place in the due
+ * heap, and the tick timer armed for the earliest. */
+void watch_due(daemon_t *d, file_t *f, uint64_t when);
+/* Take the earliest pending file out of the due heap (nheap > 0); it stays
+ * pending: watch_due puts it back. */
+file_t *watch_due_pop(daemon_t *d);
+/* Arm the tick timer for the earliest pending file (or stop it). */
+void watch_arm(daemon_t *d);
 /* Does the file name match include and none of exclude? */
 int watch_name_wanted(const ck_watch_conf_t *w, const char *name);
 /* The output path of the input at rel (ck_malloc), or NULL; with v NULL,
@@ -180,9 +211,15 @@ char *watch_claim_path(daemon_t *d, const char *rel, const ident_t *id);
 char *watch_claim_file(const char *claims, const char *rel, const ident_t *id);
 /* Fill s with this process's host, boot id, pid namespace, start time. */
 void watch_self(self_t *s);
-/* Write a claim (who, state): exclusively when excl, else replacing it. */
+/* How a claim is written: created (O_EXCL); replaced durably (data and
+ * folder synced); replaced with its data synced (the caller syncs the
+ * folder); replaced without a sync (what it says is for a person: queued
+ * or running, judged by its holder's life either way). */
+enum { CLAIM_W_EXCL, CLAIM_W_DURABLE, CLAIM_W_NODIR, CLAIM_W_FAST,
+       CLAIM_W_PLAIN /* written in place (a temporary the caller renames) */ };
+/* Write a claim (who, state), how as above.  0 or -errno. */
 int watch_claim_write(const char *path, const self_t *s, const char *state,
-                       int excl);
+                      int how);
 /* Is the claim at path held by someone alive (me: this process, stale_s:
  * claim_stale_s)?  *done: its state is done.  Thread-safe. */
 int watch_claim_alive(const self_t *me, uint64_t stale_s, const char *path,
@@ -193,6 +230,9 @@ int watch_claim(daemon_t *d, const char *rel, const char *path);
 void watch_refresh_cb(uv_timer_t *t);
 /* Timer: check the pending files that are due, start jobs. */
 void watch_tick_cb(uv_timer_t *t);
+/* Check the pending files that are due (as many as probes may start),
+ * start jobs, arm the timer for the next. */
+void watch_pump(daemon_t *d);
 
 /* ---- watch_job.c: jobs ------------------------------------------------ */
 

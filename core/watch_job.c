@@ -16,6 +16,7 @@
 #include "record.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +35,12 @@ void watch_cref_put(cref_t *r)
 
 static void job_free(job_t *j)
 {
+    if (j->tmp != NULL)
+        unlink(j->tmp);     /* not published */
+    ck_free(j->tmp);
     ck_json_release(&j->rec);
+    ck_json_release(&j->failrec);
+    ck_buf_release(&j->fallback);
     ck_free(j->rel);
     ck_free(j->in);
     ck_free(j->out);
@@ -95,7 +101,7 @@ static void work_cb(uv_work_t *req)
     ck_job_args_t args = { .in = j->in, .out = NULL };
 
     /* queued -> running, for `ckprep status` */
-    watch_claim_write(j->claim, &j->d->self, "running", 0);
+    watch_claim_write(j->claim, &j->d->self, "running", CLAIM_W_FAST);
     args.cancel = &j->d->cancel;
     args.expect_set = 1;    /* the file claimed, not what is there now */
     args.expect_ino = j->id.ino;
@@ -103,6 +109,10 @@ static void work_cb(uv_work_t *req)
     args.expect_mtime_ns = j->id.mtime_ns;
     args.name_out = name_cb;
     args.name_ud = j;
+    /* a replaced output is published with the others that end with it
+     * (one sync of the folder); keep and fail decide the name here */
+    if (j->cref->c.watch.on_output_exists == CK_EXISTS_REPLACE)
+        args.defer_tmp = &j->tmp;
     j->rc = ck_job_run(&j->cref->c, &args, &j->rec, &j->err);
 }
 
@@ -251,28 +261,51 @@ static int changed(const job_t *j)
     return !ident_eq(&now, &j->id);
 }
 
-static void after_work_cb(uv_work_t *req, int uvst)
-{
-    job_t *j = req->data;
-    daemon_t *d = j->d;
-    file_t *f = j->f;
-    const char *rec = ck_json_text(&j->rec);
-    ck_buf_t fallback = { 0 };
-    ck_err_t e = { 0 };
-    int gone = 0, logged = 1;
+static void claims_start(daemon_t *d);
 
-    if (rec == NULL) {      /* out of memory building it: a short one */
-        ck_record_fallback(&fallback, j->in);
-        rec = fallback.oom ? "{\"status\":\"failed\"}"
-                           : (const char *)fallback.data;
-        if (j->rc == 0)
-            j->rc = CK_ENOMEM;
+/* Mark claim done later, with others (see claims_work_cb); 0 when it
+ * cannot be queued, and then it is written here. */
+static int todo_add(daemon_t *d, const char *claim)
+{
+    char *c;
+
+    if (d->ntodo == d->todocap) {
+        size_t cap = d->todocap ? d->todocap * 2 : 64;
+        char **v = ck_realloc(d->todo, cap * sizeof(*v));
+
+        if (v == NULL)
+            goto now;
+        d->todo = v;
+        d->todocap = cap;
     }
-    if (ck_audit_append(&d->audit, rec, &e) < 0) {
-        ck_log(CK_LOG_ERR, "audit log: %s", e.msg);
-        logged = 0;
-    }
-    if (j->rc == 0) {
+    c = ck_strdup(claim);
+    if (c == NULL)
+        goto now;
+    d->todo[d->ntodo++] = c;
+    return 0;
+now:
+    return watch_claim_write(claim, &d->self, "done", CLAIM_W_NODIR) == 0;
+}
+
+/*
+ * A job whose record is durable in the log (logged), or could not be
+ * written: the input kept, moved or deleted, or moved to failed/.  Returns
+ * 1 when it wrote a done claim whose folder is still to be synced.
+ */
+static int finish(daemon_t *d, job_t *j, int logged)
+{
+    file_t *f = j->f;
+    const char *rec = j->text;
+    int gone = 0, claimed = 0;
+
+    if (j->rc == 0 && j->tmp != NULL) {
+        /* its output was never published (nor its record written) */
+        ck_log(CK_LOG_WARNING, "%s: output not published; it will be redone",
+               j->in);
+        f->state = F_OTHER;
+        f->dirty = 1;
+        unlink(j->claim);
+    } else if (j->rc == 0) {
         d->nok++;
         watch_metrics_job(d, rec);
         ck_log(CK_LOG_INFO, "%s -> %s", j->in, j->out ? j->out : "?");
@@ -282,7 +315,7 @@ static void after_work_cb(uv_work_t *req, int uvst)
         if (gone)
             unlink(j->claim);
         else
-            watch_claim_write(j->claim, &d->self, "done", 0);
+            claimed = todo_add(d, j->claim);
         if (f->done.size != 0 && !ident_eq(&f->done, &j->id)) {
             /* the done claim of what this input replaced */
             char *old = watch_claim_path(d, f->rel, &f->done);
@@ -315,24 +348,395 @@ static void after_work_cb(uv_work_t *req, int uvst)
         unlink(j->claim);
     }
     f->done = j->id;
+    d->nfinishing--;
+    if (f->dirty && !d->stopping) {
+        f->dirty = 0;
+        watch_set_pending(d, f, uv_now(d->loop));
+    }
+    return claimed;
+}
+
+/* A batch whose records are logged (or could not be): each job finished
+ * (outputs reported, inputs moved), then one sync of the claims folder for
+ * the done claims written here. */
+static void finish_batch(daemon_t *d, job_t *batch, int logged)
+{
+    char *dirsync = NULL;
+
+    for (job_t *j = batch, *next; j != NULL; j = next) {
+        next = j->fnext;
+        if (finish(d, j, logged) && dirsync == NULL)
+            dirsync = ck_strdup(j->claim);
+        job_free(j);
+    }
+    if (dirsync != NULL)
+        ck_fsync_dir_of(dirsync);
+    ck_free(dirsync);
+    claims_start(d);
+}
+
+/*
+ * A batch of jobs whose outputs are written temporaries: on the thread
+ * pool, each is synced and renamed over its output, then each folder that
+ * got one is synced once; an output whose sync failed is removed (it is
+ * not known to be durable).  Only then are their records logged.
+ */
+typedef struct {
+    uv_work_t req;
+    daemon_t *d;
+    job_t *batch;
+    ck_audit_t audit;       /* the daemon's, on a descriptor of its own */
+    int keep;               /* after = keep: done claims written here */
+    int logged;
+    ck_err_t err;
+} pub_t;
+
+static void flush_cb(uv_check_t *c);
+
+static void unpublished(job_t *j);
+
+/*
+ * Done claims, once their records are durable: each written beside its
+ * claim, all synced at once, renamed over the claims, their folder synced
+ * once; on the thread pool, one batch at a time, while the next outputs
+ * are published (a done claim is what tells other daemons that an input
+ * kept in incoming is done: it comes after the record, never before).
+ */
+typedef struct {
+    uv_work_t req;
+    daemon_t *d;
+    char **claims;
+    size_t n;
+} claims_t;
+
+static void claims_work_cb(uv_work_t *req)
+{
+    claims_t *c = req->data;
+    char **tmps = ck_calloc(c->n ? c->n : 1, sizeof(*tmps));
+    int *rc = ck_calloc(c->n ? c->n : 1, sizeof(*rc));
+    const char *dir = NULL;
+
+    for (size_t i = 0; i < c->n && tmps != NULL && rc != NULL; i++) {
+        tmps[i] = ck_malloc(strlen(c->claims[i]) + 32);
+        if (tmps[i] == NULL) {
+            rc[i] = -ENOMEM;
+            continue;
+        }
+        sprintf(tmps[i], "%s.tmp.%d", c->claims[i], (int)getpid());
+        rc[i] = watch_claim_write(tmps[i], &c->d->self, "done",
+                                  CLAIM_W_PLAIN);
+    }
+    if (tmps == NULL || rc == NULL) {   /* one by one */
+        for (size_t i = 0; i < c->n; i++)
+            watch_claim_write(c->claims[i], &c->d->self, "done",
+                              CLAIM_W_DURABLE);
+        goto out;
+    }
+    {
+        /* the ones written; their results come back in the same order */
+        const char **w = ck_calloc(c->n ? c->n : 1, sizeof(*w));
+        int *wrc = ck_calloc(c->n ? c->n : 1, sizeof(*wrc));
+        size_t k = 0;
+
+        for (size_t i = 0; i < c->n && w != NULL && wrc != NULL; i++)
+            if (rc[i] == 0)
+                w[k++] = tmps[i];
+        if (w != NULL && wrc != NULL)
+            ck_fsync_many(w, wrc, k);
+        k = 0;
+        for (size_t i = 0; i < c->n; i++) {
+            if (rc[i] == 0)
+                rc[i] = w != NULL && wrc != NULL ? wrc[k++] : -ENOMEM;
+            if (rc[i] == 0 && rename(tmps[i], c->claims[i]) == 0)
+                dir = c->claims[i];
+            else if (tmps[i] != NULL)
+                unlink(tmps[i]);
+        }
+        ck_free(w);
+        ck_free(wrc);
+    }
+    if (dir != NULL)
+        ck_fsync_dir_of(dir);
+out:
+    for (size_t i = 0; tmps != NULL && i < c->n; i++)
+        ck_free(tmps[i]);
+    ck_free(tmps);
+    ck_free(rc);
+}
+
+static void claims_done_cb(uv_work_t *req, int uvst)
+{
+    claims_t *c = req->data;
+    daemon_t *d = c->d;
+
+    for (size_t i = 0; i < c->n; i++)
+        ck_free(c->claims[i]);
+    ck_free(c->claims);
+    ck_free(c);
+    d->claiming = 0;
+    (void)uvst;
+    claims_start(d);
+    if (d->stopping)
+        watch_maybe_exit(d);
+}
+
+/* Write the queued done claims, unless a batch is being written. */
+static void claims_start(daemon_t *d)
+{
+    claims_t *c;
+
+    if (d->claiming || d->ntodo == 0)
+        return;
+    c = ck_calloc(1, sizeof(*c));
+    if (c == NULL)
+        return;     /* the next batch takes them */
+    c->d = d;
+    c->req.data = c;
+    c->claims = d->todo;
+    c->n = d->ntodo;
+    d->todo = NULL;
+    d->ntodo = d->todocap = 0;
+    if (uv_queue_work(d->loop, &c->req, claims_work_cb, claims_done_cb) == 0) {
+        d->claiming = 1;
+        return;
+    }
+    claims_work_cb(&c->req);
+    claims_done_cb(&c->req, 0);
+}
+
+/* The batch's records in one write and one fdatasync; then, with after =
+ * keep, the done claims of its good jobs (each synced, their folder once:
+ * a done claim is what tells other daemons the input is done). */
+static void log_work(pub_t *p)
+{
+    const char **recs;
+    size_t n = 0;
+
+    for (job_t *j = p->batch; j != NULL; j = j->fnext) {
+        if (j->deferred && j->rc < 0)
+            unpublished(j);
+        n++;
+    }
+    recs = ck_calloc(n ? n : 1, sizeof(*recs));
+    if (recs == NULL) {
+        ck_err_set(&p->err, CK_ENOMEM, "out of memory");
+        return;
+    }
+    n = 0;
+    for (job_t *j = p->batch; j != NULL; j = j->fnext)
+        recs[n++] = j->text;
+    p->logged = ck_audit_append_many(&p->audit, recs, n, &p->err) == 0;
+    ck_free(recs);
+}
+
+/* Is the folder of a (up to its last '/') the folder of b? */
+static int same_dir(const char *a, const char *b)
+{
+    size_t n = (size_t)(strrchr(a, '/') - a);
+
+    return (size_t)(strrchr(b, '/') - b) == n && strncmp(a, b, n) == 0;
+}
+
+static void pub_work_cb(uv_work_t *req)
+{
+    pub_t *p = req->data;
+    const char **tmps;
+    int *rc;
+    size_t n = 0, k = 0;
+
+    for (job_t *j = p->batch; j != NULL; j = j->fnext)
+        n += j->tmp != NULL;
+    tmps = ck_calloc(n ? n : 1, sizeof(*tmps));
+    rc = ck_calloc(n ? n : 1, sizeof(*rc));
+    for (job_t *j = p->batch; j != NULL && tmps != NULL && rc != NULL;
+         j = j->fnext)
+        if (j->tmp != NULL)
+            tmps[k++] = j->tmp;
+    if (tmps != NULL && rc != NULL)
+        ck_fsync_many(tmps, rc, n);
+    k = 0;
+    for (job_t *j = p->batch; j != NULL; j = j->fnext) {
+        int r;
+
+        if (j->tmp == NULL)
+            continue;
+        r = tmps == NULL || rc == NULL ? CK_ENOMEM : rc[k++];
+        if (r == 0 && rename(j->tmp, j->out) < 0)
+            r = -errno;
+        if (r < 0) {
+            j->rc = r;
+            ck_err_set(&j->err, r, "publish %s: %s", j->out,
+                       r == CK_ENOMEM ? "out of memory" : strerror(-r));
+            continue;
+        }
+        ck_free(j->tmp);
+        j->tmp = NULL;
+        j->published = 1;
+    }
+    ck_free(tmps);
+    ck_free(rc);
+    /* each folder once: the jobs of one folder share its sync */
+    for (job_t *j = p->batch; j != NULL; j = j->fnext) {
+        int r, seen = 0;
+
+        if (!j->published)
+            continue;
+        for (job_t *q = p->batch; q != j && !seen; q = q->fnext)
+            seen = q->published && same_dir(q->out, j->out);
+        if (seen || (r = ck_fsync_dir_of(j->out)) == 0)
+            continue;
+        for (job_t *q = j; q != NULL; q = q->fnext) {
+            if (!q->published || !same_dir(q->out, j->out))
+                continue;
+            unlink(q->out);     /* not known to be durable: not written */
+            q->published = 0;
+            q->rc = r;
+            ck_err_set(&q->err, r, "fsync of the folder of %s: %s", q->out,
+                       strerror(-r));
+        }
+    }
+    log_work(p);
+}
+
+/* The record of a job whose output could not be published: the job's
+ * own, now failed, with no output. */
+static void unpublished(job_t *j)
+{
+    ck_record_t r;
+
+    if (ck_record_parse(j->text, strlen(j->text), &r) == 0) {
+        r.status = "failed";
+        r.error_code = ck_errname(j->rc);
+        r.error_message = j->err.msg;
+        r.wrote = 0;
+        r.out.replaced = NULL;
+        ck_record_build(&j->failrec, &r);
+        ck_record_release(&r);
+        if (ck_json_text(&j->failrec) != NULL) {
+            j->text = ck_json_text(&j->failrec);
+            return;
+        }
+    }
+    ck_buf_release(&j->fallback);
+    ck_record_fallback(&j->fallback, j->in);
+    j->text = j->fallback.oom ? "{\"status\":\"failed\"}"
+                              : (const char *)j->fallback.data;
+}
+
+static void pub_free(pub_t *p)
+{
+    if (p->audit.fd >= 0)
+        close(p->audit.fd);
+    ck_free(p->audit.path);
+    ck_free(p);
+}
+
+static void pub_done_cb(uv_work_t *req, int uvst)
+{
+    pub_t *p = req->data;
+    daemon_t *d = p->d;
+
+    d->publishing = 0;
+    if (p->audit.seq > d->audit.seq)
+        d->audit.seq = p->audit.seq;
+    if (!p->logged)
+        ck_log(CK_LOG_ERR, "audit log: %s", p->err.msg);
+    finish_batch(d, p->batch, p->logged);
+    pub_free(p);
+    (void)uvst;
+    if (d->fin_head != NULL)
+        flush_cb(&d->flush);
+    watch_status(d);
+    if (d->stopping)
+        watch_maybe_exit(d);
+    else
+        watch_pump(d);
+}
+
+/*
+ * After the loop's poll phase, which ran the after-work callbacks of every
+ * job that had ended: the batch is published and logged on the thread pool
+ * (outputs synced and renamed, their folders synced, the records written
+ * with one fdatasync, done claims), one batch at a time: the jobs that end
+ * meanwhile make the next.  The loop waits for no sync of theirs; then it
+ * finishes each job (reports it, moves its input).
+ */
+static void flush_cb(uv_check_t *c)
+{
+    daemon_t *d = c->data;
+    job_t *batch = d->fin_head;
+    pub_t *p;
+
+    uv_check_stop(c);
+    if (d->publishing || batch == NULL)
+        return;     /* pub_done_cb comes back */
+    d->fin_head = d->fin_tail = NULL;
+    p = ck_calloc(1, sizeof(*p));
+    if (p == NULL) {
+        ck_log(CK_LOG_ERR, "audit log: out of memory; %s and the jobs that "
+               "ended with it are not logged", batch->in);
+        finish_batch(d, batch, 0);
+        return;
+    }
+    p->d = d;
+    p->batch = batch;
+    p->req.data = p;
+    p->keep = d->w->after == CK_AFTER_KEEP;
+    p->audit = d->audit;
+    p->audit.path = ck_strdup(d->audit.path ? d->audit.path : "audit log");
+    p->audit.fd = d->audit.fd >= 0 ? fcntl(d->audit.fd, F_DUPFD_CLOEXEC, 0)
+                                   : -1;
+    if (p->audit.fd < 0 || p->audit.path == NULL) {
+        ck_log(CK_LOG_ERR, "audit log %s: not open; the jobs that ended are "
+               "not logged", d->w->audit_log);
+        finish_batch(d, batch, 0);
+        pub_free(p);
+        return;
+    }
+    if (uv_queue_work(d->loop, &p->req, pub_work_cb, pub_done_cb) == 0) {
+        d->publishing = 1;
+        return;
+    }
+    pub_work_cb(&p->req);       /* no pool: here */
+    pub_done_cb(&p->req, 0);
+}
+
+static void after_work_cb(uv_work_t *req, int uvst)
+{
+    job_t *j = req->data;
+    daemon_t *d = j->d;
+
+    j->text = ck_json_text(&j->rec);
+    if (j->text == NULL) {      /* out of memory building it: a short one */
+        ck_record_fallback(&j->fallback, j->in);
+        j->text = j->fallback.oom ? "{\"status\":\"failed\"}"
+                                  : (const char *)j->fallback.data;
+        if (j->rc == 0)
+            j->rc = CK_ENOMEM;
+    }
+    if (j->rc != 0 && j->tmp != NULL) {     /* not to be published */
+        unlink(j->tmp);
+        ck_free(j->tmp);
+        j->tmp = NULL;
+    }
+    j->deferred = j->tmp != NULL;
+    /* its worker is free: what is left is publishing and logging */
     for (size_t i = 0; i < d->nrunning; i++) {
         if (d->running[i] == j) {
             d->running[i] = d->running[--d->nrunning];
             break;
         }
     }
-    if (f->dirty && !d->stopping) {
-        f->dirty = 0;
-        watch_set_pending(d, f, uv_now(d->loop));
-    }
-    ck_buf_release(&fallback);
-    job_free(j);
-    (void)uvst;
-    watch_status(d);
-    if (d->stopping)
-        watch_maybe_exit(d);
+    d->nfinishing++;
+    j->fnext = NULL;
+    if (d->fin_tail != NULL)
+        d->fin_tail->fnext = j;
     else
-        watch_start_jobs(d);
+        d->fin_head = j;
+    d->fin_tail = j;
+    uv_check_start(&d->flush, flush_cb);
+    (void)uvst;
+    watch_start_jobs(d);
 }
 
 static job_t *job_new(daemon_t *d, file_t *f)

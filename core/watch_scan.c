@@ -400,9 +400,16 @@ static void event(daemon_t *d, const struct inotify_event *ev, uint64_t now,
                 /* done files wait for the identity check in check_file */
                 if (f->state == F_PENDING) {
                     f->last_event = now;
-                    f->next_check = now + d->w->settle_ms;
+                    f->moved = 0;
+                    watch_due(d, f, now + d->w->settle_ms);
                 } else {
                     watch_set_pending(d, f, now);
+                }
+                /* renamed in: whole already, looked at once (a change
+                 * after it, or while it is busy, waits settle_ms again) */
+                if ((ev->mask & IN_MOVED_TO) && f->state == F_PENDING) {
+                    f->moved = 1;
+                    watch_due(d, f, now);
                 }
             }
         }

@@ -500,6 +500,14 @@ def test_sigterm_mid_burst():
     """SIGTERM while 60 files wait: exit 0; the restart processes the rest;
     every file has exactly one ok record"""
     env = Env("term_burst", workers=1)
+    # each job draws 1M normal values: slow enough that SIGTERM finds most
+    # of the 60 waiting, however fast the daemon gets through small files
+    text = "[pipeline]\nchain = head_init\n\n[watch]\n"
+    for k, v in env.watch.items():
+        text += "%s = %s\n" % (k, v)
+    text += ("\n[head_init]\nstate = model\nadd = hx float32 1024x1024 "
+             "normal(0,1)\n")
+    env.write_conf(text=text)
     d = Daemon(env)
     d.ready()
     for i in range(60):
