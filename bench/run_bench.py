@@ -578,7 +578,7 @@ def daemon_startup(args, work, d, audit, small, lines):
             r = proto[k % len(proto)]
             name = rec_name(json.loads(r), "input").encode()
             chunk.append(r.replace(name, b"gone_%07d.th" % k, 1)
-                         .replace(b'"seq":', b'"seq":%d,"x":' % (k + 1), 1))
+                         .replace(b'{"seq":%d,' % json.loads(r)["seq"], b'{"seq":%d,' % (k + 1), 1))
             if len(chunk) == 10000:
                 f.write(b"\n".join(chunk) + b"\n")
                 chunk = []

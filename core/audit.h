@@ -18,6 +18,8 @@ typedef struct {
     char host[256];
     uint64_t torn_bytes; /* cut away by the last open */
     uint64_t bad_lines;  /* complete lines the callback refused */
+    uint64_t at;         /* while reading back: the offset of the line
+                            given to the callback */
 } ck_audit_t;
 
 /* One complete line of the log (n bytes, without its newline), read back

@@ -150,6 +150,8 @@ struct daemon {
     int lost;               /* incoming is gone: look for it every second */
     self_t self;
     uint64_t jobseq;        /* the last {seq} given */
+    struct logidx *logidx;  /* the audit log read back, while it is applied
+                               (see watch.c) */
     metrics_t m;
     char *claims;           /* incoming/.ckprep-claims */
     char status[160];       /* the last STATUS= sent */
@@ -267,6 +269,9 @@ void watch_stop(daemon_t *d);
 void watch_timers(daemon_t *d);
 /* When stopping and nothing runs, close every handle. */
 void watch_maybe_exit(daemon_t *d);
+/* While the audit log read back is applied: what its last record of f's
+ * input says (done identity, done or failed). */
+void watch_log_lookup(daemon_t *d, file_t *f);
 
 /* ---- watch_metrics.c: metrics_file ------------------------------------ */
 

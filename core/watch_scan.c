@@ -145,6 +145,9 @@ static void scan_dir(daemon_t *d, const char *rel, int depth, uint64_t now)
                 if (f != NULL) {
                     f->seen = 1;
                     f->scanned = id;
+                    if (f->state == F_OTHER && f->done.size == 0 &&
+                        d->logidx != NULL)
+                        watch_log_lookup(d, f);
                     if (f->state == F_OTHER && f->done.size == 0)
                         watch_adopt(d, f, &id);
                     if (f->state == F_OTHER ||

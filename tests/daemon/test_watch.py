@@ -2058,13 +2058,15 @@ def test_long_log_read_off_the_loop():
     """a 1,000,000-line audit log is read back on the thread pool: the
     daemon is watching at once, a checkpoint dropped meanwhile is processed
     once the log is read (numbered after it), and a SIGTERM during the read
-    stops the daemon within a second, leaving the log as it was"""
+    stops the daemon within a second, leaving the log as it was (its lines
+    spell their paths with \\u escapes: the full JSON parser reads each, so
+    the read lasts long enough to be interrupted)"""
     env = Env("long_log")
     os.makedirs(os.path.dirname(env.log))
     with open(env.log, "w") as f:
         for k in range(10):
             f.write("".join('{"seq":%d,"status":"ok","input":{"path":'
-                            '"/elsewhere/%d.th","size":1}}\n' % (i + 1, i)
+                            '"/elsewhere/\\u00e9%d.th","size":1}}\n' % (i + 1, i)
                             for i in range(k * 100000, (k + 1) * 100000)))
     size = os.path.getsize(env.log)
     d = Daemon(env)
@@ -2139,6 +2141,159 @@ def test_sigterm_inside_chain():
           % os.listdir(env.output))
 
 
+def own_record(env, seq, rel, st, status="ok", code=None):
+    """A record as the daemon writes it to its log (compact, seq and host
+    first, the builder's key order), for input rel of identity st."""
+    r = OD([("seq", seq), ("host", "h"), ("ts", "2026-12-03T00:00:00.000Z"),
+            ("version", "0"),
+            ("input", OD([("path", env.inpath(rel)), ("size", st.st_size),
+                          ("digest", "0" * 64),
+                          ("digest_kind", "fingerprint-sha256"),
+                          ("inode", st.st_ino), ("mtime_ns", st.st_mtime_ns),
+                          ("format", "zip")])),
+            ("status", status)])
+    if code:
+        r["error"] = OD([("code", code), ("message", "m")])
+    r["duration_ms"] = 1
+    r["config"] = OD([("path", env.conf), ("digest", "0" * 64)])
+    r["plugins"] = [{"name": "x", "changes": [{"op": "status", "key":
+                                                "\"status\":\"failed\""}]}]
+    return json.dumps(r, separators=(",", ":"))
+
+
+def test_long_log_start_fast():
+    """start-up with a 200,000-line log of the daemon's own records (read by
+    the skim, not the full parser): read back within 5 s; what it says of
+    the files in incoming holds -- the last record of each input counts (a
+    file done, then abandoned, is done; a file failed, then done, is done;
+    an input whose last record failed, still in incoming, goes to failed/
+    with that record); the one file no record names is processed"""
+    env = Env("long_log_fast")
+    os.makedirs(os.path.dirname(env.log))
+    for rel, seed in (("done.th", 301), ("redo.th", 302), ("fail.th", 303),
+                      ("new.th", 304)):
+        env.drop_rename(rel, ckpt_bytes(seed))
+    st = {rel: os.stat(env.inpath(rel)) for rel in
+          ("done.th", "redo.th", "fail.th", "new.th")}
+    special = {50000: own_record(env, 0, "done.th", st["done.th"]),
+               60000: own_record(env, 0, "done.th", st["done.th"], "failed",
+                                 "cancelled"),
+               70000: own_record(env, 0, "redo.th", st["redo.th"], "failed",
+                                 "corrupt"),
+               80000: own_record(env, 0, "redo.th", st["redo.th"]),
+               90000: own_record(env, 0, "fail.th", st["fail.th"]),
+               95000: own_record(env, 0, "fail.th", st["fail.th"], "failed",
+                                 "corrupt")}
+    filler = own_record(env, 0, "gone/x.th", st["new.th"])
+    with open(env.log, "w") as f:
+        lines = []
+        for i in range(200000):
+            line = special.get(i, filler.replace("gone/x.th", "gone/%d.th" % i))
+            lines.append(line.replace('{"seq":0,', '{"seq":%d,' % (i + 1), 1))
+        f.write("\n".join(lines) + "\n")
+    size = os.path.getsize(env.log)
+    t0 = time.monotonic()
+    d = Daemon(env)
+    d.wait_log(r"audit log read back: 200000 records", 30)
+    took = time.monotonic() - t0
+    check(took < 5, "200,000 lines read back in %.1f s" % took)
+    d.wait_log(r"new\.th -> ", 30)
+
+    def after_start():      # (the records past the 200,000 written)
+        with open(env.log, "rb") as f:
+            f.seek(size)
+            return [json.loads(x) for x in f.read().splitlines()]
+    r = after_start()[0]
+    check(r["seq"] == 200001 and r["status"] == "ok",
+          "seq %r, %r after 200,000 records" % (r["seq"], r["status"]))
+    check_same(os.path.join(env.output, "new.th"), 304)
+    wait_for(lambda: os.path.isfile(os.path.join(env.failed, "fail.th")), 10,
+             "fail.th moved to failed/")
+    with open(os.path.join(env.failed, "fail.th.error.json")) as f:
+        ej = json.load(f)
+    check(ej["status"] == "failed" and ej["error"]["code"] == "corrupt",
+          "fail.th.error.json %r" % ej)
+    time.sleep(1.0)
+    recs = after_start()
+    check([r["input"]["path"] for r in recs] == [env.inpath("new.th")],
+          "records after start: %r (done.th and redo.th are done)"
+          % [r["input"]["path"] for r in recs])
+    check(not os.path.exists(os.path.join(env.output, "done.th")),
+          "done.th was processed again")
+    d.stop()
+
+
+def test_rename_in_without_settle():
+    """a file renamed into incoming is whole: it is taken at once, not after
+    settle_ms (here 20 s); one written in place still waits settle_ms"""
+    env = Env("rename_fast", settle_ms=20000)
+    d = Daemon(env)
+    d.ready()
+    t0 = time.monotonic()
+    env.drop_rename("a.th", ckpt_bytes(311))
+    env.wait_ok("a.th", timeout=10)
+    took = time.monotonic() - t0
+    check(took < 5, "a renamed-in file took %.1f s (settle_ms = 20000)" % took)
+    check_same(os.path.join(env.output, "a.th"), 311)
+    env.drop_copy("b.th", ckpt_bytes(312))
+    time.sleep(3)
+    check(not env.oks("b.th"), "a file written in place was taken before "
+          "settle_ms")
+    d.stop()
+
+
+def test_batched_records_survive_kill9():
+    """jobs ending together are logged with one fdatasync: kill -9 in the
+    middle of a burst of 400 leaves every output that exists with its record
+    (records are durable before their outputs are reported or their inputs
+    moved), no temporary in the output folder after a restart, and the
+    restart finishes the rest: exactly one ok record per input"""
+    env = Env("batch_kill9", workers=2, after="move", done=None)
+    env.write_conf(done=os.path.join(env.root, "done"))
+    blobs = [ckpt_bytes(2000 + i, n=2, numel=16) for i in range(400)]
+    d = Daemon(env)
+    d.ready()
+    for i, b in enumerate(blobs):
+        tmp = os.path.join(env.stage, "s%03d" % i)
+        with open(tmp, "wb") as f:
+            f.write(b)
+    for i in range(400):
+        os.rename(os.path.join(env.stage, "s%03d" % i),
+                  env.inpath("k%03d.th" % i))
+    wait_for(lambda: len(env.records()) >= 60, 60, "60 records")
+    d.kill9()
+    recs = env.records()
+    logged = {os.path.basename(r["input"]["path"]) for r in recs
+              if r["status"] == "ok"}
+    moved = set(os.listdir(env.done))
+    check(moved <= logged, "inputs moved to done/ without their record: %r"
+          % sorted(moved - logged)[:5])
+    check(len(logged) < 400, "all 400 done before the kill: the test proves "
+          "nothing")
+    left = {n for n in os.listdir(env.incoming) if n.endswith(".th")}
+    check(len(left | moved) == 400 and not left & moved,
+          "inputs lost or doubled at the kill: %d in incoming, %d in done/"
+          % (len(left), len(moved)))
+    d = Daemon(env)
+    wait_for(lambda: len([r for r in env.records() if r["status"] == "ok"])
+             >= 400, 120, "400 ok records")
+    time.sleep(0.5)
+    d.stop()
+    recs = env.records(strict=True)
+    count = collections.Counter(os.path.basename(r["input"]["path"])
+                                for r in recs if r["status"] == "ok")
+    bad = [i for i in range(400) if count["k%03d.th" % i] != 1]
+    check(not bad, "not exactly one ok record: %r" % bad[:10])
+    check(sorted(r["seq"] for r in recs) == list(range(1, len(recs) + 1)),
+          "seq is not 1..%d" % len(recs))
+    check(not env.tmp_files(), "temporaries left: %r" % env.tmp_files()[:5])
+    for i in (0, 199, 399):
+        check_same(os.path.join(env.output, "k%03d.th" % i), 2000 + i, n=2,
+                   numel=16)
+    check(len(os.listdir(env.done)) == 400, "done/ holds %d"
+          % len(os.listdir(env.done)))
+
+
 TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_sigterm_mid_burst, test_preexisting,
          test_incoming_recreated, test_hostile_and_truncated,
@@ -2158,7 +2313,9 @@ TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_claims_collected_without_rescans, test_reload_new_incoming,
          test_output_names_never_clobber, test_ready_marker,
          test_metrics_and_inotify_overflow, test_status,
-         test_long_log_read_off_the_loop, test_sigterm_inside_chain]
+         test_long_log_read_off_the_loop, test_sigterm_inside_chain,
+         test_long_log_start_fast, test_rename_in_without_settle,
+         test_batched_records_survive_kill9]
 
 
 def main(argv=None):
