@@ -554,6 +554,7 @@ def daemon_latency(args, work, d, audit, small, big, samples):
             raise RuntimeError(f"only {len(lat)} latency samples in 900 s")
         lat.sort()
         res.update(samples=len(lat), p50=lat[len(lat) // 2],
+                   p90=lat[int(len(lat) * 0.9)], worst=lat[-5:],
                    p99=lat[min(len(lat) - 1, int(len(lat) * 0.99))],
                    max=lat[-1], large_jobs=nbig)
         return res

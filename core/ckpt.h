@@ -85,9 +85,12 @@ typedef struct {
                                  of str), NULL otherwise */
     const int *cancel;        /* ck_ckpt_write stops with CK_ECANCELED once
                                  *cancel is nonzero (another thread sets it) */
-    int defer;                /* ck_ckpt_write stops short of publishing:
-                                 the temporary, written, its write-back
-                                 started, goes to the caller (info->tmp) */
+    uint64_t defer;           /* nonzero: for an output of at most this
+                                 many bytes ck_ckpt_write stops short of
+                                 publishing: the temporary, written, its
+                                 write-back started, goes to the caller
+                                 (info->tmp); a bigger one is published
+                                 here */
 } ck_ckpt_t;
 
 /*
@@ -139,7 +142,7 @@ typedef struct {
     uint64_t storage_bytes;
     char *tmp;                /* with c->defer: the written temporary beside
                                  the output (ck_malloc), neither synced nor
-                                 renamed: the caller's to publish (ck_publish)
+                                 renamed: the caller syncs and renames it
                                  or unlink; NULL otherwise */
 } ck_write_info_t;
 

@@ -375,7 +375,7 @@ int ck_ckpt_write_with(ck_ckpt_t *c, const char *out_path, ck_write_body_fn body
         rc = ck_err_set(err, CK_EFORMAT, "the input changed while it was read");
         goto out;
     }
-    if (c->defer) {
+    if (c->defer != 0 && info->size <= c->defer) {
         /* the caller syncs and renames it, with others: start the
          * write-back now so that sync finds little left to do */
         sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);

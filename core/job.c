@@ -497,7 +497,9 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     ck_json_arr(&plugins);
     rc = ck_ckpt_open(&job.ck, args->in, &opts, err);
     job.ck.cancel = args->cancel;
-    job.ck.defer = args->defer_tmp != NULL;
+    /* a big output is published by the write itself: its sync is long
+     * and would hold the small ones published with it */
+    job.ck.defer = args->defer_tmp != NULL ? CK_JOB_DEFER_MAX : 0;
     if (job.ck.fd >= 0 && args->expect_set &&
         ((uint64_t)job.ck.st.ino != args->expect_ino ||
          job.ck.st.size != args->expect_size ||

@@ -850,10 +850,11 @@ int ck_watch_main(const char *conf_path)
         }
         close(fd);
     }
-    /* the pool holds every worker, and room for readiness probes beside
-     * them (a reload may raise workers: keep a margin) */
+    /* the pool holds every worker, and room beside them for readiness
+     * probes, two batches being published and the done claims (a reload
+     * may raise workers: keep a margin) */
     snprintf(env, sizeof(env), "%d",
-             d.w->workers + 2 > 4 ? (int)d.w->workers + 2 : 4);
+             d.w->workers + 4 > 6 ? (int)d.w->workers + 4 : 6);
     setenv("UV_THREADPOOL_SIZE", env, 0);
     uv_loop_init(&loop);
     d.loop = &loop;

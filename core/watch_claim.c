@@ -114,20 +114,20 @@ int watch_claim_write(const char *path, const self_t *s, const char *state,
                      (unsigned long long)s->start);
     int fd;
 
-    if (how == CLAIM_W_DURABLE || how == CLAIM_W_NODIR || how == CLAIM_W_FAST)
-        return ck_write_replace(path, text, (size_t)n, 0640,
-                                how == CLAIM_W_DURABLE ? CK_SYNC_DATA |
-                                CK_SYNC_DIR : how == CLAIM_W_NODIR ?
-                                CK_SYNC_DATA : 0);
-    fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW |
-              (how == CLAIM_W_EXCL ? O_EXCL : O_TRUNC), 0640);
+    if (how == CLAIM_W_DURABLE)
+        return ck_write_atomic(path, text, (size_t)n, 0640);
+    fd = how == CLAIM_W_EXCL ?
+        open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0640) :
+        open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
         return -errno;
-    if (ck_pwrite_full(fd, text, (size_t)n, 0) < 0) {
+    if (ck_pwrite_full(fd, text, (size_t)n, 0) < 0 ||
+        (how == CLAIM_W_INPLACE && ftruncate(fd, n) < 0)) {
         int e = errno;
 
         close(fd);
-        unlink(path);
+        if (how == CLAIM_W_EXCL)
+            unlink(path);
         return -e;
     }
     close(fd);

@@ -132,8 +132,8 @@ struct daemon {
     job_t *fin_head, *fin_tail;  /* finished jobs whose records are logged
                                     together (one fdatasync) */
     uv_check_t flush;       /* logs them, after the loop's poll phase */
-    int publishing;         /* a batch of outputs is being synced and
-                               renamed on the thread pool */
+    int publishing;         /* batches of outputs being synced and
+                               renamed on the thread pool (at most 2) */
     char **todo;            /* claims to mark done (records logged) */
     size_t ntodo, todocap;
     int claiming;           /* a batch of them is being written */
@@ -213,12 +213,12 @@ char *watch_claim_path(daemon_t *d, const char *rel, const ident_t *id);
 char *watch_claim_file(const char *claims, const char *rel, const ident_t *id);
 /* Fill s with this process's host, boot id, pid namespace, start time. */
 void watch_self(self_t *s);
-/* How a claim is written: created (O_EXCL); replaced durably (data and
- * folder synced); replaced with its data synced (the caller syncs the
- * folder); replaced without a sync (what it says is for a person: queued
- * or running, judged by its holder's life either way). */
-enum { CLAIM_W_EXCL, CLAIM_W_DURABLE, CLAIM_W_NODIR, CLAIM_W_FAST,
-       CLAIM_W_PLAIN /* written in place (a temporary the caller renames) */ };
+/* How a claim is written: created (O_EXCL); replaced durably (a temporary
+ * synced, renamed, the folder synced); or rewritten in place, not synced
+ * (the claim exists: no new inode, no rename; the caller syncs it when it
+ * must be durable).  A reader that meets a claim half rewritten judges it
+ * by its holder's refreshes, as one it cannot read. */
+enum { CLAIM_W_EXCL, CLAIM_W_DURABLE, CLAIM_W_INPLACE };
 /* Write a claim (who, state), how as above.  0 or -errno. */
 int watch_claim_write(const char *path, const self_t *s, const char *state,
                       int how);

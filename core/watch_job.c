@@ -101,7 +101,7 @@ static void work_cb(uv_work_t *req)
     ck_job_args_t args = { .in = j->in, .out = NULL };
 
     /* queued -> running, for `ckprep status` */
-    watch_claim_write(j->claim, &j->d->self, "running", CLAIM_W_FAST);
+    watch_claim_write(j->claim, &j->d->self, "running", CLAIM_W_INPLACE);
     args.cancel = &j->d->cancel;
     args.expect_set = 1;    /* the file claimed, not what is there now */
     args.expect_ino = j->id.ino;
@@ -263,9 +263,9 @@ static int changed(const job_t *j)
 
 static void claims_start(daemon_t *d);
 
-/* Mark claim done later, with others (see claims_work_cb); 0 when it
- * cannot be queued, and then it is written here. */
-static int todo_add(daemon_t *d, const char *claim)
+/* Mark claim done later, with others (see claims_work_cb), or here when
+ * it cannot be queued. */
+static void todo_add(daemon_t *d, const char *claim)
 {
     char *c;
 
@@ -282,21 +282,21 @@ static int todo_add(daemon_t *d, const char *claim)
     if (c == NULL)
         goto now;
     d->todo[d->ntodo++] = c;
-    return 0;
+    return;
 now:
-    return watch_claim_write(claim, &d->self, "done", CLAIM_W_NODIR) == 0;
+    watch_claim_write(claim, &d->self, "done", CLAIM_W_DURABLE);
 }
 
 /*
  * A job whose record is durable in the log (logged), or could not be
- * written: the input kept, moved or deleted, or moved to failed/.  Returns
- * 1 when it wrote a done claim whose folder is still to be synced.
+ * written: the input kept, moved or deleted, or moved to failed/; with
+ * after = keep, its done claim queued.
  */
-static int finish(daemon_t *d, job_t *j, int logged)
+static void finish(daemon_t *d, job_t *j, int logged)
 {
     file_t *f = j->f;
     const char *rec = j->text;
-    int gone = 0, claimed = 0;
+    int gone = 0;
 
     if (j->rc == 0 && j->tmp != NULL) {
         /* its output was never published (nor its record written) */
@@ -315,7 +315,7 @@ static int finish(daemon_t *d, job_t *j, int logged)
         if (gone)
             unlink(j->claim);
         else
-            claimed = todo_add(d, j->claim);
+            todo_add(d, j->claim);
         if (f->done.size != 0 && !ident_eq(&f->done, &j->id)) {
             /* the done claim of what this input replaced */
             char *old = watch_claim_path(d, f->rel, &f->done);
@@ -353,25 +353,17 @@ static int finish(daemon_t *d, job_t *j, int logged)
         f->dirty = 0;
         watch_set_pending(d, f, uv_now(d->loop));
     }
-    return claimed;
 }
 
 /* A batch whose records are logged (or could not be): each job finished
- * (outputs reported, inputs moved), then one sync of the claims folder for
- * the done claims written here. */
+ * (outputs reported, inputs moved), then its done claims written. */
 static void finish_batch(daemon_t *d, job_t *batch, int logged)
 {
-    char *dirsync = NULL;
-
     for (job_t *j = batch, *next; j != NULL; j = next) {
         next = j->fnext;
-        if (finish(d, j, logged) && dirsync == NULL)
-            dirsync = ck_strdup(j->claim);
+        finish(d, j, logged);
         job_free(j);
     }
-    if (dirsync != NULL)
-        ck_fsync_dir_of(dirsync);
-    ck_free(dirsync);
     claims_start(d);
 }
 
@@ -396,10 +388,10 @@ static void flush_cb(uv_check_t *c);
 static void unpublished(job_t *j);
 
 /*
- * Done claims, once their records are durable: each written beside its
- * claim, all synced at once, renamed over the claims, their folder synced
- * once; on the thread pool, one batch at a time, while the next outputs
- * are published (a done claim is what tells other daemons that an input
+ * Done claims, once their records are durable: each rewritten in place,
+ * all synced at once, their folder synced once (the entries of claims
+ * made since its last sync); on the thread pool, one batch at a time,
+ * while the next outputs are published (a done claim is what tells other daemons that an input
  * kept in incoming is done: it comes after the record, never before).
  */
 typedef struct {
@@ -412,55 +404,25 @@ typedef struct {
 static void claims_work_cb(uv_work_t *req)
 {
     claims_t *c = req->data;
-    char **tmps = ck_calloc(c->n ? c->n : 1, sizeof(*tmps));
+    const char **w = ck_calloc(c->n ? c->n : 1, sizeof(*w));
     int *rc = ck_calloc(c->n ? c->n : 1, sizeof(*rc));
-    const char *dir = NULL;
+    size_t k = 0;
 
-    for (size_t i = 0; i < c->n && tmps != NULL && rc != NULL; i++) {
-        tmps[i] = ck_malloc(strlen(c->claims[i]) + 32);
-        if (tmps[i] == NULL) {
-            rc[i] = -ENOMEM;
-            continue;
-        }
-        sprintf(tmps[i], "%s.tmp.%d", c->claims[i], (int)getpid());
-        rc[i] = watch_claim_write(tmps[i], &c->d->self, "done",
-                                  CLAIM_W_PLAIN);
-    }
-    if (tmps == NULL || rc == NULL) {   /* one by one */
+    if (w == NULL || rc == NULL) {      /* one by one */
         for (size_t i = 0; i < c->n; i++)
             watch_claim_write(c->claims[i], &c->d->self, "done",
                               CLAIM_W_DURABLE);
         goto out;
     }
-    {
-        /* the ones written; their results come back in the same order */
-        const char **w = ck_calloc(c->n ? c->n : 1, sizeof(*w));
-        int *wrc = ck_calloc(c->n ? c->n : 1, sizeof(*wrc));
-        size_t k = 0;
-
-        for (size_t i = 0; i < c->n && w != NULL && wrc != NULL; i++)
-            if (rc[i] == 0)
-                w[k++] = tmps[i];
-        if (w != NULL && wrc != NULL)
-            ck_fsync_many(w, wrc, k);
-        k = 0;
-        for (size_t i = 0; i < c->n; i++) {
-            if (rc[i] == 0)
-                rc[i] = w != NULL && wrc != NULL ? wrc[k++] : -ENOMEM;
-            if (rc[i] == 0 && rename(tmps[i], c->claims[i]) == 0)
-                dir = c->claims[i];
-            else if (tmps[i] != NULL)
-                unlink(tmps[i]);
-        }
-        ck_free(w);
-        ck_free(wrc);
-    }
-    if (dir != NULL)
-        ck_fsync_dir_of(dir);
+    for (size_t i = 0; i < c->n; i++)
+        if (watch_claim_write(c->claims[i], &c->d->self, "done",
+                              CLAIM_W_INPLACE) == 0)
+            w[k++] = c->claims[i];
+    ck_fsync_many(w, rc, k);
+    if (k > 0)
+        ck_fsync_dir_of(w[0]);
 out:
-    for (size_t i = 0; tmps != NULL && i < c->n; i++)
-        ck_free(tmps[i]);
-    ck_free(tmps);
+    ck_free(w);
     ck_free(rc);
 }
 
@@ -636,7 +598,7 @@ static void pub_done_cb(uv_work_t *req, int uvst)
     pub_t *p = req->data;
     daemon_t *d = p->d;
 
-    d->publishing = 0;
+    d->publishing--;
     if (p->audit.seq > d->audit.seq)
         d->audit.seq = p->audit.seq;
     if (!p->logged)
@@ -657,7 +619,7 @@ static void pub_done_cb(uv_work_t *req, int uvst)
  * After the loop's poll phase, which ran the after-work callbacks of every
  * job that had ended: the batch is published and logged on the thread pool
  * (outputs synced and renamed, their folders synced, the records written
- * with one fdatasync, done claims), one batch at a time: the jobs that end
+ * with one fdatasync), two batches at a time at most: the jobs that end
  * meanwhile make the next.  The loop waits for no sync of theirs; then it
  * finishes each job (reports it, moves its input).
  */
@@ -668,7 +630,7 @@ static void flush_cb(uv_check_t *c)
     pub_t *p;
 
     uv_check_stop(c);
-    if (d->publishing || batch == NULL)
+    if (d->publishing >= 2 || batch == NULL)
         return;     /* pub_done_cb comes back */
     d->fin_head = d->fin_tail = NULL;
     p = ck_calloc(1, sizeof(*p));
@@ -684,8 +646,12 @@ static void flush_cb(uv_check_t *c)
     p->keep = d->w->after == CK_AFTER_KEEP;
     p->audit = d->audit;
     p->audit.path = ck_strdup(d->audit.path ? d->audit.path : "audit log");
-    p->audit.fd = d->audit.fd >= 0 ? fcntl(d->audit.fd, F_DUPFD_CLOEXEC, 0)
-                                   : -1;
+    /* a description of its own: two batches in flight take turns at the
+     * log's lock (a dup would share the lock) */
+    p->audit.fd = d->audit.path != NULL ?
+        open(d->audit.path, O_RDWR | O_APPEND | O_CLOEXEC | O_NOFOLLOW) : -1;
+    if (p->audit.fd < 0 && d->audit.fd >= 0)
+        p->audit.fd = fcntl(d->audit.fd, F_DUPFD_CLOEXEC, 0);
     if (p->audit.fd < 0 || p->audit.path == NULL) {
         ck_log(CK_LOG_ERR, "audit log %s: not open; the jobs that ended are "
                "not logged", d->w->audit_log);
@@ -694,9 +660,10 @@ static void flush_cb(uv_check_t *c)
         return;
     }
     if (uv_queue_work(d->loop, &p->req, pub_work_cb, pub_done_cb) == 0) {
-        d->publishing = 1;
+        d->publishing++;
         return;
     }
+    d->publishing++;
     pub_work_cb(&p->req);       /* no pool: here */
     pub_done_cb(&p->req, 0);
 }
