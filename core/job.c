@@ -499,7 +499,8 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     job.ck.cancel = args->cancel;
     /* a big output is published by the write itself: its sync is long
      * and would hold the small ones published with it */
-    job.ck.defer = args->defer_tmp != NULL ? CK_JOB_DEFER_MAX : 0;
+    job.ck.defer = args->defer_tmp == NULL ? 0 : args->defer_all ?
+                   UINT64_MAX : CK_JOB_DEFER_MAX;
     if (job.ck.fd >= 0 && args->expect_set &&
         ((uint64_t)job.ck.st.ino != args->expect_ino ||
          job.ck.st.size != args->expect_size ||

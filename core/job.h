@@ -57,6 +57,7 @@ typedef struct {
      * sync the folder), or unlink: the record already says the output is
      * written.  A bigger output is published here (*defer_tmp NULL). */
     char **defer_tmp;
+    int defer_all;         /* with defer_tmp: whatever the output's size */
 } ck_job_args_t;
 
 #define CK_JOB_DEFER_MAX (16u << 20)

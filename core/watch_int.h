@@ -73,7 +73,12 @@ struct job {
     ck_err_t err;
     int rc;
     job_t *fnext;           /* finished, its record not logged yet */
-    char *tmp;              /* its output, written, to publish (replace) */
+    char *tmp;              /* its output, written, to publish */
+    char *base;             /* keep: the name output_name gives, whose
+                               nth_name out is (NULL: out is it) */
+    unsigned nth;
+    int moved_name;         /* placed under another name than it was
+                               written for: its record says so */
     int deferred;           /* it had one when it ended */
     int published;          /* renamed over its output (not yet synced) */
     ck_json_t failrec;      /* the record again, when publishing failed */

@@ -38,6 +38,7 @@ static void job_free(job_t *j)
     if (j->tmp != NULL)
         unlink(j->tmp);     /* not published */
     ck_free(j->tmp);
+    ck_free(j->base);
     ck_json_release(&j->rec);
     ck_json_release(&j->failrec);
     ck_buf_release(&j->fallback);
@@ -49,16 +50,33 @@ static void job_free(job_t *j)
     ck_free(j);
 }
 
+/* keep: the n-th name of base, NAME.N.EXT (n = 0: base itself), in a
+ * new string. */
+static char *nth_name(const char *base, unsigned n)
+{
+    const char *ext = ck_path_ext(ck_path_base(base));
+    char *alt = ck_malloc(strlen(base) + 24);
+
+    if (alt != NULL && n == 0)
+        strcpy(alt, base);
+    else if (alt != NULL)
+        sprintf(alt, "%.*s.%u%s", (int)(ext - base), base, n, ext);
+    return alt;
+}
+
 /*
  * On the thread pool, once the input is open: the output's name (its
- * fingerprint may be in it), and what to do when the name is taken.
+ * fingerprint may be in it).  With keep or fail, a name taken now is
+ * passed over (keep) or fails the job (fail); the output is placed there
+ * with link(2) later (pub_work_cb), which fails rather than replace a
+ * file that another job or daemon put there meanwhile.
  */
 static const char *name_cb(void *ud, const char *fingerprint, ck_err_t *err)
 {
     job_t *j = ud;
     const ck_watch_conf_t *w = &j->cref->c.watch;
     ck_watch_name_vars_t v = { j->seq, j->id.mtime_ns, j->now_s, fingerprint };
-    char *out = watch_out_path(w, j->rel, &v), *alt = NULL;
+    char *out = watch_out_path(w, j->rel, &v);
     struct stat st;
 
     if (out == NULL) {
@@ -73,26 +91,71 @@ static const char *name_cb(void *ud, const char *fingerprint, ck_err_t *err)
         ck_free(out);
         return NULL;
     }
-    /* keep: NAME.1.EXT, NAME.2.EXT, ... the first not taken */
-    alt = ck_malloc(strlen(out) + 24);
-    for (unsigned n = 1; alt != NULL && n < 1000000; n++) {
-        const char *ext = ck_path_ext(ck_path_base(out));
+    /* keep: NAME.1.EXT, NAME.2.EXT, ... the first not taken now */
+    for (unsigned n = 1; n < 1000000; n++) {
+        char *alt = nth_name(out, n);
 
-        sprintf(alt, "%.*s.%u%s", (int)(ext - out), out, n, ext);
+        if (alt == NULL)
+            break;
         if (lstat(alt, &st) < 0 && errno == ENOENT) {
-            ck_free(out);
+            j->base = out;
+            j->nth = n;
             out = alt;
-            alt = NULL;
             goto done;
         }
+        ck_free(alt);
     }
-    ck_free(alt);
     ck_free(out);
     ck_err_set(err, CK_ENOMEM, "no free output name");
     return NULL;
 done:
     j->out = out;
     return out;
+}
+
+/*
+ * Place the synced temporary of j at its output: rename over it (replace),
+ * or link(2) it there, which fails when the name is taken: keep tries the
+ * next name (j->out becomes it), fail fails the job.  0 or -errno.
+ */
+static int place(job_t *j)
+{
+    int mode = j->cref->c.watch.on_output_exists;
+
+    if (mode == CK_EXISTS_REPLACE)
+        return rename(j->tmp, j->out) < 0 ? -errno : 0;
+    for (;;) {
+        char *alt;
+
+        if (link(j->tmp, j->out) == 0) {
+            unlink(j->tmp);
+            return 0;
+        }
+        if (errno == EPERM || errno == ENOTSUP || errno == EOPNOTSUPP ||
+            errno == ENOSYS) {
+            /* no hard links here: look, then rename (not atomic) */
+            struct stat st;
+
+            if (lstat(j->out, &st) < 0 && errno == ENOENT)
+                return rename(j->tmp, j->out) < 0 ? -errno : 0;
+        } else if (errno != EEXIST) {
+            return -errno;
+        }
+        if (mode == CK_EXISTS_FAIL)
+            return -EEXIST;
+        /* keep: taken meanwhile, the next name */
+        if (j->base == NULL) {
+            j->base = ck_strdup(j->out);
+            j->nth = 0;
+            if (j->base == NULL)
+                return -ENOMEM;
+        }
+        if (++j->nth >= 1000000 || (alt = nth_name(j->base, j->nth)) == NULL)
+            return -ENOMEM;
+        ck_free(j->out);
+        j->out = alt;
+        j->moved_name = 1;
+    }
 }
 
 static void work_cb(uv_work_t *req)
@@ -111,8 +174,9 @@ static void work_cb(uv_work_t *req)
     args.name_ud = j;
     /* a replaced output is published with the others that end with it
      * (one sync of the folder); keep and fail decide the name here */
-    if (j->cref->c.watch.on_output_exists == CK_EXISTS_REPLACE)
-        args.defer_tmp = &j->tmp;
+    args.defer_tmp = &j->tmp;
+    /* keep and fail: every output is placed by link(2) (see place) */
+    args.defer_all = j->cref->c.watch.on_output_exists != CK_EXISTS_REPLACE;
     j->rc = ck_job_run(&j->cref->c, &args, &j->rec, &j->err);
 }
 
@@ -386,6 +450,7 @@ typedef struct {
 static void flush_cb(uv_check_t *c);
 
 static void unpublished(job_t *j);
+static void renamed(job_t *j);
 
 /*
  * Done claims, once their records are durable: each rewritten in place,
@@ -477,6 +542,8 @@ static void log_work(pub_t *p)
     for (job_t *j = p->batch; j != NULL; j = j->fnext) {
         if (j->deferred && j->rc < 0)
             unpublished(j);
+        else if (j->moved_name)
+            renamed(j);
         n++;
     }
     recs = ck_calloc(n ? n : 1, sizeof(*recs));
@@ -523,8 +590,14 @@ static void pub_work_cb(uv_work_t *req)
         if (j->tmp == NULL)
             continue;
         r = tmps == NULL || rc == NULL ? CK_ENOMEM : rc[k++];
-        if (r == 0 && rename(j->tmp, j->out) < 0)
-            r = -errno;
+        if (r == 0)
+            r = place(j);
+        if (r == -EEXIST) {
+            j->rc = r;
+            ck_err_set(&j->err, r, "output %s exists (on_output_exists = "
+                       "fail)", j->out);
+            continue;
+        }
         if (r < 0) {
             j->rc = r;
             ck_err_set(&j->err, r, "publish %s: %s", j->out,
@@ -583,6 +656,21 @@ static void unpublished(job_t *j)
     ck_record_fallback(&j->fallback, j->in);
     j->text = j->fallback.oom ? "{\"status\":\"failed\"}"
                               : (const char *)j->fallback.data;
+}
+
+/* The record of a job whose output took another name than the one it was
+ * written for (keep, the name taken meanwhile): the same, naming it. */
+static void renamed(job_t *j)
+{
+    ck_record_t r;
+
+    if (ck_record_parse(j->text, strlen(j->text), &r) < 0)
+        return;
+    r.out.path = j->out;
+    ck_record_build(&j->failrec, &r);
+    ck_record_release(&r);
+    if (ck_json_text(&j->failrec) != NULL)
+        j->text = ck_json_text(&j->failrec);
 }
 
 static void pub_free(pub_t *p)

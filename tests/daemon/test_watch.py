@@ -1838,6 +1838,39 @@ def test_output_names_never_clobber():
     d.stop()
 
 
+def test_keep_never_shares_a_name():
+    """on_output_exists = keep with one output name for every input
+    (output_name = model{ext}) and 40 inputs renamed in at once to two
+    workers: each gets a name of its own (model.th, model.1.th, ...), none
+    written over another -- the pick is atomic (link), not a look then a
+    rename"""
+    env = Env("keep_race", workers=2, output_name="model{ext}",
+              on_output_exists="keep")
+    d = Daemon(env)
+    d.ready()
+    for i in range(40):
+        tmp = os.path.join(env.stage, "k%02d" % i)
+        with open(tmp, "wb") as f:
+            f.write(ckpt_bytes(3000 + i, n=2, numel=16))
+    for i in range(40):
+        os.rename(os.path.join(env.stage, "k%02d" % i),
+                  env.inpath("k%02d.th" % i))
+    wait_for(lambda: len(env.records()) >= 40, 60, "40 records")
+    time.sleep(0.3)
+    d.stop()
+    recs = env.records(strict=True)
+    check(all(r["status"] == "ok" for r in recs), "failed: %r"
+          % [r.get("error") for r in recs if r["status"] != "ok"][:3])
+    outs = collections.Counter(r["output"]["path"] for r in recs)
+    dup = [p for p, n in outs.items() if n > 1]
+    check(not dup, "records share output names: %r" % dup[:5])
+    check(len(os.listdir(env.output)) == 40, "output holds %d files, want 40"
+          % len(os.listdir(env.output)))
+    for r in recs:
+        seed = 3000 + int(os.path.basename(r["input"]["path"])[1:3])
+        check_same(r["output"]["path"], seed, n=2, numel=16)
+
+
 def test_ready_marker():
     """ready = marker: a file written in place is taken only once its
     marker ({name}.done) is there and no older than it, and the marker
@@ -2315,7 +2348,7 @@ TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_metrics_and_inotify_overflow, test_status,
          test_long_log_read_off_the_loop, test_sigterm_inside_chain,
          test_long_log_start_fast, test_rename_in_without_settle,
-         test_batched_records_survive_kill9]
+         test_batched_records_survive_kill9, test_keep_never_shares_a_name]
 
 
 def main(argv=None):
