@@ -291,6 +291,15 @@ int ck_job_error(const ck_job_t *job)
     return job->err->code;
 }
 
+int ck_job_canceled(ck_job_t *job)
+{
+    if (job->ck.cancel == NULL ||
+        !__atomic_load_n(job->ck.cancel, __ATOMIC_RELAXED))
+        return 0;
+    return ck_job_fail(job, CK_ECANCELED, "abandoned inside the stage: "
+                       "ckprep is stopping");
+}
+
 const char *ck_py_type_name(const ck_py_t *k)
 {
     switch ((ck_py_kind_t)k->kind) {
@@ -493,6 +502,7 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     job.warn_ud = args->warn_ud;
     rfc3339(ts, sizeof(ts));
     ck_conf_limits(conf, &opts.lim);
+    opts.lim.cancel = args->cancel;     /* the parse stops too */
     opts.allow = conf->allow;
     ck_json_arr(&plugins);
     rc = ck_ckpt_open(&job.ck, args->in, &opts, err);

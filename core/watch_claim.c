@@ -281,9 +281,11 @@ void watch_refresh_cb(uv_timer_t *t)
 /*
  * Complete means: nobody has it open for writing (where a lease tells), and
  * a zip's end records and central directory parse, or a legacy stream
- * opens.  1 complete, 0 not yet.
+ * opens.  1 complete, 0 not yet (or the daemon is stopping: *stopping
+ * stops a long legacy parse).
  */
-static int complete(const ck_conf_t *conf, const char *path, const ident_t *id)
+static int complete(const ck_conf_t *conf, const char *path, const ident_t *id,
+                    const int *stopping)
 {
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     struct stat st;
@@ -319,6 +321,7 @@ static int complete(const ck_conf_t *conf, const char *path, const ident_t *id)
         ck_err_t e = { 0 };
 
         ck_conf_limits(conf, &o.lim);
+        o.lim.cancel = stopping;    /* its result is not wanted then */
         o.allow = conf->allow;
         ok = ck_ckpt_open(&c, path, &o, &e) == 0;
         ck_ckpt_close(&c);
@@ -375,7 +378,7 @@ static void probe_work_cb(uv_work_t *req)
 
     /* a probe still queued when the daemon stops does nothing */
     if (!__atomic_load_n(&p->d->stopping, __ATOMIC_RELAXED))
-        p->ok = complete(&p->cref->c, p->path, &p->id);
+        p->ok = complete(&p->cref->c, p->path, &p->id, &p->d->stopping);
 }
 
 static void probe_done_cb(uv_work_t *req, int uvst)

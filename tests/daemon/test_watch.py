@@ -2327,6 +2327,79 @@ def test_batched_records_survive_kill9():
           % len(os.listdir(env.done)))
 
 
+def claim_running(env):
+    claims = os.path.join(env.incoming, ".ckprep-claims")
+    for c in os.listdir(claims):
+        try:
+            with open(os.path.join(claims, c)) as f:
+                if "state=running" in f.read():
+                    return True
+        except FileNotFoundError:
+            pass
+    return False
+
+
+def test_sigterm_inside_stage():
+    """SIGTERM with stop_timeout_s = 0 while a job is inside its one plugin
+    stage (head_init drawing 64M normal values): the stage itself stops --
+    its entry in the record has the error, the job is cancelled, nothing is
+    written -- and the daemon exits soon after"""
+    env = Env("sigterm_stage", stop_timeout_s=0)
+    text = "[pipeline]\nchain = head_init\n\n[watch]\n"
+    for k, v in env.watch.items():
+        text += "%s = %s\n" % (k, v)
+    text += ("\n[head_init]\nstate = model\nadd = hx float32 8192x8192 "
+             "normal(0,1)\n")
+    env.write_conf(text=text)
+    d = Daemon(env)
+    d.ready()
+    env.drop_rename("m.th", ckpt_bytes(321))
+    wait_for(lambda: claim_running(env), 10, "the job running")
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    check(d.wait(60) == 0, "exit %r" % d.rc)
+    took = time.monotonic() - t0
+    recs = env.records(strict=True)
+    check(len(recs) == 1 and recs[0]["status"] == "failed" and
+          recs[0]["error"]["code"] == "cancelled", "records %r"
+          % [(r["status"], r.get("error")) for r in recs])
+    st = recs[0]["plugins"]
+    check(len(st) == 1 and "abandoned inside the stage" in
+          st[0].get("error", ""), "the stage ran to its end: %r" % st)
+    check(os.listdir(env.output) == [], "output holds %r"
+          % os.listdir(env.output))
+    check(took < 10, "took %.1f s to stop" % took)
+
+
+def test_sigterm_inside_parse():
+    """SIGTERM with stop_timeout_s = 0 while a job reads a 3,000,000-key
+    pickle (seconds of parsing): the parse itself stops (the record says
+    so), the job is cancelled, nothing is written, the next start redoes
+    it"""
+    env = Env("sigterm_parse", stop_timeout_s=0)
+    path = os.path.join(env.stage, "big.th")
+    torch.save({"model": {"k%d" % i: i for i in range(3000000)},
+                "epoch": 1}, path)
+    d = Daemon(env)
+    d.ready()
+    os.rename(path, env.inpath("big.th"))
+    wait_for(lambda: claim_running(env), 20, "the job running")
+    time.sleep(0.1)
+    d.signal(signal.SIGTERM)
+    check(d.wait(60) == 0, "exit %r" % d.rc)
+    recs = env.records(strict=True)
+    check(len(recs) == 1 and recs[0]["status"] == "failed" and
+          recs[0]["error"]["code"] == "cancelled" and "while reading the "
+          "pickle" in recs[0]["error"]["message"], "records %r"
+          % [(r["status"], r.get("error")) for r in recs])
+    check(os.listdir(env.output) == [], "output holds %r"
+          % os.listdir(env.output))
+    d = Daemon(env)
+    env.wait_ok("big.th", timeout=120)
+    d.stop()
+
+
 TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_sigterm_mid_burst, test_preexisting,
          test_incoming_recreated, test_hostile_and_truncated,
@@ -2348,7 +2421,8 @@ TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_metrics_and_inotify_overflow, test_status,
          test_long_log_read_off_the_loop, test_sigterm_inside_chain,
          test_long_log_start_fast, test_rename_in_without_settle,
-         test_batched_records_survive_kill9, test_keep_never_shares_a_name]
+         test_batched_records_survive_kill9, test_keep_never_shares_a_name,
+         test_sigterm_inside_stage, test_sigterm_inside_parse]
 
 
 def main(argv=None):
