@@ -361,6 +361,18 @@ class Daemon:
         self.errf.close()
 
 
+def head_init_conf(env, chain, adds):
+    """env's configuration with chain, and a [head_init:LABEL] section adding
+    one tensor for each (label or None, add line) of adds."""
+    text = "[pipeline]\nchain = %s\n\n[watch]\n" % chain
+    for k, v in env.watch.items():
+        text += "%s = %s\n" % (k, v)
+    for label, add in adds:
+        text += "\n[head_init%s]\nstate = model\nadd = %s\n" % (
+            ":" + label if label else "", add)
+    env.write_conf(text=text)
+
+
 def check_error_json(env, rel, rec):
     """failed/REL and failed/REL.error.json, the audit record without
     seq and host."""
@@ -502,12 +514,8 @@ def test_sigterm_mid_burst():
     env = Env("term_burst", workers=1)
     # each job draws 1M normal values: slow enough that SIGTERM finds most
     # of the 60 waiting, however fast the daemon gets through small files
-    text = "[pipeline]\nchain = head_init\n\n[watch]\n"
-    for k, v in env.watch.items():
-        text += "%s = %s\n" % (k, v)
-    text += ("\n[head_init]\nstate = model\nadd = hx float32 1024x1024 "
-             "normal(0,1)\n")
-    env.write_conf(text=text)
+    head_init_conf(env, "head_init",
+                   [(None, "hx float32 1024x1024 normal(0,1)")])
     d = Daemon(env)
     d.ready()
     for i in range(60):
@@ -2137,14 +2145,9 @@ def test_sigterm_inside_chain():
     is abandoned at the next stage, not after the whole chain -- its record
     lists fewer than four stages -- and nothing is written"""
     env = Env("sigterm_chain", stop_timeout_s=0)
-    chain = " ".join("head_init:%s" % k for k in "abcd")
-    text = "[pipeline]\nchain = %s\n\n[watch]\n" % chain
-    for k, v in env.watch.items():
-        text += "%s = %s\n" % (k, v)
-    for k in "abcd":
-        text += ("\n[head_init:%s]\nstate = model\nadd = h%s float32 4096x4096"
-                 " normal(0,1)\n" % (k, k))
-    env.write_conf(text=text)
+    head_init_conf(env, " ".join("head_init:%s" % k for k in "abcd"),
+                   [(k, "h%s float32 4096x4096 normal(0,1)" % k)
+                    for k in "abcd"])
     claims = os.path.join(env.incoming, ".ckprep-claims")
     d = Daemon(env)
     d.ready()
@@ -2345,12 +2348,8 @@ def test_sigterm_inside_stage():
     its entry in the record has the error, the job is cancelled, nothing is
     written -- and the daemon exits soon after"""
     env = Env("sigterm_stage", stop_timeout_s=0)
-    text = "[pipeline]\nchain = head_init\n\n[watch]\n"
-    for k, v in env.watch.items():
-        text += "%s = %s\n" % (k, v)
-    text += ("\n[head_init]\nstate = model\nadd = hx float32 8192x8192 "
-             "normal(0,1)\n")
-    env.write_conf(text=text)
+    head_init_conf(env, "head_init",
+                   [(None, "hx float32 8192x8192 normal(0,1)")])
     d = Daemon(env)
     d.ready()
     env.drop_rename("m.th", ckpt_bytes(321))
