@@ -563,6 +563,13 @@ def daemon_latency(args, work, d, audit, small, big, samples):
         log.close()
 
 
+def proc_cpu_s(pid):
+    """CPU seconds (user + system) pid has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def daemon_startup(args, work, d, audit, small, lines):
     """Start-up with an audit log of `lines` records (the shape of the rate
     test's, each naming its own input, gone from incoming as after = move
@@ -603,6 +610,7 @@ def daemon_startup(args, work, d, audit, small, lines):
         if not wait_for(read_back, 600, 0.002):
             raise RuntimeError("the log was not read back within 600 s")
         t_read = time.monotonic() - t0
+        cpu = proc_cpu_s(proc.pid)
         out = os.path.join(d["output"], "first.th")
         if not wait_for(lambda: os.path.exists(out), 600, 0.002):
             raise RuntimeError("first.th not done within 600 s")
@@ -610,7 +618,7 @@ def daemon_startup(args, work, d, audit, small, lines):
         time.sleep(0.2)
         rss = vm_kib(proc.pid, "VmHWM") / 1024
         return {"lines": lines, "log_bytes": size, "read_s": t_read,
-                "first_s": t_first, "rss_mib": rss}
+                "cpu_s": cpu, "first_s": t_first, "rss_mib": rss}
     finally:
         stop_daemon(proc)
         log.close()
@@ -787,9 +795,9 @@ def report(m, cases, scaling, daemon, rounds, sight=None):
         if r:
             L.append(f"- start-up with a {r['lines']:,}-line audit log "
                      f"({r['log_bytes'] / MiB:.0f} MiB): read back in **"
-                     f"{r['read_s']:.2f} s**, a file waiting at the start done "
-                     f"at {r['first_s']:.2f} s, peak RSS **{r['rss_mib']:.0f} "
-                     "MiB**")
+                     f"{r['read_s']:.2f} s** ({r.get('cpu_s', 0):.2f} CPU-s), "
+                     f"a file waiting at the start done at {r['first_s']:.2f} "
+                     f"s, peak RSS **{r['rss_mib']:.0f} MiB**")
         if "error" in daemon:
             L.append(f"- **failed**: {daemon['error']}")
     return "\n".join(L) + "\n"
