@@ -438,11 +438,20 @@ static int loader_init(daemon_t *d, loader_t *l)
     return 0;
 }
 
+void watch_logidx_drop(daemon_t *d)
+{
+    if (d->logidx != NULL)
+        ck_free(d->logidx->v);
+    ck_free(d->logidx);
+    d->logidx = NULL;
+}
+
 /* At a reload: read the log on the loop. */
 static int audit_open(daemon_t *d)
 {
     loader_t l;
 
+    watch_logidx_drop(d);       /* the first scan's: this one's instead */
     if (loader_init(d, &l) < 0)
         goto fail;
     l.a = &d->audit;
@@ -484,8 +493,20 @@ static void load_done_cb(uv_work_t *req, int uvst)
         apply(d, l);
         ck_log(CK_LOG_NOTICE, "audit log read back: %llu records",
                (unsigned long long)l->lines);
-        watch_rescan(d);
-        d->logidx = NULL;
+        /* the first scan walks on the pool too: the index stays the
+         * daemon's until that scan is applied */
+        d->logidx = ck_malloc(sizeof(*d->logidx));
+        if (d->logidx != NULL) {
+            *d->logidx = l->idx;
+            l->idx.v = NULL;
+            watch_rescan_async(d);
+            if (!d->scanning)
+                watch_logidx_drop(d);
+        } else {
+            d->logidx = &l->idx;
+            watch_rescan(d);
+            d->logidx = NULL;
+        }
         watch_pump(d);
         if (d->hup_pending)
             reload(d);
@@ -719,7 +740,8 @@ static void close_walk_cb(uv_handle_t *h, void *arg)
 void watch_maybe_exit(daemon_t *d)
 {
     if (d->nrunning > 0 || d->nfinishing > 0 || d->nprobing > 0 ||
-        d->loading || d->collecting || d->publishing || d->claiming)
+        d->loading || d->collecting || d->publishing || d->claiming ||
+        d->scanning)
         return;
     ck_log(CK_LOG_NOTICE, "stopped: %llu done, %llu failed",
            (unsigned long long)d->nok, (unsigned long long)d->nfailed);
@@ -905,6 +927,7 @@ out:
         }
     ck_free(d.buckets);
     ck_free(d.heap);
+    watch_logidx_drop(&d);
     for (size_t i = 0; i < d.ntodo; i++)
         ck_free(d.todo[i]);
     ck_free(d.todo);

@@ -3,10 +3,12 @@
  * watch_claim.c, watch_job.c, watch_scan.c); not for the rest of ckprep.
  *
  * All of it runs on the loop thread except ck_job_run, the readiness probe,
- * the audit log's read-back at start and the claims collection, which run
- * on libuv's thread pool and touch only their own job_t, probe, loader or
- * collection, a configuration they hold a reference to (cref_t), the
- * daemon's self (set before the loop runs) and its stopping flag (atomic).
+ * the audit log's read-back at start, the claims collection, the walk of a
+ * rescan, the publishing and logging of a batch of ended jobs and the
+ * writing of done claims, which run on libuv's thread pool and touch only
+ * their own job_t, probe, loader, collection, scan or batch, a
+ * configuration they hold a reference to (cref_t), the daemon's self (set
+ * before the loop runs) and its stopping flag (atomic).
  */
 #ifndef CK_WATCH_INT_H
 #define CK_WATCH_INT_H
@@ -42,6 +44,7 @@ struct file {
     int moved;              /* renamed in (IN_MOVED_TO) since its last
                                change: complete, no settle_ms to wait */
     size_t hidx;            /* in the due heap: index + 1; 0 not there */
+    uint64_t born;          /* d->scangen when it was made */
     ident_t id;             /* last seen */
     ident_t done;           /* when it was done or failed */
     ident_t scanned;        /* by the last scan */
@@ -148,6 +151,8 @@ struct daemon {
     uint64_t nok, nfailed;
     int stopping, cancel, exit_code;
     int collecting;         /* a claims collection on the thread pool */
+    int scanning;           /* a rescan walking incoming on the pool */
+    uint64_t scangen;       /* rescans on the pool begun */
     int hup_pending;        /* SIGHUP while loading: reload after */
     int loading;            /* the audit log is being read back: nothing is
                                checked, claimed or collected until it is */
@@ -261,7 +266,9 @@ void watch_enqueue(daemon_t *d, file_t *f);
 
 /* Scan incoming again, forget what is gone, tidy claims. */
 void watch_rescan(daemon_t *d);
-/* Timer: watch_rescan unless stopping. */
+/* watch_rescan with the walk on the thread pool (one at a time). */
+void watch_rescan_async(daemon_t *d);
+/* Timer: watch_rescan_async unless stopping. */
 void watch_rescan_cb(uv_timer_t *t);
 /* Start inotify on incoming (rescans alone when it fails). */
 int watch_start(daemon_t *d);
@@ -277,6 +284,9 @@ void watch_maybe_exit(daemon_t *d);
 /* While the audit log read back is applied: what its last record of f's
  * input says (done identity, done or failed). */
 void watch_log_lookup(daemon_t *d, file_t *f);
+/* Free the index of the audit log read back at start (held by the daemon
+ * until the first scan, on the pool, is applied). */
+void watch_logidx_drop(daemon_t *d);
 
 /* ---- watch_metrics.c: metrics_file ------------------------------------ */
 

@@ -76,6 +76,7 @@ file_t *watch_file_get(daemon_t *d, const char *rel)
         return NULL;
     }
     f->state = F_OTHER;
+    f->born = d->scangen;
     k = hash_str(rel) & (d->nbuckets - 1);
     f->hnext = d->buckets[k];
     d->buckets[k] = f;
