@@ -4,7 +4,7 @@
 #   make         build build/ckprep
 #   make run     build, then run ckprep on the bundled sample checkpoint
 #   make test    build, then every test: unit (plain and sanitized), oracle
-#                (real torch), hostile inputs, peak memory
+#                (real torch), streaming, hostile inputs, peak memory
 #   make install install the binary, the systemd unit and an example config
 #
 # V=1 shows full commands.  SAN=1 builds with ASan+UBSan into build-san/.
@@ -15,7 +15,8 @@ DESTDIR  ?=
 PYTHON   := /usr/bin/python3
 SHARED   ?= $(abspath ../shared)
 CORPUS   ?= $(SHARED)/corpus/third-party
-PKGS     := inih zlib yaml-0.1 libcrypto libuv jansson libpcre2-8 libseccomp
+PKGS     := inih zlib yaml-0.1 libcrypto libuv jansson libpcre2-8 libseccomp \
+            libxxhash
 UNIT_PKGS := cmocka
 ZIPCHECK_PKGS := libzip
 TEST_PKGS := $(UNIT_PKGS) $(ZIPCHECK_PKGS)
@@ -28,6 +29,8 @@ TEST_PKGS := $(UNIT_PKGS) $(ZIPCHECK_PKGS)
 #   libinih-dev        the INI reader (core/conf.c)
 #   zlib1g-dev         CRC-32 and raw inflate (core/zip.c)
 #   libssl-dev         libcrypto's SHA-256 (core/ckpt.c, core/watch.c)
+#   libxxhash-dev      XXH3, a safetensors file's per-tensor sums (its
+#                      fingerprint: core/safetensors.c)
 #   libjansson-dev     reading audit records back (core/audit.c)
 #   libpcre2-dev       Python-compatible rename regexes (core/pyre.c)
 #   libseccomp-dev     the parser's syscall filter (core/sandbox.c)
@@ -41,7 +44,8 @@ TEST_PKGS := $(UNIT_PKGS) $(ZIPCHECK_PKGS)
 # Fragments add their own: clang and libclang-rt-dev (tests/fuzz/fuzz.mk),
 # valgrind (tests/faults/faults.mk), time (bench/bench.mk).
 DEB_BUILD := build-essential pkg-config libuv1-dev libyaml-dev libinih-dev \
-             zlib1g-dev libssl-dev libjansson-dev libpcre2-dev libseccomp-dev
+             zlib1g-dev libssl-dev libjansson-dev libpcre2-dev libseccomp-dev \
+             libxxhash-dev
 DEB_TEST  := libcmocka-dev libzip-dev python3-torch python3-omegaconf \
              python3-numpy python3-yaml systemd
 
@@ -77,6 +81,7 @@ CORE_SRC := \
 	core/ckpt_cast.c \
 	core/ckpt_edit.c \
 	core/ckpt_refuse.c \
+	core/ckpt_stream.c \
 	core/ckpt_write.c \
 	core/conf.c \
 	core/diff.c \
@@ -88,7 +93,9 @@ CORE_SRC := \
 	core/listing.c \
 	core/log.c \
 	core/manifest.c \
+	core/numpy.c \
 	core/omegaconf.c \
+	core/ostream.c \
 	core/pickle.c \
 	core/pickle_graph.c \
 	core/pickle_scan.c \
@@ -112,6 +119,7 @@ CORE_SRC := \
 	core/watchconf.c \
 	core/yamlval.c \
 	core/zip.c \
+	core/zip_stream.c \
 	core/zip_write.c
 
 PLUGIN_SRC := $(patsubst %,plugins/%.c,$(shell sed -n 's/^PLUGIN(\(.*\))$$/\1/p' plugins/plugins.def))
@@ -195,6 +203,12 @@ test-oracle: all $(ZIPCHECK)
 	$(PYTHON) tests/oracle/test_roundtrip.py --ckprep $(BIN) --zipcheck $(ZIPCHECK) \
 		--corpus $(CORPUS)
 
+# The streaming suite: stdin and stdout against file mode; in the plain
+# build also a 1 GiB checkpoint through a pipe in bounded memory.
+test-stream: all $(ZIPCHECK)
+	$(PYTHON) tests/oracle/test_stream.py --ckprep $(BIN) --zipcheck $(ZIPCHECK) \
+		--corpus $(CORPUS) $(if $(filter 1,$(SAN)),,--big)
+
 test-hostile: all
 	$(PYTHON) tests/hostile/test_hostile.py --ckprep $(BIN)
 
@@ -214,6 +228,8 @@ test: deps
 	$(Q)$(MAKE) --no-print-directory test-oracle
 	$(Q)$(MAKE) --no-print-directory SAN=1 test-hostile
 	$(Q)$(MAKE) --no-print-directory SAN=1 test-oracle
+	$(Q)$(MAKE) --no-print-directory test-stream
+	$(Q)$(MAKE) --no-print-directory SAN=1 test-stream
 	$(Q)$(MAKE) --no-print-directory test-plugins
 	$(Q)$(MAKE) --no-print-directory test-rss
 	$(Q)$(MAKE) --no-print-directory test-systemd

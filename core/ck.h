@@ -72,12 +72,27 @@ char *ck_strdup(const char *s);
 void ck_mem_fail_at(unsigned long n);
 unsigned long ck_mem_count(void);
 
-/* Growable byte buffer.  Owns its data; ck_buf_release frees it. */
+/*
+ * Growable byte buffer.  Owns its data; ck_buf_release frees it.  With
+ * drain set, the buffer stays small: once holding CK_BUF_DRAIN_AT bytes it
+ * hands them to drain and starts again (drained counts them), so a writer
+ * can stream a pickle of any size; a negative return from drain makes the
+ * buffer fail as on oom, with the code in drain_rc.
+ */
+#define CK_BUF_DRAIN_AT (256 * 1024)
+
 typedef struct {
     uint8_t *data;
     size_t len, cap;
     int oom; /* sticky: set once an append failed */
+    int (*drain)(void *ud, const uint8_t *p, size_t n);
+    void *drain_ud;
+    uint64_t drained;
+    int drain_rc;
 } ck_buf_t;
+
+/* Hand what b holds to its drain (a no-op without one): 0 or the code. */
+int ck_buf_drain(ck_buf_t *b);
 
 int ck_buf_reserve(ck_buf_t *b, size_t extra);
 int ck_buf_put(ck_buf_t *b, const void *p, size_t n);
@@ -120,6 +135,9 @@ size_t ck_strmap_get(const ck_strmap_t *m, const char *key);
 /* Store key -> val unless key is there (the first value stays): 0 or
  * CK_ENOMEM. */
 int ck_strmap_add(ck_strmap_t *m, ck_arena_t *a, const char *key, size_t val);
+/* Room for n more keys without growing (and leaving the outgrown arrays in
+ * the arena): 0 or CK_ENOMEM. */
+int ck_strmap_reserve(ck_strmap_t *m, ck_arena_t *a, size_t n);
 
 /* Checked arithmetic on sizes from untrusted input: 0 ok, -1 overflow. */
 static inline int ck_mul_u64(uint64_t a, uint64_t b, uint64_t *r)

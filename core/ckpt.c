@@ -8,12 +8,13 @@
  *    numel) and names a storage whose bytes exist in the input with exactly
  *    numel * itemsize bytes; one key has one element type;
  *  - every tensor view lies inside its storage.
- * Node->aux of a PERSID node points at its ck_storage_t.
+ * u.pid_aux of a PERSID node points at its ck_storage_t.
  */
 #define _GNU_SOURCE
 #include "ckpt.h"
 
 #include "fsutil.h"
+#include "numpy.h"
 #include "safetensors.h"
 
 #include <errno.h>
@@ -37,9 +38,8 @@ static void hex(const unsigned char *md, char out[65])
         sprintf(out + 2 * i, "%02x", md[i]);
 }
 
-/* SHA-256 of size, then each (p, n) part in turn. */
-static int fingerprint(uint64_t size, const void *p1, size_t n1, const void *p2,
-                       size_t n2, char out[65])
+int ck_fingerprint_parts(uint64_t size, const void *p1, size_t n1,
+                         const void *p2, size_t n2, char out[65])
 {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     unsigned char md[32], sz[8];
@@ -70,11 +70,19 @@ int ck_ckpt_zip_fingerprint(int fd, uint64_t size, const void *pkl, size_t n,
         return ck_err_set(err, CK_ENOMEM, "out of memory");
     rc = ck_pread_full(fd, cd, (size_t)cd_size, cd_off);
     if (rc == 0)
-        rc = fingerprint(size, pkl, n, cd, (size_t)cd_size, out);
+        rc = ck_ckpt_fingerprint_mem(size, pkl, n, cd, (size_t)cd_size, out,
+                                     err);
+    else
+        rc = ck_err_set(err, rc, "fingerprint: %s", strerror(-rc));
     ck_free(cd);
-    if (rc < 0)
-        return ck_err_set(err, rc, "fingerprint: %s", ck_strerror(rc));
-    return 0;
+    return rc;
+}
+
+int ck_ckpt_fingerprint(ck_ckpt_t *c, ck_err_t *err)
+{
+    if (c->fingerprint[0] != '\0' || c->format != CK_FMT_SAFETENSORS)
+        return 0;
+    return ck_st_fingerprint_input(c, err);
 }
 
 int ck_sha256_buf(const void *p, size_t n, char out[65])
@@ -125,12 +133,53 @@ static int check_globals(ck_ckpt_t *c, const char *const *extra, ck_err_t *err)
     for (size_t i = 0; i < c->pk.globals.n; i++) {
         ck_py_t *g = c->pk.globals.v[i];
 
+        if (c->allow_numpy && ck_np_global(g->u.g.module, g->u.g.name))
+            continue; /* checked where it is used: ck_np_check */
         if (!ck_global_allowed(g->u.g.module, g->u.g.name, extra))
             return ck_err_set(err, CK_EUNSAFE,
                               "pickle names global '%s.%s'%s, which is not allowed",
                               ck_py_module3(g->u.g.module), g->u.g.name,
                               strchr(g->u.g.name, '.') ? " (a dotted name)" : "");
     }
+    return 0;
+}
+
+int ck_ckpt_byteorder(ck_ckpt_t *c, const uint8_t *bo, size_t n,
+                      ck_err_t *err)
+{
+    c->byteorder = (n == 6 && memcmp(bo, "little", 6) == 0) ? "little"
+                   : (n == 3 && memcmp(bo, "big", 3) == 0) ? "big"
+                                                           : "?";
+    if (strcmp(c->byteorder, "little") != 0)
+        return ck_err_set(err, CK_EUNSUPPORTED,
+                          "byteorder record is not 'little'");
+    return 0;
+}
+
+int ck_ckpt_version_ok(const uint8_t *v, size_t n, ck_err_t *err)
+{
+    unsigned long ver = 0;
+    size_t i = 0;
+
+    while (i < n && v[i] >= '0' && v[i] <= '9' && ver < 1000)
+        ver = ver * 10 + (unsigned long)(v[i++] - '0');
+    while (i < n && (v[i] == '\r' || v[i] == '\n'))
+        i++;
+    /* torch reads versions 1 to 10 */
+    if (i != n || ver < 1 || ver > 10)
+        return ck_err_set(err, CK_EUNSUPPORTED,
+                          "zip: unsupported archive version record");
+    return 0;
+}
+
+int ck_ckpt_fingerprint_mem(uint64_t size, const void *pkl, size_t n,
+                            const void *cd, size_t cd_size, char out[65],
+                            ck_err_t *err)
+{
+    int rc = ck_fingerprint_parts(size, pkl, n, cd, cd_size, out);
+
+    if (rc < 0)
+        return ck_err_set(err, rc, "fingerprint: %s", ck_strerror(rc));
     return 0;
 }
 
@@ -172,13 +221,10 @@ static int open_zip(ck_ckpt_t *c, ck_err_t *err)
         rc = ck_zip_read(c->fd, e, 16, &bo, err);
         if (rc < 0)
             return rc;
-        c->byteorder = (e->usize == 6 && memcmp(bo, "little", 6) == 0) ? "little"
-                       : (e->usize == 3 && memcmp(bo, "big", 3) == 0) ? "big"
-                                                                       : "?";
+        rc = ck_ckpt_byteorder(c, bo, (size_t)e->usize, err);
         ck_free(bo);
-        if (strcmp(c->byteorder, "little") != 0)
-            return ck_err_set(err, CK_EUNSUPPORTED,
-                              "byteorder record is not 'little'");
+        if (rc < 0)
+            return rc;
     }
     snprintf(name, sizeof(name), "%s/version", c->top);
     e = ck_zip_find(&c->zip, name);
@@ -190,21 +236,14 @@ static int open_zip(ck_ckpt_t *c, ck_err_t *err)
         return ck_err_set(err, CK_EFORMAT, "zip: no version record");
     {
         uint8_t *v;
-        unsigned long ver = 0;
-        size_t i = 0;
 
         rc = ck_zip_read(c->fd, e, 32, &v, err);
         if (rc < 0)
             return rc;
-        while (i < e->usize && v[i] >= '0' && v[i] <= '9' && ver < 1000)
-            ver = ver * 10 + (unsigned long)(v[i++] - '0');
-        while (i < e->usize && (v[i] == '\r' || v[i] == '\n'))
-            i++;
+        rc = ck_ckpt_version_ok(v, (size_t)e->usize, err);
         ck_free(v);
-        /* torch reads versions 1 to 10 */
-        if (i != e->usize || ver < 1 || ver > 10)
-            return ck_err_set(err, CK_EUNSUPPORTED,
-                              "zip: unsupported archive version record");
+        if (rc < 0)
+            return rc;
     }
     snprintf(name, sizeof(name), "%s/data.pkl", c->top);
     e = ck_zip_find(&c->zip, name);
@@ -229,8 +268,8 @@ static int open_zip(ck_ckpt_t *c, ck_err_t *err)
 static const uint8_t legacy_magic[10] = { 0x6c, 0xfc, 0x9c, 0x46, 0xf9,
                                           0x20, 0x6a, 0xa8, 0x50, 0x19 };
 
-static int legacy_pickles(ck_ckpt_t *c, const uint8_t *buf, size_t len,
-                          ck_py_t **keys, size_t *data_start, ck_err_t *err)
+int ck_ckpt_legacy_pickles(ck_ckpt_t *c, const uint8_t *buf, size_t len,
+                           ck_py_t **keys, size_t *data_start, ck_err_t *err)
 {
     ck_pickle_t p[5];
     size_t pos = 0;
@@ -269,9 +308,16 @@ static int legacy_pickles(ck_ckpt_t *c, const uint8_t *buf, size_t len,
     c->pk.consumed = pos;
     c->pickle_bytes = p[3].consumed;
     for (int i = 0; i < 5; i++)
-        for (size_t j = 0; i != 3 && j < p[i].globals.n; j++)
-            if (ck_py_vec_push(&c->arena, &c->pk.globals, p[i].globals.v[j]) < 0)
+        for (size_t j = 0; i != 3 && j < p[i].globals.n; j++) {
+            ck_py_t *g = p[i].globals.v[j];
+
+            /* ck_np_check sees the data pickle only */
+            if (c->allow_numpy && ck_np_global(g->u.g.module, g->u.g.name))
+                return ck_err_set(err, CK_EUNSAFE, "legacy header pickle "
+                                  "names %s.%s", g->u.g.module, g->u.g.name);
+            if (ck_py_vec_push(&c->arena, &c->pk.globals, g) < 0)
                 return ck_err_set(err, CK_ENOMEM, "out of memory");
+        }
     *keys = p[4].root;
     *data_start = pos;
     if ((*keys)->kind != CK_PY_LIST)
@@ -304,9 +350,9 @@ static int open_legacy(ck_ckpt_t *c, ck_py_t **keys, size_t *data_start,
         }
         ck_arena_release(&c->arena);
         memset(&c->pk, 0, sizeof(c->pk));
-        rc = legacy_pickles(c, buf, len, keys, data_start, err);
-        if (rc == 0 && fingerprint(c->st.size, buf, *data_start, NULL, 0,
-                                   c->fingerprint) < 0)
+        rc = ck_ckpt_legacy_pickles(c, buf, len, keys, data_start, err);
+        if (rc == 0 && ck_fingerprint_parts(c->st.size, buf, *data_start,
+                                            NULL, 0, c->fingerprint) < 0)
             rc = ck_err_set(err, CK_ENOMEM, "out of memory");
         if (rc != -EAGAIN)
             break;
@@ -405,6 +451,9 @@ typedef struct {
     uint32_t gen;
     ck_tensor_t *t;
     size_t nt, tcap;
+    size_t nd;  /* entries of c->dims used */
+    ck_py_t *last_fn;   /* the last call's callable, and its */
+    int last_version;   /* ck_ckpt_tensor_call */
     int legacy;
     int first; /* first scan: storages are registered */
 } scan_t;
@@ -457,7 +506,11 @@ static int scan_persid(scan_t *s, ck_py_t *node)
     if (ck_mul_u64(numel, dt ? dt->itemsize : 1, &nbytes) < 0)
         return ck_err_set(s->err, CK_EFORMAT, "storage %s size overflows",
                           v[2]->u.s.s);
-    st = find_storage(c, v[2]->u.s.s);
+    /* a later scan finds the storage the last one tied to this node, when
+     * the id still names it (a cast's split gives a new id and a new key) */
+    st = node->u.pid_aux;
+    if (s->first || st == NULL || st->key != v[2]->u.s.s)
+        st = find_storage(c, v[2]->u.s.s);
     if (st == NULL) {
         if (!s->first)
             return ck_err_set(s->err, CK_EFORMAT, "unknown storage %s",
@@ -482,19 +535,36 @@ static int scan_persid(scan_t *s, ck_py_t *node)
                           (unsigned long long)numel);
     }
     st->refs++;
-    node->aux = st;
+    node->u.pid_aux = st;
     return 0;
 }
 
-/* A tuple of small ints into an arena array: 0, CK_EFORMAT or CK_ENOMEM. */
-static int int_tuple(ck_arena_t *a, ck_py_t *t, size_t *n, int64_t **out)
+/*
+ * A tuple of small ints appended to c->dims (on the heap, reused by every
+ * scan: the arena would keep each scan's copy): *out points at them until
+ * the array grows again, do_scan points every tensor at its own once the
+ * walk is over.  0, CK_EFORMAT or CK_ENOMEM.
+ */
+static int int_tuple(scan_t *s, ck_py_t *t, size_t *n, int64_t **out)
 {
+    ck_ckpt_t *c = s->c;
+
     if (t == NULL || t->kind != CK_PY_TUPLE)
         return CK_EFORMAT;
     *n = t->u.seq.n;
-    *out = ck_arena_alloc(a, (*n ? *n : 1) * sizeof(**out));
-    if (*out == NULL)
-        return CK_ENOMEM;
+    if (c->dims_cap - s->nd < *n) {
+        size_t cap = c->dims_cap ? c->dims_cap : 256;
+        int64_t *nd;
+
+        while (cap - s->nd < *n)
+            cap *= 2;
+        nd = ck_realloc(c->dims, cap * sizeof(*nd));
+        if (nd == NULL)
+            return CK_ENOMEM;
+        c->dims = nd;
+        c->dims_cap = cap;
+    }
+    *out = c->dims + s->nd;
     for (size_t i = 0; i < *n; i++) {
         ck_py_t *x = t->u.seq.v[i];
 
@@ -502,6 +572,7 @@ static int int_tuple(ck_arena_t *a, ck_py_t *t, size_t *n, int64_t **out)
             return CK_EFORMAT;
         (*out)[i] = x->u.i.v;
     }
+    s->nd += *n;
     return 0;
 }
 
@@ -509,7 +580,6 @@ static int int_tuple(ck_arena_t *a, ck_py_t *t, size_t *n, int64_t **out)
  * hooks[, metadata]) and _v3 (.., hooks, dtype[, metadata]). */
 static int scan_tensor(scan_t *s, ck_py_t *node, int version)
 {
-    ck_ckpt_t *c = s->c;
     ck_py_t **a = node->u.o.args->u.seq.v;
     size_t n = node->u.o.args->u.seq.n;
     size_t min = version == 1 ? 4 : version == 2 ? 6 : 7;
@@ -517,10 +587,10 @@ static int scan_tensor(scan_t *s, ck_py_t *node, int version)
     uint64_t extent = 0, storage_elems;
     int rc;
 
-    if (n < min || n > min + 1 || a[0]->kind != CK_PY_PERSID || a[0]->aux == NULL)
+    if (n < min || n > min + 1 || a[0]->kind != CK_PY_PERSID || a[0]->u.pid_aux == NULL)
         return ck_err_set(s->err, CK_EFORMAT, "malformed tensor arguments");
     t.node = node;
-    t.st = a[0]->aux;
+    t.st = a[0]->u.pid_aux;
     t.dtype = t.st->dtype;
     if (version == 3) {
         if (a[6]->kind != CK_PY_GLOBAL || strcmp(a[6]->u.g.module, "torch") != 0 ||
@@ -532,9 +602,11 @@ static int scan_tensor(scan_t *s, ck_py_t *node, int version)
                           "tensor on an untyped storage without a dtype");
     rc = as_u64(a[1], &t.offset) < 0 ? CK_EFORMAT : 0;
     if (rc == 0)
-        rc = int_tuple(&c->arena, a[2], &t.ndim, &t.size);
+        rc = int_tuple(s, a[2], &t.ndim, &t.size);
     if (rc == 0)
-        rc = int_tuple(&c->arena, a[3], &n, &t.stride);
+        rc = int_tuple(s, a[3], &n, &t.stride);
+    if (rc == 0)
+        t.size = t.stride - t.ndim; /* the array may have moved */
     if (rc == 0 && n != t.ndim)
         rc = CK_EFORMAT;
     if (rc == CK_ENOMEM)
@@ -571,12 +643,11 @@ static int scan_tensor(scan_t *s, ck_py_t *node, int version)
                           (unsigned long long)storage_elems);
     if (s->nt == s->tcap) {
         size_t cap = s->tcap ? s->tcap * 2 : 64;
-        ck_tensor_t *nt = ck_arena_alloc(&c->arena, cap * sizeof(*nt));
+        /* on the heap: the arena would keep every outgrown copy */
+        ck_tensor_t *nt = ck_realloc(s->t, cap * sizeof(*nt));
 
         if (nt == NULL)
             return ck_err_set(s->err, CK_ENOMEM, "out of memory");
-        if (s->nt)
-            memcpy(nt, s->t, s->nt * sizeof(*nt));
         s->t = nt;
         s->tcap = cap;
     }
@@ -597,9 +668,36 @@ static int walk_vec(scan_t *s, ck_py_vec_t *v, uint32_t depth)
     return 0;
 }
 
+/*
+ * A call's arguments.  Those of a tensor's call are walked but for its
+ * offset, size, stride and requires_grad (ints, tuples of ints, a bool:
+ * scan_tensor reads and checks them, and nothing under them is a
+ * storage), four of the ten nodes a tensor has.
+ */
+static int walk_args(scan_t *s, ck_py_t *args, int version, uint32_t depth)
+{
+    if (version <= 0 || args == NULL || args->kind != CK_PY_TUPLE)
+        return walk(s, args, depth);
+    if (args->wgen == s->gen)
+        return 0;
+    args->wgen = s->gen;
+    for (size_t i = 0; i < args->u.seq.n; i++) {
+        ck_py_t *a = args->u.seq.v[i];
+        int rc;
+
+        if (i >= 1 && i <= 4 && a != NULL &&
+            (a->kind == CK_PY_INT || a->kind == CK_PY_BOOL ||
+             a->kind == CK_PY_TUPLE))
+            continue;
+        if ((rc = walk(s, a, depth + 1)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
 static int walk(scan_t *s, ck_py_t *p, uint32_t depth)
 {
-    int rc;
+    int rc, version;
 
     if (p == NULL)
         return 0;
@@ -620,23 +718,23 @@ static int walk(scan_t *s, ck_py_t *p, uint32_t depth)
         return scan_persid(s, p);
     case CK_PY_REDUCE:
     case CK_PY_NEWOBJ:
+        version = 0;
+        if (p->kind == CK_PY_REDUCE) {
+            /* one global node serves every tensor of a torch.save pickle:
+             * its version is looked up once */
+            if (p->u.o.fn != s->last_fn) {
+                s->last_fn = p->u.o.fn;
+                s->last_version = ck_ckpt_tensor_call(p);
+            }
+            version = s->last_version;
+        }
         if ((rc = walk(s, p->u.o.fn, depth + 1)) < 0 ||
-            (rc = walk(s, p->u.o.args, depth + 1)) < 0 ||
+            (rc = walk_args(s, p->u.o.args, version, depth + 1)) < 0 ||
             (rc = walk_vec(s, &p->u.o.list, depth)) < 0 ||
             (rc = walk_vec(s, &p->u.o.dict, depth)) < 0 ||
             (rc = walk(s, p->u.o.state, depth + 1)) < 0)
             return rc;
-        if (p->kind == CK_PY_REDUCE) {
-            ck_py_t *fn = p->u.o.fn;
-
-            if (ck_py_global_is(fn, "torch._utils", "_rebuild_tensor"))
-                return scan_tensor(s, p, 1);
-            if (ck_py_global_is(fn, "torch._utils", "_rebuild_tensor_v2"))
-                return scan_tensor(s, p, 2);
-            if (ck_py_global_is(fn, "torch._utils", "_rebuild_tensor_v3"))
-                return scan_tensor(s, p, 3);
-        }
-        return 0;
+        return version > 0 ? scan_tensor(s, p, version) : 0;
     default:
         return 0;
     }
@@ -664,8 +762,12 @@ static int do_scan(ck_ckpt_t *c, int first, ck_err_t *err)
     if (rc < 0)
         return rc;
     c->ntensors = s.nt;
-    for (size_t i = 0; i < s.nt; i++)
-        s.t[i].node->aux = &s.t[i];
+    for (size_t i = 0, d = 0; i < s.nt; i++) {
+        s.t[i].node->u.o.aux = &s.t[i];
+        s.t[i].size = c->dims + d;
+        s.t[i].stride = c->dims + d + s.t[i].ndim;
+        d += 2 * s.t[i].ndim;
+    }
     return 0;
 }
 
@@ -679,6 +781,13 @@ int ck_ckpt_scan_refused(ck_ckpt_t *c, ck_err_t *err)
     if (c->pk.root == NULL || c->ntensors > 0 || c->nstorages > 0)
         return 0;
     return do_scan(c, 1, err);
+}
+
+int ck_ckpt_bind(ck_ckpt_t *c, const char *const *allow, ck_err_t *err)
+{
+    int rc = check_globals(c, allow, err);
+
+    return rc < 0 ? rc : do_scan(c, 1, err);
 }
 
 static int zip_storages(ck_ckpt_t *c, ck_err_t *err)
@@ -728,6 +837,7 @@ static int open_checked(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
     c->fd = -1;
     c->path = path;
     c->lim = o->lim;
+    c->allow_numpy = o->allow_numpy;
     /* O_NONBLOCK: a FIFO put in the file's place must not hang the open */
     c->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (c->fd < 0)
@@ -788,10 +898,7 @@ static int open_checked(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
     }
     if (rc < 0)
         return rc;
-    rc = check_globals(c, o->allow, err);
-    if (rc < 0)
-        return rc;
-    rc = do_scan(c, 1, err);
+    rc = ck_ckpt_bind(c, o->allow, err);
     if (rc < 0)
         return rc;
     if (c->format == CK_FMT_ZIP)
@@ -811,9 +918,15 @@ const char *ck_ckpt_format_name(const ck_ckpt_t *c)
 
 void ck_ckpt_close(ck_ckpt_t *c)
 {
+    ck_ckpt_stream_close(c);
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
+    ck_free(c->tensors);
+    ck_free(c->dims);
+    c->tensors = NULL;
+    c->dims = NULL;
+    c->ntensors = c->tensors_cap = c->dims_cap = 0;
     ck_arena_release(&c->arena);
 }
 
@@ -840,6 +953,24 @@ ck_py_t *ck_ckpt_get(ck_ckpt_t *c, const char *path)
     return cur;
 }
 
+int ck_ckpt_tensor_call(const ck_py_t *node)
+{
+    const ck_py_t *fn;
+
+    if (node == NULL || node->kind != CK_PY_REDUCE)
+        return 0;
+    fn = node->u.o.fn;
+    if (ck_py_global_is(fn, "torch._utils", "_rebuild_tensor_v2"))
+        return 2;
+    if (ck_py_global_is(fn, "torch._utils", "_rebuild_tensor"))
+        return 1;
+    if (ck_py_global_is(fn, "torch._utils", "_rebuild_tensor_v3"))
+        return 3;
+    if (ck_py_global_is(fn, "torch._utils", "_rebuild_parameter"))
+        return -1;
+    return 0;
+}
+
 ck_tensor_t *ck_ckpt_tensor(ck_ckpt_t *c, ck_py_t *node)
 {
     ck_tensor_t *t;
@@ -850,7 +981,7 @@ ck_tensor_t *ck_ckpt_tensor(ck_ckpt_t *c, ck_py_t *node)
         node = node->u.o.args->u.seq.v[0];
     if (node == NULL || node->kind != CK_PY_REDUCE || c->ntensors == 0)
         return NULL;
-    t = node->aux;
+    t = node->u.o.aux;
     if (t < c->tensors || t >= c->tensors + c->ntensors || t->node != node)
         return NULL;
     return t;

@@ -24,7 +24,9 @@
 
 /* CK_SRC_LEGACY: bytes at a file offset (a legacy file, a safetensors
  * file's data) */
-typedef enum { CK_SRC_ZIP, CK_SRC_LEGACY, CK_SRC_MEM } ck_src_t;
+/* CK_SRC_STREAM: the record data/<key> of a zip read from a pipe, whose
+ * bytes pass once, in the file's order (ckpt_stream.c) */
+typedef enum { CK_SRC_ZIP, CK_SRC_LEGACY, CK_SRC_MEM, CK_SRC_STREAM } ck_src_t;
 
 #define CK_CONV_STEPS 8 /* dtypes in one storage's chain of casts */
 
@@ -35,13 +37,16 @@ struct ck_storage {
     uint64_t nbytes;
     const char *location;
     ck_src_t src;
-    const ck_zip_entry_t *entry; /* CK_SRC_ZIP */
-    uint64_t off;                /* CK_SRC_LEGACY: file offset of the bytes */
-    const uint8_t *mem;          /* CK_SRC_MEM */
+    union {                      /* by src: */
+        const ck_zip_entry_t *entry; /* CK_SRC_ZIP */
+        uint64_t off;                /* CK_SRC_LEGACY: file offset of the bytes */
+        const uint8_t *mem;          /* CK_SRC_MEM */
+    };
     /* a cast (ck_ckpt_cast): the input holds src_nbytes bytes of conv[0]
      * elements, converted through conv[1..nconv) while written; nconv 0:
      * the bytes are copied as they are (src_nbytes == nbytes) */
-    const ck_dtype_t *conv[CK_CONV_STEPS];
+    const ck_dtype_t **conv;     /* CK_CONV_STEPS slots once cast, else NULL:
+                                    most storages are never cast */
     unsigned nconv;
     uint64_t src_nbytes;
     int64_t newkey;              /* assigned while writing, -1 before */
@@ -51,9 +56,14 @@ struct ck_storage {
 
 typedef enum { CK_FMT_ZIP, CK_FMT_LEGACY, CK_FMT_SAFETENSORS } ck_format_t;
 
+/* Where ck_ckpt_storage_stream and ck_ckpt_stream_copy put bytes: 0 or an
+ * error. */
+typedef int (*ck_sink_fn)(void *arg, const void *p, size_t n, ck_err_t *err);
+
 typedef struct {
     ck_limits_t lim;
     const char *const *allow; /* extra allowed globals "module.name", NULL-ended */
+    int allow_numpy;          /* numpy values, checked (core/numpy.h) */
 } ck_open_opts_t;
 
 typedef struct {
@@ -80,9 +90,17 @@ typedef struct {
     ck_tensor_t *tensors;     /* found by the last scan, graph order */
     size_t ntensors;
     size_t tensors_cap;       /* entries allocated; each scan reuses them */
+    int64_t *dims;            /* the tensors' sizes and strides, in order */
+    size_t dims_cap;
     char fingerprint[65];     /* see ck_fingerprint_* */
     ck_py_t *st_meta;         /* a safetensors input's __metadata__ (a dict
                                  of str), NULL otherwise */
+    uint64_t st_hdr_len;      /* a safetensors input's header bytes (its
+                                 fingerprint stays "" until
+                                 ck_ckpt_fingerprint) ... */
+    uint64_t *st_sizes;       /* ... and its tensors' byte counts, in the
+                                 data's order (for its fingerprint) */
+    size_t st_n;
     const int *cancel;        /* ck_ckpt_write stops with CK_ECANCELED once
                                  *cancel is nonzero (another thread sets it) */
     uint64_t defer;           /* nonzero: for an output of at most this
@@ -91,6 +109,9 @@ typedef struct {
                                  write-back started, goes to the caller
                                  (info->tmp); a bigger one is published
                                  here */
+    int allow_numpy;          /* from ck_open_opts_t: numpy names pass the
+                                 allowlist, ck_ckpt_validate checks them */
+    struct ck_ckpt_stream *stream; /* an input read from a pipe, else NULL */
 } ck_ckpt_t;
 
 /*
@@ -107,6 +128,77 @@ int ck_tar_header(const uint8_t *blk, size_t n);
 int ck_ckpt_open(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
                  ck_err_t *err);
 void ck_ckpt_close(ck_ckpt_t *c);
+
+/*
+ * Open the zip that arrives on fd (a pipe: stdin) as torch.save writes it:
+ * data.pkl first, read and validated as ck_ckpt_open validates a file's,
+ * then the small records before the storages.  The storages' bytes are
+ * read by the writer as they arrive (ck_ckpt_write_fd, ck_ckpt_write),
+ * each once, in the file's order; the central directory at the end must
+ * confirm every record.  name is what messages and records call the
+ * input.  A legacy or safetensors stream, a zip whose first record is not
+ * data.pkl, a compressed record: CK_EUNSUPPORTED, saying to give a file.
+ * Release with ck_ckpt_close.
+ */
+int ck_ckpt_open_stream(ck_ckpt_t *c, int fd, const char *name,
+                        const ck_open_opts_t *o, ck_err_t *err);
+
+/*
+ * For the writer, on a stream input, before a byte is written: the
+ * storages to write (order, n) can be read in one pass -- none needs the
+ * bytes of another's record (a cast's split).  0 or CK_EUNSUPPORTED.
+ */
+int ck_ckpt_stream_plan(ck_ckpt_t *c, ck_storage_t *const *order, size_t n,
+                        ck_err_t *err);
+
+/*
+ * For the writer, on a stream input: the next storage whose bytes come
+ * (1, *st; its bytes are then read by ck_ckpt_storage_src in order, or
+ * by ck_ckpt_stream_copy, and the record closed with ck_ckpt_stream_end;
+ * *crc_given 0 when the input's writer left CRC-32s out), or 0 once the
+ * input is over and its central directory confirmed what was read
+ * (c->fingerprint and c->st.size are set then).  Records of storages the
+ * output does not hold are read past.
+ */
+int ck_ckpt_stream_next(ck_ckpt_t *c, ck_storage_t **st, int *crc_given,
+                        ck_err_t *err);
+/* ck_ckpt_storage_src of a stream's storage: only the next n bytes of
+ * the open record (off is where it is); else CK_EUNSUPPORTED saying the
+ * bytes are needed out of order. */
+int ck_ckpt_stream_src(ck_ckpt_t *c, const ck_storage_t *st, uint64_t off,
+                       uint64_t n, uint8_t *out, ck_err_t *err);
+/*
+ * The rest of st's bytes as they are, appended to w's open record without
+ * their CRC (the input's is given after: ck_ckpt_stream_end): with
+ * splice(2) when w writes a pipe or a file, else through buf (1 MiB, the
+ * caller's).
+ */
+int ck_ckpt_stream_copy(ck_ckpt_t *c, ck_storage_t *st, ck_zipw_t *w,
+                        uint8_t *buf, ck_err_t *err);
+/* Close st's record (its data descriptor read): *crc is its CRC-32 as the
+ * input gives it. */
+int ck_ckpt_stream_end(ck_ckpt_t *c, ck_storage_t *st, uint32_t *crc,
+                       ck_err_t *err);
+/* Frees a stream input's state (ck_ckpt_close calls it). */
+void ck_ckpt_stream_close(ck_ckpt_t *c);
+
+/*
+ * The five pickles that start a legacy file (magic, protocol, sys_info,
+ * the object, the storage keys), in buf[0..len): c->pk the object's,
+ * *keys the key list, *data_start where the storages begin.  -EAGAIN when
+ * len ends inside them (read more and call again, the arena released).
+ */
+int ck_ckpt_legacy_pickles(ck_ckpt_t *c, const uint8_t *buf, size_t len,
+                           ck_py_t **keys, size_t *data_start, ck_err_t *err);
+
+/* Checks shared by a file's and a stream's records: the byteorder record
+ * (sets c->byteorder; only "little"), the version record (1 to 10). */
+int ck_ckpt_byteorder(ck_ckpt_t *c, const uint8_t *bo, size_t n,
+                      ck_err_t *err);
+int ck_ckpt_version_ok(const uint8_t *v, size_t n, ck_err_t *err);
+/* The globals checked against the allowlist, then the first scan, which
+ * registers every storage the pickle names (unbound to any bytes). */
+int ck_ckpt_bind(ck_ckpt_t *c, const char *const *allow, ck_err_t *err);
 
 /* "zip", "legacy" or "safetensors": c's input format, for records. */
 const char *ck_ckpt_format_name(const ck_ckpt_t *c);
@@ -144,6 +236,7 @@ typedef struct {
                                  the output (ck_malloc), neither synced nor
                                  renamed: the caller syncs and renames it
                                  or unlink; NULL otherwise */
+    int stream;               /* written in one pass (ck_ckpt_write_fd) */
 } ck_write_info_t;
 
 /*
@@ -155,7 +248,8 @@ int ck_ckpt_check_keys(ck_ckpt_t *c, ck_err_t *err);
 
 /*
  * The one validation `inspect` and `run` (and the daemon) share, after
- * ck_ckpt_open: ck_ckpt_check_keys, then the pickle written to a scratch
+ * ck_ckpt_open: with allow_numpy, ck_np_check (every numpy value well
+ * formed, no object dtype); ck_ckpt_check_keys, then the pickle written to a scratch
  * buffer and dropped, so everything the writer would refuse (a set that
  * holds itself, nesting past the limit) is refused here too.  0 or an
  * error in err.
@@ -170,11 +264,41 @@ int ck_ckpt_write(ck_ckpt_t *c, const char *out_path, ck_write_info_t *info,
                   ck_err_t *err);
 
 /*
+ * Write the checkpoint to fd in one pass, never seeking (stdout, a pipe):
+ * top folder "archive" (torch.save's name for a file object), each
+ * record's CRC-32 in a data descriptor after its data.  A stream input's
+ * storages are written as they arrive.  What is written cannot be taken
+ * back: on failure the output gets 68 KiB of zeros after what was written,
+ * so no zip reader finds an end record in it (unless the failure was
+ * writing, EPIPE).  0 or an error.
+ */
+int ck_ckpt_write_fd(ck_ckpt_t *c, int fd, ck_write_info_t *info,
+                     ck_err_t *err);
+
+/*
  * Fingerprints: hex SHA-256 over the file's size, its pickle(s) and, for a
  * zip, its central directory, which holds every record's size and CRC-32.
  * Cheap (no tensor byte is read) and changes with any record's content.
+ * A safetensors file keeps no checksums: its fingerprint covers the size,
+ * the header and an XXH3-64 of each tensor's bytes (ck_st_fingerprint),
+ * which costs one read of the data; ck_ckpt_open leaves it empty and
+ * ck_ckpt_fingerprint computes it for whoever needs it.
  */
+/* SHA-256 of size (8 bytes, little-endian), then p1[0..n1) and
+ * p2[0..n2) (n2 may be 0), in hex: 0 or CK_ENOMEM. */
+int ck_fingerprint_parts(uint64_t size, const void *p1, size_t n1,
+                         const void *p2, size_t n2, char out[65]);
+
+/* Complete c->fingerprint: nothing to do for a zip or legacy file (open
+ * made it); a safetensors input's tensor bytes are read once, the first
+ * call.  0 or an error (read, CK_ECANCELED). */
+int ck_ckpt_fingerprint(ck_ckpt_t *c, ck_err_t *err);
+
 int ck_sha256_file(const char *path, char out[65], ck_err_t *err);
+/* The same from the central directory in memory. */
+int ck_ckpt_fingerprint_mem(uint64_t size, const void *pkl, size_t n,
+                            const void *cd, size_t cd_size, char out[65],
+                            ck_err_t *err);
 /* Hex SHA-256 of p[0..n): 0 or CK_ENOMEM. */
 int ck_sha256_buf(const void *p, size_t n, char out[65]);
 
@@ -192,6 +316,10 @@ char *ck_ckpt_stem(ck_arena_t *a, const char *path);
  * or NULL.  Keys may contain dots.
  */
 ck_py_t *ck_ckpt_get(ck_ckpt_t *c, const char *path);
+
+/* What node is: 1, 2 or 3 for a call of torch._utils._rebuild_tensor,
+ * _v2 or _v3; -1 for _rebuild_parameter; 0 for anything else. */
+int ck_ckpt_tensor_call(const ck_py_t *node);
 
 /* The tensor whose rebuild call is node (or a Parameter wrapping one). */
 ck_tensor_t *ck_ckpt_tensor(ck_ckpt_t *c, ck_py_t *node);
@@ -255,8 +383,6 @@ int ck_ckpt_cast(ck_ckpt_t *c, ck_py_t *const *nodes, size_t n,
 int ck_ckpt_storage_read(ck_ckpt_t *c, const ck_storage_t *st, uint64_t first,
                          uint64_t count, uint8_t *out, ck_err_t *err);
 
-/* Where ck_ckpt_storage_stream puts bytes: 0 or an error. */
-typedef int (*ck_sink_fn)(void *arg, const void *p, size_t n, ck_err_t *err);
 
 /*
  * Elements [first, first + count) of st as written (an untyped storage

@@ -125,9 +125,14 @@ static size_t storage_index(ck_ckpt_t *c, const ck_storage_t *st)
     return i < c->nstorages && c->storages[i] == st ? i : SIZE_MAX;
 }
 
-static int push_conv(ck_storage_t *st, const ck_dtype_t *from,
+static int push_conv(ck_ckpt_t *c, ck_storage_t *st, const ck_dtype_t *from,
                      const ck_dtype_t *to, ck_err_t *err)
 {
+    if (st->conv == NULL) {
+        st->conv = ck_arena_alloc(&c->arena, CK_CONV_STEPS * sizeof(*st->conv));
+        if (st->conv == NULL)
+            return ck_err_set(err, CK_ENOMEM, "out of memory");
+    }
     if (st->nconv == 0) {
         st->conv[st->nconv++] = from;
         st->src_nbytes = st->nbytes;
@@ -147,7 +152,7 @@ static int retype(ck_ckpt_t *c, ck_storage_t *st, const ck_dtype_t *from,
 {
     ck_py_t *cls;
 
-    if (push_conv(st, from, to, err) < 0)
+    if (push_conv(c, st, from, to, err) < 0)
         return err->code;
     if (st->dtype != NULL) {
         st->dtype = to;
@@ -196,6 +201,12 @@ static ck_storage_t *split(ck_ckpt_t *c, ck_storage_t *st,
     if (ns == NULL)
         goto nomem;
     *ns = *st;
+    if (st->conv != NULL) {
+        ns->conv = ck_arena_alloc(&c->arena, CK_CONV_STEPS * sizeof(*ns->conv));
+        if (ns->conv == NULL)
+            goto nomem;
+        memcpy(ns->conv, st->conv, CK_CONV_STEPS * sizeof(*ns->conv));
+    }
     ns->key = ck_arena_printf(&c->arena, "cast:%zu", c->nstorages);
     ns->refs = 0;
     if (ns->key == NULL || ck_ckpt_add_storage(c, ns) < 0)
@@ -219,7 +230,7 @@ static ck_storage_t *split(ck_ckpt_t *c, ck_storage_t *st,
             if (pid->u.seq.v[2] == NULL)
                 goto nomem;
             pers->u.pid = pid;
-            pers->aux = ns;
+            pers->u.pid_aux = ns;
         }
         t->node->u.o.args->u.seq.v[0] = pers;
         t->st = ns;

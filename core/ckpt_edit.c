@@ -75,7 +75,7 @@ static void bytes_walk(bytes_t *b, ck_py_t *p, uint32_t depth)
         bytes_walk(b, p->u.o.state, depth + 1);
         return;
     case CK_PY_PERSID: {
-        ck_storage_t *st = p->aux;
+        ck_storage_t *st = p->u.pid_aux;
 
         /* a storage counts once */
         if (st != NULL && st->mark != b->gen) {
@@ -246,6 +246,8 @@ int ck_ckpt_storage_src(ck_ckpt_t *c, const ck_storage_t *st, uint64_t off,
     case CK_SRC_LEGACY:
         rc = ck_pread_full(c->fd, out, (size_t)n, st->off + off);
         break;
+    case CK_SRC_STREAM:
+        return ck_ckpt_stream_src(c, st, off, n, out, err);
     case CK_SRC_ZIP:
         if (st->entry->method == 0) {
             rc = ck_pread_full(c->fd, out, (size_t)n, st->entry->data_off + off);

@@ -6,6 +6,7 @@
  * for a structural fault still names the danger.
  */
 #include "ckpt.h"
+#include "numpy.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +71,7 @@ void ck_ckpt_looks_like(const uint8_t *b, size_t n, char *out, size_t size)
 
 typedef struct {
     const char *const *allow;
+    int numpy;          /* numpy names are allowed (allow_numpy) */
     char names[256];
     size_t n;
 } danger_t;
@@ -86,7 +88,8 @@ static int danger_cb(void *ud, const char *m, size_t ml, const char *nm,
     mod[ml] = '\0';
     memcpy(name, nm, nl);
     name[nl] = '\0';
-    if (ck_global_allowed(mod, name, d->allow))
+    if (ck_global_allowed(mod, name, d->allow) ||
+        (d->numpy && ck_np_global(mod, name)))
         return 0;
     snprintf(both, sizeof(both), "%s.%s", ck_py_module3(mod), name);
     if (strstr(d->names, both) != NULL || d->n >= 4)
@@ -105,7 +108,7 @@ static int danger_cb(void *ud, const char *m, size_t ml, const char *nm,
 int ck_ckpt_name_danger(ck_ckpt_t *c, const char *const *allow, int rc,
                         ck_err_t *err)
 {
-    danger_t d = { .allow = allow };
+    danger_t d = { .allow = allow, .numpy = c->allow_numpy };
     uint8_t *buf = NULL;
     size_t len = 0;
     char name[600];

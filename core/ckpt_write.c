@@ -4,11 +4,14 @@
  * 64-byte aligned, bytes copied from the input in bounded chunks, and the
  * file made atomically (temporary file, fsync, rename, fsync of the
  * folder).  ck_ckpt_write has one exit; on any failure nothing is left.
+ * ck_ckpt_write_fd writes in one pass to a pipe instead, and a stream
+ * input's storages are written in the order they arrive (stream_storages).
  */
 #define _GNU_SOURCE
 #include "ckpt.h"
 
 #include "fsutil.h"
+#include "numpy.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#define COPY_BYTES (1u << 20) /* zip_write.c's copy buffer, w->buf */
 
 typedef struct {
     ck_ckpt_t *c;
@@ -32,7 +36,7 @@ typedef struct {
 static int renumber_cb(void *ud, ck_py_t *node, ck_err_t *err)
 {
     renum_t *r = ud;
-    ck_storage_t *st = node->aux;
+    ck_storage_t *st = node->u.pid_aux;
     ck_py_t *pid = node->u.pid, *key;
     char buf[32];
 
@@ -89,8 +93,74 @@ static int copy_storage(ck_ckpt_t *c, ck_zipw_t *w, ck_storage_t *st,
         return ck_zipw_copy(w, c->fd, st->off, st->nbytes, 0, 0, err);
     case CK_SRC_MEM:
         return ck_zipw_data(w, st->mem, (size_t)st->nbytes, err);
+    case CK_SRC_STREAM: /* read in order: see stream_storages */
+        return ck_ckpt_storage_stream(c, st, 0, st->numel, zipw_cb, w, err);
     }
     return ck_err_set(err, CK_EFORMAT, "storage without a source");
+}
+
+static int begin_storage(ck_ckpt_t *c, ck_zipw_t *w, const char *top,
+                         const ck_storage_t *st, ck_err_t *err)
+{
+    char name[640];
+
+    snprintf(name, sizeof(name), "%s/data/%lld", top, (long long)st->newkey);
+    if (c->cancel != NULL && __atomic_load_n(c->cancel, __ATOMIC_RELAXED))
+        return ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
+    return ck_zipw_begin(w, name, st->nbytes, err);
+}
+
+/*
+ * A stream input's storages, in the order their records come, each
+ * written as it arrives (the records' order is free in a zip; names and
+ * the pickle are the file mode's); then the new ones (head_init).
+ */
+static int stream_storages(ck_ckpt_t *c, ck_zipw_t *w, const char *top,
+                           const renum_t *r, ck_err_t *err)
+{
+    ck_storage_t *st;
+    size_t done = 0;
+    int rc, crc_given;
+
+    while ((rc = ck_ckpt_stream_next(c, &st, &crc_given, err)) == 1) {
+        /* the input's CRC-32 (in its descriptor) is the output's, when
+         * its writer computed them and the bytes pass unchanged */
+        int raw = st->nconv == 0 && crc_given;
+        uint32_t crc = 0;
+
+        rc = begin_storage(c, w, top, st, err);
+        if (rc == 0 && raw && w->buf == NULL &&
+            (w->buf = ck_malloc(COPY_BYTES)) == NULL)
+            rc = ck_err_set(err, CK_ENOMEM, "out of memory");
+        if (rc == 0)
+            rc = raw ? ck_ckpt_stream_copy(c, st, w, w->buf, err)
+                     : copy_storage(c, w, st, err);
+        if (rc == 0)
+            rc = ck_ckpt_stream_end(c, st, &crc, err);
+        if (rc == 0 && raw)
+            ck_zipw_set_crc(w, crc);
+        if (rc == 0)
+            rc = ck_zipw_end(w, err);
+        if (rc < 0)
+            return rc;
+        done++;
+    }
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < r->n; i++) {
+        st = r->order[i];
+        if (st->src == CK_SRC_STREAM)
+            continue;
+        if ((rc = begin_storage(c, w, top, st, err)) < 0 ||
+            (rc = copy_storage(c, w, st, err)) < 0 ||
+            (rc = ck_zipw_end(w, err)) < 0)
+            return rc;
+        done++;
+    }
+    if (done != r->n)
+        return ck_err_set(err, CK_EFORMAT, "the stream ended with %zu of the "
+                          "%zu storages data.pkl needs", done, r->n);
+    return 0;
 }
 
 static int write_zip(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
@@ -104,6 +174,7 @@ static int write_zip(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
 
     ck_zipw_init(&w, fd);
     w.cancel = c->cancel;
+    w.stream = info->stream;
     r.c = c;
     r.order = ck_calloc(c->nstorages + 1, sizeof(*r.order));
     if (r.order == NULL) {
@@ -114,23 +185,25 @@ static int write_zip(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
         c->storages[i]->newkey = -1;
     rc = ck_pickle_write(c->pk.root, &c->lim, &c->arena, renumber_cb, &r, &pkl,
                          err);
+    if (rc == 0 && c->stream != NULL)
+        rc = ck_ckpt_stream_plan(c, r.order, r.n, err);
     if (rc < 0)
         goto out;
     if ((rc = put_record(&w, top, "data.pkl", pkl.data, pkl.len, err)) < 0 ||
         (rc = put_record(&w, top, "byteorder", "little", 6, err)) < 0)
         goto out;
+    if (c->stream != NULL) {
+        rc = stream_storages(c, &w, top, &r, err);
+        if (rc < 0)
+            goto out;
+    }
     for (size_t i = 0; i < r.n; i++) {
         ck_storage_t *st = r.order[i];
-        char name[640];
 
-        snprintf(name, sizeof(name), "%s/data/%zu", top, i);
-        if (c->cancel != NULL && __atomic_load_n(c->cancel, __ATOMIC_RELAXED)) {
-            rc = ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
-            goto out;
-        }
-        if ((rc = ck_zipw_begin(&w, name, st->nbytes, err)) < 0 ||
-            (rc = copy_storage(c, &w, st, err)) < 0 ||
-            (rc = ck_zipw_end(&w, err)) < 0)
+        if (c->stream == NULL &&
+            ((rc = begin_storage(c, &w, top, st, err)) < 0 ||
+             (rc = copy_storage(c, &w, st, err)) < 0 ||
+             (rc = ck_zipw_end(&w, err)) < 0))
             goto out;
         info->storage_bytes += st->nbytes;
     }
@@ -139,8 +212,13 @@ static int write_zip(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
         (rc = ck_zipw_finish(&w, err)) < 0)
         goto out;
     info->size = w.off;
-    rc = ck_ckpt_zip_fingerprint(fd, w.off, pkl.data, pkl.len, w.cd_off, w.cd_size,
-                         info->fingerprint, err);
+    if (w.stream)
+        rc = ck_ckpt_fingerprint_mem(w.off, pkl.data, pkl.len, w.cd.data,
+                                     w.cd.len, info->fingerprint,
+                                     err);
+    else
+        rc = ck_ckpt_zip_fingerprint(fd, w.off, pkl.data, pkl.len, w.cd_off,
+                                     w.cd_size, info->fingerprint, err);
 out:
     ck_zipw_release(&w);
     ck_buf_release(&pkl);
@@ -178,45 +256,124 @@ static void key_text(const ck_py_t *k, char *out, size_t n)
         snprintf(out, n, "<a key of kind %d>", k->kind);
 }
 
-static int uniq_map(uniq_t *u, ck_py_vec_t *m)
+/* A key's place in the mapping and its hash, for sorting other keys. */
+typedef struct {
+    uint64_t h;
+    size_t i;
+} uniq_key_t;
+
+static int uniq_key_cmp(const void *pa, const void *pb)
+{
+    const uniq_key_t *a = pa, *b = pb;
+
+    if (a->h != b->h)
+        return a->h < b->h ? -1 : 1;
+    return a->i < b->i ? -1 : a->i > b->i;
+}
+
+static int plain_str(const ck_py_t *k)
+{
+    return k->kind == CK_PY_STR && strlen(k->u.s.s) == k->u.s.n;
+}
+
+/*
+ * The first item (i, pair index times two) of m whose key equals an earlier
+ * one (*j, the first such), or SIZE_MAX.  Plain str keys meet through a
+ * string map; the others are sorted by ck_py_hash and compared with
+ * ck_py_equal inside a run of one hash, so 10^5 int keys cost a sort, not
+ * 10^10 comparisons.
+ */
+static size_t uniq_first_dup(uniq_t *u, ck_py_vec_t *m, size_t *j)
 {
     ck_strmap_t seen = { 0 };
-    size_t nother = 0;
-    int rc = 0;
+    uniq_key_t small[16], *other;
+    size_t nother = 0, first = SIZE_MAX;
 
-    for (size_t i = 0; i + 1 < m->n && rc == 0; i += 2) {
+    other = m->n <= 32 ? small
+                       : ck_arena_alloc(&u->scratch, (m->n / 2 + 1) * sizeof(*other));
+    if (other == NULL ||
+        (m->n > 32 && ck_strmap_reserve(&seen, &u->scratch, m->n / 2) < 0))
+        return SIZE_MAX - 1;
+    for (size_t i = 0; i + 1 < m->n; i += 2) {
         ck_py_t *k = m->v[i];
-        size_t j;
-        char a[256];
+        size_t at = SIZE_MAX;
 
-        if (k->kind == CK_PY_STR && strlen(k->u.s.s) == k->u.s.n) {
-            j = ck_strmap_get(&seen, k->u.s.s);
-            if (j == SIZE_MAX) {
-                if (ck_strmap_add(&seen, &u->scratch, k->u.s.s, i) < 0)
-                    rc = ck_err_set(u->err, CK_ENOMEM, "out of memory");
-                continue;
-            }
-        } else {
-            for (j = 0; j < i; j += 2) {
-                ck_py_t *o = m->v[j];
-
-                if (!(o->kind == CK_PY_STR &&
-                      strlen(o->u.s.s) == o->u.s.n) &&
-                    ck_py_equal(k, o, u->c->lim.max_depth))
-                    break;
-            }
-            nother++;
-            if (j >= i)
-                continue;
+        if (!plain_str(k)) {
+            other[nother].h = ck_py_hash(k, 3);
+            other[nother++].i = i;
+            continue;
         }
-        key_text(k, a, sizeof(a));
-        rc = ck_err_set(u->err, CK_EFORMAT,
-                        "'%s' would hold the key '%s' twice (items %zu and "
-                        "%zu): torch.load would keep one and lose the other",
-                        u->path[0] ? u->path : "/", a, j / 2, i / 2);
+        if (m->n <= 32) { /* a few keys: no map */
+            for (size_t p = 0; p < i && at == SIZE_MAX; p += 2)
+                if (plain_str(m->v[p]) && strcmp(m->v[p]->u.s.s, k->u.s.s) == 0)
+                    at = p;
+            if (at == SIZE_MAX)
+                continue;
+            first = i;
+            *j = at;
+            break;
+        }
+        at = ck_strmap_get(&seen, k->u.s.s);
+        if (at != SIZE_MAX) {
+            first = i;
+            *j = at;
+            break;
+        }
+        if (ck_strmap_add(&seen, &u->scratch, k->u.s.s, i) < 0)
+            return SIZE_MAX - 1;
     }
+    qsort(other, nother, sizeof(*other), uniq_key_cmp);
+    for (size_t r = 0; r < nother;) {
+        size_t end = r + 1;
+
+        while (end < nother && other[end].h == other[r].h)
+            end++;
+        for (size_t a = r + 1; a < end && other[a].i < first; a++)
+            for (size_t b = r; b < a; b++)
+                if (ck_py_equal(m->v[other[a].i], m->v[other[b].i],
+                                 u->c->lim.max_depth)) {
+                    first = other[a].i;
+                    *j = other[b].i;
+                    break;
+                }
+        r = end;
+    }
+    return first;
+}
+
+static int uniq_map(uniq_t *u, ck_py_vec_t *m)
+{
+    size_t i, j = 0;
+    char a[256];
+
+    i = uniq_first_dup(u, m, &j);
     ck_arena_release(&u->scratch);
-    return rc;
+    if (i == SIZE_MAX - 1)
+        return ck_err_set(u->err, CK_ENOMEM, "out of memory");
+    if (i == SIZE_MAX)
+        return 0;
+    key_text(m->v[i], a, sizeof(a));
+    return ck_err_set(u->err, CK_EFORMAT,
+                      "'%s' would hold the key '%s' twice (items %zu and "
+                      "%zu): torch.load would keep one and lose the other",
+                      u->path[0] ? u->path : "/", a, j / 2, i / 2);
+}
+
+/* Whether p holds anything the check looks at: a tensor's call (empty
+ * items, no state) or a str does not, and costs no path. */
+static int uniq_may_hold(const ck_py_t *p)
+{
+    switch (p == NULL ? CK_PY_NONE : (ck_py_kind_t)p->kind) {
+    case CK_PY_DICT:
+    case CK_PY_TUPLE:
+    case CK_PY_LIST:
+        return p->u.seq.n > 0;
+    case CK_PY_REDUCE:
+    case CK_PY_NEWOBJ:
+        return p->u.o.dict.n > 0 || p->u.o.list.n > 0 || p->u.o.state != NULL;
+    default:
+        return 0;
+    }
 }
 
 static int uniq_vec(uniq_t *u, ck_py_vec_t *v, int pairs, uint32_t depth)
@@ -227,7 +384,7 @@ static int uniq_vec(uniq_t *u, ck_py_vec_t *v, int pairs, uint32_t depth)
     for (size_t i = 0; i < v->n && rc == 0; i++) {
         ck_py_t *k = pairs && (i % 2) ? v->v[i - 1] : NULL;
 
-        if (pairs && !(i % 2))
+        if ((pairs && !(i % 2)) || !uniq_may_hold(v->v[i]))
             continue; /* keys hold no mapping worth naming */
         if (k != NULL && k->kind == CK_PY_STR)
             snprintf(u->path + len, sizeof(u->path) - len, "%s%.*s",
@@ -284,15 +441,50 @@ int ck_ckpt_check_keys(ck_ckpt_t *c, ck_err_t *err)
     return rc;
 }
 
+/* The validation's pickle is written and dropped as it goes. */
+static int drop_bytes(void *ud, const uint8_t *p, size_t n)
+{
+    (void)ud, (void)p, (void)n;
+    return 0;
+}
+
 int ck_ckpt_validate(ck_ckpt_t *c, ck_err_t *err)
 {
-    ck_buf_t pkl = { 0 };
-    int rc = ck_ckpt_check_keys(c, err);
+    ck_buf_t pkl = { .drain = drop_bytes };
+    int rc = c->allow_numpy ? ck_np_check(c, err) : 0;
 
+    if (rc == 0)
+        rc = ck_ckpt_check_keys(c, err);
     if (rc == 0)
         rc = ck_pickle_write(c->pk.root, &c->lim, &c->arena, NULL, NULL, &pkl,
                              err);
     ck_buf_release(&pkl);
+    return rc;
+}
+
+int ck_ckpt_write_fd(ck_ckpt_t *c, int fd, ck_write_info_t *info,
+                     ck_err_t *err)
+{
+    static const uint8_t zeros[4096];
+    char top[] = "archive";
+    int rc;
+
+    memset(info, 0, sizeof(*info));
+    info->stream = 1;
+    ck_pipe_widen(fd);
+    rc = ck_ckpt_check_keys(c, err);
+    if (rc == 0)
+        rc = write_zip(c, fd, top, info, err);
+    if (rc < 0 && err->code != -EPIPE) {
+        /* what was written cannot be taken back: make sure it is no zip.
+         * Readers look for the end record in the last 64 KiB + 22 bytes;
+         * zeros there hold none. */
+        for (size_t n = 0; n < 65536 + 22 + sizeof(zeros); n += sizeof(zeros))
+            if (ck_write_full(fd, zeros, sizeof(zeros)) < 0)
+                break;
+    }
+    if (rc < 0 && strncmp(err->msg, "write: ", 7) == 0)
+        ck_err_replace(err, rc, "write to the output: %s", err->msg + 7);
     return rc;
 }
 

@@ -30,6 +30,7 @@ typedef struct {
 
 typedef struct {
     ck_strlist_t allow_globals;
+    int allow_numpy;
     uint64_t max_pickle_bytes, max_depth, max_memo, max_string_bytes;
 } ck_security_conf_t;
 

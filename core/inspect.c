@@ -6,6 +6,8 @@
  */
 #include "inspect.h"
 
+#include "numpy.h"
+
 #include <string.h>
 
 #define MAX_DTYPES 40
@@ -46,13 +48,20 @@ const char *ck_inspect_kind(ck_ckpt_t *c, ck_py_t *p)
     case CK_PY_GLOBAL: return "global";
     case CK_PY_PERSID: return "storage";
     case CK_PY_REDUCE:
-    case CK_PY_NEWOBJ:
+    case CK_PY_NEWOBJ: {
+        char np[128];
+        const char *d;
+
+        if (ck_np_describe(p, np, sizeof(np)) &&
+            (d = ck_arena_strdup(&c->arena, np)) != NULL)
+            return d; /* "ndarray float64 (3,)" */
         if (ck_ckpt_tensor(c, p) != NULL)
             return ck_py_global_is(p->u.o.fn, "torch._utils", "_rebuild_parameter")
                        ? "Parameter" : "tensor";
         if (p->u.o.fn->kind == CK_PY_GLOBAL)
             return p->u.o.fn->u.g.name;
         return "object";
+    }
     }
     return "?";
 }
@@ -351,7 +360,7 @@ int ck_inspect_text_as(ck_ckpt_t *c, const char *refused, FILE *out)
         fprintf(out, "  pickle     protocol %d, %zu bytes, root %s\n",
                 c->pk.protocol, c->pickle_bytes, ck_inspect_kind(c, c->pk.root));
     if (top != NULL) {
-        fprintf(out, "  keys       %zu:", top->n / 2);
+        fprintf(out, "  keys       %zu:", (size_t)top->n / 2);
         for (size_t i = 0; i + 1 < top->n; i += 2) {
             ck_py_t *k = top->v[i];
 
@@ -390,7 +399,7 @@ int ck_inspect_text_as(ck_ckpt_t *c, const char *refused, FILE *out)
     ck_inspect_human(h, sizeof(h), sbytes);
     fprintf(out, "  tensors    %zu in %zu storages, %s\n", c->ntensors,
             c->nstorages, h);
-    fprintf(out, "  globals    %zu:", c->pk.globals.n);
+    fprintf(out, "  globals    %zu:", (size_t)c->pk.globals.n);
     for (size_t i = 0; i < c->pk.globals.n; i++) {
         fputs(i ? ", " : " ", out);
         put_cstr(out, c->pk.globals.v[i]->u.g.module);

@@ -194,8 +194,11 @@ const ck_tensor_t *ck_job_tensor(ck_job_t *job, ck_py_t *node)
     ck_tensor_t *t = ck_ckpt_tensor(&job->ck, node);
     ck_err_t e = { 0 };
 
-    /* a tensor added earlier in the job is known once the graph is scanned */
-    if (t == NULL && node != NULL && ck_ckpt_scan(&job->ck, &e) == 0)
+    /* a tensor added earlier in the job is known once the graph is scanned;
+     * other nodes are no tensor whatever a scan finds (a plugin asks for
+     * every value of a state dict: no scan per non-tensor value) */
+    if (t == NULL && ck_ckpt_tensor_call(node) != 0 &&
+        ck_ckpt_scan(&job->ck, &e) == 0)
         t = ck_ckpt_tensor(&job->ck, node);
     return t;
 }
@@ -504,8 +507,11 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     ck_conf_limits(conf, &opts.lim);
     opts.lim.cancel = args->cancel;     /* the parse stops too */
     opts.allow = conf->allow;
+    opts.allow_numpy = conf->security.allow_numpy;
     ck_json_arr(&plugins);
-    rc = ck_ckpt_open(&job.ck, args->in, &opts, err);
+    rc = args->stream_in
+             ? ck_ckpt_open_stream(&job.ck, args->in_fd, args->in, &opts, err)
+             : ck_ckpt_open(&job.ck, args->in, &opts, err);
     job.ck.cancel = args->cancel;
     /* a big output is published by the write itself: its sync is long
      * and would hold the small ones published with it */
@@ -522,6 +528,8 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     }
     if (rc == 0 && canceled(args->cancel))     /* stopping during the parse */
         rc = ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
+    if (rc == 0)    /* a safetensors input's reads its tensor bytes */
+        rc = ck_ckpt_fingerprint(&job.ck, err);
     if (rc == 0 && out == NULL && args->name_out != NULL) {
         out = args->name_out(args->name_ud, job.ck.fingerprint, err);
         if (out == NULL)
@@ -548,9 +556,12 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
             rc = ck_err_set(err, CK_ENOMEM, "out of memory");
         else {
             /* what the write replaces, for the record */
-            replaced = lstat(out, &old) == 0 && S_ISREG(old.st_mode);
+            replaced = !args->stream_out && lstat(out, &old) == 0 &&
+                       S_ISREG(old.st_mode);
             rc = st_out ? ck_st_write(&job.ck, &plan, out, &info, err)
-                        : ck_ckpt_write(&job.ck, out, &info, err);
+                 : args->stream_out
+                     ? ck_ckpt_write_fd(&job.ck, args->out_fd, &info, err)
+                     : ck_ckpt_write(&job.ck, out, &info, err);
         }
         wrote = rc == 0;
         if (args->defer_tmp != NULL)

@@ -36,6 +36,11 @@ int ck_job_run_stage(ck_job_t *job, const ck_stage_t *st, ck_json_t *changes);
 typedef struct {
     const char *in;
     const char *out;       /* NULL: nothing is written (dry run) */
+    int stream_in;         /* the input is read from in_fd (a pipe) in one
+                              pass (ck_ckpt_open_stream); in names it */
+    int stream_out;        /* the output is written to out_fd in one pass
+                              (ck_ckpt_write_fd); out names it */
+    int in_fd, out_fd;
     int dry_run;
     const int *cancel;     /* optional: nonzero abandons the write */
     /* optional: called with each warning ("PLUGIN: message") as it comes */

@@ -14,10 +14,12 @@
 #include "watch.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define EXIT_FILE 1
 #define EXIT_USAGE 2
@@ -49,8 +51,16 @@ static const char usage_run[] =
     "\n"
     "Read checkpoint IN, validate it, run the [pipeline] chain of CONF over it\n"
     "and write the result atomically to OUT (default: IN's folder, named\n"
-    "<stem>.prep<ext>).  Prints one JSON record of what was done on stdout,\n"
-    "also when the job fails (status \"failed\" and the error).\n"
+    "<stem>.prep<ext>).  Prints one JSON record of what was done on stdout\n"
+    "(on stderr with -o -), also when the job fails (status \"failed\" and\n"
+    "the error).\n"
+    "\n"
+    "IN '-' reads the checkpoint from stdin in one pass, as torch.save wrote\n"
+    "it (a zip: data.pkl first, then the storages; or the legacy stream);\n"
+    "'-o -' writes the output to stdout in one pass.  A stream that fails\n"
+    "midway ends with bytes that are no zip, and the exit status is 1.\n"
+    "Safetensors inputs, zips in another order, and plugins that read tensor\n"
+    "bytes need a file.\n"
     "\n"
     "  -c, --config CONF   the INI configuration (see conf/ckprep.ini); '-'\n"
     "                      reads it from stdin\n"
@@ -60,7 +70,8 @@ static const char usage_run[] =
     "                      (--set config_override.set=optim.lr=1e-5)\n"
     "  -o, --output OUT    where to write the prepared checkpoint; an\n"
     "                      existing folder (or OUT ending in '/') gets\n"
-    "                      OUT/<IN's name>; OUT's folder must exist\n"
+    "                      OUT/<IN's name>; OUT's folder must exist; '-' is\n"
+    "                      stdout; with IN '-', a file or '-'\n"
     "  -n, --dry-run       write nothing: the record says what would change,\n"
     "                      and a plan, one line per change, goes to stderr\n"
     "\n"
@@ -190,7 +201,7 @@ static void say(const char *path, const char *what, const char *msg)
 static int enter_sandbox(const char *in, const char *cpath,
                          const ck_conf_t *conf, const char *out)
 {
-    ck_sandbox_t sb = { .read = { in }, .nread = 1 };
+    ck_sandbox_t sb = { .read = { in }, .nread = in != NULL };
     ck_err_t err = { 0 };
     char dir[4096];
     const char *slash = out ? strrchr(out, '/') : NULL;
@@ -199,7 +210,7 @@ static int enter_sandbox(const char *in, const char *cpath,
         sb.read[sb.nread++] = cpath;
     for (const ck_conf_file_t *f = conf->reads; f != NULL; f = f->next) {
         if (sb.nread == CK_ARRAY_SIZE(sb.read)) {
-            say(in, NULL, "sandbox: too many files to read");
+            say(in ? in : "stdin", NULL, "sandbox: too many files to read");
             return -1;
         }
         sb.read[sb.nread++] = f->path;
@@ -214,7 +225,7 @@ static int enter_sandbox(const char *in, const char *cpath,
         sb.write_dirs[sb.nwrite++] = dir;
     }
     if (ck_sandbox_enter(&sb, &err) < 0) {
-        say(in, NULL, err.msg);
+        say(in ? in : "stdin", NULL, err.msg);
         return -1;
     }
     return 0;
@@ -351,6 +362,16 @@ static void run_warn(void *ud, const char *msg)
     say((const char *)ud, "warning", msg);
 }
 
+/* OUT names a folder: it ends in '/' or is one. */
+static int is_folder(const char *out)
+{
+    struct stat st;
+    size_t n = strlen(out);
+
+    return n > 0 && (out[n - 1] == '/' ||
+                     (stat(out, &st) == 0 && S_ISDIR(st.st_mode)));
+}
+
 /*
  * Where run writes: OUT, OUT/<IN's name> when OUT is a folder or ends in
  * '/' (its extension ext when the output format needs one), or IN's
@@ -361,13 +382,10 @@ static char *output_path(const char *in, const char *out, const char *ext)
 {
     struct stat st, in_st;
     char *path, *dir;
-    size_t n;
 
     if (out == NULL) {
         path = ck_job_default_out(in, ext);
-    } else if ((n = strlen(out)) > 0 && (out[n - 1] == '/' ||
-                                         (stat(out, &st) == 0 &&
-                                          S_ISDIR(st.st_mode)))) {
+    } else if (is_folder(out)) {
         const char *base = ck_path_base(in);
         char *name = ck_malloc(strlen(base) + (ext ? strlen(ext) : 0) + 1);
 
@@ -504,7 +522,8 @@ static int cmd_status(int argc, char **argv)
 
 static int cmd_run(int argc, char **argv)
 {
-    const char *cpath = NULL, *out = NULL, *in = NULL;
+    const char *cpath = NULL, *out = NULL, *in = NULL, *name;
+    FILE *recf = stdout;
     char *path = NULL;
     sets_t sets = { 0 };
     ck_job_args_t args = { 0 };
@@ -543,32 +562,68 @@ static int cmd_run(int argc, char **argv)
                 cpath == NULL ? "-c CONF" : "an input file", usage_run);
         goto out;
     }
+    args.stream_in = strcmp(in, "-") == 0;
+    args.stream_out = out != NULL && strcmp(out, "-") == 0;
+    if (args.stream_in && strcmp(cpath, "-") == 0) {
+        fprintf(stderr, "ckprep run: -c - and the input - would both read "
+                "stdin\n");
+        goto out;
+    }
+    if (args.stream_in && (out == NULL ? !args.dry_run
+                                       : !args.stream_out && is_folder(out))) {
+        fprintf(stderr, "ckprep run: an input from stdin has no name to "
+                "derive the output's from: give -o FILE (or -o - for "
+                "stdout)\n");
+        goto out;
+    }
     if (load_conf_sets(cpath, &sets, &conf) < 0)
         goto out;
-    path = output_path(in, out, conf.output.format == CK_OUT_SAFETENSORS
-                                    ? ".safetensors" : NULL);
+    if ((args.stream_in || args.stream_out) &&
+        conf.output.format == CK_OUT_SAFETENSORS) {
+        fprintf(stderr, "ckprep run: [output] format = safetensors is "
+                "written from a file to a file only (not with '-' or "
+                "'-o -')\n");
+        ck_conf_release(&conf);
+        goto out;
+    }
+    path = args.stream_out || (args.stream_in && out == NULL) /* -n */
+               ? ck_strdup("-")
+               : output_path(args.stream_in ? "stdin" : in, out,
+                             conf.output.format == CK_OUT_SAFETENSORS
+                                 ? ".safetensors" : NULL);
     if (path == NULL) {
         ck_conf_release(&conf);
         goto out;
     }
+    name = args.stream_in ? "stdin" : in;
     args.in = in;
     args.out = path;
+    args.in_fd = STDIN_FILENO;
+    args.out_fd = STDOUT_FILENO;
     args.warn = run_warn;
-    args.warn_ud = (void *)in;
-    if (enter_sandbox(in, strcmp(cpath, "-") ? cpath : NULL, &conf,
-                      args.dry_run ? NULL : path) < 0) {
+    args.warn_ud = (void *)name;
+    if (args.stream_out) {
+        /* a reader that goes away is a write error (EPIPE) with its line
+         * on stderr, not a silent death */
+        signal(SIGPIPE, SIG_IGN);
+        recf = stderr;
+    }
+    if (enter_sandbox(args.stream_in ? NULL : in,
+                      strcmp(cpath, "-") ? cpath : NULL, &conf,
+                      args.dry_run || args.stream_out ? NULL : path) < 0) {
         ck_conf_release(&conf);
         rc = EXIT_FILE;
         goto out;
     }
     rc = ck_job_run(&conf, &args, &rec, &err);
     if (rc < 0)
-        say(in, NULL, err.msg);
+        say(name, NULL, err.msg);
     else if (args.dry_run)
-        print_plan(in, ck_json_text(&rec));
-    /* the record, failed or not: scripts read what happened from it */
+        print_plan(name, ck_json_text(&rec));
+    /* the record, failed or not: scripts read what happened from it;
+     * with -o - stdout is the checkpoint, so it goes to stderr */
     if (ck_json_text(&rec) != NULL)
-        printf("%s\n", ck_json_text(&rec));
+        fprintf(recf, "%s\n", ck_json_text(&rec));
     ck_json_release(&rec);
     ck_conf_release(&conf);
     rc = rc < 0 ? EXIT_FILE : 0;
@@ -637,6 +692,7 @@ static int cmd_inspect(int argc, char **argv)
         return EXIT_USAGE;
     ck_conf_limits(cpath ? &conf : NULL, &opts.lim);
     opts.allow = cpath ? conf.allow : NULL;
+    opts.allow_numpy = cpath ? conf.security.allow_numpy : 0;
     if (enter_sandbox(path, cpath, &conf, NULL) < 0) {
         ck_conf_release(&conf);
         return EXIT_FILE;

@@ -8,6 +8,8 @@
  */
 #include "omegaconf.h"
 
+#include "numpy.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -90,6 +92,7 @@ static ck_yval_t *to_yval(ck_arena_t *a, ck_py_t *p, int depth, size_t *left)
     ck_pyval_t t;
     ck_yval_t *c;
     int is_dict = 0, seq;
+    char np[128] = "<";
 
     if (depth > 64 || *left == 0)
         return yv_str(a, "<...>");
@@ -97,6 +100,10 @@ static ck_yval_t *to_yval(ck_arena_t *a, ck_py_t *p, int depth, size_t *left)
     p = ck_omc_unwrap(p);
     if (ck_pyval_of(p, &t))
         return ck_yval_of(a, &t);
+    if (ck_np_describe(p, np + 1, sizeof(np) - 2)) {
+        strcat(np, ">"); /* <ndarray float64 (3,)> */
+        return yv_str(a, np);
+    }
     items = ck_py_mapping(p);
     is_dict = items != NULL;
     seq = p->kind == CK_PY_LIST || p->kind == CK_PY_TUPLE;

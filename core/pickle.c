@@ -27,6 +27,9 @@
 
 /* ---- reader state ------------------------------------------------------ */
 
+#define RD_SMALL_MIN (-8)
+#define RD_SMALL_INTS 1032 /* -8 .. 1023 */
+
 typedef struct {
     pk_cur_t c;
     const ck_limits_t *lim;
@@ -39,6 +42,12 @@ typedef struct {
     size_t mp, mcap;
     ck_py_t **memo;
     size_t memocap, memocount;
+    /* None, (), the bools and small ints, one node each per pickle: the
+     * writer never memoizes them and nothing edits them in place (the
+     * reader adds items to lists, dicts and sets only), so sharing is
+     * invisible, and a tensor's offset, shape, stride, requires_grad and
+     * hooks' () cost no node */
+    ck_py_t *none, *empty_tuple, *bools[2], *ints[RD_SMALL_INTS];
 } rd_t;
 
 /* Records "pickle at byte N: ..." with N the offset of at, or "pickle
@@ -154,7 +163,9 @@ static int seq_from(rd_t *r, ck_py_vec_t *v, size_t base)
 {
     size_t n = r->sp - base;
 
-    v->n = v->cap = n;
+    if (n > UINT32_MAX)
+        return rd_fail(r, CK_ELIMIT, "a container of more than 2^32 items");
+    v->n = v->cap = (uint32_t)n;
     if (n) {
         v->v = ck_arena_alloc(r->a, n * sizeof(*v->v));
         if (v->v == NULL)
@@ -449,11 +460,32 @@ static int tuple_of(rd_t *r, size_t base)
 
 static int push_bool(rd_t *r, int b)
 {
-    ck_py_t *v = ck_py_new(r->a, CK_PY_BOOL);
+    ck_py_t *v = r->bools[b];
 
-    if (v != NULL)
+    if (v == NULL && (v = ck_py_new(r->a, CK_PY_BOOL)) != NULL) {
         v->b = (uint8_t)b;
+        r->bools[b] = v;
+    }
     return push(r, v);
+}
+
+static int push_none(rd_t *r)
+{
+    if (r->none == NULL)
+        r->none = ck_py_new(r->a, CK_PY_NONE);
+    return push(r, r->none);
+}
+
+static int push_int(rd_t *r, int64_t v)
+{
+    ck_py_t **slot;
+
+    if (v < RD_SMALL_MIN || v >= RD_SMALL_MIN + RD_SMALL_INTS)
+        return push(r, ck_py_int(r->a, v));
+    slot = &r->ints[v - RD_SMALL_MIN];
+    if (*slot == NULL)
+        *slot = ck_py_int(r->a, v);
+    return push(r, *slot);
 }
 
 /* PROTO, FRAME, STOP, and what is refused: EXT1/2/4 and protocol 5's
@@ -543,7 +575,7 @@ static int op_int(rd_t *r, int op)
 
     switch (op) {
     case OP_NONE:
-        return push(r, ck_py_new(r->a, CK_PY_NONE));
+        return push_none(r);
     case OP_NEWTRUE:
     case OP_NEWFALSE:
         return push_bool(r, op == OP_NEWTRUE);
@@ -573,7 +605,7 @@ static int op_int(rd_t *r, int op)
     }
     if ((rc = rd_check(r)) < 0)
         return rc;
-    return push(r, ck_py_int(r->a, v));
+    return push_int(r, v);
 }
 
 /* FLOAT (text as repr() gives it) and BINFLOAT (big-endian IEEE 754). */
@@ -681,11 +713,14 @@ static int op_stack(rd_t *r, int op)
     case OP_POP_MARK:
         if ((base = pop_mark(r)) < 0)
             return CK_EFORMAT;
-        r->sp = (size_t)base;
+        while (r->sp > (size_t)base)
+            if (ck_py_vec_push(r->a, &r->out->dropped, r->stack[--r->sp]) < 0)
+                return rd_nomem(r);
         return 0;
     case OP_POP:
         if (r->sp > frame_base(r)) {
-            r->sp--;
+            if (ck_py_vec_push(r->a, &r->out->dropped, r->stack[--r->sp]) < 0)
+                return rd_nomem(r);
             return 0;
         }
         return pop_mark(r) < 0 ? CK_EFORMAT : 0;
@@ -705,7 +740,9 @@ static int op_container(rd_t *r, int op)
 
     switch (op) {
     case OP_EMPTY_TUPLE:
-        return push(r, ck_py_new(r->a, CK_PY_TUPLE));
+        if (r->empty_tuple == NULL)
+            r->empty_tuple = ck_py_new(r->a, CK_PY_TUPLE);
+        return push(r, r->empty_tuple);
     case OP_EMPTY_LIST:
         return push(r, ck_py_new(r->a, CK_PY_LIST));
     case OP_EMPTY_DICT:

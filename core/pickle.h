@@ -45,9 +45,11 @@ typedef enum {
 
 typedef struct ck_py ck_py_t;
 
+/* Items of a container; 32-bit counts keep a node small (a pickle is at
+ * most 4 GiB, so no container holds more). */
 typedef struct {
     ck_py_t **v;
-    size_t n, cap;
+    uint32_t n, cap;
 } ck_py_vec_t;
 
 struct ck_py {
@@ -56,7 +58,6 @@ struct ck_py {
     uint32_t wgen;  /* writer and walker bookkeeping */
     uint32_t widx;
     void *wref;     /* walker scratch (ck_py_equal) */
-    void *aux;      /* owned by the layer above (torch) */
     union {
         struct {
             int64_t v;
@@ -78,8 +79,14 @@ struct ck_py {
             ck_py_vec_t list;  /* appended items */
             ck_py_vec_t dict;  /* set items, k0 v0 k1 v1 */
             ck_py_t *state;    /* BUILD argument, or NULL */
+            void *aux;         /* owned by the torch layer: a tensor
+                                  call's ck_tensor_t */
         } o;
-        ck_py_t *pid;
+        struct {
+            ck_py_t *pid;
+            void *pid_aux;     /* owned by the torch layer: the
+                                  ck_storage_t the id names */
+        };
     } u;
 };
 
@@ -100,6 +107,8 @@ typedef struct {
     ck_py_t *root;
     int protocol;           /* from PROTO, 0 or 1 when absent */
     ck_py_vec_t globals;
+    ck_py_vec_t dropped;    /* values POP and POP_MARK discarded: not in
+                               the graph, yet a torch.load builds them */
     size_t consumed;        /* bytes up to and including STOP */
 } ck_pickle_t;
 
@@ -175,6 +184,14 @@ void ck_int_negate(uint8_t *le, size_t n);
  * safe for one graph: it marks the nodes it visits.
  */
 int ck_py_equal(ck_py_t *a, ck_py_t *b, uint32_t max_depth);
+
+/*
+ * A structural hash that agrees with ck_py_equal: equal graphs hash alike.
+ * Containers contribute their length and, down to 'depth' levels, their
+ * items (at most 16 per level), so the cost is bounded whatever the graph;
+ * cycles end at the depth.  For bucketing keys before ck_py_equal.
+ */
+uint64_t ck_py_hash(const ck_py_t *p, uint32_t depth);
 
 /* A fresh generation number for walkers that mark visited nodes. */
 uint32_t ck_py_next_gen(void);

@@ -9,13 +9,14 @@
  */
 #include "pickle.h"
 
+#include <stddef.h>
 #include <string.h>
 
 void ck_limits_default(ck_limits_t *l)
 {
     l->max_pickle_bytes = 1ull << 30;
     l->max_depth = 1000;
-    l->max_memo = 1u << 24;
+    l->max_memo = 1u << 25;
     l->max_string_bytes = 256ull << 20;
     l->cancel = NULL;
 }
@@ -33,9 +34,47 @@ uint32_t ck_py_next_gen(void)
 
 /* ---- nodes ------------------------------------------------------------ */
 
+/*
+ * A node takes the bytes its kind uses, not the whole union: a graph of
+ * 10^5 tensors holds millions of nodes, most of them strs, ints and tuples.
+ * Nothing copies a node whole, and a node's kind never changes.
+ */
+static size_t node_size(ck_py_kind_t kind)
+{
+    size_t head = offsetof(ck_py_t, u);
+
+    switch (kind) {
+    case CK_PY_NONE:
+    case CK_PY_BOOL:
+        return head;
+    case CK_PY_INT:
+        return head + sizeof(((ck_py_t *)0)->u.i);
+    case CK_PY_FLOAT:
+        return head + sizeof(((ck_py_t *)0)->u.f);
+    case CK_PY_STR:
+    case CK_PY_BYTES:
+    case CK_PY_BYTEARRAY:
+        return head + sizeof(((ck_py_t *)0)->u.s);
+    case CK_PY_TUPLE:
+    case CK_PY_LIST:
+    case CK_PY_DICT:
+    case CK_PY_SET:
+    case CK_PY_FROZENSET:
+        return head + sizeof(((ck_py_t *)0)->u.seq);
+    case CK_PY_GLOBAL:
+        return head + sizeof(((ck_py_t *)0)->u.g);
+    case CK_PY_PERSID:
+        return offsetof(ck_py_t, u.pid_aux) + sizeof(void *);
+    case CK_PY_REDUCE:
+    case CK_PY_NEWOBJ:
+        break;
+    }
+    return sizeof(ck_py_t);
+}
+
 ck_py_t *ck_py_new(ck_arena_t *a, ck_py_kind_t kind)
 {
-    ck_py_t *p = ck_arena_alloc(a, sizeof(*p));
+    ck_py_t *p = ck_arena_alloc(a, node_size(kind));
 
     if (p != NULL)
         p->kind = (uint8_t)kind;
@@ -100,10 +139,12 @@ ck_py_t *ck_py_global(ck_arena_t *a, const char *module, const char *name)
 int ck_py_vec_push(ck_arena_t *a, ck_py_vec_t *v, ck_py_t *item)
 {
     if (v->n == v->cap) {
-        size_t cap = v->cap ? v->cap * 2 : 4;
+        size_t cap = v->cap ? (size_t)v->cap * 2 : 4;
         ck_py_t **nv;
 
-        if (cap > SIZE_MAX / sizeof(*nv))
+        if (cap > UINT32_MAX)
+            cap = UINT32_MAX;
+        if (v->n == cap || cap > SIZE_MAX / sizeof(*nv))
             return CK_ENOMEM;
         nv = ck_arena_alloc(a, cap * sizeof(*nv));
         if (nv == NULL)
@@ -111,7 +152,7 @@ int ck_py_vec_push(ck_arena_t *a, ck_py_vec_t *v, ck_py_t *item)
         if (v->n)
             memcpy(nv, v->v, v->n * sizeof(*nv));
         v->v = nv;
-        v->cap = cap;
+        v->cap = (uint32_t)cap;
     }
     v->v[v->n++] = item;
     return 0;
@@ -270,6 +311,64 @@ static int vec_equal(ck_py_vec_t *a, ck_py_vec_t *b, uint32_t gen,
         if (!eq(a->v[i], b->v[i], gen, depth + 1, max))
             return 0;
     return 1;
+}
+
+static uint64_t hash_mix(uint64_t h, uint64_t v)
+{
+    return (h ^ v) * 0x100000001b3ULL;
+}
+
+static uint64_t hash_vec(uint64_t h, const ck_py_vec_t *v, uint32_t depth)
+{
+    h = hash_mix(h, v->n);
+    for (size_t i = 0; depth > 0 && i < v->n && i < 16; i++)
+        h = hash_mix(h, ck_py_hash(v->v[i], depth - 1));
+    return h;
+}
+
+uint64_t ck_py_hash(const ck_py_t *p, uint32_t depth)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+
+    if (p == NULL)
+        return h;
+    h = hash_mix(h, p->kind);
+    switch ((ck_py_kind_t)p->kind) {
+    case CK_PY_NONE:
+        return h;
+    case CK_PY_BOOL:
+        return hash_mix(h, p->b);
+    case CK_PY_INT:
+        h = hash_mix(h, (uint64_t)p->u.i.v);
+        return p->u.i.nbig ? hash_mix(h, ck_hash_fnv1a(p->u.i.big, p->u.i.nbig))
+                           : h;
+    case CK_PY_FLOAT:
+        return hash_mix(h, ck_hash_fnv1a(p->u.f, 8));
+    case CK_PY_STR:
+    case CK_PY_BYTES:
+    case CK_PY_BYTEARRAY:
+        return hash_mix(h, ck_hash_fnv1a(p->u.s.s, p->u.s.n));
+    case CK_PY_TUPLE:
+    case CK_PY_LIST:
+    case CK_PY_DICT:
+    case CK_PY_SET:
+    case CK_PY_FROZENSET:
+        return hash_vec(h, &p->u.seq, depth);
+    case CK_PY_GLOBAL:
+        h = hash_mix(h, ck_hash_fnv1a(p->u.g.module, strlen(p->u.g.module)));
+        return hash_mix(h, ck_hash_fnv1a(p->u.g.name, strlen(p->u.g.name)));
+    case CK_PY_REDUCE:
+    case CK_PY_NEWOBJ:
+        if (depth == 0)
+            return h;
+        h = hash_mix(h, ck_py_hash(p->u.o.fn, depth - 1));
+        h = hash_mix(h, ck_py_hash(p->u.o.args, depth - 1));
+        h = hash_vec(h, &p->u.o.list, depth - 1);
+        return hash_vec(h, &p->u.o.dict, depth - 1);
+    case CK_PY_PERSID:
+        return depth ? hash_mix(h, ck_py_hash(p->u.pid, depth - 1)) : h;
+    }
+    return h;
 }
 
 int ck_py_equal(ck_py_t *a, ck_py_t *b, uint32_t max_depth)

@@ -7,7 +7,9 @@
  * takes only what the format uses (objects, strings, arrays of whole
  * numbers), no duplicate keys, known dtypes, shapes whose byte counts
  * match their ranges, and ranges inside the data covering it with no gap
- * or overlap.  No tensor byte is read: storages point into the file.
+ * or overlap.  No tensor byte is read by the open: storages point into the
+ * file; the fingerprint, which must cover the tensor bytes, reads them
+ * when asked (ck_st_fingerprint_input).
  */
 #define _GNU_SOURCE
 #include "safetensors.h"
@@ -21,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
+#include <xxhash.h>
 
 /* safetensors dtype names: the spec's, and torch's */
 static const struct {
@@ -538,18 +542,17 @@ int ck_st_open(ck_ckpt_t *c, ck_err_t *err)
         rc = ck_err_set(err, CK_EFORMAT, "safetensors header is not UTF-8");
         goto out;
     }
-    rc = ck_ckpt_zip_fingerprint(c->fd, c->st.size, text, (size_t)len, 0, 0,
-                                 c->fingerprint, err);
-    if (rc < 0)
-        goto out;
     r = (rd_t){ text, text + len, text, &c->arena, err };
     data = c->st.size - 8 - len;
     rc = parse_header(c, &r, data, &h, &n);
     if (rc < 0)
         goto out;
     c->pickle_bytes = (size_t)len;
+    c->st_hdr_len = len;
+    c->st_n = n;
+    c->st_sizes = ck_arena_alloc(&c->arena, (n + 1) * sizeof(*c->st_sizes));
     root = ck_py_new(&c->arena, CK_PY_DICT);
-    if (root == NULL) {
+    if (root == NULL || c->st_sizes == NULL) {
         rc = ck_err_set(err, CK_ENOMEM, "out of memory");
         goto out;
     }
@@ -567,6 +570,7 @@ int ck_st_open(ck_ckpt_t *c, ck_err_t *err)
                             "torch.save's format", h[i].name, h[i].dt->name);
             break;
         }
+        c->st_sizes[i] = h[i].end - h[i].begin;
         st->key = ck_arena_printf(&c->arena, "%zu", i);
         st->dtype = h[i].dt;
         st->nbytes = h[i].end - h[i].begin;
@@ -587,5 +591,87 @@ int ck_st_open(ck_ckpt_t *c, ck_err_t *err)
     c->pk.root = root;
 out:
     ck_free(text);
+    return rc;
+}
+
+/* ---- fingerprint ------------------------------------------------------- */
+
+int ck_st_fingerprint(uint64_t size, const void *hdr, size_t n,
+                      const uint64_t *sums, size_t count, char out[65],
+                      ck_err_t *err)
+{
+    uint8_t *b = ck_malloc(count * 8 + 1);
+    int rc;
+
+    if (b == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    for (size_t i = 0; i < count; i++)
+        for (int k = 0; k < 8; k++)
+            b[8 * i + k] = (uint8_t)(sums[i] >> (8 * k));
+    rc = ck_fingerprint_parts(size, hdr, n, b, count * 8, out);
+    ck_free(b);
+    if (rc < 0)
+        return ck_err_set(err, rc, "fingerprint: %s", ck_strerror(rc));
+    return 0;
+}
+
+int ck_st_fingerprint_input(ck_ckpt_t *c, ck_err_t *err)
+{
+    uint64_t off = 8 + c->st_hdr_len, left = 0, k;
+    uint64_t *sums = ck_malloc((c->st_n + 1) * sizeof(*sums));
+    uint8_t *buf = ck_malloc(CK_ST_SUM_CHUNK);
+    char *text = ck_malloc((size_t)c->st_hdr_len + 1);
+    XXH3_state_t hs;
+    size_t i = 0;
+    int rc = 0;
+
+    XXH3_INITSTATE(&hs);
+    if (sums == NULL || buf == NULL || text == NULL) {
+        rc = ck_err_set(err, CK_ENOMEM, "out of memory");
+        goto out;
+    }
+    rc = ck_pread_full(c->fd, text, (size_t)c->st_hdr_len, 8);
+    if (rc < 0) {
+        rc = ck_err_set(err, rc, "read: %s", strerror(-rc));
+        goto out;
+    }
+    /* the data is the tensors end to end (ck_st_open checked): a sum ends
+     * where the next tensor begins, whichever piece read holds it */
+    XXH3_64bits_reset(&hs);
+    for (;;) {
+        while (left == 0 && i < c->st_n) {
+            left = c->st_sizes[i];
+            if (left > 0)
+                break;
+            sums[i++] = XXH3_64bits_digest(&hs);
+        }
+        if (i == c->st_n)
+            break;
+        k = left < CK_ST_SUM_CHUNK ? left : CK_ST_SUM_CHUNK;
+        if (c->cancel != NULL && __atomic_load_n(c->cancel, __ATOMIC_RELAXED)) {
+            rc = ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
+            goto out;
+        }
+        rc = ck_pread_full(c->fd, buf, (size_t)k, off);
+        if (rc < 0) {
+            rc = ck_err_set(err, rc == -EIO ? CK_EFORMAT : rc, "read: %s",
+                            rc == -EIO ? "input shrank while read"
+                                       : strerror(-rc));
+            goto out;
+        }
+        XXH3_64bits_update(&hs, buf, (size_t)k);
+        off += k;
+        left -= k;
+        if (left == 0) {
+            sums[i++] = XXH3_64bits_digest(&hs);
+            XXH3_64bits_reset(&hs);
+        }
+    }
+    rc = ck_st_fingerprint(c->st.size, text, (size_t)c->st_hdr_len, sums,
+                           c->st_n, c->fingerprint, err);
+out:
+    ck_free(text);
+    ck_free(buf);
+    ck_free(sums);
     return rc;
 }

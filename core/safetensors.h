@@ -32,9 +32,25 @@ const char *ck_st_dtype_name(const ck_dtype_t *dt);
  * safetensors header of a file of size bytes. */
 int ck_st_sniff(const uint8_t *p, size_t n, uint64_t size);
 
-/* Read c->fd as safetensors into c (the graph, storages, fingerprint),
- * validating the whole header first. */
+/* Read c->fd as safetensors into c (the graph, storages), validating the
+ * whole header first; the fingerprint is left to ck_ckpt_fingerprint. */
 int ck_st_open(ck_ckpt_t *c, ck_err_t *err);
+
+/*
+ * A safetensors file's fingerprint (hex, into out): SHA-256 over its size,
+ * its header (hdr, n bytes: the JSON and its padding) and sums[0..count),
+ * each 8 bytes little-endian: the XXH3-64 of each tensor's bytes, in the
+ * order of the data.  This is the zip's central directory and its CRC-32s
+ * made for a format that stores none.  0 or an error.
+ */
+int ck_st_fingerprint(uint64_t size, const void *hdr, size_t n,
+                      const uint64_t *sums, size_t count, char out[65],
+                      ck_err_t *err);
+
+/* c->fingerprint of the safetensors input c, reading its data once in
+ * CK_ST_SUM_CHUNK pieces.  0 or an error. */
+int ck_st_fingerprint_input(ck_ckpt_t *c, ck_err_t *err);
+#define CK_ST_SUM_CHUNK (4u << 20)
 
 typedef struct {
     const char *name;  /* UTF-8, no NUL */

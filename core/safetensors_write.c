@@ -11,6 +11,7 @@
 
 #include "json.h"
 #include "omegaconf.h"
+#include "ostream.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,9 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
+#include <xxhash.h>
 
-#define WBUF (4u << 20)         /* bytes gathered before a write */
-#define KICK (8ull << 20)       /* write-out started every this many bytes */
 #define SPAN_MAX (256ull << 20) /* a strided view read whole up to this */
 
 /* The first of "a|b|c" that exists ("/" is the top). */
@@ -312,63 +313,19 @@ void ck_st_plan_release(ck_st_plan_t *p)
 typedef struct {
     ck_ckpt_t *c;
     ck_st_plan_t *p;
-    int fd;
-    uint64_t off, started;
-    uint8_t *buf;
-    size_t len;
+    ck_ostream_t os;
+    XXH3_state_t *sum;  /* the tensor being written, NULL for the header */
 } out_t;
-
-static int flush(out_t *w, ck_err_t *err)
-{
-    int rc;
-
-    if (w->len == 0)
-        return 0;
-    rc = ck_pwrite_full(w->fd, w->buf, w->len, w->off);
-    if (rc < 0)
-        return ck_err_set(err, rc, "write: %s", strerror(-rc));
-    w->off += w->len;
-    w->len = 0;
-    if (w->off - w->started >= KICK) {
-        sync_file_range(w->fd, (off_t)w->started, (off_t)(w->off - w->started),
-                        SYNC_FILE_RANGE_WRITE);
-        w->started = w->off;
-    }
-    return 0;
-}
 
 static int sink_cb(void *arg, const void *p, size_t n, ck_err_t *err)
 {
     out_t *w = arg;
-    const uint8_t *s = p;
 
     if (w->c->cancel != NULL && __atomic_load_n(w->c->cancel, __ATOMIC_RELAXED))
         return ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
-    if (w->len == 0 && n >= (1u << 20)) {
-        /* a whole chunk (a cast's, a copy's): written as it is, no copy */
-        int rc = ck_pwrite_full(w->fd, p, n, w->off);
-
-        if (rc < 0)
-            return ck_err_set(err, rc, "write: %s", strerror(-rc));
-        w->off += n;
-        if (w->off - w->started >= KICK) {
-            sync_file_range(w->fd, (off_t)w->started,
-                            (off_t)(w->off - w->started), SYNC_FILE_RANGE_WRITE);
-            w->started = w->off;
-        }
-        return 0;
-    }
-    while (n > 0) {
-        size_t k = WBUF - w->len < n ? WBUF - w->len : n;
-
-        memcpy(w->buf + w->len, s, k);
-        w->len += k;
-        s += k;
-        n -= k;
-        if (w->len == WBUF && flush(w, err) < 0)
-            return err->code;
-    }
-    return 0;
+    if (w->sum != NULL)
+        XXH3_64bits_update(w->sum, p, n);
+    return ck_ostream_write(&w->os, p, n, err);
 }
 
 /*
@@ -424,37 +381,48 @@ static int gather(out_t *w, const ck_tensor_t *t, ck_err_t *err)
 static int body(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
                 ck_err_t *err)
 {
-    out_t w = { c, arg, fd, 0, 0, NULL, 0 };
     ck_st_plan_t *p = arg;
+    out_t w = { c, p, { 0 }, NULL };
+    uint64_t *sums = ck_malloc((p->n + 1) * sizeof(*sums));
+    XXH3_state_t hs;
     int rc;
 
-    w.buf = ck_malloc(WBUF);
-    if (w.buf == NULL)
+    XXH3_INITSTATE(&hs);
+    if (sums == NULL)
         return ck_err_set(err, CK_ENOMEM, "out of memory");
+    rc = ck_ostream_init(&w.os, fd, p->header.len + p->data_bytes, err);
+    if (rc < 0)
+        goto out;
     rc = sink_cb(&w, p->header.data, p->header.len, err);
+    w.sum = &hs;
     for (size_t i = 0; i < p->n && rc == 0; i++) {
         const ck_tensor_t *t = p->e[i].t;
         uint64_t per = t->st->dtype ? 1 : t->dtype->itemsize;
 
+        XXH3_64bits_reset(&hs);
         if (t->numel == 0)
-            continue;
-        if (ck_tensor_contiguous(t))
+            rc = 0;
+        else if (ck_tensor_contiguous(t))
             rc = ck_ckpt_storage_stream(c, t->st, t->offset * per,
                                         t->numel * per, sink_cb, &w, err);
         else
             rc = gather(&w, t, err);
+        sums[i] = XXH3_64bits_digest(&hs);
     }
     if (rc == 0)
-        rc = flush(&w, err);
-    ck_free(w.buf);
-    if (rc < 0)
-        return rc;
-    info->size = w.off;
+        rc = ck_ostream_finish(&w.os, err);
+    info->size = ck_ostream_size(&w.os);
     info->nstorages = p->n;
     info->storage_bytes = p->data_bytes;
-    return ck_ckpt_zip_fingerprint(fd, w.off, p->header.data + 8,
-                                   p->header.len - 8, 0, 0, info->fingerprint,
-                                   err);
+    /* as an open of the file would compute it (ck_st_fingerprint_input) */
+    if (rc == 0)
+        rc = ck_st_fingerprint(info->size, p->header.data + 8,
+                               p->header.len - 8, sums, p->n,
+                               info->fingerprint, err);
+out:
+    ck_ostream_release(&w.os);
+    ck_free(sums);
+    return rc;
 }
 
 int ck_st_write(ck_ckpt_t *c, ck_st_plan_t *p, const char *out_path,

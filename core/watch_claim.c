@@ -323,6 +323,7 @@ static int complete(const ck_conf_t *conf, const char *path, const ident_t *id,
         ck_conf_limits(conf, &o.lim);
         o.lim.cancel = stopping;    /* its result is not wanted then */
         o.allow = conf->allow;
+        o.allow_numpy = conf->security.allow_numpy;
         ok = ck_ckpt_open(&c, path, &o, &e) == 0;
         ck_ckpt_close(&c);
     }

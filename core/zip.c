@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -39,12 +40,15 @@ int ck_pread_full(int fd, void *p, size_t n, uint64_t off)
     return 0;
 }
 
-int ck_pwrite_full(int fd, const void *p, size_t n, uint64_t off)
+/* off: where to pwrite, or UINT64_MAX to write at the descriptor's
+ * position (a pipe). */
+static int write_at(int fd, const void *p, size_t n, uint64_t off)
 {
     const uint8_t *b = p;
 
     while (n > 0) {
-        ssize_t r = pwrite(fd, b, n, (off_t)off);
+        ssize_t r = off == UINT64_MAX ? write(fd, b, n)
+                                      : pwrite(fd, b, n, (off_t)off);
 
         if (r < 0 && errno == EINTR)
             continue;
@@ -52,9 +56,29 @@ int ck_pwrite_full(int fd, const void *p, size_t n, uint64_t off)
             return -errno;
         b += r;
         n -= (size_t)r;
-        off += (uint64_t)r;
+        if (off != UINT64_MAX)
+            off += (uint64_t)r;
     }
     return 0;
+}
+
+int ck_pwrite_full(int fd, const void *p, size_t n, uint64_t off)
+{
+    return write_at(fd, p, n, off);
+}
+
+void ck_pipe_widen(int fd)
+{
+    struct stat sb;
+
+    if (fstat(fd, &sb) == 0 && S_ISFIFO(sb.st_mode) &&
+        fcntl(fd, F_GETPIPE_SZ) < (1 << 20))
+        (void)fcntl(fd, F_SETPIPE_SZ, 1 << 20);
+}
+
+int ck_write_full(int fd, const void *p, size_t n)
+{
+    return write_at(fd, p, n, UINT64_MAX);
 }
 
 /* ---- bounded little-endian cursor ------------------------------------- */
@@ -91,6 +115,25 @@ static const uint8_t *rd_bytes(cur_t *c, size_t n)
 }
 
 /* ---- reader ----------------------------------------------------------- */
+
+/* Where the end records and the central directory are read from: the file
+ * at fd, or (a stream's tail, ck_zip_open_tail) bytes [base, base + n) of
+ * it held in memory. */
+typedef struct {
+    int fd;
+    const uint8_t *mem;
+    uint64_t base, n;
+} src_t;
+
+static int src_read(const src_t *s, void *p, size_t n, uint64_t off)
+{
+    if (s->mem == NULL)
+        return ck_pread_full(s->fd, p, n, off);
+    if (off < s->base || off - s->base > s->n || n > s->n - (off - s->base))
+        return -EIO;
+    memcpy(p, s->mem + (off - s->base), n);
+    return 0;
+}
 
 static int name_ok(const char *s, size_t n)
 {
@@ -129,14 +172,6 @@ static int cmp_lho(const void *a, const void *b)
     return x->lho < y->lho ? -1 : x->lho > y->lho;
 }
 
-static int cmp_name(const void *a, const void *b)
-{
-    const ck_zip_entry_t *x = *(ck_zip_entry_t *const *)a;
-    const ck_zip_entry_t *y = *(ck_zip_entry_t *const *)b;
-
-    return strcmp(x->name, y->name);
-}
-
 /* Names as miniz's mz_zip_reader_locate_file compares them when torch
  * looks a record up (flags 0): ASCII letters folded to lower case. */
 static int fold_cmp(const char *x, const char *y)
@@ -148,14 +183,6 @@ static int fold_cmp(const char *x, const char *y)
         if (a != b || a == 0)
             return (unsigned char)a - (unsigned char)b;
     }
-}
-
-static int cmp_fold(const void *a, const void *b)
-{
-    const ck_zip_entry_t *x = *(ck_zip_entry_t *const *)a;
-    const ck_zip_entry_t *y = *(ck_zip_entry_t *const *)b;
-
-    return fold_cmp(x->name, y->name);
 }
 
 /* Zip64 extended information: the fields whose 32-bit value is saturated. */
@@ -187,7 +214,7 @@ static int zip64_extra(cur_t *x, ck_zip_entry_t *e, int usize64, int csize64,
 
 /* The zip64 end record the locator before the classic one points at, if
  * any: it replaces what the classic record saturated. */
-static int end_zip64(int fd, const uint8_t *loc, uint64_t eocd, ck_zip_t *z,
+static int end_zip64(const src_t *src, const uint8_t *loc, uint64_t eocd, ck_zip_t *z,
                      uint64_t *count, uint64_t *end_of_data, ck_err_t *err)
 {
     cur_t l = { loc, loc + 20, 0 };
@@ -202,7 +229,7 @@ static int end_zip64(int fd, const uint8_t *loc, uint64_t eocd, ck_zip_t *z,
     if (rd(&l, 4) > 1) /* disks in all */
         return ck_err_set(err, CK_EFORMAT, "zip: multi-disk archive");
     if (off64 > eocd - 20 - 56 ||
-        ck_pread_full(fd, e64, sizeof(e64), off64) < 0)
+        src_read(src, e64, sizeof(e64), off64) < 0)
         return ck_err_set(err, CK_EFORMAT, "zip: bad zip64 locator");
     l.p = e64;
     l.end = e64 + sizeof(e64);
@@ -235,20 +262,23 @@ static int end_zip64(int fd, const uint8_t *loc, uint64_t eocd, ck_zip_t *z,
 
 /* Find the end records and from them the central directory: z->cd_off,
  * z->cd_size, z->zip64 and the entry count. */
-static int find_end(int fd, uint64_t fsize, ck_zip_t *z, uint64_t *count,
-                    ck_err_t *err)
+static int find_end(const src_t *src, uint64_t fsize, ck_zip_t *z,
+                    uint64_t *count, ck_err_t *err)
 {
     uint8_t tail[65536 + 22 + 20];
-    size_t tlen = fsize < sizeof(tail) ? (size_t)fsize : sizeof(tail);
+    uint64_t avail = src->mem ? src->n : fsize;
+    size_t tlen = avail < sizeof(tail) ? (size_t)avail : sizeof(tail);
     uint64_t tstart = fsize - tlen, eocd = UINT64_MAX, end_of_data, cnt_disk;
     cur_t c;
     int rc;
 
     if (fsize < 22)
         return ck_err_set(err, CK_EFORMAT, "zip: file too short");
-    rc = ck_pread_full(fd, tail, tlen, tstart);
+    rc = src_read(src, tail, tlen, tstart);
     if (rc < 0)
         return ck_err_set(err, rc, "read: %s", strerror(-rc));
+    if (tlen < 22)
+        return ck_err_set(err, CK_EFORMAT, "zip: no end of central directory");
     for (size_t i = tlen - 22 + 1; i-- > 0;) {
         c.p = tail + i;
         c.end = tail + tlen;
@@ -276,7 +306,7 @@ static int find_end(int fd, uint64_t fsize, ck_zip_t *z, uint64_t *count,
     z->cd_off = rd(&c, 4);
     end_of_data = eocd;
     if (eocd - tstart >= 20) {
-        rc = end_zip64(fd, tail + (eocd - tstart) - 20, eocd, z, count,
+        rc = end_zip64(src, tail + (eocd - tstart) - 20, eocd, z, count,
                        &end_of_data, err);
         if (rc < 0)
             return rc;
@@ -303,22 +333,58 @@ static int find_end(int fd, uint64_t fsize, ck_zip_t *z, uint64_t *count,
     return 0;
 }
 
+/*
+ * A file's local headers are read through a window: they are checked in
+ * offset order (torch writes them so), and one pread brings in the headers
+ * of hundreds of small records; for large records a read is a header and
+ * a few KiB.
+ */
+#define WIN_BYTES (16 * 1024)
+
+typedef struct {
+    int fd;
+    uint8_t *buf;      /* WIN_BYTES */
+    uint64_t off;
+    size_t len;
+} win_t;
+
+/* The n bytes at off, from the window or a new one read at off (never past
+ * the central directory); NULL when the file does not hold them. */
+static const uint8_t *win_get(win_t *w, const ck_zip_t *z, uint64_t off,
+                              size_t n)
+{
+    uint64_t end;
+
+    if (off >= w->off && off - w->off <= w->len && w->len - (off - w->off) >= n)
+        return w->buf + (off - w->off);
+    end = z->cd_off - off > WIN_BYTES ? off + WIN_BYTES : z->cd_off;
+    w->len = 0;
+    if (off > z->cd_off || end - off < n ||
+        ck_pread_full(w->fd, w->buf, (size_t)(end - off), off) < 0)
+        return NULL;
+    w->off = off;
+    w->len = (size_t)(end - off);
+    return w->buf;
+}
+
 /* The entry's local header agrees with its central one (method, name) and
  * its data lies before the central directory: sets e->data_off. */
-static int check_local(int fd, const ck_zip_t *z, ck_zip_entry_t *e,
-                       const uint8_t *name, uint64_t nlen, ck_err_t *err)
+static int check_local(void *ud, const ck_zip_t *z, ck_zip_entry_t *e,
+                       ck_err_t *err)
 {
-    uint8_t lh[30];
-    char lname[512];
+    win_t *w = ud;
+    const char *name = e->name;
+    uint64_t nlen = strlen(name);
+    const uint8_t *lh, *lname;
     uint64_t ln, lx;
     cur_t l;
 
     if (e->lho > z->cd_off || z->cd_off - e->lho < 30 ||
-        ck_pread_full(fd, lh, sizeof(lh), e->lho) < 0)
+        (lh = win_get(w, z, e->lho, 30)) == NULL)
         return ck_err_set(err, CK_EFORMAT,
                           "zip: %s: local header out of bounds", e->name);
     l.p = lh;
-    l.end = lh + sizeof(lh);
+    l.end = lh + 30;
     l.bad = 0;
     if (rd(&l, 4) != SIG_LOCAL)
         return ck_err_set(err, CK_EFORMAT, "zip: %s: bad local header",
@@ -333,8 +399,8 @@ static int check_local(int fd, const ck_zip_t *z, ck_zip_entry_t *e,
     ln = rd(&l, 2);
     lx = rd(&l, 2);
     e->data_off = e->lho + 30 + ln + lx;
-    if (ln != nlen || ln > sizeof(lname) || e->data_off > z->cd_off ||
-        ck_pread_full(fd, lname, (size_t)ln, e->lho + 30) < 0 ||
+    if (ln != nlen || ln > 512 || e->data_off > z->cd_off ||
+        (lname = win_get(w, z, e->lho + 30, (size_t)ln)) == NULL ||
         memcmp(lname, name, (size_t)ln) != 0)
         return ck_err_set(err, CK_EFORMAT,
                           "zip: %s: local and central headers disagree",
@@ -347,8 +413,8 @@ static int check_local(int fd, const ck_zip_t *z, ck_zip_entry_t *e,
 }
 
 /* Read central directory entry i at c into e, and check it. */
-static int read_entry(int fd, ck_zip_t *z, cur_t *c, size_t i,
-                      ck_zip_entry_t *e, ck_arena_t *arena, ck_err_t *err)
+static int read_entry(cur_t *c, size_t i, ck_zip_entry_t *e,
+                      ck_arena_t *arena, ck_err_t *err)
 {
     uint64_t nlen, xlen, clen, disk;
     const uint8_t *name, *extra;
@@ -412,37 +478,94 @@ static int read_entry(int fd, ck_zip_t *z, cur_t *c, size_t i,
     if (e->method == 0 && e->csize != e->usize)
         return ck_err_set(err, CK_EFORMAT,
                           "zip: %s: stored entry with two sizes", e->name);
-    return check_local(fd, z, e, name, nlen, err);
-}
-
-/* No two entries overlap and no name is there twice, nor twice ignoring
- * case (torch's miniz finds records ignoring case: of 'archive/Data.pkl'
- * and 'archive/data.pkl' it may load either); leaves order sorted by name. */
-static int check_layout(ck_zip_entry_t **order, size_t n, ck_err_t *err)
-{
-    qsort(order, n, sizeof(*order), cmp_lho);
-    for (size_t i = 0; i + 1 < n; i++)
-        if (order[i]->data_off + order[i]->csize > order[i + 1]->lho)
-            return ck_err_set(err, CK_EFORMAT, "zip: entries %s and %s overlap",
-                              order[i]->name, order[i + 1]->name);
-    qsort(order, n, sizeof(*order), cmp_name);
-    for (size_t i = 0; i + 1 < n; i++)
-        if (strcmp(order[i]->name, order[i + 1]->name) == 0)
-            return ck_err_set(err, CK_EFORMAT, "zip: duplicate entry %s",
-                              order[i]->name);
-    qsort(order, n, sizeof(*order), cmp_fold);
-    for (size_t i = 0; i + 1 < n; i++)
-        if (fold_cmp(order[i]->name, order[i + 1]->name) == 0)
-            return ck_err_set(err, CK_EFORMAT,
-                              "zip: entries %s and %s differ only in case "
-                              "(torch would read either)",
-                              order[i]->name, order[i + 1]->name);
-    qsort(order, n, sizeof(*order), cmp_name);
     return 0;
 }
 
-int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
-                ck_err_t *err)
+/* A name's hash with ASCII letters folded as fold_cmp folds them. */
+static uint64_t fold_hash(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325u;
+
+    for (; *s; s++)
+        h = (h ^ (uint64_t)(unsigned char)((*s >= 'A' && *s <= 'Z') ? *s - 'A' + 'a'
+                                                                      : *s)) *
+            0x100000001b3u;
+    return h;
+}
+
+typedef struct {
+    uint64_t h;
+    const ck_zip_entry_t *e;
+} fold_key_t;
+
+static int cmp_fold_key(const void *a, const void *b)
+{
+    const fold_key_t *x = a, *y = b;
+
+    return x->h < y->h ? -1 : x->h > y->h;
+}
+
+/* No name twice, nor twice ignoring case: names are sorted by their folded
+ * hash and compared inside a run of one hash. */
+static int check_names(ck_zip_entry_t **order, size_t n, ck_err_t *err)
+{
+    fold_key_t *k = ck_malloc((n ? n : 1) * sizeof(*k));
+    int rc = 0;
+
+    if (k == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        k[i].h = fold_hash(order[i]->name);
+        k[i].e = order[i];
+    }
+    qsort(k, n, sizeof(*k), cmp_fold_key);
+    for (size_t r = 0, end; r < n && rc == 0; r = end) {
+        for (end = r + 1; end < n && k[end].h == k[r].h; end++)
+            ;
+        for (size_t a = r; a < end && rc == 0; a++)
+            for (size_t b = a + 1; b < end && rc == 0; b++) {
+                const char *x = k[a].e->name, *y = k[b].e->name;
+
+                if (strcmp(x, y) == 0)
+                    rc = ck_err_set(err, CK_EFORMAT, "zip: duplicate entry %s", x);
+                else if (fold_cmp(x, y) == 0)
+                    rc = ck_err_set(err, CK_EFORMAT,
+                                    "zip: entries %s and %s differ only in "
+                                    "case (torch would read either)",
+                                    x < y ? x : y, x < y ? y : x);
+            }
+    }
+    ck_free(k);
+    return rc;
+}
+
+/* Every local header agrees with the central directory (local, called in
+ * offset order), no two entries overlap and no name is there twice, nor
+ * twice ignoring case (torch's miniz finds records ignoring case: of
+ * 'archive/Data.pkl' and 'archive/data.pkl' it may load either). */
+static int check_layout(const ck_zip_t *z, ck_zip_entry_t **order, size_t n,
+                        ck_zip_local_fn local, void *ud, ck_err_t *err)
+{
+    size_t i;
+    int rc;
+
+    for (i = 0; i + 1 < n && order[i]->lho <= order[i + 1]->lho; i++)
+        ;
+    if (i + 1 < n) /* torch writes in order; sort only what is not */
+        qsort(order, n, sizeof(*order), cmp_lho);
+    for (i = 0; i < n; i++)
+        if ((rc = local(ud, z, order[i], err)) < 0)
+            return rc;
+    for (i = 0; i + 1 < n; i++)
+        if (order[i]->data_off + order[i]->csize > order[i + 1]->lho)
+            return ck_err_set(err, CK_EFORMAT, "zip: entries %s and %s overlap",
+                              order[i]->name, order[i + 1]->name);
+    return check_names(order, n, err);
+}
+
+static int open_src(const src_t *src, uint64_t fsize, ck_arena_t *arena,
+                    ck_zip_t *z, ck_zip_local_fn local, void *ud,
+                    ck_err_t *err)
 {
     uint8_t *cd = NULL;
     uint64_t count;
@@ -451,17 +574,17 @@ int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
     int rc;
 
     memset(z, 0, sizeof(*z));
-    rc = find_end(fd, fsize, z, &count, err);
+    rc = find_end(src, fsize, z, &count, err);
     if (rc < 0)
         return rc;
     cd = ck_malloc((size_t)z->cd_size);
     z->e = ck_arena_alloc(arena, (size_t)count * sizeof(*z->e));
-    order = ck_arena_alloc(arena, (size_t)count * sizeof(*order));
+    order = ck_malloc((size_t)(count ? count : 1) * sizeof(*order));
     if (cd == NULL || z->e == NULL || order == NULL) {
         rc = ck_err_set(err, CK_ENOMEM, "out of memory");
         goto out;
     }
-    rc = ck_pread_full(fd, cd, (size_t)z->cd_size, z->cd_off);
+    rc = src_read(src, cd, (size_t)z->cd_size, z->cd_off);
     if (rc < 0) {
         rc = ck_err_set(err, rc, "read: %s", strerror(-rc));
         goto out;
@@ -470,44 +593,65 @@ int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
     c.end = cd + z->cd_size;
     c.bad = 0;
     for (size_t i = 0; i < count; i++) {
-        rc = read_entry(fd, z, &c, i, &z->e[i], arena, err);
+        rc = read_entry(&c, i, &z->e[i], arena, err);
         if (rc < 0)
             goto out;
         order[i] = &z->e[i];
     }
     z->n = (size_t)count;
-    rc = check_layout(order, z->n, err);
-    if (rc == 0)
-        z->by_name = order;
+    rc = check_layout(z, order, z->n, local, ud, err);
+    if (rc == 0 && ck_strmap_reserve(&z->names, arena, z->n) < 0)
+        rc = ck_err_set(err, CK_ENOMEM, "out of memory");
+    for (size_t i = 0; i < z->n && rc == 0; i++)
+        if (ck_strmap_add(&z->names, arena, z->e[i].name, i) < 0)
+            rc = ck_err_set(err, CK_ENOMEM, "out of memory");
 out:
-    if (rc < 0)
+    if (rc < 0) {
         z->n = 0;
+        memset(&z->names, 0, sizeof(z->names));
+    }
+    ck_free(order);
     ck_free(cd);
     return rc;
 }
 
+int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
+                ck_err_t *err)
+{
+    src_t src = { fd, NULL, 0, 0 };
+    win_t w = { fd, ck_malloc(WIN_BYTES), 0, 0 };
+    int rc;
+
+    if (w.buf == NULL) {
+        memset(z, 0, sizeof(*z));
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    }
+    rc = open_src(&src, fsize, arena, z, check_local, &w, err);
+    ck_free(w.buf);
+    return rc;
+}
+
+int ck_zip_open_tail(const uint8_t *tail, uint64_t base, uint64_t n,
+                     ck_arena_t *arena, ck_zip_t *z, ck_zip_local_fn local,
+                     void *ud, ck_err_t *err)
+{
+    src_t src = { -1, tail, base, n };
+
+    return open_src(&src, base + n, arena, z, local, ud, err);
+}
+
 ck_zip_entry_t *ck_zip_find(ck_zip_t *z, const char *name)
 {
-    size_t lo = 0, hi = z->n;
+    size_t i;
 
-    if (z->by_name == NULL) {
-        for (size_t i = 0; i < z->n; i++)
+    if (z->names.cap == 0) { /* entries not checked (a test's zip_t) */
+        for (i = 0; i < z->n; i++)
             if (strcmp(z->e[i].name, name) == 0)
                 return &z->e[i];
         return NULL;
     }
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int d = strcmp(z->by_name[mid]->name, name);
-
-        if (d == 0)
-            return z->by_name[mid];
-        if (d < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
+    i = ck_strmap_get(&z->names, name);
+    return i < z->n ? &z->e[i] : NULL;
 }
 
 /* Inflate e, handing each chunk of output to sink. */

@@ -10,7 +10,10 @@
  * Writing lays records out the way torch.save does: stored, data on a
  * 64-byte boundary behind an "FB" padding extra field, zip64 where a size or
  * offset needs it, zip64 end records always.  Sizes are declared up front;
- * the CRC is patched into the local header when the record ends.
+ * the CRC is patched into the local header when the record ends, or, in
+ * one pass to a pipe, written in a data descriptor after the data.
+ *
+ * zip_stream.c reads a zip front to back, from a pipe (ck_zips_*).
  */
 #ifndef CK_ZIP_H
 #define CK_ZIP_H
@@ -29,7 +32,7 @@ typedef struct {
 
 typedef struct {
     ck_zip_entry_t *e; /* in central directory order */
-    ck_zip_entry_t **by_name; /* the same sorted by name, for ck_zip_find */
+    ck_strmap_t names; /* name -> index in e, for ck_zip_find */
     size_t n;
     uint64_t cd_off, cd_size;
     int zip64;
@@ -46,6 +49,91 @@ ck_zip_entry_t *ck_zip_find(ck_zip_t *z, const char *name);
  */
 int ck_zip_read(int fd, const ck_zip_entry_t *e, uint64_t max, uint8_t **out,
                 ck_err_t *err);
+
+/*
+ * Reading a zip front to back from a pipe (zip_stream.c), as torch.save
+ * writes one: each record's local header, its data, its data descriptor,
+ * in file order; then the central directory and end records, which must
+ * confirm every record read.  Only stored records; a record's size comes
+ * from its local header, from the caller (a storage's size is known from
+ * the pickle) or, for a record of unknown size, from its data descriptor,
+ * found by its signature, sizes and CRC.
+ */
+typedef struct {
+    char *name;
+    uint16_t flags, method;
+    uint32_t crc;
+    uint64_t size;       /* data bytes, once known */
+    uint64_t lho, data_off;
+    int sized;           /* the local header gives the size */
+    int zip64;           /* a zip64 extra: 8-byte sizes in the descriptor */
+} ck_zips_rec_t;
+
+typedef struct {
+    int fd;
+    uint64_t off;        /* stream offset of buf[pos] */
+    uint8_t *buf;        /* read-ahead */
+    size_t pos, len, bcap; /* bcap: bytes allocated at buf */
+    ck_zips_rec_t *rec;  /* records met, in file order */
+    size_t n, cap;
+    int open;            /* rec[n - 1] is being read */
+    uint64_t got;        /* data bytes of the open record read so far */
+    int ended;           /* ck_zips_next found the central directory */
+    ck_zip_t zip;        /* the central directory, after ck_zips_finish */
+    uint8_t *tail;       /* the stream from the directory on (finish) */
+    size_t tail_len;
+} ck_zips_t;
+
+void ck_zips_init(ck_zips_t *s, int fd);
+void ck_zips_release(ck_zips_t *s);
+
+/* The first bytes to come, up to k, without taking them: *p and *n (fewer
+ * at the end of the stream); the read-ahead grows to k.  0 or a read
+ * error. */
+int ck_zips_peek(ck_zips_t *s, size_t k, const uint8_t **p, size_t *n,
+                 ck_err_t *err);
+/* Take n peeked bytes (n <= what ck_zips_peek gave). */
+void ck_zips_skip(ck_zips_t *s, size_t n);
+/* Open the next size bytes as a record without header or descriptor (a
+ * legacy stream's storage, its element count), named name: then
+ * ck_zips_data and ck_zips_end as for a record.  0 or CK_ENOMEM. */
+int ck_zips_open_raw(ck_zips_t *s, const char *name, uint64_t size,
+                     ck_err_t *err);
+
+/*
+ * The next record's local header: 1 with *r set (valid until the next
+ * call), 0 when the central directory comes next (and at every call
+ * after), or an error.  The previous record must be ended.
+ */
+int ck_zips_next(ck_zips_t *s, const ck_zips_rec_t **r, ck_err_t *err);
+/* Exactly n more data bytes of the open record into p: 0 or an error (the
+ * stream ended: "cut short at byte N"). */
+int ck_zips_data(ck_zips_t *s, void *p, size_t n, ck_err_t *err);
+/*
+ * End the open record after size data bytes (all read): its data
+ * descriptor, when it has one, read and checked (sizes; the CRC kept for
+ * the central directory).  A size that disagrees with the local header or
+ * the descriptor is CK_EFORMAT naming the record.
+ */
+int ck_zips_end(ck_zips_t *s, uint64_t size, ck_err_t *err);
+/* How many of the open record's next data bytes are read ahead already
+ * (ck_zips_data hands them out without a read). */
+size_t ck_zips_buffered(const ck_zips_t *s);
+/* The caller took n data bytes of the open record straight from s->fd
+ * (splice), with nothing read ahead: counted as read. */
+void ck_zips_taken(ck_zips_t *s, uint64_t n);
+/* The whole open record, at most max bytes, into a new ck_malloc buffer
+ * (*out, *n; caller frees), and ended. */
+int ck_zips_read_all(ck_zips_t *s, uint64_t max, uint8_t **out, size_t *n,
+                     ck_err_t *err);
+/*
+ * After ck_zips_next returned 0: the rest of the stream to its end is the
+ * central directory and the end records, checked as ck_zip_open checks a
+ * file's, and each entry must be a record read, with the same name,
+ * method, size and CRC, and every record read an entry.  s->zip holds the
+ * directory (entries in arena).  0 or an error.
+ */
+int ck_zips_finish(ck_zips_t *s, ck_arena_t *arena, ck_err_t *err);
 
 typedef struct {
     char *name;
@@ -66,8 +154,13 @@ typedef struct {
     uint64_t started;      /* write-out to disk started below this offset */
     const int *cancel;     /* optional: copies stop with CK_ECANCELED once
                               *cancel is nonzero (set by another thread) */
+    int stream;            /* write(2) in one pass, never a seek (a pipe):
+                              each record's CRC follows its data in a data
+                              descriptor (flag bit 3), as torch.save's do */
+    ck_buf_t cd;           /* stream: the central directory written */
 } ck_zipw_t;
 
+/* Start a writer on fd; with stream set afterwards, one pass (see above). */
 void ck_zipw_init(ck_zipw_t *w, int fd);
 void ck_zipw_release(ck_zipw_t *w);
 
@@ -76,6 +169,10 @@ int ck_zipw_begin(ck_zipw_t *w, const char *name, uint64_t size,
                   ck_err_t *err);
 /* Append bytes to the open record. */
 int ck_zipw_data(ck_zipw_t *w, const void *p, size_t n, ck_err_t *err);
+/* Append bytes without computing their CRC: the caller gives it with
+ * ck_zipw_set_crc before ck_zipw_end. */
+int ck_zipw_raw(ck_zipw_t *w, const void *p, size_t n, ck_err_t *err);
+void ck_zipw_set_crc(ck_zipw_t *w, uint32_t crc);
 /*
  * Append n bytes of fd from offset off, through a 1 MiB buffer.  With
  * crc_known crc is trusted; otherwise the CRC is computed.  Write-out to
@@ -83,6 +180,14 @@ int ck_zipw_data(ck_zipw_t *w, const void *p, size_t n, ck_err_t *err);
  */
 int ck_zipw_copy(ck_zipw_t *w, int fd, uint64_t off, uint64_t n,
                  int crc_known, uint32_t crc, ck_err_t *err);
+/*
+ * Stream mode: move n bytes from fd (the input pipe) to the output with
+ * splice(2), in the kernel, without a copy through user space; their CRC
+ * is the caller's (ck_zipw_set_crc).  1 when splice cannot join the two
+ * (nothing moved: copy instead), 0 when done, or an error (fd ending
+ * before n bytes: CK_EFORMAT).
+ */
+int ck_zipw_splice(ck_zipw_t *w, int fd, uint64_t n, ck_err_t *err);
 /* Append the inflated bytes of a deflated entry of another archive. */
 int ck_zipw_inflate(ck_zipw_t *w, int fd, const ck_zip_entry_t *e,
                     ck_err_t *err);
@@ -94,5 +199,11 @@ int ck_zipw_finish(ck_zipw_t *w, ck_err_t *err);
 /* pread/pwrite that finish or fail: 0 or -errno (-EIO at end of file). */
 int ck_pread_full(int fd, void *p, size_t n, uint64_t off);
 int ck_pwrite_full(int fd, const void *p, size_t n, uint64_t off);
+/* When fd is a pipe, make its buffer 1 MiB (the unprivileged maximum by
+ * default) rather than 64 KiB: a pipeline of several processes then wakes
+ * each one 16 times less often.  Best effort, nothing else changes. */
+void ck_pipe_widen(int fd);
+/* write(2) until done: 0 or -errno. */
+int ck_write_full(int fd, const void *p, size_t n);
 
 #endif

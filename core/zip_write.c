@@ -49,6 +49,7 @@ void ck_zipw_release(ck_zipw_t *w)
         ck_free(w->e[i].name);
     ck_free(w->e);
     ck_free(w->buf);
+    ck_buf_release(&w->cd);
     memset(w, 0, sizeof(*w));
 }
 
@@ -57,11 +58,18 @@ static int w_io(ck_err_t *err, int rc)
     return ck_err_set(err, rc, "write: %s", strerror(-rc));
 }
 
+/* n bytes at the end of what is written (w->off is not moved). */
+static int w_put(ck_zipw_t *w, const void *p, size_t n)
+{
+    return w->stream ? ck_write_full(w->fd, p, n)
+                     : ck_pwrite_full(w->fd, p, n, w->off);
+}
+
 int ck_zipw_begin(ck_zipw_t *w, const char *name, uint64_t size, ck_err_t *err)
 {
     uint8_t hdr[30 + 512 + 20 + 4 + 64];
     size_t nlen = strlen(name), x, pad, z64 = size >= 0xffffffffu ? 20 : 0;
-    uint64_t start;
+    uint64_t start, lsize;
     ck_zipw_entry_t *e;
     int rc;
 
@@ -89,8 +97,12 @@ int ck_zipw_begin(ck_zipw_t *w, const char *name, uint64_t size, ck_err_t *err)
     memset(hdr, 0, sizeof(hdr));
     put32(hdr, SIG_LOCAL);
     put16(hdr + 4, z64 ? 45 : 20);
-    put32(hdr + 18, z64 ? 0xffffffffu : size);
-    put32(hdr + 22, z64 ? 0xffffffffu : size);
+    put16(hdr + 6, w->stream ? 8 : 0);
+    /* streaming, the sizes are in the descriptor and zeros here, as
+     * torch.save writes them (libzip wants zeros or the CRC too) */
+    lsize = w->stream ? 0 : size;
+    put32(hdr + 18, z64 ? 0xffffffffu : lsize);
+    put32(hdr + 22, z64 ? 0xffffffffu : lsize);
     put16(hdr + 26, nlen);
     put16(hdr + 28, z64 + 4 + pad);
     memcpy(hdr + 30, name, nlen);
@@ -98,8 +110,8 @@ int ck_zipw_begin(ck_zipw_t *w, const char *name, uint64_t size, ck_err_t *err)
     if (z64) {
         put16(hdr + x, 0x0001);
         put16(hdr + x + 2, 16);
-        put64(hdr + x + 4, size);
-        put64(hdr + x + 12, size);
+        put64(hdr + x + 4, lsize);
+        put64(hdr + x + 12, lsize);
         x += 20;
     }
     hdr[x] = 'F';
@@ -107,7 +119,7 @@ int ck_zipw_begin(ck_zipw_t *w, const char *name, uint64_t size, ck_err_t *err)
     put16(hdr + x + 2, pad);
     memset(hdr + x + 4, 'Z', pad);
     x += 4 + pad;
-    rc = ck_pwrite_full(w->fd, hdr, x, w->off);
+    rc = w_put(w, hdr, x);
     if (rc < 0)
         return w_io(err, rc);
     w->off += x;
@@ -130,23 +142,40 @@ static int w_room(ck_zipw_t *w, uint64_t n, ck_err_t *err)
     return 0;
 }
 
-int ck_zipw_data(ck_zipw_t *w, const void *p, size_t n, ck_err_t *err)
+static void kick(ck_zipw_t *w);
+
+int ck_zipw_raw(ck_zipw_t *w, const void *p, size_t n, ck_err_t *err)
 {
     int rc = w_room(w, n, err);
 
     if (rc < 0)
         return rc;
-    rc = ck_pwrite_full(w->fd, p, n, w->off);
+    rc = w_put(w, p, n);
     if (rc < 0)
         return w_io(err, rc);
+    w->off += n;
+    w->cur_written += n;
+    kick(w);
+    return 0;
+}
+
+void ck_zipw_set_crc(ck_zipw_t *w, uint32_t crc)
+{
+    w->cur_crc = crc;
+}
+
+int ck_zipw_data(ck_zipw_t *w, const void *p, size_t n, ck_err_t *err)
+{
+    int rc = ck_zipw_raw(w, p, n, err);
+
+    if (rc < 0)
+        return rc;
     for (size_t done = 0; done < n;) {
         uInt part = n - done > 0x40000000u ? 0x40000000u : (uInt)(n - done);
 
         w->cur_crc = (uint32_t)crc32(w->cur_crc, (const Bytef *)p + done, part);
         done += part;
     }
-    w->off += n;
-    w->cur_written += n;
     return 0;
 }
 
@@ -165,7 +194,7 @@ static void kick(ck_zipw_t *w)
 {
     uint64_t end = w->off & ~(uint64_t)4095;
 
-    if (end - w->started < KICK_BYTES)
+    if (w->stream || end - w->started < KICK_BYTES)
         return;
     sync_file_range(w->fd, (off_t)w->started, (off_t)(end - w->started),
                     SYNC_FILE_RANGE_WRITE);
@@ -201,23 +230,48 @@ int ck_zipw_copy(ck_zipw_t *w, int fd, uint64_t off, uint64_t n,
             return ck_err_set(err, rc == -EIO ? CK_EFORMAT : rc,
                               "read: %s", rc == -EIO ? "input shrank while copying"
                                                      : strerror(-rc));
-        if (crc_known) {
-            rc = ck_pwrite_full(w->fd, w->buf, part, w->off);
-            if (rc < 0)
-                return w_io(err, rc);
-            w->off += part;
-            w->cur_written += part;
-            kick(w);
-        } else {
-            rc = ck_zipw_data(w, w->buf, part, err);
-            if (rc < 0)
-                return rc;
-        }
+        rc = crc_known ? ck_zipw_raw(w, w->buf, part, err)
+                       : ck_zipw_data(w, w->buf, part, err);
+        if (rc < 0)
+            return rc;
         off += part;
         left -= part;
     }
     if (crc_known)
         w->cur_crc = crc;
+    return 0;
+}
+
+int ck_zipw_splice(ck_zipw_t *w, int fd, uint64_t n, ck_err_t *err)
+{
+    int rc = w_room(w, n, err);
+    uint64_t left = n;
+
+    if (rc < 0)
+        return rc;
+    if (!w->stream)
+        return 1;
+    while (left > 0) {
+        size_t part = left < COPY_CHUNK ? (size_t)left : COPY_CHUNK;
+        ssize_t r = splice(fd, NULL, w->fd, NULL, part, SPLICE_F_MOVE |
+                           SPLICE_F_MORE);
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && left == n && (errno == EINVAL || errno == ENOSYS))
+            return 1; /* not two descriptors splice joins */
+        if (r < 0)
+            return ck_err_set(err, -errno, "splice to the output: %s",
+                              strerror(errno));
+        if (r == 0)
+            return ck_err_set(err, CK_EFORMAT, "%s: the input ended inside it",
+                              w->e[w->n - 1].name);
+        if (w->cancel != NULL && __atomic_load_n(w->cancel, __ATOMIC_RELAXED))
+            return ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
+        left -= (uint64_t)r;
+        w->off += (uint64_t)r;
+        w->cur_written += (uint64_t)r;
+    }
     return 0;
 }
 
@@ -234,7 +288,7 @@ int ck_zipw_inflate(ck_zipw_t *w, int fd, const ck_zip_entry_t *e,
 int ck_zipw_end(ck_zipw_t *w, ck_err_t *err)
 {
     ck_zipw_entry_t *e;
-    uint8_t b[4];
+    uint8_t b[24];
     int rc;
 
     if (!w->open)
@@ -245,8 +299,27 @@ int ck_zipw_end(ck_zipw_t *w, ck_err_t *err)
                           e->name, (unsigned long long)w->cur_written,
                           (unsigned long long)e->size);
     e->crc = w->cur_crc;
-    put32(b, e->crc);
-    rc = ck_pwrite_full(w->fd, b, 4, e->lho + 14);
+    if (w->stream) {
+        /* the data descriptor: 8-byte sizes when the local header has a
+         * zip64 extra (APPNOTE 4.3.9.2) */
+        int big = e->size >= 0xffffffffu;
+        size_t n = big ? 24 : 16;
+
+        put32(b, 0x08074b50u);
+        put32(b + 4, e->crc);
+        if (big) {
+            put64(b + 8, e->size);
+            put64(b + 16, e->size);
+        } else {
+            put32(b + 8, e->size);
+            put32(b + 12, e->size);
+        }
+        rc = w_put(w, b, n);
+        w->off += n;
+    } else {
+        put32(b, e->crc);
+        rc = ck_pwrite_full(w->fd, b, 4, e->lho + 14);
+    }
     if (rc < 0)
         return w_io(err, rc);
     w->open = 0;
@@ -272,6 +345,7 @@ int ck_zipw_finish(ck_zipw_t *w, ck_err_t *err)
         put32(h, SIG_CENTRAL);
         put16(h + 4, 0x031e);
         put16(h + 6, big || far ? 45 : 20);
+        put16(h + 8, w->stream ? 8 : 0);
         put32(h + 16, e->crc);
         put32(h + 20, big ? 0xffffffffu : e->size);
         put32(h + 24, big ? 0xffffffffu : e->size);
@@ -303,7 +377,7 @@ int ck_zipw_finish(ck_zipw_t *w, ck_err_t *err)
         ck_buf_release(&cd);
         return ck_err_set(err, CK_ENOMEM, "out of memory");
     }
-    rc = ck_pwrite_full(w->fd, cd.data, cd.len, cd_off);
+    rc = w_put(w, cd.data, cd.len);
     eocd64 = cd_off + cd.len;
     memset(t, 0, sizeof(t));
     put32(t, SIG_EOCD64);
@@ -322,9 +396,13 @@ int ck_zipw_finish(ck_zipw_t *w, ck_err_t *err)
     put16(t + 86, w->n >= 0xffff ? 0xffff : w->n);
     put32(t + 88, cd.len >= 0xffffffffu ? 0xffffffffu : cd.len);
     put32(t + 92, cd_off >= 0xffffffffu ? 0xffffffffu : cd_off);
+    w->off = eocd64;
     if (rc == 0)
-        rc = ck_pwrite_full(w->fd, t, sizeof(t), eocd64);
-    ck_buf_release(&cd);
+        rc = w_put(w, t, sizeof(t));
+    if (w->stream)
+        w->cd = cd; /* for the fingerprint: a pipe cannot be read back */
+    else
+        ck_buf_release(&cd);
     if (rc < 0)
         return w_io(err, rc);
     w->cd_off = cd_off;

@@ -117,6 +117,62 @@ static void test_mem_fail_at(void **state)
     (void)state;
 }
 
+/* A drain that sums what it is given, and fails on demand. */
+typedef struct {
+    uint64_t n, sum;
+    size_t most;
+    int fail;
+} drain_t;
+
+static int drain_sum(void *ud, const uint8_t *p, size_t n)
+{
+    drain_t *d = ud;
+
+    if (d->fail)
+        return -EIO;
+    for (size_t i = 0; i < n; i++)
+        d->sum += p[i];
+    d->n += n;
+    d->most = n > d->most ? n : d->most;
+    return 0;
+}
+
+/* A buffer with a drain streams: it never holds much, and every byte
+ * reaches the drain once, in order of writing. */
+static void test_buf_drain(void **state)
+{
+    drain_t d = { 0 };
+    ck_buf_t b = { .drain = drain_sum, .drain_ud = &d };
+    uint64_t sum = 0;
+    uint8_t chunk[1000];
+
+    for (int i = 0; i < 3000; i++) {
+        for (size_t k = 0; k < sizeof(chunk); k++)
+            chunk[k] = (uint8_t)(i + k);
+        for (size_t k = 0; k < sizeof(chunk); k++)
+            sum += chunk[k];
+        assert_int_equal(ck_buf_put(&b, chunk, sizeof(chunk)), 0);
+    }
+    assert_int_equal(ck_buf_printf(&b, "%d", 7), 0);
+    sum += '7';
+    assert_true(b.cap <= 2 * CK_BUF_DRAIN_AT);
+    assert_int_equal(ck_buf_drain(&b), 0);
+    assert_int_equal(b.len, 0);
+    assert_int_equal(d.n, 3000 * sizeof(chunk) + 1);
+    assert_int_equal(b.drained, d.n);
+    assert_int_equal(d.sum, sum);
+    assert_true(d.most <= CK_BUF_DRAIN_AT);
+    /* a failing drain fails the buffer, stickily, with its code */
+    d.fail = 1;
+    assert_int_equal(ck_buf_put(&b, chunk, 10), 0);
+    assert_int_equal(ck_buf_drain(&b), -EIO);
+    assert_int_equal(ck_buf_put(&b, chunk, 10), CK_ENOMEM);
+    assert_int_equal(b.oom, 1);
+    assert_int_equal(b.drain_rc, -EIO);
+    ck_buf_release(&b);
+    (void)state;
+}
+
 static void test_buf(void **state)
 {
     ck_buf_t b = { 0 };
@@ -273,6 +329,7 @@ int main(void)
         cmocka_unit_test_teardown(test_err_replace_clear, teardown),
         cmocka_unit_test_teardown(test_mem_fail_at, teardown),
         cmocka_unit_test_teardown(test_buf, teardown),
+        cmocka_unit_test_teardown(test_buf_drain, teardown),
         cmocka_unit_test_teardown(test_arena, teardown),
         cmocka_unit_test_teardown(test_strmap, teardown),
         cmocka_unit_test_teardown(test_utf8_len, teardown),

@@ -89,9 +89,10 @@ static void assert_default_security(const ck_conf_t *c)
 {
     assert_int_equal(c->security.max_pickle_bytes, 1ull << 30);
     assert_int_equal(c->security.max_depth, 1000);
-    assert_int_equal(c->security.max_memo, 16777216);
+    assert_int_equal(c->security.max_memo, 33554432);
     assert_int_equal(c->security.max_string_bytes, 256ull << 20);
     assert_int_equal(c->security.allow_globals.n, 0);
+    assert_int_equal(c->security.allow_numpy, 0);
 }
 
 static void test_security_defaults(void **state)
@@ -124,7 +125,7 @@ static void test_empty_file_defaults(void **state)
     /* a given value is kept, the rest get their defaults */
     assert_int_equal(load(f, "[security]\nmax_depth = 7\n"), 0);
     assert_int_equal(f->c.security.max_depth, 7);
-    assert_int_equal(f->c.security.max_memo, 16777216);
+    assert_int_equal(f->c.security.max_memo, 33554432);
     assert_int_equal(f->c.security.max_pickle_bytes, 1ull << 30);
 }
 
@@ -440,6 +441,21 @@ static void test_allow_globals_line(void **state)
 
     assert_conf_error(f, load(f, "[security]\nallow_globals = ok.name nodot\n"),
                       2, "'nodot' is not module.name");
+}
+
+/* allow_numpy: a yes/no, no by default (numpy names refused as before). */
+static void test_allow_numpy(void **state)
+{
+    fx_t *f = *state;
+
+    assert_int_equal(load(f, "[security]\n"), 0);
+    assert_int_equal(f->c.security.allow_numpy, 0);
+    assert_int_equal(load(f, "[security]\nallow_numpy = yes\n"), 0);
+    assert_int_equal(f->c.security.allow_numpy, 1);
+    assert_int_equal(load(f, "[security]\nallow_numpy = no\n"), 0);
+    assert_int_equal(f->c.security.allow_numpy, 0);
+    assert_conf_error(f, load(f, "[security]\n\nallow_numpy = numpy\n"), 3,
+                      "'numpy' is not yes or no");
 }
 
 static void test_empty_chain(void **state)
@@ -846,6 +862,7 @@ int main(void)
         T(test_multi_directive_appends),
         T(test_allow_globals_needs_dot),
         T(test_allow_globals_line),
+        T(test_allow_numpy),
         T(test_empty_chain),
         T(test_unknown_plugin_in_chain),
         T(test_syntax_error),

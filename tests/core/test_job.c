@@ -11,6 +11,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -206,13 +207,24 @@ static void test_model_api(void **state)
 
 /* ---- ck_job_run end to end --------------------------------------------- */
 
+/* The output opens, and what optimizer_strip stripped is gone. */
+static void check_stripped(fx_t *f)
+{
+    ck_ckpt_t back;
+    ck_open_opts_t o = { 0 };
+
+    ck_limits_default(&o.lim);
+    assert_int_equal(ck_ckpt_open(&back, f->out, &o, &f->err), 0);
+    assert_null(ck_ckpt_get(&back, "optimizer"));
+    assert_non_null(ck_ckpt_get(&back, "best_state/model"));
+    ck_ckpt_close(&back);
+}
+
 static void test_run_sample(void **state)
 {
     fx_t *f = *state;
     ck_job_args_t args = { 0 };
     ck_json_t rec = { 0 };
-    ck_ckpt_t back;
-    ck_open_opts_t o = { 0 };
     const char *text;
 
     load(f, "[pipeline]\nchain = optimizer_strip:lbl\n");
@@ -228,13 +240,43 @@ static void test_run_sample(void **state)
                                  "\"label\":\"lbl\""));
     assert_non_null(strstr(text, "{\"op\":\"removed\",\"path\":\"optimizer\","));
     ck_json_release(&rec);
+    check_stripped(f);
+}
 
-    /* the output opens, and what was stripped is gone */
-    ck_limits_default(&o.lim);
-    assert_int_equal(ck_ckpt_open(&back, f->out, &o, &f->err), 0);
-    assert_null(ck_ckpt_get(&back, "optimizer"));
-    assert_non_null(ck_ckpt_get(&back, "best_state/model"));
-    ck_ckpt_close(&back);
+/* A stream in (a descriptor read in one pass) and out (written in one
+ * pass): the record names both '-' and gives the input's size. */
+static void test_run_stream(void **state)
+{
+    fx_t *f = *state;
+    ck_job_args_t args = { 0 };
+    ck_json_t rec = { 0 };
+    const char *text;
+    char want[64];
+    FILE *in;
+
+    load(f, "[pipeline]\nchain = optimizer_strip\n");
+    in = fopen(SAMPLE, "rb");
+    assert_non_null(in);
+    args.in = "-";
+    args.out = "-";
+    args.stream_in = args.stream_out = 1;
+    args.in_fd = fileno(in);
+    args.out_fd = open(f->out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(args.out_fd >= 0);
+    memset(&f->err, 0, sizeof(f->err));
+    if (ck_job_run(&f->c, &args, &rec, &f->err) != 0)
+        fail_msg("run: %s", f->err.msg);
+    close(args.out_fd);
+    fseek(in, 0, SEEK_END);
+    snprintf(want, sizeof(want), "\"input\":{\"path\":\"-\",\"size\":%ld,",
+             ftell(in));
+    fclose(in);
+    text = ck_json_text(&rec);
+    assert_non_null(strstr(text, want));
+    assert_non_null(strstr(text, "\"output\":{\"path\":\"-\","));
+    assert_non_null(strstr(text, "\"status\":\"ok\""));
+    ck_json_release(&rec);
+    check_stripped(f);
 }
 
 static void test_run_failure_named(void **state)
@@ -315,6 +357,52 @@ static void test_write_refuses_duplicate_keys(void **state)
     memset(&f->err, 0, sizeof(f->err));
     assert_int_equal(ck_ckpt_write(&f->job.ck, f->out, &info, &f->err), 0);
     assert_int_equal(access(f->out, F_OK), 0);
+
+    /* many other keys (found by hash, not pair by pair): two equal tuples
+     * after 5000 ints, and the first duplicate is the one named */
+    for (int64_t k = 100; k < 5100; k++) {
+        ck_py_vec_push(a, &ints->u.seq, ck_py_int(a, k));
+        ck_py_vec_push(a, &ints->u.seq, ck_py_int(a, k));
+    }
+    for (int r = 0; r < 3; r++) {
+        ck_py_t *t = ck_py_new(a, CK_PY_TUPLE);
+
+        ck_py_vec_push(a, &t->u.seq, ck_py_int(a, 3));
+        ck_py_vec_push(a, &t->u.seq, ck_py_str(a, "a", 1));
+        ck_py_vec_push(a, &ints->u.seq, t);
+        ck_py_vec_push(a, &ints->u.seq, ck_py_int(a, r));
+    }
+    ck_py_vec_push(a, &ints->u.seq, ck_py_int(a, 100));
+    ck_py_vec_push(a, &ints->u.seq, ck_py_int(a, 0));
+    memset(&f->err, 0, sizeof(f->err));
+    assert_int_equal(ck_ckpt_write(&f->job.ck, f->out, &info, &f->err),
+                     CK_EFORMAT);
+    assert_non_null(strstr(f->err.msg, "(items 5001 and 5002)"));
+    ck_py_vec_remove(&ints->u.seq, 2 * 5002, 4); /* the two equal tuples */
+    memset(&f->err, 0, sizeof(f->err));
+    assert_int_equal(ck_ckpt_write(&f->job.ck, f->out, &info, &f->err),
+                     CK_EFORMAT);
+    assert_non_null(strstr(f->err.msg, "the key '100' twice (items 1 and "
+                                       "5002)"));
+    ck_py_vec_remove(&ints->u.seq, ints->u.seq.n - 2, 2);
+    memset(&f->err, 0, sizeof(f->err));
+    assert_int_equal(ck_ckpt_write(&f->job.ck, f->out, &info, &f->err), 0);
+
+    /* more str keys than the small mappings' pairwise check takes */
+    for (int k = 0; k < 40; k++) {
+        char name[16];
+
+        snprintf(name, sizeof(name), "k%d", k % 39);
+        ck_py_vec_push(a, &sd->u.o.dict, ck_py_str(a, name, strlen(name)));
+        ck_py_vec_push(a, &sd->u.o.dict, ck_py_int(a, k));
+    }
+    memset(&f->err, 0, sizeof(f->err));
+    assert_int_equal(ck_ckpt_write(&f->job.ck, f->out, &info, &f->err),
+                     CK_EFORMAT);
+    assert_string_equal(f->err.msg,
+                        "'best_state/model' would hold the key 'k0' twice "
+                        "(items 2 and 41): torch.load would keep one and "
+                        "lose the other");
 }
 
 int main(void)
@@ -325,6 +413,7 @@ int main(void)
         T(test_report_fields),
         T(test_model_api),
         T(test_run_sample),
+        T(test_run_stream),
         T(test_run_failure_named),
         T(test_write_refuses_duplicate_keys),
     };

@@ -1731,6 +1731,34 @@ static void test_write_depth_limit(void **state)
     assert_true(ck_py_equal(l, l, 10));
 }
 
+/* ck_py_hash agrees with ck_py_equal and ends on cycles. */
+static void test_py_hash(void **state)
+{
+    fx_t *f = *state;
+    /* {(1, 'a'): [2.0, None], 2**70: b'x'} at protocol 2, read twice */
+    static const char p[] = "\x80\x02}q\x00(K\x01X\x01\x00\x00\x00" "aq\x01\x86"
+                            "q\x02]q\x03(G@\x00\x00\x00\x00\x00\x00\x00Ne"
+                            "\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00@"
+                            "c_codecs\nencode\nq\x04X\x01\x00\x00\x00xq\x05"
+                            "X\x06\x00\x00\x00latin1q\x06\x86q\x07Rq\x08u.";
+    ck_py_t *a = ROOT(f, p), *b = ROOT(f, p), *l;
+
+    assert_true(ck_py_equal(a, b, 100));
+    for (uint32_t d = 0; d < 5; d++)
+        assert_true(ck_py_hash(a, d) == ck_py_hash(b, d));
+    /* one value apart: another hash (at a depth that reaches it) */
+    a->u.seq.v[0]->u.seq.v[0]->u.i.v = 3;
+    assert_false(ck_py_equal(a, b, 100));
+    assert_true(ck_py_hash(a, 3) != ck_py_hash(b, 3));
+    assert_true(ck_py_hash(mk_int(f, 1), 0) != ck_py_hash(mk_int(f, 2), 0));
+    assert_true(ck_py_hash(mk_int(f, 1), 0) != ck_py_hash(mk(f, CK_PY_NONE), 0));
+    /* a list holding itself: the depth ends the walk */
+    l = mk(f, CK_PY_LIST);
+    ck_py_vec_push(&f->a, &l->u.seq, l);
+    assert_true(ck_py_hash(l, 50) == ck_py_hash(l, 50));
+    (void)state;
+}
+
 /* ---- helpers of pickle.h -------------------------------------------- */
 
 static void test_py_helpers(void **state)
@@ -2059,7 +2087,8 @@ int main(void)
         T(test_write_objects),
         T(test_write_persid),
         T(test_write_depth_limit),
-        T(test_py_helpers),
+        T(test_py_hash),
+    T(test_py_helpers),
         T(test_py_equal),
         T(test_py_equal_symmetric),
         T(test_read_oom),

@@ -1,8 +1,9 @@
 /*
  * test_safetensors.c -- safetensors files written here byte by byte:
  * opened as a model (tensors, shapes, bytes, metadata, names with escapes),
- * written back through ck_st_plan/ck_st_write and opened again, and the
- * header rules each refused with its cause.
+ * written back through ck_st_plan/ck_st_write and opened again, the
+ * header rules each refused with its cause, and the fingerprint covering
+ * every tensor byte.
  */
 #include "safetensors.h"
 
@@ -116,6 +117,9 @@ static void test_open_and_back(void **state)
     ck_st_plan_release(&plan);
     assert_int_equal(ck_ckpt_open(&f->c2, f->out, &f->o, &f->err), 0);
     assert_int_equal(f->c2.ntensors, 3);
+    /* the fingerprint of what was written is the one an open gives */
+    assert_int_equal(ck_ckpt_fingerprint(&f->c2, &f->err), 0);
+    assert_string_equal(info.fingerprint, f->c2.fingerprint);
 }
 
 static void refused(fx_t *f, const char *hdr, size_t n, const char *cause)
@@ -185,12 +189,67 @@ static void test_tied(void **state)
     ck_st_plan_release(&plan);
 }
 
+/* The fingerprint of f->in (opened, then completed). */
+static void fp_of(fx_t *f, char out[65])
+{
+    assert_int_equal(open_in(f), 0);
+    assert_string_equal(f->c.fingerprint, ""); /* the open reads no data */
+    assert_int_equal(ck_ckpt_fingerprint(&f->c, &f->err), 0);
+    assert_int_equal(strlen(f->c.fingerprint), 64);
+    memcpy(out, f->c.fingerprint, 65);
+}
+
+static void test_fingerprint(void **state)
+{
+    fx_t *f = *state;
+    const char *hdr = "{\"__metadata__\":{\"k\":\"v\"},"
+                      T("w", "F32", "[4]", 0, 16) "," T("e", "F16", "[0]", 16, 16)
+                      "," T("b", "U8", "[2]", 16, 18) "}";
+    char base[65], again[65], seen[19][65];
+    size_t big = (5u << 20) + 3;
+    uint8_t data[18], *blob = calloc(1, big);
+
+    memcpy(data, w, 16);
+    data[16] = 7;
+    data[17] = 9;
+    put(f, hdr, data, sizeof(data));
+    fp_of(f, base);
+    fp_of(f, again);
+    assert_string_equal(base, again);
+    /* the same header, one data byte changed: each a fingerprint of its own */
+    for (size_t i = 0; i < sizeof(data); i++) {
+        data[i] ^= 0x10;
+        put(f, hdr, data, sizeof(data));
+        fp_of(f, seen[i]);
+        data[i] ^= 0x10;
+        assert_string_not_equal(seen[i], base);
+        for (size_t j = 0; j < i; j++)
+            assert_string_not_equal(seen[i], seen[j]);
+    }
+    /* a tensor read in several pieces: its last byte still counts */
+    assert_non_null(blob);
+    {
+        char h2[256];
+
+        snprintf(h2, sizeof(h2), "{\"x\":{\"dtype\":\"U8\",\"shape\":[%zu],"
+                 "\"data_offsets\":[0,%zu]}}", big, big);
+        put(f, h2, blob, big);
+        fp_of(f, base);
+        blob[big - 1] = 1;
+        put(f, h2, blob, big);
+        fp_of(f, again);
+        assert_string_not_equal(base, again);
+    }
+    free(blob);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_open_and_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tied, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fingerprint, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,6 +6,7 @@
  * them and makes the deflated archives.  Malformed archives are made by
  * patching bytes of a good one at offsets the reader itself reports.
  */
+#define _GNU_SOURCE
 #include "zip.h"
 
 #include <stdarg.h>
@@ -1104,6 +1105,25 @@ static void test_bad_zip64_extra(void **state)
     expect_open_fail(f, CK_EFORMAT, "zip64 extra");
 }
 
+/* A pipe is widened to 1 MiB; anything else is left alone. */
+static void test_pipe_widen(void **state)
+{
+    fx_t *f = *state;
+    int p[2], fd;
+
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(fcntl(p[1], F_SETPIPE_SZ, 65536), 65536);
+    ck_pipe_widen(p[1]);
+    assert_int_equal(fcntl(p[0], F_GETPIPE_SZ), 1 << 20);
+    close(p[0]);
+    close(p[1]);
+    fd = open(f->path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    assert_true(fd >= 0);
+    ck_pipe_widen(fd);
+    assert_int_equal(file_size(fd), 0);
+    close(fd);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1133,6 +1153,7 @@ int main(void)
         T(test_bad_overlap),
         T(test_bad_local_header),
         T(test_bad_zip64_extra),
+        T(test_pipe_widen),
     };
 #undef T
 

@@ -32,6 +32,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Every plugin, on the shape of an AudioCraft checkpoint. */
 static const char conf_write[] =
+    "[security]\n"
+    "allow_numpy = yes\n"
     "[pipeline]\n"
     "chain = optimizer_strip prefix_select key_remap head_init "
     "config_override tree cast\n"
@@ -68,6 +70,8 @@ static const char conf_write[] =
 
 /* A config that is a YAML string, and Lightning's layout. */
 static const char conf_dry[] =
+    "[security]\n"
+    "allow_numpy = yes\n"
     "[pipeline]\n"
     "chain = config_override optimizer_strip prefix_select\n"
     "[config_override]\n"
@@ -159,7 +163,8 @@ static void reopen(const char *path, const char *what)
     ck_ckpt_t c;
 
     ck_conf_limits(NULL, &o.lim);
-    if (ck_ckpt_open(&c, path, &o, &err) < 0)
+    o.allow_numpy = 1;
+    if (ck_ckpt_open(&c, path, &o, &err) < 0 || ck_ckpt_validate(&c, &err) < 0)
         die(what, err.msg);
     ck_ckpt_close(&c);
     unlink(path);
@@ -195,7 +200,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (put_file(in_path, data, size) < 0)
         die("writing the input", in_path);
     ck_conf_limits(NULL, &o.lim);
+    o.allow_numpy = 1; /* numpy values checked too (core/numpy.c) */
     rc = ck_ckpt_open(&c, in_path, &o, &err);
+    if (rc == 0)
+        rc = ck_ckpt_validate(&c, &err); /* as inspect and run */
 #ifdef FUZZ_TAR
     /* what Python's tarfile takes for a tar, torch 1.13 unpickles as one */
     if (rc == 0 && ck_tar_header(data, size))

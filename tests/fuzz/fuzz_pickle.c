@@ -11,6 +11,7 @@
  *    writer is a fixed point of read + write.
  * Any violation aborts, which libFuzzer reports as a crash.
  */
+#include "numpy.h"
 #include "pickle.h"
 
 #include <stdio.h>
@@ -70,6 +71,27 @@ static int has_calls(ck_py_t *p, uint32_t gen, uint32_t depth)
     }
 }
 
+/*
+ * numpy values (core/numpy.c) in a graph: 1 when ck_np_check accepts it;
+ * each mapping value is described too (bounded, whatever the graph).
+ */
+static int numpy_ok(ck_pickle_t *p, const ck_limits_t *lim)
+{
+    static ck_ckpt_t c; /* large: not on the stack; one thread */
+    ck_py_vec_t *items = ck_py_mapping(p->root);
+    ck_err_t err = { 0 };
+    char d[128];
+
+    memset(&c, 0, sizeof(c));
+    c.lim = *lim;
+    c.pk = *p;
+    c.allow_numpy = 1;
+    ck_np_describe(p->root, d, sizeof(d));
+    for (size_t i = 1; items != NULL && i < items->n; i += 2)
+        ck_np_describe(items->v[i], d, sizeof(d));
+    return ck_np_check(&c, &err) == 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     ck_limits_t lim;
@@ -89,6 +111,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         die("writing what was read", &err);
     if (ck_pickle_read(w1.data, w1.len, 1, &lim, &a, &p2, &err) < 0)
         die("reading what was written", &err);
+    /* an accepted numpy value, written at protocol 2, is accepted again */
+    if (numpy_ok(&p1, &lim) && !numpy_ok(&p2, &lim))
+        die("numpy values accepted, written back, then refused", NULL);
     if (!has_calls(p1.root, ck_py_next_gen(), 0) &&
         !ck_py_equal(p1.root, p2.root, UINT32_MAX))
         die("the graph read back differs", NULL);

@@ -18,7 +18,8 @@ crashed and is kept by hand):
                   _use_new_zipfile_serialization=False, and gopickle's
   fuzz_pickle/    the data.pkl of every fuzz_ckpt file, and pickles of plain
                   Python values at protocols 0 to 5, and hand-written ones
-                  for the opcodes CPython 3 no longer writes
+                  for the opcodes CPython 3 no longer writes, and the numpy
+                  values of tests/core/make_numpy_cases.py
   fuzz_conf/      conf/ckprep.ini, conf/examples/*.ini and a few more
   fuzz_override/  override lines, each optionally followed by a YAML config
   fuzz_tar/       legacy files whose first block is also a tar header (v7
@@ -186,6 +187,19 @@ def sparse():
     return {'s': torch.sparse_coo_tensor(i, torch.tensor([1.0, 2.0]), (2, 2))}
 
 
+def numpy_values():
+    """numpy arrays, scalars and dtypes as Lightning keeps them (run with
+    [security] allow_numpy = yes by fuzz_ckpt)."""
+    import numpy as np
+    rec = np.dtype([('a', '<f4'), ('b', '<i8', (2,))])
+    return {'state_dict': {'w': torch.ones(2)},
+            'hyper_parameters': {
+                'mean': np.arange(3.0), 'lr': np.float32(0.5),
+                'dt': np.dtype('<U2'), 'rec': np.zeros(2, dtype=rec),
+                'fortran': np.zeros((2, 3), dtype='>i4', order='F'),
+                'when': np.datetime64('2020-01-01', 'D'), 'empty': np.zeros(0)}}
+
+
 def objects():
     return [
         ('audiocraft', audiocraft),
@@ -200,6 +214,7 @@ def objects():
         ('tensor', lambda: torch.arange(6, dtype=torch.float32).view(2, 3)),
         ('list_of_tensors', lambda: [torch.ones(2), torch.zeros(1, dtype=torch.int8)]),
         ('empty_dict', dict),
+        ('numpy_values', numpy_values),
     ]
 
 
@@ -468,6 +483,8 @@ def main():
         zips.append((name, data))
         put(dirs['fuzz_legacy'], name + '.pt',
             save(make(), _use_new_zipfile_serialization=False))
+    put(dirs['fuzz_ckpt'], 'numpy_values_proto5.pt',
+        save(numpy_values(), pickle_protocol=5))
     for proto in (4, 5):
         data = save(audiocraft(), pickle_protocol=proto)
         put(dirs['fuzz_ckpt'], 'audiocraft_proto%d.pt' % proto, data)
@@ -498,6 +515,10 @@ def main():
             pickle.dumps(plain, protocol=proto))
     for name, data in HAND_PICKLES.items():
         put(dirs['fuzz_pickle'], name + '.pkl', data)
+    sys.path.insert(0, os.path.join(ROOT, 'tests', 'core'))
+    import make_numpy_cases  # numpy values, good and hostile
+    for name, data, _, _ in make_numpy_cases.cases:
+        put(dirs['fuzz_pickle'], 'numpy_%s.pkl' % name, data)
 
     confdir = os.path.join(ROOT, 'conf')
     put(dirs['fuzz_conf'], 'ckprep.ini',

@@ -531,6 +531,47 @@ def more_cases(add, with_pkl, torch_case, entries, rec, top, base_pkl,
         add(fname, data, what, expect, conf="[security]\n%s\n" % conf)
 
 
+def numpy_cases(add, top, legacy_bytes):
+    """The hostile numpy pickles of tests/core/make_numpy_cases.py (object
+    dtypes, flags marking object items, byte counts off, malformed states,
+    numpy names reduced to something else), each as a checkpoint's
+    data.pkl: refused for the numpy name by default, and for its own cause
+    with [security] allow_numpy = yes."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                    "..", "core"))
+    import make_numpy_cases
+
+    for name, pkl, rc, text in make_numpy_cases.cases:
+        if rc == "0":
+            continue
+        data = build_zip([(top + "/data.pkl", pkl), (top + "/version", b"3\n")])
+        add("numpy_%s.pt" % name, data,
+            "numpy %s, allow_numpy off" % name, ["numpy.", "not allowed"])
+        add("numpy_%s_allowed.pt" % name, data,
+            "numpy %s, allow_numpy = yes" % name, [text],
+            conf="[security]\nallow_numpy = yes\n")
+    # a legacy file whose sys_info pickle (not the data pickle, the only
+    # one ckprep keeps) holds a numpy array: torch.load builds it too
+    f = io.BytesIO(legacy_bytes)
+    ends = []
+    for _ in range(3):
+        for op, _, pos in pickletools.genops(f):
+            if op.name == "STOP":
+                break
+        ends.append(f.tell())
+    import numpy as np
+    info = pickle.loads(legacy_bytes[ends[1]:ends[2]])
+    info["extra"] = np.arange(2.0)
+    data = (legacy_bytes[:ends[1]] + pickle.dumps(info, protocol=2) +
+            legacy_bytes[ends[2]:])
+    add("numpy_legacy_sys_info.pt", data, "numpy array in a legacy sys_info, "
+        "allow_numpy off", ["numpy.", "not allowed"])
+    add("numpy_legacy_sys_info_allowed.pt", data, "numpy array in a legacy "
+        "sys_info, allow_numpy = yes",
+        ["legacy header pickle names numpy.core.multiarray._reconstruct"],
+        conf="[security]\nallow_numpy = yes\n")
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: make_hostile.py OUTDIR")
@@ -904,6 +945,7 @@ def main():
 
     more_cases(add, with_pkl, torch_case, entries, rec, top, base_pkl,
                base_bytes, legacy_bytes, rebuilt)
+    numpy_cases(add, top, legacy_bytes)
 
     with open(os.path.join(outdir, "cases.json"), "w") as f:
         json.dump(cases, f, indent=1)

@@ -329,6 +329,53 @@ def st_daemon_output_name():
 
 
 @test
+def st_fingerprint_covers_tensor_bytes():
+    """a safetensors input's fingerprint (the record's input digest) changes
+    with any one tensor byte, the header being the same; a copy of a file
+    has its fingerprint; a written file's digest is the one it has as input"""
+    d = E.fresh("fp")
+    tensors = {"a": torch.arange(1000, dtype=torch.float32),
+               "e": torch.zeros(0, dtype=torch.float16),
+               "b": torch.arange(5, dtype=torch.int64)}
+
+    def flip(at):
+        def edit(data):
+            return data[:at] + bytes([data[at] ^ 1]) + data[at + 1:]
+        return edit
+
+    # the first data byte, one inside "a", the first of "b", the last
+    cases = {"same": None, "first": flip(0), "mid": flip(2001), "b": flip(4000),
+             "last": flip(4039)}
+    digests, headers = {}, set()
+    for name, edit in cases.items():
+        p = os.path.join(d, name + ".safetensors")
+        stspec.write(p, tensors, metadata={"k": "v"}, data_edit=edit)
+        with open(p, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            headers.add(f.read(n))
+        r = E.run(ini(("pipeline", {"chain": ""}), ("output", {"format": "safetensors",
+                                                               "state": "/"})), p)
+        check(r.rc == 0, f"{name}: exit {r.rc}; {r.stderr.strip()[:300]}")
+        digests[name] = r.rec["input"]["digest"]
+        check(r.rec["input"].get("digest_kind") in (None, "fingerprint-sha256"),
+              f"digest_kind {r.rec['input'].get('digest_kind')}")
+        # the output, opened as an input, has the digest its record gave it
+        r2 = E.run(ini(("pipeline", {"chain": ""}), ("output", {"format": "safetensors",
+                                                                "state": "/"})), r.out)
+        check(r2.rc == 0 and r2.rec["input"]["digest"] == r.rec["output"]["digest"],
+              f"{name}: written {r.rec['output']['digest']}, read back "
+              f"{r2.rec and r2.rec['input']['digest']}")
+    check(len(headers) == 1, f"{len(headers)} different headers")
+    check(len(set(digests.values())) == len(cases),
+          f"equal fingerprints for different tensor bytes: {digests}")
+    p = os.path.join(d, "copy.safetensors")
+    stspec.write(p, tensors, metadata={"k": "v"})
+    r = E.run(ini(("pipeline", {"chain": ""})), p)
+    check(r.rc == 0 and r.rec["input"]["digest"] == digests["same"],
+          f"a copy's fingerprint {r.rec and r.rec['input']['digest']} != {digests['same']}")
+
+
+@test
 def st_output_check_errors():
     """[output] values are checked at load"""
     check_rejects(ini(("pipeline", {"chain": ""}), ("output", {"format": "onnx"})), 5, "onnx")
