@@ -748,6 +748,11 @@ void watch_maybe_exit(daemon_t *d)
     watch_metrics_write(d);
     watch_stop(d);
     uv_walk(d->loop, close_walk_cb, NULL);
+    /* closing the signal handles gave SIGTERM and SIGINT back their
+     * default: another one now (a supervisor repeating itself) would kill
+     * a daemon that has stopped cleanly and is only exiting */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
 }
 
 static void stop_timer_cb(uv_timer_t *t)
