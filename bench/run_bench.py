@@ -427,137 +427,297 @@ def wait_for(pred, timeout, step=0.01):
     return None
 
 
+class LogTail:
+    """The audit log read as it grows: each record once, by input name."""
+
+    def __init__(self, path):
+        self.path, self.off, self.part, self.by_name = path, 0, b"", {}
+
+    def poll(self):
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.off)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        self.off += len(data)
+        lines = (self.part + data).split(b"\n")
+        self.part = lines.pop()
+        for ln in lines:
+            try:
+                r = json.loads(ln)
+            except ValueError:
+                continue
+            self.by_name.setdefault(rec_name(r, "input"), r)
+
+
+TINY_CHAIN = "[pipeline]\nchain = optimizer_strip\n"
+
+
+def daemon_conf(work, d, audit, extra="", chain=None):
+    conf = os.path.join(work, "watch", "watch.ini")
+    if chain is None:
+        with open(os.path.join(HERE, "bench.ini")) as f:
+            text = f.read()
+    else:
+        text = chain
+    with open(conf, "w") as f:
+        f.write(text + f"\n[watch]\nincoming = {d['incoming']}\n"
+                f"output = {d['output']}\nfailed = {d['failed']}\n"
+                f"audit_log = {audit}\nsettle_ms = {DAEMON_SETTLE_MS}\n"
+                f"rescan_s = 0\n{extra}")
+    return conf
+
+
+DAEMON_SETTLE_MS = 200
+
+
+def vm_kib(pid, field):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for ln in f:
+                if ln.startswith(field + ":"):
+                    return int(ln.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def make_tiny(path):
+    """A checkpoint of 2 KiB (three 64-float tensors and a view, an epoch,
+    an empty optimizer), as the daemon tests drop them."""
+    code = ("import collections, sys, torch\n"
+            "g = torch.Generator().manual_seed(1)\n"
+            "sd = collections.OrderedDict(('layer%d.weight' % i, "
+            "torch.randn(64, generator=g)) for i in range(3))\n"
+            "sd['layer0.bias'] = sd['layer0.weight'][:8]\n"
+            "torch.save({'model': sd, 'epoch': 1, 'optimizer': {'state': {}, "
+            "'param_groups': [{'lr': 0.1, 'params': [0]}]}}, sys.argv[1])\n")
+    subprocess.run([PY, "-c", code, path], check=True)
+    return path
+
+
+def daemon_rate(args, work, d, audit, small, n, chain=None):
+    """n small checkpoints renamed into incoming at once (default workers):
+    seconds from the first rename to the last record."""
+    conf = daemon_conf(work, d, audit, chain=chain)
+    log = open(os.path.join(work, "watch", "rate.log"), "wb")
+    proc = subprocess.Popen([args.ckprep, "watch", "-c", conf],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        names = [f"small_{i:04d}.th" for i in range(n)]
+        for nm in names:
+            os.link(small, os.path.join(d["stage"], nm))
+        time.sleep(1.0)
+        if proc.poll() is not None:
+            raise RuntimeError(f"ckprep watch exited with {proc.returncode}")
+        tail = LogTail(audit)
+        t0 = time.monotonic()
+        for nm in names:
+            os.rename(os.path.join(d["stage"], nm), os.path.join(d["incoming"], nm))
+
+        def all_done():
+            tail.poll()
+            return sum(nm in tail.by_name for nm in names) >= n
+
+        if not wait_for(all_done, 900, 0.005):
+            raise RuntimeError(f"{n} small files not all done within 900 s")
+        t = time.monotonic() - t0
+        ok = sum(tail.by_name[nm].get("status") == "ok" for nm in names)
+        return {"files": n, "ok": ok, "seconds": t, "files_per_s": n / t}
+    finally:
+        stop_daemon(proc)
+        log.close()
+
+
+def stop_daemon(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def daemon_latency(args, work, d, audit, small, big, samples):
+    """Small files renamed in one at a time (every 20 ms) while a 3 GB job
+    runs (a new name of it dropped whenever the last is done): each one's
+    latency from its rename to its record in the log with its output there;
+    also the first large job's rename -> output visible."""
+    conf = daemon_conf(work, d, audit)
+    log = open(os.path.join(work, "watch", "latency.log"), "wb")
+    proc = subprocess.Popen([args.ckprep, "watch", "-c", conf],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    res = {}
+    try:
+        time.sleep(1.0)
+        if proc.poll() is not None:
+            raise RuntimeError(f"ckprep watch exited with {proc.returncode}")
+        tail = LogTail(audit)
+        big_names, lat, sent = [], [], {}
+        nbig = 0
+
+        def drop(src, nm):
+            os.link(src, os.path.join(d["stage"], nm))
+            ts = time.monotonic()
+            os.rename(os.path.join(d["stage"], nm),
+                      os.path.join(d["incoming"], nm))
+            return ts
+
+        def new_big():
+            nonlocal nbig
+            nbig += 1
+            nm = f"big_{nbig:03d}.th"
+            big_names.append((nm, drop(big, nm)))
+
+        new_big()
+        first_visible = wait_for(lambda: os.path.exists(
+            os.path.join(d["output"], big_names[0][0])), 600, 0.002)
+        if first_visible is None:
+            raise RuntimeError("the large job made no output within 600 s")
+        res["large_latency_s"] = time.monotonic() - big_names[0][1]
+        res["large_bytes"] = os.path.getsize(big)
+        wait_for(lambda: tail.poll() or big_names[0][0] in tail.by_name, 600)
+        new_big()
+        time.sleep(0.3)     # the job is running
+        i = 0
+        end = time.monotonic() + 900
+        while len(lat) < samples and time.monotonic() < end:
+            tail.poll()
+            if big_names[-1][0] in tail.by_name:
+                new_big()
+                time.sleep(0.3)
+                continue
+            nm = f"late_{i:04d}.th"
+            i += 1
+            sent[nm] = drop(small, nm)
+            while time.monotonic() < sent[nm] + 0.5:
+                tail.poll()
+                r = tail.by_name.get(nm)
+                o = ((r or {}).get("output") or {}).get("path")
+                if r is not None and o and os.path.exists(o):
+                    break
+                time.sleep(0.001)
+            t = time.monotonic() - sent[nm]
+            tail.poll()
+            # a sample counts while the large job was still running
+            if big_names[-1][0] not in tail.by_name:
+                lat.append(t if nm in tail.by_name else float("inf"))
+            time.sleep(0.02)
+        if len(lat) < samples:
+            raise RuntimeError(f"only {len(lat)} latency samples in 900 s")
+        lat.sort()
+        res.update(samples=len(lat), p50=lat[len(lat) // 2],
+                   p90=lat[int(len(lat) * 0.9)], worst=lat[-5:],
+                   p99=lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+                   max=lat[-1], large_jobs=nbig)
+        return res
+    finally:
+        stop_daemon(proc)
+        log.close()
+
+
+def proc_cpu_s(pid):
+    """CPU seconds (user + system) pid has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def daemon_startup(args, work, d, audit, small, lines):
+    """Start-up with an audit log of `lines` records (the shape of the rate
+    test's, each naming its own input, gone from incoming as after = move
+    leaves them): seconds from the start to the log read back, and to the
+    output of a file dropped at the start; peak RSS then."""
+    with open(os.path.join(work, "rate.jsonl"), "rb") as f:
+        proto = [ln for ln in f.read().split(b"\n") if ln][:100]
+    if not proto:
+        raise RuntimeError("no records to repeat")
+    big_log = audit
+    with open(big_log, "wb") as f:
+        chunk = []
+        for k in range(lines):
+            r = proto[k % len(proto)]
+            name = rec_name(json.loads(r), "input").encode()
+            chunk.append(r.replace(name, b"gone_%07d.th" % k, 1)
+                         .replace(b'{"seq":%d,' % json.loads(r)["seq"], b'{"seq":%d,' % (k + 1), 1))
+            if len(chunk) == 10000:
+                f.write(b"\n".join(chunk) + b"\n")
+                chunk = []
+        if chunk:
+            f.write(b"\n".join(chunk) + b"\n")
+    size = os.path.getsize(big_log)
+    warm(big_log)
+    conf = daemon_conf(work, d, big_log)
+    log_path = os.path.join(work, "watch", "startup.log")
+    log = open(log_path, "wb")
+    os.link(small, os.path.join(d["stage"], "first.th"))
+    os.rename(os.path.join(d["stage"], "first.th"),
+              os.path.join(d["incoming"], "first.th"))
+    t0 = time.monotonic()
+    proc = subprocess.Popen([args.ckprep, "watch", "-c", conf],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        def read_back():
+            with open(log_path, "rb") as f:
+                return b"audit log read back" in f.read()
+        if not wait_for(read_back, 600, 0.002):
+            raise RuntimeError("the log was not read back within 600 s")
+        t_read = time.monotonic() - t0
+        cpu = proc_cpu_s(proc.pid)
+        out = os.path.join(d["output"], "first.th")
+        if not wait_for(lambda: os.path.exists(out), 600, 0.002):
+            raise RuntimeError("first.th not done within 600 s")
+        t_first = time.monotonic() - t0
+        time.sleep(0.2)
+        rss = vm_kib(proc.pid, "VmHWM") / 1024
+        return {"lines": lines, "log_bytes": size, "read_s": t_read,
+                "cpu_s": cpu, "first_s": t_first, "rss_mib": rss}
+    finally:
+        stop_daemon(proc)
+        log.close()
+
+
 def run_daemon(args, work):
-    """500 small files at once, then latency and responsiveness."""
+    """Issue 16's three figures: files/s for many small files, p99 latency of
+    a small file while a 3 GB job runs, start-up with a 1,000,000-line log."""
     p = subprocess.run([args.ckprep, "watch", "--help"], capture_output=True)
     if p.returncode != 0:
         print("daemon: not measured (ckprep has no watch command)", flush=True)
         return {"skipped": "ckprep has no watch command"}
     small = ensure_case(args, "small")
     big = ensure_case(args, "lm")
-    d = {k: os.path.join(work, "watch", k)
-         for k in ("incoming", "output", "failed", "stage")}
-    for v in d.values():
-        os.makedirs(v, exist_ok=True)
-    audit = os.path.join(work, "watch", "audit.jsonl")
-    settle_ms = 200
-    conf = os.path.join(work, "watch", "watch.ini")
-    with open(os.path.join(HERE, "bench.ini")) as f:
-        text = f.read()
-    with open(conf, "w") as f:
-        f.write(text + f"\n[watch]\nincoming = {d['incoming']}\n"
-                f"output = {d['output']}\nfailed = {d['failed']}\n"
-                f"audit_log = {audit}\nworkers = 2\nsettle_ms = {settle_ms}\n")
-    res = {"settle_ms": settle_ms, "workers": 2}
-    log = open(os.path.join(work, "watch", "daemon.log"), "wb")
-    proc = subprocess.Popen([args.ckprep, "watch", "-c", conf],
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-    try:
-        time.sleep(1.0)
-        if proc.poll() is not None:
-            raise RuntimeError(f"ckprep watch exited with {proc.returncode}")
-        # 500 small checkpoints dropped at once
-        n = 500
-        names = [f"small_{i:03d}.th" for i in range(n)]
-        for nm in names:
-            shutil.copyfile(small, os.path.join(d["stage"], nm))
-        want = set(names)
-        t0 = time.monotonic()
-        for nm in names:
-            os.rename(os.path.join(d["stage"], nm), os.path.join(d["incoming"], nm))
-
-        def all_done():
-            recs = [r for r in audit_records(audit) if rec_name(r, "input") in want]
-            return recs if len(recs) >= n else None
-
-        recs = wait_for(all_done, 600, 0.02)
-        t = time.monotonic() - t0
-        if recs is None:
-            raise RuntimeError("500 small files not all done within 600 s")
-        ok = sum(r.get("status") == "ok" for r in recs)
-        res["files"] = n
-        res["ok"] = ok
-        res["seconds"] = t
-        res["files_per_s"] = n / t
-        print(f"   daemon: {n} small files in {t:.2f}s = {n / t:.0f} files/s "
-              f"({ok} ok), workers 2", flush=True)
-
-        # latency of one large file: rename into incoming -> output visible
-        def drop(src, nm):
-            os.link(src, os.path.join(d["stage"], nm))
-            ts = time.monotonic()
-            os.rename(os.path.join(d["stage"], nm), os.path.join(d["incoming"], nm))
-            return ts
-
-        def done_at(nm):
-            for r in audit_records(audit):
-                if rec_name(r, "input") == nm:
-                    o = (r.get("output") or {}).get("path")
-                    if r.get("status") == "ok" and o and os.path.exists(o):
-                        return time.monotonic()
-                    if r.get("status") != "ok":
-                        raise RuntimeError(f"daemon failed {nm}: {r.get('error')}")
-            return None
-
-        def visible(nm):
-            stem = nm.rsplit(".", 1)[0]
-            return any(f.startswith(stem) for f in os.listdir(d["output"]))
-
-        t0 = drop(big, "big_1.th")
-        seen = wait_for(lambda: time.monotonic() if visible("big_1.th") else None,
-                        600, 0.005)
-        done = wait_for(lambda: done_at("big_1.th"), 600, 0.01)
-        if seen is None or done is None:
-            raise RuntimeError("large file not done within 600 s")
-        res["large_latency_s"] = seen - t0
-        res["large_bytes"] = os.path.getsize(big)
-        res["large_record_s"] = done - t0
-        print(f"   daemon: {os.path.getsize(big) / MiB:.0f} MiB file: output "
-              f"visible {seen - t0:.2f}s after the rename (settle_ms "
-              f"{settle_ms})", flush=True)
-
-        # responsiveness: a small file dropped while the large job runs
-        # a copy: the daemon knows a file by (inode, size, mtime)
-        shutil.copyfile(big, os.path.join(d["stage"], "big_2.th"))
-        tb = time.monotonic()
-        os.rename(os.path.join(d["stage"], "big_2.th"),
-                  os.path.join(d["incoming"], "big_2.th"))
-        time.sleep(settle_ms / 1000 + 0.3)
-        ts = drop(small, "small_late.th")
-        state = {}
-
-        def both():
-            for nm in ("big_2.th", "small_late.th"):
-                if nm not in state:
-                    v = done_at(nm)
-                    if v:
-                        state[nm] = v
-            return len(state) == 2
-
-        if not wait_for(both, 600, 0.005):
-            raise RuntimeError("responsiveness test not done within 600 s")
-        res["small_during_large_s"] = state["small_late.th"] - ts
-        res["large_during_s"] = state["big_2.th"] - tb
-        res["small_first"] = state["small_late.th"] < state["big_2.th"]
-        print(f"   daemon: small file dropped during the large job done in "
-              f"{res['small_during_large_s']:.2f}s, "
-              f"{'before' if res['small_first'] else 'AFTER'} the large one "
-              f"({res['large_during_s']:.2f}s)", flush=True)
-    except Exception as e:  # report, do not lose the other results
-        res["error"] = str(e)
-        print(f"   daemon: FAILED: {e}", flush=True)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                res.setdefault("error", "did not stop within 30 s of SIGTERM")
-        res["exit"] = proc.returncode
-        log.close()
-        shutil.rmtree(os.path.join(work, "watch"), ignore_errors=True)
+    n = env_int("BENCH_DAEMON_FILES", 2000)
+    lines = env_int("BENCH_DAEMON_LOG_LINES", 1000000)
+    samples = env_int("BENCH_DAEMON_SAMPLES", 200)
+    res = {"settle_ms": DAEMON_SETTLE_MS, "workers": 2}
+    tiny = make_tiny(os.path.join(work, "tiny.th"))
+    parts = (("rate_tiny", lambda: daemon_rate(args, work, d, audit, tiny, n,
+                                               TINY_CHAIN)),
+             ("rate", lambda: daemon_rate(args, work, d, audit, small, n)),
+             ("latency", lambda: daemon_latency(args, work, d, audit, small,
+                                                big, samples)),
+             ("startup", lambda: daemon_startup(args, work, d, audit, small,
+                                                lines)))
+    for name, fn in parts:
+        d = {k: os.path.join(work, "watch", k)
+             for k in ("incoming", "output", "failed", "stage")}
+        for v in d.values():
+            shutil.rmtree(v, ignore_errors=True)
+            os.makedirs(v)
+        audit = os.path.join(work, "watch", name + ".jsonl")
+        try:
+            res[name] = fn()
+            print(f"   daemon {name}: {res[name]}", flush=True)
+        except Exception as e:  # report, do not lose the other results
+            res.setdefault("error", f"{name}: {e}")
+            print(f"   daemon {name}: FAILED: {e}", flush=True)
+        if name == "rate":   # the startup test repeats its records
+            keep = os.path.join(work, "rate.jsonl")
+            if os.path.exists(audit):
+                shutil.copyfile(audit, keep)
+    shutil.rmtree(os.path.join(work, "watch"), ignore_errors=True)
     return res
 
 
@@ -664,26 +824,38 @@ def report(m, cases, scaling, daemon, rounds, sight=None, stream=None):
             L.append(f"| `ckprep {name}` | {wall * 1000:.0f} ms | {rss:.1f} MiB |")
     if stream:
         L += fmt_stream(stream)
-    L.append("\nDaemon (`ckprep watch`, workers = 2):\n")
+    L.append("\nDaemon (`ckprep watch`, the default workers = 2, settle_ms = "
+             f"{DAEMON_SETTLE_MS}, the bench chain):\n")
     if daemon is None:
         L.append("- not run (BENCH_DAEMON=0)")
     elif "skipped" in daemon:
         L.append(f"- not measured ({daemon['skipped']})")
     else:
-        if "files_per_s" in daemon:
-            L.append(f"- {daemon['files']} small checkpoints dropped at once: "
-                     f"{daemon['seconds']:.2f} s, **{daemon['files_per_s']:.0f} "
-                     f"files/s** ({daemon['ok']} ok)")
-        if "large_latency_s" in daemon:
-            L.append(f"- one {daemon['large_bytes'] / MiB:.0f} MiB checkpoint: "
-                     f"output visible **{daemon['large_latency_s']:.2f} s** after "
-                     f"the rename into the folder (settle_ms = "
-                     f"{daemon['settle_ms']})")
-        if "small_first" in daemon:
-            L.append(f"- a small file dropped while that large job runs: done in "
-                     f"{daemon['small_during_large_s']:.2f} s, "
-                     f"{'before' if daemon['small_first'] else '**after**'} the "
-                     "large job")
+        r = daemon.get("rate_tiny")
+        if r:
+            L.append(f"- {r['files']} tiny checkpoints (2 KiB, chain "
+                     f"`optimizer_strip`) renamed in at once: {r['seconds']:.2f} "
+                     f"s, **{r['files_per_s']:.0f} files/s** ({r['ok']} ok)")
+        r = daemon.get("rate")
+        if r:
+            L.append(f"- {r['files']} small checkpoints (533 KiB, 262 records, "
+                     f"the bench chain) renamed in at once: {r['seconds']:.2f} "
+                     f"s, **{r['files_per_s']:.0f} files/s** ({r['ok']} ok)")
+        r = daemon.get("latency")
+        if r:
+            L.append(f"- one {r['large_bytes'] / MiB:.0f} MiB checkpoint: output "
+                     f"visible {r['large_latency_s']:.2f} s after its rename")
+            L.append(f"- {r['samples']} small files renamed in one by one while "
+                     f"that large job runs ({r['large_jobs']} in turn): rename -> "
+                     f"record and output, p50 {r['p50'] * 1000:.0f} ms, **p99 "
+                     f"{r['p99'] * 1000:.0f} ms**, max {r['max'] * 1000:.0f} ms")
+        r = daemon.get("startup")
+        if r:
+            L.append(f"- start-up with a {r['lines']:,}-line audit log "
+                     f"({r['log_bytes'] / MiB:.0f} MiB): read back in **"
+                     f"{r['read_s']:.2f} s** ({r.get('cpu_s', 0):.2f} CPU-s), "
+                     f"a file waiting at the start done at {r['first_s']:.2f} "
+                     f"s, peak RSS **{r['rss_mib']:.0f} MiB**")
         if "error" in daemon:
             L.append(f"- **failed**: {daemon['error']}")
     return "\n".join(L) + "\n"

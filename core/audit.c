@@ -5,6 +5,7 @@
  * and each append hold flock(LOCK_EX) on it, and an append numbers its
  * record from the last line in the file, not from what this process wrote.
  */
+#define _GNU_SOURCE
 #include "audit.h"
 
 #include "json.h"
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -45,49 +47,135 @@ static uint64_t line_seq(const char *line, size_t n)
     return seq;
 }
 
+/* The complete lines of [p, p + n), at file offset off, to cb; returns
+ * the bytes they took, or CK_ECANCELED (in *rc) when cb stops. */
+static size_t lines(ck_audit_t *a, ck_audit_cb cb, void *ud, const char *p,
+                    size_t n, off_t off, int *rc)
+{
+    size_t at = 0;
+
+    while (*rc == 0) {
+        const char *nl = memchr(p + at, '\n', n - at);
+        size_t len;
+
+        if (nl == NULL)
+            break;
+        len = (size_t)(nl - (p + at));
+        if (len > 0) {
+            uint64_t seq = line_seq(p + at, len);
+
+            if (seq > a->seq)
+                a->seq = seq;
+            a->at = (uint64_t)off + at;
+            *rc = cb != NULL ? cb(ud, p + at, len) : 0;
+            if (*rc < 0 && *rc != CK_ECANCELED)
+                a->bad_lines++, *rc = 0;
+        }
+        at += len + 1;
+    }
+    return at;
+}
+
+/*
+ * The same, through windows of 32 MiB mapped one after the other: the log
+ * is read where the page cache holds it, never copied, and a window is
+ * unmapped before the next (a million-line log is GiBs).  0, or 1 when a
+ * window cannot be mapped (read_back then reads what is left).
+ */
+static int map_back(ck_audit_t *a, int fd, ck_audit_cb cb, void *ud,
+                    off_t *off, off_t size, int *rc)
+{
+    const size_t win = 32 << 20;
+    long pg = sysconf(_SC_PAGESIZE);
+
+    while (*rc == 0 && *off < size) {
+        off_t base = *off - *off % pg;
+        size_t len = size - base < (off_t)win ? (size_t)(size - base) : win;
+        size_t skip = (size_t)(*off - base), took;
+        char *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd,
+                       base);
+
+        if (m == MAP_FAILED)
+            return 1;
+        took = lines(a, cb, ud, m + skip, len - skip, *off, rc);
+        munmap(m, len);
+        if (took == 0 && base + (off_t)len < size)
+            return 1;       /* a line longer than a window */
+        *off += (off_t)took;
+        if (base + (off_t)len >= size)
+            break;
+    }
+    return 0;
+}
+
 /* Read every complete line from offset from; *end: the offset just past
- * the last one. */
+ * the last one.  Mapped (map_back), or cut in a buffer of 4 MiB (read(2),
+ * so the log stays out of this process's memory) that a longer line
+ * grows. */
 static int read_back(ck_audit_t *a, ck_audit_cb cb, void *ud, off_t from,
                      off_t *end, ck_err_t *err)
 {
     int fd = open(a->path, O_RDONLY | O_CLOEXEC), rc = 0;
-    FILE *f;
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n;
-    off_t off = from;
+    size_t cap = 4 << 20, have = 0;
+    char *buf;
+    off_t off = from;      /* of buf[0] */
 
     if (fd < 0)
         return ck_err_set(err, -errno, "%s: %s", a->path, strerror(errno));
-    f = fdopen(fd, "r");
-    if (f == NULL) {
+    {
+        struct stat st;
+
+        if (fstat(fd, &st) == 0 && map_back(a, fd, cb, ud, &off, st.st_size,
+                                            &rc) == 0) {
+            close(fd);
+            *end = off;
+            if (rc == CK_ECANCELED)
+                return ck_err_set(err, rc, "%s: reading stopped", a->path);
+            return rc;
+        }
+    }
+    buf = ck_malloc(cap);
+    if (buf == NULL) {
         close(fd);
         return ck_err_set(err, CK_ENOMEM, "out of memory");
     }
-    if (from > 0 && fseeko(f, from, SEEK_SET) < 0) {
-        fclose(f);
-        return ck_err_set(err, -errno, "%s: %s", a->path, strerror(errno));
-    }
-    while (rc == 0 && (n = getline(&line, &cap, f)) > 0) {
-        if (line[n - 1] != '\n')
-            break;
-        off += n;
-        if (n > 1) {
-            uint64_t seq = line_seq(line, (size_t)n - 1);
+    for (;;) {
+        ssize_t n;
+        size_t at = 0;
 
-            if (seq > a->seq)
-                a->seq = seq;
-            rc = cb != NULL ? cb(ud, line, (size_t)n - 1) : 0;
-            if (rc < 0 && rc != CK_ECANCELED)
-                a->bad_lines++, rc = 0;
+        if (have == cap) {      /* one line fills the buffer */
+            char *b = ck_realloc(buf, cap * 2);
+
+            if (b == NULL) {
+                rc = ck_err_set(err, CK_ENOMEM, "out of memory");
+                break;
+            }
+            buf = b;
+            cap *= 2;
         }
+        n = pread(fd, buf + have, cap - have, off + (off_t)have);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = ck_err_set(err, -errno, "%s: %s", a->path, strerror(errno));
+            break;
+        }
+        if (n == 0)
+            break;
+        have += (size_t)n;
+        at = lines(a, cb, ud, buf, have, off, &rc);
+        if (rc < 0)
+            break;
+        memmove(buf, buf + at, have - at);
+        have -= at;
+        off += (off_t)at;
     }
-    free(line);
-    fclose(f);
+    ck_free(buf);
+    close(fd);
     *end = off;
-    if (rc < 0)
+    if (rc == CK_ECANCELED)
         return ck_err_set(err, rc, "%s: reading stopped", a->path);
-    return 0;
+    return rc;
 }
 
 static int open_fd(ck_audit_t *a, ck_err_t *err)
@@ -170,14 +258,21 @@ static uint64_t last_seq(int fd, off_t size)
 
 int ck_audit_append(ck_audit_t *a, const char *rec, ck_err_t *err)
 {
+    return ck_audit_append_many(a, &rec, 1, err);
+}
+
+int ck_audit_append_many(ck_audit_t *a, const char *const *recs, size_t n,
+                         ck_err_t *err)
+{
     ck_buf_t b = { 0 };
     struct stat st;
-    ssize_t n = -1;
+    ssize_t w = -1;
     uint64_t seq;
     int rc = 0, locked;
 
-    if (rec[0] != '{')
-        return ck_err_set(err, CK_EFORMAT, "audit record is not an object");
+    for (size_t i = 0; i < n; i++)
+        if (recs[i][0] != '{')
+            return ck_err_set(err, CK_EFORMAT, "audit record is not an object");
     locked = flock(a->fd, LOCK_EX) == 0;
     if (fstat(a->fd, &st) < 0)
         st.st_size = -1;
@@ -195,24 +290,29 @@ int ck_audit_append(ck_audit_t *a, const char *rec, ck_err_t *err)
         if (pread(a->fd, &last, 1, st.st_size - 1) == 1 && last != '\n')
             ck_buf_putc(&b, '\n');
     }
-    ck_buf_printf(&b, "{\"seq\":%llu,\"host\":", (unsigned long long)seq + 1);
-    ck_json_quote(&b, a->host, strlen(a->host));
-    if (rec[1] != '}')
-        ck_buf_putc(&b, ',');
-    ck_buf_put(&b, rec + 1, strlen(rec + 1));
-    ck_buf_putc(&b, '\n');
+    for (size_t i = 0; i < n; i++) {
+        const char *rec = recs[i];
+
+        ck_buf_printf(&b, "{\"seq\":%llu,\"host\":",
+                      (unsigned long long)(seq + 1 + i));
+        ck_json_quote(&b, a->host, strlen(a->host));
+        if (rec[1] != '}')
+            ck_buf_putc(&b, ',');
+        ck_buf_put(&b, rec + 1, strlen(rec + 1));
+        ck_buf_putc(&b, '\n');
+    }
     if (b.oom) {
         rc = ck_err_set(err, CK_ENOMEM, "out of memory");
         goto out;
     }
     do
-        n = write(a->fd, b.data, b.len);
-    while (n < 0 && errno == EINTR);
-    if (n != (ssize_t)b.len) {
-        int e = n < 0 ? errno : ENOSPC;
+        w = write(a->fd, b.data, b.len);
+    while (w < 0 && errno == EINTR);
+    if (w != (ssize_t)b.len) {
+        int e = w < 0 ? errno : ENOSPC;
 
         /* take back a partial line so the next record starts a line */
-        if (n > 0 && st.st_size >= 0 && ftruncate(a->fd, st.st_size) < 0)
+        if (w > 0 && st.st_size >= 0 && ftruncate(a->fd, st.st_size) < 0)
             (void)0;
         rc = ck_err_set(err, -e, "%s: %s", a->path, strerror(e));
         goto out;
@@ -222,7 +322,7 @@ int ck_audit_append(ck_audit_t *a, const char *rec, ck_err_t *err)
                         strerror(errno));
         goto out;
     }
-    a->seq = seq + 1;
+    a->seq = seq + n;
 out:
     if (locked)
         flock(a->fd, LOCK_UN);

@@ -18,6 +18,8 @@ typedef struct {
     char host[256];
     uint64_t torn_bytes; /* cut away by the last open */
     uint64_t bad_lines;  /* complete lines the callback refused */
+    uint64_t at;         /* while reading back: the offset of the line
+                            given to the callback */
 } ck_audit_t;
 
 /* One complete line of the log (n bytes, without its newline), read back
@@ -42,6 +44,15 @@ int ck_audit_open(ck_audit_t *a, const char *path, ck_audit_cb cb, void *ud,
  * (as far as the file system lets us undo it).
  */
 int ck_audit_append(ck_audit_t *a, const char *rec, ck_err_t *err);
+
+/*
+ * Append the n records of recs as ck_audit_append does each, numbered in
+ * order, in one write(2) and one fdatasync: when it returns 0 every one of
+ * them is durable; on failure none was added (as above).  Jobs that end
+ * together pay for one sync.
+ */
+int ck_audit_append_many(ck_audit_t *a, const char *const *recs, size_t n,
+                         ck_err_t *err);
 
 /* Close and open again the same path (logrotate moved the old one). */
 int ck_audit_reopen(ck_audit_t *a, ck_err_t *err);

@@ -107,6 +107,12 @@ typedef struct {
     size_t st_n;
     const int *cancel;        /* ck_ckpt_write stops with CK_ECANCELED once
                                  *cancel is nonzero (another thread sets it) */
+    uint64_t defer;           /* nonzero: for an output of at most this
+                                 many bytes ck_ckpt_write stops short of
+                                 publishing: the temporary, written, its
+                                 write-back started, goes to the caller
+                                 (info->tmp); a bigger one is published
+                                 here */
     int allow_numpy;          /* from ck_open_opts_t: numpy names pass the
                                  allowlist, ck_ckpt_validate checks them */
     struct ck_ckpt_stream *stream; /* an input read from a pipe, else NULL */
@@ -233,6 +239,10 @@ typedef struct {
     uint64_t size;            /* bytes written */
     size_t nstorages;
     uint64_t storage_bytes;
+    char *tmp;                /* with c->defer: the written temporary beside
+                                 the output (ck_malloc), neither synced nor
+                                 renamed: the caller syncs and renames it
+                                 or unlink; NULL otherwise */
     int stream;               /* written in one pass (ck_ckpt_write_fd) */
 } ck_write_info_t;
 

@@ -9,6 +9,7 @@
 #include "zip.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -124,7 +125,61 @@ int ck_fsync_dir_of(const char *path)
     return rc;
 }
 
+typedef struct {
+    const char *const *paths;
+    int *rc;
+    size_t n, from, step;
+} fsync_part_t;
+
+static int fsync_path(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC), rc = 0;
+
+    if (fd < 0)
+        return -errno;
+    if (fsync(fd) < 0)
+        rc = -errno;
+    close(fd);
+    return rc;
+}
+
+static void *fsync_part(void *arg)
+{
+    fsync_part_t *p = arg;
+
+    for (size_t i = p->from; i < p->n; i += p->step)
+        p->rc[i] = fsync_path(p->paths[i]);
+    return NULL;
+}
+
+void ck_fsync_many(const char *const *paths, int *rc, size_t n)
+{
+    enum { MAXT = 16 };
+    pthread_t t[MAXT];
+    fsync_part_t part[MAXT];
+    size_t nt = n < MAXT ? n : MAXT, started = 0;
+
+    for (size_t k = 0; k < nt; k++) {
+        part[k] = (fsync_part_t){ paths, rc, n, k, nt };
+        /* this thread takes the first part, and any that cannot start */
+        if (k > 0 && pthread_create(&t[k], NULL, fsync_part, &part[k]) == 0)
+            started |= (size_t)1 << k;
+    }
+    for (size_t k = 0; k < nt; k++)
+        if (k == 0 || !(started & ((size_t)1 << k)))
+            fsync_part(&part[k]);
+    for (size_t k = 1; k < nt; k++)
+        if (started & ((size_t)1 << k))
+            pthread_join(t[k], NULL);
+}
+
 int ck_write_atomic(const char *path, const void *p, size_t n, mode_t mode)
+{
+    return ck_write_replace(path, p, n, mode, CK_SYNC_DATA | CK_SYNC_DIR);
+}
+
+int ck_write_replace(const char *path, const void *p, size_t n, mode_t mode,
+                     int sync)
 {
     char *tmp = ck_malloc(strlen(path) + 32);
     int fd, rc = 0;
@@ -138,7 +193,7 @@ int ck_write_atomic(const char *path, const void *p, size_t n, mode_t mode)
         goto out;
     }
     rc = ck_pwrite_full(fd, p, n, 0);
-    if (rc == 0 && fsync(fd) < 0)
+    if (rc == 0 && (sync & CK_SYNC_DATA) && fsync(fd) < 0)
         rc = -errno;
     if (close(fd) < 0 && rc == 0)
         rc = -errno;
@@ -146,7 +201,7 @@ int ck_write_atomic(const char *path, const void *p, size_t n, mode_t mode)
         rc = -errno;
     if (rc < 0)
         unlink(tmp);
-    else
+    else if (sync & CK_SYNC_DIR)
         rc = ck_fsync_dir_of(path);
 out:
     ck_free(tmp);

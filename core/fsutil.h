@@ -43,11 +43,29 @@ int ck_fsync_dir(const char *dir);
 int ck_fsync_dir_of(const char *path);
 
 /*
+ * fsync each of the n files at paths (never through a symlink), several at
+ * once: concurrent fsyncs share the file system's journal commits and the
+ * disk's cache flushes, where one after the other each waits for its own.
+ * rc[i] gets 0 or -errno.  Each file is synced as fsync(2) promises; only
+ * the waiting is shared.
+ */
+void ck_fsync_many(const char *const *paths, int *rc, size_t n);
+
+/*
  * Write n bytes at p to path atomically: a temporary PATH.tmp.PID beside it
  * (mode, never through a symlink), fsync, rename over path, fsync the
  * folder.  On failure the temporary is removed and path is as it was.
  */
 int ck_write_atomic(const char *path, const void *p, size_t n, mode_t mode);
+
+/* What ck_write_replace syncs. */
+enum { CK_SYNC_DATA = 1, CK_SYNC_DIR = 2 };
+
+/* ck_write_atomic syncing only what sync says (CK_SYNC_DATA: the file
+ * before the rename; CK_SYNC_DIR: the folder after it): the rename is
+ * atomic either way, its durability is the caller's choice. */
+int ck_write_replace(const char *path, const void *p, size_t n, mode_t mode,
+                     int sync);
 
 /*
  * Move the regular file src to dst (replacing dst), durably: rename and

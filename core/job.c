@@ -294,6 +294,15 @@ int ck_job_error(const ck_job_t *job)
     return job->err->code;
 }
 
+int ck_job_canceled(ck_job_t *job)
+{
+    if (job->ck.cancel == NULL ||
+        !__atomic_load_n(job->ck.cancel, __ATOMIC_RELAXED))
+        return 0;
+    return ck_job_fail(job, CK_ECANCELED, "abandoned inside the stage: "
+                       "ckprep is stopping");
+}
+
 const char *ck_py_type_name(const ck_py_t *k)
 {
     switch ((ck_py_kind_t)k->kind) {
@@ -496,6 +505,7 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     job.warn_ud = args->warn_ud;
     rfc3339(ts, sizeof(ts));
     ck_conf_limits(conf, &opts.lim);
+    opts.lim.cancel = args->cancel;     /* the parse stops too */
     opts.allow = conf->allow;
     opts.allow_numpy = conf->security.allow_numpy;
     ck_json_arr(&plugins);
@@ -503,6 +513,10 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
              ? ck_ckpt_open_stream(&job.ck, args->in_fd, args->in, &opts, err)
              : ck_ckpt_open(&job.ck, args->in, &opts, err);
     job.ck.cancel = args->cancel;
+    /* a big output is published by the write itself: its sync is long
+     * and would hold the small ones published with it */
+    job.ck.defer = args->defer_tmp == NULL ? 0 : args->defer_all ?
+                   UINT64_MAX : CK_JOB_DEFER_MAX;
     if (job.ck.fd >= 0 && args->expect_set &&
         ((uint64_t)job.ck.st.ino != args->expect_ino ||
          job.ck.st.size != args->expect_size ||
@@ -550,6 +564,8 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
                      : ck_ckpt_write(&job.ck, out, &info, err);
         }
         wrote = rc == 0;
+        if (args->defer_tmp != NULL)
+            *args->defer_tmp = info.tmp;
     } else if (rc == 0) {
         rc = ck_ckpt_check_keys(&job.ck, err); /* what the write would refuse */
     }

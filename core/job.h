@@ -56,7 +56,16 @@ typedef struct {
      * until ck_job_run returns), or NULL with err set to fail the job */
     const char *(*name_out)(void *ud, const char *fingerprint, ck_err_t *err);
     void *name_ud;
+    /* optional: an output of at most CK_JOB_DEFER_MAX bytes is written as
+     * a temporary beside it and left there, its path in *defer_tmp
+     * (ck_malloc), for the caller to sync and rename over the output (and
+     * sync the folder), or unlink: the record already says the output is
+     * written.  A bigger output is published here (*defer_tmp NULL). */
+    char **defer_tmp;
+    int defer_all;         /* with defer_tmp: whatever the output's size */
 } ck_job_args_t;
+
+#define CK_JOB_DEFER_MAX (16u << 20)
 
 /*
  * Run one job and append its record (one JSON object) to rec.  Returns 0 or

@@ -1037,8 +1037,13 @@ int ck_pickle_read(const uint8_t *buf, size_t len, int exact,
     r.a = arena;
     r.err = err;
     r.out = out;
-    while (rc == 0)
+    for (uint32_t n = 1; rc == 0; n++) {
         rc = rd_op(&r);
+        if ((n & 0xffff) == 0 && rc == 0 && lim->cancel != NULL &&
+            __atomic_load_n(lim->cancel, __ATOMIC_RELAXED))
+            rc = ck_err_set(err, CK_ECANCELED, "abandoned while reading "
+                            "the pickle: ckprep is stopping");
+    }
     if (rc == 1) {
         rc = 0;
         out->consumed = (size_t)(r.c.p - buf);

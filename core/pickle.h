@@ -95,6 +95,9 @@ typedef struct {
     uint32_t max_depth;        /* nesting accepted by walkers and writer */
     uint32_t max_memo;         /* highest memo index + 1 */
     uint64_t max_string_bytes; /* one str/bytes/long */
+    const int *cancel;         /* optional: reading stops with CK_ECANCELED
+                                  once *cancel is nonzero (another thread
+                                  sets it; looked at every 64 Ki opcodes) */
 } ck_limits_t;
 
 void ck_limits_default(ck_limits_t *l);

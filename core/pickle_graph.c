@@ -18,6 +18,7 @@ void ck_limits_default(ck_limits_t *l)
     l->max_depth = 1000;
     l->max_memo = 1u << 25;
     l->max_string_bytes = 256ull << 20;
+    l->cancel = NULL;
 }
 
 uint32_t ck_py_next_gen(void)

@@ -302,6 +302,14 @@ void ck_job_warn(ck_job_t *job, const char *fmt, ...)
 /* The job's error code so far (0 when none): for a call that returned NULL. */
 int ck_job_error(const ck_job_t *job);
 
+/*
+ * Is the job being abandoned (the daemon stopping past stop_timeout_s)?
+ * Then it records why and returns CK_ECANCELED, for the plugin to return;
+ * else 0.  Cheap (one atomic load): a loop over millions of values asks
+ * every few thousand, so that no stage holds a stopping daemon.
+ */
+int ck_job_canceled(ck_job_t *job);
+
 
 /* ---- manifests -------------------------------------------------------- */
 

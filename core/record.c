@@ -4,6 +4,7 @@
  * Building writes the keys in one fixed order (the audit log's readers and
  * the tests rely on it); parsing looks each key up by the same name.
  */
+#define _GNU_SOURCE
 #include "record.h"
 
 #include <jansson.h>
@@ -355,4 +356,249 @@ char *ck_record_unlogged(const char *text, size_t n)
 out:
     json_decref(root);
     return out;
+}
+
+/* ---- skimming: three fields of a line, without building it --------------- */
+
+typedef struct {
+    const char *p, *end;
+    int bad;
+} skim_t;
+
+static void sk_ws(skim_t *s)
+{
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\r' ||
+                             *s->p == '\n'))
+        s->p++;
+}
+
+static int sk_is(skim_t *s, char c)
+{
+    sk_ws(s);
+    if (s->p < s->end && *s->p == c) {
+        s->p++;
+        return 1;
+    }
+    return 0;
+}
+
+/* A string (at its opening quote): its raw bytes [*a, *b), and whether it
+ * holds an escape. */
+static int sk_str(skim_t *s, const char **a, const char **b, int *esc)
+{
+    sk_ws(s);
+    if (s->p >= s->end || *s->p != '"')
+        return s->bad = 1, 0;
+    *a = ++s->p;
+    *esc = 0;
+    for (;;) {
+        const char *q = s->p;
+
+        while (q < s->end && *q != '"' && *q != '\\')
+            q++;
+        if (q >= s->end)
+            return s->bad = 1, 0;
+        if (*q == '"') {
+            *b = q;
+            s->p = q + 1;
+            return 1;
+        }
+        *esc = 1;
+        s->p = q + 2;       /* the escape and the character after it */
+        if (s->p > s->end)
+            return s->bad = 1, 0;
+    }
+}
+
+/* Any value: skipped. */
+static void sk_value(skim_t *s)
+{
+    int depth = 0;
+
+    do {
+        const char *a, *b;
+        int esc;
+
+        sk_ws(s);
+        if (s->p >= s->end) {
+            s->bad = 1;
+            return;
+        }
+        switch (*s->p) {
+        case '"':
+            sk_str(s, &a, &b, &esc);
+            break;
+        case '{':
+        case '[':
+            depth++;
+            s->p++;
+            break;
+        case '}':
+        case ']':
+            depth--;
+            s->p++;
+            break;
+        default:            /* numbers, literals, ',' and ':' inside */
+            s->p++;
+            while (s->p < s->end && !strchr("\"{}[],: \t\r\n", *s->p))
+                s->p++;
+            if (depth > 0)
+                while (s->p < s->end && strchr(",: \t\r\n", *s->p))
+                    s->p++;
+            break;
+        }
+    } while (depth > 0 && !s->bad);
+}
+
+static int key_is(const char *a, const char *b, const char *k)
+{
+    return (size_t)(b - a) == strlen(k) && memcmp(a, k, (size_t)(b - a)) == 0;
+}
+
+/* The members of an object: for the one named k, its string value (raw,
+ * without escapes) into [*va, *vb); the others skipped.  Stops after k
+ * when stop. */
+static void sk_find(skim_t *s, const char *k, const char **va,
+                    const char **vb, int *vesc)
+{
+    if (!sk_is(s, '{')) {
+        s->bad = 1;
+        return;
+    }
+    if (sk_is(s, '}'))
+        return;
+    do {
+        const char *a, *b;
+        int esc;
+
+        if (!sk_str(s, &a, &b, &esc) || !sk_is(s, ':'))
+            return;
+        if (!esc && key_is(a, b, k)) {
+            sk_ws(s);
+            if (s->p < s->end && *s->p == '"')
+                sk_str(s, va, vb, vesc);
+            else
+                sk_value(s);
+        } else {
+            sk_value(s);
+        }
+    } while (!s->bad && sk_is(s, ','));
+    if (!s->bad && !sk_is(s, '}'))
+        s->bad = 1;
+}
+
+/* The string value after the first needle (which ends with its opening
+ * quote) in [p, end), without escapes: its end, or NULL. */
+static const char *after(const char *p, const char *end, const char *needle,
+                         const char **val)
+{
+    size_t k = strlen(needle);
+    const char *q = memmem(p, (size_t)(end - p), needle, k), *e;
+
+    if (q == NULL)
+        return NULL;
+    *val = q + k;
+    e = memchr(*val, '"', (size_t)(end - *val));
+    if (e == NULL || memchr(*val, '\\', (size_t)(e - *val)) != NULL)
+        return NULL;
+    return e;
+}
+
+/*
+ * A line as this daemon's audit log writes it ({"seq":N,"host":"...", then
+ * the record's keys in the builder's order, compact): input.path is the
+ * first "path" after "input", status the first "status" key (no key before
+ * it in the record holds one, and a quote inside a string is escaped, so
+ * the bytes cannot occur there).  1 when read, 0 to skim it in full.
+ */
+static int skim_own(const char *text, size_t n, ck_record_skim_t *r)
+{
+    const char *end = text + n, *p = text + 7, *pe, *se, *ce;
+    const char *path, *status, *code;
+
+    if (n < 7 || memcmp(text, "{\"seq\":", 7) != 0)
+        return 0;
+    while (p < end && *p >= '0' && *p <= '9')
+        p++;
+    if ((size_t)(end - p) < 9 || memcmp(p, ",\"host\":\"", 9) != 0)
+        return 0;
+    pe = after(p, end, "\"" CK_REC_INPUT "\":{\"" CK_REC_PATH "\":\"", &path);
+    se = pe ? after(pe, end, "\"" CK_REC_STATUS "\":\"", &status) : NULL;
+    if (se == NULL || !ck_utf8_valid(path, (size_t)(pe - path)))
+        return 0;
+    r->path = path;
+    r->path_len = (size_t)(pe - path);
+    r->status = status;
+    r->status_len = (size_t)(se - status);
+    if (r->status_len == 2 && memcmp(status, "ok", 2) == 0)
+        return 1;
+    /* a failed record: its error follows its status */
+    if ((size_t)(end - se) > 11 && memcmp(se + 1, ",\"" CK_REC_ERROR "\":{",
+                                          10) == 0) {
+        ce = after(se, se + 32 < end ? se + 32 : end,
+                   "{\"" CK_REC_CODE "\":\"", &code);
+        if (ce == NULL)
+            return 0;
+        r->error_code = code;
+        r->error_code_len = (size_t)(ce - code);
+    }
+    return 1;
+}
+
+int ck_record_skim(const char *text, size_t n, ck_record_skim_t *r)
+{
+    skim_t s = { text, text + n, 0 };
+    const char *pa = NULL, *pb = NULL, *sa = NULL, *sb = NULL;
+    const char *ca = NULL, *cb = NULL;
+    int pesc = 0, sesc = 0, cesc = 0;
+
+    memset(r, 0, sizeof(*r));
+    if (skim_own(text, n, r))
+        return 0;
+    memset(r, 0, sizeof(*r));
+    if (!sk_is(&s, '{'))
+        return CK_EFORMAT;
+    if (!sk_is(&s, '}')) {
+        do {
+            const char *a, *b;
+            int esc;
+
+            if (!sk_str(&s, &a, &b, &esc) || !sk_is(&s, ':'))
+                break;
+            sk_ws(&s);
+            if (esc)
+                sk_value(&s);
+            else if (key_is(a, b, CK_REC_INPUT) && s.p < s.end && *s.p == '{')
+                sk_find(&s, CK_REC_PATH, &pa, &pb, &pesc);
+            else if (key_is(a, b, CK_REC_STATUS) && s.p < s.end &&
+                     *s.p == '"')
+                sk_str(&s, &sa, &sb, &sesc);
+            else if (key_is(a, b, CK_REC_ERROR) && s.p < s.end && *s.p == '{')
+                sk_find(&s, CK_REC_CODE, &ca, &cb, &cesc);
+            else
+                sk_value(&s);
+            /* what follows (config, plugins) says nothing more of these:
+             * done once input and status are known, and error, if failed */
+            if (pa != NULL && sa != NULL && (ca != NULL ||
+                (sb - sa == 2 && memcmp(sa, "ok", 2) == 0)))
+                goto found;
+        } while (!s.bad && sk_is(&s, ','));
+        if (s.bad || !sk_is(&s, '}'))
+            return CK_EFORMAT;
+        sk_ws(&s);
+        if (s.p != s.end)
+            return CK_EFORMAT;
+    }
+found:
+    /* escapes, and bytes jansson would refuse, are jansson's to read */
+    if (s.bad || pesc || sesc || cesc ||
+        (pa != NULL && !ck_utf8_valid(pa, (size_t)(pb - pa))))
+        return CK_EFORMAT;
+    r->path = pa;
+    r->path_len = pa ? (size_t)(pb - pa) : 0;
+    r->status = sa;
+    r->status_len = sa ? (size_t)(sb - sa) : 0;
+    r->error_code = ca;
+    r->error_code_len = ca ? (size_t)(cb - ca) : 0;
+    return 0;
 }

@@ -121,4 +121,20 @@ int ck_record_plan(const char *text, size_t n, ck_buf_t *out);
  */
 char *ck_record_unlogged(const char *text, size_t n);
 
+/*
+ * Three fields of the record at text (n bytes), read without parsing the
+ * rest: input.path, status and error.code, each pointing into text (NULL
+ * when absent), unescaped.  For the audit log's read-back, which needs
+ * only these of a million lines.  Returns 0, or CK_EFORMAT when the line
+ * is not a plain JSON object or one of them holds an escape or bytes that
+ * are not UTF-8: ck_record_parse is then the one to read it.  A line
+ * ck_record_parse refuses may still skim (it checks only what it reads).
+ */
+typedef struct {
+    const char *path, *status, *error_code;
+    size_t path_len, status_len, error_code_len;
+} ck_record_skim_t;
+
+int ck_record_skim(const char *text, size_t n, ck_record_skim_t *r);
+
 #endif

@@ -141,111 +141,281 @@ static void warn_cb(void *ud, const char *msg)
  * The audit log read back: on the thread pool at start (the loop serves
  * signals and inotify meanwhile; no file is checked, rescanned or claimed
  * until it is applied), on the loop at a reload that opens another log.
- * The reader only collects what each record says of an input of incoming;
- * the loop applies it to the file table.
+ * The reader keeps, for each record of an input of incoming, only where it
+ * is (a 16-byte slot: the hash of its path, the line's offset and length),
+ * reading three fields of each line (ck_record_skim)
+ * and jansson only for a line the skim cannot read: a log of a million
+ * records is read in a fraction of a second, in tens of MiB.  The loop
+ * then reads back, with jansson, the records of the files it finds in
+ * incoming, and forgets the index.
  */
 static void stop(daemon_t *d);
 static void reload(daemon_t *d);
 
 typedef struct {
-    char *rel;
-    int ok;
-    ident_t id;
-    char *failrec;          /* a failed record, without seq and host */
-} logent_t;
+    uint64_t h;             /* of the path under incoming */
+    uint64_t at;            /* offset << 24 | length (0: longer) */
+} logslot_t;
+
+/* Appended in the log's order as it is read (no random access into a big
+ * table per line), then sorted by hash, stably: the last slot of a run of
+ * one hash is the input's last record. */
+struct logidx {
+    logslot_t *v;
+    size_t n, cap;
+};
 
 typedef struct {
     uv_work_t req;
     daemon_t *d;
     char *in;               /* incoming as records spell it */
     size_t inlen;
-    logent_t *v;
-    size_t n, cap;
+    struct logidx idx;
+    ck_audit_t *a;          /* the log being read (its line offsets) */
     uint64_t lines;
     ck_audit_t audit;
     ck_err_t err;
     int rc;
 } loader_t;
 
-/* A line of the audit log: what it says of its input, unless the job is
- * to be redone.  Stops when the daemon is stopping. */
+static uint64_t path_hash(const char *p, size_t n)
+{
+    return ck_hash_fnv1a(p, n);
+}
+
+static int idx_put(struct logidx *x, uint64_t h, uint64_t off, size_t len)
+{
+    if (x->n == x->cap) {
+        size_t cap = x->cap ? x->cap * 2 : 4096;
+        logslot_t *v = ck_realloc(x->v, cap * sizeof(*v));
+
+        if (v == NULL)
+            return CK_ENOMEM;
+        x->v = v;
+        x->cap = cap;
+    }
+    x->v[x->n].h = h;
+    x->v[x->n].at = off << 24 | (len < (1u << 24) ? len : 0);
+    x->n++;
+    return 0;
+}
+
+/* Sort by hash, stably (LSD radix, 16 bits a pass). */
+static int idx_sort(struct logidx *x)
+{
+    logslot_t *tmp = ck_malloc((x->n ? x->n : 1) * sizeof(*tmp)), *a = x->v;
+    size_t *count = ck_calloc(65536, sizeof(*count));
+
+    if (tmp == NULL || count == NULL) {
+        ck_free(tmp);
+        ck_free(count);
+        return CK_ENOMEM;
+    }
+    for (int shift = 0; shift < 64; shift += 16) {
+        size_t sum = 0;
+
+        memset(count, 0, 65536 * sizeof(*count));
+        for (size_t i = 0; i < x->n; i++)
+            count[(a[i].h >> shift) & 0xffff]++;
+        for (size_t k = 0; k < 65536; k++) {
+            size_t c = count[k];
+
+            count[k] = sum;
+            sum += c;
+        }
+        for (size_t i = 0; i < x->n; i++)
+            tmp[count[(a[i].h >> shift) & 0xffff]++] = a[i];
+        {
+            logslot_t *t = a;
+
+            a = tmp;
+            tmp = t;
+        }
+    }
+    x->v = a;               /* four passes: back in the first buffer */
+    ck_free(tmp);
+    ck_free(count);
+    return 0;
+}
+
+/* The last slot of hash h, or NULL. */
+static const logslot_t *idx_find(const struct logidx *x, uint64_t h)
+{
+    size_t lo = 0, hi = x->n;
+
+    while (lo < hi) {       /* the first slot past h */
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (x->v[mid].h <= h)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo > 0 && x->v[lo - 1].h == h ? &x->v[lo - 1] : NULL;
+}
+
+/* A line of the audit log: where the last record of its input is, unless
+ * the job is to be redone.  Stops when the daemon is stopping. */
 static int audit_cb(void *ud, const char *line, size_t len)
 {
     loader_t *l = ud;
-    ck_record_t r;
-    logent_t *e;
-    int rc;
+    ck_record_skim_t k;
+    ck_record_t r = { 0 };
+    const char *path, *status, *code;
+    size_t plen, clen;
+    int rc = 0, parsed = 0;
 
     if ((++l->lines & 4095) == 0 &&
         __atomic_load_n(&l->d->stopping, __ATOMIC_RELAXED))
         return CK_ECANCELED;
-    rc = ck_record_parse(line, len, &r);
-    if (rc < 0)
-        return rc;
+    if (ck_record_skim(line, len, &k) == 0) {
+        path = k.path;
+        plen = k.path_len;
+        status = k.status;
+        code = k.error_code;
+        clen = k.error_code_len;
+    } else {
+        rc = ck_record_parse(line, len, &r);
+        if (rc < 0)
+            return rc;
+        parsed = 1;
+        path = r.in.path;
+        plen = path ? strlen(path) : 0;
+        status = r.status;
+        code = r.error_code;
+        clen = code ? strlen(code) : 0;
+    }
     /* abandoned, or not the file claimed: to be redone */
-    if (r.in.path == NULL || r.status == NULL || (r.error_code != NULL &&
-        (strcmp(r.error_code, ck_errname(CK_ECANCELED)) == 0 ||
-         strcmp(r.error_code, ck_errname(CK_ECHANGED)) == 0)))
+    if (path == NULL || status == NULL || (code != NULL &&
+        ((clen == strlen(ck_errname(CK_ECANCELED)) &&
+          memcmp(code, ck_errname(CK_ECANCELED), clen) == 0) ||
+         (clen == strlen(ck_errname(CK_ECHANGED)) &&
+          memcmp(code, ck_errname(CK_ECHANGED), clen) == 0))))
         goto out;
     /* the record's path is incoming's reading, then the file's */
-    if (strncmp(r.in.path, l->in, l->inlen) != 0 || r.in.path[l->inlen] != '/')
+    if (plen <= l->inlen + 1 || memcmp(path, l->in, l->inlen) != 0 ||
+        path[l->inlen] != '/')
         goto out;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 1024;
-        logent_t *v = ck_realloc(l->v, cap * sizeof(*v));
-
-        if (v == NULL)
-            goto out;
-        l->v = v;
-        l->cap = cap;
-    }
-    e = &l->v[l->n];
-    memset(e, 0, sizeof(*e));
-    e->rel = ck_strdup(r.in.path + l->inlen + 1);
-    e->ok = strcmp(r.status, "ok") == 0;
-    e->id.ino = r.in.inode;
-    e->id.size = r.in.size;
-    e->id.mtime_ns = r.in.mtime_ns;
-    if (!e->ok)
-        e->failrec = ck_record_unlogged(line, len);
-    l->n += e->rel != NULL;
+    rc = idx_put(&l->idx, path_hash(path + l->inlen + 1, plen - l->inlen - 1),
+                 l->a->at, len);
 out:
-    ck_record_release(&r);
-    return 0;
+    if (parsed)
+        ck_record_release(&r);
+    return rc == CK_ENOMEM ? CK_ECANCELED : 0;
 }
 
 static void loader_free(loader_t *l)
 {
-    for (size_t i = 0; i < l->n; i++) {
-        ck_free(l->v[i].rel);
-        ck_free(l->v[i].failrec);
-    }
-    ck_free(l->v);
+    ck_free(l->idx.v);
     ck_free(l->in);
-    l->v = NULL;
+    l->idx.v = NULL;
+    l->idx.n = l->idx.cap = 0;
     l->in = NULL;
-    l->n = 0;
 }
 
-/* The records read become the files' done identities. */
+/* The line at slot s of the log (fd): a new string, or NULL. */
+static char *read_line(int fd, const logslot_t *s, size_t *n)
+{
+    uint64_t off = s->at >> 24;
+    size_t len = (size_t)(s->at & ((1u << 24) - 1)), cap = len ? len : 1 << 16;
+    char *buf = ck_malloc(cap + 1);
+    size_t have = 0;
+
+    while (buf != NULL) {
+        ssize_t r = pread(fd, buf + have, cap - have, (off_t)(off + have));
+        char *nl;
+
+        if (r <= 0)
+            break;
+        have += (size_t)r;
+        if (len != 0 && have == len) {
+            *n = len;
+            buf[len] = '\0';
+            return buf;
+        }
+        nl = len == 0 ? memchr(buf, '\n', have) : NULL;
+        if (nl != NULL) {
+            *n = (size_t)(nl - buf);
+            *nl = '\0';
+            return buf;
+        }
+        if (have == cap) {
+            char *b = ck_realloc(buf, cap * 2 + 1);
+
+            if (b == NULL)
+                break;
+            buf = b;
+            cap *= 2;
+        }
+    }
+    ck_free(buf);
+    return NULL;
+}
+
+/*
+ * While the index is there (start, or a reload that opened another log):
+ * what the log says of f, as the last record of its input says it: f's
+ * done identity, and done or failed (with that record, to file it in
+ * failed/ if the input is still here).
+ */
+void watch_log_lookup(daemon_t *d, file_t *f)
+{
+    const struct logidx *x = d->logidx;
+    char *key = NULL, *line = NULL, *want = NULL;
+    const char *name = f->rel;
+    const logslot_t *s;
+    ck_record_t r = { 0 };
+    size_t n = 0;
+    int ok, parsed = 0;
+
+    if (x == NULL || x->n == 0)
+        return;
+    if (!ck_utf8_valid(f->rel, strlen(f->rel))) {
+        key = ck_record_reading(f->rel);    /* as its records spell it */
+        if (key == NULL)
+            return;
+        name = key;
+    }
+    s = idx_find(x, path_hash(name, strlen(name)));
+    if (s == NULL)
+        goto out;
+    line = read_line(d->audit.fd, s, &n);
+    want = ck_record_reading(d->w->incoming);
+    if (line == NULL || want == NULL || ck_record_parse(line, n, &r) < 0)
+        goto out;
+    parsed = 1;
+    /* the same path, not another of the same hash */
+    if (r.in.path == NULL || r.status == NULL ||
+        strncmp(r.in.path, want, strlen(want)) != 0 ||
+        r.in.path[strlen(want)] != '/' ||
+        strcmp(r.in.path + strlen(want) + 1, name) != 0)
+        goto out;
+    ok = strcmp(r.status, "ok") == 0;
+    /* (on a reload that opens another log, a file may be on its way) */
+    if (f->state == F_OTHER || f->state == F_DONE || f->state == F_FAILED ||
+        f->state == F_SKIPPED)
+        f->state = ok ? F_DONE : F_FAILED;
+    f->done.ino = r.in.inode;
+    f->done.size = r.in.size;
+    f->done.mtime_ns = r.in.mtime_ns;
+    ck_free(f->failrec);
+    f->failrec = f->state == F_FAILED ? ck_record_unlogged(line, n) : NULL;
+out:
+    if (parsed)
+        ck_record_release(&r);
+    ck_free(want);
+    ck_free(line);
+    ck_free(key);
+}
+
+/* The index read becomes the files' done identities: those known now, and
+ * those the rescan that follows finds. */
 static void apply(daemon_t *d, loader_t *l)
 {
-    for (size_t i = 0; i < l->n; i++) {
-        logent_t *e = &l->v[i];
-        file_t *f = watch_file_get(d, e->rel);
-
-        if (f == NULL)
-            continue;
-        /* (on a reload that opens another log, a file may be on its way) */
-        if (f->state == F_OTHER || f->state == F_DONE ||
-            f->state == F_FAILED || f->state == F_SKIPPED)
-            f->state = e->ok ? F_DONE : F_FAILED;
-        f->done = e->id;
-        ck_free(f->failrec);
-        f->failrec = f->state == F_FAILED ? e->failrec : NULL;
-        if (f->failrec == e->failrec)
-            e->failrec = NULL;
-    }
+    d->logidx = &l->idx;
+    for (size_t i = 0; i < d->nbuckets; i++)
+        for (file_t *f = d->buckets[i]; f != NULL; f = f->hnext)
+            watch_log_lookup(d, f);
     if (d->audit.torn_bytes)
         ck_log(CK_LOG_WARNING, "audit log %s: cut a torn last record (%llu "
                "bytes, from an interrupted write)", d->w->audit_log,
@@ -260,6 +430,7 @@ static int loader_init(daemon_t *d, loader_t *l)
     memset(l, 0, sizeof(*l));
     l->d = d;
     l->req.data = l;
+    l->a = &l->audit;
     l->in = ck_record_reading(d->w->incoming);
     if (l->in == NULL)
         return -1;
@@ -267,20 +438,38 @@ static int loader_init(daemon_t *d, loader_t *l)
     return 0;
 }
 
+void watch_logidx_drop(daemon_t *d)
+{
+    if (d->logidx != NULL)
+        ck_free(d->logidx->v);
+    ck_free(d->logidx);
+    d->logidx = NULL;
+}
+
 /* At a reload: read the log on the loop. */
 static int audit_open(daemon_t *d)
 {
     loader_t l;
 
-    if (loader_init(d, &l) < 0 ||
-        ck_audit_open(&d->audit, d->w->audit_log, audit_cb, &l, &l.err) < 0) {
-        ck_log(CK_LOG_ERR, "audit log: %s", l.in ? l.err.msg : "out of memory");
-        loader_free(&l);
-        return -1;
+    watch_logidx_drop(d);       /* the first scan's: this one's instead */
+    if (loader_init(d, &l) < 0)
+        goto fail;
+    l.a = &d->audit;
+    if (ck_audit_open(&d->audit, d->w->audit_log, audit_cb, &l, &l.err) < 0)
+        goto fail;
+    if (idx_sort(&l.idx) < 0) {
+        ck_err_set(&l.err, CK_ENOMEM, "out of memory");
+        goto fail;
     }
     apply(d, &l);
+    watch_rescan(d);
+    d->logidx = NULL;
     loader_free(&l);
     return 0;
+fail:
+    ck_log(CK_LOG_ERR, "audit log: %s", l.in ? l.err.msg : "out of memory");
+    loader_free(&l);
+    return -1;
 }
 
 static void load_work_cb(uv_work_t *req)
@@ -289,6 +478,8 @@ static void load_work_cb(uv_work_t *req)
 
     l->rc = ck_audit_open(&l->audit, l->d->w->audit_log, audit_cb, l,
                           &l->err);
+    if (l->rc == 0 && idx_sort(&l->idx) < 0)
+        l->rc = ck_err_set(&l->err, CK_ENOMEM, "out of memory");
 }
 
 static void load_done_cb(uv_work_t *req, int uvst)
@@ -302,8 +493,21 @@ static void load_done_cb(uv_work_t *req, int uvst)
         apply(d, l);
         ck_log(CK_LOG_NOTICE, "audit log read back: %llu records",
                (unsigned long long)l->lines);
-        watch_rescan(d);
-        watch_start_jobs(d);
+        /* the first scan walks on the pool too: the index stays the
+         * daemon's until that scan is applied */
+        d->logidx = ck_malloc(sizeof(*d->logidx));
+        if (d->logidx != NULL) {
+            *d->logidx = l->idx;
+            l->idx.v = NULL;
+            watch_rescan_async(d);
+            if (!d->scanning)
+                watch_logidx_drop(d);
+        } else {
+            d->logidx = &l->idx;
+            watch_rescan(d);
+            d->logidx = NULL;
+        }
+        watch_pump(d);
         if (d->hup_pending)
             reload(d);
     } else {
@@ -401,11 +605,10 @@ void watch_timers(daemon_t *d)
 {
     uint64_t rescan = d->w->rescan_s ? d->w->rescan_s * 1000
                                      : d->remote_fs ? 10000 : 0;
-    uint64_t tick = d->w->settle_ms / 4;
     uint64_t stale = d->w->claim_stale_s * 1000 / 3;
 
-    tick = tick < 50 ? 50 : tick > 250 ? 250 : tick;
-    uv_timer_start(&d->tick, watch_tick_cb, tick, tick);
+    d->armed_at = 0;
+    watch_arm(d);
     if (rescan)
         uv_timer_start(&d->rescan, watch_rescan_cb, rescan, rescan);
     else
@@ -536,13 +739,20 @@ static void close_walk_cb(uv_handle_t *h, void *arg)
 
 void watch_maybe_exit(daemon_t *d)
 {
-    if (d->nrunning > 0 || d->nprobing > 0 || d->loading || d->collecting)
+    if (d->nrunning > 0 || d->nfinishing > 0 || d->nprobing > 0 ||
+        d->loading || d->collecting || d->publishing || d->claiming ||
+        d->scanning)
         return;
     ck_log(CK_LOG_NOTICE, "stopped: %llu done, %llu failed",
            (unsigned long long)d->nok, (unsigned long long)d->nfailed);
     watch_metrics_write(d);
     watch_stop(d);
     uv_walk(d->loop, close_walk_cb, NULL);
+    /* closing the signal handles gave SIGTERM and SIGINT back their
+     * default: another one now (a supervisor repeating itself) would kill
+     * a daemon that has stopped cleanly and is only exiting */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
 }
 
 static void stop_timer_cb(uv_timer_t *t)
@@ -570,6 +780,7 @@ static void stop(daemon_t *d)
     /* queued files give their claims back: they were not started */
     release_queued(d);
     uv_timer_stop(&d->tick);
+    d->armed_at = 0;
     uv_timer_stop(&d->rescan);
     if (d->poll != NULL)
         uv_poll_stop(d->poll);
@@ -666,10 +877,11 @@ int ck_watch_main(const char *conf_path)
         }
         close(fd);
     }
-    /* the pool holds every worker, and room for readiness probes beside
-     * them (a reload may raise workers: keep a margin) */
+    /* the pool holds every worker, and room beside them for readiness
+     * probes, two batches being published and the done claims (a reload
+     * may raise workers: keep a margin) */
     snprintf(env, sizeof(env), "%d",
-             d.w->workers + 2 > 4 ? (int)d.w->workers + 2 : 4);
+             d.w->workers + 4 > 6 ? (int)d.w->workers + 4 : 6);
     setenv("UV_THREADPOOL_SIZE", env, 0);
     uv_loop_init(&loop);
     d.loop = &loop;
@@ -680,6 +892,8 @@ int ck_watch_main(const char *conf_path)
     uv_timer_init(&loop, &d.watchdog);
     uv_timer_init(&loop, &d.metrics);
     uv_timer_init(&loop, &d.gc);
+    uv_check_init(&loop, &d.flush);
+    d.flush.data = &d;
     d.tick.data = d.rescan.data = d.refresh.data = d.stop_timer.data =
         d.watchdog.data = d.metrics.data = d.gc.data = &d;
     for (size_t i = 0; i < CK_ARRAY_SIZE(signums); i++) {
@@ -717,6 +931,11 @@ out:
             ck_free(f);
         }
     ck_free(d.buckets);
+    ck_free(d.heap);
+    watch_logidx_drop(&d);
+    for (size_t i = 0; i < d.ntodo; i++)
+        ck_free(d.todo[i]);
+    ck_free(d.todo);
     ck_free(d.claims);
     ck_audit_close(&d.audit);
     watch_cref_put(d.cref);

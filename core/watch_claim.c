@@ -103,7 +103,7 @@ void watch_self(self_t *s)
 }
 
 int watch_claim_write(const char *path, const self_t *s, const char *state,
-                       int excl)
+                      int how)
 {
     char text[512];
     /* host, pid and state first, as claims always began */
@@ -114,16 +114,20 @@ int watch_claim_write(const char *path, const self_t *s, const char *state,
                      (unsigned long long)s->start);
     int fd;
 
-    if (!excl)
+    if (how == CLAIM_W_DURABLE)
         return ck_write_atomic(path, text, (size_t)n, 0640);
-    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0640);
+    fd = how == CLAIM_W_EXCL ?
+        open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0640) :
+        open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
         return -errno;
-    if (ck_pwrite_full(fd, text, (size_t)n, 0) < 0) {
+    if (ck_pwrite_full(fd, text, (size_t)n, 0) < 0 ||
+        (how == CLAIM_W_INPLACE && ftruncate(fd, n) < 0)) {
         int e = errno;
 
         close(fd);
-        unlink(path);
+        if (how == CLAIM_W_EXCL)
+            unlink(path);
         return -e;
     }
     close(fd);
@@ -221,7 +225,7 @@ int watch_claim(daemon_t *d, const char *rel, const char *path)
         return CLAIM_ERROR;
     }
     for (int attempt = 0; attempt < 2; attempt++) {
-        int rc = watch_claim_write(path, &d->self, "queued", 1);
+        int rc = watch_claim_write(path, &d->self, "queued", CLAIM_W_EXCL);
         int done, holder = 0;
         char tomb[4096];
         ino_t stale = 0;
@@ -277,9 +281,11 @@ void watch_refresh_cb(uv_timer_t *t)
 /*
  * Complete means: nobody has it open for writing (where a lease tells), and
  * a zip's end records and central directory parse, or a legacy stream
- * opens.  1 complete, 0 not yet.
+ * opens.  1 complete, 0 not yet (or the daemon is stopping: *stopping
+ * stops a long legacy parse).
  */
-static int complete(const ck_conf_t *conf, const char *path, const ident_t *id)
+static int complete(const ck_conf_t *conf, const char *path, const ident_t *id,
+                    const int *stopping)
 {
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     struct stat st;
@@ -315,6 +321,7 @@ static int complete(const ck_conf_t *conf, const char *path, const ident_t *id)
         ck_err_t e = { 0 };
 
         ck_conf_limits(conf, &o.lim);
+        o.lim.cancel = stopping;    /* its result is not wanted then */
         o.allow = conf->allow;
         o.allow_numpy = conf->security.allow_numpy;
         ok = ck_ckpt_open(&c, path, &o, &e) == 0;
@@ -331,7 +338,7 @@ static void try_claim(daemon_t *d, file_t *f, const ident_t *id, uint64_t now)
     char *cp = watch_claim_path(d, f->rel, id);
 
     if (cp == NULL) {
-        f->next_check = now + 1000;
+        watch_due(d, f, now + 1000);
         return;
     }
     switch (watch_claim(d, f->rel, cp)) {
@@ -343,10 +350,10 @@ static void try_claim(daemon_t *d, file_t *f, const ident_t *id, uint64_t now)
         watch_leave_pending(d, f, F_DONE);
         break;
     case CLAIM_BUSY:     /* another daemon has it; look again later */
-        f->next_check = now + d->w->claim_stale_s * 1000 / 2 + 1000;
+        watch_due(d, f, now + d->w->claim_stale_s * 1000 / 2 + 1000);
         break;
     default:
-        f->next_check = now + 5000;
+        watch_due(d, f, now + 5000);
         break;
     }
     ck_free(cp);
@@ -372,7 +379,7 @@ static void probe_work_cb(uv_work_t *req)
 
     /* a probe still queued when the daemon stops does nothing */
     if (!__atomic_load_n(&p->d->stopping, __ATOMIC_RELAXED))
-        p->ok = complete(&p->cref->c, p->path, &p->id);
+        p->ok = complete(&p->cref->c, p->path, &p->id, &p->d->stopping);
 }
 
 static void probe_done_cb(uv_work_t *req, int uvst)
@@ -391,12 +398,14 @@ static void probe_done_cb(uv_work_t *req, int uvst)
         watch_set_pending(d, f, now);        /* changed meanwhile: wait again */
     } else {
         uint64_t changed = f->last_change;   /* the probe changed nothing */
+        int moved = f->moved;
 
         watch_set_pending(d, f, now);
         f->last_change = changed;
+        f->moved = moved;
         if (!p->ok && now < f->last_change + d->w->incomplete_s * 1000)
-            f->next_check = now + (d->w->settle_ms > 200 ? d->w->settle_ms
-                                                         : 200);
+            watch_due(d, f, now + (d->w->settle_ms > 200 ? d->w->settle_ms
+                                                         : 200));
         else
             try_claim(d, f, &p->id, now);
     }
@@ -406,7 +415,7 @@ static void probe_done_cb(uv_work_t *req, int uvst)
     if (d->stopping)
         watch_maybe_exit(d);
     else
-        watch_start_jobs(d);
+        watch_pump(d);
 }
 
 static void probe(daemon_t *d, file_t *f, const char *path, const ident_t *id)
@@ -414,14 +423,10 @@ static void probe(daemon_t *d, file_t *f, const char *path, const ident_t *id)
     uint64_t now = uv_now(d->loop);
     probe_t *p;
 
-    if (d->nprobing >= d->w->workers) {     /* the pool is busy enough */
-        f->next_check = now + 100;
-        return;
-    }
     p = ck_calloc(1, sizeof(*p));
     if (p == NULL || (p->path = ck_strdup(path)) == NULL) {
         ck_free(p);
-        f->next_check = now + 1000;
+        watch_due(d, f, now + 1000);
         return;
     }
     p->d = d;
@@ -434,7 +439,7 @@ static void probe(daemon_t *d, file_t *f, const char *path, const ident_t *id)
         watch_cref_put(p->cref);
         ck_free(p->path);
         ck_free(p);
-        f->next_check = now + 1000;
+        watch_due(d, f, now + 1000);
         return;
     }
     d->nprobing++;
@@ -484,11 +489,15 @@ static void check_file(daemon_t *d, file_t *f, uint64_t now)
     if (!ident_eq(&id, &f->id)) {
         f->id = id;
         f->last_change = f->last_event = now;
-        f->next_check = now + d->w->settle_ms;
-        goto out;
+        if (!f->moved) {
+            watch_due(d, f, now + d->w->settle_ms);
+            goto out;
+        }
     }
-    if (now < f->last_event + d->w->settle_ms) {
-        f->next_check = f->last_event + d->w->settle_ms;
+    /* renamed in: the writer finished it before the rename (the probe
+     * still checks it is complete and nobody writes it) */
+    if (!f->moved && now < f->last_event + d->w->settle_ms) {
+        watch_due(d, f, f->last_event + d->w->settle_ms);
         goto out;
     }
     if (f->done.size != 0 && ident_eq(&id, &f->done)) {
@@ -496,7 +505,7 @@ static void check_file(daemon_t *d, file_t *f, uint64_t now)
         goto out;
     }
     if (d->w->ready == CK_READY_MARKER && !marked(d, f->rel, &st)) {
-        f->next_check = now + 500;           /* look for it again */
+        watch_due(d, f, now + 500);          /* look for it again */
         goto out;
     }
     probe(d, f, path, &id);
@@ -504,19 +513,64 @@ out:
     ck_free(path);
 }
 
+/* Probes on the pool at once: as many as workers. */
+static int probes_full(const daemon_t *d)
+{
+    return d->nprobing >= d->w->workers;
+}
+
+void watch_arm(daemon_t *d)
+{
+    uint64_t now = uv_now(d->loop), top;
+
+    if (d->stopping || d->loading || d->nheap == 0) {
+        uv_timer_stop(&d->tick);
+        d->armed_at = 0;
+        return;
+    }
+    top = d->heap[0]->next_check;
+    if (top <= now && probes_full(d)) {
+        /* a probe's end pumps again */
+        uv_timer_stop(&d->tick);
+        d->armed_at = 0;
+        return;
+    }
+    d->armed_at = top > now ? top : now;
+    uv_timer_start(&d->tick, watch_tick_cb, d->armed_at - now, 0);
+}
+
+/*
+ * The pending files that are due, earliest first, each looked at once per
+ * call (its check may make it due again at once: settle_ms = 0), while a
+ * probe may start (a probe's end pumps again); then jobs start.
+ */
+void watch_pump(daemon_t *d)
+{
+    file_t **due = NULL;
+    size_t n = 0, i = 0;
+    uint64_t now;
+
+    if (d->stopping || d->loading)
+        return;
+    uv_update_time(d->loop);
+    now = uv_now(d->loop);
+    if (d->nheap > 0 && d->heap[0]->next_check <= now && !probes_full(d))
+        due = ck_malloc(d->nheap * sizeof(*due));
+    while (due != NULL && d->nheap > 0 && d->heap[0]->next_check <= now)
+        due[n++] = watch_due_pop(d);
+    for (; i < n && !probes_full(d); i++)
+        check_file(d, due[i], now);
+    for (; i < n; i++)          /* still due: back in the heap */
+        watch_due(d, due[i], due[i]->next_check);
+    ck_free(due);
+    watch_start_jobs(d);
+    watch_arm(d);
+}
+
 void watch_tick_cb(uv_timer_t *t)
 {
     daemon_t *d = t->data;
-    uint64_t now = uv_now(d->loop);
 
-    if (d->stopping || d->loading || d->npending == 0)
-        return;
-    for (size_t i = 0; i < d->nbuckets; i++) {
-        for (file_t *f = d->buckets[i], *next; f != NULL; f = next) {
-            next = f->hnext;
-            if (f->state == F_PENDING && now >= f->next_check)
-                check_file(d, f, now);
-        }
-    }
-    watch_start_jobs(d);
+    d->armed_at = 0;
+    watch_pump(d);
 }

@@ -3,10 +3,12 @@
  * watch_claim.c, watch_job.c, watch_scan.c); not for the rest of ckprep.
  *
  * All of it runs on the loop thread except ck_job_run, the readiness probe,
- * the audit log's read-back at start and the claims collection, which run
- * on libuv's thread pool and touch only their own job_t, probe, loader or
- * collection, a configuration they hold a reference to (cref_t), the
- * daemon's self (set before the loop runs) and its stopping flag (atomic).
+ * the audit log's read-back at start, the claims collection, the walk of a
+ * rescan, the publishing and logging of a batch of ended jobs and the
+ * writing of done claims, which run on libuv's thread pool and touch only
+ * their own job_t, probe, loader, collection, scan or batch, a
+ * configuration they hold a reference to (cref_t), the daemon's self (set
+ * before the loop runs) and its stopping flag (atomic).
  */
 #ifndef CK_WATCH_INT_H
 #define CK_WATCH_INT_H
@@ -39,6 +41,10 @@ struct file {
     int state;
     int dirty;              /* changed while queued or running */
     int seen;               /* by the current scan */
+    int moved;              /* renamed in (IN_MOVED_TO) since its last
+                               change: complete, no settle_ms to wait */
+    size_t hidx;            /* in the due heap: index + 1; 0 not there */
+    uint64_t born;          /* d->scangen when it was made */
     ident_t id;             /* last seen */
     ident_t done;           /* when it was done or failed */
     ident_t scanned;        /* by the last scan */
@@ -53,8 +59,9 @@ typedef struct {
 } cref_t;
 
 typedef struct daemon daemon_t;
+typedef struct job job_t;
 
-typedef struct {
+struct job {
     uv_work_t req;
     daemon_t *d;
     file_t *f;
@@ -64,9 +71,21 @@ typedef struct {
     uint64_t seq;           /* {seq} */
     int64_t now_s;          /* {date} */
     ck_json_t rec;
+    ck_buf_t fallback;      /* a short record, when rec ran out of memory */
+    const char *text;       /* the record to log: rec's or fallback's */
     ck_err_t err;
     int rc;
-} job_t;
+    job_t *fnext;           /* finished, its record not logged yet */
+    char *tmp;              /* its output, written, to publish */
+    char *base;             /* keep: the name output_name gives, whose
+                               nth_name out is (NULL: out is it) */
+    unsigned nth;
+    int moved_name;         /* placed under another name than it was
+                               written for: its record says so */
+    int deferred;           /* it had one when it ended */
+    int published;          /* renamed over its output (not yet synced) */
+    ck_json_t failrec;      /* the record again, when publishing failed */
+};
 
 typedef struct {
     int wd;
@@ -111,15 +130,29 @@ struct daemon {
     uv_timer_t tick, rescan, watchdog, stop_timer, refresh, metrics, gc;
     uv_signal_t sig[4];
     file_t **buckets;
+    file_t **heap;          /* pending files, by next_check (a min-heap) */
+    size_t nheap, heapcap;
+    uint64_t armed_at;      /* the tick timer fires then; 0 not armed */
     size_t nbuckets, nfiles, npending;
     file_t *qhead, *qtail;
     size_t nqueued;
     job_t *running[CK_WATCH_MAX_WORKERS];
+    job_t *fin_head, *fin_tail;  /* finished jobs whose records are logged
+                                    together (one fdatasync) */
+    uv_check_t flush;       /* logs them, after the loop's poll phase */
+    int publishing;         /* batches of outputs being synced and
+                               renamed on the thread pool (at most 2) */
+    char **todo;            /* claims to mark done (records logged) */
+    size_t ntodo, todocap;
+    int claiming;           /* a batch of them is being written */
     size_t nrunning;
+    size_t nfinishing;      /* ended, being published and logged */
     size_t nprobing;        /* readiness probes on the thread pool */
     uint64_t nok, nfailed;
     int stopping, cancel, exit_code;
     int collecting;         /* a claims collection on the thread pool */
+    int scanning;           /* a rescan walking incoming on the pool */
+    uint64_t scangen;       /* rescans on the pool begun */
     int hup_pending;        /* SIGHUP while loading: reload after */
     int loading;            /* the audit log is being read back: nothing is
                                checked, claimed or collected until it is */
@@ -127,6 +160,8 @@ struct daemon {
     int lost;               /* incoming is gone: look for it every second */
     self_t self;
     uint64_t jobseq;        /* the last {seq} given */
+    struct logidx *logidx;  /* the audit log read back, while it is applied
+                               (see watch.c) */
     metrics_t m;
     char *claims;           /* incoming/.ckprep-claims */
     char status[160];       /* the last STATUS= sent */
@@ -161,6 +196,14 @@ int watch_busy(const file_t *f);
 void watch_set_pending(daemon_t *d, file_t *f, uint64_t now);
 /* Move f out of F_PENDING (or any state) to state. */
 void watch_leave_pending(daemon_t *d, file_t *f, int state);
+/* A pending f is to be looked at when (uv_now time): its place in the due
+ * heap, and the tick timer armed for the earliest. */
+void watch_due(daemon_t *d, file_t *f, uint64_t when);
+/* Take the earliest pending file out of the due heap (nheap > 0); it stays
+ * pending: watch_due puts it back. */
+file_t *watch_due_pop(daemon_t *d);
+/* Arm the tick timer for the earliest pending file (or stop it). */
+void watch_arm(daemon_t *d);
 /* Does the file name match include and none of exclude? */
 int watch_name_wanted(const ck_watch_conf_t *w, const char *name);
 /* The output path of the input at rel (ck_malloc), or NULL; with v NULL,
@@ -180,9 +223,15 @@ char *watch_claim_path(daemon_t *d, const char *rel, const ident_t *id);
 char *watch_claim_file(const char *claims, const char *rel, const ident_t *id);
 /* Fill s with this process's host, boot id, pid namespace, start time. */
 void watch_self(self_t *s);
-/* Write a claim (who, state): exclusively when excl, else replacing it. */
+/* How a claim is written: created (O_EXCL); replaced durably (a temporary
+ * synced, renamed, the folder synced); or rewritten in place, not synced
+ * (the claim exists: no new inode, no rename; the caller syncs it when it
+ * must be durable).  A reader that meets a claim half rewritten judges it
+ * by its holder's refreshes, as one it cannot read. */
+enum { CLAIM_W_EXCL, CLAIM_W_DURABLE, CLAIM_W_INPLACE };
+/* Write a claim (who, state), how as above.  0 or -errno. */
 int watch_claim_write(const char *path, const self_t *s, const char *state,
-                       int excl);
+                      int how);
 /* Is the claim at path held by someone alive (me: this process, stale_s:
  * claim_stale_s)?  *done: its state is done.  Thread-safe. */
 int watch_claim_alive(const self_t *me, uint64_t stale_s, const char *path,
@@ -193,6 +242,9 @@ int watch_claim(daemon_t *d, const char *rel, const char *path);
 void watch_refresh_cb(uv_timer_t *t);
 /* Timer: check the pending files that are due, start jobs. */
 void watch_tick_cb(uv_timer_t *t);
+/* Check the pending files that are due (as many as probes may start),
+ * start jobs, arm the timer for the next. */
+void watch_pump(daemon_t *d);
 
 /* ---- watch_job.c: jobs ------------------------------------------------ */
 
@@ -214,7 +266,9 @@ void watch_enqueue(daemon_t *d, file_t *f);
 
 /* Scan incoming again, forget what is gone, tidy claims. */
 void watch_rescan(daemon_t *d);
-/* Timer: watch_rescan unless stopping. */
+/* watch_rescan with the walk on the thread pool (one at a time). */
+void watch_rescan_async(daemon_t *d);
+/* Timer: watch_rescan_async unless stopping. */
 void watch_rescan_cb(uv_timer_t *t);
 /* Start inotify on incoming (rescans alone when it fails). */
 int watch_start(daemon_t *d);
@@ -227,6 +281,12 @@ void watch_stop(daemon_t *d);
 void watch_timers(daemon_t *d);
 /* When stopping and nothing runs, close every handle. */
 void watch_maybe_exit(daemon_t *d);
+/* While the audit log read back is applied: what its last record of f's
+ * input says (done identity, done or failed). */
+void watch_log_lookup(daemon_t *d, file_t *f);
+/* Free the index of the audit log read back at start (held by the daemon
+ * until the first scan, on the pool, is applied). */
+void watch_logidx_drop(daemon_t *d);
 
 /* ---- watch_metrics.c: metrics_file ------------------------------------ */
 

@@ -16,6 +16,7 @@
 #include "record.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +35,13 @@ void watch_cref_put(cref_t *r)
 
 static void job_free(job_t *j)
 {
+    if (j->tmp != NULL)
+        unlink(j->tmp);     /* not published */
+    ck_free(j->tmp);
+    ck_free(j->base);
     ck_json_release(&j->rec);
+    ck_json_release(&j->failrec);
+    ck_buf_release(&j->fallback);
     ck_free(j->rel);
     ck_free(j->in);
     ck_free(j->out);
@@ -43,16 +50,33 @@ static void job_free(job_t *j)
     ck_free(j);
 }
 
+/* keep: the n-th name of base, NAME.N.EXT (n = 0: base itself), in a
+ * new string. */
+static char *nth_name(const char *base, unsigned n)
+{
+    const char *ext = ck_path_ext(ck_path_base(base));
+    char *alt = ck_malloc(strlen(base) + 24);
+
+    if (alt != NULL && n == 0)
+        strcpy(alt, base);
+    else if (alt != NULL)
+        sprintf(alt, "%.*s.%u%s", (int)(ext - base), base, n, ext);
+    return alt;
+}
+
 /*
  * On the thread pool, once the input is open: the output's name (its
- * fingerprint may be in it), and what to do when the name is taken.
+ * fingerprint may be in it).  With keep or fail, a name taken now is
+ * passed over (keep) or fails the job (fail); the output is placed there
+ * with link(2) later (pub_work_cb), which fails rather than replace a
+ * file that another job or daemon put there meanwhile.
  */
 static const char *name_cb(void *ud, const char *fingerprint, ck_err_t *err)
 {
     job_t *j = ud;
     const ck_watch_conf_t *w = &j->cref->c.watch;
     ck_watch_name_vars_t v = { j->seq, j->id.mtime_ns, j->now_s, fingerprint };
-    char *out = watch_out_path(w, j->rel, &v), *alt = NULL;
+    char *out = watch_out_path(w, j->rel, &v);
     struct stat st;
 
     if (out == NULL) {
@@ -67,20 +91,20 @@ static const char *name_cb(void *ud, const char *fingerprint, ck_err_t *err)
         ck_free(out);
         return NULL;
     }
-    /* keep: NAME.1.EXT, NAME.2.EXT, ... the first not taken */
-    alt = ck_malloc(strlen(out) + 24);
-    for (unsigned n = 1; alt != NULL && n < 1000000; n++) {
-        const char *ext = ck_path_ext(ck_path_base(out));
+    /* keep: NAME.1.EXT, NAME.2.EXT, ... the first not taken now */
+    for (unsigned n = 1; n < 1000000; n++) {
+        char *alt = nth_name(out, n);
 
-        sprintf(alt, "%.*s.%u%s", (int)(ext - out), out, n, ext);
+        if (alt == NULL)
+            break;
         if (lstat(alt, &st) < 0 && errno == ENOENT) {
-            ck_free(out);
+            j->base = out;
+            j->nth = n;
             out = alt;
-            alt = NULL;
             goto done;
         }
+        ck_free(alt);
     }
-    ck_free(alt);
     ck_free(out);
     ck_err_set(err, CK_ENOMEM, "no free output name");
     return NULL;
@@ -89,13 +113,58 @@ done:
     return out;
 }
 
+/*
+ * Place the synced temporary of j at its output: rename over it (replace),
+ * or link(2) it there, which fails when the name is taken: keep tries the
+ * next name (j->out becomes it), fail fails the job.  0 or -errno.
+ */
+static int place(job_t *j)
+{
+    int mode = j->cref->c.watch.on_output_exists;
+
+    if (mode == CK_EXISTS_REPLACE)
+        return rename(j->tmp, j->out) < 0 ? -errno : 0;
+    for (;;) {
+        char *alt;
+
+        if (link(j->tmp, j->out) == 0) {
+            unlink(j->tmp);
+            return 0;
+        }
+        if (errno == EPERM || errno == ENOTSUP || errno == EOPNOTSUPP ||
+            errno == ENOSYS) {
+            /* no hard links here: look, then rename (not atomic) */
+            struct stat st;
+
+            if (lstat(j->out, &st) < 0 && errno == ENOENT)
+                return rename(j->tmp, j->out) < 0 ? -errno : 0;
+        } else if (errno != EEXIST) {
+            return -errno;
+        }
+        if (mode == CK_EXISTS_FAIL)
+            return -EEXIST;
+        /* keep: taken meanwhile, the next name */
+        if (j->base == NULL) {
+            j->base = ck_strdup(j->out);
+            j->nth = 0;
+            if (j->base == NULL)
+                return -ENOMEM;
+        }
+        if (++j->nth >= 1000000 || (alt = nth_name(j->base, j->nth)) == NULL)
+            return -ENOMEM;
+        ck_free(j->out);
+        j->out = alt;
+        j->moved_name = 1;
+    }
+}
+
 static void work_cb(uv_work_t *req)
 {
     job_t *j = req->data;
     ck_job_args_t args = { .in = j->in, .out = NULL };
 
     /* queued -> running, for `ckprep status` */
-    watch_claim_write(j->claim, &j->d->self, "running", 0);
+    watch_claim_write(j->claim, &j->d->self, "running", CLAIM_W_INPLACE);
     args.cancel = &j->d->cancel;
     args.expect_set = 1;    /* the file claimed, not what is there now */
     args.expect_ino = j->id.ino;
@@ -103,6 +172,11 @@ static void work_cb(uv_work_t *req)
     args.expect_mtime_ns = j->id.mtime_ns;
     args.name_out = name_cb;
     args.name_ud = j;
+    /* a replaced output is published with the others that end with it
+     * (one sync of the folder); keep and fail decide the name here */
+    args.defer_tmp = &j->tmp;
+    /* keep and fail: every output is placed by link(2) (see place) */
+    args.defer_all = j->cref->c.watch.on_output_exists != CK_EXISTS_REPLACE;
     j->rc = ck_job_run(&j->cref->c, &args, &j->rec, &j->err);
 }
 
@@ -251,28 +325,51 @@ static int changed(const job_t *j)
     return !ident_eq(&now, &j->id);
 }
 
-static void after_work_cb(uv_work_t *req, int uvst)
-{
-    job_t *j = req->data;
-    daemon_t *d = j->d;
-    file_t *f = j->f;
-    const char *rec = ck_json_text(&j->rec);
-    ck_buf_t fallback = { 0 };
-    ck_err_t e = { 0 };
-    int gone = 0, logged = 1;
+static void claims_start(daemon_t *d);
 
-    if (rec == NULL) {      /* out of memory building it: a short one */
-        ck_record_fallback(&fallback, j->in);
-        rec = fallback.oom ? "{\"status\":\"failed\"}"
-                           : (const char *)fallback.data;
-        if (j->rc == 0)
-            j->rc = CK_ENOMEM;
+/* Mark claim done later, with others (see claims_work_cb), or here when
+ * it cannot be queued. */
+static void todo_add(daemon_t *d, const char *claim)
+{
+    char *c;
+
+    if (d->ntodo == d->todocap) {
+        size_t cap = d->todocap ? d->todocap * 2 : 64;
+        char **v = ck_realloc(d->todo, cap * sizeof(*v));
+
+        if (v == NULL)
+            goto now;
+        d->todo = v;
+        d->todocap = cap;
     }
-    if (ck_audit_append(&d->audit, rec, &e) < 0) {
-        ck_log(CK_LOG_ERR, "audit log: %s", e.msg);
-        logged = 0;
-    }
-    if (j->rc == 0) {
+    c = ck_strdup(claim);
+    if (c == NULL)
+        goto now;
+    d->todo[d->ntodo++] = c;
+    return;
+now:
+    watch_claim_write(claim, &d->self, "done", CLAIM_W_DURABLE);
+}
+
+/*
+ * A job whose record is durable in the log (logged), or could not be
+ * written: the input kept, moved or deleted, or moved to failed/; with
+ * after = keep, its done claim queued.
+ */
+static void finish(daemon_t *d, job_t *j, int logged)
+{
+    file_t *f = j->f;
+    const char *rec = j->text;
+    int gone = 0;
+
+    if (j->rc == 0 && j->tmp != NULL) {
+        /* its output was never published (nor its record written) */
+        ck_log(CK_LOG_WARNING, "%s: output not published; it will be redone",
+               j->in);
+        f->state = F_OTHER;
+        f->dirty = 1;
+        unlink(j->claim);
+    } else if (j->rc == 0) {
         d->nok++;
         watch_metrics_job(d, rec);
         ck_log(CK_LOG_INFO, "%s -> %s", j->in, j->out ? j->out : "?");
@@ -282,7 +379,7 @@ static void after_work_cb(uv_work_t *req, int uvst)
         if (gone)
             unlink(j->claim);
         else
-            watch_claim_write(j->claim, &d->self, "done", 0);
+            todo_add(d, j->claim);
         if (f->done.size != 0 && !ident_eq(&f->done, &j->id)) {
             /* the done claim of what this input replaced */
             char *old = watch_claim_path(d, f->rel, &f->done);
@@ -315,24 +412,386 @@ static void after_work_cb(uv_work_t *req, int uvst)
         unlink(j->claim);
     }
     f->done = j->id;
+    d->nfinishing--;
+    if (f->dirty && !d->stopping) {
+        f->dirty = 0;
+        watch_set_pending(d, f, uv_now(d->loop));
+    }
+}
+
+/* A batch whose records are logged (or could not be): each job finished
+ * (outputs reported, inputs moved), then its done claims written. */
+static void finish_batch(daemon_t *d, job_t *batch, int logged)
+{
+    for (job_t *j = batch, *next; j != NULL; j = next) {
+        next = j->fnext;
+        finish(d, j, logged);
+        job_free(j);
+    }
+    claims_start(d);
+}
+
+/*
+ * A batch of jobs whose outputs are written temporaries: on the thread
+ * pool, each is synced and renamed over its output, then each folder that
+ * got one is synced once; an output whose sync failed is removed (it is
+ * not known to be durable).  Only then are their records logged.
+ */
+typedef struct {
+    uv_work_t req;
+    daemon_t *d;
+    job_t *batch;
+    ck_audit_t audit;       /* the daemon's, on a descriptor of its own */
+    int keep;               /* after = keep: done claims written here */
+    int logged;
+    ck_err_t err;
+} pub_t;
+
+static void flush_cb(uv_check_t *c);
+
+static void unpublished(job_t *j);
+static void renamed(job_t *j);
+
+/*
+ * Done claims, once their records are durable: each rewritten in place,
+ * all synced at once, their folder synced once (the entries of claims
+ * made since its last sync); on the thread pool, one batch at a time,
+ * while the next outputs are published (a done claim is what tells other daemons that an input
+ * kept in incoming is done: it comes after the record, never before).
+ */
+typedef struct {
+    uv_work_t req;
+    daemon_t *d;
+    char **claims;
+    size_t n;
+} claims_t;
+
+static void claims_work_cb(uv_work_t *req)
+{
+    claims_t *c = req->data;
+    const char **w = ck_calloc(c->n ? c->n : 1, sizeof(*w));
+    int *rc = ck_calloc(c->n ? c->n : 1, sizeof(*rc));
+    size_t k = 0;
+
+    if (w == NULL || rc == NULL) {      /* one by one */
+        for (size_t i = 0; i < c->n; i++)
+            watch_claim_write(c->claims[i], &c->d->self, "done",
+                              CLAIM_W_DURABLE);
+        goto out;
+    }
+    for (size_t i = 0; i < c->n; i++)
+        if (watch_claim_write(c->claims[i], &c->d->self, "done",
+                              CLAIM_W_INPLACE) == 0)
+            w[k++] = c->claims[i];
+    ck_fsync_many(w, rc, k);
+    if (k > 0)
+        ck_fsync_dir_of(w[0]);
+out:
+    ck_free(w);
+    ck_free(rc);
+}
+
+static void claims_done_cb(uv_work_t *req, int uvst)
+{
+    claims_t *c = req->data;
+    daemon_t *d = c->d;
+
+    for (size_t i = 0; i < c->n; i++)
+        ck_free(c->claims[i]);
+    ck_free(c->claims);
+    ck_free(c);
+    d->claiming = 0;
+    (void)uvst;
+    claims_start(d);
+    if (d->stopping)
+        watch_maybe_exit(d);
+}
+
+/* Write the queued done claims, unless a batch is being written. */
+static void claims_start(daemon_t *d)
+{
+    claims_t *c;
+
+    if (d->claiming || d->ntodo == 0)
+        return;
+    c = ck_calloc(1, sizeof(*c));
+    if (c == NULL)
+        return;     /* the next batch takes them */
+    c->d = d;
+    c->req.data = c;
+    c->claims = d->todo;
+    c->n = d->ntodo;
+    d->todo = NULL;
+    d->ntodo = d->todocap = 0;
+    if (uv_queue_work(d->loop, &c->req, claims_work_cb, claims_done_cb) == 0) {
+        d->claiming = 1;
+        return;
+    }
+    claims_work_cb(&c->req);
+    claims_done_cb(&c->req, 0);
+}
+
+/* The batch's records in one write and one fdatasync; then, with after =
+ * keep, the done claims of its good jobs (each synced, their folder once:
+ * a done claim is what tells other daemons the input is done). */
+static void log_work(pub_t *p)
+{
+    const char **recs;
+    size_t n = 0;
+
+    for (job_t *j = p->batch; j != NULL; j = j->fnext) {
+        if (j->deferred && j->rc < 0)
+            unpublished(j);
+        else if (j->moved_name)
+            renamed(j);
+        n++;
+    }
+    recs = ck_calloc(n ? n : 1, sizeof(*recs));
+    if (recs == NULL) {
+        ck_err_set(&p->err, CK_ENOMEM, "out of memory");
+        return;
+    }
+    n = 0;
+    for (job_t *j = p->batch; j != NULL; j = j->fnext)
+        recs[n++] = j->text;
+    p->logged = ck_audit_append_many(&p->audit, recs, n, &p->err) == 0;
+    ck_free(recs);
+}
+
+/* Is the folder of a (up to its last '/') the folder of b? */
+static int same_dir(const char *a, const char *b)
+{
+    size_t n = (size_t)(strrchr(a, '/') - a);
+
+    return (size_t)(strrchr(b, '/') - b) == n && strncmp(a, b, n) == 0;
+}
+
+static void pub_work_cb(uv_work_t *req)
+{
+    pub_t *p = req->data;
+    const char **tmps;
+    int *rc;
+    size_t n = 0, k = 0;
+
+    for (job_t *j = p->batch; j != NULL; j = j->fnext)
+        n += j->tmp != NULL;
+    tmps = ck_calloc(n ? n : 1, sizeof(*tmps));
+    rc = ck_calloc(n ? n : 1, sizeof(*rc));
+    for (job_t *j = p->batch; j != NULL && tmps != NULL && rc != NULL;
+         j = j->fnext)
+        if (j->tmp != NULL)
+            tmps[k++] = j->tmp;
+    if (tmps != NULL && rc != NULL)
+        ck_fsync_many(tmps, rc, n);
+    k = 0;
+    for (job_t *j = p->batch; j != NULL; j = j->fnext) {
+        int r;
+
+        if (j->tmp == NULL)
+            continue;
+        r = tmps == NULL || rc == NULL ? CK_ENOMEM : rc[k++];
+        if (r == 0)
+            r = place(j);
+        if (r == -EEXIST) {
+            j->rc = r;
+            ck_err_set(&j->err, r, "output %s exists (on_output_exists = "
+                       "fail)", j->out);
+            continue;
+        }
+        if (r < 0) {
+            j->rc = r;
+            ck_err_set(&j->err, r, "publish %s: %s", j->out,
+                       r == CK_ENOMEM ? "out of memory" : strerror(-r));
+            continue;
+        }
+        ck_free(j->tmp);
+        j->tmp = NULL;
+        j->published = 1;
+    }
+    ck_free(tmps);
+    ck_free(rc);
+    /* each folder once: the jobs of one folder share its sync */
+    for (job_t *j = p->batch; j != NULL; j = j->fnext) {
+        int r, seen = 0;
+
+        if (!j->published)
+            continue;
+        for (job_t *q = p->batch; q != j && !seen; q = q->fnext)
+            seen = q->published && same_dir(q->out, j->out);
+        if (seen || (r = ck_fsync_dir_of(j->out)) == 0)
+            continue;
+        for (job_t *q = j; q != NULL; q = q->fnext) {
+            if (!q->published || !same_dir(q->out, j->out))
+                continue;
+            unlink(q->out);     /* not known to be durable: not written */
+            q->published = 0;
+            q->rc = r;
+            ck_err_set(&q->err, r, "fsync of the folder of %s: %s", q->out,
+                       strerror(-r));
+        }
+    }
+    log_work(p);
+}
+
+/* The record of a job whose output could not be published: the job's
+ * own, now failed, with no output. */
+static void unpublished(job_t *j)
+{
+    ck_record_t r;
+
+    if (ck_record_parse(j->text, strlen(j->text), &r) == 0) {
+        r.status = "failed";
+        r.error_code = ck_errname(j->rc);
+        r.error_message = j->err.msg;
+        r.wrote = 0;
+        r.out.replaced = NULL;
+        ck_record_build(&j->failrec, &r);
+        ck_record_release(&r);
+        if (ck_json_text(&j->failrec) != NULL) {
+            j->text = ck_json_text(&j->failrec);
+            return;
+        }
+    }
+    ck_buf_release(&j->fallback);
+    ck_record_fallback(&j->fallback, j->in);
+    j->text = j->fallback.oom ? "{\"status\":\"failed\"}"
+                              : (const char *)j->fallback.data;
+}
+
+/* The record of a job whose output took another name than the one it was
+ * written for (keep, the name taken meanwhile): the same, naming it. */
+static void renamed(job_t *j)
+{
+    ck_record_t r;
+
+    if (ck_record_parse(j->text, strlen(j->text), &r) < 0)
+        return;
+    r.out.path = j->out;
+    ck_record_build(&j->failrec, &r);
+    ck_record_release(&r);
+    if (ck_json_text(&j->failrec) != NULL)
+        j->text = ck_json_text(&j->failrec);
+}
+
+static void pub_free(pub_t *p)
+{
+    if (p->audit.fd >= 0)
+        close(p->audit.fd);
+    ck_free(p->audit.path);
+    ck_free(p);
+}
+
+static void pub_done_cb(uv_work_t *req, int uvst)
+{
+    pub_t *p = req->data;
+    daemon_t *d = p->d;
+
+    d->publishing--;
+    if (p->audit.seq > d->audit.seq)
+        d->audit.seq = p->audit.seq;
+    if (!p->logged)
+        ck_log(CK_LOG_ERR, "audit log: %s", p->err.msg);
+    finish_batch(d, p->batch, p->logged);
+    pub_free(p);
+    (void)uvst;
+    if (d->fin_head != NULL)
+        flush_cb(&d->flush);
+    watch_status(d);
+    if (d->stopping)
+        watch_maybe_exit(d);
+    else
+        watch_pump(d);
+}
+
+/*
+ * After the loop's poll phase, which ran the after-work callbacks of every
+ * job that had ended: the batch is published and logged on the thread pool
+ * (outputs synced and renamed, their folders synced, the records written
+ * with one fdatasync), two batches at a time at most: the jobs that end
+ * meanwhile make the next.  The loop waits for no sync of theirs; then it
+ * finishes each job (reports it, moves its input).
+ */
+static void flush_cb(uv_check_t *c)
+{
+    daemon_t *d = c->data;
+    job_t *batch = d->fin_head;
+    pub_t *p;
+
+    uv_check_stop(c);
+    if (d->publishing >= 2 || batch == NULL)
+        return;     /* pub_done_cb comes back */
+    d->fin_head = d->fin_tail = NULL;
+    p = ck_calloc(1, sizeof(*p));
+    if (p == NULL) {
+        ck_log(CK_LOG_ERR, "audit log: out of memory; %s and the jobs that "
+               "ended with it are not logged", batch->in);
+        finish_batch(d, batch, 0);
+        return;
+    }
+    p->d = d;
+    p->batch = batch;
+    p->req.data = p;
+    p->keep = d->w->after == CK_AFTER_KEEP;
+    p->audit = d->audit;
+    p->audit.path = ck_strdup(d->audit.path ? d->audit.path : "audit log");
+    /* a description of its own: two batches in flight take turns at the
+     * log's lock (a dup would share the lock) */
+    p->audit.fd = d->audit.path != NULL ?
+        open(d->audit.path, O_RDWR | O_APPEND | O_CLOEXEC | O_NOFOLLOW) : -1;
+    if (p->audit.fd < 0 && d->audit.fd >= 0)
+        p->audit.fd = fcntl(d->audit.fd, F_DUPFD_CLOEXEC, 0);
+    if (p->audit.fd < 0 || p->audit.path == NULL) {
+        ck_log(CK_LOG_ERR, "audit log %s: not open; the jobs that ended are "
+               "not logged", d->w->audit_log);
+        finish_batch(d, batch, 0);
+        pub_free(p);
+        return;
+    }
+    if (uv_queue_work(d->loop, &p->req, pub_work_cb, pub_done_cb) == 0) {
+        d->publishing++;
+        return;
+    }
+    d->publishing++;
+    pub_work_cb(&p->req);       /* no pool: here */
+    pub_done_cb(&p->req, 0);
+}
+
+static void after_work_cb(uv_work_t *req, int uvst)
+{
+    job_t *j = req->data;
+    daemon_t *d = j->d;
+
+    j->text = ck_json_text(&j->rec);
+    if (j->text == NULL) {      /* out of memory building it: a short one */
+        ck_record_fallback(&j->fallback, j->in);
+        j->text = j->fallback.oom ? "{\"status\":\"failed\"}"
+                                  : (const char *)j->fallback.data;
+        if (j->rc == 0)
+            j->rc = CK_ENOMEM;
+    }
+    if (j->rc != 0 && j->tmp != NULL) {     /* not to be published */
+        unlink(j->tmp);
+        ck_free(j->tmp);
+        j->tmp = NULL;
+    }
+    j->deferred = j->tmp != NULL;
+    /* its worker is free: what is left is publishing and logging */
     for (size_t i = 0; i < d->nrunning; i++) {
         if (d->running[i] == j) {
             d->running[i] = d->running[--d->nrunning];
             break;
         }
     }
-    if (f->dirty && !d->stopping) {
-        f->dirty = 0;
-        watch_set_pending(d, f, uv_now(d->loop));
-    }
-    ck_buf_release(&fallback);
-    job_free(j);
-    (void)uvst;
-    watch_status(d);
-    if (d->stopping)
-        watch_maybe_exit(d);
+    d->nfinishing++;
+    j->fnext = NULL;
+    if (d->fin_tail != NULL)
+        d->fin_tail->fnext = j;
     else
-        watch_start_jobs(d);
+        d->fin_head = j;
+    d->fin_tail = j;
+    uv_check_start(&d->flush, flush_cb);
+    (void)uvst;
+    watch_start_jobs(d);
 }
 
 static job_t *job_new(daemon_t *d, file_t *f)

@@ -104,6 +104,44 @@ static void failed_again(daemon_t *d, file_t *f)
     f->failrec = NULL;
 }
 
+/* A wanted file a scan found at rel, of identity id. */
+static void scan_file(daemon_t *d, const char *rel, const ident_t *id,
+                      uint64_t now)
+{
+    file_t *f = watch_file_get(d, rel);
+
+    if (f == NULL)
+        return;
+    f->seen = 1;
+    f->scanned = *id;
+    if (f->state == F_OTHER && f->done.size == 0 && d->logidx != NULL)
+        watch_log_lookup(d, f);
+    if (f->state == F_OTHER && f->done.size == 0)
+        watch_adopt(d, f, id);
+    if (f->state == F_OTHER ||
+        ((f->state == F_DONE || f->state == F_FAILED ||
+          f->state == F_SKIPPED) && !ident_eq(id, &f->done)))
+        watch_set_pending(d, f, now);
+    else if (f->state == F_DONE && d->w->after != CK_AFTER_KEEP)
+        after_again(d, f, id);
+    else if (f->state == F_FAILED && f->failrec != NULL)
+        failed_again(d, f);
+}
+
+/* incoming itself was opened by a scan: watch it, and say so when it was
+ * lost. */
+static void root_found(daemon_t *d)
+{
+    if (d->w->recursive || !root_watched(d))
+        add_watch(d, "");
+    if (d->lost && root_watched(d)) {
+        d->lost = 0;
+        ck_mkdirs(d->claims, 0750);
+        ck_log(CK_LOG_NOTICE, "watching %s again", d->w->incoming);
+        watch_timers(d);
+    }
+}
+
 static void scan_dir(daemon_t *d, const char *rel, int depth, uint64_t now)
 {
     char *path = ck_path_join(d->w->incoming, rel);
@@ -116,14 +154,10 @@ static void scan_dir(daemon_t *d, const char *rel, int depth, uint64_t now)
         ck_free(path);
         return;
     }
-    if (d->w->recursive || (depth == 0 && !root_watched(d)))
+    if (depth == 0)
+        root_found(d);
+    else if (d->w->recursive)
         add_watch(d, rel);
-    if (depth == 0 && d->lost && root_watched(d)) {
-        d->lost = 0;
-        ck_mkdirs(d->claims, 0750);
-        ck_log(CK_LOG_NOTICE, "watching %s again", d->w->incoming);
-        watch_timers(d);
-    }
     while ((e = readdir(dir)) != NULL) {
         char *r;
         struct stat st;
@@ -138,24 +172,10 @@ static void scan_dir(daemon_t *d, const char *rel, int depth, uint64_t now)
                 if (d->w->recursive && depth < MAX_DEPTH)
                     scan_dir(d, r, depth + 1, now);
             } else if (watch_name_wanted(d->w, e->d_name)) {
-                file_t *f = watch_file_get(d, r);
                 ident_t id;
 
                 ident_of(&st, &id);
-                if (f != NULL) {
-                    f->seen = 1;
-                    f->scanned = id;
-                    if (f->state == F_OTHER && f->done.size == 0)
-                        watch_adopt(d, f, &id);
-                    if (f->state == F_OTHER ||
-                        ((f->state == F_DONE || f->state == F_FAILED ||
-                          f->state == F_SKIPPED) && !ident_eq(&id, &f->done)))
-                        watch_set_pending(d, f, now);
-                    else if (f->state == F_DONE && d->w->after != CK_AFTER_KEEP)
-                        after_again(d, f, &id);
-                    else if (f->state == F_FAILED && f->failrec != NULL)
-                        failed_again(d, f);
-                }
+                scan_file(d, r, &id, now);
             }
         }
         ck_free(r);
@@ -310,6 +330,183 @@ void watch_rescan(daemon_t *d)
     watch_status(d);
 }
 
+/*
+ * A rescan on the thread pool (the timer's, an overflow's): the walk of
+ * incoming (readdir and a stat per entry, slow on NFS) collects names and
+ * identities; the loop then applies them as watch_rescan does.  A file
+ * the loop learnt of after the walk began is not forgotten for being
+ * missing from it.
+ */
+typedef struct {
+    char *rel;
+    int dir;
+    ident_t id;
+} scanent_t;
+
+typedef struct {
+    uv_work_t req;
+    daemon_t *d;
+    cref_t *cref;
+    uint64_t gen;           /* files born before it are the walk's */
+    scanent_t *v;
+    size_t n, cap;
+    int root_errno;         /* incoming could not be opened */
+    int oom;
+} scan_t;
+
+static void scan_push(scan_t *sc, const char *rel, int dir, const ident_t *id)
+{
+    if (sc->n == sc->cap) {
+        size_t cap = sc->cap ? sc->cap * 2 : 256;
+        scanent_t *v = ck_realloc(sc->v, cap * sizeof(*v));
+
+        if (v == NULL) {
+            sc->oom = 1;
+            return;
+        }
+        sc->v = v;
+        sc->cap = cap;
+    }
+    sc->v[sc->n].rel = ck_strdup(rel);
+    sc->v[sc->n].dir = dir;
+    sc->v[sc->n].id = *id;
+    if (sc->v[sc->n].rel == NULL)
+        sc->oom = 1;
+    else
+        sc->n++;
+}
+
+static void walk(scan_t *sc, const char *rel, int depth)
+{
+    const ck_watch_conf_t *w = &sc->cref->c.watch;
+    char *path = ck_path_join(w->incoming, rel);
+    DIR *dir = path ? opendir(path) : NULL;
+    struct dirent *e;
+
+    if (dir == NULL) {
+        if (depth == 0)
+            sc->root_errno = path ? errno : ENOMEM;
+        ck_free(path);
+        return;
+    }
+    while (!sc->oom && (e = readdir(dir)) != NULL) {
+        struct stat st;
+        ident_t id;
+        char *r;
+
+        if (e->d_name[0] == '.')   /* also ., .. and the claims folder */
+            continue;
+        if (fstatat(dirfd(dir), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+            continue;
+        r = ck_path_join(rel, e->d_name);
+        if (r == NULL) {
+            sc->oom = 1;
+            break;
+        }
+        ident_of(&st, &id);
+        if (S_ISDIR(st.st_mode)) {
+            if (w->recursive && depth < MAX_DEPTH) {
+                scan_push(sc, r, 1, &id);
+                walk(sc, r, depth + 1);
+            }
+        } else if (watch_name_wanted(w, e->d_name)) {
+            scan_push(sc, r, 0, &id);
+        }
+        ck_free(r);
+    }
+    closedir(dir);
+    ck_free(path);
+}
+
+static void scan_work_cb(uv_work_t *req)
+{
+    walk(req->data, "", 0);
+}
+
+static void scan_free(scan_t *sc)
+{
+    for (size_t i = 0; i < sc->n; i++)
+        ck_free(sc->v[i].rel);
+    ck_free(sc->v);
+    watch_cref_put(sc->cref);
+    ck_free(sc);
+}
+
+static void scan_done_cb(uv_work_t *req, int uvst)
+{
+    scan_t *sc = req->data;
+    daemon_t *d = sc->d;
+    uint64_t now = uv_now(d->loop);
+    int applied = 0;
+
+    d->scanning = 0;
+    /* stopping, or another incoming since (a reload scans it itself) */
+    if (d->stopping || d->loading || uvst < 0 || sc->oom ||
+        strcmp(sc->cref->c.watch.incoming, d->w->incoming) != 0)
+        goto out;
+    for (size_t i = 0; i < d->nbuckets; i++)
+        for (file_t *f = d->buckets[i]; f != NULL; f = f->hnext)
+            f->seen = 0;
+    if (sc->root_errno != 0) {
+        if (!d->lost)
+            ck_log(CK_LOG_ERR, "scan %s: %s", d->w->incoming,
+                   strerror(sc->root_errno));
+    } else {
+        root_found(d);
+        for (size_t i = 0; i < sc->n; i++) {
+            if (sc->v[i].dir)
+                add_watch(d, sc->v[i].rel);
+            else
+                scan_file(d, sc->v[i].rel, &sc->v[i].id, now);
+        }
+    }
+    for (size_t i = 0; i < d->nbuckets; i++) {
+        for (file_t *f = d->buckets[i], *next; f != NULL; f = next) {
+            next = f->hnext;
+            if (!f->seen && f->born < sc->gen && !watch_busy(f))
+                watch_file_drop(d, f);
+        }
+    }
+    if (!d->lost && !d->loading)
+        watch_claims_gc(d);
+    d->m.rescans++;
+    watch_status(d);
+    applied = 1;
+out:
+    /* the start's index: applied, or applied here by a scan on the loop */
+    if (!applied && d->logidx != NULL && !d->loading && !d->stopping)
+        watch_rescan(d);
+    if (!d->loading)
+        watch_logidx_drop(d);
+    scan_free(sc);
+    if (d->stopping)
+        watch_maybe_exit(d);
+}
+
+void watch_rescan_async(daemon_t *d)
+{
+    scan_t *sc;
+
+    if (d->scanning)
+        return;     /* the one walking sees it */
+    sc = ck_calloc(1, sizeof(*sc));
+    if (sc == NULL) {
+        watch_rescan(d);
+        return;
+    }
+    sc->req.data = sc;
+    sc->d = d;
+    sc->cref = d->cref;
+    d->cref->refs++;
+    sc->gen = ++d->scangen;
+    if (uv_queue_work(d->loop, &sc->req, scan_work_cb, scan_done_cb) < 0) {
+        scan_free(sc);
+        watch_rescan(d);
+        return;
+    }
+    d->scanning = 1;
+}
+
 void watch_gc_cb(uv_timer_t *t)
 {
     daemon_t *d = t->data;
@@ -323,7 +520,7 @@ void watch_rescan_cb(uv_timer_t *t)
     daemon_t *d = t->data;
 
     if (!d->stopping && !d->loading)
-        watch_rescan(d);
+        watch_rescan_async(d);
 }
 
 static const char *dir_of_wd(daemon_t *d, int wd)
@@ -394,15 +591,26 @@ static void event(daemon_t *d, const struct inotify_event *ev, uint64_t now,
             if (f != NULL && !watch_busy(f))
                 watch_file_drop(d, f);
         } else {
-            if (f == NULL)
+            if (f == NULL) {
                 f = watch_file_get(d, rel);
+                /* the start's scan not applied yet: what the log says */
+                if (f != NULL && d->logidx != NULL)
+                    watch_log_lookup(d, f);
+            }
             if (f != NULL) {
                 /* done files wait for the identity check in check_file */
                 if (f->state == F_PENDING) {
                     f->last_event = now;
-                    f->next_check = now + d->w->settle_ms;
+                    f->moved = 0;
+                    watch_due(d, f, now + d->w->settle_ms);
                 } else {
                     watch_set_pending(d, f, now);
+                }
+                /* renamed in: whole already, looked at once (a change
+                 * after it, or while it is busy, waits settle_ms again) */
+                if ((ev->mask & IN_MOVED_TO) && f->state == F_PENDING) {
+                    f->moved = 1;
+                    watch_due(d, f, now);
                 }
             }
         }
@@ -433,7 +641,7 @@ static void poll_cb(uv_poll_t *p, int st, int events)
         }
     }
     if (need_rescan && !d->stopping)
-        watch_rescan(d);
+        watch_rescan_async(d);
     (void)st;
     (void)events;
 }

@@ -76,6 +76,7 @@ file_t *watch_file_get(daemon_t *d, const char *rel)
         return NULL;
     }
     f->state = F_OTHER;
+    f->born = d->scangen;
     k = hash_str(rel) & (d->nbuckets - 1);
     f->hnext = d->buckets[k];
     d->buckets[k] = f;
@@ -83,10 +84,96 @@ file_t *watch_file_get(daemon_t *d, const char *rel)
     return f;
 }
 
+/* ---- the due heap: pending files by next_check ------------------------ */
+
+static void heap_set(daemon_t *d, size_t i, file_t *f)
+{
+    d->heap[i] = f;
+    f->hidx = i + 1;
+}
+
+static void heap_up(daemon_t *d, size_t i)
+{
+    file_t *f = d->heap[i];
+
+    while (i > 0 && d->heap[(i - 1) / 2]->next_check > f->next_check) {
+        heap_set(d, i, d->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    heap_set(d, i, f);
+}
+
+static void heap_down(daemon_t *d, size_t i)
+{
+    file_t *f = d->heap[i];
+
+    for (;;) {
+        size_t c = 2 * i + 1;
+
+        if (c >= d->nheap)
+            break;
+        if (c + 1 < d->nheap &&
+            d->heap[c + 1]->next_check < d->heap[c]->next_check)
+            c++;
+        if (d->heap[c]->next_check >= f->next_check)
+            break;
+        heap_set(d, i, d->heap[c]);
+        i = c;
+    }
+    heap_set(d, i, f);
+}
+
+static void heap_remove(daemon_t *d, file_t *f)
+{
+    size_t i;
+    file_t *last;
+
+    if (f->hidx == 0)
+        return;
+    i = f->hidx - 1;
+    f->hidx = 0;
+    last = d->heap[--d->nheap];
+    if (i == d->nheap)
+        return;
+    heap_set(d, i, last);
+    heap_up(d, i);
+    heap_down(d, last->hidx - 1);
+}
+
+void watch_due(daemon_t *d, file_t *f, uint64_t when)
+{
+    f->next_check = when;
+    if (f->hidx == 0) {
+        if (d->nheap == d->heapcap) {
+            size_t cap = d->heapcap ? d->heapcap * 2 : 256;
+            file_t **h = ck_realloc(d->heap, cap * sizeof(*h));
+
+            if (h == NULL)
+                return;     /* the next rescan finds it again */
+            d->heap = h;
+            d->heapcap = cap;
+        }
+        heap_set(d, d->nheap++, f);
+    }
+    heap_up(d, f->hidx - 1);
+    heap_down(d, f->hidx - 1);
+    if (d->armed_at == 0 || when < d->armed_at)
+        watch_arm(d);
+}
+
+file_t *watch_due_pop(daemon_t *d)
+{
+    file_t *f = d->heap[0];
+
+    heap_remove(d, f);
+    return f;
+}
+
 void watch_file_drop(daemon_t *d, file_t *f)
 {
     file_t **p = &d->buckets[hash_str(f->rel) & (d->nbuckets - 1)];
 
+    heap_remove(d, f);
     while (*p != f)
         p = &(*p)->hnext;
     *p = f->hnext;
@@ -117,13 +204,15 @@ void watch_set_pending(daemon_t *d, file_t *f, uint64_t now)
     }
     f->state = F_PENDING;
     f->last_event = now;
-    f->next_check = now + d->w->settle_ms;
+    f->moved = 0;
+    watch_due(d, f, now + d->w->settle_ms);
 }
 
 void watch_leave_pending(daemon_t *d, file_t *f, int state)
 {
     if (f->state == F_PENDING)
         d->npending--;
+    heap_remove(d, f);
     f->state = state;
 }
 

@@ -493,6 +493,9 @@ static int fill(ck_job_t *job, head_conf_t *cf, add_t *ad, const char *state,
     for (uint64_t i = 0; i < numel; i++) {
         double v;
 
+        if ((i & 0xffff) == 0xffff && ck_job_canceled(job))
+            return CK_ECANCELED;
+
         switch (ad->init) {
         case I_ZEROS: v = 0; break;
         case I_ONES: v = 1; break;

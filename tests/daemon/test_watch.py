@@ -361,6 +361,18 @@ class Daemon:
         self.errf.close()
 
 
+def head_init_conf(env, chain, adds):
+    """env's configuration with chain, and a [head_init:LABEL] section adding
+    one tensor for each (label or None, add line) of adds."""
+    text = "[pipeline]\nchain = %s\n\n[watch]\n" % chain
+    for k, v in env.watch.items():
+        text += "%s = %s\n" % (k, v)
+    for label, add in adds:
+        text += "\n[head_init%s]\nstate = model\nadd = %s\n" % (
+            ":" + label if label else "", add)
+    env.write_conf(text=text)
+
+
 def check_error_json(env, rel, rec):
     """failed/REL and failed/REL.error.json, the audit record without
     seq and host."""
@@ -500,6 +512,10 @@ def test_sigterm_mid_burst():
     """SIGTERM while 60 files wait: exit 0; the restart processes the rest;
     every file has exactly one ok record"""
     env = Env("term_burst", workers=1)
+    # each job draws 1M normal values: slow enough that SIGTERM finds most
+    # of the 60 waiting, however fast the daemon gets through small files
+    head_init_conf(env, "head_init",
+                   [(None, "hx float32 1024x1024 normal(0,1)")])
     d = Daemon(env)
     d.ready()
     for i in range(60):
@@ -1830,6 +1846,39 @@ def test_output_names_never_clobber():
     d.stop()
 
 
+def test_keep_never_shares_a_name():
+    """on_output_exists = keep with one output name for every input
+    (output_name = model{ext}) and 40 inputs renamed in at once to two
+    workers: each gets a name of its own (model.th, model.1.th, ...), none
+    written over another -- the pick is atomic (link), not a look then a
+    rename"""
+    env = Env("keep_race", workers=2, output_name="model{ext}",
+              on_output_exists="keep")
+    d = Daemon(env)
+    d.ready()
+    for i in range(40):
+        tmp = os.path.join(env.stage, "k%02d" % i)
+        with open(tmp, "wb") as f:
+            f.write(ckpt_bytes(3000 + i, n=2, numel=16))
+    for i in range(40):
+        os.rename(os.path.join(env.stage, "k%02d" % i),
+                  env.inpath("k%02d.th" % i))
+    wait_for(lambda: len(env.records()) >= 40, 60, "40 records")
+    time.sleep(0.3)
+    d.stop()
+    recs = env.records(strict=True)
+    check(all(r["status"] == "ok" for r in recs), "failed: %r"
+          % [r.get("error") for r in recs if r["status"] != "ok"][:3])
+    outs = collections.Counter(r["output"]["path"] for r in recs)
+    dup = [p for p, n in outs.items() if n > 1]
+    check(not dup, "records share output names: %r" % dup[:5])
+    check(len(os.listdir(env.output)) == 40, "output holds %d files, want 40"
+          % len(os.listdir(env.output)))
+    for r in recs:
+        seed = 3000 + int(os.path.basename(r["input"]["path"])[1:3])
+        check_same(r["output"]["path"], seed, n=2, numel=16)
+
+
 def test_ready_marker():
     """ready = marker: a file written in place is taken only once its
     marker ({name}.done) is there and no older than it, and the marker
@@ -2050,13 +2099,15 @@ def test_long_log_read_off_the_loop():
     """a 1,000,000-line audit log is read back on the thread pool: the
     daemon is watching at once, a checkpoint dropped meanwhile is processed
     once the log is read (numbered after it), and a SIGTERM during the read
-    stops the daemon within a second, leaving the log as it was"""
+    stops the daemon within a second, leaving the log as it was (its lines
+    spell their paths with \\u escapes: the full JSON parser reads each, so
+    the read lasts long enough to be interrupted)"""
     env = Env("long_log")
     os.makedirs(os.path.dirname(env.log))
     with open(env.log, "w") as f:
         for k in range(10):
             f.write("".join('{"seq":%d,"status":"ok","input":{"path":'
-                            '"/elsewhere/%d.th","size":1}}\n' % (i + 1, i)
+                            '"/elsewhere/\\u00e9%d.th","size":1}}\n' % (i + 1, i)
                             for i in range(k * 100000, (k + 1) * 100000)))
     size = os.path.getsize(env.log)
     d = Daemon(env)
@@ -2094,14 +2145,9 @@ def test_sigterm_inside_chain():
     is abandoned at the next stage, not after the whole chain -- its record
     lists fewer than four stages -- and nothing is written"""
     env = Env("sigterm_chain", stop_timeout_s=0)
-    chain = " ".join("head_init:%s" % k for k in "abcd")
-    text = "[pipeline]\nchain = %s\n\n[watch]\n" % chain
-    for k, v in env.watch.items():
-        text += "%s = %s\n" % (k, v)
-    for k in "abcd":
-        text += ("\n[head_init:%s]\nstate = model\nadd = h%s float32 4096x4096"
-                 " normal(0,1)\n" % (k, k))
-    env.write_conf(text=text)
+    head_init_conf(env, " ".join("head_init:%s" % k for k in "abcd"),
+                   [(k, "h%s float32 4096x4096 normal(0,1)" % k)
+                    for k in "abcd"])
     claims = os.path.join(env.incoming, ".ckprep-claims")
     d = Daemon(env)
     d.ready()
@@ -2131,6 +2177,260 @@ def test_sigterm_inside_chain():
           % os.listdir(env.output))
 
 
+def own_record(env, seq, rel, st, status="ok", code=None):
+    """A record as the daemon writes it to its log (compact, seq and host
+    first, the builder's key order), for input rel of identity st."""
+    r = OD([("seq", seq), ("host", "h"), ("ts", "2026-12-03T00:00:00.000Z"),
+            ("version", "0"),
+            ("input", OD([("path", env.inpath(rel)), ("size", st.st_size),
+                          ("digest", "0" * 64),
+                          ("digest_kind", "fingerprint-sha256"),
+                          ("inode", st.st_ino), ("mtime_ns", st.st_mtime_ns),
+                          ("format", "zip")])),
+            ("status", status)])
+    if code:
+        r["error"] = OD([("code", code), ("message", "m")])
+    r["duration_ms"] = 1
+    r["config"] = OD([("path", env.conf), ("digest", "0" * 64)])
+    r["plugins"] = [{"name": "x", "changes": [{"op": "status", "key":
+                                                "\"status\":\"failed\""}]}]
+    return json.dumps(r, separators=(",", ":"))
+
+
+def test_long_log_start_fast():
+    """start-up with a 200,000-line log of the daemon's own records (read by
+    the skim, not the full parser): read back within 5 s; what it says of
+    the files in incoming holds -- the last record of each input counts (a
+    file done, then abandoned, is done; a file failed, then done, is done;
+    an input whose last record failed, still in incoming, goes to failed/
+    with that record); the one file no record names is processed"""
+    env = Env("long_log_fast")
+    os.makedirs(os.path.dirname(env.log))
+    for rel, seed in (("done.th", 301), ("redo.th", 302), ("fail.th", 303),
+                      ("new.th", 304)):
+        env.drop_rename(rel, ckpt_bytes(seed))
+    st = {rel: os.stat(env.inpath(rel)) for rel in
+          ("done.th", "redo.th", "fail.th", "new.th")}
+    special = {50000: own_record(env, 0, "done.th", st["done.th"]),
+               60000: own_record(env, 0, "done.th", st["done.th"], "failed",
+                                 "cancelled"),
+               70000: own_record(env, 0, "redo.th", st["redo.th"], "failed",
+                                 "corrupt"),
+               80000: own_record(env, 0, "redo.th", st["redo.th"]),
+               90000: own_record(env, 0, "fail.th", st["fail.th"]),
+               95000: own_record(env, 0, "fail.th", st["fail.th"], "failed",
+                                 "corrupt")}
+    filler = own_record(env, 0, "gone/x.th", st["new.th"])
+    with open(env.log, "w") as f:
+        lines = []
+        for i in range(200000):
+            line = special.get(i, filler.replace("gone/x.th", "gone/%d.th" % i))
+            lines.append(line.replace('{"seq":0,', '{"seq":%d,' % (i + 1), 1))
+        f.write("\n".join(lines) + "\n")
+    size = os.path.getsize(env.log)
+    t0 = time.monotonic()
+    d = Daemon(env)
+    d.wait_log(r"audit log read back: 200000 records", 30)
+    took = time.monotonic() - t0
+    check(took < 5, "200,000 lines read back in %.1f s" % took)
+    d.wait_log(r"new\.th -> ", 30)
+
+    def after_start():      # (the records past the 200,000 written)
+        with open(env.log, "rb") as f:
+            f.seek(size)
+            return [json.loads(x) for x in f.read().splitlines()]
+    r = after_start()[0]
+    check(r["seq"] == 200001 and r["status"] == "ok",
+          "seq %r, %r after 200,000 records" % (r["seq"], r["status"]))
+    check_same(os.path.join(env.output, "new.th"), 304)
+    wait_for(lambda: os.path.isfile(os.path.join(env.failed, "fail.th")), 10,
+             "fail.th moved to failed/")
+    with open(os.path.join(env.failed, "fail.th.error.json")) as f:
+        ej = json.load(f)
+    check(ej["status"] == "failed" and ej["error"]["code"] == "corrupt",
+          "fail.th.error.json %r" % ej)
+    time.sleep(1.0)
+    recs = after_start()
+    check([r["input"]["path"] for r in recs] == [env.inpath("new.th")],
+          "records after start: %r (done.th and redo.th are done)"
+          % [r["input"]["path"] for r in recs])
+    check(not os.path.exists(os.path.join(env.output, "done.th")),
+          "done.th was processed again")
+    d.stop()
+
+
+def test_rename_in_without_settle():
+    """a file renamed into incoming is whole: it is taken at once, not after
+    settle_ms (here 20 s); one written in place still waits settle_ms"""
+    env = Env("rename_fast", settle_ms=20000)
+    d = Daemon(env)
+    d.ready()
+    t0 = time.monotonic()
+    env.drop_rename("a.th", ckpt_bytes(311))
+    env.wait_ok("a.th", timeout=10)
+    took = time.monotonic() - t0
+    check(took < 5, "a renamed-in file took %.1f s (settle_ms = 20000)" % took)
+    check_same(os.path.join(env.output, "a.th"), 311)
+    env.drop_copy("b.th", ckpt_bytes(312))
+    time.sleep(3)
+    check(not env.oks("b.th"), "a file written in place was taken before "
+          "settle_ms")
+    d.stop()
+
+
+def test_batched_records_survive_kill9():
+    """jobs ending together are logged with one fdatasync: kill -9 in the
+    middle of a burst of 400 leaves every output that exists with its record
+    (records are durable before their outputs are reported or their inputs
+    moved), no temporary in the output folder after a restart, and the
+    restart finishes the rest: exactly one ok record per input"""
+    env = Env("batch_kill9", workers=2, after="move", done=None)
+    env.write_conf(done=os.path.join(env.root, "done"))
+    blobs = [ckpt_bytes(2000 + i, n=2, numel=16) for i in range(400)]
+    d = Daemon(env)
+    d.ready()
+    for i, b in enumerate(blobs):
+        tmp = os.path.join(env.stage, "s%03d" % i)
+        with open(tmp, "wb") as f:
+            f.write(b)
+    for i in range(400):
+        os.rename(os.path.join(env.stage, "s%03d" % i),
+                  env.inpath("k%03d.th" % i))
+    wait_for(lambda: len(env.records()) >= 60, 60, "60 records")
+    d.kill9()
+    recs = env.records()
+    logged = {os.path.basename(r["input"]["path"]) for r in recs
+              if r["status"] == "ok"}
+    moved = set(os.listdir(env.done))
+    check(moved <= logged, "inputs moved to done/ without their record: %r"
+          % sorted(moved - logged)[:5])
+    check(len(logged) < 400, "all 400 done before the kill: the test proves "
+          "nothing")
+    left = {n for n in os.listdir(env.incoming) if n.endswith(".th")}
+    check(len(left | moved) == 400 and not left & moved,
+          "inputs lost or doubled at the kill: %d in incoming, %d in done/"
+          % (len(left), len(moved)))
+    d = Daemon(env)
+    wait_for(lambda: len([r for r in env.records() if r["status"] == "ok"])
+             >= 400, 120, "400 ok records")
+    time.sleep(0.5)
+    d.stop()
+    recs = env.records(strict=True)
+    count = collections.Counter(os.path.basename(r["input"]["path"])
+                                for r in recs if r["status"] == "ok")
+    bad = [i for i in range(400) if count["k%03d.th" % i] != 1]
+    check(not bad, "not exactly one ok record: %r" % bad[:10])
+    check(sorted(r["seq"] for r in recs) == list(range(1, len(recs) + 1)),
+          "seq is not 1..%d" % len(recs))
+    check(not env.tmp_files(), "temporaries left: %r" % env.tmp_files()[:5])
+    for i in (0, 199, 399):
+        check_same(os.path.join(env.output, "k%03d.th" % i), 2000 + i, n=2,
+                   numel=16)
+    check(len(os.listdir(env.done)) == 400, "done/ holds %d"
+          % len(os.listdir(env.done)))
+
+
+def claim_running(env):
+    claims = os.path.join(env.incoming, ".ckprep-claims")
+    for c in os.listdir(claims):
+        try:
+            with open(os.path.join(claims, c)) as f:
+                if "state=running" in f.read():
+                    return True
+        except FileNotFoundError:
+            pass
+    return False
+
+
+def test_sigterm_inside_stage():
+    """SIGTERM with stop_timeout_s = 0 while a job is inside its one plugin
+    stage (head_init drawing 64M normal values): the stage itself stops --
+    its entry in the record has the error, the job is cancelled, nothing is
+    written -- and the daemon exits soon after"""
+    env = Env("sigterm_stage", stop_timeout_s=0)
+    head_init_conf(env, "head_init",
+                   [(None, "hx float32 8192x8192 normal(0,1)")])
+    d = Daemon(env)
+    d.ready()
+    env.drop_rename("m.th", ckpt_bytes(321))
+    wait_for(lambda: claim_running(env), 10, "the job running")
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    check(d.wait(60) == 0, "exit %r" % d.rc)
+    took = time.monotonic() - t0
+    recs = env.records(strict=True)
+    check(len(recs) == 1 and recs[0]["status"] == "failed" and
+          recs[0]["error"]["code"] == "cancelled", "records %r"
+          % [(r["status"], r.get("error")) for r in recs])
+    st = recs[0]["plugins"]
+    check(len(st) == 1 and "abandoned inside the stage" in
+          st[0].get("error", ""), "the stage ran to its end: %r" % st)
+    check(os.listdir(env.output) == [], "output holds %r"
+          % os.listdir(env.output))
+    check(took < 10, "took %.1f s to stop" % took)
+
+
+def test_sigterm_inside_parse():
+    """SIGTERM with stop_timeout_s = 0 while a job reads a 3,000,000-key
+    pickle (seconds of parsing): the parse itself stops (the record says
+    so), the job is cancelled, nothing is written, the next start redoes
+    it"""
+    env = Env("sigterm_parse", stop_timeout_s=0)
+    path = os.path.join(env.stage, "big.th")
+    torch.save({"model": {"k%d" % i: i for i in range(3000000)},
+                "epoch": 1}, path)
+    d = Daemon(env)
+    d.ready()
+    os.rename(path, env.inpath("big.th"))
+    wait_for(lambda: claim_running(env), 20, "the job running")
+    time.sleep(0.1)
+    d.signal(signal.SIGTERM)
+    check(d.wait(60) == 0, "exit %r" % d.rc)
+    recs = env.records(strict=True)
+    check(len(recs) == 1 and recs[0]["status"] == "failed" and
+          recs[0]["error"]["code"] == "cancelled" and "while reading the "
+          "pickle" in recs[0]["error"]["message"], "records %r"
+          % [(r["status"], r.get("error")) for r in recs])
+    check(os.listdir(env.output) == [], "output holds %r"
+          % os.listdir(env.output))
+    d = Daemon(env)
+    env.wait_ok("big.th", timeout=120)
+    d.stop()
+
+
+def test_rescan_off_the_loop():
+    """with 200,000 other files in incoming and rescan_s = 1, each rescan
+    walks them (a readdir and a stat each, a few hundred ms) on the thread
+    pool: files renamed in meanwhile are done as fast as without it (each
+    of 30, dropped 100 ms apart, within 150 ms: a walk on the loop would
+    hold one of them for the walk's length)"""
+    env = Env("rescan_pool", rescan_s=1)
+    for i in range(200000):
+        os.close(os.open(env.inpath("x%06d.skip" % i),
+                         os.O_CREAT | os.O_WRONLY, 0o644))
+    d = Daemon(env)
+    d.ready()
+    d.wait_log(r"audit log read back", 30)
+    blob = ckpt_bytes(331, n=2, numel=16)
+    lat = []
+    for i in range(30):
+        tmp = os.path.join(env.stage, "r")
+        with open(tmp, "wb") as f:
+            f.write(blob)
+        out = os.path.join(env.output, "r%02d.th" % i)
+        t0 = time.monotonic()
+        os.rename(tmp, env.inpath("r%02d.th" % i))
+        end = t0 + 10
+        while not os.path.exists(out) and time.monotonic() < end:
+            time.sleep(0.002)
+        lat.append(time.monotonic() - t0)
+        time.sleep(0.1)
+    d.stop()
+    check(max(lat) < 0.15, "latencies (ms) %r: the loop was held"
+          % sorted(int(x * 1000) for x in lat)[-5:])
+
+
 TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_sigterm_mid_burst, test_preexisting,
          test_incoming_recreated, test_hostile_and_truncated,
@@ -2150,7 +2450,11 @@ TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_claims_collected_without_rescans, test_reload_new_incoming,
          test_output_names_never_clobber, test_ready_marker,
          test_metrics_and_inotify_overflow, test_status,
-         test_long_log_read_off_the_loop, test_sigterm_inside_chain]
+         test_long_log_read_off_the_loop, test_sigterm_inside_chain,
+         test_long_log_start_fast, test_rename_in_without_settle,
+         test_batched_records_survive_kill9, test_keep_never_shares_a_name,
+         test_sigterm_inside_stage, test_sigterm_inside_parse,
+         test_rescan_off_the_loop]
 
 
 def main(argv=None):
