@@ -716,7 +716,12 @@ static void reload(daemon_t *d)
     if (rewatch)
         watch_start(d);
     watch_timers(d);
-    watch_rescan(d);
+    /* the walk of incoming runs on the pool, as the timer's: a slow (NFS)
+     * folder does not hold the loop; one in flight is followed by another */
+    if (d->scanning)
+        d->rescan_again = 1;
+    else
+        watch_rescan_async(d);
     ck_log(CK_LOG_NOTICE, "reloaded: chain of %zu plugin%s", r->c.nchain,
            r->c.nchain == 1 ? "" : "s");
     ck_notify("READY=1");

@@ -152,6 +152,7 @@ struct daemon {
     int stopping, cancel, exit_code;
     int collecting;         /* a claims collection on the thread pool */
     int scanning;           /* a rescan walking incoming on the pool */
+    int rescan_again;       /* one more when it is done (a reload came) */
     uint64_t scangen;       /* rescans on the pool begun */
     int hup_pending;        /* SIGHUP while loading: reload after */
     int loading;            /* the audit log is being read back: nothing is

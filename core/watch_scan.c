@@ -479,8 +479,14 @@ out:
     if (!d->loading)
         watch_logidx_drop(d);
     scan_free(sc);
-    if (d->stopping)
+    if (d->stopping) {
         watch_maybe_exit(d);
+    } else if (d->rescan_again) {
+        /* a reload came while this one walked, maybe another folder or
+         * other names: walk again with what it loaded */
+        d->rescan_again = 0;
+        watch_rescan_async(d);
+    }
 }
 
 void watch_rescan_async(daemon_t *d)
@@ -489,6 +495,7 @@ void watch_rescan_async(daemon_t *d)
 
     if (d->scanning)
         return;     /* the one walking sees it */
+    d->rescan_again = 0;
     sc = ck_calloc(1, sizeof(*sc));
     if (sc == NULL) {
         watch_rescan(d);

@@ -2431,6 +2431,42 @@ def test_rescan_off_the_loop():
           % sorted(int(x * 1000) for x in lat)[-5:])
 
 
+def test_sighup_rescan_off_the_loop():
+    """a reload's walk of incoming runs on the thread pool too: with
+    200,000 other files in incoming and no rescan timer, a SIGHUP before
+    each of 20 files renamed in (100 ms apart) holds none of them past
+    150 ms (a walk on the loop would), and each is done"""
+    env = Env("rescan_hup", rescan_s=0)
+    for i in range(200000):
+        os.close(os.open(env.inpath("x%06d.skip" % i),
+                         os.O_CREAT | os.O_WRONLY, 0o644))
+    d = Daemon(env)
+    d.ready()
+    d.wait_log(r"audit log read back", 30)
+    blob = ckpt_bytes(332, n=2, numel=16)
+    lat = []
+    for i in range(20):
+        d.signal(signal.SIGHUP)
+        time.sleep(0.02)
+        tmp = os.path.join(env.stage, "h")
+        with open(tmp, "wb") as f:
+            f.write(blob)
+        out = os.path.join(env.output, "h%02d.th" % i)
+        t0 = time.monotonic()
+        os.rename(tmp, env.inpath("h%02d.th" % i))
+        end = t0 + 10
+        while not os.path.exists(out) and time.monotonic() < end:
+            time.sleep(0.002)
+        lat.append(time.monotonic() - t0)
+        time.sleep(0.1)
+    d.wait_log(r"reloaded", 5)
+    d.stop()
+    check(all(os.path.exists(os.path.join(env.output, "h%02d.th" % i))
+              for i in range(20)), "an output is missing")
+    check(max(lat) < 0.15, "latencies (ms) %r: the loop was held"
+          % sorted(int(x * 1000) for x in lat)[-5:])
+
+
 TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_sigterm_mid_burst, test_preexisting,
          test_incoming_recreated, test_hostile_and_truncated,
@@ -2454,7 +2490,7 @@ TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_long_log_start_fast, test_rename_in_without_settle,
          test_batched_records_survive_kill9, test_keep_never_shares_a_name,
          test_sigterm_inside_stage, test_sigterm_inside_parse,
-         test_rescan_off_the_loop]
+         test_rescan_off_the_loop, test_sighup_rescan_off_the_loop]
 
 
 def main(argv=None):
