@@ -2399,6 +2399,21 @@ def test_sigterm_inside_parse():
     d.stop()
 
 
+def rename_in_timed(env, blob, name):
+    """seconds from renaming blob into incoming as name to its output
+    (10 at most)"""
+    tmp = os.path.join(env.stage, "timed")
+    with open(tmp, "wb") as f:
+        f.write(blob)
+    out = os.path.join(env.output, name)
+    t0 = time.monotonic()
+    os.rename(tmp, env.inpath(name))
+    end = t0 + 10
+    while not os.path.exists(out) and time.monotonic() < end:
+        time.sleep(0.002)
+    return time.monotonic() - t0
+
+
 def test_rescan_off_the_loop():
     """with 200,000 other files in incoming and rescan_s = 1, each rescan
     walks them (a readdir and a stat each, a few hundred ms) on the thread
@@ -2415,16 +2430,7 @@ def test_rescan_off_the_loop():
     blob = ckpt_bytes(331, n=2, numel=16)
     lat = []
     for i in range(30):
-        tmp = os.path.join(env.stage, "r")
-        with open(tmp, "wb") as f:
-            f.write(blob)
-        out = os.path.join(env.output, "r%02d.th" % i)
-        t0 = time.monotonic()
-        os.rename(tmp, env.inpath("r%02d.th" % i))
-        end = t0 + 10
-        while not os.path.exists(out) and time.monotonic() < end:
-            time.sleep(0.002)
-        lat.append(time.monotonic() - t0)
+        lat.append(rename_in_timed(env, blob, "r%02d.th" % i))
         time.sleep(0.1)
     d.stop()
     check(max(lat) < 0.15, "latencies (ms) %r: the loop was held"
@@ -2448,16 +2454,7 @@ def test_sighup_rescan_off_the_loop():
     for i in range(20):
         d.signal(signal.SIGHUP)
         time.sleep(0.02)
-        tmp = os.path.join(env.stage, "h")
-        with open(tmp, "wb") as f:
-            f.write(blob)
-        out = os.path.join(env.output, "h%02d.th" % i)
-        t0 = time.monotonic()
-        os.rename(tmp, env.inpath("h%02d.th" % i))
-        end = t0 + 10
-        while not os.path.exists(out) and time.monotonic() < end:
-            time.sleep(0.002)
-        lat.append(time.monotonic() - t0)
+        lat.append(rename_in_timed(env, blob, "h%02d.th" % i))
         time.sleep(0.1)
     d.wait_log(r"reloaded", 5)
     d.stop()
