@@ -407,6 +407,21 @@ static int push_call(rd_t *r, ck_py_kind_t kind, ck_py_t *fn, ck_py_t *args)
     return push(r, o);
 }
 
+/* 1 when an item from base up the stack, every step-th, is of a type
+ * Python cannot hash (a dict key, a set member): torch.load would fail
+ * there, and a writer would write what no reader reads. */
+static int unhashable(const rd_t *r, size_t base, size_t step)
+{
+    for (size_t i = base; i < r->sp; i += step) {
+        int k = r->stack[i]->kind;
+
+        if (k == CK_PY_LIST || k == CK_PY_DICT || k == CK_PY_SET ||
+            k == CK_PY_BYTEARRAY)
+            return 1;
+    }
+    return 0;
+}
+
 static int add_items(rd_t *r, ck_py_t *target, size_t base, int pairs)
 {
     ck_py_vec_t *v;
@@ -422,13 +437,8 @@ static int add_items(rd_t *r, ck_py_t *target, size_t base, int pairs)
                            "SETITEM on a value that is not a dict");
         if (n % 2)
             return rd_fail(r, CK_EFORMAT, "SETITEMS with an odd item count");
-        for (size_t i = base; i < r->sp; i += 2) {
-            int k = r->stack[i]->kind;
-
-            if (k == CK_PY_LIST || k == CK_PY_DICT || k == CK_PY_SET ||
-                k == CK_PY_BYTEARRAY)
-                return rd_fail(r, CK_EFORMAT, "dict key of an unhashable type");
-        }
+        if (unhashable(r, base, 2))
+            return rd_fail(r, CK_EFORMAT, "dict key of an unhashable type");
     } else {
         if (target->kind == CK_PY_LIST)
             v = &target->u.seq;
@@ -775,6 +785,10 @@ static int op_container(rd_t *r, int op)
     case OP_DICT:
         if (op == OP_DICT && (r->sp - (size_t)base) % 2)
             return rd_fail(r, CK_EFORMAT, "DICT with an odd item count");
+        if (op == OP_DICT && unhashable(r, (size_t)base, 2))
+            return rd_fail(r, CK_EFORMAT, "dict key of an unhashable type");
+        if (op == OP_FROZENSET && unhashable(r, (size_t)base, 1))
+            return rd_fail(r, CK_EFORMAT, "set member of an unhashable type");
         v = ck_py_new(r->a, op == OP_LIST   ? CK_PY_LIST
                             : op == OP_DICT ? CK_PY_DICT
                                             : CK_PY_FROZENSET);
@@ -792,6 +806,8 @@ static int op_container(rd_t *r, int op)
         return add_items(r, v, (size_t)base, op == OP_SETITEMS);
     if (v->kind != CK_PY_SET)
         return rd_fail(r, CK_EFORMAT, "ADDITEMS on a value that is not a set");
+    if (unhashable(r, (size_t)base, 1))
+        return rd_fail(r, CK_EFORMAT, "set member of an unhashable type");
     for (size_t i = (size_t)base; i < r->sp; i++)
         if (ck_py_vec_push(r->a, &v->u.seq, r->stack[i]) < 0)
             return rd_nomem(r);

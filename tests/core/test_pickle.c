@@ -1056,6 +1056,14 @@ static void test_err_wrong_targets(void **state)
     /* unhashable dict keys */
     FAIL(f, "}]K\x01s.", CK_EFORMAT);
     FAIL(f, "}}K\x01s.", CK_EFORMAT);
+    /* ... by DICT too (fuzz_pickle: read, then written with SETITEMS and
+     * refused on reading back); set members likewise */
+    FAIL(f, "((lK\x01" "d.", CK_EFORMAT);
+    FAIL(f, "(K\x01K\x02(}K\x03" "d.", CK_EFORMAT);
+    FAIL(f, "\x80\x04(]\x91.", CK_EFORMAT);
+    FAIL(f, "\x80\x04\x8f(K\x01]\x90.", CK_EFORMAT);
+    assert_int_equal(RD(f, "(K\x01K\x02" "d."), 0);
+    assert_int_equal(RD(f, "\x80\x04(K\x01)\x91."), 0);
     /* calls: arguments not a tuple, callable not callable */
     FAIL(f, "cm\nf\n]R.", CK_EFORMAT);
     FAIL(f, "K\x01)R.", CK_EFORMAT);
