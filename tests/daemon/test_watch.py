@@ -2399,6 +2399,18 @@ def test_sigterm_inside_parse():
     d.stop()
 
 
+def crowded_daemon(env):
+    """a daemon started on env with 200,000 other files in incoming, its
+    audit log read back"""
+    for i in range(200000):
+        os.close(os.open(env.inpath("x%06d.skip" % i),
+                         os.O_CREAT | os.O_WRONLY, 0o644))
+    d = Daemon(env)
+    d.ready()
+    d.wait_log(r"audit log read back", 30)
+    return d
+
+
 def rename_in_timed(env, blob, name):
     """seconds from renaming blob into incoming as name to its output
     (10 at most)"""
@@ -2421,12 +2433,7 @@ def test_rescan_off_the_loop():
     of 30, dropped 100 ms apart, within 150 ms: a walk on the loop would
     hold one of them for the walk's length)"""
     env = Env("rescan_pool", rescan_s=1)
-    for i in range(200000):
-        os.close(os.open(env.inpath("x%06d.skip" % i),
-                         os.O_CREAT | os.O_WRONLY, 0o644))
-    d = Daemon(env)
-    d.ready()
-    d.wait_log(r"audit log read back", 30)
+    d = crowded_daemon(env)
     blob = ckpt_bytes(331, n=2, numel=16)
     lat = []
     for i in range(30):
@@ -2443,12 +2450,7 @@ def test_sighup_rescan_off_the_loop():
     each of 20 files renamed in (100 ms apart) holds none of them past
     150 ms (a walk on the loop would), and each is done"""
     env = Env("rescan_hup", rescan_s=0)
-    for i in range(200000):
-        os.close(os.open(env.inpath("x%06d.skip" % i),
-                         os.O_CREAT | os.O_WRONLY, 0o644))
-    d = Daemon(env)
-    d.ready()
-    d.wait_log(r"audit log read back", 30)
+    d = crowded_daemon(env)
     blob = ckpt_bytes(332, n=2, numel=16)
     lat = []
     for i in range(20):
