@@ -37,6 +37,26 @@ static void rfc3339(char *buf, size_t n)
     snprintf(buf + len, n - len, ".%03ldZ", ts.tv_nsec / 1000000);
 }
 
+void ck_job_record_failed(const ck_conf_t *conf, const char *in,
+                          ck_json_t *rec, const ck_err_t *err)
+{
+    ck_record_t r = { 0 };
+    char ts[40];
+
+    rfc3339(ts, sizeof(ts));
+    r.ts = ts;
+    r.version = CK_VERSION;
+    r.in.path = in;
+    r.status = "failed";
+    r.error_code = ck_errname(err->code);
+    r.error_message = err->msg;
+    r.config_path = conf->path;
+    r.config_digest = conf->digest;
+    r.plugins = "[]";
+    r.plugins_len = 2;
+    ck_record_build(rec, &r);
+}
+
 char *ck_job_default_out(const char *in, const char *ext)
 {
     const char *dot = ck_path_ext(ck_path_base(in));

@@ -208,13 +208,7 @@ static int enter_sandbox(const char *in, const char *cpath,
 
     if (cpath != NULL)
         sb.read[sb.nread++] = cpath;
-    for (const ck_conf_file_t *f = conf->reads; f != NULL; f = f->next) {
-        if (sb.nread == CK_ARRAY_SIZE(sb.read)) {
-            say(in ? in : "stdin", NULL, "sandbox: too many files to read");
-            return -1;
-        }
-        sb.read[sb.nread++] = f->path;
-    }
+    sb.files = conf->reads;
     if (out != NULL) {
         if (slash == NULL)
             snprintf(dir, sizeof(dir), ".");
@@ -300,9 +294,9 @@ static int cmd_watch(int argc, char **argv)
         return EXIT_USAGE;
     }
     {
-        /* the daemon and its workers: the seccomp layer (no exec, no
-         * network, no ptrace...); its folders may change on reload, so
-         * no Landlock (the systemd unit confines its file system) */
+        /* the daemon: the seccomp layer (no exec, no network, no
+         * ptrace...); its folders may change on reload, so Landlock
+         * confines each probe and job to its own (ck_sandbox_run) */
         ck_sandbox_t sb = { .keep_fs = 1 };
         ck_err_t err = { 0 };
 

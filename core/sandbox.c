@@ -2,7 +2,8 @@
  * sandbox.c -- what a process that parses hostile bytes gives up first.
  *
  * Two layers, both irreversible and inherited by every thread and child
- * created afterwards:
+ * created afterwards (ck_sandbox_enter: the whole process, before it has
+ * other threads; ck_sandbox_run: Landlock for one thread of the daemon):
  *  - seccomp (libseccomp): execve/execveat, sockets of any family but
  *    AF_UNIX, ptrace and process_vm_*, mount/umount/pivot_root/chroot,
  *    namespaces (unshare, setns), kernel modules, kexec, bpf,
@@ -23,6 +24,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <linux/landlock.h>
 #include <seccomp.h>
 #include <stdint.h>
@@ -124,20 +126,39 @@ static int ll_rule(int rs, const char *path, uint64_t access, uint64_t handled,
     return rc;
 }
 
+/* The kernel's Landlock ABI, asked once: < 1 when it has none. */
+static long landlock_abi(void)
+{
+    static long abi;    /* 0: not asked yet */
+    long v = __atomic_load_n(&abi, __ATOMIC_RELAXED);
+
+    if (v == 0) {
+        v = syscall(SYS_landlock_create_ruleset, NULL, 0,
+                    LANDLOCK_CREATE_RULESET_VERSION);
+        if (v < 1)
+            v = -(long)errno;
+        __atomic_store_n(&abi, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
+static void no_landlock_notice(const char *what)
+{
+    ck_log(CK_LOG_NOTICE, "sandbox: this kernel has no Landlock (%s): "
+                          "%s is not restricted",
+           strerror((int)-landlock_abi()), what);
+}
+
+/* Restricts the calling thread (and the threads it makes afterwards). */
 static int landlock_layer(const ck_sandbox_t *sb, ck_err_t *err)
 {
     struct landlock_ruleset_attr ra = { 0 };
-    long abi = syscall(SYS_landlock_create_ruleset, NULL, 0,
-                       LANDLOCK_CREATE_RULESET_VERSION);
+    long abi = landlock_abi();
     uint64_t dir_rw;
     int rs, rc = 0;
 
-    if (abi < 1) {
-        ck_log(CK_LOG_NOTICE, "sandbox: this kernel has no Landlock (%s): "
-                              "file system access is not restricted",
-               strerror(errno));
+    if (abi < 1)
         return 0;
-    }
     ra.handled_access_fs = LL_V1 | (abi >= 2 ? LL_REFER : 0) |
                            (abi >= 3 ? LL_TRUNCATE : 0);
     dir_rw = LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_WRITE_FILE |
@@ -149,6 +170,10 @@ static int landlock_layer(const ck_sandbox_t *sb, ck_err_t *err)
                           strerror(errno));
     for (size_t i = 0; i < sb->nread && rc == 0; i++)
         rc = ll_rule(rs, sb->read[i], LANDLOCK_ACCESS_FS_READ_FILE,
+                     ra.handled_access_fs, err);
+    for (const ck_conf_file_t *f = sb->files; f != NULL && rc == 0;
+         f = f->next)
+        rc = ll_rule(rs, f->path, LANDLOCK_ACCESS_FS_READ_FILE,
                      ra.handled_access_fs, err);
     for (size_t i = 0; i < sb->nwrite && rc == 0; i++)
         rc = ll_rule(rs, sb->write_dirs[i], dir_rw, ra.handled_access_fs, err);
@@ -180,8 +205,60 @@ int ck_sandbox_enter(const ck_sandbox_t *sb, ck_err_t *err)
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         return ck_err_set(err, -errno, "sandbox: no_new_privs: %s",
                           strerror(errno));
+    if (landlock_abi() < 1)
+        no_landlock_notice(sb->keep_fs ? "the file system of jobs"
+                                       : "file system access");
     rc = sb->keep_fs ? 0 : landlock_layer(sb, err);
     if (rc == 0)
         rc = seccomp_layer(err);
     return rc;
+}
+
+/* ---- one confined thread ----------------------------------------------- */
+
+/* The stack a pool thread has (RLIMIT_STACK, as libuv gives it): the
+ * parser's nesting limits are sized for it. */
+#define RUN_STACK (8u << 20)
+
+typedef struct {
+    const ck_sandbox_t *sb;
+    void (*fn)(void *);
+    void *ud;
+    ck_err_t *err;
+    int rc;
+} run_t;
+
+static void *run_main(void *arg)
+{
+    run_t *r = arg;
+
+    /* per thread, as Landlock wants it; ck_sandbox_enter set it already */
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        r->rc = ck_err_set(r->err, -errno, "sandbox: no_new_privs: %s",
+                           strerror(errno));
+    else
+        r->rc = landlock_layer(r->sb, r->err);
+    if (r->rc == 0)
+        r->fn(r->ud);
+    return NULL;
+}
+
+int ck_sandbox_run(const ck_sandbox_t *sb, void (*fn)(void *), void *ud,
+                   ck_err_t *err)
+{
+    run_t r = { sb, fn, ud, err, 0 };
+    pthread_attr_t attr;
+    pthread_t t;
+    int e;
+
+    if ((e = pthread_attr_init(&attr)) != 0)
+        return ck_err_set(err, -e, "sandbox: thread: %s", strerror(e));
+    e = pthread_attr_setstacksize(&attr, RUN_STACK);
+    if (e == 0)
+        e = pthread_create(&t, &attr, run_main, &r);
+    pthread_attr_destroy(&attr);
+    if (e != 0)
+        return ck_err_set(err, -e, "sandbox: thread: %s", strerror(e));
+    pthread_join(t, NULL);
+    return r.rc;
 }

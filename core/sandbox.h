@@ -6,17 +6,21 @@
 #define CK_SANDBOX_H
 
 #include "ck.h"
+#include "conf.h"
 
 #include <stddef.h>
 
 typedef struct {
-    const char *read[16];      /* files (or folders) left readable */
+    const char *read[4];       /* files (or folders) left readable */
     size_t nread;
+    const ck_conf_file_t *files; /* and these: what plugins declared */
     const char *write_dirs[2]; /* folders where files may be made, written,
                                   renamed and removed */
     size_t nwrite;
-    int keep_fs;               /* seccomp only, no Landlock (the daemon,
-                                  whose folders a reload may change) */
+    int keep_fs;               /* ck_sandbox_enter: seccomp only (the
+                                  daemon, whose folders a reload may
+                                  change: ck_sandbox_run confines each
+                                  probe and job instead) */
 } ck_sandbox_t;
 
 /*
@@ -26,5 +30,19 @@ typedef struct {
  * process may be partly restricted and should exit.
  */
 int ck_sandbox_enter(const ck_sandbox_t *sb, ck_err_t *err);
+
+/*
+ * Runs fn(ud) on a thread of its own that first shrinks its file system,
+ * and only its own, to sb's Landlock layer; waits for it.  The daemon's
+ * probes and jobs run so: each gets the folders of the configuration it
+ * runs under, while the process keeps what a reload may need.  The
+ * seccomp layer entered at start is inherited, as by every thread.
+ * Returns 0 once fn has run, or a negative code with err set when the
+ * thread could not be made or restricted (fn has not run).  Without
+ * Landlock in the kernel fn runs with the seccomp layer alone
+ * (ck_sandbox_enter said so at start).
+ */
+int ck_sandbox_run(const ck_sandbox_t *sb, void (*fn)(void *), void *ud,
+                   ck_err_t *err);
 
 #endif

@@ -19,6 +19,7 @@
 #include "ckpt.h"
 #include "fsutil.h"
 #include "log.h"
+#include "sandbox.h"
 #include "zip.h"
 
 #include <dirent.h>
@@ -373,13 +374,24 @@ typedef struct {
     int ok;
 } probe_t;
 
+/* On a thread of its own that can read the file and nothing else. */
+static void probe_main(void *ud)
+{
+    probe_t *p = ud;
+
+    p->ok = complete(&p->cref->c, p->path, &p->id, &p->d->stopping);
+}
+
 static void probe_work_cb(uv_work_t *req)
 {
     probe_t *p = req->data;
+    ck_sandbox_t sb = { .read = { p->path }, .nread = 1 };
+    ck_err_t err = { 0 };
 
     /* a probe still queued when the daemon stops does nothing */
-    if (!__atomic_load_n(&p->d->stopping, __ATOMIC_RELAXED))
-        p->ok = complete(&p->cref->c, p->path, &p->id, &p->d->stopping);
+    if (!__atomic_load_n(&p->d->stopping, __ATOMIC_RELAXED) &&
+        ck_sandbox_run(&sb, probe_main, p, &err) < 0)
+        ck_log(CK_LOG_ERR, "%s: %s", p->path, err.msg);  /* p->ok stays 0 */
 }
 
 static void probe_done_cb(uv_work_t *req, int uvst)

@@ -68,6 +68,7 @@ struct job {
     cref_t *cref;
     ident_t id;
     char *rel, *in, *out, *claim;
+    char *odir;             /* its output's folder: the one it may write */
     uint64_t seq;           /* {seq} */
     int64_t now_s;          /* {date} */
     ck_json_t rec;

@@ -14,6 +14,7 @@
 #include "job.h"
 #include "log.h"
 #include "record.h"
+#include "sandbox.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -45,6 +46,7 @@ static void job_free(job_t *j)
     ck_free(j->rel);
     ck_free(j->in);
     ck_free(j->out);
+    ck_free(j->odir);
     ck_free(j->claim);
     watch_cref_put(j->cref);
     ck_free(j);
@@ -158,13 +160,14 @@ static int place(job_t *j)
     }
 }
 
-static void work_cb(uv_work_t *req)
+/* On a thread of its own that can read only the input, the configuration
+ * and the files its plugins declared, and write only in the output's
+ * folder (work_cb). */
+static void job_main(void *ud)
 {
-    job_t *j = req->data;
+    job_t *j = ud;
     ck_job_args_t args = { .in = j->in, .out = NULL };
 
-    /* queued -> running, for `ckprep status` */
-    watch_claim_write(j->claim, &j->d->self, "running", CLAIM_W_INPLACE);
     args.cancel = &j->d->cancel;
     args.expect_set = 1;    /* the file claimed, not what is there now */
     args.expect_ino = j->id.ino;
@@ -178,6 +181,22 @@ static void work_cb(uv_work_t *req)
     /* keep and fail: every output is placed by link(2) (see place) */
     args.defer_all = j->cref->c.watch.on_output_exists != CK_EXISTS_REPLACE;
     j->rc = ck_job_run(&j->cref->c, &args, &j->rec, &j->err);
+}
+
+static void work_cb(uv_work_t *req)
+{
+    job_t *j = req->data;
+    const ck_conf_t *c = &j->cref->c;
+    ck_sandbox_t sb = { .read = { j->in, c->path }, .nread = 2,
+                        .files = c->reads, .write_dirs = { j->odir },
+                        .nwrite = 1 };
+
+    /* queued -> running, for `ckprep status` */
+    watch_claim_write(j->claim, &j->d->self, "running", CLAIM_W_INPLACE);
+    if (ck_sandbox_run(&sb, job_main, j, &j->err) < 0) {
+        j->rc = j->err.code;
+        ck_job_record_failed(c, j->in, &j->rec, &j->err);
+    }
 }
 
 /*
@@ -819,7 +838,7 @@ static job_t *job_new(daemon_t *d, file_t *f)
         *strrchr(odir, '/') = '\0';
         made = ck_mkdirs(odir, 0750) == 0;
     }
-    ck_free(odir);
+    j->odir = odir;
     if (j->rel == NULL || j->in == NULL || j->claim == NULL || !made) {
         job_free(j);
         return NULL;

@@ -5,12 +5,14 @@
  * checkpoint (tests/data/sample.th, written by torch.save).
  */
 #include "job.h"
+#include "record.h"
 
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -302,6 +304,34 @@ static void test_run_failure_named(void **state)
     ck_json_release(&rec);
 }
 
+/* ---- a job that could not start still has its record ------------------ */
+static void test_record_failed(void **state)
+{
+    fx_t *f = *state;
+    ck_json_t rec = { 0 };
+    ck_record_t r = { 0 };
+    ck_err_t e = { 0 };
+    const char *text;
+
+    load(f, "[pipeline]\nchain = optimizer_strip\n");
+    ck_err_set(&e, -ELOOP, "sandbox: landlock: %s", "Too many links");
+    ck_job_record_failed(&f->c, "in/a.th", &rec, &e);
+    text = ck_json_text(&rec);
+    assert_non_null(text);
+    assert_int_equal(ck_record_parse(text, strlen(text), &r), 0);
+    assert_string_equal(r.status, "failed");
+    assert_string_equal(r.error_code, ck_errname(-ELOOP));
+    assert_string_equal(r.error_message, "sandbox: landlock: Too many links");
+    assert_string_equal(r.in.path, "in/a.th");
+    assert_false(r.in.opened);
+    assert_false(r.wrote);
+    assert_string_equal(r.config_path, f->c.path);
+    assert_string_equal(r.config_digest, f->c.digest);
+    assert_non_null(r.ts);
+    ck_record_release(&r);
+    ck_json_release(&rec);
+}
+
 /* ---- the writer refuses two equal keys --------------------------------- */
 
 /* A plugin that renamed two keys onto one: whatever made the graph, the
@@ -415,6 +445,7 @@ int main(void)
         T(test_run_sample),
         T(test_run_stream),
         T(test_run_failure_named),
+        T(test_record_failed),
         T(test_write_refuses_duplicate_keys),
     };
 #undef T

@@ -5,6 +5,9 @@
  * is refused each time, while what it was given (its input, its output
  * folder, an AF_UNIX socket) still works.  Landlock must be there: on a
  * kernel without it this test fails, saying so, rather than pass on half.
+ * ck_sandbox_run (the daemon's probes and jobs) confines its thread alone:
+ * the thread is refused the same files, the caller is not, and the next
+ * thread gets the folders it is given.
  */
 #define _GNU_SOURCE
 #include "sandbox.h"
@@ -26,6 +29,12 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+static int has_landlock(void)
+{
+    return syscall(SYS_landlock_create_ruleset, NULL, 0,
+                   LANDLOCK_CREATE_RULESET_VERSION) >= 1;
+}
 
 enum {
     R_READ_IN = 1 << 0,      /* the input opens */
@@ -89,8 +98,7 @@ static void test_each_restriction_fires(void **state)
     pid_t pid;
 
     (void)state;
-    if (syscall(SYS_landlock_create_ruleset, NULL, 0,
-                LANDLOCK_CREATE_RULESET_VERSION) < 1)
+    if (!has_landlock())
         fail_msg("this kernel has no Landlock (%s): the file-system half "
                  "of the sandbox cannot be tested here", strerror(errno));
     assert_non_null(mkdtemp(top));
@@ -123,10 +131,107 @@ static void test_each_restriction_fires(void **state)
     assert_int_equal(system(in), 0);
 }
 
+typedef struct {
+    const char *in, *out, *other, *top;
+    int r, ran;
+} thread_try_t;
+
+enum {
+    T_READ_IN = 1 << 0, T_WRITE_OUT = 1 << 1, T_PASSWD = 1 << 2,
+    T_OTHER = 1 << 3, T_OUTSIDE = 1 << 4,
+    T_ALL = (1 << 5) - 1,
+};
+
+static void thread_tries(void *ud)
+{
+    thread_try_t *t = ud;
+    char path[4400];
+    int fd;
+
+    t->ran = 1;
+    fd = open(t->in, O_RDONLY);
+    t->r |= fd >= 0 ? T_READ_IN : 0;
+    close(fd);
+    snprintf(path, sizeof(path), "%s/made", t->out);
+    fd = open(path, O_WRONLY | O_CREAT, 0644);
+    t->r |= fd >= 0 ? T_WRITE_OUT : 0;
+    close(fd);
+    t->r |= open("/etc/passwd", O_RDONLY) < 0 && errno == EACCES ? T_PASSWD
+                                                                 : 0;
+    snprintf(path, sizeof(path), "%s/made", t->other);
+    t->r |= open(path, O_WRONLY | O_CREAT, 0644) < 0 && errno == EACCES
+                ? T_OTHER : 0;
+    snprintf(path, sizeof(path), "%s/outside", t->top);
+    t->r |= open(path, O_WRONLY | O_CREAT, 0644) < 0 && errno == EACCES
+                ? T_OUTSIDE : 0;
+}
+
+static void test_run_confines_its_thread(void **state)
+{
+    char top[] = "/tmp/ck_test_sandbox_run.XXXXXX", in[4200], a[4200],
+         b[4200], loop[4200], made[4400];
+    thread_try_t t = { 0 };
+    ck_sandbox_t sb = { .nread = 1, .nwrite = 1 };
+    ck_err_t err = { 0 };
+    int fd;
+
+    (void)state;
+    if (!has_landlock())
+        fail_msg("this kernel has no Landlock: ck_sandbox_run cannot be "
+                 "tested here");
+    assert_non_null(mkdtemp(top));
+    snprintf(in, sizeof(in), "%s/in.pt", top);
+    snprintf(a, sizeof(a), "%s/a", top);
+    snprintf(b, sizeof(b), "%s/b", top);
+    assert_int_equal(mkdir(a, 0755), 0);
+    assert_int_equal(mkdir(b, 0755), 0);
+    close(open(in, O_WRONLY | O_CREAT, 0644));
+
+    /* a confined thread writes in a, not in b */
+    sb.read[0] = in;
+    sb.write_dirs[0] = a;
+    t = (thread_try_t){ .in = in, .out = a, .other = b, .top = top };
+    assert_int_equal(ck_sandbox_run(&sb, thread_tries, &t, &err), 0);
+    assert_true(t.ran);
+    if (t.r != T_ALL)
+        fail_msg("first thread: restrictions that did not hold (bits): 0x%x",
+                 (unsigned)(~t.r & T_ALL));
+    /* the caller is not restricted */
+    fd = open("/etc/passwd", O_RDONLY);
+    assert_true(fd >= 0);
+    close(fd);
+    snprintf(made, sizeof(made), "%s/outside", top);
+    assert_int_not_equal(access(made, F_OK), 0);
+    /* the next thread gets b and not a */
+    sb.write_dirs[0] = b;
+    t = (thread_try_t){ .in = in, .out = b, .other = a, .top = top };
+    assert_int_equal(ck_sandbox_run(&sb, thread_tries, &t, &err), 0);
+    if (t.r != T_ALL)
+        fail_msg("second thread: restrictions that did not hold (bits): 0x%x",
+                 (unsigned)(~t.r & T_ALL));
+    snprintf(made, sizeof(made), "%s/made", a);
+    assert_int_equal(access(made, F_OK), 0);
+    snprintf(made, sizeof(made), "%s/made", b);
+    assert_int_equal(access(made, F_OK), 0);
+
+    /* a rule that cannot be made: an error, and fn does not run */
+    snprintf(loop, sizeof(loop), "%s/loop", top);
+    assert_int_equal(symlink(loop, loop), 0);
+    sb.read[0] = loop;
+    t = (thread_try_t){ 0 };
+    assert_true(ck_sandbox_run(&sb, thread_tries, &t, &err) < 0);
+    assert_false(t.ran);
+    assert_non_null(strstr(err.msg, "sandbox"));
+
+    snprintf(made, sizeof(made), "rm -rf '%s'", top);
+    assert_int_equal(system(made), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_each_restriction_fires),
+        cmocka_unit_test(test_run_confines_its_thread),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -3,8 +3,16 @@
 # JOURNAL_STREAM, two daemons on one folder, hostile names and links).
 # `make SAN=1 test-daemon` runs it against the sanitized build.
 
-test-daemon: all
-	$(PYTHON) tests/daemon/test_watch.py --ckprep $(BIN)
+CONFINE_SHIM := $(BUILD)/tests/daemon/confine_shim.so
+
+# LD_PRELOAD'ed into the daemon by confined_jobs; no sanitizer of its own
+$(CONFINE_SHIM): tests/daemon/confine_shim.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) -std=c11 $(WARN) $(CFLAGS) -fPIC -shared -o $@ $<
+
+test-daemon: all $(CONFINE_SHIM)
+	$(PYTHON) tests/daemon/test_watch.py --ckprep $(BIN) --shim $(CONFINE_SHIM)
 
 TEST_EXTRA += test-daemon
 

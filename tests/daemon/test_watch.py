@@ -16,7 +16,9 @@ forged with a reused pid, another pid namespace or an earlier boot; done/
 and failed/ on a tmpfs it mounts (root; else /dev/shm, else it fails
 saying why); an inotify overflow forced by lowering max_queued_events
 (root: it fails saying so otherwise); metrics_file checked against the
-Prometheus exposition format; `ckprep status`; a 1,000,000-line log.
+Prometheus exposition format; `ckprep status`; a 1,000,000-line log; what
+a probe's and a job's thread may open, seen from inside the daemon by
+confine_shim.so (--shim, LD_PRELOAD).
 
 Every daemon's stderr must be free of sanitizer reports and every line of
 it must be one log line ("ckprep: ..." or "<N>..." under JOURNAL_STREAM).
@@ -56,6 +58,7 @@ CKPREP = None
 WORK = None
 CUR = ""            # the running test's folder under WORK
 BIG = None          # a checkpoint of a few hundred MB, made once
+SHIM = None         # confine_shim.so (--shim)
 DAEMONS = []        # every daemon a test started, checked after the test
 
 
@@ -800,6 +803,91 @@ def test_two_daemons_two_logs():
     """two daemons on one folder, each with its own audit log: every file
     processed exactly once across both"""
     two_daemons("two_logs", same_log=False)
+
+
+def shim_groups(path):
+    """The lines of confine_shim's log: the start's tries, and each trap's
+    tries grouped by the thread that made them, in order."""
+    start, groups = {}, []
+    with open(path) as f:
+        for line in f:
+            who, spec, res = line.rstrip("\n").split(" ", 2)
+            if who == "start":
+                start[spec] = res
+            elif groups and groups[-1][0] == who:
+                groups[-1][1][spec] = res
+            else:
+                groups.append((who, {spec: res}))
+    return start, groups
+
+
+def test_confined_jobs():
+    """a file's probe and job run on threads of their own that Landlock
+    confines: from inside them (an LD_PRELOAD shim makes tries when the
+    daemon opens the file) /etc/passwd, a file beside the folders, the
+    audit log, a new file in incoming, failed/ or the work folder are
+    refused, while the same tries from the daemon's main thread at start
+    succeed; the job may write in its output folder and no other, and
+    after a reload to another output folder the next job may write there
+    and not in the old one"""
+    check(SHIM is not None and os.path.isfile(SHIM),
+          "no confine_shim.so (--shim): cannot look inside the jobs")
+    env = Env("confined")
+    out2 = os.path.join(env.root, "output2")
+    secret = os.path.join(env.root, "secret")
+    shimlog = os.path.join(env.root, "shim.log")
+    for dd in (env.output, out2, env.failed, os.path.dirname(env.log)):
+        os.makedirs(dd, exist_ok=True)
+    for fp in (secret, env.log):
+        open(fp, "w").close()
+    tries = ["r:/etc/passwd", "r:" + secret, "r:" + env.log,
+             "w:" + env.inpath("planted.th"),
+             "w:" + os.path.join(env.failed, "planted.th"),
+             "w:" + os.path.join(env.root, "planted"),
+             "w:" + os.path.join(env.output, "made1"),
+             "w:" + os.path.join(out2, "made2")]
+    environ = {"LD_PRELOAD": SHIM, "CK_SHIM_LOG": shimlog,
+               "CK_SHIM_TRIGGER": "trap.th", "CK_SHIM_TRY": ";".join(tries),
+               # a sanitized ckprep: the shim comes before libasan
+               "ASAN_OPTIONS": "detect_leaks=1:exitcode=86:"
+                               "verify_asan_link_order=0"}
+    d = Daemon(env, environ=environ)
+    d.ready()
+    env.drop_rename("trap.th", ckpt_bytes(71))
+    env.wait_ok("trap.th")
+    check_same(os.path.join(env.output, "trap.th"), 71)
+    env.write_conf(output=out2)
+    d.signal(signal.SIGHUP)
+    d.wait_log(r"reloaded")
+    env.drop_rename("trap.th", ckpt_bytes(72))      # over the first
+    wait_for(lambda: len(env.oks("trap.th")) == 2, 30, "the second ok record")
+    check_same(os.path.join(out2, "trap.th"), 72)
+    d.stop()
+    start, groups = shim_groups(shimlog)
+    check(sorted(start) == sorted(tries) and
+          all(v == "ok" for v in start.values()),
+          "the tries from the main thread at start: %r" % start)
+    kinds = []
+    for who, res in groups:
+        check(sorted(res) == sorted(tries), "thread %s tried %r" % (who, res))
+        w1 = res.pop(tries[-2])
+        w2 = res.pop(tries[-1])
+        bad = {k: v for k, v in res.items() if v != "EACCES"}
+        check(not bad, "thread %s was not refused: %r" % (who, bad))
+        check(w1 in ("ok", "EACCES") and w2 in ("ok", "EACCES") and
+              not (w1 == "ok" and w2 == "ok"),
+              "thread %s: output %s, output2 %s" % (who, w1, w2))
+        kinds.append("job1" if w1 == "ok" else "job2" if w2 == "ok"
+                     else "probe")
+    check(kinds.count("job1") == 1 and kinds.count("job2") == 1 and
+          kinds.index("job1") < kinds.index("job2") and "probe" in kinds,
+          "the confined threads, in order: %r (want a probe, one job under "
+          "each configuration)" % kinds)
+    check(len(set(who for who, _ in groups)) == len(groups),
+          "a thread was reused: %r" % [w for w, _ in groups])
+    for fp in (env.inpath("planted.th"), os.path.join(env.failed, "planted.th"),
+               os.path.join(env.root, "planted")):
+        check(not os.path.exists(fp), "%s was made" % fp)
 
 
 def test_two_daemons_one_log():
@@ -2489,11 +2577,12 @@ TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_long_log_start_fast, test_rename_in_without_settle,
          test_batched_records_survive_kill9, test_keep_never_shares_a_name,
          test_sigterm_inside_stage, test_sigterm_inside_parse,
-         test_rescan_off_the_loop, test_sighup_rescan_off_the_loop]
+         test_rescan_off_the_loop, test_sighup_rescan_off_the_loop,
+         test_confined_jobs]
 
 
 def main(argv=None):
-    global CKPREP, WORK, BIG, CUR
+    global CKPREP, WORK, BIG, CUR, SHIM
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ckprep", required=True, help="the ckprep binary")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
@@ -2501,8 +2590,11 @@ def main(argv=None):
                     help="run tests whose name contains this")
     ap.add_argument("-v", "--verbose", action="store_true",
                     help="print the stderr of failed tests' daemons")
+    ap.add_argument("--shim", default=None,
+                    help="tests/daemon/confine_shim.so, for confined_jobs")
     args = ap.parse_args(argv)
     CKPREP = os.path.abspath(args.ckprep)
+    SHIM = os.path.abspath(args.shim) if args.shim else None
     if not os.access(CKPREP, os.X_OK):
         print("%s: not executable" % CKPREP, file=sys.stderr)
         print("0 passed, 1 failed")
