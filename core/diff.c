@@ -829,7 +829,10 @@ int ck_diff_main(const char *a, const char *b, const ck_diff_opts_t *o,
         return 2;
     }
     d->o = o;
-    ck_limits_default(&opts.lim);
+    if (o->open != NULL)
+        opts = *o->open;
+    else
+        ck_limits_default(&opts.lim);
     rc = ck_ckpt_open(&d->a, a, &opts, &d->err);
     if (rc < 0) {
         fprintf(stderr, "ckprep: %s: %s\n", a, d->err.msg);

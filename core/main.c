@@ -104,7 +104,7 @@ static const char usage_inspect[] =
     "  -c, --conf CONF    take [security] limits and allow_globals from CONF\n";
 
 static const char usage_diff[] =
-    "usage: ckprep diff [--json | --stat] [--exact] A B\n"
+    "usage: ckprep diff [--json | --stat] [--exact] [-c CONF] A B\n"
     "\n"
     "What changed from checkpoint A to B, without loading either: top-level\n"
     "keys added, removed or of another kind; per state dict, keys only in A,\n"
@@ -117,7 +117,12 @@ static const char usage_diff[] =
     "  --stat    one line per state dict, as git diff --stat\n"
     "  --exact   compare the bytes where the directories cannot decide\n"
     "            (streamed, in bounded memory)\n"
+    "  -c, --conf CONF\n"
+    "            open A and B under CONF's [security] and [limits]\n"
+    "            (allow_globals, allow_numpy, sizes), as run would\n"
     "\n"
+    "Nothing is executed: A and B are parsed as run parses them, in the\n"
+    "same sandbox (no exec, no network; only A, B and CONF readable).\n"
     "Exit status, as diff(1): 0 same, 1 different, 2 trouble.\n";
 
 static const char usage_check[] =
@@ -735,8 +740,11 @@ static int cmd_inspect(int argc, char **argv)
 static int cmd_diff(int argc, char **argv)
 {
     ck_diff_opts_t o = { 0 };
-    const char *f[2] = { NULL, NULL };
+    ck_open_opts_t opts = { 0 };
+    ck_conf_t conf;
+    const char *f[2] = { NULL, NULL }, *cpath = NULL;
     size_t nf = 0;
+    int rc;
 
     for (int i = 0; i < argc; i++) {
         if (arg_is(argv[i], "-h", "--help")) {
@@ -748,6 +756,8 @@ static int cmd_diff(int argc, char **argv)
             o.stat = 1;
         } else if (arg_is(argv[i], NULL, "--exact")) {
             o.exact = 1;
+        } else if (arg_is(argv[i], "-c", "--conf") && i + 1 < argc) {
+            cpath = argv[++i];
         } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
             fprintf(stderr, "ckprep diff: unknown option '%s'\n%s", argv[i],
                     usage_diff);
@@ -763,7 +773,28 @@ static int cmd_diff(int argc, char **argv)
         fprintf(stderr, "ckprep diff: two files are required\n%s", usage_diff);
         return EXIT_USAGE;
     }
-    return ck_diff_main(f[0], f[1], &o, stdout);
+    memset(&conf, 0, sizeof(conf));
+    if (cpath != NULL && load_conf(cpath, &conf) < 0)
+        return EXIT_USAGE;
+    ck_conf_limits(cpath ? &conf : NULL, &opts.lim);
+    opts.allow = cpath ? conf.allow : NULL;
+    opts.allow_numpy = cpath ? conf.security.allow_numpy : 0;
+    o.open = &opts;
+    {
+        /* as run's: read A, B and CONF, write nothing but stdout */
+        ck_sandbox_t sb = { .read = { f[0], f[1], cpath },
+                            .nread = cpath ? 3 : 2 };
+        ck_err_t err = { 0 };
+
+        if (ck_sandbox_enter(&sb, &err) < 0) {
+            say(NULL, NULL, err.msg);
+            ck_conf_release(&conf);
+            return 2;
+        }
+    }
+    rc = ck_diff_main(f[0], f[1], &o, stdout);
+    ck_conf_release(&conf);
+    return rc;
 }
 
 /*

@@ -3,8 +3,9 @@
 # third-party corpus; the expect plugin against load_state_dict(strict=True)
 # on a few hundred generated surgeries.
 
-test-sight: all
-	$(PYTHON) tests/sight/test_sight.py --ckprep $(BIN) --corpus $(CORPUS)
+test-sight: all $(CONFINE_SHIM)
+	$(PYTHON) tests/sight/test_sight.py --ckprep $(BIN) --corpus $(CORPUS) \
+		--shim $(CONFINE_SHIM)
 	$(PYTHON) tests/sight/test_expect_oracle.py --ckprep $(BIN)
 
 TEST_EXTRA += test-sight

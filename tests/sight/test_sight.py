@@ -24,7 +24,6 @@ usage: test_sight.py --ckprep PATH [--corpus DIR] [--keep]
 Last line: "N passed, M failed"; exit 1 when M > 0.
 """
 import argparse
-import collections
 import glob
 import json
 import os
@@ -395,12 +394,63 @@ def safetensors_file(path):
     assert rc == 0, "diff --exact of itself: exit %d %s" % (rc, out[:200])
 
 
+def diff_sandboxed(tmp, shim):
+    """diff reads A and B inside the sandbox: when it opens B (confine_shim,
+    LD_PRELOAD) /etc/passwd, a file beside them and a new file in their
+    folder are refused, as they are not from the same process at start"""
+    A = os.path.join(REPO, "tests", "data", "sample.th")
+    d = os.path.join(tmp, "sandboxed")
+    os.makedirs(d)
+    B = os.path.join(d, "b.th")
+    shutil.copyfile(A, B)
+    secret = os.path.join(tmp, "secret")
+    open(secret, "w").close()
+    log = os.path.join(tmp, "shim.log")
+    tries = ["r:/etc/passwd", "r:" + secret, "w:" + os.path.join(d, "planted")]
+    env = dict(os.environ, LD_PRELOAD=shim, CK_SHIM_LOG=log,
+               CK_SHIM_TRIGGER="b.th", CK_SHIM_TRY=";".join(tries),
+               ASAN_OPTIONS="detect_leaks=1:verify_asan_link_order=0")
+    p = subprocess.run([CKPREP, "diff", A, B], capture_output=True, text=True,
+                       env=env)
+    assert p.returncode == 0 and "same" in p.stdout, (p.returncode, p.stderr)
+    lines = [ln.split(" ", 2) for ln in open(log).read().splitlines()]
+    start = {spec: res for who, spec, res in lines if who == "start"}
+    inside = [(spec, res) for who, spec, res in lines if who != "start"]
+    assert start == {t: "ok" for t in tries}, start
+    assert sorted(inside) == sorted((t, "EACCES") for t in tries), inside
+    assert not os.path.exists(os.path.join(d, "planted"))
+
+
+def diff_conf(tmp):
+    """diff -c CONF opens A and B under CONF's [security]: a checkpoint
+    holding numpy values is trouble without it (exit 2, naming the numpy
+    global), and compared with allow_numpy = yes"""
+    import numpy as np
+    src = os.path.join(tmp, "np.th")
+    torch.save({"model": {"w": torch.ones(2)}, "best": np.float64(1.5)}, src)
+    other = os.path.join(tmp, "np2.th")
+    torch.save({"model": {"w": torch.zeros(2)}, "best": np.float64(1.5)}, other)
+    rc, out, err = run("diff", src, src)
+    assert rc == 2 and "numpy.core.multiarray.scalar" in err, (rc, err)
+    conf = os.path.join(tmp, "allow.ini")
+    with open(conf, "w") as f:
+        f.write("[pipeline]\nchain =\n[security]\nallow_numpy = yes\n")
+    rc, out, err = run("diff", "-c", conf, src, src)
+    assert rc == 0 and "same" in out, (rc, out, err)
+    rc, out, err = run("diff", "--conf", conf, src, other)
+    assert rc == 1 and "w" in out, (rc, out, err)
+    rc, out, err = run("diff", "-c", os.path.join(tmp, "nope.ini"), src, src)
+    assert rc == 2 and "nope.ini" in err, (rc, err)
+
+
 def main():
     global CKPREP
     ap = argparse.ArgumentParser()
     ap.add_argument("--ckprep", required=True)
     ap.add_argument("--corpus", default=os.path.join(REPO, "..", "shared", "corpus", "third-party"))
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--shim", help="tests/daemon/confine_shim.so: look "
+                    "inside diff's sandbox")
     a = ap.parse_args()
     CKPREP = os.path.abspath(a.ckprep)
     tmp = tempfile.mkdtemp(prefix="ck-sight-")
@@ -422,6 +472,12 @@ def main():
     diff_pairs(tmp)
     config_edges(tmp)
     refused(tmp)
+    check("diff -c", diff_conf, tmp)
+    if a.shim:
+        check("diff sandboxed", diff_sandboxed, tmp, os.path.abspath(a.shim))
+    else:
+        RESULTS["failed"] += 1
+        print("FAIL diff sandboxed: no --shim given")
     for f in sts:
         check("safetensors " + os.path.basename(f), safetensors_file, f)
     print("files: %d oracle cases, %d third-party" % (len(files), len(corpus)))
