@@ -273,6 +273,20 @@ static int load_conf(const char *path, ck_conf_t *conf)
     return 0;
 }
 
+/* inspect's and diff's -c: how checkpoints are opened, from CONF's
+ * [security] and [limits] (the defaults without one).  conf is zeroed or
+ * loaded, for ck_conf_release either way. */
+static int open_opts(const char *cpath, ck_conf_t *conf, ck_open_opts_t *opts)
+{
+    memset(conf, 0, sizeof(*conf));
+    if (cpath != NULL && load_conf(cpath, conf) < 0)
+        return -1;
+    ck_conf_limits(cpath ? conf : NULL, &opts->lim);
+    opts->allow = cpath ? conf->allow : NULL;
+    opts->allow_numpy = cpath ? conf->security.allow_numpy : 0;
+    return 0;
+}
+
 static void check_warn(void *ud, const char *msg)
 {
     say((const char *)ud, "warning", msg);
@@ -686,12 +700,8 @@ static int cmd_inspect(int argc, char **argv)
         fprintf(stderr, "ckprep inspect: a file is required\n%s", usage_inspect);
         return EXIT_USAGE;
     }
-    memset(&conf, 0, sizeof(conf));
-    if (cpath != NULL && load_conf(cpath, &conf) < 0)
+    if (open_opts(cpath, &conf, &opts) < 0)
         return EXIT_USAGE;
-    ck_conf_limits(cpath ? &conf : NULL, &opts.lim);
-    opts.allow = cpath ? conf.allow : NULL;
-    opts.allow_numpy = cpath ? conf.security.allow_numpy : 0;
     if (enter_sandbox(path, cpath, &conf, NULL) < 0) {
         ck_conf_release(&conf);
         return EXIT_FILE;
@@ -773,12 +783,8 @@ static int cmd_diff(int argc, char **argv)
         fprintf(stderr, "ckprep diff: two files are required\n%s", usage_diff);
         return EXIT_USAGE;
     }
-    memset(&conf, 0, sizeof(conf));
-    if (cpath != NULL && load_conf(cpath, &conf) < 0)
+    if (open_opts(cpath, &conf, &opts) < 0)
         return EXIT_USAGE;
-    ck_conf_limits(cpath ? &conf : NULL, &opts.lim);
-    opts.allow = cpath ? conf.allow : NULL;
-    opts.allow_numpy = cpath ? conf.security.allow_numpy : 0;
     o.open = &opts;
     {
         /* as run's: read A, B and CONF, write nothing but stdout */
