@@ -334,36 +334,51 @@ static int find_end(const src_t *src, uint64_t fsize, ck_zip_t *z,
 }
 
 /*
- * A file's local headers are read through a window: they are checked in
- * offset order (torch writes them so), and one pread brings in the headers
- * of hundreds of small records; for large records a read is a header and
- * a few KiB.
+ * A file's local headers are read through a window (ck_rwin_t): they are
+ * checked in offset order (torch writes them so), and one pread brings in
+ * the headers of hundreds of small records; for large records a read is a
+ * header and a few KiB.  Never past the central directory.
  */
 #define WIN_BYTES (16 * 1024)
 
-typedef struct {
-    int fd;
-    uint8_t *buf;      /* WIN_BYTES */
-    uint64_t off;
-    size_t len;
-} win_t;
-
-/* The n bytes at off, from the window or a new one read at off (never past
- * the central directory); NULL when the file does not hold them. */
-static const uint8_t *win_get(win_t *w, const ck_zip_t *z, uint64_t off,
-                              size_t n)
+const uint8_t *ck_rwin_get(ck_rwin_t *w, int fd, uint64_t off, size_t n,
+                           uint64_t limit, int *rc)
 {
-    uint64_t end;
+    size_t want, got = 0;
 
-    if (off >= w->off && off - w->off <= w->len && w->len - (off - w->off) >= n)
+    if (w->buf != NULL && fd == w->fd && off >= w->off &&
+        off - w->off <= w->len && w->len - (off - w->off) >= n)
         return w->buf + (off - w->off);
-    end = z->cd_off - off > WIN_BYTES ? off + WIN_BYTES : z->cd_off;
     w->len = 0;
-    if (off > z->cd_off || end - off < n ||
-        ck_pread_full(w->fd, w->buf, (size_t)(end - off), off) < 0)
+    if (n > w->cap || off > limit || limit - off < n) {
+        *rc = -EIO;
         return NULL;
+    }
+    if (w->buf == NULL && (w->buf = ck_malloc(w->cap)) == NULL) {
+        *rc = CK_ENOMEM;
+        return NULL;
+    }
+    want = limit - off < w->cap ? (size_t)(limit - off) : w->cap;
+    while (got < want) {
+        ssize_t r = pread(fd, w->buf + got, want - got, (off_t)(off + got));
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            *rc = -errno;
+            return NULL;
+        }
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    if (got < n) {
+        *rc = -EIO;
+        return NULL;
+    }
+    w->fd = fd;
     w->off = off;
-    w->len = (size_t)(end - off);
+    w->len = got;
     return w->buf;
 }
 
@@ -372,15 +387,16 @@ static const uint8_t *win_get(win_t *w, const ck_zip_t *z, uint64_t off,
 static int check_local(void *ud, const ck_zip_t *z, ck_zip_entry_t *e,
                        ck_err_t *err)
 {
-    win_t *w = ud;
+    ck_rwin_t *w = ud;
     const char *name = e->name;
     uint64_t nlen = strlen(name);
     const uint8_t *lh, *lname;
     uint64_t ln, lx;
     cur_t l;
+    int rc;
 
     if (e->lho > z->cd_off || z->cd_off - e->lho < 30 ||
-        (lh = win_get(w, z, e->lho, 30)) == NULL)
+        (lh = ck_rwin_get(w, w->fd, e->lho, 30, z->cd_off, &rc)) == NULL)
         return ck_err_set(err, CK_EFORMAT,
                           "zip: %s: local header out of bounds", e->name);
     l.p = lh;
@@ -400,7 +416,8 @@ static int check_local(void *ud, const ck_zip_t *z, ck_zip_entry_t *e,
     lx = rd(&l, 2);
     e->data_off = e->lho + 30 + ln + lx;
     if (ln != nlen || ln > 512 || e->data_off > z->cd_off ||
-        (lname = win_get(w, z, e->lho + 30, (size_t)ln)) == NULL ||
+        (lname = ck_rwin_get(w, w->fd, e->lho + 30, (size_t)ln, z->cd_off,
+                             &rc)) == NULL ||
         memcmp(lname, name, (size_t)ln) != 0)
         return ck_err_set(err, CK_EFORMAT,
                           "zip: %s: local and central headers disagree",
@@ -613,7 +630,8 @@ int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
                 ck_err_t *err)
 {
     src_t src = { fd, NULL, 0, 0 };
-    win_t w = { fd, ck_malloc(WIN_BYTES), 0, 0 };
+    ck_rwin_t w = { .buf = ck_malloc(WIN_BYTES), .cap = WIN_BYTES,
+                    .fd = fd };
     int rc;
 
     if (w.buf == NULL) {

@@ -145,6 +145,27 @@ typedef struct {
     uint64_t size, lho;
 } ck_zipw_entry_t;
 
+/*
+ * A window of a file, read ahead: the local headers the reader checks and
+ * the small records the writer copies lie one after the other, and one
+ * read brings in hundreds of them.
+ */
+typedef struct {
+    uint8_t *buf;       /* cap bytes, allocated on first use */
+    size_t cap, len;
+    int fd;
+    uint64_t off;       /* of buf[0] in fd */
+} ck_rwin_t;
+
+/*
+ * The n bytes at off of fd, from the window, or from a read at off of up
+ * to cap bytes that stops at limit.  NULL with *rc = CK_ENOMEM, -errno,
+ * or -EIO when they are not all before limit and the file's end (or n is
+ * more than cap).
+ */
+const uint8_t *ck_rwin_get(ck_rwin_t *w, int fd, uint64_t off, size_t n,
+                           uint64_t limit, int *rc);
+
 typedef struct {
     int fd;
     uint64_t off;          /* end of what is written */
@@ -168,10 +189,7 @@ typedef struct {
     ck_buf_t wb;
     uint64_t wb_off;
     /* and small records are read through a window of the input */
-    uint8_t *rwin;
-    int rwin_fd;
-    uint64_t rwin_off;
-    size_t rwin_len;
+    ck_rwin_t rwin;
 } ck_zipw_t;
 
 /* Start a writer on fd; with stream set afterwards, one pass (see above). */

@@ -37,10 +37,14 @@ static void put64(uint8_t *p, uint64_t v)
     put32(p + 4, v >> 32);
 }
 
+#define RWIN_BYTES (256u << 10) /* the input window of small records */
+#define RWIN_SMALL (16u << 10)  /* records up to this size go through it */
+
 void ck_zipw_init(ck_zipw_t *w, int fd)
 {
     memset(w, 0, sizeof(*w));
     w->fd = fd;
+    w->rwin.cap = RWIN_BYTES;
 }
 
 void ck_zipw_release(ck_zipw_t *w)
@@ -49,7 +53,7 @@ void ck_zipw_release(ck_zipw_t *w)
         ck_free(w->e[i].name);
     ck_free(w->e);
     ck_free(w->buf);
-    ck_free(w->rwin);
+    ck_free(w->rwin.buf);
     ck_buf_release(&w->cd);
     ck_buf_release(&w->wb);
     memset(w, 0, sizeof(*w));
@@ -64,8 +68,6 @@ static int w_io(ck_err_t *err, int rc)
 
 #define WBUF_BYTES (1u << 20)  /* the write-behind buffer's size */
 #define WBUF_SMALL (64u << 10) /* writes up to this size are gathered */
-#define RWIN_BYTES (256u << 10) /* the input window of small records */
-#define RWIN_SMALL (16u << 10)  /* records up to this size go through it */
 
 static int w_out(ck_zipw_t *w, const void *p, size_t n, uint64_t at)
 {
@@ -261,47 +263,6 @@ static void kick(ck_zipw_t *w)
 }
 
 /*
- * The n bytes at off of fd, from a window of the input read ahead: torch
- * lays small records out one after the other, and one read brings in
- * hundreds.  NULL with *rc = -errno (-EIO: the file ended before them).
- */
-static const uint8_t *r_window(ck_zipw_t *w, int fd, uint64_t off, size_t n,
-                               int *rc)
-{
-    size_t got = 0;
-
-    if (w->rwin != NULL && fd == w->rwin_fd && off >= w->rwin_off &&
-        off - w->rwin_off <= w->rwin_len && w->rwin_len - (off - w->rwin_off) >= n)
-        return w->rwin + (off - w->rwin_off);
-    if (w->rwin == NULL && (w->rwin = ck_malloc(RWIN_BYTES)) == NULL) {
-        *rc = CK_ENOMEM;
-        return NULL;
-    }
-    w->rwin_len = 0;
-    while (got < RWIN_BYTES) {
-        ssize_t r = pread(fd, w->rwin + got, RWIN_BYTES - got, (off_t)(off + got));
-
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            *rc = -errno;
-            return NULL;
-        }
-        if (r == 0)
-            break;
-        got += (size_t)r;
-    }
-    if (got < n) {
-        *rc = -EIO;
-        return NULL;
-    }
-    w->rwin_fd = fd;
-    w->rwin_off = off;
-    w->rwin_len = got;
-    return w->rwin;
-}
-
-/*
  * Through a 1 MiB buffer rather than copy_file_range: on Linux 6.x ext4 the
  * kernel's copy splices 64 KiB at a time, which at the offsets of torch's
  * records (64-byte aligned) leaves the output in small page-cache folios
@@ -321,7 +282,8 @@ int ck_zipw_copy(ck_zipw_t *w, int fd, uint64_t off, uint64_t n,
             return ck_err_set(err, CK_ENOMEM, "out of memory");
     }
     if (left > 0 && left <= RWIN_SMALL) {
-        const uint8_t *p = r_window(w, fd, off, (size_t)left, &rc);
+        const uint8_t *p = ck_rwin_get(&w->rwin, fd, off, (size_t)left,
+                                       UINT64_MAX, &rc);
 
         if (p == NULL && rc == CK_ENOMEM)
             return ck_err_set(err, rc, "out of memory");
