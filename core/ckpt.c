@@ -1046,19 +1046,28 @@ ck_py_t *ck_ckpt_get(ck_ckpt_t *c, const char *path)
 
 int ck_ckpt_tensor_call(const ck_py_t *node)
 {
+    /* every call of a graph comes here, once per walk: the name's common
+     * prefix first, the module once */
+    static const struct {
+        const char *rest;   /* after "_rebuild_" */
+        int version;
+    } rebuild[] = {
+        { "tensor_v2", 2 }, { "tensor", 1 }, { "tensor_v3", 3 },
+        { "parameter", -1 },
+    };
     const ck_py_t *fn;
 
     if (node == NULL || node->kind != CK_PY_REDUCE)
         return 0;
     fn = node->u.o.fn;
-    if (ck_py_global_is(fn, "torch._utils", "_rebuild_tensor_v2"))
-        return 2;
-    if (ck_py_global_is(fn, "torch._utils", "_rebuild_tensor"))
-        return 1;
-    if (ck_py_global_is(fn, "torch._utils", "_rebuild_tensor_v3"))
-        return 3;
-    if (ck_py_global_is(fn, "torch._utils", "_rebuild_parameter"))
-        return -1;
+    if (fn == NULL || fn->kind != CK_PY_GLOBAL ||
+        strncmp(fn->u.g.name, "_rebuild_", 9) != 0 ||
+        strcmp(ck_py_module3(fn->u.g.module), "torch._utils") != 0)
+        return 0;
+    for (size_t i = 0; i < CK_ARRAY_SIZE(rebuild); i++) {
+        if (strcmp(fn->u.g.name + 9, rebuild[i].rest) == 0)
+            return rebuild[i].version;
+    }
     return 0;
 }
 

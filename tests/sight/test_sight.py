@@ -24,6 +24,7 @@ usage: test_sight.py --ckprep PATH [--corpus DIR] [--keep]
 Last line: "N passed, M failed"; exit 1 when M > 0.
 """
 import argparse
+import collections
 import glob
 import json
 import os
