@@ -248,6 +248,10 @@ test-systemd: all
 		2>&1 | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p'); \
 	echo "systemd-analyze security systemd/ckprep.service: exposure $$x (at most 1.0)"; \
 	[ -n "$$x" ] && awk "BEGIN { exit !($$x <= 1.0) }"
+	@# the sandbox's calls: Landlock per job thread, prctl (no_new_privs,
+	@# and libseccomp's way in when seccomp(2) itself is filtered)
+	@$(PYTHON) tests/tools/unit_syscalls.py systemd/ckprep.service \
+		landlock_create_ruleset landlock_add_rule landlock_restrict_self prctl
 	@rm -rf $(BUILD)/stage && $(MAKE) --no-print-directory -s install \
 		DESTDIR=$(abspath $(BUILD)/stage) >/dev/null
 	@for f in usr/local/bin/ckprep etc/systemd/system/ckprep.service \

@@ -144,9 +144,16 @@ static long landlock_abi(void)
 
 static void no_landlock_notice(const char *what)
 {
-    ck_log(CK_LOG_NOTICE, "sandbox: this kernel has no Landlock (%s): "
-                          "%s is not restricted",
-           strerror((int)-landlock_abi()), what);
+    int e = (int)-landlock_abi();
+
+    /* EPERM: a system call filter (systemd's SystemCallFilter=) refused
+     * it; ENOSYS, EOPNOTSUPP: not built or not enabled at boot */
+    ck_log(CK_LOG_NOTICE, "sandbox: Landlock is not available (%s%s): "
+                          "%s is not restricted", strerror(e),
+           e == EPERM ? ", refused by a system call filter: allow "
+                        "landlock_create_ruleset, landlock_add_rule and "
+                        "landlock_restrict_self" : "",
+           what);
 }
 
 /* Restricts the calling thread (and the threads it makes afterwards). */

@@ -4,7 +4,7 @@
 # Any memcheck error or definite leak makes the run exit 99, and valgrind's
 # report then goes to stderr, where the suite shows it.  Valgrind implements
 # no Landlock: its words about the unknown system call go to a log of their
-# own, and the sandbox's notice that "this kernel has no Landlock" is
+# own, and the sandbox's notice that "Landlock is not available" is
 # dropped, so ckprep's stderr stays what the suite checks.
 : "${CKPREP_BIN:?set CKPREP_BIN to the ckprep binary}"
 log=$(mktemp "${TMPDIR:-/tmp}/ckprep-vg.XXXXXX") || exit 98
@@ -13,7 +13,7 @@ valgrind -q --tool=memcheck --error-exitcode=99 --leak-check=full \
     --errors-for-leak-kinds=definite --show-leak-kinds=definite \
     --track-fds=no --log-file="$log" "$CKPREP_BIN" "$@" 2>"$err"
 rc=$?
-grep -v '^ckprep: sandbox: this kernel has no Landlock' "$err" >&2
+grep -v '^ckprep: sandbox: Landlock is not available' "$err" >&2
 if [ "$rc" -eq 99 ]; then
     cat "$log" >&2
 fi

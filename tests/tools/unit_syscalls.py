@@ -1,0 +1,62 @@
+#!/usr/bin/python3
+"""unit_syscalls.py UNIT SYSCALL... -- do UNIT's SystemCallFilter= lines let
+each SYSCALL through?
+
+Reads the lines as systemd does: the first line decides the mode (a list
+of what is allowed, or with '~' of what is denied); after it, a line adds
+to or takes from the set, in order; groups (@name) are expanded with
+`systemd-analyze syscall-filter`, nested groups too.  Prints one line per
+syscall and exits 1 when one is refused: ckprep's daemon needs Landlock's
+three calls in its threads, and systemd 252's @system-service does not hold
+them (a refused call is EPERM under SystemCallErrorNumber=EPERM, and the
+jobs would run without their file-system confinement).
+"""
+import subprocess
+import sys
+
+GROUPS = {}
+
+
+def expand(name):
+    if not name.startswith("@"):
+        return {name}
+    if name not in GROUPS:
+        out = subprocess.run(["systemd-analyze", "syscall-filter", name],
+                             capture_output=True, text=True, check=True).stdout
+        items = set()
+        for line in out.splitlines()[1:]:
+            tok = line.strip()
+            if tok and not tok.startswith("#"):
+                items |= expand(tok)
+        GROUPS[name] = items
+    return GROUPS[name]
+
+
+def main(argv):
+    unit, calls = argv[1], argv[2:]
+    allow_mode, allowed, denied = None, set(), set()
+    for line in open(unit):
+        line = line.strip()
+        if not line.startswith("SystemCallFilter="):
+            continue
+        spec = line.split("=", 1)[1].strip()
+        deny = spec.startswith("~")
+        names = set()
+        for tok in spec.lstrip("~").split():
+            names |= expand(tok.split(":")[0])
+        if allow_mode is None:
+            allow_mode = not deny
+        if allow_mode:
+            allowed = allowed - names if deny else allowed | names
+        else:
+            denied = denied | names if deny else denied - names
+    bad = 0
+    for c in calls:
+        ok = (c in allowed) if allow_mode else (c not in denied)
+        print("%s: %s %s" % (unit, c, "allowed" if ok else "REFUSED"))
+        bad += not ok
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
