@@ -11,8 +11,18 @@ $(CONFINE_SHIM): tests/daemon/confine_shim.c
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) -std=c11 $(WARN) $(CFLAGS) -fPIC -shared -o $@ $<
 
-test-daemon: all $(CONFINE_SHIM)
-	$(PYTHON) tests/daemon/test_watch.py --ckprep $(BIN) --shim $(CONFINE_SHIM)
+UNIT_FILTER := $(BUILD)/tests/daemon/unit_filter
+
+# runs the daemon under the unit's system call allow list (under_unit_filter)
+$(UNIT_FILTER): tests/daemon/unit_filter.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) -std=c11 $(WARN) $(CFLAGS) -o $@ $< \
+		$(shell pkg-config --cflags --libs libseccomp)
+
+test-daemon: all $(CONFINE_SHIM) $(UNIT_FILTER)
+	$(PYTHON) tests/daemon/test_watch.py --ckprep $(BIN) --shim $(CONFINE_SHIM) \
+		--unit-filter $(UNIT_FILTER) --unit systemd/ckprep.service
 
 TEST_EXTRA += test-daemon
 

@@ -59,6 +59,8 @@ WORK = None
 CUR = ""            # the running test's folder under WORK
 BIG = None          # a checkpoint of a few hundred MB, made once
 SHIM = None         # confine_shim.so (--shim)
+UNIT_FILTER = None  # unit_filter (--unit-filter) and the unit (--unit)
+UNIT = None
 DAEMONS = []        # every daemon a test started, checked after the test
 
 
@@ -888,6 +890,49 @@ def test_confined_jobs():
     for fp in (env.inpath("planted.th"), os.path.join(env.failed, "planted.th"),
                os.path.join(env.root, "planted")):
         check(not os.path.exists(fp), "%s was made" % fp)
+
+
+def test_under_unit_filter():
+    """the daemon under ckprep.service's system call filter (every call its
+    SystemCallFilter= lines do not allow fails with EPERM, as systemd runs
+    it, via unit_filter): it starts, its jobs write right outputs, and its
+    jobs' threads are still confined by Landlock (no 'not available'
+    notice; from inside a job /etc/passwd is refused)"""
+    check(UNIT_FILTER is not None and os.path.isfile(UNIT_FILTER) and
+          UNIT is not None and SHIM is not None,
+          "no --unit-filter, --unit or --shim")
+    env = Env("unitfilter")
+    allow = os.path.join(env.root, "allowed")
+    p = subprocess.run([sys.executable, os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "tools",
+        "unit_syscalls.py"), "--list", UNIT], capture_output=True, text=True)
+    check(p.returncode == 0 and "read" in p.stdout.split(),
+          "unit_syscalls.py --list: %r" % p.stderr)
+    with open(allow, "w") as f:
+        f.write(p.stdout)
+    shimlog = os.path.join(env.root, "shim.log")
+    environ = {"LD_PRELOAD": SHIM, "CK_SHIM_LOG": shimlog,
+               "CK_SHIM_TRIGGER": "trap.th", "CK_SHIM_TRY": "r:/etc/passwd",
+               # the unit refuses ptrace, which LeakSanitizer needs
+               "ASAN_OPTIONS": "detect_leaks=0:exitcode=86:"
+                               "verify_asan_link_order=0"}
+    d = Daemon(env, environ=environ,
+               argv=[UNIT_FILTER, allow, CKPREP, "watch", "-c", env.conf])
+    d.ready()
+    env.drop_rename("trap.th", ckpt_bytes(81))
+    env.drop_rename("b.th", ckpt_bytes(82))
+    env.wait_ok("trap.th")
+    env.wait_ok("b.th")
+    check_same(os.path.join(env.output, "trap.th"), 81)
+    check_same(os.path.join(env.output, "b.th"), 82)
+    d.stop()
+    check("not available" not in d.err(),
+          "Landlock refused under the unit's filter: %r" % d.err()[-500:])
+    start, groups = shim_groups(shimlog)
+    check(start == {"r:/etc/passwd": "ok"}, "at start: %r" % start)
+    check(len(groups) >= 2 and
+          all(res == {"r:/etc/passwd": "EACCES"} for _, res in groups),
+          "inside the probe and job threads: %r" % groups)
 
 
 def test_two_daemons_one_log():
@@ -2578,11 +2623,11 @@ TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_batched_records_survive_kill9, test_keep_never_shares_a_name,
          test_sigterm_inside_stage, test_sigterm_inside_parse,
          test_rescan_off_the_loop, test_sighup_rescan_off_the_loop,
-         test_confined_jobs]
+         test_confined_jobs, test_under_unit_filter]
 
 
 def main(argv=None):
-    global CKPREP, WORK, BIG, CUR, SHIM
+    global CKPREP, WORK, BIG, CUR, SHIM, UNIT_FILTER, UNIT
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ckprep", required=True, help="the ckprep binary")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
@@ -2592,9 +2637,15 @@ def main(argv=None):
                     help="print the stderr of failed tests' daemons")
     ap.add_argument("--shim", default=None,
                     help="tests/daemon/confine_shim.so, for confined_jobs")
+    ap.add_argument("--unit-filter", default=None,
+                    help="tests/daemon/unit_filter, for under_unit_filter")
+    ap.add_argument("--unit", default=None,
+                    help="systemd/ckprep.service, for under_unit_filter")
     args = ap.parse_args(argv)
     CKPREP = os.path.abspath(args.ckprep)
     SHIM = os.path.abspath(args.shim) if args.shim else None
+    UNIT_FILTER = os.path.abspath(args.unit_filter) if args.unit_filter else None
+    UNIT = os.path.abspath(args.unit) if args.unit else None
     if not os.access(CKPREP, os.X_OK):
         print("%s: not executable" % CKPREP, file=sys.stderr)
         print("0 passed, 1 failed")

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """unit_syscalls.py UNIT SYSCALL... -- do UNIT's SystemCallFilter= lines let
-each SYSCALL through?
+each SYSCALL through?   unit_syscalls.py --list UNIT -- every call they let
+through, one per line (an allow-list unit only), for unit_filter.
 
 Reads the lines as systemd does: the first line decides the mode (a list
 of what is allowed, or with '~' of what is denied); after it, a line adds
@@ -33,6 +34,9 @@ def expand(name):
 
 
 def main(argv):
+    listing = argv[1] == "--list"
+    if listing:
+        argv = argv[1:]
     unit, calls = argv[1], argv[2:]
     allow_mode, allowed, denied = None, set(), set()
     for line in open(unit):
@@ -50,6 +54,12 @@ def main(argv):
             allowed = allowed - names if deny else allowed | names
         else:
             denied = denied | names if deny else denied - names
+    if listing:
+        if not allow_mode:
+            print("%s: not an allow list" % unit, file=sys.stderr)
+            return 1
+        print("\n".join(sorted(allowed)))
+        return 0
     bad = 0
     for c in calls:
         ok = (c in allowed) if allow_mode else (c not in denied)
