@@ -45,7 +45,7 @@ typedef struct cleanup {
 
 int ck_conf_cleanup_add(ck_conf_ctx_t *cx, void (*fn)(void *), void *data)
 {
-    ck_conf_t *c = cx->cleanups;
+    ck_conf_t *c = cx->loader;
     cleanup_t *k = ck_arena_alloc(cx->arena, sizeof(*k));
 
     if (k == NULL)
@@ -59,7 +59,7 @@ int ck_conf_cleanup_add(ck_conf_ctx_t *cx, void (*fn)(void *), void *data)
 
 int ck_conf_reads_file(ck_conf_ctx_t *cx, const char *path)
 {
-    ck_conf_t *c = cx->cleanups;
+    ck_conf_t *c = cx->loader;
     ck_conf_file_t *f = ck_arena_alloc(cx->arena, sizeof(*f));
 
     if (f == NULL)
@@ -596,7 +596,7 @@ static int apply_defaults(ck_conf_t *c, ck_section_t *s, ck_err_t *err)
     if (s->plugin != NULL && s->plugin->init_conf != NULL) {
         if (s->plugin->init_conf(&cx, s->conf) < 0)
             return ck_err_set(err, e.code == CK_ENOMEM ? CK_ENOMEM : CK_ECONFIG,
-                              "%s:%d: [%s] %s", c->path, s->line, s->name,
+                              "%s:%d: [%s] %s", c->path, cx.line, s->name,
                               e.msg);
     }
     return 0;
@@ -724,12 +724,18 @@ static int load(ck_conf_t *c, const char *path, const ck_buf_t *text,
     rc = sections_in_chain(c, err);
     if (rc < 0)
         return rc;
-    for (ck_section_t *s = c->sections; s != NULL; s = s->next) {
-        rc = apply_defaults(c, s, err);
-        if (rc < 0)
-            return rc;
+    /* core's sections first: a plugin's init_conf may open a file under
+     * [security] (expect's reference checkpoint) */
+    for (int plugins = 0; plugins < 2; plugins++) {
+        for (ck_section_t *s = c->sections; s != NULL; s = s->next) {
+            if ((s->plugin != NULL) != plugins)
+                continue;
+            rc = apply_defaults(c, s, err);
+            if (rc < 0)
+                return rc;
+        }
+        c->allow = (const char **)c->security.allow_globals.v;
     }
-    c->allow = (const char **)c->security.allow_globals.v;
     rc = ck_watch_conf_check(c, err);
     if (rc < 0)
         return rc;

@@ -14,6 +14,8 @@
  */
 #include "manifest.h"
 
+#include "conf.h"
+
 #include "listing.h"
 
 #include <errno.h>
@@ -167,7 +169,8 @@ static int ckey_cb(void *ud, const char *path, const ck_yval_t *v)
 }
 
 static int from_ckpt(ck_arena_t *a, ck_manifest_t *m, const char *path,
-                     const char *state, ck_err_t *err)
+                     const char *state, const ck_open_opts_t *opts,
+                     ck_err_t *err)
 {
     ck_open_opts_t o = { 0 };
     ck_ckpt_t c;
@@ -180,7 +183,10 @@ static int from_ckpt(ck_arena_t *a, ck_manifest_t *m, const char *path,
     size_t cap = 0;
     int rc;
 
-    ck_limits_default(&o.lim);
+    if (opts != NULL)
+        o = *opts;
+    else
+        ck_limits_default(&o.lim);
     rc = ck_ckpt_open(&c, path, &o, err);
     if (rc < 0)
         goto out;
@@ -216,7 +222,8 @@ out:
 }
 
 int ck_manifest_read(ck_arena_t *a, const char *path, const char *state,
-                     ck_manifest_t **out, ck_err_t *err)
+                     const ck_open_opts_t *opts, ck_manifest_t **out,
+                     ck_err_t *err)
 {
     ck_manifest_t *m = ck_arena_alloc(a, sizeof(*m));
     FILE *f = fopen(path, "rb");
@@ -246,7 +253,7 @@ int ck_manifest_read(ck_arena_t *a, const char *path, const char *state,
         json_decref(root);
     } else {
         fclose(f);
-        rc = from_ckpt(a, m, path, state, &e);
+        rc = from_ckpt(a, m, path, state, opts, &e);
     }
     if (rc < 0)
         return ck_err_set(err, rc, "%s: %s", path, e.msg);
@@ -267,7 +274,15 @@ int ck_manifest_load(ck_conf_ctx_t *cx, const char *path, const char *state,
         if (full == NULL)
             return ck_err_set(cx->err, CK_ENOMEM, "out of memory");
     }
-    rc = ck_manifest_read(cx->arena, full, state, out, cx->err);
+    {
+        const ck_conf_t *c = cx->loader;
+        ck_open_opts_t o = { 0 };
+
+        ck_conf_limits(c, &o.lim);
+        o.allow = c->allow;
+        o.allow_numpy = c->security.allow_numpy;
+        rc = ck_manifest_read(cx->arena, full, state, &o, out, cx->err);
+    }
     if (rc < 0)
         cx->err->code = CK_ECONFIG;
     return rc < 0 ? CK_ECONFIG : 0;

@@ -23,10 +23,12 @@ ck_py_t *ck_state_find(ck_ckpt_t *c, const char *alts, const char **chosen);
 
 /*
  * Read the manifest at path (a JSON manifest, or a checkpoint whose state
- * dict at state is the reference) into a, everything in a.  0, or an error
- * in err naming path and the cause.
+ * dict at state is the reference, opened with opts; NULL: the defaults)
+ * into a, everything in a.  0, or an error in err naming path and the
+ * cause.
  */
 int ck_manifest_read(ck_arena_t *a, const char *path, const char *state,
-                     ck_manifest_t **out, ck_err_t *err);
+                     const ck_open_opts_t *opts, ck_manifest_t **out,
+                     ck_err_t *err);
 
 #endif

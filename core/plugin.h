@@ -51,9 +51,13 @@ struct ck_conf_ctx {
     ck_arena_t *arena;
     ck_err_t *err;
     const char *file;
-    int line;            /* of the value, or of the section for defaults */
+    int line;            /* of the value, or of the section for defaults
+                            and init_conf (which may set it to a
+                            directive's, for its error) */
     const char *section; /* as written: "key_remap:second" */
-    void *cleanups;      /* the loader's; see ck_conf_cleanup_add */
+    void *loader;        /* the configuration being loaded: core's own
+                            (ck_conf_cleanup_add, ck_conf_reads_file,
+                            ck_manifest_load) */
     /* init_conf only: the chain stage after this section's last one, as
      * written ("key_remap:x"), or NULL when it runs last */
     const char *next;
@@ -334,10 +338,12 @@ typedef struct {
 } ck_manifest_t;
 
 /*
- * Read a manifest at load, in a setter: path (relative to the folder of
+ * Read a manifest at load, in init_conf: path (relative to the folder of
  * cx->file) is a JSON manifest or a checkpoint whose state dict at state
- * ('|' alternatives) is the reference.  0, or CK_ECONFIG with the cause
- * in cx->err.
+ * ('|' alternatives) is the reference, opened as a job's input would be
+ * under the configuration's [security] (allow_globals, allow_numpy,
+ * limits; init_conf runs once the whole file is read).  0, or CK_ECONFIG
+ * with the cause in cx->err.
  */
 int ck_manifest_load(ck_conf_ctx_t *cx, const char *path, const char *state,
                      ck_manifest_t **out);

@@ -7,7 +7,8 @@
  *   manifest = FILE [STATE]  a manifest, or a checkpoint whose state dict
  *                            (at STATE, default best_state/model|model|
  *                            state_dict|/) is the reference; read once at
- *                            load, relative to the configuration's folder
+ *                            load, relative to the configuration's folder,
+ *                            under the configuration's [security]
  *   state = PATH             the job's state dict ('|' alternatives)
  *   keys = strict            no key missing, none unexpected (strict=True)
  *        | subset            no key unexpected (strict=False's report)
@@ -35,7 +36,9 @@ enum { KEYS_STRICT, KEYS_SUBSET, KEYS_SUPERSET };
 enum { DT_ANY, DT_EXACT };
 
 typedef struct {
-    ck_manifest_t *manifest;
+    const char *file, *file_state; /* manifest = FILE [STATE], as given */
+    int file_line;                 /* where, for init_conf's errors */
+    ck_manifest_t *manifest;       /* read from them in expect_init */
     ck_path_t *state;
     int keys;
     int dtype;
@@ -63,11 +66,13 @@ static const ck_conf_enum_t shape_names[] = {
 
 #define DEF_STATE "best_state/model|model|state_dict|/"
 
-/* manifest = FILE [STATE]: read and parsed here, once. */
+/* manifest = FILE [STATE]: kept here, read once in expect_init (a
+ * reference checkpoint opens under [security], which may come later in
+ * the file). */
 static int set_manifest(ck_conf_ctx_t *cx, const ck_directive_t *d,
                         void *conf, const char *value)
 {
-    ck_manifest_t **f = (ck_manifest_t **)((char *)conf + d->offset);
+    expect_conf_t *c = conf;
     const char *sp = strpbrk(value, " \t");
     const char *state = DEF_STATE;
     char *file;
@@ -83,11 +88,15 @@ static int set_manifest(ck_conf_ctx_t *cx, const ck_directive_t *d,
         if (*state == '\0')
             state = DEF_STATE;
     }
-    return ck_manifest_load(cx, file, state, f);
+    (void)d;
+    c->file = file;
+    c->file_state = ck_arena_strdup(cx->arena, state);
+    c->file_line = cx->line;
+    return c->file_state ? 0 : ck_err_set(cx->err, CK_ENOMEM, "out of memory");
 }
 
 static const ck_directive_t expect_directives[] = {
-    { "manifest", set_manifest, offsetof(expect_conf_t, manifest), NULL, 0,
+    { "manifest", set_manifest, offsetof(expect_conf_t, file), NULL, 0,
       "FILE [STATE]: a manifest, or a reference checkpoint (its state dict)" },
     { "state", ck_conf_set_path, offsetof(expect_conf_t, state), DEF_STATE, 0,
       "the state dict to check: a place (A|B the first, / the top)" },
@@ -106,9 +115,10 @@ static int expect_init(ck_conf_ctx_t *cx, void *conf)
 {
     expect_conf_t *c = conf;
 
-    if (c->manifest == NULL)
+    if (c->file == NULL)
         return ck_err_set(cx->err, CK_ECONFIG, "manifest is required");
-    return 0;
+    cx->line = c->file_line;    /* an error is the directive's */
+    return ck_manifest_load(cx, c->file, c->file_state, &c->manifest);
 }
 
 /* Keys found, the first SHOW kept as Python strs for the report. */

@@ -220,6 +220,27 @@ def numpy_refused_by_default():
 
 
 @test
+def numpy_expect_reference():
+    """expect's reference checkpoint opens under the configuration's
+    [security], even when [security] comes after [expect] in the file: a
+    Lightning checkpoint with numpy hyper-parameters as its own reference
+    passes with allow_numpy = yes; without it the configuration is refused
+    (exit 2) naming the numpy global and the [expect] line"""
+    inp = save(lightning_numpy(), 2, "ref.th")
+    text = ini(("pipeline", {"chain": "expect"}),
+               ("expect", {"manifest": inp + " state_dict",
+                           "state": "state_dict"}))
+    r = E.ok(text + "\n" + ini(ALLOW), inp)
+    ch = r.rec["plugins"][0]["changes"]
+    check(len(ch) == 1 and ch[0].get("verdict") == "pass" and
+          ch[0].get("manifest") == inp, f"expect's verdict: {ch}")
+    conf = E.conf(text)
+    rc, out, err = E.cmd(["run", "-n", "-c", conf, inp])
+    check(rc == 2 and "numpy.core.multiarray" in err and
+          conf + ":5: [expect]" in err, f"without allow_numpy: {rc} {err!r}")
+
+
+@test
 def numpy_inspect_shows_values():
     """inspect (text and --json) names each top-level numpy value with its
     dtype and shape; --config shows them inside the hyper-parameters;
