@@ -85,6 +85,10 @@ struct job {
                                written for: its record says so */
     int deferred;           /* it had one when it ended */
     int published;          /* renamed over its output (not yet synced) */
+    int disposed;           /* its input's fate decided and carried out
+                               (dispose: on the pool, after the log) */
+    int disp;               /* DISP_*: what dispose found */
+    int gone;               /* the input was moved or deleted */
     ck_json_t failrec;      /* the record again, when publishing failed */
 };
 
@@ -252,13 +256,16 @@ void watch_pump(daemon_t *d);
 
 /* Drop a reference to a loaded configuration (NULL is fine). */
 void watch_cref_put(cref_t *r);
-/* Keep, move or delete a done input if unchanged; 1 when it went. */
-int watch_file_after(daemon_t *d, const char *rel, const char *in,
-                      const ident_t *id);
+/* Keep, move or delete a done input if unchanged, as w says; 1 when it
+ * went.  Touches no daemon state: runs on the thread pool too. */
+int watch_file_after(const ck_watch_conf_t *w, const char *rel,
+                     const char *in, const ident_t *id);
 /* Move the input in (rel under incoming, identity id) of a failed job to
- * failed/ with NAME.error.json holding rec. */
-void watch_file_failed(daemon_t *d, const char *rel, const char *in,
-                       const ident_t *id, const char *rec);
+ * w's failed/ with NAME.error.json holding rec (NAME.seq when an earlier
+ * failure holds the name); 1 when it went.  Touches no daemon state. */
+int watch_file_failed(const ck_watch_conf_t *w, uint64_t seq,
+                       const char *rel, const char *in, const ident_t *id,
+                       const char *rec);
 /* Start queued jobs while workers are free. */
 void watch_start_jobs(daemon_t *d);
 /* Queue f (claimed) for a job. */

@@ -204,14 +204,15 @@ static void work_cb(uv_work_t *req)
  * folder root (failed/, done/), or is removed when root is NULL.  A
  * folder's one marker belongs to all its files and stays.
  */
-static void marker_follow(daemon_t *d, const char *rel, const char *root)
+static void marker_follow(const ck_watch_conf_t *w, const char *rel,
+                          const char *root)
 {
     char m[4096], *src, *dst = NULL;
 
-    if (d->w->ready != CK_READY_MARKER || strstr(d->w->marker, "{name}") ==
-        NULL || ck_watch_marker_path(d->w->marker, rel, m, sizeof(m)) < 0)
+    if (w->ready != CK_READY_MARKER || strstr(w->marker, "{name}") == NULL ||
+        ck_watch_marker_path(w->marker, rel, m, sizeof(m)) < 0)
         return;
-    src = ck_path_join(d->w->incoming, m);
+    src = ck_path_join(w->incoming, m);
     if (src != NULL && root != NULL)
         dst = ck_path_join(root, m);
     if (src != NULL && root == NULL)
@@ -222,14 +223,15 @@ static void marker_follow(daemon_t *d, const char *rel, const char *root)
     ck_free(dst);
 }
 
-void watch_file_failed(daemon_t *d, const char *rel, const char *in,
-                       const ident_t *id, const char *rec)
+int watch_file_failed(const ck_watch_conf_t *w, uint64_t seq,
+                       const char *rel, const char *in, const ident_t *id,
+                       const char *rec)
 {
-    char *dst = ck_path_join(d->w->failed, rel), *ej = NULL;
+    char *dst = ck_path_join(w->failed, rel), *ej = NULL;
     struct stat st;
     ident_t now;
     size_t n;
-    int rc;
+    int rc, gone = 0;
 
     if (dst == NULL)
         goto out;
@@ -246,7 +248,7 @@ void watch_file_failed(daemon_t *d, const char *rel, const char *in,
 
         if (alt == NULL)
             goto out;
-        sprintf(alt, "%s.%llu", dst, (unsigned long long)d->audit.seq);
+        sprintf(alt, "%s.%llu", dst, (unsigned long long)seq);
         ck_free(dst);
         dst = alt;
         n = strlen(dst);
@@ -270,24 +272,27 @@ void watch_file_failed(daemon_t *d, const char *rel, const char *in,
     if (rc < 0)
         ck_log(CK_LOG_ERR, "%s: could not move to %s: %s", in, dst,
                strerror(-rc));
-    else
-        marker_follow(d, rel, d->w->failed);
+    else {
+        marker_follow(w, rel, w->failed);
+        gone = 1;
+    }
 out:
     ck_free(dst);
     ck_free(ej);
+    return gone;
 }
 
 /* After a good job: keep, move or delete the input (in, rel under
  * incoming), if it is still the file the job read.  1 when it went. */
-int watch_file_after(daemon_t *d, const char *rel, const char *in,
-                      const ident_t *id)
+int watch_file_after(const ck_watch_conf_t *w, const char *rel,
+                     const char *in, const ident_t *id)
 {
     struct stat st;
     ident_t now;
     char *dst;
     int gone = 0;
 
-    if (d->w->after == CK_AFTER_KEEP)
+    if (w->after == CK_AFTER_KEEP)
         return 0;
     if (lstat(in, &st) < 0)
         return -1;
@@ -297,15 +302,15 @@ int watch_file_after(daemon_t *d, const char *rel, const char *in,
                "place", in);
         return 0;
     }
-    if (d->w->after == CK_AFTER_DELETE) {
+    if (w->after == CK_AFTER_DELETE) {
         if (unlink(in) < 0) {
             ck_log(CK_LOG_ERR, "%s: %s", in, strerror(errno));
             return 0;
         }
-        marker_follow(d, rel, NULL);
+        marker_follow(w, rel, NULL);
         return 1;
     }
-    dst = ck_path_join(d->w->done, rel);
+    dst = ck_path_join(w->done, rel);
     if (dst != NULL) {
         int rc;
 
@@ -315,7 +320,7 @@ int watch_file_after(daemon_t *d, const char *rel, const char *in,
             ck_log(CK_LOG_ERR, "%s: could not move to %s: %s", in, dst,
                    strerror(-rc));
         } else {
-            marker_follow(d, rel, d->w->done);
+            marker_follow(w, rel, w->done);
             gone = 1;
         }
     }
@@ -342,6 +347,41 @@ static int changed(const job_t *j)
         return 0;
     ident_of(&st, &now);
     return !ident_eq(&now, &j->id);
+}
+
+/* What became of a job, for its input (dispose, then finish). */
+enum { DISP_UNPUBLISHED, DISP_OK, DISP_CANCELED, DISP_VANISHED,
+       DISP_CHANGED, DISP_FAILED };
+
+/*
+ * The input of an ended job kept, moved or deleted (a good job whose
+ * record is logged), or moved to failed/ (a failed one), as the
+ * configuration it ran under says; seq names a failed/ file whose name is
+ * taken.  File system work only, no daemon state: publishing runs it on
+ * the thread pool once the batch's records are durable, so a big input
+ * copied to done/ on another file system never holds the loop.
+ */
+static void dispose(job_t *j, uint64_t seq, int logged)
+{
+    const ck_watch_conf_t *w = &j->cref->c.watch;
+
+    if (j->rc == 0 && j->tmp != NULL) {
+        j->disp = DISP_UNPUBLISHED;
+    } else if (j->rc == 0) {
+        j->disp = DISP_OK;
+        /* without its record, the input stays where it is */
+        j->gone = logged && watch_file_after(w, j->rel, j->in, &j->id) > 0;
+    } else if (j->rc == CK_ECANCELED) {
+        j->disp = DISP_CANCELED;
+    } else if (vanished(j)) {
+        j->disp = DISP_VANISHED;
+    } else if (j->rc == CK_ECHANGED || changed(j)) {
+        j->disp = DISP_CHANGED;
+    } else {
+        j->disp = DISP_FAILED;
+        j->gone = watch_file_failed(w, seq, j->rel, j->in, &j->id, j->text);
+    }
+    j->disposed = 1;
 }
 
 static void claims_start(daemon_t *d);
@@ -379,21 +419,22 @@ static void finish(daemon_t *d, job_t *j, int logged)
 {
     file_t *f = j->f;
     const char *rec = j->text;
-    int gone = 0;
+    int gone;
 
-    if (j->rc == 0 && j->tmp != NULL) {
+    if (!j->disposed)   /* not published on the pool: here */
+        dispose(j, d->audit.seq, logged);
+    gone = j->gone;
+    if (j->disp == DISP_UNPUBLISHED) {
         /* its output was never published (nor its record written) */
         ck_log(CK_LOG_WARNING, "%s: output not published; it will be redone",
                j->in);
         f->state = F_OTHER;
         f->dirty = 1;
         unlink(j->claim);
-    } else if (j->rc == 0) {
+    } else if (j->disp == DISP_OK) {
         d->nok++;
         watch_metrics_job(d, rec);
         ck_log(CK_LOG_INFO, "%s -> %s", j->in, j->out ? j->out : "?");
-        /* without its record, the input stays where it is */
-        gone = logged && watch_file_after(d, f->rel, j->in, &j->id) > 0;
         f->state = F_DONE;
         if (gone)
             unlink(j->claim);
@@ -407,15 +448,15 @@ static void finish(daemon_t *d, job_t *j, int logged)
                 unlink(old);
             ck_free(old);
         }
-    } else if (j->rc == CK_ECANCELED) {
+    } else if (j->disp == DISP_CANCELED) {
         ck_log(CK_LOG_WARNING, "%s: abandoned; it will be redone", j->in);
         f->state = F_OTHER;
         unlink(j->claim);
-    } else if (vanished(j)) {
+    } else if (j->disp == DISP_VANISHED) {
         ck_log(CK_LOG_NOTICE, "%s: gone before it could be processed", j->in);
         f->state = F_OTHER;
         unlink(j->claim);
-    } else if (j->rc == CK_ECHANGED || changed(j)) {
+    } else if (j->disp == DISP_CHANGED) {
         /* rewritten in place while read: the new content is not failed */
         ck_log(CK_LOG_WARNING, "%s: %s; it changed meanwhile: looking again",
                j->in, j->err.msg);
@@ -426,7 +467,6 @@ static void finish(daemon_t *d, job_t *j, int logged)
         d->nfailed++;
         watch_metrics_job(d, rec);
         ck_log(CK_LOG_WARNING, "%s: %s", j->in, j->err.msg);
-        watch_file_failed(d, f->rel, j->in, &j->id, rec);
         f->state = F_FAILED;
         unlink(j->claim);
     }
@@ -435,6 +475,10 @@ static void finish(daemon_t *d, job_t *j, int logged)
     if (f->dirty && !d->stopping) {
         f->dirty = 0;
         watch_set_pending(d, f, uv_now(d->loop));
+    } else if (gone && !d->stopping) {
+        /* moved or deleted while it was busy: its IN_MOVED_FROM or
+         * IN_DELETE left the entry alone */
+        watch_file_drop(d, f);
     }
 }
 
@@ -650,6 +694,10 @@ static void pub_work_cb(uv_work_t *req)
         }
     }
     log_work(p);
+    /* the records are durable (or could not be written): the inputs
+     * follow, off the loop */
+    for (job_t *j = p->batch; j != NULL; j = j->fnext)
+        dispose(j, p->audit.seq, p->logged);
 }
 
 /* The record of a job whose output could not be published: the job's

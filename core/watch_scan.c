@@ -80,7 +80,7 @@ static void after_again(daemon_t *d, file_t *f, const ident_t *id)
 {
     char *in = ck_path_join(d->w->incoming, f->rel);
 
-    if (in != NULL && watch_file_after(d, f->rel, in, id) > 0)
+    if (in != NULL && watch_file_after(d->w, f->rel, in, id) > 0)
         ck_log(CK_LOG_NOTICE, "%s: done earlier (audit log); %s it now", in,
                d->w->after == CK_AFTER_MOVE ? "moved" : "deleted");
     ck_free(in);
@@ -97,7 +97,8 @@ static void failed_again(daemon_t *d, file_t *f)
     if (in != NULL) {
         ck_log(CK_LOG_NOTICE, "%s: failed earlier (audit log); moving it to "
                "%s now", in, d->w->failed);
-        watch_file_failed(d, f->rel, in, &f->done, f->failrec);
+        watch_file_failed(d->w, d->audit.seq, f->rel, in, &f->done,
+                          f->failrec);
     }
     ck_free(in);
     ck_free(f->failrec);

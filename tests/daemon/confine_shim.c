@@ -7,6 +7,10 @@
  *   CK_SHIM_TRY=SPEC;...  what to try: r:PATH (open to read) or
  *                         w:PATH (open to write, made if missing)
  *
+ *   CK_SHIM_SLOW=TEXT     rename(2) to a path holding TEXT sleeps first
+ *   CK_SHIM_SLOW_MS=N     that long (test_watch.py's move_off_the_loop:
+ *                         a slow move to done/ must not hold the loop)
+ *
  * At load, on the main thread and before ckprep's main runs, each try is
  * made once: "start r:/etc/passwd ok" (a file made is removed again).
  * Then whenever the daemon opens the trap (O_PATH aside: that names it, it
@@ -22,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 static int log_fd = -1;
@@ -129,3 +134,19 @@ int openat(int dirfd, const char *path, int flags, ...)
 
 int openat64(int dirfd, const char *path, int flags, ...)
     __attribute__((alias("openat")));
+
+int rename(const char *from, const char *to)
+{
+    const char *slow = getenv("CK_SHIM_SLOW"), *ms = getenv("CK_SHIM_SLOW_MS");
+
+    if (slow != NULL && *slow != '\0' && to != NULL && strstr(to, slow)) {
+        struct timespec ts;
+        long n = ms != NULL ? atol(ms) : 1000;
+
+        ts.tv_sec = n / 1000;
+        ts.tv_nsec = (n % 1000) * 1000000L;
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+            ;
+    }
+    return (int)syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, to, 0);
+}

@@ -1470,6 +1470,41 @@ def test_recursive():
     d.stop()
 
 
+def test_move_off_the_loop():
+    """moving an input to done/ (after = move; a copy when done/ is on
+    another file system; failed/ goes the same way) happens on the thread
+    pool, after the records are durable: with every rename into done/ made
+    to take 3 s (confine_shim), a file dropped meanwhile is done within
+    1.5 s, the moves still happen, and the file table forgets the moved
+    inputs (a new file of the same name is processed)"""
+    check(SHIM is not None, "no --shim")
+    env = Env("move_loop", after="move", done=None)
+    env.write_conf(done=env.done)
+    d = Daemon(env, environ={"LD_PRELOAD": SHIM, "CK_SHIM_SLOW": "/done/",
+                             "CK_SHIM_SLOW_MS": "3000",
+                             "ASAN_OPTIONS": "detect_leaks=1:exitcode=86:"
+                                             "verify_asan_link_order=0"})
+    d.ready()
+    env.drop_rename("a.th", ckpt_bytes(141))
+    env.wait_ok("a.th")
+    t0 = time.monotonic()
+    env.drop_rename("b.th", ckpt_bytes(142))
+    env.wait_ok("b.th", timeout=10)
+    took = time.monotonic() - t0
+    check(took < 1.5, "b.th took %.2f s while a.th was being moved: the "
+          "move held the loop" % took)
+    for rel, seed in (("a.th", 141), ("b.th", 142)):
+        wait_for(lambda: os.path.isfile(os.path.join(env.done, rel)), 15,
+                 "done/" + rel)
+        check_same(os.path.join(env.output, rel), seed)
+    check(not os.path.exists(env.inpath("a.th")), "a.th still in incoming")
+    # the same name again: a new file, not a done one
+    env.drop_rename("a.th", ckpt_bytes(143))
+    wait_for(lambda: len(env.oks("a.th")) == 2, 15, "a second ok for a.th")
+    check_same(os.path.join(env.output, "a.th"), 143)
+    d.stop()
+
+
 def test_after_move_and_delete():
     """after = move puts the input in done/ (keeping its relative path);
     after = delete removes it; both keep the output"""
@@ -2623,7 +2658,7 @@ TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_batched_records_survive_kill9, test_keep_never_shares_a_name,
          test_sigterm_inside_stage, test_sigterm_inside_parse,
          test_rescan_off_the_loop, test_sighup_rescan_off_the_loop,
-         test_confined_jobs, test_under_unit_filter]
+         test_confined_jobs, test_under_unit_filter, test_move_off_the_loop]
 
 
 def main(argv=None):
