@@ -62,9 +62,8 @@ int ck_conf_reads_file(ck_conf_ctx_t *cx, const char *path)
     ck_conf_t *c = cx->loader;
     ck_conf_file_t *f = ck_arena_alloc(cx->arena, sizeof(*f));
 
-    if (f == NULL)
+    if (f == NULL || (f->path = ck_arena_strdup(cx->arena, path)) == NULL)
         return ck_err_set(cx->err, CK_ENOMEM, "out of memory");
-    f->path = path;
     f->next = c->reads;
     c->reads = f;
     return 0;
@@ -565,7 +564,7 @@ static int handler(void *user, const char *section, const char *name,
         goto fail;
     }
     cx = (ck_conf_ctx_t){ &l->c->arena, &e, l->c->path, l->line, s->name,
-                          l->c };
+                          l->c, NULL, l->where };
     if (s->dirs[i].set(&cx, &s->dirs[i], s->conf, value) < 0)
         goto fail;
     s->given[i] = 1;
@@ -594,10 +593,15 @@ static int apply_defaults(ck_conf_t *c, ck_section_t *s, ck_err_t *err)
                               c->path, s->name, s->dirs[i].name, e.msg);
     }
     if (s->plugin != NULL && s->plugin->init_conf != NULL) {
-        if (s->plugin->init_conf(&cx, s->conf) < 0)
-            return ck_err_set(err, e.code == CK_ENOMEM ? CK_ENOMEM : CK_ECONFIG,
-                              "%s:%d: [%s] %s", c->path, cx.line, s->name,
-                              e.msg);
+        int code;
+
+        if (s->plugin->init_conf(&cx, s->conf) == 0)
+            return 0;
+        code = e.code == CK_ENOMEM ? CK_ENOMEM : CK_ECONFIG;
+        if (cx.set != NULL)
+            return ck_err_set(err, code, "--set '%s': %s", cx.set, e.msg);
+        return ck_err_set(err, code, "%s:%d: [%s] %s", c->path, cx.line,
+                          s->name, e.msg);
     }
     return 0;
 }

@@ -38,7 +38,7 @@ static void rfc3339(char *buf, size_t n)
 }
 
 void ck_job_record_failed(const ck_conf_t *conf, const char *in,
-                          ck_json_t *rec, const ck_err_t *err)
+                          uint64_t size, ck_json_t *rec, const ck_err_t *err)
 {
     ck_record_t r = { 0 };
     char ts[40];
@@ -47,6 +47,7 @@ void ck_job_record_failed(const ck_conf_t *conf, const char *in,
     r.ts = ts;
     r.version = CK_VERSION;
     r.in.path = in;
+    r.in.size = size;
     r.status = "failed";
     r.error_code = ck_errname(err->code);
     r.error_message = err->msg;

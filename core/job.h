@@ -75,11 +75,12 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
                ck_json_t *rec, ck_err_t *err);
 
 /*
- * The record of a job that failed before it could start (its sandbox
- * could not be entered): nothing opened, status failed with err.
+ * The record of a job that failed before it could start (its input was
+ * replaced, or its sandbox could not be entered): nothing opened, the
+ * input's size as claimed, status failed with err.
  */
 void ck_job_record_failed(const ck_conf_t *conf, const char *in,
-                          ck_json_t *rec, const ck_err_t *err);
+                          uint64_t size, ck_json_t *rec, const ck_err_t *err);
 
 /* The default output path: <dir>/<stem>.prep<ext>, in a new ck_malloc
  * string; ext NULL keeps the input's (".safetensors" for that output). */

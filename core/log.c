@@ -1,6 +1,7 @@
 /*
- * log.c -- log lines on stderr and sd_notify datagrams.  Both are used from
- * the loop thread only.
+ * log.c -- log lines on stderr and sd_notify datagrams.  sd_notify is used
+ * from the loop thread only; ck_log from any thread (a line is one
+ * write(2), whole).
  *
  * A line is one line of UTF-8 text whatever a file name holds: control
  * characters, bytes that are not UTF-8 and bidi or invisible code points

@@ -118,7 +118,7 @@ static const char usage_diff[] =
     "  --exact   compare the bytes where the directories cannot decide\n"
     "            (streamed, in bounded memory)\n"
     "  -c, --conf CONF\n"
-    "            open A and B under CONF's [security] and [limits]\n"
+    "            open A and B under CONF's [security] (its limits too)\n"
     "            (allow_globals, allow_numpy, sizes), as run would\n"
     "\n"
     "Nothing is executed: A and B are parsed as run parses them, in the\n"
@@ -274,7 +274,7 @@ static int load_conf(const char *path, ck_conf_t *conf)
 }
 
 /* inspect's and diff's -c: how checkpoints are opened, from CONF's
- * [security] and [limits] (the defaults without one).  conf is zeroed or
+ * [security], limits included (the defaults without one).  conf is zeroed or
  * loaded, for ck_conf_release either way. */
 static int open_opts(const char *cpath, ck_conf_t *conf, ck_open_opts_t *opts)
 {

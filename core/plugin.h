@@ -61,6 +61,10 @@ struct ck_conf_ctx {
     /* init_conf only: the chain stage after this section's last one, as
      * written ("key_remap:x"), or NULL when it runs last */
     const char *next;
+    /* a setter: the --set being read ("expect.manifest=x"), NULL for a
+     * line of the file; init_conf may set it back, with line, so that its
+     * error names where a directive came from */
+    const char *set;
 };
 
 typedef int (*ck_conf_set_fn)(ck_conf_ctx_t *cx, const ck_directive_t *d,

@@ -105,24 +105,33 @@ static int seccomp_layer(ck_err_t *err)
 #define LL_REFER (1ULL << 13)    /* ABI 2 */
 #define LL_TRUNCATE (1ULL << 14) /* ABI 3 */
 
-static int ll_rule(int rs, const char *path, uint64_t access, uint64_t handled,
-                   ck_err_t *err)
+/* A rule for the file or folder fd is open on (O_PATH will do). */
+static int ll_rule_fd(int rs, int fd, const char *path, uint64_t access,
+                      uint64_t handled, ck_err_t *err)
 {
     struct landlock_path_beneath_attr pb = { 0 };
-    int rc = 0;
 
-    pb.parent_fd = open(path, O_PATH | O_CLOEXEC);
-    if (pb.parent_fd < 0 && errno == ENOENT)
-        return 0; /* nothing to allow: its open fails as it would have */
-    if (pb.parent_fd < 0)
-        return ck_err_set(err, -errno, "sandbox: %s: %s", path,
-                          strerror(errno));
+    pb.parent_fd = fd;
     pb.allowed_access = access & handled;
     if (syscall(SYS_landlock_add_rule, rs, LANDLOCK_RULE_PATH_BENEATH, &pb,
                 0) < 0)
-        rc = ck_err_set(err, -errno, "sandbox: landlock rule for %s: %s", path,
-                        strerror(errno));
-    close(pb.parent_fd);
+        return ck_err_set(err, -errno, "sandbox: landlock rule for %s: %s",
+                          path, strerror(errno));
+    return 0;
+}
+
+static int ll_rule(int rs, const char *path, uint64_t access, uint64_t handled,
+                   ck_err_t *err)
+{
+    int fd = open(path, O_PATH | O_CLOEXEC), rc;
+
+    if (fd < 0 && errno == ENOENT)
+        return 0; /* nothing to allow: its open fails as it would have */
+    if (fd < 0)
+        return ck_err_set(err, -errno, "sandbox: %s: %s", path,
+                          strerror(errno));
+    rc = ll_rule_fd(rs, fd, path, access, handled, err);
+    close(fd);
     return rc;
 }
 
@@ -178,6 +187,11 @@ static int landlock_layer(const ck_sandbox_t *sb, ck_err_t *err)
     for (size_t i = 0; i < sb->nread && rc == 0; i++)
         rc = ll_rule(rs, sb->read[i], LANDLOCK_ACCESS_FS_READ_FILE,
                      ra.handled_access_fs, err);
+    if (sb->read_fd > 0 && rc == 0)
+        rc = ll_rule_fd(rs, sb->read_fd,
+                        sb->read_fd_name ? sb->read_fd_name : "input",
+                        LANDLOCK_ACCESS_FS_READ_FILE, ra.handled_access_fs,
+                        err);
     for (const ck_conf_file_t *f = sb->files; f != NULL && rc == 0;
          f = f->next)
         rc = ll_rule(rs, f->path, LANDLOCK_ACCESS_FS_READ_FILE,
@@ -223,8 +237,8 @@ int ck_sandbox_enter(const ck_sandbox_t *sb, ck_err_t *err)
 
 /* ---- one confined thread ----------------------------------------------- */
 
-/* The stack a pool thread has (RLIMIT_STACK, as libuv gives it): the
- * parser's nesting limits are sized for it. */
+/* The stack of a libuv pool thread (8 MiB): the parser's nesting limits
+ * are sized for it. */
 #define RUN_STACK (8u << 20)
 
 typedef struct {

@@ -14,6 +14,11 @@ typedef struct {
     const char *read[4];       /* files (or folders) left readable */
     size_t nread;
     const ck_conf_file_t *files; /* and these: what plugins declared */
+    int read_fd;               /* and the file open on this (O_PATH), when
+                                  > 0: the very inode a daemon's probe or
+                                  job claimed, whatever its path names
+                                  later */
+    const char *read_fd_name;  /* that file's path, for messages */
     const char *write_dirs[2]; /* folders where files may be made, written,
                                   renamed and removed */
     size_t nwrite;

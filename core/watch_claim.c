@@ -372,6 +372,7 @@ typedef struct {
     char *path;
     ident_t id;
     int ok;
+    ck_err_t sberr;     /* the sandbox could not be entered: why */
 } probe_t;
 
 /* On a thread of its own that can read the file and nothing else. */
@@ -385,13 +386,15 @@ static void probe_main(void *ud)
 static void probe_work_cb(uv_work_t *req)
 {
     probe_t *p = req->data;
-    ck_sandbox_t sb = { .read = { p->path }, .nread = 1 };
-    ck_err_t err = { 0 };
+    ck_sandbox_t sb = { .read_fd_name = p->path };
 
-    /* a probe still queued when the daemon stops does nothing */
-    if (!__atomic_load_n(&p->d->stopping, __ATOMIC_RELAXED) &&
-        ck_sandbox_run(&sb, probe_main, p, &err) < 0)
-        ck_log(CK_LOG_ERR, "%s: %s", p->path, err.msg);  /* p->ok stays 0 */
+    /* a probe still queued when the daemon stops does nothing; nor does
+     * one whose file is another now (p->ok stays 0: looked at again) */
+    if (__atomic_load_n(&p->d->stopping, __ATOMIC_RELAXED) ||
+        (sb.read_fd = watch_open_claimed(p->path, &p->id)) < 0)
+        return;
+    ck_sandbox_run(&sb, probe_main, p, &p->sberr);
+    close(sb.read_fd);
 }
 
 static void probe_done_cb(uv_work_t *req, int uvst)
@@ -403,6 +406,11 @@ static void probe_done_cb(uv_work_t *req, int uvst)
 
     d->nprobing--;
     f->state = F_OTHER;
+    if (p->sberr.code != 0 && !f->sbwarned) {   /* once a file, not each try */
+        ck_log(CK_LOG_ERR, "%s: %s; looking again until incomplete_s, then "
+               "its job fails", p->path, p->sberr.msg);
+        f->sbwarned = 1;
+    }
     if (d->stopping) {
         /* nothing more starts */
     } else if (f->dirty || uvst < 0) {

@@ -41,6 +41,7 @@ struct file {
     int state;
     int dirty;              /* changed while queued or running */
     int seen;               /* by the current scan */
+    int sbwarned;           /* a probe could not be sandboxed: said once */
     int moved;              /* renamed in (IN_MOVED_TO) since its last
                                change: complete, no settle_ms to wait */
     size_t hidx;            /* in the due heap: index + 1; 0 not there */
@@ -89,6 +90,8 @@ struct job {
                                (dispose: on the pool, after the log) */
     int disp;               /* DISP_*: what dispose found */
     int gone;               /* the input was moved or deleted */
+    int retry;              /* failed for want of a resource, not for its
+                               input: looked at again, not filed */
     ck_json_t failrec;      /* the record again, when publishing failed */
 };
 
@@ -182,6 +185,11 @@ static inline void ident_of(const struct stat *st, ident_t *id)
     id->mtime_ns =
         (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
 }
+
+/* An O_PATH descriptor of the file at path if it is still the regular file
+ * of identity id (a symlink is not followed), for a sandbox rule that
+ * holds that inode whatever the path names later; -1 otherwise. */
+int watch_open_claimed(const char *path, const ident_t *id);
 
 static inline int ident_eq(const ident_t *a, const ident_t *b)
 {

@@ -183,20 +183,36 @@ static void job_main(void *ud)
     j->rc = ck_job_run(&j->cref->c, &args, &j->rec, &j->err);
 }
 
+/* Not the job's fault: the sandbox ran short of something for now. */
+static int transient(int code)
+{
+    return code == -EAGAIN || code == -ENOMEM || code == -EMFILE ||
+           code == -ENFILE || code == CK_ENOMEM;
+}
+
 static void work_cb(uv_work_t *req)
 {
     job_t *j = req->data;
     const ck_conf_t *c = &j->cref->c;
-    ck_sandbox_t sb = { .read = { j->in, c->path }, .nread = 2,
-                        .files = c->reads, .write_dirs = { j->odir },
-                        .nwrite = 1 };
+    ck_sandbox_t sb = { .read_fd_name = j->in, .files = c->reads,
+                        .write_dirs = { j->odir }, .nwrite = 1 };
 
     /* queued -> running, for `ckprep status` */
     watch_claim_write(j->claim, &j->d->self, "running", CLAIM_W_INPLACE);
-    if (ck_sandbox_run(&sb, job_main, j, &j->err) < 0) {
-        j->rc = j->err.code;
-        ck_job_record_failed(c, j->in, &j->rec, &j->err);
-    }
+    /* the rule holds the claimed inode: a folder on its path swapped for
+     * a symlink meanwhile cannot lend the job another file */
+    sb.read_fd = watch_open_claimed(j->in, &j->id);
+    if (sb.read_fd < 0)
+        ck_err_set(&j->err, CK_ECHANGED, "not the file that was claimed "
+                   "(replaced meanwhile)");
+    else if (ck_sandbox_run(&sb, job_main, j, &j->err) == 0)
+        goto out;
+    j->rc = j->err.code;
+    j->retry = transient(j->rc);
+    ck_job_record_failed(c, j->in, j->id.size, &j->rec, &j->err);
+out:
+    if (sb.read_fd >= 0)
+        close(sb.read_fd);
 }
 
 /*
@@ -351,7 +367,7 @@ static int changed(const job_t *j)
 
 /* What became of a job, for its input (dispose, then finish). */
 enum { DISP_UNPUBLISHED, DISP_OK, DISP_CANCELED, DISP_VANISHED,
-       DISP_CHANGED, DISP_FAILED };
+       DISP_CHANGED, DISP_RETRY, DISP_FAILED };
 
 /*
  * The input of an ended job kept, moved or deleted (a good job whose
@@ -377,6 +393,8 @@ static void dispose(job_t *j, uint64_t seq, int logged)
         j->disp = DISP_VANISHED;
     } else if (j->rc == CK_ECHANGED || changed(j)) {
         j->disp = DISP_CHANGED;
+    } else if (j->retry) {
+        j->disp = DISP_RETRY;
     } else {
         j->disp = DISP_FAILED;
         j->gone = watch_file_failed(w, seq, j->rel, j->in, &j->id, j->text);
@@ -460,6 +478,11 @@ static void finish(daemon_t *d, job_t *j, int logged)
         /* rewritten in place while read: the new content is not failed */
         ck_log(CK_LOG_WARNING, "%s: %s; it changed meanwhile: looking again",
                j->in, j->err.msg);
+        f->state = F_OTHER;
+        f->dirty = 1;
+        unlink(j->claim);
+    } else if (j->disp == DISP_RETRY) {
+        ck_log(CK_LOG_WARNING, "%s: %s; will try again", j->in, j->err.msg);
         f->state = F_OTHER;
         f->dirty = 1;
         unlink(j->claim);

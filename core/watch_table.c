@@ -311,3 +311,19 @@ void watch_status(daemon_t *d)
     strcpy(d->status, s);
     ck_notify("STATUS=%s", s);
 }
+
+int watch_open_claimed(const char *path, const ident_t *id)
+{
+    int fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    ident_t now;
+
+    if (fd < 0)
+        return -1;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+        (ident_of(&st, &now), !ident_eq(&now, id))) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}

@@ -37,7 +37,8 @@ enum { DT_ANY, DT_EXACT };
 
 typedef struct {
     const char *file, *file_state; /* manifest = FILE [STATE], as given */
-    int file_line;                 /* where, for init_conf's errors */
+    int file_line;                 /* where, for init_conf's errors: */
+    const char *file_set;          /* the line, or the --set */
     ck_manifest_t *manifest;       /* read from them in expect_init */
     ck_path_t *state;
     int keys;
@@ -92,6 +93,9 @@ static int set_manifest(ck_conf_ctx_t *cx, const ck_directive_t *d,
     c->file = file;
     c->file_state = ck_arena_strdup(cx->arena, state);
     c->file_line = cx->line;
+    c->file_set = cx->set ? ck_arena_strdup(cx->arena, cx->set) : NULL;
+    if (cx->set != NULL && c->file_set == NULL)
+        return ck_err_set(cx->err, CK_ENOMEM, "out of memory");
     return c->file_state ? 0 : ck_err_set(cx->err, CK_ENOMEM, "out of memory");
 }
 
@@ -118,6 +122,7 @@ static int expect_init(ck_conf_ctx_t *cx, void *conf)
     if (c->file == NULL)
         return ck_err_set(cx->err, CK_ECONFIG, "manifest is required");
     cx->line = c->file_line;    /* an error is the directive's */
+    cx->set = c->file_set;
     return ck_manifest_load(cx, c->file, c->file_state, &c->manifest);
 }
 

@@ -315,7 +315,7 @@ static void test_record_failed(void **state)
 
     load(f, "[pipeline]\nchain = optimizer_strip\n");
     ck_err_set(&e, -ELOOP, "sandbox: landlock: %s", "Too many links");
-    ck_job_record_failed(&f->c, "in/a.th", &rec, &e);
+    ck_job_record_failed(&f->c, "in/a.th", 1234, &rec, &e);
     text = ck_json_text(&rec);
     assert_non_null(text);
     assert_int_equal(ck_record_parse(text, strlen(text), &r), 0);
@@ -323,6 +323,7 @@ static void test_record_failed(void **state)
     assert_string_equal(r.error_code, ck_errname(-ELOOP));
     assert_string_equal(r.error_message, "sandbox: landlock: Too many links");
     assert_string_equal(r.in.path, "in/a.th");
+    assert_int_equal(r.in.size, 1234);
     assert_false(r.in.opened);
     assert_false(r.wrote);
     assert_string_equal(r.config_path, f->c.path);

@@ -227,11 +227,56 @@ static void test_run_confines_its_thread(void **state)
     assert_int_equal(system(made), 0);
 }
 
+/* fn of test_rule_holds_the_inode: can the path be opened? */
+static void open_in(void *ud)
+{
+    thread_try_t *t = ud;
+    int fd = open(t->in, O_RDONLY);
+
+    t->ran = 1;
+    t->r = fd >= 0 ? 1 : errno == EACCES ? -1 : -2;
+    if (fd >= 0)
+        close(fd);
+}
+
+/* read_fd: the rule is the inode's, not the path's: once another file is
+ * renamed over the path, the confined thread may not open it. */
+static void test_rule_holds_the_inode(void **state)
+{
+    char top[] = "/tmp/ck_test_sandbox_fd.XXXXXX", in[4200], other[4200];
+    ck_sandbox_t sb = { 0 };
+    thread_try_t t = { 0 };
+    ck_err_t err = { 0 };
+
+    (void)state;
+    if (!has_landlock())
+        fail_msg("this kernel has no Landlock: cannot be tested here");
+    assert_non_null(mkdtemp(top));
+    snprintf(in, sizeof(in), "%s/in.pt", top);
+    snprintf(other, sizeof(other), "%s/other.pt", top);
+    close(open(in, O_WRONLY | O_CREAT, 0644));
+    close(open(other, O_WRONLY | O_CREAT, 0644));
+    sb.read_fd = open(in, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    sb.read_fd_name = in;
+    assert_true(sb.read_fd > 0);
+    t.in = in;
+    assert_int_equal(ck_sandbox_run(&sb, open_in, &t, &err), 0);
+    assert_int_equal(t.r, 1);               /* the claimed file: readable */
+    assert_int_equal(rename(other, in), 0); /* another file at its path */
+    t = (thread_try_t){ .in = in };
+    assert_int_equal(ck_sandbox_run(&sb, open_in, &t, &err), 0);
+    assert_int_equal(t.r, -1);              /* EACCES */
+    close(sb.read_fd);
+    snprintf(other, sizeof(other), "rm -rf '%s'", top);
+    assert_int_equal(system(other), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_each_restriction_fires),
         cmocka_unit_test(test_run_confines_its_thread),
+        cmocka_unit_test(test_rule_holds_the_inode),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -107,7 +107,8 @@ static int real_openat(int dirfd, const char *path, int flags, mode_t mode)
         va_list ap_;                                                          \
                                                                               \
         va_start(ap_, flags);                                                 \
-        mode = (flags) & (O_CREAT | O_TMPFILE) ? va_arg(ap_, mode_t) : 0;    \
+        mode = ((flags) & O_CREAT) || ((flags) & O_TMPFILE) == O_TMPFILE    \
+                   ? va_arg(ap_, mode_t) : 0;                                 \
         va_end(ap_);                                                          \
     } while (0)
 

@@ -238,6 +238,13 @@ def numpy_expect_reference():
     rc, out, err = E.cmd(["run", "-n", "-c", conf, inp])
     check(rc == 2 and "numpy.core.multiarray" in err and
           conf + ":5: [expect]" in err, f"without allow_numpy: {rc} {err!r}")
+    # given by --set, the error names the --set
+    conf = E.conf(ini(("pipeline", {"chain": "expect"}),
+                      ("expect", {"state": "state_dict"})))
+    rc, out, err = E.cmd(["run", "-n", "-c", conf, "--set",
+                          "expect.manifest=" + inp, inp])
+    check(rc == 2 and f"--set 'expect.manifest={inp}'" in err and
+          "numpy.core.multiarray" in err, f"--set: {rc} {err!r}")
 
 
 @test

@@ -3,10 +3,13 @@
 each SYSCALL through?   unit_syscalls.py --list UNIT -- every call they let
 through, one per line (an allow-list unit only), for unit_filter.
 
-Reads the lines as systemd does: the first line decides the mode (a list
-of what is allowed, or with '~' of what is denied); after it, a line adds
-to or takes from the set, in order; groups (@name) are expanded with
-`systemd-analyze syscall-filter`, nested groups too.  Prints one line per
+Reads the lines as systemd 252 does (config_parse_syscall_filter): an
+empty value resets; the first line after that decides the mode (a list of
+what is allowed, which starts from @default, or with '~' of what is
+denied); after it, a line adds to or takes from the set, in order; a
+NAME:ERRNO entry on a line without '~' is ignored (systemd warns); groups
+(@name) are expanded with `systemd-analyze syscall-filter`, nested groups
+too.  Drop-ins are not read.  Prints one line per
 syscall and exits 1 when one is refused: ckprep's daemon needs Landlock's
 three calls in its threads, and systemd 252's @system-service does not hold
 them (a refused call is EPERM under SystemCallErrorNumber=EPERM, and the
@@ -40,16 +43,24 @@ def main(argv):
     unit, calls = argv[1], argv[2:]
     allow_mode, allowed, denied = None, set(), set()
     for line in open(unit):
-        line = line.strip()
-        if not line.startswith("SystemCallFilter="):
+        key, eq, spec = line.strip().partition("=")
+        if not eq or key.strip() != "SystemCallFilter":
             continue
-        spec = line.split("=", 1)[1].strip()
+        spec = spec.strip()
+        if spec == "":
+            allow_mode, allowed, denied = None, set(), set()
+            continue
         deny = spec.startswith("~")
         names = set()
         for tok in spec.lstrip("~").split():
-            names |= expand(tok.split(":")[0])
+            name, _, errno_ = tok.partition(":")
+            if errno_ and not deny:
+                continue    # allowed calls take no errno: systemd skips it
+            names |= expand(name)
         if allow_mode is None:
             allow_mode = not deny
+            if allow_mode:
+                allowed = set(expand("@default"))
         if allow_mode:
             allowed = allowed - names if deny else allowed | names
         else:
