@@ -52,8 +52,10 @@ typedef struct {
 typedef struct {
     const ck_watch_conf_t *w;
     char *incoming, *claims;
-    doneid_t *done;
+    doneid_t *done;         /* one per input path, at its latest record */
     size_t ndone, capdone;
+    ck_strmap_t byname;     /* path -> index in done */
+    ck_arena_t arena;       /* the paths and the map */
     ring_t ok, failed;
     items_t waiting, queued, running;
 } status_t;
@@ -98,7 +100,11 @@ static int line_cb(status_t *s, const char *line, size_t len)
     if (ck_record_parse(line, len, &r) < 0)
         return 0;
     if (r.status != NULL && r.in.path != NULL) {
+        size_t i = ck_strmap_get(&s->byname, r.in.path);
+
         ring_put(strcmp(r.status, "ok") == 0 ? &s->ok : &s->failed, &r);
+        if (i != SIZE_MAX)
+            goto ident;     /* a later record of the same input */
         if (s->ndone == s->capdone) {
             size_t cap = s->capdone ? s->capdone * 2 : 256;
             doneid_t *v = ck_realloc(s->done, cap * sizeof(*v));
@@ -108,11 +114,16 @@ static int line_cb(status_t *s, const char *line, size_t len)
             s->done = v;
             s->capdone = cap;
         }
-        s->done[s->ndone].path = ck_strdup(r.in.path);
-        s->done[s->ndone].id.ino = r.in.inode;
-        s->done[s->ndone].id.size = r.in.size;
-        s->done[s->ndone].id.mtime_ns = r.in.mtime_ns;
-        s->ndone += s->done[s->ndone].path != NULL;
+        i = s->ndone;
+        s->done[i].path = ck_arena_strdup(&s->arena, r.in.path);
+        if (s->done[i].path == NULL ||
+            ck_strmap_add(&s->byname, &s->arena, s->done[i].path, i) < 0)
+            goto out;
+        s->ndone++;
+ident:
+        s->done[i].id.ino = r.in.inode;
+        s->done[i].id.size = r.in.size;
+        s->done[i].id.mtime_ns = r.in.mtime_ns;
     }
 out:
     ck_record_release(&r);
@@ -136,10 +147,9 @@ static void read_log(status_t *s)
 
 static int done_at(const status_t *s, const char *path, const ident_t *id)
 {
-    for (size_t i = s->ndone; i-- > 0;)   /* the latest record first */
-        if (strcmp(s->done[i].path, path) == 0)
-            return ident_eq(&s->done[i].id, id);
-    return 0;
+    size_t i = ck_strmap_get(&s->byname, path);   /* its latest record */
+
+    return i != SIZE_MAX && ident_eq(&s->done[i].id, id);
 }
 
 static void item_add(items_t *it, const char *rel, const char *host,
@@ -389,9 +399,8 @@ int ck_watch_status(const ck_conf_t *c, size_t last, int json, FILE *out)
         text_ring(out, "failed", &s.failed, 0);
     }
 out:
-    for (size_t i = 0; i < s.ndone; i++)
-        ck_free(s.done[i].path);
     ck_free(s.done);
+    ck_arena_release(&s.arena);
     ring_free(&s.ok);
     ring_free(&s.failed);
     items_free(&s.waiting);
