@@ -43,36 +43,85 @@ static void join(char *out, size_t n, const char *path, const char *key,
     snprintf(out, n, "%s%s%.*s", path, *path ? "/" : "", (int)klen, key);
 }
 
-static void detect(ck_job_t *job, ck_py_t *node, const char *path, int depth);
+/*
+ * The walk for 'detect' visits each list and mapping once (a graph may
+ * share one under many parents: a list holding the same list twice, 32
+ * deep, would be 2^32 visits) and removes as it goes; what it removed is
+ * reported afterwards, in the order found, because sizing a removed value
+ * (ck_job_bytes_under) marks nodes with a walk of its own.
+ */
+typedef struct {
+    char *path;
+    ck_py_t *node;      /* the optimizer removed; NULL: an emptied list */
+} found_t;
+
+typedef struct {
+    ck_job_t *job;
+    uint32_t gen;       /* of this walk: node->wgen == gen once visited */
+    found_t *v;
+    size_t n, cap;
+    int oom;
+} walk_t;
+
+static void found(walk_t *w, const char *path, ck_py_t *node)
+{
+    if (w->n == w->cap) {
+        size_t cap = w->cap ? 2 * w->cap : 16;
+        found_t *v = ck_realloc(w->v, cap * sizeof(*v));
+
+        if (v == NULL) {
+            w->oom = 1;
+            return;
+        }
+        w->v = v;
+        w->cap = cap;
+    }
+    w->v[w->n].path = ck_strdup(path);
+    w->v[w->n].node = node;
+    if (w->v[w->n].path == NULL)
+        w->oom = 1;
+    else
+        w->n++;
+}
+
+/* 1 the first time node is reached in this walk. */
+static int first_visit(walk_t *w, ck_py_t *node)
+{
+    if (node->wgen == w->gen)
+        return 0;
+    node->wgen = w->gen;
+    return 1;
+}
+
+static void detect(walk_t *w, ck_py_t *node, const char *path, int depth);
 
 /* Returns 1 when the list ended up empty after removals. */
-static int detect_list(ck_job_t *job, ck_py_t *list, const char *path,
-                       int depth)
+static int detect_list(walk_t *w, ck_py_t *list, const char *path, int depth)
 {
     ck_py_vec_t *v = &list->u.seq;
     size_t before = v->n;
     char sub[1024];
 
-    if (depth > 32)
+    if (depth > 32 || !first_visit(w, list))
         return 0;
     for (size_t j = v->n; j-- > 0;) {
         snprintf(sub, sizeof(sub), "%s/%zu", path, j);
         if (is_optimizer(v->v[j])) {
-            report(job, sub, ck_job_bytes_under(job, v->v[j]));
+            found(w, sub, v->v[j]);
             ck_py_vec_remove(v, j, 1);
         } else if (v->v[j]->kind == CK_PY_LIST) {
-            if (detect_list(job, v->v[j], sub, depth + 1)) {
-                report(job, sub, 0);
+            if (detect_list(w, v->v[j], sub, depth + 1)) {
+                found(w, sub, NULL);
                 ck_py_vec_remove(v, j, 1);
             }
         } else {
-            detect(job, v->v[j], sub, depth + 1);
+            detect(w, v->v[j], sub, depth + 1);
         }
     }
     return before > 0 && v->n == 0;
 }
 
-static void detect(ck_job_t *job, ck_py_t *node, const char *path, int depth)
+static void detect(walk_t *w, ck_py_t *node, const char *path, int depth)
 {
     ck_py_vec_t *m = ck_py_mapping(node);
     char sub[1024];
@@ -80,10 +129,10 @@ static void detect(ck_job_t *job, ck_py_t *node, const char *path, int depth)
     if (depth > 32)
         return;
     if (node->kind == CK_PY_LIST) {
-        detect_list(job, node, path, depth);
+        detect_list(w, node, path, depth);
         return;
     }
-    if (m == NULL)
+    if (m == NULL || !first_visit(w, node))
         return;
     for (size_t i = m->n / 2; i-- > 0;) {
         ck_py_t *k = m->v[2 * i], *v = m->v[2 * i + 1];
@@ -93,15 +142,15 @@ static void detect(ck_job_t *job, ck_py_t *node, const char *path, int depth)
         else
             join(sub, sizeof(sub), path, "?", 1);
         if (is_optimizer(v)) {
-            report(job, sub, ck_job_bytes_under(job, v));
+            found(w, sub, v);
             ck_py_vec_remove(m, 2 * i, 2);
         } else if (v->kind == CK_PY_LIST) {
-            if (detect_list(job, v, sub, depth + 1)) {
-                report(job, sub, 0);
+            if (detect_list(w, v, sub, depth + 1)) {
+                found(w, sub, NULL);
                 ck_py_vec_remove(m, 2 * i, 2);
             }
         } else {
-            detect(job, v, sub, depth + 1);
+            detect(w, v, sub, depth + 1);
         }
     }
 }
@@ -123,8 +172,19 @@ static int strip_run(ck_job_t *job, void *conf)
         report(job, cf->drop.v[d], ck_job_bytes_under(job, v));
         ck_py_vec_remove(m, 2 * i, 2);
     }
-    if (cf->detect)
-        detect(job, root, "", 0);
+    if (cf->detect) {
+        walk_t w = { job, ck_py_next_gen(), NULL, 0, 0, 0 };
+
+        detect(&w, root, "", 0);
+        for (size_t i = 0; i < w.n; i++) {
+            report(job, w.v[i].path,
+                   w.v[i].node ? ck_job_bytes_under(job, w.v[i].node) : 0);
+            ck_free(w.v[i].path);
+        }
+        ck_free(w.v);
+        if (w.oom)
+            return ck_job_fail(job, CK_ENOMEM, "out of memory");
+    }
     return 0;
 }
 

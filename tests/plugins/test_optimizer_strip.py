@@ -41,6 +41,39 @@ def strip_default_audiocraft():
 
 
 @test
+def strip_detect_shared_lists():
+    """a list holding the same list twice, 30 deep, with an optimizer state
+    at the bottom (a few hundred bytes that would be 2^30 visits walked as a
+    tree; found by fuzz_legacy): detect visits each list once, removes the
+    optimizer from the one shared list and reports it once; torch.load of
+    the output keeps the sharing"""
+    import time
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.ones(2))], lr=0.1).state_dict()
+    inner = [opt, 7]
+    top = inner
+    for _ in range(30):
+        top = [top, top]
+    ck = {"model": {"w": torch.ones(3)}, "deep": top}
+    inp = os.path.join(E.fresh("shared"), "shared.th")
+    torch.save(ck, inp)
+    t0 = time.monotonic()
+    r = E.ok(chain1("optimizer_strip", {"drop": "optimizer", "detect": "yes"}),
+             inp)
+    took = time.monotonic() - t0
+    check(took < 20, f"took {took:.1f} s")
+    ch = plugin_changes(r.rec)
+    check(len(ch) == 1 and ch[0]["op"] == "removed" and
+          ch[0]["path"] == "deep/" + "/".join(["1"] * 30) + "/0",
+          f"changes: {ch}")
+    out = load(r.out)
+    node = out["deep"]
+    for _ in range(30):
+        check(node[0] is node[1], "a shared list came out as two lists")
+        node = node[0]
+    check(node == [7], f"the bottom list: {node!r}")
+
+
+@test
 def strip_detect_no():
     """detect = no: only the listed keys go; adv_losses keeps its optimizer"""
     r = E.ok(chain1("optimizer_strip", {"drop": "optimizer", "detect": "no"}), "ac")
