@@ -738,7 +738,8 @@ static int load(ck_conf_t *c, const char *path, const ck_buf_t *text,
             if (rc < 0)
                 return rc;
         }
-        c->allow = (const char **)c->security.allow_globals.v;
+        if (!plugins)
+            c->allow = (const char **)c->security.allow_globals.v;
     }
     rc = ck_watch_conf_check(c, err);
     if (rc < 0)
@@ -818,4 +819,12 @@ void ck_conf_limits(const ck_conf_t *c, ck_limits_t *lim)
     lim->max_memo = c->security.max_memo > UINT32_MAX
                         ? UINT32_MAX : (uint32_t)c->security.max_memo;
     lim->max_string_bytes = c->security.max_string_bytes;
+}
+
+void ck_conf_open_opts(const ck_conf_t *c, ck_open_opts_t *o)
+{
+    memset(o, 0, sizeof(*o));
+    ck_conf_limits(c, &o->lim);
+    o->allow = c ? c->allow : NULL;
+    o->allow_numpy = c ? c->security.allow_numpy : 0;
 }

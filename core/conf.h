@@ -13,6 +13,7 @@
 #ifndef CK_CONF_H
 #define CK_CONF_H
 
+#include "ckpt.h"
 #include "plugin.h"
 
 extern const ck_plugin_t *const ck_plugins[]; /* NULL-ended */
@@ -111,6 +112,9 @@ int ck_conf_load_ex(ck_conf_t *c, const char *path, const char *const *sets,
                     size_t nsets, ck_err_t *err);
 void ck_conf_release(ck_conf_t *c);
 void ck_conf_limits(const ck_conf_t *c, ck_limits_t *lim);
+/* How a checkpoint opens under c's [security]: its limits, allow_globals
+ * and allow_numpy (c NULL: the defaults). */
+void ck_conf_open_opts(const ck_conf_t *c, ck_open_opts_t *o);
 
 /* Directive tables of the core sections, for --help. */
 extern const ck_directive_t ck_pipeline_directives[];

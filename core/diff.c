@@ -819,7 +819,6 @@ static int compare(diff_t *d, FILE *out, ck_json_t *j)
 int ck_diff_main(const char *a, const char *b, const ck_diff_opts_t *o,
                  FILE *out)
 {
-    ck_open_opts_t opts = { 0 };
     ck_json_t j = { 0 };
     diff_t *d = ck_calloc(1, sizeof(*d));
     int rc, status;
@@ -829,18 +828,14 @@ int ck_diff_main(const char *a, const char *b, const ck_diff_opts_t *o,
         return 2;
     }
     d->o = o;
-    if (o->open != NULL)
-        opts = *o->open;
-    else
-        ck_limits_default(&opts.lim);
-    rc = ck_ckpt_open(&d->a, a, &opts, &d->err);
+    rc = ck_ckpt_open(&d->a, a, o->open, &d->err);
     if (rc < 0) {
         fprintf(stderr, "ckprep: %s: %s\n", a, d->err.msg);
         ck_ckpt_close(&d->a);
         ck_free(d);
         return 2;
     }
-    rc = ck_ckpt_open(&d->b, b, &opts, &d->err);
+    rc = ck_ckpt_open(&d->b, b, o->open, &d->err);
     if (rc < 0) {
         fprintf(stderr, "ckprep: %s: %s\n", b, d->err.msg);
         status = 2;

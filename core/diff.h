@@ -15,8 +15,8 @@ typedef struct {
     int json;  /* one JSON document */
     int stat;  /* one line per state dict */
     int exact; /* compare bytes where the CRCs cannot decide */
-    const ck_open_opts_t *open; /* limits and allowed globals; NULL:
-                                   the defaults */
+    const ck_open_opts_t *open; /* limits and allowed globals
+                                   (ck_conf_open_opts) */
 } ck_diff_opts_t;
 
 /*

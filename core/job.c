@@ -525,10 +525,8 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     job.warn = args->warn;
     job.warn_ud = args->warn_ud;
     rfc3339(ts, sizeof(ts));
-    ck_conf_limits(conf, &opts.lim);
+    ck_conf_open_opts(conf, &opts);
     opts.lim.cancel = args->cancel;     /* the parse stops too */
-    opts.allow = conf->allow;
-    opts.allow_numpy = conf->security.allow_numpy;
     ck_json_arr(&plugins);
     rc = args->stream_in
              ? ck_ckpt_open_stream(&job.ck, args->in_fd, args->in, &opts, err)

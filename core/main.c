@@ -281,9 +281,7 @@ static int open_opts(const char *cpath, ck_conf_t *conf, ck_open_opts_t *opts)
     memset(conf, 0, sizeof(*conf));
     if (cpath != NULL && load_conf(cpath, conf) < 0)
         return -1;
-    ck_conf_limits(cpath ? conf : NULL, &opts->lim);
-    opts->allow = cpath ? conf->allow : NULL;
-    opts->allow_numpy = cpath ? conf->security.allow_numpy : 0;
+    ck_conf_open_opts(cpath ? conf : NULL, opts);
     return 0;
 }
 

@@ -172,7 +172,6 @@ static int from_ckpt(ck_arena_t *a, ck_manifest_t *m, const char *path,
                      const char *state, const ck_open_opts_t *opts,
                      ck_err_t *err)
 {
-    ck_open_opts_t o = { 0 };
     ck_ckpt_t c;
     const char *chosen = NULL, *ckey = NULL;
     ck_py_vec_t *items;
@@ -183,11 +182,7 @@ static int from_ckpt(ck_arena_t *a, ck_manifest_t *m, const char *path,
     size_t cap = 0;
     int rc;
 
-    if (opts != NULL)
-        o = *opts;
-    else
-        ck_limits_default(&o.lim);
-    rc = ck_ckpt_open(&c, path, &o, err);
+    rc = ck_ckpt_open(&c, path, opts, err);
     if (rc < 0)
         goto out;
     sd = ck_state_find(&c, state, &chosen);
@@ -275,12 +270,9 @@ int ck_manifest_load(ck_conf_ctx_t *cx, const char *path, const char *state,
             return ck_err_set(cx->err, CK_ENOMEM, "out of memory");
     }
     {
-        const ck_conf_t *c = cx->loader;
-        ck_open_opts_t o = { 0 };
+        ck_open_opts_t o;
 
-        ck_conf_limits(c, &o.lim);
-        o.allow = c->allow;
-        o.allow_numpy = c->security.allow_numpy;
+        ck_conf_open_opts(cx->loader, &o);
         rc = ck_manifest_read(cx->arena, full, state, &o, out, cx->err);
     }
     if (rc < 0)

@@ -23,7 +23,7 @@ ck_py_t *ck_state_find(ck_ckpt_t *c, const char *alts, const char **chosen);
 
 /*
  * Read the manifest at path (a JSON manifest, or a checkpoint whose state
- * dict at state is the reference, opened with opts; NULL: the defaults)
+ * dict at state is the reference, opened with opts)
  * into a, everything in a.  0, or an error in err naming path and the
  * cause.
  */

@@ -318,13 +318,11 @@ static int complete(const ck_conf_t *conf, const char *path, const ident_t *id,
         ck_arena_release(&a);
     } else {
         ck_ckpt_t c;
-        ck_open_opts_t o = { 0 };
+        ck_open_opts_t o;
         ck_err_t e = { 0 };
 
-        ck_conf_limits(conf, &o.lim);
+        ck_conf_open_opts(conf, &o);
         o.lim.cancel = stopping;    /* its result is not wanted then */
-        o.allow = conf->allow;
-        o.allow_numpy = conf->security.allow_numpy;
         ok = ck_ckpt_open(&c, path, &o, &e) == 0;
         ck_ckpt_close(&c);
     }
