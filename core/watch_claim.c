@@ -560,27 +560,48 @@ void watch_arm(daemon_t *d)
 /*
  * The pending files that are due, earliest first, each looked at once per
  * call (its check may make it due again at once: settle_ms = 0), while a
- * probe may start (a probe's end pumps again); then jobs start.
+ * probe may start (a probe's end pumps again); then jobs start.  Only what
+ * is looked at leaves the heap: with thousands due and two probes at a
+ * time, popping them all on every pump was a twentieth of the daemon.
  */
 void watch_pump(daemon_t *d)
 {
-    file_t **due = NULL;
-    size_t n = 0, i = 0;
+    file_t **again = NULL;
+    size_t n = 0, cap = 0;
     uint64_t now;
 
     if (d->stopping || d->loading)
         return;
     uv_update_time(d->loop);
     now = uv_now(d->loop);
-    if (d->nheap > 0 && d->heap[0]->next_check <= now && !probes_full(d))
-        due = ck_malloc(d->nheap * sizeof(*due));
-    while (due != NULL && d->nheap > 0 && d->heap[0]->next_check <= now)
-        due[n++] = watch_due_pop(d);
-    for (; i < n && !probes_full(d); i++)
-        check_file(d, due[i], now);
-    for (; i < n; i++)          /* still due: back in the heap */
-        watch_due(d, due[i], due[i]->next_check);
-    ck_free(due);
+    d->pumpgen++;
+    while (d->nheap > 0 && d->heap[0]->next_check <= now && !probes_full(d)) {
+        file_t *f = watch_due_pop(d);
+
+        if (f->pumped == d->pumpgen) {  /* looked at already: due again */
+            if (n == cap) {
+                size_t c = cap ? 2 * cap : 16;
+                file_t **a = ck_realloc(again, c * sizeof(*a));
+
+                if (a == NULL) {
+                    watch_due(d, f, f->next_check);
+                    break;
+                }
+                again = a;
+                cap = c;
+            }
+            again[n++] = f;
+            continue;
+        }
+        f->pumped = d->pumpgen;
+        check_file(d, f, now);
+    }
+    while (n > 0) {
+        file_t *f = again[--n];
+
+        watch_due(d, f, f->next_check);
+    }
+    ck_free(again);
     watch_start_jobs(d);
     watch_arm(d);
 }

@@ -45,6 +45,7 @@ struct file {
     int moved;              /* renamed in (IN_MOVED_TO) since its last
                                change: complete, no settle_ms to wait */
     size_t hidx;            /* in the due heap: index + 1; 0 not there */
+    uint64_t pumped;        /* d->pumpgen of the last pump that checked it */
     uint64_t born;          /* d->scangen when it was made */
     ident_t id;             /* last seen */
     ident_t done;           /* when it was done or failed */
@@ -140,6 +141,7 @@ struct daemon {
     file_t **buckets;
     file_t **heap;          /* pending files, by next_check (a min-heap) */
     size_t nheap, heapcap;
+    uint64_t pumpgen;       /* watch_pump calls */
     uint64_t armed_at;      /* the tick timer fires then; 0 not armed */
     size_t nbuckets, nfiles, npending;
     file_t *qhead, *qtail;
