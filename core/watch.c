@@ -745,6 +745,7 @@ static void close_walk_cb(uv_handle_t *h, void *arg)
 void watch_maybe_exit(daemon_t *d)
 {
     if (d->nrunning > 0 || d->nfinishing > 0 || d->nprobing > 0 ||
+        d->nmoving > 0 ||
         d->loading || d->collecting || d->publishing || d->claiming ||
         d->scanning)
         return;

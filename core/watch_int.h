@@ -26,7 +26,7 @@
 
 /* A file's state; see watch.c for how it moves. */
 enum { F_PENDING, F_PROBING, F_QUEUED, F_RUNNING, F_DONE, F_FAILED, F_SKIPPED,
-       F_OTHER };
+       F_OTHER, F_MOVING };
 
 typedef struct {
     uint64_t ino, size;
@@ -158,6 +158,8 @@ struct daemon {
     size_t nrunning;
     size_t nfinishing;      /* ended, being published and logged */
     size_t nprobing;        /* readiness probes on the thread pool */
+    size_t nmoving;         /* inputs done or failed earlier being moved
+                               on the thread pool (see watch_scan.c) */
     uint64_t nok, nfailed;
     int stopping, cancel, exit_code;
     int collecting;         /* a claims collection on the thread pool */

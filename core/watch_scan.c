@@ -73,36 +73,101 @@ static int root_watched(const daemon_t *d)
 }
 
 /*
- * A done input still in incoming with after = move or delete: the daemon
- * stopped between the record and the move.  Finish it now.
+ * An input done or failed earlier but still in incoming: the daemon
+ * stopped between its record and the move.  Finished now, on the thread
+ * pool (a move to done/ or failed/ on another file system copies the whole
+ * checkpoint), under the configuration of the scan that found it; the file
+ * is held meanwhile (F_MOVING) and goes back to what it was.
  */
-static void after_again(daemon_t *d, file_t *f, const ident_t *id)
-{
-    char *in = ck_path_join(d->w->incoming, f->rel);
+typedef struct {
+    uv_work_t req;
+    daemon_t *d;
+    file_t *f;
+    cref_t *cref;
+    char *rel, *in;
+    char *failrec;      /* its failed record; NULL: done, after = move or
+                           delete */
+    ident_t id;
+    uint64_t seq;
+    int was;            /* F_DONE or F_FAILED */
+} again_t;
 
-    if (in != NULL && watch_file_after(d->w, f->rel, in, id) > 0)
-        ck_log(CK_LOG_NOTICE, "%s: done earlier (audit log); %s it now", in,
-               d->w->after == CK_AFTER_MOVE ? "moved" : "deleted");
-    ck_free(in);
+static void again_work_cb(uv_work_t *req)
+{
+    again_t *a = req->data;
+    const ck_watch_conf_t *w = &a->cref->c.watch;
+
+    if (a->failrec != NULL) {
+        ck_log(CK_LOG_NOTICE, "%s: failed earlier (audit log); moving it to "
+               "%s now", a->in, w->failed);
+        watch_file_failed(w, a->seq, a->rel, a->in, &a->id, a->failrec);
+    } else if (watch_file_after(w, a->rel, a->in, &a->id) > 0) {
+        ck_log(CK_LOG_NOTICE, "%s: done earlier (audit log); %s it now",
+               a->in, w->after == CK_AFTER_MOVE ? "moved" : "deleted");
+    }
 }
 
-/*
- * A failed input still in incoming: the daemon stopped between the record
- * and the move to failed/.  Finish it now, with the record read back.
- */
-static void failed_again(daemon_t *d, file_t *f)
+static void again_free(again_t *a)
 {
-    char *in = ck_path_join(d->w->incoming, f->rel);
+    watch_cref_put(a->cref);
+    ck_free(a->rel);
+    ck_free(a->in);
+    ck_free(a->failrec);
+    ck_free(a);
+}
 
-    if (in != NULL) {
-        ck_log(CK_LOG_NOTICE, "%s: failed earlier (audit log); moving it to "
-               "%s now", in, d->w->failed);
-        watch_file_failed(d->w, d->audit.seq, f->rel, in, &f->done,
-                          f->failrec);
+static void again_done_cb(uv_work_t *req, int uvst)
+{
+    again_t *a = req->data;
+    daemon_t *d = a->d;
+    file_t *f = a->f;
+
+    (void)uvst;
+    d->nmoving--;
+    f->state = a->was;
+    if (f->dirty && !d->stopping) {     /* changed meanwhile: look again */
+        f->dirty = 0;
+        watch_set_pending(d, f, uv_now(d->loop));
     }
-    ck_free(in);
-    ck_free(f->failrec);
-    f->failrec = NULL;
+    again_free(a);
+    if (d->stopping)
+        watch_maybe_exit(d);
+    else
+        watch_pump(d);
+}
+
+static void again(daemon_t *d, file_t *f, const ident_t *id)
+{
+    again_t *a = ck_calloc(1, sizeof(*a));
+
+    if (a == NULL)
+        return;     /* the next scan finds it again */
+    a->d = d;
+    a->f = f;
+    a->cref = d->cref;
+    d->cref->refs++;
+    a->rel = ck_strdup(f->rel);
+    a->in = ck_path_join(d->w->incoming, f->rel);
+    a->was = f->state;
+    a->seq = d->audit.seq;
+    if (f->state == F_FAILED) {
+        a->failrec = f->failrec;    /* taken: moved once */
+        f->failrec = NULL;
+        a->id = f->done;
+    } else {
+        a->id = *id;
+    }
+    a->req.data = a;
+    if (a->rel == NULL || a->in == NULL ||
+        uv_queue_work(d->loop, &a->req, again_work_cb, again_done_cb) < 0) {
+        f->failrec = a->failrec;    /* given back: the next scan retries */
+        a->failrec = NULL;
+        again_free(a);
+        return;
+    }
+    d->nmoving++;
+    f->state = F_MOVING;
+    f->dirty = 0;
 }
 
 /* A wanted file a scan found at rel, of identity id. */
@@ -123,10 +188,11 @@ static void scan_file(daemon_t *d, const char *rel, const ident_t *id,
         ((f->state == F_DONE || f->state == F_FAILED ||
           f->state == F_SKIPPED) && !ident_eq(id, &f->done)))
         watch_set_pending(d, f, now);
-    else if (f->state == F_DONE && d->w->after != CK_AFTER_KEEP)
-        after_again(d, f, id);
-    else if (f->state == F_FAILED && f->failrec != NULL)
-        failed_again(d, f);
+    else if ((f->state == F_DONE && d->w->after != CK_AFTER_KEEP) ||
+             (f->state == F_FAILED && f->failrec != NULL))
+        again(d, f, id);
+    else if (f->state == F_MOVING && !ident_eq(id, &f->done))
+        f->dirty = 1;   /* looked at again once moved */
 }
 
 /* incoming itself was opened by a scan: watch it, and say so when it was

@@ -185,11 +185,11 @@ void watch_file_drop(daemon_t *d, file_t *f)
     ck_free(f);
 }
 
-/* Held by a probe or a job: the file table entry must stay. */
+/* Held by a probe, a job or a move: the file table entry must stay. */
 int watch_busy(const file_t *f)
 {
     return f->state == F_PROBING || f->state == F_QUEUED ||
-           f->state == F_RUNNING;
+           f->state == F_RUNNING || f->state == F_MOVING;
 }
 
 void watch_set_pending(daemon_t *d, file_t *f, uint64_t now)

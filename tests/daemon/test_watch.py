@@ -1505,6 +1505,54 @@ def test_move_off_the_loop():
     d.stop()
 
 
+def test_moves_at_start_off_the_loop():
+    """an input done or failed earlier but still in incoming (the daemon
+    died between the record and the move) is moved at the next start on
+    the thread pool: with renames into done/ or failed/ made to take 3 s
+    (confine_shim), a file dropped once the daemon is ready is done within
+    1.5 s, the earlier input still reaches done/ or failed/, no new record"""
+    check(SHIM is not None, "no --shim")
+    for kind in ("done", "failed"):
+        env = Env("moves_start_" + kind, after="move", done=None)
+        env.write_conf(done=env.done)
+        d = Daemon(env)
+        d.ready()
+        if kind == "done":
+            env.drop_rename("a.th", ckpt_bytes(151))
+            env.wait_ok("a.th")
+            there = os.path.join(env.done, "a.th")
+        else:
+            env.drop_rename("a.th", ckpt_bytes(152)[:400])
+            wait_for(lambda: [r for r in env.records()
+                              if r["status"] == "failed"], 20,
+                     "a failed record")
+            there = os.path.join(env.failed, "a.th")
+        wait_for(lambda: os.path.isfile(there), 10, there)
+        d.stop()
+        # as a crash between the record and the move would have left it
+        os.rename(there, env.inpath("a.th"))
+        if kind == "failed":
+            os.unlink(there + ".error.json")
+        d = Daemon(env, environ={"LD_PRELOAD": SHIM,
+                                 "CK_SHIM_SLOW": "/%s/" % kind,
+                                 "CK_SHIM_SLOW_MS": "3000",
+                                 "ASAN_OPTIONS": "detect_leaks=1:exitcode=86:"
+                                                 "verify_asan_link_order=0"})
+        d.ready()
+        t0 = time.monotonic()
+        env.drop_rename("b.th", ckpt_bytes(153))
+        env.wait_ok("b.th", timeout=10)
+        took = time.monotonic() - t0
+        check(took < 1.5, "%s: b.th took %.2f s while a.th was being moved "
+              "to %s/: the move held the loop" % (kind, took, kind))
+        wait_for(lambda: os.path.isfile(there), 15, there + " again")
+        check(not os.path.exists(env.inpath("a.th")), "a.th still in incoming")
+        check(len([r for r in env.records(strict=True)
+                   if r["input"]["path"].endswith("/a.th")]) == 1,
+              "%s: a.th was redone" % kind)
+        d.stop()
+
+
 def test_after_move_and_delete():
     """after = move puts the input in done/ (keeping its relative path);
     after = delete removes it; both keep the output"""
@@ -2658,7 +2706,8 @@ TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_batched_records_survive_kill9, test_keep_never_shares_a_name,
          test_sigterm_inside_stage, test_sigterm_inside_parse,
          test_rescan_off_the_loop, test_sighup_rescan_off_the_loop,
-         test_confined_jobs, test_under_unit_filter, test_move_off_the_loop]
+         test_confined_jobs, test_under_unit_filter, test_move_off_the_loop,
+         test_moves_at_start_off_the_loop]
 
 
 def main(argv=None):
