@@ -4,7 +4,9 @@
  *
  * It reads, never writes nor locks: the audit log (every complete line;
  * the last N done and failed, and the identity each input was last done
- * at), the claims folder (each claim's holder and state, queued or
+ * at -- each line skimmed for its input and status as the daemon's start
+ * does, and only the lines shown or asked about parsed in full), the
+ * claims folder (each claim's holder and state, queued or
  * running) and incoming (wanted files neither done at their identity nor
  * claimed are waiting).  Names are printed escaped as JSON strings when
  * they hold control characters or bytes that are not UTF-8.
@@ -26,6 +28,9 @@
 
 typedef struct {
     char *path;             /* of the input, as the record has it */
+    off_t off;              /* its latest record: the line at off */
+    size_t len;
+    int known;              /* id read from that line (1), unreadable (-1) */
     ident_t id;
 } doneid_t;
 
@@ -35,7 +40,9 @@ typedef struct {
 } last_t;
 
 typedef struct {
-    last_t *v;              /* a ring of the last n */
+    off_t *off;             /* a ring of the last n lines: where they are */
+    size_t *len;
+    last_t *v;              /* and, once read in full, what they say */
     size_t n, cap, total;
 } ring_t;
 
@@ -56,6 +63,7 @@ typedef struct {
     size_t ndone, capdone;
     ck_strmap_t byname;     /* path -> index in done */
     ck_arena_t arena;       /* the paths and the map */
+    int fd;                 /* the audit log */
     ring_t ok, failed;
     items_t waiting, queued, running;
 } status_t;
@@ -74,37 +82,64 @@ static void last_free(last_t *l)
     ck_free(l->msg);
 }
 
-static void ring_put(ring_t *r, const ck_record_t *rec)
+static void ring_put(ring_t *r, off_t off, size_t len)
 {
-    last_t *l;
-
     r->total++;
     if (r->cap == 0)
         return;
-    l = &r->v[r->n % r->cap];
-    if (r->n >= r->cap)
-        last_free(l);
-    l->seq = rec->seq;
-    l->ts = dup0(rec->ts);
-    l->in = dup0(rec->in.path);
-    l->out = dup0(rec->out.path);
-    l->code = dup0(rec->error_code);
-    l->msg = dup0(rec->error_message);
+    r->off[r->n % r->cap] = off;
+    r->len[r->n % r->cap] = len;
     r->n++;
 }
 
-static int line_cb(status_t *s, const char *line, size_t len)
+/* The line at off (len bytes, without its newline) parsed in full into r:
+ * 0, or < 0 when it cannot be read or parsed. */
+static int parse_at(int fd, off_t off, size_t len, char **buf,
+                    ck_record_t *r)
 {
+    char *b = ck_realloc(*buf, len + 1);
+
+    if (b == NULL)
+        return CK_ENOMEM;
+    *buf = b;
+    if (pread(fd, b, len, off) != (ssize_t)len)
+        return -EIO;
+    b[len] = '\0';
+    return ck_record_parse(b, len, r);
+}
+
+/* A complete line: its input's latest record, and the ring it counts in. */
+static void line_cb(status_t *s, const char *line, size_t len, off_t off)
+{
+    ck_record_skim_t k;
     ck_record_t r;
+    char *path = NULL;
+    const char *st;
+    size_t i, stlen;
+    int parsed = 0;
 
-    if (ck_record_parse(line, len, &r) < 0)
-        return 0;
-    if (r.status != NULL && r.in.path != NULL) {
-        size_t i = ck_strmap_get(&s->byname, r.in.path);
-
-        ring_put(strcmp(r.status, "ok") == 0 ? &s->ok : &s->failed, &r);
-        if (i != SIZE_MAX)
-            goto ident;     /* a later record of the same input */
+    if (ck_record_skim(line, len, &k) == 0 && k.path != NULL &&
+        k.status != NULL) {
+        path = ck_arena_strndup(&s->arena, k.path, k.path_len);
+        st = k.status;
+        stlen = k.status_len;
+    } else {
+        /* escapes or another writer's layout: jansson reads it */
+        if (ck_record_parse(line, len, &r) < 0)
+            return;
+        parsed = 1;
+        if (r.status == NULL || r.in.path == NULL)
+            goto out;
+        path = ck_arena_strdup(&s->arena, r.in.path);
+        st = r.status;
+        stlen = strlen(st);
+    }
+    if (path == NULL)
+        goto out;
+    ring_put(stlen == 2 && memcmp(st, "ok", 2) == 0 ? &s->ok : &s->failed,
+             off, len);
+    i = ck_strmap_get(&s->byname, path);
+    if (i == SIZE_MAX) {
         if (s->ndone == s->capdone) {
             size_t cap = s->capdone ? s->capdone * 2 : 256;
             doneid_t *v = ck_realloc(s->done, cap * sizeof(*v));
@@ -115,41 +150,108 @@ static int line_cb(status_t *s, const char *line, size_t len)
             s->capdone = cap;
         }
         i = s->ndone;
-        s->done[i].path = ck_arena_strdup(&s->arena, r.in.path);
-        if (s->done[i].path == NULL ||
-            ck_strmap_add(&s->byname, &s->arena, s->done[i].path, i) < 0)
+        s->done[i].path = path;
+        if (ck_strmap_add(&s->byname, &s->arena, path, i) < 0)
             goto out;
         s->ndone++;
-ident:
-        s->done[i].id.ino = r.in.inode;
-        s->done[i].id.size = r.in.size;
-        s->done[i].id.mtime_ns = r.in.mtime_ns;
     }
+    /* a later record of the same input replaces what an earlier said */
+    s->done[i].off = off;
+    s->done[i].len = len;
+    s->done[i].known = 0;
 out:
-    ck_record_release(&r);
-    return 0;
+    if (parsed)
+        ck_record_release(&r);
 }
 
+/* Every complete line of the log, read in 1 MiB blocks. */
 static void read_log(status_t *s)
 {
-    FILE *f = fopen(s->w->audit_log, "re");
-    char *line = NULL;
-    size_t cap = 0;
+    size_t cap = 1 << 20, have = 0;
+    char *buf = ck_malloc(cap);
+    off_t at = 0;       /* the file offset of buf[0] */
     ssize_t n;
 
-    while (f != NULL && (n = getline(&line, &cap, f)) > 0)
-        if (line[n - 1] == '\n' && n > 1)
-            line_cb(s, line, (size_t)n - 1);
-    free(line);
-    if (f != NULL)
-        fclose(f);
+    s->fd = open(s->w->audit_log, O_RDONLY | O_CLOEXEC);
+    if (s->fd < 0 || buf == NULL) {
+        ck_free(buf);
+        return;
+    }
+    while ((n = read(s->fd, buf + have, cap - have)) > 0) {
+        char *p = buf, *end = buf + have + n, *nl;
+
+        while ((nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+            if (nl > p)
+                line_cb(s, p, (size_t)(nl - p), at + (p - buf));
+            p = nl + 1;
+        }
+        have = (size_t)(end - p);
+        at += p - buf;
+        memmove(buf, p, have);
+        if (have == cap) {      /* a line longer than the buffer */
+            char *b = ck_realloc(buf, cap * 2);
+
+            if (b == NULL)
+                break;
+            buf = b;
+            cap *= 2;
+        }
+    }
+    ck_free(buf);
 }
 
-static int done_at(const status_t *s, const char *path, const ident_t *id)
+/* The last lines of each ring read in full, once the log is read. */
+static void ring_read(status_t *s, ring_t *r)
 {
-    size_t i = ck_strmap_get(&s->byname, path);   /* its latest record */
+    size_t first = r->n > r->cap ? r->n - r->cap : 0;
+    char *buf = NULL;
 
-    return i != SIZE_MAX && ident_eq(&s->done[i].id, id);
+    for (size_t i = first; i < r->n; i++) {
+        last_t *l = &r->v[i % r->cap];
+        ck_record_t rec;
+
+        if (parse_at(s->fd, r->off[i % r->cap], r->len[i % r->cap], &buf,
+                     &rec) < 0) {
+            memset(l, 0, sizeof(*l));
+            l->in = dup0("(the line could not be read again)");
+            continue;
+        }
+        l->seq = rec.seq;
+        l->ts = dup0(rec.ts);
+        l->in = dup0(rec.in.path);
+        l->out = dup0(rec.out.path);
+        l->code = dup0(rec.error_code);
+        l->msg = dup0(rec.error_message);
+        ck_record_release(&rec);
+    }
+    ck_free(buf);
+}
+
+/* Was path last done or failed at identity id?  Its latest record is
+ * read in full the first time it is asked about. */
+static int done_at(status_t *s, const char *path, const ident_t *id)
+{
+    size_t i = ck_strmap_get(&s->byname, path);
+    doneid_t *d;
+
+    if (i == SIZE_MAX)
+        return 0;
+    d = &s->done[i];
+    if (d->known == 0) {
+        ck_record_t r;
+        char *buf = NULL;
+
+        d->known = -1;
+        if (parse_at(s->fd, d->off, d->len, &buf, &r) == 0) {
+            d->id.ino = r.in.inode;
+            d->id.size = r.in.size;
+            d->id.mtime_ns = r.in.mtime_ns;
+            d->known = 1;
+            ck_record_release(&r);
+        }
+        ck_free(buf);
+    }
+    return d->known == 1 && ident_eq(&d->id, id);
 }
 
 static void item_add(items_t *it, const char *rel, const char *host,
@@ -343,9 +445,11 @@ static void items_free(items_t *it)
 
 static void ring_free(ring_t *r)
 {
-    for (size_t i = 0; i < r->n && i < r->cap; i++)
+    for (size_t i = 0; r->v != NULL && i < r->n && i < r->cap; i++)
         last_free(&r->v[i]);
     ck_free(r->v);
+    ck_free(r->off);
+    ck_free(r->len);
 }
 
 int ck_watch_status(const ck_conf_t *c, size_t last, int json, FILE *out)
@@ -363,13 +467,22 @@ int ck_watch_status(const ck_conf_t *c, size_t last, int json, FILE *out)
     }
     s.claims = ck_path_join(s.incoming, CLAIMS);
     s.ok.cap = s.failed.cap = last;
+    s.fd = -1;
     s.ok.v = ck_calloc(last + 1, sizeof(last_t));
     s.failed.v = ck_calloc(last + 1, sizeof(last_t));
-    if (s.claims == NULL || s.ok.v == NULL || s.failed.v == NULL) {
+    s.ok.off = ck_calloc(last + 1, sizeof(off_t));
+    s.failed.off = ck_calloc(last + 1, sizeof(off_t));
+    s.ok.len = ck_calloc(last + 1, sizeof(size_t));
+    s.failed.len = ck_calloc(last + 1, sizeof(size_t));
+    if (s.claims == NULL || s.ok.v == NULL || s.failed.v == NULL ||
+        s.ok.off == NULL || s.failed.off == NULL || s.ok.len == NULL ||
+        s.failed.len == NULL) {
         rc = 1;
         goto out;
     }
     read_log(&s);
+    ring_read(&s, &s.ok);
+    ring_read(&s, &s.failed);
     scan(&s, "", 0);
     if (json) {
         ck_json_t j = { 0 };
@@ -399,6 +512,8 @@ int ck_watch_status(const ck_conf_t *c, size_t last, int json, FILE *out)
         text_ring(out, "failed", &s.failed, 0);
     }
 out:
+    if (s.fd >= 0)
+        close(s.fd);
     ck_free(s.done);
     ck_arena_release(&s.arena);
     ring_free(&s.ok);

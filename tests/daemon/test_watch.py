@@ -2274,14 +2274,17 @@ def test_metrics_and_inotify_overflow():
 
 def test_status():
     """`ckprep status` lists waiting files and the last N done and failed
-    jobs with their totals, as text (names escaped) and --json"""
+    jobs with their totals, as text (names escaped) and --json; a done
+    input whose record spells its name with an escape (read in full, not
+    skimmed) is not waiting"""
     env = Env("status")
     d = Daemon(env)
     d.ready()
     env.drop_rename("a.th", ckpt_bytes(281))
+    env.drop_rename("e\x1bd.th", ckpt_bytes(285))
     env.drop_rename("b.th", ckpt_bytes(282))
     env.drop_rename("bad.th", ckpt_bytes(283)[:300])
-    wait_for(lambda: len(env.records()) == 3, 20, "3 records")
+    wait_for(lambda: len(env.records()) == 4, 20, "4 records")
     d.stop()
     env.drop_rename("w\x1bx.th", ckpt_bytes(284))
     r = subprocess.run([CKPREP, "status", "-c", env.conf, "-n", "1", "--json"],
@@ -2291,7 +2294,7 @@ def test_status():
     check([x["path"] for x in st["waiting"]] == ["w\x1bx.th"], "waiting %r"
           % st["waiting"])
     check(st["queued"] == [] and st["running"] == [], "claims %r" % st)
-    check(st["done"]["total"] == 2 and len(st["done"]["last"]) == 1 and
+    check(st["done"]["total"] == 3 and len(st["done"]["last"]) == 1 and
           st["failed"]["total"] == 1 and
           st["failed"]["last"][0]["input"] == env.inpath("bad.th"),
           "done/failed %r" % st)
@@ -2303,7 +2306,7 @@ def test_status():
                        capture_output=True, timeout=20, cwd=env.root)
     text = r.stdout.decode("utf-8", "replace")
     check(r.returncode == 0 and "waiting: 1" in text and
-          "done: 2 (the last 2)" in text and "failed: 1" in text and
+          "done: 3 (the last 3)" in text and "failed: 1" in text and
           '"w\\u001bx.th"' in text and b"\x1b" not in r.stdout,
           "status text %r" % text)
     r = subprocess.run([CKPREP, "status", "-c", env.conf, "-n", "x"],
