@@ -411,6 +411,11 @@ static void probe_done_cb(uv_work_t *req, int uvst)
     }
     if (d->stopping) {
         /* nothing more starts */
+    } else if (strcmp(p->cref->c.watch.incoming, d->w->incoming) != 0) {
+        /* a reload moved incoming meanwhile: what was probed is not
+         * there; the name is looked at again where it is now */
+        f->dirty = 0;
+        watch_set_pending(d, f, now);
     } else if (f->dirty || uvst < 0) {
         f->dirty = 0;
         watch_set_pending(d, f, now);        /* changed meanwhile: wait again */
@@ -490,8 +495,10 @@ static void check_file(daemon_t *d, file_t *f, uint64_t now)
     struct stat st;
     ident_t id;
 
-    if (path == NULL)
+    if (path == NULL) {
+        watch_due(d, f, now + 1000);    /* out of memory: later */
         return;
+    }
     if (lstat(path, &st) < 0) {
         ck_free(path);
         watch_file_drop(d, f);

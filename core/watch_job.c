@@ -367,7 +367,7 @@ static int changed(const job_t *j)
 
 /* What became of a job, for its input (dispose, then finish). */
 enum { DISP_UNPUBLISHED, DISP_OK, DISP_CANCELED, DISP_VANISHED,
-       DISP_CHANGED, DISP_RETRY, DISP_FAILED };
+       DISP_CHANGED, DISP_RETRY, DISP_FAILED, DISP_UNLOGGED };
 
 /*
  * The input of an ended job kept, moved or deleted (a good job whose
@@ -384,8 +384,8 @@ static void dispose(job_t *j, uint64_t seq, int logged)
     if (j->rc == 0 && j->tmp != NULL) {
         j->disp = DISP_UNPUBLISHED;
     } else if (j->rc == 0) {
-        j->disp = DISP_OK;
-        /* without its record, the input stays where it is */
+        /* without its record, the input stays where it is, not done */
+        j->disp = logged ? DISP_OK : DISP_UNLOGGED;
         j->gone = logged && watch_file_after(w, j->rel, j->in, &j->id) > 0;
     } else if (j->rc == CK_ECANCELED) {
         j->disp = DISP_CANCELED;
@@ -395,6 +395,8 @@ static void dispose(job_t *j, uint64_t seq, int logged)
         j->disp = DISP_CHANGED;
     } else if (j->retry) {
         j->disp = DISP_RETRY;
+    } else if (!logged) {
+        j->disp = DISP_UNLOGGED;    /* a failure not recorded: not filed */
     } else {
         j->disp = DISP_FAILED;
         j->gone = watch_file_failed(w, seq, j->rel, j->in, &j->id, j->text);
@@ -486,6 +488,14 @@ static void finish(daemon_t *d, job_t *j, int logged)
         f->state = F_OTHER;
         f->dirty = 1;
         unlink(j->claim);
+    } else if (j->disp == DISP_UNLOGGED) {
+        /* not done: its claim goes, so the next start (or rescan) redoes
+         * it; not at once, against a log that cannot be written */
+        ck_log(CK_LOG_ERR, "%s: its record could not be written to the "
+               "audit log; it will be redone at the next start or rescan",
+               j->in);
+        f->state = F_OTHER;
+        unlink(j->claim);
     } else {
         d->nfailed++;
         watch_metrics_job(d, rec);
@@ -493,7 +503,10 @@ static void finish(daemon_t *d, job_t *j, int logged)
         f->state = F_FAILED;
         unlink(j->claim);
     }
-    f->done = j->id;
+    /* only a recorded end makes this identity done: any other is looked
+     * at again when it is seen at the same identity */
+    if (j->disp == DISP_OK || j->disp == DISP_FAILED)
+        f->done = j->id;
     d->nfinishing--;
     if (f->dirty && !d->stopping) {
         f->dirty = 0;
@@ -884,14 +897,18 @@ static void after_work_cb(uv_work_t *req, int uvst)
     watch_start_jobs(d);
 }
 
-static job_t *job_new(daemon_t *d, file_t *f)
+/* A job for f, or NULL with err set (out of memory, or its output's
+ * folder could not be made). */
+static job_t *job_new(daemon_t *d, file_t *f, ck_err_t *err)
 {
     job_t *j = ck_calloc(1, sizeof(*j));
     char *odir;
-    int made = 0;
+    int made = -ENOMEM;
 
-    if (j == NULL)
+    if (j == NULL) {
+        ck_err_set(err, CK_ENOMEM, "out of memory");
         return NULL;
+    }
     j->d = d;
     j->f = f;
     j->id = f->id;
@@ -907,10 +924,14 @@ static job_t *job_new(daemon_t *d, file_t *f)
     odir = watch_out_path(d->w, f->rel, NULL);
     if (odir != NULL) {
         *strrchr(odir, '/') = '\0';
-        made = ck_mkdirs(odir, 0750) == 0;
+        made = ck_mkdirs(odir, 0750);
     }
+    if (made < 0 && made != -ENOMEM && odir != NULL)
+        ck_err_set(err, made, "output folder %s: %s", odir, strerror(-made));
+    else if (made < 0 || j->rel == NULL || j->in == NULL || j->claim == NULL)
+        ck_err_set(err, CK_ENOMEM, "out of memory");
     j->odir = odir;
-    if (j->rel == NULL || j->in == NULL || j->claim == NULL || !made) {
+    if (made < 0 || j->rel == NULL || j->in == NULL || j->claim == NULL) {
         job_free(j);
         return NULL;
     }
@@ -918,8 +939,13 @@ static job_t *job_new(daemon_t *d, file_t *f)
     return j;
 }
 
+/* A job that could not be made is tried again after this long. */
+#define JOB_NEW_RETRY_MS 5000
+
 void watch_start_jobs(daemon_t *d)
 {
+    ck_err_t err = { 0 };
+
     while (!d->stopping && d->qhead != NULL && d->nrunning < d->w->workers) {
         file_t *f = d->qhead;
         job_t *j;
@@ -939,11 +965,20 @@ void watch_start_jobs(daemon_t *d)
             watch_set_pending(d, f, uv_now(d->loop));
             continue;
         }
-        j = job_new(d, f);
+        j = job_new(d, f, &err);
         if (j == NULL) {
-            ck_log(CK_LOG_ERR, "%s: out of memory; will retry", f->rel);
+            /* not started: its claim goes with it (kept, it would be this
+             * daemon's own live claim, and block every later try) */
+            char *cp = watch_claim_path(d, f->rel, &f->id);
+
+            if (cp != NULL)
+                unlink(cp);
+            ck_free(cp);
+            ck_log(CK_LOG_ERR, "%s: %s; will try again in %d s", f->rel,
+                   err.msg, JOB_NEW_RETRY_MS / 1000);
             f->state = F_OTHER;
             watch_set_pending(d, f, uv_now(d->loop));
+            watch_due(d, f, uv_now(d->loop) + JOB_NEW_RETRY_MS);
             break;
         }
         if (uv_queue_work(d->loop, &j->req, work_cb, after_work_cb) < 0) {

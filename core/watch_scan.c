@@ -125,6 +125,8 @@ static void again_done_cb(uv_work_t *req, int uvst)
     (void)uvst;
     d->nmoving--;
     f->state = a->was;
+    if (strcmp(a->cref->c.watch.incoming, d->w->incoming) != 0)
+        f->dirty = 1;   /* a reload moved incoming: the name is another's */
     if (f->dirty && !d->stopping) {     /* changed meanwhile: look again */
         f->dirty = 0;
         watch_set_pending(d, f, uv_now(d->loop));

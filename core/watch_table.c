@@ -61,6 +61,20 @@ static int table_grow(daemon_t *d)
     return 0;
 }
 
+/* Room in the due heap for every file of the table (made before the file
+ * is): putting a file in it never fails. */
+static int heap_grow(daemon_t *d)
+{
+    size_t cap = d->heapcap ? d->heapcap * 2 : 256;
+    file_t **h = ck_realloc(d->heap, cap * sizeof(*h));
+
+    if (h == NULL)
+        return -ENOMEM;
+    d->heap = h;
+    d->heapcap = cap;
+    return 0;
+}
+
 file_t *watch_file_get(daemon_t *d, const char *rel)
 {
     file_t *f = watch_file_find(d, rel);
@@ -69,6 +83,8 @@ file_t *watch_file_get(daemon_t *d, const char *rel)
     if (f != NULL)
         return f;
     if (d->nfiles >= d->nbuckets && table_grow(d) < 0)
+        return NULL;
+    if (d->nfiles >= d->heapcap && heap_grow(d) < 0)
         return NULL;
     f = ck_calloc(1, sizeof(*f));
     if (f == NULL || (f->rel = ck_strdup(rel)) == NULL) {
@@ -143,18 +159,8 @@ static void heap_remove(daemon_t *d, file_t *f)
 void watch_due(daemon_t *d, file_t *f, uint64_t when)
 {
     f->next_check = when;
-    if (f->hidx == 0) {
-        if (d->nheap == d->heapcap) {
-            size_t cap = d->heapcap ? d->heapcap * 2 : 256;
-            file_t **h = ck_realloc(d->heap, cap * sizeof(*h));
-
-            if (h == NULL)
-                return;     /* the next rescan finds it again */
-            d->heap = h;
-            d->heapcap = cap;
-        }
+    if (f->hidx == 0)   /* room made with the file (watch_file_get) */
         heap_set(d, d->nheap++, f);
-    }
     heap_up(d, f->hidx - 1);
     heap_down(d, f->hidx - 1);
     if (d->armed_at == 0 || when < d->armed_at)

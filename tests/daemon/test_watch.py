@@ -1643,6 +1643,105 @@ def test_write_fails():
     d.stop()
 
 
+def test_unlogged_not_done():
+    """a job whose record cannot be written to the audit log (it is full:
+    RLIMIT_FSIZE) is not done: its input stays in incoming (after =
+    delete), no done claim is left for it, and the next start redoes it,
+    so that every input ends with its own ok record"""
+    env = Env("unlogged", after="delete")
+    d = Daemon(env, fsize=2000)     # outputs are ~1 KB, records ~700 bytes
+    d.ready()
+    for i in range(5):
+        env.drop_rename("a%d.th" % i, ckpt_bytes(300 + i, n=1, numel=8))
+        time.sleep(0.3)
+    d.wait_log(r"audit log: .*(No space left on device|File too large)", 20)
+    time.sleep(1)
+    d.stop()
+    first = d
+    logged = {os.path.basename(r["input"]["path"])
+              for r in env.records(strict=True)}
+    left = sorted(x for x in os.listdir(env.incoming) if x.endswith(".th"))
+    check(len(logged) < 5, "every record was written: the limit did nothing")
+    check(left == sorted({"a%d.th" % i for i in range(5)} - logged),
+          "incoming holds %r, records for %r: an input without its record "
+          "was deleted, or one with it was kept" % (left, sorted(logged)))
+    claims = os.path.join(env.incoming, ".ckprep-claims")
+    check(os.listdir(claims) == [], "claims left: %r" % os.listdir(claims))
+    d = Daemon(env)
+    d.ready()
+    for rel in left:
+        env.wait_ok(rel, timeout=20)
+    check(sorted(os.path.basename(r["input"]["path"])
+                 for r in env.records(strict=True)
+                 if r["status"] == "ok") == ["a%d.th" % i for i in range(5)],
+          "records %r" % env.records())
+    d.stop()
+    check(re.search(r"its record could not be written to the audit log; it "
+                    r"will be redone", first.err()), "no line says what "
+          "became of the job whose record was not written")
+
+
+def test_back_at_same_identity_redone():
+    """an input claimed and queued, moved away before its job (which then
+    fails, gone) and moved back unchanged, is processed: a job that did not
+    end with ok or failed does not make its identity done (with after =
+    delete it was deleted without an output)"""
+    env = Env("back_same", workers=1, after="delete")
+    head_init_conf(env, "head_init", [(None, "slow float32 4096x4096 "
+                                             "normal(0,1)")])
+    claims = os.path.join(env.incoming, ".ckprep-claims")
+    d = Daemon(env)
+    d.ready()
+
+    def states():
+        out = []
+        for c in os.listdir(claims):
+            try:
+                with open(os.path.join(claims, c)) as f:
+                    out.append(f.read().split()[2])
+            except (FileNotFoundError, IndexError):
+                pass
+        return sorted(out)
+    env.drop_rename("first.th", ckpt_bytes(311))
+    wait_for(lambda: states() == ["state=running"], 20, "first.th running")
+    env.drop_rename("a.th", ckpt_bytes(312))
+    wait_for(lambda: states() == ["state=queued", "state=running"], 20,
+             "a.th queued")
+    aside = os.path.join(env.stage, "a.th")
+    os.rename(env.inpath("a.th"), aside)
+    wait_for(lambda: len(env.records()) >= 2, 60, "two records")
+    d.wait_log(r"a\.th: gone before it could be processed", 10)
+    os.rename(aside, env.inpath("a.th"))
+    env.wait_ok("a.th", timeout=60)
+    m = load(os.path.join(env.output, "a.th"))["model"]
+    check(torch.equal(m["layer1.weight"], ckpt_obj(312)["model"]["layer1.weight"])
+          and tuple(m["slow"].shape) == (4096, 4096), "output of a.th: %r"
+          % list(m))
+    d.stop()
+
+
+def test_job_not_made_retried():
+    """a job whose output folder cannot be made (a file where it goes) is
+    not started: its claim is given back, the log names the cause, and once
+    the folder can be made the input is processed"""
+    env = Env("job_not_made", recursive="yes", claim_stale_s=2)
+    os.makedirs(env.output)
+    blocker = os.path.join(env.output, "sub")
+    with open(blocker, "w") as f:
+        f.write("a file where the output folder goes")
+    d = Daemon(env)
+    d.ready()
+    os.makedirs(env.inpath("sub/x"))
+    env.drop_rename("sub/x/a.th", ckpt_bytes(321))
+    d.wait_log(r"sub/x/a\.th: .*will (retry|try again)", 10)
+    os.unlink(blocker)
+    env.wait_ok("sub/x/a.th", timeout=15)
+    check_same(os.path.join(env.output, "sub/x/a.th"), 321)
+    d.stop()
+    check(re.search(r"sub/x/a\.th: output folder .*sub/x: Not a directory",
+                    d.err()), "the log does not name the cause")
+
+
 def test_claims_symlink_and_fifo():
     """a symlink put in place of the claims folder is never written through
     or cleaned through (files where it points survive; nothing is claimed);
@@ -2710,7 +2809,8 @@ TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_sigterm_inside_stage, test_sigterm_inside_parse,
          test_rescan_off_the_loop, test_sighup_rescan_off_the_loop,
          test_confined_jobs, test_under_unit_filter, test_move_off_the_loop,
-         test_moves_at_start_off_the_loop]
+         test_moves_at_start_off_the_loop, test_unlogged_not_done,
+         test_back_at_same_identity_redone, test_job_not_made_retried]
 
 
 def main(argv=None):
