@@ -195,7 +195,7 @@ oom:
     return CK_ENOMEM;
 }
 
-int ck_buf_put(ck_buf_t *b, const void *p, size_t n)
+int ck_buf_put_slow(ck_buf_t *b, const void *p, size_t n)
 {
     if (n == 0)
         return b->oom ? CK_ENOMEM : 0;
@@ -204,13 +204,6 @@ int ck_buf_put(ck_buf_t *b, const void *p, size_t n)
     memcpy(b->data + b->len, p, n);
     b->len += n;
     return 0;
-}
-
-int ck_buf_putc(ck_buf_t *b, int c)
-{
-    uint8_t ch = (uint8_t)c;
-
-    return ck_buf_put(b, &ch, 1);
 }
 
 int ck_buf_printf(ck_buf_t *b, const char *fmt, ...)

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #define CK_VERSION "0.1.0"
 
@@ -95,8 +96,33 @@ typedef struct {
 int ck_buf_drain(ck_buf_t *b);
 
 int ck_buf_reserve(ck_buf_t *b, size_t extra);
-int ck_buf_put(ck_buf_t *b, const void *p, size_t n);
-int ck_buf_putc(ck_buf_t *b, int c);
+int ck_buf_put_slow(ck_buf_t *b, const void *p, size_t n);
+
+/* Append n bytes (one byte): 0 or CK_ENOMEM.  Inline while they fit, the
+ * common case: the pickle writer appends a few bytes at a time, millions
+ * of times per checkpoint of many tensors. */
+static inline int ck_buf_put(ck_buf_t *b, const void *p, size_t n)
+{
+    if (n > 0 && n <= b->cap - b->len && !b->oom &&
+        (b->drain == NULL || b->len + n <= CK_BUF_DRAIN_AT)) {
+        memcpy(b->data + b->len, p, n);
+        b->len += n;
+        return 0;
+    }
+    return ck_buf_put_slow(b, p, n);
+}
+
+static inline int ck_buf_putc(ck_buf_t *b, int c)
+{
+    uint8_t ch = (uint8_t)c;
+
+    if (b->len < b->cap && !b->oom &&
+        (b->drain == NULL || b->len < CK_BUF_DRAIN_AT)) {
+        b->data[b->len++] = ch;
+        return 0;
+    }
+    return ck_buf_put_slow(b, &ch, 1);
+}
 int ck_buf_printf(ck_buf_t *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void ck_buf_release(ck_buf_t *b);
