@@ -105,10 +105,26 @@ static int collect(ck_job_t *job, const cast_conf_t *cf, const ck_path_t *p,
         return rc; /* an optional one that is absent, or the error */
     for (size_t i = 0; i + 1 < m->n; i += 2) {
         const ck_tensor_t *t = ck_job_tensor(job, m->v[i + 1]);
+        const ck_py_t *v = m->v[i + 1], *fn;
         int d;
 
-        if (t == NULL || !key_matches(cf, m->v[i]))
+        if (!key_matches(cf, m->v[i]))
             continue;
+        if (t == NULL) {
+            /* a tensor of another kind (sparse, quantized, a subclass):
+             * t.to() would cast it, ckprep cannot; never left as it was
+             * without a word */
+            fn = (v->kind == CK_PY_REDUCE || v->kind == CK_PY_NEWOBJ) ?
+                 v->u.o.fn : NULL;
+            if (fn != NULL && fn->kind == CK_PY_GLOBAL &&
+                strncmp(fn->u.g.module, "torch", 5) == 0 &&
+                (fn->u.g.module[5] == '\0' || fn->u.g.module[5] == '.'))
+                return ck_job_fail(job, CK_EUNSUPPORTED, "%s: %s is built "
+                                   "by %s.%s, a tensor cast cannot convert",
+                                   state, m->v[i]->u.s.s, fn->u.g.module,
+                                   fn->u.g.name);
+            continue;
+        }
         for (d = 0; d < 4; d++)
             if (strcmp(t->dtype->name, dtypes[d]) == 0)
                 break;

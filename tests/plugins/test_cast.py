@@ -241,6 +241,26 @@ def cast_missing_state_fails():
 
 
 @test
+def cast_sparse_fails():
+    """a sparse tensor among the keys cast: {k: v.to(float16)} casts it,
+    ckprep cannot, so the job fails naming it rather than leave it float32
+    without a word; kept out by keys, the rest is cast"""
+    sd = OD([("dense", torch.randn(3)),
+             ("emb.sparse", torch.sparse_coo_tensor(
+                 torch.tensor([[0, 2]]), torch.tensor([1.5, 2.5]), (4,)))])
+    p = save({"model": sd}, "sparse.th")
+    E.fails(chain1("cast", {"state": "model", "to": "float16"}), p,
+            "emb.sparse", "_rebuild_sparse_tensor")
+    r = E.ok(chain1("cast", {"state": "model", "to": "float16",
+                             "keys": "dense"}), p)
+    out = load(r.out)["model"]
+    same_bits(out["dense"], sd["dense"].half(), "dense")
+    check(out["emb.sparse"].layout == torch.sparse_coo and
+          torch.equal(out["emb.sparse"].to_dense(), sd["emb.sparse"].to_dense()),
+          "the sparse tensor left out changed")
+
+
+@test
 def cast_check_errors():
     """from/to must be float dtypes"""
     check_rejects_line("cast", "from = int8", "int8")
