@@ -56,6 +56,7 @@
  */
 #include "plugin.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,6 +99,57 @@ typedef struct {
     ck_yval_t *value; /* NULL for ~key */
     const char *line;
 } ovr_t;
+
+/*
+ * Refuses a VALUE that YAML (which reads it) and Hydra's override grammar
+ * would read differently, rather than give a value nobody wrote: outside
+ * quotes, '#' (a YAML comment: the rest was dropped), a backslash (an
+ * escape in Hydra), ': ' outside {} (a YAML mapping, a string in Hydra),
+ * a leading '- ' (a YAML list), a leading tag, anchor or block indicator
+ * (! & | > % @ `; the parser refuses aliases), and NAME(...) (a Hydra
+ * function: str(5) is '5' there).  Quoted, each is a string in both.
+ */
+static int hydra_only(ck_yaml_ctx_t *y, const char *line, const char *v)
+{
+    const char *why = NULL;
+    int depth = 0;      /* inside {} */
+    char q = 0;
+
+    if (strchr("!&|>%@`", v[0]) != NULL && v[0] != '\0')
+        why = "a YAML tag, anchor or block indicator";
+    else if (v[0] == '-' && (v[1] == ' ' || v[1] == '\t'))
+        why = "a leading '- ' (a list in YAML, a string in Hydra)";
+    else if ((isalpha((unsigned char)v[0]) || v[0] == '_') &&
+             v[strcspn(v, "(")] == '(' && v[strlen(v) - 1] == ')' &&
+             strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                       "0123456789_") == strcspn(v, "("))
+        why = "a Hydra function call (not supported)";
+    for (const char *p = v; why == NULL && *p != '\0'; p++) {
+        if (q != 0) {
+            if (*p == q)
+                q = 0;
+            else if (*p == '\\' && q == '"' && p[1] != '\0')
+                p++;
+        } else if (*p == '\'' || *p == '"') {
+            q = *p;
+        } else if (*p == '{') {
+            depth++;
+        } else if (*p == '}') {
+            depth--;
+        } else if (*p == '#') {
+            why = "a '#' (a comment in YAML: the rest would be dropped)";
+        } else if (*p == '\\') {
+            why = "a backslash (an escape in Hydra's grammar)";
+        } else if (*p == ':' && depth <= 0 &&
+                   (p[1] == ' ' || p[1] == '\t' || p[1] == '\0')) {
+            why = "': ' outside {} (a mapping in YAML, a string in Hydra)";
+        }
+    }
+    if (why == NULL)
+        return 0;
+    return ck_err_set(y->err, CK_ECONFIG, "set: '%s': the value has %s; "
+                      "quote it to mean the text", line, why);
+}
 
 static int parse_override(ck_yaml_ctx_t *y, const char *line, ovr_t *o)
 {
@@ -161,6 +213,8 @@ static int parse_override(ck_yaml_ctx_t *y, const char *line, ovr_t *o)
         o->value->hydra = 1;
         return 0;
     }
+    if (hydra_only(y, line, eq) < 0)
+        return CK_ECONFIG;
     y->what = line;
     y->hydra = 1;
     o->value = ck_yaml_parse(y, eq, strlen(eq));

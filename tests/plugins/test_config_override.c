@@ -140,6 +140,16 @@ static void test_bad_set_lines(void **state)
         { "a={k: v", "YAML" },
         { "a=x: y: z", "YAML" },
         { "a=*anchor", "YAML aliases are not supported" },
+        /* read differently by YAML and Hydra's grammar: refused */
+        { "name=run #3", "a '#' (a comment in YAML" },
+        { "name=foo: bar", "': ' outside {}" },
+        { "name=foo:", "': ' outside {}" },
+        { "name=- a", "a leading '- '" },
+        { "name=a\\,b", "a backslash" },
+        { "name=!!int 5", "a YAML tag, anchor or block indicator" },
+        { "name=&x y", "a YAML tag, anchor or block indicator" },
+        { "name=|x", "a YAML tag, anchor or block indicator" },
+        { "name=str(5)", "a Hydra function call" },
         { "a=[1, *x]", "YAML aliases are not supported" },
         /* '~' is no value in Hydra's grammar (YAML's null) */
         { "a=~", "a=~: '~' is not a value in Hydra's grammar (null is)" },

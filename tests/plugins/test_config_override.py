@@ -88,6 +88,30 @@ def config_value_types():
 
 
 @test
+def config_yaml_hydra_differences():
+    """values YAML and Hydra's grammar read differently fail the job at
+    configuration (the text after ' #' was dropped before); quoted, each is
+    the string written; a URL's ':' and a {k: v} mapping are as before"""
+    check_rejects_line("config_override", "set = dataset.name=run #3", "a '#'")
+    check_rejects_line("config_override", "set = dataset.name=foo: bar",
+                       "': ' outside {}")
+    r = E.ok(chain1("config_override", [("set", "+dataset.name='run #3'"),
+                                        ("set", "+dataset.url=http://h:80/a"),
+                                        ("set", "+dataset.pair=\"foo: bar\"")]),
+             "ac")
+    ck = load(r.inp)
+
+    def edit(c):
+        c.dataset.name = "run #3"
+        c.dataset.url = "http://h:80/a"
+        c.dataset.pair = "foo: bar"
+    ck["xp.cfg"] = edit_cfg(ck["xp.cfg"], edit)
+    out = load(r.out)
+    assert_same(ck, out)
+    check_dictconfig(out["xp.cfg"], ck["xp.cfg"])
+
+
+@test
 def config_remove():
     """~key removes keys and subtrees"""
     r = E.ok(chain1("config_override", [("set", "~dataset.valid"), ("set", "~optim.adam.weight_decay"),
