@@ -61,7 +61,27 @@ typedef struct {
     found_t *v;
     size_t n, cap;
     int oom;
+    char *stuck;        /* an optimizer in a tuple, or a container deeper
+                           than the walk goes: found and not removed */
+    const char *why;
 } walk_t;
+
+/* What detect cannot remove fails the job: never kept without a word. */
+static void stuck(walk_t *w, const char *path, const char *why)
+{
+    if (w->stuck == NULL) {
+        w->stuck = ck_strdup(*path ? path : "/");
+        w->why = why;
+        if (w->stuck == NULL)
+            w->oom = 1;
+    }
+}
+
+static int container(const ck_py_t *p)
+{
+    return p->kind == CK_PY_LIST || p->kind == CK_PY_TUPLE ||
+           ck_py_mapping((ck_py_t *)p) != NULL;
+}
 
 static void found(walk_t *w, const char *path, ck_py_t *node)
 {
@@ -102,7 +122,11 @@ static int detect_list(walk_t *w, ck_py_t *list, const char *path, int depth)
     size_t before = v->n;
     char sub[1024];
 
-    if (depth > 32 || !first_visit(w, list))
+    if (depth > 32) {
+        stuck(w, path, "nested deeper than 32 levels: not looked into");
+        return 0;
+    }
+    if (!first_visit(w, list))
         return 0;
     for (size_t j = v->n; j-- > 0;) {
         snprintf(sub, sizeof(sub), "%s/%zu", path, j);
@@ -126,10 +150,28 @@ static void detect(walk_t *w, ck_py_t *node, const char *path, int depth)
     ck_py_vec_t *m = ck_py_mapping(node);
     char sub[1024];
 
-    if (depth > 32)
+    if (depth > 32) {
+        if (container(node))
+            stuck(w, path, "nested deeper than 32 levels: not looked into");
         return;
+    }
     if (node->kind == CK_PY_LIST) {
         detect_list(w, node, path, depth);
+        return;
+    }
+    if (node->kind == CK_PY_TUPLE) {
+        /* a tuple cannot lose an item in place (Python's edit rebuilds
+         * it): an optimizer in one is named, not removed */
+        if (!first_visit(w, node))
+            return;
+        for (size_t j = 0; j < node->u.seq.n; j++) {
+            snprintf(sub, sizeof(sub), "%s/%zu", path, j);
+            if (is_optimizer(node->u.seq.v[j]))
+                stuck(w, sub, "an optimizer state dict inside a tuple: "
+                              "drop the tuple with drop =");
+            else
+                detect(w, node->u.seq.v[j], sub, depth + 1);
+        }
         return;
     }
     if (m == NULL || !first_visit(w, node))
@@ -173,7 +215,7 @@ static int strip_run(ck_job_t *job, void *conf)
         ck_py_vec_remove(m, 2 * i, 2);
     }
     if (cf->detect) {
-        walk_t w = { job, ck_py_next_gen(), NULL, 0, 0, 0 };
+        walk_t w = { job, ck_py_next_gen(), NULL, 0, 0, 0, NULL, NULL };
 
         detect(&w, root, "", 0);
         for (size_t i = 0; i < w.n; i++) {
@@ -182,8 +224,17 @@ static int strip_run(ck_job_t *job, void *conf)
             ck_free(w.v[i].path);
         }
         ck_free(w.v);
-        if (w.oom)
+        if (w.oom) {
+            ck_free(w.stuck);
             return ck_job_fail(job, CK_ENOMEM, "out of memory");
+        }
+        if (w.stuck != NULL) {
+            int rc = ck_job_fail(job, CK_EPLUGIN, "detect: %s: %s", w.stuck,
+                                 w.why);
+
+            ck_free(w.stuck);
+            return rc;
+        }
     }
     return 0;
 }

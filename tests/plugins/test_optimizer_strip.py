@@ -41,6 +41,40 @@ def strip_default_audiocraft():
 
 
 @test
+def strip_detect_cannot_remove_fails():
+    """detect fails the job, naming the place, where it finds an optimizer
+    it cannot remove (inside a tuple: Python rebuilds the tuple) or cannot
+    look (nested deeper than 32): before, both were kept without a word;
+    a tuple without one, and 30 levels, are walked as before"""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.ones(2))], lr=0.1).state_dict()
+    conf = chain1("optimizer_strip", {"drop": "optimizer", "detect": "yes"})
+    d = E.fresh("stuck")
+    inp = os.path.join(d, "tuple.th")
+    torch.save({"model": {"w": torch.ones(3)}, "opt_and_sched": (opt, {"k": 1})},
+               inp)
+    E.fails(conf, inp, "opt_and_sched/0", "inside a tuple")
+    deep = {"o": opt}
+    for _ in range(40):
+        deep = {"d": deep}
+    inp = os.path.join(d, "deep.th")
+    torch.save({"model": {"w": torch.ones(3)}, "deep": deep}, inp)
+    E.fails(conf, inp, "deeper than 32")
+    inp = os.path.join(d, "ok.th")
+    ok = {"o": opt}
+    for _ in range(29):
+        ok = {"d": ok}
+    torch.save({"model": {"w": torch.ones(3)}, "pair": (1, {"x": [2]}),
+                "deep": ok}, inp)
+    r = E.ok(conf, inp)
+    out = load(r.out)
+    check(out["pair"] == (1, {"x": [2]}), f"pair: {out['pair']!r}")
+    node = out["deep"]
+    for _ in range(29):
+        node = node["d"]
+    check(node == {}, f"the bottom: {node!r}")
+
+
+@test
 def strip_detect_shared_lists():
     """a list holding the same list twice, 30 deep, with an optimizer state
     at the bottom (a few hundred bytes that would be 2^30 visits walked as a
