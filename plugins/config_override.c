@@ -407,6 +407,18 @@ static int py_add(ed_t *e, void *c, const char *k, ck_yval_t *v)
     return 0;
 }
 
+/* A node whose _metadata says optional=False refuses None (OmegaConf's
+ * ValidationError); 1 when optional or not said. */
+static int optional(ck_py_t *node)
+{
+    ck_py_t *md = ck_py_map_get(node->u.o.state, "_metadata", NULL), *v;
+
+    if (md == NULL || (md->kind != CK_PY_REDUCE && md->kind != CK_PY_NEWOBJ))
+        return 1;
+    v = ck_py_map_get(md->u.o.state, "optional", NULL);
+    return v == NULL || v->kind != CK_PY_BOOL || v->b;
+}
+
 /*
  * A typed leaf converts the value as OmegaConf does or refuses it; an
  * AnyNode takes a collection as a new container node, as does a plain dict.
@@ -426,6 +438,11 @@ static int py_set(ed_t *e, void *c, int idx, const ovr_t *o)
     st = ck_py_mapping(old->u.o.state);
     if (st == NULL || ck_py_map_get(old->u.o.state, "_val", &at) == NULL)
         return ck_job_fail(e->job, CK_EPLUGIN, "%s: malformed node", o->line);
+    if (scalar && ck_yval_type(e->a, o->value) != NULL &&
+        ck_yval_type(e->a, o->value)->t == CK_PV_NULL && !optional(old))
+        return ck_job_fail(e->job, CK_EPLUGIN, "%s: the %s is not optional: "
+                           "OmegaConf refuses null (ValidationError)", o->line,
+                           cls);
     rc = ck_omc_leaf_value(e->a, cls,
                            scalar ? ck_yval_type(e->a, o->value) : NULL, &nv);
     if (rc == 1)

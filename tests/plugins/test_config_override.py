@@ -11,6 +11,7 @@ import math
 import os
 import sys
 
+import torch
 import yaml
 from omegaconf import OmegaConf, open_dict
 
@@ -165,6 +166,28 @@ def config_typed_node_interpolation():
 def config_typed_node_bad_value_fails():
     """a value a typed node refuses fails the job"""
     E.fails(chain1("config_override", [("config", "cfg"), ("set", "x=abc")]), "misc", "x=abc")
+
+
+@test
+def config_non_optional_null_fails():
+    """null on a typed node made with is_optional=False fails the job, as
+    OmegaConf raises ValidationError; on an optional one it is None"""
+    from omegaconf.nodes import IntegerNode
+    cfg = OmegaConf.create({"steps": IntegerNode(3, is_optional=False),
+                            "opt": IntegerNode(5)})
+    try:
+        cfg.steps = None
+        check(False, "OmegaConf took null for a non-optional node")
+    except Exception:
+        pass
+    inp = os.path.join(E.fresh("nonopt"), "nonopt.th")
+    torch.save({"cfg": OmegaConf.create({"steps": IntegerNode(3, is_optional=False),
+                                         "opt": IntegerNode(5)}),
+                "model": {"w": torch.ones(2)}}, inp)
+    E.fails(chain1("config_override", [("config", "cfg"), ("set", "steps=null")]),
+            inp, "steps=null", "not optional")
+    r = E.ok(chain1("config_override", [("config", "cfg"), ("set", "opt=null")]), inp)
+    check(load(r.out)["cfg"].opt is None, "opt=null did not give None")
 
 
 @test
