@@ -319,6 +319,16 @@ static ck_yval_t *parse_node(ck_yaml_ctx_t *y, yaml_parser_t *p,
         return NULL;
     }
     v->hydra = y->hydra;
+    /* a tag (!!str 123) decides a type the re-emitted text would lose */
+    if ((ev->type == YAML_SCALAR_EVENT && ev->data.scalar.tag != NULL) ||
+        (ev->type == YAML_SEQUENCE_START_EVENT &&
+         ev->data.sequence_start.tag != NULL) ||
+        (ev->type == YAML_MAPPING_START_EVENT &&
+         ev->data.mapping_start.tag != NULL)) {
+        ck_err_set(y->err, CK_EPLUGIN, "%s: YAML tags (such as !!str) are "
+                   "not supported", y->what);
+        return NULL;
+    }
     switch (ev->type) {
     case YAML_SCALAR_EVENT:
         v->kind = CK_YV_SCALAR;

@@ -191,6 +191,17 @@ def config_non_optional_null_fails():
 
 
 @test
+def config_yaml_tags_fail():
+    """a YAML-string config with tags (!!str 123) fails the job: re-emitted
+    without them, untouched keys would change type ('123' -> 123)"""
+    inp = os.path.join(E.fresh("tags"), "tags.th")
+    torch.save({"cfg": "run_id: !!str 123\nlr: 1e-4\n",
+                "model": {"w": torch.ones(2)}}, inp)
+    E.fails(chain1("config_override", [("config", "cfg"), ("set", "lr=1e-5")]),
+            inp, "YAML tags")
+
+
+@test
 def config_typo_fails():
     """key=value on a key that does not exist fails, naming it"""
     E.fails(chain1("config_override", [("set", "optim.lrr=1e-5")]), "ac", "lrr")
