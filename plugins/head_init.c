@@ -31,12 +31,18 @@
  * float32 to the dtype (round to nearest even): the same line gives the
  * same weights in every dtype, a float16 head being exactly the float32
  * one .half(), as if made in float32 and converted.  float64 keeps the
- * double; const(V) is rounded once, as torch.full(shape, V) rounds it.  The same seed
- * and settings give the same bytes on every machine, and adding a key does
- * not change the values of the others.
+ * double.  const(V) is what torch.full(shape, V, dtype=DTYPE) gives: a
+ * decimal integer V is read as an integer (exact up to int64) and converted
+ * as torch converts an int64, other V as a double, rounded to float32 and,
+ * for float16 and bfloat16, from float32 to the dtype (torch rounds twice).
+ * copy() converts each element as torch's .to(DTYPE) does (floats through
+ * ck_dtype_convert, integers read as integers).  The same seed and settings
+ * give the same bytes on every machine, and adding a key does not change the
+ * values of the others.
  */
 #include "plugin.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +63,8 @@ typedef struct {
     char *like;          /* shape of this key instead */
     init_kind_t init;
     double a, b, c, d;   /* the init's numbers, in order */
+    int is_int;          /* const(V) with V a decimal integer, in iv */
+    int64_t iv;
     char *src;           /* copy(src) */
     char text[256];      /* the line, for the record */
 } add_t;
@@ -137,6 +145,11 @@ static size_t words(char *line, char **w, size_t max)
     return n;
 }
 
+static int isdigit_c(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
 /* The init part of an add line into ad: 0 or -1 when unknown. */
 static int parse_init(const char *w, add_t *ad)
 {
@@ -157,8 +170,20 @@ static int parse_init(const char *w, add_t *ad)
         }
     }
     ad->init = I_CONST;
-    if (parse_call(w, "const", v, 1) == 0)
+    if (parse_call(w, "const", v, 1) == 0) {
+        /* a Python int literal: read as an integer, not through double */
+        const char *s = w + 6 + strspn(w + 6, " \t"), *e = s;
+        char *end;
+
+        e += *e == '+' || *e == '-';
+        e += strspn(e, "0123456789");
+        if (e > s && isdigit_c(e[-1]) && e[strspn(e, " \t")] == ')') {
+            errno = 0;
+            ad->iv = strtoll(s, &end, 10);
+            ad->is_int = errno == 0 && end == e ? 1 : -1; /* -1: too large */
+        }
         goto set;
+    }
     ad->init = I_NORMAL;
     if (parse_call(w, "normal", v, 2) == 0)
         goto set;
@@ -259,7 +284,11 @@ static int parse_add(char *line, add_t *ad, ck_err_t *err)
         double top = ldexp(1.0, 8 * (int)ad->dt->itemsize - !is_unsigned);
         double lo = is_unsigned ? 0 : -top;
 
-        if (!(ad->a >= lo && ad->a < top))
+        double v = ad->is_int == 1 ? (double)ad->iv : ad->a;
+
+        /* an int64 literal always fits int64; narrower ones are exact */
+        if (ad->is_int < 0 || (!(ad->is_int == 1 && ad->dt->itemsize == 8) &&
+                               !(v >= lo && v < top)))
             return ck_err_set(err, CK_ECONFIG, "add: const(%g) does not fit %s",
                               ad->a, w[1]);
     }
@@ -379,6 +408,48 @@ static const ck_tensor_t *tensor_at(ck_job_t *job, ck_py_t *sd,
     return ck_job_tensor(job, ck_py_map_get(sd, key, NULL));
 }
 
+/* The integer v into dtype dt at p, as torch converts an int64: integers
+ * wrap (keep the low bytes), bool is v != 0, float32 and float64 round v
+ * once, float16 and bfloat16 go through float32. */
+static void put_int(const ck_dtype_t *dt, uint8_t *p, int64_t v)
+{
+    float f = (float)v;
+    double x = (double)v;
+
+    switch (dt->id) {
+    case CK_DT_FLOAT64:
+        memcpy(p, &x, 8);
+        return;
+    case CK_DT_FLOAT32:
+    case CK_DT_FLOAT16:
+    case CK_DT_BFLOAT16: /* f is exact in double: one rounding from f */
+        ck_dtype_put(dt, p, (double)f);
+        return;
+    case CK_DT_BOOL:
+        *p = v != 0;
+        return;
+    default:
+        memcpy(p, &v, dt->itemsize); /* little-endian truncation */
+        return;
+    }
+}
+
+/* The integer (or bool) element of dt at p, exactly. */
+static int64_t get_int(const ck_dtype_t *dt, const uint8_t *p)
+{
+    int64_t v;
+    int32_t i32;
+    int16_t i16;
+
+    switch (dt->id) {
+    case CK_DT_INT64: memcpy(&v, p, 8); return v;
+    case CK_DT_INT32: memcpy(&i32, p, 4); return i32;
+    case CK_DT_INT16: memcpy(&i16, p, 2); return i16;
+    case CK_DT_INT8: return (int8_t)*p;
+    default: return *p; /* uint8, bool */
+    }
+}
+
 /* copy(SRC): the source's elements, converted to the dtype. */
 static int fill_copy(ck_job_t *job, add_t *ad, const char *state,
                      ck_py_t *sd, uint64_t numel, uint8_t *data)
@@ -402,13 +473,24 @@ static int fill_copy(ck_job_t *job, add_t *ad, const char *state,
     rc = ck_job_read_tensor(job, src, tmp);
     if (rc < 0)
         return rc;
+    if (src->dtype == ad->dt) {
+        memcpy(data, tmp, numel * isz);
+        return 0;
+    }
+    /* float to float as torch's .to() (and the cast plugin) converts */
+    if (ck_dtype_is_castable(src->dtype) && ck_dtype_is_castable(ad->dt))
+        return ck_dtype_convert(ad->dt, data, src->dtype, tmp, numel) < 0
+                   ? ck_job_fail(job, CK_EPLUGIN, "copy(%s): cannot convert "
+                                 "%s to %s", ad->src, src->dtype->name,
+                                 ad->dt->name)
+                   : 0;
     for (uint64_t i = 0; i < numel; i++) {
-        if (src->dtype == ad->dt)
-            memcpy(data + i * isz, tmp + i * isz, isz);
+        const uint8_t *s = tmp + i * src->dtype->itemsize;
+
+        if (src->dtype->is_float) /* to an integer dtype */
+            ck_dtype_put(ad->dt, data + i * isz, ck_dtype_get(src->dtype, s));
         else
-            ck_dtype_put(ad->dt, data + i * isz,
-                         ck_dtype_get(src->dtype,
-                                      tmp + i * src->dtype->itemsize));
+            put_int(ad->dt, data + i * isz, get_int(src->dtype, s));
     }
     return 0;
 }
@@ -499,7 +581,13 @@ static int fill(ck_job_t *job, head_conf_t *cf, add_t *ad, const char *state,
         switch (ad->init) {
         case I_ZEROS: v = 0; break;
         case I_ONES: v = 1; break;
-        case I_CONST: v = ad->a; break;
+        case I_CONST:
+            if (ad->is_int == 1) {
+                put_int(ad->dt, data + i * isz, ad->iv);
+                continue;
+            }
+            v = ad->a;
+            break;
         default:
             if (trunc == 2) {
                 double u1 = 1.0 - rng_uniform(&r), u2 = rng_uniform(&r);
@@ -515,9 +603,9 @@ static int fill(ck_job_t *job, head_conf_t *cf, add_t *ad, const char *state,
             }
         }
         /* a random value as made in float32 and converted: the same
-         * weights in every dtype (a constant is rounded once, as
-         * torch.full rounds it) */
-        if (narrow && ad->init != I_CONST)
+         * weights in every dtype; torch.full rounds a float constant to
+         * float16 and bfloat16 through float32 too */
+        if (narrow)
             v = (float)v;
         ck_dtype_put(ad->dt, data + i * isz, v);
     }

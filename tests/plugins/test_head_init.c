@@ -262,6 +262,8 @@ static void test_bad_add_lines(void **state)
         { "a int8 2 const(128)", "const(128) does not fit int8" },
         { "a uint8 2 const(-1)", "does not fit uint8" },
         { "a int64 2 const(1e30)", "does not fit int64" },
+        { "a int64 2 const(9223372036854775808)", "does not fit int64" },
+        { "a int64 2 const(-9223372036854775809)", "does not fit int64" },
         { "a int32 2 const(nan)", "does not fit int32" },
     };
     pt_fx_t *f = *state;
@@ -349,7 +351,8 @@ static void test_constants(void **state)
     assert_int_equal(pt_nchanges(f), 9);
 }
 
-/* Doubles are rounded to float16 / bfloat16 once, to nearest even. */
+/* const(V) into float16 / bfloat16 as torch.full: V to float32, then to
+ * the dtype, each to nearest even. */
 static void test_rounding(void **state)
 {
     static const struct {
@@ -357,10 +360,14 @@ static void test_rounding(void **state)
         uint16_t f16, bf16;
     } cases[] = {
         { "0.1", 0x2e66, 0x3dcd },
-        { "-0", 0x8000, 0x8000 },
+        { "-0.0", 0x8000, 0x8000 },
+        { "-0", 0x0000, 0x0000 },                   /* a Python int: 0 */
         { "1.00048828125", 0x3c00, 0x3f80 },        /* 1 + 2^-11: f16 tie */
         { "1.00146484375", 0x3c02, 0x3f80 },        /* 1 + 3 * 2^-11 */
-        { "1.0004882812509095", 0x3c01, 0x3f80 },   /* just above the tie */
+        /* just above a tie: torch.full rounds to float32 first (to the
+         * tie), then to even */
+        { "1.0004882812509095", 0x3c00, 0x3f80 },   /* 1 + 2^-11 + 2^-40 */
+        { "1.0039062500009095", 0x3c04, 0x3f80 },   /* 1 + 2^-8 + 2^-40 */
         { "1.00390625", 0x3c04, 0x3f80 },           /* 1 + 2^-8: bf16 tie */
         { "1.01171875", 0x3c0c, 0x3f82 },           /* 1 + 3 * 2^-8 */
         { "65504", 0x7bff, 0x4780 },

@@ -408,5 +408,83 @@ def head_distributions_as_torch():
         _stats_close(f"{key} {init}", ours, theirs, lo * (1 + 1e-6), hi * (1 + 1e-6))
 
 
+def _bits(t):
+    """t's elements as integers of its width (floats by their bits), flat."""
+    t = t.detach().contiguous().reshape(-1)
+    if t.is_floating_point():
+        t = t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+    return t
+
+
+def _torch_exact(sd, exp):
+    """every sd[k] is exp[k] bit for bit (dtype, shape, every element)"""
+    bad = []
+    for k, want in exp.items():
+        got = sd[k]
+        if got.dtype != want.dtype or got.shape != want.shape:
+            bad.append(f"{k}: {got.dtype} {tuple(got.shape)}, expected {want.dtype} {tuple(want.shape)}")
+            continue
+        diff = torch.nonzero(_bits(got) != _bits(want)).reshape(-1)
+        if len(diff) or not torch.equal(_bits(got), _bits(want)):
+            i = diff[:3].tolist()
+            bad.append(f"{k}: {len(diff)} of {want.numel()} elements differ (at {i}: got "
+                       f"{got.reshape(-1)[i].tolist()}, expected {want.reshape(-1)[i].tolist()})")
+    check(not bad, "not as torch: " + "; ".join(bad))
+
+
+@test
+def head_const_as_torch_full():
+    """const(V) is torch.full(shape, V, dtype) bit for bit: a float V goes
+    to float16 / bfloat16 through float32 (rounded twice), an integer V is
+    exact in int64 and converted from int64 to a float dtype directly"""
+    cases = [("h", "float16", 1.0004882812509095, "1.0004882812509095"),   # 1 + 2^-11 + 2^-40
+             ("b", "bfloat16", 1.0039062500009095, "1.0039062500009095"),  # 1 + 2^-8 + 2^-40
+             ("hn", "float16", -1.0004882812509095, "-1.0004882812509095"),
+             ("f", "float32", 1.0000000596046448 + 2 ** -40, repr(1.0000000596046448 + 2 ** -40)),
+             ("d", "float64", 0.1, "0.1"),
+             ("i", "int64", 9007199254740993, "9007199254740993"),
+             ("in", "int64", -2 ** 63, str(-2 ** 63)),
+             ("imax", "int64", 2 ** 63 - 1, str(2 ** 63 - 1)),
+             ("i32", "int32", -2 ** 31, str(-2 ** 31)),
+             ("fi", "float32", 2 ** 60 + 2 ** 36 + 1, str(2 ** 60 + 2 ** 36 + 1)),
+             ("di", "float64", 2 ** 53 + 1, str(2 ** 53 + 1)),
+             ("hi", "float16", 2049, "2049"),
+             ("bi", "bfloat16", 2 ** 24 + 2 ** 16 + 1, str(2 ** 24 + 2 ** 16 + 1))]
+    adds = [f"{k} {dt} 3 const({text})" for k, dt, _, text in cases]
+    _, sd = head_test(adds, inp="misc", state="sd")
+    _torch_exact(sd, {k: torch.full((3,), v, dtype=getattr(torch, dt)) for k, dt, v, _ in cases})
+
+
+@test
+def head_copy_as_torch_to():
+    """copy() converts as torch's .to(dtype): float64 to float16 and
+    bfloat16 through float32 (randn(2**16) * 0.02, where a single rounding
+    differs), int64 beyond 2^53 to int32 (wrapping), float32 and float16
+    (no trip through double)"""
+    g = torch.Generator().manual_seed(5)
+    big = torch.tensor([2 ** 53 + 1, 2 ** 60 + 2 ** 36 + 1, -(2 ** 60 + 2 ** 36 + 1), 2 ** 63 - 1,
+                        -2 ** 63, 2 ** 31 + 7, 2 ** 24 + 1, 65519], dtype=torch.int64)
+    src = {"r64": torch.randn(2 ** 16, dtype=torch.float64, generator=g) * 0.02, "big": big,
+           "i32": torch.tensor([-2 ** 31, 2 ** 31 - 1, 2 ** 24 + 1, 0], dtype=torch.int32)}
+    path = os.path.join(E.fresh("copyexact"), "in.th")
+    torch.save({"sd": OD(src)}, path)
+    n = 2 ** 16
+    adds = [f"h float16 {n} copy(r64)", f"b bfloat16 {n} copy(r64)", f"f float32 {n} copy(r64)",
+            "bi32 int32 8 copy(big)", "bf32 float32 8 copy(big)", "bf64 float64 8 copy(big)",
+            "bf16 bfloat16 8 copy(big)", "bi8 int8 8 copy(big)", "bu8 uint8 8 copy(big)",
+            "bb bool 8 copy(big)", "if32 float32 4 copy(i32)", "ii64 int64 4 copy(i32)"]
+    items = [("state", "sd"), ("seed", 1)] + [("add", a) for a in adds]
+    sd = load(E.ok(chain1("head_init", items), path).out)["sd"]
+    r64 = src["r64"]
+    once = torch.from_numpy(r64.numpy().astype(np.float16))  # numpy rounds float64 once
+    check(not torch.equal(once.view(torch.int16), r64.half().view(torch.int16)),
+          "the float64 values do not show torch's double rounding")
+    _torch_exact(sd, {"h": r64.to(torch.float16), "b": r64.to(torch.bfloat16), "f": r64.to(torch.float32),
+                      "bi32": big.to(torch.int32), "bf32": big.to(torch.float32),
+                      "bf64": big.to(torch.float64), "bf16": big.to(torch.bfloat16),
+                      "bi8": big.to(torch.int8), "bu8": big.to(torch.uint8), "bb": big.to(torch.bool),
+                      "if32": src["i32"].to(torch.float32), "ii64": src["i32"].to(torch.int64)})
+
+
 if __name__ == "__main__":
     sys.exit(plugtest.main([__name__]))
