@@ -211,12 +211,10 @@ static int remap_metadata(ck_job_t *job, remap_conf_t *cf, const char *state,
     ck_arena_t *a = ck_job_arena(job);
     size_t n = m->n / 2, kept = 0;
     ck_strmap_t seen = { 0 }; /* new name -> its place in the output */
-    ck_py_t **orig = ck_arena_alloc(a, (n + 1) * sizeof(*orig));
+    ck_py_t **orig = ck_arena_alloc(a, (n + 1) * sizeof(*orig)); /* by place */
 
     if (orig == NULL)
         return ck_job_nomem(job);
-    for (size_t i = 0; i < n; i++)
-        orig[i] = m->v[2 * i];
     for (size_t i = 0; i < n; i++) {
         ck_py_t *k = m->v[2 * i];
         const char *name;
