@@ -50,88 +50,6 @@ unsigned ck_pyre_groups(const ck_pyre_t *re)
     return re->ngroups;
 }
 
-/*
- * Python's pattern syntax where PCRE2 reads it otherwise: \Z is PCRE2's
- * \z, \v the character VT (PCRE2: vertical space), \uXXXX and \UXXXXXXXX
- * are \x{...}, {,n} is {0,n}.  An escape Python refuses (\h, \K, \Q, \R,
- * \g, \x{...} ...: "bad escape") and PCRE2's (?| are refused here too, so a
- * pattern never means something else than in Python.  A new ck_malloc
- * string into *out, or CK_ECONFIG / CK_ENOMEM.
- */
-static int translate(const char *p, char **out, ck_err_t *err)
-{
-    static const char ok[] = "abfnrtvxuUNAZbBdDsSwW";
-    size_t n = strlen(p), o = 0;
-    char *t = ck_malloc(2 * n + 16);
-    int in_class = 0;
-
-    *out = NULL;
-    if (t == NULL)
-        return ck_err_set(err, CK_ENOMEM, "out of memory");
-    for (size_t i = 0; i < n; i++) {
-        char c = p[i];
-
-        if (c == '\\' && i + 1 < n) {
-            char e = p[++i];
-            int letter = (e >= 'a' && e <= 'z') || (e >= 'A' && e <= 'Z');
-
-            if (letter && strchr(ok, e) == NULL) {
-                ck_free(t);
-                return ck_err_set(err, CK_ECONFIG, "bad escape \\%c", e);
-            }
-            if (e == 'x' && p[i + 1] == '{') {
-                ck_free(t);
-                return ck_err_set(err, CK_ECONFIG, "bad escape \\x{ (Python "
-                                  "writes \\xHH or \\uHHHH)");
-            }
-            if (e == 'N') {
-                ck_free(t);
-                return ck_err_set(err, CK_ECONFIG, "\\N{...} is not "
-                                  "supported: write the character");
-            }
-            if (e == 'u' || e == 'U') {
-                size_t len = e == 'u' ? 4 : 8;
-
-                if (strspn(p + i + 1, "0123456789abcdefABCDEF") < len) {
-                    ck_free(t);
-                    return ck_err_set(err, CK_ECONFIG, "incomplete escape "
-                                      "\\%c", e);
-                }
-                o += (size_t)sprintf(t + o, "\\x{%.*s}", (int)len,
-                                     p + i + 1);
-                i += len;
-                continue;
-            }
-            t[o++] = '\\';
-            t[o++] = !in_class && e == 'Z' ? 'z'
-                     : e == 'v' ? 'x' : e;
-            if (e == 'v') {
-                t[o++] = '0';
-                t[o++] = 'b';
-            }
-            continue;
-        }
-        if (c == '[' && !in_class) {
-            in_class = 1;
-        } else if (c == ']' && in_class) {
-            in_class = 0;
-        } else if (!in_class && c == '(' && p[i + 1] == '?' &&
-                   p[i + 2] == '|') {
-            ck_free(t);
-            return ck_err_set(err, CK_ECONFIG, "unknown extension ?| at "
-                              "position %zu", i + 1);
-        } else if (!in_class && c == '{' && p[i + 1] == ',') {
-            t[o++] = '{';
-            t[o++] = '0';
-            continue;
-        }
-        t[o++] = c;
-    }
-    t[o] = '\0';
-    *out = t;
-    return 0;
-}
-
 /* Code point v (< 0x800) as UTF-8 at d: 1 or 2 bytes. */
 static size_t utf8_put(char *d, unsigned v)
 {
@@ -291,6 +209,288 @@ static int parse_template(ck_pyre_t *re, const char *repl, ck_err_t *err)
     FLUSH();
 #undef FLUSH
     return 0;
+}
+
+/* An open parenthesis: a capturing group, a lookbehind or anything else. */
+typedef struct {
+    char kind; /* 'g' group, 'b' lookbehind, 'o' other */
+    unsigned group;
+} open_t;
+
+typedef struct {
+    const char *s;
+    size_t len;
+    unsigned group;
+} gname_t;
+
+static int is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+           (c >= 'A' && c <= 'F');
+}
+
+/* The group named s[0..len) defined so far, else 0. */
+static unsigned find_name(const gname_t *nm, size_t nn, const char *s,
+                          size_t len)
+{
+    for (size_t k = 0; k < nn; k++)
+        if (nm[k].len == len && memcmp(nm[k].s, s, len) == 0)
+            return nm[k].group;
+    return 0;
+}
+
+/*
+ * Python's pattern syntax where PCRE2 reads it otherwise: \Z is PCRE2's
+ * \z, \v the character VT (PCRE2: vertical space), \uXXXX and \UXXXXXXXX
+ * are \x{...}, {,n} is {0,n}, octal escapes become \x{...} and group
+ * references \g{N}, a lookbehind's body is one group (so that PCRE2, like
+ * Python, wants one width for all its alternatives).  Whatever Python
+ * refuses or reads otherwise than PCRE2 is refused here, so a pattern
+ * never means something else than in Python: escapes Python refuses (\h,
+ * \K, \Q, \R, \g, \x{...}, \x4 ...: "bad escape"), PCRE2's extensions
+ * ((?|, (?U), (?n), (?R), (?1), (?P>, (?<name>, (*VERB) ...), POSIX
+ * classes [[:digit:]] (a set in Python), flags other than i m s, global
+ * flags after the start, references to groups not yet defined or still
+ * open.  A new ck_malloc string into *out, or CK_ECONFIG / CK_ENOMEM.
+ */
+static int translate(const char *p, char **out, ck_err_t *err)
+{
+    static const char ok[] = "abfnrtvxuUNAZbBdDsSwW";
+    size_t n = strlen(p), o = 0, depth = 0, nn = 0, class_first = 0;
+    char *t = ck_malloc(3 * n + 16);
+    open_t *st = ck_malloc((n + 1) * sizeof(*st));
+    unsigned char *isopen = ck_calloc(n + 2, 1);
+    gname_t *nm = ck_malloc((n + 1) * sizeof(*nm));
+    unsigned groups = 0;
+    int in_class = 0, at_start = 1, rc = 0;
+
+#define BAD(...)                                                              \
+    do {                                                                      \
+        rc = ck_err_set(err, CK_ECONFIG, __VA_ARGS__);                        \
+        goto done;                                                            \
+    } while (0)
+    *out = NULL;
+    if (t == NULL || st == NULL || isopen == NULL || nm == NULL) {
+        rc = ck_err_set(err, CK_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        int was_start = at_start;
+
+        at_start = 0;
+        if (c == '\\' && i + 1 < n) {
+            size_t at = i;
+            char e = p[++i];
+            int letter = (e >= 'a' && e <= 'z') || (e >= 'A' && e <= 'Z');
+
+            if (letter && strchr(ok, e) == NULL)
+                BAD("bad escape \\%c at position %zu", e, at);
+            if (e == 'x' && p[i + 1] == '{')
+                BAD("bad escape \\x{ at position %zu (Python writes \\xHH "
+                    "or \\uHHHH)", at);
+            if (e == 'x' && !(is_hex(p[i + 1]) && is_hex(p[i + 2])))
+                BAD("incomplete escape \\x at position %zu (Python wants "
+                    "exactly two hex digits)", at);
+            if (e == 'N')
+                BAD("\\N{...} is not supported: write the character");
+            if (e == 'u' || e == 'U') {
+                size_t len = e == 'u' ? 4 : 8;
+
+                if (strspn(p + i + 1, "0123456789abcdefABCDEF") < len)
+                    BAD("incomplete escape \\%c at position %zu", e, at);
+                o += (size_t)sprintf(t + o, "\\x{%.*s}", (int)len,
+                                     p + i + 1);
+                i += len;
+                continue;
+            }
+            if (is_digit(e)) {
+                unsigned v = (unsigned)(e - '0');
+                size_t k = 1;
+
+                if (in_class || e == '0') {
+                    /* octal: up to 3 digits (\0: 2 more) */
+                    if (e == '8' || e == '9')
+                        BAD("bad escape \\%c at position %zu", e, at);
+                    while (k < 3 && is_octal(p[i + 1])) {
+                        v = v * 8 + (unsigned)(p[++i] - '0');
+                        k++;
+                    }
+                } else if (is_digit(p[i + 1]) && is_octal(e) &&
+                           is_octal(p[i + 1]) && is_octal(p[i + 2])) {
+                    v = v * 64 + (unsigned)(p[i + 1] - '0') * 8 +
+                        (unsigned)(p[i + 2] - '0');
+                    i += 2;
+                } else {
+                    if (is_digit(p[i + 1]))
+                        v = v * 10 + (unsigned)(p[++i] - '0');
+                    if (v > groups)
+                        BAD("invalid group reference %u at position %zu", v,
+                            at + 1);
+                    if (isopen[v])
+                        BAD("cannot refer to an open group at position %zu",
+                            at);
+                    o += (size_t)sprintf(t + o, "\\g{%u}", v);
+                    continue;
+                }
+                if (v > 0377)
+                    BAD("octal escape value \\%.*s outside of range 0-0o377 "
+                        "at position %zu", (int)(i - at), p + at + 1, at);
+                o += (size_t)sprintf(t + o, "\\x{%x}", v);
+                continue;
+            }
+            t[o++] = '\\';
+            t[o++] = !in_class && e == 'Z' ? 'z'
+                     : e == 'v' ? 'x' : e;
+            if (e == 'v') {
+                t[o++] = '0';
+                t[o++] = 'b';
+            }
+            continue;
+        }
+        if (in_class) {
+            if (c == '[' && (p[i + 1] == ':' || p[i + 1] == '.' ||
+                             p[i + 1] == '='))
+                BAD("POSIX class syntax [[%c...%c]] at position %zu means "
+                    "something else in Python (a set holding '[' and "
+                    "'%c'): write the set out", p[i + 1], p[i + 1], i,
+                    p[i + 1]);
+            if (c == ']' && i != class_first)
+                in_class = 0;
+            t[o++] = c;
+            continue;
+        }
+        if (c == '[') {
+            in_class = 1;
+            class_first = p[i + 1] == '^' ? i + 2 : i + 1;
+        } else if (c == '(' && p[i + 1] == '*') {
+            BAD("(* at position %zu: PCRE2's (*VERB) options are not Python "
+                "syntax", i);
+        } else if (c == '(' && p[i + 1] == '?') {
+            char x = p[i + 2];
+
+            if (x == ':' || x == '=' || x == '!' || x == '>') {
+                st[depth++] = (open_t){ 'o', 0 };
+            } else if (x == '<' && (p[i + 3] == '=' || p[i + 3] == '!')) {
+                st[depth++] = (open_t){ 'b', 0 };
+                o += (size_t)sprintf(t + o, "(?<%c(?:", p[i + 3]);
+                i += 3;
+                continue;
+            } else if (x == '#') {
+                const char *end = strchr(p + i, ')');
+                size_t len = end != NULL ? (size_t)(end - p - i) + 1 : n - i;
+
+                memcpy(t + o, p + i, len);
+                o += len;
+                i += len - 1;
+                at_start = was_start;
+                continue;
+            } else if (x == 'P' && (p[i + 3] == '<' || p[i + 3] == '=')) {
+                const char *s = p + i + 4;
+                size_t len = strcspn(s, p[i + 3] == '<' ? ">" : ")");
+                unsigned g = find_name(nm, nn, s, len);
+
+                if (p[i + 3] == '<') {
+                    groups++;
+                    isopen[groups] = 1;
+                    nm[nn++] = (gname_t){ s, len, groups };
+                    st[depth++] = (open_t){ 'g', groups };
+                } else if (g == 0) {
+                    BAD("unknown group name '%.*s' at position %zu",
+                        (int)len, s, i + 4);
+                } else if (isopen[g]) {
+                    BAD("cannot refer to an open group at position %zu", i);
+                }
+            } else if (x == '(') {
+                const char *s = p + i + 3;
+                size_t len = strcspn(s, ")");
+                unsigned long g;
+
+                if (len > 0 && strspn(s, "0123456789") == len) {
+                    g = len > 9 ? ~0ul : strtoul(s, NULL, 10);
+                    if (g == 0) /* a later group is fine, PCRE2 checks */
+                        BAD("bad group number at position %zu", i + 3);
+                } else if (find_name(nm, nn, s, len) == 0 ||
+                           s[0] == 'R' || (len == 6 &&
+                                           memcmp(s, "DEFINE", 6) == 0)) {
+                    BAD("unknown group name '%.*s' at position %zu",
+                        (int)len, s, i + 3);
+                }
+                st[depth++] = (open_t){ 'o', 0 };
+            } else {
+                /* flags: (?ims) at the start, or (?ims-ims:...) */
+                size_t j = i + 2;
+                int on = 0, off = 0, minus = 0;
+
+                for (;; j++) {
+                    char f = p[j];
+
+                    if (f == '-' && !minus) {
+                        minus = 1;
+                    } else if (f != '\0' && strchr("ims", f) != NULL) {
+                        int bit = f == 'i' ? 1 : f == 'm' ? 2 : 4;
+
+                        if (minus && (on & bit))
+                            BAD("bad inline flags: flag turned on and off at "
+                                "position %zu", j);
+                        *(minus ? &off : &on) |= bit;
+                    } else if (f != '\0' && strchr("aLux", f) != NULL) {
+                        BAD("the inline flag '%c' at position %zu is not "
+                            "supported", f, j);
+                    } else {
+                        break;
+                    }
+                }
+                if (x == '<')
+                    BAD("(?<name>...) at position %zu is not Python syntax "
+                        "(write (?P<name>...))", i);
+                if (j == i + 2 || (p[j] != ')' && p[j] != ':'))
+                    BAD("unknown extension ?%c at position %zu: not Python "
+                        "syntax", p[j] ? p[j] : ' ', i + 1);
+                if (minus && off == 0)
+                    BAD("missing flag at position %zu", j);
+                if (p[j] == ')') {
+                    if (minus)
+                        BAD("missing : at position %zu", j);
+                    if (!was_start)
+                        BAD("global flags not at the start of the "
+                            "expression at position %zu", i + 1);
+                    memcpy(t + o, p + i, j - i + 1);
+                    o += j - i + 1;
+                    i = j;
+                    at_start = 1;
+                    continue;
+                }
+                st[depth++] = (open_t){ 'o', 0 };
+            }
+        } else if (c == '(') {
+            groups++;
+            isopen[groups] = 1;
+            st[depth++] = (open_t){ 'g', groups };
+        } else if (c == ')' && depth > 0) {
+            open_t *q = &st[--depth];
+
+            if (q->kind == 'g')
+                isopen[q->group] = 0;
+            else if (q->kind == 'b')
+                t[o++] = ')';
+        } else if (c == '{' && p[i + 1] == ',') {
+            t[o++] = '{';
+            t[o++] = '0';
+            continue;
+        }
+        t[o++] = c;
+    }
+    t[o] = '\0';
+    *out = t;
+    t = NULL;
+done:
+#undef BAD
+    ck_free(t);
+    ck_free(st);
+    ck_free(isopen);
+    ck_free(nm);
+    return rc;
 }
 
 int ck_pyre_compile(const char *pattern, const char *repl, ck_pyre_t **out,

@@ -5,7 +5,11 @@
  * Patterns are read by PCRE2 (UTF-8, Unicode properties for \d \w \s, as
  * Python's str patterns), which takes Python's syntax: (?P<name>...),
  * (?P=name), non-greedy and possessive repeats, lookarounds; Python's \Z
- * (end of string) is PCRE2's \z and is translated.  The replacement is
+ * (end of string) is PCRE2's \z and is translated.  What PCRE2 takes and
+ * Python refuses or reads otherwise is refused at compile: PCRE2's own
+ * extensions ((*VERB), (?U), (?R), (?<name>...) ...), POSIX classes
+ * [[:digit:]], lookbehinds of more than one width, references to groups
+ * not yet defined, \x without two hex digits.  The replacement is
  * Python's template: \1 to \99, \g<N>, \g<name>, \\ and the escapes
  * \a \b \f \n \r \t \v, octal \0 and \NNN; any other backslash before an
  * ASCII letter is an error, as in Python, and so is a reference to a group

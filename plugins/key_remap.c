@@ -199,6 +199,61 @@ static int key_index(ck_arena_t *a, ck_py_vec_t *m, ck_strmap_t *ix)
     return 0;
 }
 
+/*
+ * _metadata with its new names: as the entries are put one by one into a
+ * new OrderedDict, an entry whose new name an earlier one already took
+ * gives that earlier place its value.  That is a conflict: with
+ * on_conflict = error the job fails.
+ */
+static int remap_metadata(ck_job_t *job, remap_conf_t *cf, const char *state,
+                          ck_py_vec_t *m, char **names)
+{
+    ck_arena_t *a = ck_job_arena(job);
+    size_t n = m->n / 2, kept = 0;
+    ck_strmap_t seen = { 0 }; /* new name -> its place in the output */
+    ck_py_t **orig = ck_arena_alloc(a, (n + 1) * sizeof(*orig)); /* by place */
+
+    if (orig == NULL)
+        return ck_job_nomem(job);
+    for (size_t i = 0; i < n; i++) {
+        ck_py_t *k = m->v[2 * i];
+        const char *name;
+        size_t f;
+
+        if (k->kind != CK_PY_STR || (names[i] == NULL &&
+                                     strlen(k->u.s.s) != k->u.s.n)) {
+            m->v[2 * kept] = k;
+            m->v[2 * kept++ + 1] = m->v[2 * i + 1];
+            continue;
+        }
+        name = names[i] != NULL ? names[i] : k->u.s.s;
+        f = ck_strmap_get(&seen, name);
+        if (f != SIZE_MAX) {
+            if (!cf->replace)
+                return ck_job_fail(job, CK_EPLUGIN,
+                                   "%s: _metadata: modules '%s' and '%s' "
+                                   "would both be named '%s'",
+                                   state, orig[f]->u.s.s, k->u.s.s, name);
+            m->v[2 * f + 1] = m->v[2 * i + 1];
+            continue;
+        }
+        if (names[i] != NULL) {
+            k = ck_py_str(a, names[i], strlen(names[i]));
+            if (k == NULL)
+                return ck_job_nomem(job);
+        }
+        if (ck_strmap_add(&seen, a, name, kept) < 0)
+            return ck_job_nomem(job);
+        orig[kept] = m->v[2 * i];
+        m->v[2 * kept] = k;
+        m->v[2 * kept++ + 1] = m->v[2 * i + 1];
+    }
+    if (m->n % 2)
+        m->v[2 * kept] = m->v[m->n - 1];
+    m->n = 2 * kept + m->n % 2;
+    return 0;
+}
+
 static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
                      ck_py_vec_t *m, int metadata, size_t *hits)
 {
@@ -263,6 +318,8 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
     ck_buf_release(&bb);
     if (rc < 0)
         return rc;
+    if (metadata)
+        return remap_metadata(job, cf, state, m, names);
     /* dup[i]: the first later key renamed to the same new name, else n */
     for (size_t i = 0; i < n; i++) {
         size_t f;

@@ -294,10 +294,20 @@ static void test_prefix_all_and_strip(void **state)
                         "model model.emb model.emb.0 model.emb.1 model.enc "
                         "model.enc.layers model.enc.layers.0 model.out");
     assert_int_equal(pt_nchanges(f), 8);
-    /* an empty TO strips a prefix; the module enc.layers becomes the root */
-    run_ok(f, &m, "rename = enc.layers.0. =>\n");
+    /* an empty TO strips a prefix; the module enc.layers.0 becomes the
+     * root, which _metadata already has: a conflict, failed by default */
+    pt_job_reset(f);
+    pt_load_ok(f, HEAD "rename = enc.layers.0. =>\n");
+    build(f, &m);
+    pt_run_fails(f, m.root, CK_EPLUGIN,
+                 "_metadata: modules '' and 'enc.layers.0' would both be "
+                 "named ''", NULL);
+    /* replace: the later entry's value in the root's place */
+    run_ok(f, &m, "rename = enc.layers.0. =>\non_conflict = replace\n");
     assert_non_null(ck_py_map_get(sd_of(f), "norm1.weight", NULL));
     assert_non_null(ck_py_map_get(sd_of(f), "self_attn.in_proj_weight", NULL));
+    assert_string_equal(pt_md_keys(sd_of(f)),
+                        " emb emb.0 emb.1 enc enc.layers out");
 }
 
 static void test_metadata_modules(void **state)

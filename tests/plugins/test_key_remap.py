@@ -9,6 +9,7 @@ usage: test_key_remap.py --ckprep PATH --zipcheck PATH [--examples DIR] [--keep]
 import os
 import re
 import sys
+import warnings
 
 import torch
 
@@ -266,6 +267,71 @@ def check_refuses_what_python_refuses():
                        (r"re:x => \q", r"bad escape \q"),
                        (r"re:(x => y", "missing closing parenthesis")]:
         check_rejects_line("key_remap", f"rename = {rule}", word)
+
+
+# ---- what PCRE2 takes and Python's re reads otherwise or refuses ----------
+
+PCRE2_ONLY = [r"(?U)a+", r"(?n)(a)", r"(?<=s|rs)x", r"(?<=a(?:b|cd))x", r"(*CR)a",
+              r"(*UTF)a", r"a(*SKIP)b", r"\x4", r"(?P<a>a)(?P>a)", r"(?<n>a)", r"\10",
+              r"(a)\2(b)", r"(a\1)", r"(?P=n)(?P<n>a)", r"(?(R)a|b)", r"(?R)",
+              r"(a)(?1)", r"(?&n)", r"(?J)a", r"a(?i)b", r"(?-i)a", r"[\8]", r"\477"]
+
+
+@test
+def check_refuses_what_only_pcre2_takes():
+    """patterns PCRE2 compiles and Python's re refuses are refused at load,
+    naming the pattern"""
+    for pattern in PCRE2_ONLY:
+        try:
+            re.compile(pattern)
+            raise plugtest.Fail(f"Python's re takes {pattern!r}: not a case")
+        except re.error:
+            pass
+        check_rejects_line("key_remap", f"rename = re:{pattern} => y", pattern)
+
+
+@test
+def check_refuses_posix_class():
+    """[[:digit:]] is a POSIX class to PCRE2, a set of '[:digt' and a ']' to
+    Python: refused, saying so"""
+    keys = ["layers.12.w", "layers.:].w", "layers.d].bias"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Possible nested set"
+        want = [re.sub(r"layers\.[[:digit:]]+", "L", k) for k in keys]
+    check(want == ["layers.12.w", "L.w", "L.bias"], f"Python's re gave {want}")
+    check_rejects_line("key_remap", r"rename = re:layers\.[[:digit:]]+ => L", "POSIX class")
+
+
+def _metadata_input(name):
+    src = os.path.join(E.fresh(name), "md.th")
+    sd = OD([("a.weight", torch.zeros(1)), ("b.bias", torch.zeros(1))])
+    sd._metadata = OD([("", {"version": 1}), ("a", {"version": 1}), ("b", {"version": 2})])
+    torch.save({"best_state": {"model": sd}}, src)
+    return src
+
+
+@test
+def remap_metadata_collision_fails():
+    """a module renamed onto another's _metadata entry fails with
+    on_conflict = error (the default), naming both"""
+    src = _metadata_input("md-error")
+    E.fails(chain1("key_remap", [("rename", "a. => b.")]), src, "_metadata", "'a'", "'b'")
+    E.fails(chain1("key_remap", [("rename", "a. => b."), ("on_conflict", "error")]), src,
+            "_metadata")
+
+
+@test
+def remap_metadata_collision_replace_as_oracle():
+    """on_conflict = replace: _metadata as plugtest.remap builds it (the
+    later entry's value, in the first one's place)"""
+    src = _metadata_input("md-replace")
+    r = E.ok(chain1("key_remap", [("rename", "a. => b."), ("on_conflict", "replace")]), src)
+    ck = load(src)
+    ck["best_state"]["model"] = remap(ck["best_state"]["model"], [("a.", "b.")])
+    out = load(r.out)
+    assert_same(ck, out)
+    md = out["best_state"]["model"]._metadata
+    check(list(md.items()) == [("", {"version": 1}), ("b", {"version": 2})], f"_metadata {md}")
 
 
 if __name__ == "__main__":
