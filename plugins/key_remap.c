@@ -202,8 +202,9 @@ static int key_index(ck_arena_t *a, ck_py_vec_t *m, ck_strmap_t *ix)
 /*
  * _metadata with its new names: as the entries are put one by one into a
  * new OrderedDict, an entry whose new name an earlier one already took
- * gives that earlier place its value.  That is a conflict: with
- * on_conflict = error the job fails.
+ * gives that earlier place its value, whatever on_conflict says (it is
+ * about tensors): torch's consume_prefix_in_state_dict_if_present does the
+ * same when the module 'module' of a DDP checkpoint becomes the root ''.
  */
 static int remap_metadata(ck_job_t *job, remap_conf_t *cf, const char *state,
                           ck_py_vec_t *m, char **names)
@@ -229,11 +230,6 @@ static int remap_metadata(ck_job_t *job, remap_conf_t *cf, const char *state,
         name = names[i] != NULL ? names[i] : k->u.s.s;
         f = ck_strmap_get(&seen, name);
         if (f != SIZE_MAX) {
-            if (!cf->replace)
-                return ck_job_fail(job, CK_EPLUGIN,
-                                   "%s: _metadata: modules '%s' and '%s' "
-                                   "would both be named '%s'",
-                                   state, orig[f]->u.s.s, k->u.s.s, name);
             m->v[2 * f + 1] = m->v[2 * i + 1];
             continue;
         }
@@ -406,9 +402,11 @@ static int remap_run(ck_job_t *job, void *conf)
     remap_conf_t *cf = conf;
     size_t *hits = ck_arena_alloc(ck_job_arena(job),
                                   (cf->rules.n + 1) * sizeof(*hits));
+    ck_py_t **seen = ck_arena_alloc(ck_job_arena(job),
+                                    (cf->state.n + 1) * sizeof(*seen));
     int rc;
 
-    if (hits == NULL)
+    if (hits == NULL || seen == NULL)
         return ck_job_nomem(job);
     for (size_t s = 0; s < cf->state.n; s++) {
         const char *state;
@@ -421,6 +419,13 @@ static int remap_run(ck_job_t *job, void *conf)
                 return rc;
             continue; /* optional, absent */
         }
+        /* one dict at two places: renamed once, as in Python */
+        seen[s] = sd;
+        for (size_t e = 0; e < s && sd != NULL; e++)
+            if (seen[e] == sd)
+                sd = NULL;
+        if (sd == NULL && seen[s] != NULL)
+            continue;
         rc = remap_one(job, cf, state, m, 0, hits);
         if (rc < 0)
             return rc;

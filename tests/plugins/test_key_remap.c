@@ -295,15 +295,10 @@ static void test_prefix_all_and_strip(void **state)
                         "model.enc.layers model.enc.layers.0 model.out");
     assert_int_equal(pt_nchanges(f), 8);
     /* an empty TO strips a prefix; the module enc.layers.0 becomes the
-     * root, which _metadata already has: a conflict, failed by default */
-    pt_job_reset(f);
-    pt_load_ok(f, HEAD "rename = enc.layers.0. =>\n");
-    build(f, &m);
-    pt_run_fails(f, m.root, CK_EPLUGIN,
-                 "_metadata: modules '' and 'enc.layers.0' would both be "
-                 "named ''", NULL);
-    /* replace: the later entry's value in the root's place */
-    run_ok(f, &m, "rename = enc.layers.0. =>\non_conflict = replace\n");
+     * root: its _metadata entry's value goes in the root's place (as
+     * torch's consume_prefix_in_state_dict_if_present does for DDP's
+     * 'module'), whatever on_conflict says */
+    run_ok(f, &m, "rename = enc.layers.0. =>\n");
     assert_non_null(ck_py_map_get(sd_of(f), "norm1.weight", NULL));
     assert_non_null(ck_py_map_get(sd_of(f), "self_attn.in_proj_weight", NULL));
     assert_string_equal(pt_md_keys(sd_of(f)),
