@@ -178,6 +178,13 @@ static int read_back(ck_audit_t *a, ck_audit_cb cb, void *ud, off_t from,
     return rc;
 }
 
+int ck_audit_read(ck_audit_t *a, ck_audit_cb cb, void *ud, ck_err_t *err)
+{
+    off_t end;
+
+    return read_back(a, cb, ud, 0, &end, err);
+}
+
 static int open_fd(ck_audit_t *a, ck_err_t *err)
 {
     a->fd = open(a->path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW,

@@ -39,6 +39,14 @@ int ck_audit_open(ck_audit_t *a, const char *path, ck_audit_cb cb, void *ud,
                   ck_err_t *err);
 
 /*
+ * Read the log at a->path (a otherwise zeroed) as ck_audit_open reads it
+ * back, but only reading: no lock, no cut, nothing created.  While cb
+ * runs, a->at is the offset of its line.  0, or an error with the path in
+ * err (a log that is not there is one).
+ */
+int ck_audit_read(ck_audit_t *a, ck_audit_cb cb, void *ud, ck_err_t *err);
+
+/*
  * Append rec, one JSON object's text, with "seq" and "host" added as its
  * first keys, and sync it.  On failure nothing partial stays in the file
  * (as far as the file system lets us undo it).

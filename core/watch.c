@@ -628,11 +628,7 @@ void watch_timers(daemon_t *d)
 static void release_queued(daemon_t *d)
 {
     for (file_t *f = d->qhead; f != NULL; f = f->qnext) {
-        char *cp = watch_claim_path(d, f->rel, &f->id);
-
-        if (cp != NULL)
-            unlink(cp);
-        ck_free(cp);
+        watch_unclaim(d, f);
         f->state = F_OTHER;
     }
     d->qhead = d->qtail = NULL;

@@ -55,6 +55,15 @@ char *watch_claim_path(daemon_t *d, const char *rel, const ident_t *id)
     return watch_claim_file(d->claims, rel, id);
 }
 
+void watch_unclaim(daemon_t *d, const file_t *f)
+{
+    char *cp = watch_claim_path(d, f->rel, &f->id);
+
+    if (cp != NULL)
+        unlink(cp);
+    ck_free(cp);
+}
+
 /* The start time of process pid (clock ticks after boot, field 22 of
  * /proc/PID/stat), or 0 when it is not there. */
 static uint64_t proc_start(int pid)
@@ -566,15 +575,15 @@ void watch_arm(daemon_t *d)
 
 /*
  * The pending files that are due, earliest first, each looked at once per
- * call (its check may make it due again at once: settle_ms = 0), while a
- * probe may start (a probe's end pumps again); then jobs start.  Only what
- * is looked at leaves the heap: with thousands due and two probes at a
- * time, popping them all on every pump was a twentieth of the daemon.
+ * call (its check may make it due again at once: settle_ms = 0, and then
+ * it and the files due with it wait for the tick watch_arm sets at once),
+ * while a probe may start (a probe's end pumps again); then jobs start.
+ * Only what is looked at leaves the heap: with thousands due and two
+ * probes at a time, popping them all on every pump was a twentieth of the
+ * daemon.
  */
 void watch_pump(daemon_t *d)
 {
-    file_t **again = NULL;
-    size_t n = 0, cap = 0;
     uint64_t now;
 
     if (d->stopping || d->loading)
@@ -582,33 +591,13 @@ void watch_pump(daemon_t *d)
     uv_update_time(d->loop);
     now = uv_now(d->loop);
     d->pumpgen++;
-    while (d->nheap > 0 && d->heap[0]->next_check <= now && !probes_full(d)) {
+    while (d->nheap > 0 && d->heap[0]->next_check <= now && !probes_full(d) &&
+           d->heap[0]->pumped != d->pumpgen) {
         file_t *f = watch_due_pop(d);
 
-        if (f->pumped == d->pumpgen) {  /* looked at already: due again */
-            if (n == cap) {
-                size_t c = cap ? 2 * cap : 16;
-                file_t **a = ck_realloc(again, c * sizeof(*a));
-
-                if (a == NULL) {
-                    watch_due(d, f, f->next_check);
-                    break;
-                }
-                again = a;
-                cap = c;
-            }
-            again[n++] = f;
-            continue;
-        }
         f->pumped = d->pumpgen;
         check_file(d, f, now);
     }
-    while (n > 0) {
-        file_t *f = again[--n];
-
-        watch_due(d, f, f->next_check);
-    }
-    ck_free(again);
     watch_start_jobs(d);
     watch_arm(d);
 }

@@ -237,6 +237,8 @@ void watch_status(daemon_t *d);
 
 /* The claim file of rel at identity id (ck_malloc), or NULL. */
 char *watch_claim_path(daemon_t *d, const char *rel, const ident_t *id);
+/* Give back f's claim (at f->id): a queued file not started. */
+void watch_unclaim(daemon_t *d, const file_t *f);
 /* The same in the claims folder claims. */
 char *watch_claim_file(const char *claims, const char *rel, const ident_t *id);
 /* Fill s with this process's host, boot id, pid namespace, start time. */

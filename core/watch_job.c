@@ -903,7 +903,7 @@ static job_t *job_new(daemon_t *d, file_t *f, ck_err_t *err)
 {
     job_t *j = ck_calloc(1, sizeof(*j));
     char *odir;
-    int made = -ENOMEM;
+    int made;
 
     if (j == NULL) {
         ck_err_set(err, CK_ENOMEM, "out of memory");
@@ -922,16 +922,15 @@ static job_t *job_new(daemon_t *d, file_t *f, ck_err_t *err)
     j->seq = ++d->jobseq;
     j->now_s = (int64_t)time(NULL);
     odir = watch_out_path(d->w, f->rel, NULL);
-    if (odir != NULL) {
-        *strrchr(odir, '/') = '\0';
-        made = ck_mkdirs(odir, 0750);
-    }
-    if (made < 0 && made != -ENOMEM && odir != NULL)
-        ck_err_set(err, made, "output folder %s: %s", odir, strerror(-made));
-    else if (made < 0 || j->rel == NULL || j->in == NULL || j->claim == NULL)
-        ck_err_set(err, CK_ENOMEM, "out of memory");
     j->odir = odir;
-    if (made < 0 || j->rel == NULL || j->in == NULL || j->claim == NULL) {
+    if (odir == NULL || j->rel == NULL || j->in == NULL || j->claim == NULL) {
+        ck_err_set(err, CK_ENOMEM, "out of memory");
+        job_free(j);
+        return NULL;
+    }
+    *strrchr(odir, '/') = '\0';
+    if ((made = ck_mkdirs(odir, 0750)) < 0) {
+        ck_err_set(err, made, "output folder %s: %s", odir, strerror(-made));
         job_free(j);
         return NULL;
     }
@@ -955,11 +954,7 @@ void watch_start_jobs(daemon_t *d)
             d->qtail = NULL;
         d->nqueued--;
         if (f->dirty) {     /* changed while queued: its claim is stale */
-            char *cp = watch_claim_path(d, f->rel, &f->id);
-
-            if (cp != NULL)
-                unlink(cp);
-            ck_free(cp);
+            watch_unclaim(d, f);
             f->dirty = 0;
             f->state = F_OTHER;
             watch_set_pending(d, f, uv_now(d->loop));
@@ -969,11 +964,7 @@ void watch_start_jobs(daemon_t *d)
         if (j == NULL) {
             /* not started: its claim goes with it (kept, it would be this
              * daemon's own live claim, and block every later try) */
-            char *cp = watch_claim_path(d, f->rel, &f->id);
-
-            if (cp != NULL)
-                unlink(cp);
-            ck_free(cp);
+            watch_unclaim(d, f);
             ck_log(CK_LOG_ERR, "%s: %s; will try again in %d s", f->rel,
                    err.msg, JOB_NEW_RETRY_MS / 1000);
             f->state = F_OTHER;

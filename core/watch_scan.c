@@ -138,7 +138,7 @@ static void again_done_cb(uv_work_t *req, int uvst)
         watch_pump(d);
 }
 
-static void again(daemon_t *d, file_t *f, const ident_t *id)
+static void again(daemon_t *d, file_t *f)
 {
     again_t *a = ck_calloc(1, sizeof(*a));
 
@@ -152,18 +152,18 @@ static void again(daemon_t *d, file_t *f, const ident_t *id)
     a->in = ck_path_join(d->w->incoming, f->rel);
     a->was = f->state;
     a->seq = d->audit.seq;
+    a->id = f->done;                /* what the scan found: see scan_file */
     if (f->state == F_FAILED) {
         a->failrec = f->failrec;    /* taken: moved once */
         f->failrec = NULL;
-        a->id = f->done;
-    } else {
-        a->id = *id;
     }
     a->req.data = a;
     if (a->rel == NULL || a->in == NULL ||
         uv_queue_work(d->loop, &a->req, again_work_cb, again_done_cb) < 0) {
-        f->failrec = a->failrec;    /* given back: the next scan retries */
-        a->failrec = NULL;
+        if (a->failrec != NULL) {   /* given back: the next scan retries */
+            f->failrec = a->failrec;
+            a->failrec = NULL;
+        }
         again_free(a);
         return;
     }
@@ -192,7 +192,7 @@ static void scan_file(daemon_t *d, const char *rel, const ident_t *id,
         watch_set_pending(d, f, now);
     else if ((f->state == F_DONE && d->w->after != CK_AFTER_KEEP) ||
              (f->state == F_FAILED && f->failrec != NULL))
-        again(d, f, id);
+        again(d, f);
     else if (f->state == F_MOVING && !ident_eq(id, &f->done))
         f->dirty = 1;   /* looked at again once moved */
 }

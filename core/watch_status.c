@@ -15,6 +15,7 @@
 #include "watch.h"
 #include "watch_int.h"
 
+#include "audit.h"
 #include "fsutil.h"
 #include "record.h"
 
@@ -63,7 +64,9 @@ typedef struct {
     size_t ndone, capdone;
     ck_strmap_t byname;     /* path -> index in done */
     ck_arena_t arena;       /* the paths and the map */
-    int fd;                 /* the audit log */
+    ck_audit_t log;         /* read (ck_audit_read): .at, a line's place */
+    int fd;                 /* the audit log, for its lines read again */
+    char *line;             /* one of them */
     ring_t ok, failed;
     items_t waiting, queued, running;
 } status_t;
@@ -92,25 +95,26 @@ static void ring_put(ring_t *r, off_t off, size_t len)
     r->n++;
 }
 
-/* The line at off (len bytes, without its newline) parsed in full into r:
- * 0, or < 0 when it cannot be read or parsed. */
-static int parse_at(int fd, off_t off, size_t len, char **buf,
-                    ck_record_t *r)
+/* The line at off (len bytes, without its newline) read again and parsed
+ * in full into r: 0, or < 0 when it cannot be read or parsed. */
+static int parse_at(status_t *s, off_t off, size_t len, ck_record_t *r)
 {
-    char *b = ck_realloc(*buf, len + 1);
+    char *b = ck_realloc(s->line, len + 1);
 
     if (b == NULL)
         return CK_ENOMEM;
-    *buf = b;
-    if (pread(fd, b, len, off) != (ssize_t)len)
+    s->line = b;
+    if (pread(s->fd, b, len, off) != (ssize_t)len)
         return -EIO;
     b[len] = '\0';
     return ck_record_parse(b, len, r);
 }
 
 /* A complete line: its input's latest record, and the ring it counts in. */
-static void line_cb(status_t *s, const char *line, size_t len, off_t off)
+static int line_cb(void *ud, const char *line, size_t len)
 {
+    status_t *s = ud;
+    off_t off = (off_t)s->log.at;
     ck_record_skim_t k;
     ck_record_t r;
     char *path = NULL;
@@ -126,7 +130,7 @@ static void line_cb(status_t *s, const char *line, size_t len, off_t off)
     } else {
         /* escapes or another writer's layout: jansson reads it */
         if (ck_record_parse(line, len, &r) < 0)
-            return;
+            return 0;
         parsed = 1;
         if (r.status == NULL || r.in.path == NULL)
             goto out;
@@ -162,56 +166,19 @@ static void line_cb(status_t *s, const char *line, size_t len, off_t off)
 out:
     if (parsed)
         ck_record_release(&r);
-}
-
-/* Every complete line of the log, read in 1 MiB blocks. */
-static void read_log(status_t *s)
-{
-    size_t cap = 1 << 20, have = 0;
-    char *buf = ck_malloc(cap);
-    off_t at = 0;       /* the file offset of buf[0] */
-    ssize_t n;
-
-    s->fd = open(s->w->audit_log, O_RDONLY | O_CLOEXEC);
-    if (s->fd < 0 || buf == NULL) {
-        ck_free(buf);
-        return;
-    }
-    while ((n = read(s->fd, buf + have, cap - have)) > 0) {
-        char *p = buf, *end = buf + have + n, *nl;
-
-        while ((nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
-            if (nl > p)
-                line_cb(s, p, (size_t)(nl - p), at + (p - buf));
-            p = nl + 1;
-        }
-        have = (size_t)(end - p);
-        at += p - buf;
-        memmove(buf, p, have);
-        if (have == cap) {      /* a line longer than the buffer */
-            char *b = ck_realloc(buf, cap * 2);
-
-            if (b == NULL)
-                break;
-            buf = b;
-            cap *= 2;
-        }
-    }
-    ck_free(buf);
+    return 0;
 }
 
 /* The last lines of each ring read in full, once the log is read. */
 static void ring_read(status_t *s, ring_t *r)
 {
     size_t first = r->n > r->cap ? r->n - r->cap : 0;
-    char *buf = NULL;
 
     for (size_t i = first; i < r->n; i++) {
         last_t *l = &r->v[i % r->cap];
         ck_record_t rec;
 
-        if (parse_at(s->fd, r->off[i % r->cap], r->len[i % r->cap], &buf,
-                     &rec) < 0) {
+        if (parse_at(s, r->off[i % r->cap], r->len[i % r->cap], &rec) < 0) {
             memset(l, 0, sizeof(*l));
             l->in = dup0("(the line could not be read again)");
             continue;
@@ -224,7 +191,6 @@ static void ring_read(status_t *s, ring_t *r)
         l->msg = dup0(rec.error_message);
         ck_record_release(&rec);
     }
-    ck_free(buf);
 }
 
 /* Was path last done or failed at identity id?  Its latest record is
@@ -239,17 +205,15 @@ static int done_at(status_t *s, const char *path, const ident_t *id)
     d = &s->done[i];
     if (d->known == 0) {
         ck_record_t r;
-        char *buf = NULL;
 
         d->known = -1;
-        if (parse_at(s->fd, d->off, d->len, &buf, &r) == 0) {
+        if (parse_at(s, d->off, d->len, &r) == 0) {
             d->id.ino = r.in.inode;
             d->id.size = r.in.size;
             d->id.mtime_ns = r.in.mtime_ns;
             d->known = 1;
             ck_record_release(&r);
         }
-        ck_free(buf);
     }
     return d->known == 1 && ident_eq(&d->id, id);
 }
@@ -455,6 +419,7 @@ static void ring_free(ring_t *r)
 int ck_watch_status(const ck_conf_t *c, size_t last, int json, FILE *out)
 {
     status_t s;
+    ck_err_t err = { 0 };
     int rc = 0;
 
     memset(&s, 0, sizeof(s));
@@ -480,7 +445,11 @@ int ck_watch_status(const ck_conf_t *c, size_t last, int json, FILE *out)
         rc = 1;
         goto out;
     }
-    read_log(&s);
+    /* a log not there yet: nothing done */
+    s.log.path = (char *)s.w->audit_log;  /* read only */
+    s.fd = open(s.w->audit_log, O_RDONLY | O_CLOEXEC);
+    if (s.fd >= 0)
+        ck_audit_read(&s.log, line_cb, &s, &err);
     ring_read(&s, &s.ok);
     ring_read(&s, &s.failed);
     scan(&s, "", 0);
@@ -514,6 +483,7 @@ int ck_watch_status(const ck_conf_t *c, size_t last, int json, FILE *out)
 out:
     if (s.fd >= 0)
         close(s.fd);
+    ck_free(s.line);
     ck_free(s.done);
     ck_arena_release(&s.arena);
     ring_free(&s.ok);

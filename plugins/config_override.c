@@ -429,6 +429,7 @@ static int py_set(ed_t *e, void *c, int idx, const ovr_t *o)
     ck_py_t *old = m->v[2 * idx + 1], *nv;
     const char *cls = e->omegaconf ? ck_omc_leaf_class(old) : NULL;
     int scalar = o->value->kind == CK_YV_SCALAR, rc;
+    const ck_pyval_t *t;
     size_t at;
 
     if (cls == NULL || (!scalar && strcmp(cls, "AnyNode") == 0)) {
@@ -438,13 +439,12 @@ static int py_set(ed_t *e, void *c, int idx, const ovr_t *o)
     st = ck_py_mapping(old->u.o.state);
     if (st == NULL || ck_py_map_get(old->u.o.state, "_val", &at) == NULL)
         return ck_job_fail(e->job, CK_EPLUGIN, "%s: malformed node", o->line);
-    if (scalar && ck_yval_type(e->a, o->value) != NULL &&
-        ck_yval_type(e->a, o->value)->t == CK_PV_NULL && !optional(old))
+    t = scalar ? ck_yval_type(e->a, o->value) : NULL;
+    if (t != NULL && t->t == CK_PV_NULL && !optional(old))
         return ck_job_fail(e->job, CK_EPLUGIN, "%s: the %s is not optional: "
                            "OmegaConf refuses null (ValidationError)", o->line,
                            cls);
-    rc = ck_omc_leaf_value(e->a, cls,
-                           scalar ? ck_yval_type(e->a, o->value) : NULL, &nv);
+    rc = ck_omc_leaf_value(e->a, cls, t, &nv);
     if (rc == 1)
         return ck_job_fail(e->job, CK_EPLUGIN, "%s: '%s' is not a valid value "
                           "for a %s", o->line,

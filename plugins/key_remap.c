@@ -206,16 +206,12 @@ static int key_index(ck_arena_t *a, ck_py_vec_t *m, ck_strmap_t *ix)
  * about tensors): torch's consume_prefix_in_state_dict_if_present does the
  * same when the module 'module' of a DDP checkpoint becomes the root ''.
  */
-static int remap_metadata(ck_job_t *job, remap_conf_t *cf, const char *state,
-                          ck_py_vec_t *m, char **names)
+static int remap_metadata(ck_job_t *job, ck_py_vec_t *m, char **names)
 {
     ck_arena_t *a = ck_job_arena(job);
     size_t n = m->n / 2, kept = 0;
     ck_strmap_t seen = { 0 }; /* new name -> its place in the output */
-    ck_py_t **orig = ck_arena_alloc(a, (n + 1) * sizeof(*orig)); /* by place */
 
-    if (orig == NULL)
-        return ck_job_nomem(job);
     for (size_t i = 0; i < n; i++) {
         ck_py_t *k = m->v[2 * i];
         const char *name;
@@ -240,7 +236,6 @@ static int remap_metadata(ck_job_t *job, remap_conf_t *cf, const char *state,
         }
         if (ck_strmap_add(&seen, a, name, kept) < 0)
             return ck_job_nomem(job);
-        orig[kept] = m->v[2 * i];
         m->v[2 * kept] = k;
         m->v[2 * kept++ + 1] = m->v[2 * i + 1];
     }
@@ -315,7 +310,7 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
     if (rc < 0)
         return rc;
     if (metadata)
-        return remap_metadata(job, cf, state, m, names);
+        return remap_metadata(job, m, names);
     /* dup[i]: the first later key renamed to the same new name, else n */
     for (size_t i = 0; i < n; i++) {
         size_t f;
