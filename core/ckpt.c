@@ -78,6 +78,46 @@ int ck_ckpt_zip_fingerprint(int fd, uint64_t size, const void *pkl, size_t n,
     return rc;
 }
 
+int ck_ckpt_zip_fingerprint_at(int fd, uint64_t size, uint64_t pkl_off,
+                               uint64_t n, uint64_t cd_off, uint64_t cd_size,
+                               char out[65], ck_err_t *err)
+{
+    enum { CHUNK = 1 << 20 };
+    const struct {
+        uint64_t off, n;
+    } part[2] = { { pkl_off, n }, { cd_off, cd_size } };
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    uint8_t *buf = ck_malloc(CHUNK);
+    unsigned char md[32], sz[8];
+    unsigned int len = 0;
+    int ok, rc = 0;
+
+    for (int i = 0; i < 8; i++)
+        sz[i] = (unsigned char)(size >> (8 * i));
+    ok = ctx != NULL && buf != NULL &&
+         EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) &&
+         EVP_DigestUpdate(ctx, sz, 8);
+    for (int i = 0; i < 2 && ok && rc == 0; i++) {
+        for (uint64_t done = 0; done < part[i].n && ok && rc == 0;) {
+            size_t k = part[i].n - done < CHUNK ? (size_t)(part[i].n - done)
+                                                : CHUNK;
+
+            rc = ck_pread_full(fd, buf, k, part[i].off + done);
+            ok = rc < 0 || EVP_DigestUpdate(ctx, buf, k);
+            done += k;
+        }
+    }
+    ok = ok && rc == 0 && EVP_DigestFinal_ex(ctx, md, &len);
+    EVP_MD_CTX_free(ctx);
+    ck_free(buf);
+    if (rc < 0)
+        return ck_err_set(err, rc, "fingerprint: %s", strerror(-rc));
+    if (!ok)
+        return ck_err_set(err, CK_ENOMEM, "fingerprint: out of memory");
+    hex(md, out);
+    return 0;
+}
+
 int ck_ckpt_fingerprint(ck_ckpt_t *c, ck_err_t *err)
 {
     if (c->fingerprint[0] != '\0' || c->format != CK_FMT_SAFETENSORS)

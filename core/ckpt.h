@@ -315,6 +315,11 @@ int ck_ckpt_zip_fingerprint(int fd, uint64_t size, const void *pkl, size_t n,
                             uint64_t cd_off, uint64_t cd_size, char out[65],
                             ck_err_t *err);
 
+/* The same with the pickle read from fd too (n bytes at pkl_off). */
+int ck_ckpt_zip_fingerprint_at(int fd, uint64_t size, uint64_t pkl_off,
+                               uint64_t n, uint64_t cd_off, uint64_t cd_size,
+                               char out[65], ck_err_t *err);
+
 /* The top folder torch.save gives a file: its name without the extension. */
 char *ck_ckpt_stem(ck_arena_t *a, const char *path);
 

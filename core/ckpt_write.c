@@ -163,11 +163,61 @@ static int stream_storages(ck_ckpt_t *c, ck_zipw_t *w, const char *top,
     return 0;
 }
 
+/* The output pickle, drained into its record as it is made. */
+typedef struct {
+    ck_zipw_t *w;
+    ck_err_t err;
+} pkl_sink_t;
+
+static int pkl_drain(void *ud, const uint8_t *p, size_t n)
+{
+    pkl_sink_t *k = ud;
+
+    return ck_zipw_data(k->w, p, n, &k->err);
+}
+
+/*
+ * data.pkl.  Into a file it goes to its record while the writer makes it,
+ * its sizes written in the local header afterwards, so the pickle is never
+ * whole in memory (tens of MiB for 10^5 tensors); streamed (no seeks) or
+ * planned against a streamed input, it is made first, whole.
+ */
+static int put_pickle(ck_ckpt_t *c, ck_zipw_t *w, const char *top, renum_t *r,
+                      ck_buf_t *pkl, uint64_t *pkl_off, ck_err_t *err)
+{
+    char full[600];
+    pkl_sink_t k = { .w = w };
+    int rc;
+
+    if (w->stream || c->stream != NULL) {
+        rc = ck_pickle_write(c->pk.root, &c->lim, &c->arena, renumber_cb, r,
+                             pkl, err);
+        if (rc == 0 && c->stream != NULL)
+            rc = ck_ckpt_stream_plan(c, r->order, r->n, err);
+        return rc < 0 ? rc : put_record(w, top, "data.pkl", pkl->data,
+                                        pkl->len, err);
+    }
+    snprintf(full, sizeof(full), "%s/data.pkl", top);
+    if ((rc = ck_zipw_begin(w, full, CK_ZIPW_LATER, err)) < 0)
+        return rc;
+    *pkl_off = w->off;
+    pkl->drain = pkl_drain;
+    pkl->drain_ud = &k;
+    rc = ck_pickle_write(c->pk.root, &c->lim, &c->arena, renumber_cb, r, pkl,
+                         err);
+    if (rc == 0)
+        rc = ck_buf_drain(pkl);
+    if (rc < 0 && k.err.code < 0) /* the record's write failed first */
+        return ck_err_set(err, k.err.code, "%s", k.err.msg);
+    return rc < 0 ? rc : ck_zipw_end(w, err);
+}
+
 static int write_zip(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
                      ck_err_t *err)
 {
     const char *top = arg;
     ck_buf_t pkl = { 0 };
+    uint64_t pkl_off = 0;
     renum_t r = { 0 };
     ck_zipw_t w;
     int rc;
@@ -183,13 +233,7 @@ static int write_zip(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
     }
     for (size_t i = 0; i < c->nstorages; i++)
         c->storages[i]->newkey = -1;
-    rc = ck_pickle_write(c->pk.root, &c->lim, &c->arena, renumber_cb, &r, &pkl,
-                         err);
-    if (rc == 0 && c->stream != NULL)
-        rc = ck_ckpt_stream_plan(c, r.order, r.n, err);
-    if (rc < 0)
-        goto out;
-    if ((rc = put_record(&w, top, "data.pkl", pkl.data, pkl.len, err)) < 0 ||
+    if ((rc = put_pickle(c, &w, top, &r, &pkl, &pkl_off, err)) < 0 ||
         (rc = put_record(&w, top, "byteorder", "little", 6, err)) < 0)
         goto out;
     if (c->stream != NULL) {
@@ -216,6 +260,10 @@ static int write_zip(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
         rc = ck_ckpt_fingerprint_mem(w.off, pkl.data, pkl.len, w.cd.data,
                                      w.cd.len, info->fingerprint,
                                      err);
+    else if (pkl.drain != NULL)
+        rc = ck_ckpt_zip_fingerprint_at(fd, w.off, pkl_off, w.e[0].size,
+                                        w.cd_off, w.cd_size,
+                                        info->fingerprint, err);
     else
         rc = ck_ckpt_zip_fingerprint(fd, w.off, pkl.data, pkl.len, w.cd_off,
                                      w.cd_size, info->fingerprint, err);
@@ -329,13 +377,18 @@ static size_t uniq_first_dup(uniq_t *u, ck_py_vec_t *m, size_t *j)
         while (end < nother && other[end].h == other[r].h)
             end++;
         for (size_t a = r + 1; a < end && other[a].i < first; a++)
-            for (size_t b = r; b < a; b++)
-                if (ck_py_equal(m->v[other[a].i], m->v[other[b].i],
-                                 u->c->lim.max_depth)) {
+            for (size_t b = r; b < a; b++) {
+                int same = ck_py_equal(m->v[other[a].i], m->v[other[b].i],
+                                       u->c->lim.max_depth);
+
+                if (same < 0)
+                    return SIZE_MAX - 1;
+                if (same) {
                     first = other[a].i;
                     *j = other[b].i;
                     break;
                 }
+            }
         r = end;
     }
     return first;

@@ -56,8 +56,7 @@ struct ck_py {
     uint8_t kind;
     uint8_t b;      /* CK_PY_BOOL */
     uint32_t wgen;  /* writer and walker bookkeeping */
-    uint32_t widx;
-    void *wref;     /* walker scratch (ck_py_equal) */
+    uint32_t widx;  /* (the head is 16 bytes: a graph has millions) */
     union {
         struct {
             int64_t v;
@@ -180,8 +179,9 @@ void ck_int_negate(uint8_t *le, size_t n);
 /*
  * Structural equality, identity preserving (for tests and the fuzzer): 1
  * when the graphs match and their shared objects correspond one to one, so
- * a writer that merges two equal objects into one is caught.  Not thread
- * safe for one graph: it marks the nodes it visits.
+ * a writer that merges two equal objects into one is caught; 0 when they
+ * do not; CK_ENOMEM.  Not thread safe for one graph: it marks the nodes it
+ * visits (wgen and widx).
  */
 int ck_py_equal(ck_py_t *a, ck_py_t *b, uint32_t max_depth);
 

@@ -229,8 +229,21 @@ void ck_int_negate(uint8_t *le, size_t n)
 
 /* ---- equality --------------------------------------------------------- */
 
-static int vec_equal(ck_py_vec_t *a, ck_py_vec_t *b, uint32_t gen,
-                     uint32_t depth, uint32_t max);
+/*
+ * The walk of ck_py_equal: a node met on the left gets wgen == gen, one on
+ * the right gen + 1, and both widx, the index of the pair in 'pairs', so
+ * each side finds its partner.
+ */
+typedef struct {
+    uint32_t gen, max;
+    struct eq_pair {
+        ck_py_t *a, *b;
+    } *pairs;
+    size_t n, cap;
+    int oom;
+} eq_t;
+
+static int vec_equal(eq_t *e, ck_py_vec_t *a, ck_py_vec_t *b, uint32_t depth);
 
 /*
  * Pickle memoizes str, non-empty tuples, containers, globals and calls;
@@ -243,28 +256,50 @@ static int has_identity(const ck_py_t *p)
            !(p->kind == CK_PY_TUPLE && p->u.seq.n == 0);
 }
 
-static int eq(ck_py_t *a, ck_py_t *b, uint32_t gen, uint32_t depth,
-              uint32_t max)
+static int eq_pair(eq_t *e, ck_py_t *a, ck_py_t *b)
 {
+    if (e->n == e->cap || e->n > UINT32_MAX) {
+        size_t cap = e->cap ? 2 * e->cap : 256;
+        struct eq_pair *np;
+
+        if (e->n > UINT32_MAX ||
+            (np = ck_realloc(e->pairs, cap * sizeof(*np))) == NULL) {
+            e->oom = 1;
+            return -1;
+        }
+        e->pairs = np;
+        e->cap = cap;
+    }
+    e->pairs[e->n].a = a;
+    e->pairs[e->n].b = b;
+    a->wgen = e->gen;
+    a->widx = (uint32_t)e->n;
+    b->wgen = e->gen + 1;
+    b->widx = (uint32_t)e->n;
+    e->n++;
+    return 0;
+}
+
+static int eq(eq_t *e, ck_py_t *a, ck_py_t *b, uint32_t depth)
+{
+    uint32_t gen = e->gen;
+
     if (a == NULL || b == NULL)
         return a == b;
-    if (depth > max)
+    if (depth > e->max)
         return 0;
     if (a->kind != b->kind)
         return 0;
     if (a == b) {
         /* one node on both sides (graphs that share parts) */
-        if (a->wgen == gen + 1 && a->wref == a)
+        if (a->wgen == gen + 1 && e->pairs[a->widx].a == a)
             return 1;
     } else if (has_identity(a) && (a->wgen == gen || b->wgen == gen + 1)) {
         /* identity must map one to one: a was met with b, and b with a */
-        return a->wgen == gen && b->wgen == gen + 1 && a->wref == b &&
-               b->wref == a;
+        return a->wgen == gen && b->wgen == gen + 1 && a->widx == b->widx;
     }
-    a->wgen = gen;
-    a->wref = b;
-    b->wgen = gen + 1;
-    b->wref = a;
+    if (eq_pair(e, a, b) < 0)
+        return 0;
     switch ((ck_py_kind_t)a->kind) {
     case CK_PY_NONE:
         return 1;
@@ -285,30 +320,29 @@ static int eq(ck_py_t *a, ck_py_t *b, uint32_t gen, uint32_t depth,
     case CK_PY_DICT:
     case CK_PY_SET:
     case CK_PY_FROZENSET:
-        return vec_equal(&a->u.seq, &b->u.seq, gen, depth, max);
+        return vec_equal(e, &a->u.seq, &b->u.seq, depth);
     case CK_PY_GLOBAL:
         return strcmp(a->u.g.module, b->u.g.module) == 0 &&
                strcmp(a->u.g.name, b->u.g.name) == 0;
     case CK_PY_REDUCE:
     case CK_PY_NEWOBJ:
-        return eq(a->u.o.fn, b->u.o.fn, gen, depth + 1, max) &&
-               eq(a->u.o.args, b->u.o.args, gen, depth + 1, max) &&
-               vec_equal(&a->u.o.list, &b->u.o.list, gen, depth, max) &&
-               vec_equal(&a->u.o.dict, &b->u.o.dict, gen, depth, max) &&
-               eq(a->u.o.state, b->u.o.state, gen, depth + 1, max);
+        return eq(e, a->u.o.fn, b->u.o.fn, depth + 1) &&
+               eq(e, a->u.o.args, b->u.o.args, depth + 1) &&
+               vec_equal(e, &a->u.o.list, &b->u.o.list, depth) &&
+               vec_equal(e, &a->u.o.dict, &b->u.o.dict, depth) &&
+               eq(e, a->u.o.state, b->u.o.state, depth + 1);
     case CK_PY_PERSID:
-        return eq(a->u.pid, b->u.pid, gen, depth + 1, max);
+        return eq(e, a->u.pid, b->u.pid, depth + 1);
     }
     return 0;
 }
 
-static int vec_equal(ck_py_vec_t *a, ck_py_vec_t *b, uint32_t gen,
-                     uint32_t depth, uint32_t max)
+static int vec_equal(eq_t *e, ck_py_vec_t *a, ck_py_vec_t *b, uint32_t depth)
 {
     if (a->n != b->n)
         return 0;
     for (size_t i = 0; i < a->n; i++)
-        if (!eq(a->v[i], b->v[i], gen, depth + 1, max))
+        if (!eq(e, a->v[i], b->v[i], depth + 1))
             return 0;
     return 1;
 }
@@ -373,10 +407,14 @@ uint64_t ck_py_hash(const ck_py_t *p, uint32_t depth)
 
 int ck_py_equal(ck_py_t *a, ck_py_t *b, uint32_t max_depth)
 {
-    uint32_t gen;
+    eq_t e = { 0 };
+    int rc;
 
     do
-        gen = ck_py_next_gen();
-    while (gen + 1 == 0 || ck_py_next_gen() != gen + 1);
-    return eq(a, b, gen, 0, max_depth);
+        e.gen = ck_py_next_gen();
+    while (e.gen + 1 == 0 || ck_py_next_gen() != e.gen + 1);
+    e.max = max_depth;
+    rc = eq(&e, a, b, 0);
+    ck_free(e.pairs);
+    return e.oom ? CK_ENOMEM : rc;
 }

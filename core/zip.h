@@ -174,6 +174,7 @@ typedef struct {
     uint64_t cur_written;  /* bytes of the open record so far */
     uint32_t cur_crc;
     int open;
+    int cur_later;         /* the open record's size is CK_ZIPW_LATER */
     uint8_t *buf;          /* ck_zipw_copy's buffer, made on first use */
     uint64_t cd_off, cd_size; /* set by ck_zipw_finish */
     uint64_t started;      /* write-out to disk started below this offset */
@@ -199,7 +200,13 @@ void ck_zipw_release(ck_zipw_t *w);
 /* Write out the small writes gathered so far (ck_zipw_finish does). */
 int ck_zipw_flush(ck_zipw_t *w, ck_err_t *err);
 
-/* Start record 'name' of exactly 'size' bytes. */
+/*
+ * Start record 'name' of exactly 'size' bytes; or of a size told by what
+ * is written when size is CK_ZIPW_LATER: not streaming, the local header's
+ * CRC and sizes are written over at ck_zipw_end, and the record must stay
+ * under 4 GiB (no zip64 extra was made room for).
+ */
+#define CK_ZIPW_LATER UINT64_MAX
 int ck_zipw_begin(ck_zipw_t *w, const char *name, uint64_t size,
                   ck_err_t *err);
 /* Append bytes to the open record. */

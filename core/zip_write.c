@@ -108,15 +108,21 @@ static int w_put(ck_zipw_t *w, const void *p, size_t n)
     return w_out(w, p, n, w->off);
 }
 
-/* Replace the 4 bytes at file offset at (inside what is written): in the
- * buffer when they are still there. */
-static int w_patch(ck_zipw_t *w, const uint8_t *b, uint64_t at)
+/* Replace the n bytes at file offset at (inside what is written): in the
+ * buffer when they are all still there. */
+static int w_patch(ck_zipw_t *w, const uint8_t *b, size_t n, uint64_t at)
 {
-    if (w->wb.len > 0 && at >= w->wb_off && at + 4 <= w->wb_off + w->wb.len) {
-        memcpy(w->wb.data + (at - w->wb_off), b, 4);
+    if (w->wb.len > 0 && at >= w->wb_off && at + n <= w->wb_off + w->wb.len) {
+        memcpy(w->wb.data + (at - w->wb_off), b, n);
         return 0;
     }
-    return ck_pwrite_full(w->fd, b, 4, at);
+    if (at < w->wb_off + w->wb.len && at + n > w->wb_off) {
+        int rc = w_flush(w); /* half in the buffer: out with it first */
+
+        if (rc < 0)
+            return rc;
+    }
+    return ck_pwrite_full(w->fd, b, n, at);
 }
 
 int ck_zipw_flush(ck_zipw_t *w, ck_err_t *err)
@@ -129,12 +135,14 @@ int ck_zipw_flush(ck_zipw_t *w, ck_err_t *err)
 int ck_zipw_begin(ck_zipw_t *w, const char *name, uint64_t size, ck_err_t *err)
 {
     uint8_t hdr[30 + 512 + 20 + 4 + 64];
-    size_t nlen = strlen(name), x, pad, z64 = size >= 0xffffffffu ? 20 : 0;
+    int later = size == CK_ZIPW_LATER;
+    size_t nlen = strlen(name), x, pad;
+    size_t z64 = !later && size >= 0xffffffffu ? 20 : 0;
     uint64_t start, lsize;
     ck_zipw_entry_t *e;
     int rc;
 
-    if (w->open || nlen > 512)
+    if (w->open || nlen > 512 || (later && w->stream))
         return ck_err_set(err, CK_EFORMAT, "zip writer misuse");
     if (w->n == w->cap) {
         size_t cap = w->cap ? w->cap * 2 : 16;
@@ -161,7 +169,7 @@ int ck_zipw_begin(ck_zipw_t *w, const char *name, uint64_t size, ck_err_t *err)
     put16(hdr + 6, w->stream ? 8 : 0);
     /* streaming, the sizes are in the descriptor and zeros here, as
      * torch.save writes them (libzip wants zeros or the CRC too) */
-    lsize = w->stream ? 0 : size;
+    lsize = w->stream || later ? 0 : size;
     put32(hdr + 18, z64 ? 0xffffffffu : lsize);
     put32(hdr + 22, z64 ? 0xffffffffu : lsize);
     put16(hdr + 26, nlen);
@@ -185,6 +193,7 @@ int ck_zipw_begin(ck_zipw_t *w, const char *name, uint64_t size, ck_err_t *err)
         return w_io(err, rc);
     w->off += x;
     w->open = 1;
+    w->cur_later = later;
     w->cur_written = 0;
     w->cur_crc = (uint32_t)crc32(0, NULL, 0);
     return 0;
@@ -200,6 +209,8 @@ static int w_room(ck_zipw_t *w, uint64_t n, ck_err_t *err)
     if (n > e->size - w->cur_written)
         return ck_err_set(err, CK_EFORMAT, "%s: more bytes than declared",
                           e->name);
+    if (w->cur_later && n >= 0xffffffffu - w->cur_written)
+        return ck_err_set(err, CK_ELIMIT, "%s: 4 GiB or more", e->name);
     return 0;
 }
 
@@ -374,6 +385,8 @@ int ck_zipw_end(ck_zipw_t *w, ck_err_t *err)
     if (!w->open)
         return ck_err_set(err, CK_EFORMAT, "zip writer: no record begun");
     e = &w->e[w->n - 1];
+    if (w->cur_later)
+        e->size = w->cur_written;
     if (w->cur_written != e->size)
         return ck_err_set(err, CK_EFORMAT, "%s: %llu bytes written, %llu declared",
                           e->name, (unsigned long long)w->cur_written,
@@ -397,8 +410,11 @@ int ck_zipw_end(ck_zipw_t *w, ck_err_t *err)
         rc = w_put(w, b, n);
         w->off += n;
     } else {
+        /* the CRC, and when told only now the sizes */
         put32(b, e->crc);
-        rc = w_patch(w, b, e->lho + 14);
+        put32(b + 4, e->size);
+        put32(b + 8, e->size);
+        rc = w_patch(w, b, w->cur_later ? 12 : 4, e->lho + 14);
     }
     if (rc < 0)
         return w_io(err, rc);

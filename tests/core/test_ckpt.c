@@ -510,7 +510,7 @@ static void test_write_reopen(void **state)
         }
         assert_same_tensors(f, &f->c, &f->c2);
         /* the written keys are renumbered in the first graph too */
-        assert_true(ck_py_equal(f->c.pk.root, f->c2.pk.root, 1000));
+        assert_true(1 == ck_py_equal(f->c.pk.root, f->c2.pk.root, 1000));
         assert_int_equal(f->c2.pk.protocol, 2);
         /* no temporary file is left behind */
         {

@@ -120,7 +120,7 @@ static void test_pickle_round_trip(void **state)
     assert_int_equal(ck_pickle_read(out.data, out.len, 1, &lim, &f->a, &pk,
                                     &f->err),
                      0);
-    assert_true(ck_py_equal(root, pk.root, UINT32_MAX));
+    assert_true(1 == ck_py_equal(root, pk.root, UINT32_MAX));
     ck_buf_release(&out);
 }
 

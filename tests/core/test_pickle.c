@@ -641,7 +641,7 @@ static void test_read_cycle(void **state)
     assert_ptr_equal(p->u.seq.v[0], p);
     /* written back the way CPython writes it */
     WRITES(f, p, "\x80\x02]q\x00h\x00" "a.");
-    assert_true(ck_py_equal(p, p, 100));
+    assert_true(1 == ck_py_equal(p, p, 100));
     /* t = (l,), l.append(t): a tuple reached through its own item */
     p = ROOT(f, "\x80\x02]q\x00h\x00\x85q\x01" "a0h\x01.");
     assert_seq(p, CK_PY_TUPLE, 1);
@@ -1317,7 +1317,7 @@ static void test_roundtrip_other_protocols(void **state)
         second = root_of(f, out.data, out.len);
         assert_int_equal(f->pk.protocol, 2);
         assert_true(second != first);
-        assert_true(ck_py_equal(first, second, 1000));
+        assert_true(1 == ck_py_equal(first, second, 1000));
         check_big_graph(f, second);
         ck_buf_release(&out);
     }
@@ -1714,7 +1714,7 @@ static void test_write_persid(void **state)
                      CK_EFORMAT);
     assert_string_equal(f->err.msg, "refused persistent id 2");
     /* and the same bytes read back give the same graph */
-    assert_true(ck_py_equal(root, ROOT(f, want), 100));
+    assert_true(1 == ck_py_equal(root, ROOT(f, want), 100));
 }
 
 static void test_write_depth_limit(void **state)
@@ -1736,7 +1736,7 @@ static void test_write_depth_limit(void **state)
     assert_int_equal(f->err.code, CK_ELIMIT);
     /* the equality walk is bounded the same way */
     assert_false(ck_py_equal(l, l, 2));
-    assert_true(ck_py_equal(l, l, 10));
+    assert_true(1 == ck_py_equal(l, l, 10));
 }
 
 /* ck_py_hash agrees with ck_py_equal and ends on cycles. */
@@ -1751,7 +1751,7 @@ static void test_py_hash(void **state)
                             "X\x06\x00\x00\x00latin1q\x06\x86q\x07Rq\x08u.";
     ck_py_t *a = ROOT(f, p), *b = ROOT(f, p), *l;
 
-    assert_true(ck_py_equal(a, b, 100));
+    assert_true(1 == ck_py_equal(a, b, 100));
     for (uint32_t d = 0; d < 5; d++)
         assert_true(ck_py_hash(a, d) == ck_py_hash(b, d));
     /* one value apart: another hash (at a depth that reaches it) */
@@ -1801,7 +1801,7 @@ static void test_py_equal(void **state)
     fx_t *f = *state;
     ck_py_t *x = mk_str(f, "x"), *y = mk_str(f, "x"), *z = mk_str(f, "x");
 
-    assert_true(ck_py_equal(mk_int(f, 1), mk_int(f, 1), 10));
+    assert_true(1 == ck_py_equal(mk_int(f, 1), mk_int(f, 1), 10));
     assert_false(ck_py_equal(mk_int(f, 1), mk_int(f, 2), 10));
     assert_false(ck_py_equal(mk_int(f, 1), ck_py_float(&f->a, 1.0), 10));
     assert_false(ck_py_equal(mk_str(f, "a"), mk_str(f, "b"), 10));
@@ -1813,7 +1813,7 @@ static void test_py_equal(void **state)
     /* identity: [x, x] is not [y, z] */
     assert_false(ck_py_equal(mk_seq(f, CK_PY_LIST, x, x, NULL),
                              mk_seq(f, CK_PY_LIST, y, z, NULL), 10));
-    assert_true(ck_py_equal(mk_seq(f, CK_PY_LIST, x, x, NULL),
+    assert_true(1 == ck_py_equal(mk_seq(f, CK_PY_LIST, x, x, NULL),
                             mk_seq(f, CK_PY_LIST, y, y, NULL), 10));
 }
 

@@ -58,7 +58,7 @@ static void pickle_trip(ck_arena_t *a, ck_py_t *cfg)
     if (ck_pickle_write(cfg, &lim, a, NULL, NULL, &out, &err) == 0) {
         if (ck_pickle_read(out.data, out.len, 1, &lim, a, &pk, &err) < 0)
             die("config graph does not read back", err.msg);
-        if (!ck_py_equal(cfg, pk.root, UINT32_MAX))
+        if (1 != ck_py_equal(cfg, pk.root, UINT32_MAX))
             die("config graph reads back different", "");
     }
     ck_buf_release(&out);
