@@ -552,6 +552,8 @@ typedef struct {
     size_t nd;  /* entries of c->dims used */
     ck_py_t *last_fn;   /* the last call's callable, and its */
     int last_version;   /* ck_ckpt_tensor_call */
+    const ck_py_t *last_cls;   /* the last storage class, and */
+    const ck_dtype_t *last_dt; /* its dtype */
     int legacy;
     int first; /* first scan: storages are registered */
 } scan_t;
@@ -564,6 +566,26 @@ static int as_u64(const ck_py_t *p, uint64_t *v)
     return 0;
 }
 
+/* The dtype a storage class names (NULL: UntypedStorage); one global node
+ * serves every storage of a class, so the last is kept. */
+static int storage_dtype(scan_t *s, const ck_py_t *cls, const ck_dtype_t **dt)
+{
+    if (cls == s->last_cls) {
+        *dt = s->last_dt;
+        return 0;
+    }
+    if (cls->kind != CK_PY_GLOBAL || strcmp(cls->u.g.module, "torch") != 0)
+        return ck_err_set(s->err, CK_EFORMAT, "storage class is not a torch class");
+    *dt = NULL;
+    if (strcmp(cls->u.g.name, "UntypedStorage") != 0 &&
+        (*dt = ck_dtype_by_storage(cls->u.g.name)) == NULL)
+        return ck_err_set(s->err, CK_EUNSUPPORTED,
+                          "unknown storage class torch.%s", cls->u.g.name);
+    s->last_cls = cls;
+    s->last_dt = *dt;
+    return 0;
+}
+
 /* The storage a persistent id names, registered on the first scan. */
 static int scan_persid(scan_t *s, ck_py_t *node)
 {
@@ -572,8 +594,8 @@ static int scan_persid(scan_t *s, ck_py_t *node)
     const ck_dtype_t *dt = NULL;
     ck_storage_t *st;
     uint64_t numel, nbytes;
-    const char *cls;
     size_t n;
+    int rc;
 
     if (pid->kind != CK_PY_TUPLE)
         return ck_err_set(s->err, CK_EFORMAT, "persistent id is not a tuple");
@@ -583,15 +605,8 @@ static int scan_persid(scan_t *s, ck_py_t *node)
         return ck_err_set(s->err, CK_EFORMAT,
                           "persistent id is not ('storage', class, key, "
                           "location, numel)");
-    if (v[1]->kind != CK_PY_GLOBAL || strcmp(v[1]->u.g.module, "torch") != 0)
-        return ck_err_set(s->err, CK_EFORMAT, "storage class is not a torch class");
-    cls = v[1]->u.g.name;
-    if (strcmp(cls, "UntypedStorage") != 0) {
-        dt = ck_dtype_by_storage(cls);
-        if (dt == NULL)
-            return ck_err_set(s->err, CK_EUNSUPPORTED,
-                              "unknown storage class torch.%s", cls);
-    }
+    if ((rc = storage_dtype(s, v[1], &dt)) < 0)
+        return rc;
     if (v[2]->kind != CK_PY_STR || v[3]->kind != CK_PY_STR ||
         as_u64(v[4], &numel) < 0)
         return ck_err_set(s->err, CK_EFORMAT, "malformed storage persistent id");
