@@ -48,6 +48,11 @@ typedef struct {
      * invisible, and a tensor's offset, shape, stride, requires_grad and
      * hooks' () cost no node */
     ck_py_t *none, *empty_tuple, *bools[2], *ints[RD_SMALL_INTS];
+    /* and every other int64 value one node too (a model's dimensions,
+     * numels and strides repeat across its tensors): open addressing on
+     * the value, on the heap, dropped with the reader */
+    ck_py_t **iv;
+    size_t icap, in;
 } rd_t;
 
 /* Records "pickle at byte N: ..." with N the offset of at, or "pickle
@@ -267,16 +272,55 @@ static int parse_index(rd_t *r, uint64_t *idx)
     return 0;
 }
 
+/* The node of int v, made on first use; NULL when out of memory. */
+static ck_py_t *int_node(rd_t *r, int64_t v)
+{
+    ck_py_t **slot;
+    size_t i;
+
+    if (v >= RD_SMALL_MIN && v < RD_SMALL_MIN + RD_SMALL_INTS) {
+        slot = &r->ints[v - RD_SMALL_MIN];
+        if (*slot == NULL)
+            *slot = ck_py_int(r->a, v);
+        return *slot;
+    }
+    if (2 * (r->in + 1) > r->icap) {
+        size_t cap = r->icap ? 2 * r->icap : 1024;
+        ck_py_t **nv = ck_calloc(cap, sizeof(*nv));
+
+        if (nv == NULL)
+            return NULL;
+        for (size_t k = 0; k < r->icap; k++) {
+            ck_py_t *p = r->iv[k];
+
+            if (p == NULL)
+                continue;
+            i = (size_t)(((uint64_t)p->u.i.v * 0x9e3779b97f4a7c15u) >> 20);
+            for (i &= cap - 1; nv[i] != NULL; i = (i + 1) & (cap - 1))
+                ;
+            nv[i] = p;
+        }
+        ck_free(r->iv);
+        r->iv = nv;
+        r->icap = cap;
+    }
+    i = (size_t)(((uint64_t)v * 0x9e3779b97f4a7c15u) >> 20) & (r->icap - 1);
+    for (; r->iv[i] != NULL; i = (i + 1) & (r->icap - 1))
+        if (r->iv[i]->u.i.v == v)
+            return r->iv[i];
+    if ((r->iv[i] = ck_py_int(r->a, v)) != NULL)
+        r->in++;
+    return r->iv[i];
+}
+
 /* An int node from LE two's complement bytes (LONG1, LONG4, decimal text). */
 static ck_py_t *int_from_le(rd_t *r, const uint8_t *b, size_t n)
 {
-    ck_py_t *p = ck_py_new(r->a, CK_PY_INT);
+    ck_py_t *p;
     size_t m;
 
-    if (p == NULL)
-        return NULL;
     if (n == 0)
-        return p;
+        return int_node(r, 0);
     m = ck_pyint_trim(b, n);
     if (m <= 8) {
         uint64_t v = 0;
@@ -285,9 +329,10 @@ static ck_py_t *int_from_le(rd_t *r, const uint8_t *b, size_t n)
             v = v << 8 | b[i];
         if (m < 8 && (b[m - 1] & 0x80))
             v |= ~0ull << (8 * m);
-        p->u.i.v = (int64_t)v;
-        return p;
+        return int_node(r, (int64_t)v);
     }
+    if ((p = ck_py_new(r->a, CK_PY_INT)) == NULL)
+        return NULL;
     p->u.i.big = ck_arena_alloc(r->a, m);
     if (p->u.i.big == NULL)
         return NULL;
@@ -488,14 +533,7 @@ static int push_none(rd_t *r)
 
 static int push_int(rd_t *r, int64_t v)
 {
-    ck_py_t **slot;
-
-    if (v < RD_SMALL_MIN || v >= RD_SMALL_MIN + RD_SMALL_INTS)
-        return push(r, ck_py_int(r->a, v));
-    slot = &r->ints[v - RD_SMALL_MIN];
-    if (*slot == NULL)
-        *slot = ck_py_int(r->a, v);
-    return push(r, *slot);
+    return push(r, int_node(r, v));
 }
 
 /* PROTO, FRAME, STOP, and what is refused: EXT1/2/4 and protocol 5's
@@ -1076,5 +1114,6 @@ int ck_pickle_read(const uint8_t *buf, size_t len, int exact,
     ck_free(r.stack);
     ck_free(r.marks);
     ck_free(r.memo);
+    ck_free(r.iv);
     return rc;
 }

@@ -299,6 +299,49 @@ static void test_read_binint(void **state)
     assert_int_node(ROOT(f, "J\xff\xff\xff\x7f."), INT32_MAX);
 }
 
+/*
+ * Every int64 value is one node per pickle, whatever opcode spelt it
+ * (ints are never memoized, so the sharing is invisible to the writer):
+ * 3000 ints of 1500 values, past the table's first growth, each the node
+ * of its value; LONG1 and BININT2 of 300 the same node; a value past
+ * int64 its own.
+ */
+static void test_read_ints_shared(void **state)
+{
+    static const char tail[] = "M\x2c\x01\x8a\x02\x2c\x01"   /* 300, 300 */
+                               "\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x01"
+                               "t.";                          /* 2**64 */
+    fx_t *f = *state;
+    enum { N = 3000, V = 1500 };
+    uint8_t *b = malloc(1 + 5 * N + 64), *q = b;
+    ck_py_t *p;
+
+    assert_non_null(b);
+    *q++ = '(';
+    for (uint32_t i = 0; i < N; i++) {
+        uint32_t v = 100000 + 7919 * (i % V);
+
+        *q++ = 'J';
+        for (int k = 0; k < 4; k++)
+            *q++ = (uint8_t)(v >> (8 * k));
+    }
+    memcpy(q, tail, sizeof(tail) - 1);
+    q += sizeof(tail) - 1;
+    p = root_of(f, b, (size_t)(q - b));
+    assert_seq(p, CK_PY_TUPLE, N + 3);
+    for (uint32_t i = 0; i < N; i++) {
+        assert_int_node(p->u.seq.v[i], 100000 + 7919 * (int64_t)(i % V));
+        if (i >= V)
+            assert_ptr_equal(p->u.seq.v[i], p->u.seq.v[i - V]);
+        else if (i > 0)
+            assert_ptr_not_equal(p->u.seq.v[i], p->u.seq.v[i - 1]);
+    }
+    assert_int_node(p->u.seq.v[N], 300);
+    assert_ptr_equal(p->u.seq.v[N], p->u.seq.v[N + 1]);
+    assert_int_equal(p->u.seq.v[N + 2]->u.i.nbig, 9);
+    free(b);
+}
+
 static void test_read_long1_long4(void **state)
 {
     fx_t *f = *state;
@@ -2038,6 +2081,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_read_none_bool),
         T(test_read_binint),
+        T(test_read_ints_shared),
         T(test_read_long1_long4),
         T(test_read_int_text),
         T(test_read_float),
