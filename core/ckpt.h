@@ -36,7 +36,6 @@ struct ck_storage {
     uint64_t numel;           /* elements of dtype (bytes if untyped) */
     uint64_t nbytes;
     const char *location;
-    ck_src_t src;
     union {                      /* by src: */
         const ck_zip_entry_t *entry; /* CK_SRC_ZIP */
         uint64_t off;                /* CK_SRC_LEGACY: file offset of the bytes */
@@ -47,11 +46,13 @@ struct ck_storage {
      * the bytes are copied as they are (src_nbytes == nbytes) */
     const ck_dtype_t **conv;     /* CK_CONV_STEPS slots once cast, else NULL:
                                     most storages are never cast */
-    unsigned nconv;
     uint64_t src_nbytes;
-    int64_t newkey;              /* assigned while writing, -1 before */
+    unsigned nconv;
     unsigned refs;               /* persistent ids naming it at last scan */
+    int64_t newkey;              /* assigned while writing, -1 before */
     uint32_t mark;               /* generation of the last walk counting it */
+    ck_src_t src;
+    /* (src, nconv, refs and mark share words: 88 bytes, 4 * 10^5 of them) */
 };
 
 typedef enum { CK_FMT_ZIP, CK_FMT_LEGACY, CK_FMT_SAFETENSORS } ck_format_t;
