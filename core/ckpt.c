@@ -770,7 +770,7 @@ static int scan_tensor(scan_t *s, ck_py_t *node, int version)
 
 static int walk(scan_t *s, ck_py_t *p, uint32_t depth);
 
-static int walk_vec(scan_t *s, ck_py_vec_t *v, uint32_t depth)
+static int walk_vec(scan_t *s, const ck_py_vec_t *v, uint32_t depth)
 {
     for (size_t i = 0; i < v->n; i++) {
         int rc = walk(s, v->v[i], depth + 1);
@@ -843,9 +843,9 @@ static int walk(scan_t *s, ck_py_t *p, uint32_t depth)
         }
         if ((rc = walk(s, p->u.o.fn, depth + 1)) < 0 ||
             (rc = walk_args(s, p->u.o.args, version, depth + 1)) < 0 ||
-            (rc = walk_vec(s, &p->u.o.list, depth)) < 0 ||
-            (rc = walk_vec(s, &p->u.o.dict, depth)) < 0 ||
-            (rc = walk(s, p->u.o.state, depth + 1)) < 0)
+            (rc = walk_vec(s, &ck_py_after(p)->list, depth)) < 0 ||
+            (rc = walk_vec(s, &ck_py_after(p)->dict, depth)) < 0 ||
+            (rc = walk(s, ck_py_after(p)->state, depth + 1)) < 0)
             return rc;
         return version > 0 ? scan_tensor(s, p, version) : 0;
     default:

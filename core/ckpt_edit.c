@@ -29,6 +29,13 @@ int ck_ckpt_mapping(ck_ckpt_t *c, const char *path, ck_py_t **node,
         *items = NULL;
     if (*items == NULL)
         return ck_err_set(err, CK_EPLUGIN, "'%s' is not a dict", path);
+    if (p->kind != CK_PY_DICT) { /* a plugin may add items to it */
+        int oom = 0;
+
+        *items = ck_py_mapping_mut(&c->arena, p, &oom);
+        if (oom)
+            return ck_err_set(err, CK_ENOMEM, "out of memory");
+    }
     if (node != NULL)
         *node = p;
     return 0;
@@ -38,9 +45,9 @@ ck_py_vec_t *ck_ckpt_metadata(ck_py_t *sd)
 {
     ck_py_t *state, *md;
 
-    if (sd == NULL || sd->kind != CK_PY_REDUCE || sd->u.o.state == NULL)
+    if (sd == NULL || sd->kind != CK_PY_REDUCE || ck_py_after(sd)->state == NULL)
         return NULL;
-    state = sd->u.o.state;
+    state = ck_py_after(sd)->state;
     md = ck_py_map_get(state, "_metadata", NULL);
     return ck_py_mapping(md);
 }
@@ -68,11 +75,11 @@ static void bytes_walk(bytes_t *b, ck_py_t *p, uint32_t depth)
     case CK_PY_REDUCE:
     case CK_PY_NEWOBJ:
         bytes_walk(b, p->u.o.args, depth + 1);
-        for (size_t i = 0; i < p->u.o.list.n; i++)
-            bytes_walk(b, p->u.o.list.v[i], depth + 1);
-        for (size_t i = 0; i < p->u.o.dict.n; i++)
-            bytes_walk(b, p->u.o.dict.v[i], depth + 1);
-        bytes_walk(b, p->u.o.state, depth + 1);
+        for (size_t i = 0; i < ck_py_after(p)->list.n; i++)
+            bytes_walk(b, ck_py_after(p)->list.v[i], depth + 1);
+        for (size_t i = 0; i < ck_py_after(p)->dict.n; i++)
+            bytes_walk(b, ck_py_after(p)->dict.v[i], depth + 1);
+        bytes_walk(b, ck_py_after(p)->state, depth + 1);
         return;
     case CK_PY_PERSID: {
         ck_storage_t *st = p->u.pid_aux;

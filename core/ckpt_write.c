@@ -331,7 +331,7 @@ static int plain_str(const ck_py_t *k)
  * ck_py_equal inside a run of one hash, so 10^5 int keys cost a sort, not
  * 10^10 comparisons.
  */
-static size_t uniq_first_dup(uniq_t *u, ck_py_vec_t *m, size_t *j)
+static size_t uniq_first_dup(uniq_t *u, const ck_py_vec_t *m, size_t *j)
 {
     ck_strmap_t seen = { 0 };
     uniq_key_t small[16], *other;
@@ -394,7 +394,7 @@ static size_t uniq_first_dup(uniq_t *u, ck_py_vec_t *m, size_t *j)
     return first;
 }
 
-static int uniq_map(uniq_t *u, ck_py_vec_t *m)
+static int uniq_map(uniq_t *u, const ck_py_vec_t *m)
 {
     size_t i, j = 0;
     char a[256];
@@ -423,13 +423,13 @@ static int uniq_may_hold(const ck_py_t *p)
         return p->u.seq.n > 0;
     case CK_PY_REDUCE:
     case CK_PY_NEWOBJ:
-        return p->u.o.dict.n > 0 || p->u.o.list.n > 0 || p->u.o.state != NULL;
+        return p->u.o.after != NULL;
     default:
         return 0;
     }
 }
 
-static int uniq_vec(uniq_t *u, ck_py_vec_t *v, int pairs, uint32_t depth)
+static int uniq_vec(uniq_t *u, const ck_py_vec_t *v, int pairs, uint32_t depth)
 {
     size_t len = strlen(u->path);
     int rc = 0;
@@ -467,13 +467,13 @@ static int uniq_walk(uniq_t *u, ck_py_t *p, uint32_t depth)
         return uniq_vec(u, &p->u.seq, 0, depth);
     case CK_PY_REDUCE:
     case CK_PY_NEWOBJ:
-        rc = uniq_map(u, &p->u.o.dict);
+        rc = uniq_map(u, &ck_py_after(p)->dict);
         if (rc == 0)
-            rc = uniq_vec(u, &p->u.o.dict, 1, depth);
+            rc = uniq_vec(u, &ck_py_after(p)->dict, 1, depth);
         if (rc == 0)
-            rc = uniq_vec(u, &p->u.o.list, 0, depth);
+            rc = uniq_vec(u, &ck_py_after(p)->list, 0, depth);
         if (rc == 0)
-            rc = uniq_walk(u, p->u.o.state, depth + 1);
+            rc = uniq_walk(u, ck_py_after(p)->state, depth + 1);
         return rc;
     default:
         return 0;

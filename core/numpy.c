@@ -203,8 +203,8 @@ static int call_is(const ck_py_t *p, const char *module, const char *name,
 {
     return p != NULL && p->kind == CK_PY_REDUCE && p->u.o.args != NULL &&
            ck_py_global_is(p->u.o.fn, module, name) &&
-           p->u.o.args->u.seq.n == nargs && p->u.o.list.n == 0 &&
-           p->u.o.dict.n == 0 && p->u.o.state == NULL;
+           p->u.o.args->u.seq.n == nargs && ck_py_after(p)->list.n == 0 &&
+           ck_py_after(p)->dict.n == 0 && ck_py_after(p)->state == NULL;
 }
 
 static int tuple_n(const ck_py_t *p, size_t n)
@@ -581,7 +581,7 @@ static int dtype(np_t *s, const ck_py_t *p, int depth, np_dt_t *out)
     a = (const ck_py_t *const *)p->u.o.args->u.seq.v;
     if (p->u.o.args->u.seq.n != 3 || a[0]->kind != CK_PY_STR ||
         a[1]->kind != CK_PY_BOOL || a[1]->b || a[2]->kind != CK_PY_BOOL ||
-        !a[2]->b || p->u.o.list.n || p->u.o.dict.n)
+        !a[2]->b || ck_py_after(p)->list.n || ck_py_after(p)->dict.n)
         return bad(s, CK_EFORMAT, "dtype arguments are not (str, False, "
                    "True)");
     rc = typestr(a[0], &d);
@@ -592,7 +592,7 @@ static int dtype(np_t *s, const ck_py_t *p, int depth, np_dt_t *out)
     if (rc < 0)
         return bad(s, CK_EUNSUPPORTED, "dtype '%.16s' is not a numpy type "
                    "string", a[0]->u.s.s);
-    if ((rc = dtype_state(s, p->u.o.state, depth, &d)) < 0)
+    if ((rc = dtype_state(s, ck_py_after(p)->state, depth, &d)) < 0)
         return rc;
     if (s->err != NULL && tab_put(&s->dts, p, &d, 1) < 0)
         return ck_err_set(s->err, CK_ENOMEM, "out of memory");
@@ -637,7 +637,7 @@ static int data(np_t *s, const ck_py_t *raw, uint64_t numel, const np_dt_t *d)
 static int array(np_t *s, const ck_py_t *p, np_val_t *v)
 {
     const ck_py_t *const *a = (const ck_py_t *const *)p->u.o.args->u.seq.v;
-    const ck_py_t *st = p->u.o.state;
+    const ck_py_t *st = ck_py_after(p)->state;
     uint64_t numel, n = 0;
     uint8_t b = 0;
     int rc;
@@ -649,7 +649,7 @@ static int array(np_t *s, const ck_py_t *p, np_val_t *v)
     if (p->u.o.args->u.seq.n != 3 || a[0]->kind != CK_PY_GLOBAL ||
         !tuple_n(a[1], 1) || !int_is(a[1]->u.seq.v[0], 0) ||
         !bytes_of(a[2], &n, &b, 1) || n != 1 || b != 'b' ||
-        p->u.o.list.n || p->u.o.dict.n)
+        ck_py_after(p)->list.n || ck_py_after(p)->dict.n)
         return bad(s, CK_EFORMAT, "_reconstruct arguments are not "
                    "(numpy.ndarray, (0,), b'b')");
     if (!tuple_n(st, 5) || !int_is(st->u.seq.v[0], 1) ||
@@ -669,8 +669,8 @@ static int frombuffer(np_t *s, const ck_py_t *p, np_val_t *v)
     uint64_t numel;
     int rc;
 
-    if (p->u.o.args->u.seq.n != 4 || p->u.o.state != NULL || p->u.o.list.n ||
-        p->u.o.dict.n || (!ck_py_str_eq(a[3], "C") && !ck_py_str_eq(a[3], "F")))
+    if (p->u.o.args->u.seq.n != 4 || ck_py_after(p)->state != NULL || ck_py_after(p)->list.n ||
+        ck_py_after(p)->dict.n || (!ck_py_str_eq(a[3], "C") && !ck_py_str_eq(a[3], "F")))
         return bad(s, CK_EFORMAT, "_frombuffer arguments are not (buffer, "
                    "dtype, shape, order)");
     if ((rc = item_dtype(s, a[1], &v->dt)) < 0 ||
@@ -685,8 +685,8 @@ static int scalar(np_t *s, const ck_py_t *p, np_val_t *v)
     const ck_py_t *const *a = (const ck_py_t *const *)p->u.o.args->u.seq.v;
     int rc;
 
-    if (p->u.o.args->u.seq.n != 2 || p->u.o.state != NULL || p->u.o.list.n ||
-        p->u.o.dict.n)
+    if (p->u.o.args->u.seq.n != 2 || ck_py_after(p)->state != NULL || ck_py_after(p)->list.n ||
+        ck_py_after(p)->dict.n)
         return bad(s, CK_EFORMAT, "scalar arguments are not (dtype, bytes)");
     if ((rc = item_dtype(s, a[0], &v->dt)) < 0)
         return rc;
@@ -809,10 +809,10 @@ static int walk(walk_t *w, const ck_py_t *p, uint32_t depth)
         }
         if ((rc = walk(w, fn, depth + 1)) < 0 ||
             (rc = walk(w, p->u.o.args, depth + 1)) < 0 ||
-            (rc = walk_items(w, &p->u.o.list, 0, depth)) < 0 ||
-            (rc = walk_items(w, &p->u.o.dict, 1, depth)) < 0)
+            (rc = walk_items(w, &ck_py_after(p)->list, 0, depth)) < 0 ||
+            (rc = walk_items(w, &ck_py_after(p)->dict, 1, depth)) < 0)
             return rc;
-        return walk(w, p->u.o.state, depth + 1);
+        return walk(w, ck_py_after(p)->state, depth + 1);
     default:
         return 0;
     }

@@ -46,7 +46,7 @@ ck_py_vec_t *ck_omc_children(ck_py_t *c, int *is_dict)
         *is_dict = dict;
     if (!dict && !ck_omc_is(c, "ListConfig"))
         return NULL;
-    content = ck_py_map_get(c->u.o.state, "_content", NULL);
+    content = ck_py_map_get(ck_py_after(c)->state, "_content", NULL);
     if (content == NULL || content->kind != (dict ? CK_PY_DICT : CK_PY_LIST))
         return NULL;
     return &content->u.seq;
@@ -58,10 +58,10 @@ ck_py_t *ck_omc_key(ck_py_t *node)
 
     if (!is_omc(node))
         return NULL;
-    md = ck_py_map_get(node->u.o.state, "_metadata", NULL);
+    md = ck_py_map_get(ck_py_after(node)->state, "_metadata", NULL);
     if (md == NULL || md->kind != CK_PY_NEWOBJ)
         return NULL;
-    return ck_py_map_get(md->u.o.state, "key", NULL);
+    return ck_py_map_get(ck_py_after(md)->state, "key", NULL);
 }
 
 ck_py_t *ck_omc_unwrap(ck_py_t *p)
@@ -70,7 +70,7 @@ ck_py_t *ck_omc_unwrap(ck_py_t *p)
 
     if (!is_omc(p))
         return p;
-    in = ck_py_map_get(p->u.o.state, ck_omc_leaf_class(p) ? "_val" : "_content",
+    in = ck_py_map_get(ck_py_after(p)->state, ck_omc_leaf_class(p) ? "_val" : "_content",
                        NULL);
     return in != NULL ? in : p;
 }
@@ -152,11 +152,11 @@ static ck_py_t *newobj(ck_arena_t *a, ck_py_t *cls, ck_py_t *state)
 {
     ck_py_t *o = ck_py_new(a, CK_PY_NEWOBJ);
 
-    if (o == NULL || cls == NULL)
+    if (o == NULL || cls == NULL || ck_py_after_make(a, o) == NULL)
         return NULL;
     o->u.o.fn = cls;
     o->u.o.args = ck_py_new(a, CK_PY_TUPLE);
-    o->u.o.state = state;
+    o->u.o.after->state = state;
     return o->u.o.args ? o : NULL;
 }
 
@@ -370,7 +370,7 @@ static void omc_json(ck_json_t *j, ck_py_t *p, int depth)
     int dict = 0;
 
     if (p != NULL && p->kind == CK_PY_NEWOBJ)
-        val = ck_py_map_get(p->u.o.state, "_val", NULL);
+        val = ck_py_map_get(ck_py_after(p)->state, "_val", NULL);
     if (val != NULL) {
         omc_json(j, val, depth);
         return;

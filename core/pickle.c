@@ -467,6 +467,13 @@ static int unhashable(const rd_t *r, size_t base, size_t step)
     return 0;
 }
 
+/* A call's room for items and state, made on first use: 1, or 0 when out
+ * of memory. */
+static int after_of(rd_t *r, ck_py_t *call)
+{
+    return ck_py_after_make(r->a, call) != NULL;
+}
+
 static int add_items(rd_t *r, ck_py_t *target, size_t base, int pairs)
 {
     ck_py_vec_t *v;
@@ -476,7 +483,7 @@ static int add_items(rd_t *r, ck_py_t *target, size_t base, int pairs)
         if (target->kind == CK_PY_DICT)
             v = &target->u.seq;
         else if (target->kind == CK_PY_REDUCE || target->kind == CK_PY_NEWOBJ)
-            v = &target->u.o.dict;
+            v = after_of(r, target) ? &target->u.o.after->dict : NULL;
         else
             return rd_fail(r, CK_EFORMAT,
                            "SETITEM on a value that is not a dict");
@@ -488,11 +495,13 @@ static int add_items(rd_t *r, ck_py_t *target, size_t base, int pairs)
         if (target->kind == CK_PY_LIST)
             v = &target->u.seq;
         else if (target->kind == CK_PY_REDUCE || target->kind == CK_PY_NEWOBJ)
-            v = &target->u.o.list;
+            v = after_of(r, target) ? &target->u.o.after->list : NULL;
         else
             return rd_fail(r, CK_EFORMAT,
                            "APPEND on a value that is not a list");
     }
+    if (v == NULL)
+        return rd_nomem(r);
     for (size_t i = base; i < r->sp; i++)
         if (ck_py_vec_push(r->a, v, r->stack[i]) < 0)
             return rd_nomem(r);
@@ -981,9 +990,11 @@ static int op_call(rd_t *r, int op)
         if (a->kind != CK_PY_REDUCE && a->kind != CK_PY_NEWOBJ)
             return rd_fail(r, CK_EFORMAT,
                            "BUILD on a value that is not an object");
-        if (a->u.o.state != NULL)
+        if (ck_py_after(a)->state != NULL)
             return rd_fail(r, CK_EUNSUPPORTED, "BUILD twice on one object");
-        a->u.o.state = b;
+        if (!after_of(r, a))
+            return rd_nomem(r);
+        a->u.o.after->state = b;
         return 0;
     }
 }

@@ -52,6 +52,18 @@ typedef struct {
     uint32_t n, cap;
 } ck_py_vec_t;
 
+/*
+ * What pickle applies to a call once it is made: appended items, set items
+ * (k0 v0 k1 v1) and BUILD's state.  Most calls get none of them -- a
+ * tensor's, its hooks' OrderedDict() -- and hold NULL instead: 48 bytes a
+ * call, not 80.  Read through ck_py_after(); made by ck_py_after_make().
+ */
+typedef struct {
+    ck_py_vec_t list;
+    ck_py_vec_t dict;
+    ck_py_t *state;  /* or NULL */
+} ck_py_after_t;
+
 struct ck_py {
     uint8_t kind;
     uint8_t b;      /* CK_PY_BOOL */
@@ -75,11 +87,9 @@ struct ck_py {
         struct {
             ck_py_t *fn;  /* REDUCE: callable; NEWOBJ: class */
             ck_py_t *args;/* a tuple */
-            ck_py_vec_t list;  /* appended items */
-            ck_py_vec_t dict;  /* set items, k0 v0 k1 v1 */
-            ck_py_t *state;    /* BUILD argument, or NULL */
             void *aux;         /* owned by the torch layer: a tensor
                                   call's ck_tensor_t */
+            ck_py_after_t *after; /* NULL: none (see ck_py_after) */
         } o;
         struct {
             ck_py_t *pid;
@@ -153,6 +163,8 @@ ck_py_t *ck_py_int(ck_arena_t *a, int64_t v);
 ck_py_t *ck_py_float(ck_arena_t *a, double v);
 ck_py_t *ck_py_str(ck_arena_t *a, const char *s, size_t n);
 ck_py_t *ck_py_global(ck_arena_t *a, const char *module, const char *name);
+/* Append item: 0, CK_ENOMEM, or -EINVAL into the items ck_py_mapping
+ * gives a call that has none (ck_py_mapping_mut gives room). */
 int ck_py_vec_push(ck_arena_t *a, ck_py_vec_t *v, ck_py_t *item);
 void ck_py_vec_remove(ck_py_vec_t *v, size_t i, size_t count);
 
@@ -164,11 +176,30 @@ const char *ck_py_module3(const char *module);
 /* 1 when p is a global module.name (module compared after py2 mapping). */
 int ck_py_global_is(const ck_py_t *p, const char *module, const char *name);
 
+/* A call's list items, set items and state (empty when it got none). */
+extern const ck_py_after_t ck_py_after_none;
+
+static inline const ck_py_after_t *ck_py_after(const ck_py_t *p)
+{
+    return p->u.o.after != NULL ? p->u.o.after : &ck_py_after_none;
+}
+
+/* The same to change, made in a on first use; NULL when out of memory. */
+ck_py_after_t *ck_py_after_make(ck_arena_t *a, ck_py_t *p);
+
 /*
  * Items of a mapping: a dict's pairs or a call's set items (OrderedDict,
- * defaultdict).  NULL when p is neither.
+ * defaultdict).  NULL when p is neither.  A call that got no items has
+ * ck_py_after_none's, to read or to remove from, never to add to: items
+ * are added through ck_py_mapping_mut.
  */
 ck_py_vec_t *ck_py_mapping(ck_py_t *p);
+
+/*
+ * The same to change (a call that had none gets room for them from a):
+ * NULL when p is no mapping, or with *oom set when out of memory.
+ */
+ck_py_vec_t *ck_py_mapping_mut(ck_arena_t *a, ck_py_t *p, int *oom);
 /* Value for a str key in a mapping, or NULL; *index gets the pair index. */
 ck_py_t *ck_py_map_get(ck_py_t *map, const char *key, size_t *index);
 

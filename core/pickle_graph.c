@@ -10,6 +10,7 @@
 #include "pickle.h"
 
 #include <stddef.h>
+#include <errno.h>
 #include <string.h>
 
 void ck_limits_default(ck_limits_t *l)
@@ -136,8 +137,13 @@ ck_py_t *ck_py_global(ck_arena_t *a, const char *module, const char *name)
     return p->u.g.module != NULL && p->u.g.name != NULL ? p : NULL;
 }
 
+const ck_py_after_t ck_py_after_none;
+
 int ck_py_vec_push(ck_arena_t *a, ck_py_vec_t *v, ck_py_t *item)
 {
+    if (v == &ck_py_after_none.list || v == &ck_py_after_none.dict)
+        return -EINVAL; /* ck_py_mapping's of a call with no items: the
+                             caller wanted ck_py_mapping_mut */
     if (v->n == v->cap) {
         size_t cap = v->cap ? (size_t)v->cap * 2 : 4;
         ck_py_t **nv;
@@ -188,6 +194,13 @@ int ck_py_global_is(const ck_py_t *p, const char *module, const char *name)
            strcmp(p->u.g.name, name) == 0;
 }
 
+ck_py_after_t *ck_py_after_make(ck_arena_t *a, ck_py_t *p)
+{
+    if (p->u.o.after == NULL)
+        p->u.o.after = ck_arena_alloc(a, sizeof(*p->u.o.after));
+    return p->u.o.after;
+}
+
 ck_py_vec_t *ck_py_mapping(ck_py_t *p)
 {
     if (p == NULL)
@@ -195,8 +208,19 @@ ck_py_vec_t *ck_py_mapping(ck_py_t *p)
     if (p->kind == CK_PY_DICT)
         return &p->u.seq;
     if (p->kind == CK_PY_REDUCE || p->kind == CK_PY_NEWOBJ)
-        return &p->u.o.dict;
+        return (ck_py_vec_t *)&ck_py_after(p)->dict; /* see pickle.h */
     return NULL;
+}
+
+ck_py_vec_t *ck_py_mapping_mut(ck_arena_t *a, ck_py_t *p, int *oom)
+{
+    ck_py_after_t *x;
+
+    if (p == NULL || (p->kind != CK_PY_REDUCE && p->kind != CK_PY_NEWOBJ))
+        return ck_py_mapping(p);
+    if ((x = ck_py_after_make(a, p)) == NULL)
+        *oom = 1;
+    return x != NULL ? &x->dict : NULL;
 }
 
 ck_py_t *ck_py_map_get(ck_py_t *map, const char *key, size_t *index)
@@ -243,7 +267,8 @@ typedef struct {
     int oom;
 } eq_t;
 
-static int vec_equal(eq_t *e, ck_py_vec_t *a, ck_py_vec_t *b, uint32_t depth);
+static int vec_equal(eq_t *e, const ck_py_vec_t *a, const ck_py_vec_t *b,
+                     uint32_t depth);
 
 /*
  * Pickle memoizes str, non-empty tuples, containers, globals and calls;
@@ -328,16 +353,19 @@ static int eq(eq_t *e, ck_py_t *a, ck_py_t *b, uint32_t depth)
     case CK_PY_NEWOBJ:
         return eq(e, a->u.o.fn, b->u.o.fn, depth + 1) &&
                eq(e, a->u.o.args, b->u.o.args, depth + 1) &&
-               vec_equal(e, &a->u.o.list, &b->u.o.list, depth) &&
-               vec_equal(e, &a->u.o.dict, &b->u.o.dict, depth) &&
-               eq(e, a->u.o.state, b->u.o.state, depth + 1);
+               vec_equal(e, &ck_py_after(a)->list, &ck_py_after(b)->list,
+                         depth) &&
+               vec_equal(e, &ck_py_after(a)->dict, &ck_py_after(b)->dict,
+                         depth) &&
+               eq(e, ck_py_after(a)->state, ck_py_after(b)->state, depth + 1);
     case CK_PY_PERSID:
         return eq(e, a->u.pid, b->u.pid, depth + 1);
     }
     return 0;
 }
 
-static int vec_equal(eq_t *e, ck_py_vec_t *a, ck_py_vec_t *b, uint32_t depth)
+static int vec_equal(eq_t *e, const ck_py_vec_t *a, const ck_py_vec_t *b,
+                     uint32_t depth)
 {
     if (a->n != b->n)
         return 0;
@@ -397,8 +425,8 @@ uint64_t ck_py_hash(const ck_py_t *p, uint32_t depth)
             return h;
         h = hash_mix(h, ck_py_hash(p->u.o.fn, depth - 1));
         h = hash_mix(h, ck_py_hash(p->u.o.args, depth - 1));
-        h = hash_vec(h, &p->u.o.list, depth - 1);
-        return hash_vec(h, &p->u.o.dict, depth - 1);
+        h = hash_vec(h, &ck_py_after(p)->list, depth - 1);
+        return hash_vec(h, &ck_py_after(p)->dict, depth - 1);
     case CK_PY_PERSID:
         return depth ? hash_mix(h, ck_py_hash(p->u.pid, depth - 1)) : h;
     }

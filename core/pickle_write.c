@@ -222,7 +222,7 @@ static int save_set(wr_t *w, ck_py_t *p, uint32_t depth)
  * empty, batch.  Items of a reduced object come from an iterator
  * (batch_list, batch_dict): there a batch of one item is APPEND/SETITEM.
  */
-static int save_batches(wr_t *w, ck_py_vec_t *v, int pairs, int exact,
+static int save_batches(wr_t *w, const ck_py_vec_t *v, int pairs, int exact,
                         uint32_t depth)
 {
     size_t step = pairs ? 2 : 1;
@@ -346,11 +346,13 @@ static int save(wr_t *w, ck_py_t *p, uint32_t depth)
             return rc;
         w_op(w, p->kind == CK_PY_REDUCE ? OP_REDUCE : OP_NEWOBJ);
         memoize(w, p);
-        if ((rc = save_batches(w, &p->u.o.list, 0, 0, depth)) < 0 ||
-            (rc = save_batches(w, &p->u.o.dict, 1, 0, depth)) < 0)
+        if (p->u.o.after == NULL) /* most calls: nothing after them */
+            return 0;
+        if ((rc = save_batches(w, &p->u.o.after->list, 0, 0, depth)) < 0 ||
+            (rc = save_batches(w, &p->u.o.after->dict, 1, 0, depth)) < 0)
             return rc;
-        if (p->u.o.state != NULL) {
-            if ((rc = save(w, p->u.o.state, depth + 1)) < 0)
+        if (p->u.o.after->state != NULL) {
+            if ((rc = save(w, p->u.o.after->state, depth + 1)) < 0)
                 return rc;
             w_op(w, OP_BUILD);
         }

@@ -411,11 +411,11 @@ static int py_add(ed_t *e, void *c, const char *k, ck_yval_t *v)
  * ValidationError); 1 when optional or not said. */
 static int optional(ck_py_t *node)
 {
-    ck_py_t *md = ck_py_map_get(node->u.o.state, "_metadata", NULL), *v;
+    ck_py_t *md = ck_py_map_get(ck_py_after(node)->state, "_metadata", NULL), *v;
 
     if (md == NULL || (md->kind != CK_PY_REDUCE && md->kind != CK_PY_NEWOBJ))
         return 1;
-    v = ck_py_map_get(md->u.o.state, "optional", NULL);
+    v = ck_py_map_get(ck_py_after(md)->state, "optional", NULL);
     return v == NULL || v->kind != CK_PY_BOOL || v->b;
 }
 
@@ -436,8 +436,8 @@ static int py_set(ed_t *e, void *c, int idx, const ovr_t *o)
         m->v[2 * idx + 1] = make_value(e, o->value, m->v[2 * idx], c);
         return m->v[2 * idx + 1] != NULL ? 0 : CK_ENOMEM;
     }
-    st = ck_py_mapping(old->u.o.state);
-    if (st == NULL || ck_py_map_get(old->u.o.state, "_val", &at) == NULL)
+    st = ck_py_mapping(ck_py_after(old)->state);
+    if (st == NULL || ck_py_map_get(ck_py_after(old)->state, "_val", &at) == NULL)
         return ck_job_fail(e->job, CK_EPLUGIN, "%s: malformed node", o->line);
     t = scalar ? ck_yval_type(e->a, o->value) : NULL;
     if (t != NULL && t->t == CK_PV_NULL && !optional(old))

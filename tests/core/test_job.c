@@ -355,13 +355,13 @@ static void test_write_refuses_duplicate_keys(void **state)
     ck_py_vec_push(a, &root->u.seq, best);
     ck_py_vec_push(a, &best->u.seq, ck_py_str(a, "model", 5));
     ck_py_vec_push(a, &best->u.seq, sd);
-    ck_py_vec_push(a, &sd->u.o.dict, ck_py_str(a, "w", 1));
-    ck_py_vec_push(a, &sd->u.o.dict,
+    ck_py_vec_push(a, &ck_py_after_make(a, sd)->dict, ck_py_str(a, "w", 1));
+    ck_py_vec_push(a, &ck_py_after_make(a, sd)->dict,
                    ck_job_new_tensor(&f->job, dt, shape, 1, (uint8_t *)d0));
-    ck_py_vec_push(a, &sd->u.o.dict, ck_py_str(a, "x", 1));
-    ck_py_vec_push(a, &sd->u.o.dict, ck_py_int(a, 1));
-    ck_py_vec_push(a, &sd->u.o.dict, ck_py_str(a, "w", 1));
-    ck_py_vec_push(a, &sd->u.o.dict,
+    ck_py_vec_push(a, &ck_py_after_make(a, sd)->dict, ck_py_str(a, "x", 1));
+    ck_py_vec_push(a, &ck_py_after_make(a, sd)->dict, ck_py_int(a, 1));
+    ck_py_vec_push(a, &ck_py_after_make(a, sd)->dict, ck_py_str(a, "w", 1));
+    ck_py_vec_push(a, &ck_py_after_make(a, sd)->dict,
                    ck_job_new_tensor(&f->job, dt, shape, 1, (uint8_t *)d1));
     assert_int_equal(ck_ckpt_scan(&f->job.ck, &f->err), 0);
     assert_int_equal(ck_ckpt_write(&f->job.ck, f->out, &info, &f->err),
@@ -373,7 +373,7 @@ static void test_write_refuses_duplicate_keys(void **state)
     assert_int_equal(access(f->out, F_OK), -1);
 
     /* without the duplicate it writes; int keys are compared too */
-    ck_py_vec_remove(&sd->u.o.dict, 4, 2);
+    ck_py_vec_remove(&ck_py_after_make(a, sd)->dict, 4, 2);
     ck_py_vec_push(a, &root->u.seq, ck_py_str(a, "ints", 4));
     ck_py_vec_push(a, &root->u.seq, ints);
     ck_py_vec_push(a, &ints->u.seq, ck_py_int(a, 7));
@@ -424,8 +424,8 @@ static void test_write_refuses_duplicate_keys(void **state)
         char name[16];
 
         snprintf(name, sizeof(name), "k%d", k % 39);
-        ck_py_vec_push(a, &sd->u.o.dict, ck_py_str(a, name, strlen(name)));
-        ck_py_vec_push(a, &sd->u.o.dict, ck_py_int(a, k));
+        ck_py_vec_push(a, &ck_py_after_make(a, sd)->dict, ck_py_str(a, name, strlen(name)));
+        ck_py_vec_push(a, &ck_py_after_make(a, sd)->dict, ck_py_int(a, k));
     }
     memset(&f->err, 0, sizeof(f->err));
     assert_int_equal(ck_ckpt_write(&f->job.ck, f->out, &info, &f->err),

@@ -152,7 +152,7 @@ static void test_shared_dtype_bomb(void **state)
     a = &f.c.arena;
     g = ck_py_global(a, "numpy", "dtype");
     /* the array's own dtype node (float64) is the leaf */
-    cur = f.v->u.o.state->u.seq.v[2];
+    cur = ck_py_after(f.v)->state->u.seq.v[2];
     for (int lvl = 0; lvl < 27; lvl++) {
         ck_py_t *dt = ck_py_new(a, CK_PY_REDUCE), *args = ck_py_new(a, CK_PY_TUPLE);
         ck_py_t *st = ck_py_new(a, CK_PY_TUPLE), *names = ck_py_new(a, CK_PY_TUPLE);
@@ -187,10 +187,10 @@ static void test_shared_dtype_bomb(void **state)
         ck_py_vec_push(a, &st->u.seq, ck_py_int(a, 16));
         dt->u.o.fn = g;
         dt->u.o.args = args;
-        dt->u.o.state = st;
+        ck_py_after_make(&f.c.arena, dt)->state = st;
         cur = dt; /* twice the size of the level below */
     }
-    f.v->u.o.state->u.seq.v[2] = cur;
+    ck_py_after(f.v)->state->u.seq.v[2] = cur;
     /* the array's 24 bytes no longer match: refused for that, in time */
     assert_int_equal(ck_np_check(&f.c, &err), CK_EFORMAT);
     assert_non_null(strstr(err.msg, "its data holds 24 bytes"));

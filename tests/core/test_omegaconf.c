@@ -88,7 +88,7 @@ static void test_build_and_read(void **state)
     assert_string_equal(ck_omc_leaf_class(leaf), "AnyNode");
     assert_true(ck_py_str_eq(ck_omc_key(leaf), "a"));
     assert_int_equal(ck_omc_unwrap(leaf)->u.i.v, 1);
-    assert_ptr_equal(ck_py_map_get(leaf->u.o.state, "_parent", NULL), root);
+    assert_ptr_equal(ck_py_map_get(ck_py_after(leaf)->state, "_parent", NULL), root);
 
     b = m->v[3];
     assert_true(ck_omc_is(b, "ListConfig"));

@@ -720,6 +720,45 @@ static void test_read_globals(void **state)
     assert_true(ck_py_global_is(p, "copyreg", "_reconstructor"));
 }
 
+/*
+ * A call given nothing after it (a tensor's call, its hooks' OrderedDict())
+ * holds no room for items: ck_py_mapping shows none, refuses an item added
+ * there (ck_py_mapping_mut makes the room), and the writer gives back the
+ * bytes it read.
+ */
+static void test_call_without_items(void **state)
+{
+    static const char od[] = "\x80\x02" "ccollections\nOrderedDict\nq\x00)Rq\x01.";
+    fx_t *f = *state;
+    ck_py_vec_t *m;
+    ck_py_t *p;
+    int oom = 0;
+
+    p = ROOT(f, od);
+    assert_int_equal(p->kind, CK_PY_REDUCE);
+    assert_null(p->u.o.after);
+    m = ck_py_mapping(p);
+    assert_non_null(m);
+    assert_int_equal(m->n, 0);
+    assert_null(ck_py_after(p)->state);
+    WRITES(f, p, od);
+    assert_int_equal(ck_py_vec_push(&f->a, m, mk_str(f, "k")), -EINVAL);
+    assert_int_equal(m->n, 0);
+    m = ck_py_mapping_mut(&f->a, p, &oom);
+    assert_int_equal(oom, 0);
+    assert_ptr_equal(m, &p->u.o.after->dict);
+    assert_ptr_equal(ck_py_mapping(p), m);
+    push(f, m, mk_str(f, "k"));
+    push(f, m, mk_int(f, 1));
+    WRITES(f, p, "\x80\x02" "ccollections\nOrderedDict\nq\x00)Rq\x01"
+                 "X\x01\x00\x00\x00kq\x02K\x01s.");
+    /* a dict is its own room; what is no mapping has none */
+    p = mk(f, CK_PY_DICT);
+    assert_ptr_equal(ck_py_mapping_mut(&f->a, p, &oom), &p->u.seq);
+    assert_null(ck_py_mapping_mut(&f->a, mk_int(f, 1), &oom));
+    assert_int_equal(oom, 0);
+}
+
 static void test_read_reduce_newobj_build(void **state)
 {
     fx_t *f = *state;
@@ -731,24 +770,24 @@ static void test_read_reduce_newobj_build(void **state)
     assert_int_equal(p->kind, CK_PY_REDUCE);
     assert_global(p->u.o.fn, "collections", "OrderedDict");
     assert_seq(p->u.o.args, CK_PY_TUPLE, 0);
-    assert_int_equal(p->u.o.dict.n, 2);
-    assert_int_equal(p->u.o.list.n, 0);
-    assert_null(p->u.o.state);
-    assert_ptr_equal(ck_py_mapping(p), &p->u.o.dict);
+    assert_int_equal(ck_py_after(p)->dict.n, 2);
+    assert_int_equal(ck_py_after(p)->list.n, 0);
+    assert_null(ck_py_after(p)->state);
+    assert_ptr_equal(ck_py_mapping(p), &ck_py_after(p)->dict);
     assert_int_node(ck_py_map_get(p, "k", NULL), 1);
     /* argparse.Namespace(x=1): NEWOBJ then BUILD */
     p = ROOT(f, "\x80\x02" "cargparse\nNamespace\nq\x00)\x81q\x01}q\x02"
                 "X\x01\x00\x00\x00xq\x03K\x01sb.");
     assert_int_equal(p->kind, CK_PY_NEWOBJ);
     assert_global(p->u.o.fn, "argparse", "Namespace");
-    assert_seq(p->u.o.state, CK_PY_DICT, 2);
-    assert_int_node(ck_py_map_get(p->u.o.state, "x", NULL), 1);
+    assert_seq(ck_py_after(p)->state, CK_PY_DICT, 2);
+    assert_int_node(ck_py_map_get(ck_py_after(p)->state, "x", NULL), 1);
     /* items appended to a call node: list items, then set items */
     p = ROOT(f, "cm\nC\n)R(K\x01K\x02" "eK\x03" "aK\x04K\x05s.");
     assert_int_equal(p->kind, CK_PY_REDUCE);
-    assert_int_equal(p->u.o.list.n, 3);
-    assert_int_node(p->u.o.list.v[2], 3);
-    assert_int_equal(p->u.o.dict.n, 2);
+    assert_int_equal(ck_py_after(p)->list.n, 3);
+    assert_int_node(ck_py_after(p)->list.v[2], 3);
+    assert_int_equal(ck_py_after(p)->dict.n, 2);
     /* a call of a call: fn is the inner call node */
     p = ROOT(f, "cm\nf\n)R)R.");
     assert_int_equal(p->kind, CK_PY_REDUCE);
@@ -759,7 +798,7 @@ static void test_read_reduce_newobj_build(void **state)
     assert_global(p->u.o.fn, "argparse", "Namespace");
     /* BUILD state may be anything, e.g. a (dict, slots) tuple */
     p = ROOT(f, "cm\nC\n)R}}\x86" "b.");
-    assert_seq(p->u.o.state, CK_PY_TUPLE, 2);
+    assert_seq(ck_py_after(p)->state, CK_PY_TUPLE, 2);
 }
 
 static void test_read_inst_obj(void **state)
@@ -785,7 +824,7 @@ static void test_read_inst_obj(void **state)
     assert_int_node(p->u.o.args->u.seq.v[1], 2);
     p = ROOT(f, "(cm\nC\no(dp0\nb.");
     assert_int_equal(p->kind, CK_PY_REDUCE);
-    assert_seq(p->u.o.state, CK_PY_DICT, 0);
+    assert_seq(ck_py_after(p)->state, CK_PY_DICT, 0);
 }
 
 static void test_read_persid(void **state)
@@ -1258,9 +1297,9 @@ static void check_big_graph(fx_t *f, ck_py_t *root)
     assert_int_node(ck_py_map_get(ck_py_map_get(root, "od", NULL), "k", NULL), 1);
     ns = ck_py_map_get(root, "ns", NULL);
     assert_true(ns->kind == CK_PY_REDUCE || ns->kind == CK_PY_NEWOBJ);
-    assert_int_node(ck_py_map_get(ns->u.o.state, "x", NULL), 1);
+    assert_int_node(ck_py_map_get(ck_py_after(ns)->state, "x", NULL), 1);
     /* the 'x' key of the Namespace state is the 'x' str of the list */
-    assert_ptr_equal(ns->u.o.state->u.seq.v[0], a->u.seq.v[5]);
+    assert_ptr_equal(ck_py_after(ns)->state->u.seq.v[0], a->u.seq.v[5]);
     shared = ck_py_map_get(root, "shared", NULL);
     assert_seq(shared, CK_PY_LIST, 2);
     assert_ptr_equal(shared->u.seq.v[0], shared->u.seq.v[1]);
@@ -1609,13 +1648,13 @@ static void test_write_call_batches(void **state)
 
     od->u.o.fn = mk_global(f, "collections", "OrderedDict");
     od->u.o.args = mk(f, CK_PY_TUPLE);
-    push(f, &od->u.o.dict, mk_str(f, "a"));
-    push(f, &od->u.o.dict, mk_int(f, 1));
+    push(f, &ck_py_after_make(&f->a, od)->dict, mk_str(f, "a"));
+    push(f, &ck_py_after_make(&f->a, od)->dict, mk_int(f, 1));
     WRITES(f, od, "\x80\x02" "ccollections\nOrderedDict\nq\x00)Rq\x01"
                   "X\x01\x00\x00\x00" "aq\x02K\x01s.");
     for (int i = 0; i < 1000; i++) {
-        push(f, &od->u.o.dict, mk_int(f, i + 1));
-        push(f, &od->u.o.dict, mk(f, CK_PY_NONE));
+        push(f, &ck_py_after_make(&f->a, od)->dict, mk_int(f, i + 1));
+        push(f, &ck_py_after_make(&f->a, od)->dict, mk(f, CK_PY_NONE));
     }
     n = py_dumps("collections.OrderedDict([(\"a\", 1)] + "
                  "[(i + 1, None) for i in range(1000)])",
@@ -1694,7 +1733,7 @@ static void test_write_objects(void **state)
     ns->u.o.fn = mk_global(f, "argparse", "Namespace");
     ns->u.o.args = mk(f, CK_PY_TUPLE);
     st = mk_seq(f, CK_PY_DICT, mk_str(f, "x"), mk_int(f, 1), NULL);
-    ns->u.o.state = st;
+    ck_py_after_make(&f->a, ns)->state = st;
     WRITES(f, ns, "\x80\x02" "cargparse\x0aNamespace\x0aq\x00)\x81q\x01}q\x02"
                   "X\x01\x00\x00\x00xq\x03K\x01sb.");
     /* sets become __builtin__.set([...]) */
@@ -2101,6 +2140,7 @@ int main(void)
         T(test_read_cycle),
         T(test_read_globals),
         T(test_read_reduce_newobj_build),
+        T(test_call_without_items),
         T(test_read_inst_obj),
         T(test_read_persid),
         T(test_read_proto_frame),

@@ -61,9 +61,9 @@ static int has_calls(ck_py_t *p, uint32_t gen, uint32_t depth)
     case CK_PY_NEWOBJ:
         return has_calls(p->u.o.fn, gen, depth + 1) ||
                has_calls(p->u.o.args, gen, depth + 1) ||
-               vec_has_calls(&p->u.o.list, gen, depth) ||
-               vec_has_calls(&p->u.o.dict, gen, depth) ||
-               has_calls(p->u.o.state, gen, depth + 1);
+               vec_has_calls(&ck_py_after(p)->list, gen, depth) ||
+               vec_has_calls(&ck_py_after(p)->dict, gen, depth) ||
+               has_calls(ck_py_after(p)->state, gen, depth + 1);
     case CK_PY_PERSID:
         return has_calls(p->u.pid, gen, depth + 1);
     default:

@@ -303,7 +303,8 @@ PT ck_py_t *pt_push(pt_fx_t *f, ck_py_t *seq, ck_py_t *item)
 /* map[key] = v for a dict or an OrderedDict; returns v. */
 PT ck_py_t *pt_set(pt_fx_t *f, ck_py_t *map, const char *key, ck_py_t *v)
 {
-    ck_py_vec_t *m = ck_py_mapping(map);
+    int oom = 0;
+    ck_py_vec_t *m = ck_py_mapping_mut(PT_A(f), map, &oom);
 
     assert_non_null(m);
     assert_non_null(v);
@@ -322,8 +323,8 @@ PT ck_py_t *pt_odict(pt_fx_t *f, int metadata)
     od->u.o.args = pt_new(f, CK_PY_TUPLE);
     assert_non_null(od->u.o.fn);
     if (metadata) {
-        od->u.o.state = pt_dict(f);
-        pt_set(f, od->u.o.state, "_metadata", pt_odict(f, 0));
+        ck_py_after_make(PT_A(f), od)->state = pt_dict(f);
+        pt_set(f, od->u.o.after->state, "_metadata", pt_odict(f, 0));
     }
     return od;
 }
@@ -331,7 +332,7 @@ PT ck_py_t *pt_odict(pt_fx_t *f, int metadata)
 /* sd._metadata[module] = {'version': version} */
 PT void pt_meta(pt_fx_t *f, ck_py_t *sd, const char *module, int version)
 {
-    ck_py_t *md = ck_py_map_get(sd->u.o.state, "_metadata", NULL), *v;
+    ck_py_t *md = ck_py_map_get(ck_py_after(sd)->state, "_metadata", NULL), *v;
 
     assert_non_null(md);
     v = pt_dict(f);

@@ -557,7 +557,7 @@ static ck_py_t *child(ck_py_t *cfg, const char *key)
 
     assert_non_null(cfg);
     assert_int_equal(cfg->kind, CK_PY_NEWOBJ);
-    content = ck_py_map_get(cfg->u.o.state, "_content", NULL);
+    content = ck_py_map_get(ck_py_after(cfg)->state, "_content", NULL);
     assert_non_null(content);
     return ck_py_map_get(content, key, NULL);
 }
@@ -565,7 +565,7 @@ static ck_py_t *child(ck_py_t *cfg, const char *key)
 static ck_py_t *state_of(ck_py_t *node, const char *key)
 {
     assert_non_null(node);
-    return ck_py_map_get(node->u.o.state, key, NULL);
+    return ck_py_map_get(ck_py_after(node)->state, key, NULL);
 }
 
 static void test_dictconfig(void **state)
@@ -601,7 +601,7 @@ static void test_dictconfig(void **state)
     assert_true(ck_py_global_is(md->u.o.fn, "omegaconf.base",
                                 "ContainerMetadata"));
     assert_true(
-        ck_py_str_eq(ck_py_map_get(md->u.o.state, "key", NULL), "style"));
+        ck_py_str_eq(ck_py_map_get(ck_py_after(md)->state, "key", NULL), "style"));
     model = child(style, "model");
     assert_true(ck_py_global_is(model->u.o.fn, "omegaconf.nodes", "AnyNode"));
     assert_ptr_equal(state_of(model, "_parent"), style);
@@ -654,16 +654,16 @@ static ck_py_t *typed_model(pt_fx_t *f)
     cfg->u.o.fn =
         ck_ckpt_global(&f->job.ck, "omegaconf.dictconfig", "DictConfig");
     cfg->u.o.args = pt_new(f, CK_PY_TUPLE);
-    cfg->u.o.state = st = pt_dict(f);
+    ck_py_after_make(PT_A(f), cfg)->state = st = pt_dict(f);
     content = pt_set(f, st, "_content", pt_dict(f));
     for (size_t i = 0; i < CK_ARRAY_SIZE(nodes); i++) {
         ck_py_t *n = pt_set(f, content, nodes[i].key, pt_new(f, CK_PY_NEWOBJ));
 
         n->u.o.fn = ck_ckpt_global(&f->job.ck, "omegaconf.nodes", nodes[i].cls);
         n->u.o.args = pt_new(f, CK_PY_TUPLE);
-        n->u.o.state = pt_dict(f);
-        pt_set(f, n->u.o.state, "_parent", cfg);
-        pt_set(f, n->u.o.state, "_val", pt_i(f, 1));
+        ck_py_after_make(PT_A(f), n)->state = pt_dict(f);
+        pt_set(f, ck_py_after(n)->state, "_parent", cfg);
+        pt_set(f, ck_py_after(n)->state, "_val", pt_i(f, 1));
     }
     return root;
 }

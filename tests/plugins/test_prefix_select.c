@@ -216,7 +216,7 @@ static void test_keep_strip(void **state)
     assert_int_equal(pt_nchanges(f), 6); /* 3 removed, 3 renamed */
     /* the metadata values follow their modules */
     {
-        ck_py_t *md = ck_py_map_get(sd_of(f)->u.o.state, "_metadata", NULL);
+        ck_py_t *md = ck_py_map_get(ck_py_after(sd_of(f))->state, "_metadata", NULL);
         ck_py_t *v = ck_py_map_get(md, "0", NULL);
 
         assert_non_null(v);
@@ -337,7 +337,8 @@ static void test_failures(void **state)
 /* map[key] = v with any key node. */
 static void set_any(pt_fx_t *f, ck_py_t *map, ck_py_t *key, ck_py_t *v)
 {
-    ck_py_vec_t *m = ck_py_mapping(map);
+    int oom = 0;
+    ck_py_vec_t *m = ck_py_mapping_mut(PT_A(f), map, &oom);
 
     assert_non_null(m);
     assert_int_equal(ck_py_vec_push(PT_A(f), m, key), 0);
@@ -361,7 +362,7 @@ static ck_py_t *odd_keys(pt_fx_t *f, model_t *m)
     big->u.i.big = b;
     big->u.i.nbig = sizeof(b);
     set_any(f, m->sd, big, pt_i(f, 3));
-    set_any(f, ck_py_map_get(m->sd->u.o.state, "_metadata", NULL), pt_i(f, 3),
+    set_any(f, ck_py_map_get(ck_py_after(m->sd)->state, "_metadata", NULL), pt_i(f, 3),
             pt_dict(f));
     return seven;
 }
