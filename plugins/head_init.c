@@ -7,7 +7,9 @@
  * DTYPE is a torch dtype name or alias (float16, half, fp16, bfloat16,
  * bf16, float32, float, ...).  SHAPE is 1024x512, 2048, or like:OTHERKEY.
  * INIT is one of
- *   zeros, ones, const(V)          V must fit an integer DTYPE
+ *   zeros, ones, const(V)          V must fit DTYPE as torch.full
+ *                                  wants: an integer's range; a float's
+ *                                  largest (a finite V never becomes inf)
  *   normal(MEAN,STD)
  *   trunc_normal(MEAN,STD,A,B)     as torch.nn.init.trunc_normal_: the
  *                                  inverse CDF of the normal over [A, B]
@@ -43,6 +45,7 @@
 #include "plugin.h"
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -232,6 +235,21 @@ static int parse_shape(char *w, add_t *ad, ck_err_t *err)
     return 0;
 }
 
+/* The largest finite value of a floating dtype. */
+static double float_max(ck_dtype_id_t id)
+{
+    switch (id) {
+    case CK_DT_FLOAT16:
+        return 65504.0;
+    case CK_DT_BFLOAT16:
+        return 0x1.fep127;
+    case CK_DT_FLOAT32:
+        return FLT_MAX;
+    default:
+        return DBL_MAX;
+    }
+}
+
 static int parse_add(char *line, add_t *ad, ck_err_t *err)
 {
     char *w[5], names[512];
@@ -291,6 +309,16 @@ static int parse_add(char *line, add_t *ad, ck_err_t *err)
                                !(v >= lo && v < top)))
             return ck_err_set(err, CK_ECONFIG, "add: const(%g) does not fit %s",
                               ad->a, w[1]);
+    }
+    if (ad->init == I_CONST && ad->dt->is_float) {
+        /* as torch.full refuses it: a finite value past the dtype's largest
+         * (an int past int64 fits no dtype: "Overflow when unpacking long") */
+        double v = ad->is_int == 1 ? (double)ad->iv : ad->a;
+
+        if (ad->is_int < 0 || (isfinite(v) && fabs(v) > float_max(ad->dt->id)))
+            return ck_err_set(err, CK_ECONFIG,
+                              "add: %s does not fit %s (torch.full refuses "
+                              "it)", w[3], w[1]);
     }
     return 0;
 }

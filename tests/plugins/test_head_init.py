@@ -456,6 +456,34 @@ def head_const_as_torch_full():
 
 
 @test
+def head_const_overflow_as_torch_full():
+    """const(V) is refused where torch.full(shape, V, dtype) raises (a
+    finite V past the float dtype's largest: it would be inf; an int past
+    int64), and made where torch makes it: each case asks torch first"""
+    cases = [("float16", "65504"), ("float16", "65504.5"), ("float16", "70000"),
+             ("float16", "-65505"), ("float16", "inf"), ("float16", "-inf"),
+             ("bfloat16", "3.3895313892515355e38"), ("bfloat16", "3.39e38"),
+             ("bfloat16", "1000000"), ("float32", "3.4028234663852886e38"),
+             ("float32", "3.4028235e38"), ("float64", "1.7e308"),
+             ("float64", str(2 ** 70)), ("float32", str(2 ** 63 - 1))]
+    refused = made = 0
+    for dt, text in cases:
+        v = int(text) if text.lstrip("-").isdigit() else float(text)
+        try:
+            want = torch.full((2,), v, dtype=getattr(torch, dt))
+        except (RuntimeError, OverflowError):
+            want = None
+        if want is None:
+            check_rejects_line("head_init", f"add = h {dt} 2 const({text})", "does not fit")
+            refused += 1
+        else:
+            _, sd = head_test([f"h {dt} 2 const({text})"], inp="misc", state="sd")
+            _torch_exact(sd, {"h": want})
+            made += 1
+    check(refused >= 6 and made >= 6, f"torch refused {refused} and made {made} of the cases")
+
+
+@test
 def head_copy_as_torch_to():
     """copy() converts as torch's .to(dtype): float64 to float16 and
     bfloat16 through float32 (randn(2**16) * 0.02, where a single rounding
