@@ -185,6 +185,19 @@ static int fold_cmp(const char *x, const char *y)
     }
 }
 
+/* fold_cmp of the first n bytes: 0 when they match ignoring case. */
+static int fold_ncmp(const char *x, const char *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int a = (x[i] >= 'A' && x[i] <= 'Z') ? x[i] - 'A' + 'a' : x[i];
+        int b = (y[i] >= 'A' && y[i] <= 'Z') ? y[i] - 'A' + 'a' : y[i];
+
+        if (a != b || a == 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* Zip64 extended information: the fields whose 32-bit value is saturated. */
 static int zip64_extra(cur_t *x, ck_zip_entry_t *e, int usize64, int csize64,
                        int lho64)
@@ -511,50 +524,101 @@ static uint64_t fold_hash(const char *s)
 }
 
 /*
- * No name twice, nor twice ignoring case: names go into an open-addressing
- * table by their folded hash, and a name meets there only those of the
- * same hash (a sort of 4 * 10^5 names was a twentieth of an open).
+ * Names of the form P + a number (P the folder of the first such record:
+ * torch's "<top>/data/"), the number without leading zeros and below
+ * limit: the number + 1, else 0.  fold: compare P ignoring case.
+ */
+static size_t numbered(const char *name, const char *p, size_t plen,
+                       size_t limit, int fold)
+{
+    size_t n = 0;
+    const char *d;
+
+    if (plen == 0 || (fold ? fold_ncmp(name, p, plen) : strncmp(name, p, plen)))
+        return 0;
+    d = name + plen;
+    if (*d == '\0' || (d[0] == '0' && d[1] != '\0'))
+        return 0;
+    for (; *d >= '0' && *d <= '9'; d++)
+        if ((n = n * 10 + (size_t)(*d - '0')) >= limit)
+            return 0;
+    return *d == '\0' ? n + 1 : 0;
+}
+
+static int twins(const char *x, const char *y, ck_err_t *err)
+{
+    if (strcmp(x, y) == 0)
+        return ck_err_set(err, CK_EFORMAT, "zip: duplicate entry %s", x);
+    return ck_err_set(err, CK_EFORMAT,
+                      "zip: entries %s and %s differ only in case (torch "
+                      "would read either)", strcmp(x, y) < 0 ? x : y,
+                      strcmp(x, y) < 0 ? y : x);
+}
+
+/*
+ * No name twice, nor twice ignoring case.  The numbered records (all but
+ * a few of a checkpoint of many tensors) meet by their number in an
+ * array; the other names go into an open-addressing table by their folded
+ * hash, meet there those of the same hash, and are looked for among the
+ * numbered ones folded (a sort of 4 * 10^5 names by hash was a twentieth
+ * of an open, a table of them a twentieth still, its misses).
  */
 static int check_names(ck_zip_entry_t **order, size_t n, ck_err_t *err)
 {
-    size_t cap = 16, mask;
-    const ck_zip_entry_t **slot;
+    size_t cap = 16, mask, plen = 0, limit = 2 * n + 16, k;
+    const ck_zip_entry_t **slot, **byn;
+    const char *p = "";
     uint64_t *hash;
     int rc = 0;
 
+    for (size_t i = 0; i < n && plen == 0; i++) {
+        const char *s = strrchr(order[i]->name, '/');
+
+        if (s != NULL && numbered(order[i]->name, order[i]->name,
+                                  (size_t)(s + 1 - order[i]->name), limit, 0)) {
+            p = order[i]->name;
+            plen = (size_t)(s + 1 - p);
+        }
+    }
     while (cap < 2 * n)
         cap *= 2;
     mask = cap - 1;
     slot = ck_calloc(cap, sizeof(*slot));
     hash = ck_malloc(cap * sizeof(*hash));
-    if (slot == NULL || hash == NULL) {
-        ck_free(slot);
-        ck_free(hash);
-        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    byn = ck_calloc(limit, sizeof(*byn));
+    if (slot == NULL || hash == NULL || byn == NULL) {
+        rc = ck_err_set(err, CK_ENOMEM, "out of memory");
+        goto out;
     }
     for (size_t i = 0; i < n && rc == 0; i++) {
-        const char *x = order[i]->name, *y;
-        uint64_t h = fold_hash(x);
-        size_t k = (size_t)(h ^ h >> 29) & mask;
+        if ((k = numbered(order[i]->name, p, plen, limit, 0)) == 0)
+            continue;
+        if (byn[k - 1] != NULL)
+            rc = twins(order[i]->name, byn[k - 1]->name, err);
+        byn[k - 1] = order[i];
+    }
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const char *x = order[i]->name;
+        uint64_t h;
 
-        for (; slot[k] != NULL && rc == 0; k = (k + 1) & mask) {
-            if (hash[k] != h)
-                continue;
-            y = slot[k]->name;
-            if (strcmp(x, y) == 0)
-                rc = ck_err_set(err, CK_EFORMAT, "zip: duplicate entry %s", x);
-            else if (fold_cmp(x, y) == 0)
-                rc = ck_err_set(err, CK_EFORMAT,
-                                "zip: entries %s and %s differ only in "
-                                "case (torch would read either)",
-                                strcmp(x, y) < 0 ? x : y,
-                                strcmp(x, y) < 0 ? y : x);
+        if (numbered(x, p, plen, limit, 0))
+            continue;
+        if ((k = numbered(x, p, plen, limit, 1)) != 0 && byn[k - 1] != NULL) {
+            rc = twins(x, byn[k - 1]->name, err);
+            break;
         }
+        h = fold_hash(x);
+        for (k = (size_t)(h ^ h >> 29) & mask; slot[k] != NULL && rc == 0;
+             k = (k + 1) & mask)
+            if (hash[k] == h && fold_cmp(x, slot[k]->name) == 0)
+                rc = twins(x, slot[k]->name, err);
         slot[k] = order[i];
         hash[k] = h;
     }
+out:
     ck_free(slot);
     ck_free(hash);
+    ck_free(byn);
     return rc;
 }
 

@@ -1050,6 +1050,60 @@ static void test_bad_entry_disk(void **state)
     expect_open_fail(f, CK_EFORMAT, "multi-disk archive (entry 1)");
 }
 
+/* Records named by number, as torch names storages, with extra names. */
+static void write_numbered(fx_t *f, const char *const *extra, size_t nextra)
+{
+    int fd = open(f->path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    ck_zipw_t w;
+    char name[32];
+
+    assert_true(fd >= 0);
+    ck_zipw_init(&w, fd);
+    for (size_t i = 0; i < 300 + nextra; i++) {
+        if (i < 300)
+            snprintf(name, sizeof(name), "t/data/%zu", i);
+        assert_int_equal(ck_zipw_begin(&w, i < 300 ? name : extra[i - 300], 1,
+                                       &f->err),
+                         0);
+        assert_int_equal(ck_zipw_data(&w, "x", 1, &f->err), 0);
+        assert_int_equal(ck_zipw_end(&w, &f->err), 0);
+    }
+    assert_int_equal(ck_zipw_finish(&w, &f->err), 0);
+    ck_zipw_release(&w);
+    close(fd);
+}
+
+/*
+ * The records named by number meet their twins through the number: an
+ * exact one, one in another case (before them or after), one folding to
+ * the same folder; a leading zero or a number past the records' count is
+ * another name, met by hash.
+ */
+static void test_numbered_twins(void **state)
+{
+    static const char *const fine[] = { "t/data/05", "t/data/999999",
+                                        "t/data.pkl", "t/data/5x", "u/data/5" };
+    static const struct {
+        const char *extra, *what;
+    } bad[] = {
+        { "t/data/5", "duplicate entry t/data/5" },
+        { "t/DATA/5", "entries t/DATA/5 and t/data/5 differ only in case" },
+        { "T/data/299", "differ only in case" },
+        { "t/data/999999", "duplicate entry t/data/999999" },
+    };
+    fx_t *f = *state;
+
+    write_numbered(f, fine, CK_ARRAY_SIZE(fine));
+    assert_int_equal(open_zip(f, f->path), 0);
+    assert_int_equal(f->z.n, 300 + CK_ARRAY_SIZE(fine));
+    for (size_t i = 0; i < CK_ARRAY_SIZE(bad); i++) {
+        const char *two[2] = { "t/data/999999", bad[i].extra };
+
+        write_numbered(f, two + (i < 3), i < 3 ? 1 : 2);
+        expect_open_fail(f, CK_EFORMAT, bad[i].what);
+    }
+}
+
 /* miniz, torch's reader, finds names ignoring case: twins are refused */
 static void test_bad_case_twin(void **state)
 {
@@ -1212,6 +1266,7 @@ int main(void)
         T(test_bad_names),
         T(test_bad_duplicate),
         T(test_bad_case_twin),
+        T(test_numbered_twins),
         T(test_bad_entry_disk),
         T(test_bad_flags_and_method),
         T(test_bad_overlap),
