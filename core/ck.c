@@ -356,14 +356,13 @@ static uint64_t strmap_hash(const char *key)
     return h ^ (h >> 29);
 }
 
-/* The slot holding key, or the empty slot where it would go. */
-static size_t strmap_slot(const char **keys, size_t cap, const char *key)
+/* The slot holding key (of hash h), or the empty slot where it would go. */
+static size_t strmap_slot(const ck_strmap_t *m, const char *key, uint64_t h)
 {
-    uint64_t h = strmap_hash(key);
-    size_t i;
+    size_t i, mask = m->cap - 1;
 
-    for (i = (size_t)h & (cap - 1); keys[i] != NULL; i = (i + 1) & (cap - 1))
-        if (strcmp(keys[i], key) == 0)
+    for (i = (size_t)h & mask; m->key[i] != NULL; i = (i + 1) & mask)
+        if (m->hash[i] == h && strcmp(m->key[i], key) == 0)
             break;
     return i;
 }
@@ -374,29 +373,29 @@ size_t ck_strmap_get(const ck_strmap_t *m, const char *key)
 
     if (m->cap == 0)
         return SIZE_MAX;
-    i = strmap_slot(m->key, m->cap, key);
+    i = strmap_slot(m, key, strmap_hash(key));
     return m->key[i] != NULL ? m->val[i] : SIZE_MAX;
 }
 
 static int strmap_grow(ck_strmap_t *m, ck_arena_t *a, size_t cap)
 {
-    const char **nk =
-        cap <= SIZE_MAX / 16 ? ck_arena_alloc(a, cap * sizeof(*nk)) : NULL;
-    size_t *nv = nk != NULL ? ck_arena_alloc(a, cap * sizeof(*nv)) : NULL;
+    ck_strmap_t g = { .cap = cap, .n = m->n };
 
-    if (nv == NULL)
+    if (cap > SIZE_MAX / 32 ||
+        (g.key = ck_arena_alloc(a, cap * sizeof(*g.key))) == NULL ||
+        (g.val = ck_arena_alloc(a, cap * sizeof(*g.val))) == NULL ||
+        (g.hash = ck_arena_alloc(a, cap * sizeof(*g.hash))) == NULL)
         return CK_ENOMEM;
     for (size_t j = 0; j < m->cap; j++) {
         if (m->key[j] != NULL) {
-            size_t i = strmap_slot(nk, cap, m->key[j]);
+            size_t i = strmap_slot(&g, m->key[j], m->hash[j]);
 
-            nk[i] = m->key[j];
-            nv[i] = m->val[j];
+            g.key[i] = m->key[j];
+            g.val[i] = m->val[j];
+            g.hash[i] = m->hash[j];
         }
     }
-    m->key = nk;
-    m->val = nv;
-    m->cap = cap;
+    *m = g;
     return 0;
 }
 
@@ -411,20 +410,33 @@ int ck_strmap_reserve(ck_strmap_t *m, ck_arena_t *a, size_t n)
     return cap > m->cap ? strmap_grow(m, a, cap) : 0;
 }
 
-int ck_strmap_add(ck_strmap_t *m, ck_arena_t *a, const char *key, size_t val)
+int ck_strmap_put(ck_strmap_t *m, ck_arena_t *a, const char *key, size_t val,
+                  size_t *old)
 {
+    uint64_t h = strmap_hash(key);
     size_t i;
 
     if (2 * (m->n + 1) > m->cap &&
         strmap_grow(m, a, m->cap ? m->cap * 2 : 64) < 0)
         return CK_ENOMEM;
-    i = strmap_slot(m->key, m->cap, key);
-    if (m->key[i] == NULL) {
-        m->key[i] = key;
-        m->val[i] = val;
-        m->n++;
+    i = strmap_slot(m, key, h);
+    if (m->key[i] != NULL) {
+        if (old != NULL)
+            *old = m->val[i];
+        return 1;
     }
+    m->key[i] = key;
+    m->val[i] = val;
+    m->hash[i] = h;
+    m->n++;
     return 0;
+}
+
+int ck_strmap_add(ck_strmap_t *m, ck_arena_t *a, const char *key, size_t val)
+{
+    int rc = ck_strmap_put(m, a, key, val, NULL);
+
+    return rc < 0 ? rc : 0;
 }
 
 int ck_utf8_len(const uint8_t *s, size_t n, int surrogates)

@@ -153,7 +153,9 @@ void ck_arena_release(ck_arena_t *a);
 typedef struct {
     const char **key;
     size_t *val;
-    size_t n, cap; /* cap: 0 or a power of two */
+    uint64_t *hash; /* each key's: a probe compares it before the key's
+                       bytes, which are elsewhere in memory */
+    size_t n, cap;  /* cap: 0 or a power of two */
 } ck_strmap_t;
 
 /* The value stored under key, or SIZE_MAX when there is none. */
@@ -161,6 +163,10 @@ size_t ck_strmap_get(const ck_strmap_t *m, const char *key);
 /* Store key -> val unless key is there (the first value stays): 0 or
  * CK_ENOMEM. */
 int ck_strmap_add(ck_strmap_t *m, ck_arena_t *a, const char *key, size_t val);
+/* The same in one look: 0 when stored, 1 when key was there (*old gets its
+ * value), CK_ENOMEM. */
+int ck_strmap_put(ck_strmap_t *m, ck_arena_t *a, const char *key, size_t val,
+                  size_t *old);
 /* Room for n more keys without growing (and leaving the outgrown arrays in
  * the arena): 0 or CK_ENOMEM. */
 int ck_strmap_reserve(ck_strmap_t *m, ck_arena_t *a, size_t n);

@@ -336,6 +336,7 @@ static size_t uniq_first_dup(uniq_t *u, const ck_py_vec_t *m, size_t *j)
     ck_strmap_t seen = { 0 };
     uniq_key_t small[16], *other;
     size_t nother = 0, first = SIZE_MAX;
+    int rc;
 
     other = m->n <= 32 ? small
                        : ck_arena_alloc(&u->scratch, (m->n / 2 + 1) * sizeof(*other));
@@ -361,14 +362,14 @@ static size_t uniq_first_dup(uniq_t *u, const ck_py_vec_t *m, size_t *j)
             *j = at;
             break;
         }
-        at = ck_strmap_get(&seen, k->u.s.s);
-        if (at != SIZE_MAX) {
+        rc = ck_strmap_put(&seen, &u->scratch, k->u.s.s, i, &at);
+        if (rc < 0)
+            return SIZE_MAX - 1;
+        if (rc == 1) {
             first = i;
             *j = at;
             break;
         }
-        if (ck_strmap_add(&seen, &u->scratch, k->u.s.s, i) < 0)
-            return SIZE_MAX - 1;
     }
     qsort(other, nother, sizeof(*other), uniq_key_cmp);
     for (size_t r = 0; r < nother;) {

@@ -244,6 +244,18 @@ static void test_strmap(void **state)
     assert_int_equal(ck_strmap_get(&m, "k7"), 7);
     assert_int_equal(ck_strmap_add(&m, &a, "", 42), 0);
     assert_int_equal(ck_strmap_get(&m, ""), 42);
+    /* put: stored, or found with the value that stays */
+    {
+        size_t old = 0;
+
+        assert_int_equal(ck_strmap_put(&m, &a, "k9", 5, &old), 1);
+        assert_int_equal(old, 9);
+        assert_int_equal(ck_strmap_put(&m, &a, "new", 5, &old), 0);
+        assert_int_equal(ck_strmap_get(&m, "new"), 5);
+        assert_int_equal(ck_strmap_put(&m, &a, "new", 6, NULL), 1);
+        assert_int_equal(ck_strmap_get(&m, "new"), 5);
+        assert_int_equal(m.n, 5002);
+    }
     ck_arena_release(&a);
     /* growing fails cleanly when the arena cannot */
     memset(&m, 0, sizeof(m));
