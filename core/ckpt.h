@@ -358,8 +358,9 @@ void ck_ckpt_init_mem(ck_ckpt_t *c, const char *name);
 int ck_ckpt_mapping(ck_ckpt_t *c, const char *path, ck_py_t **node,
                     ck_py_vec_t **items, ck_err_t *err);
 
-/* The _metadata mapping nn.Module.state_dict() attaches, or NULL. */
-ck_py_vec_t *ck_ckpt_metadata(ck_py_t *state_dict);
+/* The _metadata mapping nn.Module.state_dict() attaches, its items to
+ * change (room made in c's arena), or NULL: none, or *oom set. */
+ck_py_vec_t *ck_ckpt_metadata(ck_ckpt_t *c, ck_py_t *state_dict, int *oom);
 
 /* Bytes of the distinct storages reachable from node. */
 uint64_t ck_ckpt_bytes_under(ck_ckpt_t *c, ck_py_t *node);

@@ -41,7 +41,7 @@ int ck_ckpt_mapping(ck_ckpt_t *c, const char *path, ck_py_t **node,
     return 0;
 }
 
-ck_py_vec_t *ck_ckpt_metadata(ck_py_t *sd)
+ck_py_vec_t *ck_ckpt_metadata(ck_ckpt_t *c, ck_py_t *sd, int *oom)
 {
     ck_py_t *state, *md;
 
@@ -49,7 +49,7 @@ ck_py_vec_t *ck_ckpt_metadata(ck_py_t *sd)
         return NULL;
     state = ck_py_after(sd)->state;
     md = ck_py_map_get(state, "_metadata", NULL);
-    return ck_py_mapping(md);
+    return ck_py_mapping_mut(&c->arena, md, oom);
 }
 
 typedef struct {

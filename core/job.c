@@ -200,9 +200,14 @@ int ck_job_slot(ck_job_t *job, const ck_path_t *p, const char **which,
     return place_absent(job, p);
 }
 
-ck_py_vec_t *ck_job_metadata(ck_py_t *state_dict)
+ck_py_vec_t *ck_job_metadata(ck_job_t *job, ck_py_t *state_dict)
 {
-    return ck_ckpt_metadata(state_dict);
+    int oom = 0;
+    ck_py_vec_t *md = ck_ckpt_metadata(&job->ck, state_dict, &oom);
+
+    if (oom)
+        ck_job_nomem(job);
+    return md;
 }
 
 uint64_t ck_job_bytes_under(ck_job_t *job, ck_py_t *node)

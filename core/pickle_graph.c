@@ -166,6 +166,8 @@ int ck_py_vec_push(ck_arena_t *a, ck_py_vec_t *v, ck_py_t *item)
 
 void ck_py_vec_remove(ck_py_vec_t *v, size_t i, size_t count)
 {
+    if (count == 0) /* nothing: not even a store (ck_py_after_none's) */
+        return;
     memmove(v->v + i, v->v + i + count, (v->n - i - count) * sizeof(*v->v));
     v->n -= count;
 }

@@ -247,8 +247,9 @@ int ck_job_slot(ck_job_t *job, const ck_path_t *p, const char **which,
                 ck_py_t ***slot);
 
 /* The _metadata mapping nn.Module.state_dict() attaches to a state dict,
- * or NULL. */
-ck_py_vec_t *ck_job_metadata(ck_py_t *state_dict);
+ * its items to change, or NULL (none; or out of memory, and the job has
+ * failed). */
+ck_py_vec_t *ck_job_metadata(ck_job_t *job, ck_py_t *state_dict);
 
 /* Bytes of the distinct storages reachable from node. */
 uint64_t ck_job_bytes_under(ck_job_t *job, ck_py_t *node);

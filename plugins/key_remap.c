@@ -424,7 +424,7 @@ static int remap_run(ck_job_t *job, void *conf)
         rc = remap_one(job, cf, state, m, 0, hits);
         if (rc < 0)
             return rc;
-        md = ck_job_metadata(sd);
+        md = ck_job_metadata(job, sd);
         if (md != NULL) {
             rc = remap_one(job, cf, state, md, 1, NULL);
             if (rc < 0)

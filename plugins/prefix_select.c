@@ -308,7 +308,7 @@ static int select_state(ck_job_t *job, select_conf_t *cf, const ck_path_t *p,
             return ck_job_fail(job, CK_EPLUGIN,
                                "keep prefix '%s' matches no key of %s",
                                cf->keep.v[i], *which);
-    md = ck_job_metadata(sd);
+    md = ck_job_metadata(job, sd);
     if (md != NULL)
         rc = filter(job, cf, *which, md, 1, matched);
     return rc < 0 ? rc : 1;

@@ -192,7 +192,7 @@ static void test_model_api(void **state)
     assert_int_equal(ck_job_bytes_under(&f->job, root), 24);
     assert_int_equal(ck_job_read_tensor(&f->job, t, (uint8_t *)back), 0);
     assert_memory_equal(back, data, sizeof(data));
-    assert_null(ck_job_metadata(sd));
+    assert_null(ck_job_metadata(&f->job, sd));
     /* one node per global */
     assert_ptr_equal(ck_job_global(&f->job, "collections", "OrderedDict"),
                      ck_job_global(&f->job, "collections", "OrderedDict"));

@@ -360,9 +360,9 @@ PT const char *pt_keys(ck_py_t *map)
     return pt_keys_vec(ck_py_mapping(map));
 }
 
-PT const char *pt_md_keys(ck_py_t *sd)
+PT const char *pt_md_keys(pt_fx_t *f, ck_py_t *sd)
 {
-    return pt_keys_vec(ck_job_metadata(sd));
+    return pt_keys_vec(ck_job_metadata(&f->job, sd));
 }
 
 /*

@@ -329,7 +329,7 @@ static void test_constants(void **state)
                   "add = d float64 2 const(-1e-3)\n");
     /* appended in order, after the existing keys; _metadata untouched */
     assert_string_equal(pt_keys(sd_of(f)), "w wt h i n z o c l u s t b d");
-    assert_string_equal(pt_md_keys(sd_of(f)), "");
+    assert_string_equal(pt_md_keys(f, sd_of(f)), "");
     added(f, "z", "float32", 2, s22);
     p = data_of(f, "z");
     for (int i = 0; i < 16; i++)

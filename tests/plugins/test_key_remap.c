@@ -176,7 +176,7 @@ static void test_prefix(void **state)
     assert_ptr_equal(ck_py_map_get(sd_of(f), "embeddings.1.weight", NULL),
                      m.v[1]);
     /* module m owns the keys under "m.": emb and emb.0 follow */
-    assert_string_equal(pt_md_keys(sd_of(f)),
+    assert_string_equal(pt_md_keys(f, sd_of(f)),
                         " embeddings embeddings.0 embeddings.1 enc enc.layers "
                         "enc.layers.0 out");
     pt_changed(f, "{\"op\":\"renamed\",\"state\":\"best_state/model\","
@@ -271,7 +271,7 @@ static void test_rules_in_order(void **state)
                         "enc.layers.0.norm2.b "
                         "enc.layers.0.self_attn.in_proj_weight out.weight "
                         "out.b x.emb.w");
-    assert_string_equal(pt_md_keys(sd_of(f)),
+    assert_string_equal(pt_md_keys(f, sd_of(f)),
                         " b b.0 b.1 enc enc.layers enc.layers.0 out");
     /* one record per key, from the original name to the final one */
     pt_changed(f, "\"key\":\"emb.0.weight\",\"to\":\"b.0.weight\"}");
@@ -290,7 +290,7 @@ static void test_prefix_all_and_strip(void **state)
     /* re:^ adds a prefix to every key; the root module becomes "model" */
     run_ok(f, &m, "rename = re:^ => model.\n");
     assert_non_null(ck_py_map_get(sd_of(f), "model.x.emb.w", NULL));
-    assert_string_equal(pt_md_keys(sd_of(f)),
+    assert_string_equal(pt_md_keys(f, sd_of(f)),
                         "model model.emb model.emb.0 model.emb.1 model.enc "
                         "model.enc.layers model.enc.layers.0 model.out");
     assert_int_equal(pt_nchanges(f), 8);
@@ -301,7 +301,7 @@ static void test_prefix_all_and_strip(void **state)
     run_ok(f, &m, "rename = enc.layers.0. =>\n");
     assert_non_null(ck_py_map_get(sd_of(f), "norm1.weight", NULL));
     assert_non_null(ck_py_map_get(sd_of(f), "self_attn.in_proj_weight", NULL));
-    assert_string_equal(pt_md_keys(sd_of(f)),
+    assert_string_equal(pt_md_keys(f, sd_of(f)),
                         " emb emb.0 emb.1 enc enc.layers out");
 }
 
@@ -312,7 +312,7 @@ static void test_metadata_modules(void **state)
 
     /* "enc." does not start with "enc.layers.": module enc stays */
     run_ok(f, &m, "rename = enc.layers. => blocks.\n");
-    assert_string_equal(pt_md_keys(sd_of(f)),
+    assert_string_equal(pt_md_keys(f, sd_of(f)),
                         " emb emb.0 emb.1 enc blocks blocks.0 out");
 }
 
@@ -430,6 +430,27 @@ static void test_several_states(void **state)
     pt_run_fails(f, m.root, CK_EPLUGIN, "is not a dict", NULL);
 }
 
+/*
+ * A state dict whose _metadata is an empty OrderedDict (its call got no
+ * items in the pickle, so it holds no room for them): the metadata is
+ * edited where it can be (a build that kept no room wrote into the shared
+ * empty items and crashed).
+ */
+static void test_empty_metadata(void **state)
+{
+    pt_fx_t *f = *state;
+    ck_py_t *root, *sd;
+
+    pt_load_ok(f, HEAD "state = state_dict\nrename = model. => net.\n");
+    root = pt_dict(f);
+    sd = pt_set(f, root, "state_dict", pt_odict(f, 1));
+    pt_set(f, sd, "model.w", pt_tensor(f, "float32", "2", 0, 0));
+    assert_string_equal(pt_md_keys(f, sd), "");
+    pt_run_ok(f, root);
+    assert_string_equal(pt_keys(sd), "net.w");
+    assert_string_equal(pt_md_keys(f, sd), "");
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, pt_setup, pt_teardown)
@@ -450,6 +471,7 @@ int main(void)
         T(test_conflict_replace),
         T(test_unmatched),
         T(test_several_states),
+        T(test_empty_metadata),
     };
 #undef T
 

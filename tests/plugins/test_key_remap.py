@@ -311,6 +311,24 @@ def _metadata_input(name):
 
 
 @test
+def remap_empty_metadata():
+    """a state dict whose _metadata is an empty OrderedDict: renamed as
+    plugtest.remap renames it (this crashed a build that kept no room for
+    such a call's items)"""
+    src = os.path.join(E.fresh("md-empty"), "md.th")
+    sd = OD([("model.w", torch.zeros(2)), ("model.b", torch.ones(2))])
+    sd._metadata = OD()
+    torch.save({"best_state": {"model": sd}}, src)
+    r = E.ok(chain1("key_remap", [("rename", "model. => net.")]), src)
+    ck = load(src)
+    ck["best_state"]["model"] = remap(ck["best_state"]["model"], [("model.", "net.")])
+    out = load(r.out)
+    assert_same(ck, out)
+    check(list(out["best_state"]["model"]._metadata.items()) == [],
+          f"_metadata {out['best_state']['model']._metadata}")
+
+
+@test
 def remap_metadata_collision_as_oracle():
     """a module renamed onto another's _metadata entry: _metadata as
     plugtest.remap builds it (the later entry's value, in the first one's

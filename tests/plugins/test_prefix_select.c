@@ -183,7 +183,7 @@ static void test_keep(void **state)
     assert_string_equal(pt_keys(sd_of(f)),
                         "enc.0.weight enc.0.bias enc.1.weight");
     /* module m is kept when "m." starts with a keep prefix: not the root */
-    assert_string_equal(pt_md_keys(sd_of(f)), "enc enc.0 enc.1");
+    assert_string_equal(pt_md_keys(f, sd_of(f)), "enc enc.0 enc.1");
     /* values are the same nodes; the tied pair still shares its storage */
     assert_ptr_equal(ck_py_map_get(sd_of(f), "enc.0.weight", NULL), m.a);
     assert_ptr_equal(pt_t(f, m.a)->st, pt_t(f, m.a2)->st);
@@ -208,7 +208,7 @@ static void test_keep_strip(void **state)
     pt_run_ok(f, m.root);
     assert_string_equal(pt_keys(sd_of(f)), "0.weight 0.bias 1.weight");
     /* enc becomes the root module "", enc.0 becomes 0 */
-    assert_string_equal(pt_md_keys(sd_of(f)), " 0 1");
+    assert_string_equal(pt_md_keys(f, sd_of(f)), " 0 1");
     assert_ptr_equal(ck_py_map_get(sd_of(f), "1.weight", NULL), m.a2);
     pt_changed(f, "{\"op\":\"renamed\",\"state\":\"best_state/model\","
                   "\"key\":\"enc.0.weight\",\"to\":\"0.weight\"}");
@@ -241,7 +241,7 @@ static void test_keep_order(void **state)
     assert_string_equal(pt_keys(sd_of(f)), "weight bias 1.weight");
     /* enc and enc.0 both become the root module: it is there once (the
      * output had it twice before the writer refused duplicate keys) */
-    assert_string_equal(pt_md_keys(sd_of(f)), " 1");
+    assert_string_equal(pt_md_keys(f, sd_of(f)), " 1");
 }
 
 /* Prefixes are text: "dec" keeps dec.* and decoder.*. */
@@ -254,7 +254,7 @@ static void test_textual_prefix(void **state)
     build(f, &m);
     pt_run_ok(f, m.root);
     assert_string_equal(pt_keys(sd_of(f)), "dec.weight decoder.bias");
-    assert_string_equal(pt_md_keys(sd_of(f)), "dec decoder");
+    assert_string_equal(pt_md_keys(f, sd_of(f)), "dec decoder");
 }
 
 static void test_drop(void **state)
@@ -268,7 +268,7 @@ static void test_drop(void **state)
     assert_string_equal(pt_keys(sd_of(f)),
                         "enc.0.weight enc.0.bias dec.weight decoder.bias");
     /* without keep, the root module stays */
-    assert_string_equal(pt_md_keys(sd_of(f)), " enc enc.0 dec decoder");
+    assert_string_equal(pt_md_keys(f, sd_of(f)), " enc enc.0 dec decoder");
     /* enc.1.weight was tied to enc.0.weight: its bytes are still written */
     pt_changed(f, "\"key\":\"enc.1.weight\",\"bytes\":24}");
     assert_int_equal(pt_nchanges(f), 2);
@@ -285,7 +285,7 @@ static void test_keep_then_drop(void **state)
     pt_run_ok(f, m.root);
     assert_string_equal(pt_keys(sd_of(f)), "0.weight 1.weight");
     /* "enc.0." does not start with the drop prefix "enc.0.b" */
-    assert_string_equal(pt_md_keys(sd_of(f)), " 0 1");
+    assert_string_equal(pt_md_keys(f, sd_of(f)), " 0 1");
 }
 
 /* A filter that filters nothing is refused by check; root must end the
@@ -378,7 +378,7 @@ static void test_non_str_keys_keep(void **state)
     odd_keys(f, &m);
     pt_run_ok(f, m.root);
     assert_string_equal(pt_keys(sd_of(f)), "0.weight 0.bias 1.weight");
-    assert_string_equal(pt_md_keys(sd_of(f)), " 0 1");
+    assert_string_equal(pt_md_keys(f, sd_of(f)), " 0 1");
     pt_changed(f, "{\"op\":\"removed\",\"state\":\"best_state/model\","
                   "\"key\":7,\"key_type\":\"int\",\"reason\":\"not a str: "
                   "starts with no prefix\",\"bytes\":20}");
@@ -405,7 +405,7 @@ static void test_non_str_keys_drop(void **state)
     pt_run_ok(f, m.root);
     assert_string_equal(pt_keys(sd_of(f)),
                         "enc.0.weight enc.0.bias enc.1.weight ? ? ? ?");
-    assert_string_equal(pt_md_keys(sd_of(f)), " enc enc.0 enc.1 ?");
+    assert_string_equal(pt_md_keys(f, sd_of(f)), " enc enc.0 enc.1 ?");
     pt_changed(f, "{\"op\":\"kept\",\"state\":\"best_state/model\","
                   "\"key\":7,\"key_type\":\"int\",\"reason\":\"not a str: "
                   "starts with no prefix\"}");
@@ -461,7 +461,11 @@ static void test_root_only(void **state)
     build(f, &m);
     pt_run_ok(f, m.root);
     assert_ptr_equal(f->job.ck.pk.root, m.sd);
-    assert_non_null(ck_ckpt_metadata(f->job.ck.pk.root));
+    {
+        int oom = 0;
+
+        assert_non_null(ck_ckpt_metadata(&f->job.ck, f->job.ck.pk.root, &oom));
+    }
     /* the optimizer's 48 bytes are dropped; 'best_state' is where root was */
     assert_string_equal(f->json,
                         "[{\"op\":\"root\",\"path\":\"best_state/model\","
@@ -531,7 +535,7 @@ static void test_root_lightning(void **state)
     assert_int_equal(sd->kind, CK_PY_REDUCE);
     assert_true(ck_py_global_is(sd->u.o.fn, "collections", "OrderedDict"));
     assert_string_equal(pt_keys(sd), "emb.weight head.weight norm.bias");
-    assert_string_equal(pt_md_keys(sd), " emb head norm");
+    assert_string_equal(pt_md_keys(f, sd), " emb head norm");
     ta = ck_ckpt_tensor(&f->back, ck_py_map_get(sd, "emb.weight", NULL));
     ta2 = ck_ckpt_tensor(&f->back, ck_py_map_get(sd, "head.weight", NULL));
     tb = ck_ckpt_tensor(&f->back, ck_py_map_get(sd, "norm.bias", NULL));
@@ -620,7 +624,28 @@ static void test_strip_collision(void **state)
                   "\"key\":\"enc.0.weight\",\"bytes\":24}");
     /* module names collide too ("enc.0" and "dec" both become ""): one
      * stays, so the output has no duplicate key */
-    assert_string_equal(pt_md_keys(sd_of(f)), "");
+    assert_string_equal(pt_md_keys(f, sd_of(f)), "");
+}
+
+/*
+ * A state dict whose _metadata is an empty OrderedDict (its call got no
+ * items in the pickle, so it holds no room for them): the metadata is
+ * edited where it can be (a build that kept no room wrote into the shared
+ * empty items and crashed).
+ */
+static void test_empty_metadata(void **state)
+{
+    pt_fx_t *f = *state;
+    ck_py_t *root, *sd;
+
+    pt_load_ok(f, HEAD "state = state_dict\nkeep = model.\nstrip = yes\n");
+    root = pt_dict(f);
+    sd = pt_set(f, root, "state_dict", pt_odict(f, 1));
+    pt_set(f, sd, "model.w", pt_tensor(f, "float32", "2", 0, 0));
+    assert_string_equal(pt_md_keys(f, sd), "");
+    pt_run_ok(f, root);
+    assert_string_equal(pt_keys(sd), "w");
+    assert_string_equal(pt_md_keys(f, sd), "");
 }
 
 int main(void)
@@ -647,6 +672,7 @@ int main(void)
         T(test_root_lightning),
         T(test_root_failures),
         T(test_root_parent_of_state),
+        T(test_empty_metadata),
     };
 #undef T
 

@@ -36,6 +36,26 @@ def select_drop_audiocraft():
 
 
 @test
+def select_empty_metadata():
+    """a state dict whose _metadata is an empty OrderedDict (no items after
+    its call in the pickle): keep with strip and drop run (this crashed a
+    build that kept no room for such a call's items), as select() gives"""
+    src = os.path.join(E.fresh("md-empty"), "md.th")
+    sd = OD([("model.w", torch.zeros(2)), ("other.w", torch.ones(2))])
+    sd._metadata = OD()
+    torch.save({"state_dict": sd}, src)
+    for i, conf in enumerate(({"state": "state_dict", "keep": "model.", "strip": "yes"},
+                              {"state": "state_dict", "drop": "other."})):
+        r = E.ok(chain1("prefix_select", conf), src)
+        ck = load(src)
+        ck["state_dict"] = select(ck["state_dict"], keep=["model."] if i == 0 else (),
+                                  drop=() if i == 0 else ["other."], strip=i == 0)
+        out = load(r.out)
+        assert_same(ck, out)
+        check(list(out["state_dict"]._metadata.items()) == [], f"_metadata {out['state_dict']._metadata}")
+
+
+@test
 def select_keep_strip_lightning():
     """keep model.lm. with strip in a Lightning state_dict: a flat LM state
     dict that loads strictly into the bare module"""
