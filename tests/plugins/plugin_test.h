@@ -418,6 +418,17 @@ PT ck_py_t *pt_tensor(pt_fx_t *f, const char *dtype, const char *shape,
     return t;
 }
 
+/* {'state_dict': OrderedDict(model.w=tensor)} whose _metadata is an empty
+ * OrderedDict; *sd gets the state dict. */
+PT ck_py_t *pt_empty_md_model(pt_fx_t *f, ck_py_t **sd)
+{
+    ck_py_t *root = pt_dict(f);
+
+    *sd = pt_set(f, root, "state_dict", pt_odict(f, 1));
+    pt_set(f, *sd, "model.w", pt_tensor(f, "float32", "2", 0, 0));
+    return root;
+}
+
 PT ck_py_t *pt_int_tuple(pt_fx_t *f, const int64_t *v, size_t n)
 {
     ck_py_t *t = pt_new(f, CK_PY_TUPLE);

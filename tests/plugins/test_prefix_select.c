@@ -639,9 +639,7 @@ static void test_empty_metadata(void **state)
     ck_py_t *root, *sd;
 
     pt_load_ok(f, HEAD "state = state_dict\nkeep = model.\nstrip = yes\n");
-    root = pt_dict(f);
-    sd = pt_set(f, root, "state_dict", pt_odict(f, 1));
-    pt_set(f, sd, "model.w", pt_tensor(f, "float32", "2", 0, 0));
+    root = pt_empty_md_model(f, &sd);
     assert_string_equal(pt_md_keys(f, sd), "");
     pt_run_ok(f, root);
     assert_string_equal(pt_keys(sd), "w");
