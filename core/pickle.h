@@ -190,8 +190,8 @@ ck_py_after_t *ck_py_after_make(ck_arena_t *a, ck_py_t *p);
 /*
  * Items of a mapping: a dict's pairs or a call's set items (OrderedDict,
  * defaultdict).  NULL when p is neither.  A call that got no items has
- * ck_py_after_none's, to read or to remove from, never to add to: items
- * are added through ck_py_mapping_mut.
+ * ck_py_after_none's, to read only (they are in read-only memory): whoever
+ * may add items or store a count takes them from ck_py_mapping_mut.
  */
 ck_py_vec_t *ck_py_mapping(ck_py_t *p);
 
