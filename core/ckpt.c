@@ -875,6 +875,7 @@ static int do_scan(ck_ckpt_t *c, int first, ck_err_t *err)
     if (rc < 0)
         return rc;
     c->ntensors = s.nt;
+    c->stale = 0;
     for (size_t i = 0, d = 0; i < s.nt; i++) {
         s.t[i].node->u.o.aux = &s.t[i];
         s.t[i].size = c->dims + d;

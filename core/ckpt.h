@@ -117,6 +117,7 @@ typedef struct {
     int allow_numpy;          /* from ck_open_opts_t: numpy names pass the
                                  allowlist, ck_ckpt_validate checks them */
     struct ck_ckpt_stream *stream; /* an input read from a pipe, else NULL */
+    int stale;                /* the graph changed since the last scan */
 } ck_ckpt_t;
 
 /*

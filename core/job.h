@@ -23,13 +23,17 @@ struct ck_job {
     int dry_run;
     void (*warn)(void *ud, const char *msg); /* optional, as they come */
     void *warn_ud;
+    int scan_later;        /* set: the stage leaves its scan to whoever
+                              next looks at tensors or storages (ck.stale) */
 };
 
 /*
  * Run one stage of the chain over job's model as ck_job_run does: the
- * plugin's run, then a scan of the changed graph.  Its changes go to
- * changes (an open JSON array).  Returns 0 or the error recorded in
- * job->err.
+ * plugin's run, then a scan of the changed graph (with scan_later set,
+ * the model is marked stale instead: ck_job_run scans after the last stage
+ * only, and the plugin API scans a stale model before it answers about
+ * tensors or storages).  Its changes go to changes (an open JSON array).
+ * Returns 0 or the error recorded in job->err.
  */
 int ck_job_run_stage(ck_job_t *job, const ck_stage_t *st, ck_json_t *changes);
 

@@ -15,7 +15,7 @@ import yaml
 from omegaconf import OmegaConf
 
 import plugtest
-from plugtest import (E, HEAD_B, HEAD_W, New, SPEC_ADDS, SPEC_SETS, SmallLM, assert_same,
+from plugtest import (E, HEAD_B, HEAD_W, OD, New, SPEC_ADDS, SPEC_SETS, SmallLM, assert_same,
                       chain1, check, check_dictconfig, check_ok, check_rejects, check_root_output,
                       edit_cfg, expected_default_strip, ini, load, remap, select, spec_cfg_edit,
                       stats, test, yaml_paths)
@@ -95,6 +95,38 @@ def chain_labels():
     ck = load(r.inp)
     ck["best_state"]["model"] = remap(ck["best_state"]["model"], [("emb.", "f.")])
     assert_same(ck, load(r.out))
+
+
+@test
+def chain_later_stage_sees_earlier_tensors():
+    """a stage scans lazily what the stages before it changed (the chain
+    scans after its last stage only): a tensor head_init added is dropped
+    by the next stage with its bytes counted, a tensor key_remap renamed is
+    found by head_init's copy() (as torch: equal values), and a storage a
+    dropped view shared is cast whole by the stage after, as
+    sd['b'].to(float16) after del sd['a'] (no split)"""
+    src = os.path.join(E.fresh("lazy-scan"), "in.th")
+    base = torch.arange(8, dtype=torch.float32)
+    torch.save({"sd": OD([("a", base[:4]), ("b", base[4:]), ("c", torch.ones(3))])}, src)
+    conf = ini(("pipeline", {"chain": "head_init:one prefix_select:one key_remap "
+                                      "head_init:two prefix_select:two cast"}),
+               ("head_init:one", [("state", "sd"), ("add", "new.w float32 4 const(2)")]),
+               ("prefix_select:one", {"state": "sd", "drop": "new."}),
+               ("key_remap", [("state", "sd"), ("rename", "c => d")]),
+               ("head_init:two", [("state", "sd"), ("add", "e float32 3 copy(d)")]),
+               ("prefix_select:two", {"state": "sd", "drop": "a"}),
+               ("cast", [("state", "sd"), ("to", "float16")]))
+    r = E.ok(conf, src)
+    ch = {(p["name"], p["label"]): p["changes"] for p in r.rec["plugins"]}
+    gone = ch[("prefix_select", "one")]
+    check([(c["key"], c["bytes"]) for c in gone] == [("new.w", 16)], f"dropped {gone}")
+    sd = load(r.out)["sd"]
+    check(list(sd) == ["b", "d", "e"], f"keys {list(sd)}")
+    check(torch.equal(sd["e"], torch.ones(3, dtype=torch.float16)), f"e {sd['e']}")
+    check(torch.equal(sd["b"], base[4:].to(torch.float16)), f"b {sd['b']}")
+    n = sd["b"].storage().size()
+    check(n == 8 and sd["b"].storage_offset() == 4,
+          f"b's storage of {n} elements, b at offset {sd['b'].storage_offset()}")
 
 
 @test
