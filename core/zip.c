@@ -526,7 +526,8 @@ static uint64_t fold_hash(const char *s)
 /*
  * Names of the form P + a number (P the folder of the first such record:
  * torch's "<top>/data/"), the number without leading zeros and below
- * limit: the number + 1, else 0.  fold: compare P ignoring case.
+ * limit (torch numbers from 0: below the records' count): the number + 1,
+ * else 0.  fold: compare P ignoring case.
  */
 static size_t numbered(const char *name, const char *p, size_t plen,
                        size_t limit, int fold)
@@ -565,7 +566,7 @@ static int twins(const char *x, const char *y, ck_err_t *err)
  */
 static int check_names(ck_zip_entry_t **order, size_t n, ck_err_t *err)
 {
-    size_t cap = 16, mask, plen = 0, limit = 2 * n + 16, k;
+    size_t cap = 16, mask, plen = 0, limit = n + 16, k, others = 0;
     const ck_zip_entry_t **slot, **byn;
     const char *p = "";
     uint64_t *hash;
@@ -580,22 +581,29 @@ static int check_names(ck_zip_entry_t **order, size_t n, ck_err_t *err)
             plen = (size_t)(s + 1 - p);
         }
     }
-    while (cap < 2 * n)
-        cap *= 2;
-    mask = cap - 1;
-    slot = ck_calloc(cap, sizeof(*slot));
-    hash = ck_malloc(cap * sizeof(*hash));
-    byn = ck_calloc(limit, sizeof(*byn));
-    if (slot == NULL || hash == NULL || byn == NULL) {
+    slot = NULL;
+    hash = NULL;
+    if ((byn = ck_calloc(limit, sizeof(*byn))) == NULL) {
         rc = ck_err_set(err, CK_ENOMEM, "out of memory");
         goto out;
     }
     for (size_t i = 0; i < n && rc == 0; i++) {
-        if ((k = numbered(order[i]->name, p, plen, limit, 0)) == 0)
+        if ((k = numbered(order[i]->name, p, plen, limit, 0)) == 0) {
+            others++;
             continue;
+        }
         if (byn[k - 1] != NULL)
             rc = twins(order[i]->name, byn[k - 1]->name, err);
         byn[k - 1] = order[i];
+    }
+    while (cap < 2 * others)
+        cap *= 2;
+    mask = cap - 1;
+    slot = ck_calloc(cap, sizeof(*slot));
+    hash = ck_malloc(cap * sizeof(*hash));
+    if (rc == 0 && (slot == NULL || hash == NULL)) {
+        rc = ck_err_set(err, CK_ENOMEM, "out of memory");
+        goto out;
     }
     for (size_t i = 0; i < n && rc == 0; i++) {
         const char *x = order[i]->name;
