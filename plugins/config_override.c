@@ -5,6 +5,15 @@
  *   set = key=value      change an existing key (a typo fails the job)
  *   set = +key=value     add a key that must not exist (parents are created)
  *   set = ++key=value    add or change
+ *                        A mapping value onto a mapping merges into it, as
+ *                        Hydra's OmegaConf.update(cfg, key, value,
+ *                        merge=True) does: key by key, nested mappings
+ *                        merging, the keys it does not name kept; a key
+ *                        the node lacks is refused for key= (Hydra's
+ *                        struct config) and added for + and ++ (which then
+ *                        merge too, as Hydra's force_add); a mapping onto
+ *                        a list or a list onto a mapping is refused, as
+ *                        OmegaConf refuses it; anything else replaces.
  *   set = ~key           remove
  *   set = ~key=value     remove only if the key holds value, compared as
  *                        Python's == does (1 == 1.0 == True, lists in
@@ -13,7 +22,8 @@
  *                        interpolation compares as its text, unresolved;
  *                        ~key=null needs None (Hydra's loader, which cannot
  *                        tell ~key=null from ~key, removes any value)
- *   file = PATH.yaml     deep-merged first (mappings merge, the rest replace)
+ *   file = PATH.yaml     deep-merged first (mappings merge, the rest replace;
+ *                        a mapping and a list never merge)
  *
  * VALUE is read with libyaml ([a, b] and {k: v} are collections, quoted
  * scalars are strings) and its plain scalars are typed as Hydra's override
@@ -317,6 +327,8 @@ typedef struct ed ed_t;
 typedef struct {
     /* 1 when node c is a mapping whose keys can be looked up */
     int (*is_map)(ed_t *e, void *c);
+    /* 1 when node c is a list */
+    int (*is_seq)(ed_t *e, void *c);
     /* pair index of key k in mapping c, or -1 */
     int (*find)(ed_t *e, void *c, const char *k);
     /* the value at pair index idx */
@@ -377,6 +389,16 @@ static ck_py_t *make_value(ed_t *e, const ck_yval_t *v, ck_py_t *key,
 static int py_is_map(ed_t *e, void *c)
 {
     return py_pairs(e, c) != NULL;
+}
+
+static int py_is_seq(ed_t *e, void *c)
+{
+    ck_py_t *p = c;
+    int dict = 1;
+
+    if (e->omegaconf && ck_omc_children(p, &dict) != NULL)
+        return !dict;
+    return p != NULL && p->kind == CK_PY_LIST;
 }
 
 static int py_find(ed_t *e, void *c, const char *k)
@@ -474,7 +496,7 @@ static void py_json(ck_json_t *j, const void *arg)
 }
 
 static const kind_t py_kind = {
-    py_is_map, py_find, py_get, py_add, py_set, py_remove, py_value, py_json,
+    py_is_map, py_is_seq, py_find, py_get, py_add, py_set, py_remove, py_value, py_json,
 };
 
 /* ---- a YAML-string config ---- */
@@ -482,6 +504,11 @@ static const kind_t py_kind = {
 static int y_is_map(ed_t *e, void *c)
 {
     return ((ck_yval_t *)c)->kind == CK_YV_MAP;
+}
+
+static int y_is_seq(ed_t *e, void *c)
+{
+    return ((ck_yval_t *)c)->kind == CK_YV_SEQ;
 }
 
 static int y_find(ed_t *e, void *c, const char *k)
@@ -537,7 +564,7 @@ static void y_json(ck_json_t *j, const void *arg)
 }
 
 static const kind_t yaml_kind = {
-    y_is_map, y_find, y_get, y_add, y_set, y_remove, y_value, y_json,
+    y_is_map, y_is_seq, y_find, y_get, y_add, y_set, y_remove, y_value, y_json,
 };
 
 /* ---- reporting -------------------------------------------------------- */
@@ -598,6 +625,38 @@ static int check_del(ed_t *e, const ovr_t *o, void *have)
 
 /* ---- applying an override --------------------------------------------- */
 
+static int merge(ed_t *e, void *root, ck_yval_t *map, ovr_t *o, int op);
+
+/*
+ * A mapping or list onto an existing node, as Hydra applies it
+ * (OmegaConf.update(cfg, key, value, merge=True), force_add for + and
+ * ++): a mapping into a mapping merges, key by key (a key the node lacks
+ * is refused for key=, as Hydra's struct config refuses it; + and ++ add
+ * it); a mapping into a list or a list into a mapping is refused
+ * (OmegaConf: "Cannot merge DictConfig with ListConfig"); the rest
+ * replaces.  1: not a merge, the caller sets; else 0 or a code.
+ */
+static int apply_onto(ed_t *e, void *root, const ovr_t *o, void *have)
+{
+    const kind_t *k = e->k;
+    int vmap = o->value->kind == CK_YV_MAP;
+    ovr_t sub = *o;
+    char key[1024];
+
+    if (vmap && k->is_map(e, have))
+        return merge(e, root, o->value, &sub, o->op == OP_SET ? OP_SET
+                                                               : OP_FORCE);
+    if ((vmap && k->is_seq(e, have)) || (!vmap && k->is_map(e, have))) {
+        dotted(o, key, sizeof(key));
+        return ck_job_fail(e->job, CK_EPLUGIN, "%s: a %s cannot be merged "
+                           "into the %s at '%s' (Hydra refuses it: Cannot "
+                           "merge DictConfig with ListConfig)", o->line,
+                           vmap ? "mapping" : "list",
+                           vmap ? "list" : "mapping", key);
+    }
+    return 1;
+}
+
 static int apply(ed_t *e, void *root, const ovr_t *o)
 {
     const kind_t *k = e->k;
@@ -635,7 +694,10 @@ static int apply(ed_t *e, void *root, const ovr_t *o)
     if (idx < 0 && o->op == OP_SET)
         return ck_job_fail(e->job, CK_EPLUGIN, "%s: no key '%s' in %s (use +%s "
                           "to add it)", o->line, last, e->config, o->line);
-    if (idx >= 0 && o->op == OP_ADD)
+    if (idx >= 0 && o->value->kind != CK_YV_SCALAR &&
+        (rc = apply_onto(e, root, o, k->get(e, cur, idx))) <= 0)
+        return rc;
+    if (idx >= 0 && o->op == OP_ADD && o->value->kind == CK_YV_SCALAR)
         return ck_job_fail(e->job, CK_EPLUGIN, "%s: key '%s' already exists (use "
                           "++ to change it)", o->line, last);
     if (idx < 0) {
@@ -666,7 +728,9 @@ static int has_map(ed_t *e, void *root, char **path, size_t n)
     return e->k->is_map(e, cur);
 }
 
-static int merge(ed_t *e, void *root, ck_yval_t *map, ovr_t *o)
+/* The items of map into the mapping at o's path, each applied with op
+ * (OP_SET: keys the config lacks are refused). */
+static int merge(ed_t *e, void *root, ck_yval_t *map, ovr_t *o, int op)
 {
     for (size_t i = 0; i + 1 < map->n; i += 2) {
         ck_yval_t *k = map->v[i], *v = map->v[i + 1];
@@ -676,9 +740,9 @@ static int merge(ed_t *e, void *root, ck_yval_t *map, ovr_t *o)
             return ck_job_fail(e->job, CK_EPLUGIN, "bad key in file");
         o->path[o->depth++] = k->text;
         if (v->kind == CK_YV_MAP && has_map(e, root, o->path, o->depth)) {
-            rc = merge(e, root, v, o);
+            rc = merge(e, root, v, o, op);
         } else {
-            o->op = OP_FORCE;
+            o->op = op;
             o->value = v;
             rc = apply(e, root, o);
         }
@@ -769,7 +833,7 @@ static int override_one(ck_job_t *job, override_conf_t *cf, const char *config,
             return ck_job_nomem(job);
         memset(&o, 0, sizeof(o));
         o.line = cf->file;
-        rc = merge(&e, top, m, &o);
+        rc = merge(&e, top, m, &o, OP_FORCE);
         if (rc < 0)
             return rc;
     }

@@ -383,8 +383,10 @@ static void test_plain_collections(void **state)
     assert_int_equal(v->kind, CK_PY_DICT);
     assert_string_equal(pt_keys(v), "k n sub");
     assert_int_equal(get(f, "hp/d/sub/z")->kind, CK_PY_NONE);
-    /* key=value replaces a whole collection: vocab is gone */
-    assert_string_equal(pt_keys(get(f, "hp/model")), "dim");
+    /* key={...} merges into a mapping, as Hydra's OmegaConf.update(...,
+     * merge=True): vocab stays; a list replaces a list */
+    assert_string_equal(pt_keys(get(f, "hp/model")), "dim vocab");
+    assert_int_equal(get(f, "hp/model/dim")->u.i.v, 8);
     assert_int_equal(get(f, "hp/betas")->u.seq.n, 1);
 }
 
@@ -441,7 +443,7 @@ static void test_file_merge(void **state)
     p = yaml_file(f, "merge.yaml",
                   "# a comment\n"
                   "model:\n  dim: 16\n  extra: {x: 1}\n"
-                  "newtop: hi\nlr: 2.0e-4\nbetas: {a: 1}\n");
+                  "newtop: hi\nlr: 2.0e-4\nbetas: [0.1]\n");
     snprintf(text, sizeof(text), "file = %s\nset = lr=1e-5\n", p);
     run_plain(f, text);
     /* mappings merge: vocab stays; the rest replaces; then set applies */
@@ -451,13 +453,20 @@ static void test_file_merge(void **state)
     assert_int_equal(get(f, "hp/model/extra/x")->u.i.v, 1);
     assert_true(ck_py_str_eq(get(f, "hp/newtop"), "hi"));
     assert_true(ck_py_float_value(get(f, "hp/lr")) == 1e-5);
-    assert_int_equal(get(f, "hp/betas")->kind, CK_PY_DICT);
+    assert_int_equal(get(f, "hp/betas")->kind, CK_PY_LIST);
+    assert_int_equal(get(f, "hp/betas")->u.seq.n, 1);
     pt_changed(f, "{\"op\":\"set\",\"config\":\"hp\",\"key\":\"lr\","
                   "\"old\":0.001,\"new\":0.0002");
     pt_changed(f, "{\"op\":\"set\",\"config\":\"hp\",\"key\":\"lr\","
                   "\"old\":0.0002");
     pt_changed(f, "{\"op\":\"added\",\"config\":\"hp\",\"key\":\"model.extra\","
                   "\"new\":{\"x\":1}}");
+
+    /* a mapping and a list never merge (OmegaConf.merge refuses it) */
+    p = yaml_file(f, "cross.yaml", "betas: {a: 1}\n");
+    snprintf(text, sizeof(text), "file = %s\n", p);
+    plain_fails(f, text, "a mapping cannot be merged into the list at 'betas'",
+                "cross.yaml");
 
     /* a missing file, one that is not a mapping, bad YAML: refused at
      * load, at the file line */

@@ -60,7 +60,7 @@ def config_value_types():
     changing existing keys to other kinds of values"""
     sets = [("set", s) for s, _ in VALUE_SETS] + [
         ("set", "optim.epochs=20"), ("set", "generate.lm.use_sampling=false"),
-        ("set", "optim.adam.betas=[0.8, 0.99]"), ("set", "dataset.valid={path: /v2, n: 3}"),
+        ("set", "optim.adam.betas=[0.8, 0.99]"), ("set", "++dataset.valid={path: /v2, n: 3}"),
         ("set", "transformer_lm=null")]
     r = E.ok(chain1("config_override", sets), "ac")
     ck = load(r.inp)
@@ -72,7 +72,7 @@ def config_value_types():
         c.optim.epochs = 20
         c.generate.lm.use_sampling = False
         c.optim.adam.betas = [0.8, 0.99]
-        c.dataset.valid = {"path": "/v2", "n": 3}
+        OmegaConf.update(c, "dataset.valid", {"path": "/v2", "n": 3}, merge=True, force_add=True)
         c.transformer_lm = None
     ck["xp.cfg"] = edit_cfg(ck["xp.cfg"], edit)
     out = load(r.out)
@@ -86,6 +86,64 @@ def config_value_types():
     check(OmegaConf.to_container(cfg.extra, resolve=False)["i"] == "${sample_rate}",
           "extra.i is not kept verbatim")
     check(cfg.extra.i == 32000, f"extra.i resolves to {cfg.extra.i!r}")
+
+
+def hydra_apply(cfg, line, value):
+    """Hydra's _apply_overrides_to_config for one override of a mapping or
+    list value (hydra/_internal/config_loader_impl.py): None, or the
+    exception Hydra would raise"""
+    op = "++" if line.startswith("++") else "+" if line.startswith("+") else ""
+    key = line[len(op):].split("=", 1)[0]
+    try:
+        if op == "":
+            OmegaConf.update(cfg, key, value, merge=True)
+        elif op == "++" or OmegaConf.select(cfg, key, throw_on_missing=False) is None \
+                or isinstance(value, (dict, list)):
+            OmegaConf.update(cfg, key, value, merge=True, force_add=True)
+        else:
+            raise KeyError(f"{key} exists")
+    except Exception as e:  # noqa: BLE001 -- Hydra wraps every one
+        return e
+    return None
+
+
+MERGES = [  # (override, its value as Hydra parses it, a word of ckprep's refusal)
+    ("dataset.train={path: /t2}", {"path": "/t2"}, None),
+    ("dataset={train: {num_samples: 5}, batch_size: 4}",
+     {"train": {"num_samples": 5}, "batch_size": 4}, None),
+    ("dataset.valid={path: /v2, n: 3}", {"path": "/v2", "n": 3}, "no key 'n'"),
+    ("++dataset.valid={n: 3}", {"n": 3}, None),
+    ("+dataset.valid={n: 3}", {"n": 3}, None),
+    ("++optim.adam={betas: [0.1, 0.2], eps: 1e-8}", {"betas": [0.1, 0.2], "eps": 1e-8}, None),
+    ("optim.adam.betas={a: 1}", {"a": 1}, "cannot be merged"),
+    ("dataset.valid=[1, 2]", [1, 2], "cannot be merged"),
+    ("optim={adam: [1]}", {"adam": [1]}, "cannot be merged"),
+    ("optim.adam.betas=[0.5]", [0.5], None),
+    ("optim.lr={x: 1}", {"x": 1}, None),
+]
+
+
+@test
+def config_set_mapping_as_hydra():
+    """a mapping or list onto an existing node does what Hydra does with the
+    override (OmegaConf.update(..., merge=True)): a mapping merges into a
+    mapping, keeping the keys it does not name, and in xp.cfg's struct mode
+    refuses keys the node lacks unless + or ++; a mapping and a list never
+    merge; the rest replaces.  Each case asks OmegaConf first."""
+    for line, value, word in MERGES:
+        conf = chain1("config_override", [("set", line)])
+        cfg = load(E.inputs["ac"])["xp.cfg"]
+        err = hydra_apply(cfg, line, value)
+        check((err is None) == (word is None),
+              f"{line}: Hydra {'raises ' + repr(err) if err else 'accepts it'}; the case says otherwise")
+        if err is not None:
+            E.fails(conf, "ac", word)
+            continue
+        out = load(E.ok(conf, "ac").out)["xp.cfg"]
+        check(OmegaConf.to_container(out, resolve=False) == OmegaConf.to_container(cfg, resolve=False),
+              f"{line}: {OmegaConf.to_container(out, resolve=False)} != Hydra's "
+              f"{OmegaConf.to_container(cfg, resolve=False)}")
+        check_dictconfig(out, cfg)
 
 
 @test
