@@ -665,7 +665,7 @@ static int int_tuple(scan_t *s, ck_py_t *t, size_t *n, int64_t **out)
     if (t == NULL || t->kind != CK_PY_TUPLE)
         return CK_EFORMAT;
     *n = t->u.seq.n;
-    if (c->dims_cap - s->nd < *n) {
+    if (c->dims == NULL || c->dims_cap - s->nd < *n) { /* no NULL + 0 */
         size_t cap = c->dims_cap ? c->dims_cap : 256;
         int64_t *nd;
 
