@@ -114,6 +114,9 @@ typedef struct {
                                  write-back started, goes to the caller
                                  (info->tmp); a bigger one is published
                                  here */
+    uint64_t pickle_later_max;/* 0, or (tests) the data.pkl size past
+                                 which a write into a file starts over
+                                 with the pickle made whole first */
     int allow_numpy;          /* from ck_open_opts_t: numpy names pass the
                                  allowlist, ck_ckpt_validate checks them */
     struct ck_ckpt_stream *stream; /* an input read from a pipe, else NULL */

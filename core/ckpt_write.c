@@ -182,22 +182,16 @@ static int pkl_drain(void *ud, const uint8_t *p, size_t n)
  * whole in memory (tens of MiB for 10^5 tensors); streamed (no seeks) or
  * planned against a streamed input, it is made first, whole.
  */
-static int put_pickle(ck_ckpt_t *c, ck_zipw_t *w, const char *top, renum_t *r,
-                      ck_buf_t *pkl, uint64_t *pkl_off, ck_err_t *err)
+static int pickle_later(ck_ckpt_t *c, ck_zipw_t *w, const char *top,
+                        renum_t *r, ck_buf_t *pkl, uint64_t *pkl_off,
+                        ck_err_t *err)
 {
     char full[600];
     pkl_sink_t k = { .w = w };
     int rc;
 
-    if (w->stream || c->stream != NULL) {
-        rc = ck_pickle_write(c->pk.root, &c->lim, &c->arena, renumber_cb, r,
-                             pkl, err);
-        if (rc == 0 && c->stream != NULL)
-            rc = ck_ckpt_stream_plan(c, r->order, r->n, err);
-        return rc < 0 ? rc : put_record(w, top, "data.pkl", pkl->data,
-                                        pkl->len, err);
-    }
     snprintf(full, sizeof(full), "%s/data.pkl", top);
+    w->later_max = c->pickle_later_max;
     if ((rc = ck_zipw_begin(w, full, CK_ZIPW_LATER, err)) < 0)
         return rc;
     *pkl_off = w->off;
@@ -210,6 +204,52 @@ static int put_pickle(ck_ckpt_t *c, ck_zipw_t *w, const char *top, renum_t *r,
     if (rc < 0 && k.err.code < 0) /* the record's write failed first */
         return ck_err_set(err, k.err.code, "%s", k.err.msg);
     return rc < 0 ? rc : ck_zipw_end(w, err);
+}
+
+/*
+ * A pickle of 4 GiB or more (max_pickle_bytes raised; protocol 2 can make
+ * a pickle several times the one read) does not fit the local header
+ * written before it: the output starts over, empty, and the pickle is made
+ * whole first, its record then getting zip64 sizes.
+ */
+static int start_over(ck_ckpt_t *c, ck_zipw_t *w, renum_t *r, ck_buf_t *pkl,
+                      ck_err_t *err)
+{
+    int fd = w->fd;
+    const int *cancel = w->cancel;
+
+    ck_zipw_release(w);
+    ck_zipw_init(w, fd);
+    w->cancel = cancel;
+    ck_buf_release(pkl);
+    memset(pkl, 0, sizeof(*pkl));
+    r->n = 0;
+    for (size_t i = 0; i < c->nstorages; i++)
+        c->storages[i]->newkey = -1;
+    ck_err_clear(err);
+    if (ftruncate(fd, 0) < 0)
+        return ck_err_set(err, -errno, "write: %s", strerror(errno));
+    return 0;
+}
+
+static int put_pickle(ck_ckpt_t *c, ck_zipw_t *w, const char *top, renum_t *r,
+                      ck_buf_t *pkl, uint64_t *pkl_off, ck_err_t *err)
+{
+    int rc;
+
+    if (!w->stream && c->stream == NULL) {
+        rc = pickle_later(c, w, top, r, pkl, pkl_off, err);
+        if (rc >= 0 || !w->later_over)
+            return rc;
+        if ((rc = start_over(c, w, r, pkl, err)) < 0)
+            return rc;
+    }
+    rc = ck_pickle_write(c->pk.root, &c->lim, &c->arena, renumber_cb, r,
+                         pkl, err);
+    if (rc == 0 && c->stream != NULL)
+        rc = ck_ckpt_stream_plan(c, r->order, r->n, err);
+    return rc < 0 ? rc : put_record(w, top, "data.pkl", pkl->data,
+                                    pkl->len, err);
 }
 
 static int write_zip(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,

@@ -175,6 +175,10 @@ typedef struct {
     uint32_t cur_crc;
     int open;
     int cur_later;         /* the open record's size is CK_ZIPW_LATER */
+    uint64_t later_max;    /* such a record's most bytes: 0 for 4 GiB - 2,
+                              the most its local header can say (tests
+                              set less) */
+    int later_over;        /* a LATER record was refused for passing it */
     uint8_t *buf;          /* ck_zipw_copy's buffer, made on first use */
     uint64_t cd_off, cd_size; /* set by ck_zipw_finish */
     uint64_t started;      /* write-out to disk started below this offset */
@@ -204,7 +208,8 @@ int ck_zipw_flush(ck_zipw_t *w, ck_err_t *err);
  * Start record 'name' of exactly 'size' bytes; or of a size told by what
  * is written when size is CK_ZIPW_LATER: not streaming, the local header's
  * CRC and sizes are written over at ck_zipw_end, and the record must stay
- * under 4 GiB (no zip64 extra was made room for).
+ * under 4 GiB (no zip64 extra was made room for): data past it (or past
+ * later_max) is refused with CK_ELIMIT and later_over set.
  */
 #define CK_ZIPW_LATER UINT64_MAX
 int ck_zipw_begin(ck_zipw_t *w, const char *name, uint64_t size,

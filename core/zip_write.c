@@ -209,8 +209,11 @@ static int w_room(ck_zipw_t *w, uint64_t n, ck_err_t *err)
     if (n > e->size - w->cur_written)
         return ck_err_set(err, CK_EFORMAT, "%s: more bytes than declared",
                           e->name);
-    if (w->cur_later && n >= 0xffffffffu - w->cur_written)
+    if (w->cur_later &&
+        n > (w->later_max ? w->later_max : 0xfffffffeu) - w->cur_written) {
+        w->later_over = 1;
         return ck_err_set(err, CK_ELIMIT, "%s: 4 GiB or more", e->name);
+    }
     return 0;
 }
 

@@ -564,6 +564,46 @@ static void test_write_identical_pickle(void **state)
     }
 }
 
+/*
+ * A data.pkl past what the local header written before it can say (4 GiB;
+ * here pickle_later_max): the output starts over with the pickle made
+ * whole, and is the same file byte for byte, renumbered keys and all.
+ */
+static void test_write_pickle_over_later(void **state)
+{
+    fx_t *f = *state;
+    static const char *const files[] = {
+        "torchsharp/module_load.pth",
+        "torchsharp/adam_load.pth",
+        "gopickle/tensor_int64_proto1.pt",
+    };
+    char other[160];
+
+    /* the same name (the zip's top folder is the output's stem) */
+    snprintf(other, sizeof(other), "%s/again", f->dir);
+    assert_int_equal(mkdir(other, 0755), 0);
+    snprintf(other, sizeof(other), "%s/again/out.pt", f->dir);
+    for (size_t i = 0; i < CK_ARRAY_SIZE(files); i++) {
+        ck_write_info_t a, b;
+        char cmd[400];
+
+        must_open(f, &f->c, corpus(files[i]));
+        must_write(f, &f->c, f->out, &a);
+        f->c.pickle_later_max = 100;  /* every pickle here is longer */
+        must_write(f, &f->c, other, &b);
+        f->c.pickle_later_max = 0;
+        assert_int_equal(a.size, b.size);
+        assert_int_equal(a.nstorages, b.nstorages);
+        assert_string_equal(a.fingerprint, b.fingerprint);
+        snprintf(cmd, sizeof(cmd), "cmp -s '%s' '%s'", f->out, other);
+        if (system(cmd) != 0)
+            fail_msg("%s: the output made again differs", files[i]);
+        must_open(f, &f->c2, other);
+        assert_true(1 == ck_py_equal(f->c.pk.root, f->c2.pk.root, 1000));
+        ck_ckpt_close(&f->c2);
+    }
+}
+
 /* Python's zipfile accepts what we write, with correct CRCs. */
 static void test_write_python_reads(void **state)
 {
@@ -1282,6 +1322,7 @@ int main(void)
         T(test_tensors_pth),
         T(test_write_reopen),
         T(test_write_identical_pickle),
+        T(test_write_pickle_over_later),
         T(test_write_python_reads),
         T(test_write_after_edit),
         T(test_write_new_tensor),
