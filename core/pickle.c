@@ -53,7 +53,26 @@ typedef struct {
      * the value, on the heap, dropped with the reader */
     ck_py_t **iv;
     size_t icap, in;
+    /* and tuples of such ints, one value node (CK_PY_F_VALUE) each; a GET
+     * of one, which sharing would make a second copy, sets reread */
+    int no_share, reread;
+    ck_py_t **tv;
+    size_t tcap, tn;
+    /* A tensor's backward hooks, an empty OrderedDict() each, one value
+     * node too.  Each OrderedDict() is made in 'spare' (one node, used
+     * again while it ends where hooks do): when it becomes the sixth item
+     * of a tuple whose first is a persistent id -- _rebuild_tensor_v2's
+     * arguments -- unchanged, put in the memo at most once and nowhere
+     * else on the stack, the tuple gets 'hooks' instead and the memo entry
+     * too.  Anything else done with it (items, state: a state dict) keeps
+     * it, and the next OrderedDict() gets a new spare. */
+    ck_py_t *od_fn, *spare, *hooks;
+    int spare_free, spare_puts;
+    uint64_t spare_idx;
 } rd_t;
+
+/* Memo entries holding a shared value node are marked in their low bit. */
+#define MEMO_VALUE ((uintptr_t)1)
 
 /* Records "pickle at byte N: ..." with N the offset of at, or "pickle
  * truncated: ..." for -EAGAIN; returns code. */
@@ -240,7 +259,12 @@ static int memo_put(rd_t *r, uint64_t idx, ck_py_t *v)
     }
     if (r->memo[idx] == NULL)
         r->memocount++;
-    r->memo[idx] = v;
+    if (v == r->spare) {
+        r->spare_puts++;
+        r->spare_idx = idx;
+    }
+    r->memo[idx] = (v->flags & CK_PY_F_VALUE)
+                       ? (ck_py_t *)((uintptr_t)v | MEMO_VALUE) : v;
     return 0;
 }
 
@@ -249,6 +273,10 @@ static int memo_get(rd_t *r, uint64_t idx)
     if (idx >= r->memocap || r->memo[idx] == NULL)
         return rd_fail(r, CK_EFORMAT, "memo index %llu never stored",
                        (unsigned long long)idx);
+    if ((uintptr_t)r->memo[idx] & MEMO_VALUE) {
+        r->reread = 1;  /* this tuple has an identity: no sharing */
+        return rd_fail(r, CK_EFORMAT, "a shared tuple named again");
+    }
     return push(r, r->memo[idx]);
 }
 
@@ -444,12 +472,56 @@ static int push_call(rd_t *r, ck_py_kind_t kind, ck_py_t *fn, ck_py_t *args)
     if (fn->kind != CK_PY_GLOBAL && fn->kind != CK_PY_REDUCE &&
         fn->kind != CK_PY_NEWOBJ)
         return rd_fail(r, CK_EFORMAT, "call of a value that is not callable");
-    o = ck_py_new(r->a, kind);
+    if (kind == CK_PY_REDUCE && args == r->empty_tuple && !r->no_share &&
+        (fn == r->od_fn ||
+         (ck_py_global_is(fn, "collections", "OrderedDict") &&
+          (r->od_fn = fn) != NULL))) {
+        if (r->spare == NULL || !r->spare_free ||
+            r->spare->u.o.fn != fn)
+            r->spare = ck_py_new(r->a, kind);
+        r->spare_free = 0;
+        r->spare_puts = 0;
+        o = r->spare;
+    } else {
+        o = ck_py_new(r->a, kind);
+    }
     if (o == NULL)
         return rd_nomem(r);
     o->u.o.fn = fn;
     o->u.o.args = args;
     return push(r, o);
+}
+
+/*
+ * The spare OrderedDict() as a tensor's hooks in the tuple of the items
+ * from base up (see rd_t): replaced by the value node, and the spare free
+ * again.  0, or CK_ENOMEM.
+ */
+static int share_hooks(rd_t *r, size_t base)
+{
+    ck_py_t *h = r->spare;
+
+    if (r->sp - base < 6 || r->stack[base + 5] != h || r->spare_free ||
+        r->stack[base]->kind != CK_PY_PERSID || h->u.o.after != NULL ||
+        r->spare_puts > 1)
+        return 0;
+    for (size_t i = 0; i < r->sp; i++)
+        if (r->stack[i] == h && i != base + 5)
+            return 0;   /* DUP, or a GET of it: it is kept */
+    if (r->hooks == NULL || r->hooks->u.o.fn != h->u.o.fn) {
+        if (r->hooks != NULL)
+            return 0;   /* a second OrderedDict global: not shared */
+        if ((r->hooks = ck_py_new(r->a, CK_PY_REDUCE)) == NULL)
+            return CK_ENOMEM;
+        r->hooks->u.o.fn = h->u.o.fn;
+        r->hooks->u.o.args = h->u.o.args;
+        r->hooks->flags = CK_PY_F_VALUE;
+    }
+    r->stack[base + 5] = r->hooks;
+    if (r->spare_puts == 1)
+        r->memo[r->spare_idx] = (ck_py_t *)((uintptr_t)r->hooks | MEMO_VALUE);
+    r->spare_free = 1;
+    return 0;
 }
 
 /* 1 when an item from base up the stack, every step-th, is of a type
@@ -472,6 +544,36 @@ static int unhashable(const rd_t *r, size_t base, size_t step)
 static int after_of(rd_t *r, ck_py_t *call)
 {
     return ck_py_after_make(r->a, call) != NULL;
+}
+
+/*
+ * Room in v for n more items, made once for a batch: the batch's size when
+ * it is the first (an optimizer's per-parameter dicts get what they hold,
+ * not the next power of two), else at least double, as ck_py_vec_push
+ * grows.  The arena keeps the old array: fewer, larger steps waste less.
+ */
+static int vec_room(rd_t *r, ck_py_vec_t *v, size_t n)
+{
+    size_t cap;
+    ck_py_t **nv;
+
+    if (n <= (size_t)(v->cap - v->n))
+        return 0;
+    cap = (size_t)v->n + n;
+    if (cap < 2 * (size_t)v->cap)
+        cap = 2 * (size_t)v->cap;
+    if ((size_t)v->n + n > UINT32_MAX)
+        return CK_ENOMEM;
+    if (cap > UINT32_MAX)
+        cap = UINT32_MAX;
+    nv = ck_arena_alloc(r->a, cap * sizeof(*nv));
+    if (nv == NULL)
+        return CK_ENOMEM;
+    if (v->n)
+        memcpy(nv, v->v, v->n * sizeof(*nv));
+    v->v = nv;
+    v->cap = (uint32_t)cap;
+    return 0;
 }
 
 static int add_items(rd_t *r, ck_py_t *target, size_t base, int pairs)
@@ -500,20 +602,94 @@ static int add_items(rd_t *r, ck_py_t *target, size_t base, int pairs)
             return rd_fail(r, CK_EFORMAT,
                            "APPEND on a value that is not a list");
     }
-    if (v == NULL)
+    if (v == NULL || vec_room(r, v, n) < 0)
         return rd_nomem(r);
-    for (size_t i = base; i < r->sp; i++)
-        if (ck_py_vec_push(r->a, v, r->stack[i]) < 0)
-            return rd_nomem(r);
+    if (n > 0) { /* v->v may be NULL: no NULL + 0 */
+        memcpy(v->v + v->n, r->stack + base, n * sizeof(*v->v));
+        v->n += (uint32_t)n;
+    }
     r->sp = base;
     return 0;
 }
 
+#define RD_VALUE_MAX 8 /* items of a tuple shared as a value */
+
+static size_t value_hash(ck_py_t *const *v, size_t n)
+{
+    uint64_t h = n;
+
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint64_t)(uintptr_t)v[i]) * 0x9e3779b97f4a7c15u;
+    return (size_t)(h ^ h >> 29);
+}
+
+/*
+ * The shared node of the tuple of the items from base up when they are all
+ * int64s (one node per value, so equal tuples have equal item pointers):
+ * found, or made and kept.  NULL when they are not, or out of memory
+ * (*oom set).
+ */
+static ck_py_t *value_tuple(rd_t *r, size_t base, int *oom)
+{
+    size_t n = r->sp - base, i;
+    ck_py_t *const *v;
+    ck_py_t *t;
+
+    if (r->no_share || n == 0 || n > RD_VALUE_MAX)
+        return NULL;
+    v = r->stack + base;    /* (r->stack may be NULL when n is 0) */
+    for (i = 0; i < n; i++)
+        if (v[i]->kind != CK_PY_INT || v[i]->u.i.nbig != 0)
+            return NULL;
+    if (2 * (r->tn + 1) > r->tcap) {
+        size_t cap = r->tcap ? 2 * r->tcap : 256;
+        ck_py_t **nt = ck_calloc(cap, sizeof(*nt));
+
+        if (nt == NULL) {
+            *oom = 1;
+            return NULL;
+        }
+        for (size_t k = 0; k < r->tcap; k++) {
+            ck_py_t *p = r->tv[k];
+
+            if (p == NULL)
+                continue;
+            i = value_hash(p->u.seq.v, p->u.seq.n) & (cap - 1);
+            while (nt[i] != NULL)
+                i = (i + 1) & (cap - 1);
+            nt[i] = p;
+        }
+        ck_free(r->tv);
+        r->tv = nt;
+        r->tcap = cap;
+    }
+    i = value_hash(v, n) & (r->tcap - 1);
+    for (; (t = r->tv[i]) != NULL; i = (i + 1) & (r->tcap - 1))
+        if (t->u.seq.n == n && memcmp(t->u.seq.v, v, n * sizeof(*v)) == 0)
+            return t;
+    t = ck_py_new(r->a, CK_PY_TUPLE);
+    if (t == NULL || (t->u.seq.v = ck_arena_alloc(r->a, n * sizeof(*v))) == NULL) {
+        *oom = 1;
+        return NULL;
+    }
+    memcpy(t->u.seq.v, v, n * sizeof(*v));
+    t->u.seq.n = t->u.seq.cap = (uint32_t)n;
+    t->flags = CK_PY_F_VALUE;
+    r->tv[i] = t;
+    r->tn++;
+    return t;
+}
+
 static int tuple_of(rd_t *r, size_t base)
 {
-    ck_py_t *t = ck_py_new(r->a, CK_PY_TUPLE);
+    int oom = r->spare != NULL && share_hooks(r, base) < 0;
+    ck_py_t *t = oom ? NULL : value_tuple(r, base, &oom);
 
-    if (t == NULL)
+    if (t != NULL) {
+        r->sp = base;
+        return push(r, t);
+    }
+    if (oom || (t = ck_py_new(r->a, CK_PY_TUPLE)) == NULL)
         return rd_nomem(r);
     if (seq_from(r, &t->u.seq, base) < 0)
         return CK_ENOMEM;
@@ -1083,12 +1259,14 @@ static int rd_op(rd_t *r)
     }
 }
 
-int ck_pickle_read(const uint8_t *buf, size_t len, int exact,
-                   const ck_limits_t *lim, ck_arena_t *arena, ck_pickle_t *out,
-                   ck_err_t *err)
+static int read_once(const uint8_t *buf, size_t len, int exact,
+                     const ck_limits_t *lim, ck_arena_t *arena,
+                     ck_pickle_t *out, ck_err_t *err, int *reread)
 {
     rd_t r = { 0 };
     int rc = 0;
+
+    r.no_share = *reread;
 
     memset(out, 0, sizeof(*out));
     out->protocol = -1;
@@ -1126,5 +1304,27 @@ int ck_pickle_read(const uint8_t *buf, size_t len, int exact,
     ck_free(r.marks);
     ck_free(r.memo);
     ck_free(r.iv);
+    ck_free(r.tv);
+    *reread = r.reread;
+    return rc;
+}
+
+/*
+ * Tuples of ints are shared as values (CK_PY_F_VALUE) unless the pickle
+ * names one again with a GET -- never in what torch.save writes, whose
+ * shapes and strides are new tuples each -- and then it is read again
+ * without sharing (the first read's nodes stay in the arena).
+ */
+int ck_pickle_read(const uint8_t *buf, size_t len, int exact,
+                   const ck_limits_t *lim, ck_arena_t *arena, ck_pickle_t *out,
+                   ck_err_t *err)
+{
+    int reread = 0;
+    int rc = read_once(buf, len, exact, lim, arena, out, err, &reread);
+
+    if (rc < 0 && reread) {
+        ck_err_clear(err);
+        rc = read_once(buf, len, exact, lim, arena, out, err, &reread);
+    }
     return rc;
 }

@@ -64,9 +64,22 @@ typedef struct {
     ck_py_t *state;  /* or NULL */
 } ck_py_after_t;
 
+/*
+ * A value node (flags): one node the reader gives every equal tuple of
+ * int64s -- a model's shapes and strides repeat across its tensors -- and
+ * every tensor's backward hooks (an empty OrderedDict()), as it shares
+ * ints and ().  Pickle memoizes tuples and calls, so the writer writes
+ * such a node anew at each place it is met, as the distinct objects it
+ * stands for are written; and nothing may change it in place.  (The
+ * reader shares only what no later GET names: a GET of one makes it read
+ * the pickle again without sharing.)
+ */
+#define CK_PY_F_VALUE 0x01
+
 struct ck_py {
     uint8_t kind;
     uint8_t b;      /* CK_PY_BOOL */
+    uint8_t flags;  /* CK_PY_F_* */
     uint32_t wgen;  /* writer and walker bookkeeping */
     uint32_t widx;  /* (the head is 16 bytes: a graph has millions) */
     union {

@@ -275,12 +275,14 @@ static int vec_equal(eq_t *e, const ck_py_vec_t *a, const ck_py_vec_t *b,
 /*
  * Pickle memoizes str, non-empty tuples, containers, globals and calls;
  * None, bools, numbers, () and persistent ids are written anew each time,
- * so no reader or writer keeps their identity.
+ * so no reader or writer keeps their identity; nor of a value node, which
+ * stands for many equal tuples (pickle.h).
  */
 static int has_identity(const ck_py_t *p)
 {
     return p->kind >= CK_PY_STR && p->kind != CK_PY_PERSID &&
-           !(p->kind == CK_PY_TUPLE && p->u.seq.n == 0);
+           !(p->kind == CK_PY_TUPLE && p->u.seq.n == 0) &&
+           !(p->flags & CK_PY_F_VALUE);
 }
 
 static int eq_pair(eq_t *e, ck_py_t *a, ck_py_t *b)
@@ -321,7 +323,8 @@ static int eq(eq_t *e, ck_py_t *a, ck_py_t *b, uint32_t depth)
         /* one node on both sides (graphs that share parts) */
         if (a->wgen == gen + 1 && e->pairs[a->widx].a == a)
             return 1;
-    } else if (has_identity(a) && (a->wgen == gen || b->wgen == gen + 1)) {
+    } else if (has_identity(a) && has_identity(b) &&
+               (a->wgen == gen || b->wgen == gen + 1)) {
         /* identity must map one to one: a was met with b, and b with a */
         return a->wgen == gen && b->wgen == gen + 1 && a->widx == b->widx;
     }

@@ -6,7 +6,8 @@
  * save_reduce's order (callable, args, REDUCE/NEWOBJ, memoize, list items,
  * dict items, state, BUILD).  It recurses, bounded by ck_limits_t.max_depth.
  * A node is memoized when its wgen is the writer's generation, at the index
- * in widx; output goes to the caller's ck_buf_t, whose sticky oom flag is
+ * in widx (a value node, CK_PY_F_VALUE, is written and memoized anew each
+ * time, as the distinct tuples it stands for); output goes to the caller's ck_buf_t, whose sticky oom flag is
  * checked once per node.
  */
 #include "pickle.h"
@@ -267,7 +268,7 @@ static int save_tuple(wr_t *w, ck_py_t *p, uint32_t depth)
     for (size_t i = 0; i < n; i++)
         if ((rc = save(w, p->u.seq.v[i], depth + 1)) < 0)
             return rc;
-    if (p->wgen == w->gen) {
+    if (p->wgen == w->gen && !(p->flags & CK_PY_F_VALUE)) {
         /* the tuple was reached through its own items: Pickler.save_tuple */
         if (n > 3)
             w_op(w, OP_POP_MARK);
@@ -291,7 +292,8 @@ static int save(wr_t *w, ck_py_t *p, uint32_t depth)
                           w->lim->max_depth);
     if (w->out->oom)
         return w_nomem(w);
-    if (p->wgen == w->gen && p->kind != CK_PY_TUPLE) {
+    if (p->wgen == w->gen && p->kind != CK_PY_TUPLE &&
+        !(p->flags & CK_PY_F_VALUE)) {
         memo_ref(w, p);
         return 0;
     }
@@ -315,7 +317,9 @@ static int save(wr_t *w, ck_py_t *p, uint32_t depth)
     case CK_PY_BYTEARRAY:
         return save_bytes(w, p, depth);
     case CK_PY_TUPLE:
-        if (p->wgen == w->gen && p->u.seq.n != 0) {
+        /* a value node is a new tuple at each place (pickle.h) */
+        if (p->wgen == w->gen && p->u.seq.n != 0 &&
+            !(p->flags & CK_PY_F_VALUE)) {
             memo_ref(w, p);
             return 0;
         }

@@ -342,6 +342,118 @@ static void test_read_ints_shared(void **state)
     free(b);
 }
 
+/*
+ * Equal tuples of int64s are one value node (CK_PY_F_VALUE); written, each
+ * place gets a new tuple again, so CPython's bytes come back.  A tuple that
+ * a GET names again keeps its identity: the pickle is read again without
+ * sharing, and its BINGET comes back too.
+ */
+static void test_read_value_tuples(void **state)
+{
+    fx_t *f = *state;
+    uint8_t *a, *b;
+    size_t na, nb;
+    ck_py_t *p, *q;
+
+    na = py_dumps("[tuple([4, 1]), tuple([4, 1]), tuple([7]), "
+                  "(2 ** 70, 1), tuple([4, 1]), tuple(range(9)), "
+                  "tuple(range(9))]", &a);
+    p = root_of(f, a, na);
+    assert_seq(p, CK_PY_LIST, 7);
+    assert_ptr_equal(p->u.seq.v[0], p->u.seq.v[1]);
+    assert_ptr_equal(p->u.seq.v[0], p->u.seq.v[4]);
+    assert_true(p->u.seq.v[0]->flags & CK_PY_F_VALUE);
+    assert_true(p->u.seq.v[2]->flags & CK_PY_F_VALUE);
+    assert_false(p->u.seq.v[3]->flags & CK_PY_F_VALUE); /* a big int */
+    assert_ptr_not_equal(p->u.seq.v[5], p->u.seq.v[6]); /* 9 items */
+    expect_write(f, p, a, na);
+
+    nb = py_dumps("(lambda t: [tuple([4, 1]), t, t, tuple([7]), "
+                  "tuple([7])])(tuple([4, 1]))", &b);
+    q = root_of(f, b, nb);
+    assert_seq(q, CK_PY_LIST, 5);
+    assert_ptr_not_equal(q->u.seq.v[0], q->u.seq.v[1]);
+    assert_ptr_equal(q->u.seq.v[1], q->u.seq.v[2]);
+    assert_ptr_not_equal(q->u.seq.v[3], q->u.seq.v[4]);
+    for (size_t i = 0; i < 5; i++)
+        assert_false(q->u.seq.v[i]->flags & CK_PY_F_VALUE);
+    expect_write(f, q, b, nb);
+
+    /* what torch.load would give is equal: a value node has no identity
+     * to compare, on either side */
+    p = root_of(f, a, na);
+    assert_true(1 == ck_py_equal(p->u.seq.v[0], q->u.seq.v[1], 100));
+    p->u.seq.n = 2;   /* [v, v] against [t0, t], equal distinct tuples */
+    q->u.seq.n = 2;
+    assert_true(1 == ck_py_equal(p, q, 100));
+    assert_true(1 == ck_py_equal(q, p, 100));
+    ck_free(a);
+    ck_free(b);
+}
+
+/*
+ * A tensor's backward hooks (an empty OrderedDict() as the sixth argument
+ * of _rebuild_tensor_v2) are one value node too.  The pickles are CPython's
+ * of torch's pattern (a Pickler with torch.save's persistent_id over
+ * stand-ins for torch's names): [t0, t1, OrderedDict()], and [t0, h, t1]
+ * where h is t0's hooks, so a BINGET names them again.
+ */
+/* 210 bytes */
+static const char hooks_plain[] =
+    "\x80\x02\x5d\x71\x00\x28\x63\x74\x6f\x72\x63\x68\x2e\x5f\x75\x74\x69\x6c"
+    "\x73\x0a\x5f\x72\x65\x62\x75\x69\x6c\x64\x5f\x74\x65\x6e\x73\x6f\x72\x5f"
+    "\x76\x32\x0a\x71\x01\x28\x28\x58\x07\x00\x00\x00\x73\x74\x6f\x72\x61\x67"
+    "\x65\x71\x02\x63\x74\x6f\x72\x63\x68\x0a\x46\x6c\x6f\x61\x74\x53\x74\x6f"
+    "\x72\x61\x67\x65\x0a\x71\x03\x58\x01\x00\x00\x00\x30\x71\x04\x58\x03\x00"
+    "\x00\x00\x63\x70\x75\x71\x05\x4b\x04\x74\x71\x06\x51\x4b\x00\x4b\x04\x85"
+    "\x71\x07\x4b\x01\x85\x71\x08\x89\x63\x63\x6f\x6c\x6c\x65\x63\x74\x69\x6f"
+    "\x6e\x73\x0a\x4f\x72\x64\x65\x72\x65\x64\x44\x69\x63\x74\x0a\x71\x09\x29"
+    "\x52\x71\x0a\x74\x71\x0b\x52\x71\x0c\x68\x01\x28\x28\x68\x02\x68\x03\x58"
+    "\x01\x00\x00\x00\x31\x71\x0d\x68\x05\x4b\x04\x74\x71\x0e\x51\x4b\x00\x4b"
+    "\x04\x85\x71\x0f\x4b\x01\x85\x71\x10\x89\x68\x09\x29\x52\x71\x11\x74\x71"
+    "\x12\x52\x71\x13\x68\x09\x29\x52\x71\x14\x65\x2e";
+/* 206 bytes */
+static const char hooks_named[] =
+    "\x80\x02\x5d\x71\x00\x28\x63\x74\x6f\x72\x63\x68\x2e\x5f\x75\x74\x69\x6c"
+    "\x73\x0a\x5f\x72\x65\x62\x75\x69\x6c\x64\x5f\x74\x65\x6e\x73\x6f\x72\x5f"
+    "\x76\x32\x0a\x71\x01\x28\x28\x58\x07\x00\x00\x00\x73\x74\x6f\x72\x61\x67"
+    "\x65\x71\x02\x63\x74\x6f\x72\x63\x68\x0a\x46\x6c\x6f\x61\x74\x53\x74\x6f"
+    "\x72\x61\x67\x65\x0a\x71\x03\x58\x01\x00\x00\x00\x30\x71\x04\x58\x03\x00"
+    "\x00\x00\x63\x70\x75\x71\x05\x4b\x04\x74\x71\x06\x51\x4b\x00\x4b\x04\x85"
+    "\x71\x07\x4b\x01\x85\x71\x08\x89\x63\x63\x6f\x6c\x6c\x65\x63\x74\x69\x6f"
+    "\x6e\x73\x0a\x4f\x72\x64\x65\x72\x65\x64\x44\x69\x63\x74\x0a\x71\x09\x29"
+    "\x52\x71\x0a\x74\x71\x0b\x52\x71\x0c\x68\x0a\x68\x01\x28\x28\x68\x02\x68"
+    "\x03\x58\x01\x00\x00\x00\x31\x71\x0d\x68\x05\x4b\x04\x74\x71\x0e\x51\x4b"
+    "\x00\x4b\x04\x85\x71\x0f\x4b\x01\x85\x71\x10\x89\x68\x09\x29\x52\x71\x11"
+    "\x74\x71\x12\x52\x71\x13\x65\x2e";
+
+static void test_read_value_hooks(void **state)
+{
+    fx_t *f = *state;
+    ck_py_t *p, *h0, *h1;
+
+    p = root_of(f, hooks_plain, sizeof(hooks_plain) - 1);
+    assert_seq(p, CK_PY_LIST, 3);
+    h0 = p->u.seq.v[0]->u.o.args->u.seq.v[5];
+    h1 = p->u.seq.v[1]->u.o.args->u.seq.v[5];
+    assert_ptr_equal(h0, h1);
+    assert_true(h0->flags & CK_PY_F_VALUE);
+    assert_global(h0->u.o.fn, "collections", "OrderedDict");
+    assert_ptr_not_equal(p->u.seq.v[2], h0);    /* not a tensor's */
+    assert_false(p->u.seq.v[2]->flags & CK_PY_F_VALUE);
+    WRITES(f, p, hooks_plain);
+
+    p = root_of(f, hooks_named, sizeof(hooks_named) - 1);
+    assert_seq(p, CK_PY_LIST, 3);
+    h0 = p->u.seq.v[0]->u.o.args->u.seq.v[5];
+    h1 = p->u.seq.v[2]->u.o.args->u.seq.v[5];
+    assert_ptr_equal(p->u.seq.v[1], h0);        /* its identity kept */
+    assert_ptr_not_equal(h0, h1);
+    assert_false(h0->flags & CK_PY_F_VALUE);
+    assert_false(h1->flags & CK_PY_F_VALUE);
+    WRITES(f, p, hooks_named);
+}
+
 static void test_read_long1_long4(void **state)
 {
     fx_t *f = *state;
@@ -2122,6 +2234,8 @@ int main(void)
         T(test_read_none_bool),
         T(test_read_binint),
         T(test_read_ints_shared),
+        T(test_read_value_tuples),
+        T(test_read_value_hooks),
         T(test_read_long1_long4),
         T(test_read_int_text),
         T(test_read_float),
