@@ -546,36 +546,6 @@ static int after_of(rd_t *r, ck_py_t *call)
     return ck_py_after_make(r->a, call) != NULL;
 }
 
-/*
- * Room in v for n more items, made once for a batch: the batch's size when
- * it is the first (an optimizer's per-parameter dicts get what they hold,
- * not the next power of two), else at least double, as ck_py_vec_push
- * grows.  The arena keeps the old array: fewer, larger steps waste less.
- */
-static int vec_room(rd_t *r, ck_py_vec_t *v, size_t n)
-{
-    size_t cap;
-    ck_py_t **nv;
-
-    if (n <= (size_t)(v->cap - v->n))
-        return 0;
-    cap = (size_t)v->n + n;
-    if (cap < 2 * (size_t)v->cap)
-        cap = 2 * (size_t)v->cap;
-    if ((size_t)v->n + n > UINT32_MAX)
-        return CK_ENOMEM;
-    if (cap > UINT32_MAX)
-        cap = UINT32_MAX;
-    nv = ck_arena_alloc(r->a, cap * sizeof(*nv));
-    if (nv == NULL)
-        return CK_ENOMEM;
-    if (v->n)
-        memcpy(nv, v->v, v->n * sizeof(*nv));
-    v->v = nv;
-    v->cap = (uint32_t)cap;
-    return 0;
-}
-
 static int add_items(rd_t *r, ck_py_t *target, size_t base, int pairs)
 {
     ck_py_vec_t *v;
@@ -602,7 +572,9 @@ static int add_items(rd_t *r, ck_py_t *target, size_t base, int pairs)
             return rd_fail(r, CK_EFORMAT,
                            "APPEND on a value that is not a list");
     }
-    if (v == NULL || vec_room(r, v, n) < 0)
+    /* room for the whole batch at once: an optimizer's per-parameter
+     * dicts get exactly their items, and fewer old arrays stay behind */
+    if (v == NULL || ck_py_vec_reserve(r->a, v, n) < 0)
         return rd_nomem(r);
     if (n > 0) { /* v->v may be NULL: no NULL + 0 */
         memcpy(v->v + v->n, r->stack + base, n * sizeof(*v->v));

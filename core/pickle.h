@@ -179,6 +179,10 @@ ck_py_t *ck_py_global(ck_arena_t *a, const char *module, const char *name);
 /* Append item: 0, CK_ENOMEM, or -EINVAL into the items ck_py_mapping
  * gives a call that has none (ck_py_mapping_mut gives room). */
 int ck_py_vec_push(ck_arena_t *a, ck_py_vec_t *v, ck_py_t *item);
+/* Room for n more items at once (at least double the old room, or
+ * exactly n for the first): 0, CK_ENOMEM, -EINVAL as above.  The arena
+ * keeps the old array. */
+int ck_py_vec_reserve(ck_arena_t *a, ck_py_vec_t *v, size_t n);
 void ck_py_vec_remove(ck_py_vec_t *v, size_t i, size_t count);
 
 double ck_py_float_value(const ck_py_t *p);

@@ -139,27 +139,41 @@ ck_py_t *ck_py_global(ck_arena_t *a, const char *module, const char *name)
 
 const ck_py_after_t ck_py_after_none;
 
-int ck_py_vec_push(ck_arena_t *a, ck_py_vec_t *v, ck_py_t *item)
+int ck_py_vec_reserve(ck_arena_t *a, ck_py_vec_t *v, size_t n)
 {
+    size_t cap;
+    ck_py_t **nv;
+
     if (v == &ck_py_after_none.list || v == &ck_py_after_none.dict)
         return -EINVAL; /* ck_py_mapping's of a call with no items: the
                              caller wanted ck_py_mapping_mut */
-    if (v->n == v->cap) {
-        size_t cap = v->cap ? (size_t)v->cap * 2 : 4;
-        ck_py_t **nv;
+    if (n <= (size_t)(v->cap - v->n))
+        return 0;
+    if (n > UINT32_MAX - v->n)
+        return CK_ENOMEM;
+    cap = (size_t)v->n + n;
+    if (cap < 2 * (size_t)v->cap)
+        cap = 2 * (size_t)v->cap;
+    if (cap < 4)
+        cap = 4;
+    if (cap > UINT32_MAX)
+        cap = UINT32_MAX;
+    nv = ck_arena_alloc(a, cap * sizeof(*nv));
+    if (nv == NULL)
+        return CK_ENOMEM;
+    if (v->n)
+        memcpy(nv, v->v, v->n * sizeof(*nv));
+    v->v = nv;
+    v->cap = (uint32_t)cap;
+    return 0;
+}
 
-        if (cap > UINT32_MAX)
-            cap = UINT32_MAX;
-        if (v->n == cap || cap > SIZE_MAX / sizeof(*nv))
-            return CK_ENOMEM;
-        nv = ck_arena_alloc(a, cap * sizeof(*nv));
-        if (nv == NULL)
-            return CK_ENOMEM;
-        if (v->n)
-            memcpy(nv, v->v, v->n * sizeof(*nv));
-        v->v = nv;
-        v->cap = (uint32_t)cap;
-    }
+int ck_py_vec_push(ck_arena_t *a, ck_py_vec_t *v, ck_py_t *item)
+{
+    int rc = ck_py_vec_reserve(a, v, 1);
+
+    if (rc < 0)
+        return rc;
     v->v[v->n++] = item;
     return 0;
 }
