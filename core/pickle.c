@@ -62,12 +62,12 @@ typedef struct {
      * node too.  Each OrderedDict() is made in 'spare' (one node, used
      * again while it ends where hooks do): when it becomes the sixth item
      * of a tuple whose first is a persistent id -- _rebuild_tensor_v2's
-     * arguments -- unchanged, put in the memo at most once and nowhere
-     * else on the stack, the tuple gets 'hooks' instead and the memo entry
+     * arguments -- unchanged, put in the memo at most once and never
+     * pushed again (DUP, GET), the tuple gets 'hooks' instead and the memo entry
      * too.  Anything else done with it (items, state: a state dict) keeps
      * it, and the next OrderedDict() gets a new spare. */
     ck_py_t *od_fn, *spare, *hooks;
-    int spare_free, spare_puts;
+    int spare_free, spare_puts, spare_twice;
     uint64_t spare_idx;
 } rd_t;
 
@@ -277,6 +277,8 @@ static int memo_get(rd_t *r, uint64_t idx)
         r->reread = 1;  /* this tuple has an identity: no sharing */
         return rd_fail(r, CK_EFORMAT, "a shared tuple named again");
     }
+    if (r->memo[idx] == r->spare)
+        r->spare_twice = 1;
     return push(r, r->memo[idx]);
 }
 
@@ -481,6 +483,7 @@ static int push_call(rd_t *r, ck_py_kind_t kind, ck_py_t *fn, ck_py_t *args)
             r->spare = ck_py_new(r->a, kind);
         r->spare_free = 0;
         r->spare_puts = 0;
+        r->spare_twice = 0;
         o = r->spare;
     } else {
         o = ck_py_new(r->a, kind);
@@ -503,11 +506,8 @@ static int share_hooks(rd_t *r, size_t base)
 
     if (r->sp - base < 6 || r->stack[base + 5] != h || r->spare_free ||
         r->stack[base]->kind != CK_PY_PERSID || h->u.o.after != NULL ||
-        r->spare_puts > 1)
+        r->spare_puts > 1 || r->spare_twice)
         return 0;
-    for (size_t i = 0; i < r->sp; i++)
-        if (r->stack[i] == h && i != base + 5)
-            return 0;   /* DUP, or a GET of it: it is kept */
     if (r->hooks == NULL || r->hooks->u.o.fn != h->u.o.fn) {
         if (r->hooks != NULL)
             return 0;   /* a second OrderedDict global: not shared */
@@ -931,6 +931,8 @@ static int op_stack(rd_t *r, int op)
         return pop_mark(r) < 0 ? CK_EFORMAT : 0;
     default: /* DUP */
         v = top(r);
+        if (v != NULL && v == r->spare)
+            r->spare_twice = 1;
         return v == NULL ? CK_EFORMAT : push(r, v);
     }
 }

@@ -452,6 +452,25 @@ static void test_read_value_hooks(void **state)
     assert_false(h0->flags & CK_PY_F_VALUE);
     assert_false(h1->flags & CK_PY_F_VALUE);
     WRITES(f, p, hooks_named);
+
+    /* a DUP of the first hooks (a seventh argument): kept too */
+    {
+        uint8_t dup[sizeof(hooks_plain)];
+        size_t k = 0;
+
+        while (memcmp(hooks_plain + k, ")Rq", 3) != 0) /* OrderedDict() */
+            k++;
+        k += 4;                             /* and its BINPUT */
+        memcpy(dup, hooks_plain, k);
+        dup[k] = '2';                       /* DUP */
+        memcpy(dup + k + 1, hooks_plain + k, sizeof(hooks_plain) - 1 - k);
+        p = root_of(f, dup, sizeof(dup));
+        h0 = p->u.seq.v[0]->u.o.args->u.seq.v[5];
+        assert_ptr_equal(p->u.seq.v[0]->u.o.args->u.seq.v[6], h0);
+        assert_false(h0->flags & CK_PY_F_VALUE);
+        assert_true(p->u.seq.v[1]->u.o.args->u.seq.v[5]->flags &
+                    CK_PY_F_VALUE);
+    }
 }
 
 static void test_read_long1_long4(void **state)
