@@ -64,6 +64,57 @@ ck_py_t *ck_omc_key(ck_py_t *node)
     return ck_py_map_get(ck_py_after(md)->state, "key", NULL);
 }
 
+/* The state of node's _metadata (a Metadata or ContainerMetadata). */
+static ck_py_t *md_state(ck_py_t *node)
+{
+    ck_py_t *md;
+
+    if (!is_omc(node))
+        return NULL;
+    md = ck_py_map_get(ck_py_after(node)->state, "_metadata", NULL);
+    if (md == NULL || (md->kind != CK_PY_NEWOBJ && md->kind != CK_PY_REDUCE))
+        return NULL;
+    return ck_py_after(md)->state;
+}
+
+int ck_omc_readonly(ck_py_t *node)
+{
+    /* OmegaConf's Node._get_flag: its own flag, else its parent's */
+    for (int depth = 0; node != NULL && depth < 256; depth++) {
+        ck_py_t *st = md_state(node), *flags, *f, *root;
+
+        if (st == NULL)
+            return 0;
+        flags = ck_py_map_get(st, "flags", NULL);
+        f = flags != NULL ? ck_py_map_get(flags, "readonly", NULL) : NULL;
+        if (f != NULL && f->kind == CK_PY_BOOL)
+            return f->b;
+        root = ck_py_map_get(st, "flags_root", NULL);
+        if (root != NULL && root->kind == CK_PY_BOOL && root->b)
+            return 0;
+        node = ck_py_map_get(ck_py_after(node)->state, "_parent", NULL);
+    }
+    return 0;
+}
+
+const char *ck_omc_typed(ck_py_t *c, const char *which)
+{
+    ck_py_t *st = md_state(c), *t;
+
+    t = st != NULL ? ck_py_map_get(st, which, NULL) : NULL;
+    if (t == NULL || t->kind == CK_PY_NONE ||
+        ck_py_global_is(t, "typing", "Any"))
+        return NULL;
+    if (t->kind != CK_PY_GLOBAL)
+        return "a typing construct";
+    /* protocol 2 names int and str as Python 2 did */
+    if (ck_py_global_is(t, "builtins", "long"))
+        return "int";
+    if (ck_py_global_is(t, "builtins", "unicode"))
+        return "str";
+    return t->u.g.name;
+}
+
 ck_py_t *ck_omc_unwrap(ck_py_t *p)
 {
     ck_py_t *in;

@@ -38,6 +38,20 @@ ck_py_vec_t *ck_omc_children(ck_py_t *c, int *is_dict);
 /* A node's key (its _metadata.key), or NULL. */
 ck_py_t *ck_omc_key(ck_py_t *node);
 
+/*
+ * 1 when OmegaConf takes node as read-only (it raises ReadonlyConfigError
+ * on a change): its _metadata.flags say readonly, or, where they say
+ * nothing, its nearest parent's do (flags_root stops the search there).
+ */
+int ck_omc_readonly(ck_py_t *node);
+
+/*
+ * A container's element_type or key_type (which) when it is not Any: the
+ * class's name ("int", "str", a dataclass's), or "a typing construct"
+ * (Optional[int], List[int], ...); NULL for Any, None or not said.
+ */
+const char *ck_omc_typed(ck_py_t *c, const char *which);
+
 /* The Python value behind an OmegaConf node (a leaf's _val, a container's
  * _content); anything else as it is.  Fits ck_pyval_unwrap_cb. */
 ck_py_t *ck_omc_unwrap(ck_py_t *p);

@@ -54,7 +54,11 @@
  *    int or str; IntegerNode: int(v) of an int or str; BooleanNode: a bool,
  *    an int != 0, or a str that is an int or yes/y/on/true/no/n/off/false;
  *    StringNode: str(v), so 1e5 becomes '100000.0'), or fail the job; None,
- *    '???' and interpolations go in any node;
+ *    '???' and interpolations go in any node; a change under a read-only
+ *    node (its flags or its parents') fails as OmegaConf's
+ *    ReadonlyConfigError, and so does a node made here (an AnyNode, an
+ *    untyped container) inside or in place of a typed container
+ *    (element_type int, key_type int: OmegaConf would make typed nodes);
  *  - a YAML string (exported packages): parsed, changed and emitted again
  *    with key order kept (comments are not kept);
  *  - a plain dict (Lightning's hyper_parameters).
@@ -657,6 +661,58 @@ static int apply_onto(ed_t *e, void *root, const ovr_t *o, void *have)
     return 1;
 }
 
+/*
+ * What OmegaConf refuses, or does otherwise, that a change here would do
+ * silently (a DictConfig's nodes only): any change under a read-only
+ * container or to a read-only node (ReadonlyConfigError), and a node made
+ * here -- an AnyNode, an untyped DictConfig or ListConfig -- in a typed
+ * container (Dict[str, int], List[float]: OmegaConf makes a typed node and
+ * converts the value, or refuses it) or in place of one.  The container c,
+ * the node old at the key (NULL when new), makes: 1 when a node is made.
+ * 0, or the job failed.
+ */
+/* 1 when setting o's value at old makes a new node (py_set's rule): old
+ * is no typed leaf, or an AnyNode given a collection. */
+static int makes_node(ed_t *e, ck_py_t *old, const ovr_t *o)
+{
+    const char *cls = e->omegaconf ? ck_omc_leaf_class(old) : NULL;
+
+    return cls == NULL ||
+           (o->value->kind != CK_YV_SCALAR && strcmp(cls, "AnyNode") == 0);
+}
+
+static int omc_guard(ed_t *e, const ovr_t *o, ck_py_t *c, ck_py_t *old,
+                     int makes)
+{
+    const char *elem, *kt;
+    char key[1024];
+
+    if (!e->omegaconf)
+        return 0;
+    dotted(o, key, sizeof(key));
+    if (ck_omc_readonly(c) || (old != NULL && ck_omc_readonly(old)))
+        return ck_job_fail(e->job, CK_EPLUGIN, "%s: '%s' is in a read-only "
+                           "config (OmegaConf refuses the change: "
+                           "ReadonlyConfigError)", o->line, key);
+    if (!makes)
+        return 0;
+    elem = ck_omc_typed(c, "element_type");
+    kt = old == NULL ? ck_omc_typed(c, "key_type") : NULL;
+    if (kt != NULL && strcmp(kt, "str") == 0)
+        kt = NULL;
+    if (elem == NULL && kt == NULL && old != NULL && o->value != NULL &&
+        o->value->kind != CK_YV_SCALAR)
+        elem = ck_omc_typed(old, "element_type"); /* a new container */
+    if (elem == NULL && kt == NULL)
+        return 0;
+    return ck_job_fail(e->job, CK_EPLUGIN, "%s: '%s' is in or replaces a "
+                       "typed container (%s %s): OmegaConf would make typed "
+                       "nodes, which ckprep does not; change its existing "
+                       "keys one by one", o->line, key,
+                       kt != NULL ? "key_type" : "element_type",
+                       kt != NULL ? kt : elem);
+}
+
 static int apply(ed_t *e, void *root, const ovr_t *o)
 {
     const kind_t *k = e->k;
@@ -675,6 +731,8 @@ static int apply(ed_t *e, void *root, const ovr_t *o)
             return ck_job_fail(e->job, CK_EPLUGIN, "%s: no key '%s' in %s",
                               o->line, o->path[d], e->config);
         if (idx < 0) {
+            if (omc_guard(e, o, cur, NULL, 1) < 0)
+                return ck_job_error(e->job);
             if (k->add(e, cur, o->path[d], NULL) < 0)
                 return ck_job_nomem(e->job);
             idx = k->find(e, cur, o->path[d]);
@@ -685,6 +743,8 @@ static int apply(ed_t *e, void *root, const ovr_t *o)
         if (idx < 0)
             return ck_job_fail(e->job, CK_EPLUGIN, "%s: no key '%s' to remove",
                               o->line, last);
+        if (omc_guard(e, o, cur, k->get(e, cur, idx), 0) < 0)
+            return ck_job_error(e->job);
         if (o->value != NULL && check_del(e, o, k->get(e, cur, idx)) < 0)
             return ck_job_error(e->job);
         report(e, o, "removed", k->get(e, cur, idx), 1);
@@ -694,9 +754,15 @@ static int apply(ed_t *e, void *root, const ovr_t *o)
     if (idx < 0 && o->op == OP_SET)
         return ck_job_fail(e->job, CK_EPLUGIN, "%s: no key '%s' in %s (use +%s "
                           "to add it)", o->line, last, e->config, o->line);
+    /* (a merge into a mapping guards each key it sets) */
+    if (omc_guard(e, o, cur, idx >= 0 ? k->get(e, cur, idx) : NULL, 0) < 0)
+        return ck_job_error(e->job);
     if (idx >= 0 && o->value->kind != CK_YV_SCALAR &&
         (rc = apply_onto(e, root, o, k->get(e, cur, idx))) <= 0)
         return rc;
+    if (omc_guard(e, o, cur, idx >= 0 ? k->get(e, cur, idx) : NULL,
+                  idx < 0 || makes_node(e, k->get(e, cur, idx), o)) < 0)
+        return ck_job_error(e->job);
     if (idx >= 0 && o->op == OP_ADD && o->value->kind == CK_YV_SCALAR)
         return ck_job_fail(e->job, CK_EPLUGIN, "%s: key '%s' already exists (use "
                           "++ to change it)", o->line, last);

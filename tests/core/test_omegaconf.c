@@ -105,6 +105,80 @@ static void test_build_and_read(void **state)
     assert_null(ck_omc_from_yval(&f->c, yaml(f, "1", 0), NULL, NULL));
 }
 
+/* The state of node's _metadata. */
+static ck_py_t *md_of(ck_py_t *node)
+{
+    ck_py_t *md = ck_py_map_get(ck_py_after(node)->state, "_metadata", NULL);
+
+    assert_non_null(md);
+    return ck_py_after(md)->state;
+}
+
+static void set_item(fx_t *f, ck_py_t *dict, const char *k, ck_py_t *v)
+{
+    size_t at;
+
+    assert_non_null(v);
+    if (ck_py_map_get(dict, k, &at) != NULL) {
+        dict->u.seq.v[2 * at + 1] = v;
+        return;
+    }
+    assert_int_equal(ck_py_vec_push(&f->a, &dict->u.seq,
+                                    ck_py_str(&f->a, k, strlen(k))), 0);
+    assert_int_equal(ck_py_vec_push(&f->a, &dict->u.seq, v), 0);
+}
+
+static ck_py_t *mk_bool(fx_t *f, int b)
+{
+    ck_py_t *p = ck_py_new(&f->a, CK_PY_BOOL);
+
+    assert_non_null(p);
+    p->b = (uint8_t)b;
+    return p;
+}
+
+/* OmegaConf's Node._get_flag("readonly") and a container's element_type. */
+static void test_readonly_and_typed(void **state)
+{
+    fx_t *f = *state;
+    ck_py_t *root = build(f, "a: {b: 1}\nc: 2\n"), *a, *b, *tup;
+    ck_py_vec_t *m = ck_omc_children(root, NULL);
+
+    a = m->v[1];
+    b = ck_omc_children(a, NULL)->v[1];
+    assert_false(ck_omc_readonly(b));
+    set_item(f, ck_py_map_get(md_of(root), "flags", NULL), "readonly",
+             mk_bool(f, 1));
+    assert_true(ck_omc_readonly(root));
+    assert_true(ck_omc_readonly(b));            /* from its parents */
+    assert_true(ck_omc_readonly(m->v[3]));
+    set_item(f, ck_py_map_get(md_of(a), "flags", NULL), "readonly",
+             mk_bool(f, 0));
+    assert_false(ck_omc_readonly(b));           /* a says otherwise */
+    set_item(f, ck_py_map_get(md_of(a), "flags", NULL), "readonly",
+             ck_py_new(&f->a, CK_PY_NONE));     /* None: not said */
+    assert_true(ck_omc_readonly(b));
+    set_item(f, md_of(a), "flags_root", mk_bool(f, 1));
+    assert_false(ck_omc_readonly(b));           /* the search stops at a */
+    assert_false(ck_omc_readonly(ck_omc_unwrap(b))); /* no node */
+
+    assert_null(ck_omc_typed(a, "element_type"));   /* typing.Any */
+    set_item(f, md_of(a), "element_type", ck_py_global(&f->a, "__builtin__",
+                                                       "long"));
+    assert_string_equal(ck_omc_typed(a, "element_type"), "int");
+    set_item(f, md_of(a), "key_type", ck_py_global(&f->a, "__builtin__",
+                                                   "unicode"));
+    assert_string_equal(ck_omc_typed(a, "key_type"), "str");
+    set_item(f, md_of(a), "element_type", ck_py_global(&f->a, "my", "Cls"));
+    assert_string_equal(ck_omc_typed(a, "element_type"), "Cls");
+    tup = ck_py_new(&f->a, CK_PY_REDUCE);       /* typing.Optional[int] */
+    set_item(f, md_of(a), "element_type", tup);
+    assert_string_equal(ck_omc_typed(a, "element_type"), "a typing construct");
+    set_item(f, md_of(a), "element_type", ck_py_new(&f->a, CK_PY_NONE));
+    assert_null(ck_omc_typed(a, "element_type"));
+    assert_null(ck_omc_typed(b, "element_type"));  /* a leaf says none */
+}
+
 static void test_pickle_round_trip(void **state)
 {
     fx_t *f = *state;
@@ -194,6 +268,7 @@ static void test_eq_unwraps(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_readonly_and_typed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_build_and_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pickle_round_trip, setup,
                                         teardown),

@@ -146,6 +146,74 @@ def config_set_mapping_as_hydra():
         check_dictconfig(out, cfg)
 
 
+def typed_ro_cfg():
+    """A DictConfig with typed containers (Dict[str, int], List[int]), a
+    read-only part and a free one, in struct mode."""
+    from omegaconf import DictConfig, ListConfig
+    c = OmegaConf.create({"opt": DictConfig({"a": 1}, element_type=int),
+                          "l": ListConfig([1, 2], element_type=int),
+                          "ro": {"x": 1, "sub": {"y": 2}}, "free": {"z": 1}})
+    OmegaConf.set_readonly(c.ro, True)
+    OmegaConf.set_struct(c, True)
+    return c
+
+
+TYPED_RO = [  # (override, its value as Hydra parses it, a word of ckprep's refusal)
+    ("opt.a=5", 5, None),
+    ("opt.a=x", "x", "not a valid value"),
+    ("++opt.c=x", "x", "typed container"),
+    ("ro.x=2", 2, "read-only"),
+    ("ro.sub.y=3", 3, "read-only"),
+    ("++ro.new=1", 1, "read-only"),
+    ("ro={x: 5}", {"x": 5}, "read-only"),
+    ("++free.q=1", 1, None),
+    ("free.z=[1, 2]", [1, 2], None),
+    ("opt=5", 5, None),
+]
+
+
+@test
+def config_readonly_and_typed_containers():
+    """what OmegaConf refuses is refused, never done silently: a change in a
+    read-only part (ReadonlyConfigError, ~key too), a value a typed
+    container's element type refuses (ValidationError); and where OmegaConf
+    would make typed nodes -- a new key in Dict[str, int], a list onto a
+    List[int] -- ckprep, which makes untyped ones, refuses instead of
+    writing what OmegaConf would not.  The rest is what Hydra gives."""
+    inp = os.path.join(E.fresh("typed"), "typed.th")
+    torch.save({"xp.cfg": typed_ro_cfg(), "model": {"w": torch.ones(2)}}, inp)
+    for line, value, word in TYPED_RO:
+        cfg = typed_ro_cfg()
+        err = hydra_apply(cfg, line, value)
+        check((err is None) == (word is None),
+              f"{line}: Hydra {'raises ' + repr(err) if err else 'accepts it'}; the case says otherwise")
+        conf = chain1("config_override", [("set", line)])
+        if err is not None:
+            E.fails(conf, inp, word)
+            continue
+        out = load(E.ok(conf, inp).out)["xp.cfg"]
+        check(OmegaConf.to_container(out, resolve=False) == OmegaConf.to_container(cfg, resolve=False),
+              f"{line}: {OmegaConf.to_container(out, resolve=False)} != Hydra's "
+              f"{OmegaConf.to_container(cfg, resolve=False)}")
+        check(OmegaConf.is_readonly(out.ro), f"{line}: ro is no longer read-only")
+        if line != "opt=5":
+            check(out.opt._metadata.element_type is int, f"{line}: opt lost its element type")
+    cfg = typed_ro_cfg()
+    try:
+        del cfg.ro["x"]
+        raise Fail("OmegaConf removed a key of a read-only config")
+    except Fail:
+        raise
+    except Exception:  # noqa: BLE001 -- ReadonlyConfigError
+        pass
+    E.fails(chain1("config_override", [("set", "~ro.x")]), inp, "read-only")
+    # where OmegaConf makes typed nodes ckprep refuses (a documented limit)
+    for line, value in (("++opt.b=3", 3), ("l=[3, 4]", [3, 4])):
+        cfg = typed_ro_cfg()
+        check(hydra_apply(cfg, line, value) is None, f"{line}: Hydra refuses it")
+        E.fails(chain1("config_override", [("set", line)]), inp, "typed container")
+
+
 @test
 def config_yaml_hydra_differences():
     """values YAML and Hydra's grammar read differently fail the job at
