@@ -375,7 +375,21 @@ static ck_py_t *int_from_le(rd_t *r, const uint8_t *b, size_t n)
 static int utf8_valid(const uint8_t *s, size_t n)
 {
     for (size_t i = 0; i < n;) {
-        int k = ck_utf8_len(s + i, n - i, 1);
+        uint64_t w;
+        int k;
+
+        if (n - i >= 8) {   /* eight ASCII bytes at a time */
+            memcpy(&w, s + i, 8);
+            if ((w & 0x8080808080808080u) == 0) {
+                i += 8;
+                continue;
+            }
+        }
+        if (s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        k = ck_utf8_len(s + i, n - i, 1);
 
         if (k == 0)
             return 0;

@@ -155,8 +155,13 @@ static int name_ok(const char *s, size_t n)
     }
     /* printable UTF-8, no control bytes */
     while (i < n) {
-        int k = ck_utf8_len(u + i, n - i, 0);
+        int k;
 
+        if (u[i] >= 0x20 && u[i] < 0x7f) {  /* printable ASCII */
+            i++;
+            continue;
+        }
+        k = ck_utf8_len(u + i, n - i, 0);
         if (k == 0 || u[i] < 0x20 || u[i] == 0x7f)
             return 0;
         i += (size_t)k;
