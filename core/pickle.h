@@ -201,7 +201,8 @@ static inline const ck_py_after_t *ck_py_after(const ck_py_t *p)
     return p->u.o.after != NULL ? p->u.o.after : &ck_py_after_none;
 }
 
-/* The same to change, made in a on first use; NULL when out of memory. */
+/* The same to change, made in a on first use; NULL when out of memory,
+ * or for a value node (CK_PY_F_VALUE), which nothing may change. */
 ck_py_after_t *ck_py_after_make(ck_arena_t *a, ck_py_t *p);
 
 /*

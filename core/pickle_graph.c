@@ -212,6 +212,8 @@ int ck_py_global_is(const ck_py_t *p, const char *module, const char *name)
 
 ck_py_after_t *ck_py_after_make(ck_arena_t *a, ck_py_t *p)
 {
+    if (p->flags & CK_PY_F_VALUE)
+        return NULL;    /* shared by many places: never changed */
     if (p->u.o.after == NULL)
         p->u.o.after = ck_arena_alloc(a, sizeof(*p->u.o.after));
     return p->u.o.after;
