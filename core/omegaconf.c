@@ -211,9 +211,11 @@ static ck_py_t *newobj(ck_arena_t *a, ck_py_t *cls, ck_py_t *state)
     return o->u.o.args ? o : NULL;
 }
 
-/* OmegaConf's Metadata or ContainerMetadata for a new node. */
+/* OmegaConf's Metadata or ContainerMetadata for a new node; elem (a
+ * leaf's only) the element type of its typed container: ref_type and
+ * object_type, not optional, as _maybe_wrap makes an element's node. */
 static ck_py_t *metadata(const ck_omc_ctx_t *c, ck_py_t *key, int container,
-                         int list)
+                         int list, ck_py_t *elem)
 {
     ck_arena_t *a = c->a;
     ck_py_t *st = ck_py_new(a, CK_PY_DICT), *rc, *args, *t, *f;
@@ -227,13 +229,14 @@ static ck_py_t *metadata(const ck_omc_ctx_t *c, ck_py_t *key, int container,
         any == NULL ||
         ck_py_vec_push(a, &args->u.seq, g(c, "__builtin__", "dict")) < 0)
         return NULL;
-    t->b = 1;
+    t->b = elem == NULL;
     rc->u.o.fn = g(c, "collections", "defaultdict");
     rc->u.o.args = args;
-    if (dict_set(a, st, "ref_type", any) < 0 ||
+    if (dict_set(a, st, "ref_type", elem != NULL ? elem : any) < 0 ||
         dict_set(a, st, "object_type",
-                 container ? g(c, "__builtin__", list ? "list" : "dict")
-                           : ck_py_new(a, CK_PY_NONE)) < 0 ||
+                 elem != NULL ? elem
+                 : container ? g(c, "__builtin__", list ? "list" : "dict")
+                             : ck_py_new(a, CK_PY_NONE)) < 0 ||
         dict_set(a, st, "optional", t) < 0 || dict_set(a, st, "key", key) < 0 ||
         dict_set(a, st, "flags", ck_py_new(a, CK_PY_DICT)) < 0 ||
         dict_set(a, st, "flags_root", f) < 0 ||
@@ -250,6 +253,40 @@ static ck_py_t *metadata(const ck_omc_ctx_t *c, ck_py_t *key, int container,
                   st);
 }
 
+int ck_omc_typed_leaf(const ck_omc_ctx_t *c, ck_py_t *container,
+                      const ck_pyval_t *t, ck_py_t *key, ck_py_t **out)
+{
+    static const char *const cls[][2] = {
+        { "int", "IntegerNode" }, { "float", "FloatNode" },
+        { "bool", "BooleanNode" }, { "str", "StringNode" },
+    };
+    const char *type = ck_omc_typed(container, "element_type");
+    ck_py_t *st, *val, *node, *elem;
+    size_t i;
+    int rc;
+
+    for (i = 0; type != NULL && i < CK_ARRAY_SIZE(cls); i++)
+        if (strcmp(type, cls[i][0]) == 0)
+            break;
+    if (type == NULL || i == CK_ARRAY_SIZE(cls))
+        return CK_EUNSUPPORTED;
+    if (t->t == CK_PV_NULL)
+        return 1;   /* an element of Dict[str, int] is not Optional */
+    if ((rc = ck_omc_leaf_value(c->a, cls[i][1], t, &val)) != 0)
+        return rc;
+    elem = ck_py_map_get(md_state(container), "element_type", NULL);
+    st = ck_py_new(c->a, CK_PY_DICT);
+    node = st != NULL ? newobj(c->a, g(c, "omegaconf.nodes", cls[i][1]), st)
+                      : NULL;
+    if (node == NULL ||
+        dict_set(c->a, st, "_metadata", metadata(c, key, 0, 0, elem)) < 0 ||
+        dict_set(c->a, st, "_parent", container) < 0 ||
+        dict_set(c->a, st, "_val", val) < 0)
+        return CK_ENOMEM;
+    *out = node;
+    return 0;
+}
+
 ck_py_t *ck_omc_from_yval(const ck_omc_ctx_t *c, const ck_yval_t *v,
                           ck_py_t *key, ck_py_t *parent)
 {
@@ -263,7 +300,7 @@ ck_py_t *ck_omc_from_yval(const ck_omc_ctx_t *c, const ck_yval_t *v,
     if (v->kind == CK_YV_SCALAR) {
         node = newobj(a, g(c, "omegaconf.nodes", "AnyNode"), st);
         if (node == NULL ||
-            dict_set(a, st, "_metadata", metadata(c, key, 0, 0)) < 0 ||
+            dict_set(a, st, "_metadata", metadata(c, key, 0, 0, NULL)) < 0 ||
             dict_set(a, st, "_parent", parent) < 0 ||
             dict_set(a, st, "_val",
                      ck_pyval_py(a, ck_yval_type(a, v))) < 0)
@@ -276,7 +313,7 @@ ck_py_t *ck_omc_from_yval(const ck_omc_ctx_t *c, const ck_yval_t *v,
                   st);
     content = ck_py_new(a, seq ? CK_PY_LIST : CK_PY_DICT);
     if (node == NULL || content == NULL ||
-        dict_set(a, st, "_metadata", metadata(c, key, 1, seq)) < 0 ||
+        dict_set(a, st, "_metadata", metadata(c, key, 1, seq, NULL)) < 0 ||
         dict_set(a, st, "_parent", parent) < 0 ||
         dict_set(a, st, "_content", content) < 0)
         return NULL;

@@ -90,6 +90,18 @@ ck_py_t *ck_omc_from_yval(const ck_omc_ctx_t *c, const ck_yval_t *v,
                           ck_py_t *key, ck_py_t *parent);
 
 /*
+ * A new element of a typed container (a DictConfig or ListConfig whose
+ * element_type is int, float, bool or str), as OmegaConf's _maybe_wrap
+ * makes it: an IntegerNode, FloatNode, BooleanNode or StringNode holding t
+ * converted (see ck_omc_leaf_value), its Metadata's ref_type and
+ * object_type the element type, not optional, key, _parent the container.
+ * Returns 0 with *out set, 1 when OmegaConf refuses the value (None
+ * included), CK_EUNSUPPORTED for another element type, CK_ENOMEM.
+ */
+int ck_omc_typed_leaf(const ck_omc_ctx_t *c, ck_py_t *container,
+                      const ck_pyval_t *t, ck_py_t *key, ck_py_t **out);
+
+/*
  * The _val a typed leaf of class cls takes for t (NULL: a collection),
  * converted as OmegaConf 2.2 converts (FloatNode: float(v) of an int or
  * str; IntegerNode: int(v) of an int or str; BooleanNode: a bool, an int

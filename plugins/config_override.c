@@ -56,9 +56,11 @@
  *    StringNode: str(v), so 1e5 becomes '100000.0'), or fail the job; None,
  *    '???' and interpolations go in any node; a change under a read-only
  *    node (its flags or its parents') fails as OmegaConf's
- *    ReadonlyConfigError, and so does a node made here (an AnyNode, an
- *    untyped container) inside or in place of a typed container
- *    (element_type int, key_type int: OmegaConf would make typed nodes);
+ *    ReadonlyConfigError; a new key of a typed container (element_type
+ *    int, float, bool or str) gets the typed node OmegaConf makes
+ *    (IntegerNode, ...; not optional), converted as above; any other node
+ *    made here (an AnyNode, an untyped container) inside or in place of a
+ *    typed container fails the job (OmegaConf would make typed nodes);
  *  - a YAML string (exported packages): parsed, changed and emitted again
  *    with key order kept (comments are not kept);
  *  - a plain dict (Lightning's hyper_parameters).
@@ -425,7 +427,20 @@ static int py_add(ed_t *e, void *c, const char *k, ck_yval_t *v)
     ck_yval_t empty = { .kind = CK_YV_MAP };
     ck_py_vec_t *m = py_pairs(e, c);
     ck_py_t *key = ck_py_str(e->a, k, strlen(k));
-    ck_py_t *x = make_value(e, v != NULL ? v : &empty, key, c);
+    ck_py_t *x = NULL;
+
+    /* a scalar into a typed container: its typed node (omc_guard has
+     * checked that OmegaConf takes the value) */
+    if (e->omegaconf && v != NULL && v->kind == CK_YV_SCALAR &&
+        ck_omc_typed(c, "element_type") != NULL) {
+        const ck_pyval_t *t = ck_yval_type(e->a, v);
+
+        if (t == NULL || key == NULL ||
+            ck_omc_typed_leaf(&e->omc, c, t, key, &x) != 0)
+            return CK_ENOMEM;
+    } else {
+        x = make_value(e, v != NULL ? v : &empty, key, c);
+    }
 
     if (key == NULL || x == NULL || ck_py_vec_push(e->a, m, key) < 0 ||
         ck_py_vec_push(e->a, m, x) < 0)
@@ -667,8 +682,10 @@ static int apply_onto(ed_t *e, void *root, const ovr_t *o, void *have)
  * container or to a read-only node (ReadonlyConfigError), and a node made
  * here -- an AnyNode, an untyped DictConfig or ListConfig -- in a typed
  * container (Dict[str, int], List[float]: OmegaConf makes a typed node and
- * converts the value, or refuses it) or in place of one.  The container c,
- * the node old at the key (NULL when new), makes: 1 when a node is made.
+ * converts the value, or refuses it) or in place of one -- but for a
+ * scalar as a new key of a container of int, float, bool or str, which
+ * gets its typed node (py_add).  The container c, the node old at the key
+ * (NULL when new), makes: 1 when a node is made, 2 when it is o's scalar.
  * 0, or the job failed.
  */
 /* 1 when setting o's value at old makes a new node (py_set's rule): old
@@ -686,6 +703,8 @@ static int omc_guard(ed_t *e, const ovr_t *o, ck_py_t *c, ck_py_t *old,
 {
     const char *elem, *kt;
     char key[1024];
+    ck_py_t *leaf;
+    int rc;
 
     if (!e->omegaconf)
         return 0;
@@ -700,6 +719,22 @@ static int omc_guard(ed_t *e, const ovr_t *o, ck_py_t *c, ck_py_t *old,
     kt = old == NULL ? ck_omc_typed(c, "key_type") : NULL;
     if (kt != NULL && strcmp(kt, "str") == 0)
         kt = NULL;
+    if (elem != NULL && kt == NULL && old == NULL && makes == 2) {
+        /* a scalar as a new key of Dict[str, int]: its typed node, or
+         * OmegaConf's refusal */
+        rc = ck_omc_typed_leaf(&e->omc, c, ck_yval_type(e->a, o->value),
+                               ck_py_new(e->a, CK_PY_NONE), &leaf);
+        if (rc == 1)
+            return ck_job_fail(e->job, CK_EPLUGIN, "%s: '%s' is not a valid "
+                               "value for an element of the typed container "
+                               "at '%s' (element_type %s: OmegaConf raises "
+                               "ValidationError)", o->line, o->value->text,
+                               key, elem);
+        if (rc == CK_ENOMEM)
+            return ck_job_nomem(e->job);
+        if (rc == 0)
+            return 0;
+    }
     if (elem == NULL && kt == NULL && old != NULL && o->value != NULL &&
         o->value->kind != CK_YV_SCALAR)
         elem = ck_omc_typed(old, "element_type"); /* a new container */
@@ -761,7 +796,8 @@ static int apply(ed_t *e, void *root, const ovr_t *o)
         (rc = apply_onto(e, root, o, k->get(e, cur, idx))) <= 0)
         return rc;
     if (omc_guard(e, o, cur, idx >= 0 ? k->get(e, cur, idx) : NULL,
-                  idx < 0 || makes_node(e, k->get(e, cur, idx), o)) < 0)
+                  idx < 0 ? (o->value->kind == CK_YV_SCALAR ? 2 : 1)
+                          : makes_node(e, k->get(e, cur, idx), o)) < 0)
         return ck_job_error(e->job);
     if (idx >= 0 && o->op == OP_ADD && o->value->kind == CK_YV_SCALAR)
         return ck_job_fail(e->job, CK_EPLUGIN, "%s: key '%s' already exists (use "

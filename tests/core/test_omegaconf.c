@@ -179,6 +179,38 @@ static void test_readonly_and_typed(void **state)
     assert_null(ck_omc_typed(b, "element_type"));  /* a leaf says none */
 }
 
+/* A new element of Dict[str, int]: an IntegerNode as _maybe_wrap makes it. */
+static void test_typed_leaf(void **state)
+{
+    fx_t *f = *state;
+    ck_py_t *root = build(f, "a: {b: 1}\n"), *a, *elem, *leaf, *st;
+    ck_py_t *key = ck_py_str(&f->a, "k", 1);
+    ck_pyval_t t = { .t = CK_PV_STR, .s = "12", .n = 2 };
+    ck_pyval_t none = { .t = CK_PV_NULL };
+
+    a = ck_omc_children(root, NULL)->v[1];
+    assert_int_equal(ck_omc_typed_leaf(&f->c, a, &t, key, &leaf),
+                     CK_EUNSUPPORTED);              /* typing.Any */
+    elem = ck_py_global(&f->a, "__builtin__", "long");
+    set_item(f, md_of(a), "element_type", elem);
+    assert_int_equal(ck_omc_typed_leaf(&f->c, a, &t, key, &leaf), 0);
+    assert_string_equal(ck_omc_leaf_class(leaf), "IntegerNode");
+    assert_int_equal(ck_omc_unwrap(leaf)->u.i.v, 12);   /* int('12') */
+    assert_ptr_equal(ck_omc_key(leaf), key);
+    st = ck_py_after(leaf)->state;
+    assert_ptr_equal(ck_py_map_get(st, "_parent", NULL), a);
+    assert_ptr_equal(ck_py_map_get(md_of(leaf), "ref_type", NULL), elem);
+    assert_ptr_equal(ck_py_map_get(md_of(leaf), "object_type", NULL), elem);
+    assert_false(ck_py_map_get(md_of(leaf), "optional", NULL)->b);
+    t.s = "x";
+    t.n = 1;
+    assert_int_equal(ck_omc_typed_leaf(&f->c, a, &t, key, &leaf), 1);
+    assert_int_equal(ck_omc_typed_leaf(&f->c, a, &none, key, &leaf), 1);
+    set_item(f, md_of(a), "element_type", ck_py_global(&f->a, "my", "Cls"));
+    assert_int_equal(ck_omc_typed_leaf(&f->c, a, &t, key, &leaf),
+                     CK_EUNSUPPORTED);
+}
+
 static void test_pickle_round_trip(void **state)
 {
     fx_t *f = *state;
@@ -269,6 +301,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_readonly_and_typed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_typed_leaf, setup, teardown),
         cmocka_unit_test_setup_teardown(test_build_and_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pickle_round_trip, setup,
                                         teardown),

@@ -161,7 +161,13 @@ def typed_ro_cfg():
 TYPED_RO = [  # (override, its value as Hydra parses it, a word of ckprep's refusal)
     ("opt.a=5", 5, None),
     ("opt.a=x", "x", "not a valid value"),
-    ("++opt.c=x", "x", "typed container"),
+    ("++opt.b=3", 3, None),
+    ("++opt.b='7'", "7", None),
+    ("+opt.b=${free.z}", "${free.z}", None),
+    ("++opt.c=x", "x", "not a valid value"),
+    ("++opt.c=1.5", 1.5, "not a valid value"),
+    ("++opt.c=null", None, "not a valid value"),
+    ("++opt.c={d: 1}", {"d": 1}, "typed container"),
     ("ro.x=2", 2, "read-only"),
     ("ro.sub.y=3", 3, "read-only"),
     ("++ro.new=1", 1, "read-only"),
@@ -176,10 +182,11 @@ TYPED_RO = [  # (override, its value as Hydra parses it, a word of ckprep's refu
 def config_readonly_and_typed_containers():
     """what OmegaConf refuses is refused, never done silently: a change in a
     read-only part (ReadonlyConfigError, ~key too), a value a typed
-    container's element type refuses (ValidationError); and where OmegaConf
-    would make typed nodes -- a new key in Dict[str, int], a list onto a
-    List[int] -- ckprep, which makes untyped ones, refuses instead of
-    writing what OmegaConf would not.  The rest is what Hydra gives."""
+    container's element type refuses (ValidationError); a new key of a
+    Dict[str, int] gets OmegaConf's IntegerNode; where OmegaConf would make
+    a typed container (a mapping into Dict[str, int], a list onto a
+    List[int]) ckprep refuses instead of writing an untyped one.  The rest
+    is what Hydra gives."""
     inp = os.path.join(E.fresh("typed"), "typed.th")
     torch.save({"xp.cfg": typed_ro_cfg(), "model": {"w": torch.ones(2)}}, inp)
     for line, value, word in TYPED_RO:
@@ -198,6 +205,12 @@ def config_readonly_and_typed_containers():
         check(OmegaConf.is_readonly(out.ro), f"{line}: ro is no longer read-only")
         if line != "opt=5":
             check(out.opt._metadata.element_type is int, f"{line}: opt lost its element type")
+            for k in cfg.opt.keys():  # typed nodes as OmegaConf makes them
+                got, want = out.opt._get_node(k), cfg.opt._get_node(k)
+                check(type(got) is type(want) and got._metadata == want._metadata,
+                      f"{line}: opt.{k} is {type(got).__name__} {got._metadata}, "
+                      f"OmegaConf's {type(want).__name__} {want._metadata}")
+                check(got._get_parent() is out.opt, f"{line}: opt.{k}'s _parent")
     cfg = typed_ro_cfg()
     try:
         del cfg.ro["x"]
@@ -207,8 +220,8 @@ def config_readonly_and_typed_containers():
     except Exception:  # noqa: BLE001 -- ReadonlyConfigError
         pass
     E.fails(chain1("config_override", [("set", "~ro.x")]), inp, "read-only")
-    # where OmegaConf makes typed nodes ckprep refuses (a documented limit)
-    for line, value in (("++opt.b=3", 3), ("l=[3, 4]", [3, 4])):
+    # where OmegaConf makes typed containers ckprep refuses (a documented limit)
+    for line, value in (("l=[3, 4]", [3, 4]),):
         cfg = typed_ro_cfg()
         check(hydra_apply(cfg, line, value) is None, f"{line}: Hydra refuses it")
         E.fails(chain1("config_override", [("set", line)]), inp, "typed container")
