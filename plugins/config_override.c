@@ -57,8 +57,9 @@
  *    '???' and interpolations go in any node; a change under a read-only
  *    node (its flags or its parents') fails as OmegaConf's
  *    ReadonlyConfigError; a new key of a typed container (element_type
- *    int, float, bool or str) gets the typed node OmegaConf makes
- *    (IntegerNode, ...; not optional), converted as above; any other node
+ *    int, float, bool or str), and each item of a list set onto a typed
+ *    ListConfig (which keeps its metadata), gets the typed node OmegaConf
+ *    makes (IntegerNode, ...; not optional), converted as above; any other node
  *    made here (an AnyNode, an untyped container) inside or in place of a
  *    typed container fails the job (OmegaConf would make typed nodes);
  *  - a YAML string (exported packages): parsed, changed and emitted again
@@ -464,6 +465,63 @@ static int optional(ck_py_t *node)
  * A typed leaf converts the value as OmegaConf does or refuses it; an
  * AnyNode takes a collection as a new container node, as does a plain dict.
  */
+/* 1 when v, a list of scalars, goes onto old, a typed ListConfig
+ * (List[int]): OmegaConf keeps the node and makes its elements typed. */
+static int typed_list(ed_t *e, ck_py_t *old, const ck_yval_t *v)
+{
+    if (!e->omegaconf || v->kind != CK_YV_SEQ || !ck_omc_is(old, "ListConfig") ||
+        ck_omc_typed(old, "element_type") == NULL)
+        return 0;
+    for (size_t i = 0; i < v->n; i++)
+        if (v->v[i]->kind != CK_YV_SCALAR)
+            return 0;
+    return 1;
+}
+
+/*
+ * The typed ListConfig old given the items of v (typed_list), as
+ * OmegaConf.update merges a list into it: its metadata kept, its content
+ * new typed nodes.  0; 1 when OmegaConf refuses an item (the typed leaf's
+ * refusal), CK_EUNSUPPORTED for an element type with no leaf class,
+ * CK_ENOMEM.
+ */
+static int typed_items(ed_t *e, ck_py_t *old, const ck_yval_t *v,
+                       ck_py_t **list)
+{
+    ck_py_t *l = ck_py_new(e->a, CK_PY_LIST), *x;
+    int rc;
+
+    if (l == NULL || ck_py_vec_reserve(e->a, &l->u.seq, v->n) < 0)
+        return CK_ENOMEM;
+    for (size_t i = 0; i < v->n; i++) {
+        const ck_pyval_t *t = ck_yval_type(e->a, v->v[i]);
+
+        if (t == NULL)
+            return CK_ENOMEM;
+        rc = ck_omc_typed_leaf(&e->omc, old, t,
+                               ck_py_int(e->a, (int64_t)i), &x);
+        if (rc != 0)
+            return rc;
+        l->u.seq.v[l->u.seq.n++] = x;
+    }
+    *list = l;
+    return 0;
+}
+
+static int set_typed_list(ed_t *e, ck_py_t *old, const ck_yval_t *v)
+{
+    ck_py_t *l = NULL, *st = ck_py_after(old)->state;
+    size_t at;
+    int rc = typed_items(e, old, v, &l);
+
+    if (rc != 0)    /* omc_guard checked the items */
+        return CK_ENOMEM;
+    if (ck_py_map_get(st, "_content", &at) == NULL)
+        return CK_ENOMEM;
+    ck_py_mapping(st)->v[2 * at + 1] = l;
+    return 0;
+}
+
 static int py_set(ed_t *e, void *c, int idx, const ovr_t *o)
 {
     ck_py_vec_t *m = py_pairs(e, c), *st;
@@ -473,6 +531,8 @@ static int py_set(ed_t *e, void *c, int idx, const ovr_t *o)
     const ck_pyval_t *t;
     size_t at;
 
+    if (typed_list(e, old, o->value))
+        return set_typed_list(e, old, o->value);
     if (cls == NULL || (!scalar && strcmp(cls, "AnyNode") == 0)) {
         m->v[2 * idx + 1] = make_value(e, o->value, m->v[2 * idx], c);
         return m->v[2 * idx + 1] != NULL ? 0 : CK_ENOMEM;
@@ -730,6 +790,20 @@ static int omc_guard(ed_t *e, const ovr_t *o, ck_py_t *c, ck_py_t *old,
                                "at '%s' (element_type %s: OmegaConf raises "
                                "ValidationError)", o->line, o->value->text,
                                key, elem);
+        if (rc == CK_ENOMEM)
+            return ck_job_nomem(e->job);
+        if (rc == 0)
+            return 0;
+    }
+    if (elem == NULL && kt == NULL && old != NULL && typed_list(e, old, o->value)) {
+        /* a list onto a List[int]: its items typed, or OmegaConf's refusal */
+        rc = typed_items(e, old, o->value, &leaf);
+        if (rc == 1)
+            return ck_job_fail(e->job, CK_EPLUGIN, "%s: an item is not a "
+                               "valid value for the typed list at '%s' "
+                               "(element_type %s: OmegaConf raises "
+                               "ValidationError)", o->line, key,
+                               ck_omc_typed(old, "element_type"));
         if (rc == CK_ENOMEM)
             return ck_job_nomem(e->job);
         if (rc == 0)
