@@ -243,7 +243,7 @@ typedef struct {
     pthread_t t;
 } fp_job_t;
 
-enum { FP_CHUNK = 1 << 20 };
+enum { FP_CHUNK = 1 << 20, FP_THREAD_MIN = 4 << 20 };
 
 static void *fp_run(void *arg)
 {
@@ -287,7 +287,10 @@ static int fp_start(fp_job_t *f, ck_ckpt_t *c, const uint8_t *pkl, size_t n,
     f->buf = ck_malloc(FP_CHUNK);
     if (f->buf == NULL)
         return ck_err_set(err, CK_ENOMEM, "out of memory");
-    f->started = pthread_create(&f->t, NULL, fp_run, f) == 0;
+    /* a small file's digest costs less than a thread (the daemon's
+     * thousands of tiny checkpoints a second) */
+    f->started = n + c->zip.cd_size >= FP_THREAD_MIN &&
+                 pthread_create(&f->t, NULL, fp_run, f) == 0;
     if (!f->started)
         fp_run(f);
     return 0;

@@ -877,6 +877,42 @@ static void write_tensor_ckpt(fx_t *f, const char *cls, int numel, int offset,
     }
 }
 
+/*
+ * The input's fingerprint, made on a second thread for a big pickle and in
+ * line for a small one, is the one ck_ckpt_zip_fingerprint makes from the
+ * same bytes.
+ */
+static void test_fingerprint_threaded(void **state)
+{
+    fx_t *f = *state;
+    static const size_t sizes[] = { 5u << 20, 100 };
+
+    for (size_t k = 0; k < CK_ARRAY_SIZE(sizes); k++) {
+        size_t n = 7 + sizes[k] + 1;
+        uint8_t *pkl = malloc(n);
+        char ref[65];
+        rec_t r[2] = { { "t/data.pkl", pkl, n }, { "t/version", "3\n", 2 } };
+
+        assert_non_null(pkl);
+        memcpy(pkl, "\x80\x02X", 3);       /* PROTO 2, BINUNICODE */
+        for (int i = 0; i < 4; i++)
+            pkl[3 + i] = (uint8_t)(sizes[k] >> (8 * i));
+        memset(pkl + 7, 'a', sizes[k]);
+        pkl[n - 1] = '.';
+        write_zip(f->in, r, 2);
+        must_open(f, &f->c, f->in);
+        assert_int_equal(f->c.pk.root->kind, CK_PY_STR);
+        assert_int_equal(f->c.pk.root->u.s.n, sizes[k]);
+        assert_int_equal(ck_ckpt_zip_fingerprint(f->c.fd, f->c.st.size, pkl, n,
+                                                 f->c.zip.cd_off,
+                                                 f->c.zip.cd_size, ref,
+                                                 &f->err), 0);
+        assert_string_equal(f->c.fingerprint, ref);
+        ck_ckpt_close(&f->c);
+        free(pkl);
+    }
+}
+
 static void test_crafted_valid(void **state)
 {
     fx_t *f = *state;
@@ -1323,6 +1359,7 @@ int main(void)
         T(test_write_reopen),
         T(test_write_identical_pickle),
         T(test_write_pickle_over_later),
+        T(test_fingerprint_threaded),
         T(test_write_python_reads),
         T(test_write_after_edit),
         T(test_write_new_tensor),
