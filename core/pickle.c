@@ -945,6 +945,10 @@ static int op_stack(rd_t *r, int op)
         return pop_mark(r) < 0 ? CK_EFORMAT : 0;
     default: /* DUP */
         v = top(r);
+        if (v != NULL && (v->flags & CK_PY_F_VALUE)) {
+            r->reread = 1;  /* a second place for one object: no sharing */
+            return rd_fail(r, CK_EFORMAT, "a shared tuple duplicated");
+        }
         if (v != NULL && v == r->spare)
             r->spare_twice = 1;
         return v == NULL ? CK_EFORMAT : push(r, v);

@@ -769,7 +769,10 @@ static int omc_guard(ed_t *e, const ovr_t *o, ck_py_t *c, ck_py_t *old,
     if (!e->omegaconf)
         return 0;
     dotted(o, key, sizeof(key));
-    if (ck_omc_readonly(c) || (old != NULL && ck_omc_readonly(old)))
+    /* OmegaConf asks the container changed, and a leaf set in place; a
+     * read-only container replaced or removed in a writable one is not */
+    if (ck_omc_readonly(c) ||
+        (old != NULL && ck_omc_leaf_class(old) != NULL && ck_omc_readonly(old)))
         return ck_job_fail(e->job, CK_EPLUGIN, "%s: '%s' is in a read-only "
                            "config (OmegaConf refuses the change: "
                            "ReadonlyConfigError)", o->line, key);

@@ -379,6 +379,20 @@ static void test_read_value_tuples(void **state)
         assert_false(q->u.seq.v[i]->flags & CK_PY_F_VALUE);
     expect_write(f, q, b, nb);
 
+    /* DUP of a shared tuple: [t, t] with one t, as GET names it again */
+    {
+        static const char dup[] = "\x80\x02]q\x00(K\x01K\x02\x86q\x01" "2" "e.";
+        uint8_t *c;
+        size_t nc = py_dumps("(lambda t: [t, t])(tuple([1, 2]))", &c);
+
+        p = root_of(f, dup, sizeof(dup) - 1);
+        assert_seq(p, CK_PY_LIST, 2);
+        assert_ptr_equal(p->u.seq.v[0], p->u.seq.v[1]);
+        assert_false(p->u.seq.v[0]->flags & CK_PY_F_VALUE);
+        expect_write(f, p, c, nc);      /* BINGET, as CPython writes it */
+        ck_free(c);
+    }
+
     /* what torch.load would give is equal: a value node has no identity
      * to compare, on either side */
     p = root_of(f, a, na);

@@ -175,6 +175,8 @@ TYPED_RO = [  # (override, its value as Hydra parses it, a word of ckprep's refu
     ("ro.sub.y=3", 3, "read-only"),
     ("++ro.new=1", 1, "read-only"),
     ("ro={x: 5}", {"x": 5}, "read-only"),
+    ("ro={}", {}, None),
+    ("ro=5", 5, None),
     ("++free.q=1", 1, None),
     ("free.z=[1, 2]", [1, 2], None),
     ("opt=5", 5, None),
@@ -203,7 +205,8 @@ def config_readonly_and_typed_containers():
         check(OmegaConf.to_container(out, resolve=False) == OmegaConf.to_container(cfg, resolve=False),
               f"{line}: {OmegaConf.to_container(out, resolve=False)} != Hydra's "
               f"{OmegaConf.to_container(cfg, resolve=False)}")
-        check(OmegaConf.is_readonly(out.ro), f"{line}: ro is no longer read-only")
+        if line != "ro=5":  # (replaced in a writable root, as OmegaConf does)
+            check(OmegaConf.is_readonly(out.ro), f"{line}: ro is no longer read-only")
         if line != "opt=5":
             check(out.opt._metadata.element_type is int, f"{line}: opt lost its element type")
             for k in cfg.opt.keys():  # typed nodes as OmegaConf makes them
@@ -228,6 +231,13 @@ def config_readonly_and_typed_containers():
     except Exception:  # noqa: BLE001 -- ReadonlyConfigError
         pass
     E.fails(chain1("config_override", [("set", "~ro.x")]), inp, "read-only")
+    # a read-only container removed from a writable one: OmegaConf lets it
+    cfg = typed_ro_cfg()
+    with open_dict(cfg):
+        del cfg["ro"]
+    out = load(E.ok(chain1("config_override", [("set", "~ro")]), inp).out)["xp.cfg"]
+    check(OmegaConf.to_container(out) == OmegaConf.to_container(cfg),
+          f"~ro: {OmegaConf.to_container(out)} != OmegaConf's {OmegaConf.to_container(cfg)}")
     # OmegaConf 2.2 takes a container as an item of List[int] (unchecked);
     # ckprep refuses it rather than guess at the node to make
     cfg = typed_ro_cfg()
