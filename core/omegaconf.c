@@ -115,6 +115,18 @@ const char *ck_omc_typed(ck_py_t *c, const char *which)
     return t->u.g.name;
 }
 
+int ck_omc_structured(ck_py_t *c)
+{
+    ck_py_t *st, *ref;
+
+    if (!ck_omc_is(c, "DictConfig") && !ck_omc_is(c, "ListConfig"))
+        return 0;
+    st = md_state(c);
+    ref = st != NULL ? ck_py_map_get(st, "ref_type", NULL) : NULL;
+    return ref != NULL && ref->kind != CK_PY_NONE &&
+           !ck_py_global_is(ref, "typing", "Any");
+}
+
 ck_py_t *ck_omc_unwrap(ck_py_t *p)
 {
     ck_py_t *in;
@@ -253,6 +265,42 @@ static ck_py_t *metadata(const ck_omc_ctx_t *c, ck_py_t *key, int container,
                   st);
 }
 
+/* '???' (missing) and interpolations go in any node, as OmegaConf has it. */
+static int special_str(const ck_pyval_t *t)
+{
+    return t->t == CK_PV_STR && t->s != NULL &&
+           ((t->n == 3 && memcmp(t->s, "???", 3) == 0) ||
+            strstr(t->s, "${") != NULL);
+}
+
+int ck_omc_set_content(ck_arena_t *a, ck_py_t *c, const ck_pyval_t *t)
+{
+    ck_py_t *st = ck_py_after(c)->state, *opt, *v;
+    size_t at;
+
+    if (t->t == CK_PV_NULL) {
+        opt = ck_py_map_get(md_state(c), "optional", NULL);
+        if (opt == NULL || opt->kind != CK_PY_BOOL || !opt->b)
+            return 1;   /* not Optional[...] */
+    } else if (!special_str(t)) {
+        return 1;
+    }
+    if (ck_py_map_get(st, "_content", &at) == NULL)
+        return 1;       /* not a container as OmegaConf pickles one */
+    if (a == NULL)
+        return 0;       /* asked only */
+    if ((v = ck_pyval_py(a, t)) == NULL)
+        return CK_ENOMEM;
+    ck_py_mapping(st)->v[2 * at + 1] = v;
+    /* and its object_type None, as _set_value leaves it */
+    if (ck_py_map_get(md_state(c), "object_type", &at) != NULL) {
+        if ((v = ck_py_new(a, CK_PY_NONE)) == NULL)
+            return CK_ENOMEM;
+        ck_py_mapping(md_state(c))->v[2 * at + 1] = v;
+    }
+    return 0;
+}
+
 int ck_omc_typed_leaf(const ck_omc_ctx_t *c, ck_py_t *container,
                       const ck_pyval_t *t, ck_py_t *key, ck_py_t **out)
 {
@@ -335,14 +383,6 @@ ck_py_t *ck_omc_from_yval(const ck_omc_ctx_t *c, const ck_yval_t *v,
             return NULL;
     }
     return node;
-}
-
-/* '???' (missing) and interpolations go in any node, as OmegaConf has it. */
-static int special_str(const ck_pyval_t *t)
-{
-    return t->t == CK_PV_STR && t->s != NULL &&
-           ((t->n == 3 && memcmp(t->s, "???", 3) == 0) ||
-            strstr(t->s, "${") != NULL);
 }
 
 /* BooleanNode's reading of a str: 1 or 0, or -1 when it is none. */

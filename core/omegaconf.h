@@ -52,6 +52,24 @@ int ck_omc_readonly(ck_py_t *node);
  */
 const char *ck_omc_typed(ck_py_t *c, const char *which);
 
+/*
+ * 1 when c is a structured container: a DictConfig or ListConfig whose
+ * ref_type is not Any (a dataclass field typed List[int], Dict[str, int],
+ * a nested dataclass).  OmegaConf sets a scalar there with _set_value,
+ * into the node, not in place of it (ck_omc_set_content).
+ */
+int ck_omc_structured(ck_py_t *c);
+
+/*
+ * A scalar set on the structured container c as OmegaConf's _set_value
+ * sets it: None (when the field is Optional), '???' and an interpolation
+ * become its _content, the node and its metadata kept (object_type
+ * None, as OmegaConf leaves it).  0; 1 when
+ * OmegaConf refuses the value (ValidationError); CK_ENOMEM.  With a NULL
+ * arena it only says whether OmegaConf takes the value.
+ */
+int ck_omc_set_content(ck_arena_t *a, ck_py_t *c, const ck_pyval_t *t);
+
 /* The Python value behind an OmegaConf node (a leaf's _val, a container's
  * _content); anything else as it is.  Fits ck_pyval_unwrap_cb. */
 ck_py_t *ck_omc_unwrap(ck_py_t *p);

@@ -59,7 +59,10 @@
  *    ReadonlyConfigError; a new key of a typed container (element_type
  *    int, float, bool or str), and each item of a list set onto a typed
  *    ListConfig (which keeps its metadata), gets the typed node OmegaConf
- *    makes (IntegerNode, ...; not optional), converted as above; any other node
+ *    makes (IntegerNode, ...; not optional), converted as above; a scalar
+ *    onto a structured container (ref_type not Any: a dataclass schema's
+ *    List[int] field) goes into it as OmegaConf's _set_value puts it (null
+ *    when Optional, ???, an interpolation) or fails the job; any other node
  *    made here (an AnyNode, an untyped container) inside or in place of a
  *    typed container fails the job (OmegaConf would make typed nodes);
  *  - a YAML string (exported packages): parsed, changed and emitted again
@@ -533,6 +536,12 @@ static int py_set(ed_t *e, void *c, int idx, const ovr_t *o)
 
     if (typed_list(e, old, o->value))
         return set_typed_list(e, old, o->value);
+    if (e->omegaconf && scalar && ck_omc_structured(old)) {
+        /* into the node, as OmegaConf's _set_value (omc_guard checked) */
+        t = ck_yval_type(e->a, o->value);
+        return t != NULL && ck_omc_set_content(e->a, old, t) == 0 ? 0
+                                                                  : CK_ENOMEM;
+    }
     if (cls == NULL || (!scalar && strcmp(cls, "AnyNode") == 0)) {
         m->v[2 * idx + 1] = make_value(e, o->value, m->v[2 * idx], c);
         return m->v[2 * idx + 1] != NULL ? 0 : CK_ENOMEM;
@@ -754,6 +763,10 @@ static int makes_node(ed_t *e, ck_py_t *old, const ovr_t *o)
 {
     const char *cls = e->omegaconf ? ck_omc_leaf_class(old) : NULL;
 
+    if (e->omegaconf && o->value->kind == CK_YV_SCALAR &&
+        ck_omc_structured(old))
+        return 3;   /* set into the node (py_set) */
+
     return cls == NULL ||
            (o->value->kind != CK_YV_SCALAR && strcmp(cls, "AnyNode") == 0);
 }
@@ -776,6 +789,26 @@ static int omc_guard(ed_t *e, const ovr_t *o, ck_py_t *c, ck_py_t *old,
         return ck_job_fail(e->job, CK_EPLUGIN, "%s: '%s' is in a read-only "
                            "config (OmegaConf refuses the change: "
                            "ReadonlyConfigError)", o->line, key);
+    if (makes == 3) {
+        /* a scalar onto a structured container: null when Optional, ???,
+         * an interpolation, else OmegaConf's ValidationError */
+        const ck_pyval_t *t = ck_yval_type(e->a, o->value);
+
+        if (t == NULL)
+            return ck_job_nomem(e->job);
+        if (ck_omc_readonly(old))
+            return ck_job_fail(e->job, CK_EPLUGIN, "%s: '%s' is a read-only "
+                               "config (OmegaConf refuses the change: "
+                               "ReadonlyConfigError)", o->line, key);
+        rc = ck_omc_set_content(NULL, old, t);  /* asked only */
+        if (rc == 1)
+            return ck_job_fail(e->job, CK_EPLUGIN, "%s: '%s' is a structured "
+                               "container (a typed field): OmegaConf takes "
+                               "only null (when Optional), ??? or an "
+                               "interpolation there (ValidationError)",
+                               o->line, key);
+        return rc < 0 ? ck_job_nomem(e->job) : 0;
+    }
     if (!makes)
         return 0;
     elem = ck_omc_typed(c, "element_type");

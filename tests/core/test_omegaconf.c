@@ -211,6 +211,34 @@ static void test_typed_leaf(void **state)
                      CK_EUNSUPPORTED);
 }
 
+/* A scalar onto a structured container, as OmegaConf's _set_value. */
+static void test_structured_content(void **state)
+{
+    fx_t *f = *state;
+    ck_py_t *root = build(f, "a: {b: 1}\n"), *a, *st;
+    ck_pyval_t miss = { .t = CK_PV_STR, .s = "???", .n = 3 };
+    ck_pyval_t five = { .t = CK_PV_INT, .i = 5 };
+    ck_pyval_t none = { .t = CK_PV_NULL };
+
+    a = ck_omc_children(root, NULL)->v[1];
+    assert_false(ck_omc_structured(a));            /* ref_type Any */
+    set_item(f, md_of(a), "ref_type", ck_py_global(&f->a, "my", "Sub"));
+    assert_true(ck_omc_structured(a));
+    assert_false(ck_omc_structured(ck_omc_children(a, NULL)->v[1])); /* leaf */
+    st = ck_py_after(a)->state;
+    assert_int_equal(ck_omc_set_content(NULL, a, &five), 1);
+    assert_int_equal(ck_omc_set_content(NULL, a, &miss), 0);
+    assert_int_equal(ck_py_map_get(st, "_content", NULL)->kind, CK_PY_DICT);
+    assert_int_equal(ck_omc_set_content(&f->a, a, &miss), 0);
+    assert_true(ck_py_str_eq(ck_py_map_get(st, "_content", NULL), "???"));
+    assert_int_equal(ck_py_map_get(md_of(a), "object_type", NULL)->kind,
+                     CK_PY_NONE);
+    assert_int_equal(ck_omc_set_content(&f->a, a, &none), 0); /* optional */
+    assert_int_equal(ck_py_map_get(st, "_content", NULL)->kind, CK_PY_NONE);
+    set_item(f, md_of(a), "optional", mk_bool(f, 0));
+    assert_int_equal(ck_omc_set_content(&f->a, a, &none), 1);
+}
+
 static void test_pickle_round_trip(void **state)
 {
     fx_t *f = *state;
@@ -302,6 +330,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_readonly_and_typed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_typed_leaf, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_structured_content, setup, teardown),
         cmocka_unit_test_setup_teardown(test_build_and_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pickle_round_trip, setup,
                                         teardown),

@@ -146,6 +146,24 @@ def config_set_mapping_as_hydra():
         check_dictconfig(out, cfg)
 
 
+def as_hydra(case, cfg, conf, inp):
+    """One (override, value, refusal word) case on cfg, asked of Hydra first:
+    None when both refuse it; else ckprep's output config, checked equal to
+    Hydra's (cfg, changed)."""
+    line, value, word = case
+    err = hydra_apply(cfg, line, value)
+    check((err is None) == (word is None),
+          f"{line}: Hydra {'raises ' + repr(err) if err else 'accepts it'}; the case says otherwise")
+    if err is not None:
+        E.fails(conf, inp, word)
+        return None
+    out = load(E.ok(conf, inp).out)["xp.cfg"]
+    check(OmegaConf.to_container(out, resolve=False) == OmegaConf.to_container(cfg, resolve=False),
+          f"{line}: {OmegaConf.to_container(out, resolve=False)} != Hydra's "
+          f"{OmegaConf.to_container(cfg, resolve=False)}")
+    return out
+
+
 def typed_ro_cfg():
     """A DictConfig with typed containers (Dict[str, int], List[int]), a
     read-only part and a free one, in struct mode."""
@@ -192,19 +210,11 @@ def config_readonly_and_typed_containers():
     IntegerNodes.  The rest is what Hydra gives."""
     inp = os.path.join(E.fresh("typed"), "typed.th")
     torch.save({"xp.cfg": typed_ro_cfg(), "model": {"w": torch.ones(2)}}, inp)
-    for line, value, word in TYPED_RO:
-        cfg = typed_ro_cfg()
-        err = hydra_apply(cfg, line, value)
-        check((err is None) == (word is None),
-              f"{line}: Hydra {'raises ' + repr(err) if err else 'accepts it'}; the case says otherwise")
-        conf = chain1("config_override", [("set", line)])
-        if err is not None:
-            E.fails(conf, inp, word)
+    for case in TYPED_RO:
+        line, cfg = case[0], typed_ro_cfg()
+        out = as_hydra(case, cfg, chain1("config_override", [("set", line)]), inp)
+        if out is None:
             continue
-        out = load(E.ok(conf, inp).out)["xp.cfg"]
-        check(OmegaConf.to_container(out, resolve=False) == OmegaConf.to_container(cfg, resolve=False),
-              f"{line}: {OmegaConf.to_container(out, resolve=False)} != Hydra's "
-              f"{OmegaConf.to_container(cfg, resolve=False)}")
         if line != "ro=5":  # (replaced in a writable root, as OmegaConf does)
             check(OmegaConf.is_readonly(out.ro), f"{line}: ro is no longer read-only")
         if line != "opt=5":
@@ -243,6 +253,72 @@ def config_readonly_and_typed_containers():
     cfg = typed_ro_cfg()
     check(hydra_apply(cfg, "l=[[1]]", [[1]]) is None, "Hydra now refuses l=[[1]]")
     E.fails(chain1("config_override", [("set", "l=[[1]]")]), inp, "typed container")
+
+
+SCHEMA = """
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+
+@dataclass
+class Sub:
+    y: int = 2
+
+
+@dataclass
+class Schema:
+    l: List[int] = field(default_factory=lambda: [1, 2])
+    d: Dict[str, int] = field(default_factory=lambda: {"a": 1})
+    ol: Optional[List[int]] = None
+    sub: Sub = field(default_factory=Sub)
+    x: int = 3
+"""
+
+STRUCTURED = [  # (override, its value as Hydra parses it, a word of ckprep's refusal)
+    ("l=5", 5, "structured container"),
+    ("d=5", 5, "structured container"),
+    ("sub=5", 5, "structured container"),
+    ("sub=null", None, "structured container"),
+    ("d=null", None, "structured container"),
+    ("ol=5", 5, "structured container"),
+    ("ol=null", None, None),
+    ("l=${x}", "${x}", None),
+    ("d=???", "???", None),
+    ("x=7", 7, None),
+    ("l=[3, '4']", [3, "4"], None),
+    ("sub.y=9", 9, None),
+    ("++d.b=2", 2, None),
+]
+
+
+@test
+def config_structured_containers():
+    """a config made from a dataclass schema (OmegaConf.structured): a
+    scalar onto a typed field's container goes into the node as OmegaConf's
+    _set_value puts it (null when Optional, ???, an interpolation: the node
+    and its metadata kept), and anything else is refused as OmegaConf
+    refuses it; each case asks OmegaConf first"""
+    d = E.fresh("structured")
+    with open(os.path.join(d, "ckprep_schema.py"), "w") as f:
+        f.write(SCHEMA)
+    sys.path.insert(0, d)
+    import ckprep_schema
+    inp = os.path.join(d, "structured.th")
+    torch.save({"xp.cfg": OmegaConf.structured(ckprep_schema.Schema),
+                "model": {"w": torch.ones(2)}}, inp)
+    sec = ("security", [("allow_globals", "ckprep_schema.Schema ckprep_schema.Sub")])
+    for case in STRUCTURED:
+        line, cfg = case[0], OmegaConf.structured(ckprep_schema.Schema)
+        conf = plugtest.ini(("pipeline", {"chain": "config_override"}),
+                            ("config_override", [("set", line)]), sec)
+        out = as_hydra(case, cfg, conf, inp)
+        if out is None:
+            continue
+        for k in ("l", "d", "ol", "sub"):
+            got, want = out._get_node(k), cfg._get_node(k)
+            check(type(got) is type(want) and got._metadata == want._metadata,
+                  f"{line}: {k} is {type(got).__name__} {got._metadata}, "
+                  f"OmegaConf's {type(want).__name__} {want._metadata}")
 
 
 @test
