@@ -745,20 +745,10 @@ static int apply_onto(ed_t *e, void *root, const ovr_t *o, void *have)
     return 1;
 }
 
-/*
- * What OmegaConf refuses, or does otherwise, that a change here would do
- * silently (a DictConfig's nodes only): any change under a read-only
- * container or to a read-only node (ReadonlyConfigError), and a node made
- * here -- an AnyNode, an untyped DictConfig or ListConfig -- in a typed
- * container (Dict[str, int], List[float]: OmegaConf makes a typed node and
- * converts the value, or refuses it) or in place of one -- but for a
- * scalar as a new key of a container of int, float, bool or str, which
- * gets its typed node (py_add).  The container c, the node old at the key
- * (NULL when new), makes: 1 when a node is made, 2 when it is o's scalar.
- * 0, or the job failed.
- */
-/* 1 when setting o's value at old makes a new node (py_set's rule): old
- * is no typed leaf, or an AnyNode given a collection. */
+/* What setting o's value at old does (py_set's rule): 3 when a scalar
+ * goes into old, a structured container; 1 when a new node replaces old
+ * (no typed leaf, or an AnyNode given a collection); 0 when old, a typed
+ * leaf, converts it. */
 static int makes_node(ed_t *e, ck_py_t *old, const ovr_t *o)
 {
     const char *cls = e->omegaconf ? ck_omc_leaf_class(old) : NULL;
@@ -771,6 +761,19 @@ static int makes_node(ed_t *e, ck_py_t *old, const ovr_t *o)
            (o->value->kind != CK_YV_SCALAR && strcmp(cls, "AnyNode") == 0);
 }
 
+/*
+ * What OmegaConf refuses, or does otherwise, that a change here would do
+ * silently (a DictConfig's nodes only): any change under a read-only
+ * container or to a read-only node (ReadonlyConfigError), and a node made
+ * here -- an AnyNode, an untyped DictConfig or ListConfig -- in a typed
+ * container (Dict[str, int], List[float]: OmegaConf makes a typed node and
+ * converts the value, or refuses it) or in place of one -- but for a
+ * scalar as a new key of a container of int, float, bool or str, which
+ * gets its typed node (py_add); and a scalar onto a structured container
+ * is what OmegaConf's _set_value takes.  The container c, the node old at
+ * the key (NULL when new), makes: makes_node's, or for a new key 2 when
+ * it is o's scalar, 1 for a mapping.  0, or the job failed.
+ */
 static int omc_guard(ed_t *e, const ovr_t *o, ck_py_t *c, ck_py_t *old,
                      int makes)
 {
@@ -818,8 +821,12 @@ static int omc_guard(ed_t *e, const ovr_t *o, ck_py_t *c, ck_py_t *old,
     if (elem != NULL && kt == NULL && old == NULL && makes == 2) {
         /* a scalar as a new key of Dict[str, int]: its typed node, or
          * OmegaConf's refusal */
-        rc = ck_omc_typed_leaf(&e->omc, c, ck_yval_type(e->a, o->value),
-                               ck_py_new(e->a, CK_PY_NONE), &leaf);
+        const ck_pyval_t *t = ck_yval_type(e->a, o->value);
+
+        if (t == NULL)
+            return ck_job_nomem(e->job);
+        rc = ck_omc_typed_leaf(&e->omc, c, t, ck_py_new(e->a, CK_PY_NONE),
+                               &leaf);
         if (rc == 1)
             return ck_job_fail(e->job, CK_EPLUGIN, "%s: '%s' is not a valid "
                                "value for an element of the typed container "
