@@ -60,48 +60,34 @@ int ck_fingerprint_parts(uint64_t size, const void *p1, size_t n1,
     return 0;
 }
 
-int ck_ckpt_zip_fingerprint(int fd, uint64_t size, const void *pkl, size_t n,
-                            uint64_t cd_off, uint64_t cd_size, char out[65],
-                            ck_err_t *err)
-{
-    uint8_t *cd = ck_malloc((size_t)cd_size + 1);
-    int rc;
+enum { FP_CHUNK = 1 << 20 };
 
-    if (cd == NULL)
-        return ck_err_set(err, CK_ENOMEM, "out of memory");
-    rc = ck_pread_full(fd, cd, (size_t)cd_size, cd_off);
-    if (rc == 0)
-        rc = ck_ckpt_fingerprint_mem(size, pkl, n, cd, (size_t)cd_size, out,
-                                     err);
-    else
-        rc = ck_err_set(err, rc, "fingerprint: %s", strerror(-rc));
-    ck_free(cd);
-    return rc;
-}
+typedef struct {
+    uint64_t off, n;
+} fp_part_t;
 
-int ck_ckpt_zip_fingerprint_at(int fd, uint64_t size, uint64_t pkl_off,
-                               uint64_t n, uint64_t cd_off, uint64_t cd_size,
-                               char out[65], ck_err_t *err)
+/*
+ * The fingerprint of the size (8 bytes LE), then mem[0..n), then each of
+ * the np parts of fd, read through buf (FP_CHUNK bytes): what
+ * ck_fingerprint_parts gives for the same bytes.
+ */
+static int fp_digest(int fd, uint64_t size, const void *mem, size_t n,
+                     const fp_part_t *part, int np, uint8_t *buf,
+                     char out[65], ck_err_t *err)
 {
-    enum { CHUNK = 1 << 20 };
-    const struct {
-        uint64_t off, n;
-    } part[2] = { { pkl_off, n }, { cd_off, cd_size } };
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    uint8_t *buf = ck_malloc(CHUNK);
     unsigned char md[32], sz[8];
     unsigned int len = 0;
     int ok, rc = 0;
 
     for (int i = 0; i < 8; i++)
         sz[i] = (unsigned char)(size >> (8 * i));
-    ok = ctx != NULL && buf != NULL &&
-         EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) &&
-         EVP_DigestUpdate(ctx, sz, 8);
-    for (int i = 0; i < 2 && ok && rc == 0; i++) {
+    ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) &&
+         EVP_DigestUpdate(ctx, sz, 8) && (n == 0 || EVP_DigestUpdate(ctx, mem, n));
+    for (int i = 0; i < np && ok && rc == 0; i++) {
         for (uint64_t done = 0; done < part[i].n && ok && rc == 0;) {
-            size_t k = part[i].n - done < CHUNK ? (size_t)(part[i].n - done)
-                                                : CHUNK;
+            size_t k = part[i].n - done < FP_CHUNK
+                           ? (size_t)(part[i].n - done) : FP_CHUNK;
 
             rc = ck_pread_full(fd, buf, k, part[i].off + done);
             ok = rc < 0 || EVP_DigestUpdate(ctx, buf, k);
@@ -110,13 +96,45 @@ int ck_ckpt_zip_fingerprint_at(int fd, uint64_t size, uint64_t pkl_off,
     }
     ok = ok && rc == 0 && EVP_DigestFinal_ex(ctx, md, &len);
     EVP_MD_CTX_free(ctx);
-    ck_free(buf);
     if (rc < 0)
         return ck_err_set(err, rc, "fingerprint: %s", strerror(-rc));
     if (!ok)
         return ck_err_set(err, CK_ENOMEM, "fingerprint: out of memory");
     hex(md, out);
     return 0;
+}
+
+/* fp_digest through a buffer of its own. */
+static int fp_digest_alloc(int fd, uint64_t size, const void *mem, size_t n,
+                           const fp_part_t *part, int np, char out[65],
+                           ck_err_t *err)
+{
+    uint8_t *buf = ck_malloc(FP_CHUNK);
+    int rc;
+
+    if (buf == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    rc = fp_digest(fd, size, mem, n, part, np, buf, out, err);
+    ck_free(buf);
+    return rc;
+}
+
+int ck_ckpt_zip_fingerprint(int fd, uint64_t size, const void *pkl, size_t n,
+                            uint64_t cd_off, uint64_t cd_size, char out[65],
+                            ck_err_t *err)
+{
+    const fp_part_t cd = { cd_off, cd_size };
+
+    return fp_digest_alloc(fd, size, pkl, n, &cd, 1, out, err);
+}
+
+int ck_ckpt_zip_fingerprint_at(int fd, uint64_t size, uint64_t pkl_off,
+                               uint64_t n, uint64_t cd_off, uint64_t cd_size,
+                               char out[65], ck_err_t *err)
+{
+    const fp_part_t part[2] = { { pkl_off, n }, { cd_off, cd_size } };
+
+    return fp_digest_alloc(fd, size, NULL, 0, part, 2, out, err);
 }
 
 int ck_ckpt_fingerprint(ck_ckpt_t *c, ck_err_t *err)
@@ -243,37 +261,16 @@ typedef struct {
     pthread_t t;
 } fp_job_t;
 
-enum { FP_CHUNK = 1 << 20, FP_THREAD_MIN = 4 << 20 };
+enum { FP_THREAD_MIN = 4 << 20 };
 
 static void *fp_run(void *arg)
 {
     fp_job_t *f = arg;
     const ck_ckpt_t *c = f->c;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    unsigned char md[32], sz[8];
-    unsigned int len = 0;
-    int ok, rc = 0;
+    const fp_part_t cd = { c->zip.cd_off, c->zip.cd_size };
 
-    for (int i = 0; i < 8; i++)
-        sz[i] = (unsigned char)(c->st.size >> (8 * i));
-    ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) &&
-         EVP_DigestUpdate(ctx, sz, 8) && EVP_DigestUpdate(ctx, f->pkl, f->n);
-    for (uint64_t done = 0; done < c->zip.cd_size && ok && rc == 0;) {
-        size_t k = c->zip.cd_size - done < FP_CHUNK
-                       ? (size_t)(c->zip.cd_size - done) : FP_CHUNK;
-
-        rc = ck_pread_full(c->fd, f->buf, k, c->zip.cd_off + done);
-        ok = rc < 0 || EVP_DigestUpdate(ctx, f->buf, k);
-        done += k;
-    }
-    ok = ok && rc == 0 && EVP_DigestFinal_ex(ctx, md, &len);
-    EVP_MD_CTX_free(ctx);
-    if (rc < 0)
-        f->rc = ck_err_set(&f->err, rc, "fingerprint: %s", strerror(-rc));
-    else if (!ok)
-        f->rc = ck_err_set(&f->err, CK_ENOMEM, "fingerprint: out of memory");
-    else
-        hex(md, f->out);
+    f->rc = fp_digest(c->fd, c->st.size, f->pkl, f->n, &cd, 1, f->buf,
+                      f->out, &f->err);
     return NULL;
 }
 
