@@ -30,6 +30,12 @@
 #define RD_SMALL_MIN (-8)
 #define RD_SMALL_INTS 1032 /* -8 .. 1023 */
 
+/* Nodes by value, open addressing on the heap, at most half full. */
+typedef struct {
+    ck_py_t **v;
+    size_t cap, n;
+} nodeset_t;
+
 typedef struct {
     pk_cur_t c;
     const ck_limits_t *lim;
@@ -51,13 +57,11 @@ typedef struct {
     /* and every other int64 value one node too (a model's dimensions,
      * numels and strides repeat across its tensors): open addressing on
      * the value, on the heap, dropped with the reader */
-    ck_py_t **iv;
-    size_t icap, in;
+    nodeset_t ints64;
     /* and tuples of such ints, one value node (CK_PY_F_VALUE) each; a GET
-     * of one, which sharing would make a second copy, sets reread */
+     * or DUP of one, which sharing would make a second copy, sets reread */
     int no_share, reread;
-    ck_py_t **tv;
-    size_t tcap, tn;
+    nodeset_t tuples;
     /* A tensor's backward hooks, an empty OrderedDict() each, one value
      * node too.  Each OrderedDict() is made in 'spare' (one node, used
      * again while it ends where hooks do): when it becomes the sixth item
@@ -71,8 +75,31 @@ typedef struct {
     uint64_t spare_idx;
 } rd_t;
 
-/* Memo entries holding a shared value node are marked in their low bit. */
-#define MEMO_VALUE ((uintptr_t)1)
+/* Room in s for one more node (first: its first capacity, a power of
+ * two), each node placed again by hash: 0, or -1 out of memory. */
+static int nodeset_room(nodeset_t *s, size_t first,
+                        size_t (*hash)(const ck_py_t *p))
+{
+    size_t cap, i;
+    ck_py_t **nv;
+
+    if (2 * (s->n + 1) <= s->cap)
+        return 0;
+    cap = s->cap ? 2 * s->cap : first;
+    if ((nv = ck_calloc(cap, sizeof(*nv))) == NULL)
+        return -1;
+    for (size_t k = 0; k < s->cap; k++) {
+        if (s->v[k] == NULL)
+            continue;
+        for (i = hash(s->v[k]) & (cap - 1); nv[i] != NULL; i = (i + 1) & (cap - 1))
+            ;
+        nv[i] = s->v[k];
+    }
+    ck_free(s->v);
+    s->v = nv;
+    s->cap = cap;
+    return 0;
+}
 
 /* Records "pickle at byte N: ..." with N the offset of at, or "pickle
  * truncated: ..." for -EAGAIN; returns code. */
@@ -263,9 +290,24 @@ static int memo_put(rd_t *r, uint64_t idx, ck_py_t *v)
         r->spare_puts++;
         r->spare_idx = idx;
     }
-    r->memo[idx] = (v->flags & CK_PY_F_VALUE)
-                       ? (ck_py_t *)((uintptr_t)v | MEMO_VALUE) : v;
+    r->memo[idx] = v;
     return 0;
+}
+
+/*
+ * v pushed a second time (a GET, a DUP): one object in two places.  A
+ * value node stands for one object per place, so the pickle is read again
+ * without sharing (ck_pickle_read); the spare OrderedDict() is kept.
+ */
+static int push_again(rd_t *r, ck_py_t *v)
+{
+    if (v->flags & CK_PY_F_VALUE) {
+        r->reread = 1;
+        return rd_fail(r, CK_EFORMAT, "a shared value named again");
+    }
+    if (v == r->spare)
+        r->spare_twice = 1;
+    return push(r, v);
 }
 
 static int memo_get(rd_t *r, uint64_t idx)
@@ -273,13 +315,7 @@ static int memo_get(rd_t *r, uint64_t idx)
     if (idx >= r->memocap || r->memo[idx] == NULL)
         return rd_fail(r, CK_EFORMAT, "memo index %llu never stored",
                        (unsigned long long)idx);
-    if ((uintptr_t)r->memo[idx] & MEMO_VALUE) {
-        r->reread = 1;  /* this tuple has an identity: no sharing */
-        return rd_fail(r, CK_EFORMAT, "a shared tuple named again");
-    }
-    if (r->memo[idx] == r->spare)
-        r->spare_twice = 1;
-    return push(r, r->memo[idx]);
+    return push_again(r, r->memo[idx]);
 }
 
 static int parse_index(rd_t *r, uint64_t *idx)
@@ -302,9 +338,20 @@ static int parse_index(rd_t *r, uint64_t *idx)
     return 0;
 }
 
+static size_t int_hash(int64_t v)
+{
+    return (size_t)(((uint64_t)v * 0x9e3779b97f4a7c15u) >> 20);
+}
+
+static size_t int_node_hash(const ck_py_t *p)
+{
+    return int_hash(p->u.i.v);
+}
+
 /* The node of int v, made on first use; NULL when out of memory. */
 static ck_py_t *int_node(rd_t *r, int64_t v)
 {
+    nodeset_t *s = &r->ints64;
     ck_py_t **slot;
     size_t i;
 
@@ -314,33 +361,14 @@ static ck_py_t *int_node(rd_t *r, int64_t v)
             *slot = ck_py_int(r->a, v);
         return *slot;
     }
-    if (2 * (r->in + 1) > r->icap) {
-        size_t cap = r->icap ? 2 * r->icap : 1024;
-        ck_py_t **nv = ck_calloc(cap, sizeof(*nv));
-
-        if (nv == NULL)
-            return NULL;
-        for (size_t k = 0; k < r->icap; k++) {
-            ck_py_t *p = r->iv[k];
-
-            if (p == NULL)
-                continue;
-            i = (size_t)(((uint64_t)p->u.i.v * 0x9e3779b97f4a7c15u) >> 20);
-            for (i &= cap - 1; nv[i] != NULL; i = (i + 1) & (cap - 1))
-                ;
-            nv[i] = p;
-        }
-        ck_free(r->iv);
-        r->iv = nv;
-        r->icap = cap;
-    }
-    i = (size_t)(((uint64_t)v * 0x9e3779b97f4a7c15u) >> 20) & (r->icap - 1);
-    for (; r->iv[i] != NULL; i = (i + 1) & (r->icap - 1))
-        if (r->iv[i]->u.i.v == v)
-            return r->iv[i];
-    if ((r->iv[i] = ck_py_int(r->a, v)) != NULL)
-        r->in++;
-    return r->iv[i];
+    if (nodeset_room(s, 1024, int_node_hash) < 0)
+        return NULL;
+    for (i = int_hash(v) & (s->cap - 1); s->v[i] != NULL; i = (i + 1) & (s->cap - 1))
+        if (s->v[i]->u.i.v == v)
+            return s->v[i];
+    if ((s->v[i] = ck_py_int(r->a, v)) != NULL)
+        s->n++;
+    return s->v[i];
 }
 
 /* An int node from LE two's complement bytes (LONG1, LONG4, decimal text). */
@@ -533,7 +561,7 @@ static int share_hooks(rd_t *r, size_t base)
     }
     r->stack[base + 5] = r->hooks;
     if (r->spare_puts == 1)
-        r->memo[r->spare_idx] = (ck_py_t *)((uintptr_t)r->hooks | MEMO_VALUE);
+        r->memo[r->spare_idx] = r->hooks;
     r->spare_free = 1;
     return 0;
 }
@@ -609,6 +637,11 @@ static size_t value_hash(ck_py_t *const *v, size_t n)
     return (size_t)(h ^ h >> 29);
 }
 
+static size_t tuple_node_hash(const ck_py_t *p)
+{
+    return value_hash(p->u.seq.v, p->u.seq.n);
+}
+
 /*
  * The shared node of the tuple of the items from base up when they are all
  * int64s (one node per value, so equal tuples have equal item pointers):
@@ -617,6 +650,7 @@ static size_t value_hash(ck_py_t *const *v, size_t n)
  */
 static ck_py_t *value_tuple(rd_t *r, size_t base, int *oom)
 {
+    nodeset_t *s = &r->tuples;
     size_t n = r->sp - base, i;
     ck_py_t *const *v;
     ck_py_t *t;
@@ -627,30 +661,12 @@ static ck_py_t *value_tuple(rd_t *r, size_t base, int *oom)
     for (i = 0; i < n; i++)
         if (v[i]->kind != CK_PY_INT || v[i]->u.i.nbig != 0)
             return NULL;
-    if (2 * (r->tn + 1) > r->tcap) {
-        size_t cap = r->tcap ? 2 * r->tcap : 256;
-        ck_py_t **nt = ck_calloc(cap, sizeof(*nt));
-
-        if (nt == NULL) {
-            *oom = 1;
-            return NULL;
-        }
-        for (size_t k = 0; k < r->tcap; k++) {
-            ck_py_t *p = r->tv[k];
-
-            if (p == NULL)
-                continue;
-            i = value_hash(p->u.seq.v, p->u.seq.n) & (cap - 1);
-            while (nt[i] != NULL)
-                i = (i + 1) & (cap - 1);
-            nt[i] = p;
-        }
-        ck_free(r->tv);
-        r->tv = nt;
-        r->tcap = cap;
+    if (nodeset_room(s, 256, tuple_node_hash) < 0) {
+        *oom = 1;
+        return NULL;
     }
-    i = value_hash(v, n) & (r->tcap - 1);
-    for (; (t = r->tv[i]) != NULL; i = (i + 1) & (r->tcap - 1))
+    for (i = value_hash(v, n) & (s->cap - 1); (t = s->v[i]) != NULL;
+         i = (i + 1) & (s->cap - 1))
         if (t->u.seq.n == n && memcmp(t->u.seq.v, v, n * sizeof(*v)) == 0)
             return t;
     t = ck_py_new(r->a, CK_PY_TUPLE);
@@ -661,8 +677,8 @@ static ck_py_t *value_tuple(rd_t *r, size_t base, int *oom)
     memcpy(t->u.seq.v, v, n * sizeof(*v));
     t->u.seq.n = t->u.seq.cap = (uint32_t)n;
     t->flags = CK_PY_F_VALUE;
-    r->tv[i] = t;
-    r->tn++;
+    s->v[i] = t;
+    s->n++;
     return t;
 }
 
@@ -945,13 +961,7 @@ static int op_stack(rd_t *r, int op)
         return pop_mark(r) < 0 ? CK_EFORMAT : 0;
     default: /* DUP */
         v = top(r);
-        if (v != NULL && (v->flags & CK_PY_F_VALUE)) {
-            r->reread = 1;  /* a second place for one object: no sharing */
-            return rd_fail(r, CK_EFORMAT, "a shared tuple duplicated");
-        }
-        if (v != NULL && v == r->spare)
-            r->spare_twice = 1;
-        return v == NULL ? CK_EFORMAT : push(r, v);
+        return v == NULL ? CK_EFORMAT : push_again(r, v);
     }
 }
 
@@ -1295,8 +1305,8 @@ static int read_once(const uint8_t *buf, size_t len, int exact,
     ck_free(r.stack);
     ck_free(r.marks);
     ck_free(r.memo);
-    ck_free(r.iv);
-    ck_free(r.tv);
+    ck_free(r.ints64.v);
+    ck_free(r.tuples.v);
     *reread = r.reread;
     return rc;
 }

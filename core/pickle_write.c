@@ -7,8 +7,8 @@
  * dict items, state, BUILD).  It recurses, bounded by ck_limits_t.max_depth.
  * A node is memoized when its wgen is the writer's generation, at the index
  * in widx (a value node, CK_PY_F_VALUE, is written and memoized anew each
- * time, as the distinct tuples it stands for); output goes to the caller's ck_buf_t, whose sticky oom flag is
- * checked once per node.
+ * time, as the distinct objects it stands for: memoized()); output goes to
+ * the caller's ck_buf_t, whose sticky oom flag is checked once per node.
  */
 #include "pickle.h"
 #include "pickle_int.h"
@@ -58,6 +58,13 @@ static void memoize(wr_t *w, ck_py_t *p)
         w_op(w, OP_LONG_BINPUT);
         w_u32(w, idx);
     }
+}
+
+/* p is in this write's memo: a value node never is, being a new object at
+ * each place it is met (pickle.h). */
+static int memoized(const wr_t *w, const ck_py_t *p)
+{
+    return p->wgen == w->gen && !(p->flags & CK_PY_F_VALUE);
 }
 
 static void memo_ref(wr_t *w, ck_py_t *p)
@@ -268,7 +275,7 @@ static int save_tuple(wr_t *w, ck_py_t *p, uint32_t depth)
     for (size_t i = 0; i < n; i++)
         if ((rc = save(w, p->u.seq.v[i], depth + 1)) < 0)
             return rc;
-    if (p->wgen == w->gen && !(p->flags & CK_PY_F_VALUE)) {
+    if (memoized(w, p)) {
         /* the tuple was reached through its own items: Pickler.save_tuple */
         if (n > 3)
             w_op(w, OP_POP_MARK);
@@ -292,8 +299,7 @@ static int save(wr_t *w, ck_py_t *p, uint32_t depth)
                           w->lim->max_depth);
     if (w->out->oom)
         return w_nomem(w);
-    if (p->wgen == w->gen && p->kind != CK_PY_TUPLE &&
-        !(p->flags & CK_PY_F_VALUE)) {
+    if (memoized(w, p) && p->kind != CK_PY_TUPLE) {
         memo_ref(w, p);
         return 0;
     }
@@ -317,9 +323,7 @@ static int save(wr_t *w, ck_py_t *p, uint32_t depth)
     case CK_PY_BYTEARRAY:
         return save_bytes(w, p, depth);
     case CK_PY_TUPLE:
-        /* a value node is a new tuple at each place (pickle.h) */
-        if (p->wgen == w->gen && p->u.seq.n != 0 &&
-            !(p->flags & CK_PY_F_VALUE)) {
+        if (memoized(w, p) && p->u.seq.n != 0) {
             memo_ref(w, p);
             return 0;
         }
