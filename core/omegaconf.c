@@ -320,7 +320,8 @@ int ck_omc_typed_leaf(const ck_omc_ctx_t *c, ck_py_t *container,
         return CK_EUNSUPPORTED;
     if (t->t == CK_PV_NULL)
         return 1;   /* an element of Dict[str, int] is not Optional */
-    if ((rc = ck_omc_leaf_value(c->a, cls[i][1], t, &val)) != 0)
+    if ((rc = ck_omc_leaf_value(c->a, cls[i][1], t, &val)) != 0 ||
+        out == NULL)
         return rc;
     elem = ck_py_map_get(md_state(container), "element_type", NULL);
     st = ck_py_new(c->a, CK_PY_DICT);

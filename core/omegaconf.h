@@ -114,7 +114,8 @@ ck_py_t *ck_omc_from_yval(const ck_omc_ctx_t *c, const ck_yval_t *v,
  * converted (see ck_omc_leaf_value), its Metadata's ref_type and
  * object_type the element type, not optional, key, _parent the container.
  * Returns 0 with *out set, 1 when OmegaConf refuses the value (None
- * included), CK_EUNSUPPORTED for another element type, CK_ENOMEM.
+ * included), CK_EUNSUPPORTED for another element type, CK_ENOMEM.  With
+ * out NULL it only says which (no node is made).
  */
 int ck_omc_typed_leaf(const ck_omc_ctx_t *c, ck_py_t *container,
                       const ck_pyval_t *t, ck_py_t *key, ck_py_t **out);

@@ -486,15 +486,16 @@ static int typed_list(ed_t *e, ck_py_t *old, const ck_yval_t *v)
  * OmegaConf.update merges a list into it: its metadata kept, its content
  * new typed nodes.  0; 1 when OmegaConf refuses an item (the typed leaf's
  * refusal), CK_EUNSUPPORTED for an element type with no leaf class,
- * CK_ENOMEM.
+ * CK_ENOMEM.  With list NULL the items are only checked.
  */
 static int typed_items(ed_t *e, ck_py_t *old, const ck_yval_t *v,
                        ck_py_t **list)
 {
-    ck_py_t *l = ck_py_new(e->a, CK_PY_LIST), *x;
+    ck_py_t *l = NULL, *x;
     int rc;
 
-    if (l == NULL || ck_py_vec_reserve(e->a, &l->u.seq, v->n) < 0)
+    if (list != NULL && ((l = ck_py_new(e->a, CK_PY_LIST)) == NULL ||
+                         ck_py_vec_reserve(e->a, &l->u.seq, v->n) < 0))
         return CK_ENOMEM;
     for (size_t i = 0; i < v->n; i++) {
         const ck_pyval_t *t = ck_yval_type(e->a, v->v[i]);
@@ -502,12 +503,15 @@ static int typed_items(ed_t *e, ck_py_t *old, const ck_yval_t *v,
         if (t == NULL)
             return CK_ENOMEM;
         rc = ck_omc_typed_leaf(&e->omc, old, t,
-                               ck_py_int(e->a, (int64_t)i), &x);
+                               l != NULL ? ck_py_int(e->a, (int64_t)i) : NULL,
+                               l != NULL ? &x : NULL);
         if (rc != 0)
             return rc;
-        l->u.seq.v[l->u.seq.n++] = x;
+        if (l != NULL)
+            l->u.seq.v[l->u.seq.n++] = x;
     }
-    *list = l;
+    if (list != NULL)
+        *list = l;
     return 0;
 }
 
@@ -779,7 +783,6 @@ static int omc_guard(ed_t *e, const ovr_t *o, ck_py_t *c, ck_py_t *old,
 {
     const char *elem, *kt;
     char key[1024];
-    ck_py_t *leaf;
     int rc;
 
     if (!e->omegaconf)
@@ -825,8 +828,7 @@ static int omc_guard(ed_t *e, const ovr_t *o, ck_py_t *c, ck_py_t *old,
 
         if (t == NULL)
             return ck_job_nomem(e->job);
-        rc = ck_omc_typed_leaf(&e->omc, c, t, ck_py_new(e->a, CK_PY_NONE),
-                               &leaf);
+        rc = ck_omc_typed_leaf(&e->omc, c, t, NULL, NULL); /* a check */
         if (rc == 1)
             return ck_job_fail(e->job, CK_EPLUGIN, "%s: '%s' is not a valid "
                                "value for an element of the typed container "
@@ -840,7 +842,7 @@ static int omc_guard(ed_t *e, const ovr_t *o, ck_py_t *c, ck_py_t *old,
     }
     if (elem == NULL && kt == NULL && old != NULL && typed_list(e, old, o->value)) {
         /* a list onto a List[int]: its items typed, or OmegaConf's refusal */
-        rc = typed_items(e, old, o->value, &leaf);
+        rc = typed_items(e, old, o->value, NULL);    /* a check */
         if (rc == 1)
             return ck_job_fail(e->job, CK_EPLUGIN, "%s: an item is not a "
                                "valid value for the typed list at '%s' "
