@@ -941,6 +941,36 @@ static int walk(scan_t *s, ck_py_t *p, uint32_t depth)
     }
 }
 
+/*
+ * After a scan that found far fewer tensors than an earlier one (the chain
+ * dropped an optimizer's state), the arrays give back the room they no
+ * longer use: it would stay allocated through the write, the job's peak.
+ * Nodes of dropped tensors keep their aux pointer, which ck_ckpt_tensor
+ * checks against the array before reading it.
+ */
+static void shrink_scan(ck_ckpt_t *c, scan_t *s)
+{
+    enum { SLACK = 4096 };
+    void *p;
+
+    if (s->tcap > SLACK && s->nt < s->tcap / 2) {
+        size_t cap = s->nt > 64 ? s->nt : 64;
+
+        if ((p = ck_realloc(s->t, cap * sizeof(*s->t))) != NULL) {
+            c->tensors = s->t = p;
+            c->tensors_cap = s->tcap = cap;
+        }
+    }
+    if (c->dims_cap > SLACK && s->nd < c->dims_cap / 2) {
+        size_t cap = s->nd > 256 ? s->nd : 256;
+
+        if ((p = ck_realloc(c->dims, cap * sizeof(*c->dims))) != NULL) {
+            c->dims = p;
+            c->dims_cap = cap;
+        }
+    }
+}
+
 static int do_scan(ck_ckpt_t *c, int first, ck_err_t *err)
 {
     scan_t s = { 0 };
@@ -964,6 +994,7 @@ static int do_scan(ck_ckpt_t *c, int first, ck_err_t *err)
         return rc;
     c->ntensors = s.nt;
     c->stale = 0;
+    shrink_scan(c, &s);
     for (size_t i = 0, d = 0; i < s.nt; i++) {
         s.t[i].node->u.o.aux = &s.t[i];
         s.t[i].size = c->dims + d;

@@ -913,6 +913,57 @@ static void test_fingerprint_threaded(void **state)
     }
 }
 
+/*
+ * A scan that finds far fewer tensors than the one before (the chain
+ * dropped an optimizer's state) gives back the arrays' room, which would
+ * otherwise stay allocated through the write; dropped tensors are no
+ * longer found, kept ones are, and the result writes and reads back.
+ */
+static void test_scan_shrinks(void **state)
+{
+    fx_t *f = *state;
+    ck_buf_t pkl = { 0 };
+    ck_write_info_t info;
+    ck_py_t *keep, *gone;
+    enum { N = 5000, KEEP = 10 };
+
+#define PUT(lit) assert_int_equal(ck_buf_put(&pkl, lit, sizeof(lit) - 1), 0)
+    PUT("\x80\x02](");
+    for (int i = 0; i < N; i++)
+        PUT("ctorch._utils\n_rebuild_tensor_v2\n"
+            "((X\x07\x00\x00\x00storagectorch\nFloatStorage\n"
+            "X\x01\x00\x00\x00" "0X\x03\x00\x00\x00" "cpuK\x04tQ"
+            "K\x00K\x04\x85K\x01\x85\x89" "ccollections\nOrderedDict\n)RtR");
+    PUT("e.");
+#undef PUT
+    {
+        rec_t r[3] = { { "t/data.pkl", pkl.data, pkl.len },
+                       { "t/data/0", "0123456789abcdef", 16 },
+                       { "t/version", "3\n", 2 } };
+
+        write_zip(f->in, r, 3);
+    }
+    ck_buf_release(&pkl);
+    must_open(f, &f->c, f->in);
+    assert_int_equal(f->c.ntensors, N);
+    assert_true(f->c.tensors_cap >= N);
+    keep = f->c.pk.root->u.seq.v[KEEP - 1];
+    gone = f->c.pk.root->u.seq.v[KEEP];
+    assert_non_null(ck_ckpt_tensor(&f->c, gone));
+    f->c.pk.root->u.seq.n = KEEP;
+    assert_int_equal(ck_ckpt_scan(&f->c, &f->err), 0);
+    assert_int_equal(f->c.ntensors, KEEP);
+    assert_true(f->c.tensors_cap < 2 * KEEP + 64);
+    assert_true(f->c.dims_cap <= 256);
+    assert_ptr_equal(ck_ckpt_tensor(&f->c, keep)->node, keep);
+    assert_int_equal(ck_ckpt_tensor(&f->c, keep)->size[0], 4);
+    assert_null(ck_ckpt_tensor(&f->c, gone));
+    must_write(f, &f->c, f->out, &info);
+    must_open(f, &f->c2, f->out);
+    assert_int_equal(f->c2.ntensors, KEEP);
+    assert_int_equal(f->c2.tensors[KEEP - 1].stride[0], 1);
+}
+
 static void test_crafted_valid(void **state)
 {
     fx_t *f = *state;
@@ -1367,6 +1418,7 @@ int main(void)
         cmocka_unit_test(test_dtypes),
         cmocka_unit_test(test_stem),
         cmocka_unit_test(test_storage_keys),
+        T(test_scan_shrinks),
         T(test_crafted_valid),
         T(test_crafted_view_outside),
         T(test_crafted_records),
