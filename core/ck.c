@@ -233,7 +233,9 @@ void ck_buf_release(ck_buf_t *b)
 
 /*
  * Arena blocks: a header followed by payload.  Requests larger than a
- * quarter block get a block of their own, so waste stays bounded.
+ * quarter block get a block of their own, so waste stays bounded.  A block
+ * is zeroed once, by calloc, which leaves fresh pages from the kernel
+ * alone: room a big vector reserved and never filled is never touched.
  */
 struct ck_arena_block {
     ck_arena_block_t *next;
@@ -256,7 +258,7 @@ void *ck_arena_alloc(ck_arena_t *a, size_t n)
 
         if (size > SIZE_MAX - sizeof(*b))
             return NULL;
-        b = ck_malloc(sizeof(*b) + size);
+        b = ck_calloc(1, sizeof(*b) + size);
         if (b == NULL)
             return NULL;
         b->size = size;
@@ -273,7 +275,6 @@ void *ck_arena_alloc(ck_arena_t *a, size_t n)
     p = (char *)b->data + b->used;
     b->used += want;
     a->used += want;
-    memset(p, 0, want);
     return p;
 }
 
