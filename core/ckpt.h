@@ -81,6 +81,8 @@ typedef struct {
     char *top;                /* zip top folder */
     const char *byteorder;    /* as recorded, NULL when absent */
     ck_zip_t zip;
+    ck_arena_t zarena;        /* zip's entries when read on a second
+                                 thread (else they are in arena) */
     ck_pickle_t pk;
     size_t pickle_bytes;
     ck_limits_t lim;

@@ -722,6 +722,40 @@ int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
     return rc;
 }
 
+int ck_zip_first(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
+                 uint64_t *count, ck_zip_entry_t *e, ck_err_t *err)
+{
+    /* an entry is at most 46 bytes and three 16-bit lengths */
+    enum { FIRST_MAX = 46 + 3 * 65535 };
+    src_t src = { fd, NULL, 0, 0 };
+    uint8_t head[30 + 512];
+    ck_rwin_t w = { .buf = head, .cap = sizeof(head), .fd = fd };
+    uint8_t *cd;
+    size_t n;
+    cur_t c;
+    int rc;
+
+    memset(z, 0, sizeof(*z));
+    memset(e, 0, sizeof(*e));
+    if ((rc = find_end(&src, fsize, z, count, err)) < 0)
+        return rc;
+    if (*count == 0)
+        return ck_err_set(err, CK_EFORMAT, "zip: no entries");
+    n = z->cd_size < FIRST_MAX ? (size_t)z->cd_size : FIRST_MAX;
+    if ((cd = ck_malloc(n)) == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    rc = src_read(&src, cd, n, z->cd_off);
+    if (rc < 0)
+        rc = ck_err_set(err, rc, "read: %s", strerror(-rc));
+    c.p = cd;
+    c.end = cd + n;
+    c.bad = 0;
+    if (rc == 0)
+        rc = read_entry(&c, 0, e, arena, err);
+    ck_free(cd);
+    return rc < 0 ? rc : check_local(&w, z, e, err);
+}
+
 int ck_zip_open_tail(const uint8_t *tail, uint64_t base, uint64_t n,
                      ck_arena_t *arena, ck_zip_t *z, ck_zip_local_fn local,
                      void *ud, ck_err_t *err)

@@ -46,6 +46,16 @@ typedef struct {
 int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
                 ck_err_t *err);
 ck_zip_entry_t *ck_zip_find(ck_zip_t *z, const char *name);
+/*
+ * The first entry alone, checked as ck_zip_open checks it, from the end
+ * record, the directory's first entry and its local header: where a torch
+ * file's data.pkl is, to read while ck_zip_open reads the rest on another
+ * thread.  z gets the directory's place (cd_off, cd_size, zip64) and
+ * *count its entries; the name lives in arena.
+ */
+int ck_zip_first(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
+                 uint64_t *count, ck_zip_entry_t *e, ck_err_t *err);
+
 
 /*
  * Read a whole entry (inflating if needed) into a new ck_malloc buffer of

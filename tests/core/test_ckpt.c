@@ -964,6 +964,106 @@ static void test_scan_shrinks(void **state)
     assert_int_equal(f->c2.tensors[KEEP - 1].stride[0], 1);
 }
 
+/*
+ * A file of many records has its directory read on a second thread while
+ * data.pkl is parsed.  What it opens is what a plain open gives, and its
+ * errors come in the plain open's order: the directory's before the
+ * pickle's.  'cut' drops the pickle's STOP, 'version' keeps the version
+ * record, 'twin' adds a record differing from another only in case.
+ */
+static void write_many_records(fx_t *f, int cut, int version, int twin)
+{
+    enum { N = 1100 };
+    ck_buf_t pkl = { 0 };
+    rec_t *r = calloc(N + 3, sizeof(*r));
+    char (*names)[32] = calloc(N, sizeof(*names));
+    uint8_t *big = calloc(1, 4u << 20);
+    size_t n = 0;
+
+    assert_non_null(r);
+    assert_non_null(names);
+    assert_non_null(big);
+#define PUT(p, len) assert_int_equal(ck_buf_put(&pkl, p, len), 0)
+#define PUTS(lit) PUT(lit, sizeof(lit) - 1)
+    PUTS("\x80\x02](");
+    for (int i = 0; i < N; i++) {
+        char key[16];
+        uint8_t len = (uint8_t)snprintf(key, sizeof(key), "%d", i);
+
+        PUTS("ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storage"
+             "ctorch\nFloatStorage\nX");
+        PUT(&len, 1);
+        PUTS("\0\0\0");
+        PUT(key, len);
+        PUTS("X\x03\x00\x00\x00" "cpu");
+        if (i == 0)
+            PUTS("J\x00\x00\x10\x00"); /* storage 0: 2^20 floats */
+        else
+            PUTS("K\x01");
+        PUTS("tQK\x00K\x01\x85K\x01\x85\x89" "ccollections\nOrderedDict\n)RtR");
+    }
+    PUT("e.", cut ? 1 : 2);
+#undef PUTS
+#undef PUT
+    r[n++] = (rec_t){ "t/data.pkl", pkl.data, pkl.len };
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], sizeof(names[i]), "t/data/%d", i);
+        r[n++] = (rec_t){ names[i], big, i == 0 ? 4u << 20 : 4 };
+    }
+    if (twin)
+        r[n++] = (rec_t){ "t/DATA.pkl", "x", 1 };
+    if (version)
+        r[n++] = (rec_t){ "t/version", "3\n", 2 };
+    write_zip(f->in, r, n);
+    ck_buf_release(&pkl);
+    free(r);
+    free(names);
+    free(big);
+}
+
+static void test_zip_beside(void **state)
+{
+    fx_t *f = *state;
+    ck_write_info_t info;
+    char ref[65];
+
+    write_many_records(f, 0, 1, 0);
+    must_open(f, &f->c, f->in);
+    assert_ptr_equal(f->c.zip.arena, &f->c.zarena); /* it was read beside */
+    assert_int_equal(f->c.zip.n, 1102);
+    assert_int_equal(f->c.ntensors, 1100);
+    assert_string_equal(f->c.top, "t");
+    assert_string_equal(f->c.tensors[1099].st->key, "1099");
+    {
+        uint8_t *pkl;
+        ck_zip_entry_t *e = ck_zip_find(&f->c.zip, "t/data.pkl");
+
+        assert_non_null(e);
+        assert_int_equal(ck_zip_read(f->c.fd, e, 1u << 30, &pkl, &f->err), 0);
+        assert_int_equal(ck_ckpt_zip_fingerprint(f->c.fd, f->c.st.size, pkl,
+                                                 (size_t)e->usize,
+                                                 f->c.zip.cd_off,
+                                                 f->c.zip.cd_size, ref,
+                                                 &f->err), 0);
+        free(pkl);
+    }
+    assert_string_equal(f->c.fingerprint, ref);
+    must_write(f, &f->c, f->out, &info);
+    must_open(f, &f->c2, f->out);
+    assert_int_equal(f->c2.ntensors, 1100);
+    ck_ckpt_close(&f->c2);
+    ck_ckpt_close(&f->c);
+
+    /* the pickle's own error, when the directory is sound */
+    write_many_records(f, 1, 1, 0);
+    expect_open_fail(f, f->in, CK_EFORMAT, "data.pkl: ");
+    /* the directory's errors first, as a plain open reports them */
+    write_many_records(f, 1, 0, 0);
+    expect_open_fail(f, f->in, CK_EFORMAT, "zip: no version record");
+    write_many_records(f, 1, 1, 1);
+    expect_open_fail(f, f->in, CK_EFORMAT, "differ only in case");
+}
+
 static void test_crafted_valid(void **state)
 {
     fx_t *f = *state;
@@ -1419,6 +1519,7 @@ int main(void)
         cmocka_unit_test(test_stem),
         cmocka_unit_test(test_storage_keys),
         T(test_scan_shrinks),
+        T(test_zip_beside),
         T(test_crafted_valid),
         T(test_crafted_view_outside),
         T(test_crafted_records),
