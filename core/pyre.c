@@ -9,6 +9,7 @@
  * empty match at i the next is tried at i as non-empty and anchored, then
  * from the next character.
  */
+#define _GNU_SOURCE
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "pyre.h"
 
@@ -32,6 +33,7 @@ struct ck_pyre {
     part_t *parts;
     size_t nparts;
     char *lit;        /* the literal bytes the parts point into */
+    int caseless;     /* (?i) somewhere: see python_only_fold */
 };
 
 void ck_pyre_free(ck_pyre_t *re)
@@ -240,6 +242,72 @@ static unsigned find_name(const gname_t *nm, size_t nn, const char *s,
 }
 
 /*
+ * Under (?i) Python's re holds a few letters equal that PCRE2 does not
+ * (every cased code point compared, CPython 3.11 against PCRE2 10.42):
+ * I, i, U+0130 and U+0131 all one; U+0390 and U+1FD3; U+03B0 and U+1FE3;
+ * U+FB05 and U+FB06.  PCRE2 never matches where Python does not.  Each
+ * pair has one of these eight on one side, so a caseless pattern that
+ * holds none, over a key that holds none, matches as in Python; otherwise
+ * the rule is refused, or the key fails the job, rather than renamed
+ * otherwise than Python would.
+ */
+static const struct {
+    unsigned cp;
+    const char *utf8;
+} python_folds[] = {
+    { 0x130, "\xc4\xb0" },      { 0x131, "\xc4\xb1" },
+    { 0x390, "\xce\x90" },      { 0x3b0, "\xce\xb0" },
+    { 0x1fd3, "\xe1\xbf\x93" }, { 0x1fe3, "\xe1\xbf\xa3" },
+    { 0xfb05, "\xef\xac\x85" }, { 0xfb06, "\xef\xac\x86" },
+};
+
+#define NFOLDS (sizeof(python_folds) / sizeof(python_folds[0]))
+
+/* The first of them in s[0..n) (its index; its offset in *at), or -1. */
+static int python_only_fold(const char *s, size_t n, size_t *at)
+{
+    int first = -1;
+
+    for (size_t k = 0; k < NFOLDS; k++) {
+        const char *hit = memmem(s, n, python_folds[k].utf8,
+                                 strlen(python_folds[k].utf8));
+
+        if (hit != NULL && (first < 0 || (size_t)(hit - s) < *at)) {
+            first = (int)k;
+            *at = (size_t)(hit - s);
+        }
+    }
+    return first;
+}
+
+/* The index of code point v among them, or -1. */
+static int python_fold_cp(unsigned long v)
+{
+    for (size_t k = 0; k < NFOLDS; k++)
+        if (python_folds[k].cp == v)
+            return (int)k;
+    return -1;
+}
+
+static const char *fold_note(int k)
+{
+    return k < 2   ? "it holds I, i, U+0130 and U+0131 one letter"
+           : k < 6 ? "it holds U+0390 and U+1FD3, U+03B0 and U+1FE3 one "
+                     "letter each"
+                   : "it holds U+FB05 and U+FB06 one letter";
+}
+
+/*
+ * What \s matches in a Python str pattern (str.isspace()), spelled out:
+ * PCRE2's Unicode \s lacks U+001C to U+001F, which Python's holds, and
+ * holds U+180E, which Python's does not.  (\d and \w are the same sets in
+ * both: every code point compared, CPython 3.11 against PCRE2 10.42.)
+ */
+#define PY_SPACE                                                            \
+    "\\x{9}-\\x{d}\\x{1c}-\\x{20}\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}"          \
+    "\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}"
+
+/*
  * Python's pattern syntax where PCRE2 reads it otherwise: \Z is PCRE2's
  * \z, \v the character VT (PCRE2: vertical space), \uXXXX and \UXXXXXXXX
  * are \x{...}, {,n} is {0,n}, octal escapes become \x{...} and group
@@ -253,11 +321,12 @@ static unsigned find_name(const gname_t *nm, size_t nn, const char *s,
  * flags after the start, references to groups not yet defined or still
  * open.  A new ck_malloc string into *out, or CK_ECONFIG / CK_ENOMEM.
  */
-static int translate(const char *p, char **out, ck_err_t *err)
+static int translate(const char *p, char **out, int *caseless,
+                     size_t *esc_at, int *esc_k, ck_err_t *err)
 {
     static const char ok[] = "abfnrtvxuUNAZbBdDsSwW";
     size_t n = strlen(p), o = 0, depth = 0, nn = 0, class_first = 0;
-    char *t = ck_malloc(3 * n + 16);
+    char *t = ck_malloc(3 * n + 16 + (n / 2) * sizeof(PY_SPACE));
     open_t *st = ck_malloc((n + 1) * sizeof(*st));
     unsigned char *isopen = ck_calloc(n + 2, 1);
     gname_t *nm = ck_malloc((n + 1) * sizeof(*nm));
@@ -299,6 +368,17 @@ static int translate(const char *p, char **out, ck_err_t *err)
 
                 if (strspn(p + i + 1, "0123456789abcdefABCDEF") < len)
                     BAD("incomplete escape \\%c at position %zu", e, at);
+                {
+                    char hex[9] = { 0 };
+                    int k;
+
+                    memcpy(hex, p + i + 1, len);
+                    k = python_fold_cp(strtoul(hex, NULL, 16));
+                    if (k >= 0 && *esc_at == SIZE_MAX) {
+                        *esc_at = at;
+                        *esc_k = k;
+                    }
+                }
                 o += (size_t)sprintf(t + o, "\\x{%.*s}", (int)len,
                                      p + i + 1);
                 i += len;
@@ -337,6 +417,15 @@ static int translate(const char *p, char **out, ck_err_t *err)
                     BAD("octal escape value \\%.*s outside of range 0-0o377 "
                         "at position %zu", (int)(i - at), p + at + 1, at);
                 o += (size_t)sprintf(t + o, "\\x{%x}", v);
+                continue;
+            }
+            if (e == 's' || e == 'S') {
+                if (in_class && e == 'S')
+                    BAD("\\S inside a set at position %zu is not supported "
+                        "(PCRE2's holds U+001C to U+001F, Python's does "
+                        "not): write (?:[...]|\\S)", at);
+                o += (size_t)sprintf(t + o, in_class ? "%s" : e == 's' ?
+                                     "[%s]" : "[^%s]", PY_SPACE);
                 continue;
             }
             t[o++] = '\\';
@@ -449,6 +538,8 @@ static int translate(const char *p, char **out, ck_err_t *err)
                         "syntax", p[j] ? p[j] : ' ', i + 1);
                 if (minus && off == 0)
                     BAD("missing flag at position %zu", j);
+                if (on & 1)
+                    *caseless = 1;
                 if (p[j] == ')') {
                     if (minus)
                         BAD("missing : at position %zu", j);
@@ -498,7 +589,8 @@ int ck_pyre_compile(const char *pattern, const char *repl, ck_pyre_t **out,
 {
     ck_pyre_t *re = ck_calloc(1, sizeof(*re));
     char *pat = NULL;
-    int code = 0, rc;
+    int code = 0, rc, esc_k = -1;
+    size_t esc_at = SIZE_MAX;
     PCRE2_SIZE off = 0;
     uint32_t ng = 0;
 
@@ -507,9 +599,23 @@ int ck_pyre_compile(const char *pattern, const char *repl, ck_pyre_t **out,
         rc = ck_err_set(err, CK_ENOMEM, "out of memory");
         goto out;
     }
-    rc = translate(pattern, &pat, err);
+    rc = translate(pattern, &pat, &re->caseless, &esc_at, &esc_k, err);
     if (rc < 0)
         goto out;
+    if (re->caseless) {
+        size_t at = esc_at;
+        int k = python_only_fold(pattern, strlen(pattern), &at);
+
+        if (k < 0 && esc_at != SIZE_MAX)
+            k = esc_k;
+        if (k >= 0) {
+            rc = ck_err_set(err, CK_ECONFIG, "U+%04X at position %zu of a "
+                            "case-insensitive pattern: Python's re matches "
+                            "it otherwise than PCRE2 (%s): not supported",
+                            python_folds[k].cp, at, fold_note(k));
+            goto out;
+        }
+    }
     re->code = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED,
                              PCRE2_UTF | PCRE2_UCP, &code, &off, NULL);
     if (re->code == NULL) {
@@ -567,6 +673,20 @@ int ck_pyre_sub(const ck_pyre_t *re, const char *s, size_t n, ck_buf_t *out,
     *count = 0;
     if (s == NULL)
         s = ""; /* an empty buffer */
+    if (re->caseless) {
+        size_t at;
+        int k = python_only_fold(s, n, &at);
+
+        if (k >= 0) {
+            rc = ck_err_set(err, CK_EUNSUPPORTED,
+                            "key '%.*s' holds U+%04X (byte %zu), which a "
+                            "case-insensitive pattern matches otherwise in "
+                            "Python's re than in PCRE2 (%s)",
+                            (int)(n < 200 ? n : 200), s, python_folds[k].cp,
+                            at, fold_note(k));
+            goto out;
+        }
+    }
     if (md == NULL)
         return ck_err_set(err, CK_ENOMEM, "out of memory");
     ov = pcre2_get_ovector_pointer(md);

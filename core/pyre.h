@@ -9,7 +9,11 @@
  * Python refuses or reads otherwise is refused at compile: PCRE2's own
  * extensions ((*VERB), (?U), (?R), (?<name>...) ...), POSIX classes
  * [[:digit:]], lookbehinds of more than one width, references to groups
- * not yet defined, \x without two hex digits.  The replacement is
+ * not yet defined, \x without two hex digits, \S inside a set.  \s is
+ * Python's set, spelled out (PCRE2's differs on U+001C to U+001F and
+ * U+180E).  Under (?i) Python holds a few letters equal that PCRE2 does
+ * not (i and U+0131 ...): a pattern naming one is refused, and a key
+ * holding one fails with CK_EUNSUPPORTED.  The replacement is
  * Python's template: \1 to \99, \g<N>, \g<name>, \\ and the escapes
  * \a \b \f \n \r \t \v, octal \0 and \NNN; any other backslash before an
  * ASCII letter is an error, as in Python, and so is a reference to a group

@@ -71,11 +71,23 @@ static const struct {
     { "(a)?(?(1)b|c)", "X", "abc", S("XX"), 2 },
     { "(?#c(x[)a", "X", "ba", S("bX"), 1 },
     { "(?(1)a|b)(a)", "X", "bab", S("Xb"), 1 },
+    /* \s is Python's: U+001C to U+001F and U+0085, not U+180E */
+    { "\\s", "_", "a\034b\341\240\216c\302\205d", S("a_b\341\240\216c_d"), 2 },
+    { "[\\s.]+", "_", "a\037.b \343\200\200c", S("a_b_c"), 2 },
+    { "\\S+", "X", "a\034b\341\240\216", S("X\034X"), 2 },
+    { "[^\\s]", "-", "\035\341\240\216\342\200\250x", S("\035-\342\200\250-"), 2 },
+    { "a\\sb", "ab", "a\036b a\341\240\216b", S("ab a\341\240\216b"), 1 },
+    { "(?i)LAYER", "L", "layer.Layer.x", S("L.L.x"), 2 },
 };
 
 static const struct {
     const char *pattern, *repl, *msg;
 } bad[] = {
+    { "[\\S.]", "x", "\\S inside a set" },
+    { "(?i)\304\261", "x", "U+0131 at position 4" }, /* python: matches i, I, U+0130 */
+    { "(?i:x\\u0130)", "x", "U+0130 at position 5" },
+    { "(?i)\\U00001fd3", "x", "U+1FD3" },
+    { "(?i)x\357\254\206", "x", "U+FB06 at position 5" },
     { "\\h", "x", "bad escape \\h" },
     { "\\K", "x", "bad escape \\K" },
     { "\\Q", "x", "bad escape \\Q" },
@@ -169,6 +181,38 @@ static void test_refused_as_python(void **state)
     }
 }
 
+/*
+ * A key holding a letter Python's re folds otherwise than PCRE2 fails under
+ * a case-insensitive pattern, naming it; other keys, and every key under a
+ * pattern that is not case-insensitive, are renamed.
+ */
+static void test_caseless_python_only(void **state)
+{
+    ck_pyre_t *re, *cs;
+    ck_buf_t out = { 0 };
+    ck_err_t err = { 0 };
+    size_t count;
+    static const char key[] = "la\304\261er.w"; /* U+0131, dotless i */
+
+    (void)state;
+    assert_int_equal(ck_pyre_compile("(?i)LAIER", "L", &re, &err), 0);
+    assert_int_equal(ck_pyre_compile("LAIER", "L", &cs, &err), 0);
+    assert_int_equal(ck_pyre_sub(re, key, strlen(key), &out, &count, &err),
+                     CK_EUNSUPPORTED);
+    assert_non_null(strstr(err.msg, "U+0131 (byte 2)"));
+    assert_non_null(strstr(err.msg, key));
+    memset(&err, 0, sizeof(err));
+    assert_int_equal(ck_pyre_sub(cs, key, strlen(key), &out, &count, &err), 0);
+    assert_int_equal(count, 0);
+    ck_buf_release(&out);
+    assert_int_equal(ck_pyre_sub(re, "laier.w", 7, &out, &count, &err), 0);
+    assert_int_equal(count, 1);
+    assert_memory_equal(out.data, "L.w", 3);
+    ck_buf_release(&out);
+    ck_pyre_free(re);
+    ck_pyre_free(cs);
+}
+
 /* A pattern that backtracks without end fails the key, it does not hang. */
 static void test_match_limit(void **state)
 {
@@ -208,6 +252,7 @@ int main(void)
         cmocka_unit_test(test_sub_as_python),
         cmocka_unit_test(test_refused_as_python),
         cmocka_unit_test(test_match_limit),
+        cmocka_unit_test(test_caseless_python_only),
         cmocka_unit_test(test_groups),
     };
 

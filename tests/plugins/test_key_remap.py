@@ -259,6 +259,54 @@ def remap_regex_is_python_re_sub():
             raise plugtest.Fail(f"re:{pattern} => {repl}: ckprep != re.sub, first: {diff}")
 
 
+# code points where PCRE2's Unicode \s is not Python's (U+001C to U+001F,
+# U+180E) and their neighbours, some that are no space to either
+SPACES = [0x9, 0xa, 0xb, 0xc, 0xd, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f, 0x20, 0x85, 0xa0,
+          0x1680, 0x180e, 0x2000, 0x200a, 0x200b, 0x2028, 0x2029, 0x202f, 0x205f,
+          0x3000, 0xfeff]
+
+
+@test
+def remap_space_as_python():
+    r"""\s, \S, [\s...] and [^\s] rename keys as Python's re.sub does around
+    every space-like code point, where PCRE2's own \s differs (U+001C to
+    U+001F, U+180E)"""
+    keys = [f"a{chr(c)}b.w{i}" for i, c in enumerate(SPACES)]
+    src = os.path.join(E.fresh("space-input"), "keys.th")
+    torch.save({"best_state": {"model": OD((k, torch.zeros(1)) for k in keys)}}, src)
+    for pattern, repl in [(r"\s", "_"), (r"[\s.]+", "_"), (r"\S+", r"<\g<0>>"),
+                          (r"[^\s]+", r"(\g<0>)"), (r"a\sb", "ab")]:
+        want = [re.sub(pattern, repl, k) for k in keys]
+        check(len(set(want)) == len(want), f"{pattern}: two keys become one")
+        r = E.ok(chain1("key_remap", [("rename", f"re:{pattern} => {repl}")]), src)
+        got = list(load(r.out)["best_state"]["model"].keys())
+        if got != want:
+            diff = [(k, g, w) for k, g, w in zip(keys, got, want) if g != w][:3]
+            raise plugtest.Fail(f"re:{pattern} => {repl}: ckprep != re.sub, first: {diff!r}")
+
+
+@test
+def remap_caseless_python_only_letters_fail():
+    """under (?i) Python's re holds i, I, U+0130 and U+0131 one letter, PCRE2
+    does not: a key holding U+0131 fails the job naming it (re.sub would
+    rename it), nothing is written; a rule naming U+0130 is refused at load;
+    other keys are renamed as re.sub renames them"""
+    keys = ["layer.0.w", "LAYER.1.w", "la\u0131er.2.w"]
+    src = os.path.join(E.fresh("fold-input"), "keys.th")
+    torch.save({"best_state": {"model": OD((k, torch.zeros(1)) for k in keys)}}, src)
+    check(re.sub(r"(?i)LAIER", "L", keys[2]) == "L.2.w", "Python's re: not a case")
+    r = E.run(chain1("key_remap", [("rename", "re:(?i)LAIER => L")]), src)
+    check(r.rc == 1 and "U+0131" in r.stderr and keys[2] in r.stderr,
+          f"exit {r.rc}: {r.stderr.strip()[:300]}")
+    check(not os.path.exists(r.out), "an output was written")
+    ok_src = os.path.join(E.fresh("fold-input"), "keys.th")
+    torch.save({"best_state": {"model": OD((k, torch.zeros(1)) for k in keys[:2])}}, ok_src)
+    r = E.ok(chain1("key_remap", [("rename", "re:(?i)LAYER => L")]), ok_src)
+    got = list(load(r.out)["best_state"]["model"].keys())
+    check(got == [re.sub(r"(?i)LAYER", "L", k) for k in keys[:2]], f"got {got}")
+    check_rejects_line("key_remap", "rename = re:(?i)\u0130 => i", "U+0130")
+
+
 @test
 def check_refuses_what_python_refuses():
     r"""templates Python's re refuses are refused at load, at their line"""
