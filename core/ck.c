@@ -267,15 +267,47 @@ void *ck_arena_alloc(ck_arena_t *a, size_t n)
             /* keep the partly used head block current */
             b->next = a->head->next;
             a->head->next = b;
+            a->big = b;
+            a->big_link = &a->head->next;
         } else {
             b->next = a->head;
             a->head = b;
+            if (want > ARENA_BLOCK / 4) {
+                a->big = b;
+                a->big_link = &a->head;
+            } else if (a->big_link == &a->head) {
+                a->big_link = &b->next;
+            }
         }
     }
     p = (char *)b->data + b->used;
     b->used += want;
     a->used += want;
     return p;
+}
+
+void *ck_arena_grow(ck_arena_t *a, void *p, size_t old, size_t n)
+{
+    ck_arena_block_t *b = a->big, *nb;
+    size_t want = (n + 7) & ~(size_t)7;
+    void *q;
+
+    if (p != NULL && b != NULL && p == (void *)b->data &&
+        b->used == ((old + 7) & ~(size_t)7) && want > b->size &&
+        want > ARENA_BLOCK / 4 && want < SIZE_MAX - sizeof(*b)) {
+        nb = ck_realloc(b, sizeof(*b) + want);
+        if (nb == NULL)
+            return NULL;
+        *a->big_link = nb;
+        a->big = nb;
+        a->used += want - nb->used;
+        nb->size = nb->used = want;
+        return nb->data;
+    }
+    q = ck_arena_alloc(a, n);
+    if (q != NULL && old > 0)
+        memcpy(q, p, old < n ? old : n);
+    return q;
 }
 
 char *ck_arena_strndup(ck_arena_t *a, const char *s, size_t n)
@@ -324,6 +356,8 @@ void ck_arena_release(ck_arena_t *a)
     }
     a->head = NULL;
     a->used = 0;
+    a->big = NULL;
+    a->big_link = NULL;
 }
 
 uint64_t ck_hash_fnv1a(const void *p, size_t n)

@@ -135,9 +135,19 @@ typedef struct ck_arena_block ck_arena_block_t;
 typedef struct {
     ck_arena_block_t *head;
     size_t used; /* total bytes handed out, for limits and reports */
+    ck_arena_block_t *big;        /* the last block made for one request */
+    ck_arena_block_t **big_link;  /* and the pointer that holds it */
 } ck_arena_t;
 
 void *ck_arena_alloc(ck_arena_t *a, size_t n);
+/*
+ * p (old bytes from a) made n bytes long, its first old bytes kept, the
+ * rest not zeroed; NULL when out of memory (p stays).  When p is the last
+ * request that got a block of its own (a vector filled batch by batch),
+ * the block is reallocated and the old room given back; otherwise p stays
+ * in the arena and a copy is made.
+ */
+void *ck_arena_grow(ck_arena_t *a, void *p, size_t old, size_t n);
 char *ck_arena_strndup(ck_arena_t *a, const char *s, size_t n);
 char *ck_arena_strdup(ck_arena_t *a, const char *s);
 char *ck_arena_printf(ck_arena_t *a, const char *fmt, ...)

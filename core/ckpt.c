@@ -661,12 +661,12 @@ int ck_ckpt_add_storage(ck_ckpt_t *c, ck_storage_t *st)
 {
     if (c->nstorages == c->storages_cap) {
         size_t cap = c->storages_cap ? c->storages_cap * 2 : 64;
-        ck_storage_t **ns = ck_arena_alloc(&c->arena, cap * sizeof(*ns));
+        ck_storage_t **ns = ck_arena_grow(&c->arena, c->storages,
+                                          c->storages_cap * sizeof(*ns),
+                                          cap * sizeof(*ns));
 
         if (ns == NULL)
             return CK_ENOMEM;
-        if (c->nstorages)
-            memcpy(ns, c->storages, c->nstorages * sizeof(*ns));
         c->storages = ns;
         c->storages_cap = cap;
     }

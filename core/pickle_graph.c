@@ -158,11 +158,11 @@ int ck_py_vec_reserve(ck_arena_t *a, ck_py_vec_t *v, size_t n)
         cap = 4;
     if (cap > UINT32_MAX)
         cap = UINT32_MAX;
-    nv = ck_arena_alloc(a, cap * sizeof(*nv));
+    /* the arena gives a big array's old room back (a state dict's) */
+    nv = ck_arena_grow(a, v->v, (size_t)v->cap * sizeof(*nv),
+                       cap * sizeof(*nv));
     if (nv == NULL)
         return CK_ENOMEM;
-    if (v->n)
-        memcpy(nv, v->v, v->n * sizeof(*nv));
     v->v = nv;
     v->cap = (uint32_t)cap;
     return 0;

@@ -170,7 +170,7 @@ static int collisions(ck_job_t *job, select_conf_t *cf, const char *state,
 
     /* seen: name -> the pair that first had it; holder[that]: the pair
      * that has it now */
-    if (holder == NULL)
+    if (holder == NULL || ck_strmap_reserve(&seen, a, m->n / 2) < 0)
         return ck_job_nomem(job);
     for (size_t i = 0; i + 1 < m->n; i += 2) {
         ck_py_t *k = m->v[i];

@@ -222,6 +222,85 @@ static void test_arena(void **state)
     (void)state;
 }
 
+static void fill(char *p, size_t n, int seed)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (char)(i * 7 + (size_t)seed);
+}
+
+static void check_fill(const char *p, size_t n, int seed)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != (char)(i * 7 + (size_t)seed))
+            fail_msg("byte %zu of %zu differs", i, n);
+}
+
+/*
+ * ck_arena_grow: the last request that got a block of its own is
+ * reallocated, its old room given back (the arena counts only the
+ * difference), small allocations between growths notwithstanding; any
+ * other is copied and stays readable (ASan would see a use after free);
+ * a failed grow leaves it as it was.
+ */
+static void test_arena_grow(void **state)
+{
+    ck_arena_t a = { 0 };
+    char *p, *q, *r, *small;
+    size_t used;
+
+    p = ck_arena_alloc(&a, 20000);
+    assert_non_null(p);
+    fill(p, 20000, 1);
+    used = a.used;
+    q = ck_arena_grow(&a, p, 20000, 40000);
+    assert_non_null(q);
+    assert_int_equal(a.used - used, 20000);
+    check_fill(q, 20000, 1);
+    fill(q, 40000, 2);
+    small = ck_arena_strdup(&a, "small");
+    used = a.used;
+    q = ck_arena_grow(&a, q, 40000, 80000);
+    assert_int_equal(a.used - used, 40000);
+    check_fill(q, 40000, 2);
+    assert_string_equal(small, "small");
+    /* another request too big for a shared block: q is no longer the
+     * last, so it is copied */
+    r = ck_arena_alloc(&a, 70000);
+    fill(r, 70000, 3);
+    used = a.used;
+    p = ck_arena_grow(&a, q, 80000, 90000);
+    assert_int_equal(a.used - used, 90000);
+    check_fill(q, 40000, 2);
+    check_fill(p, 40000, 2);
+    check_fill(r, 70000, 3);
+    /* the copy, p, is the last now: grown in place of itself, or not at
+     * all */
+    ck_mem_fail_at(1);
+    assert_null(ck_arena_grow(&a, p, 90000, 180000));
+    ck_mem_fail_at(0);
+    check_fill(p, 40000, 2);
+    used = a.used;
+    q = ck_arena_grow(&a, p, 90000, 180000);
+    assert_int_equal(a.used - used, 90000);
+    check_fill(q, 40000, 2);
+    check_fill(r, 70000, 3);
+    /* small ones are copied */
+    p = ck_arena_alloc(&a, 64);
+    fill(p, 64, 4);
+    q = ck_arena_grow(&a, p, 64, 128);
+    check_fill(p, 64, 4);
+    check_fill(q, 64, 4);
+    ck_arena_release(&a);
+    /* the first block may be a big one, and the head of the list */
+    p = ck_arena_alloc(&a, 20000);
+    small = ck_arena_strdup(&a, "after");
+    q = ck_arena_grow(&a, p, 20000, 50000);
+    fill(q, 50000, 5);
+    assert_string_equal(small, "after");
+    ck_arena_release(&a);
+    (void)state;
+}
+
 static void test_strmap(void **state)
 {
     ck_arena_t a = { 0 };
@@ -343,6 +422,7 @@ int main(void)
         cmocka_unit_test_teardown(test_buf, teardown),
         cmocka_unit_test_teardown(test_buf_drain, teardown),
         cmocka_unit_test_teardown(test_arena, teardown),
+        cmocka_unit_test_teardown(test_arena_grow, teardown),
         cmocka_unit_test_teardown(test_strmap, teardown),
         cmocka_unit_test_teardown(test_utf8_len, teardown),
         cmocka_unit_test_teardown(test_utf8_valid_and_hash, teardown),
