@@ -659,11 +659,59 @@ static int check_layout(const ck_zip_t *z, ck_zip_entry_t **order, size_t n,
     return check_names(order, n, err);
 }
 
+/*
+ * The central directory is read through a window that holds any one entry
+ * (46 bytes and three 16-bit lengths), not whole: 400,000 entries are
+ * 34 MB, and a big one is read while the pickle is parsed beside it.
+ */
+#define CD_WIN (1u << 20)
+
+typedef struct {
+    const src_t *src;
+    uint8_t *buf;
+    uint64_t off, end; /* buf holds directory bytes [off, off + len) */
+    size_t len, pos;   /* pos: where the next entry starts in buf */
+} cdwin_t;
+
+/* c over the next entry, all of its bytes in the window when the
+ * directory holds them: 0 or -errno. */
+static int cd_next(cdwin_t *w, cur_t *c)
+{
+    size_t need = 46;
+
+    for (int pass = 0; pass < 2; pass++) {
+        if (w->len - w->pos < need && w->off + w->len < w->end) {
+            size_t keep = w->len - w->pos, more;
+            int rc;
+
+            memmove(w->buf, w->buf + w->pos, keep);
+            w->off += w->pos;
+            w->pos = 0;
+            w->len = keep;
+            more = CD_WIN - keep;
+            if (more > w->end - (w->off + keep))
+                more = (size_t)(w->end - (w->off + keep));
+            if ((rc = src_read(w->src, w->buf + keep, more, w->off + keep)) < 0)
+                return rc;
+            w->len += more;
+        }
+        if (pass > 0 || w->len - w->pos < 46)
+            break;
+        need = 46 + (w->buf[w->pos + 28] | (size_t)w->buf[w->pos + 29] << 8) +
+               (w->buf[w->pos + 30] | (size_t)w->buf[w->pos + 31] << 8) +
+               (w->buf[w->pos + 32] | (size_t)w->buf[w->pos + 33] << 8);
+    }
+    c->p = w->buf + w->pos;
+    c->end = w->buf + w->len;
+    c->bad = 0;
+    return 0;
+}
+
 static int open_src(const src_t *src, uint64_t fsize, ck_arena_t *arena,
                     ck_zip_t *z, ck_zip_local_fn local, void *ud,
                     ck_err_t *err)
 {
-    uint8_t *cd = NULL;
+    cdwin_t w = { .src = src };
     uint64_t count;
     ck_zip_entry_t **order = NULL;
     cur_t c;
@@ -673,25 +721,24 @@ static int open_src(const src_t *src, uint64_t fsize, ck_arena_t *arena,
     rc = find_end(src, fsize, z, &count, err);
     if (rc < 0)
         return rc;
-    cd = ck_malloc((size_t)z->cd_size);
+    w.off = z->cd_off;
+    w.end = z->cd_off + z->cd_size;
+    w.buf = ck_malloc(z->cd_size < CD_WIN ? (size_t)z->cd_size : CD_WIN);
     z->e = ck_arena_alloc(arena, (size_t)count * sizeof(*z->e));
     order = ck_malloc((size_t)(count ? count : 1) * sizeof(*order));
-    if (cd == NULL || z->e == NULL || order == NULL) {
+    if (w.buf == NULL || z->e == NULL || order == NULL) {
         rc = ck_err_set(err, CK_ENOMEM, "out of memory");
         goto out;
     }
-    rc = src_read(src, cd, (size_t)z->cd_size, z->cd_off);
-    if (rc < 0) {
-        rc = ck_err_set(err, rc, "read: %s", strerror(-rc));
-        goto out;
-    }
-    c.p = cd;
-    c.end = cd + z->cd_size;
-    c.bad = 0;
     for (size_t i = 0; i < count; i++) {
+        if ((rc = cd_next(&w, &c)) < 0) {
+            rc = ck_err_set(err, rc, "read: %s", strerror(-rc));
+            goto out;
+        }
         rc = read_entry(&c, i, &z->e[i], arena, err);
         if (rc < 0)
             goto out;
+        w.pos = (size_t)(c.p - w.buf);
         order[i] = &z->e[i];
     }
     z->n = (size_t)count;
@@ -701,7 +748,7 @@ out:
     if (rc < 0)
         z->n = 0;
     ck_free(order);
-    ck_free(cd);
+    ck_free(w.buf);
     return rc;
 }
 

@@ -464,8 +464,13 @@ static void test_many_entries(void **state)
     close(fd);
     assert_int_equal(open_zip(f, f->path), 0);
     assert_int_equal(f->z.n, N);
-    assert_string_equal(f->z.e[N - 1].name, "m/69999");
-    assert_int_equal(f->z.e[N - 1].crc, crc_of("6", 1));
+    /* the directory (3 MiB) is read through a window of 1 MiB */
+    assert_true(f->z.cd_size > (3u << 20));
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "m/%d", i);
+        assert_string_equal(f->z.e[i].name, name);
+        assert_int_equal(f->z.e[i].crc, crc_of(name + 2, 1));
+    }
     assert_int_equal(ck_pread_full(f->fd, t, 22, file_size(f->fd) - 22), 0);
     assert_int_equal(t[8] | t[9] << 8, 0xffff);
     assert_int_equal(t[10] | t[11] << 8, 0xffff);
@@ -475,6 +480,47 @@ static void test_many_entries(void **state)
                                 "assert z.read('m/69999') == b'6'\n",
                                 f->path),
                      0);
+}
+
+/*
+ * A directory of entries with long names, extra fields and comments, which
+ * lie across the edges of the 1 MiB window the directory is read through:
+ * every entry read whole, its name and bytes right.
+ */
+static void test_cd_window(void **state)
+{
+    fx_t *f = *state;
+    char want[600];
+
+    assert_int_equal(run_python(f, "import zipfile, sys\n"
+                                "z = zipfile.ZipFile(sys.argv[1], 'w')\n"
+                                "for i in range(120):\n"
+                                "    n = 'w/' + str(i) + 'x' * (i * 7 % 400)\n"
+                                "    zi = zipfile.ZipInfo(n)\n"
+                                "    zi.comment = b'c' * (i * 4099 % 65535)\n"
+                                "    zi.extra = b'\\xfe\\xca' + (i * 311 % 8000).to_bytes(2, 'little')\n"
+                                "    zi.extra += b'e' * (i * 311 % 8000)\n"
+                                "    z.writestr(zi, str(i) * 3)\n"
+                                "z.close()\n",
+                                f->path),
+                     0);
+    assert_int_equal(open_zip(f, f->path), 0);
+    assert_int_equal(f->z.n, 120);
+    assert_true(f->z.cd_size > (3u << 20));
+    for (int i = 0; i < 120; i++) {
+        int n = snprintf(want, sizeof(want), "w/%d", i);
+        uint8_t *got;
+        char data[16];
+
+        memset(want + n, 'x', (size_t)(i * 7 % 400));
+        want[n + i * 7 % 400] = '\0';
+        assert_string_equal(f->z.e[i].name, want);
+        assert_int_equal(ck_zip_read(f->fd, &f->z.e[i], 64, &got, &f->err), 0);
+        snprintf(data, sizeof(data), "%d%d%d", i, i, i);
+        assert_int_equal(f->z.e[i].usize, strlen(data));
+        assert_memory_equal(got, data, strlen(data));
+        free(got);
+    }
 }
 
 /* A zip from Python's zipfile, stored: no padding, other fields set. */
@@ -1250,6 +1296,7 @@ int main(void)
         T(test_alignment),
         T(test_python_reads_ours),
         T(test_many_entries),
+        T(test_cd_window),
         T(test_size_later),
         T(test_reads_python_stored),
         T(test_deflated_read),
