@@ -738,6 +738,7 @@ typedef struct {
     const ck_dtype_t *last_dt; /* its dtype */
     int legacy;
     int first; /* first scan: storages are registered */
+    int keep;  /* tensors are recorded (else only checked) */
 } scan_t;
 
 static int as_u64(const ck_py_t *p, uint64_t *v)
@@ -936,6 +937,10 @@ static int scan_tensor(scan_t *s, ck_py_t *node, int version)
                           (unsigned long long)t.offset,
                           (unsigned long long)extent, t.st->key,
                           (unsigned long long)storage_elems);
+    if (!s->keep) {
+        s->nd -= 2 * t.ndim;
+        return 0;
+    }
     if (s->nt == s->tcap) {
         size_t cap = s->tcap ? s->tcap * 2 : 64;
         /* on the heap: the arena would keep every outgrown copy */
@@ -1075,6 +1080,7 @@ static int do_scan(ck_ckpt_t *c, int first, ck_err_t *err)
     s.gen = ck_py_next_gen();
     s.legacy = c->format == CK_FMT_LEGACY && first;
     s.first = first;
+    s.keep = !(first && c->tensors_later);
     /* the last scan's array is refilled, not left in the arena */
     s.t = c->tensors;
     s.tcap = c->tensors_cap;
@@ -1088,6 +1094,7 @@ static int do_scan(ck_ckpt_t *c, int first, ck_err_t *err)
         return rc;
     c->ntensors = s.nt;
     c->stale = 0;
+    c->unrecorded = !s.keep;
     shrink_scan(c, &s);
     for (size_t i = 0, d = 0; i < s.nt; i++) {
         s.t[i].node->u.o.aux = &s.t[i];
@@ -1195,6 +1202,7 @@ static int open_checked(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
     c->path = path;
     c->lim = o->lim;
     c->allow_numpy = o->allow_numpy;
+    c->tensors_later = o->tensors_later;
     /* O_NONBLOCK: a FIFO put in the file's place must not hang the open */
     c->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (c->fd < 0)

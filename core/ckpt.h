@@ -65,6 +65,10 @@ typedef struct {
     ck_limits_t lim;
     const char *const *allow; /* extra allowed globals "module.name", NULL-ended */
     int allow_numpy;          /* numpy values, checked (core/numpy.h) */
+    int tensors_later;        /* the open checks every tensor but keeps no
+                                 record of them (c->unrecorded is set: the
+                                 next ck_ckpt_scan makes them), for a job
+                                 whose chain drops most of them */
 } ck_open_opts_t;
 
 typedef struct {
@@ -123,6 +127,9 @@ typedef struct {
                                  allowlist, ck_ckpt_validate checks them */
     struct ck_ckpt_stream *stream; /* an input read from a pipe, else NULL */
     int stale;                /* the graph changed since the last scan */
+    int tensors_later;        /* from ck_open_opts_t */
+    int unrecorded;           /* the last scan checked the tensors and kept
+                                 no record (tensors_later): ntensors is 0 */
 } ck_ckpt_t;
 
 /*

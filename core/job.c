@@ -210,14 +210,15 @@ ck_py_vec_t *ck_job_metadata(ck_job_t *job, ck_py_t *state_dict)
     return md;
 }
 
-/* The model scanned again when an earlier stage left it stale: 0, or the
- * job fails. */
-static int fresh(ck_job_t *job)
+/* The model scanned again when an earlier stage left it stale, or (with
+ * records set) when its tensors are not recorded yet: 0, or the job
+ * fails. */
+static int fresh(ck_job_t *job, int records)
 {
     ck_err_t e = { 0 };
     int rc;
 
-    if (!job->ck.stale)
+    if (!job->ck.stale && !(records && job->ck.unrecorded))
         return 0;
     rc = ck_ckpt_scan(&job->ck, &e);
     return rc < 0 ? ck_job_fail(job, rc, "%s", e.msg) : 0;
@@ -225,7 +226,8 @@ static int fresh(ck_job_t *job)
 
 uint64_t ck_job_bytes_under(ck_job_t *job, ck_py_t *node)
 {
-    return fresh(job) < 0 ? 0 : ck_ckpt_bytes_under(&job->ck, node);
+    /* storages are tied to their persistent ids by any scan */
+    return fresh(job, 0) < 0 ? 0 : ck_ckpt_bytes_under(&job->ck, node);
 }
 
 const ck_tensor_t *ck_job_tensor(ck_job_t *job, ck_py_t *node)
@@ -233,7 +235,7 @@ const ck_tensor_t *ck_job_tensor(ck_job_t *job, ck_py_t *node)
     ck_tensor_t *t;
     ck_err_t e = { 0 };
 
-    if (fresh(job) < 0)
+    if (fresh(job, 1) < 0)
         return NULL;
     t = ck_ckpt_tensor(&job->ck, node);
 
@@ -275,7 +277,7 @@ int ck_job_cast(ck_job_t *job, ck_py_t *const *nodes, size_t n,
     ck_err_t e = { 0 };
     int rc;
 
-    if (fresh(job) < 0)
+    if (fresh(job, 1) < 0)
         return job->err->code;
     for (size_t i = 0; i < n; i++)
         (void)ck_job_tensor(job, nodes[i]); /* scanned, new ones too */
@@ -557,6 +559,10 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     rfc3339(ts, sizeof(ts));
     ck_conf_open_opts(conf, &opts);
     opts.lim.cancel = args->cancel;     /* the parse stops too */
+    /* the tensors are recorded by the chain's last scan, or the first one
+     * a stage asks for: the input's every tensor (a dropped optimizer's
+     * 300,000) held through validation and chain was the run's peak */
+    opts.tensors_later = 1;
     ck_json_arr(&plugins);
     rc = args->stream_in
              ? ck_ckpt_open_stream(&job.ck, args->in_fd, args->in, &opts, err)
@@ -588,6 +594,8 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
         rc = ck_ckpt_validate(&job.ck, err); /* as inspect validates */
     if (rc == 0)
         rc = run_chain(&job, &plugins);
+    if (rc == 0 && (job.ck.stale || job.ck.unrecorded)) /* no stage */
+        rc = ck_ckpt_scan(&job.ck, err);
     if (rc == 0 && canceled(args->cancel))
         rc = ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
     if (rc == 0 && st_out)

@@ -1064,6 +1064,65 @@ static void test_zip_beside(void **state)
     expect_open_fail(f, f->in, CK_EFORMAT, "differ only in case");
 }
 
+/*
+ * tensors_later (a job's open): every tensor is checked as before -- a view
+ * outside its storage is refused -- but none is recorded until the next
+ * scan; storages are registered and counted, and what is written is the
+ * same file.
+ */
+static int system_cmp(const char *x, const char *y)
+{
+    char cmd[400];
+
+    snprintf(cmd, sizeof(cmd), "cmp -s %s %s", x, y);
+    return system(cmd);
+}
+
+static void test_tensors_later(void **state)
+{
+    fx_t *f = *state;
+    ck_write_info_t info;
+    struct stat a, b;
+
+    f->opts.tensors_later = 1;
+    write_tensor_ckpt(f, "FloatStorage", 4, 0, 5, 1, 16);
+    expect_open_fail(f, f->in, CK_EFORMAT, "outside storage");
+    write_many_records(f, 0, 1, 0);
+    must_open(f, &f->c, f->in);
+    assert_int_equal(f->c.ntensors, 0);
+    assert_int_equal(f->c.unrecorded, 1);
+    assert_int_equal(f->c.stale, 0);
+    assert_int_equal(f->c.nstorages, 1100);
+    assert_int_equal(f->c.storages[1099]->refs, 1);
+    assert_null(ck_ckpt_tensor(&f->c, f->c.pk.root->u.seq.v[0]));
+    assert_int_equal(ck_ckpt_bytes_under(&f->c, f->c.pk.root), (4u << 20) + 1099 * 4);
+    assert_int_equal(ck_ckpt_scan(&f->c, &f->err), 0);
+    assert_int_equal(f->c.ntensors, 1100);
+    assert_int_equal(f->c.unrecorded, 0);
+    assert_non_null(ck_ckpt_tensor(&f->c, f->c.pk.root->u.seq.v[0]));
+    must_write(f, &f->c, f->out, &info);
+    ck_ckpt_close(&f->c);
+    f->opts.tensors_later = 0;
+    must_open(f, &f->c, f->in);
+    assert_int_equal(f->c.ntensors, 1100);
+    {
+        char out2[160];
+
+        /* the same name, for the same top folder */
+        snprintf(out2, sizeof(out2), "%s/again", f->dir);
+        assert_int_equal(mkdir(out2, 0700), 0);
+        snprintf(out2, sizeof(out2), "%s/again/out.pt", f->dir);
+        must_write(f, &f->c, out2, &info);
+        assert_int_equal(stat(f->out, &a), 0);
+        assert_int_equal(stat(out2, &b), 0);
+        assert_int_equal(a.st_size, b.st_size);
+        assert_int_equal(system_cmp(f->out, out2), 0);
+        unlink(out2);
+        snprintf(out2, sizeof(out2), "%s/again", f->dir);
+        rmdir(out2);
+    }
+}
+
 static void test_crafted_valid(void **state)
 {
     fx_t *f = *state;
@@ -1520,6 +1579,7 @@ int main(void)
         cmocka_unit_test(test_storage_keys),
         T(test_scan_shrinks),
         T(test_zip_beside),
+        T(test_tensors_later),
         T(test_crafted_valid),
         T(test_crafted_view_outside),
         T(test_crafted_records),
