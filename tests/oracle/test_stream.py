@@ -113,8 +113,9 @@ def not_a_zip(ctx, data, d, label):
     return r
 
 
-def diff_same(ctx, a, b):
-    p = subprocess.run([ctx.ckprep, "diff", a, b], capture_output=True, timeout=TIMEOUT)
+def diff_same(ctx, a, b, conf=None):
+    p = subprocess.run([ctx.ckprep, "diff"] + (["-c", conf] if conf else []) + [a, b],
+                       capture_output=True, timeout=TIMEOUT)
     if p.returncode != 0:
         return [f"ckprep diff {os.path.basename(a)} {os.path.basename(b)}: exit {p.returncode}: "
                 f"{tail(p.stdout + p.stderr)}"]
@@ -357,6 +358,38 @@ def case_plugins(ctx, inp):
     return r
 
 
+def case_numpy(ctx):
+    """[security] allow_numpy holds for an input read from a pipe as for a file:
+    accepted and checked with it (the same output, the same numpy values), refused
+    with the same words without it"""
+    import numpy as np
+    d = ctx.dir("numpy")
+    inp = os.path.join(d, "np.pt")
+    torch.save({"w": torch.ones(3), "np": np.arange(4, dtype=np.float32),
+                "step": np.int64(7)}, inp)
+    yes = ctx.write_conf("numpy.ini", "[security]\nallow_numpy = yes\n" + EMPTY)
+    r = []
+    ref = os.path.join(d, "ref.pt")
+    rc, so, se = ctx.run(["-o", ref, inp], conf=yes)
+    if rc != 0:
+        return [f"file mode: exit {rc}: {tail(se)}"]
+    rc, so, se = ctx.run(["-o", "-", "-"], stdin=inp, conf=yes)
+    if rc != 0:
+        return [f"stdin->stdout: exit {rc}: {tail(se)}"]
+    out = os.path.join(d, "archive.pt")
+    write_out(out, so)
+    r += diff_same(ctx, ref, out, conf=yes)
+    a, b = torch.load(ref, weights_only=False), torch.load(out, weights_only=False)
+    if not (torch.equal(a["w"], b["w"]) and np.array_equal(a["np"], b["np"]) and
+            a["np"].dtype == b["np"].dtype and b["step"] == 7 and type(b["step"]) is np.int64):
+        r.append(f"stdin->stdout: {b!r} differs from file mode's {a!r}")
+    for what, args, stdin in [("file", ["-o", os.path.join(d, "no.pt"), inp], None),
+                              ("stdin", ["-o", "-", "-"], inp)]:
+        r += [f"without allow_numpy, {what}: {x}" for x in expect_fail(
+            ctx, d, "no-" + what, args, stdin, ["numpy", "not allowed"])]
+    return r
+
+
 def case_reader_gone(ctx, inp):
     """stdout's reader goes away: a write error on stderr, exit 1."""
     with open(inp, "rb") as f:
@@ -490,6 +523,7 @@ def main(argv=None):
               ("fail:tar-polyglot", lambda: case_tar_polyglot(ctx)),
               ("fail:reader-gone", lambda: case_reader_gone(ctx, mid)),
               ("dry-run", lambda: case_dry_run(ctx, ck)),
+              ("numpy", lambda: case_numpy(ctx)),
               ("usage", lambda: case_usage(ctx, ck))]
     if args.only:
         tests = [t for t in tests if args.only in t[0]]
