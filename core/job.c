@@ -297,6 +297,8 @@ int ck_job_fail(ck_job_t *job, int code, const char *fmt, ...)
     char msg[sizeof(job->err->msg)];
     va_list ap;
 
+    if (job->err->code != 0) /* the first failure is the cause */
+        return job->err->code;
     if (code == CK_ENOMEM)
         return ck_err_set(job->err, code, "out of memory");
     va_start(ap, fmt);

@@ -292,8 +292,10 @@ ck_py_t *ck_job_global(ck_job_t *job, const char *module, const char *name);
 
 /*
  * Fail the job: records "PLUGIN[:LABEL]: message" (the running plugin's
- * name, put there by the core) unless an error is recorded already, and
- * returns code.  ck_job_nomem is the out-of-memory case.
+ * name, put there by the core) and returns code -- unless the job failed
+ * already (a helper that returned NULL: out of memory scanning), whose
+ * first error stands and whose code is returned.  ck_job_nomem is the
+ * out-of-memory case.
  */
 int ck_job_fail(ck_job_t *job, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
