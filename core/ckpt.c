@@ -739,6 +739,9 @@ typedef struct {
     int legacy;
     int first; /* first scan: storages are registered */
     int keep;  /* tensors are recorded (else only checked) */
+    uint32_t maxd;  /* the deepest place a node was met at */
+    int cycle;      /* a tuple, set or call met again inside its own items
+                       or arguments */
 } scan_t;
 
 static int as_u64(const ck_py_t *p, uint64_t *v)
@@ -976,23 +979,43 @@ static int walk_vec(scan_t *s, const ck_py_vec_t *v, uint32_t depth)
  */
 static int walk_args(scan_t *s, ck_py_t *args, int version, uint32_t depth)
 {
+    int rc = 0;
+
     if (version <= 0 || args == NULL || args->kind != CK_PY_TUPLE)
         return walk(s, args, depth);
-    if (args->wgen == s->gen)
+    if (depth > s->maxd)
+        s->maxd = depth;
+    if (args->wgen == s->gen) {
+        s->cycle |= (args->flags & CK_PY_F_WALKING) != 0;
         return 0;
+    }
     args->wgen = s->gen;
-    for (size_t i = 0; i < args->u.seq.n; i++) {
+    args->flags |= CK_PY_F_WALKING;
+    for (size_t i = 0; i < args->u.seq.n && rc == 0; i++) {
         ck_py_t *a = args->u.seq.v[i];
-        int rc;
 
+        /* size and stride: tuples scan_tensor checks are of ints */
         if (i >= 1 && i <= 4 && a != NULL &&
             (a->kind == CK_PY_INT || a->kind == CK_PY_BOOL ||
-             a->kind == CK_PY_TUPLE))
+             (a->kind == CK_PY_TUPLE && (i == 2 || i == 3))))
             continue;
-        if ((rc = walk(s, a, depth + 1)) < 0)
-            return rc;
+        rc = walk(s, a, depth + 1);
     }
-    return 0;
+    args->flags &= (uint8_t)~CK_PY_F_WALKING;
+    return rc;
+}
+
+/* The items of a tuple or set, marked as being walked: met again among
+ * them, it is a cycle the writer would follow once more than the walk
+ * (it memoizes these after their items). */
+static int walk_cyclic(scan_t *s, ck_py_t *p, uint32_t depth)
+{
+    int rc;
+
+    p->flags |= CK_PY_F_WALKING;
+    rc = walk_vec(s, &p->u.seq, depth);
+    p->flags &= (uint8_t)~CK_PY_F_WALKING;
+    return rc;
 }
 
 static int walk(scan_t *s, ck_py_t *p, uint32_t depth)
@@ -1004,15 +1027,20 @@ static int walk(scan_t *s, ck_py_t *p, uint32_t depth)
     if (depth > s->c->lim.max_depth)
         return ck_err_set(s->err, CK_ELIMIT, "object nesting deeper than %u",
                           s->c->lim.max_depth);
-    if (p->wgen == s->gen)
+    if (depth > s->maxd)
+        s->maxd = depth;
+    if (p->wgen == s->gen) {
+        s->cycle |= (p->flags & CK_PY_F_WALKING) != 0;
         return 0;
+    }
     p->wgen = s->gen;
     switch ((ck_py_kind_t)p->kind) {
     case CK_PY_TUPLE:
-    case CK_PY_LIST:
-    case CK_PY_DICT:
     case CK_PY_SET:
     case CK_PY_FROZENSET:
+        return walk_cyclic(s, p, depth);
+    case CK_PY_LIST:
+    case CK_PY_DICT:
         return walk_vec(s, &p->u.seq, depth);
     case CK_PY_PERSID:
         return scan_persid(s, p);
@@ -1028,8 +1056,12 @@ static int walk(scan_t *s, ck_py_t *p, uint32_t depth)
             }
             version = s->last_version;
         }
-        if ((rc = walk(s, p->u.o.fn, depth + 1)) < 0 ||
-            (rc = walk_args(s, p->u.o.args, version, depth + 1)) < 0 ||
+        /* the writer memoizes a call after its callable and arguments */
+        p->flags |= CK_PY_F_WALKING;
+        if ((rc = walk(s, p->u.o.fn, depth + 1)) >= 0)
+            rc = walk_args(s, p->u.o.args, version, depth + 1);
+        p->flags &= (uint8_t)~CK_PY_F_WALKING;
+        if (rc < 0 ||
             (rc = walk_vec(s, &ck_py_after(p)->list, depth)) < 0 ||
             (rc = walk_vec(s, &ck_py_after(p)->dict, depth)) < 0 ||
             (rc = walk(s, ck_py_after(p)->state, depth + 1)) < 0)
@@ -1070,6 +1102,32 @@ static void shrink_scan(ck_ckpt_t *c, scan_t *s)
     }
 }
 
+/*
+ * Whether writing the graph as read can be refused, known from the walk
+ * (ck_ckpt_validate then skips its scratch write: a sixth of a run over
+ * 10^5 tensors).  The writer (pickle_write.c) walks the graph as the scan
+ * does: the same root, the same items in the same order, each node
+ * expanded where it is first met, so at the same depth; the scan checks
+ * every place a node is met against max_depth, the writer fails only past
+ * it.  Where they differ the writer goes deeper by a bounded step: a set
+ * or bytes is written as a call (items 2 deeper; a bytearray's bytes, a
+ * call again, 4), a persistent id's tuple (its items, strs and ints, 2
+ * deeper), a value node is written anew
+ * wherever it is met (its ints, or an OrderedDict()'s global and empty
+ * tuple, 1 deeper), a tensor's size and stride tuples the scan does not
+ * walk (ints, 3 below the call).  Unbounded only where the writer expands
+ * a node twice: a tuple or set is memoized after its items, a call after
+ * its callable and arguments, so one met again among them is expanded
+ * again -- a cycle through one (a set that holds itself: the writer
+ * recurses until the limit).  And a str of 4 GiB
+ * or more it refuses, possible only with max_string_bytes raised so far.
+ */
+static int write_safe(const ck_ckpt_t *c, const scan_t *s)
+{
+    return !s->cycle && s->maxd + 4 <= c->lim.max_depth &&
+           c->lim.max_string_bytes <= UINT32_MAX;
+}
+
 static int do_scan(ck_ckpt_t *c, int first, ck_err_t *err)
 {
     scan_t s = { 0 };
@@ -1095,6 +1153,8 @@ static int do_scan(ck_ckpt_t *c, int first, ck_err_t *err)
     c->ntensors = s.nt;
     c->stale = 0;
     c->unrecorded = !s.keep;
+    if (first)
+        c->write_safe = write_safe(c, &s);
     shrink_scan(c, &s);
     for (size_t i = 0, d = 0; i < s.nt; i++) {
         s.t[i].node->u.o.aux = &s.t[i];

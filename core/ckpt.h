@@ -130,6 +130,11 @@ typedef struct {
     int tensors_later;        /* from ck_open_opts_t */
     int unrecorded;           /* the last scan checked the tensors and kept
                                  no record (tensors_later): ntensors is 0 */
+    int write_safe;           /* the open's scan proved that writing the
+                                 graph as read cannot go past max_depth:
+                                 no tuple, set or call reached through its
+                                 own items or arguments, nesting 4 or more
+                                 short of it */
 } ck_ckpt_t;
 
 /*
@@ -270,10 +275,11 @@ int ck_ckpt_check_keys(ck_ckpt_t *c, ck_err_t *err);
 /*
  * The one validation `inspect` and `run` (and the daemon) share, after
  * ck_ckpt_open: with allow_numpy, ck_np_check (every numpy value well
- * formed, no object dtype); ck_ckpt_check_keys, then the pickle written to a scratch
- * buffer and dropped, so everything the writer would refuse (a set that
- * holds itself, nesting past the limit) is refused here too.  0 or an
- * error in err.
+ * formed, no object dtype); ck_ckpt_check_keys, then whatever the writer
+ * would refuse (a set that holds itself, nesting past the limit) is
+ * refused here too: by the pickle written to a scratch buffer and dropped,
+ * unless the open's scan proved the writer cannot refuse it
+ * (c->write_safe).  0 or an error in err.
  */
 int ck_ckpt_validate(ck_ckpt_t *c, ck_err_t *err);
 

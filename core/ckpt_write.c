@@ -549,7 +549,7 @@ int ck_ckpt_validate(ck_ckpt_t *c, ck_err_t *err)
 
     if (rc == 0)
         rc = ck_ckpt_check_keys(c, err);
-    if (rc == 0)
+    if (rc == 0 && !c->write_safe)
         rc = ck_pickle_write(c->pk.root, &c->lim, &c->arena, NULL, NULL, &pkl,
                              err);
     ck_buf_release(&pkl);

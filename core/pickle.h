@@ -75,6 +75,9 @@ typedef struct {
  * the pickle again without sharing.)
  */
 #define CK_PY_F_VALUE 0x01
+/* Set by a walker on a node while it walks the node's items, and cleared
+ * after (ckpt.c's scan: a node reached through its own items). */
+#define CK_PY_F_WALKING 0x02
 
 struct ck_py {
     uint8_t kind;

@@ -1123,6 +1123,64 @@ static void test_tensors_later(void **state)
     }
 }
 
+/*
+ * ck_ckpt_validate skips its scratch write when the open's scan proved the
+ * writer cannot go past max_depth (c->write_safe); two graphs the scan
+ * passes and the writer refuses at max_depth 20, printed by CPython's
+ * pickle: a cycle through six tuples, which the writer walks twice, with
+ * 15 lists below (the writer's deepest place 23, the scan's 16); 17 nested
+ * lists around a bytearray, which the writer writes as two calls (21, the
+ * scan's 17); a call whose arguments hold it, through three tuples and a
+ * list (22, 16).  All refused, as before; a torch-like file is proved
+ * safe.
+ */
+static void test_write_safe(void **state)
+{
+    static const char cycle[] =
+        "\200\002]q\000h\000\205q\001\205q\002\205q\003\205q\004\205q\005]q"
+        "\006]q\007]q\010]q\011]q\012]q\013]q\014]q\015]q\016]q\017]q\020]q"
+        "\021]q\022]q\023]q\024X\004\000\000\000leafq\025aaaaaaaaaaaaaaa\206"
+        "q\026a0h\0010h\0020h\0030h\0040h\005h\00600h\026.";
+    static const char bytearray[] =
+        "\200\005\225@\000\000\000\000\000\000\000]\224]\224]\224]\224]\224]"
+        "\224]\224]\224]\224]\224]\224]\224]\224]\224]\224]\224]\224\226\002"
+        "\000\000\000\000\000\000\000ab\224aaaaaaaaaaaaaaaaa.";
+    /* OrderedDict(T1, [[...['leaf']...]]) whose T1 = (((L,),),) and L
+     * holds the call: a call is memoized after its arguments */
+    static const char call[] =
+        "\200\002]q\000ccollections\012OrderedDict\012q\001h\000\205q\002"
+        "\205q\003\205q\004]]]]]]]]]]]]]]X\004\000\000\000leafaaaaaaaaaaaaaa"
+        "\206q\005Rq\006a0h\006.";
+    static const struct {
+        const char *pkl;
+        size_t n;
+        const char *what;
+    } cases[] = { { cycle, sizeof(cycle) - 1, "tuple cycle" },
+                  { bytearray, sizeof(bytearray) - 1, "bytearray" },
+                  { call, sizeof(call) - 1, "call cycle" } };
+    fx_t *f = *state;
+
+    f->opts.lim.max_depth = 20;
+    for (size_t i = 0; i < CK_ARRAY_SIZE(cases); i++) {
+        rec_t r[2] = { { "t/data.pkl", cases[i].pkl, cases[i].n },
+                       { "t/version", "3\n", 2 } };
+
+        write_zip(f->in, r, 2);
+        must_open(f, &f->c, f->in);
+        if (f->c.write_safe)
+            fail_msg("%s: proved safe", cases[i].what);
+        if (ck_ckpt_validate(&f->c, &f->err) != CK_ELIMIT ||
+            strstr(f->err.msg, "deeper than 20") == NULL)
+            fail_msg("%s: validated (%s)", cases[i].what, f->err.msg);
+        ck_ckpt_close(&f->c);
+    }
+    f->opts.lim.max_depth = 1000;
+    write_tensor_ckpt(f, "FloatStorage", 4, 0, 4, 1, 16);
+    must_open(f, &f->c, f->in);
+    assert_int_equal(f->c.write_safe, 1);
+    assert_int_equal(ck_ckpt_validate(&f->c, &f->err), 0);
+}
+
 static void test_crafted_valid(void **state)
 {
     fx_t *f = *state;
@@ -1580,6 +1638,7 @@ int main(void)
         T(test_scan_shrinks),
         T(test_zip_beside),
         T(test_tensors_later),
+        T(test_write_safe),
         T(test_crafted_valid),
         T(test_crafted_view_outside),
         T(test_crafted_records),

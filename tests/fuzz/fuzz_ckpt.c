@@ -170,6 +170,27 @@ static void reopen(const char *path, const char *what)
     unlink(path);
 }
 
+static int drop(void *ud, const uint8_t *p, size_t n)
+{
+    (void)ud, (void)p, (void)n;
+    return 0;
+}
+
+/* The open's proof that the writer cannot refuse the graph as read
+ * (c->write_safe, for which ck_ckpt_validate skips its scratch write)
+ * holds: the writer does not refuse it. */
+static void write_safe_holds(ck_ckpt_t *c)
+{
+    ck_buf_t b = { .drain = drop };
+    ck_err_t err = { 0 };
+
+    if (ck_pickle_write(c->pk.root, &c->lim, &c->arena, NULL, NULL, &b,
+                        &err) < 0 && err.code != CK_ENOMEM)
+        die("the writer refused a graph the scan proved it could write",
+            err.msg);
+    ck_buf_release(&b);
+}
+
 static void job(int which, const char *out)
 {
     ck_job_args_t args = { in_path, out, out == NULL };
@@ -202,6 +223,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ck_conf_limits(NULL, &o.lim);
     o.allow_numpy = 1; /* numpy values checked too (core/numpy.c) */
     rc = ck_ckpt_open(&c, in_path, &o, &err);
+    if (rc == 0 && c.write_safe)
+        write_safe_holds(&c);
     if (rc == 0)
         rc = ck_ckpt_validate(&c, &err); /* as inspect and run */
 #ifdef FUZZ_TAR
