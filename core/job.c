@@ -629,15 +629,18 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
         rc = ck_ckpt_check_keys(&job.ck, err); /* what the write would refuse */
     }
     ck_json_end(&plugins);
+    ck_st_plan_release(&plan);
 
     {
         ck_record_t r = { 0 };
+        char digest[sizeof(job.ck.fingerprint)];
 
         r.ts = ts;
         r.version = CK_VERSION;
         r.in.path = args->in;
         r.in.size = job.ck.st.size;
-        r.in.digest = job.ck.fingerprint;
+        memcpy(digest, job.ck.fingerprint, sizeof(digest));
+        r.in.digest = digest;
         r.in.opened = job.ck.fd >= 0;
         r.in.inode = (uint64_t)job.ck.st.ino;
         r.in.mtime_ns = job.ck.st.mtime_ns;
@@ -663,10 +666,11 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
         r.config_digest = conf->digest;
         r.plugins = (const char *)plugins.b.data;
         r.plugins_len = plugins.b.len;
+        /* the graph goes before the record is made: a chain's changes
+         * (10^5 renames) are megabytes, twice while it is copied */
+        ck_ckpt_close(&job.ck);
         ck_record_build(rec, &r);
     }
     ck_json_release(&plugins);
-    ck_st_plan_release(&plan);
-    ck_ckpt_close(&job.ck);
     return rc;
 }

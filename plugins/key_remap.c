@@ -210,13 +210,14 @@ static int key_index(ck_arena_t *a, ck_py_vec_t *m, ck_strmap_t *ix)
  * about tensors): torch's consume_prefix_in_state_dict_if_present does the
  * same when the module 'module' of a DDP checkpoint becomes the root ''.
  */
-static int remap_metadata(ck_job_t *job, ck_py_vec_t *m, char **names)
+static int remap_metadata(ck_job_t *job, ck_py_vec_t *m, char **names,
+                          ck_arena_t *tmp)
 {
     ck_arena_t *a = ck_job_arena(job);
     size_t n = m->n / 2, kept = 0;
     ck_strmap_t seen = { 0 }; /* new name -> its place in the output */
 
-    if (ck_strmap_reserve(&seen, a, n) < 0)
+    if (ck_strmap_reserve(&seen, tmp, n) < 0)
         return ck_job_nomem(job);
     for (size_t i = 0; i < n; i++) {
         ck_py_t *k = m->v[2 * i];
@@ -240,7 +241,7 @@ static int remap_metadata(ck_job_t *job, ck_py_vec_t *m, char **names)
             if (k == NULL)
                 return ck_job_nomem(job);
         }
-        if (ck_strmap_add(&seen, a, name, kept) < 0)
+        if (ck_strmap_add(&seen, tmp, name, kept) < 0)
             return ck_job_nomem(job);
         m->v[2 * kept] = k;
         m->v[2 * kept++ + 1] = m->v[2 * i + 1];
@@ -251,19 +252,26 @@ static int remap_metadata(ck_job_t *job, ck_py_vec_t *m, char **names)
     return 0;
 }
 
+/*
+ * Rename the keys of m.  The new names, their index and maps live in tmp,
+ * which the caller releases after: 10^5 keys' worth would otherwise stay
+ * in the job's arena through the write (the new keys put in the graph
+ * are copies in the job's).
+ */
 static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
-                     ck_py_vec_t *m, int metadata, size_t *hits)
+                     ck_py_vec_t *m, int metadata, size_t *hits,
+                     ck_arena_t *tmp)
 {
     ck_arena_t *a = ck_job_arena(job);
     size_t n = m->n / 2;
-    char **names = ck_arena_alloc(a, (n + 1) * sizeof(*names));
-    size_t *dup = ck_arena_alloc(a, (n + 1) * sizeof(*dup));
+    char **names = ck_arena_alloc(tmp, (n + 1) * sizeof(*names));
+    size_t *dup = ck_arena_alloc(tmp, (n + 1) * sizeof(*dup));
     ck_strmap_t keys = { 0 }, renamed = { 0 };
     ck_buf_t ba = { 0 }, bb = { 0 }, *out;
     size_t kept = 0;
     int rc = 0;
 
-    if (names == NULL || dup == NULL || key_index(a, m, &keys) < 0)
+    if (names == NULL || dup == NULL || key_index(tmp, m, &keys) < 0)
         return ck_job_nomem(job);
     for (size_t i = 0; i < n && rc == 0; i++) {
         ck_py_t *k = m->v[2 * i];
@@ -274,7 +282,7 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
             continue;
         if (metadata) {
             /* module m owns the keys under "m." (the root: "") */
-            char *dotted = ck_arena_printf(a, "%s%s", k->u.s.s,
+            char *dotted = ck_arena_printf(tmp, "%s%s", k->u.s.s,
                                            k->u.s.n ? "." : "");
 
             if (dotted == NULL) {
@@ -307,7 +315,7 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
                              state, k->u.s.s);
             break;
         }
-        names[i] = ck_arena_strndup(a, o, out->len);
+        names[i] = ck_arena_strndup(tmp, o, out->len);
         if (names[i] == NULL)
             rc = ck_job_nomem(job);
     }
@@ -316,7 +324,7 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
     if (rc < 0)
         return rc;
     if (metadata)
-        return remap_metadata(job, m, names);
+        return remap_metadata(job, m, names, tmp);
     /* dup[i]: the first later key renamed to the same new name, else n */
     for (size_t i = 0; i < n; i++) {
         size_t f;
@@ -327,7 +335,7 @@ static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
         f = ck_strmap_get(&renamed, names[i]);
         if (f != SIZE_MAX && dup[f] == n)
             dup[f] = i;
-        if (ck_strmap_add(&renamed, a, names[i], i) < 0)
+        if (ck_strmap_add(&renamed, tmp, names[i], i) < 0)
             return ck_job_nomem(job);
     }
     /* conflicts: a new name equal to a key that stays, or to another new name */
@@ -427,12 +435,20 @@ static int remap_run(ck_job_t *job, void *conf)
                 sd = NULL;
         if (sd == NULL && seen[s] != NULL)
             continue;
-        rc = remap_one(job, cf, state, m, 0, hits);
+        {
+            ck_arena_t tmp = { 0 };
+
+            rc = remap_one(job, cf, state, m, 0, hits, &tmp);
+            ck_arena_release(&tmp);
+        }
         if (rc < 0)
             return rc;
         md = ck_job_metadata(job, sd);
         if (md != NULL) {
-            rc = remap_one(job, cf, state, md, 1, NULL);
+            ck_arena_t tmp = { 0 };
+
+            rc = remap_one(job, cf, state, md, 1, NULL, &tmp);
+            ck_arena_release(&tmp);
             if (rc < 0)
                 return rc;
         }

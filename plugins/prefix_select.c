@@ -162,15 +162,15 @@ static void report_key(ck_job_t *job, const char *op, const char *state,
  * before renaming, or NULL.
  */
 static int collisions(ck_job_t *job, select_conf_t *cf, const char *state,
-                      ck_py_vec_t *m, ck_py_t **old, int metadata)
+                      ck_py_vec_t *m, ck_py_t **old, int metadata,
+                      ck_arena_t *tmp)
 {
-    ck_arena_t *a = ck_job_arena(job);
     ck_strmap_t seen = { 0 };
-    size_t *holder = ck_arena_alloc(a, (m->n / 2 + 1) * sizeof(*holder));
+    size_t *holder = ck_arena_alloc(tmp, (m->n / 2 + 1) * sizeof(*holder));
 
     /* seen: name -> the pair that first had it; holder[that]: the pair
-     * that has it now */
-    if (holder == NULL || ck_strmap_reserve(&seen, a, m->n / 2) < 0)
+     * that has it now (both in tmp, released by the caller) */
+    if (holder == NULL || ck_strmap_reserve(&seen, tmp, m->n / 2) < 0)
         return ck_job_nomem(job);
     for (size_t i = 0; i + 1 < m->n; i += 2) {
         ck_py_t *k = m->v[i];
@@ -180,7 +180,7 @@ static int collisions(ck_job_t *job, select_conf_t *cf, const char *state,
             continue;
         first = ck_strmap_get(&seen, k->u.s.s);
         if (first == SIZE_MAX) {
-            if (ck_strmap_add(&seen, a, k->u.s.s, i / 2) < 0)
+            if (ck_strmap_add(&seen, tmp, k->u.s.s, i / 2) < 0)
                 return ck_job_nomem(job);
             holder[i / 2] = i / 2;
             continue;
@@ -271,8 +271,12 @@ static int filter(ck_job_t *job, select_conf_t *cf, const char *state,
             renamed = 1;
         }
     }
-    if (rc == 0 && renamed)
-        rc = collisions(job, cf, state, m, old, metadata);
+    if (rc == 0 && renamed) {
+        ck_arena_t tmp = { 0 };
+
+        rc = collisions(job, cf, state, m, old, metadata, &tmp);
+        ck_arena_release(&tmp);
+    }
     for (size_t i = 0; i + 1 < m->n; i += 2) {
         if (m->v[i] != NULL) {
             m->v[o++] = m->v[i];
