@@ -469,6 +469,12 @@ static int open_zip_beside(ck_ckpt_t *c, int *rc, ck_err_t *err)
                          "zip: %s changed while it was read", e->name);
     else if ((*rc = prc) < 0)
         *err = perr;
+    if (*rc < 0 && prc == 0) {
+        /* refused before its pickle, as a plain open refuses it: no graph
+         * (inspect shows what a refused file's graph holds) */
+        memset(&c->pk, 0, sizeof(c->pk));
+        c->pickle_bytes = 0;
+    }
     return 1;
 }
 
@@ -742,6 +748,7 @@ typedef struct {
     uint32_t maxd;  /* the deepest place a node was met at */
     int cycle;      /* a tuple, set or call met again inside its own items
                        or arguments */
+    int sets;       /* a set or frozenset met */
 } scan_t;
 
 static int as_u64(const ck_py_t *p, uint64_t *v)
@@ -1035,9 +1042,11 @@ static int walk(scan_t *s, ck_py_t *p, uint32_t depth)
     }
     p->wgen = s->gen;
     switch ((ck_py_kind_t)p->kind) {
-    case CK_PY_TUPLE:
     case CK_PY_SET:
     case CK_PY_FROZENSET:
+        s->sets = 1;
+        /* fall through */
+    case CK_PY_TUPLE:
         return walk_cyclic(s, p, depth);
     case CK_PY_LIST:
     case CK_PY_DICT:
@@ -1109,23 +1118,26 @@ static void shrink_scan(ck_ckpt_t *c, scan_t *s)
  * does: the same root, the same items in the same order, each node
  * expanded where it is first met, so at the same depth; the scan checks
  * every place a node is met against max_depth, the writer fails only past
- * it.  Where they differ the writer goes deeper by a bounded step: a set
- * or bytes is written as a call (items 2 deeper; a bytearray's bytes, a
- * call again, 4), a persistent id's tuple (its items, strs and ints, 2
- * deeper), a value node is written anew
+ * it.  Where they differ the writer goes deeper, at a leaf, by a bounded
+ * step: bytes are written as a call (their text 2 deeper; a bytearray's
+ * bytes, a call again, 4), a persistent id's tuple (its items, strs and
+ * ints, 2 deeper), a value node is written anew
  * wherever it is met (its ints, or an OrderedDict()'s global and empty
  * tuple, 1 deeper), a tensor's size and stride tuples the scan does not
  * walk (ints, 3 below the call).  Unbounded only where the writer expands
  * a node twice: a tuple or set is memoized after its items, a call after
  * its callable and arguments, so one met again among them is expanded
  * again -- a cycle through one (a set that holds itself: the writer
- * recurses until the limit).  And a str of 4 GiB
- * or more it refuses, possible only with max_string_bytes raised so far.
+ * recurses until the limit); and where a set is, as a call whose argument
+ * holds a list of its items, 2 deeper at each set on the way down: sets
+ * (rare in a checkpoint) leave it to the scratch write.  And a str of 4 GiB
+ * or more it refuses -- bytes of 2 GiB are written as up to twice as much
+ * UTF-8 text --, possible only with max_string_bytes raised so far.
  */
 static int write_safe(const ck_ckpt_t *c, const scan_t *s)
 {
-    return !s->cycle && s->maxd + 4 <= c->lim.max_depth &&
-           c->lim.max_string_bytes <= UINT32_MAX;
+    return !s->cycle && !s->sets && s->maxd + 4 <= c->lim.max_depth &&
+           c->lim.max_string_bytes <= UINT32_MAX / 2;
 }
 
 static int do_scan(ck_ckpt_t *c, int first, ck_err_t *err)

@@ -132,9 +132,9 @@ typedef struct {
                                  no record (tensors_later): ntensors is 0 */
     int write_safe;           /* the open's scan proved that writing the
                                  graph as read cannot go past max_depth:
-                                 no tuple, set or call reached through its
-                                 own items or arguments, nesting 4 or more
-                                 short of it */
+                                 no set, no tuple or call reached through
+                                 its own items or arguments, nesting 4 or
+                                 more short of it */
 } ck_ckpt_t;
 
 /*
