@@ -308,6 +308,47 @@ static const char *fold_note(int k)
     "\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}"
 
 /*
+ * Inside a set: the last single character met (a code point, or -1 after
+ * a class escape or a range), and a range's start once a '-' follows one.
+ * For what PCRE2 would read otherwise than Python: \s, spelled out, at an
+ * end of a range; a caseless range over U+0130 or U+0131 (python_folds).
+ */
+typedef struct {
+    long prev, lo;
+    int folds;        /* a range holds U+0130 or U+0131 */
+} cls_t;
+
+static void cls_atom(cls_t *k, long v)
+{
+    if (k->lo >= 0 && v >= 0) {
+        if (k->lo <= 0x131 && v >= 0x130)
+            k->folds = 1;
+        k->lo = k->prev = -1; /* a range is no start of another */
+        return;
+    }
+    k->lo = -1;
+    k->prev = v;
+}
+
+/* The code point of the UTF-8 character at s (len bytes in *len). */
+static long utf8_at(const char *s, size_t *len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t n = u[0] < 0x80 ? 1 : u[0] < 0xe0 ? 2 : u[0] < 0xf0 ? 3 : 4;
+    long v = n == 1 ? u[0] : u[0] & (0x7f >> n);
+
+    for (size_t i = 1; i < n; i++) {
+        if ((u[i] & 0xc0) != 0x80) { /* not UTF-8: a byte at a time */
+            *len = 1;
+            return u[0];
+        }
+        v = v << 6 | (u[i] & 0x3f);
+    }
+    *len = n;
+    return v;
+}
+
+/*
  * Python's pattern syntax where PCRE2 reads it otherwise: \Z is PCRE2's
  * \z, \v the character VT (PCRE2: vertical space), \uXXXX and \UXXXXXXXX
  * are \x{...}, {,n} is {0,n}, octal escapes become \x{...} and group
@@ -322,7 +363,8 @@ static const char *fold_note(int k)
  * open.  A new ck_malloc string into *out, or CK_ECONFIG / CK_ENOMEM.
  */
 static int translate(const char *p, char **out, int *caseless,
-                     size_t *esc_at, int *esc_k, ck_err_t *err)
+                     size_t *esc_at, int *esc_k, int *fold_range,
+                     ck_err_t *err)
 {
     static const char ok[] = "abfnrtvxuUNAZbBdDsSwW";
     size_t n = strlen(p), o = 0, depth = 0, nn = 0, class_first = 0;
@@ -332,6 +374,7 @@ static int translate(const char *p, char **out, int *caseless,
     gname_t *nm = ck_malloc((n + 1) * sizeof(*nm));
     unsigned groups = 0;
     int in_class = 0, at_start = 1, rc = 0;
+    cls_t cls = { -1, -1, 0 };
 
 #define BAD(...)                                                              \
     do {                                                                      \
@@ -381,7 +424,22 @@ static int translate(const char *p, char **out, int *caseless,
                 }
                 o += (size_t)sprintf(t + o, "\\x{%.*s}", (int)len,
                                      p + i + 1);
+                if (in_class) {
+                    char hex[9] = { 0 };
+
+                    memcpy(hex, p + i + 1, len);
+                    cls_atom(&cls, (long)strtoul(hex, NULL, 16));
+                }
                 i += len;
+                continue;
+            }
+            if (e == 'x') { /* two hex digits, checked above */
+                char hex[3] = { p[i + 1], p[i + 2], '\0' };
+
+                o += (size_t)sprintf(t + o, "\\x%s", hex);
+                if (in_class)
+                    cls_atom(&cls, (long)strtoul(hex, NULL, 16));
+                i += 2;
                 continue;
             }
             if (is_digit(e)) {
@@ -417,6 +475,8 @@ static int translate(const char *p, char **out, int *caseless,
                     BAD("octal escape value \\%.*s outside of range 0-0o377 "
                         "at position %zu", (int)(i - at), p + at + 1, at);
                 o += (size_t)sprintf(t + o, "\\x{%x}", v);
+                if (in_class)
+                    cls_atom(&cls, (long)v);
                 continue;
             }
             if (e == 's' || e == 'S') {
@@ -424,6 +484,13 @@ static int translate(const char *p, char **out, int *caseless,
                     BAD("\\S inside a set at position %zu is not supported "
                         "(PCRE2's holds U+001C to U+001F, Python's does "
                         "not): write (?:[...]|\\S)", at);
+                if (in_class && (cls.lo >= 0 ||
+                                 (p[i + 1] == '-' && p[i + 2] != ']' &&
+                                  p[i + 2] != '\0')))
+                    BAD("bad character range at position %zu: \\s at an "
+                        "end of a range", at);
+                if (in_class)
+                    cls_atom(&cls, -1);
                 o += (size_t)sprintf(t + o, in_class ? "%s" : e == 's' ?
                                      "[%s]" : "[^%s]", PY_SPACE);
                 continue;
@@ -435,6 +502,11 @@ static int translate(const char *p, char **out, int *caseless,
                 t[o++] = '0';
                 t[o++] = 'b';
             }
+            if (in_class) /* a class escape, or one character */
+                cls_atom(&cls, strchr("dDwW", e) != NULL ? -1
+                               : e == 'a' ? 7 : e == 'b' ? 8 : e == 'f' ? 12
+                               : e == 'n' ? 10 : e == 'r' ? 13 : e == 't' ? 9
+                               : e == 'v' ? 11 : (unsigned char)e);
             continue;
         }
         if (in_class) {
@@ -444,14 +516,28 @@ static int translate(const char *p, char **out, int *caseless,
                     "something else in Python (a set holding '[' and "
                     "'%c'): write the set out", p[i + 1], p[i + 1], i,
                     p[i + 1]);
-            if (c == ']' && i != class_first)
+            if (c == ']' && i != class_first) {
                 in_class = 0;
+            } else if (c == '-' && i != class_first && p[i + 1] != ']' &&
+                       cls.prev >= 0) {
+                cls.lo = cls.prev; /* a range */
+            } else {
+                size_t len;
+                long v = utf8_at(p + i, &len);
+
+                cls_atom(&cls, v);
+                memcpy(t + o, p + i, len);
+                o += len;
+                i += len - 1;
+                continue;
+            }
             t[o++] = c;
             continue;
         }
         if (c == '[') {
             in_class = 1;
             class_first = p[i + 1] == '^' ? i + 2 : i + 1;
+            cls.prev = cls.lo = -1;
         } else if (c == '(' && p[i + 1] == '*') {
             BAD("(* at position %zu: PCRE2's (*VERB) options are not Python "
                 "syntax", i);
@@ -574,6 +660,7 @@ static int translate(const char *p, char **out, int *caseless,
     }
     t[o] = '\0';
     *out = t;
+    *fold_range = cls.folds;
     t = NULL;
 done:
 #undef BAD
@@ -589,7 +676,7 @@ int ck_pyre_compile(const char *pattern, const char *repl, ck_pyre_t **out,
 {
     ck_pyre_t *re = ck_calloc(1, sizeof(*re));
     char *pat = NULL;
-    int code = 0, rc, esc_k = -1;
+    int code = 0, rc, esc_k = -1, fold_range = 0;
     size_t esc_at = SIZE_MAX;
     PCRE2_SIZE off = 0;
     uint32_t ng = 0;
@@ -599,9 +686,16 @@ int ck_pyre_compile(const char *pattern, const char *repl, ck_pyre_t **out,
         rc = ck_err_set(err, CK_ENOMEM, "out of memory");
         goto out;
     }
-    rc = translate(pattern, &pat, &re->caseless, &esc_at, &esc_k, err);
+    rc = translate(pattern, &pat, &re->caseless, &esc_at, &esc_k,
+                   &fold_range, err);
     if (rc < 0)
         goto out;
+    if (re->caseless && fold_range) {
+        rc = ck_err_set(err, CK_ECONFIG, "a range over U+0130 or U+0131 in "
+                        "a case-insensitive pattern: Python's re matches I "
+                        "and i to it, PCRE2 does not: not supported");
+        goto out;
+    }
     if (re->caseless) {
         size_t at = esc_at;
         int k = python_only_fold(pattern, strlen(pattern), &at);

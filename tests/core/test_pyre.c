@@ -78,12 +78,27 @@ static const struct {
     { "[^\\s]", "-", "\035\341\240\216\342\200\250x", S("\035-\342\200\250-"), 2 },
     { "a\\sb", "ab", "a\036b a\341\240\216b", S("ab a\341\240\216b"), 1 },
     { "(?i)LAYER", "L", "layer.Layer.x", S("L.L.x"), 2 },
+    { "[\\s-]", "X", "a-b\343\200\200c", S("aXbXc"), 2 },
+    { "[-\\s]", "X", "a-b\tc", S("aXbXc"), 2 },
+    { "[a-b-c]", "X", "a-bdc", S("XXXdX"), 4 },
+    { "(?i)[\\u0132-\\u017f]", "X", "fc_i.weight", S("fc_i.weight"), 0 },
+    { "[\\u0100-\\u017f]", "X", "fc_i.w\304\261", S("fc_i.wX"), 1 },
 };
 
 static const struct {
     const char *pattern, *repl, *msg;
 } bad[] = {
     { "[\\S.]", "x", "\\S inside a set" },
+    /* python: bad character range \t-\s at position 1, ... */
+    { "[\\t-\\s]", "x", "bad character range at position 4" },
+    { "[\\x00-\\s]", "x", "bad character range" },
+    { "[\\s-\\u3000]", "x", "bad character range at position 1" },
+    { "[\\s-z]", "x", "bad character range" },
+    { "[a-\\s]", "x", "bad character range" },
+    /* python: matches i and I to U+0131 in the range */
+    { "(?i)[\\u0100-\\u017f]", "x", "a range over U+0130 or U+0131" },
+    { "(?i)[a-\\u0130]", "x", "a range over U+0130 or U+0131" },
+    { "(?i)x[\304\200-\305\277]", "x", "a range over U+0130" },
     { "(?i)\304\261", "x", "U+0131 at position 4" }, /* python: matches i, I, U+0130 */
     { "(?i:x\\u0130)", "x", "U+0130 at position 5" },
     { "(?i)\\U00001fd3", "x", "U+1FD3" },

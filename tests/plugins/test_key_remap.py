@@ -289,8 +289,8 @@ def remap_space_as_python():
 def remap_caseless_python_only_letters_fail():
     """under (?i) Python's re holds i, I, U+0130 and U+0131 one letter, PCRE2
     does not: a key holding U+0131 fails the job naming it (re.sub would
-    rename it), nothing is written; a rule naming U+0130 is refused at load;
-    other keys are renamed as re.sub renames them"""
+    rename it), nothing is written; a rule naming U+0130, or a range over
+    it, is refused at load; other keys are renamed as re.sub renames them"""
     keys = ["layer.0.w", "LAYER.1.w", "la\u0131er.2.w"]
     src = os.path.join(E.fresh("fold-input"), "keys.th")
     torch.save({"best_state": {"model": OD((k, torch.zeros(1)) for k in keys)}}, src)
@@ -305,6 +305,11 @@ def remap_caseless_python_only_letters_fail():
     got = list(load(r.out)["best_state"]["model"].keys())
     check(got == [re.sub(r"(?i)LAYER", "L", k) for k in keys[:2]], f"got {got}")
     check_rejects_line("key_remap", "rename = re:(?i)\u0130 => i", "U+0130")
+    # a range over them: Python's re renames 'fc_i.weight', PCRE2 would not
+    check(re.sub(r"(?i)[\u0100-\u017f]", "X", "fc_i.weight") == "fc_X.weXght",
+          "Python's re: not a case")
+    check_rejects_line("key_remap", r"rename = re:(?i)[\u0100-\u017f] => X",
+                       "a range over U+0130 or U+0131")
 
 
 @test
