@@ -495,6 +495,18 @@ static int translate(const char *p, char **out, int *caseless,
                                      "[%s]" : "[^%s]", PY_SPACE);
                 continue;
             }
+            if ((unsigned char)e >= 0x80) { /* an escaped character */
+                size_t len;
+                long v = utf8_at(p + i, &len);
+
+                t[o++] = '\\';
+                memcpy(t + o, p + i, len);
+                o += len;
+                i += len - 1;
+                if (in_class)
+                    cls_atom(&cls, v);
+                continue;
+            }
             t[o++] = '\\';
             t[o++] = !in_class && e == 'Z' ? 'z'
                      : e == 'v' ? 'x' : e;

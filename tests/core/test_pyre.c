@@ -83,6 +83,8 @@ static const struct {
     { "[a-b-c]", "X", "a-bdc", S("XXXdX"), 4 },
     { "(?i)[\\u0132-\\u017f]", "X", "fc_i.weight", S("fc_i.weight"), 0 },
     { "[\\u0100-\\u017f]", "X", "fc_i.w\304\261", S("fc_i.wX"), 1 },
+    /* an escaped letter past ASCII at a range's end: U+0142 to U+0200 */
+    { "(?i)[\\\305\202-\\u0200]", "X", "I\305\203", S("IX"), 1 },
 };
 
 static const struct {
@@ -99,6 +101,7 @@ static const struct {
     { "(?i)[\\u0100-\\u017f]", "x", "a range over U+0130 or U+0131" },
     { "(?i)[a-\\u0130]", "x", "a range over U+0130 or U+0131" },
     { "(?i)x[\304\200-\305\277]", "x", "a range over U+0130" },
+    { "(?i)[\\\304\254-\\\305\260]", "x", "a range over U+0130" },
     { "(?i)\304\261", "x", "U+0131 at position 4" }, /* python: matches i, I, U+0130 */
     { "(?i:x\\u0130)", "x", "U+0130 at position 5" },
     { "(?i)\\U00001fd3", "x", "U+1FD3" },
