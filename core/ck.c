@@ -292,9 +292,10 @@ void *ck_arena_grow(ck_arena_t *a, void *p, size_t old, size_t n)
     size_t want = (n + 7) & ~(size_t)7;
     void *q;
 
+    /* b is the last block of one request's own: past a quarter block */
     if (p != NULL && b != NULL && p == (void *)b->data &&
         b->used == ((old + 7) & ~(size_t)7) && want > b->size &&
-        want > ARENA_BLOCK / 4 && want < SIZE_MAX - sizeof(*b)) {
+        want < SIZE_MAX - sizeof(*b)) {
         nb = ck_realloc(b, sizeof(*b) + want);
         if (nb == NULL)
             return NULL;

@@ -967,6 +967,20 @@ static int scan_tensor(scan_t *s, ck_py_t *node, int version)
 
 static int walk(scan_t *s, ck_py_t *p, uint32_t depth);
 
+/* p met at depth (for write_safe): 1 when it was met before -- a cycle
+ * when it is being walked -- else it is marked met and 0. */
+static int met_before(scan_t *s, ck_py_t *p, uint32_t depth)
+{
+    if (depth > s->maxd)
+        s->maxd = depth;
+    if (p->wgen != s->gen) {
+        p->wgen = s->gen;
+        return 0;
+    }
+    s->cycle |= (p->flags & CK_PY_F_WALKING) != 0;
+    return 1;
+}
+
 static int walk_vec(scan_t *s, const ck_py_vec_t *v, uint32_t depth)
 {
     for (size_t i = 0; i < v->n; i++) {
@@ -990,13 +1004,8 @@ static int walk_args(scan_t *s, ck_py_t *args, int version, uint32_t depth)
 
     if (version <= 0 || args == NULL || args->kind != CK_PY_TUPLE)
         return walk(s, args, depth);
-    if (depth > s->maxd)
-        s->maxd = depth;
-    if (args->wgen == s->gen) {
-        s->cycle |= (args->flags & CK_PY_F_WALKING) != 0;
+    if (met_before(s, args, depth))
         return 0;
-    }
-    args->wgen = s->gen;
     args->flags |= CK_PY_F_WALKING;
     for (size_t i = 0; i < args->u.seq.n && rc == 0; i++) {
         ck_py_t *a = args->u.seq.v[i];
@@ -1034,13 +1043,8 @@ static int walk(scan_t *s, ck_py_t *p, uint32_t depth)
     if (depth > s->c->lim.max_depth)
         return ck_err_set(s->err, CK_ELIMIT, "object nesting deeper than %u",
                           s->c->lim.max_depth);
-    if (depth > s->maxd)
-        s->maxd = depth;
-    if (p->wgen == s->gen) {
-        s->cycle |= (p->flags & CK_PY_F_WALKING) != 0;
+    if (met_before(s, p, depth))
         return 0;
-    }
-    p->wgen = s->gen;
     switch ((ck_py_kind_t)p->kind) {
     case CK_PY_SET:
     case CK_PY_FROZENSET:
@@ -1081,6 +1085,21 @@ static int walk(scan_t *s, ck_py_t *p, uint32_t depth)
     }
 }
 
+/* arr (*cap entries of size, used in use) reallocated to fit when it
+ * uses under half of more than 4096; the array, moved or not. */
+static void *shrink(void *arr, size_t *cap, size_t used, size_t least,
+                    size_t size)
+{
+    size_t want = used > least ? used : least;
+    void *p;
+
+    if (*cap <= 4096 || used >= *cap / 2 ||
+        (p = ck_realloc(arr, want * size)) == NULL)
+        return arr;
+    *cap = want;
+    return p;
+}
+
 /*
  * After a scan that found far fewer tensors than an earlier one (the chain
  * dropped an optimizer's state), the arrays give back the room they no
@@ -1090,25 +1109,9 @@ static int walk(scan_t *s, ck_py_t *p, uint32_t depth)
  */
 static void shrink_scan(ck_ckpt_t *c, scan_t *s)
 {
-    enum { SLACK = 4096 };
-    void *p;
-
-    if (s->tcap > SLACK && s->nt < s->tcap / 2) {
-        size_t cap = s->nt > 64 ? s->nt : 64;
-
-        if ((p = ck_realloc(s->t, cap * sizeof(*s->t))) != NULL) {
-            c->tensors = s->t = p;
-            c->tensors_cap = s->tcap = cap;
-        }
-    }
-    if (c->dims_cap > SLACK && s->nd < c->dims_cap / 2) {
-        size_t cap = s->nd > 256 ? s->nd : 256;
-
-        if ((p = ck_realloc(c->dims, cap * sizeof(*c->dims))) != NULL) {
-            c->dims = p;
-            c->dims_cap = cap;
-        }
-    }
+    c->tensors = s->t = shrink(s->t, &s->tcap, s->nt, 64, sizeof(*s->t));
+    c->tensors_cap = s->tcap;
+    c->dims = shrink(c->dims, &c->dims_cap, s->nd, 256, sizeof(*c->dims));
 }
 
 /*
@@ -1121,9 +1124,9 @@ static void shrink_scan(ck_ckpt_t *c, scan_t *s)
  * it.  Where they differ the writer goes deeper, at a leaf, by a bounded
  * step: bytes are written as a call (their text 2 deeper; a bytearray's
  * bytes, a call again, 4), a persistent id's tuple (its items, strs and
- * ints, 2 deeper), a value node is written anew
- * wherever it is met (its ints, or an OrderedDict()'s global and empty
- * tuple, 1 deeper), a tensor's size and stride tuples the scan does not
+ * ints, 2 deeper), a value node is written anew wherever it is met (its
+ * ints, or an OrderedDict()'s global and empty tuple, 1 deeper), a
+ * tensor's size and stride tuples the scan does not
  * walk (ints, 3 below the call).  Unbounded only where the writer expands
  * a node twice: a tuple or set is memoized after its items, a call after
  * its callable and arguments, so one met again among them is expanded
@@ -1247,6 +1250,16 @@ static int zip_storages(ck_ckpt_t *c, ck_err_t *err)
     return 0;
 }
 
+void ck_ckpt_init(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o)
+{
+    memset(c, 0, sizeof(*c));
+    c->fd = -1;
+    c->path = path;
+    c->lim = o->lim;
+    c->allow_numpy = o->allow_numpy;
+    c->tensors_later = o->tensors_later;
+}
+
 static int open_checked(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
                         ck_err_t *err);
 
@@ -1269,12 +1282,7 @@ static int open_checked(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
     size_t data_start = 0;
     int rc;
 
-    memset(c, 0, sizeof(*c));
-    c->fd = -1;
-    c->path = path;
-    c->lim = o->lim;
-    c->allow_numpy = o->allow_numpy;
-    c->tensors_later = o->tensors_later;
+    ck_ckpt_init(c, path, o);
     /* O_NONBLOCK: a FIFO put in the file's place must not hang the open */
     c->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (c->fd < 0)

@@ -150,6 +150,10 @@ int ck_tar_header(const uint8_t *blk, size_t n);
  */
 int ck_ckpt_open(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
                  ck_err_t *err);
+
+/* c empty, no file open, with the open options o: where every open
+ * starts, so that each takes every option (for the opens, and tests). */
+void ck_ckpt_init(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o);
 void ck_ckpt_close(ck_ckpt_t *c);
 
 /*

@@ -187,12 +187,7 @@ int ck_ckpt_open_stream(ck_ckpt_t *c, int fd, const char *name,
     size_t n;
     int rc;
 
-    memset(c, 0, sizeof(*c));
-    c->fd = -1;
-    c->path = name;
-    c->lim = o->lim;
-    c->allow_numpy = o->allow_numpy;   /* as ck_ckpt_open */
-    c->tensors_later = o->tensors_later;
+    ck_ckpt_init(c, name, o);
     c->format = CK_FMT_ZIP;
     s = ck_calloc(1, sizeof(*s));
     if (s == NULL)

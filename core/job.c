@@ -596,8 +596,8 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
         rc = ck_ckpt_validate(&job.ck, err); /* as inspect validates */
     if (rc == 0)
         rc = run_chain(&job, &plugins);
-    if (rc == 0 && (job.ck.stale || job.ck.unrecorded)) /* no stage */
-        rc = ck_ckpt_scan(&job.ck, err);
+    if (rc == 0)    /* after a chain of no stage, the tensors recorded */
+        rc = fresh(&job, 1);
     if (rc == 0 && canceled(args->cancel))
         rc = ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
     if (rc == 0 && st_out)

@@ -409,27 +409,21 @@ static int translate(const char *p, char **out, int *caseless,
             if (e == 'u' || e == 'U') {
                 size_t len = e == 'u' ? 4 : 8;
 
+                char hex[9] = { 0 };
+                unsigned long v;
+                int k;
+
                 if (strspn(p + i + 1, "0123456789abcdefABCDEF") < len)
                     BAD("incomplete escape \\%c at position %zu", e, at);
-                {
-                    char hex[9] = { 0 };
-                    int k;
-
-                    memcpy(hex, p + i + 1, len);
-                    k = python_fold_cp(strtoul(hex, NULL, 16));
-                    if (k >= 0 && *esc_at == SIZE_MAX) {
-                        *esc_at = at;
-                        *esc_k = k;
-                    }
+                memcpy(hex, p + i + 1, len);
+                v = strtoul(hex, NULL, 16);
+                if ((k = python_fold_cp(v)) >= 0 && *esc_at == SIZE_MAX) {
+                    *esc_at = at;
+                    *esc_k = k;
                 }
-                o += (size_t)sprintf(t + o, "\\x{%.*s}", (int)len,
-                                     p + i + 1);
-                if (in_class) {
-                    char hex[9] = { 0 };
-
-                    memcpy(hex, p + i + 1, len);
-                    cls_atom(&cls, (long)strtoul(hex, NULL, 16));
-                }
+                o += (size_t)sprintf(t + o, "\\x{%s}", hex);
+                if (in_class)
+                    cls_atom(&cls, (long)v);
                 i += len;
                 continue;
             }

@@ -665,13 +665,28 @@ static int check_layout(const ck_zip_t *z, ck_zip_entry_t **order, size_t n,
  * 34 MB, and a big one is read while the pickle is parsed beside it.
  */
 #define CD_WIN (1u << 20)
+#define CD_ENTRY_MAX (46 + 3 * 65535)
 
 typedef struct {
     const src_t *src;
-    uint8_t *buf;
+    uint8_t *buf;      /* cap bytes, at least CD_ENTRY_MAX or the whole */
+    size_t cap;
     uint64_t off, end; /* buf holds directory bytes [off, off + len) */
     size_t len, pos;   /* pos: where the next entry starts in buf */
 } cdwin_t;
+
+/* A window of at most max bytes over z's directory: 0 or CK_ENOMEM. */
+static int cd_window(cdwin_t *w, const src_t *src, const ck_zip_t *z,
+                     size_t max)
+{
+    memset(w, 0, sizeof(*w));
+    w->src = src;
+    w->off = z->cd_off;
+    w->end = z->cd_off + z->cd_size;
+    w->cap = z->cd_size < max ? (size_t)z->cd_size : max;
+    w->buf = ck_malloc(w->cap);
+    return w->buf == NULL ? CK_ENOMEM : 0;
+}
 
 /* c over the next entry, all of its bytes in the window when the
  * directory holds them: 0 or -errno. */
@@ -688,7 +703,7 @@ static int cd_next(cdwin_t *w, cur_t *c)
             w->off += w->pos;
             w->pos = 0;
             w->len = keep;
-            more = CD_WIN - keep;
+            more = w->cap - keep;
             if (more > w->end - (w->off + keep))
                 more = (size_t)(w->end - (w->off + keep));
             if ((rc = src_read(w->src, w->buf + keep, more, w->off + keep)) < 0)
@@ -711,7 +726,7 @@ static int open_src(const src_t *src, uint64_t fsize, ck_arena_t *arena,
                     ck_zip_t *z, ck_zip_local_fn local, void *ud,
                     ck_err_t *err)
 {
-    cdwin_t w = { .src = src };
+    cdwin_t w = { 0 };
     uint64_t count;
     ck_zip_entry_t **order = NULL;
     cur_t c;
@@ -721,12 +736,10 @@ static int open_src(const src_t *src, uint64_t fsize, ck_arena_t *arena,
     rc = find_end(src, fsize, z, &count, err);
     if (rc < 0)
         return rc;
-    w.off = z->cd_off;
-    w.end = z->cd_off + z->cd_size;
-    w.buf = ck_malloc(z->cd_size < CD_WIN ? (size_t)z->cd_size : CD_WIN);
+    rc = cd_window(&w, src, z, CD_WIN);
     z->e = ck_arena_alloc(arena, (size_t)count * sizeof(*z->e));
     order = ck_malloc((size_t)(count ? count : 1) * sizeof(*order));
-    if (w.buf == NULL || z->e == NULL || order == NULL) {
+    if (rc < 0 || z->e == NULL || order == NULL) {
         rc = ck_err_set(err, CK_ENOMEM, "out of memory");
         goto out;
     }
@@ -772,13 +785,10 @@ int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
 int ck_zip_first(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
                  uint64_t *count, ck_zip_entry_t *e, ck_err_t *err)
 {
-    /* an entry is at most 46 bytes and three 16-bit lengths */
-    enum { FIRST_MAX = 46 + 3 * 65535 };
     src_t src = { fd, NULL, 0, 0 };
     uint8_t head[30 + 512];
-    ck_rwin_t w = { .buf = head, .cap = sizeof(head), .fd = fd };
-    uint8_t *cd;
-    size_t n;
+    ck_rwin_t lw = { .buf = head, .cap = sizeof(head), .fd = fd };
+    cdwin_t w;
     cur_t c;
     int rc;
 
@@ -788,19 +798,14 @@ int ck_zip_first(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
         return rc;
     if (*count == 0)
         return ck_err_set(err, CK_EFORMAT, "zip: no entries");
-    n = z->cd_size < FIRST_MAX ? (size_t)z->cd_size : FIRST_MAX;
-    if ((cd = ck_malloc(n)) == NULL)
+    if (cd_window(&w, &src, z, CD_ENTRY_MAX) < 0)
         return ck_err_set(err, CK_ENOMEM, "out of memory");
-    rc = src_read(&src, cd, n, z->cd_off);
-    if (rc < 0)
+    if ((rc = cd_next(&w, &c)) < 0)
         rc = ck_err_set(err, rc, "read: %s", strerror(-rc));
-    c.p = cd;
-    c.end = cd + n;
-    c.bad = 0;
-    if (rc == 0)
+    else
         rc = read_entry(&c, 0, e, arena, err);
-    ck_free(cd);
-    return rc < 0 ? rc : check_local(&w, z, e, err);
+    ck_free(w.buf);
+    return rc < 0 ? rc : check_local(&lw, z, e, err);
 }
 
 int ck_zip_open_tail(const uint8_t *tail, uint64_t base, uint64_t n,

@@ -56,7 +56,6 @@ ck_zip_entry_t *ck_zip_find(ck_zip_t *z, const char *name);
 int ck_zip_first(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
                  uint64_t *count, ck_zip_entry_t *e, ck_err_t *err);
 
-
 /*
  * Read a whole entry (inflating if needed) into a new ck_malloc buffer of
  * e->usize bytes; the entry must not exceed max bytes.  Caller frees *out.
