@@ -254,13 +254,13 @@ static int remap_metadata(ck_job_t *job, ck_py_vec_t *m, char **names,
 
 /*
  * Rename the keys of m.  The new names, their index and maps live in tmp,
- * which the caller releases after: 10^5 keys' worth would otherwise stay
+ * which remap_one releases after: 10^5 keys' worth would otherwise stay
  * in the job's arena through the write (the new keys put in the graph
  * are copies in the job's).
  */
-static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
-                     ck_py_vec_t *m, int metadata, size_t *hits,
-                     ck_arena_t *tmp)
+static int remap_in(ck_job_t *job, remap_conf_t *cf, const char *state,
+                    ck_py_vec_t *m, int metadata, size_t *hits,
+                    ck_arena_t *tmp)
 {
     ck_arena_t *a = ck_job_arena(job);
     size_t n = m->n / 2;
@@ -406,6 +406,16 @@ static int remap_init(ck_conf_ctx_t *cx, void *conf)
     return 0;
 }
 
+static int remap_one(ck_job_t *job, remap_conf_t *cf, const char *state,
+                     ck_py_vec_t *m, int metadata, size_t *hits)
+{
+    ck_arena_t tmp = { 0 };
+    int rc = remap_in(job, cf, state, m, metadata, hits, &tmp);
+
+    ck_arena_release(&tmp);
+    return rc;
+}
+
 static int remap_run(ck_job_t *job, void *conf)
 {
     remap_conf_t *cf = conf;
@@ -435,20 +445,12 @@ static int remap_run(ck_job_t *job, void *conf)
                 sd = NULL;
         if (sd == NULL && seen[s] != NULL)
             continue;
-        {
-            ck_arena_t tmp = { 0 };
-
-            rc = remap_one(job, cf, state, m, 0, hits, &tmp);
-            ck_arena_release(&tmp);
-        }
+        rc = remap_one(job, cf, state, m, 0, hits);
         if (rc < 0)
             return rc;
         md = ck_job_metadata(job, sd);
         if (md != NULL) {
-            ck_arena_t tmp = { 0 };
-
-            rc = remap_one(job, cf, state, md, 1, NULL, &tmp);
-            ck_arena_release(&tmp);
+            rc = remap_one(job, cf, state, md, 1, NULL);
             if (rc < 0)
                 return rc;
         }
