@@ -803,6 +803,11 @@ static int scan_persid(scan_t *s, ck_py_t *node)
     if (v[2]->kind != CK_PY_STR || v[3]->kind != CK_PY_STR ||
         as_u64(v[4], &numel) < 0)
         return ck_err_set(s->err, CK_EFORMAT, "malformed storage persistent id");
+    /* the writer renames the key in place unless it is met elsewhere too
+     * (a hand-made pickle's memo can make it the location, say) */
+    for (size_t i = 0; i < n; i++)
+        if (i != 2)
+            v[i]->flags |= CK_PY_F_MET;
     if (n == 6) {
         if (v[5]->kind != CK_PY_NONE)
             return ck_err_set(s->err, CK_EUNSUPPORTED,
@@ -973,6 +978,7 @@ static int met_before(scan_t *s, ck_py_t *p, uint32_t depth)
 {
     if (depth > s->maxd)
         s->maxd = depth;
+    p->flags |= CK_PY_F_MET;
     if (p->wgen != s->gen) {
         p->wgen = s->gen;
         return 0;

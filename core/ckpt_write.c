@@ -30,7 +30,36 @@ typedef struct {
     ck_ckpt_t *c;
     ck_storage_t **order;
     size_t n;
+    ck_py_t **keys; /* by new key: the str a copied id names it by */
 } renum_t;
+
+/*
+ * A persistent id whose key str or tuple the pickle also holds elsewhere
+ * (CK_PY_F_MET: a hand-made memo; torch.save never shares them) gets a
+ * tuple of its own naming the storage by a str of its own, one per
+ * storage so that ids of one storage still share it as torch's do.
+ */
+static int own_id(renum_t *r, ck_py_t *node, ck_storage_t *st,
+                  const char *key, ck_err_t *err)
+{
+    ck_arena_t *a = &r->c->arena;
+    ck_py_t *pid = node->u.pid, *t;
+
+    if (r->keys == NULL &&
+        (r->keys = ck_calloc(r->c->nstorages + 1, sizeof(*r->keys))) == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    if (r->keys[st->newkey] == NULL &&
+        (r->keys[st->newkey] = ck_py_str(a, key, strlen(key))) == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    if ((t = ck_py_new(a, CK_PY_TUPLE)) == NULL ||
+        ck_py_vec_reserve(a, &t->u.seq, pid->u.seq.n) < 0)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    memcpy(t->u.seq.v, pid->u.seq.v, pid->u.seq.n * sizeof(*t->u.seq.v));
+    t->u.seq.n = pid->u.seq.n;
+    t->u.seq.v[2] = r->keys[st->newkey];
+    node->u.pid = t;
+    return 0;
+}
 
 /* Storage keys become 0..n-1 in order of first reference. */
 static int renumber_cb(void *ud, ck_py_t *node, ck_err_t *err)
@@ -48,12 +77,14 @@ static int renumber_cb(void *ud, ck_py_t *node, ck_err_t *err)
     }
     snprintf(buf, sizeof(buf), "%lld", (long long)st->newkey);
     key = pid->u.seq.v[2];
-    if (!ck_py_str_eq(key, buf)) {
-        key->u.s.s = ck_arena_strdup(&r->c->arena, buf);
-        key->u.s.n = strlen(buf);
-        if (key->u.s.s == NULL)
-            return ck_err_set(err, CK_ENOMEM, "out of memory");
-    }
+    if (ck_py_str_eq(key, buf))
+        return 0;
+    if ((pid->flags | key->flags) & CK_PY_F_MET)
+        return own_id(r, node, st, buf, err);
+    key->u.s.s = ck_arena_strdup(&r->c->arena, buf);
+    key->u.s.n = strlen(buf);
+    if (key->u.s.s == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
     return 0;
 }
 
@@ -311,6 +342,7 @@ out:
     ck_zipw_release(&w);
     ck_buf_release(&pkl);
     ck_free(r.order);
+    ck_free(r.keys);
     return rc;
 }
 

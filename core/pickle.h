@@ -78,6 +78,10 @@ typedef struct {
 /* Set by a walker on a node while it walks the node's items, and cleared
  * after (ckpt.c's scan: a node reached through its own items). */
 #define CK_PY_F_WALKING 0x02
+/* Set by ckpt.c's scan on a node it met as a value, or as a part of a
+ * persistent id other than its storage key: renumbering the storages on
+ * write must not change such a node in place (its id gets a copy). */
+#define CK_PY_F_MET 0x04
 
 struct ck_py {
     uint8_t kind;

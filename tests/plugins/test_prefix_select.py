@@ -14,7 +14,7 @@ import torch
 import plugtest
 from plugtest import (E, LitModule, OD, SmallLM, assert_same, chain1, check, check_changes,
                       check_rejects, check_root_output, load, od_like, plugin_changes, select,
-                      sharing, storages_of, test)
+                      sharing, storage_records, storages_of, test)
 
 
 @test
@@ -260,6 +260,58 @@ def select_root_non_str_key():
     check_root_output(r, ck["model"])
     ch = plugin_changes(r.rec)
     check(ch[0]["removed"] == [k for k in ck if k != "model"], f"removed {ch[0]['removed']}")
+
+
+def _save_sharing_keys(path, obj, share):
+    """torch.save, but a storage key str or whole persistent id that
+    share maps the key to is written as that object, which obj holds too:
+    the pickle's memo then shares it with a value, as a hand-made pickle
+    may (torch.save never does)"""
+    import pickle
+    import types
+
+    class Pickler(pickle._Pickler):
+        def save_pers(self, pid):
+            if isinstance(pid, tuple) and pid[0] == "storage" and pid[2] in share:
+                s = share[pid[2]]
+                pid = s if isinstance(s, tuple) else pid[:2] + (s,) + pid[3:]
+            super().save_pers(pid)
+
+    torch.save(obj, path, pickle_module=types.SimpleNamespace(__name__="pickle", Pickler=Pickler))
+
+
+@test
+def select_key_str_shared_with_value():
+    """storage keys renumbered while the key's str is also a value (before
+    the id, after it) or the whole id tuple is: the value keeps '1', the id
+    names the record data/0 (an in-place rename broke one or the other)"""
+    d = E.fresh("shared-key")
+    for i, order in enumerate(("value-first", "value-after", "tuple")):
+        src = os.path.join(d, f"{order}.th")
+        key = "".join(["1"])  # a str object of its own
+        sd = OD([("a.w", torch.zeros(2)), ("b.w", torch.arange(3.0))])
+        if order == "tuple":
+            key = ("storage", torch.FloatStorage, "1", "cpu", 3)
+            obj = {"state_dict": sd, "name": key}
+        elif order == "value-first":
+            obj = {"name": key, "state_dict": sd}
+        else:
+            obj = {"state_dict": sd, "name": key}
+        _save_sharing_keys(src, obj, {"1": key})
+        with open(src, "rb") as f:
+            raw = f.read()
+        check(raw.count(b"X\x01\x00\x00\x001") == 1, f"{order}: key '1' not shared in the pickle")
+        r = E.ok(chain1("prefix_select", {"state": "state_dict", "drop": "a."}), src)
+        ck = load(src)
+        out = load(r.out)
+        for name in (ck["name"], out["name"]):  # torch.load maps the class
+            check(name[2:] == key[2:] if order == "tuple" else name == key,
+                  f"{order}: name {name!r}")
+        ck["state_dict"] = select(ck["state_dict"], drop=["a."])
+        ck["name"] = out["name"] = None
+        assert_same(ck, out)
+        check([os.path.basename(n) for n in storage_records(r.out)] == ["0"],
+              f"{order}: records {storage_records(r.out)}")
 
 
 @test
