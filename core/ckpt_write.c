@@ -304,8 +304,13 @@ static int write_zip(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
     }
     for (size_t i = 0; i < c->nstorages; i++)
         c->storages[i]->newkey = -1;
-    if ((rc = put_pickle(c, &w, top, &r, &pkl, &pkl_off, err)) < 0 ||
-        (rc = put_record(&w, top, "byteorder", "little", 6, err)) < 0)
+    if ((rc = put_pickle(c, &w, top, &r, &pkl, &pkl_off, err)) < 0)
+        goto out;
+    if (ck_zipw_reserve(&w, r.n + 2) < 0) { /* byteorder, storages, version */
+        rc = ck_err_set(err, CK_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = put_record(&w, top, "byteorder", "little", 6, err)) < 0)
         goto out;
     if (c->stream != NULL) {
         rc = stream_storages(c, &w, top, &r, err);

@@ -148,9 +148,17 @@ int ck_zips_read_all(ck_zips_t *s, uint64_t max, uint8_t **out, size_t *n,
  */
 int ck_zips_finish(ck_zips_t *s, ck_arena_t *arena, ck_err_t *err);
 
+/*
+ * A record written.  Its name is kept whole, or -- torch's TOP/data/N, one
+ * per storage, 10^5 of them and more -- as its folder, kept once for all
+ * the records in it, and the number N (num; CK_ZIPW_WHOLE for a whole
+ * name).  Names live in the writer's arena: no allocation each.
+ */
+#define CK_ZIPW_WHOLE UINT32_MAX
 typedef struct {
-    char *name;
+    const char *name;   /* the name, or the folder up to its '/' */
     uint32_t crc;
+    uint32_t num;
     uint64_t size, lho;
 } ck_zipw_entry_t;
 
@@ -193,6 +201,9 @@ typedef struct {
     uint64_t started;      /* write-out to disk started below this offset */
     const int *cancel;     /* optional: copies stop with CK_ECANCELED once
                               *cancel is nonzero (set by another thread) */
+    ck_arena_t names;      /* of the entries */
+    const char *folder;    /* the last folder of a numbered name */
+    size_t folder_len;
     int stream;            /* write(2) in one pass, never a seek (a pipe):
                               each record's CRC follows its data in a data
                               descriptor (flag bit 3), as torch.save's do */
@@ -209,6 +220,13 @@ typedef struct {
 /* Start a writer on fd; with stream set afterwards, one pass (see above). */
 void ck_zipw_init(ck_zipw_t *w, int fd);
 void ck_zipw_release(ck_zipw_t *w);
+
+/* Room for n more records without growing (a writer that knows how many
+ * it will write; the array otherwise doubles): 0 or CK_ENOMEM. */
+int ck_zipw_reserve(ck_zipw_t *w, size_t n);
+/* Entry e's name into out (CK_ZIPW_NAME_MAX + 1 bytes); its length. */
+#define CK_ZIPW_NAME_MAX 512
+size_t ck_zipw_name(const ck_zipw_entry_t *e, char *out);
 
 /* Write out the small writes gathered so far (ck_zipw_finish does). */
 int ck_zipw_flush(ck_zipw_t *w, ck_err_t *err);

@@ -49,8 +49,7 @@ void ck_zipw_init(ck_zipw_t *w, int fd)
 
 void ck_zipw_release(ck_zipw_t *w)
 {
-    for (size_t i = 0; i < w->n; i++)
-        ck_free(w->e[i].name);
+    ck_arena_release(&w->names);
     ck_free(w->e);
     ck_free(w->buf);
     ck_free(w->rwin.buf);
@@ -132,6 +131,74 @@ int ck_zipw_flush(ck_zipw_t *w, ck_err_t *err)
     return rc < 0 ? w_io(err, rc) : 0;
 }
 
+int ck_zipw_reserve(ck_zipw_t *w, size_t n)
+{
+    ck_zipw_entry_t *ne;
+
+    if (w->cap - w->n >= n)
+        return 0;
+    if (n > SIZE_MAX / sizeof(*ne) - w->n)
+        return CK_ENOMEM;
+    ne = ck_realloc(w->e, (w->n + n) * sizeof(*ne));
+    if (ne == NULL)
+        return CK_ENOMEM;
+    w->e = ne;
+    w->cap = w->n + n;
+    return 0;
+}
+
+size_t ck_zipw_name(const ck_zipw_entry_t *e, char *out)
+{
+    size_t n = strlen(e->name), k = 0; /* at most CK_ZIPW_NAME_MAX */
+    char digits[10];
+    uint32_t v = e->num;
+
+    memcpy(out, e->name, n);
+    if (e->num != CK_ZIPW_WHOLE) {
+        do
+            digits[k++] = (char)('0' + v % 10);
+        while ((v /= 10) != 0);
+        out[n++] = '/';
+        while (k > 0)
+            out[n++] = digits[--k];
+    }
+    out[n] = '\0';
+    return n;
+}
+
+/* e's name kept: a number in canonical form after the last '/' as a
+ * number, its folder shared with the last record's when the same. */
+static int keep_name(ck_zipw_t *w, ck_zipw_entry_t *e, const char *name,
+                     size_t nlen)
+{
+    const char *slash = memrchr(name, '/', nlen), *d;
+    size_t flen = slash != NULL ? (size_t)(slash - name) : 0;
+    uint64_t num = 0;
+
+    e->num = CK_ZIPW_WHOLE;
+    d = slash != NULL ? slash + 1 : NULL;
+    if (d != NULL && d < name + nlen && (*d != '0' || d + 1 == name + nlen)) {
+        for (; d < name + nlen && *d >= '0' && *d <= '9' &&
+               num < CK_ZIPW_WHOLE; d++)
+            num = num * 10 + (uint64_t)(*d - '0');
+        if (d == name + nlen && num < CK_ZIPW_WHOLE)
+            e->num = (uint32_t)num;
+    }
+    if (e->num == CK_ZIPW_WHOLE) {
+        e->name = ck_arena_strndup(&w->names, name, nlen);
+        return e->name != NULL ? 0 : CK_ENOMEM;
+    }
+    if (w->folder == NULL || w->folder_len != flen ||
+        memcmp(w->folder, name, flen) != 0) {
+        w->folder = ck_arena_strndup(&w->names, name, flen);
+        w->folder_len = flen;
+        if (w->folder == NULL)
+            return CK_ENOMEM;
+    }
+    e->name = w->folder;
+    return 0;
+}
+
 int ck_zipw_begin(ck_zipw_t *w, const char *name, uint64_t size, ck_err_t *err)
 {
     uint8_t hdr[30 + 512 + 20 + 4 + 64];
@@ -142,22 +209,12 @@ int ck_zipw_begin(ck_zipw_t *w, const char *name, uint64_t size, ck_err_t *err)
     ck_zipw_entry_t *e;
     int rc;
 
-    if (w->open || nlen > 512 || (later && w->stream))
+    if (w->open || nlen > CK_ZIPW_NAME_MAX || (later && w->stream))
         return ck_err_set(err, CK_EFORMAT, "zip writer misuse");
-    if (w->n == w->cap) {
-        size_t cap = w->cap ? w->cap * 2 : 16;
-        ck_zipw_entry_t *ne = ck_realloc(w->e, cap * sizeof(*ne));
-
-        if (ne == NULL)
-            return ck_err_set(err, CK_ENOMEM, "out of memory");
-        w->e = ne;
-        w->cap = cap;
-    }
-    e = &w->e[w->n];
-    e->name = ck_strdup(name);
-    if (e->name == NULL)
+    if ((w->n == w->cap && ck_zipw_reserve(w, w->cap ? w->cap : 16) < 0) ||
+        keep_name(w, &w->e[w->n], name, nlen) < 0)
         return ck_err_set(err, CK_ENOMEM, "out of memory");
-    w->n++;
+    e = &w->e[w->n++];
     e->size = size;
     e->lho = w->off;
     e->crc = 0;
@@ -199,6 +256,15 @@ int ck_zipw_begin(ck_zipw_t *w, const char *name, uint64_t size, ck_err_t *err)
     return 0;
 }
 
+/* err set to code, "NAME: what" naming the open record. */
+static int rec_fail(ck_zipw_t *w, ck_err_t *err, int code, const char *what)
+{
+    char name[CK_ZIPW_NAME_MAX + 1];
+
+    ck_zipw_name(&w->e[w->n - 1], name);
+    return ck_err_set(err, code, "%s: %s", name, what);
+}
+
 static int w_room(ck_zipw_t *w, uint64_t n, ck_err_t *err)
 {
     ck_zipw_entry_t *e;
@@ -207,12 +273,11 @@ static int w_room(ck_zipw_t *w, uint64_t n, ck_err_t *err)
         return ck_err_set(err, CK_EFORMAT, "zip writer: no record begun");
     e = &w->e[w->n - 1];
     if (n > e->size - w->cur_written)
-        return ck_err_set(err, CK_EFORMAT, "%s: more bytes than declared",
-                          e->name);
+        return rec_fail(w, err, CK_EFORMAT, "more bytes than declared");
     if (w->cur_later &&
         n > (w->later_max ? w->later_max : 0xfffffffeu) - w->cur_written) {
         w->later_over = 1;
-        return ck_err_set(err, CK_ELIMIT, "%s: 4 GiB or more", e->name);
+        return rec_fail(w, err, CK_ELIMIT, "4 GiB or more");
     }
     return 0;
 }
@@ -357,8 +422,7 @@ int ck_zipw_splice(ck_zipw_t *w, int fd, uint64_t n, ck_err_t *err)
             return ck_err_set(err, -errno, "splice to the output: %s",
                               strerror(errno));
         if (r == 0)
-            return ck_err_set(err, CK_EFORMAT, "%s: the input ended inside it",
-                              w->e[w->n - 1].name);
+            return rec_fail(w, err, CK_EFORMAT, "the input ended inside it");
         if (w->cancel != NULL && __atomic_load_n(w->cancel, __ATOMIC_RELAXED))
             return ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
         left -= (uint64_t)r;
@@ -390,10 +454,14 @@ int ck_zipw_end(ck_zipw_t *w, ck_err_t *err)
     e = &w->e[w->n - 1];
     if (w->cur_later)
         e->size = w->cur_written;
-    if (w->cur_written != e->size)
-        return ck_err_set(err, CK_EFORMAT, "%s: %llu bytes written, %llu declared",
-                          e->name, (unsigned long long)w->cur_written,
-                          (unsigned long long)e->size);
+    if (w->cur_written != e->size) {
+        char what[64];
+
+        snprintf(what, sizeof(what), "%llu bytes written, %llu declared",
+                 (unsigned long long)w->cur_written,
+                 (unsigned long long)e->size);
+        return rec_fail(w, err, CK_EFORMAT, what);
+    }
     e->crc = w->cur_crc;
     if (w->stream) {
         /* the data descriptor: 8-byte sizes when the local header has a
@@ -426,18 +494,37 @@ int ck_zipw_end(ck_zipw_t *w, ck_err_t *err)
     return 0;
 }
 
+/* n bytes of the central directory: to the file through the write-behind
+ * buffer, and streaming kept whole too, for the fingerprint (a pipe
+ * cannot be read back). */
+static int cd_put(ck_zipw_t *w, ck_buf_t *cd, const void *p, size_t n)
+{
+    int rc = w_put(w, p, n);
+
+    w->off += n;
+    if (rc == 0 && w->stream && ck_buf_put(cd, p, n) < 0)
+        rc = CK_ENOMEM;
+    return rc;
+}
+
+/*
+ * The central directory is made entry by entry as it is written, never
+ * whole in memory (70 bytes a record: 28 MiB for 4 * 10^5 storages, at
+ * the end of the job when the graph is largest).
+ */
 int ck_zipw_finish(ck_zipw_t *w, ck_err_t *err)
 {
     ck_buf_t cd = { 0 };
-    uint64_t cd_off = w->off, eocd64;
+    uint64_t cd_off = w->off, cd_len, eocd64;
     uint8_t h[46 + 28], t[56 + 20 + 22];
-    int rc;
+    char name[CK_ZIPW_NAME_MAX + 1];
+    int rc = 0;
 
     if (w->open)
         return ck_err_set(err, CK_EFORMAT, "zip writer misuse");
-    for (size_t i = 0; i < w->n; i++) {
+    for (size_t i = 0; i < w->n && rc == 0; i++) {
         ck_zipw_entry_t *e = &w->e[i];
-        size_t nlen = strlen(e->name), x = 0;
+        size_t nlen = ck_zipw_name(e, name), x = 0;
         int big = e->size >= 0xffffffffu, far = e->lho >= 0xffffffffu;
 
         memset(h, 0, sizeof(h));
@@ -468,16 +555,16 @@ int ck_zipw_finish(ck_zipw_t *w, ck_err_t *err)
             put16(p + 2, x - 4);
         }
         put16(h + 30, x);
-        ck_buf_put(&cd, h, 46);
-        ck_buf_put(&cd, e->name, nlen);
-        ck_buf_put(&cd, h + 46, x);
+        if ((rc = cd_put(w, &cd, h, 46)) == 0 &&
+            (rc = cd_put(w, &cd, name, nlen)) == 0)
+            rc = cd_put(w, &cd, h + 46, x);
     }
-    if (cd.oom) {
+    if (rc < 0) {
         ck_buf_release(&cd);
-        return ck_err_set(err, CK_ENOMEM, "out of memory");
+        return w_io(err, rc);
     }
-    rc = w_put(w, cd.data, cd.len);
-    eocd64 = cd_off + cd.len;
+    eocd64 = w->off;
+    cd_len = eocd64 - cd_off;
     memset(t, 0, sizeof(t));
     put32(t, SIG_EOCD64);
     put64(t + 4, 44);
@@ -485,7 +572,7 @@ int ck_zipw_finish(ck_zipw_t *w, ck_err_t *err)
     put16(t + 14, 45);
     put64(t + 24, w->n);
     put64(t + 32, w->n);
-    put64(t + 40, cd.len);
+    put64(t + 40, cd_len);
     put64(t + 48, cd_off);
     put32(t + 56, SIG_LOC64);
     put64(t + 64, eocd64);
@@ -493,7 +580,7 @@ int ck_zipw_finish(ck_zipw_t *w, ck_err_t *err)
     put32(t + 76, SIG_EOCD);
     put16(t + 84, w->n >= 0xffff ? 0xffff : w->n);
     put16(t + 86, w->n >= 0xffff ? 0xffff : w->n);
-    put32(t + 88, cd.len >= 0xffffffffu ? 0xffffffffu : cd.len);
+    put32(t + 88, cd_len >= 0xffffffffu ? 0xffffffffu : cd_len);
     put32(t + 92, cd_off >= 0xffffffffu ? 0xffffffffu : cd_off);
     w->off = eocd64;
     if (rc == 0)

@@ -483,6 +483,66 @@ static void test_many_entries(void **state)
 }
 
 /*
+ * Names the writer keeps as a folder and a number (TOP/data/N) and those it
+ * keeps whole come back as given (read by Python's zipfile: ours refuses
+ * some of these names, '/9', as unsafe; test_many_entries reads numbered
+ * ones with it): numbers at the edges
+ * of 32 bits, ones not in canonical form (a leading zero, empty, signed),
+ * a folder that changes and comes back, no folder, the longest name.
+ */
+static void test_writer_names(void **state)
+{
+    fx_t *f = *state;
+    static char longest[CK_ZIPW_NAME_MAX + 1];
+    const char *names[] = {
+        "a/data/0", "a/data/7", "a/data/4294967294", "a/data/4294967295",
+        "a/data/4294967296", "a/data/00", "a/data/012", "a/data/",
+        "a/data/+5", "a/data/5x", "b/data/7", "a/data/8", "/9", "10",
+        "a/data.pkl", "a//11", longest,
+    };
+    enum { N = sizeof(names) / sizeof(names[0]) };
+    int fd = open(f->path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    char py[2048], buf[CK_ZIPW_NAME_MAX + 1];
+    size_t k;
+    ck_zipw_t w;
+
+    memset(longest, 'x', CK_ZIPW_NAME_MAX);
+    memcpy(longest + CK_ZIPW_NAME_MAX - 11, "/4000000001", 11);
+    assert_true(fd >= 0);
+    ck_zipw_init(&w, fd);
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(ck_zipw_begin(&w, names[i], 1, &f->err), 0);
+        assert_int_equal(ck_zipw_data(&w, "z", 1, &f->err), 0);
+        assert_int_equal(ck_zipw_end(&w, &f->err), 0);
+        assert_int_equal(ck_zipw_name(&w.e[i], buf), strlen(names[i]));
+        assert_string_equal(buf, names[i]);
+    }
+    /* numbered: one folder string for a/data/0, 7 and 4294967294 */
+    assert_int_equal(w.e[0].num, 0);
+    assert_int_equal(w.e[2].num, 4294967294u);
+    assert_ptr_equal(w.e[0].name, w.e[2].name);
+    for (size_t i = 3; i <= 9; i++)
+        assert_int_equal(w.e[i].num, CK_ZIPW_WHOLE);
+    assert_int_equal(w.e[11].num, 8);
+    assert_int_equal(w.e[16].num, 4000000001u);
+    assert_int_equal(ck_zipw_finish(&w, &f->err), 0);
+    ck_zipw_release(&w);
+    close(fd);
+    k = (size_t)snprintf(py, sizeof(py), "import zipfile, sys\n"
+                         "z = zipfile.ZipFile(sys.argv[1])\n"
+                         "assert z.testzip() is None\n"
+                         "n = [x.filename for x in z.infolist()]\n"
+                         "assert n[:-1] == [");
+    for (size_t i = 0; i < N; i++) {
+        if (i + 1 < N)
+            k += (size_t)snprintf(py + k, sizeof(py) - k, "'%s', ", names[i]);
+    }
+    snprintf(py + k, sizeof(py) - k, "], n\nassert n[-1] == 'x' * 501 + "
+             "'/4000000001', n[-1]\n");
+    assert_int_equal(run_python(f, py, f->path), 0);
+}
+
+/*
  * A directory of entries with long names, extra fields and comments, which
  * lie across the edges of the 1 MiB window the directory is read through:
  * every entry read whole, its name and bytes right.
@@ -1296,6 +1356,7 @@ int main(void)
         T(test_alignment),
         T(test_python_reads_ours),
         T(test_many_entries),
+        T(test_writer_names),
         T(test_cd_window),
         T(test_size_later),
         T(test_reads_python_stored),
