@@ -749,6 +749,7 @@ typedef struct {
     int cycle;      /* a tuple, set or call met again inside its own items
                        or arguments */
     int sets;       /* a set or frozenset met */
+    size_t seen_nt, seen_nd; /* tensors met, recorded or not, and dims */
 } scan_t;
 
 static int as_u64(const ck_py_t *p, uint64_t *v)
@@ -850,6 +851,14 @@ static int scan_persid(scan_t *s, ck_py_t *node)
     return 0;
 }
 
+/* An array's next room: doubled while small, then by half: realloc moves
+ * a big one by remapping its pages, and the room a doubling leaves unused
+ * (a quarter on average) would be at the job's peak. */
+static size_t grown(size_t cap, size_t least)
+{
+    return cap < least ? least : cap < 65536 ? 2 * cap : cap + cap / 2;
+}
+
 /*
  * A tuple of small ints appended to c->dims (on the heap, reused by every
  * scan: the arena would keep each scan's copy): *out points at them until
@@ -864,11 +873,11 @@ static int int_tuple(scan_t *s, ck_py_t *t, size_t *n, int64_t **out)
         return CK_EFORMAT;
     *n = t->u.seq.n;
     if (c->dims == NULL || c->dims_cap - s->nd < *n) { /* no NULL + 0 */
-        size_t cap = c->dims_cap ? c->dims_cap : 256;
+        size_t cap = c->dims_cap;
         int64_t *nd;
 
         while (cap - s->nd < *n)
-            cap *= 2;
+            cap = grown(cap, 256);
         nd = ck_realloc(c->dims, cap * sizeof(*nd));
         if (nd == NULL)
             return CK_ENOMEM;
@@ -952,12 +961,14 @@ static int scan_tensor(scan_t *s, ck_py_t *node, int version)
                           (unsigned long long)t.offset,
                           (unsigned long long)extent, t.st->key,
                           (unsigned long long)storage_elems);
+    s->seen_nt++;
+    s->seen_nd += 2 * t.ndim;
     if (!s->keep) {
         s->nd -= 2 * t.ndim;
         return 0;
     }
     if (s->nt == s->tcap) {
-        size_t cap = s->tcap ? s->tcap * 2 : 64;
+        size_t cap = grown(s->tcap, 64);
         /* on the heap: the arena would keep every outgrown copy */
         ck_tensor_t *nt = ck_realloc(s->t, cap * sizeof(*nt));
 
@@ -1091,15 +1102,16 @@ static int walk(scan_t *s, ck_py_t *p, uint32_t depth)
     }
 }
 
-/* arr (*cap entries of size, used in use) reallocated to fit when it
- * uses under half of more than 4096; the array, moved or not. */
+/* arr (*cap entries of size, used in use) reallocated to fit when more
+ * than 4096 entries and an eighth of it are unused (an array doubled
+ * while filled is a quarter empty on average); the array, moved or not. */
 static void *shrink(void *arr, size_t *cap, size_t used, size_t least,
                     size_t size)
 {
     size_t want = used > least ? used : least;
     void *p;
 
-    if (*cap <= 4096 || used >= *cap / 2 ||
+    if (*cap - want <= 4096 || *cap - want <= *cap / 8 ||
         (p = ck_realloc(arr, want * size)) == NULL)
         return arr;
     *cap = want;
@@ -1149,6 +1161,30 @@ static int write_safe(const ck_ckpt_t *c, const scan_t *s)
            c->lim.max_string_bytes <= UINT32_MAX / 2;
 }
 
+/* Room for as many tensors as the last scan met (the open's, which
+ * records none with tensors_later): a chain rarely adds any. */
+static int reserve_scan(ck_ckpt_t *c)
+{
+    if (c->tensors_cap < c->seen_tensors) {
+        ck_tensor_t *t = ck_realloc(c->tensors,
+                                    c->seen_tensors * sizeof(*t));
+
+        if (t == NULL)
+            return CK_ENOMEM;
+        c->tensors = t;
+        c->tensors_cap = c->seen_tensors;
+    }
+    if (c->dims_cap < c->seen_dims) {
+        int64_t *d = ck_realloc(c->dims, c->seen_dims * sizeof(*d));
+
+        if (d == NULL)
+            return CK_ENOMEM;
+        c->dims = d;
+        c->dims_cap = c->seen_dims;
+    }
+    return 0;
+}
+
 static int do_scan(ck_ckpt_t *c, int first, ck_err_t *err)
 {
     scan_t s = { 0 };
@@ -1160,6 +1196,8 @@ static int do_scan(ck_ckpt_t *c, int first, ck_err_t *err)
     s.legacy = c->format == CK_FMT_LEGACY && first;
     s.first = first;
     s.keep = !(first && c->tensors_later);
+    if (s.keep && reserve_scan(c) < 0)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
     /* the last scan's array is refilled, not left in the arena */
     s.t = c->tensors;
     s.tcap = c->tensors_cap;
@@ -1172,6 +1210,8 @@ static int do_scan(ck_ckpt_t *c, int first, ck_err_t *err)
     if (rc < 0)
         return rc;
     c->ntensors = s.nt;
+    c->seen_tensors = s.seen_nt;
+    c->seen_dims = s.seen_nd;
     c->stale = 0;
     c->unrecorded = !s.keep;
     if (first)

@@ -103,6 +103,8 @@ typedef struct {
     size_t tensors_cap;       /* entries allocated; each scan reuses them */
     int64_t *dims;            /* the tensors' sizes and strides, in order */
     size_t dims_cap;
+    size_t seen_tensors, seen_dims; /* what the last scan met, recorded or
+                                 not: the next one reserves that much */
     char fingerprint[65];     /* see ck_fingerprint_* */
     ck_py_t *st_meta;         /* a safetensors input's __metadata__ (a dict
                                  of str), NULL otherwise */
