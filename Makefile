@@ -100,6 +100,7 @@ CORE_SRC := \
 	core/pickle_graph.c \
 	core/pickle_scan.c \
 	core/pickle_text.c \
+	core/pickle_window.c \
 	core/pickle_write.c \
 	core/plugins.c \
 	core/pyre.c \

@@ -252,8 +252,9 @@ int ck_ckpt_fingerprint_mem(uint64_t size, const void *pkl, size_t n,
  */
 typedef struct {
     ck_ckpt_t *c;
-    const uint8_t *pkl;
-    size_t n;
+    const uint8_t *pkl; /* the pickle in memory, or NULL: n bytes of the */
+    size_t n;           /* file at pkl_off */
+    uint64_t pkl_off;
     uint8_t *buf;
     char out[65];
     ck_err_t err;
@@ -267,20 +268,26 @@ static void *fp_run(void *arg)
 {
     fp_job_t *f = arg;
     const ck_ckpt_t *c = f->c;
-    const fp_part_t cd = { c->zip.cd_off, c->zip.cd_size };
+    const fp_part_t part[2] = { { f->pkl_off, f->n },
+                                { c->zip.cd_off, c->zip.cd_size } };
 
-    f->rc = fp_digest(c->fd, c->st.size, f->pkl, f->n, &cd, 1, f->buf,
-                      f->out, &f->err);
+    if (f->pkl != NULL)
+        f->rc = fp_digest(c->fd, c->st.size, f->pkl, f->n, part + 1, 1,
+                          f->buf, f->out, &f->err);
+    else
+        f->rc = fp_digest(c->fd, c->st.size, NULL, 0, part, 2, f->buf,
+                          f->out, &f->err);
     return NULL;
 }
 
 static int fp_start(fp_job_t *f, ck_ckpt_t *c, const uint8_t *pkl, size_t n,
-                    ck_err_t *err)
+                    uint64_t pkl_off, ck_err_t *err)
 {
     memset(f, 0, sizeof(*f));
     f->c = c;
     f->pkl = pkl;
     f->n = n;
+    f->pkl_off = pkl_off;
     f->buf = ck_malloc(FP_CHUNK);
     if (f->buf == NULL)
         return ck_err_set(err, CK_ENOMEM, "out of memory");
@@ -380,19 +387,31 @@ static int zip_records(ck_ckpt_t *c, ck_zip_entry_t **pk, ck_err_t *err)
     return 0;
 }
 
-/* data.pkl read and parsed, the input's fingerprint made beside it. */
+/*
+ * data.pkl read and parsed, the input's fingerprint made beside it.  A
+ * stored one of more than a window is read through the window (a pickle
+ * of 47 MiB for 4 * 10^5 storages was a sixth of the parse's peak), and
+ * the fingerprint reads it from the file too.
+ */
 static int zip_pickle(ck_ckpt_t *c, const ck_zip_entry_t *e, ck_err_t *err)
 {
     fp_job_t fp;
     uint8_t *pkl = NULL;
-    int rc;
+    int rc, window = e->method == 0 && e->usize > c->pickle_window;
 
-    rc = ck_zip_read(c->fd, e, c->lim.max_pickle_bytes, &pkl, err);
-    if (rc < 0)
+    if (window && e->usize > c->lim.max_pickle_bytes)
+        return ck_err_set(err, CK_ELIMIT, "%s: %llu bytes over the limit of %llu",
+                          e->name, (unsigned long long)e->usize,
+                          (unsigned long long)c->lim.max_pickle_bytes);
+    if (!window &&
+        (rc = ck_zip_read(c->fd, e, c->lim.max_pickle_bytes, &pkl, err)) < 0)
         return rc;
     c->pickle_bytes = (size_t)e->usize;
-    rc = fp_start(&fp, c, pkl, (size_t)e->usize, err);
-    if (rc == 0)
+    rc = fp_start(&fp, c, pkl, (size_t)e->usize, e->data_off, err);
+    if (rc == 0 && window)
+        rc = ck_pickle_read_fd(c->fd, e->data_off, e->usize, c->pickle_window,
+                               &c->lim, &c->arena, &c->pk, err);
+    else if (rc == 0)
         rc = ck_pickle_read(pkl, (size_t)e->usize, 1, &c->lim, &c->arena, &c->pk,
                             err);
     if (rc == -EAGAIN) /* within data.pkl, running short is its end */
@@ -1304,6 +1323,7 @@ void ck_ckpt_init(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o)
     c->lim = o->lim;
     c->allow_numpy = o->allow_numpy;
     c->tensors_later = o->tensors_later;
+    c->pickle_window = o->pickle_window ? o->pickle_window : CK_PICKLE_WINDOW;
 }
 
 static int open_checked(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,

@@ -69,7 +69,12 @@ typedef struct {
                                  record of them (c->unrecorded is set: the
                                  next ck_ckpt_scan makes them), for a job
                                  whose chain drops most of them */
+    size_t pickle_window;     /* 0: CK_PICKLE_WINDOW; tests set less */
 } ck_open_opts_t;
+
+/* A stored data.pkl bigger than this is read through a window this big
+ * (ck_pickle_read_fd), not whole. */
+#define CK_PICKLE_WINDOW (1u << 20)
 
 typedef struct {
     ck_arena_t arena;
@@ -122,6 +127,7 @@ typedef struct {
                                  write-back started, goes to the caller
                                  (info->tmp); a bigger one is published
                                  here */
+    size_t pickle_window;     /* see CK_PICKLE_WINDOW */
     uint64_t pickle_later_max;/* 0, or (tests) the data.pkl size past
                                  which a write into a file starts over
                                  with the pickle made whole first */

@@ -113,8 +113,9 @@ static int rd_vfail(rd_t *r, const uint8_t *at, int code, const char *fmt,
     vsnprintf(what, sizeof(what), fmt, ap);
     if (code == -EAGAIN)
         return ck_err_set(r->err, code, "pickle truncated: %s", what);
-    return ck_err_set(r->err, code, "pickle at byte %zu: %s",
-                      (size_t)(at - r->c.start), what);
+    return ck_err_set(r->err, code, "pickle at byte %llu: %s",
+                      (unsigned long long)(r->c.base + (uint64_t)(at - r->c.start)),
+                      what);
 }
 
 static int rd_fail(rd_t *r, int code, const char *fmt, ...)
@@ -1268,20 +1269,52 @@ static int rd_op(rd_t *r)
     }
 }
 
-static int read_once(const uint8_t *buf, size_t len, int exact,
+/* Variable operands, and fixed ones of up to 8 bytes after the opcode:
+ * with at least 9 bytes in the window a fixed one is whole. */
+static int rd_whole(const pk_cur_t *c)
+{
+    static const uint8_t fixed[256] = {
+        [OP_MARK] = 1, [OP_STOP] = 1, [OP_POP] = 1, [OP_POP_MARK] = 1,
+        [OP_DUP] = 1, [OP_BININT] = 1, [OP_BININT1] = 1, [OP_BININT2] = 1,
+        [OP_NONE] = 1, [OP_BINPERSID] = 1, [OP_REDUCE] = 1, [OP_APPEND] = 1,
+        [OP_BUILD] = 1, [OP_DICT] = 1, [OP_EMPTY_DICT] = 1, [OP_APPENDS] = 1,
+        [OP_BINGET] = 1, [OP_LONG_BINGET] = 1, [OP_LIST] = 1,
+        [OP_EMPTY_LIST] = 1, [OP_OBJ] = 1, [OP_BINPUT] = 1,
+        [OP_LONG_BINPUT] = 1, [OP_SETITEM] = 1, [OP_TUPLE] = 1,
+        [OP_EMPTY_TUPLE] = 1, [OP_SETITEMS] = 1, [OP_BINFLOAT] = 1,
+        [OP_PROTO] = 1, [OP_NEWOBJ] = 1, [OP_TUPLE1] = 1, [OP_TUPLE2] = 1,
+        [OP_TUPLE3] = 1, [OP_NEWTRUE] = 1, [OP_NEWFALSE] = 1,
+        [OP_EMPTY_SET] = 1, [OP_ADDITEMS] = 1, [OP_FROZENSET] = 1,
+        [OP_NEWOBJ_EX] = 1, [OP_STACK_GLOBAL] = 1, [OP_MEMOIZE] = 1,
+    };
+
+    return c->end - c->p >= 9 && fixed[*c->p];
+}
+
+/* Read from buf[0..len), or through src's window when src is set. */
+static int read_once(const uint8_t *buf, size_t len, pk_src_t *src, int exact,
                      const ck_limits_t *lim, ck_arena_t *arena,
                      ck_pickle_t *out, ck_err_t *err, int *reread)
 {
     rd_t r = { 0 };
+    uint64_t total = src != NULL ? src->len : len;
     int rc = 0;
 
     r.no_share = *reread;
 
     memset(out, 0, sizeof(*out));
     out->protocol = -1;
-    if (len > lim->max_pickle_bytes) {
-        len = (size_t)lim->max_pickle_bytes;
+    if (total > lim->max_pickle_bytes) {
+        total = lim->max_pickle_bytes;
         exact = 0;
+    }
+    if (src != NULL) {
+        src->len = total;
+        src->next = 0;
+        buf = src->buf;
+        len = 0;
+    } else {
+        len = (size_t)total;
     }
     r.c.start = r.c.p = buf;
     r.c.end = buf + len;
@@ -1290,6 +1323,13 @@ static int read_once(const uint8_t *buf, size_t len, int exact,
     r.err = err;
     r.out = out;
     for (uint32_t n = 1; rc == 0; n++) {
+        if (src != NULL && !rd_whole(&r.c) &&
+            (rc = pk_src_fill(src, &r.c, lim->max_string_bytes)) < 0) {
+            rc = rc == CK_ENOMEM ? rd_nomem(&r)
+                                 : ck_err_set(err, rc, "read the pickle: %s",
+                                              strerror(-rc));
+            break;
+        }
         rc = rd_op(&r);
         if ((n & 0xffff) == 0 && rc == 0 && lim->cancel != NULL &&
             __atomic_load_n(lim->cancel, __ATOMIC_RELAXED))
@@ -1297,15 +1337,18 @@ static int read_once(const uint8_t *buf, size_t len, int exact,
                             "the pickle: ckprep is stopping");
     }
     if (rc == 1) {
+        uint64_t after = src != NULL ? pk_src_left(src, &r.c)
+                                     : (uint64_t)(r.c.end - r.c.p);
+
         rc = 0;
-        out->consumed = (size_t)(r.c.p - buf);
+        out->consumed = (size_t)(r.c.base + (uint64_t)(r.c.p - r.c.start));
         if (out->protocol < 0)
             out->protocol = 1;
-        if (exact && r.c.p != r.c.end)
+        if (exact && after != 0)
             rc = ck_err_set(err, CK_EFORMAT,
-                            "pickle has %zu bytes after STOP",
-                            (size_t)(r.c.end - r.c.p));
-    } else if (rc == -EAGAIN && len == lim->max_pickle_bytes) {
+                            "pickle has %llu bytes after STOP",
+                            (unsigned long long)after);
+    } else if (rc == -EAGAIN && total == lim->max_pickle_bytes) {
         rc = ck_err_replace(err, CK_ELIMIT, "pickle larger than %llu bytes",
                             (unsigned long long)lim->max_pickle_bytes);
     }
@@ -1329,11 +1372,31 @@ int ck_pickle_read(const uint8_t *buf, size_t len, int exact,
                    ck_err_t *err)
 {
     int reread = 0;
-    int rc = read_once(buf, len, exact, lim, arena, out, err, &reread);
+    int rc = read_once(buf, len, NULL, exact, lim, arena, out, err, &reread);
 
     if (rc < 0 && reread) {
         ck_err_clear(err);
-        rc = read_once(buf, len, exact, lim, arena, out, err, &reread);
+        rc = read_once(buf, len, NULL, exact, lim, arena, out, err, &reread);
     }
+    return rc;
+}
+
+int ck_pickle_read_fd(int fd, uint64_t off, uint64_t len, size_t window,
+                      const ck_limits_t *lim, ck_arena_t *arena,
+                      ck_pickle_t *out, ck_err_t *err)
+{
+    pk_src_t src = { .fd = fd, .off = off, .len = len,
+                     .cap = window > 0 ? window : 1 };
+    int reread = 0, rc;
+
+    if ((src.buf = ck_malloc(src.cap)) == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
+    rc = read_once(NULL, 0, &src, 1, lim, arena, out, err, &reread);
+    if (rc < 0 && reread) {
+        ck_err_clear(err);
+        src.len = len;
+        rc = read_once(NULL, 0, &src, 1, lim, arena, out, err, &reread);
+    }
+    ck_free(src.buf);
     return rc;
 }

@@ -165,6 +165,17 @@ int ck_pickle_read(const uint8_t *buf, size_t len, int exact,
                    ck_err_t *err);
 
 /*
+ * ck_pickle_read of the len bytes of fd at off (exact), read through a
+ * window of 'window' bytes that grows only for an opcode larger than it
+ * (pickle_window.c): a big pickle is never whole in memory.  The same
+ * graph, and the same errors at the same offsets, as ck_pickle_read of
+ * those bytes; a read's failure is -errno.
+ */
+int ck_pickle_read_fd(int fd, uint64_t off, uint64_t len, size_t window,
+                      const ck_limits_t *lim, ck_arena_t *arena,
+                      ck_pickle_t *out, ck_err_t *err);
+
+/*
  * Called by the writer for each PERSID node before its id is written; lets
  * the torch layer renumber storage keys in order of first reference.
  */

@@ -49,7 +49,35 @@ typedef struct {
     uint64_t need;
     const uint8_t *frame_end; /* end of the current FRAME, or NULL */
     int crossed;              /* a read crossed frame_end */
+    uint64_t base;            /* offset in the pickle of start: a window's
+                                 (pk_src_t), else 0 */
 } pk_cur_t;
+
+/*
+ * A pickle read from a file through a window (pickle_window.c), never
+ * whole in memory: before each opcode pk_src_fill makes the opcode whole
+ * in the window -- its operand, its text lines, a FRAME's bytes --, moving
+ * what is left to the window's start and reading on, so an opcode's
+ * pointers into the window stay valid while it runs.  An opcode that the
+ * pickle's end cuts short is run as it is, and fails as in a buffer.
+ */
+typedef struct {
+    int fd;
+    uint64_t off, len;  /* the pickle: len bytes of fd at off */
+    uint64_t next;      /* bytes of it read into the window */
+    uint8_t *buf;       /* the window: cap bytes (ck_malloc) */
+    size_t cap;
+} pk_src_t;
+
+/* The opcode at c->p whole in the window (or the pickle's end reached):
+ * 0, CK_ENOMEM, or -errno from a read.  max_line: a text line longer than
+ * this is not waited for (the reader refuses it). */
+int pk_src_fill(pk_src_t *s, pk_cur_t *c, uint64_t max_line);
+/* Bytes of the pickle after the cursor, in the window or not. */
+static inline uint64_t pk_src_left(const pk_src_t *s, const pk_cur_t *c)
+{
+    return (uint64_t)(c->end - c->p) + (s->len - s->next);
+}
 
 /*
  * The next n bytes in place, or NULL past the end.  Inside a FRAME, as

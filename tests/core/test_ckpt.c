@@ -180,6 +180,76 @@ static const struct {
     { "uint8", "010a64ff" },
 };
 
+/* The pickle as ckprep writes it (protocol 2), into out. */
+static int pickle_bytes(ck_ckpt_t *c, ck_buf_t *out)
+{
+    ck_err_t err = { 0 };
+
+    return ck_pickle_write(c->pk.root, &c->lim, &c->arena, NULL, NULL, out,
+                           &err);
+}
+
+/*
+ * Every file of the corpus opened with data.pkl read through a window of
+ * 16 bytes (ck_pickle_read_fd; opens use 1 MiB, for pickles bigger than
+ * that) opens as it does read whole: the same result and message, the
+ * same fingerprint (made from the file, not from memory), tensors,
+ * storages and graph.
+ */
+static void test_pickle_window(void **state)
+{
+    fx_t *f = *state;
+    static const char *const dirs[] = { "gopickle", "torchsharp" };
+    int files = 0, windowed = 0;
+
+    for (size_t d = 0; d < CK_ARRAY_SIZE(dirs); d++) {
+        char dir[256];
+        DIR *dp;
+        struct dirent *de;
+
+        snprintf(dir, sizeof(dir), "%s", corpus(dirs[d]));
+        dp = opendir(dir);
+        assert_non_null(dp);
+        while ((de = readdir(dp)) != NULL) {
+            char path[600];
+            ck_err_t e1;
+            int r1, r2;
+
+            if (de->d_name[0] == '.')
+                continue;
+            snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+            f->opts.pickle_window = 0;
+            r1 = open_ck(f, &f->c, path);
+            e1 = f->err;
+            f->opts.pickle_window = 16;
+            r2 = open_ck(f, &f->c2, path);
+            if (r1 != r2 || strcmp(e1.msg, f->err.msg) != 0)
+                fail_msg("%s: whole %d (%s), window %d (%s)", path, r1,
+                         e1.msg, r2, f->err.msg);
+            files++;
+            if (r1 == 0 && f->c.format == CK_FMT_ZIP) {
+                ck_buf_t b1 = { 0 }, b2 = { 0 };
+
+                windowed += f->c2.pickle_bytes > 16;
+                assert_string_equal(f->c.fingerprint, f->c2.fingerprint);
+                assert_int_equal(f->c.ntensors, f->c2.ntensors);
+                assert_int_equal(f->c.nstorages, f->c2.nstorages);
+                assert_int_equal(f->c.pk.protocol, f->c2.pk.protocol);
+                assert_int_equal(pickle_bytes(&f->c, &b1), 0);
+                assert_int_equal(pickle_bytes(&f->c2, &b2), 0);
+                assert_int_equal(b1.len, b2.len);
+                assert_memory_equal(b1.data, b2.data, b1.len);
+                ck_buf_release(&b1);
+                ck_buf_release(&b2);
+            }
+        }
+        closedir(dp);
+    }
+    f->opts.pickle_window = 0;
+    assert_true(files >= 110);
+    assert_true(windowed >= 50);
+}
+
 static void test_gopickle_all(void **state)
 {
     fx_t *f = *state;
@@ -1661,6 +1731,7 @@ int main(void)
         cmocka_unit_test(test_stem),
         cmocka_unit_test(test_storage_keys),
         T(test_scan_shrinks),
+        T(test_pickle_window),
         T(test_zip_beside),
         T(test_tensors_later),
         T(test_write_safe),

@@ -12,6 +12,7 @@
  */
 #include "pickle.h"
 #include "pickle_int.h"
+#include "zip.h"
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
     ck_arena_t a;
@@ -55,10 +57,74 @@ static int teardown(void **state)
     return 0;
 }
 
+static void assert_bytes(const uint8_t *got, size_t gn, const void *want,
+                         size_t wn);
+
+/* The graph written (protocol 2): what two reads are compared by. */
+static int written(ck_py_t *root, const ck_limits_t *lim, ck_arena_t *a,
+                   ck_buf_t *out)
+{
+    ck_err_t err = { 0 };
+
+    return ck_pickle_write(root, lim, a, NULL, NULL, out, &err);
+}
+
+/*
+ * The pickle read from a file through windows of 1, 2, 7, 64 and 4096
+ * bytes (ck_pickle_read_fd), at an offset with other bytes around it,
+ * agrees with the read of the buffer that gave rc: same code and message,
+ * or the same graph (written alike), protocol, globals and length.  Every
+ * pickle a test here reads whole goes through it.
+ */
+static void window_agrees(fx_t *f, const void *p, size_t n, int rc)
+{
+    static const size_t windows[] = { 1, 2, 7, 64, 4096 };
+    char path[] = "/tmp/ckprep-window-XXXXXX";
+    int fd = mkstemp(path);
+    ck_buf_t want = { 0 };
+    int wrc = rc == 0 ? written(f->pk.root, &f->lim, &f->a, &want) : 0;
+
+    assert_true(fd >= 0);
+    unlink(path);
+    assert_int_equal(ck_pwrite_full(fd, "junk<", 5, 0), 0);
+    assert_int_equal(ck_pwrite_full(fd, p, n, 5), 0);
+    assert_int_equal(ck_pwrite_full(fd, ">junk", 5, 5 + n), 0);
+    for (size_t k = 0; k < CK_ARRAY_SIZE(windows); k++) {
+        ck_arena_t a = { 0 };
+        ck_pickle_t pk;
+        ck_err_t err = { 0 };
+        ck_buf_t got = { 0 };
+        int grc = ck_pickle_read_fd(fd, 5, n, windows[k], &f->lim, &a, &pk,
+                                    &err);
+
+        if (grc != rc || strcmp(err.msg, f->err.msg) != 0)
+            fail_msg("window %zu: %d (%s), whole: %d (%s)", windows[k], grc,
+                     err.msg, rc, f->err.msg);
+        if (rc == 0) {
+            assert_int_equal(pk.protocol, f->pk.protocol);
+            assert_int_equal(pk.consumed, f->pk.consumed);
+            assert_int_equal(pk.globals.n, f->pk.globals.n);
+            assert_int_equal(pk.dropped.n, f->pk.dropped.n);
+            assert_int_equal(written(pk.root, &f->lim, &a, &got), wrc);
+            if (wrc == 0)
+                assert_bytes(got.data, got.len, want.data, want.len);
+        }
+        ck_buf_release(&got);
+        ck_arena_release(&a);
+    }
+    ck_buf_release(&want);
+    close(fd);
+}
+
 static int rd(fx_t *f, const void *p, size_t n, int exact)
 {
+    int rc;
+
     ck_err_clear(&f->err);
-    return ck_pickle_read(p, n, exact, &f->lim, &f->a, &f->pk, &f->err);
+    rc = ck_pickle_read(p, n, exact, &f->lim, &f->a, &f->pk, &f->err);
+    if (exact)
+        window_agrees(f, p, n, rc);
+    return rc;
 }
 
 /* Read a literal as a whole pickle. */
@@ -2098,6 +2164,38 @@ static void test_read_oom(void **state)
     }
 }
 
+/* Through a window, each allocation failing in turn fails the read with
+ * CK_ENOMEM (the window's growth among them), until it succeeds. */
+static void test_read_window_oom(void **state)
+{
+    fx_t *f = *state;
+    char path[] = "/tmp/ckprep-window-XXXXXX";
+    int fd = mkstemp(path), done = 0;
+
+    assert_true(fd >= 0);
+    unlink(path);
+    assert_int_equal(ck_pwrite_full(fd, pk2, sizeof(pk2) - 1, 0), 0);
+    for (unsigned long n = 1; !done && n < 10000; n++) {
+        ck_arena_t a = { 0 };
+        int rc;
+
+        memset(&f->err, 0, sizeof(f->err));
+        ck_mem_fail_at(n);
+        rc = ck_pickle_read_fd(fd, 0, sizeof(pk2) - 1, 8, &f->lim, &a, &f->pk,
+                               &f->err);
+        ck_mem_fail_at(0);
+        if (rc == 0) {
+            check_big_graph(f, f->pk.root);
+            done = 1;
+        } else if (rc != CK_ENOMEM) {
+            fail_msg("allocation %lu failing: %d (%s)", n, rc, f->err.msg);
+        }
+        ck_arena_release(&a);
+    }
+    assert_true(done);
+    close(fd);
+}
+
 static void test_write_oom(void **state)
 {
     fx_t *f = *state;
@@ -2332,6 +2430,7 @@ int main(void)
         T(test_py_equal),
         T(test_py_equal_symmetric),
         T(test_read_oom),
+        T(test_read_window_oom),
         T(test_write_oom),
     };
 #undef T

@@ -8,15 +8,21 @@
  *  - the second graph equals the first (ck_py_equal), unless the first holds
  *    values protocol 2 spells as calls (bytes, bytearray, set, frozenset);
  *  - writing the second graph gives the same bytes as the first write: the
- *    writer is a fixed point of read + write.
+ *    writer is a fixed point of read + write;
+ * and on every input, that the read through a window (ck_pickle_read_fd)
+ * agrees with the read from memory.
  * Any violation aborts, which libFuzzer reports as a crash.
  */
+#define _GNU_SOURCE
 #include "numpy.h"
 #include "pickle.h"
+#include "zip.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -28,7 +34,7 @@ static void die(const char *what, const ck_err_t *err)
 
 static int has_calls(ck_py_t *p, uint32_t gen, uint32_t depth);
 
-static int vec_has_calls(ck_py_vec_t *v, uint32_t gen, uint32_t depth)
+static int vec_has_calls(const ck_py_vec_t *v, uint32_t gen, uint32_t depth)
 {
     for (size_t i = 0; i < v->n; i++)
         if (has_calls(v->v[i], gen, depth + 1))
@@ -92,6 +98,48 @@ static int numpy_ok(ck_pickle_t *p, const ck_limits_t *lim)
     return ck_np_check(&c, &err) == 0;
 }
 
+/*
+ * The input read from a file through a window of 1 to 64 bytes (as a
+ * checkpoint's big data.pkl is) agrees with its read from memory: the
+ * same code and message, or the same graph, written alike.
+ */
+static void window_agrees(const uint8_t *data, size_t size,
+                          const ck_limits_t *lim, int rc, const ck_err_t *err,
+                          const ck_pickle_t *p)
+{
+    static int fd = -1;
+    ck_arena_t a = { 0 };
+    ck_pickle_t q;
+    ck_err_t e2 = { 0 };
+    ck_buf_t b1 = { 0 }, b2 = { 0 };
+    size_t window = 1 + (size > 0 ? data[size / 2] % 64 : 0);
+    int r2, w1, w2;
+
+    if (fd < 0 && (fd = memfd_create("fuzz_pickle", 0)) < 0)
+        die("memfd_create", NULL);
+    if (ftruncate(fd, 0) < 0 || ck_pwrite_full(fd, data, size, 0) < 0)
+        die("writing the input to its file", NULL);
+    r2 = ck_pickle_read_fd(fd, 0, size, window, lim, &a, &q, &e2);
+    if (r2 != rc || strcmp(e2.msg, err->msg) != 0) {
+        fprintf(stderr, "window %zu: %d (%s); in memory: %d (%s)\n", window,
+                r2, e2.msg, rc, err->msg);
+        die("the read through a window differs", NULL);
+    }
+    if (rc == 0) {
+        ck_err_t we = { 0 };
+
+        w1 = ck_pickle_write(p->root, lim, &a, NULL, NULL, &b1, &we);
+        w2 = ck_pickle_write(q.root, lim, &a, NULL, NULL, &b2, &we);
+        if (w1 != w2 || b1.len != b2.len ||
+            (b1.len > 0 && memcmp(b1.data, b2.data, b1.len) != 0) ||
+            p->consumed != q.consumed || p->protocol != q.protocol)
+            die("the graph read through a window differs", NULL);
+    }
+    ck_buf_release(&b1);
+    ck_buf_release(&b2);
+    ck_arena_release(&a);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     ck_limits_t lim;
@@ -102,7 +150,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc;
 
     ck_limits_default(&lim);
-    if (ck_pickle_read(data, size, 1, &lim, &a, &p1, &err) < 0)
+    rc = ck_pickle_read(data, size, 1, &lim, &a, &p1, &err);
+    window_agrees(data, size, &lim, rc, &err, &p1);
+    if (rc < 0)
         goto out;
     rc = ck_pickle_write(p1.root, &lim, &a, NULL, NULL, &w1, &err);
     if (rc == CK_ELIMIT || rc == CK_EUNSUPPORTED)
