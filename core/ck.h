@@ -71,6 +71,15 @@ void ck_free(void *p);
 char *ck_strdup(const char *s);
 /* Fail allocation number n (1-based) and every one after; 0 disables. */
 void ck_mem_fail_at(unsigned long n);
+/*
+ * An array that grows big (the reader's memo): a mapping of its own, zero
+ * when made and where it grows, grown by mremap -- pages move, bytes are
+ * not copied --, with huge pages asked for.  ck_map_grow(NULL, 0, n)
+ * makes one; NULL when out of memory (p stays).  Counted as an
+ * allocation (ck_mem_fail_at).
+ */
+void *ck_map_grow(void *p, size_t old, size_t n);
+void ck_map_free(void *p, size_t n);
 unsigned long ck_mem_count(void);
 
 /*

@@ -48,8 +48,8 @@ typedef struct {
     size_t mp, mcap;
     ck_py_t **memo;
     size_t memocap, memocount;
-    size_t memolen;             /* memo[0..memolen) zeroed or set: the
-                                   rest of memocap is never touched */
+    size_t memolen;             /* past the highest index put (the memo
+                                   is a mapping: all of it reads zero) */
     /* None, (), the bools and small ints, one node each per pickle: the
      * writer never memoizes them and nothing edits them in place (the
      * reader adds items to lists, dicts and sets only), so sharing is
@@ -280,18 +280,15 @@ static int memo_put(rd_t *r, uint64_t idx, ck_py_t *v)
 
         while (cap <= idx)
             cap *= 2;
-        nm = ck_realloc(r->memo, cap * sizeof(*nm));
+        /* a mapping, zero as made: room never reached is never touched */
+        nm = ck_map_grow(r->memo, r->memocap * sizeof(*nm), cap * sizeof(*nm));
         if (nm == NULL)
             return rd_nomem(r);
         r->memo = nm;
         r->memocap = cap;
     }
-    if (idx >= r->memolen) {
-        /* torch.save's indices only grow: room zeroed as it is reached,
-         * not the whole doubled array (14 MiB at 10^5 tensors) */
-        memset(r->memo + r->memolen, 0, (idx + 1 - r->memolen) * sizeof(*r->memo));
+    if (idx >= r->memolen)
         r->memolen = idx + 1;
-    }
     if (r->memo[idx] == NULL)
         r->memocount++;
     if (v == r->spare) {
@@ -1354,7 +1351,7 @@ static int read_once(const uint8_t *buf, size_t len, pk_src_t *src, int exact,
     }
     ck_free(r.stack);
     ck_free(r.marks);
-    ck_free(r.memo);
+    ck_map_free(r.memo, r.memocap * sizeof(*r.memo));
     ck_free(r.ints64.v);
     ck_free(r.tuples.v);
     *reread = r.reread;

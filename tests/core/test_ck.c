@@ -413,6 +413,106 @@ static void test_esc_step(void **state)
     esc("\xe2\x80\xa8", 3, "\\u{2028}");
 }
 
+/* The VmFlags of the mapping holding p (/proc/self/smaps), or "". */
+static void vm_flags(const void *p, char out[512])
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[512];
+    int in = 0;
+
+    assert_non_null(f);
+    out[0] = '\0';
+    while (fgets(line, sizeof(line), f) != NULL) {
+        unsigned long lo, hi;
+
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2)
+            in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+        else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+            memcpy(out, line, sizeof(line));
+            break;
+        }
+    }
+    fclose(f);
+}
+
+/*
+ * An arena past 4 MiB takes blocks of one huge page each, advised
+ * MADV_HUGEPAGE (VmFlags "hg"), zero, and what was written before stays;
+ * an allocation failing at a huge block fails the request; released, the
+ * arena is empty.
+ */
+static void test_arena_huge(void **state)
+{
+    ck_arena_t a = { 0 };
+    char flags[512];
+    uint8_t *first = NULL, *p = NULL;
+    size_t n = 0;
+
+    (void)state;
+    while (a.used < (6u << 20)) {
+        p = ck_arena_alloc(&a, 4096);
+        assert_non_null(p);
+        for (size_t i = 0; i < 4096; i++)
+            assert_int_equal(p[i], 0);
+        memset(p, 0xa5, 4096);
+        if (first == NULL)
+            first = p;
+        n++;
+    }
+    /* the last request is in a huge block: its mapping is aligned */
+    vm_flags(p, flags);
+    assert_non_null(strstr(flags, " hg"));
+    assert_int_equal(first[0], 0xa5);
+    assert_true(n >= 1536);
+    /* the next huge block fails: requests succeed until it is needed */
+    ck_mem_fail_at(1);
+    for (n = 0; n < 600 && ck_arena_alloc(&a, 8192) != NULL; n++)
+        ;
+    ck_mem_fail_at(0);
+    assert_true(n < 300);
+    ck_arena_release(&a);
+    assert_int_equal(a.used, 0);
+}
+
+/*
+ * ck_map_grow: a mapping grown from 512 bytes to 64 MiB keeps what it
+ * held, reads zero beyond, is advised huge once big; a failed grow
+ * leaves it as it was.
+ */
+static void test_map_grow(void **state)
+{
+    uint64_t *m = ck_map_grow(NULL, 0, 512), *q;
+    size_t cap = 64;
+    char flags[512];
+
+    (void)state;
+    assert_non_null(m);
+    for (size_t i = 0; i < cap; i++)
+        assert_int_equal(m[i], 0);
+    m[0] = 1;
+    m[cap - 1] = 2;
+    while (cap < (8u << 20)) {
+        q = ck_map_grow(m, cap * 8, cap * 16);
+        assert_non_null(q);
+        m = q;
+        assert_int_equal(m[0], 1);
+        assert_int_equal(m[cap - 1], 2);
+        assert_int_equal(m[cap], 0);
+        assert_int_equal(m[2 * cap - 1], 0);
+        m[cap - 1] = 0;
+        m[2 * cap - 1] = 2;
+        cap *= 2;
+    }
+    vm_flags(m + cap / 2, flags);
+    assert_non_null(strstr(flags, " hg"));
+    ck_mem_fail_at(1);
+    assert_null(ck_map_grow(m, cap * 8, cap * 16));
+    ck_mem_fail_at(0);
+    assert_int_equal(m[cap - 1], 2);
+    ck_map_free(m, cap * 8);
+    ck_map_free(NULL, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -423,6 +523,8 @@ int main(void)
         cmocka_unit_test_teardown(test_buf_drain, teardown),
         cmocka_unit_test_teardown(test_arena, teardown),
         cmocka_unit_test_teardown(test_arena_grow, teardown),
+        cmocka_unit_test_teardown(test_arena_huge, teardown),
+        cmocka_unit_test_teardown(test_map_grow, teardown),
         cmocka_unit_test_teardown(test_strmap, teardown),
         cmocka_unit_test_teardown(test_utf8_len, teardown),
         cmocka_unit_test_teardown(test_utf8_valid_and_hash, teardown),
