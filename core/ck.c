@@ -350,7 +350,7 @@ void *ck_arena_alloc(ck_arena_t *a, size_t n)
 
         if (size > SIZE_MAX - sizeof(*b))
             return NULL;
-        if (size == ARENA_BLOCK && a->used >= ARENA_HUGE_AFTER)
+        if (want <= ARENA_BLOCK / 4 && a->used >= ARENA_HUGE_AFTER)
             b = huge_block();
         else if ((b = ck_calloc(1, sizeof(*b) + size)) != NULL)
             b->size = size;

@@ -464,6 +464,22 @@ static void test_arena_huge(void **state)
     assert_non_null(strstr(flags, " hg"));
     assert_int_equal(first[0], 0xa5);
     assert_true(n >= 1536);
+    /* a request of exactly a block's size past 4 MiB that the huge block
+     * cannot hold is a block of its own from the heap, which
+     * ck_arena_grow reallocates in place */
+    for (n = 0; n < 64; n++) {
+        const void *big = a.big;
+
+        p = ck_arena_alloc(&a, 64 * 1024);
+        assert_non_null(p);
+        if (a.big != big)
+            break;
+    }
+    assert_true(n < 64);
+    memset(p, 1, 64 * 1024);
+    p = ck_arena_grow(&a, p, 64 * 1024, 3u << 20);
+    assert_non_null(p);
+    assert_int_equal(p[64 * 1024 - 1], 1);
     /* the next huge block fails: requests succeed until it is needed */
     ck_mem_fail_at(1);
     for (n = 0; n < 600 && ck_arena_alloc(&a, 8192) != NULL; n++)
