@@ -345,7 +345,7 @@ void *ck_arena_alloc(ck_arena_t *a, size_t n)
 
     if (want < n)
         return NULL;
-    if (b == NULL || b->size - b->used < want) {
+    if (b == NULL || want > ARENA_BLOCK / 4 || b->size - b->used < want) {
         size_t size = want > ARENA_BLOCK / 4 ? want : ARENA_BLOCK;
 
         if (size > SIZE_MAX - sizeof(*b))
