@@ -832,7 +832,15 @@ static int scan_persid(scan_t *s, ck_py_t *node)
         if (v[5]->kind != CK_PY_NONE)
             return ck_err_set(s->err, CK_EUNSUPPORTED,
                               "legacy storage views are not supported");
-        pid->u.seq.n = 5; /* the zip format's persistent id */
+        /* the zip format's persistent id: a copy of the first five, the
+         * tuple itself may be a value too (a hand-made memo) */
+        pid = ck_py_new(&c->arena, CK_PY_TUPLE);
+        if (pid == NULL || ck_py_vec_reserve(&c->arena, &pid->u.seq, 5) < 0)
+            return ck_err_set(s->err, CK_ENOMEM, "out of memory");
+        memcpy(pid->u.seq.v, v, 5 * sizeof(*v));
+        pid->u.seq.n = 5;
+        node->u.pid = pid;
+        v = pid->u.seq.v;
     }
     if (ck_mul_u64(numel, dt ? dt->itemsize : 1, &nbytes) < 0)
         return ck_err_set(s->err, CK_EFORMAT, "storage %s size overflows",
@@ -1130,7 +1138,7 @@ static void *shrink(void *arr, size_t *cap, size_t used, size_t least,
     size_t want = used > least ? used : least;
     void *p;
 
-    if (*cap - want <= 4096 || *cap - want <= *cap / 8 ||
+    if (*cap <= want || *cap - want <= 4096 || *cap - want <= *cap / 8 ||
         (p = ck_realloc(arr, want * size)) == NULL)
         return arr;
     *cap = want;

@@ -262,22 +262,35 @@ def select_root_non_str_key():
     check(ch[0]["removed"] == [k for k in ck if k != "model"], f"removed {ch[0]['removed']}")
 
 
-def _save_sharing_keys(path, obj, share):
-    """torch.save, but a storage key str or whole persistent id that
-    share maps the key to is written as that object, which obj holds too:
-    the pickle's memo then shares it with a value, as a hand-made pickle
-    may (torch.save never does)"""
+def _save_ids(path, obj, hook, legacy=False):
+    """torch.save with each storage's persistent id passed through hook
+    (what it returns is written), by the pure-Python Pickler"""
     import pickle
     import types
 
     class Pickler(pickle._Pickler):
         def save_pers(self, pid):
-            if isinstance(pid, tuple) and pid[0] == "storage" and pid[2] in share:
-                s = share[pid[2]]
-                pid = s if isinstance(s, tuple) else pid[:2] + (s,) + pid[3:]
+            if isinstance(pid, tuple) and pid[0] == "storage":
+                pid = hook(pid)
             super().save_pers(pid)
 
-    torch.save(obj, path, pickle_module=types.SimpleNamespace(__name__="pickle", Pickler=Pickler))
+    torch.save(obj, path, pickle_module=types.SimpleNamespace(__name__="pickle", Pickler=Pickler,
+                                                          dump=pickle.dump),
+               _use_new_zipfile_serialization=not legacy)
+
+
+def _save_sharing_keys(path, obj, share):
+    """torch.save, but a storage key str or whole persistent id that
+    share maps the key to is written as that object, which obj holds too:
+    the pickle's memo then shares it with a value, as a hand-made pickle
+    may (torch.save never does)"""
+    def hook(pid):
+        if pid[2] not in share:
+            return pid
+        s = share[pid[2]]
+        return s if isinstance(s, tuple) else pid[:2] + (s,) + pid[3:]
+
+    _save_ids(path, obj, hook)
 
 
 @test
@@ -312,6 +325,33 @@ def select_key_str_shared_with_value():
         assert_same(ck, out)
         check([os.path.basename(n) for n in storage_records(r.out)] == ["0"],
               f"{order}: records {storage_records(r.out)}")
+
+
+@test
+def select_legacy_id_shared_with_value():
+    """a legacy file (torch < 1.6's format) whose persistent id, a 6-tuple
+    ending in None, is also a value: the zip output's id has five items,
+    the value keeps its six (the id was cut in place)"""
+    import io
+
+    seen = {}
+
+    def hook(pid):
+        return seen.setdefault(pid[2], pid)
+
+    src = os.path.join(E.fresh("legacy-shared-id"), "legacy.th")
+    sd = OD([("a.w", torch.zeros(2)), ("b.w", torch.arange(3.0))])
+    obj = {"state_dict": sd}
+    _save_ids(io.BytesIO(), obj, hook, legacy=True)  # the ids, to share one
+    obj["name"] = next(t for t in seen.values() if t[4] == 3)
+    _save_ids(src, obj, hook, legacy=True)
+    r = E.ok(chain1("prefix_select", {"state": "state_dict", "drop": "a."}), src)
+    ck, out = load(src), load(r.out)
+    check(len(ck["name"]) == 6 and ck["name"][5] is None, f"input name {ck['name']!r}")
+    check(out["name"][2:] == ck["name"][2:], f"name {out['name']!r}, input {ck['name']!r}")
+    ck["state_dict"] = select(ck["state_dict"], drop=["a."])
+    ck["name"] = out["name"] = None
+    assert_same(ck, out)
 
 
 @test
