@@ -302,6 +302,18 @@ struct ck_arena_block {
  * ones.  A small job (the daemon's thousands of tiny files) never gets
  * there.  Where huge pages are off, the block is an ordinary mapping.
  */
+/* Under LeakSanitizer, which scans the heap and not mappings, a huge
+ * block is a root: the heap blocks chained after it are reached through
+ * it. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#define LSAN_ROOT(p, n) __lsan_register_root_region(p, n)
+#define LSAN_UNROOT(p, n) __lsan_unregister_root_region(p, n)
+#else
+#define LSAN_ROOT(p, n) ((void)0)
+#define LSAN_UNROOT(p, n) ((void)0)
+#endif
+
 #define ARENA_HUGE HUGE_PAGE
 #define ARENA_HUGE_AFTER HUGE_MIN /* bytes an arena holds first */
 
@@ -326,15 +338,18 @@ static ck_arena_block_t *huge_block(void)
     b = (ck_arena_block_t *)q; /* zero, as a fresh mapping is */
     b->size = ARENA_HUGE - sizeof(*b);
     b->mapped = 1;
+    LSAN_ROOT(b, ARENA_HUGE);
     return b;
 }
 
 static void block_free(ck_arena_block_t *b)
 {
-    if (b->mapped)
+    if (b->mapped) {
+        LSAN_UNROOT(b, ARENA_HUGE);
         munmap(b, ARENA_HUGE);
-    else
+    } else {
         ck_free(b);
+    }
 }
 
 void *ck_arena_alloc(ck_arena_t *a, size_t n)
