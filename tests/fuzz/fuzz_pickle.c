@@ -10,7 +10,8 @@
  *  - writing the second graph gives the same bytes as the first write: the
  *    writer is a fixed point of read + write;
  * and on every input, that the read through a window (ck_pickle_read_fd)
- * agrees with the read from memory.
+ * agrees with the read from memory, with the default limits and with
+ * limits of a few bytes chosen by the input's last bytes.
  * Any violation aborts, which libFuzzer reports as a crash.
  */
 #define _GNU_SOURCE
@@ -117,9 +118,11 @@ static void window_agrees(const uint8_t *data, size_t size,
 
     if (fd < 0 && (fd = memfd_create("fuzz_pickle", 0)) < 0)
         die("memfd_create", NULL);
-    if (ftruncate(fd, 0) < 0 || ck_pwrite_full(fd, data, size, 0) < 0)
+    if (ftruncate(fd, 0) < 0 || ck_pwrite_full(fd, "xyz", 3, 0) < 0 ||
+        ck_pwrite_full(fd, data, size, 3) < 0 ||
+        ck_pwrite_full(fd, "\n.\n", 3, 3 + size) < 0)
         die("writing the input to its file", NULL);
-    r2 = ck_pickle_read_fd(fd, 0, size, window, lim, &a, &q, &e2);
+    r2 = ck_pickle_read_fd(fd, 3, size, window, lim, &a, &q, &e2);
     if (r2 != rc || strcmp(e2.msg, err->msg) != 0) {
         fprintf(stderr, "window %zu: %d (%s); in memory: %d (%s)\n", window,
                 r2, e2.msg, rc, err->msg);
@@ -140,6 +143,33 @@ static void window_agrees(const uint8_t *data, size_t size,
     ck_arena_release(&a);
 }
 
+/* The agreement again under limits as small as a few bytes, chosen by
+ * the input's last bytes: limit errors and max_pickle_bytes' clipping
+ * on both paths (the checks below keep the default limits). */
+static void window_agrees_tight(const uint8_t *data, size_t size)
+{
+    ck_limits_t lim;
+    ck_arena_t a = { 0 };
+    ck_pickle_t p;
+    ck_err_t err = { 0 };
+    int rc;
+
+    if (size < 3)
+        return;
+    ck_limits_default(&lim);
+    if (data[size - 1] & 1)
+        lim.max_string_bytes = data[size - 1] >> 1 & 0x1f;
+    if (data[size - 2] & 1)
+        lim.max_pickle_bytes = data[size - 2] >> 1;
+    if (data[size - 3] & 1)
+        lim.max_memo = data[size - 3] >> 1 & 0xf;
+    if (data[size - 3] & 0x80)
+        lim.max_depth = 3;
+    rc = ck_pickle_read(data, size, 1, &lim, &a, &p, &err);
+    window_agrees(data, size, &lim, rc, &err, &p);
+    ck_arena_release(&a);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     ck_limits_t lim;
@@ -152,6 +182,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ck_limits_default(&lim);
     rc = ck_pickle_read(data, size, 1, &lim, &a, &p1, &err);
     window_agrees(data, size, &lim, rc, &err, &p1);
+    window_agrees_tight(data, size);
     if (rc < 0)
         goto out;
     rc = ck_pickle_write(p1.root, &lim, &a, NULL, NULL, &w1, &err);
