@@ -1266,28 +1266,6 @@ static int rd_op(rd_t *r)
     }
 }
 
-/* Variable operands, and fixed ones of up to 8 bytes after the opcode:
- * with at least 9 bytes in the window a fixed one is whole. */
-static int rd_whole(const pk_cur_t *c)
-{
-    static const uint8_t fixed[256] = {
-        [OP_MARK] = 1, [OP_STOP] = 1, [OP_POP] = 1, [OP_POP_MARK] = 1,
-        [OP_DUP] = 1, [OP_BININT] = 1, [OP_BININT1] = 1, [OP_BININT2] = 1,
-        [OP_NONE] = 1, [OP_BINPERSID] = 1, [OP_REDUCE] = 1, [OP_APPEND] = 1,
-        [OP_BUILD] = 1, [OP_DICT] = 1, [OP_EMPTY_DICT] = 1, [OP_APPENDS] = 1,
-        [OP_BINGET] = 1, [OP_LONG_BINGET] = 1, [OP_LIST] = 1,
-        [OP_EMPTY_LIST] = 1, [OP_OBJ] = 1, [OP_BINPUT] = 1,
-        [OP_LONG_BINPUT] = 1, [OP_SETITEM] = 1, [OP_TUPLE] = 1,
-        [OP_EMPTY_TUPLE] = 1, [OP_SETITEMS] = 1, [OP_BINFLOAT] = 1,
-        [OP_PROTO] = 1, [OP_NEWOBJ] = 1, [OP_TUPLE1] = 1, [OP_TUPLE2] = 1,
-        [OP_TUPLE3] = 1, [OP_NEWTRUE] = 1, [OP_NEWFALSE] = 1,
-        [OP_EMPTY_SET] = 1, [OP_ADDITEMS] = 1, [OP_FROZENSET] = 1,
-        [OP_NEWOBJ_EX] = 1, [OP_STACK_GLOBAL] = 1, [OP_MEMOIZE] = 1,
-    };
-
-    return c->end - c->p >= 9 && fixed[*c->p];
-}
-
 /* Read from buf[0..len), or through src's window when src is set. */
 static int read_once(const uint8_t *buf, size_t len, pk_src_t *src, int exact,
                      const ck_limits_t *lim, ck_arena_t *arena,
@@ -1320,7 +1298,7 @@ static int read_once(const uint8_t *buf, size_t len, pk_src_t *src, int exact,
     r.err = err;
     r.out = out;
     for (uint32_t n = 1; rc == 0; n++) {
-        if (src != NULL && !rd_whole(&r.c) &&
+        if (src != NULL && !pk_src_whole(&r.c) &&
             (rc = pk_src_fill(src, &r.c, lim->max_string_bytes)) < 0) {
             rc = rc == CK_ENOMEM ? rd_nomem(&r)
                                  : ck_err_set(err, rc, "read the pickle: %s",

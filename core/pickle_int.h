@@ -73,6 +73,17 @@ typedef struct {
  * 0, CK_ENOMEM, or -errno from a read.  max_line: a text line longer than
  * this is not waited for (the reader refuses it). */
 int pk_src_fill(pk_src_t *s, pk_cur_t *c, uint64_t max_line);
+/* Each opcode's operand: 0 for none or a fixed one of at most 8 bytes,
+ * else the kind of variable one (pickle_window.c). */
+extern const uint8_t pk_op_var[256];
+
+/* The opcode at the cursor is whole in the window without looking
+ * further: a fixed operand and 9 bytes there. */
+static inline int pk_src_whole(const pk_cur_t *c)
+{
+    return c->end - c->p >= 9 && pk_op_var[*c->p] == 0;
+}
+
 /* Bytes of the pickle after the cursor, in the window or not. */
 static inline uint64_t pk_src_left(const pk_src_t *s, const pk_cur_t *c)
 {

@@ -39,7 +39,7 @@ enum {
 };
 
 /* clang-format off */
-static const uint8_t op_var[256] = {
+const uint8_t pk_op_var[256] = {
     [OP_SHORT_BINSTRING] = V_LEN1, [OP_SHORT_BINBYTES] = V_LEN1,
     [OP_SHORT_BINUNICODE] = V_LEN1, [OP_LONG1] = V_LEN1,
     [OP_BINSTRING] = V_LEN4, [OP_BINUNICODE] = V_LEN4,
@@ -88,7 +88,7 @@ static uint64_t op_need(const uint8_t *p, size_t avail, uint64_t max_line)
 
     if (avail == 0)
         return 1;
-    var = op_var[p[0]];
+    var = pk_op_var[p[0]];
     switch (var) {
     case V_FIXED:
         return 1 + (uint64_t)op_fixed[p[0]];
