@@ -803,18 +803,17 @@ static int storage_dtype(scan_t *s, const ck_py_t *cls, const ck_dtype_t **dt)
 static int scan_persid(scan_t *s, ck_py_t *node)
 {
     ck_ckpt_t *c = s->c;
-    ck_py_t *pid = node->u.pid, **v;
+    ck_py_t *pid, *v[6];
     const ck_dtype_t *dt = NULL;
     ck_storage_t *st;
     uint64_t numel, nbytes;
     size_t n;
     int rc;
 
-    if (pid->kind != CK_PY_TUPLE)
+    if (!(node->flags & CK_PY_F_PIDC) && node->u.pid->kind != CK_PY_TUPLE)
         return ck_err_set(s->err, CK_EFORMAT, "persistent id is not a tuple");
-    v = pid->u.seq.v;
-    n = pid->u.seq.n;
-    if (n < 5 || n > 6 || (n == 6) != s->legacy || !ck_py_str_eq(v[0], "storage"))
+    if (ck_py_pid_items(node, v, 6, &n) < 0 || n < 5 || (n == 6) != s->legacy ||
+        !ck_py_str_eq(v[0], "storage"))
         return ck_err_set(s->err, CK_EFORMAT,
                           "persistent id is not ('storage', class, key, "
                           "location, numel)");
@@ -840,7 +839,6 @@ static int scan_persid(scan_t *s, ck_py_t *node)
         memcpy(pid->u.seq.v, v, 5 * sizeof(*v));
         pid->u.seq.n = 5;
         node->u.pid = pid;
-        v = pid->u.seq.v;
     }
     if (ck_mul_u64(numel, dt ? dt->itemsize : 1, &nbytes) < 0)
         return ck_err_set(s->err, CK_EFORMAT, "storage %s size overflows",

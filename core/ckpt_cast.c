@@ -169,7 +169,9 @@ static int retype(ck_ckpt_t *c, ck_storage_t *st, const ck_dtype_t *from,
 
         if (t->st != st)
             continue;
-        pid = a->v[0]->u.pid;
+        /* the id's items change: a tuple of its own (pickle.h) */
+        if ((pid = ck_py_pid_tuple(&c->arena, a->v[0])) == NULL)
+            return ck_err_set(err, CK_ENOMEM, "out of memory");
         if (st->dtype != NULL) {
             if (cls == NULL)
                 return ck_err_set(err, CK_ENOMEM, "out of memory");
@@ -218,13 +220,19 @@ static ck_storage_t *split(ck_ckpt_t *c, ck_storage_t *st,
             continue;
         old = t->node->u.o.args->u.seq.v[0];
         if (pers == NULL) {
+            ck_py_t *v[5];
+            size_t n;
+
             pers = ck_py_new(&c->arena, CK_PY_PERSID);
             pid = ck_py_new(&c->arena, CK_PY_TUPLE);
             if (pers == NULL || pid == NULL)
                 goto nomem;
-            for (size_t k = 0; k < old->u.pid->u.seq.n; k++)
-                if (ck_py_vec_push(&c->arena, &pid->u.seq,
-                                   old->u.pid->u.seq.v[k]) < 0)
+            if (ck_py_pid_items(old, v, 5, &n) < 0 || n != 5) {
+                ck_err_set(err, CK_EFORMAT, "persistent id not scanned");
+                return NULL;
+            }
+            for (size_t k = 0; k < n; k++)
+                if (ck_py_vec_push(&c->arena, &pid->u.seq, v[k]) < 0)
                     goto nomem;
             pid->u.seq.v[2] = ck_py_str(&c->arena, ns->key, strlen(ns->key));
             if (pid->u.seq.v[2] == NULL)

@@ -51,6 +51,10 @@ static int own_id(renum_t *r, ck_py_t *node, ck_storage_t *st,
     if (r->keys[st->newkey] == NULL &&
         (r->keys[st->newkey] = ck_py_str(a, key, strlen(key))) == NULL)
         return ck_err_set(err, CK_ENOMEM, "out of memory");
+    if (node->flags & CK_PY_F_PIDC) {
+        node->u.pc.key = r->keys[st->newkey]; /* its tuple is its own */
+        return 0;
+    }
     if ((t = ck_py_new(a, CK_PY_TUPLE)) == NULL ||
         ck_py_vec_reserve(a, &t->u.seq, pid->u.seq.n) < 0)
         return ck_err_set(err, CK_ENOMEM, "out of memory");
@@ -66,20 +70,23 @@ static int renumber_cb(void *ud, ck_py_t *node, ck_err_t *err)
 {
     renum_t *r = ud;
     ck_storage_t *st = node->u.pid_aux;
-    ck_py_t *pid = node->u.pid, *key;
+    ck_py_t *v[5], *key;
+    size_t n;
+    int met;
     char buf[32];
 
-    if (st == NULL || pid->kind != CK_PY_TUPLE || pid->u.seq.n != 5)
+    if (st == NULL || ck_py_pid_items(node, v, 5, &n) < 0 || n != 5)
         return ck_err_set(err, CK_EFORMAT, "persistent id not scanned");
+    met = !(node->flags & CK_PY_F_PIDC) && (node->u.pid->flags & CK_PY_F_MET);
     if (st->newkey < 0) {
         st->newkey = (int64_t)r->n;
         r->order[r->n++] = st;
     }
     snprintf(buf, sizeof(buf), "%lld", (long long)st->newkey);
-    key = pid->u.seq.v[2];
+    key = v[2];
     if (ck_py_str_eq(key, buf))
         return 0;
-    if ((pid->flags | key->flags) & CK_PY_F_MET)
+    if (met || (key->flags & CK_PY_F_MET))
         return own_id(r, node, st, buf, err);
     key->u.s.s = ck_arena_strdup(&r->c->arena, buf);
     key->u.s.n = strlen(buf);

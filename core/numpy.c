@@ -795,6 +795,16 @@ static int walk(walk_t *w, const ck_py_t *p, uint32_t depth)
     case CK_PY_DICT:
         return walk_items(w, &p->u.seq, 1, depth);
     case CK_PY_PERSID:
+        if (p->flags & CK_PY_F_PIDC) { /* its tuple's items */
+            ck_py_t *item[5];
+            size_t n;
+
+            (void)ck_py_pid_items(p, item, 5, &n);
+            for (size_t i = 0; i < n; i++)
+                if ((rc = walk(w, item[i], depth + 2)) < 0)
+                    return rc;
+            return 0;
+        }
         return walk(w, p->u.pid, depth + 1);
     case CK_PY_REDUCE:
     case CK_PY_NEWOBJ:

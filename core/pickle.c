@@ -36,8 +36,11 @@ typedef struct {
     size_t cap, n;
 } nodeset_t;
 
+#define RD_PIDT 4 /* the shared parts of persistent ids, the last few */
+
 typedef struct {
     pk_cur_t c;
+    pk_src_t *src;              /* the window, or NULL: a buffer */
     const ck_limits_t *lim;
     ck_arena_t *a;
     ck_err_t *err;
@@ -75,7 +78,15 @@ typedef struct {
     ck_py_t *od_fn, *spare, *hooks;
     int spare_free, spare_puts, spare_twice;
     uint64_t spare_idx;
+    /* torch.save's persistent ids held without their tuples (fused_pid):
+     * the parts they share, the last RD_PIDT kinds met */
+    ck_py_pidt_t *pidt[RD_PIDT];
+    unsigned pidt_next;
 } rd_t;
+
+/* A memo entry naming a compact persistent id's tuple, which it has not
+ * made (fused_pid): the id's pointer with its low bit set. */
+#define PID_TAG ((uintptr_t)1)
 
 /* Room in s for one more node (first: its first capacity, a power of
  * two), each node placed again by hash: 0, or -1 out of memory. */
@@ -317,10 +328,20 @@ static int push_again(rd_t *r, ck_py_t *v)
 
 static int memo_get(rd_t *r, uint64_t idx)
 {
+    ck_py_t *v;
+
     if (idx >= r->memolen || r->memo[idx] == NULL)
         return rd_fail(r, CK_EFORMAT, "memo index %llu never stored",
                        (unsigned long long)idx);
-    return push_again(r, r->memo[idx]);
+    v = r->memo[idx];
+    if ((uintptr_t)v & PID_TAG) {
+        /* a compact id's tuple named again: the id gets it now */
+        v = ck_py_pid_tuple(r->a, (ck_py_t *)((uintptr_t)v & ~PID_TAG));
+        if (v == NULL)
+            return rd_nomem(r);
+        r->memo[idx] = v;
+    }
+    return push_again(r, v);
 }
 
 static int parse_index(rd_t *r, uint64_t *idx)
@@ -703,6 +724,80 @@ static int tuple_of(rd_t *r, size_t base)
     return push(r, t);
 }
 
+/* The shared parts of an id (tag, class, location), found or made; NULL
+ * when out of memory. */
+static const ck_py_pidt_t *pid_parts(rd_t *r, ck_py_t *const *v)
+{
+    ck_py_pidt_t *t;
+
+    for (unsigned i = 0; i < RD_PIDT; i++) {
+        t = r->pidt[i];
+        if (t != NULL && t->tag == v[0] && t->cls == v[1] && t->loc == v[3])
+            return t;
+    }
+    if ((t = ck_arena_alloc(r->a, sizeof(*t))) == NULL)
+        return NULL;
+    t->tag = v[0];
+    t->cls = v[1];
+    t->loc = v[3];
+    r->pidt[r->pidt_next++ % RD_PIDT] = t;
+    return t;
+}
+
+/*
+ * torch.save's persistent id: MARK 'storage' class key location numel
+ * TUPLE, then BINPUT or LONG_BINPUT, then BINPERSID.  At that TUPLE (the
+ * items from base up), when the next two opcodes are the PUT and the
+ * BINPERSID, the three run as one and the id holds no tuple (pickle.h,
+ * CK_PY_F_PIDC): the memo entry names the id, tagged, and a GET of it
+ * gives the id its tuple then (memo_get).  What runs is what the three
+ * would do, errors included: anything else -- a memo index over the limit,
+ * a FRAME's end between them -- runs them one by one.  0 when done, 1 to
+ * run the TUPLE as it is, or an error.
+ */
+static int fused_pid(rd_t *r, size_t base)
+{
+    ck_py_t *const *v = r->stack + base;
+    const uint8_t *p;
+    size_t avail, need;
+    uint64_t idx;
+    ck_py_t *id;
+
+    if (r->sp - base != 5 || v[0]->kind != CK_PY_STR ||
+        v[1]->kind != CK_PY_GLOBAL || v[2]->kind != CK_PY_STR ||
+        v[3]->kind != CK_PY_STR || v[4]->kind != CK_PY_INT ||
+        !ck_py_str_eq(v[0], "storage"))
+        return 1;
+    if (r->src != NULL && pk_src_peek(r->src, &r->c, 6) < 0)
+        return 1; /* the opcodes one by one meet the error */
+    p = r->c.p;
+    avail = (size_t)(r->c.end - p);
+    if (avail >= 3 && p[0] == OP_BINPUT) {
+        idx = p[1];
+        need = 3;
+    } else if (avail >= 6 && p[0] == OP_LONG_BINPUT) {
+        idx = pk_le32(p + 1);
+        need = 6;
+    } else {
+        return 1;
+    }
+    if (p[need - 1] != OP_BINPERSID || idx >= r->lim->max_memo ||
+        (r->c.frame_end != NULL && (size_t)(r->c.frame_end - p) < need))
+        return 1;
+    id = ck_arena_alloc(r->a, offsetof(ck_py_t, u) + sizeof(id->u.pc));
+    if (id == NULL || (id->u.pc.t = pid_parts(r, v)) == NULL)
+        return rd_nomem(r);
+    id->kind = CK_PY_PERSID;
+    id->flags = CK_PY_F_PIDC;
+    id->u.pc.key = v[2];
+    id->u.pc.numel = v[4];
+    r->sp = base;
+    if (memo_put(r, idx, (ck_py_t *)((uintptr_t)id | PID_TAG)) < 0)
+        return CK_ENOMEM;
+    (void)pk_rd_bytes(&r->c, need);
+    return push(r, id);
+}
+
 /* ---- opcodes, by family ------------------------------------------------ */
 
 static int push_bool(rd_t *r, int b)
@@ -977,6 +1072,7 @@ static int op_container(rd_t *r, int op)
     ck_py_t *v;
     long base;
     size_t n;
+    int rc;
 
     switch (op) {
     case OP_EMPTY_TUPLE:
@@ -1009,6 +1105,8 @@ static int op_container(rd_t *r, int op)
         return CK_EFORMAT;
     switch (op) {
     case OP_TUPLE:
+        if ((rc = fused_pid(r, (size_t)base)) <= 0)
+            return rc;
         return tuple_of(r, (size_t)base);
     case OP_LIST:
     case OP_FROZENSET:
@@ -1293,6 +1391,7 @@ static int read_once(const uint8_t *buf, size_t len, pk_src_t *src, int exact,
     }
     r.c.start = r.c.p = buf;
     r.c.end = buf + len;
+    r.src = src;
     r.lim = lim;
     r.a = arena;
     r.err = err;

@@ -82,6 +82,17 @@ typedef struct {
  * persistent id other than its storage key: renumbering the storages on
  * write must not change such a node in place (its id gets a copy). */
 #define CK_PY_F_MET 0x04
+/* A persistent id held without its tuple (u.pc, below). */
+#define CK_PY_F_PIDC 0x08
+
+/*
+ * What the persistent ids torch.save writes share: the 'storage' str, the
+ * storage class and the location of ('storage', class, key, location,
+ * numel).  One per pickle for a model on one device.
+ */
+typedef struct {
+    ck_py_t *tag, *cls, *loc;
+} ck_py_pidt_t;
 
 struct ck_py {
     uint8_t kind;
@@ -116,6 +127,22 @@ struct ck_py {
             void *pid_aux;     /* owned by the torch layer: the
                                   ck_storage_t the id names */
         };
+        /*
+         * A persistent id whose tuple is ('storage', class, key,
+         * location, numel), torch.save's, put in the memo and named
+         * nowhere else (CK_PY_F_PIDC): the reader keeps the key, the
+         * numel and the parts the ids share instead of 72 bytes of tuple
+         * -- a checkpoint of 10^5 tensors has 4 * 10^5 of them.  Read its
+         * items with ck_py_pid_items; ck_py_pid_tuple gives it its tuple.
+         * The writer writes the same bytes for both (the node's
+         * wgen/widx memoize the tuple).
+         */
+        struct {
+            ck_py_t *key;
+            void *aux;         /* pid_aux */
+            ck_py_t *numel;
+            const ck_py_pidt_t *t;
+        } pc;
     } u;
 };
 
@@ -187,6 +214,16 @@ typedef int (*ck_persid_cb)(void *ud, ck_py_t *node, ck_err_t *err);
  */
 int ck_pickle_write(ck_py_t *root, const ck_limits_t *lim, ck_arena_t *arena,
                     ck_persid_cb cb, void *ud, ck_buf_t *out, ck_err_t *err);
+
+/*
+ * The items of persistent id p's tuple, whether held as a tuple or not
+ * (CK_PY_F_PIDC): 0 with *n of them in out (room for max), or -1 when
+ * its id is not a tuple of at most max items.
+ */
+int ck_py_pid_items(const ck_py_t *p, ck_py_t **out, size_t max, size_t *n);
+/* Persistent id p's id, made a tuple in a first when p holds none (an
+ * edit that changes its items); NULL when out of memory. */
+ck_py_t *ck_py_pid_tuple(ck_arena_t *a, ck_py_t *p);
 
 /* Constructors for plugins and tests; NULL when the arena is exhausted. */
 ck_py_t *ck_py_new(ck_arena_t *a, ck_py_kind_t kind);

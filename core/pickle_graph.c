@@ -82,6 +82,47 @@ ck_py_t *ck_py_new(ck_arena_t *a, ck_py_kind_t kind)
     return p;
 }
 
+int ck_py_pid_items(const ck_py_t *p, ck_py_t **out, size_t max, size_t *n)
+{
+    const ck_py_t *t = p->u.pid;
+
+    if (p->flags & CK_PY_F_PIDC) {
+        if (max < 5)
+            return -1;
+        out[0] = p->u.pc.t->tag;
+        out[1] = p->u.pc.t->cls;
+        out[2] = p->u.pc.key;
+        out[3] = p->u.pc.t->loc;
+        out[4] = p->u.pc.numel;
+        *n = 5;
+        return 0;
+    }
+    if (t->kind != CK_PY_TUPLE || t->u.seq.n > max)
+        return -1;
+    if (t->u.seq.n > 0) /* no NULL + 0 */
+        memcpy(out, t->u.seq.v, t->u.seq.n * sizeof(*out));
+    *n = t->u.seq.n;
+    return 0;
+}
+
+ck_py_t *ck_py_pid_tuple(ck_arena_t *a, ck_py_t *p)
+{
+    ck_py_t *t;
+    size_t n;
+
+    if (!(p->flags & CK_PY_F_PIDC))
+        return p->u.pid;
+    t = ck_py_new(a, CK_PY_TUPLE);
+    if (t == NULL || ck_py_vec_reserve(a, &t->u.seq, 5) < 0)
+        return NULL;
+    (void)ck_py_pid_items(p, t->u.seq.v, 5, &n);
+    t->u.seq.n = (uint32_t)n;
+    /* the node as ck_py_new makes it: pid_aux stays where it is */
+    p->u.pid = t;
+    p->flags &= (uint8_t)~CK_PY_F_PIDC;
+    return t;
+}
+
 ck_py_t *ck_py_int(ck_arena_t *a, int64_t v)
 {
     ck_py_t *p = ck_py_new(a, CK_PY_INT);
@@ -287,6 +328,8 @@ typedef struct {
 
 static int vec_equal(eq_t *e, const ck_py_vec_t *a, const ck_py_vec_t *b,
                      uint32_t depth);
+static int pid_equal(eq_t *e, const ck_py_t *a, const ck_py_t *b,
+                     uint32_t depth);
 
 /*
  * Pickle memoizes str, non-empty tuples, containers, globals and calls;
@@ -380,9 +423,28 @@ static int eq(eq_t *e, ck_py_t *a, ck_py_t *b, uint32_t depth)
                          depth) &&
                eq(e, ck_py_after(a)->state, ck_py_after(b)->state, depth + 1);
     case CK_PY_PERSID:
-        return eq(e, a->u.pid, b->u.pid, depth + 1);
+        if (!((a->flags | b->flags) & CK_PY_F_PIDC))
+            return eq(e, a->u.pid, b->u.pid, depth + 1);
+        return pid_equal(e, a, b, depth);
     }
     return 0;
+}
+
+/* Ids of which one at least holds no tuple: item by item (such a tuple
+ * is named nowhere else, so it has no identity to map). */
+static int pid_equal(eq_t *e, const ck_py_t *a, const ck_py_t *b,
+                     uint32_t depth)
+{
+    ck_py_t *va[5], *vb[5];
+    size_t na, nb;
+
+    if (ck_py_pid_items(a, va, 5, &na) < 0 ||
+        ck_py_pid_items(b, vb, 5, &nb) < 0 || na != nb)
+        return 0;
+    for (size_t i = 0; i < na; i++)
+        if (!eq(e, va[i], vb[i], depth + 2))
+            return 0;
+    return 1;
 }
 
 static int vec_equal(eq_t *e, const ck_py_vec_t *a, const ck_py_vec_t *b,
@@ -401,12 +463,29 @@ static uint64_t hash_mix(uint64_t h, uint64_t v)
     return (h ^ v) * 0x100000001b3ULL;
 }
 
+static uint64_t hash_items(uint64_t h, ck_py_t *const *v, size_t n,
+                           uint32_t depth)
+{
+    h = hash_mix(h, n);
+    for (size_t i = 0; depth > 0 && i < n && i < 16; i++)
+        h = hash_mix(h, ck_py_hash(v[i], depth - 1));
+    return h;
+}
+
 static uint64_t hash_vec(uint64_t h, const ck_py_vec_t *v, uint32_t depth)
 {
-    h = hash_mix(h, v->n);
-    for (size_t i = 0; depth > 0 && i < v->n && i < 16; i++)
-        h = hash_mix(h, ck_py_hash(v->v[i], depth - 1));
-    return h;
+    return hash_items(h, v->v, v->n, depth);
+}
+
+/* A compact id's hash is its tuple's. */
+static uint64_t hash_pidc(const ck_py_t *p, uint32_t depth)
+{
+    ck_py_t *v[5];
+    size_t n;
+    uint64_t h = 0xcbf29ce484222325ULL;
+
+    (void)ck_py_pid_items(p, v, 5, &n);
+    return hash_items(hash_mix(h, CK_PY_TUPLE), v, n, depth);
 }
 
 uint64_t ck_py_hash(const ck_py_t *p, uint32_t depth)
@@ -449,7 +528,11 @@ uint64_t ck_py_hash(const ck_py_t *p, uint32_t depth)
         h = hash_vec(h, &ck_py_after(p)->list, depth - 1);
         return hash_vec(h, &ck_py_after(p)->dict, depth - 1);
     case CK_PY_PERSID:
-        return depth ? hash_mix(h, ck_py_hash(p->u.pid, depth - 1)) : h;
+        if (depth == 0)
+            return h;
+        return hash_mix(h, p->flags & CK_PY_F_PIDC
+                               ? hash_pidc(p, depth - 1)
+                               : ck_py_hash(p->u.pid, depth - 1));
     }
     return h;
 }

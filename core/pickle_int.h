@@ -73,6 +73,10 @@ typedef struct {
  * 0, CK_ENOMEM, or -errno from a read.  max_line: a text line longer than
  * this is not waited for (the reader refuses it). */
 int pk_src_fill(pk_src_t *s, pk_cur_t *c, uint64_t max_line);
+/* The next n bytes from the cursor in the window, or as many as the
+ * pickle has left: 0, CK_ENOMEM, or -errno from a read.  A look ahead
+ * (pickle.c's fused_pid); the window may move, as pk_src_fill moves it. */
+int pk_src_peek(pk_src_t *s, pk_cur_t *c, size_t n);
 /* Each opcode's operand: 0 for none or a fixed one of at most 8 bytes,
  * else the kind of variable one (pickle_window.c). */
 extern const uint8_t pk_op_var[256];

@@ -115,14 +115,17 @@ static uint64_t op_need(const uint8_t *p, size_t avail, uint64_t max_line)
     }
 }
 
-int pk_src_fill(pk_src_t *s, pk_cur_t *c, uint64_t max_line)
+/* The opcode at the cursor whole (fixed 0), or fixed bytes from it. */
+static int fill(pk_src_t *s, pk_cur_t *c, uint64_t max_line, size_t fixed)
 {
     for (;;) {
         size_t avail = (size_t)(c->end - c->p), shift, room;
-        uint64_t need = op_need(c->p, avail, max_line);
+        uint64_t need = fixed ? fixed : op_need(c->p, avail, max_line);
         uint64_t left = s->len - s->next;
         int rc;
 
+        if (fixed && need > avail && need - avail > left)
+            need = avail + left; /* a look ahead: what there is */
         if (need <= avail || left == 0 || need - avail > left)
             return 0; /* whole, or never whole: run as it is */
         /* what is left to the window's start */
@@ -155,4 +158,14 @@ int pk_src_fill(pk_src_t *s, pk_cur_t *c, uint64_t max_line)
         s->next += room;
         c->end += room;
     }
+}
+
+int pk_src_fill(pk_src_t *s, pk_cur_t *c, uint64_t max_line)
+{
+    return fill(s, c, max_line, 0);
+}
+
+int pk_src_peek(pk_src_t *s, pk_cur_t *c, size_t n)
+{
+    return fill(s, c, 0, n);
 }

@@ -290,6 +290,31 @@ static int save_tuple(wr_t *w, ck_py_t *p, uint32_t depth)
     return 0;
 }
 
+/*
+ * A compact id's tuple (pickle.h), as save_tuple writes a tuple of five:
+ * memoized by the id's node, which pickle never memoizes itself; its items
+ * (strs, a global, an int) cannot hold it.
+ */
+static int save_pidc(wr_t *w, ck_py_t *p, uint32_t depth)
+{
+    ck_py_t *v[5];
+    size_t n;
+    int rc;
+
+    if (memoized(w, p)) {
+        memo_ref(w, p);
+        return 0;
+    }
+    (void)ck_py_pid_items(p, v, 5, &n);
+    w_op(w, OP_MARK);
+    for (size_t i = 0; i < n; i++)
+        if ((rc = save(w, v[i], depth + 1)) < 0)
+            return rc;
+    w_op(w, OP_TUPLE);
+    memoize(w, p);
+    return 0;
+}
+
 static int save(wr_t *w, ck_py_t *p, uint32_t depth)
 {
     int rc;
@@ -299,7 +324,7 @@ static int save(wr_t *w, ck_py_t *p, uint32_t depth)
                           w->lim->max_depth);
     if (w->out->oom)
         return w_nomem(w);
-    if (memoized(w, p) && p->kind != CK_PY_TUPLE) {
+    if (memoized(w, p) && p->kind != CK_PY_TUPLE && p->kind != CK_PY_PERSID) {
         memo_ref(w, p);
         return 0;
     }
@@ -368,7 +393,8 @@ static int save(wr_t *w, ck_py_t *p, uint32_t depth)
     case CK_PY_PERSID:
         if (w->cb != NULL && (rc = w->cb(w->ud, p, w->err)) < 0)
             return rc;
-        if ((rc = save(w, p->u.pid, depth + 1)) < 0)
+        if ((rc = p->flags & CK_PY_F_PIDC ? save_pidc(w, p, depth + 1)
+                                          : save(w, p->u.pid, depth + 1)) < 0)
             return rc;
         w_op(w, OP_BINPERSID);
         return 0;

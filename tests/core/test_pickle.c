@@ -1061,6 +1061,133 @@ static void test_read_persid(void **state)
     assert_int_node(p->u.seq.v[0]->u.pid, 5);
 }
 
+/* torch.save's persistent id up to its TUPLE: ('storage',
+ * torch.FloatStorage, '0', 'cpu', 4) */
+#define PID_HEAD                                                           \
+    "\x80\x02(X\x07\x00\x00\x00storagectorch\nFloatStorage\n"                 \
+    "X\x01\x00\x00\x00" "0X\x03\x00\x00\x00" "cpuK\x04"
+
+/* What a read made of the pickle written back. */
+static void written_back(fx_t *f, const void *want, size_t n)
+{
+    ck_buf_release(&f->out);
+    assert_int_equal(written(f->pk.root, &f->lim, &f->a, &f->out), 0);
+    assert_bytes(f->out.data, f->out.len, want, n);
+}
+
+/*
+ * torch.save's persistent id -- MARK 'storage' class key location numel
+ * TUPLE, BINPUT/LONG_BINPUT, BINPERSID -- is held without its tuple
+ * (CK_PY_F_PIDC); its items, its equality, its hash and the bytes written
+ * are its tuple's, and a GET of the tuple gives the id one.
+ */
+static void test_read_persid_compact(void **state)
+{
+    fx_t *f = *state;
+    /* torch.save's [t, t2]: the second id's parts fetched from the memo */
+    static const char two[] =
+        "\x80\x02]q\x00((X\x07\x00\x00\x00storageq\x01" "ctorch\x0a"
+        "FloatStorage\x0aq\x02X\x01\x00\x00\x00" "0q\x03X\x03\x00\x00\x00"
+        "cpuq\x04K\x04tq\x05Q(h\x01h\x02X\x01\x00\x00\x00" "1q\x06h\x04"
+        "K\x02tq\x07Qe.";
+    /* the first id's tuple named again by two GETs */
+    static const char named[] =
+        "\x80\x02]q\x00((X\x07\x00\x00\x00storageq\x01" "ctorch\x0a"
+        "FloatStorage\x0aq\x02X\x01\x00\x00\x00" "0q\x03X\x03\x00\x00\x00"
+        "cpuq\x04K\x04tq\x05Qh\x05h\x05" "e.";
+    ck_py_t *p, *v[6], *t, *tuple;
+    size_t n;
+
+    p = ROOT(f, two);
+    assert_seq(p, CK_PY_LIST, 2);
+    for (int i = 0; i < 2; i++) {
+        t = p->u.seq.v[i];
+        assert_int_equal(t->kind, CK_PY_PERSID);
+        assert_true(t->flags & CK_PY_F_PIDC);
+        assert_int_equal(ck_py_pid_items(t, v, 6, &n), 0);
+        assert_int_equal(n, 5);
+        ASSERT_STR(v[0], "storage");
+        assert_global(v[1], "torch", "FloatStorage");
+        if (i == 0) /* (ASSERT_STR takes a literal) */
+            ASSERT_STR(v[2], "0");
+        else
+            ASSERT_STR(v[2], "1");
+        ASSERT_STR(v[3], "cpu");
+        assert_int_node(v[4], i == 0 ? 4 : 2);
+        assert_int_equal(ck_py_pid_items(t, v, 4, &n), -1);
+    }
+    /* the parts the two share are one (the memo's) */
+    assert_ptr_equal(p->u.seq.v[0]->u.pc.t, p->u.seq.v[1]->u.pc.t);
+    written_back(f, two, sizeof(two) - 1);
+    /* equal to, and hashed as, the same ids with tuples */
+    {
+        ck_py_t *storage = mk_str(f, "storage"),
+                *cls = mk_global(f, "torch", "FloatStorage"),
+                *loc = mk_str(f, "cpu");
+        ck_py_t *q1 = mk(f, CK_PY_PERSID), *q2 = mk(f, CK_PY_PERSID), *q;
+
+        q1->u.pid = mk_seq(f, CK_PY_TUPLE, storage, cls, mk_str(f, "0"), loc,
+                           mk_int(f, 4), NULL);
+        q2->u.pid = mk_seq(f, CK_PY_TUPLE, storage, cls, mk_str(f, "1"), loc,
+                           mk_int(f, 2), NULL);
+        q = mk_seq(f, CK_PY_LIST, q1, q2, NULL);
+        assert_true(1 == ck_py_equal(p, q, 100));
+        assert_true(1 == ck_py_equal(q, p, 100));
+        assert_true(ck_py_hash(p, 8) == ck_py_hash(q, 8));
+        q2->u.pid->u.seq.v[4] = mk_int(f, 3);
+        assert_true(0 == ck_py_equal(p, q, 100));
+        assert_true(0 == ck_py_equal(q, p, 100));
+    }
+    /* given its tuple: the same items, the same bytes */
+    t = p->u.seq.v[1];
+    tuple = ck_py_pid_tuple(&f->a, t);
+    assert_non_null(tuple);
+    assert_false(t->flags & CK_PY_F_PIDC);
+    assert_ptr_equal(t->u.pid, tuple);
+    assert_seq(tuple, CK_PY_TUPLE, 5);
+    ASSERT_STR(tuple->u.seq.v[2], "1");
+    assert_ptr_equal(ck_py_pid_tuple(&f->a, t), tuple);
+    written_back(f, two, sizeof(two) - 1);
+
+    /* a GET of the tuple: the id gets it, and both places hold it */
+    p = ROOT(f, named);
+    assert_seq(p, CK_PY_LIST, 3);
+    t = p->u.seq.v[0];
+    assert_int_equal(t->kind, CK_PY_PERSID);
+    assert_false(t->flags & CK_PY_F_PIDC);
+    assert_seq(t->u.pid, CK_PY_TUPLE, 5);
+    assert_ptr_equal(p->u.seq.v[1], t->u.pid);
+    assert_ptr_equal(p->u.seq.v[2], t->u.pid);
+    written_back(f, named, sizeof(named) - 1);
+
+    /* LONG_BINPUT, as for a memo index past 255 */
+    p = ROOT(f, PID_HEAD "tr\x07\x01\x00\x00" "Qj\x07\x01\x00\x00\x86.");
+    assert_seq(p, CK_PY_TUPLE, 2);
+    t = p->u.seq.v[1];
+    assert_seq(t, CK_PY_TUPLE, 5);
+    assert_false(p->u.seq.v[0]->flags & CK_PY_F_PIDC);
+    assert_ptr_equal(p->u.seq.v[0]->u.pid, t);
+    p = ROOT(f, PID_HEAD "tr\x07\x01\x00\x00" "Q.");
+    assert_int_equal(p->kind, CK_PY_PERSID);
+    assert_true(p->flags & CK_PY_F_PIDC);
+    /* not torch's pattern: a tuple as before */
+    p = ROOT(f, PID_HEAD "tq\x01" "N0Q.");
+    assert_false(p->flags & CK_PY_F_PIDC);
+    p = ROOT(f, "\x80\x02(X\x07\x00\x00\x00storXgectorch\nFloatStorage\n"
+                "X\x01\x00\x00\x00" "0X\x03\x00\x00\x00" "cpuK\x04tq\x01Q.");
+    assert_false(p->flags & CK_PY_F_PIDC);
+    p = ROOT(f, PID_HEAD "K\x05tq\x01Q.");
+    assert_false(p->flags & CK_PY_F_PIDC);
+    /* a memo index over the limit fails where the PUT is, as before */
+    f->lim.max_memo = 5;
+    FAIL(f, PID_HEAD "tq\x05Q.", CK_ELIMIT);
+    assert_non_null(strstr(f->err.msg, "at byte 54:")); /* the PUT's */
+    assert_non_null(ROOT(f, PID_HEAD "tq\x04Q."));
+    ck_limits_default(&f->lim);
+    /* the pickle ends after the PUT: read one by one, and truncated */
+    FAIL(f, PID_HEAD "tq\x05", -EAGAIN);
+}
+
 static void test_read_proto_frame(void **state)
 {
     fx_t *f = *state;
@@ -2389,6 +2516,7 @@ int main(void)
         T(test_call_without_items),
         T(test_read_inst_obj),
         T(test_read_persid),
+        T(test_read_persid_compact),
         T(test_read_proto_frame),
         T(test_read_frame_bounds),
         T(test_read_unsupported),

@@ -71,8 +71,9 @@ static int has_calls(ck_py_t *p, uint32_t gen, uint32_t depth)
                vec_has_calls(&ck_py_after(p)->list, gen, depth) ||
                vec_has_calls(&ck_py_after(p)->dict, gen, depth) ||
                has_calls(ck_py_after(p)->state, gen, depth + 1);
-    case CK_PY_PERSID:
-        return has_calls(p->u.pid, gen, depth + 1);
+    case CK_PY_PERSID: /* a compact id's items are never calls */
+        return !(p->flags & CK_PY_F_PIDC) &&
+               has_calls(p->u.pid, gen, depth + 1);
     default:
         return 0;
     }
