@@ -757,13 +757,16 @@ static const ck_py_pidt_t *pid_parts(rd_t *r, ck_py_t *const *v)
  */
 static int fused_pid(rd_t *r, size_t base)
 {
-    ck_py_t *const *v = r->stack + base;
+    ck_py_t *const *v;
     const uint8_t *p;
     size_t avail, need;
     uint64_t idx;
     ck_py_t *id;
 
-    if (r->sp - base != 5 || v[0]->kind != CK_PY_STR ||
+    if (r->sp - base != 5)
+        return 1;
+    v = r->stack + base;    /* (r->stack may be NULL when nothing is on it) */
+    if (v[0]->kind != CK_PY_STR ||
         v[1]->kind != CK_PY_GLOBAL || v[2]->kind != CK_PY_STR ||
         v[3]->kind != CK_PY_STR || v[4]->kind != CK_PY_INT ||
         !ck_py_str_eq(v[0], "storage"))
