@@ -506,8 +506,8 @@ static size_t strmap_slot(const ck_strmap_t *m, const char *key, uint64_t h)
 {
     size_t i, mask = m->cap - 1;
 
-    for (i = (size_t)h & mask; m->key[i] != NULL; i = (i + 1) & mask)
-        if (m->hash[i] == h && strcmp(m->key[i], key) == 0)
+    for (i = (size_t)h & mask; m->slot[i].key != NULL; i = (i + 1) & mask)
+        if (m->slot[i].hash == h && strcmp(m->slot[i].key, key) == 0)
             break;
     return i;
 }
@@ -519,7 +519,7 @@ size_t ck_strmap_get(const ck_strmap_t *m, const char *key)
     if (m->cap == 0)
         return SIZE_MAX;
     i = strmap_slot(m, key, strmap_hash(key));
-    return m->key[i] != NULL ? m->val[i] : SIZE_MAX;
+    return m->slot[i].key != NULL ? m->slot[i].val : SIZE_MAX;
 }
 
 static int strmap_grow(ck_strmap_t *m, ck_arena_t *a, size_t cap)
@@ -527,19 +527,12 @@ static int strmap_grow(ck_strmap_t *m, ck_arena_t *a, size_t cap)
     ck_strmap_t g = { .cap = cap, .n = m->n };
 
     if (cap > SIZE_MAX / 32 ||
-        (g.key = ck_arena_alloc(a, cap * sizeof(*g.key))) == NULL ||
-        (g.val = ck_arena_alloc(a, cap * sizeof(*g.val))) == NULL ||
-        (g.hash = ck_arena_alloc(a, cap * sizeof(*g.hash))) == NULL)
+        (g.slot = ck_arena_alloc(a, cap * sizeof(*g.slot))) == NULL)
         return CK_ENOMEM;
-    for (size_t j = 0; j < m->cap; j++) {
-        if (m->key[j] != NULL) {
-            size_t i = strmap_slot(&g, m->key[j], m->hash[j]);
-
-            g.key[i] = m->key[j];
-            g.val[i] = m->val[j];
-            g.hash[i] = m->hash[j];
-        }
-    }
+    for (size_t j = 0; j < m->cap; j++)
+        if (m->slot[j].key != NULL)
+            g.slot[strmap_slot(&g, m->slot[j].key, m->slot[j].hash)] =
+                m->slot[j];
     *m = g;
     return 0;
 }
@@ -555,6 +548,13 @@ int ck_strmap_reserve(ck_strmap_t *m, ck_arena_t *a, size_t n)
     return cap > m->cap ? strmap_grow(m, a, cap) : 0;
 }
 
+void ck_strmap_clear(ck_strmap_t *m)
+{
+    if (m->cap > 0)
+        memset(m->slot, 0, m->cap * sizeof(*m->slot));
+    m->n = 0;
+}
+
 int ck_strmap_put(ck_strmap_t *m, ck_arena_t *a, const char *key, size_t val,
                   size_t *old)
 {
@@ -565,14 +565,12 @@ int ck_strmap_put(ck_strmap_t *m, ck_arena_t *a, const char *key, size_t val,
         strmap_grow(m, a, m->cap ? m->cap * 2 : 64) < 0)
         return CK_ENOMEM;
     i = strmap_slot(m, key, h);
-    if (m->key[i] != NULL) {
+    if (m->slot[i].key != NULL) {
         if (old != NULL)
-            *old = m->val[i];
+            *old = m->slot[i].val;
         return 1;
     }
-    m->key[i] = key;
-    m->val[i] = val;
-    m->hash[i] = h;
+    m->slot[i] = (ck_strmap_slot_t){ .key = key, .hash = h, .val = val };
     m->n++;
     return 0;
 }

@@ -165,15 +165,19 @@ void ck_arena_release(ck_arena_t *a);
 
 /*
  * String map: NUL-terminated key -> size_t, for lookups by key in checkpoints
- * of 10^5 tensors.  Open addressing (FNV-1a, linear probing) kept at most
- * half full, grown by doubling in the caller's arena.  Keys are borrowed and
+ * of 10^5 tensors.  Open addressing (linear probing) kept at most half
+ * full, grown by doubling in the caller's arena.  Keys are borrowed and
  * must outlive the map.  A zeroed map is empty.
  */
 typedef struct {
-    const char **key;
-    size_t *val;
-    uint64_t *hash; /* each key's: a probe compares it before the key's
+    const char *key;
+    uint64_t hash;  /* the key's: a probe compares it before the key's
                        bytes, which are elsewhere in memory */
+    size_t val;
+} ck_strmap_slot_t; /* one cache line's third: a probe reads one line */
+
+typedef struct {
+    ck_strmap_slot_t *slot;
     size_t n, cap;  /* cap: 0 or a power of two */
 } ck_strmap_t;
 
@@ -189,6 +193,8 @@ int ck_strmap_put(ck_strmap_t *m, ck_arena_t *a, const char *key, size_t val,
 /* Room for n more keys without growing (and leaving the outgrown arrays in
  * the arena): 0 or CK_ENOMEM. */
 int ck_strmap_reserve(ck_strmap_t *m, ck_arena_t *a, size_t n);
+/* Empty again, its room kept: O(room). */
+void ck_strmap_clear(ck_strmap_t *m);
 
 /* Checked arithmetic on sizes from untrusted input: 0 ok, -1 overflow. */
 static inline int ck_mul_u64(uint64_t a, uint64_t b, uint64_t *r)

@@ -370,7 +370,9 @@ out:
 typedef struct {
     ck_ckpt_t *c;
     uint32_t gen;
-    ck_arena_t scratch;   /* one map at a time, released per mapping */
+    ck_arena_t scratch;   /* one mapping's, released after it */
+    ck_arena_t keep;      /* seen's, kept from mapping to mapping */
+    ck_strmap_t seen;
     char path[1024];
     ck_err_t *err;
 } uniq_t;
@@ -415,17 +417,33 @@ static int plain_str(const ck_py_t *k)
  * ck_py_equal inside a run of one hash, so 10^5 int keys cost a sort, not
  * 10^10 comparisons.
  */
+/*
+ * The map of str keys, empty, with room for n: the last mapping's, kept
+ * while it is at most sixteen times the room needed (cleared: O(room)).
+ * A model's state dicts, each of 10^5 keys, made a map anew each: fresh
+ * pages each time.  0 or CK_ENOMEM.
+ */
+static int uniq_seen(uniq_t *u, size_t n)
+{
+    if (u->seen.cap >= 2 * n && u->seen.cap <= 16 * n) {
+        ck_strmap_clear(&u->seen);
+        return 0;
+    }
+    ck_arena_release(&u->keep);
+    memset(&u->seen, 0, sizeof(u->seen));
+    return ck_strmap_reserve(&u->seen, &u->keep, n);
+}
+
 static size_t uniq_first_dup(uniq_t *u, const ck_py_vec_t *m, size_t *j)
 {
-    ck_strmap_t seen = { 0 };
+    ck_strmap_t *seen = &u->seen;
     uniq_key_t small[16], *other;
     size_t nother = 0, first = SIZE_MAX;
     int rc;
 
     other = m->n <= 32 ? small
                        : ck_arena_alloc(&u->scratch, (m->n / 2 + 1) * sizeof(*other));
-    if (other == NULL ||
-        (m->n > 32 && ck_strmap_reserve(&seen, &u->scratch, m->n / 2) < 0))
+    if (other == NULL || (m->n > 32 && uniq_seen(u, m->n / 2) < 0))
         return SIZE_MAX - 1;
     for (size_t i = 0; i + 1 < m->n; i += 2) {
         ck_py_t *k = m->v[i];
@@ -446,7 +464,7 @@ static size_t uniq_first_dup(uniq_t *u, const ck_py_vec_t *m, size_t *j)
             *j = at;
             break;
         }
-        rc = ck_strmap_put(&seen, &u->scratch, k->u.s.s, i, &at);
+        rc = ck_strmap_put(seen, &u->keep, k->u.s.s, i, &at);
         if (rc < 0)
             return SIZE_MAX - 1;
         if (rc == 1) {
@@ -576,6 +594,7 @@ int ck_ckpt_check_keys(ck_ckpt_t *c, ck_err_t *err)
     u.err = err;
     rc = uniq_walk(&u, c->pk.root, 0);
     ck_arena_release(&u.scratch);
+    ck_arena_release(&u.keep);
     return rc;
 }
 

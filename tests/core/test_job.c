@@ -337,6 +337,66 @@ static void test_record_failed(void **state)
 
 /* A plugin that renamed two keys onto one: whatever made the graph, the
  * writer refuses it, naming the mapping, and leaves no file. */
+/* A dict of n str keys "k0".. under name in root, the last key made
+ * "k<dup>" when dup is not -1. */
+static void add_dict(ck_arena_t *a, ck_py_t *root, const char *name, int n,
+                     int dup)
+{
+    ck_py_t *d = ck_py_new(a, CK_PY_DICT);
+    char k[32];
+
+    ck_py_vec_push(a, &root->u.seq, ck_py_str(a, name, strlen(name)));
+    ck_py_vec_push(a, &root->u.seq, d);
+    for (int i = 0; i < n; i++) {
+        snprintf(k, sizeof(k), "k%d", i == n - 1 && dup >= 0 ? dup : i);
+        ck_py_vec_push(a, &d->u.seq, ck_py_str(a, k, strlen(k)));
+        ck_py_vec_push(a, &d->u.seq, ck_py_int(a, i));
+    }
+}
+
+/*
+ * The check's map of str keys is kept from mapping to mapping (cleared),
+ * or made anew when far too big: a duplicate is found either way, in the
+ * mapping that holds it and only there.
+ */
+static void test_check_keys_map_kept(void **state)
+{
+    static const struct {
+        int n[3];   /* keys in dicts a, b, c */
+        int dup;    /* which dict repeats a key (-1: none) */
+    } cases[] = {
+        { { 1000, 900, 40 }, -1 },
+        { { 1000, 900, 40 }, 1 },   /* b reuses a's map */
+        { { 1000, 900, 40 }, 2 },   /* c: a map of its own */
+        { { 40, 1000, 40 }, 0 },
+        { { 40, 1000, 1000 }, 2 },
+        { { 40, 1000, 1000 }, -1 },
+    };
+    fx_t *f = *state;
+    ck_arena_t *a = ck_job_arena(&f->job);
+    static const char *const names[] = { "a", "b", "c" };
+
+    for (size_t t = 0; t < CK_ARRAY_SIZE(cases); t++) {
+        ck_py_t *root = ck_py_new(a, CK_PY_DICT);
+        char want[64];
+
+        for (int d = 0; d < 3; d++)
+            add_dict(a, root, names[d], cases[t].n[d],
+                     cases[t].dup == d ? 3 : -1);
+        ck_job_set_root(&f->job, root);
+        memset(&f->err, 0, sizeof(f->err));
+        if (cases[t].dup < 0) {
+            assert_int_equal(ck_ckpt_check_keys(&f->job.ck, &f->err), 0);
+            continue;
+        }
+        assert_int_equal(ck_ckpt_check_keys(&f->job.ck, &f->err), CK_EFORMAT);
+        snprintf(want, sizeof(want), "'%s' would hold the key 'k3' twice",
+                 names[cases[t].dup]);
+        if (strstr(f->err.msg, want) == NULL)
+            fail_msg("case %zu: %s", t, f->err.msg);
+    }
+}
+
 static void test_write_refuses_duplicate_keys(void **state)
 {
     fx_t *f = *state;
@@ -447,6 +507,7 @@ int main(void)
         T(test_run_stream),
         T(test_run_failure_named),
         T(test_record_failed),
+        T(test_check_keys_map_kept),
         T(test_write_refuses_duplicate_keys),
     };
 #undef T
