@@ -485,9 +485,10 @@ uint64_t ck_hash_fnv1a(const void *p, size_t n)
 /* The map's hash: eight bytes a step (FNV-1a's byte steps were a tenth of
  * the time of a run over 10^5 tensors), mixed down at the end.  Not
  * ck_hash_fnv1a, whose values seed things and must not change. */
-static uint64_t strmap_hash(const char *key)
+uint64_t ck_hash_str(const void *p, size_t n)
 {
-    size_t n = strlen(key), i = 0;
+    const char *key = p;
+    size_t i = 0;
     uint64_t h = 0x9e3779b97f4a7c15u ^ n, w;
 
     for (; n - i >= 8; i += 8) {
@@ -499,6 +500,11 @@ static uint64_t strmap_hash(const char *key)
     memcpy(&w, key + i, n - i);
     h = (h ^ w) * 0xc4ceb9fe1a85ec53u;
     return h ^ (h >> 29);
+}
+
+static uint64_t strmap_hash(const char *key)
+{
+    return ck_hash_str(key, strlen(key));
 }
 
 /* The slot holding key (of hash h), or the empty slot where it would go. */
@@ -546,13 +552,6 @@ int ck_strmap_reserve(ck_strmap_t *m, ck_arena_t *a, size_t n)
     while (2 * (m->n + n) > cap)
         cap *= 2;
     return cap > m->cap ? strmap_grow(m, a, cap) : 0;
-}
-
-void ck_strmap_clear(ck_strmap_t *m)
-{
-    if (m->cap > 0)
-        memset(m->slot, 0, m->cap * sizeof(*m->slot));
-    m->n = 0;
 }
 
 int ck_strmap_put(ck_strmap_t *m, ck_arena_t *a, const char *key, size_t val,

@@ -193,8 +193,6 @@ int ck_strmap_put(ck_strmap_t *m, ck_arena_t *a, const char *key, size_t val,
 /* Room for n more keys without growing (and leaving the outgrown arrays in
  * the arena): 0 or CK_ENOMEM. */
 int ck_strmap_reserve(ck_strmap_t *m, ck_arena_t *a, size_t n);
-/* Empty again, its room kept: O(room). */
-void ck_strmap_clear(ck_strmap_t *m);
 
 /* Checked arithmetic on sizes from untrusted input: 0 ok, -1 overflow. */
 static inline int ck_mul_u64(uint64_t a, uint64_t b, uint64_t *r)
@@ -239,6 +237,8 @@ void ck_esc_fputs(const char *s, FILE *f);
 /* The 64-bit FNV-1a hash of the n bytes at p: cheap, well spread, for hash
  * tables and seeds.  Not for anything an attacker must not collide. */
 uint64_t ck_hash_fnv1a(const void *p, size_t n);
+/* The string map's hash of the n bytes at p: eight bytes a step. */
+uint64_t ck_hash_str(const void *p, size_t n);
 
 #define CK_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -371,8 +371,12 @@ typedef struct {
     ck_ckpt_t *c;
     uint32_t gen;
     ck_arena_t scratch;   /* one mapping's, released after it */
-    ck_arena_t keep;      /* seen's, kept from mapping to mapping */
-    ck_strmap_t seen;
+    /* the str keys met in the mapping: open addressing over (the key's
+     * hash's high half << 32 | its pair's index + 1), at most half full:
+     * 8 bytes a slot, where a string map's 24 made its probes a tenth of
+     * a run over 10^5 tensors (cache misses) */
+    uint64_t *seen;
+    size_t seen_cap;      /* slots allocated (a power of two) */
     char path[1024];
     ck_err_t *err;
 } uniq_t;
@@ -418,37 +422,91 @@ static int plain_str(const ck_py_t *k)
  * 10^10 comparisons.
  */
 /*
- * The map of str keys, empty, with room for n: the last mapping's, kept
- * while it is at most sixteen times the room needed (cleared: O(room)).
- * A model's state dicts, each of 10^5 keys, made a map anew each: fresh
- * pages each time.  0 or CK_ENOMEM.
+ * u->seen empty with room for n keys: *mask set, the slots in use below
+ * it.  The last mapping's slots are kept and cleared when they are at
+ * most sixteen times the room needed (a model's state dicts, each of 10^5
+ * keys, made a map anew each: fresh pages each time), else made anew.
+ * 0 or CK_ENOMEM.
  */
-static int uniq_seen(uniq_t *u, size_t n)
+static int uniq_seen(uniq_t *u, size_t n, size_t *mask)
 {
-    if (u->seen.cap >= 2 * n && u->seen.cap <= 16 * n) {
-        ck_strmap_clear(&u->seen);
-        return 0;
+    size_t cap = 64;
+
+    while (cap < 2 * n)
+        cap *= 2;
+    if (cap > u->seen_cap || u->seen_cap > 16 * cap) {
+        ck_free(u->seen);
+        u->seen_cap = 0;
+        if ((u->seen = ck_malloc(cap * sizeof(*u->seen))) == NULL)
+            return CK_ENOMEM;
+        u->seen_cap = cap;
     }
-    ck_arena_release(&u->keep);
-    memset(&u->seen, 0, sizeof(u->seen));
-    return ck_strmap_reserve(&u->seen, &u->keep, n);
+    memset(u->seen, 0, cap * sizeof(*u->seen));
+    *mask = cap - 1;
+    return 0;
+}
+
+/* The first key of m's pairs (by pair) equal to plain str k (item i,
+ * hash h), or i itself once it is recorded. */
+static size_t uniq_str(uniq_t *u, size_t mask, const ck_py_vec_t *m,
+                       const ck_py_t *k, size_t i, uint64_t h)
+{
+    uint64_t tag = h >> 32 << 32;
+    size_t at;
+
+    for (at = (size_t)h & mask; u->seen[at] != 0; at = (at + 1) & mask) {
+        const ck_py_t *o;
+
+        if ((u->seen[at] & ~(uint64_t)UINT32_MAX) != tag)
+            continue;
+        o = m->v[2 * ((u->seen[at] & UINT32_MAX) - 1)];
+        if (o->u.s.n == k->u.s.n && memcmp(o->u.s.s, k->u.s.s, k->u.s.n) == 0)
+            return 2 * (size_t)((u->seen[at] & UINT32_MAX) - 1);
+    }
+    u->seen[at] = tag | (uint64_t)(i / 2 + 1);
+    return i;
+}
+
+/*
+ * The hash of the key of item i, in ahead[], its slot asked of the cache
+ * (its probe comes UNIQ_AHEAD keys later): a probe was a cache miss each,
+ * most of the check's time.
+ */
+#define UNIQ_AHEAD 8
+
+static void uniq_ahead(uniq_t *u, size_t mask, const ck_py_vec_t *m,
+                       size_t i, uint64_t *ahead)
+{
+    const ck_py_t *k;
+    uint64_t h;
+
+    if (i + 1 >= m->n || !plain_str(k = m->v[i]))
+        return;
+    h = ck_hash_str(k->u.s.s, k->u.s.n);
+    ahead[i / 2 % UNIQ_AHEAD] = h;
+    __builtin_prefetch(&u->seen[(size_t)h & mask]);
 }
 
 static size_t uniq_first_dup(uniq_t *u, const ck_py_vec_t *m, size_t *j)
 {
-    ck_strmap_t *seen = &u->seen;
     uniq_key_t small[16], *other;
-    size_t nother = 0, first = SIZE_MAX;
-    int rc;
+    size_t nother = 0, first = SIZE_MAX, mask = 0;
+    uint64_t ahead[UNIQ_AHEAD], h = 0;
 
     other = m->n <= 32 ? small
                        : ck_arena_alloc(&u->scratch, (m->n / 2 + 1) * sizeof(*other));
-    if (other == NULL || (m->n > 32 && uniq_seen(u, m->n / 2) < 0))
+    if (other == NULL || (m->n > 32 && uniq_seen(u, m->n / 2, &mask) < 0))
         return SIZE_MAX - 1;
+    for (size_t i = 0; m->n > 32 && i < 2 * UNIQ_AHEAD; i += 2)
+        uniq_ahead(u, mask, m, i, ahead);
     for (size_t i = 0; i + 1 < m->n; i += 2) {
         ck_py_t *k = m->v[i];
         size_t at = SIZE_MAX;
 
+        if (m->n > 32) { /* every pair's turn, whatever its key */
+            h = ahead[i / 2 % UNIQ_AHEAD];
+            uniq_ahead(u, mask, m, i + 2 * UNIQ_AHEAD, ahead);
+        }
         if (!plain_str(k)) {
             other[nother].h = ck_py_hash(k, 3);
             other[nother++].i = i;
@@ -464,10 +522,7 @@ static size_t uniq_first_dup(uniq_t *u, const ck_py_vec_t *m, size_t *j)
             *j = at;
             break;
         }
-        rc = ck_strmap_put(seen, &u->keep, k->u.s.s, i, &at);
-        if (rc < 0)
-            return SIZE_MAX - 1;
-        if (rc == 1) {
+        if ((at = uniq_str(u, mask, m, k, i, h)) != i) {
             first = i;
             *j = at;
             break;
@@ -594,7 +649,7 @@ int ck_ckpt_check_keys(ck_ckpt_t *c, ck_err_t *err)
     u.err = err;
     rc = uniq_walk(&u, c->pk.root, 0);
     ck_arena_release(&u.scratch);
-    ck_arena_release(&u.keep);
+    ck_free(u.seen);
     return rc;
 }
 

@@ -335,19 +335,6 @@ static void test_strmap(void **state)
         assert_int_equal(ck_strmap_get(&m, "new"), 5);
         assert_int_equal(m.n, 5002);
     }
-    /* cleared: empty, its room kept, and filled again */
-    {
-        size_t cap = m.cap;
-
-        ck_strmap_clear(&m);
-        assert_int_equal(m.n, 0);
-        assert_int_equal(m.cap, cap);
-        assert_int_equal(ck_strmap_get(&m, "k7"), SIZE_MAX);
-        assert_int_equal(ck_strmap_get(&m, ""), SIZE_MAX);
-        assert_int_equal(ck_strmap_add(&m, &a, "k7", 3), 0);
-        assert_int_equal(ck_strmap_get(&m, "k7"), 3);
-        assert_int_equal(m.cap, cap);
-    }
     ck_arena_release(&a);
     /* growing fails cleanly when the arena cannot */
     memset(&m, 0, sizeof(m));

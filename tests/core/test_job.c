@@ -395,6 +395,29 @@ static void test_check_keys_map_kept(void **state)
         if (strstr(f->err.msg, want) == NULL)
             fail_msg("case %zu: %s", t, f->err.msg);
     }
+    /* int keys between the str keys (the str keys' hashes are taken
+     * ahead of their probes): a repeated str key is still found */
+    for (int dup = 0; dup < 2; dup++) {
+        ck_py_t *root = ck_py_new(a, CK_PY_DICT), *d = ck_py_new(a, CK_PY_DICT);
+        char k[32];
+
+        ck_py_vec_push(a, &root->u.seq, ck_py_str(a, "m", 1));
+        ck_py_vec_push(a, &root->u.seq, d);
+        for (int i = 0; i < 100; i++) {
+            snprintf(k, sizeof(k), "k%d", dup && i == 99 ? 41 : i);
+            ck_py_vec_push(a, &d->u.seq, i % 3 == 1 ? ck_py_int(a, i)
+                                                    : ck_py_str(a, k,
+                                                                strlen(k)));
+            ck_py_vec_push(a, &d->u.seq, ck_py_int(a, i));
+        }
+        ck_job_set_root(&f->job, root);
+        memset(&f->err, 0, sizeof(f->err));
+        assert_int_equal(ck_ckpt_check_keys(&f->job.ck, &f->err),
+                         dup ? CK_EFORMAT : 0);
+        if (dup)
+            assert_non_null(strstr(f->err.msg, "key 'k41' twice (items 41 "
+                                               "and 99)"));
+    }
 }
 
 static void test_write_refuses_duplicate_keys(void **state)
