@@ -799,6 +799,11 @@ static int walk(walk_t *w, const ck_py_t *p, uint32_t depth)
             ck_py_t *item[5];
             size_t n;
 
+            if (depth + 1 > s->max_depth) /* as walk() at the tuple */
+                return ck_err_set(s->err, CK_ELIMIT,
+                                  "object nesting deeper than %u",
+                                  s->max_depth);
+
             (void)ck_py_pid_items(p, item, 5, &n);
             for (size_t i = 0; i < n; i++)
                 if ((rc = walk(w, item[i], depth + 2)) < 0)

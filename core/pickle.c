@@ -746,7 +746,7 @@ static const ck_py_pidt_t *pid_parts(rd_t *r, ck_py_t *const *v)
 
 /*
  * torch.save's persistent id: MARK 'storage' class key location numel
- * TUPLE, then BINPUT or LONG_BINPUT, then BINPERSID.  At that TUPLE (the
+ * TUPLE, then BINPUT, LONG_BINPUT or MEMOIZE, then BINPERSID.  At that TUPLE (the
  * items from base up), when the next two opcodes are the PUT and the
  * BINPERSID, the three run as one and the id holds no tuple (pickle.h,
  * CK_PY_F_PIDC): the memo entry names the id, tagged, and a GET of it
@@ -775,7 +775,10 @@ static int fused_pid(rd_t *r, size_t base)
         return 1; /* the opcodes one by one meet the error */
     p = r->c.p;
     avail = (size_t)(r->c.end - p);
-    if (avail >= 3 && p[0] == OP_BINPUT) {
+    if (avail >= 2 && p[0] == OP_MEMOIZE) { /* protocol 4 and 5 */
+        idx = r->memocount;
+        need = 2;
+    } else if (avail >= 3 && p[0] == OP_BINPUT) {
         idx = p[1];
         need = 3;
     } else if (avail >= 6 && p[0] == OP_LONG_BINPUT) {

@@ -324,6 +324,7 @@ typedef struct {
     } *pairs;
     size_t n, cap;
     int oom;
+    ck_py_t lone;   /* stands for a compact id's tuple (see pid_equal) */
 } eq_t;
 
 static int vec_equal(eq_t *e, const ck_py_vec_t *a, const ck_py_vec_t *b,
@@ -430,14 +431,30 @@ static int eq(eq_t *e, ck_py_t *a, ck_py_t *b, uint32_t depth)
     return 0;
 }
 
-/* Ids of which one at least holds no tuple: item by item (such a tuple
- * is named nowhere else, so it has no identity to map). */
+/*
+ * Ids of which one at least holds no tuple (CK_PY_F_PIDC): item by item.
+ * A compact id's tuple is named nowhere else (a GET would have given the
+ * id one), so the other side's tuple, if it has one, is paired with
+ * e->lone: met again elsewhere, it then maps to nothing, and the graphs
+ * differ, as they do.
+ */
 static int pid_equal(eq_t *e, const ck_py_t *a, const ck_py_t *b,
                      uint32_t depth)
 {
     ck_py_t *va[5], *vb[5];
     size_t na, nb;
 
+    if (!(a->flags & CK_PY_F_PIDC) || !(b->flags & CK_PY_F_PIDC)) {
+        ck_py_t *t = a->flags & CK_PY_F_PIDC ? b->u.pid : a->u.pid;
+        uint32_t mine = a->flags & CK_PY_F_PIDC ? e->gen + 1 : e->gen;
+
+        if (has_identity(t) && t->wgen == mine)
+            return 0; /* met before: it is shared, the compact one not */
+        if (has_identity(t) &&
+            (a->flags & CK_PY_F_PIDC ? eq_pair(e, &e->lone, t)
+                                     : eq_pair(e, t, &e->lone)) < 0)
+            return 0;
+    }
     if (ck_py_pid_items(a, va, 5, &na) < 0 ||
         ck_py_pid_items(b, vb, 5, &nb) < 0 || na != nb)
         return 0;

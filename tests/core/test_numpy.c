@@ -65,6 +65,37 @@ static void test_cases(void **state)
     }
 }
 
+/*
+ * A compact persistent id (pickle.h) is walked at its tuple's depth: over
+ * max_depth it is refused for its depth, as the same id with a tuple is
+ * (a review's case: (id, [[[id']]]) at max_depth 4).
+ */
+static void test_compact_id_depth(void **state)
+{
+#define NP_PID0 "(X\x07\x00\x00\x00storageq\x02" "ctorch\nFloatStorage\nq\x03" \
+    "X\x01\x00\x00\x00" "0q\x04" "X\x03\x00\x00\x00" "cpuq\x05" "K\x03tq\x01Q"
+    static const char pkl[] = "\x80\x02" "cnumpy\ndtype\n0" NP_PID0
+                              "]q\x07]q\x08]q\x09(h\x02h\x03h\x04h\x05K\x03tq\x06Q"
+                              "aaa\x86.";
+    ck_ckpt_t c;
+    ck_err_t err = { 0 };
+
+    (void)state;
+    memset(&c, 0, sizeof(c));
+    c.fd = -1;
+    ck_limits_default(&c.lim);
+    c.lim.max_depth = 4;
+    c.allow_numpy = 1;
+    assert_int_equal(ck_pickle_read((const uint8_t *)pkl, sizeof(pkl) - 1, 1,
+                                    &c.lim, &c.arena, &c.pk, &err), 0);
+    assert_true(c.pk.root->u.seq.v[1]->u.seq.v[0]->u.seq.v[0]->u.seq.v[0]
+                    ->flags & CK_PY_F_PIDC);
+    assert_int_equal(ck_np_check(&c, &err), CK_ELIMIT);
+    assert_string_equal(err.msg, "object nesting deeper than 4");
+    ck_ckpt_close(&c);
+#undef NP_PID0
+}
+
 /* Refused cases name the place: the key path of the value. */
 static void test_place(void **state)
 {
@@ -203,6 +234,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cases),
         cmocka_unit_test(test_place),
+        cmocka_unit_test(test_compact_id_depth),
         cmocka_unit_test(test_off_and_absent),
         cmocka_unit_test(test_globals),
         cmocka_unit_test(test_shared_dtype_bomb),

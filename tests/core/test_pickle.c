@@ -1067,6 +1067,12 @@ static void test_read_persid(void **state)
     "\x80\x02(X\x07\x00\x00\x00storagectorch\nFloatStorage\n"                 \
     "X\x01\x00\x00\x00" "0X\x03\x00\x00\x00" "cpuK\x04"
 
+/* An id ('storage', torch.FloatStorage, '0', 'cpu', 3) whose parts are
+ * memo 2 to 5 and its tuple memo 1 */
+#define PID_SHARED                                                         \
+    "(X\x07\x00\x00\x00storageq\x02" "ctorch\nFloatStorage\nq\x03"            \
+    "X\x01\x00\x00\x00" "0q\x04" "X\x03\x00\x00\x00" "cpuq\x05" "K\x03tq\x01Q"
+
 /* What a read made of the pickle written back. */
 static void written_back(fx_t *f, const void *want, size_t n)
 {
@@ -1170,6 +1176,34 @@ static void test_read_persid_compact(void **state)
     p = ROOT(f, PID_HEAD "tr\x07\x01\x00\x00" "Q.");
     assert_int_equal(p->kind, CK_PY_PERSID);
     assert_true(p->flags & CK_PY_F_PIDC);
+    /* MEMOIZE (protocols 4 and 5) puts it too */
+    p = ROOT(f, PID_HEAD "t\x94Q.");
+    assert_int_equal(p->kind, CK_PY_PERSID);
+    assert_true(p->flags & CK_PY_F_PIDC);
+    p = ROOT(f, PID_HEAD "t\x94Qh\x00\x86.");
+    assert_false(p->u.seq.v[0]->flags & CK_PY_F_PIDC);
+    assert_ptr_equal(p->u.seq.v[0]->u.pid, p->u.seq.v[1]);
+    /* equality keeps the identity of a tuple an id shares: (id(t), t)
+     * is not (id(t1), t2), compact ids or not (a review's case) */
+    {
+        ck_py_t *x, *y;
+
+        x = ROOT(f, "\x80\x02(" PID_SHARED "h\x01t.");
+        y = ROOT(f, "\x80\x02(" PID_SHARED "(h\x02h\x03h\x04h\x05K\x03tt.");
+        assert_true(y->u.seq.v[0]->flags & CK_PY_F_PIDC);
+        assert_false(x->u.seq.v[0]->flags & CK_PY_F_PIDC);
+        assert_true(0 == ck_py_equal(x, y, 100));
+        assert_true(0 == ck_py_equal(y, x, 100));
+        assert_true(1 == ck_py_equal(y, y, 100));
+        /* and an id whose tuple is shared after it: the other way */
+        x = ROOT(f, "\x80\x02(" PID_SHARED "(h\x02h\x03h\x04h\x05K\x03tt.");
+        y = ROOT(f, "\x80\x02((X\x07\x00\x00\x00storageq\x02" "ctorch\n"
+                      "FloatStorage\nq\x03X\x01\x00\x00\x00" "0q\x04X\x03"
+                      "\x00\x00\x00" "cpuq\x05K\x03tq\x01" "0h\x01Qh\x01t.");
+        assert_false(y->u.seq.v[0]->flags & CK_PY_F_PIDC);
+        assert_true(0 == ck_py_equal(x, y, 100));
+        assert_true(0 == ck_py_equal(y, x, 100));
+    }
     /* not torch's pattern: a tuple as before */
     p = ROOT(f, PID_HEAD "tq\x01" "N0Q.");
     assert_false(p->flags & CK_PY_F_PIDC);
