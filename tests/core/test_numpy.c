@@ -75,7 +75,8 @@ static void test_compact_id_depth(void **state)
 #define NP_PID0 "(X\x07\x00\x00\x00storageq\x02" "ctorch\nFloatStorage\nq\x03" \
     "X\x01\x00\x00\x00" "0q\x04" "X\x03\x00\x00\x00" "cpuq\x05" "K\x03tq\x01Q"
     static const char pkl[] = "\x80\x02" "cnumpy\ndtype\n0" NP_PID0
-                              "]q\x07]q\x08]q\x09(h\x02h\x03h\x04h\x05K\x03tq\x06Q"
+                              "]q\x07]q\x08]q\x09"
+                              "(h\x02h\x03h\x04h\x05K\x03tq\x06Q"
                               "aaa\x86.";
     ck_ckpt_t c;
     ck_err_t err = { 0 };
