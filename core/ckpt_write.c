@@ -415,13 +415,6 @@ static int plain_str(const ck_py_t *k)
 }
 
 /*
- * The first item (i, pair index times two) of m whose key equals an earlier
- * one (*j, the first such), or SIZE_MAX.  Plain str keys meet through a
- * string map; the others are sorted by ck_py_hash and compared with
- * ck_py_equal inside a run of one hash, so 10^5 int keys cost a sort, not
- * 10^10 comparisons.
- */
-/*
  * u->seen empty with room for n keys: *mask set, the slots in use below
  * it.  The last mapping's slots are kept and cleared when they are at
  * most sixteen times the room needed (a model's state dicts, each of 10^5
@@ -468,9 +461,10 @@ static size_t uniq_str(uniq_t *u, size_t mask, const ck_py_vec_t *m,
 }
 
 /*
- * The hash of the key of item i, in ahead[], its slot asked of the cache
- * (its probe comes UNIQ_AHEAD keys later): a probe was a cache miss each,
- * most of the check's time.
+ * The hash of the key of item i, a str, in ahead[], its slot asked of the
+ * cache (its probe comes UNIQ_AHEAD keys later): a probe was a cache miss
+ * each, most of the check's time.  Whether the str is plain is the
+ * probe's to ask.
  */
 #define UNIQ_AHEAD 8
 
@@ -480,13 +474,20 @@ static void uniq_ahead(uniq_t *u, size_t mask, const ck_py_vec_t *m,
     const ck_py_t *k;
     uint64_t h;
 
-    if (i + 1 >= m->n || !plain_str(k = m->v[i]))
+    if (i + 1 >= m->n || (k = m->v[i])->kind != CK_PY_STR)
         return;
     h = ck_hash_str(k->u.s.s, k->u.s.n);
     ahead[i / 2 % UNIQ_AHEAD] = h;
     __builtin_prefetch(&u->seen[(size_t)h & mask]);
 }
 
+/*
+ * The first item (i, pair index times two) of m whose key equals an earlier
+ * one (*j, the first such), or SIZE_MAX.  Plain str keys meet through
+ * u->seen; the others are sorted by ck_py_hash and compared with
+ * ck_py_equal inside a run of one hash, so 10^5 int keys cost a sort, not
+ * 10^10 comparisons.
+ */
 static size_t uniq_first_dup(uniq_t *u, const ck_py_vec_t *m, size_t *j)
 {
     uniq_key_t small[16], *other;

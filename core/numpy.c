@@ -766,6 +766,12 @@ static int walk_items(walk_t *w, const ck_py_vec_t *v, int pairs,
     return 0;
 }
 
+static int too_deep(np_t *s)
+{
+    return ck_err_set(s->err, CK_ELIMIT, "object nesting deeper than %u",
+                      s->max_depth);
+}
+
 static int walk(walk_t *w, const ck_py_t *p, uint32_t depth)
 {
     np_t *s = &w->np;
@@ -776,8 +782,7 @@ static int walk(walk_t *w, const ck_py_t *p, uint32_t depth)
     if (p == NULL || tab_find(&s->seen, p) >= 0)
         return 0;
     if (depth > s->max_depth)
-        return ck_err_set(s->err, CK_ELIMIT, "object nesting deeper than %u",
-                          s->max_depth);
+        return too_deep(s);
     if (tab_put(&s->seen, p, NULL, 0) < 0)
         return ck_err_set(s->err, CK_ENOMEM, "out of memory");
     switch ((ck_py_kind_t)p->kind) {
@@ -799,11 +804,8 @@ static int walk(walk_t *w, const ck_py_t *p, uint32_t depth)
             ck_py_t *item[5];
             size_t n;
 
-            if (depth + 1 > s->max_depth) /* as walk() at the tuple */
-                return ck_err_set(s->err, CK_ELIMIT,
-                                  "object nesting deeper than %u",
-                                  s->max_depth);
-
+            if (depth + 1 > s->max_depth) /* as at the tuple */
+                return too_deep(s);
             (void)ck_py_pid_items(p, item, 5, &n);
             for (size_t i = 0; i < n; i++)
                 if ((rc = walk(w, item[i], depth + 2)) < 0)

@@ -494,24 +494,29 @@ static uint64_t hash_vec(uint64_t h, const ck_py_vec_t *v, uint32_t depth)
     return hash_items(h, v->v, v->n, depth);
 }
 
+/* Where a node's hash starts: its kind's. */
+static uint64_t hash_kind(int kind)
+{
+    return hash_mix(0xcbf29ce484222325ULL, (uint64_t)kind);
+}
+
 /* A compact id's hash is its tuple's. */
 static uint64_t hash_pidc(const ck_py_t *p, uint32_t depth)
 {
     ck_py_t *v[5];
     size_t n;
-    uint64_t h = 0xcbf29ce484222325ULL;
 
     (void)ck_py_pid_items(p, v, 5, &n);
-    return hash_items(hash_mix(h, CK_PY_TUPLE), v, n, depth);
+    return hash_items(hash_kind(CK_PY_TUPLE), v, n, depth);
 }
 
 uint64_t ck_py_hash(const ck_py_t *p, uint32_t depth)
 {
-    uint64_t h = 0xcbf29ce484222325ULL;
+    uint64_t h;
 
     if (p == NULL)
-        return h;
-    h = hash_mix(h, p->kind);
+        return 0xcbf29ce484222325ULL;
+    h = hash_kind(p->kind);
     switch ((ck_py_kind_t)p->kind) {
     case CK_PY_NONE:
         return h;
