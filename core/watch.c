@@ -745,16 +745,26 @@ void watch_maybe_exit(daemon_t *d)
         d->loading || d->collecting || d->publishing || d->claiming ||
         d->scanning)
         return;
+    /* closing a signal handle gives its signal back its default: another
+     * SIGTERM or SIGINT now (a supervisor repeating itself, the notify
+     * test as soon as it sees STOPPING=1) would kill a daemon that has
+     * stopped cleanly and is only exiting.  Their handles are closed
+     * first and the two ignored at once, before the log line, the metrics
+     * file and the other handles (which left a window of their length). */
+    for (size_t i = 0; i < CK_ARRAY_SIZE(d->sig); i++) {
+        int signum = d->sig[i].signum;
+
+        if ((signum == SIGTERM || signum == SIGINT) &&
+            !uv_is_closing((uv_handle_t *)&d->sig[i])) {
+            uv_close((uv_handle_t *)&d->sig[i], close_cb);
+            signal(signum, SIG_IGN);
+        }
+    }
     ck_log(CK_LOG_NOTICE, "stopped: %llu done, %llu failed",
            (unsigned long long)d->nok, (unsigned long long)d->nfailed);
     watch_metrics_write(d);
     watch_stop(d);
     uv_walk(d->loop, close_walk_cb, NULL);
-    /* closing the signal handles gave SIGTERM and SIGINT back their
-     * default: another one now (a supervisor repeating itself) would kill
-     * a daemon that has stopped cleanly and is only exiting */
-    signal(SIGTERM, SIG_IGN);
-    signal(SIGINT, SIG_IGN);
 }
 
 static void stop_timer_cb(uv_timer_t *t)
