@@ -186,21 +186,40 @@ static int rename_key(ck_job_t *job, const remap_conf_t *cf, const char *key,
     return 0;
 }
 
-/* Each str key of m -> its first pair index, for ck_py_str_eq lookups. */
-static int key_index(ck_arena_t *a, ck_py_vec_t *m, ck_strmap_t *ix)
+/* Each new name -> the first key renamed to it (names[i], NULL for a key
+ * that keeps its name); dup[i]: the first later key renamed to the same
+ * name, else n.  0 or CK_ENOMEM. */
+static int renamed_index(ck_arena_t *a, char **names, size_t n,
+                         size_t nrenamed, ck_strmap_t *ix, size_t *dup)
 {
-    /* room for all at once: grown by doubling, the arena would keep each
-     * outgrown table (a state dict of 10^5 keys: 7 MiB) */
-    if (ck_strmap_reserve(ix, a, m->n / 2) < 0)
+    if (ck_strmap_reserve(ix, a, nrenamed) < 0)
         return CK_ENOMEM;
-    for (size_t i = 0; i + 1 < m->n; i += 2) {
-        ck_py_t *k = m->v[i];
+    for (size_t i = 0; i < n; i++) {
+        size_t f;
 
-        if (k->kind == CK_PY_STR && strlen(k->u.s.s) == k->u.s.n &&
-            ck_strmap_add(ix, a, k->u.s.s, i / 2) < 0)
+        if (dup != NULL)
+            dup[i] = n;
+        if (names[i] == NULL)
+            continue;
+        switch (ck_strmap_put(ix, a, names[i], i, &f)) {
+        case 0:
+            break;
+        case 1:
+            if (dup != NULL && dup[f] == n)
+                dup[f] = i;
+            break;
+        default:
             return CK_ENOMEM;
+        }
     }
     return 0;
+}
+
+/* 1 when key k keeps its name and a new name may equal it: a str without
+ * a NUL (a C string compares the rest) */
+static int plain_kept(const ck_py_t *k, const char *name)
+{
+    return name == NULL && k->kind == CK_PY_STR && strlen(k->u.s.s) == k->u.s.n;
 }
 
 /*
@@ -211,13 +230,18 @@ static int key_index(ck_arena_t *a, ck_py_vec_t *m, ck_strmap_t *ix)
  * same when the module 'module' of a DDP checkpoint becomes the root ''.
  */
 static int remap_metadata(ck_job_t *job, ck_py_vec_t *m, char **names,
-                          ck_arena_t *tmp)
+                          size_t nrenamed, ck_arena_t *tmp)
 {
     ck_arena_t *a = ck_job_arena(job);
     size_t n = m->n / 2, kept = 0;
-    ck_strmap_t seen = { 0 }; /* new name -> its place in the output */
+    /* only a name some entry is renamed to can be met twice: entries that
+     * keep a name no other takes go through without a look in seen */
+    ck_strmap_t taken = { 0 }; /* a new name -> the first entry given it */
+    ck_strmap_t seen = { 0 };  /* such a name -> its place in the output */
+    int rc;
 
-    if (ck_strmap_reserve(&seen, tmp, n) < 0)
+    if (renamed_index(tmp, names, n, nrenamed, &taken, NULL) < 0 ||
+        ck_strmap_reserve(&seen, tmp, nrenamed) < 0)
         return ck_job_nomem(job);
     for (size_t i = 0; i < n; i++) {
         ck_py_t *k = m->v[2 * i];
@@ -225,14 +249,18 @@ static int remap_metadata(ck_job_t *job, ck_py_vec_t *m, char **names,
         size_t f;
 
         if (k->kind != CK_PY_STR || (names[i] == NULL &&
-                                     strlen(k->u.s.s) != k->u.s.n)) {
+                                     (!plain_kept(k, NULL) ||
+                                      ck_strmap_get(&taken, k->u.s.s) ==
+                                          SIZE_MAX))) {
             m->v[2 * kept] = k;
             m->v[2 * kept++ + 1] = m->v[2 * i + 1];
             continue;
         }
         name = names[i] != NULL ? names[i] : k->u.s.s;
-        f = ck_strmap_get(&seen, name);
-        if (f != SIZE_MAX) {
+        rc = ck_strmap_put(&seen, tmp, name, kept, &f);
+        if (rc < 0)
+            return ck_job_nomem(job);
+        if (rc == 1) {
             m->v[2 * f + 1] = m->v[2 * i + 1];
             continue;
         }
@@ -241,8 +269,6 @@ static int remap_metadata(ck_job_t *job, ck_py_vec_t *m, char **names,
             if (k == NULL)
                 return ck_job_nomem(job);
         }
-        if (ck_strmap_add(&seen, tmp, name, kept) < 0)
-            return ck_job_nomem(job);
         m->v[2 * kept] = k;
         m->v[2 * kept++ + 1] = m->v[2 * i + 1];
     }
@@ -256,22 +282,23 @@ static int remap_metadata(ck_job_t *job, ck_py_vec_t *m, char **names,
  * Rename the keys of m.  The new names, their index and maps live in tmp,
  * which remap_one releases after: 10^5 keys' worth would otherwise stay
  * in the job's arena through the write (the new keys put in the graph
- * are copies in the job's).
+ * are copies in the job's).  Only the renamed keys are indexed: a key that
+ * stays is looked up among them, not the other way round (a state dict of
+ * 10^5 keys of which a few are renamed).
  */
 static int remap_in(ck_job_t *job, remap_conf_t *cf, const char *state,
                     ck_py_vec_t *m, int metadata, size_t *hits,
                     ck_arena_t *tmp)
 {
     ck_arena_t *a = ck_job_arena(job);
-    size_t n = m->n / 2;
+    size_t n = m->n / 2, nrenamed = 0;
     char **names = ck_arena_alloc(tmp, (n + 1) * sizeof(*names));
-    size_t *dup = ck_arena_alloc(tmp, (n + 1) * sizeof(*dup));
-    ck_strmap_t keys = { 0 }, renamed = { 0 };
-    ck_buf_t ba = { 0 }, bb = { 0 }, *out;
-    size_t kept = 0;
+    size_t *dup, *onto, kept = 0;
+    ck_strmap_t renamed = { 0 };
+    ck_buf_t ba = { 0 }, bb = { 0 }, dotted = { 0 }, *out;
     int rc = 0;
 
-    if (names == NULL || dup == NULL || key_index(tmp, m, &keys) < 0)
+    if (names == NULL)
         return ck_job_nomem(job);
     for (size_t i = 0; i < n && rc == 0; i++) {
         ck_py_t *k = m->v[2 * i];
@@ -282,15 +309,16 @@ static int remap_in(ck_job_t *job, remap_conf_t *cf, const char *state,
             continue;
         if (metadata) {
             /* module m owns the keys under "m." (the root: "") */
-            char *dotted = ck_arena_printf(tmp, "%s%s", k->u.s.s,
-                                           k->u.s.n ? "." : "");
-
-            if (dotted == NULL) {
+            dotted.len = 0;
+            if (ck_buf_put(&dotted, k->u.s.s, k->u.s.n) < 0 ||
+                (k->u.s.n > 0 && ck_buf_putc(&dotted, '.') < 0) ||
+                ck_buf_putc(&dotted, '\0') < 0) {
                 rc = ck_job_nomem(job);
                 break;
             }
-            rc = rename_key(job, cf, dotted, strlen(dotted), &ba, &bb, &out,
-                            NULL);
+            rc = rename_key(job, cf, (const char *)dotted.data,
+                            strlen((const char *)dotted.data), &ba, &bb,
+                            &out, NULL);
             if (rc == 0 && out->len > 0 && out->data[out->len - 1] == '.')
                 out->data[--out->len] = '\0';
         } else {
@@ -318,35 +346,39 @@ static int remap_in(ck_job_t *job, remap_conf_t *cf, const char *state,
         names[i] = ck_arena_strndup(tmp, o, out->len);
         if (names[i] == NULL)
             rc = ck_job_nomem(job);
+        nrenamed++;
     }
     ck_buf_release(&ba);
     ck_buf_release(&bb);
-    if (rc < 0)
+    ck_buf_release(&dotted);
+    if (rc < 0 || nrenamed == 0)
         return rc;
     if (metadata)
-        return remap_metadata(job, m, names, tmp);
-    /* dup[i]: the first later key renamed to the same new name, else n */
-    for (size_t i = 0; i < n; i++) {
-        size_t f;
+        return remap_metadata(job, m, names, nrenamed, tmp);
+    dup = ck_arena_alloc(tmp, (n + 1) * sizeof(*dup));
+    onto = ck_arena_alloc(tmp, (n + 1) * sizeof(*onto));
+    if (dup == NULL || onto == NULL ||
+        renamed_index(tmp, names, n, nrenamed, &renamed, dup) < 0)
+        return ck_job_nomem(job);
+    /* onto[i]: the key that stays and is named as key i's new name, else n */
+    for (size_t j = 0; j < n; j++)
+        onto[j] = n;
+    for (size_t j = 0; j < n; j++) {
+        ck_py_t *k = m->v[2 * j];
+        size_t i;
 
-        dup[i] = n;
-        if (names[i] == NULL)
-            continue;
-        f = ck_strmap_get(&renamed, names[i]);
-        if (f != SIZE_MAX && dup[f] == n)
-            dup[f] = i;
-        if (ck_strmap_add(&renamed, tmp, names[i], i) < 0)
-            return ck_job_nomem(job);
+        if (plain_kept(k, names[j]) &&
+            (i = ck_strmap_get(&renamed, k->u.s.s)) != SIZE_MAX)
+            onto[i] = j;
     }
-    /* conflicts: a new name equal to a key that stays, or to another new name */
+    /* conflicts: a new name equal to a key that stays or to another one */
     for (size_t i = 0; i < n; i++) {
-        size_t j;
+        size_t j = onto[i];
 
         if (names[i] == NULL || names[i] == replaced)
             continue;
-        j = ck_strmap_get(&keys, names[i]);
-        if (j != SIZE_MAX && names[j] == NULL) {
-            if (!cf->replace && !metadata)
+        if (j < n) {
+            if (!cf->replace)
                 return ck_job_fail(job, CK_EPLUGIN,
                                    "%s: '%s' would be renamed onto "
                                    "'%s', which exists",
@@ -368,19 +400,17 @@ static int remap_in(ck_job_t *job, remap_conf_t *cf, const char *state,
         if (names[i] == NULL)
             continue;
         if (names[i] == replaced) {
-            if (!metadata)
-                ck_job_report(job, "replaced", CK_F_STR("state", state),
-                              CK_F_KEY("key", m->v[2 * i]));
+            ck_job_report(job, "replaced", CK_F_STR("state", state),
+                          CK_F_KEY("key", m->v[2 * i]));
             m->v[2 * i] = NULL;
             continue;
         }
         nk = ck_py_str(a, names[i], strlen(names[i]));
         if (nk == NULL)
             return ck_job_nomem(job);
-        if (!metadata)
-            ck_job_report(job, "renamed", CK_F_STR("state", state),
-                          CK_F_KEY("key", m->v[2 * i]),
-                          CK_F_STR("to", names[i]));
+        ck_job_report(job, "renamed", CK_F_STR("state", state),
+                      CK_F_KEY("key", m->v[2 * i]),
+                      CK_F_STR("to", names[i]));
         m->v[2 * i] = nk;
     }
     for (size_t i = 0; i < n; i++) {

@@ -360,6 +360,53 @@ static void test_conflicts(void **state)
     pt_run_fails(f, m.root, CK_EPLUGIN, "would both be renamed", NULL);
 }
 
+/* Only keys that stay are in the way: a new name equal to a key renamed
+ * itself is no conflict, and of several conflicts the first renamed key in
+ * the dict's order is the one reported, the key it lands on before or
+ * after it. */
+static void test_conflict_order(void **state)
+{
+    pt_fx_t *f = *state;
+    model_t m;
+
+    /* enc...norm1 -> x.emb.w, renamed itself; x.emb.w -> emb.1.weight,
+     * which stays */
+    pt_load_ok(f, HEAD "rename = =x.emb.w => emb.1.weight\n"
+                       "rename = =enc.layers.0.norm1.weight => x.emb.w\n");
+    build(f, &m);
+    pt_run_fails(f, m.root, CK_EPLUGIN,
+                 "key_remap: best_state/model: 'x.emb.w' would be renamed "
+                 "onto 'emb.1.weight', which exists", NULL);
+    /* emb.0.weight lands on a key after it, out.weight on one before it */
+    pt_job_reset(f);
+    pt_load_ok(f, HEAD "rename = =emb.0.weight => x.emb.w\n"
+                       "rename = =out.weight => emb.1.weight\n");
+    build(f, &m);
+    pt_run_fails(f, m.root, CK_EPLUGIN,
+                 "key_remap: best_state/model: 'emb.0.weight' would be "
+                 "renamed onto 'x.emb.w', which exists", NULL);
+    /* with replace, both keys in the way are gone, each renamed key in
+     * its own place */
+    pt_job_reset(f);
+    run_ok(f, &m, "rename = =emb.0.weight => x.emb.w\n"
+                  "rename = =out.weight => emb.1.weight\n"
+                  "on_conflict = replace\n");
+    assert_string_equal(pt_keys(sd_of(f)),
+                        "x.emb.w enc.layers.0.norm1.weight "
+                        "enc.layers.0.norm2.bias "
+                        "enc.layers.0.self_attn.in_proj_weight emb.1.weight "
+                        "out.bias");
+    assert_ptr_equal(ck_py_map_get(sd_of(f), "x.emb.w", NULL), m.v[0]);
+    assert_ptr_equal(ck_py_map_get(sd_of(f), "emb.1.weight", NULL), m.v[5]);
+    /* reported in the dict's order */
+    pt_changed(f, "\"key\":\"emb.0.weight\",\"to\":\"x.emb.w\"},"
+                  "{\"op\":\"replaced\",\"state\":\"best_state/model\","
+                  "\"key\":\"emb.1.weight\"},{\"op\":\"renamed\","
+                  "\"state\":\"best_state/model\",\"key\":\"out.weight\","
+                  "\"to\":\"emb.1.weight\"},{\"op\":\"replaced\","
+                  "\"state\":\"best_state/model\",\"key\":\"x.emb.w\"}");
+}
+
 static void test_conflict_replace(void **state)
 {
     pt_fx_t *f = *state;
@@ -466,6 +513,7 @@ int main(void)
         T(test_metadata_modules),
         T(test_swap),
         T(test_conflicts),
+        T(test_conflict_order),
         T(test_conflict_replace),
         T(test_unmatched),
         T(test_several_states),

@@ -383,20 +383,24 @@ def remap_empty_metadata():
 
 @test
 def remap_metadata_collision_as_oracle():
-    """a module renamed onto another's _metadata entry: _metadata as
-    plugtest.remap builds it (the later entry's value, in the first one's
-    place), with on_conflict error (the default: it is about tensors) and
-    replace alike"""
-    for i, extra in enumerate(([], [("on_conflict", "replace")])):
-        src = _metadata_input("md-%d" % i)
-        r = E.ok(chain1("key_remap", [("rename", "a. => b.")] + extra), src)
-        ck = load(src)
-        ck["best_state"]["model"] = remap(ck["best_state"]["model"], [("a.", "b.")])
-        out = load(r.out)
-        assert_same(ck, out)
-        md = out["best_state"]["model"]._metadata
-        check(list(md.items()) == [("", {"version": 1}), ("b", {"version": 2})],
-              f"_metadata {md}")
+    """a module renamed onto another's _metadata entry, the one renamed
+    first or last in the order: _metadata as plugtest.remap builds it (the
+    later entry's value, in the first one's place), with on_conflict error
+    (the default: it is about tensors) and replace alike"""
+    cases = (("a.", "b.", [("", {"version": 1}), ("b", {"version": 2})]),
+             ("b.", "a.", [("", {"version": 1}), ("a", {"version": 2})]))
+    for j, (frm, to, want) in enumerate(cases):
+        for i, extra in enumerate(([], [("on_conflict", "replace")])):
+            src = _metadata_input("md-%d-%d" % (j, i))
+            r = E.ok(chain1("key_remap", [("rename", "%s => %s" % (frm, to))] +
+                            extra), src)
+            ck = load(src)
+            ck["best_state"]["model"] = remap(ck["best_state"]["model"],
+                                              [(frm, to)])
+            out = load(r.out)
+            assert_same(ck, out)
+            md = out["best_state"]["model"]._metadata
+            check(list(md.items()) == want, f"{frm} => {to}: _metadata {md}")
 
 
 @test
