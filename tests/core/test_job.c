@@ -354,6 +354,59 @@ static void add_dict(ck_arena_t *a, ck_py_t *root, const char *name, int n,
     }
 }
 
+/* {"a\0b": [{5: {K1: {K2: {"k": 1, "k": 2}}}}]}, K1 and K2 of n bytes
+ * each (none: the dict with the twice-held key right under the int). */
+static ck_py_t *path_graph(ck_arena_t *a, size_t n)
+{
+    ck_py_t *root = ck_py_new(a, CK_PY_DICT), *l = ck_py_new(a, CK_PY_LIST);
+    ck_py_t *d = ck_py_new(a, CK_PY_DICT), *dup = ck_py_new(a, CK_PY_DICT);
+    char *k = ck_arena_alloc(a, n + 1);
+
+    ck_py_vec_push(a, &dup->u.seq, ck_py_str(a, "k", 1));
+    ck_py_vec_push(a, &dup->u.seq, ck_py_int(a, 1));
+    ck_py_vec_push(a, &dup->u.seq, ck_py_str(a, "k", 1));
+    ck_py_vec_push(a, &dup->u.seq, ck_py_int(a, 2));
+    for (int level = 0; n > 0 && level < 2; level++) {
+        ck_py_t *up = ck_py_new(a, CK_PY_DICT);
+
+        memset(k, level ? 'x' : 'y', n);
+        ck_py_vec_push(a, &up->u.seq, ck_py_str(a, k, n));
+        ck_py_vec_push(a, &up->u.seq, dup);
+        dup = up;
+    }
+    ck_py_vec_push(a, &d->u.seq, ck_py_int(a, 5));
+    ck_py_vec_push(a, &d->u.seq, dup);
+    ck_py_vec_push(a, &l->u.seq, d);
+    ck_py_vec_push(a, &root->u.seq, ck_py_str(a, "a\0b", 3));
+    ck_py_vec_push(a, &root->u.seq, l);
+    return root;
+}
+
+/* The path in the message: a str key up to a NUL, a list's item and a
+ * non-str key's pair by index, cut at 1023 bytes as snprintf cuts. */
+static void test_check_keys_path(void **state)
+{
+    fx_t *f = *state;
+    ck_arena_t *a = ck_job_arena(&f->job);
+    char want[sizeof(f->err.msg)];
+
+    ck_job_set_root(&f->job, path_graph(a, 0));
+    assert_int_equal(ck_ckpt_check_keys(&f->job.ck, &f->err), CK_EFORMAT);
+    assert_string_equal(f->err.msg, "'a/0/0' would hold the key 'k' twice "
+                        "(items 0 and 1): torch.load would keep one and "
+                        "lose the other");
+    memset(&f->err, 0, sizeof(f->err));
+    ck_job_set_root(&f->job, path_graph(a, 600));
+    assert_int_equal(ck_ckpt_check_keys(&f->job.ck, &f->err), CK_EFORMAT);
+    memcpy(want, "'a/0/0/", 7);
+    memset(want + 7, 'x', 600);
+    want[607] = '/';
+    /* the path is cut at 1023 bytes, the message after 1023 in all */
+    memset(want + 608, 'y', sizeof(want) - 1 - 608);
+    want[sizeof(want) - 1] = '\0';
+    assert_string_equal(f->err.msg, want);
+}
+
 /*
  * The check's map of str keys is kept from mapping to mapping (cleared),
  * or made anew when far too big: a duplicate is found either way, in the
@@ -531,6 +584,7 @@ int main(void)
         T(test_run_failure_named),
         T(test_record_failed),
         T(test_check_keys_map_kept),
+        T(test_check_keys_path),
         T(test_write_refuses_duplicate_keys),
     };
 #undef T
