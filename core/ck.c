@@ -119,6 +119,20 @@ char *ck_strdup(const char *s)
     return d;
 }
 
+size_t ck_fmt_u64(char *out, uint64_t v)
+{
+    char digits[20];
+    size_t k = 0, n = 0;
+
+    do
+        digits[k++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    while (k > 0)
+        out[n++] = digits[--k];
+    out[n] = '\0';
+    return n;
+}
+
 static const struct {
     int code;
     const char *name;

@@ -82,7 +82,7 @@ static int renumber_cb(void *ud, ck_py_t *node, ck_err_t *err)
         st->newkey = (int64_t)r->n;
         r->order[r->n++] = st;
     }
-    snprintf(buf, sizeof(buf), "%lld", (long long)st->newkey);
+    ck_fmt_u64(buf, (uint64_t)st->newkey);
     key = v[2];
     if (ck_py_str_eq(key, buf))
         return 0;
@@ -141,8 +141,13 @@ static int begin_storage(ck_ckpt_t *c, ck_zipw_t *w, const char *top,
                          const ck_storage_t *st, ck_err_t *err)
 {
     char name[640];
+    size_t n = strlen(top);
 
-    snprintf(name, sizeof(name), "%s/data/%lld", top, (long long)st->newkey);
+    if (n + sizeof("/data/") + 20 > sizeof(name))
+        return ck_err_set(err, CK_EFORMAT, "record name too long");
+    memcpy(name, top, n);
+    memcpy(name + n, "/data/", 6);
+    ck_fmt_u64(name + n + 6, (uint64_t)st->newkey);
     if (c->cancel != NULL && __atomic_load_n(c->cancel, __ATOMIC_RELAXED))
         return ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
     return ck_zipw_begin(w, name, st->nbytes, err);
@@ -622,13 +627,9 @@ static int uniq_vec(uniq_t *u, const ck_py_vec_t *v, int pairs, uint32_t depth)
         if (k != NULL && k->kind == CK_PY_STR) {
             path_put(u, at, k->u.s.s, k->u.s.n);
         } else {
-            char num[24], *d = num + sizeof(num);
-            size_t x = pairs ? i / 2 : i;
+            char num[24];
 
-            do
-                *--d = (char)('0' + x % 10);
-            while ((x /= 10) != 0);
-            path_put(u, at, d, (size_t)(num + sizeof(num) - d));
+            path_put(u, at, num, ck_fmt_u64(num, pairs ? i / 2 : i));
         }
         rc = uniq_walk(u, v->v[i], depth + 1);
         u->path[len] = '\0';

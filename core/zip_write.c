@@ -149,20 +149,14 @@ int ck_zipw_reserve(ck_zipw_t *w, size_t n)
 
 size_t ck_zipw_name(const ck_zipw_entry_t *e, char *out)
 {
-    size_t n = strlen(e->name), k = 0; /* at most CK_ZIPW_NAME_MAX */
-    char digits[10];
-    uint32_t v = e->num;
+    size_t n = strlen(e->name); /* at most CK_ZIPW_NAME_MAX */
 
     memcpy(out, e->name, n);
-    if (e->num != CK_ZIPW_WHOLE) {
-        do
-            digits[k++] = (char)('0' + v % 10);
-        while ((v /= 10) != 0);
-        out[n++] = '/';
-        while (k > 0)
-            out[n++] = digits[--k];
-    }
     out[n] = '\0';
+    if (e->num != CK_ZIPW_WHOLE) {
+        out[n++] = '/';
+        n += ck_fmt_u64(out + n, e->num);
+    }
     return n;
 }
 

@@ -529,6 +529,30 @@ static void test_map_grow(void **state)
     ck_map_free(NULL, 0);
 }
 
+/* ck_fmt_u64 writes what printf's %llu writes, at every length. */
+static void test_fmt_u64(void **state)
+{
+    char got[24], want[24];
+    uint64_t v = 1;
+
+    (void)state;
+    assert_int_equal(ck_fmt_u64(got, 0), 1);
+    assert_string_equal(got, "0");
+    for (int i = 0; i < 64; i++, v = v * 3 + 7) {
+        uint64_t x[3] = { v, v - 1, UINT64_MAX - v };
+
+        for (int j = 0; j < 3; j++) {
+            int n = snprintf(want, sizeof(want), "%llu",
+                             (unsigned long long)x[j]);
+
+            assert_int_equal(ck_fmt_u64(got, x[j]), n);
+            assert_string_equal(got, want);
+        }
+    }
+    assert_int_equal(ck_fmt_u64(got, UINT64_MAX), 20);
+    assert_string_equal(got, "18446744073709551615");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -545,6 +569,7 @@ int main(void)
         cmocka_unit_test_teardown(test_utf8_len, teardown),
         cmocka_unit_test_teardown(test_utf8_valid_and_hash, teardown),
         cmocka_unit_test_teardown(test_esc_step, teardown),
+        cmocka_unit_test_teardown(test_fmt_u64, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
