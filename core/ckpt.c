@@ -682,6 +682,10 @@ static int index_key(ck_ckpt_t *c, const char *key, size_t i)
 }
 
 /* Append st to c->storages (grown by doubling) and to the key index. */
+/* A storage's record is allocated 4 * 10^5 times for 10^5 tensors. */
+_Static_assert(sizeof(void *) != 8 || sizeof(ck_storage_t) == 64,
+               "ck_storage_t grew");
+
 int ck_ckpt_add_storage(ck_ckpt_t *c, ck_storage_t *st)
 {
     if (c->nstorages == c->storages_cap) {
@@ -859,7 +863,6 @@ static int scan_persid(scan_t *s, ck_py_t *node)
         st->dtype = dt;
         st->numel = numel;
         st->nbytes = nbytes;
-        st->location = v[3]->u.s.s;
         st->newkey = -1;
         if (ck_ckpt_add_storage(c, st) < 0)
             return ck_err_set(s->err, CK_ENOMEM, "out of memory");

@@ -30,30 +30,39 @@ typedef enum { CK_SRC_ZIP, CK_SRC_LEGACY, CK_SRC_MEM, CK_SRC_STREAM } ck_src_t;
 
 #define CK_CONV_STEPS 8 /* dtypes in one storage's chain of casts */
 
+/* A storage's casts (ck_ckpt_cast), made at its first: the input holds
+ * src_nbytes bytes of step[0] elements, converted through
+ * step[1..nconv) while written. */
+typedef struct {
+    const ck_dtype_t *step[CK_CONV_STEPS];
+    uint64_t src_nbytes;
+} ck_storage_cast_t;
+
 struct ck_storage {
     const char *key;          /* key in the input */
     const ck_dtype_t *dtype;  /* NULL for UntypedStorage (bytes) */
     uint64_t numel;           /* elements of dtype (bytes if untyped) */
     uint64_t nbytes;
-    const char *location;
     union {                      /* by src: */
         const ck_zip_entry_t *entry; /* CK_SRC_ZIP */
         uint64_t off;                /* CK_SRC_LEGACY: file offset of the bytes */
         const uint8_t *mem;          /* CK_SRC_MEM */
     };
-    /* a cast (ck_ckpt_cast): the input holds src_nbytes bytes of conv[0]
-     * elements, converted through conv[1..nconv) while written; nconv 0:
-     * the bytes are copied as they are (src_nbytes == nbytes) */
-    const ck_dtype_t **conv;     /* CK_CONV_STEPS slots once cast, else NULL:
-                                    most storages are never cast */
-    uint64_t src_nbytes;
-    unsigned nconv;
-    unsigned refs;               /* persistent ids naming it at last scan */
-    int64_t newkey;              /* assigned while writing, -1 before */
+    ck_storage_cast_t *cast;     /* NULL until cast: most storages never are */
+    uint32_t refs;               /* persistent ids naming it at last scan */
     uint32_t mark;               /* generation of the last walk counting it */
-    ck_src_t src;
-    /* (src, nconv, refs and mark share words: 88 bytes, 4 * 10^5 of them) */
+    int32_t newkey;              /* assigned while writing, -1 before */
+    uint8_t nconv;               /* steps in cast; 0: the bytes are copied
+                                    as they are (src_nbytes == nbytes) */
+    uint8_t src;                 /* ck_src_t */
+    /* (64 bytes: a checkpoint of 10^5 tensors has 4 * 10^5 of them) */
 };
+
+/* The bytes of st's record in the input, before any cast. */
+static inline uint64_t ck_storage_src_bytes(const ck_storage_t *st)
+{
+    return st->nconv ? st->cast->src_nbytes : st->nbytes;
+}
 
 typedef enum { CK_FMT_ZIP, CK_FMT_LEGACY, CK_FMT_SAFETENSORS } ck_format_t;
 

@@ -2,7 +2,7 @@
  * ckpt_cast.c -- dtype casts of storages, done while writing.
  *
  * ck_ckpt_cast only changes the model: a storage gets a chain of dtypes
- * (conv[0] is what the input holds, the storage's element type is the
+ * (step[0] is what the input holds, the storage's element type is the
  * last) and its persistent ids and v3 rebuild calls name the new type; no
  * byte is read.  ck_ckpt_storage_stream then gives the storage's bytes as
  * written, reading the input in bounded chunks and converting each through
@@ -24,7 +24,7 @@ static const ck_dtype_t *final_dtype(const ck_storage_t *st)
 {
     if (st->dtype != NULL)
         return st->dtype;
-    return st->nconv ? st->conv[st->nconv - 1] : NULL;
+    return st->nconv ? st->cast->step[st->nconv - 1] : NULL;
 }
 
 int ck_ckpt_storage_stream(ck_ckpt_t *c, const ck_storage_t *st,
@@ -54,7 +54,7 @@ int ck_ckpt_storage_stream(ck_ckpt_t *c, const ck_storage_t *st,
         ck_free(b);
         return rc;
     }
-    src = st->conv[0];
+    src = st->cast->step[0];
     per = st->dtype ? 1 : fin->itemsize;
     if (first % per || count % per)
         return ck_err_set(err, CK_EFORMAT, "storage %s read off its elements",
@@ -75,10 +75,12 @@ int ck_ckpt_storage_stream(ck_ckpt_t *c, const ck_storage_t *st,
         rc = ck_ckpt_storage_src(c, st, (first + done) * src->itemsize,
                                  (uint64_t)n * src->itemsize, buf[0], err);
         for (unsigned i = 1; rc == 0 && i < st->nconv; i++, cur ^= 1u)
-            if (ck_dtype_convert(st->conv[i], buf[cur ^ 1u], st->conv[i - 1],
+            if (ck_dtype_convert(st->cast->step[i], buf[cur ^ 1u],
+                                 st->cast->step[i - 1],
                                  buf[cur], n) < 0)
                 rc = ck_err_set(err, CK_EUNSUPPORTED, "cannot cast %s to %s",
-                                st->conv[i - 1]->name, st->conv[i]->name);
+                                st->cast->step[i - 1]->name,
+                                st->cast->step[i]->name);
         if (rc == 0)
             rc = sink(arg, buf[cur], n * fin->itemsize, err);
         done += n;
@@ -128,20 +130,18 @@ static size_t storage_index(ck_ckpt_t *c, const ck_storage_t *st)
 static int push_conv(ck_ckpt_t *c, ck_storage_t *st, const ck_dtype_t *from,
                      const ck_dtype_t *to, ck_err_t *err)
 {
-    if (st->conv == NULL) {
-        st->conv = ck_arena_alloc(&c->arena, CK_CONV_STEPS * sizeof(*st->conv));
-        if (st->conv == NULL)
-            return ck_err_set(err, CK_ENOMEM, "out of memory");
-    }
+    if (st->cast == NULL &&
+        (st->cast = ck_arena_alloc(&c->arena, sizeof(*st->cast))) == NULL)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
     if (st->nconv == 0) {
-        st->conv[st->nconv++] = from;
-        st->src_nbytes = st->nbytes;
+        st->cast->step[st->nconv++] = from;
+        st->cast->src_nbytes = st->nbytes;
     }
     if (st->nconv >= CK_CONV_STEPS)
         return ck_err_set(err, CK_EUNSUPPORTED,
                           "storage %s is cast more than %d times", st->key,
                           CK_CONV_STEPS - 1);
-    st->conv[st->nconv++] = to;
+    st->cast->step[st->nconv++] = to;
     return 0;
 }
 
@@ -203,11 +203,11 @@ static ck_storage_t *split(ck_ckpt_t *c, ck_storage_t *st,
     if (ns == NULL)
         goto nomem;
     *ns = *st;
-    if (st->conv != NULL) {
-        ns->conv = ck_arena_alloc(&c->arena, CK_CONV_STEPS * sizeof(*ns->conv));
-        if (ns->conv == NULL)
+    if (st->cast != NULL) {
+        ns->cast = ck_arena_alloc(&c->arena, sizeof(*ns->cast));
+        if (ns->cast == NULL)
             goto nomem;
-        memcpy(ns->conv, st->conv, CK_CONV_STEPS * sizeof(*ns->conv));
+        *ns->cast = *st->cast;
     }
     ns->key = ck_arena_printf(&c->arena, "cast:%zu", c->nstorages);
     ns->refs = 0;

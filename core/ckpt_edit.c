@@ -219,7 +219,6 @@ ck_py_t *ck_ckpt_new_tensor(ck_ckpt_t *c, const ck_dtype_t *dt,
     st->dtype = dt;
     st->numel = numel;
     st->nbytes = numel * dt->itemsize;
-    st->location = "cpu";
     st->src = CK_SRC_MEM;
     st->mem = data;
     st->newkey = -1;
@@ -240,7 +239,7 @@ nomem:
 int ck_ckpt_storage_src(ck_ckpt_t *c, const ck_storage_t *st, uint64_t off,
                         uint64_t n, uint8_t *out, ck_err_t *err)
 {
-    uint64_t size = st->nconv ? st->src_nbytes : st->nbytes;
+    uint64_t size = ck_storage_src_bytes(st);
     uint8_t *all;
     int rc;
 

@@ -358,10 +358,8 @@ static int next_legacy(ck_ckpt_t *c, ck_err_t *err)
                           "elements, its persistent id says %llu", k->u.s.s,
                           (unsigned long long)numel,
                           (unsigned long long)c->storages[i]->numel);
-    rc = ck_zips_open_raw(&s->zs, k->u.s.s, c->storages[i]->nconv
-                                                ? c->storages[i]->src_nbytes
-                                                : c->storages[i]->nbytes,
-                          err);
+    rc = ck_zips_open_raw(&s->zs, k->u.s.s,
+                          ck_storage_src_bytes(c->storages[i]), err);
     return rc < 0 ? rc : 1;
 }
 
@@ -398,7 +396,7 @@ int ck_ckpt_stream_next(ck_ckpt_t *c, ck_storage_t **st, int *crc_given,
                               "data.pkl names (it is read only from a "
                               "file); %s", s->rec->name, use_file);
         x = c->storages[i];
-        size = x->nconv ? x->src_nbytes : x->nbytes;
+        size = ck_storage_src_bytes(x);
         if (s->rec->sized && s->rec->size != size)
             return ck_err_set(err, CK_EFORMAT,
                               "data/%s: record holds %llu bytes, storage "
@@ -450,7 +448,7 @@ int ck_ckpt_stream_copy(ck_ckpt_t *c, ck_storage_t *st, ck_zipw_t *w,
                         uint8_t *buf, ck_err_t *err)
 {
     struct ck_ckpt_stream *s = c->stream;
-    uint64_t size = st->nconv ? st->src_nbytes : st->nbytes;
+    uint64_t size = ck_storage_src_bytes(st);
     size_t ahead = ck_zips_buffered(&s->zs);
     int rc = 0, moved = 0;
 
@@ -488,7 +486,7 @@ int ck_ckpt_stream_end(ck_ckpt_t *c, ck_storage_t *st, uint32_t *crc,
                        ck_err_t *err)
 {
     struct ck_ckpt_stream *s = c->stream;
-    uint64_t size = st->nconv ? st->src_nbytes : st->nbytes;
+    uint64_t size = ck_storage_src_bytes(st);
     int rc;
 
     if (s->cur != st)

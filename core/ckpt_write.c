@@ -79,7 +79,10 @@ static int renumber_cb(void *ud, ck_py_t *node, ck_err_t *err)
         return ck_err_set(err, CK_EFORMAT, "persistent id not scanned");
     met = !(node->flags & CK_PY_F_PIDC) && (node->u.pid->flags & CK_PY_F_MET);
     if (st->newkey < 0) {
-        st->newkey = (int64_t)r->n;
+        if (r->n >= INT32_MAX)
+            return ck_err_set(err, CK_ELIMIT, "more than %d storages",
+                              INT32_MAX);
+        st->newkey = (int32_t)r->n;
         r->order[r->n++] = st;
     }
     ck_fmt_u64(buf, (uint64_t)st->newkey);

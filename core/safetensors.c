@@ -575,7 +575,6 @@ int ck_st_open(ck_ckpt_t *c, ck_err_t *err)
         st->dtype = h[i].dt;
         st->nbytes = h[i].end - h[i].begin;
         st->numel = st->nbytes / h[i].dt->itemsize;
-        st->location = "cpu";
         st->src = CK_SRC_LEGACY;
         st->off = 8 + len + h[i].begin;
         st->newkey = -1;

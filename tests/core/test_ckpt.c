@@ -276,7 +276,6 @@ static void test_gopickle_all(void **state)
                 assert_ptr_equal(st->dtype, t->dtype);
                 assert_int_equal(st->numel, 4);
                 assert_int_equal(st->nbytes, wn);
-                assert_string_equal(st->location, "cpu");
                 assert_int_equal(st->src, zip ? CK_SRC_ZIP : CK_SRC_LEGACY);
                 assert_int_equal(t->ndim, 1);
                 assert_int_equal(t->size[0], 4);
