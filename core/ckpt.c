@@ -683,7 +683,7 @@ static int index_key(ck_ckpt_t *c, const char *key, size_t i)
 
 /* Append st to c->storages (grown by doubling) and to the key index. */
 /* A storage's record is allocated 4 * 10^5 times for 10^5 tensors. */
-_Static_assert(sizeof(void *) != 8 || sizeof(ck_storage_t) == 64,
+_Static_assert(sizeof(void *) != 8 || sizeof(ck_storage_t) == 72,
                "ck_storage_t grew");
 
 int ck_ckpt_add_storage(ck_ckpt_t *c, ck_storage_t *st)
@@ -1276,13 +1276,16 @@ int ck_ckpt_bind(ck_ckpt_t *c, const char *const *allow, ck_err_t *err)
 /*
  * Each storage's record.  Records named TOP/data/N (torch's) are found
  * through an array by N built in one pass over the directory, others by
- * name: at 10^5 storages a name lookup each was a tenth of a run.
+ * name: at 10^5 storages a name lookup each was a tenth of a run.  A
+ * storage keeps where its bytes are and their CRC-32; a deflated one (no
+ * torch.save writes them) its entry.
  */
 static int zip_storages(ck_ckpt_t *c, ck_err_t *err)
 {
     char prefix[600];
     size_t plen, cap = 8 * (c->nstorages + 64);
     size_t *by_num = ck_calloc(cap, sizeof(*by_num));
+    int deflated = 0;
 
     if (by_num == NULL)
         return ck_err_set(err, CK_ENOMEM, "out of memory");
@@ -1298,29 +1301,43 @@ static int zip_storages(ck_ckpt_t *c, ck_err_t *err)
     for (size_t i = 0; i < c->nstorages; i++) {
         ck_storage_t *st = c->storages[i];
         size_t k = key_number(st->key);
+        const ck_zip_entry_t *e;
         char name[600];
 
         if (k < cap && by_num[k] != 0) {
-            st->entry = &c->zip.e[by_num[k] - 1];
+            e = &c->zip.e[by_num[k] - 1];
         } else {
             snprintf(name, sizeof(name), "%s/data/%s", c->top, st->key);
-            st->entry = ck_zip_find(&c->zip, name);
+            e = ck_zip_find(&c->zip, name);
         }
-        if (st->entry == NULL) {
+        if (e == NULL) {
             ck_free(by_num);
             return ck_err_set(err, CK_EFORMAT, "record data/%s is missing",
                               st->key);
         }
-        if (st->entry->usize != st->nbytes) {
+        if (e->usize != st->nbytes) {
             ck_free(by_num);
             return ck_err_set(err, CK_EFORMAT,
                               "data/%s: record holds %llu bytes, storage needs %llu",
-                              st->key, (unsigned long long)st->entry->usize,
+                              st->key, (unsigned long long)e->usize,
                               (unsigned long long)st->nbytes);
         }
         st->src = CK_SRC_ZIP;
+        st->crc = e->crc;
+        st->deflated = e->method != 0;
+        if (st->deflated)
+            st->entry = e;
+        else
+            st->off = e->data_off;
+        deflated |= st->deflated;
     }
     ck_free(by_num);
+    if (c->zip.arena == &c->zarena && !deflated) {
+        /* the directory read on its own thread, 4 * 10^5 entries and
+         * names of 88 bytes each, is needed no more */
+        ck_arena_release(&c->zarena);
+        ck_zip_forget(&c->zip);
+    }
     return 0;
 }
 

@@ -44,18 +44,23 @@ struct ck_storage {
     uint64_t numel;           /* elements of dtype (bytes if untyped) */
     uint64_t nbytes;
     union {                      /* by src: */
-        const ck_zip_entry_t *entry; /* CK_SRC_ZIP */
-        uint64_t off;                /* CK_SRC_LEGACY: file offset of the bytes */
+        uint64_t off;                /* CK_SRC_LEGACY, and CK_SRC_ZIP
+                                        stored: file offset of the bytes */
+        const ck_zip_entry_t *entry; /* CK_SRC_ZIP deflated (a hand-made
+                                        zip's): its directory entry */
         const uint8_t *mem;          /* CK_SRC_MEM */
     };
     ck_storage_cast_t *cast;     /* NULL until cast: most storages never are */
     uint32_t refs;               /* persistent ids naming it at last scan */
     uint32_t mark;               /* generation of the last walk counting it */
     int32_t newkey;              /* assigned while writing, -1 before */
+    uint32_t crc;                /* CK_SRC_ZIP: the record's CRC-32 */
     uint8_t nconv;               /* steps in cast; 0: the bytes are copied
                                     as they are (src_nbytes == nbytes) */
     uint8_t src;                 /* ck_src_t */
-    /* (64 bytes: a checkpoint of 10^5 tensors has 4 * 10^5 of them) */
+    uint8_t deflated;            /* CK_SRC_ZIP: entry, not off */
+    /* (72 bytes, holding what the job needs of the directory entry: a
+     * checkpoint of 10^5 tensors has 4 * 10^5 of them) */
 };
 
 /* The bytes of st's record in the input, before any cast. */

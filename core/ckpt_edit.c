@@ -255,8 +255,8 @@ int ck_ckpt_storage_src(ck_ckpt_t *c, const ck_storage_t *st, uint64_t off,
     case CK_SRC_STREAM:
         return ck_ckpt_stream_src(c, st, off, n, out, err);
     case CK_SRC_ZIP:
-        if (st->entry->method == 0) {
-            rc = ck_pread_full(c->fd, out, (size_t)n, st->entry->data_off + off);
+        if (!st->deflated) {
+            rc = ck_pread_full(c->fd, out, (size_t)n, st->off + off);
             break;
         }
         rc = ck_zip_read(c->fd, st->entry, size, &all, err);

@@ -119,17 +119,15 @@ static int zipw_cb(void *arg, const void *p, size_t n, ck_err_t *err)
 static int copy_storage(ck_ckpt_t *c, ck_zipw_t *w, ck_storage_t *st,
                         ck_err_t *err)
 {
-    const ck_zip_entry_t *e = st->entry;
-
     if (st->nconv > 0) /* cast: converted chunk by chunk */
         return ck_ckpt_storage_stream(c, st, 0, st->numel, zipw_cb, w, err);
     switch (st->src) {
     case CK_SRC_ZIP:
-        if (e->method == 8)
-            return ck_zipw_inflate(w, c->fd, e, err);
+        if (st->deflated)
+            return ck_zipw_inflate(w, c->fd, st->entry, err);
         /* a zero CRC may mean torch skipped it (set_crc32_options) */
-        return ck_zipw_copy(w, c->fd, e->data_off, e->usize,
-                            e->crc != 0 || e->usize == 0, e->crc, err);
+        return ck_zipw_copy(w, c->fd, st->off, st->nbytes,
+                            st->crc != 0 || st->nbytes == 0, st->crc, err);
     case CK_SRC_LEGACY:
         return ck_zipw_copy(w, c->fd, st->off, st->nbytes, 0, 0, err);
     case CK_SRC_MEM:

@@ -158,10 +158,8 @@ static int whole(const ck_tensor_t *t)
  * readable there (a deflated record, a new in-memory one). */
 static int64_t src_off(const ck_storage_t *st)
 {
-    if (st->src == CK_SRC_LEGACY)
+    if (st->src == CK_SRC_LEGACY || (st->src == CK_SRC_ZIP && !st->deflated))
         return (int64_t)st->off;
-    if (st->src == CK_SRC_ZIP && st->entry->method == 0)
-        return (int64_t)st->entry->data_off;
     return -1;
 }
 
@@ -219,7 +217,7 @@ static int content(diff_t *d, const ck_tensor_t *x, const ck_tensor_t *y)
     if (x->numel == 0)
         return C_SAME;
     if (sx->src == CK_SRC_ZIP && sy->src == CK_SRC_ZIP) {
-        int rec_same = sx->entry->crc == sy->entry->crc &&
+        int rec_same = sx->crc == sy->crc &&
                        sx->nbytes == sy->nbytes;
 
         if (rec_same && x->offset == y->offset &&

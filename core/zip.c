@@ -821,6 +821,8 @@ ck_zip_entry_t *ck_zip_find(ck_zip_t *z, const char *name)
 {
     size_t i;
 
+    if (z->e == NULL) /* none, or forgotten */
+        return NULL;
     if (z->names.cap == 0 && z->arena != NULL && ++z->nfind > 16) {
         ck_strmap_t m = { 0 };
         int rc = ck_strmap_reserve(&m, z->arena, z->n);
@@ -838,6 +840,13 @@ ck_zip_entry_t *ck_zip_find(ck_zip_t *z, const char *name)
     }
     i = ck_strmap_get(&z->names, name);
     return i < z->n ? &z->e[i] : NULL;
+}
+
+void ck_zip_forget(ck_zip_t *z)
+{
+    z->e = NULL;
+    memset(&z->names, 0, sizeof(z->names));
+    z->arena = NULL;
 }
 
 /* Inflate e, handing each chunk of output to sink. */

@@ -46,6 +46,9 @@ typedef struct {
 int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
                 ck_err_t *err);
 ck_zip_entry_t *ck_zip_find(ck_zip_t *z, const char *name);
+/* The entries' arena released by the caller: z keeps its counts (n,
+ * cd_off, cd_size, zip64) and no entry; ck_zip_find finds none. */
+void ck_zip_forget(ck_zip_t *z);
 /*
  * The first entry alone, checked as ck_zip_open checks it, from the end
  * record, the directory's first entry and its local header: where a torch

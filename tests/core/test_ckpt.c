@@ -259,6 +259,7 @@ static void test_gopickle_all(void **state)
         for (int proto = 1; proto <= 5; proto++) {
             for (int zip = 0; zip <= 1; zip++) {
                 char name[96];
+                const ck_zip_entry_t *e;
                 uint8_t want[64], *got;
                 size_t wn = unhex(gopickle[d].hex, want);
                 const ck_tensor_t *t;
@@ -292,7 +293,15 @@ static void test_gopickle_all(void **state)
                              gopickle[d].dtype, proto);
                     assert_string_equal(f->c.top, name);
                     assert_null(f->c.byteorder);
-                    assert_int_equal(st->entry->usize, wn);
+                    /* where its record's bytes are, and their CRC */
+                    snprintf(name, sizeof(name), "%s/data/%s", f->c.top,
+                             st->key);
+                    e = ck_zip_find(&f->c.zip, name);
+                    assert_non_null(e);
+                    assert_int_equal(e->usize, wn);
+                    assert_false(st->deflated);
+                    assert_int_equal(st->off, e->data_off);
+                    assert_int_equal(st->crc, e->crc);
                 } else {
                     assert_null(f->c.top);
                     assert_int_equal(f->c.pk.protocol, proto < 2 ? 1 : proto);
@@ -321,10 +330,12 @@ static void test_zip_proto2_details(void **state)
     st = f->c.storages[0];
     assert_string_equal(st->key, "0");
     assert_int_equal(st->refs, 1);
-    e = st->entry;
-    assert_string_equal(e->name, "tensor_float32_proto2_zip/data/0");
+    e = ck_zip_find(&f->c.zip, "tensor_float32_proto2_zip/data/0");
+    assert_non_null(e);
     assert_int_equal(e->crc, 0x44ee8d02u);
-    assert_int_equal(e->data_off % 64, 0);
+    assert_int_equal(st->crc, e->crc);
+    assert_int_equal(st->off, e->data_off);
+    assert_int_equal(st->off % 64, 0);
     /* globals: the rebuild function, the storage class, OrderedDict */
     assert_int_equal(f->c.pk.globals.n, 3);
     assert_true(ck_py_global_is(f->c.pk.globals.v[0], "torch._utils",
@@ -1101,15 +1112,25 @@ static void test_zip_beside(void **state)
 
     write_many_records(f, 0, 1, 0);
     must_open(f, &f->c, f->in);
-    assert_ptr_equal(f->c.zip.arena, &f->c.zarena); /* it was read beside */
+    /* read beside, then forgotten: each storage holds what it needs of
+     * its entry (only that path releases the entries) */
+    assert_null(f->c.zip.e);
+    assert_null(f->c.zip.arena);
+    assert_int_equal(f->c.zarena.used, 0);
+    assert_null(ck_zip_find(&f->c.zip, "t/data.pkl"));
     assert_int_equal(f->c.zip.n, 1102);
     assert_int_equal(f->c.ntensors, 1100);
     assert_string_equal(f->c.top, "t");
     assert_string_equal(f->c.tensors[1099].st->key, "1099");
     {
         uint8_t *pkl;
-        ck_zip_entry_t *e = ck_zip_find(&f->c.zip, "t/data.pkl");
+        ck_arena_t a = { 0 };
+        ck_zip_t z;
+        ck_zip_entry_t *e;
 
+        assert_int_equal(ck_zip_open(f->c.fd, f->c.st.size, &a, &z, &f->err),
+                         0);
+        e = ck_zip_find(&z, "t/data.pkl");
         assert_non_null(e);
         assert_int_equal(ck_zip_read(f->c.fd, e, 1u << 30, &pkl, &f->err), 0);
         assert_int_equal(ck_ckpt_zip_fingerprint(f->c.fd, f->c.st.size, pkl,
@@ -1118,6 +1139,18 @@ static void test_zip_beside(void **state)
                                                  f->c.zip.cd_size, ref,
                                                  &f->err), 0);
         free(pkl);
+        for (size_t i = 0; i < f->c.nstorages; i++) {
+            const ck_storage_t *st = f->c.storages[i];
+            char name[32];
+
+            snprintf(name, sizeof(name), "t/data/%s", st->key);
+            e = ck_zip_find(&z, name);
+            assert_non_null(e);
+            assert_false(st->deflated);
+            assert_int_equal(st->off, e->data_off);
+            assert_int_equal(st->crc, e->crc);
+        }
+        ck_arena_release(&a);
     }
     assert_string_equal(f->c.fingerprint, ref);
     must_write(f, &f->c, f->out, &info);
@@ -1140,6 +1173,52 @@ static void test_zip_beside(void **state)
         expect_open_fail(f, f->in, CK_EFORMAT, "differ only in case");
         assert_null(f->c.pk.root);
     }
+}
+
+/*
+ * The same file with one storage's record deflated (Python's zipfile, as a
+ * hand-made checkpoint may be): the directory read beside is kept for that
+ * storage, which reads through its entry, and the output is the same file
+ * as from the stored one.
+ */
+static void test_zip_beside_deflated(void **state)
+{
+    fx_t *f = *state;
+    ck_write_info_t info;
+    char cmd[1024], stored[600];
+    const ck_storage_t *st = NULL;
+
+    write_many_records(f, 0, 1, 0);
+    must_open(f, &f->c, f->in);
+    snprintf(stored, sizeof(stored), "%s.stored", f->out);
+    must_write(f, &f->c, f->out, &info);   /* (its name is its top folder) */
+    assert_int_equal(rename(f->out, stored), 0);
+    ck_ckpt_close(&f->c);
+    snprintf(cmd, sizeof(cmd),
+             "/usr/bin/python3 -c 'import zipfile, sys, shutil\n"
+             "src = zipfile.ZipFile(sys.argv[1])\n"
+             "out = zipfile.ZipFile(sys.argv[1] + \".z\", \"w\")\n"
+             "for i in src.infolist():\n"
+             "    out.writestr(i.filename, src.read(i.filename),\n"
+             "                 zipfile.ZIP_DEFLATED if i.filename == "
+             "\"t/data/7\" else zipfile.ZIP_STORED)\n"
+             "out.close()\n"
+             "shutil.move(sys.argv[1] + \".z\", sys.argv[1])' %s", f->in);
+    assert_int_equal(system(cmd), 0);
+    must_open(f, &f->c, f->in);
+    assert_ptr_equal(f->c.zip.arena, &f->c.zarena);  /* kept */
+    assert_non_null(ck_zip_find(&f->c.zip, "t/data/7"));
+    for (size_t i = 0; i < f->c.nstorages; i++)
+        if (strcmp(f->c.storages[i]->key, "7") == 0)
+            st = f->c.storages[i];
+    assert_non_null(st);
+    assert_true(st->deflated);
+    assert_ptr_equal(st->entry, ck_zip_find(&f->c.zip, "t/data/7"));
+    assert_false(f->c.storages[0]->deflated);
+    must_write(f, &f->c, f->out, &info);
+    snprintf(cmd, sizeof(cmd), "cmp -s %s %s", stored, f->out);
+    assert_int_equal(system(cmd), 0);
+    unlink(stored);
 }
 
 /*
@@ -1732,6 +1811,7 @@ int main(void)
         T(test_scan_shrinks),
         T(test_pickle_window),
         T(test_zip_beside),
+        T(test_zip_beside_deflated),
         T(test_tensors_later),
         T(test_write_safe),
         T(test_crafted_valid),
