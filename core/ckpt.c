@@ -1273,6 +1273,106 @@ int ck_ckpt_bind(ck_ckpt_t *c, const char *const *allow, ck_err_t *err)
     return rc < 0 ? rc : do_scan(c, 1, err);
 }
 
+/* A numbered record's place, size and CRC-32 (zip_compact). */
+typedef struct ck_zip_rec {
+    uint64_t off, usize;
+    uint32_t crc;
+    uint32_t set;   /* 1: the directory holds TOP/data/N */
+} ck_zip_rec_t;
+
+/* A record of usize bytes holds st: 0, or the error zip_storages
+ * reports. */
+static int rec_check(const ck_storage_t *st, uint64_t usize, ck_err_t *err)
+{
+    if (usize != st->nbytes)
+        return ck_err_set(err, CK_EFORMAT,
+                          "data/%s: record holds %llu bytes, storage needs %llu",
+                          st->key, (unsigned long long)usize,
+                          (unsigned long long)st->nbytes);
+    return 0;
+}
+
+/* zip_storages through the table zip_compact made: the same records,
+ * the same errors. */
+static int rec_storages(ck_ckpt_t *c, ck_err_t *err)
+{
+    for (size_t i = 0; i < c->nstorages; i++) {
+        ck_storage_t *st = c->storages[i];
+        size_t k = key_number(st->key);
+        const ck_zip_rec_t *r = k < c->nrecs ? &c->recs[k] : NULL;
+        int rc;
+
+        if (r == NULL || !r->set)
+            return ck_err_set(err, CK_EFORMAT, "record data/%s is missing",
+                              st->key);
+        if ((rc = rec_check(st, r->usize, err)) < 0)
+            return rc;
+        st->src = CK_SRC_ZIP;
+        st->crc = r->crc;
+        st->deflated = 0;
+        st->off = r->off;
+    }
+    ck_free(c->recs);
+    c->recs = NULL;
+    return 0;
+}
+
+/*
+ * The directory read beside (4 * 10^5 entries and names: 34 MiB) given
+ * up before the storages are made, when all a storage can need of it is
+ * a table by number: every record under TOP/data/ is torch's TOP/data/N,
+ * stored, N below eight times the records' count.  data.pkl's entry is
+ * kept for a refusal's look at the pickle.  Else nothing changes and
+ * zip_storages reads the entries.  0 or CK_ENOMEM.
+ */
+static int zip_compact(ck_ckpt_t *c)
+{
+    char prefix[600];
+    size_t plen, cap = 8 * (c->zip.n + 64), top = 0;
+    ck_zip_rec_t *recs;
+    const ck_zip_entry_t *pk;
+
+    if (c->zip.arena != &c->zarena ||
+        (size_t)snprintf(prefix, sizeof(prefix), "%s/data.pkl", c->top) >=
+            sizeof(prefix) ||
+        (pk = ck_zip_find(&c->zip, prefix)) == NULL)
+        return 0;
+    plen = (size_t)snprintf(prefix, sizeof(prefix), "%s/data/", c->top);
+    for (size_t i = 0; i < c->zip.n; i++) {
+        const ck_zip_entry_t *e = &c->zip.e[i];
+        size_t k;
+
+        if (strncmp(e->name, prefix, plen) != 0)
+            continue;
+        if ((k = key_number(e->name + plen)) >= cap || e->method != 0)
+            return 0;
+        if (k + 1 > top)
+            top = k + 1;
+    }
+    if ((recs = ck_calloc(top ? top : 1, sizeof(*recs))) == NULL)
+        return CK_ENOMEM;
+    for (size_t i = 0; i < c->zip.n; i++) {
+        const ck_zip_entry_t *e = &c->zip.e[i];
+        size_t k;
+
+        if (strncmp(e->name, prefix, plen) != 0 ||
+            recs[k = key_number(e->name + plen)].set)
+            continue;   /* the first of a number wins, as in zip_storages */
+        recs[k] = (ck_zip_rec_t){ e->data_off, e->usize, e->crc, 1 };
+    }
+    c->pkl_entry = *pk;
+    c->pkl_entry.name = ck_arena_strdup(&c->arena, pk->name);
+    if (c->pkl_entry.name == NULL) {
+        ck_free(recs);
+        return CK_ENOMEM;
+    }
+    c->recs = recs;
+    c->nrecs = top;
+    ck_arena_release(&c->zarena);
+    ck_zip_forget(&c->zip);
+    return 0;
+}
+
 /*
  * Each storage's record.  Records named TOP/data/N (torch's) are found
  * through an array by N built in one pass over the directory, others by
@@ -1284,10 +1384,12 @@ static int zip_storages(ck_ckpt_t *c, ck_err_t *err)
 {
     char prefix[600];
     size_t plen, cap = 8 * (c->nstorages + 64);
-    size_t *by_num = ck_calloc(cap, sizeof(*by_num));
+    size_t *by_num;
     int deflated = 0;
 
-    if (by_num == NULL)
+    if (c->recs != NULL)
+        return rec_storages(c, err);
+    if ((by_num = ck_calloc(cap, sizeof(*by_num))) == NULL)
         return ck_err_set(err, CK_ENOMEM, "out of memory");
     plen = (size_t)snprintf(prefix, sizeof(prefix), "%s/data/", c->top);
     for (size_t i = 0; i < c->zip.n && plen < sizeof(prefix); i++) {
@@ -1315,12 +1417,9 @@ static int zip_storages(ck_ckpt_t *c, ck_err_t *err)
             return ck_err_set(err, CK_EFORMAT, "record data/%s is missing",
                               st->key);
         }
-        if (e->usize != st->nbytes) {
+        if (rec_check(st, e->usize, err) < 0) {
             ck_free(by_num);
-            return ck_err_set(err, CK_EFORMAT,
-                              "data/%s: record holds %llu bytes, storage needs %llu",
-                              st->key, (unsigned long long)e->usize,
-                              (unsigned long long)st->nbytes);
+            return err->code;
         }
         st->src = CK_SRC_ZIP;
         st->crc = e->crc;
@@ -1435,6 +1534,8 @@ static int open_checked(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
     }
     if (rc < 0)
         return rc;
+    if (c->format == CK_FMT_ZIP && zip_compact(c) < 0)
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
     rc = ck_ckpt_bind(c, o->allow, err);
     if (rc < 0)
         return rc;
@@ -1462,6 +1563,7 @@ void ck_ckpt_close(ck_ckpt_t *c)
     ck_free(c->tensors);
     ck_free(c->dims);
     ck_free(c->by_num);
+    ck_free(c->recs);
     c->tensors = NULL;
     c->dims = NULL;
     c->by_num = NULL;

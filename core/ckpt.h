@@ -106,6 +106,12 @@ typedef struct {
     ck_zip_t zip;
     ck_arena_t zarena;        /* zip's entries when read on a second
                                  thread (else they are in arena) */
+    /* what the storages need of torch's records TOP/data/N, by N, when
+     * the directory read beside is released before they are made (heap;
+     * ck_zip_rec_t); data.pkl's entry then stays here, its name in arena */
+    struct ck_zip_rec *recs;
+    size_t nrecs;
+    ck_zip_entry_t pkl_entry;
     ck_pickle_t pk;
     size_t pickle_bytes;
     ck_limits_t lim;

@@ -1054,11 +1054,20 @@ static void test_scan_shrinks(void **state)
  * pickle's.  'cut' drops the pickle's STOP, 'version' keeps the version
  * record, 'twin' adds a record differing from another only in case.
  */
+/* What write_many_records changes of its file (test_zip_compact). */
+static enum {
+    MANY_AS_IS,
+    MANY_NO_REC5,       /* record data/5 left out */
+    MANY_REC5_BIG,      /* record data/5 of 8 bytes, storage 5 needs 4 */
+    MANY_NAMED_REC,     /* one more record under data/, not numbered */
+    MANY_VIEW_OUTSIDE,  /* tensor 5 of 1 element on a storage of none */
+} many_tweak;
+
 static void write_many_records(fx_t *f, int cut, int version, int twin)
 {
     enum { N = 1100 };
     ck_buf_t pkl = { 0 };
-    rec_t *r = calloc(N + 3, sizeof(*r));
+    rec_t *r = calloc(N + 4, sizeof(*r));
     char (*names)[32] = calloc(N, sizeof(*names));
     uint8_t *big = calloc(1, 4u << 20);
     size_t n = 0;
@@ -1081,6 +1090,8 @@ static void write_many_records(fx_t *f, int cut, int version, int twin)
         PUTS("X\x03\x00\x00\x00" "cpu");
         if (i == 0)
             PUTS("J\x00\x00\x10\x00"); /* storage 0: 2^20 floats */
+        else if (i == 5 && many_tweak == MANY_VIEW_OUTSIDE)
+            PUTS("K\x00");
         else
             PUTS("K\x01");
         PUTS("tQK\x00K\x01\x85K\x01\x85\x89" "ccollections\nOrderedDict\n)RtR");
@@ -1091,8 +1102,12 @@ static void write_many_records(fx_t *f, int cut, int version, int twin)
     r[n++] = (rec_t){ "t/data.pkl", pkl.data, pkl.len };
     for (int i = 0; i < N; i++) {
         snprintf(names[i], sizeof(names[i]), "t/data/%d", i);
-        r[n++] = (rec_t){ names[i], big, i == 0 ? 4u << 20 : 4 };
+        if (i != 5 || many_tweak != MANY_NO_REC5)
+            r[n++] = (rec_t){ names[i], big, i == 0 ? 4u << 20 :
+                              i == 5 && many_tweak == MANY_REC5_BIG ? 8 : 4 };
     }
+    if (many_tweak == MANY_NAMED_REC)
+        r[n++] = (rec_t){ "t/data/x", "x", 1 };
     if (twin)
         r[n++] = (rec_t){ "t/DATA.pkl", "x", 1 };
     if (version)
@@ -1173,6 +1188,53 @@ static void test_zip_beside(void **state)
         expect_open_fail(f, f->in, CK_EFORMAT, "differ only in case");
         assert_null(f->c.pk.root);
     }
+}
+
+/*
+ * A directory read beside is given up before the storages are made when a
+ * table by number holds all they need (zip_compact): the same storages
+ * and the same errors as through the entries -- a missing record, one of
+ * the wrong size, a refusal after it (which looks at data.pkl again) --
+ * and with a record under data/ that is not numbered, the entries are
+ * used (and given up after).
+ */
+static void test_zip_compact(void **state)
+{
+    fx_t *f = *state;
+
+    write_many_records(f, 0, 1, 0);
+    must_open(f, &f->c, f->in);
+    assert_non_null(f->c.pkl_entry.name);   /* given up before the scan */
+    assert_string_equal(f->c.pkl_entry.name, "t/data.pkl");
+    assert_null(f->c.recs);
+    assert_null(f->c.zip.e);
+    assert_int_equal(f->c.nstorages, 1100);
+    assert_int_equal(f->c.storages[5]->nbytes, 4);
+    ck_ckpt_close(&f->c);
+
+    many_tweak = MANY_NO_REC5;
+    write_many_records(f, 0, 1, 0);
+    expect_open_fail(f, f->in, CK_EFORMAT, "record data/5 is missing");
+    assert_non_null(f->c.pkl_entry.name);
+    many_tweak = MANY_REC5_BIG;
+    write_many_records(f, 0, 1, 0);
+    expect_open_fail(f, f->in, CK_EFORMAT,
+                     "data/5: record holds 8 bytes, storage needs 4");
+    many_tweak = MANY_VIEW_OUTSIDE;
+    write_many_records(f, 0, 1, 0);
+    expect_open_fail(f, f->in, CK_EFORMAT,
+                     "lies outside storage 5 of 0 elements");
+    assert_null(f->c.zip.e);
+
+    many_tweak = MANY_NAMED_REC;
+    write_many_records(f, 0, 1, 0);
+    must_open(f, &f->c, f->in);
+    assert_null(f->c.pkl_entry.name);       /* the entries were used */
+    assert_null(f->c.zip.e);                /* and given up after */
+    assert_int_equal(f->c.zip.n, 1103);
+    assert_int_equal(f->c.storages[5]->nbytes, 4);
+    ck_ckpt_close(&f->c);
+    many_tweak = MANY_AS_IS;
 }
 
 /*
@@ -1812,6 +1874,7 @@ int main(void)
         T(test_pickle_window),
         T(test_zip_beside),
         T(test_zip_beside_deflated),
+        T(test_zip_compact),
         T(test_tensors_later),
         T(test_write_safe),
         T(test_crafted_valid),
