@@ -429,9 +429,19 @@ static int zip_pickle(ck_ckpt_t *c, const ck_zip_entry_t *e, ck_err_t *err)
  * is.  The errors are then reported in the order a plain open finds
  * them: the directory's first, the pickle's last.
  */
+/* A numbered record's place, size and CRC-32 (zd_compact). */
+typedef struct ck_zip_rec {
+    uint64_t off, usize;
+    uint32_t crc;
+    uint32_t set;   /* 1: the directory holds TOP/data/N */
+} ck_zip_rec_t;
+
 typedef struct {
     ck_ckpt_t *c;
     ck_zip_t zip;
+    ck_zip_rec_t *recs;     /* zd_compact's table, or NULL */
+    size_t nrecs;
+    ck_zip_entry_t *kept;   /* and the entries it kept, names after them */
     ck_err_t err;
     int rc;
     pthread_t t;
@@ -439,12 +449,89 @@ typedef struct {
 
 enum { ZD_THREAD_MIN = 1024 }; /* entries */
 
+static size_t key_number(const char *key);
+
+/*
+ * On the directory's thread, once it is read and checked: when every
+ * record under TOP/data/ (TOP: the first entry's folder) but the first
+ * entry is torch's stored TOP/data/N, N below eight times the records'
+ * count, they become a table by N -- all a storage needs of its record
+ * (zip_storages) -- and the directory keeps only the others (data.pkl,
+ * version ..., and the first entry always).  4 * 10^5 entries and names
+ * (34 MiB) are so released while the pickle is still parsed, not held
+ * through the open.  The open's checks of the directory (zip_records)
+ * get the same answers: a numbered record is inside the top folder and
+ * none of the names they look for.  Out of memory, nothing changes.
+ */
+static void zd_compact(zd_job_t *z)
+{
+    ck_zip_t *zip = &z->zip;
+    const char *first = zip->e[0].name, *slash = strchr(first, '/');
+    char prefix[600], *names;
+    size_t plen, cap = 8 * (zip->n + 64), top = 0, nkeep = 0, bytes = 0;
+    ck_zip_entry_t *keep;
+    ck_zip_rec_t *recs;
+
+    if (slash == NULL || (plen = (size_t)(slash - first)) + 7 > sizeof(prefix))
+        return;
+    memcpy(prefix, first, plen);
+    memcpy(prefix + plen, "/data/", 7);
+    plen += 6;
+    for (size_t i = 0; i < zip->n; i++) {
+        const ck_zip_entry_t *e = &zip->e[i];
+        size_t k;
+
+        if (i == 0 || strncmp(e->name, prefix, plen) != 0) {
+            nkeep++;
+            bytes += strlen(e->name) + 1;
+            continue;
+        }
+        if ((k = key_number(e->name + plen)) >= cap || e->method != 0)
+            return;
+        if (k + 1 > top)
+            top = k + 1;
+    }
+    if (top == 0 || (recs = ck_calloc(top, sizeof(*recs))) == NULL)
+        return;
+    if ((keep = ck_malloc(nkeep * sizeof(*keep) + bytes)) == NULL) {
+        ck_free(recs);
+        return;
+    }
+    names = (char *)(keep + nkeep);
+    nkeep = 0;
+    for (size_t i = 0; i < zip->n; i++) {
+        const ck_zip_entry_t *e = &zip->e[i];
+        size_t n;
+
+        if (i == 0 || strncmp(e->name, prefix, plen) != 0) {
+            n = strlen(e->name) + 1;
+            keep[nkeep] = *e;
+            keep[nkeep++].name = memcpy(names, e->name, n);
+            names += n;
+        } else {
+            recs[key_number(e->name + plen)] =
+                (ck_zip_rec_t){ e->data_off, e->usize, e->crc, 1 };
+        }
+    }
+    ck_arena_release(&z->c->zarena);
+    zip->e = keep;
+    zip->n = nkeep;
+    zip->arena = NULL;          /* ck_zip_find scans the few */
+    zip->nfind = 0;
+    memset(&zip->names, 0, sizeof(zip->names));
+    z->recs = recs;
+    z->nrecs = top;
+    z->kept = keep;
+}
+
 static void *zd_run(void *arg)
 {
     zd_job_t *z = arg;
 
     z->rc = ck_zip_open(z->c->fd, z->c->st.size, &z->c->zarena, &z->zip,
                         &z->err);
+    if (z->rc == 0)
+        zd_compact(z);
     return NULL;
 }
 
@@ -477,6 +564,9 @@ static int open_zip_beside(ck_ckpt_t *c, int *rc, ck_err_t *err)
     prc = zip_pickle(c, &first, &perr);
     pthread_join(zd.t, NULL);
     c->zip = zd.zip;
+    c->recs = zd.recs;
+    c->nrecs = zd.nrecs;
+    c->zkept = zd.kept;
     if (zd.rc < 0)
         *rc = ck_err_set(err, zd.rc, "%s", zd.err.msg);
     else if ((*rc = zip_records(c, &e, err)) < 0)
@@ -1273,13 +1363,6 @@ int ck_ckpt_bind(ck_ckpt_t *c, const char *const *allow, ck_err_t *err)
     return rc < 0 ? rc : do_scan(c, 1, err);
 }
 
-/* A numbered record's place, size and CRC-32 (zip_compact). */
-typedef struct ck_zip_rec {
-    uint64_t off, usize;
-    uint32_t crc;
-    uint32_t set;   /* 1: the directory holds TOP/data/N */
-} ck_zip_rec_t;
-
 /* A record of usize bytes holds st: 0, or the error zip_storages
  * reports. */
 static int rec_check(const ck_storage_t *st, uint64_t usize, ck_err_t *err)
@@ -1292,7 +1375,7 @@ static int rec_check(const ck_storage_t *st, uint64_t usize, ck_err_t *err)
     return 0;
 }
 
-/* zip_storages through the table zip_compact made: the same records,
+/* zip_storages through the table zd_compact made: the same records,
  * the same errors. */
 static int rec_storages(ck_ckpt_t *c, ck_err_t *err)
 {
@@ -1314,62 +1397,6 @@ static int rec_storages(ck_ckpt_t *c, ck_err_t *err)
     }
     ck_free(c->recs);
     c->recs = NULL;
-    return 0;
-}
-
-/*
- * The directory read beside (4 * 10^5 entries and names: 34 MiB) given
- * up before the storages are made, when all a storage can need of it is
- * a table by number: every record under TOP/data/ is torch's TOP/data/N,
- * stored, N below eight times the records' count.  data.pkl's entry is
- * kept for a refusal's look at the pickle.  Else nothing changes and
- * zip_storages reads the entries.  0 or CK_ENOMEM.
- */
-static int zip_compact(ck_ckpt_t *c)
-{
-    char prefix[600];
-    size_t plen, cap = 8 * (c->zip.n + 64), top = 0;
-    ck_zip_rec_t *recs;
-    const ck_zip_entry_t *pk;
-
-    if (c->zip.arena != &c->zarena ||
-        (size_t)snprintf(prefix, sizeof(prefix), "%s/data.pkl", c->top) >=
-            sizeof(prefix) ||
-        (pk = ck_zip_find(&c->zip, prefix)) == NULL)
-        return 0;
-    plen = (size_t)snprintf(prefix, sizeof(prefix), "%s/data/", c->top);
-    for (size_t i = 0; i < c->zip.n; i++) {
-        const ck_zip_entry_t *e = &c->zip.e[i];
-        size_t k;
-
-        if (strncmp(e->name, prefix, plen) != 0)
-            continue;
-        if ((k = key_number(e->name + plen)) >= cap || e->method != 0)
-            return 0;
-        if (k + 1 > top)
-            top = k + 1;
-    }
-    if ((recs = ck_calloc(top ? top : 1, sizeof(*recs))) == NULL)
-        return CK_ENOMEM;
-    for (size_t i = 0; i < c->zip.n; i++) {
-        const ck_zip_entry_t *e = &c->zip.e[i];
-        size_t k;
-
-        if (strncmp(e->name, prefix, plen) != 0 ||
-            recs[k = key_number(e->name + plen)].set)
-            continue;   /* the first of a number wins, as in zip_storages */
-        recs[k] = (ck_zip_rec_t){ e->data_off, e->usize, e->crc, 1 };
-    }
-    c->pkl_entry = *pk;
-    c->pkl_entry.name = ck_arena_strdup(&c->arena, pk->name);
-    if (c->pkl_entry.name == NULL) {
-        ck_free(recs);
-        return CK_ENOMEM;
-    }
-    c->recs = recs;
-    c->nrecs = top;
-    ck_arena_release(&c->zarena);
-    ck_zip_forget(&c->zip);
     return 0;
 }
 
@@ -1534,8 +1561,6 @@ static int open_checked(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
     }
     if (rc < 0)
         return rc;
-    if (c->format == CK_FMT_ZIP && zip_compact(c) < 0)
-        return ck_err_set(err, CK_ENOMEM, "out of memory");
     rc = ck_ckpt_bind(c, o->allow, err);
     if (rc < 0)
         return rc;
@@ -1564,9 +1589,13 @@ void ck_ckpt_close(ck_ckpt_t *c)
     ck_free(c->dims);
     ck_free(c->by_num);
     ck_free(c->recs);
+    ck_free(c->zkept);
     c->tensors = NULL;
     c->dims = NULL;
     c->by_num = NULL;
+    c->recs = NULL;
+    c->zkept = NULL;
+    memset(&c->zip, 0, sizeof(c->zip));
     c->by_num_cap = 0;
     c->ntensors = c->tensors_cap = c->dims_cap = 0;
     ck_arena_release(&c->arena);

@@ -107,11 +107,11 @@ typedef struct {
     ck_arena_t zarena;        /* zip's entries when read on a second
                                  thread (else they are in arena) */
     /* what the storages need of torch's records TOP/data/N, by N, when
-     * the directory read beside is released before they are made (heap;
-     * ck_zip_rec_t); data.pkl's entry then stays here, its name in arena */
+     * the directory read beside kept only its other entries (zkept: they
+     * and their names, heap) -- ckpt.c's zd_compact */
     struct ck_zip_rec *recs;
     size_t nrecs;
-    ck_zip_entry_t pkl_entry;
+    ck_zip_entry_t *zkept;
     ck_pickle_t pk;
     size_t pickle_bytes;
     ck_limits_t lim;

@@ -117,14 +117,11 @@ int ck_ckpt_name_danger(ck_ckpt_t *c, const char *const *allow, int rc,
 
     if (c->format == CK_FMT_ZIP && c->zip.n > 0) {
         e = NULL;
-        if (c->zip.e == NULL) /* the directory given up (zip_compact) */
-            e = c->pkl_entry.name != NULL ? &c->pkl_entry : NULL;
-        else if (c->top != NULL) {
+        if (c->top != NULL) {
             snprintf(name, sizeof(name), "%s/data.pkl", c->top);
             e = ck_zip_find(&c->zip, name);
         }
-        for (size_t i = 0; e == NULL && c->zip.e != NULL && i < c->zip.n;
-             i++) {
+        for (size_t i = 0; e == NULL && i < c->zip.n; i++) {
             size_t nl = strlen(c->zip.e[i].name);
 
             if (nl >= 4 && strcmp(c->zip.e[i].name + nl - 4, ".pkl") == 0)

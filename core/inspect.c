@@ -211,7 +211,7 @@ int ck_inspect_json_as(ck_ckpt_t *c, const char *refused, ck_json_t *j)
         ck_json_key(j, "top_folder");
         ck_json_str(j, c->top);
         ck_json_key(j, "records");
-        ck_json_u64(j, c->zip.n);
+        ck_json_u64(j, c->zip.nrec);
         ck_json_key(j, "byteorder");
         ck_json_str(j, c->byteorder);
     }
@@ -347,7 +347,7 @@ int ck_inspect_text_as(ck_ckpt_t *c, const char *refused, FILE *out)
     if (c->format == CK_FMT_ZIP) {
         fputs("  format     zip, top folder '", out);
         put_cstr(out, c->top);
-        fprintf(out, "', %zu records, byteorder ", c->zip.n);
+        fprintf(out, "', %zu records, byteorder ", c->zip.nrec);
         put_cstr(out, c->byteorder ? c->byteorder : "(none)");
         fputc('\n', out);
     } else if (c->format == CK_FMT_LEGACY)

@@ -754,12 +754,12 @@ static int open_src(const src_t *src, uint64_t fsize, ck_arena_t *arena,
         w.pos = (size_t)(c.p - w.buf);
         order[i] = &z->e[i];
     }
-    z->n = (size_t)count;
+    z->n = z->nrec = (size_t)count;
     rc = check_layout(z, order, z->n, local, ud, err);
     z->arena = arena;
 out:
     if (rc < 0)
-        z->n = 0;
+        z->n = z->nrec = 0;
     ck_free(order);
     ck_free(w.buf);
     return rc;
@@ -845,6 +845,7 @@ ck_zip_entry_t *ck_zip_find(ck_zip_t *z, const char *name)
 void ck_zip_forget(ck_zip_t *z)
 {
     z->e = NULL;
+    z->n = 0;
     memset(&z->names, 0, sizeof(z->names));
     z->arena = NULL;
 }

@@ -37,7 +37,9 @@ typedef struct {
                           are found by a scan; its storages by ckpt.c) */
     ck_arena_t *arena; /* where the entries and the map live */
     unsigned nfind;
-    size_t n;
+    size_t n;          /* entries held in e */
+    size_t nrec;       /* records in the directory (n, or more once the
+                          caller kept fewer: ck_zip_forget, ckpt.c) */
     uint64_t cd_off, cd_size;
     int zip64;
 } ck_zip_t;
@@ -46,8 +48,9 @@ typedef struct {
 int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
                 ck_err_t *err);
 ck_zip_entry_t *ck_zip_find(ck_zip_t *z, const char *name);
-/* The entries' arena released by the caller: z keeps its counts (n,
- * cd_off, cd_size, zip64) and no entry; ck_zip_find finds none. */
+/* The entries' arena released by the caller: z keeps no entry (n 0),
+ * its record count and directory span (nrec, cd_off, cd_size, zip64);
+ * ck_zip_find finds none. */
 void ck_zip_forget(ck_zip_t *z);
 /*
  * The first entry alone, checked as ck_zip_open checks it, from the end

@@ -1127,13 +1127,15 @@ static void test_zip_beside(void **state)
 
     write_many_records(f, 0, 1, 0);
     must_open(f, &f->c, f->in);
-    /* read beside, then forgotten: each storage holds what it needs of
-     * its entry (only that path releases the entries) */
-    assert_null(f->c.zip.e);
+    /* read beside, and only its two other entries kept (zd_compact):
+     * each storage holds what it needs of its record */
     assert_null(f->c.zip.arena);
     assert_int_equal(f->c.zarena.used, 0);
-    assert_null(ck_zip_find(&f->c.zip, "t/data.pkl"));
-    assert_int_equal(f->c.zip.n, 1102);
+    assert_int_equal(f->c.zip.n, 2);
+    assert_int_equal(f->c.zip.nrec, 1102);
+    assert_non_null(ck_zip_find(&f->c.zip, "t/data.pkl"));
+    assert_non_null(ck_zip_find(&f->c.zip, "t/version"));
+    assert_null(ck_zip_find(&f->c.zip, "t/data/5"));
     assert_int_equal(f->c.ntensors, 1100);
     assert_string_equal(f->c.top, "t");
     assert_string_equal(f->c.tensors[1099].st->key, "1099");
@@ -1191,12 +1193,12 @@ static void test_zip_beside(void **state)
 }
 
 /*
- * A directory read beside is given up before the storages are made when a
- * table by number holds all they need (zip_compact): the same storages
- * and the same errors as through the entries -- a missing record, one of
- * the wrong size, a refusal after it (which looks at data.pkl again) --
- * and with a record under data/ that is not numbered, the entries are
- * used (and given up after).
+ * A directory read beside keeps only its few other entries when a table
+ * by number holds all the storages need (zd_compact, on its thread): the
+ * same storages and the same errors as through the entries -- a missing
+ * record, one of the wrong size, a refusal after it (which looks at
+ * data.pkl again) -- and with a record under data/ that is not numbered,
+ * the entries are used (and given up after).
  */
 static void test_zip_compact(void **state)
 {
@@ -1204,10 +1206,8 @@ static void test_zip_compact(void **state)
 
     write_many_records(f, 0, 1, 0);
     must_open(f, &f->c, f->in);
-    assert_non_null(f->c.pkl_entry.name);   /* given up before the scan */
-    assert_string_equal(f->c.pkl_entry.name, "t/data.pkl");
-    assert_null(f->c.recs);
-    assert_null(f->c.zip.e);
+    assert_int_equal(f->c.zip.n, 2);        /* given up before the scan */
+    assert_null(f->c.recs);                 /* the table, once read */
     assert_int_equal(f->c.nstorages, 1100);
     assert_int_equal(f->c.storages[5]->nbytes, 4);
     ck_ckpt_close(&f->c);
@@ -1215,7 +1215,7 @@ static void test_zip_compact(void **state)
     many_tweak = MANY_NO_REC5;
     write_many_records(f, 0, 1, 0);
     expect_open_fail(f, f->in, CK_EFORMAT, "record data/5 is missing");
-    assert_non_null(f->c.pkl_entry.name);
+    assert_int_equal(f->c.zip.n, 2);
     many_tweak = MANY_REC5_BIG;
     write_many_records(f, 0, 1, 0);
     expect_open_fail(f, f->in, CK_EFORMAT,
@@ -1224,14 +1224,14 @@ static void test_zip_compact(void **state)
     write_many_records(f, 0, 1, 0);
     expect_open_fail(f, f->in, CK_EFORMAT,
                      "lies outside storage 5 of 0 elements");
-    assert_null(f->c.zip.e);
+    assert_int_equal(f->c.zip.n, 2);
 
     many_tweak = MANY_NAMED_REC;
     write_many_records(f, 0, 1, 0);
     must_open(f, &f->c, f->in);
-    assert_null(f->c.pkl_entry.name);       /* the entries were used */
-    assert_null(f->c.zip.e);                /* and given up after */
-    assert_int_equal(f->c.zip.n, 1103);
+    assert_null(f->c.zip.e);                /* the entries were used, */
+    assert_int_equal(f->c.zip.n, 0);        /* and given up after */
+    assert_int_equal(f->c.zip.nrec, 1103);
     assert_int_equal(f->c.storages[5]->nbytes, 4);
     ck_ckpt_close(&f->c);
     many_tweak = MANY_AS_IS;
