@@ -284,7 +284,10 @@ static int remap_metadata(ck_job_t *job, ck_py_vec_t *m, char **names,
  * in the job's arena through the write (the new keys put in the graph
  * are copies in the job's).  Only the renamed keys are indexed: a key that
  * stays is looked up among them, not the other way round (a state dict of
- * 10^5 keys of which a few are renamed).
+ * 10^5 keys of which a few are renamed).  That relies on m's keys being
+ * distinct, as the job checks them before the chain (ck_ckpt_validate)
+ * and no stage makes two equal: two equal keys that stay are not looked
+ * at, and the last of them is the one a renamed key would replace.
  */
 static int remap_in(ck_job_t *job, remap_conf_t *cf, const char *state,
                     ck_py_vec_t *m, int metadata, size_t *hits,
