@@ -421,6 +421,13 @@ static int zip_pickle(ck_ckpt_t *c, const ck_zip_entry_t *e, ck_err_t *err)
     return rc;
 }
 
+/* A numbered record's place, size and CRC-32 (zd_compact). */
+typedef struct ck_zip_rec {
+    uint64_t off, usize;
+    uint32_t crc;
+    uint32_t set;   /* 1: the directory holds TOP/data/N */
+} ck_zip_rec_t;
+
 /*
  * A directory of many records -- 400,000 storages: a tenth of the run,
  * reading and checking every entry and local header -- is read on a
@@ -429,13 +436,6 @@ static int zip_pickle(ck_ckpt_t *c, const ck_zip_entry_t *e, ck_err_t *err)
  * is.  The errors are then reported in the order a plain open finds
  * them: the directory's first, the pickle's last.
  */
-/* A numbered record's place, size and CRC-32 (zd_compact). */
-typedef struct ck_zip_rec {
-    uint64_t off, usize;
-    uint32_t crc;
-    uint32_t set;   /* 1: the directory holds TOP/data/N */
-} ck_zip_rec_t;
-
 typedef struct {
     ck_ckpt_t *c;
     ck_zip_t zip;
@@ -466,13 +466,14 @@ static size_t key_number(const char *key);
 static void zd_compact(zd_job_t *z)
 {
     ck_zip_t *zip = &z->zip;
-    const char *first = zip->e[0].name, *slash = strchr(first, '/');
+    const char *first, *slash;
     char prefix[600], *names;
     size_t plen, cap = 8 * (zip->n + 64), top = 0, nkeep = 0, bytes = 0;
     ck_zip_entry_t *keep;
     ck_zip_rec_t *recs;
 
-    if (slash == NULL || (plen = (size_t)(slash - first)) + 7 > sizeof(prefix))
+    if (zip->n == 0 || (slash = strchr(first = zip->e[0].name, '/')) == NULL ||
+        (plen = (size_t)(slash - first)) + 7 > sizeof(prefix))
         return;
     memcpy(prefix, first, plen);
     memcpy(prefix + plen, "/data/", 7);
@@ -771,11 +772,11 @@ static int index_key(ck_ckpt_t *c, const char *key, size_t i)
     return ck_strmap_add(&c->by_key, &c->arena, key, i);
 }
 
-/* Append st to c->storages (grown by doubling) and to the key index. */
 /* A storage's record is allocated 4 * 10^5 times for 10^5 tensors. */
 _Static_assert(sizeof(void *) != 8 || sizeof(ck_storage_t) == 72,
                "ck_storage_t grew");
 
+/* Append st to c->storages (grown by doubling) and to the key index. */
 int ck_ckpt_add_storage(ck_ckpt_t *c, ck_storage_t *st)
 {
     if (c->nstorages == c->storages_cap) {
