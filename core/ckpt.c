@@ -451,6 +451,14 @@ enum { ZD_THREAD_MIN = 1024 }; /* entries */
 
 static size_t key_number(const char *key);
 
+/* N of a record named PREFIX N (prefix: TOP/data/, plen bytes), or
+ * SIZE_MAX when it is not one of those. */
+static size_t rec_number(const char *name, const char *prefix, size_t plen)
+{
+    return strncmp(name, prefix, plen) == 0 ? key_number(name + plen)
+                                            : SIZE_MAX;
+}
+
 /*
  * On the directory's thread, once it is read and checked: when every
  * record under TOP/data/ (TOP: the first entry's folder) but the first
@@ -502,24 +510,21 @@ static void zd_compact(zd_job_t *z)
     nkeep = 0;
     for (size_t i = 0; i < zip->n; i++) {
         const ck_zip_entry_t *e = &zip->e[i];
-        size_t n;
+        size_t n, k = i == 0 ? SIZE_MAX : rec_number(e->name, prefix, plen);
 
-        if (i == 0 || strncmp(e->name, prefix, plen) != 0) {
+        if (k == SIZE_MAX) {
             n = strlen(e->name) + 1;
             keep[nkeep] = *e;
             keep[nkeep++].name = memcpy(names, e->name, n);
             names += n;
         } else {
-            recs[key_number(e->name + plen)] =
-                (ck_zip_rec_t){ e->data_off, e->usize, e->crc, 1 };
+            recs[k] = (ck_zip_rec_t){ e->data_off, e->usize, e->crc, 1 };
         }
     }
     ck_arena_release(&z->c->zarena);
+    ck_zip_forget(zip);         /* ck_zip_find scans the few */
     zip->e = keep;
     zip->n = nkeep;
-    zip->arena = NULL;          /* ck_zip_find scans the few */
-    zip->nfind = 0;
-    memset(&zip->names, 0, sizeof(zip->names));
     z->recs = recs;
     z->nrecs = top;
     z->kept = keep;
@@ -1364,15 +1369,26 @@ int ck_ckpt_bind(ck_ckpt_t *c, const char *const *allow, ck_err_t *err)
     return rc < 0 ? rc : do_scan(c, 1, err);
 }
 
-/* A record of usize bytes holds st: 0, or the error zip_storages
- * reports. */
-static int rec_check(const ck_storage_t *st, uint64_t usize, ck_err_t *err)
+/* st's bytes are e's (NULL: no record data/KEY): where they are and
+ * their CRC-32 kept, or the entry itself when deflated.  0 or CK_EFORMAT. */
+static int take_record(ck_storage_t *st, const ck_zip_entry_t *e,
+                       ck_err_t *err)
 {
-    if (usize != st->nbytes)
+    if (e == NULL)
+        return ck_err_set(err, CK_EFORMAT, "record data/%s is missing",
+                          st->key);
+    if (e->usize != st->nbytes)
         return ck_err_set(err, CK_EFORMAT,
                           "data/%s: record holds %llu bytes, storage needs %llu",
-                          st->key, (unsigned long long)usize,
+                          st->key, (unsigned long long)e->usize,
                           (unsigned long long)st->nbytes);
+    st->src = CK_SRC_ZIP;
+    st->crc = e->crc;
+    st->deflated = e->method != 0;
+    if (st->deflated)
+        st->entry = e;
+    else
+        st->off = e->data_off;
     return 0;
 }
 
@@ -1381,20 +1397,19 @@ static int rec_check(const ck_storage_t *st, uint64_t usize, ck_err_t *err)
 static int rec_storages(ck_ckpt_t *c, ck_err_t *err)
 {
     for (size_t i = 0; i < c->nstorages; i++) {
-        ck_storage_t *st = c->storages[i];
-        size_t k = key_number(st->key);
+        size_t k = key_number(c->storages[i]->key);
         const ck_zip_rec_t *r = k < c->nrecs ? &c->recs[k] : NULL;
+        ck_zip_entry_t e = { .method = 0 };
         int rc;
 
-        if (r == NULL || !r->set)
-            return ck_err_set(err, CK_EFORMAT, "record data/%s is missing",
-                              st->key);
-        if ((rc = rec_check(st, r->usize, err)) < 0)
+        if (r != NULL && r->set) {
+            e.usize = r->usize;
+            e.crc = r->crc;
+            e.data_off = r->off;
+        }
+        rc = take_record(c->storages[i], r != NULL && r->set ? &e : NULL, err);
+        if (rc < 0)
             return rc;
-        st->src = CK_SRC_ZIP;
-        st->crc = r->crc;
-        st->deflated = 0;
-        st->off = r->off;
     }
     ck_free(c->recs);
     c->recs = NULL;
@@ -1424,8 +1439,7 @@ static int zip_storages(ck_ckpt_t *c, ck_err_t *err)
         const char *name = c->zip.e[i].name;
         size_t k;
 
-        if (strncmp(name, prefix, plen) == 0 &&
-            (k = key_number(name + plen)) < cap && by_num[k] == 0)
+        if ((k = rec_number(name, prefix, plen)) < cap && by_num[k] == 0)
             by_num[k] = i + 1;
     }
     for (size_t i = 0; i < c->nstorages; i++) {
@@ -1440,22 +1454,10 @@ static int zip_storages(ck_ckpt_t *c, ck_err_t *err)
             snprintf(name, sizeof(name), "%s/data/%s", c->top, st->key);
             e = ck_zip_find(&c->zip, name);
         }
-        if (e == NULL) {
-            ck_free(by_num);
-            return ck_err_set(err, CK_EFORMAT, "record data/%s is missing",
-                              st->key);
-        }
-        if (rec_check(st, e->usize, err) < 0) {
+        if (take_record(st, e, err) < 0) {
             ck_free(by_num);
             return err->code;
         }
-        st->src = CK_SRC_ZIP;
-        st->crc = e->crc;
-        st->deflated = e->method != 0;
-        if (st->deflated)
-            st->entry = e;
-        else
-            st->off = e->data_off;
         deflated |= st->deflated;
     }
     ck_free(by_num);

@@ -415,11 +415,6 @@ static int uniq_key_cmp(const void *pa, const void *pb)
     return a->i < b->i ? -1 : a->i > b->i;
 }
 
-static int plain_str(const ck_py_t *k)
-{
-    return k->kind == CK_PY_STR && strlen(k->u.s.s) == k->u.s.n;
-}
-
 /*
  * u->seen empty with room for n keys: *mask set, the slots in use below
  * it.  The last mapping's slots are kept and cleared when they are at
@@ -514,14 +509,15 @@ static size_t uniq_first_dup(uniq_t *u, const ck_py_vec_t *m, size_t *j)
             h = ahead[i / 2 % UNIQ_AHEAD];
             uniq_ahead(u, mask, m, i + 2 * UNIQ_AHEAD, ahead);
         }
-        if (!plain_str(k)) {
+        if (!ck_py_str_plain(k)) {
             other[nother].h = ck_py_hash(k, 3);
             other[nother++].i = i;
             continue;
         }
         if (m->n <= 32) { /* a few keys: no map */
             for (size_t p = 0; p < i && at == SIZE_MAX; p += 2)
-                if (plain_str(m->v[p]) && strcmp(m->v[p]->u.s.s, k->u.s.s) == 0)
+                if (ck_py_str_plain(m->v[p]) &&
+                    strcmp(m->v[p]->u.s.s, k->u.s.s) == 0)
                     at = p;
             if (at == SIZE_MAX)
                 continue;

@@ -243,6 +243,9 @@ void ck_py_vec_remove(ck_py_vec_t *v, size_t i, size_t count);
 double ck_py_float_value(const ck_py_t *p);
 /* 1 when p is a str equal to s. */
 int ck_py_str_eq(const ck_py_t *p, const char *s);
+/* 1 when p is a str without a NUL: its C string is all of it (a map by
+ * C string, a name, a pattern may take it). */
+int ck_py_str_plain(const ck_py_t *p);
 /* A module name as Python 3 spells it (__builtin__ -> builtins, copy_reg -> copyreg). */
 const char *ck_py_module3(const char *module);
 /* 1 when p is a global module.name (module compared after py2 mapping). */

@@ -235,6 +235,11 @@ int ck_py_str_eq(const ck_py_t *p, const char *s)
            memcmp(p->u.s.s, s, n) == 0;
 }
 
+int ck_py_str_plain(const ck_py_t *p)
+{
+    return p->kind == CK_PY_STR && strlen(p->u.s.s) == p->u.s.n;
+}
+
 const char *ck_py_module3(const char *m)
 {
     if (strcmp(m, "__builtin__") == 0)

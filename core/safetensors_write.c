@@ -156,7 +156,7 @@ static void config_json(ck_json_t *j, ck_py_t *n, int depth)
 
             if (i + 1 >= ch->n)
                 break;
-            if (k->kind == CK_PY_STR && strlen(k->u.s.s) == k->u.s.n) {
+            if (ck_py_str_plain(k)) {
                 ck_json_key(j, k->u.s.s);
             } else {
                 snprintf(num, sizeof(num), "%lld",
@@ -272,8 +272,7 @@ int ck_st_plan(ck_ckpt_t *c, const ck_output_conf_t *o, ck_st_plan_t *p,
         ck_py_t *k = m->v[i];
         const ck_tensor_t *t = ck_ckpt_tensor(c, m->v[i + 1]);
 
-        if (k->kind != CK_PY_STR || strlen(k->u.s.s) != k->u.s.n ||
-            !ck_utf8_valid(k->u.s.s, k->u.s.n))
+        if (!ck_py_str_plain(k) || !ck_utf8_valid(k->u.s.s, k->u.s.n))
             return ck_err_set(err, CK_EFORMAT,
                               "%s: item %zu: safetensors names are UTF-8 str, "
                               "this key is a %s", p->state, i / 2,

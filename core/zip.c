@@ -821,8 +821,6 @@ ck_zip_entry_t *ck_zip_find(ck_zip_t *z, const char *name)
 {
     size_t i;
 
-    if (z->e == NULL) /* none, or forgotten */
-        return NULL;
     if (z->names.cap == 0 && z->arena != NULL && ++z->nfind > 16) {
         ck_strmap_t m = { 0 };
         int rc = ck_strmap_reserve(&m, z->arena, z->n);

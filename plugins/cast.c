@@ -78,7 +78,7 @@ static const ck_directive_t cast_directives[] = {
 
 static int key_matches(const cast_conf_t *cf, const ck_py_t *k)
 {
-    if (k->kind != CK_PY_STR || strlen(k->u.s.s) != k->u.s.n)
+    if (!ck_py_str_plain(k))
         return 0;
     for (size_t i = 0; i < cf->keys.n; i++)
         if (fnmatch(cf->keys.v[i], k->u.s.s, 0) == 0)

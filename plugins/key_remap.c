@@ -215,13 +215,6 @@ static int renamed_index(ck_arena_t *a, char **names, size_t n,
     return 0;
 }
 
-/* 1 when key k keeps its name and a new name may equal it: a str without
- * a NUL (a C string compares the rest) */
-static int plain_kept(const ck_py_t *k, const char *name)
-{
-    return name == NULL && k->kind == CK_PY_STR && strlen(k->u.s.s) == k->u.s.n;
-}
-
 /*
  * _metadata with its new names: as the entries are put one by one into a
  * new OrderedDict, an entry whose new name an earlier one already took
@@ -248,10 +241,11 @@ static int remap_metadata(ck_job_t *job, ck_py_vec_t *m, char **names,
         const char *name;
         size_t f;
 
-        if (k->kind != CK_PY_STR || (names[i] == NULL &&
-                                     (!plain_kept(k, NULL) ||
-                                      ck_strmap_get(&taken, k->u.s.s) ==
-                                          SIZE_MAX))) {
+        /* a key that keeps a name no entry is renamed to is kept as is */
+        if (k->kind != CK_PY_STR ||
+            (names[i] == NULL &&
+             (!ck_py_str_plain(k) ||
+              ck_strmap_get(&taken, k->u.s.s) == SIZE_MAX))) {
             m->v[2 * kept] = k;
             m->v[2 * kept++ + 1] = m->v[2 * i + 1];
             continue;
@@ -370,7 +364,7 @@ static int remap_in(ck_job_t *job, remap_conf_t *cf, const char *state,
         ck_py_t *k = m->v[2 * j];
         size_t i;
 
-        if (plain_kept(k, names[j]) &&
+        if (names[j] == NULL && ck_py_str_plain(k) &&
             (i = ck_strmap_get(&renamed, k->u.s.s)) != SIZE_MAX)
             onto[i] = j;
     }

@@ -176,7 +176,7 @@ static int collisions(ck_job_t *job, select_conf_t *cf, const char *state,
         ck_py_t *k = m->v[i];
         size_t first, j;
 
-        if (k == NULL || k->kind != CK_PY_STR || strlen(k->u.s.s) != k->u.s.n)
+        if (k == NULL || !ck_py_str_plain(k))
             continue;
         first = ck_strmap_get(&seen, k->u.s.s);
         if (first == SIZE_MAX) {
