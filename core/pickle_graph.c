@@ -329,13 +329,11 @@ typedef struct {
     } *pairs;
     size_t n, cap;
     int oom;
-    ck_py_t lone;   /* stands for a compact id's tuple (see pid_equal) */
 } eq_t;
 
 static int vec_equal(eq_t *e, const ck_py_vec_t *a, const ck_py_vec_t *b,
                      uint32_t depth);
-static int pid_equal(eq_t *e, const ck_py_t *a, const ck_py_t *b,
-                     uint32_t depth);
+static int pid_equal(eq_t *e, ck_py_t *a, ck_py_t *b, uint32_t depth);
 
 /*
  * Pickle memoizes str, non-empty tuples, containers, globals and calls;
@@ -438,27 +436,31 @@ static int eq(eq_t *e, ck_py_t *a, ck_py_t *b, uint32_t depth)
 
 /*
  * Ids of which one at least holds no tuple (CK_PY_F_PIDC): item by item.
- * A compact id's tuple is named nowhere else (a GET would have given the
- * id one), so the other side's tuple, if it has one, is paired with
- * e->lone: met again elsewhere, it then maps to nothing, and the graphs
- * differ, as they do.
+ * A compact id's tuple is named by the id alone (a GET would have given the
+ * id one), though the id may be named twice (a DUP).  So when the other
+ * side holds a tuple, the tuple is paired with the compact id itself -- a
+ * pair no two nodes of one kind make -- and may be met again only with
+ * that id: met elsewhere, it maps to nothing, and the graphs differ, as
+ * they do.
  */
-static int pid_equal(eq_t *e, const ck_py_t *a, const ck_py_t *b,
-                     uint32_t depth)
+static int pid_equal(eq_t *e, ck_py_t *a, ck_py_t *b, uint32_t depth)
 {
     ck_py_t *va[5], *vb[5];
     size_t na, nb;
 
     if (!(a->flags & CK_PY_F_PIDC) || !(b->flags & CK_PY_F_PIDC)) {
-        ck_py_t *t = a->flags & CK_PY_F_PIDC ? b->u.pid : a->u.pid;
-        uint32_t mine = a->flags & CK_PY_F_PIDC ? e->gen + 1 : e->gen;
+        int left = a->flags & CK_PY_F_PIDC; /* the compact one is a */
+        ck_py_t *id = left ? a : b, *t = left ? b->u.pid : a->u.pid;
 
-        if (has_identity(t) && t->wgen == mine)
-            return 0; /* met before: it is shared, the compact one not */
-        if (has_identity(t) &&
-            (a->flags & CK_PY_F_PIDC ? eq_pair(e, &e->lone, t)
-                                     : eq_pair(e, t, &e->lone)) < 0)
-            return 0;
+        if (has_identity(t) && t->wgen == (left ? e->gen + 1 : e->gen)) {
+            const struct eq_pair *q = &e->pairs[t->widx];
+
+            if ((left ? q->a : q->b) != id)
+                return 0; /* met before, not as this id's tuple */
+        } else if (has_identity(t)) {
+            if (eq_pair(e, left ? id : t, left ? t : id) < 0)
+                return 0;
+        }
     }
     if (ck_py_pid_items(a, va, 5, &na) < 0 ||
         ck_py_pid_items(b, vb, 5, &nb) < 0 || na != nb)

@@ -1204,6 +1204,33 @@ static void test_read_persid_compact(void **state)
         assert_true(0 == ck_py_equal(x, y, 100));
         assert_true(0 == ck_py_equal(y, x, 100));
     }
+    /* a compact id named twice (DUP) names its tuple twice: equal to what
+     * the writer makes of it, the second id through a GET of the tuple
+     * (fuzz_pickle's case); with the tuple named a third time, not equal
+     * to a third tuple of its own */
+    {
+        ck_py_t *x, *y, *back;
+        ck_buf_t out = { 0 };
+
+        x = ROOT(f, "\x80\x02(" PID_SHARED "2t.");
+        assert_true(x->u.seq.v[0]->flags & CK_PY_F_PIDC);
+        assert_ptr_equal(x->u.seq.v[0], x->u.seq.v[1]);
+        y = ROOT(f, "\x80\x02(" PID_SHARED "h\x01Qt.");
+        assert_false(y->u.seq.v[0]->flags & CK_PY_F_PIDC);
+        assert_ptr_equal(y->u.seq.v[0]->u.pid, y->u.seq.v[1]->u.pid);
+        assert_true(1 == ck_py_equal(x, y, 100));
+        assert_true(1 == ck_py_equal(y, x, 100));
+        assert_int_equal(written(x, &f->lim, &f->a, &out), 0);
+        back = root_of(f, out.data, out.len);
+        assert_true(1 == ck_py_equal(x, back, 100));
+        assert_true(1 == ck_py_equal(back, x, 100));
+        ck_buf_release(&out);
+        x = ROOT(f, "\x80\x02(" PID_SHARED "2(h\x02h\x03h\x04h\x05K\x03tt.");
+        y = ROOT(f, "\x80\x02(" PID_SHARED "h\x01Qh\x01t.");
+        assert_true(0 == ck_py_equal(x, y, 100));
+        assert_true(0 == ck_py_equal(y, x, 100));
+        assert_true(1 == ck_py_equal(x, x, 100));
+    }
     /* not torch's pattern: a tuple as before */
     p = ROOT(f, PID_HEAD "tq\x01" "N0Q.");
     assert_false(p->flags & CK_PY_F_PIDC);
