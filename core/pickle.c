@@ -36,6 +36,8 @@ typedef struct {
     size_t cap, n;
 } nodeset_t;
 
+#define RD_FLOAT_BITS 6 /* 64 recent floats */
+#define RD_FLOATS (1 << RD_FLOAT_BITS)
 #define RD_PIDT 4 /* the shared parts of persistent ids, the last few */
 
 typedef struct {
@@ -67,6 +69,10 @@ typedef struct {
      * or DUP of one, which sharing would make a second copy, sets reread */
     int no_share, reread;
     nodeset_t tuples;
+    /* floats one node too, those met lately (an optimizer's 10^5
+     * per-parameter 'step's are one value): a slot per hash of the bits,
+     * the last one kept */
+    ck_py_t *floats[RD_FLOATS];
     /* A tensor's backward hooks, an empty OrderedDict() each, one value
      * node too.  Each OrderedDict() is made in 'spare' (one node, used
      * again while it ends where hooks do): when it becomes the sixth item
@@ -949,12 +955,34 @@ static int op_int(rd_t *r, int op)
     return push_int(r, v);
 }
 
+/* The float node of the big-endian IEEE 754 bits be: a recent one of the
+ * same bits (see rd_t), or a new one; NULL when out of memory. */
+static ck_py_t *float_node(rd_t *r, const uint8_t *be)
+{
+    uint64_t bits;
+    ck_py_t **slot;
+
+    memcpy(&bits, be, 8); /* (any order hashes) */
+    slot = &r->floats[(bits * 0x9e3779b97f4a7c15u) >> (64 - RD_FLOAT_BITS)];
+
+    if (*slot == NULL || memcmp((*slot)->u.f, be, 8) != 0) {
+        ck_py_t *f = ck_py_new(r->a, CK_PY_FLOAT);
+
+        if (f == NULL)
+            return NULL;
+        memcpy(f->u.f, be, 8);
+        *slot = f;
+    }
+    return *slot;
+}
+
 /* FLOAT (text as repr() gives it) and BINFLOAT (big-endian IEEE 754). */
 static int op_float(rd_t *r, int op)
 {
     const uint8_t *b;
     const char *s;
-    ck_py_t *f;
+    uint8_t be[8];
+    uint64_t bits;
     size_t n;
     double v;
     int rc;
@@ -963,16 +991,16 @@ static int op_float(rd_t *r, int op)
         b = pk_rd_bytes(&r->c, 8);
         if ((rc = rd_check(r)) < 0)
             return rc;
-        f = ck_py_new(r->a, CK_PY_FLOAT);
-        if (f != NULL)
-            memcpy(f->u.f, b, 8);
-        return push(r, f);
+        return push(r, float_node(r, b));
     }
     if ((rc = rd_line(r, &s, &n)) < 0)
         return rc;
     if (pk_float_text(s, n, &v) < 0)
         return rd_fail(r, CK_EFORMAT, "bad FLOAT text");
-    return push(r, ck_py_float(r->a, v));
+    memcpy(&bits, &v, 8);
+    for (int i = 0; i < 8; i++)
+        be[i] = (uint8_t)(bits >> (56 - 8 * i));
+    return push(r, float_node(r, be));
 }
 
 /* str, bytes and bytearray: STRING and UNICODE (text lines), then the

@@ -630,6 +630,37 @@ static void test_read_float(void **state)
     /* text floats become the same 8 bytes as BINFLOAT */
     p = ROOT(f, "F1e300\n.");
     assert_memory_equal(p->u.f, "~7\xe4<\x88\x00u\x9c", 8);
+    /* equal floats met lately are one node (floats are never memoized:
+     * the sharing is invisible), text or binary; -0.0 is not 0.0, and
+     * each NaN keeps its bits; the bytes written are the same */
+    {
+        static const char in[] =
+            "\x80\x02(G@\xf8j\x00\x00\x00\x00\x00" "F100000.0\n"
+            "G@\xf8j\x00\x00\x00\x00\x00" "G\x80\x00\x00\x00\x00\x00\x00\x00"
+            "G\x00\x00\x00\x00\x00\x00\x00\x00" "G\x7f\xf8\x00\x00\x00\x00\x00\x00"
+            "G\x7f\xf8\x00\x00\x00\x00\x00\x01" "G\x80\x00\x00\x00\x00\x00\x00\x00"
+            "t.";
+        static const char out[] =
+            "\x80\x02(G@\xf8j\x00\x00\x00\x00\x00" "G@\xf8j\x00\x00\x00\x00\x00"
+            "G@\xf8j\x00\x00\x00\x00\x00" "G\x80\x00\x00\x00\x00\x00\x00\x00"
+            "G\x00\x00\x00\x00\x00\x00\x00\x00" "G\x7f\xf8\x00\x00\x00\x00\x00\x00"
+            "G\x7f\xf8\x00\x00\x00\x00\x00\x01" "G\x80\x00\x00\x00\x00\x00\x00\x00"
+            "tq\x00.";
+        ck_py_t *const *v;
+
+        p = ROOT(f, in);
+        assert_seq(p, CK_PY_TUPLE, 8);
+        v = p->u.seq.v;
+        assert_float_node(v[0], 100000.0);
+        assert_ptr_equal(v[0], v[1]);
+        assert_ptr_equal(v[0], v[2]);
+        assert_ptr_not_equal(v[3], v[4]);
+        assert_ptr_not_equal(v[5], v[6]);
+        assert_ptr_equal(v[3], v[7]);
+        ck_buf_release(&f->out);
+        assert_int_equal(written(p, &f->lim, &f->a, &f->out), 0);
+        assert_bytes(f->out.data, f->out.len, out, sizeof(out) - 1);
+    }
 }
 
 static void test_read_binary_strings(void **state)
