@@ -627,7 +627,7 @@ int ck_ckpt_legacy_pickles(ck_ckpt_t *c, const uint8_t *buf, size_t len,
         if (i == 0) {
             ck_py_t *m = p[0].root;
 
-            if (m->kind != CK_PY_INT || m->u.i.nbig != 10 ||
+            if (m->kind != CK_PY_INT || m->len != 10 ||
                 memcmp(m->u.i.big, legacy_magic, 10) != 0)
                 return ck_err_set(err, CK_EFORMAT,
                                   "a raw pickle, not a torch checkpoint "
@@ -873,7 +873,7 @@ typedef struct {
 
 static int as_u64(const ck_py_t *p, uint64_t *v)
 {
-    if (p == NULL || p->kind != CK_PY_INT || p->u.i.nbig || p->u.i.v < 0)
+    if (p == NULL || p->kind != CK_PY_INT || p->len || p->u.i.v < 0)
         return -1;
     *v = (uint64_t)p->u.i.v;
     return 0;
@@ -1012,7 +1012,7 @@ static int int_tuple(scan_t *s, ck_py_t *t, size_t *n, int64_t **out)
     for (size_t i = 0; i < *n; i++) {
         ck_py_t *x = t->u.seq.v[i];
 
-        if (x->kind != CK_PY_INT || x->u.i.nbig)
+        if (x->kind != CK_PY_INT || x->len)
             return CK_EFORMAT;
         (*out)[i] = x->u.i.v;
     }

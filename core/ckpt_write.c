@@ -92,7 +92,7 @@ static int renumber_cb(void *ud, ck_py_t *node, ck_err_t *err)
     if (met || (key->flags & CK_PY_F_MET))
         return own_id(r, node, st, buf, err);
     key->u.s.s = ck_arena_strdup(&r->c->arena, buf);
-    key->u.s.n = strlen(buf);
+    key->len = strlen(buf);
     if (key->u.s.s == NULL)
         return ck_err_set(err, CK_ENOMEM, "out of memory");
     return 0;
@@ -392,9 +392,9 @@ static int uniq_walk(uniq_t *u, ck_py_t *p, uint32_t depth);
 static void key_text(const ck_py_t *k, char *out, size_t n)
 {
     if (k->kind == CK_PY_STR)
-        snprintf(out, n, "%.*s", (int)(k->u.s.n > 200 ? 200 : k->u.s.n),
+        snprintf(out, n, "%.*s", (int)(k->len > 200 ? 200 : k->len),
                  k->u.s.s);
-    else if (k->kind == CK_PY_INT && k->u.i.nbig == 0)
+    else if (k->kind == CK_PY_INT && k->len == 0)
         snprintf(out, n, "%lld", (long long)k->u.i.v);
     else
         snprintf(out, n, "<a key of kind %d>", k->kind);
@@ -454,7 +454,7 @@ static size_t uniq_str(uniq_t *u, size_t mask, const ck_py_vec_t *m,
         if ((u->seen[at] & ~(uint64_t)UINT32_MAX) != tag)
             continue;
         o = m->v[2 * ((u->seen[at] & UINT32_MAX) - 1)];
-        if (o->u.s.n == k->u.s.n && memcmp(o->u.s.s, k->u.s.s, k->u.s.n) == 0)
+        if (o->len == k->len && memcmp(o->u.s.s, k->u.s.s, k->len) == 0)
             return 2 * (size_t)((u->seen[at] & UINT32_MAX) - 1);
     }
     u->seen[at] = tag | (uint64_t)(i / 2 + 1);
@@ -477,7 +477,7 @@ static void uniq_ahead(uniq_t *u, size_t mask, const ck_py_vec_t *m,
 
     if (i + 1 >= m->n || (k = m->v[i])->kind != CK_PY_STR)
         return;
-    h = ck_hash_str(k->u.s.s, k->u.s.n);
+    h = ck_hash_str(k->u.s.s, k->len);
     ahead[i / 2 % UNIQ_AHEAD] = h;
     __builtin_prefetch(&u->seen[(size_t)h & mask]);
 }
@@ -622,7 +622,7 @@ static int uniq_vec(uniq_t *u, const ck_py_vec_t *v, int pairs, uint32_t depth)
         if (len > 0)
             at = path_put(u, at, "/", 1);
         if (k != NULL && k->kind == CK_PY_STR) {
-            path_put(u, at, k->u.s.s, k->u.s.n);
+            path_put(u, at, k->u.s.s, k->len);
         } else {
             char num[24];
 

@@ -504,7 +504,7 @@ static int under_lone_top(diff_t *d, const char *g)
     if (strcmp(g, "/") == 0)
         return 0;
     k.u.s.s = (char *)g;
-    k.u.s.n = n;
+    k.len = n;
     in_a = kind_at(&d->a, ck_py_mapping(d->a.pk.root), &k) != NULL;
     in_b = kind_at(&d->b, ck_py_mapping(d->b.pk.root), &k) != NULL;
     return in_a != in_b;
@@ -541,8 +541,8 @@ static const char *kind_at(ck_ckpt_t *c, ck_py_vec_t *m, const ck_py_t *k)
     for (size_t i = 0; m != NULL && i + 1 < m->n; i += 2)
         if (m->v[i]->kind == k->kind &&
             (k->kind == CK_PY_STR
-                 ? m->v[i]->u.s.n == k->u.s.n &&
-                       memcmp(m->v[i]->u.s.s, k->u.s.s, k->u.s.n) == 0
+                 ? m->v[i]->len == k->len &&
+                       memcmp(m->v[i]->u.s.s, k->u.s.s, k->len) == 0
                  : k->kind == CK_PY_INT && m->v[i]->u.i.v == k->u.i.v))
             return ck_inspect_kind(c, m->v[i + 1]);
     return NULL;
@@ -552,9 +552,9 @@ static void top_key(FILE *out, ck_json_t *j, const char *name, const ck_py_t *k)
 {
     if (k->kind == CK_PY_STR) {
         if (j)
-            ck_json_strn(j, k->u.s.s, k->u.s.n);
+            ck_json_strn(j, k->u.s.s, k->len);
         else
-            ck_listing_put(out, k->u.s.s, k->u.s.n);
+            ck_listing_put(out, k->u.s.s, k->len);
     } else if (j) {
         ck_json_int(j, k->u.i.v);
     } else {

@@ -128,12 +128,12 @@ static void sd_walk(ck_ckpt_t *c, sds_t *s, ck_py_t *p, char *path, size_t len,
 
         if (k->kind != CK_PY_STR || ck_py_mapping(m->v[i + 1]) == NULL)
             continue;
-        n = len + (len > 0) + k->u.s.n;
+        n = len + (len > 0) + k->len;
         if (n >= 1024)
             continue;
         if (len > 0)
             path[len] = '/';
-        memcpy(path + len + (len > 0), k->u.s.s, k->u.s.n);
+        memcpy(path + len + (len > 0), k->u.s.s, k->len);
         path[n] = '\0';
         sd_walk(c, s, m->v[i + 1], path, n, depth + 1);
         path[len] = '\0';
@@ -184,8 +184,8 @@ ck_py_t *ck_inspect_config_value(ck_ckpt_t *c, const char **key)
 static void key_text(ck_json_t *j, ck_py_t *k)
 {
     if (k->kind == CK_PY_STR)
-        ck_json_strn(j, k->u.s.s, k->u.s.n);
-    else if (k->kind == CK_PY_INT && !k->u.i.nbig)
+        ck_json_strn(j, k->u.s.s, k->len);
+    else if (k->kind == CK_PY_INT && !k->len)
         ck_json_int(j, k->u.i.v);
     else
         ck_json_str(j, "<non-str key>");
@@ -366,7 +366,7 @@ int ck_inspect_text_as(ck_ckpt_t *c, const char *refused, FILE *out)
 
             fputs(i ? ", " : " ", out);
             if (k->kind == CK_PY_STR)
-                put_str(out, k->u.s.s, k->u.s.n);
+                put_str(out, k->u.s.s, k->len);
             else
                 fputs("<non-str>", out);
             fprintf(out, " (%s)", ck_inspect_kind(c, top->v[i + 1]));
@@ -391,7 +391,7 @@ int ck_inspect_text_as(ck_ckpt_t *c, const char *refused, FILE *out)
         if (!is_config_key(top->v[i], top->v[i + 1]))
             continue;
         fputs("  config     ", out);
-        put_str(out, top->v[i]->u.s.s, top->v[i]->u.s.n);
+        put_str(out, top->v[i]->u.s.s, top->v[i]->len);
         fprintf(out, ": %s\n", config_kind(top->v[i + 1]));
     }
     for (size_t i = 0; i < c->nstorages; i++)

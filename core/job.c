@@ -375,7 +375,7 @@ static void json_key(ck_json_t *j, const ck_py_t *k)
 
     /* a scalar as pyval writes it, but for a big int: a key is named, not
      * spelled out */
-    if (!(k->kind == CK_PY_INT && k->u.i.nbig != 0) && ck_pyval_json(j, k) == 0)
+    if (!(k->kind == CK_PY_INT && k->len != 0) && ck_pyval_json(j, k) == 0)
         return;
     snprintf(t, sizeof(t), "<%s>", ck_py_type_name(k));
     ck_json_str(j, t);

@@ -36,10 +36,10 @@ static const char *key_text(ck_arena_t *a, const ck_py_t *k, size_t *n)
     const char *s;
 
     if (k->kind == CK_PY_STR) {
-        *n = k->u.s.n;
+        *n = k->len;
         return k->u.s.s;
     }
-    if (k->kind == CK_PY_INT && !k->u.i.nbig)
+    if (k->kind == CK_PY_INT && !k->len)
         s = ck_arena_printf(a, "%lld", (long long)k->u.i.v);
     else
         s = "<non-str key>";
@@ -373,7 +373,7 @@ ck_yval_t *ck_listing_config(ck_ckpt_t *c, const char **key, ck_err_t *err)
         return NULL;
     }
     if (v->kind == CK_PY_STR) {
-        t = ck_yaml_parse(&y, v->u.s.s, v->u.s.n);
+        t = ck_yaml_parse(&y, v->u.s.s, v->len);
         if (t != NULL && ck_yval_retype(&c->arena, t) < 0)
             t = NULL;
     } else {

@@ -214,7 +214,7 @@ static int tuple_n(const ck_py_t *p, size_t n)
 
 static int int_of(const ck_py_t *p, int64_t *v)
 {
-    if (p == NULL || p->kind != CK_PY_INT || p->u.i.nbig)
+    if (p == NULL || p->kind != CK_PY_INT || p->len)
         return 0;
     *v = p->u.i.v;
     return 1;
@@ -240,9 +240,9 @@ static int bytes_of(const ck_py_t *p, uint64_t *n, uint8_t *out, size_t cap)
     if (p == NULL)
         return 0;
     if (p->kind == CK_PY_BYTES || p->kind == CK_PY_BYTEARRAY) {
-        *n = p->u.s.n;
+        *n = p->len;
         if (out != NULL)
-            memcpy(out, p->u.s.s, p->u.s.n < cap ? p->u.s.n : cap);
+            memcpy(out, p->u.s.s, p->len < cap ? p->len : cap);
         return 1;
     }
     if (call_is(p, "builtins", "bytes", 0) ||
@@ -262,11 +262,11 @@ static int bytes_of(const ck_py_t *p, uint64_t *n, uint8_t *out, size_t cap)
     if (t->kind != CK_PY_STR)
         return 0;
     *n = 0;
-    for (size_t i = 0; i < t->u.s.n; i++) {
+    for (size_t i = 0; i < t->len; i++) {
         uint8_t c = (uint8_t)t->u.s.s[i], b = c;
 
         if (c >= 0x80) {
-            uint8_t d = i + 1 < t->u.s.n ? (uint8_t)t->u.s.s[i + 1] : 0;
+            uint8_t d = i + 1 < t->len ? (uint8_t)t->u.s.s[i + 1] : 0;
 
             if ((c != 0xc2 && c != 0xc3) || (d & 0xc0) != 0x80)
                 return 0; /* past U+00FF */
@@ -326,7 +326,7 @@ static int shape_of(np_t *s, const ck_py_t *t, np_val_t *v, uint64_t *numel)
 static int typestr(const ck_py_t *p, np_dt_t *d)
 {
     const char *s = p->u.s.s;
-    size_t n = p->u.s.n;
+    size_t n = p->len;
     uint64_t v = 0;
 
     memset(d, 0, sizeof(*d));
@@ -505,7 +505,7 @@ static int dtype_state(np_t *s, const ck_py_t *st, int depth, np_dt_t *d)
         !int_of(v[7], &flags))
         return bad(s, CK_EFORMAT, "dtype state is not (version, byteorder, "
                    "subarray, names, fields, elsize, alignment, flags)");
-    bo = v[1]->kind == CK_PY_STR && v[1]->u.s.n == 1 ? v[1]->u.s.s[0] : 0;
+    bo = v[1]->kind == CK_PY_STR && v[1]->len == 1 ? v[1]->u.s.s[0] : 0;
     if (one ? bo != '|' : bo != '<' && bo != '>')
         return bad(s, CK_EFORMAT, "dtype byteorder is not what numpy writes "
                    "for '%c%llu'", d->kind, (unsigned long long)d->itemsize);

@@ -484,7 +484,7 @@ static void json_key_of(ck_json_t *j, const ck_py_t *k)
 
     if (k != NULL && k->kind == CK_PY_STR) {
         ck_json_key(j, k->u.s.s);
-    } else if (k != NULL && k->kind == CK_PY_INT && k->u.i.nbig == 0) {
+    } else if (k != NULL && k->kind == CK_PY_INT && k->len == 0) {
         snprintf(buf, sizeof(buf), "%lld", (long long)k->u.i.v);
         ck_json_key(j, buf);
     } else {

@@ -427,7 +427,7 @@ static ck_py_t *int_from_le(rd_t *r, const uint8_t *b, size_t n)
     if (p->u.i.big == NULL)
         return NULL;
     memcpy(p->u.i.big, b, m);
-    p->u.i.nbig = m;
+    p->len = (uint32_t)m; /* (at most 2^31 bytes, or checked: push_decimal) */
     return p;
 }
 
@@ -462,7 +462,7 @@ static int push_string(rd_t *r, ck_py_kind_t kind, const void *s, size_t n)
 {
     ck_py_t *p;
 
-    if (n > r->lim->max_string_bytes)
+    if (n > r->lim->max_string_bytes || n > UINT32_MAX) /* (ck_py_t.len) */
         return rd_fail(r, CK_ELIMIT, "string of %zu bytes over the limit", n);
     if (kind == CK_PY_STR && !utf8_valid(s, n))
         return rd_fail(r, CK_EFORMAT, "str that is not valid UTF-8");
@@ -470,7 +470,7 @@ static int push_string(rd_t *r, ck_py_kind_t kind, const void *s, size_t n)
     if (p == NULL)
         return rd_nomem(r);
     p->u.s.s = ck_arena_strndup(r->a, s, n);
-    p->u.s.n = n;
+    p->len = n;
     return push(r, p->u.s.s != NULL ? p : NULL);
 }
 
@@ -485,6 +485,9 @@ static int push_decimal(rd_t *r, const char *s, size_t n)
         return rd_nomem(r);
     if (rc < 0)
         return rd_fail(r, CK_EFORMAT, "bad integer text");
+    if (len > UINT32_MAX) /* (ck_py_t.len) */
+        return rd_fail(r, CK_ELIMIT, "integer of %zu bytes over the limit",
+                       len);
     return push(r, int_from_le(r, le, len));
 }
 
@@ -691,7 +694,7 @@ static ck_py_t *value_tuple(rd_t *r, size_t base, int *oom)
         return NULL;
     v = r->stack + base;    /* (r->stack may be NULL when n is 0) */
     for (i = 0; i < n; i++)
-        if (v[i]->kind != CK_PY_INT || v[i]->u.i.nbig != 0)
+        if (v[i]->kind != CK_PY_INT || v[i]->len != 0)
             return NULL;
     if (nodeset_room(s, 256, tuple_node_hash) < 0) {
         *oom = 1;
@@ -1228,7 +1231,7 @@ static int op_global(rd_t *r, int op)
         if (a->kind != CK_PY_STR || b->kind != CK_PY_STR)
             return rd_fail(r, CK_EFORMAT,
                            "STACK_GLOBAL of values that are not str");
-        return add_global(r, a->u.s.s, a->u.s.n, b->u.s.s, b->u.s.n);
+        return add_global(r, a->u.s.s, a->len, b->u.s.s, b->len);
     case OP_PERSID:
         if ((rc = rd_line(r, &s, &n)) < 0)
             return rc;

@@ -100,16 +100,19 @@ struct ck_py {
     uint8_t flags;  /* CK_PY_F_* */
     uint32_t wgen;  /* writer and walker bookkeeping */
     uint32_t widx;  /* (the head is 16 bytes: a graph has millions) */
+    uint32_t len;   /* str, bytes, bytearray: u.s.s's bytes; int: u.i.big's
+                       (0: v holds the value).  In the head's last four
+                       bytes, which alignment leaves free: a str node is
+                       24 bytes.  A pickle is at most 4 GiB, so no value
+                       read is longer; made ones are refused past it. */
     union {
         struct {
             int64_t v;
             uint8_t *big; /* two's complement LE when it does not fit v */
-            size_t nbig;
         } i;
         uint8_t f[8];     /* IEEE 754 double, big-endian as pickled */
         struct {
             char *s;      /* str: UTF-8; bytes: raw; NUL-terminated */
-            size_t n;
         } s;
         ck_py_vec_t seq;  /* tuple, list, set: items; dict: k0 v0 k1 v1 */
         struct {

@@ -40,6 +40,8 @@ uint32_t ck_py_next_gen(void)
  * 10^5 tensors holds millions of nodes, most of them strs, ints and tuples.
  * Nothing copies a node whole, and a node's kind never changes.
  */
+_Static_assert(offsetof(ck_py_t, u) == 16, "len fills the head's padding");
+
 static size_t node_size(ck_py_kind_t kind)
 {
     size_t head = offsetof(ck_py_t, u);
@@ -158,12 +160,12 @@ double ck_py_float_value(const ck_py_t *p)
 
 ck_py_t *ck_py_str(ck_arena_t *a, const char *s, size_t n)
 {
-    ck_py_t *p = ck_py_new(a, CK_PY_STR);
+    ck_py_t *p = n <= UINT32_MAX ? ck_py_new(a, CK_PY_STR) : NULL;
 
     if (p == NULL)
         return NULL;
     p->u.s.s = ck_arena_strndup(a, s, n);
-    p->u.s.n = n;
+    p->len = (uint32_t)n;
     return p->u.s.s != NULL ? p : NULL;
 }
 
@@ -231,13 +233,13 @@ int ck_py_str_eq(const ck_py_t *p, const char *s)
 {
     size_t n = strlen(s);
 
-    return p != NULL && p->kind == CK_PY_STR && p->u.s.n == n &&
+    return p != NULL && p->kind == CK_PY_STR && p->len == n &&
            memcmp(p->u.s.s, s, n) == 0;
 }
 
 int ck_py_str_plain(const ck_py_t *p)
 {
-    return p->kind == CK_PY_STR && strlen(p->u.s.s) == p->u.s.n;
+    return p->kind == CK_PY_STR && strlen(p->u.s.s) == p->len;
 }
 
 const char *ck_py_module3(const char *m)
@@ -399,15 +401,15 @@ static int eq(eq_t *e, ck_py_t *a, ck_py_t *b, uint32_t depth)
     case CK_PY_BOOL:
         return a->b == b->b;
     case CK_PY_INT:
-        return a->u.i.v == b->u.i.v && a->u.i.nbig == b->u.i.nbig &&
-               (a->u.i.nbig == 0 ||
-                memcmp(a->u.i.big, b->u.i.big, a->u.i.nbig) == 0);
+        return a->u.i.v == b->u.i.v && a->len == b->len &&
+               (a->len == 0 ||
+                memcmp(a->u.i.big, b->u.i.big, a->len) == 0);
     case CK_PY_FLOAT:
         return memcmp(a->u.f, b->u.f, 8) == 0;
     case CK_PY_STR:
     case CK_PY_BYTES:
     case CK_PY_BYTEARRAY:
-        return a->u.s.n == b->u.s.n && memcmp(a->u.s.s, b->u.s.s, a->u.s.n) == 0;
+        return a->len == b->len && memcmp(a->u.s.s, b->u.s.s, a->len) == 0;
     case CK_PY_TUPLE:
     case CK_PY_LIST:
     case CK_PY_DICT:
@@ -531,14 +533,14 @@ uint64_t ck_py_hash(const ck_py_t *p, uint32_t depth)
         return hash_mix(h, p->b);
     case CK_PY_INT:
         h = hash_mix(h, (uint64_t)p->u.i.v);
-        return p->u.i.nbig ? hash_mix(h, ck_hash_fnv1a(p->u.i.big, p->u.i.nbig))
+        return p->len ? hash_mix(h, ck_hash_fnv1a(p->u.i.big, p->len))
                            : h;
     case CK_PY_FLOAT:
         return hash_mix(h, ck_hash_fnv1a(p->u.f, 8));
     case CK_PY_STR:
     case CK_PY_BYTES:
     case CK_PY_BYTEARRAY:
-        return hash_mix(h, ck_hash_fnv1a(p->u.s.s, p->u.s.n));
+        return hash_mix(h, ck_hash_fnv1a(p->u.s.s, p->len));
     case CK_PY_TUPLE:
     case CK_PY_LIST:
     case CK_PY_DICT:

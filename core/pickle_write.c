@@ -96,8 +96,8 @@ static void save_int(wr_t *w, const ck_py_t *p)
     int64_t v = p->u.i.v;
     uint8_t b[8];
 
-    if (p->u.i.nbig) {
-        save_int_bytes(w, p->u.i.big, p->u.i.nbig);
+    if (p->len) {
+        save_int_bytes(w, p->u.i.big, p->len);
         return;
     }
     if (v >= 0 && v <= 0xff) {
@@ -139,12 +139,9 @@ static ck_py_t *lazy_str(wr_t *w, ck_py_t **slot, const char *s)
 
 static int save_str(wr_t *w, ck_py_t *p)
 {
-    if (p->u.s.n > UINT32_MAX)
-        return ck_err_set(w->err, CK_EUNSUPPORTED,
-                          "str of %zu bytes does not fit protocol 2", p->u.s.n);
-    w_op(w, OP_BINUNICODE);
-    w_u32(w, (uint32_t)p->u.s.n);
-    ck_buf_put(w->out, p->u.s.s, p->u.s.n);
+    w_op(w, OP_BINUNICODE); /* (no str is longer than 4 GiB: pickle.h) */
+    w_u32(w, p->len);
+    ck_buf_put(w->out, p->u.s.s, p->len);
     memoize(w, p);
     return 0;
 }
@@ -178,27 +175,31 @@ static int save_bytes(wr_t *w, ck_py_t *p, uint32_t depth)
     if (args == NULL)
         return w_nomem(w);
     if (p->kind == CK_PY_BYTEARRAY) {
-        if (p->u.s.n > 0) {
+        if (p->len > 0) {
             b = ck_py_new(w->a, CK_PY_BYTES);
             if (b == NULL || ck_py_vec_push(w->a, &args->u.seq, b) < 0)
                 return w_nomem(w);
             b->u.s = p->u.s;
+            b->len = p->len;
         }
         return save_as_call(w, p, lazy_global(w, &w->g_bytearray, "__builtin__",
                                               "bytearray"), args, depth);
     }
-    if (p->u.s.n == 0)
+    if (p->len == 0)
         return save_as_call(w, p, lazy_global(w, &w->g_bytes, "__builtin__",
                                               "bytes"), args, depth);
-    u = ck_arena_alloc(w->a, p->u.s.n * 2 + 1);
+    u = ck_arena_alloc(w->a, (size_t)p->len * 2 + 1);
     text = ck_py_new(w->a, CK_PY_STR);
     enc = lazy_str(w, &w->s_latin1, "latin1");
     if (u == NULL || text == NULL || enc == NULL)
         return w_nomem(w);
-    for (size_t i = 0; i < p->u.s.n; i++)
+    for (size_t i = 0; i < p->len; i++)
         o += (size_t)pk_utf8_put(u + o, (uint8_t)p->u.s.s[i]);
+    if (o > UINT32_MAX)
+        return ck_err_set(w->err, CK_EUNSUPPORTED,
+                          "bytes of %u bytes do not fit protocol 2", p->len);
     text->u.s.s = (char *)u;
-    text->u.s.n = o;
+    text->len = (uint32_t)o;
     if (ck_py_vec_push(w->a, &args->u.seq, text) < 0 ||
         ck_py_vec_push(w->a, &args->u.seq, enc) < 0)
         return w_nomem(w);

@@ -351,7 +351,7 @@ int ck_pyval_of(const ck_py_t *p, ck_pyval_t *t)
         t->t = CK_PV_INT;
         t->i = p->u.i.v;
         t->big = p->u.i.big;
-        t->nbig = p->u.i.nbig;
+        t->nbig = p->len;
         return 1;
     case CK_PY_FLOAT:
         t->t = CK_PV_FLOAT;
@@ -360,7 +360,7 @@ int ck_pyval_of(const ck_py_t *p, ck_pyval_t *t)
     case CK_PY_STR:
         t->t = CK_PV_STR;
         t->s = p->u.s.s;
-        t->n = p->u.s.n;
+        t->n = p->len;
         return 1;
     default: return 0;
     }
@@ -384,7 +384,7 @@ ck_py_t *ck_pyval_py(ck_arena_t *a, const ck_pyval_t *t)
         p = ck_py_new(a, CK_PY_INT); /* pickled as LONG1, as Python does */
         if (p != NULL) {
             p->u.i.big = (uint8_t *)t->big;
-            p->u.i.nbig = t->nbig;
+            p->len = (uint32_t)t->nbig; /* (a --set value: short) */
         }
         return p;
     case CK_PV_FLOAT:
@@ -528,18 +528,18 @@ int ck_pyval_json(ck_json_t *j, const ck_py_t *v)
     case CK_PY_NONE: ck_json_null(j); return 0;
     case CK_PY_BOOL: ck_json_bool(j, v->b); return 0;
     case CK_PY_INT:
-        if (v->u.i.nbig == 0) {
+        if (v->len == 0) {
             ck_json_int(j, v->u.i.v);
             return 0;
         }
         /* past int64 as a string: JSON readers (jansson, the daemon's
          * own) refuse a bigger number */
-        dec = ck_pyint_dec(&tmp, v->u.i.big, v->u.i.nbig);
+        dec = ck_pyint_dec(&tmp, v->u.i.big, v->len);
         ck_json_str(j, dec != NULL ? dec : "<big int>");
         ck_arena_release(&tmp);
         return 0;
     case CK_PY_FLOAT: ck_json_double(j, ck_py_float_value(v)); return 0;
-    case CK_PY_STR: ck_json_strn(j, v->u.s.s, v->u.s.n); return 0;
+    case CK_PY_STR: ck_json_strn(j, v->u.s.s, v->len); return 0;
     default: return 1;
     }
 }

@@ -187,7 +187,7 @@ static int header(ck_ckpt_t *c, const ck_output_conf_t *o, ck_st_plan_t *p,
             if (ck_py_str_eq(k, "format"))
                 continue;
             ck_json_key(&j, k->u.s.s);
-            ck_json_strn(&j, v->u.s.s, v->u.s.n);
+            ck_json_strn(&j, v->u.s.s, v->len);
         }
     ck_json_key(&j, "format");
     ck_json_str(&j, "pt");
@@ -272,7 +272,7 @@ int ck_st_plan(ck_ckpt_t *c, const ck_output_conf_t *o, ck_st_plan_t *p,
         ck_py_t *k = m->v[i];
         const ck_tensor_t *t = ck_ckpt_tensor(c, m->v[i + 1]);
 
-        if (!ck_py_str_plain(k) || !ck_utf8_valid(k->u.s.s, k->u.s.n))
+        if (!ck_py_str_plain(k) || !ck_utf8_valid(k->u.s.s, k->len))
             return ck_err_set(err, CK_EFORMAT,
                               "%s: item %zu: safetensors names are UTF-8 str, "
                               "this key is a %s", p->state, i / 2,

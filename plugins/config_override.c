@@ -1035,7 +1035,7 @@ static int override_one(ck_job_t *job, override_conf_t *cf, const char *config,
         e.omegaconf = 1;
     } else if (cfg->kind == CK_PY_STR) {
         y.lazy = 1; /* untrusted and maybe large: typed where used */
-        yroot = yaml_map(&e, &y, config, 1, cfg->u.s.s, cfg->u.s.n);
+        yroot = yaml_map(&e, &y, config, 1, cfg->u.s.s, cfg->len);
         y.lazy = 0;
         if (yroot == NULL)
             return ck_job_error(job);

@@ -172,7 +172,7 @@ static void show(char *buf, size_t cap, const char *what, const keyset_t *s)
 
         if (k->kind == CK_PY_STR)
             len += (size_t)snprintf(buf + len, cap - len, "%s%.*s%s%s",
-                                    i ? ", " : "", (int)k->u.s.n, k->u.s.s,
+                                    i ? ", " : "", (int)k->len, k->u.s.s,
                                     s->why[i] ? ": " : "",
                                     s->why[i] ? s->why[i] : "");
         else

@@ -307,8 +307,8 @@ static int remap_in(ck_job_t *job, remap_conf_t *cf, const char *state,
         if (metadata) {
             /* module m owns the keys under "m." (the root: "") */
             dotted.len = 0;
-            if (ck_buf_put(&dotted, k->u.s.s, k->u.s.n) < 0 ||
-                (k->u.s.n > 0 && ck_buf_putc(&dotted, '.') < 0) ||
+            if (ck_buf_put(&dotted, k->u.s.s, k->len) < 0 ||
+                (k->len > 0 && ck_buf_putc(&dotted, '.') < 0) ||
                 ck_buf_putc(&dotted, '\0') < 0) {
                 rc = ck_job_nomem(job);
                 break;
@@ -319,12 +319,12 @@ static int remap_in(ck_job_t *job, remap_conf_t *cf, const char *state,
             if (rc == 0 && out->len > 0 && out->data[out->len - 1] == '.')
                 out->data[--out->len] = '\0';
         } else {
-            rc = rename_key(job, cf, k->u.s.s, k->u.s.n, &ba, &bb, &out, hits);
+            rc = rename_key(job, cf, k->u.s.s, k->len, &ba, &bb, &out, hits);
         }
         if (rc < 0)
             break;
         o = (char *)out->data;
-        if (out->len == k->u.s.n && memcmp(o, k->u.s.s, out->len) == 0)
+        if (out->len == k->len && memcmp(o, k->u.s.s, out->len) == 0)
             continue;
         if (memchr(o, '\0', out->len) != NULL) {
             rc = ck_job_fail(job, CK_EPLUGIN,

@@ -180,7 +180,7 @@ static void detect(walk_t *w, ck_py_t *node, const char *path, int depth)
         ck_py_t *k = m->v[2 * i], *v = m->v[2 * i + 1];
 
         if (k->kind == CK_PY_STR)
-            join(sub, sizeof(sub), path, k->u.s.s, k->u.s.n);
+            join(sub, sizeof(sub), path, k->u.s.s, k->len);
         else
             join(sub, sizeof(sub), path, "?", 1);
         if (is_optimizer(v)) {

@@ -234,16 +234,16 @@ static int filter(ck_job_t *job, select_conf_t *cf, const char *state,
         }
         name = k->u.s.s;
         if (metadata) {
-            char *nb = k->u.s.n + 2 > sizeof(buf)
-                           ? ck_arena_alloc(a, k->u.s.n + 2) : buf;
+            char *nb = (size_t)k->len + 2 > sizeof(buf)
+                           ? ck_arena_alloc(a, (size_t)k->len + 2) : buf;
 
             if (nb == NULL) {
                 rc = ck_job_nomem(job);
                 break;
             }
-            memcpy(nb, k->u.s.s, k->u.s.n);
-            nb[k->u.s.n] = k->u.s.n ? '.' : '\0';
-            nb[k->u.s.n + 1] = '\0';
+            memcpy(nb, k->u.s.s, k->len);
+            nb[k->len] = k->len ? '.' : '\0';
+            nb[k->len + 1] = '\0';
             name = nb;
         }
         if (!decide(cf, name, &cut, matched)) {
@@ -350,7 +350,7 @@ static int reroot(ck_job_t *job, const ck_path_t *p, const char **done,
     for (size_t i = 0; tm != NULL && i + 1 < tm->n; i += 2) {
         ck_py_t *k = tm->v[i];
 
-        if (k->kind != CK_PY_STR || k->u.s.n != first ||
+        if (k->kind != CK_PY_STR || k->len != first ||
             memcmp(k->u.s.s, path, first) != 0)
             gone[n++] = k;
     }

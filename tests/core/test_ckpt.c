@@ -982,7 +982,7 @@ static void test_fingerprint_threaded(void **state)
         write_zip(f->in, r, 2);
         must_open(f, &f->c, f->in);
         assert_int_equal(f->c.pk.root->kind, CK_PY_STR);
-        assert_int_equal(f->c.pk.root->u.s.n, sizes[k]);
+        assert_int_equal(f->c.pk.root->len, sizes[k]);
         assert_int_equal(ck_ckpt_zip_fingerprint(f->c.fd, f->c.st.size, pkl, n,
                                                  f->c.zip.cd_off,
                                                  f->c.zip.cd_size, ref,

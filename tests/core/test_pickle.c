@@ -160,7 +160,7 @@ static void assert_int_node(const ck_py_t *p, int64_t v)
 {
     assert_non_null(p);
     assert_int_equal(p->kind, CK_PY_INT);
-    assert_int_equal(p->u.i.nbig, 0);
+    assert_int_equal(p->len, 0);
     assert_int_equal(p->u.i.v, v);
 }
 
@@ -168,7 +168,7 @@ static void assert_big_node(const ck_py_t *p, const char *le, size_t n)
 {
     assert_non_null(p);
     assert_int_equal(p->kind, CK_PY_INT);
-    assert_int_equal(p->u.i.nbig, n);
+    assert_int_equal(p->len, n);
     assert_memory_equal(p->u.i.big, le, n);
 }
 
@@ -176,7 +176,7 @@ static void assert_str_node(const ck_py_t *p, int kind, const char *s, size_t n)
 {
     assert_non_null(p);
     assert_int_equal(p->kind, kind);
-    assert_int_equal(p->u.s.n, n);
+    assert_int_equal(p->len, n);
     assert_memory_equal(p->u.s.s, s, n);
     assert_int_equal(p->u.s.s[n], '\0');
 }
@@ -404,7 +404,7 @@ static void test_read_ints_shared(void **state)
     }
     assert_int_node(p->u.seq.v[N], 300);
     assert_ptr_equal(p->u.seq.v[N], p->u.seq.v[N + 1]);
-    assert_int_equal(p->u.seq.v[N + 2]->u.i.nbig, 9);
+    assert_int_equal(p->u.seq.v[N + 2]->len, 9);
     free(b);
 }
 
@@ -1919,11 +1919,11 @@ static void test_write_ints(void **state)
     WRITES(f, mk_int(f, 1LL << 40), "\x80\x02\x8a\x06\x00\x00\x00\x00\x00\x01.");
     big = mk(f, CK_PY_INT);
     big->u.i.big = (uint8_t *)"\x00\x00\x00\x00\x00\x00\x00\x00\x01";
-    big->u.i.nbig = 9;
+    big->len = 9;
     WRITES(f, big, "\x80\x02\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x01.");
     big = mk(f, CK_PY_INT);
     big->u.i.big = (uint8_t *)"\x00\x00\x00\x00\x00\x00\x00\x00\xff";
-    big->u.i.nbig = 9;
+    big->len = 9;
     WRITES(f, big, "\x80\x02\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\xff.");
     /* read ints written back at their minimal width */
     WRITES(f, ROOT(f, "\x8a\x04\x05\x00\x00\x00."), "\x80\x02K\x05.");

@@ -145,7 +145,7 @@ static void run(const char *line, const char *doc, size_t doclen, int kind,
         /* the emitted config must read back */
         cfg = ck_py_map_get(root, "cfg", NULL);
         y.lazy = 1;
-        if (ck_yaml_parse(&y, cfg->u.s.s, cfg->u.s.n) == NULL)
+        if (ck_yaml_parse(&y, cfg->u.s.s, cfg->len) == NULL)
             die("emitted config does not parse", err.msg);
     } else if (kind > 0) {
         pickle_trip(y.a, cfg);

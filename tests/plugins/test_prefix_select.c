@@ -360,7 +360,7 @@ static ck_py_t *odd_keys(pt_fx_t *f, model_t *m)
     pt_push(f, t, pt_i(f, 2));
     set_any(f, m->sd, t, pt_i(f, 2));
     big->u.i.big = b;
-    big->u.i.nbig = sizeof(b);
+    big->len = sizeof(b);
     set_any(f, m->sd, big, pt_i(f, 3));
     set_any(f, ck_py_map_get(ck_py_after(m->sd)->state, "_metadata", NULL), pt_i(f, 3),
             pt_dict(f));
