@@ -778,7 +778,7 @@ static int index_key(ck_ckpt_t *c, const char *key, size_t i)
 }
 
 /* A storage's record is allocated 4 * 10^5 times for 10^5 tensors. */
-_Static_assert(sizeof(void *) != 8 || sizeof(ck_storage_t) == 72,
+_Static_assert(sizeof(void *) != 8 || sizeof(ck_storage_t) == 64,
                "ck_storage_t grew");
 
 /* Append st to c->storages (grown by doubling) and to the key index. */
@@ -831,7 +831,8 @@ static int legacy_storages(ck_ckpt_t *c, ck_py_t *keys, uint64_t pos,
                               (unsigned long long)st->numel);
         st->src = CK_SRC_LEGACY;
         st->off = pos + 8;
-        if (ck_add_u64(st->off, st->nbytes, &end) < 0 || end > c->st.size)
+        if (ck_add_u64(st->off, ck_storage_nbytes(st), &end) < 0 ||
+            end > c->st.size)
             return ck_err_set(err, CK_EFORMAT,
                               "legacy file truncated in storage %s", k->u.s.s);
         pos = end;
@@ -958,7 +959,6 @@ static int scan_persid(scan_t *s, ck_py_t *node)
         st->key = v[2]->u.s.s;
         st->dtype = dt;
         st->numel = numel;
-        st->nbytes = nbytes;
         st->newkey = -1;
         if (ck_ckpt_add_storage(c, st) < 0)
             return ck_err_set(s->err, CK_ENOMEM, "out of memory");
@@ -1377,11 +1377,11 @@ static int take_record(ck_storage_t *st, const ck_zip_entry_t *e,
     if (e == NULL)
         return ck_err_set(err, CK_EFORMAT, "record data/%s is missing",
                           st->key);
-    if (e->usize != st->nbytes)
+    if (e->usize != ck_storage_nbytes(st))
         return ck_err_set(err, CK_EFORMAT,
                           "data/%s: record holds %llu bytes, storage needs %llu",
                           st->key, (unsigned long long)e->usize,
-                          (unsigned long long)st->nbytes);
+                          (unsigned long long)ck_storage_nbytes(st));
     st->src = CK_SRC_ZIP;
     st->crc = e->crc;
     st->deflated = e->method != 0;

@@ -41,8 +41,8 @@ typedef struct {
 struct ck_storage {
     const char *key;          /* key in the input */
     const ck_dtype_t *dtype;  /* NULL for UntypedStorage (bytes) */
-    uint64_t numel;           /* elements of dtype (bytes if untyped) */
-    uint64_t nbytes;
+    uint64_t numel;           /* elements of dtype (bytes if untyped):
+                                 ck_storage_nbytes bytes */
     union {                      /* by src: */
         uint64_t off;                /* CK_SRC_LEGACY, and CK_SRC_ZIP
                                         stored: file offset of the bytes */
@@ -59,14 +59,21 @@ struct ck_storage {
                                     as they are (src_nbytes == nbytes) */
     uint8_t src;                 /* ck_src_t */
     uint8_t deflated;            /* CK_SRC_ZIP: entry, not off */
-    /* (72 bytes, holding what the job needs of the directory entry: a
+    /* (64 bytes, holding what the job needs of the directory entry: a
      * checkpoint of 10^5 tensors has 4 * 10^5 of them) */
 };
+
+/* st's bytes: numel elements of its dtype (the scan checked the product,
+ * a cast keeps numel). */
+static inline uint64_t ck_storage_nbytes(const ck_storage_t *st)
+{
+    return st->numel * (st->dtype != NULL ? st->dtype->itemsize : 1);
+}
 
 /* The bytes of st's record in the input, before any cast. */
 static inline uint64_t ck_storage_src_bytes(const ck_storage_t *st)
 {
-    return st->nconv ? st->cast->src_nbytes : st->nbytes;
+    return st->nconv ? st->cast->src_nbytes : ck_storage_nbytes(st);
 }
 
 typedef enum { CK_FMT_ZIP, CK_FMT_LEGACY, CK_FMT_SAFETENSORS } ck_format_t;

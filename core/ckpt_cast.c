@@ -135,7 +135,7 @@ static int push_conv(ck_ckpt_t *c, ck_storage_t *st, const ck_dtype_t *from,
         return ck_err_set(err, CK_ENOMEM, "out of memory");
     if (st->nconv == 0) {
         st->cast->step[st->nconv++] = from;
-        st->cast->src_nbytes = st->nbytes;
+        st->cast->src_nbytes = ck_storage_nbytes(st);
     }
     if (st->nconv >= CK_CONV_STEPS)
         return ck_err_set(err, CK_EUNSUPPORTED,
@@ -154,13 +154,10 @@ static int retype(ck_ckpt_t *c, ck_storage_t *st, const ck_dtype_t *from,
 
     if (push_conv(c, st, from, to, err) < 0)
         return err->code;
-    if (st->dtype != NULL) {
+    if (st->dtype != NULL)
         st->dtype = to;
-        st->nbytes = st->numel * to->itemsize;
-    } else {
+    else
         st->numel = st->numel / from->itemsize * to->itemsize;
-        st->nbytes = st->numel;
-    }
     cls = st->dtype ? ck_ckpt_global(c, "torch", to->storage) : NULL;
     for (size_t i = 0; i < c->ntensors; i++) {
         ck_tensor_t *t = &c->tensors[i];

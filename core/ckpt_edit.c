@@ -87,7 +87,7 @@ static void bytes_walk(bytes_t *b, ck_py_t *p, uint32_t depth)
         /* a storage counts once */
         if (st != NULL && st->mark != b->gen) {
             st->mark = b->gen;
-            b->bytes += st->nbytes;
+            b->bytes += ck_storage_nbytes(st);
         }
         return;
     }
@@ -218,7 +218,6 @@ ck_py_t *ck_ckpt_new_tensor(ck_ckpt_t *c, const ck_dtype_t *dt,
     st->key = ck_arena_printf(&c->arena, "new:%zu", c->nstorages);
     st->dtype = dt;
     st->numel = numel;
-    st->nbytes = numel * dt->itemsize;
     st->src = CK_SRC_MEM;
     st->mem = data;
     st->newkey = -1;

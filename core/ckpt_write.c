@@ -119,6 +119,8 @@ static int zipw_cb(void *arg, const void *p, size_t n, ck_err_t *err)
 static int copy_storage(ck_ckpt_t *c, ck_zipw_t *w, ck_storage_t *st,
                         ck_err_t *err)
 {
+    uint64_t nbytes = ck_storage_nbytes(st);
+
     if (st->nconv > 0) /* cast: converted chunk by chunk */
         return ck_ckpt_storage_stream(c, st, 0, st->numel, zipw_cb, w, err);
     switch (st->src) {
@@ -126,12 +128,12 @@ static int copy_storage(ck_ckpt_t *c, ck_zipw_t *w, ck_storage_t *st,
         if (st->deflated)
             return ck_zipw_inflate(w, c->fd, st->entry, err);
         /* a zero CRC may mean torch skipped it (set_crc32_options) */
-        return ck_zipw_copy(w, c->fd, st->off, st->nbytes,
-                            st->crc != 0 || st->nbytes == 0, st->crc, err);
+        return ck_zipw_copy(w, c->fd, st->off, nbytes,
+                            st->crc != 0 || nbytes == 0, st->crc, err);
     case CK_SRC_LEGACY:
-        return ck_zipw_copy(w, c->fd, st->off, st->nbytes, 0, 0, err);
+        return ck_zipw_copy(w, c->fd, st->off, nbytes, 0, 0, err);
     case CK_SRC_MEM:
-        return ck_zipw_data(w, st->mem, (size_t)st->nbytes, err);
+        return ck_zipw_data(w, st->mem, (size_t)nbytes, err);
     case CK_SRC_STREAM: /* read in order: see stream_storages */
         return ck_ckpt_storage_stream(c, st, 0, st->numel, zipw_cb, w, err);
     }
@@ -151,7 +153,7 @@ static int begin_storage(ck_ckpt_t *c, ck_zipw_t *w, const char *top,
     ck_fmt_u64(name + n + 6, (uint64_t)st->newkey);
     if (c->cancel != NULL && __atomic_load_n(c->cancel, __ATOMIC_RELAXED))
         return ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
-    return ck_zipw_begin(w, name, st->nbytes, err);
+    return ck_zipw_begin(w, name, ck_storage_nbytes(st), err);
 }
 
 /*
@@ -338,7 +340,7 @@ static int write_zip(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
              (rc = copy_storage(c, &w, st, err)) < 0 ||
              (rc = ck_zipw_end(&w, err)) < 0))
             goto out;
-        info->storage_bytes += st->nbytes;
+        info->storage_bytes += ck_storage_nbytes(st);
     }
     info->nstorages = r.n;
     if ((rc = put_record(&w, top, "version", "3\n", 2, err)) < 0 ||

@@ -151,7 +151,7 @@ static int same_layout(const ck_tensor_t *x, const ck_tensor_t *y)
 static int whole(const ck_tensor_t *t)
 {
     return t->offset == 0 && ck_tensor_contiguous(t) &&
-           t->numel * t->dtype->itemsize == t->st->nbytes;
+           t->numel * t->dtype->itemsize == ck_storage_nbytes(t->st);
 }
 
 /* Where a storage's bytes start in its file, or -1 when not plainly
@@ -218,7 +218,7 @@ static int content(diff_t *d, const ck_tensor_t *x, const ck_tensor_t *y)
         return C_SAME;
     if (sx->src == CK_SRC_ZIP && sy->src == CK_SRC_ZIP) {
         int rec_same = sx->crc == sy->crc &&
-                       sx->nbytes == sy->nbytes;
+                       ck_storage_nbytes(sx) == ck_storage_nbytes(sy);
 
         if (rec_same && x->offset == y->offset &&
             same_dims(x->stride, y->stride, x->ndim))

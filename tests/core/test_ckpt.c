@@ -276,7 +276,7 @@ static void test_gopickle_all(void **state)
                 assert_string_equal(t->dtype->name, gopickle[d].dtype);
                 assert_ptr_equal(st->dtype, t->dtype);
                 assert_int_equal(st->numel, 4);
-                assert_int_equal(st->nbytes, wn);
+                assert_int_equal(ck_storage_nbytes(st), wn);
                 assert_int_equal(st->src, zip ? CK_SRC_ZIP : CK_SRC_LEGACY);
                 assert_int_equal(t->ndim, 1);
                 assert_int_equal(t->size[0], 4);
@@ -560,7 +560,7 @@ static void test_write_reopen(void **state)
 
         must_open(f, &f->c, corpus(files[i]));
         for (size_t k = 0; k < f->c.nstorages; k++)
-            bytes += f->c.storages[k]->nbytes;
+            bytes += ck_storage_nbytes(f->c.storages[k]);
         must_write(f, &f->c, f->out, &info);
         assert_int_equal(stat(f->out, &sb), 0);
         assert_int_equal(info.size, (uint64_t)sb.st_size);
@@ -1209,7 +1209,7 @@ static void test_zip_compact(void **state)
     assert_int_equal(f->c.zip.n, 2);        /* given up before the scan */
     assert_null(f->c.recs);                 /* the table, once read */
     assert_int_equal(f->c.nstorages, 1100);
-    assert_int_equal(f->c.storages[5]->nbytes, 4);
+    assert_int_equal(ck_storage_nbytes(f->c.storages[5]), 4);
     ck_ckpt_close(&f->c);
 
     many_tweak = MANY_NO_REC5;
@@ -1232,7 +1232,7 @@ static void test_zip_compact(void **state)
     assert_null(f->c.zip.e);                /* the entries were used, */
     assert_int_equal(f->c.zip.n, 0);        /* and given up after */
     assert_int_equal(f->c.zip.nrec, 1103);
-    assert_int_equal(f->c.storages[5]->nbytes, 4);
+    assert_int_equal(ck_storage_nbytes(f->c.storages[5]), 4);
     ck_ckpt_close(&f->c);
     many_tweak = MANY_AS_IS;
 }

@@ -53,7 +53,7 @@ static void test_run(void **state)
     tw = pt_t(f, w);
     assert_string_equal(tw->dtype->name, "float16");
     assert_int_equal(tw->st->nconv, 2);
-    assert_int_equal(tw->st->nbytes, 8);
+    assert_int_equal(ck_storage_nbytes(tw->st), 8);
     assert_ptr_equal(pt_t(f, v)->st, tw->st); /* one storage, cast once */
     assert_int_equal(pt_t(f, v)->offset, 1);
     assert_int_equal(pt_t(f, v)->stride[0], 2);

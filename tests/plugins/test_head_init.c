@@ -149,7 +149,7 @@ static ck_tensor_t *added(pt_fx_t *f, const char *key, const char *dtype,
         expect *= shape[d];
     }
     assert_int_equal(t->numel, (uint64_t)expect);
-    assert_int_equal(t->st->nbytes, t->numel * t->dtype->itemsize);
+    assert_int_equal(ck_storage_nbytes(t->st), t->numel * t->dtype->itemsize);
     assert_int_equal(t->st->refs, 1);
     return t;
 }
