@@ -8,7 +8,8 @@
  *    numel) and names a storage whose bytes exist in the input with exactly
  *    numel * itemsize bytes; one key has one element type;
  *  - every tensor view lies inside its storage.
- * u.pid_aux of a PERSID node points at its ck_storage_t.
+ * u.pid_aux of a PERSID node points at its ck_storage_t; a tensor call's
+ * len is its index in c->tensors (ck_ckpt_tensor).
  */
 #define _GNU_SOURCE
 #include "ckpt.h"
@@ -1342,7 +1343,7 @@ static int do_scan(ck_ckpt_t *c, int first, ck_err_t *err)
         c->write_safe = write_safe(c, &s);
     shrink_scan(c, &s);
     for (size_t i = 0, d = 0; i < s.nt; i++) {
-        s.t[i].node->u.o.aux = &s.t[i];
+        s.t[i].node->len = (uint32_t)i; /* (ck_ckpt_tensor checks it) */
         s.t[i].size = c->dims + d;
         s.t[i].stride = c->dims + d + s.t[i].ndim;
         d += 2 * s.t[i].ndim;
@@ -1663,11 +1664,10 @@ ck_tensor_t *ck_ckpt_tensor(ck_ckpt_t *c, ck_py_t *node)
         ck_py_global_is(node->u.o.fn, "torch._utils", "_rebuild_parameter") &&
         node->u.o.args->u.seq.n >= 1)
         node = node->u.o.args->u.seq.v[0];
-    if (node == NULL || node->kind != CK_PY_REDUCE || c->ntensors == 0)
+    if (node == NULL || node->kind != CK_PY_REDUCE ||
+        node->len >= c->ntensors)
         return NULL;
-    t = node->u.o.aux;
-    if (t < c->tensors || t >= c->tensors + c->ntensors || t->node != node)
-        return NULL;
-    return t;
+    t = &c->tensors[node->len];
+    return t->node == node ? t : NULL;
 }
 

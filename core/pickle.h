@@ -101,7 +101,8 @@ struct ck_py {
     uint32_t wgen;  /* writer and walker bookkeeping */
     uint32_t widx;  /* (the head is 16 bytes: a graph has millions) */
     uint32_t len;   /* str, bytes, bytearray: u.s.s's bytes; int: u.i.big's
-                       (0: v holds the value).  In the head's last four
+                       (0: v holds the value); a call: see u.o.  In the
+                       head's last four
                        bytes, which alignment leaves free: a str node is
                        24 bytes.  A pickle is at most 4 GiB, so no value
                        read is longer; made ones are refused past it. */
@@ -121,10 +122,9 @@ struct ck_py {
         struct {
             ck_py_t *fn;  /* REDUCE: callable; NEWOBJ: class */
             ck_py_t *args;/* a tuple */
-            void *aux;         /* owned by the torch layer: a tensor
-                                  call's ck_tensor_t */
             ck_py_after_t *after; /* NULL: none (see ck_py_after) */
-        } o;
+        } o;          /* (len is the torch layer's: a tensor call's index
+                         in its tensors, see ck_ckpt_tensor) */
         struct {
             ck_py_t *pid;
             void *pid_aux;     /* owned by the torch layer: the

@@ -70,7 +70,7 @@ static size_t node_size(ck_py_kind_t kind)
         return offsetof(ck_py_t, u.pid_aux) + sizeof(void *);
     case CK_PY_REDUCE:
     case CK_PY_NEWOBJ:
-        break;
+        return head + sizeof(((ck_py_t *)0)->u.o);
     }
     return sizeof(ck_py_t);
 }
