@@ -8,8 +8,8 @@
  *    numel) and names a storage whose bytes exist in the input with exactly
  *    numel * itemsize bytes; one key has one element type;
  *  - every tensor view lies inside its storage.
- * u.pid_aux of a PERSID node points at its ck_storage_t; a tensor call's
- * len is its index in c->tensors (ck_ckpt_tensor).
+ * A PERSID node's len names its ck_storage_t (ck_ckpt_pid_storage), a
+ * tensor call's len its ck_tensor_t (ck_ckpt_tensor).
  */
 #define _GNU_SOURCE
 #include "ckpt.h"
@@ -909,7 +909,7 @@ static int scan_persid(scan_t *s, ck_py_t *node)
     const ck_dtype_t *dt = NULL;
     ck_storage_t *st;
     uint64_t numel, nbytes;
-    size_t n;
+    size_t n, idx;
     int rc;
 
     if (!(node->flags & CK_PY_F_PIDC) && node->u.pid->kind != CK_PY_TUPLE)
@@ -947,9 +947,12 @@ static int scan_persid(scan_t *s, ck_py_t *node)
                           v[2]->u.s.s);
     /* a later scan finds the storage the last one tied to this node, when
      * the id still names it (a cast's split gives a new id and a new key) */
-    st = node->u.pid_aux;
-    if (s->first || st == NULL || st->key != v[2]->u.s.s)
-        st = find_storage(c, v[2]->u.s.s);
+    idx = node->len - 1u; /* (SIZE_MAX-ish when untied: no storage) */
+    st = ck_ckpt_pid_storage(c, node);
+    if (s->first || st == NULL || st->key != v[2]->u.s.s) {
+        idx = ck_ckpt_key_index(c, v[2]->u.s.s);
+        st = idx < c->nstorages ? c->storages[idx] : NULL;
+    }
     if (st == NULL) {
         if (!s->first)
             return ck_err_set(s->err, CK_EFORMAT, "unknown storage %s",
@@ -961,6 +964,10 @@ static int scan_persid(scan_t *s, ck_py_t *node)
         st->dtype = dt;
         st->numel = numel;
         st->newkey = -1;
+        idx = c->nstorages;
+        if (idx >= UINT32_MAX - 1)
+            return ck_err_set(s->err, CK_ELIMIT, "more than %u storages",
+                              UINT32_MAX - 1);
         if (ck_ckpt_add_storage(c, st) < 0)
             return ck_err_set(s->err, CK_ENOMEM, "out of memory");
     } else if (st->dtype != dt || st->numel != numel) {
@@ -972,7 +979,7 @@ static int scan_persid(scan_t *s, ck_py_t *node)
                           (unsigned long long)numel);
     }
     st->refs++;
-    node->u.pid_aux = st;
+    ck_ckpt_pid_tie(node, idx);
     return 0;
 }
 
@@ -1032,10 +1039,10 @@ static int scan_tensor(scan_t *s, ck_py_t *node, int version)
     uint64_t extent = 0, storage_elems;
     int rc;
 
-    if (n < min || n > min + 1 || a[0]->kind != CK_PY_PERSID || a[0]->u.pid_aux == NULL)
+    if (n < min || n > min + 1 || a[0]->kind != CK_PY_PERSID ||
+        (t.st = ck_ckpt_pid_storage(s->c, a[0])) == NULL)
         return ck_err_set(s->err, CK_EFORMAT, "malformed tensor arguments");
     t.node = node;
-    t.st = a[0]->u.pid_aux;
     t.dtype = t.st->dtype;
     if (version == 3) {
         if (a[6]->kind != CK_PY_GLOBAL || strcmp(a[6]->u.g.module, "torch") != 0 ||

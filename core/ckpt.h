@@ -277,6 +277,23 @@ int ck_ckpt_name_danger(ck_ckpt_t *c, const char *const *allow, int rc,
 /* The index in c->storages of the storage with key, or SIZE_MAX. */
 size_t ck_ckpt_key_index(const ck_ckpt_t *c, const char *key);
 
+/*
+ * The storage persistent id pid names, as the last scan tied them, or
+ * NULL: its index in c->storages plus one is in pid->len (storages are
+ * only ever appended, so an index stays theirs).
+ */
+static inline ck_storage_t *ck_ckpt_pid_storage(const ck_ckpt_t *c,
+                                                const ck_py_t *pid)
+{
+    return pid->len - 1u < c->nstorages ? c->storages[pid->len - 1] : NULL;
+}
+
+/* Tie pid to c->storages[i] (ck_ckpt_pid_storage). */
+static inline void ck_ckpt_pid_tie(ck_py_t *pid, size_t i)
+{
+    pid->len = (uint32_t)(i + 1);
+}
+
 /* Add st to the storages known (by key: the first of a key wins).  0 or
  * CK_ENOMEM. */
 int ck_ckpt_add_storage(ck_ckpt_t *c, ck_storage_t *st);

@@ -196,6 +196,7 @@ static ck_storage_t *split(ck_ckpt_t *c, ck_storage_t *st,
     ck_storage_t *ns = ck_arena_alloc(&c->arena, sizeof(*ns));
     ck_py_t *pers = NULL, *pid = NULL;
     ck_py_t *old = NULL;
+    size_t nsi;
 
     if (ns == NULL)
         goto nomem;
@@ -210,6 +211,7 @@ static ck_storage_t *split(ck_ckpt_t *c, ck_storage_t *st,
     ns->refs = 0;
     if (ns->key == NULL || ck_ckpt_add_storage(c, ns) < 0)
         goto nomem;
+    nsi = c->nstorages - 1;
     for (size_t i = 0; i < c->ntensors; i++) {
         ck_tensor_t *t = &c->tensors[i];
 
@@ -235,7 +237,7 @@ static ck_storage_t *split(ck_ckpt_t *c, ck_storage_t *st,
             if (pid->u.seq.v[2] == NULL)
                 goto nomem;
             pers->u.pid = pid;
-            pers->u.pid_aux = ns;
+            ck_ckpt_pid_tie(pers, nsi);
         }
         t->node->u.o.args->u.seq.v[0] = pers;
         t->st = ns;

@@ -53,6 +53,7 @@ ck_py_vec_t *ck_ckpt_metadata(ck_ckpt_t *c, ck_py_t *sd, int *oom)
 }
 
 typedef struct {
+    const ck_ckpt_t *c;
     uint32_t gen;
     uint64_t bytes;
     uint32_t depth;
@@ -82,7 +83,7 @@ static void bytes_walk(bytes_t *b, ck_py_t *p, uint32_t depth)
         bytes_walk(b, ck_py_after(p)->state, depth + 1);
         return;
     case CK_PY_PERSID: {
-        ck_storage_t *st = p->u.pid_aux;
+        ck_storage_t *st = ck_ckpt_pid_storage(b->c, p);
 
         /* a storage counts once */
         if (st != NULL && st->mark != b->gen) {
@@ -98,7 +99,7 @@ static void bytes_walk(bytes_t *b, ck_py_t *p, uint32_t depth)
 
 uint64_t ck_ckpt_bytes_under(ck_ckpt_t *c, ck_py_t *node)
 {
-    bytes_t b = { ck_py_next_gen(), 0, c->lim.max_depth };
+    bytes_t b = { c, ck_py_next_gen(), 0, c->lim.max_depth };
 
     bytes_walk(&b, node, 0);
     return b.bytes;

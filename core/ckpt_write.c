@@ -69,7 +69,7 @@ static int own_id(renum_t *r, ck_py_t *node, ck_storage_t *st,
 static int renumber_cb(void *ud, ck_py_t *node, ck_err_t *err)
 {
     renum_t *r = ud;
-    ck_storage_t *st = node->u.pid_aux;
+    ck_storage_t *st = ck_ckpt_pid_storage(r->c, node);
     ck_py_t *v[5], *key;
     size_t n;
     int met;

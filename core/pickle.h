@@ -101,7 +101,8 @@ struct ck_py {
     uint32_t wgen;  /* writer and walker bookkeeping */
     uint32_t widx;  /* (the head is 16 bytes: a graph has millions) */
     uint32_t len;   /* str, bytes, bytearray: u.s.s's bytes; int: u.i.big's
-                       (0: v holds the value); a call: see u.o.  In the
+                       (0: v holds the value); a call: see u.o; a
+                       persistent id: see u.pid.  In the
                        head's last four
                        bytes, which alignment leaves free: a str node is
                        24 bytes.  A pickle is at most 4 GiB, so no value
@@ -125,11 +126,9 @@ struct ck_py {
             ck_py_after_t *after; /* NULL: none (see ck_py_after) */
         } o;          /* (len is the torch layer's: a tensor call's index
                          in its tensors, see ck_ckpt_tensor) */
-        struct {
-            ck_py_t *pid;
-            void *pid_aux;     /* owned by the torch layer: the
-                                  ck_storage_t the id names */
-        };
+        ck_py_t *pid;     /* a persistent id: its tuple (len is the
+                             torch layer's: the storage the id names,
+                             see ck_ckpt_pid_storage) */
         /*
          * A persistent id whose tuple is ('storage', class, key,
          * location, numel), torch.save's, put in the memo and named
@@ -141,8 +140,7 @@ struct ck_py {
          * wgen/widx memoize the tuple).
          */
         struct {
-            ck_py_t *key;
-            void *aux;         /* pid_aux */
+            ck_py_t *key;      /* (where pid is: ck_py_pid_tuple) */
             ck_py_t *numel;
             const ck_py_pidt_t *t;
         } pc;

@@ -67,7 +67,7 @@ static size_t node_size(ck_py_kind_t kind)
     case CK_PY_GLOBAL:
         return head + sizeof(((ck_py_t *)0)->u.g);
     case CK_PY_PERSID:
-        return offsetof(ck_py_t, u.pid_aux) + sizeof(void *);
+        return head + sizeof(((ck_py_t *)0)->u.pid);
     case CK_PY_REDUCE:
     case CK_PY_NEWOBJ:
         return head + sizeof(((ck_py_t *)0)->u.o);
@@ -119,7 +119,7 @@ ck_py_t *ck_py_pid_tuple(ck_arena_t *a, ck_py_t *p)
         return NULL;
     (void)ck_py_pid_items(p, t->u.seq.v, 5, &n);
     t->u.seq.n = (uint32_t)n;
-    /* the node as ck_py_new makes it: pid_aux stays where it is */
+    /* the node as ck_py_new makes it: len, the storage, stays */
     p->u.pid = t;
     p->flags &= (uint8_t)~CK_PY_F_PIDC;
     return t;
