@@ -781,6 +781,9 @@ static int index_key(ck_ckpt_t *c, const char *key, size_t i)
 /* A storage's record is allocated 4 * 10^5 times for 10^5 tensors. */
 _Static_assert(sizeof(void *) != 8 || sizeof(ck_storage_t) == 64,
                "ck_storage_t grew");
+/* and a tensor's as often */
+_Static_assert(sizeof(void *) != 8 || sizeof(ck_tensor_t) == 64,
+               "ck_tensor_t grew");
 
 /* Append st to c->storages (grown by doubling) and to the key index. */
 int ck_ckpt_add_storage(ck_ckpt_t *c, ck_storage_t *st)
@@ -1036,6 +1039,7 @@ static int scan_tensor(scan_t *s, ck_py_t *node, int version)
     size_t n = node->u.o.args->u.seq.n;
     size_t min = version == 1 ? 4 : version == 2 ? 6 : 7;
     ck_tensor_t t = { 0 };
+    size_t ndim = 0;
     uint64_t extent = 0, storage_elems;
     int rc;
 
@@ -1054,7 +1058,8 @@ static int scan_tensor(scan_t *s, ck_py_t *node, int version)
                           "tensor on an untyped storage without a dtype");
     rc = as_u64(a[1], &t.offset) < 0 ? CK_EFORMAT : 0;
     if (rc == 0)
-        rc = int_tuple(s, a[2], &t.ndim, &t.size);
+        rc = int_tuple(s, a[2], &ndim, &t.size);
+    t.ndim = (uint32_t)ndim; /* (a tuple's count: 32 bits) */
     if (rc == 0)
         rc = int_tuple(s, a[3], &n, &t.stride);
     if (rc == 0)

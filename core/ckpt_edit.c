@@ -285,7 +285,7 @@ int ck_ckpt_read_tensor(ck_ckpt_t *c, const ck_tensor_t *t, uint8_t *out,
     if (t->numel == 0)
         return 0;
     if (t->ndim > 16)
-        return ck_err_set(err, CK_EUNSUPPORTED, "tensor of %zu dims", t->ndim);
+        return ck_err_set(err, CK_EUNSUPPORTED, "tensor of %u dims", t->ndim);
     for (size_t i = t->ndim; i-- > 0;) {
         if (t->size[i] != 1 && t->stride[i] != expect)
             contiguous = 0;

@@ -196,11 +196,11 @@ typedef struct {
     ck_storage_t *st;
     const ck_dtype_t *dtype;
     uint64_t offset;          /* in elements */
-    size_t ndim;
-    int64_t *size, *stride;
+    int64_t *size, *stride;   /* ndim each */
     uint64_t numel;
+    uint32_t ndim;            /* (a pickle's tuple has fewer than 2^32) */
     int requires_grad;
-} ck_tensor_t;
+} ck_tensor_t;                /* (64 bytes: one per tensor) */
 
 /* The job's arena: everything a plugin allocates for a job comes from it
  * and is freed when the job ends. */
