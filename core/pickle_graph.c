@@ -197,8 +197,9 @@ int ck_py_vec_reserve(ck_arena_t *a, ck_py_vec_t *v, size_t n)
     cap = (size_t)v->n + n;
     if (cap < 2 * (size_t)v->cap)
         cap = 2 * (size_t)v->cap;
-    if (cap < 4)
-        cap = 4;
+    if (cap < 4 && v->cap != 0)
+        cap = 4; /* (a first room is what is asked: a module's
+                    {'version': 1} in _metadata, 10^5 of them, gets 2) */
     if (cap > UINT32_MAX)
         cap = UINT32_MAX;
     /* the arena gives a big array's old room back (a state dict's) */

@@ -805,6 +805,12 @@ static void test_read_dicts(void **state)
     assert_seq(p, CK_PY_DICT, 2);
     ASSERT_STR(p->u.seq.v[0], "a");
     assert_int_node(p->u.seq.v[1], 1);
+    assert_int_equal(p->u.seq.cap, 2); /* a first room is what is asked */
+    p = ROOT(f, "}X\x01\x00\x00\x00" "aK\x01sX\x01\x00\x00\x00" "bK\x02s"
+                "X\x01\x00\x00\x00" "cK\x03s.");
+    assert_seq(p, CK_PY_DICT, 6);
+    assert_int_equal(p->u.seq.cap, 8); /* then doubled, at least 4 */
+    assert_int_node(ck_py_map_get(p, "c", NULL), 3);
     p = ROOT(f, "}(X\x01\x00\x00\x00" "aK\x01X\x01\x00\x00\x00" "bK\x02u.");
     assert_seq(p, CK_PY_DICT, 4);
     assert_int_node(ck_py_map_get(p, "b", &idx), 2);
