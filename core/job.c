@@ -485,6 +485,12 @@ static int plan_output(ck_job_t *job, ck_st_plan_t *plan, ck_json_t *plugins)
     return 0;
 }
 
+/*
+ * Each stage's entry in the record's plugins array: name, label, changes,
+ * duration_ms, then warnings and error when there are.  The changes go
+ * straight into the array as the stage reports them: 10^5 of them are
+ * megabytes, which a buffer of the stage's own held twice while copied.
+ */
 static int run_chain(ck_job_t *job, ck_json_t *plugins)
 {
     const ck_conf_t *conf = job->conf;
@@ -492,33 +498,32 @@ static int run_chain(ck_job_t *job, ck_json_t *plugins)
 
     for (size_t i = 0; i < conf->nchain && rc == 0; i++) {
         const ck_stage_t *st = &conf->chain[i];
-        ck_json_t changes = { 0 }, warnings = { 0 };
+        ck_json_t warnings = { 0 };
         int64_t t0 = now_ms();
 
         if (canceled(job->ck.cancel))   /* between stages too */
             return ck_err_set(job->err, CK_ECANCELED, "abandoned: ckprep is stopping");
 
-        ck_json_arr(&changes);
+        ck_json_obj(plugins);
+        ck_json_key(plugins, "name");
+        ck_json_str(plugins, st->plugin->name);
+        ck_json_key(plugins, "label");
+        ck_json_str(plugins, st->label);
+        ck_json_key(plugins, "changes");
+        ck_json_arr(plugins);
         ck_json_arr(&warnings);
         job->warnings = &warnings;
         job->nwarnings = 0;
         /* a scan after each stage was a tenth of a run over 10^5 tensors:
          * the last one scans, the others mark the model stale */
         job->scan_later = i + 1 < conf->nchain;
-        rc = ck_job_run_stage(job, st, &changes);
+        rc = ck_job_run_stage(job, st, plugins);
         job->scan_later = 0;
         job->warnings = NULL;
-        ck_json_end(&changes);
+        ck_json_end(plugins);
         ck_json_end(&warnings);
-        ck_json_obj(plugins);
-        ck_json_key(plugins, "name");
-        ck_json_str(plugins, st->plugin->name);
-        ck_json_key(plugins, "label");
-        ck_json_str(plugins, st->label);
         ck_json_key(plugins, "duration_ms");
         ck_json_int(plugins, now_ms() - t0);
-        ck_json_key(plugins, "changes");
-        ck_json_raw(plugins, (const char *)changes.b.data, changes.b.len);
         if (job->nwarnings > 0) {
             ck_json_key(plugins, "warnings");
             ck_json_raw(plugins, (const char *)warnings.b.data,
@@ -529,9 +534,8 @@ static int run_chain(ck_job_t *job, ck_json_t *plugins)
             ck_json_str(plugins, job->err->msg);
         }
         ck_json_end(plugins);
-        if (changes.b.oom || warnings.b.oom)
+        if (plugins->b.oom || warnings.b.oom)
             rc = ck_err_set(job->err, CK_ENOMEM, "out of memory");
-        ck_json_release(&changes);
         ck_json_release(&warnings);
     }
     return rc;
