@@ -1259,7 +1259,7 @@ static void *shrink(void *arr, size_t *cap, size_t used, size_t least,
  * After a scan that found far fewer tensors than an earlier one (the chain
  * dropped an optimizer's state), the arrays give back the room they no
  * longer use: it would stay allocated through the write, the job's peak.
- * Nodes of dropped tensors keep their aux pointer, which ck_ckpt_tensor
+ * Nodes of dropped tensors keep their index (len), which ck_ckpt_tensor
  * checks against the array before reading it.
  */
 static void shrink_scan(ck_ckpt_t *c, scan_t *s)
