@@ -1298,8 +1298,8 @@ static int write_safe(const ck_ckpt_t *c, const scan_t *s)
            c->lim.max_string_bytes <= UINT32_MAX / 2;
 }
 
-/* Room for as many tensors as the last scan met (the open's, which
- * records none with tensors_later): a chain rarely adds any. */
+/* Room for as many tensors as the last scan met (one that recorded
+ * none, with tensors_later, counted them): a chain rarely adds any. */
 static int reserve_scan(ck_ckpt_t *c)
 {
     if (c->tensors_cap < c->seen_tensors) {
@@ -1332,7 +1332,7 @@ static int do_scan(ck_ckpt_t *c, int first, ck_err_t *err)
     s.gen = ck_py_next_gen();
     s.legacy = c->format == CK_FMT_LEGACY && first;
     s.first = first;
-    s.keep = !(first && c->tensors_later);
+    s.keep = !c->tensors_later || (!first && c->want_tensors);
     if (s.keep && reserve_scan(c) < 0)
         return ck_err_set(err, CK_ENOMEM, "out of memory");
     /* the last scan's array is refilled, not left in the arena */

@@ -87,9 +87,10 @@ typedef struct {
     const char *const *allow; /* extra allowed globals "module.name", NULL-ended */
     int allow_numpy;          /* numpy values, checked (core/numpy.h) */
     int tensors_later;        /* the open checks every tensor but keeps no
-                                 record of them (c->unrecorded is set: the
-                                 next ck_ckpt_scan makes them), for a job
-                                 whose chain drops most of them */
+                                 record of them (c->unrecorded is set), nor
+                                 does a later scan unless c->want_tensors
+                                 is set: for a job, whose chain drops most
+                                 of them and whose zip output needs none */
     size_t pickle_window;     /* 0: CK_PICKLE_WINDOW; tests set less */
 } ck_open_opts_t;
 
@@ -162,7 +163,11 @@ typedef struct {
                                  allowlist, ck_ckpt_validate checks them */
     struct ck_ckpt_stream *stream; /* an input read from a pipe, else NULL */
     int stale;                /* the graph changed since the last scan */
-    int tensors_later;        /* from ck_open_opts_t */
+    int tensors_later;        /* from ck_open_opts_t; then a scan records
+                                 the tensors only with want_tensors set */
+    int want_tensors;         /* (set by the job around a scan whose records
+                                 someone reads: ck_job_tensor, a safetensors
+                                 output) */
     int unrecorded;           /* the last scan checked the tensors and kept
                                  no record (tensors_later): ntensors is 0 */
     int write_safe;           /* the open's scan proved that writing the

@@ -210,6 +210,20 @@ ck_py_vec_t *ck_job_metadata(ck_job_t *job, ck_py_t *state_dict)
     return md;
 }
 
+/* A scan of the model that records its tensors when records is set or
+ * the job's output reads them (a safetensors file's), else checks them
+ * only (the open's tensors_later): 400,000 tensors' records were 32 MiB
+ * that a zip output never reads. */
+static int scan(ck_job_t *job, int records, ck_err_t *err)
+{
+    int was = job->ck.want_tensors, rc;
+
+    job->ck.want_tensors = was || records;
+    rc = ck_ckpt_scan(&job->ck, err);
+    job->ck.want_tensors = was;
+    return rc;
+}
+
 /* The model scanned again when an earlier stage left it stale, or (with
  * records set) when its tensors are not recorded yet: 0, or the job
  * fails. */
@@ -220,7 +234,7 @@ static int fresh(ck_job_t *job, int records)
 
     if (!job->ck.stale && !(records && job->ck.unrecorded))
         return 0;
-    rc = ck_ckpt_scan(&job->ck, &e);
+    rc = scan(job, records, &e);
     return rc < 0 ? ck_job_fail(job, rc, "%s", e.msg) : 0;
 }
 
@@ -243,7 +257,7 @@ const ck_tensor_t *ck_job_tensor(ck_job_t *job, ck_py_t *node)
      * other nodes are no tensor whatever a scan finds (a plugin asks for
      * every value of a state dict: no scan per non-tensor value) */
     if (t == NULL && ck_ckpt_tensor_call(node) != 0 &&
-        ck_ckpt_scan(&job->ck, &e) == 0)
+        scan(job, 1, &e) == 0)
         t = ck_ckpt_tensor(&job->ck, node);
     return t;
 }
@@ -565,15 +579,17 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     rfc3339(ts, sizeof(ts));
     ck_conf_open_opts(conf, &opts);
     opts.lim.cancel = args->cancel;     /* the parse stops too */
-    /* the tensors are recorded by the chain's last scan, or the first one
-     * a stage asks for: the input's every tensor (a dropped optimizer's
-     * 300,000) held through validation and chain was the run's peak */
+    /* the tensors are recorded by the first scan a stage asks them of,
+     * and by the chain's last when the output reads them: the input's
+     * every tensor (a dropped optimizer's 300,000) held through
+     * validation and chain was the run's peak */
     opts.tensors_later = 1;
     ck_json_arr(&plugins);
     rc = args->stream_in
              ? ck_ckpt_open_stream(&job.ck, args->in_fd, args->in, &opts, err)
              : ck_ckpt_open(&job.ck, args->in, &opts, err);
     job.ck.cancel = args->cancel;
+    job.ck.want_tensors = st_out;
     /* a big output is published by the write itself: its sync is long
      * and would hold the small ones published with it */
     job.ck.defer = args->defer_tmp == NULL ? 0 : args->defer_all ?
@@ -600,8 +616,9 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
         rc = ck_ckpt_validate(&job.ck, err); /* as inspect validates */
     if (rc == 0)
         rc = run_chain(&job, &plugins);
-    if (rc == 0)    /* after a chain of no stage, the tensors recorded */
-        rc = fresh(&job, 1);
+    if (rc == 0)    /* after a chain of no stage too: checked, and
+                       recorded for a safetensors output */
+        rc = fresh(&job, st_out);
     if (rc == 0 && canceled(args->cancel))
         rc = ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
     if (rc == 0 && st_out)

@@ -1285,9 +1285,9 @@ static void test_zip_beside_deflated(void **state)
 
 /*
  * tensors_later (a job's open): every tensor is checked as before -- a view
- * outside its storage is refused -- but none is recorded until the next
- * scan; storages are registered and counted, and what is written is the
- * same file.
+ * outside its storage is refused -- but none is recorded, by the open or a
+ * later scan, until a scan is asked for them (want_tensors); storages are
+ * registered and counted, and what is written is the same file.
  */
 static int system_cmp(const char *x, const char *y)
 {
@@ -1315,11 +1315,20 @@ static void test_tensors_later(void **state)
     assert_int_equal(f->c.storages[1099]->refs, 1);
     assert_null(ck_ckpt_tensor(&f->c, f->c.pk.root->u.seq.v[0]));
     assert_int_equal(ck_ckpt_bytes_under(&f->c, f->c.pk.root), (4u << 20) + 1099 * 4);
+    /* a later scan checks and does not record either, unless asked */
+    f->c.stale = 1;
+    assert_int_equal(ck_ckpt_scan(&f->c, &f->err), 0);
+    assert_int_equal(f->c.ntensors, 0);
+    assert_int_equal(f->c.unrecorded, 1);
+    assert_int_equal(f->c.storages[1099]->refs, 1);
+    assert_null(ck_ckpt_tensor(&f->c, f->c.pk.root->u.seq.v[0]));
+    /* a zip is written from the graph and the storages alone */
+    must_write(f, &f->c, f->out, &info);
+    f->c.want_tensors = 1;
     assert_int_equal(ck_ckpt_scan(&f->c, &f->err), 0);
     assert_int_equal(f->c.ntensors, 1100);
     assert_int_equal(f->c.unrecorded, 0);
     assert_non_null(ck_ckpt_tensor(&f->c, f->c.pk.root->u.seq.v[0]));
-    must_write(f, &f->c, f->out, &info);
     ck_ckpt_close(&f->c);
     f->opts.tensors_later = 0;
     must_open(f, &f->c, f->in);

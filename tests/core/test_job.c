@@ -196,6 +196,18 @@ static void test_model_api(void **state)
     /* one node per global */
     assert_ptr_equal(ck_job_global(&f->job, "collections", "OrderedDict"),
                      ck_job_global(&f->job, "collections", "OrderedDict"));
+    /* with tensors_later (ck_job_run's open) a scan that ties storages
+     * only -- a byte count's -- records no tensor; asking for one does */
+    f->job.ck.tensors_later = 1;
+    f->job.ck.stale = 1;
+    assert_int_equal(ck_job_bytes_under(&f->job, root), 24);
+    assert_int_equal(f->job.ck.ntensors, 0);
+    assert_int_equal(f->job.ck.unrecorded, 1);
+    t = ck_job_tensor(&f->job, w);
+    assert_non_null(t);
+    assert_int_equal(t->numel, 6);
+    assert_int_equal(f->job.ck.ntensors, 1);
+    assert_int_equal(f->job.ck.want_tensors, 0);
 
     /* a missing path and a tensor are not mappings: the job fails */
     assert_int_equal(ck_job_mapping(&f->job, "nosuch", &node, &items),
