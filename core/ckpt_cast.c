@@ -146,9 +146,11 @@ static int push_conv(ck_ckpt_t *c, ck_storage_t *st, const ck_dtype_t *from,
 }
 
 /* The new element type in st's size and every naming of it: persistent ids
- * (pid may be NULL: those of all its tensors) and v3 dtype arguments. */
+ * and v3 dtype arguments, of its tensors among the nt of idx (indices in
+ * c->tensors). */
 static int retype(ck_ckpt_t *c, ck_storage_t *st, const ck_dtype_t *from,
-                  const ck_dtype_t *to, ck_err_t *err)
+                  const ck_dtype_t *to, const size_t *idx, size_t nt,
+                  ck_err_t *err)
 {
     ck_py_t *cls;
 
@@ -159,8 +161,8 @@ static int retype(ck_ckpt_t *c, ck_storage_t *st, const ck_dtype_t *from,
     else
         st->numel = st->numel / from->itemsize * to->itemsize;
     cls = st->dtype ? ck_ckpt_global(c, "torch", to->storage) : NULL;
-    for (size_t i = 0; i < c->ntensors; i++) {
-        ck_tensor_t *t = &c->tensors[i];
+    for (size_t j = 0; j < nt; j++) {
+        ck_tensor_t *t = &c->tensors[idx[j]];
         ck_py_vec_t *a = &t->node->u.o.args->u.seq;
         ck_py_t *pid;
 
@@ -189,9 +191,11 @@ static int retype(ck_ckpt_t *c, ck_storage_t *st, const ck_dtype_t *from,
 }
 
 /* A copy of st with its own key and persistent id, for the cast tensors of
- * a storage something else still uses as it is. */
+ * a storage something else still uses as it is: the marked ones among the
+ * nt of idx. */
 static ck_storage_t *split(ck_ckpt_t *c, ck_storage_t *st,
-                           const unsigned char *mark, ck_err_t *err)
+                           const unsigned char *mark, const size_t *idx,
+                           size_t nt, ck_err_t *err)
 {
     ck_storage_t *ns = ck_arena_alloc(&c->arena, sizeof(*ns));
     ck_py_t *pers = NULL, *pid = NULL;
@@ -212,10 +216,10 @@ static ck_storage_t *split(ck_ckpt_t *c, ck_storage_t *st,
     if (ns->key == NULL || ck_ckpt_add_storage(c, ns) < 0)
         goto nomem;
     nsi = c->nstorages - 1;
-    for (size_t i = 0; i < c->ntensors; i++) {
-        ck_tensor_t *t = &c->tensors[i];
+    for (size_t j = 0; j < nt; j++) {
+        ck_tensor_t *t = &c->tensors[idx[j]];
 
-        if (t->st != st || !mark[i])
+        if (t->st != st || !mark[idx[j]])
             continue;
         old = t->node->u.o.args->u.seq.v[0];
         if (pers == NULL) {
@@ -256,10 +260,16 @@ int ck_ckpt_cast(ck_ckpt_t *c, ck_py_t *const *nodes, size_t n,
     uint32_t *sel = ck_calloc(ns + 1, sizeof(*sel));
     uint32_t *pids = ck_calloc(ns + 1, sizeof(*pids));
     unsigned char *mark = ck_calloc(c->ntensors + 1, 1); /* tensor cast */
+    /* the tensors of storage k: by_st[first[k] .. first[k + 1]) -- each
+     * storage's own, not every tensor once per storage (10^5 storages
+     * cast were 10^10 steps) */
+    size_t *first = ck_calloc(ns + 2, sizeof(*first));
+    size_t *by_st = ck_malloc((c->ntensors + 1) * sizeof(*by_st));
     uint32_t gen = ck_py_next_gen();
     int rc = 0;
 
-    if (all == NULL || sel == NULL || pids == NULL || mark == NULL) {
+    if (all == NULL || sel == NULL || pids == NULL || mark == NULL ||
+        first == NULL || by_st == NULL) {
         rc = ck_err_set(err, CK_ENOMEM, "out of memory");
         goto out;
     }
@@ -277,6 +287,13 @@ int ck_ckpt_cast(ck_ckpt_t *c, ck_py_t *const *nodes, size_t n,
             pids[k]++;
         }
     }
+    for (size_t k = 0; k < ns; k++)
+        first[k + 1] = first[k] + all[k];
+    for (size_t i = 0, k; i < c->ntensors; i++)
+        if ((k = storage_index(c, c->tensors[i].st)) != SIZE_MAX)
+            by_st[first[k + 1] - all[k]--] = i; /* (all[k] counts down) */
+    for (size_t k = 0; k < ns; k++)
+        all[k] = (uint32_t)(first[k + 1] - first[k]);
     for (size_t i = 0; i < n; i++) {
         ck_tensor_t *t = ck_ckpt_tensor(c, nodes[i]);
         size_t k = t ? storage_index(c, t->st) : SIZE_MAX;
@@ -297,11 +314,15 @@ int ck_ckpt_cast(ck_ckpt_t *c, ck_py_t *const *nodes, size_t n,
     for (size_t k = 0; k < ns && rc == 0; k++) {
         ck_storage_t *st = c->storages[k];
         const ck_dtype_t *from = NULL;
+        const size_t *idx = by_st + first[k];
+        size_t nt = first[k + 1] - first[k];
 
         if (sel[k] == 0)
             continue;
-        for (size_t i = 0; i < c->ntensors && rc == 0; i++) {
-            if (c->tensors[i].st != st || !mark[i])
+        for (size_t j = 0; j < nt && rc == 0; j++) {
+            size_t i = idx[j];
+
+            if (!mark[i])
                 continue;
             if (from != NULL && from != c->tensors[i].dtype)
                 rc = ck_err_set(err, CK_EUNSUPPORTED,
@@ -313,18 +334,20 @@ int ck_ckpt_cast(ck_ckpt_t *c, ck_py_t *const *nodes, size_t n,
         if (rc < 0)
             break;
         if (sel[k] < all[k] || pids[k] < st->refs) {
-            st = split(c, st, mark, err);
+            st = split(c, st, mark, idx, nt, err);
             if (st == NULL) {
                 rc = err->code;
                 break;
             }
-            for (size_t i = 0; i < n && splitp != NULL; i++) {
-                ck_tensor_t *t = ck_ckpt_tensor(c, nodes[i]);
-
-                splitp[i] |= t != NULL && t->st == st;
-            }
         }
-        rc = retype(c, st, from, dt, err);
+        rc = retype(c, st, from, dt, idx, nt, err);
+    }
+    /* a node's tensor now in a storage a split made (those past ns) */
+    for (size_t i = 0; i < n && splitp != NULL && rc == 0; i++) {
+        ck_tensor_t *t = ck_ckpt_tensor(c, nodes[i]);
+        size_t k = t ? storage_index(c, t->st) : SIZE_MAX;
+
+        splitp[i] = k != SIZE_MAX && k >= ns;
     }
     if (rc == 0)
         rc = ck_ckpt_scan(c, err);
@@ -333,5 +356,7 @@ out:
     ck_free(sel);
     ck_free(pids);
     ck_free(mark);
+    ck_free(first);
+    ck_free(by_st);
     return rc;
 }
