@@ -788,6 +788,8 @@ _Static_assert(sizeof(void *) != 8 || sizeof(ck_tensor_t) == 64,
 /* Append st to c->storages (grown by doubling) and to the key index. */
 int ck_ckpt_add_storage(ck_ckpt_t *c, ck_storage_t *st)
 {
+    if (c->nstorages >= UINT32_MAX - 1)
+        return CK_ELIMIT; /* a persistent id's len names it (1 + index) */
     if (c->nstorages == c->storages_cap) {
         size_t cap = c->storages_cap ? c->storages_cap * 2 : 64;
         ck_storage_t **ns = ck_arena_grow(&c->arena, c->storages,
@@ -1099,9 +1101,9 @@ static int scan_tensor(scan_t *s, ck_py_t *node, int version)
                           (unsigned long long)extent, t.st->key,
                           (unsigned long long)storage_elems);
     s->seen_nt++;
-    s->seen_nd += 2 * t.ndim;
+    s->seen_nd += 2 * (size_t)t.ndim;
     if (!s->keep) {
-        s->nd -= 2 * t.ndim;
+        s->nd -= 2 * (size_t)t.ndim;
         return 0;
     }
     if (s->nt == s->tcap) {
@@ -1358,7 +1360,7 @@ static int do_scan(ck_ckpt_t *c, int first, ck_err_t *err)
         s.t[i].node->len = (uint32_t)i; /* (ck_ckpt_tensor checks it) */
         s.t[i].size = c->dims + d;
         s.t[i].stride = c->dims + d + s.t[i].ndim;
-        d += 2 * s.t[i].ndim;
+        d += 2 * (size_t)s.t[i].ndim;
     }
     return 0;
 }

@@ -299,8 +299,8 @@ static inline void ck_ckpt_pid_tie(ck_py_t *pid, size_t i)
     pid->len = (uint32_t)(i + 1);
 }
 
-/* Add st to the storages known (by key: the first of a key wins).  0 or
- * CK_ENOMEM. */
+/* Add st to the storages known (by key: the first of a key wins).  0,
+ * CK_ENOMEM, or CK_ELIMIT at the 2^32 - 1st (ck_ckpt_pid_tie's index). */
 int ck_ckpt_add_storage(ck_ckpt_t *c, ck_storage_t *st);
 
 /* Re-find tensors and storage references after the graph changed. */

@@ -243,7 +243,7 @@ static int filter(ck_job_t *job, select_conf_t *cf, const char *state,
             }
             memcpy(nb, k->u.s.s, k->len);
             nb[k->len] = k->len ? '.' : '\0';
-            nb[k->len + 1] = '\0';
+            nb[(size_t)k->len + 1] = '\0';
             name = nb;
         }
         if (!decide(cf, name, &cut, matched)) {
