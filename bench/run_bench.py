@@ -33,7 +33,8 @@ through `cat | ckprep run -o - - | cat` (zip64 in the data descriptors).  Last l
 "N passed, M failed"; exit status 1 on any failure.
 
 lm-cast: ckprep alone (bench/bench-cast.ini: `model` fp32 -> bfloat16, the
-rest copied) against C, cp+sync of its output.  lm-safetensors: ckprep alone
+rest copied) against C, cp+sync of its output; cast-many-100000 the same on
+10^5 tiny tensors (part of `many`).  lm-safetensors: ckprep alone
 (bench/bench-safetensors.ini: best_state/model fp16 -> float32, written as
 safetensors) against cp+sync of that file.
 
@@ -772,9 +773,9 @@ def report(m, cases, scaling, daemon, rounds, sight=None, stream=None):
              "are medians of the per-round ratios.  The machine is shared and its "
              "disk is noisy: read the ratios, not the times.  Inputs are in the "
              "page cache (they were just made or read), outputs are fsynced.\n")
-    L.append("lm-cast and lm-safetensors: B is `ckprep run -c bench/CONF` with "
-             "the conf named in the table (no A); C is `cp`+`sync` of that "
-             "output, the floor for writing its bytes.\n")
+    L.append("lm-cast, lm-safetensors and cast-many-100000: B is `ckprep run "
+             "-c bench/CONF` with the conf named in the table (no A); C is "
+             "`cp`+`sync` of that output, the floor for writing its bytes.\n")
     L.append("A = Python: `torch.load`, set `cfg.optim.lr`, drop `optimizer` and "
              "`model`, drop `linears.*` and rename `emb.*` in "
              "`best_state['model']`, `torch.save`, fsync (the process, `import "
@@ -1026,6 +1027,10 @@ def main(argv=None):
             sight = run_sight(args, work, rounds)
         if part("many"):
             cases.append(run_abc(args, "many-100000", work, rounds))
+            # a cast of 10^5 tensors (bench-cast.ini), quadratic once
+            cases.append(run_abc(args, "many-100000", work, rounds, verify=False,
+                                 with_a=False, conf="bench-cast.ini",
+                                 label="cast-many-100000"))
         # the transformations of issue 14, against cp+sync of their outputs
         if part("cast"):
             cases.append(run_abc(args, "lm", work, rounds, verify=False, with_a=False,
