@@ -970,11 +970,11 @@ static int scan_persid(scan_t *s, ck_py_t *node)
         st->numel = numel;
         st->newkey = -1;
         idx = c->nstorages;
-        if (idx >= UINT32_MAX - 1)
-            return ck_err_set(s->err, CK_ELIMIT, "more than %u storages",
-                              UINT32_MAX - 1);
-        if (ck_ckpt_add_storage(c, st) < 0)
-            return ck_err_set(s->err, CK_ENOMEM, "out of memory");
+        if ((rc = ck_ckpt_add_storage(c, st)) < 0)
+            return rc == CK_ELIMIT
+                       ? ck_err_set(s->err, rc, "more than %u storages",
+                                    UINT32_MAX - 1)
+                       : ck_err_set(s->err, rc, "out of memory");
     } else if (st->dtype != dt || st->numel != numel) {
         return ck_err_set(s->err, CK_EFORMAT,
                           "storage %s is used as %s of %llu and as %s of %llu",

@@ -120,11 +120,13 @@ int ck_ckpt_storage_read(ck_ckpt_t *c, const ck_storage_t *st, uint64_t first,
 
 /* ---- casting tensors --------------------------------------------------- */
 
-static size_t storage_index(ck_ckpt_t *c, const ck_storage_t *st)
+/* The index in c->storages of t's storage: its persistent id's tie (the
+ * scan's, or a split's), no lookup by key. */
+static size_t storage_index(const ck_ckpt_t *c, const ck_tensor_t *t)
 {
-    size_t i = ck_ckpt_key_index(c, st->key);
+    size_t i = t->node->u.o.args->u.seq.v[0]->len - 1u;
 
-    return i < c->nstorages && c->storages[i] == st ? i : SIZE_MAX;
+    return i < c->nstorages && c->storages[i] == t->st ? i : SIZE_MAX;
 }
 
 static int push_conv(ck_ckpt_t *c, ck_storage_t *st, const ck_dtype_t *from,
@@ -277,7 +279,7 @@ int ck_ckpt_cast(ck_ckpt_t *c, ck_py_t *const *nodes, size_t n,
     for (size_t i = 0; i < c->ntensors; i++) {
         ck_tensor_t *t = &c->tensors[i];
         ck_py_t *pers = t->node->u.o.args->u.seq.v[0];
-        size_t k = storage_index(c, t->st);
+        size_t k = storage_index(c, t);
 
         if (k == SIZE_MAX)
             continue;
@@ -290,13 +292,13 @@ int ck_ckpt_cast(ck_ckpt_t *c, ck_py_t *const *nodes, size_t n,
     for (size_t k = 0; k < ns; k++)
         first[k + 1] = first[k] + all[k];
     for (size_t i = 0, k; i < c->ntensors; i++)
-        if ((k = storage_index(c, c->tensors[i].st)) != SIZE_MAX)
+        if ((k = storage_index(c, &c->tensors[i])) != SIZE_MAX)
             by_st[first[k + 1] - all[k]--] = i; /* (all[k] counts down) */
     for (size_t k = 0; k < ns; k++)
         all[k] = (uint32_t)(first[k + 1] - first[k]);
     for (size_t i = 0; i < n; i++) {
         ck_tensor_t *t = ck_ckpt_tensor(c, nodes[i]);
-        size_t k = t ? storage_index(c, t->st) : SIZE_MAX;
+        size_t k = t ? storage_index(c, t) : SIZE_MAX;
 
         if (splitp != NULL)
             splitp[i] = 0;
@@ -345,7 +347,7 @@ int ck_ckpt_cast(ck_ckpt_t *c, ck_py_t *const *nodes, size_t n,
     /* a node's tensor now in a storage a split made (those past ns) */
     for (size_t i = 0; i < n && splitp != NULL && rc == 0; i++) {
         ck_tensor_t *t = ck_ckpt_tensor(c, nodes[i]);
-        size_t k = t ? storage_index(c, t->st) : SIZE_MAX;
+        size_t k = t ? storage_index(c, t) : SIZE_MAX;
 
         splitp[i] = k != SIZE_MAX && k >= ns;
     }

@@ -985,7 +985,6 @@ static int op_float(rd_t *r, int op)
     const uint8_t *b;
     const char *s;
     uint8_t be[8];
-    uint64_t bits;
     size_t n;
     double v;
     int rc;
@@ -1000,9 +999,7 @@ static int op_float(rd_t *r, int op)
         return rc;
     if (pk_float_text(s, n, &v) < 0)
         return rd_fail(r, CK_EFORMAT, "bad FLOAT text");
-    memcpy(&bits, &v, 8);
-    for (int i = 0; i < 8; i++)
-        be[i] = (uint8_t)(bits >> (56 - 8 * i));
+    ck_py_float_be(v, be);
     return push(r, float_node(r, be));
 }
 

@@ -102,8 +102,7 @@ struct ck_py {
     uint32_t widx;  /* (the head is 16 bytes: a graph has millions) */
     uint32_t len;   /* str, bytes, bytearray: u.s.s's bytes; int: u.i.big's
                        (0: v holds the value); a call: see u.o; a
-                       persistent id: see u.pid.  In the
-                       head's last four
+                       persistent id: see u.pid.  In the head's last four
                        bytes, which alignment leaves free: a str node is
                        24 bytes.  A pickle is at most 4 GiB, so no value
                        read is longer; made ones are refused past it. */
@@ -242,6 +241,8 @@ int ck_py_vec_reserve(ck_arena_t *a, ck_py_vec_t *v, size_t n);
 void ck_py_vec_remove(ck_py_vec_t *v, size_t i, size_t count);
 
 double ck_py_float_value(const ck_py_t *p);
+/* v as pickle holds a float: IEEE 754, big-endian (a float node's u.f). */
+void ck_py_float_be(double v, uint8_t be[8]);
 /* 1 when p is a str equal to s. */
 int ck_py_str_eq(const ck_py_t *p, const char *s);
 /* 1 when p is a str without a NUL: its C string is all of it (a map by

@@ -134,16 +134,21 @@ ck_py_t *ck_py_int(ck_arena_t *a, int64_t v)
     return p;
 }
 
+void ck_py_float_be(double v, uint8_t be[8])
+{
+    uint64_t bits;
+
+    memcpy(&bits, &v, 8);
+    for (int i = 0; i < 8; i++)
+        be[i] = (uint8_t)(bits >> (56 - 8 * i));
+}
+
 ck_py_t *ck_py_float(ck_arena_t *a, double v)
 {
     ck_py_t *p = ck_py_new(a, CK_PY_FLOAT);
-    uint64_t bits;
 
-    if (p == NULL)
-        return NULL;
-    memcpy(&bits, &v, 8);
-    for (int i = 0; i < 8; i++)
-        p->u.f[i] = (uint8_t)(bits >> (56 - 8 * i));
+    if (p != NULL)
+        ck_py_float_be(v, p->u.f);
     return p;
 }
 
