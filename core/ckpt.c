@@ -1037,15 +1037,15 @@ static int int_tuple(scan_t *s, ck_py_t *t, size_t *n, int64_t **out)
  * hooks[, metadata]) and _v3 (.., hooks, dtype[, metadata]). */
 static int scan_tensor(scan_t *s, ck_py_t *node, int version)
 {
-    ck_py_t **a = node->u.o.args->u.seq.v;
-    size_t n = node->u.o.args->u.seq.n;
-    size_t min = version == 1 ? 4 : version == 2 ? 6 : 7;
+    uint32_t na = 0;
+    ck_py_t **a = ck_py_args(node, &na);
+    size_t n = na, min = version == 1 ? 4 : version == 2 ? 6 : 7;
     ck_tensor_t t = { 0 };
     size_t ndim = 0;
     uint64_t extent = 0, storage_elems;
     int rc;
 
-    if (n < min || n > min + 1 || a[0]->kind != CK_PY_PERSID ||
+    if (a == NULL || n < min || n > min + 1 || a[0]->kind != CK_PY_PERSID ||
         (t.st = ck_ckpt_pid_storage(s->c, a[0])) == NULL)
         return ck_err_set(s->err, CK_EFORMAT, "malformed tensor arguments");
     t.node = node;
@@ -1122,6 +1122,14 @@ static int scan_tensor(scan_t *s, ck_py_t *node, int version)
 
 static int walk(scan_t *s, ck_py_t *p, uint32_t depth);
 
+static int too_deep(scan_t *s, uint32_t depth)
+{
+    if (depth > s->c->lim.max_depth)
+        return ck_err_set(s->err, CK_ELIMIT, "object nesting deeper than %u",
+                          s->c->lim.max_depth);
+    return 0;
+}
+
 /* p met at depth (for write_safe): 1 when it was met before -- a cycle
  * when it is being walked -- else it is marked met and 0. */
 static int met_before(scan_t *s, ck_py_t *p, uint32_t depth)
@@ -1154,26 +1162,39 @@ static int walk_vec(scan_t *s, const ck_py_vec_t *v, uint32_t depth)
  * scan_tensor reads and checks them, and nothing under them is a
  * storage), four of the ten nodes a tensor has.
  */
-static int walk_args(scan_t *s, ck_py_t *args, int version, uint32_t depth)
+static int walk_args(scan_t *s, ck_py_t *call, int version, uint32_t depth)
 {
+    ck_py_t *args = NULL, **v;
+    uint32_t n;
     int rc = 0;
 
-    if (version <= 0 || args == NULL || args->kind != CK_PY_TUPLE)
-        return walk(s, args, depth);
-    if (met_before(s, args, depth))
-        return 0;
-    args->flags |= CK_PY_F_WALKING;
-    for (size_t i = 0; i < args->u.seq.n && rc == 0; i++) {
-        ck_py_t *a = args->u.seq.v[i];
+    if (call->flags & CK_PY_F_ARGC) {
+        /* no tuple (pickle.h): met here alone, at its depth */
+        if ((rc = too_deep(s, depth)) < 0)
+            return rc;
+        if (depth > s->maxd)
+            s->maxd = depth;
+    } else {
+        args = call->u.o.args;
+        if (version <= 0 || args == NULL || args->kind != CK_PY_TUPLE)
+            return walk(s, args, depth);
+        if (met_before(s, args, depth))
+            return 0;
+        args->flags |= CK_PY_F_WALKING;
+    }
+    v = ck_py_args(call, &n);
+    for (uint32_t i = 0; i < n && rc == 0; i++) {
+        ck_py_t *a = v[i];
 
         /* size and stride: tuples scan_tensor checks are of ints */
-        if (i >= 1 && i <= 4 && a != NULL &&
+        if (version > 0 && i >= 1 && i <= 4 && a != NULL &&
             (a->kind == CK_PY_INT || a->kind == CK_PY_BOOL ||
              (a->kind == CK_PY_TUPLE && (i == 2 || i == 3))))
             continue;
         rc = walk(s, a, depth + 1);
     }
-    args->flags &= (uint8_t)~CK_PY_F_WALKING;
+    if (args != NULL)
+        args->flags &= (uint8_t)~CK_PY_F_WALKING;
     return rc;
 }
 
@@ -1196,9 +1217,8 @@ static int walk(scan_t *s, ck_py_t *p, uint32_t depth)
 
     if (p == NULL)
         return 0;
-    if (depth > s->c->lim.max_depth)
-        return ck_err_set(s->err, CK_ELIMIT, "object nesting deeper than %u",
-                          s->c->lim.max_depth);
+    if ((rc = too_deep(s, depth)) < 0)
+        return rc;
     if (met_before(s, p, depth))
         return 0;
     switch ((ck_py_kind_t)p->kind) {
@@ -1228,7 +1248,7 @@ static int walk(scan_t *s, ck_py_t *p, uint32_t depth)
         /* the writer memoizes a call after its callable and arguments */
         p->flags |= CK_PY_F_WALKING;
         if ((rc = walk(s, p->u.o.fn, depth + 1)) >= 0)
-            rc = walk_args(s, p->u.o.args, version, depth + 1);
+            rc = walk_args(s, p, version, depth + 1);
         p->flags &= (uint8_t)~CK_PY_F_WALKING;
         if (rc < 0 ||
             (rc = walk_vec(s, &ck_py_after(p)->list, depth)) < 0 ||
@@ -1673,11 +1693,13 @@ int ck_ckpt_tensor_call(const ck_py_t *node)
 ck_tensor_t *ck_ckpt_tensor(ck_ckpt_t *c, ck_py_t *node)
 {
     ck_tensor_t *t;
+    ck_py_t **v;
+    uint32_t n;
 
     if (node != NULL && node->kind == CK_PY_REDUCE &&
         ck_py_global_is(node->u.o.fn, "torch._utils", "_rebuild_parameter") &&
-        node->u.o.args->u.seq.n >= 1)
-        node = node->u.o.args->u.seq.v[0];
+        (v = ck_py_args(node, &n)) != NULL && n >= 1)
+        node = v[0];
     if (node == NULL || node->kind != CK_PY_REDUCE ||
         node->len >= c->ntensors)
         return NULL;

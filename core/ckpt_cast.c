@@ -122,9 +122,18 @@ int ck_ckpt_storage_read(ck_ckpt_t *c, const ck_storage_t *st, uint64_t first,
 
 /* The index in c->storages of t's storage: its persistent id's tie (the
  * scan's, or a split's), no lookup by key. */
+/* The items of t's call's arguments: a persistent id first, as the scan
+ * found them (scan_tensor), a dtype seventh in a _v3 call. */
+static ck_py_t **tensor_args(const ck_tensor_t *t)
+{
+    uint32_t n;
+
+    return ck_py_args(t->node, &n);
+}
+
 static size_t storage_index(const ck_ckpt_t *c, const ck_tensor_t *t)
 {
-    size_t i = t->node->u.o.args->u.seq.v[0]->len - 1u;
+    size_t i = tensor_args(t)[0]->len - 1u;
 
     return i < c->nstorages && c->storages[i] == t->st ? i : SIZE_MAX;
 }
@@ -165,13 +174,13 @@ static int retype(ck_ckpt_t *c, ck_storage_t *st, const ck_dtype_t *from,
     cls = st->dtype ? ck_ckpt_global(c, "torch", to->storage) : NULL;
     for (size_t j = 0; j < nt; j++) {
         ck_tensor_t *t = &c->tensors[idx[j]];
-        ck_py_vec_t *a = &t->node->u.o.args->u.seq;
+        ck_py_t **a = tensor_args(t);
         ck_py_t *pid;
 
         if (t->st != st)
             continue;
         /* the id's items change: a tuple of its own (pickle.h) */
-        if ((pid = ck_py_pid_tuple(&c->arena, a->v[0])) == NULL)
+        if ((pid = ck_py_pid_tuple(&c->arena, a[0])) == NULL)
             return ck_err_set(err, CK_ENOMEM, "out of memory");
         if (st->dtype != NULL) {
             if (cls == NULL)
@@ -184,8 +193,8 @@ static int retype(ck_ckpt_t *c, ck_storage_t *st, const ck_dtype_t *from,
         }
         if (ck_py_global_is(t->node->u.o.fn, "torch._utils",
                             "_rebuild_tensor_v3")) {
-            a->v[6] = ck_ckpt_global(c, "torch", to->name);
-            if (a->v[6] == NULL)
+            a[6] = ck_ckpt_global(c, "torch", to->name);
+            if (a[6] == NULL)
                 return ck_err_set(err, CK_ENOMEM, "out of memory");
         }
     }
@@ -223,7 +232,7 @@ static ck_storage_t *split(ck_ckpt_t *c, ck_storage_t *st,
 
         if (t->st != st || !mark[idx[j]])
             continue;
-        old = t->node->u.o.args->u.seq.v[0];
+        old = tensor_args(t)[0];
         if (pers == NULL) {
             ck_py_t *v[5];
             size_t n;
@@ -245,7 +254,7 @@ static ck_storage_t *split(ck_ckpt_t *c, ck_storage_t *st,
             pers->u.pid = pid;
             ck_ckpt_pid_tie(pers, nsi);
         }
-        t->node->u.o.args->u.seq.v[0] = pers;
+        tensor_args(t)[0] = pers;
         t->st = ns;
     }
     return ns;
@@ -278,7 +287,7 @@ int ck_ckpt_cast(ck_ckpt_t *c, ck_py_t *const *nodes, size_t n,
     /* who uses each storage: tensors, their distinct persistent ids */
     for (size_t i = 0; i < c->ntensors; i++) {
         ck_tensor_t *t = &c->tensors[i];
-        ck_py_t *pers = t->node->u.o.args->u.seq.v[0];
+        ck_py_t *pers = tensor_args(t)[0];
         size_t k = storage_index(c, t);
 
         if (k == SIZE_MAX)

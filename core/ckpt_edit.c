@@ -75,7 +75,15 @@ static void bytes_walk(bytes_t *b, ck_py_t *p, uint32_t depth)
         return;
     case CK_PY_REDUCE:
     case CK_PY_NEWOBJ:
-        bytes_walk(b, p->u.o.args, depth + 1);
+        if (p->flags & CK_PY_F_ARGC) { /* no tuple: its items */
+            uint32_t n;
+            ck_py_t **v = ck_py_args(p, &n);
+
+            for (uint32_t i = 0; i < n; i++)
+                bytes_walk(b, v[i], depth + 2);
+        } else {
+            bytes_walk(b, p->u.o.args, depth + 1);
+        }
         for (size_t i = 0; i < ck_py_after(p)->list.n; i++)
             bytes_walk(b, ck_py_after(p)->list.v[i], depth + 1);
         for (size_t i = 0; i < ck_py_after(p)->dict.n; i++)

@@ -586,7 +586,7 @@ static int uniq_may_hold(const ck_py_t *p)
         return p->u.seq.n > 0;
     case CK_PY_REDUCE:
     case CK_PY_NEWOBJ:
-        return p->u.o.after != NULL;
+        return ck_py_after(p) != &ck_py_after_none;
     default:
         return 0;
     }

@@ -203,11 +203,11 @@ static int is_parameter(ck_py_t *node)
  * hooks)), else the tensor's. */
 static int requires_grad(const ck_tensor_t *t, ck_py_t *node)
 {
-    ck_py_t *args = node->u.o.args;
+    uint32_t n = 0;
+    ck_py_t **v = is_parameter(node) ? ck_py_args(node, &n) : NULL;
 
-    if (is_parameter(node) && args != NULL && args->kind == CK_PY_TUPLE &&
-        args->u.seq.n >= 2 && args->u.seq.v[1]->kind == CK_PY_BOOL)
-        return args->u.seq.v[1]->b;
+    if (v != NULL && n >= 2 && v[1]->kind == CK_PY_BOOL)
+        return v[1]->b;
     return t->requires_grad;
 }
 

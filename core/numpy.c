@@ -201,9 +201,12 @@ static int np_fn(const ck_py_t *g, const char *sub, const char *name)
 static int call_is(const ck_py_t *p, const char *module, const char *name,
                    size_t nargs)
 {
-    return p != NULL && p->kind == CK_PY_REDUCE && p->u.o.args != NULL &&
+    uint32_t n;
+
+    return p != NULL && p->kind == CK_PY_REDUCE &&
            ck_py_global_is(p->u.o.fn, module, name) &&
-           p->u.o.args->u.seq.n == nargs && ck_py_after(p)->list.n == 0 &&
+           ck_py_args(p, &n) != NULL && n == nargs &&
+           ck_py_after(p)->list.n == 0 &&
            ck_py_after(p)->dict.n == 0 && ck_py_after(p)->state == NULL;
 }
 
@@ -236,6 +239,7 @@ static int int_is(const ck_py_t *p, int64_t want)
 static int bytes_of(const ck_py_t *p, uint64_t *n, uint8_t *out, size_t cap)
 {
     const ck_py_t *t;
+    uint32_t na;
 
     if (p == NULL)
         return 0;
@@ -251,14 +255,14 @@ static int bytes_of(const ck_py_t *p, uint64_t *n, uint8_t *out, size_t cap)
         return 1;
     }
     if (call_is(p, "builtins", "bytearray", 1)) {
-        t = p->u.o.args->u.seq.v[0];
+        t = ck_py_args(p, &na)[0];
         return t->kind != CK_PY_REDUCE || call_is(t, "_codecs", "encode", 2)
                    ? bytes_of(t, n, out, cap) : 0;
     }
     if (!call_is(p, "_codecs", "encode", 2) ||
-        !ck_py_str_eq(p->u.o.args->u.seq.v[1], "latin1"))
+        !ck_py_str_eq(ck_py_args(p, &na)[1], "latin1"))
         return 0;
-    t = p->u.o.args->u.seq.v[0];
+    t = ck_py_args(p, &na)[0];
     if (t->kind != CK_PY_STR)
         return 0;
     *n = 0;
@@ -555,6 +559,7 @@ static int dtype_state(np_t *s, const ck_py_t *st, int depth, np_dt_t *d)
 static int dtype(np_t *s, const ck_py_t *p, int depth, np_dt_t *out)
 {
     const ck_py_t *const *a;
+    uint32_t na;
     long memo = s->err ? tab_find(&s->dts, p) : -1;
     np_dt_t d;
     int rc;
@@ -576,10 +581,9 @@ static int dtype(np_t *s, const ck_py_t *p, int depth, np_dt_t *out)
                        p->u.o.fn->u.g.name);
         return bad(s, CK_EFORMAT, "its dtype is not a numpy.dtype call");
     }
-    if (p->u.o.args == NULL || p->u.o.args->kind != CK_PY_TUPLE)
+    if ((a = (const ck_py_t *const *)ck_py_args(p, &na)) == NULL)
         return bad(s, CK_EFORMAT, "dtype arguments are not a tuple");
-    a = (const ck_py_t *const *)p->u.o.args->u.seq.v;
-    if (p->u.o.args->u.seq.n != 3 || a[0]->kind != CK_PY_STR ||
+    if (na != 3 || a[0]->kind != CK_PY_STR ||
         a[1]->kind != CK_PY_BOOL || a[1]->b || a[2]->kind != CK_PY_BOOL ||
         !a[2]->b || ck_py_after(p)->list.n || ck_py_after(p)->dict.n)
         return bad(s, CK_EFORMAT, "dtype arguments are not (str, False, "
@@ -636,17 +640,18 @@ static int data(np_t *s, const ck_py_t *raw, uint64_t numel, const np_dt_t *d)
 /* _reconstruct(ndarray, (0,), b'b') with (1, shape, dtype, fortran, raw). */
 static int array(np_t *s, const ck_py_t *p, np_val_t *v)
 {
-    const ck_py_t *const *a = (const ck_py_t *const *)p->u.o.args->u.seq.v;
+    uint32_t na;
+    const ck_py_t *const *a = (const ck_py_t *const *)ck_py_args(p, &na);
     const ck_py_t *st = ck_py_after(p)->state;
     uint64_t numel, n = 0;
     uint8_t b = 0;
     int rc;
 
-    if (p->u.o.args->u.seq.n == 3 && a[0]->kind == CK_PY_GLOBAL &&
+    if (na == 3 && a[0]->kind == CK_PY_GLOBAL &&
         !ck_py_global_is(a[0], "numpy", "ndarray"))
         return bad(s, CK_EUNSAFE, "_reconstruct of %s.%s, not numpy.ndarray",
                    ck_py_module3(a[0]->u.g.module), a[0]->u.g.name);
-    if (p->u.o.args->u.seq.n != 3 || a[0]->kind != CK_PY_GLOBAL ||
+    if (na != 3 || a[0]->kind != CK_PY_GLOBAL ||
         !tuple_n(a[1], 1) || !int_is(a[1]->u.seq.v[0], 0) ||
         !bytes_of(a[2], &n, &b, 1) || n != 1 || b != 'b' ||
         ck_py_after(p)->list.n || ck_py_after(p)->dict.n)
@@ -665,11 +670,12 @@ static int array(np_t *s, const ck_py_t *p, np_val_t *v)
 /* _frombuffer(buffer, dtype, shape, order): protocol 5's arrays. */
 static int frombuffer(np_t *s, const ck_py_t *p, np_val_t *v)
 {
-    const ck_py_t *const *a = (const ck_py_t *const *)p->u.o.args->u.seq.v;
+    uint32_t na;
+    const ck_py_t *const *a = (const ck_py_t *const *)ck_py_args(p, &na);
     uint64_t numel;
     int rc;
 
-    if (p->u.o.args->u.seq.n != 4 || ck_py_after(p)->state != NULL || ck_py_after(p)->list.n ||
+    if (na != 4 || ck_py_after(p)->state != NULL || ck_py_after(p)->list.n ||
         ck_py_after(p)->dict.n || (!ck_py_str_eq(a[3], "C") && !ck_py_str_eq(a[3], "F")))
         return bad(s, CK_EFORMAT, "_frombuffer arguments are not (buffer, "
                    "dtype, shape, order)");
@@ -682,10 +688,11 @@ static int frombuffer(np_t *s, const ck_py_t *p, np_val_t *v)
 /* scalar(dtype, rawdata) */
 static int scalar(np_t *s, const ck_py_t *p, np_val_t *v)
 {
-    const ck_py_t *const *a = (const ck_py_t *const *)p->u.o.args->u.seq.v;
+    uint32_t na;
+    const ck_py_t *const *a = (const ck_py_t *const *)ck_py_args(p, &na);
     int rc;
 
-    if (p->u.o.args->u.seq.n != 2 || ck_py_after(p)->state != NULL || ck_py_after(p)->list.n ||
+    if (na != 2 || ck_py_after(p)->state != NULL || ck_py_after(p)->list.n ||
         ck_py_after(p)->dict.n)
         return bad(s, CK_EFORMAT, "scalar arguments are not (dtype, bytes)");
     if ((rc = item_dtype(s, a[0], &v->dt)) < 0)
@@ -698,10 +705,11 @@ static int scalar(np_t *s, const ck_py_t *p, np_val_t *v)
 static int value(np_t *s, const ck_py_t *p, np_val_t *v)
 {
     const ck_py_t *fn = p->u.o.fn;
+    uint32_t na;
 
     memset(v, 0, sizeof(*v));
     s->what = "value";
-    if (p->u.o.args == NULL || p->u.o.args->kind != CK_PY_TUPLE)
+    if (ck_py_args(p, &na) == NULL)
         return bad(s, CK_EFORMAT, "%s.%s called without an argument tuple",
                    fn->u.g.module, fn->u.g.name);
     if (p->kind != CK_PY_REDUCE)
@@ -772,6 +780,25 @@ static int too_deep(np_t *s)
                       s->max_depth);
 }
 
+/* A call's arguments: its tuple, or a compact call's items (pickle.h)
+ * as they would be met in it. */
+static int walk_args(walk_t *w, const ck_py_t *p, uint32_t depth)
+{
+    ck_py_t **v;
+    uint32_t n;
+    int rc;
+
+    if (!(p->flags & CK_PY_F_ARGC))
+        return walk(w, p->u.o.args, depth + 1);
+    if (depth + 1 > w->np.max_depth) /* as at the tuple */
+        return too_deep(&w->np);
+    v = ck_py_args(p, &n);
+    for (uint32_t i = 0; i < n; i++)
+        if ((rc = walk(w, v[i], depth + 2)) < 0)
+            return rc;
+    return 0;
+}
+
 static int walk(walk_t *w, const ck_py_t *p, uint32_t depth)
 {
     np_t *s = &w->np;
@@ -825,7 +852,7 @@ static int walk(walk_t *w, const ck_py_t *p, uint32_t depth)
                        fn->u.o.fn->u.g.module, fn->u.o.fn->u.g.name);
         }
         if ((rc = walk(w, fn, depth + 1)) < 0 ||
-            (rc = walk(w, p->u.o.args, depth + 1)) < 0 ||
+            (rc = walk_args(w, p, depth)) < 0 ||
             (rc = walk_items(w, &ck_py_after(p)->list, 0, depth)) < 0 ||
             (rc = walk_items(w, &ck_py_after(p)->dict, 1, depth)) < 0)
             return rc;

@@ -82,6 +82,8 @@ typedef struct {
      * too.  Anything else done with it (items, state: a state dict) keeps
      * it, and the next OrderedDict() gets a new spare. */
     ck_py_t *od_fn, *spare, *hooks;
+    /* torch._utils._rebuild_tensor_v2, once met (fused_call) */
+    ck_py_t *tensor_fn;
     int spare_free, spare_puts, spare_twice;
     uint64_t spare_idx;
     /* torch.save's persistent ids held without their tuples (fused_pid):
@@ -91,8 +93,10 @@ typedef struct {
 } rd_t;
 
 /* A memo entry naming a compact persistent id's tuple, which it has not
- * made (fused_pid): the id's pointer with its low bit set. */
+ * made (fused_pid): the id's pointer with its low bit set; a compact
+ * call's arguments' tuple (fused_call): the call's with the next. */
 #define PID_TAG ((uintptr_t)1)
+#define ARGS_TAG ((uintptr_t)2)
 
 /* Room in s for one more node (first: its first capacity, a power of
  * two), each node placed again by hash: 0, or -1 out of memory. */
@@ -340,9 +344,12 @@ static int memo_get(rd_t *r, uint64_t idx)
         return rd_fail(r, CK_EFORMAT, "memo index %llu never stored",
                        (unsigned long long)idx);
     v = r->memo[idx];
-    if ((uintptr_t)v & PID_TAG) {
-        /* a compact id's tuple named again: the id gets it now */
-        v = ck_py_pid_tuple(r->a, (ck_py_t *)((uintptr_t)v & ~PID_TAG));
+    if ((uintptr_t)v & (PID_TAG | ARGS_TAG)) {
+        /* a compact id's or call's tuple named again: it gets it now */
+        ck_py_t *o = (ck_py_t *)((uintptr_t)v & ~(PID_TAG | ARGS_TAG));
+
+        v = (uintptr_t)v & PID_TAG ? ck_py_pid_tuple(r->a, o)
+                                   : ck_py_args_tuple(r->a, o);
         if (v == NULL)
             return rd_nomem(r);
         r->memo[idx] = v;
@@ -764,11 +771,42 @@ static const ck_py_pidt_t *pid_parts(rd_t *r, ck_py_t *const *v)
  * the limit, a FRAME's end between them -- runs them one by one.  0 when
  * done, 1 to run the TUPLE as it is, or an error.
  */
+/*
+ * 1 when the next opcodes are a PUT (BINPUT, LONG_BINPUT or MEMOIZE) and
+ * then 'then', all in the pickle's bytes at hand and in one FRAME, the
+ * PUT's index under the limit: *idx gets the index, *need the bytes of
+ * both.  0 otherwise: the opcodes one by one meet what they meet.
+ */
+static int put_then(rd_t *r, int then, uint64_t *idx, size_t *need)
+{
+    const uint8_t *p;
+    size_t avail;
+
+    if (r->src != NULL && pk_src_peek(r->src, &r->c, 6) < 0)
+        return 0;
+    p = r->c.p;
+    avail = (size_t)(r->c.end - p);
+    if (avail >= 2 && p[0] == OP_MEMOIZE) { /* protocol 4 and 5 */
+        *idx = r->memocount;
+        *need = 2;
+    } else if (avail >= 3 && p[0] == OP_BINPUT) {
+        *idx = p[1];
+        *need = 3;
+    } else if (avail >= 6 && p[0] == OP_LONG_BINPUT) {
+        *idx = pk_le32(p + 1);
+        *need = 6;
+    } else {
+        return 0;
+    }
+    return p[*need - 1] == then && *idx < r->lim->max_memo &&
+           (r->c.frame_end == NULL ||
+            (size_t)(r->c.frame_end - p) >= *need);
+}
+
 static int fused_pid(rd_t *r, size_t base)
 {
     ck_py_t *const *v;
-    const uint8_t *p;
-    size_t avail, need;
+    size_t need;
     uint64_t idx;
     ck_py_t *id;
 
@@ -778,26 +816,8 @@ static int fused_pid(rd_t *r, size_t base)
     if (v[0]->kind != CK_PY_STR ||
         v[1]->kind != CK_PY_GLOBAL || v[2]->kind != CK_PY_STR ||
         v[3]->kind != CK_PY_STR || v[4]->kind != CK_PY_INT ||
-        !ck_py_str_eq(v[0], "storage"))
-        return 1;
-    if (r->src != NULL && pk_src_peek(r->src, &r->c, 6) < 0)
-        return 1; /* the opcodes one by one meet the error */
-    p = r->c.p;
-    avail = (size_t)(r->c.end - p);
-    if (avail >= 2 && p[0] == OP_MEMOIZE) { /* protocol 4 and 5 */
-        idx = r->memocount;
-        need = 2;
-    } else if (avail >= 3 && p[0] == OP_BINPUT) {
-        idx = p[1];
-        need = 3;
-    } else if (avail >= 6 && p[0] == OP_LONG_BINPUT) {
-        idx = pk_le32(p + 1);
-        need = 6;
-    } else {
-        return 1;
-    }
-    if (p[need - 1] != OP_BINPERSID || idx >= r->lim->max_memo ||
-        (r->c.frame_end != NULL && (size_t)(r->c.frame_end - p) < need))
+        !ck_py_str_eq(v[0], "storage") ||
+        !put_then(r, OP_BINPERSID, &idx, &need))
         return 1;
     id = ck_arena_alloc(r->a, offsetof(ck_py_t, u) + sizeof(id->u.pc));
     if (id == NULL || (id->u.pc.t = pid_parts(r, v)) == NULL)
@@ -811,6 +831,41 @@ static int fused_pid(rd_t *r, size_t base)
         return CK_ENOMEM;
     (void)pk_rd_bytes(&r->c, need);
     return push(r, id);
+}
+
+/*
+ * torch.save's tensor: the callable _rebuild_tensor_v2, MARK, its six
+ * arguments -- a persistent id first -- TUPLE, a PUT, REDUCE.  At that
+ * TUPLE, the three run as one and the call holds no tuple (pickle.h,
+ * CK_PY_F_ARGC): the memo entry names the call, tagged, and a GET of it
+ * gives the call its tuple then (memo_get).  As fused_pid: what runs is
+ * what the three would do, anything else runs them one by one.  0 when
+ * done, 1 to run the TUPLE as it is, or an error.
+ */
+static int fused_call(rd_t *r, size_t base)
+{
+    ck_py_t *const *v, *fn, *call;
+    size_t need;
+    uint64_t idx;
+
+    if (r->sp - base != CK_PY_ARGC || base <= frame_base(r))
+        return 1;
+    v = r->stack + base;
+    fn = r->stack[base - 1];
+    if (v[0]->kind != CK_PY_PERSID || fn->kind != CK_PY_GLOBAL ||
+        (fn != r->tensor_fn &&
+         !ck_py_global_is(fn, "torch._utils", "_rebuild_tensor_v2")) ||
+        !put_then(r, OP_REDUCE, &idx, &need))
+        return 1;
+    r->tensor_fn = fn;
+    if ((r->spare != NULL && share_hooks(r, base) < 0) ||
+        (call = ck_py_argc_new(r->a, fn, v)) == NULL)
+        return rd_nomem(r);
+    r->sp = base - 1;
+    if (memo_put(r, idx, (ck_py_t *)((uintptr_t)call | ARGS_TAG)) < 0)
+        return CK_ENOMEM;
+    (void)pk_rd_bytes(&r->c, need);
+    return push(r, call);
 }
 
 /* ---- opcodes, by family ------------------------------------------------ */
@@ -1139,7 +1194,8 @@ static int op_container(rd_t *r, int op)
         return CK_EFORMAT;
     switch (op) {
     case OP_TUPLE:
-        if ((rc = fused_pid(r, (size_t)base)) <= 0)
+        if ((rc = fused_pid(r, (size_t)base)) <= 0 ||
+            (rc = fused_call(r, (size_t)base)) <= 0)
             return rc;
         return tuple_of(r, (size_t)base);
     case OP_LIST:

@@ -84,6 +84,8 @@ typedef struct {
 #define CK_PY_F_MET 0x04
 /* A persistent id held without its tuple (u.pc, below). */
 #define CK_PY_F_PIDC 0x08
+/* A call held without its arguments' tuple (u.o, below). */
+#define CK_PY_F_ARGC 0x10
 
 /*
  * What the persistent ids torch.save writes share: the 'storage' str, the
@@ -119,9 +121,18 @@ struct ck_py {
         struct {
             char *module, *name;
         } g;
+        /*
+         * A call.  torch.save's tensor, _rebuild_tensor_v2 of six
+         * arguments, its tuple put in the memo and named nowhere else,
+         * is held compact (CK_PY_F_ARGC): the six items where args is and
+         * on past the union, no tuple, nothing after it -- 72 bytes, not
+         * the 120 of a call and its tuple, 10^5 tensors times four in a
+         * checkpoint.  Read the items with ck_py_args, the rest with
+         * ck_py_after; ck_py_args_tuple gives it its tuple.
+         */
         struct {
             ck_py_t *fn;  /* REDUCE: callable; NEWOBJ: class */
-            ck_py_t *args;/* a tuple */
+            ck_py_t *args;/* a tuple (see ck_py_args) */
             ck_py_after_t *after; /* NULL: none (see ck_py_after) */
         } o;          /* (len is the torch layer's: a tensor call's index
                          in its tensors, see ck_ckpt_tensor) */
@@ -225,6 +236,19 @@ int ck_py_pid_items(const ck_py_t *p, ck_py_t **out, size_t max, size_t *n);
  * edit that changes its items); NULL when out of memory. */
 ck_py_t *ck_py_pid_tuple(ck_arena_t *a, ck_py_t *p);
 
+/* Items of a compact call's arguments (CK_PY_F_ARGC). */
+#define CK_PY_ARGC 6
+
+/*
+ * The items of call p's arguments, whether held as a tuple or not
+ * (CK_PY_F_ARGC), *n of them: to read, or to replace one in place.  NULL
+ * when the call has no tuple of arguments (a node made without).
+ */
+ck_py_t **ck_py_args(const ck_py_t *p, uint32_t *n);
+/* Call p's arguments' tuple, made in a first when p holds none (a GET of
+ * it, items or state added to the call); NULL when out of memory. */
+ck_py_t *ck_py_args_tuple(ck_arena_t *a, ck_py_t *p);
+
 /* Constructors for plugins and tests; NULL when the arena is exhausted. */
 ck_py_t *ck_py_new(ck_arena_t *a, ck_py_kind_t kind);
 ck_py_t *ck_py_int(ck_arena_t *a, int64_t v);
@@ -258,11 +282,13 @@ extern const ck_py_after_t ck_py_after_none;
 
 static inline const ck_py_after_t *ck_py_after(const ck_py_t *p)
 {
-    return p->u.o.after != NULL ? p->u.o.after : &ck_py_after_none;
+    return !(p->flags & CK_PY_F_ARGC) && p->u.o.after != NULL
+               ? p->u.o.after : &ck_py_after_none;
 }
 
-/* The same to change, made in a on first use; NULL when out of memory,
- * or for a value node (CK_PY_F_VALUE), which nothing may change. */
+/* The same to change, made in a on first use (a compact call gets its
+ * tuple first); NULL when out of memory, or for a value node
+ * (CK_PY_F_VALUE), which nothing may change. */
 ck_py_after_t *ck_py_after_make(ck_arena_t *a, ck_py_t *p);
 
 /*

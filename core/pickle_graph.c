@@ -8,6 +8,7 @@
  * walks over one graph must not run at once.
  */
 #include "pickle.h"
+#include "pickle_int.h"
 
 #include <stddef.h>
 #include <errno.h>
@@ -73,6 +74,63 @@ static size_t node_size(ck_py_kind_t kind)
         return head + sizeof(((ck_py_t *)0)->u.o);
     }
     return sizeof(ck_py_t);
+}
+
+/* A compact call's items: from where u.o.args is, past the union (72
+ * bytes a node, pickle.h). */
+#define ARGC_OFF offsetof(ck_py_t, u.o.args)
+#define ARGC_SIZE (ARGC_OFF + CK_PY_ARGC * sizeof(ck_py_t *))
+
+static ck_py_t **argc_items(const ck_py_t *p)
+{
+    return (ck_py_t **)((uintptr_t)p + ARGC_OFF);
+}
+
+ck_py_t *ck_py_argc_new(ck_arena_t *a, ck_py_t *fn, ck_py_t *const *v)
+{
+    ck_py_t *p = ck_arena_alloc(a, ARGC_SIZE);
+
+    if (p == NULL)
+        return NULL;
+    p->kind = CK_PY_REDUCE;
+    p->flags = CK_PY_F_ARGC;
+    p->u.o.fn = fn;
+    memcpy(argc_items(p), v, CK_PY_ARGC * sizeof(*v));
+    return p;
+}
+
+ck_py_t **ck_py_args(const ck_py_t *p, uint32_t *n)
+{
+    static ck_py_t *none[1]; /* the items of () */
+    const ck_py_t *t = p->u.o.args;
+
+    if (p->flags & CK_PY_F_ARGC) {
+        *n = CK_PY_ARGC;
+        return argc_items(p);
+    }
+    if (t == NULL || t->kind != CK_PY_TUPLE)
+        return NULL;
+    *n = t->u.seq.n;
+    return t->u.seq.n > 0 ? t->u.seq.v : none;
+}
+
+ck_py_t *ck_py_args_tuple(ck_arena_t *a, ck_py_t *p)
+{
+    ck_py_t *t;
+
+    if (!(p->flags & CK_PY_F_ARGC))
+        return p->u.o.args;
+    t = ck_py_new(a, CK_PY_TUPLE);
+    if (t == NULL || ck_py_vec_reserve(a, &t->u.seq, CK_PY_ARGC) < 0)
+        return NULL;
+    memcpy(t->u.seq.v, argc_items(p), CK_PY_ARGC * sizeof(*t->u.seq.v));
+    t->u.seq.n = CK_PY_ARGC;
+    /* a call as ck_py_new makes it, in the node's first bytes; len, the
+     * tensor, stays */
+    p->u.o.args = t;
+    p->u.o.after = NULL;
+    p->flags &= (uint8_t)~CK_PY_F_ARGC;
+    return t;
 }
 
 ck_py_t *ck_py_new(ck_arena_t *a, ck_py_kind_t kind)
@@ -268,6 +326,8 @@ ck_py_after_t *ck_py_after_make(ck_arena_t *a, ck_py_t *p)
 {
     if (p->flags & CK_PY_F_VALUE)
         return NULL;    /* shared by many places: never changed */
+    if ((p->flags & CK_PY_F_ARGC) && ck_py_args_tuple(a, p) == NULL)
+        return NULL;    /* its items are where after is */
     if (p->u.o.after == NULL)
         p->u.o.after = ck_arena_alloc(a, sizeof(*p->u.o.after));
     return p->u.o.after;
@@ -337,11 +397,14 @@ typedef struct {
     } *pairs;
     size_t n, cap;
     int oom;
+    ck_py_t nowhere; /* the pair of a tuple a compact call holds on the
+                        other side (args_equal) */
 } eq_t;
 
 static int vec_equal(eq_t *e, const ck_py_vec_t *a, const ck_py_vec_t *b,
                      uint32_t depth);
 static int pid_equal(eq_t *e, ck_py_t *a, ck_py_t *b, uint32_t depth);
+static int args_equal(eq_t *e, ck_py_t *a, ck_py_t *b, uint32_t depth);
 
 /*
  * Pickle memoizes str, non-empty tuples, containers, globals and calls;
@@ -428,7 +491,7 @@ static int eq(eq_t *e, ck_py_t *a, ck_py_t *b, uint32_t depth)
     case CK_PY_REDUCE:
     case CK_PY_NEWOBJ:
         return eq(e, a->u.o.fn, b->u.o.fn, depth + 1) &&
-               eq(e, a->u.o.args, b->u.o.args, depth + 1) &&
+               args_equal(e, a, b, depth) &&
                vec_equal(e, &ck_py_after(a)->list, &ck_py_after(b)->list,
                          depth) &&
                vec_equal(e, &ck_py_after(a)->dict, &ck_py_after(b)->dict,
@@ -479,6 +542,38 @@ static int pid_equal(eq_t *e, ck_py_t *a, ck_py_t *b, uint32_t depth)
     return 1;
 }
 
+/*
+ * The arguments of calls a and b, of which one at least may hold no tuple
+ * (CK_PY_F_ARGC): item by item.  A compact call's tuple is named by the
+ * call alone, and a call is met once (met again, its pair ends the walk in
+ * eq), so the other side's tuple, if it has one, must be met for the first
+ * time here, and is paired with a node no graph holds: met elsewhere after
+ * this, it maps to nothing, and the graphs differ, as they do.
+ */
+static int args_equal(eq_t *e, ck_py_t *a, ck_py_t *b, uint32_t depth)
+{
+    ck_py_t **va, **vb;
+    uint32_t na, nb;
+
+    if (!((a->flags | b->flags) & CK_PY_F_ARGC))
+        return eq(e, a->u.o.args, b->u.o.args, depth + 1);
+    if (!(a->flags & CK_PY_F_ARGC) || !(b->flags & CK_PY_F_ARGC)) {
+        int left = a->flags & CK_PY_F_ARGC; /* the compact one is a */
+        ck_py_t *t = left ? b->u.o.args : a->u.o.args;
+
+        if (t == NULL || t->wgen == (left ? e->gen + 1 : e->gen) ||
+            eq_pair(e, left ? &e->nowhere : t, left ? t : &e->nowhere) < 0)
+            return 0;
+    }
+    if ((va = ck_py_args(a, &na)) == NULL ||
+        (vb = ck_py_args(b, &nb)) == NULL || na != nb)
+        return 0;
+    for (uint32_t i = 0; i < na; i++)
+        if (!eq(e, va[i], vb[i], depth + 2))
+            return 0;
+    return 1;
+}
+
 static int vec_equal(eq_t *e, const ck_py_vec_t *a, const ck_py_vec_t *b,
                      uint32_t depth)
 {
@@ -515,7 +610,8 @@ static uint64_t hash_kind(int kind)
     return hash_mix(0xcbf29ce484222325ULL, (uint64_t)kind);
 }
 
-/* A compact id's hash is its tuple's. */
+/* A compact id's hash is its tuple's, and a compact call's arguments'
+ * hash their tuple's. */
 static uint64_t hash_pidc(const ck_py_t *p, uint32_t depth)
 {
     ck_py_t *v[5];
@@ -561,7 +657,11 @@ uint64_t ck_py_hash(const ck_py_t *p, uint32_t depth)
         if (depth == 0)
             return h;
         h = hash_mix(h, ck_py_hash(p->u.o.fn, depth - 1));
-        h = hash_mix(h, ck_py_hash(p->u.o.args, depth - 1));
+        h = hash_mix(h, p->flags & CK_PY_F_ARGC
+                            ? hash_items(hash_kind(CK_PY_TUPLE),
+                                         argc_items(p), CK_PY_ARGC,
+                                         depth - 1)
+                            : ck_py_hash(p->u.o.args, depth - 1));
         h = hash_vec(h, &ck_py_after(p)->list, depth - 1);
         return hash_vec(h, &ck_py_after(p)->dict, depth - 1);
     case CK_PY_PERSID:

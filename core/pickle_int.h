@@ -9,6 +9,7 @@
 #define CK_PICKLE_INT_H
 
 #include "ck.h"
+#include "pickle.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -216,5 +217,9 @@ int pk_unquote(const char *s, size_t n, uint8_t **out, size_t *len,
  * when out of memory.  Never fails otherwise, as CPython's decoder.
  */
 uint8_t *pk_raw_unicode(const char *s, size_t n, size_t *len);
+
+/* A compact call (CK_PY_F_ARGC, pickle.h) of fn with the CK_PY_ARGC items
+ * at v (pickle_graph.c); NULL when out of memory. */
+ck_py_t *ck_py_argc_new(ck_arena_t *a, ck_py_t *fn, ck_py_t *const *v);
 
 #endif

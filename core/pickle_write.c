@@ -45,12 +45,11 @@ static void w_op(wr_t *w, int op)
     ck_buf_putc(w->out, op);
 }
 
-static void memoize(wr_t *w, ck_py_t *p)
+/* The next memo index, put: returned. */
+static uint32_t put(wr_t *w)
 {
     uint32_t idx = w->next++;
 
-    p->wgen = w->gen;
-    p->widx = idx;
     if (idx < 256) {
         w_op(w, OP_BINPUT);
         w_op(w, (int)idx);
@@ -58,6 +57,13 @@ static void memoize(wr_t *w, ck_py_t *p)
         w_op(w, OP_LONG_BINPUT);
         w_u32(w, idx);
     }
+    return idx;
+}
+
+static void memoize(wr_t *w, ck_py_t *p)
+{
+    p->wgen = w->gen;
+    p->widx = put(w);
 }
 
 /* p is in this write's memo: a value node never is, being a new object at
@@ -316,6 +322,26 @@ static int save_pidc(wr_t *w, ck_py_t *p, uint32_t depth)
     return 0;
 }
 
+/*
+ * A compact call's arguments (pickle.h), as save_tuple writes a tuple of
+ * six: memoized under an index of its own, which nothing names again (a
+ * GET would have given the call its tuple); its items cannot hold it.
+ */
+static int save_argc(wr_t *w, ck_py_t *p, uint32_t depth)
+{
+    uint32_t n;
+    ck_py_t **v = ck_py_args(p, &n);
+    int rc;
+
+    w_op(w, OP_MARK);
+    for (uint32_t i = 0; i < n; i++)
+        if ((rc = save(w, v[i], depth + 1)) < 0)
+            return rc;
+    w_op(w, OP_TUPLE);
+    (void)put(w);
+    return 0;
+}
+
 static int save(wr_t *w, ck_py_t *p, uint32_t depth)
 {
     int rc;
@@ -376,11 +402,12 @@ static int save(wr_t *w, ck_py_t *p, uint32_t depth)
     case CK_PY_REDUCE:
     case CK_PY_NEWOBJ:
         if ((rc = save(w, p->u.o.fn, depth + 1)) < 0 ||
-            (rc = save(w, p->u.o.args, depth + 1)) < 0)
+            (rc = p->flags & CK_PY_F_ARGC ? save_argc(w, p, depth + 1)
+                                          : save(w, p->u.o.args, depth + 1)) < 0)
             return rc;
         w_op(w, p->kind == CK_PY_REDUCE ? OP_REDUCE : OP_NEWOBJ);
         memoize(w, p);
-        if (p->u.o.after == NULL) /* most calls: nothing after them */
+        if (ck_py_after(p) == &ck_py_after_none) /* most calls */
             return 0;
         if ((rc = save_batches(w, &p->u.o.after->list, 0, 0, depth)) < 0 ||
             (rc = save_batches(w, &p->u.o.after->dict, 1, 0, depth)) < 0)

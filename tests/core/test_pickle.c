@@ -507,6 +507,17 @@ static const char hooks_named[] =
     "\x00\x4b\x04\x85\x71\x0f\x4b\x01\x85\x71\x10\x89\x68\x09\x29\x52\x71\x11"
     "\x74\x71\x12\x52\x71\x13\x65\x2e";
 
+/* Item i of call p's arguments, compact or not. */
+static ck_py_t *arg(const ck_py_t *p, uint32_t i)
+{
+    uint32_t n = 0;
+    ck_py_t **v = ck_py_args(p, &n);
+
+    assert_non_null(v);
+    assert_true(i < n);
+    return v[i];
+}
+
 static void test_read_value_hooks(void **state)
 {
     fx_t *f = *state;
@@ -514,8 +525,8 @@ static void test_read_value_hooks(void **state)
 
     p = root_of(f, hooks_plain, sizeof(hooks_plain) - 1);
     assert_seq(p, CK_PY_LIST, 3);
-    h0 = p->u.seq.v[0]->u.o.args->u.seq.v[5];
-    h1 = p->u.seq.v[1]->u.o.args->u.seq.v[5];
+    h0 = arg(p->u.seq.v[0], 5);
+    h1 = arg(p->u.seq.v[1], 5);
     assert_ptr_equal(h0, h1);
     assert_true(h0->flags & CK_PY_F_VALUE);
     assert_global(h0->u.o.fn, "collections", "OrderedDict");
@@ -525,8 +536,8 @@ static void test_read_value_hooks(void **state)
 
     p = root_of(f, hooks_named, sizeof(hooks_named) - 1);
     assert_seq(p, CK_PY_LIST, 3);
-    h0 = p->u.seq.v[0]->u.o.args->u.seq.v[5];
-    h1 = p->u.seq.v[2]->u.o.args->u.seq.v[5];
+    h0 = arg(p->u.seq.v[0], 5);
+    h1 = arg(p->u.seq.v[2], 5);
     assert_ptr_equal(p->u.seq.v[1], h0);        /* its identity kept */
     assert_ptr_not_equal(h0, h1);
     assert_false(h0->flags & CK_PY_F_VALUE);
@@ -545,10 +556,10 @@ static void test_read_value_hooks(void **state)
         dup[k] = '2';                       /* DUP */
         memcpy(dup + k + 1, hooks_plain + k, sizeof(hooks_plain) - 1 - k);
         p = root_of(f, dup, sizeof(dup));
-        h0 = p->u.seq.v[0]->u.o.args->u.seq.v[5];
-        assert_ptr_equal(p->u.seq.v[0]->u.o.args->u.seq.v[6], h0);
+        h0 = arg(p->u.seq.v[0], 5);
+        assert_ptr_equal(arg(p->u.seq.v[0], 6), h0);
         assert_false(h0->flags & CK_PY_F_VALUE);
-        assert_true(p->u.seq.v[1]->u.o.args->u.seq.v[5]->flags &
+        assert_true(arg(p->u.seq.v[1], 5)->flags &
                     CK_PY_F_VALUE);
     }
 }
@@ -1116,6 +1127,134 @@ static void written_back(fx_t *f, const void *want, size_t n)
     ck_buf_release(&f->out);
     assert_int_equal(written(f->pk.root, &f->lim, &f->a, &f->out), 0);
     assert_bytes(f->out.data, f->out.len, want, n);
+}
+
+/* A call made as the reader makes any: fn(*args). */
+static ck_py_t *mk_call(fx_t *f, ck_py_t *fn, ck_py_t *args)
+{
+    ck_py_t *c = mk(f, CK_PY_REDUCE);
+
+    c->u.o.fn = fn;
+    c->u.o.args = args;
+    return c;
+}
+
+/* Call c's arguments as a tuple of their own (made, not c's). */
+static ck_py_t *args_copy(fx_t *f, const ck_py_t *c)
+{
+    ck_py_t *t = mk(f, CK_PY_TUPLE);
+    uint32_t n = 0;
+    ck_py_t **v = ck_py_args(c, &n);
+
+    assert_non_null(v);
+    for (uint32_t i = 0; i < n; i++)
+        assert_int_equal(ck_py_vec_push(&f->a, &t->u.seq, v[i]), 0);
+    return t;
+}
+
+/*
+ * torch.save's tensor -- _rebuild_tensor_v2, MARK, six arguments, TUPLE,
+ * a PUT, REDUCE -- is held without its arguments' tuple (CK_PY_F_ARGC):
+ * its items, its equality, its hash and the bytes written are the call's
+ * with its tuple, and a GET of the tuple gives the call one.
+ */
+static void test_read_call_compact(void **state)
+{
+    fx_t *f = *state;
+    ck_py_t *p, *q, *c, *t, **v;
+    uint32_t n;
+
+    p = root_of(f, hooks_plain, sizeof(hooks_plain) - 1);
+    assert_seq(p, CK_PY_LIST, 3);
+    for (int i = 0; i < 2; i++) {
+        c = p->u.seq.v[i];
+        assert_int_equal(c->kind, CK_PY_REDUCE);
+        assert_true(c->flags & CK_PY_F_ARGC);
+        assert_global(c->u.o.fn, "torch._utils", "_rebuild_tensor_v2");
+        v = ck_py_args(c, &n);
+        assert_non_null(v);
+        assert_int_equal(n, 6);
+        assert_int_equal(v[0]->kind, CK_PY_PERSID);
+        assert_int_node(v[1], 0);
+        assert_seq(v[2], CK_PY_TUPLE, 1);
+        assert_int_equal(v[4]->kind, CK_PY_BOOL);
+        assert_global(v[5]->u.o.fn, "collections", "OrderedDict");
+        assert_ptr_equal(ck_py_after(c), &ck_py_after_none);
+    }
+    assert_false(p->u.seq.v[2]->flags & CK_PY_F_ARGC); /* OrderedDict() */
+    written_back(f, hooks_plain, sizeof(hooks_plain) - 1);
+
+    /* equal to, and hashed as, the same calls with tuples */
+    q = mk_seq(f, CK_PY_LIST,
+               mk_call(f, p->u.seq.v[0]->u.o.fn, args_copy(f, p->u.seq.v[0])),
+               mk_call(f, p->u.seq.v[1]->u.o.fn, args_copy(f, p->u.seq.v[1])),
+               p->u.seq.v[2], NULL);
+    assert_true(1 == ck_py_equal(p, q, 100));
+    assert_true(1 == ck_py_equal(q, p, 100));
+    assert_true(ck_py_hash(p, 8) == ck_py_hash(q, 8));
+    q->u.seq.v[1]->u.o.args->u.seq.v[1] = mk_int(f, 1);   /* an offset */
+    assert_true(0 == ck_py_equal(p, q, 100));
+    assert_true(0 == ck_py_equal(q, p, 100));
+    /* ... and not to calls that share one tuple, which no compact call
+     * does: where the first's tuple is met again, the graphs differ */
+    {
+        ck_py_t *fn = p->u.seq.v[0]->u.o.fn, *a0 = args_copy(f, p->u.seq.v[0]);
+        ck_py_t *c0 = ck_py_argc_new(&f->a, fn, ck_py_args(p->u.seq.v[0], &n));
+        ck_py_t *c1 = ck_py_argc_new(&f->a, fn, ck_py_args(p->u.seq.v[0], &n));
+        ck_py_t *two = mk_seq(f, CK_PY_LIST, c0, c1, NULL);
+        ck_py_t *shared = mk_seq(f, CK_PY_LIST, mk_call(f, fn, a0),
+                                 mk_call(f, fn, a0), NULL);
+        ck_py_t *apart = mk_seq(f, CK_PY_LIST, mk_call(f, fn, a0),
+                                mk_call(f, fn, args_copy(f, c1)), NULL);
+
+        assert_non_null(c0);
+        assert_true(0 == ck_py_equal(two, shared, 100));
+        assert_true(0 == ck_py_equal(shared, two, 100));
+        assert_true(1 == ck_py_equal(two, apart, 100));
+        assert_true(1 == ck_py_equal(apart, two, 100));
+    }
+
+    /* given its tuple: the same items, the same bytes */
+    c = p->u.seq.v[1];
+    v = ck_py_args(c, &n);
+    t = ck_py_args_tuple(&f->a, c);
+    assert_non_null(t);
+    assert_false(c->flags & CK_PY_F_ARGC);
+    assert_ptr_equal(c->u.o.args, t);
+    assert_null(c->u.o.after);
+    assert_seq(t, CK_PY_TUPLE, 6);
+    assert_int_equal(t->u.seq.v[0]->kind, CK_PY_PERSID);
+    assert_ptr_equal(ck_py_args_tuple(&f->a, c), t);
+    written_back(f, hooks_plain, sizeof(hooks_plain) - 1);
+    /* and items added to a compact call: it gets its tuple first */
+    c = p->u.seq.v[0];
+    assert_true(c->flags & CK_PY_F_ARGC);
+    assert_non_null(ck_py_after_make(&f->a, c));
+    assert_false(c->flags & CK_PY_F_ARGC);
+    assert_seq(c->u.o.args, CK_PY_TUPLE, 6);
+    assert_int_equal(ck_py_after(c)->list.n, 0);
+
+    /* a GET of the first tensor's tuple (q\x0b) after it: the call gets
+     * it, and both places hold it */
+    {
+        uint8_t named[sizeof(hooks_plain) + 2];
+        size_t k = 0;
+
+        while (memcmp(hooks_plain + k, "Rq\x0c", 3) != 0)
+            k++;
+        k += 3;
+        memcpy(named, hooks_plain, k);
+        memcpy(named + k, "h\x0b", 2);
+        memcpy(named + k + 2, hooks_plain + k, sizeof(hooks_plain) - 1 - k);
+        p = root_of(f, named, sizeof(named) - 1);
+        assert_seq(p, CK_PY_LIST, 4);
+        c = p->u.seq.v[0];
+        assert_false(c->flags & CK_PY_F_ARGC);
+        assert_ptr_equal(p->u.seq.v[1], c->u.o.args);
+        assert_seq(c->u.o.args, CK_PY_TUPLE, 6);
+        assert_true(p->u.seq.v[2]->flags & CK_PY_F_ARGC);
+        written_back(f, named, sizeof(named) - 1);
+    }
 }
 
 /*
@@ -2615,6 +2754,7 @@ int main(void)
         T(test_read_inst_obj),
         T(test_read_persid),
         T(test_read_persid_compact),
+        T(test_read_call_compact),
         T(test_read_proto_frame),
         T(test_read_frame_bounds),
         T(test_read_unsupported),

@@ -66,6 +66,17 @@ static int has_calls(ck_py_t *p, uint32_t gen, uint32_t depth)
         return vec_has_calls(&p->u.seq, gen, depth);
     case CK_PY_REDUCE:
     case CK_PY_NEWOBJ:
+        if (p->flags & CK_PY_F_ARGC) { /* a compact call's items */
+            uint32_t n;
+            ck_py_t **v = ck_py_args(p, &n);
+
+            if (has_calls(p->u.o.fn, gen, depth + 1))
+                return 1;
+            for (uint32_t i = 0; i < n; i++)
+                if (has_calls(v[i], gen, depth + 2))
+                    return 1;
+            return 0;
+        }
         return has_calls(p->u.o.fn, gen, depth + 1) ||
                has_calls(p->u.o.args, gen, depth + 1) ||
                vec_has_calls(&ck_py_after(p)->list, gen, depth) ||
