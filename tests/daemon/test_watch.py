@@ -2744,12 +2744,18 @@ def rename_in_timed(env, blob, name):
     return time.monotonic() - t0
 
 
+def held(lat):
+    """how many of the latencies (seconds) are past 150 ms"""
+    return sum(1 for x in lat if x >= 0.15)
+
+
 def test_rescan_off_the_loop():
     """with 200,000 other files in incoming and rescan_s = 1, each rescan
     walks them (a readdir and a stat each, a few hundred ms) on the thread
-    pool: files renamed in meanwhile are done as fast as without it (each
-    of 30, dropped 100 ms apart, within 150 ms: a walk on the loop would
-    hold one of them for the walk's length)"""
+    pool: files renamed in meanwhile are done as fast as without it (of 30,
+    dropped 100 ms apart, all but one within 150 ms -- one late is the
+    machine's load, as CI saw at 152 ms beside a benchmark; a walk on the
+    loop would hold every file dropped during it, a few in each second)"""
     env = Env("rescan_pool", rescan_s=1)
     d = crowded_daemon(env)
     blob = ckpt_bytes(331, n=2, numel=16)
@@ -2758,7 +2764,7 @@ def test_rescan_off_the_loop():
         lat.append(rename_in_timed(env, blob, "r%02d.th" % i))
         time.sleep(0.1)
     d.stop()
-    check(max(lat) < 0.15, "latencies (ms) %r: the loop was held"
+    check(held(lat) <= 1, "latencies (ms) %r: the loop was held"
           % sorted(int(x * 1000) for x in lat)[-5:])
 
 
@@ -2766,7 +2772,8 @@ def test_sighup_rescan_off_the_loop():
     """a reload's walk of incoming runs on the thread pool too: with
     200,000 other files in incoming and no rescan timer, a SIGHUP before
     each of 20 files renamed in (100 ms apart) holds none of them past
-    150 ms (a walk on the loop would), and each is done"""
+    150 ms but for one the load may delay (a walk on the loop would hold
+    each), and each is done"""
     env = Env("rescan_hup", rescan_s=0)
     d = crowded_daemon(env)
     blob = ckpt_bytes(332, n=2, numel=16)
@@ -2780,7 +2787,7 @@ def test_sighup_rescan_off_the_loop():
     d.stop()
     check(all(os.path.exists(os.path.join(env.output, "h%02d.th" % i))
               for i in range(20)), "an output is missing")
-    check(max(lat) < 0.15, "latencies (ms) %r: the loop was held"
+    check(held(lat) <= 1, "latencies (ms) %r: the loop was held"
           % sorted(int(x * 1000) for x in lat)[-5:])
 
 
