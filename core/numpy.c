@@ -239,7 +239,7 @@ static int int_is(const ck_py_t *p, int64_t want)
 static int bytes_of(const ck_py_t *p, uint64_t *n, uint8_t *out, size_t cap)
 {
     const ck_py_t *t;
-    uint32_t na;
+    uint32_t na = 0;
 
     if (p == NULL)
         return 0;
@@ -559,7 +559,7 @@ static int dtype_state(np_t *s, const ck_py_t *st, int depth, np_dt_t *d)
 static int dtype(np_t *s, const ck_py_t *p, int depth, np_dt_t *out)
 {
     const ck_py_t *const *a;
-    uint32_t na;
+    uint32_t na = 0;
     long memo = s->err ? tab_find(&s->dts, p) : -1;
     np_dt_t d;
     int rc;
@@ -640,7 +640,7 @@ static int data(np_t *s, const ck_py_t *raw, uint64_t numel, const np_dt_t *d)
 /* _reconstruct(ndarray, (0,), b'b') with (1, shape, dtype, fortran, raw). */
 static int array(np_t *s, const ck_py_t *p, np_val_t *v)
 {
-    uint32_t na;
+    uint32_t na = 0;
     const ck_py_t *const *a = (const ck_py_t *const *)ck_py_args(p, &na);
     const ck_py_t *st = ck_py_after(p)->state;
     uint64_t numel, n = 0;
@@ -670,7 +670,7 @@ static int array(np_t *s, const ck_py_t *p, np_val_t *v)
 /* _frombuffer(buffer, dtype, shape, order): protocol 5's arrays. */
 static int frombuffer(np_t *s, const ck_py_t *p, np_val_t *v)
 {
-    uint32_t na;
+    uint32_t na = 0;
     const ck_py_t *const *a = (const ck_py_t *const *)ck_py_args(p, &na);
     uint64_t numel;
     int rc;
@@ -688,7 +688,7 @@ static int frombuffer(np_t *s, const ck_py_t *p, np_val_t *v)
 /* scalar(dtype, rawdata) */
 static int scalar(np_t *s, const ck_py_t *p, np_val_t *v)
 {
-    uint32_t na;
+    uint32_t na = 0;
     const ck_py_t *const *a = (const ck_py_t *const *)ck_py_args(p, &na);
     int rc;
 
@@ -705,7 +705,7 @@ static int scalar(np_t *s, const ck_py_t *p, np_val_t *v)
 static int value(np_t *s, const ck_py_t *p, np_val_t *v)
 {
     const ck_py_t *fn = p->u.o.fn;
-    uint32_t na;
+    uint32_t na = 0;
 
     memset(v, 0, sizeof(*v));
     s->what = "value";

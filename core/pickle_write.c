@@ -73,15 +73,20 @@ static int memoized(const wr_t *w, const ck_py_t *p)
     return p->wgen == w->gen && !(p->flags & CK_PY_F_VALUE);
 }
 
-static void memo_ref(wr_t *w, ck_py_t *p)
+static void get(wr_t *w, uint32_t idx)
 {
-    if (p->widx < 256) {
+    if (idx < 256) {
         w_op(w, OP_BINGET);
-        w_op(w, (int)p->widx);
+        w_op(w, (int)idx);
     } else {
         w_op(w, OP_LONG_BINGET);
-        w_u32(w, p->widx);
+        w_u32(w, idx);
     }
+}
+
+static void memo_ref(wr_t *w, ck_py_t *p)
+{
+    get(w, p->widx);
 }
 
 static void save_int_bytes(wr_t *w, const uint8_t *b, size_t n)
@@ -324,8 +329,12 @@ static int save_pidc(wr_t *w, ck_py_t *p, uint32_t depth)
 
 /*
  * A compact call's arguments (pickle.h), as save_tuple writes a tuple of
- * six: memoized under an index of its own, which nothing names again (a
- * GET would have given the call its tuple); its items cannot hold it.
+ * six: memoized under an index of its own, which nothing else names (a
+ * GET would have given the call its tuple).  Its items cannot hold the
+ * tuple, but they may hold the call (a list of hooks it was appended to):
+ * then the call, and its tuple just before it, were written among them,
+ * and the tuple is fetched as save_tuple fetches one reached through its
+ * own items.
  */
 static int save_argc(wr_t *w, ck_py_t *p, uint32_t depth)
 {
@@ -337,6 +346,11 @@ static int save_argc(wr_t *w, ck_py_t *p, uint32_t depth)
     for (uint32_t i = 0; i < n; i++)
         if ((rc = save(w, v[i], depth + 1)) < 0)
             return rc;
+    if (memoized(w, p)) {
+        w_op(w, OP_POP_MARK);
+        get(w, p->widx - 1);
+        return 0;
+    }
     w_op(w, OP_TUPLE);
     (void)put(w);
     return 0;

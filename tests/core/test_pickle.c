@@ -1234,6 +1234,37 @@ static void test_read_call_compact(void **state)
     assert_seq(c->u.o.args, CK_PY_TUPLE, 6);
     assert_int_equal(ck_py_after(c)->list.n, 0);
 
+    /* a tensor in its own hooks (a list it is appended to): among its
+     * items the call is written with its tuple, and the outer tuple is
+     * that one fetched, as CPython's pickler writes a tuple reached
+     * through its own items (and as the tuple form was written) */
+    {
+        static const char cyclic[] =
+            "\x80\x02}q\x00(X\x01\x00\x00\x00w"
+            "ctorch._utils\x0a_rebuild_tensor_v2\x0aq2"
+            "((X\x07\x00\x00\x00storageq\x1e" "ctorch\x0a" "FloatStorage\x0aq\x1f"
+            "X\x01\x00\x00\x00" "0q X\x03\x00\x00\x00" "cpuq!K\x04tq\"Q"
+            "K\x00K\x04\x85q#K\x01\x85q$\x89]q'tq)Rq*h'h*a0u.";
+        static const char want[] =
+            "\x80\x02}q\x00X\x01\x00\x00\x00wq\x01"
+            "ctorch._utils\x0a_rebuild_tensor_v2\x0aq\x02"
+            "((X\x07\x00\x00\x00storageq\x03" "ctorch\x0a" "FloatStorage\x0aq\x04"
+            "X\x01\x00\x00\x00" "0q\x05X\x03\x00\x00\x00" "cpuq\x06K\x04tq\x07Q"
+            "K\x00K\x04\x85q\x08K\x01\x85q\x09\x89]q\x0a"
+            "h\x02(h\x07QK\x00K\x04\x85q\x0bK\x01\x85q\x0c\x89h\x0atq\x0dRq\x0e" "a1h\x0dRq\x0fs.";
+
+        p = root_of(f, cyclic, sizeof(cyclic) - 1);
+        c = ck_py_map_get(p, "w", NULL);
+        assert_non_null(c);
+        assert_true(c->flags & CK_PY_F_ARGC);
+        v = ck_py_args(c, &n);
+        assert_seq(v[5], CK_PY_LIST, 1);
+        assert_ptr_equal(v[5]->u.seq.v[0], c);
+        written_back(f, want, sizeof(want) - 1);
+        root_of(f, want, sizeof(want) - 1);   /* and stays so */
+        written_back(f, want, sizeof(want) - 1);
+    }
+
     /* a GET of the first tensor's tuple (q\x0b) after it: the call gets
      * it, and both places hold it */
     {

@@ -443,7 +443,8 @@ PT ck_py_t *pt_view(pt_fx_t *f, ck_py_t *t, int64_t offset, size_t ndim,
                     const int64_t *size, const int64_t *stride)
 {
     ck_py_t *v = pt_new(f, CK_PY_REDUCE), *args = pt_new(f, CK_PY_TUPLE);
-    ck_py_t **a = t->u.o.args->u.seq.v;
+    uint32_t n = 0;
+    ck_py_t **a = ck_py_args(t, &n); /* read, or made: either form */
 
     v->u.o.fn = t->u.o.fn;
     v->u.o.args = args;
@@ -451,7 +452,7 @@ PT ck_py_t *pt_view(pt_fx_t *f, ck_py_t *t, int64_t offset, size_t ndim,
     pt_push(f, args, pt_i(f, offset));
     pt_push(f, args, pt_int_tuple(f, size, ndim));
     pt_push(f, args, pt_int_tuple(f, stride, ndim));
-    for (size_t i = 4; i < t->u.o.args->u.seq.n; i++)
+    for (size_t i = 4; i < n; i++)
         pt_push(f, args, a[i]);
     return v;
 }
