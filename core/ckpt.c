@@ -400,10 +400,8 @@ static int zip_pickle(ck_ckpt_t *c, const ck_zip_entry_t *e, ck_err_t *err)
     uint8_t *pkl = NULL;
     int rc, window = e->method == 0 && e->usize > c->pickle_window;
 
-    if (window && e->usize > c->lim.max_pickle_bytes)
-        return ck_err_set(err, CK_ELIMIT, "%s: %llu bytes over the limit of %llu",
-                          e->name, (unsigned long long)e->usize,
-                          (unsigned long long)c->lim.max_pickle_bytes);
+    if (window && (rc = ck_zip_check_size(e, c->lim.max_pickle_bytes, err)) < 0)
+        return rc;
     if (!window &&
         (rc = ck_zip_read(c->fd, e, c->lim.max_pickle_bytes, &pkl, err)) < 0)
         return rc;

@@ -925,6 +925,15 @@ static int mem_sink(void *ud, const uint8_t *p, size_t n, ck_err_t *err)
     return 0;
 }
 
+int ck_zip_check_size(const ck_zip_entry_t *e, uint64_t max, ck_err_t *err)
+{
+    if (e->usize > max)
+        return ck_err_set(err, CK_ELIMIT, "%s: %llu bytes over the limit of %llu",
+                          e->name, (unsigned long long)e->usize,
+                          (unsigned long long)max);
+    return 0;
+}
+
 int ck_zip_read(int fd, const ck_zip_entry_t *e, uint64_t max, uint8_t **out,
                 ck_err_t *err)
 {
@@ -932,10 +941,8 @@ int ck_zip_read(int fd, const ck_zip_entry_t *e, uint64_t max, uint8_t **out,
     int rc;
 
     *out = NULL;
-    if (e->usize > max)
-        return ck_err_set(err, CK_ELIMIT, "%s: %llu bytes over the limit of %llu",
-                          e->name, (unsigned long long)e->usize,
-                          (unsigned long long)max);
+    if ((rc = ck_zip_check_size(e, max, err)) < 0)
+        return rc;
     m.p = ck_malloc((size_t)e->usize + 1);
     m.n = 0;
     if (m.p == NULL)

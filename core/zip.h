@@ -62,6 +62,11 @@ void ck_zip_forget(ck_zip_t *z);
 int ck_zip_first(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
                  uint64_t *count, ck_zip_entry_t *e, ck_err_t *err);
 
+/* 0 when entry e holds at most max bytes, else CK_ELIMIT with its name
+ * and size in err (the refusal of ck_zip_read, for a caller that reads
+ * the entry otherwise). */
+int ck_zip_check_size(const ck_zip_entry_t *e, uint64_t max, ck_err_t *err);
+
 /*
  * Read a whole entry (inflating if needed) into a new ck_malloc buffer of
  * e->usize bytes; the entry must not exceed max bytes.  Caller frees *out.
