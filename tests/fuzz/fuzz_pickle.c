@@ -44,11 +44,16 @@ static int vec_has_calls(const ck_py_vec_t *v, uint32_t gen, uint32_t depth)
 }
 
 /*
- * 1 when a node protocol 2 writes as a call is reachable from p.  Walks in
- * the writer's order, so its depth stays within what the writer accepted.
+ * 1 when a node protocol 2 writes as a call is reachable from p, or a call
+ * from its own callable or arguments: pickle makes such a call twice (the
+ * writer, as CPython's, fetches the arguments met among themselves and
+ * calls again), so the graph read back has one more node.  Walks in the
+ * writer's order, so its depth stays within what the writer accepted.
  */
 static int has_calls(ck_py_t *p, uint32_t gen, uint32_t depth)
 {
+    if (p != NULL && (p->flags & CK_PY_F_WALKING))
+        return 1; /* a call met inside its own callable or arguments */
     if (p == NULL || p->wgen == gen)
         return 0;
     if (depth > 100000)
@@ -65,23 +70,22 @@ static int has_calls(ck_py_t *p, uint32_t gen, uint32_t depth)
     case CK_PY_DICT:
         return vec_has_calls(&p->u.seq, gen, depth);
     case CK_PY_REDUCE:
-    case CK_PY_NEWOBJ:
-        if (p->flags & CK_PY_F_ARGC) { /* a compact call's items */
-            uint32_t n;
-            ck_py_t **v = ck_py_args(p, &n);
+    case CK_PY_NEWOBJ: {
+        uint32_t n = 0;
+        ck_py_t **v = p->flags & CK_PY_F_ARGC ? ck_py_args(p, &n) : NULL;
+        int found;
 
-            if (has_calls(p->u.o.fn, gen, depth + 1))
-                return 1;
-            for (uint32_t i = 0; i < n; i++)
-                if (has_calls(v[i], gen, depth + 2))
-                    return 1;
-            return 0;
-        }
-        return has_calls(p->u.o.fn, gen, depth + 1) ||
-               has_calls(p->u.o.args, gen, depth + 1) ||
+        p->flags |= CK_PY_F_WALKING;
+        found = has_calls(p->u.o.fn, gen, depth + 1) ||
+                (v == NULL && has_calls(p->u.o.args, gen, depth + 1));
+        for (uint32_t i = 0; i < n && !found; i++) /* a compact call's */
+            found = has_calls(v[i], gen, depth + 2);
+        p->flags &= (uint8_t)~CK_PY_F_WALKING;
+        return found ||
                vec_has_calls(&ck_py_after(p)->list, gen, depth) ||
                vec_has_calls(&ck_py_after(p)->dict, gen, depth) ||
                has_calls(ck_py_after(p)->state, gen, depth + 1);
+    }
     case CK_PY_PERSID: /* a compact id's items are never calls */
         return !(p->flags & CK_PY_F_PIDC) &&
                has_calls(p->u.pid, gen, depth + 1);
