@@ -120,8 +120,6 @@ int ck_ckpt_storage_read(ck_ckpt_t *c, const ck_storage_t *st, uint64_t first,
 
 /* ---- casting tensors --------------------------------------------------- */
 
-/* The index in c->storages of t's storage: its persistent id's tie (the
- * scan's, or a split's), no lookup by key. */
 /* The items of t's call's arguments: a persistent id first, as the scan
  * found them (scan_tensor), a dtype seventh in a _v3 call. */
 static ck_py_t **tensor_args(const ck_tensor_t *t)
@@ -131,6 +129,8 @@ static ck_py_t **tensor_args(const ck_tensor_t *t)
     return ck_py_args(t->node, &n);
 }
 
+/* The index in c->storages of t's storage: its persistent id's tie (the
+ * scan's, or a split's), no lookup by key. */
 static size_t storage_index(const ck_ckpt_t *c, const ck_tensor_t *t)
 {
     size_t i = tensor_args(t)[0]->len - 1u;

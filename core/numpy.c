@@ -239,6 +239,7 @@ static int int_is(const ck_py_t *p, int64_t want)
 static int bytes_of(const ck_py_t *p, uint64_t *n, uint8_t *out, size_t cap)
 {
     const ck_py_t *t;
+    ck_py_t **a;
     uint32_t na = 0;
 
     if (p == NULL)
@@ -260,9 +261,9 @@ static int bytes_of(const ck_py_t *p, uint64_t *n, uint8_t *out, size_t cap)
                    ? bytes_of(t, n, out, cap) : 0;
     }
     if (!call_is(p, "_codecs", "encode", 2) ||
-        !ck_py_str_eq(ck_py_args(p, &na)[1], "latin1"))
+        !ck_py_str_eq((a = ck_py_args(p, &na))[1], "latin1"))
         return 0;
-    t = ck_py_args(p, &na)[0];
+    t = a[0];
     if (t->kind != CK_PY_STR)
         return 0;
     *n = 0;

@@ -761,17 +761,6 @@ static const ck_py_pidt_t *pid_parts(rd_t *r, ck_py_t *const *v)
 }
 
 /*
- * torch.save's persistent id: MARK 'storage' class key location numel
- * TUPLE, then BINPUT, LONG_BINPUT or MEMOIZE, then BINPERSID.  At that
- * TUPLE (the items from base up), when the next two opcodes are the PUT
- * and the BINPERSID, the three run as one and the id holds no tuple
- * (pickle.h, CK_PY_F_PIDC): the memo entry names the id, tagged, and a
- * GET of it gives the id its tuple then (memo_get).  What runs is what
- * the three would do, errors included: anything else -- a memo index over
- * the limit, a FRAME's end between them -- runs them one by one.  0 when
- * done, 1 to run the TUPLE as it is, or an error.
- */
-/*
  * 1 when the next opcodes are a PUT (BINPUT, LONG_BINPUT or MEMOIZE) and
  * then 'then', all in the pickle's bytes at hand and in one FRAME, the
  * PUT's index under the limit: *idx gets the index, *need the bytes of
@@ -803,6 +792,17 @@ static int put_then(rd_t *r, int then, uint64_t *idx, size_t *need)
             (size_t)(r->c.frame_end - p) >= *need);
 }
 
+/*
+ * torch.save's persistent id: MARK 'storage' class key location numel
+ * TUPLE, then BINPUT, LONG_BINPUT or MEMOIZE, then BINPERSID.  At that
+ * TUPLE (the items from base up), when the next two opcodes are the PUT
+ * and the BINPERSID, the three run as one and the id holds no tuple
+ * (pickle.h, CK_PY_F_PIDC): the memo entry names the id, tagged, and a
+ * GET of it gives the id its tuple then (memo_get).  What runs is what
+ * the three would do, errors included: anything else -- a memo index over
+ * the limit, a FRAME's end between them -- runs them one by one.  0 when
+ * done, 1 to run the TUPLE as it is, or an error.
+ */
 static int fused_pid(rd_t *r, size_t base)
 {
     ck_py_t *const *v;
