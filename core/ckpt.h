@@ -128,8 +128,12 @@ typedef struct {
     size_t storages_cap;      /* slots allocated in storages */
     ck_strmap_t by_key;       /* key -> index in storages (the first wins),
                                  for the keys by_num does not hold */
-    size_t *by_num;           /* torch's keys "0", "1", ...: index + 1 in
-                                 storages, 0 for none (heap, by_num_cap) */
+    size_t by_num_ident;      /* storages 0 .. this - 1 have the keys
+                                 "0", "1", ... (torch.save's order): no
+                                 entry in by_num */
+    size_t *by_num;           /* torch's keys "0", "1", ... past those:
+                                 index + 1 in storages, 0 for none (heap,
+                                 by_num_cap) */
     size_t by_num_cap;
     ck_tensor_t *tensors;     /* found by the last scan, graph order */
     size_t ntensors;

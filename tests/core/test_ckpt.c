@@ -1858,6 +1858,52 @@ static void test_storage_keys(void **state)
     (void)state;
 }
 
+/* Keys "0", "1", ... at their own indices (torch.save's) take no room in
+ * the array until one is elsewhere; the first of two equal keys is kept
+ * either way. */
+static void test_storage_keys_in_order(void **state)
+{
+    static const char *keys[] = { "0", "1", "2", "1", "9", "3", "9", "4",
+                                  "5", "2" };
+    char name[1000][8];
+    ck_ckpt_t c;
+    ck_storage_t st[1000];
+
+    memset(&c, 0, sizeof(c));
+    c.fd = -1;
+    memset(st, 0, sizeof(st));
+    for (size_t i = 0; i < 1000; i++) {
+        snprintf(name[i], sizeof(name[i]), "%zu", i);
+        st[i].key = name[i];
+        assert_int_equal(ck_ckpt_add_storage(&c, &st[i]), 0);
+    }
+    assert_int_equal(c.by_num_cap, 0);
+    assert_int_equal(c.by_num_ident, 1000);
+    for (size_t i = 0; i < 1000; i++)
+        assert_int_equal(ck_ckpt_key_index(&c, name[i]), i);
+    assert_int_equal(ck_ckpt_key_index(&c, "1000"), SIZE_MAX);
+    ck_ckpt_close(&c);
+
+    /* "1" and "2" again, "9" out of place, and what follows it */
+    memset(&c, 0, sizeof(c));
+    c.fd = -1;
+    for (size_t i = 0; i < CK_ARRAY_SIZE(keys); i++) {
+        st[i].key = keys[i];
+        assert_int_equal(ck_ckpt_add_storage(&c, &st[i]), 0);
+    }
+    assert_int_equal(c.by_num_ident, 3);
+    assert_int_equal(ck_ckpt_key_index(&c, "0"), 0);
+    assert_int_equal(ck_ckpt_key_index(&c, "1"), 1); /* not 3 */
+    assert_int_equal(ck_ckpt_key_index(&c, "2"), 2); /* not 9 */
+    assert_int_equal(ck_ckpt_key_index(&c, "9"), 4); /* not 6 */
+    assert_int_equal(ck_ckpt_key_index(&c, "3"), 5);
+    assert_int_equal(ck_ckpt_key_index(&c, "4"), 7);
+    assert_int_equal(ck_ckpt_key_index(&c, "5"), 8);
+    assert_int_equal(ck_ckpt_key_index(&c, "6"), SIZE_MAX);
+    ck_ckpt_close(&c);
+    (void)state;
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1879,6 +1925,7 @@ int main(void)
         cmocka_unit_test(test_dtypes),
         cmocka_unit_test(test_stem),
         cmocka_unit_test(test_storage_keys),
+        cmocka_unit_test(test_storage_keys_in_order),
         T(test_scan_shrinks),
         T(test_pickle_window),
         T(test_zip_beside),
