@@ -379,6 +379,13 @@ static void block_free(ck_arena_block_t *b)
     }
 }
 
+uintptr_t ck_arena_next(const ck_arena_t *a)
+{
+    const ck_arena_block_t *b = a->head;
+
+    return b == NULL ? 0 : (uintptr_t)b->data + b->used;
+}
+
 void *ck_arena_alloc(ck_arena_t *a, size_t n)
 {
     ck_arena_block_t *b = a->head;

@@ -165,6 +165,9 @@ char *ck_arena_strdup(ck_arena_t *a, const char *s);
 char *ck_arena_printf(ck_arena_t *a, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void ck_arena_release(ck_arena_t *a);
+/* Where a's next small request would go (0 before the first): the nodes
+ * made last lie just below it. */
+uintptr_t ck_arena_next(const ck_arena_t *a);
 
 /*
  * String map: NUL-terminated key -> size_t, for lookups by key in checkpoints

@@ -40,6 +40,33 @@ typedef struct {
 #define RD_FLOATS (1 << RD_FLOAT_BITS)
 #define RD_PIDT 4 /* the shared parts of persistent ids, the last few */
 
+/*
+ * The memo, MEMO_GROUP entries a group.  torch.save puts eight objects a
+ * tensor in it and GETs fetch a few hundred in all: at 4 * 10^6 storages
+ * an array of pointers was 256 MiB at the parse's peak.  A PUT follows the
+ * making of what it puts, and the arena makes nodes one after the other,
+ * so a group's nodes lie near where the arena made nodes when the group's
+ * first was put (base): each entry is
+ * 16 bits, its distance from base in 8-byte steps (MEMO_NEAR either way)
+ * with the tag bits below (PID_TAG, ARGS_TAG) -- 2.5 bytes an entry.  0
+ * is an empty entry; MEMO_VALUE a value node (CK_PY_F_VALUE: a tensor's
+ * size and stride, made once, far back), which a GET only refuses
+ * (push_again), so whose address is not kept; 2 + i the i-th of a few
+ * nodes put again and again from far back (memofar: the spare
+ * OrderedDict(), put as each tensor's hooks until it is replaced).  A
+ * group with an entry neither is widened: base (its low bit set) then
+ * points to MEMO_GROUP full entries on the heap -- a hand-made pickle's
+ * PUT of old nodes.
+ */
+#define MEMO_GROUP 16
+#define MEMO_VALUE 1u
+#define MEMO_FAR 16
+#define MEMO_NEAR 8192
+typedef struct {
+    uintptr_t base;
+    uint16_t e[MEMO_GROUP];
+} memo_group_t;
+
 typedef struct {
     pk_cur_t c;
     pk_src_t *src;              /* the window, or NULL: a buffer */
@@ -51,10 +78,13 @@ typedef struct {
     size_t sp, scap;
     size_t *marks;
     size_t mp, mcap;
-    ck_py_t **memo;
+    memo_group_t *memo;         /* memocap groups (see memo_group_t) */
     size_t memocap, memocount;
     size_t memolen;             /* past the highest index put (the memo
                                    is a mapping: all of it reads zero) */
+    size_t memowide;            /* groups widened */
+    ck_py_t *memofar[MEMO_FAR]; /* tagged */
+    unsigned nfar;
     /* None, (), the bools and small ints, one node each per pickle: the
      * writer never memoizes them and nothing edits them in place (the
      * reader adds items to lists, dicts and sets only), so sharing is
@@ -288,6 +318,91 @@ static int rd_line(rd_t *r, const char **s, size_t *n)
     return 0;
 }
 
+/* Entry idx (under memolen): a node, tagged or not; MEMO_VALUE; or NULL. */
+static ck_py_t *memo_at(const rd_t *r, uint64_t idx)
+{
+    const memo_group_t *g = &r->memo[idx / MEMO_GROUP];
+    unsigned e = g->e[idx % MEMO_GROUP];
+
+    if (g->base & 1)
+        return ((ck_py_t **)(g->base & ~(uintptr_t)1))[idx % MEMO_GROUP];
+    if (e <= MEMO_VALUE)
+        return (ck_py_t *)(uintptr_t)e;
+    if (e < 2 + MEMO_FAR)
+        return r->memofar[e - 2];
+    e -= 2 + MEMO_FAR;
+    return (ck_py_t *)(g->base + ((uintptr_t)(e >> 2) - MEMO_NEAR) * 8 +
+                       (e & 3));
+}
+
+/* Group g's entries as full pointers: 0, or -1 out of memory. */
+static int memo_widen(rd_t *r, memo_group_t *g)
+{
+    size_t first = (size_t)(g - r->memo) * MEMO_GROUP;
+    ck_py_t **w = ck_malloc(MEMO_GROUP * sizeof(*w));
+
+    if (w == NULL)
+        return -1;
+    for (size_t i = 0; i < MEMO_GROUP; i++)
+        w[i] = first + i < r->memolen ? memo_at(r, first + i) : NULL;
+    g->base = (uintptr_t)w | 1;
+    r->memowide++;
+    return 0;
+}
+
+/* Entry idx (under memocap groups) set to v, a node, tagged or not: 0,
+ * or -1 out of memory. */
+static int memo_set(rd_t *r, uint64_t idx, ck_py_t *v)
+{
+    memo_group_t *g = &r->memo[idx / MEMO_GROUP];
+    uintptr_t a = (uintptr_t)v & ~(PID_TAG | ARGS_TAG);
+    intptr_t d;
+
+    if (!(g->base & 1)) {
+        if (((const ck_py_t *)a)->flags & CK_PY_F_VALUE) {
+            g->e[idx % MEMO_GROUP] = MEMO_VALUE;
+            return 0;
+        }
+        for (unsigned i = 0; i < r->nfar; i++)
+            if (r->memofar[i] == v) {
+                g->e[idx % MEMO_GROUP] = (uint16_t)(2 + i);
+                return 0;
+            }
+        if (g->base == 0) /* where the nodes are being made */
+            g->base = ck_arena_next(r->a) & ~(uintptr_t)7;
+        d = ((intptr_t)a - (intptr_t)g->base) / 8;
+        if ((a & 7) == 0 && d >= -MEMO_NEAR &&
+            d < MEMO_NEAR - (2 + MEMO_FAR) / 4) {
+            g->e[idx % MEMO_GROUP] = (uint16_t)(
+                2 + MEMO_FAR +
+                ((uintptr_t)(d + MEMO_NEAR) << 2 | ((uintptr_t)v & 3)));
+            return 0;
+        }
+        d = ((intptr_t)a - (intptr_t)ck_arena_next(r->a)) / 8;
+        if (r->nfar < MEMO_FAR && (d < -MEMO_NEAR || d > 0)) {
+            /* old: one put again and again, maybe (made just now: in a
+             * block begun since base, widened) */
+            g->e[idx % MEMO_GROUP] = (uint16_t)(2 + r->nfar);
+            r->memofar[r->nfar++] = v;
+            return 0;
+        }
+        if (memo_widen(r, g) < 0)
+            return -1;
+    }
+    ((ck_py_t **)(g->base & ~(uintptr_t)1))[idx % MEMO_GROUP] = v;
+    return 0;
+}
+
+static void memo_free(rd_t *r)
+{
+    for (size_t i = 0; r->memowide > 0 && i < r->memocap; i++)
+        if (r->memo[i].base & 1) {
+            ck_free((void *)(r->memo[i].base & ~(uintptr_t)1));
+            r->memowide--;
+        }
+    ck_map_free(r->memo, r->memocap * sizeof(*r->memo));
+}
+
 static int memo_put(rd_t *r, uint64_t idx, ck_py_t *v)
 {
     if (v == NULL)
@@ -295,11 +410,11 @@ static int memo_put(rd_t *r, uint64_t idx, ck_py_t *v)
     if (idx >= r->lim->max_memo)
         return rd_fail(r, CK_ELIMIT, "memo index %llu over the limit %u",
                        (unsigned long long)idx, r->lim->max_memo);
-    if (idx >= r->memocap) {
-        size_t cap = r->memocap ? r->memocap : 64;
-        ck_py_t **nm;
+    if (idx / MEMO_GROUP >= r->memocap) {
+        size_t cap = r->memocap ? r->memocap : 16;
+        memo_group_t *nm;
 
-        while (cap <= idx)
+        while (cap <= idx / MEMO_GROUP)
             cap *= 2;
         /* a mapping, zero as made: room never reached is never touched */
         nm = ck_map_grow(r->memo, r->memocap * sizeof(*nm), cap * sizeof(*nm));
@@ -310,14 +425,13 @@ static int memo_put(rd_t *r, uint64_t idx, ck_py_t *v)
     }
     if (idx >= r->memolen)
         r->memolen = idx + 1;
-    if (r->memo[idx] == NULL)
+    if (memo_at(r, idx) == NULL)
         r->memocount++;
     if (v == r->spare) {
         r->spare_puts++;
         r->spare_idx = idx;
     }
-    r->memo[idx] = v;
-    return 0;
+    return memo_set(r, idx, v) < 0 ? rd_nomem(r) : 0;
 }
 
 /*
@@ -325,12 +439,16 @@ static int memo_put(rd_t *r, uint64_t idx, ck_py_t *v)
  * value node stands for one object per place, so the pickle is read again
  * without sharing (ck_pickle_read); the spare OrderedDict() is kept.
  */
+static int value_again(rd_t *r)
+{
+    r->reread = 1;
+    return rd_fail(r, CK_EFORMAT, "a shared value named again");
+}
+
 static int push_again(rd_t *r, ck_py_t *v)
 {
-    if (v->flags & CK_PY_F_VALUE) {
-        r->reread = 1;
-        return rd_fail(r, CK_EFORMAT, "a shared value named again");
-    }
+    if (v->flags & CK_PY_F_VALUE)
+        return value_again(r);
     if (v == r->spare)
         r->spare_twice = 1;
     return push(r, v);
@@ -340,19 +458,19 @@ static int memo_get(rd_t *r, uint64_t idx)
 {
     ck_py_t *v;
 
-    if (idx >= r->memolen || r->memo[idx] == NULL)
+    if (idx >= r->memolen || (v = memo_at(r, idx)) == NULL)
         return rd_fail(r, CK_EFORMAT, "memo index %llu never stored",
                        (unsigned long long)idx);
-    v = r->memo[idx];
+    if (v == (ck_py_t *)(uintptr_t)MEMO_VALUE)
+        return value_again(r);
     if ((uintptr_t)v & (PID_TAG | ARGS_TAG)) {
         /* a compact id's or call's tuple named again: it gets it now */
         ck_py_t *o = (ck_py_t *)((uintptr_t)v & ~(PID_TAG | ARGS_TAG));
 
         v = (uintptr_t)v & PID_TAG ? ck_py_pid_tuple(r->a, o)
                                    : ck_py_args_tuple(r->a, o);
-        if (v == NULL)
+        if (v == NULL || memo_set(r, idx, v) < 0)
             return rd_nomem(r);
-        r->memo[idx] = v;
     }
     return push_again(r, v);
 }
@@ -603,7 +721,7 @@ static int share_hooks(rd_t *r, size_t base)
     }
     r->stack[base + 5] = r->hooks;
     if (r->spare_puts == 1)
-        r->memo[r->spare_idx] = r->hooks;
+        memo_set(r, r->spare_idx, r->hooks); /* a value: no room needed */
     r->spare_free = 1;
     return 0;
 }
@@ -1518,7 +1636,7 @@ static int read_once(const uint8_t *buf, size_t len, pk_src_t *src, int exact,
     }
     ck_free(r.stack);
     ck_free(r.marks);
-    ck_map_free(r.memo, r.memocap * sizeof(*r.memo));
+    memo_free(&r);
     ck_free(r.ints64.v);
     ck_free(r.tuples.v);
     *reread = r.reread;

@@ -932,6 +932,77 @@ static void test_read_memoize(void **state)
     assert_ptr_equal(p->u.seq.v[0], p->u.seq.v[3]);
 }
 
+static void put_u32(ck_buf_t *b, uint8_t op, uint32_t v)
+{
+    uint8_t p[5] = { op, (uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16),
+                     (uint8_t)(v >> 24) };
+
+    assert_int_equal(ck_buf_put(b, p, sizeof(p)), 0);
+}
+
+/*
+ * The memo holds what any PUT puts, near the nodes made last or not: 40
+ * lists put again after 6,000 strs (far back: the first few found among
+ * the far ones, the rest widening their group), each str put as made
+ * (groups near their base, and those begun before a new arena block),
+ * a dict put among the old lists; every GET gives the node put.
+ */
+static void test_read_memo_far(void **state)
+{
+    fx_t *f = *state;
+    ck_buf_t b = { 0 };
+    ck_py_t *p;
+    char s[32];
+
+    assert_int_equal(ck_buf_put(&b, "\x80\x02", 2), 0);
+    for (uint32_t i = 0; i < 40; i++) {
+        assert_int_equal(ck_buf_put(&b, "]", 1), 0);
+        put_u32(&b, 'r', i);
+        assert_int_equal(ck_buf_put(&b, "0", 1), 0);
+    }
+    for (uint32_t j = 0; j < 6000; j++) {
+        snprintf(s, sizeof(s), "s%05u-some-padding-here", j);
+        put_u32(&b, 'X', (uint32_t)strlen(s));
+        assert_int_equal(ck_buf_put(&b, s, strlen(s)), 0);
+        put_u32(&b, 'r', 2000 + j);
+        assert_int_equal(ck_buf_put(&b, "0", 1), 0);
+    }
+    for (uint32_t i = 0; i < 40; i++) {
+        put_u32(&b, 'j', i);
+        put_u32(&b, 'r', 1000 + i);
+        assert_int_equal(ck_buf_put(&b, "0", 1), 0);
+        if (i == 20) {
+            assert_int_equal(ck_buf_put(&b, "}", 1), 0);
+            put_u32(&b, 'r', 1100);
+            assert_int_equal(ck_buf_put(&b, "0", 1), 0);
+        }
+    }
+    assert_int_equal(ck_buf_put(&b, "(", 1), 0);
+    for (uint32_t i = 0; i < 40; i++) {
+        put_u32(&b, 'j', i);
+        put_u32(&b, 'j', 1000 + i);
+    }
+    put_u32(&b, 'j', 1100);
+    for (uint32_t j = 0; j < 6000; j++)
+        put_u32(&b, 'j', 2000 + j);
+    assert_int_equal(ck_buf_put(&b, "t.", 2), 0);
+
+    p = root_of(f, b.data, b.len);
+    assert_seq(p, CK_PY_TUPLE, 80 + 1 + 6000);
+    for (uint32_t i = 0; i < 40; i++) {
+        assert_seq(p->u.seq.v[2 * i], CK_PY_LIST, 0);
+        assert_ptr_equal(p->u.seq.v[2 * i], p->u.seq.v[2 * i + 1]);
+        if (i > 0)
+            assert_ptr_not_equal(p->u.seq.v[2 * i], p->u.seq.v[2 * i - 2]);
+    }
+    assert_seq(p->u.seq.v[80], CK_PY_DICT, 0);
+    for (uint32_t j = 0; j < 6000; j++) {
+        snprintf(s, sizeof(s), "s%05u-some-padding-here", j);
+        assert_str_node(p->u.seq.v[81 + j], CK_PY_STR, s, strlen(s));
+    }
+    ck_buf_release(&b);
+}
+
 static void test_read_cycle(void **state)
 {
     fx_t *f = *state;
@@ -2778,6 +2849,7 @@ int main(void)
         T(test_read_memo_binary),
         T(test_read_memo_text),
         T(test_read_memoize),
+        T(test_read_memo_far),
         T(test_read_cycle),
         T(test_read_globals),
         T(test_read_reduce_newobj_build),
