@@ -791,7 +791,7 @@ static int index_key(ck_ckpt_t *c, const char *key, size_t i)
 }
 
 /* A storage's record is allocated 4 * 10^5 times for 10^5 tensors. */
-_Static_assert(sizeof(void *) != 8 || sizeof(ck_storage_t) == 64,
+_Static_assert(sizeof(void *) != 8 || sizeof(ck_storage_t) == 48,
                "ck_storage_t grew");
 /* and a tensor's as often */
 _Static_assert(sizeof(void *) != 8 || sizeof(ck_tensor_t) == 64,
@@ -978,7 +978,7 @@ static int scan_persid(scan_t *s, ck_py_t *node)
         if (st == NULL)
             return ck_err_set(s->err, CK_ENOMEM, "out of memory");
         st->key = v[2]->u.s.s;
-        st->dtype = dt;
+        ck_storage_set_dtype(st, dt);
         st->numel = numel;
         st->newkey = -1;
         idx = c->nstorages;
@@ -987,10 +987,11 @@ static int scan_persid(scan_t *s, ck_py_t *node)
                        ? ck_err_set(s->err, rc, "more than %u storages",
                                     UINT32_MAX - 1)
                        : ck_err_set(s->err, rc, "out of memory");
-    } else if (st->dtype != dt || st->numel != numel) {
+    } else if (ck_storage_dtype(st) != dt || st->numel != numel) {
         return ck_err_set(s->err, CK_EFORMAT,
                           "storage %s is used as %s of %llu and as %s of %llu",
-                          st->key, st->dtype ? st->dtype->storage : "UntypedStorage",
+                          st->key, st->dt ? ck_storage_dtype(st)->storage
+                                          : "UntypedStorage",
                           (unsigned long long)st->numel,
                           dt ? dt->storage : "UntypedStorage",
                           (unsigned long long)numel);
@@ -1061,7 +1062,7 @@ static int scan_tensor(scan_t *s, ck_py_t *node, int version)
         (t.st = ck_ckpt_pid_storage(s->c, a[0])) == NULL)
         return ck_err_set(s->err, CK_EFORMAT, "malformed tensor arguments");
     t.node = node;
-    t.dtype = t.st->dtype;
+    t.dtype = ck_storage_dtype(t.st);
     if (version == 3) {
         if (a[6]->kind != CK_PY_GLOBAL || strcmp(a[6]->u.g.module, "torch") != 0 ||
             (t.dtype = ck_dtype_by_name(a[6]->u.g.name)) == NULL)
@@ -1101,8 +1102,8 @@ static int scan_tensor(scan_t *s, ck_py_t *node, int version)
              ck_add_u64(extent, span, &extent) < 0))
             return ck_err_set(s->err, CK_EFORMAT, "tensor extent overflows");
     }
-    storage_elems = t.st->dtype ? t.st->numel : t.st->numel / t.dtype->itemsize;
-    if (t.st->dtype != NULL && t.st->dtype != t.dtype)
+    storage_elems = t.st->dt ? t.st->numel : t.st->numel / t.dtype->itemsize;
+    if (t.st->dt != 0 && ck_storage_dtype(t.st) != t.dtype)
         return ck_err_set(s->err, CK_EFORMAT, "tensor dtype differs from its storage");
     if (t.numel > 0 &&
         (ck_add_u64(extent, t.offset, &extent) < 0 || extent >= storage_elems))

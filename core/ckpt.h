@@ -36,12 +36,12 @@ typedef enum { CK_SRC_ZIP, CK_SRC_LEGACY, CK_SRC_MEM, CK_SRC_STREAM } ck_src_t;
 typedef struct {
     const ck_dtype_t *step[CK_CONV_STEPS];
     uint64_t src_nbytes;
+    uint32_t crc;               /* the storage's, whose place cast takes */
 } ck_storage_cast_t;
 
 struct ck_storage {
     const char *key;          /* key in the input */
-    const ck_dtype_t *dtype;  /* NULL for UntypedStorage (bytes) */
-    uint64_t numel;           /* elements of dtype (bytes if untyped):
+    uint64_t numel;           /* elements of its dtype (bytes if untyped):
                                  ck_storage_nbytes bytes */
     union {                      /* by src: */
         uint64_t off;                /* CK_SRC_LEGACY, and CK_SRC_ZIP
@@ -50,24 +50,48 @@ struct ck_storage {
                                         zip's): its directory entry */
         const uint8_t *mem;          /* CK_SRC_MEM */
     };
-    ck_storage_cast_t *cast;     /* NULL until cast: most storages never are */
+    union {
+        uint32_t crc;                /* CK_SRC_ZIP: the record's CRC-32
+                                        (ck_storage_crc) */
+        ck_storage_cast_t *cast;     /* with nconv > 0: most storages
+                                        never are cast */
+    };
     uint32_t refs;               /* persistent ids naming it at last scan */
     uint32_t mark;               /* generation of the last walk counting it */
     int32_t newkey;              /* assigned while writing, -1 before */
-    uint32_t crc;                /* CK_SRC_ZIP: the record's CRC-32 */
+    uint8_t dt;                  /* its dtype (ck_storage_dtype): index in
+                                    ck_dtype_at + 1, 0 for UntypedStorage
+                                    (bytes) */
     uint8_t nconv;               /* steps in cast; 0: the bytes are copied
                                     as they are (src_nbytes == nbytes) */
     uint8_t src;                 /* ck_src_t */
     uint8_t deflated;            /* CK_SRC_ZIP: entry, not off */
-    /* (64 bytes, holding what the job needs of the directory entry: a
+    /* (48 bytes, holding what the job needs of the directory entry: a
      * checkpoint of 10^5 tensors has 4 * 10^5 of them) */
 };
+
+/* st's element type, NULL for an UntypedStorage (bytes). */
+static inline const ck_dtype_t *ck_storage_dtype(const ck_storage_t *st)
+{
+    return st->dt != 0 ? ck_dtype_at(st->dt - 1u) : NULL;
+}
+
+static inline void ck_storage_set_dtype(ck_storage_t *st, const ck_dtype_t *dt)
+{
+    st->dt = dt != NULL ? (uint8_t)(ck_dtype_index(dt) + 1) : 0;
+}
+
+/* The CRC-32 of st's record (CK_SRC_ZIP). */
+static inline uint32_t ck_storage_crc(const ck_storage_t *st)
+{
+    return st->nconv ? st->cast->crc : st->crc;
+}
 
 /* st's bytes: numel elements of its dtype (the scan checked the product,
  * a cast keeps numel). */
 static inline uint64_t ck_storage_nbytes(const ck_storage_t *st)
 {
-    return st->numel * (st->dtype != NULL ? st->dtype->itemsize : 1);
+    return st->numel * (st->dt != 0 ? ck_storage_dtype(st)->itemsize : 1);
 }
 
 /* The bytes of st's record in the input, before any cast. */

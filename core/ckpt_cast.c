@@ -22,8 +22,8 @@
  * size for an untyped storage, which counts bytes). */
 static const ck_dtype_t *final_dtype(const ck_storage_t *st)
 {
-    if (st->dtype != NULL)
-        return st->dtype;
+    if (st->dt != 0)
+        return ck_storage_dtype(st);
     return st->nconv ? st->cast->step[st->nconv - 1] : NULL;
 }
 
@@ -38,7 +38,7 @@ int ck_ckpt_storage_stream(ck_ckpt_t *c, const ck_storage_t *st,
 
     if (st->nconv == 0) {
         uint8_t *b = ck_malloc(1u << 20);
-        uint64_t isz = st->dtype ? st->dtype->itemsize : 1;
+        uint64_t isz = st->dt ? ck_storage_dtype(st)->itemsize : 1;
 
         if (b == NULL)
             return ck_err_set(err, CK_ENOMEM, "out of memory");
@@ -55,7 +55,7 @@ int ck_ckpt_storage_stream(ck_ckpt_t *c, const ck_storage_t *st,
         return rc;
     }
     src = st->cast->step[0];
-    per = st->dtype ? 1 : fin->itemsize;
+    per = st->dt ? 1 : fin->itemsize;
     if (first % per || count % per)
         return ck_err_set(err, CK_EFORMAT, "storage %s read off its elements",
                           st->key);
@@ -111,7 +111,7 @@ int ck_ckpt_storage_read(ck_ckpt_t *c, const ck_storage_t *st, uint64_t first,
     mem_sink_t m = { out };
 
     if (st->nconv == 0) {
-        uint64_t isz = st->dtype ? st->dtype->itemsize : 1;
+        uint64_t isz = st->dt ? ck_storage_dtype(st)->itemsize : 1;
 
         return ck_ckpt_storage_src(c, st, first * isz, count * isz, out, err);
     }
@@ -141,12 +141,16 @@ static size_t storage_index(const ck_ckpt_t *c, const ck_tensor_t *t)
 static int push_conv(ck_ckpt_t *c, ck_storage_t *st, const ck_dtype_t *from,
                      const ck_dtype_t *to, ck_err_t *err)
 {
-    if (st->cast == NULL &&
-        (st->cast = ck_arena_alloc(&c->arena, sizeof(*st->cast))) == NULL)
-        return ck_err_set(err, CK_ENOMEM, "out of memory");
-    if (st->nconv == 0) {
-        st->cast->step[st->nconv++] = from;
-        st->cast->src_nbytes = ck_storage_nbytes(st);
+    if (st->nconv == 0) { /* cast takes crc's place */
+        ck_storage_cast_t *cast = ck_arena_alloc(&c->arena, sizeof(*cast));
+
+        if (cast == NULL)
+            return ck_err_set(err, CK_ENOMEM, "out of memory");
+        cast->crc = st->crc;
+        cast->src_nbytes = ck_storage_nbytes(st);
+        cast->step[0] = from;
+        st->cast = cast;
+        st->nconv = 1;
     }
     if (st->nconv >= CK_CONV_STEPS)
         return ck_err_set(err, CK_EUNSUPPORTED,
@@ -167,11 +171,11 @@ static int retype(ck_ckpt_t *c, ck_storage_t *st, const ck_dtype_t *from,
 
     if (push_conv(c, st, from, to, err) < 0)
         return err->code;
-    if (st->dtype != NULL)
-        st->dtype = to;
+    if (st->dt != 0)
+        ck_storage_set_dtype(st, to);
     else
         st->numel = st->numel / from->itemsize * to->itemsize;
-    cls = st->dtype ? ck_ckpt_global(c, "torch", to->storage) : NULL;
+    cls = st->dt ? ck_ckpt_global(c, "torch", to->storage) : NULL;
     for (size_t j = 0; j < nt; j++) {
         ck_tensor_t *t = &c->tensors[idx[j]];
         ck_py_t **a = tensor_args(t);
@@ -182,7 +186,7 @@ static int retype(ck_ckpt_t *c, ck_storage_t *st, const ck_dtype_t *from,
         /* the id's items change: a tuple of its own (pickle.h) */
         if ((pid = ck_py_pid_tuple(&c->arena, a[0])) == NULL)
             return ck_err_set(err, CK_ENOMEM, "out of memory");
-        if (st->dtype != NULL) {
+        if (st->dt != 0) {
             if (cls == NULL)
                 return ck_err_set(err, CK_ENOMEM, "out of memory");
             pid->u.seq.v[1] = cls;
@@ -216,7 +220,7 @@ static ck_storage_t *split(ck_ckpt_t *c, ck_storage_t *st,
     if (ns == NULL)
         goto nomem;
     *ns = *st;
-    if (st->cast != NULL) {
+    if (st->nconv > 0) {
         ns->cast = ck_arena_alloc(&c->arena, sizeof(*ns->cast));
         if (ns->cast == NULL)
             goto nomem;

@@ -152,7 +152,7 @@ ck_py_t *ck_ckpt_tensor_node(ck_ckpt_t *c, ck_storage_t *st,
                              const int64_t *shape, size_t ndim, ck_err_t *err)
 {
     ck_arena_t *a = &c->arena;
-    const ck_dtype_t *dt = st->dtype;
+    const ck_dtype_t *dt = ck_storage_dtype(st);
     ck_py_t *pid, *pers, *args, *hooks, *call;
     int64_t stride[64];
     uint64_t numel = 1;
@@ -225,7 +225,7 @@ ck_py_t *ck_ckpt_new_tensor(ck_ckpt_t *c, const ck_dtype_t *dt,
     if (st == NULL)
         goto nomem;
     st->key = ck_arena_printf(&c->arena, "new:%zu", c->nstorages);
-    st->dtype = dt;
+    ck_storage_set_dtype(st, dt);
     st->numel = numel;
     st->src = CK_SRC_MEM;
     st->mem = data;
@@ -286,7 +286,7 @@ int ck_ckpt_read_tensor(ck_ckpt_t *c, const ck_tensor_t *t, uint8_t *out,
 {
     size_t isz = t->dtype->itemsize;
     uint64_t idx[16] = { 0 };
-    uint64_t per = t->st->dtype ? 1 : isz; /* storage units per element */
+    uint64_t per = t->st->dt ? 1 : isz; /* storage units per element */
     int contiguous = 1;
     int64_t expect = 1;
 

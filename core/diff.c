@@ -217,7 +217,7 @@ static int content(diff_t *d, const ck_tensor_t *x, const ck_tensor_t *y)
     if (x->numel == 0)
         return C_SAME;
     if (sx->src == CK_SRC_ZIP && sy->src == CK_SRC_ZIP) {
-        int rec_same = sx->crc == sy->crc &&
+        int rec_same = ck_storage_crc(sx) == ck_storage_crc(sy) &&
                        ck_storage_nbytes(sx) == ck_storage_nbytes(sy);
 
         if (rec_same && x->offset == y->offset &&

@@ -49,6 +49,18 @@ static const ck_dtype_t dtypes[] = {
     { "bits4x2", NULL, 1, 0, CK_DT_OTHER },
 };
 
+_Static_assert(CK_ARRAY_SIZE(dtypes) < 255, "a storage's dt is a byte");
+
+const ck_dtype_t *ck_dtype_at(unsigned i)
+{
+    return i < CK_ARRAY_SIZE(dtypes) ? &dtypes[i] : NULL;
+}
+
+unsigned ck_dtype_index(const ck_dtype_t *dt)
+{
+    return (unsigned)(dt - dtypes);
+}
+
 const ck_dtype_t *ck_dtype_by_name(const char *name)
 {
     for (size_t i = 0; i < CK_ARRAY_SIZE(dtypes); i++)

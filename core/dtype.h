@@ -42,6 +42,11 @@ typedef struct {
 } ck_dtype_t;
 
 /* The dtype named name ("float16"), or NULL. */
+/* The i-th dtype known (i under CK_DTYPE_COUNT), and a dtype's i: a
+ * storage keeps a byte, not a pointer. */
+const ck_dtype_t *ck_dtype_at(unsigned i);
+unsigned ck_dtype_index(const ck_dtype_t *dt);
+
 const ck_dtype_t *ck_dtype_by_name(const char *name);
 /* The dtype named name or one of its aliases, as users write them: torch's
  * (half, float, double, long, int, short) and the short ones (fp16, bf16,

@@ -572,7 +572,7 @@ int ck_st_open(ck_ckpt_t *c, ck_err_t *err)
         }
         c->st_sizes[i] = h[i].end - h[i].begin;
         st->key = ck_arena_printf(&c->arena, "%zu", i);
-        st->dtype = h[i].dt;
+        ck_storage_set_dtype(st, h[i].dt);
         st->numel = (h[i].end - h[i].begin) / h[i].dt->itemsize;
         st->src = CK_SRC_LEGACY;
         st->off = 8 + len + h[i].begin;

@@ -335,7 +335,7 @@ static int sink_cb(void *arg, const void *p, size_t n, ck_err_t *err)
 static int gather(out_t *w, const ck_tensor_t *t, ck_err_t *err)
 {
     size_t isz = t->dtype->itemsize, nd = t->ndim;
-    uint64_t per = t->st->dtype ? 1 : isz, span = 1, idx[64] = { 0 };
+    uint64_t per = t->st->dt ? 1 : isz, span = 1, idx[64] = { 0 };
     int rows = nd > 0 && t->stride[nd - 1] == 1;
     uint64_t step = rows ? (uint64_t)t->size[nd - 1] : 1;
     size_t top = rows ? nd - 1 : nd; /* dimensions walked */
@@ -396,7 +396,7 @@ static int body(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
     w.sum = &hs;
     for (size_t i = 0; i < p->n && rc == 0; i++) {
         const ck_tensor_t *t = p->e[i].t;
-        uint64_t per = t->st->dtype ? 1 : t->dtype->itemsize;
+        uint64_t per = t->st->dt ? 1 : t->dtype->itemsize;
 
         XXH3_64bits_reset(&hs);
         if (t->numel == 0)

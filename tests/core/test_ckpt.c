@@ -274,7 +274,7 @@ static void test_gopickle_all(void **state)
                 t = &f->c.tensors[0];
                 st = t->st;
                 assert_string_equal(t->dtype->name, gopickle[d].dtype);
-                assert_ptr_equal(st->dtype, t->dtype);
+                assert_ptr_equal(ck_storage_dtype(st), t->dtype);
                 assert_int_equal(st->numel, 4);
                 assert_int_equal(ck_storage_nbytes(st), wn);
                 assert_int_equal(st->src, zip ? CK_SRC_ZIP : CK_SRC_LEGACY);
@@ -364,7 +364,7 @@ static void test_legacy_details(void **state)
     assert_int_equal(f->c.nstorages, 1);
     st = f->c.storages[0];
     assert_string_equal(st->key, "94282293535712");
-    assert_string_equal(st->dtype->storage, "LongStorage");
+    assert_string_equal(ck_storage_dtype(st)->storage, "LongStorage");
     assert_int_equal(st->src, CK_SRC_LEGACY);
     /* the storage bytes follow their 8-byte element count at the end */
     assert_int_equal(st->off, f->c.st.size - 32);
