@@ -370,15 +370,16 @@ static int memo_set(rd_t *r, uint64_t idx, ck_py_t *v)
             }
         if (g->base == 0) /* where the nodes are being made */
             g->base = ck_arena_next(r->a) & ~(uintptr_t)7;
-        d = ((intptr_t)a - (intptr_t)g->base) / 8;
+        d = (intptr_t)(a - g->base) / 8;
+        /* the largest entry, tag bits included, still 16 bits */
         if ((a & 7) == 0 && d >= -MEMO_NEAR &&
-            d < MEMO_NEAR - (2 + MEMO_FAR) / 4) {
+            d < MEMO_NEAR - (2 + MEMO_FAR + 3) / 4) {
             g->e[idx % MEMO_GROUP] = (uint16_t)(
                 2 + MEMO_FAR +
                 ((uintptr_t)(d + MEMO_NEAR) << 2 | ((uintptr_t)v & 3)));
             return 0;
         }
-        d = ((intptr_t)a - (intptr_t)ck_arena_next(r->a)) / 8;
+        d = (intptr_t)(a - ck_arena_next(r->a)) / 8;
         if (r->nfar < MEMO_FAR && (d < -MEMO_NEAR || d > 0)) {
             /* old: one put again and again, maybe (made just now: in a
              * block begun since base, widened) */

@@ -1003,6 +1003,88 @@ static void test_read_memo_far(void **state)
     ck_buf_release(&b);
 }
 
+static void put_str(ck_buf_t *b, const char *s, size_t n)
+{
+    put_u32(b, 'X', (uint32_t)n);
+    assert_int_equal(ck_buf_put(b, s, n), 0);
+}
+
+/*
+ * A memo entry at the edge of its group's reach, tag bits included: each
+ * of 120 groups gets its base, then padding 8 bytes longer than the
+ * last's, then a tensor call whose arguments' tuple is put in the group
+ * (held compact, its entry tagged) and fetched back.  One of them lands
+ * on the farthest entry a group holds (the review's case: its entry
+ * wrapped to 0, "never stored").  Past 4 MiB of strs first: the arena's
+ * 2 MiB blocks, where the distances are.
+ */
+static void test_read_memo_edge(void **state)
+{
+    static const char globals[] = "ctorch._utils\n_rebuild_tensor_v2\nq\x01" "0"
+                                  "ccollections\nOrderedDict\nq\x02" "0"
+                                  "ctorch\nFloatStorage\nq\x03" "0";
+    static const char pid[] = "h\x01((X\x07\x00\x00\x00storageh\x03"
+                              "X\x01\x00\x00\x00" "0X\x03\x00\x00\x00" "cpuK\x04t";
+    static const char rest[] = "QK\x00K\x04\x85K\x01\x85\x89h\x02)Rt";
+    fx_t *f = *state;
+    ck_buf_t b = { 0 };
+    char *pad = calloc(1, 16384);
+    ck_py_t *p;
+    uint32_t k, n = 120;
+
+    assert_non_null(pad);
+    memset(pad, 'p', 16384);
+    assert_int_equal(ck_buf_put(&b, "\x80\x02]q\x00", 5), 0);
+    for (k = 0; k < 300; k++) {
+        put_str(&b, pad, 16000);
+        assert_int_equal(ck_buf_put(&b, "0", 1), 0);
+    }
+    assert_int_equal(ck_buf_put(&b, globals, sizeof(globals) - 1), 0);
+    for (k = 0; k < n; k++) {
+        uint32_t g = 16 * (k + 1);
+
+        assert_int_equal(ck_buf_put(&b, "}", 1), 0);
+        put_u32(&b, 'r', g);           /* the group's base: here */
+        assert_int_equal(ck_buf_put(&b, "0", 1), 0);
+        for (int i = 0; i < 4; i++) {
+            put_str(&b, pad, 16000);
+            assert_int_equal(ck_buf_put(&b, "0", 1), 0);
+        }
+        put_str(&b, pad, 500 + 8 * k);
+        assert_int_equal(ck_buf_put(&b, "0", 1), 0);
+        /* _rebuild_tensor_v2((persid, 0, (4,), (1,), False,
+         * OrderedDict())), its tuple put at g + 1 */
+        assert_int_equal(ck_buf_put(&b, pid, sizeof(pid) - 1), 0);
+        put_u32(&b, 'r', g + 2);
+        assert_int_equal(ck_buf_put(&b, rest, sizeof(rest) - 1), 0);
+        put_u32(&b, 'r', g + 1);
+        assert_int_equal(ck_buf_put(&b, "Ra", 2), 0);
+        put_u32(&b, 'j', g + 1);
+        assert_int_equal(ck_buf_put(&b, "a", 1), 0);
+    }
+    assert_int_equal(ck_buf_put(&b, ".", 1), 0);
+
+    ck_err_clear(&f->err);
+    if (ck_pickle_read(b.data, b.len, 1, &f->lim, &f->a, &f->pk, &f->err) != 0)
+        fail_msg("read failed: %s", f->err.msg);
+    p = f->pk.root;
+    assert_seq(p, CK_PY_LIST, 2 * n);
+    for (k = 0; k < n; k++) {
+        ck_py_t *call = p->u.seq.v[2 * k], *t = p->u.seq.v[2 * k + 1], **a;
+        uint32_t na;
+
+        assert_int_equal(call->kind, CK_PY_REDUCE);
+        assert_seq(t, CK_PY_TUPLE, 6);
+        assert_int_equal(t->u.seq.v[0]->kind, CK_PY_PERSID);
+        a = ck_py_args(call, &na);
+        assert_int_equal(na, 6);
+        for (uint32_t i = 0; i < 6; i++)
+            assert_ptr_equal(a[i], t->u.seq.v[i]);
+    }
+    ck_buf_release(&b);
+    free(pad);
+}
+
 static void test_read_cycle(void **state)
 {
     fx_t *f = *state;
@@ -2850,6 +2932,7 @@ int main(void)
         T(test_read_memo_text),
         T(test_read_memoize),
         T(test_read_memo_far),
+        T(test_read_memo_edge),
         T(test_read_cycle),
         T(test_read_globals),
         T(test_read_reduce_newobj_build),
