@@ -363,11 +363,6 @@ static int memo_set(rd_t *r, uint64_t idx, ck_py_t *v)
             g->e[idx % MEMO_GROUP] = MEMO_VALUE;
             return 0;
         }
-        for (unsigned i = 0; i < r->nfar; i++)
-            if (r->memofar[i] == v) {
-                g->e[idx % MEMO_GROUP] = (uint16_t)(2 + i);
-                return 0;
-            }
         if (g->base == 0) /* where the nodes are being made */
             g->base = ck_arena_next(r->a) & ~(uintptr_t)7;
         d = (intptr_t)(a - g->base) / 8;
@@ -379,6 +374,11 @@ static int memo_set(rd_t *r, uint64_t idx, ck_py_t *v)
                 ((uintptr_t)(d + MEMO_NEAR) << 2 | ((uintptr_t)v & 3)));
             return 0;
         }
+        for (unsigned i = 0; i < r->nfar; i++)
+            if (r->memofar[i] == v) {
+                g->e[idx % MEMO_GROUP] = (uint16_t)(2 + i);
+                return 0;
+            }
         d = (intptr_t)(a - ck_arena_next(r->a)) / 8;
         if (r->nfar < MEMO_FAR && (d < -MEMO_NEAR || d > 0)) {
             /* old: one put again and again, maybe (made just now: in a
@@ -426,7 +426,9 @@ static int memo_put(rd_t *r, uint64_t idx, ck_py_t *v)
     }
     if (idx >= r->memolen)
         r->memolen = idx + 1;
-    if (memo_at(r, idx) == NULL)
+    if ((r->memo[idx / MEMO_GROUP].base & 1)
+            ? memo_at(r, idx) == NULL
+            : r->memo[idx / MEMO_GROUP].e[idx % MEMO_GROUP] == 0)
         r->memocount++;
     if (v == r->spare) {
         r->spare_puts++;
