@@ -41,12 +41,13 @@ typedef struct {
     ck_dtype_id_t id;    /* CK_DT_OTHER: elements cannot be converted */
 } ck_dtype_t;
 
-/* The dtype named name ("float16"), or NULL. */
-/* The i-th dtype known (i under CK_DTYPE_COUNT), and a dtype's i: a
+/* The i-th dtype known (NULL past the last), and the i of dt, which is
+ * one of those this file gives (ck_dtype_by_name and the others): a
  * storage keeps a byte, not a pointer. */
 const ck_dtype_t *ck_dtype_at(unsigned i);
 unsigned ck_dtype_index(const ck_dtype_t *dt);
 
+/* The dtype named name ("float16"), or NULL. */
 const ck_dtype_t *ck_dtype_by_name(const char *name);
 /* The dtype named name or one of its aliases, as users write them: torch's
  * (half, float, double, long, int, short) and the short ones (fp16, bf16,

@@ -263,10 +263,10 @@ const ck_tensor_t *ck_job_tensor(ck_job_t *job, ck_py_t *node);
 int ck_job_read_tensor(ck_job_t *job, const ck_tensor_t *t, uint8_t *out);
 
 /*
- * A new contiguous tensor of dtype dt and the given shape whose storage
- * holds data (numel * itemsize bytes from the job arena, kept until the
- * checkpoint is written), built as torch.save builds one.  NULL when the
- * job failed.
+ * A new contiguous tensor of dtype dt (one dtype.h gives: ck_dtype_lookup,
+ * ck_dtype_by_name) and the given shape whose storage holds data (numel *
+ * itemsize bytes from the job arena, kept until the checkpoint is
+ * written), built as torch.save builds one.  NULL when the job failed.
  */
 ck_py_t *ck_job_new_tensor(ck_job_t *job, const ck_dtype_t *dt,
                            const int64_t *shape, size_t ndim,
