@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static const ck_dtype_t dtypes[] = {
+const ck_dtype_t ck_dtype_table[] = {
     /* name           storage class            size float codec */
     { "float64", "DoubleStorage", 8, 1, CK_DT_FLOAT64 },
     { "float32", "FloatStorage", 4, 1, CK_DT_FLOAT32 },
@@ -49,23 +49,21 @@ static const ck_dtype_t dtypes[] = {
     { "bits4x2", NULL, 1, 0, CK_DT_OTHER },
 };
 
-_Static_assert(CK_ARRAY_SIZE(dtypes) < 255, "a storage's dt is a byte");
+_Static_assert(CK_ARRAY_SIZE(ck_dtype_table) < 255,
+               "a storage's dt is a byte");
 
-const ck_dtype_t *ck_dtype_at(unsigned i)
-{
-    return i < CK_ARRAY_SIZE(dtypes) ? &dtypes[i] : NULL;
-}
+const unsigned ck_dtype_count = CK_ARRAY_SIZE(ck_dtype_table);
 
 unsigned ck_dtype_index(const ck_dtype_t *dt)
 {
-    return (unsigned)(dt - dtypes);
+    return (unsigned)(dt - ck_dtype_table);
 }
 
 const ck_dtype_t *ck_dtype_by_name(const char *name)
 {
-    for (size_t i = 0; i < CK_ARRAY_SIZE(dtypes); i++)
-        if (strcmp(dtypes[i].name, name) == 0)
-            return &dtypes[i];
+    for (size_t i = 0; i < CK_ARRAY_SIZE(ck_dtype_table); i++)
+        if (strcmp(ck_dtype_table[i].name, name) == 0)
+            return &ck_dtype_table[i];
     return NULL;
 }
 
@@ -98,15 +96,15 @@ size_t ck_dtype_names(char *out, size_t size, int codec_only)
     if (size == 0)
         return 0;
     out[0] = '\0';
-    for (size_t i = 0; i < CK_ARRAY_SIZE(dtypes) && o < size; i++) {
+    for (size_t i = 0; i < CK_ARRAY_SIZE(ck_dtype_table) && o < size; i++) {
         int n = 0;
 
-        if (codec_only && !ck_dtype_has_codec(&dtypes[i]))
+        if (codec_only && !ck_dtype_has_codec(&ck_dtype_table[i]))
             continue;
         o += (size_t)snprintf(out + o, size - o, "%s%s", o ? ", " : "",
-                              dtypes[i].name);
+                              ck_dtype_table[i].name);
         for (size_t k = 0; k < CK_ARRAY_SIZE(aliases) && o < size; k++)
-            if (strcmp(aliases[k].name, dtypes[i].name) == 0)
+            if (strcmp(aliases[k].name, ck_dtype_table[i].name) == 0)
                 o += (size_t)snprintf(out + o, size - o, "%s%s",
                                       n++ ? " " : " (", aliases[k].alias);
         if (n > 0 && o < size)
@@ -117,10 +115,10 @@ size_t ck_dtype_names(char *out, size_t size, int codec_only)
 
 const ck_dtype_t *ck_dtype_by_storage(const char *storage_class)
 {
-    for (size_t i = 0; i < CK_ARRAY_SIZE(dtypes); i++)
-        if (dtypes[i].storage != NULL &&
-            strcmp(dtypes[i].storage, storage_class) == 0)
-            return &dtypes[i];
+    for (size_t i = 0; i < CK_ARRAY_SIZE(ck_dtype_table); i++)
+        if (ck_dtype_table[i].storage != NULL &&
+            strcmp(ck_dtype_table[i].storage, storage_class) == 0)
+            return &ck_dtype_table[i];
     return NULL;
 }
 

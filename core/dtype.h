@@ -41,10 +41,17 @@ typedef struct {
     ck_dtype_id_t id;    /* CK_DT_OTHER: elements cannot be converted */
 } ck_dtype_t;
 
+/* The dtypes known (ck_dtype_at's, inline: a storage's size asks it). */
+extern const ck_dtype_t ck_dtype_table[];
+extern const unsigned ck_dtype_count;
+
 /* The i-th dtype known (NULL past the last), and the i of dt, which is
  * one of those this file gives (ck_dtype_by_name and the others): a
  * storage keeps a byte, not a pointer. */
-const ck_dtype_t *ck_dtype_at(unsigned i);
+static inline const ck_dtype_t *ck_dtype_at(unsigned i)
+{
+    return i < ck_dtype_count ? &ck_dtype_table[i] : NULL;
+}
 unsigned ck_dtype_index(const ck_dtype_t *dt);
 
 /* The dtype named name ("float16"), or NULL. */

@@ -42,21 +42,21 @@ typedef struct {
 
 /*
  * The memo, MEMO_GROUP entries a group.  torch.save puts eight objects a
- * tensor in it and GETs fetch a few hundred in all: at 4 * 10^6 storages
- * an array of pointers was 256 MiB at the parse's peak.  A PUT follows the
- * making of what it puts, and the arena makes nodes one after the other,
- * so a group's nodes lie near where the arena made nodes when the group's
- * first was put (base): each entry is
- * 16 bits, its distance from base in 8-byte steps (MEMO_NEAR either way)
- * with the tag bits below (PID_TAG, ARGS_TAG) -- 2.5 bytes an entry.  0
- * is an empty entry; MEMO_VALUE a value node (CK_PY_F_VALUE: a tensor's
- * size and stride, made once, far back), which a GET only refuses
- * (push_again), so whose address is not kept; 2 + i the i-th of a few
- * nodes put again and again from far back (memofar: the spare
- * OrderedDict(), put as each tensor's hooks until it is replaced).  A
- * group with an entry neither is widened: base (its low bit set) then
- * points to MEMO_GROUP full entries on the heap -- a hand-made pickle's
- * PUT of old nodes.
+ * tensor in it, most never fetched again: at 4 * 10^6 storages an array
+ * of pointers was 256 MiB at the parse's peak.  A PUT follows the making
+ * of what it puts, and the arena makes nodes one after the other, so a
+ * group's nodes lie near where the arena was making nodes when the
+ * group's first was put (base): each entry is 16 bits, its distance from
+ * base in 8-byte steps (about MEMO_NEAR either way) with the tag bits
+ * below (PID_TAG, ARGS_TAG) -- 2.5 bytes an entry.  0 is an empty entry;
+ * MEMO_VALUE a value node (CK_PY_F_VALUE: a tensor's size and stride,
+ * made once, far back), which a GET only refuses (push_again), so whose
+ * address is not kept; 2 + i the i-th of a few nodes put again and again
+ * from far back (memofar: the spare OrderedDict(), put as each tensor's
+ * hooks until it is replaced).  A group with an entry that is none of
+ * these is widened: base (its low bit set) then points to MEMO_GROUP full
+ * entries on the heap -- a hand-made pickle's PUTs of old nodes, and a
+ * group begun just before the arena began a block.
  */
 #define MEMO_GROUP 16
 #define MEMO_VALUE 1u
