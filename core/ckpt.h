@@ -81,6 +81,13 @@ static inline void ck_storage_set_dtype(ck_storage_t *st, const ck_dtype_t *dt)
     st->dt = dt != NULL ? (uint8_t)(ck_dtype_index(dt) + 1) : 0;
 }
 
+/* The bytes of one of st's numel units: its dtype's item size, 1 for an
+ * UntypedStorage. */
+static inline unsigned ck_storage_unit(const ck_storage_t *st)
+{
+    return st->dt != 0 ? ck_storage_dtype(st)->itemsize : 1;
+}
+
 /* The CRC-32 of st's record (CK_SRC_ZIP). */
 static inline uint32_t ck_storage_crc(const ck_storage_t *st)
 {
@@ -91,7 +98,7 @@ static inline uint32_t ck_storage_crc(const ck_storage_t *st)
  * a cast keeps numel). */
 static inline uint64_t ck_storage_nbytes(const ck_storage_t *st)
 {
-    return st->numel * (st->dt != 0 ? ck_storage_dtype(st)->itemsize : 1);
+    return st->numel * ck_storage_unit(st);
 }
 
 /* The bytes of st's record in the input, before any cast. */

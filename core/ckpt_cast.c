@@ -38,7 +38,7 @@ int ck_ckpt_storage_stream(ck_ckpt_t *c, const ck_storage_t *st,
 
     if (st->nconv == 0) {
         uint8_t *b = ck_malloc(1u << 20);
-        uint64_t isz = st->dt ? ck_storage_dtype(st)->itemsize : 1;
+        uint64_t isz = ck_storage_unit(st);
 
         if (b == NULL)
             return ck_err_set(err, CK_ENOMEM, "out of memory");
@@ -111,7 +111,7 @@ int ck_ckpt_storage_read(ck_ckpt_t *c, const ck_storage_t *st, uint64_t first,
     mem_sink_t m = { out };
 
     if (st->nconv == 0) {
-        uint64_t isz = st->dt ? ck_storage_dtype(st)->itemsize : 1;
+        uint64_t isz = ck_storage_unit(st);
 
         return ck_ckpt_storage_src(c, st, first * isz, count * isz, out, err);
     }

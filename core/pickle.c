@@ -318,7 +318,8 @@ static int rd_line(rd_t *r, const char **s, size_t *n)
     return 0;
 }
 
-/* Entry idx (under memolen): a node, tagged or not; MEMO_VALUE; or NULL. */
+/* Entry idx (under memocap groups): a node, tagged or not; MEMO_VALUE;
+ * or NULL. */
 static ck_py_t *memo_at(const rd_t *r, uint64_t idx)
 {
     const memo_group_t *g = &r->memo[idx / MEMO_GROUP];
@@ -343,8 +344,8 @@ static int memo_widen(rd_t *r, memo_group_t *g)
 
     if (w == NULL)
         return -1;
-    for (size_t i = 0; i < MEMO_GROUP; i++)
-        w[i] = first + i < r->memolen ? memo_at(r, first + i) : NULL;
+    for (size_t i = 0; i < MEMO_GROUP; i++) /* (entries never put: 0) */
+        w[i] = memo_at(r, first + i);
     g->base = (uintptr_t)w | 1;
     r->memowide++;
     return 0;
