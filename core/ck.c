@@ -386,6 +386,20 @@ uintptr_t ck_arena_next(const ck_arena_t *a)
     return b == NULL ? 0 : (uintptr_t)b->data + b->used;
 }
 
+int ck_arena_unalloc(ck_arena_t *a, void *p, size_t n)
+{
+    ck_arena_block_t *b = a->head;
+    size_t want = (n + 7) & ~(size_t)7;
+
+    if (b == NULL || want > b->used || want < n ||
+        (char *)p != (char *)b->data + b->used - want)
+        return 0;
+    memset(p, 0, want);
+    b->used -= want;
+    a->used -= want;
+    return 1;
+}
+
 void *ck_arena_alloc(ck_arena_t *a, size_t n)
 {
     ck_arena_block_t *b = a->head;

@@ -168,6 +168,10 @@ void ck_arena_release(ck_arena_t *a);
 /* Where a's next small request would go (0 before the first): the nodes
  * made last lie just below it. */
 uintptr_t ck_arena_next(const ck_arena_t *a);
+/* The n bytes at p given back when they are a's last small request (what
+ * a reader made and then kept another way): 1, zeroed for the next, or 0
+ * when anything came after them. */
+int ck_arena_unalloc(ck_arena_t *a, void *p, size_t n);
 
 /*
  * String map: NUL-terminated key -> size_t, for lookups by key in checkpoints

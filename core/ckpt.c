@@ -922,7 +922,7 @@ static int storage_dtype(scan_t *s, const ck_py_t *cls, const ck_dtype_t **dt)
 static int scan_persid(scan_t *s, ck_py_t *node)
 {
     ck_ckpt_t *c = s->c;
-    ck_py_t *pid, *v[6];
+    ck_py_t *pid, *v[6], key;
     const ck_dtype_t *dt = NULL;
     ck_storage_t *st;
     uint64_t numel, nbytes;
@@ -931,7 +931,7 @@ static int scan_persid(scan_t *s, ck_py_t *node)
 
     if (!(node->flags & CK_PY_F_PIDC) && node->u.pid->kind != CK_PY_TUPLE)
         return ck_err_set(s->err, CK_EFORMAT, "persistent id is not a tuple");
-    if (ck_py_pid_items(node, v, 6, &n) < 0 || n < 5 || (n == 6) != s->legacy ||
+    if (ck_py_pid_items(node, v, 6, &n, &key) < 0 || n < 5 || (n == 6) != s->legacy ||
         !ck_py_str_eq(v[0], "storage"))
         return ck_err_set(s->err, CK_EFORMAT,
                           "persistent id is not ('storage', class, key, "

@@ -238,14 +238,14 @@ static ck_storage_t *split(ck_ckpt_t *c, ck_storage_t *st,
             continue;
         old = tensor_args(t)[0];
         if (pers == NULL) {
-            ck_py_t *v[5];
+            ck_py_t *v[5], key;
             size_t n;
 
             pers = ck_py_new(&c->arena, CK_PY_PERSID);
             pid = ck_py_new(&c->arena, CK_PY_TUPLE);
             if (pers == NULL || pid == NULL)
                 goto nomem;
-            if (ck_py_pid_items(old, v, 5, &n) < 0 || n != 5) {
+            if (ck_py_pid_items(old, v, 5, &n, &key) < 0 || n != 5) {
                 ck_err_set(err, CK_EFORMAT, "persistent id not scanned");
                 return NULL;
             }

@@ -31,6 +31,7 @@ typedef struct {
     ck_storage_t **order;
     size_t n;
     ck_py_t **keys; /* by new key: the str a copied id names it by */
+    char rekey[32]; /* the key written for an id holding its key's text */
 } renum_t;
 
 /*
@@ -52,7 +53,7 @@ static int own_id(renum_t *r, ck_py_t *node, ck_storage_t *st,
         (r->keys[st->newkey] = ck_py_str(a, key, strlen(key))) == NULL)
         return ck_err_set(err, CK_ENOMEM, "out of memory");
     if (node->flags & CK_PY_F_PIDC) {
-        node->u.pc.key = r->keys[st->newkey]; /* its tuple is its own */
+        node->u.pc.key.p = r->keys[st->newkey]; /* its tuple is its own */
         return 0;
     }
     if ((t = ck_py_new(a, CK_PY_TUPLE)) == NULL ||
@@ -65,17 +66,22 @@ static int own_id(renum_t *r, ck_py_t *node, ck_storage_t *st,
     return 0;
 }
 
-/* Storage keys become 0..n-1 in order of first reference. */
-static int renumber_cb(void *ud, ck_py_t *node, ck_err_t *err)
+/*
+ * Storage keys become 0..n-1 in order of first reference.  An id holding
+ * its key's text (CK_PY_F_PIDK) keeps it -- the storage's record points
+ * at it -- and the writer writes the new key in its place (*rekey).
+ */
+static int renumber_cb(void *ud, ck_py_t *node, const char **rekey,
+                       ck_err_t *err)
 {
     renum_t *r = ud;
     ck_storage_t *st = ck_ckpt_pid_storage(r->c, node);
-    ck_py_t *v[5], *key;
+    ck_py_t *v[5], *key, text;
     size_t n;
     int met;
     char buf[32];
 
-    if (st == NULL || ck_py_pid_items(node, v, 5, &n) < 0 || n != 5)
+    if (st == NULL || ck_py_pid_items(node, v, 5, &n, &text) < 0 || n != 5)
         return ck_err_set(err, CK_EFORMAT, "persistent id not scanned");
     met = !(node->flags & CK_PY_F_PIDC) && (node->u.pid->flags & CK_PY_F_MET);
     if (st->newkey < 0) {
@@ -89,6 +95,11 @@ static int renumber_cb(void *ud, ck_py_t *node, ck_err_t *err)
     key = v[2];
     if (ck_py_str_eq(key, buf))
         return 0;
+    if (node->flags & CK_PY_F_PIDK) {
+        memcpy(r->rekey, buf, strlen(buf) + 1);
+        *rekey = r->rekey;
+        return 0;
+    }
     if (met || (key->flags & CK_PY_F_MET))
         return own_id(r, node, st, buf, err);
     key->u.s.s = ck_arena_strdup(&r->c->arena, buf);

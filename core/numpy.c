@@ -829,12 +829,12 @@ static int walk(walk_t *w, const ck_py_t *p, uint32_t depth)
         return walk_items(w, &p->u.seq, 1, depth);
     case CK_PY_PERSID:
         if (p->flags & CK_PY_F_PIDC) { /* its tuple's items */
-            ck_py_t *item[5];
+            ck_py_t *item[5], key;
             size_t n;
 
             if (depth + 1 > s->max_depth) /* as at the tuple */
                 return too_deep(s);
-            (void)ck_py_pid_items(p, item, 5, &n);
+            (void)ck_py_pid_items(p, item, 5, &n, &key);
             for (size_t i = 0; i < n; i++)
                 if ((rc = walk(w, item[i], depth + 2)) < 0)
                     return rc;

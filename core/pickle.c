@@ -120,13 +120,21 @@ typedef struct {
      * the parts they share, the last RD_PIDT kinds met */
     ck_py_pidt_t *pidt[RD_PIDT];
     unsigned pidt_next;
+    /* the last str made of at most 7 bytes, a compact id's key to be
+     * (fused_pid), while nothing named it again: PUT at most once, at
+     * kidx, and never pushed again (DUP, GET) */
+    ck_py_t *kstr;
+    int kstr_puts;
+    uint64_t kidx;
 } rd_t;
 
 /* A memo entry naming a compact persistent id's tuple, which it has not
  * made (fused_pid): the id's pointer with its low bit set; a compact
- * call's arguments' tuple (fused_call): the call's with the next. */
+ * call's arguments' tuple (fused_call): the call's with the next; the key
+ * str of an id holding its text (CK_PY_F_PIDK): the id's with both. */
 #define PID_TAG ((uintptr_t)1)
 #define ARGS_TAG ((uintptr_t)2)
+#define KEY_TAG (PID_TAG | ARGS_TAG)
 
 /* Room in s for one more node (first: its first capacity, a power of
  * two), each node placed again by hash: 0, or -1 out of memory. */
@@ -435,6 +443,13 @@ static int memo_put(rd_t *r, uint64_t idx, ck_py_t *v)
         r->spare_puts++;
         r->spare_idx = idx;
     }
+    if (v == r->kstr) {
+        r->kidx = idx;
+        if (r->kstr_puts++ > 0)
+            r->kstr = NULL;
+    } else if (r->kstr_puts > 0 && idx == r->kidx) {
+        r->kstr_puts = 0;   /* the key's entry is another's now */
+    }
     return memo_set(r, idx, v) < 0 ? rd_nomem(r) : 0;
 }
 
@@ -455,6 +470,8 @@ static int push_again(rd_t *r, ck_py_t *v)
         return value_again(r);
     if (v == r->spare)
         r->spare_twice = 1;
+    if (v == r->kstr)
+        r->kstr = NULL;
     return push(r, v);
 }
 
@@ -467,12 +484,21 @@ static int memo_get(rd_t *r, uint64_t idx)
                        (unsigned long long)idx);
     if (v == (ck_py_t *)(uintptr_t)MEMO_VALUE)
         return value_again(r);
-    if ((uintptr_t)v & (PID_TAG | ARGS_TAG)) {
-        /* a compact id's or call's tuple named again: it gets it now */
-        ck_py_t *o = (ck_py_t *)((uintptr_t)v & ~(PID_TAG | ARGS_TAG));
+    if ((uintptr_t)v & KEY_TAG) {
+        /* a compact id's or call's tuple, or an id's key, named again: it
+         * gets it now */
+        ck_py_t *o = (ck_py_t *)((uintptr_t)v & ~KEY_TAG);
 
-        v = (uintptr_t)v & PID_TAG ? ck_py_pid_tuple(r->a, o)
-                                   : ck_py_args_tuple(r->a, o);
+        switch ((uintptr_t)v & KEY_TAG) {
+        case PID_TAG:
+            v = ck_py_pid_tuple(r->a, o);
+            break;
+        case ARGS_TAG:
+            v = ck_py_args_tuple(r->a, o);
+            break;
+        default:
+            v = ck_py_pid_key(r->a, o);
+        }
         if (v == NULL || memo_set(r, idx, v) < 0)
             return rd_nomem(r);
     }
@@ -600,6 +626,10 @@ static int push_string(rd_t *r, ck_py_kind_t kind, const void *s, size_t n)
         return rd_nomem(r);
     p->u.s.s = ck_arena_strndup(r->a, s, n);
     p->len = n;
+    if (kind == CK_PY_STR && n < sizeof(p->u.pc.key.s)) {
+        r->kstr = p;
+        r->kstr_puts = 0;
+    }
     return push(r, p->u.s.s != NULL ? p : NULL);
 }
 
@@ -922,15 +952,21 @@ static int put_then(rd_t *r, int then, uint64_t *idx, size_t *need)
  * (pickle.h, CK_PY_F_PIDC): the memo entry names the id, tagged, and a
  * GET of it gives the id its tuple then (memo_get).  What runs is what
  * the three would do, errors included: anything else -- a memo index over
- * the limit, a FRAME's end between them -- runs them one by one.  0 when
- * done, 1 to run the TUPLE as it is, or an error.
+ * the limit, a FRAME's end between them -- runs them one by one.  The
+ * key, torch.save's "0", "1", ..., is made and put before the id is known:
+ * when nothing else names it and nothing was made after it, its room is
+ * given back and the id holds its text (CK_PY_F_PIDK), its memo entry
+ * naming the id, tagged, for a GET to make it again.  0 when done, 1 to
+ * run the TUPLE as it is, or an error.
  */
 static int fused_pid(rd_t *r, size_t base)
 {
-    ck_py_t *const *v;
+    const size_t strsz = offsetof(ck_py_t, u) + sizeof(((ck_py_t *)0)->u.s);
+    ck_py_t *const *v, *id, *key;
+    char text[sizeof(id->u.pc.key.s)];
     size_t need;
     uint64_t idx;
-    ck_py_t *id;
+    int inl;
 
     if (r->sp - base != 5)
         return 1;
@@ -941,14 +977,34 @@ static int fused_pid(rd_t *r, size_t base)
         !ck_py_str_eq(v[0], "storage") ||
         !put_then(r, OP_BINPERSID, &idx, &need))
         return 1;
+    /* a key named nowhere else, made last (its numel an int met before):
+     * its text is kept in the id, and its room is the id's */
+    key = v[2];
+    inl = key == r->kstr && key != v[3] &&
+          memchr(key->u.s.s, 0, key->len) == NULL &&
+          key->u.s.s == (char *)key + strsz;
+    if (inl) {
+        memcpy(text, key->u.s.s, sizeof(text)); /* (NUL-padded, as made) */
+        inl = ck_arena_unalloc(r->a, key->u.s.s, key->len + 1) &&
+              ck_arena_unalloc(r->a, key, strsz);
+        r->kstr = NULL;
+    }
     id = ck_arena_alloc(r->a, offsetof(ck_py_t, u) + sizeof(id->u.pc));
     if (id == NULL || (id->u.pc.t = pid_parts(r, v)) == NULL)
         return rd_nomem(r);
     id->kind = CK_PY_PERSID;
     id->flags = CK_PY_F_PIDC;
-    id->u.pc.key = v[2];
+    if (inl) {
+        id->flags |= CK_PY_F_PIDK;
+        memcpy(id->u.pc.key.s, text, sizeof(text));
+    } else {
+        id->u.pc.key.p = key;
+    }
     id->u.pc.numel = v[4];
     r->sp = base;
+    if (inl && r->kstr_puts > 0 &&
+        memo_set(r, r->kidx, (ck_py_t *)((uintptr_t)id | KEY_TAG)) < 0)
+        return rd_nomem(r);
     if (memo_put(r, idx, (ck_py_t *)((uintptr_t)id | PID_TAG)) < 0)
         return CK_ENOMEM;
     (void)pk_rd_bytes(&r->c, need);

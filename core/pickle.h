@@ -86,6 +86,8 @@ typedef struct {
 #define CK_PY_F_PIDC 0x08
 /* A call held without its arguments' tuple (u.o, below). */
 #define CK_PY_F_ARGC 0x10
+/* A compact id holding its key's text, not a str node (u.pc, below). */
+#define CK_PY_F_PIDK 0x20
 
 /*
  * What the persistent ids torch.save writes share: the 'storage' str, the
@@ -148,11 +150,21 @@ struct ck_py {
          * items with ck_py_pid_items; ck_py_pid_tuple gives it its tuple.
          * The writer writes the same bytes for both (the node's
          * wgen/widx memoize the tuple).
+         *
+         * A key of at most 7 bytes that nothing else names (torch.save's
+         * "0", "1", ...) is held as its text (CK_PY_F_PIDK), not as a
+         * 32-byte str.  Those bytes never change once the reader is done
+         * (a storage's record keeps a pointer to them): the id made a
+         * tuple leaves them where they are, behind u.pid, and the writer
+         * writes another key for it without changing it (ck_persid_cb).
          */
         struct {
-            ck_py_t *key;      /* (where pid is: ck_py_pid_tuple) */
+            const ck_py_pidt_t *t;  /* (where pid is: ck_py_pid_tuple) */
             ck_py_t *numel;
-            const ck_py_pidt_t *t;
+            union {
+                ck_py_t *p;
+                char s[8];     /* CK_PY_F_PIDK: NUL-padded, no NUL in it */
+            } key;
         } pc;
     } u;
 };
@@ -215,9 +227,13 @@ int ck_pickle_read_fd(int fd, uint64_t off, uint64_t len, size_t window,
 
 /*
  * Called by the writer for each PERSID node before its id is written; lets
- * the torch layer renumber storage keys in order of first reference.
+ * the torch layer renumber storage keys in order of first reference.  For
+ * an id holding its key's text (CK_PY_F_PIDK), which it must not change,
+ * it may set *key to the key to write instead (*key is NULL on entry; the
+ * text is the callback's, read before its next call).
  */
-typedef int (*ck_persid_cb)(void *ud, ck_py_t *node, ck_err_t *err);
+typedef int (*ck_persid_cb)(void *ud, ck_py_t *node, const char **key,
+                            ck_err_t *err);
 
 /*
  * Write root as a protocol 2 pickle appended to out.  Nodes made for the
@@ -229,9 +245,13 @@ int ck_pickle_write(ck_py_t *root, const ck_limits_t *lim, ck_arena_t *arena,
 /*
  * The items of persistent id p's tuple, whether held as a tuple or not
  * (CK_PY_F_PIDC): 0 with *n of them in out (room for max), or -1 when
- * its id is not a tuple of at most max items.
+ * its id is not a tuple of at most max items.  An id holding its key's
+ * text (CK_PY_F_PIDK) gets the str in *key, out[2] pointing at it: a
+ * node of the caller's, its text the id's, to read and to drop -- nothing
+ * may keep it, nor change it to change the id.
  */
-int ck_py_pid_items(const ck_py_t *p, ck_py_t **out, size_t max, size_t *n);
+int ck_py_pid_items(const ck_py_t *p, ck_py_t **out, size_t max, size_t *n,
+                    ck_py_t *key);
 /* Persistent id p's id, made a tuple in a first when p holds none (an
  * edit that changes its items); NULL when out of memory. */
 ck_py_t *ck_py_pid_tuple(ck_arena_t *a, ck_py_t *p);

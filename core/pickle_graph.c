@@ -142,7 +142,8 @@ ck_py_t *ck_py_new(ck_arena_t *a, ck_py_kind_t kind)
     return p;
 }
 
-int ck_py_pid_items(const ck_py_t *p, ck_py_t **out, size_t max, size_t *n)
+int ck_py_pid_items(const ck_py_t *p, ck_py_t **out, size_t max, size_t *n,
+                    ck_py_t *key)
 {
     const ck_py_t *t = p->u.pid;
 
@@ -151,10 +152,17 @@ int ck_py_pid_items(const ck_py_t *p, ck_py_t **out, size_t max, size_t *n)
             return -1;
         out[0] = p->u.pc.t->tag;
         out[1] = p->u.pc.t->cls;
-        out[2] = p->u.pc.key;
+        out[2] = p->u.pc.key.p;
         out[3] = p->u.pc.t->loc;
         out[4] = p->u.pc.numel;
         *n = 5;
+        if (p->flags & CK_PY_F_PIDK) {
+            memset(key, 0, sizeof(*key));
+            key->kind = CK_PY_STR;
+            key->u.s.s = (char *)p->u.pc.key.s;
+            key->len = (uint32_t)strnlen(key->u.s.s, sizeof(p->u.pc.key.s));
+            out[2] = key;
+        }
         return 0;
     }
     if (t->kind != CK_PY_TUPLE || t->u.seq.n > max)
@@ -165,9 +173,25 @@ int ck_py_pid_items(const ck_py_t *p, ck_py_t **out, size_t max, size_t *n)
     return 0;
 }
 
+ck_py_t *ck_py_pid_key(ck_arena_t *a, ck_py_t *p)
+{
+    ck_py_t *s;
+
+    if (!(p->flags & CK_PY_F_PIDC))
+        return p->u.pid->u.seq.v[2];
+    if (!(p->flags & CK_PY_F_PIDK))
+        return p->u.pc.key.p;
+    s = ck_py_str(a, p->u.pc.key.s, strnlen(p->u.pc.key.s, 8));
+    if (s != NULL) {
+        p->u.pc.key.p = s;
+        p->flags &= (uint8_t)~CK_PY_F_PIDK;
+    }
+    return s;
+}
+
 ck_py_t *ck_py_pid_tuple(ck_arena_t *a, ck_py_t *p)
 {
-    ck_py_t *t;
+    ck_py_t *t, key;
     size_t n;
 
     if (!(p->flags & CK_PY_F_PIDC))
@@ -175,11 +199,15 @@ ck_py_t *ck_py_pid_tuple(ck_arena_t *a, ck_py_t *p)
     t = ck_py_new(a, CK_PY_TUPLE);
     if (t == NULL || ck_py_vec_reserve(a, &t->u.seq, 5) < 0)
         return NULL;
-    (void)ck_py_pid_items(p, t->u.seq.v, 5, &n);
+    (void)ck_py_pid_items(p, t->u.seq.v, 5, &n, &key);
+    if ((p->flags & CK_PY_F_PIDK) &&
+        (t->u.seq.v[2] = ck_py_str(a, key.u.s.s, key.len)) == NULL)
+        return NULL;
     t->u.seq.n = (uint32_t)n;
-    /* the node as ck_py_new makes it: len, the storage, stays */
+    /* the node as ck_py_new makes it: len, the storage, stays, and a key's
+     * text too (u.pid is over the parts' pointer) */
     p->u.pid = t;
-    p->flags &= (uint8_t)~CK_PY_F_PIDC;
+    p->flags &= (uint8_t)~(CK_PY_F_PIDC | CK_PY_F_PIDK);
     return t;
 }
 
@@ -516,7 +544,7 @@ static int eq(eq_t *e, ck_py_t *a, ck_py_t *b, uint32_t depth)
  */
 static int pid_equal(eq_t *e, ck_py_t *a, ck_py_t *b, uint32_t depth)
 {
-    ck_py_t *va[5], *vb[5];
+    ck_py_t *va[5], *vb[5], ka, kb;
     size_t na, nb;
 
     if (!(a->flags & CK_PY_F_PIDC) || !(b->flags & CK_PY_F_PIDC)) {
@@ -533,8 +561,8 @@ static int pid_equal(eq_t *e, ck_py_t *a, ck_py_t *b, uint32_t depth)
                 return 0;
         }
     }
-    if (ck_py_pid_items(a, va, 5, &na) < 0 ||
-        ck_py_pid_items(b, vb, 5, &nb) < 0 || na != nb)
+    if (ck_py_pid_items(a, va, 5, &na, &ka) < 0 ||
+        ck_py_pid_items(b, vb, 5, &nb, &kb) < 0 || na != nb)
         return 0;
     for (size_t i = 0; i < na; i++)
         if (!eq(e, va[i], vb[i], depth + 2))
@@ -614,10 +642,10 @@ static uint64_t hash_kind(int kind)
  * hash their tuple's. */
 static uint64_t hash_pidc(const ck_py_t *p, uint32_t depth)
 {
-    ck_py_t *v[5];
+    ck_py_t *v[5], key;
     size_t n;
 
-    (void)ck_py_pid_items(p, v, 5, &n);
+    (void)ck_py_pid_items(p, v, 5, &n, &key);
     return hash_items(hash_kind(CK_PY_TUPLE), v, n, depth);
 }
 

@@ -222,4 +222,10 @@ uint8_t *pk_raw_unicode(const char *s, size_t n, size_t *len);
  * at v (pickle_graph.c); NULL when out of memory. */
 ck_py_t *ck_py_argc_new(ck_arena_t *a, ck_py_t *fn, ck_py_t *const *v);
 
+/* Compact id p's key str, made in a first when p holds its text
+ * (CK_PY_F_PIDK: a GET of the key names it again), p then holding the
+ * node; NULL when out of memory.  For the reader: once the torch layer
+ * has scanned p, a storage's record may point at the text. */
+ck_py_t *ck_py_pid_key(ck_arena_t *a, ck_py_t *p);
+
 #endif

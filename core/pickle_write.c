@@ -305,11 +305,13 @@ static int save_tuple(wr_t *w, ck_py_t *p, uint32_t depth)
 /*
  * A compact id's tuple (pickle.h), as save_tuple writes a tuple of five:
  * memoized by the id's node, which pickle never memoizes itself; its items
- * (strs, a global, an int) cannot hold it.
+ * (strs, a global, an int) cannot hold it.  A key held as text is written
+ * as the str it stands for, named once -- or as 'rekey', when the
+ * callback gave one (ck_persid_cb).
  */
-static int save_pidc(wr_t *w, ck_py_t *p, uint32_t depth)
+static int save_pidc(wr_t *w, ck_py_t *p, const char *rekey, uint32_t depth)
 {
-    ck_py_t *v[5];
+    ck_py_t *v[5], key;
     size_t n;
     int rc;
 
@@ -317,7 +319,11 @@ static int save_pidc(wr_t *w, ck_py_t *p, uint32_t depth)
         memo_ref(w, p);
         return 0;
     }
-    (void)ck_py_pid_items(p, v, 5, &n);
+    (void)ck_py_pid_items(p, v, 5, &n, &key);
+    if ((p->flags & CK_PY_F_PIDK) && rekey != NULL) {
+        key.u.s.s = (char *)rekey;
+        key.len = (uint32_t)strlen(rekey);
+    }
     w_op(w, OP_MARK);
     for (size_t i = 0; i < n; i++)
         if ((rc = save(w, v[i], depth + 1)) < 0)
@@ -432,14 +438,18 @@ static int save(wr_t *w, ck_py_t *p, uint32_t depth)
             w_op(w, OP_BUILD);
         }
         return 0;
-    case CK_PY_PERSID:
-        if (w->cb != NULL && (rc = w->cb(w->ud, p, w->err)) < 0)
+    case CK_PY_PERSID: {
+        const char *rekey = NULL;
+
+        if (w->cb != NULL && (rc = w->cb(w->ud, p, &rekey, w->err)) < 0)
             return rc;
-        if ((rc = p->flags & CK_PY_F_PIDC ? save_pidc(w, p, depth + 1)
-                                          : save(w, p->u.pid, depth + 1)) < 0)
+        if ((rc = p->flags & CK_PY_F_PIDC
+                      ? save_pidc(w, p, rekey, depth + 1)
+                      : save(w, p->u.pid, depth + 1)) < 0)
             return rc;
         w_op(w, OP_BINPERSID);
         return 0;
+    }
     }
     return ck_err_set(w->err, CK_EFORMAT, "unknown node kind %d", p->kind);
 }

@@ -1441,6 +1441,22 @@ static void test_read_call_compact(void **state)
     }
 }
 
+/* [id0, id1] of ('storage', torch.FloatStorage, '0', 'cpu', 4) and
+ * (..., '1', ..., numel1), as tuples made by hand, the parts shared. */
+static ck_py_t *two_ids(fx_t *f, int64_t numel1)
+{
+    ck_py_t *storage = mk_str(f, "storage"),
+            *cls = mk_global(f, "torch", "FloatStorage"),
+            *loc = mk_str(f, "cpu");
+    ck_py_t *q1 = mk(f, CK_PY_PERSID), *q2 = mk(f, CK_PY_PERSID);
+
+    q1->u.pid = mk_seq(f, CK_PY_TUPLE, storage, cls, mk_str(f, "0"), loc,
+                       mk_int(f, 4), NULL);
+    q2->u.pid = mk_seq(f, CK_PY_TUPLE, storage, cls, mk_str(f, "1"), loc,
+                       mk_int(f, numel1), NULL);
+    return mk_seq(f, CK_PY_LIST, q1, q2, NULL);
+}
+
 /*
  * torch.save's persistent id -- MARK 'storage' class key location numel
  * TUPLE, BINPUT/LONG_BINPUT, BINPERSID -- is held without its tuple
@@ -1461,7 +1477,7 @@ static void test_read_persid_compact(void **state)
         "\x80\x02]q\x00((X\x07\x00\x00\x00storageq\x01" "ctorch\x0a"
         "FloatStorage\x0aq\x02X\x01\x00\x00\x00" "0q\x03X\x03\x00\x00\x00"
         "cpuq\x04K\x04tq\x05Qh\x05h\x05" "e.";
-    ck_py_t *p, *v[6], *t, *tuple;
+    ck_py_t *p, *v[6], *t, *tuple, key;
     size_t n;
 
     p = ROOT(f, two);
@@ -1470,7 +1486,7 @@ static void test_read_persid_compact(void **state)
         t = p->u.seq.v[i];
         assert_int_equal(t->kind, CK_PY_PERSID);
         assert_true(t->flags & CK_PY_F_PIDC);
-        assert_int_equal(ck_py_pid_items(t, v, 6, &n), 0);
+        assert_int_equal(ck_py_pid_items(t, v, 6, &n, &key), 0);
         assert_int_equal(n, 5);
         ASSERT_STR(v[0], "storage");
         assert_global(v[1], "torch", "FloatStorage");
@@ -1480,27 +1496,19 @@ static void test_read_persid_compact(void **state)
             ASSERT_STR(v[2], "1");
         ASSERT_STR(v[3], "cpu");
         assert_int_node(v[4], i == 0 ? 4 : 2);
-        assert_int_equal(ck_py_pid_items(t, v, 4, &n), -1);
+        assert_int_equal(ck_py_pid_items(t, v, 4, &n, &key), -1);
     }
     /* the parts the two share are one (the memo's) */
     assert_ptr_equal(p->u.seq.v[0]->u.pc.t, p->u.seq.v[1]->u.pc.t);
     written_back(f, two, sizeof(two) - 1);
     /* equal to, and hashed as, the same ids with tuples */
     {
-        ck_py_t *storage = mk_str(f, "storage"),
-                *cls = mk_global(f, "torch", "FloatStorage"),
-                *loc = mk_str(f, "cpu");
-        ck_py_t *q1 = mk(f, CK_PY_PERSID), *q2 = mk(f, CK_PY_PERSID), *q;
+        ck_py_t *q = two_ids(f, 2);
 
-        q1->u.pid = mk_seq(f, CK_PY_TUPLE, storage, cls, mk_str(f, "0"), loc,
-                           mk_int(f, 4), NULL);
-        q2->u.pid = mk_seq(f, CK_PY_TUPLE, storage, cls, mk_str(f, "1"), loc,
-                           mk_int(f, 2), NULL);
-        q = mk_seq(f, CK_PY_LIST, q1, q2, NULL);
         assert_true(1 == ck_py_equal(p, q, 100));
         assert_true(1 == ck_py_equal(q, p, 100));
         assert_true(ck_py_hash(p, 8) == ck_py_hash(q, 8));
-        q2->u.pid->u.seq.v[4] = mk_int(f, 3);
+        q->u.seq.v[1]->u.pid->u.seq.v[4] = mk_int(f, 3);
         assert_true(0 == ck_py_equal(p, q, 100));
         assert_true(0 == ck_py_equal(q, p, 100));
     }
@@ -1607,6 +1615,138 @@ static void test_read_persid_compact(void **state)
     ck_limits_default(&f->lim);
     /* the pickle ends after the PUT: read one by one, and truncated */
     FAIL(f, PID_HEAD "tq\x05", -EAGAIN);
+}
+
+/* torch.save's [t, t2] up to the second id's key: the first id's parts
+ * are memo 1 to 5 (its key '0' memo 3, made before 'cpu': held as a str),
+ * its numel 4 */
+#define PID_FIRST                                                          \
+    "\x80\x02]q\x00((X\x07\x00\x00\x00storageq\x01" "ctorch\x0a"            \
+    "FloatStorage\x0aq\x02X\x01\x00\x00\x00" "0q\x03X\x03\x00\x00\x00"     \
+    "cpuq\x04K\x04tq\x05Q(h\x01h\x02"
+/* and the second id, its key '1' memo 6 and its tuple memo 7 */
+#define PID_SECOND PID_FIRST "X\x01\x00\x00\x00" "1q\x06h\x04K\x04tq\x07Q"
+
+static int rekey_cb(void *ud, ck_py_t *node, const char **key, ck_err_t *err)
+{
+    (void)err;
+    if (node->flags & CK_PY_F_PIDK)
+        *key = ud;
+    return 0;
+}
+
+/*
+ * A compact id's key that nothing else names, made just before the id
+ * (its numel an int met before), is held as text (CK_PY_F_PIDK): read as
+ * a str, written as one, and made one when a GET names it after all; a
+ * key named twice, or not the last thing made, stays a str.
+ */
+static void test_read_persid_key(void **state)
+{
+    fx_t *f = *state;
+    ck_py_t *p, *t, *v[5], *x, *y, key;
+    ck_buf_t out = { 0 };
+    ck_err_t err = { 0 };
+    size_t n;
+
+    p = ROOT(f, PID_SECOND "e.");
+    assert_seq(p, CK_PY_LIST, 2);
+    assert_false(p->u.seq.v[0]->flags & CK_PY_F_PIDK);
+    t = p->u.seq.v[1];
+    assert_true(t->flags & CK_PY_F_PIDC);
+    assert_true(t->flags & CK_PY_F_PIDK);
+    assert_int_equal(ck_py_pid_items(t, v, 5, &n, &key), 0);
+    assert_ptr_equal(v[2], &key);
+    ASSERT_STR(v[2], "1");
+    assert_int_node(v[4], 4);
+    written_back(f, PID_SECOND "e.", sizeof(PID_SECOND "e.") - 1);
+    /* equal to the same ids with tuples, hashed alike */
+    {
+        ck_py_t *q = two_ids(f, 4);
+
+        assert_true(1 == ck_py_equal(p, q, 100));
+        assert_true(1 == ck_py_equal(q, p, 100));
+        assert_true(ck_py_hash(p, 8) == ck_py_hash(q, 8));
+        q->u.seq.v[1]->u.pid->u.seq.v[2] = mk_str(f, "2");
+        assert_true(0 == ck_py_equal(p, q, 100));
+    }
+    /* the writer writes another key when the callback gives one; the id
+     * keeps its own */
+    assert_int_equal(ck_pickle_write(p, &f->lim, &f->a, rekey_cb, "42",
+                                     &out, &err), 0);
+    assert_bytes(out.data, out.len,
+                 PID_FIRST "X\x02\x00\x00\x00" "42q\x06h\x04K\x04tq\x07Qe.",
+                 sizeof(PID_FIRST "X\x02\x00\x00\x00" "42q\x06h\x04K\x04t"
+                        "q\x07Qe.") - 1);
+    ck_buf_release(&out);
+    assert_true(t->flags & CK_PY_F_PIDK);
+    assert_string_equal(t->u.pc.key.s, "1");
+    /* given its tuple: a str of its own, the text left behind u.pid */
+    assert_non_null(ck_py_pid_tuple(&f->a, t));
+    assert_false(t->flags & (CK_PY_F_PIDC | CK_PY_F_PIDK));
+    ASSERT_STR(t->u.pid->u.seq.v[2], "1");
+    written_back(f, PID_SECOND "e.", sizeof(PID_SECOND "e.") - 1);
+
+    /* a GET of the key after: the id holds the str the GET gives */
+    p = ROOT(f, PID_SECOND "h\x06" "e.");
+    assert_seq(p, CK_PY_LIST, 3);
+    t = p->u.seq.v[1];
+    assert_true(t->flags & CK_PY_F_PIDC);
+    assert_false(t->flags & CK_PY_F_PIDK);
+    assert_ptr_equal(t->u.pc.key.p, p->u.seq.v[2]);
+    ASSERT_STR(p->u.seq.v[2], "1");
+    written_back(f, PID_SECOND "h\x06" "e.",
+                 sizeof(PID_SECOND "h\x06" "e.") - 1);
+    /* not equal to the same with a key of its own and another "1" */
+    x = p;
+    y = ROOT(f, PID_SECOND "X\x01\x00\x00\x00" "1e.");
+    assert_true(y->u.seq.v[1]->flags & CK_PY_F_PIDK);
+    assert_true(0 == ck_py_equal(x, y, 100));
+    assert_true(0 == ck_py_equal(y, x, 100));
+    assert_true(1 == ck_py_equal(y, y, 100));
+    /* a GET of its tuple, then of the key: the tuple's str */
+    p = ROOT(f, PID_SECOND "h\x07h\x06" "e.");
+    assert_seq(p, CK_PY_LIST, 4);
+    assert_false(p->u.seq.v[1]->flags & CK_PY_F_PIDC);
+    assert_ptr_equal(p->u.seq.v[2], p->u.seq.v[1]->u.pid);
+    assert_ptr_equal(p->u.seq.v[3], p->u.seq.v[2]->u.seq.v[2]);
+    written_back(f, PID_SECOND "h\x07h\x06" "e.",
+                 sizeof(PID_SECOND "h\x07h\x06" "e.") - 1);
+
+    /* the key's memo index put again with 'cpu': a GET gives 'cpu' */
+    p = ROOT(f, PID_FIRST "X\x01\x00\x00\x00" "1q\x06h\x04q\x06K\x04tq\x07Q"
+                "h\x06" "e.");
+    assert_seq(p, CK_PY_LIST, 3);
+    assert_true(p->u.seq.v[1]->flags & CK_PY_F_PIDK);
+    ASSERT_STR(p->u.seq.v[2], "cpu");
+    assert_ptr_equal(p->u.seq.v[2], p->u.seq.v[1]->u.pc.t->loc);
+    /* put twice, pushed again (DUP, then POP: the dropped value names
+     * it), a NUL in it, 8 bytes, a numel made after it: a str */
+    p = ROOT(f, PID_FIRST "X\x01\x00\x00\x00" "1q\x06q\x08h\x04K\x04tq\x07Q"
+                "h\x08" "e.");
+    assert_false(p->u.seq.v[1]->flags & CK_PY_F_PIDK);
+    assert_ptr_equal(p->u.seq.v[1]->u.pc.key.p, p->u.seq.v[2]);
+    p = ROOT(f, PID_FIRST "X\x01\x00\x00\x00" "1q\x06" "20" "h\x04K\x04tq\x07Q"
+                "e.");
+    assert_false(p->u.seq.v[1]->flags & CK_PY_F_PIDK);
+    assert_ptr_equal(p->u.seq.v[1]->u.pc.key.p, f->pk.dropped.v[0]);
+    p = ROOT(f, PID_FIRST "X\x02\x00\x00\x00" "\x00" "1q\x06h\x04K\x04tq\x07Q"
+                "e.");
+    assert_true(p->u.seq.v[1]->flags & CK_PY_F_PIDC);
+    assert_false(p->u.seq.v[1]->flags & CK_PY_F_PIDK);
+    p = ROOT(f, PID_FIRST "X\x07\x00\x00\x00" "1234567q\x06h\x04K\x04tq\x07Q"
+                "e.");
+    assert_true(p->u.seq.v[1]->flags & CK_PY_F_PIDK);
+    assert_string_equal(p->u.seq.v[1]->u.pc.key.s, "1234567");
+    p = ROOT(f, PID_FIRST "X\x08\x00\x00\x00" "12345678q\x06h\x04K\x04tq\x07Q"
+                "e.");
+    assert_false(p->u.seq.v[1]->flags & CK_PY_F_PIDK);
+    p = ROOT(f, PID_FIRST "X\x01\x00\x00\x00" "1q\x06h\x04K\x09tq\x07Q" "e.");
+    assert_true(p->u.seq.v[1]->flags & CK_PY_F_PIDC);
+    assert_false(p->u.seq.v[1]->flags & CK_PY_F_PIDK);
+    written_back(f, PID_FIRST "X\x01\x00\x00\x00" "1q\x06h\x04K\x09tq\x07Qe.",
+                 sizeof(PID_FIRST "X\x01\x00\x00\x00" "1q\x06h\x04K\x09tq"
+                        "\x07Qe.") - 1);
 }
 
 static void test_read_proto_frame(void **state)
@@ -2510,11 +2650,13 @@ typedef struct {
     int fail_at;
 } cb_state_t;
 
-static int persid_cb(void *ud, ck_py_t *node, ck_err_t *err)
+static int persid_cb(void *ud, ck_py_t *node, const char **key,
+                     ck_err_t *err)
 {
     cb_state_t *s = ud;
 
     assert_int_equal(node->kind, CK_PY_PERSID);
+    assert_null(*key);
     if (++s->calls == s->fail_at)
         return ck_err_set(err, CK_EFORMAT, "refused persistent id %d", s->calls);
     return 0;
@@ -2940,6 +3082,7 @@ int main(void)
         T(test_read_inst_obj),
         T(test_read_persid),
         T(test_read_persid_compact),
+        T(test_read_persid_key),
         T(test_read_call_compact),
         T(test_read_proto_frame),
         T(test_read_frame_bounds),
