@@ -750,7 +750,7 @@ static ck_storage_t *find_storage(ck_ckpt_t *c, const char *key)
 {
     size_t i = ck_ckpt_key_index(c, key);
 
-    return i < c->nstorages ? c->storages[i] : NULL;
+    return i < c->nstorages ? ck_ckpt_storage(c, i) : NULL;
 }
 
 /* Index storage i under its key, unless the key is there (the first
@@ -797,25 +797,34 @@ _Static_assert(sizeof(void *) != 8 || sizeof(ck_storage_t) == 48,
 _Static_assert(sizeof(void *) != 8 || sizeof(ck_tensor_t) == 64,
                "ck_tensor_t grew");
 
-/* Append st to c->storages (grown by doubling) and to the key index. */
-int ck_ckpt_add_storage(ck_ckpt_t *c, ck_storage_t *st)
+/* Append a copy of st to the storages (a new chunk when the last is full,
+ * the chunks' pointers grown by doubling) and its key to the index. */
+int ck_ckpt_add_storage(ck_ckpt_t *c, const ck_storage_t *st)
 {
+    size_t k = c->nstorages / CK_STORAGE_CHUNK;
+
     if (c->nstorages >= UINT32_MAX - 1)
         return CK_ELIMIT; /* a persistent id's len names it (1 + index) */
-    if (c->nstorages == c->storages_cap) {
-        size_t cap = c->storages_cap ? c->storages_cap * 2 : 64;
-        ck_storage_t **ns = ck_arena_grow(&c->arena, c->storages,
-                                          c->storages_cap * sizeof(*ns),
-                                          cap * sizeof(*ns));
+    if (c->nstorages % CK_STORAGE_CHUNK == 0) {
+        if (k == c->stchunks_cap) {
+            size_t cap = k ? k * 2 : 16;
+            ck_storage_t **nc = ck_arena_grow(&c->arena, c->stchunks,
+                                              k * sizeof(*nc),
+                                              cap * sizeof(*nc));
 
-        if (ns == NULL)
+            if (nc == NULL)
+                return CK_ENOMEM;
+            c->stchunks = nc;
+            c->stchunks_cap = cap;
+        }
+        c->stchunks[k] = ck_arena_alloc(&c->arena, CK_STORAGE_CHUNK *
+                                                       sizeof(ck_storage_t));
+        if (c->stchunks[k] == NULL)
             return CK_ENOMEM;
-        c->storages = ns;
-        c->storages_cap = cap;
     }
     if (index_key(c, st->key, c->nstorages) < 0)
         return CK_ENOMEM;
-    c->storages[c->nstorages++] = st;
+    *ck_ckpt_storage(c, c->nstorages++) = *st;
     return 0;
 }
 
@@ -860,10 +869,10 @@ static int legacy_storages(ck_ckpt_t *c, ck_py_t *keys, uint64_t pos,
                           "legacy file has %llu bytes after its last storage",
                           (unsigned long long)(c->st.size - pos));
     for (size_t i = 0; i < c->nstorages; i++)
-        if (c->storages[i]->src != CK_SRC_LEGACY)
+        if (ck_ckpt_storage(c, i)->src != CK_SRC_LEGACY)
             return ck_err_set(err, CK_EFORMAT,
                               "legacy file has no data for storage %s",
-                              c->storages[i]->key);
+                              ck_ckpt_storage(c, i)->key);
     return 0;
 }
 
@@ -968,25 +977,23 @@ static int scan_persid(scan_t *s, ck_py_t *node)
     st = ck_ckpt_pid_storage(c, node);
     if (s->first || st == NULL || st->key != v[2]->u.s.s) {
         idx = ck_ckpt_key_index(c, v[2]->u.s.s);
-        st = idx < c->nstorages ? c->storages[idx] : NULL;
+        st = idx < c->nstorages ? ck_ckpt_storage(c, idx) : NULL;
     }
     if (st == NULL) {
         if (!s->first)
             return ck_err_set(s->err, CK_EFORMAT, "unknown storage %s",
                               v[2]->u.s.s);
-        st = ck_arena_alloc(&c->arena, sizeof(*st));
-        if (st == NULL)
-            return ck_err_set(s->err, CK_ENOMEM, "out of memory");
-        st->key = v[2]->u.s.s;
-        ck_storage_set_dtype(st, dt);
-        st->numel = numel;
-        st->newkey = -1;
+        ck_storage_t new = { .key = v[2]->u.s.s, .numel = numel,
+                             .newkey = -1 };
+
+        ck_storage_set_dtype(&new, dt);
         idx = c->nstorages;
-        if ((rc = ck_ckpt_add_storage(c, st)) < 0)
+        if ((rc = ck_ckpt_add_storage(c, &new)) < 0)
             return rc == CK_ELIMIT
                        ? ck_err_set(s->err, rc, "more than %u storages",
                                     UINT32_MAX - 1)
                        : ck_err_set(s->err, rc, "out of memory");
+        st = ck_ckpt_storage(c, idx);
     } else if (ck_storage_dtype(st) != dt || st->numel != numel) {
         return ck_err_set(s->err, CK_EFORMAT,
                           "storage %s is used as %s of %llu and as %s of %llu",
@@ -1375,7 +1382,7 @@ static int do_scan(ck_ckpt_t *c, int first, ck_err_t *err)
     s.tcap = c->tensors_cap;
     c->ntensors = 0;
     for (size_t i = 0; i < c->nstorages; i++)
-        c->storages[i]->refs = 0;
+        ck_ckpt_storage(c, i)->refs = 0;
     rc = walk(&s, c->pk.root, 0);
     c->tensors = s.t;
     c->tensors_cap = s.tcap;
@@ -1445,7 +1452,7 @@ static int take_record(ck_storage_t *st, const ck_zip_entry_t *e,
 static int rec_storages(ck_ckpt_t *c, ck_err_t *err)
 {
     for (size_t i = 0; i < c->nstorages; i++) {
-        size_t k = key_number(c->storages[i]->key);
+        size_t k = key_number(ck_ckpt_storage(c, i)->key);
         const ck_zip_rec_t *r = k < c->nrecs ? &c->recs[k] : NULL;
         ck_zip_entry_t e = { .method = 0 };
         int rc;
@@ -1455,7 +1462,7 @@ static int rec_storages(ck_ckpt_t *c, ck_err_t *err)
             e.crc = r->crc;
             e.data_off = r->off;
         }
-        rc = take_record(c->storages[i], r != NULL && r->set ? &e : NULL, err);
+        rc = take_record(ck_ckpt_storage(c, i), r != NULL && r->set ? &e : NULL, err);
         if (rc < 0)
             return rc;
     }
@@ -1491,7 +1498,7 @@ static int zip_storages(ck_ckpt_t *c, ck_err_t *err)
             by_num[k] = i + 1;
     }
     for (size_t i = 0; i < c->nstorages; i++) {
-        ck_storage_t *st = c->storages[i];
+        ck_storage_t *st = ck_ckpt_storage(c, i);
         size_t k = key_number(st->key);
         const ck_zip_entry_t *e;
         char name[600];

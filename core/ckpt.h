@@ -154,9 +154,11 @@ typedef struct {
     ck_pickle_t pk;
     size_t pickle_bytes;
     ck_limits_t lim;
-    ck_storage_t **storages;  /* every storage known, input order */
+    ck_storage_t **stchunks;  /* every storage known, input order, in
+                                 chunks of CK_STORAGE_CHUNK records (see
+                                 ck_ckpt_storage) */
     size_t nstorages;
-    size_t storages_cap;      /* slots allocated in storages */
+    size_t stchunks_cap;      /* chunk pointers allocated in stchunks */
     ck_strmap_t by_key;       /* key -> index in storages (the first wins),
                                  for the keys by_num does not hold */
     size_t by_num_ident;      /* storages 0 .. this - 1 have the keys
@@ -314,29 +316,41 @@ void ck_ckpt_looks_like(const uint8_t *b, size_t n, char *out, size_t size);
 int ck_ckpt_name_danger(ck_ckpt_t *c, const char *const *allow, int rc,
                         ck_err_t *err);
 
-/* The index in c->storages of the storage with key, or SIZE_MAX. */
+/*
+ * Storage i of c (i < c->nstorages): the records lie in chunks, found by
+ * index without a pointer each -- 4 * 10^6 storages in a checkpoint of
+ * 10^6 tensors -- and never move, so a pointer to one stays good.
+ */
+#define CK_STORAGE_CHUNK 256
+static inline ck_storage_t *ck_ckpt_storage(const ck_ckpt_t *c, size_t i)
+{
+    return &c->stchunks[i / CK_STORAGE_CHUNK][i % CK_STORAGE_CHUNK];
+}
+
+/* The index of the storage with key (ck_ckpt_storage), or SIZE_MAX. */
 size_t ck_ckpt_key_index(const ck_ckpt_t *c, const char *key);
 
 /*
  * The storage persistent id pid names, as the last scan tied them, or
- * NULL: its index in c->storages plus one is in pid->len (storages are
+ * NULL: its index (ck_ckpt_storage) plus one is in pid->len (storages are
  * only ever appended, so an index stays theirs).
  */
 static inline ck_storage_t *ck_ckpt_pid_storage(const ck_ckpt_t *c,
                                                 const ck_py_t *pid)
 {
-    return pid->len - 1u < c->nstorages ? c->storages[pid->len - 1] : NULL;
+    return pid->len - 1u < c->nstorages ? ck_ckpt_storage(c, pid->len - 1) : NULL;
 }
 
-/* Tie pid to c->storages[i] (ck_ckpt_pid_storage). */
+/* Tie pid to ck_ckpt_storage(c, i) (ck_ckpt_pid_storage). */
 static inline void ck_ckpt_pid_tie(ck_py_t *pid, size_t i)
 {
     pid->len = (uint32_t)(i + 1);
 }
 
-/* Add st to the storages known (by key: the first of a key wins).  0,
+/* Add a copy of st to the storages known (by key: the first of a key
+ * wins): the new record is ck_ckpt_storage(c, c->nstorages - 1).  0,
  * CK_ENOMEM, or CK_ELIMIT at the 2^32 - 1st (ck_ckpt_pid_tie's index). */
-int ck_ckpt_add_storage(ck_ckpt_t *c, ck_storage_t *st);
+int ck_ckpt_add_storage(ck_ckpt_t *c, const ck_storage_t *st);
 
 /* Re-find tensors and storage references after the graph changed. */
 int ck_ckpt_scan(ck_ckpt_t *c, ck_err_t *err);

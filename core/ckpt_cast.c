@@ -135,7 +135,7 @@ static size_t storage_index(const ck_ckpt_t *c, const ck_tensor_t *t)
 {
     size_t i = tensor_args(t)[0]->len - 1u;
 
-    return i < c->nstorages && c->storages[i] == t->st ? i : SIZE_MAX;
+    return i < c->nstorages && ck_ckpt_storage(c, i) == t->st ? i : SIZE_MAX;
 }
 
 static int push_conv(ck_ckpt_t *c, ck_storage_t *st, const ck_dtype_t *from,
@@ -212,25 +212,23 @@ static ck_storage_t *split(ck_ckpt_t *c, ck_storage_t *st,
                            const unsigned char *mark, const size_t *idx,
                            size_t nt, ck_err_t *err)
 {
-    ck_storage_t *ns = ck_arena_alloc(&c->arena, sizeof(*ns));
+    ck_storage_t copy = *st, *ns;
     ck_py_t *pers = NULL, *pid = NULL;
     ck_py_t *old = NULL;
     size_t nsi;
 
-    if (ns == NULL)
-        goto nomem;
-    *ns = *st;
     if (st->nconv > 0) {
-        ns->cast = ck_arena_alloc(&c->arena, sizeof(*ns->cast));
-        if (ns->cast == NULL)
+        copy.cast = ck_arena_alloc(&c->arena, sizeof(*copy.cast));
+        if (copy.cast == NULL)
             goto nomem;
-        *ns->cast = *st->cast;
+        *copy.cast = *st->cast;
     }
-    ns->key = ck_arena_printf(&c->arena, "cast:%zu", c->nstorages);
-    ns->refs = 0;
-    if (ns->key == NULL || ck_ckpt_add_storage(c, ns) < 0)
+    copy.key = ck_arena_printf(&c->arena, "cast:%zu", c->nstorages);
+    copy.refs = 0;
+    if (copy.key == NULL || ck_ckpt_add_storage(c, &copy) < 0)
         goto nomem;
     nsi = c->nstorages - 1;
+    ns = ck_ckpt_storage(c, nsi);
     for (size_t j = 0; j < nt; j++) {
         ck_tensor_t *t = &c->tensors[idx[j]];
 
@@ -327,7 +325,7 @@ int ck_ckpt_cast(ck_ckpt_t *c, ck_py_t *const *nodes, size_t n,
         sel[k]++;
     }
     for (size_t k = 0; k < ns && rc == 0; k++) {
-        ck_storage_t *st = c->storages[k];
+        ck_storage_t *st = ck_ckpt_storage(c, k);
         const ck_dtype_t *from = NULL;
         const size_t *idx = by_st + first[k];
         size_t nt = first[k + 1] - first[k];

@@ -207,7 +207,7 @@ ck_py_t *ck_ckpt_new_tensor(ck_ckpt_t *c, const ck_dtype_t *dt,
                             const int64_t *shape, size_t ndim,
                             const uint8_t *data, ck_err_t *err)
 {
-    ck_storage_t *st;
+    ck_storage_t new = { 0 }, *st = &new; /* ck_ckpt_add_storage copies */
     uint64_t numel = 1;
     ck_py_t *call;
 
@@ -221,9 +221,6 @@ ck_py_t *ck_ckpt_new_tensor(ck_ckpt_t *c, const ck_dtype_t *dt,
             ck_err_set(err, CK_EPLUGIN, "bad tensor shape");
             return NULL;
         }
-    st = ck_arena_alloc(&c->arena, sizeof(*st));
-    if (st == NULL)
-        goto nomem;
     st->key = ck_arena_printf(&c->arena, "new:%zu", c->nstorages);
     ck_storage_set_dtype(st, dt);
     st->numel = numel;

@@ -202,7 +202,7 @@ int ck_ckpt_open_stream(ck_ckpt_t *c, int fd, const char *name,
         /* a legacy stream starts with its magic number */
         rc = open_legacy(c, o, err);
         for (size_t i = 0; rc == 0 && i < c->nstorages; i++)
-            c->storages[i]->src = CK_SRC_STREAM;
+            ck_ckpt_storage(c, i)->src = CK_SRC_STREAM;
         s->ninput = c->nstorages;
         return rc;
     }
@@ -253,7 +253,7 @@ int ck_ckpt_open_stream(ck_ckpt_t *c, int fd, const char *name,
     if (rc < 0)
         return rc;
     for (size_t i = 0; i < c->nstorages; i++)
-        c->storages[i]->src = CK_SRC_STREAM;
+        ck_ckpt_storage(c, i)->src = CK_SRC_STREAM;
     s->ninput = c->nstorages;
     /* the small records before the first storage */
     while ((rc = next_rec(c, err)) == 1) {
@@ -306,7 +306,7 @@ static int finish(ck_ckpt_t *c, ck_err_t *err)
             return ck_err_set(err, CK_EFORMAT, legacy
                               ? "legacy file has no data for storage %s"
                               : "record data/%s is missing",
-                              c->storages[i]->key);
+                              ck_ckpt_storage(c, i)->key);
     c->st.size = s->zs.off;
     if (legacy) /* as open_legacy's: the size and the pickles */
         return ck_ckpt_fingerprint_mem(c->st.size, s->pkl, s->npkl, NULL, 0,
@@ -353,13 +353,13 @@ static int next_legacy(ck_ckpt_t *c, ck_err_t *err)
         return rc;
     for (int j = 7; j >= 0; j--)
         numel = numel << 8 | nb[j];
-    if (numel != c->storages[i]->numel)
+    if (numel != ck_ckpt_storage(c, i)->numel)
         return ck_err_set(err, CK_EFORMAT, "legacy storage %s holds %llu "
                           "elements, its persistent id says %llu", k->u.s.s,
                           (unsigned long long)numel,
-                          (unsigned long long)c->storages[i]->numel);
+                          (unsigned long long)ck_ckpt_storage(c, i)->numel);
     rc = ck_zips_open_raw(&s->zs, k->u.s.s,
-                          ck_storage_src_bytes(c->storages[i]), err);
+                          ck_storage_src_bytes(ck_ckpt_storage(c, i)), err);
     return rc < 0 ? rc : 1;
 }
 
@@ -395,7 +395,7 @@ int ck_ckpt_stream_next(ck_ckpt_t *c, ck_storage_t **st, int *crc_given,
             return ck_err_set(err, CK_EFORMAT, "record %s is no storage "
                               "data.pkl names (it is read only from a "
                               "file); %s", s->rec->name, use_file);
-        x = c->storages[i];
+        x = ck_ckpt_storage(c, i);
         size = ck_storage_src_bytes(x);
         if (s->rec->sized && s->rec->size != size)
             return ck_err_set(err, CK_EFORMAT,

@@ -282,7 +282,7 @@ static int start_over(ck_ckpt_t *c, ck_zipw_t *w, renum_t *r, ck_buf_t *pkl,
     memset(pkl, 0, sizeof(*pkl));
     r->n = 0;
     for (size_t i = 0; i < c->nstorages; i++)
-        c->storages[i]->newkey = -1;
+        ck_ckpt_storage(c, i)->newkey = -1;
     ck_err_clear(err);
     if (ftruncate(fd, 0) < 0)
         return ck_err_set(err, -errno, "write: %s", strerror(errno));
@@ -329,7 +329,7 @@ static int write_zip(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
         goto out;
     }
     for (size_t i = 0; i < c->nstorages; i++)
-        c->storages[i]->newkey = -1;
+        ck_ckpt_storage(c, i)->newkey = -1;
     if ((rc = put_pickle(c, &w, top, &r, &pkl, &pkl_off, err)) < 0)
         goto out;
     if (ck_zipw_reserve(&w, r.n + 2) < 0) { /* byteorder, storages, version */

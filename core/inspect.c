@@ -273,7 +273,7 @@ int ck_inspect_json_as(ck_ckpt_t *c, const char *refused, ck_json_t *j)
     }
     ck_json_end(j);
     for (size_t i = 0; i < c->nstorages; i++)
-        sbytes += ck_storage_nbytes(c->storages[i]);
+        sbytes += ck_storage_nbytes(ck_ckpt_storage(c, i));
     ck_json_key(j, "tensors");
     ck_json_u64(j, c->ntensors);
     ck_json_key(j, "storages");
@@ -395,7 +395,7 @@ int ck_inspect_text_as(ck_ckpt_t *c, const char *refused, FILE *out)
         fprintf(out, ": %s\n", config_kind(top->v[i + 1]));
     }
     for (size_t i = 0; i < c->nstorages; i++)
-        sbytes += ck_storage_nbytes(c->storages[i]);
+        sbytes += ck_storage_nbytes(ck_ckpt_storage(c, i));
     ck_inspect_human(h, sizeof(h), sbytes);
     fprintf(out, "  tensors    %zu in %zu storages, %s\n", c->ntensors,
             c->nstorages, h);

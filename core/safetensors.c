@@ -557,13 +557,10 @@ int ck_st_open(ck_ckpt_t *c, ck_err_t *err)
         goto out;
     }
     for (size_t i = 0; i < n && rc == 0; i++) {
-        ck_storage_t *st = ck_arena_alloc(&c->arena, sizeof(*st));
+        ck_storage_t new = { 0 }, *st = &new; /* ck_ckpt_add_storage
+                                                  copies it */
         ck_py_t *k, *t;
 
-        if (st == NULL) {
-            rc = ck_err_set(err, CK_ENOMEM, "out of memory");
-            break;
-        }
         if (h[i].dt->storage == NULL) {
             rc = ck_err_set(err, CK_EUNSUPPORTED,
                             "tensor '%s': %s has no storage class for "

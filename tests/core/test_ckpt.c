@@ -327,7 +327,7 @@ static void test_zip_proto2_details(void **state)
     assert_string_equal(f->c.top, "tensor_float32_proto2_zip");
     assert_int_equal(f->c.pickle_bytes, 150);
     assert_int_equal(f->c.zip.n, 3);
-    st = f->c.storages[0];
+    st = ck_ckpt_storage(&f->c, 0);
     assert_string_equal(st->key, "0");
     assert_int_equal(st->refs, 1);
     e = ck_zip_find(&f->c.zip, "tensor_float32_proto2_zip/data/0");
@@ -362,7 +362,7 @@ static void test_legacy_details(void **state)
     assert_int_equal(f->c.format, CK_FMT_LEGACY);
     assert_null(f->c.top);
     assert_int_equal(f->c.nstorages, 1);
-    st = f->c.storages[0];
+    st = ck_ckpt_storage(&f->c, 0);
     assert_string_equal(st->key, "94282293535712");
     assert_string_equal(ck_storage_dtype(st)->storage, "LongStorage");
     assert_int_equal(st->src, CK_SRC_LEGACY);
@@ -425,7 +425,7 @@ static void test_module_load(void **state)
     assert_int_equal(ck_ckpt_bytes_under(&f->c, w2), 8);
     /* bytes_under leaves no marks behind: counting again gives the same */
     assert_int_equal(ck_ckpt_bytes_under(&f->c, root), 28);
-    assert_int_equal(f->c.storages[0]->refs, 1);
+    assert_int_equal(ck_ckpt_storage(&f->c, 0)->refs, 1);
 }
 
 static void test_adam_load(void **state)
@@ -444,7 +444,7 @@ static void test_adam_load(void **state)
 
         /* storages in order of first reference, which is their key order */
         snprintf(key, sizeof(key), "%zu", i);
-        assert_string_equal(f->c.storages[i]->key, key);
+        assert_string_equal(ck_ckpt_storage(&f->c, i)->key, key);
         assert_string_equal(f->c.tensors[i].dtype->name, "float32");
         assert_true(f->c.tensors[i].ndim <= 2);
         by_ndim[f->c.tensors[i].ndim]++;
@@ -560,7 +560,7 @@ static void test_write_reopen(void **state)
 
         must_open(f, &f->c, corpus(files[i]));
         for (size_t k = 0; k < f->c.nstorages; k++)
-            bytes += ck_storage_nbytes(f->c.storages[k]);
+            bytes += ck_storage_nbytes(ck_ckpt_storage(&f->c, k));
         must_write(f, &f->c, f->out, &info);
         assert_int_equal(stat(f->out, &sb), 0);
         assert_int_equal(info.size, (uint64_t)sb.st_size);
@@ -583,7 +583,7 @@ static void test_write_reopen(void **state)
             snprintf(name, sizeof(name), "out/data/%zu", k);
             assert_string_equal(f->c2.zip.e[2 + k].name, name);
             snprintf(name, sizeof(name), "%zu", k);
-            assert_string_equal(f->c2.storages[k]->key, name);
+            assert_string_equal(ck_ckpt_storage(&f->c2, k)->key, name);
         }
         assert_string_equal(f->c2.zip.e[f->c2.zip.n - 1].name, "out/version");
         for (size_t k = 0; k < f->c2.zip.n; k++) {
@@ -717,8 +717,8 @@ static void test_write_after_edit(void **state)
     ck_py_vec_remove(items, 0, 2);
     assert_int_equal(ck_ckpt_scan(&f->c, &f->err), 0);
     assert_int_equal(f->c.ntensors, 1);
-    assert_int_equal(f->c.storages[0]->refs, 0);
-    assert_int_equal(f->c.storages[1]->refs, 1);
+    assert_int_equal(ck_ckpt_storage(&f->c, 0)->refs, 0);
+    assert_int_equal(ck_ckpt_storage(&f->c, 1)->refs, 1);
     must_write(f, &f->c, f->out, &info);
     assert_int_equal(info.nstorages, 1);
     assert_int_equal(info.storage_bytes, 8);
@@ -727,7 +727,7 @@ static void test_write_after_edit(void **state)
     assert_null(ck_ckpt_get(&f->c2, "lin1.weight"));
     assert_non_null(ck_ckpt_tensor(&f->c2, ck_ckpt_get(&f->c2, "lin2.weight")));
     /* the storage that was key 1 is now key 0 */
-    assert_string_equal(f->c2.storages[0]->key, "0");
+    assert_string_equal(ck_ckpt_storage(&f->c2, 0)->key, "0");
 }
 
 /* A tensor made by a plugin is written like one torch.save made. */
@@ -1157,7 +1157,7 @@ static void test_zip_beside(void **state)
                                                  &f->err), 0);
         free(pkl);
         for (size_t i = 0; i < f->c.nstorages; i++) {
-            const ck_storage_t *st = f->c.storages[i];
+            const ck_storage_t *st = ck_ckpt_storage(&f->c, i);
             char name[32];
 
             snprintf(name, sizeof(name), "t/data/%s", st->key);
@@ -1209,7 +1209,7 @@ static void test_zip_compact(void **state)
     assert_int_equal(f->c.zip.n, 2);        /* given up before the scan */
     assert_null(f->c.recs);                 /* the table, once read */
     assert_int_equal(f->c.nstorages, 1100);
-    assert_int_equal(ck_storage_nbytes(f->c.storages[5]), 4);
+    assert_int_equal(ck_storage_nbytes(ck_ckpt_storage(&f->c, 5)), 4);
     ck_ckpt_close(&f->c);
 
     many_tweak = MANY_NO_REC5;
@@ -1232,7 +1232,7 @@ static void test_zip_compact(void **state)
     assert_null(f->c.zip.e);                /* the entries were used, */
     assert_int_equal(f->c.zip.n, 0);        /* and given up after */
     assert_int_equal(f->c.zip.nrec, 1103);
-    assert_int_equal(ck_storage_nbytes(f->c.storages[5]), 4);
+    assert_int_equal(ck_storage_nbytes(ck_ckpt_storage(&f->c, 5)), 4);
     ck_ckpt_close(&f->c);
     many_tweak = MANY_AS_IS;
 }
@@ -1271,12 +1271,12 @@ static void test_zip_beside_deflated(void **state)
     assert_ptr_equal(f->c.zip.arena, &f->c.zarena);  /* kept */
     assert_non_null(ck_zip_find(&f->c.zip, "t/data/7"));
     for (size_t i = 0; i < f->c.nstorages; i++)
-        if (strcmp(f->c.storages[i]->key, "7") == 0)
-            st = f->c.storages[i];
+        if (strcmp(ck_ckpt_storage(&f->c, i)->key, "7") == 0)
+            st = ck_ckpt_storage(&f->c, i);
     assert_non_null(st);
     assert_true(st->deflated);
     assert_ptr_equal(st->entry, ck_zip_find(&f->c.zip, "t/data/7"));
-    assert_false(f->c.storages[0]->deflated);
+    assert_false(ck_ckpt_storage(&f->c, 0)->deflated);
     must_write(f, &f->c, f->out, &info);
     snprintf(cmd, sizeof(cmd), "cmp -s %s %s", stored, f->out);
     assert_int_equal(system(cmd), 0);
@@ -1312,7 +1312,7 @@ static void test_tensors_later(void **state)
     assert_int_equal(f->c.unrecorded, 1);
     assert_int_equal(f->c.stale, 0);
     assert_int_equal(f->c.nstorages, 1100);
-    assert_int_equal(f->c.storages[1099]->refs, 1);
+    assert_int_equal(ck_ckpt_storage(&f->c, 1099)->refs, 1);
     assert_null(ck_ckpt_tensor(&f->c, f->c.pk.root->u.seq.v[0]));
     assert_int_equal(ck_ckpt_bytes_under(&f->c, f->c.pk.root), (4u << 20) + 1099 * 4);
     /* a later scan checks and does not record either, unless asked */
@@ -1320,7 +1320,7 @@ static void test_tensors_later(void **state)
     assert_int_equal(ck_ckpt_scan(&f->c, &f->err), 0);
     assert_int_equal(f->c.ntensors, 0);
     assert_int_equal(f->c.unrecorded, 1);
-    assert_int_equal(f->c.storages[1099]->refs, 1);
+    assert_int_equal(ck_ckpt_storage(&f->c, 1099)->refs, 1);
     assert_null(ck_ckpt_tensor(&f->c, f->c.pk.root->u.seq.v[0]));
     /* a zip is written from the graph and the storages alone */
     must_write(f, &f->c, f->out, &info);
@@ -1867,7 +1867,7 @@ static void test_storage_keys_in_order(void **state)
                                   "5", "2" };
     char name[1000][8];
     ck_ckpt_t c;
-    ck_storage_t st[1000];
+    ck_storage_t st[1000], *first = NULL, *at300 = NULL;
 
     memset(&c, 0, sizeof(c));
     c.fd = -1;
@@ -1875,12 +1875,25 @@ static void test_storage_keys_in_order(void **state)
     for (size_t i = 0; i < 1000; i++) {
         snprintf(name[i], sizeof(name[i]), "%zu", i);
         st[i].key = name[i];
+        st[i].numel = i * 3;
         assert_int_equal(ck_ckpt_add_storage(&c, &st[i]), 0);
+        if (i == 0)
+            first = ck_ckpt_storage(&c, 0);
+        if (i == 300)
+            at300 = ck_ckpt_storage(&c, 300);
     }
     assert_int_equal(c.by_num_cap, 0);
     assert_int_equal(c.by_num_ident, 1000);
     for (size_t i = 0; i < 1000; i++)
         assert_int_equal(ck_ckpt_key_index(&c, name[i]), i);
+    /* copies, in chunks (CK_STORAGE_CHUNK): none moved as more came */
+    for (size_t i = 0; i < 1000; i++) {
+        assert_ptr_not_equal(ck_ckpt_storage(&c, i), &st[i]);
+        assert_ptr_equal(ck_ckpt_storage(&c, i)->key, name[i]);
+        assert_int_equal(ck_ckpt_storage(&c, i)->numel, i * 3);
+    }
+    assert_ptr_equal(ck_ckpt_storage(&c, 0), first);
+    assert_ptr_equal(ck_ckpt_storage(&c, 300), at300);
     assert_int_equal(ck_ckpt_key_index(&c, "1000"), SIZE_MAX);
     ck_ckpt_close(&c);
 

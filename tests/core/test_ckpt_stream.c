@@ -93,7 +93,7 @@ static void test_stream_roundtrip(void **state)
                                          &f->err), 0);
     assert_string_equal(ck_ckpt_format_name(&f->c), "zip");
     assert_true(f->c.nstorages > 0);
-    assert_int_equal(f->c.storages[0]->src, CK_SRC_STREAM);
+    assert_int_equal(ck_ckpt_storage(&f->c, 0)->src, CK_SRC_STREAM);
     /* known only at the end */
     assert_string_equal(f->c.fingerprint, "");
     assert_int_equal(ck_ckpt_write_fd(&f->c, f->outfd, &info, &f->err), 0);
@@ -123,7 +123,7 @@ static void test_bytes_before_they_arrive(void **state)
     open_in(f, SAMPLE);
     assert_int_equal(ck_ckpt_open_stream(&f->c, f->in, "stdin", &f->opts,
                                          &f->err), 0);
-    assert_int_equal(ck_ckpt_storage_read(&f->c, f->c.storages[0], 0, 1, b,
+    assert_int_equal(ck_ckpt_storage_read(&f->c, ck_ckpt_storage(&f->c, 0), 0, 1, b,
                                           &f->err), CK_EUNSUPPORTED);
     assert_non_null(strstr(f->err.msg, "before they arrive"));
     assert_non_null(strstr(f->err.msg, "give the input as a file"));

@@ -492,7 +492,7 @@ PT size_t pt_live_storages(pt_fx_t *f)
     size_t n = 0;
 
     for (size_t i = 0; i < f->job.ck.nstorages; i++)
-        n += f->job.ck.storages[i]->refs > 0;
+        n += ck_ckpt_storage(&f->job.ck, i)->refs > 0;
     return n;
 }
 
