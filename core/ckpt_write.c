@@ -69,7 +69,10 @@ static int own_id(renum_t *r, ck_py_t *node, ck_storage_t *st,
 /*
  * Storage keys become 0..n-1 in order of first reference.  An id holding
  * its key's text (CK_PY_F_PIDK) keeps it -- the storage's record points
- * at it -- and the writer writes the new key in its place (*rekey).
+ * at it -- and the writer writes the new key in its place (*rekey); other
+ * ids are renamed in place.  (So after a write the graph's keys are some
+ * old, some new: nothing reads them then but another write, which gives
+ * the same bytes.)
  */
 static int renumber_cb(void *ud, ck_py_t *node, const char **rekey,
                        ck_err_t *err)

@@ -836,7 +836,8 @@ static int walk(walk_t *w, const ck_py_t *p, uint32_t depth)
                 return too_deep(s);
             (void)ck_py_pid_items(p, item, 5, &n, &key);
             for (size_t i = 0; i < n; i++)
-                if ((rc = walk(w, item[i], depth + 2)) < 0)
+                if (item[i] != &key && /* a str: nothing to walk */
+                    (rc = walk(w, item[i], depth + 2)) < 0)
                     return rc;
             return 0;
         }

@@ -982,11 +982,12 @@ static int fused_pid(rd_t *r, size_t base)
     key = v[2];
     inl = key == r->kstr && key != v[3] &&
           memchr(key->u.s.s, 0, key->len) == NULL &&
-          key->u.s.s == (char *)key + strsz;
+          key->u.s.s == (char *)key + strsz &&
+          (uintptr_t)key->u.s.s + sizeof(text) == ck_arena_next(r->a);
     if (inl) {
         memcpy(text, key->u.s.s, sizeof(text)); /* (NUL-padded, as made) */
-        inl = ck_arena_unalloc(r->a, key->u.s.s, key->len + 1) &&
-              ck_arena_unalloc(r->a, key, strsz);
+        (void)ck_arena_unalloc(r->a, key->u.s.s, key->len + 1);
+        (void)ck_arena_unalloc(r->a, key, strsz);
         r->kstr = NULL;
     }
     id = ck_arena_alloc(r->a, offsetof(ck_py_t, u) + sizeof(id->u.pc));

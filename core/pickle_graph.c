@@ -432,6 +432,8 @@ typedef struct {
 static int vec_equal(eq_t *e, const ck_py_vec_t *a, const ck_py_vec_t *b,
                      uint32_t depth);
 static int pid_equal(eq_t *e, ck_py_t *a, ck_py_t *b, uint32_t depth);
+static int key_equal(eq_t *e, ck_py_t *a, ck_py_t *ka, ck_py_t *b,
+                     ck_py_t *kb);
 static int args_equal(eq_t *e, ck_py_t *a, ck_py_t *b, uint32_t depth);
 
 /*
@@ -565,8 +567,39 @@ static int pid_equal(eq_t *e, ck_py_t *a, ck_py_t *b, uint32_t depth)
         ck_py_pid_items(b, vb, 5, &nb, &kb) < 0 || na != nb)
         return 0;
     for (size_t i = 0; i < na; i++)
-        if (!eq(e, va[i], vb[i], depth + 2))
+        if (!(i == 2 && ((a->flags | b->flags) & CK_PY_F_PIDK)
+                  ? key_equal(e, a, va[2], b, vb[2])
+                  : eq(e, va[i], vb[i], depth + 2)))
             return 0;
+    return 1;
+}
+
+/*
+ * The keys ka and kb of compact ids a and b, one of which at least holds
+ * its key's text (CK_PY_F_PIDK): a str the id alone names, the caller's
+ * node standing for it (ck_py_pid_items).  So when the other side's key is
+ * a str node, it is paired with that id, as a tuple is in pid_equal, and
+ * may be met again only with it; two held as text are equal by their
+ * text.
+ */
+static int key_equal(eq_t *e, ck_py_t *a, ck_py_t *ka, ck_py_t *b,
+                     ck_py_t *kb)
+{
+    if (ka->kind != CK_PY_STR || kb->kind != CK_PY_STR ||
+        ka->len != kb->len || memcmp(ka->u.s.s, kb->u.s.s, ka->len) != 0)
+        return 0;
+    if (!(a->flags & CK_PY_F_PIDK) || !(b->flags & CK_PY_F_PIDK)) {
+        int left = a->flags & CK_PY_F_PIDK; /* the one held as text is a */
+        ck_py_t *id = left ? a : b, *s = left ? kb : ka;
+
+        if (s->wgen == (left ? e->gen + 1 : e->gen)) {
+            const struct eq_pair *q = &e->pairs[s->widx];
+
+            return (left ? q->a : q->b) == id;
+        }
+        if (eq_pair(e, left ? id : s, left ? s : id) < 0)
+            return 0;
+    }
     return 1;
 }
 

@@ -1704,6 +1704,31 @@ static void test_read_persid_key(void **state)
     assert_true(0 == ck_py_equal(x, y, 100));
     assert_true(0 == ck_py_equal(y, x, 100));
     assert_true(1 == ck_py_equal(y, y, 100));
+    /* one id named twice (put after BINPERSID, fetched), held as text,
+     * equal to the same read as a tuple (no fused PUT) and as a compact
+     * id whose key stayed a str (its numel new): each key paired once
+     * (a review's case) */
+    {
+        ck_py_t *z;
+
+#define PID_PRE(n)                                                         \
+    "\x80\x02]q\x00(X\x07\x00\x00\x00storageq\x01" "ctorch\nFloatStorage\n"  \
+    "q\x02X\x03\x00\x00\x00" "cpuq\x03K" n "1((h\x01h\x02X\x01\x00\x00\x00" "0h\x03K\x04"
+        x = ROOT(f, PID_PRE("\x04") "tq\x04Qq\x05h\x05" "e.");
+        y = ROOT(f, PID_PRE("\x04") "tQq\x05h\x05" "e.");
+        z = ROOT(f, PID_PRE("\x05") "tq\x04Qq\x05h\x05" "e.");
+#undef PID_PRE
+        assert_true(x->u.seq.v[0]->flags & CK_PY_F_PIDK);
+        assert_ptr_equal(x->u.seq.v[0], x->u.seq.v[1]);
+        assert_false(y->u.seq.v[0]->flags & CK_PY_F_PIDC);
+        assert_true(z->u.seq.v[0]->flags & CK_PY_F_PIDC);
+        assert_false(z->u.seq.v[0]->flags & CK_PY_F_PIDK);
+        assert_true(1 == ck_py_equal(x, y, 100));
+        assert_true(1 == ck_py_equal(y, x, 100));
+        assert_true(1 == ck_py_equal(x, z, 100));
+        assert_true(1 == ck_py_equal(z, x, 100));
+        assert_true(1 == ck_py_equal(x, x, 100));
+    }
     /* a GET of its tuple, then of the key: the tuple's str */
     p = ROOT(f, PID_SECOND "h\x07h\x06" "e.");
     assert_seq(p, CK_PY_LIST, 4);
