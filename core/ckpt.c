@@ -735,6 +735,13 @@ static size_t key_number(const char *key)
     return k;
 }
 
+/* key_number of storage i's key, known without reading it for those
+ * by_num_ident holds (their keys lie all over the graph). */
+static size_t storage_number(const ck_ckpt_t *c, size_t i)
+{
+    return i < c->by_num_ident ? i : key_number(ck_ckpt_storage(c, i)->key);
+}
+
 size_t ck_ckpt_key_index(const ck_ckpt_t *c, const char *key)
 {
     size_t k = key_number(key);
@@ -1452,7 +1459,8 @@ static int take_record(ck_storage_t *st, const ck_zip_entry_t *e,
 static int rec_storages(ck_ckpt_t *c, ck_err_t *err)
 {
     for (size_t i = 0; i < c->nstorages; i++) {
-        size_t k = key_number(ck_ckpt_storage(c, i)->key);
+        ck_storage_t *st = ck_ckpt_storage(c, i);
+        size_t k = storage_number(c, i);
         const ck_zip_rec_t *r = k < c->nrecs ? &c->recs[k] : NULL;
         ck_zip_entry_t e = { .method = 0 };
         int rc;
@@ -1462,7 +1470,7 @@ static int rec_storages(ck_ckpt_t *c, ck_err_t *err)
             e.crc = r->crc;
             e.data_off = r->off;
         }
-        rc = take_record(ck_ckpt_storage(c, i), r != NULL && r->set ? &e : NULL, err);
+        rc = take_record(st, r != NULL && r->set ? &e : NULL, err);
         if (rc < 0)
             return rc;
     }
@@ -1499,7 +1507,7 @@ static int zip_storages(ck_ckpt_t *c, ck_err_t *err)
     }
     for (size_t i = 0; i < c->nstorages; i++) {
         ck_storage_t *st = ck_ckpt_storage(c, i);
-        size_t k = key_number(st->key);
+        size_t k = storage_number(c, i);
         const ck_zip_entry_t *e;
         char name[600];
 
