@@ -105,7 +105,7 @@ const ck_directive_t ck_security_directives[] = {
     { "max_depth", ck_conf_set_u64, offsetof(ck_security_conf_t, max_depth),
       "1000", 0, "deepest object nesting accepted" },
     { "max_memo", ck_conf_set_u64, offsetof(ck_security_conf_t, max_memo),
-      "33554432", 0, "largest pickle memo index accepted" },
+      "67108864", 0, "largest pickle memo index accepted" },
     { "max_string_bytes", ck_conf_set_size,
       offsetof(ck_security_conf_t, max_string_bytes), "256M", 0,
       "longest str, bytes or integer accepted" },

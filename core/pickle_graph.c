@@ -18,7 +18,7 @@ void ck_limits_default(ck_limits_t *l)
 {
     l->max_pickle_bytes = 1ull << 30;
     l->max_depth = 1000;
-    l->max_memo = 1u << 25;
+    l->max_memo = 1u << 26;
     l->max_string_bytes = 256ull << 20;
     l->cancel = NULL;
 }

@@ -89,7 +89,7 @@ static void assert_default_security(const ck_conf_t *c)
 {
     assert_int_equal(c->security.max_pickle_bytes, 1ull << 30);
     assert_int_equal(c->security.max_depth, 1000);
-    assert_int_equal(c->security.max_memo, 33554432);
+    assert_int_equal(c->security.max_memo, 67108864);
     assert_int_equal(c->security.max_string_bytes, 256ull << 20);
     assert_int_equal(c->security.allow_globals.n, 0);
     assert_int_equal(c->security.allow_numpy, 0);
@@ -125,7 +125,7 @@ static void test_empty_file_defaults(void **state)
     /* a given value is kept, the rest get their defaults */
     assert_int_equal(load(f, "[security]\nmax_depth = 7\n"), 0);
     assert_int_equal(f->c.security.max_depth, 7);
-    assert_int_equal(f->c.security.max_memo, 33554432);
+    assert_int_equal(f->c.security.max_memo, 67108864);
     assert_int_equal(f->c.security.max_pickle_bytes, 1ull << 30);
 }
 

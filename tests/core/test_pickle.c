@@ -1927,6 +1927,9 @@ static void test_err_memo(void **state)
     f->lim.max_memo = 1;
     FAIL(f, "\x80\x04N\x94N\x94\x86.", CK_ELIMIT);
     ck_limits_default(&f->lim);
+    /* the default: 2^26 entries, 8,000,000 storages of torch.save's */
+    assert_int_equal(RD(f, "Nr\xff\xff\xff\x03j\xff\xff\xff\x03\x86."), 0);
+    FAIL(f, "Nr\x00\x00\x00\x04.", CK_ELIMIT);
     FAIL(f, "Nr\xff\xff\xff\xff.", CK_ELIMIT);
     FAIL(f, "Np9999999999999999999\n.", CK_ELIMIT);
 }
