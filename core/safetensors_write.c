@@ -44,15 +44,25 @@ static ck_py_t *pick_state(ck_ckpt_t *c, const char *alts, const char **chosen)
     return NULL;
 }
 
+/* Where t's storage is among the input's storages: its persistent id's
+ * tie (ck_ckpt_pid_storage, the scan's), not where its record lies in
+ * memory -- the aliases are listed in this order. */
+static uint32_t storage_order(const ck_tensor_t *t)
+{
+    uint32_t n;
+
+    return ck_py_args(t->node, &n)[0]->len;
+}
+
 /* Order for finding tied tensors: same storage and view next to each
- * other, then by name. */
+ * other, storages in the input's order, then by name. */
 static int cmp_view(const void *pa, const void *pb)
 {
     const ck_st_entry_t *a = pa, *b = pb;
     const ck_tensor_t *x = a->t, *y = b->t;
 
     if (x->st != y->st)
-        return (uintptr_t)x->st < (uintptr_t)y->st ? -1 : 1;
+        return storage_order(x) < storage_order(y) ? -1 : 1;
     if (x->offset != y->offset)
         return x->offset < y->offset ? -1 : 1;
     if (x->dtype != y->dtype)
