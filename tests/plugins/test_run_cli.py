@@ -92,6 +92,32 @@ def writer_refuses_duplicate_keys():
             "'s' would hold the key 'w' twice")
 
 
+
+@test
+def writer_refuses_duplicate_storage_keys():
+    """the same for keys that are tuples of one storage's id, once held as
+    a tuple and once compact with its key as text: equal, as torch.load
+    finds them (one entry), so refused (a review's case: they once compared
+    unequal and the dict was written)"""
+    import struct
+    import zipfile
+
+    def x(s):
+        return b"X" + struct.pack("<I", len(s)) + s.encode()
+    pre = (b"\x80\x02}q\x00(" + x("storage") + b"q\x01ctorch\nFloatStorage\nq\x02" +
+           x("cpu") + b"q\x03K\x041")
+    tuple_id = b"(h\x01h\x02" + x("0") + b"h\x03K\x04tQq\x05"
+    compact_id = b"(h\x01h\x02" + x("0") + b"h\x03K\x04tq\x06Qq\x07"
+    pkl = pre + b"(" + tuple_id + b"h\x05\x86K\x01" + compact_id + b"h\x07\x86K\x02u."
+    base = save({"x": torch.zeros(4)}, "base.th")
+    src = os.path.join(E.fresh("dupids"), "dupids.th")
+    with zipfile.ZipFile(base) as zin, zipfile.ZipFile(src, "w") as z:
+        for i in zin.infolist():
+            z.writestr(i, pkl if i.filename.endswith("/data.pkl") else zin.read(i.filename))
+    check(len(torch.load(src, weights_only=False)) == 1, "torch reads one key")
+    E.fails(chain1("optimizer_strip", [("drop", "x")]), src,
+            "would hold the key")
+
 # ---- the places grammar ----------------------------------------------------
 
 def fsdp_and_plain():
