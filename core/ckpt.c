@@ -875,11 +875,14 @@ static int legacy_storages(ck_ckpt_t *c, ck_py_t *keys, uint64_t pos,
         return ck_err_set(err, CK_EFORMAT,
                           "legacy file has %llu bytes after its last storage",
                           (unsigned long long)(c->st.size - pos));
-    for (size_t i = 0; i < c->nstorages; i++)
-        if (ck_ckpt_storage(c, i)->src != CK_SRC_LEGACY)
+    for (size_t i = 0; i < c->nstorages; i++) {
+        const ck_storage_t *st = ck_ckpt_storage(c, i);
+
+        if (st->src != CK_SRC_LEGACY)
             return ck_err_set(err, CK_EFORMAT,
                               "legacy file has no data for storage %s",
-                              ck_ckpt_storage(c, i)->key);
+                              st->key);
+    }
     return 0;
 }
 
@@ -947,8 +950,8 @@ static int scan_persid(scan_t *s, ck_py_t *node)
 
     if (!(node->flags & CK_PY_F_PIDC) && node->u.pid->kind != CK_PY_TUPLE)
         return ck_err_set(s->err, CK_EFORMAT, "persistent id is not a tuple");
-    if (ck_py_pid_items(node, v, 6, &n, &key) < 0 || n < 5 || (n == 6) != s->legacy ||
-        !ck_py_str_eq(v[0], "storage"))
+    if (ck_py_pid_items(node, v, 6, &n, &key) < 0 || n < 5 ||
+        (n == 6) != s->legacy || !ck_py_str_eq(v[0], "storage"))
         return ck_err_set(s->err, CK_EFORMAT,
                           "persistent id is not ('storage', class, key, "
                           "location, numel)");
@@ -980,7 +983,7 @@ static int scan_persid(scan_t *s, ck_py_t *node)
                           v[2]->u.s.s);
     /* a later scan finds the storage the last one tied to this node, when
      * the id still names it (a cast's split gives a new id and a new key) */
-    idx = node->len - 1u; /* (SIZE_MAX-ish when untied: no storage) */
+    idx = ck_ckpt_pid_index(node);
     st = ck_ckpt_pid_storage(c, node);
     if (s->first || st == NULL || st->key != v[2]->u.s.s) {
         idx = ck_ckpt_key_index(c, v[2]->u.s.s);

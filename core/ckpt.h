@@ -331,14 +331,22 @@ static inline ck_storage_t *ck_ckpt_storage(const ck_ckpt_t *c, size_t i)
 size_t ck_ckpt_key_index(const ck_ckpt_t *c, const char *key);
 
 /*
- * The storage persistent id pid names, as the last scan tied them, or
- * NULL: its index (ck_ckpt_storage) plus one is in pid->len (storages are
- * only ever appended, so an index stays theirs).
+ * The index (ck_ckpt_storage) of the storage persistent id pid names, as
+ * the last scan tied them -- SIZE_MAX-ish when untied; pid->len holds it
+ * plus one (storages are only ever appended, so an index stays theirs)
+ * -- and that storage, or NULL.
  */
+static inline size_t ck_ckpt_pid_index(const ck_py_t *pid)
+{
+    return pid->len - 1u;
+}
+
 static inline ck_storage_t *ck_ckpt_pid_storage(const ck_ckpt_t *c,
                                                 const ck_py_t *pid)
 {
-    return pid->len - 1u < c->nstorages ? ck_ckpt_storage(c, pid->len - 1) : NULL;
+    size_t i = ck_ckpt_pid_index(pid);
+
+    return i < c->nstorages ? ck_ckpt_storage(c, i) : NULL;
 }
 
 /* Tie pid to ck_ckpt_storage(c, i) (ck_ckpt_pid_storage). */

@@ -133,7 +133,7 @@ static ck_py_t **tensor_args(const ck_tensor_t *t)
  * scan's, or a split's), no lookup by key. */
 static size_t storage_index(const ck_ckpt_t *c, const ck_tensor_t *t)
 {
-    size_t i = tensor_args(t)[0]->len - 1u;
+    size_t i = ck_ckpt_pid_index(tensor_args(t)[0]);
 
     return i < c->nstorages && ck_ckpt_storage(c, i) == t->st ? i : SIZE_MAX;
 }

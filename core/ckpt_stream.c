@@ -324,6 +324,7 @@ static int next_legacy(ck_ckpt_t *c, ck_err_t *err)
 {
     struct ck_ckpt_stream *s = c->stream;
     const ck_py_t *k;
+    const ck_storage_t *st;
     const uint8_t *b;
     uint8_t nb[8];
     uint64_t numel = 0;
@@ -353,13 +354,13 @@ static int next_legacy(ck_ckpt_t *c, ck_err_t *err)
         return rc;
     for (int j = 7; j >= 0; j--)
         numel = numel << 8 | nb[j];
-    if (numel != ck_ckpt_storage(c, i)->numel)
+    st = ck_ckpt_storage(c, i);
+    if (numel != st->numel)
         return ck_err_set(err, CK_EFORMAT, "legacy storage %s holds %llu "
                           "elements, its persistent id says %llu", k->u.s.s,
                           (unsigned long long)numel,
-                          (unsigned long long)ck_ckpt_storage(c, i)->numel);
-    rc = ck_zips_open_raw(&s->zs, k->u.s.s,
-                          ck_storage_src_bytes(ck_ckpt_storage(c, i)), err);
+                          (unsigned long long)st->numel);
+    rc = ck_zips_open_raw(&s->zs, k->u.s.s, ck_storage_src_bytes(st), err);
     return rc < 0 ? rc : 1;
 }
 

@@ -31,7 +31,7 @@ typedef struct {
     ck_storage_t **order;
     size_t n;
     ck_py_t **keys; /* by new key: the str a copied id names it by */
-    char rekey[32]; /* the key written for an id holding its key's text */
+    char rekey[32]; /* the new key (renumber_cb's) */
 } renum_t;
 
 /*
@@ -82,7 +82,8 @@ static int renumber_cb(void *ud, ck_py_t *node, const char **rekey,
     ck_py_t *v[5], *key, text;
     size_t n;
     int met;
-    char buf[32];
+    char *buf = r->rekey; /* the new key, read by the writer for an id
+                             holding its key's text */
 
     if (st == NULL || ck_py_pid_items(node, v, 5, &n, &text) < 0 || n != 5)
         return ck_err_set(err, CK_EFORMAT, "persistent id not scanned");
@@ -99,8 +100,7 @@ static int renumber_cb(void *ud, ck_py_t *node, const char **rekey,
     if (ck_py_str_eq(key, buf))
         return 0;
     if (node->flags & CK_PY_F_PIDK) {
-        memcpy(r->rekey, buf, strlen(buf) + 1);
-        *rekey = r->rekey;
+        *rekey = buf;
         return 0;
     }
     if (met || (key->flags & CK_PY_F_MET))

@@ -48,15 +48,16 @@ typedef struct {
  * group's nodes lie near where the arena was making nodes when the
  * group's first was put (base): each entry is 16 bits, its distance from
  * base in 8-byte steps (about MEMO_NEAR either way) with the tag bits
- * below (PID_TAG, ARGS_TAG) -- 2.5 bytes an entry.  0 is an empty entry;
- * MEMO_VALUE a value node (CK_PY_F_VALUE: a tensor's size and stride,
- * made once, far back), which a GET only refuses (push_again), so whose
- * address is not kept; 2 + i the i-th of a few nodes put again and again
- * from far back (memofar: the spare OrderedDict(), put as each tensor's
- * hooks until it is replaced).  A group with an entry that is none of
- * these is widened: base (its low bit set) then points to MEMO_GROUP full
- * entries on the heap -- a hand-made pickle's PUTs of old nodes, and a
- * group begun just before the arena began a block.
+ * below (PID_TAG, ARGS_TAG, KEY_TAG) -- 2.5 bytes an entry.  0 is an
+ * empty entry; MEMO_VALUE a value node (CK_PY_F_VALUE: a tensor's size
+ * and stride, made once, far back), which a GET only refuses
+ * (push_again), so whose address is not kept; 2 + i the i-th of a few
+ * nodes put again and again from far back (memofar: the spare
+ * OrderedDict(), put as each tensor's hooks until it is replaced).  A
+ * group with an entry that is none of these is widened: base (its low
+ * bit set) then points to MEMO_GROUP full entries on the heap -- a
+ * hand-made pickle's PUTs of old nodes, and a group begun just before the
+ * arena began a block.
  */
 #define MEMO_GROUP 16
 #define MEMO_VALUE 1u

@@ -181,7 +181,8 @@ ck_py_t *ck_py_pid_key(ck_arena_t *a, ck_py_t *p)
         return p->u.pid->u.seq.v[2];
     if (!(p->flags & CK_PY_F_PIDK))
         return p->u.pc.key.p;
-    s = ck_py_str(a, p->u.pc.key.s, strnlen(p->u.pc.key.s, 8));
+    s = ck_py_str(a, p->u.pc.key.s,
+                  strnlen(p->u.pc.key.s, sizeof(p->u.pc.key.s)));
     if (s != NULL) {
         p->u.pc.key.p = s;
         p->flags &= (uint8_t)~CK_PY_F_PIDK;

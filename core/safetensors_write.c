@@ -45,13 +45,13 @@ static ck_py_t *pick_state(ck_ckpt_t *c, const char *alts, const char **chosen)
 }
 
 /* Where t's storage is among the input's storages: its persistent id's
- * tie (ck_ckpt_pid_storage, the scan's), not where its record lies in
- * memory -- the aliases are listed in this order. */
-static uint32_t storage_order(const ck_tensor_t *t)
+ * tie (the scan's), not where its record lies in memory -- the aliases
+ * are listed in this order. */
+static size_t storage_order(const ck_tensor_t *t)
 {
     uint32_t n;
 
-    return ck_py_args(t->node, &n)[0]->len;
+    return ck_ckpt_pid_index(ck_py_args(t->node, &n)[0]);
 }
 
 /* Order for finding tied tensors: same storage and view next to each

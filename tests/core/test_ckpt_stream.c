@@ -123,8 +123,8 @@ static void test_bytes_before_they_arrive(void **state)
     open_in(f, SAMPLE);
     assert_int_equal(ck_ckpt_open_stream(&f->c, f->in, "stdin", &f->opts,
                                          &f->err), 0);
-    assert_int_equal(ck_ckpt_storage_read(&f->c, ck_ckpt_storage(&f->c, 0), 0, 1, b,
-                                          &f->err), CK_EUNSUPPORTED);
+    assert_int_equal(ck_ckpt_storage_read(&f->c, ck_ckpt_storage(&f->c, 0),
+                                          0, 1, b, &f->err), CK_EUNSUPPORTED);
     assert_non_null(strstr(f->err.msg, "before they arrive"));
     assert_non_null(strstr(f->err.msg, "give the input as a file"));
 }

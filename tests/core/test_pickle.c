@@ -1713,7 +1713,8 @@ static void test_read_persid_key(void **state)
 
 #define PID_PRE(n)                                                         \
     "\x80\x02]q\x00(X\x07\x00\x00\x00storageq\x01" "ctorch\nFloatStorage\n"  \
-    "q\x02X\x03\x00\x00\x00" "cpuq\x03K" n "1((h\x01h\x02X\x01\x00\x00\x00" "0h\x03K\x04"
+    "q\x02X\x03\x00\x00\x00" "cpuq\x03K" n "1((h\x01h\x02"                    \
+    "X\x01\x00\x00\x00" "0h\x03K\x04"
         x = ROOT(f, PID_PRE("\x04") "tq\x04Qq\x05h\x05" "e.");
         y = ROOT(f, PID_PRE("\x04") "tQq\x05h\x05" "e.");
         z = ROOT(f, PID_PRE("\x05") "tq\x04Qq\x05h\x05" "e.");
