@@ -73,26 +73,54 @@ static size_t page_round(size_t n)
  * mapping had moved to an address not 2 MiB aligned (1 run in 7 on a
  * checkpoint of 10^5 storages).  The kernel uses huge pages where the
  * range allows.
+ *
+ * Below MAP_MIN the array is heap memory: unmapping a page once touched
+ * makes every CPU running the process flush its TLB, and the daemon's
+ * tiny checkpoints (a memo of a few entries each, a thousand a second)
+ * paid that per job.  The size decides which, here and in ck_map_free.
  */
+#define MAP_MIN (256u << 10)
+
+static void *map_heap_grow(void *p, size_t old, size_t n)
+{
+    uint8_t *q;
+
+    if (n >= MAP_MIN) {     /* the heap array moves to a mapping */
+        q = mmap(NULL, page_round(n), PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (q == MAP_FAILED)
+            return NULL;
+        if (old > 0)
+            memcpy(q, p, old);
+        free(p);
+        return q;
+    }
+    if ((q = realloc(p, n)) != NULL && n > old)
+        memset(q + old, 0, n - old);
+    return q;
+}
+
 void *ck_map_grow(void *p, size_t old, size_t n)
 {
     void *q;
 
-    if (mem_should_fail() || n == 0 || page_round(n) < n)
+    if (mem_should_fail() || n == 0 || page_round(n) < n || n < old)
         return NULL;
-    q = p == NULL ? mmap(NULL, page_round(n), PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-                  : mremap(p, page_round(old), page_round(n), MREMAP_MAYMOVE);
-    if (q == MAP_FAILED)
-        return NULL;
-    if (n >= HUGE_MIN)
+    if (old < MAP_MIN)
+        q = map_heap_grow(p, old, n);
+    else if ((q = mremap(p, page_round(old), page_round(n),
+                         MREMAP_MAYMOVE)) == MAP_FAILED)
+        q = NULL;
+    if (q != NULL && n >= HUGE_MIN)
         (void)madvise(q, page_round(n), MADV_HUGEPAGE); /* a hint */
     return q;
 }
 
 void ck_map_free(void *p, size_t n)
 {
-    if (p != NULL)
+    if (p != NULL && n < MAP_MIN)
+        free(p);
+    else if (p != NULL)
         munmap(p, page_round(n));
 }
 

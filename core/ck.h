@@ -77,9 +77,10 @@ void ck_mem_fail_at(unsigned long n);
 /*
  * An array that grows big (the reader's memo): a mapping of its own, zero
  * when made and where it grows, grown by mremap -- pages move, bytes are
- * not copied --, with huge pages asked for.  ck_map_grow(NULL, 0, n)
- * makes one; NULL when out of memory (p stays).  Counted as an
- * allocation (ck_mem_fail_at).
+ * not copied --, with huge pages asked for; heap memory while under 256
+ * KiB.  ck_map_grow(NULL, 0, n) makes one; NULL when out of memory (p
+ * stays) or asked to shrink.  ck_map_free takes the size it was last
+ * grown to.  Counted as an allocation (ck_mem_fail_at).
  */
 void *ck_map_grow(void *p, size_t old, size_t n);
 void ck_map_free(void *p, size_t n);

@@ -68,8 +68,24 @@ typedef struct {
 } fp_part_t;
 
 /*
+ * The buffer the parts are read through: FP_CHUNK, or the biggest part if
+ * less (a small checkpoint's directory is a few hundred bytes, and a
+ * buffer of 1 MiB made and given back per job cost the daemon a TLB flush
+ * on every CPU when the heap was trimmed after it).
+ */
+static size_t fp_chunk(const fp_part_t *part, int np)
+{
+    uint64_t most = 1;
+
+    for (int i = 0; i < np; i++)
+        if (part[i].n > most)
+            most = part[i].n;
+    return most < FP_CHUNK ? (size_t)most : FP_CHUNK;
+}
+
+/*
  * The fingerprint of the size (8 bytes LE), then mem[0..n), then each of
- * the np parts of fd, read through buf (FP_CHUNK bytes): what
+ * the np parts of fd, read through buf (fp_chunk bytes): what
  * ck_fingerprint_parts gives for the same bytes.
  */
 static int fp_digest(int fd, uint64_t size, const void *mem, size_t n,
@@ -79,6 +95,7 @@ static int fp_digest(int fd, uint64_t size, const void *mem, size_t n,
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     unsigned char md[32], sz[8];
     unsigned int len = 0;
+    size_t chunk = fp_chunk(part, np);
     int ok, rc = 0;
 
     for (int i = 0; i < 8; i++)
@@ -87,8 +104,8 @@ static int fp_digest(int fd, uint64_t size, const void *mem, size_t n,
          EVP_DigestUpdate(ctx, sz, 8) && (n == 0 || EVP_DigestUpdate(ctx, mem, n));
     for (int i = 0; i < np && ok && rc == 0; i++) {
         for (uint64_t done = 0; done < part[i].n && ok && rc == 0;) {
-            size_t k = part[i].n - done < FP_CHUNK
-                           ? (size_t)(part[i].n - done) : FP_CHUNK;
+            size_t k = part[i].n - done < chunk
+                           ? (size_t)(part[i].n - done) : chunk;
 
             rc = ck_pread_full(fd, buf, k, part[i].off + done);
             ok = rc < 0 || EVP_DigestUpdate(ctx, buf, k);
@@ -110,7 +127,7 @@ static int fp_digest_alloc(int fd, uint64_t size, const void *mem, size_t n,
                            const fp_part_t *part, int np, char out[65],
                            ck_err_t *err)
 {
-    uint8_t *buf = ck_malloc(FP_CHUNK);
+    uint8_t *buf = ck_malloc(fp_chunk(part, np));
     int rc;
 
     if (buf == NULL)
@@ -255,7 +272,8 @@ typedef struct {
     ck_ckpt_t *c;
     const uint8_t *pkl; /* the pickle in memory, or NULL: n bytes of the */
     size_t n;           /* file at pkl_off */
-    uint64_t pkl_off;
+    fp_part_t part[2];  /* what is read from the file: the pickle unless */
+    int np;             /* in memory, the directory */
     uint8_t *buf;
     char out[65];
     ck_err_t err;
@@ -268,16 +286,9 @@ enum { FP_THREAD_MIN = 4 << 20 };
 static void *fp_run(void *arg)
 {
     fp_job_t *f = arg;
-    const ck_ckpt_t *c = f->c;
-    const fp_part_t part[2] = { { f->pkl_off, f->n },
-                                { c->zip.cd_off, c->zip.cd_size } };
 
-    if (f->pkl != NULL)
-        f->rc = fp_digest(c->fd, c->st.size, f->pkl, f->n, part + 1, 1,
-                          f->buf, f->out, &f->err);
-    else
-        f->rc = fp_digest(c->fd, c->st.size, NULL, 0, part, 2, f->buf,
-                          f->out, &f->err);
+    f->rc = fp_digest(f->c->fd, f->c->st.size, f->pkl, f->pkl ? f->n : 0,
+                      f->part, f->np, f->buf, f->out, &f->err);
     return NULL;
 }
 
@@ -288,8 +299,10 @@ static int fp_start(fp_job_t *f, ck_ckpt_t *c, const uint8_t *pkl, size_t n,
     f->c = c;
     f->pkl = pkl;
     f->n = n;
-    f->pkl_off = pkl_off;
-    f->buf = ck_malloc(FP_CHUNK);
+    if (pkl == NULL)
+        f->part[f->np++] = (fp_part_t){ pkl_off, n };
+    f->part[f->np++] = (fp_part_t){ c->zip.cd_off, c->zip.cd_size };
+    f->buf = ck_malloc(fp_chunk(f->part, f->np));
     if (f->buf == NULL)
         return ck_err_set(err, CK_ENOMEM, "out of memory");
     /* a small file's digest costs less than a thread (the daemon's

@@ -568,6 +568,58 @@ static void test_map_grow_unaligned(void **state)
     ck_map_free(q, n3);
 }
 
+/* Is p the first byte of a mapping of its own? */
+static int map_start(const void *p)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    int found = 0;
+
+    assert_non_null(f);
+    while (!found && fgets(line, sizeof(line), f) != NULL) {
+        unsigned long lo;
+
+        found = sscanf(line, "%lx-", &lo) == 1 && lo == (uintptr_t)p;
+    }
+    fclose(f);
+    return found;
+}
+
+/*
+ * Under 256 KiB a ck_map_grow array is heap memory, no mapping of its own
+ * (the daemon's tiny checkpoints unmapped a touched memo page per job, a
+ * TLB flush on every CPU); from 256 KiB on it is one.  What it held stays
+ * across each step, the rest reads zero.
+ */
+static void test_map_grow_small_heap(void **state)
+{
+    size_t steps[] = { 64, 4096, 200u << 10, (256u << 10) - 8, 256u << 10,
+                       1u << 20 };
+    uint8_t *m = NULL;
+    size_t old = 0;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        uint8_t *q = ck_map_grow(m, old, steps[i]);
+
+        assert_non_null(q);
+        for (size_t k = 0; k < old; k++)
+            assert_int_equal(q[k], (uint8_t)(k * 7 + 1));
+        for (size_t k = old; k < steps[i]; k++) {
+            assert_int_equal(q[k], 0);
+            q[k] = (uint8_t)(k * 7 + 1);
+        }
+        assert_int_equal(map_start(q), steps[i] >= (256u << 10));
+        m = q;
+        old = steps[i];
+    }
+    assert_null(ck_map_grow(m, old, 64));   /* no shrinking */
+    ck_map_free(m, old);
+    m = ck_map_grow(NULL, 0, 100);
+    assert_non_null(m);
+    ck_map_free(m, 100);
+}
+
 /* ck_fmt_u64 writes what printf's %llu writes, at every length. */
 static void test_fmt_u64(void **state)
 {
@@ -605,6 +657,7 @@ int main(void)
         cmocka_unit_test_teardown(test_arena_huge, teardown),
         cmocka_unit_test_teardown(test_map_grow, teardown),
         cmocka_unit_test_teardown(test_map_grow_unaligned, teardown),
+        cmocka_unit_test_teardown(test_map_grow_small_heap, teardown),
         cmocka_unit_test_teardown(test_strmap, teardown),
         cmocka_unit_test_teardown(test_utf8_len, teardown),
         cmocka_unit_test_teardown(test_utf8_valid_and_hash, teardown),
