@@ -186,6 +186,8 @@ typedef struct {
     size_t st_n;
     const int *cancel;        /* ck_ckpt_write stops with CK_ECANCELED once
                                  *cancel is nonzero (another thread sets it) */
+    const ck_yield_t *yield;  /* optional: a zip output gives way to other
+                                 jobs' syncs (see ck_yield_t) */
     uint64_t defer;           /* nonzero: for an output of at most this
                                  many bytes ck_ckpt_write stops short of
                                  publishing: the temporary, written, its

@@ -277,10 +277,12 @@ static int start_over(ck_ckpt_t *c, ck_zipw_t *w, renum_t *r, ck_buf_t *pkl,
 {
     int fd = w->fd;
     const int *cancel = w->cancel;
+    const ck_yield_t *yield = w->yield;
 
     ck_zipw_release(w);
     ck_zipw_init(w, fd);
     w->cancel = cancel;
+    w->yield = yield;
     ck_buf_release(pkl);
     memset(pkl, 0, sizeof(*pkl));
     r->n = 0;
@@ -324,6 +326,7 @@ static int write_zip(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
 
     ck_zipw_init(&w, fd);
     w.cancel = c->cancel;
+    w.yield = c->yield;
     w.stream = info->stream;
     r.c = c;
     r.order = ck_calloc(c->nstorages + 1, sizeof(*r.order));

@@ -589,6 +589,7 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
              ? ck_ckpt_open_stream(&job.ck, args->in_fd, args->in, &opts, err)
              : ck_ckpt_open(&job.ck, args->in, &opts, err);
     job.ck.cancel = args->cancel;
+    job.ck.yield = args->yield;
     job.ck.want_tensors = st_out;
     /* a big output is published by the write itself: its sync is long
      * and would hold the small ones published with it */

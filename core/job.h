@@ -47,6 +47,8 @@ typedef struct {
     int in_fd, out_fd;
     int dry_run;
     const int *cancel;     /* optional: nonzero abandons the write */
+    const ck_yield_t *yield; /* optional: the output gives way to other
+                              jobs' syncs (see ck_yield_t) */
     /* optional: called with each warning ("PLUGIN: message") as it comes */
     void (*warn)(void *ud, const char *msg);
     void *warn_ud;

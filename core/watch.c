@@ -904,10 +904,11 @@ int ck_watch_main(const char *conf_path)
     uv_timer_init(&loop, &d.watchdog);
     uv_timer_init(&loop, &d.metrics);
     uv_timer_init(&loop, &d.gc);
+    uv_timer_init(&loop, &d.linger);
     uv_check_init(&loop, &d.flush);
     d.flush.data = &d;
     d.tick.data = d.rescan.data = d.refresh.data = d.stop_timer.data =
-        d.watchdog.data = d.metrics.data = d.gc.data = &d;
+        d.watchdog.data = d.metrics.data = d.gc.data = d.linger.data = &d;
     for (size_t i = 0; i < CK_ARRAY_SIZE(signums); i++) {
         uv_signal_init(&loop, &d.sig[i]);
         d.sig[i].data = &d;

@@ -93,6 +93,8 @@ struct job {
     int gone;               /* the input was moved or deleted */
     int retry;              /* failed for want of a resource, not for its
                                input: looked at again, not filed */
+    int small;              /* its input is at most CK_JOB_DEFER_MAX bytes:
+                               counted in nsmall from start to finish */
     ck_json_t failrec;      /* the record again, when publishing failed */
 };
 
@@ -137,6 +139,7 @@ struct daemon {
     wdir_t *dirs;
     size_t ndirs;
     uv_timer_t tick, rescan, watchdog, stop_timer, refresh, metrics, gc;
+    uv_timer_t linger;      /* yield kept a while after the last small job */
     uv_signal_t sig[4];
     file_t **buckets;
     file_t **heap;          /* pending files, by next_check (a min-heap) */
@@ -157,6 +160,11 @@ struct daemon {
     int claiming;           /* a batch of them is being written */
     size_t nrunning;
     size_t nfinishing;      /* ended, being published and logged */
+    size_t nsmall;          /* small jobs running or finishing: while there
+                               are, and YIELD_LINGER_MS after, big outputs
+                               are made durable as they grow (yield.sync,
+                               read by the job threads) */
+    ck_yield_t yield;       /* .hold: batches of small outputs syncing */
     size_t nprobing;        /* readiness probes on the thread pool */
     size_t nmoving;         /* inputs done or failed earlier being moved
                                on the thread pool (see watch_scan.c) */

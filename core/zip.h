@@ -174,6 +174,19 @@ typedef struct {
 } ck_zipw_entry_t;
 
 /*
+ * How a big writer gives way to small jobs' syncs, set by another thread
+ * (the daemon's loop): each sync waits for the disk to take everything
+ * written before it, the big output's backlog too (see kick in
+ * zip_write.c).
+ */
+typedef struct {
+    int sync;   /* nonzero: the output made durable every YIELD_BYTES */
+    int hold;   /* nonzero: others are syncing now: no more is written
+                   until it is zero again (CK_YIELD_HOLD_MS at most) */
+} ck_yield_t;
+#define CK_YIELD_HOLD_MS 200
+
+/*
  * A window of a file, read ahead: the local headers the reader checks and
  * the small records the writer copies lie one after the other, and one
  * read brings in hundreds of them.
@@ -212,6 +225,10 @@ typedef struct {
     uint64_t started;      /* write-out to disk started below this offset */
     const int *cancel;     /* optional: copies stop with CK_ECANCELED once
                               *cancel is nonzero (set by another thread) */
+    const ck_yield_t *yield; /* optional: giving way to other jobs'
+                              syncs (see ck_yield_t) */
+    uint64_t synced;       /* made durable below this offset */
+    int sync_rc;           /* such a sync's error: ck_zipw_finish fails */
     ck_arena_t names;      /* of the entries */
     const char *folder;    /* the last folder of a numbered name */
     size_t folder_len;

@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -439,6 +441,92 @@ static void test_size_later(void **state)
         free((void *)r[i].name);
         free(data[i]);
     }
+}
+
+/*
+ * fdatasync, counted and made to fail on demand: this binary's definition
+ * is the one the writer (linked in statically) calls.
+ */
+static int fds_calls, fds_fail;
+
+int fdatasync(int fd)
+{
+    fds_calls++;
+    if (fds_fail) {
+        errno = EIO;
+        return -1;
+    }
+    return (int)syscall(SYS_fdatasync, fd);
+}
+
+static double now_ms(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+/* One record of n bytes of the pattern, 1 MiB a call, with yield y (and
+ * the archive read back when good): ck_zipw_finish's result. */
+static int write_yielding(fx_t *f, const ck_yield_t *y, size_t n)
+{
+    uint8_t *data = pattern(n, 3);
+    int fd = open(f->path, O_RDWR | O_CREAT | O_TRUNC, 0644), rc;
+    ck_zipw_t w;
+
+    assert_true(fd >= 0);
+    ck_zipw_init(&w, fd);
+    w.yield = y;
+    assert_int_equal(ck_zipw_begin(&w, "archive/data/0", n, &f->err), 0);
+    for (size_t at = 0; at < n; at += 1u << 20)
+        assert_int_equal(ck_zipw_data(&w, data + at, n - at < (1u << 20) ?
+                                      n - at : 1u << 20, &f->err), 0);
+    assert_int_equal(ck_zipw_end(&w, &f->err), 0);
+    rc = ck_zipw_finish(&w, &f->err);
+    ck_zipw_release(&w);
+    assert_int_equal(close(fd), 0);
+    if (rc == 0) {
+        assert_int_equal(open_zip(f, f->path), 0);
+        assert_int_equal(f->z.e[0].usize, n);
+        assert_int_equal(f->z.e[0].crc, crc_of(data, n));
+    }
+    free(data);
+    return rc;
+}
+
+/*
+ * A writer giving way to other jobs' syncs (ck_yield_t): with sync set it
+ * makes the output durable every 16 MiB as it grows (none without it); a
+ * failed sync fails the finish (the final fsync would not see the error
+ * again); with hold set it writes no more until hold is cleared or
+ * CK_YIELD_HOLD_MS passed.  The archive is whole each time.
+ */
+static void test_writer_gives_way(void **state)
+{
+    fx_t *f = *state;
+    ck_yield_t y = { 0, 0 };
+    double t;
+
+    fds_calls = 0;
+    assert_int_equal(write_yielding(f, &y, 40u << 20), 0);
+    assert_int_equal(fds_calls, 0);
+    assert_int_equal(write_yielding(f, NULL, 40u << 20), 0);
+    assert_int_equal(fds_calls, 0);
+    y.sync = 1;
+    assert_int_equal(write_yielding(f, &y, 40u << 20), 0);
+    assert_in_range(fds_calls, 2, 3);   /* at 16 and 32 MiB */
+    fds_calls = 0;
+    fds_fail = 1;
+    assert_int_equal(write_yielding(f, &y, 20u << 20), -EIO);
+    fds_fail = 0;
+    assert_int_equal(fds_calls, 1);
+    assert_non_null(strstr(f->err.msg, "fdatasync"));
+    y.sync = 0;
+    y.hold = 1;
+    t = now_ms();
+    assert_int_equal(write_yielding(f, &y, 10u << 20), 0);  /* one kick */
+    assert_true(now_ms() - t >= CK_YIELD_HOLD_MS * 0.9);
 }
 
 /* More than 65535 entries: the classic end record says "see zip64". */
@@ -1359,6 +1447,7 @@ int main(void)
         T(test_writer_names),
         T(test_cd_window),
         T(test_size_later),
+        T(test_writer_gives_way),
         T(test_reads_python_stored),
         T(test_deflated_read),
         T(test_deflated_copy),
