@@ -30,10 +30,10 @@
  * A small job's output, directory and record are synced as it is
  * published, and each sync waits for the disk to take everything written
  * before it: a big job beside it makes its output durable as it grows
- * while small ones are in flight, so they wait for 16 MiB of it, not for
+ * while small ones are in flight, so they wait for 8 MiB of it, not for
  * gigabytes (p99 of a small file beside a 3 GiB job: see bench/RESULTS.md).
  * And for a second after the last: small files come in trickles, and the
- * gaps between them were enough for a big job to pile up 100 MiB.
+ * gaps between them were enough for a big job to pile up 30 MiB.
  */
 #define YIELD_LINGER_MS 1000
 

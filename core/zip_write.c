@@ -327,8 +327,10 @@ static int sink_data(void *ud, const uint8_t *p, size_t n, ck_err_t *err)
  * Giving way (w->yield, the daemon's small jobs): a sync flushes the
  * disk's write cache, and with it whatever this job wrote before it.  A
  * small job's fsync beside a 3 GiB write took 50 to 500 ms, the big one's
- * backlog; 10 to 45 ms when the big one synced every 16 MiB (which costs
- * it a fifth to a third of its speed: only while small jobs are about).
+ * backlog; 10 to 45 ms when the big one synced every 16 MiB.  The daemon's
+ * small jobs (three syncs each) beside a 3 GiB job: p99 100-160 ms when it
+ * synced every 16 MiB, 15-50 ms every 8 MiB, which costs the big job a
+ * quarter to a third of its speed: only while small jobs are about.
  * While they sync (hold), this one writes no more, or each of their three
  * syncs would carry what it wrote during the last.  A sync's error is this
  * file description's to report once: kept for ck_zipw_finish, the final
