@@ -278,11 +278,13 @@ static int start_over(ck_ckpt_t *c, ck_zipw_t *w, renum_t *r, ck_buf_t *pkl,
     int fd = w->fd;
     const int *cancel = w->cancel;
     const ck_yield_t *yield = w->yield;
+    int sync_rc = w->sync_rc;   /* reported once: kept for the finish */
 
     ck_zipw_release(w);
     ck_zipw_init(w, fd);
     w->cancel = cancel;
     w->yield = yield;
+    w->sync_rc = sync_rc;
     ck_buf_release(pkl);
     memset(pkl, 0, sizeof(*pkl));
     r->n = 0;

@@ -199,7 +199,9 @@ static void job_main(void *ud)
     ck_job_args_t args = { .in = j->in, .out = NULL };
 
     args.cancel = &j->d->cancel;
-    args.yield = &j->d->yield;
+    /* a small job is what the others give way to, never the one giving
+     * way (counted itself, it slowed its own big output when alone) */
+    args.yield = j->small ? NULL : &j->d->yield;
     args.expect_set = 1;    /* the file claimed, not what is there now */
     args.expect_ino = j->id.ino;
     args.expect_size = j->id.size;
@@ -962,6 +964,7 @@ static job_t *job_new(daemon_t *d, file_t *f, ck_err_t *err)
         d->jobseq = d->audit.seq;
     j->seq = ++d->jobseq;
     j->now_s = (int64_t)time(NULL);
+    j->small = f->id.size <= CK_JOB_DEFER_MAX;
     odir = watch_out_path(d->w, f->rel, NULL);
     j->odir = odir;
     if (odir == NULL || j->rel == NULL || j->in == NULL || j->claim == NULL) {
@@ -1022,7 +1025,6 @@ void watch_start_jobs(daemon_t *d)
         }
         f->state = F_RUNNING;
         d->running[d->nrunning++] = j;
-        j->small = f->id.size <= CK_JOB_DEFER_MAX;
         if (j->small)
             small_count(d, 1);
     }

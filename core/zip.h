@@ -182,9 +182,11 @@ typedef struct {
 typedef struct {
     int sync;   /* nonzero: the output made durable every YIELD_BYTES */
     int hold;   /* nonzero: others are syncing now: no more is written
-                   until it is zero again (CK_YIELD_HOLD_MS at most) */
+                   until it is zero again (CK_YIELD_HOLD_MS at most, once
+                   per YIELD_BYTES written: a stream of small jobs slows a
+                   big one, never stops it) */
 } ck_yield_t;
-#define CK_YIELD_HOLD_MS 200
+#define CK_YIELD_HOLD_MS 50
 
 /*
  * A window of a file, read ahead: the local headers the reader checks and

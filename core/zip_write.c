@@ -347,7 +347,9 @@ static void give_way(ck_zipw_t *w, uint64_t end)
         w->synced = end;
     }
     for (int ms = 0; ms < CK_YIELD_HOLD_MS &&
-                     __atomic_load_n(&y->hold, __ATOMIC_RELAXED); ms++)
+                     __atomic_load_n(&y->hold, __ATOMIC_RELAXED) &&
+                     !(w->cancel != NULL &&
+                       __atomic_load_n(w->cancel, __ATOMIC_RELAXED)); ms++)
         usleep(1000);
 }
 
