@@ -3,6 +3,9 @@
 # JOURNAL_STREAM, two daemons on one folder, hostile names and links).
 # `make SAN=1 test-daemon` runs it against the sanitized build.
 
+# big_gives_way watches the daemon's syncs with strace
+DEB_TEST += strace
+
 CONFINE_SHIM := $(BUILD)/tests/daemon/confine_shim.so
 
 # LD_PRELOAD'ed into the daemon by confined_jobs; no sanitizer of its own

@@ -2791,6 +2791,91 @@ def test_sighup_rescan_off_the_loop():
           % sorted(int(x * 1000) for x in lat)[-5:])
 
 
+def strace_syncs(path):
+    """From `strace -f -tt -e trace=openat,fdatasync,fsync` output: for each
+    temporary output the daemon created, by its name's stem, the number of
+    fdatasync calls its writing thread made on it."""
+    fds, counts, pending = {}, {}, {}
+    with open(path, errors="replace") as f:
+        for ln in f:
+            m = re.match(r'(\d+)\s+\S+\s+openat\(AT_FDCWD, "[^"]*/\.([^"/]+?)'
+                         r'\.tmp\.[^"]*", [^)]*O_CREAT', ln)
+            if m:
+                counts.setdefault(m.group(2), 0)
+                pending[m.group(1)] = m.group(2)
+            m = re.match(r'(\d+)\s.*(?:openat\(.*\)|openat resumed>.*)'
+                         r'\s*=\s*(\d+)', ln)
+            if m and m.group(1) in pending:
+                fds[(m.group(1), m.group(2))] = pending.pop(m.group(1))
+                continue
+            m = re.match(r'(\d+)\s+\S+\s+fdatasync\((\d+)', ln)
+            if m and (m.group(1), m.group(2)) in fds:
+                counts[fds[(m.group(1), m.group(2))]] += 1
+    return counts
+
+
+def deflated_big(seed):
+    """A checkpoint of a few KiB whose output is 24 MiB: torch.save's
+    records deflated (a small input, by its size, making a big output)."""
+    buf = io.BytesIO()
+    torch.save({"model": OD(w=torch.full((6 << 20,), float(seed)))}, buf)
+    src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for info in src.infolist():
+            z.writestr(info.filename, src.read(info.filename))
+    return out.getvalue()
+
+
+def test_big_gives_way():
+    """a big job beside small ones makes its output durable as it grows
+    (fdatasync every 8 MiB, seen with strace) and whole; alone, a second
+    after the last small one, it does not; a small input's big output
+    never does"""
+    env = Env("gives_way")
+    trace = os.path.join(env.root, "strace.out")
+    d = Daemon(env, argv=["strace", "-f", "-tt", "--seccomp-bpf", "-o", trace,
+                          "-e", "trace=openat,fdatasync,fsync", CKPREP,
+                          "watch", "-c", env.conf])
+    d.ready()
+    for i in range(6):
+        env.drop_rename("s%d.th" % i, ckpt_bytes(400 + i))
+    sbig = deflated_big(7)
+    check(len(sbig) < (1 << 20), "the deflated input is %d bytes" % len(sbig))
+    env.drop_rename("sbig.th", sbig)
+    os.link(BIG, os.path.join(env.stage, "big1.th"))
+    os.rename(os.path.join(env.stage, "big1.th"), env.inpath("big1.th"))
+    env.wait_ok("big1.th", timeout=120)
+    for i in range(6):
+        env.wait_ok("s%d.th" % i)
+        check_same(os.path.join(env.output, "s%d.th" % i), 400 + i)
+    check_big(os.path.join(env.output, "big1.th"))
+    time.sleep(2.5)     # the small jobs' second has passed
+    os.link(BIG, os.path.join(env.stage, "big2.th"))
+    os.rename(os.path.join(env.stage, "big2.th"), env.inpath("big2.th"))
+    env.wait_ok("big2.th", timeout=120)
+    check_big(os.path.join(env.output, "big2.th"))
+    # strace passes no SIGTERM on: the daemon, its child, gets it
+    with open("/proc/%d/task/%d/children" % (d.pid, d.pid)) as f:
+        os.kill(int(f.read().split()[0]), signal.SIGTERM)
+    d.stop()
+    n = strace_syncs(trace)
+    check("big1.th" in n and "big2.th" in n,
+          "no temporary outputs seen in strace's output: %r" % n)
+    # ~300 MB written; the small ones end within its first second
+    check(n["big1.th"] >= 2, "the big job beside small ones synced its "
+          "output %d times as it grew, want at least 2" % n["big1.th"])
+    check(n["big2.th"] == 0, "the big job alone synced its output %d times "
+          "as it grew, want 0" % n["big2.th"])
+    env.wait_ok("sbig.th")
+    got = load(os.path.join(env.output, "sbig.th"))["model"]["w"]
+    check(got.numel() == 6 << 20 and bool((got == 7.0).all()),
+          "sbig.th: the output's tensor differs")
+    check(n.get("sbig.th") == 0, "a small input's 24 MiB output, beside "
+          "other small jobs, synced %r times as it grew, want 0 (small "
+          "jobs are given way to)" % n.get("sbig.th"))
+
+
 TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_sigterm_mid_burst, test_preexisting,
          test_incoming_recreated, test_hostile_and_truncated,
@@ -2817,7 +2902,8 @@ TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_rescan_off_the_loop, test_sighup_rescan_off_the_loop,
          test_confined_jobs, test_under_unit_filter, test_move_off_the_loop,
          test_moves_at_start_off_the_loop, test_unlogged_not_done,
-         test_back_at_same_identity_redone, test_job_not_made_retried]
+         test_back_at_same_identity_redone, test_job_not_made_retried,
+         test_big_gives_way]
 
 
 def main(argv=None):
@@ -2853,7 +2939,8 @@ def main(argv=None):
         if any(t in tests for t in (test_kill9_midjob, test_sigterm_finishes_job,
                                     test_sigterm_abandons_job,
                                     test_rewritten_during_job,
-                                    test_reload_new_incoming)):
+                                    test_reload_new_incoming,
+                                    test_big_gives_way)):
             BIG = os.path.join(WORK, "big.th")
             make_big(BIG)
         for t in tests:
