@@ -270,8 +270,8 @@ int ck_ckpt_fingerprint_mem(uint64_t size, const void *pkl, size_t n,
  */
 typedef struct {
     ck_ckpt_t *c;
-    const uint8_t *pkl; /* the pickle in memory, or NULL: n bytes of the */
-    size_t n;           /* file at pkl_off */
+    const uint8_t *pkl; /* the pickle in memory (n bytes), or NULL */
+    size_t n;
     fp_part_t part[2];  /* what is read from the file: the pickle unless */
     int np;             /* in memory, the directory */
     uint8_t *buf;
@@ -287,8 +287,8 @@ static void *fp_run(void *arg)
 {
     fp_job_t *f = arg;
 
-    f->rc = fp_digest(f->c->fd, f->c->st.size, f->pkl, f->pkl ? f->n : 0,
-                      f->part, f->np, f->buf, f->out, &f->err);
+    f->rc = fp_digest(f->c->fd, f->c->st.size, f->pkl, f->n, f->part, f->np,
+                      f->buf, f->out, &f->err);
     return NULL;
 }
 
@@ -298,8 +298,9 @@ static int fp_start(fp_job_t *f, ck_ckpt_t *c, const uint8_t *pkl, size_t n,
     memset(f, 0, sizeof(*f));
     f->c = c;
     f->pkl = pkl;
-    f->n = n;
-    if (pkl == NULL)
+    if (pkl != NULL)
+        f->n = n;
+    else
         f->part[f->np++] = (fp_part_t){ pkl_off, n };
     f->part[f->np++] = (fp_part_t){ c->zip.cd_off, c->zip.cd_size };
     f->buf = ck_malloc(fp_chunk(f->part, f->np));

@@ -275,25 +275,13 @@ static int pickle_later(ck_ckpt_t *c, ck_zipw_t *w, const char *top,
 static int start_over(ck_ckpt_t *c, ck_zipw_t *w, renum_t *r, ck_buf_t *pkl,
                       ck_err_t *err)
 {
-    int fd = w->fd;
-    const int *cancel = w->cancel;
-    const ck_yield_t *yield = w->yield;
-    int sync_rc = w->sync_rc;   /* reported once: kept for the finish */
-
-    ck_zipw_release(w);
-    ck_zipw_init(w, fd);
-    w->cancel = cancel;
-    w->yield = yield;
-    w->sync_rc = sync_rc;
     ck_buf_release(pkl);
     memset(pkl, 0, sizeof(*pkl));
     r->n = 0;
     for (size_t i = 0; i < c->nstorages; i++)
         ck_ckpt_storage(c, i)->newkey = -1;
     ck_err_clear(err);
-    if (ftruncate(fd, 0) < 0)
-        return ck_err_set(err, -errno, "write: %s", strerror(errno));
-    return 0;
+    return ck_zipw_restart(w, err);
 }
 
 static int put_pickle(ck_ckpt_t *c, ck_zipw_t *w, const char *top, renum_t *r,

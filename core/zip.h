@@ -180,11 +180,12 @@ typedef struct {
  * zip_write.c).
  */
 typedef struct {
-    int sync;   /* nonzero: the output made durable every YIELD_BYTES */
+    int sync;   /* nonzero: the output made durable every 8 MiB, as its
+                   write-back is started */
     int hold;   /* nonzero: others are syncing now: no more is written
                    until it is zero again (CK_YIELD_HOLD_MS at most, once
-                   per YIELD_BYTES written: a stream of small jobs slows a
-                   big one, never stops it) */
+                   per 8 MiB written: a stream of small jobs slows a big
+                   one, never stops it) */
 } ck_yield_t;
 #define CK_YIELD_HOLD_MS 50
 
@@ -229,7 +230,6 @@ typedef struct {
                               *cancel is nonzero (set by another thread) */
     const ck_yield_t *yield; /* optional: giving way to other jobs'
                               syncs (see ck_yield_t) */
-    uint64_t synced;       /* made durable below this offset */
     int sync_rc;           /* such a sync's error: ck_zipw_finish fails */
     ck_arena_t names;      /* of the entries */
     const char *folder;    /* the last folder of a numbered name */
@@ -250,6 +250,9 @@ typedef struct {
 /* Start a writer on fd; with stream set afterwards, one pass (see above). */
 void ck_zipw_init(ck_zipw_t *w, int fd);
 void ck_zipw_release(ck_zipw_t *w);
+/* Start the output over, empty: what was written is cut away and the
+ * records forgotten; fd, cancel, yield and a sync's error stay. */
+int ck_zipw_restart(ck_zipw_t *w, ck_err_t *err);
 
 /* Room for n more records without growing (a writer that knows how many
  * it will write; the array otherwise doubles): 0 or CK_ENOMEM. */

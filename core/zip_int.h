@@ -17,8 +17,6 @@
 #define MAX_CD_BYTES (1024u << 20)
 #define COPY_CHUNK (1u << 20)
 #define KICK_BYTES (8u << 20)
-/* while others wait on the disk: made durable every this many bytes */
-#define YIELD_BYTES (8u << 20)
 
 /* Where ck_zip_inflate_entry puts what it inflates, chunk by chunk. */
 typedef int (*ck_zip_sink_fn)(void *ud, const uint8_t *p, size_t n,

@@ -58,6 +58,27 @@ void ck_zipw_release(ck_zipw_t *w)
     memset(w, 0, sizeof(*w));
 }
 
+int ck_zipw_restart(ck_zipw_t *w, ck_err_t *err)
+{
+    int fd = w->fd, sync_rc = w->sync_rc;
+    const int *cancel = w->cancel;
+    const ck_yield_t *yield = w->yield;
+
+    ck_zipw_release(w);
+    ck_zipw_init(w, fd);
+    w->cancel = cancel;
+    w->yield = yield;
+    w->sync_rc = sync_rc;   /* reported once: kept for ck_zipw_finish */
+    if (ftruncate(fd, 0) < 0)
+        return ck_err_set(err, -errno, "write: %s", strerror(errno));
+    return 0;
+}
+
+static int canceled(const ck_zipw_t *w)
+{
+    return w->cancel != NULL && __atomic_load_n(w->cancel, __ATOMIC_RELAXED);
+}
+
 static int w_io(ck_err_t *err, int rc)
 {
     if (rc == CK_ENOMEM) /* the write-behind buffer could not grow */
@@ -324,7 +345,8 @@ static int sink_data(void *ud, const uint8_t *p, size_t n, ck_err_t *err)
  * records are copied and the final fsync waits for less.  Advisory: an
  * error shows again at the fsync.
  *
- * Giving way (w->yield, the daemon's small jobs): a sync flushes the
+ * Giving way (w->yield, the daemon's small jobs), at each kick: a sync
+ * flushes the
  * disk's write cache, and with it whatever this job wrote before it.  A
  * small job's fsync beside a 3 GiB write took 50 to 500 ms, the big one's
  * backlog; 10 to 45 ms when the big one synced every 16 MiB.  The daemon's
@@ -336,20 +358,15 @@ static int sink_data(void *ud, const uint8_t *p, size_t n, ck_err_t *err)
  * file description's to report once: kept for ck_zipw_finish, the final
  * fsync would not see it.
  */
-static void give_way(ck_zipw_t *w, uint64_t end)
+static void give_way(ck_zipw_t *w)
 {
     const ck_yield_t *y = w->yield;
 
     if (__atomic_load_n(&y->sync, __ATOMIC_RELAXED) &&
-        end - w->synced >= YIELD_BYTES) {
-        if (fdatasync(w->fd) < 0 && w->sync_rc == 0)
-            w->sync_rc = -errno;
-        w->synced = end;
-    }
-    for (int ms = 0; ms < CK_YIELD_HOLD_MS &&
-                     __atomic_load_n(&y->hold, __ATOMIC_RELAXED) &&
-                     !(w->cancel != NULL &&
-                       __atomic_load_n(w->cancel, __ATOMIC_RELAXED)); ms++)
+        fdatasync(w->fd) < 0 && w->sync_rc == 0)
+        w->sync_rc = -errno;
+    for (int ms = 0; ms < CK_YIELD_HOLD_MS && !canceled(w) &&
+                     __atomic_load_n(&y->hold, __ATOMIC_RELAXED); ms++)
         usleep(1000);
 }
 
@@ -363,7 +380,7 @@ static void kick(ck_zipw_t *w)
                     SYNC_FILE_RANGE_WRITE);
     w->started = end;
     if (w->yield != NULL)
-        give_way(w, end);
+        give_way(w);
 }
 
 /*
@@ -404,7 +421,7 @@ int ck_zipw_copy(ck_zipw_t *w, int fd, uint64_t off, uint64_t n,
     while (left > 0) {
         size_t part = left < COPY_CHUNK ? (size_t)left : COPY_CHUNK;
 
-        if (w->cancel != NULL && __atomic_load_n(w->cancel, __ATOMIC_RELAXED))
+        if (canceled(w))
             return ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
         rc = ck_pread_full(fd, w->buf, part, off);
         if (rc < 0)
@@ -448,7 +465,7 @@ int ck_zipw_splice(ck_zipw_t *w, int fd, uint64_t n, ck_err_t *err)
                               strerror(errno));
         if (r == 0)
             return rec_fail(w, err, CK_EFORMAT, "the input ended inside it");
-        if (w->cancel != NULL && __atomic_load_n(w->cancel, __ATOMIC_RELAXED))
+        if (canceled(w))
             return ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
         left -= (uint64_t)r;
         w->off += (uint64_t)r;
