@@ -304,6 +304,74 @@ static int put_pickle(ck_ckpt_t *c, ck_zipw_t *w, const char *top, renum_t *r,
                                     pkl->len, err);
 }
 
+/* Where a storage's bytes lie in the input: its records are copied in
+ * that order, those of no input (made in memory) last. */
+static uint64_t input_place(const ck_storage_t *st)
+{
+    if (st->src == CK_SRC_ZIP)
+        return st->deflated ? st->entry->lho : st->off;
+    return st->src == CK_SRC_LEGACY ? st->off : UINT64_MAX;
+}
+
+/*
+ * The records in the order their bytes lie in the input, not in their
+ * new keys' (a zip's records may come in any order; torch.save's own are
+ * in the order of their keys as text).  torch.save lays out "0", "1",
+ * "10", "100", "1000" ... one after the other, so the storages of one
+ * state dict, numbered in a row, lie all over the input: copied by new
+ * key, 87,500 of them read a 256 KiB window 631 times over (158 MiB read
+ * for 0.7 MB, a tenth of the write), in the input's order 195 times.  A
+ * stream input's records are written as they come (stream_storages): in
+ * its order too.  A stable radix sort by place, 8 bits a pass, passes
+ * where every key has the same byte skipped: a file of 128 MiB takes
+ * four.  Out of memory, the order stays as it is.
+ */
+static void order_by_place(renum_t *r)
+{
+    size_t n = r->n, (*count)[256] = NULL;
+    uint64_t *keys, *key, *key2;
+    ck_storage_t **tmp = NULL;
+
+    if (n < 2 || (keys = ck_malloc(2 * n * sizeof(*keys))) == NULL)
+        return;
+    tmp = ck_malloc(n * sizeof(*tmp));
+    count = ck_calloc(8, sizeof(*count));
+    if (tmp == NULL || count == NULL)
+        goto out;
+    key = keys;
+    key2 = keys + n;
+    for (size_t i = 0; i < n; i++) {
+        key[i] = input_place(r->order[i]);
+        for (int d = 0; d < 8; d++)
+            count[d][(key[i] >> (8 * d)) & 0xff]++;
+    }
+    for (int d = 0; d < 8; d++) {
+        size_t at = 0, c;
+        uint64_t *kt;
+        ck_storage_t **ot;
+
+        if (count[d][(key[0] >> (8 * d)) & 0xff] == n)
+            continue; /* every key has this byte */
+        for (int b = 0; b < 256; b++) {
+            c = count[d][b];
+            count[d][b] = at;
+            at += c;
+        }
+        for (size_t i = 0; i < n; i++) {
+            size_t to = count[d][(key[i] >> (8 * d)) & 0xff]++;
+
+            key2[to] = key[i];
+            tmp[to] = r->order[i];
+        }
+        kt = key, key = key2, key2 = kt;
+        ot = r->order, r->order = tmp, tmp = ot;
+    }
+out:
+    ck_free(keys);
+    ck_free(tmp);
+    ck_free(count);
+}
+
 static int write_zip(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
                      ck_err_t *err)
 {
@@ -334,6 +402,8 @@ static int write_zip(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
     }
     if ((rc = put_record(&w, top, "byteorder", "little", 6, err)) < 0)
         goto out;
+    if (c->stream == NULL)
+        order_by_place(&r);
     if (c->stream != NULL) {
         rc = stream_storages(c, &w, top, &r, err);
         if (rc < 0)

@@ -573,17 +573,43 @@ static void test_write_reopen(void **state)
         assert_int_equal(f->c2.nstorages, f->c.nstorages);
         /* the fingerprint of what was written is the one an open gives */
         assert_string_equal(info.fingerprint, f->c2.fingerprint);
-        /* records as torch.save lays them out */
+        /* records as torch.save lays them out, the storages' in the
+         * order their bytes lie in the input (torch's: "0", "1", "10",
+         * "11", "2" ...), each new key once */
         assert_int_equal(f->c2.zip.n, 3 + f->c.nstorages);
         assert_string_equal(f->c2.zip.e[0].name, "out/data.pkl");
         assert_string_equal(f->c2.zip.e[1].name, "out/byteorder");
-        for (size_t k = 0; k < f->c2.nstorages; k++) {
-            char name[32];
+        {
+            uint64_t last = 0;
+            int seen[64] = { 0 };
 
-            snprintf(name, sizeof(name), "out/data/%zu", k);
-            assert_string_equal(f->c2.zip.e[2 + k].name, name);
-            snprintf(name, sizeof(name), "%zu", k);
-            assert_string_equal(ck_ckpt_storage(&f->c2, k)->key, name);
+            assert_true(f->c.nstorages <= CK_ARRAY_SIZE(seen));
+            for (size_t k = 0; k < f->c2.nstorages; k++) {
+                const char *name = f->c2.zip.e[2 + k].name;
+                const ck_storage_t *in = NULL;
+                char *end;
+                unsigned long n;
+                uint64_t place;
+
+                assert_memory_equal(name, "out/data/", 9);
+                n = strtoul(name + 9, &end, 10);
+                assert_true(*end == '\0' && n < f->c.nstorages && !seen[n]);
+                seen[n] = 1;
+                for (size_t j = 0; j < f->c.nstorages; j++)
+                    if (ck_ckpt_storage(&f->c, j)->newkey == (int32_t)n)
+                        in = ck_ckpt_storage(&f->c, j);
+                assert_non_null(in);
+                place = in->src == CK_SRC_ZIP && in->deflated
+                            ? in->entry->lho : in->off;
+                assert_true(k == 0 || place > last);
+                last = place;
+            }
+            for (size_t k = 0; k < f->c2.nstorages; k++) {
+                char name[32];
+
+                snprintf(name, sizeof(name), "%zu", k);
+                assert_string_equal(ck_ckpt_storage(&f->c2, k)->key, name);
+            }
         }
         assert_string_equal(f->c2.zip.e[f->c2.zip.n - 1].name, "out/version");
         for (size_t k = 0; k < f->c2.zip.n; k++) {
