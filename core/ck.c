@@ -556,6 +556,56 @@ uint64_t ck_hash_fnv1a(const void *p, size_t n)
     return h;
 }
 
+int ck_sort_by_key(void *a, size_t n, size_t size)
+{
+    size_t (*count)[256];
+    uint8_t *from = a, *to, *tmp;
+    uint64_t k0;
+
+    if (n < 2)
+        return 0;
+    if ((tmp = ck_malloc(n * size)) == NULL ||
+        (count = ck_calloc(8, sizeof(*count))) == NULL) {
+        ck_free(tmp);
+        return CK_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint64_t k;
+
+        memcpy(&k, from + i * size, 8);
+        for (int d = 0; d < 8; d++)
+            count[d][(k >> (8 * d)) & 0xff]++;
+    }
+    memcpy(&k0, from, 8);
+    to = tmp;
+    for (int d = 0; d < 8; d++) {
+        size_t at = 0;
+        uint8_t *t;
+
+        if (count[d][(k0 >> (8 * d)) & 0xff] == n)
+            continue; /* every key has this byte */
+        for (int b = 0; b < 256; b++) {
+            size_t c = count[d][b];
+
+            count[d][b] = at;
+            at += c;
+        }
+        for (size_t i = 0; i < n; i++) {
+            uint64_t k;
+
+            memcpy(&k, from + i * size, 8);
+            memcpy(to + count[d][(k >> (8 * d)) & 0xff]++ * size,
+                   from + i * size, size);
+        }
+        t = from, from = to, to = t;
+    }
+    if (from != a)
+        memcpy(a, from, n * size);
+    ck_free(tmp);
+    ck_free(count);
+    return 0;
+}
+
 /* ---- string map ------------------------------------------------------- */
 
 /* The map's hash: eight bytes a step (FNV-1a's byte steps were a tenth of

@@ -251,6 +251,16 @@ uint64_t ck_hash_fnv1a(const void *p, size_t n);
 /* The string map's hash of the n bytes at p: eight bytes a step. */
 uint64_t ck_hash_str(const void *p, size_t n);
 
+/*
+ * Sort the n items of size bytes at a (size a multiple of 8, at least 8)
+ * by the uint64_t each begins with, stably: an LSD radix sort, a byte a
+ * pass, the passes where every key has the same byte skipped (offsets in
+ * a file of 128 MiB take four).  glibc's qsort calls its comparison
+ * through a pointer, 10^5 times 17 for 10^5 keys.  0, or CK_ENOMEM with a
+ * as it was.
+ */
+int ck_sort_by_key(void *a, size_t n, size_t size);
+
 #define CK_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif

@@ -320,56 +320,27 @@ static uint64_t input_place(const ck_storage_t *st)
  * "10", "100", "1000" ... one after the other, so the storages of one
  * state dict, numbered in a row, lie all over the input: copied by new
  * key, 87,500 of them read a 256 KiB window 631 times over (158 MiB read
- * for 0.7 MB, a tenth of the write), in the input's order 195 times.  A
+ * for 0.7 MB, a tenth of the write), in the input's order 196 times.  A
  * stream input's records are written as they come (stream_storages): in
- * its order too.  A stable radix sort by place, 8 bits a pass, passes
- * where every key has the same byte skipped: a file of 128 MiB takes
- * four.  Out of memory, the order stays as it is.
+ * its order too.  Out of memory, the order stays as it is.
  */
 static void order_by_place(renum_t *r)
 {
-    size_t n = r->n, (*count)[256] = NULL;
-    uint64_t *keys, *key, *key2;
-    ck_storage_t **tmp = NULL;
+    struct {
+        uint64_t place;
+        ck_storage_t *st;
+    } *by = ck_malloc((r->n ? r->n : 1) * sizeof(*by));
 
-    if (n < 2 || (keys = ck_malloc(2 * n * sizeof(*keys))) == NULL)
+    if (by == NULL)
         return;
-    tmp = ck_malloc(n * sizeof(*tmp));
-    count = ck_calloc(8, sizeof(*count));
-    if (tmp == NULL || count == NULL)
-        goto out;
-    key = keys;
-    key2 = keys + n;
-    for (size_t i = 0; i < n; i++) {
-        key[i] = input_place(r->order[i]);
-        for (int d = 0; d < 8; d++)
-            count[d][(key[i] >> (8 * d)) & 0xff]++;
+    for (size_t i = 0; i < r->n; i++) {
+        by[i].place = input_place(r->order[i]);
+        by[i].st = r->order[i];
     }
-    for (int d = 0; d < 8; d++) {
-        size_t at = 0, c;
-        uint64_t *kt;
-        ck_storage_t **ot;
-
-        if (count[d][(key[0] >> (8 * d)) & 0xff] == n)
-            continue; /* every key has this byte */
-        for (int b = 0; b < 256; b++) {
-            c = count[d][b];
-            count[d][b] = at;
-            at += c;
-        }
-        for (size_t i = 0; i < n; i++) {
-            size_t to = count[d][(key[i] >> (8 * d)) & 0xff]++;
-
-            key2[to] = key[i];
-            tmp[to] = r->order[i];
-        }
-        kt = key, key = key2, key2 = kt;
-        ot = r->order, r->order = tmp, tmp = ot;
-    }
-out:
-    ck_free(keys);
-    ck_free(tmp);
-    ck_free(count);
+    if (ck_sort_by_key(by, r->n, sizeof(*by)) == 0)
+        for (size_t i = 0; i < r->n; i++)
+            r->order[i] = by[i].st;
+    ck_free(by);
 }
 
 static int write_zip(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
@@ -479,20 +450,12 @@ static void key_text(const ck_py_t *k, char *out, size_t n)
         snprintf(out, n, "<a key of kind %d>", k->kind);
 }
 
-/* A key's place in the mapping and its hash, for sorting other keys. */
+/* A key's hash and its place in the mapping, for sorting other keys (by
+ * hash, stably: ck_sort_by_key). */
 typedef struct {
     uint64_t h;
     size_t i;
 } uniq_key_t;
-
-static int uniq_key_cmp(const void *pa, const void *pb)
-{
-    const uniq_key_t *a = pa, *b = pb;
-
-    if (a->h != b->h)
-        return a->h < b->h ? -1 : 1;
-    return a->i < b->i ? -1 : a->i > b->i;
-}
 
 /*
  * u->seen empty with room for n keys: *mask set, the slots in use below
@@ -610,7 +573,8 @@ static size_t uniq_first_dup(uniq_t *u, const ck_py_vec_t *m, size_t *j)
             break;
         }
     }
-    qsort(other, nother, sizeof(*other), uniq_key_cmp);
+    if (ck_sort_by_key(other, nother, sizeof(*other)) < 0)
+        return SIZE_MAX - 1;
     for (size_t r = 0; r < nother;) {
         size_t end = r + 1;
 

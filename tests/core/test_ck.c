@@ -586,6 +586,49 @@ static int map_start(const void *p)
 }
 
 /*
+ * ck_sort_by_key orders by the leading uint64_t as a stable sort does:
+ * keys that differ in one byte only (low, middle, high), keys all equal
+ * (every pass skipped), repeated keys (their items keep their order), an
+ * item of three words moved whole; n of 0 and 1 leave the items alone.
+ */
+static void test_sort_by_key(void **state)
+{
+    typedef struct {
+        uint64_t key, idx, check;
+    } item_t;
+    static const uint64_t shapes[] = { 0xff, 0xff0000, 0xff00000000000000u,
+                                       0xffffffffffffffffu, 0 };
+    enum { N = 3000 };
+    item_t *a = ck_malloc(N * sizeof(*a)), one = { 7, 1, 2 };
+    uint64_t seed = 42;
+
+    (void)state;
+    assert_non_null(a);
+    assert_int_equal(ck_sort_by_key(a, 0, sizeof(*a)), 0);
+    assert_int_equal(ck_sort_by_key(&one, 1, sizeof(one)), 0);
+    assert_true(one.key == 7 && one.idx == 1 && one.check == 2);
+    for (size_t s = 0; s < CK_ARRAY_SIZE(shapes); s++) {
+        for (size_t i = 0; i < N; i++) {
+            seed = seed * 6364136223846793005u + 1442695040888963407u;
+            /* few distinct values: many equal keys */
+            a[i].key = (seed >> 33) % 97 * 0x0101010101010101u & shapes[s];
+            a[i].idx = i;
+            a[i].check = a[i].key ^ i;
+        }
+        assert_int_equal(ck_sort_by_key(a, N, sizeof(*a)), 0);
+        for (size_t i = 0; i < N; i++) {
+            assert_int_equal(a[i].check, a[i].key ^ a[i].idx);
+            if (i > 0) {
+                assert_true(a[i - 1].key <= a[i].key);
+                if (a[i - 1].key == a[i].key)
+                    assert_true(a[i - 1].idx < a[i].idx);
+            }
+        }
+    }
+    ck_free(a);
+}
+
+/*
  * Under 256 KiB a ck_map_grow array is heap memory, no mapping of its own
  * (the daemon's tiny checkpoints unmapped a touched memo page per job, a
  * TLB flush on every CPU); from 256 KiB on it is one.  What it held stays
@@ -658,6 +701,7 @@ int main(void)
         cmocka_unit_test_teardown(test_map_grow, teardown),
         cmocka_unit_test_teardown(test_map_grow_unaligned, teardown),
         cmocka_unit_test_teardown(test_map_grow_small_heap, teardown),
+        cmocka_unit_test(test_sort_by_key),
         cmocka_unit_test_teardown(test_strmap, teardown),
         cmocka_unit_test_teardown(test_utf8_len, teardown),
         cmocka_unit_test_teardown(test_utf8_valid_and_hash, teardown),
