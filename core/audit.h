@@ -18,14 +18,14 @@ typedef struct {
     char host[256];
     uint64_t torn_bytes; /* cut away by the last open */
     uint64_t bad_lines;  /* complete lines the callback refused */
-    uint64_t at;         /* while reading back: the offset of the line
-                            given to the callback */
 } ck_audit_t;
 
-/* One complete line of the log (n bytes, without its newline), read back
- * at open; returns < 0 when it does not parse (counted in bad_lines), or
- * CK_ECANCELED to stop the open (it then fails with CK_ECANCELED). */
-typedef int (*ck_audit_cb)(void *ud, const char *line, size_t n);
+/* One complete line of the log (n bytes, without its newline, at offset
+ * at), read back at open; returns < 0 when it does not parse (counted in
+ * bad_lines), or CK_ECANCELED to stop the open (it then fails with
+ * CK_ECANCELED). */
+typedef int (*ck_audit_cb)(void *ud, const char *line, size_t n,
+                           uint64_t at);
 
 /*
  * Open or create (mode 0640) the log at path, cut a torn last line, and
@@ -37,12 +37,20 @@ typedef int (*ck_audit_cb)(void *ud, const char *line, size_t n);
  */
 int ck_audit_open(ck_audit_t *a, const char *path, ck_audit_cb cb, void *ud,
                   ck_err_t *err);
+/*
+ * The same, but a log of 8 MiB or more is read in two halves at once:
+ * the lines of the second (from the first newline past the middle) go to
+ * cb with ud2, on a second thread, while this one gives the first's to cb
+ * with ud.  cb must take the two at once; the caller puts what ud2 got
+ * after what ud got.  ud2 NULL: ck_audit_open.
+ */
+int ck_audit_open2(ck_audit_t *a, const char *path, ck_audit_cb cb, void *ud,
+                   void *ud2, ck_err_t *err);
 
 /*
  * Read the log at a->path (a otherwise zeroed) as ck_audit_open reads it
- * back, but only reading: no lock, no cut, nothing created.  While cb
- * runs, a->at is the offset of its line.  0, or an error with the path in
- * err (a log that is not there is one).
+ * back, but only reading: no lock, no cut, nothing created.  0, or an
+ * error with the path in err (a log that is not there is one).
  */
 int ck_audit_read(ck_audit_t *a, ck_audit_cb cb, void *ud, ck_err_t *err);
 

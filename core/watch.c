@@ -171,7 +171,6 @@ typedef struct {
     char *in;               /* incoming as records spell it */
     size_t inlen;
     struct logidx idx;
-    ck_audit_t *a;          /* the log being read (its line offsets) */
     uint64_t lines;
     ck_audit_t audit;
     ck_err_t err;
@@ -256,7 +255,7 @@ static const logslot_t *idx_find(const struct logidx *x, uint64_t h)
 
 /* A line of the audit log: where the last record of its input is, unless
  * the job is to be redone.  Stops when the daemon is stopping. */
-static int audit_cb(void *ud, const char *line, size_t len)
+static int audit_cb(void *ud, const char *line, size_t len, uint64_t at)
 {
     loader_t *l = ud;
     ck_record_skim_t k;
@@ -297,7 +296,7 @@ static int audit_cb(void *ud, const char *line, size_t len)
         path[l->inlen] != '/')
         goto out;
     rc = idx_put(&l->idx, path_hash(path + l->inlen + 1, plen - l->inlen - 1),
-                 l->a->at, len);
+                 at, len);
 out:
     if (parsed)
         ck_record_release(&r);
@@ -430,7 +429,6 @@ static int loader_init(daemon_t *d, loader_t *l)
     memset(l, 0, sizeof(*l));
     l->d = d;
     l->req.data = l;
-    l->a = &l->audit;
     l->in = ck_record_reading(d->w->incoming);
     if (l->in == NULL)
         return -1;
@@ -446,6 +444,46 @@ void watch_logidx_drop(daemon_t *d)
     d->logidx = NULL;
 }
 
+/*
+ * The log read into l's index, sorted: a big log in two halves at once
+ * (ck_audit_open2), the second's slots put after the first's.  0 or the
+ * error (in l->err).
+ */
+static int load_log(loader_t *l, ck_audit_t *a)
+{
+    loader_t second;
+    int rc;
+
+    memset(&second, 0, sizeof(second));
+    second.d = l->d;
+    second.in = l->in;
+    second.inlen = l->inlen;
+    rc = ck_audit_open2(a, l->d->w->audit_log, audit_cb, l, &second, &l->err);
+    l->lines += second.lines;
+    if (rc == 0 && second.idx.n > 0) {
+        struct logidx *x = &l->idx;
+
+        if (x->cap - x->n < second.idx.n) {
+            logslot_t *v = ck_realloc(x->v, (x->n + second.idx.n) * sizeof(*v));
+
+            if (v == NULL)
+                rc = CK_ENOMEM;
+            else
+                x->v = v, x->cap = x->n + second.idx.n;
+        }
+        if (rc == 0) {
+            memcpy(x->v + x->n, second.idx.v, second.idx.n * sizeof(*x->v));
+            x->n += second.idx.n;
+        }
+    }
+    ck_free(second.idx.v);
+    if (rc == 0)
+        rc = idx_sort(&l->idx);
+    if (rc == CK_ENOMEM)
+        ck_err_set(&l->err, rc, "out of memory");
+    return rc;
+}
+
 /* At a reload: read the log on the loop. */
 static int audit_open(daemon_t *d)
 {
@@ -454,13 +492,8 @@ static int audit_open(daemon_t *d)
     watch_logidx_drop(d);       /* the first scan's: this one's instead */
     if (loader_init(d, &l) < 0)
         goto fail;
-    l.a = &d->audit;
-    if (ck_audit_open(&d->audit, d->w->audit_log, audit_cb, &l, &l.err) < 0)
+    if (load_log(&l, &d->audit) < 0)
         goto fail;
-    if (idx_sort(&l.idx) < 0) {
-        ck_err_set(&l.err, CK_ENOMEM, "out of memory");
-        goto fail;
-    }
     apply(d, &l);
     watch_rescan(d);
     d->logidx = NULL;
@@ -476,10 +509,7 @@ static void load_work_cb(uv_work_t *req)
 {
     loader_t *l = req->data;
 
-    l->rc = ck_audit_open(&l->audit, l->d->w->audit_log, audit_cb, l,
-                          &l->err);
-    if (l->rc == 0 && idx_sort(&l->idx) < 0)
-        l->rc = ck_err_set(&l->err, CK_ENOMEM, "out of memory");
+    l->rc = load_log(l, &l->audit);
 }
 
 static void load_done_cb(uv_work_t *req, int uvst)

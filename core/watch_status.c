@@ -64,7 +64,7 @@ typedef struct {
     size_t ndone, capdone;
     ck_strmap_t byname;     /* path -> index in done */
     ck_arena_t arena;       /* the paths and the map */
-    ck_audit_t log;         /* read (ck_audit_read): .at, a line's place */
+    ck_audit_t log;         /* read (ck_audit_read) */
     int fd;                 /* the audit log, for its lines read again */
     char *line;             /* one of them */
     ring_t ok, failed;
@@ -111,10 +111,10 @@ static int parse_at(status_t *s, off_t off, size_t len, ck_record_t *r)
 }
 
 /* A complete line: its input's latest record, and the ring it counts in. */
-static int line_cb(void *ud, const char *line, size_t len)
+static int line_cb(void *ud, const char *line, size_t len, uint64_t at)
 {
     status_t *s = ud;
-    off_t off = (off_t)s->log.at;
+    off_t off = (off_t)at;
     ck_record_skim_t k;
     ck_record_t r;
     char *path = NULL;

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,9 +56,11 @@ static int teardown(void **state)
 }
 
 /* Keeps each line read back; the ones without "status" do not parse. */
-static int line_cb(void *ud, const char *line, size_t n)
+static int line_cb(void *ud, const char *line, size_t n, uint64_t at)
 {
     fx_t *f = ud;
+
+    (void)at;
 
     assert_true(n < sizeof(f->lines[0]));
     assert_true(f->n < 8);
@@ -163,6 +166,119 @@ static void test_seq_from_other_writer(void **state)
     ck_audit_close(&a);
 }
 
+/* What one half of a log read in two got: each line's seq, in order, the
+ * thread it came on, and lines whose offset did not name them. */
+typedef struct {
+    int fd;                 /* the log, to check offsets against */
+    uint64_t *seq;
+    size_t n, cap, misplaced;
+    pthread_t thread;
+    int threads;            /* 1, or 2 when lines came on two threads */
+} half_fx_t;
+
+static int half_cb(void *ud, const char *line, size_t n, uint64_t at)
+{
+    half_fx_t *h = ud;
+    char head[32], text[200];
+    unsigned long long seq;
+
+    if (h->n == 0)
+        h->thread = pthread_self();
+    else if (!pthread_equal(h->thread, pthread_self()))
+        h->threads = 2;
+    if (pread(h->fd, head, sizeof(head), (off_t)at) != (ssize_t)sizeof(head) ||
+        memcmp(head, line, n < sizeof(head) ? n : sizeof(head)) != 0)
+        h->misplaced++;
+    if (n >= sizeof(text))
+        return CK_EFORMAT;
+    memcpy(text, line, n);      /* (the line is not NUL-terminated) */
+    text[n] = '\0';
+    if (sscanf(text, "{\"seq\":%llu,", &seq) != 1)
+        return CK_EFORMAT;
+    if (h->n == h->cap) {
+        h->cap = h->cap ? 2 * h->cap : 1024;
+        h->seq = realloc(h->seq, h->cap * sizeof(*h->seq));
+        assert_non_null(h->seq);
+    }
+    h->seq[h->n++] = seq;
+    return strstr(text, "\"status\"") ? 0 : CK_EFORMAT;
+}
+
+/*
+ * A log of 8 MiB and more is read in two halves at once (ck_audit_open2):
+ * every line once, the first half's to the first callback and the rest to
+ * the second, on two threads, each in order and at its offset; seq the
+ * last line's, lines refused in either half counted, a torn last line cut.
+ * A small log goes to the first alone.
+ */
+static void test_read_in_halves(void **state)
+{
+    fx_t *f = *state;
+    half_fx_t one = { 0 }, two = { 0 };
+    ck_audit_t a;
+    ck_err_t e = { 0 };
+    const size_t nlines = 100000;
+    size_t refused = 0;
+    char line[160];
+    FILE *out = fopen(f->path, "w");
+
+    assert_non_null(out);
+    for (size_t i = 1; i <= nlines; i++) {
+        /* a line in a thousand without "status": refused by half_cb */
+        refused += i % 1000 == 7;
+        fprintf(out, "{\"seq\":%zu,\"host\":\"h\",\"%s\":\"ok\",\"pad\":"
+                "\"%0*d\"}\n", i, i % 1000 == 7 ? "other" : "status",
+                (int)(i % 101), 0);
+    }
+    fputs("{\"seq\":100001,\"host\":\"h\",\"sta", out);  /* torn */
+    assert_int_equal(fclose(out), 0);
+    {
+        struct stat sb;
+
+        assert_int_equal(stat(f->path, &sb), 0);
+        assert_true(sb.st_size >= 8 << 20);
+    }
+    one.fd = two.fd = open(f->path, O_RDONLY);
+    assert_true(one.fd >= 0);
+
+    assert_int_equal(ck_audit_open2(&a, f->path, half_cb, &one, &two, &e), 0);
+    assert_true(one.n > 0 && two.n > 0);
+    assert_int_equal(one.n + two.n, nlines);
+    for (size_t i = 0; i < one.n; i++)
+        assert_true(one.seq[i] == i + 1);
+    for (size_t i = 0; i < two.n; i++)
+        assert_true(two.seq[i] == one.n + i + 1);
+    assert_true(one.n > nlines / 3 && two.n > nlines / 3); /* about halves */
+    assert_false(pthread_equal(one.thread, two.thread));
+    assert_true(one.threads != 2 && two.threads != 2);
+    assert_true(one.misplaced == 0 && two.misplaced == 0);
+    assert_true(a.seq == nlines);
+    assert_true(a.bad_lines == refused);
+    assert_true(a.torn_bytes == strlen("{\"seq\":100001,\"host\":\"h\",\"sta"));
+    ck_audit_close(&a);
+    close(one.fd);
+
+    /* a small log: no second half */
+    free(one.seq);
+    free(two.seq);
+    memset(&one, 0, sizeof(one));
+    memset(&two, 0, sizeof(two));
+    out = fopen(f->path, "w");
+    assert_non_null(out);
+    for (int i = 1; i <= 1000; i++) {
+        snprintf(line, sizeof(line), "{\"seq\":%d,\"status\":\"ok\"}\n", i);
+        fputs(line, out);
+    }
+    assert_int_equal(fclose(out), 0);
+    one.fd = two.fd = open(f->path, O_RDONLY);
+    assert_int_equal(ck_audit_open2(&a, f->path, half_cb, &one, &two, &e), 0);
+    assert_true(one.n == 1000 && two.n == 0);
+    assert_true(a.seq == 1000);
+    ck_audit_close(&a);
+    close(one.fd);
+    free(one.seq);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -170,6 +286,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_torn_line_cut, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seq_from_other_writer, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_read_in_halves, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
