@@ -383,6 +383,11 @@ typedef struct {
                                  renamed: the caller syncs and renames it
                                  or unlink; NULL otherwise */
     int stream;               /* written in one pass (ck_ckpt_write_fd) */
+    /* A body may leave the fingerprint to ck_ckpt_write_with (fp_later):
+     * the pickle's and the directory's bytes in the file (offset, bytes),
+     * read back while the file is synced. */
+    int fp_later;
+    uint64_t fp_part[2][2];
 } ck_write_info_t;
 
 /*

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -399,11 +400,13 @@ static int write_zip(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
         rc = ck_ckpt_fingerprint_mem(w.off, pkl.data, pkl.len, w.cd.data,
                                      w.cd.len, info->fingerprint,
                                      err);
-    else if (pkl.drain != NULL)
-        rc = ck_ckpt_zip_fingerprint_at(fd, w.off, pkl_off, w.e[0].size,
-                                        w.cd_off, w.cd_size,
-                                        info->fingerprint, err);
-    else
+    else if (pkl.drain != NULL) { /* see fp_later */
+        info->fp_later = 1;
+        info->fp_part[0][0] = pkl_off;
+        info->fp_part[0][1] = w.e[0].size;
+        info->fp_part[1][0] = w.cd_off;
+        info->fp_part[1][1] = w.cd_size;
+    } else
         rc = ck_ckpt_zip_fingerprint(fd, w.off, pkl.data, pkl.len, w.cd_off,
                                      w.cd_size, info->fingerprint, err);
 out:
@@ -742,6 +745,61 @@ int ck_ckpt_validate(ck_ckpt_t *c, ck_err_t *err)
     return rc;
 }
 
+/* The fingerprint a body left to the write (info->fp_later). */
+static int fp_later(int fd, ck_write_info_t *info, ck_err_t *err)
+{
+    if (!info->fp_later)
+        return 0;
+    info->fp_later = 0;
+    return ck_ckpt_zip_fingerprint_at(fd, info->size, info->fp_part[0][0],
+                                      info->fp_part[0][1],
+                                      info->fp_part[1][0],
+                                      info->fp_part[1][1],
+                                      info->fingerprint, err);
+}
+
+/*
+ * The fsync of a written file with the fingerprint a body left to the
+ * write made beside it, on a second thread: SHA-256 over the pickle and
+ * the directory read back (an output of 87,500 storages: 15 ms) while the
+ * disk takes the file (36 ms with the rename and the folder's sync).  0,
+ * or the first error (err).
+ */
+typedef struct {
+    int fd, rc;
+    ck_write_info_t *info;
+    ck_err_t err;
+} fp_sync_t;
+
+static void *fp_sync_run(void *arg)
+{
+    fp_sync_t *f = arg;
+
+    f->rc = fp_later(f->fd, f->info, &f->err);
+    return NULL;
+}
+
+static int sync_with_fp(int fd, const char *out_path, ck_write_info_t *info,
+                        ck_err_t *err)
+{
+    fp_sync_t f = { fd, 0, info, { 0 } };
+    pthread_t t;
+    int started = info->fp_later &&
+                  pthread_create(&t, NULL, fp_sync_run, &f) == 0;
+    int rc = 0;
+
+    if (fsync(fd) < 0)
+        rc = ck_err_set(err, -errno, "fsync %s: %s", out_path,
+                        strerror(errno));
+    if (started)
+        pthread_join(t, NULL);
+    else
+        f.rc = fp_later(fd, info, &f.err);
+    if (rc == 0 && f.rc < 0)
+        rc = ck_err_set(err, f.rc, "%s", f.err.msg);
+    return rc;
+}
+
 int ck_ckpt_write_fd(ck_ckpt_t *c, int fd, ck_write_info_t *info,
                      ck_err_t *err)
 {
@@ -755,6 +813,8 @@ int ck_ckpt_write_fd(ck_ckpt_t *c, int fd, ck_write_info_t *info,
     rc = ck_ckpt_check_keys(c, err);
     if (rc == 0)
         rc = write_zip(c, fd, top, info, err);
+    if (rc == 0)
+        rc = fp_later(fd, info, err);   /* (a stream's is made in memory) */
     if (rc < 0 && err->code != -EPIPE) {
         /* what was written cannot be taken back: make sure it is no zip.
          * Readers look for the end record in the last 64 KiB + 22 bytes;
@@ -851,6 +911,8 @@ int ck_ckpt_write_with(ck_ckpt_t *c, const char *out_path, ck_write_body_fn body
         /* the caller syncs and renames it, with others: start the
          * write-back now so that sync finds little left to do */
         sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+        if ((rc = fp_later(fd, info, err)) < 0)
+            goto out;
         if (close(fd) < 0) {
             fd = -1;
             rc = ck_err_set(err, -errno, "close %s: %s", out_path,
@@ -862,10 +924,8 @@ int ck_ckpt_write_with(ck_ckpt_t *c, const char *out_path, ck_write_body_fn body
         tmp = NULL;
         goto out;
     }
-    if (fsync(fd) < 0) {
-        rc = ck_err_set(err, -errno, "fsync %s: %s", out_path, strerror(errno));
+    if ((rc = sync_with_fp(fd, out_path, info, err)) < 0)
         goto out;
-    }
     if (close(fd) < 0) {
         fd = -1;
         rc = ck_err_set(err, -errno, "close %s: %s", out_path, strerror(errno));
