@@ -84,16 +84,18 @@ static size_t lines(tally_t *t, ck_audit_cb cb, void *ud, const char *p,
 }
 
 /*
- * The same, through windows of 32 MiB mapped one after the other: the log
+ * The same, through windows of 16 MiB mapped one after the other: the log
  * is read where the page cache holds it, never copied, and a window is
- * unmapped before the next (a million-line log is GiBs).  Up to offset
- * to.  0, or 1 when a window cannot be mapped (read_back then reads what
+ * unmapped before the next (a million-line log is GiBs; a mapped window
+ * counts in the daemon's RSS, two at once when the log is read in halves:
+ * 32 MiB windows read a 1.8 GB log 5% faster in 33 MiB more).  Up to
+ * offset to.  0, or 1 when a window cannot be mapped (read_back then reads what
  * is left).
  */
 static int map_back(tally_t *t, int fd, ck_audit_cb cb, void *ud,
                     off_t *off, off_t to, int *rc)
 {
-    const size_t win = 32 << 20;
+    const size_t win = 16 << 20;
     long pg = sysconf(_SC_PAGESIZE);
 
     while (*rc == 0 && *off < to) {
