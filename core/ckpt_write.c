@@ -771,6 +771,8 @@ typedef struct {
     ck_err_t err;
 } fp_sync_t;
 
+enum { FP_SYNC_MIN = 4 << 20 }; /* bytes to digest: below, in line */
+
 static void *fp_sync_run(void *arg)
 {
     fp_sync_t *f = arg;
@@ -784,7 +786,9 @@ static int sync_with_fp(int fd, const char *out_path, ck_write_info_t *info,
 {
     fp_sync_t f = { fd, 0, info, { 0 } };
     pthread_t t;
+    /* a small file's digest costs less than a thread */
     int started = info->fp_later &&
+                  info->fp_part[0][1] + info->fp_part[1][1] >= FP_SYNC_MIN &&
                   pthread_create(&t, NULL, fp_sync_run, &f) == 0;
     int rc = 0;
 

@@ -326,6 +326,34 @@ def run_warns_of_unmatched_rules():
 
 
 @test
+def big_output_fingerprint_beside_its_sync():
+    """an output whose pickle is past 4 MiB (60,000 tensors) has its
+    fingerprint made on a second thread while the file is synced: the
+    record's output digest is the input digest an open of that file gives,
+    and the copy loads in torch equal to the source"""
+    sd = OD((f"layer.{i}.w", torch.full((2,), float(i))) for i in range(60000))
+    src = save({"model": sd, "note": "big pickle"}, "bigpkl.th")
+    conf = E.conf(chain1("key_remap", [("state", "model"), ("rename", "layer. => l.")]))
+    d = E.fresh("bigfp")
+    out, again = os.path.join(d, "o.th"), os.path.join(d, "again.th")
+    rc, so, se = run(["run", "-c", conf, "-o", out, src])
+    check(rc == 0, f"exit {rc}: {se}")
+    import zipfile
+    with zipfile.ZipFile(out) as z:
+        pkl = sum(i.file_size for i in z.infolist() if i.filename.endswith("/data.pkl"))
+    check(pkl > 4 << 20, f"pickle of {pkl} bytes: not past 4 MiB")
+    written = json.loads(so)["output"]["digest"]
+    conf2 = E.conf(chain1("key_remap", [("state", "model"), ("rename", "l.0.w => l.0.w")]))
+    rc, so2, se2 = run(["run", "-c", conf2, "-o", again, out])
+    check(rc == 0, f"exit {rc}: {se2}")
+    check(json.loads(so2)["input"]["digest"] == written,
+          f"written {written}, opened {json.loads(so2)['input']['digest']}")
+    got = torch.load(out, weights_only=True)["model"]
+    check(len(got) == 60000 and torch.equal(got["l.59999.w"], sd["layer.59999.w"]),
+          "the copy loads as the source")
+
+
+@test
 def run_output_folder():
     """-o DIR (existing, or ending in '/') writes DIR/<input name>; an output
     whose folder does not exist fails before any work, exit 2"""
