@@ -118,6 +118,32 @@ static int map_back(tally_t *t, int fd, ck_audit_cb cb, void *ud,
     return 0;
 }
 
+/*
+ * Just past the last newline in [from, to) of fd, or from when there is
+ * none: only that much of the log is mapped.  What follows it, a line
+ * being appended or a torn one, another daemon may cut (ck_audit_open,
+ * an append undone) while this one reads without the lock, and a mapped
+ * page wholly past the end of the file is a SIGBUS when read.
+ */
+static off_t lines_end(int fd, off_t from, off_t to)
+{
+    char buf[4096];
+
+    while (to > from) {
+        off_t at = to - from > (off_t)sizeof(buf) ? to - (off_t)sizeof(buf)
+                                                  : from;
+        ssize_t n = pread(fd, buf, (size_t)(to - at), at);
+
+        if (n != to - at)
+            return from;    /* the fallback's reads find what is there */
+        for (ssize_t i = n; i-- > 0;)
+            if (buf[i] == '\n')
+                return at + i + 1;
+        to = at;
+    }
+    return from;
+}
+
 /* Read every complete line from offset from up to offset to (-1: the
  * end); *end: the offset just past the last one.  Mapped (map_back), or
  * cut in a buffer of 4 MiB (read(2), so the log stays out of this
@@ -137,7 +163,7 @@ static int read_range(const ck_audit_t *a, tally_t *t, ck_audit_cb cb,
     if (fstat(fd, &st) == 0) {
         if (to < 0 || to > st.st_size)
             to = st.st_size;
-        if (map_back(t, fd, cb, ud, &off, to, &rc) == 0) {
+        if (map_back(t, fd, cb, ud, &off, lines_end(fd, from, to), &rc) == 0) {
             close(fd);
             *end = off;
             if (rc == CK_ECANCELED)

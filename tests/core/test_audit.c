@@ -166,6 +166,61 @@ static void test_seq_from_other_writer(void **state)
     ck_audit_close(&a);
 }
 
+/* Another daemon cutting the torn last line (its open) while this one
+ * reads the log without the lock: the cut comes at the first line. */
+typedef struct {
+    const char *path;
+    off_t cut_to;
+    int lines;
+} cut_fx_t;
+
+static int cut_cb(void *ud, const char *line, size_t n, uint64_t at)
+{
+    cut_fx_t *c = ud;
+
+    (void)line, (void)n, (void)at;
+    if (c->lines++ == 0)
+        assert_int_equal(truncate(c->path, c->cut_to), 0);
+    return 0;
+}
+
+/*
+ * A torn last line of 20 KB (pages of it past the last newline) cut by
+ * another daemon while the log is read: the read maps the log only up to
+ * its last newline, so it finds the complete lines and no SIGBUS (which a
+ * mapping of the whole file gets, reading pages now past its end).
+ */
+static void test_torn_tail_cut_while_read(void **state)
+{
+    fx_t *f = *state;
+    static const char *const lines[] = { "{\"seq\":1,\"status\":\"ok\"}\n",
+                                         "{\"seq\":2,\"status\":\"ok\"}\n",
+                                         "{\"seq\":3,\"status\":\"ok\"}\n" };
+    cut_fx_t c = { f->path, 0, 0 };
+    ck_audit_t a;
+    ck_err_t e = { 0 };
+    struct stat sb;
+    FILE *out = fopen(f->path, "w");
+
+    assert_non_null(out);
+    for (size_t i = 0; i < CK_ARRAY_SIZE(lines); i++) {
+        fputs(lines[i], out);
+        c.cut_to += (off_t)strlen(lines[i]);
+    }
+    fputs("{\"seq\":4,\"status\":\"", out);
+    for (int i = 0; i < 20000; i++)
+        fputc('x', out);
+    assert_int_equal(fclose(out), 0);
+
+    assert_int_equal(ck_audit_open(&a, f->path, cut_cb, &c, &e), 0);
+    assert_int_equal(c.lines, 3);
+    assert_true(a.seq == 3);
+    assert_true(a.torn_bytes == 0);     /* cut already */
+    assert_int_equal(stat(f->path, &sb), 0);
+    assert_int_equal(sb.st_size, c.cut_to);
+    ck_audit_close(&a);
+}
+
 /* What one half of a log read in two got: each line's seq, in order, the
  * thread it came on, and lines whose offset did not name them. */
 typedef struct {
@@ -287,6 +342,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_seq_from_other_writer, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_read_in_halves, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_tail_cut_while_read, setup,
+                                        teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
