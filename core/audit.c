@@ -89,8 +89,8 @@ static size_t lines(tally_t *t, ck_audit_cb cb, void *ud, const char *p,
  * unmapped before the next (a million-line log is GiBs; a mapped window
  * counts in the daemon's RSS, two at once when the log is read in halves:
  * 32 MiB windows read a 1.8 GB log 5% faster in 33 MiB more).  Up to
- * offset to.  0, or 1 when a window cannot be mapped (read_back then reads what
- * is left).
+ * offset to.  0, or 1 when a window cannot be mapped (read_range then
+ * reads what is left).
  */
 static int map_back(tally_t *t, int fd, ck_audit_cb cb, void *ud,
                     off_t *off, off_t to, int *rc)

@@ -330,9 +330,9 @@ static void order_by_place(renum_t *r)
     struct {
         uint64_t place;
         ck_storage_t *st;
-    } *by = ck_malloc((r->n ? r->n : 1) * sizeof(*by));
+    } *by;
 
-    if (by == NULL)
+    if (r->n < 2 || (by = ck_malloc(r->n * sizeof(*by))) == NULL)
         return;
     for (size_t i = 0; i < r->n; i++) {
         by[i].place = input_place(r->order[i]);
@@ -376,11 +376,8 @@ static int write_zip(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
         goto out;
     if (c->stream == NULL)
         order_by_place(&r);
-    if (c->stream != NULL) {
-        rc = stream_storages(c, &w, top, &r, err);
-        if (rc < 0)
-            goto out;
-    }
+    else if ((rc = stream_storages(c, &w, top, &r, err)) < 0)
+        goto out;
     for (size_t i = 0; i < r.n; i++) {
         ck_storage_t *st = r.order[i];
 
@@ -746,7 +743,7 @@ int ck_ckpt_validate(ck_ckpt_t *c, ck_err_t *err)
 }
 
 /* The fingerprint a body left to the write (info->fp_later). */
-static int fp_later(int fd, ck_write_info_t *info, ck_err_t *err)
+static int fingerprint_later(int fd, ck_write_info_t *info, ck_err_t *err)
 {
     if (!info->fp_later)
         return 0;
@@ -777,7 +774,7 @@ static void *fp_sync_run(void *arg)
 {
     fp_sync_t *f = arg;
 
-    f->rc = fp_later(f->fd, f->info, &f->err);
+    f->rc = fingerprint_later(f->fd, f->info, &f->err);
     return NULL;
 }
 
@@ -798,7 +795,7 @@ static int sync_with_fp(int fd, const char *out_path, ck_write_info_t *info,
     if (started)
         pthread_join(t, NULL);
     else
-        f.rc = fp_later(fd, info, &f.err);
+        f.rc = fingerprint_later(fd, info, &f.err);
     if (rc == 0 && f.rc < 0)
         rc = ck_err_set(err, f.rc, "%s", f.err.msg);
     return rc;
@@ -817,8 +814,6 @@ int ck_ckpt_write_fd(ck_ckpt_t *c, int fd, ck_write_info_t *info,
     rc = ck_ckpt_check_keys(c, err);
     if (rc == 0)
         rc = write_zip(c, fd, top, info, err);
-    if (rc == 0)
-        rc = fp_later(fd, info, err);   /* (a stream's is made in memory) */
     if (rc < 0 && err->code != -EPIPE) {
         /* what was written cannot be taken back: make sure it is no zip.
          * Readers look for the end record in the last 64 KiB + 22 bytes;
@@ -915,7 +910,7 @@ int ck_ckpt_write_with(ck_ckpt_t *c, const char *out_path, ck_write_body_fn body
         /* the caller syncs and renames it, with others: start the
          * write-back now so that sync finds little left to do */
         sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-        if ((rc = fp_later(fd, info, err)) < 0)
+        if ((rc = fingerprint_later(fd, info, err)) < 0)
             goto out;
         if (close(fd) < 0) {
             fd = -1;
