@@ -87,11 +87,12 @@ void ck_map_free(void *p, size_t n);
 unsigned long ck_mem_count(void);
 
 /*
- * Growable byte buffer.  Owns its data; ck_buf_release frees it.  With
- * drain set, the buffer stays small: once holding CK_BUF_DRAIN_AT bytes it
- * hands them to drain and starts again (drained counts them), so a writer
- * can stream a pickle of any size; a negative return from drain makes the
- * buffer fail as on oom, with the code in drain_rc.
+ * Growable byte buffer.  Owns its data (ck_map_grow's: a mapping of huge
+ * pages once big); ck_buf_release frees it.  With drain set, the buffer
+ * stays small: once holding CK_BUF_DRAIN_AT bytes it hands them to drain
+ * and starts again (drained counts them), so a writer can stream a pickle
+ * of any size; a negative return from drain makes the buffer fail as on
+ * oom, with the code in drain_rc.
  */
 #define CK_BUF_DRAIN_AT (256 * 1024)
 

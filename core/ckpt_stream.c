@@ -30,8 +30,7 @@
 
 struct ck_ckpt_stream {
     ck_zips_t zs;
-    uint8_t *pkl;               /* data.pkl, for the fingerprint */
-    size_t npkl;
+    ck_buf_t pkl;               /* data.pkl, for the fingerprint */
     int crcs;                   /* the writer computed CRCs (data.pkl's
                                    is not 0) */
     int version;                /* a valid version record was read */
@@ -51,7 +50,7 @@ void ck_ckpt_stream_close(ck_ckpt_t *c)
     if (c->stream == NULL)
         return;
     ck_zips_release(&c->stream->zs);
-    ck_free(c->stream->pkl);
+    ck_buf_release(&c->stream->pkl);
     ck_free(c->stream->came);
     ck_free(c->stream);
     c->stream = NULL;
@@ -91,8 +90,7 @@ static int small_record(ck_ckpt_t *c, ck_err_t *err)
 {
     struct ck_ckpt_stream *s = c->stream;
     const char *rel = in_top(c, s->rec->name);
-    uint8_t *b;
-    size_t n;
+    ck_buf_t b = { 0 };
     int rc;
 
     if (strcmp(rel, "constants.pkl") == 0)
@@ -102,16 +100,16 @@ static int small_record(ck_ckpt_t *c, ck_err_t *err)
     if (strcmp(rel, "data.pkl") == 0)
         return ck_err_set(err, CK_EFORMAT, "zip: duplicate entry %s",
                           s->rec->name);
-    rc = ck_zips_read_all(&s->zs, SMALL_RECORD, &b, &n, err);
+    rc = ck_zips_read_all(&s->zs, SMALL_RECORD, &b, err);
     if (rc < 0)
         return rc;
     if (strcmp(rel, "byteorder") == 0)
-        rc = ck_ckpt_byteorder(c, b, n, err);
+        rc = ck_ckpt_byteorder(c, b.data, b.len, err);
     else if (strcmp(rel, "version") == 0 || strcmp(rel, ".data/version") == 0) {
-        rc = ck_ckpt_version_ok(b, n, err);
+        rc = ck_ckpt_version_ok(b.data, b.len, err);
         s->version = rc == 0;
     }
-    ck_free(b);
+    ck_buf_release(&b);
     return rc;
 }
 
@@ -169,11 +167,8 @@ static int open_legacy(ck_ckpt_t *c, const ck_open_opts_t *o, ck_err_t *err)
     }
     if (rc < 0)
         return rc;
-    s->pkl = ck_malloc(start + 1);
-    if (s->pkl == NULL)
+    if (ck_buf_put(&s->pkl, b, start) < 0)
         return ck_err_set(err, CK_ENOMEM, "out of memory");
-    memcpy(s->pkl, b, start);
-    s->npkl = start;
     ck_zips_skip(&s->zs, start);
     return ck_ckpt_bind(c, o->allow, err);
 }
@@ -239,13 +234,13 @@ int ck_ckpt_open_stream(ck_ckpt_t *c, int fd, const char *name,
                           c->top);
     if (rc < 0)
         return rc;
-    rc = ck_zips_read_all(&s->zs, c->lim.max_pickle_bytes, &s->pkl, &s->npkl,
-                          err);
+    rc = ck_zips_read_all(&s->zs, c->lim.max_pickle_bytes, &s->pkl, err);
     if (rc < 0)
         return rc;
-    s->crcs = s->zs.rec[s->zs.n - 1].crc != 0 || s->npkl == 0;
-    c->pickle_bytes = s->npkl;
-    rc = ck_pickle_read(s->pkl, s->npkl, 1, &c->lim, &c->arena, &c->pk, err);
+    s->crcs = s->zs.rec[s->zs.n - 1].crc != 0 || s->pkl.len == 0;
+    c->pickle_bytes = s->pkl.len;
+    rc = ck_pickle_read(s->pkl.data, s->pkl.len, 1, &c->lim, &c->arena, &c->pk,
+                        err);
     if (rc == -EAGAIN) /* within data.pkl, running short is its end */
         rc = ck_err_replace(err, CK_EFORMAT, "data.pkl: %s", err->msg);
     if (rc == 0)
@@ -309,11 +304,11 @@ static int finish(ck_ckpt_t *c, ck_err_t *err)
                               ck_ckpt_storage(c, i)->key);
     c->st.size = s->zs.off;
     if (legacy) /* as open_legacy's: the size and the pickles */
-        return ck_ckpt_fingerprint_mem(c->st.size, s->pkl, s->npkl, NULL, 0,
+        return ck_ckpt_fingerprint_mem(c->st.size, s->pkl.data, s->pkl.len, NULL, 0,
                                        c->fingerprint, err);
     c->zip = s->zs.zip;
     /* the directory starts the tail (ck_zips_finish checked) */
-    return ck_ckpt_fingerprint_mem(c->st.size, s->pkl, s->npkl, s->zs.tail,
+    return ck_ckpt_fingerprint_mem(c->st.size, s->pkl.data, s->pkl.len, s->zs.tail,
                                    (size_t)c->zip.cd_size, c->fingerprint,
                                    err);
 }

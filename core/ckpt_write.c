@@ -332,7 +332,7 @@ static void order_by_place(renum_t *r)
         ck_storage_t *st;
     } *by;
 
-    if (r->n < 2 || (by = ck_malloc(r->n * sizeof(*by))) == NULL)
+    if (r->n < 2 || (by = ck_map_grow(NULL, 0, r->n * sizeof(*by))) == NULL)
         return;
     for (size_t i = 0; i < r->n; i++) {
         by[i].place = input_place(r->order[i]);
@@ -341,7 +341,7 @@ static void order_by_place(renum_t *r)
     if (ck_sort_by_key(by, r->n, sizeof(*by)) == 0)
         for (size_t i = 0; i < r->n; i++)
             r->order[i] = by[i].st;
-    ck_free(by);
+    ck_map_free(by, r->n * sizeof(*by));
 }
 
 static int write_zip(ck_ckpt_t *c, int fd, void *arg, ck_write_info_t *info,
@@ -471,9 +471,9 @@ static int uniq_seen(uniq_t *u, size_t n, size_t *mask)
     while (cap < 2 * n)
         cap *= 2;
     if (cap > u->seen_cap || u->seen_cap > 16 * cap) {
-        ck_free(u->seen);
+        ck_map_free(u->seen, u->seen_cap * sizeof(*u->seen));
         u->seen_cap = 0;
-        if ((u->seen = ck_malloc(cap * sizeof(*u->seen))) == NULL)
+        if ((u->seen = ck_map_grow(NULL, 0, cap * sizeof(*u->seen))) == NULL)
             return CK_ENOMEM;
         u->seen_cap = cap;
     }
@@ -717,7 +717,7 @@ int ck_ckpt_check_keys(ck_ckpt_t *c, ck_err_t *err)
     u.err = err;
     rc = uniq_walk(&u, c->pk.root, 0);
     ck_arena_release(&u.scratch);
-    ck_free(u.seen);
+    ck_map_free(u.seen, u.seen_cap * sizeof(*u.seen));
     return rc;
 }
 

@@ -30,7 +30,8 @@
 #define RD_SMALL_MIN (-8)
 #define RD_SMALL_INTS 1032 /* -8 .. 1023 */
 
-/* Nodes by value, open addressing on the heap, at most half full. */
+/* Nodes by value, open addressing, at most half full (ck_map_grow: a
+ * mapping of huge pages once big). */
 typedef struct {
     ck_py_t **v;
     size_t cap, n;
@@ -148,7 +149,8 @@ static int nodeset_room(nodeset_t *s, size_t first,
     if (2 * (s->n + 1) <= s->cap)
         return 0;
     cap = s->cap ? 2 * s->cap : first;
-    if ((nv = ck_calloc(cap, sizeof(*nv))) == NULL)
+    if (cap > SIZE_MAX / sizeof(*nv) ||
+        (nv = ck_map_grow(NULL, 0, cap * sizeof(*nv))) == NULL)
         return -1;
     for (size_t k = 0; k < s->cap; k++) {
         if (s->v[k] == NULL)
@@ -157,7 +159,7 @@ static int nodeset_room(nodeset_t *s, size_t first,
             ;
         nv[i] = s->v[k];
     }
-    ck_free(s->v);
+    ck_map_free(s->v, s->cap * sizeof(*s->v));
     s->v = nv;
     s->cap = cap;
     return 0;
@@ -1699,8 +1701,8 @@ static int read_once(const uint8_t *buf, size_t len, pk_src_t *src, int exact,
     ck_free(r.stack);
     ck_free(r.marks);
     memo_free(&r);
-    ck_free(r.ints64.v);
-    ck_free(r.tuples.v);
+    ck_map_free(r.ints64.v, r.ints64.cap * sizeof(*r.ints64.v));
+    ck_map_free(r.tuples.v, r.tuples.cap * sizeof(*r.tuples.v));
     *reread = r.reread;
     return rc;
 }

@@ -146,9 +146,9 @@ size_t ck_zips_buffered(const ck_zips_t *s);
 /* The caller took n data bytes of the open record straight from s->fd
  * (splice), with nothing read ahead: counted as read. */
 void ck_zips_taken(ck_zips_t *s, uint64_t n);
-/* The whole open record, at most max bytes, into a new ck_malloc buffer
- * (*out, *n; caller frees), and ended. */
-int ck_zips_read_all(ck_zips_t *s, uint64_t max, uint8_t **out, size_t *n,
+/* The whole open record, at most max bytes, into *out (a buffer the
+ * caller releases with ck_buf_release; untouched on failure), and ended. */
+int ck_zips_read_all(ck_zips_t *s, uint64_t max, ck_buf_t *out,
                      ck_err_t *err);
 /*
  * After ck_zips_next returned 0: the rest of the stream to its end is the

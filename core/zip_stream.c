@@ -464,15 +464,13 @@ static int read_to_descriptor(ck_zips_t *s, uint64_t max, ck_buf_t *out,
     }
 }
 
-int ck_zips_read_all(ck_zips_t *s, uint64_t max, uint8_t **out, size_t *n,
+int ck_zips_read_all(ck_zips_t *s, uint64_t max, ck_buf_t *out,
                      ck_err_t *err)
 {
     ck_zips_rec_t *e = &s->rec[s->n - 1];
     ck_buf_t b = { 0 };
     int rc;
 
-    *out = NULL;
-    *n = 0;
     if (!s->open)
         return ck_err_set(err, CK_EFORMAT, "zip stream reader misuse");
     if (e->sized) {
@@ -496,8 +494,7 @@ int ck_zips_read_all(ck_zips_t *s, uint64_t max, uint8_t **out, size_t *n,
         ck_buf_release(&b);
         return rc;
     }
-    *out = b.data;
-    *n = b.len;
+    *out = b;
     return 0;
 }
 

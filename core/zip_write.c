@@ -50,7 +50,7 @@ void ck_zipw_init(ck_zipw_t *w, int fd)
 void ck_zipw_release(ck_zipw_t *w)
 {
     ck_arena_release(&w->names);
-    ck_free(w->e);
+    ck_map_free(w->e, w->cap * sizeof(*w->e));
     ck_free(w->buf);
     ck_free(w->rwin.buf);
     ck_buf_release(&w->cd);
@@ -160,7 +160,7 @@ int ck_zipw_reserve(ck_zipw_t *w, size_t n)
         return 0;
     if (n > SIZE_MAX / sizeof(*ne) - w->n)
         return CK_ENOMEM;
-    ne = ck_realloc(w->e, (w->n + n) * sizeof(*ne));
+    ne = ck_map_grow(w->e, w->cap * sizeof(*ne), (w->n + n) * sizeof(*ne));
     if (ne == NULL)
         return CK_ENOMEM;
     w->e = ne;

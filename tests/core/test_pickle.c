@@ -320,8 +320,12 @@ static size_t py_dumps(const char *expr, uint8_t **out)
     if (st != 0)
         fail_msg("python3 failed (%d) for %s", st, expr);
     assert_true(b.len > 3);
-    *out = b.data;
-    return b.len;
+    *out = ck_malloc(b.len); /* the buffer's may be a mapping */
+    assert_non_null(*out);
+    memcpy(*out, b.data, b.len);
+    n = b.len;
+    ck_buf_release(&b);
+    return n;
 }
 
 /* ---- reader: values ------------------------------------------------- */

@@ -134,8 +134,8 @@ static int read_stream(fx_t *f, const char *path, ck_err_t *err)
     int fd = open(path, O_RDONLY);
     ck_zips_t s;
     const ck_zips_rec_t *r;
-    uint8_t *b = NULL, got[sizeof(rec1)];
-    size_t n;
+    ck_buf_t b = { 0 };
+    uint8_t got[sizeof(rec1)];
     int rc;
 
     assert_true(fd >= 0);
@@ -143,11 +143,11 @@ static int read_stream(fx_t *f, const char *path, ck_err_t *err)
     rc = ck_zips_next(&s, &r, err);
     if (rc == 1) {
         assert_string_equal(r->name, names[0]);
-        rc = ck_zips_read_all(&s, 1000, &b, &n, err);
+        rc = ck_zips_read_all(&s, 1000, &b, err);
     }
     if (rc == 0) {
-        assert_int_equal(n, 6);
-        assert_memory_equal(b, rec0, 6);
+        assert_int_equal(b.len, 6);
+        assert_memory_equal(b.data, rec0, 6);
         rc = ck_zips_next(&s, &r, err);
     }
     if (rc == 1) {
@@ -163,11 +163,10 @@ static int read_stream(fx_t *f, const char *path, ck_err_t *err)
     if (rc == 0)
         rc = ck_zips_next(&s, &r, err);
     if (rc == 1) {
-        ck_free(b);
-        b = NULL;
-        rc = ck_zips_read_all(&s, 10, &b, &n, err);
+        ck_buf_release(&b);
+        rc = ck_zips_read_all(&s, 10, &b, err);
         if (rc == 0)
-            assert_int_equal(n, 0);
+            assert_int_equal(b.len, 0);
     }
     if (rc == 0) {
         rc = ck_zips_next(&s, &r, err);
@@ -182,7 +181,7 @@ static int read_stream(fx_t *f, const char *path, ck_err_t *err)
         assert_int_equal(s.zip.e[1].data_off % 64, 0);
         assert_int_equal(s.off, (uint64_t)lseek(fd, 0, SEEK_END));
     }
-    ck_free(b);
+    ck_buf_release(&b);
     ck_zips_release(&s);
     close(fd);
     return rc;
@@ -279,16 +278,15 @@ static void test_wrong_size(void **state)
     int fd;
     ck_zips_t s;
     const ck_zips_rec_t *r;
-    uint8_t *b;
-    size_t n;
+    ck_buf_t b = { 0 };
     uint8_t got[sizeof(rec1)];
 
     write_archive(f->path, 1);
     fd = open(f->path, O_RDONLY);
     ck_zips_init(&s, fd);
     assert_int_equal(ck_zips_next(&s, &r, &err), 1);
-    assert_int_equal(ck_zips_read_all(&s, 1000, &b, &n, &err), 0);
-    ck_free(b);
+    assert_int_equal(ck_zips_read_all(&s, 1000, &b, &err), 0);
+    ck_buf_release(&b);
     assert_int_equal(ck_zips_next(&s, &r, &err), 1);
     /* a storage that needs fewer bytes than the record holds: what
      * follows is no descriptor of that size */
