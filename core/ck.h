@@ -77,8 +77,8 @@ void ck_mem_fail_at(unsigned long n);
 /*
  * An array that grows big (the reader's memo): a mapping of its own, zero
  * when made and where it grows, grown by mremap -- pages move, bytes are
- * not copied --, with huge pages asked for; heap memory while under 256
- * KiB.  ck_map_grow(NULL, 0, n) makes one; NULL when out of memory (p
+ * not copied --, in whole huge pages asked for; heap memory while under
+ * 256 KiB.  ck_map_grow(NULL, 0, n) makes one; NULL when out of memory (p
  * stays) or asked to shrink.  ck_map_free takes the size it was last
  * grown to.  Counted as an allocation (ck_mem_fail_at).
  */

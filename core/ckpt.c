@@ -127,13 +127,14 @@ static int fp_digest_alloc(int fd, uint64_t size, const void *mem, size_t n,
                            const fp_part_t *part, int np, char out[65],
                            ck_err_t *err)
 {
-    uint8_t *buf = ck_malloc(fp_chunk(part, np));
+    size_t chunk = fp_chunk(part, np);
+    uint8_t *buf = ck_map_grow(NULL, 0, chunk);
     int rc;
 
     if (buf == NULL)
         return ck_err_set(err, CK_ENOMEM, "out of memory");
     rc = fp_digest(fd, size, mem, n, part, np, buf, out, err);
-    ck_free(buf);
+    ck_map_free(buf, chunk);
     return rc;
 }
 
@@ -303,7 +304,7 @@ static int fp_start(fp_job_t *f, ck_ckpt_t *c, const uint8_t *pkl, size_t n,
     else
         f->part[f->np++] = (fp_part_t){ pkl_off, n };
     f->part[f->np++] = (fp_part_t){ c->zip.cd_off, c->zip.cd_size };
-    f->buf = ck_malloc(fp_chunk(f->part, f->np));
+    f->buf = ck_map_grow(NULL, 0, fp_chunk(f->part, f->np));
     if (f->buf == NULL)
         return ck_err_set(err, CK_ENOMEM, "out of memory");
     /* a small file's digest costs less than a thread (the daemon's
@@ -322,7 +323,7 @@ static int fp_finish(fp_job_t *f, int rc, ck_err_t *err)
         return rc;
     if (f->started)
         pthread_join(f->t, NULL);
-    ck_free(f->buf);
+    ck_map_free(f->buf, fp_chunk(f->part, f->np));
     f->buf = NULL;
     if (rc < 0)
         return rc;
@@ -513,10 +514,10 @@ static void zd_compact(zd_job_t *z)
         if (k + 1 > top)
             top = k + 1;
     }
-    if (top == 0 || (recs = ck_calloc(top, sizeof(*recs))) == NULL)
+    if (top == 0 || (recs = ck_map_grow(NULL, 0, top * sizeof(*recs))) == NULL)
         return;
     if ((keep = ck_malloc(nkeep * sizeof(*keep) + bytes)) == NULL) {
-        ck_free(recs);
+        ck_map_free(recs, top * sizeof(*recs));
         return;
     }
     names = (char *)(keep + nkeep);
@@ -1491,7 +1492,7 @@ static int rec_storages(ck_ckpt_t *c, ck_err_t *err)
         if (rc < 0)
             return rc;
     }
-    ck_free(c->recs);
+    ck_map_free(c->recs, c->nrecs * sizeof(*c->recs));
     c->recs = NULL;
     return 0;
 }
@@ -1671,7 +1672,7 @@ void ck_ckpt_close(ck_ckpt_t *c)
     ck_free(c->tensors);
     ck_free(c->dims);
     ck_free(c->by_num);
-    ck_free(c->recs);
+    ck_map_free(c->recs, c->nrecs * sizeof(*c->recs));
     ck_free(c->zkept);
     c->tensors = NULL;
     c->dims = NULL;

@@ -1735,7 +1735,7 @@ int ck_pickle_read_fd(int fd, uint64_t off, uint64_t len, size_t window,
                      .cap = window > 0 ? window : 1 };
     int reread = 0, rc;
 
-    if ((src.buf = ck_malloc(src.cap)) == NULL)
+    if ((src.buf = ck_map_grow(NULL, 0, src.cap)) == NULL)
         return ck_err_set(err, CK_ENOMEM, "out of memory");
     rc = read_once(NULL, 0, &src, 1, lim, arena, out, err, &reread);
     if (rc < 0 && reread) {
@@ -1743,6 +1743,6 @@ int ck_pickle_read_fd(int fd, uint64_t off, uint64_t len, size_t window,
         src.len = len;
         rc = read_once(NULL, 0, &src, 1, lim, arena, out, err, &reread);
     }
-    ck_free(src.buf);
+    ck_map_free(src.buf, src.cap);
     return rc;
 }

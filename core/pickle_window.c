@@ -138,7 +138,7 @@ static int fill(pk_src_t *s, pk_cur_t *c, uint64_t max_line, size_t fixed)
         }
         if (need > s->cap) {
             size_t cap = s->cap * 2 > need ? s->cap * 2 : (size_t)need;
-            uint8_t *nb = ck_realloc(s->buf, cap);
+            uint8_t *nb = ck_map_grow(s->buf, s->cap, cap);
 
             if (nb == NULL)
                 return CK_ENOMEM;

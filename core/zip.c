@@ -359,6 +359,13 @@ static int find_end(const src_t *src, uint64_t fsize, ck_zip_t *z,
  */
 #define WIN_BYTES (16 * 1024)
 
+void ck_rwin_release(ck_rwin_t *w)
+{
+    ck_map_free(w->buf, w->cap);
+    w->buf = NULL;
+    w->len = 0;
+}
+
 const uint8_t *ck_rwin_get(ck_rwin_t *w, int fd, uint64_t off, size_t n,
                            uint64_t limit, int *rc)
 {
@@ -372,7 +379,7 @@ const uint8_t *ck_rwin_get(ck_rwin_t *w, int fd, uint64_t off, size_t n,
         *rc = -EIO;
         return NULL;
     }
-    if (w->buf == NULL && (w->buf = ck_malloc(w->cap)) == NULL) {
+    if (w->buf == NULL && (w->buf = ck_map_grow(NULL, 0, w->cap)) == NULL) {
         *rc = CK_ENOMEM;
         return NULL;
     }
@@ -588,7 +595,7 @@ static int check_names(ck_zip_entry_t **order, size_t n, ck_err_t *err)
     }
     slot = NULL;
     hash = NULL;
-    if ((byn = ck_calloc(limit, sizeof(*byn))) == NULL) {
+    if ((byn = ck_map_grow(NULL, 0, limit * sizeof(*byn))) == NULL) {
         rc = ck_err_set(err, CK_ENOMEM, "out of memory");
         goto out;
     }
@@ -604,8 +611,8 @@ static int check_names(ck_zip_entry_t **order, size_t n, ck_err_t *err)
     while (cap < 2 * others)
         cap *= 2;
     mask = cap - 1;
-    slot = ck_calloc(cap, sizeof(*slot));
-    hash = ck_malloc(cap * sizeof(*hash));
+    slot = ck_map_grow(NULL, 0, cap * sizeof(*slot));
+    hash = ck_map_grow(NULL, 0, cap * sizeof(*hash));
     if (rc == 0 && (slot == NULL || hash == NULL)) {
         rc = ck_err_set(err, CK_ENOMEM, "out of memory");
         goto out;
@@ -629,9 +636,9 @@ static int check_names(ck_zip_entry_t **order, size_t n, ck_err_t *err)
         hash[k] = h;
     }
 out:
-    ck_free(slot);
-    ck_free(hash);
-    ck_free(byn);
+    ck_map_free(slot, cap * sizeof(*slot));
+    ck_map_free(hash, cap * sizeof(*hash));
+    ck_map_free(byn, limit * sizeof(*byn));
     return rc;
 }
 
@@ -684,7 +691,7 @@ static int cd_window(cdwin_t *w, const src_t *src, const ck_zip_t *z,
     w->off = z->cd_off;
     w->end = z->cd_off + z->cd_size;
     w->cap = z->cd_size < max ? (size_t)z->cd_size : max;
-    w->buf = ck_malloc(w->cap);
+    w->buf = ck_map_grow(NULL, 0, w->cap);
     return w->buf == NULL ? CK_ENOMEM : 0;
 }
 
@@ -738,7 +745,7 @@ static int open_src(const src_t *src, uint64_t fsize, ck_arena_t *arena,
         return rc;
     rc = cd_window(&w, src, z, CD_WIN);
     z->e = ck_arena_alloc(arena, (size_t)count * sizeof(*z->e));
-    order = ck_malloc((size_t)(count ? count : 1) * sizeof(*order));
+    order = ck_map_grow(NULL, 0, (size_t)(count ? count : 1) * sizeof(*order));
     if (rc < 0 || z->e == NULL || order == NULL) {
         rc = ck_err_set(err, CK_ENOMEM, "out of memory");
         goto out;
@@ -760,8 +767,8 @@ static int open_src(const src_t *src, uint64_t fsize, ck_arena_t *arena,
 out:
     if (rc < 0)
         z->n = z->nrec = 0;
-    ck_free(order);
-    ck_free(w.buf);
+    ck_map_free(order, (size_t)(count ? count : 1) * sizeof(*order));
+    ck_map_free(w.buf, w.cap);
     return rc;
 }
 
@@ -769,7 +776,7 @@ int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
                 ck_err_t *err)
 {
     src_t src = { fd, NULL, 0, 0 };
-    ck_rwin_t w = { .buf = ck_malloc(WIN_BYTES), .cap = WIN_BYTES,
+    ck_rwin_t w = { .buf = ck_map_grow(NULL, 0, WIN_BYTES), .cap = WIN_BYTES,
                     .fd = fd };
     int rc;
 
@@ -778,7 +785,7 @@ int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
         return ck_err_set(err, CK_ENOMEM, "out of memory");
     }
     rc = open_src(&src, fsize, arena, z, check_local, &w, err);
-    ck_free(w.buf);
+    ck_rwin_release(&w);
     return rc;
 }
 
@@ -804,7 +811,7 @@ int ck_zip_first(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
         rc = ck_err_set(err, rc, "read: %s", strerror(-rc));
     else
         rc = read_entry(&c, 0, e, arena, err);
-    ck_free(w.buf);
+    ck_map_free(w.buf, w.cap);
     return rc < 0 ? rc : check_local(&lw, z, e, err);
 }
 

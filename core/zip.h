@@ -195,7 +195,7 @@ typedef struct {
  * read brings in hundreds of them.
  */
 typedef struct {
-    uint8_t *buf;       /* cap bytes, allocated on first use */
+    uint8_t *buf;       /* cap bytes, allocated on first use (ck_map_grow) */
     size_t cap, len;
     int fd;
     uint64_t off;       /* of buf[0] in fd */
@@ -209,6 +209,8 @@ typedef struct {
  */
 const uint8_t *ck_rwin_get(ck_rwin_t *w, int fd, uint64_t off, size_t n,
                            uint64_t limit, int *rc);
+/* The window's buffer given back (a ck_map_grow array). */
+void ck_rwin_release(ck_rwin_t *w);
 
 typedef struct {
     int fd;

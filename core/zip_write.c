@@ -52,7 +52,7 @@ void ck_zipw_release(ck_zipw_t *w)
     ck_arena_release(&w->names);
     ck_map_free(w->e, w->cap * sizeof(*w->e));
     ck_free(w->buf);
-    ck_free(w->rwin.buf);
+    ck_rwin_release(&w->rwin);
     ck_buf_release(&w->cd);
     ck_buf_release(&w->wb);
     memset(w, 0, sizeof(*w));

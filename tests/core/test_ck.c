@@ -438,7 +438,7 @@ static void vm_flags(const void *p, char out[512])
 }
 
 /*
- * An arena past 4 MiB takes blocks of one huge page each, advised
+ * An arena past 1 MiB takes blocks of one huge page each, advised
  * MADV_HUGEPAGE (VmFlags "hg"), zero, and what was written before stays;
  * an allocation failing at a huge block fails the request; released, the
  * arena is empty.
@@ -466,7 +466,7 @@ static void test_arena_huge(void **state)
     assert_non_null(strstr(flags, " hg"));
     assert_int_equal(first[0], 0xa5);
     assert_true(n >= 1536);
-    /* a request of exactly a block's size past 4 MiB that the huge block
+    /* a request of exactly a block's size past 1 MiB that the huge block
      * cannot hold is a block of its own from the heap, which
      * ck_arena_grow reallocates in place */
     for (n = 0; n < 64; n++) {
@@ -687,7 +687,7 @@ static void test_sort_by_key(void **state)
 static void test_map_grow_small_heap(void **state)
 {
     size_t steps[] = { 64, 4096, 200u << 10, (256u << 10) - 8, 256u << 10,
-                       1u << 20 };
+                       3u << 20 };
     uint8_t *m = NULL;
     size_t old = 0;
 
