@@ -146,11 +146,13 @@ void ck_buf_release(ck_buf_t *b);
  * ck_malloc.  ck_arena_alloc returns 8-byte-aligned zeroed memory or NULL.
  */
 typedef struct ck_arena_block ck_arena_block_t;
+typedef struct ck_arena_ahead ck_arena_ahead_t;
 typedef struct {
     ck_arena_block_t *head;
     size_t used; /* total bytes handed out, for limits and reports */
     ck_arena_block_t *big;        /* the last block made for one request */
     ck_arena_block_t **big_link;  /* and the pointer that holds it */
+    ck_arena_ahead_t *ahead;      /* ck_arena_ahead's, or NULL */
 } ck_arena_t;
 
 void *ck_arena_alloc(ck_arena_t *a, size_t n);
@@ -167,6 +169,15 @@ char *ck_arena_strdup(ck_arena_t *a, const char *s);
 char *ck_arena_printf(ck_arena_t *a, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void ck_arena_release(ck_arena_t *a);
+/*
+ * a's next n bytes of huge blocks (a graph about to be read) made ready on
+ * a thread of its own, a few blocks ahead of their use: the kernel's
+ * zeroing, and on a virtual machine the host's backing of fresh memory,
+ * leave the reading thread's path.  A hint: nothing changes when it
+ * cannot be had (no thread, a kernel without MADV_POPULATE_WRITE).  n of
+ * 0 ends it; what was never used is given back then, or with the arena.
+ */
+void ck_arena_ahead(ck_arena_t *a, size_t n);
 /* Where a's next small request would go (0 before the first): the nodes
  * made last lie just below it. */
 uintptr_t ck_arena_next(const ck_arena_t *a);

@@ -409,6 +409,8 @@ static int zip_records(ck_ckpt_t *c, ck_zip_entry_t **pk, ck_err_t *err)
  * of 47 MiB for 4 * 10^5 storages was a sixth of the parse's peak), and
  * the fingerprint reads it from the file too.
  */
+enum { AHEAD_MIN = 8 << 20 }; /* pickle bytes */
+
 static int zip_pickle(ck_ckpt_t *c, const ck_zip_entry_t *e, ck_err_t *err)
 {
     fp_job_t fp;
@@ -421,6 +423,10 @@ static int zip_pickle(ck_ckpt_t *c, const ck_zip_entry_t *e, ck_err_t *err)
         (rc = ck_zip_read(c->fd, e, c->lim.max_pickle_bytes, &pkl, err)) < 0)
         return rc;
     c->pickle_bytes = (size_t)e->usize;
+    /* a big pickle's graph, about twice its size (many-100000: 96 MiB
+     * for 47), in huge blocks made ready ahead */
+    if (window && e->usize >= AHEAD_MIN)
+        ck_arena_ahead(&c->arena, 2 * (size_t)e->usize);
     rc = fp_start(&fp, c, pkl, (size_t)e->usize, e->data_off, err);
     if (rc == 0 && window)
         rc = ck_pickle_read_fd(c->fd, e->data_off, e->usize, c->pickle_window,
@@ -431,6 +437,7 @@ static int zip_pickle(ck_ckpt_t *c, const ck_zip_entry_t *e, ck_err_t *err)
     if (rc == -EAGAIN) /* within data.pkl, running short is its end */
         rc = ck_err_replace(err, CK_EFORMAT, "data.pkl: %s", err->msg);
     rc = fp_finish(&fp, rc, err);
+    ck_arena_ahead(&c->arena, 0); /* the rest of the job is smaller */
     ck_free(pkl);
     return rc;
 }

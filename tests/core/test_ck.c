@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 static int teardown(void **state)
 {
@@ -635,6 +636,76 @@ static void test_big_arrays_huge(void **state)
     ck_buf_release(&b);
 }
 
+/* Are all of the n bytes at p (page aligned) in memory? */
+static int resident(const void *p, size_t n)
+{
+    unsigned char v[512];
+
+    assert_true(n / 4096 <= sizeof(v));
+    assert_int_equal(mincore((void *)p, n, v), 0);
+    for (size_t i = 0; i < n / 4096; i++)
+        if (!(v[i] & 1))
+            return 0;
+    return 1;
+}
+
+/*
+ * ck_arena_ahead: the arena's huge blocks come one after the other from
+ * the range made ready, zero; the block after the one taken is faulted in
+ * by the thread before anyone touches it; ended (n of 0), the blocks
+ * never taken are given back and the next block is an ordinary one; a
+ * failed allocation at a take fails the request.
+ */
+static void test_arena_ahead(void **state)
+{
+    size_t huge = 2u << 20;
+    ck_arena_t a = { 0 };
+    uint8_t *first, *p, *next = NULL;
+    struct timespec nap = { 0, 10 * 1000 * 1000 };
+    int ready = 0;
+
+    (void)state;
+    while (a.used < (1u << 20)) /* the heap blocks first */
+        assert_non_null(ck_arena_alloc(&a, 8192));
+    ck_arena_ahead(&a, 16u << 20);
+    assert_non_null(a.ahead);
+    first = ck_arena_alloc(&a, 8192);
+    assert_non_null(first);
+    for (size_t i = 0; i < 8192; i++)
+        assert_int_equal(first[i], 0);
+    /* the next block lies right after this one's: made ready while
+     * nothing touches it */
+    next = (uint8_t *)(((uintptr_t)first & ~(uintptr_t)(huge - 1)) + huge);
+    for (int i = 0; i < 200 && !ready; i++) {
+        ready = resident(next, huge);
+        if (!ready)
+            nanosleep(&nap, NULL);
+    }
+    assert_true(ready);
+    /* take blocks until the next one is a new block: it is there */
+    do {
+        p = ck_arena_alloc(&a, 8192);
+        assert_non_null(p);
+    } while ((uintptr_t)p < (uintptr_t)next);
+    assert_true(p >= next && p < next + huge);
+    assert_int_equal(p[0], 0);
+    ck_mem_fail_at(1); /* a take is an allocation */
+    for (size_t i = 0; i < 300 && p != NULL; i++)
+        p = ck_arena_alloc(&a, 8192);
+    assert_null(p);
+    ck_mem_fail_at(0);
+    ck_arena_ahead(&a, 0);
+    assert_null(a.ahead);
+    /* the third block was never taken: no longer mapped */
+    assert_int_equal(mincore(next + huge, 4096, (unsigned char[1]){ 0 }), -1);
+    assert_int_equal(errno, ENOMEM);
+    p = ck_arena_alloc(&a, 64 * 1024 / 4);
+    assert_non_null(p);
+    ck_arena_release(&a);
+    assert_null(a.ahead);
+    assert_int_equal(a.used, 0);
+}
+
 /*
  * ck_sort_by_key orders by the leading uint64_t as a stable sort does:
  * keys that differ in one byte only (low, middle, high), keys all equal
@@ -752,6 +823,7 @@ int main(void)
         cmocka_unit_test_teardown(test_map_grow_unaligned, teardown),
         cmocka_unit_test_teardown(test_map_grow_small_heap, teardown),
         cmocka_unit_test_teardown(test_big_arrays_huge, teardown),
+        cmocka_unit_test_teardown(test_arena_ahead, teardown),
         cmocka_unit_test(test_sort_by_key),
         cmocka_unit_test_teardown(test_strmap, teardown),
         cmocka_unit_test_teardown(test_utf8_len, teardown),
