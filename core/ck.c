@@ -62,11 +62,19 @@ static void *huge_hint(void *p, size_t n)
 }
 
 /*
- * A mapping is whole huge pages (2 MiB), begins on one and asks for them
- * all (MADV_HUGEPAGE): a page fault costs the same for 4 KiB as for 2 MiB
- * -- 11 us on the virtual machines we measure on, 2.8 ms a MiB of 4 KiB
+ * A mapping begins on a huge page (2 MiB) and asks for huge pages
+ * (MADV_HUGEPAGE): a page fault costs the same for 4 KiB as for 2 MiB --
+ * 11 us on the virtual machines we measure on, 2.8 ms a MiB of 4 KiB
  * pages against 0.06 to 1.2 of huge ones --, and a graph's big arrays are
- * tens of MiB.  The advice is for all of the mapping: advice on a part
+ * tens of MiB.  It is whole huge pages from HUGE_FROM (1 MiB) on -- at
+ * most twice the bytes asked for, as a vector's doubling may leave --,
+ * whole 4 KiB pages below (map_len): rounding every array up to 2 MiB
+ * let a pickle of lists of 33,000 Nones (264 KiB of items each) take 2
+ * MiB a list, 8 times its items.  Not less: many-100000's dicts of 10^5
+ * keys have 1.6 MB of items, and a mapping whose last huge page is part
+ * 4 KiB pages keeps that page in 4 KiB pages as it grows (an eighth as
+ * the bound took 10,000 faults over many-100000, not 1,500).  The advice
+ * is for all of the mapping: advice on a part
  * splits it in kernel areas of their own, and mremap refuses (EFAULT) a
  * range of more than one -- the memo's next growth failed as out of
  * memory whenever the mapping had moved to an address not 2 MiB aligned
@@ -85,26 +93,41 @@ static void *huge_hint(void *p, size_t n)
  * ck_map_free.
  */
 #define MAP_MIN (256u << 10)
+#define HUGE_FROM (1u << 20)
 
 static size_t huge_round(size_t n)
 {
     return (n + HUGE_PAGE - 1) & ~(size_t)(HUGE_PAGE - 1);
 }
 
-/* n bytes (whole huge pages) of zero mapped at a huge page's start, huge
- * pages asked for; NULL when out of memory.  Kernels since 6.7 place a
- * mapping of whole huge pages so; older ones get a larger one trimmed. */
+/* The length of a mapping for n bytes (see above); less than n when n is
+ * too big for one. */
+static size_t map_len(size_t n)
+{
+    size_t h = huge_round(n);
+
+    if (h >= n && n >= HUGE_FROM)
+        return h;
+    return (n + 4095) & ~(size_t)4095;
+}
+
+/* n bytes (a map_len) of zero mapped at a huge page's start, huge pages
+ * asked for; NULL when out of memory.  Kernels since 6.7 place a mapping
+ * of whole huge pages so; other lengths, and older kernels, get a larger
+ * mapping trimmed. */
 static void *map_huge(size_t n)
 {
-    uint8_t *p, *q;
+    uint8_t *p = MAP_FAILED, *q;
     size_t head;
 
-    p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-             -1, 0);
-    if (p == MAP_FAILED)
-        return NULL;
-    if (((uintptr_t)p & (HUGE_PAGE - 1)) != 0) {
+    if ((n & (HUGE_PAGE - 1)) == 0 &&
+        (p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                  -1, 0)) != MAP_FAILED &&
+        ((uintptr_t)p & (HUGE_PAGE - 1)) != 0) {
         munmap(p, n);
+        p = MAP_FAILED;
+    }
+    if (p == MAP_FAILED) {
         p = mmap(NULL, n + HUGE_PAGE, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED)
@@ -121,8 +144,8 @@ static void *map_huge(size_t n)
     return p;
 }
 
-/* Mapping p of old bytes made n (both whole huge pages): the mapping, or
- * NULL when out of memory (p stays). */
+/* Mapping p of old bytes made n (both map_len's): the mapping, or NULL
+ * when out of memory (p stays). */
 static void *map_move(void *p, size_t old, size_t n)
 {
     void *q = mremap(p, old, n, 0);
@@ -144,7 +167,7 @@ static void *map_heap_grow(void *p, size_t old, size_t n)
     uint8_t *q;
 
     if (n >= MAP_MIN) {     /* the heap array moves to a mapping */
-        if (huge_round(n) < n || (q = map_huge(huge_round(n))) == NULL)
+        if (map_len(n) < n || (q = map_huge(map_len(n))) == NULL)
             return NULL;
         if (old > 0)
             memcpy(q, p, old);
@@ -160,14 +183,23 @@ void *ck_map_grow(void *p, size_t old, size_t n)
 {
     void *q;
 
-    if (mem_should_fail() || n == 0 || huge_round(n) < n || n < old)
+    if (mem_should_fail() || n == 0 || map_len(n) < n || n < old)
         return NULL;
     if (old < MAP_MIN)
         return map_heap_grow(p, old, n);
-    if (huge_round(n) == huge_round(old))
+    if (map_len(n) == map_len(old))
         return p; /* the room is there, zero */
-    if ((q = map_move(p, huge_round(old), huge_round(n))) != NULL)
-        (void)madvise(q, huge_round(n), MADV_HUGEPAGE); /* and its new room */
+    if (old < HUGE_FROM && n >= HUGE_FROM) {
+        /* copied, not moved: its 4 KiB pages would keep the first huge
+         * page from being one */
+        if ((q = map_huge(map_len(n))) != NULL) {
+            memcpy(q, p, old);
+            munmap(p, map_len(old));
+        }
+        return q;
+    }
+    if ((q = map_move(p, map_len(old), map_len(n))) != NULL)
+        (void)madvise(q, map_len(n), MADV_HUGEPAGE); /* and its new room */
     return q;
 }
 
@@ -176,7 +208,7 @@ void ck_map_free(void *p, size_t n)
     if (p != NULL && n < MAP_MIN)
         free(p);
     else if (p != NULL)
-        munmap(p, huge_round(n));
+        munmap(p, map_len(n));
 }
 
 void *ck_malloc(size_t n)
@@ -461,7 +493,7 @@ static void *ahead_run(void *arg)
     ck_arena_ahead_t *h = arg;
 
     for (size_t at = 0; at < h->len; at += ARENA_HUGE) {
-        int skip;
+        int skip, rc;
 
         pthread_mutex_lock(&h->mu);
         while (!h->stop && at >= h->taken + AHEAD_BLOCKS * (size_t)ARENA_HUGE)
@@ -472,8 +504,13 @@ static void *ahead_run(void *arg)
             break;
         }
         pthread_mutex_unlock(&h->mu);
-        if (!skip && madvise(h->base + at, ARENA_HUGE, MADV_POPULATE_WRITE) < 0)
-            break; /* an older kernel: the takers fault them in */
+        if (skip)
+            continue;
+        while ((rc = madvise(h->base + at, ARENA_HUGE, MADV_POPULATE_WRITE)) < 0 &&
+               (errno == EINTR || errno == EAGAIN))
+            ;
+        if (rc < 0)
+            break; /* an older kernel, or no memory: the takers fault them in */
     }
     return NULL;
 }
@@ -490,7 +527,7 @@ static void ahead_end(ck_arena_ahead_t *h)
         munmap(h->base + h->taken, h->len - h->taken);
     pthread_cond_destroy(&h->cv);
     pthread_mutex_destroy(&h->mu);
-    ck_free(h);
+    free(h);
 }
 
 void ck_arena_ahead(ck_arena_t *a, size_t n)
@@ -502,11 +539,12 @@ void ck_arena_ahead(ck_arena_t *a, size_t n)
         ahead_end(a->ahead);
         a->ahead = NULL;
     }
+    /* a hint, its memory not counted (ck_mem_fail_at): nothing fails */
     if (a->ahead != NULL || len < n || len == 0 ||
-        (h = ck_calloc(1, sizeof(*h))) == NULL)
+        (h = calloc(1, sizeof(*h))) == NULL)
         return;
     if ((h->base = map_huge(len)) == NULL) {
-        ck_free(h);
+        free(h);
         return;
     }
     h->len = len;
@@ -516,7 +554,7 @@ void ck_arena_ahead(ck_arena_t *a, size_t n)
         munmap(h->base, len);
         pthread_cond_destroy(&h->cv);
         pthread_mutex_destroy(&h->mu);
-        ck_free(h);
+        free(h);
         return;
     }
     a->ahead = h;
@@ -552,12 +590,13 @@ static ck_arena_block_t *block_new(ck_arena_t *a, size_t size)
             b->size = size;
         return b;
     }
-    if (total == ARENA_HUGE && a->ahead != NULL) {
-        if (mem_should_fail())
+    b = NULL;
+    /* (taken changes on this thread only: read without the lock) */
+    if (total == ARENA_HUGE && a->ahead != NULL &&
+        a->ahead->taken < a->ahead->len) {
+        if (mem_should_fail()) /* a take counts as an allocation */
             return NULL;
         b = ahead_take(a->ahead);
-    } else {
-        b = NULL;
     }
     if (b == NULL && (b = ck_map_grow(NULL, 0, total)) == NULL)
         return NULL;

@@ -66,7 +66,7 @@ typedef struct {
     int fd;
     uint64_t off, len;  /* the pickle: len bytes of fd at off */
     uint64_t next;      /* bytes of it read into the window */
-    uint8_t *buf;       /* the window: cap bytes (ck_malloc) */
+    uint8_t *buf;       /* the window: cap bytes (ck_map_grow) */
     size_t cap;
 } pk_src_t;
 
