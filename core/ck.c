@@ -111,6 +111,11 @@ static size_t map_len(size_t n)
     return (n + 4095) & ~(size_t)4095;
 }
 
+size_t ck_map_len(size_t n)
+{
+    return n < MAP_MIN ? n : map_len(n);
+}
+
 /* n bytes (a map_len) of zero mapped at a huge page's start, huge pages
  * asked for; NULL when out of memory.  Kernels since 6.7 place a mapping
  * of whole huge pages so; other lengths, and older kernels, get a larger

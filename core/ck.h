@@ -84,6 +84,9 @@ void ck_mem_fail_at(unsigned long n);
  */
 void *ck_map_grow(void *p, size_t old, size_t n);
 void ck_map_free(void *p, size_t n);
+/* The bytes such an array of n bytes takes: n on the heap, whole 4 KiB
+ * pages below 1 MiB, whole huge pages (2 MiB) from there. */
+size_t ck_map_len(size_t n);
 unsigned long ck_mem_count(void);
 
 /*
