@@ -62,73 +62,54 @@ static void *huge_hint(void *p, size_t n)
 }
 
 /*
- * A mapping begins on a huge page (2 MiB) and asks for huge pages
- * (MADV_HUGEPAGE): a page fault costs the same for 4 KiB as for 2 MiB --
+ * An array of MAP_MIN (1 MiB) and more is a mapping of its own: whole
+ * huge pages (2 MiB) -- at most twice the bytes asked for, as a vector's
+ * doubling may leave --, beginning on one, all advised huge
+ * (MADV_HUGEPAGE).  A page fault costs the same for 4 KiB as for 2 MiB --
  * 11 us on the virtual machines we measure on, 2.8 ms a MiB of 4 KiB
  * pages against 0.06 to 1.2 of huge ones --, and a graph's big arrays are
- * tens of MiB.  It is whole huge pages from HUGE_FROM (1 MiB) on -- at
- * most twice the bytes asked for, as a vector's doubling may leave --,
- * whole 4 KiB pages below (map_len): rounding every array up to 2 MiB
- * let a pickle of lists of 33,000 Nones (264 KiB of items each) take 2
- * MiB a list, 8 times its items.  Not less: many-100000's dicts of 10^5
- * keys have 1.6 MB of items, and a mapping whose last huge page is part
- * 4 KiB pages keeps that page in 4 KiB pages as it grows (an eighth as
- * the bound took 10,000 faults over many-100000, not 1,500).  The advice
- * is for all of the mapping: advice on a part
- * splits it in kernel areas of their own, and mremap refuses (EFAULT) a
- * range of more than one -- the memo's next growth failed as out of
- * memory whenever the mapping had moved to an address not 2 MiB aligned
- * (1 run in 7 on a checkpoint of 10^5 storages).  Grown where it is when
- * the room after it is free, else moved by mremap into a new aligned
- * range: pages move, bytes are not copied.  Where huge pages are off the
- * same calls give 4 KiB pages.
+ * tens of MiB.  Rounding arrays from 256 KiB up to 2 MiB let a pickle of
+ * lists of 33,000 Nones (264 KiB of items each) take 2 MiB a list, 8
+ * times its items.  The advice is for all of the mapping: advice on a
+ * part splits it in kernel areas of their own, and mremap refuses
+ * (EFAULT) a range of more than one -- the memo's next growth failed as
+ * out of memory whenever the mapping had moved to an address not 2 MiB
+ * aligned (1 run in 7 on a checkpoint of 10^5 storages).  Grown where it
+ * is when the room after it is free, else moved by mremap into a new
+ * aligned range: pages move, bytes are not copied.  Where huge pages are
+ * off the same calls give 4 KiB pages.
  *
- * Below MAP_MIN the array is heap memory: unmapping a page once touched
- * makes every CPU running the process flush its TLB, and the daemon's
- * tiny checkpoints (a memo of a few entries each, a thousand a second)
- * paid that per job; and a huge page is 2 MiB to zero, what 4 KiB faults
- * cost for 200 KiB to 900 KiB touched.  From 256 KiB on the huge pages
- * win: the same from 1 MiB on took 3,560 faults over many-100000, not
- * 1,490, and 30 ms more.  The size decides which, here and in
+ * Below MAP_MIN the array is heap memory, which a process running job
+ * after job (the daemon) takes again without a page fault or a system
+ * call: as mappings of 4 KiB pages, the windows and buffers of 256 KiB
+ * of a 533 KiB checkpoint made the daemon's jobs 40% slower (769 -> 471
+ * files/s), and unmapping a page once touched makes every CPU running
+ * the process flush its TLB.  The size decides which, here and in
  * ck_map_free.
  */
-#define MAP_MIN (256u << 10)
-#define HUGE_FROM (1u << 20)
+#define MAP_MIN (1u << 20)
 
 static size_t huge_round(size_t n)
 {
     return (n + HUGE_PAGE - 1) & ~(size_t)(HUGE_PAGE - 1);
 }
 
-/* The length of a mapping for n bytes (see above); less than n when n is
- * too big for one. */
-static size_t map_len(size_t n)
-{
-    size_t h = huge_round(n);
-
-    if (h >= n && n >= HUGE_FROM)
-        return h;
-    return (n + 4095) & ~(size_t)4095;
-}
-
 size_t ck_map_len(size_t n)
 {
-    return n < MAP_MIN ? n : map_len(n);
+    return n < MAP_MIN ? n : huge_round(n);
 }
 
-/* n bytes (a map_len) of zero mapped at a huge page's start, huge pages
- * asked for; NULL when out of memory.  Kernels since 6.7 place a mapping
- * of whole huge pages so; other lengths, and older kernels, get a larger
- * mapping trimmed. */
+/* n bytes (whole huge pages) of zero mapped at a huge page's start, huge
+ * pages asked for; NULL when out of memory.  Kernels since 6.7 place a
+ * mapping of whole huge pages so; older ones get a larger one trimmed. */
 static void *map_huge(size_t n)
 {
-    uint8_t *p = MAP_FAILED, *q;
+    uint8_t *p, *q;
     size_t head;
 
-    if ((n & (HUGE_PAGE - 1)) == 0 &&
-        (p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                  -1, 0)) != MAP_FAILED &&
-        ((uintptr_t)p & (HUGE_PAGE - 1)) != 0) {
+    p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+             -1, 0);
+    if (p != MAP_FAILED && ((uintptr_t)p & (HUGE_PAGE - 1)) != 0) {
         munmap(p, n);
         p = MAP_FAILED;
     }
@@ -149,8 +130,8 @@ static void *map_huge(size_t n)
     return p;
 }
 
-/* Mapping p of old bytes made n (both map_len's): the mapping, or NULL
- * when out of memory (p stays). */
+/* Mapping p of old bytes made n (both whole huge pages): the mapping, or
+ * NULL when out of memory (p stays). */
 static void *map_move(void *p, size_t old, size_t n)
 {
     void *q = mremap(p, old, n, 0);
@@ -172,7 +153,7 @@ static void *map_heap_grow(void *p, size_t old, size_t n)
     uint8_t *q;
 
     if (n >= MAP_MIN) {     /* the heap array moves to a mapping */
-        if (map_len(n) < n || (q = map_huge(map_len(n))) == NULL)
+        if (huge_round(n) < n || (q = map_huge(huge_round(n))) == NULL)
             return NULL;
         if (old > 0)
             memcpy(q, p, old);
@@ -188,23 +169,14 @@ void *ck_map_grow(void *p, size_t old, size_t n)
 {
     void *q;
 
-    if (mem_should_fail() || n == 0 || map_len(n) < n || n < old)
+    if (mem_should_fail() || n == 0 || huge_round(n) < n || n < old)
         return NULL;
     if (old < MAP_MIN)
         return map_heap_grow(p, old, n);
-    if (map_len(n) == map_len(old))
+    if (huge_round(n) == huge_round(old))
         return p; /* the room is there, zero */
-    if (old < HUGE_FROM && n >= HUGE_FROM) {
-        /* copied, not moved: its 4 KiB pages would keep the first huge
-         * page from being one */
-        if ((q = map_huge(map_len(n))) != NULL) {
-            memcpy(q, p, old);
-            munmap(p, map_len(old));
-        }
-        return q;
-    }
-    if ((q = map_move(p, map_len(old), map_len(n))) != NULL)
-        (void)madvise(q, map_len(n), MADV_HUGEPAGE); /* and its new room */
+    if ((q = map_move(p, huge_round(old), huge_round(n))) != NULL)
+        (void)madvise(q, huge_round(n), MADV_HUGEPAGE); /* and its new room */
     return q;
 }
 
@@ -213,7 +185,7 @@ void ck_map_free(void *p, size_t n)
     if (p != NULL && n < MAP_MIN)
         free(p);
     else if (p != NULL)
-        munmap(p, map_len(n));
+        munmap(p, huge_round(n));
 }
 
 void *ck_malloc(size_t n)

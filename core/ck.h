@@ -78,14 +78,14 @@ void ck_mem_fail_at(unsigned long n);
  * An array that grows big (the reader's memo): a mapping of its own, zero
  * when made and where it grows, grown by mremap -- pages move, bytes are
  * not copied --, in whole huge pages asked for; heap memory while under
- * 256 KiB.  ck_map_grow(NULL, 0, n) makes one; NULL when out of memory (p
+ * 1 MiB.  ck_map_grow(NULL, 0, n) makes one; NULL when out of memory (p
  * stays) or asked to shrink.  ck_map_free takes the size it was last
  * grown to.  Counted as an allocation (ck_mem_fail_at).
  */
 void *ck_map_grow(void *p, size_t old, size_t n);
 void ck_map_free(void *p, size_t n);
-/* The bytes such an array of n bytes takes: n on the heap, whole 4 KiB
- * pages below 1 MiB, whole huge pages (2 MiB) from there. */
+/* The bytes such an array of n bytes takes: n on the heap below 1 MiB,
+ * whole huge pages (2 MiB) from there. */
 size_t ck_map_len(size_t n);
 unsigned long ck_mem_count(void);
 
