@@ -407,9 +407,15 @@ void ck_buf_release(ck_buf_t *b)
 struct ck_arena_block {
     ck_arena_block_t *next;
     size_t size, used;
-    size_t mapped;  /* 0: heap memory; else a mapping, its ck_map_grow size */
     max_align_t data[];
 };
+
+/* A block's ck_map_grow size: heap memory below MAP_MIN, a mapping from
+ * there (block_new and ck_arena_grow keep it so). */
+static size_t block_bytes(const ck_arena_block_t *b)
+{
+    return sizeof(*b) + b->size;
+}
 
 #define ARENA_BLOCK (64 * 1024)
 
@@ -578,19 +584,15 @@ static ck_arena_block_t *block_new(ck_arena_t *a, size_t size)
     if (b == NULL && (b = ck_map_grow(NULL, 0, total)) == NULL)
         return NULL;
     b->size = size;
-    b->mapped = total;
     LSAN_ROOT(b, total);
     return b;
 }
 
 static void block_free(ck_arena_block_t *b)
 {
-    if (b->mapped) {
-        LSAN_UNROOT(b, b->mapped);
-        ck_map_free(b, b->mapped);
-    } else {
-        ck_free(b);
-    }
+    if (block_bytes(b) >= MAP_MIN)
+        LSAN_UNROOT(b, block_bytes(b));
+    ck_map_free(b, block_bytes(b));
 }
 
 uintptr_t ck_arena_next(const ck_arena_t *a)
@@ -665,23 +667,21 @@ void *ck_arena_grow(ck_arena_t *a, void *p, size_t old, size_t n)
     if (p != NULL && b != NULL && p == (void *)b->data &&
         b->used == ((old + 7) & ~(size_t)7) && want > b->size &&
         want < SIZE_MAX - sizeof(*b)) {
-        size_t total = sizeof(*b) + want;
+        size_t total = sizeof(*b) + want, had = block_bytes(b);
 
-        if (b->mapped)
-            LSAN_UNROOT(b, b->mapped);
-        nb = b->mapped || total >= MAP_MIN
-                 ? ck_map_grow(b, b->mapped ? b->mapped : sizeof(*b) + b->size,
-                               total)
-                 : ck_realloc(b, total);
+        if (had >= MAP_MIN)
+            LSAN_UNROOT(b, had);
+        /* on the heap, realloc: room reserved and never filled is never
+         * touched (ck_map_grow zeroes it) */
+        nb = had >= MAP_MIN || total >= MAP_MIN ? ck_map_grow(b, had, total)
+                                                : ck_realloc(b, total);
         if (nb == NULL) {
-            if (b->mapped)
-                LSAN_ROOT(b, b->mapped);
+            if (had >= MAP_MIN)
+                LSAN_ROOT(b, had);
             return NULL;
         }
-        if (total >= MAP_MIN) {
-            nb->mapped = total;
+        if (total >= MAP_MIN)
             LSAN_ROOT(nb, total);
-        }
         *a->big_link = nb;
         a->big = nb;
         a->used += want - nb->used;
