@@ -176,6 +176,8 @@ typedef struct {
     size_t seen_tensors, seen_dims; /* what the last scan met, recorded or
                                  not: the next one reserves that much */
     char fingerprint[65];     /* see ck_fingerprint_* */
+    struct ck_fp_job *fp;     /* a big pickle's fingerprint being made
+                                 (ckpt.c), or NULL */
     ck_py_t *st_meta;         /* a safetensors input's __metadata__ (a dict
                                  of str), NULL otherwise */
     uint64_t st_hdr_len;      /* a safetensors input's header bytes (its
@@ -434,16 +436,23 @@ int ck_ckpt_write_fd(ck_ckpt_t *c, int fd, ck_write_info_t *info,
  * A safetensors file keeps no checksums: its fingerprint covers the size,
  * the header and an XXH3-64 of each tensor's bytes (ck_st_fingerprint),
  * which costs one read of the data; ck_ckpt_open leaves it empty and
- * ck_ckpt_fingerprint computes it for whoever needs it.
+ * ck_ckpt_fingerprint computes it for whoever needs it.  So it does a zip
+ * whose pickle is read from the file (over CK_PICKLE_WINDOW and, with the
+ * directory, 4 MiB): its digest is made on a second thread from the end
+ * of the parse, and c->fingerprint is complete after ck_ckpt_fingerprint
+ * (or a write, which waits for it before it checks that the input is
+ * unchanged).
  */
 /* SHA-256 of size (8 bytes, little-endian), then p1[0..n1) and
  * p2[0..n2) (n2 may be 0), in hex: 0 or CK_ENOMEM. */
 int ck_fingerprint_parts(uint64_t size, const void *p1, size_t n1,
                          const void *p2, size_t n2, char out[65]);
 
-/* Complete c->fingerprint: nothing to do for a zip or legacy file (open
- * made it); a safetensors input's tensor bytes are read once, the first
- * call.  0 or an error (read, CK_ECANCELED). */
+/* Complete c->fingerprint: nothing to do for a legacy file or a zip of a
+ * small pickle (open made it); a big pickle's digest is waited for, and
+ * the file checked unchanged since the open (CK_EFORMAT); a safetensors
+ * input's tensor bytes are read once, the first call.  0 or an error
+ * (read, CK_ECANCELED). */
 int ck_ckpt_fingerprint(ck_ckpt_t *c, ck_err_t *err);
 
 int ck_sha256_file(const char *path, char out[65], ck_err_t *err);

@@ -814,6 +814,8 @@ int ck_ckpt_write_fd(ck_ckpt_t *c, int fd, ck_write_info_t *info,
     rc = ck_ckpt_check_keys(c, err);
     if (rc == 0)
         rc = write_zip(c, fd, top, info, err);
+    if (rc == 0 && c->fp != NULL) /* its failure breaks the output too */
+        rc = ck_ckpt_fingerprint(c, err);
     if (rc < 0 && err->code != -EPIPE) {
         /* what was written cannot be taken back: make sure it is no zip.
          * Readers look for the end record in the last 64 KiB + 22 bytes;
@@ -897,8 +899,10 @@ int ck_ckpt_write_with(ck_ckpt_t *c, const char *out_path, ck_write_body_fn body
             ck_err_set(err, rc, "%s", we.msg);
         goto out;
     }
-    /* every input byte is read by now: the input must be the file opened,
-     * unchanged, or the output may mix two files */
+    /* every input byte is read by now (the fingerprint's too): the input
+     * must be the file opened, unchanged, or the output may mix two files */
+    if (c->fp != NULL && (rc = ck_ckpt_fingerprint(c, err)) < 0)
+        goto out;
     if (c->fd >= 0 &&
         (fstat(c->fd, &sb) < 0 || (uint64_t)sb.st_size != c->st.size ||
          (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec !=

@@ -606,7 +606,10 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     }
     if (rc == 0 && canceled(args->cancel))     /* stopping during the parse */
         rc = ck_err_set(err, CK_ECANCELED, "abandoned: ckprep is stopping");
-    if (rc == 0)    /* a safetensors input's reads its tensor bytes */
+    /* a safetensors input's reads its tensor bytes; a big pickle's is
+     * made on another thread meanwhile, and waited for when named by it
+     * or, at the latest, for the record */
+    if (rc == 0 && (job.ck.fp == NULL || (out == NULL && args->name_fp)))
         rc = ck_ckpt_fingerprint(&job.ck, err);
     if (rc == 0 && out == NULL && args->name_out != NULL) {
         out = args->name_out(args->name_ud, job.ck.fingerprint, err);
@@ -652,6 +655,13 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     }
     ck_json_end(&plugins);
     ck_st_plan_release(&plan);
+    if (rc == 0) {
+        rc = ck_ckpt_fingerprint(&job.ck, err);
+    } else if (job.ck.fp != NULL) {
+        ck_err_t e2;    /* the record names the input all the same */
+
+        (void)ck_ckpt_fingerprint(&job.ck, &e2);
+    }
 
     {
         ck_record_t r = { 0 };

@@ -62,6 +62,8 @@ typedef struct {
      * until ck_job_run returns), or NULL with err set to fail the job */
     const char *(*name_out)(void *ud, const char *fingerprint, ck_err_t *err);
     void *name_ud;
+    int name_fp;    /* name_out reads the fingerprint (else it is passed
+                       "" when the input's is still being made) */
     /* optional: an output of at most CK_JOB_DEFER_MAX bytes is written as
      * a temporary beside it and left there, its path in *defer_tmp
      * (ck_malloc), for the caller to sync and rename over the output (and

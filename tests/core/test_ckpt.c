@@ -984,9 +984,10 @@ static void write_tensor_ckpt(fx_t *f, const char *cls, int numel, int offset,
 }
 
 /*
- * The input's fingerprint, made on a second thread for a big pickle and in
- * line for a small one, is the one ck_ckpt_zip_fingerprint makes from the
- * same bytes.
+ * The input's fingerprint, made on a second thread after the parse for a
+ * big pickle and in line for a small one, is the one
+ * ck_ckpt_zip_fingerprint makes from the same bytes; the big one's is
+ * complete after ck_ckpt_fingerprint.
  */
 static void test_fingerprint_threaded(void **state)
 {
@@ -1009,6 +1010,12 @@ static void test_fingerprint_threaded(void **state)
         must_open(f, &f->c, f->in);
         assert_int_equal(f->c.pk.root->kind, CK_PY_STR);
         assert_int_equal(f->c.pk.root->len, sizes[k]);
+        if (k == 0)
+            assert_non_null(f->c.fp);   /* still being made */
+        else
+            assert_null(f->c.fp);
+        assert_int_equal(ck_ckpt_fingerprint(&f->c, &f->err), 0);
+        assert_null(f->c.fp);
         assert_int_equal(ck_ckpt_zip_fingerprint(f->c.fd, f->c.st.size, pkl, n,
                                                  f->c.zip.cd_off,
                                                  f->c.zip.cd_size, ref,
@@ -1017,6 +1024,53 @@ static void test_fingerprint_threaded(void **state)
         ck_ckpt_close(&f->c);
         free(pkl);
     }
+}
+
+/*
+ * A big pickle's fingerprint, made after the open, fails when the file
+ * changed since (its bytes may not be those parsed), and a write waits
+ * for it: nothing written.  Closed before it is collected, it is given
+ * up (the sanitizers see no thread or memory left).
+ */
+static void test_fingerprint_later(void **state)
+{
+    fx_t *f = *state;
+    size_t n = 7 + (5u << 20) + 1;
+    uint8_t *pkl = malloc(n);
+    rec_t r[2] = { { "t/data.pkl", pkl, n }, { "t/version", "3\n", 2 } };
+    struct timespec ts[2] = { { 0, UTIME_OMIT }, { 1000000000, 0 } };
+    ck_write_info_t info;
+
+    assert_non_null(pkl);
+    memcpy(pkl, "\x80\x02X", 3);
+    for (int i = 0; i < 4; i++)
+        pkl[3 + i] = (uint8_t)((5u << 20) >> (8 * i));
+    memset(pkl + 7, 'a', 5u << 20);
+    pkl[n - 1] = '.';
+    write_zip(f->in, r, 2);
+    free(pkl);
+
+    must_open(f, &f->c, f->in);
+    assert_non_null(f->c.fp);
+    ck_ckpt_close(&f->c);           /* given up */
+    assert_null(f->c.fp);
+
+    must_open(f, &f->c, f->in);
+    assert_non_null(f->c.fp);
+    assert_int_equal(utimensat(AT_FDCWD, f->in, ts, 0), 0);
+    assert_int_equal(ck_ckpt_write(&f->c, f->out, &info, &f->err),
+                     CK_EFORMAT);
+    assert_non_null(strstr(f->err.msg, "the input changed while it was read"));
+    assert_int_equal(access(f->out, F_OK), -1);
+    assert_null(f->c.fp);
+    ck_ckpt_close(&f->c);
+
+    must_open(f, &f->c, f->in);
+    ts[1].tv_sec++;
+    assert_int_equal(utimensat(AT_FDCWD, f->in, ts, 0), 0);
+    assert_int_equal(ck_ckpt_fingerprint(&f->c, &f->err), CK_EFORMAT);
+    assert_string_equal(f->c.fingerprint, "");
+    ck_ckpt_close(&f->c);
 }
 
 /*
@@ -1957,6 +2011,7 @@ int main(void)
         T(test_write_identical_pickle),
         T(test_write_pickle_over_later),
         T(test_fingerprint_threaded),
+        T(test_fingerprint_later),
         T(test_write_python_reads),
         T(test_write_after_edit),
         T(test_write_new_tensor),

@@ -325,12 +325,35 @@ def run_warns_of_unmatched_rules():
           [r"key_remap: rule 're:^layers\.(\d+) => l.\1' matches no key"], f"record {so[:300]}")
 
 
+def zip_fingerprint(path):
+    """ckprep's fingerprint of a zip, made here from the file: SHA-256 over
+    its size (8 bytes, little-endian), data.pkl's bytes and the central
+    directory's"""
+    import hashlib
+    import struct
+    import zipfile
+    with open(path, "rb") as f:
+        data = f.read()
+    with zipfile.ZipFile(path) as z:
+        pkl = [i for i in z.infolist() if i.filename.endswith("/data.pkl")]
+        check(len(pkl) == 1 and pkl[0].compress_type == zipfile.ZIP_STORED,
+              f"{path}: one stored data.pkl")
+        pickle = z.read(pkl[0])
+        cd_off = z.start_dir
+    end = data.rfind(b"PK\x06\x06")       # zip64's end record, else the end
+    end = end if end >= cd_off else data.rfind(b"PK\x05\x06")
+    return hashlib.sha256(struct.pack("<Q", len(data)) + pickle +
+                          data[cd_off:end]).hexdigest()
+
+
 @test
 def big_output_fingerprint_beside_its_sync():
     """an output whose pickle is past 4 MiB (60,000 tensors) has its
-    fingerprint made on a second thread while the file is synced: the
-    record's output digest is the input digest an open of that file gives,
-    and the copy loads in torch equal to the source"""
+    fingerprint made on a second thread while the file is synced, and an
+    input's is made after its parse: the record's output digest is the
+    fingerprint computed here from the file, and the input digest of a run
+    (and of a dry run) reading that file, and the copy loads in torch
+    equal to the source"""
     sd = OD((f"layer.{i}.w", torch.full((2,), float(i))) for i in range(60000))
     src = save({"model": sd, "note": "big pickle"}, "bigpkl.th")
     conf = E.conf(chain1("key_remap", [("state", "model"), ("rename", "layer. => l.")]))
@@ -344,10 +367,15 @@ def big_output_fingerprint_beside_its_sync():
     check(pkl > 4 << 20, f"pickle of {pkl} bytes: not past 4 MiB")
     written = json.loads(so)["output"]["digest"]
     conf2 = E.conf(chain1("key_remap", [("state", "model"), ("rename", "l.0.w => l.0.w")]))
+    check(written == zip_fingerprint(out),
+          f"written {written}, computed here {zip_fingerprint(out)}")
     rc, so2, se2 = run(["run", "-c", conf2, "-o", again, out])
     check(rc == 0, f"exit {rc}: {se2}")
     check(json.loads(so2)["input"]["digest"] == written,
           f"written {written}, opened {json.loads(so2)['input']['digest']}")
+    rc, so3, se3 = run(["run", "-c", conf2, "--dry-run", out])
+    check(rc == 0 and json.loads(so3)["input"]["digest"] == written,
+          f"dry run: exit {rc}, {so3[:200]} {se3[-300:]}")
     got = torch.load(out, weights_only=True)["model"]
     check(len(got) == 60000 and torch.equal(got["l.59999.w"], sd["layer.59999.w"]),
           "the copy loads as the source")
