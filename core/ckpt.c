@@ -897,12 +897,13 @@ _Static_assert(sizeof(void *) != 8 || sizeof(ck_tensor_t) == 64,
 
 /* Append a copy of st to the storages (a new chunk when the last is full,
  * the chunks' pointers grown by doubling) and its key to the index. */
-int ck_ckpt_add_storage(ck_ckpt_t *c, const ck_storage_t *st)
+int ck_ckpt_add_storage(ck_ckpt_t *c, const ck_storage_t *st, ck_err_t *err)
 {
     size_t k = c->nstorages / CK_STORAGE_CHUNK;
 
-    if (c->nstorages >= UINT32_MAX - 1)
-        return CK_ELIMIT; /* a persistent id's len names it (1 + index) */
+    if (c->nstorages >= UINT32_MAX - 1) /* a persistent id's len names it */
+        return ck_err_set(err, CK_ELIMIT, "more than %u storages",
+                          UINT32_MAX - 1);
     if (c->nstorages % CK_STORAGE_CHUNK == 0) {
         if (k == c->stchunks_cap) {
             size_t cap = k ? k * 2 : 16;
@@ -911,17 +912,17 @@ int ck_ckpt_add_storage(ck_ckpt_t *c, const ck_storage_t *st)
                                               cap * sizeof(*nc));
 
             if (nc == NULL)
-                return CK_ENOMEM;
+                return ck_err_set(err, CK_ENOMEM, "out of memory");
             c->stchunks = nc;
             c->stchunks_cap = cap;
         }
         c->stchunks[k] = ck_arena_alloc(&c->arena, CK_STORAGE_CHUNK *
                                                        sizeof(ck_storage_t));
         if (c->stchunks[k] == NULL)
-            return CK_ENOMEM;
+            return ck_err_set(err, CK_ENOMEM, "out of memory");
     }
     if (index_key(c, st->key, c->nstorages) < 0)
-        return CK_ENOMEM;
+        return ck_err_set(err, CK_ENOMEM, "out of memory");
     *ck_ckpt_storage(c, c->nstorages++) = *st;
     return 0;
 }
@@ -1089,11 +1090,8 @@ static int scan_persid(scan_t *s, ck_py_t *node)
 
         ck_storage_set_dtype(&new, dt);
         idx = c->nstorages;
-        if ((rc = ck_ckpt_add_storage(c, &new)) < 0)
-            return rc == CK_ELIMIT
-                       ? ck_err_set(s->err, rc, "more than %u storages",
-                                    UINT32_MAX - 1)
-                       : ck_err_set(s->err, rc, "out of memory");
+        if ((rc = ck_ckpt_add_storage(c, &new, s->err)) < 0)
+            return rc;
         st = ck_ckpt_storage(c, idx);
     } else if (ck_storage_dtype(st) != dt || st->numel != numel) {
         return ck_err_set(s->err, CK_EFORMAT,

@@ -361,8 +361,9 @@ static inline void ck_ckpt_pid_tie(ck_py_t *pid, size_t i)
 
 /* Add a copy of st to the storages known (by key: the first of a key
  * wins): the new record is ck_ckpt_storage(c, c->nstorages - 1).  0,
- * CK_ENOMEM, or CK_ELIMIT at the 2^32 - 1st (ck_ckpt_pid_tie's index). */
-int ck_ckpt_add_storage(ck_ckpt_t *c, const ck_storage_t *st);
+ * CK_ENOMEM, or CK_ELIMIT at the 2^32 - 1st (ck_ckpt_pid_tie's index),
+ * with err saying which. */
+int ck_ckpt_add_storage(ck_ckpt_t *c, const ck_storage_t *st, ck_err_t *err);
 
 /* Re-find tensors and storage references after the graph changed. */
 int ck_ckpt_scan(ck_ckpt_t *c, ck_err_t *err);

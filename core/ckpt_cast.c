@@ -225,8 +225,10 @@ static ck_storage_t *split(ck_ckpt_t *c, ck_storage_t *st,
     }
     copy.key = ck_arena_printf(&c->arena, "cast:%zu", c->nstorages);
     copy.refs = 0;
-    if (copy.key == NULL || ck_ckpt_add_storage(c, &copy) < 0)
+    if (copy.key == NULL)
         goto nomem;
+    if (ck_ckpt_add_storage(c, &copy, err) < 0)
+        return NULL;
     nsi = c->nstorages - 1;
     ns = ck_ckpt_storage(c, nsi);
     for (size_t j = 0; j < nt; j++) {

@@ -232,8 +232,8 @@ ck_py_t *ck_ckpt_new_tensor(ck_ckpt_t *c, const ck_dtype_t *dt,
     call = ck_ckpt_tensor_node(c, st, shape, ndim, err);
     if (call == NULL)
         return NULL;
-    if (ck_ckpt_add_storage(c, st) < 0)
-        goto nomem;
+    if (ck_ckpt_add_storage(c, st, err) < 0)
+        return NULL;
     return call;
 nomem:
     ck_err_set(err, CK_ENOMEM, "out of memory");

@@ -577,7 +577,7 @@ int ck_st_open(ck_ckpt_t *c, ck_err_t *err)
         t = st->key ? ck_ckpt_tensor_node(c, st, h[i].shape, h[i].ndim, err)
                     : NULL;
         k = ck_py_str(&c->arena, h[i].name, h[i].nlen);
-        if (t == NULL || k == NULL || ck_ckpt_add_storage(c, st) < 0 ||
+        if (t == NULL || k == NULL || ck_ckpt_add_storage(c, st, err) < 0 ||
             ck_py_vec_push(&c->arena, &root->u.seq, k) < 0 ||
             ck_py_vec_push(&c->arena, &root->u.seq, t) < 0)
             rc = err->code ? err->code

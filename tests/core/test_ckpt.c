@@ -1911,6 +1911,7 @@ static void test_storage_keys(void **state)
     static const char *keys[] = { "0", "1", "10", "007", "x", "5", "1",
                                   "99999999999999999999", "4294967296", "" };
     ck_ckpt_t c;
+    ck_err_t err = { 0 };
     ck_storage_t st[CK_ARRAY_SIZE(keys)];
 
     memset(&c, 0, sizeof(c));
@@ -1918,9 +1919,17 @@ static void test_storage_keys(void **state)
     memset(st, 0, sizeof(st));
     for (size_t i = 0; i < CK_ARRAY_SIZE(keys); i++) {
         st[i].key = keys[i];
-        assert_int_equal(ck_ckpt_add_storage(&c, &st[i]), 0);
+        assert_int_equal(ck_ckpt_add_storage(&c, &st[i], &err), 0);
     }
     assert_int_equal(c.nstorages, CK_ARRAY_SIZE(keys));
+    {   /* the last a persistent id can name: the error says so */
+        size_t n = c.nstorages;
+
+        c.nstorages = UINT32_MAX - 1;
+        assert_int_equal(ck_ckpt_add_storage(&c, &st[0], &err), CK_ELIMIT);
+        assert_string_equal(err.msg, "more than 4294967294 storages");
+        c.nstorages = n;
+    }
     assert_int_equal(ck_ckpt_key_index(&c, "0"), 0);
     assert_int_equal(ck_ckpt_key_index(&c, "1"), 1);  /* not 6 */
     assert_int_equal(ck_ckpt_key_index(&c, "10"), 2);
@@ -1947,6 +1956,7 @@ static void test_storage_keys_in_order(void **state)
                                   "5", "2" };
     char name[1000][8];
     ck_ckpt_t c;
+    ck_err_t err = { 0 };
     ck_storage_t st[1000], *first = NULL, *at300 = NULL;
 
     memset(&c, 0, sizeof(c));
@@ -1956,7 +1966,7 @@ static void test_storage_keys_in_order(void **state)
         snprintf(name[i], sizeof(name[i]), "%zu", i);
         st[i].key = name[i];
         st[i].numel = i * 3;
-        assert_int_equal(ck_ckpt_add_storage(&c, &st[i]), 0);
+        assert_int_equal(ck_ckpt_add_storage(&c, &st[i], &err), 0);
         if (i == 0)
             first = ck_ckpt_storage(&c, 0);
         if (i == 300)
@@ -1982,7 +1992,7 @@ static void test_storage_keys_in_order(void **state)
     c.fd = -1;
     for (size_t i = 0; i < CK_ARRAY_SIZE(keys); i++) {
         st[i].key = keys[i];
-        assert_int_equal(ck_ckpt_add_storage(&c, &st[i]), 0);
+        assert_int_equal(ck_ckpt_add_storage(&c, &st[i], &err), 0);
     }
     assert_int_equal(c.by_num_ident, 3);
     assert_int_equal(ck_ckpt_key_index(&c, "0"), 0);
