@@ -574,17 +574,6 @@ static ck_arena_block_t *block_new(ck_arena_t *a, size_t size)
         return b;
     }
     b = NULL;
-    if (total == ARENA_HUGE &&
-        (a->kept != NULL || __atomic_load_n(&a->given, __ATOMIC_RELAXED))) {
-        if (mem_should_fail()) /* a take counts as an allocation */
-            return NULL;
-        if (a->kept == NULL)
-            a->kept = __atomic_exchange_n(&a->given, NULL, __ATOMIC_ACQUIRE);
-        b = a->kept;
-        a->kept = b->next;
-        b->next = NULL;
-        return b; /* zero, a huge block's room, rooted (ck_arena_give) */
-    }
     /* (taken changes on this thread only: read without the lock) */
     if (total == ARENA_HUGE && a->ahead != NULL &&
         a->ahead->taken < a->ahead->len) {
@@ -741,79 +730,17 @@ char *ck_arena_printf(ck_arena_t *a, const char *fmt, ...)
     return d;
 }
 
-static void free_chain(ck_arena_block_t *b)
-{
-    for (ck_arena_block_t *next; b != NULL; b = next) {
-        next = b->next;
-        block_free(b);
-    }
-}
-
-/*
- * A mapping's huge pages, where a block is one (ck_map_grow's and the
- * ahead range's begin on a huge page and are whole ones), are cut into
- * huge blocks: zeroed where the block was used (the rest never was
- * touched), each its own root, chained at *tail.  Else it is freed.
- */
-static void give_block(ck_arena_block_t *b, ck_arena_block_t ***tail)
-{
-    size_t bytes = block_bytes(b), len = ck_map_len(bytes);
-
-    if (bytes < MAP_MIN || ((uintptr_t)b & (HUGE_PAGE - 1)) != 0 ||
-        len % ARENA_HUGE != 0) {
-        block_free(b);
-        return;
-    }
-    LSAN_UNROOT(b, bytes);
-    memset(b, 0, sizeof(*b) + b->used);
-    for (size_t at = 0; at < len; at += ARENA_HUGE) {
-        ck_arena_block_t *p = (ck_arena_block_t *)((uint8_t *)b + at);
-
-        p->size = ARENA_HUGE - sizeof(*p);
-        LSAN_ROOT(p, ARENA_HUGE);
-        **tail = p;
-        *tail = &p->next;
-    }
-}
-
-void ck_arena_give(ck_arena_t *from, ck_arena_t *to)
-{
-    ck_arena_block_t *b = from->head, *next, *first = NULL, **tail = &first;
-
-    if (from->ahead != NULL)
-        ahead_end(from->ahead);
-    from->ahead = NULL;
-    for (; b != NULL; b = next) {
-        next = b->next;
-        give_block(b, &tail);
-    }
-    free_chain(from->kept);
-    free_chain(__atomic_exchange_n(&from->given, NULL, __ATOMIC_ACQUIRE));
-    if (first != NULL) {
-        ck_arena_block_t *old = __atomic_load_n(&to->given, __ATOMIC_RELAXED);
-
-        do
-            *tail = old;
-        while (!__atomic_compare_exchange_n(&to->given, &old, first, 1,
-                                            __ATOMIC_RELEASE, __ATOMIC_RELAXED));
-    }
-    memset(from, 0, sizeof(*from));
-}
-
-void ck_arena_drop_given(ck_arena_t *a)
-{
-    free_chain(a->kept);
-    a->kept = NULL;
-    free_chain(__atomic_exchange_n(&a->given, NULL, __ATOMIC_ACQUIRE));
-}
-
 void ck_arena_release(ck_arena_t *a)
 {
+    ck_arena_block_t *b = a->head, *next;
+
     if (a->ahead != NULL)
         ahead_end(a->ahead);
     a->ahead = NULL;
-    free_chain(a->head);
-    ck_arena_drop_given(a);
+    for (; b != NULL; b = next) {
+        next = b->next;
+        block_free(b);
+    }
     a->head = NULL;
     a->used = 0;
     a->big = NULL;

@@ -156,9 +156,6 @@ typedef struct {
     ck_arena_block_t *big;        /* the last block made for one request */
     ck_arena_block_t **big_link;  /* and the pointer that holds it */
     ck_arena_ahead_t *ahead;      /* ck_arena_ahead's, or NULL */
-    ck_arena_block_t *given;      /* huge blocks another arena gave
-                                     (ck_arena_give; atomic) ... */
-    ck_arena_block_t *kept;       /* ... and those taken off it, unused */
 } ck_arena_t;
 
 void *ck_arena_alloc(ck_arena_t *a, size_t n);
@@ -184,16 +181,6 @@ void ck_arena_release(ck_arena_t *a);
  * 0 ends it; what was never used is given back then, or with the arena.
  */
 void ck_arena_ahead(ck_arena_t *a, size_t n);
-/*
- * Release from, handing its memory that is whole huge pages to another
- * arena, to, zeroed: to's next huge blocks are those, before any new one
- * (pages already the process's cost nothing to take, where fresh ones
- * cost a fault, and on a virtual machine the host's backing).  to may be
- * in use on another thread meanwhile.  What to never takes is freed with
- * it, or by ck_arena_drop_given.
- */
-void ck_arena_give(ck_arena_t *from, ck_arena_t *to);
-void ck_arena_drop_given(ck_arena_t *a);
 /* Where a's next small request would go (0 before the first): the nodes
  * made last lie just below it. */
 uintptr_t ck_arena_next(const ck_arena_t *a);

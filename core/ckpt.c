@@ -611,9 +611,7 @@ static void zd_compact(zd_job_t *z)
             recs[k] = (ck_zip_rec_t){ e->data_off, e->usize, e->crc, 1 };
         }
     }
-    /* its pages, written already, are the graph's next blocks: fresh ones
-     * cost more (the ahead thread's note in ck.c) */
-    ck_arena_give(&z->c->zarena, &z->c->arena);
+    ck_arena_release(&z->c->zarena);
     ck_zip_forget(zip);         /* ck_zip_find scans the few */
     zip->e = keep;
     zip->n = nkeep;
@@ -1724,11 +1722,8 @@ static int open_checked(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
     rc = ck_ckpt_bind(c, o->allow, err);
     if (rc < 0)
         return rc;
-    if (c->format == CK_FMT_ZIP) {
-        rc = zip_storages(c, err);
-        ck_arena_drop_given(&c->arena); /* what the graph did not take */
-        return rc;
-    }
+    if (c->format == CK_FMT_ZIP)
+        return zip_storages(c, err);
     return legacy_storages(c, keys, data_start, err);
 }
 

@@ -13,7 +13,6 @@
 #include <cmocka.h>
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -783,78 +782,6 @@ static void test_arena_ahead(void **state)
     assert_int_equal(a.used, 0);
 }
 
-/* One arena giving its huge pages to another, on a second thread. */
-typedef struct {
-    ck_arena_t *from, *to;
-} give_t;
-
-static void *give_run(void *arg)
-{
-    give_t *g = arg;
-
-    ck_arena_give(g->from, g->to);
-    return NULL;
-}
-
-/*
- * ck_arena_give: the giver's huge blocks and its mapping of one big
- * request (cut into huge blocks) become the taker's next blocks, zeroed,
- * in place of new ones, while the taker allocates on another thread; its
- * heap blocks are freed; what the taker never took is freed by
- * ck_arena_drop_given or its release (the sanitizers see nothing left).
- */
-static void test_arena_give(void **state)
-{
-    uintptr_t huge = 2u << 20, base;
-    ck_arena_t from = { 0 }, to = { 0 };
-    give_t g = { &from, &to };
-    pthread_t t;
-    uint8_t *big, *last = NULL;
-    int pieces = 0;
-
-    (void)state;
-    while (from.used < (1u << 20) + 3 * huge) { /* heap, then huge blocks */
-        uint8_t *p = ck_arena_alloc(&from, 8192);
-
-        assert_non_null(p);
-        memset(p, 0xa5, 8192);
-    }
-    big = ck_arena_alloc(&from, 3 * huge); /* a mapping of its own: 4 */
-    assert_non_null(big);                  /* huge pages, its header too */
-    memset(big, 0x5a, 3 * huge);
-    base = (uintptr_t)big & ~(huge - 1);
-    assert_int_equal(base, (uintptr_t)big & ~(uintptr_t)4095);
-    while (to.used < (1u << 20)) /* the taker's heap blocks first */
-        assert_non_null(ck_arena_alloc(&to, 8192));
-    assert_int_equal(pthread_create(&t, NULL, give_run, &g), 0);
-    for (int i = 0; i < 50; i++) /* (the taker goes on meanwhile) */
-        assert_non_null(ck_arena_alloc(&to, 8192));
-    pthread_join(t, NULL);
-    assert_null(from.head);
-    assert_int_equal(from.used, 0);
-    /* the taker's next blocks are the given ones, zero: the big
-     * request's four huge pages among them */
-    for (int k = 0; k < 12 && pieces < 4; k++) {
-        uint8_t *p;
-
-        do
-            p = ck_arena_alloc(&to, 8192);
-        while (p != NULL && ((uintptr_t)p & (huge - 1)) > 4096);
-        assert_non_null(p);
-        for (size_t i = 0; i < 8192; i++)
-            assert_int_equal(p[i], 0);
-        if ((uintptr_t)p - base < 4 * huge)
-            pieces++, last = p;
-    }
-    assert_int_equal(pieces, 4);
-    ck_arena_drop_given(&to);
-    assert_null(to.given);
-    assert_null(to.kept);
-    memset(last, 1, 8192); /* still the taker's */
-    ck_arena_release(&to);
-    assert_int_equal(to.used, 0);
-}
-
 /*
  * ck_sort_by_key orders by the leading uint64_t as a stable sort does:
  * keys that differ in one byte only (low, middle, high), keys all equal
@@ -973,7 +900,6 @@ int main(void)
         cmocka_unit_test_teardown(test_map_grow_small_heap, teardown),
         cmocka_unit_test_teardown(test_big_arrays_huge, teardown),
         cmocka_unit_test_teardown(test_arena_ahead, teardown),
-        cmocka_unit_test_teardown(test_arena_give, teardown),
         cmocka_unit_test_teardown(test_map_len_bounded, teardown),
         cmocka_unit_test(test_sort_by_key),
         cmocka_unit_test_teardown(test_strmap, teardown),
