@@ -161,7 +161,6 @@ int ck_ckpt_zip_fingerprint_at(int fd, uint64_t size, uint64_t pkl_off,
     return fp_digest_alloc(fd, size, NULL, 0, part, 2, out, err);
 }
 
-
 int ck_sha256_buf(const void *p, size_t n, char out[65])
 {
     unsigned char md[32];
@@ -262,17 +261,17 @@ int ck_ckpt_fingerprint_mem(uint64_t size, const void *pkl, size_t n,
 
 /*
  * The input's fingerprint is made on a second thread (it only reads the
- * file): SHA-256 over the pickle and the central directory was 7% of a
- * 400,000-tensor run, now off its path.  A small pickle's, in memory, is
- * made while it is parsed; a big one's, read from the file, after the
- * parse, and collected by ck_ckpt_fingerprint (or the write, before it
- * checks that the input is unchanged): during the parse the second CPU
- * reads the directory and makes the arena's memory ready, and a run
- * whose memory the host must back afresh (a few seconds after a big
- * process ended) took 0.585 s against 0.525 with the digest there too.
- * The buffer is allocated on the caller's thread, so what is allocated,
- * and in which order, is fixed (ck_mem_fail_at counts); with no thread
- * it is made in line.
+ * file) once pickle and directory are 4 MiB or more: SHA-256 over them
+ * was 7% of a 400,000-tensor run, now off its path.  A pickle read whole
+ * into memory is digested while it is parsed; one read from the file
+ * through the window, from the end of its parse (fp_after_parse), and
+ * collected by ck_ckpt_fingerprint (or the write, before it checks that
+ * the input is unchanged): during the parse the second CPU reads the
+ * directory and makes the arena's memory ready, and a run whose memory
+ * the host must back afresh (a few seconds after a big process ended)
+ * took 0.585 s against 0.525 with the digest there too.  The buffer is
+ * allocated on the caller's thread (ck_mem_fail_at counts); with no
+ * thread the digest is made in line.
  */
 typedef struct ck_fp_job {
     int fd;
@@ -343,14 +342,16 @@ static int fp_finish(fp_job_t *f, ck_ckpt_t *c, int rc, ck_err_t *err)
 
 /* A big pickle's fingerprint, begun after its parse: c->fp until
  * ck_ckpt_fingerprint collects it. */
-static int fp_later(ck_ckpt_t *c, size_t n, uint64_t pkl_off, ck_err_t *err)
+static int fp_after_parse(ck_ckpt_t *c, size_t n, uint64_t pkl_off,
+                          ck_err_t *err)
 {
     fp_job_t *f = ck_malloc(sizeof(*f));
     int rc;
 
     if (f == NULL)
         return ck_err_set(err, CK_ENOMEM, "out of memory");
-    if ((rc = fp_start(f, c, NULL, n, pkl_off, err)) < 0 || !f->started) {
+    rc = fp_start(f, c, NULL, n, pkl_off, err);
+    if (rc < 0 || !f->started) {
         rc = fp_finish(f, c, rc, err);
         ck_free(f);
         return rc;
@@ -387,7 +388,7 @@ int ck_ckpt_fingerprint(ck_ckpt_t *c, ck_err_t *err)
              (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec !=
                  c->st.mtime_ns)) {
             c->fingerprint[0] = '\0';
-            rc = ck_err_set(err, CK_EFORMAT,
+            rc = ck_err_set(err, CK_ECHANGED,
                             "the input changed while it was read");
         }
         return rc;
@@ -468,10 +469,11 @@ static int zip_records(ck_ckpt_t *c, ck_zip_entry_t **pk, ck_err_t *err)
 }
 
 /*
- * data.pkl read and parsed, the input's fingerprint made beside it.  A
- * stored one of more than a window is read through the window (a pickle
- * of 47 MiB for 4 * 10^5 storages was a sixth of the parse's peak), and
- * the fingerprint reads it from the file too.
+ * data.pkl read and parsed, the input's fingerprint made beside it or
+ * begun after it (see fp_job_t).  A stored one of more than a window is
+ * read through the window (a pickle of 47 MiB for 4 * 10^5 storages was
+ * a sixth of the parse's peak), and the fingerprint reads it from the
+ * file too.
  */
 enum { AHEAD_MIN = 8 << 20 }; /* pickle bytes */
 
@@ -504,7 +506,7 @@ static int zip_pickle(ck_ckpt_t *c, const ck_zip_entry_t *e, ck_err_t *err)
         rc = ck_err_replace(err, CK_EFORMAT, "data.pkl: %s", err->msg);
     ck_arena_ahead(&c->arena, 0); /* the rest of the job is smaller */
     if (later && rc == 0)
-        rc = fp_later(c, (size_t)e->usize, e->data_off, err);
+        rc = fp_after_parse(c, (size_t)e->usize, e->data_off, err);
     else if (!later)
         rc = fp_finish(&fp, c, rc, err);
     ck_free(pkl);

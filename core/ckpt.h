@@ -227,7 +227,9 @@ int ck_tar_header(const uint8_t *blk, size_t n);
 
 /*
  * Open and validate path.  On success c owns an open descriptor and an
- * arena; release with ck_ckpt_close (also after a failure).
+ * arena, and may own a thread still making its fingerprint (c->fp): it is
+ * neither copied nor made anew, but released with ck_ckpt_close (also
+ * after a failure).
  */
 int ck_ckpt_open(ck_ckpt_t *c, const char *path, const ck_open_opts_t *o,
                  ck_err_t *err);
@@ -425,7 +427,8 @@ int ck_ckpt_write(ck_ckpt_t *c, const char *out_path, ck_write_info_t *info,
  * storages are written as they arrive.  What is written cannot be taken
  * back: on failure the output gets 68 KiB of zeros after what was written,
  * so no zip reader finds an end record in it (unless the failure was
- * writing, EPIPE).  0 or an error.
+ * writing, EPIPE) -- a failure to complete the input's fingerprint too,
+ * which is waited for after the last byte.  0 or an error.
  */
 int ck_ckpt_write_fd(ck_ckpt_t *c, int fd, ck_write_info_t *info,
                      ck_err_t *err);
@@ -438,11 +441,11 @@ int ck_ckpt_write_fd(ck_ckpt_t *c, int fd, ck_write_info_t *info,
  * the header and an XXH3-64 of each tensor's bytes (ck_st_fingerprint),
  * which costs one read of the data; ck_ckpt_open leaves it empty and
  * ck_ckpt_fingerprint computes it for whoever needs it.  So it does a zip
- * whose pickle is read from the file (over CK_PICKLE_WINDOW and, with the
- * directory, 4 MiB): its digest is made on a second thread from the end
- * of the parse, and c->fingerprint is complete after ck_ckpt_fingerprint
- * (or a write, which waits for it before it checks that the input is
- * unchanged).
+ * whose pickle is read from the file (over the pickle window and, with
+ * the directory, 4 MiB): its digest is made on a second thread from the
+ * end of the parse, and c->fingerprint is complete after
+ * ck_ckpt_fingerprint (or a write, which waits for it before it checks
+ * that the input is unchanged).
  */
 /* SHA-256 of size (8 bytes, little-endian), then p1[0..n1) and
  * p2[0..n2) (n2 may be 0), in hex: 0 or CK_ENOMEM. */
@@ -451,9 +454,10 @@ int ck_fingerprint_parts(uint64_t size, const void *p1, size_t n1,
 
 /* Complete c->fingerprint: nothing to do for a legacy file or a zip of a
  * small pickle (open made it); a big pickle's digest is waited for, and
- * the file checked unchanged since the open (CK_EFORMAT); a safetensors
- * input's tensor bytes are read once, the first call.  0 or an error
- * (read, CK_ECANCELED). */
+ * the file checked unchanged since the open; a safetensors input's tensor
+ * bytes are read once, the first call.  0 or an error: a read's,
+ * CK_ENOMEM, CK_ECHANGED (the file changed since the open; the
+ * fingerprint stays ""), CK_ECANCELED. */
 int ck_ckpt_fingerprint(ck_ckpt_t *c, ck_err_t *err);
 
 int ck_sha256_file(const char *path, char out[65], ck_err_t *err);

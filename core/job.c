@@ -609,7 +609,9 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     /* a safetensors input's reads its tensor bytes; a big pickle's is
      * made on another thread meanwhile, and waited for when named by it
      * or, at the latest, for the record */
-    if (rc == 0 && (job.ck.fp == NULL || (out == NULL && args->name_fp)))
+    if (rc == 0 && (job.ck.fp == NULL || (out == NULL &&
+                                           args->name_out != NULL &&
+                                           !args->name_no_fp)))
         rc = ck_ckpt_fingerprint(&job.ck, err);
     if (rc == 0 && out == NULL && args->name_out != NULL) {
         out = args->name_out(args->name_ud, job.ck.fingerprint, err);
@@ -657,11 +659,11 @@ int ck_job_run(const ck_conf_t *conf, const ck_job_args_t *args,
     ck_st_plan_release(&plan);
     if (rc == 0) {
         rc = ck_ckpt_fingerprint(&job.ck, err);
-    } else if (job.ck.fp != NULL) {
+    } else if (job.ck.fp != NULL && rc != CK_ECANCELED) {
         ck_err_t e2;    /* the record names the input all the same */
 
         (void)ck_ckpt_fingerprint(&job.ck, &e2);
-    }
+    }   /* (stopping: the close gives it up) */
 
     {
         ck_record_t r = { 0 };

@@ -58,12 +58,13 @@ typedef struct {
     uint64_t expect_ino, expect_size;
     int64_t expect_mtime_ns;
     /* optional, with out NULL: names the output once the input is open,
-     * from its fingerprint (hex); returns the path (the caller's, alive
-     * until ck_job_run returns), or NULL with err set to fail the job */
+     * from its fingerprint (hex; waited for unless name_no_fp); returns
+     * the path (the caller's, alive until ck_job_run returns), or NULL
+     * with err set to fail the job */
     const char *(*name_out)(void *ud, const char *fingerprint, ck_err_t *err);
     void *name_ud;
-    int name_fp;    /* name_out reads the fingerprint (else it is passed
-                       "" when the input's is still being made) */
+    int name_no_fp; /* name_out does not read the fingerprint: passed ""
+                       while a big pickle's is still being made */
     /* optional: an output of at most CK_JOB_DEFER_MAX bytes is written as
      * a temporary beside it and left there, its path in *defer_tmp
      * (ck_malloc), for the caller to sync and rename over the output (and

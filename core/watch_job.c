@@ -208,7 +208,8 @@ static void job_main(void *ud)
     args.expect_mtime_ns = j->id.mtime_ns;
     args.name_out = name_cb;
     args.name_ud = j;
-    args.name_fp = strstr(j->cref->c.watch.output_name, "{fingerprint8}") != NULL;
+    args.name_no_fp =
+        strstr(j->cref->c.watch.output_name, "{fingerprint8}") == NULL;
     /* a replaced output is published with the others that end with it
      * (one sync of the folder); keep and fail decide the name here */
     args.defer_tmp = &j->tmp;

@@ -992,7 +992,9 @@ static void write_tensor_ckpt(fx_t *f, const char *cls, int numel, int offset,
 static void test_fingerprint_threaded(void **state)
 {
     fx_t *f = *state;
-    static const size_t sizes[] = { 5u << 20, 100 };
+    /* the third: read into memory (a window of 8 MiB), digested beside
+     * its parse */
+    static const size_t sizes[] = { 5u << 20, 100, 5u << 20 };
 
     for (size_t k = 0; k < CK_ARRAY_SIZE(sizes); k++) {
         size_t n = 7 + sizes[k] + 1;
@@ -1007,7 +1009,9 @@ static void test_fingerprint_threaded(void **state)
         memset(pkl + 7, 'a', sizes[k]);
         pkl[n - 1] = '.';
         write_zip(f->in, r, 2);
+        f->opts.pickle_window = k == 2 ? 8u << 20 : 0;
         must_open(f, &f->c, f->in);
+        f->opts.pickle_window = 0;
         assert_int_equal(f->c.pk.root->kind, CK_PY_STR);
         assert_int_equal(f->c.pk.root->len, sizes[k]);
         if (k == 0)
@@ -1028,8 +1032,8 @@ static void test_fingerprint_threaded(void **state)
 
 /*
  * A big pickle's fingerprint, made after the open, fails when the file
- * changed since (its bytes may not be those parsed), and a write waits
- * for it: nothing written.  Closed before it is collected, it is given
+ * changed since (its bytes may not be those parsed: CK_ECHANGED, the
+ * daemon's "to be redone"), and a write waits for it: nothing written.  Closed before it is collected, it is given
  * up (the sanitizers see no thread or memory left).
  */
 static void test_fingerprint_later(void **state)
@@ -1059,7 +1063,7 @@ static void test_fingerprint_later(void **state)
     assert_non_null(f->c.fp);
     assert_int_equal(utimensat(AT_FDCWD, f->in, ts, 0), 0);
     assert_int_equal(ck_ckpt_write(&f->c, f->out, &info, &f->err),
-                     CK_EFORMAT);
+                     CK_ECHANGED);
     assert_non_null(strstr(f->err.msg, "the input changed while it was read"));
     assert_int_equal(access(f->out, F_OK), -1);
     assert_null(f->c.fp);
@@ -1068,8 +1072,31 @@ static void test_fingerprint_later(void **state)
     must_open(f, &f->c, f->in);
     ts[1].tv_sec++;
     assert_int_equal(utimensat(AT_FDCWD, f->in, ts, 0), 0);
-    assert_int_equal(ck_ckpt_fingerprint(&f->c, &f->err), CK_EFORMAT);
+    assert_int_equal(ck_ckpt_fingerprint(&f->c, &f->err), CK_ECHANGED);
     assert_string_equal(f->c.fingerprint, "");
+    ck_ckpt_close(&f->c);
+
+    /* written in one pass: the output is broken after its last byte */
+    must_open(f, &f->c, f->in);
+    ts[1].tv_sec++;
+    assert_int_equal(utimensat(AT_FDCWD, f->in, ts, 0), 0);
+    {
+        int fd = open(f->out, O_RDWR | O_CREAT | O_TRUNC, 0644);
+        uint8_t tail[22], zero[22] = { 0 };
+        struct stat sb;
+
+        assert_true(fd >= 0);
+        assert_int_equal(ck_ckpt_write_fd(&f->c, fd, &info, &f->err),
+                         CK_ECHANGED);
+        assert_int_equal(fstat(fd, &sb), 0);
+        assert_true(sb.st_size > (off_t)(5u << 20) + 65536);
+        assert_int_equal(pread(fd, tail, sizeof(tail),
+                               sb.st_size - (off_t)sizeof(tail)),
+                         (ssize_t)sizeof(tail));
+        assert_memory_equal(tail, zero, sizeof(tail));
+        close(fd);
+        unlink(f->out);
+    }
     ck_ckpt_close(&f->c);
 }
 

@@ -2106,6 +2106,24 @@ def test_reload_new_incoming():
     d.stop()
 
 
+def test_fingerprint8_of_a_big_pickle():
+    """{fingerprint8} of an input whose pickle is read through the window
+    (60,000 tensors, over 4 MiB with its directory: its fingerprint is
+    made after the parse): the job waits for it to name the output"""
+    env = Env("fingerprint8_big", output_name="{stem}-{fingerprint8}{ext}")
+    d = Daemon(env)
+    d.ready()
+    env.drop_rename("big.th", ckpt_bytes(258, n=60000, numel=2))
+    r = env.wait_ok("big.th", timeout=120)
+    digest = r["input"].get("digest", "")
+    check(re.fullmatch(r"[0-9a-f]{64}", digest) is not None,
+          "input digest %r" % digest)
+    check(r["output"]["path"] == os.path.join(env.output, "big-%s.th" % digest[:8]),
+          "output %r, digest %s" % (r["output"]["path"], digest))
+    check_same(r["output"]["path"], 258, n=60000, numel=2)
+    d.stop()
+
+
 def test_output_names_never_clobber():
     """{seq} {mtime} {date} {fingerprint8} in output_name; on_output_exists
     = replace (the record names what was replaced), keep (.1 before the
@@ -2893,7 +2911,8 @@ TESTS = [test_rename_in, test_slow_writer, test_burst_300,
          test_claims_symlink_and_fifo, test_claims_pid_reuse_and_pidns,
          test_moves_across_file_systems, test_failed_finished_at_start,
          test_claims_collected_without_rescans, test_reload_new_incoming,
-         test_output_names_never_clobber, test_ready_marker,
+         test_output_names_never_clobber, test_fingerprint8_of_a_big_pickle,
+         test_ready_marker,
          test_metrics_and_inotify_overflow, test_status,
          test_long_log_read_off_the_loop, test_sigterm_inside_chain,
          test_long_log_start_fast, test_rename_in_without_settle,

@@ -193,7 +193,7 @@ static void write_safe_holds(ck_ckpt_t *c)
 
 static void job(int which, const char *out)
 {
-    ck_job_args_t args = { in_path, out, out == NULL };
+    ck_job_args_t args = { .in = in_path, .out = out, .dry_run = out == NULL };
     ck_json_t rec = { 0 };
     ck_err_t err = { 0 };
 

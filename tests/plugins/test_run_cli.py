@@ -352,8 +352,8 @@ def big_output_fingerprint_beside_its_sync():
     fingerprint made on a second thread while the file is synced, and an
     input's is made after its parse: the record's output digest is the
     fingerprint computed here from the file, and the input digest of a run
-    (and of a dry run) reading that file, and the copy loads in torch
-    equal to the source"""
+    (of a dry run, of a failed job) reading that file, and the copy loads
+    in torch equal to the source"""
     sd = OD((f"layer.{i}.w", torch.full((2,), float(i))) for i in range(60000))
     src = save({"model": sd, "note": "big pickle"}, "bigpkl.th")
     conf = E.conf(chain1("key_remap", [("state", "model"), ("rename", "layer. => l.")]))
@@ -376,6 +376,11 @@ def big_output_fingerprint_beside_its_sync():
     rc, so3, se3 = run(["run", "-c", conf2, "--dry-run", out])
     check(rc == 0 and json.loads(so3)["input"]["digest"] == written,
           f"dry run: exit {rc}, {so3[:200]} {se3[-300:]}")
+    bad = E.conf(chain1("prefix_select", [("state", "model"), ("keep", "nosuch.")]))
+    rc, so4, se4 = run(["run", "-c", bad, "-o", os.path.join(d, "bad.th"), out])
+    rec = json.loads(so4)
+    check(rc == 1 and rec["status"] == "failed" and rec["input"]["digest"] == written,
+          f"a failed job's record: exit {rc}, {so4[:300]}")
     got = torch.load(out, weights_only=True)["model"]
     check(len(got) == 60000 and torch.equal(got["l.59999.w"], sd["layer.59999.w"]),
           "the copy loads as the source")
