@@ -907,7 +907,7 @@ int ck_ckpt_write_with(ck_ckpt_t *c, const char *out_path, ck_write_body_fn body
         (fstat(c->fd, &sb) < 0 || (uint64_t)sb.st_size != c->st.size ||
          (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec !=
              c->st.mtime_ns)) {
-        rc = ck_err_set(err, CK_EFORMAT, "the input changed while it was read");
+        rc = ck_err_set(err, CK_ECHANGED, "the input changed while it was read");
         goto out;
     }
     if (c->defer != 0 && info->size <= c->defer) {
