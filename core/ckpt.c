@@ -360,6 +360,15 @@ static int fp_after_parse(ck_ckpt_t *c, size_t n, uint64_t pkl_off,
     return 0;
 }
 
+/* c->fp joined and freed (its result rc, see fp_finish). */
+static int fp_collect(ck_ckpt_t *c, int rc, ck_err_t *err)
+{
+    rc = fp_finish(c->fp, c, rc, err);
+    ck_free(c->fp);
+    c->fp = NULL;
+    return rc;
+}
+
 /* The fingerprint being made, given up (ck_ckpt_close). */
 static void fp_abandon(ck_ckpt_t *c)
 {
@@ -368,29 +377,30 @@ static void fp_abandon(ck_ckpt_t *c)
     if (c->fp == NULL)
         return;
     __atomic_store_n(&c->fp->stop, 1, __ATOMIC_RELAXED);
-    (void)fp_finish(c->fp, c, CK_ECANCELED, &e);
-    ck_free(c->fp);
-    c->fp = NULL;
+    (void)fp_collect(c, CK_ECANCELED, &e);
+}
+
+int ck_ckpt_unchanged(const ck_ckpt_t *c, ck_err_t *err)
+{
+    struct stat sb;
+
+    if (fstat(c->fd, &sb) < 0 || (uint64_t)sb.st_size != c->st.size ||
+        (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec !=
+            c->st.mtime_ns)
+        return ck_err_set(err, CK_ECHANGED,
+                          "the input changed while it was read");
+    return 0;
 }
 
 int ck_ckpt_fingerprint(ck_ckpt_t *c, ck_err_t *err)
 {
-    struct stat sb;
     int rc;
 
     if (c->fp != NULL) {
-        rc = fp_finish(c->fp, c, 0, err);
-        ck_free(c->fp);
-        c->fp = NULL;
         /* read apart from the parse: they must have read the same file */
-        if (rc == 0 &&
-            (fstat(c->fd, &sb) < 0 || (uint64_t)sb.st_size != c->st.size ||
-             (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec !=
-                 c->st.mtime_ns)) {
+        if ((rc = fp_collect(c, 0, err)) == 0 &&
+            (rc = ck_ckpt_unchanged(c, err)) < 0)
             c->fingerprint[0] = '\0';
-            rc = ck_err_set(err, CK_ECHANGED,
-                            "the input changed while it was read");
-        }
         return rc;
     }
     if (c->fingerprint[0] != '\0' || c->format != CK_FMT_SAFETENSORS)

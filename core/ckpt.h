@@ -452,6 +452,10 @@ int ck_ckpt_write_fd(ck_ckpt_t *c, int fd, ck_write_info_t *info,
 int ck_fingerprint_parts(uint64_t size, const void *p1, size_t n1,
                          const void *p2, size_t n2, char out[65]);
 
+/* 0 when c's file has the size and modification time it had when opened,
+ * else CK_ECHANGED ("the input changed while it was read"). */
+int ck_ckpt_unchanged(const ck_ckpt_t *c, ck_err_t *err);
+
 /* Complete c->fingerprint: nothing to do for a legacy file or a zip of a
  * small pickle (open made it); a big pickle's digest is waited for, and
  * the file checked unchanged since the open; a safetensors input's tensor

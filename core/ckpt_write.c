@@ -903,13 +903,8 @@ int ck_ckpt_write_with(ck_ckpt_t *c, const char *out_path, ck_write_body_fn body
      * must be the file opened, unchanged, or the output may mix two files */
     if (c->fp != NULL && (rc = ck_ckpt_fingerprint(c, err)) < 0)
         goto out;
-    if (c->fd >= 0 &&
-        (fstat(c->fd, &sb) < 0 || (uint64_t)sb.st_size != c->st.size ||
-         (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec !=
-             c->st.mtime_ns)) {
-        rc = ck_err_set(err, CK_ECHANGED, "the input changed while it was read");
+    if (c->fd >= 0 && (rc = ck_ckpt_unchanged(c, err)) < 0)
         goto out;
-    }
     if (c->defer != 0 && info->size <= c->defer) {
         /* the caller syncs and renames it, with others: start the
          * write-back now so that sync finds little left to do */
