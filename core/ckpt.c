@@ -523,13 +523,6 @@ static int zip_pickle(ck_ckpt_t *c, const ck_zip_entry_t *e, ck_err_t *err)
     return rc;
 }
 
-/* A numbered record's place, size and CRC-32 (zd_compact). */
-typedef struct ck_zip_rec {
-    uint64_t off, usize;
-    uint32_t crc;
-    uint32_t set;   /* 1: the directory holds TOP/data/N */
-} ck_zip_rec_t;
-
 /*
  * A directory of many records -- 400,000 storages: a tenth of the run,
  * reading and checking every entry and local header -- is read on a
@@ -541,7 +534,7 @@ typedef struct ck_zip_rec {
 typedef struct {
     ck_ckpt_t *c;
     ck_zip_t zip;
-    ck_zip_rec_t *recs;     /* zd_compact's table, or NULL */
+    ck_zip_rec_t *recs;     /* ck_zip_open_numbered's table, or NULL */
     size_t nrecs;
     ck_zip_entry_t *kept;   /* and the entries it kept, names after them */
     ck_err_t err;
@@ -562,84 +555,26 @@ static size_t rec_number(const char *name, const char *prefix, size_t plen)
 }
 
 /*
- * On the directory's thread, once it is read and checked: when every
- * record under TOP/data/ (TOP: the first entry's folder) but the first
- * entry is torch's stored TOP/data/N, N below eight times the records'
- * count, they become a table by N -- all a storage needs of its record
- * (zip_storages) -- and the directory keeps only the others (data.pkl,
- * version ..., and the first entry always).  4 * 10^5 entries and names
- * (34 MiB) are so released while the pickle is still parsed, not held
- * through the open.  The open's checks of the directory (zip_records)
- * get the same answers: a numbered record is inside the top folder and
- * none of the names they look for.  Out of memory, nothing changes.
+ * On the directory's thread.  Torch's records TOP/data/N come out as a
+ * table by N -- all a storage needs of its record (rec_storages) -- and
+ * the directory keeps only its other entries (data.pkl, version ..., the
+ * first): the 4 * 10^5 entries and names of 88 bytes each (34 MiB) that
+ * a plain open reads, memory fresh to the second CPU while the parse
+ * faults in its own, are never made.  The open's checks of the directory
+ * (zip_records) get the same answers: a numbered record is inside the top
+ * folder and none of the names they look for.  Another layout (not
+ * torch's) is read whole.
  */
-static void zd_compact(zd_job_t *z)
-{
-    ck_zip_t *zip = &z->zip;
-    const char *first, *slash;
-    char prefix[600], *names;
-    size_t plen, cap = 8 * (zip->n + 64), top = 0, nkeep = 0, bytes = 0;
-    ck_zip_entry_t *keep;
-    ck_zip_rec_t *recs;
-
-    if (zip->n == 0 || (slash = strchr(first = zip->e[0].name, '/')) == NULL ||
-        (plen = (size_t)(slash - first)) + 7 > sizeof(prefix))
-        return;
-    memcpy(prefix, first, plen);
-    memcpy(prefix + plen, "/data/", 7);
-    plen += 6;
-    for (size_t i = 0; i < zip->n; i++) {
-        const ck_zip_entry_t *e = &zip->e[i];
-        size_t k;
-
-        if (i == 0 || strncmp(e->name, prefix, plen) != 0) {
-            nkeep++;
-            bytes += strlen(e->name) + 1;
-            continue;
-        }
-        if ((k = key_number(e->name + plen)) >= cap || e->method != 0)
-            return;
-        if (k + 1 > top)
-            top = k + 1;
-    }
-    if (top == 0 || (recs = ck_map_grow(NULL, 0, top * sizeof(*recs))) == NULL)
-        return;
-    if ((keep = ck_malloc(nkeep * sizeof(*keep) + bytes)) == NULL) {
-        ck_map_free(recs, top * sizeof(*recs));
-        return;
-    }
-    names = (char *)(keep + nkeep);
-    nkeep = 0;
-    for (size_t i = 0; i < zip->n; i++) {
-        const ck_zip_entry_t *e = &zip->e[i];
-        size_t n, k = i == 0 ? SIZE_MAX : rec_number(e->name, prefix, plen);
-
-        if (k == SIZE_MAX) {
-            n = strlen(e->name) + 1;
-            keep[nkeep] = *e;
-            keep[nkeep++].name = memcpy(names, e->name, n);
-            names += n;
-        } else {
-            recs[k] = (ck_zip_rec_t){ e->data_off, e->usize, e->crc, 1 };
-        }
-    }
-    ck_arena_release(&z->c->zarena);
-    ck_zip_forget(zip);         /* ck_zip_find scans the few */
-    zip->e = keep;
-    zip->n = nkeep;
-    z->recs = recs;
-    z->nrecs = top;
-    z->kept = keep;
-}
-
 static void *zd_run(void *arg)
 {
     zd_job_t *z = arg;
+    ck_ckpt_t *c = z->c;
 
-    z->rc = ck_zip_open(z->c->fd, z->c->st.size, &z->c->zarena, &z->zip,
-                        &z->err);
-    if (z->rc == 0)
-        zd_compact(z);
+    if (ck_zip_open_numbered(c->fd, c->st.size, &z->zip, &z->recs,
+                             &z->nrecs) == 0)
+        z->kept = z->zip.e;
+    else
+        z->rc = ck_zip_open(c->fd, c->st.size, &c->zarena, &z->zip, &z->err);
     return NULL;
 }
 
@@ -1558,7 +1493,7 @@ static int take_record(ck_storage_t *st, const ck_zip_entry_t *e,
     return 0;
 }
 
-/* zip_storages through the table zd_compact made: the same records,
+/* zip_storages through the table ck_zip_open_numbered made: the same records,
  * the same errors. */
 static int rec_storages(ck_ckpt_t *c, ck_err_t *err)
 {

@@ -147,7 +147,7 @@ typedef struct {
                                  thread (else they are in arena) */
     /* what the storages need of torch's records TOP/data/N, by N, when
      * the directory read beside kept only its other entries (zkept: they
-     * and their names, heap) -- ckpt.c's zd_compact */
+     * and their names, heap) -- ck_zip_open_numbered */
     struct ck_zip_rec *recs;
     size_t nrecs;
     ck_zip_entry_t *zkept;

@@ -19,6 +19,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
+/* The longest entry name read: a local header's (torch's are short). */
+#define CK_ZIP_NAME_MAX 512
 
 int ck_pread_full(int fd, void *p, size_t n, uint64_t off)
 {
@@ -440,7 +442,7 @@ static int check_local(void *ud, const ck_zip_t *z, ck_zip_entry_t *e,
     ln = rd(&l, 2);
     lx = rd(&l, 2);
     e->data_off = e->lho + 30 + ln + lx;
-    if (ln != nlen || ln > 512 || e->data_off > z->cd_off ||
+    if (ln != nlen || ln > CK_ZIP_NAME_MAX || e->data_off > z->cd_off ||
         (lname = ck_rwin_get(w, w->fd, e->lho + 30, (size_t)ln, z->cd_off,
                              &rc)) == NULL ||
         memcmp(lname, name, (size_t)ln) != 0)
@@ -454,9 +456,11 @@ static int check_local(void *ud, const ck_zip_t *z, ck_zip_entry_t *e,
     return 0;
 }
 
-/* Read central directory entry i at c into e, and check it. */
+/* Read central directory entry i at c into e, and check it.  Its name is
+ * copied into arena, or without one into buf (CK_ZIP_NAME_MAX + 1 bytes):
+ * a longer one is refused then, as the local header's check refuses it. */
 static int read_entry(cur_t *c, size_t i, ck_zip_entry_t *e,
-                      ck_arena_t *arena, ck_err_t *err)
+                      ck_arena_t *arena, char *buf, ck_err_t *err)
 {
     uint64_t nlen, xlen, clen, disk;
     const uint8_t *name, *extra;
@@ -507,7 +511,16 @@ static int read_entry(cur_t *c, size_t i, ck_zip_entry_t *e,
         return ck_err_set(err, CK_EFORMAT, "zip: unsafe entry name '%s'",
                           shown);
     }
-    e->name = ck_arena_strndup(arena, (const char *)name, (size_t)nlen);
+    if (arena == NULL && nlen > CK_ZIP_NAME_MAX)
+        return ck_err_set(err, CK_EFORMAT, "zip: entry %zu: name of %llu "
+                          "bytes", i, (unsigned long long)nlen);
+    if (arena == NULL) {
+        memcpy(buf, name, (size_t)nlen);
+        buf[nlen] = '\0';
+        e->name = buf;
+    } else {
+        e->name = ck_arena_strndup(arena, (const char *)name, (size_t)nlen);
+    }
     if (e->name == NULL)
         return ck_err_set(err, CK_ENOMEM, "out of memory");
     if (e->flags & 0x41)
@@ -755,7 +768,7 @@ static int open_src(const src_t *src, uint64_t fsize, ck_arena_t *arena,
             rc = ck_err_set(err, rc, "read: %s", strerror(-rc));
             goto out;
         }
-        rc = read_entry(&c, i, &z->e[i], arena, err);
+        rc = read_entry(&c, i, &z->e[i], arena, NULL, err);
         if (rc < 0)
             goto out;
         w.pos = (size_t)(c.p - w.buf);
@@ -793,7 +806,7 @@ int ck_zip_first(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
                  uint64_t *count, ck_zip_entry_t *e, ck_err_t *err)
 {
     src_t src = { fd, NULL, 0, 0 };
-    uint8_t head[30 + 512];
+    uint8_t head[30 + CK_ZIP_NAME_MAX];
     ck_rwin_t lw = { .buf = head, .cap = sizeof(head), .fd = fd };
     cdwin_t w;
     cur_t c;
@@ -810,9 +823,190 @@ int ck_zip_first(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
     if ((rc = cd_next(&w, &c)) < 0)
         rc = ck_err_set(err, rc, "read: %s", strerror(-rc));
     else
-        rc = read_entry(&c, 0, e, arena, err);
+        rc = read_entry(&c, 0, e, arena, NULL, err);
     ck_map_free(w.buf, w.cap);
     return rc < 0 ? rc : check_local(&lw, z, e, err);
+}
+
+/* ---- a torch archive's numbered records ------------------------------ */
+
+/* ck_zip_open_numbered's state: the records table, the entries kept (their
+ * names on the heap, one each) and the folder numbered names are in. */
+typedef struct {
+    ck_zip_rec_t *recs;
+    size_t cap, limit;
+    ck_zip_entry_t *keep;
+    size_t nkeep, keepcap;
+    char prefix[CK_ZIP_NAME_MAX + 8];
+    size_t plen;
+} numbered_t;
+
+/* Record N of e into the table, grown by doubling up to t->limit: 0, or -1
+ * when out of memory or N is there already (twice: a plain open says so). */
+static int put_rec(numbered_t *t, size_t n, const ck_zip_entry_t *e)
+{
+    if (n >= t->cap) {
+        size_t cap = t->cap;
+        ck_zip_rec_t *r;
+
+        while (cap <= n)
+            cap *= 2;
+        if (cap > t->limit)
+            cap = t->limit;
+        if ((r = ck_map_grow(t->recs, t->cap * sizeof(*r),
+                             cap * sizeof(*r))) == NULL)
+            return -1;
+        t->recs = r;
+        t->cap = cap;
+    }
+    if (t->recs[n].set)
+        return -1;
+    t->recs[n] = (ck_zip_rec_t){ e->data_off, e->usize, e->crc, 1 };
+    return 0;
+}
+
+/* e kept, its name copied: 0 or -1 when out of memory. */
+static int keep_entry(numbered_t *t, const ck_zip_entry_t *e)
+{
+    if (t->nkeep == t->keepcap) {
+        size_t cap = t->keepcap ? 2 * t->keepcap : 8;
+        ck_zip_entry_t *k = ck_realloc(t->keep, cap * sizeof(*k));
+
+        if (k == NULL)
+            return -1;
+        t->keep = k;
+        t->keepcap = cap;
+    }
+    t->keep[t->nkeep] = *e;
+    if ((t->keep[t->nkeep].name = ck_strdup(e->name)) == NULL)
+        return -1;
+    t->nkeep++;
+    return 0;
+}
+
+/* No name kept is twice among them, nor a numbered one ignoring case:
+ * the numbered ones are each other's twins only by their number, which
+ * put_rec finds (digits fold to themselves, the folder is the same). */
+static int kept_names_ok(numbered_t *t)
+{
+    ck_zip_entry_t **order = ck_malloc(t->nkeep * sizeof(*order));
+    ck_err_t scratch = { 0 };
+    int ok = order != NULL;
+
+    for (size_t i = 0; ok && i < t->nkeep; i++) {
+        size_t n = numbered(t->keep[i].name, t->prefix, t->plen, t->limit, 1);
+
+        order[i] = &t->keep[i];
+        ok = n == 0 || n - 1 >= t->cap || !t->recs[n - 1].set;
+    }
+    ok = ok && check_names(order, t->nkeep, &scratch) == 0;
+    ck_free(order);
+    return ok;
+}
+
+/* The kept entries and their names in one heap block, as ck_zip_open_numbered
+ * hands them over: NULL when out of memory. */
+static ck_zip_entry_t *kept_block(const numbered_t *t)
+{
+    size_t bytes = t->nkeep * sizeof(ck_zip_entry_t);
+    ck_zip_entry_t *b;
+    char *names;
+
+    for (size_t i = 0; i < t->nkeep; i++)
+        bytes += strlen(t->keep[i].name) + 1;
+    if ((b = ck_malloc(bytes)) == NULL)
+        return NULL;
+    names = (char *)(b + t->nkeep);
+    for (size_t i = 0; i < t->nkeep; i++) {
+        size_t n = strlen(t->keep[i].name) + 1;
+
+        b[i] = t->keep[i];
+        b[i].name = memcpy(names, t->keep[i].name, n);
+        names += n;
+    }
+    return b;
+}
+
+/*
+ * The directory read in one pass, as torch.save lays it out: each entry
+ * read and its local header checked as it comes, in the order of their
+ * data, none overlapping the one before.  The checks are ck_zip_open's,
+ * the answer the same: the entries are in order, so sorting them by their
+ * data is keeping them as they are, and overlaps are met between
+ * neighbours.  The names met here are the numbered ones by their number
+ * and the few others by check_names.
+ */
+int ck_zip_open_numbered(int fd, uint64_t fsize, ck_zip_t *z,
+                         ck_zip_rec_t **recs, size_t *nrecs)
+{
+    src_t src = { fd, NULL, 0, 0 };
+    ck_rwin_t lw = { .cap = WIN_BYTES, .fd = fd };
+    ck_err_t scratch = { 0 };
+    numbered_t t = { 0 };
+    char name[CK_ZIP_NAME_MAX + 1];
+    const char *slash;
+    ck_zip_entry_t e;
+    uint64_t count, end = 0;
+    cdwin_t w = { 0 };
+    int ok = 0;
+    cur_t c;
+
+    memset(z, 0, sizeof(*z));
+    if (find_end(&src, fsize, z, &count, &scratch) < 0 ||
+        cd_window(&w, &src, z, CD_WIN) < 0)
+        goto out;
+    t.limit = 8 * ((size_t)count + 64);
+    t.cap = (size_t)count;
+    if ((t.recs = ck_map_grow(NULL, 0, t.cap * sizeof(*t.recs))) == NULL)
+        goto out;
+    for (size_t i = 0; i < count; i++) {
+        size_t n;
+
+        memset(&e, 0, sizeof(e));
+        if (cd_next(&w, &c) < 0 ||
+            read_entry(&c, i, &e, NULL, name, &scratch) < 0 ||
+            (i > 0 && e.lho < end) || check_local(&lw, z, &e, &scratch) < 0)
+            goto out;
+        w.pos = (size_t)(c.p - w.buf);
+        end = e.data_off + e.csize; /* check_local: not past cd_off */
+        if (i == 0) {
+            /* TOP/data/: TOP the first entry's folder, which is not
+             * one of them (ckpt.c finds TOP from it) */
+            if ((slash = strchr(name, '/')) == NULL)
+                goto out;
+            t.plen = (size_t)(slash - name) + 6;
+            memcpy(t.prefix, name, t.plen - 6);
+            memcpy(t.prefix + t.plen - 6, "/data/", 7);
+            if (strncmp(name, t.prefix, t.plen) == 0)
+                goto out;
+        }
+        if (i == 0 || strncmp(name, t.prefix, t.plen) != 0) {
+            if (keep_entry(&t, &e) < 0)
+                goto out;
+            continue;
+        }
+        n = numbered(name, t.prefix, t.plen, t.limit, 0);
+        if (n == 0 || e.method != 0 || put_rec(&t, n - 1, &e) < 0)
+            goto out;
+    }
+    if (!kept_names_ok(&t) || (z->e = kept_block(&t)) == NULL)
+        goto out;
+    z->n = t.nkeep;
+    z->nrec = (size_t)count;
+    *recs = t.recs;
+    *nrecs = t.cap;
+    t.recs = NULL;
+    ok = 1;
+out:
+    for (size_t i = 0; i < t.nkeep; i++)
+        ck_free(t.keep[i].name);
+    ck_free(t.keep);
+    ck_map_free(t.recs, t.cap * sizeof(*t.recs));
+    ck_map_free(w.buf, w.cap);
+    ck_rwin_release(&lw);
+    if (!ok)
+        memset(z, 0, sizeof(*z));
+    return ok ? 0 : 1;
 }
 
 int ck_zip_open_tail(const uint8_t *tail, uint64_t base, uint64_t n,

@@ -52,6 +52,28 @@ ck_zip_entry_t *ck_zip_find(ck_zip_t *z, const char *name);
  * its record count and directory span (nrec, cd_off, cd_size, zip64);
  * ck_zip_find finds none. */
 void ck_zip_forget(ck_zip_t *z);
+/* A stored record TOP/data/N, found by N (ck_zip_open_numbered). */
+typedef struct ck_zip_rec {
+    uint64_t off, usize; /* where its bytes start, how many */
+    uint32_t crc;
+    uint32_t set;        /* 1: the directory holds TOP/data/N */
+} ck_zip_rec_t;
+
+/*
+ * ck_zip_open for a torch archive of many storages, without an entry and
+ * a name held for each.  When the directory lists its entries in the
+ * order of their data and every entry in TOP/data/ (TOP the first entry's
+ * folder, the first not one of them) is a stored record named by a number
+ * as torch writes it (no leading zero), below eight times the entries'
+ * count: those come out as a table by number (*recs, a ck_map_grow array
+ * of *nrecs, set where one is), z holds the other entries (z->e one
+ * ck_malloc block with their names, z->arena NULL; z->nrec counts all),
+ * and it returns 0.  Otherwise -- another layout, or anything wrong -- 1,
+ * z empty: ck_zip_open reads the file as it is, and says what is wrong.
+ * Whatever it accepts ck_zip_open accepts, with the same entries.
+ */
+int ck_zip_open_numbered(int fd, uint64_t fsize, ck_zip_t *z,
+                         ck_zip_rec_t **recs, size_t *nrecs);
 /*
  * The first entry alone, checked as ck_zip_open checks it, from the end
  * record, the directory's first entry and its local header: where a torch

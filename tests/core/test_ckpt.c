@@ -1254,8 +1254,9 @@ static void test_zip_beside(void **state)
 
     write_many_records(f, 0, 1, 0);
     must_open(f, &f->c, f->in);
-    /* read beside, and only its two other entries kept (zd_compact):
-     * each storage holds what it needs of its record */
+    /* read beside, and only its two other entries kept
+     * (ck_zip_open_numbered): each storage holds what it needs of its
+     * record */
     assert_null(f->c.zip.arena);
     assert_int_equal(f->c.zarena.used, 0);
     assert_int_equal(f->c.zip.n, 2);
@@ -1321,8 +1322,9 @@ static void test_zip_beside(void **state)
 
 /*
  * A directory read beside keeps only its few other entries when a table
- * by number holds all the storages need (zd_compact, on its thread): the
- * same storages and the same errors as through the entries -- a missing
+ * by number holds all the storages need (ck_zip_open_numbered, on its
+ * thread): the same storages and the same errors as through the entries
+ * -- a missing
  * record, one of the wrong size, a refusal after it (which looks at
  * data.pkl again) -- and with a record under data/ that is not numbered,
  * the entries are used (and given up after).

@@ -34,6 +34,7 @@ typedef struct {
     ck_arena_t a;
     ck_zip_t z;
     ck_err_t err;
+    int nrc;         /* ck_zip_open_numbered's code on the last open_zip */
 } fx_t;
 
 static int setup(void **state)
@@ -128,16 +129,99 @@ static uint64_t file_size(int fd)
     return (uint64_t)sb.st_size;
 }
 
-/* Open path for reading and parse it; returns ck_zip_open's code. */
+/* N of a name ending in /N (digits), or SIZE_MAX. */
+static size_t tail_number(const char *name)
+{
+    const char *d = strrchr(name, '/');
+    size_t n = 0;
+
+    if (d == NULL || d[1] == '\0')
+        return SIZE_MAX;
+    for (d++; *d; d++) {
+        if (*d < '0' || *d > '9')
+            return SIZE_MAX;
+        n = n * 10 + (size_t)(*d - '0');
+    }
+    return n;
+}
+
+/*
+ * ck_zip_open_numbered on f's archive against ck_zip_open's answer rc
+ * (f->z): it declines (1, nothing kept) whatever the plain open refuses,
+ * and what it takes the plain open takes with the same entries -- each
+ * either kept, equal, or in the table by its number, with its place, size
+ * and CRC-32.  Every archive a test opens goes through it.  Its code.
+ */
+static int numbered_agrees(fx_t *f, int rc)
+{
+    ck_zip_rec_t *recs = NULL;
+    size_t nrecs = 0, nset = 0;
+    ck_zip_t z;
+    int nrc = ck_zip_open_numbered(f->fd, file_size(f->fd), &z, &recs,
+                                   &nrecs);
+
+    if (nrc != 0) {
+        assert_int_equal(nrc, 1);
+        assert_null(z.e);
+        assert_int_equal(z.n, 0);
+        return nrc;
+    }
+    if (rc != 0)
+        fail_msg("taken by ck_zip_open_numbered, refused by ck_zip_open: %s",
+                 f->err.msg);
+    assert_null(z.arena);
+    assert_int_equal(z.nrec, f->z.n);
+    assert_int_equal(z.cd_off, f->z.cd_off);
+    assert_int_equal(z.cd_size, f->z.cd_size);
+    assert_true(z.n >= 1);
+    assert_string_equal(z.e[0].name, f->z.e[0].name);
+    for (size_t i = 0; i < nrecs; i++)
+        nset += recs[i].set;
+    assert_int_equal(z.n + nset, f->z.n);
+    for (size_t i = 0, k = 0; i < f->z.n; i++) {
+        const ck_zip_entry_t *e = &f->z.e[i];
+        size_t n;
+
+        if (k < z.n && strcmp(z.e[k].name, e->name) == 0) {
+            const ck_zip_entry_t *x = &z.e[k++]; /* in directory order */
+
+            assert_int_equal(x->method, e->method);
+            assert_int_equal(x->flags, e->flags);
+            assert_int_equal(x->crc, e->crc);
+            assert_int_equal(x->csize, e->csize);
+            assert_int_equal(x->usize, e->usize);
+            assert_int_equal(x->lho, e->lho);
+            assert_int_equal(x->data_off, e->data_off);
+            continue;
+        }
+        n = tail_number(e->name);
+        assert_true(n < nrecs);
+        assert_int_equal(recs[n].set, 1);
+        assert_int_equal(recs[n].off, e->data_off);
+        assert_int_equal(recs[n].usize, e->usize);
+        assert_int_equal(recs[n].crc, e->crc);
+        assert_int_equal(e->method, 0);
+    }
+    ck_free(z.e);
+    ck_map_free(recs, nrecs * sizeof(*recs));
+    return 0;
+}
+
+/* Open path for reading and parse it; returns ck_zip_open's code (and
+ * checks ck_zip_open_numbered agrees). */
 static int open_zip(fx_t *f, const char *path)
 {
+    int rc;
+
     if (f->fd >= 0)
         close(f->fd);
     ck_arena_release(&f->a);
     memset(&f->err, 0, sizeof(f->err));
     f->fd = open(path, O_RDWR);
     assert_true(f->fd >= 0);
-    return ck_zip_open(f->fd, file_size(f->fd), &f->a, &f->z, &f->err);
+    rc = ck_zip_open(f->fd, file_size(f->fd), &f->a, &f->z, &f->err);
+    f->nrc = numbered_agrees(f, rc);
+    return rc;
 }
 
 static void expect_open_fail(fx_t *f, int code, const char *what)
@@ -1298,6 +1382,94 @@ static void test_numbered_twins(void **state)
     }
 }
 
+/*
+ * A torch archive's records TOP/data/N come out of ck_zip_open_numbered as
+ * a table, its other entries kept (open_zip checks both against the plain
+ * open); another layout is declined and the plain open reads it as it is:
+ * a name in data/ not a number as torch writes it, the first entry in
+ * data/, a number past the table's limit, a deflated record, a directory
+ * not in the order of the data.  Twins it declines, the plain open names.
+ */
+static void test_numbered_open(void **state)
+{
+    static const struct {
+        const char *name; /* in place of archive/data/1 */
+        int taken;
+    } alt[] = {
+        { "archive/data/1", 1 },      { "archive/data/7", 1 },
+        { "archive/data/x", 0 },      { "archive/data/01", 0 },
+        { "archive/data/", 0 },       { "archive/data/551", 1 },
+        { "archive/data/552", 0 },    { "archive/data/1/2", 0 },
+        { "archive/Data/1", 1 },      { "other/data/1", 1 },
+    };
+    fx_t *f = *state;
+    sample_t s;
+    rec_t r[6];
+    uint8_t a[60], b[60];
+    uint64_t off2, off3;
+
+    sample_init(&s);
+    memcpy(r, s.r, sizeof(s.r));
+    write_zip(f->path, r, 5);
+    assert_int_equal(open_zip(f, f->path), 0);
+    assert_int_equal(f->nrc, 0);
+    for (size_t i = 0; i < CK_ARRAY_SIZE(alt); i++) {
+        r[3].name = alt[i].name;
+        write_zip(f->path, r, 5);
+        assert_int_equal(open_zip(f, f->path), 0);
+        if (f->nrc != !alt[i].taken)
+            fail_msg("%s: ck_zip_open_numbered gave %d", alt[i].name, f->nrc);
+    }
+    /* the first entry in data/ (ckpt.c finds the top folder from it) */
+    r[0] = s.r[2];
+    r[2] = s.r[0];
+    r[3] = s.r[3];
+    write_zip(f->path, r, 5);
+    assert_int_equal(open_zip(f, f->path), 0);
+    assert_int_equal(f->nrc, 1);
+    /* twins: declined, and named by the plain open */
+    memcpy(r, s.r, sizeof(s.r));
+    r[5] = (rec_t){ "archive/data/1", (const uint8_t *)"", 0 };
+    write_zip(f->path, r, 6);
+    expect_open_fail(f, CK_EFORMAT, "duplicate entry archive/data/1");
+    assert_int_equal(f->nrc, 1);
+    r[5].name = "ARCHIVE/data/0";
+    write_zip(f->path, r, 6);
+    expect_open_fail(f, CK_EFORMAT, "differ only in case");
+    assert_int_equal(f->nrc, 1);
+    r[5].name = "archive/DATA.pkl";
+    write_zip(f->path, r, 6);
+    expect_open_fail(f, CK_EFORMAT, "differ only in case");
+    assert_int_equal(f->nrc, 1);
+    /* data/0 and data/1 listed the other way round (names of one length):
+     * the plain open sorts them by their data */
+    write_zip(f->path, s.r, 5);
+    assert_int_equal(open_zip(f, f->path), 0);
+    assert_int_equal(f->nrc, 0);
+    off2 = cd_entry(&f->z, 2);
+    off3 = cd_entry(&f->z, 3);
+    assert_int_equal(off3 - off2, 46 + 14);
+    assert_int_equal(ck_pread_full(f->fd, a, 60, off2), 0);
+    assert_int_equal(ck_pread_full(f->fd, b, 60, off3), 0);
+    patch(f->path, off2, b, 60);
+    patch(f->path, off3, a, 60);
+    assert_int_equal(open_zip(f, f->path), 0);
+    assert_string_equal(f->z.e[2].name, "archive/data/1");
+    assert_int_equal(f->nrc, 1);
+    /* a deflated record (Python's zipfile; torch stores them) */
+    assert_int_equal(run_python(f, "import zipfile, sys\n"
+                                "z = zipfile.ZipFile(sys.argv[1], 'w')\n"
+                                "z.writestr('archive/data.pkl', b'p')\n"
+                                "z.writestr('archive/data/0', b'0' * 999)\n"
+                                "z.writestr('archive/data/1', b'1' * 999,\n"
+                                "           zipfile.ZIP_DEFLATED)\n"
+                                "z.close()\n", f->path),
+                     0);
+    assert_int_equal(open_zip(f, f->path), 0);
+    assert_int_equal(f->nrc, 1);
+    sample_release(&s);
+}
+
 /* miniz, torch's reader, finds names ignoring case: twins are refused */
 static void test_bad_case_twin(void **state)
 {
@@ -1464,6 +1636,7 @@ int main(void)
         T(test_bad_duplicate),
         T(test_bad_case_twin),
         T(test_numbered_twins),
+        T(test_numbered_open),
         T(test_bad_entry_disk),
         T(test_bad_flags_and_method),
         T(test_bad_overlap),

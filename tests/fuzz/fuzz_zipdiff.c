@@ -10,6 +10,11 @@
  * differently, the kind of hole a checkpoint scanner must not have.  Names
  * that differ only in case are also checked: ckprep must have refused them
  * (torch's miniz looks names up ignoring case).
+ *
+ * And ckprep's one-pass reader of torch's layout (ck_zip_open_numbered)
+ * against its plain one: it declines whatever the plain one refuses, and
+ * what it takes the plain one takes, each entry kept alike or in its table
+ * by number with the same place, size and CRC-32.
  */
 #define _GNU_SOURCE
 #include "zip.h" /* ckprep's; <zip.h> is libzip's (-iquote core) */
@@ -80,6 +85,62 @@ static void compare(int fd, ck_zip_t *z, zip_t *za)
     }
 }
 
+/* N of a name ending in /N (digits), or SIZE_MAX. */
+static size_t tail_number(const char *name)
+{
+    const char *d = strrchr(name, '/');
+    size_t n = 0;
+
+    if (d == NULL || d[1] == '\0')
+        return SIZE_MAX;
+    for (d++; *d; d++) {
+        if (*d < '0' || *d > '9' || n > SIZE_MAX / 16)
+            return SIZE_MAX;
+        n = n * 10 + (size_t)(*d - '0');
+    }
+    return n;
+}
+
+static void numbered_agrees(int fd, size_t size, int rc, const ck_zip_t *z)
+{
+    ck_zip_rec_t *recs = NULL;
+    size_t nrecs = 0, nset = 0, k = 0;
+    ck_zip_t nz;
+
+    if (ck_zip_open_numbered(fd, size, &nz, &recs, &nrecs) != 0) {
+        if (nz.e != NULL || nz.n != 0)
+            disagree("a declined open's entries", 0);
+        return;
+    }
+    if (rc != 0)
+        disagree("the one-pass open taking a refused archive", 0);
+    for (size_t i = 0; i < nrecs; i++)
+        nset += recs[i].set;
+    if (nz.nrec != z->n || nz.n + nset != z->n || nz.n == 0)
+        disagree("the one-pass open's count", 0);
+    for (size_t i = 0; i < z->n; i++) {
+        const ck_zip_entry_t *e = &z->e[i], *x;
+        size_t n;
+
+        if (k < nz.n && strcmp(nz.e[k].name, e->name) == 0) {
+            x = &nz.e[k++];
+            if (x->method != e->method || x->flags != e->flags ||
+                x->crc != e->crc || x->csize != e->csize ||
+                x->usize != e->usize || x->lho != e->lho ||
+                x->data_off != e->data_off)
+                disagree("a kept entry of the one-pass open", i);
+            continue;
+        }
+        n = tail_number(e->name);
+        if (n >= nrecs || !recs[n].set || recs[n].off != e->data_off ||
+            recs[n].usize != e->usize || recs[n].crc != e->crc ||
+            e->method != 0)
+            disagree("a numbered record of the one-pass open", i);
+    }
+    ck_free(nz.e);
+    ck_map_free(recs, nrecs * sizeof(*recs));
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     int fd = memfd_create("zipdiff", MFD_CLOEXEC);
@@ -89,13 +150,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     zip_source_t *src;
     zip_error_t ze;
     zip_t *za = NULL;
+    int rc;
 
     if (fd < 0)
         abort();
     if (size && write(fd, data, size) != (ssize_t)size)
         abort();
     memset(&z, 0, sizeof(z));
-    if (ck_zip_open(fd, size, &arena, &z, &err) == 0) {
+    rc = ck_zip_open(fd, size, &arena, &z, &err);
+    numbered_agrees(fd, size, rc, &z);
+    if (rc == 0) {
         zip_error_init(&ze);
         src = zip_source_buffer_create(data, size, 0, &ze);
         if (src != NULL) {
