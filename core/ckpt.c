@@ -1253,9 +1253,7 @@ static int walk_args(scan_t *s, ck_py_t *call, int version, uint32_t depth)
         ck_py_t *a = v[i];
 
         /* size and stride: tuples scan_tensor checks are of ints */
-        if (version > 0 && i >= 1 && i <= 4 && a != NULL &&
-            (a->kind == CK_PY_INT || a->kind == CK_PY_BOOL ||
-             (a->kind == CK_PY_TUPLE && (i == 2 || i == 3))))
+        if (version > 0 && ck_tensor_arg_plain(a, i))
             continue;
         rc = walk(s, a, depth + 1);
     }

@@ -496,6 +496,16 @@ ck_py_t *ck_ckpt_get(ck_ckpt_t *c, const char *path);
  * _v2 or _v3; -1 for _rebuild_parameter; 0 for anything else. */
 int ck_ckpt_tensor_call(const ck_py_t *node);
 
+/* Whether argument i (a) of such a call is one the scan reads and checks
+ * itself, nothing under it a storage: the offset, the size and stride (a
+ * tuple of ints) or requires_grad.  Walks looking for storages skip it. */
+static inline int ck_tensor_arg_plain(const ck_py_t *a, uint32_t i)
+{
+    return i >= 1 && i <= 4 && a != NULL &&
+           (a->kind == CK_PY_INT || a->kind == CK_PY_BOOL ||
+            (a->kind == CK_PY_TUPLE && (i == 2 || i == 3)));
+}
+
 /* The tensor whose rebuild call is node (or a Parameter wrapping one). */
 ck_tensor_t *ck_ckpt_tensor(ck_ckpt_t *c, ck_py_t *node);
 
