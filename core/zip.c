@@ -356,10 +356,13 @@ static int find_end(const src_t *src, uint64_t fsize, ck_zip_t *z,
 /*
  * A file's local headers are read through a window (ck_rwin_t): they are
  * checked in offset order (torch writes them so), and one pread brings in
- * the headers of hundreds of small records; for large records a read is a
- * header and a few KiB.  Never past the central directory.
+ * the headers of thousands of small records (the window grows while its
+ * reads each meet many: 8,200 reads of 16 KiB over 4 * 10^5 records were
+ * a third of their check); for large records a read is a header and 16
+ * KiB.  Never past the central directory.
  */
-#define WIN_BYTES (16 * 1024)
+#define WIN_BYTES (256u << 10) /* a window's most */
+#define RWIN_STEP (16u << 10)  /* and its first read's */
 
 void ck_rwin_release(ck_rwin_t *w)
 {
@@ -376,6 +379,15 @@ const uint8_t *ck_rwin_get(ck_rwin_t *w, int fd, uint64_t off, size_t n,
     if (w->buf != NULL && fd == w->fd && off >= w->off &&
         off - w->off <= w->len && w->len - (off - w->off) >= n)
         return w->buf + (off - w->off);
+    /* on from inside the window or less than a read past it: a scan over
+     * small things, read in bigger steps; back or far on: the least */
+    if (w->step == 0 || w->fd != fd || off < w->off ||
+        (off > w->off + w->len && off - (w->off + w->len) >= w->step))
+        w->step = RWIN_STEP;
+    else if (w->step < w->cap)
+        w->step *= 2;
+    if (w->step > w->cap)
+        w->step = w->cap;
     w->len = 0;
     if (n > w->cap || off > limit || limit - off < n) {
         *rc = -EIO;
@@ -385,7 +397,9 @@ const uint8_t *ck_rwin_get(ck_rwin_t *w, int fd, uint64_t off, size_t n,
         *rc = CK_ENOMEM;
         return NULL;
     }
-    want = limit - off < w->cap ? (size_t)(limit - off) : w->cap;
+    want = n > w->step ? n : w->step;
+    if (limit - off < want)
+        want = (size_t)(limit - off);
     while (got < want) {
         ssize_t r = pread(fd, w->buf + got, want - got, (off_t)(off + got));
 

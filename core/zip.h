@@ -221,11 +221,15 @@ typedef struct {
     size_t cap, len;
     int fd;
     uint64_t off;       /* of buf[0] in fd */
+    size_t step;        /* the last read's size (0: none yet) */
 } ck_rwin_t;
 
 /*
- * The n bytes at off of fd, from the window, or from a read at off of up
- * to cap bytes that stops at limit.  NULL with *rc = CK_ENOMEM, -errno,
+ * The n bytes at off of fd, from the window, or from a read at off that
+ * stops at limit: of 16 KiB, or twice the last one's up to cap bytes when
+ * off is less than that past the window's end (small records one after
+ * the other: fewer reads; records far apart: no more copied than a
+ * header needs), never less than n.  NULL with *rc = CK_ENOMEM, -errno,
  * or -EIO when they are not all before limit and the file's end (or n is
  * more than cap).
  */

@@ -1470,6 +1470,64 @@ static void test_numbered_open(void **state)
     sample_release(&s);
 }
 
+/*
+ * The read window grows while requests go on through the file (16 KiB,
+ * twice that at each read up to its room), goes back to 16 KiB after a
+ * jump back or past a read's length, and always hands out the file's
+ * bytes.
+ */
+static void test_rwin_steps(void **state)
+{
+    fx_t *f = *state;
+    enum { SIZE = 4 << 20 };
+    uint8_t *data = pattern(SIZE, 9);
+    ck_rwin_t w = { .cap = 256 << 10 };
+    const uint8_t *p;
+    size_t steps[8], nsteps = 0, last = 0;
+    uint64_t off;
+    int fd, rc = 0;
+
+    write_file(f->path, data, SIZE);
+    fd = open(f->path, O_RDONLY);
+    assert_true(fd >= 0);
+    /* 100 bytes every 1000: a scan */
+    for (off = 0; off + 100 <= (1u << 20); off += 1000) {
+        p = ck_rwin_get(&w, fd, off, 100, SIZE, &rc);
+        assert_non_null(p);
+        assert_memory_equal(p, data + off, 100);
+        if (w.step != last && nsteps < 8)
+            steps[nsteps++] = last = w.step;
+    }
+    assert_int_equal(nsteps, 5);
+    assert_int_equal(steps[0], 16 << 10);
+    assert_int_equal(steps[4], 256 << 10);
+    assert_int_equal(w.len, 256 << 10);
+    /* far on: the least again; then back: the least */
+    p = ck_rwin_get(&w, fd, 3u << 20, 10, SIZE, &rc);
+    assert_non_null(p);
+    assert_memory_equal(p, data + (3u << 20), 10);
+    assert_int_equal(w.len, 16 << 10);
+    p = ck_rwin_get(&w, fd, (3u << 20) + (16 << 10), 10, SIZE, &rc);
+    assert_non_null(p);
+    assert_int_equal(w.len, 32 << 10);
+    p = ck_rwin_get(&w, fd, 5, 10, SIZE, &rc);
+    assert_non_null(p);
+    assert_memory_equal(p, data + 5, 10);
+    assert_int_equal(w.len, 16 << 10);
+    /* a request of more than a step is read whole; the limit stops it */
+    p = ck_rwin_get(&w, fd, 1u << 20, 100000, SIZE, &rc);
+    assert_non_null(p);
+    assert_memory_equal(p, data + (1u << 20), 100000);
+    p = ck_rwin_get(&w, fd, SIZE - 50, 10, SIZE - 20, &rc);
+    assert_non_null(p);
+    assert_int_equal(w.len, 30);
+    assert_null(ck_rwin_get(&w, fd, SIZE - 5, 10, SIZE, &rc));
+    assert_int_equal(rc, -EIO);
+    ck_rwin_release(&w);
+    close(fd);
+    free(data);
+}
+
 /* miniz, torch's reader, finds names ignoring case: twins are refused */
 static void test_bad_case_twin(void **state)
 {
@@ -1637,6 +1695,7 @@ int main(void)
         T(test_bad_case_twin),
         T(test_numbered_twins),
         T(test_numbered_open),
+        T(test_rwin_steps),
         T(test_bad_entry_disk),
         T(test_bad_flags_and_method),
         T(test_bad_overlap),
