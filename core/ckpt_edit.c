@@ -88,7 +88,14 @@ static void bytes_walk(bytes_t *b, ck_py_t *p, uint32_t depth)
             (v = ck_py_args(p, &n)) != NULL) {
             /* a tensor: its storage and what else it holds, not the
              * ints of its shape (the walk of an optimizer's 2 * 10^5
-             * tensors met ten nodes each) */
+             * tensors met ten nodes each); its tuple marked as a walk
+             * into it marks it, whose items then meet the same cut */
+            ck_py_t *t = (p->flags & CK_PY_F_ARGC) ? NULL : p->u.o.args;
+
+            if (t != NULL && (t->wgen == b->gen || depth + 1 > b->depth))
+                n = 0; /* met before, or past the cut */
+            else if (t != NULL)
+                t->wgen = b->gen;
             for (uint32_t i = 0; i < n; i++)
                 if (!ck_tensor_arg_plain(v[i], i))
                     bytes_walk(b, v[i], depth + 2);

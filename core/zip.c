@@ -377,7 +377,8 @@ const uint8_t *ck_rwin_get(ck_rwin_t *w, int fd, uint64_t off, size_t n,
     size_t want, got = 0;
 
     if (w->buf != NULL && fd == w->fd && off >= w->off &&
-        off - w->off <= w->len && w->len - (off - w->off) >= n)
+        off - w->off <= w->len && w->len - (off - w->off) >= n &&
+        off <= limit && limit - off >= n)
         return w->buf + (off - w->off);
     /* on from inside the window or less than a read past it: a scan over
      * small things, read in bigger steps; back or far on: the least */

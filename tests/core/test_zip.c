@@ -138,7 +138,7 @@ static size_t tail_number(const char *name)
     if (d == NULL || d[1] == '\0')
         return SIZE_MAX;
     for (d++; *d; d++) {
-        if (*d < '0' || *d > '9')
+        if (*d < '0' || *d > '9' || n > SIZE_MAX / 16)
             return SIZE_MAX;
         n = n * 10 + (size_t)(*d - '0');
     }
@@ -155,10 +155,10 @@ static size_t tail_number(const char *name)
 static int numbered_agrees(fx_t *f, int rc)
 {
     ck_zip_rec_t *recs = NULL;
-    size_t nrecs = 0, nset = 0;
+    size_t nrecs = 0, nset = 0, i, k = 0;
     ck_zip_t z;
-    int nrc = ck_zip_open_numbered(f->fd, file_size(f->fd), &z, &recs,
-                                   &nrecs);
+    int top, nrc = ck_zip_open_numbered(f->fd, file_size(f->fd), &z, &recs,
+                                        &nrecs);
 
     if (nrc != 0) {
         assert_int_equal(nrc, 1);
@@ -175,10 +175,16 @@ static int numbered_agrees(fx_t *f, int rc)
     assert_int_equal(z.cd_size, f->z.cd_size);
     assert_true(z.n >= 1);
     assert_string_equal(z.e[0].name, f->z.e[0].name);
-    for (size_t i = 0; i < nrecs; i++)
+    for (i = 0; i < nrecs; i++)
         nset += recs[i].set;
     assert_int_equal(z.n + nset, f->z.n);
-    for (size_t i = 0, k = 0; i < f->z.n; i++) {
+    {
+        const char *slash = strchr(z.e[0].name, '/');
+
+        assert_non_null(slash);
+        top = (int)(slash - z.e[0].name);
+    }
+    for (i = 0; i < f->z.n; i++) {
         const ck_zip_entry_t *e = &f->z.e[i];
         size_t n;
 
@@ -194,6 +200,9 @@ static int numbered_agrees(fx_t *f, int rc)
             assert_int_equal(x->data_off, e->data_off);
             continue;
         }
+        /* a numbered record: TOP/data/N, TOP the first entry's folder */
+        assert_memory_equal(e->name, z.e[0].name, (size_t)top + 1);
+        assert_memory_equal(e->name + top + 1, "data/", 5);
         n = tail_number(e->name);
         assert_true(n < nrecs);
         assert_int_equal(recs[n].set, 1);
@@ -202,6 +211,7 @@ static int numbered_agrees(fx_t *f, int rc)
         assert_int_equal(recs[n].crc, e->crc);
         assert_int_equal(e->method, 0);
     }
+    assert_int_equal(k, z.n); /* every kept entry met */
     ck_free(z.e);
     ck_map_free(recs, nrecs * sizeof(*recs));
     return 0;
@@ -1441,6 +1451,18 @@ static void test_numbered_open(void **state)
     write_zip(f->path, r, 6);
     expect_open_fail(f, CK_EFORMAT, "differ only in case");
     assert_int_equal(f->nrc, 1);
+    r[5].name = "archive/version";
+    write_zip(f->path, r, 6);
+    expect_open_fail(f, CK_EFORMAT, "duplicate entry archive/version");
+    assert_int_equal(f->nrc, 1);
+    /* the kept twin before the record it folds to */
+    r[5] = r[4];
+    r[4] = r[3];
+    r[3] = r[2];
+    r[2] = (rec_t){ "Archive/data/1", (const uint8_t *)"", 0 };
+    write_zip(f->path, r, 6);
+    expect_open_fail(f, CK_EFORMAT, "differ only in case");
+    assert_int_equal(f->nrc, 1);
     /* data/0 and data/1 listed the other way round (names of one length):
      * the plain open sorts them by their data */
     write_zip(f->path, s.r, 5);
@@ -1495,6 +1517,7 @@ static void test_rwin_steps(void **state)
         p = ck_rwin_get(&w, fd, off, 100, SIZE, &rc);
         assert_non_null(p);
         assert_memory_equal(p, data + off, 100);
+        assert_true(w.len <= w.cap);
         if (w.step != last && nsteps < 8)
             steps[nsteps++] = last = w.step;
     }
@@ -1523,7 +1546,47 @@ static void test_rwin_steps(void **state)
     assert_int_equal(w.len, 30);
     assert_null(ck_rwin_get(&w, fd, SIZE - 5, 10, SIZE, &rc));
     assert_int_equal(rc, -EIO);
+    /* no limit but the file's end: a short read that holds the request,
+     * and one that does not */
+    p = ck_rwin_get(&w, fd, SIZE - 100, 50, UINT64_MAX, &rc);
+    assert_non_null(p);
+    assert_memory_equal(p, data + SIZE - 100, 50);
+    assert_int_equal(w.len, 100);
+    assert_null(ck_rwin_get(&w, fd, SIZE - 10, 20, UINT64_MAX, &rc));
+    assert_int_equal(rc, -EIO);
+    /* grown, then another descriptor: the least again */
+    for (off = 0; off < (200u << 10); off += 1000)
+        assert_non_null(ck_rwin_get(&w, fd, off, 100, SIZE, &rc));
+    assert_true(w.step > (16u << 10));
+    {
+        int fd2 = open(f->path, O_RDONLY);
+
+        assert_true(fd2 >= 0);
+        p = ck_rwin_get(&w, fd2, 300000, 10, SIZE, &rc);
+        assert_non_null(p);
+        assert_memory_equal(p, data + 300000, 10);
+        assert_int_equal(w.len, 16 << 10);
+        close(fd2);
+    }
     ck_rwin_release(&w);
+    {
+        /* a window smaller than a step (ck_zip_first's, on the stack):
+         * never more read than it holds, a request of all of it served */
+        uint8_t head[542];
+        ck_rwin_t sw = { .buf = head, .cap = sizeof(head), .fd = fd };
+
+        for (off = 0; off < 20000; off += 100) {
+            p = ck_rwin_get(&sw, fd, off, 30, SIZE, &rc);
+            assert_non_null(p);
+            assert_memory_equal(p, data + off, 30);
+            assert_true(sw.len <= sizeof(head));
+        }
+        p = ck_rwin_get(&sw, fd, 7, sizeof(head), SIZE, &rc);
+        assert_non_null(p);
+        assert_memory_equal(p, data + 7, sizeof(head));
+        assert_null(ck_rwin_get(&sw, fd, 7, sizeof(head) + 1, SIZE, &rc));
+        assert_int_equal(rc, -EIO);
+    }
     close(fd);
     free(data);
 }

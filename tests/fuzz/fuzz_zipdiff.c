@@ -105,6 +105,7 @@ static void numbered_agrees(int fd, size_t size, int rc, const ck_zip_t *z)
 {
     ck_zip_rec_t *recs = NULL;
     size_t nrecs = 0, nset = 0, k = 0;
+    const char *top;
     ck_zip_t nz;
 
     if (ck_zip_open_numbered(fd, size, &nz, &recs, &nrecs) != 0) {
@@ -118,6 +119,9 @@ static void numbered_agrees(int fd, size_t size, int rc, const ck_zip_t *z)
         nset += recs[i].set;
     if (nz.nrec != z->n || nz.n + nset != z->n || nz.n == 0)
         disagree("the one-pass open's count", 0);
+    top = strchr(nz.e[0].name, '/');
+    if (top == NULL)
+        disagree("the one-pass open's first entry", 0);
     for (size_t i = 0; i < z->n; i++) {
         const ck_zip_entry_t *e = &z->e[i], *x;
         size_t n;
@@ -131,12 +135,18 @@ static void numbered_agrees(int fd, size_t size, int rc, const ck_zip_t *z)
                 disagree("a kept entry of the one-pass open", i);
             continue;
         }
+        /* a numbered record: TOP/data/N, TOP the first entry's folder */
+        if (strncmp(e->name, nz.e[0].name, (size_t)(top - nz.e[0].name) + 1) ||
+            strncmp(e->name + (top - nz.e[0].name) + 1, "data/", 5))
+            disagree("a numbered record's folder", i);
         n = tail_number(e->name);
         if (n >= nrecs || !recs[n].set || recs[n].off != e->data_off ||
             recs[n].usize != e->usize || recs[n].crc != e->crc ||
             e->method != 0)
             disagree("a numbered record of the one-pass open", i);
     }
+    if (k != nz.n)
+        disagree("the one-pass open's kept entries", 0);
     ck_free(nz.e);
     ck_map_free(recs, nrecs * sizeof(*recs));
 }
