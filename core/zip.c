@@ -374,7 +374,7 @@ void ck_rwin_release(ck_rwin_t *w)
 const uint8_t *ck_rwin_get(ck_rwin_t *w, int fd, uint64_t off, size_t n,
                            uint64_t limit, int *rc)
 {
-    size_t want, got = 0;
+    size_t want, got = 0, most = w->max > w->cap ? w->max : w->cap;
 
     if (w->buf != NULL && fd == w->fd && off >= w->off &&
         off - w->off <= w->len && w->len - (off - w->off) >= n &&
@@ -385,12 +385,12 @@ const uint8_t *ck_rwin_get(ck_rwin_t *w, int fd, uint64_t off, size_t n,
     if (w->step == 0 || w->fd != fd || off < w->off ||
         (off > w->off + w->len && off - (w->off + w->len) >= w->step))
         w->step = RWIN_STEP;
-    else if (w->step < w->cap)
+    else if (w->step < most)
         w->step *= 2;
-    if (w->step > w->cap)
-        w->step = w->cap;
+    if (w->step > most)
+        w->step = most;
     w->len = 0;
-    if (n > w->cap || off > limit || limit - off < n) {
+    if (n > most || off > limit || limit - off < n) {
         *rc = -EIO;
         return NULL;
     }
@@ -399,6 +399,19 @@ const uint8_t *ck_rwin_get(ck_rwin_t *w, int fd, uint64_t off, size_t n,
         return NULL;
     }
     want = n > w->step ? n : w->step;
+    if (w->cap < want) {
+        uint8_t *b = ck_map_grow(w->buf, w->cap, want);
+
+        if (b != NULL) {
+            w->buf = b;
+            w->cap = want;
+        } else if (n > w->cap) {
+            *rc = CK_ENOMEM;
+            return NULL;
+        } else { /* out of memory: the reads stay the size they are */
+            w->step = want = w->cap;
+        }
+    }
     if (limit - off < want)
         want = (size_t)(limit - off);
     while (got < want) {
@@ -804,7 +817,8 @@ int ck_zip_open(int fd, uint64_t fsize, ck_arena_t *arena, ck_zip_t *z,
                 ck_err_t *err)
 {
     src_t src = { fd, NULL, 0, 0 };
-    ck_rwin_t w = { .buf = ck_map_grow(NULL, 0, WIN_BYTES), .cap = WIN_BYTES,
+    ck_rwin_t w = { .buf = ck_map_grow(NULL, 0, RWIN_STEP), .cap = RWIN_STEP,
+                    .max = WIN_BYTES,
                     .fd = fd };
     int rc;
 
@@ -955,7 +969,7 @@ int ck_zip_open_numbered(int fd, uint64_t fsize, ck_zip_t *z,
                          ck_zip_rec_t **recs, size_t *nrecs)
 {
     src_t src = { fd, NULL, 0, 0 };
-    ck_rwin_t lw = { .cap = WIN_BYTES, .fd = fd };
+    ck_rwin_t lw = { .cap = RWIN_STEP, .max = WIN_BYTES, .fd = fd };
     ck_err_t scratch = { 0 };
     numbered_t t = { 0 };
     char name[CK_ZIP_NAME_MAX + 1];

@@ -222,14 +222,16 @@ typedef struct {
     int fd;
     uint64_t off;       /* of buf[0] in fd */
     size_t step;        /* the last read's size (0: none yet) */
+    size_t max;         /* what buf may grow to (ck_map_grow); 0: cap */
 } ck_rwin_t;
 
 /*
  * The n bytes at off of fd, from the window, or from a read at off that
- * stops at limit: of 16 KiB, or twice the last one's up to cap bytes when
+ * stops at limit: of 16 KiB, or twice the last one's up to max bytes when
  * off is less than that past the window's end (small records one after
  * the other: fewer reads; records far apart: no more copied than a
- * header needs), never less than n.  NULL with *rc = CK_ENOMEM, -errno,
+ * header needs), never less than n.  buf grows with the reads (a small
+ * file's window stays small); where it cannot, the reads stay smaller.  NULL with *rc = CK_ENOMEM, -errno,
  * or -EIO when they are not all before limit and the file's end (or n is
  * more than cap).
  */

@@ -44,7 +44,8 @@ void ck_zipw_init(ck_zipw_t *w, int fd)
 {
     memset(w, 0, sizeof(*w));
     w->fd = fd;
-    w->rwin.cap = RWIN_BYTES;
+    w->rwin.cap = RWIN_SMALL;   /* growing to RWIN_BYTES */
+    w->rwin.max = RWIN_BYTES;
 }
 
 void ck_zipw_release(ck_zipw_t *w)

@@ -1494,16 +1494,16 @@ static void test_numbered_open(void **state)
 
 /*
  * The read window grows while requests go on through the file (16 KiB,
- * twice that at each read up to its room), goes back to 16 KiB after a
- * jump back or past a read's length, and always hands out the file's
- * bytes.
+ * twice that at each read up to its most, its buffer with it), goes back
+ * to 16 KiB after a jump back or past a read's length, and always hands
+ * out the file's bytes; a buffer of a fixed size (max 0) never grows.
  */
 static void test_rwin_steps(void **state)
 {
     fx_t *f = *state;
     enum { SIZE = 4 << 20 };
     uint8_t *data = pattern(SIZE, 9);
-    ck_rwin_t w = { .cap = 256 << 10 };
+    ck_rwin_t w = { .cap = 16 << 10, .max = 256 << 10 };
     const uint8_t *p;
     size_t steps[8], nsteps = 0, last = 0;
     uint64_t off;
@@ -1525,6 +1525,7 @@ static void test_rwin_steps(void **state)
     assert_int_equal(steps[0], 16 << 10);
     assert_int_equal(steps[4], 256 << 10);
     assert_int_equal(w.len, 256 << 10);
+    assert_int_equal(w.cap, 256 << 10); /* the buffer grew with them */
     /* far on: the least again; then back: the least */
     p = ck_rwin_get(&w, fd, 3u << 20, 10, SIZE, &rc);
     assert_non_null(p);
