@@ -534,9 +534,9 @@ static int zip_pickle(ck_ckpt_t *c, const ck_zip_entry_t *e, ck_err_t *err)
 typedef struct {
     ck_ckpt_t *c;
     ck_zip_t zip;
-    ck_zip_rec_t *recs;     /* ck_zip_open_numbered's table, or NULL */
+    ck_zip_rec_t *recs;     /* ck_zip_open_numbered's table, or NULL (then
+                               zip.e is its heap block of the others) */
     size_t nrecs;
-    ck_zip_entry_t *kept;   /* and the entries it kept, names after them */
     ck_err_t err;
     int rc;
     pthread_t t;
@@ -571,9 +571,7 @@ static void *zd_run(void *arg)
     ck_ckpt_t *c = z->c;
 
     if (ck_zip_open_numbered(c->fd, c->st.size, &z->zip, &z->recs,
-                             &z->nrecs) == 0)
-        z->kept = z->zip.e;
-    else
+                             &z->nrecs) != 0)
         z->rc = ck_zip_open(c->fd, c->st.size, &c->zarena, &z->zip, &z->err);
     return NULL;
 }
@@ -609,7 +607,7 @@ static int open_zip_beside(ck_ckpt_t *c, int *rc, ck_err_t *err)
     c->zip = zd.zip;
     c->recs = zd.recs;
     c->nrecs = zd.nrecs;
-    c->zkept = zd.kept;
+    c->zkept = zd.recs != NULL ? zd.zip.e : NULL;
     if (zd.rc < 0)
         *rc = ck_err_set(err, zd.rc, "%s", zd.err.msg);
     else if ((*rc = zip_records(c, &e, err)) < 0)

@@ -61,11 +61,38 @@ typedef struct {
     int last_version;       /* scan keeps it: one global serves them all */
 } bytes_t;
 
+static void bytes_walk(bytes_t *b, ck_py_t *p, uint32_t depth);
+
+/*
+ * The arguments of call p at depth: of a tensor (tensor set) only those
+ * that may hold a storage -- its storage, hooks and metadata, not the
+ * ints of its shape (ck_tensor_arg_plain: the walk of an optimizer's
+ * 2 * 10^5 tensors met ten nodes each) --, their tuple marked and cut as
+ * a walk into it would.
+ */
+static void bytes_args(bytes_t *b, ck_py_t *p, int tensor, uint32_t depth)
+{
+    ck_py_t *t = (p->flags & CK_PY_F_ARGC) ? NULL : p->u.o.args;
+    ck_py_t **v;
+    uint32_t n = 0;
+
+    if (t != NULL && (!tensor || (v = ck_py_args(p, &n)) == NULL)) {
+        bytes_walk(b, t, depth + 1);
+        return;
+    }
+    if (t == NULL)
+        v = ck_py_args(p, &n); /* no tuple: its items */
+    else if (t->wgen == b->gen || depth + 1 > b->depth)
+        return;
+    else
+        t->wgen = b->gen;
+    for (uint32_t i = 0; i < n; i++)
+        if (!tensor || !ck_tensor_arg_plain(v[i], i))
+            bytes_walk(b, v[i], depth + 2);
+}
+
 static void bytes_walk(bytes_t *b, ck_py_t *p, uint32_t depth)
 {
-    ck_py_t **v;
-    uint32_t n;
-
     if (p == NULL || p->wgen == b->gen || depth > b->depth)
         return;
     p->wgen = b->gen;
@@ -84,28 +111,8 @@ static void bytes_walk(bytes_t *b, ck_py_t *p, uint32_t depth)
             b->last_fn = p->u.o.fn;
             b->last_version = ck_ckpt_tensor_call(p);
         }
-        if (p->kind == CK_PY_REDUCE && b->last_version > 0 &&
-            (v = ck_py_args(p, &n)) != NULL) {
-            /* a tensor: its storage and what else it holds, not the
-             * ints of its shape (the walk of an optimizer's 2 * 10^5
-             * tensors met ten nodes each); its tuple marked as a walk
-             * into it marks it, whose items then meet the same cut */
-            ck_py_t *t = (p->flags & CK_PY_F_ARGC) ? NULL : p->u.o.args;
-
-            if (t != NULL && (t->wgen == b->gen || depth + 1 > b->depth))
-                n = 0; /* met before, or past the cut */
-            else if (t != NULL)
-                t->wgen = b->gen;
-            for (uint32_t i = 0; i < n; i++)
-                if (!ck_tensor_arg_plain(v[i], i))
-                    bytes_walk(b, v[i], depth + 2);
-        } else if (p->flags & CK_PY_F_ARGC) { /* no tuple: its items */
-            v = ck_py_args(p, &n);
-            for (uint32_t i = 0; i < n; i++)
-                bytes_walk(b, v[i], depth + 2);
-        } else {
-            bytes_walk(b, p->u.o.args, depth + 1);
-        }
+        bytes_args(b, p, p->kind == CK_PY_REDUCE && b->last_version > 0,
+                   depth);
         for (size_t i = 0; i < ck_py_after(p)->list.n; i++)
             bytes_walk(b, ck_py_after(p)->list.v[i], depth + 1);
         for (size_t i = 0; i < ck_py_after(p)->dict.n; i++)
