@@ -465,6 +465,8 @@ struct ck_arena_ahead {
     uint8_t *base;
     size_t len;         /* whole huge blocks */
     size_t taken;       /* bytes of them taken (under mu) */
+    size_t limit;       /* none made ready from here (under mu): the end
+                           ck_arena_ahead_progress foresees */
     int stop;           /* (under mu) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -479,7 +481,8 @@ static void *ahead_run(void *arg)
         int skip, rc;
 
         pthread_mutex_lock(&h->mu);
-        while (!h->stop && at >= h->taken + AHEAD_BLOCKS * (size_t)ARENA_HUGE)
+        while (!h->stop && (at >= h->taken + AHEAD_BLOCKS * (size_t)ARENA_HUGE ||
+                            at >= h->limit))
             pthread_cond_wait(&h->cv, &h->mu);
         skip = at < h->taken; /* its taker touches it anyway */
         if (h->stop) {
@@ -530,7 +533,7 @@ void ck_arena_ahead(ck_arena_t *a, size_t n)
         free(h);
         return;
     }
-    h->len = len;
+    h->len = h->limit = len;
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->cv, NULL);
     if (pthread_create(&h->t, NULL, ahead_run, h) != 0) {
@@ -541,6 +544,31 @@ void ck_arena_ahead(ck_arena_t *a, size_t n)
         return;
     }
     a->ahead = h;
+}
+
+/*
+ * Blocks the thread ran ahead to make ready past the last one taken were
+ * up to four of 2 MiB, 8 MiB that a cold run's host backed for nothing
+ * (many-100000: 76 MiB made ready, 68 taken).  The blocks taken so far,
+ * scaled by the work left, foresee the end; a block of margin.
+ */
+void ck_arena_ahead_progress(ck_arena_t *a, uint64_t done, uint64_t total)
+{
+    ck_arena_ahead_t *h = a->ahead;
+    size_t limit;
+    double want;
+
+    if (h == NULL || done == 0 || done > total || done < total / 8)
+        return;
+    pthread_mutex_lock(&h->mu);
+    want = (double)h->taken * ((double)total / (double)done);
+    limit = want >= (double)h->len
+                ? h->len
+                : huge_round((size_t)want) + ARENA_HUGE;
+    if (limit > h->limit)
+        pthread_cond_signal(&h->cv);
+    h->limit = limit;
+    pthread_mutex_unlock(&h->mu);
 }
 
 /* The next huge block made ready, or NULL when none is left. */

@@ -181,6 +181,10 @@ void ck_arena_release(ck_arena_t *a);
  * 0 ends it; what was never used is given back then, or with the arena.
  */
 void ck_arena_ahead(ck_arena_t *a, size_t n);
+/* The work that fills a's blocks made ready ahead is done of total: past
+ * an eighth of it, blocks are made ready up to what the rate so far says
+ * the rest takes, and a block more -- not a few past its end. */
+void ck_arena_ahead_progress(ck_arena_t *a, uint64_t done, uint64_t total);
 /* Where a's next small request would go (0 before the first): the nodes
  * made last lie just below it. */
 uintptr_t ck_arena_next(const ck_arena_t *a);

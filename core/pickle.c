@@ -1669,12 +1669,17 @@ static int read_once(const uint8_t *buf, size_t len, pk_src_t *src, int exact,
     r.err = err;
     r.out = out;
     for (uint32_t n = 1; rc == 0; n++) {
-        if (src != NULL && !pk_src_whole(&r.c) &&
-            (rc = pk_src_fill(src, &r.c, lim->max_string_bytes)) < 0) {
-            rc = rc == CK_ENOMEM ? rd_nomem(&r)
-                                 : ck_err_set(err, rc, "read the pickle: %s",
-                                              strerror(-rc));
-            break;
+        if (src != NULL && !pk_src_whole(&r.c)) {
+            uint64_t before = src->next;
+
+            if ((rc = pk_src_fill(src, &r.c, lim->max_string_bytes)) < 0) {
+                rc = rc == CK_ENOMEM ? rd_nomem(&r)
+                                     : ck_err_set(err, rc, "read the pickle: %s",
+                                                  strerror(-rc));
+                break;
+            }
+            if (src->next != before) /* read on: the graph grows as fast */
+                ck_arena_ahead_progress(arena, src->next, src->len);
         }
         rc = rd_op(&r);
         if ((n & 0xffff) == 0 && rc == 0 && lim->cancel != NULL &&

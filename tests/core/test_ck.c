@@ -783,6 +783,67 @@ static void test_arena_ahead(void **state)
 }
 
 /*
+ * ck_arena_ahead_progress: told after each take that the work is done (so
+ * nothing more is to come), the thread makes ready at most a block past
+ * the last taken -- not the four it runs ahead otherwise --, and the blocks
+ * taken are all there, zero.
+ */
+static void test_arena_ahead_progress(void **state)
+{
+    size_t huge = 2u << 20;
+    ck_arena_t a = { 0 };
+    uint8_t *first, *base, *p;
+    struct timespec nap = { 0, 100 * 1000 * 1000 };
+    unsigned char v[1] = { 0 };
+    void *probe = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int populate;
+
+    (void)state;
+    assert_true(probe != MAP_FAILED);
+    /* made ready only where MADV_POPULATE_WRITE is (Linux 5.14) */
+    populate = madvise(probe, 4096, 23 /* MADV_POPULATE_WRITE */) == 0;
+    munmap(probe, 4096);
+    while (a.used < (1u << 20)) /* the heap blocks first */
+        assert_non_null(ck_arena_alloc(&a, 8192));
+    ck_arena_ahead(&a, 64u << 20);
+    assert_non_null(a.ahead);
+    ck_arena_ahead_progress(&a, 1, 1); /* nothing left: none past one */
+    first = ck_arena_alloc(&a, 8192);
+    assert_non_null(first);
+    base = (uint8_t *)((uintptr_t)first & ~(uintptr_t)(huge - 1));
+    do { /* blocks 0 to 7 taken */
+        p = ck_arena_alloc(&a, 8192);
+        assert_non_null(p);
+        assert_int_equal(p[0], 0);
+        ck_arena_ahead_progress(&a, 1, 1);
+    } while (p < base + 7 * huge);
+    nanosleep(&nap, NULL);
+    /* four ahead would have made blocks 8 to 11 ready: 9 and on are not */
+    for (size_t b = 9; b < 12; b++) {
+        assert_int_equal(mincore(base + b * huge, 4096, v), 0);
+        assert_int_equal(v[0] & 1, 0);
+    }
+    /* half of the work done: the rate says as many blocks again, and the
+     * thread runs four ahead (up to block 11) */
+    ck_arena_ahead_progress(&a, 1, 2);
+    for (int i = 0; i < 50 && populate; i++) {
+        assert_int_equal(mincore(base + 11 * huge, 4096, v), 0);
+        if (v[0] & 1)
+            break;
+        nanosleep(&nap, NULL);
+    }
+    assert_true((v[0] & 1) || !populate);
+    assert_int_equal(mincore(base + 12 * huge, 4096, v), 0);
+    assert_int_equal(v[0] & 1, 0);
+    /* an eighth is too early to tell: nothing changes */
+    ck_arena_ahead_progress(&a, 1, 9);
+    ck_arena_ahead(&a, 0);
+    assert_null(a.ahead);
+    ck_arena_release(&a);
+}
+
+/*
  * ck_sort_by_key orders by the leading uint64_t as a stable sort does:
  * keys that differ in one byte only (low, middle, high), keys all equal
  * (every pass skipped), repeated keys (their items keep their order), an
@@ -900,6 +961,7 @@ int main(void)
         cmocka_unit_test_teardown(test_map_grow_small_heap, teardown),
         cmocka_unit_test_teardown(test_big_arrays_huge, teardown),
         cmocka_unit_test_teardown(test_arena_ahead, teardown),
+        cmocka_unit_test_teardown(test_arena_ahead_progress, teardown),
         cmocka_unit_test_teardown(test_map_len_bounded, teardown),
         cmocka_unit_test(test_sort_by_key),
         cmocka_unit_test_teardown(test_strmap, teardown),
