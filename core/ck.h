@@ -177,13 +177,14 @@ void ck_arena_release(ck_arena_t *a);
  * a thread of its own, a few blocks ahead of their use: the kernel's
  * zeroing, and on a virtual machine the host's backing of fresh memory,
  * leave the reading thread's path.  A hint: nothing changes when it
- * cannot be had (no thread, a kernel without MADV_POPULATE_WRITE).  n of
- * 0 ends it; what was never used is given back then, or with the arena.
+ * cannot be had (no memory for the mapping, no thread).  n of 0 ends it;
+ * what was never used is given back then, or with the arena.
  */
 void ck_arena_ahead(ck_arena_t *a, size_t n);
-/* The work that fills a's blocks made ready ahead is done of total: past
- * an eighth of it, blocks are made ready up to what the rate so far says
- * the rest takes, and a block more -- not a few past its end. */
+/* Of the work that fills a's blocks made ready ahead (a pickle read),
+ * done of total is done: past an eighth of it, blocks are made ready up
+ * to the end the rate so far foresees and a block more, not a few past
+ * it. */
 void ck_arena_ahead_progress(ck_arena_t *a, uint64_t done, uint64_t total);
 /* Where a's next small request would go (0 before the first): the nodes
  * made last lie just below it. */
