@@ -447,7 +447,8 @@ static size_t block_bytes(const ck_arena_block_t *b)
 /*
  * Huge blocks made ready ahead (ck_arena_ahead): one mapping, its blocks
  * taken from its start in order; its thread faults them in at most
- * AHEAD_BLOCKS past the last one taken, then waits for the next take.  A
+ * AHEAD_BLOCKS past the last one taken and not past the limit
+ * ck_arena_ahead_progress sets, then waits for a take or a new limit.  A
  * block taken is its arena's like any other, freed with it -- after the
  * thread has ended, so it never touches a range no longer the arena's.
  * A fresh huge page costs its first toucher 0.06 ms a MiB when its
@@ -461,8 +462,12 @@ static size_t block_bytes(const ck_arena_block_t *b)
  * process's mmap lock through a block's zeroing (4 ms on a cold host):
  * every mmap, munmap, brk and madvise of the reading thread -- 40 in a
  * parse of 10^5 tensors -- waited behind it.  A page fault takes only its
- * mapping's lock.  The reading thread's time off CPU during a cold parse
- * went from 73 to 33 ms, the parse from 336 to 274 (6 runs each).
+ * mapping's lock where the kernel has per-mapping locks (Linux 6.4 on;
+ * before, the mmap lock as MADV_POPULATE_WRITE did, for a page: the
+ * stall stays a block's at most), and a call of the reading thread that
+ * changes this mapping still waits for the fault under way.  On 6.18
+ * the reading thread's time off CPU during a cold parse went from 73 to
+ * 33 ms, the parse from 336 to 274 (6 runs each).
  */
 #define AHEAD_BLOCKS 4
 #define AHEAD_PAGE 4096 /* the smallest page: each of any size is met */
@@ -471,7 +476,7 @@ struct ck_arena_ahead {
     uint8_t *base;
     size_t len;         /* whole huge blocks */
     size_t taken;       /* bytes of them taken (under mu) */
-    size_t limit;       /* none made ready from here (under mu): the end
+    size_t limit;       /* none begun from here (under mu): the end
                            ck_arena_ahead_progress foresees */
     size_t filling;     /* 1 + the offset of the block being faulted in,
                            0 when none (under mu) */
@@ -565,7 +570,8 @@ void ck_arena_ahead(ck_arena_t *a, size_t n)
  * Blocks the thread ran ahead to make ready past the last one taken were
  * up to four of 2 MiB, 8 MiB that a cold run's host backed for nothing
  * (many-100000: 76 MiB made ready, 68 taken).  The blocks taken so far,
- * scaled by the work left, foresee the end; a block of margin.
+ * times total / done, foresee the end; a block of margin.  Before an
+ * eighth of the work the rate says little: nothing changes.
  */
 void ck_arena_ahead_progress(ck_arena_t *a, uint64_t done, uint64_t total)
 {
@@ -573,13 +579,16 @@ void ck_arena_ahead_progress(ck_arena_t *a, uint64_t done, uint64_t total)
     size_t limit;
     double want;
 
-    if (h == NULL || done == 0 || done > total || done < total / 8)
+    if (h == NULL || done == 0 || done > total ||
+        (double)done * 8 < (double)total)
         return;
     pthread_mutex_lock(&h->mu);
     want = (double)h->taken * ((double)total / (double)done);
     limit = want >= (double)h->len
                 ? h->len
                 : huge_round((size_t)want) + ARENA_HUGE;
+    if (limit > h->len)
+        limit = h->len;
     if (limit > h->limit)
         pthread_cond_signal(&h->cv);
     h->limit = limit;

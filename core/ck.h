@@ -182,9 +182,9 @@ void ck_arena_release(ck_arena_t *a);
  */
 void ck_arena_ahead(ck_arena_t *a, size_t n);
 /* Of the work that fills a's blocks made ready ahead (a pickle read),
- * done of total is done: past an eighth of it, blocks are made ready up
- * to the end the rate so far foresees and a block more, not a few past
- * it. */
+ * done of total is done: from an eighth of it on, blocks are made ready
+ * up to the end the rate so far foresees and a block more, not a few
+ * past it. */
 void ck_arena_ahead_progress(ck_arena_t *a, uint64_t done, uint64_t total);
 /* Where a's next small request would go (0 before the first): the nodes
  * made last lie just below it. */

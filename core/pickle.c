@@ -1678,8 +1678,11 @@ static int read_once(const uint8_t *buf, size_t len, pk_src_t *src, int exact,
                                                   strerror(-rc));
                 break;
             }
-            if (src->next != before) /* read on: the graph grows as fast */
-                ck_arena_ahead_progress(arena, src->next, src->len);
+            /* read on: where the parse is (a window behind the read) */
+            if (src->next != before)
+                ck_arena_ahead_progress(arena,
+                                        src->len - pk_src_left(src, &r.c),
+                                        src->len);
         }
         rc = rd_op(&r);
         if ((n & 0xffff) == 0 && rc == 0 && lim->cancel != NULL &&
