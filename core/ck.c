@@ -584,11 +584,10 @@ void ck_arena_ahead_progress(ck_arena_t *a, uint64_t done, uint64_t total)
         return;
     pthread_mutex_lock(&h->mu);
     want = (double)h->taken * ((double)total / (double)done);
-    limit = want >= (double)h->len
-                ? h->len
-                : huge_round((size_t)want) + ARENA_HUGE;
-    if (limit > h->len)
-        limit = h->len;
+    /* (len is whole blocks, one at least) */
+    limit = want <= (double)(h->len - ARENA_HUGE)
+                ? huge_round((size_t)want) + ARENA_HUGE
+                : h->len;
     if (limit > h->limit)
         pthread_cond_signal(&h->cv);
     h->limit = limit;

@@ -231,9 +231,9 @@ typedef struct {
  * off is less than that past the window's end (small records one after
  * the other: fewer reads; records far apart: no more copied than a
  * header needs), never less than n.  buf grows with the reads (a small
- * file's window stays small); where it cannot, the reads stay smaller.  NULL with *rc = CK_ENOMEM, -errno,
- * or -EIO when they are not all before limit and the file's end (or n is
- * more than cap).
+ * file's window stays small); where it cannot, the reads stay smaller.
+ * NULL with *rc = CK_ENOMEM, -errno, or -EIO when they are not all before
+ * limit and the file's end (or n is more than max).
  */
 const uint8_t *ck_rwin_get(ck_rwin_t *w, int fd, uint64_t off, size_t n,
                            uint64_t limit, int *rc);

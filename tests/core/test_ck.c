@@ -718,6 +718,22 @@ static int resident(const void *p, size_t n)
     return 1;
 }
 
+/* Is the page at p in memory? */
+static int page_in(const void *p)
+{
+    unsigned char v[1] = { 0 };
+
+    assert_int_equal(mincore((void *)p, 4096, v), 0);
+    return v[0] & 1;
+}
+
+/* a's first MiB taken in heap blocks: its next blocks are huge ones */
+static void heap_blocks_first(ck_arena_t *a)
+{
+    while (a->used < (1u << 20))
+        assert_non_null(ck_arena_alloc(a, 8192));
+}
+
 /*
  * ck_arena_ahead: the arena's huge blocks come one after the other from
  * the range made ready, zero; the block after the one taken is faulted in
@@ -734,8 +750,7 @@ static void test_arena_ahead(void **state)
     int ready = 0;
 
     (void)state;
-    while (a.used < (1u << 20)) /* the heap blocks first */
-        assert_non_null(ck_arena_alloc(&a, 8192));
+    heap_blocks_first(&a);
     ck_arena_ahead(&a, 16u << 20);
     assert_non_null(a.ahead);
     first = ck_arena_alloc(&a, 8192);
@@ -790,8 +805,7 @@ static void test_arena_ahead_take_filling(void **state)
         uint8_t *p[4096];
         size_t n = 0;
 
-        while (a.used < (1u << 20))
-            assert_non_null(ck_arena_alloc(&a, 8192));
+        heap_blocks_first(&a);
         ck_arena_ahead(&a, 32u << 20);
         assert_non_null(a.ahead);
         for (n = 0; n < CK_ARRAY_SIZE(p) - 512; n++) {
@@ -821,11 +835,10 @@ static void test_arena_ahead_progress(void **state)
     ck_arena_t a = { 0 };
     uint8_t *first, *base, *p;
     struct timespec nap = { 0, 100 * 1000 * 1000 };
-    unsigned char v[1] = { 0 };
+    int ready = 0;
 
     (void)state;
-    while (a.used < (1u << 20)) /* the heap blocks first */
-        assert_non_null(ck_arena_alloc(&a, 8192));
+    heap_blocks_first(&a);
     ck_arena_ahead(&a, 64u << 20);
     assert_non_null(a.ahead);
     ck_arena_ahead_progress(&a, 1, 1); /* nothing left: none past one */
@@ -840,30 +853,21 @@ static void test_arena_ahead_progress(void **state)
     } while (p < base + 7 * huge);
     nanosleep(&nap, NULL);
     /* four ahead would have made blocks 8 to 11 ready: 9 and on are not */
-    for (size_t b = 9; b < 12; b++) {
-        assert_int_equal(mincore(base + b * huge, 4096, v), 0);
-        assert_int_equal(v[0] & 1, 0);
-    }
+    for (size_t b = 9; b < 12; b++)
+        assert_false(page_in(base + b * huge));
     /* less than an eighth of the work done: too early to tell, nothing
      * changes */
     ck_arena_ahead_progress(&a, 1, 9);
     nanosleep(&nap, NULL);
-    for (size_t b = 9; b < 12; b++) {
-        assert_int_equal(mincore(base + b * huge, 4096, v), 0);
-        assert_int_equal(v[0] & 1, 0);
-    }
+    for (size_t b = 9; b < 12; b++)
+        assert_false(page_in(base + b * huge));
     /* half of the work done: the rate says as many blocks again, and the
      * thread runs four ahead (up to block 11) */
     ck_arena_ahead_progress(&a, 1, 2);
-    for (int i = 0; i < 100; i++) {
-        assert_int_equal(mincore(base + 11 * huge, 4096, v), 0);
-        if (v[0] & 1)
-            break;
+    for (int i = 0; i < 100 && !(ready = page_in(base + 11 * huge)); i++)
         nanosleep(&nap, NULL);
-    }
-    assert_true(v[0] & 1);
-    assert_int_equal(mincore(base + 12 * huge, 4096, v), 0);
-    assert_int_equal(v[0] & 1, 0);
+    assert_true(ready);
+    assert_false(page_in(base + 12 * huge));
     ck_arena_ahead(&a, 0);
     assert_null(a.ahead);
     ck_arena_release(&a);
